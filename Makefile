@@ -1,0 +1,34 @@
+# Two front doors: `make demo` (see the product on synthetic data) and `make test`.
+# Each creates .venv and installs what it needs; re-running skips work already done.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= demo-data
+DEMO_FRAMES ?= 1200
+PORT ?= 8501
+
+.PHONY: demo test venv clean bench
+
+$(VENV)/.installed-runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed-runtime
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed-runtime
+	$(PY) -m pipeline demo --frames $(DEMO_FRAMES) --out $(DEMO_DIR) --db $(DEMO_DIR)/garden.duckdb --port $(PORT)
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed-dev
+	$(PY) bench/ingest.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,109 @@
+"""One settings object for every pipeline stage: defaults -> optional TOML file -> CLI flags.
+
+Each field has a default and one line of help (`help_for`). Unknown keys in a TOML file are an
+error. The resolved settings are stored with every analysis run. Settings that describe the data
+itself (timezone, lat/lon, clock offset, weather station) are also remembered in the store (see
+`store.kv`), so later commands and the dashboard use the same place without repeating flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import InputError
+
+
+def _setting(default: Any, help: str) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Settings:
+    # Time and place
+    timezone: str | None = _setting(
+        None, "IANA time zone of the camera clock (e.g. Europe/London); unset = camera clock is UTC")
+    lat: float | None = _setting(None, "latitude of the camera in degrees north, for sun elevation")
+    lon: float | None = _setting(None, "longitude of the camera in degrees east, for sun elevation")
+    clock_offset_minutes: float = _setting(
+        0.0, "minutes to add to the camera clock to correct it (see `pipeline info` clock check)")
+    day_min_elevation: float = _setting(0.0, "sun elevation (degrees) above which a frame is 'day'")
+    twilight_min_elevation: float = _setting(
+        -6.0, "sun elevation (degrees) above which a non-day frame is 'twilight'; below is 'night'")
+    night_max_luma: float = _setting(
+        40.0, "without a location: mean luma (0..255) below which a frame is 'night'")
+    day_min_luma: float = _setting(
+        80.0, "without a location: mean luma (0..255) above which a frame is 'day'")
+
+    # Ingest
+    thumbnail_size: int = _setting(256, "long side of stored thumbnails in pixels")
+    workers: int = _setting(max(1, os.cpu_count() or 1), "parallel decode workers")
+    max_image_pixels: int = _setting(
+        120_000_000, "larger images are refused as decompression bombs")
+
+    # Embedding
+    model: str = _setting("vgg16-hed", "embedding model key (see `python -m pipeline models`)")
+    weights: str | None = _setting(None, "weights file for an ImageNet model instead of Keras' cache")
+    batch_size: int = _setting(32, "frames per inference batch (and per commit)")
+
+    # Analysis
+    detectors: list = _setting(
+        ["iforest", "lof", "knn", "ecod", "copod", "hbos"],
+        "outlier detectors to run (see `python -m pipeline analyze --help`)")
+    clusterer: str = _setting("kmeans", "clusterer: 'kmeans' or 'hdbscan'")
+    n_clusters: str = _setting("auto", "number of k-means clusters, or 'auto' (silhouette)")
+    contamination: float = _setting(0.05, "share of frames flagged as outliers by each detector")
+    pca_max_dims: int = _setting(64, "most PCA dimensions kept before the detectors")
+    pca_variance: float = _setting(0.95, "explained variance PCA keeps (up to pca_max_dims)")
+    cluster_dims: int = _setting(10, "PCA dimensions used by HDBSCAN")
+    map_method: str = _setting("pca", "2-D map projection: 'pca' or 'umap'")
+    random_state: int = _setting(0, "seed for every random step")
+
+    # Weather
+    weather_station: str | None = _setting(
+        None, "station whose observations frames are joined to (default: the one with most rows)")
+    weather_tolerance_minutes: float = _setting(
+        90.0, "a frame gets the latest observation at most this many minutes before it")
+
+    @classmethod
+    def load(cls, toml_path: str | os.PathLike | None = None, **overrides: Any) -> "Settings":
+        """Defaults, then the TOML file (if any), then `overrides` whose value is not None."""
+        values: dict[str, Any] = {}
+        if toml_path is not None:
+            path = Path(toml_path)
+            try:
+                with path.open("rb") as fh:
+                    values.update(tomllib.load(fh))
+            except FileNotFoundError:
+                raise InputError(f"settings file {path} does not exist") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise InputError(f"settings file {path} is not valid TOML: {exc}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(
+                f"unknown setting(s): {', '.join(unknown)}; known settings: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some fields changed (None values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def help_for(name: str) -> str:
+    """The one-line help of a setting."""
+    for f in dataclasses.fields(Settings):
+        if f.name == name:
+            return f.metadata["help"]
+    raise KeyError(name)

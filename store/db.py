@@ -1,0 +1,162 @@
+"""Opening the store: one `connect()` for everyone, lock retries, typed errors, the run lock.
+
+DuckDB allows one read-write process or several read-only ones, never both. Nobody holds the
+file open for long; `connect()` retries while another process holds it and then raises
+`StoreLockedError`, whose message names the file, the holder and what to do. A pipeline run also
+takes `writer_lock()` for its whole duration, so two runs never interleave their short
+connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT_S = 10.0
+
+
+class StoreError(Exception):
+    """Base class for problems with the store that a user can act on."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the DuckDB file (or the pipeline run lock)."""
+
+
+class StoreBusyError(StoreLockedError):
+    """Another pipeline run is writing to this store."""
+
+
+class SchemaError(StoreError):
+    """The file's schema is newer than this code, or not a store at all."""
+
+
+class StoreNotFoundError(StoreError):
+    """A read-only open of a store file that does not exist."""
+
+
+_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>\S+) \(PID (?P<pid>\d+)\)")
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+def _locked_message(path: Path, exc: Exception, waited: float) -> str:
+    match = _HOLDER.search(str(exc))
+    holder = f"process {match['pid']} ({match['exe']})" if match else "another process"
+    return (
+        f"the store {path} is locked by {holder}; waited {waited:.0f} s. "
+        "A pipeline run is probably writing to it: wait for it to finish, or stop it, "
+        "then try again (DuckDB allows one writer or several readers at a time)."
+    )
+
+
+def connect(
+    path: str | os.PathLike,
+    read_only: bool = False,
+    timeout: float = LOCK_TIMEOUT_S,
+    migrate: bool = True,
+) -> duckdb.DuckDBPyConnection:
+    """Open the store, retrying on DuckDB's lock error with backoff.
+
+    A read-write open creates the file if needed and applies pending migrations; a read-only
+    open only checks that the schema is one this code knows. Use it as a context manager so the
+    connection is closed quickly: ``with store.connect(db) as con: ...``.
+    """
+    from store import migrations  # local import: migrations imports this module's errors
+
+    path = Path(path)
+    if read_only and not path.exists():
+        raise StoreNotFoundError(
+            f"no store at {path}: create it with `python -m pipeline ingest FOLDER --db {path}`"
+            " or `python -m pipeline demo`."
+        )
+    if not read_only and not path.parent.exists():
+        raise StoreError(f"the folder for the store {path} does not exist: create {path.parent}")
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    started = time.monotonic()
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc):
+                raise StoreError(f"cannot open the store {path}: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise StoreLockedError(_locked_message(path, exc, time.monotonic() - started)) from exc
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 1.0)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open the store {path}: {exc}") from exc
+    try:
+        if read_only:
+            migrations.check(con, path)
+        elif migrate:
+            migrations.migrate(con, path)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+@contextlib.contextmanager
+def writer_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the pipeline's run lock (`<store>.lock`) for a whole run, or fail at once.
+
+    DuckDB's own lock is held only while a connection is open; this lock keeps a second
+    pipeline run from interleaving its batches with ours. The OS releases it if we are killed.
+    """
+    path = Path(path)
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot create the run lock {lock_path}: {exc.strerror}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise StoreBusyError(
+                f"another run is writing to {path} (PID {holder}); wait for it to finish "
+                "or stop it, then run again. Nothing was changed."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def log_failed(sql: str, params: object, exc: Exception) -> None:
+    """Log failed SQL with its parameters (the caller re-raises)."""
+    log.error("SQL failed: %s\n  params: %r\n  error: %s", sql, params, exc)
+
+
+def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:
+    """First row of a query, or None.
+
+    DuckDB 2.x keeps an `execute()` result open until it is fully fetched, and then refuses
+    `con.sql(...)` on that connection; so never `fetchone()`: this fetches everything.
+    """
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0] if rows else None
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
+    """The single value of a one-row, one-column query (None when no row)."""
+    row = fetch_one(con, sql, params)
+    return None if row is None else row[0]

@@ -1,0 +1,292 @@
+"""Numbered schema migrations and the schema-version check.
+
+Each migration is `(version, name, sql)`. `migrate()` applies the ones a file lacks, each in
+its own transaction, and records it in `schema_migrations`; running it again changes nothing.
+A file whose newest migration is newer than this code knows is refused with `SchemaError`.
+Never edit a migration that has shipped: add a new one at the end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from store.db import SchemaError, scalar
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS settings (
+    key         VARCHAR PRIMARY KEY,
+    value       VARCHAR NOT NULL,          -- JSON text
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE SEQUENCE IF NOT EXISTS frame_id_seq START 1;
+
+CREATE TABLE IF NOT EXISTS frames (
+    frame_id        BIGINT PRIMARY KEY,
+    path            VARCHAR NOT NULL UNIQUE,   -- relative to root, '/' separators
+    root            VARCHAR NOT NULL,          -- absolute folder the path is relative to
+    taken_at        TIMESTAMP,                 -- camera wall clock
+    taken_at_utc    TIMESTAMPTZ,
+    time_source     VARCHAR NOT NULL,          -- 'exif' | 'filename' | 'mtime'
+    utc_offset_min  INTEGER,                   -- offset used for taken_at -> taken_at_utc
+    width           INTEGER,
+    height          INTEGER,
+    file_bytes      BIGINT NOT NULL,
+    file_mtime      TIMESTAMPTZ NOT NULL,
+    content_hash    VARCHAR,                   -- blake2b of the file bytes (finds duplicates)
+    mean_luma       DOUBLE,                    -- 0..255
+    contrast        DOUBLE,                    -- std of luma, 0..~128
+    sharpness       DOUBLE,                    -- variance of the Laplacian of luma
+    colorfulness    DOUBLE,                    -- Hasler & Suesstrunk metric
+    sun_elevation   DOUBLE,                    -- degrees; NULL without a location
+    daylight        VARCHAR,                   -- 'day' | 'twilight' | 'night'
+    daylight_source VARCHAR,                   -- 'sun' | 'brightness'
+    ingested_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS thumbnails (
+    frame_id  BIGINT PRIMARY KEY,
+    jpeg      BLOB NOT NULL,
+    width     INTEGER NOT NULL,
+    height    INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS ingest_errors (
+    path         VARCHAR NOT NULL,     -- relative to root where possible
+    stage        VARCHAR NOT NULL,     -- 'ingest' | 'embed' | 'score-new' ...
+    message      VARCHAR NOT NULL,
+    root         VARCHAR,
+    file_bytes   BIGINT,
+    file_mtime   TIMESTAMPTZ,
+    occurred_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (path, stage)
+);
+
+CREATE TABLE IF NOT EXISTS models (
+    model       VARCHAR PRIMARY KEY,   -- registry key, e.g. 'vgg16-hed'
+    family      VARCHAR NOT NULL,
+    weights     VARCHAR NOT NULL,      -- where the weights came from
+    dim         INTEGER NOT NULL,
+    input_size  INTEGER,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS embeddings (
+    frame_id  BIGINT NOT NULL,
+    model     VARCHAR NOT NULL,
+    vector    FLOAT[] NOT NULL,
+    PRIMARY KEY (frame_id, model)
+);
+
+CREATE SEQUENCE IF NOT EXISTS run_id_seq START 1;
+
+CREATE TABLE IF NOT EXISTS analysis_runs (
+    run_id        BIGINT PRIMARY KEY,
+    model         VARCHAR NOT NULL,
+    params        JSON NOT NULL,
+    status        VARCHAR NOT NULL,     -- 'running' | 'complete' | 'failed'
+    n_frames      BIGINT,
+    started_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    finished_at   TIMESTAMPTZ,
+    code_version  VARCHAR,
+    timings       JSON,                 -- seconds per step
+    error         VARCHAR               -- why a failed run failed
+);
+
+CREATE TABLE IF NOT EXISTS clusters (
+    run_id    BIGINT NOT NULL,
+    frame_id  BIGINT NOT NULL,
+    cluster   INTEGER NOT NULL,         -- -1 = noise
+    map_x     DOUBLE,
+    map_y     DOUBLE,
+    PRIMARY KEY (run_id, frame_id)
+);
+
+CREATE TABLE IF NOT EXISTS outlier_scores (
+    run_id      BIGINT NOT NULL,
+    detector    VARCHAR NOT NULL,
+    frame_id    BIGINT NOT NULL,
+    score       DOUBLE,                 -- higher = more abnormal
+    score_pct   DOUBLE,                 -- 0..1 rank within the run
+    is_outlier  BOOLEAN,
+    PRIMARY KEY (run_id, detector, frame_id)
+);
+
+CREATE TABLE IF NOT EXISTS neighbors (
+    run_id       BIGINT NOT NULL,
+    frame_id     BIGINT NOT NULL,
+    rank         INTEGER NOT NULL,      -- 1 = nearest
+    neighbor_id  BIGINT NOT NULL,
+    distance     DOUBLE NOT NULL,       -- in the run's PCA space
+    PRIMARY KEY (run_id, frame_id, rank)
+);
+
+CREATE TABLE IF NOT EXISTS fitted_runs (
+    run_id      BIGINT PRIMARY KEY,
+    artifact    BLOB NOT NULL,          -- pickled scaler, PCA, detectors, neighbour index
+    versions    JSON NOT NULL,          -- library versions it was fitted with
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS weather (
+    station           VARCHAR NOT NULL,
+    observed_at       TIMESTAMPTZ NOT NULL,
+    temperature_c     DOUBLE,
+    precipitation_mm  DOUBLE,
+    cloud_cover_pct   DOUBLE,
+    wind_speed_ms     DOUBLE,
+    visibility_km     DOUBLE,
+    weather_code      INTEGER,          -- WMO code when the source has one
+    condition         VARCHAR,          -- 'clear' | 'cloudy' | 'rain' | 'snow' | 'fog' | ...
+    source            VARCHAR,
+    PRIMARY KEY (station, observed_at)
+);
+
+CREATE TABLE IF NOT EXISTS reviews (
+    frame_id     BIGINT PRIMARY KEY,
+    verdict      VARCHAR NOT NULL CHECK (verdict IN ('junk', 'keep')),
+    note         VARCHAR,
+    reviewed_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS ground_truth (
+    frame_id    BIGINT PRIMARY KEY,
+    is_anomaly  BOOLEAN NOT NULL,
+    kind        VARCHAR                 -- e.g. 'person', 'fog', 'normal'
+);
+"""
+
+# Readers' views. `latest_run` is the newest complete analysis run; `frame_weather` is each
+# frame's latest observation at or before it, within `weather_tolerance_minutes` (setting,
+# default 90), from the `weather_station` setting or else the station with most rows.
+_VIEWS = """
+CREATE OR REPLACE VIEW latest_run AS
+SELECT run_id, model FROM analysis_runs
+WHERE status = 'complete'
+ORDER BY finished_at DESC, run_id DESC
+LIMIT 1;
+
+CREATE OR REPLACE VIEW weather_station_used AS
+SELECT coalesce(
+    (SELECT json_extract_string(value, '$') FROM settings WHERE key = 'weather_station'),
+    (SELECT station FROM weather GROUP BY station ORDER BY count(*) DESC, station LIMIT 1)
+) AS station;
+
+CREATE OR REPLACE VIEW frame_weather AS
+WITH w AS (
+    SELECT * FROM weather WHERE station = (SELECT station FROM weather_station_used)
+), tol AS (
+    SELECT to_seconds(CAST(60 * coalesce(
+        (SELECT TRY_CAST(value AS DOUBLE) FROM settings WHERE key = 'weather_tolerance_minutes'),
+        90.0) AS BIGINT)) AS span
+), j AS (
+    SELECT f.frame_id, w.*,
+           coalesce(f.taken_at_utc - w.observed_at <= (SELECT span FROM tol), FALSE) AS within
+    FROM (SELECT frame_id, taken_at_utc FROM frames WHERE taken_at_utc IS NOT NULL) f
+    ASOF LEFT JOIN w ON f.taken_at_utc >= w.observed_at
+)
+SELECT frame_id,
+       CASE WHEN within THEN station END AS station,
+       CASE WHEN within THEN observed_at END AS weather_observed_at,
+       CASE WHEN within THEN temperature_c END AS temperature_c,
+       CASE WHEN within THEN precipitation_mm END AS precipitation_mm,
+       CASE WHEN within THEN cloud_cover_pct END AS cloud_cover_pct,
+       CASE WHEN within THEN wind_speed_ms END AS wind_speed_ms,
+       CASE WHEN within THEN visibility_km END AS visibility_km,
+       CASE WHEN within THEN weather_code END AS weather_code,
+       CASE WHEN within THEN coalesce(condition, 'unknown') ELSE 'unknown' END AS condition
+FROM j;
+
+CREATE OR REPLACE VIEW frame_facts AS
+SELECT f.*,
+       lr.run_id,
+       c.cluster, c.map_x, c.map_y,
+       s.score AS consensus_score,
+       s.score_pct AS consensus_pct,
+       s.is_outlier AS consensus_is_outlier,
+       fw.station AS weather_station,
+       fw.weather_observed_at,
+       coalesce(fw.condition, 'unknown') AS condition,
+       fw.temperature_c, fw.precipitation_mm, fw.cloud_cover_pct, fw.wind_speed_ms,
+       fw.visibility_km,
+       r.verdict, r.note AS review_note, r.reviewed_at
+FROM frames f
+LEFT JOIN latest_run lr ON TRUE
+LEFT JOIN clusters c ON c.run_id = lr.run_id AND c.frame_id = f.frame_id
+LEFT JOIN outlier_scores s
+       ON s.run_id = lr.run_id AND s.frame_id = f.frame_id AND s.detector = 'consensus'
+LEFT JOIN frame_weather fw ON fw.frame_id = f.frame_id
+LEFT JOIN reviews r ON r.frame_id = f.frame_id;
+"""
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "initial schema and reader views", _TABLES + _VIEWS),
+]
+
+LATEST = MIGRATIONS[-1][0]
+
+
+def _applied(con: duckdb.DuckDBPyConnection) -> int:
+    """Newest applied migration, 0 for an empty file."""
+    exists = scalar(
+        con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+    )
+    if not exists:
+        return 0
+    return scalar(con, "SELECT coalesce(max(version), 0) FROM schema_migrations")
+
+
+def _refuse_newer(version: int, path: Path) -> None:
+    if version > LATEST:
+        raise SchemaError(
+            f"the store {path} has schema version {version}, newer than this code knows "
+            f"({LATEST}): update the software (git pull, then `make demo` or `pip install -r "
+            "requirements.txt`) before using this file."
+        )
+
+
+def check(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    """For read-only opens: the schema must be known and current."""
+    _session_defaults(con)
+    version = _applied(con)
+    _refuse_newer(version, path)
+    if version < LATEST:
+        raise SchemaError(
+            f"the store {path} has schema version {version}; this code needs {LATEST}. "
+            f"Open it once for writing to migrate, e.g. `python -m pipeline info --db {path}`."
+        )
+    return version
+
+
+def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    """Apply pending migrations, one transaction each. Returns the schema version."""
+    _session_defaults(con)
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+        " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
+    version = _applied(con)
+    _refuse_newer(version, path)
+    for number, name, sql in MIGRATIONS:
+        if number <= version:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(sql)
+            con.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [number, name]
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        version = number
+    return version
+
+
+def _session_defaults(con: duckdb.DuckDBPyConnection) -> None:
+    # Timestamps with time zone are read and written in UTC whatever the machine's zone.
+    con.execute("SET TimeZone = 'UTC'")

@@ -1,0 +1,60 @@
+"""Shared fixtures: a fresh store path, the real frames folder, tiny generated JPEGs with EXIF."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+GARDEN_MONZ = REALDATA / "garden-monz"
+NYC_WEATHER = REALDATA / "weather" / "nyc-airports-2013-hourly.csv"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """Path of a store file that does not exist yet."""
+    return tmp_path / "store.duckdb"
+
+
+def write_jpeg(path: Path, when: datetime | None = None, size=(64, 48), colour=(90, 140, 60),
+               seed: int = 0, offset: str | None = None) -> Path:
+    """A small noisy JPEG, with EXIF DateTimeOriginal (and OffsetTimeOriginal) when given."""
+    rng = np.random.default_rng(seed)
+    base = np.array(colour, dtype=np.float32)
+    pixels = np.clip(base + rng.normal(0, 12, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    exif = Image.Exif()
+    if when is not None:
+        exif_ifd = exif.get_ifd(0x8769)
+        exif_ifd[0x9003] = when.strftime("%Y:%m:%d %H:%M:%S")  # DateTimeOriginal
+        if offset is not None:
+            exif_ifd[0x9011] = offset  # OffsetTimeOriginal
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, "JPEG", quality=85, exif=exif)
+    return path
+
+
+@pytest.fixture
+def make_jpeg():
+    """Factory: make_jpeg(path, when=None, size=(64, 48), colour=..., seed=0, offset=None)."""
+    return write_jpeg
+
+
+@pytest.fixture
+def small_folder(tmp_path: Path) -> Path:
+    """Twelve frames ten minutes apart, EXIF-dated, in two sub-folders."""
+    folder = tmp_path / "frames"
+    start = datetime(2024, 4, 10, 11, 0, 0)
+    for i in range(12):
+        when = start + timedelta(minutes=10 * i)
+        sub = "a" if i < 6 else "b"
+        write_jpeg(folder / sub / f"frame_{i:03d}.jpg", when=when, seed=i)
+    return folder
