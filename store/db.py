@@ -22,7 +22,8 @@ import duckdb
 
 log = logging.getLogger(__name__)
 
-LOCK_TIMEOUT_S = 10.0
+# How long connect() retries a locked file before giving up (env TIMELAPSE_LOCK_TIMEOUT_S).
+LOCK_TIMEOUT_S = float(os.environ.get("TIMELAPSE_LOCK_TIMEOUT_S", "10"))
 
 
 class StoreError(Exception):
@@ -66,7 +67,7 @@ def _locked_message(path: Path, exc: Exception, waited: float) -> str:
 def connect(
     path: str | os.PathLike,
     read_only: bool = False,
-    timeout: float = LOCK_TIMEOUT_S,
+    timeout: float | None = None,
     migrate: bool = True,
 ) -> duckdb.DuckDBPyConnection:
     """Open the store, retrying on DuckDB's lock error with backoff.
@@ -78,6 +79,7 @@ def connect(
     from store import migrations  # local import: migrations imports this module's errors
 
     path = Path(path)
+    timeout = LOCK_TIMEOUT_S if timeout is None else timeout
     if read_only and not path.exists():
         raise StoreNotFoundError(
             f"no store at {path}: create it with `python -m pipeline ingest FOLDER --db {path}`"

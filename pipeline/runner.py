@@ -1,0 +1,67 @@
+"""`run` and `demo` orchestration: every stage in order under one run lock, then the dashboard.
+
+Each stage is incremental on its own (ingest adds only new or changed files, embed only frames
+without a vector, analyze writes a new run), so re-running after new frames arrive does only the
+new work. The run lock (`store.writer_lock`) keeps a second run off the same store.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import store
+from pipeline.errors import InputError
+from pipeline.settings import Settings
+
+DASHBOARD_APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+
+
+def run_all(folder: Path, db: Path, settings: Settings, weather_csv: Path | None = None,
+            progress: bool = True) -> Iterator[str]:
+    """Ingest, import weather (when given), embed and analyze; yields one line per stage."""
+    from pipeline.analyze import analyze
+    from pipeline.embed import embed_frames
+    from pipeline.ingest import ingest_folder
+
+    with store.writer_lock(db):
+        summary = ingest_folder(folder, db, settings, progress=progress)
+        yield summary.describe()
+        if weather_csv is not None:
+            from pipeline.weather import import_csv
+
+            yield import_csv(weather_csv, db, station=settings.weather_station).describe()
+        yield embed_frames(db, settings, progress=progress).describe()
+        yield analyze(db, settings, progress=progress).describe()
+
+
+def import_ground_truth(db: Path, truth_csv: Path, frames_dir: Path) -> str:
+    """Load a `path,label,kind` CSV into `ground_truth` so the dashboard can score detectors."""
+    import pandas as pd
+
+    from store import analysis as analysis_store
+
+    try:
+        truth = pd.read_csv(truth_csv)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the ground truth {truth_csv}: {exc}") from exc
+    with store.writer_lock(db), store.connect(db) as con:
+        n_matched = analysis_store.import_ground_truth(con, truth)
+    return f"ground truth: {n_matched} of {len(truth)} rows matched frames ({truth_csv})"
+
+
+def serve_dashboard(db: Path, port: int = 8501) -> None:
+    """Start the dashboard in the foreground on http://localhost:PORT until Ctrl-C."""
+    url = f"http://localhost:{port}"
+    print(f"dashboard: {url}  (Ctrl-C to stop)", flush=True)
+    command = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP),
+               "--server.port", str(port), "--server.headless", "true",
+               "--", "--db", str(Path(db).resolve())]
+    try:
+        subprocess.run(command, check=False, env={**os.environ, "PYTHONPATH": str(
+            DASHBOARD_APP.parents[1])})
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,67 @@
+"""The command line as a user meets it: help, and expected problems as one line + exit code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from tests.conftest import REPO
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, text=True,
+                          capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_help_lists_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ["ingest", "info", "run", "demo", "embed", "models", "analyze", "evaluate",
+                    "score-new", "weather", "locate"]:
+        assert f"  {command}" in result.stdout, command
+
+
+def test_each_command_has_help():
+    for command in ["ingest", "info", "run", "demo"]:
+        result = run_cli(command, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "--db" in result.stdout or command == "demo"
+
+
+def test_locked_store_is_one_clear_line_and_exit_1(tmp_path):
+    db = tmp_path / "s.duckdb"
+    code = textwrap.dedent(f"""
+        import time, store
+        con = store.connect({str(db)!r})
+        print("locked", flush=True)
+        time.sleep(60)
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = run_cli("info", "--db", str(db), env={"TIMELAPSE_LOCK_TIMEOUT_S": "1"})
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the store")
+    assert str(db) in lines[0] and "locked" in lines[0]
+
+
+def test_store_from_newer_schema_is_refused_by_the_cli(tmp_path):
+    import store
+    from store import migrations
+
+    db = tmp_path / "s.duckdb"
+    with store.connect(db) as con:
+        con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, 'future')",
+                    [migrations.LATEST + 1])
+    result = run_cli("info", "--db", str(db))
+    assert result.returncode == 1
+    assert "newer than this code knows" in result.stderr
+    assert "Traceback" not in result.stderr

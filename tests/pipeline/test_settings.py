@@ -1,0 +1,49 @@
+"""The settings object: every field documented, TOML and flags override, unknown keys refused."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pipeline.errors import InputError
+from pipeline.settings import Settings, help_for
+
+
+def test_every_setting_has_one_line_help():
+    for field in dataclasses.fields(Settings):
+        text = help_for(field.name)
+        assert text and "\n" not in text, field.name
+
+
+def test_defaults_then_toml_then_flags(tmp_path):
+    toml = tmp_path / "settings.toml"
+    toml.write_text('model = "pixels"\nbatch_size = 8\ndetectors = ["iforest", "lof"]\n')
+    settings = Settings.load(toml, batch_size=64, timezone=None)
+    assert settings.model == "pixels"            # from the file
+    assert settings.batch_size == 64             # the flag wins
+    assert settings.detectors == ["iforest", "lof"]
+    assert settings.timezone is None             # an unset flag does not override
+    assert Settings().model == "vgg16-hed"       # default untouched
+
+
+def test_unknown_keys_are_an_error_that_lists_known_ones(tmp_path):
+    toml = tmp_path / "settings.toml"
+    toml.write_text("modle = 'pixels'\n")
+    with pytest.raises(InputError, match="unknown setting.*modle.*known settings.*model"):
+        Settings.load(toml)
+
+
+def test_bad_toml_and_missing_file_are_clear(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("model = \n")
+    with pytest.raises(InputError, match="not valid TOML"):
+        Settings.load(bad)
+    with pytest.raises(InputError, match="does not exist"):
+        Settings.load(tmp_path / "none.toml")
+
+
+def test_list_defaults_are_not_shared_between_instances():
+    a, b = Settings(), Settings()
+    a.detectors.append("extra")
+    assert "extra" not in b.detectors

@@ -1,0 +1,152 @@
+"""The store's front door: migrations, schema checks, read-only opens, lock errors, run lock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import duckdb
+import pytest
+
+import store
+from store import kv, migrations
+from store.db import scalar
+
+
+def _schema(path) -> list[tuple]:
+    with store.connect(path, read_only=True) as con:
+        return con.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "ORDER BY table_name, ordinal_position"
+        ).fetchall()
+
+
+def test_migrations_create_every_contract_table(db_path):
+    with store.connect(db_path) as con:
+        tables = {row[0] for row in con.execute(
+            "SELECT table_name FROM information_schema.tables").fetchall()}
+        applied = con.execute("SELECT version, name FROM schema_migrations").fetchall()
+    for name in ["schema_migrations", "frames", "thumbnails", "ingest_errors", "models",
+                 "embeddings", "analysis_runs", "clusters", "outlier_scores", "weather",
+                 "reviews", "frame_facts", "latest_run"]:
+        assert name in tables
+    assert [v for v, _ in applied] == [m[0] for m in migrations.MIGRATIONS]
+
+
+def test_migrating_twice_changes_nothing(db_path):
+    with store.connect(db_path):
+        pass
+    before = _schema(db_path)
+    with store.connect(db_path) as con:
+        assert migrations.migrate(con, db_path) == migrations.LATEST
+        n_applied = scalar(con, "SELECT count(*) FROM schema_migrations")
+    assert _schema(db_path) == before
+    assert n_applied == len(migrations.MIGRATIONS)
+
+
+def test_store_from_newer_schema_is_refused(db_path):
+    with store.connect(db_path) as con:
+        con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, 'from the future')",
+                    [migrations.LATEST + 1])
+    for read_only in (False, True):
+        with pytest.raises(store.SchemaError, match="newer than this code knows"):
+            store.connect(db_path, read_only=read_only)
+
+
+def test_read_only_connection_cannot_write(db_path):
+    with store.connect(db_path):
+        pass
+    with store.connect(db_path, read_only=True) as con:
+        with pytest.raises(duckdb.Error):
+            con.execute("INSERT INTO reviews (frame_id, verdict) VALUES (1, 'junk')")
+
+
+def test_read_only_open_of_missing_file_says_how_to_make_one(tmp_path):
+    with pytest.raises(store.StoreNotFoundError, match="pipeline ingest"):
+        store.connect(tmp_path / "nope.duckdb", read_only=True)
+
+
+def test_write_open_in_missing_folder_is_a_store_error(tmp_path):
+    with pytest.raises(store.StoreError, match="does not exist"):
+        store.connect(tmp_path / "no" / "such" / "dir" / "s.duckdb")
+
+
+def _hold_write_connection(path, seconds: float) -> subprocess.Popen:
+    code = textwrap.dedent(f"""
+        import duckdb, sys, time
+        con = duckdb.connect({str(path)!r})
+        print("locked", flush=True)
+        time.sleep({seconds})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_lock_error_names_file_and_holder_after_retrying(db_path):
+    with store.connect(db_path):
+        pass
+    holder = _hold_write_connection(db_path, 30)
+    try:
+        started = time.monotonic()
+        with pytest.raises(store.StoreLockedError) as info:
+            store.connect(db_path, read_only=True, timeout=1.0)
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(info.value)
+    assert str(db_path) in message
+    assert f"PID {holder.pid}" in message or f"process {holder.pid}" in message
+    assert "wait for it to finish" in message
+    assert waited >= 1.0  # it retried instead of failing at once
+
+
+def test_connect_succeeds_once_the_holder_lets_go(db_path):
+    with store.connect(db_path):
+        pass
+    holder = _hold_write_connection(db_path, 1.0)
+    try:
+        with store.connect(db_path, read_only=True, timeout=20) as con:
+            assert scalar(con, "SELECT count(*) FROM frames") == 0
+    finally:
+        holder.wait()
+
+
+def test_second_writer_lock_is_refused_with_clear_message(db_path):
+    code = textwrap.dedent(f"""
+        import time, store
+        with store.writer_lock({str(db_path)!r}):
+            print("held", flush=True)
+            time.sleep(30)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(store.StoreBusyError, match="another run is writing") as info:
+            with store.writer_lock(db_path):
+                pass
+        assert str(proc.pid) in str(info.value)
+    finally:
+        proc.kill()
+        proc.wait()
+    with store.writer_lock(db_path):  # released by the OS when the holder died
+        pass
+
+
+def test_kv_round_trip(db_path):
+    with store.connect(db_path) as con:
+        kv.put(con, "timezone", "Europe/London")
+        kv.put(con, "lat", 51.5)
+        kv.put(con, "clock_check", {"offset_minutes": 12.5, "days": [1, 2]})
+        kv.put(con, "lat", 52.0)
+    with store.connect(db_path, read_only=True) as con:
+        assert kv.get(con, "timezone") == "Europe/London"
+        assert kv.get(con, "lat") == 52.0
+        assert kv.get(con, "missing", "dflt") == "dflt"
+        assert kv.get_all(con)["clock_check"] == {"offset_minutes": 12.5, "days": [1, 2]}
+    with store.connect(db_path) as con:
+        kv.put(con, "lat", None)
+        assert kv.get(con, "lat") is None
