@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS frames (
     taken_at_utc    TIMESTAMPTZ,
     time_source     VARCHAR NOT NULL,          -- 'exif' | 'filename' | 'mtime'
     utc_offset_min  INTEGER,                   -- offset used for taken_at -> taken_at_utc
+    source_utc      TIMESTAMPTZ,               -- instant fixed by the source itself (EXIF offset, epoch name, mtime)
     width           INTEGER,
     height          INTEGER,
     file_bytes      BIGINT NOT NULL,
