@@ -46,6 +46,8 @@ class Settings:
     workers: int = _setting(max(1, os.cpu_count() or 1), "parallel decode workers")
     max_image_pixels: int = _setting(
         120_000_000, "larger images are refused as decompression bombs")
+    ingest_batch_size: int = _setting(
+        500, "frames per ingest commit (a killed ingest loses at most one batch)")
 
     # Embedding
     model: str = _setting("vgg16-hed", "embedding model key (see `python -m pipeline models`)")
@@ -64,6 +66,13 @@ class Settings:
     cluster_dims: int = _setting(10, "PCA dimensions used by HDBSCAN")
     map_method: str = _setting("pca", "2-D map projection: 'pca' or 'umap'")
     random_state: int = _setting(0, "seed for every random step")
+    consensus_rule: str = _setting(
+        "family_tail", "how `consensus` combines detector ranks (see pipeline/detectors.py)")
+    neighbor_index: str = _setting(
+        "auto", "nearest-neighbour index: 'exact', 'ivf' (approximate) or 'auto' (ivf > 200k)")
+    too_far_quantile: float = _setting(
+        0.99, "score-new: a frame is 'too far' beyond this quantile of fit neighbour distances")
+    save_fitted: bool = _setting(True, "save the fitted run in the store so score-new can use it")
 
     # Weather
     weather_station: str | None = _setting(

@@ -1,0 +1,424 @@
+"""One analysis run: preprocess, neighbours, clusters, 2-D map, detectors, consensus, one write.
+
+`analyze(db, settings)` reads one model's vectors and the frames' facts, standardises them,
+keeps the PCA dimensions that explain `pca_variance` (at most `pca_max_dims`, and at most a fifth
+of the frames so a small store is not fitted in 64 dims), builds one exact nearest-neighbour
+index (FAISS; inverted file above 200k frames) that serves `lof`, `knn` and the `neighbors`
+table, clusters (k-means with k by silhouette, or HDBSCAN on `cluster_dims` PCA dims), maps to
+2-D (PCA or UMAP), runs every requested detector plus `consensus`, and writes the run in one
+transaction with its fitted state (for `score-new`). The run row is 'running' while it works;
+on any failure it becomes 'failed' with the reason and no rows.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import platform
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import store
+from pipeline import __version__
+from pipeline.detectors import (CONSENSUS, CONSENSUS_RULES, DETECTORS, Consensus, FrameBatch,
+                                NeighborIndex, make_detector)
+from pipeline.errors import AnalysisError, InputError
+from pipeline.settings import Settings
+from store import analysis as sa
+from store import embeddings as se
+
+log = logging.getLogger(__name__)
+
+N_TABLE_NEIGHBORS = 8  # rows per frame in the `neighbors` table
+MIN_FRAMES = 10
+
+
+@dataclass
+class FittedRun:
+    """Everything needed to score new frames against a run without refitting (pickled)."""
+
+    run_id: int
+    model: str
+    scaler: Any
+    pca: Any
+    n_dims: int
+    index: NeighborIndex
+    detectors: dict[str, Any]
+    consensus: Consensus
+    clusterer: Any
+    cluster_of_fit: np.ndarray            # cluster of each fit frame (same order as index)
+    too_far_distance: float               # nearest-fit-frame distance beyond which a frame is far
+    versions: dict[str, str]
+    map_kind: str = "pca"
+    mapper: Any = None
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """Raw vectors -> the run's PCA space (float32)."""
+        scaled = self.scaler.transform(np.asarray(vectors, dtype=np.float64))
+        return np.ascontiguousarray(self.pca.transform(scaled)[:, :self.n_dims], dtype=np.float32)
+
+    def map_xy(self, z: np.ndarray) -> np.ndarray:
+        if self.map_kind == "umap" and self.mapper is not None:
+            return np.asarray(self.mapper.transform(z), dtype=float)
+        return np.asarray(z[:, :2], dtype=float) if z.shape[1] >= 2 else np.column_stack(
+            [z[:, 0], np.zeros(len(z))])
+
+    def predict_cluster(self, z: np.ndarray, nn_idx: np.ndarray) -> np.ndarray:
+        """k-means: nearest centre; HDBSCAN: the cluster of the nearest fit frame."""
+        if hasattr(self.clusterer, "cluster_centers_"):
+            return self.clusterer.predict(z[:, :self.clusterer.cluster_centers_.shape[1]])
+        return self.cluster_of_fit[nn_idx[:, 0]]
+
+
+@dataclass
+class AnalyzeResult:
+    """What one run did: counts, detectors, how long each step took."""
+
+    run_id: int
+    model: str
+    n_frames: int
+    detectors: list[str]
+    n_dims: int
+    n_clusters: int
+    n_outliers: int
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_mb: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        total = sum(self.timings.values())
+        lines = [
+            f"analysis run {self.run_id} ({self.model}): {self.n_frames} frames, "
+            f"PCA {self.n_dims} dims, {self.n_clusters} clusters, "
+            f"{self.n_outliers} consensus outliers, {total:.1f} s",
+            "detectors: " + ", ".join(self.detectors),
+        ]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def library_versions() -> dict[str, str]:
+    import faiss
+    import pyod
+    import scipy
+    import sklearn
+
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__, "scipy": scipy.__version__,
+            "pyod": pyod.__version__, "faiss": faiss.__version__, "pipeline": __version__}
+
+
+def check_settings(settings: Settings) -> list[str]:
+    """Validate the analysis settings before any work; returns the detector keys to run."""
+    keys = [k for k in dict.fromkeys(settings.detectors) if k != CONSENSUS]
+    unknown = [k for k in keys if k not in DETECTORS]
+    if unknown:
+        raise InputError(f"unknown detector(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(DETECTORS)} (consensus is always added)")
+    if not keys:
+        raise InputError("no detectors chosen: pass e.g. --detectors iforest,lof")
+    if settings.clusterer not in ("kmeans", "hdbscan"):
+        raise InputError(f"unknown clusterer {settings.clusterer!r}: use kmeans or hdbscan")
+    if settings.map_method not in ("pca", "umap"):
+        raise InputError(f"unknown map method {settings.map_method!r}: use pca or umap")
+    if str(settings.n_clusters) != "auto":
+        try:
+            if int(settings.n_clusters) < 1:
+                raise ValueError
+        except ValueError:
+            raise InputError(f"--n-clusters must be 'auto' or a whole number >= 1, "
+                             f"got {settings.n_clusters!r}") from None
+    if not 0 < settings.contamination < 0.5:
+        raise InputError(f"--contamination must be between 0 and 0.5, got {settings.contamination}")
+    if settings.consensus_rule not in CONSENSUS_RULES:
+        raise InputError(f"unknown consensus rule {settings.consensus_rule!r}; known: "
+                         f"{', '.join(CONSENSUS_RULES)}")
+    if settings.neighbor_index not in ("auto", "exact", "ivf"):
+        raise InputError(f"unknown neighbour index {settings.neighbor_index!r}: auto, exact or ivf")
+    return keys
+
+
+def resolve_model(db: Path, requested: str | None, default: str) -> str:
+    """The model to analyse: the requested one, else the default when it has vectors, else the
+    only model with vectors. Raises AnalysisError naming what there is."""
+    with store.connect(db) as con:
+        models = sa.embedded_models(con)
+    if requested:
+        return requested
+    if default in models or len(models) != 1:
+        return default
+    return next(iter(models))
+
+
+class _Steps:
+    """Times (and, when asked, peak traced memory of) each step."""
+
+    def __init__(self, trace_memory: bool):
+        self.timings: dict[str, float] = {}
+        self.peak_mb: dict[str, float] = {}
+        self.trace = trace_memory
+
+    def run(self, name: str, func, *args, **kwargs):
+        if self.trace:
+            tracemalloc.reset_peak()
+        started = time.perf_counter()
+        out = func(*args, **kwargs)
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 3)
+        if self.trace:
+            self.peak_mb[name] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+        return out
+
+
+def analyze(db: Path, settings: Settings, progress: bool = True, *,
+            trace_memory: bool = False) -> AnalyzeResult:
+    """Write one new analysis run of `settings.model`'s vectors into the store at `db`."""
+    db = Path(db)
+    keys = check_settings(settings)
+    model = settings.model
+    with store.connect(db) as con:
+        models = sa.embedded_models(con)
+        if model not in models:
+            have = ", ".join(f"{m} ({n} frames)" for m, n in models.items()) or "none"
+            raise AnalysisError(
+                f"no {model} embeddings in {db} (embedded models: {have}); run "
+                f"`python -m pipeline embed --db {db} --model {model}` first, or pass --model")
+        if models[model] < MIN_FRAMES:
+            raise AnalysisError(f"only {models[model]} frames have {model} embeddings; an "
+                                f"analysis needs at least {MIN_FRAMES}")
+        params = {k: v for k, v in settings.to_dict().items()}
+        params["detectors"] = keys
+        run_id = sa.start_run(con, model, params, __version__)
+    steps = _Steps(trace_memory)
+    if trace_memory:
+        tracemalloc.start()
+    try:
+        result = _analyze_run(db, settings, keys, model, run_id, params, steps, progress)
+    except BaseException as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        try:
+            with store.connect(db) as con:
+                sa.fail_run(con, run_id, message, steps.timings)
+        except Exception:  # the original error matters more; log this one
+            log.exception("could not mark run %s failed", run_id)
+        if isinstance(exc, (AnalysisError, InputError, store.StoreError, KeyboardInterrupt)):
+            raise
+        raise AnalysisError(f"analysis run {run_id} failed ({message}); it is marked 'failed' "
+                            "and wrote no rows") from exc
+    finally:
+        if trace_memory:
+            tracemalloc.stop()
+    return result
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        import click
+
+        click.echo(text, err=True)
+
+
+def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_id: int,
+                 params: dict[str, Any], steps: _Steps, progress: bool) -> AnalyzeResult:
+    def load():
+        with store.connect(db) as con:
+            ids, vectors = se.load_vectors(con, model)
+            frames = sa.load_frames(con, ids)
+        return ids, vectors, frames
+
+    _say(progress, f"analysis run {run_id}: loading {model} vectors")
+    ids, vectors, frames = steps.run("load", load)
+    n = len(ids)
+    if not np.isfinite(vectors).all():
+        bad = int((~np.isfinite(vectors).all(axis=1)).sum())
+        raise AnalysisError(f"{bad} {model} vectors contain NaN or infinity; re-embed them "
+                            f"(`python -m pipeline embed --db {db} --model {model} --replace`)")
+
+    _say(progress, f"preprocessing {n} x {vectors.shape[1]} vectors")
+    scaler, pca, n_dims, z = steps.run("preprocess", preprocess, vectors, settings)
+    del vectors
+    batch = FrameBatch.from_frames(ids, z, frames)
+
+    detectors = {k: make_detector(k, settings.contamination, settings.random_state) for k in keys}
+    k_needed = max([N_TABLE_NEIGHBORS] + [getattr(d, "n_neighbors_needed", 0)
+                                          for d in detectors.values()])
+    _say(progress, f"nearest neighbours (k={k_needed}) in {n_dims} PCA dims")
+    index = steps.run("neighbors", lambda: NeighborIndex(
+        settings.neighbor_index, random_state=settings.random_state).fit(z, ids))
+    steps.run("neighbors", index.attach, batch, k_needed)
+
+    _say(progress, f"clustering ({settings.clusterer})")
+    clusterer, labels = steps.run("clusters", cluster, z, settings)
+    map_kind = settings.map_method
+    _say(progress, f"2-D map ({map_kind})")
+    mapper, xy = steps.run("map", make_map, z, settings)
+
+    notes: list[str] = []
+    pcts: dict[str, np.ndarray] = {}
+    scores: dict[str, np.ndarray] = {}
+    for key, det in detectors.items():
+        _say(progress, f"detector {key}")
+        steps.run(f"detector:{key}", det.fit, batch)
+        s = det.decision_scores_
+        if not np.isfinite(s).any():
+            notes.append(f"{key} skipped: it cannot score these frames "
+                         + _why_unscorable(key))
+            continue
+        scores[key] = s
+        pcts[key] = det.percentile(s)
+    detectors = {k: d for k, d in detectors.items() if k in scores}
+    consensus = Consensus(list(scores), settings.consensus_rule, settings.contamination)
+    scores[CONSENSUS] = steps.run("detector:consensus", consensus.fit, pcts)
+    pcts[CONSENSUS] = consensus.percentile(scores[CONSENSUS])
+
+    score_rows = _score_rows(run_id, ids, scores, pcts, detectors, consensus)
+    nn_rows = neighbor_rows(run_id, ids, batch.nn_dist, batch.nn_idx, index.frame_ids_)
+    cluster_rows = pd.DataFrame({"run_id": run_id, "frame_id": ids,
+                                 "cluster": labels.astype(np.int32),
+                                 "map_x": xy[:, 0], "map_y": xy[:, 1]})
+    first = batch.nn_dist[:, 0]
+    too_far = float(np.quantile(first[np.isfinite(first)], settings.too_far_quantile))
+    fitted = FittedRun(run_id=run_id, model=model, scaler=scaler, pca=pca, n_dims=n_dims,
+                       index=index, detectors=detectors, consensus=consensus,
+                       clusterer=clusterer, cluster_of_fit=labels, too_far_distance=too_far,
+                       versions=library_versions(), map_kind=map_kind, mapper=mapper)
+    artifact = steps.run("save_fitted", _pickle, fitted) if settings.save_fitted else None
+
+    n_clusters = int(len(set(labels.tolist()) - {-1}))
+    params = dict(params, pca_dims=n_dims, n_clusters_found=n_clusters,
+                  neighbor_index=index.kind_, detectors=list(detectors),
+                  too_far_distance=too_far)
+    _say(progress, f"writing run {run_id}")
+
+    def write():
+        with store.connect(db) as con:
+            sa.write_run(con, run_id, n_frames=n, clusters=cluster_rows, scores=score_rows,
+                         neighbors=nn_rows, artifact=artifact, versions=fitted.versions,
+                         timings=dict(steps.timings), params=params)
+
+    steps.run("write", write)
+    n_outliers = int(consensus.predict_scores(scores[CONSENSUS]).sum())
+    return AnalyzeResult(run_id=run_id, model=model, n_frames=n,
+                         detectors=list(detectors) + [CONSENSUS], n_dims=n_dims,
+                         n_clusters=n_clusters, n_outliers=n_outliers,
+                         timings=dict(steps.timings), peak_mb=dict(steps.peak_mb), notes=notes)
+
+
+def _why_unscorable(key: str) -> str:
+    family = DETECTORS[key].family
+    if family == "timelapse":
+        return "(frames need timestamps, and same_time needs frames on at least two days)"
+    if family == "quality":
+        return "(the frames lack image statistics; re-ingest them)"
+    return ""
+
+
+def _pickle(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    pickle.dump(obj, buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    return buffer.getvalue()
+
+
+def preprocess(vectors: np.ndarray, settings: Settings):
+    """Standardise, then PCA keeping `pca_variance` (bounded by `pca_max_dims` and n/5)."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    n, dim = vectors.shape
+    scaler = StandardScaler().fit(vectors)
+    scaled = scaler.transform(vectors.astype(np.float64, copy=False))
+    cap = int(max(2, min(settings.pca_max_dims, dim, n // 5, n - 1)))
+    solver = "covariance_eigh" if n > 4 * dim else "auto"
+    pca = PCA(n_components=cap, svd_solver=solver, random_state=settings.random_state).fit(scaled)
+    cumulative = np.cumsum(pca.explained_variance_ratio_)
+    n_dims = int(min(cap, np.searchsorted(cumulative, settings.pca_variance) + 1))
+    n_dims = max(2, n_dims) if cap >= 2 else cap
+    z = np.ascontiguousarray(pca.transform(scaled)[:, :n_dims], dtype=np.float32)
+    return scaler, pca, n_dims, z
+
+
+def cluster(z: np.ndarray, settings: Settings):
+    """k-means (k given, or 2..12 chosen by silhouette on a sample) or HDBSCAN (-1 = noise)."""
+    n = len(z)
+    rng = np.random.default_rng(settings.random_state)
+    if settings.clusterer == "hdbscan":
+        import hdbscan
+
+        dims = min(settings.cluster_dims, z.shape[1])
+        model = hdbscan.HDBSCAN(min_cluster_size=max(5, n // 100), core_dist_n_jobs=1)
+        labels = model.fit_predict(z[:, :dims].astype(np.float64))
+        return model, labels.astype(np.int64)
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.metrics import silhouette_score
+
+    def fit(k: int, data: np.ndarray):
+        if len(data) > 20_000:
+            return MiniBatchKMeans(n_clusters=k, random_state=settings.random_state,
+                                   batch_size=4096, n_init=3).fit(data)
+        return KMeans(n_clusters=k, random_state=settings.random_state, n_init=3).fit(data)
+
+    if str(settings.n_clusters) == "auto":
+        sample = z[rng.choice(n, size=min(n, 5000), replace=False)] if n > 5000 else z
+        scored = []
+        for k in range(2, min(12, len(sample) - 1) + 1):
+            labels = fit(k, sample).labels_
+            if len(set(labels)) < 2:
+                continue
+            sub = rng.choice(len(sample), size=min(len(sample), 2000), replace=False)
+            scored.append((silhouette_score(sample[sub], labels[sub]), k))
+        k = max(scored)[1] if scored else 1
+    else:
+        k = min(int(settings.n_clusters), n)
+    model = fit(k, z)
+    return model, model.predict(z).astype(np.int64)
+
+
+def make_map(z: np.ndarray, settings: Settings):
+    """2-D coordinates: the first two PCA components, or UMAP when asked for."""
+    if settings.map_method == "umap":
+        import umap
+
+        mapper = umap.UMAP(n_components=2, random_state=settings.random_state,
+                           n_neighbors=min(15, len(z) - 1))
+        return mapper, np.asarray(mapper.fit_transform(z), dtype=float)
+    xy = z[:, :2] if z.shape[1] >= 2 else np.column_stack([z[:, 0], np.zeros(len(z))])
+    return None, np.asarray(xy, dtype=float)
+
+
+def _score_rows(run_id: int, ids: np.ndarray, scores: dict[str, np.ndarray],
+                pcts: dict[str, np.ndarray], detectors: dict[str, Any],
+                consensus: Consensus) -> pd.DataFrame:
+    parts = []
+    for key, s in scores.items():
+        judge = consensus if key == CONSENSUS else detectors[key]
+        finite = np.isfinite(s)
+        parts.append(pd.DataFrame({
+            "run_id": run_id, "detector": key, "frame_id": ids,
+            "score": np.where(finite, s, np.nan),
+            "score_pct": pcts[key],
+            "is_outlier": judge.predict_scores(s),
+        }))
+    return pd.concat(parts, ignore_index=True)
+
+
+def neighbor_rows(run_id: int, ids: np.ndarray, dist: np.ndarray, idx: np.ndarray,
+                  fit_ids: np.ndarray, k: int = N_TABLE_NEIGHBORS) -> pd.DataFrame:
+    """The `neighbors` rows (k nearest fit frames of each frame)."""
+    k = min(k, dist.shape[1])
+    d = dist[:, :k]
+    ok = np.isfinite(d)
+    rows = np.repeat(np.arange(len(ids)), k).reshape(len(ids), k)
+    ranks = np.tile(np.arange(1, k + 1), (len(ids), 1))
+    return pd.DataFrame({
+        "run_id": run_id,
+        "frame_id": ids[rows[ok]],
+        "rank": ranks[ok].astype(np.int32),
+        "neighbor_id": fit_ids[idx[:, :k][ok]],
+        "distance": d[ok].astype(float),
+    })

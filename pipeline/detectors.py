@@ -1,0 +1,697 @@
+"""Outlier detectors: one registry whose keys are the same in settings, CLI, store and dashboard.
+
+Every detector scores frames with *higher = more abnormal* and follows the PyOD / scikit-learn
+habits: `__init__` only stores keyword parameters, `fit(batch)` does the work and returns self,
+learned state ends in `_` (`decision_scores_`, `threshold_`, `labels_`, `reference_`), and
+`decision_function(batch)` scores new frames against the frozen fit without refitting. A frame
+that was in the fit gets exactly the score it got in the fit (neighbour searches exclude the
+frame itself by frame_id), so `score-new` agrees with the run.
+
+Families:
+- embedding (`iforest`, `lof`, `knn`, `ecod`, `copod`, `hbos`): on the run's PCA space. `iforest`
+  and `hbos` are PyOD's models. `lof` and `knn` follow PyOD's definitions (LOF of Breunig et al.;
+  kNN 'largest' distance) but read one shared exact neighbour index (`NeighborIndex`, FAISS), so
+  one k-NN pass serves lof, knn and the neighbours table. `ecod` and `copod` are PyOD's formulas
+  with the per-dimension ECDFs frozen at fit time (PyOD refits them on train + new data, which
+  would change scores of new frames with the batch). Tests check all four equal PyOD on the fit.
+- time-lapse (`temporal`, `same_time`): distance to the frames just before and after in time,
+  and to the nearest frames at the same time of day on other days, each divided by the typical
+  value for that hour of day (so dusk, when every frame changes fast, is not flagged).
+- quality (`dark`, `overexposed`, `blurry`, `low_information`, `haze`): from the frame statistics
+  ingest computed (mean luma, contrast, sharpness, colourfulness).
+- `consensus` combines detectors' percentile ranks (see `consensus_scores`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import numpy as np
+import pandas as pd
+from scipy.stats import skew
+from sklearn.base import BaseEstimator
+
+log = logging.getLogger(__name__)
+
+DETECTORS: dict[str, type["Detector"]] = {}
+CONSENSUS = "consensus"
+
+
+def register(cls: type["Detector"]) -> type["Detector"]:
+    """Class decorator: add a detector class to the registry under its `key`."""
+    if cls.key in DETECTORS:
+        raise ValueError(f"detector {cls.key!r} registered twice")
+    DETECTORS[cls.key] = cls
+    return cls
+
+
+def make_detector(key: str, contamination: float = 0.05, random_state: int = 0) -> "Detector":
+    """A new unfitted detector from its registry key."""
+    try:
+        cls = DETECTORS[key]
+    except KeyError:
+        raise KeyError(f"unknown detector {key!r}; known: {', '.join(DETECTORS)}") from None
+    params = {"contamination": contamination}
+    if "random_state" in cls._get_param_names():
+        params["random_state"] = random_state
+    return cls(**params)
+
+
+# --- the data detectors see ---------------------------------------------------------------------
+
+@dataclass
+class FrameBatch:
+    """Frames as the detectors see them (rows in the same order everywhere).
+
+    `z` is the run's PCA space; `order_time` orders frames in time (UTC when known, else camera
+    time) and `local_time` is the camera wall clock (time of day, date); both datetime64[ns] with
+    NaT allowed. `stats` holds mean_luma, contrast, sharpness, colorfulness (NaN allowed).
+    `nn_dist`/`nn_idx` are each frame's nearest fit frames (itself excluded), indexes into the
+    fit batch, filled by `NeighborIndex.attach`.
+    """
+
+    frame_ids: np.ndarray
+    z: np.ndarray
+    order_time: np.ndarray
+    local_time: np.ndarray
+    stats: pd.DataFrame
+    nn_dist: np.ndarray | None = None
+    nn_idx: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.frame_ids)
+
+    @classmethod
+    def from_frames(cls, frame_ids: np.ndarray, z: np.ndarray, frames: pd.DataFrame) -> "FrameBatch":
+        """Build from PCA vectors and `store.analysis.load_frames` rows (same frame ids)."""
+        frames = frames.set_index("frame_id").reindex(frame_ids)
+        local = _to_naive_ns(frames["taken_at"])
+        utc = _to_naive_ns(frames["taken_at_utc"])
+        order = np.where(np.isnat(utc), local, utc)
+        stats = frames[["mean_luma", "contrast", "sharpness", "colorfulness"]].astype(float)
+        return cls(np.asarray(frame_ids, dtype=np.int64), np.ascontiguousarray(z, np.float32),
+                   order, local, stats.reset_index(drop=True))
+
+
+def _to_naive_ns(column: pd.Series) -> np.ndarray:
+    values = pd.to_datetime(column)
+    if getattr(values.dt, "tz", None) is not None:
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    return values.to_numpy(dtype="datetime64[ns]")
+
+
+# --- the shared nearest-neighbour index ---------------------------------------------------------
+
+class NeighborIndex:
+    """Nearest fit frames in the PCA space: exact (FAISS flat) or, for big runs, IVF.
+
+    `kind` 'auto' uses exact search up to `exact_max` frames and an inverted-file index (about
+    4*sqrt(n) lists, 24 probed) above, where exact all-pairs search grows as n^2. Distances are
+    Euclidean. Queries exclude the frame itself (same frame_id), so a fit frame queried again
+    gets the same neighbours it had in the fit.
+    """
+
+    def __init__(self, kind: str = "auto", exact_max: int = 200_000, random_state: int = 0):
+        self.kind = kind
+        self.exact_max = exact_max
+        self.random_state = random_state
+
+    def fit(self, z: np.ndarray, frame_ids: np.ndarray) -> "NeighborIndex":
+        import faiss
+
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        n, dim = z.shape
+        kind = self.kind
+        if kind == "auto":
+            kind = "exact" if n <= self.exact_max else "ivf"
+        if kind == "exact":
+            index = faiss.IndexFlatL2(dim)
+        elif kind == "ivf":
+            n_lists = int(min(max(16, 4 * np.sqrt(n)), max(1, n // 39)))
+            quantizer = faiss.IndexFlatL2(dim)
+            index = faiss.IndexIVFFlat(quantizer, dim, n_lists)
+            rng = np.random.default_rng(self.random_state)
+            sample = z[rng.choice(n, size=min(n, 256 * n_lists), replace=False)]
+            index.cp.seed = self.random_state
+            index.train(sample)
+            index.nprobe = min(24, n_lists)
+        else:
+            raise ValueError(f"unknown neighbour index {self.kind!r}: use auto, exact or ivf")
+        index.add(z)
+        self.kind_ = kind
+        self.index_ = index
+        self.frame_ids_ = np.asarray(frame_ids, dtype=np.int64)
+        self.n_ = n
+        return self
+
+    def query(self, z: np.ndarray, frame_ids: np.ndarray, k: int,
+              chunk: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, indexes into the fit) of the k nearest fit frames, itself excluded."""
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        k = min(k, self.n_ - 1) if np.isin(frame_ids, self.frame_ids_).any() else min(k, self.n_)
+        n = len(z)
+        dist = np.empty((n, k), np.float32)
+        idx = np.empty((n, k), np.int64)
+        fit_pos = pd.Index(self.frame_ids_)
+        own = fit_pos.get_indexer(np.asarray(frame_ids, dtype=np.int64))
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            d2, found = self.index_.search(z[start:stop], k + 1)
+            is_self = found == own[start:stop, None]
+            # drop the frame itself where found, else the farthest of the k + 1
+            drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
+            keep = np.ones_like(found, dtype=bool)
+            keep[np.arange(stop - start), drop] = False
+            found = found[keep].reshape(stop - start, k)
+            d2 = d2[keep].reshape(stop - start, k)
+            missing = found < 0  # IVF may return fewer than asked
+            d2[missing] = np.inf
+            found[missing] = 0
+            dist[start:stop] = np.sqrt(np.maximum(d2, 0))
+            idx[start:stop] = found
+        return dist, idx
+
+    def attach(self, batch: FrameBatch, k: int) -> FrameBatch:
+        batch.nn_dist, batch.nn_idx = self.query(batch.z, batch.frame_ids, k)
+        return batch
+
+    def __getstate__(self):
+        import faiss
+
+        state = self.__dict__.copy()
+        if "index_" in state:
+            state["index_"] = faiss.serialize_index(state["index_"])
+        return state
+
+    def __setstate__(self, state):
+        import faiss
+
+        if "index_" in state:
+            state["index_"] = faiss.deserialize_index(state["index_"])
+            if state.get("kind_") == "ivf":
+                state["index_"].nprobe = min(24, state["index_"].nlist)
+        self.__dict__.update(state)
+
+
+# --- the base class ---------------------------------------------------------------------------
+
+class Detector(BaseEstimator):
+    """Shared behaviour: scores of the fit, percentile ranks against them, the threshold."""
+
+    key: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    n_neighbors_needed: ClassVar[int] = 0
+
+    def __init__(self, contamination: float = 0.05):
+        self.contamination = contamination
+
+    def fit(self, batch: FrameBatch) -> "Detector":
+        if not 0 < self.contamination < 0.5:
+            raise ValueError(f"contamination must be in (0, 0.5), got {self.contamination}")
+        self._fit(batch)
+        scores = self.decision_function(batch)
+        self._set_reference(scores)
+        return self
+
+    def _set_reference(self, scores: np.ndarray) -> None:
+        self.decision_scores_ = scores
+        finite = scores[np.isfinite(scores)]
+        self.reference_ = np.sort(finite)
+        self.threshold_ = (float(np.quantile(finite, 1 - self.contamination))
+                           if len(finite) else np.inf)
+        self.labels_ = self.predict_scores(scores)
+
+    def percentile(self, scores: np.ndarray) -> np.ndarray:
+        """Share of fit frames scoring <= each score (0..1); NaN stays NaN."""
+        out = np.full(len(scores), np.nan)
+        ok = np.isfinite(scores)
+        if len(self.reference_):
+            out[ok] = np.searchsorted(self.reference_, scores[ok], side="right") / len(self.reference_)
+        return out
+
+    def predict_scores(self, scores: np.ndarray) -> np.ndarray:
+        return np.nan_to_num(scores, nan=-np.inf) > self.threshold_
+
+    def _fit(self, batch: FrameBatch) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decision_function(self, batch: FrameBatch) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+
+# --- embedding detectors ------------------------------------------------------------------------
+
+@register
+class IForestDetector(Detector):
+    key = "iforest"
+    family = "embedding"
+    summary = "Isolation Forest (PyOD): frames isolated by few random splits"
+
+    def __init__(self, contamination: float = 0.05, n_estimators: int = 100,
+                 max_samples: int | str = "auto", random_state: int = 0):
+        self.contamination = contamination
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.random_state = random_state
+
+    def _fit(self, batch):
+        from pyod.models.iforest import IForest
+
+        self.model_ = IForest(n_estimators=self.n_estimators, max_samples=self.max_samples,
+                              contamination=self.contamination, random_state=self.random_state)
+        self.model_.fit(batch.z)
+
+    def decision_function(self, batch):
+        return self.model_.decision_function(batch.z).astype(float)
+
+
+@register
+class HBOSDetector(Detector):
+    key = "hbos"
+    family = "embedding"
+    summary = "Histogram-based outlier score (PyOD): rare values per PCA dimension"
+
+    def __init__(self, contamination: float = 0.05, n_bins: int = 20):
+        self.contamination = contamination
+        self.n_bins = n_bins
+
+    def _fit(self, batch):
+        from pyod.models.hbos import HBOS
+
+        self.model_ = HBOS(n_bins=self.n_bins, contamination=self.contamination)
+        self.model_.fit(batch.z)
+
+    def decision_function(self, batch):
+        return self.model_.decision_function(batch.z).astype(float)
+
+
+class _NeighborDetector(Detector):
+    """Reads `batch.nn_dist` / `batch.nn_idx` (the shared index); stores the fit's own."""
+
+    def _fit(self, batch):
+        if batch.nn_dist is None or batch.nn_dist.shape[1] < self.n_neighbors:
+            raise ValueError(f"{self.key} needs {self.n_neighbors} neighbours attached to the batch")
+
+
+@register
+class KNNDetector(_NeighborDetector):
+    key = "knn"
+    family = "embedding"
+    summary = "distance to the k-th nearest frame (PyOD KNN 'largest', k=5)"
+
+    def __init__(self, contamination: float = 0.05, n_neighbors: int = 5):
+        self.contamination = contamination
+        self.n_neighbors = n_neighbors
+
+    @property
+    def n_neighbors_needed(self) -> int:  # type: ignore[override]
+        return self.n_neighbors
+
+    def decision_function(self, batch):
+        return batch.nn_dist[:, self.n_neighbors - 1].astype(float)
+
+
+@register
+class LOFDetector(_NeighborDetector):
+    key = "lof"
+    family = "embedding"
+    summary = "Local Outlier Factor (PyOD/scikit-learn definition, k=20)"
+
+    def __init__(self, contamination: float = 0.05, n_neighbors: int = 20):
+        self.contamination = contamination
+        self.n_neighbors = n_neighbors
+
+    @property
+    def n_neighbors_needed(self) -> int:  # type: ignore[override]
+        return self.n_neighbors
+
+    def _fit(self, batch):
+        super()._fit(batch)
+        k = self.n_neighbors
+        dist = batch.nn_dist[:, :k].astype(np.float64)
+        idx = batch.nn_idx[:, :k]
+        self.k_distance_ = dist[:, k - 1]
+        reach = np.maximum(dist, self.k_distance_[idx])
+        self.lrd_ = 1.0 / (reach.mean(axis=1) + 1e-10)
+
+    def decision_function(self, batch):
+        k = self.n_neighbors
+        dist = batch.nn_dist[:, :k].astype(np.float64)
+        idx = batch.nn_idx[:, :k]
+        reach = np.maximum(dist, self.k_distance_[idx])
+        lrd = 1.0 / (reach.mean(axis=1) + 1e-10)
+        return self.lrd_[idx].mean(axis=1) / lrd
+
+
+class _FrozenECDF(Detector):
+    """PyOD's ECOD/COPOD tail probabilities with the per-dimension ECDFs frozen at fit."""
+
+    def _fit(self, batch):
+        self.sorted_ = np.sort(batch.z.astype(np.float64), axis=0)
+        self.skew_sign_ = np.sign(np.nan_to_num(skew(batch.z.astype(np.float64), axis=0)))
+
+    def _tails(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = self.sorted_.shape[0]
+        z = z.astype(np.float64)
+        left = np.empty_like(z)
+        right = np.empty_like(z)
+        for j in range(z.shape[1]):
+            col = self.sorted_[:, j]
+            left[:, j] = np.searchsorted(col, z[:, j], side="right")
+            right[:, j] = n - np.searchsorted(col, z[:, j], side="left")
+        floor = 0.5  # new frames beyond every fit value: half a frame, not log(0)
+        u_l = -np.log(np.maximum(left, floor) / n)
+        u_r = -np.log(np.maximum(right, floor) / n)
+        u_skew = u_l * -np.sign(self.skew_sign_ - 1) + u_r * np.sign(self.skew_sign_ + 1)
+        return u_l, u_r, u_skew
+
+
+@register
+class ECODDetector(_FrozenECDF):
+    key = "ecod"
+    family = "embedding"
+    summary = "ECOD (PyOD formula): tail probabilities per PCA dimension, skew-aware"
+
+    def decision_function(self, batch):
+        u_l, u_r, u_skew = self._tails(batch.z)
+        return np.maximum(np.maximum(u_l, u_r), u_skew).sum(axis=1)
+
+
+@register
+class COPODDetector(_FrozenECDF):
+    key = "copod"
+    family = "embedding"
+    summary = "COPOD (PyOD formula): empirical copula tail probabilities"
+
+    def decision_function(self, batch):
+        u_l, u_r, u_skew = self._tails(batch.z)
+        return np.maximum(u_skew, (u_l + u_r) / 2).sum(axis=1)
+
+
+# --- time-lapse aware detectors -----------------------------------------------------------------
+
+class _TimelapseDetector(Detector):
+    """Raw distances in the PCA space divided by the fit's median for that hour of day."""
+
+    def _fit(self, batch):
+        self.fit_ids_ = batch.frame_ids
+        self.fit_z_ = batch.z
+        self.fit_order_ = batch.order_time
+        self.fit_local_ = batch.local_time
+        raw = self._raw(batch)
+        hours = _hour_of_day(batch.local_time)
+        overall = np.nanmedian(raw) if np.isfinite(raw).any() else 1.0
+        scale = np.full(24, overall)
+        for h in range(24):
+            sel = raw[hours == h]
+            sel = sel[np.isfinite(sel)]
+            if len(sel) >= 5:
+                scale[h] = np.median(sel)
+        self.hour_scale_ = np.maximum(scale, 1e-9 + 1e-6 * overall)
+
+    def decision_function(self, batch):
+        raw = self._raw(batch)
+        hours = _hour_of_day(batch.local_time)
+        scale = np.where(hours >= 0, self.hour_scale_[np.clip(hours, 0, 23)], np.nan)
+        return raw / scale
+
+    def _context(self, batch: FrameBatch):
+        """The fit frames plus the batch's frames not in the fit: ids, z, order, local time."""
+        new = ~np.isin(batch.frame_ids, self.fit_ids_)
+        ids = np.concatenate([self.fit_ids_, batch.frame_ids[new]])
+        z = np.concatenate([self.fit_z_, batch.z[new]]) if new.any() else self.fit_z_
+        order = np.concatenate([self.fit_order_, batch.order_time[new]])
+        local = np.concatenate([self.fit_local_, batch.local_time[new]])
+        return ids, z, order, local
+
+    def _raw(self, batch: FrameBatch) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _hour_of_day(local: np.ndarray) -> np.ndarray:
+    hours = ((local - local.astype("datetime64[D]")) // np.timedelta64(1, "h")).astype(np.int64)
+    return np.where(np.isnat(local), -1, hours)
+
+
+def _minute_of_day(local: np.ndarray) -> np.ndarray:
+    minutes = (local - local.astype("datetime64[D]")) / np.timedelta64(1, "m")
+    return np.where(np.isnat(local), np.nan, minutes)
+
+
+@register
+class TemporalDetector(_TimelapseDetector):
+    key = "temporal"
+    family = "timelapse"
+    summary = "differs from the frames just before and after it (sudden change)"
+
+    def __init__(self, contamination: float = 0.05, window: int = 3,
+                 max_gap_minutes: float = 180.0):
+        self.contamination = contamination
+        self.window = window
+        self.max_gap_minutes = max_gap_minutes
+
+    def _raw(self, batch):
+        ids, z, order, _ = self._context(batch)
+        valid = ~np.isnat(order)
+        pos_of = np.full(len(ids), -1)
+        sort = np.flatnonzero(valid)[np.argsort(order[valid], kind="stable")]
+        pos_of[sort] = np.arange(len(sort))
+        where = pd.Index(ids).get_indexer(batch.frame_ids)
+        pos = pos_of[where]
+        max_gap = np.timedelta64(int(self.max_gap_minutes * 60), "s")
+        dists = np.full((len(batch), 2 * self.window), np.nan)
+        col = 0
+        for offset in [*range(-self.window, 0), *range(1, self.window + 1)]:
+            other = pos + offset
+            ok = (pos >= 0) & (other >= 0) & (other < len(sort))
+            j = sort[np.clip(other, 0, max(0, len(sort) - 1))] if len(sort) else pos
+            if len(sort):
+                gap = np.abs(order[j] - batch.order_time)
+                ok &= gap <= max_gap
+                diff = z[j] - batch.z
+                d = np.sqrt((diff.astype(np.float64) ** 2).sum(axis=1))
+                dists[ok, col] = d[ok]
+            col += 1
+        out = np.full(len(batch), np.nan)
+        has = np.isfinite(dists).any(axis=1)
+        out[has] = np.nanmedian(dists[has], axis=1)
+        return out
+
+
+@register
+class SameTimeDetector(_TimelapseDetector):
+    key = "same_time"
+    family = "timelapse"
+    summary = "differs from the same time of day on other days"
+
+    def __init__(self, contamination: float = 0.05, n_neighbors: int = 3,
+                 window_minutes: float = 30.0):
+        self.contamination = contamination
+        self.n_neighbors = n_neighbors
+        self.window_minutes = window_minutes
+
+    def _raw(self, batch):
+        ids, z, _, local = self._context(batch)
+        minutes = _minute_of_day(local)
+        days = np.where(np.isnat(local), -1, local.astype("datetime64[D]").astype(np.int64))
+        b_minutes = _minute_of_day(batch.local_time)
+        b_days = np.where(np.isnat(batch.local_time), -2,
+                          batch.local_time.astype("datetime64[D]").astype(np.int64))
+        b_ids = batch.frame_ids
+        out = np.full(len(batch), np.nan)
+        w = self.window_minutes
+        width = max(w, 10.0)
+        n_bins = int(np.ceil(1440 / width))
+        b_bin = np.floor(np.nan_to_num(b_minutes, nan=-1) / width).astype(int)
+        zz = (z.astype(np.float64) ** 2).sum(axis=1)
+        for b in range(n_bins):
+            rows = np.flatnonzero((b_bin == b) & np.isfinite(b_minutes))
+            if not len(rows):
+                continue
+            lo, hi = b * width - w, (b + 1) * width + w
+            m = minutes
+            cand = np.flatnonzero(np.isfinite(m) & (
+                ((m >= lo) & (m <= hi)) | (m - 1440 >= lo) | (m + 1440 <= hi)))
+            if not len(cand):
+                continue
+            cz = z[cand].astype(np.float64)
+            for start in range(0, len(rows), 2048):
+                r = rows[start:start + 2048]
+                rz = batch.z[r].astype(np.float64)
+                d2 = (rz ** 2).sum(axis=1)[:, None] + zz[cand][None, :] - 2 * rz @ cz.T
+                dm = np.abs(b_minutes[r][:, None] - minutes[cand][None, :])
+                dm = np.minimum(dm, 1440 - dm)
+                bad = ((b_days[r][:, None] == days[cand][None, :]) | (dm > w)
+                       | (b_ids[r][:, None] == ids[cand][None, :]))
+                d2[bad] = np.inf
+                k = min(self.n_neighbors, len(cand))
+                part = np.partition(d2, k - 1, axis=1)[:, :k]
+                good = np.isfinite(part)
+                counts = good.sum(axis=1)
+                sums = np.where(good, np.sqrt(np.maximum(part, 0)), 0).sum(axis=1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[r] = np.where(counts > 0, sums / counts, np.nan)
+        return out
+
+
+# --- image quality detectors --------------------------------------------------------------------
+
+class _QualityDetector(Detector):
+    """A fixed formula of the frame statistics; only the reference distribution is learned."""
+
+    formula: ClassVar[Callable[[pd.DataFrame], np.ndarray]]
+
+    def _fit(self, batch):
+        pass
+
+    def decision_function(self, batch):
+        return np.asarray(type(self).formula(batch.stats), dtype=float)
+
+
+def _log(x):
+    return np.log1p(np.maximum(np.asarray(x, dtype=float), 0))
+
+
+@register
+class DarkDetector(_QualityDetector):
+    key = "dark"
+    family = "quality"
+    summary = "dark frame: low mean luma"
+    formula = staticmethod(lambda s: 1 - s["mean_luma"].to_numpy(float) / 255)
+
+
+@register
+class OverexposedDetector(_QualityDetector):
+    key = "overexposed"
+    family = "quality"
+    summary = "washed-out frame: bright with little contrast"
+    formula = staticmethod(lambda s: s["mean_luma"].to_numpy(float) / 255
+                           - s["contrast"].to_numpy(float) / 64)
+
+
+@register
+class BlurryDetector(_QualityDetector):
+    key = "blurry"
+    family = "quality"
+    summary = "blurry frame: low variance of the Laplacian"
+    formula = staticmethod(lambda s: -_log(s["sharpness"]))
+
+
+@register
+class LowInformationDetector(_QualityDetector):
+    key = "low_information"
+    family = "quality"
+    summary = "little to see: low contrast and low colourfulness"
+    formula = staticmethod(lambda s: -(_log(s["contrast"]) + 0.5 * _log(s["colorfulness"])))
+
+
+@register
+class HazeDetector(_QualityDetector):
+    key = "haze"
+    family = "quality"
+    summary = "haze or fog: not dark, yet flat and colourless"
+    formula = staticmethod(lambda s: np.minimum(s["mean_luma"].to_numpy(float), 120) / 120
+                           - _log(s["contrast"]) / np.log(65) - _log(s["colorfulness"]) / np.log(65))
+
+
+# --- consensus ---------------------------------------------------------------------------------
+
+def _rule_mean(pct: np.ndarray, families: list[str]) -> np.ndarray:
+    return np.nanmean(pct, axis=1)
+
+
+def _rule_max(pct: np.ndarray, families: list[str]) -> np.ndarray:
+    return np.nanmax(pct, axis=1)
+
+
+def _rule_family_max(pct: np.ndarray, families: list[str]) -> np.ndarray:
+    """Average of maximum: mean rank within each family, then the highest family."""
+    groups = [np.nanmean(pct[:, [i for i, f in enumerate(families) if f == fam]], axis=1)
+              for fam in dict.fromkeys(families)]
+    return np.nanmax(np.column_stack(groups), axis=1)
+
+
+def _rule_top2(pct: np.ndarray, families: list[str]) -> np.ndarray:
+    """Mean of each frame's two highest ranks (one detector alone is not enough)."""
+    filled = np.where(np.isfinite(pct), pct, -np.inf)
+    top = -np.sort(-filled, axis=1)[:, :2]
+    top = np.where(np.isfinite(top), top, np.nan)
+    return np.nanmean(top, axis=1)
+
+
+def _rule_tail(pct: np.ndarray, families: list[str]) -> np.ndarray:
+    """Mean of tail evidence: -log(1 - pct) per detector, so one confident detector counts more
+    than several lukewarm ones, but a single noisy top rank does not decide alone."""
+    evidence = -np.log(np.clip(1 - pct, 1e-4, 1))
+    return np.nanmean(evidence, axis=1)
+
+
+def _rule_family_tail(pct: np.ndarray, families: list[str]) -> np.ndarray:
+    """Tail evidence averaged within each family, then summed over families."""
+    evidence = -np.log(np.clip(1 - pct, 1e-4, 1))
+    groups = [np.nanmean(evidence[:, [i for i, f in enumerate(families) if f == fam]], axis=1)
+              for fam in dict.fromkeys(families)]
+    stacked = np.column_stack(groups)
+    return np.nansum(stacked, axis=1)
+
+
+CONSENSUS_RULES: dict[str, Callable[[np.ndarray, list[str]], np.ndarray]] = {
+    "mean": _rule_mean,
+    "max": _rule_max,
+    "family_max": _rule_family_max,
+    "top2": _rule_top2,
+    "tail": _rule_tail,
+    "family_tail": _rule_family_tail,
+}
+
+
+def consensus_scores(pcts: dict[str, np.ndarray], rule: str) -> np.ndarray:
+    """Combine detectors' percentile ranks (key -> 0..1 per frame, NaN = no opinion)."""
+    if rule not in CONSENSUS_RULES:
+        raise KeyError(f"unknown consensus rule {rule!r}; known: {', '.join(CONSENSUS_RULES)}")
+    keys = [k for k in pcts if k != CONSENSUS]
+    if not keys:
+        raise ValueError("consensus needs at least one detector")
+    pct = np.column_stack([pcts[k] for k in keys]).astype(float)
+    families = [DETECTORS[k].family for k in keys]
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = CONSENSUS_RULES[rule](pct, families)
+    return np.asarray(out, dtype=float)
+
+
+@dataclass
+class Consensus:
+    """The fitted consensus: which detectors, which rule, and its fit score distribution."""
+
+    keys: list[str]
+    rule: str
+    contamination: float
+    reference_: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    threshold_: float = np.inf
+
+    def fit(self, pcts: dict[str, np.ndarray]) -> np.ndarray:
+        scores = self.score(pcts)
+        finite = scores[np.isfinite(scores)]
+        self.reference_ = np.sort(finite)
+        self.threshold_ = float(np.quantile(finite, 1 - self.contamination)) if len(finite) else np.inf
+        return scores
+
+    def score(self, pcts: dict[str, np.ndarray]) -> np.ndarray:
+        return consensus_scores({k: pcts[k] for k in self.keys}, self.rule)
+
+    def percentile(self, scores: np.ndarray) -> np.ndarray:
+        out = np.full(len(scores), np.nan)
+        ok = np.isfinite(scores)
+        if len(self.reference_):
+            out[ok] = np.searchsorted(self.reference_, scores[ok], side="right") / len(self.reference_)
+        return out
+
+    def predict_scores(self, scores: np.ndarray) -> np.ndarray:
+        return np.nan_to_num(scores, nan=-np.inf) > self.threshold_

@@ -1,0 +1,349 @@
+"""All SQL for analysis runs: `analysis_runs`, `clusters`, `outlier_scores`, `neighbors`,
+`fitted_runs` and `ground_truth`.
+
+Rows go in and out in bulk (pandas / Arrow, one `INSERT ... SELECT` per table). A run is written
+in two steps: `start_run` records it as 'running'; `write_run` then inserts every row of the run
+and marks it 'complete' in one transaction, or rolls back and leaves nothing; `fail_run` marks a
+run 'failed' with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from store.db import fetch_one, log_failed, scalar
+
+_FRAME_COLUMNS = ("frame_id", "path", "taken_at", "taken_at_utc", "mean_luma", "contrast",
+                  "sharpness", "colorfulness", "daylight")
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> None:
+    try:
+        con.execute(sql, params or [])
+    except duckdb.Error as exc:
+        log_failed(sql, params, exc)
+        raise
+
+
+def _ids_table(frame_ids: Sequence[int]) -> pa.Table:
+    ids = np.unique(np.asarray(frame_ids, dtype=np.int64))
+    return pa.table({"frame_id": pa.array(ids, type=pa.int64())})
+
+
+# --- what there is to analyse -----------------------------------------------------------------
+
+def embedded_models(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Model key -> number of vectors of frames still in the store."""
+    rows = con.execute(
+        "SELECT e.model, count(*) FROM embeddings e SEMI JOIN frames f USING (frame_id) "
+        "GROUP BY e.model ORDER BY e.model").fetchall()
+    return {model: int(n) for model, n in rows}
+
+
+def load_frames(con: duckdb.DuckDBPyConnection, frame_ids: Sequence[int] | None = None,
+                root: str | None = None) -> pd.DataFrame:
+    """Frame facts the detectors use (time, image statistics, daylight), ordered by frame_id.
+
+    Restricted to `frame_ids` and/or to the frames ingested from folder `root` when given.
+    """
+    where = []
+    params: dict[str, Any] = {}
+    if root is not None:
+        where.append("root = $root")
+        params["root"] = root
+    sql = f"SELECT {', '.join(_FRAME_COLUMNS)} FROM frames"
+    if frame_ids is not None:
+        con.register("_frame_ids", _ids_table(frame_ids))
+        where.append("frame_id IN (SELECT frame_id FROM _frame_ids)")
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY frame_id"
+    try:
+        return con.sql(sql, params=params or None).df()
+    except duckdb.Error as exc:
+        log_failed(sql, params, exc)
+        raise
+    finally:
+        if frame_ids is not None:
+            con.unregister("_frame_ids")
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+def start_run(con: duckdb.DuckDBPyConnection, model: str, params: dict[str, Any],
+              code_version: str) -> int:
+    """Record a new run as 'running'; returns its run_id."""
+    run_id = int(scalar(con, "SELECT nextval('run_id_seq')"))
+    _run(con, "INSERT INTO analysis_runs (run_id, model, params, status, code_version) "
+              "VALUES (?, ?, ?, 'running', ?)",
+         [run_id, model, json.dumps(params, default=str), code_version])
+    return run_id
+
+
+def fail_run(con: duckdb.DuckDBPyConnection, run_id: int, error: str,
+             timings: dict[str, float] | None = None) -> None:
+    """Mark a run 'failed' with the reason; rows of the run (if any slipped in) are removed."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in ("clusters", "outlier_scores", "neighbors", "fitted_runs"):
+            _run(con, f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+        _run(con, "UPDATE analysis_runs SET status = 'failed', error = ?, finished_at = now(), "
+                  "timings = ? WHERE run_id = ?",
+             [error[:2000], json.dumps(timings or {}), run_id])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _insert_frame(con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str],
+                  frame: pd.DataFrame) -> None:
+    """Bulk insert `frame` (a DataFrame) into `table` with one statement."""
+    arrow = pa.Table.from_pandas(frame[list(columns)], preserve_index=False)
+    name = f"_new_{table}"
+    con.register(name, arrow)
+    cols = ", ".join(columns)
+    sql = f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}"
+    try:
+        con.execute(sql)
+    except duckdb.Error as exc:
+        log_failed(sql, {"rows": len(frame)}, exc)
+        raise
+    finally:
+        con.unregister(name)
+
+
+def insert_clusters(con: duckdb.DuckDBPyConnection, clusters: pd.DataFrame) -> None:
+    """`clusters` rows: run_id, frame_id, cluster, map_x, map_y."""
+    _insert_frame(con, "clusters", ("run_id", "frame_id", "cluster", "map_x", "map_y"), clusters)
+
+
+def insert_scores(con: duckdb.DuckDBPyConnection, scores: pd.DataFrame) -> None:
+    """`outlier_scores` rows: run_id, detector, frame_id, score, score_pct, is_outlier."""
+    _insert_frame(con, "outlier_scores",
+                  ("run_id", "detector", "frame_id", "score", "score_pct", "is_outlier"), scores)
+
+
+def insert_neighbors(con: duckdb.DuckDBPyConnection, neighbors: pd.DataFrame) -> None:
+    """`neighbors` rows: run_id, frame_id, rank, neighbor_id, distance."""
+    _insert_frame(con, "neighbors", ("run_id", "frame_id", "rank", "neighbor_id", "distance"),
+                  neighbors)
+
+
+def write_run(con: duckdb.DuckDBPyConnection, run_id: int, *, n_frames: int,
+              clusters: pd.DataFrame, scores: pd.DataFrame, neighbors: pd.DataFrame,
+              artifact: bytes | None, versions: dict[str, str], timings: dict[str, float],
+              params: dict[str, Any] | None = None) -> None:
+    """Every row of a run plus status 'complete', in one transaction (all or nothing)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        insert_clusters(con, clusters)
+        insert_scores(con, scores)
+        insert_neighbors(con, neighbors)
+        if artifact is not None:
+            _run(con, "INSERT INTO fitted_runs (run_id, artifact, versions) VALUES (?, ?, ?)",
+                 [run_id, artifact, json.dumps(versions)])
+        sets = "status = 'complete', n_frames = ?, finished_at = now(), timings = ?, error = NULL"
+        values: list[Any] = [n_frames, json.dumps(timings)]
+        if params is not None:
+            sets += ", params = ?"
+            values.append(json.dumps(params, default=str))
+        _run(con, f"UPDATE analysis_runs SET {sets} WHERE run_id = ?", values + [run_id])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def add_scored_frames(con: duckdb.DuckDBPyConnection, run_id: int, *, clusters: pd.DataFrame,
+                      scores: pd.DataFrame, neighbors: pd.DataFrame) -> None:
+    """Rows for frames scored later against a frozen run (score-new), in one transaction.
+
+    Rows those frames already had in the run are replaced.
+    """
+    ids = clusters["frame_id"].to_numpy()
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.register("_scored_ids", _ids_table(ids))
+        try:
+            for table in ("clusters", "outlier_scores", "neighbors"):
+                _run(con, f"DELETE FROM {table} WHERE run_id = ? AND frame_id IN "
+                          "(SELECT frame_id FROM _scored_ids)", [run_id])
+        finally:
+            con.unregister("_scored_ids")
+        insert_clusters(con, clusters)
+        insert_scores(con, scores)
+        insert_neighbors(con, neighbors)
+        _run(con, "UPDATE analysis_runs SET n_frames = (SELECT count(*) FROM clusters "
+                  "WHERE run_id = ?) WHERE run_id = ?", [run_id, run_id])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def get_run(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[str, Any] | None:
+    """One `analysis_runs` row as a dict (params and timings decoded), or None."""
+    row = fetch_one(con, "SELECT run_id, model, params, status, n_frames, started_at, "
+                         "finished_at, code_version, timings, error FROM analysis_runs "
+                         "WHERE run_id = ?", [run_id])
+    if row is None:
+        return None
+    keys = ("run_id", "model", "params", "status", "n_frames", "started_at", "finished_at",
+            "code_version", "timings", "error")
+    out = dict(zip(keys, row))
+    for key in ("params", "timings"):
+        out[key] = json.loads(out[key]) if out[key] else {}
+    return out
+
+
+def latest_complete_runs(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Model -> run_id of its newest complete run."""
+    rows = con.execute(
+        "SELECT model, arg_max(run_id, finished_at) FROM analysis_runs "
+        "WHERE status = 'complete' GROUP BY model ORDER BY model").fetchall()
+    return {model: int(run_id) for model, run_id in rows}
+
+
+def latest_fitted_run(con: duckdb.DuckDBPyConnection, model: str | None = None) -> int | None:
+    """The newest complete run that has a saved fitted state (for `model` when given)."""
+    sql = ("SELECT r.run_id FROM analysis_runs r JOIN fitted_runs f USING (run_id) "
+           "WHERE r.status = 'complete'")
+    params: list[Any] = []
+    if model is not None:
+        sql += " AND r.model = ?"
+        params.append(model)
+    sql += " ORDER BY r.finished_at DESC, r.run_id DESC LIMIT 1"
+    run_id = scalar(con, sql, params)
+    return None if run_id is None else int(run_id)
+
+
+def load_fitted(con: duckdb.DuckDBPyConnection, run_id: int) -> tuple[bytes, dict[str, str]] | None:
+    """The pickled fitted state of a run and the library versions it was made with."""
+    row = fetch_one(con, "SELECT artifact, versions FROM fitted_runs WHERE run_id = ?", [run_id])
+    if row is None:
+        return None
+    return bytes(row[0]), json.loads(row[1])
+
+
+def run_frame_ids(con: duckdb.DuckDBPyConnection, run_id: int) -> np.ndarray:
+    """Frame ids that have rows in a run."""
+    table = con.sql("SELECT frame_id FROM clusters WHERE run_id = $run ORDER BY frame_id",
+                    params={"run": run_id}).to_arrow_table()
+    return table.column("frame_id").to_numpy().astype(np.int64, copy=False)
+
+
+def run_scores(con: duckdb.DuckDBPyConnection, run_id: int,
+               frame_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """A run's scores in long form: detector, frame_id, score, score_pct, is_outlier."""
+    sql = ("SELECT detector, frame_id, score, score_pct, is_outlier FROM outlier_scores "
+           "WHERE run_id = $run")
+    if frame_ids is not None:
+        con.register("_score_ids", _ids_table(frame_ids))
+        sql += " AND frame_id IN (SELECT frame_id FROM _score_ids)"
+    try:
+        return con.sql(sql + " ORDER BY detector, frame_id", params={"run": run_id}).df()
+    finally:
+        if frame_ids is not None:
+            con.unregister("_score_ids")
+
+
+def run_clusters(con: duckdb.DuckDBPyConnection, run_id: int) -> pd.DataFrame:
+    """A run's clusters rows: frame_id, cluster, map_x, map_y."""
+    return con.sql("SELECT frame_id, cluster, map_x, map_y FROM clusters WHERE run_id = $run "
+                   "ORDER BY frame_id", params={"run": run_id}).df()
+
+
+def run_neighbors(con: duckdb.DuckDBPyConnection, run_id: int,
+                  frame_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """A run's nearest-neighbour rows: frame_id, rank, neighbor_id, distance."""
+    sql = "SELECT frame_id, rank, neighbor_id, distance FROM neighbors WHERE run_id = $run"
+    if frame_ids is not None:
+        con.register("_nb_ids", _ids_table(frame_ids))
+        sql += " AND frame_id IN (SELECT frame_id FROM _nb_ids)"
+    try:
+        return con.sql(sql + " ORDER BY frame_id, rank", params={"run": run_id}).df()
+    finally:
+        if frame_ids is not None:
+            con.unregister("_nb_ids")
+
+
+# --- ground truth -----------------------------------------------------------------------------
+
+def match_truth_paths(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame) -> pd.DataFrame:
+    """Truth rows (path, label, kind) joined to frames: adds frame_id (NA when no frame matches).
+
+    Paths are compared with '/' separators and without a leading './'; a truth path also matches
+    a frame whose path ends with '/<truth path>' (truth relative to a sub-folder of the ingest
+    root) or is a suffix of it (truth relative to a folder above the root), when that is unique.
+    """
+    rows = truth.copy()
+    rows["path"] = (rows["path"].astype(str).str.replace("\\", "/", regex=False)
+                    .str.replace(r"^\./", "", regex=True))
+    frames = con.sql("SELECT frame_id, path FROM frames").df()
+    exact = dict(zip(frames["path"], frames["frame_id"]))
+    ids = rows["path"].map(exact)
+    missing = ids.isna()
+    if missing.any() and len(frames):
+        by_name: dict[str, list[tuple[str, int]]] = {}
+        for path, frame_id in zip(frames["path"], frames["frame_id"]):
+            by_name.setdefault(path.rsplit("/", 1)[-1], []).append((path, int(frame_id)))
+        for i in np.flatnonzero(missing.to_numpy()):
+            want = rows["path"].iat[i]
+            hits = [fid for path, fid in by_name.get(want.rsplit("/", 1)[-1], [])
+                    if path.endswith("/" + want) or want.endswith("/" + path)]
+            if len(hits) == 1:
+                ids.iat[i] = hits[0]
+    rows["frame_id"] = ids.astype("Int64")
+    return rows
+
+
+def import_ground_truth(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame) -> dict[str, int]:
+    """Replace the `ground_truth` table from a truth DataFrame (path, label, kind).
+
+    label 1 = anomaly, 0 = normal. Rows whose path is not a frame (e.g. truncated files that
+    ingest refused) are counted as unmatched. Returns {'matched', 'unmatched', 'anomalies'}.
+    """
+    missing = {"path", "label"} - set(truth.columns)
+    if missing:
+        raise ValueError(f"ground truth needs columns path,label[,kind]; missing {sorted(missing)}")
+    rows = match_truth_paths(con, truth)
+    matched = rows[rows["frame_id"].notna()].drop_duplicates("frame_id", keep="last")
+    out = pd.DataFrame({
+        "frame_id": matched["frame_id"].astype("int64"),
+        "is_anomaly": matched["label"].astype(int).astype(bool),
+        "kind": (matched["kind"].astype(str) if "kind" in matched
+                 else np.where(matched["label"].astype(int) == 1, "anomaly", "normal")),
+    })
+    con.execute("BEGIN TRANSACTION")
+    try:
+        _run(con, "DELETE FROM ground_truth")
+        _insert_frame(con, "ground_truth", ("frame_id", "is_anomaly", "kind"), out)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return {"matched": int(len(out)), "unmatched": int(rows["frame_id"].isna().sum()),
+            "anomalies": int(out["is_anomaly"].sum())}
+
+
+def load_ground_truth(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """`ground_truth` joined with each frame's daylight: frame_id, is_anomaly, kind, daylight."""
+    return con.sql("SELECT g.frame_id, g.is_anomaly, g.kind, f.daylight FROM ground_truth g "
+                   "JOIN frames f USING (frame_id) ORDER BY g.frame_id").df()
+
+
+def frame_daylight(con: duckdb.DuckDBPyConnection, frame_ids: Sequence[int]) -> pd.DataFrame:
+    """frame_id, daylight for the given frames."""
+    con.register("_dl_ids", _ids_table(frame_ids))
+    try:
+        return con.sql("SELECT frame_id, daylight FROM frames WHERE frame_id IN "
+                       "(SELECT frame_id FROM _dl_ids) ORDER BY frame_id").df()
+    finally:
+        con.unregister("_dl_ids")
