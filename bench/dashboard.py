@@ -1,0 +1,260 @@
+"""Dashboard benchmark: server-side render time per page for stores of 1k, 100k and 750k frames.
+
+    .venv/bin/python bench/dashboard.py [--sizes 1000,100000,750000] [--repeats 15] [--keep DIR]
+
+Stores are synthetic and made with SQL in seconds (frames every 10 minutes with a day/night
+cycle, hourly weather, one complete analysis run with clusters, 2-D map, seven detectors and
+five neighbours per frame, tiny thumbnails). Each page is timed the way the server renders it
+on an interaction whose filters changed (query cache cold): the store readers the page calls
+(each opening a read-only connection, as `dashboard.data` does) plus the Plotly figures it
+builds. Prints JSON: per size and page p50/p95 in milliseconds, and the store build time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import store  # noqa: E402
+
+DETECTORS = ("consensus", "iforest", "lof", "knn", "ecod", "hbos", "dark")
+CONDITIONS = ("clear", "cloudy", "rain", "fog", "snow")
+
+
+def _thumbs(n: int = 12, size=(48, 32)) -> pd.DataFrame:
+    """A few small, different-looking JPEG thumbnails reused across frames."""
+    rng = np.random.default_rng(1)
+    blobs = []
+    for k in range(n):
+        sky = np.array([90 + 12 * k, 140 + 5 * k, 200 - 8 * k]) % 255
+        grass = np.array([50 + 6 * k, 120 + 4 * k, 40 + 3 * k]) % 255
+        h, w = size[1], size[0]
+        img = np.zeros((h, w, 3), dtype=np.float32)
+        img[: h // 2] = sky
+        img[h // 2:] = grass
+        img += rng.normal(0, 10, img.shape)
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=70)
+        blobs.append(buf.getvalue())
+    return pd.DataFrame({"k": range(n), "jpeg": blobs})
+
+
+def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int = 0,
+                start: date = date(2024, 4, 1)) -> Path:
+    """A synthetic but realistic store with `n_frames` frames (SQL only, seconds at 750k)."""
+    path = Path(path)
+    with store.connect(path) as con:
+        con.execute(f"SELECT setseed({0.1 + seed / 1000})")
+        con.execute("""
+            INSERT INTO frames (frame_id, path, root, taken_at, taken_at_utc, time_source,
+                utc_offset_min, width, height, file_bytes, file_mtime, mean_luma, contrast,
+                sharpness, colorfulness, sun_elevation, daylight, daylight_source)
+            WITH t AS (
+                SELECT i + 1 AS frame_id,
+                       CAST($start AS TIMESTAMP) + INTERVAL 10 MINUTE * i AS taken_at
+                FROM range($n) r(i))
+            , e AS (
+                SELECT *, 55 * sin(pi() * (hour(taken_at) + minute(taken_at) / 60.0 - 6) / 12.0)
+                          - 8 AS elev
+                FROM t)
+            SELECT frame_id,
+                   strftime(taken_at, '%Y/%m/%d/') || 'frame_' || frame_id || '.jpg',
+                   $root, taken_at, CAST(taken_at AS TIMESTAMP) AT TIME ZONE 'UTC', 'exif', 0,
+                   1920, 1080, 350000 + (frame_id % 50000), taken_at AT TIME ZONE 'UTC',
+                   greatest(3, least(250, 120 + 2 * elev + 10 * random())), 40 + 5 * random(),
+                   100 + 50 * random(), 20 + 10 * random(), elev,
+                   CASE WHEN elev > 0 THEN 'day' WHEN elev > -6 THEN 'twilight' ELSE 'night' END,
+                   'sun'
+            FROM e""", {"start": start, "n": int(n_frames), "root": root})
+        con.register("thumb_blobs", _thumbs())
+        con.execute("""INSERT INTO thumbnails SELECT f.frame_id, b.jpeg, 48, 32
+                       FROM frames f JOIN thumb_blobs b ON b.k = f.frame_id % 12""")
+        con.unregister("thumb_blobs")
+        con.execute("""INSERT INTO models VALUES
+                       ('pixels', 'baseline', 'none', 108, 16, now())""")
+        con.execute("""
+            INSERT INTO analysis_runs (run_id, model, params, status, n_frames, started_at,
+                                       finished_at, code_version, timings)
+            VALUES (nextval('run_id_seq'), 'pixels', ?, 'complete', ?,
+                    now() - INTERVAL 2 MINUTE, now() - INTERVAL 1 MINUTE, 'bench',
+                    '{"pca": 0.8, "detectors": 20.5, "clusters": 3.1}')""",
+                    [json.dumps({"detectors": list(DETECTORS), "clusterer": "kmeans",
+                                 "n_clusters": "auto", "contamination": 0.05}), n_frames])
+        run_id = store.db.scalar(con, "SELECT max(run_id) FROM analysis_runs")
+        con.execute("""
+            INSERT INTO clusters
+            SELECT $run, frame_id, cl,
+                   cos(cl * 1.3) * 6 + (random() - 0.5) * 4, sin(cl * 1.3) * 6 + (random() - 0.5) * 4
+            FROM (SELECT frame_id,
+                         CASE WHEN frame_id % 211 = 0 THEN -1
+                              WHEN daylight = 'night' THEN 0 WHEN daylight = 'twilight' THEN 1
+                              ELSE 2 + CAST(floor(random() * 4) AS INTEGER) END AS cl
+                  FROM frames)""", {"run": run_id})
+        con.register("dets", pd.DataFrame({"detector": list(DETECTORS),
+                                           "d": range(len(DETECTORS))}))
+        con.execute("""
+            INSERT INTO outlier_scores
+            WITH raw AS (
+                SELECT d.detector, f.frame_id,
+                       random() + CASE WHEN f.frame_id % 97 = 0 THEN 1.5 ELSE 0 END
+                       + CASE WHEN d.detector = 'dark' THEN (255 - f.mean_luma) / 100 ELSE 0 END
+                       AS score
+                FROM frames f CROSS JOIN dets d)
+            SELECT $run, detector, frame_id, score,
+                   percent_rank() OVER (PARTITION BY detector ORDER BY score) AS pct,
+                   percent_rank() OVER (PARTITION BY detector ORDER BY score) >= 0.95
+            FROM raw""", {"run": run_id})
+        con.unregister("dets")
+        con.execute("""
+            INSERT INTO neighbors
+            SELECT $run, f.frame_id, k, CASE WHEN f.frame_id + k <= $n THEN f.frame_id + k
+                                             ELSE f.frame_id - k END, k * 0.1 + random() * 0.05
+            FROM frames f CROSS JOIN range(1, 6) r(k)""", {"run": run_id, "n": int(n_frames)})
+        con.execute("""
+            INSERT INTO weather (station, observed_at, temperature_c, precipitation_mm,
+                                 cloud_cover_pct, wind_speed_ms, visibility_km, condition, source)
+            SELECT 'bench', ts, 8 + 6 * random(), CASE WHEN c = 'rain' THEN 1.2 ELSE 0 END,
+                   100 * random(), 5 * random(), CASE WHEN c = 'fog' THEN 0.5 ELSE 20 END,
+                   c, 'synthetic'
+            FROM (SELECT ts, $conds[1 + CAST(floor(random() * 5) AS INTEGER) % 5] AS c
+                  FROM generate_series(CAST($start AS TIMESTAMP) AT TIME ZONE 'UTC',
+                       (CAST($start AS TIMESTAMP) + INTERVAL 10 MINUTE * $n) AT TIME ZONE 'UTC',
+                       INTERVAL 1 HOUR) g(ts))""",
+                    {"start": start, "n": int(n_frames), "conds": list(CONDITIONS)})
+        con.execute("""INSERT INTO ground_truth
+                       SELECT frame_id, frame_id % 97 = 0,
+                              CASE WHEN frame_id % 97 = 0 THEN 'person' ELSE 'normal' END
+                       FROM frames""")
+        con.execute("""INSERT INTO ingest_errors (path, stage, message, root, file_bytes)
+                       VALUES ('2024/04/01/broken.jpg', 'ingest',
+                               'truncated JPEG: image file is truncated', $root, 1024),
+                              ('notes.jpg', 'ingest', 'not an image (text file)', $root, 12)""",
+                    {"root": root})
+    return path
+
+
+def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
+    from dashboard import charts
+    from dashboard.data import Reader
+    from store.facts import FrameFilter
+
+    reader = Reader(db, lock_wait_s=5.0)
+    run_id = reader.call("latest_run_id")
+    opts = reader.call("options", run_id)
+    span = (opts["date_min"], opts["date_max"])
+    # Each repeat changes a filter (another hour window) so no query result is reused.
+    flts = [FrameFilter(run_id=run_id, hour_from=r % 6, hour_to=23 - (r % 5))
+            for r in range(repeats)]
+    dets = opts["detectors"]
+
+    def overview(flt):
+        reader.call("summary", flt)
+        charts.outliers_bar(reader.call("outliers_per_detector", flt))
+        charts.calendar_heatmap(reader.call("calendar", flt), "n_frames")
+        charts.timeline(reader.call("timeline", flt))
+
+    def gallery(flt):
+        page, _ = reader.call("frames_page", flt, 0, 24, "score")
+        ids = list(page["frame_id"])
+        reader.call("thumbnails", ids)
+        reader.call("scores_for", run_id, ids)
+
+    def map_page(flt):
+        pts, _ = reader.call("map_points", flt, 20_000)
+        charts.map_scatter(pts, "cluster")
+
+    def clusters(flt):
+        sizes = reader.call("cluster_sizes", flt)
+        charts.cluster_sizes(sizes)
+        charts.cluster_profile(reader.call("cluster_profiles", flt), "hour")
+        for c in sizes["cluster"][:4]:
+            reader.call("thumbnails", reader.call("cluster_sample", flt, int(c), 6, 0))
+
+    def compare(flt):
+        wide = reader.call("detector_matrix", flt, dets[:4], 20_000)
+        charts.rank_scatter(wide, dets[0], dets[1])
+        charts.spearman_heatmap(wide, dets[:4])
+        charts.agreement_over_time(wide, dets[:4], top_pct=0.95)
+        reader.call("flagged_by_a_not_b", flt, dets[0], dets[1], 100, 12)
+        labels = reader.call("labels")
+        charts.precision_at_k(wide, labels, dets[:4], k_max=200)
+
+    def frame(flt):
+        fid = 1 + flts.index(flt) * 7
+        reader.call("frame_detail", fid, run_id)
+        reader.call("scores_for", run_id, [fid])
+        nb = reader.call("neighbors", run_id, fid)
+        reader.call("thumbnails", [fid, *nb["frame_id"]])
+
+    def review(flt):
+        reader.call("review_counts")
+        reader.call("next_unreviewed", flt, ())
+        reader.call("export_frames", flt, "not_junk")
+
+    def runs(flt):
+        reader.call("runs")
+        reader.call("ingest_errors")
+        reader.call("store_counts")
+
+    pages = {"Overview": overview, "Gallery": gallery, "Map": map_page, "Clusters": clusters,
+             "Compare detectors": compare, "Frame": frame, "Review & export": review,
+             "Runs & errors": runs}
+    out = {}
+    for name, fn in pages.items():
+        fn(flts[0])  # warm the OS file cache and imports
+        times = []
+        for flt in flts:
+            t0 = time.perf_counter()
+            fn(flt)
+            times.append((time.perf_counter() - t0) * 1000)
+        times.sort()
+        out[name] = {"p50_ms": round(statistics.median(times), 1),
+                     "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 1)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,100000,750000",
+                        help="comma-separated store sizes in frames")
+    parser.add_argument("--repeats", type=int, default=15, help="timed renders per page")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the generated stores in this folder")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    results = {"repeats": args.repeats, "sizes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in sizes:
+            db = folder / f"bench-{n}.duckdb"
+            db.unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            build_store(db, n)
+            built = time.perf_counter() - t0
+            pages = _time_pages(db, args.repeats)
+            results["sizes"][str(n)] = {
+                "build_s": round(built, 1),
+                "file_mb": round(db.stat().st_size / 1e6, 1),
+                "pages": pages,
+                "max_p95_ms": max(p["p95_ms"] for p in pages.values()),
+            }
+            print(json.dumps({"size": n, **results["sizes"][str(n)]}), file=sys.stderr)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

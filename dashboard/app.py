@@ -1,0 +1,212 @@
+"""Dashboard entry: `streamlit run dashboard/app.py -- --db FILE` (or TIMELAPSE_DB=FILE).
+
+Runs on every interaction: the optional password gate, the store check, the shared sidebar
+filters (read from the URL once per session, written back on every run so a copied link
+reopens the same view), then the chosen page from `st.navigation`. Store problems become a
+notice, never a traceback: while the pipeline holds the write lock the page says so and retries.
+"""
+
+from __future__ import annotations
+
+import hmac
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+import store  # noqa: E402
+from dashboard import charts, data, filters, ui  # noqa: E402
+from store.facts import THRESHOLD_KINDS  # noqa: E402
+
+st.set_page_config(page_title="Time-lapse outliers", page_icon=":material/park:",
+                   layout="wide", initial_sidebar_state="expanded")
+
+
+def _password() -> str | None:
+    """The shared password from st.secrets (`password = "..."`), or None when unset."""
+    try:
+        value = st.secrets.get("password")
+    except Exception:  # no secrets.toml at all: Streamlit raises its own not-found error
+        return None
+    return str(value) if value else None
+
+
+def _gate() -> None:
+    """Stop here until the visitor has typed the password (when one is configured).
+    Only the session's own state unlocks it; no URL parameter is consulted."""
+    secret = _password()
+    if secret is None or st.session_state.get("_authed") is True:
+        return
+    st.title("Time-lapse outliers")
+    with st.form("login"):
+        typed = st.text_input("Password", type="password")
+        ok = st.form_submit_button("Enter")
+    if ok:
+        if hmac.compare_digest(typed.encode(), secret.encode()):
+            st.session_state["_authed"] = True
+            st.rerun()
+        st.error("Wrong password.")
+    st.stop()
+
+
+def _store_path() -> Path:
+    db = data.db_path()
+    if db is None:
+        st.error("No store given. Start the dashboard with "
+                 "`streamlit run dashboard/app.py -- --db FILE` or set TIMELAPSE_DB=FILE; "
+                 "make a store with `python -m pipeline demo` or `python -m pipeline run FOLDER "
+                 "--db FILE`.")
+        st.stop()
+    if not db.is_file():
+        st.error(f"No store at {db}: create it with `python -m pipeline ingest FOLDER --db {db}` "
+                 "or `python -m pipeline demo`.")
+        st.stop()
+    st.session_state["_db_path"] = str(db)
+    return db
+
+
+def _sanitise_widgets(opts: dict) -> None:
+    """Drop widget values the store no longer offers (e.g. after switching runs)."""
+    state = st.session_state
+    for key, known in ((filters.W_DAYLIGHT, opts["daylight"]),
+                       (filters.W_WEATHER, opts["conditions"]),
+                       (filters.W_CLUSTER, opts["clusters"])):
+        if key in state:
+            state[key] = [v for v in state[key] if v in known]
+    if filters.W_DET in state and state[filters.W_DET] not in opts["detectors"]:
+        state[filters.W_DET] = opts["detectors"][0] if opts["detectors"] else None
+    lo, hi = opts["date_min"], opts["date_max"]
+    dates = state.get(filters.W_DATES)
+    if lo is None:
+        state.pop(filters.W_DATES, None)
+    elif isinstance(dates, (list, tuple)) and dates:
+        start = min(max(dates[0], lo), hi)
+        end = min(max(dates[-1], lo), hi)
+        state[filters.W_DATES] = (start, max(start, end))
+
+
+def _sidebar(opts: dict) -> None:
+    st.sidebar.header("Filters")
+    sb = st.sidebar
+    if len(opts["runs"]) > 1:
+        sb.selectbox("Analysis run", opts["runs"], key=filters.W_RUN,
+                     format_func=lambda r: f"run {r}" + (" (latest)" if r == opts["runs"][0]
+                                                         else ""),
+                     help="Clusters, map and scores come from this run.")
+    if opts["date_min"] is not None:
+        sb.date_input("Dates (camera clock)", key=filters.W_DATES,
+                      min_value=opts["date_min"], max_value=opts["date_max"],
+                      format="YYYY-MM-DD")
+    sb.slider("Hours of day", 0, 23, key=filters.W_HOURS,
+              help="Camera-clock hours, both ends included (6-18 = 06:00 to 18:59).")
+    sb.multiselect("Daylight", opts["daylight"], key=filters.W_DAYLIGHT,
+                   placeholder="any", help="From the sun's elevation (or brightness).")
+    sb.multiselect("Weather", opts["conditions"], key=filters.W_WEATHER, placeholder="any",
+                   help="Condition of the nearest earlier hourly observation.")
+    sb.multiselect("Cluster", opts["clusters"], key=filters.W_CLUSTER, placeholder="any",
+                   format_func=charts.cluster_label)
+    if opts["detectors"]:
+        sb.selectbox("Detector", opts["detectors"], key=filters.W_DET,
+                     help="Ranks the gallery and sets the threshold below. "
+                          "Scores: higher = more abnormal.")
+        kind = sb.selectbox("Threshold", THRESHOLD_KINDS, key=filters.W_THR_KIND,
+                            format_func=filters.THRESHOLD_LABELS.get)
+        if kind == "pct":
+            sb.slider("Percentile at least (%)", 0.0, 100.0, step=0.5, key=filters.W_THR_PCT)
+        elif kind == "topk":
+            sb.number_input("k (frames)", min_value=1, max_value=10_000_000, step=10,
+                            key=filters.W_THR_K)
+    else:
+        sb.caption("No analysis run yet: run `python -m pipeline analyze` for clusters and "
+                   "scores.")
+    n_sel = len(ui.selection())
+    if n_sel:
+        sb.caption(f"{n_sel} frames selected (map / gallery).")
+        if sb.button("Clear selection", key="clear_selection"):
+            ui.set_selection([])
+            st.rerun()
+
+
+def _sync_url(url: dict[str, str], page_title: str) -> None:
+    params = st.query_params
+    owned = ui.PAGE_PARAMS.get(page_title, ())
+    for key in filters.PAGE_KEYS:
+        if key not in owned and key in params:
+            del params[key]
+    for key in filters.FILTER_KEYS:
+        if key in url:
+            if params.get(key) != url[key]:
+                params[key] = url[key]
+        elif key in params:
+            del params[key]
+    st.session_state["_url"] = url
+
+
+def _filters(page_title: str) -> None:
+    """Resolve the shared filter: URL on a session's first run, then the sidebar widgets."""
+    state = st.session_state
+    base = data.get("options", data.get("latest_run_id"))
+    notices: list[str] = []
+    if not state.get("_url_loaded"):
+        flt, notices = filters.parse(st.query_params.to_dict(), base)
+        opts = data.get("options", flt.run_id) if flt.run_id != (base["runs"] or [None])[0] \
+            else base
+        if opts is not base:
+            flt, notices = filters.parse(st.query_params.to_dict(), opts)
+        for key, value in filters.to_widgets(flt, opts).items():
+            state[key] = value
+        state["_url_loaded"] = True
+        state["_url_notices"] = notices
+    pending = state.pop("_pending", None)
+    if pending:
+        for key, value in pending.items():
+            state[key] = value
+    run_id = state.get(filters.W_RUN)
+    opts = base if run_id in (None, (base["runs"] or [None])[0]) else data.get("options", run_id)
+    _sanitise_widgets(opts)
+    _sidebar(opts)
+    flt = filters.from_widgets(state, opts)
+    state["_flt"], state["_opts"] = flt, opts
+    _sync_url(filters.serialise(flt, opts), page_title)
+
+
+def _locked(exc: store.StoreLockedError) -> None:
+    st.warning(f"{exc}\n\nThe dashboard retries by itself every few seconds.",
+               icon=":material/lock_clock:")
+
+    @st.fragment(run_every=5)
+    def _retry() -> None:
+        try:
+            data.Reader(data.current_db(), 0.2).call("latest_run_id")
+        except store.StoreLockedError:
+            st.caption("Still locked; retrying...")
+            return
+        st.rerun(scope="app")
+
+    _retry()
+    if st.button("Retry now"):
+        st.rerun()
+
+
+def main() -> None:
+    _gate()
+    db = _store_path()
+    pages = [st.Page(path, title=title, url_path=Path(path).stem, default=(title == "Overview"))
+             for title, path in ui.PAGE_FILES.items()]
+    page = st.navigation(pages)
+    try:
+        _filters(page.title)
+        ui.notices(st.session_state.get("_url_notices", []))
+        st.sidebar.caption(f"Store: {db.name}")
+        page.run()
+    except store.StoreLockedError as exc:
+        _locked(exc)
+    except store.StoreError as exc:
+        st.error(str(exc), icon=":material/error:")
+
+
+main()

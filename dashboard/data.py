@@ -1,0 +1,160 @@
+"""The dashboard's data access: cached calls into the store readers, review writes, originals.
+
+Every query opens a read-only connection (`store.connect(db, read_only=True)`) and closes it;
+results are cached with `st.cache_data(ttl=...)`, keyed by the store file's modification
+stamp, so a pipeline run or a review shows up on the next rerun. Connections are never cached.
+While the pipeline holds the write lock, `store.StoreLockedError` reaches the app, which shows
+its message and retries. Review writes take a short write connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import streamlit as st
+
+import store
+from store import facts, reviews
+
+ENV_DB = "TIMELAPSE_DB"
+ENV_LOCK_WAIT = "TIMELAPSE_LOCK_WAIT_S"
+CACHE_TTL_S = 300
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def db_path(argv: list[str] | None = None) -> Path | None:
+    """The store file: `--db FILE` after `streamlit run dashboard/app.py --`, else $TIMELAPSE_DB."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--db", default=None)
+    known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    value = known.db or os.environ.get(ENV_DB)
+    return Path(value).expanduser() if value else None
+
+
+def lock_wait_s() -> float:
+    """How long one query waits for the pipeline's lock before the app shows a notice."""
+    try:
+        return max(0.1, float(os.environ.get(ENV_LOCK_WAIT, "4")))
+    except ValueError:
+        return 4.0
+
+
+class _Gate:
+    """Readers share, a writer is alone: DuckDB refuses a read-write open in a process that has
+    the same file open read-only, and Streamlit serves sessions from threads."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+_GATE = _Gate()
+
+
+class Reader:
+    """Calls `store.facts` functions, each on its own short read-only connection."""
+
+    def __init__(self, db: str | os.PathLike, lock_wait_s: float = 4.0) -> None:
+        self.db = Path(db)
+        self.lock_wait_s = lock_wait_s
+
+    def call(self, name: str, *args: Any) -> Any:
+        fn = getattr(facts, name)
+        with _GATE.read():
+            with store.connect(self.db, read_only=True, timeout=self.lock_wait_s) as con:
+                return fn(con, *args)
+
+    def set_verdicts(self, ids: list[int], verdict: str | None, note: str | None = None) -> int:
+        with _GATE.write():
+            with store.connect(self.db, timeout=self.lock_wait_s) as con:
+                return reviews.set_verdicts(con, ids, verdict, note)
+
+
+def stamp(db: Path) -> tuple:
+    """Changes whenever the store file (or its WAL) is written: part of every cache key."""
+    out: list[Any] = []
+    for p in (db, db.with_name(db.name + ".wal")):
+        try:
+            s = p.stat()
+            out += [s.st_mtime_ns, s.st_size]
+        except FileNotFoundError:
+            out += [0, 0]
+    return tuple(out)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=512)
+def _cached(db: str, file_stamp: tuple, wait: float, name: str, args: tuple) -> Any:
+    return Reader(db, wait).call(name, *args)
+
+
+def get(name: str, *args: Any) -> Any:
+    """Cached result of `store.facts.<name>(con, *args)` for the dashboard's store."""
+    db = current_db()
+    return _cached(str(db), stamp(db), lock_wait_s(), name, tuple(args))
+
+
+def current_db() -> Path:
+    db = st.session_state.get("_db_path")
+    if db is None:
+        db = db_path()
+    return Path(db)
+
+
+def set_verdicts(ids: list[int], verdict: str | None, note: str | None = None) -> int:
+    """Write verdicts (the only write the dashboard makes); the cache key changes with the file."""
+    n = Reader(current_db(), lock_wait_s()).set_verdicts(ids, verdict, note)
+    _cached.clear()
+    return n
+
+
+def original_path(root: str | None, rel: str | None) -> Path | None:
+    """The original image file of a frame when it is reachable and safely inside its root.
+
+    The path comes from the store (never from the URL); it is resolved (symlinks followed) and
+    refused if it escapes `root`, is not a regular file or is not an image by suffix.
+    """
+    if not root or not rel:
+        return None
+    try:
+        base = Path(root).resolve(strict=True)
+        candidate = (base / rel).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not candidate.is_relative_to(base) or not candidate.is_file():
+        return None
+    if candidate.suffix.lower() not in IMAGE_SUFFIXES:
+        return None
+    return candidate

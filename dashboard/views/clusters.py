@@ -1,0 +1,45 @@
+"""Clusters: per cluster its size, share of night, a random sample of thumbnails, and the
+hour-of-day and date profiles of the filtered frames."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, filters, ui
+
+SAMPLE = 6
+
+flt, opts = ui.current()
+st.title("Clusters")
+sizes = data.get("cluster_sizes", flt)
+if sizes.empty:
+    st.info("No clusters for these frames: run `python -m pipeline analyze`, or widen the "
+            "filters.")
+    st.stop()
+st.caption(f"{len(sizes)} clusters over {int(sizes['n_frames'].sum()):,} frames "
+           f"({filters.describe(flt)}). Cluster -1 is noise (HDBSCAN).")
+c1, c2 = st.columns(2)
+c1.plotly_chart(charts.cluster_sizes(sizes), key="clusters_sizes")
+profiles = data.get("cluster_profiles", flt)
+c2.plotly_chart(charts.cluster_profile(profiles, "hour"), key="clusters_hour")
+st.plotly_chart(charts.cluster_profile(profiles, "day"), key="clusters_day")
+
+seed = st.session_state.get("clusters_seed", 0)
+if st.button("New random samples", key="clusters_reshuffle"):
+    st.session_state["clusters_seed"] = seed + 1
+    st.rerun()
+for row in sizes.to_dict("records"):
+    cluster = int(row["cluster"])
+    label = charts.cluster_label(cluster)
+    first = pd.Timestamp(row["first"]).strftime("%Y-%m-%d") if pd.notna(row["first"]) else "?"
+    last = pd.Timestamp(row["last"]).strftime("%Y-%m-%d") if pd.notna(row["last"]) else "?"
+    st.subheader(f":material/circle: {label}", divider="gray")
+    st.caption(f"{int(row['n_frames']):,} frames · {row['night_share'] * 100:.0f} % night · "
+               f"{int(row['n_flagged'])} flagged by {flt.detector} · {first} → {last}")
+    ids = data.get("cluster_sample", flt, cluster, SAMPLE, seed)
+    sample = pd.DataFrame({"frame_id": ids})
+    if ids:
+        page, _ = data.get("frames_page", flt.replace(frame_ids=tuple(ids)), 0, SAMPLE, "time")
+        sample = page
+    ui.thumb_grid(sample, flt.detector, n_cols=SAMPLE, key=f"cluster{cluster}")

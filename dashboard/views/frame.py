@@ -1,0 +1,141 @@
+"""Frame: the full image when the original is reachable under its root (else the thumbnail),
+metadata, every score with its percentile, weather, nearest neighbours, and a junk/keep verdict.
+The frame id comes from the URL (validated as an integer of a frame in the store)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, ui
+from store.facts import FrameFilter
+
+flt, opts = ui.current()
+st.title("Frame")
+
+frame_id = ui.page_url_int("frame", 1, 2**62)
+if frame_id is None:
+    frame_id = st.session_state.get("frame_id")
+if frame_id is None:
+    first = data.get("frame_ids", flt, 1)
+    frame_id = first[0] if first else None
+if frame_id is None:
+    st.info("No frame to show: open one from the gallery.")
+    st.stop()
+
+detail = data.get("frame_detail", int(frame_id), flt.run_id)
+if detail is None:
+    st.warning(f"There is no frame {frame_id} in this store.")
+    st.stop()
+st.session_state["frame_id"] = int(frame_id)
+st.query_params["frame"] = str(int(frame_id))
+
+when = pd.Timestamp(detail["taken_at"]).strftime("%Y-%m-%d %H:%M:%S") \
+    if pd.notna(detail["taken_at"]) else "unknown time"
+st.caption(f"Frame {frame_id} · {detail['path']} · {when} (camera clock, from "
+           f"{detail['time_source']})")
+
+near = data.get("adjacent_frames", int(frame_id))
+n1, n2, _ = st.columns([1, 1, 4])
+if near["prev"] is not None:
+    with n1:
+        ui.frame_link(near["prev"], "← previous")
+if near["next"] is not None:
+    with n2:
+        ui.frame_link(near["next"], "next →")
+
+left, right = st.columns([3, 2])
+with left:
+    original = data.original_path(detail["root"], detail["path"])
+    if original is not None:
+        st.image(str(original), width="stretch", caption="original file")
+    else:
+        thumbs = data.get("thumbnails", [int(frame_id)])
+        if int(frame_id) in thumbs:
+            st.image(thumbs[int(frame_id)], width="stretch",
+                     caption="thumbnail (the original file is not reachable from here)")
+        else:
+            st.info("Neither the original file nor a thumbnail is available.")
+    verdict = detail.get("verdict")
+    st.write(f"Verdict: **{verdict or 'not reviewed'}**")
+    b1, b2, b3 = st.columns(3)
+    if b1.button("Junk", key="frame_junk", icon=":material/delete:", disabled=verdict == "junk"):
+        data.set_verdicts([int(frame_id)], "junk")
+        st.rerun()
+    if b2.button("Keep", key="frame_keep", icon=":material/check:", disabled=verdict == "keep"):
+        data.set_verdicts([int(frame_id)], "keep")
+        st.rerun()
+    if b3.button("Clear", key="frame_clear", disabled=verdict is None):
+        data.set_verdicts([int(frame_id)], None)
+        st.rerun()
+
+with right:
+    scores = data.get("scores_for", flt.run_id, [int(frame_id)])
+    if not scores.empty:
+        order = [d for d in opts["detectors"] if d in set(scores["detector"])]
+        scores = scores.set_index("detector").loc[order].reset_index()
+    st.plotly_chart(charts.frame_scores(scores), key="frame_scores")
+    if not scores.empty:
+        table = scores.assign(percentile=scores["score_pct"] * 100)[
+            ["detector", "score", "percentile", "is_outlier"]]
+        st.dataframe(table, hide_index=True, width="stretch", column_config={
+            "score": st.column_config.NumberColumn("score (higher = more abnormal)",
+                                                   format="%.4f"),
+            "percentile": st.column_config.NumberColumn("percentile", format="%.1f %%"),
+            "is_outlier": st.column_config.CheckboxColumn("flagged")})
+
+
+def _fmt(value, unit="", digits=1):
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "–"
+    return f"{value:.{digits}f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+
+st.subheader("Metadata")
+meta = {
+    "taken at (camera clock)": when,
+    "taken at (UTC)": _fmt(detail.get("taken_at_utc")),
+    "time source": detail.get("time_source"),
+    "size": f"{_fmt(detail.get('width'))} × {_fmt(detail.get('height'))} px, "
+            f"{_fmt((detail.get('file_bytes') or 0) / 1e6, ' MB', 2)}",
+    "daylight": f"{detail.get('daylight') or '–'} (sun {_fmt(detail.get('sun_elevation'), '°')}"
+                f", from {detail.get('daylight_source') or '–'})",
+    "mean luma (0-255)": _fmt(detail.get("mean_luma")),
+    "contrast (std of luma)": _fmt(detail.get("contrast")),
+    "sharpness (Laplacian variance)": _fmt(detail.get("sharpness")),
+    "colourfulness": _fmt(detail.get("colorfulness")),
+    "cluster": charts.cluster_label(detail.get("cluster")),
+    "ground truth": ("–" if detail.get("truth_is_anomaly") is None or pd.isna(
+        detail.get("truth_is_anomaly")) else
+        f"{'anomaly' if detail['truth_is_anomaly'] else 'normal'} ({detail.get('truth_kind')})"),
+}
+weather = {
+    "condition": detail.get("condition"),
+    "observed at (UTC)": _fmt(detail.get("weather_observed_at")),
+    "station": _fmt(detail.get("weather_station")),
+    "temperature": _fmt(detail.get("temperature_c"), " °C"),
+    "precipitation": _fmt(detail.get("precipitation_mm"), " mm/h"),
+    "cloud cover": _fmt(detail.get("cloud_cover_pct"), " %", 0),
+    "wind": _fmt(detail.get("wind_speed_ms"), " m/s"),
+    "visibility": _fmt(detail.get("visibility_km"), " km"),
+}
+m1, m2 = st.columns(2)
+m1.dataframe(pd.DataFrame({"field": list(meta), "value": [str(v) for v in meta.values()]}),
+             hide_index=True, width="stretch")
+m2.dataframe(pd.DataFrame({"weather": list(weather),
+                           "value": [str(v) for v in weather.values()]}),
+             hide_index=True, width="stretch")
+
+st.subheader("Nearest neighbours in embedding space")
+nb = data.get("neighbors", flt.run_id, int(frame_id))
+if nb.empty:
+    st.caption("No neighbours stored for this frame in the chosen run.")
+else:
+    nb_rows, _ = data.get(
+        "frames_page", FrameFilter(run_id=flt.run_id, detector=flt.detector,
+                                   frame_ids=tuple(int(i) for i in nb["frame_id"])),
+        0, len(nb), "time")
+    nb_rows = nb[["frame_id", "rank", "distance"]].merge(nb_rows, on="frame_id", how="left")
+    nb_rows = nb_rows.sort_values("rank")
+    st.caption("Rank 1 = nearest; distance in the run's PCA space.")
+    ui.thumb_grid(nb_rows, flt.detector, n_cols=min(6, len(nb_rows)), key="nb")

@@ -1,0 +1,76 @@
+"""Gallery: thumbnails of the filtered frames ranked by the chosen detector's score, paged;
+each with time, weather, cluster and scores and a link to the Frame page; tick frames to select
+them for bulk review."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from dashboard import data, filters, ui
+from store.facts import GALLERY_ORDERS
+
+PAGE_SIZES = (12, 24, 48, 96)
+ORDER_LABELS = {"score": "highest score first", "score_asc": "lowest score first",
+                "time": "oldest first", "time_desc": "newest first"}
+
+flt, opts = ui.current()
+st.title("Gallery")
+
+found: list[str] = []
+params = st.query_params.to_dict()
+url_order = filters.parse_choice(params, "order", list(GALLERY_ORDERS), found)
+url_page = filters.parse_int(params, "page", 1, 10_000_000, found)
+ui.notices(found)
+if "gallery_order" not in st.session_state:
+    st.session_state["gallery_order"] = url_order or "score"
+if "gallery_page" not in st.session_state:
+    st.session_state["gallery_page"] = url_page or 1
+
+sel = ui.selection()
+only_sel = False
+if sel:
+    only_sel = st.toggle(f"Only the {len(sel)} selected frames", value=True, key="gallery_only_sel")
+view = flt.replace(frame_ids=tuple(sel)) if only_sel else flt
+
+c1, c2, c3 = st.columns([2, 1, 1])
+order = c1.selectbox("Order", list(GALLERY_ORDERS), key="gallery_order",
+                     format_func=ORDER_LABELS.get)
+size = c2.selectbox("Per page", PAGE_SIZES, index=1, key="gallery_size")
+rows, total = data.get("frames_page", view, 0, 1, order)
+n_pages = max(1, math.ceil(total / size))
+if st.session_state["gallery_page"] > n_pages:
+    st.session_state["gallery_page"] = n_pages
+page = c3.number_input(f"Page (of {n_pages})", min_value=1, max_value=n_pages, step=1,
+                       key="gallery_page")
+rows, total = data.get("frames_page", view, page - 1, size, order)
+st.query_params["page"] = str(page)
+st.query_params["order"] = order
+
+ranked = f"ranked by {flt.detector}" if order.startswith("score") else "in time order"
+st.caption(f"{total:,} frames ({filters.describe(view)}), {ranked}; "
+           f"showing {len(rows)} on page {page} of {n_pages}.")
+scores = data.get("scores_for", flt.run_id, [int(i) for i in rows["frame_id"]]) \
+    if len(rows) else None
+ui.thumb_grid(rows, flt.detector, n_cols=6, pick=True, scores=scores, key="gallery")
+
+if len(rows):
+    b1, b2, b3, b4 = st.columns(4)
+    page_ids = [int(i) for i in rows["frame_id"]]
+    if b1.button("Select this page", key="gallery_pick_page"):
+        ui.set_selection(set(ui.selection()) | set(page_ids))
+        for fid in page_ids:  # recreate the ticks from the selection on the rerun
+            st.session_state.pop(f"{ui.PICK_PREFIX}gallery_{fid}", None)
+        st.rerun()
+    picked = ui.selection()
+    if b2.button(f"Mark {len(picked)} selected junk", disabled=not picked, key="gallery_junk"):
+        data.set_verdicts(picked, "junk")
+        st.toast(f"Marked {len(picked)} frames junk.")
+        st.rerun()
+    if b3.button(f"Mark {len(picked)} selected keep", disabled=not picked, key="gallery_keep"):
+        data.set_verdicts(picked, "keep")
+        st.toast(f"Marked {len(picked)} frames keep.")
+        st.rerun()
+    b4.page_link(ui.PAGE_FILES["Review & export"], label="Review & export",
+                 icon=":material/checklist:", query_params=ui.url_filters())

@@ -1,0 +1,58 @@
+"""Map: the run's 2-D embedding as a WebGL scatter coloured by cluster, score, daylight or
+weather. A box or lasso selection becomes the selection the gallery and review pages use.
+Above the point budget the page shows a stated, deterministic sample."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import charts, data, filters, ui
+
+MAX_POINTS = 20_000
+COLOR_LABELS = {"cluster": "cluster", "score": "score percentile", "daylight": "daylight",
+                "condition": "weather"}
+
+flt, opts = ui.current()
+st.title("Map")
+found: list[str] = []
+url_color = filters.parse_choice(st.query_params.to_dict(), "color", list(charts.COLOR_BY), found)
+ui.notices(found)
+if "map_color" not in st.session_state:
+    st.session_state["map_color"] = url_color or "cluster"
+color = st.segmented_control("Colour by", list(charts.COLOR_BY), key="map_color",
+                             format_func=COLOR_LABELS.get) or "cluster"
+st.query_params["color"] = color
+
+points, n = data.get("map_points", flt, MAX_POINTS)
+if n == 0:
+    st.info("No map coordinates for these frames: run `python -m pipeline analyze`, or widen the "
+            "filters.")
+    st.stop()
+if n > len(points):
+    st.caption(f"Showing a sample of {len(points):,} of {n:,} frames (every flagged frame, then "
+               "a fixed pseudo-random sample of the rest), drawn with WebGL. Narrow the filters "
+               "to see every point.")
+else:
+    st.caption(f"Showing all {n:,} frames ({filters.describe(flt)}), drawn with WebGL.")
+
+fig = charts.map_scatter(points, color, flt.detector)
+event = st.plotly_chart(fig, key="map_chart", on_select="rerun",
+                        selection_mode=("box", "lasso"))
+chosen = []
+for p in (event.get("selection") or {}).get("points", []) if event else []:
+    custom = p.get("customdata")
+    if custom:
+        try:
+            chosen.append(int(float(custom[0])))
+        except (TypeError, ValueError):
+            continue
+if chosen:
+    ui.set_selection(chosen)
+    st.success(f"{len(set(chosen)):,} frames selected.")
+    c1, c2 = st.columns(2)
+    c1.page_link(ui.PAGE_FILES["Gallery"], label="Open the selection in the gallery",
+                 icon=":material/photo_library:", query_params=ui.url_filters())
+    c2.page_link(ui.PAGE_FILES["Review & export"], label="Review the selection",
+                 icon=":material/checklist:", query_params=ui.url_filters())
+else:
+    st.caption("Drag a box or lasso on the map to select frames for the gallery and review.")

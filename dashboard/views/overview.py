@@ -1,0 +1,67 @@
+"""Overview: counts for the filtered frames, outliers per detector, day x hour heatmap, timeline.
+Clicking a heatmap cell (or choosing a day below it) opens the gallery on that day."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, filters, ui
+
+flt, opts = ui.current()
+st.title("Overview")
+st.caption(f"Showing {filters.describe(flt)}.")
+
+s = data.get("summary", flt)
+if s["n_total"] == 0:
+    st.info("The store has no frames yet. Add some with `python -m pipeline ingest FOLDER "
+            "--db FILE`, or try `python -m pipeline demo`.")
+    st.stop()
+
+c1, c2, c3, c4, c5 = st.columns(5)
+c1.metric("Frames", f"{int(s['n_frames']):,}", help=f"of {s['n_total']:,} in the store")
+span = "–" if pd.isna(s["first"]) else (
+    f"{pd.Timestamp(s['first']):%Y-%m-%d} → {pd.Timestamp(s['last']):%Y-%m-%d}")
+c2.metric("Date span", span)
+c3.metric("Night", "–" if pd.isna(s["night_share"]) else f"{s['night_share'] * 100:.0f} %")
+c4.metric("Clusters", int(s["n_clusters"]))
+c5.metric(f"Flagged ({flt.detector})", f"{int(s['n_flagged']):,}")
+if s["n_errors"]:
+    st.caption(f"{s['n_errors']} files could not be read: see Runs & errors.")
+if s["n_junk"] or s["n_keep"]:
+    st.caption(f"Reviewed: {int(s['n_junk'])} junk, {int(s['n_keep'])} keep.")
+
+if opts["detectors"]:
+    st.plotly_chart(charts.outliers_bar(data.get("outliers_per_detector", flt)),
+                    key="overview_bar")
+
+cal = data.get("calendar", flt)
+value = st.segmented_control("Heatmap shows", ["n_frames", "outlier_rate"], default="n_frames",
+                             key="overview_heat", format_func={
+                                 "n_frames": "frames", "outlier_rate": "outlier rate"}.get)
+event = st.plotly_chart(charts.calendar_heatmap(cal, value or "n_frames"), key="overview_cal",
+                        on_select="rerun", selection_mode=("points",))
+points = (event.get("selection") or {}).get("points") if event else None
+if points:
+    p = points[0]
+    try:
+        day = pd.to_datetime(p["y"], format="%a %d %b %Y").date()
+        hour = int(p["x"])
+    except (KeyError, ValueError, TypeError):
+        day = None
+    if day is not None:
+        ui.request_filter(**{filters.W_DATES: (day, day), filters.W_HOURS: (hour, hour)})
+        st.switch_page(ui.PAGE_FILES["Gallery"])
+
+if not cal.empty:
+    days = sorted({pd.Timestamp(d).date() for d in cal["day"]})
+    col_a, col_b = st.columns([3, 1])
+    chosen: date | None = col_a.selectbox("Open a day in the gallery", days, index=None,
+                                          placeholder="choose a day", key="overview_day")
+    if col_b.button("Open gallery", disabled=chosen is None, key="overview_open"):
+        ui.request_filter(**{filters.W_DATES: (chosen, chosen)})
+        st.switch_page(ui.PAGE_FILES["Gallery"])
+
+st.plotly_chart(charts.timeline(data.get("timeline", flt)), key="overview_timeline")

@@ -1,0 +1,55 @@
+"""Runs & errors: every analysis run's provenance (model, parameters, timings, status) and the
+files that could not be used (ingest errors)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import data
+
+st.title("Runs & errors")
+counts = data.get("store_counts")
+cols = st.columns(6)
+for col, key in zip(cols, ("frames", "embeddings", "analysis_runs", "outlier_scores", "reviews",
+                           "ingest_errors")):
+    col.metric(key.replace("_", " "), f"{counts[key]:,}")
+
+st.subheader("Analysis runs")
+runs = data.get("runs")
+if runs.empty:
+    st.info("No analysis run yet: run `python -m pipeline analyze --db FILE`.")
+else:
+    table = runs[["run_id", "status", "model", "family", "dim", "n_frames", "n_detectors",
+                  "n_clusters", "started_at", "finished_at", "seconds", "code_version"]]
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "seconds": st.column_config.NumberColumn("duration (s)", format="%.1f"),
+        "dim": st.column_config.NumberColumn("embedding dim")})
+    for row in runs.to_dict("records"):
+        label = f"Run {row['run_id']} · {row['model']} · {row['status']}"
+        with st.expander(label, expanded=row["run_id"] == runs["run_id"].iloc[0]):
+            if row.get("error"):
+                st.error(row["error"])
+            c1, c2 = st.columns(2)
+            c1.write("**Parameters**")
+            c1.json(row["params"], expanded=False)
+            c2.write("**Timings (seconds per step)**")
+            timings = row["timings"] or {}
+            if timings:
+                flat = {k: v for k, v in timings.items() if isinstance(v, (int, float))}
+                c2.dataframe(pd.DataFrame({"step": list(flat), "seconds": list(flat.values())}),
+                             hide_index=True, width="stretch")
+            else:
+                c2.caption("No timings recorded.")
+            c2.caption(f"weights: {row.get('weights') or '–'}")
+
+st.subheader("Ingest errors")
+errors = data.get("ingest_errors")
+if errors.empty:
+    st.success("No file failed.")
+else:
+    st.caption(f"{len(errors):,} files could not be used; each stays listed here until it is "
+               "fixed and ingested again.")
+    by_stage = errors.groupby("stage").size().rename("files").reset_index()
+    st.dataframe(by_stage, hide_index=True)
+    st.dataframe(errors, hide_index=True, width="stretch")

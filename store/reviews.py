@@ -1,0 +1,61 @@
+"""Review writes (the dashboard's only writes): set or clear junk/keep verdicts in bulk.
+
+Callers open a short write connection (`with store.connect(db) as con:`) around one call and
+close it at once, so the pipeline is never kept waiting. Rows go in as one DataFrame with
+`INSERT ... SELECT ... ON CONFLICT`, never row by row.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import duckdb
+import pandas as pd
+
+from store.db import log_failed
+
+VERDICTS = ("junk", "keep")
+
+
+def set_verdicts(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], verdict: str | None,
+                 note: str | None = None) -> int:
+    """Mark frames junk or keep (None clears their verdict). Returns the number of frames.
+
+    Ids that are not frames in the store are ignored. A later verdict replaces an earlier one.
+    """
+    ids = sorted({int(i) for i in frame_ids})
+    if verdict is not None and verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS} or None, not {verdict!r}")
+    if not ids:
+        return 0
+    batch = pd.DataFrame({"frame_id": pd.array(ids, dtype="int64")})
+    con.register("review_batch", batch)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        if verdict is None:
+            sql = "DELETE FROM reviews WHERE frame_id IN (SELECT frame_id FROM review_batch)"
+            con.execute(sql)
+        else:
+            sql = """
+                INSERT INTO reviews (frame_id, verdict, note, reviewed_at)
+                SELECT b.frame_id, ?, ?, now() FROM review_batch b
+                JOIN frames f ON f.frame_id = b.frame_id
+                ON CONFLICT (frame_id) DO UPDATE SET verdict = excluded.verdict,
+                    note = excluded.note, reviewed_at = excluded.reviewed_at"""
+            con.execute(sql, [verdict, note])
+        con.execute("COMMIT")
+    except duckdb.Error as exc:
+        con.execute("ROLLBACK")
+        log_failed(sql if "sql" in locals() else "BEGIN", {"verdict": verdict, "n": len(ids)}, exc)
+        raise
+    finally:
+        con.unregister("review_batch")
+    return len(ids)
+
+
+def verdicts(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]) -> dict[int, str]:
+    """Current verdicts of some frames (frames without one are absent)."""
+    ids = [int(i) for i in frame_ids]
+    rows = con.execute("SELECT frame_id, verdict FROM reviews WHERE list_contains(?, frame_id)",
+                       [ids]).fetchall()
+    return {int(fid): verdict for fid, verdict in rows}
