@@ -304,11 +304,11 @@ def match_truth_paths(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame) -> pd
     return rows
 
 
-def import_ground_truth(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame) -> dict[str, int]:
+def import_ground_truth(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame) -> int:
     """Replace the `ground_truth` table from a truth DataFrame (path, label, kind).
 
     label 1 = anomaly, 0 = normal. Rows whose path is not a frame (e.g. truncated files that
-    ingest refused) are counted as unmatched. Returns {'matched', 'unmatched', 'anomalies'}.
+    ingest refused) are skipped. Returns the number of truth rows matched to frames.
     """
     missing = {"path", "label"} - set(truth.columns)
     if missing:
@@ -329,8 +329,7 @@ def import_ground_truth(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame) -> 
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    return {"matched": int(len(out)), "unmatched": int(rows["frame_id"].isna().sum()),
-            "anomalies": int(out["is_anomaly"].sum())}
+    return int(len(out))
 
 
 def load_ground_truth(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:

@@ -1,0 +1,195 @@
+"""Scoring new frames against a frozen analysis run, without refitting (`score-new`).
+
+`score_new(folder, db, settings)` ingests FOLDER, embeds its new frames with the run's model,
+projects them with the run's saved scaler and PCA, finds their nearest fit frames in the saved
+neighbour index, and scores them with the run's fitted detectors. Percentiles are relative to the
+fit's score distributions, so a new frame's `score_pct` says where it would have ranked in the
+run. Its rows are added to that run's `clusters`, `outlier_scores` and `neighbors`. A frame that
+was part of the fit gets exactly the scores it got in the run.
+
+A frame is "too far" when its nearest fit frame is farther than the run's `too_far_quantile`
+(default 99th percentile) of fit frames' nearest-neighbour distances: the run has seen nothing
+like it, so its scores deserve a look (or the run a refit).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import store
+from pipeline.analyze import FittedRun, _score_rows, library_versions, neighbor_rows
+from pipeline.detectors import CONSENSUS, FrameBatch
+from pipeline.errors import AnalysisError
+from pipeline.settings import Settings
+from store import analysis as sa
+from store import embeddings as se
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreNewResult:
+    """Per new frame: every score, the nearest fit frame, its cluster, and whether too far."""
+
+    run_id: int
+    model: str
+    frames: pd.DataFrame   # frame_id, path, cluster, nearest_frame_id, nearest_path,
+                           # nearest_distance, too_far, <detector>, <detector>_pct, is_outlier
+    n_skipped: int = 0     # frames of the folder with no vector (embed failed)
+    warnings: list[str] = field(default_factory=list)
+    ingest_line: str = ""
+
+    def describe(self) -> str:
+        n = len(self.frames)
+        lines = [self.ingest_line] if self.ingest_line else []
+        lines += [f"warning: {w}" for w in self.warnings]
+        if n == 0:
+            lines.append(f"score-new (run {self.run_id}, {self.model}): no new frames to score")
+            return "\n".join(lines)
+        n_out = int(self.frames["is_outlier"].sum())
+        n_far = int(self.frames["too_far"].sum())
+        lines.append(f"score-new (run {self.run_id}, {self.model}): {n} frames scored, "
+                     f"{n_out} consensus outliers, {n_far} too far from every fit frame"
+                     + (f", {self.n_skipped} without a vector" if self.n_skipped else ""))
+        show = self.frames.sort_values(f"{CONSENSUS}_pct", ascending=False).head(20)
+        for row in show.itertuples(index=False):
+            flag = " OUTLIER" if row.is_outlier else ""
+            far = " TOO FAR" if row.too_far else ""
+            lines.append(f"  {row.path}: consensus {getattr(row, CONSENSUS + '_pct'):.3f}, "
+                         f"cluster {row.cluster}, nearest {row.nearest_path} "
+                         f"(d={row.nearest_distance:.2f}){flag}{far}")
+        if n > len(show):
+            lines.append(f"  ... {n - len(show)} more (the store has them all)")
+        return "\n".join(lines)
+
+
+def load_fitted_run(db: Path, run_id: int | None = None,
+                    model: str | None = None) -> tuple[FittedRun, list[str]]:
+    """The saved fitted run (latest complete one with a fitted state when run_id is None), and
+    warnings when it was made with other library versions."""
+    with store.connect(db) as con:
+        if run_id is None:
+            run_id = sa.latest_fitted_run(con, model)
+            if run_id is None:
+                raise AnalysisError(
+                    f"no complete analysis run with a saved fitted state in {db}"
+                    + (f" for model {model}" if model else "")
+                    + f"; run `python -m pipeline analyze --db {db}` first")
+        loaded = sa.load_fitted(con, run_id)
+    if loaded is None:
+        raise AnalysisError(f"run {run_id} has no saved fitted state (it was analysed with "
+                            f"save_fitted = false, or failed); analyze again first")
+    artifact, versions = loaded
+    try:
+        fitted = pickle.loads(artifact)
+    except Exception as exc:  # unpickling across library versions can fail in many ways
+        raise AnalysisError(
+            f"the fitted state of run {run_id} cannot be loaded with these library versions "
+            f"({type(exc).__name__}: {exc}); it was saved with {versions}. Re-run "
+            f"`python -m pipeline analyze --db {db}` to refit.") from exc
+    now = library_versions()
+    differ = [f"{lib} {versions.get(lib)} -> {now[lib]}" for lib in now
+              if lib != "pipeline" and versions.get(lib) != now[lib]]
+    warnings = []
+    if differ:
+        warnings.append(f"run {run_id} was fitted with other library versions ({'; '.join(differ)})"
+                        f": scores may differ slightly; re-run analyze to refit")
+    return fitted, warnings
+
+
+def score_frames(db: Path, fitted: FittedRun, frame_ids: np.ndarray,
+                 write: bool = True) -> tuple[pd.DataFrame, int]:
+    """Score frames that have vectors of the run's model; add their rows to the run."""
+    with store.connect(db) as con:
+        ids, vectors = se.load_vectors(con, fitted.model, frame_ids)
+        frames = sa.load_frames(con, ids)
+    n_skipped = len(np.unique(frame_ids)) - len(ids)
+    if not len(ids):
+        return _empty_report(fitted), n_skipped
+    z = fitted.transform(vectors)
+    batch = FrameBatch.from_frames(ids, z, frames)
+    k = max([8] + [getattr(d, "n_neighbors_needed", 0) for d in fitted.detectors.values()])
+    fitted.index.attach(batch, k)
+
+    scores: dict[str, np.ndarray] = {}
+    pcts: dict[str, np.ndarray] = {}
+    for key, det in fitted.detectors.items():
+        scores[key] = det.decision_function(batch)
+        pcts[key] = det.percentile(scores[key])
+    scores[CONSENSUS] = fitted.consensus.score(pcts)
+    pcts[CONSENSUS] = fitted.consensus.percentile(scores[CONSENSUS])
+
+    labels = np.asarray(fitted.predict_cluster(z, batch.nn_idx), dtype=np.int64)
+    xy = fitted.map_xy(z)
+    run_id = fitted.run_id
+    cluster_rows = pd.DataFrame({"run_id": run_id, "frame_id": ids,
+                                 "cluster": labels.astype(np.int32),
+                                 "map_x": xy[:, 0], "map_y": xy[:, 1]})
+    score_rows = _score_rows(run_id, ids, scores, pcts, fitted.detectors, fitted.consensus)
+    nn_rows = neighbor_rows(run_id, ids, batch.nn_dist, batch.nn_idx, fitted.index.frame_ids_)
+    if write:
+        with store.connect(db) as con:
+            sa.add_scored_frames(con, run_id, clusters=cluster_rows, scores=score_rows,
+                                 neighbors=nn_rows)
+
+    nearest_idx = batch.nn_idx[:, 0]
+    nearest_ids = fitted.index.frame_ids_[nearest_idx]
+    with store.connect(db) as con:
+        paths = sa.load_frames(con, np.concatenate([ids, nearest_ids]))
+    path_of = dict(zip(paths["frame_id"], paths["path"]))
+    report = pd.DataFrame({
+        "frame_id": ids,
+        "path": [path_of.get(i) for i in ids],
+        "cluster": labels,
+        "nearest_frame_id": nearest_ids,
+        "nearest_path": [path_of.get(i) for i in nearest_ids],
+        "nearest_cluster": fitted.cluster_of_fit[nearest_idx],
+        "nearest_distance": batch.nn_dist[:, 0].astype(float),
+    })
+    report["too_far"] = report["nearest_distance"] > fitted.too_far_distance
+    for key in scores:
+        report[key] = scores[key]
+        report[f"{key}_pct"] = pcts[key]
+    report["is_outlier"] = fitted.consensus.predict_scores(scores[CONSENSUS])
+    return report, n_skipped
+
+
+def _empty_report(fitted: FittedRun) -> pd.DataFrame:
+    cols = ["frame_id", "path", "cluster", "nearest_frame_id", "nearest_path", "nearest_cluster",
+            "nearest_distance", "too_far"]
+    for key in [*fitted.detectors, CONSENSUS]:
+        cols += [key, f"{key}_pct"]
+    return pd.DataFrame(columns=cols + ["is_outlier"])
+
+
+def score_new(folder: Path, db: Path, settings: Settings, progress: bool = True,
+              run_id: int | None = None) -> ScoreNewResult:
+    """Ingest FOLDER, embed its new frames with the run's model, score them against the run."""
+    from pipeline.embed import embed_frames
+    from pipeline.ingest import ingest_folder
+
+    db = Path(db)
+    if not db.exists():
+        raise AnalysisError(f"no store at {db}: analyse some frames first "
+                            f"(`python -m pipeline run FOLDER --db {db}`)")
+    fitted, warnings = load_fitted_run(db, run_id)
+    summary = ingest_folder(Path(folder), db, settings, progress=progress, stage="score-new")
+    root = str(Path(folder).resolve())
+    with store.connect(db) as con:
+        in_folder = sa.load_frames(con, root=root)["frame_id"].to_numpy(np.int64)
+        in_run = sa.run_frame_ids(con, fitted.run_id)
+    changed = np.asarray(summary.frame_ids, dtype=np.int64)
+    todo = np.union1d(np.setdiff1d(in_folder, in_run), changed)
+    if len(todo):
+        embed_frames(db, settings.replace(model=fitted.model), frame_ids=todo.tolist(),
+                     progress=progress)
+    report, n_skipped = score_frames(db, fitted, todo)
+    return ScoreNewResult(run_id=fitted.run_id, model=fitted.model, frames=report,
+                          n_skipped=n_skipped, warnings=warnings,
+                          ingest_line=summary.describe())

@@ -1,0 +1,217 @@
+"""The analysis run: rows written, PCA bounded, clusters, neighbours, atomicity, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+import store
+from pipeline.analyze import analyze
+from pipeline.cli import cli
+from pipeline.settings import Settings
+from store import analysis as sa
+
+FAST = ["iforest", "lof", "knn", "ecod", "hbos", "temporal", "same_time", "dark"]
+
+
+def synthetic_store(db: Path, n_days: int = 4, per_day: int = 72, dim: int = 32,
+                    n_anomalies: int = 6, seed: int = 0, model: str = "fake") -> dict:
+    """A store with frames (time, stats, daylight) and fake embeddings of a daily cycle.
+
+    Anomalies are daytime frames pushed far along a random direction and made darker.
+    Returns ids of all frames and of the anomalies, and a truth DataFrame (path,label,kind).
+    """
+    rng = np.random.default_rng(seed)
+    n = n_days * per_day
+    start = np.datetime64("2024-04-01T00:00:00")
+    step = np.timedelta64(int(86400 / per_day), "s")
+    times = start + step * np.arange(n)
+    hours = ((times - times.astype("datetime64[D]")) / np.timedelta64(1, "h")).astype(float)
+    phase = 2 * np.pi * hours / 24
+    basis = rng.normal(size=(4, dim))
+    feats = np.column_stack([np.sin(phase), np.cos(phase), np.sin(2 * phase), np.cos(2 * phase)])
+    vectors = feats @ basis * 3 + rng.normal(scale=0.3, size=(n, dim))
+    day = (hours >= 7) & (hours < 19)
+    luma = np.where(day, 120 + 30 * np.sin(np.pi * (hours - 7) / 12), 15) + rng.normal(0, 3, n)
+    day_idx = np.flatnonzero(day & (np.arange(n) > per_day))
+    anomalies = rng.choice(day_idx, size=n_anomalies, replace=False)
+    direction = rng.normal(size=dim)
+    vectors[anomalies] += 6 * direction / np.linalg.norm(direction) * np.sqrt(dim) / 2
+    luma[anomalies] = 5
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    paths = [f"day{(i // per_day):02d}/frame_{i:05d}.jpg" for i in range(n)]
+    frames = pd.DataFrame({
+        "frame_id": ids, "path": paths, "root": str(db.parent / "frames"),
+        "taken_at": pd.to_datetime(times), "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
+        "time_source": "exif", "file_bytes": 1000,
+        "file_mtime": pd.Timestamp("2024-05-01", tz="UTC"),
+        "mean_luma": luma, "contrast": np.where(day, 40, 8) + rng.normal(0, 1, n),
+        "sharpness": np.where(day, 300, 20) + rng.normal(0, 5, n),
+        "colorfulness": np.where(day, 30, 3) + rng.normal(0, 1, n),
+        "daylight": np.where(day, "day", "night"),
+    })
+    emb = pa.table({"frame_id": pa.array(ids), "model": pa.array([model] * n),
+                    "vector": pa.array(list(vectors.astype(np.float32)),
+                                       type=pa.list_(pa.float32()))})
+    with store.connect(db) as con:
+        con.register("_f", frames)
+        cols = ", ".join(frames.columns)
+        con.execute(f"INSERT INTO frames ({cols}) SELECT {cols} FROM _f")
+        con.register("_e", emb)
+        con.execute("INSERT INTO embeddings SELECT frame_id, model, vector FROM _e")
+        con.execute("INSERT INTO models (model, family, weights, dim) VALUES (?, 'fake', 'none', ?)",
+                    [model, dim])
+    label = np.zeros(n, dtype=int)
+    label[anomalies] = 1
+    truth = pd.DataFrame({"path": paths, "label": label,
+                          "kind": np.where(label == 1, "person", "normal")})
+    return {"ids": ids, "anomalies": ids[anomalies], "truth": truth, "vectors": vectors}
+
+
+def fast_settings(**changes) -> Settings:
+    return Settings(model="fake", detectors=FAST, n_clusters="3").replace(**changes)
+
+
+@pytest.fixture
+def analysed(tmp_path):
+    db = tmp_path / "store.duckdb"
+    data = synthetic_store(db)
+    result = analyze(db, fast_settings(), progress=False)
+    return db, data, result
+
+
+def test_run_writes_every_table(analysed):
+    db, data, result = analysed
+    n = len(data["ids"])
+    with store.connect(db, read_only=True) as con:
+        run = sa.get_run(con, result.run_id)
+        scores = sa.run_scores(con, result.run_id)
+        clusters = sa.run_clusters(con, result.run_id)
+        neighbors = sa.run_neighbors(con, result.run_id)
+        fitted = sa.load_fitted(con, result.run_id)
+    assert run["status"] == "complete" and run["n_frames"] == n and run["error"] is None
+    assert run["params"]["pca_dims"] == result.n_dims <= 64
+    assert set(run["timings"]) >= {"load", "preprocess", "neighbors", "clusters", "detector:lof"}
+    assert set(scores["detector"]) == set(FAST) | {"consensus"}
+    assert len(scores) == n * (len(FAST) + 1)
+    assert scores["score_pct"].between(0, 1).all()
+    # is_outlier follows the contamination (ties aside)
+    share = scores.groupby("detector")["is_outlier"].mean()
+    assert (share <= 0.06).all() and (share >= 0.03).all()
+    assert len(clusters) == n and set(clusters["cluster"]) == {0, 1, 2}
+    assert clusters[["map_x", "map_y"]].notna().all().all()
+    assert len(neighbors) == n * 8
+    assert (neighbors["frame_id"] != neighbors["neighbor_id"]).all()
+    assert neighbors.groupby("frame_id")["distance"].apply(lambda d: d.is_monotonic_increasing).all()
+    assert fitted is not None and fitted[1]["pyod"]
+    # planted anomalies are on top of the consensus
+    cons = scores[scores["detector"] == "consensus"].set_index("frame_id")["score_pct"]
+    assert cons.loc[data["anomalies"]].min() > cons.drop(data["anomalies"]).quantile(0.9)
+    # the frame_facts view reads this run's consensus
+    with store.connect(db, read_only=True) as con:
+        facts = con.sql("SELECT count(consensus_pct) FROM frame_facts").fetchall()[0][0]
+    assert facts == n
+
+
+def test_pca_dims_are_bounded_by_the_number_of_frames(tmp_path):
+    db = tmp_path / "small.duckdb"
+    synthetic_store(db, n_days=2, per_day=30, dim=128, n_anomalies=2)
+    result = analyze(db, fast_settings(pca_variance=0.9999), progress=False)
+    assert result.n_dims <= 60 // 5
+
+
+def test_auto_k_and_hdbscan(tmp_path):
+    db = tmp_path / "k.duckdb"
+    synthetic_store(db)
+    auto = analyze(db, fast_settings(n_clusters="auto", detectors=["iforest"]), progress=False)
+    assert 2 <= auto.n_clusters <= 12
+    hd = analyze(db, fast_settings(clusterer="hdbscan", detectors=["iforest"]), progress=False)
+    with store.connect(db, read_only=True) as con:
+        labels = sa.run_clusters(con, hd.run_id)["cluster"]
+    assert labels.min() >= -1 and hd.n_clusters >= 1
+
+
+def test_deterministic_with_random_state(tmp_path):
+    db = tmp_path / "d.duckdb"
+    synthetic_store(db)
+    a = analyze(db, fast_settings(), progress=False)
+    b = analyze(db, fast_settings(), progress=False)
+    with store.connect(db, read_only=True) as con:
+        sa_, sb = sa.run_scores(con, a.run_id), sa.run_scores(con, b.run_id)
+    np.testing.assert_allclose(sa_["score"].to_numpy(), sb["score"].to_numpy(), rtol=1e-6)
+
+
+def test_failure_mid_write_leaves_failed_run_and_no_rows(tmp_path, monkeypatch):
+    db = tmp_path / "f.duckdb"
+    synthetic_store(db)
+
+    def boom(con, rows):  # clusters and scores are already inserted in the transaction
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(sa, "insert_neighbors", boom)
+    with pytest.raises(Exception, match="disk on fire"):
+        analyze(db, fast_settings(), progress=False)
+    with store.connect(db, read_only=True) as con:
+        runs = con.sql("SELECT run_id, status, error FROM analysis_runs").fetchall()
+        counts = [con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0]
+                  for t in ("clusters", "outlier_scores", "neighbors", "fitted_runs")]
+    assert len(runs) == 1 and runs[0][1] == "failed" and "disk on fire" in runs[0][2]
+    assert counts == [0, 0, 0, 0]
+
+
+def test_failure_in_a_detector_marks_the_run_failed(tmp_path, monkeypatch):
+    from pipeline import detectors
+
+    db = tmp_path / "g.duckdb"
+    synthetic_store(db)
+    monkeypatch.setattr(detectors.HBOSDetector, "_fit",
+                        lambda self, batch: (_ for _ in ()).throw(ValueError("bad bins")))
+    with pytest.raises(Exception, match="bad bins"):
+        analyze(db, fast_settings(), progress=False)
+    with store.connect(db, read_only=True) as con:
+        assert con.sql("SELECT status FROM analysis_runs").fetchall() == [("failed",)]
+        assert con.sql("SELECT count(*) FROM outlier_scores").fetchall() == [(0,)]
+
+
+def test_same_time_needs_two_days(tmp_path):
+    db = tmp_path / "one_day.duckdb"
+    synthetic_store(db, n_days=1, per_day=72, n_anomalies=0)
+    result = analyze(db, fast_settings(), progress=False)
+    assert "same_time" not in result.detectors
+    assert any("same_time skipped" in note for note in result.notes)
+
+
+def test_cli_analyze_without_embeddings_is_one_line(tmp_path):
+    db = tmp_path / "empty.duckdb"
+    with store.connect(db):
+        pass
+    out = CliRunner().invoke(cli, ["analyze", "--db", str(db), "--quiet"])
+    assert out.exit_code == 1
+    assert out.output.startswith("error: no vgg16-hed embeddings")
+    assert "pipeline embed" in out.output and "Traceback" not in out.output
+
+
+def test_cli_analyze_unknown_detector(tmp_path):
+    db = tmp_path / "u.duckdb"
+    synthetic_store(db)
+    out = CliRunner().invoke(cli, ["analyze", "--db", str(db), "--detectors", "iforest,nope"])
+    assert out.exit_code == 1 and "unknown detector(s) nope" in out.output
+
+
+def test_cli_analyze_writes_a_run(tmp_path):
+    db = tmp_path / "c.duckdb"
+    synthetic_store(db)
+    out = CliRunner().invoke(cli, ["analyze", "--db", str(db), "--quiet", "--detectors",
+                                   "iforest,lof", "--n-clusters", "4"])
+    assert out.exit_code == 0, out.output
+    assert "analysis run 1 (fake): 288 frames" in out.output  # the only embedded model
+    with store.connect(db, read_only=True) as con:
+        run = sa.get_run(con, 1)
+    assert run["status"] == "complete" and run["params"]["n_clusters"] == "4"
+    assert json.loads(json.dumps(run["params"]))["detectors"] == ["iforest", "lof"]
