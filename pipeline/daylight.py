@@ -1,0 +1,306 @@
+"""Camera time -> UTC across DST changes, sun elevation, and day / twilight / night per frame.
+
+- `to_utc()` turns naive camera wall-clock times into UTC for an IANA zone. In the fall-back
+  hour a wall-clock time happens twice: the frame order decides (the first pass is summer time,
+  a time at or before one already seen in the hour is the second pass); in the spring-forward
+  gap a time does not exist: it is read with the offset from before the gap (02:30 -> 03:30
+  summer time, as a camera that has not changed yet). Both are counted.
+- `sun_elevation()` is astral's solar position, vectorised: astral gives the sun's declination
+  and equation of time at hourly knots, numpy interpolates them and does the geometry and
+  refraction for every frame (750k frames in about a second).
+- `classify()`: day above `day_min_elevation`, twilight down to `twilight_min_elevation`, night
+  below; without a location from the mean luma of the frame (daylight_source = 'brightness').
+- `place()` remembers the timezone, lat/lon and clock offset in the store (`store.kv`), and
+  `recompute()` redoes every frame's times and daylight from the stored place (`locate`).
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import store
+from pipeline.errors import InputError
+from pipeline.settings import Settings
+from store import frames as frames_store
+from store import kv
+
+PLACE_KEYS = ("timezone", "lat", "lon", "clock_offset_minutes")
+_US_PER_MIN = 60_000_000
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where and in which clock the camera is; None = unknown."""
+
+    timezone: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    clock_offset_minutes: float = 0.0
+
+    @property
+    def has_location(self) -> bool:
+        return self.lat is not None and self.lon is not None
+
+
+def check_place(settings: Settings) -> None:
+    """Cheap validation of the place flags before any work (raises InputError)."""
+    if settings.timezone is not None:
+        _zone(settings.timezone)
+    if (settings.lat is None) != (settings.lon is None):
+        raise InputError("give both --lat and --lon (or neither)")
+    if settings.lat is not None and not -90 <= settings.lat <= 90:
+        raise InputError(f"latitude {settings.lat} is outside -90..90")
+    if settings.lon is not None and not -180 <= settings.lon <= 180:
+        raise InputError(f"longitude {settings.lon} is outside -180..180")
+
+
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        raise InputError(
+            f"unknown time zone {name!r}: use an IANA name such as Europe/London or "
+            "America/New_York") from None
+
+
+def place(con, settings: Settings) -> Place:
+    """Remember the place values given in `settings` in the store; fill the rest from it.
+
+    `clock_offset_minutes` counts as given when it is not 0 (its default); to reset a stored
+    offset to 0, `kv.put(con, 'clock_offset_minutes', 0)`.
+    """
+    check_place(settings)
+    given = {
+        "timezone": settings.timezone, "lat": settings.lat, "lon": settings.lon,
+        "clock_offset_minutes": settings.clock_offset_minutes or None,
+    }
+    for key, value in given.items():
+        if value is not None:
+            kv.put(con, key, value)
+    stored = {key: kv.get(con, key) for key in PLACE_KEYS}
+    return Place(timezone=stored["timezone"], lat=stored["lat"], lon=stored["lon"],
+                 clock_offset_minutes=float(stored["clock_offset_minutes"] or 0.0))
+
+
+# --- time zones --------------------------------------------------------------------------------
+
+def to_utc(local_naive_datetimes, tz: str | None):
+    """Naive wall-clock times -> (utc DatetimeIndex, offsets in minutes, n_ambiguous, n_missing).
+
+    `local_naive_datetimes` is in frame order (it decides the fall-back hour). `tz` None means
+    the clock is UTC. NaT stays NaT (offset 0). Offsets are minutes east of UTC, as
+    `local - utc`.
+    """
+    local = pd.DatetimeIndex(local_naive_datetimes)
+    if local.tz is not None:
+        raise ValueError("to_utc expects naive wall-clock times")
+    local = local.as_unit("us")
+    n = len(local)
+    if tz is None or tz == "UTC":
+        return local.tz_localize("UTC"), np.zeros(n, dtype=np.int64), 0, 0
+    _zone(tz)
+    valid = ~local.isna()
+    summer = local.tz_localize(tz, ambiguous=np.ones(n, dtype=bool), nonexistent="NaT")
+    winter = local.tz_localize(tz, ambiguous=np.zeros(n, dtype=bool), nonexistent="NaT")
+    missing = valid & summer.isna()
+    ambiguous = valid & ~missing & (summer != winter)
+    utc_us = np.asarray(summer.tz_convert("UTC").as_unit("us").asi8, dtype=np.int64).copy()
+    if ambiguous.any():
+        winter_us = winter.tz_convert("UTC").as_unit("us").asi8
+        second_pass = _second_pass(local.asi8, np.flatnonzero(ambiguous))
+        utc_us[second_pass] = winter_us[second_pass]
+    if missing.any():
+        # the offset in force three hours before the gap (a gap never follows another so soon)
+        before = (local[missing] - pd.Timedelta(hours=3)).tz_localize(
+            tz, ambiguous=np.zeros(int(missing.sum()), dtype=bool), nonexistent="shift_forward")
+        offset_before = (before.tz_localize(None).as_unit("us").asi8
+                         - before.tz_convert("UTC").tz_localize(None).as_unit("us").asi8)
+        utc_us[missing] = local.asi8[missing] - offset_before
+    utc_us[~valid] = np.iinfo(np.int64).min
+    utc = pd.DatetimeIndex(utc_us.view("datetime64[us]")).tz_localize("UTC")
+    offsets = np.where(valid, (local.asi8 - utc_us) // _US_PER_MIN, 0).astype(np.int64)
+    return utc, offsets, int(ambiguous.sum()), int(missing.sum())
+
+
+def _second_pass(local_us: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Which ambiguous entries (positions, in frame order) are the second, standard-time pass."""
+    chosen = []
+    state: dict[int, tuple[set, bool, int | None]] = {}
+    for pos in positions:
+        value = int(local_us[pos])
+        day = value // (86_400 * 1_000_000)
+        seen, switched, previous = state.get(day, (set(), False, None))
+        if switched or (previous is not None and value < previous):
+            switched = True
+            chosen.append(pos)
+        elif value in seen:
+            chosen.append(pos)
+        else:
+            seen.add(value)
+        state[day] = (seen, switched, value)
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def utc_to_local(utc: pd.DatetimeIndex, tz: str | None) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """Aware UTC instants -> (naive wall clock in `tz`, offsets in minutes)."""
+    utc = pd.DatetimeIndex(utc).tz_convert("UTC").as_unit("us")
+    local = utc if tz is None else utc.tz_convert(tz)
+    naive = local.tz_localize(None)
+    valid = ~utc.isna()
+    offsets = np.where(valid, (naive.asi8 - utc.tz_localize(None).asi8) // _US_PER_MIN, 0)
+    return naive, offsets.astype(np.int64)
+
+
+# --- the sun -----------------------------------------------------------------------------------
+
+def sun_elevation(utc, lat: float, lon: float) -> np.ndarray:
+    """Sun elevation in degrees (with refraction, as `astral.sun.elevation`) at UTC instants."""
+    from astral import sun as astral_sun
+
+    utc = pd.DatetimeIndex(utc)
+    if utc.tz is None:
+        utc = utc.tz_localize("UTC")
+    valid = ~utc.isna()
+    out = np.full(len(utc), np.nan)
+    if not valid.any():
+        return out
+    # astral truncates to whole seconds
+    seconds = (utc[valid].tz_convert("UTC").as_unit("us").asi8 // 1_000_000).astype(np.float64)
+    hours = np.floor(seconds / 3600.0)
+    knots = np.unique(np.concatenate([hours, hours + 1]))
+    knot_jc = (knots * 3600.0 / 86400.0 + 2440587.5 - 2451545.0) / 36525.0
+    decl_knots = np.array([astral_sun.sun_declination(t) for t in knot_jc])
+    eqt_knots = np.array([astral_sun.eq_of_time(t) for t in knot_jc])
+    pos = np.searchsorted(knots, hours)
+    frac = seconds / 3600.0 - hours
+    declination = decl_knots[pos] + frac * (decl_knots[pos + 1] - decl_knots[pos])
+    eqtime = eqt_knots[pos] + frac * (eqt_knots[pos + 1] - eqt_knots[pos])
+
+    latitude = float(np.clip(lat, -89.8, 89.8))
+    minutes_of_day = np.mod(seconds, 86400.0) / 60.0
+    true_solar = np.mod(minutes_of_day + eqtime + 4.0 * float(lon), 1440.0)
+    hour_angle = np.radians(true_solar / 4.0 - 180.0)
+    lat_r, decl_r = np.radians(latitude), np.radians(declination)
+    cos_zenith = np.clip(np.cos(lat_r) * np.cos(decl_r) * np.cos(hour_angle)
+                         + np.sin(lat_r) * np.sin(decl_r), -1.0, 1.0)
+    elevation = 90.0 - np.degrees(np.arccos(cos_zenith))
+    out[valid] = elevation + _refraction(elevation)
+    return out
+
+
+def _refraction(elevation: np.ndarray) -> np.ndarray:
+    """astral.refraction_at_zenith, vectorised (degrees to add to the elevation)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        te = np.tan(np.radians(elevation))
+        high = 58.1 / te - 0.07 / te**3 + 0.000086 / te**5
+        low = 1735.0 + elevation * (-518.2 + elevation * (103.4 + elevation * (
+            -12.79 + elevation * 0.711)))
+        below = -20.774 / te
+    arcsec = np.select([elevation >= 85.0, elevation > 5.0, elevation > -0.575],
+                       [0.0, high, low], default=below)
+    return arcsec / 3600.0
+
+
+def classify(elevation: np.ndarray | None, mean_luma, settings: Settings
+             ) -> tuple[np.ndarray, str]:
+    """('day' / 'twilight' / 'night' per frame, daylight_source 'sun' or 'brightness')."""
+    if elevation is not None:
+        e = np.asarray(elevation, dtype=np.float64)
+        labels = np.select([e > settings.day_min_elevation, e > settings.twilight_min_elevation],
+                           ["day", "twilight"], default="night").astype(object)
+        labels[np.isnan(e)] = None
+        return labels, "sun"
+    luma = np.asarray(pd.to_numeric(pd.Series(mean_luma), errors="coerce"), dtype=np.float64)
+    labels = np.select([luma > settings.day_min_luma, luma >= settings.night_max_luma],
+                       ["day", "twilight"], default="night").astype(object)
+    labels[np.isnan(luma)] = None
+    return labels, "brightness"
+
+
+# --- per frame -----------------------------------------------------------------------------------
+
+@dataclass
+class TimeResult:
+    times: pd.DataFrame           # frame_id? + TIME_COLUMNS
+    n_ambiguous: int
+    n_missing: int
+
+
+def compute_times(rows: pd.DataFrame, where: Place, settings: Settings) -> TimeResult:
+    """Times and daylight for frames in frame order.
+
+    `rows` has taken_at (naive wall clock or NaT), source_utc (aware or NaT), time_source and
+    mean_luma. Sources that fix the instant (source_utc) keep it; their wall clock is the
+    instant in the camera's zone, except EXIF with an offset, whose wall clock is its own.
+    The clock offset is added to taken_at_utc (taken_at stays what the camera said).
+    """
+    n = len(rows)
+    taken_at = pd.DatetimeIndex(pd.to_datetime(rows["taken_at"])).as_unit("us")
+    if taken_at.tz is not None:
+        taken_at = taken_at.tz_localize(None)
+    source_utc = pd.DatetimeIndex(pd.to_datetime(rows["source_utc"], utc=True)).as_unit("us")
+    fixed = np.asarray(~source_utc.isna())
+    exif_fixed = fixed & (rows["time_source"].to_numpy() == "exif")
+
+    utc, offsets, n_ambiguous, n_missing = to_utc(
+        taken_at.where(~fixed, pd.NaT), where.timezone)
+    utc_us = utc.asi8.copy()
+    offsets = offsets.copy()
+    local_us = taken_at.asi8.copy()
+    if fixed.any():
+        src_us = source_utc.asi8
+        utc_us[fixed] = src_us[fixed]
+        zone_local, zone_offsets = utc_to_local(source_utc[fixed], where.timezone)
+        wall = np.where(exif_fixed[fixed], taken_at.asi8[fixed], zone_local.asi8)
+        local_us[fixed] = wall
+        offsets[fixed] = (wall - src_us[fixed]) // _US_PER_MIN
+        del zone_offsets
+    shift = int(round(where.clock_offset_minutes * _US_PER_MIN))
+    nat = np.iinfo(np.int64).min
+    corrected = np.where(utc_us == nat, nat, utc_us + shift)
+    taken_at_utc = pd.DatetimeIndex(corrected.view("datetime64[us]")).tz_localize("UTC")
+    if where.has_location:
+        elevation = sun_elevation(taken_at_utc, where.lat, where.lon)
+        labels, source = classify(elevation, None, settings)
+    else:
+        elevation = np.full(n, np.nan)
+        labels, source = classify(None, rows["mean_luma"].to_numpy(), settings)
+    times = pd.DataFrame({
+        "taken_at": pd.DatetimeIndex(local_us.view("datetime64[us]")),
+        "taken_at_utc": taken_at_utc,
+        "utc_offset_min": pd.array(offsets, dtype="Int32"),
+        "sun_elevation": elevation,
+        "daylight": pd.Series(labels, dtype=object).to_numpy(),
+        "daylight_source": np.where(pd.isna(labels), None, source).astype(object),
+    }, index=rows.index)
+    if "frame_id" in rows:
+        times.insert(0, "frame_id", rows["frame_id"].to_numpy())
+    return TimeResult(times=times, n_ambiguous=n_ambiguous, n_missing=n_missing)
+
+
+def recompute(db: Path, settings: Settings) -> dict[str, Any]:
+    """Redo taken_at_utc, utc_offset_min, sun_elevation, daylight for all frames of a store.
+
+    Place values given in `settings` are remembered first; the rest come from the store.
+    Returns counts: n_frames, n_ambiguous, n_missing, daylight (label -> n) and the place.
+    """
+    check_place(settings)
+    with store.connect(db) as con:
+        where = place(con, settings)
+        rows = frames_store.time_inputs(con)
+        result = compute_times(rows, where, settings)
+        if len(rows):
+            frames_store.update_times(con, result.times)
+    daylight = result.times["daylight"].fillna("unknown").value_counts().to_dict()
+    return {
+        "n_frames": len(rows), "n_ambiguous": result.n_ambiguous,
+        "n_missing": result.n_missing, "daylight": daylight, "timezone": where.timezone,
+        "lat": where.lat, "lon": where.lon,
+        "clock_offset_minutes": where.clock_offset_minutes,
+    }

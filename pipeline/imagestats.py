@@ -1,0 +1,227 @@
+"""Decode one frame file: Pillow draft-mode decode, ~256 px thumbnail, cheap image statistics.
+
+`read_frame()` is what ingest's worker processes run: it reads the file once (bytes -> hash and
+decode), decodes JPEGs at a reduced DCT scale (draft mode) just big enough for the thumbnail,
+respects the EXIF orientation, converts CMYK, 16-bit, palette and alpha images to RGB, and
+computes the statistics on the thumbnail, so every frame is measured at the same scale. It
+never raises for a bad file: the result carries a clear message instead.
+
+Statistics (all on the RGB thumbnail, 0..255 scale):
+- `mean_luma`: mean Rec.601 luma; `contrast`: its standard deviation;
+- `sharpness`: variance of the 4-neighbour Laplacian of luma (low = blurred or foggy);
+- `colorfulness`: Hasler & Suesstrunk (2003) metric (0 = grey, ~100+ = very colourful).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import struct
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from pipeline.timestamps import FrameTime, frame_time
+
+JPEG_FORMATS = {"JPEG", "MPO"}
+SUPPORTED_FORMATS = JPEG_FORMATS | {"PNG"}
+ORIENTATION = 0x0112
+THUMBNAIL_QUALITY = 80
+# EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass
+class Stats:
+    mean_luma: float
+    contrast: float
+    sharpness: float
+    colorfulness: float
+
+
+@dataclass
+class FrameResult:
+    """What a worker learned about one file; `error` is set when it is not a usable frame."""
+
+    name: str                         # path relative to the root, as stored
+    file_bytes: int
+    mtime_ns: int
+    error: str | None = None
+    width: int | None = None          # upright (after EXIF orientation)
+    height: int | None = None
+    content_hash: str | None = None
+    stats: Stats | None = None
+    thumbnail: bytes | None = None
+    thumb_width: int | None = None
+    thumb_height: int | None = None
+    time: FrameTime | None = None
+
+
+def configure(max_image_pixels: int) -> None:
+    """Pillow limits for this process (run in every worker): bombs and truncation are errors."""
+    Image.MAX_IMAGE_PIXELS = int(max_image_pixels)
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def read_frame(task: tuple[str, str, int, int, int, int]) -> FrameResult:
+    """Decode one file: task = (os path, stored name, file bytes, mtime ns, thumb px, max px)."""
+    os_path, name, file_bytes, mtime_ns, thumb_size, max_pixels = task
+    result = FrameResult(name=name, file_bytes=file_bytes, mtime_ns=mtime_ns)
+    if file_bytes == 0:
+        result.error = "empty file (0 bytes)"
+        return result
+    try:
+        with open(os_path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        result.error = describe_os_error(exc)
+        return result
+    if not data:
+        result.error = "empty file (0 bytes)"
+        return result
+    try:
+        image, exif = decode(data, thumb_size, max_pixels)
+    except FrameDecodeError as exc:
+        result.error = str(exc)
+        return result
+    result.content_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
+    result.width, result.height = image.info["upright_size"]
+    result.time = frame_time(exif, name, mtime_ns)
+    rgb = np.asarray(image, dtype=np.float32)
+    result.stats = image_stats(rgb)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=THUMBNAIL_QUALITY)
+    result.thumbnail = buffer.getvalue()
+    result.thumb_width, result.thumb_height = image.size
+    return result
+
+
+class FrameDecodeError(Exception):
+    """A file that is not a usable JPEG/PNG frame; the message says why."""
+
+
+def decode(data: bytes, thumb_size: int, max_pixels: int | None = None):
+    """Bytes -> (upright RGB thumbnail with info['upright_size'], Pillow Exif or None)."""
+    if max_pixels is not None:
+        configure(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.format not in SUPPORTED_FORMATS:
+                raise FrameDecodeError(
+                    f"unsupported image format {image.format} (only JPEG and PNG frames)")
+            exif = image.getexif()
+            width, height = image.size
+            if image.format in JPEG_FORMATS:
+                image.draft("RGB", _box(width, height, thumb_size))
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise FrameDecodeError(
+            f"refused as a decompression bomb: {exc} (raise the max_image_pixels setting if "
+            "the image is genuine)") from None
+    except UnidentifiedImageError:
+        raise FrameDecodeError(
+            "not an image: Pillow cannot identify the file (is it really a JPEG or PNG?)") from None
+    except FrameDecodeError:
+        raise
+    except OSError as exc:
+        if "truncated" in str(exc):
+            raise FrameDecodeError(f"truncated image: {exc}") from None
+        raise FrameDecodeError(f"corrupt image: {exc}") from None
+    except (SyntaxError, ValueError, TypeError, IndexError, struct.error) as exc:
+        raise FrameDecodeError(f"corrupt image: {type(exc).__name__}: {exc}") from None
+    orientation = _orientation(exif)
+    rgb = to_rgb(image)
+    rgb.thumbnail((thumb_size, thumb_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if orientation in _TRANSPOSE:
+        rgb = rgb.transpose(_TRANSPOSE[orientation])
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    rgb.info["upright_size"] = (width, height)
+    return rgb, exif
+
+
+def _box(width: int, height: int, thumb_size: int) -> tuple[int, int]:
+    """The draft request: the thumbnail's size, so DCT scaling stops at >= thumbnail pixels."""
+    scale = thumb_size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _orientation(exif) -> int:
+    try:
+        value = int(exif.get(ORIENTATION, 1))
+    except (TypeError, ValueError):
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB: 16-bit and float scaled, alpha composited on black."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 1.0 if mode == "F" and values.max(initial=0) <= 1.0 else (
+            65535.0 if values.max(initial=0) > 255 else 255.0)
+        grey = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode in ("P", "PA") and ("transparency" in image.info or mode == "PA"):
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def image_stats(rgb: np.ndarray) -> Stats:
+    """Statistics of an RGB array (H, W, 3) on the 0..255 scale."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    luma = 0.299 * r + 0.587 * g + 0.114 * b
+    if luma.shape[0] >= 3 and luma.shape[1] >= 3:
+        lap = (luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:]
+               - 4.0 * luma[1:-1, 1:-1])
+        sharpness = float(lap.var())
+    else:
+        sharpness = 0.0
+    rg = r - g
+    yb = 0.5 * (r + g) - b
+    colorfulness = float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+    return Stats(mean_luma=float(luma.mean()), contrast=float(luma.std()),
+                 sharpness=sharpness, colorfulness=colorfulness)
+
+
+def decode_stats(task: tuple[str, int, int]) -> Stats:
+    """Decode-only ceiling for the benchmark: read, draft-decode, thumbnail, stats; no more."""
+    os_path, thumb_size, max_pixels = task
+    with open(os_path, "rb") as fh:
+        data = fh.read()
+    image, _ = decode(data, thumb_size, max_pixels)
+    return image_stats(np.asarray(image, dtype=np.float32))
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A clear message for a file that cannot be read."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "cannot read the file: permission denied"
+    if exc.errno == errno.ELOOP:
+        return "symlink loop: the link points back to itself"
+    if exc.errno == errno.ENOENT:
+        return "the file disappeared or is a broken link"
+    if exc.errno == errno.EISDIR:
+        return "a folder named like an image"
+    return f"cannot read the file: {exc.strerror or exc}"

@@ -1,0 +1,144 @@
+"""`python -m pipeline info`: a plain-text summary of a store, read through a read-only connection.
+
+Frames (count, time span, timestamp sources, daylight), the remembered place, ingest errors by
+stage with examples, embedding models and vector counts, analysis runs, weather, reviews, and
+the clock check when one was stored. Empty tables say so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import store
+from store import frames as frames_store
+from store import kv
+
+N_EXAMPLES = 3
+
+
+def describe_store(db: Path) -> str:
+    """The whole summary as text (several lines)."""
+    db = Path(db)
+    with store.connect(db, read_only=True) as con:
+        frames = frames_store.frame_summary(con)
+        settings = kv.get_all(con)
+        errors = frames_store.error_summary(con, N_EXAMPLES)
+        models = frames_store.model_summary(con)
+        n_runs, runs = frames_store.run_summary(con)
+        weather = frames_store.weather_summary(con)
+        reviews = frames_store.review_summary(con)
+        truth = frames_store.ground_truth_summary(con)
+    lines = [f"store: {db} ({_size(db)})"]
+    lines += _frames(frames)
+    lines += _place(settings)
+    lines += _errors(errors)
+    lines += _models(models)
+    lines += _runs(n_runs, runs)
+    lines += _weather(weather)
+    lines.append("reviews: " + (", ".join(f"{n} {v}" for v, n in reviews.items())
+                                if reviews else "none"))
+    if truth and truth[0]:
+        lines.append(f"ground truth: {truth[0]} frames, {truth[1]} anomalies")
+    return "\n".join(lines)
+
+
+def _size(path: Path) -> str:
+    try:
+        n = path.stat().st_size
+    except OSError:
+        return "size unknown"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _frames(f: dict[str, Any]) -> list[str]:
+    if not f["n_frames"]:
+        return ["frames: none yet (run `python -m pipeline ingest FOLDER --db FILE`)"]
+    roots = ", ".join(f["roots"]) + (f" and {f['n_roots'] - 3} more" if f["n_roots"] > 3 else "")
+    lines = [f"frames: {f['n_frames']} from {roots} ({f['n_thumbnails']} thumbnails)"]
+    if f["first"] is not None:
+        lines.append(f"  camera time: {f['first']:%Y-%m-%d %H:%M:%S} .. "
+                     f"{f['last']:%Y-%m-%d %H:%M:%S}")
+    if f["first_utc"] is not None:
+        lines.append(f"  UTC:         {f['first_utc']:%Y-%m-%d %H:%M:%S} .. "
+                     f"{f['last_utc']:%Y-%m-%d %H:%M:%S}")
+    lines.append("  time sources: " + ", ".join(f"{src} {n}" for src, n in
+                                                f["time_sources"].items()))
+    lines.append("  daylight: " + ", ".join(f"{k} {n}" for k, n in f["daylight"].items()))
+    if f["n_duplicate_contents"]:
+        lines.append(f"  duplicates: {f['n_duplicate_contents']} frame(s) have the same bytes "
+                     "as another frame")
+    return lines
+
+
+def _place(settings: dict[str, Any]) -> list[str]:
+    tz = settings.get("timezone")
+    lat, lon = settings.get("lat"), settings.get("lon")
+    offset = settings.get("clock_offset_minutes")
+    parts = [f"timezone {tz}" if tz else "timezone not set (camera clock taken as UTC)",
+             f"location {lat:.4f}, {lon:.4f}" if lat is not None and lon is not None
+             else "location not set (daylight from brightness)"]
+    if offset:
+        parts.append(f"clock offset {offset:+g} min")
+    lines = ["place: " + "; ".join(parts)]
+    check = settings.get("clock_check")
+    if check is not None:
+        lines.append("clock check: " + _clock_check(check))
+    return lines
+
+
+def _clock_check(check: Any) -> str:
+    if not isinstance(check, dict):
+        return str(check)
+    summary = check.get("summary") or check.get("message")
+    if summary:
+        return str(summary)
+    return ", ".join(f"{k} {v}" for k, v in check.items())
+
+
+def _errors(errors: dict[str, Any]) -> list[str]:
+    if not errors:
+        return ["errors: none"]
+    total = sum(e["n"] for e in errors.values())
+    lines = [f"errors: {total} (" + ", ".join(f"{stage} {e['n']}" for stage, e in
+                                          errors.items()) + ")"]
+    for stage, e in errors.items():
+        for path, message in e["examples"]:
+            lines.append(f"  [{stage}] {path}: {message}")
+        if e["n"] > len(e["examples"]):
+            lines.append(f"  [{stage}] ... and {e['n'] - len(e['examples'])} more")
+    return lines
+
+
+def _models(models: list[tuple]) -> list[str]:
+    if not models:
+        return ["models: none (run `python -m pipeline embed --db FILE`)"]
+    return ["models: " + ", ".join(
+        f"{model} ({dim or '?'}-d, {n} vectors)" for model, _family, dim, n in models)]
+
+
+def _runs(n_runs: int, runs: list[tuple]) -> list[str]:
+    if not n_runs:
+        return ["analysis runs: none (run `python -m pipeline analyze --db FILE`)"]
+    lines = [f"analysis runs: {n_runs}" + (f" (newest {len(runs)} shown)" if n_runs > len(runs)
+                                            else "")]
+    for run_id, model, status, n_frames, started, _finished in runs:
+        when = f"{started:%Y-%m-%d %H:%M}" if started is not None else "?"
+        lines.append(f"  run {run_id}: {model}, {status}, {n_frames if n_frames is not None else '?'}"
+                     f" frames, started {when} UTC")
+    return lines
+
+
+def _weather(weather: list[tuple]) -> list[str]:
+    if not weather:
+        return ["weather: none (see `python -m pipeline weather --help`)"]
+    total = sum(w[1] for w in weather)
+    lines = [f"weather: {total} observations from {len(weather)} station(s)"]
+    for station, n, first, last, source in weather:
+        span = f"{first:%Y-%m-%d} .. {last:%Y-%m-%d}" if first is not None else ""
+        lines.append(f"  {station}: {n} rows {span}" + (f" ({source})" if source else ""))
+    return lines

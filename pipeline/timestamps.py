@@ -1,0 +1,177 @@
+"""When was a frame taken: EXIF DateTimeOriginal, then file-name patterns, then file mtime.
+
+`frame_time()` applies the precedence and returns a `FrameTime`: either a camera wall-clock time
+(`local`, naive; the timezone setting turns it into UTC later) or an instant the source itself
+fixes (`instant`, UTC: EXIF with OffsetTimeOriginal, a Unix epoch in the name, the file mtime).
+A garbage EXIF date (`0000:00:00 00:00:00`, a date after now + 1 day, text that is no date)
+falls through to the next source and comes back as a `warning` so ingest can record it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+# EXIF tags (in the Exif IFD 0x8769)
+EXIF_IFD = 0x8769
+DATETIME_ORIGINAL = 0x9003
+OFFSET_TIME_ORIGINAL = 0x9011
+SUBSEC_TIME_ORIGINAL = 0x9291
+
+# Dates before this are not camera dates (EXIF placeholders, epoch 0 clocks).
+EARLIEST = datetime(1980, 1, 1)
+# Unix epoch seconds we accept in a file name: 2001-09-09 .. 2033-05-18 (ten digits, 1...)
+_EPOCH_MIN, _EPOCH_MAX = 1_000_000_000, 1_999_999_999
+
+_EXIF_FORMAT = re.compile(
+    r"^\s*(\d{4})[:\-/](\d{2})[:\-/](\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?")
+_OFFSET_FORMAT = re.compile(r"^\s*([+-])(\d{2}):?(\d{2})\s*$")
+
+# File-name patterns, most specific first. Digits may not touch other digits, so a long number
+# (a frame counter, an epoch) is not mistaken for a date.
+_NAME_PATTERNS = [
+    # 2022-04-01_12-00-00, 2022-04-01T12.00.00, 2022-04-01 12-00-00
+    re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[_T .\-](\d{2})[-.:_](\d{2})[-.:_](\d{2})(?!\d)"),
+    # 2022_04_01_120000, 2022_04_01-12_00_00
+    re.compile(r"(?<!\d)(\d{4})_(\d{2})_(\d{2})[_\-T ](\d{2})_?(\d{2})_?(\d{2})(?!\d)"),
+    # 20220401_120000, 20220401-120000, 20220401T120000, IMG_20220401_120000
+    re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})[_\-T ](\d{2})(\d{2})(\d{2})(?!\d)"),
+    # 20220401120000 (fourteen digits in a row)
+    re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?!\d)"),
+]
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_PATTERN = re.compile(r"(?<!\d)(1\d{9})(?:\.\d+)?(?!\d)")
+
+
+@dataclass(frozen=True)
+class FrameTime:
+    """A frame's time as its source gives it.
+
+    Exactly one of `local` (camera wall clock, naive) and `instant` (aware UTC) is always set;
+    with EXIF + OffsetTimeOriginal both are: the wall clock and the instant it fixes.
+    """
+
+    source: str                       # 'exif' | 'filename' | 'mtime'
+    local: datetime | None = None     # camera wall clock, naive
+    instant: datetime | None = None   # UTC, aware, when the source fixes it
+    warning: str | None = None        # a garbage EXIF date we skipped, for ingest_errors
+
+
+class BadExifDate(ValueError):
+    """An EXIF date that is present but not a usable camera date."""
+
+
+def parse_exif_datetime(text: str | bytes, subsec: str | bytes | None = None,
+                        now: datetime | None = None) -> datetime:
+    """An EXIF 'YYYY:MM:DD HH:MM:SS' as a naive datetime; raises `BadExifDate` for garbage."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii", errors="replace")
+    text = str(text).strip("\x00 \t")
+    match = _EXIF_FORMAT.match(text)
+    if match is None:
+        raise BadExifDate(f"{text!r} is not an EXIF date")
+    parts = [int(p) for p in match.groups()[:6]]
+    try:
+        value = datetime(*parts)
+    except ValueError:
+        raise BadExifDate(f"{text!r} is not a valid date") from None
+    fraction = match.group(7)
+    if fraction is None and subsec:
+        digits = re.match(r"\s*(\d{1,6})", subsec.decode("ascii", "replace")
+                          if isinstance(subsec, bytes) else str(subsec))
+        fraction = digits.group(1) if digits else None
+    if fraction:
+        value = value.replace(microsecond=int(fraction.ljust(6, "0")[:6]))
+    _check_plausible(value, text, now)
+    return value
+
+
+def _check_plausible(value: datetime, text: str, now: datetime | None) -> None:
+    now = now or datetime.now()
+    if value < EARLIEST:
+        raise BadExifDate(f"{text!r} is before {EARLIEST:%Y} (a camera clock that was never set)")
+    if value > now + timedelta(days=1):
+        raise BadExifDate(f"{text!r} is in the future")
+
+
+def parse_exif_offset(text: str | bytes | None) -> int | None:
+    """OffsetTimeOriginal '+02:00' as minutes east of UTC; None when absent or unreadable."""
+    if not text:
+        return None
+    if isinstance(text, bytes):
+        text = text.decode("ascii", errors="replace")
+    match = _OFFSET_FORMAT.match(str(text).strip("\x00"))
+    if match is None:
+        return None
+    sign, hours, minutes = match.groups()
+    total = int(hours) * 60 + int(minutes)
+    if total > 14 * 60 or int(minutes) >= 60:
+        return None
+    return -total if sign == "-" else total
+
+
+def exif_time(exif) -> tuple[datetime | None, int | None, str | None]:
+    """(wall clock, offset minutes, warning) from a Pillow `Image.Exif`.
+
+    The wall clock is None when there is no DateTimeOriginal or it is garbage; a garbage one
+    gives a warning text instead.
+    """
+    try:
+        ifd = exif.get_ifd(EXIF_IFD)
+    except (KeyError, ValueError, TypeError, OSError):
+        return None, None, None
+    raw = ifd.get(DATETIME_ORIGINAL)
+    if raw is None or not str(raw).strip("\x00 "):
+        return None, None, None
+    try:
+        value = parse_exif_datetime(raw, ifd.get(SUBSEC_TIME_ORIGINAL))
+    except BadExifDate as exc:
+        return None, None, f"EXIF DateTimeOriginal {exc}"
+    return value, parse_exif_offset(ifd.get(OFFSET_TIME_ORIGINAL)), None
+
+
+def filename_time(name: str, now: datetime | None = None) -> tuple[datetime, bool] | None:
+    """A time in a file name: (value, is_utc). Epoch seconds are UTC; dates are wall clock."""
+    stem = name.rsplit("/", 1)[-1]
+    for pattern in _NAME_PATTERNS:
+        for match in pattern.finditer(stem):
+            try:
+                value = datetime(*(int(p) for p in match.groups()))
+                _check_plausible(value, match.group(0), now)
+            except (ValueError, BadExifDate):
+                continue
+            return value, False
+    for match in _EPOCH_PATTERN.finditer(stem):
+        seconds = int(match.group(1))
+        if _EPOCH_MIN <= seconds <= _EPOCH_MAX:
+            value = datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
+            try:
+                _check_plausible(value, match.group(0), now)
+            except BadExifDate:
+                continue
+            return value, True
+    return None
+
+
+def frame_time(exif, name: str, mtime_ns: int) -> FrameTime:
+    """Apply the precedence EXIF -> file name -> mtime to one file."""
+    local, offset, warning = exif_time(exif) if exif is not None else (None, None, None)
+    if local is not None:
+        instant = None
+        if offset is not None:
+            instant = (local - timedelta(minutes=offset)).replace(tzinfo=timezone.utc)
+        return FrameTime("exif", local=local, instant=instant)
+    found = filename_time(name)
+    if found is not None:
+        value, is_utc = found
+        if is_utc:
+            return FrameTime("filename", instant=value.replace(tzinfo=timezone.utc),
+                             warning=_fell_back(warning, "the file name"))
+        return FrameTime("filename", local=value, warning=_fell_back(warning, "the file name"))
+    instant = _EPOCH + timedelta(microseconds=mtime_ns // 1000)
+    return FrameTime("mtime", instant=instant, warning=_fell_back(warning, "the file mtime"))
+
+
+def _fell_back(warning: str | None, used: str) -> str | None:
+    return None if warning is None else f"warning: {warning}; used {used} instead"

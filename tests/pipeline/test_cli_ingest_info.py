@@ -1,0 +1,117 @@
+"""`python -m pipeline ingest` and `info` as a user meets them: exit codes and message text."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import duckdb
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from tests.conftest import GARDEN_MONZ, REPO
+
+
+def _invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_ingest_then_info_describe_the_store(small_folder, tmp_path, db_path):
+    (small_folder / "a" / "broken.jpg").write_text("not a jpeg")
+    result = _invoke("ingest", str(small_folder), "--db", str(db_path), "--workers", "1",
+                     "--timezone", "Europe/London", "--lat", "51.5", "--lon", "-0.1")
+    assert result.exit_code == 0, result.output
+    assert f"ingest {small_folder}: 12 added, 0 changed, 0 unchanged, 1 failed" in result.stdout
+
+    again = _invoke("ingest", str(small_folder), "--db", str(db_path), "--workers", "1")
+    assert "0 added, 0 changed, 12 unchanged, 1 failed" in again.stdout
+
+    with duckdb.connect(str(db_path)) as con:  # another helper's clock check result
+        con.execute("INSERT INTO settings (key, value) VALUES ('clock_check', ?)",
+                    [json.dumps({"summary": "camera clock about 0 min off (12 days)"})])
+    info = _invoke("info", "--db", str(db_path))
+    assert info.exit_code == 0, info.output
+    text = info.stdout
+    assert "frames: 12 from " + str(small_folder) in text
+    assert "camera time: 2024-04-10 11:00:00 .. 2024-04-10 12:50:00" in text
+    assert "UTC:         2024-04-10 10:00:00 .. 2024-04-10 11:50:00" in text  # BST = UTC+1
+    assert "time sources: exif 12" in text
+    assert "daylight: day (sun) 12" in text
+    assert "place: timezone Europe/London; location 51.5000, -0.1000" in text
+    assert "errors: 1 (ingest 1)" in text
+    assert "[ingest] a/broken.jpg: not an image" in text
+    assert "clock check: camera clock about 0 min off (12 days)" in text
+    for empty in ["models: none", "analysis runs: none", "weather: none", "reviews: none"]:
+        assert empty in text
+
+
+def test_info_lists_models_runs_weather_and_reviews(small_folder, db_path):
+    _invoke("ingest", str(small_folder), "--db", str(db_path), "--workers", "1")
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("INSERT INTO models (model, family, weights, dim) "
+                    "VALUES ('pixels', 'baseline', 'none', 2)")
+        con.execute("INSERT INTO embeddings SELECT frame_id, 'pixels', [0.1, 0.2] FROM frames")
+        con.execute("INSERT INTO analysis_runs (run_id, model, params, status, n_frames) VALUES "
+                    "(1, 'pixels', '{}', 'complete', 12), (2, 'pixels', '{}', 'failed', NULL)")
+        con.execute("INSERT INTO weather (station, observed_at, temperature_c, source) VALUES "
+                    "('EGLL', TIMESTAMPTZ '2024-04-10 10:00:00+00', 12.5, 'csv'), "
+                    "('EGLL', TIMESTAMPTZ '2024-04-10 11:00:00+00', 13.0, 'csv')")
+        con.execute("INSERT INTO reviews (frame_id, verdict) VALUES (1, 'junk'), (2, 'keep'), "
+                    "(3, 'keep')")
+    text = _invoke("info", "--db", str(db_path)).stdout
+    assert "models: pixels (2-d, 12 vectors)" in text
+    assert "analysis runs: 2" in text
+    assert "run 2: pixels, failed, ? frames" in text
+    assert "run 1: pixels, complete, 12 frames" in text
+    assert "weather: 2 observations from 1 station(s)" in text
+    assert "EGLL: 2 rows 2024-04-10 .. 2024-04-10 (csv)" in text
+    assert "reviews: 1 junk, 2 keep" in text
+
+
+def test_info_on_an_empty_store(db_path):
+    import store
+
+    with store.connect(db_path):
+        pass
+    text = _invoke("info", "--db", str(db_path)).stdout
+    assert "frames: none yet" in text and "errors: none" in text
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, text=True,
+                          capture_output=True, timeout=120, env={**os.environ})
+
+
+def test_missing_folder_and_missing_store_are_one_line_and_exit_1(tmp_path):
+    result = _run("ingest", str(tmp_path / "nope"), "--db", str(tmp_path / "s.duckdb"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: the folder {tmp_path / 'nope'} does not exist"]
+    result = _run("info", "--db", str(tmp_path / "missing.duckdb"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: no store at {tmp_path}")
+
+
+def test_bad_timezone_is_one_line_and_exit_1(tmp_path):
+    result = _run("ingest", str(GARDEN_MONZ), "--db", str(tmp_path / "s.duckdb"),
+                  "--timezone", "Europe/Atlantis")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown time zone 'Europe/Atlantis': use an IANA name such as Europe/London "
+        "or America/New_York"]
+
+
+def test_real_frames_through_the_cli(tmp_path):
+    db = tmp_path / "garden.duckdb"
+    result = _run("ingest", str(GARDEN_MONZ), "--db", str(db), "--timezone", "Europe/Berlin")
+    assert result.returncode == 0, result.stderr
+    assert "13 added, 0 changed, 0 unchanged, 0 failed" in result.stdout
+    assert "frame/s" in result.stderr  # the progress bar shows a rate
+    info = _run("info", "--db", str(db))
+    assert info.returncode == 0
+    assert "frames: 13" in info.stdout and "time sources: exif 13" in info.stdout
+    assert "UTC:         2017-04-13 04:12:49 .. 2018-02-14 12:06:59" in info.stdout

@@ -1,0 +1,171 @@
+"""Time zones across DST changes, sun elevation against astral, day/twilight/night, recompute."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from astral import Observer
+from astral.sun import elevation as astral_elevation
+
+from pipeline import daylight
+from pipeline.daylight import classify, sun_elevation, to_utc
+from pipeline.errors import InputError
+from pipeline.ingest import ingest_folder
+from pipeline.settings import Settings
+from tests.conftest import write_jpeg
+
+BERLIN = "Europe/Berlin"
+
+
+def _utc(values) -> list[str]:
+    return [f"{v:%Y-%m-%d %H:%M}" for v in values]
+
+
+def test_fall_back_hour_is_resolved_by_frame_order():
+    # 2023-10-29: at 03:00 CEST the clocks go back to 02:00 CET; a frame every 20 minutes
+    first = [datetime(2023, 10, 29, 1, 40) + timedelta(minutes=20 * i) for i in range(4)]
+    second = [datetime(2023, 10, 29, 2, 0) + timedelta(minutes=20 * i) for i in range(4)]
+    utc, offsets, n_ambiguous, n_missing = to_utc(first + second, BERLIN)
+    assert _utc(utc) == ["2023-10-28 23:40", "2023-10-29 00:00", "2023-10-29 00:20",
+                         "2023-10-29 00:40", "2023-10-29 01:00", "2023-10-29 01:20",
+                         "2023-10-29 01:40", "2023-10-29 02:00"]
+    assert list(offsets) == [120, 120, 120, 120, 60, 60, 60, 60]
+    assert (n_ambiguous, n_missing) == (6, 0)
+    assert utc.is_monotonic_increasing
+
+
+def test_fall_back_hour_sorted_by_wall_clock_still_pairs_up():
+    local = [datetime(2023, 10, 29, 2, 0), datetime(2023, 10, 29, 2, 0),
+             datetime(2023, 10, 29, 2, 30), datetime(2023, 10, 29, 2, 30)]
+    utc, offsets, n_ambiguous, _ = to_utc(local, BERLIN)
+    assert _utc(utc) == ["2023-10-29 00:00", "2023-10-29 01:00", "2023-10-29 00:30",
+                         "2023-10-29 01:30"]
+    assert n_ambiguous == 4
+
+
+def test_spring_forward_gap_is_shifted_forward_and_counted():
+    # 2023-03-26: at 02:00 CET the clocks jump to 03:00 CEST; 02:30 does not exist
+    local = [datetime(2023, 3, 26, 1, 30), datetime(2023, 3, 26, 2, 30),
+             datetime(2023, 3, 26, 3, 30)]
+    utc, offsets, n_ambiguous, n_missing = to_utc(local, BERLIN)
+    assert _utc(utc) == ["2023-03-26 00:30", "2023-03-26 01:30", "2023-03-26 01:30"]
+    assert list(offsets) == [60, 60, 120]
+    assert (n_ambiguous, n_missing) == (0, 1)
+
+
+def test_no_timezone_means_utc_and_nat_passes_through():
+    utc, offsets, a, m = to_utc([datetime(2024, 1, 1, 12), None], None)
+    assert _utc(utc[:1]) == ["2024-01-01 12:00"] and pd.isna(utc[1])
+    assert list(offsets) == [0, 0] and (a, m) == (0, 0)
+    utc, offsets, _, _ = to_utc([datetime(2024, 7, 1, 12), None], "America/New_York")
+    assert _utc(utc[:1]) == ["2024-07-01 16:00"] and pd.isna(utc[1])
+    assert list(offsets) == [-240, 0]
+
+
+def test_unknown_zone_and_bad_coordinates_are_input_errors():
+    with pytest.raises(InputError, match="unknown time zone 'Mars/Olympus'"):
+        to_utc([datetime(2024, 1, 1)], "Mars/Olympus")
+    with pytest.raises(InputError, match="both --lat and --lon"):
+        daylight.check_place(Settings(lat=50.0))
+    with pytest.raises(InputError, match="outside -90..90"):
+        daylight.check_place(Settings(lat=95.0, lon=0.0))
+
+
+@pytest.mark.parametrize("lat, lon", [(52.52, 13.40), (-33.87, 151.21), (64.1, -21.9),
+                                      (0.0, -170.0)])
+def test_sun_elevation_matches_astral(lat, lon):
+    rng = np.random.default_rng(int(abs(lat * 100)))
+    when = pd.to_datetime(rng.integers(1_400_000_000, 1_800_000_000, 200), unit="s", utc=True)
+    ours = sun_elevation(when, lat, lon)
+    reference = np.array([astral_elevation(Observer(lat, lon), t.to_pydatetime()) for t in when])
+    assert np.abs(ours - reference).max() < 0.01
+
+
+def test_classify_by_sun_and_by_brightness():
+    settings = Settings()
+    labels, source = classify(np.array([10.0, 0.0, -3.0, -6.0, -20.0, np.nan]), None, settings)
+    assert source == "sun"
+    assert list(labels) == ["day", "twilight", "twilight", "night", "night", None]
+    labels, source = classify(None, [120.0, 80.0, 60.0, 40.0, 10.0], settings)
+    assert source == "brightness"
+    assert list(labels) == ["day", "twilight", "twilight", "twilight", "night"]
+
+
+def _frames(db):
+    with duckdb.connect(str(db), read_only=True) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        return con.sql("SELECT path, taken_at, taken_at_utc, utc_offset_min, sun_elevation, "
+                       "daylight, daylight_source FROM frames ORDER BY path").df()
+
+
+def test_recompute_applies_a_place_given_later(tmp_path, db_path):
+    folder = tmp_path / "frames"
+    write_jpeg(folder / "noon.jpg", when=datetime(2024, 6, 21, 13, 0), colour=(20, 20, 20))
+    write_jpeg(folder / "midnight.jpg", when=datetime(2024, 6, 21, 23, 59),
+               colour=(200, 200, 200))
+    settings = Settings(workers=1)
+    ingest_folder(folder, db_path, settings, progress=False)
+    before = _frames(db_path)
+    # no place: the clock is UTC and daylight comes from brightness (so it is wrong here)
+    assert list(before["daylight_source"]) == ["brightness", "brightness"]
+    assert list(before["daylight"]) == ["day", "night"]
+    assert list(before["utc_offset_min"]) == [0, 0]
+
+    report = daylight.recompute(db_path, Settings(timezone=BERLIN, lat=52.52, lon=13.40))
+    assert report["n_frames"] == 2 and report["timezone"] == BERLIN
+    after = _frames(db_path)
+    assert list(after["daylight_source"]) == ["sun", "sun"]
+    assert list(after["daylight"]) == ["night", "day"]
+    assert _utc(after["taken_at_utc"]) == ["2024-06-21 21:59", "2024-06-21 11:00"]
+    assert list(after["utc_offset_min"]) == [120, 120]
+    assert after["sun_elevation"].iloc[1] == pytest.approx(60.4, abs=0.5)
+
+    # the place is remembered: a later recompute without flags keeps it, a clock offset moves UTC
+    report = daylight.recompute(db_path, Settings(clock_offset_minutes=-30))
+    assert report["timezone"] == BERLIN and report["clock_offset_minutes"] == -30
+    shifted = _frames(db_path)
+    assert _utc(shifted["taken_at_utc"]) == ["2024-06-21 21:29", "2024-06-21 10:30"]
+    assert list(shifted["taken_at"]) == list(after["taken_at"])  # camera wall clock unchanged
+
+
+def test_exif_offset_wins_over_the_timezone(tmp_path, db_path):
+    folder = tmp_path / "frames"
+    write_jpeg(folder / "a.jpg", when=datetime(2024, 6, 1, 12, 0), offset="-04:00")
+    ingest_folder(folder, db_path, Settings(workers=1, timezone=BERLIN), progress=False)
+    frames = _frames(db_path)
+    assert _utc(frames["taken_at_utc"]) == ["2024-06-01 16:00"]
+    assert list(frames["utc_offset_min"]) == [-240]
+
+
+def test_epoch_names_keep_their_instant_and_get_a_local_wall_clock(tmp_path, db_path):
+    folder = tmp_path / "frames"
+    write_jpeg(folder / "pic_1719835200.jpg")  # 2024-07-01 12:00 UTC, no EXIF date
+    ingest_folder(folder, db_path, Settings(workers=1, timezone=BERLIN), progress=False)
+    frames = _frames(db_path)
+    assert _utc(frames["taken_at_utc"]) == ["2024-07-01 12:00"]
+    assert _utc(frames["taken_at"]) == ["2024-07-01 14:00"]
+    daylight.recompute(db_path, Settings(timezone="America/New_York"))
+    frames = _frames(db_path)
+    assert _utc(frames["taken_at_utc"]) == ["2024-07-01 12:00"]
+    assert _utc(frames["taken_at"]) == ["2024-07-01 08:00"]
+
+
+def test_ingest_over_a_fall_back_night_orders_the_repeated_hour(tmp_path, db_path):
+    folder = tmp_path / "frames"
+    start = datetime(2023, 10, 29, 1, 30)
+    times = [start + timedelta(minutes=30 * i) for i in range(3)]           # 01:30 02:00 02:30
+    times += [datetime(2023, 10, 29, 2, 0), datetime(2023, 10, 29, 2, 30),  # again, in CET
+              datetime(2023, 10, 29, 3, 0)]
+    for i, when in enumerate(times):
+        write_jpeg(folder / f"frame_{i:04d}.jpg", when=when, seed=i)
+    summary = ingest_folder(folder, db_path, Settings(workers=1, timezone=BERLIN,
+                                                       ingest_batch_size=2), progress=False)
+    assert summary.n_ambiguous == 4 and summary.n_missing == 0
+    frames = _frames(db_path)
+    assert _utc(frames["taken_at_utc"]) == [
+        "2023-10-28 23:30", "2023-10-29 00:00", "2023-10-29 00:30",
+        "2023-10-29 01:00", "2023-10-29 01:30", "2023-10-29 02:00"]

@@ -1,0 +1,298 @@
+"""Ingest on real DuckDB files: the real garden frames, bad files, incremental re-runs, odd names."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline.errors import InputError
+from pipeline.ingest import frame_file, ingest_folder, walk
+from pipeline.settings import Settings
+from tests.conftest import GARDEN_MONZ, write_jpeg
+
+QUIET = dict(progress=False)
+
+
+def _settings(**kw) -> Settings:
+    return Settings(**{"workers": 1, **kw})
+
+
+def _query(db: Path, sql: str) -> pd.DataFrame:
+    with duckdb.connect(str(db), read_only=True) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        return con.sql(sql).df()
+
+
+def _errors(db: Path) -> dict[str, tuple[str, str]]:
+    rows = _query(db, "SELECT path, stage, message FROM ingest_errors ORDER BY path")
+    return {p: (s, m) for p, s, m in rows.itertuples(index=False)}
+
+
+# --- the real frames ----------------------------------------------------------------------------
+
+def _epoch(path: str) -> datetime:
+    seconds = int(re.search(r"pic_(\d{10})", path).group(1))
+    return datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
+
+
+def test_real_garden_frames_without_timezone(db_path):
+    summary = ingest_folder(GARDEN_MONZ, db_path, _settings(), **QUIET)
+    assert (summary.added, summary.changed, summary.unchanged, summary.failed) == (13, 0, 0, 0)
+    frames = _query(db_path, "SELECT path, taken_at, taken_at_utc, time_source, width, height "
+                             "FROM frames ORDER BY frame_id")
+    assert len(frames) == 13 and set(frames["time_source"]) == {"exif"}
+    assert set(zip(frames["width"], frames["height"])) == {(2592, 1944)}
+    for path, taken_at, taken_at_utc in zip(frames["path"], frames["taken_at"],
+                                            frames["taken_at_utc"]):
+        shift = taken_at.to_pydatetime() - _epoch(path)
+        # the EXIF wall clock is the epoch in the name shifted by the German offset
+        expected = timedelta(hours=1) if taken_at.month in (11, 2) else timedelta(hours=2)
+        assert shift == expected, path
+        # without a timezone the camera clock is taken as UTC
+        assert taken_at_utc.tz_convert(None) == taken_at
+    assert list(frames["path"]) == sorted(frames["path"])  # deterministic order
+    n_thumbs = _query(db_path, "SELECT count(*) AS n, max(greatest(width, height)) AS side "
+                               "FROM thumbnails")
+    assert n_thumbs["n"][0] == 13 and n_thumbs["side"][0] == 256
+
+
+def test_real_garden_frames_with_timezone_match_the_epoch_names(db_path):
+    ingest_folder(GARDEN_MONZ, db_path, _settings(timezone="Europe/Berlin", lat=49.0, lon=8.4),
+                  **QUIET)
+    frames = _query(db_path, "SELECT path, taken_at_utc, utc_offset_min, daylight, "
+                             "daylight_source, mean_luma FROM frames")
+    for path, utc in zip(frames["path"], frames["taken_at_utc"]):
+        assert utc.tz_convert(None) == _epoch(path), path
+    assert set(frames["utc_offset_min"]) == {60, 120}
+    assert set(frames["daylight_source"]) == {"sun"}
+    midday = frames[frames["path"].str.contains("midday")]
+    assert set(midday["daylight"]) == {"day"}
+    # 05:32 CEST on 14 April in Germany is before dawn
+    early = frames[frames["path"].str.endswith("pic_1492140729.jpg")]
+    assert list(early["daylight"]) == ["night"]
+
+
+# --- bad files ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def bad_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "bad"
+    write_jpeg(folder / "good_1.jpg", when=datetime(2024, 4, 10, 12), seed=1)
+    write_jpeg(folder / "sub" / "good_2.JPG", when=datetime(2024, 4, 10, 12, 10), seed=2)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "readme.jpg").write_text("not an image at all\n")
+    source = write_jpeg(tmp_path / "full.jpg", size=(96, 96), seed=3)
+    (folder / "truncated.jpeg").write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    write_jpeg(folder / "bomb.jpg", size=(200, 200))  # 40,000 px, limit set below
+    write_jpeg(folder / "zero_date_20240410_130000.jpg", when=None, seed=4)
+    _set_exif_date(folder / "zero_date_20240410_130000.jpg", "0000:00:00 00:00:00")
+    write_jpeg(folder / "future.jpg", seed=5)
+    _set_exif_date(folder / "future.jpg", "2999:01:01 00:00:00")
+    (folder / "notes.txt").write_text("ignored: not an image extension")
+    (folder / ".hidden.jpg").write_text("ignored: hidden")
+    os.symlink("loop_b.jpg", folder / "loop_a.jpg")
+    os.symlink("loop_a.jpg", folder / "loop_b.jpg")
+    os.symlink("..", folder / "sub" / "up")  # a folder link back into the tree
+    return folder
+
+
+def _set_exif_date(path: Path, text: str) -> None:
+    image = Image.open(path)
+    image.load()
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = text
+    image.save(path, "JPEG", exif=exif)
+
+
+def test_bad_files_become_error_rows_and_the_run_goes_on(bad_folder, db_path):
+    summary = ingest_folder(bad_folder, db_path, _settings(max_image_pixels=10_000), **QUIET)
+    frames = _query(db_path, "SELECT path, time_source FROM frames ORDER BY path")
+    assert dict(zip(frames["path"], frames["time_source"])) == {
+        "future.jpg": "mtime", "good_1.jpg": "exif", "sub/good_2.JPG": "exif",
+        "zero_date_20240410_130000.jpg": "filename"}
+    errors = _errors(db_path)
+    assert errors["empty.jpg"] == ("ingest", "empty file (0 bytes)")
+    assert errors["readme.jpg"][1].startswith("not an image")
+    assert errors["truncated.jpeg"][1].startswith("truncated image")
+    assert errors["bomb.jpg"][1].startswith("refused as a decompression bomb")
+    assert errors["loop_a.jpg"][1].startswith("symlink loop")
+    assert errors["loop_b.jpg"][1].startswith("symlink loop")
+    assert errors["sub/up"][1].startswith("symlink loop")
+    stage, message = errors["zero_date_20240410_130000.jpg"]
+    assert stage == "timestamp" and message.startswith("warning: EXIF DateTimeOriginal")
+    assert "used the file name instead" in message
+    assert errors["future.jpg"][0] == "timestamp" and "future" in errors["future.jpg"][1]
+    assert (summary.added, summary.failed, summary.n_warnings) == (4, 7, 2)
+    line = summary.describe()
+    assert "4 added, 0 changed, 0 unchanged, 7 failed" in line and "2 timestamp warning" in line
+
+    # a second run retries nothing that failed before and is unchanged, yet still counts it
+    again = ingest_folder(bad_folder, db_path, _settings(max_image_pixels=10_000), **QUIET)
+    assert (again.added, again.changed, again.unchanged, again.failed) == (0, 0, 4, 7)
+    assert again.n_new_errors == 3  # only the walk problems (links) are looked at again
+    assert _errors(db_path) .keys() == errors.keys()
+
+
+def test_a_fixed_bad_file_is_ingested_and_its_error_removed(bad_folder, db_path):
+    settings = _settings(max_image_pixels=10_000)
+    ingest_folder(bad_folder, db_path, settings, **QUIET)
+    write_jpeg(bad_folder / "truncated.jpeg", when=datetime(2024, 4, 10, 14), seed=9)
+    summary = ingest_folder(bad_folder, db_path, settings, **QUIET)
+    assert summary.added == 1
+    assert "truncated.jpeg" not in _errors(db_path)
+    assert "truncated.jpeg" in set(_query(db_path, "SELECT path FROM frames")["path"])
+
+
+def test_unreadable_file_is_an_error_row(tmp_path):
+    """A file the user cannot read. Root reads everything, so as root the worker function runs
+    in a forked child that has dropped to `nobody`."""
+    folder = tmp_path / "perm"
+    secret = write_jpeg(folder / "secret.jpg")
+    secret.chmod(0o000)
+    if os.geteuid() != 0:
+        db = tmp_path / "s.duckdb"
+        summary = ingest_folder(folder, db, _settings(), **QUIET)
+        assert summary.failed == 1
+        assert _errors(db)["secret.jpg"][1] == "cannot read the file: permission denied"
+        return
+    from pipeline.imagestats import read_frame
+
+    parents = [p for p in secret.parents if p != Path("/")]
+    modes = {p: p.stat().st_mode for p in parents}
+    st = secret.stat()
+    read_end, write_end = os.pipe()
+    try:
+        for p in parents:
+            p.chmod(modes[p] | 0o001)  # `nobody` may pass through, not list or read
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                error = read_frame((str(secret), "secret.jpg", st.st_size, st.st_mtime_ns,
+                                    256, 10**8)).error
+                os.write(write_end, (error or "no error").encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        os.waitpid(pid, 0)
+        message = os.read(read_end, 1000).decode()
+    finally:
+        os.close(read_end)
+        for p in parents:
+            p.chmod(modes[p])
+    assert message == "cannot read the file: permission denied"
+
+
+def test_non_utf8_file_name_is_stored_and_found_again(tmp_path, db_path):
+    folder = tmp_path / "names"
+    folder.mkdir()
+    raw = os.path.join(os.fsencode(folder), b"caf\xe9_20240410_120000.jpg")
+    write_jpeg(Path(os.fsdecode(raw)))
+    write_jpeg(folder / "ünïcödé 20240410_120100.jpg")
+    summary = ingest_folder(folder, db_path, _settings(), **QUIET)
+    assert summary.added == 2 and summary.failed == 0
+    frames = _query(db_path, "SELECT path, root, time_source FROM frames ORDER BY path")
+    assert list(frames["path"]) == ["caf\\xe9_20240410_120000.jpg", "ünïcödé 20240410_120100.jpg"]
+    assert set(frames["time_source"]) == {"filename"}
+    for root, path in zip(frames["root"], frames["path"]):
+        assert frame_file(root, path).is_file()
+    again = ingest_folder(folder, db_path, _settings(), **QUIET)
+    assert again.unchanged == 2 and again.added == 0
+
+
+def test_png_named_jpg_and_same_image_under_two_names(tmp_path, db_path):
+    folder = tmp_path / "odd"
+    Image.new("RGB", (30, 20), (30, 160, 30)).save(folder.mkdir() or folder / "really.jpg", "PNG")
+    first = write_jpeg(folder / "one.jpg", seed=11)
+    shutil.copy(first, folder / "two.jpg")
+    Image.new("RGB", (30, 20)).save(folder / "upper.PNG")
+    summary = ingest_folder(folder, db_path, _settings(), **QUIET)
+    assert summary.added == 4 and summary.failed == 0
+    hashes = _query(db_path, "SELECT path, content_hash FROM frames ORDER BY path")
+    by_path = dict(zip(hashes["path"], hashes["content_hash"]))
+    assert by_path["one.jpg"] == by_path["two.jpg"] != by_path["really.jpg"]
+
+
+# --- incremental --------------------------------------------------------------------------------
+
+def test_incremental_runs_add_change_and_skip(small_folder, db_path):
+    first = ingest_folder(small_folder, db_path, _settings(), **QUIET)
+    assert (first.added, first.unchanged) == (12, 0) and len(first.frame_ids) == 12
+    ids = _query(db_path, "SELECT path, frame_id FROM frames")
+    ids = dict(zip(ids["path"], ids["frame_id"]))
+    with duckdb.connect(str(db_path)) as con:  # another helper's embeddings for every frame
+        con.execute("INSERT INTO embeddings SELECT frame_id, 'pixels', [1.0, 2.0] FROM frames")
+
+    again = ingest_folder(small_folder, db_path, _settings(), **QUIET)
+    assert (again.added, again.changed, again.unchanged, again.failed) == (0, 0, 12, 0)
+    assert again.frame_ids == []
+
+    touched = small_folder / "a" / "frame_002.jpg"
+    write_jpeg(touched, when=datetime(2024, 4, 10, 11, 20), seed=99, colour=(250, 250, 250))
+    write_jpeg(small_folder / "b" / "frame_100.jpg", when=datetime(2024, 4, 10, 13, 0), seed=100)
+    third = ingest_folder(small_folder, db_path, _settings(), **QUIET)
+    assert (third.added, third.changed, third.unchanged, third.failed) == (1, 1, 11, 0)
+    after = _query(db_path, "SELECT f.path, f.frame_id, f.mean_luma, count(e.frame_id) AS n_vec "
+                            "FROM frames f LEFT JOIN embeddings e USING (frame_id) "
+                            "GROUP BY ALL ORDER BY f.path")
+    row = after[after["path"] == "a/frame_002.jpg"].iloc[0]
+    assert row["frame_id"] == ids["a/frame_002.jpg"]  # kept its id
+    assert row["n_vec"] == 0 and row["mean_luma"] > 200  # old vector gone, new stats
+    assert after["n_vec"].sum() == 11
+    assert sorted(third.frame_ids) == sorted([ids["a/frame_002.jpg"], max(after["frame_id"])])
+
+    # a touch alone (same bytes, new mtime) counts as changed too
+    os.utime(small_folder / "a" / "frame_000.jpg", ns=(10**18, 10**18))
+    assert ingest_folder(small_folder, db_path, _settings(), **QUIET).changed == 1
+
+
+def test_moved_folder_keeps_frames_and_updates_the_root(small_folder, tmp_path, db_path):
+    ingest_folder(small_folder, db_path, _settings(), **QUIET)
+    moved = tmp_path / "moved"
+    shutil.copytree(small_folder, moved, copy_function=shutil.copy2)
+    summary = ingest_folder(moved, db_path, _settings(), **QUIET)
+    assert (summary.added, summary.unchanged, summary.n_moved) == (0, 12, 12)
+    assert set(_query(db_path, "SELECT root FROM frames")["root"]) == {str(moved)}
+
+
+def test_process_pool_gives_the_same_result_in_path_order(tmp_path, db_path):
+    folder = tmp_path / "many"
+    for i in range(40):
+        write_jpeg(folder / f"d{i % 3}" / f"img_{i:03d}.jpg",
+                   when=datetime(2024, 5, 1) + timedelta(minutes=i), seed=i)
+    (folder / "d1" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    summary = ingest_folder(folder, db_path, Settings(workers=2, ingest_batch_size=7), **QUIET)
+    assert (summary.added, summary.failed) == (40, 1)
+    frames = _query(db_path, "SELECT frame_id, path FROM frames ORDER BY frame_id")
+    assert list(frames["path"]) == sorted(frames["path"])
+    assert _query(db_path, "SELECT count(*) AS n FROM thumbnails")["n"][0] == 40
+
+
+def test_walk_is_sorted_recursive_and_case_insensitive(tmp_path):
+    folder = tmp_path / "w"
+    for name in ["b/2.JPEG", "a/1.jpg", "c.Png", "@eaDir/thumb.jpg", "d.gif", "A/0.jpg"]:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    files, problems = walk(str(folder))
+    assert [f.name for f in files] == ["A/0.jpg", "a/1.jpg", "b/2.JPEG", "c.Png"]
+    assert problems == []
+
+
+def test_missing_folder_is_an_input_error(tmp_path, db_path):
+    with pytest.raises(InputError, match="does not exist"):
+        ingest_folder(tmp_path / "nope", db_path, _settings(), **QUIET)
+    file = tmp_path / "file.jpg"
+    file.write_bytes(b"x")
+    with pytest.raises(InputError, match="is not a folder"):
+        ingest_folder(file, db_path, _settings(), **QUIET)
+    assert not db_path.exists()

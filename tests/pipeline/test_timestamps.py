@@ -1,0 +1,100 @@
+"""Timestamp sources and their precedence: EXIF, then file-name patterns, then mtime."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from PIL import Image
+
+from pipeline.timestamps import (
+    BadExifDate,
+    filename_time,
+    frame_time,
+    parse_exif_datetime,
+    parse_exif_offset,
+)
+
+
+def _exif(when: str | None = None, offset: str | None = None, subsec: str | None = None):
+    exif = Image.Exif()
+    ifd = exif.get_ifd(0x8769)
+    if when is not None:
+        ifd[0x9003] = when
+    if offset is not None:
+        ifd[0x9011] = offset
+    if subsec is not None:
+        ifd[0x9291] = subsec
+    return exif
+
+
+def test_exif_dates_parse_with_subseconds():
+    assert parse_exif_datetime("2017:04:14 08:45:49") == datetime(2017, 4, 14, 8, 45, 49)
+    assert parse_exif_datetime(b"2017:04:14 08:45:49\x00", subsec="25") == datetime(
+        2017, 4, 14, 8, 45, 49, 250000)
+
+
+@pytest.mark.parametrize("text", ["0000:00:00 00:00:00", "    :  :     :  :  ", "garbage",
+                                  "2017:13:45 10:00:00", "1970:01:01 00:00:00",
+                                  "2999:01:01 00:00:00"])
+def test_garbage_exif_dates_are_refused(text):
+    with pytest.raises(BadExifDate):
+        parse_exif_datetime(text)
+
+
+def test_exif_offsets():
+    assert parse_exif_offset("+02:00") == 120
+    assert parse_exif_offset("-05:30") == -330
+    assert parse_exif_offset(b"+01:00\x00") == 60
+    assert parse_exif_offset("   :  ") is None
+    assert parse_exif_offset("+25:00") is None
+    assert parse_exif_offset(None) is None
+
+
+@pytest.mark.parametrize("name, expected, is_utc", [
+    ("20220401_120000.jpg", datetime(2022, 4, 1, 12, 0, 0), False),
+    ("IMG_20220401_123456_001.JPG", datetime(2022, 4, 1, 12, 34, 56), False),
+    ("2022-04-01_12-00-30.jpg", datetime(2022, 4, 1, 12, 0, 30), False),
+    ("cam 2022-04-01 12.00.30.png", datetime(2022, 4, 1, 12, 0, 30), False),
+    ("2022_04_01_120005.jpg", datetime(2022, 4, 1, 12, 0, 5), False),
+    ("20220401120007.jpg", datetime(2022, 4, 1, 12, 0, 7), False),
+    ("pic_1492152349.jpg", datetime(2017, 4, 14, 6, 45, 49), True),
+    ("closed-1-pic_1494776109.jpg", datetime(2017, 5, 14, 15, 35, 9), True),
+])
+def test_file_name_patterns(name, expected, is_utc):
+    assert filename_time(name) == (expected, is_utc)
+
+
+@pytest.mark.parametrize("name", ["frame_000123.jpg", "IMG_4411.JPG", "20221341_120000.jpg",
+                                  "pic_12345.jpg", "photo_99999999999.jpg"])
+def test_names_without_a_time(name):
+    assert filename_time(name) is None
+
+
+def test_precedence_exif_then_name_then_mtime():
+    name = "20220401_120000.jpg"
+    mtime_ns = 1_700_000_000_123_456_789
+    exif = frame_time(_exif("2021:06:01 08:00:00"), name, mtime_ns)
+    assert (exif.source, exif.local, exif.instant, exif.warning) == (
+        "exif", datetime(2021, 6, 1, 8), None, None)
+    by_name = frame_time(_exif(), name, mtime_ns)
+    assert (by_name.source, by_name.local) == ("filename", datetime(2022, 4, 1, 12))
+    by_mtime = frame_time(None, "frame_0001.jpg", mtime_ns)
+    assert by_mtime.source == "mtime" and by_mtime.local is None
+    assert by_mtime.instant == datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=timezone.utc)
+
+
+def test_exif_offset_fixes_the_instant():
+    t = frame_time(_exif("2024:07:01 14:00:00", "+02:00"), "x.jpg", 0)
+    assert t.local == datetime(2024, 7, 1, 14)
+    assert t.instant == datetime(2024, 7, 1, 12, tzinfo=timezone.utc)
+
+
+def test_garbage_exif_falls_back_with_a_warning():
+    zero = frame_time(_exif("0000:00:00 00:00:00"), "20220401_120000.jpg", 0)
+    assert zero.source == "filename" and zero.local == datetime(2022, 4, 1, 12)
+    assert zero.warning.startswith("warning: EXIF DateTimeOriginal '0000:00:00 00:00:00'")
+    assert zero.warning.endswith("used the file name instead")
+    future = frame_time(_exif("2999:01:01 00:00:00"), "frame.jpg", 1_700_000_000 * 10**9)
+    assert future.source == "mtime" and "in the future" in future.warning
+    assert future.warning.endswith("used the file mtime instead")
