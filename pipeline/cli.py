@@ -55,8 +55,8 @@ def _place_options(func):
 
 
 def _folder_argument(func):
-    return click.argument(
-        "folder", type=click.Path(path_type=Path, exists=True, file_okay=False))(func)
+    # existence is checked by the command (InputError: one line, exit 1), not by click (exit 2)
+    return click.argument("folder", type=click.Path(path_type=Path))(func)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,7 +95,7 @@ def ingest(ctx, folder: Path, db: Path, timezone, lat, lon, workers) -> None:
 
 
 @cli.command()
-@_db_option(exists=True)
+@_db_option()
 def info(db: Path) -> None:
     """Summarise a store: frames, time span, timestamp sources, errors, models, runs."""
     from pipeline.info import describe_store
