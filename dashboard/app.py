@@ -134,6 +134,9 @@ def _sidebar(opts: dict) -> None:
 def _sync_url(url: dict[str, str], page_title: str) -> None:
     params = st.query_params
     owned = ui.PAGE_PARAMS.get(page_title, ())
+    for key in list(params.keys()):  # unknown keys were reported once; don't carry them on
+        if key not in (*filters.FILTER_KEYS, *filters.PAGE_KEYS, *filters.STREAMLIT_KEYS):
+            del params[key]
     for key in filters.PAGE_KEYS:
         if key not in owned and key in params:
             del params[key]

@@ -19,7 +19,7 @@ VERDICTS = ("junk", "keep")
 
 def set_verdicts(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], verdict: str | None,
                  note: str | None = None) -> int:
-    """Mark frames junk or keep (None clears their verdict). Returns the number of frames.
+    """Mark frames junk or keep (None clears their verdict). Returns the rows changed.
 
     Ids that are not frames in the store are ignored. A later verdict replaces an earlier one.
     """
@@ -34,7 +34,7 @@ def set_verdicts(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], verdi
         con.execute("BEGIN TRANSACTION")
         if verdict is None:
             sql = "DELETE FROM reviews WHERE frame_id IN (SELECT frame_id FROM review_batch)"
-            con.execute(sql)
+            changed = con.execute(sql).fetchall()[0][0]
         else:
             sql = """
                 INSERT INTO reviews (frame_id, verdict, note, reviewed_at)
@@ -42,7 +42,7 @@ def set_verdicts(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], verdi
                 JOIN frames f ON f.frame_id = b.frame_id
                 ON CONFLICT (frame_id) DO UPDATE SET verdict = excluded.verdict,
                     note = excluded.note, reviewed_at = excluded.reviewed_at"""
-            con.execute(sql, [verdict, note])
+            changed = con.execute(sql, [verdict, note]).fetchall()[0][0]
         con.execute("COMMIT")
     except duckdb.Error as exc:
         con.execute("ROLLBACK")
@@ -50,7 +50,7 @@ def set_verdicts(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], verdi
         raise
     finally:
         con.unregister("review_batch")
-    return len(ids)
+    return int(changed)
 
 
 def verdicts(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]) -> dict[int, str]:

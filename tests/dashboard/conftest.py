@@ -1,0 +1,40 @@
+"""Dashboard fixtures: one small real store made by the pipeline from demo frames (session),
+and per-test copies for tests that write reviews."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+DEMO_FRAMES = 150
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory) -> Path:
+    """`python -m pipeline demo --frames 150 --no-serve --model pixels`, run once per session."""
+    import os  # DEV-ONLY
+    if os.environ.get("DASHBOARD_DEV_DB"):  # DEV-ONLY
+        return Path(os.environ["DASHBOARD_DEV_DB"])  # DEV-ONLY
+    out = tmp_path_factory.mktemp("demo")
+    cmd = [sys.executable, "-m", "pipeline", "demo", "--frames", str(DEMO_FRAMES), "--no-serve",
+           "--model", "pixels", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    db = out / "garden.duckdb"
+    if proc.returncode != 0 or not db.exists():
+        pytest.fail(f"the demo store could not be made ({' '.join(cmd)}):\n"
+                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return db
+
+
+@pytest.fixture
+def store_copy(demo_store: Path, tmp_path: Path) -> Path:
+    """A private copy of the demo store (same frames folder) for tests that write."""
+    db = tmp_path / "garden.duckdb"
+    shutil.copy(demo_store, db)
+    return db

@@ -1,0 +1,315 @@
+"""AppTest of every page against the real demo store, with query parameters set, asserting what
+is shown; hostile URLs show a notice; review writes round-trip; a locked store shows the notice;
+the password gate holds."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import store
+from store import facts
+from store.db import scalar
+from tests.conftest import REPO
+
+APP = str(REPO / "dashboard" / "app.py")
+
+
+@pytest.fixture
+def app(demo_store, monkeypatch):
+    monkeypatch.setenv("TIMELAPSE_DB", str(demo_store))
+    monkeypatch.setenv("TIMELAPSE_LOCK_WAIT_S", "2")
+
+    def make(**params) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=60)
+        for key, value in params.items():
+            at.query_params[key] = value
+        return at
+    return make
+
+
+def sql(db, query, params=None):
+    with store.connect(db, read_only=True) as con:
+        return scalar(con, query, params)
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def open_page(at: AppTest, page: str) -> AppTest:
+    """Open the app on `page` first, as a browser opening a copied link would."""
+    at.switch_page(page).run()
+    return ok(at)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def n_values(arr) -> int:
+    if isinstance(arr, dict) and "bdata" in arr:  # Plotly's binary array encoding
+        return len(np.frombuffer(base64.b64decode(arr["bdata"]), dtype=arr["dtype"]))
+    return len(arr)
+
+
+def titles(at: AppTest) -> list[str]:
+    return [t.value for t in at.title]
+
+
+def test_overview_counts_follow_the_url(app, demo_store):
+    at = ok(app(daylight="night").run())
+    assert titles(at) == ["Overview"]
+    n_night = sql(demo_store, "SELECT count(*) FROM frames WHERE daylight = 'night'")
+    assert metric(at, "Frames") == f"{n_night:,}"
+    first, last = (sql(demo_store, f"SELECT {f}(taken_at)::DATE::VARCHAR FROM frames "
+                                   "WHERE daylight = 'night'") for f in ("min", "max"))
+    assert metric(at, "Date span") == f"{first} → {last}"
+    assert metric(at, "Night") == "100 %"
+    specs = charts(at)
+    assert [s["layout"]["title"]["text"] for s in specs][:2] == [
+        "Frames flagged per detector", "Frames per hour"]
+    bar = specs[0]["data"][0]
+    assert bar["x"][0] == "consensus"
+    heat = specs[1]["data"][0]
+    assert heat["type"] == "heatmap" and n_values(heat["x"]) == 24
+    assert at.query_params["daylight"] == "night"
+
+
+def test_gallery_shows_a_ranked_page(app, demo_store):
+    at = open_page(app(thr="top5", det="iforest"), "views/gallery.py")
+    assert titles(at) == ["Gallery"]
+    assert len(at.image) == 5
+    assert at.caption[0].value.startswith("5 frames (top 5 by iforest), ranked by iforest")
+    links = at.get("page_link")
+    top = sql(demo_store, "SELECT frame_id FROM outlier_scores WHERE detector = 'iforest' AND "
+                          "run_id = (SELECT run_id FROM latest_run) "
+                          "ORDER BY score DESC, frame_id LIMIT 1")
+    assert links[0].proto.label == f"Frame {top}"
+    assert f"frame={top}" in links[0].proto.query_string
+    assert "thr=top5" in links[0].proto.query_string
+
+
+def test_gallery_paging_and_page_size(app, demo_store):
+    n = sql(demo_store, "SELECT count(*) FROM frames")
+    at = open_page(app(page="2"), "views/gallery.py")
+    assert len(at.image) == min(24, max(0, n - 24))
+    assert "on page 2 of" in at.caption[0].value
+    assert at.query_params["page"] == "2"
+
+
+def test_map_draws_every_filtered_point(app, demo_store):
+    at = open_page(app(hours="8-16", color="daylight"), "views/map.py")
+    n = sql(demo_store, "SELECT count(*) FROM frames f JOIN clusters c USING (frame_id) "
+                        "WHERE c.run_id = (SELECT run_id FROM latest_run) "
+                        "AND hour(f.taken_at) BETWEEN 8 AND 16")
+    spec = charts(at)[0]
+    assert all(t["type"] == "scattergl" for t in spec["data"])
+    assert sum(n_values(t["x"]) for t in spec["data"]) == n
+    assert {t["name"] for t in spec["data"]} <= {"day", "twilight", "night"}
+    assert any(f"Showing all {n:,} frames" in c.value for c in at.caption)
+
+
+def test_clusters_page(app, demo_store):
+    at = open_page(app(), "views/clusters.py")
+    n_clusters = sql(demo_store, "SELECT count(DISTINCT cluster) FROM clusters "
+                                 "WHERE run_id = (SELECT run_id FROM latest_run)")
+    assert len(at.subheader) == n_clusters
+    assert len(at.image) > 0
+    sizes = charts(at)[0]
+    assert sizes["layout"]["title"]["text"] == "Frames per cluster"
+
+
+def test_compare_page(app, demo_store):
+    at = open_page(app(cmp="iforest,lof", k="10"), "views/compare.py")
+    names = [s["layout"]["title"]["text"] for s in charts(at)]
+    assert names[:4] == ["iforest vs lof: score percentile", "Spearman rank correlation",
+                         "Top-10 overlap (share of row's top-10 also in column's)",
+                         "Agreement per day (flag = percentile >= 95 %)"]
+    heads = [s.value for s in at.subheader]
+    assert "iforest flags it, lof does not" in heads and "lof flags it, iforest does not" in heads
+    n_truth = sql(demo_store, "SELECT count(*) FROM ground_truth")
+    if n_truth:
+        assert "Precision@k against reviews / ground truth" in names
+        assert "ROC against reviews / ground truth" in names
+    spear = charts(at)[1]["data"][0]
+    assert spear["x"] == ["iforest", "lof"]
+
+
+def test_frame_page_shows_the_original_scores_and_neighbours(app, demo_store):
+    fid = sql(demo_store, "SELECT min(frame_id) FROM frames")
+    at = open_page(app(frame=str(fid)), "views/frame.py")
+    assert at.caption[0].value.startswith(f"Frame {fid} · ")
+    n_det = sql(demo_store, "SELECT count(*) FROM outlier_scores WHERE frame_id = ? AND run_id = "
+                            "(SELECT run_id FROM latest_run)", [fid])
+    assert n_values(charts(at)[0]["data"][0]["y"]) == n_det
+    n_nb = sql(demo_store, "SELECT count(*) FROM neighbors WHERE frame_id = ? AND run_id = "
+                           "(SELECT run_id FROM latest_run)", [fid])
+    assert len(at.image) == 1 + n_nb
+    root = sql(demo_store, "SELECT root FROM frames WHERE frame_id = ?", [fid])
+    from pathlib import Path
+    expected = "original file" if Path(root).is_dir() else "thumbnail"
+    assert at.image[0].captions[0].startswith(expected)
+
+
+def test_unknown_frame_is_a_notice(app):
+    at = open_page(app(frame="999999999"), "views/frame.py")
+    assert any("no frame 999999999" in w.value for w in at.warning)
+    at = open_page(app(frame="../../etc/passwd"), "views/frame.py")
+    assert any("Ignored URL parameter 'frame'" in w.value for w in at.warning)
+
+
+def test_runs_page(app, demo_store):
+    at = open_page(app(), "views/runs.py")
+    n_runs = sql(demo_store, "SELECT count(*) FROM analysis_runs")
+    assert len(at.expander) == n_runs
+    assert metric(at, "frames") == f"{sql(demo_store, 'SELECT count(*) FROM frames'):,}"
+    n_err = sql(demo_store, "SELECT count(*) FROM ingest_errors")
+    if n_err:
+        assert at.dataframe[-1].value.shape[0] == n_err
+    else:
+        assert at.success[0].value == "No file failed."
+
+
+@pytest.mark.parametrize("params", [
+    {"cluster": "99999", "from": "2024-99-99", "det": "x'; DROP TABLE frames; --"},
+    {"weather": "../../../../etc/passwd", "hours": "25-3", "thr": "pct-1"},
+    {"daylight": "A" * 10_000, "run": "0 OR 1=1", "bogus": "<script>alert(1)</script>"},
+])
+def test_hostile_urls_show_a_notice(app, demo_store, params):
+    at = ok(app(**params).run())
+    text = "\n".join(w.value for w in at.warning)
+    assert text.count("Ignored") >= 3, text
+    n = sql(demo_store, "SELECT count(*) FROM frames")
+    assert metric(at, "Frames") == f"{n:,}"  # the view is unfiltered
+    for key in params:
+        assert key not in at.query_params  # the bad values are not written back
+
+
+def test_review_one_by_one_and_bulk_round_trip(store_copy, monkeypatch):
+    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("views/review.py").run()
+    ok(at)
+    top = sql(store_copy, "SELECT frame_id FROM outlier_scores WHERE detector = 'consensus' AND "
+                          "run_id = (SELECT run_id FROM latest_run) "
+                          "ORDER BY score DESC, frame_id LIMIT 1")
+    at.text_input(key="review_note").input("person in view")
+    at.button(key="review_junk").click().run()
+    ok(at)
+    assert sql(store_copy, "SELECT verdict || ':' || note FROM reviews WHERE frame_id = ?",
+               [top]) == "junk:person in view"
+    at.button(key="review_keep").click().run()
+    assert sql(store_copy, "SELECT count(*) FROM reviews WHERE verdict = 'keep'") == 1
+    # bulk: every night frame -> junk
+    at.query_params.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["daylight"] = "night"
+    at.run()
+    at.switch_page("views/review.py").run()
+    at.radio(key="review_target").set_value("filtered").run()
+    at.checkbox(key="review_confirm").check().run()
+    at.button(key="review_apply").click().run()
+    ok(at)
+    n_night = sql(store_copy, "SELECT count(*) FROM frames WHERE daylight = 'night'")
+    assert sql(store_copy, "SELECT count(*) FROM reviews r JOIN frames f USING (frame_id) "
+                           "WHERE f.daylight = 'night' AND verdict = 'junk'") == n_night
+    # the export leaves them out
+    at.radio(key="export_mode").set_value("not_junk").run()
+    assert any(s.value.startswith("**0 frames**") or "Nothing to export" in s.value
+               for s in list(at.markdown) + list(at.info))
+
+
+def test_gallery_selection_bulk_review(store_copy, monkeypatch):
+    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["thr"] = "top3"
+    at.run()
+    at.switch_page("views/gallery.py").run()
+    ids = [int(link.proto.label.split()[-1]) for link in at.get("page_link")[:3]]
+    for fid in ids[:2]:
+        at.checkbox(key=f"pick_gallery_{fid}").check()
+    at.run()
+    at.button(key="gallery_keep").click().run()
+    ok(at)
+    with store.connect(store_copy, read_only=True) as con:
+        assert store.reviews.verdicts(con, ids) == {ids[0]: "keep", ids[1]: "keep"}
+
+
+def test_export_downloads(app, demo_store):
+    at = open_page(app(daylight="day"), "views/review.py")
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["File list (.txt)", "CSV", "ffmpeg concat"]
+    n_day = sql(demo_store, "SELECT count(*) FROM frames f LEFT JOIN reviews r USING (frame_id) "
+                            "WHERE daylight = 'day' AND r.verdict IS DISTINCT FROM 'junk'")
+    assert any(m.value.startswith(f"**{n_day:,} frames** to export") for m in at.markdown)
+
+
+def test_locked_store_shows_the_notice(store_copy, monkeypatch):
+    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
+    monkeypatch.setenv("TIMELAPSE_LOCK_WAIT_S", "0.5")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+         "print('locked', flush=True); sys.stdin.read()", str(store_copy)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        assert not at.exception
+        text = "\n".join(w.value for w in at.warning)
+        assert "is locked by process" in text and str(store_copy) in text
+        assert "retries by itself" in text
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=20)
+    at.button[-1].click().run()  # "Retry now" after the lock is gone
+    ok(at)
+    assert titles(at) == ["Overview"]
+
+
+def test_password_gate(app):
+    at = app(password="letmein", _authed="1", daylight="night")
+    at.secrets["password"] = "s3cret"
+    at.run()
+    assert not at.metric and len(at.text_input) == 1  # no URL parameter gets past it
+    at.text_input[0].input("wrong")
+    at.button[0].click().run()
+    assert not at.metric and at.error[0].value == "Wrong password."
+    at.text_input[0].input("s3cret")
+    at.button[0].click().run()
+    ok(at)
+    assert titles(at) == ["Overview"] and at.metric
+
+
+def test_missing_store_is_an_error_not_a_traceback(monkeypatch, tmp_path):
+    monkeypatch.setenv("TIMELAPSE_DB", str(tmp_path / "nope.duckdb"))
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    assert "No store at" in at.error[0].value
+
+
+def test_dashboard_does_not_import_heavy_modules():
+    code = ("import sys; sys.argv = ['x']\n"
+            "import dashboard.data, dashboard.charts, dashboard.filters, dashboard.metrics, "
+            "dashboard.ui, store.facts, store.reviews\n"
+            "heavy = [m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'pyod', 'sklearn', 'pipeline', 'umap', 'hdbscan', 'torch')]\n"
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
