@@ -237,6 +237,239 @@ def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
         click.echo(result.describe())
 
 
+# --- weather, place and clock (issue 5) -------------------------------------------------------
+
+@cli.group()
+def weather() -> None:
+    """Hourly weather observations: import a CSV, fetch from Open-Meteo, choose the station."""
+
+
+@weather.command("import")
+@click.argument("csv_path", metavar="CSV", type=click.Path(dir_okay=False, path_type=Path,
+                exists=True))
+@_db_option()
+@click.option("--station", help="station name for a file without a station column; with one, "
+              "import only this station's rows")
+@click.option("--columns", metavar="TARGET=COL,...",
+              help="map columns by hand, e.g. temperature_c=temp,wind_speed_ms=wspd:kmh "
+              "(targets: time, station, temperature_c, precipitation_mm, cloud_cover_pct, "
+              "wind_speed_ms, visibility_km, weather_code; optional :unit)")
+@click.option("--units", type=click.Choice(["us", "si"]),
+              help="units of columns that do not name theirs (us: °F, in, mph, mi; "
+              "si: °C, mm, m/s, km) [default: guessed]")
+@click.option("--timezone", metavar="TZ",
+              help="IANA zone of naive times in the file [default: UTC, or the Open-Meteo "
+              "header's zone]")
+def weather_import(csv_path: Path, db: Path, station, columns, units, timezone) -> None:
+    """Add the observations in CSV (Open-Meteo export, Meteostat or generic) to the store."""
+    from pipeline.weather import import_csv
+
+    mapping = _pairs(columns, "--columns")
+    with store.writer_lock(db):
+        summary = import_csv(csv_path, db, station=station, columns=mapping, units=units,
+                             timezone=timezone)
+    click.echo(summary.describe())
+
+
+@weather.command("fetch")
+@_db_option()
+@click.option("--lat", type=float, help="latitude [default: the stored place]")
+@click.option("--lon", type=float, help="longitude [default: the stored place]")
+@click.option("--start", metavar="DATE", help="first UTC day, e.g. 2024-04-01 [default: the "
+              "first frame's]")
+@click.option("--end", metavar="DATE", help="last UTC day [default: the last frame's]")
+@click.option("--url", "base_url", default=None, metavar="URL",
+              help="archive API address [default: https://archive-api.open-meteo.com/v1/archive]")
+@click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="tries again after a network error, HTTP 429 or 5xx, with backoff")
+def weather_fetch(db: Path, lat, lon, start, end, base_url, retries) -> None:
+    """Fetch hourly observations for the frames' time span from the Open-Meteo archive."""
+    from pipeline import openmeteo
+
+    if lat is None or lon is None:
+        lat, lon = _stored_place(db, lat, lon)
+    with store.writer_lock(db):
+        summary = openmeteo.fetch(db, lat, lon, start=start, end=end,
+                                  base_url=base_url or openmeteo.ARCHIVE_URL, retries=retries)
+    click.echo(summary.describe())
+
+
+@weather.command("stations")
+@_db_option(exists=True)
+@click.option("--use", "use_station", metavar="STATION",
+              help="join frames to this station's observations from now on")
+@click.option("--tolerance", type=float, metavar="MIN", help=help_for("weather_tolerance_minutes"))
+def weather_stations(db: Path, use_station, tolerance) -> None:
+    """List weather stations in the store and the one frames are joined to; change it."""
+    from pipeline.weather import describe_stations, set_join
+
+    if use_station is not None or tolerance is not None:
+        with store.writer_lock(db):
+            set_join(db, station=use_station, tolerance_minutes=tolerance)
+    click.echo(describe_stations(db))
+
+
+@cli.command()
+@_db_option(exists=True)
+@click.option("--timezone", "timezone", metavar="TZ", help=help_for("timezone"))
+@click.option("--lat", type=float, help=help_for("lat"))
+@click.option("--lon", type=float, help=help_for("lon"))
+@click.option("--clock-offset", "clock_offset", type=float, metavar="MIN",
+              help=help_for("clock_offset_minutes"))
+@click.option("--check", is_flag=True, help="then check the camera clock against the sun")
+@click.pass_context
+def locate(ctx, db: Path, timezone, lat, lon, clock_offset, check) -> None:
+    """Set or change the camera's place and clock; recompute UTC times, daylight and weather."""
+    from pipeline.clock import check_clock
+    from pipeline.daylight import recompute
+    from pipeline.weather import describe_join
+
+    settings = _settings(ctx, timezone=timezone, lat=lat, lon=lon,
+                         clock_offset_minutes=clock_offset)
+    with store.writer_lock(db):
+        if clock_offset is not None:
+            _store_clock_offset(db, clock_offset)
+        done = recompute(db, settings)
+        click.echo(_describe_place(done))
+        click.echo(describe_join(db))
+        if check:
+            click.echo(check_clock(db, settings).describe())
+
+
+@cli.command()
+@_db_option(exists=True)
+@click.pass_context
+def clock(ctx, db: Path) -> None:
+    """Check the camera clock against sunrise and sunset at the stored place."""
+    from pipeline.clock import check_clock
+
+    with store.writer_lock(db):
+        result = check_clock(db, _settings(ctx))
+    click.echo(result.describe())
+
+
+def _pairs(text: str | None, flag: str) -> dict[str, str] | None:
+    if text is None:
+        return None
+    pairs = {}
+    for part in _split(text) or []:
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise InputError(f"{flag} wants TARGET=COLUMN pairs separated by commas, not {part!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _stored_place(db: Path, lat, lon) -> tuple[float, float]:
+    from store import kv
+
+    if db.exists():
+        with store.connect(db, read_only=True) as con:
+            lat = lat if lat is not None else kv.get(con, "lat")
+            lon = lon if lon is not None else kv.get(con, "lon")
+    if lat is None or lon is None:
+        raise InputError(f"give --lat and --lon, or store the place first with `python -m "
+                         f"pipeline locate --db {db} --lat LAT --lon LON`")
+    return float(lat), float(lon)
+
+
+def _store_clock_offset(db: Path, minutes: float) -> None:
+    from store import kv
+
+    with store.connect(db) as con:
+        kv.put(con, "clock_offset_minutes", float(minutes))
+
+
+def _describe_place(done: dict) -> str:
+    where = (f"{done['lat']:.4f}, {done['lon']:.4f}" if done["lat"] is not None
+             else "no location (daylight from brightness)")
+    line = (f"place: {where}; time zone {done['timezone'] or 'UTC'}; clock offset "
+            f"{done['clock_offset_minutes']:+g} min; {done['n_frames']} frames recomputed")
+    daylight = ", ".join(f"{k} {v}" for k, v in sorted(done["daylight"].items()))
+    if daylight:
+        line += f" ({daylight})"
+    if done["n_ambiguous"] or done["n_missing"]:
+        line += (f"; {done['n_ambiguous']} in a repeated DST hour, {done['n_missing']} in a "
+                 "skipped DST hour")
+    return line
+
+
+# --- analysis, evaluation, scoring new frames (issue 4) ----------------------------------------
+
+@cli.command()
+@_db_option(exists=True)
+@click.option("--model", help="embedding model whose vectors to analyse [default: the settings' "
+              "model, or the only model with vectors]")
+@click.option("--detectors", metavar="KEY,...", help=help_for("detectors"))
+@click.option("--clusterer", type=click.Choice(["kmeans", "hdbscan"]), help=help_for("clusterer"))
+@click.option("--n-clusters", "n_clusters", metavar="auto|K", help=help_for("n_clusters"))
+@click.option("--contamination", type=float, help=help_for("contamination"))
+@click.option("--map", "map_method", type=click.Choice(["pca", "umap"]), help=help_for("map_method"))
+@click.option("--consensus-rule", "consensus_rule", help=help_for("consensus_rule"))
+@click.option("--random-state", "random_state", type=int, help=help_for("random_state"))
+@click.option("--quiet", is_flag=True, help="no progress lines")
+@click.pass_context
+def analyze(ctx, db: Path, model, detectors, clusterer, n_clusters, contamination, map_method,
+            consensus_rule, random_state, quiet) -> None:
+    """Cluster and score the frames' embeddings: writes one new analysis run.
+
+    \b
+    Detectors: iforest lof knn ecod copod hbos (PyOD, on the PCA space), temporal same_time
+    (time-lapse aware), dark overexposed blurry low_information haze (image quality);
+    consensus is always added.
+    """
+    from pipeline.analyze import analyze as run_analysis, resolve_model
+
+    settings = _settings(ctx, detectors=_split(detectors), clusterer=clusterer,
+                         n_clusters=n_clusters, contamination=contamination,
+                         map_method=map_method, consensus_rule=consensus_rule,
+                         random_state=random_state)
+    with store.writer_lock(db):
+        settings = settings.replace(model=resolve_model(db, model, settings.model))
+        result = run_analysis(db, settings, progress=not quiet)
+    click.echo(result.describe())
+
+
+@cli.command()
+@_db_option(exists=True)
+@click.option("--truth", "truth_csv", type=click.Path(dir_okay=False, path_type=Path, exists=True),
+              help="ground truth CSV path,label,kind (paths relative to the frames folder) "
+              "[default: the store's ground_truth table]")
+@click.option("--json", "as_json", is_flag=True, help="print every row as JSON")
+def evaluate(db: Path, truth_csv: Path | None, as_json: bool) -> None:
+    """ROC-AUC, average precision and precision@k of every detector against a ground truth.
+
+    Per model (latest complete run of each), on all and on daylight frames, and per anomaly kind.
+    """
+    from pipeline.evaluate import evaluate as run_evaluate, format_table
+
+    results = run_evaluate(db, truth_csv)
+    if as_json:
+        click.echo(results.to_json(orient="records", indent=1))
+    else:
+        click.echo(format_table(results))
+
+
+@cli.command("score-new")
+@_folder_argument
+@_db_option(exists=True)
+@click.option("--run-id", "run_id", type=int, help="run to score against [default: the latest "
+              "complete run with a saved fit]")
+@click.option("--json", "as_json", is_flag=True, help="print every scored frame as JSON")
+@click.pass_context
+def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
+    """Ingest FOLDER and score its new frames against a frozen run, without refitting."""
+    from pipeline.score_new import score_new as run_score_new
+
+    settings = _settings(ctx)
+    with store.writer_lock(db):
+        result = run_score_new(folder, db, settings, progress=not as_json, run_id=run_id)
+    if as_json:
+        click.echo(result.frames.to_json(orient="records", indent=1))
+    else:
+        click.echo(result.describe())
+
+
 def _split(text: str | None) -> list[str] | None:
     return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
 

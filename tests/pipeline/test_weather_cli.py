@@ -1,0 +1,126 @@
+"""CLI: `weather import`, `weather fetch`, `weather stations`, `locate`, `clock` (exit codes, text)."""
+
+from __future__ import annotations
+
+import socket
+
+from click.testing import CliRunner
+
+import store
+from pipeline.cli import cli
+from store import kv
+from tests.conftest import NYC_WEATHER
+from tests.pipeline.test_clock import camera_frames
+from tests.pipeline.test_openmeteo import Archive
+from tests.pipeline.test_weather_join import add_frames, facts
+
+
+def invoke(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_weather_import_prints_the_summary_and_reimport_adds_nothing(db_path):
+    code, out = invoke("weather", "import", NYC_WEATHER, "--db", db_path)
+    assert code == 0, out
+    assert "26115 rows read, 3 station(s) (EWR 8703, JFK 8706, LGA 8706)" in out
+    assert "added 26115, already in the store 0" in out
+    assert "line 1011 wind_speed '1048.36058'" in out
+    code, out = invoke("weather", "import", NYC_WEATHER, "--db", db_path)
+    assert code == 0 and "added 0, already in the store 26115" in out
+
+
+def test_weather_import_options(db_path, tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("when,t,w\n2024-04-10 12:00,20,36\n")
+    code, out = invoke("weather", "import", path, "--db", db_path, "--station", "garden",
+                       "--columns", "time=when,temperature_c=t,wind_speed_ms=w:kmh",
+                       "--units", "si", "--timezone", "Europe/Berlin")
+    assert code == 0, out
+    assert "garden 1" in out and "2024-04-10 10:00 .. 2024-04-10 10:00 UTC" in out
+
+
+def test_bad_columns_are_one_line_errors(db_path, tmp_path):
+    code, out = invoke("weather", "import", NYC_WEATHER, "--db", db_path, "--columns",
+                       "temperature_c=nope")
+    assert code == 1
+    assert out.startswith("error: column 'nope' (for temperature_c) is not in generic file")
+    assert out.count("\n") == 1 and "Traceback" not in out
+    code, out = invoke("weather", "import", NYC_WEATHER, "--db", db_path, "--columns", "temp")
+    assert code == 1 and "TARGET=COLUMN pairs" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("when,what\n1,2\n")
+    code, out = invoke("weather", "import", bad, "--db", db_path)
+    assert code == 1 and out.startswith("error: no time column in bad.csv")
+    code, out = invoke("weather", "import", NYC_WEATHER, "--db", db_path, "--timezone", "Mars/X")
+    assert code == 1 and "unknown time zone 'Mars/X'" in out
+    code, out = invoke("weather", "import", tmp_path / "none.csv", "--db", db_path)
+    assert code == 2 and "does not exist" in out
+
+
+def test_weather_fetch_uses_the_stored_place_and_reports_offline(db_path):
+    add_frames(db_path, ["2024-04-02 10:00"], ["2024-04-02T10:00Z"])
+    code, out = invoke("weather", "fetch", "--db", db_path)
+    assert code == 1 and "give --lat and --lon" in out
+    with store.connect(db_path) as con:
+        kv.put(con, "lat", 51.454)
+        kv.put(con, "lon", -0.978)
+    with Archive() as archive:
+        code, out = invoke("weather", "fetch", "--db", db_path, "--url", archive.url)
+    assert code == 0, out
+    assert "added 24" in out and "open-meteo:51.45,-0.98 24" in out
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, out = invoke("weather", "fetch", "--db", db_path, "--start", "2024-01-01", "--end",
+                       "2024-01-01", "--url", f"http://127.0.0.1:{port}/v1/archive", "--retries", 0)
+    assert code == 1 and out.startswith("error: cannot fetch weather from 127.0.0.1")
+
+
+def test_weather_stations_lists_and_switches(db_path):
+    invoke("weather", "import", NYC_WEATHER, "--db", db_path)
+    add_frames(db_path, ["2013-06-01 08:10"], ["2013-06-01T12:10Z"])
+    code, out = invoke("weather", "stations", "--db", db_path)
+    assert code == 0
+    assert "* JFK: 8706 observations" in out and "  EWR: 8703 observations" in out
+    code, out = invoke("weather", "stations", "--db", db_path, "--use", "EWR", "--tolerance", 60)
+    assert code == 0 and "* EWR" in out and "station EWR within 60 min" in out
+    assert facts(db_path).loc[0, "weather_station"] == "EWR"
+    code, out = invoke("weather", "stations", "--db", db_path, "--use", "XXX")
+    assert code == 1 and "no weather station 'XXX'" in out
+
+
+def test_locate_recomputes_times_and_the_join(db_path, tmp_path):
+    csv = tmp_path / "w.csv"
+    csv.write_text("time,temperature_c,precipitation_mm\n2024-04-10T10:00Z,10,0\n"
+                   "2024-04-10T11:00Z,11,3\n")
+    invoke("weather", "import", csv, "--db", db_path)
+    add_frames(db_path, ["2024-04-10 12:30"])        # camera wall clock, no UTC yet
+    assert facts(db_path).loc[0, "condition"] == "unknown"
+    code, out = invoke("locate", "--db", db_path, "--timezone", "Europe/Berlin", "--lat", 52.5,
+                       "--lon", 13.4)
+    assert code == 0, out
+    assert "place: 52.5000, 13.4000; time zone Europe/Berlin" in out
+    assert "frames joined to station w within 90 min: dry 1" in out
+    row = facts(db_path).iloc[0]
+    assert row["taken_at_utc"].strftime("%H:%M") == "10:30" and row["condition"] == "dry"
+    with store.connect(db_path, read_only=True) as con:
+        assert kv.get(con, "timezone") == "Europe/Berlin" and kv.get(con, "lat") == 52.5
+    code, out = invoke("locate", "--db", db_path, "--clock-offset", 45)
+    assert code == 0 and "clock offset +45 min" in out
+    row = facts(db_path).iloc[0]                                  # 11:15 UTC: the 11:00 rain
+    assert row["taken_at_utc"].strftime("%H:%M") == "11:15" and row["condition"] == "rain"
+    code, out = invoke("locate", "--db", db_path, "--clock-offset", 0)
+    assert code == 0 and facts(db_path).loc[0, "condition"] == "dry"
+    code, out = invoke("locate", "--db", db_path, "--timezone", "Nowhere/City")
+    assert code == 1 and "unknown time zone" in out
+
+
+def test_clock_command_and_locate_check(db_path):
+    camera_frames(db_path, clock_minutes=-30, days=8)
+    code, out = invoke("clock", "--db", db_path)
+    assert code == 0, out
+    assert out.startswith("clock check: the camera clock looks")
+    assert "min slow" in out and "days usable" in out
+    code, out = invoke("locate", "--db", db_path, "--clock-offset", 30, "--check")
+    assert code == 0 and "agrees with the sun" in out
