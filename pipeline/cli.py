@@ -237,6 +237,47 @@ def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
         click.echo(result.describe())
 
 
+# --- embeddings (issue 3) ---------------------------------------------------------------------
+
+@cli.command()
+@_db_option(exists=True)
+@click.option("--model", help=help_for("model"))
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True), help=help_for("weights"))
+@click.option("--batch-size", type=click.IntRange(min=1), help=help_for("batch_size"))
+@click.option("--workers", type=click.IntRange(min=1), help=help_for("workers"))
+@click.option("--replace", is_flag=True,
+              help="delete this model's vectors first, then embed every frame again")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="show a progress bar (frames/s, ETA) on stderr")
+@click.pass_context
+def embed(ctx, db: Path, model, weights, batch_size, workers, replace, progress) -> None:
+    """Compute a vector per frame with MODEL for every frame that lacks one (resumable)."""
+    from pipeline.embed import embed_frames
+
+    settings = _settings(ctx, model=model, weights=weights, batch_size=batch_size,
+                         workers=workers)
+    with store.writer_lock(db):
+        summary = embed_frames(db, settings, progress=progress, replace=replace)
+    click.echo(summary.describe())
+
+
+@cli.command()
+@click.option("--db", "db", metavar="FILE", default=None,
+              type=click.Path(dir_okay=False, path_type=Path, exists=True),
+              help="also list the models this store holds vectors of")
+@click.pass_context
+def models(ctx, db: Path | None) -> None:
+    """List embedding models: key, dim, input size, weights, and whether usable here now."""
+    from pipeline.models import describe_models
+    from store import embeddings as embeddings_store
+
+    stored = None
+    if db is not None:
+        with store.connect(db, read_only=True) as con:
+            stored = embeddings_store.list_model_rows(con)
+    click.echo(describe_models(default=_settings(ctx).model, stored=stored))
+
+
 # --- weather, place and clock (issue 5) -------------------------------------------------------
 
 @cli.group()

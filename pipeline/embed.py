@@ -1,0 +1,240 @@
+"""The embed stage: a vector per frame for one model, fast, resumable, committed per batch.
+
+Frames without a vector for the model are decoded from their original files (Pillow JPEG draft
+mode: the DCT decodes at 1/2, 1/4 or 1/8 scale, still at least the model's input size) by a
+pool of worker threads, a few batches ahead of inference, so the model never waits for the
+disk. Each batch's vectors are committed in their own short write connection by a writer
+thread while the next batch is inferred: a killed run loses at most one finished batch, and
+the next run continues with the frames that still lack a vector. A frame whose file vanished
+or no longer decodes becomes an `ingest_errors` row (stage 'embed') and is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+import store
+from pipeline.errors import InputError
+from pipeline.ingest import frame_file
+from pipeline.models import Embedder, get_model
+from pipeline.settings import Settings
+from store import embeddings as embeddings_store
+from store.embeddings import ModelRow, PendingFrame
+
+log = logging.getLogger(__name__)
+
+PREFETCH_BATCHES = 2  # decoded batches kept ready ahead of the one being inferred
+
+
+@dataclass
+class EmbedSummary:
+    """What one embed call did; `describe()` is the line the CLI prints."""
+
+    model: str
+    embedded: int = 0
+    already_done: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    replaced: int = 0
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        parts = [f"embed {self.model}: {self.embedded} frames embedded"]
+        if self.embedded:
+            parts[0] += f" in {self.seconds:.1f} s ({self.frames_per_s:.1f} frames/s)"
+        if self.replaced:
+            parts.append(f"{self.replaced} old vectors replaced")
+        parts.append(f"{self.already_done} already had vectors")
+        parts.append(f"{self.failed} failed" + (" (see ingest errors)" if self.failed else ""))
+        return ", ".join(parts)
+
+
+def load_frame(path: Path, size: int) -> np.ndarray:
+    """Decode an image file to RGB uint8 `[size, size, 3]` (the whole frame, squashed).
+
+    JPEG draft mode lets libjpeg decode at the smallest DCT scale that is still >= size on
+    both sides, which is several times faster than a full decode of a large frame.
+    Raises OSError/ValueError (or Pillow's subclasses) for a missing or undecodable file.
+    """
+    with Image.open(path) as image:
+        image.draft("RGB", (size, size))
+        image = image.convert("RGB")
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+
+
+def _decode(frame: PendingFrame, size: int) -> tuple[PendingFrame, np.ndarray | None, str | None]:
+    path = frame_file(frame.root, frame.path)
+    try:
+        return frame, load_frame(path, size), None
+    except FileNotFoundError:
+        return frame, None, f"file vanished: {path}"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return frame, None, f"cannot decode {path}: {exc}"
+
+
+class _BatchWriter:
+    """Commits batches in a background thread, one short write connection each.
+
+    `put()` first waits for the previous batch's commit (and re-raises its error), so at most
+    one finished batch is ever uncommitted.
+    """
+
+    def __init__(self, db: Path, model: str):
+        self._db = db
+        self._model = model
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-writer")
+        self._last: Future | None = None
+        self.embedded = 0
+
+    def _commit(self, ids: np.ndarray, vectors: np.ndarray,
+                errors: list[tuple[PendingFrame, str]]) -> int:
+        with store.connect(self._db, migrate=False) as con:
+            return embeddings_store.insert_vectors(con, self._model, ids, vectors, errors)
+
+    def wait(self) -> None:
+        if self._last is not None:
+            last, self._last = self._last, None
+            self.embedded += last.result()
+
+    def put(self, ids: np.ndarray, vectors: np.ndarray,
+            errors: list[tuple[PendingFrame, str]]) -> None:
+        self.wait()
+        self._last = self._pool.submit(self._commit, ids, vectors, errors)
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+_HASH = re.compile(r"blake2b ([0-9a-f]+)")
+
+
+def _same_weights(old: str, new: str) -> bool:
+    old_hash, new_hash = _HASH.search(old), _HASH.search(new)
+    if old_hash and new_hash:
+        return old_hash[1] == new_hash[1]
+    return old == new
+
+
+def _progress_bar(total: int, model: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", desc=f"embed {model}", disable=not enabled,
+                smoothing=0.05, dynamic_ncols=True)
+
+
+def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None = None,
+                 progress: bool = True, replace: bool = False) -> EmbedSummary:
+    """Embed every frame (of `frame_ids` when given) that lacks a vector for `settings.model`.
+
+    Uses settings.model, .weights, .batch_size and .workers. `replace=True` first deletes the
+    model's vectors (e.g. after changing its weights file). Raises `ModelUnavailableError`
+    when the model cannot be built here (never switches to another model) and `InputError`
+    when the store already holds vectors of this model made with different weights.
+    """
+    started = time.monotonic()
+    db = Path(db)
+    spec = get_model(settings.model)
+    if settings.batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, not {settings.batch_size}")
+    if settings.weights is not None:
+        check = spec.available(settings.weights)
+        if not check.ok:
+            raise InputError(f"--weights for {spec.key}: {check.detail}")
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+
+    replaced = 0
+    with store.connect(db) as con:
+        if replace:
+            replaced = embeddings_store.delete_model(con, spec.key)
+        n_scope = embeddings_store.count_frames(con, frame_ids)
+        pending = embeddings_store.pending_frames(con, spec.key, frame_ids)
+        existing = embeddings_store.get_model_row(con, spec.key)
+        n_existing = embeddings_store.count_vectors(con, spec.key) if existing else 0
+    summary = EmbedSummary(spec.key, already_done=n_scope - len(pending), replaced=replaced)
+    if not pending:
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    embedder = spec.build(settings.weights)
+    row = ModelRow(spec.key, spec.family, embedder.weights, embedder.dim, embedder.input_size)
+    if existing is not None and n_existing and (
+            not _same_weights(existing.weights, row.weights) or existing.dim != row.dim):
+        raise InputError(
+            f"the store's {n_existing} {spec.key} vectors were made with other weights "
+            f"({existing.weights}, {existing.dim}-d); now: {row.weights}, {row.dim}-d. Mixing "
+            f"them would make the vectors incomparable: use the same weights, or re-embed "
+            f"every frame with `python -m pipeline embed --db {db} --model {spec.key} --replace`.")
+    with store.connect(db, migrate=False) as con:
+        embeddings_store.record_model(con, row)
+    log.info("embedding %d frames with %s (%d-d, %s)", len(pending), spec.key, row.dim,
+             row.weights)
+
+    summary.embedded, summary.failed = _run_batches(db, embedder, pending, settings, progress)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _run_batches(db: Path, embedder: Embedder, pending: list[PendingFrame], settings: Settings,
+                 progress: bool) -> tuple[int, int]:
+    """Decode ahead in worker threads, infer batch by batch, commit each batch; (ok, failed)."""
+    size = embedder.input_size
+    batch_size = settings.batch_size
+    batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
+    n_failed = 0
+    workers = max(1, int(settings.workers))
+    decoder = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed-decode")
+    writer = _BatchWriter(db, embedder.key)
+    bar = _progress_bar(len(pending), embedder.key, progress)
+    try:
+        ahead: deque[list[Future]] = deque()
+        next_batch = 0
+
+        def submit_next() -> None:
+            nonlocal next_batch
+            if next_batch < len(batches):
+                ahead.append([decoder.submit(_decode, frame, size)
+                              for frame in batches[next_batch]])
+                next_batch += 1
+
+        for _ in range(PREFETCH_BATCHES + 1):
+            submit_next()
+        while ahead:
+            decoded = [future.result() for future in ahead.popleft()]
+            submit_next()
+            good = [(frame, pixels) for frame, pixels, _ in decoded if pixels is not None]
+            errors = [(frame, message) for frame, _, message in decoded if message is not None]
+            for frame, message in errors:
+                log.warning("embed: %s", message)
+            ids = np.array([frame.frame_id for frame, _ in good], dtype=np.int64)
+            if good:
+                vectors = embedder.embed(np.stack([pixels for _, pixels in good]))
+            else:
+                vectors = np.zeros((0, embedder.dim), dtype=np.float32)
+            writer.put(ids, vectors, errors)
+            n_failed += len(errors)
+            bar.update(len(decoded))
+        writer.close()
+    finally:
+        bar.close()
+        decoder.shutdown(wait=True, cancel_futures=True)
+        writer.close()  # a Ctrl-C still commits the batch that was handed over
+    return writer.embedded, n_failed
+

