@@ -22,7 +22,8 @@ step of about an hour between two runs of days (a camera that did not follow a D
 The offset is in the `clock_offset_minutes` sense: minutes to add to the frames' times (as
 already corrected by the stored clock offset) to make them right; the suggested setting is the
 stored offset plus it. The result is stored in the store's settings as 'clock_check' (a JSON
-dict) for `info` and the dashboard.
+dict: `summary` one line, `offset_minutes`, `n_days`, `days` one dict per usable day, ...) for
+`info` and the dashboard.
 """
 
 from __future__ import annotations
@@ -87,8 +88,16 @@ class ClockCheck:
         return self.offset_minutes is not None and abs(self.offset_minutes) < OK_MINUTES \
             and self.step is None
 
+    @property
+    def summary(self) -> str:
+        """One line for `info` and the dashboard."""
+        if not self.n_days:
+            return self.verdict
+        return f"{self.verdict} ({self.n_days} days, checked {self.checked_at[:16]} UTC)"
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The stored form: every field, plus `summary` (one line)."""
+        return {**asdict(self), "summary": self.summary}
 
     def describe(self) -> str:
         lines = [f"clock check: {self.verdict}"]

@@ -56,6 +56,7 @@ def test_planted_offset_is_found_and_corrected(db_path):
         saved = kv.get(con, "clock_check")
     assert saved["offset_minutes"] == result.offset_minutes
     assert saved["n_days"] == result.n_days and len(saved["days"]) == result.n_days
+    assert saved["summary"].startswith(result.verdict)
     assert set(saved["days"][0]) >= {"date", "offset_minutes", "dawn_utc", "sunrise_utc"}
     # correct the clock: the times move, and a new check finds ~0 and keeps the suggestion
     recompute(db_path, Settings(clock_offset_minutes=result.suggested_clock_offset_minutes))

@@ -122,5 +122,7 @@ def test_clock_command_and_locate_check(db_path):
     assert code == 0, out
     assert out.startswith("clock check: the camera clock looks")
     assert "min slow" in out and "days usable" in out
+    code, out = invoke("info", "--db", db_path)
+    assert code == 0 and "clock check: the camera clock looks" in out
     code, out = invoke("locate", "--db", db_path, "--clock-offset", 30, "--check")
     assert code == 0 and "agrees with the sun" in out
