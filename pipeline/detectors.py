@@ -394,13 +394,17 @@ class COPODDetector(_FrozenECDF):
 # --- time-lapse aware detectors -----------------------------------------------------------------
 
 class _TimelapseDetector(Detector):
-    """Raw distances in the PCA space divided by the fit's median for that hour of day."""
+    """Distances in the PCA space, divided by the fit's median for that hour of day when
+    `hour_normalised` (same_time: other days differ more at dusk, when light changes fast)."""
+
+    hour_normalised: ClassVar[bool] = True
 
     def _fit(self, batch):
         self.fit_ids_ = batch.frame_ids
         self.fit_z_ = batch.z
         self.fit_order_ = batch.order_time
         self.fit_local_ = batch.local_time
+        self._prepare(batch)
         raw = self._raw(batch)
         hours = _hour_of_day(batch.local_time)
         overall = np.nanmedian(raw) if np.isfinite(raw).any() else 1.0
@@ -412,8 +416,13 @@ class _TimelapseDetector(Detector):
                 scale[h] = np.median(sel)
         self.hour_scale_ = np.maximum(scale, 1e-9 + 1e-6 * overall)
 
+    def _prepare(self, batch: FrameBatch) -> None:
+        """Learn what `_raw` needs before the hour-of-day scale is computed."""
+
     def decision_function(self, batch):
         raw = self._raw(batch)
+        if not self.hour_normalised:
+            return raw
         hours = _hour_of_day(batch.local_time)
         scale = np.where(hours >= 0, self.hour_scale_[np.clip(hours, 0, 23)], np.nan)
         return raw / scale
@@ -447,38 +456,108 @@ class TemporalDetector(_TimelapseDetector):
     family = "timelapse"
     summary = "differs from the frames just before and after it (sudden change)"
 
-    def __init__(self, contamination: float = 0.05, window: int = 3,
+    def __init__(self, contamination: float = 0.05, window: int = 3, scale_window: int = 12,
                  max_gap_minutes: float = 180.0):
         self.contamination = contamination
         self.window = window
+        self.scale_window = scale_window
         self.max_gap_minutes = max_gap_minutes
 
-    def _raw(self, batch):
-        ids, z, order, _ = self._context(batch)
+    def _prepare(self, batch):
+        ids, z, order, sort = self._sorted(self._context(batch))
+        first = self._residuals(z, order, sort, 1)
+        finite = first[np.isfinite(first)] if len(first) else first
+        self.floor_ = 0.5 * float(np.median(finite)) if len(finite) else 0.0
+
+    @staticmethod
+    def _sorted(context):
+        ids, z, order, _ = context
         valid = ~np.isnat(order)
-        pos_of = np.full(len(ids), -1)
         sort = np.flatnonzero(valid)[np.argsort(order[valid], kind="stable")]
-        pos_of[sort] = np.arange(len(sort))
-        where = pd.Index(ids).get_indexer(batch.frame_ids)
-        pos = pos_of[where]
+        return ids, z, order, sort
+
+    def _pair_residual(self, z, order, sort, pos, zi, ti, offset):
+        """||z_i - interpolation between the frames `offset` before and after it|| (NaN when
+        either is missing or farther than max_gap in time)."""
+        n_sorted = len(sort)
+        a_pos, b_pos = pos - offset, pos + offset
+        ok = (pos >= 0) & (a_pos >= 0) & (b_pos < n_sorted)
+        out = np.full(len(pos), np.nan)
+        if not ok.any():
+            return out
+        a = sort[np.clip(a_pos, 0, n_sorted - 1)]
+        b = sort[np.clip(b_pos, 0, n_sorted - 1)]
         max_gap = np.timedelta64(int(self.max_gap_minutes * 60), "s")
-        dists = np.full((len(batch), 2 * self.window), np.nan)
-        col = 0
-        for offset in [*range(-self.window, 0), *range(1, self.window + 1)]:
-            other = pos + offset
-            ok = (pos >= 0) & (other >= 0) & (other < len(sort))
-            j = sort[np.clip(other, 0, max(0, len(sort) - 1))] if len(sort) else pos
-            if len(sort):
-                gap = np.abs(order[j] - batch.order_time)
-                ok &= gap <= max_gap
-                diff = z[j] - batch.z
-                d = np.sqrt((diff.astype(np.float64) ** 2).sum(axis=1))
-                dists[ok, col] = d[ok]
-            col += 1
-        out = np.full(len(batch), np.nan)
-        has = np.isfinite(dists).any(axis=1)
-        out[has] = np.nanmedian(dists[has], axis=1)
+        ok &= ((ti - order[a]) <= max_gap) & ((order[b] - ti) <= max_gap)
+        span = (order[b] - order[a]) / np.timedelta64(1, "s")
+        with np.errstate(all="ignore"):
+            frac = np.where(span > 0, ((ti - order[a]) / np.timedelta64(1, "s")) / span, 0.5)
+        frac = np.clip(np.nan_to_num(frac, nan=0.5), 0, 1)[:, None]
+        pred = z[a].astype(np.float64) * (1 - frac) + z[b].astype(np.float64) * frac
+        d = np.sqrt(((zi.astype(np.float64) - pred) ** 2).sum(axis=1))
+        out[ok] = d[ok]
         return out
+
+    def _side_distances(self, z, order, sort, pos, zi, ti):
+        """Distances to the frames 1..window before and after (NaN beyond max_gap)."""
+        n_sorted = len(sort)
+        max_gap = np.timedelta64(int(self.max_gap_minutes * 60), "s")
+        out = np.full((len(pos), 2 * self.window), np.nan)
+        for col, offset in enumerate([*range(-self.window, 0), *range(1, self.window + 1)]):
+            other = pos + offset
+            ok = (pos >= 0) & (other >= 0) & (other < n_sorted)
+            if not ok.any():
+                continue
+            j = sort[np.clip(other, 0, n_sorted - 1)]
+            ok &= np.abs(order[j] - ti) <= max_gap
+            d = np.sqrt(((z[j].astype(np.float64) - zi) ** 2).sum(axis=1))
+            out[ok, col] = d[ok]
+        return out
+
+    def _residuals(self, z, order, sort, offset):
+        """Residual of every frame in time order (index = position in `sort`)."""
+        pos = np.arange(len(sort))
+        return self._pair_residual(z, order, sort, pos, z[sort], order[sort], offset)
+
+    def _raw(self, batch):
+        """Median over offsets 1..window of how far a frame is from the interpolation between
+        the frames that far before and after it, divided by the median such residual of the
+        frames around it: a frame unlike both sides scores high; a fast but smooth change
+        (dusk, dawn, clouds moving) is predicted by its neighbours and scores about 1."""
+        ids, z, order, sort = self._sorted(self._context(batch))
+        n_sorted = len(sort)
+        pos_of = np.full(len(ids), -1)
+        pos_of[sort] = np.arange(n_sorted)
+        pos = pos_of[pd.Index(ids).get_indexer(batch.frame_ids)]
+        res = np.column_stack([
+            self._pair_residual(z, order, sort, pos, batch.z, batch.order_time, o)
+            for o in range(1, self.window + 1)])
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            around = np.nanmedian(np.column_stack(
+                [self._residuals(z, order, sort, o) for o in range(1, self.window + 1)]), axis=1)
+        local = np.full((len(batch), 2 * self.scale_window), np.nan)
+        offsets = [o for o in range(-self.scale_window - 1, self.scale_window + 2)
+                   if abs(o) > 1][:2 * self.scale_window]
+        for col, offset in enumerate(offsets):
+            k = pos + offset
+            ok = (pos >= 0) & (k >= 0) & (k < n_sorted)
+            local[ok, col] = around[k[ok]]
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            raw = np.nanmedian(res, axis=1)
+            one_sided = ~np.isfinite(raw)  # first/last frame, or next to a gap in time
+            if one_sided.any():
+                raw[one_sided] = np.nanmedian(self._side_distances(
+                    z, order, sort, pos[one_sided], batch.z[one_sided],
+                    batch.order_time[one_sided]), axis=1)
+            scale = np.nanmedian(local, axis=1)
+        scale = np.maximum(np.where(np.isfinite(scale), scale, 0.0), max(self.floor_, 1e-12))
+        return raw / scale
 
 
 @register

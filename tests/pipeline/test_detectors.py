@@ -1,0 +1,191 @@
+"""Detector contract tests over the whole registry, PyOD equivalence, time-lapse behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from pipeline.detectors import (CONSENSUS_RULES, DETECTORS, Consensus, FrameBatch,
+                                NeighborIndex, consensus_scores, make_detector)
+
+N_DAYS, PER_DAY, DIM = 5, 48, 12
+PLANTED = np.array([100, 150, 170, 200])  # daytime frames on days 2-4
+
+# Stats that make a planted frame bad for each quality check (normal frames: see _batch).
+QUALITY_PLANT = {
+    "dark": {"mean_luma": 4.0},
+    "overexposed": {"mean_luma": 250.0, "contrast": 3.0},
+    "blurry": {"sharpness": 2.0},
+    "low_information": {"contrast": 2.0, "colorfulness": 0.5},
+    "haze": {"mean_luma": 170.0, "contrast": 6.0, "colorfulness": 1.0},
+}
+
+
+def _batch(seed: int = 0, key: str | None = None) -> FrameBatch:
+    """Five days of a smooth daily cycle, every 30 min, with planted abnormal frames."""
+    rng = np.random.default_rng(seed)
+    n = N_DAYS * PER_DAY
+    times = np.datetime64("2024-05-01T00:00") + np.timedelta64(30, "m") * np.arange(n)
+    hours = ((times - times.astype("datetime64[D]")) / np.timedelta64(1, "h")).astype(float)
+    phase = 2 * np.pi * hours / 24
+    basis = rng.normal(size=(2, DIM))
+    z = np.column_stack([np.sin(phase), np.cos(phase)]) @ basis * 2
+    z += rng.normal(scale=0.2, size=z.shape)
+    z[PLANTED] += rng.normal(size=DIM) * 3 + 4
+    stats = pd.DataFrame({
+        "mean_luma": rng.uniform(90, 140, n), "contrast": rng.uniform(35, 50, n),
+        "sharpness": rng.uniform(200, 400, n), "colorfulness": rng.uniform(20, 40, n)})
+    for column, value in QUALITY_PLANT.get(key, {}).items():
+        stats.loc[PLANTED, column] = value
+    frames = pd.DataFrame({"frame_id": np.arange(n) + 10, "taken_at": times,
+                           "taken_at_utc": pd.to_datetime(times).tz_localize("UTC")})
+    frames = pd.concat([frames, stats], axis=1)
+    batch = FrameBatch.from_frames(frames["frame_id"].to_numpy(), z.astype(np.float32), frames)
+    NeighborIndex().fit(batch.z, batch.frame_ids).attach(batch, 20)
+    return batch
+
+
+@pytest.fixture(scope="module")
+def batches():
+    return {key: _batch(key=key) for key in [None, *QUALITY_PLANT]}
+
+
+@pytest.mark.parametrize("key", list(DETECTORS))
+def test_fit_returns_self_and_sets_state(key, batches):
+    det = make_detector(key, contamination=0.05)
+    batch = batches[key if key in QUALITY_PLANT else None]
+    assert det.fit(batch) is det
+    n = len(batch)
+    assert det.decision_scores_.shape == (n,)
+    assert np.isfinite(det.decision_scores_).all()
+    assert det.labels_.dtype == bool and 0 < det.labels_.sum() <= 0.05 * n + 1
+    assert np.isfinite(det.threshold_)
+
+
+@pytest.mark.parametrize("key", list(DETECTORS))
+def test_planted_outliers_outrank_inliers(key, batches):
+    batch = batches[key if key in QUALITY_PLANT else None]
+    scores = make_detector(key).fit(batch).decision_scores_
+    inliers = np.delete(scores, PLANTED)
+    assert scores[PLANTED].min() > np.quantile(inliers, 0.95), key
+
+
+@pytest.mark.parametrize("key", list(DETECTORS))
+def test_deterministic_and_clone(key, batches):
+    batch = batches[key if key in QUALITY_PLANT else None]
+    a = make_detector(key, random_state=3).fit(batch)
+    b = make_detector(key, random_state=3).fit(batch)
+    np.testing.assert_array_equal(a.decision_scores_, b.decision_scores_)
+    c = clone(a)
+    assert c.get_params() == a.get_params() and not hasattr(c, "decision_scores_")
+    np.testing.assert_array_equal(c.fit(batch).decision_scores_, a.decision_scores_)
+
+
+@pytest.mark.parametrize("key", list(DETECTORS))
+def test_rescoring_the_fit_frames_gives_the_fit_scores(key, batches):
+    batch = batches[key if key in QUALITY_PLANT else None]
+    det = make_detector(key).fit(batch)
+    np.testing.assert_allclose(det.decision_function(batch), det.decision_scores_, rtol=1e-9)
+    pct = det.percentile(det.decision_scores_)
+    assert pct.max() == 1.0 and pct.min() > 0
+
+
+def test_unknown_key_lists_the_registry():
+    with pytest.raises(KeyError, match="iforest"):
+        make_detector("nope")
+
+
+@pytest.mark.parametrize("key, pyod_name, params", [
+    ("lof", "lof.LOF", {"n_neighbors": 20}),
+    ("knn", "knn.KNN", {"n_neighbors": 5}),
+    ("ecod", "ecod.ECOD", {}),
+    ("copod", "copod.COPOD", {}),
+    ("hbos", "hbos.HBOS", {"n_bins": 20}),
+    ("iforest", "iforest.IForest", {"random_state": 0, "contamination": 0.05}),
+])
+def test_embedding_detectors_equal_pyod_on_the_fit(key, pyod_name, params, batches):
+    import importlib
+
+    module, cls = pyod_name.split(".")
+    ref = getattr(importlib.import_module(f"pyod.models.{module}"), cls)(**params)
+    batch = batches[None]
+    ref.fit(batch.z)
+    ours = make_detector(key).fit(batch).decision_scores_
+    np.testing.assert_allclose(ours, ref.decision_scores_, rtol=1e-4, atol=1e-5)
+
+
+def test_new_frames_are_scored_without_refitting(batches):
+    batch = batches[None]
+    det = make_detector("ecod").fit(batch)
+    far = FrameBatch(np.array([99999]), np.full((1, DIM), 50, np.float32),
+                     np.array(["2024-05-09T12:00"], dtype="datetime64[ns]"),
+                     np.array(["2024-05-09T12:00"], dtype="datetime64[ns]"),
+                     batch.stats.iloc[:1].reset_index(drop=True))
+    score = det.decision_function(far)
+    assert np.isfinite(score).all() and score[0] > det.decision_scores_.max()
+    assert det.percentile(score)[0] == 1.0
+
+
+def test_neighbor_index_excludes_self_and_matches_brute_force(batches):
+    batch = batches[None]
+    d = np.linalg.norm(batch.z[:, None, :] - batch.z[None, :, :], axis=2)
+    np.fill_diagonal(d, np.inf)
+    np.testing.assert_array_equal(batch.nn_idx[:, 0], d.argmin(axis=1))
+    np.testing.assert_allclose(batch.nn_dist[:, 0], d.min(axis=1), rtol=1e-4)
+    ivf = NeighborIndex("ivf").fit(batch.z, batch.frame_ids)
+    dist, idx = ivf.query(batch.z, batch.frame_ids, 5)
+    assert (idx != np.arange(len(batch))[:, None]).all()
+    assert (idx[:, 0] == d.argmin(axis=1)).mean() > 0.9
+
+
+def _dusk_and_jump(jump_at: int | None):
+    """Two weeks of frames every 10 min; at dusk the scene changes fast but smoothly."""
+    rng = np.random.default_rng(1)
+    n = 14 * 144
+    times = np.datetime64("2024-06-01T00:00") + np.timedelta64(10, "m") * np.arange(n)
+    hours = ((times - times.astype("datetime64[D]")) / np.timedelta64(1, "h")).astype(float)
+    light = 1 / (1 + np.exp(-(hours - 6) * 3)) - 1 / (1 + np.exp(-(hours - 20) * 3))
+    basis = rng.normal(size=(2, 16))
+    z = np.column_stack([light * 6, np.sin(2 * np.pi * hours / 24)]) @ basis
+    z += rng.normal(scale=0.15, size=z.shape)
+    if jump_at is not None:
+        z[jump_at] += rng.normal(size=16) * 1.5
+    frames = pd.DataFrame({"frame_id": np.arange(n), "taken_at": times,
+                           "mean_luma": 100.0, "contrast": 40.0, "sharpness": 300.0,
+                           "colorfulness": 30.0})
+    frames["taken_at_utc"] = pd.NaT
+    batch = FrameBatch.from_frames(np.arange(n), z.astype(np.float32), frames)
+    return batch, hours
+
+
+@pytest.mark.parametrize("key", ["temporal", "same_time"])
+def test_dusk_is_not_flagged_but_a_sudden_change_is(key):
+    batch, hours = _dusk_and_jump(jump_at=7 * 144 + 12 * 6)  # day 7, 12:00
+    det = make_detector(key, contamination=0.02).fit(batch)
+    dusk = (hours >= 19) & (hours <= 21)
+    assert det.labels_[dusk].mean() < 0.05
+    assert det.labels_[7 * 144 + 72]
+    pct = det.percentile(det.decision_scores_)
+    assert pct[7 * 144 + 72] >= 0.99
+
+
+def test_consensus_rules_and_percentiles():
+    rng = np.random.default_rng(0)
+    pcts = {"iforest": rng.uniform(size=200), "lof": rng.uniform(size=200),
+            "dark": rng.uniform(size=200)}
+    pcts["iforest"][0] = pcts["lof"][0] = pcts["dark"][0] = 1.0
+    for rule in CONSENSUS_RULES:
+        s = consensus_scores(pcts, rule)
+        assert s.shape == (200,) and np.isfinite(s).all()
+        assert s[0] >= np.quantile(s, 0.95), rule
+    cons = Consensus(["iforest", "lof", "dark"], "family_tail", 0.05)
+    fit = cons.fit(pcts)
+    np.testing.assert_allclose(cons.score(pcts), fit)
+    assert cons.predict_scores(fit)[0]
+    with pytest.raises(KeyError):
+        consensus_scores(pcts, "median-of-nothing")
+    # a detector with no opinion (NaN) is left out for that frame
+    pcts["dark"][5] = np.nan
+    assert np.isfinite(consensus_scores(pcts, "family_tail")[5])
