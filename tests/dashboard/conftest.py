@@ -18,9 +18,6 @@ DEMO_FRAMES = 150
 @pytest.fixture(scope="session")
 def demo_store(tmp_path_factory) -> Path:
     """`python -m pipeline demo --frames 150 --no-serve --model pixels`, run once per session."""
-    import os  # DEV-ONLY
-    if os.environ.get("DASHBOARD_DEV_DB"):  # DEV-ONLY
-        return Path(os.environ["DASHBOARD_DEV_DB"])  # DEV-ONLY
     out = tmp_path_factory.mktemp("demo")
     cmd = [sys.executable, "-m", "pipeline", "demo", "--frames", str(DEMO_FRAMES), "--no-serve",
            "--model", "pixels", "--out", str(out)]
