@@ -386,14 +386,15 @@ def derive_conditions(frame: pd.DataFrame) -> pd.Series:
     code = col("weather_code")
     precip, temp = col("precipitation_mm"), col("temperature_c")
     vis, cloud = col("visibility_km"), col("cloud_cover_pct")
-    by_code = np.array([condition_for_code(c) for c in code], dtype=object) if n else \
-        np.array([], dtype=object)
+    table = np.array([condition_for_code(c) or "" for c in range(100)] + [""], dtype=object)
+    valid = ~np.isnan(code) & (code >= 0) & (code <= 99)
+    by_code = table[np.where(valid, np.nan_to_num(code), 100).astype(int)]
     wet = precip >= RAIN_MIN_MM
     measured = np.select(
         [wet & (temp <= SNOW_MAX_C), wet, vis < FOG_MAX_KM, cloud >= CLOUDY_MIN_PCT,
          cloud < CLOUDY_MIN_PCT, ~np.isnan(precip) | ~np.isnan(vis)],
         ["snow", "rain", "fog", "cloudy", "clear", "dry"], default="")
-    result = np.where(pd.isna(by_code), measured, by_code)
+    result = np.where(by_code == "", measured, by_code)
     return pd.Series(result, index=frame.index, dtype=object).replace("", None)
 
 
@@ -441,7 +442,7 @@ def _rows(lines: list[str], first_line: int, delimiter: str) -> tuple[list[list[
     rows, numbers = [], []
     reader = csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter)
     for row in reader:
-        if not row or all(not cell.strip() for cell in row):
+        if not "".join(row).strip():
             continue
         rows.append(row)
         numbers.append(first_line + reader.line_num - 1)
