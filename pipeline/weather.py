@@ -325,6 +325,20 @@ def set_join(db: Path, station: str | None = None, tolerance_minutes: float | No
         store_weather.set_join(con, station=station, tolerance_minutes=tolerance_minutes)
 
 
+def apply_settings(db: Path, settings) -> None:
+    """Remember the join station and tolerance from `Settings` when they were given.
+
+    As with the place (`pipeline.daylight.place`), a value counts as given when it is not the
+    default, so a choice made earlier with `weather stations --use/--tolerance` is kept.
+    """
+    from pipeline.settings import Settings
+
+    default = Settings().weather_tolerance_minutes
+    tolerance = settings.weather_tolerance_minutes
+    set_join(db, station=settings.weather_station,
+             tolerance_minutes=None if tolerance == default else tolerance)
+
+
 def describe_join(db: Path) -> str:
     """One line: which station frames are joined to, within what tolerance, and the outcome."""
     with store.connect(db, read_only=True) as con:
@@ -413,6 +427,7 @@ class Table:
     fixed_offset_s: int | None = None
     column_units: dict = field(default_factory=dict)   # column -> unit key known from the format
     source: str | None = None                            # `weather.source` (default format:file)
+    locations: dict = field(default_factory=dict)        # Open-Meteo location_id -> station
 
 
 def _read_text(path: Path) -> str:
@@ -537,14 +552,12 @@ def _open_meteo(path: Path, lines: list[str]) -> Table:
         table.default_station = _file_station(path, "open-meteo")
     if len(metas) > 1 and "location_id" in meta_head:
         table.default_station = None
-        names = {}
         for m in metas:
             try:
-                names[m["location_id"].strip()] = station_name(float(m["latitude"]),
-                                                               float(m["longitude"]))
+                table.locations[m["location_id"].strip()] = station_name(
+                    float(m["latitude"]), float(m["longitude"]))
             except (KeyError, ValueError):
                 continue
-        table.column_units["__locations__"] = names
     zone = (meta.get("timezone") or "").strip()
     if zone and zone.upper() not in ("GMT", "UTC", "Z"):
         try:
@@ -735,7 +748,7 @@ def _convert(table: Table, mapping: dict[str, _Column], station: str | None,
         ok[mask] = False
 
     # Station
-    locations = table.column_units.get("__locations__")
+    locations = table.locations
     if "station" in mapping:
         names = raw[col_index[mapping["station"].source]].astype(str).str.strip()
         if locations:

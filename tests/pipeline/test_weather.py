@@ -357,3 +357,31 @@ def test_measured_rules_in_order():
     })
     assert list(weather.derive_conditions(frame).fillna("-")) == [
         "snow", "rain", "fog", "cloudy", "clear", "dry", "-", "cloudy"]
+
+
+def test_open_meteo_several_locations(tmp_path):
+    text = ("location_id,latitude,longitude,elevation,utc_offset_seconds,timezone,"
+            "timezone_abbreviation\n0,52.52,13.42,38.0,0,GMT,GMT\n1,48.14,11.58,520.0,0,GMT,GMT\n\n"
+            "location_id,time,temperature_2m (°C)\n0,2024-01-01T00:00,1.0\n"
+            "1,2024-01-01T00:00,-3.0\n0,2024-01-01T01:00,1.5\n")
+    path = tmp_path / "two.csv"
+    path.write_text(text, encoding="utf-8")
+    frame, summary = weather.read_csv(path)
+    assert summary.stations == {"open-meteo:52.52,13.42": 2, "open-meteo:48.14,11.58": 1}
+    assert list(frame["temperature_c"]) == [1.0, -3.0, 1.5]
+
+
+def test_settings_reach_the_join_only_when_given(tmp_path):
+    from pipeline.settings import Settings
+
+    db = tmp_path / "s.duckdb"
+    weather.import_csv(NYC_WEATHER, db)
+    weather.set_join(db, tolerance_minutes=45)
+    weather.apply_settings(db, Settings())                      # defaults: nothing changes
+    with store.connect(db, read_only=True) as con:
+        assert store_weather.tolerance_minutes(con) == 45
+        assert store_weather.joined_station(con) == "JFK"       # most rows, then by name
+    weather.apply_settings(db, Settings(weather_station="LGA", weather_tolerance_minutes=120))
+    with store.connect(db, read_only=True) as con:
+        assert store_weather.tolerance_minutes(con) == 120
+        assert store_weather.joined_station(con) == "LGA"
