@@ -25,7 +25,6 @@ from PIL import Image
 
 import store
 from pipeline.errors import InputError
-from pipeline.ingest import frame_file
 from pipeline.models import Embedder, get_model
 from pipeline.settings import Settings
 from store import embeddings as embeddings_store
@@ -78,6 +77,8 @@ def load_frame(path: Path, size: int) -> np.ndarray:
 
 
 def _decode(frame: PendingFrame, size: int) -> tuple[PendingFrame, np.ndarray | None, str | None]:
+    from pipeline.ingest import frame_file  # here: pipeline.ingest imports pandas (slow start)
+
     path = frame_file(frame.root, frame.path)
     try:
         return frame, load_frame(path, size), None
