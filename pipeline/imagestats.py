@@ -117,12 +117,13 @@ def decode(data: bytes, thumb_size: int, max_pixels: int | None = None):
         configure(max_pixels)
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": EXIF is dropped
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.format not in SUPPORTED_FORMATS:
                 raise FrameDecodeError(
                     f"unsupported image format {image.format} (only JPEG and PNG frames)")
-            exif = image.getexif()
+            exif = _exif(image)
             width, height = image.size
             if image.format in JPEG_FORMATS:
                 image.draft("RGB", _box(width, height, thumb_size))
@@ -159,7 +160,19 @@ def _box(width: int, height: int, thumb_size: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def _exif(image: Image.Image):
+    """The image's EXIF, or None when it is unreadable (the pixels may still be fine)."""
+    try:
+        exif = image.getexif()
+        exif.get_ifd(0x8769)  # parse the sub-IFD now, so a broken one is caught here
+        return exif
+    except Exception:  # noqa: BLE001 - any EXIF parser failure means "no usable EXIF"
+        return None
+
+
 def _orientation(exif) -> int:
+    if exif is None:
+        return 1
     try:
         value = int(exif.get(ORIENTATION, 1))
     except (TypeError, ValueError):

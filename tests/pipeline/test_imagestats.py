@@ -152,3 +152,18 @@ def test_decompression_bombs_are_refused_warning_and_error(tmp_path):
         assert result.error.startswith("refused as a decompression bomb")
         assert "max_image_pixels" in result.error
     assert read_frame(_task(path, max_pixels=MAX_PIXELS)).error is None
+
+
+def test_corrupt_exif_keeps_the_pixels(tmp_path):
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = "2024:01:01 10:00:00"
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (100, 100, 100)).save(buffer, "JPEG", exif=exif)
+    data = bytearray(buffer.getvalue())
+    start = data.find(b"Exif\x00\x00")
+    data[start + 10:start + 30] = b"\xff" * 20  # break the IFD offsets
+    path = tmp_path / "broken_exif_20240102_030405.jpg"
+    path.write_bytes(bytes(data))
+    result = read_frame(_task(path))
+    assert result.error is None and result.width == 40
+    assert result.time.source == "filename"
