@@ -106,7 +106,7 @@ class ClockCheck:
                 f"  {self.n_days} of {self.n_days_seen} days usable; offset "
                 f"{self.offset_minutes:+.1f} min (spread {self.spread_minutes:.1f} min)"
                 + (f", drift {self.drift_minutes_per_day * 30:+.1f} min per 30 days"
-                   if self.drift_minutes_per_day is not None else ""))
+                   if self.drift_minutes_per_day is not None and self.step is None else ""))
             for day in self.days[:3] + (["..."] if len(self.days) > 6 else []) + \
                     self.days[max(3, len(self.days) - 3):]:
                 if day == "...":
@@ -133,6 +133,7 @@ def check_clock(db: Path, settings: Settings | None = None) -> ClockCheck:
     zone_name = settings.timezone or stored.get("timezone")
     result = estimate(frames, float(lat), float(lon), current_offset=current,
                       zone=_zone(zone_name))
+    result.verdict = result.verdict.replace("--db FILE", f"--db {db}")
     with store.connect(db) as con:
         kv.put(con, KV_KEY, result.to_dict())
     return result
@@ -258,9 +259,25 @@ def _step(days: list[DayEstimate], offsets: np.ndarray, zone: ZoneInfo | None) -
         return None
     change = _dst_change(dt.date.fromisoformat(days[k - 1].date),
                          dt.date.fromisoformat(days[k].date), zone)
+    # The run of days closer to the sun is the one whose zone offset the camera kept.
+    right = before if abs(before) <= abs(after) else after
+    kept_date = days[k - 1].date if abs(before) <= abs(after) else days[k].date
     return {"after_date": days[k - 1].date, "before_date": days[k].date,
             "offset_before_minutes": round(before, 1), "offset_after_minutes": round(after, 1),
-            "jump_minutes": round(jump, 1), "dst_change": change}
+            "jump_minutes": round(jump, 1), "dst_change": change,
+            "fixed_zone": _fixed_zone(zone, dt.date.fromisoformat(kept_date)),
+            "remaining_offset_minutes": round(right, 1)}
+
+
+def _fixed_zone(zone: ZoneInfo | None, day: dt.date) -> str | None:
+    """The Etc/GMT zone with `zone`'s offset on `day` (whole hours only), or None."""
+    if zone is None:
+        return None
+    offset = dt.datetime.combine(day, dt.time(12), zone).utcoffset()
+    hours, rest = divmod(int(offset.total_seconds()), 3600)
+    if rest:
+        return None
+    return "Etc/GMT" if hours == 0 else f"Etc/GMT{-hours:+d}"   # Etc names flip the sign
 
 
 def _dst_change(first: dt.date, last: dt.date, zone: ZoneInfo | None) -> str | None:
@@ -285,12 +302,22 @@ def _verdict(result: ClockCheck) -> str:
         step = result.step
         when = (f" at the DST change of {step['dst_change']}" if step["dst_change"] else
                 f" between {step['after_date']} and {step['before_date']}")
-        return (f"the clock offset jumps by {step['jump_minutes']:+.0f} min{when} "
-                f"({step['offset_before_minutes']:+.0f} before, "
-                f"{step['offset_after_minutes']:+.0f} after): the camera probably did not follow "
-                "the daylight-saving change; frames on each side need a different correction")
+        text = (f"the clock offset jumps by {_signed(step['jump_minutes'])} min{when} "
+                f"({_signed(step['offset_before_minutes'])} before, "
+                f"{_signed(step['offset_after_minutes'])} after): the camera probably did not "
+                "follow the daylight-saving change")
+        if step.get("fixed_zone"):
+            command = f"python -m pipeline locate --db FILE --timezone {step['fixed_zone']}"
+            rest = step["remaining_offset_minutes"]
+            if abs(rest) >= OK_MINUTES or abs(result.current_clock_offset_minutes) >= 1:
+                total = round(result.current_clock_offset_minutes + rest)
+                command += f" --clock-offset {total:g}"
+            text += f"; its clock kept one offset: use `{command}`"
+        else:
+            text += "; frames on each side of the change need a different correction"
+        return text
     if abs(offset) < OK_MINUTES:
-        text = f"the camera clock agrees with the sun (offset {int(round(offset)):+d} min)"
+        text = f"the camera clock agrees with the sun (offset {_signed(offset)} min)"
     else:
         direction = "slow" if offset > 0 else "fast"
         text = f"the camera clock looks {abs(offset):.0f} min {direction}"
@@ -303,6 +330,10 @@ def _verdict(result: ClockCheck) -> str:
     if drift is not None and abs(drift) * 30 >= OK_MINUTES / 2:
         text += f"; it drifts {drift * 30:+.0f} min per 30 days"
     return text
+
+
+def _signed(minutes: float) -> str:
+    return f"{int(round(minutes)):+d}"
 
 
 def stored(db: Path) -> dict | None:

@@ -88,6 +88,12 @@ def test_camera_that_missed_the_dst_change(db_path):
     assert result.step["jump_minutes"] == pytest.approx(60, abs=10)
     assert result.step["dst_change"] == "2024-03-31"
     assert "did not follow the daylight-saving change" in result.verdict
+    assert result.step["fixed_zone"] == "Etc/GMT"               # it kept winter time (UTC+0)
+    assert "--timezone Etc/GMT`" in result.verdict
+    # following the advice puts every day right
+    recompute(db_path, Settings(timezone="Etc/GMT"))
+    fixed = clock.check_clock(db_path, Settings())
+    assert fixed.step is None and fixed.offset_minutes == pytest.approx(0, abs=3)
 
 
 def test_drift_is_measured(db_path):
