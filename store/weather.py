@@ -43,15 +43,13 @@ def insert_observations(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame,
         known = scalar(con, "SELECT count(*) FROM _weather_rows r JOIN weather w "
                             "USING (station, observed_at)")
         con.execute("BEGIN TRANSACTION")
-        con.execute(sql)
-        con.execute("COMMIT")
-    except duckdb.Error as exc:
-        log_failed(sql, f"{len(data)} rows", exc)
         try:
+            con.execute(sql)
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            log_failed(sql, f"{len(data)} rows", exc)
             con.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
-        raise
+            raise
     finally:
         con.unregister("_weather_rows")
     return len(data) - known, known
