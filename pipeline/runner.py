@@ -31,9 +31,11 @@ def run_all(folder: Path, db: Path, settings: Settings, weather_csv: Path | None
         summary = ingest_folder(folder, db, settings, progress=progress)
         yield summary.describe()
         if weather_csv is not None:
-            from pipeline.weather import import_csv
+            from pipeline import weather
 
-            yield import_csv(weather_csv, db, station=settings.weather_station).describe()
+            yield weather.import_csv(weather_csv, db, station=settings.weather_station).describe()
+            weather.apply_settings(db, settings)
+            yield weather.describe_join(db)
         yield embed_frames(db, settings, progress=progress).describe()
         yield analyze(db, settings, progress=progress).describe()
 
