@@ -243,6 +243,12 @@ def build_scene(size: tuple[int, int]) -> Scene:
     lawn = lawn * (0.85 + 0.3 * patch[..., None]) + srgb(130, 120, 60) * 0.12 * patch[..., None]
     ground = below.astype(np.float32)
     _paint(albedo, material, cover, depth, ground, lawn, GROUND, 0.0)
+    ground_w = ground.copy()  # how much of each pixel is still visible ground
+
+    def paint(mask, colour, mat, dist):
+        _paint(albedo, material, cover, depth, mask, colour, mat, dist)
+        ground_w[:] *= 1 - mask
+
     depth[below] = np.sqrt(gx[below] ** 2 + gz[below] ** 2 + CAM_HEIGHT ** 2)
 
     soil_tex = fractal((H, W), 2 * s, rng, octaves=2)
@@ -262,7 +268,6 @@ def build_scene(size: tuple[int, int]) -> Scene:
     stone_tex = fractal((H, W), 3 * s, rng, octaves=2)
     stone_col = srgb(158, 150, 138)[None, None, :] * (0.8 + 0.35 * stone_tex[..., None])
     albedo[:] = albedo * (1 - stones[..., None]) + stone_col * stones[..., None]
-    is_ground = ground.copy()
 
     # Fence at Z = 11 m: vertical boards, two rails.
     fz, fh = 11.0, 1.8
@@ -280,7 +285,7 @@ def build_scene(size: tuple[int, int]) -> Scene:
         ry = float(cam.y(fz, rail_h))
         rail = (np.abs(yy - ry) < max(1.0, 1.3 * s))
         fence_col[rail] *= 0.7
-    _paint(albedo, material, cover, depth, fence, fence_col, FACING, fz)
+    paint(fence, fence_col, FACING, fz)
 
     # Shrubs and flowers in the back bed, in front of the fence.
     shrub_boxes = []
@@ -294,7 +299,7 @@ def build_scene(size: tuple[int, int]) -> Scene:
     shrubs = canvas.ellipses(shrub_boxes)
     shrub_tex = fractal((H, W), 3 * s, rng, octaves=3)
     shrub_col = srgb(62, 104, 46)[None, None, :] * (0.55 + 0.8 * shrub_tex[..., None])
-    _paint(albedo, material, cover, depth, shrubs * (v > V_HORIZON), shrub_col, FOLIAGE, 10.2)
+    paint(shrubs * (v > V_HORIZON), shrub_col, FOLIAGE, 10.2)
 
     flower_palette = [srgb(220, 40, 50), srgb(245, 200, 40), srgb(150, 70, 180),
                       srgb(240, 240, 235), srgb(250, 130, 40)]
@@ -323,8 +328,8 @@ def build_scene(size: tuple[int, int]) -> Scene:
     bowl = canvas.ellipses([(cxb - 0.32 * ppm, float(cam.y(bz, 0.82)),
                              cxb + 0.32 * ppm, float(cam.y(bz, 0.68)))])
     bath_col = srgb(175, 168, 155)
-    _paint(albedo, material, cover, depth, ped, bath_col, FACING, bz)
-    _paint(albedo, material, cover, depth, bowl, bath_col * 1.05, FACING, bz)
+    paint(ped, bath_col, FACING, bz)
+    paint(bowl, bath_col * 1.05, FACING, bz)
 
     # Shed on the right: west side, front, door, window, pent roof.
     x0s, x1s, z0s, z1s, hf, hb = 3.0, 5.6, 7.0, 9.0, 2.2, 2.45
@@ -334,20 +339,20 @@ def build_scene(size: tuple[int, int]) -> Scene:
     plank = (np.sin(yy / (1.6 * s)) > 0.75).astype(np.float32)
     shed_tex = 0.85 + 0.2 * fractal((H, W), 4 * s, rng, octaves=2) - 0.12 * plank
     shed_col = srgb(112, 140, 118)[None, None, :] * shed_tex[..., None]
-    _paint(albedo, material, cover, depth, side, shed_col, WEST, 8.0)
-    _paint(albedo, material, cover, depth, front, shed_col, FACING, z0s)
+    paint(side, shed_col, WEST, 8.0)
+    paint(front, shed_col, FACING, z0s)
     window = canvas.poly([p(x0s, 7.5, 1.05), p(x0s, 8.5, 1.05), p(x0s, 8.5, 1.75),
                           p(x0s, 7.5, 1.75)])
-    _paint(albedo, material, cover, depth, window, srgb(235, 235, 225), WEST, 8.0)
+    paint(window, srgb(235, 235, 225), WEST, 8.0)
     glass = canvas.poly([p(x0s, 7.56, 1.1), p(x0s, 8.44, 1.1), p(x0s, 8.44, 1.7),
                          p(x0s, 7.56, 1.7)])
-    _paint(albedo, material, cover, depth, glass, srgb(60, 70, 85), WEST, 8.0)
+    paint(glass, srgb(60, 70, 85), WEST, 8.0)
     door = canvas.poly([p(3.35, z0s, 0), p(4.15, z0s, 0), p(4.15, z0s, 1.9), p(3.35, z0s, 1.9)])
-    _paint(albedo, material, cover, depth, door, shed_col * 0.8, FACING, z0s)
+    paint(door, shed_col * 0.8, FACING, z0s)
     roof_s = canvas.poly([p(x0s - 0.15, z0s - 0.15, hf + 0.02), p(x1s + 0.15, z0s - 0.15, hf + 0.02),
                           p(x1s + 0.15, z0s - 0.15, hf + 0.14), p(x0s - 0.15, z0s - 0.15, hf + 0.14),
                           p(x0s - 0.15, z1s + 0.15, hb + 0.14), p(x0s - 0.15, z1s + 0.15, hb + 0.02)])
-    _paint(albedo, material, cover, depth, roof_s, srgb(52, 50, 52), FACING, z0s)
+    paint(roof_s, srgb(52, 50, 52), FACING, z0s)
 
     # Tree trunks (the canopies are sprites so they can sway).
     trees = [(-4.0, 8.5, 0.22, 3.4), (1.8, 9.6, 0.09, 1.9)]
@@ -359,7 +364,10 @@ def build_scene(size: tuple[int, int]) -> Scene:
                              float(cam.y(Z, h))), (cx + r * 0.7 * ppm, float(cam.y(Z, h))),
                              (cx + r * 1.3 * ppm, float(cam.y(Z, 0)))])
         trunk_col = srgb(92, 80, 70)[None, None, :] * (0.7 + 0.5 * bark[..., None])
-        _paint(albedo, material, cover, depth, trunk, trunk_col, FACING, Z)
+        paint(trunk, trunk_col, FACING, Z)
+
+    # Shadows fall only where the ground is still what the camera sees.
+    is_ground = ground_w.astype(np.float32)
 
     # Ambient occlusion: darker near the ground under things and at the fence foot.
     ao = np.ones((H, W), np.float32)
