@@ -241,7 +241,11 @@ def build_scene(size: tuple[int, int]) -> Scene:
                                                 + 0.12 * stripe[..., None])
     patch = fractal((H, W), 50 * s, rng, octaves=3)
     lawn = lawn * (0.85 + 0.3 * patch[..., None]) + srgb(130, 120, 60) * 0.12 * patch[..., None]
-    ground = below.astype(np.float32)
+    # The fence hides the ground beyond it: lawn starts below the fence top.
+    fz, fh = 11.0, 1.8
+    f_top, f_base = float(cam.y(fz, fh)), float(cam.y(fz, 0.0))
+    visible = below & (yy >= np.floor(f_top))
+    ground = visible.astype(np.float32)
     _paint(albedo, material, cover, depth, ground, lawn, GROUND, 0.0)
     ground_w = ground.copy()  # how much of each pixel is still visible ground
 
@@ -249,13 +253,13 @@ def build_scene(size: tuple[int, int]) -> Scene:
         _paint(albedo, material, cover, depth, mask, colour, mat, dist)
         ground_w[:] *= 1 - mask
 
-    depth[below] = np.sqrt(gx[below] ** 2 + gz[below] ** 2 + CAM_HEIGHT ** 2)
+    depth[visible] = np.sqrt(gx[visible] ** 2 + gz[visible] ** 2 + CAM_HEIGHT ** 2)
 
     soil_tex = fractal((H, W), 2 * s, rng, octaves=2)
     soil = srgb(88, 62, 44)[None, None, :] * (0.7 + 0.6 * soil_tex[..., None])
-    back_bed = _smooth((gz - 9.2) / 0.1) * below
+    back_bed = _smooth((gz - 9.2) / 0.1) * ground
     left_edge = -3.3 + 0.35 * np.sin(gz * 0.8)
-    left_bed = _smooth((left_edge - gx) / 0.08) * below * (gz > 2.0)
+    left_bed = _smooth((left_edge - gx) / 0.08) * ground * (gz > 2.0)
     beds = np.maximum(back_bed, left_bed)
     albedo[:] = albedo * (1 - beds[..., None]) + soil * beds[..., None]
 
@@ -270,8 +274,6 @@ def build_scene(size: tuple[int, int]) -> Scene:
     albedo[:] = albedo * (1 - stones[..., None]) + stone_col * stones[..., None]
 
     # Fence at Z = 11 m: vertical boards, two rails.
-    fz, fh = 11.0, 1.8
-    f_top, f_base = float(cam.y(fz, fh)), float(cam.y(fz, 0.0))
     fence = canvas.poly([(0, f_top), (W, f_top), (W, f_base), (0, f_base)])
     board_w = cam.px_per_m(fz) * 0.15
     board = np.floor(xx / board_w)
@@ -372,7 +374,7 @@ def build_scene(size: tuple[int, int]) -> Scene:
     # Ambient occlusion: darker near the ground under things and at the fence foot.
     ao = np.ones((H, W), np.float32)
     ao -= 0.35 * np.exp(-(((v - f_base / H) * H / (10 * s)) ** 2)) * (v > f_base / H)
-    ao -= 0.3 * _smooth(1 - np.hypot((gx - (-4.0)) / 3.0, (gz - 8.5) / 2.0)) * below
+    ao -= 0.3 * _smooth(1 - np.hypot((gx - (-4.0)) / 3.0, (gz - 8.5) / 2.0)) * ground
     ao = np.clip(ao, 0.45, 1.0)
     ao = gaussian_filter(ao, 3 * s).astype(np.float32)
 
@@ -402,8 +404,8 @@ def build_scene(size: tuple[int, int]) -> Scene:
     wet = albedo.copy()
     g = is_ground[..., None]
     wet = albedo * (1 - g) + (albedo ** 1.15) * 0.62 * g
-    snow_tex = fractal((H, W), 5 * s, rng, octaves=3)
-    snow_cover = _smooth((snow_tex - 0.3) * 3)[..., None] * g
+    snow_tex = 0.7 * fractal((H, W), 40 * s, rng, octaves=3) + 0.3 * grass
+    snow_cover = _smooth((snow_tex - 0.3) * 5)[..., None] * g
     snow = albedo * (1 - snow_cover) + srgb(235, 238, 245) * snow_cover
 
     return Scene(W, H, albedo, material, cover, ao[..., None], depth, is_ground,

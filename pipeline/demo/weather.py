@@ -10,7 +10,7 @@ the row of their hour, so the CSV matches what the frames show:
 | cloudy | 2 (< 85 % cloud) or 3 | 60-100 | 0 |
 | rain   | 61 (< 1.5 mm) or 63   | 88-100 | 0.2-3.5 |
 | fog    | 45                    | 90-100 | 0 |
-| snow   | 71 (< 0.5 mm) or 73   | 100    | 0.1-1.0 (only below 1 °C) |
+| snow   | 71 (< 0.5 mm) or 73   | 100    | 0.1-1.0 (rain below 0.5 °C) |
 
 The CSV is written in Open-Meteo's CSV export layout (location block, blank line, hourly table,
 GMT times) so the ordinary weather importer reads it.
@@ -39,6 +39,8 @@ _NEXT = {  # Markov chain between spells
     "snow": {"cloudy": 1.0},
 }
 _HOURS = {"clear": (3, 10), "cloudy": (2, 8), "rain": (1, 4), "fog": (3, 6), "snow": (1, 2)}
+_CLIMATE = [(8, 2), (9, 2), (12, 3), (15, 5), (18, 8), (21, 11), (23, 13), (23, 13), (20, 11),
+            (16, 8), (11, 4), (8, 2)]  # mean daily max/min °C per month, southern England
 _WIND = {"clear": (4, 14), "cloudy": (8, 24), "rain": (14, 34), "fog": (0, 5), "snow": (6, 18)}
 
 
@@ -170,7 +172,7 @@ def generate_weather(first: datetime, last: datetime, place: DemoPlace,
     _ensure_variety(timeline, rng)
     _temperatures(timeline, local, rng)
     for i in range(n):
-        if timeline.condition[i] == "rain" and timeline.temperature[i] < 1.0:
+        if timeline.condition[i] == "rain" and timeline.temperature[i] < 0.5:
             timeline.condition[i] = "snow"
         timeline._values(i, rng)
     return timeline
@@ -202,8 +204,8 @@ def _ensure_variety(t: WeatherTimeline, rng: np.random.Generator) -> None:
 
 def _temperatures(t: WeatherTimeline, local: list[datetime], rng: np.random.Generator) -> None:
     days = sorted({x.date() for x in local})
-    tmax = {d: rng.uniform(11.0, 16.0) for d in days}
-    tmin = {d: rng.uniform(1.5, 7.0) for d in days}
+    tmax = {d: _CLIMATE[d.month - 1][0] + rng.uniform(-3.0, 2.0) for d in days}
+    tmin = {d: _CLIMATE[d.month - 1][1] + rng.uniform(-3.0, 2.0) for d in days}
     offsets = {"clear": 0.0, "cloudy": -0.5, "rain": -2.0, "fog": -1.0, "snow": -3.0}
     for i, when in enumerate(local):
         h = when.hour + when.minute / 60
