@@ -136,19 +136,24 @@ def run(ctx, folder, db, timezone, lat, lon, model, weights, weather_csv, detect
               help="store file [default: OUT/garden.duckdb]")
 @click.option("--seed", type=int, default=7, show_default=True, help="random seed of the scene")
 @click.option("--hard", is_flag=True, help="smaller, fainter, shorter anomalies")
+@click.option("--start", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="first day of the time-lapse, YYYY-MM-DD [default: 2024-04-02]")
+@click.option("--size", default="640x360", show_default=True, metavar="WxH",
+              help="frame size in pixels")
 @click.option("--model", help=help_for("model"))
 @click.option("--serve/--no-serve", default=True, show_default=True,
               help="start the dashboard when done")
 @click.option("--port", type=int, default=8501, show_default=True, help="dashboard port")
 @click.pass_context
-def demo(ctx, n_frames, out, db, seed, hard, model, serve, port) -> None:
+def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port) -> None:
     """Render a synthetic garden time-lapse, run every stage on it, open the dashboard."""
     from pipeline.demo import DEMO_PLACE, render_demo
     from pipeline.runner import import_ground_truth, run_all, serve_dashboard
 
     db = db or out / "garden.duckdb"
     out.mkdir(parents=True, exist_ok=True)
-    rendered = render_demo(out, n_frames=n_frames, seed=seed, hard=hard)
+    rendered = render_demo(out, n_frames=n_frames, seed=seed, hard=hard,
+                           start=start.date() if start else None, size=_size(size))
     click.echo(rendered.describe())
     settings = _settings(ctx, timezone=DEMO_PLACE.timezone, lat=DEMO_PLACE.lat,
                          lon=DEMO_PLACE.lon, model=model)
@@ -159,82 +164,6 @@ def demo(ctx, n_frames, out, db, seed, hard, model, serve, port) -> None:
         serve_dashboard(db, port)
     else:
         click.echo(f"dashboard: streamlit run dashboard/app.py -- --db {db}")
-
-
-# --- analysis, evaluation, scoring new frames (issue 4) ----------------------------------------
-
-@cli.command()
-@_db_option(exists=True)
-@click.option("--model", help="embedding model whose vectors to analyse [default: the settings' "
-              "model, or the only model with vectors]")
-@click.option("--detectors", metavar="KEY,...", help=help_for("detectors"))
-@click.option("--clusterer", type=click.Choice(["kmeans", "hdbscan"]), help=help_for("clusterer"))
-@click.option("--n-clusters", "n_clusters", metavar="auto|K", help=help_for("n_clusters"))
-@click.option("--contamination", type=float, help=help_for("contamination"))
-@click.option("--map", "map_method", type=click.Choice(["pca", "umap"]), help=help_for("map_method"))
-@click.option("--consensus-rule", "consensus_rule", help=help_for("consensus_rule"))
-@click.option("--random-state", "random_state", type=int, help=help_for("random_state"))
-@click.option("--quiet", is_flag=True, help="no progress lines")
-@click.pass_context
-def analyze(ctx, db: Path, model, detectors, clusterer, n_clusters, contamination, map_method,
-            consensus_rule, random_state, quiet) -> None:
-    """Cluster and score the frames' embeddings: writes one new analysis run.
-
-    \b
-    Detectors: iforest lof knn ecod copod hbos (PyOD, on the PCA space), temporal same_time
-    (time-lapse aware), dark overexposed blurry low_information haze (image quality);
-    consensus is always added.
-    """
-    from pipeline.analyze import analyze as run_analysis, resolve_model
-
-    settings = _settings(ctx, detectors=_split(detectors), clusterer=clusterer,
-                         n_clusters=n_clusters, contamination=contamination,
-                         map_method=map_method, consensus_rule=consensus_rule,
-                         random_state=random_state)
-    with store.writer_lock(db):
-        settings = settings.replace(model=resolve_model(db, model, settings.model))
-        result = run_analysis(db, settings, progress=not quiet)
-    click.echo(result.describe())
-
-
-@cli.command()
-@_db_option(exists=True)
-@click.option("--truth", "truth_csv", type=click.Path(dir_okay=False, path_type=Path, exists=True),
-              help="ground truth CSV path,label,kind (paths relative to the frames folder) "
-              "[default: the store's ground_truth table]")
-@click.option("--json", "as_json", is_flag=True, help="print every row as JSON")
-def evaluate(db: Path, truth_csv: Path | None, as_json: bool) -> None:
-    """ROC-AUC, average precision and precision@k of every detector against a ground truth.
-
-    Per model (latest complete run of each), on all and on daylight frames, and per anomaly kind.
-    """
-    from pipeline.evaluate import evaluate as run_evaluate, format_table
-
-    results = run_evaluate(db, truth_csv)
-    if as_json:
-        click.echo(results.to_json(orient="records", indent=1))
-    else:
-        click.echo(format_table(results))
-
-
-@cli.command("score-new")
-@_folder_argument
-@_db_option(exists=True)
-@click.option("--run-id", "run_id", type=int, help="run to score against [default: the latest "
-              "complete run with a saved fit]")
-@click.option("--json", "as_json", is_flag=True, help="print every scored frame as JSON")
-@click.pass_context
-def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
-    """Ingest FOLDER and score its new frames against a frozen run, without refitting."""
-    from pipeline.score_new import score_new as run_score_new
-
-    settings = _settings(ctx)
-    with store.writer_lock(db):
-        result = run_score_new(folder, db, settings, progress=not as_json, run_id=run_id)
-    if as_json:
-        click.echo(result.frames.to_json(orient="records", indent=1))
-    else:
-        click.echo(result.describe())
 
 
 # --- embeddings (issue 3) ---------------------------------------------------------------------
@@ -433,6 +362,91 @@ def _describe_place(done: dict) -> str:
         line += (f"; {done['n_ambiguous']} in a repeated DST hour, {done['n_missing']} in a "
                  "skipped DST hour")
     return line
+
+
+# --- analysis, evaluation, scoring new frames (issue 4) ----------------------------------------
+
+@cli.command()
+@_db_option(exists=True)
+@click.option("--model", help="embedding model whose vectors to analyse [default: the settings' "
+              "model, or the only model with vectors]")
+@click.option("--detectors", metavar="KEY,...", help=help_for("detectors"))
+@click.option("--clusterer", type=click.Choice(["kmeans", "hdbscan"]), help=help_for("clusterer"))
+@click.option("--n-clusters", "n_clusters", metavar="auto|K", help=help_for("n_clusters"))
+@click.option("--contamination", type=float, help=help_for("contamination"))
+@click.option("--map", "map_method", type=click.Choice(["pca", "umap"]), help=help_for("map_method"))
+@click.option("--consensus-rule", "consensus_rule", help=help_for("consensus_rule"))
+@click.option("--random-state", "random_state", type=int, help=help_for("random_state"))
+@click.option("--quiet", is_flag=True, help="no progress lines")
+@click.pass_context
+def analyze(ctx, db: Path, model, detectors, clusterer, n_clusters, contamination, map_method,
+            consensus_rule, random_state, quiet) -> None:
+    """Cluster and score the frames' embeddings: writes one new analysis run.
+
+    \b
+    Detectors: iforest lof knn ecod copod hbos (PyOD, on the PCA space), temporal same_time
+    (time-lapse aware), dark overexposed blurry low_information haze (image quality);
+    consensus is always added.
+    """
+    from pipeline.analyze import analyze as run_analysis, resolve_model
+
+    settings = _settings(ctx, detectors=_split(detectors), clusterer=clusterer,
+                         n_clusters=n_clusters, contamination=contamination,
+                         map_method=map_method, consensus_rule=consensus_rule,
+                         random_state=random_state)
+    with store.writer_lock(db):
+        settings = settings.replace(model=resolve_model(db, model, settings.model))
+        result = run_analysis(db, settings, progress=not quiet)
+    click.echo(result.describe())
+
+
+@cli.command()
+@_db_option(exists=True)
+@click.option("--truth", "truth_csv", type=click.Path(dir_okay=False, path_type=Path, exists=True),
+              help="ground truth CSV path,label,kind (paths relative to the frames folder) "
+              "[default: the store's ground_truth table]")
+@click.option("--json", "as_json", is_flag=True, help="print every row as JSON")
+def evaluate(db: Path, truth_csv: Path | None, as_json: bool) -> None:
+    """ROC-AUC, average precision and precision@k of every detector against a ground truth.
+
+    Per model (latest complete run of each), on all and on daylight frames, and per anomaly kind.
+    """
+    from pipeline.evaluate import evaluate as run_evaluate, format_table
+
+    results = run_evaluate(db, truth_csv)
+    if as_json:
+        click.echo(results.to_json(orient="records", indent=1))
+    else:
+        click.echo(format_table(results))
+
+
+@cli.command("score-new")
+@_folder_argument
+@_db_option(exists=True)
+@click.option("--run-id", "run_id", type=int, help="run to score against [default: the latest "
+              "complete run with a saved fit]")
+@click.option("--json", "as_json", is_flag=True, help="print every scored frame as JSON")
+@click.pass_context
+def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
+    """Ingest FOLDER and score its new frames against a frozen run, without refitting."""
+    from pipeline.score_new import score_new as run_score_new
+
+    settings = _settings(ctx)
+    with store.writer_lock(db):
+        result = run_score_new(folder, db, settings, progress=not as_json, run_id=run_id)
+    if as_json:
+        click.echo(result.frames.to_json(orient="records", indent=1))
+    else:
+        click.echo(result.describe())
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'640x360' -> (640, 360); anything else is an InputError naming the flag."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--size must look like 640x360, not {text!r}") from None
+    return width, height
 
 
 def _split(text: str | None) -> list[str] | None:

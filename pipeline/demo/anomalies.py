@@ -76,7 +76,6 @@ def _find_slot(kind, length, clocks, weather, hour_of, day, taken, rng):
     n = len(clocks)
     candidates = []
     for s in range(0, n - length + 1):
-        span = range(s, s + length)
         if taken[s:s + length].any():
             continue
         if kind != "truncated" and not day[s:s + length].all():

@@ -173,7 +173,7 @@ class _Canvas:
 
 
 def _paint(albedo, material, cover, depth, mask, colour, mat, dist):
-    """Painter's algorithm: put `colour` (H,W,3 or 3) where `mask` says, in front of what is there."""
+    """Painter's algorithm: `colour` (H,W,3 or 3) where `mask` says, in front of what is there."""
     m = mask[..., None]
     albedo *= 1 - m
     albedo += m * colour
@@ -351,9 +351,9 @@ def build_scene(size: tuple[int, int]) -> Scene:
     paint(glass, srgb(60, 70, 85), WEST, 8.0)
     door = canvas.poly([p(3.35, z0s, 0), p(4.15, z0s, 0), p(4.15, z0s, 1.9), p(3.35, z0s, 1.9)])
     paint(door, shed_col * 0.8, FACING, z0s)
-    roof_s = canvas.poly([p(x0s - 0.15, z0s - 0.15, hf + 0.02), p(x1s + 0.15, z0s - 0.15, hf + 0.02),
-                          p(x1s + 0.15, z0s - 0.15, hf + 0.14), p(x0s - 0.15, z0s - 0.15, hf + 0.14),
-                          p(x0s - 0.15, z1s + 0.15, hb + 0.14), p(x0s - 0.15, z1s + 0.15, hb + 0.02)])
+    xl, xr, zf, zb = x0s - 0.15, x1s + 0.15, z0s - 0.15, z1s + 0.15  # roof overhangs the walls
+    roof_s = canvas.poly([p(xl, zf, hf + 0.02), p(xr, zf, hf + 0.02), p(xr, zf, hf + 0.14),
+                          p(xl, zf, hf + 0.14), p(xl, zb, hb + 0.14), p(xl, zb, hb + 0.02)])
     paint(roof_s, srgb(52, 50, 52), FACING, z0s)
 
     # Tree trunks (the canopies are sprites so they can sway).

@@ -68,7 +68,8 @@ def test_rerender_in_place_is_unchanged_and_drops_stale_frames(tmp_path):
     before = {rel: (data, os.stat(tmp_path / rel).st_mtime)
               for rel, data in _files(tmp_path).items()}
     render_demo(tmp_path, n_frames=30, seed=5, size=(96, 54), progress=False)
-    after = {rel: (data, os.stat(tmp_path / rel).st_mtime) for rel, data in _files(tmp_path).items()}
+    after = {rel: (data, os.stat(tmp_path / rel).st_mtime)
+             for rel, data in _files(tmp_path).items()}
     assert after == before
     shorter = render_demo(tmp_path, n_frames=20, seed=5, size=(96, 54), progress=False)
     jpegs = sorted(p.relative_to(first.frames_dir).as_posix()
@@ -265,3 +266,18 @@ def test_bad_arguments_are_input_errors(tmp_path):
         render_demo(tmp_path, n_frames=5, size=(10, 10), progress=False)
     with pytest.raises(InputError, match="interval"):
         render_demo(tmp_path, n_frames=5, interval_minutes=(15, 10), progress=False)
+
+
+def test_cli_demo_rejects_a_bad_size_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--size", "big",
+                                      "--no-serve"])
+    assert result.exit_code == 1
+    assert "--size must look like 640x360" in result.output
+    tiny = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--size", "8x8",
+                                    "--no-serve"])
+    assert tiny.exit_code == 1 and "between 32x24" in tiny.output
+    assert "Traceback" not in result.output + tiny.output
