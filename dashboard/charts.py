@@ -182,22 +182,26 @@ def cluster_sizes(df: pd.DataFrame) -> go.Figure:
 
 
 def cluster_profile(df: pd.DataFrame, kind: str = "hour") -> go.Figure:
-    """Frames per hour of day (kind='hour') or per day (kind='day'), one line per cluster."""
+    """Frames per hour of day (kind='hour', a line per cluster, hours without frames at 0) or
+    per day (kind='day', stacked bars per cluster)."""
     title = "Hour-of-day profile" if kind == "hour" else "Date profile"
     part = df[df["kind"] == kind]
     if part.empty:
         return _empty(title)
     fig = go.Figure()
     for cluster, rows in part.groupby("cluster", sort=True):
-        x = rows["key"].astype(int) if kind == "hour" else pd.to_datetime(rows["key"])
-        order = np.argsort(x.to_numpy())
-        fig.add_trace(go.Scatter(
-            x=x.to_numpy()[order], y=rows["n_frames"].to_numpy()[order],
-            mode="lines+markers", name=cluster_label(cluster),
-            line=dict(color=cluster_color(cluster))))
+        name, color = cluster_label(cluster), cluster_color(cluster)
+        if kind == "hour":
+            counts = rows.assign(h=rows["key"].astype(int)).set_index("h")["n_frames"]
+            counts = counts.reindex(range(24), fill_value=0)
+            fig.add_trace(go.Scatter(x=list(range(24)), y=counts.to_numpy(), name=name,
+                                     mode="lines+markers", line=dict(color=color)))
+        else:
+            fig.add_trace(go.Bar(x=pd.to_datetime(rows["key"]), y=rows["n_frames"], name=name,
+                                 marker_color=color))
     fig.update_layout(title=title, yaxis_title="frames",
                       xaxis_title="hour of day (camera clock)" if kind == "hour" else "day",
-                      **_LAYOUT)
+                      barmode="stack", **_LAYOUT)
     if kind == "hour":
         fig.update_xaxes(range=[-0.5, 23.5], dtick=2)
     return fig

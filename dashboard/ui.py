@@ -62,9 +62,9 @@ def request_filter(**changes: Any) -> None:
     pending.update(changes)
 
 
-def frame_link(frame_id: int, label: str | None = None) -> None:
-    st.page_link(PAGE_FILES["Frame"], label=label or f"Open frame {frame_id}",
-                 icon=":material/open_in_full:",
+def frame_link(frame_id: int, label: str | None = None,
+               icon: str = ":material/open_in_full:") -> None:
+    st.page_link(PAGE_FILES["Frame"], label=label or f"Open frame {frame_id}", icon=icon,
                  query_params={**url_filters(), "frame": str(int(frame_id))})
 
 

@@ -17,8 +17,10 @@ if sizes.empty:
     st.info("No clusters for these frames: run `python -m pipeline analyze`, or widen the "
             "filters.")
     st.stop()
+noise = " Noise (-1) holds the frames HDBSCAN put in no cluster." if (
+    sizes["cluster"] < 0).any() else ""
 st.caption(f"{len(sizes)} clusters over {int(sizes['n_frames'].sum()):,} frames "
-           f"({filters.describe(flt)}). Cluster -1 is noise (HDBSCAN).")
+           f"({filters.describe(flt)}).{noise}")
 c1, c2 = st.columns(2)
 c1.plotly_chart(charts.cluster_sizes(sizes), key="clusters_sizes")
 profiles = data.get("cluster_profiles", flt)

@@ -39,10 +39,10 @@ near = data.get("adjacent_frames", int(frame_id))
 n1, n2, _ = st.columns([1, 1, 4])
 if near["prev"] is not None:
     with n1:
-        ui.frame_link(near["prev"], "← previous")
+        ui.frame_link(near["prev"], "previous", ":material/arrow_back:")
 if near["next"] is not None:
     with n2:
-        ui.frame_link(near["next"], "next →")
+        ui.frame_link(near["next"], "next", ":material/arrow_forward:")
 
 left, right = st.columns([3, 2])
 with left:
@@ -79,8 +79,8 @@ with right:
         table = scores.assign(percentile=scores["score_pct"] * 100)[
             ["detector", "score", "percentile", "is_outlier"]]
         st.dataframe(table, hide_index=True, width="stretch", column_config={
-            "score": st.column_config.NumberColumn("score (higher = more abnormal)",
-                                                   format="%.4f"),
+            "score": st.column_config.NumberColumn("score", format="%.4f",
+                                                   help="raw score; higher = more abnormal"),
             "percentile": st.column_config.NumberColumn("percentile", format="%.1f %%"),
             "is_outlier": st.column_config.CheckboxColumn("flagged")})
 

@@ -22,14 +22,19 @@ if s["n_total"] == 0:
 
 c1, c2, c3, c4, c5 = st.columns(5)
 c1.metric("Frames", f"{int(s['n_frames']):,}", help=f"of {s['n_total']:,} in the store")
-span = "–" if pd.isna(s["first"]) else (
-    f"{pd.Timestamp(s['first']):%Y-%m-%d} → {pd.Timestamp(s['last']):%Y-%m-%d}")
-c2.metric("Date span", span)
+if pd.isna(s["first"]):
+    c2.metric("Days", 0)
+else:
+    first, last = pd.Timestamp(s["first"]), pd.Timestamp(s["last"])
+    c2.metric("Days", (last.normalize() - first.normalize()).days + 1,
+              help=f"{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} (camera clock)")
+    st.caption(f"From {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} (camera clock).")
 c3.metric("Night", "–" if pd.isna(s["night_share"]) else f"{s['night_share'] * 100:.0f} %")
 c4.metric("Clusters", int(s["n_clusters"]))
 c5.metric(f"Flagged ({flt.detector})", f"{int(s['n_flagged']):,}")
 if s["n_errors"]:
-    st.caption(f"{s['n_errors']} files could not be read: see Runs & errors.")
+    n_err = int(s["n_errors"])
+    st.caption(f"{n_err} file{'s' if n_err != 1 else ''} could not be read: see Runs & errors.")
 if s["n_junk"] or s["n_keep"]:
     st.caption(f"Reviewed: {int(s['n_junk'])} junk, {int(s['n_keep'])} keep.")
 

@@ -1,0 +1,87 @@
+"""Real browser (Playwright + Debian's Chromium): change a filter, reopen the resulting URL in a
+fresh context and see the same view; a screenshot of every page goes to test-artifacts/."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import store
+from store.db import scalar
+from tests.browser.conftest import ARTIFACTS
+
+pytestmark = pytest.mark.browser
+
+PAGES = {"": "Overview", "gallery": "Gallery", "map": "Map", "clusters": "Clusters",
+         "compare": "Compare detectors", "frame": "Frame", "review": "Review & export",
+         "runs": "Runs & errors"}
+
+
+def settle(page, title: str) -> None:
+    """Wait until the page's title is drawn and the script run has finished."""
+    page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=30_000)
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
+        timeout=30_000)
+    page.wait_for_timeout(600)  # let Plotly finish drawing before a screenshot
+
+
+def frames_metric(page) -> str:
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text="Frames").first
+    return metric.locator('[data-testid="stMetricValue"]').inner_text()
+
+
+def test_filter_survives_a_copied_link(browser, dashboard_url, demo_store):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with store.connect(demo_store, read_only=True) as con:
+        n_all = scalar(con, "SELECT count(*) FROM frames")
+        n_night = scalar(con, "SELECT count(*) FROM frames WHERE daylight = 'night'")
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.goto(dashboard_url)
+    settle(page, "Overview")
+    assert frames_metric(page) == f"{n_all:,}"
+    daylight = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').filter(
+        has_text="Daylight")
+    daylight.locator("input").click()
+    page.get_by_role("option", name="night", exact=True).click()
+    page.keyboard.press("Escape")
+    page.wait_for_url(re.compile(r"daylight=night"), timeout=30_000)
+    settle(page, "Overview")
+    assert frames_metric(page) == f"{n_night:,}"
+    link = page.url
+    page.screenshot(path=str(ARTIFACTS / "dashboard-filtered-overview.png"), full_page=True)
+    ctx.close()
+
+    fresh = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = fresh.new_page()
+    page.goto(link)
+    settle(page, "Overview")
+    assert frames_metric(page) == f"{n_night:,}"
+    chips = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').filter(
+        has_text="Daylight")
+    assert "night" in chips.inner_text()
+    assert "daylight=night" in page.url
+    fresh.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_screenshot_of_every_page(browser, dashboard_url, scheme):
+    ARTIFACTS.mkdir(exist_ok=True)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1800}, color_scheme=scheme)
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(dashboard_url)
+    settle(page, "Overview")
+    for path, title in PAGES.items():
+        if title != "Overview":  # in-app navigation, as a user clicks
+            page.locator('[data-testid="stSidebarNav"] a').filter(
+                has_text=re.compile(f"^{re.escape(title)}$")).click()
+            page.wait_for_url(re.compile(f"/{path}(\\?|$)"), timeout=30_000)
+        settle(page, title)
+        assert page.locator('[data-testid="stException"]').count() == 0, title
+        name = path or "overview"
+        page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}-{scheme}.png"), full_page=True)
+    assert not errors, errors
+    ctx.close()
