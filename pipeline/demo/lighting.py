@@ -72,8 +72,8 @@ def light_at(elevation: float, azimuth: float, cloud_cover: float, condition: st
     mix = float(np.clip((elevation + 4) / 14, 0, 1))
     zenith = (twilight * (1 - mix) + day_zenith * mix) * level
     horizon = (twilight * 1.6 * (1 - mix) + day_horizon * mix) * level
-    glow_strength = np.exp(-((elevation - 0.5) / 4.5) ** 2) * (1 - 0.8 * cover)
-    glow = np.array([1.0, 0.42, 0.14], np.float32) * 0.45 * glow_strength * max(level, 0.02) * 3
+    glow_strength = np.exp(-((elevation - 1.0) / 4.0) ** 2) * (1 - 0.7 * cover)
+    glow = np.array([1.0, 0.40, 0.16], np.float32) * 0.9 * glow_strength * max(level, 0.02)
     rel = ((azimuth - CAMERA_HEADING + 180) % 360) - 180
     glow_u = 0.5 + rel / H_FOV
 

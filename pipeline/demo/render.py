@@ -97,9 +97,10 @@ class Renderer:
         # Sky and clouds over the top rows, behind the garden.
         sr = sc.sky_rows
         sky = light.zenith * (1 - self.sky_t) + light.horizon * self.sky_t
-        glow = np.exp(-((self.sky_u - light.glow_u) / 0.45) ** 2)[..., None]
-        sky = sky + light.glow * glow * self.sky_t ** 3
-        sky = sky * (1 - clouds[..., None]) + light.cloud * clouds[..., None]
+        glow = (0.35 + np.exp(-((self.sky_u - light.glow_u) / 0.9) ** 2))[..., None]
+        sky = sky + light.glow * glow * self.sky_t ** 2
+        cloud = light.cloud + light.glow * glow * 0.7  # dawn and dusk light the clouds warm
+        sky = sky * (1 - clouds[..., None]) + cloud * clouds[..., None]
         img[:sr] = img[:sr] * self.sky_cover + sky * (1 - self.sky_cover)
 
         # Fog by depth: weather fog, rain haze, or the dense fog event.
