@@ -26,6 +26,10 @@ EXPOSURE_TARGET = 0.23  # mean linear level the auto-exposure aims for
 MAX_GAIN = 10.0         # how far the camera can brighten a dark scene (night stays dark)
 
 
+# Anomalies that happen at the lens or to the camera, after the scene is exposed.
+_AFTER_CAMERA = {"knocked": anomalies.knock, "bird": anomalies.bird, "drops": anomalies.drops}
+
+
 @dataclass(frozen=True)
 class FrameSpec:
     """Everything that decides how one frame looks (picklable, sent to workers)."""
@@ -62,7 +66,6 @@ class Renderer:
         self.sky_t = (np.linspace(0, 1, sr, dtype=np.float32) ** 0.8)[:, None, None]
         self.sky_u = ((np.arange(scene.width, dtype=np.float32) + 0.5) / scene.width)[None, :]
         self.sky_cover = scene.cover[:sr, :, None]
-        self.ground_rows = self.shadows.row0
 
     def render(self, spec: FrameSpec) -> np.ndarray:
         """The frame as (H, W, 3) uint8, anomaly included (truncation happens when writing)."""
@@ -140,9 +143,8 @@ class Renderer:
         np.clip(img, 0, LUT_SIZE - 1, out=img)
         pixels = np.take(self.lut, img.astype(np.uint16))
 
-        if kind in ("knocked", "bird", "drops"):
-            image = Image.fromarray(pixels, "RGB")
-            image = getattr(anomalies, {"knocked": "knock"}.get(kind, kind))(image, event.params)
+        if kind in _AFTER_CAMERA:
+            image = _AFTER_CAMERA[kind](Image.fromarray(pixels, "RGB"), event.params)
             pixels = np.asarray(image)
         elif kind == "black":
             pixels = anomalies.black(pixels, event.params, rng)
