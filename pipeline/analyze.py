@@ -91,6 +91,8 @@ class AnalyzeResult:
     timings: dict[str, float] = field(default_factory=dict)
     peak_mb: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
         total = sum(self.timings.values())
@@ -163,14 +165,16 @@ class _Steps:
     def __init__(self, trace_memory: bool):
         self.timings: dict[str, float] = {}
         self.peak_mb: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}   # CPU seconds, all threads (honest under load)
         self.trace = trace_memory
 
     def run(self, name: str, func, *args, **kwargs):
         if self.trace:
             tracemalloc.reset_peak()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         out = func(*args, **kwargs)
         self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 3)
+        self.cpu[name] = round(self.cpu.get(name, 0.0) + time.process_time() - cpu, 3)
         if self.trace:
             self.peak_mb[name] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
         return out
@@ -307,7 +311,8 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     return AnalyzeResult(run_id=run_id, model=model, n_frames=n,
                          detectors=list(detectors) + [CONSENSUS], n_dims=n_dims,
                          n_clusters=n_clusters, n_outliers=n_outliers,
-                         timings=dict(steps.timings), peak_mb=dict(steps.peak_mb), notes=notes)
+                         timings=dict(steps.timings), peak_mb=dict(steps.peak_mb), notes=notes,
+                         params=params, cpu=dict(steps.cpu))
 
 
 def _why_unscorable(key: str) -> str:
@@ -364,13 +369,15 @@ def cluster(z: np.ndarray, settings: Settings):
         return KMeans(n_clusters=k, random_state=settings.random_state, n_init=3).fit(data)
 
     if str(settings.n_clusters) == "auto":
-        sample = z[rng.choice(n, size=min(n, 5000), replace=False)] if n > 5000 else z
+        # k by silhouette on a 3000-frame sample (cost independent of n), then one fit on all
+        sample = z[rng.choice(n, size=3000, replace=False)] if n > 3000 else z
+        sub = rng.choice(len(sample), size=min(len(sample), 1500), replace=False)
         scored = []
         for k in range(2, min(12, len(sample) - 1) + 1):
-            labels = fit(k, sample).labels_
-            if len(set(labels)) < 2:
+            labels = KMeans(n_clusters=k, random_state=settings.random_state,
+                            n_init=1).fit(sample).labels_
+            if len(set(labels[sub])) < 2:
                 continue
-            sub = rng.choice(len(sample), size=min(len(sample), 2000), replace=False)
             scored.append((silhouette_score(sample[sub], labels[sub]), k))
         k = max(scored)[1] if scored else 1
     else:

@@ -272,20 +272,39 @@ class IForestDetector(Detector):
 class HBOSDetector(Detector):
     key = "hbos"
     family = "embedding"
-    summary = "Histogram-based outlier score (PyOD): rare values per PCA dimension"
+    summary = "Histogram-based outlier score (PyOD formula): rare values per PCA dimension"
 
-    def __init__(self, contamination: float = 0.05, n_bins: int = 20):
+    def __init__(self, contamination: float = 0.05, n_bins: int = 20, alpha: float = 0.1,
+                 tol: float = 0.5):
         self.contamination = contamination
         self.n_bins = n_bins
+        self.alpha = alpha
+        self.tol = tol
 
     def _fit(self, batch):
-        from pyod.models.hbos import HBOS
-
-        self.model_ = HBOS(n_bins=self.n_bins, contamination=self.contamination)
-        self.model_.fit(batch.z)
+        # PyOD's static-bin HBOS, vectorised (PyOD loops over frames in Python: 10 s per 1k)
+        n_dims = batch.z.shape[1]
+        self.hist_ = np.zeros((self.n_bins, n_dims))
+        self.bin_edges_ = np.zeros((self.n_bins + 1, n_dims))
+        for i in range(n_dims):
+            self.hist_[:, i], self.bin_edges_[:, i] = np.histogram(
+                batch.z[:, i], bins=self.n_bins, density=True)
 
     def decision_function(self, batch):
-        return self.model_.decision_function(batch.z).astype(float)
+        z = batch.z
+        total = np.zeros(len(z))
+        for i in range(z.shape[1]):
+            edges = self.bin_edges_[:, i]
+            log_density = np.log2(self.hist_[:, i] + self.alpha)
+            inds = np.digitize(z[:, i], edges, right=True)
+            inner = log_density[np.clip(inds - 1, 0, self.n_bins - 1)]
+            below = (edges[0] - z[:, i]) <= (edges[1] - edges[0]) * self.tol
+            above = (z[:, i] - edges[-1]) <= (edges[-1] - edges[-2]) * self.tol
+            score = np.where(inds == 0, np.where(below, log_density[0], log_density.min()),
+                             np.where(inds == self.n_bins + 1,
+                                      np.where(above, log_density[-1], log_density.min()), inner))
+            total += score
+        return -total
 
 
 class _NeighborDetector(Detector):

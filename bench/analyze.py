@@ -1,0 +1,156 @@
+"""Benchmark `analyze` on synthetic 512-d vectors: time and peak memory per step; prints JSON.
+
+    .venv/bin/python bench/analyze.py [--frames 10000,100000] [--detectors KEY,...]
+                                      [--dim 512] [--out DIR] [--keep]
+
+Each size runs in its own process (clean peak RSS): it builds a store with N frames (ten-minute
+steps over N/144 days, frame statistics, a daily cycle in the vectors plus noise and 0.5%
+planted outliers), then runs `pipeline.analyze.analyze` with the default settings (or the
+given detectors) and reports per step: seconds, peak traced Python/NumPy memory (MiB), and the
+process peak RSS. `planted_auc` checks the run still finds the planted outliers at scale.
+750k frames is an option (`--frames 750000`); it needs ~3 GB for the store and takes long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def build_store(db: Path, n: int, dim: int, seed: int = 0) -> list[int]:
+    """Frames + `synthetic` vectors; returns the frame ids of planted outliers."""
+    import numpy as np
+    import pandas as pd
+
+    import store
+    from store import embeddings as se
+    from store import frames as sf
+
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(6, dim))
+    directions = rng.normal(size=(20, dim))
+    planted: list[int] = []
+    chunk = 50_000
+    start = np.datetime64("2024-01-01T00:00:00")
+    with store.connect(db) as con:
+        se.record_model(con, se.ModelRow("synthetic", "synthetic", "none", dim, None))
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            idx = np.arange(lo, hi)
+            times = start + np.timedelta64(10, "m") * idx
+            hours = ((times - times.astype("datetime64[D]")) / np.timedelta64(1, "h")).astype(float)
+            days = idx / 144.0
+            phase = 2 * np.pi * hours / 24
+            feats = np.column_stack([np.sin(phase), np.cos(phase), np.sin(2 * phase),
+                                     np.cos(2 * phase), np.sin(2 * np.pi * days / 365),
+                                     np.cos(2 * np.pi * days / 365)])
+            vectors = feats @ basis * 3 + rng.normal(scale=0.5, size=(hi - lo, dim))
+            out = rng.random(hi - lo) < 0.005
+            vectors[out] += directions[rng.integers(0, 20, out.sum())] * 1.5
+            ids = idx + 1
+            planted += ids[out].tolist()
+            day = (hours >= 7) & (hours < 19)
+            frames = pd.DataFrame({
+                "frame_id": ids, "path": [f"f/{i:07d}.jpg" for i in idx], "root": "/bench",
+                "taken_at": pd.to_datetime(times),
+                "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
+                "time_source": "exif", "utc_offset_min": 0, "source_utc": pd.NaT,
+                "width": 640, "height": 360, "file_bytes": 50_000,
+                "file_mtime": pd.Timestamp("2025-01-01", tz="UTC"), "content_hash": None,
+                "mean_luma": np.where(day, 120.0, 15.0) + rng.normal(0, 5, hi - lo),
+                "contrast": np.where(day, 40.0, 8.0) + rng.normal(0, 2, hi - lo),
+                "sharpness": np.where(day, 300.0, 30.0) + rng.normal(0, 10, hi - lo),
+                "colorfulness": np.where(day, 30.0, 3.0) + rng.normal(0, 1, hi - lo),
+                "sun_elevation": None, "daylight": np.where(day, "day", "night"),
+                "daylight_source": "brightness"})
+            empty = pd.DataFrame()
+            sf.write_batch(con, frames, empty, empty, empty, [], [])
+            se.insert_vectors(con, "synthetic", ids, vectors.astype(np.float32))
+    return planted
+
+
+def one(n: int, dim: int, detectors: list[str] | None, out: Path) -> dict:
+    import numpy as np
+
+    import store
+    from pipeline.analyze import analyze
+    from pipeline.settings import Settings
+    from store import analysis as sa
+
+    db = out / f"bench-{n}.duckdb"
+    for p in (db, db.with_name(db.name + ".wal")):
+        if p.exists():
+            p.unlink()
+    started = time.perf_counter()
+    planted = build_store(db, n, dim)
+    build_s = time.perf_counter() - started
+    settings = Settings(model="synthetic")
+    if detectors:
+        settings = settings.replace(detectors=detectors)
+    started = time.perf_counter()
+    result = analyze(db, settings, progress=False, trace_memory=True)
+    total = time.perf_counter() - started
+    with store.connect(db, read_only=True) as con:
+        scores = sa.run_scores(con, result.run_id)
+    from sklearn.metrics import roc_auc_score
+
+    cons = scores[scores["detector"] == "consensus"]
+    labels = np.isin(cons["frame_id"].to_numpy(), planted)
+    return {
+        "frames": n, "dim": dim, "detectors": result.detectors, "pca_dims": result.n_dims,
+        "neighbor_index": result.params.get("neighbor_index"),
+        "analyze_s": round(total, 2), "steps_s": result.timings, "steps_cpu_s": result.cpu,
+        "steps_peak_mib": result.peak_mb,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "build_store_s": round(build_s, 1), "store_mib": round(db.stat().st_size / 2**20, 1),
+        "planted_auc": round(float(roc_auc_score(labels, cons["score"].fillna(0))), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", default="10000,100000", help="comma-separated sizes")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--detectors", default=None, help="comma-separated detector keys")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the stores")
+    parser.add_argument("--keep", action="store_true", help="keep the stores")
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    detectors = args.detectors.split(",") if args.detectors else None
+    if args.one is not None:
+        print(json.dumps(one(args.one, args.dim, detectors, args.out)))
+        return
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench-analyze-"))
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for n in [int(x) for x in args.frames.split(",")]:
+        cmd = [sys.executable, __file__, "--one", str(n), "--dim", str(args.dim), "--out", str(out)]
+        if args.detectors:
+            cmd += ["--detectors", args.detectors]
+        done = subprocess.run(cmd, capture_output=True, text=True, env={
+            **os.environ, "PYTHONPATH": str(ROOT)})
+        if done.returncode != 0:
+            results.append({"frames": n, "error": done.stderr.strip().splitlines()[-1:]})
+        else:
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        if not args.keep:
+            for p in out.glob(f"bench-{n}.duckdb*"):
+                p.unlink()
+    print(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                  "load_avg": os.getloadavg()},
+                      "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
