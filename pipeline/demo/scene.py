@@ -174,13 +174,21 @@ class _Canvas:
 
 def _paint(albedo, material, cover, depth, mask, colour, mat, dist):
     """Painter's algorithm: `colour` (H,W,3 or 3) where `mask` says, in front of what is there."""
-    m = mask[..., None]
-    albedo *= 1 - m
-    albedo += m * colour
-    sel = mask > 0.5
-    material[sel] = mat
-    depth[sel] = dist
-    np.maximum(cover, mask, out=cover)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    m = mask[box]
+    colour = np.asarray(colour, np.float32)
+    if colour.ndim == 3:
+        colour = colour[box]
+    a = albedo[box]
+    a *= 1 - m[..., None]
+    a += m[..., None] * colour
+    sel = m > 0.5
+    material[box][sel] = mat
+    depth[box][sel] = dist
+    np.maximum(cover[box], m, out=cover[box])
 
 
 # --- the garden ---------------------------------------------------------------------------------
