@@ -173,15 +173,15 @@ def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
         reader.call("scores_for", run_id, ids)
 
     def map_page(flt):
-        pts, _ = reader.call("map_points", flt, 20_000)
+        pts, _ = reader.call("map_points", flt, 20_000, False)
         charts.map_scatter(pts, "cluster")
 
     def clusters(flt):
         sizes = reader.call("cluster_sizes", flt)
         charts.cluster_sizes(sizes)
         charts.cluster_profile(reader.call("cluster_profiles", flt), "hour")
-        for c in sizes["cluster"][:4]:
-            reader.call("thumbnails", reader.call("cluster_sample", flt, int(c), 6, 0))
+        samples = reader.call("cluster_samples", flt, 6, 0)
+        reader.call("thumbnails", list(samples["frame_id"]))
 
     def compare(flt):
         wide = reader.call("detector_matrix", flt, dets[:4], 20_000)

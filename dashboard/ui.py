@@ -85,14 +85,16 @@ def caption_for(row: pd.Series | dict, detector: str) -> str:
 
 
 def thumb_grid(rows: pd.DataFrame, detector: str, n_cols: int = 6, pick: bool = False,
-               scores: pd.DataFrame | None = None, key: str = "grid") -> None:
+               scores: pd.DataFrame | None = None, key: str = "grid",
+               thumbs: dict[int, bytes] | None = None) -> None:
     """Thumbnails with time, weather, cluster and score; a link to each frame; optional
     checkboxes that add frames to the selection."""
     if rows.empty:
         st.info("No frames to show.")
         return
     ids = [int(i) for i in rows["frame_id"]]
-    thumbs = data.get("thumbnails", ids)
+    if thumbs is None:
+        thumbs = data.get("thumbnails", ids)
     picked = set(selection())
     score_text: dict[int, str] = {}
     if scores is not None and not scores.empty:

@@ -67,8 +67,15 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> 
         raise
 
 
-def _filtered(flt: FrameFilter) -> tuple[str, dict[str, Any]]:
+_WEATHER_COLUMNS = ("temperature_c", "precipitation_mm", "cloud_cover_pct", "wind_speed_ms",
+                    "visibility_km")
+
+
+def _filtered(flt: FrameFilter, weather: bool = False) -> tuple[str, dict[str, Any]]:
     """`WITH sel AS (...)`: the filtered frames with cluster, chosen score, weather and review.
+
+    The weather (an ASOF join over every frame) is joined only when the filter or the caller
+    (`weather=True`) needs it; otherwise its columns are NULL ('unknown' for condition).
 
     `sel` columns: frame_id, path, root, taken_at, taken_at_utc, daylight, sun_elevation,
     mean_luma, cluster, map_x, map_y, score, score_pct, is_outlier, condition, temperature_c,
@@ -110,20 +117,27 @@ def _filtered(flt: FrameFilter) -> tuple[str, dict[str, Any]]:
         qualify = ("QUALIFY row_number() OVER (ORDER BY s.score DESC NULLS LAST, f.frame_id)"
                    " <= $topk")
         params["topk"] = int(flt.threshold)
+    if weather or flt.conditions:
+        weather_cols = "coalesce(fw.condition, 'unknown') AS condition, " + ", ".join(
+            f"fw.{c}" for c in _WEATHER_COLUMNS)
+        weather_join = "LEFT JOIN frame_weather fw ON fw.frame_id = f.frame_id"
+    else:
+        weather_cols = "'unknown' AS condition, " + ", ".join(
+            f"CAST(NULL AS DOUBLE) AS {c}" for c in _WEATHER_COLUMNS)
+        weather_join = ""
     sql = f"""
 WITH sel AS (
     SELECT f.frame_id, f.path, f.root, f.taken_at, f.taken_at_utc, f.daylight,
            f.sun_elevation, f.mean_luma,
            c.cluster, c.map_x, c.map_y,
            s.score, s.score_pct, s.is_outlier,
-           coalesce(fw.condition, 'unknown') AS condition, fw.temperature_c,
-           fw.precipitation_mm, fw.cloud_cover_pct, fw.wind_speed_ms, fw.visibility_km,
+           {weather_cols},
            r.verdict, r.note
     FROM frames f
     LEFT JOIN clusters c ON c.run_id = $run_id AND c.frame_id = f.frame_id
     LEFT JOIN outlier_scores s
            ON s.run_id = $run_id AND s.detector = $detector AND s.frame_id = f.frame_id
-    LEFT JOIN frame_weather fw ON fw.frame_id = f.frame_id
+    {weather_join}
     LEFT JOIN reviews r ON r.frame_id = f.frame_id
     WHERE {' AND '.join(where)}
     {qualify}
@@ -185,10 +199,13 @@ def options(con: duckdb.DuckDBPyConnection, run_id: int | None) -> dict[str, Any
     clusters = [int(r[0]) for r in con.execute(
         "SELECT DISTINCT cluster FROM clusters WHERE run_id = $run_id ORDER BY cluster",
         {"run_id": run_id}).fetchall()]
+    # Conditions observed at the station frames are joined to, and 'unknown' (no observation
+    # within the tolerance); cheaper than the ASOF join over every frame.
     conditions = [r[0] for r in con.execute(
-        "SELECT DISTINCT condition FROM frame_weather ORDER BY condition").fetchall()]
-    if not conditions and span and span[2]:
-        conditions = ["unknown"]
+        "SELECT DISTINCT coalesce(condition, 'unknown') FROM weather "
+        "WHERE station = (SELECT station FROM weather_station_used)").fetchall()]
+    if span and span[2]:
+        conditions = sorted(set(conditions) | {"unknown"})
     daylight = [r[0] for r in con.execute(
         "SELECT DISTINCT daylight FROM frames WHERE daylight IS NOT NULL").fetchall()]
     daylight = [d for d in DAYLIGHT_VALUES if d in daylight] + sorted(
@@ -283,7 +300,7 @@ GALLERY_ORDERS = {
 def frames_page(con: duckdb.DuckDBPyConnection, flt: FrameFilter, page: int = 0,
                 page_size: int = 24, order: str = "score") -> tuple[pd.DataFrame, int]:
     """One page of filtered frames (ranked by the filter's detector) and the total count."""
-    sql, params = _filtered(flt)
+    sql, params = _filtered(flt, weather=True)
     params.update(limit=int(page_size), offset=int(page) * int(page_size))
     df = _query(con, sql + f"""
         SELECT frame_id, path, taken_at, daylight, cluster, score, score_pct, is_outlier,
@@ -372,14 +389,15 @@ def adjacent_frames(con: duckdb.DuckDBPyConnection, frame_id: int) -> dict[str, 
 
 # --- map and clusters -------------------------------------------------------------------------
 
-def map_points(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_points: int = 20_000
-               ) -> tuple[pd.DataFrame, int]:
+def map_points(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_points: int = 20_000,
+               weather: bool = False) -> tuple[pd.DataFrame, int]:
     """2-D map points of the filtered frames, and how many there are in all.
 
     Above `max_points` a deterministic sample is returned (every flagged frame is kept, the
     rest is sampled by a hash of the frame id), so the picture is stable between reruns.
+    `weather=True` fills `condition` (for colouring by weather).
     """
-    sql, params = _filtered(flt)
+    sql, params = _filtered(flt, weather=weather)
     n = int(_query(con, sql + "SELECT count(*) AS n FROM sel WHERE map_x IS NOT NULL",
                    params)["n"].iloc[0])
     params["max_points"] = int(max_points)
@@ -415,6 +433,20 @@ def cluster_profiles(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.Dat
         SELECT 'day' AS kind, cluster, strftime(taken_at, '%Y-%m-%d') AS key, count(*)
         FROM sel WHERE cluster IS NOT NULL AND taken_at IS NOT NULL GROUP BY ALL
         ORDER BY kind, cluster, key""", params)
+
+
+def cluster_samples(con: duckdb.DuckDBPyConnection, flt: FrameFilter, n: int = 6,
+                    seed: int = 0) -> pd.DataFrame:
+    """A random (seeded, repeatable) sample of up to `n` filtered frames from every cluster,
+    with the gallery columns; one query for the whole page."""
+    sql, params = _filtered(flt, weather=True)
+    params.update(n=int(n), seed=int(seed))
+    return _query(con, sql + """
+        SELECT frame_id, path, taken_at, daylight, cluster, score, score_pct, is_outlier,
+               condition, temperature_c, precipitation_mm, verdict
+        FROM sel WHERE cluster IS NOT NULL
+        QUALIFY row_number() OVER (PARTITION BY cluster ORDER BY hash(frame_id + $seed)) <= $n
+        ORDER BY cluster, taken_at""", params)
 
 
 def cluster_sample(con: duckdb.DuckDBPyConnection, flt: FrameFilter, cluster: int, n: int = 8,
@@ -499,7 +531,7 @@ def export_frames(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = 
     'keep' (only frames marked keep). `abs_path` is root + path."""
     if mode not in EXPORT_MODES:
         raise ValueError(f"unknown export mode {mode!r}; choose one of {EXPORT_MODES}")
-    sql, params = _filtered(flt)
+    sql, params = _filtered(flt, weather=True)
     cond = "verdict IS DISTINCT FROM 'junk'" if mode == "not_junk" else "verdict = 'keep'"
     return _query(con, sql + f"""
         SELECT frame_id, path, root, rtrim(root, '/') || '/' || path AS abs_path, taken_at,

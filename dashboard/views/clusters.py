@@ -31,6 +31,8 @@ seed = st.session_state.get("clusters_seed", 0)
 if st.button("New random samples", key="clusters_reshuffle"):
     st.session_state["clusters_seed"] = seed + 1
     st.rerun()
+samples = data.get("cluster_samples", flt, SAMPLE, seed)
+thumbs = data.get("thumbnails", [int(i) for i in samples["frame_id"]])
 for row in sizes.to_dict("records"):
     cluster = int(row["cluster"])
     label = charts.cluster_label(cluster)
@@ -39,9 +41,5 @@ for row in sizes.to_dict("records"):
     st.subheader(f":material/circle: {label}", divider="gray")
     st.caption(f"{int(row['n_frames']):,} frames · {row['night_share'] * 100:.0f} % night · "
                f"{int(row['n_flagged'])} flagged by {flt.detector} · {first} → {last}")
-    ids = data.get("cluster_sample", flt, cluster, SAMPLE, seed)
-    sample = pd.DataFrame({"frame_id": ids})
-    if ids:
-        page, _ = data.get("frames_page", flt.replace(frame_ids=tuple(ids)), 0, SAMPLE, "time")
-        sample = page
-    ui.thumb_grid(sample, flt.detector, n_cols=SAMPLE, key=f"cluster{cluster}")
+    ui.thumb_grid(samples[samples["cluster"] == cluster], flt.detector, n_cols=SAMPLE,
+                  key=f"cluster{cluster}", thumbs=thumbs)

@@ -38,13 +38,13 @@ c1, c2, c3 = st.columns([2, 1, 1])
 order = c1.selectbox("Order", list(GALLERY_ORDERS), key="gallery_order",
                      format_func=ORDER_LABELS.get)
 size = c2.selectbox("Per page", PAGE_SIZES, index=1, key="gallery_size")
-rows, total = data.get("frames_page", view, 0, 1, order)
+rows, total = data.get("frames_page", view, st.session_state["gallery_page"] - 1, size, order)
 n_pages = max(1, math.ceil(total / size))
-if st.session_state["gallery_page"] > n_pages:
+if st.session_state["gallery_page"] > n_pages:  # the filters shrank the result: last page
     st.session_state["gallery_page"] = n_pages
+    rows, total = data.get("frames_page", view, n_pages - 1, size, order)
 page = c3.number_input(f"Page (of {n_pages})", min_value=1, max_value=n_pages, step=1,
                        key="gallery_page")
-rows, total = data.get("frames_page", view, page - 1, size, order)
 st.query_params["page"] = str(page)
 st.query_params["order"] = order
 

@@ -23,7 +23,7 @@ color = st.segmented_control("Colour by", list(charts.COLOR_BY), key="map_color"
                              format_func=COLOR_LABELS.get) or "cluster"
 st.query_params["color"] = color
 
-points, n = data.get("map_points", flt, MAX_POINTS)
+points, n = data.get("map_points", flt, MAX_POINTS, color == "condition")
 if n == 0:
     st.info("No map coordinates for these frames: run `python -m pipeline analyze`, or widen the "
             "filters.")

@@ -129,6 +129,22 @@ def test_clusters(con, run_id):
     sample = facts.cluster_sample(con, flt, c, 5, seed=1)
     assert sample == facts.cluster_sample(con, flt, c, 5, seed=1)
     assert len(sample) == min(5, int(sizes["n_frames"].iloc[0]))
+    samples = facts.cluster_samples(con, flt, 3, seed=2)
+    per = samples.groupby("cluster").size()
+    expected = sizes.set_index("cluster")["n_frames"].clip(upper=3)
+    assert per.to_dict() == expected.to_dict()
+
+
+def test_weather_is_joined_when_needed(con, run_id):
+    flt = FrameFilter(run_id=run_id)
+    page, _ = facts.frames_page(con, flt, 0, 500)
+    conditions = con.execute("SELECT frame_id, condition FROM frame_weather").df()
+    merged = page.merge(conditions, on="frame_id", suffixes=("", "_view"))
+    assert (merged["condition"] == merged["condition_view"].fillna("unknown")).all()
+    for cond in facts.options(con, run_id)["conditions"]:
+        n = facts.summary(con, flt.replace(conditions=(cond,)))["n_frames"]
+        assert n == scalar(con, "SELECT count(*) FROM frame_weather WHERE "
+                                "coalesce(condition, 'unknown') = ?", [cond])
 
 
 def test_detector_matrix_and_a_not_b(con, run_id):
