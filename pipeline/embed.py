@@ -188,14 +188,16 @@ def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None =
     log.info("embedding %d frames with %s (%d-d, %s)", len(pending), spec.key, row.dim,
              row.weights)
 
-    summary.embedded, summary.failed = _run_batches(db, embedder, pending, settings, progress)
+    summary.embedded, summary.failed = embed_pending(db, embedder, pending, settings, progress)
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _run_batches(db: Path, embedder: Embedder, pending: list[PendingFrame], settings: Settings,
-                 progress: bool) -> tuple[int, int]:
-    """Decode ahead in worker threads, infer batch by batch, commit each batch; (ok, failed)."""
+def embed_pending(db: Path, embedder: Embedder, pending: list[PendingFrame], settings: Settings,
+                  progress: bool = False) -> tuple[int, int]:
+    """Embed `pending` with a built model: decode ahead in worker threads, infer batch by batch,
+    commit each batch. Returns (vectors added, frames failed). `embed_frames` is the front
+    door; this is its inner loop (the benchmark times it with a warmed-up model)."""
     size = embedder.input_size
     batch_size = settings.batch_size
     batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]

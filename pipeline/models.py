@@ -213,6 +213,11 @@ def import_keras():
                     tf.config.threading.set_inter_op_parallelism_threads(min(2, n_cores))
                 except RuntimeError:
                     pass  # TensorFlow was already initialised by the caller: keep its setting
+                for gpu in tf.config.list_physical_devices("GPU"):  # share the GPU politely
+                    try:
+                        tf.config.experimental.set_memory_growth(gpu, True)
+                    except RuntimeError:
+                        pass
                 tf.config.list_physical_devices()  # device init logs land in the filter too
                 tf.get_logger().setLevel("ERROR")
                 import keras  # noqa: F401
@@ -297,9 +302,10 @@ def _weights_source(spec: ModelSpec, weights: Path | None, pretrained: bool) -> 
     """What to pass as Keras `weights=` and the text recorded in `models.weights`."""
     if not pretrained:
         return None, "random init (not for real use)"
-    path = weights if weights is not None else _imagenet_weights_path(spec)
-    origin = "--weights" if weights is not None else "keras cache"
-    return str(path), f"imagenet: {origin} {path} (blake2b {file_digest(path)})"
+    if weights is not None:
+        return str(weights), f"--weights {weights} (blake2b {file_digest(weights)})"
+    path = _imagenet_weights_path(spec)
+    return str(path), f"imagenet, keras cache {path} (blake2b {file_digest(path)})"
 
 
 def _load_weights(model, path: str, spec: ModelSpec) -> None:

@@ -231,40 +231,43 @@ def load_vectors(con: duckdb.DuckDBPyConnection, model: str,
     """Vectors of `model` as `(frame_ids int64[n], matrix float32[n, dim])`, ordered by frame_id.
 
     Only frames still in `frames` are returned (restricted to `frame_ids` when given). With no
-    vectors the matrix is `(0, dim)` (dim from `models`, else 0).
+    vectors the matrix is `(0, dim)` (dim from `models`, else 0). The vectors come out of
+    DuckDB as one fixed-size Arrow list, so the matrix is a reshape, not a Python loop; no
+    ORDER BY on the wide rows either (rows come in insertion order, re-sorted only if needed).
     """
-    query = """
-        SELECT e.frame_id, e.vector FROM embeddings e
-        SEMI JOIN frames f USING (frame_id)
-        WHERE e.model = $model {restrict}
-        ORDER BY e.frame_id
+    dim = scalar(con, "SELECT len(vector) FROM embeddings WHERE model = ? LIMIT 1", [model])
+    if dim is None:
+        row = get_model_row(con, model)
+        return np.zeros(0, dtype=np.int64), np.zeros((0, row.dim if row else 0), dtype=np.float32)
+    query = f"""
+        SELECT e.frame_id, CAST(e.vector AS FLOAT[{int(dim)}]) AS vector FROM embeddings e
+        WHERE e.model = $model AND e.frame_id IN (SELECT frame_id FROM {{source}})
     """
     try:
         if frame_ids is None:
-            table = con.sql(query.format(restrict=""), params={"model": model}).to_arrow_table()
+            table = con.sql(query.format(source="frames"),
+                            params={"model": model}).to_arrow_table()
         else:
             con.register("_load_ids", _ids_table(frame_ids))
             try:
-                table = con.sql(
-                    query.format(restrict="AND e.frame_id IN (SELECT frame_id FROM _load_ids)"),
+                table = con.sql(query.format(
+                    source="(SELECT frame_id FROM frames SEMI JOIN _load_ids USING (frame_id))"),
                     params={"model": model}).to_arrow_table()
             finally:
                 con.unregister("_load_ids")
+    except duckdb.ConversionException as exc:
+        raise StoreError(
+            f"the {model} vectors in the store do not all have {dim} values: re-embed with "
+            f"`python -m pipeline embed --model {model} --replace`") from exc
     except duckdb.Error as exc:
         log_failed(query, {"model": model}, exc)
         raise
     ids = table.column("frame_id").to_numpy().astype(np.int64, copy=False)
-    n = len(ids)
-    if n == 0:
-        row = get_model_row(con, model)
-        return ids, np.zeros((0, row.dim if row else 0), dtype=np.float32)
-    vectors = table.column("vector").combine_chunks()
-    lengths = vectors.value_lengths().to_numpy(zero_copy_only=False)
-    dim = int(lengths[0])
-    if not (lengths == dim).all():
-        bad = np.unique(lengths)
-        raise StoreError(f"the {model} vectors in the store have mixed lengths {bad.tolist()}: "
-                         f"re-embed with `python -m pipeline embed --model {model} --replace`")
-    values = vectors.flatten().to_numpy(zero_copy_only=False)
-    matrix = np.asarray(values, dtype=np.float32).reshape(n, dim)
+    chunks = [chunk.flatten().to_numpy(zero_copy_only=False)
+              for chunk in table.column("vector").chunks]
+    values = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    matrix = np.asarray(values, dtype=np.float32).reshape(len(ids), int(dim))
+    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+        order = np.argsort(ids, kind="stable")
+        ids, matrix = ids[order], matrix[order]
     return ids, matrix

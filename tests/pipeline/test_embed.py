@@ -118,6 +118,12 @@ def test_insert_vectors_round_trips_and_never_duplicates(db_path):
     assert list(ids) == [1, 2, 3, 4, 5]
     np.testing.assert_array_equal(matrix, vectors[::-1])  # the first write wins
 
+    with store.connect(db_path) as con:  # vectors of two lengths under one key: refused
+        embeddings_store.insert_vectors(con, "mixed", [1], np.ones((1, 3), np.float32))
+        embeddings_store.insert_vectors(con, "mixed", [2], np.ones((1, 4), np.float32))
+        with pytest.raises(store.StoreError, match="do not all have 3 values.*--replace"):
+            embeddings_store.load_vectors(con, "mixed")
+
 
 def test_vanished_and_broken_files_become_embed_errors_and_heal(small_folder, db_path):
     _ingest(small_folder, db_path)

@@ -1,0 +1,233 @@
+"""Benchmark the embed stage against its two ceilings on the same 1920x1080 frames; prints JSON.
+
+    .venv/bin/python bench/embed.py [--models vgg16-hed,mobilenetv3small] [--frames 240,600]
+                                    [--original-frames 32] [--workers N] [--out DIR]
+                                    [--end-to-end]
+
+For each model, in one run on the same frames:
+- `decode_fps`: decode-only ceiling: the embed stage's own decoder (`load_frame`: draft mode,
+  resize to the input size) in the same thread pool, nothing else;
+- `model_fps`: model-only ceiling: `Embedder.embed` on pre-decoded batches of `--batch-size`;
+- `embed_fps`: the real path (`pipeline.embed.embed_pending`: store query already done, decode
+  in workers overlapped with inference, one commit per batch) with the model already built
+  and warmed up, i.e. steady state; with `--end-to-end`, `embed_total_s` is `embed_frames`
+  end to end including the model build, on a copy of the store, for reference;
+- `ratio` = embed_fps / min(decode_fps, model_fps) (targets: >= 0.85 VGG16, >= 0.7 MobileNet);
+- `load_vectors`: seconds to read `--load-rows` 512-d vectors back as a NumPy matrix;
+- `original_fps`: the original study's way on `--original-frames` frames: full-size PIL load,
+  resize to 224, `predict` one image at a time, one Python thread; `speedup` = embed_fps /
+  original_fps.
+
+Frames come from the demo renderer (`pipeline.demo.render_demo`, 1920x1080). ImageNet weights
+are not downloadable offline, so ImageNet models run with random weights saved to a file and
+passed as `--weights` (same computation, same speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import store  # noqa: E402
+from pipeline.embed import embed_frames, embed_pending, load_frame  # noqa: E402
+from pipeline.ingest import ingest_folder  # noqa: E402
+from pipeline.models import get_model  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+from store import embeddings as embeddings_store  # noqa: E402
+
+SIZE = (1920, 1080)
+
+
+def make_frames(folder: Path, n: int, seed: int = 0) -> tuple[Path, str]:
+    """At least n 1920x1080 JPEG frames under folder; returns (frames folder, generator)."""
+    frames = folder / "frames"
+    if frames.is_dir() and len(list(frames.rglob("*.jpg"))) >= n:
+        return frames, "cached"
+    try:
+        from pipeline.demo import render_demo
+    except ImportError:
+        render_demo = None
+    if render_demo is not None:
+        result = render_demo(folder, n_frames=n, seed=seed, size=SIZE, progress=False)
+        return Path(result.frames_dir), "demo"
+    frames.mkdir(parents=True, exist_ok=True)  # fallback: gradients + noise, EXIF-dated
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:SIZE[1], 0:SIZE[0]].astype(np.float32)
+    start = datetime(2024, 4, 10, 6, 0)
+    for i in range(n):
+        sky = np.stack([80 + 0.02 * x + i % 50, 120 + 0.05 * y, 180 - 0.04 * y], -1)
+        pixels = sky + rng.normal(0, 14, (SIZE[1], SIZE[0], 3)).astype(np.float32)
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[0x9003] = (start + timedelta(minutes=10 * i)).strftime(
+            "%Y:%m:%d %H:%M:%S")
+        image.save(frames / f"frame_{i:05d}.jpg", quality=90, exif=exif)
+    return frames, "generated"
+
+
+def decode_ceiling(paths: list[Path], size: int, workers: int) -> tuple[float, np.ndarray]:
+    """Frames/s of the embed decoder alone, in the same thread pool; also the decoded frames."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        images = list(pool.map(lambda p: load_frame(p, size), paths))
+    return len(paths) / (time.perf_counter() - started), np.stack(images)
+
+
+def model_ceiling(embedder, images: np.ndarray, batch_size: int) -> float:
+    """Frames/s of `embed` on pre-decoded batches (after one warm-up batch)."""
+    embedder.embed(images[:batch_size])
+    started = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        embedder.embed(images[i:i + batch_size])
+    return len(images) / (time.perf_counter() - started)
+
+
+def original_way(embedder, paths: list[Path]) -> float:
+    """The original study: full-size load, resize to 224, predict one image at a time."""
+    size = embedder.input_size
+    embedder.embed(np.zeros((1, size, size, 3), np.uint8))  # warm-up, not timed
+    started = time.perf_counter()
+    for path in paths:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB").resize((size, size)), dtype=np.uint8)
+        embedder.embed(pixels[None])
+    return len(paths) / (time.perf_counter() - started)
+
+
+def bench_model(key: str, frames_dir: Path, db: Path, n_frames: int, n_original: int,
+                settings: Settings, work: Path, with_end_to_end: bool = False) -> dict:
+    spec = get_model(key)
+    weights = None
+    pretrained = spec.imagenet is None
+    if not pretrained:
+        random_model = spec.build(pretrained=False)
+        weights = work / f"{key}-random.weights.h5"
+        random_model.model.save_weights(weights)
+    built = time.perf_counter()
+    embedder = spec.build(weights=weights)
+    build_s = time.perf_counter() - built
+    settings = settings.replace(model=key, weights=None if weights is None else str(weights))
+
+    with store.connect(db) as con:
+        embeddings_store.delete_model(con, embedder.key)
+        pending = embeddings_store.pending_frames(con, embedder.key)[:n_frames]
+        embeddings_store.record_model(con, embeddings_store.ModelRow(
+            embedder.key, embedder.family, embedder.weights, embedder.dim, embedder.input_size))
+    paths = [Path(frame.root) / frame.path for frame in pending]
+    decode_fps, images = decode_ceiling(paths, embedder.input_size, settings.workers)
+    model_fps = model_ceiling(embedder, images, settings.batch_size)
+    del images
+
+    started = time.perf_counter()
+    embedded, failed = embed_pending(db, embedder, pending, settings, progress=False)
+    embed_fps = embedded / (time.perf_counter() - started)
+
+    end_to_end = {}
+    if with_end_to_end:  # embed_frames end to end on a copy, model build included
+        other = work / f"{key}-end-to-end.duckdb"
+        shutil.copy(db, other)
+        with store.connect(other) as con:
+            embeddings_store.delete_model(con, embedder.key)
+        ids = [frame.frame_id for frame in pending]
+        total = embed_frames(other, settings, frame_ids=ids, progress=False)
+        end_to_end = {"embed_total_s": round(total.seconds, 1),
+                      "embed_total_fps": round(total.frames_per_s, 1)}
+
+    original_fps = original_way(embedder, paths[:n_original])
+    ceiling = min(decode_fps, model_fps)
+    return {
+        "model": key, "dim": embedder.dim, "input_size": embedder.input_size,
+        "weights": "bundled" if pretrained else "random, via --weights (offline)",
+        "frames": len(pending), "failed": failed, "batch_size": settings.batch_size,
+        "workers": settings.workers, "build_s": round(build_s, 2),
+        "decode_fps": round(decode_fps, 1), "model_fps": round(model_fps, 1),
+        "embed_fps": round(embed_fps, 1), "ratio": round(embed_fps / ceiling, 3),
+        "bottleneck": "decode" if decode_fps < model_fps else "model",
+        **end_to_end,
+        "original_frames": min(n_original, len(paths)), "original_fps": round(original_fps, 2),
+        "speedup": round(embed_fps / original_fps, 2),
+    }
+
+
+def load_vectors_speed(work: Path, n_rows: int, dim: int = 512) -> dict:
+    """Seconds for `store.embeddings.load_vectors` of n_rows x dim (what analyze reads)."""
+    db = work / "vectors.duckdb"
+    rng = np.random.default_rng(0)
+    with store.connect(db) as con:
+        con.execute("INSERT INTO frames (frame_id, path, root, time_source, file_bytes, "
+                    "file_mtime) SELECT i, 'f' || i || '.jpg', '/x', 'mtime', 1, now() "
+                    "FROM range(1, ? + 1) t(i)", [n_rows])
+        for start in range(0, n_rows, 50_000):
+            ids = np.arange(start + 1, min(n_rows, start + 50_000) + 1)
+            vectors = rng.random((len(ids), dim), dtype=np.float32)
+            embeddings_store.insert_vectors(con, "bench", ids, vectors)
+    timings = []
+    for _ in range(2):
+        with store.connect(db, read_only=True) as con:
+            started = time.perf_counter()
+            ids, matrix = embeddings_store.load_vectors(con, "bench")
+            timings.append(time.perf_counter() - started)
+    assert matrix.shape == (n_rows, dim)
+    best = min(timings)
+    return {"rows": n_rows, "dim": dim, "seconds": round(best, 2),
+            "rows_per_s": round(n_rows / best), "extrapolated_750k_s": round(best * 750_000 / n_rows, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="vgg16-hed,mobilenetv3small")
+    parser.add_argument("--frames", default="240,600",
+                        help="frames per model, comma-separated in the order of --models")
+    parser.add_argument("--original-frames", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--load-rows", type=int, default=200_000,
+                        help="rows of 512-d vectors for the load_vectors timing (0: skip)")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="also time embed_frames end to end (model build included)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the frames (kept for reuse) [default: a temp folder]")
+    args = parser.parse_args()
+    keys = [k.strip() for k in args.models.split(",") if k.strip()]
+    counts = [int(n) for n in args.frames.split(",")]
+    counts += [counts[-1]] * (len(keys) - len(counts))
+
+    work = Path(tempfile.mkdtemp(prefix="bench-embed-"))
+    out = args.out or work / "data"
+    try:
+        made = time.perf_counter()
+        frames_dir, generator = make_frames(out, max(counts))
+        make_s = time.perf_counter() - made
+        db = work / "bench.duckdb"
+        settings = Settings(batch_size=args.batch_size, workers=args.workers)
+        ingest_folder(frames_dir, db, settings, progress=False)
+        results = [bench_model(key, frames_dir, db, n, args.original_frames, settings, work,
+                               args.end_to_end)
+                   for key, n in zip(keys, counts)]
+        loading = load_vectors_speed(work, args.load_rows) if args.load_rows else None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps({
+        "bench": "embed", "frame_size": list(SIZE), "frames_from": generator,
+        "make_frames_s": round(make_s, 1), "cpus": os.cpu_count(),
+        "machine": platform.machine(), "load_avg_1m": round(os.getloadavg()[0], 2),
+        "results": results, "load_vectors": loading,
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
