@@ -152,7 +152,7 @@ def _sync_url(url: dict[str, str], page_title: str) -> None:
 def _filters(page_title: str) -> None:
     """Resolve the shared filter: URL on a session's first run, then the sidebar widgets."""
     state = st.session_state
-    base = data.get("options", data.get("latest_run_id"))
+    base = data.get("options", None)
     notices: list[str] = []
     if not state.get("_url_loaded"):
         flt, notices = filters.parse(st.query_params.to_dict(), base)

@@ -92,10 +92,15 @@ class Reader:
         self.lock_wait_s = lock_wait_s
 
     def call(self, name: str, *args: Any) -> Any:
-        fn = getattr(facts, name)
+        return self.call_many(((name, tuple(args)),))[0]
+
+    def call_many(self, calls: tuple[tuple[str, tuple], ...]) -> list[Any]:
+        """Several readers on one short connection (opening the file costs more than most
+        queries): a page asks for what it draws in one go."""
+        fns = [(getattr(facts, name), args) for name, args in calls]
         with _GATE.read():
             with store.connect(self.db, read_only=True, timeout=self.lock_wait_s) as con:
-                return fn(con, *args)
+                return [fn(con, *args) for fn, args in fns]
 
     def set_verdicts(self, ids: list[int], verdict: str | None, note: str | None = None) -> int:
         with _GATE.write():
@@ -116,14 +121,20 @@ def stamp(db: Path) -> tuple:
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=512)
-def _cached(db: str, file_stamp: tuple, wait: float, name: str, args: tuple) -> Any:
-    return Reader(db, wait).call(name, *args)
+def _cached(db: str, file_stamp: tuple, wait: float, calls: tuple) -> list[Any]:
+    return Reader(db, wait).call_many(calls)
 
 
 def get(name: str, *args: Any) -> Any:
     """Cached result of `store.facts.<name>(con, *args)` for the dashboard's store."""
+    return get_many((name, *args))[0]
+
+
+def get_many(*calls: tuple) -> list[Any]:
+    """Cached results of several `(name, *args)` reader calls, made on one connection."""
     db = current_db()
-    return _cached(str(db), stamp(db), lock_wait_s(), name, tuple(args))
+    key = tuple((call[0], tuple(call[1:])) for call in calls)
+    return _cached(str(db), stamp(db), lock_wait_s(), key)
 
 
 def current_db() -> Path:

@@ -193,8 +193,11 @@ def detectors(con: duckdb.DuckDBPyConnection, run_id: int | None) -> list[str]:
     return sort_detectors([r[0] for r in rows])
 
 
-def options(con: duckdb.DuckDBPyConnection, run_id: int | None) -> dict[str, Any]:
-    """What the filters can choose from: days, clusters, conditions, daylight values, detectors."""
+def options(con: duckdb.DuckDBPyConnection, run_id: int | None = None) -> dict[str, Any]:
+    """What the filters can choose from: days, clusters, conditions, daylight values, detectors,
+    complete runs (newest first). `run_id` None = the latest complete run (returned as run_id)."""
+    if run_id is None:
+        run_id = latest_run_id(con)
     span = fetch_one(con, "SELECT min(taken_at)::DATE, max(taken_at)::DATE, count(*) FROM frames")
     clusters = [int(r[0]) for r in con.execute(
         "SELECT DISTINCT cluster FROM clusters WHERE run_id = $run_id ORDER BY cluster",
@@ -219,6 +222,7 @@ def options(con: duckdb.DuckDBPyConnection, run_id: int | None) -> dict[str, Any
         "daylight": daylight,
         "detectors": detectors(con, run_id),
         "runs": complete_run_ids(con),
+        "run_id": run_id,
     }
 
 

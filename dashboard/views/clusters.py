@@ -12,7 +12,9 @@ SAMPLE = 6
 
 flt, opts = ui.current()
 st.title("Clusters")
-sizes = data.get("cluster_sizes", flt)
+seed = st.session_state.get("clusters_seed", 0)
+sizes, profiles, samples = data.get_many(("cluster_sizes", flt), ("cluster_profiles", flt),
+                                         ("cluster_samples", flt, SAMPLE, seed))
 if sizes.empty:
     st.info("No clusters for these frames: run `python -m pipeline analyze`, or widen the "
             "filters.")
@@ -23,15 +25,12 @@ st.caption(f"{len(sizes)} clusters over {int(sizes['n_frames'].sum()):,} frames 
            f"({filters.describe(flt)}).{noise}")
 c1, c2 = st.columns(2)
 c1.plotly_chart(charts.cluster_sizes(sizes), key="clusters_sizes")
-profiles = data.get("cluster_profiles", flt)
 c2.plotly_chart(charts.cluster_profile(profiles, "hour"), key="clusters_hour")
 st.plotly_chart(charts.cluster_profile(profiles, "day"), key="clusters_day")
 
-seed = st.session_state.get("clusters_seed", 0)
 if st.button("New random samples", key="clusters_reshuffle"):
     st.session_state["clusters_seed"] = seed + 1
     st.rerun()
-samples = data.get("cluster_samples", flt, SAMPLE, seed)
 thumbs = data.get("thumbnails", [int(i) for i in samples["frame_id"]])
 for row in sizes.to_dict("records"):
     cluster = int(row["cluster"])

@@ -38,7 +38,13 @@ if len(chosen) < 2:
 st.query_params["cmp"] = ",".join(chosen)
 st.query_params["k"] = str(int(k))
 
-wide = data.get("detector_matrix", flt, chosen, MAX_ROWS)
+c1, c2 = st.columns(2)
+a = c1.selectbox("A", chosen, index=0, key="compare_a")
+b = c2.selectbox("B", [d for d in chosen if d != a], index=0, key="compare_b")
+wide, a_not_b, b_not_a, labels = data.get_many(
+    ("detector_matrix", flt, chosen, MAX_ROWS),
+    ("flagged_by_a_not_b", flt, a, b, int(k), GALLERY),
+    ("flagged_by_a_not_b", flt, b, a, int(k), GALLERY), ("labels",))
 if wide.empty:
     st.info("No scored frames match the filters.")
     st.stop()
@@ -48,17 +54,13 @@ st.caption(f"{n:,} frames{note} · {filters.describe(flt.replace(threshold_kind=
            "Percentiles are ranks within the run; higher = more abnormal.")
 
 c1, c2 = st.columns(2)
-a = c1.selectbox("A", chosen, index=0, key="compare_a")
-b = c2.selectbox("B", [d for d in chosen if d != a], index=0, key="compare_b")
-c1, c2 = st.columns(2)
 c1.plotly_chart(charts.rank_scatter(wide, a, b), key="compare_scatter")
 c2.plotly_chart(charts.spearman_heatmap(wide, chosen), key="compare_spearman")
 c1, c2 = st.columns(2)
 c1.plotly_chart(charts.overlap_heatmap(wide, chosen, int(k)), key="compare_overlap")
 c2.plotly_chart(charts.agreement_over_time(wide, chosen), key="compare_agreement")
 
-for first, second in ((a, b), (b, a)):
-    ids, total = data.get("flagged_by_a_not_b", flt, first, second, int(k), GALLERY)
+for first, second, (ids, total) in ((a, b, a_not_b), (b, a, b_not_a)):
     st.subheader(f"{first} flags it, {second} does not")
     st.caption(f"{total} of {first}'s top {int(k)} frames are not in {second}'s top {int(k)}; "
                f"the {min(GALLERY, total)} highest by {first}:")
@@ -67,7 +69,6 @@ for first, second in ((a, b), (b, a)):
                                                       threshold_kind="all"), 0, GALLERY, "score")
         ui.thumb_grid(page, first, n_cols=GALLERY, key=f"anb_{first}_{second}")
 
-labels = data.get("labels")
 known = labels[labels["frame_id"].isin(wide["frame_id"])] if not labels.empty else labels
 st.subheader("Against known answers")
 if known.empty:

@@ -23,7 +23,10 @@ if frame_id is None:
     st.info("No frame to show: open one from the gallery.")
     st.stop()
 
-detail = data.get("frame_detail", int(frame_id), flt.run_id)
+detail, near, scores, nb, own_thumb = data.get_many(
+    ("frame_detail", int(frame_id), flt.run_id), ("adjacent_frames", int(frame_id)),
+    ("scores_for", flt.run_id, [int(frame_id)]), ("neighbors", flt.run_id, int(frame_id)),
+    ("thumbnails", [int(frame_id)]))
 if detail is None:
     st.warning(f"There is no frame {frame_id} in this store.")
     st.stop()
@@ -35,7 +38,6 @@ when = pd.Timestamp(detail["taken_at"]).strftime("%Y-%m-%d %H:%M:%S") \
 st.caption(f"Frame {frame_id} · {detail['path']} · {when} (camera clock, from "
            f"{detail['time_source']})")
 
-near = data.get("adjacent_frames", int(frame_id))
 n1, n2, _ = st.columns([1, 1, 4])
 if near["prev"] is not None:
     with n1:
@@ -50,9 +52,8 @@ with left:
     if original is not None:
         st.image(str(original), width="stretch", caption="original file")
     else:
-        thumbs = data.get("thumbnails", [int(frame_id)])
-        if int(frame_id) in thumbs:
-            st.image(thumbs[int(frame_id)], width="stretch",
+        if int(frame_id) in own_thumb:
+            st.image(own_thumb[int(frame_id)], width="stretch",
                      caption="thumbnail (the original file is not reachable from here)")
         else:
             st.info("Neither the original file nor a thumbnail is available.")
@@ -70,7 +71,6 @@ with left:
         st.rerun()
 
 with right:
-    scores = data.get("scores_for", flt.run_id, [int(frame_id)])
     if not scores.empty:
         order = [d for d in opts["detectors"] if d in set(scores["detector"])]
         scores = scores.set_index("detector").loc[order].reset_index()
@@ -127,7 +127,6 @@ m2.dataframe(pd.DataFrame({"weather": list(weather),
              hide_index=True, width="stretch")
 
 st.subheader("Nearest neighbours in embedding space")
-nb = data.get("neighbors", flt.run_id, int(frame_id))
 if nb.empty:
     st.caption("No neighbours stored for this frame in the chosen run.")
 else:

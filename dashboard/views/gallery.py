@@ -51,9 +51,10 @@ st.query_params["order"] = order
 ranked = f"ranked by {flt.detector}" if order.startswith("score") else "in time order"
 st.caption(f"{total:,} frames ({filters.describe(view)}), {ranked}; "
            f"showing {len(rows)} on page {page} of {n_pages}.")
-scores = data.get("scores_for", flt.run_id, [int(i) for i in rows["frame_id"]]) \
-    if len(rows) else None
-ui.thumb_grid(rows, flt.detector, n_cols=6, pick=True, scores=scores, key="gallery")
+ids = [int(i) for i in rows["frame_id"]]
+scores, thumbs = data.get_many(("scores_for", flt.run_id, ids), ("thumbnails", ids))
+ui.thumb_grid(rows, flt.detector, n_cols=6, pick=True, scores=scores, key="gallery",
+              thumbs=thumbs)
 
 if len(rows):
     b1, b2, b3, b4 = st.columns(4)

@@ -14,7 +14,8 @@ flt, opts = ui.current()
 st.title("Overview")
 st.caption(f"Showing {filters.describe(flt)}.")
 
-s = data.get("summary", flt)
+s, per_detector, cal, line = data.get_many(("summary", flt), ("outliers_per_detector", flt),
+                                           ("calendar", flt), ("timeline", flt))
 if s["n_total"] == 0:
     st.info("The store has no frames yet. Add some with `python -m pipeline ingest FOLDER "
             "--db FILE`, or try `python -m pipeline demo`.")
@@ -39,10 +40,9 @@ if s["n_junk"] or s["n_keep"]:
     st.caption(f"Reviewed: {int(s['n_junk'])} junk, {int(s['n_keep'])} keep.")
 
 if opts["detectors"]:
-    st.plotly_chart(charts.outliers_bar(data.get("outliers_per_detector", flt)),
+    st.plotly_chart(charts.outliers_bar(per_detector),
                     key="overview_bar")
 
-cal = data.get("calendar", flt)
 value = st.segmented_control("Heatmap shows", ["n_frames", "outlier_rate"], default="n_frames",
                              key="overview_heat", format_func={
                                  "n_frames": "frames", "outlier_rate": "outlier rate"}.get)
@@ -69,4 +69,4 @@ if not cal.empty:
         ui.request_filter(**{filters.W_DATES: (chosen, chosen)})
         st.switch_page(ui.PAGE_FILES["Gallery"])
 
-st.plotly_chart(charts.timeline(data.get("timeline", flt)), key="overview_timeline")
+st.plotly_chart(charts.timeline(line), key="overview_timeline")

@@ -13,24 +13,26 @@ from dashboard import data, filters, ui
 
 flt, opts = ui.current()
 st.title("Review & export")
-counts = data.get("review_counts")
+skipped = tuple(st.session_state.get("review_skipped", ()))
+counts, next_id, frames_all = data.get_many(
+    ("review_counts",), ("next_unreviewed", flt, skipped),
+    ("export_frames", flt, st.session_state.get("export_mode", "not_junk")))
 st.caption(f"Reviewed so far: {counts['junk']:,} junk, {counts['keep']:,} keep. "
            f"Showing {filters.describe(flt)}.")
 
 one, bulk, export = st.tabs(["One by one", "In bulk", "Export"])
 
 with one:
-    skipped = tuple(st.session_state.get("review_skipped", ()))
-    fid = data.get("next_unreviewed", flt, skipped)
+    fid = next_id
     if fid is None:
         st.success("Every filtered frame has a verdict (or was skipped).")
         if skipped and st.button("Show skipped frames again", key="review_unskip"):
             st.session_state["review_skipped"] = ()
             st.rerun()
     else:
-        page, _ = data.get("frames_page", flt.replace(frame_ids=(fid,)), 0, 1, "score")
+        (page, _), thumbs = data.get_many(
+            ("frames_page", flt.replace(frame_ids=(fid,)), 0, 1, "score"), ("thumbnails", [fid]))
         row = page.iloc[0] if len(page) else None
-        thumbs = data.get("thumbnails", [fid])
         c1, c2 = st.columns([2, 1])
         with c1:
             if fid in thumbs:

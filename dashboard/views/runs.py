@@ -9,14 +9,13 @@ import streamlit as st
 from dashboard import data
 
 st.title("Runs & errors")
-counts = data.get("store_counts")
+counts, runs, errors = data.get_many(("store_counts",), ("runs",), ("ingest_errors",))
 cols = st.columns(6)
 for col, key in zip(cols, ("frames", "embeddings", "analysis_runs", "outlier_scores", "reviews",
                            "ingest_errors")):
     col.metric(key.replace("_", " "), f"{counts[key]:,}")
 
 st.subheader("Analysis runs")
-runs = data.get("runs")
 if runs.empty:
     st.info("No analysis run yet: run `python -m pipeline analyze --db FILE`.")
 else:
@@ -44,7 +43,6 @@ else:
             c2.caption(f"weights: {row.get('weights') or '–'}")
 
 st.subheader("Ingest errors")
-errors = data.get("ingest_errors")
 if errors.empty:
     st.success("No file failed.")
 else:
