@@ -198,6 +198,7 @@ def analyze(db: Path, settings: Settings, progress: bool = True, *,
                                 f"analysis needs at least {MIN_FRAMES}")
         params = {k: v for k, v in settings.to_dict().items()}
         params["detectors"] = keys
+        stale = sa.fail_stale_runs(con, process_alive)
         run_id = sa.start_run(con, model, params, __version__)
     steps = _Steps(trace_memory)
     if trace_memory:
@@ -218,7 +219,41 @@ def analyze(db: Path, settings: Settings, progress: bool = True, *,
     finally:
         if trace_memory:
             tracemalloc.stop()
+    if stale:
+        result.notes.insert(0, "interrupted run(s) " + ", ".join(map(str, stale))
+                            + " (their process is gone) marked 'failed'")
     return result
+
+
+def process_alive(pid: int | None, host: str | None, started_at: Any) -> bool:
+    """Whether the process that started a 'running' run may still be working on it.
+
+    Only a process on this machine can be judged: it is gone when no such PID exists, when it
+    is a zombie, or when the PID now belongs to a process started after the run began (reuse).
+    Anything that cannot be judged (another host, no PID recorded) counts as alive.
+    """
+    import os
+    import socket
+
+    if pid is None or host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        fields = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, IndexError, StopIteration, ValueError):
+        return True  # no /proc (not Linux): trust the PID
+    if fields[0] == "Z":
+        return False
+    started_process = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    started_run = pd.Timestamp(started_at).timestamp() if started_at is not None else None
+    return started_run is None or started_process <= started_run + 2.0
 
 
 def _say(progress: bool, text: str) -> None:

@@ -10,7 +10,9 @@ run 'failed' with the reason.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+import os
+import socket
+from typing import Any, Callable, Sequence
 
 import duckdb
 import numpy as np
@@ -78,12 +80,37 @@ def load_frames(con: duckdb.DuckDBPyConnection, frame_ids: Sequence[int] | None 
 
 def start_run(con: duckdb.DuckDBPyConnection, model: str, params: dict[str, Any],
               code_version: str) -> int:
-    """Record a new run as 'running'; returns its run_id."""
+    """Record a new run as 'running' (with this process's PID and host); returns its run_id."""
     run_id = int(scalar(con, "SELECT nextval('run_id_seq')"))
-    _run(con, "INSERT INTO analysis_runs (run_id, model, params, status, code_version) "
-              "VALUES (?, ?, ?, 'running', ?)",
-         [run_id, model, json.dumps(params, default=str), code_version])
+    _run(con, "INSERT INTO analysis_runs (run_id, model, params, status, code_version, pid, host) "
+              "VALUES (?, ?, ?, 'running', ?, ?, ?)",
+         [run_id, model, json.dumps(params, default=str), code_version, os.getpid(),
+          socket.gethostname()])
     return run_id
+
+
+def running_runs(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int | None, str | None, Any]]:
+    """Runs still marked 'running': (run_id, pid, host, started_at)."""
+    return [(int(r), p, h, s) for r, p, h, s in con.execute(
+        "SELECT run_id, pid, host, started_at FROM analysis_runs WHERE status = 'running' "
+        "ORDER BY run_id").fetchall()]
+
+
+def fail_stale_runs(con: duckdb.DuckDBPyConnection,
+                    is_alive: Callable[[int | None, str | None, Any], bool]) -> list[int]:
+    """Mark 'running' runs whose process is gone (a kill, a crash, a power cut) as 'failed'.
+
+    `is_alive(pid, host, started_at)` decides; runs it cannot judge must count as alive.
+    Returns the run ids marked failed.
+    """
+    stale = []
+    for run_id, pid, host, started_at in running_runs(con):
+        if is_alive(pid, host, started_at):
+            continue
+        fail_run(con, run_id, f"interrupted: the process that ran it (PID {pid} on {host}) "
+                              "ended before the run was written")
+        stale.append(run_id)
+    return stale
 
 
 def fail_run(con: duckdb.DuckDBPyConnection, run_id: int, error: str,

@@ -93,7 +93,9 @@ CREATE TABLE IF NOT EXISTS analysis_runs (
     finished_at   TIMESTAMPTZ,
     code_version  VARCHAR,
     timings       JSON,                 -- seconds per step
-    error         VARCHAR               -- why a failed run failed
+    error         VARCHAR,              -- why a failed run failed
+    pid           INTEGER,              -- process that ran it (finds runs a kill left 'running')
+    host          VARCHAR               -- machine that process ran on
 );
 
 CREATE TABLE IF NOT EXISTS clusters (
