@@ -140,10 +140,14 @@ def _frame_params(kind: str, rng: np.random.Generator, hard: bool) -> dict:
         return {"X": float(rng.uniform(-2.5, 2.5)), "Z": float(z),
                 "facing": float(rng.choice([-1, 1]))}
     if kind == "bird":
-        size = rng.uniform(0.12, 0.2) if hard else rng.uniform(0.3, 0.5)
-        corner = int(rng.integers(0, 4))
-        return {"size": float(size), "corner": corner, "blur": float(rng.uniform(0.02, 0.04)),
-                "opacity": float(rng.uniform(0.6, 0.8) if hard else rng.uniform(0.92, 1.0))}
+        colours = [(120, 118, 125), (70, 60, 55), (150, 110, 80), (40, 40, 45)]  # pigeon, ...
+        return {"size": float(rng.uniform(0.14, 0.22) if hard else rng.uniform(0.26, 0.42)),
+                "x": float(rng.uniform(0.05, 0.95) if hard else rng.uniform(0.2, 0.8)),
+                "y": float(rng.uniform(0.1, 0.9) if hard else rng.uniform(0.15, 0.55)),
+                "facing": float(rng.choice([-1, 1])), "wing": float(rng.uniform(0, 1)),
+                "colour": colours[int(rng.integers(0, len(colours)))],
+                "blur": float(rng.uniform(0.02, 0.035) if hard else rng.uniform(0.008, 0.015)),
+                "opacity": float(rng.uniform(0.6, 0.8) if hard else rng.uniform(0.95, 1.0))}
     if kind == "black":
         return {"level": float(rng.uniform(0.1, 0.16) if hard else rng.uniform(0.0, 0.02))}
     if kind == "washed_out":
@@ -245,37 +249,52 @@ def knock(image: Image.Image, params: dict) -> Image.Image:
 
 
 def bird(image: Image.Image, params: dict) -> Image.Image:
-    """A bird flying right past the lens: a big, dark, out-of-focus silhouette at an edge."""
+    """A bird flying right past the lens: big, out of focus, wings spread, lit from the sky."""
     W, H = image.size
     size = params["size"] * W
-    corner = params["corner"]
-    cx = W * (0.08 if corner in (0, 2) else 0.92)
-    cy = H * (0.15 if corner in (0, 1) else 0.8)
-    mask = Image.new("L", (W, H), 0)
-    d = ImageDraw.Draw(mask)
-    d.ellipse([cx - size * 0.5, cy - size * 0.22, cx + size * 0.5, cy + size * 0.22], fill=255)
-    d.ellipse([cx + size * 0.3, cy - size * 0.32, cx + size * 0.62, cy - size * 0.02], fill=255)
-    d.polygon([(cx - size * 0.2, cy), (cx + size * 0.1, cy - size * 0.85),
-               (cx + size * 0.25, cy - size * 0.05)], fill=255)                    # raised wing
-    d.polygon([(cx - size * 0.45, cy), (cx - size * 0.95, cy - size * 0.12),
-               (cx - size * 0.9, cy + size * 0.15)], fill=255)                     # tail
-    mask = mask.filter(ImageFilter.GaussianBlur(params["blur"] * W))
-    mask = mask.point(lambda p: int(p * params["opacity"]))
-    mean = np.asarray(image.reduce(8), np.float32).mean(axis=(0, 1))
-    colour = tuple(int(c) for c in np.clip(mean * 0.22 + np.array([18, 14, 10]), 0, 255))
-    return Image.composite(Image.new("RGB", (W, H), colour), image, mask)
+    cx, cy = params["x"] * W, params["y"] * H
+    flip = -1 if params["facing"] < 0 else 1
+    body = Image.new("L", (W, H), 0)
+    wings = Image.new("L", (W, H), 0)
+    db, dw = ImageDraw.Draw(body), ImageDraw.Draw(wings)
+    fx = lambda dx: cx + flip * dx * size  # noqa: E731  body-relative x, mirrored by `facing`
+
+    def box(x0, x1, y0, y1):
+        return [min(fx(x0), fx(x1)), cy + y0 * size, max(fx(x0), fx(x1)), cy + y1 * size]
+
+    db.ellipse(box(-0.45, 0.4, -0.14, 0.16), fill=255)                                 # body
+    db.ellipse(box(0.3, 0.58, -0.2, 0.06), fill=255)                                   # head
+    db.polygon([(fx(-0.4), cy), (fx(-0.8), cy - size * 0.08), (fx(-0.78), cy + size * 0.12)],
+               fill=255)                                                               # tail
+    up = 0.35 + 0.65 * params["wing"]  # wing beat: how high the wings are raised
+    for reach, sweep in ((1.0, 1.0), (0.7, -0.6)):  # far wing up and back; near wing lower
+        tip_y = -sweep * up * 0.75 * reach
+        dw.polygon([(fx(0.12), cy - size * 0.06), (fx(-0.05), cy + size * (tip_y * 0.5)),
+                    (fx(-0.42 * reach), cy + size * tip_y),
+                    (fx(-0.3 * reach), cy + size * (tip_y * 0.55)),
+                    (fx(-0.2), cy + size * 0.02)], fill=255)
+    blur = ImageFilter.GaussianBlur(params["blur"] * W)
+    body, wings = body.filter(blur), wings.filter(blur)
+    alpha = lambda m: m.point(lambda p: int(p * params["opacity"]))  # noqa: E731
+    sky = np.asarray(image.reduce(8), np.float32)[: max(1, H // 24)].mean(axis=(0, 1))
+    base = np.array(params["colour"], np.float32) * (0.25 + 0.6 * sky.mean() / 255)
+    out = Image.composite(Image.new("RGB", (W, H), tuple(int(c) for c in base)), image,
+                          alpha(body))
+    dark = tuple(int(c) for c in base * 0.55)
+    return Image.composite(Image.new("RGB", (W, H), dark), out, alpha(wings))
 
 
 def drops(image: Image.Image, params: dict) -> Image.Image:
     """Water drops on the lens: blurred, slightly brighter discs with darker rims."""
     W, H = image.size
     rng = np.random.default_rng(params["drop_seed"])
-    blurred = image.filter(ImageFilter.GaussianBlur(0.018 * W)).point(lambda p: min(255, p * 1.08
-                                                                                    + 6))
+    small = params["n_drops"] <= 4  # the hard variant: few small, faint drops
+    gain, lift = (1.06, 4) if small else (1.12, 10)
+    blurred = image.filter(ImageFilter.GaussianBlur(0.018 * W)).point(
+        lambda p: min(255, int(p * gain + lift)))
     mask = Image.new("L", (W, H), 0)
     rim = Image.new("L", (W, H), 0)
     dm, dr = ImageDraw.Draw(mask), ImageDraw.Draw(rim)
-    small = params["n_drops"] <= 4
     for _ in range(params["n_drops"]):
         r = H * (rng.uniform(0.03, 0.06) if small else rng.uniform(0.05, 0.11))
         x, y = rng.uniform(0.05, 0.95) * W, rng.uniform(0.05, 0.95) * H
@@ -286,7 +305,7 @@ def drops(image: Image.Image, params: dict) -> Image.Image:
     rim = rim.filter(ImageFilter.GaussianBlur(0.004 * W + 0.5))
     out = Image.composite(blurred, image, mask)
     return Image.composite(Image.new("RGB", (W, H), (20, 20, 22)), out,
-                           rim.point(lambda p: p // 2))
+                           rim.point(lambda p: p // 2 if small else p * 7 // 10))
 
 
 def black(pixels: np.ndarray, params: dict, rng: np.random.Generator) -> np.ndarray:
