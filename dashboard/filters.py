@@ -271,10 +271,8 @@ def from_widgets(state: Mapping[str, Any], opts: Mapping[str, Any]) -> FrameFilt
     if isinstance(dates, (list, tuple)) and dates:
         start = dates[0]
         end = dates[1] if len(dates) > 1 else dates[0]
-        if start is not None and start != lo:
-            values["date_from"] = start
-        if end is not None and end != hi:
-            values["date_to"] = end
+        if (start, end) != (lo, hi):  # a narrower range: both ends go in the URL
+            values["date_from"], values["date_to"] = start, end
     hours = state.get(W_HOURS) or (0, 23)
     values["hour_from"], values["hour_to"] = int(hours[0]), int(hours[1])
     values["daylight"] = tuple(d for d in state.get(W_DAYLIGHT) or []

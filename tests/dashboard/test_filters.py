@@ -83,11 +83,14 @@ def test_reversed_dates_drop_the_end():
 
 
 def test_widgets_round_trip():
-    flt = FrameFilter(run_id=3, date_from=date(2024, 4, 2), hour_from=5, hour_to=9,
+    flt = FrameFilter(run_id=3, date_from=date(2024, 4, 2), date_to=date(2024, 4, 7),
+                      hour_from=5, hour_to=9,
                       clusters=(1,), detector="iforest", threshold_kind="topk", threshold=40)
     state = filters.to_widgets(flt, OPTS)
     assert state[filters.W_DATES] == (date(2024, 4, 2), date(2024, 4, 7))
     assert filters.from_widgets(state, OPTS) == flt
+    full = filters.to_widgets(FrameFilter(run_id=3), OPTS)
+    assert filters.from_widgets(full, OPTS).date_from is None  # the whole span: no dates
 
 
 def test_page_parameters():
