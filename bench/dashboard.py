@@ -7,7 +7,9 @@ cycle, hourly weather, one complete analysis run with clusters, 2-D map, seven d
 five neighbours per frame, tiny thumbnails). Each page is timed the way the server renders it
 on an interaction whose filters changed (query cache cold): the store readers the page calls
 (each opening a read-only connection, as `dashboard.data` does) plus the Plotly figures it
-builds. Prints JSON: per size and page p50/p95 in milliseconds, and the store build time.
+builds. Prints JSON: per size and page p50/p95 wall-clock milliseconds, and the CPU time the
+process used (all threads; a better guide than wall time when the machine is shared and
+loaded), plus the store build time and the load average.
 """
 
 from __future__ import annotations
@@ -224,25 +226,27 @@ def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
              "Compare detectors": compare, "Frame": frame, "Review & export": review,
              "Runs & errors": runs}
     out = {}
-    connect = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    def stats(wall: list[float], cpu: list[float]) -> dict[str, float]:
+        def p(values, q):
+            values = sorted(values)
+            return round(values[min(len(values) - 1, int(q * len(values)))], 1)
+        return {"p50_ms": round(statistics.median(wall), 1), "p95_ms": p(wall, 0.95),
+                "cpu_p50_ms": round(statistics.median(cpu), 1), "cpu_p95_ms": p(cpu, 0.95)}
+
+    def timed(fn, arg) -> tuple[float, float]:
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn(arg)
+        return (time.perf_counter() - w0) * 1000, (time.process_time() - c0) * 1000
+
+    def open_close(_):
         with store.connect(db, read_only=True):
             pass
-        connect.append((time.perf_counter() - t0) * 1000)
-    out["(open + close one read-only connection)"] = {
-        "p50_ms": round(statistics.median(connect), 1),
-        "p95_ms": round(sorted(connect)[min(repeats - 1, int(0.95 * repeats))], 1)}
+
+    pages = {"(open + close one read-only connection)": open_close, **pages}
     for name, fn in pages.items():
         fn(flts[0])  # warm the OS file cache and imports
-        times = []
-        for flt in flts:
-            t0 = time.perf_counter()
-            fn(flt)
-            times.append((time.perf_counter() - t0) * 1000)
-        times.sort()
-        out[name] = {"p50_ms": round(statistics.median(times), 1),
-                     "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 1)}
+        runs = [timed(fn, flt) for flt in flts]
+        out[name] = stats([w for w, _ in runs], [c for _, c in runs])
     return out
 
 
