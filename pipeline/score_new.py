@@ -106,6 +106,8 @@ def load_fitted_run(db: Path, run_id: int | None = None,
 def score_frames(db: Path, fitted: FittedRun, frame_ids: np.ndarray,
                  write: bool = True) -> tuple[pd.DataFrame, int]:
     """Score frames that have vectors of the run's model; add their rows to the run."""
+    if not len(frame_ids):
+        return _empty_report(fitted), 0
     with store.connect(db) as con:
         ids, vectors = se.load_vectors(con, fitted.model, frame_ids)
         frames = sa.load_frames(con, ids)
