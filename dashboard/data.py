@@ -146,7 +146,12 @@ def current_db() -> Path:
 
 def set_verdicts(ids: list[int], verdict: str | None, note: str | None = None) -> int:
     """Write verdicts (the only write the dashboard makes); the cache key changes with the file."""
-    n = Reader(current_db(), lock_wait_s()).set_verdicts(ids, verdict, note)
+    try:
+        n = Reader(current_db(), lock_wait_s()).set_verdicts(ids, verdict, note)
+    except store.StoreLockedError as exc:
+        raise store.StoreLockedError(
+            f"Not saved ({len(ids)} verdicts): {exc} Mark the frames again once it is free."
+        ) from exc
     _cached.clear()
     return n
 

@@ -1,0 +1,104 @@
+"""Pure chart and metric functions: one colour per detector/cluster everywhere, labelled axes,
+and the comparison numbers checked against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboard import charts, metrics
+
+
+def wide_table() -> pd.DataFrame:
+    return pd.DataFrame({
+        "frame_id": [1, 2, 3, 4, 5, 6],
+        "taken_at": pd.to_datetime(["2024-04-01 10:00", "2024-04-01 11:00", "2024-04-01 12:00",
+                                    "2024-04-02 10:00", "2024-04-02 11:00", "2024-04-02 12:00"]),
+        "a": [0.1, 0.2, 0.3, 0.4, 0.5, 0.96],
+        "b": [0.96, 0.5, 0.4, 0.3, 0.2, 0.1],
+        "c": [0.1, 0.2, 0.3, 0.4, 0.97, 0.96],
+    })
+
+
+def test_colours_are_stable_and_distinct():
+    assert charts.detector_color("consensus") == charts.detector_color("consensus")
+    known = ["consensus", "iforest", "lof", "knn", "ecod", "copod", "hbos"]
+    assert len({charts.detector_color(d) for d in known}) == len(known)
+    assert charts.detector_color("new_detector") == charts.detector_color("new_detector")
+    assert charts.cluster_color(-1) == charts.NOISE_COLOR
+    assert len({charts.cluster_color(c) for c in range(10)}) == 10
+    assert charts.cluster_label(-1) == "noise" and charts.cluster_label(3) == "cluster 3"
+
+
+def test_same_colour_on_every_chart():
+    wide = wide_table()
+    bar = charts.outliers_bar(pd.DataFrame({"detector": ["a", "lof"], "n_flagged": [1, 2],
+                                            "n_scored": [6, 6], "flagged_share": [1 / 6, 2 / 6]}))
+    assert list(bar.data[0].marker.color) == [charts.detector_color("a"),
+                                              charts.detector_color("lof")]
+    labels = pd.DataFrame({"frame_id": [1, 6], "is_anomaly": [False, True]})
+    pat = charts.precision_at_k(wide, labels, ["a", "b"], 2)
+    assert [t.line.color for t in pat.data] == [charts.detector_color("a"),
+                                               charts.detector_color("b")]
+
+
+def test_spearman_and_overlap():
+    wide = wide_table()
+    rho = metrics.spearman(wide, ["a", "b", "c"])
+    assert rho.loc["a", "b"] == pytest.approx(-1.0)
+    assert rho.loc["a", "a"] == pytest.approx(1.0)
+    assert rho.loc["a", "c"] == pytest.approx(1 - 6 * 2 / (6 * 35))  # one swapped pair
+    ov = metrics.top_k_overlap(wide, ["a", "b", "c"], 2)
+    assert ov.loc["a", "c"] == 1.0 and ov.loc["a", "b"] == 0.0
+
+
+def test_precision_at_k_and_roc():
+    wide = wide_table()
+    labels = pd.DataFrame({"frame_id": [1, 2, 5, 6], "is_anomaly": [False, False, True, True]})
+    pat = metrics.precision_at_k(wide, labels, ["a", "b"], k_max=4)
+    a = pat[pat["detector"] == "a"].set_index("k")["precision"]
+    assert list(a) == [1.0, 1.0, pytest.approx(2 / 3), 0.5]
+    curves, aucs = metrics.roc(wide, labels, ["a", "b"])
+    assert aucs["a"] == pytest.approx(1.0) and aucs["b"] == pytest.approx(0.0)
+    only_one_class = labels.assign(is_anomaly=True)
+    assert metrics.roc(wide, only_one_class, ["a"])[1] == {}
+
+
+def test_agreement_by_day():
+    df = metrics.agreement_by_day(wide_table(), ["a", "b"], top_pct=0.95)
+    # day 1: frame 1 flagged by b only -> disagree; frames 2, 3 agree. day 2: frame 6 a only.
+    assert list(df["agreement"]) == [pytest.approx(2 / 3), pytest.approx(2 / 3)]
+    assert list(df["n_frames"]) == [3, 3]
+
+
+def test_calendar_heatmap_has_24_hours_and_units():
+    cal = pd.DataFrame({"day": pd.to_datetime(["2024-04-01", "2024-04-01", "2024-04-02"]),
+                        "hour": [3, 4, 23], "n_frames": [5, 6, 7],
+                        "outlier_rate": [0.0, 0.5, 1.0], "mean_pct": [0.1, 0.2, 0.3]})
+    fig = charts.calendar_heatmap(cal, "outlier_rate")
+    z = np.array(fig.data[0].z, dtype=float)
+    assert z.shape == (2, 24) and z[0, 4] == 50 and z[1, 23] == 100
+    assert fig.layout.xaxis.title.text == "hour of day (camera clock)"
+    assert fig.data[0].colorbar.title.text == "% flagged"
+
+
+def test_map_scatter_is_webgl_and_carries_frame_ids():
+    pts = pd.DataFrame({"frame_id": [1, 2, 3], "map_x": [0.0, 1, 2], "map_y": [0.0, 1, 2],
+                        "cluster": [0, 1, -1], "score_pct": [0.1, 0.5, 0.99],
+                        "is_outlier": [False, False, True], "daylight": ["day"] * 3,
+                        "condition": ["fog"] * 3, "taken_at": pd.to_datetime(["2024-04-01"] * 3)})
+    fig = charts.map_scatter(pts, "cluster")
+    assert {t.type for t in fig.data} == {"scattergl"}
+    assert {t.name for t in fig.data} == {"cluster 0", "cluster 1", "noise"}
+    ids = sorted(int(float(c[0])) for t in fig.data for c in t.customdata)
+    assert ids == [1, 2, 3]
+    score = charts.map_scatter(pts, "score", "lof")
+    assert len(score.data) == 1 and score.data[0].marker.colorbar.title.text.startswith("lof")
+
+
+def test_empty_inputs_give_a_titled_placeholder():
+    empty = pd.DataFrame(columns=["day", "hour", "n_frames", "outlier_rate"])
+    fig = charts.calendar_heatmap(empty)
+    assert fig.layout.annotations[0].text == "No frames match the filters"
+    assert charts.map_scatter(pd.DataFrame(), "cluster").layout.title.text == "Embedding map"
