@@ -9,6 +9,10 @@ transaction, while the workers keep decoding. A killed run keeps every committed
 run continues where it stopped. Bad files become `ingest_errors` rows; garbage EXIF dates become
 `timestamp` warnings (the frame is still ingested).
 
+Workers come from a `forkserver` pool (no fork of a process that may hold TensorFlow or DuckDB
+threads), so a script that calls `ingest_folder()` needs the usual
+`if __name__ == "__main__":` guard; `python -m pipeline` and pytest have it.
+
 Stored paths are relative to the folder with '/' separators. A name that is not valid UTF-8 is
 stored with `\\xNN` escapes for its bad bytes; `frame_file(root, path)` finds the file again.
 """
@@ -37,7 +41,7 @@ EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png"}
 # Folders that NAS boxes and desktops fill with their own thumbnails, never frames.
 SKIPPED_FOLDERS = {"@eaDir", "#recycle", "#snapshot", "$RECYCLE.BIN", "System Volume Information"}
 WARNING_STAGE = "timestamp"
-FLUSH_SECONDS = 10.0
+FLUSH_SECONDS = 20.0
 POOL_MIN_FILES = 16
 
 

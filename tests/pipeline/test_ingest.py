@@ -296,3 +296,42 @@ def test_missing_folder_is_an_input_error(tmp_path, db_path):
     with pytest.raises(InputError, match="is not a folder"):
         ingest_folder(file, db_path, _settings(), **QUIET)
     assert not db_path.exists()
+
+
+def test_a_killed_ingest_keeps_its_batches_and_the_next_run_continues(tmp_path, db_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    folder = tmp_path / "kill"
+    for i in range(30):
+        write_jpeg(folder / f"f_{i:04d}.jpg", when=datetime(2024, 5, 1) + timedelta(minutes=i),
+                   seed=i)
+    (folder / "bad.jpg").write_bytes(b"nope")
+    code = ("import sys; from pathlib import Path; from pipeline.ingest import ingest_folder; "
+            "from pipeline.settings import Settings; ingest_folder(Path(sys.argv[1]), "
+            "Path(sys.argv[2]), Settings(workers=1, ingest_batch_size=3), progress=False)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(folder), str(db_path)], cwd=REPO)
+    n_seen = 0
+    try:
+        while child.poll() is None and n_seen < 3:
+            try:
+                with duckdb.connect(str(db_path), read_only=True) as con:
+                    n_seen = con.sql("SELECT count(*) FROM frames").fetchall()[0][0]
+            except duckdb.Error:
+                pass  # not created yet, or the writer holds it for a moment
+            time.sleep(0.01)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    n_kept = _query(db_path, "SELECT count(*) AS n FROM frames")["n"][0]
+    summary = ingest_folder(folder, db_path, _settings(), **QUIET)
+    assert summary.unchanged == n_kept and summary.added == 30 - n_kept
+    frames = _query(db_path, "SELECT count(*) AS n, count(DISTINCT path) AS paths, "
+                             "count(t.frame_id) AS thumbs FROM frames "
+                             "LEFT JOIN thumbnails t USING (frame_id)")
+    assert tuple(frames.iloc[0]) == (30, 30, 30)
+    assert list(_errors(db_path)) == ["bad.jpg"]
