@@ -1,0 +1,276 @@
+"""Scenario 3: the dashboard answers while the pipeline writes; a second writer is refused.
+
+A real `streamlit run dashboard/app.py -- --db STORE` server listens on a free 127.0.0.1 port
+(no other traffic). While `python -m pipeline run` adds new frames in batches of four (many
+short write connections, so the readers meet the lock often), three HTTP clients poll the
+server, AppTest sessions open the store read-only, and (where Chromium is installed, as in CI)
+three Playwright pages load and reload. Every answer must be a page or the lock notice, never a
+traceback. Then: a second pipeline command against a store whose run lock is held says "another
+run is writing" and leaves the file byte for byte as it was, and two real runs racing on one
+store (the second started while the first ingests) end with one refused, changing nothing,
+and the other complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import store
+from tests.conftest import REPO
+from tests.reliability.conftest import (CHILD_ENV, make_frames, one, pipeline_cmd, query,
+                                        run_pipeline)
+
+pytestmark = pytest.mark.slow
+
+APP = str(REPO / "dashboard" / "app.py")
+CHROMIUM = Path("/usr/bin/chromium")
+N_FIRST = 30
+N_MORE = 20  # new frames each writing run adds
+LOCK_NOTICE = "is locked by"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def garden(tmp_path_factory):
+    """A store made by one complete run over N_FIRST frames: (folder, db, slow TOML)."""
+    tmp = tmp_path_factory.mktemp("concurrency")
+    folder = tmp / "frames"
+    make_frames(folder, N_FIRST)
+    db = tmp / "garden.duckdb"
+    proc = run_pipeline("run", folder, "--db", db, "--model", "pixels", "--detectors", "iforest,hbos")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    toml = tmp / "slow.toml"
+    toml.write_text("workers = 1\ningest_batch_size = 4\nbatch_size = 4\n")
+    return folder, db, toml
+
+
+@pytest.fixture(scope="module")
+def server(garden):
+    """The dashboard server on 127.0.0.1; yields its base URL."""
+    _, db, _ = garden
+    port = _free_port()
+    log_path = db.parent / "streamlit.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", APP, "--server.address", "127.0.0.1",
+             "--server.port", str(port), "--server.headless", "true",
+             "--browser.gatherUsageStats", "false", "--", "--db", str(db)],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "TIMELAPSE_DB": "", "TIMELAPSE_LOCK_WAIT_S": "2"})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while _get(f"{url}/_stcore/health")[0] != 200:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("streamlit did not start:\n" + log_path.read_text()[-3000:])
+                time.sleep(0.3)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert "Traceback" not in log_path.read_text()
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except OSError as exc:
+        return getattr(exc, "code", None) or -1, str(exc).encode()
+
+
+class _Writer:
+    """A slow `run` adding N_MORE new frames to the garden folder; stderr collected as it comes."""
+
+    def __init__(self, garden, tag: str):
+        folder, db, toml = garden
+        make_frames(folder / tag, N_MORE, start=datetime(2024, 5, 1 + len(tag), 6, 0))
+        self.proc = subprocess.Popen(
+            pipeline_cmd("--config", toml, "run", folder, "--db", db, "--model", "pixels",
+                         "--detectors", "iforest,hbos"),
+            cwd=REPO, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.err = b""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while chunk := os.read(self.proc.stderr.fileno(), 4096):
+            self.err += chunk
+
+    def poll(self):
+        return self.proc.poll()
+
+    def wait_for(self, marker: bytes, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while marker not in self.err:
+            assert self.proc.poll() is None, f"the run ended before {marker!r}"
+            assert time.monotonic() < deadline, f"no {marker!r} within {timeout} s"
+            time.sleep(0.01)
+
+    def finish(self) -> str:
+        out = self.proc.stdout.read().decode()
+        self.proc.wait(timeout=180)
+        self._reader.join(timeout=10)
+        assert self.proc.returncode == 0, self.err.decode(errors="replace")[-3000:]
+        return out
+
+
+class _Pollers:
+    """Three threads GET the health endpoint and the app page until stopped."""
+
+    def __init__(self, url: str):
+        self.url, self.results, self._stop = url, [], threading.Event()
+        self.threads = [threading.Thread(target=self._poll, args=(path,), daemon=True)
+                        for path in ("/_stcore/health", "/", "/_stcore/health")]
+        for t in self.threads:
+            t.start()
+
+    def _poll(self, path: str) -> None:
+        while not self._stop.is_set():
+            self.results.append((path, *_get(self.url + path)))
+            time.sleep(0.05)
+
+    def stop(self) -> list:
+        self._stop.set()
+        for t in self.threads:
+            t.join(timeout=20)
+        return self.results
+
+
+def _app_session(db: Path) -> str:
+    """One AppTest session on the Overview: 'page' or 'locked'; fails on anything else."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    if any(LOCK_NOTICE in w.value for w in at.warning):
+        return "locked"
+    assert [t.value for t in at.title] == ["Overview"]
+    return "page"
+
+
+def test_pages_answer_while_the_pipeline_writes(garden, server, monkeypatch, tmp_path):
+    _, db, _ = garden
+    monkeypatch.setenv("TIMELAPSE_DB", str(db))
+    monkeypatch.setenv("TIMELAPSE_LOCK_WAIT_S", "2")
+    n_before = one(db, "SELECT count(*) FROM frames")
+    writer = _Writer(garden, "a")
+    pollers = _Pollers(server)
+    outcomes = []
+    try:
+        # a second run while this one writes is refused and changes nothing
+        writer.wait_for(b"ingest:")
+        racer_folder = tmp_path / "racer"
+        make_frames(racer_folder, 12)
+        racer = run_pipeline("run", racer_folder, "--db", db, "--model", "pixels")
+        while writer.poll() is None and len(outcomes) < 5:
+            outcomes.append(_app_session(db))
+    finally:
+        results = pollers.stop()
+        writer.finish()
+    assert racer.returncode == 1
+    assert racer.stderr.startswith("error: another run is writing to")
+    assert f"(PID {writer.proc.pid})" in racer.stderr
+    assert one(db, "SELECT count(*) FROM frames WHERE root = ?", [str(racer_folder)]) == 0
+    assert one(db, "SELECT count(*) FROM ingest_errors WHERE root = ?", [str(racer_folder)]) == 0
+    assert outcomes, "the run ended before any dashboard session could start"
+    assert results and all(status == 200 for _, status, _ in results), \
+        {(p, s, b[:80]) for p, s, b in results if s != 200}
+    assert all(body == b"ok" for path, _, body in results if path == "/_stcore/health")
+    # afterwards a fresh session sees every frame
+    assert _app_session(db) == "page"
+    assert one(db, "SELECT count(*) FROM frames") == n_before + N_MORE
+    assert one(db, "SELECT count(*) FROM analysis_runs WHERE status = 'complete'") >= 2
+
+
+@pytest.mark.browser
+def test_browser_pages_answer_while_the_pipeline_writes(garden, server):
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's Chromium at /usr/bin/chromium (CI installs it)")
+    from playwright.sync_api import sync_playwright
+
+    _, db, _ = garden
+    pages_seen: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                     args=["--no-sandbox", "--disable-gpu",
+                                           "--disable-background-networking"])
+        try:
+            pages = [browser.new_context().new_page() for _ in range(3)]
+            writer = _Writer(garden, "bb")
+            try:
+                rounds = 0
+                while rounds < 2 and (writer.poll() is None or rounds == 0):
+                    for page, path in zip(pages, ("", "gallery", "runs")):
+                        page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+                    for page in pages:
+                        pages_seen.append(_settled(page))
+                    rounds += 1
+            finally:
+                writer.finish()
+            pages[0].goto(server)
+            assert _settled(pages[0]) == "page"
+            n = one(db, "SELECT count(*) FROM frames")
+            metric = pages[0].locator('[data-testid="stMetric"]').filter(has_text="Frames").first
+            assert metric.locator('[data-testid="stMetricValue"]').inner_text() == f"{n:,}"
+        finally:
+            browser.close()
+    assert set(pages_seen) <= {"page", "locked"} and pages_seen
+
+
+def _settled(page) -> str:
+    """Wait for the script run to finish; 'page' when a heading shows, 'locked' for the notice."""
+    app = page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')
+    app.wait_for(timeout=60_000)
+    page.locator("h1").first.or_(page.get_by_text(LOCK_NOTICE).first).wait_for(timeout=60_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    return "locked" if page.get_by_text(LOCK_NOTICE).count() else "page"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_every_writing_command_is_refused_while_a_run_holds_the_lock(garden, tmp_path):
+    folder, db, _ = garden
+    other = tmp_path / "other"
+    make_frames(other, 3)
+    before = _digest(db)
+    commands = [
+        ("run", other, "--db", db, "--model", "pixels"),
+        ("ingest", other, "--db", db),
+        ("analyze", "--db", db, "--model", "pixels"),
+    ]
+    with store.writer_lock(db):
+        children = [subprocess.Popen(pipeline_cmd(*c), cwd=REPO, env=CHILD_ENV, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                    for c in commands]
+        done = [(c[0], child.wait(timeout=120), child.stderr.read()) for c, child in
+                zip(commands, children)]
+    for name, code, err in done:
+        assert code == 1, (name, err)
+        assert err.startswith("error: another run is writing to") and "(PID " in err, (name, err)
+        assert "Nothing was changed." in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1, (name, err)
+    assert _digest(db) == before
