@@ -132,11 +132,11 @@ def _event_params(kind: str, rng: np.random.Generator, hard: bool) -> dict:
 def _frame_params(kind: str, rng: np.random.Generator, hard: bool) -> dict:
     """What changes frame to frame inside an event."""
     if kind == "person":
-        z = rng.uniform(7.0, 9.0) if hard else rng.uniform(3.3, 5.5)
+        z = rng.uniform(7.0, 9.0) if hard else rng.uniform(2.8, 4.6)
         return {"X": float(rng.uniform(-2.5, 2.5)), "Z": float(z),
                 "stride": float(rng.uniform(0, 0.35)), "facing": float(rng.choice([-1, 1]))}
     if kind == "fox":
-        z = rng.uniform(6.5, 8.5) if hard else rng.uniform(3.0, 4.8)
+        z = rng.uniform(6.5, 8.5) if hard else rng.uniform(2.6, 4.0)
         return {"X": float(rng.uniform(-2.5, 2.5)), "Z": float(z),
                 "facing": float(rng.choice([-1, 1]))}
     if kind == "bird":
