@@ -64,7 +64,8 @@ class IngestSummary:
 
     def describe(self) -> str:
         decoded = self.added + self.changed + self.n_new_errors
-        rate = f", {decoded / self.seconds:.0f} files/s" if decoded and self.seconds > 0 else ""
+        rate = (f", {decoded / self.seconds:.0f} files/s" if decoded >= 100 and self.seconds > 0
+                else "")
         line = (f"ingest {self.folder}: {self.added} added, {self.changed} changed, "
                 f"{self.unchanged} unchanged, {self.failed} failed in {self.seconds:.1f} s{rate}")
         extras = []
