@@ -96,6 +96,15 @@ def test_missing_folder_and_missing_store_are_one_line_and_exit_1(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"error: no store at {tmp_path}")
 
 
+def test_store_in_a_missing_folder_is_one_line_and_exit_1(tmp_path):
+    db = tmp_path / "no" / "such" / "s.duckdb"
+    result = _run("ingest", str(GARDEN_MONZ), "--db", str(db))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(db.parent) in lines[0]
+    assert not db.parent.exists()
+
+
 def test_bad_timezone_is_one_line_and_exit_1(tmp_path):
     result = _run("ingest", str(GARDEN_MONZ), "--db", str(tmp_path / "s.duckdb"),
                   "--timezone", "Europe/Atlantis")
