@@ -82,15 +82,25 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
 @_folder_argument
 @_db_option()
 @_place_options
-@click.option("--workers", type=int, help=help_for("workers"))
+@click.option("--workers", type=click.IntRange(min=1), help=help_for("workers"))
+@click.option("--batch-size", "ingest_batch_size", type=click.IntRange(min=1),
+              help=help_for("ingest_batch_size"))
+@click.option("--max-image-pixels", type=click.IntRange(min=1), help=help_for("max_image_pixels"))
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="show a progress bar (frames/s, ETA) on stderr")
 @click.pass_context
-def ingest(ctx, folder: Path, db: Path, timezone, lat, lon, workers) -> None:
-    """Add the frames in FOLDER (recursive) to the store: timestamps, thumbnails, statistics."""
+def ingest(ctx, folder: Path, db: Path, timezone, lat, lon, workers, ingest_batch_size,
+           max_image_pixels, progress) -> None:
+    """Add the frames in FOLDER (recursive) to the store: timestamps, thumbnails, statistics.
+
+    Re-running adds only new or changed files; bad files are listed by `info`.
+    """
     from pipeline.ingest import ingest_folder
 
-    settings = _settings(ctx, timezone=timezone, lat=lat, lon=lon, workers=workers)
+    settings = _settings(ctx, timezone=timezone, lat=lat, lon=lon, workers=workers,
+                         ingest_batch_size=ingest_batch_size, max_image_pixels=max_image_pixels)
     with store.writer_lock(db):
-        summary = ingest_folder(folder, db, settings)
+        summary = ingest_folder(folder, db, settings, progress=progress)
     click.echo(summary.describe())
 
 

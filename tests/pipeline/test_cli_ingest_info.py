@@ -70,6 +70,21 @@ def test_info_lists_models_runs_weather_and_reviews(small_folder, db_path):
     assert "reviews: 1 junk, 2 keep" in text
 
 
+def test_ingest_flags_reach_the_settings(tmp_path, db_path):
+    folder = tmp_path / "f"
+    from tests.conftest import write_jpeg
+
+    write_jpeg(folder / "small.jpg", size=(20, 20))
+    write_jpeg(folder / "large.jpg", size=(80, 60))
+    result = _invoke("ingest", str(folder), "--db", str(db_path), "--no-progress",
+                     "--max-image-pixels", "1000", "--batch-size", "1", "--workers", "1")
+    assert result.exit_code == 0
+    assert "1 added, 0 changed, 0 unchanged, 1 failed" in result.stdout
+    assert "frame/s" not in result.stderr  # no progress bar
+    info = _invoke("info", "--db", str(db_path)).stdout
+    assert "[ingest] large.jpg: refused as a decompression bomb" in info
+
+
 def test_info_on_an_empty_store(db_path):
     import store
 
