@@ -101,6 +101,8 @@ def bad_folder(tmp_path: Path) -> Path:
     os.symlink("loop_b.jpg", folder / "loop_a.jpg")
     os.symlink("loop_a.jpg", folder / "loop_b.jpg")
     os.symlink("..", folder / "sub" / "up")  # a folder link back into the tree
+    os.symlink("gone.jpg", folder / "dangling.jpg")
+    os.mkfifo(folder / "pipe.jpg")
     return folder
 
 
@@ -126,18 +128,20 @@ def test_bad_files_become_error_rows_and_the_run_goes_on(bad_folder, db_path):
     assert errors["loop_a.jpg"][1].startswith("symlink loop")
     assert errors["loop_b.jpg"][1].startswith("symlink loop")
     assert errors["sub/up"][1].startswith("symlink loop")
+    assert errors["dangling.jpg"][1] == "the file disappeared or is a broken link"
+    assert errors["pipe.jpg"][1] == "not a regular file"
     stage, message = errors["zero_date_20240410_130000.jpg"]
     assert stage == "timestamp" and message.startswith("warning: EXIF DateTimeOriginal")
     assert "used the file name instead" in message
     assert errors["future.jpg"][0] == "timestamp" and "future" in errors["future.jpg"][1]
-    assert (summary.added, summary.failed, summary.n_warnings) == (4, 7, 2)
+    assert (summary.added, summary.failed, summary.n_warnings) == (4, 9, 2)
     line = summary.describe()
-    assert "4 added, 0 changed, 0 unchanged, 7 failed" in line and "2 timestamp warning" in line
+    assert "4 added, 0 changed, 0 unchanged, 9 failed" in line and "2 timestamp warning" in line
 
     # a second run retries nothing that failed before and is unchanged, yet still counts it
     again = ingest_folder(bad_folder, db_path, _settings(max_image_pixels=10_000), **QUIET)
-    assert (again.added, again.changed, again.unchanged, again.failed) == (0, 0, 4, 7)
-    assert again.n_new_errors == 3  # only the walk problems (links) are looked at again
+    assert (again.added, again.changed, again.unchanged, again.failed) == (0, 0, 4, 9)
+    assert again.n_new_errors == 5  # only the walk problems (links, pipe) are looked at again
     assert _errors(db_path) .keys() == errors.keys()
 
 
