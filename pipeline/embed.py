@@ -62,17 +62,27 @@ class EmbedSummary:
 
 
 def load_frame(path: Path, size: int) -> np.ndarray:
-    """Decode an image file to RGB uint8 `[size, size, 3]` (the whole frame, squashed).
+    """Decode an image file to RGB uint8 `[size, size, 3]`: the whole frame, squashed, upright.
 
     JPEG draft mode lets libjpeg decode at the smallest DCT scale that is still >= size on
-    both sides, which is several times faster than a full decode of a large frame.
+    both sides, which is several times faster than a full decode of a large frame. Modes and
+    EXIF orientation are handled as ingest does for thumbnails (`pipeline.imagestats`), so a
+    frame's vector and its thumbnail show the same picture.
     Raises OSError/ValueError (or Pillow's subclasses) for a missing or undecodable file.
     """
+    from pipeline.imagestats import _TRANSPOSE, ORIENTATION, to_rgb
+
     with Image.open(path) as image:
+        try:
+            orientation = int(image.getexif().get(ORIENTATION, 1))
+        except Exception:  # noqa: BLE001 - a broken EXIF block means "no orientation"
+            orientation = 1
         image.draft("RGB", (size, size))
-        image = image.convert("RGB")
+        image = to_rgb(image)
         if image.size != (size, size):
             image = image.resize((size, size), Image.Resampling.BILINEAR)
+        if orientation in _TRANSPOSE:  # on the square result: same as rotating first
+            image = image.transpose(_TRANSPOSE[orientation])
         return np.asarray(image, dtype=np.uint8)
 
 

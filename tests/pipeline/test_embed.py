@@ -106,6 +106,24 @@ def test_load_vectors_restricts_orders_and_handles_empty(small_folder, db_path):
     assert ids.shape == (0,) and matrix.shape[0] == 0
 
 
+def test_load_frame_squashes_the_whole_frame_upright(tmp_path):
+    from PIL import Image, ImageOps
+
+    pixels = np.zeros((60, 160, 3), np.uint8)
+    pixels[:, :80] = (250, 20, 20)   # left half red, right half blue
+    pixels[:, 80:] = (20, 20, 250)
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    Image.fromarray(pixels).save(path, quality=95, exif=exif)
+    frame = load_frame(path, 32)
+    assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+                          .resize((32, 32), Image.Resampling.BILINEAR))
+    assert np.abs(frame.astype(int) - expected.astype(int)).mean() < 4
+    assert frame[2, 16, 0] > 200 and frame[29, 16, 2] > 200  # red on top, blue below
+
+
 def test_insert_vectors_round_trips_and_never_duplicates(db_path):
     with store.connect(db_path) as con:
         con.execute("INSERT INTO frames (frame_id, path, root, time_source, file_bytes, "
