@@ -123,6 +123,8 @@ def writer_lock(path: str | os.PathLike) -> Iterator[None]:
     """
     path = Path(path)
     lock_path = path.with_name(path.name + ".lock")
+    if not path.parent.is_dir():
+        raise StoreError(f"the folder for the store {path} does not exist: create {path.parent}")
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:

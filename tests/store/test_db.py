@@ -150,3 +150,9 @@ def test_kv_round_trip(db_path):
     with store.connect(db_path) as con:
         kv.put(con, "lat", None)
         assert kv.get(con, "lat") is None
+
+
+def test_run_lock_in_missing_folder_says_which_folder(tmp_path):
+    with pytest.raises(store.StoreError, match="folder for the store .* does not exist"):
+        with store.writer_lock(tmp_path / "missing" / "s.duckdb"):
+            pass
