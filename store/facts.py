@@ -268,7 +268,7 @@ def calendar(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
         GROUP BY ALL ORDER BY day, hour""", params)
 
 
-def timeline(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_buckets: int = 400
+def timeline(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_buckets: int = 120
              ) -> pd.DataFrame:
     """Frames per time bucket with the mean and max score; the bucket grows with the span."""
     sql, params = _filtered(flt)

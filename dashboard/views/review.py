@@ -93,18 +93,26 @@ with export:
     else:
         fps = st.number_input("Frames per second (for the ffmpeg concat file)", 1, 120, 24,
                               key="export_fps")
-        listing = "\n".join(frames["abs_path"]) + "\n"
         csv = io.StringIO()
         frames.assign(taken_at=frames["taken_at"].astype(str)).to_csv(csv, index=False)
+        # The .txt list and the concat file are one path per line: a file name holding a line
+        # break would split into lines of its own (e.g. an injected `file '...'` directive).
+        one_line = ~frames["abs_path"].astype(str).str.contains("[\r\n]", regex=True)
+        if not one_line.all():
+            st.warning(f"{int((~one_line).sum())} frame(s) have a line break in their file name "
+                       "and are left out of the .txt list and the ffmpeg concat file (the CSV "
+                       "has them).", icon=":material/warning:")
+        paths = frames.loc[one_line, "abs_path"].astype(str).tolist()
+        listing = "".join(p + "\n" for p in paths)
         duration = 1.0 / float(fps)
         concat = ["ffconcat version 1.0",
-                  f"# {len(frames)} frames; {filters.describe(flt)}",
+                  f"# {len(paths)} frames; {filters.describe(flt)}",
                   f"# ffmpeg -f concat -safe 0 -i frames.ffconcat -vf fps={int(fps)} "
                   "-pix_fmt yuv420p timelapse.mp4"]
-        for path in frames["abs_path"]:
-            concat += ["file '" + str(path).replace("'", "'\\''") + "'",
-                       f"duration {duration:.6f}"]
-        concat.append("file '" + str(frames["abs_path"].iloc[-1]).replace("'", "'\\''") + "'")
+        for path in paths:
+            concat += ["file '" + path.replace("'", "'\\''") + "'", f"duration {duration:.6f}"]
+        if paths:
+            concat.append("file '" + paths[-1].replace("'", "'\\''") + "'")
         d1, d2, d3 = st.columns(3)
         d1.download_button("File list (.txt)", listing, "frames.txt", "text/plain",
                            key="export_txt", icon=":material/list:")

@@ -31,7 +31,7 @@ else:
                 st.error(row["error"])
             c1, c2 = st.columns(2)
             c1.write("**Parameters**")
-            c1.json(row["params"], expanded=False)
+            c1.json(row["params"], expanded=True)
             c2.write("**Timings (seconds per step)**")
             timings = row["timings"] or {}
             if timings:
@@ -46,8 +46,9 @@ st.subheader("Ingest errors")
 if errors.empty:
     st.success("No file failed.")
 else:
-    st.caption(f"{len(errors):,} files could not be used; each stays listed here until it is "
-               "fixed and ingested again.")
+    n = len(errors)
+    st.caption(f"{n:,} file{'s' if n != 1 else ''} could not be used; each stays listed here "
+               "until it is fixed and ingested again.")
     by_stage = errors.groupby("stage").size().rename("files").reset_index()
     st.dataframe(by_stage, hide_index=True)
     st.dataframe(errors, hide_index=True, width="stretch")
