@@ -12,6 +12,7 @@ or no longer decodes becomes an `ingest_errors` row (stage 'embed') and is skipp
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections import deque
@@ -184,6 +185,7 @@ def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None =
         summary.seconds = time.monotonic() - started
         return summary
 
+    _check_roots(db, pending)
     embedder = spec.build(settings.weights)
     row = ModelRow(spec.key, spec.family, embedder.weights, embedder.dim, embedder.input_size)
     if existing is not None and n_existing and (
@@ -201,6 +203,17 @@ def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None =
     summary.embedded, summary.failed = embed_pending(db, embedder, pending, settings, progress)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _check_roots(db: Path, pending: list[PendingFrame]) -> None:
+    """Refuse at once when every frames folder is gone (moved or unmounted), before the build."""
+    roots = sorted({frame.root for frame in pending})
+    if roots and not any(os.path.isdir(root) for root in roots):
+        shown = ", ".join(roots[:3]) + (f" and {len(roots) - 3} more" if len(roots) > 3 else "")
+        raise InputError(
+            f"the frames folder {shown} no longer exists, so no frame can be read: mount it "
+            f"again, or if it moved, run `python -m pipeline ingest NEW_FOLDER --db {db}` "
+            "(frames keep their ids and vectors), then embed again")
 
 
 def embed_pending(db: Path, embedder: Embedder, pending: list[PendingFrame], settings: Settings,

@@ -166,6 +166,16 @@ def test_vanished_and_broken_files_become_embed_errors_and_heal(small_folder, db
         ("b/frame_009.jpg",)]
 
 
+def test_a_vanished_frames_folder_is_one_clear_error(small_folder, tmp_path, db_path):
+    _ingest(small_folder, db_path)
+    small_folder.rename(tmp_path / "moved")
+    with pytest.raises(InputError, match="frames folder .* no longer exists.*ingest NEW_FOLDER"):
+        embed_frames(db_path, _pixels(), progress=False)
+    assert _rows(db_path, "SELECT count(*) FROM ingest_errors WHERE stage = 'embed'") == [(0,)]
+    _ingest(tmp_path / "moved", db_path)  # ingest follows the move; embed goes on
+    assert embed_frames(db_path, _pixels(), progress=False).embedded == 12
+
+
 def test_an_empty_store_needs_no_model(db_path):
     with store.connect(db_path):
         pass
