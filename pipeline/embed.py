@@ -156,8 +156,9 @@ def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None =
                  progress: bool = True, replace: bool = False) -> EmbedSummary:
     """Embed every frame (of `frame_ids` when given) that lacks a vector for `settings.model`.
 
-    Uses settings.model, .weights, .batch_size and .workers. `replace=True` first deletes the
-    model's vectors (e.g. after changing its weights file). Raises `ModelUnavailableError`
+    Uses settings.model, .weights, .batch_size and .workers. `replace=True` deletes all of the
+    model's vectors once the model is built (e.g. after changing its weights file), then
+    embeds again. Raises `ModelUnavailableError`
     when the model cannot be built here (never switches to another model) and `InputError`
     when the store already holds vectors of this model made with different weights.
     """
@@ -172,23 +173,27 @@ def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None =
             raise InputError(f"--weights for {spec.key}: {check.detail}")
     Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
 
-    replaced = 0
     with store.connect(db) as con:
-        if replace:
-            replaced = embeddings_store.delete_model(con, spec.key)
         n_scope = embeddings_store.count_frames(con, frame_ids)
         pending = embeddings_store.pending_frames(con, spec.key, frame_ids)
         existing = embeddings_store.get_model_row(con, spec.key)
         n_existing = embeddings_store.count_vectors(con, spec.key) if existing else 0
-    summary = EmbedSummary(spec.key, already_done=n_scope - len(pending), replaced=replaced)
-    if not pending:
+    summary = EmbedSummary(spec.key, already_done=n_scope - len(pending))
+    replacing = replace and (n_existing > 0 or existing is not None)
+    if not pending and not replacing:
         summary.seconds = time.monotonic() - started
         return summary
 
     _check_roots(db, pending)
-    embedder = spec.build(settings.weights)
+    embedder = spec.build(settings.weights)  # before any delete: a failed build changes nothing
     row = ModelRow(spec.key, spec.family, embedder.weights, embedder.dim, embedder.input_size)
-    if existing is not None and n_existing and (
+    if replacing:
+        with store.connect(db, migrate=False) as con:
+            summary.replaced = embeddings_store.delete_model(con, spec.key)
+            pending = embeddings_store.pending_frames(con, spec.key, frame_ids)
+        summary.already_done = n_scope - len(pending)
+        _check_roots(db, pending)
+    elif existing is not None and n_existing and (
             not _same_weights(existing.weights, row.weights) or existing.dim != row.dim):
         raise InputError(
             f"the store's {n_existing} {spec.key} vectors were made with other weights "

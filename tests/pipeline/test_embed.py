@@ -214,6 +214,11 @@ def test_other_weights_under_the_same_key_are_refused_until_replace(small_folder
     ids, matrix = _vectors(db, key)
     assert len(ids) == 12 and matrix.shape == (12, 6)
 
+    model_file.unlink()  # --replace with a model that cannot be built deletes nothing
+    with pytest.raises(InputError, match="does not exist"):
+        embed_frames(db, settings, progress=False, replace=True)
+    assert len(_vectors(db, key)[0]) == 12
+
 
 @pytest.mark.keras
 def test_vgg16_hed_on_real_garden_frames_separates_open_and_closed_shutters(tmp_path):
