@@ -212,16 +212,21 @@ def rank_scatter(wide: pd.DataFrame, a: str, b: str) -> go.Figure:
     title = f"{a} vs {b}: score percentile"
     if wide.empty or a not in wide or b not in wide:
         return _empty(title)
-    both = wide[[a, b]].ge(0.95)
-    colour = np.where(both[a] & both[b], "#E45756",
-                      np.where(both[a], detector_color(a),
-                               np.where(both[b], detector_color(b), "#9A9A9A")))
-    fig = go.Figure(go.Scattergl(
-        x=wide[a] * 100, y=wide[b] * 100, mode="markers",
-        marker=dict(size=4, color=colour, opacity=0.7),
-        customdata=wide[["frame_id"]].to_numpy(),
-        hovertemplate=f"frame %{{customdata[0]}}<br>{a} %{{x:.1f}} %<br>{b} %{{y:.1f}} %"
-                      "<extra></extra>"))
+    flag_a, flag_b = wide[a].ge(0.95), wide[b].ge(0.95)
+    groups = [("neither in top 5 %", ~flag_a & ~flag_b, "#9A9A9A"),
+              (f"only {a} in top 5 %", flag_a & ~flag_b, detector_color(a)),
+              (f"only {b} in top 5 %", ~flag_a & flag_b, detector_color(b)),
+              ("both in top 5 %", flag_a & flag_b, "#E45756" if "#E45756" not in (
+                  detector_color(a), detector_color(b)) else "#111111")]
+    fig = go.Figure()
+    for name, mask, colour in groups:  # one colour per trace: per-point colours are slow
+        part = wide[mask]
+        fig.add_trace(go.Scattergl(
+            x=part[a].to_numpy() * 100, y=part[b].to_numpy() * 100, mode="markers", name=name,
+            marker=dict(size=4, color=colour, opacity=0.7),
+            customdata=part[["frame_id"]].to_numpy(),
+            hovertemplate=f"frame %{{customdata[0]}}<br>{a} %{{x:.1f}} %<br>{b} %{{y:.1f}} %"
+                          "<extra></extra>"))
     fig.update_layout(title=title, xaxis_title=f"{a} percentile (%)",
                       yaxis_title=f"{b} percentile (%)", height=440, **_LAYOUT)
     fig.update_xaxes(range=[0, 100.5])

@@ -468,28 +468,32 @@ def cluster_sample(con: duckdb.DuckDBPyConnection, flt: FrameFilter, cluster: in
 
 def detector_matrix(con: duckdb.DuckDBPyConnection, flt: FrameFilter, names: list[str],
                     max_rows: int | None = None) -> pd.DataFrame:
-    """Wide form for the filtered frames: one `<detector>` score-percentile column per detector,
-    plus `<detector>_flag`, taken_at and the review / ground-truth label (1 = anomaly)."""
+    """Wide form for the filtered frames: one `<detector>` score-percentile column and one
+    `<detector>_flag` (is_outlier) column per detector, plus frame_id and taken_at.
+
+    Above `max_rows` frames, a fixed pseudo-random sample (by a hash of the frame id)."""
     sql, params = _filtered(flt.replace(threshold_kind="all"))
-    params["names"] = list(names)
+    names = list(dict.fromkeys(names))
+    # Column aliases are fixed (d0, d1, ...); detector names are bound values.
+    cols = []
+    for i, name in enumerate(names):
+        params[f"d{i}"] = name
+        cols.append(f"max(o.score_pct) FILTER (WHERE o.detector = $d{i}) AS d{i}, "
+                    f"bool_or(o.is_outlier) FILTER (WHERE o.detector = $d{i}) AS f{i}")
+    params["names"] = names
     tail = ""
     if max_rows is not None:
         tail, params["max_rows"] = "ORDER BY hash(frame_id) LIMIT $max_rows", int(max_rows)
-    long = _query(con, sql + f"""
+    df = _query(con, sql + f"""
         , ids AS (SELECT frame_id, taken_at FROM sel {tail})
-        SELECT ids.frame_id, ids.taken_at, o.detector, o.score_pct, o.is_outlier
+        SELECT ids.frame_id, any_value(ids.taken_at) AS taken_at, {', '.join(cols)}
         FROM ids JOIN outlier_scores o
           ON o.run_id = $run_id AND o.frame_id = ids.frame_id
-         AND list_contains($names, o.detector)""", params)
-    if long.empty:
-        return pd.DataFrame(columns=["frame_id", "taken_at", *names])
-    pct = long.pivot_table(index=["frame_id", "taken_at"], columns="detector",
-                           values="score_pct", aggfunc="first")
-    flag = long.pivot_table(index=["frame_id", "taken_at"], columns="detector",
-                            values="is_outlier", aggfunc="first").add_suffix("_flag")
-    wide = pct.join(flag).reset_index()
-    wide.columns.name = None
-    return wide
+         AND list_contains($names, o.detector)
+        GROUP BY ids.frame_id ORDER BY ids.frame_id""", params)
+    rename = {f"d{i}": name for i, name in enumerate(names)}
+    rename.update({f"f{i}": f"{name}_flag" for i, name in enumerate(names)})
+    return df.rename(columns=rename)
 
 
 def labels(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
