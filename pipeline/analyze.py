@@ -210,10 +210,14 @@ def analyze(db: Path, settings: Settings, progress: bool = True, *,
         try:
             with store.connect(db) as con:
                 sa.fail_run(con, run_id, message, steps.timings)
-        except Exception:  # the original error matters more; log this one
-            log.exception("could not mark run %s failed", run_id)
+        except Exception as fail_exc:  # the original error matters more; the next analyze
+            log.warning("could not mark run %s failed (%s); the next analyze will", run_id,
+                        fail_exc)
         if isinstance(exc, (AnalysisError, InputError, store.StoreError, KeyboardInterrupt)):
             raise
+        problem = store.db.disk_error(exc)  # a full or read-only disk: say so, not "failed"
+        if problem is not None:
+            raise problem from exc
         raise AnalysisError(f"analysis run {run_id} failed ({message}); it is marked 'failed' "
                             "and wrote no rows") from exc
     finally:

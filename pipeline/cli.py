@@ -33,6 +33,12 @@ class _Group(click.Group):
             click.echo("interrupted: work committed so far is kept; run the command again to "
                        "continue.", err=True)
             ctx.exit(130)
+        except Exception as exc:  # a full or read-only disk is expected too: one line, exit 1
+            problem = store.db.disk_error(exc)
+            if problem is None:
+                raise
+            click.secho(f"error: {problem}", err=True, fg="red")
+            ctx.exit(1)
 
 
 def _settings(ctx: click.Context, **flags) -> Settings:

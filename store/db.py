@@ -10,6 +10,7 @@ connections.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -128,7 +129,9 @@ def writer_lock(path: str | os.PathLike) -> Iterator[None]:
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise StoreError(f"cannot create the run lock {lock_path}: {exc.strerror}") from exc
+        hint = _DISK_FIXES.get(exc.errno)
+        raise StoreError(f"cannot create the run lock {lock_path}: {exc.strerror}"
+                         + (f"; {hint[1]}, then run again" if hint else "")) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -143,6 +146,35 @@ def writer_lock(path: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the flock
+
+
+# errno -> (what happened, what to do), for writes that fail because of the disk.
+_DISK_FIXES = {
+    errno.ENOSPC: ("the disk is full", "free some space on it"),
+    errno.EDQUOT: ("the disk quota is used up", "free some space or raise the quota"),
+    errno.EROFS: ("the file system is read-only",
+                  "remount it read-write or give --db a file on a writable disk"),
+}
+_DISK_TEXTS = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
+               "Read-only file system": errno.EROFS}
+
+
+def disk_error(exc: BaseException) -> StoreError | None:
+    """A StoreError with a one-line message when `exc` (or what caused it) is a full or read-only
+    disk (an OSError, or a DuckDB error quoting one), else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        code = exc.errno if isinstance(exc, OSError) else None
+        if code is None and isinstance(exc, duckdb.Error):
+            code = next((c for text, c in _DISK_TEXTS.items() if text in str(exc)), None)
+        if code in _DISK_FIXES:
+            what, fix = _DISK_FIXES[code]
+            detail = str(exc).strip().splitlines()[-1][:300]
+            return StoreError(f"cannot write: {what} ({detail}). Work committed before this is "
+                              f"kept and the store is intact; {fix}, then run the command again.")
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def log_failed(sql: str, params: object, exc: Exception) -> None:
