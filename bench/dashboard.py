@@ -217,7 +217,8 @@ def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
 
     def review(flt):
         reader.call_many((("review_counts", ()), ("next_unreviewed", (flt, ())),
-                          ("export_frames", (flt, "not_junk"))))
+                          ("export_count", (flt, "not_junk")),
+                          ("export_frames", (flt, "not_junk", 200))))
 
     def runs(flt):
         reader.call_many((("store_counts", ()), ("runs", ()), ("ingest_errors", ())))

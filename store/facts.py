@@ -533,18 +533,37 @@ def flagged_by_a_not_b(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str,
 EXPORT_MODES = ("not_junk", "keep")
 
 
-def export_frames(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "not_junk"
-                  ) -> pd.DataFrame:
-    """The filtered frames to export in time order: 'not_junk' (every frame not marked junk) or
-    'keep' (only frames marked keep). `abs_path` is root + path."""
+_EXPORT_CONDITIONS = {"not_junk": "verdict IS DISTINCT FROM 'junk'", "keep": "verdict = 'keep'"}
+
+
+def _export_condition(mode: str) -> str:
     if mode not in EXPORT_MODES:
         raise ValueError(f"unknown export mode {mode!r}; choose one of {EXPORT_MODES}")
+    return _EXPORT_CONDITIONS[mode]
+
+
+def export_frames(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "not_junk",
+                  limit: int | None = None) -> pd.DataFrame:
+    """The filtered frames to export in time order: 'not_junk' (every frame not marked junk) or
+    'keep' (only frames marked keep); the first `limit` when given. `abs_path` is root + path."""
+    cond = _export_condition(mode)
     sql, params = _filtered(flt, weather=True)
-    cond = "verdict IS DISTINCT FROM 'junk'" if mode == "not_junk" else "verdict = 'keep'"
+    tail = ""
+    if limit is not None:
+        tail, params["limit"] = "LIMIT $limit", int(limit)
     return _query(con, sql + f"""
         SELECT frame_id, path, root, rtrim(root, '/') || '/' || path AS abs_path, taken_at,
                daylight, condition, cluster, score, score_pct, verdict
-        FROM sel WHERE {cond} ORDER BY taken_at, frame_id""", params)
+        FROM sel WHERE {cond} ORDER BY taken_at, frame_id {tail}""", params)
+
+
+def export_count(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "not_junk"
+                 ) -> int:
+    """How many frames `export_frames` would return (without the weather join)."""
+    cond = _export_condition(mode)
+    sql, params = _filtered(flt)
+    return int(_query(con, sql + f"SELECT count(*) AS n FROM sel WHERE {cond}",
+                      params)["n"].iloc[0])
 
 
 def review_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

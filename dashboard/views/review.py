@@ -10,13 +10,16 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, filters, ui
+from dashboard.export import export_concat
 
 flt, opts = ui.current()
 st.title("Review & export")
 skipped = tuple(st.session_state.get("review_skipped", ()))
-counts, next_id, frames_all = data.get_many(
-    ("review_counts",), ("next_unreviewed", flt, skipped),
-    ("export_frames", flt, st.session_state.get("export_mode", "not_junk")))
+PREVIEW = 200
+mode = st.session_state.get("export_mode", "not_junk")
+counts, next_id, n_export, preview = data.get_many(
+    ("review_counts",), ("next_unreviewed", flt, skipped), ("export_count", flt, mode),
+    ("export_frames", flt, mode, PREVIEW))
 st.caption(f"Reviewed so far: {counts['junk']:,} junk, {counts['keep']:,} keep. "
            f"Showing {filters.describe(flt)}.")
 
@@ -86,40 +89,37 @@ with export:
     mode = st.radio("Frames to export", ["not_junk", "keep"], horizontal=True, key="export_mode",
                     format_func={"not_junk": "every filtered frame not marked junk",
                                  "keep": "only frames marked keep"}.get)
-    frames = data.get("export_frames", flt, mode)
-    st.write(f"**{len(frames):,} frames** to export ({filters.describe(flt)}), in time order.")
-    if frames.empty:
+    st.write(f"**{n_export:,} frames** to export ({filters.describe(flt)}), in time order.")
+    if n_export == 0:
         st.info("Nothing to export with these filters.")
     else:
         fps = st.number_input("Frames per second (for the ffmpeg concat file)", 1, 120, 24,
                               key="export_fps")
-        csv = io.StringIO()
-        frames.assign(taken_at=frames["taken_at"].astype(str)).to_csv(csv, index=False)
-        # The .txt list and the concat file are one path per line: a file name holding a line
-        # break would split into lines of its own (e.g. an injected `file '...'` directive).
-        one_line = ~frames["abs_path"].astype(str).str.contains("[\r\n]", regex=True)
-        if not one_line.all():
-            st.warning(f"{int((~one_line).sum())} frame(s) have a line break in their file name "
-                       "and are left out of the .txt list and the ffmpeg concat file (the CSV "
-                       "has them).", icon=":material/warning:")
-        paths = frames.loc[one_line, "abs_path"].astype(str).tolist()
-        listing = "".join(p + "\n" for p in paths)
-        duration = 1.0 / float(fps)
-        concat = ["ffconcat version 1.0",
-                  f"# {len(paths)} frames; {filters.describe(flt)}",
-                  f"# ffmpeg -f concat -safe 0 -i frames.ffconcat -vf fps={int(fps)} "
-                  "-pix_fmt yuv420p timelapse.mp4"]
-        for path in paths:
-            concat += ["file '" + path.replace("'", "'\\''") + "'", f"duration {duration:.6f}"]
-        if paths:
-            concat.append("file '" + paths[-1].replace("'", "'\\''") + "'")
+
+        # The files are built only when a download button is clicked.
+        def frames() -> pd.DataFrame:
+            return data.get("export_frames", flt, mode)
+
+        def file_list() -> str:
+            return "\n".join(frames()["abs_path"]) + "\n"
+
+        def csv_text() -> str:
+            df = frames()
+            buf = io.StringIO()
+            df.assign(taken_at=df["taken_at"].astype(str)).to_csv(buf, index=False)
+            return buf.getvalue()
+
+        def concat_text() -> str:
+            return export_concat(frames()["abs_path"], int(fps), filters.describe(flt))
+
         d1, d2, d3 = st.columns(3)
-        d1.download_button("File list (.txt)", listing, "frames.txt", "text/plain",
+        d1.download_button("File list (.txt)", file_list, "frames.txt", "text/plain",
                            key="export_txt", icon=":material/list:")
-        d2.download_button("CSV", csv.getvalue(), "frames.csv", "text/csv", key="export_csv",
+        d2.download_button("CSV", csv_text, "frames.csv", "text/csv", key="export_csv",
                            icon=":material/table:")
-        d3.download_button("ffmpeg concat", "\n".join(concat) + "\n", "frames.ffconcat",
-                           "text/plain", key="export_ffconcat", icon=":material/movie:")
-        st.dataframe(frames.head(200).drop(columns=["root"]), hide_index=True, width="stretch")
-        if len(frames) > 200:
-            st.caption(f"First 200 of {len(frames):,} rows shown; the downloads hold them all.")
+        d3.download_button("ffmpeg concat", concat_text, "frames.ffconcat", "text/plain",
+                           key="export_ffconcat", icon=":material/movie:")
+        st.dataframe(preview.drop(columns=["root"]), hide_index=True, width="stretch")
+        if n_export > len(preview):
+            st.caption(f"First {len(preview):,} of {n_export:,} rows shown; the downloads hold "
+                       "them all.")

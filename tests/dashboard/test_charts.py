@@ -102,3 +102,15 @@ def test_empty_inputs_give_a_titled_placeholder():
     fig = charts.calendar_heatmap(empty)
     assert fig.layout.annotations[0].text == "No frames match the filters"
     assert charts.map_scatter(pd.DataFrame(), "cluster").layout.title.text == "Embedding map"
+
+
+def test_ffmpeg_concat_file():
+    from dashboard.export import export_concat
+
+    text = export_concat(["/f/a.jpg", "/f/it's.jpg"], fps=25, description="night")
+    lines = text.splitlines()
+    assert lines[0] == "ffconcat version 1.0" and "25 fps; night" in lines[1]
+    assert lines[3:] == ["file '/f/a.jpg'", "duration 0.040000", "file '/f/it'\\''s.jpg'",
+                         "duration 0.040000", "file '/f/it'\\''s.jpg'"]
+    with pytest.raises(ValueError):
+        export_concat(["/f/a.jpg"], fps=0)

@@ -171,6 +171,11 @@ def test_frame_detail_neighbours_and_export(con, run_id):
                                    "(frame_id) WHERE r.verdict IS DISTINCT FROM 'junk'")
     assert pd.Series(out["taken_at"]).is_monotonic_increasing
     assert out["abs_path"].iloc[0].endswith(out["path"].iloc[0])
+    assert facts.export_count(con, FrameFilter(run_id=run_id)) == len(out)
+    first = facts.export_frames(con, FrameFilter(run_id=run_id), "not_junk", limit=3)
+    assert list(first["frame_id"]) == list(out["frame_id"][:3])
+    with pytest.raises(ValueError, match="unknown export mode"):
+        facts.export_count(con, FrameFilter(run_id=run_id), "everything")
 
 
 def test_runs_and_errors(con):
