@@ -105,7 +105,7 @@ def _filtered(flt: FrameFilter, weather: bool = False) -> tuple[str, dict[str, A
         where.append("list_contains($clusters, c.cluster)")
         params["clusters"] = [int(c) for c in flt.clusters]
     if flt.frame_ids:
-        where.append("list_contains($frame_ids, f.frame_id)")
+        where.append("f.frame_id IN (SELECT unnest($frame_ids))")
         params["frame_ids"] = [int(i) for i in flt.frame_ids]
     qualify = ""
     if flt.threshold_kind == "flagged":
@@ -334,14 +334,15 @@ def scores_for(con: duckdb.DuckDBPyConnection, run_id: int | None, ids: list[int
     """Long form: every detector's score and percentile for some frames."""
     return _query(con, """
         SELECT frame_id, detector, score, score_pct, is_outlier FROM outlier_scores
-        WHERE run_id = $run_id AND list_contains($ids, frame_id)
+        WHERE run_id = $run_id AND frame_id IN (SELECT unnest($ids))
         ORDER BY frame_id, detector""", {"run_id": run_id, "ids": [int(i) for i in ids]})
 
 
 def thumbnails(con: duckdb.DuckDBPyConnection, ids: list[int]) -> dict[int, bytes]:
     """JPEG thumbnails by frame id (frames without one are absent)."""
-    rows = con.execute("SELECT frame_id, jpeg FROM thumbnails WHERE list_contains($ids, frame_id)",
-                       {"ids": [int(i) for i in ids]}).fetchall()
+    rows = con.execute(
+        "SELECT frame_id, jpeg FROM thumbnails WHERE frame_id IN (SELECT unnest($ids))",
+        {"ids": [int(i) for i in ids]}).fetchall()
     return {int(fid): bytes(jpeg) for fid, jpeg in rows}
 
 
