@@ -456,6 +456,36 @@ def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
         click.echo(result.describe())
 
 
+# --- store upkeep (issue 7) -------------------------------------------------------------------
+
+@cli.command()
+@_db_option(exists=True)
+@click.option("--backup/--no-backup", default=True, show_default=True,
+              help="copy the file to FILE.v<old version>.bak before upgrading it")
+def migrate(db: Path, backup: bool) -> None:
+    """Upgrade a store made by an older version of this software to the current schema."""
+    import shutil
+
+    from store import migrations
+
+    with store.writer_lock(db):
+        with store.connect(db, migrate=False) as con:
+            before = migrations.applied_version(con)
+            if before > migrations.LATEST:
+                migrations.check(con, db)  # raises: newer than this code
+            con.execute("CHECKPOINT")
+        if before == migrations.LATEST:
+            click.echo(f"store {db}: schema version {before} is current; nothing to do")
+            return
+        copy = db.with_name(f"{db.name}.v{before}.bak")
+        if backup:
+            shutil.copy2(db, copy)
+        with store.connect(db) as con:
+            after = migrations.applied_version(con)
+    click.echo(f"store {db}: schema version {before} -> {after}"
+               + (f" (the old file is kept as {copy})" if backup else ""))
+
+
 def _size(text: str) -> tuple[int, int]:
     """'640x360' -> (640, 360); anything else is an InputError naming the flag."""
     try:

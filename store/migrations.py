@@ -231,6 +231,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 LATEST = MIGRATIONS[-1][0]
 
 
+def applied_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The store's schema version: its newest applied migration, 0 for an empty file."""
+    return _applied(con)
+
+
 def _applied(con: duckdb.DuckDBPyConnection) -> int:
     """Newest applied migration, 0 for an empty file."""
     exists = scalar(
@@ -258,7 +263,8 @@ def check(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     if version < LATEST:
         raise SchemaError(
             f"the store {path} has schema version {version}; this code needs {LATEST}. "
-            f"Open it once for writing to migrate, e.g. `python -m pipeline info --db {path}`."
+            f"Upgrade it with `python -m pipeline migrate --db {path}` (any pipeline command "
+            "that writes, such as run, also upgrades it)."
         )
     return version
 
