@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, filters, ui
-from dashboard.export import export_concat
+from dashboard.export import export_concat, export_list
 
 flt, opts = ui.current()
 st.title("Review & export")
@@ -101,7 +101,7 @@ with export:
             return data.get("export_frames", flt, mode)
 
         def file_list() -> str:
-            return "\n".join(frames()["abs_path"]) + "\n"
+            return export_list(frames()["abs_path"])
 
         def csv_text() -> str:
             df = frames()

@@ -10,7 +10,8 @@
   the frames folder, the Frame page shows thumbnails and never opens anything outside the
   frames root, the store and the installed code.
 - File names are data too: a frame whose name holds a line break cannot inject a directive
-  into the exported ffmpeg concat file or the .txt list.
+  into the exported ffmpeg concat file or the .txt list (it is left out of both; the CSV,
+  which quotes it, keeps it).
 - The password gate holds on every page whatever the URL says, and nothing reads the store
   before the password is given.
 """
@@ -187,40 +188,43 @@ def test_frame_page_never_reads_outside_the_frames_root(garden, store_copy, monk
 
 
 def test_line_breaks_in_file_names_cannot_inject_into_exports(garden, monkeypatch):
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+    """The export files are built when a download is clicked, from `store.facts.export_frames`
+    by `dashboard.export`; here the same two steps run on the real store, and the Review page
+    itself renders with the hostile name in the store."""
+    import io
 
-    served: dict[str, str] = {}  # download file name -> text, as Streamlit stores it
-    real_load = MemoryMediaFileStorage.load_and_get_id
+    import pandas as pd
 
-    def load(self, path_or_data, mimetype, kind, filename=None):
-        if filename and isinstance(path_or_data, (bytes, str)):
-            data = path_or_data if isinstance(path_or_data, str) else path_or_data.decode()
-            served[filename] = data
-        return real_load(self, path_or_data, mimetype, kind, filename)
+    from dashboard.export import export_concat, export_list
+    from store import facts
 
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", load)
     _, db, _ = garden
     at = _session(db, monkeypatch)
     at.switch_page("views/review.py").run()
     _clean(at)
-    assert {"frames.txt", "frames.csv", "frames.ffconcat"} <= set(served)
-    n_frames = one(db, "SELECT count(*) FROM frames")
-    lines = [line for line in served["frames.ffconcat"].splitlines()
-             if line and not line.startswith("#")]
+    assert {b.label for b in at.get("download_button")} == {
+        "File list (.txt)", "CSV", "ffmpeg concat"}
+
+    with store.connect(db, read_only=True) as con:
+        frames = facts.export_frames(con, facts.FrameFilter(), "not_junk")
+    n_frames = len(frames)
+    assert n_frames == one(db, "SELECT count(*) FROM frames")
+    assert NEWLINE_NAME in set(frames["path"])
+    concat = export_concat(frames["abs_path"], 24, "all frames")
+    lines = [line for line in concat.splitlines() if line and not line.startswith("#")]
     assert lines[0] == "ffconcat version 1.0"
     assert {line.split(" ", 1)[0] for line in lines[1:]} <= {"file", "duration"}
     assert "file 'injected.jpg'" not in lines and "duration 99" not in lines
     files = [line for line in lines[1:] if line.startswith("file ")]
     assert len(files) == n_frames  # every other frame once and the last one twice
-    listing = served["frames.txt"].splitlines()
+    assert "# 1 frame(s) left out: their file names hold a line break" in concat
+    listing = export_list(frames["abs_path"]).splitlines()
     assert len(listing) == n_frames - 1 and "file 'injected.jpg'" not in listing
     assert all(line.startswith("/") and line.endswith(".jpg") for line in listing)
     # the CSV quotes the name, so it keeps the frame
-    import io
-
-    import pandas as pd
-    assert NEWLINE_NAME in set(pd.read_csv(io.StringIO(served["frames.csv"]))["path"])
-    assert any("line break" in w.value for w in at.warning)
+    csv = io.StringIO()
+    frames.to_csv(csv, index=False)
+    assert NEWLINE_NAME in set(pd.read_csv(io.StringIO(csv.getvalue()))["path"])
 
 
 @pytest.mark.parametrize("page", list(PAGES))
