@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import store
+from store import analysis as analysis_store
 from store import frames as frames_store
 from store import kv
 
@@ -26,6 +27,7 @@ def describe_store(db: Path) -> str:
         errors = frames_store.error_summary(con, N_EXAMPLES)
         models = frames_store.model_summary(con)
         n_runs, runs = frames_store.run_summary(con)
+        running = analysis_store.running_runs(con)
         weather = frames_store.weather_summary(con)
         reviews = frames_store.review_summary(con)
         truth = frames_store.ground_truth_summary(con)
@@ -34,7 +36,7 @@ def describe_store(db: Path) -> str:
     lines += _place(settings)
     lines += _errors(errors)
     lines += _models(models)
-    lines += _runs(n_runs, runs)
+    lines += _runs(n_runs, runs, _interrupted(running))
     lines += _weather(weather)
     lines.append("reviews: " + (", ".join(f"{n} {v}" for v, n in reviews.items())
                                 if reviews else "none"))
@@ -121,12 +123,24 @@ def _models(models: list[tuple]) -> list[str]:
         f"{model} ({dim or '?'}-d, {n} vectors)" for model, _family, dim, n in models)]
 
 
-def _runs(n_runs: int, runs: list[tuple]) -> list[str]:
+def _interrupted(running: list[tuple]) -> set[int]:
+    """Runs still marked 'running' whose process is gone (killed); the next analyze fails them."""
+    if not running:
+        return set()
+    from pipeline.analyze import process_alive  # heavy; only when a run is marked running
+
+    return {run_id for run_id, pid, host, started in running
+            if not process_alive(pid, host, started)}
+
+
+def _runs(n_runs: int, runs: list[tuple], interrupted: set[int] = frozenset()) -> list[str]:
     if not n_runs:
         return ["analysis runs: none (run `python -m pipeline analyze --db FILE`)"]
     lines = [f"analysis runs: {n_runs}" + (f" (newest {len(runs)} shown)" if n_runs > len(runs)
                                             else "")]
     for run_id, model, status, n_frames, started, _finished in runs:
+        if run_id in interrupted:
+            status = "interrupted (its process is gone; the next analyze marks it failed)"
         when = f"{started:%Y-%m-%d %H:%M}" if started is not None else "?"
         lines.append(f"  run {run_id}: {model}, {status}, {n_frames if n_frames is not None else '?'}"
                      f" frames, started {when} UTC")

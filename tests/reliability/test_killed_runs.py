@@ -90,10 +90,13 @@ def test_repeated_kills_then_a_complete_run(tmp_path: Path, slow_config: Path):
     # the kills hit the stages they aimed at (a stage may finish before the kill lands)
     assert killed_in[0] == "ingest" and killed_in[-2:] == ["analyze", "analyze"]
     assert running_left >= 1  # a killed analyze leaves its run 'running' ...
+    from pipeline.info import describe_store
+    assert "interrupted (its process is gone; the next analyze marks it failed)" in \
+        describe_store(db)  # ... which info reports as interrupted ...
 
     done = run_pipeline(*args)
     assert done.returncode == 0, done.stderr[-3000:]
-    # ... which the next run marks failed, and says so
+    # ... and the next run marks failed, and says so
     n_killed_runs = one(db, "SELECT count(*) FROM analysis_runs WHERE status = 'failed'")
     assert n_killed_runs >= 1
     assert "marked 'failed'" in done.stdout
