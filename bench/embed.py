@@ -1,10 +1,11 @@
 """Benchmark the embed stage against its two ceilings on the same 1920x1080 frames; prints JSON.
 
-    .venv/bin/python bench/embed.py [--models vgg16-hed,mobilenetv3small] [--frames 240,600]
-                                    [--original-frames 32] [--workers N] [--out DIR]
+    .venv/bin/python bench/embed.py [--models vgg16-hed,mobilenetv3small] [--frames 64,200]
+                                    [--rounds 2] [--original-frames 32] [--workers N] [--out DIR]
                                     [--end-to-end]
 
-For each model, in one run on the same frames:
+For each model, in one run on the same frames, in `--rounds` interleaved rounds (each round
+measures all four ways, so load changes on a shared machine touch them alike):
 - `decode_fps`: decode-only ceiling: the embed stage's own decoder (`load_frame`: draft mode,
   resize to the input size) in the same thread pool, nothing else;
 - `model_fps`: model-only ceiling: `Embedder.embed` on pre-decoded batches of `--batch-size`;
@@ -79,37 +80,36 @@ def make_frames(folder: Path, n: int, seed: int = 0) -> tuple[Path, str]:
     return frames, "generated"
 
 
-def decode_ceiling(paths: list[Path], size: int, workers: int) -> tuple[float, np.ndarray]:
-    """Frames/s of the embed decoder alone, in the same thread pool; also the decoded frames."""
+def decode_seconds(paths: list[Path], size: int, workers: int) -> tuple[float, np.ndarray]:
+    """Seconds for the embed decoder alone on `paths`, in the same thread pool; and the frames."""
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         images = list(pool.map(lambda p: load_frame(p, size), paths))
-    return len(paths) / (time.perf_counter() - started), np.stack(images)
+    return time.perf_counter() - started, np.stack(images)
 
 
-def model_ceiling(embedder, images: np.ndarray, batch_size: int) -> float:
-    """Frames/s of `embed` on pre-decoded batches (after one warm-up batch)."""
-    embedder.embed(images[:batch_size])
+def model_seconds(embedder, images: np.ndarray, batch_size: int) -> float:
+    """Seconds for `embed` on pre-decoded batches (the model is warmed up by the caller)."""
     started = time.perf_counter()
     for i in range(0, len(images), batch_size):
         embedder.embed(images[i:i + batch_size])
-    return len(images) / (time.perf_counter() - started)
+    return time.perf_counter() - started
 
 
-def original_way(embedder, paths: list[Path]) -> float:
+def original_seconds(embedder, paths: list[Path]) -> float:
     """The original study: full-size load, resize to 224, predict one image at a time."""
     size = embedder.input_size
-    embedder.embed(np.zeros((1, size, size, 3), np.uint8))  # warm-up, not timed
     started = time.perf_counter()
     for path in paths:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB").resize((size, size)), dtype=np.uint8)
         embedder.embed(pixels[None])
-    return len(paths) / (time.perf_counter() - started)
+    return time.perf_counter() - started
 
 
 def bench_model(key: str, frames_dir: Path, db: Path, n_frames: int, n_original: int,
-                settings: Settings, work: Path, with_end_to_end: bool = False) -> dict:
+                settings: Settings, work: Path, with_end_to_end: bool = False,
+                rounds: int = 3) -> dict:
     spec = get_model(key)
     weights = None
     pretrained = spec.imagenet is None
@@ -127,14 +127,40 @@ def bench_model(key: str, frames_dir: Path, db: Path, n_frames: int, n_original:
         pending = embeddings_store.pending_frames(con, embedder.key)[:n_frames]
         embeddings_store.record_model(con, embeddings_store.ModelRow(
             embedder.key, embedder.family, embedder.weights, embedder.dim, embedder.input_size))
+    # warm-up (graph tracing, first-call allocations) for both batch shapes, not timed
+    size = embedder.input_size
+    embedder.embed(np.zeros((settings.batch_size, size, size, 3), np.uint8))
+    embedder.embed(np.zeros((1, size, size, 3), np.uint8))
+    # Interleaved rounds: each round times the decode ceiling, the model ceiling and the real
+    # path on all the frames (the real path after deleting the round before's vectors), and
+    # the original loop on its own few frames, so a change in the machine's load during the
+    # run touches all four alike.
+    row = embeddings_store.ModelRow(embedder.key, embedder.family, embedder.weights,
+                                    embedder.dim, embedder.input_size)
     paths = [Path(frame.root) / frame.path for frame in pending]
-    decode_fps, images = decode_ceiling(paths, embedder.input_size, settings.workers)
-    model_fps = model_ceiling(embedder, images, settings.batch_size)
-    del images
-
-    started = time.perf_counter()
-    embedded, failed = embed_pending(db, embedder, pending, settings, progress=False)
-    embed_fps = embedded / (time.perf_counter() - started)
+    seconds = {"decode": 0.0, "model": 0.0, "embed": 0.0, "original": 0.0}
+    embedded = failed = n_original_done = 0
+    original_per_round = -(-n_original // rounds)
+    for r in range(rounds):
+        took, images = decode_seconds(paths, size, settings.workers)
+        seconds["decode"] += took
+        seconds["model"] += model_seconds(embedder, images, settings.batch_size)
+        del images
+        with store.connect(db) as con:
+            embeddings_store.delete_model(con, embedder.key)
+            embeddings_store.record_model(con, row)
+        started = time.perf_counter()
+        added, lost = embed_pending(db, embedder, pending, settings, progress=False)
+        seconds["embed"] += time.perf_counter() - started
+        embedded, failed = embedded + added, failed + lost
+        originals = paths[r * original_per_round:(r + 1) * original_per_round]
+        seconds["original"] += original_seconds(embedder, originals)
+        n_original_done += len(originals)
+    n_timed = len(pending) * rounds
+    decode_fps = n_timed / seconds["decode"]
+    model_fps = n_timed / seconds["model"]
+    embed_fps = embedded / seconds["embed"]
+    original_fps = n_original_done / seconds["original"]
 
     end_to_end = {}
     if with_end_to_end:  # embed_frames end to end on a copy, model build included
@@ -147,18 +173,18 @@ def bench_model(key: str, frames_dir: Path, db: Path, n_frames: int, n_original:
         end_to_end = {"embed_total_s": round(total.seconds, 1),
                       "embed_total_fps": round(total.frames_per_s, 1)}
 
-    original_fps = original_way(embedder, paths[:n_original])
     ceiling = min(decode_fps, model_fps)
     return {
         "model": key, "dim": embedder.dim, "input_size": embedder.input_size,
         "weights": "bundled" if pretrained else "random, via --weights (offline)",
-        "frames": len(pending), "failed": failed, "batch_size": settings.batch_size,
+        "frames": len(pending), "failed": failed // rounds, "batch_size": settings.batch_size,
         "workers": settings.workers, "build_s": round(build_s, 2),
         "decode_fps": round(decode_fps, 1), "model_fps": round(model_fps, 1),
         "embed_fps": round(embed_fps, 1), "ratio": round(embed_fps / ceiling, 3),
         "bottleneck": "decode" if decode_fps < model_fps else "model",
         **end_to_end,
-        "original_frames": min(n_original, len(paths)), "original_fps": round(original_fps, 2),
+        "rounds": rounds, "original_frames": n_original_done,
+        "original_fps": round(original_fps, 2),
         "speedup": round(embed_fps / original_fps, 2),
     }
 
@@ -190,9 +216,11 @@ def load_vectors_speed(work: Path, n_rows: int, dim: int = 512) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="vgg16-hed,mobilenetv3small")
-    parser.add_argument("--frames", default="240,600",
+    parser.add_argument("--frames", default="64,200",
                         help="frames per model, comma-separated in the order of --models")
     parser.add_argument("--original-frames", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="interleaved rounds (each measures all four ways)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--load-rows", type=int, default=200_000,
@@ -216,7 +244,7 @@ def main() -> None:
         settings = Settings(batch_size=args.batch_size, workers=args.workers)
         ingest_folder(frames_dir, db, settings, progress=False)
         results = [bench_model(key, frames_dir, db, n, args.original_frames, settings, work,
-                               args.end_to_end)
+                               args.end_to_end, max(1, args.rounds))
                    for key, n in zip(keys, counts)]
         loading = load_vectors_speed(work, args.load_rows) if args.load_rows else None
     finally:
