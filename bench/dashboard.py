@@ -191,7 +191,7 @@ def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
     def compare(flt):
         a, b = dets[0], dets[1]
         wide, anb, bna, labels = reader.call_many((
-            ("detector_matrix", (flt, dets[:4], 50_000)),
+            ("detector_matrix", (flt, dets[:4], 20_000)),
             ("flagged_by_a_not_b", (flt, a, b, 50, 6)),
             ("flagged_by_a_not_b", (flt, b, a, 50, 6)), ("labels", ())))
         charts.rank_scatter(wide, a, b)

@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard import charts, data, filters, ui
 
-MAX_ROWS = 50_000
+MAX_ROWS = 20_000
 GALLERY = 6
 
 flt, opts = ui.current()
@@ -49,7 +49,8 @@ if wide.empty:
     st.info("No scored frames match the filters.")
     st.stop()
 n = len(wide)
-note = (f" (a fixed sample of {MAX_ROWS:,})" if n >= MAX_ROWS else "")
+note = (f" (a fixed pseudo-random sample of {MAX_ROWS:,}: the charts and the known-answer "
+        "curves use the sample; the two galleries use every frame)" if n >= MAX_ROWS else "")
 st.caption(f"{n:,} frames{note} · {filters.describe(flt.replace(threshold_kind='all'))}. "
            "Percentiles are ranks within the run; higher = more abnormal.")
 

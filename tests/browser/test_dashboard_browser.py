@@ -20,9 +20,9 @@ PAGES = {"": "Overview", "gallery": "Gallery", "map": "Map", "clusters": "Cluste
 
 def settle(page, title: str) -> None:
     """Wait until the page's title is drawn and the script run has finished."""
-    page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=30_000)
+    page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=90_000)
     page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
-        timeout=30_000)
+        timeout=90_000)
     page.wait_for_timeout(600)  # let Plotly finish drawing before a screenshot
 
 
@@ -46,7 +46,7 @@ def test_filter_survives_a_copied_link(browser, dashboard_url, demo_store):
     daylight.locator("input").click()
     page.get_by_role("option", name="night", exact=True).click()
     page.keyboard.press("Escape")
-    page.wait_for_url(re.compile(r"daylight=night"), timeout=30_000)
+    page.wait_for_url(re.compile(r"daylight=night"), timeout=90_000)
     settle(page, "Overview")
     assert frames_metric(page) == f"{n_night:,}"
     link = page.url
@@ -78,7 +78,7 @@ def test_screenshot_of_every_page(browser, dashboard_url, scheme):
         if title != "Overview":  # in-app navigation, as a user clicks
             page.locator('[data-testid="stSidebarNav"] a').filter(
                 has_text=re.compile(f"^{re.escape(title)}$")).click()
-            page.wait_for_url(re.compile(f"/{path}(\\?|$)"), timeout=30_000)
+            page.wait_for_url(re.compile(f"/{path}(\\?|$)"), timeout=90_000)
         settle(page, title)
         assert page.locator('[data-testid="stException"]').count() == 0, title
         name = path or "overview"
