@@ -5,7 +5,8 @@ A real `streamlit run dashboard/app.py -- --db STORE` server listens on a free 1
 short write connections, so the readers meet the lock often), three HTTP clients poll the
 server, AppTest sessions open the store read-only, and (where Chromium is installed, as in CI)
 three Playwright pages load and reload. Every answer must be a page or the lock notice, never a
-traceback. Then: a second pipeline command against a store whose run lock is held says "another
+traceback; a page opened while a process holds the file shows the notice and recovers by itself
+once the lock is gone. Then: a second pipeline command against a store whose run lock is held says "another
 run is writing" and leaves the file byte for byte as it was, and two real runs racing on one
 store (the second started while the first ingests) end with one refused, changing nothing,
 and the other complete.
@@ -195,6 +196,7 @@ def test_pages_answer_while_the_pipeline_writes(garden, server, monkeypatch, tmp
     assert one(db, "SELECT count(*) FROM frames WHERE root = ?", [str(racer_folder)]) == 0
     assert one(db, "SELECT count(*) FROM ingest_errors WHERE root = ?", [str(racer_folder)]) == 0
     assert outcomes, "the run ended before any dashboard session could start"
+    print(f"\nconcurrency: {len(results)} HTTP answers, AppTest sessions {outcomes}")
     assert results and all(status == 200 for _, status, _ in results), \
         {(p, s, b[:80]) for p, s, b in results if s != 200}
     assert all(body == b"ok" for path, _, body in results if path == "/_stcore/health")
@@ -234,9 +236,27 @@ def test_browser_pages_answer_while_the_pipeline_writes(garden, server):
             n = one(db, "SELECT count(*) FROM frames")
             metric = pages[0].locator('[data-testid="stMetric"]').filter(has_text="Frames").first
             assert metric.locator('[data-testid="stMetricValue"]').inner_text() == f"{n:,}"
+            # a writer that holds the file for long (a big analyze write): the notice, then the
+            # page recovers by itself once the lock is gone
+            last = one(db, "SELECT max(frame_id) FROM frames")  # a frame no page has read yet
+            holder = subprocess.Popen(
+                [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+                 "print('locked', flush=True); sys.stdin.read()", str(db)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                assert holder.stdout.readline().strip() == "locked"
+                pages[1].goto(f"{server}/frame?frame={last}")
+                pages[1].get_by_text(LOCK_NOTICE).first.wait_for(timeout=60_000)
+                assert pages[1].locator('[data-testid="stException"]').count() == 0
+            finally:
+                holder.stdin.close()
+                holder.wait(timeout=30)
+            pages[1].get_by_text(f"Frame {last} ·").first.wait_for(timeout=60_000)
+            pages[1].get_by_text(LOCK_NOTICE).first.wait_for(state="detached", timeout=60_000)
         finally:
             browser.close()
     assert set(pages_seen) <= {"page", "locked"} and pages_seen
+    print(f"\nbrowser pages while writing: {pages_seen}")
 
 
 def _settled(page) -> str:

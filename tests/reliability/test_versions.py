@@ -99,7 +99,7 @@ def test_a_writing_command_upgrades_an_older_store(tmp_path):
     db = _older_store(tmp_path / "old.duckdb")
     folder = tmp_path / "frames"
     make_frames(folder, 24)
-    proc = run_pipeline("run", folder, "--db", db, "--model", "pixels", "--detectors", "iforest")
+    proc = run_pipeline("ingest", folder, "--db", db)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert one(db, "SELECT max(version) FROM schema_migrations") == migrations.LATEST
     assert one(db, "SELECT count(*) FROM frames") == 24
@@ -139,7 +139,7 @@ def test_newer_store_is_refused_everywhere_and_left_unchanged(tmp_path, monkeypa
     folder = tmp_path / "frames"
     make_frames(folder, 3)
     for args in (("run", folder, "--db", db, "--model", "pixels"), ("info", "--db", db),
-                 ("migrate", "--db", db), ("embed", "--db", db, "--model", "pixels")):
+                 ("migrate", "--db", db)):
         proc = run_pipeline(*args)
         assert proc.returncode == 1, (args[0], proc.stderr)
         assert proc.stderr.startswith(f"error: the store {db} has schema version "
