@@ -146,6 +146,34 @@ WITH sel AS (
     return sql, params
 
 
+# Weather for a few frames (a page of the gallery, one frame): the same rules as the
+# `frame_weather` view (station from `weather_station_used`, nearest earlier observation within
+# `weather_tolerance_minutes`), but the ASOF join runs over the `page` rows only, not every frame.
+_PAGE_WEATHER = """
+, wtol AS (
+    SELECT to_seconds(CAST(60 * coalesce(
+        (SELECT TRY_CAST(value AS DOUBLE) FROM settings WHERE key = 'weather_tolerance_minutes'),
+        90.0) AS BIGINT)) AS span)
+, wpick AS (
+    SELECT p.frame_id, w.station, w.observed_at, w.condition, w.temperature_c,
+           w.precipitation_mm, w.cloud_cover_pct, w.wind_speed_ms, w.visibility_km,
+           coalesce(p.taken_at_utc - w.observed_at <= (SELECT span FROM wtol), FALSE) AS within
+    FROM (SELECT frame_id, taken_at_utc FROM page WHERE taken_at_utc IS NOT NULL) p
+    ASOF LEFT JOIN (SELECT * FROM weather
+                    WHERE station = (SELECT station FROM weather_station_used)) w
+      ON p.taken_at_utc >= w.observed_at)
+"""
+_PAGE_WEATHER_COLUMNS = """
+    CASE WHEN wp.within THEN wp.station END AS weather_station,
+    CASE WHEN wp.within THEN wp.observed_at END AS weather_observed_at,
+    CASE WHEN wp.within THEN coalesce(wp.condition, 'unknown') ELSE 'unknown' END AS condition,
+    CASE WHEN wp.within THEN wp.temperature_c END AS temperature_c,
+    CASE WHEN wp.within THEN wp.precipitation_mm END AS precipitation_mm,
+    CASE WHEN wp.within THEN wp.cloud_cover_pct END AS cloud_cover_pct,
+    CASE WHEN wp.within THEN wp.wind_speed_ms END AS wind_speed_ms,
+    CASE WHEN wp.within THEN wp.visibility_km END AS visibility_km"""
+
+
 def sort_detectors(names: list[str]) -> list[str]:
     """Detector keys in display order: `consensus` first, then the known ones, then the rest."""
     known = [d for d in DETECTOR_ORDER if d in names]
@@ -303,18 +331,27 @@ GALLERY_ORDERS = {
 
 def frames_page(con: duckdb.DuckDBPyConnection, flt: FrameFilter, page: int = 0,
                 page_size: int = 24, order: str = "score") -> tuple[pd.DataFrame, int]:
-    """One page of filtered frames (ranked by the filter's detector) and the total count."""
-    sql, params = _filtered(flt, weather=True)
+    """One page of filtered frames (ranked by the filter's detector), with their weather, and
+    the total count."""
+    sql, params = _filtered(flt)
     params.update(limit=int(page_size), offset=int(page) * int(page_size))
     df = _query(con, sql + f"""
-        SELECT frame_id, path, taken_at, daylight, cluster, score, score_pct, is_outlier,
-               condition, temperature_c, precipitation_mm, verdict, count(*) OVER () AS n_total
-        FROM sel ORDER BY {GALLERY_ORDERS[order]} LIMIT $limit OFFSET $offset""", params)
+        , page AS (
+            SELECT frame_id, path, taken_at, taken_at_utc, daylight, cluster, score, score_pct,
+                   is_outlier, verdict, count(*) OVER () AS n_total,
+                   row_number() OVER (ORDER BY {GALLERY_ORDERS[order]}) AS pos
+            FROM sel ORDER BY {GALLERY_ORDERS[order]} LIMIT $limit OFFSET $offset)
+        {_PAGE_WEATHER}
+        SELECT page.frame_id, page.path, page.taken_at, page.daylight, page.cluster, page.score,
+               page.score_pct, page.is_outlier, {_PAGE_WEATHER_COLUMNS}, page.verdict,
+               page.n_total
+        FROM page LEFT JOIN wpick wp USING (frame_id) ORDER BY page.pos""", params)
     if len(df):
         total = int(df["n_total"].iloc[0])
     else:
         total = int(_query(con, sql + "SELECT count(*) AS n FROM sel", params)["n"].iloc[0])
-    return df.drop(columns="n_total"), total
+    return df.drop(columns=["n_total", "weather_station", "weather_observed_at",
+                            "cloud_cover_pct", "wind_speed_ms", "visibility_km"]), total
 
 
 def frame_ids(con: duckdb.DuckDBPyConnection, flt: FrameFilter, limit: int | None = None,
@@ -349,17 +386,16 @@ def thumbnails(con: duckdb.DuckDBPyConnection, ids: list[int]) -> dict[int, byte
 def frame_detail(con: duckdb.DuckDBPyConnection, frame_id: int, run_id: int | None
                  ) -> dict[str, Any] | None:
     """Everything known about one frame: file, time, image statistics, cluster, weather, review."""
-    df = _query(con, """
-        SELECT f.*, c.cluster, c.map_x, c.map_y,
-               fw.station AS weather_station, fw.weather_observed_at,
-               coalesce(fw.condition, 'unknown') AS condition, fw.temperature_c,
-               fw.precipitation_mm, fw.cloud_cover_pct, fw.wind_speed_ms, fw.visibility_km,
+    df = _query(con, f"""
+        WITH page AS (SELECT frame_id, taken_at_utc FROM frames WHERE frame_id = $frame_id)
+        {_PAGE_WEATHER}
+        SELECT f.*, c.cluster, c.map_x, c.map_y, {_PAGE_WEATHER_COLUMNS},
                r.verdict, r.note AS review_note, r.reviewed_at,
                g.is_anomaly AS truth_is_anomaly, g.kind AS truth_kind,
                t.width AS thumb_width, t.height AS thumb_height
         FROM frames f
         LEFT JOIN clusters c ON c.run_id = $run_id AND c.frame_id = f.frame_id
-        LEFT JOIN frame_weather fw ON fw.frame_id = f.frame_id
+        LEFT JOIN wpick wp ON wp.frame_id = f.frame_id
         LEFT JOIN reviews r ON r.frame_id = f.frame_id
         LEFT JOIN ground_truth g ON g.frame_id = f.frame_id
         LEFT JOIN thumbnails t ON t.frame_id = f.frame_id
@@ -383,9 +419,15 @@ def neighbors(con: duckdb.DuckDBPyConnection, run_id: int | None, frame_id: int
 def adjacent_frames(con: duckdb.DuckDBPyConnection, frame_id: int) -> dict[str, int | None]:
     """The frames just before and after one in time (for stepping through the sequence)."""
     df = _query(con, """
-        WITH o AS (SELECT frame_id, lag(frame_id) OVER w AS prev, lead(frame_id) OVER w AS next
-                   FROM frames WINDOW w AS (ORDER BY taken_at, frame_id))
-        SELECT prev, next FROM o WHERE frame_id = $frame_id""", {"frame_id": int(frame_id)})
+        WITH me AS (SELECT taken_at, frame_id FROM frames WHERE frame_id = $frame_id)
+        SELECT
+            (SELECT f.frame_id FROM frames f, me
+             WHERE (f.taken_at, f.frame_id) < (me.taken_at, me.frame_id)
+             ORDER BY f.taken_at DESC, f.frame_id DESC LIMIT 1) AS prev,
+            (SELECT f.frame_id FROM frames f, me
+             WHERE (f.taken_at, f.frame_id) > (me.taken_at, me.frame_id)
+             ORDER BY f.taken_at, f.frame_id LIMIT 1) AS next
+        FROM me""", {"frame_id": int(frame_id)})
     if df.empty:
         return {"prev": None, "next": None}
     row = df.iloc[0]
@@ -444,14 +486,25 @@ def cluster_samples(con: duckdb.DuckDBPyConnection, flt: FrameFilter, n: int = 6
                     seed: int = 0) -> pd.DataFrame:
     """A random (seeded, repeatable) sample of up to `n` filtered frames from every cluster,
     with the gallery columns; one query for the whole page."""
-    sql, params = _filtered(flt, weather=True)
+    sql, params = _filtered(flt)
     params.update(n=int(n), seed=int(seed))
-    return _query(con, sql + """
-        SELECT frame_id, path, taken_at, daylight, cluster, score, score_pct, is_outlier,
-               condition, temperature_c, precipitation_mm, verdict
-        FROM sel WHERE cluster IS NOT NULL
-        QUALIFY row_number() OVER (PARTITION BY cluster ORDER BY hash(frame_id + $seed)) <= $n
-        ORDER BY cluster, taken_at""", params)
+    return _query(con, sql + f"""
+        , page AS (
+            SELECT frame_id, path, taken_at, taken_at_utc, daylight, cluster, score, score_pct,
+                   is_outlier, verdict
+            FROM sel WHERE cluster IS NOT NULL
+            QUALIFY row_number() OVER (PARTITION BY cluster
+                                       ORDER BY hash(frame_id + $seed)) <= $n)
+        {_PAGE_WEATHER}
+        SELECT page.frame_id, page.path, page.taken_at, page.daylight, page.cluster, page.score,
+               page.score_pct, page.is_outlier,
+               CASE WHEN wp.within THEN coalesce(wp.condition, 'unknown') ELSE 'unknown' END
+                   AS condition,
+               CASE WHEN wp.within THEN wp.temperature_c END AS temperature_c,
+               CASE WHEN wp.within THEN wp.precipitation_mm END AS precipitation_mm,
+               page.verdict
+        FROM page LEFT JOIN wpick wp USING (frame_id)
+        ORDER BY page.cluster, page.taken_at, page.frame_id""", params)
 
 
 def cluster_sample(con: duckdb.DuckDBPyConnection, flt: FrameFilter, cluster: int, n: int = 8,

@@ -141,6 +141,12 @@ def test_weather_is_joined_when_needed(con, run_id):
     conditions = con.execute("SELECT frame_id, condition FROM frame_weather").df()
     merged = page.merge(conditions, on="frame_id", suffixes=("", "_view"))
     assert (merged["condition"] == merged["condition_view"].fillna("unknown")).all()
+    view = con.execute("SELECT frame_id, condition, temperature_c FROM frame_weather").df()
+    for row in view.head(30).to_dict("records"):  # the page-only ASOF join = the view
+        d = facts.frame_detail(con, row["frame_id"], run_id)
+        assert d["condition"] == (row["condition"] or "unknown")
+        assert (pd.isna(d["temperature_c"]) and pd.isna(row["temperature_c"])) or \
+            d["temperature_c"] == row["temperature_c"]
     for cond in facts.options(con, run_id)["conditions"]:
         n = facts.summary(con, flt.replace(conditions=(cond,)))["n_frames"]
         assert n == scalar(con, "SELECT count(*) FROM frame_weather WHERE "
