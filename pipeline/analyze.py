@@ -289,6 +289,9 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     batch = FrameBatch.from_frames(ids, z, frames)
 
     detectors = {k: make_detector(k, settings.contamination, settings.random_state) for k in keys}
+    for det in detectors.values():  # a small store: at most n - 1 neighbours (as PyOD's LOF does)
+        if getattr(det, "n_neighbors", 0) > n - 1:
+            det.n_neighbors = n - 1
     k_needed = max([N_TABLE_NEIGHBORS] + [getattr(d, "n_neighbors_needed", 0)
                                           for d in detectors.values()])
     _say(progress, f"nearest neighbours (k={k_needed}) in {n_dims} PCA dims")

@@ -179,3 +179,19 @@ def test_a_second_run_records_nothing_twice(bad_run):
     assert f"0 added, 0 changed, {len(GOOD)} unchanged, {len(BROKEN)} failed" in proc.stdout
     assert query(db, "SELECT path, stage, message FROM ingest_errors ORDER BY 1, 2") == before
     assert one(db, "SELECT count(*) FROM embeddings") == len(GOOD)
+
+
+def test_the_smallest_folder_an_analysis_takes_runs_end_to_end(tmp_path):
+    """Ten frames (the analysis minimum): neighbour detectors use at most n - 1 neighbours
+    instead of failing the run (LOF asks for 20 by default)."""
+    from pipeline.analyze import MIN_FRAMES
+
+    folder = tmp_path / "few"
+    make_frames(folder, MIN_FRAMES)
+    db = tmp_path / "few.duckdb"
+    proc = run_pipeline("run", folder, "--db", db, "--model", "pixels",
+                        "--detectors", "iforest,lof,knn")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert query(db, "SELECT status, n_frames FROM analysis_runs") == [("complete", MIN_FRAMES)]
+    assert one(db, "SELECT count(*) FROM outlier_scores WHERE detector = 'lof' "
+                   "AND score IS NOT NULL") == MIN_FRAMES
