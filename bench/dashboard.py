@@ -100,7 +100,8 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
         con.execute("""
             INSERT INTO clusters
             SELECT $run, frame_id, cl,
-                   cos(cl * 1.3) * 6 + (random() - 0.5) * 4, sin(cl * 1.3) * 6 + (random() - 0.5) * 4
+                   cos(cl * 1.3) * 6 + (random() - 0.5) * 4,
+                   sin(cl * 1.3) * 6 + (random() - 0.5) * 4
             FROM (SELECT frame_id,
                          CASE WHEN frame_id % 211 = 0 THEN -1
                               WHEN daylight = 'night' THEN 0 WHEN daylight = 'twilight' THEN 1

@@ -78,8 +78,8 @@ def test_overview_counts_follow_the_url(app, demo_store):
     assert metric(at, "Frames") == f"{n_night:,}"
     first, last = (sql(demo_store, f"SELECT {f}(taken_at)::DATE::VARCHAR FROM frames "
                                    "WHERE daylight = 'night'") for f in ("min", "max"))
-    n_days = sql(demo_store, "SELECT date_diff('day', min(taken_at)::DATE, max(taken_at)::DATE) + 1 "
-                             "FROM frames WHERE daylight = 'night'")
+    n_days = sql(demo_store, "SELECT date_diff('day', min(taken_at)::DATE, "
+                             "max(taken_at)::DATE) + 1 FROM frames WHERE daylight = 'night'")
     assert metric(at, "Days") == str(n_days)
     assert any(c.value.startswith(f"From {first} ") and f" to {last} " in c.value
                for c in at.caption)

@@ -49,7 +49,8 @@ def test_filters_narrow_the_frames(con, run_id):
     night = facts.summary(con, base.replace(daylight=("night",)))["n_frames"]
     assert night == scalar(con, "SELECT count(*) FROM frames WHERE daylight = 'night'")
     hours = facts.summary(con, base.replace(hour_from=10, hour_to=13))["n_frames"]
-    assert hours == scalar(con, "SELECT count(*) FROM frames WHERE hour(taken_at) BETWEEN 10 AND 13")
+    assert hours == scalar(con, "SELECT count(*) FROM frames "
+                                "WHERE hour(taken_at) BETWEEN 10 AND 13")
     wrap = facts.summary(con, base.replace(hour_from=22, hour_to=2))["n_frames"]
     assert wrap == scalar(con, "SELECT count(*) FROM frames WHERE hour(taken_at) >= 22 "
                                "OR hour(taken_at) <= 2")
@@ -58,8 +59,8 @@ def test_filters_narrow_the_frames(con, run_id):
     assert one_day == scalar(con, "SELECT count(*) FROM frames WHERE taken_at::DATE = ?", [day0])
     cluster = facts.options(con, run_id)["clusters"][0]
     in_cluster = facts.summary(con, base.replace(clusters=(cluster,)))["n_frames"]
-    assert in_cluster == scalar(con, "SELECT count(*) FROM clusters WHERE run_id = ? AND cluster = ?",
-                                [run_id, cluster])
+    assert in_cluster == scalar(con, "SELECT count(*) FROM clusters WHERE run_id = ? "
+                                     "AND cluster = ?", [run_id, cluster])
 
 
 def test_thresholds(con, run_id):
