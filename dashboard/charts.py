@@ -217,7 +217,7 @@ def rank_scatter(wide: pd.DataFrame, a: str, b: str) -> go.Figure:
               (f"only {a} in top 5 %", flag_a & ~flag_b, detector_color(a)),
               (f"only {b} in top 5 %", ~flag_a & flag_b, detector_color(b)),
               ("both in top 5 %", flag_a & flag_b, "#E45756" if "#E45756" not in (
-                  detector_color(a), detector_color(b)) else "#111111")]
+                  detector_color(a), detector_color(b)) else "#7F3C8D")]
     fig = go.Figure()
     for name, mask, colour in groups:  # one colour per trace: per-point colours are slow
         part = wide[mask]
@@ -228,7 +228,8 @@ def rank_scatter(wide: pd.DataFrame, a: str, b: str) -> go.Figure:
             hovertemplate=f"frame %{{customdata[0]}}<br>{a} %{{x:.1f}} %<br>{b} %{{y:.1f}} %"
                           "<extra></extra>"))
     fig.update_layout(title=title, xaxis_title=f"{a} percentile (%)",
-                      yaxis_title=f"{b} percentile (%)", height=440, **_LAYOUT)
+                      yaxis_title=f"{b} percentile (%)", height=480, **_LAYOUT)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, x=0, title=None))
     fig.update_xaxes(range=[0, 100.5])
     fig.update_yaxes(range=[0, 100.5])
     return fig
