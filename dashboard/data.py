@@ -152,6 +152,11 @@ def set_verdicts(ids: list[int], verdict: str | None, note: str | None = None) -
         raise store.StoreLockedError(
             f"Not saved ({len(ids)} verdicts): {exc} Mark the frames again once it is free."
         ) from exc
+    except Exception as exc:  # a full or read-only disk: a notice, not a crashed page
+        problem = store.db.disk_error(exc)
+        if problem is None:
+            raise
+        raise store.StoreError(f"Not saved ({len(ids)} verdicts): {problem}") from exc
     _cached.clear()
     return n
 

@@ -143,3 +143,49 @@ def test_full_disk_is_a_clear_error_and_the_next_run_with_space_works(tmp_path):
                            "LIMIT 1")
         assert latest == [("complete", N_FIRST + N_MORE)]
         shutil.rmtree(folder / "more")
+
+
+def test_dashboard_review_on_a_full_or_read_only_disk_is_a_notice(tmp_path, monkeypatch):
+    """The dashboard's one write (a verdict) on a full, then read-only, disk: a clear error on
+    the page, nothing saved, pages still readable; saved once the disk is writable again."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO
+
+    folder = tmp_path / "frames"
+    make_frames(folder, N_FIRST)
+    built = tmp_path / "built.duckdb"
+    proc = run_pipeline("run", folder, "--db", built, "--model", "pixels", "--detectors",
+                        "iforest,hbos")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    monkeypatch.setenv("TIMELAPSE_LOCK_WAIT_S", "2")
+
+    def review(db: Path) -> AppTest:
+        monkeypatch.setenv("TIMELAPSE_DB", str(db))
+        at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=90).run()
+        at.switch_page("views/review.py").run()
+        assert not at.exception and not at.error
+        at.button(key="review_junk").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    with tmpfs(tmp_path / "disk", "16m") as disk:
+        db = disk / "garden.duckdb"
+        shutil.copy(built, db)
+        filler = _fill(disk)
+        at = review(db)
+        message = " ".join(e.value for e in at.error)
+        assert "Not saved" in message and "the disk is full" in message, message
+        os.remove(filler)
+        assert one(db, "SELECT count(*) FROM reviews") == 0
+        _remount(disk, "ro")
+        try:
+            at = review(db)
+            message = " ".join(e.value for e in at.error)
+            assert "Not saved" in message and "Read-only file system" in message, message
+            assert one(db, "SELECT count(*) FROM reviews") == 0
+        finally:
+            _remount(disk, "rw")
+        at = review(db)
+        assert not at.error
+        assert one(db, "SELECT count(*) FROM reviews WHERE verdict = 'junk'") == 1
