@@ -23,11 +23,11 @@ DASHBOARD_APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 def run_all(folder: Path, db: Path, settings: Settings, weather_csv: Path | None = None,
             progress: bool = True) -> Iterator[str]:
     """Ingest, import weather (when given), embed and analyze; yields one line per stage."""
-    from pipeline.analyze import analyze
-    from pipeline.embed import embed_frames
-    from pipeline.ingest import ingest_folder
+    with store.writer_lock(db):  # first: a second run is refused before any heavy import
+        from pipeline.analyze import analyze
+        from pipeline.embed import embed_frames
+        from pipeline.ingest import ingest_folder
 
-    with store.writer_lock(db):
         summary = ingest_folder(folder, db, settings, progress=progress)
         yield summary.describe()
         if weather_csv is not None:
