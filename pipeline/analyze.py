@@ -142,6 +142,10 @@ def check_settings(settings: Settings) -> list[str]:
     if settings.consensus_rule not in CONSENSUS_RULES:
         raise InputError(f"unknown consensus rule {settings.consensus_rule!r}; known: "
                          f"{', '.join(CONSENSUS_RULES)}")
+    unknown = [k for k in settings.consensus_detectors if k not in DETECTORS]
+    if unknown:
+        raise InputError(f"unknown consensus detector(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(DETECTORS)}")
     if settings.neighbor_index not in ("auto", "exact", "ivf"):
         raise InputError(f"unknown neighbour index {settings.neighbor_index!r}: auto, exact or ivf")
     return keys
@@ -319,7 +323,8 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
         scores[key] = s
         pcts[key] = det.percentile(s)
     detectors = {k: d for k, d in detectors.items() if k in scores}
-    consensus = Consensus(list(scores), settings.consensus_rule, settings.contamination)
+    chosen = [k for k in settings.consensus_detectors if k in scores] or list(scores)
+    consensus = Consensus(chosen, settings.consensus_rule, settings.contamination)
     scores[CONSENSUS] = steps.run("detector:consensus", consensus.fit, pcts)
     pcts[CONSENSUS] = consensus.percentile(scores[CONSENSUS])
 
@@ -339,6 +344,7 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     n_clusters = int(len(set(labels.tolist()) - {-1}))
     params = dict(params, pca_dims=n_dims, n_clusters_found=n_clusters,
                   neighbor_index=index.kind_, detectors=list(detectors),
+                  consensus_of=chosen,
                   too_far_distance=too_far)
     _say(progress, f"writing run {run_id}")
 

@@ -110,6 +110,8 @@ def test_run_writes_every_table(analysed):
     assert (neighbors["frame_id"] != neighbors["neighbor_id"]).all()
     assert neighbors.groupby("frame_id")["distance"].apply(lambda d: d.is_monotonic_increasing).all()
     assert fitted is not None and fitted[1]["pyod"]
+    # consensus combines the configured subset that ran (iforest and ecod are shown, not mixed in)
+    assert run["params"]["consensus_of"] == ["lof", "knn", "temporal", "same_time", "dark"]
     # planted anomalies are on top of the consensus
     cons = scores[scores["detector"] == "consensus"].set_index("frame_id")["score_pct"]
     assert cons.loc[data["anomalies"]].min() > cons.drop(data["anomalies"]).quantile(0.9)
