@@ -2,14 +2,13 @@
 
 A real `streamlit run dashboard/app.py -- --db STORE` server listens on a free 127.0.0.1 port
 (no other traffic). While `python -m pipeline run` adds new frames in batches of four (many
-short write connections, so the readers meet the lock often), three HTTP clients poll the
-server, AppTest sessions open the store read-only, and (where Chromium is installed, as in CI)
-three Playwright pages load and reload. Every answer must be a page or the lock notice, never a
-traceback; a page opened while a process holds the file shows the notice and recovers by itself
-once the lock is gone. Then: a second pipeline command against a store whose run lock is held says "another
-run is writing" and leaves the file byte for byte as it was, and two real runs racing on one
-store (the second started while the first ingests) end with one refused, changing nothing,
-and the other complete.
+short write connections), three HTTP clients poll the server, AppTest sessions open the store
+read-only, and (where Chromium is installed, as in CI) three Playwright pages load and reload.
+Every answer must be a page or the lock notice, never a traceback; a page opened while a
+process holds the file shows the notice and recovers by itself once the lock is gone. A second
+run started while the first ingests is refused and changes nothing; and every writing command
+started while a run holds the lock says "another run is writing" and leaves the file byte for
+byte as it was.
 """
 
 from __future__ import annotations
@@ -55,7 +54,8 @@ def garden(tmp_path_factory):
     folder = tmp / "frames"
     make_frames(folder, N_FIRST)
     db = tmp / "garden.duckdb"
-    proc = run_pipeline("run", folder, "--db", db, "--model", "pixels", "--detectors", "iforest,hbos")
+    proc = run_pipeline("run", folder, "--db", db, "--model", "pixels",
+                        "--detectors", "iforest,hbos")
     assert proc.returncode == 0, proc.stderr[-3000:]
     toml = tmp / "slow.toml"
     toml.write_text("workers = 1\ningest_batch_size = 4\nbatch_size = 4\n")

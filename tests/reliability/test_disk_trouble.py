@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 
 N_FIRST = 24
 N_MORE = 40
+FAST = ("--detectors", "iforest,hbos")  # the stages matter here, not the detectors
 
 
 @contextmanager
@@ -92,12 +93,13 @@ def test_read_only_store_is_a_clear_error_and_works_once_writable(tmp_path):
     make_frames(folder, N_FIRST)
     with tmpfs(tmp_path / "disk", "64m") as disk:
         db = disk / "garden.duckdb"
-        first = run_pipeline("run", folder, "--db", db, "--model", "pixels")
+        first = run_pipeline("run", folder, "--db", db, "--model", "pixels", *FAST)
         assert first.returncode == 0, first.stderr[-3000:]
         make_frames(folder / "more", 6, start=datetime(2024, 4, 11, 6))
         _remount(disk, "ro")
         try:
-            line = _one_line_error(run_pipeline("run", folder, "--db", db, "--model", "pixels"))
+            line = _one_line_error(run_pipeline("run", folder, "--db", db, "--model", "pixels",
+                                                *FAST))
             assert "Read-only file system" in line and "writable" in line, line
             line = _one_line_error(run_pipeline("embed", "--db", db, "--model", "pixels"))
             assert "Read-only file system" in line, line
@@ -108,7 +110,7 @@ def test_read_only_store_is_a_clear_error_and_works_once_writable(tmp_path):
         finally:
             _remount(disk, "rw")
         assert _intact(db) == N_FIRST
-        again = run_pipeline("run", folder, "--db", db, "--model", "pixels")
+        again = run_pipeline("run", folder, "--db", db, "--model", "pixels", *FAST)
         assert again.returncode == 0, again.stderr[-3000:]
         assert _intact(db) == N_FIRST + 6
         assert one(db, "SELECT count(*) FROM embeddings") == N_FIRST + 6
@@ -119,22 +121,23 @@ def test_full_disk_is_a_clear_error_and_the_next_run_with_space_works(tmp_path):
     make_frames(folder, N_FIRST)
     with tmpfs(tmp_path / "disk", "24m") as disk:
         db = disk / "garden.duckdb"
-        first = run_pipeline("run", folder, "--db", db, "--model", "pixels")
+        first = run_pipeline("run", folder, "--db", db, "--model", "pixels", *FAST)
         assert first.returncode == 0, first.stderr[-3000:]
         runs_before = query(db, "SELECT run_id, status FROM analysis_runs ORDER BY 1")
         make_frames(folder / "more", N_MORE, size=(320, 180), start=datetime(2024, 4, 11, 6))
         filler = _fill(disk)
-        line = _one_line_error(run_pipeline("run", folder, "--db", db, "--model", "pixels"))
+        line = _one_line_error(run_pipeline("run", folder, "--db", db, "--model", "pixels",
+                                            *FAST))
         assert "the disk is full" in line and "No space left on device" in line, line
         assert "free some space" in line and "run the command again" in line, line
-        line = _one_line_error(run_pipeline("analyze", "--db", db, "--model", "pixels"))
+        line = _one_line_error(run_pipeline("analyze", "--db", db, "--model", "pixels", *FAST))
         assert "the disk is full" in line, line
         os.remove(filler)  # space again
         n_kept = _intact(db)
         assert N_FIRST <= n_kept <= N_FIRST + N_MORE
         assert query(db, "SELECT run_id, status FROM analysis_runs WHERE run_id <= ? ORDER BY 1",
                      [runs_before[-1][0]]) == runs_before
-        again = run_pipeline("run", folder, "--db", db, "--model", "pixels")
+        again = run_pipeline("run", folder, "--db", db, "--model", "pixels", *FAST)
         assert again.returncode == 0, again.stderr[-3000:]
         assert _intact(db) == N_FIRST + N_MORE
         assert one(db, "SELECT count(*) FROM embeddings") == N_FIRST + N_MORE
