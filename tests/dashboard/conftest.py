@@ -13,11 +13,15 @@ import pytest
 from tests.conftest import REPO
 
 DEMO_FRAMES = 150
+_BUILT: list[Path] = []  # tests/browser reuses this fixture: build the store once per session
 
 
 @pytest.fixture(scope="session")
 def demo_store(tmp_path_factory) -> Path:
-    """`python -m pipeline demo --frames 150 --no-serve --model pixels`, run once per session."""
+    """`python -m pipeline demo --frames 150 --no-serve --model pixels`, run once per session.
+    Tests must not write to it (use `store_copy`)."""
+    if _BUILT:
+        return _BUILT[0]
     out = tmp_path_factory.mktemp("demo")
     cmd = [sys.executable, "-m", "pipeline", "demo", "--frames", str(DEMO_FRAMES), "--no-serve",
            "--model", "pixels", "--out", str(out)]
@@ -26,6 +30,7 @@ def demo_store(tmp_path_factory) -> Path:
     if proc.returncode != 0 or not db.exists():
         pytest.fail(f"the demo store could not be made ({' '.join(cmd)}):\n"
                     f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    _BUILT.append(db)
     return db
 
 
