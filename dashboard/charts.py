@@ -135,6 +135,7 @@ def map_scatter(df: pd.DataFrame, color_by: str = "cluster", detector: str = "co
     if df.empty:
         return _empty(title, "No map coordinates for these frames (run `analyze`)")
     fig = go.Figure()
+    size = 8 if len(df) < 2_000 else (5 if len(df) < 20_000 else 3)
     hover = ("frame %{customdata[0]}<br>%{customdata[1]}<br>score percentile "
              "%{customdata[2]:.1f} %<extra>%{fullData.name}</extra>")
 
@@ -147,7 +148,7 @@ def map_scatter(df: pd.DataFrame, color_by: str = "cluster", detector: str = "co
         fig.add_trace(go.Scattergl(
             x=df["map_x"], y=df["map_y"], mode="markers", name=f"{detector} percentile",
             customdata=custom(df), hovertemplate=hover,
-            marker=dict(size=5, color=df["score_pct"].fillna(0) * 100, colorscale=SCORE_SCALE,
+            marker=dict(size=size, color=df["score_pct"].fillna(0) * 100, colorscale=SCORE_SCALE,
                         cmin=0, cmax=100, colorbar=dict(title=f"{detector}<br>percentile %"))))
     else:
         column = {"cluster": "cluster", "daylight": "daylight", "condition": "condition"}[color_by]
@@ -161,7 +162,7 @@ def map_scatter(df: pd.DataFrame, color_by: str = "cluster", detector: str = "co
             fig.add_trace(go.Scattergl(
                 x=part["map_x"], y=part["map_y"], mode="markers", name=name,
                 customdata=custom(part), hovertemplate=hover,
-                marker=dict(size=5, color=color, opacity=0.8)))
+                marker=dict(size=size, color=color, opacity=0.8)))
     fig.update_layout(title=title, xaxis_title="map x", yaxis_title="map y",
                       dragmode="lasso", height=560, **_LAYOUT)
     return fig
