@@ -9,17 +9,30 @@ frame itself by frame_id), so `score-new` agrees with the run.
 
 Families:
 - embedding (`iforest`, `lof`, `knn`, `ecod`, `copod`, `hbos`): on the run's PCA space. `iforest`
-  and `hbos` are PyOD's models. `lof` and `knn` follow PyOD's definitions (LOF of Breunig et al.;
-  kNN 'largest' distance) but read one shared exact neighbour index (`NeighborIndex`, FAISS), so
-  one k-NN pass serves lof, knn and the neighbours table. `ecod` and `copod` are PyOD's formulas
-  with the per-dimension ECDFs frozen at fit time (PyOD refits them on train + new data, which
-  would change scores of new frames with the batch). Tests check all four equal PyOD on the fit.
+  is PyOD's model. `lof` and `knn` follow PyOD's definitions (LOF of Breunig et al.; kNN
+  'largest' distance) but read one shared exact neighbour index (`NeighborIndex`, FAISS), so one
+  k-NN pass serves lof, knn and the neighbours table. `ecod` and `copod` are PyOD's formulas with
+  the per-dimension ECDFs frozen at fit time (PyOD refits them on train + new data, which would
+  change scores of new frames with the batch); `hbos` is PyOD's static-bin formula vectorised
+  (PyOD scores frame by frame in Python). Tests check all five equal PyOD on the fit.
 - time-lapse (`temporal`, `same_time`): distance to the frames just before and after in time,
   and to the nearest frames at the same time of day on other days, each divided by the typical
   value for that hour of day (so dusk, when every frame changes fast, is not flagged).
 - quality (`dark`, `overexposed`, `blurry`, `low_information`, `haze`): from the frame statistics
   ingest computed (mean luma, contrast, sharpness, colourfulness).
 - `consensus` combines detectors' percentile ranks (see `consensus_scores`).
+
+The consensus rule (default `family_tail`, measured in docs/PERFORMANCE.md "Detection quality"):
+each detector's percentile p becomes tail evidence -log(1 - p) (so one confident detector counts
+more than several lukewarm ones), evidence is averaged within a family (embedding, time-lapse,
+quality) and summed over families. Families see different anomalies (quality: black, fog,
+washed-out; embedding and time-lapse: person, fox, knocked camera), so a family mean keeps a weak
+member from drowning a strong one only within its family, and the sum lets one family alone
+flag a frame. A plain mean of all ranks lets one-sided checks (`dark` knows nothing of fog)
+drag real anomalies down. By default consensus combines `lof`, `knn`, `temporal`, `same_time`
+and the quality checks (`consensus_detectors`); iforest, ecod, copod and hbos are computed for
+side-by-side comparison but were the weakest on time-lapse data (global or per-dimension
+detectors on data whose normal frames follow a daily cycle).
 """
 
 from __future__ import annotations
