@@ -153,7 +153,7 @@ def check_settings(settings: Settings) -> list[str]:
 
 def resolve_model(db: Path, requested: str | None, default: str) -> str:
     """The model to analyse: the requested one, else the default when it has vectors, else the
-    only model with vectors. Raises AnalysisError naming what there is."""
+    only model with vectors (else the default, and `analyze` says which models there are)."""
     with store.connect(db) as con:
         models = sa.embedded_models(con)
     if requested:
