@@ -159,3 +159,58 @@ def test_only_runs_whose_process_is_gone_are_marked_failed(tmp_path: Path):
         assert sa.fail_stale_runs(con, process_alive) == [1, 5]
     assert query(db, "SELECT run_id, status FROM analysis_runs ORDER BY 1") == [
         (1, "failed"), (2, "running"), (3, "running"), (4, "running"), (5, "failed")]
+
+
+def _descendants(pid: int) -> set[int]:
+    """PIDs of every process below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_killed_parallel_ingest_leaves_no_worker_processes(tmp_path: Path):
+    """With two decode workers (a forkserver pool), SIGKILL of the main process: the pool's
+    processes exit by themselves, and the next run completes."""
+    folder = tmp_path / "frames"
+    make_frames(folder, 120, size=(640, 360))
+    toml = tmp_path / "pool.toml"
+    toml.write_text("workers = 2\ningest_batch_size = 8\n")
+    db = tmp_path / "store.duckdb"
+    args = ["--config", toml, "run", folder, "--db", db, "--model", "pixels",
+            "--detectors", "iforest,hbos"]
+    child = _Child(args)
+    deadline = time.monotonic() + 120
+    helpers: set[int] = set()
+    while len(helpers) < 3 and child.proc.poll() is None:  # forkserver + two workers at least
+        assert time.monotonic() < deadline, "the pool never started"
+        helpers = _descendants(child.proc.pid)
+        time.sleep(0.05)
+    assert child.kill_during("ingest", 0.0) == "ingest"
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in helpers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in helpers if _alive(p)], "worker processes outlived the killed run"
+    done = run_pipeline(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert query(db, "SELECT count(*), count(DISTINCT path) FROM frames") == [(120, 120)]
+    assert one(db, "SELECT count(*) FROM embeddings") == 120
