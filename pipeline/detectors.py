@@ -611,13 +611,14 @@ class SameTimeDetector(_TimelapseDetector):
         b_minutes = _minute_of_day(batch.local_time)
         b_days = np.where(np.isnat(batch.local_time), -2,
                           batch.local_time.astype("datetime64[D]").astype(np.int64))
-        b_ids = batch.frame_ids
         out = np.full(len(batch), np.nan)
         w = self.window_minutes
         width = max(w, 10.0)
         n_bins = int(np.ceil(1440 / width))
         b_bin = np.floor(np.nan_to_num(b_minutes, nan=-1) / width).astype(int)
-        zz = (z.astype(np.float64) ** 2).sum(axis=1)
+        z32 = np.ascontiguousarray(z, dtype=np.float32)
+        zz = (z32.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
+        minutes32 = minutes.astype(np.float32)
         for b in range(n_bins):
             rows = np.flatnonzero((b_bin == b) & np.isfinite(b_minutes))
             if not len(rows):
@@ -628,15 +629,19 @@ class SameTimeDetector(_TimelapseDetector):
                 ((m >= lo) & (m <= hi)) | (m - 1440 >= lo) | (m + 1440 <= hi)))
             if not len(cand):
                 continue
-            cz = z[cand].astype(np.float64)
-            for start in range(0, len(rows), 2048):
-                r = rows[start:start + 2048]
-                rz = batch.z[r].astype(np.float64)
-                d2 = (rz ** 2).sum(axis=1)[:, None] + zz[cand][None, :] - 2 * rz @ cz.T
-                dm = np.abs(b_minutes[r][:, None] - minutes[cand][None, :])
-                dm = np.minimum(dm, 1440 - dm)
-                bad = ((b_days[r][:, None] == days[cand][None, :]) | (dm > w)
-                       | (b_ids[r][:, None] == ids[cand][None, :]))
+            # float32 blocks, two masks (same day covers the frame itself): memory-bound step
+            cz = z32[cand]
+            c_zz, c_min, c_day = zz[cand], minutes32[cand], days[cand]
+            for start in range(0, len(rows), 1024):
+                r = rows[start:start + 1024]
+                rz = np.ascontiguousarray(batch.z[r], dtype=np.float32)
+                d2 = rz @ cz.T
+                d2 *= -2
+                d2 += c_zz[None, :]
+                d2 += (rz.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)[:, None]
+                dm = np.abs(b_minutes[r].astype(np.float32)[:, None] - c_min[None, :])
+                bad = np.minimum(dm, 1440 - dm) > w
+                bad |= b_days[r][:, None] == c_day[None, :]
                 d2[bad] = np.inf
                 k = min(self.n_neighbors, len(cand))
                 part = np.partition(d2, k - 1, axis=1)[:, :k]
