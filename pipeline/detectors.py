@@ -382,14 +382,14 @@ class _FrozenECDF(Detector):
     """PyOD's ECOD/COPOD tail probabilities with the per-dimension ECDFs frozen at fit."""
 
     def _fit(self, batch):
-        self.sorted_ = np.sort(batch.z.astype(np.float64), axis=0)
+        self.sorted_ = np.sort(np.asarray(batch.z, dtype=np.float32), axis=0)  # z is float32
         self.skew_sign_ = np.sign(np.nan_to_num(skew(batch.z.astype(np.float64), axis=0)))
 
     def _tails(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = self.sorted_.shape[0]
-        z = z.astype(np.float64)
-        left = np.empty_like(z)
-        right = np.empty_like(z)
+        z = np.asarray(z, dtype=np.float32)
+        left = np.empty(z.shape)
+        right = np.empty(z.shape)
         for j in range(z.shape[1]):
             col = self.sorted_[:, j]
             left[:, j] = np.searchsorted(col, z[:, j], side="right")
