@@ -146,8 +146,9 @@ def check_settings(settings: Settings) -> list[str]:
     if unknown:
         raise InputError(f"unknown consensus detector(s) {', '.join(unknown)}; known: "
                          f"{', '.join(DETECTORS)}")
-    if settings.neighbor_index not in ("auto", "exact", "ivf"):
-        raise InputError(f"unknown neighbour index {settings.neighbor_index!r}: auto, exact or ivf")
+    if settings.neighbor_index not in ("auto", "exact", "kdtree", "ivf"):
+        raise InputError(f"unknown neighbour index {settings.neighbor_index!r}: auto, exact, "
+                         "kdtree or ivf")
     return keys
 
 

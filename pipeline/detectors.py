@@ -118,17 +118,21 @@ def _to_naive_ns(column: pd.Series) -> np.ndarray:
 # --- the shared nearest-neighbour index ---------------------------------------------------------
 
 class NeighborIndex:
-    """Nearest fit frames in the PCA space: exact (FAISS flat) or, for big runs, IVF.
+    """Nearest fit frames in the PCA space: exact (KD-tree or FAISS flat) or, for big runs, IVF.
 
-    `kind` 'auto' uses exact search up to `exact_max` frames and an inverted-file index (about
-    4*sqrt(n) lists, 24 probed) above, where exact all-pairs search grows as n^2. Distances are
+    `kind` 'auto' uses a KD-tree (exact, about n log n) when the PCA space has at most
+    `kdtree_max_dims` dims and more than 5,000 frames, else exact FAISS search up to `exact_max`
+    frames and an inverted-file index (about 4*sqrt(n) lists, 24 probed) above, where exact
+    all-pairs search grows as n^2. Distances are
     Euclidean. Queries exclude the frame itself (same frame_id), so a fit frame queried again
     gets the same neighbours it had in the fit.
     """
 
-    def __init__(self, kind: str = "auto", exact_max: int = 200_000, random_state: int = 0):
+    def __init__(self, kind: str = "auto", exact_max: int = 200_000, kdtree_max_dims: int = 12,
+                 random_state: int = 0):
         self.kind = kind
         self.exact_max = exact_max
+        self.kdtree_max_dims = kdtree_max_dims
         self.random_state = random_state
 
     def fit(self, z: np.ndarray, frame_ids: np.ndarray) -> "NeighborIndex":
@@ -138,8 +142,15 @@ class NeighborIndex:
         n, dim = z.shape
         kind = self.kind
         if kind == "auto":
-            kind = "exact" if n <= self.exact_max else "ivf"
-        if kind == "exact":
+            if dim <= self.kdtree_max_dims and n > 5_000:
+                kind = "kdtree"   # exact, n log n in few dims (all-pairs flat search is n^2)
+            else:
+                kind = "exact" if n <= self.exact_max else "ivf"
+        if kind == "kdtree":
+            from sklearn.neighbors import KDTree
+
+            index = KDTree(z, leaf_size=40)
+        elif kind == "exact":
             index = faiss.IndexFlatL2(dim)
         elif kind == "ivf":
             n_lists = int(min(max(16, 4 * np.sqrt(n)), max(1, n // 39)))
@@ -151,8 +162,10 @@ class NeighborIndex:
             index.train(sample)
             index.nprobe = min(24, n_lists)
         else:
-            raise ValueError(f"unknown neighbour index {self.kind!r}: use auto, exact or ivf")
-        index.add(z)
+            raise ValueError(f"unknown neighbour index {self.kind!r}: use auto, exact, kdtree "
+                             "or ivf")
+        if kind != "kdtree":
+            index.add(z)
         self.kind_ = kind
         self.index_ = index
         self.frame_ids_ = np.asarray(frame_ids, dtype=np.int64)
@@ -171,7 +184,11 @@ class NeighborIndex:
         own = fit_pos.get_indexer(np.asarray(frame_ids, dtype=np.int64))
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
-            d2, found = self.index_.search(z[start:stop], k + 1)
+            if self.kind_ == "kdtree":
+                d1, found = self.index_.query(z[start:stop], k=k + 1)
+                d2 = d1.astype(np.float64) ** 2
+            else:
+                d2, found = self.index_.search(z[start:stop], k + 1)
             is_self = found == own[start:stop, None]
             # drop the frame itself where found, else the farthest of the k + 1
             drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
@@ -194,14 +211,14 @@ class NeighborIndex:
         import faiss
 
         state = self.__dict__.copy()
-        if "index_" in state:
+        if "index_" in state and state.get("kind_") != "kdtree":
             state["index_"] = faiss.serialize_index(state["index_"])
         return state
 
     def __setstate__(self, state):
         import faiss
 
-        if "index_" in state:
+        if "index_" in state and state.get("kind_") != "kdtree":
             state["index_"] = faiss.deserialize_index(state["index_"])
             if state.get("kind_") == "ivf":
                 state["index_"].nprobe = min(24, state["index_"].nlist)
