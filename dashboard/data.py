@@ -137,6 +137,14 @@ def get_many(*calls: tuple) -> list[Any]:
     return _cached(str(db), stamp(db), lock_wait_s(), key)
 
 
+def thumbs_of(rows) -> dict[int, bytes]:
+    """The `thumb` column of a page of frames (readers called with `thumbs=True`) as the
+    frame id -> JPEG dict `ui.thumb_grid` takes."""
+    if rows is None or "thumb" not in getattr(rows, "columns", ()):
+        return {}
+    return {int(f): t for f, t in zip(rows["frame_id"], rows["thumb"]) if t is not None}
+
+
 def current_db() -> Path:
     db = st.session_state.get("_db_path")
     if db is None:

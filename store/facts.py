@@ -71,16 +71,49 @@ _WEATHER_COLUMNS = ("temperature_c", "precipitation_mm", "cloud_cover_pct", "win
                     "visibility_km")
 
 
-def _filtered(flt: FrameFilter, weather: bool = False) -> tuple[str, dict[str, Any]]:
+# Column groups of `sel` that cost a join; a reader names the ones it uses (`need=`) so the
+# others are NULL constants and their joins are left out (DuckDB does not drop an unused LEFT
+# JOIN by itself: counting the filtered frames of a 100k store takes 3 ms on `frames` alone and
+# 50 ms with the cluster, score and review joins).
+_GROUPS = ("cluster", "score", "review")
+_NULL_COLUMNS = {
+    "cluster": "CAST(NULL AS INTEGER) AS cluster, CAST(NULL AS DOUBLE) AS map_x, "
+               "CAST(NULL AS DOUBLE) AS map_y",
+    "score": "CAST(NULL AS DOUBLE) AS score, CAST(NULL AS DOUBLE) AS score_pct, "
+             "CAST(NULL AS BOOLEAN) AS is_outlier",
+    "review": "CAST(NULL AS VARCHAR) AS verdict, CAST(NULL AS VARCHAR) AS note",
+}
+_COLUMNS = {
+    "cluster": "c.cluster, c.map_x, c.map_y",
+    "score": "s.score, s.score_pct, s.is_outlier",
+    "review": "r.verdict, r.note",
+}
+_JOINS = {
+    "cluster": "LEFT JOIN clusters c ON c.run_id = $run_id AND c.frame_id = f.frame_id",
+    "score": "LEFT JOIN outlier_scores s\n"
+             "           ON s.run_id = $run_id AND s.detector = $detector AND s.frame_id = f.frame_id",
+    "review": "LEFT JOIN reviews r ON r.frame_id = f.frame_id",
+}
+
+
+def _filtered(flt: FrameFilter, weather: bool = False,
+              need: tuple[str, ...] = _GROUPS) -> tuple[str, dict[str, Any]]:
     """`WITH sel AS (...)`: the filtered frames with cluster, chosen score, weather and review.
 
-    The weather (an ASOF join over every frame) is joined only when the filter or the caller
-    (`weather=True`) needs it; otherwise its columns are NULL ('unknown' for condition).
+    `need` names the column groups the caller reads ('cluster': cluster, map_x, map_y;
+    'score': score, score_pct, is_outlier; 'review': verdict, note); the others are NULL
+    unless the filter itself needs their join (a cluster or threshold filter). The weather (an
+    ASOF join over every frame) is joined only when the filter or the caller (`weather=True`)
+    needs it; otherwise its columns are NULL ('unknown' for condition).
 
     `sel` columns: frame_id, path, root, taken_at, taken_at_utc, daylight, sun_elevation,
     mean_luma, cluster, map_x, map_y, score, score_pct, is_outlier, condition, temperature_c,
     precipitation_mm, cloud_cover_pct, wind_speed_ms, visibility_km, verdict, note.
     """
+    unknown = set(need) - set(_GROUPS)
+    if unknown:
+        raise ValueError(f"unknown column groups {sorted(unknown)}; choose from {_GROUPS}")
+    groups = set(need)
     where: list[str] = ["TRUE"]
     params: dict[str, Any] = {"run_id": flt.run_id, "detector": flt.detector}
     if flt.date_from is not None:
@@ -104,19 +137,23 @@ def _filtered(flt: FrameFilter, weather: bool = False) -> tuple[str, dict[str, A
     if flt.clusters:
         where.append("list_contains($clusters, c.cluster)")
         params["clusters"] = [int(c) for c in flt.clusters]
+        groups.add("cluster")
     if flt.frame_ids:
         where.append("f.frame_id IN (SELECT unnest($frame_ids))")
         params["frame_ids"] = [int(i) for i in flt.frame_ids]
     qualify = ""
     if flt.threshold_kind == "flagged":
         where.append("coalesce(s.is_outlier, FALSE)")
+        groups.add("score")
     elif flt.threshold_kind == "pct":
         where.append("s.score_pct >= $pct")
         params["pct"] = float(flt.threshold) / 100.0
+        groups.add("score")
     elif flt.threshold_kind == "topk":
         qualify = ("QUALIFY row_number() OVER (ORDER BY s.score DESC NULLS LAST, f.frame_id)"
                    " <= $topk")
         params["topk"] = int(flt.threshold)
+        groups.add("score")
     if weather or flt.conditions:
         weather_cols = "coalesce(fw.condition, 'unknown') AS condition, " + ", ".join(
             f"fw.{c}" for c in _WEATHER_COLUMNS)
@@ -125,20 +162,21 @@ def _filtered(flt: FrameFilter, weather: bool = False) -> tuple[str, dict[str, A
         weather_cols = "'unknown' AS condition, " + ", ".join(
             f"CAST(NULL AS DOUBLE) AS {c}" for c in _WEATHER_COLUMNS)
         weather_join = ""
+    cols = {g: (_COLUMNS[g] if g in groups else _NULL_COLUMNS[g]) for g in _GROUPS}
+    joins = "\n    ".join(_JOINS[g] for g in ("cluster", "score") if g in groups)
+    review_join = _JOINS["review"] if "review" in groups else ""
     sql = f"""
 WITH sel AS (
     SELECT f.frame_id, f.path, f.root, f.taken_at, f.taken_at_utc, f.daylight,
            f.sun_elevation, f.mean_luma,
-           c.cluster, c.map_x, c.map_y,
-           s.score, s.score_pct, s.is_outlier,
+           {cols['cluster']},
+           {cols['score']},
            {weather_cols},
-           r.verdict, r.note
+           {cols['review']}
     FROM frames f
-    LEFT JOIN clusters c ON c.run_id = $run_id AND c.frame_id = f.frame_id
-    LEFT JOIN outlier_scores s
-           ON s.run_id = $run_id AND s.detector = $detector AND s.frame_id = f.frame_id
+    {joins}
     {weather_join}
-    LEFT JOIN reviews r ON r.frame_id = f.frame_id
+    {review_join}
     WHERE {' AND '.join(where)}
     {qualify}
 )
@@ -273,12 +311,12 @@ def summary(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
 
 def outliers_per_detector(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
     """Per detector: frames flagged (is_outlier) among the filtered frames, and the share."""
-    sql, params = _filtered(flt.replace(threshold_kind="all"))
+    sql, params = _filtered(flt.replace(threshold_kind="all"), need=())
     df = _query(con, sql + """
         SELECT o.detector, count(*) FILTER (WHERE o.is_outlier) AS n_flagged,
                count(*) AS n_scored,
                count(*) FILTER (WHERE o.is_outlier) / greatest(count(*), 1) AS flagged_share
-        FROM outlier_scores o JOIN sel USING (frame_id)
+        FROM outlier_scores o SEMI JOIN sel ON sel.frame_id = o.frame_id
         WHERE o.run_id = $run_id
         GROUP BY o.detector""", params)
     order = sort_detectors(list(df["detector"]))
@@ -287,7 +325,7 @@ def outliers_per_detector(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> p
 
 def calendar(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
     """Day x hour: frame count and the share flagged by the filter's detector."""
-    sql, params = _filtered(flt)
+    sql, params = _filtered(flt, need=("score",))
     return _query(con, sql + """
         SELECT CAST(taken_at AS DATE) AS day, hour(taken_at) AS hour, count(*) AS n_frames,
                avg(CASE WHEN is_outlier THEN 1.0 ELSE 0.0 END) AS outlier_rate,
@@ -298,24 +336,29 @@ def calendar(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
 
 def timeline(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_buckets: int = 120
              ) -> pd.DataFrame:
-    """Frames per time bucket with the mean and max score; the bucket grows with the span."""
-    sql, params = _filtered(flt)
-    span = _query(con, sql + "SELECT min(taken_at) AS a, max(taken_at) AS b FROM sel", params)
-    first, last = span.iloc[0]["a"], span.iloc[0]["b"]
-    if pd.isna(first):
-        return pd.DataFrame(columns=["bucket", "n_frames", "n_flagged", "mean_score",
-                                     "max_score", "bucket_minutes"])
-    minutes = max(1.0, (last - first).total_seconds() / 60.0)
-    steps = [10, 30, 60, 180, 360, 720, 1440, 10080]
-    bucket = next((s for s in steps if minutes / s <= max_buckets), steps[-1])
-    params["bucket_s"] = bucket * 60
+    """Frames per time bucket with the mean and max score; the bucket grows with the span
+    (the smallest of 10 min, 30 min, 1 h, 3 h, 6 h, 12 h, 1 d, 1 week giving at most
+    `max_buckets` buckets). One scan: the span and the bucket size are worked out in SQL."""
+    sql, params = _filtered(flt, need=("score",))
+    params["max_buckets"] = int(max_buckets)
     df = _query(con, sql + """
-        SELECT to_timestamp(floor(epoch(taken_at) / $bucket_s) * $bucket_s)::TIMESTAMP AS bucket,
+        , span AS (SELECT greatest(1.0, date_diff('second', min(taken_at), max(taken_at))
+                                        / 60.0) AS minutes
+                   FROM sel WHERE taken_at IS NOT NULL)
+        , pick AS (SELECT coalesce(min(s) FILTER (WHERE span.minutes / s <= $max_buckets),
+                                   10080) AS bucket
+                   FROM span, unnest([10, 30, 60, 180, 360, 720, 1440, 10080]) u(s))
+        SELECT to_timestamp(floor(epoch(taken_at) / (pick.bucket * 60)) * pick.bucket * 60
+                           )::TIMESTAMP AS bucket,
                count(*) AS n_frames,
                count(*) FILTER (WHERE is_outlier) AS n_flagged,
-               avg(score) AS mean_score, max(score) AS max_score
-        FROM sel WHERE taken_at IS NOT NULL GROUP BY 1 ORDER BY 1""", params)
-    df["bucket_minutes"] = bucket
+               avg(score) AS mean_score, max(score) AS max_score,
+               any_value(pick.bucket) AS bucket_minutes
+        FROM sel, pick WHERE taken_at IS NOT NULL GROUP BY 1 ORDER BY 1""", params)
+    if df.empty:
+        return pd.DataFrame(columns=["bucket", "n_frames", "n_flagged", "mean_score",
+                                     "max_score", "bucket_minutes"])
+    df["bucket_minutes"] = df["bucket_minutes"].astype(int)
     return df
 
 
@@ -329,29 +372,57 @@ GALLERY_ORDERS = {
 }
 
 
+# A page of frames (a few dozen rows): their cluster, score, review and thumbnail are joined
+# after the page is chosen, over those rows only.
+_PAGE_EXTRAS = """
+        LEFT JOIN clusters pc ON pc.run_id = $run_id AND pc.frame_id = page.frame_id
+        LEFT JOIN outlier_scores ps ON ps.run_id = $run_id AND ps.detector = $detector
+                                   AND ps.frame_id = page.frame_id
+        LEFT JOIN reviews pr ON pr.frame_id = page.frame_id"""
+
+
+def _with_thumbs(con: duckdb.DuckDBPyConnection, df: pd.DataFrame) -> pd.DataFrame:
+    """Add a `thumb` column (JPEG bytes, None without one) to a page of frames: one lookup by
+    id on the same connection (a join would read the blob column of every thumbnail)."""
+    found = thumbnails(con, [int(i) for i in df["frame_id"]]) if len(df) else {}
+    return df.assign(thumb=[found.get(int(i)) for i in df["frame_id"]])
+
+
 def frames_page(con: duckdb.DuckDBPyConnection, flt: FrameFilter, page: int = 0,
-                page_size: int = 24, order: str = "score") -> tuple[pd.DataFrame, int]:
+                page_size: int = 24, order: str = "score", thumbs: bool = False
+                ) -> tuple[pd.DataFrame, int]:
     """One page of filtered frames (ranked by the filter's detector), with their weather, and
-    the total count."""
-    sql, params = _filtered(flt)
+    the total count. `thumbs=True` adds a `thumb` column (JPEG bytes or None), so a page
+    needs no second query for its pictures."""
+    sql, params = _filtered(flt, need=("score",) if order.startswith("score") else ())
     params.update(limit=int(page_size), offset=int(page) * int(page_size))
     df = _query(con, sql + f"""
         , page AS (
-            SELECT frame_id, path, taken_at, taken_at_utc, daylight, cluster, score, score_pct,
-                   is_outlier, verdict, count(*) OVER () AS n_total,
-                   row_number() OVER (ORDER BY {GALLERY_ORDERS[order]}) AS pos
+            SELECT frame_id, path, taken_at, taken_at_utc, daylight, score
             FROM sel ORDER BY {GALLERY_ORDERS[order]} LIMIT $limit OFFSET $offset)
         {_PAGE_WEATHER}
-        SELECT page.frame_id, page.path, page.taken_at, page.daylight, page.cluster, page.score,
-               page.score_pct, page.is_outlier, {_PAGE_WEATHER_COLUMNS}, page.verdict,
-               page.n_total
-        FROM page LEFT JOIN wpick wp USING (frame_id) ORDER BY page.pos""", params)
-    if len(df):
-        total = int(df["n_total"].iloc[0])
-    else:
-        total = int(_query(con, sql + "SELECT count(*) AS n FROM sel", params)["n"].iloc[0])
-    return df.drop(columns=["n_total", "weather_station", "weather_observed_at",
-                            "cloud_cover_pct", "wind_speed_ms", "visibility_km"]), total
+        SELECT page.frame_id, page.path, page.taken_at, page.daylight, pc.cluster, ps.score,
+               ps.score_pct, ps.is_outlier, {_PAGE_WEATHER_COLUMNS}, pr.verdict
+        FROM page LEFT JOIN wpick wp USING (frame_id){_PAGE_EXTRAS}
+        ORDER BY {GALLERY_ORDERS[order].replace("score", "page.score")}""", params)
+    df = df.drop(columns=["weather_station", "weather_observed_at", "cloud_cover_pct",
+                          "wind_speed_ms", "visibility_km"])
+    return (_with_thumbs(con, df) if thumbs else df), count(con, flt)
+
+
+def count(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> int:
+    """How many frames the filter keeps (only the joins the filter itself needs)."""
+    sql, params = _filtered(flt, need=())
+    return int(_query(con, sql + "SELECT count(*) AS n FROM sel", params)["n"].iloc[0])
+
+
+def gallery_page(con: duckdb.DuckDBPyConnection, flt: FrameFilter, page: int = 0,
+                 page_size: int = 24, order: str = "score") -> dict[str, Any]:
+    """What the Gallery draws, on one connection: `rows` (a `frames_page` with `thumb`),
+    `total`, and `scores` (every detector's score for those rows, as `scores_for`)."""
+    rows, total = frames_page(con, flt, page, page_size, order, thumbs=True)
+    return {"rows": rows, "total": total,
+            "scores": scores_for(con, flt.run_id, [int(i) for i in rows["frame_id"]])}
 
 
 def frame_ids(con: duckdb.DuckDBPyConnection, flt: FrameFilter, limit: int | None = None,
@@ -416,6 +487,20 @@ def neighbors(con: duckdb.DuckDBPyConnection, run_id: int | None, frame_id: int
         ORDER BY n.rank""", {"run_id": run_id, "frame_id": int(frame_id)})
 
 
+def neighbor_page(con: duckdb.DuckDBPyConnection, run_id: int | None, frame_id: int,
+                  detector: str = "consensus") -> pd.DataFrame:
+    """A frame's nearest neighbours (rank, distance) with the gallery columns of each (time,
+    weather, cluster, `detector`'s score, verdict) and its `thumb`, nearest first."""
+    nb = neighbors(con, run_id, frame_id)
+    if nb.empty:
+        return nb
+    ids = tuple(int(i) for i in nb["frame_id"])
+    rows, _ = frames_page(con, FrameFilter(run_id=run_id, detector=detector, frame_ids=ids),
+                          0, len(ids), "time", thumbs=True)
+    out = nb[["frame_id", "rank", "distance"]].merge(rows, on="frame_id", how="left")
+    return out.sort_values("rank").reset_index(drop=True)
+
+
 def adjacent_frames(con: duckdb.DuckDBPyConnection, frame_id: int) -> dict[str, int | None]:
     """The frames just before and after one in time (for stepping through the sequence)."""
     df = _query(con, """
@@ -444,9 +529,10 @@ def map_points(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_points: int
     rest is sampled by a hash of the frame id), so the picture is stable between reruns.
     `weather=True` fills `condition` (for colouring by weather).
     """
-    sql, params = _filtered(flt, weather=weather)
+    sql, params = _filtered(flt, weather=weather, need=("cluster",))
     n = int(_query(con, sql + "SELECT count(*) AS n FROM sel WHERE map_x IS NOT NULL",
                    params)["n"].iloc[0])
+    sql, params = _filtered(flt, weather=weather, need=("cluster", "score"))
     params["max_points"] = int(max_points)
     df = _query(con, sql + """
         SELECT frame_id, map_x, map_y, cluster, score, score_pct, is_outlier, daylight,
@@ -459,7 +545,7 @@ def map_points(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_points: int
 
 def cluster_sizes(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
     """Per cluster: frames, share of night, mean score percentile, flagged frames, time span."""
-    sql, params = _filtered(flt)
+    sql, params = _filtered(flt, need=("cluster", "score"))
     return _query(con, sql + """
         SELECT cluster, count(*) AS n_frames,
                avg(CASE WHEN daylight = 'night' THEN 1.0 ELSE 0.0 END) AS night_share,
@@ -470,41 +556,50 @@ def cluster_sizes(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFr
 
 
 def cluster_profiles(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
-    """Frames per cluster x hour of day and per cluster x day (column `kind`: hour/day)."""
-    sql, params = _filtered(flt)
+    """Frames per cluster x hour of day and per cluster x day (column `kind`: hour/day).
+    One scan: the frames are counted per cluster, day and hour, and both profiles are sums
+    of those few thousand rows."""
+    sql, params = _filtered(flt, need=("cluster",))
     return _query(con, sql + """
-        SELECT 'hour' AS kind, cluster, CAST(hour(taken_at) AS VARCHAR) AS key,
-               count(*) AS n_frames
-        FROM sel WHERE cluster IS NOT NULL AND taken_at IS NOT NULL GROUP BY ALL
+        , cdh AS (
+            SELECT cluster, CAST(taken_at AS DATE) AS day, hour(taken_at) AS hour,
+                   count(*) AS n
+            FROM sel WHERE cluster IS NOT NULL AND taken_at IS NOT NULL GROUP BY ALL)
+        SELECT 'hour' AS kind, cluster, CAST(hour AS VARCHAR) AS key, sum(n) AS n_frames
+        FROM cdh GROUP BY ALL
         UNION ALL
-        SELECT 'day' AS kind, cluster, strftime(taken_at, '%Y-%m-%d') AS key, count(*)
-        FROM sel WHERE cluster IS NOT NULL AND taken_at IS NOT NULL GROUP BY ALL
+        SELECT 'day' AS kind, cluster, strftime(day, '%Y-%m-%d') AS key, sum(n)
+        FROM cdh GROUP BY ALL
         ORDER BY kind, cluster, key""", params)
 
 
 def cluster_samples(con: duckdb.DuckDBPyConnection, flt: FrameFilter, n: int = 6,
-                    seed: int = 0) -> pd.DataFrame:
+                    seed: int = 0, thumbs: bool = False) -> pd.DataFrame:
     """A random (seeded, repeatable) sample of up to `n` filtered frames from every cluster,
-    with the gallery columns; one query for the whole page."""
-    sql, params = _filtered(flt)
+    with the gallery columns (and a `thumb` column with `thumbs=True`); one query for the
+    whole page."""
+    sql, params = _filtered(flt, need=("cluster",))
     params.update(n=int(n), seed=int(seed))
-    return _query(con, sql + f"""
+    df = _query(con, sql + f"""
         , page AS (
-            SELECT frame_id, path, taken_at, taken_at_utc, daylight, cluster, score, score_pct,
-                   is_outlier, verdict
+            SELECT frame_id, path, taken_at, taken_at_utc, daylight, cluster
             FROM sel WHERE cluster IS NOT NULL
             QUALIFY row_number() OVER (PARTITION BY cluster
                                        ORDER BY hash(frame_id + $seed)) <= $n)
         {_PAGE_WEATHER}
-        SELECT page.frame_id, page.path, page.taken_at, page.daylight, page.cluster, page.score,
-               page.score_pct, page.is_outlier,
+        SELECT page.frame_id, page.path, page.taken_at, page.daylight, page.cluster, ps.score,
+               ps.score_pct, ps.is_outlier,
                CASE WHEN wp.within THEN coalesce(wp.condition, 'unknown') ELSE 'unknown' END
                    AS condition,
                CASE WHEN wp.within THEN wp.temperature_c END AS temperature_c,
                CASE WHEN wp.within THEN wp.precipitation_mm END AS precipitation_mm,
-               page.verdict
+               pr.verdict
         FROM page LEFT JOIN wpick wp USING (frame_id)
+        LEFT JOIN outlier_scores ps ON ps.run_id = $run_id AND ps.detector = $detector
+                                   AND ps.frame_id = page.frame_id
+        LEFT JOIN reviews pr ON pr.frame_id = page.frame_id
         ORDER BY page.cluster, page.taken_at, page.frame_id""", params)
+    return _with_thumbs(con, df) if thumbs else df
 
 
 def cluster_sample(con: duckdb.DuckDBPyConnection, flt: FrameFilter, cluster: int, n: int = 8,
@@ -521,30 +616,44 @@ def cluster_sample(con: duckdb.DuckDBPyConnection, flt: FrameFilter, cluster: in
 # --- detector comparison ----------------------------------------------------------------------
 
 def detector_matrix(con: duckdb.DuckDBPyConnection, flt: FrameFilter, names: list[str],
-                    max_rows: int | None = None) -> pd.DataFrame:
+                    max_rows: int | None = None, labels: bool = False) -> pd.DataFrame:
     """Wide form for the filtered frames: one `<detector>` score-percentile column and one
     `<detector>_flag` (is_outlier) column per detector, plus frame_id and taken_at.
 
-    Above `max_rows` frames, a fixed pseudo-random sample (by a hash of the frame id)."""
-    sql, params = _filtered(flt.replace(threshold_kind="all"))
+    Above `max_rows` frames, a fixed pseudo-random sample (by a hash of the frame id).
+    `labels=True` adds the known answer of each frame as `label_is_anomaly` and
+    `label_source` (as `labels()` has them; NULL for unlabelled frames)."""
+    sql, params = _filtered(flt.replace(threshold_kind="all"), need=())
     names = list(dict.fromkeys(names))
-    # Column aliases are fixed (d0, d1, ...); detector names are bound values.
-    cols = []
+    # Column aliases are fixed (d0, d1, ...); detector names are bound values. One join per
+    # detector on the sampled ids (each a hash join on the run's rows of that detector).
+    cols, joins = [], []
     for i, name in enumerate(names):
         params[f"d{i}"] = name
-        cols.append(f"max(o.score_pct) FILTER (WHERE o.detector = $d{i}) AS d{i}, "
-                    f"bool_or(o.is_outlier) FILTER (WHERE o.detector = $d{i}) AS f{i}")
-    params["names"] = names
+        cols.append(f"o{i}.score_pct AS d{i}, o{i}.is_outlier AS f{i}")
+        joins.append(f"LEFT JOIN outlier_scores o{i} ON o{i}.run_id = $run_id "
+                     f"AND o{i}.detector = $d{i} AND o{i}.frame_id = ids.frame_id")
     tail = ""
     if max_rows is not None:
         tail, params["max_rows"] = "ORDER BY hash(frame_id) LIMIT $max_rows", int(max_rows)
+    label_cols = label_join = ""
+    if labels:
+        label_cols = """,
+               CASE WHEN r.verdict IS NOT NULL THEN r.verdict = 'junk' ELSE g.is_anomaly END
+                   AS label_is_anomaly,
+               CASE WHEN r.verdict IS NOT NULL THEN 'review'
+                    WHEN g.frame_id IS NOT NULL THEN 'ground_truth' END AS label_source"""
+        label_join = """
+        LEFT JOIN reviews r ON r.frame_id = ids.frame_id
+        LEFT JOIN ground_truth g ON g.frame_id = ids.frame_id"""
+    where = " OR ".join(f"o{i}.frame_id IS NOT NULL" for i in range(len(names))) or "FALSE"
     df = _query(con, sql + f"""
         , ids AS (SELECT frame_id, taken_at FROM sel {tail})
-        SELECT ids.frame_id, any_value(ids.taken_at) AS taken_at, {', '.join(cols)}
-        FROM ids JOIN outlier_scores o
-          ON o.run_id = $run_id AND o.frame_id = ids.frame_id
-         AND list_contains($names, o.detector)
-        GROUP BY ids.frame_id ORDER BY ids.frame_id""", params)
+        SELECT ids.frame_id, ids.taken_at, {', '.join(cols)}{label_cols}
+        FROM ids
+        {' '.join(joins)}{label_join}
+        WHERE {where}
+        ORDER BY ids.frame_id""", params)
     rename = {f"d{i}": name for i, name in enumerate(names)}
     rename.update({f"f{i}": f"{name}_flag" for i, name in enumerate(names)})
     return df.rename(columns=rename)
@@ -561,25 +670,76 @@ def labels(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         FROM reviews r FULL OUTER JOIN ground_truth g ON g.frame_id = r.frame_id""", {})
 
 
+def _top_k(flt: FrameFilter, a: str, b: str, top_k: int) -> tuple[str, dict[str, Any]]:
+    """`sel` plus `ta`/`tb`: A's and B's `top_k` filtered frames (frame_id, score, rank).
+    Each is a top-N over the filtered frames (no sort of every frame)."""
+    sql, params = _filtered(flt.replace(threshold_kind="all"), need=())
+    params.update(a=a, b=b, k=int(top_k))
+    rank = "row_number() OVER (ORDER BY o.score DESC NULLS LAST, o.frame_id)"
+    top = """SELECT o.frame_id, o.score, o.score_pct, o.is_outlier, {rank} AS rank
+             FROM outlier_scores o SEMI JOIN sel ON sel.frame_id = o.frame_id
+             WHERE o.run_id = $run_id AND o.detector = ${d}
+             ORDER BY o.score DESC NULLS LAST, o.frame_id LIMIT $k"""
+    return sql + f"""
+        , ta AS ({top.format(rank=rank, d="a")})
+        , tb AS ({top.format(rank=rank, d="b")})
+""", params
+
+
 def flagged_by_a_not_b(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, b: str,
                        top_k: int, limit: int = 12) -> tuple[list[int], int]:
     """Frames in A's top-k (of the filtered frames) that are not in B's top-k, A's rank order;
     and how many there are."""
-    sql, params = _filtered(flt.replace(threshold_kind="all"))
-    params.update(a=a, b=b, k=int(top_k), limit=int(limit))
+    sql, params = _top_k(flt, a, b, top_k)
+    params["limit"] = int(limit)
     df = _query(con, sql + """
-        , ranked AS (
-            SELECT o.detector, o.frame_id, o.score,
-                   row_number() OVER (PARTITION BY o.detector
-                                      ORDER BY o.score DESC NULLS LAST, o.frame_id) AS rank
-            FROM outlier_scores o JOIN sel USING (frame_id)
-            WHERE o.run_id = $run_id AND o.detector IN ($a, $b))
-        , ta AS (SELECT frame_id, rank FROM ranked WHERE detector = $a AND rank <= $k)
-        , tb AS (SELECT frame_id FROM ranked WHERE detector = $b AND rank <= $k)
         SELECT frame_id, count(*) OVER () AS n FROM ta ANTI JOIN tb USING (frame_id)
         ORDER BY rank LIMIT $limit""", params)
     n = int(df["n"].iloc[0]) if len(df) else 0
     return [int(i) for i in df["frame_id"]], n
+
+
+def top_k_differences(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, b: str,
+                      top_k: int, limit: int = 12, thumbs: bool = True
+                      ) -> dict[str, tuple[pd.DataFrame, int]]:
+    """Both "flags it, the other does not" galleries in one query: `{"a": (rows, n),
+    "b": (rows, n)}`. Rows are the first `limit` frames of A's top-k missing from B's top-k
+    (and the reverse), in that detector's rank order, with the gallery columns (score,
+    score_pct and is_outlier are that detector's), their weather and, with `thumbs=True`, a
+    `thumb` column; n is how many there are in all."""
+    sql, params = _top_k(flt, a, b, top_k)
+    params["limit"] = int(limit)
+    df = _query(con, sql + f"""
+        , diff AS (
+            SELECT 'a' AS side, ta.* FROM ta ANTI JOIN tb USING (frame_id)
+            UNION ALL
+            SELECT 'b' AS side, tb.* FROM tb ANTI JOIN ta USING (frame_id))
+        , page AS (
+            SELECT d.side, d.frame_id, d.score, d.score_pct, d.is_outlier, d.rank,
+                   count(*) OVER (PARTITION BY d.side) AS n_side,
+                   f.path, f.taken_at, f.taken_at_utc, f.daylight
+            FROM diff d JOIN frames f USING (frame_id)
+            QUALIFY row_number() OVER (PARTITION BY d.side ORDER BY d.rank) <= $limit)
+        {_PAGE_WEATHER}
+        SELECT page.side, page.n_side, page.frame_id, page.path, page.taken_at, page.daylight,
+               pc.cluster, page.score, page.score_pct, page.is_outlier,
+               CASE WHEN wp.within THEN coalesce(wp.condition, 'unknown') ELSE 'unknown' END
+                   AS condition,
+               CASE WHEN wp.within THEN wp.temperature_c END AS temperature_c,
+               CASE WHEN wp.within THEN wp.precipitation_mm END AS precipitation_mm,
+               pr.verdict
+        FROM page LEFT JOIN wpick wp USING (frame_id)
+        LEFT JOIN clusters pc ON pc.run_id = $run_id AND pc.frame_id = page.frame_id
+        LEFT JOIN reviews pr ON pr.frame_id = page.frame_id
+        ORDER BY page.side, page.rank""", params)
+    if thumbs:
+        df = _with_thumbs(con, df)
+    out = {}
+    for side in ("a", "b"):
+        part = df[df["side"] == side]
+        n = int(part["n_side"].iloc[0]) if len(part) else 0
+        out[side] = (part.drop(columns=["side", "n_side"]).reset_index(drop=True), n)
+    return out
 
 
 # --- review and export ------------------------------------------------------------------------
@@ -599,23 +759,40 @@ def _export_condition(mode: str) -> str:
 def export_frames(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "not_junk",
                   limit: int | None = None) -> pd.DataFrame:
     """The filtered frames to export in time order: 'not_junk' (every frame not marked junk) or
-    'keep' (only frames marked keep); the first `limit` when given. `abs_path` is root + path."""
+    'keep' (only frames marked keep); the first `limit` when given. `abs_path` is root + path.
+    With a `limit` (a preview) the weather is joined for those rows only."""
     cond = _export_condition(mode)
-    sql, params = _filtered(flt, weather=True)
-    tail = ""
-    if limit is not None:
-        tail, params["limit"] = "LIMIT $limit", int(limit)
+    if limit is None:
+        sql, params = _filtered(flt, weather=True)
+        return _query(con, sql + f"""
+            SELECT frame_id, path, root, rtrim(root, '/') || '/' || path AS abs_path, taken_at,
+                   daylight, condition, cluster, score, score_pct, verdict
+            FROM sel WHERE {cond} ORDER BY taken_at, frame_id""", params)
+    sql, params = _filtered(flt, need=("review",))
+    params["limit"] = int(limit)
     return _query(con, sql + f"""
-        SELECT frame_id, path, root, rtrim(root, '/') || '/' || path AS abs_path, taken_at,
-               daylight, condition, cluster, score, score_pct, verdict
-        FROM sel WHERE {cond} ORDER BY taken_at, frame_id {tail}""", params)
+        , page AS (
+            SELECT frame_id, path, root, taken_at, taken_at_utc, daylight, verdict
+            FROM sel WHERE {cond} ORDER BY taken_at, frame_id LIMIT $limit)
+        {_PAGE_WEATHER}
+        SELECT page.frame_id, page.path, page.root,
+               rtrim(page.root, '/') || '/' || page.path AS abs_path, page.taken_at,
+               page.daylight,
+               CASE WHEN wp.within THEN coalesce(wp.condition, 'unknown') ELSE 'unknown' END
+                   AS condition,
+               pc.cluster, ps.score, ps.score_pct, page.verdict
+        FROM page LEFT JOIN wpick wp USING (frame_id)
+        LEFT JOIN clusters pc ON pc.run_id = $run_id AND pc.frame_id = page.frame_id
+        LEFT JOIN outlier_scores ps ON ps.run_id = $run_id AND ps.detector = $detector
+                                   AND ps.frame_id = page.frame_id
+        ORDER BY page.taken_at, page.frame_id""", params)
 
 
 def export_count(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "not_junk"
                  ) -> int:
     """How many frames `export_frames` would return (without the weather join)."""
     cond = _export_condition(mode)
-    sql, params = _filtered(flt)
+    sql, params = _filtered(flt, need=("review",))
     return int(_query(con, sql + f"SELECT count(*) AS n FROM sel WHERE {cond}",
                       params)["n"].iloc[0])
 
@@ -630,13 +807,24 @@ def review_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 def next_unreviewed(con: duckdb.DuckDBPyConnection, flt: FrameFilter, skip: tuple[int, ...] = ()
                     ) -> int | None:
     """The highest-ranked filtered frame without a verdict (not in `skip`), or None."""
-    sql, params = _filtered(flt)
+    sql, params = _filtered(flt, need=("score", "review"))
     params["skip"] = [int(i) for i in skip]
     df = _query(con, sql + f"""
         SELECT frame_id FROM sel
         WHERE verdict IS NULL AND NOT list_contains($skip, frame_id)
         ORDER BY {GALLERY_ORDERS['score']} LIMIT 1""", params)
     return None if df.empty else int(df["frame_id"].iloc[0])
+
+
+def next_unreviewed_row(con: duckdb.DuckDBPyConnection, flt: FrameFilter,
+                        skip: tuple[int, ...] = ()) -> pd.DataFrame:
+    """`next_unreviewed` as a one-row gallery page (with its weather and `thumb`), or an empty
+    frame when every filtered frame has a verdict."""
+    fid = next_unreviewed(con, flt, skip)
+    if fid is None:
+        return pd.DataFrame(columns=["frame_id"])
+    page, _ = frames_page(con, flt.replace(frame_ids=(fid,)), 0, 1, "score", thumbs=True)
+    return page
 
 
 # --- runs and errors --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ flt, opts = ui.current()
 st.title("Clusters")
 seed = st.session_state.get("clusters_seed", 0)
 sizes, profiles, samples = data.get_many(("cluster_sizes", flt), ("cluster_profiles", flt),
-                                         ("cluster_samples", flt, SAMPLE, seed))
+                                         ("cluster_samples", flt, SAMPLE, seed, True))
 if sizes.empty:
     st.info("No clusters for these frames: run `python -m pipeline analyze`, or widen the "
             "filters.")
@@ -31,7 +31,7 @@ st.plotly_chart(charts.cluster_profile(profiles, "day"), key="clusters_day")
 if st.button("New random samples", key="clusters_reshuffle"):
     st.session_state["clusters_seed"] = seed + 1
     st.rerun()
-thumbs = data.get("thumbnails", [int(i) for i in samples["frame_id"]])
+thumbs = data.thumbs_of(samples)
 for row in sizes.to_dict("records"):
     cluster = int(row["cluster"])
     label = charts.cluster_label(cluster)

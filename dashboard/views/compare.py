@@ -41,10 +41,10 @@ st.query_params["k"] = str(int(k))
 c1, c2 = st.columns(2)
 a = c1.selectbox("A", chosen, index=0, key="compare_a")
 b = c2.selectbox("B", [d for d in chosen if d != a], index=0, key="compare_b")
-wide, a_not_b, b_not_a, labels = data.get_many(
-    ("detector_matrix", flt, chosen, MAX_ROWS),
-    ("flagged_by_a_not_b", flt, a, b, int(k), GALLERY),
-    ("flagged_by_a_not_b", flt, b, a, int(k), GALLERY), ("labels",))
+# One connection for the whole page: the sample (with each frame's known answer) and both
+# galleries (rows, weather and thumbnails).
+wide, diffs = data.get_many(("detector_matrix", flt, chosen, MAX_ROWS, True),
+                            ("top_k_differences", flt, a, b, int(k), GALLERY))
 if wide.empty:
     st.info("No scored frames match the filters.")
     st.stop()
@@ -61,16 +61,16 @@ c1, c2 = st.columns(2)
 c1.plotly_chart(charts.overlap_heatmap(wide, chosen, int(k)), key="compare_overlap")
 c2.plotly_chart(charts.agreement_over_time(wide, chosen), key="compare_agreement")
 
-for first, second, (ids, total) in ((a, b, a_not_b), (b, a, b_not_a)):
+for first, second, (page, total) in ((a, b, diffs["a"]), (b, a, diffs["b"])):
     st.subheader(f"{first} flags it, {second} does not")
     st.caption(f"{total} of {first}'s top {int(k)} frames are not in {second}'s top {int(k)}; "
                f"the {min(GALLERY, total)} highest by {first}:")
-    if ids:
-        page, _ = data.get("frames_page", flt.replace(frame_ids=tuple(ids), detector=first,
-                                                      threshold_kind="all"), 0, GALLERY, "score")
-        ui.thumb_grid(page, first, n_cols=GALLERY, key=f"anb_{first}_{second}")
+    if len(page):
+        ui.thumb_grid(page, first, n_cols=GALLERY, key=f"anb_{first}_{second}",
+                      thumbs=data.thumbs_of(page))
 
-known = labels[labels["frame_id"].isin(wide["frame_id"])] if not labels.empty else labels
+known = (wide.loc[wide["label_source"].notna(), ["frame_id", "label_is_anomaly", "label_source"]]
+         .rename(columns={"label_is_anomaly": "is_anomaly", "label_source": "source"}))
 st.subheader("Against known answers")
 if known.empty:
     st.info("No reviews or ground truth for these frames yet: mark frames junk/keep on the "

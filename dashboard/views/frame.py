@@ -8,7 +8,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, ui
-from store.facts import FrameFilter
 
 flt, opts = ui.current()
 st.title("Frame")
@@ -25,7 +24,8 @@ if frame_id is None:
 
 detail, near, scores, nb, own_thumb = data.get_many(
     ("frame_detail", int(frame_id), flt.run_id), ("adjacent_frames", int(frame_id)),
-    ("scores_for", flt.run_id, [int(frame_id)]), ("neighbors", flt.run_id, int(frame_id)),
+    ("scores_for", flt.run_id, [int(frame_id)]),
+    ("neighbor_page", flt.run_id, int(frame_id), flt.detector),
     ("thumbnails", [int(frame_id)]))
 if detail is None:
     st.warning(f"There is no frame {frame_id} in this store.")
@@ -130,11 +130,6 @@ st.subheader("Nearest neighbours in embedding space")
 if nb.empty:
     st.caption("No neighbours stored for this frame in the chosen run.")
 else:
-    nb_rows, _ = data.get(
-        "frames_page", FrameFilter(run_id=flt.run_id, detector=flt.detector,
-                                   frame_ids=tuple(int(i) for i in nb["frame_id"])),
-        0, len(nb), "time")
-    nb_rows = nb[["frame_id", "rank", "distance"]].merge(nb_rows, on="frame_id", how="left")
-    nb_rows = nb_rows.sort_values("rank")
     st.caption("Rank 1 = nearest; distance in the run's PCA space.")
-    ui.thumb_grid(nb_rows, flt.detector, n_cols=min(6, len(nb_rows)), key="nb")
+    ui.thumb_grid(nb, flt.detector, n_cols=min(6, len(nb)), key="nb",
+                  thumbs=data.thumbs_of(nb))

@@ -38,11 +38,12 @@ c1, c2, c3 = st.columns([2, 1, 1])
 order = c1.selectbox("Order", list(GALLERY_ORDERS), key="gallery_order",
                      format_func=ORDER_LABELS.get)
 size = c2.selectbox("Per page", PAGE_SIZES, index=1, key="gallery_size")
-rows, total = data.get("frames_page", view, st.session_state["gallery_page"] - 1, size, order)
-n_pages = max(1, math.ceil(total / size))
+got = data.get("gallery_page", view, st.session_state["gallery_page"] - 1, size, order)
+n_pages = max(1, math.ceil(got["total"] / size))
 if st.session_state["gallery_page"] > n_pages:  # the filters shrank the result: last page
     st.session_state["gallery_page"] = n_pages
-    rows, total = data.get("frames_page", view, n_pages - 1, size, order)
+    got = data.get("gallery_page", view, n_pages - 1, size, order)
+rows, total, scores = got["rows"], got["total"], got["scores"]
 page = c3.number_input(f"Page (of {n_pages})", min_value=1, max_value=n_pages, step=1,
                        key="gallery_page")
 st.query_params["page"] = str(page)
@@ -51,10 +52,8 @@ st.query_params["order"] = order
 ranked = f"ranked by {flt.detector}" if order.startswith("score") else "in time order"
 st.caption(f"{total:,} frames ({filters.describe(view)}), {ranked}; "
            f"showing {len(rows)} on page {page} of {n_pages}.")
-ids = [int(i) for i in rows["frame_id"]]
-scores, thumbs = data.get_many(("scores_for", flt.run_id, ids), ("thumbnails", ids))
 ui.thumb_grid(rows, flt.detector, n_cols=6, pick=True, scores=scores, key="gallery",
-              thumbs=thumbs)
+              thumbs=data.thumbs_of(rows))
 
 if len(rows):
     b1, b2, b3, b4 = st.columns(4)

@@ -17,8 +17,8 @@ st.title("Review & export")
 skipped = tuple(st.session_state.get("review_skipped", ()))
 PREVIEW = 200
 mode = st.session_state.get("export_mode", "not_junk")
-counts, next_id, n_export, preview = data.get_many(
-    ("review_counts",), ("next_unreviewed", flt, skipped), ("export_count", flt, mode),
+counts, next_row, n_export, preview = data.get_many(
+    ("review_counts",), ("next_unreviewed_row", flt, skipped), ("export_count", flt, mode),
     ("export_frames", flt, mode, PREVIEW))
 st.caption(f"Reviewed so far: {counts['junk']:,} junk, {counts['keep']:,} keep. "
            f"Showing {filters.describe(flt)}.")
@@ -26,16 +26,15 @@ st.caption(f"Reviewed so far: {counts['junk']:,} junk, {counts['keep']:,} keep. 
 one, bulk, export = st.tabs(["One by one", "In bulk", "Export"])
 
 with one:
-    fid = next_id
+    fid = int(next_row["frame_id"].iloc[0]) if len(next_row) else None
     if fid is None:
         st.success("Every filtered frame has a verdict (or was skipped).")
         if skipped and st.button("Show skipped frames again", key="review_unskip"):
             st.session_state["review_skipped"] = ()
             st.rerun()
     else:
-        (page, _), thumbs = data.get_many(
-            ("frames_page", flt.replace(frame_ids=(fid,)), 0, 1, "score"), ("thumbnails", [fid]))
-        row = page.iloc[0] if len(page) else None
+        thumbs = data.thumbs_of(next_row)
+        row = next_row.iloc[0]
         c1, c2 = st.columns([2, 1])
         with c1:
             if fid in thumbs:
@@ -61,9 +60,11 @@ with bulk:
     sel = ui.selection()
     st.write(f"**Selection:** {len(sel):,} frames (ticked in the gallery or drawn on the map).")
     if sel:
-        preview, _ = data.get("frames_page", flt.replace(frame_ids=tuple(sel),
-                                                         threshold_kind="all"), 0, 12, "score")
-        ui.thumb_grid(preview, flt.detector, n_cols=6, key="review_sel")
+        picked, _ = data.get("frames_page", flt.replace(frame_ids=tuple(sel),
+                                                        threshold_kind="all"), 0, 12, "score",
+                             True)
+        ui.thumb_grid(picked, flt.detector, n_cols=6, key="review_sel",
+                      thumbs=data.thumbs_of(picked))
     target = st.radio("Apply to", ["selection", "filtered"], horizontal=True, key="review_target",
                       format_func={"selection": f"the selection ({len(sel):,})",
                                    "filtered": "every frame the filters keep"}.get)
