@@ -1,13 +1,15 @@
 """Dashboard benchmark: server-side render time per page for stores of 1k, 100k and 750k frames.
 
     .venv/bin/python bench/dashboard.py [--sizes 1000,100000,750000] [--repeats 15] [--keep DIR]
+    .venv/bin/python bench/dashboard.py --store FILE [--repeats 15]   # time an existing store
 
 Stores are synthetic and made with SQL in seconds (frames every 10 minutes with a day/night
 cycle, hourly weather, one complete analysis run with clusters, 2-D map, seven detectors and
 five neighbours per frame, tiny thumbnails). Each page is timed the way the server renders it
 on an interaction whose filters changed (query cache cold): the store readers the page calls
 (each opening a read-only connection, as `dashboard.data` does) plus the Plotly figures it
-builds. Prints JSON: per size and page p50/p95 wall-clock milliseconds, and the CPU time the
+builds. Each page makes the same reader calls as its view in `dashboard/views/` (one
+`Reader.call_many` per page render, i.e. one read-only connection). Prints JSON: per size and page p50/p95 wall-clock milliseconds, and the CPU time the
 process used (all threads; a better guide than wall time when the machine is shared and
 loaded), plus the store build time and the load average.
 """
@@ -172,52 +174,45 @@ def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
         charts.timeline(line)
 
     def gallery(flt):
-        page, _ = reader.call("frames_page", flt, 0, 24, "score")
-        ids = list(page["frame_id"])
-        reader.call_many((("scores_for", (run_id, ids)), ("thumbnails", (ids,))))
+        reader.call("gallery_page", flt, 0, 24, "score")
 
     def map_page(flt):
         pts, _ = reader.call("map_points", flt, 20_000, False)
         charts.map_scatter(pts, "cluster")
 
     def clusters(flt):
-        sizes, prof, samples = reader.call_many((("cluster_sizes", (flt,)),
-                                                 ("cluster_profiles", (flt,)),
-                                                 ("cluster_samples", (flt, 6, 0))))
+        sizes, prof, _ = reader.call_many((("cluster_sizes", (flt,)),
+                                           ("cluster_profiles", (flt,)),
+                                           ("cluster_samples", (flt, 6, 0, True))))
         charts.cluster_sizes(sizes)
         charts.cluster_profile(prof, "hour")
         charts.cluster_profile(prof, "day")
-        reader.call("thumbnails", list(samples["frame_id"]))
 
     def compare(flt):
         a, b = dets[0], dets[1]
-        wide, anb, bna, labels = reader.call_many((
-            ("detector_matrix", (flt, dets[:4], 20_000)),
-            ("flagged_by_a_not_b", (flt, a, b, 50, 6)),
-            ("flagged_by_a_not_b", (flt, b, a, 50, 6)), ("labels", ())))
+        chosen = dets[:4]
+        wide, _ = reader.call_many((("detector_matrix", (flt, chosen, 20_000, True)),
+                                    ("top_k_differences", (flt, a, b, 50, 6))))
+        known = (wide.loc[wide["label_source"].notna(),
+                          ["frame_id", "label_is_anomaly", "label_source"]]
+                 .rename(columns={"label_is_anomaly": "is_anomaly", "label_source": "source"}))
         charts.rank_scatter(wide, a, b)
-        charts.spearman_heatmap(wide, dets[:4])
-        charts.overlap_heatmap(wide, dets[:4], 50)
-        charts.agreement_over_time(wide, dets[:4], top_pct=0.95)
-        charts.precision_at_k(wide, labels, dets[:4], k_max=50)
-        charts.roc_curves(wide, labels, dets[:4])
-        for ids, _ in (anb, bna):
-            page, _ = reader.call("frames_page", flt.replace(frame_ids=tuple(ids)), 0, 6)
-            reader.call("thumbnails", ids)
+        charts.spearman_heatmap(wide, chosen)
+        charts.overlap_heatmap(wide, chosen, 50)
+        charts.agreement_over_time(wide, chosen)
+        charts.precision_at_k(wide, known, chosen, k_max=50)
+        charts.roc_curves(wide, known, chosen)
 
     def frame(flt):
         fid = 1 + flts.index(flt) * 7
-        detail, near, scores, nb, thumb = reader.call_many((
+        _, _, scores, _, _ = reader.call_many((
             ("frame_detail", (fid, run_id)), ("adjacent_frames", (fid,)),
-            ("scores_for", (run_id, [fid])), ("neighbors", (run_id, fid)),
+            ("scores_for", (run_id, [fid])), ("neighbor_page", (run_id, fid, flt.detector)),
             ("thumbnails", ([fid],))))
         charts.frame_scores(scores)
-        ids = tuple(int(i) for i in nb["frame_id"])
-        reader.call_many((("frames_page", (FrameFilter(run_id=run_id, frame_ids=ids), 0, 10)),
-                          ("thumbnails", (list(ids),))))
 
     def review(flt):
-        reader.call_many((("review_counts", ()), ("next_unreviewed", (flt, ())),
+        reader.call_many((("review_counts", ()), ("next_unreviewed_row", (flt, ())),
                           ("export_count", (flt, "not_junk")),
                           ("export_frames", (flt, "not_junk", 200))))
 
@@ -259,7 +254,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed renders per page")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep the generated stores in this folder")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="time this existing store instead of building synthetic ones")
     args = parser.parse_args()
+    if args.store is not None:
+        pages = _time_pages(args.store, args.repeats)
+        print(json.dumps({"store": str(args.store), "repeats": args.repeats,
+                          "load_average": os.getloadavg()[0], "pages": pages}, indent=2))
+        return
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     results = {"repeats": args.repeats, "load_average_before": os.getloadavg()[0], "sizes": {}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -675,14 +675,15 @@ def _top_k(flt: FrameFilter, a: str, b: str, top_k: int) -> tuple[str, dict[str,
     Each is a top-N over the filtered frames (no sort of every frame)."""
     sql, params = _filtered(flt.replace(threshold_kind="all"), need=())
     params.update(a=a, b=b, k=int(top_k))
-    rank = "row_number() OVER (ORDER BY o.score DESC NULLS LAST, o.frame_id)"
-    top = """SELECT o.frame_id, o.score, o.score_pct, o.is_outlier, {rank} AS rank
-             FROM outlier_scores o SEMI JOIN sel ON sel.frame_id = o.frame_id
-             WHERE o.run_id = $run_id AND o.detector = ${d}
-             ORDER BY o.score DESC NULLS LAST, o.frame_id LIMIT $k"""
+    # The rank is numbered after the LIMIT: a window in the same SELECT would sort every row.
+    top = """SELECT *, row_number() OVER (ORDER BY score DESC NULLS LAST, frame_id) AS rank
+             FROM (SELECT o.frame_id, o.score, o.score_pct, o.is_outlier
+                   FROM outlier_scores o SEMI JOIN sel ON sel.frame_id = o.frame_id
+                   WHERE o.run_id = $run_id AND o.detector = ${d}
+                   ORDER BY o.score DESC NULLS LAST, o.frame_id LIMIT $k)"""
     return sql + f"""
-        , ta AS ({top.format(rank=rank, d="a")})
-        , tb AS ({top.format(rank=rank, d="b")})
+        , ta AS ({top.format(d="a")})
+        , tb AS ({top.format(d="b")})
 """, params
 
 
