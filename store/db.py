@@ -121,9 +121,18 @@ def writer_lock(path: str | os.PathLike) -> Iterator[None]:
 
     DuckDB's own lock is held only while a connection is open; this lock keeps a second
     pipeline run from interleaving its batches with ours. The OS releases it if we are killed.
+    Re-entrant within a process: a stage that takes it inside `run` just goes on.
     """
     path = Path(path)
     lock_path = path.with_name(path.name + ".lock")
+    key = str(lock_path.resolve())
+    if key in _HELD_LOCKS:
+        _HELD_LOCKS[key] += 1
+        try:
+            yield
+        finally:
+            _HELD_LOCKS[key] -= 1
+        return
     if not path.parent.is_dir():
         raise StoreError(f"the folder for the store {path} does not exist: create {path.parent}")
     try:
@@ -143,9 +152,17 @@ def writer_lock(path: str | os.PathLike) -> Iterator[None]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        _HELD_LOCKS[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD_LOCKS[key]
     finally:
         os.close(fd)  # closing releases the flock
+
+
+# Run locks this process holds (resolved lock path -> nesting depth).
+_HELD_LOCKS: dict[str, int] = {}
 
 
 # errno -> (what happened, what to do), for writes that fail because of the disk.

@@ -156,3 +156,18 @@ def test_run_lock_in_missing_folder_says_which_folder(tmp_path):
     with pytest.raises(store.StoreError, match="folder for the store .* does not exist"):
         with store.writer_lock(tmp_path / "missing" / "s.duckdb"):
             pass
+
+
+def test_run_lock_is_reentrant_within_a_process(db_path):
+    with store.connect(db_path):
+        pass
+    with store.writer_lock(db_path):
+        with store.writer_lock(db_path):  # a stage inside `run` takes it again
+            pass
+        lock_file = db_path.with_name(db_path.name + ".lock")
+        code = f"import store\nwith store.writer_lock({str(db_path)!r}): pass"
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert other.returncode != 0 and "another run is writing" in other.stderr
+        assert lock_file.exists()
+    with store.writer_lock(db_path):  # released after the outer block
+        pass
