@@ -265,6 +265,8 @@ def load_vectors(con: duckdb.DuckDBPyConnection, model: str,
     ids = table.column("frame_id").to_numpy().astype(np.int64, copy=False)
     chunks = [chunk.flatten().to_numpy(zero_copy_only=False)
               for chunk in table.column("vector").chunks]
+    if not chunks:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, int(dim)), dtype=np.float32)
     values = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
     matrix = np.asarray(values, dtype=np.float32).reshape(len(ids), int(dim))
     if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():

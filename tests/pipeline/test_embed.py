@@ -104,6 +104,8 @@ def test_load_vectors_restricts_orders_and_handles_empty(small_folder, db_path):
     np.testing.assert_array_equal(matrix, full[[0, 4, 8]])
     ids, matrix = _vectors(db_path, "vgg16", frame_ids=[1])
     assert ids.shape == (0,) and matrix.shape[0] == 0
+    ids, matrix = _vectors(db_path, "pixels", frame_ids=[])
+    assert ids.shape == (0,) and matrix.shape == (0, full.shape[1])
 
 
 def test_load_frame_squashes_the_whole_frame_upright(tmp_path):
