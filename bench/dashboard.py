@@ -9,9 +9,10 @@ five neighbours per frame, tiny thumbnails). Each page is timed the way the serv
 on an interaction whose filters changed (query cache cold): the store readers the page calls
 (each opening a read-only connection, as `dashboard.data` does) plus the Plotly figures it
 builds. Each page makes the same reader calls as its view in `dashboard/views/` (one
-`Reader.call_many` per page render, i.e. one read-only connection). Prints JSON: per size and page p50/p95 wall-clock milliseconds, and the CPU time the
-process used (all threads; a better guide than wall time when the machine is shared and
-loaded), plus the store build time and the load average.
+`Reader.call_many` per page render, i.e. one read-only connection). Prints JSON: per size
+and page p50/p95 wall-clock milliseconds, and the CPU time the process used (all threads; a
+better guide than wall time when the machine is shared and loaded), plus the store build
+time and the load average.
 """
 
 from __future__ import annotations

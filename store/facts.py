@@ -90,10 +90,18 @@ _COLUMNS = {
 }
 _JOINS = {
     "cluster": "LEFT JOIN clusters c ON c.run_id = $run_id AND c.frame_id = f.frame_id",
-    "score": "LEFT JOIN outlier_scores s\n"
-             "           ON s.run_id = $run_id AND s.detector = $detector AND s.frame_id = f.frame_id",
+    "score": "LEFT JOIN outlier_scores s ON s.run_id = $run_id AND s.detector = $detector\n"
+             "           AND s.frame_id = f.frame_id",
     "review": "LEFT JOIN reviews r ON r.frame_id = f.frame_id",
 }
+
+
+def _keeps_every_frame(flt: FrameFilter) -> bool:
+    """True when the filter restricts nothing (the default view): readers that only need the
+    filtered frame ids can then skip the join with `sel`."""
+    return (flt.date_from is None and flt.date_to is None
+            and (flt.hour_from, flt.hour_to) == (0, 23) and flt.threshold_kind == "all"
+            and not (flt.daylight or flt.conditions or flt.clusters or flt.frame_ids))
 
 
 def _filtered(flt: FrameFilter, weather: bool = False,
@@ -312,11 +320,12 @@ def summary(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
 def outliers_per_detector(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
     """Per detector: frames flagged (is_outlier) among the filtered frames, and the share."""
     sql, params = _filtered(flt.replace(threshold_kind="all"), need=())
-    df = _query(con, sql + """
+    everything = _keeps_every_frame(flt.replace(threshold_kind="all"))
+    df = _query(con, sql + f"""
         SELECT o.detector, count(*) FILTER (WHERE o.is_outlier) AS n_flagged,
                count(*) AS n_scored,
                count(*) FILTER (WHERE o.is_outlier) / greatest(count(*), 1) AS flagged_share
-        FROM outlier_scores o SEMI JOIN sel ON sel.frame_id = o.frame_id
+        FROM outlier_scores o {"" if everything else "SEMI JOIN sel ON sel.frame_id = o.frame_id"}
         WHERE o.run_id = $run_id
         GROUP BY o.detector""", params)
     order = sort_detectors(list(df["detector"]))
@@ -675,15 +684,17 @@ def _top_k(flt: FrameFilter, a: str, b: str, top_k: int) -> tuple[str, dict[str,
     Each is a top-N over the filtered frames (no sort of every frame)."""
     sql, params = _filtered(flt.replace(threshold_kind="all"), need=())
     params.update(a=a, b=b, k=int(top_k))
+    semi = ("" if _keeps_every_frame(flt.replace(threshold_kind="all"))
+            else "SEMI JOIN sel ON sel.frame_id = o.frame_id")
     # The rank is numbered after the LIMIT: a window in the same SELECT would sort every row.
     top = """SELECT *, row_number() OVER (ORDER BY score DESC NULLS LAST, frame_id) AS rank
              FROM (SELECT o.frame_id, o.score, o.score_pct, o.is_outlier
-                   FROM outlier_scores o SEMI JOIN sel ON sel.frame_id = o.frame_id
+                   FROM outlier_scores o {semi}
                    WHERE o.run_id = $run_id AND o.detector = ${d}
                    ORDER BY o.score DESC NULLS LAST, o.frame_id LIMIT $k)"""
     return sql + f"""
-        , ta AS ({top.format(d="a")})
-        , tb AS ({top.format(d="b")})
+        , ta AS ({top.format(d="a", semi=semi)})
+        , tb AS ({top.format(d="b", semi=semi)})
 """, params
 
 

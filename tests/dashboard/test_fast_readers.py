@@ -150,3 +150,18 @@ def test_roc_is_drawn_from_corners():
     t = np.linspace(0, 1, 10_000)
     cx, cy = charts._corners(t, t ** 2, max_points=500)
     assert len(cx) <= 500 and cx[0] == 0 and cx[-1] == 1 and np.all(np.diff(cx) > 0)
+
+
+def test_the_unfiltered_shortcut_gives_the_filtered_answer(con, run_id):
+    everything = FrameFilter(run_id=run_id)
+    assert facts._keeps_every_frame(everything)
+    # a filter that keeps every frame but is not the default takes the join
+    wide_hours = FrameFilter(run_id=run_id, date_from=pd.Timestamp("1990-01-01").date())
+    assert not facts._keeps_every_frame(wide_hours)
+    pd.testing.assert_frame_equal(facts.outliers_per_detector(con, everything),
+                                  facts.outliers_per_detector(con, wide_hours))
+    a = facts.top_k_differences(con, everything, "iforest", "lof", 10, 5)
+    b = facts.top_k_differences(con, wide_hours, "iforest", "lof", 10, 5)
+    for side in ("a", "b"):
+        pd.testing.assert_frame_equal(a[side][0], b[side][0])
+        assert a[side][1] == b[side][1]
