@@ -382,7 +382,9 @@ GALLERY_ORDERS = {
 
 
 # A page of frames (a few dozen rows): their cluster, score, review and thumbnail are joined
-# after the page is chosen, over those rows only.
+# after the page is chosen, over those rows only. `page` CTEs are MATERIALIZED: the weather
+# ASOF join and the final SELECT both read it, and inlined it would be chosen twice (a second
+# top-N over every frame; 750k frames: 520 -> 390 ms).
 _PAGE_EXTRAS = """
         LEFT JOIN clusters pc ON pc.run_id = $run_id AND pc.frame_id = page.frame_id
         LEFT JOIN outlier_scores ps ON ps.run_id = $run_id AND ps.detector = $detector
@@ -406,7 +408,7 @@ def frames_page(con: duckdb.DuckDBPyConnection, flt: FrameFilter, page: int = 0,
     sql, params = _filtered(flt, need=("score",) if order.startswith("score") else ())
     params.update(limit=int(page_size), offset=int(page) * int(page_size))
     df = _query(con, sql + f"""
-        , page AS (
+        , page AS MATERIALIZED (
             SELECT frame_id, path, taken_at, taken_at_utc, daylight, score
             FROM sel ORDER BY {GALLERY_ORDERS[order]} LIMIT $limit OFFSET $offset)
         {_PAGE_WEATHER}
@@ -590,7 +592,7 @@ def cluster_samples(con: duckdb.DuckDBPyConnection, flt: FrameFilter, n: int = 6
     sql, params = _filtered(flt, need=("cluster",))
     params.update(n=int(n), seed=int(seed))
     df = _query(con, sql + f"""
-        , page AS (
+        , page AS MATERIALIZED (
             SELECT frame_id, path, taken_at, taken_at_utc, daylight, cluster
             FROM sel WHERE cluster IS NOT NULL
             QUALIFY row_number() OVER (PARTITION BY cluster
@@ -726,7 +728,7 @@ def top_k_differences(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, 
             SELECT 'a' AS side, ta.* FROM ta ANTI JOIN tb USING (frame_id)
             UNION ALL
             SELECT 'b' AS side, tb.* FROM tb ANTI JOIN ta USING (frame_id))
-        , page AS (
+        , page AS MATERIALIZED (
             SELECT d.side, d.frame_id, d.score, d.score_pct, d.is_outlier, d.rank,
                    count(*) OVER (PARTITION BY d.side) AS n_side,
                    f.path, f.taken_at, f.taken_at_utc, f.daylight
@@ -783,7 +785,7 @@ def export_frames(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = 
     sql, params = _filtered(flt, need=("review",))
     params["limit"] = int(limit)
     return _query(con, sql + f"""
-        , page AS (
+        , page AS MATERIALIZED (
             SELECT frame_id, path, root, taken_at, taken_at_utc, daylight, verdict
             FROM sel WHERE {cond} ORDER BY taken_at, frame_id LIMIT $limit)
         {_PAGE_WEATHER}
