@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,18 @@ GARDEN_MONZ = REALDATA / "garden-monz"
 NYC_WEATHER = REALDATA / "weather" / "nyc-airports-2013-hourly.csv"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Streamlit's AppTest replaces `sys.modules['__main__']` with the app script and leaves it.
+
+    Process pools (ingest's forkserver workers) re-run `__main__` in each new worker, so a later
+    test would start workers that run the dashboard and die. Put the real one back after each test.
+    """
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture
