@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
 GARDEN_MONZ = REALDATA / "garden-monz"
 NYC_WEATHER = REALDATA / "weather" / "nyc-airports-2013-hourly.csv"
+CHROMIUM = Path("/usr/bin/chromium")
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -71,3 +72,28 @@ def small_folder(tmp_path: Path) -> Path:
         sub = "a" if i < 6 else "b"
         write_jpeg(folder / sub / f"frame_{i:03d}.jpg", when=when, seed=i)
     return folder
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> Path:
+    """Debian's Chromium, or a skip that says why (CI's .ci/run installs it)."""
+    if not CHROMIUM.exists():
+        reason = ("browser tests need Debian's Chromium at /usr/bin/chromium "
+                  "(apt-get install -y chromium); CI installs it")
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path):
+    """One headless Chromium for the whole session (Playwright's sync API allows one per thread)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(
+            executable_path=str(chromium_path), headless=True,
+            args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()

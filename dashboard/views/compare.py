@@ -4,7 +4,6 @@ ground truth label some of the filtered frames."""
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, filters, ui

@@ -8,14 +8,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
 from tests.dashboard.conftest import demo_store  # noqa: F401  (the same session fixture)
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 
 
@@ -23,16 +21,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def chromium_path() -> Path:
-    if not CHROMIUM.exists():
-        reason = ("browser tests need Debian's Chromium at /usr/bin/chromium "
-                  "(apt-get install -y chromium); CI installs it")
-        print(f"SKIP: {reason}")
-        pytest.skip(reason)
-    return CHROMIUM
 
 
 @pytest.fixture(scope="session")
@@ -70,16 +58,3 @@ def dashboard_url(demo_store, chromium_path):  # noqa: F811
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-
-
-@pytest.fixture(scope="session")
-def browser(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=str(chromium_path), headless=True,
-            args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()

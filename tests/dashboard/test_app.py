@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 import store
-from store import facts
 from store.db import scalar
 from tests.conftest import REPO
 

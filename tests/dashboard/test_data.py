@@ -3,9 +3,7 @@ frame's root, and the cache key that changes when the store is written."""
 
 from __future__ import annotations
 
-import os
 
-import pytest
 
 import store
 from dashboard import data

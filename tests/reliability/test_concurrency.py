@@ -29,13 +29,11 @@ from streamlit.testing.v1 import AppTest
 
 import store
 from tests.conftest import REPO
-from tests.reliability.conftest import (CHILD_ENV, make_frames, one, pipeline_cmd, query,
-                                        run_pipeline)
+from tests.reliability.conftest import (CHILD_ENV, make_frames, one, pipeline_cmd, run_pipeline)
 
 pytestmark = pytest.mark.slow
 
 APP = str(REPO / "dashboard" / "app.py")
-CHROMIUM = Path("/usr/bin/chromium")
 N_FIRST = 30
 N_MORE = 20  # new frames each writing run adds
 LOCK_NOTICE = "is locked by"
@@ -207,54 +205,48 @@ def test_pages_answer_while_the_pipeline_writes(garden, server, monkeypatch, tmp
 
 
 @pytest.mark.browser
-def test_browser_pages_answer_while_the_pipeline_writes(garden, server):
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's Chromium at /usr/bin/chromium (CI installs it)")
-    from playwright.sync_api import sync_playwright
-
+def test_browser_pages_answer_while_the_pipeline_writes(garden, server, browser):
     _, db, _ = garden
     pages_seen: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=["--no-sandbox", "--disable-gpu",
-                                           "--disable-background-networking"])
+    contexts = [browser.new_context() for _ in range(3)]
+    try:
+        pages = [context.new_page() for context in contexts]
+        writer = _Writer(garden, "bb")
         try:
-            pages = [browser.new_context().new_page() for _ in range(3)]
-            writer = _Writer(garden, "bb")
-            try:
-                rounds = 0
-                while rounds < 2 and (writer.poll() is None or rounds == 0):
-                    for page, path in zip(pages, ("", "gallery", "runs")):
-                        page.goto(f"{server}/{path}", wait_until="domcontentloaded")
-                    for page in pages:
-                        pages_seen.append(_settled(page))
-                    rounds += 1
-            finally:
-                writer.finish()
-            pages[0].goto(server)
-            assert _settled(pages[0]) == "page"
-            n = one(db, "SELECT count(*) FROM frames")
-            metric = pages[0].locator('[data-testid="stMetric"]').filter(has_text="Frames").first
-            assert metric.locator('[data-testid="stMetricValue"]').inner_text() == f"{n:,}"
-            # a writer that holds the file for long (a big analyze write): the notice, then the
-            # page recovers by itself once the lock is gone
-            last = one(db, "SELECT max(frame_id) FROM frames")  # a frame no page has read yet
-            holder = subprocess.Popen(
-                [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
-                 "print('locked', flush=True); sys.stdin.read()", str(db)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            try:
-                assert holder.stdout.readline().strip() == "locked"
-                pages[1].goto(f"{server}/frame?frame={last}")
-                pages[1].get_by_text(LOCK_NOTICE).first.wait_for(timeout=60_000)
-                assert pages[1].locator('[data-testid="stException"]').count() == 0
-            finally:
-                holder.stdin.close()
-                holder.wait(timeout=30)
-            pages[1].get_by_text(f"Frame {last} ·").first.wait_for(timeout=60_000)
-            pages[1].get_by_text(LOCK_NOTICE).first.wait_for(state="detached", timeout=60_000)
+            rounds = 0
+            while rounds < 2 and (writer.poll() is None or rounds == 0):
+                for page, path in zip(pages, ("", "gallery", "runs")):
+                    page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+                for page in pages:
+                    pages_seen.append(_settled(page))
+                rounds += 1
         finally:
-            browser.close()
+            writer.finish()
+        pages[0].goto(server)
+        assert _settled(pages[0]) == "page"
+        n = one(db, "SELECT count(*) FROM frames")
+        metric = pages[0].locator('[data-testid="stMetric"]').filter(has_text="Frames").first
+        assert metric.locator('[data-testid="stMetricValue"]').inner_text() == f"{n:,}"
+        # a writer that holds the file for long (a big analyze write): the notice, then the
+        # page recovers by itself once the lock is gone
+        last = one(db, "SELECT max(frame_id) FROM frames")  # a frame no page has read yet
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+             "print('locked', flush=True); sys.stdin.read()", str(db)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "locked"
+            pages[1].goto(f"{server}/frame?frame={last}")
+            pages[1].get_by_text(LOCK_NOTICE).first.wait_for(timeout=60_000)
+            assert pages[1].locator('[data-testid="stException"]').count() == 0
+        finally:
+            holder.stdin.close()
+            holder.wait(timeout=30)
+        pages[1].get_by_text(f"Frame {last} ·").first.wait_for(timeout=60_000)
+        pages[1].get_by_text(LOCK_NOTICE).first.wait_for(state="detached", timeout=60_000)
+    finally:
+        for context in contexts:
+            context.close()
     assert set(pages_seen) <= {"page", "locked"} and pages_seen
     print(f"\nbrowser pages while writing: {pages_seen}")
 
