@@ -20,22 +20,14 @@ import pandas as pd
 import pyarrow as pa
 
 from store.db import fetch_one, log_failed, scalar
+from store.db import execute as _run, ids_table as _ids_table
 
 _FRAME_COLUMNS = ("frame_id", "path", "taken_at", "taken_at_utc", "mean_luma", "contrast",
                   "sharpness", "colorfulness", "daylight")
 
 
-def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> None:
-    try:
-        con.execute(sql, params or [])
-    except duckdb.Error as exc:
-        log_failed(sql, params, exc)
-        raise
 
 
-def _ids_table(frame_ids: Sequence[int]) -> pa.Table:
-    ids = np.unique(np.asarray(frame_ids, dtype=np.int64))
-    return pa.table({"frame_id": pa.array(ids, type=pa.int64())})
 
 
 # --- what there is to analyse -----------------------------------------------------------------

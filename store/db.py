@@ -17,9 +17,12 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import duckdb
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +195,24 @@ def disk_error(exc: BaseException) -> StoreError | None:
                               f"kept and the store is intact; {fix}, then run the command again.")
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def execute(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
+    """Run one statement; when it fails, log it with its parameters and re-raise."""
+    try:
+        return con.execute(sql, params or [])
+    except duckdb.Error as exc:
+        log_failed(sql, params, exc)
+        raise
+
+
+def ids_table(frame_ids: Iterable[int]) -> "pa.Table":
+    """Distinct frame ids as a one-column Arrow table, to register and join against."""
+    import numpy as np
+    import pyarrow as pa
+
+    ids = np.unique(np.asarray(list(frame_ids), dtype=np.int64))
+    return pa.table({"frame_id": pa.array(ids, type=pa.int64())})
 
 
 def log_failed(sql: str, params: object, exc: Exception) -> None:

@@ -8,13 +8,14 @@ Python loop, fast enough for 750k x 512.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
 from store.db import StoreError, fetch_one, log_failed, scalar
+from store.db import execute as _run, ids_table as _ids_table
 
 EMBED_STAGE = "embed"
 
@@ -39,17 +40,8 @@ class PendingFrame:
     path: str
 
 
-def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> None:
-    try:
-        con.execute(sql, params or [])
-    except duckdb.Error as exc:
-        log_failed(sql, params, exc)
-        raise
 
 
-def _ids_table(frame_ids: Iterable[int]) -> pa.Table:
-    ids = np.unique(np.asarray(list(frame_ids), dtype=np.int64))
-    return pa.table({"frame_id": pa.array(ids, type=pa.int64())})
 
 
 # --- models -------------------------------------------------------------------------------------

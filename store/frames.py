@@ -12,7 +12,8 @@ from typing import Any, Iterable
 import duckdb
 import pandas as pd
 
-from store.db import fetch_one, log_failed, scalar
+from store.db import fetch_one, scalar
+from store.db import execute as _run
 
 # Columns ingest writes per frame (frame_id and ingested_at aside).
 FRAME_COLUMNS = [
@@ -24,12 +25,6 @@ TIME_COLUMNS = ["taken_at", "taken_at_utc", "utc_offset_min", "sun_elevation", "
                 "daylight_source"]
 
 
-def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
-    try:
-        return con.execute(sql, params or [])
-    except duckdb.Error as exc:
-        log_failed(sql, params, exc)
-        raise
 
 
 # --- readers for ingest ----------------------------------------------------------------------
