@@ -16,8 +16,8 @@ from pipeline.models import (DEFAULT_MODEL, PIXELS_DIM, REGISTRY, describe_model
                              keras_cache_dir)
 from tests.conftest import REPO
 
-KEYS = ["vgg16-hed", "vgg16-hed-grid", "vgg16", "vgg16-fc2", "mobilenetv3small", "efficientnetb0", "resnet50",
-        "keras:PATH", "pixels"]
+KEYS = ["vgg16-hed", "vgg16-hed-grid", "vgg16", "vgg16-fc2", "mobilenetv3small", "efficientnetb0",
+        "resnet50", "keras:PATH", "pixels"]
 IMAGENET = ["vgg16", "vgg16-fc2", "mobilenetv3small", "efficientnetb0", "resnet50"]
 
 
