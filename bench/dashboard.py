@@ -192,7 +192,8 @@ def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
     def compare(flt):
         a, b = dets[0], dets[1]
         chosen = dets[:4]
-        wide, _ = reader.call_many((("detector_matrix", (flt, chosen, 20_000, True)),
+        wide, _ = reader.call_many((("detector_matrix",
+                                     (flt, chosen, charts.COMPARE_MAX_FRAMES, True)),
                                     ("top_k_differences", (flt, a, b, 50, 6))))
         known = (wide.loc[wide["label_source"].notna(),
                           ["frame_id", "label_is_anomaly", "label_source"]]

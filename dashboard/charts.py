@@ -35,6 +35,11 @@ CONDITION_COLORS = {"clear": "#F2B701", "cloudy": "#8C9BAB", "rain": "#3D7DCA",
 SCORE_SCALE = "Viridis"
 _LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(title=None))
 
+# Compare detectors draws its charts from at most this many filtered frames (a fixed
+# pseudo-random sample above it): 10,000 keeps a 100k-frame store's page under 300 ms p95
+# (20,000 measured 332 ms) while the rank scatter and statistics stay steady.
+COMPARE_MAX_FRAMES = 10_000
+
 
 def _fig(traces: list[dict], title: str, xaxis: dict | None = None, yaxis: dict | None = None,
          **layout) -> go.Figure:

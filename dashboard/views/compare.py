@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard import charts, data, filters, ui
 
-MAX_ROWS = 20_000
+MAX_ROWS = charts.COMPARE_MAX_FRAMES
 GALLERY = 6
 
 flt, opts = ui.current()
