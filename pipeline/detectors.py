@@ -340,6 +340,10 @@ class HBOSDetector(Detector):
 class _NeighborDetector(Detector):
     """Reads `batch.nn_dist` / `batch.nn_idx` (the shared index); stores the fit's own."""
 
+    @property
+    def n_neighbors_needed(self) -> int:  # type: ignore[override]
+        return self.n_neighbors
+
     def _fit(self, batch):
         if batch.nn_dist is None or batch.nn_dist.shape[1] < self.n_neighbors:
             raise ValueError(f"{self.key} needs {self.n_neighbors} neighbours attached to the batch")
@@ -355,10 +359,6 @@ class KNNDetector(_NeighborDetector):
         self.contamination = contamination
         self.n_neighbors = n_neighbors
 
-    @property
-    def n_neighbors_needed(self) -> int:  # type: ignore[override]
-        return self.n_neighbors
-
     def decision_function(self, batch):
         return batch.nn_dist[:, self.n_neighbors - 1].astype(float)
 
@@ -372,10 +372,6 @@ class LOFDetector(_NeighborDetector):
     def __init__(self, contamination: float = 0.05, n_neighbors: int = 20):
         self.contamination = contamination
         self.n_neighbors = n_neighbors
-
-    @property
-    def n_neighbors_needed(self) -> int:  # type: ignore[override]
-        return self.n_neighbors
 
     def _fit(self, batch):
         super()._fit(batch)

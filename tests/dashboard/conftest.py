@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import store
+
 from tests.conftest import REPO
 
 DEMO_FRAMES = 150
@@ -40,3 +42,18 @@ def store_copy(demo_store: Path, tmp_path: Path) -> Path:
     db = tmp_path / "garden.duckdb"
     shutil.copy(demo_store, db)
     return db
+
+
+@pytest.fixture
+def con(demo_store):
+    """A read-only connection to the demo store."""
+    with store.connect(demo_store, read_only=True) as con:
+        yield con
+
+
+@pytest.fixture
+def run_id(con):
+    """The demo store's latest complete analysis run."""
+    from store import facts
+
+    return facts.latest_run_id(con)

@@ -6,21 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-import store
 from store import facts
 from store.db import scalar
 from store.facts import FrameFilter
-
-
-@pytest.fixture
-def con(demo_store):
-    with store.connect(demo_store, read_only=True) as con:
-        yield con
-
-
-@pytest.fixture
-def run_id(con):
-    return facts.latest_run_id(con)
 
 
 def test_options_describe_the_store(con, run_id):

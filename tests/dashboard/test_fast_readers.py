@@ -8,22 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import store
 from dashboard import charts
 from store import facts
 from store.db import scalar
 from store.facts import FrameFilter
-
-
-@pytest.fixture
-def con(demo_store):
-    with store.connect(demo_store, read_only=True) as con:
-        yield con
-
-
-@pytest.fixture
-def run_id(con):
-    return facts.latest_run_id(con)
 
 
 def _filters(con, run_id):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import store
-from tests.conftest import REPO
+from tests.conftest import REPO, dashboard_server
 from tests.reliability.conftest import (CHILD_ENV, make_frames, one, pipeline_cmd, run_pipeline)
 
 pytestmark = pytest.mark.slow
@@ -37,12 +36,6 @@ APP = str(REPO / "dashboard" / "app.py")
 N_FIRST = 30
 N_MORE = 20  # new frames each writing run adds
 LOCK_NOTICE = "is locked by"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -64,30 +57,9 @@ def garden(tmp_path_factory):
 def server(garden):
     """The dashboard server on 127.0.0.1; yields its base URL."""
     _, db, _ = garden
-    port = _free_port()
     log_path = db.parent / "streamlit.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", APP, "--server.address", "127.0.0.1",
-             "--server.port", str(port), "--server.headless", "true",
-             "--browser.gatherUsageStats", "false", "--", "--db", str(db)],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "TIMELAPSE_DB": "", "TIMELAPSE_LOCK_WAIT_S": "2"})
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 90
-            while _get(f"{url}/_stcore/health")[0] != 200:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("streamlit did not start:\n" + log_path.read_text()[-3000:])
-                time.sleep(0.3)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with dashboard_server(db, log_path, TIMELAPSE_LOCK_WAIT_S="2") as url:
+        yield url
     assert "Traceback" not in log_path.read_text()
 
 
