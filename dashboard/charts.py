@@ -21,9 +21,9 @@ _DETECTOR_COLORS = {
     "consensus": "#E45756", "iforest": "#4C78A8", "lof": "#F58518", "knn": "#54A24B",
     "ecod": "#B279A2", "copod": "#9D755D", "hbos": "#EECA3B", "temporal": "#72B7B2",
     "same_time": "#FF9DA6", "dark": "#8C8C8C", "overexposed": "#F2CF5B", "blurry": "#79706E",
-    "low_information": "#BAB0AC", "haze": "#9ECAE9",
+    "low_information": "#BAB0AC", "haze": "#9ECAE9", "background": "#17BECF",
 }
-_EXTRA = ["#17BECF", "#BCBD22", "#AF7AA1", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD"]
+_EXTRA = ["#BCBD22", "#AF7AA1", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD"]
 _CLUSTER_PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#EECA3B",
                     "#B279A2", "#FF9DA6", "#9D755D", "#79C36A", "#D37295", "#59A14F",
                     "#EDC948", "#AF7AA1", "#76B7B2", "#FF9D9A"]

@@ -27,6 +27,7 @@ import pandas as pd
 
 import store
 from pipeline import __version__
+from pipeline.background import ThumbnailReader
 from pipeline.detectors import (CONSENSUS, CONSENSUS_RULES, DETECTORS, Consensus, FrameBatch,
                                 NeighborIndex, make_detector)
 from pipeline.errors import AnalysisError, InputError
@@ -291,7 +292,7 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     _say(progress, f"preprocessing {n} x {vectors.shape[1]} vectors")
     scaler, pca, n_dims, z = steps.run("preprocess", preprocess, vectors, settings)
     del vectors
-    batch = FrameBatch.from_frames(ids, z, frames)
+    batch = FrameBatch.from_frames(ids, z, frames, pixels=ThumbnailReader(db))
 
     detectors = {k: make_detector(k, settings.contamination, settings.random_state) for k in keys}
     for det in detectors.values():  # a small store: at most n - 1 neighbours (as PyOD's LOF does)
@@ -370,6 +371,8 @@ def _why_unscorable(key: str) -> str:
         return "(frames need timestamps, and same_time needs frames on at least two days)"
     if family == "quality":
         return "(the frames lack image statistics; re-ingest them)"
+    if family == "background":
+        return "(it reads the stored thumbnails, and none could be read)"
     return ""
 
 

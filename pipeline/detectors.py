@@ -39,12 +39,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import numpy as np
 import pandas as pd
 from scipy.stats import skew
 from sklearn.base import BaseEstimator
+
+if TYPE_CHECKING:
+    from pipeline.background import GridReader
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,9 @@ class FrameBatch:
     time) and `local_time` is the camera wall clock (time of day, date); both datetime64[ns] with
     NaT allowed. `stats` holds mean_luma, contrast, sharpness, colorfulness (NaN allowed).
     `nn_dist`/`nn_idx` are each frame's nearest fit frames (itself excluded), indexes into the
-    fit batch, filled by `NeighborIndex.attach`.
+    fit batch, filled by `NeighborIndex.attach`. `daylight` is 'day', 'twilight', 'night' or
+    None per frame; `pixels` reads the frames' images (`pipeline.background.GridReader`) for the
+    detectors that look at pixels; without one they cannot score.
     """
 
     frame_ids: np.ndarray
@@ -92,20 +97,24 @@ class FrameBatch:
     stats: pd.DataFrame
     nn_dist: np.ndarray | None = None
     nn_idx: np.ndarray | None = None
+    daylight: np.ndarray | None = None
+    pixels: "GridReader | None" = None
 
     def __len__(self) -> int:
         return len(self.frame_ids)
 
     @classmethod
-    def from_frames(cls, frame_ids: np.ndarray, z: np.ndarray, frames: pd.DataFrame) -> "FrameBatch":
+    def from_frames(cls, frame_ids: np.ndarray, z: np.ndarray, frames: pd.DataFrame,
+                    pixels: "GridReader | None" = None) -> "FrameBatch":
         """Build from PCA vectors and `store.analysis.load_frames` rows (same frame ids)."""
         frames = frames.set_index("frame_id").reindex(frame_ids)
         local = _to_naive_ns(frames["taken_at"])
         utc = _to_naive_ns(frames["taken_at_utc"])
         order = np.where(np.isnat(utc), local, utc)
         stats = frames[["mean_luma", "contrast", "sharpness", "colorfulness"]].astype(float)
+        daylight = frames["daylight"].to_numpy(object) if "daylight" in frames else None
         return cls(np.asarray(frame_ids, dtype=np.int64), np.ascontiguousarray(z, np.float32),
-                   order, local, stats.reset_index(drop=True))
+                   order, local, stats.reset_index(drop=True), daylight=daylight, pixels=pixels)
 
 
 def _to_naive_ns(column: pd.Series) -> np.ndarray:
@@ -664,6 +673,99 @@ class SameTimeDetector(_TimelapseDetector):
                 with np.errstate(invalid="ignore", divide="ignore"):
                     out[r] = np.where(counts > 0, sums / counts, np.nan)
         return out
+
+
+# --- the fixed camera's background -------------------------------------------------------------
+
+@register
+class BackgroundDetector(Detector):
+    """Eigen-background residual per daylight class (see `pipeline.background`).
+
+    Fits one background per daylight class with at least `min_class_frames` frames, on at most
+    `max_fit_frames` of them (a seeded sample), plus one over all frames for the rest; frames
+    without a readable thumbnail get NaN.
+    """
+
+    key = "background"
+    family = "background"
+    summary = "something the fixed camera's learned background cannot explain (a person, " \
+              "an animal, drops on the lens, a knocked camera)"
+
+    def __init__(self, contamination: float = 0.05, n_components: int = 12,
+                 variance: float = 0.9, width: int = 128, top_share: float = 0.001,
+                 max_fit_frames: int = 3000, min_class_frames: int = 60, random_state: int = 0):
+        self.contamination = contamination
+        self.n_components = n_components
+        self.variance = variance
+        self.width = width
+        self.top_share = top_share
+        self.max_fit_frames = max_fit_frames
+        self.min_class_frames = min_class_frames
+        self.random_state = random_state
+
+    def _fit(self, batch):
+        from pipeline.background import BackgroundModel, grid_size, log_rgb
+
+        self.models_: dict[str, BackgroundModel] = {}
+        self.size_ = None
+        if batch.pixels is None or not len(batch):
+            return
+        self.size_ = grid_size(batch.pixels.aspect(batch.frame_ids), self.width)
+        rng = np.random.default_rng(self.random_state)
+        classes = _daylight_classes(batch)
+        samples = {"all": _sample(np.arange(len(batch)), self.max_fit_frames, rng)}
+        for name in dict.fromkeys(classes):
+            members = np.flatnonzero(classes == name)
+            if len(members) >= self.min_class_frames:
+                samples[name] = _sample(members, self.max_fit_frames, rng)
+        wanted = np.unique(np.concatenate(list(samples.values())))
+        have = np.zeros(len(batch), bool)
+        row_of = np.full(len(batch), -1)
+        parts = []
+        for pos, grids in batch.pixels.grids(batch.frame_ids[wanted], self.size_):
+            have[wanted[pos]] = True
+            parts.append((wanted[pos], log_rgb(grids)))
+        if not parts:
+            return
+        order = np.concatenate([p for p, _ in parts])
+        flat = np.concatenate([f for _, f in parts])
+        row_of[order] = np.arange(len(order))
+        for name, members in samples.items():
+            rows = row_of[members[have[members]]]
+            if len(rows) >= 3:
+                self.models_[name] = BackgroundModel(self.n_components, self.variance,
+                                                      self.random_state).fit(
+                    flat[rows], self.size_)
+
+    def _top(self) -> int:
+        return max(1, int(round(self.top_share * self.size_[0] * self.size_[1])))
+
+    def decision_function(self, batch):
+        from pipeline.background import log_rgb
+
+        out = np.full(len(batch), np.nan)
+        if batch.pixels is None or not getattr(self, "models_", None):
+            return out
+        classes = _daylight_classes(batch)
+        for pos, grids in batch.pixels.grids(batch.frame_ids, self.size_):
+            flat = log_rgb(grids)
+            for name in np.unique(classes[pos]):
+                rows = np.flatnonzero(classes[pos] == name)
+                model = self.models_.get(name, self.models_.get("all"))
+                out[pos[rows]] = model.score(flat[rows], self._top())
+        return out
+
+
+def _daylight_classes(batch: FrameBatch) -> np.ndarray:
+    if batch.daylight is None:
+        return np.full(len(batch), "unknown", dtype=object)
+    return np.array([d if isinstance(d, str) else "unknown" for d in batch.daylight], dtype=object)
+
+
+def _sample(positions: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    if len(positions) <= k:
+        return positions
+    return np.sort(rng.choice(positions, size=k, replace=False))
 
 
 # --- image quality detectors --------------------------------------------------------------------

@@ -24,6 +24,7 @@ import pandas as pd
 
 import store
 from pipeline.analyze import FittedRun, _score_rows, library_versions, neighbor_rows
+from pipeline.background import ThumbnailReader
 from pipeline.detectors import CONSENSUS, FrameBatch
 from pipeline.errors import AnalysisError
 from pipeline.settings import Settings
@@ -115,7 +116,7 @@ def score_frames(db: Path, fitted: FittedRun, frame_ids: np.ndarray,
     if not len(ids):
         return _empty_report(fitted), n_skipped
     z = fitted.transform(vectors)
-    batch = FrameBatch.from_frames(ids, z, frames)
+    batch = FrameBatch.from_frames(ids, z, frames, pixels=ThumbnailReader(db))
     k = max([8] + [getattr(d, "n_neighbors_needed", 0) for d in fitted.detectors.values()])
     fitted.index.attach(batch, k)
 

@@ -58,11 +58,11 @@ class Settings:
 
     # Analysis
     detectors: list = _setting(
-        ["iforest", "lof", "knn", "ecod", "copod", "hbos", "temporal", "same_time", "dark",
-         "overexposed", "blurry", "low_information", "haze"],
+        ["iforest", "lof", "knn", "ecod", "copod", "hbos", "temporal", "same_time",
+         "background", "dark", "overexposed", "blurry", "low_information", "haze"],
         "outlier detectors to run (see `python -m pipeline analyze --help`)")
     consensus_detectors: list = _setting(
-        ["lof", "knn", "temporal", "same_time", "dark", "overexposed", "blurry",
+        ["lof", "knn", "temporal", "same_time", "background", "dark", "overexposed", "blurry",
          "low_information", "haze"],
         "detectors `consensus` combines (those run; all run ones when none of these ran)")
     clusterer: str = _setting("kmeans", "clusterer: 'kmeans' or 'hdbscan'")

@@ -24,7 +24,7 @@ THRESHOLD_KINDS = ("all", "flagged", "pct", "topk")
 DAYLIGHT_VALUES = ("day", "twilight", "night")
 # Detectors listed first, in this order, wherever detectors are listed; the rest alphabetically.
 DETECTOR_ORDER = ("consensus", "iforest", "lof", "knn", "ecod", "copod", "hbos", "temporal",
-                  "same_time")
+                  "same_time", "background")
 
 
 @dataclass(frozen=True)

@@ -253,3 +253,15 @@ def ground_truth_summary(con: duckdb.DuckDBPyConnection) -> tuple[int, int] | No
         return None
     row = fetch_one(con, "SELECT count(*), count(*) FILTER (is_anomaly) FROM ground_truth")
     return (row[0], row[1]) if row else None
+
+
+def thumbnail_aspect(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]) -> float | None:
+    """Median width / height of the given frames' thumbnails (None without any)."""
+    ids = pd.DataFrame({"frame_id": pd.Series(list(frame_ids), dtype="int64")})
+    con.register("_aspect_ids", ids)
+    try:
+        value = scalar(con, "SELECT median(t.width / t.height) FROM thumbnails t "
+                            "JOIN _aspect_ids USING (frame_id)")
+    finally:
+        con.unregister("_aspect_ids")
+    return None if value is None else float(value)

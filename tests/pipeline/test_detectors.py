@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
 
+from pipeline.background import ArrayReader
 from pipeline.detectors import (CONSENSUS_RULES, DETECTORS, Consensus, FrameBatch,
                                 NeighborIndex, consensus_scores, make_detector)
 
@@ -21,6 +24,25 @@ QUALITY_PLANT = {
     "low_information": {"contrast": 2.0, "colorfulness": 0.5},
     "haze": {"mean_luma": 170.0, "contrast": 6.0, "colorfulness": 1.0},
 }
+
+
+def _garden(hours: np.ndarray, seed: int, planted: np.ndarray) -> dict[int, np.ndarray]:
+    """Tiny images of one fixed scene: a daylight level and a shadow whose depth follow the
+    hour, sensor noise, and a small yellow figure (lit, or holding a torch at night) in front of
+    the scene in `planted` frames."""
+    rng = np.random.default_rng(seed + 100)
+    scene = rng.uniform(60, 200, size=(36, 64, 3))
+    in_shadow = (np.arange(64)[None, :, None] < 24) & (np.arange(36)[:, None, None] > 20)
+    images = {}
+    for i, hour in enumerate(hours):
+        sun = max(0.0, np.sin(np.pi * (hour - 6) / 12))
+        shade = np.where(in_shadow, 1 - 0.5 * sun, 1.0)
+        image = scene * (0.15 + 0.85 * sun) * shade + rng.normal(0, 2, scene.shape)
+        if i in planted:
+            y, x = rng.integers(4, 26), rng.integers(4, 56)
+            image[y:y + 8, x:x + 4] = (250, 235, 60)
+        images[i + 10] = np.clip(image, 0, 255)
+    return images
 
 
 def _batch(seed: int = 0, key: str | None = None) -> FrameBatch:
@@ -40,9 +62,12 @@ def _batch(seed: int = 0, key: str | None = None) -> FrameBatch:
     for column, value in QUALITY_PLANT.get(key, {}).items():
         stats.loc[PLANTED, column] = value
     frames = pd.DataFrame({"frame_id": np.arange(n) + 10, "taken_at": times,
-                           "taken_at_utc": pd.to_datetime(times).tz_localize("UTC")})
+                           "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
+                           "daylight": np.where((hours >= 7) & (hours < 19), "day", "night")})
     frames = pd.concat([frames, stats], axis=1)
-    batch = FrameBatch.from_frames(frames["frame_id"].to_numpy(), z.astype(np.float32), frames)
+    pixels = ArrayReader(_garden(hours, seed, set(PLANTED.tolist())))
+    batch = FrameBatch.from_frames(frames["frame_id"].to_numpy(), z.astype(np.float32), frames,
+                                   pixels=pixels)
     NeighborIndex().fit(batch.z, batch.frame_ids).attach(batch, 20)
     return batch
 
@@ -173,6 +198,22 @@ def test_dusk_is_not_flagged_but_a_sudden_change_is(key):
     assert det.labels_[7 * 144 + 72]
     pct = det.percentile(det.decision_scores_)
     assert pct[7 * 144 + 72] >= 0.99
+
+
+def test_background_fits_one_model_per_daylight_class_and_needs_pixels(batches):
+    daylit = batches[None]
+    det = make_detector("background").fit(daylit)
+    assert set(det.models_) == {"all", "day", "night"}
+    assert det.size_ == (128, 72)  # the images' 16:9, at the default width
+    inliers = np.delete(det.decision_scores_, PLANTED)
+    assert det.decision_scores_[PLANTED].min() > np.quantile(inliers, 0.95)
+    # a frame without an image gets no score; a batch without pixels gets none at all
+    partial = replace(daylit, pixels=ArrayReader({i: im for i, im in
+                                                   daylit.pixels.images.items() if i != 10}))
+    scores = det.decision_function(partial)
+    assert np.isnan(scores[0]) and np.isfinite(scores[1:]).all()
+    blind = make_detector("background").fit(replace(daylit, pixels=None))
+    assert np.isnan(blind.decision_scores_).all() and blind.models_ == {}
 
 
 def test_consensus_rules_and_percentiles():

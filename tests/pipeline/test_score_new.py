@@ -24,7 +24,8 @@ from tests.pipeline.test_analyze import FAST, synthetic_store
 
 
 def _settings(**changes) -> Settings:
-    return Settings(model="pixels", detectors=FAST, n_clusters="2", workers=1).replace(**changes)
+    return Settings(model="pixels", detectors=FAST + ["background"], n_clusters="2",
+                    workers=1).replace(**changes)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,7 @@ def test_fit_frames_get_the_scores_they_got_in_the_run(fitted_store):
     db, _, result, _ = fitted_store
     fitted, warnings = load_fitted_run(db)
     assert fitted.run_id == result.run_id and warnings == []
+    assert "background" in result.detectors  # read from the real thumbnails, frozen with the run
     with store.connect(db, read_only=True) as con:
         stored = sa.run_scores(con, result.run_id)
         ids = sa.run_frame_ids(con, result.run_id)
