@@ -2,8 +2,9 @@
 
 This is the edge where library errors become one readable line and an exit code: expected
 problems (`PipelineError`, `store.StoreError`) print `error: ...` and exit 1; Ctrl-C exits 130.
-Heavy libraries (TensorFlow, PyOD) are imported inside the commands that need them, so
-`--help` and `info` answer at once.
+Heavy libraries (TensorFlow, scikit-learn, PyOD) are imported inside the commands that need
+them, after the cheap checks (store and folder exist, run lock free), so `--help`, `info` and
+the refusal of a busy store answer at once.
 """
 
 from __future__ import annotations
@@ -197,11 +198,11 @@ def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port) ->
 @click.pass_context
 def embed(ctx, db: Path, model, weights, batch_size, workers, replace, progress) -> None:
     """Compute a vector per frame with MODEL for every frame that lacks one (resumable)."""
-    from pipeline.embed import embed_frames
-
     settings = _settings(ctx, model=model, weights=weights, batch_size=batch_size,
                          workers=workers)
-    with store.writer_lock(db):
+    with store.writer_lock(db):  # first: a busy store is refused before the heavy imports
+        from pipeline.embed import embed_frames
+
         summary = embed_frames(db, settings, progress=progress, replace=replace)
     click.echo(summary.describe())
 
@@ -404,13 +405,13 @@ def analyze(ctx, db: Path, model, detectors, clusterer, n_clusters, contaminatio
     (time-lapse aware), dark overexposed blurry low_information haze (image quality);
     consensus is always added.
     """
-    from pipeline.analyze import analyze as run_analysis, resolve_model
-
     settings = _settings(ctx, detectors=_split(detectors), clusterer=clusterer,
                          n_clusters=n_clusters, contamination=contamination,
                          map_method=map_method, consensus_rule=consensus_rule,
                          random_state=random_state)
-    with store.writer_lock(db):
+    with store.writer_lock(db):  # first: a busy store is refused before scikit-learn loads
+        from pipeline.analyze import analyze as run_analysis, resolve_model
+
         settings = settings.replace(model=resolve_model(db, model, settings.model))
         result = run_analysis(db, settings, progress=not quiet)
     click.echo(result.describe())
@@ -445,10 +446,11 @@ def evaluate(db: Path, truth_csv: Path | None, as_json: bool) -> None:
 @click.pass_context
 def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
     """Ingest FOLDER and score its new frames against a frozen run, without refitting."""
-    from pipeline.score_new import score_new as run_score_new
-
     settings = _settings(ctx)
-    with store.writer_lock(db):
+    _check_folder(folder)
+    with store.writer_lock(db):  # first: a busy store is refused before scikit-learn loads
+        from pipeline.score_new import score_new as run_score_new
+
         result = run_score_new(folder, db, settings, progress=not as_json, run_id=run_id)
     if as_json:
         click.echo(result.frames.to_json(orient="records", indent=1))
@@ -493,6 +495,14 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         raise InputError(f"--size must look like 640x360, not {text!r}") from None
     return width, height
+
+
+def _check_folder(folder: Path) -> None:
+    """The cheap folder check of `ingest_folder`, for commands that import more first."""
+    if not folder.exists():
+        raise InputError(f"the folder {folder} does not exist")
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder: give the folder that holds the frames")
 
 
 def _split(text: str | None) -> list[str] | None:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -65,3 +67,52 @@ def test_store_from_newer_schema_is_refused_by_the_cli(tmp_path):
     assert result.returncode == 1
     assert "newer than this code knows" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+
+HEAVY_MODULES = ("tensorflow", "keras", "torch", "sklearn", "scipy", "pyod", "faiss", "PIL")
+
+
+def run_cli_timed_imports(*args: str) -> tuple[subprocess.CompletedProcess, list[str], set[str]]:
+    """Run the CLI with `-X importtime`: (result, stderr lines but the import lines, the heavy
+    modules it imported)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline", *args],
+                            cwd=REPO, text=True, capture_output=True, timeout=60)
+    lines = result.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[1].strip() for line in lines
+                if line.startswith("import time:")}
+    assert "store.db" in imported  # the -X importtime listing is there
+    heavy = {name for name in imported if name.split(".")[0] in HEAVY_MODULES}
+    return result, [line for line in lines if not line.startswith("import time:")], heavy
+
+
+@pytest.mark.parametrize("command", [["analyze"], ["embed"], ["score-new", "{folder}"]])
+def test_busy_store_is_refused_before_the_heavy_imports(tmp_path, command):
+    """With another run holding the store, analyze / embed / score-new say so and exit 1
+    without loading TensorFlow, scikit-learn, PyOD, faiss or PIL (analyze took ~2.6 s)."""
+    import store
+
+    db = tmp_path / "s.duckdb"
+    store.connect(db).close()
+    folder = tmp_path / "new"
+    folder.mkdir()
+    args = [part.format(folder=folder) for part in command]
+    # flock locks conflict between processes: the CLI below is refused while this one holds it
+    with store.writer_lock(db):
+        result, messages, heavy = run_cli_timed_imports(*args, "--db", str(db))
+    assert result.returncode == 1
+    assert messages == [(f"error: another run is writing to {db} (PID {os.getpid()}); wait "
+                         "for it to finish or stop it, then run again. Nothing was changed.")]
+    assert not heavy, sorted(heavy)[:10]
+
+
+def test_score_new_missing_folder_is_refused_before_the_heavy_imports(tmp_path):
+    import store
+
+    db = tmp_path / "s.duckdb"
+    store.connect(db).close()
+    result, messages, heavy = run_cli_timed_imports("score-new", str(tmp_path / "nope"),
+                                                    "--db", str(db))
+    assert result.returncode == 1
+    assert messages == [f"error: the folder {tmp_path / 'nope'} does not exist"]
+    assert not heavy, sorted(heavy)[:10]
