@@ -773,7 +773,10 @@ def _export_condition(mode: str) -> str:
 def export_frames(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "not_junk",
                   limit: int | None = None) -> pd.DataFrame:
     """The filtered frames to export in time order: 'not_junk' (every frame not marked junk) or
-    'keep' (only frames marked keep); the first `limit` when given. `abs_path` is root + path.
+    'keep' (only frames marked keep); the first `limit` when given. `abs_path` is root + path
+    as stored: valid UTF-8 text, where a name that was not valid UTF-8 has ingest's `\\xNN`
+    escapes, so it can sit in a DataFrame (pandas' Arrow strings refuse surrogates);
+    `dashboard.export.file_path` turns it into the real file name for the export files.
     With a `limit` (a preview) the weather is joined for those rows only."""
     cond = _export_condition(mode)
     if limit is None:

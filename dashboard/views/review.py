@@ -1,16 +1,15 @@
 """Review & export: mark frames junk or keep one by one (highest-ranked unreviewed first) or in
 bulk (the map / gallery selection, or every filtered frame); export the kept frames with the
-filters applied as a file list, a CSV, or an ffmpeg concat file."""
+filters applied as a file list, a CSV, or an ffmpeg concat file (`dashboard.export`: the list
+and the concat file name the real files, also those whose names are not valid UTF-8)."""
 
 from __future__ import annotations
-
-import io
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import data, filters, ui
-from dashboard.export import export_concat, export_list
+from dashboard.export import export_concat, export_csv, export_list, to_bytes
 
 flt, opts = ui.current()
 st.title("Review & export")
@@ -101,17 +100,14 @@ with export:
         def frames() -> pd.DataFrame:
             return data.get("export_frames", flt, mode)
 
-        def file_list() -> str:
-            return export_list(frames()["abs_path"])
+        def file_list() -> bytes:
+            return to_bytes(export_list(frames()["abs_path"]))
 
         def csv_text() -> str:
-            df = frames()
-            buf = io.StringIO()
-            df.assign(taken_at=df["taken_at"].astype(str)).to_csv(buf, index=False)
-            return buf.getvalue()
+            return export_csv(frames())
 
-        def concat_text() -> str:
-            return export_concat(frames()["abs_path"], int(fps), filters.describe(flt))
+        def concat_text() -> bytes:
+            return to_bytes(export_concat(frames()["abs_path"], int(fps), filters.describe(flt)))
 
         d1, d2, d3 = st.columns(3)
         d1.download_button("File list (.txt)", file_list, "frames.txt", "text/plain",
