@@ -62,8 +62,7 @@ class Settings:
          "background", "dark", "overexposed", "blurry", "low_information", "haze"],
         "outlier detectors to run (see `python -m pipeline analyze --help`)")
     consensus_detectors: list = _setting(
-        ["lof", "knn", "temporal", "same_time", "background", "dark", "overexposed", "blurry",
-         "low_information", "haze"],
+        ["lof", "background", "dark", "overexposed", "blurry", "low_information", "haze"],
         "detectors `consensus` combines (those run; all run ones when none of these ran)")
     clusterer: str = _setting("kmeans", "clusterer: 'kmeans' or 'hdbscan'")
     n_clusters: str = _setting("auto", "number of k-means clusters, or 'auto' (silhouette)")

@@ -17,14 +17,37 @@ from pipeline.cli import cli
 from pipeline.settings import Settings
 from store import analysis as sa
 
-FAST = ["iforest", "lof", "knn", "ecod", "hbos", "temporal", "same_time", "dark"]
+FAST = ["iforest", "lof", "knn", "ecod", "hbos", "temporal", "same_time", "background", "dark"]
+
+
+def _thumbnails(ids: np.ndarray, hours: np.ndarray, anomalies: np.ndarray,
+                rng: np.random.Generator) -> pd.DataFrame:
+    """Small JPEG thumbnails of one fixed scene lit by the hour; anomalies have a figure."""
+    import io
+
+    from PIL import Image
+
+    scene = rng.uniform(50, 210, size=(36, 64, 3))
+    rows = []
+    for i, hour in enumerate(hours):
+        image = scene * (0.15 + 0.85 * max(0.0, np.sin(np.pi * (hour - 6) / 12)))
+        image = image + rng.normal(0, 2, scene.shape)
+        if i in anomalies:
+            y, x = rng.integers(4, 24), rng.integers(4, 56)
+            image[y:y + 10, x:x + 4] = (240, 220, 40)
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=92)
+        rows.append((int(ids[i]), buf.getvalue(), 64, 36))
+    return pd.DataFrame(rows, columns=["frame_id", "jpeg", "width", "height"])
 
 
 def synthetic_store(db: Path, n_days: int = 4, per_day: int = 72, dim: int = 32,
                     n_anomalies: int = 6, seed: int = 0, model: str = "fake") -> dict:
-    """A store with frames (time, stats, daylight) and fake embeddings of a daily cycle.
+    """A store with frames (time, stats, daylight, thumbnails) and fake embeddings of a daily
+    cycle.
 
-    Anomalies are daytime frames pushed far along a random direction and made darker.
+    Anomalies are daytime frames pushed far along a random direction, made darker, and with a
+    figure in their thumbnail.
     Returns ids of all frames and of the anomalies, and a truth DataFrame (path,label,kind).
     """
     rng = np.random.default_rng(seed)
@@ -67,6 +90,8 @@ def synthetic_store(db: Path, n_days: int = 4, per_day: int = 72, dim: int = 32,
         con.execute("INSERT INTO embeddings SELECT frame_id, model, vector FROM _e")
         con.execute("INSERT INTO models (model, family, weights, dim) VALUES (?, 'fake', 'none', ?)",
                     [model, dim])
+        con.register("_t", _thumbnails(ids, hours, set(anomalies.tolist()), rng))
+        con.execute("INSERT INTO thumbnails SELECT frame_id, jpeg, width, height FROM _t")
     label = np.zeros(n, dtype=int)
     label[anomalies] = 1
     truth = pd.DataFrame({"path": paths, "label": label,
@@ -110,8 +135,8 @@ def test_run_writes_every_table(analysed):
     assert (neighbors["frame_id"] != neighbors["neighbor_id"]).all()
     assert neighbors.groupby("frame_id")["distance"].apply(lambda d: d.is_monotonic_increasing).all()
     assert fitted is not None and fitted[1]["pyod"]
-    # consensus combines the configured subset that ran (iforest and ecod are shown, not mixed in)
-    assert run["params"]["consensus_of"] == ["lof", "knn", "temporal", "same_time", "dark"]
+    # consensus combines the configured subset that ran (lof, iforest... are shown, not mixed in)
+    assert run["params"]["consensus_of"] == ["lof", "background", "dark"]
     # planted anomalies are on top of the consensus
     cons = scores[scores["detector"] == "consensus"].set_index("frame_id")["score_pct"]
     assert cons.loc[data["anomalies"]].min() > cons.drop(data["anomalies"]).quantile(0.9)

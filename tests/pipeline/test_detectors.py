@@ -234,3 +234,9 @@ def test_consensus_rules_and_percentiles():
     # a detector with no opinion (NaN) is left out for that frame
     pcts["dark"][5] = np.nan
     assert np.isfinite(consensus_scores(pcts, "family_tail")[5])
+    # the top rank is evidence in proportion to how many frames it was ranked among
+    top = {"lof": np.array([1.0, 0.5])}
+    assert consensus_scores(top, "tail", n_reference=13)[0] == pytest.approx(np.log(14))
+    assert consensus_scores(top, "tail", n_reference=99_999)[0] == pytest.approx(np.log(100_000))
+    assert Consensus(["lof"], "tail", 0.05).fit({"lof": np.linspace(0.1, 1, 10)})[-1] \
+        == pytest.approx(np.log(11))
