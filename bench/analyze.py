@@ -1,14 +1,18 @@
 """Benchmark `analyze` on synthetic 512-d vectors: time and peak memory per step; prints JSON.
 
     .venv/bin/python bench/analyze.py [--frames 10000,100000] [--detectors KEY,...]
-                                      [--dim 512] [--out DIR] [--keep]
+                                      [--dim 512] [--thumbnails] [--out DIR] [--keep]
 
 Each size runs in its own process (clean peak RSS): it builds a store with N frames (ten-minute
 steps over N/144 days, frame statistics, a daily cycle in the vectors plus noise and 0.5%
 planted outliers), then runs `pipeline.analyze.analyze` with the default settings (or the
 given detectors) and reports per step: seconds, peak traced Python/NumPy memory (MiB), and the
 process peak RSS. `planted_auc` checks the run still finds the planted outliers at scale.
-750k frames is an option (`--frames 750000`); it needs ~3 GB for the store and takes long.
+Without thumbnails the `background` detector has nothing to read and is skipped (a note says
+so); `--thumbnails` also stores a 256x144 JPEG per frame (one fixed scene under a daily light
+cycle with sensor noise, a small bright object in the planted frames; see `thumbnail_pool`),
+so `background` is timed too and `background_planted_auc` checks it. 750k frames is an option
+(`--frames 750000`); it needs ~3 GB for the store (~6 GB more with thumbnails) and takes long.
 """
 
 from __future__ import annotations
@@ -28,8 +32,53 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def build_store(db: Path, n: int, dim: int, seed: int = 0) -> list[int]:
-    """Frames + `synthetic` vectors; returns the frame ids of planted outliers."""
+POOL_VARIANTS = 4      # noisy encodings per ten-minute slot of the day
+POOL_PLANTED = 64      # encodings with an object in front of the scene
+THUMB_SIZE = (256, 144)
+
+
+def thumbnail_pool(seed: int = 0, quality: int = 80) -> tuple[list[list[bytes]], list[bytes]]:
+    """JPEG thumbnails of one fixed scene: [slot of the day][variant] and planted ones.
+
+    The scene (smooth shapes plus texture) is lit by a daily cycle (night at 15% of noon);
+    each of the 144 ten-minute slots gets `POOL_VARIANTS` encodings with their own sensor noise,
+    and `POOL_PLANTED` daytime encodings carry a small bright object at a random place.
+    Encoding a pool (~600 JPEGs, under a second) instead of every frame keeps building a 750k
+    store fast; decoding, which is what analyze pays, costs the same per frame.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed + 1)
+    width, height = THUMB_SIZE
+    coarse = rng.uniform(40, 220, size=(9, 16, 3)).astype(np.uint8)
+    scene = np.asarray(Image.fromarray(coarse).resize(THUMB_SIZE, Image.BICUBIC), np.float32)
+    scene += rng.normal(0, 12, size=scene.shape)  # texture, fixed
+    shadow = (np.arange(width)[None, :, None] < 90) & (np.arange(height)[:, None, None] > 90)
+
+    def encode(slot: int, obj: bool) -> bytes:
+        hour = slot / 6
+        sun = max(0.0, np.sin(np.pi * (hour - 6) / 12))
+        image = scene * (0.15 + 0.85 * sun) * np.where(shadow, 1 - 0.5 * sun, 1.0)
+        image = image + rng.normal(0, 3, size=scene.shape)
+        if obj:
+            y, x = rng.integers(10, height - 30), rng.integers(10, width - 20)
+            image[y:y + 24, x:x + 12] = (250, 235, 60)
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
+            buffer, "JPEG", quality=quality)
+        return buffer.getvalue()
+
+    normal = [[encode(slot, False) for _ in range(POOL_VARIANTS)] for slot in range(144)]
+    planted = [encode(int(rng.integers(48, 108)), True) for _ in range(POOL_PLANTED)]
+    return normal, planted
+
+
+def build_store(db: Path, n: int, dim: int, seed: int = 0,
+                thumbnails: bool = False) -> list[int]:
+    """Frames + `synthetic` vectors (+ thumbnails); returns the frame ids of planted outliers."""
     import numpy as np
     import pandas as pd
 
@@ -41,6 +90,7 @@ def build_store(db: Path, n: int, dim: int, seed: int = 0) -> list[int]:
     basis = rng.normal(size=(6, dim))
     directions = rng.normal(size=(20, dim))
     planted: list[int] = []
+    pool = thumbnail_pool(seed) if thumbnails else None
     chunk = 50_000
     start = np.datetime64("2024-01-01T00:00:00")
     with store.connect(db) as con:
@@ -75,12 +125,22 @@ def build_store(db: Path, n: int, dim: int, seed: int = 0) -> list[int]:
                 "sun_elevation": None, "daylight": np.where(day, "day", "night"),
                 "daylight_source": "brightness"})
             empty = pd.DataFrame()
-            sf.write_batch(con, frames, empty, empty, empty, [], [])
+            thumbs = empty
+            if pool is not None:
+                normal, odd = pool
+                slot = (idx % 144).astype(int)
+                variant = rng.integers(0, POOL_VARIANTS, hi - lo)
+                pick = rng.integers(0, POOL_PLANTED, hi - lo)
+                jpegs = [odd[p] if o else normal[s][v]
+                         for s, v, p, o in zip(slot, variant, pick, out)]
+                thumbs = pd.DataFrame({"frame_id": ids, "jpeg": pd.Series(jpegs, dtype=object),
+                                       "width": THUMB_SIZE[0], "height": THUMB_SIZE[1]})
+            sf.write_batch(con, frames, empty, thumbs, empty, [], [])
             se.insert_vectors(con, "synthetic", ids, vectors.astype(np.float32))
     return planted
 
 
-def one(n: int, dim: int, detectors: list[str] | None, out: Path) -> dict:
+def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bool) -> dict:
     import numpy as np
 
     import store
@@ -93,7 +153,7 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path) -> dict:
         if p.exists():
             p.unlink()
     started = time.perf_counter()
-    planted = build_store(db, n, dim)
+    planted = build_store(db, n, dim, thumbnails=thumbnails)
     build_s = time.perf_counter() - started
     settings = Settings(model="synthetic")
     if detectors:
@@ -105,16 +165,22 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path) -> dict:
         scores = sa.run_scores(con, result.run_id)
     from sklearn.metrics import roc_auc_score
 
-    cons = scores[scores["detector"] == "consensus"]
-    labels = np.isin(cons["frame_id"].to_numpy(), planted)
+    def auc(key: str) -> float | None:
+        rows = scores[scores["detector"] == key]
+        if not len(rows):
+            return None
+        labels = np.isin(rows["frame_id"].to_numpy(), planted)
+        return round(float(roc_auc_score(labels, rows["score"].fillna(0))), 4)
+
     return {
-        "frames": n, "dim": dim, "detectors": result.detectors, "pca_dims": result.n_dims,
+        "frames": n, "dim": dim, "thumbnails": thumbnails, "detectors": result.detectors,
+        "notes": result.notes, "pca_dims": result.n_dims,
         "neighbor_index": result.params.get("neighbor_index"),
         "analyze_s": round(total, 2), "steps_s": result.timings, "steps_cpu_s": result.cpu,
         "steps_peak_mib": result.peak_mb,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "build_store_s": round(build_s, 1), "store_mib": round(db.stat().st_size / 2**20, 1),
-        "planted_auc": round(float(roc_auc_score(labels, cons["score"].fillna(0))), 4),
+        "planted_auc": auc("consensus"), "background_planted_auc": auc("background"),
     }
 
 
@@ -124,12 +190,14 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--detectors", default=None, help="comma-separated detector keys")
     parser.add_argument("--out", type=Path, default=None, help="folder for the stores")
+    parser.add_argument("--thumbnails", action="store_true",
+                        help="also store synthetic JPEG thumbnails, so `background` runs")
     parser.add_argument("--keep", action="store_true", help="keep the stores")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     detectors = args.detectors.split(",") if args.detectors else None
     if args.one is not None:
-        print(json.dumps(one(args.one, args.dim, detectors, args.out)))
+        print(json.dumps(one(args.one, args.dim, detectors, args.out, args.thumbnails)))
         return
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-analyze-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +206,9 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--one", str(n), "--dim", str(args.dim), "--out", str(out)]
         if args.detectors:
             cmd += ["--detectors", args.detectors]
-        done = subprocess.run(cmd, capture_output=True, text=True, env={
+        if args.thumbnails:
+            cmd.append("--thumbnails")
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, env={
             **os.environ, "PYTHONPATH": str(ROOT)})
         if done.returncode != 0:
             results.append({"frames": n, "error": done.stderr.strip().splitlines()[-1:]})

@@ -622,18 +622,34 @@ class TemporalDetector(_TimelapseDetector):
 
 @register
 class SameTimeDetector(_TimelapseDetector):
+    """Mean distance to the `n_neighbors` nearest frames taken within `window_minutes` of the
+    same time of day on other days, divided by the fit's typical value for that hour of day.
+
+    Only days at most `max_days` calendar days before or after the frame's own day are
+    compared (None: every other day). The scene drifts with the seasons, so a far day is not
+    the right reference anyway, and the bound keeps the cost linear in the number of frames
+    (each frame meets about 2 x `max_days` days of candidates instead of every day: n^2/48
+    distance pairs at ten-minute steps without it). A frame with no other day within the
+    bound gets no score (NaN), like a frame whose only day is its own.
+    """
+
     key = "same_time"
     family = "timelapse"
     summary = "differs from the same time of day on other days"
 
     def __init__(self, contamination: float = 0.05, n_neighbors: int = 3,
-                 window_minutes: float = 30.0):
+                 window_minutes: float = 30.0, max_days: int | None = 30):
         self.contamination = contamination
         self.n_neighbors = n_neighbors
         self.window_minutes = window_minutes
+        self.max_days = max_days
 
     def _raw(self, batch):
-        ids, z, _, local = self._context(batch)
+        bound = getattr(self, "max_days", None)  # a fit pickled before the bound compared all
+        if bound is not None and bound < 1:
+            raise ValueError(f"same_time max_days must be at least 1 (or None for every day), "
+                             f"got {bound}")
+        _, z, _, local = self._context(batch)
         minutes = _minute_of_day(local)
         days = np.where(np.isnat(local), -1, local.astype("datetime64[D]").astype(np.int64))
         b_minutes = _minute_of_day(batch.local_time)
@@ -657,21 +673,34 @@ class SameTimeDetector(_TimelapseDetector):
                 ((m >= lo) & (m <= hi)) | (m - 1440 >= lo) | (m + 1440 <= hi)))
             if not len(cand):
                 continue
-            # float32 blocks, two masks (same day covers the frame itself): memory-bound step
+            # candidates sorted by day: a block of rows spanning a few days meets one slice
+            cand = cand[np.argsort(days[cand], kind="stable")]
+            rows = rows[np.argsort(b_days[rows], kind="stable")]
             cz = z32[cand]
             c_zz, c_min, c_day = zz[cand], minutes32[cand], days[cand]
-            for start in range(0, len(rows), 1024):
-                r = rows[start:start + 1024]
+            for r in self._day_blocks(rows, b_days[rows], bound):
+                r_days = b_days[r]
+                if bound is None:
+                    s0, s1 = 0, len(cand)
+                else:
+                    s0 = np.searchsorted(c_day, r_days[0] - bound, side="left")
+                    s1 = np.searchsorted(c_day, r_days[-1] + bound, side="right")
+                if s1 <= s0:
+                    continue
+                # float32 blocks and masks (same day covers the frame itself): memory-bound
                 rz = np.ascontiguousarray(batch.z[r], dtype=np.float32)
-                d2 = rz @ cz.T
+                d2 = rz @ cz[s0:s1].T
                 d2 *= -2
-                d2 += c_zz[None, :]
+                d2 += c_zz[None, s0:s1]
                 d2 += (rz.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)[:, None]
-                dm = np.abs(b_minutes[r].astype(np.float32)[:, None] - c_min[None, :])
+                dm = np.abs(b_minutes[r].astype(np.float32)[:, None] - c_min[None, s0:s1])
                 bad = np.minimum(dm, 1440 - dm) > w
-                bad |= b_days[r][:, None] == c_day[None, :]
+                day_gap = np.abs(r_days[:, None] - c_day[None, s0:s1])
+                bad |= day_gap == 0
+                if bound is not None:
+                    bad |= day_gap > bound
                 d2[bad] = np.inf
-                k = min(self.n_neighbors, len(cand))
+                k = min(self.n_neighbors, s1 - s0)
                 part = np.partition(d2, k - 1, axis=1)[:, :k]
                 good = np.isfinite(part)
                 counts = good.sum(axis=1)
@@ -679,6 +708,20 @@ class SameTimeDetector(_TimelapseDetector):
                 with np.errstate(invalid="ignore", divide="ignore"):
                     out[r] = np.where(counts > 0, sums / counts, np.nan)
         return out
+
+    @staticmethod
+    def _day_blocks(rows: np.ndarray, row_days: np.ndarray, max_days: int | None,
+                    size: int = 1024):
+        """Blocks of at most `size` rows (sorted by day) spanning at most `max_days` days, so each
+        block's candidates are its days +- max_days (about 3 x max_days days, not every day)."""
+        if max_days is None:
+            keys = np.zeros(len(rows), np.int64)
+        else:
+            keys = (row_days - row_days[0]) // max_days
+        edges = np.flatnonzero(np.diff(keys)) + 1
+        for start, stop in zip(np.r_[0, edges], np.r_[edges, len(rows)]):
+            for s in range(start, stop, size):
+                yield rows[s:min(stop, s + size)]
 
 
 # --- the fixed camera's background -------------------------------------------------------------

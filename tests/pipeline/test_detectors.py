@@ -240,3 +240,34 @@ def test_consensus_rules_and_percentiles():
     assert consensus_scores(top, "tail", n_reference=99_999)[0] == pytest.approx(np.log(100_000))
     assert Consensus(["lof"], "tail", 0.05).fit({"lof": np.linspace(0.1, 1, 10)})[-1] \
         == pytest.approx(np.log(11))
+
+
+def test_same_time_compares_only_days_within_max_days(batches):
+    """A frame's references are the same time of day on days at most `max_days` away (not its
+    own day); with every day within the bound the scores equal the unbounded detector's."""
+    batch = batches[None]
+    raw = make_detector("same_time").set_params(max_days=1).fit(batch)._raw(batch)
+    # brute force: mean of the 3 nearest frames within +-30 min of the time of day, 1 day away
+    minutes = (batch.local_time - batch.local_time.astype("datetime64[D]")) \
+        / np.timedelta64(1, "m")
+    days = batch.local_time.astype("datetime64[D]").astype(np.int64)
+    dm = np.abs(minutes[:, None] - minutes[None, :])
+    near = (np.minimum(dm, 1440 - dm) <= 30) & (np.abs(days[:, None] - days[None, :]) == 1)
+    dist = np.linalg.norm(batch.z[:, None, :].astype(np.float64) - batch.z[None, :, :], axis=2)
+    expected = np.sort(np.where(near, dist, np.inf), axis=1)[:, :3].mean(axis=1)
+    np.testing.assert_allclose(raw, expected, rtol=1e-4)
+    # days 2-4 made copies of day 0: its nearest match, yet two days away, so not a reference
+    copied = replace(batch, z=batch.z.copy())
+    first_day = days == days[0]
+    for later in (2, 3, 4):
+        copied.z[days - days[0] == later] = batch.z[first_day]
+    np.testing.assert_allclose(make_detector("same_time").set_params(max_days=1).fit(copied)
+                               ._raw(copied)[first_day], raw[first_day], rtol=1e-5)
+    unbounded = make_detector("same_time").set_params(max_days=None).fit(copied)._raw(copied)
+    assert unbounded[first_day].max() < 0.02 * raw[first_day].min()  # float32 rounding
+    # all five days within 30 of each other: the default bound changes nothing
+    np.testing.assert_allclose(make_detector("same_time").fit(batch).decision_scores_,
+                               make_detector("same_time").set_params(max_days=None)
+                               .fit(batch).decision_scores_, rtol=1e-5)
+    with pytest.raises(ValueError, match="max_days"):
+        make_detector("same_time").set_params(max_days=0).fit(batch)
