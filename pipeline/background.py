@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import io
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -32,6 +33,7 @@ import store
 from store import frames as store_frames
 
 LOG_OFFSET = 8.0  # log(rgb + 8): dark pixels' sensor noise does not become huge log steps
+_SUBSAMPLE = 5  # every 5th pixel estimates a frame's medians and 90th percentile
 
 
 class GridReader(Protocol):
@@ -46,10 +48,29 @@ class GridReader(Protocol):
         0..255). Frames without an image are left out."""
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def bounded_map(func: Callable[[T], R], items: Iterable[T], workers: int | None = None
+                ) -> Iterator[R]:
+    """`func` over `items` in threads, in order, with at most `workers` items in flight (so a
+    generator of big chunks is not read ahead into memory, as `Executor.map` would)."""
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(func, item))
+            if len(pending) >= workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 class ThumbnailReader:
     """Thumbnails from the store, resized to a grid; `chunk` frames per short connection."""
 
-    def __init__(self, db: Path, chunk: int = 2048, workers: int | None = None):
+    def __init__(self, db: Path, chunk: int = 1024, workers: int | None = None):
         self.db = Path(db)
         self.chunk = chunk
         self.workers = workers or min(4, os.cpu_count() or 1)
@@ -121,10 +142,10 @@ def grid_size(aspect: float | None, width: int) -> tuple[int, int]:
 
 def log_rgb(grids: np.ndarray) -> np.ndarray:
     """Flattened log-RGB with each frame's per-channel median removed (light level cancels)."""
-    logs = np.log(grids + LOG_OFFSET)
+    logs = np.log(np.asarray(grids, np.float32) + np.float32(LOG_OFFSET))
     n = len(logs)
-    med = np.median(logs.reshape(n, -1, 3), axis=1)
-    return (logs - med[:, None, None, :]).reshape(n, -1).astype(np.float32)
+    med = np.median(logs.reshape(n, -1, 3)[:, ::_SUBSAMPLE], axis=1)  # a median needs no more
+    return (logs - med[:, None, None, :]).reshape(n, -1)
 
 
 class BackgroundModel:
@@ -185,9 +206,7 @@ class BackgroundModel:
         z = self.zscores(flat)
         n_pixels = z.shape[1]
         top = min(top, n_pixels)
-        ranked = np.partition(z, [n_pixels // 2, int(0.9 * (n_pixels - 1)), n_pixels - top],
-                              axis=1)
-        median = ranked[:, n_pixels // 2]
-        p90 = ranked[:, int(0.9 * (n_pixels - 1))]
-        highest = ranked[:, n_pixels - top:].mean(axis=1)
+        highest = np.partition(z, n_pixels - top, axis=1)[:, n_pixels - top:].mean(axis=1)
+        some = z[:, ::_SUBSAMPLE]
+        median, p90 = np.quantile(some, [0.5, 0.9], axis=1, method="lower")
         return (highest - median) / (p90 - median + 1)

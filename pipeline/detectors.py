@@ -731,8 +731,8 @@ class BackgroundDetector(Detector):
     """Eigen-background residual per daylight class (see `pipeline.background`).
 
     Fits one background per daylight class with at least `min_class_frames` frames, on at most
-    `max_fit_frames` of them (a seeded sample), plus one over all frames for the rest; frames
-    without a readable thumbnail get NaN.
+    `max_fit_frames` of them (a seeded sample), plus one over all frames when some class is
+    smaller; frames without a readable thumbnail get NaN.
     """
 
     key = "background"
@@ -742,7 +742,7 @@ class BackgroundDetector(Detector):
 
     def __init__(self, contamination: float = 0.05, n_components: int = 12,
                  variance: float = 0.9, width: int = 128, top_share: float = 0.001,
-                 max_fit_frames: int = 3000, min_class_frames: int = 60, random_state: int = 0):
+                 max_fit_frames: int = 1500, min_class_frames: int = 60, random_state: int = 0):
         self.contamination = contamination
         self.n_components = n_components
         self.variance = variance
@@ -762,11 +762,13 @@ class BackgroundDetector(Detector):
         self.size_ = grid_size(batch.pixels.aspect(batch.frame_ids), self.width)
         rng = np.random.default_rng(self.random_state)
         classes = _daylight_classes(batch)
-        samples = {"all": _sample(np.arange(len(batch)), self.max_fit_frames, rng)}
+        samples = {}
         for name in dict.fromkeys(classes):
             members = np.flatnonzero(classes == name)
             if len(members) >= self.min_class_frames:
                 samples[name] = _sample(members, self.max_fit_frames, rng)
+        if len(samples) < len(set(classes)):  # frames of a small class: one model over all
+            samples["all"] = _sample(np.arange(len(batch)), self.max_fit_frames, rng)
         wanted = np.unique(np.concatenate(list(samples.values())))
         have = np.zeros(len(batch), bool)
         row_of = np.full(len(batch), -1)
@@ -792,16 +794,26 @@ class BackgroundDetector(Detector):
     def decision_function(self, batch):
         from pipeline.background import log_rgb
 
+        from pipeline.background import bounded_map
+
         out = np.full(len(batch), np.nan)
         if batch.pixels is None or not getattr(self, "models_", None):
             return out
         classes = _daylight_classes(batch)
-        for pos, grids in batch.pixels.grids(batch.frame_ids, self.size_):
+
+        def score(chunk):
+            pos, grids = chunk
             flat = log_rgb(grids)
+            scores = np.empty(len(pos))
             for name in np.unique(classes[pos]):
                 rows = np.flatnonzero(classes[pos] == name)
-                model = self.models_.get(name, self.models_.get("all"))
-                out[pos[rows]] = model.score(flat[rows], self._top())
+                model = self.models_.get(name) or self.models_["all"]
+                scores[rows] = model.score(flat[rows], self._top())
+            return pos, scores
+
+        # chunks are scored in threads (NumPy releases the GIL), a few in flight at a time
+        for pos, scores in bounded_map(score, batch.pixels.grids(batch.frame_ids, self.size_)):
+            out[pos] = scores
         return out
 
 
