@@ -372,7 +372,8 @@ def _why_unscorable(key: str) -> str:
     if family == "quality":
         return "(the frames lack image statistics; re-ingest them)"
     if family == "background":
-        return "(it reads the stored thumbnails, and none could be read)"
+        return ("(it learns the scene from the stored thumbnails and needs at least 30 "
+                "readable ones)")
     return ""
 
 

@@ -732,7 +732,9 @@ class BackgroundDetector(Detector):
 
     Fits one background per daylight class with at least `min_class_frames` frames, on at most
     `max_fit_frames` of them (a seeded sample), plus one over all frames when some class is
-    smaller; frames without a readable thumbnail get NaN.
+    smaller; frames without a readable thumbnail get NaN. With fewer than `min_frames` readable
+    thumbnails there is no background to learn (a dozen frames are a sample, not a scene's
+    normal range), and it scores nothing.
     """
 
     key = "background"
@@ -742,7 +744,8 @@ class BackgroundDetector(Detector):
 
     def __init__(self, contamination: float = 0.05, n_components: int = 12,
                  variance: float = 0.9, width: int = 128, top_share: float = 0.001,
-                 max_fit_frames: int = 1500, min_class_frames: int = 60, random_state: int = 0):
+                 max_fit_frames: int = 1500, min_class_frames: int = 60, min_frames: int = 30,
+                 random_state: int = 0):
         self.contamination = contamination
         self.n_components = n_components
         self.variance = variance
@@ -750,6 +753,7 @@ class BackgroundDetector(Detector):
         self.top_share = top_share
         self.max_fit_frames = max_fit_frames
         self.min_class_frames = min_class_frames
+        self.min_frames = min_frames
         self.random_state = random_state
 
     def _fit(self, batch):
@@ -757,7 +761,7 @@ class BackgroundDetector(Detector):
 
         self.models_: dict[str, BackgroundModel] = {}
         self.size_ = None
-        if batch.pixels is None or not len(batch):
+        if batch.pixels is None or len(batch) < self.min_frames:
             return
         self.size_ = grid_size(batch.pixels.aspect(batch.frame_ids), self.width)
         rng = np.random.default_rng(self.random_state)
@@ -783,7 +787,7 @@ class BackgroundDetector(Detector):
         row_of[order] = np.arange(len(order))
         for name, members in samples.items():
             rows = row_of[members[have[members]]]
-            if len(rows) >= 3:
+            if len(rows) >= self.min_frames:
                 self.models_[name] = BackgroundModel(self.n_components, self.variance,
                                                       self.random_state).fit(
                     flat[rows], self.size_)

@@ -220,6 +220,10 @@ def test_background_fits_one_model_per_daylight_class_and_needs_pixels(batches):
     assert np.isnan(scores[0]) and np.isfinite(scores[1:]).all()
     blind = make_detector("background").fit(replace(daylit, pixels=None))
     assert np.isnan(blind.decision_scores_).all() and blind.models_ == {}
+    few = daylit.pixels.images
+    sample = replace(daylit, frame_ids=daylit.frame_ids[:20], daylight=daylit.daylight[:20],
+                     pixels=ArrayReader({i: few[i] for i in daylit.frame_ids[:20]}))
+    assert make_detector("background").fit(sample).models_ == {}  # 20 frames: no background
 
 
 def test_consensus_rules_and_percentiles():
