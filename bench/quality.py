@@ -1,0 +1,210 @@
+"""Detection quality on the demo and its harder variants, per model and detector; prints JSON.
+
+    .venv/bin/python bench/quality.py --out DIR [--frames 1200]
+        [--models vgg16-hed,vgg16-hed-grid,pixels] [--variants demo,hard-june,hard-sept]
+        [--real ../shared/realdata/garden-monz]
+
+For each variant it renders the demo into DIR/VARIANT (skipped when already there: rendering is
+deterministic), ingests it, embeds every model that is not embedded yet, runs `analyze` with the
+default settings per model, and scores every detector against the demo's ground truth with
+`pipeline.evaluate`: ROC-AUC and average precision on daylight frames, overall and per anomaly
+kind. It then recombines the stored percentile ranks with every consensus rule over a few
+detector subsets (`rules`), so rules are compared on the same fit. With `--real`, the real
+garden frames (folder `closed/` and `closed-*` files = junk) are analysed the same way.
+
+Embedding dominates the time (1,200 frames: 4-6 min per CNN model here); re-running with the
+same DIR only analyses again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+VARIANTS = {  # name -> render_demo arguments
+    "demo": {"seed": 7, "hard": False, "start": date(2024, 4, 2)},
+    "hard-june": {"seed": 11, "hard": True, "start": date(2024, 6, 10)},
+    "hard-sept": {"seed": 23, "hard": True, "start": date(2024, 9, 20)},
+}
+QUALITY = ["dark", "overexposed", "blurry", "low_information", "haze"]
+SUBSETS = {  # consensus candidates compared in `rules`
+    "default": None,  # Settings().consensus_detectors
+    "lof+background+quality": ["lof", "background", *QUALITY],
+    "background+quality": ["background", *QUALITY],
+    "lof+same_time+background+quality": ["lof", "same_time", "background", *QUALITY],
+    "lof+knn+temporal+same_time+background+quality":
+        ["lof", "knn", "temporal", "same_time", "background", *QUALITY],
+    "previous default (no background)": ["lof", "knn", "temporal", "same_time", *QUALITY],
+    "all 14": None,
+}
+
+
+def prepare(folder: Path, db: Path, models: list[str], settings, render=None) -> dict:
+    """Render (when asked and missing), ingest, embed what is missing, analyse every model."""
+    from pipeline.analyze import analyze
+    from pipeline.embed import embed_frames
+    from pipeline.ingest import ingest_folder
+    from pipeline.runner import import_ground_truth
+
+    timings: dict = {}
+    if render is not None and not (folder / "ground_truth.csv").exists():
+        from pipeline.demo import render_demo
+
+        t = time.perf_counter()
+        render_demo(folder, progress=False, **render)
+        timings["render_s"] = round(time.perf_counter() - t, 1)
+    frames = folder / "frames" if render is not None else folder
+    ingest_folder(frames, db, settings, progress=False)
+    if render is not None:
+        import_ground_truth(db, folder / "ground_truth.csv", frames)
+    for model in models:
+        t = time.perf_counter()
+        embed_frames(db, settings.replace(model=model), progress=False)
+        timings[f"embed_{model}_s"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        analyze(db, settings.replace(model=model), progress=False)
+        timings[f"analyze_{model}_s"] = round(time.perf_counter() - t, 1)
+    return timings
+
+
+def detector_table(db: Path, truth_csv: Path | None) -> dict:
+    """model -> detector -> {day_auc, day_ap, all_auc, kinds: {kind: day auc}, n...}."""
+    from pipeline.evaluate import evaluate
+
+    res = evaluate(db, truth_csv)
+    out: dict = {}
+    for (model, detector), part in res.groupby(["model", "detector"], sort=False):
+        day = part[part["subset"] == "day"].set_index("kind")
+        every = part[part["subset"] == "all"].set_index("kind")
+        row = {"day_auc": _r(day.loc["all", "roc_auc"]) if "all" in day.index else None,
+               "day_ap": _r(day.loc["all", "average_precision"]) if "all" in day.index else None,
+               "all_auc": _r(every.loc["all", "roc_auc"]),
+               "kinds": {k: _r(v) for k, v in day["roc_auc"].items() if k != "all"},
+               "n_day_anomalies": {k: int(v) for k, v in day["n_anomalies"].items()}}
+        out.setdefault(model, {})[detector] = row
+    return out
+
+
+def rule_table(db: Path, truth, models: list[str]) -> dict:
+    """model -> subset -> rule -> {day_auc, worst_kind_auc}, from the runs' stored percentiles."""
+    import numpy as np
+
+    import store
+    from pipeline.detectors import CONSENSUS, CONSENSUS_RULES, DETECTORS, consensus_scores
+    from pipeline.evaluate import metrics
+    from pipeline.settings import Settings
+    from store import analysis as sa
+
+    out: dict = {}
+    with store.connect(db, read_only=True) as con:
+        runs = sa.latest_complete_runs(con)
+        for model in models:
+            scores = sa.run_scores(con, runs[model])
+            wide = scores.pivot(index="frame_id", columns="detector", values="score_pct")
+            data = truth.merge(wide, left_on="frame_id", right_index=True)
+            day = data[data["daylight"] == "day"] if "daylight" in data else data
+            n_fit = len(wide)
+            for name, keys in SUBSETS.items():
+                if keys is None:
+                    keys = (Settings().consensus_detectors if name == "default"
+                            else [k for k in DETECTORS if k in wide])
+                keys = [k for k in keys if k in wide and k != CONSENSUS]
+                for rule in CONSENSUS_RULES:
+                    s = consensus_scores({k: day[k].to_numpy(float) for k in keys}, rule, n_fit)
+                    s = np.where(np.isfinite(s), s, np.nanmedian(s))
+                    labels = day["is_anomaly"].to_numpy(bool)
+                    overall = metrics(labels, s)["roc_auc"]
+                    worst = min((metrics(labels[(day["kind"] == k) | ~labels],
+                                         s[((day["kind"] == k) | ~labels).to_numpy()])["roc_auc"]
+                                 for k in day.loc[labels, "kind"].unique()), default=np.nan)
+                    out.setdefault(model, {}).setdefault(name, {})[rule] = {
+                        "day_auc": _r(overall), "worst_kind_auc": _r(worst)}
+    return out
+
+
+def single_table(db: Path, truth, models: list[str]) -> dict:
+    """model -> detector -> ROC-AUC over all frames (for stores without per-kind truth)."""
+    import store
+    from pipeline.evaluate import metrics
+    from store import analysis as sa
+
+    out: dict = {}
+    with store.connect(db, read_only=True) as con:
+        runs = sa.latest_complete_runs(con)
+        for model in models:
+            scores = sa.run_scores(con, runs[model])
+            for detector, part in scores.groupby("detector"):
+                data = truth.merge(part[["frame_id", "score"]], on="frame_id")
+                s = data["score"].astype(float)
+                out.setdefault(model, {})[detector] = _r(metrics(
+                    data["is_anomaly"].to_numpy(bool), s.fillna(s.median()).to_numpy())["roc_auc"])
+    return out
+
+
+def real_truth(db: Path):
+    """Truth for the real garden frames: closed roller shutters are the junk."""
+    import pandas as pd
+
+    import store
+
+    with store.connect(db, read_only=True) as con:
+        frames = con.sql("SELECT frame_id, path FROM frames").df()
+    closed = frames["path"].str.contains("closed")
+    return pd.DataFrame({"frame_id": frames["frame_id"], "is_anomaly": closed,
+                         "kind": closed.map({True: "closed", False: "normal"})})
+
+
+def _r(value) -> float | None:
+    value = float(value)
+    return None if value != value else round(value, 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--frames", type=int, default=1200)
+    parser.add_argument("--models", default="vgg16-hed,vgg16-hed-grid,pixels")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--real", type=Path, default=None)
+    args = parser.parse_args()
+
+    from pipeline.settings import Settings
+    from store import analysis as sa
+    import store
+
+    models = args.models.split(",")
+    settings = Settings()
+    report: dict = {"frames": args.frames, "models": models, "variants": {}}
+    for name in args.variants.split(","):
+        folder = args.out / name
+        db = folder / "garden.duckdb"
+        render = dict(VARIANTS[name], n_frames=args.frames)
+        timings = prepare(folder, db, models, settings, render=render)
+        with store.connect(db, read_only=True) as con:
+            truth = sa.load_ground_truth(con)
+        report["variants"][name] = {
+            "render": {k: str(v) for k, v in VARIANTS[name].items()}, "timings": timings,
+            "detectors": detector_table(db, None), "rules": rule_table(db, truth, models)}
+        print(f"{name}: done", file=sys.stderr)
+    if args.real is not None:
+        db = args.out / "real" / "garden.duckdb"
+        db.parent.mkdir(parents=True, exist_ok=True)
+        timings = prepare(args.real, db, models, settings)
+        truth = real_truth(db)
+        report["variants"]["real-garden"] = {
+            "folder": str(args.real), "timings": timings,
+            "detectors_auc_all_frames": single_table(db, truth, models),
+            "rules": rule_table(db, truth, models)}
+    json.dump(report, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()
