@@ -402,8 +402,9 @@ def analyze(ctx, db: Path, model, detectors, clusterer, n_clusters, contaminatio
 
     \b
     Detectors: iforest lof knn ecod copod hbos (PyOD, on the PCA space), temporal same_time
-    (time-lapse aware), dark overexposed blurry low_information haze (image quality);
-    consensus is always added.
+    (time-lapse aware), background (the fixed scene, from the stored thumbnails), dark
+    overexposed blurry low_information haze (image quality); consensus is always added
+    (by default it combines lof, background and the image checks).
     """
     settings = _settings(ctx, detectors=_split(detectors), clusterer=clusterer,
                          n_clusters=n_clusters, contamination=contamination,

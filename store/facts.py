@@ -22,9 +22,10 @@ from store.db import fetch_one, log_failed, scalar
 
 THRESHOLD_KINDS = ("all", "flagged", "pct", "topk")
 DAYLIGHT_VALUES = ("day", "twilight", "night")
-# Detectors listed first, in this order, wherever detectors are listed; the rest alphabetically.
-DETECTOR_ORDER = ("consensus", "iforest", "lof", "knn", "ecod", "copod", "hbos", "temporal",
-                  "same_time", "background")
+# Detectors listed first, in this order, wherever detectors are listed (the consensus, then
+# what it combines beyond the image checks, then the other detectors); the rest alphabetically.
+DETECTOR_ORDER = ("consensus", "background", "lof", "iforest", "knn", "ecod", "copod", "hbos",
+                  "temporal", "same_time")
 
 
 @dataclass(frozen=True)

@@ -183,5 +183,5 @@ def test_runs_and_errors(con):
 
 
 def test_sort_detectors():
-    assert facts.sort_detectors(["zeta", "lof", "consensus", "dark", "iforest"]) == [
-        "consensus", "iforest", "lof", "dark", "zeta"]
+    assert facts.sort_detectors(["zeta", "lof", "consensus", "dark", "iforest", "background"]) == [
+        "consensus", "background", "lof", "iforest", "dark", "zeta"]
