@@ -1,13 +1,16 @@
 """Benchmark `analyze` on synthetic 512-d vectors: time and peak memory per step; prints JSON.
 
     .venv/bin/python bench/analyze.py [--frames 10000,100000] [--detectors KEY,...]
-                                      [--dim 512] [--thumbnails] [--out DIR] [--keep]
+                                      [--dim 512] [--thumbnails] [--no-trace] [--out DIR]
+                                      [--keep]
 
 Each size runs in its own process (clean peak RSS): it builds a store with N frames (ten-minute
 steps over N/144 days, frame statistics, a daily cycle in the vectors plus noise and 0.5%
 planted outliers), then runs `pipeline.analyze.analyze` with the default settings (or the
-given detectors) and reports per step: seconds, peak traced Python/NumPy memory (MiB), and the
-process peak RSS. `planted_auc` checks the run still finds the planted outliers at scale.
+given detectors) and reports per step: seconds, CPU seconds (all threads), peak traced
+Python/NumPy memory (MiB), and the process peak RSS. Tracing memory (tracemalloc) costs time
+itself, ~30% more CPU in `background`, whose decoding makes many small objects: `--no-trace`
+times the run as `python -m pipeline analyze` runs it (no per-step peaks then). `planted_auc` checks the run still finds the planted outliers at scale.
 Without thumbnails the `background` detector has nothing to read and is skipped (a note says
 so); `--thumbnails` also stores a 256x144 JPEG per frame (one fixed scene under a daily light
 cycle with sensor noise, a small bright object in the planted frames; see `thumbnail_pool`),
@@ -140,7 +143,8 @@ def build_store(db: Path, n: int, dim: int, seed: int = 0,
     return planted
 
 
-def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bool) -> dict:
+def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bool,
+        trace: bool = True) -> dict:
     import numpy as np
 
     import store
@@ -159,7 +163,7 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bo
     if detectors:
         settings = settings.replace(detectors=detectors)
     started = time.perf_counter()
-    result = analyze(db, settings, progress=False, trace_memory=True)
+    result = analyze(db, settings, progress=False, trace_memory=trace)
     total = time.perf_counter() - started
     with store.connect(db, read_only=True) as con:
         scores = sa.run_scores(con, result.run_id)
@@ -173,7 +177,9 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bo
         return round(float(roc_auc_score(labels, rows["score"].fillna(0))), 4)
 
     return {
-        "frames": n, "dim": dim, "thumbnails": thumbnails, "detectors": result.detectors,
+        "frames": n, "dim": dim, "thumbnails": thumbnails, "traced": trace,
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+        "detectors": result.detectors,
         "notes": result.notes, "pca_dims": result.n_dims,
         "neighbor_index": result.params.get("neighbor_index"),
         "analyze_s": round(total, 2), "steps_s": result.timings, "steps_cpu_s": result.cpu,
@@ -192,12 +198,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder for the stores")
     parser.add_argument("--thumbnails", action="store_true",
                         help="also store synthetic JPEG thumbnails, so `background` runs")
+    parser.add_argument("--no-trace", dest="trace", action="store_false",
+                        help="no tracemalloc: times as the CLI runs, no per-step peaks")
     parser.add_argument("--keep", action="store_true", help="keep the stores")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     detectors = args.detectors.split(",") if args.detectors else None
     if args.one is not None:
-        print(json.dumps(one(args.one, args.dim, detectors, args.out, args.thumbnails)))
+        print(json.dumps(one(args.one, args.dim, detectors, args.out, args.thumbnails,
+                             args.trace)))
         return
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-analyze-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -208,6 +217,8 @@ def main() -> None:
             cmd += ["--detectors", args.detectors]
         if args.thumbnails:
             cmd.append("--thumbnails")
+        if not args.trace:
+            cmd.append("--no-trace")
         done = subprocess.run(cmd, check=False, capture_output=True, text=True, env={
             **os.environ, "PYTHONPATH": str(ROOT)})
         if done.returncode != 0:

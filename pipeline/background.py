@@ -44,8 +44,8 @@ class GridReader(Protocol):
 
     def grids(self, frame_ids: np.ndarray, size: tuple[int, int]
               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Chunks of (positions into `frame_ids`, float32 RGB grids [m, height, width, 3] in
-        0..255). Frames without an image are left out."""
+        """Chunks of (positions into `frame_ids`, RGB grids [m, height, width, 3] in 0..255,
+        uint8 or float). Frames without an image are left out."""
 
 
 T = TypeVar("T")
@@ -65,6 +65,15 @@ def bounded_map(func: Callable[[T], R], items: Iterable[T], workers: int | None 
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def one_blas_thread():
+    """Context in which BLAS runs single-threaded: the background fits and scores in its own
+    threads, and BLAS threads nested in them (or competing with other jobs for the cores) spin
+    while they wait: a class's fit took 5 CPU s with them and 2 without."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 class ThumbnailReader:
@@ -120,7 +129,7 @@ def _positions(part: np.ndarray, found: np.ndarray) -> np.ndarray:
 
 
 def _decode(jpeg: bytes, size: tuple[int, int]) -> np.ndarray | None:
-    """A thumbnail as a float32 RGB grid of `size` (width, height); None when it is unreadable
+    """A thumbnail as a uint8 RGB grid of `size` (width, height); None when it is unreadable
     (a stored thumbnail is written by ingest, so this only happens to a damaged store)."""
     try:
         image = Image.open(io.BytesIO(jpeg))
@@ -131,7 +140,13 @@ def _decode(jpeg: bytes, size: tuple[int, int]) -> np.ndarray | None:
 
 
 def _resize(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    return np.asarray(image.convert("RGB").resize(size, Image.BILINEAR), dtype=np.float32)
+    """uint8 RGB grid; no conversion or resize when the draft decode already gave it (both
+    would only copy)."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if image.size != size:
+        image = image.resize(size, Image.BILINEAR)
+    return np.asarray(image)
 
 
 def grid_size(aspect: float | None, width: int) -> tuple[int, int]:
@@ -142,10 +157,29 @@ def grid_size(aspect: float | None, width: int) -> tuple[int, int]:
 
 def log_rgb(grids: np.ndarray) -> np.ndarray:
     """Flattened log-RGB with each frame's per-channel median removed (light level cancels)."""
-    logs = np.log(np.asarray(grids, np.float32) + np.float32(LOG_OFFSET))
-    n = len(logs)
-    med = np.median(logs.reshape(n, -1, 3)[:, ::_SUBSAMPLE], axis=1)  # a median needs no more
-    return (logs - med[:, None, None, :]).reshape(n, -1)
+    grids = np.asarray(grids)
+    n = len(grids)
+    logs = np.asarray(grids, np.float32) + np.float32(LOG_OFFSET)
+    np.log(logs, out=logs)
+    rgb = logs.reshape(n, -1, 3)
+    rgb -= _channel_medians(grids, rgb)[:, None, :]
+    return logs.reshape(n, -1)
+
+
+def _channel_medians(grids: np.ndarray, logs: np.ndarray) -> np.ndarray:
+    """[n, 3] median log value of every 5th pixel (a median needs no more), as `np.median`
+    gives it. uint8 grids select their middle values on the bytes (log is increasing, so they
+    are the same pixels; a byte select is twice as fast), then take the log of just those."""
+    pick = grids if grids.dtype == np.uint8 else logs
+    some = pick.reshape(len(pick), -1, 3)[:, ::_SUBSAMPLE].transpose(0, 2, 1)
+    some = np.ascontiguousarray(some)  # the selection runs along a contiguous last axis
+    if pick is logs:
+        return np.median(some, axis=2, overwrite_input=True)
+    half = some.shape[2] // 2
+    kth = [half - 1, half] if some.shape[2] % 2 == 0 else [half]
+    middle = np.partition(some, kth, axis=2)[:, :, kth].astype(np.float32)
+    middle += np.float32(LOG_OFFSET)
+    return np.log(middle, out=middle).mean(axis=2)  # np.median's mean of the middle two
 
 
 class BackgroundModel:
@@ -168,8 +202,8 @@ class BackgroundModel:
         keep = np.ones(len(flat), bool)
         for final in (False, True):
             k = int(min(self.n_components, keep.sum() - 1, flat.shape[1]))
-            pca = PCA(n_components=max(1, k), svd_solver="randomized",
-                      random_state=self.random_state).fit(flat[keep])
+            pca = PCA(n_components=max(1, k), svd_solver="randomized", copy=False,
+                      random_state=self.random_state).fit(flat[keep])  # a copy already
             explained = np.cumsum(pca.explained_variance_ratio_)
             k = int(min(len(explained), np.searchsorted(explained, self.variance) + 1))
             self.mean_ = pca.mean_.astype(np.float32)
@@ -191,12 +225,19 @@ class BackgroundModel:
     def residual(self, flat: np.ndarray) -> np.ndarray:
         """Per-pixel absolute residual (summed over R, G, B): [n, height * width]."""
         centred = flat - self.mean_
-        rebuilt = (centred @ self.components_.T) @ self.components_
+        centred -= (centred @ self.components_.T) @ self.components_  # minus the rebuilt frame
+        np.abs(centred, out=centred)
         width, height = self.shape_
-        return np.abs(centred - rebuilt).reshape(len(flat), height * width, 3).sum(axis=2)
+        rgb = centred.reshape(len(flat), height * width, 3)
+        out = rgb[:, :, 0] + rgb[:, :, 1]  # three strided adds: faster than .sum(axis=2)
+        out += rgb[:, :, 2]
+        return out
 
     def zscores(self, flat: np.ndarray) -> np.ndarray:
-        return (self.residual(flat) - self.median_) / self.mad_
+        z = self.residual(flat)
+        z -= self.median_
+        z /= self.mad_
+        return z
 
     def score(self, flat: np.ndarray, top: int) -> np.ndarray:
         """How far a frame's `top` highest pixel z-scores stand out from its own typical
@@ -206,7 +247,7 @@ class BackgroundModel:
         z = self.zscores(flat)
         n_pixels = z.shape[1]
         top = min(top, n_pixels)
-        highest = np.partition(z, n_pixels - top, axis=1)[:, n_pixels - top:].mean(axis=1)
-        some = z[:, ::_SUBSAMPLE]
-        median, p90 = np.quantile(some, [0.5, 0.9], axis=1, method="lower")
+        median, p90 = np.quantile(z[:, ::_SUBSAMPLE], [0.5, 0.9], axis=1, method="lower")
+        z.partition(n_pixels - top, axis=1)  # in place: z is ours
+        highest = z[:, n_pixels - top:].mean(axis=1)
         return (highest - median) / (p90 - median + 1)
