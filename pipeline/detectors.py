@@ -823,7 +823,8 @@ class BackgroundDetector(Detector):
                 flat = log_rgb(grids[block])
                 for name in np.unique(classes[pos[block]]):
                     rows = np.flatnonzero(classes[pos[block]] == name)
-                    model = self.models_.get(name) or self.models_["all"]
+                    model = (self.models_.get(name) or self.models_.get("all")
+                         or next(iter(self.models_.values())))  # a class the fit never saw
                     scores[lo + rows] = model.score(flat[rows], self._top())
             return pos, scores
 

@@ -210,6 +210,9 @@ def test_background_fits_one_model_per_daylight_class_and_needs_pixels(batches):
     mixed = make_detector("background").fit(dusk)
     assert set(mixed.models_) == {"all", "day", "night"}
     assert np.isfinite(mixed.decision_scores_).all()
+    # new frames of a daylight class the fit had no model for still get a score
+    unseen = replace(daylit, daylight=np.full(len(daylit), None, dtype=object))
+    assert np.isfinite(det.decision_function(unseen)).all()
     assert det.size_ == (128, 72)  # the images' 16:9, at the default width
     inliers = np.delete(det.decision_scores_, PLANTED)
     assert det.decision_scores_[PLANTED].min() > np.quantile(inliers, 0.95)
