@@ -7,8 +7,12 @@ describe the sun moving, clouds, shadows and seasons. This is the eigen-backgrou
 Rosario & Pentland (2000). A person, a fox, a bird, water drops or a knocked camera are not in
 that subspace, so they remain in the residual; each pixel's residual is turned into a robust
 z-score against that pixel's typical residual (the sky and the trees move every frame, the shed
-does not) and a frame's score is the mean of its highest z-scores (the top `top_share` of
-pixels): a small object counts in full instead of being averaged over the frame.
+does not). A frame's score is how far its highest z-scores (the top `top_share` of pixels)
+stand out from the rest of the same frame (`BackgroundModel.score`): a small object counts in
+full instead of being averaged over the frame, and a change all over the frame (rain, fog, a
+dropped exposure: the quality checks' job) does not count. The fit is robust: frames that own
+a principal component are left out of a second fit, so a foggy hour or a knocked camera does
+not become part of the background.
 
 Pixels come from the thumbnails the store already holds (`ThumbnailReader`, decoded in JPEG
 draft mode and in threads, chunk by chunk, so memory stays flat with the number of frames);
