@@ -252,7 +252,8 @@ def test_vgg16_hed_on_real_garden_frames_separates_open_and_closed_shutters(tmp_
 def test_a_killed_run_resumes_and_every_frame_has_exactly_one_vector(tmp_path):
     folder = tmp_path / "frames"
     start = datetime(2024, 5, 1, 6, 0)
-    n_frames = 100
+    n_frames = 300  # ~300 one-frame commits: the reader below gets in between them even on a
+    # loaded machine, where its lock retries back off for up to a second at a time
     for i in range(n_frames):
         write_jpeg(folder / f"f{i:04d}.jpg", when=start + timedelta(minutes=5 * i), seed=i,
                    size=(320, 240))
