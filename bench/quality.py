@@ -96,55 +96,55 @@ def rule_table(db: Path, truth, models: list[str]) -> dict:
     """model -> subset -> rule -> {day_auc, worst_kind_auc}, from the runs' stored percentiles."""
     import numpy as np
 
-    import store
     from pipeline.detectors import CONSENSUS, CONSENSUS_RULES, DETECTORS, consensus_scores
     from pipeline.evaluate import metrics
     from pipeline.settings import Settings
-    from store import analysis as sa
 
     out: dict = {}
+    for model, scores in latest_scores(db, models).items():
+        wide = scores.pivot(index="frame_id", columns="detector", values="score_pct")
+        data = truth.merge(wide, left_on="frame_id", right_index=True)
+        day = data[data["daylight"] == "day"] if "daylight" in data else data
+        n_fit = len(wide)
+        for name, keys in SUBSETS.items():
+            if keys is None:
+                keys = (Settings().consensus_detectors if name == "default"
+                        else [k for k in DETECTORS if k in wide])
+            keys = [k for k in keys if k in wide and k != CONSENSUS]
+            for rule in CONSENSUS_RULES:
+                s = consensus_scores({k: day[k].to_numpy(float) for k in keys}, rule, n_fit)
+                s = np.where(np.isfinite(s), s, np.nanmedian(s))
+                labels = day["is_anomaly"].to_numpy(bool)
+                overall = metrics(labels, s)["roc_auc"]
+                worst = min((metrics(labels[(day["kind"] == k) | ~labels],
+                                     s[((day["kind"] == k) | ~labels).to_numpy()])["roc_auc"]
+                             for k in day.loc[labels, "kind"].unique()), default=np.nan)
+                out.setdefault(model, {}).setdefault(name, {})[rule] = {
+                    "day_auc": _r(overall), "worst_kind_auc": _r(worst)}
+    return out
+
+
+def latest_scores(db: Path, models: list[str]) -> dict:
+    """model -> the latest complete run's outlier_scores rows."""
+    import store
+    from store import analysis as sa
+
     with store.connect(db, read_only=True) as con:
         runs = sa.latest_complete_runs(con)
-        for model in models:
-            scores = sa.run_scores(con, runs[model])
-            wide = scores.pivot(index="frame_id", columns="detector", values="score_pct")
-            data = truth.merge(wide, left_on="frame_id", right_index=True)
-            day = data[data["daylight"] == "day"] if "daylight" in data else data
-            n_fit = len(wide)
-            for name, keys in SUBSETS.items():
-                if keys is None:
-                    keys = (Settings().consensus_detectors if name == "default"
-                            else [k for k in DETECTORS if k in wide])
-                keys = [k for k in keys if k in wide and k != CONSENSUS]
-                for rule in CONSENSUS_RULES:
-                    s = consensus_scores({k: day[k].to_numpy(float) for k in keys}, rule, n_fit)
-                    s = np.where(np.isfinite(s), s, np.nanmedian(s))
-                    labels = day["is_anomaly"].to_numpy(bool)
-                    overall = metrics(labels, s)["roc_auc"]
-                    worst = min((metrics(labels[(day["kind"] == k) | ~labels],
-                                         s[((day["kind"] == k) | ~labels).to_numpy()])["roc_auc"]
-                                 for k in day.loc[labels, "kind"].unique()), default=np.nan)
-                    out.setdefault(model, {}).setdefault(name, {})[rule] = {
-                        "day_auc": _r(overall), "worst_kind_auc": _r(worst)}
-    return out
+        return {model: sa.run_scores(con, runs[model]) for model in models}
 
 
 def single_table(db: Path, truth, models: list[str]) -> dict:
     """model -> detector -> ROC-AUC over all frames (for stores without per-kind truth)."""
-    import store
     from pipeline.evaluate import metrics
-    from store import analysis as sa
 
     out: dict = {}
-    with store.connect(db, read_only=True) as con:
-        runs = sa.latest_complete_runs(con)
-        for model in models:
-            scores = sa.run_scores(con, runs[model])
-            for detector, part in scores.groupby("detector"):
-                data = truth.merge(part[["frame_id", "score"]], on="frame_id")
-                s = data["score"].astype(float)
-                out.setdefault(model, {})[detector] = _r(metrics(
-                    data["is_anomaly"].to_numpy(bool), s.fillna(s.median()).to_numpy())["roc_auc"])
+    for model, scores in latest_scores(db, models).items():
+        for detector, part in scores.groupby("detector"):
+            data = truth.merge(part[["frame_id", "score"]], on="frame_id")
+            s = data["score"].astype(float)
+            out.setdefault(model, {})[detector] = _r(metrics(
+                data["is_anomaly"].to_numpy(bool), s.fillna(s.median()).to_numpy())["roc_auc"])
     return out
 
 

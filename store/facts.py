@@ -219,6 +219,11 @@ _PAGE_WEATHER_COLUMNS = """
     CASE WHEN wp.within THEN wp.cloud_cover_pct END AS cloud_cover_pct,
     CASE WHEN wp.within THEN wp.wind_speed_ms END AS wind_speed_ms,
     CASE WHEN wp.within THEN wp.visibility_km END AS visibility_km"""
+# What a gallery card shows of the weather (same rules as _PAGE_WEATHER_COLUMNS).
+_PAGE_WEATHER_BRIEF = """
+    CASE WHEN wp.within THEN coalesce(wp.condition, 'unknown') ELSE 'unknown' END AS condition,
+    CASE WHEN wp.within THEN wp.temperature_c END AS temperature_c,
+    CASE WHEN wp.within THEN wp.precipitation_mm END AS precipitation_mm"""
 
 
 def sort_detectors(names: list[str]) -> list[str]:
@@ -601,10 +606,7 @@ def cluster_samples(con: duckdb.DuckDBPyConnection, flt: FrameFilter, n: int = 6
         {_PAGE_WEATHER}
         SELECT page.frame_id, page.path, page.taken_at, page.daylight, page.cluster, ps.score,
                ps.score_pct, ps.is_outlier,
-               CASE WHEN wp.within THEN coalesce(wp.condition, 'unknown') ELSE 'unknown' END
-                   AS condition,
-               CASE WHEN wp.within THEN wp.temperature_c END AS temperature_c,
-               CASE WHEN wp.within THEN wp.precipitation_mm END AS precipitation_mm,
+               {_PAGE_WEATHER_BRIEF},
                pr.verdict
         FROM page LEFT JOIN wpick wp USING (frame_id)
         LEFT JOIN outlier_scores ps ON ps.run_id = $run_id AND ps.detector = $detector
@@ -738,10 +740,7 @@ def top_k_differences(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, 
         {_PAGE_WEATHER}
         SELECT page.side, page.n_side, page.frame_id, page.path, page.taken_at, page.daylight,
                pc.cluster, page.score, page.score_pct, page.is_outlier,
-               CASE WHEN wp.within THEN coalesce(wp.condition, 'unknown') ELSE 'unknown' END
-                   AS condition,
-               CASE WHEN wp.within THEN wp.temperature_c END AS temperature_c,
-               CASE WHEN wp.within THEN wp.precipitation_mm END AS precipitation_mm,
+               {_PAGE_WEATHER_BRIEF},
                pr.verdict
         FROM page LEFT JOIN wpick wp USING (frame_id)
         LEFT JOIN clusters pc ON pc.run_id = $run_id AND pc.frame_id = page.frame_id
