@@ -36,6 +36,13 @@ def run_pipeline(*args: str | os.PathLike, timeout: float = 180) -> subprocess.C
                           text=True, timeout=timeout)
 
 
+def run_ok(*args: str | os.PathLike, timeout: float = 180) -> subprocess.CompletedProcess:
+    """`run_pipeline` that must succeed: fails the test with the end of stderr otherwise."""
+    proc = run_pipeline(*args, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def query(db: Path, sql: str, params: list | None = None) -> list[tuple]:
     """All rows of a query on a short read-only connection."""
     with store.connect(db, read_only=True) as con:

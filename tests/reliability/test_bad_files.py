@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import write_jpeg
-from tests.reliability.conftest import make_frames, one, query, run_pipeline
+from tests.reliability.conftest import make_frames, one, query, run_ok, run_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -173,9 +173,8 @@ def test_each_broken_file_is_one_clear_error_row(bad_run):
 def test_a_second_run_records_nothing_twice(bad_run):
     folder, db, _ = bad_run
     before = query(db, "SELECT path, stage, message FROM ingest_errors ORDER BY 1, 2")
-    proc = run_pipeline("run", folder, "--db", db, "--model", "pixels",
-                        "--detectors", "iforest,lof,hbos")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_ok("run", folder, "--db", db, "--model", "pixels",
+                  "--detectors", "iforest,lof,hbos")
     assert f"0 added, 0 changed, {len(GOOD)} unchanged, {len(BROKEN)} failed" in proc.stdout
     assert query(db, "SELECT path, stage, message FROM ingest_errors ORDER BY 1, 2") == before
     assert one(db, "SELECT count(*) FROM embeddings") == len(GOOD)
@@ -189,9 +188,8 @@ def test_the_smallest_folder_an_analysis_takes_runs_end_to_end(tmp_path):
     folder = tmp_path / "few"
     make_frames(folder, MIN_FRAMES)
     db = tmp_path / "few.duckdb"
-    proc = run_pipeline("run", folder, "--db", db, "--model", "pixels",
-                        "--detectors", "iforest,lof,knn")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ok("run", folder, "--db", db, "--model", "pixels",
+           "--detectors", "iforest,lof,knn")
     assert query(db, "SELECT status, n_frames FROM analysis_runs") == [("complete", MIN_FRAMES)]
     assert one(db, "SELECT count(*) FROM outlier_scores WHERE detector = 'lof' "
                    "AND score IS NOT NULL") == MIN_FRAMES

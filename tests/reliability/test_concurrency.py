@@ -28,7 +28,8 @@ from streamlit.testing.v1 import AppTest
 
 import store
 from tests.conftest import REPO, dashboard_server
-from tests.reliability.conftest import (CHILD_ENV, make_frames, one, pipeline_cmd, run_pipeline)
+from tests.reliability.conftest import (CHILD_ENV, make_frames, one, pipeline_cmd, run_ok,
+                                        run_pipeline)
 
 pytestmark = pytest.mark.slow
 
@@ -45,9 +46,8 @@ def garden(tmp_path_factory):
     folder = tmp / "frames"
     make_frames(folder, N_FIRST)
     db = tmp / "garden.duckdb"
-    proc = run_pipeline("run", folder, "--db", db, "--model", "pixels",
-                        "--detectors", "iforest,hbos")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ok("run", folder, "--db", db, "--model", "pixels",
+           "--detectors", "iforest,hbos")
     toml = tmp / "slow.toml"
     toml.write_text("workers = 1\ningest_batch_size = 4\nbatch_size = 4\n")
     return folder, db, toml

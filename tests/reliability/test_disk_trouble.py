@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import store
-from tests.reliability.conftest import make_frames, one, query, run_pipeline
+from tests.reliability.conftest import make_frames, one, query, run_ok, run_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -93,8 +93,7 @@ def test_read_only_store_is_a_clear_error_and_works_once_writable(tmp_path):
     make_frames(folder, N_FIRST)
     with tmpfs(tmp_path / "disk", "64m") as disk:
         db = disk / "garden.duckdb"
-        first = run_pipeline("run", folder, "--db", db, "--model", "pixels", *FAST)
-        assert first.returncode == 0, first.stderr[-3000:]
+        run_ok("run", folder, "--db", db, "--model", "pixels", *FAST)
         make_frames(folder / "more", 6, start=datetime(2024, 4, 11, 6))
         _remount(disk, "ro")
         try:
@@ -110,8 +109,7 @@ def test_read_only_store_is_a_clear_error_and_works_once_writable(tmp_path):
         finally:
             _remount(disk, "rw")
         assert _intact(db) == N_FIRST
-        again = run_pipeline("run", folder, "--db", db, "--model", "pixels", *FAST)
-        assert again.returncode == 0, again.stderr[-3000:]
+        run_ok("run", folder, "--db", db, "--model", "pixels", *FAST)
         assert _intact(db) == N_FIRST + 6
         assert one(db, "SELECT count(*) FROM embeddings") == N_FIRST + 6
 
@@ -121,8 +119,7 @@ def test_full_disk_is_a_clear_error_and_the_next_run_with_space_works(tmp_path):
     make_frames(folder, N_FIRST)
     with tmpfs(tmp_path / "disk", "24m") as disk:
         db = disk / "garden.duckdb"
-        first = run_pipeline("run", folder, "--db", db, "--model", "pixels", *FAST)
-        assert first.returncode == 0, first.stderr[-3000:]
+        run_ok("run", folder, "--db", db, "--model", "pixels", *FAST)
         runs_before = query(db, "SELECT run_id, status FROM analysis_runs ORDER BY 1")
         make_frames(folder / "more", N_MORE, size=(320, 180), start=datetime(2024, 4, 11, 6))
         filler = _fill(disk)
@@ -137,8 +134,7 @@ def test_full_disk_is_a_clear_error_and_the_next_run_with_space_works(tmp_path):
         assert N_FIRST <= n_kept <= N_FIRST + N_MORE
         assert query(db, "SELECT run_id, status FROM analysis_runs WHERE run_id <= ? ORDER BY 1",
                      [runs_before[-1][0]]) == runs_before
-        again = run_pipeline("run", folder, "--db", db, "--model", "pixels", *FAST)
-        assert again.returncode == 0, again.stderr[-3000:]
+        run_ok("run", folder, "--db", db, "--model", "pixels", *FAST)
         assert _intact(db) == N_FIRST + N_MORE
         assert one(db, "SELECT count(*) FROM embeddings") == N_FIRST + N_MORE
         assert one(db, "SELECT count(*) FROM analysis_runs WHERE status = 'running'") == 0
@@ -158,9 +154,8 @@ def test_dashboard_review_on_a_full_or_read_only_disk_is_a_notice(tmp_path, monk
     folder = tmp_path / "frames"
     make_frames(folder, N_FIRST)
     built = tmp_path / "built.duckdb"
-    proc = run_pipeline("run", folder, "--db", built, "--model", "pixels", "--detectors",
-                        "iforest,hbos")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ok("run", folder, "--db", built, "--model", "pixels", "--detectors",
+           "iforest,hbos")
     monkeypatch.setenv("TIMELAPSE_LOCK_WAIT_S", "2")
 
     def review(db: Path) -> AppTest:

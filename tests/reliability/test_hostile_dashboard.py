@@ -30,7 +30,7 @@ from streamlit.testing.v1 import AppTest
 
 import store
 from tests.conftest import REPO, write_jpeg
-from tests.reliability.conftest import make_frames, one, query, run_pipeline
+from tests.reliability.conftest import make_frames, one, query, run_ok
 
 pytestmark = pytest.mark.slow
 
@@ -89,9 +89,8 @@ def garden(tmp_path_factory):
     outside = tmp / "outside"
     write_jpeg(outside / "secret.jpg", seed=77)
     db = tmp / "garden.duckdb"
-    proc = run_pipeline("run", folder, "--db", db, "--model", "pixels",
-                        "--detectors", "iforest,lof,hbos")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ok("run", folder, "--db", db, "--model", "pixels",
+           "--detectors", "iforest,lof,hbos")
     return folder, db, outside
 
 

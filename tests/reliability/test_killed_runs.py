@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.reliability.conftest import (CHILD_ENV, make_frames, one, pipeline_cmd, query,
-                                        run_pipeline)
+from tests.reliability.conftest import CHILD_ENV, make_frames, one, pipeline_cmd, query, run_ok
 
 N_GOOD = 60
 DETECTORS = "iforest,lof,hbos"
@@ -94,8 +93,7 @@ def test_repeated_kills_then_a_complete_run(tmp_path: Path, slow_config: Path):
     assert "interrupted (its process is gone; the next analyze marks it failed)" in \
         describe_store(db)  # ... which info reports as interrupted ...
 
-    done = run_pipeline(*args)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_ok(*args)
     # ... and the next run marks failed, and says so
     n_killed_runs = one(db, "SELECT count(*) FROM analysis_runs WHERE status = 'failed'")
     assert n_killed_runs >= 1
@@ -210,7 +208,6 @@ def test_a_killed_parallel_ingest_leaves_no_worker_processes(tmp_path: Path):
     while any(_alive(p) for p in helpers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [p for p in helpers if _alive(p)], "worker processes outlived the killed run"
-    done = run_pipeline(*args)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_ok(*args)
     assert query(db, "SELECT count(*), count(DISTINCT path) FROM frames") == [(120, 120)]
     assert one(db, "SELECT count(*) FROM embeddings") == 120

@@ -31,7 +31,7 @@ from streamlit.testing.v1 import AppTest
 import store
 from store import migrations
 from tests.conftest import REPO
-from tests.reliability.conftest import make_frames, one, query, run_pipeline
+from tests.reliability.conftest import make_frames, one, query, run_ok, run_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -99,8 +99,7 @@ def test_a_writing_command_upgrades_an_older_store(tmp_path):
     db = _older_store(tmp_path / "old.duckdb")
     folder = tmp_path / "frames"
     make_frames(folder, 24)
-    proc = run_pipeline("ingest", folder, "--db", db)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ok("ingest", folder, "--db", db)
     assert one(db, "SELECT max(version) FROM schema_migrations") == migrations.LATEST
     assert one(db, "SELECT count(*) FROM frames") == 24
     assert query(db, "SELECT note FROM my_notes") == [("keep me",)]
@@ -156,9 +155,8 @@ def fitted(tmp_path_factory):
     folder = tmp / "frames"
     make_frames(folder, 30)
     db = tmp / "garden.duckdb"
-    proc = run_pipeline("run", folder, "--db", db, "--model", "pixels",
-                        "--detectors", "iforest,lof,hbos")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ok("run", folder, "--db", db, "--model", "pixels",
+           "--detectors", "iforest,lof,hbos")
     return tmp, db
 
 
@@ -172,8 +170,7 @@ def test_fitted_run_from_other_library_versions_warns_and_scores(fitted, tmp_pat
         con.execute("UPDATE fitted_runs SET versions = ?", [json.dumps({**versions, **old})])
     new = tmp_path / "new"
     make_frames(new, 4, start=datetime(2024, 4, 12, 9))
-    proc = run_pipeline("score-new", new, "--db", db_copy)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_ok("score-new", new, "--db", db_copy)
     warning = next(line for line in proc.stdout.splitlines() if line.startswith("warning: "))
     assert "fitted with other library versions" in warning and "re-run analyze" in warning
     assert "scikit-learn 0.24.2 ->" in warning and "numpy 1.21.0 ->" in warning
@@ -211,10 +208,8 @@ def test_fitted_run_that_no_longer_loads_asks_for_a_refit(fitted, tmp_path):
     assert f"`python -m pipeline analyze --db {db_copy}` to refit" in proc.stderr
     assert one(db_copy, "SELECT count(*) FROM frames") == 30  # nothing was ingested
 
-    refit = run_pipeline("analyze", "--db", db_copy, "--model", "pixels", "--detectors",
-                         "iforest,lof,hbos", "--quiet")
-    assert refit.returncode == 0, refit.stderr[-3000:]
-    proc = run_pipeline("score-new", new, "--db", db_copy)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ok("analyze", "--db", db_copy, "--model", "pixels", "--detectors",
+           "iforest,lof,hbos", "--quiet")
+    proc = run_ok("score-new", new, "--db", db_copy)
     assert f"score-new (run {run_id + 1}, pixels): 4 frames scored" in proc.stdout
     assert "warning" not in proc.stdout
