@@ -8,16 +8,24 @@ Rosario & Pentland (2000). A person, a fox, a bird, water drops or a knocked cam
 that subspace, so they remain in the residual; each pixel's residual is turned into a robust
 z-score against that pixel's typical residual (the sky and the trees move every frame, the shed
 does not). A frame's score is how far its highest z-scores (the top `top_share` of pixels)
-stand out from the rest of the same frame (`BackgroundModel.score`): a small object counts in
-full instead of being averaged over the frame, and a change all over the frame (rain, fog, a
-dropped exposure: the quality checks' job) does not count. The fit is robust: frames that own
-a principal component are left out of a second fit, so a foggy hour or a knocked camera does
-not become part of the background.
+stand out from the rest of the same frame (`stand_out`): a small object counts in full instead
+of being averaged over the frame, and a change all over the frame (rain, fog, a dropped
+exposure: the quality checks' job) does not count. The fit is robust: frames that own a
+principal component are left out of a second fit, so a foggy hour or a knocked camera does not
+become part of the background.
+
+A few components cannot follow a shadow edge sweeping across the lawn, so on sunny days the
+edge is what stands out most. But the sun stands at the same place at the same time of day on
+the days around, and the shadows with it: `SameTimeReferences` rebuilds a frame's residual
+from the residuals of its nearest reference frames taken at that time of day on other days
+(one reference per class per slot of a day) and scores what is left the same way. A shadow or
+a cloud bank that another day had is explained; a person, a bird or drops on the lens are not.
+The detector sums the evidence of both scores (`pipeline.detectors.BackgroundDetector`).
 
 Pixels come from the thumbnails the store already holds (`ThumbnailReader`, decoded in JPEG
 draft mode and in threads, chunk by chunk, so memory stays flat with the number of frames);
-`ArrayReader` serves images held in memory. Used by the `background` detector
-(`pipeline.detectors.BackgroundDetector`).
+`ArrayReader` serves images held in memory. Frames are scored in time order, a few days at a
+time, holding only the references of the days around them.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 from sklearn.decomposition import PCA
 
@@ -38,6 +47,7 @@ from store import frames as store_frames
 
 LOG_OFFSET = 8.0  # log(rgb + 8): dark pixels' sensor noise does not become huge log steps
 _SUBSAMPLE = 5  # every 5th pixel estimates a frame's medians and 90th percentile
+_WEIGHT_STRIDE = 8  # every 8th residual value fits the same-time references' weights
 
 
 class GridReader(Protocol):
@@ -125,6 +135,15 @@ class ArrayReader:
             grids = [_resize(Image.fromarray(np.asarray(self.images[int(frame_ids[p])], np.uint8)),
                              size) for p in have]
             yield np.array(have, dtype=np.int64), np.stack(grids)
+
+
+def split_chunks(chunks: Iterable[tuple[np.ndarray, np.ndarray]], size: int = 128
+           ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(positions, grids) chunks cut into pieces of at most `size` frames, so that threads
+    share out the work of even one chunk."""
+    for pos, grids in chunks:
+        for lo in range(0, len(pos), size):
+            yield pos[lo:lo + size], grids[lo:lo + size]
 
 
 def _positions(part: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -226,32 +245,184 @@ class BackgroundModel:
         self.n_fit_ = int(keep.sum())
         return self
 
+    def project(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(coefficients [n, k], log-RGB residual [n, height * width * 3]): where each frame
+        sits on the background's components, and what is left after rebuilding it from them."""
+        centred = flat - self.mean_
+        coef = centred @ self.components_.T
+        centred -= coef @ self.components_  # minus the rebuilt frame
+        return coef, centred
+
     def residual(self, flat: np.ndarray) -> np.ndarray:
         """Per-pixel absolute residual (summed over R, G, B): [n, height * width]."""
-        centred = flat - self.mean_
-        centred -= (centred @ self.components_.T) @ self.components_  # minus the rebuilt frame
-        np.abs(centred, out=centred)
-        width, height = self.shape_
-        rgb = centred.reshape(len(flat), height * width, 3)
-        out = rgb[:, :, 0] + rgb[:, :, 1]  # three strided adds: faster than .sum(axis=2)
-        out += rgb[:, :, 2]
-        return out
+        return _abs_rgb_sum(self.project(flat)[1], self.shape_)
 
-    def zscores(self, flat: np.ndarray) -> np.ndarray:
-        z = self.residual(flat)
+    def pixel_z(self, residual_rgb: np.ndarray) -> np.ndarray:
+        """Robust per-pixel z-scores of a log-RGB residual (consumes `residual_rgb`)."""
+        z = _abs_rgb_sum(residual_rgb, self.shape_)
         z -= self.median_
         z /= self.mad_
         return z
 
+    def zscores(self, flat: np.ndarray) -> np.ndarray:
+        return self.pixel_z(self.project(flat)[1])
+
     def score(self, flat: np.ndarray, top: int) -> np.ndarray:
-        """How far a frame's `top` highest pixel z-scores stand out from its own typical
-        residual: (mean of the top - median) / (90th percentile - median + 1). A local object
-        scores high; a change all over the frame (rain streaks everywhere, fog, a dropped
-        exposure) raises the median and the 90th percentile with the top, and does not."""
-        z = self.zscores(flat)
-        n_pixels = z.shape[1]
-        top = min(top, n_pixels)
-        median, p90 = np.quantile(z[:, ::_SUBSAMPLE], [0.5, 0.9], axis=1, method="lower")
-        z.partition(n_pixels - top, axis=1)  # in place: z is ours
-        highest = z[:, n_pixels - top:].mean(axis=1)
-        return (highest - median) / (p90 - median + 1)
+        return stand_out(self.zscores(flat), top)
+
+
+def _abs_rgb_sum(residual_rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    np.abs(residual_rgb, out=residual_rgb)
+    width, height = shape
+    rgb = residual_rgb.reshape(len(residual_rgb), height * width, 3)
+    out = rgb[:, :, 0] + rgb[:, :, 1]  # three strided adds: faster than .sum(axis=2)
+    out += rgb[:, :, 2]
+    return out
+
+
+def stand_out(z: np.ndarray, top: int) -> np.ndarray:
+    """How far each frame's `top` highest pixel z-scores stand out from its own typical
+    residual: (mean of the top - median) / (90th percentile - median + 1). A local object scores
+    high; a change all over the frame (rain streaks everywhere, fog, a dropped exposure) raises
+    the median and the 90th percentile with the top, and does not. Consumes `z`."""
+    n_pixels = z.shape[1]
+    top = min(top, n_pixels)
+    median, p90 = np.quantile(z[:, ::_SUBSAMPLE], [0.5, 0.9], axis=1, method="lower")
+    z.partition(n_pixels - top, axis=1)  # in place
+    highest = z[:, n_pixels - top:].mean(axis=1)
+    return (highest - median) / (p90 - median + 1)
+
+
+# --- the same time of day on other days ---------------------------------------------------------
+
+def day_and_minute(local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-clock day number and minute of day; NaT gives day -1 and minute NaN."""
+    known = ~np.isnat(local)
+    days = np.where(known, local.astype("datetime64[D]").astype(np.int64), -1)
+    minutes = (local - local.astype("datetime64[D]")) / np.timedelta64(1, "m")
+    return days, np.where(known, minutes, np.nan)
+
+
+def reference_slots(classes: np.ndarray, days: np.ndarray, minutes: np.ndarray,
+                    order: np.ndarray, slot_minutes: float) -> np.ndarray:
+    """Positions of the reference frames: the first frame (in `order`, by time) of each daylight
+    class in each `slot_minutes` slot of each day. However often the camera shoots, a day holds
+    at most 1440 / slot_minutes references per class."""
+    known = order[days[order] >= 0]
+    slots = np.floor(minutes[known] / slot_minutes).astype(np.int64)
+    keys = pd.MultiIndex.from_arrays([classes[known], days[known], slots])
+    return np.sort(known[~keys.duplicated()])
+
+
+class SameTimeReferences:
+    """Reference frames' background residuals for the days being scored, by daylight class.
+
+    `load(lo, hi)` keeps the references of days lo..hi (decoding those not held yet, dropping
+    older ones), so memory holds a few weeks of references however long the footage is. `explain`
+    rebuilds each frame's residual from its nearest references taken at the same time of day on
+    other days (least squares on their residuals) and returns what is left: a shadow that stands
+    where it stood at that time on a sunny day, or a cloud bank like another day's, is explained;
+    a person, a bird or drops on the lens are not, because no other day has them there.
+    """
+
+    def __init__(self, ids: np.ndarray, classes: np.ndarray, days: np.ndarray,
+                 minutes: np.ndarray, models: dict, pixels: GridReader, size: tuple[int, int],
+                 n_neighbors: int, window_minutes: float, max_days: int):
+        self.ids, self.classes, self.days, self.minutes = ids, classes, days, minutes
+        self.models, self.pixels, self.size = models, pixels, size
+        self.n_neighbors, self.window_minutes, self.max_days = n_neighbors, window_minutes, max_days
+        # day -> class -> pieces of (minutes, coefficients, residuals) of that day's references
+        self.held: dict[int, dict[str, list[tuple]]] = {}
+        self.pool: dict[str, tuple] = {}
+
+    def load(self, lo: int, hi: int) -> None:
+        for day in [d for d in self.held if d < lo or d > hi]:
+            del self.held[day]
+        want = np.flatnonzero((self.days >= lo) & (self.days <= hi)
+                              & ~np.isin(self.days, list(self.held)))
+        for day in np.unique(self.days[want]):
+            self.held[int(day)] = {}
+
+        def project(chunk):
+            pos, grids = chunk
+            rows = want[pos]
+            flat = log_rgb(grids)
+            out = []
+            for name in np.unique(self.classes[rows]):
+                sel = np.flatnonzero(self.classes[rows] == name)
+                coef, res = self.models[name].project(flat[sel])
+                out.append((name, rows[sel], coef, res))
+            return out
+
+        chunks = split_chunks(self.pixels.grids(self.ids[want], self.size))
+        for projected in bounded_map(project, chunks):
+            for name, rows, coef, res in projected:
+                for day in np.unique(self.days[rows]):
+                    on = self.days[rows] == day
+                    self.held[int(day)].setdefault(name, []).append(
+                        (self.minutes[rows[on]].astype(np.float32), coef[on], res[on],
+                         self.ids[rows[on]]))
+        # the pool: small columns joined, residuals left where they are (joining them would
+        # copy a few hundred MB for every block of days)
+        self.pool = {}
+        for name in {n for by_class in self.held.values() for n in by_class}:
+            got = [(day, piece) for day, by_class in sorted(self.held.items())
+                   for piece in by_class.get(name, [])]
+            self.pool[name] = (
+                np.concatenate([p[0] for _, p in got]),
+                np.concatenate([np.full(len(p[0]), day, np.int64) for day, p in got]),
+                np.concatenate([p[1] for _, p in got]),
+                [p[2] for _, p in got],
+                np.concatenate([np.full(len(p[0]), i) for i, (_, p) in enumerate(got)]),
+                np.concatenate([np.arange(len(p[0])) for _, p in got]),
+                pd.Index(np.concatenate([p[3] for _, p in got])))
+
+    def take(self, frame_ids: np.ndarray, size: int = 128
+             ) -> Iterator[tuple[np.ndarray, str, np.ndarray, np.ndarray]]:
+        """The frames among `frame_ids` that are held references, already projected (so they
+        need not be decoded again): pieces of (positions into frame_ids, class, coefficients,
+        a copy of their residuals)."""
+        for name, (_, _, coef, res, piece, row, ids) in self.pool.items():
+            at = ids.get_indexer(frame_ids)
+            pos = np.flatnonzero(at >= 0)
+            for lo in range(0, len(pos), size):
+                part = pos[lo:lo + size]
+                entries = at[part]
+                yield part, name, coef[entries], np.stack([res[piece[e]][row[e]]
+                                                           for e in entries])
+
+    def explain(self, name: str, days: np.ndarray, minutes: np.ndarray, coef: np.ndarray,
+                residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(which rows had references, their residuals left unexplained) for frames of one
+        class: their days, minutes of day, background coefficients and log-RGB residuals."""
+        if name not in self.pool or not len(days):
+            return np.zeros(len(days), bool), residual[:0]
+        ref_minutes, ref_days, ref_coef, ref_res, ref_piece, ref_row, _ = self.pool[name]
+        gap = np.abs(minutes[:, None] - ref_minutes[None, :])
+        gap = np.minimum(gap, 1440 - gap)
+        day_gap = np.abs(days[:, None] - ref_days[None, :])
+        usable = (gap <= self.window_minutes) & (day_gap > 0) & (day_gap <= self.max_days)
+        d2 = (coef ** 2).sum(axis=1)[:, None] - 2 * coef @ ref_coef.T
+        d2 += (ref_coef ** 2).sum(axis=1)[None, :]
+        d2[~usable] = np.inf
+        k = min(self.n_neighbors, d2.shape[1])
+        nearest = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        valid = np.isfinite(np.take_along_axis(d2, nearest, axis=1))
+        found = valid.any(axis=1)
+        nearest, valid, own = nearest[found], valid[found], residual[found]
+        for lo in range(0, len(own), 16):  # 16 frames' references: 11 MB, reused from the heap
+            rows = slice(lo, lo + 16)
+            chosen = nearest[rows]
+            refs = np.zeros((len(chosen), k, residual.shape[1]), np.float32)  # [m, k, pixels * 3]
+            for i, j in zip(*np.nonzero(valid[rows])):        # too few candidates: zero rows
+                refs[i, j] = ref_res[ref_piece[chosen[i, j]]][ref_row[chosen[i, j]]]
+            # the weights from every 8th value (3,456 of them for 6 unknowns: the same
+            # weights to a few digits, at a third of the time); the residual from all
+            some = np.ascontiguousarray(refs[:, :, ::_WEIGHT_STRIDE])
+            gram = some @ some.transpose(0, 2, 1)
+            rhs = some @ np.ascontiguousarray(own[rows, ::_WEIGHT_STRIDE])[:, :, None]
+            ridge = 1e-6 * (np.trace(gram, axis1=1, axis2=2) + 1.0)
+            gram += ridge[:, None, None] * np.eye(k, dtype=gram.dtype)
+            weights = np.linalg.solve(gram, rhs)              # [m, k, 1]
+            own[rows] -= (weights.transpose(0, 2, 1) @ refs)[:, 0, :]
+        return found, own

@@ -21,7 +21,8 @@ Families:
 - `background`: what the fixed camera's learned background (an eigen-background per daylight
   class, from the stored thumbnails; `pipeline.background`) cannot explain, scored as how far a
   frame's strongest pixels stand out from the rest of it: a person, an animal, a bird at the
-  lens, water drops, a knocked camera.
+  lens, water drops, a knocked camera. A second score explains the residual by the same time of
+  day on other days too, so a shadow that moves with the sun is not taken for an object.
 - quality (`dark`, `overexposed`, `blurry`, `low_information`, `haze`): from the frame statistics
   ingest computed (mean luma, contrast, sharpness, colourfulness).
 - `consensus` combines detectors' percentile ranks (see `consensus_scores`).
@@ -33,8 +34,10 @@ averaged within a family (embedding, time-lapse, background, quality) and summed
 Families see different anomalies (quality: black, fog, washed-out; background: people, animals,
 drops, a knocked camera; embedding: a frame unlike any other), so a family mean keeps a weak
 member from drowning a strong one only within its family, and the sum lets one family alone
-flag a frame. A plain mean of all ranks lets one-sided checks (`dark` knows nothing of fog)
-drag real anomalies down. By default consensus combines `lof`, `background` and the quality
+flag a frame. The embedding and time-lapse detectors are generalists that rank frames by any
+difference, weather and light included, so only their top tenth counts (`EVIDENCE_FROM`). A
+plain mean of all ranks lets one-sided checks (`dark` knows nothing of fog) drag real anomalies
+down. By default consensus combines `lof`, `background` and the quality
 checks (`consensus_detectors`); the other detectors are computed for side-by-side comparison:
 on the demo and its harder variants adding them lowered the consensus (iforest, ecod, copod and
 hbos are global or per-dimension detectors on data whose normal frames follow a daily cycle;
@@ -254,12 +257,15 @@ class Detector(BaseEstimator):
         self.contamination = contamination
 
     def fit(self, batch: FrameBatch) -> "Detector":
-        if not 0 < self.contamination < 0.5:
-            raise ValueError(f"contamination must be in (0, 0.5), got {self.contamination}")
+        self._check_contamination()
         self._fit(batch)
         scores = self.decision_function(batch)
         self._set_reference(scores)
         return self
+
+    def _check_contamination(self) -> None:
+        if not 0 < self.contamination < 0.5:
+            raise ValueError(f"contamination must be in (0, 0.5), got {self.contamination}")
 
     def _set_reference(self, scores: np.ndarray) -> None:
         self.decision_scores_ = scores
@@ -728,13 +734,23 @@ class SameTimeDetector(_TimelapseDetector):
 
 @register
 class BackgroundDetector(Detector):
-    """Eigen-background residual per daylight class (see `pipeline.background`).
+    """What the fixed camera's background cannot explain (see `pipeline.background`), in two
+    parts whose tail evidence is summed:
 
-    Fits one background per daylight class with at least `min_class_frames` frames, on at most
-    `max_fit_frames` of them (a seeded sample), plus one over all frames when some class is
-    smaller; frames without a readable thumbnail get NaN. With fewer than `min_frames` readable
-    thumbnails there is no background to learn (a dozen frames are a sample, not a scene's
-    normal range), and it scores nothing.
+    - scene: the residual against an eigen-background fitted per daylight class with at least
+      `min_class_frames` frames, on at most `max_fit_frames` of them (a seeded sample), plus one
+      over all frames when some class is smaller;
+    - same time: that residual after also rebuilding the frame from its `same_time_neighbors`
+      nearest reference frames (one per class per `slot_minutes` slot of a day, from the fit)
+      taken within `same_time_minutes` of its time of day on other days at most
+      `same_time_days` days away. The sun stands where it stood then, so the shadows do too;
+      a frame without such references counts its scene part twice (`same_time_neighbors=0`
+      turns this part off).
+
+    Each part is ranked among the fit's frames (p) and counts -log(1 - p). Frames without a
+    readable thumbnail get NaN. With fewer than `min_frames` readable thumbnails there is no
+    background to learn (a dozen frames are a sample, not a scene's normal range), and it
+    scores nothing.
     """
 
     key = "background"
@@ -745,7 +761,8 @@ class BackgroundDetector(Detector):
     def __init__(self, contamination: float = 0.05, n_components: int = 12,
                  variance: float = 0.9, width: int = 128, top_share: float = 0.001,
                  max_fit_frames: int = 1500, min_class_frames: int = 60, min_frames: int = 30,
-                 random_state: int = 0):
+                 same_time_neighbors: int = 6, same_time_minutes: float = 30.0,
+                 same_time_days: int = 7, slot_minutes: float = 10.0, random_state: int = 0):
         self.contamination = contamination
         self.n_components = n_components
         self.variance = variance
@@ -754,19 +771,40 @@ class BackgroundDetector(Detector):
         self.max_fit_frames = max_fit_frames
         self.min_class_frames = min_class_frames
         self.min_frames = min_frames
+        self.same_time_neighbors = same_time_neighbors
+        self.same_time_minutes = same_time_minutes
+        self.same_time_days = same_time_days
+        self.slot_minutes = slot_minutes
         self.random_state = random_state
+
+    def fit(self, batch):
+        self._check_contamination()
+        self._fit(batch)
+        parts = self._parts(batch)
+        self.part_reference_ = [np.sort(p[np.isfinite(p)]) for p in parts.T]
+        self._set_reference(self._combine(parts))
+        return self
+
+    def decision_function(self, batch):
+        parts = self._parts(batch)
+        if not hasattr(self, "part_reference_"):  # fitted before the same-time part
+            return parts[:, 0]
+        return self._combine(parts)
 
     def _fit(self, batch):
         from pipeline.background import (
             BackgroundModel,
             bounded_map,
+            day_and_minute,
             grid_size,
             log_rgb,
             one_blas_thread,
+            reference_slots,
         )
 
         self.models_: dict[str, BackgroundModel] = {}
         self.size_ = None
+        self.references_ = None
         if batch.pixels is None or len(batch) < self.min_frames:
             return
         self.size_ = grid_size(batch.pixels.aspect(batch.frame_ids), self.width)
@@ -801,39 +839,132 @@ class BackgroundDetector(Detector):
         with one_blas_thread():  # the classes are fitted in threads instead
             self.models_ = dict(bounded_map(
                 fit_one, [(name, rows) for name, rows in jobs if len(rows) >= self.min_frames]))
+        if self.models_:
+            days, minutes = day_and_minute(batch.local_time)
+            by_time = np.argsort(batch.local_time, kind="stable")
+            refs = reference_slots(classes, days, minutes, by_time, self.slot_minutes)
+            self.references_ = {"frame_id": batch.frame_ids[refs], "daylight": classes[refs],
+                                "day": days[refs], "minute": minutes[refs]}
+
+    def _model(self, name: str):
+        return (self.models_.get(name) or self.models_.get("all")
+                or next(iter(self.models_.values())))  # a class the fit never saw
 
     def _top(self) -> int:
         return max(1, int(round(self.top_share * self.size_[0] * self.size_[1])))
 
-    def decision_function(self, batch):
-        from pipeline.background import bounded_map, log_rgb, one_blas_thread
+    def _parts(self, batch: FrameBatch) -> np.ndarray:
+        """[frames, 2]: the scene part and the same-time part (NaN without an image, or,
+        for the same-time part, without references)."""
+        from pipeline.background import (
+            SameTimeReferences,
+            bounded_map,
+            day_and_minute,
+            log_rgb,
+            one_blas_thread,
+            split_chunks,
+            stand_out,
+        )
 
-        out = np.full(len(batch), np.nan)
+        out = np.full((len(batch), 2), np.nan)
         if batch.pixels is None or not getattr(self, "models_", None):
             return out
         classes = _daylight_classes(batch)
+        days, minutes = day_and_minute(batch.local_time)
+        known = getattr(self, "references_", None)
+        refs = None
+        if known is not None and self.same_time_neighbors >= 1:
+            ref_classes = np.array([self._class_key(n) for n in known["daylight"]], dtype=object)
+            models = {n: self._model(n) for n in set(ref_classes)}
+            refs = SameTimeReferences(known["frame_id"], ref_classes, known["day"],
+                                      known["minute"], models, batch.pixels, self.size_,
+                                      self.same_time_neighbors, self.same_time_minutes,
+                                      self.same_time_days)
+        top = self._top()
 
-        def score(chunk):
-            pos, grids = chunk
-            scores = np.empty(len(pos))
-            # blocks of 128 frames: each temporary is 14 MB instead of 113 MB for a chunk of
-            # 1,024, so it is reused from the heap instead of mapped and faulted in anew
-            for lo in range(0, len(pos), 128):
-                block = slice(lo, lo + 128)
-                flat = log_rgb(grids[block])
-                for name in np.unique(classes[pos[block]]):
-                    rows = np.flatnonzero(classes[pos[block]] == name)
-                    model = (self.models_.get(name) or self.models_.get("all")
-                         or next(iter(self.models_.values())))  # a class the fit never saw
-                    scores[lo + rows] = model.score(flat[rows], self._top())
+        def score(projected):
+            """Both parts for frames of one class: positions, class, coefficients, residuals."""
+            pos, name, coef, residual = projected
+            scores = np.full((len(pos), 2), np.nan)
+            model = self._model(name)
+            if refs is not None:
+                found, left = refs.explain(name, days[pos], minutes[pos], coef, residual)
+                if found.any():
+                    scores[found, 1] = stand_out(model.pixel_z(left), top)
+            scores[:, 0] = stand_out(model.pixel_z(residual), top)
             return pos, scores
 
-        # chunks are scored in threads (NumPy releases the GIL), a few in flight at a time
+        def decode_and_score(piece):
+            # pieces of 128 frames: each temporary is 14 MB instead of 113 MB for a chunk of
+            # 1,024, so it is reused from the heap instead of mapped and faulted in anew
+            pos, grids = piece
+            flat = log_rgb(grids)
+            scored = []
+            for name in np.unique(ref_class[pos]):
+                rows = np.flatnonzero(ref_class[pos] == name)
+                coef, residual = self._model(name).project(flat[rows])
+                scored.append(score((pos[rows], name, coef, residual)))
+            return scored
+
+        # frames in time order, a few days at a time, so that the references in memory are
+        # those days' +- same_time_days. A frame that is a held reference is scored from its
+        # held residual; the others are decoded. Pieces are scored in threads (NumPy releases
+        # the GIL).
+        ref_class = np.array([self._class_key(n) for n in classes], dtype=object)
+        done = np.zeros(len(batch), bool)
+        span = max(1, int(self.same_time_days))
+        by_time = np.argsort(days, kind="stable")
         with one_blas_thread():
-            for pos, scores in bounded_map(score,
-                                           batch.pixels.grids(batch.frame_ids, self.size_)):
-                out[pos] = scores
+            for block in _day_blocks_of(by_time, days[by_time], span):
+                block_days = days[block]
+                if refs is not None and block_days[-1] >= 0:
+                    first = block_days[block_days >= 0][0]
+                    refs.load(first - span, block_days[-1] + span)
+                    held = ((block[pos], name, coef, res) for pos, name, coef, res
+                            in refs.take(batch.frame_ids[block]))
+                    for pos, scores in bounded_map(score, held):
+                        out[pos] = scores
+                        done[pos] = True
+                rest = block[~done[block]]
+                chunks = ((rest[pos], grids) for pos, grids
+                          in split_chunks(batch.pixels.grids(batch.frame_ids[rest], self.size_)))
+                for scored in bounded_map(decode_and_score, chunks):
+                    for pos, scores in scored:
+                        out[pos] = scores
         return out
+
+    def _class_key(self, name: str) -> str:
+        """The model (and reference pool) a daylight class is scored with."""
+        return name if name in self.models_ else "all" if "all" in self.models_ else name
+
+    def _combine(self, parts: np.ndarray) -> np.ndarray:
+        """Sum of the parts' tail evidence -log(1 - p), p a part's rank among the fit's frames
+        (over n + 1, so the top fit frame counts log(n + 1)); without a same-time part, the
+        scene part counts twice."""
+        evidence = np.full(parts.shape, np.nan)
+        for j, reference in enumerate(getattr(self, "part_reference_", [])):
+            ok = np.isfinite(parts[:, j])
+            if len(reference) and ok.any():
+                p = np.searchsorted(reference, parts[ok, j], side="right") / (len(reference) + 1)
+                evidence[ok, j] = -np.log1p(-p)
+        scene, same_time = evidence.T
+        return scene + np.where(np.isfinite(same_time), same_time, scene)
+
+
+def _day_blocks_of(by_time: np.ndarray, days: np.ndarray, span: int):
+    """`by_time` cut into blocks of at most `span` consecutive days (unknown days, -1, last)."""
+    if not len(by_time):
+        return
+    known = days >= 0
+    unknown = by_time[~known]
+    by_time, days = by_time[known], days[known]
+    if len(days):
+        keys = (days - days[0]) // span
+        edges = np.flatnonzero(np.diff(keys)) + 1
+        for start, stop in zip(np.r_[0, edges], np.r_[edges, len(days)]):
+            yield by_time[start:stop]
+    if len(unknown):
+        yield unknown
 
 
 def _daylight_classes(batch: FrameBatch) -> np.ndarray:
@@ -954,6 +1085,9 @@ def _rule_family_tail(pct: np.ndarray, families: list[str], floor: float) -> np.
     return np.nansum(stacked, axis=1)
 
 
+# Ranks below these count as no evidence in the consensus (see `consensus_scores`).
+EVIDENCE_FROM = {"embedding": 0.9, "timelapse": 0.9}
+
 CONSENSUS_RULES: dict[str, Callable[[np.ndarray, list[str], float], np.ndarray]] = {
     "mean": _rule_mean,
     "max": _rule_max,
@@ -971,6 +1105,13 @@ def consensus_scores(pcts: dict[str, np.ndarray], rule: str,
     `n_reference` is how many frames the percentiles were ranked among (the fit): the top
     frame of n is 1 - 1/(n + 1) of the way up, not certain, so a detector's top rank among 13
     frames counts as far less evidence than among 100,000 (default: the frames given here).
+
+    A detector's ranks below its family's `EVIDENCE_FROM` count as none: p becomes
+    (p - start) / (1 - start), floored at 0. The generalists on the CNN
+    embedding (embedding and time-lapse families: 0.9) rank frames by any difference, weather and
+    light included, so only their top tenth says "junk"; below it their rank is noise that would
+    drown a specialist's evidence (on the harder demo renders `lof` ranks a half-hidden person or
+    drops on the lens at random).
     """
     if rule not in CONSENSUS_RULES:
         raise KeyError(f"unknown consensus rule {rule!r}; known: {', '.join(CONSENSUS_RULES)}")
@@ -978,6 +1119,8 @@ def consensus_scores(pcts: dict[str, np.ndarray], rule: str,
     if not keys:
         raise ValueError("consensus needs at least one detector")
     pct = np.column_stack([pcts[k] for k in keys]).astype(float)
+    start = np.array([EVIDENCE_FROM.get(DETECTORS[k].family, 0.0) for k in keys])
+    pct = np.clip((pct - start) / (1 - start), 0, 1)  # NaN stays NaN
     families = [DETECTORS[k].family for k in keys]
     floor = 1.0 / ((n_reference or len(pct)) + 1)
     with np.errstate(all="ignore"):

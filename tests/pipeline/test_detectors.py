@@ -255,6 +255,17 @@ def test_consensus_rules_and_percentiles():
         == pytest.approx(np.log(11))
 
 
+def test_consensus_counts_a_generalist_only_in_its_top_tenth():
+    """`lof` ranks frames by any difference (weather and light too): below its 90th percentile
+    its rank is no evidence; above, the rank within its top tenth counts as tail evidence."""
+    pcts = {"lof": np.array([0.85, 0.95, 0.95]), "dark": np.array([0.5, 0.5, np.nan])}
+    scores = consensus_scores(pcts, "family_tail", n_reference=1000)
+    np.testing.assert_allclose(scores, [np.log(2), 2 * np.log(2), np.log(2)])
+    # a specialist's ranks count from the bottom up
+    specialist = consensus_scores({"dark": np.array([0.85])}, "tail", n_reference=1000)
+    assert specialist[0] == pytest.approx(-np.log(0.15))
+
+
 def test_same_time_compares_only_days_within_max_days(batches):
     """A frame's references are the same time of day on days at most `max_days` away (not its
     own day); with every day within the bound the scores equal the unbounded detector's."""
@@ -284,3 +295,78 @@ def test_same_time_compares_only_days_within_max_days(batches):
                                .fit(batch).decision_scores_, rtol=1e-5)
     with pytest.raises(ValueError, match="max_days"):
         make_detector("same_time").set_params(max_days=0).fit(batch)
+
+
+def _shadowed_garden(n_days: int = 8, per_day: int = 72, planted=(), seed: int = 3):
+    """A lawn whose tree shadow sweeps across it with the sun (its edge moves from left to right
+    through the day; no shadow on overcast days), every 20 min for `n_days`; a small drab
+    figure stands on the lawn in the `planted` frames."""
+    rng = np.random.default_rng(seed)
+    texture = rng.uniform(70, 190, size=(72, 128, 3))
+    n = n_days * per_day
+    times = np.datetime64("2024-06-01T00:00") + np.timedelta64(20, "m") * np.arange(n)
+    hours = ((times - times.astype("datetime64[D]")) / np.timedelta64(1, "h")).astype(float)
+    overcast = rng.random(n_days) < 0.3
+    columns = np.arange(128)[None, :]
+    images = {}
+    for i, hour in enumerate(hours):
+        sun = max(0.0, np.sin(np.pi * (hour - 5) / 14))
+        image = texture * (0.1 + 0.9 * sun)
+        if sun > 0 and not overcast[i // per_day]:
+            edge = 8 + (hour - 5) / 14 * 112
+            shade = np.where(columns < edge, 0.55, 1.0)
+            image[36:] *= shade[:, :, None]
+        image = image + rng.normal(0, 2, image.shape)
+        if i in planted:
+            y, x = rng.integers(40, 62), rng.integers(10, 110)
+            image[y:y + 6, x:x + 3] = (90, 100, 75)
+        images[i] = np.clip(image, 0, 255)
+    frames = pd.DataFrame({"frame_id": np.arange(n), "taken_at": times,
+                           "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
+                           "daylight": np.where((hours >= 6) & (hours < 20), "day", "night"),
+                           "mean_luma": 100.0, "contrast": 40.0, "sharpness": 300.0,
+                           "colorfulness": 30.0})
+    return FrameBatch.from_frames(np.arange(n), np.zeros((n, 2), np.float32), frames,
+                                  pixels=ArrayReader(images)), hours
+
+
+def test_background_explains_a_moving_shadow_by_the_same_time_on_other_days():
+    """A shadow edge that sweeps across the lawn is not in a few principal components of the
+    day, but it stands where it stood at that time on the other sunny days: the same-time part
+    ranks every figure above every shadow, the scene part does not, and together they rank the
+    weakest figure above more normal frames than the scene part alone."""
+    planted = [3 * 72 + 30, 5 * 72 + 40, 6 * 72 + 25]  # 10:00, 13:20, 08:20
+    batch, _ = _shadowed_garden(planted=planted)
+    normal = (batch.daylight == "day") & ~np.isin(np.arange(len(batch)), planted)
+    both = make_detector("background").fit(batch)
+    scene_part, same_time_part = both._parts(batch).T
+    assert same_time_part[planted].min() > same_time_part[normal].max()
+    assert scene_part[planted].min() < scene_part[normal].max()
+    scene = make_detector("background").set_params(same_time_neighbors=0).fit(batch)
+
+    def above_weakest(scores):
+        return int((scores[normal] >= scores[planted].min()).sum())
+
+    assert above_weakest(both.decision_scores_) < above_weakest(scene.decision_scores_)
+
+
+def test_background_scores_do_not_depend_on_the_order_of_the_frames(batches):
+    """Frames are scored in time order whatever order the batch is in."""
+    batch = batches[None]
+    det = make_detector("background").fit(batch)
+    perm = np.random.default_rng(5).permutation(len(batch))
+    shuffled = FrameBatch(batch.frame_ids[perm], batch.z[perm], batch.order_time[perm],
+                          batch.local_time[perm], batch.stats.iloc[perm].reset_index(drop=True),
+                          daylight=batch.daylight[perm], pixels=batch.pixels)
+    np.testing.assert_allclose(det.decision_function(shuffled), det.decision_scores_[perm],
+                               rtol=1e-6)
+
+
+def test_background_fitted_before_the_same_time_part_still_scores(batches):
+    """A run saved before the same-time part existed has no references: `score-new` scores
+    its frames with the scene part alone, as that run did."""
+    batch = batches[None]
+    det = make_detector("background").fit(batch)
+    scene_part = det._parts(batch)[:, 0]
+    del det.references_, det.part_reference_
+    np.testing.assert_allclose(det.decision_function(batch), scene_part)
