@@ -859,6 +859,7 @@ class BackgroundDetector(Detector):
         from pipeline.background import (
             SameTimeReferences,
             bounded_map,
+            by_class,
             day_and_minute,
             log_rgb,
             one_blas_thread,
@@ -900,9 +901,9 @@ class BackgroundDetector(Detector):
             pos, grids = piece
             flat = log_rgb(grids)
             scored = []
-            for name in np.unique(ref_class[pos]):
-                rows = np.flatnonzero(ref_class[pos] == name)
-                coef, residual = self._model(name).project(flat[rows])
+            for name, rows in by_class(ref_class[pos]):
+                coef, residual = self._model(name).project(flat if len(rows) == len(pos)
+                                                           else flat[rows])
                 scored.append(score((pos[rows], name, coef, residual)))
             return scored
 
