@@ -359,13 +359,15 @@ class SameTimeReferences:
         self.pool: dict[str, tuple] = {}
         self._local = threading.local()
 
-    def load(self, lo: int, hi: int) -> None:
-        for day in [d for d in self.held if d < lo or d > hi]:
-            del self.held[day]
+    def load(self, lo: int, hi: int, keep_from: int | None = None) -> None:
+        """Hold the references of days lo..hi; drop those of days before `keep_from` (default
+        lo). Another thread may score with the pool meanwhile: the pool is replaced whole."""
+        keep_from = lo if keep_from is None else keep_from
+        held = {day: by_class for day, by_class in self.held.items() if keep_from <= day}
         want = np.flatnonzero((self.days >= lo) & (self.days <= hi)
-                              & ~np.isin(self.days, list(self.held)))
+                              & ~np.isin(self.days, list(held)))
         for day in np.unique(self.days[want]):
-            self.held[int(day)] = {}
+            held[int(day)] = {}
 
         def project(chunk):
             pos, grids = chunk
@@ -384,16 +386,16 @@ class SameTimeReferences:
                 days = self.days[rows]
                 for day in np.unique(days):
                     on = slice(None) if days[0] == days[-1] else days == day  # mostly one day
-                    self.held[int(day)].setdefault(name, []).append(
+                    held[int(day)].setdefault(name, []).append(
                         (self.minutes[rows[on]].astype(np.float32), coef[on], res[on],
                          self.ids[rows[on]]))
         # the pool: small columns joined, residuals left where they are (joining them would
         # copy a few hundred MB for every block of days)
-        self.pool = {}
-        for name in {n for by_class in self.held.values() for n in by_class}:
-            got = [(day, piece) for day, by_class in sorted(self.held.items())
+        pool = {}
+        for name in {n for by_class in held.values() for n in by_class}:
+            got = [(day, piece) for day, by_class in sorted(held.items())
                    for piece in by_class.get(name, [])]
-            self.pool[name] = (
+            pool[name] = (
                 np.concatenate([p[0] for _, p in got]),
                 np.concatenate([np.full(len(p[0]), day, np.int64) for day, p in got]),
                 np.concatenate([p[1] for _, p in got]),
@@ -401,6 +403,7 @@ class SameTimeReferences:
                 np.concatenate([np.full(len(p[0]), i) for i, (_, p) in enumerate(got)]),
                 np.concatenate([np.arange(len(p[0])) for _, p in got]),
                 pd.Index(np.concatenate([p[3] for _, p in got])))
+        self.held, self.pool = held, pool
 
     def take(self, frame_ids: np.ndarray
              ) -> Iterator[tuple[np.ndarray, str, np.ndarray, np.ndarray]]:
@@ -435,7 +438,9 @@ class SameTimeReferences:
         d2 += (ref_coef ** 2).sum(axis=1)[None, :]
         d2[~usable] = np.inf
         k = min(self.n_neighbors, d2.shape[1])
-        nearest = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        # in pool order, so that the same references are combined in the same order whatever
+        # else the pool holds (a pool one block ahead holds more days)
+        nearest = np.sort(np.argpartition(d2, k - 1, axis=1)[:, :k], axis=1)
         valid = np.isfinite(np.take_along_axis(d2, nearest, axis=1))
         found = valid.any(axis=1)
         nearest, valid, own = nearest[found], valid[found], residual[found]

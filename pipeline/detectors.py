@@ -856,6 +856,8 @@ class BackgroundDetector(Detector):
     def _parts(self, batch: FrameBatch) -> np.ndarray:
         """[frames, 2]: the scene part and the same-time part (NaN without an image, or,
         for the same-time part, without references)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from pipeline.background import (
             SameTimeReferences,
             bounded_map,
@@ -915,12 +917,25 @@ class BackgroundDetector(Detector):
         done = np.zeros(len(batch), bool)
         span = max(1, int(self.same_time_days))
         by_time = np.argsort(days, kind="stable")
-        with one_blas_thread():
-            for block in _day_blocks_of(by_time, days[by_time], span):
-                block_days = days[block]
-                if refs is not None and block_days[-1] >= 0:
-                    first = block_days[block_days >= 0][0]
-                    refs.load(first - span, block_days[-1] + span)
+        blocks = list(_day_blocks_of(by_time, days[by_time], span))
+
+        def window(block):  # the days whose references a block needs (None: unknown days)
+            block_days = days[block]
+            return (block_days[0] - span, block_days[-1] + span) if block_days[0] >= 0 else None
+
+        # while a block is scored, the next block's references are decoded in another thread
+        with one_blas_thread(), ThreadPoolExecutor(1) as loader:
+            ahead = None
+            if refs is not None and blocks and window(blocks[0]):
+                ahead = loader.submit(refs.load, *window(blocks[0]))
+            for i, block in enumerate(blocks):
+                if ahead is not None:
+                    ahead.result()
+                    ahead = None
+                    if i + 1 < len(blocks) and window(blocks[i + 1]):
+                        ahead = loader.submit(refs.load, *window(blocks[i + 1]),
+                                              keep_from=window(block)[0])
+                if refs is not None and window(block):
                     held = ((block[pos], name, coef, res) for pos, name, coef, res
                             in refs.take(batch.frame_ids[block]))
                     for pos, scores in bounded_map(score, held):
