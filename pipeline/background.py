@@ -36,7 +36,7 @@ import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import Callable, Iterable, Iterator, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -337,6 +337,19 @@ def reference_slots(classes: np.ndarray, days: np.ndarray, minutes: np.ndarray,
     return np.sort(known[~keys.duplicated()])
 
 
+class _Pool(NamedTuple):
+    """One daylight class's held references: per reference its minute of day, day, background
+    coefficients and where its residual is (`residuals[piece][row]`), and the frame ids."""
+
+    minutes: np.ndarray
+    days: np.ndarray
+    coef: np.ndarray
+    residuals: list[np.ndarray]
+    piece: np.ndarray
+    row: np.ndarray
+    ids: pd.Index
+
+
 class SameTimeReferences:
     """Reference frames' background residuals for the days being scored, by daylight class.
 
@@ -354,9 +367,9 @@ class SameTimeReferences:
         self.ids, self.classes, self.days, self.minutes = ids, classes, days, minutes
         self.models, self.pixels, self.size = models, pixels, size
         self.n_neighbors, self.window_minutes, self.max_days = n_neighbors, window_minutes, max_days
-        # day -> class -> pieces of (minutes, coefficients, residuals) of that day's references
+        # day -> class -> pieces of (minutes, coefficients, residuals, ids) of its references
         self.held: dict[int, dict[str, list[tuple]]] = {}
-        self.pool: dict[str, tuple] = {}
+        self.pool: dict[str, _Pool] = {}
         self._local = threading.local()
 
     def load(self, lo: int, hi: int, keep_from: int | None = None) -> None:
@@ -395,7 +408,7 @@ class SameTimeReferences:
         for name in {n for by_class in held.values() for n in by_class}:
             got = [(day, piece) for day, by_class in sorted(held.items())
                    for piece in by_class.get(name, [])]
-            pool[name] = (
+            pool[name] = _Pool(
                 np.concatenate([p[0] for _, p in got]),
                 np.concatenate([np.full(len(p[0]), day, np.int64) for day, p in got]),
                 np.concatenate([p[1] for _, p in got]),
@@ -410,18 +423,17 @@ class SameTimeReferences:
         """The frames among `frame_ids` that are held references, already projected (so they
         need not be decoded again): runs of (positions into frame_ids, class, coefficients,
         residuals), the residuals read-only views of the held ones."""
-        for name, (_, _, coef, res, piece, row, ids) in self.pool.items():
-            at = ids.get_indexer(frame_ids)
+        for name, pool in self.pool.items():
+            at = pool.ids.get_indexer(frame_ids)
             pos = np.flatnonzero(at >= 0)
             entries = at[pos]
+            piece, row = pool.piece[entries], pool.row[entries]
             # runs of consecutive rows of one held piece: views, no copies
-            breaks = np.flatnonzero((np.diff(piece[entries]) != 0)
-                                    | (np.diff(row[entries]) != 1)) + 1
+            breaks = np.flatnonzero((np.diff(piece) != 0) | (np.diff(row) != 1)) + 1
             for run in np.split(np.arange(len(entries)), breaks):
                 if len(run):
-                    first, last = entries[run[0]], entries[run[-1]]
-                    held = res[piece[first]][row[first]:row[last] + 1]
-                    yield pos[run], name, coef[entries[run]], held
+                    held = pool.residuals[piece[run[0]]][row[run[0]]:row[run[-1]] + 1]
+                    yield pos[run], name, pool.coef[entries[run]], held
 
     def explain(self, name: str, days: np.ndarray, minutes: np.ndarray, coef: np.ndarray,
                 residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -429,13 +441,13 @@ class SameTimeReferences:
         class: their days, minutes of day, background coefficients and log-RGB residuals."""
         if name not in self.pool or not len(days):
             return np.zeros(len(days), bool), residual[:0]
-        ref_minutes, ref_days, ref_coef, ref_res, ref_piece, ref_row, _ = self.pool[name]
-        gap = np.abs(minutes[:, None] - ref_minutes[None, :])
+        pool = self.pool[name]
+        gap = np.abs(minutes[:, None] - pool.minutes[None, :])
         gap = np.minimum(gap, 1440 - gap)
-        day_gap = np.abs(days[:, None] - ref_days[None, :])
+        day_gap = np.abs(days[:, None] - pool.days[None, :])
         usable = (gap <= self.window_minutes) & (day_gap > 0) & (day_gap <= self.max_days)
-        d2 = (coef ** 2).sum(axis=1)[:, None] - 2 * coef @ ref_coef.T
-        d2 += (ref_coef ** 2).sum(axis=1)[None, :]
+        d2 = (coef ** 2).sum(axis=1)[:, None] - 2 * coef @ pool.coef.T
+        d2 += (pool.coef ** 2).sum(axis=1)[None, :]
         d2[~usable] = np.inf
         k = min(self.n_neighbors, d2.shape[1])
         # in pool order, so that the same references are combined in the same order whatever
@@ -453,7 +465,7 @@ class SameTimeReferences:
             refs = buffer[:len(chosen)]                       # [m, k, pixels * 3]
             for i, j in np.ndindex(*chosen.shape):            # too few candidates: zero rows
                 e = chosen[i, j]
-                refs[i, j] = ref_res[ref_piece[e]][ref_row[e]] if valid[lo + i, j] else 0
+                refs[i, j] = pool.residuals[pool.piece[e]][pool.row[e]] if valid[lo + i, j] else 0
             # the weights from every 8th value (3,456 of them for 6 unknowns: the same
             # weights to a few digits, at a third of the time); the residual from all
             some = np.ascontiguousarray(refs[:, :, ::_WEIGHT_STRIDE])
