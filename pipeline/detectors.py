@@ -684,7 +684,7 @@ class SameTimeDetector(_TimelapseDetector):
             rows = rows[np.argsort(b_days[rows], kind="stable")]
             cz = z32[cand]
             c_zz, c_min, c_day = zz[cand], minutes32[cand], days[cand]
-            for r in self._day_blocks(rows, b_days[rows], bound):
+            for r in _day_blocks(rows, b_days[rows], bound):
                 r_days = b_days[r]
                 if bound is None:
                     s0, s1 = 0, len(cand)
@@ -714,20 +714,6 @@ class SameTimeDetector(_TimelapseDetector):
                 with np.errstate(invalid="ignore", divide="ignore"):
                     out[r] = np.where(counts > 0, sums / counts, np.nan)
         return out
-
-    @staticmethod
-    def _day_blocks(rows: np.ndarray, row_days: np.ndarray, max_days: int | None,
-                    size: int = 1024):
-        """Blocks of at most `size` rows (sorted by day) spanning at most `max_days` days, so each
-        block's candidates are its days +- max_days (about 3 x max_days days, not every day)."""
-        if max_days is None:
-            keys = np.zeros(len(rows), np.int64)
-        else:
-            keys = (row_days - row_days[0]) // max_days
-        edges = np.flatnonzero(np.diff(keys)) + 1
-        for start, stop in zip(np.r_[0, edges], np.r_[edges, len(rows)]):
-            for s in range(start, stop, size):
-                yield rows[s:min(stop, s + size)]
 
 
 # --- the fixed camera's background -------------------------------------------------------------
@@ -917,7 +903,9 @@ class BackgroundDetector(Detector):
         done = np.zeros(len(batch), bool)
         span = max(1, int(self.same_time_days))
         by_time = np.argsort(days, kind="stable")
-        blocks = list(_day_blocks_of(by_time, days[by_time], span))
+        dated = days[by_time] >= 0  # frames of unknown days (-1) last, in a block of their own
+        blocks = list(_day_blocks(by_time[dated], days[by_time][dated], span, size=None))
+        blocks += [by_time[~dated]] if (~dated).any() else []
 
         def window(block):  # the days whose references a block needs (None: unknown days)
             block_days = days[block]
@@ -967,20 +955,21 @@ class BackgroundDetector(Detector):
         return scene + np.where(np.isfinite(same_time), same_time, scene)
 
 
-def _day_blocks_of(by_time: np.ndarray, days: np.ndarray, span: int):
-    """`by_time` cut into blocks of at most `span` consecutive days (unknown days, -1, last)."""
-    if not len(by_time):
+def _day_blocks(rows: np.ndarray, row_days: np.ndarray, max_days: int | None,
+                size: int | None = 1024):
+    """Blocks of at most `size` rows (sorted by day) spanning at most `max_days` days, so each
+    block's candidates are its days +- max_days (about 3 x max_days days, not every day)."""
+    if not len(rows):
         return
-    known = days >= 0
-    unknown = by_time[~known]
-    by_time, days = by_time[known], days[known]
-    if len(days):
-        keys = (days - days[0]) // span
-        edges = np.flatnonzero(np.diff(keys)) + 1
-        for start, stop in zip(np.r_[0, edges], np.r_[edges, len(days)]):
-            yield by_time[start:stop]
-    if len(unknown):
-        yield unknown
+    if max_days is None:
+        keys = np.zeros(len(rows), np.int64)
+    else:
+        keys = (row_days - row_days[0]) // max_days
+    edges = np.flatnonzero(np.diff(keys)) + 1
+    size = size or max(1, len(rows))
+    for start, stop in zip(np.r_[0, edges], np.r_[edges, len(rows)]):
+        for s in range(start, stop, size):
+            yield rows[s:min(stop, s + size)]
 
 
 def _daylight_classes(batch: FrameBatch) -> np.ndarray:

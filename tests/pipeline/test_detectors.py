@@ -370,3 +370,15 @@ def test_background_fitted_before_the_same_time_part_still_scores(batches):
     scene_part = det._parts(batch)[:, 0]
     del det.references_, det.part_reference_
     np.testing.assert_allclose(det.decision_function(batch), scene_part)
+
+
+def test_background_scores_frames_without_a_time_by_the_scene_part(batches):
+    """No camera time, no same time of day: such frames count their scene part twice."""
+    batch = batches[None]
+    det = make_detector("background").fit(batch)
+    untimed = replace(batch, local_time=np.full(len(batch), np.datetime64("NaT"), "M8[ns]"))
+    scene_part, same_time_part = det._parts(untimed).T
+    assert np.isfinite(scene_part).all() and np.isnan(same_time_part).all()
+    p = np.searchsorted(det.part_reference_[0], scene_part, side="right") \
+        / (len(det.part_reference_[0]) + 1)
+    np.testing.assert_allclose(det.decision_function(untimed), -2 * np.log1p(-p))
