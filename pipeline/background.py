@@ -318,14 +318,6 @@ def _top_mean(z: np.ndarray, top: int, group: int = 16) -> np.ndarray:
 
 # --- the same time of day on other days ---------------------------------------------------------
 
-def day_and_minute(local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Camera-clock day number and minute of day; NaT gives day -1 and minute NaN."""
-    known = ~np.isnat(local)
-    days = np.where(known, local.astype("datetime64[D]").astype(np.int64), -1)
-    minutes = (local - local.astype("datetime64[D]")) / np.timedelta64(1, "m")
-    return days, np.where(known, minutes, np.nan)
-
-
 def reference_slots(classes: np.ndarray, days: np.ndarray, minutes: np.ndarray,
                     order: np.ndarray, slot_minutes: float) -> np.ndarray:
     """Positions of the reference frames: the first frame (in `order`, by time) of each daylight

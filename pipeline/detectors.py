@@ -511,9 +511,12 @@ def _hour_of_day(local: np.ndarray) -> np.ndarray:
     return np.where(np.isnat(local), -1, hours)
 
 
-def _minute_of_day(local: np.ndarray) -> np.ndarray:
+def day_and_minute(local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-clock day number and minute of day; NaT gives day -1 and minute NaN."""
+    known = ~np.isnat(local)
+    days = np.where(known, local.astype("datetime64[D]").astype(np.int64), -1)
     minutes = (local - local.astype("datetime64[D]")) / np.timedelta64(1, "m")
-    return np.where(np.isnat(local), np.nan, minutes)
+    return days, np.where(known, minutes, np.nan)
 
 
 @register
@@ -656,11 +659,8 @@ class SameTimeDetector(_TimelapseDetector):
             raise ValueError(f"same_time max_days must be at least 1 (or None for every day), "
                              f"got {bound}")
         _, z, _, local = self._context(batch)
-        minutes = _minute_of_day(local)
-        days = np.where(np.isnat(local), -1, local.astype("datetime64[D]").astype(np.int64))
-        b_minutes = _minute_of_day(batch.local_time)
-        b_days = np.where(np.isnat(batch.local_time), -2,
-                          batch.local_time.astype("datetime64[D]").astype(np.int64))
+        days, minutes = day_and_minute(local)
+        b_days, b_minutes = day_and_minute(batch.local_time)  # NaT rows: NaN minutes, skipped
         out = np.full(len(batch), np.nan)
         w = self.window_minutes
         width = max(w, 10.0)
@@ -781,7 +781,6 @@ class BackgroundDetector(Detector):
         from pipeline.background import (
             BackgroundModel,
             bounded_map,
-            day_and_minute,
             grid_size,
             log_rgb,
             one_blas_thread,
@@ -848,7 +847,6 @@ class BackgroundDetector(Detector):
             SameTimeReferences,
             bounded_map,
             by_class,
-            day_and_minute,
             log_rgb,
             one_blas_thread,
             split_chunks,
