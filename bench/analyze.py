@@ -10,7 +10,8 @@ planted outliers), then runs `pipeline.analyze.analyze` with the default setting
 given detectors) and reports per step: seconds, CPU seconds (all threads), peak traced
 Python/NumPy memory (MiB), and the process peak RSS. Tracing memory (tracemalloc) costs time
 itself, ~30% more CPU in `background`, whose decoding makes many small objects: `--no-trace`
-times the run as `python -m pipeline analyze` runs it (no per-step peaks then). `planted_auc` checks the run still finds the planted outliers at scale.
+times the run as `python -m pipeline analyze` runs it (no per-step peaks then). `planted_auc`
+checks the run still finds the planted outliers at scale.
 Without thumbnails the `background` detector has nothing to read and is skipped (a note says
 so); `--thumbnails` also stores a 256x144 JPEG per frame (one fixed scene under a daily light
 cycle with sensor noise, a small bright object in the planted frames; see `thumbnail_pool`),
