@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import streamlit as st
 
 import store
+from dashboard.export import file_path
 from store import facts, reviews
 
 ENV_DB = "TIMELAPSE_DB"
@@ -173,13 +174,14 @@ def original_path(root: str | None, rel: str | None) -> Path | None:
     """The original image file of a frame when it is reachable and safely inside its root.
 
     The path comes from the store (never from the URL); it is resolved (symlinks followed) and
-    refused if it escapes `root`, is not a regular file or is not an image by suffix.
+    refused if it escapes `root`, is not a regular file or is not an image by suffix. A name
+    that was not valid UTF-8 (stored with `\\xNN` escapes) is found under its real bytes.
     """
     if not root or not rel:
         return None
     try:
-        base = Path(root).resolve(strict=True)
-        candidate = (base / rel).resolve(strict=True)
+        base = Path(file_path(root)).resolve(strict=True)
+        candidate = Path(file_path(os.path.join(root, rel))).resolve(strict=True)
     except (OSError, RuntimeError):
         return None
     if not candidate.is_relative_to(base) or not candidate.is_file():
@@ -187,3 +189,15 @@ def original_path(root: str | None, rel: str | None) -> Path | None:
     if candidate.suffix.lower() not in IMAGE_SUFFIXES:
         return None
     return candidate
+
+
+def original_bytes(root: str | None, rel: str | None) -> bytes | None:
+    """The bytes of `original_path`, or None when it is not there or cannot be read (the
+    file name may not be valid UTF-8, so the page is given bytes, not a name)."""
+    path = original_path(root, rel)
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None

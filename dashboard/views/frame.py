@@ -48,9 +48,9 @@ if near["next"] is not None:
 
 left, right = st.columns([3, 2])
 with left:
-    original = data.original_path(detail["root"], detail["path"])
+    original = data.original_bytes(detail["root"], detail["path"])
     if original is not None:
-        st.image(str(original), width="stretch", caption="original file")
+        st.image(original, width="stretch", caption="original file")
     else:
         if int(frame_id) in own_thumb:
             st.image(own_thumb[int(frame_id)], width="stretch",

@@ -3,7 +3,8 @@ frame's root, and the cache key that changes when the store is written."""
 
 from __future__ import annotations
 
-
+import os
+from pathlib import Path
 
 import store
 from dashboard import data
@@ -32,6 +33,18 @@ def test_original_path_stays_inside_root(tmp_path, make_jpeg):
     assert data.original_path(str(root), "missing.jpg") is None
     assert data.original_path(str(tmp_path / "gone"), "a.jpg") is None
     assert data.original_path(None, "a.jpg") is None
+
+
+def test_original_file_with_a_name_that_is_not_utf8(tmp_path, make_jpeg):
+    """Ingest stores such a name with `\\xNN` escapes; the lookup finds the real bytes."""
+    root = tmp_path / "frames"
+    real = Path(os.fsdecode(os.path.join(os.fsencode(root), b"caf\xe9.jpg")))
+    make_jpeg(real)
+    found = data.original_path(str(root), "caf\\xe9.jpg")
+    assert found is not None and os.fsencode(found.name) == b"caf\xe9.jpg"
+    assert data.original_bytes(str(root), "caf\\xe9.jpg") == real.read_bytes()
+    assert data.original_path(str(root), "caf\\xe8.jpg") is None
+    assert data.original_bytes(str(root), "missing.jpg") is None
 
 
 def test_stamp_changes_when_the_store_is_written(store_copy):

@@ -193,3 +193,18 @@ def test_the_smallest_folder_an_analysis_takes_runs_end_to_end(tmp_path):
     assert query(db, "SELECT status, n_frames FROM analysis_runs") == [("complete", MIN_FRAMES)]
     assert one(db, "SELECT count(*) FROM outlier_scores WHERE detector = 'lof' "
                    "AND score IS NOT NULL") == MIN_FRAMES
+
+
+def test_the_frame_page_shows_the_original_of_a_name_that_is_not_utf8(bad_run, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.reliability.test_hostile_dashboard import APP
+
+    _, db, _ = bad_run
+    frame_id = one(db, "SELECT frame_id FROM frames WHERE path = 'caf\\xe9_20240410_150000.jpg'")
+    monkeypatch.setenv("TIMELAPSE_DB", str(db))
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.query_params["frame"] = str(frame_id)
+    at.switch_page("views/frame.py").run()
+    assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+    assert at.image[0].captions[0] == "original file"
