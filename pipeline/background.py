@@ -22,6 +22,14 @@ from the residuals of its nearest reference frames taken at that time of day on 
 a cloud bank that another day had is explained; a person, a bird or drops on the lens are not.
 The detector sums the evidence of both scores (`pipeline.detectors.BackgroundDetector`).
 
+A knocked camera shows every edge of the scene a little off, all over the frame, so it does
+not stand out locally. `Alignment` asks instead whether the frame still lines up with the
+scene: the phase correlation (Kuglin & Hines 1975) of the frame's edge map with the class's
+median edge map peaks at no shift for a fixed camera, whatever the light, the weather or an
+object in front, and elsewhere when the camera moved. That is the displacement test of camera
+tampering detection (Ribnick et al. 2006); its score is how much better the frame lines up
+shifted than in place.
+
 Pixels come from the thumbnails the store already holds (`ThumbnailReader`, decoded in JPEG
 draft mode and in threads, chunk by chunk, so memory stays flat with the number of frames);
 `ArrayReader` serves images held in memory. Frames are scored in time order, a few days at a
@@ -40,6 +48,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
+import scipy.fft
 from PIL import Image
 from sklearn.decomposition import PCA
 
@@ -262,6 +271,14 @@ class BackgroundModel:
         centred -= coef @ self.components_  # minus the rebuilt frame
         return coef, centred
 
+    def alignment_gain(self, grids: np.ndarray) -> np.ndarray:
+        """`Alignment.gain` of frames against this class's scene (NaN for a model fitted
+        before alignment was measured)."""
+        alignment = getattr(self, "alignment_", None)
+        if alignment is None:
+            return np.full(len(grids), np.nan)
+        return alignment.gain(edge_map(grids))
+
     def residual(self, flat: np.ndarray) -> np.ndarray:
         """Per-pixel absolute residual (summed over R, G, B): [n, height * width]."""
         return _abs_rgb_sum(self.project(flat)[1], self.shape_)
@@ -316,6 +333,73 @@ def _top_mean(z: np.ndarray, top: int, group: int = 16) -> np.ndarray:
     return candidates[:, -top:].mean(axis=1)
 
 
+# --- does the frame still line up with the scene? ------------------------------------------
+
+_GREY_LOG = np.log(np.arange(766, dtype=np.float32) / 3 + LOG_OFFSET)  # R + G + B -> log grey
+
+
+def edge_map(grids: np.ndarray) -> np.ndarray:
+    """[n, height - 2, width - 2] edge strength |d/dx| + |d/dy| of each frame's log grey
+    (central differences): where the scene's structure is, whatever the light level."""
+    grids = np.asarray(grids)
+    if grids.dtype == np.uint8:
+        total = grids[..., 0].astype(np.uint16)
+        total += grids[..., 1]
+        total += grids[..., 2]
+        grey = _GREY_LOG[total]
+    else:
+        grey = np.log(np.clip(grids, 0, 255).astype(np.float32).mean(axis=3) + LOG_OFFSET)
+    edges = np.abs(grey[:, 1:-1, 2:] - grey[:, 1:-1, :-2])
+    edges += np.abs(grey[:, 2:, 1:-1] - grey[:, :-2, 1:-1])
+    return edges
+
+
+def _fft_crop(edges: np.ndarray) -> np.ndarray:
+    """The centre of edge maps cut to multiples of 8 pixels (70 x 126 -> 64 x 120): sizes the
+    FFT factors well, at half the time."""
+    height, width = edges.shape[1:]
+    top, left = (height % 8) // 2, (width % 8) // 2
+    return edges[:, top:top + height - height % 8, left:left + width - width % 8]
+
+
+class Alignment:
+    """Whether frames line up with one daylight class's scene, by phase correlation of their
+    edge maps with the class's median edge map.
+
+    `gain` is 0 for a frame whose correlation peaks at no shift (the camera where it was), and
+    otherwise how far the peak stands above the correlation at no shift, in standard deviations
+    of the correlation surface: a knocked camera scores high, a noisy night frame whose peak
+    wanders by chance scores low. A frame with under a quarter of the class's typical edge
+    strength (black, washed out, thick fog) has no structure to line up: NaN.
+    """
+
+    def __init__(self, edges: np.ndarray):
+        edges = _fft_crop(edges)
+        height, width = edges.shape[1:]
+        self.window_ = np.outer(np.hanning(height), np.hanning(width)).astype(np.float32)
+        scene = np.median(edges, axis=0)
+        self.spectrum_ = np.conj(scipy.fft.rfft2((scene - scene.mean()) * self.window_))
+        self.energy_ = float(np.median(edges.mean(axis=(1, 2))))
+
+    def gain(self, edges: np.ndarray) -> np.ndarray:
+        edges = _fft_crop(edges)
+        n = len(edges)
+        height, width = self.window_.shape
+        energy = edges.mean(axis=(1, 2))
+        centred = edges - energy[:, None, None]
+        centred *= self.window_
+        cross = scipy.fft.rfft2(centred)
+        cross *= self.spectrum_
+        cross /= np.abs(cross) + 1e-9
+        surface = scipy.fft.irfft2(cross, s=(height, width)).reshape(n, -1)
+        peak = surface.max(axis=1)
+        at_zero = surface[:, 0]
+        spread = surface.std(axis=1) + 1e-9
+        out = np.where(peak > at_zero, (peak - at_zero) / spread, 0.0)
+        out[energy < 0.25 * self.energy_] = np.nan
+        return out
+
+
 # --- the same time of day on other days ---------------------------------------------------------
 
 def reference_slots(classes: np.ndarray, days: np.ndarray, minutes: np.ndarray,
@@ -331,7 +415,8 @@ def reference_slots(classes: np.ndarray, days: np.ndarray, minutes: np.ndarray,
 
 class _Pool(NamedTuple):
     """One daylight class's held references: per reference its minute of day, day, background
-    coefficients and where its residual is (`residuals[piece][row]`), and the frame ids."""
+    coefficients, where its residual is (`residuals[piece][row]`), the frame ids and their
+    alignment gains."""
 
     minutes: np.ndarray
     days: np.ndarray
@@ -340,6 +425,7 @@ class _Pool(NamedTuple):
     piece: np.ndarray
     row: np.ndarray
     ids: pd.Index
+    gains: np.ndarray
 
 
 class SameTimeReferences:
@@ -359,7 +445,7 @@ class SameTimeReferences:
         self.ids, self.classes, self.days, self.minutes = ids, classes, days, minutes
         self.models, self.pixels, self.size = models, pixels, size
         self.n_neighbors, self.window_minutes, self.max_days = n_neighbors, window_minutes, max_days
-        # day -> class -> pieces of (minutes, coefficients, residuals, ids) of its references
+        # day -> class -> pieces of (minutes, coefficients, residuals, ids, alignment gains)
         self.held: dict[int, dict[str, list[tuple]]] = {}
         self.pool: dict[str, _Pool] = {}
         self._local = threading.local()
@@ -380,20 +466,22 @@ class SameTimeReferences:
             flat = log_rgb(grids)
             out = []
             for name, sel in by_class(self.classes[rows]):
-                coef, res = self.models[name].project(flat if len(sel) == len(rows)
-                                                      else flat[sel])
-                out.append((name, rows[sel], coef, res))
+                whole = len(sel) == len(rows)
+                model = self.models[name]
+                coef, res = model.project(flat if whole else flat[sel])
+                gains = model.alignment_gain(grids if whole else grids[sel])
+                out.append((name, rows[sel], coef, res, gains))
             return out
 
         chunks = split_chunks(self.pixels.grids(self.ids[want], self.size))
         for projected in bounded_map(project, chunks):
-            for name, rows, coef, res in projected:
+            for name, rows, coef, res, gains in projected:
                 days = self.days[rows]
                 for day in np.unique(days):
                     on = slice(None) if days[0] == days[-1] else days == day  # mostly one day
                     held[int(day)].setdefault(name, []).append(
                         (self.minutes[rows[on]].astype(np.float32), coef[on], res[on],
-                         self.ids[rows[on]]))
+                         self.ids[rows[on]], gains[on]))
         # the pool: small columns joined, residuals left where they are (joining them would
         # copy a few hundred MB for every block of days)
         pool = {}
@@ -407,14 +495,15 @@ class SameTimeReferences:
                 [p[2] for _, p in got],
                 np.concatenate([np.full(len(p[0]), i) for i, (_, p) in enumerate(got)]),
                 np.concatenate([np.arange(len(p[0])) for _, p in got]),
-                pd.Index(np.concatenate([p[3] for _, p in got])))
+                pd.Index(np.concatenate([p[3] for _, p in got])),
+                np.concatenate([p[4] for _, p in got]))
         self.held, self.pool = held, pool
 
     def take(self, frame_ids: np.ndarray
-             ) -> Iterator[tuple[np.ndarray, str, np.ndarray, np.ndarray]]:
+             ) -> Iterator[tuple[np.ndarray, str, np.ndarray, np.ndarray, np.ndarray]]:
         """The frames among `frame_ids` that are held references, already projected (so they
         need not be decoded again): runs of (positions into frame_ids, class, coefficients,
-        residuals), the residuals read-only views of the held ones."""
+        residuals, alignment gains), the residuals read-only views of the held ones."""
         for name, pool in self.pool.items():
             at = pool.ids.get_indexer(frame_ids)
             pos = np.flatnonzero(at >= 0)
@@ -425,7 +514,8 @@ class SameTimeReferences:
             for run in np.split(np.arange(len(entries)), breaks):
                 if len(run):
                     held = pool.residuals[piece[run[0]]][row[run[0]]:row[run[-1]] + 1]
-                    yield pos[run], name, pool.coef[entries[run]], held
+                    yield (pos[run], name, pool.coef[entries[run]], held,
+                           pool.gains[entries[run]])
 
     def explain(self, name: str, days: np.ndarray, minutes: np.ndarray, coef: np.ndarray,
                 residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -720,8 +720,8 @@ class SameTimeDetector(_TimelapseDetector):
 
 @register
 class BackgroundDetector(Detector):
-    """What the fixed camera's background cannot explain (see `pipeline.background`), in two
-    parts whose tail evidence is summed:
+    """What the fixed camera's background cannot explain (see `pipeline.background`), in three
+    parts whose evidence is summed:
 
     - scene: the residual against an eigen-background fitted per daylight class with at least
       `min_class_frames` frames, on at most `max_fit_frames` of them (a seeded sample), plus one
@@ -731,24 +731,31 @@ class BackgroundDetector(Detector):
       taken within `same_time_minutes` of its time of day on other days at most
       `same_time_days` days away. The sun stands where it stood then, so the shadows do too;
       a frame without such references counts its scene part twice (`same_time_neighbors=0`
-      turns this part off).
+      turns this part off);
+    - alignment: whether the frame still lines up with its class's scene (`Alignment`: a
+      knocked camera). A frame that lines up counts nothing; one that lines up better shifted
+      counts its gain (how many standard deviations of the correlation surface the shifted
+      peak stands above no shift), whatever the number of frames shifted with it. In a class
+      where under `min_lines_up` of the fit's frames line up (night: the edges are sensor
+      noise, and the peak wanders by chance), the part says nothing.
 
-    Each part is ranked among the fit's frames (p) and counts -log(1 - p). Frames without a
-    readable thumbnail get NaN. With fewer than `min_frames` readable thumbnails there is no
-    background to learn (a dozen frames are a sample, not a scene's normal range), and it
-    scores nothing.
+    The scene and same-time parts are ranked among the fit's frames (p) and count -log(1 - p).
+    Frames without a readable thumbnail get NaN. With fewer than `min_frames` readable
+    thumbnails there is no background to learn (a dozen frames are a sample, not a scene's
+    normal range), and it scores nothing.
     """
 
     key = "background"
     family = "background"
     summary = "something the fixed camera's learned background cannot explain (a person, " \
-              "an animal, drops on the lens, a knocked camera)"
+              "an animal, drops on the lens), or a camera that no longer lines up with it"
 
     def __init__(self, contamination: float = 0.05, n_components: int = 12,
                  variance: float = 0.9, width: int = 128, top_share: float = 0.001,
                  max_fit_frames: int = 1500, min_class_frames: int = 60, min_frames: int = 30,
                  same_time_neighbors: int = 6, same_time_minutes: float = 30.0,
-                 same_time_days: int = 7, slot_minutes: float = 10.0, random_state: int = 0):
+                 same_time_days: int = 7, slot_minutes: float = 10.0,
+                 min_lines_up: float = 0.9, random_state: int = 0):
         self.contamination = contamination
         self.n_components = n_components
         self.variance = variance
@@ -761,26 +768,36 @@ class BackgroundDetector(Detector):
         self.same_time_minutes = same_time_minutes
         self.same_time_days = same_time_days
         self.slot_minutes = slot_minutes
+        self.min_lines_up = min_lines_up
         self.random_state = random_state
 
     def fit(self, batch):
+        from pipeline.background import by_class
+
         self._check_contamination()
         self._fit(batch)
         parts = self._parts(batch)
-        self.part_reference_ = [np.sort(p[np.isfinite(p)]) for p in parts.T]
-        self._set_reference(self._combine(parts))
+        self.part_reference_ = [np.sort(p[np.isfinite(p)]) for p in parts[:, :2].T]
+        keys = self._class_keys(batch)
+        self.lines_up_ = {}  # class -> share of its fit frames that line up at no shift
+        for key, rows in by_class(keys):
+            gains = parts[rows, 2][np.isfinite(parts[rows, 2])]
+            self.lines_up_[key] = float((gains == 0).mean()) if len(gains) else 0.0
+        self._set_reference(self._combine(parts, keys))
         return self
 
     def decision_function(self, batch):
         parts = self._parts(batch)
         if not hasattr(self, "part_reference_"):  # fitted before the same-time part
             return parts[:, 0]
-        return self._combine(parts)
+        return self._combine(parts, self._class_keys(batch))
 
     def _fit(self, batch):
         from pipeline.background import (
+            Alignment,
             BackgroundModel,
             bounded_map,
+            edge_map,
             grid_size,
             log_rgb,
             one_blas_thread,
@@ -808,18 +825,21 @@ class BackgroundDetector(Detector):
         parts = []
         for pos, grids in batch.pixels.grids(batch.frame_ids[wanted], self.size_):
             have[wanted[pos]] = True
-            parts.append((wanted[pos], log_rgb(grids)))
+            parts.append((wanted[pos], log_rgb(grids), edge_map(grids)))
         if not parts:
             return
-        order = np.concatenate([p for p, _ in parts])
-        flat = np.concatenate([f for _, f in parts])
+        order = np.concatenate([p for p, _, _ in parts])
+        flat = np.concatenate([f for _, f, _ in parts])
+        edges = np.concatenate([e for _, _, e in parts])
         row_of[order] = np.arange(len(order))
         jobs = [(name, row_of[members[have[members]]]) for name, members in samples.items()]
 
         def fit_one(job):
             name, rows = job
-            return name, BackgroundModel(self.n_components, self.variance,
-                                         self.random_state).fit(flat[rows], self.size_)
+            model = BackgroundModel(self.n_components, self.variance,
+                                    self.random_state).fit(flat[rows], self.size_)
+            model.alignment_ = Alignment(edges[rows])
+            return name, model
 
         with one_blas_thread():  # the classes are fitted in threads instead
             self.models_ = dict(bounded_map(
@@ -839,8 +859,9 @@ class BackgroundDetector(Detector):
         return max(1, int(round(self.top_share * self.size_[0] * self.size_[1])))
 
     def _parts(self, batch: FrameBatch) -> np.ndarray:
-        """[frames, 2]: the scene part and the same-time part (NaN without an image, or,
-        for the same-time part, without references)."""
+        """[frames, 3]: the scene part, the same-time part and the alignment gain (NaN without
+        an image; the same-time part also without references, the gain also without structure
+        to line up)."""
         from concurrent.futures import ThreadPoolExecutor
 
         from pipeline.background import (
@@ -853,10 +874,9 @@ class BackgroundDetector(Detector):
             stand_out,
         )
 
-        out = np.full((len(batch), 2), np.nan)
+        out = np.full((len(batch), 3), np.nan)
         if batch.pixels is None or not getattr(self, "models_", None):
             return out
-        classes = _daylight_classes(batch)
         days, minutes = day_and_minute(batch.local_time)
         known = getattr(self, "references_", None)
         refs = None
@@ -870,9 +890,11 @@ class BackgroundDetector(Detector):
         top = self._top()
 
         def score(projected):
-            """Both parts for frames of one class: positions, class, coefficients, residuals."""
-            pos, name, coef, residual = projected
-            scores = np.full((len(pos), 2), np.nan)
+            """The parts for frames of one class: positions, class, coefficients, residuals
+            and alignment gains."""
+            pos, name, coef, residual, gains = projected
+            scores = np.full((len(pos), 3), np.nan)
+            scores[:, 2] = gains
             model = self._model(name)
             if refs is not None:
                 found, left = refs.explain(name, days[pos], minutes[pos], coef, residual)
@@ -888,16 +910,18 @@ class BackgroundDetector(Detector):
             flat = log_rgb(grids)
             scored = []
             for name, rows in by_class(ref_class[pos]):
-                coef, residual = self._model(name).project(flat if len(rows) == len(pos)
-                                                           else flat[rows])
-                scored.append(score((pos[rows], name, coef, residual)))
+                whole = len(rows) == len(pos)
+                model = self._model(name)
+                coef, residual = model.project(flat if whole else flat[rows])
+                gains = model.alignment_gain(grids if whole else grids[rows])
+                scored.append(score((pos[rows], name, coef, residual, gains)))
             return scored
 
         # frames in time order, a few days at a time, so that the references in memory are
         # those days' +- same_time_days. A frame that is a held reference is scored from its
         # held residual; the others are decoded. Pieces are scored in threads (NumPy releases
         # the GIL).
-        ref_class = np.array([self._class_key(n) for n in classes], dtype=object)
+        ref_class = self._class_keys(batch)
         done = np.zeros(len(batch), bool)
         span = max(1, int(self.same_time_days))
         by_time = np.argsort(days, kind="stable")
@@ -922,7 +946,7 @@ class BackgroundDetector(Detector):
                         ahead = loader.submit(refs.load, *window(blocks[i + 1]),
                                               keep_from=window(block)[0])
                 if refs is not None and window(block):
-                    held = ((block[pos], name, coef, res) for pos, name, coef, res
+                    held = ((block[pos], name, coef, res, gains) for pos, name, coef, res, gains
                             in refs.take(batch.frame_ids[block]))
                     for pos, scores in bounded_map(score, held):
                         out[pos] = scores
@@ -939,18 +963,31 @@ class BackgroundDetector(Detector):
         """The model (and reference pool) a daylight class is scored with."""
         return name if name in self.models_ else "all" if "all" in self.models_ else name
 
-    def _combine(self, parts: np.ndarray) -> np.ndarray:
-        """Sum of the parts' tail evidence -log(1 - p), p a part's rank among the fit's frames
-        (over n + 1, so the top fit frame counts log(n + 1)); without a same-time part, the
-        scene part counts twice."""
-        evidence = np.full(parts.shape, np.nan)
-        for j, reference in enumerate(getattr(self, "part_reference_", [])):
+    def _class_keys(self, batch: FrameBatch) -> np.ndarray:
+        return np.array([self._class_key(n) for n in _daylight_classes(batch)], dtype=object)
+
+    def _combine(self, parts: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Sum of the parts' tail evidence. Scene and same-time parts: -log(1 - p), p the
+        part's rank among the fit's frames (over n + 1, so the top fit frame counts
+        log(n + 1)); without a same-time part, the scene part counts twice. Alignment: 0 for a
+        frame that lines up (or has nothing to line up), else its gain, in the classes whose
+        fit frames line up (`min_lines_up`)."""
+        evidence = np.full((len(parts), 2), np.nan)
+        for j, reference in enumerate(getattr(self, "part_reference_", [])[:2]):
             ok = np.isfinite(parts[:, j])
             if len(reference) and ok.any():
                 p = np.searchsorted(reference, parts[ok, j], side="right") / (len(reference) + 1)
                 evidence[ok, j] = -np.log1p(-p)
         scene, same_time = evidence.T
-        return scene + np.where(np.isfinite(same_time), same_time, scene)
+        local = scene + np.where(np.isfinite(same_time), same_time, scene)
+        return local + self._alignment_evidence(parts[:, 2], keys)
+
+    def _alignment_evidence(self, gains: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        lines_up = getattr(self, "lines_up_", None) or {}  # none before the alignment part
+        reliable = np.array([lines_up.get(key, 0.0) >= self.min_lines_up for key in keys],
+                            dtype=bool)
+        shifted = reliable & np.isfinite(gains) & (gains > 0)
+        return np.where(shifted, gains, 0.0)
 
 
 def _day_blocks(rows: np.ndarray, row_days: np.ndarray, max_days: int | None,

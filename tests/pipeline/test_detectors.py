@@ -339,7 +339,7 @@ def test_background_explains_a_moving_shadow_by_the_same_time_on_other_days():
     batch, _ = _shadowed_garden(planted=planted)
     normal = (batch.daylight == "day") & ~np.isin(np.arange(len(batch)), planted)
     both = make_detector("background").fit(batch)
-    scene_part, same_time_part = both._parts(batch).T
+    scene_part, same_time_part, _ = both._parts(batch).T
     assert same_time_part[planted].min() > same_time_part[normal].max()
     assert scene_part[planted].min() < scene_part[normal].max()
     scene = make_detector("background").set_params(same_time_neighbors=0).fit(batch)
@@ -377,8 +377,81 @@ def test_background_scores_frames_without_a_time_by_the_scene_part(batches):
     batch = batches[None]
     det = make_detector("background").fit(batch)
     untimed = replace(batch, local_time=np.full(len(batch), np.datetime64("NaT"), "M8[ns]"))
-    scene_part, same_time_part = det._parts(untimed).T
+    scene_part, same_time_part, gains = det._parts(untimed).T
     assert np.isfinite(scene_part).all() and np.isnan(same_time_part).all()
     p = np.searchsorted(det.part_reference_[0], scene_part, side="right") \
         / (len(det.part_reference_[0]) + 1)
-    np.testing.assert_allclose(det.decision_function(untimed), -2 * np.log1p(-p))
+    aligned = gains == 0  # the alignment part needs no time; frames that line up add nothing
+    assert aligned.mean() > 0.9
+    np.testing.assert_allclose(det.decision_function(untimed)[aligned],
+                               -2 * np.log1p(-p[aligned]))
+
+
+def _textured_scene(seed: int = 5) -> np.ndarray:
+    """A 72 x 128 scene with structure: blocks of flat colour (a fence, a shed, beds)."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.uniform(40, 220, size=(9, 16, 3))
+    return np.kron(blocks, np.ones((8, 8, 1)))
+
+
+def _moved(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """The view of a camera knocked by (dx, dy) pixels (edges repeated where it sees new)."""
+    padded = np.pad(image, ((8, 8), (8, 8), (0, 0)), mode="edge")
+    return padded[8 - dy:8 - dy + image.shape[0], 8 - dx:8 - dx + image.shape[1]]
+
+
+def test_alignment_sees_a_moved_camera_and_not_light_objects_or_noise():
+    from pipeline.background import Alignment, edge_map
+
+    rng = np.random.default_rng(0)
+    scene = _textured_scene()
+    normal = np.stack([np.clip(scene * rng.uniform(0.3, 1.2) + rng.normal(0, 4, scene.shape),
+                               0, 255) for _ in range(60)]).astype(np.uint8)
+    alignment = Alignment(edge_map(normal))
+    assert (alignment.gain(edge_map(normal)) == 0).all()
+    person = scene.copy()
+    person[30:50, 60:66] = (90, 100, 75)  # an object in front: the scene still lines up
+    dusk = scene * 0.2  # a change of light: edges in log grey stay where they are
+    moved = [_moved(scene, 2, 0), _moved(scene, -1, 2), _moved(scene, 5, -3)]
+    black = np.full_like(scene, 3.0)
+    gains = alignment.gain(edge_map(np.stack([person, dusk, *moved, black]).astype(np.uint8)))
+    assert gains[0] == 0 and gains[1] == 0
+    assert (gains[2:5] > 3).all()
+    assert np.isnan(gains[5])  # nothing to line up
+
+
+def test_background_flags_a_knocked_camera_by_its_alignment():
+    """A knocked camera that stays knocked for a few frames: every edge is a little off, all
+    over the frame, so the local parts barely see it; the alignment part ranks those frames
+    above every normal one, and frames that line up get nothing from it."""
+    batch, _ = _shadowed_garden()
+    knocked = np.arange(4 * 72 + 36, 4 * 72 + 40)  # noon to 13:00 on the fifth day
+    images = batch.pixels.images
+    for i in knocked:
+        images[int(batch.frame_ids[i])] = _moved(images[int(batch.frame_ids[i])], 2, 1)
+    det = make_detector("background").fit(batch)
+    parts = det._parts(batch)
+    day = batch.daylight == "day"
+    normal = day & ~np.isin(np.arange(len(batch)), knocked)
+    assert (parts[knocked, 2] > 0).all() and (parts[normal, 2] == 0).mean() > 0.95
+    assert det.decision_scores_[knocked].min() > det.decision_scores_[normal].max()
+    keys = det._class_keys(batch)
+    evidence = det._alignment_evidence(parts[:, 2], keys)
+    assert (evidence[normal & (parts[:, 2] == 0)] == 0).all()
+    # the same run without the alignment part (fitted before it) ranks them lower
+    del det.lines_up_
+    without = det.decision_function(batch)
+    assert without[knocked].min() < det.decision_scores_[knocked].min()
+
+
+def test_background_fitted_before_the_alignment_part_still_scores(batches):
+    """Models saved before alignment was measured have no edge map: they score as before."""
+    batch = batches[None]
+    det = make_detector("background").fit(batch)
+    local = det._combine(np.column_stack([det._parts(batch)[:, :2],
+                                          np.full(len(batch), np.nan)]),
+                         det._class_keys(batch))
+    for model in det.models_.values():
+        del model.alignment_
+    del det.lines_up_
+    np.testing.assert_allclose(det.decision_function(batch), local)
