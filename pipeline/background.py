@@ -370,7 +370,7 @@ class Alignment:
     otherwise how far the peak stands above the correlation at no shift, in standard deviations
     of the correlation surface: a knocked camera scores high, a noisy night frame whose peak
     wanders by chance scores low. A frame with under a quarter of the class's typical edge
-    strength (black, washed out, thick fog) has no structure to line up: NaN.
+    strength (black, a covered lens) has no structure to line up: NaN.
     """
 
     def __init__(self, edges: np.ndarray):

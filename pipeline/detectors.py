@@ -983,7 +983,9 @@ class BackgroundDetector(Detector):
         return local + self._alignment_evidence(parts[:, 2], keys)
 
     def _alignment_evidence(self, gains: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        lines_up = getattr(self, "lines_up_", None) or {}  # none before the alignment part
+        lines_up = getattr(self, "lines_up_", None)
+        if not lines_up:  # fitted before the alignment part
+            return np.zeros(len(gains))
         reliable = np.array([lines_up.get(key, 0.0) >= self.min_lines_up for key in keys],
                             dtype=bool)
         shifted = reliable & np.isfinite(gains) & (gains > 0)

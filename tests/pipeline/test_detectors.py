@@ -445,7 +445,8 @@ def test_background_flags_a_knocked_camera_by_its_alignment():
 
 
 def test_background_fitted_before_the_alignment_part_still_scores(batches):
-    """Models saved before alignment was measured have no edge map: they score as before."""
+    """A run saved before the alignment part (no edge maps, no `lines_up_`, not even the
+    `min_lines_up` setting) scores as it did."""
     batch = batches[None]
     det = make_detector("background").fit(batch)
     local = det._combine(np.column_stack([det._parts(batch)[:, :2],
@@ -453,5 +454,5 @@ def test_background_fitted_before_the_alignment_part_still_scores(batches):
                          det._class_keys(batch))
     for model in det.models_.values():
         del model.alignment_
-    del det.lines_up_
+    del det.lines_up_, det.min_lines_up  # what such a pickle holds
     np.testing.assert_allclose(det.decision_function(batch), local)
