@@ -153,6 +153,18 @@ def by_class(classes: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
         yield name, np.flatnonzero(classes == name)
 
 
+def project_by_class(grids: np.ndarray, classes: np.ndarray, model_of: Callable
+                     ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Decoded frames projected on their class's background: per class (name, positions,
+    coefficients, log-RGB residuals, alignment gains)."""
+    flat = log_rgb(grids)
+    for name, rows in by_class(classes):
+        whole = len(rows) == len(classes)
+        model = model_of(name)
+        coef, residual = model.project(flat if whole else flat[rows])
+        yield name, rows, coef, residual, model.alignment_gain(grids if whole else grids[rows])
+
+
 def split_chunks(chunks: Iterable[tuple[np.ndarray, np.ndarray]], size: int = 128
            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(positions, grids) chunks cut into pieces of at most `size` frames, so that threads
@@ -463,15 +475,8 @@ class SameTimeReferences:
         def project(chunk):
             pos, grids = chunk
             rows = want[pos]
-            flat = log_rgb(grids)
-            out = []
-            for name, sel in by_class(self.classes[rows]):
-                whole = len(sel) == len(rows)
-                model = self.models[name]
-                coef, res = model.project(flat if whole else flat[sel])
-                gains = model.alignment_gain(grids if whole else grids[sel])
-                out.append((name, rows[sel], coef, res, gains))
-            return out
+            return [(name, rows[sel], coef, res, gains) for name, sel, coef, res, gains
+                    in project_by_class(grids, self.classes[rows], self.models.__getitem__)]
 
         chunks = split_chunks(self.pixels.grids(self.ids[want], self.size))
         for projected in bounded_map(project, chunks):

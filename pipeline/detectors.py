@@ -867,9 +867,8 @@ class BackgroundDetector(Detector):
         from pipeline.background import (
             SameTimeReferences,
             bounded_map,
-            by_class,
-            log_rgb,
             one_blas_thread,
+            project_by_class,
             split_chunks,
             stand_out,
         )
@@ -907,15 +906,9 @@ class BackgroundDetector(Detector):
             # pieces of 128 frames: each temporary is 14 MB instead of 113 MB for a chunk of
             # 1,024, so it is reused from the heap instead of mapped and faulted in anew
             pos, grids = piece
-            flat = log_rgb(grids)
-            scored = []
-            for name, rows in by_class(ref_class[pos]):
-                whole = len(rows) == len(pos)
-                model = self._model(name)
-                coef, residual = model.project(flat if whole else flat[rows])
-                gains = model.alignment_gain(grids if whole else grids[rows])
-                scored.append(score((pos[rows], name, coef, residual, gains)))
-            return scored
+            return [score((pos[rows], name, coef, residual, gains))
+                    for name, rows, coef, residual, gains
+                    in project_by_class(grids, ref_class[pos], self._model)]
 
         # frames in time order, a few days at a time, so that the references in memory are
         # those days' +- same_time_days. A frame that is a held reference is scored from its
@@ -964,7 +957,8 @@ class BackgroundDetector(Detector):
         return name if name in self.models_ else "all" if "all" in self.models_ else name
 
     def _class_keys(self, batch: FrameBatch) -> np.ndarray:
-        return np.array([self._class_key(n) for n in _daylight_classes(batch)], dtype=object)
+        names, inverse = np.unique(_daylight_classes(batch), return_inverse=True)
+        return np.array([self._class_key(n) for n in names], dtype=object)[inverse]
 
     def _combine(self, parts: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Sum of the parts' tail evidence. Scene and same-time parts: -log(1 - p), p the
@@ -986,8 +980,8 @@ class BackgroundDetector(Detector):
         lines_up = getattr(self, "lines_up_", None)
         if not lines_up:  # fitted before the alignment part
             return np.zeros(len(gains))
-        reliable = np.array([lines_up.get(key, 0.0) >= self.min_lines_up for key in keys],
-                            dtype=bool)
+        reliable = np.isin(keys, [k for k, share in lines_up.items()
+                                  if share >= self.min_lines_up])
         shifted = reliable & np.isfinite(gains) & (gains > 0)
         return np.where(shifted, gains, 0.0)
 
