@@ -14,7 +14,9 @@ garden frames (folder `closed/` and `closed-*` files = junk) are analysed the sa
 
 Variants: `demo` (the `make demo` scene) and two harder renders, `hard-june` and `hard-sept`,
 on which the detectors and the consensus were chosen; four more harder renders (`hard-dec`,
-`hard-mar`, `hard-jul`, `hard-nov`) were added afterwards as held-out checks. Each variant's
+`hard-mar`, `hard-jul`, `hard-nov`) were added afterwards as held-out checks, and four more
+(`hard-jan`, `hard-feb`, `hard-aug`, `hard-oct`) after the time-of-day part of `background`
+was chosen on the first seven. Each variant's
 `summary` gives the issue's targets: the consensus's daylight ROC-AUC, its worst kind, and the
 best single detector.
 
@@ -43,6 +45,12 @@ VARIANTS = {  # name -> render_demo arguments
     "hard-mar": {"seed": 47, "hard": True, "start": date(2025, 3, 3)},
     "hard-jul": {"seed": 53, "hard": True, "start": date(2024, 7, 15)},
     "hard-nov": {"seed": 61, "hard": True, "start": date(2024, 11, 4)},
+    # a second held-out set: rendered after the time-of-day noise of `background`'s scene part
+    # was chosen on the seven above
+    "hard-jan": {"seed": 89, "hard": True, "start": date(2025, 1, 13)},
+    "hard-feb": {"seed": 71, "hard": True, "start": date(2025, 2, 10)},
+    "hard-aug": {"seed": 79, "hard": True, "start": date(2024, 8, 19)},
+    "hard-oct": {"seed": 83, "hard": True, "start": date(2024, 10, 14)},
 }
 QUALITY = ["dark", "overexposed", "blurry", "low_information", "haze"]
 SUBSETS = {  # consensus candidates compared in `rules`

@@ -15,8 +15,11 @@ principal component are left out of a second fit, so a foggy hour or a knocked c
 become part of the background.
 
 A few components cannot follow a shadow edge sweeping across the lawn, so on sunny days the
-edge is what stands out most. But the sun stands at the same place at the same time of day on
-the days around, and the shadows with it: `SameTimeReferences` rebuilds a frame's residual
+edge is what stands out most. Two things put it back in its place. Where the edge falls depends
+on the time of day, so each pixel's residual is measured against that pixel's residual at the
+frame's time of day (`TimeOfDayNoise`): in the band the edge crosses at 9:00, an edge at 9:00
+is ordinary noise, and at noon it is not. And the sun stands at the same place at the same time
+of day on the days around, and the shadows with it: `SameTimeReferences` rebuilds a frame's residual
 from the residuals of its nearest reference frames taken at that time of day on other days
 (one reference per class per slot of a day) and scores what is left the same way. A shadow or
 a cloud bank that another day had is explained; a person, a bird or drops on the lens are not.
@@ -243,12 +246,13 @@ class BackgroundModel:
         self.variance = variance
         self.random_state = random_state
 
-    def fit(self, flat: np.ndarray, shape: tuple[int, int],
-            max_outlyingness: float = 8.0) -> "BackgroundModel":
+    def fit(self, flat: np.ndarray, shape: tuple[int, int], max_outlyingness: float = 8.0,
+            minutes: np.ndarray | None = None) -> "BackgroundModel":
         """Fit, then refit without the frames that own a component (a coefficient more than
         `max_outlyingness` robust deviations from that component's median, the outlyingness
         of ROBPCA), so that a rare object or a short event does not become part of the
-        background: a fit that absorbed it would explain it well."""
+        background: a fit that absorbed it would explain it well. With the frames' `minutes`
+        of day, each pixel's residual is also measured per time of day (`TimeOfDayNoise`)."""
         self.shape_ = shape
         keep = np.ones(len(flat), bool)
         for final in (False, True):
@@ -271,6 +275,11 @@ class BackgroundModel:
         self.median_ = np.median(res, axis=0)
         self.mad_ = np.median(np.abs(res - self.median_), axis=0) + 1e-3
         self.n_fit_ = int(keep.sum())
+        self.time_noise_ = None
+        if minutes is not None:
+            res -= self.median_
+            res /= self.mad_
+            self.time_noise_ = TimeOfDayNoise().fit(res, np.asarray(minutes)[keep])
         return self
 
     def project(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -295,12 +304,90 @@ class BackgroundModel:
         """Per-pixel absolute residual (summed over R, G, B): [n, height * width]."""
         return _abs_rgb_sum(self.project(flat)[1], self.shape_)
 
-    def pixel_z(self, residual_rgb: np.ndarray) -> np.ndarray:
-        """Robust per-pixel z-scores of a log-RGB residual: [n, height * width]."""
+    def pixel_z(self, residual_rgb: np.ndarray, minutes: np.ndarray | None = None
+                ) -> np.ndarray:
+        """Robust per-pixel z-scores of a log-RGB residual: [n, height * width]. Given the
+        frames' minutes of day, measured against the pixel's residual at that time of day
+        where the fit had enough frames then (`TimeOfDayNoise`)."""
         z = _abs_rgb_sum(residual_rgb, self.shape_)
         z -= self.median_
         z /= self.mad_
+        noise = getattr(self, "time_noise_", None)  # None: fitted before it was measured
+        if minutes is not None and noise is not None:
+            noise.standardise(z, minutes)
         return z
+
+
+class TimeOfDayNoise:
+    """Each pixel's typical scene residual at each time of day.
+
+    The scene part's components cannot follow a shadow edge that sweeps across the lawn, and
+    where the edge falls depends on the time of day: at 9:00 in November the shed's shadow
+    crosses the lawn where at noon there is none. Measured against the pixel's residual over
+    the whole day, that edge stands out like an object on every sunny morning. Measured against
+    the pixel's residual at that time of day (the fit frames within `window` minutes of it, on
+    any day), it is the usual noise of that place at that hour, and an object is not. Per
+    `slot` minutes of the day with at least `min_frames` fit frames in the window, `fit` keeps
+    each pixel's median and MAD of the z-scores; `standardise` re-scores a frame against its
+    slot's (frames in other slots, or of unknown time, keep their z-scores). A pixel's MAD is
+    floored at `floor` times the slot's median MAD, so a pixel that barely varies at that hour
+    does not turn its faintest change into a large z-score.
+    """
+
+    def __init__(self, slot: float = 20.0, window: float = 40.0, min_frames: int = 12,
+                 floor: float = 0.5, max_frames: int = 120, random_state: int = 0):
+        self.slot, self.window, self.min_frames = slot, window, min_frames
+        self.floor, self.max_frames, self.random_state = floor, max_frames, random_state
+
+    def fit(self, z: np.ndarray, minutes: np.ndarray) -> "TimeOfDayNoise":
+        """From fit frames' z-scores [n, pixels] and their minutes of day (NaN: unknown). At
+        most `max_frames` frames (a seeded sample) per slot: the median of 120 is as good as
+        of 1,000, at a tenth of the time."""
+        rng = np.random.default_rng(self.random_state)
+        n_slots = int(np.ceil(1440 / self.slot))
+        self.row_ = np.full(n_slots, -1, np.int64)
+        known = np.flatnonzero(np.isfinite(minutes))
+        medians, scales = [], []
+        for slot in range(n_slots):
+            gap = np.abs(minutes[known] - (slot + 0.5) * self.slot)
+            near = known[np.minimum(gap, 1440 - gap) <= self.window]
+            if len(near) < self.min_frames:
+                continue
+            if len(near) > self.max_frames:
+                near = np.sort(rng.choice(near, self.max_frames, replace=False))
+            some = np.ascontiguousarray(z[near].T)  # [pixels, frames]: partitions along rows
+            middle = some.shape[1] // 2
+            median = np.partition(some, middle, axis=1)[:, middle].copy()
+            some -= median[:, None]
+            np.abs(some, out=some)
+            some.partition(middle, axis=1)
+            mad = 1.4826 * some[:, middle]
+            self.row_[slot] = len(medians)
+            medians.append(median)
+            scales.append(np.maximum(mad, self.floor * np.median(mad) + 1e-3))
+        width = z.shape[1]  # float16: half the pickle, and z-scores need no more digits
+        self.median_ = np.array(medians, np.float16).reshape(-1, width)
+        self.scale_ = np.array(scales, np.float16).reshape(-1, width)
+        return self
+
+    def standardise(self, z: np.ndarray, minutes: np.ndarray) -> None:
+        """Re-score z [n, pixels] in place against each frame's time of day."""
+        minutes = np.asarray(minutes, dtype=float)
+        slots = np.floor(np.nan_to_num(minutes, nan=-1.0) / self.slot).astype(np.int64)
+        ok = (slots >= 0) & (slots < len(self.row_))
+        rows = np.where(ok, self.row_[np.clip(slots, 0, len(self.row_) - 1)], -1)
+        for row in np.unique(rows[rows >= 0]):
+            median = self.median_[row].astype(np.float32)  # float16 in arithmetic is slow
+            inverse = 1 / self.scale_[row].astype(np.float32)
+            at = np.flatnonzero(rows == row)
+            if len(at) == len(z):  # the usual case: a piece of frames within one slot
+                z -= median
+                z *= inverse
+                continue
+            part = z[at]
+            part -= median
+            part *= inverse
+            z[at] = part
 
 
 def _abs_rgb_sum(residual_rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

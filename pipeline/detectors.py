@@ -21,8 +21,9 @@ Families:
 - `background`: what the fixed camera's learned background (an eigen-background per daylight
   class, from the stored thumbnails; `pipeline.background`) cannot explain, scored as how far a
   frame's strongest pixels stand out from the rest of it: a person, an animal, a bird at the
-  lens, water drops, a knocked camera. A second score explains the residual by the same time of
-  day on other days too, so a shadow that moves with the sun is not taken for an object.
+  lens, water drops, a knocked camera. Each pixel is measured against its usual residual at
+  that time of day, and a second score explains the residual by the same time of day on other
+  days too, so a shadow that moves with the sun is not taken for an object.
 - quality (`dark`, `overexposed`, `blurry`, `low_information`, `haze`): from the frame statistics
   ingest computed (mean luma, contrast, sharpness, colourfulness).
 - `consensus` combines detectors' percentile ranks (see `consensus_scores`).
@@ -725,7 +726,9 @@ class BackgroundDetector(Detector):
 
     - scene: the residual against an eigen-background fitted per daylight class with at least
       `min_class_frames` frames, on at most `max_fit_frames` of them (a seeded sample), plus one
-      over all frames when some class is smaller;
+      over all frames when some class is smaller. With `time_of_day_noise`, each pixel's
+      residual is measured against that pixel's residual at the frame's time of day
+      (`TimeOfDayNoise`: where a shadow edge usually falls at 9:00, an edge there is noise);
     - same time: that residual after also rebuilding the frame from its `same_time_neighbors`
       nearest reference frames (one per class per `slot_minutes` slot of a day, from the fit)
       taken within `same_time_minutes` of its time of day on other days at most
@@ -755,7 +758,8 @@ class BackgroundDetector(Detector):
                  max_fit_frames: int = 1500, min_class_frames: int = 60, min_frames: int = 30,
                  same_time_neighbors: int = 6, same_time_minutes: float = 30.0,
                  same_time_days: int = 7, slot_minutes: float = 10.0,
-                 min_lines_up: float = 0.9, random_state: int = 0):
+                 min_lines_up: float = 0.9, time_of_day_noise: bool = True,
+                 random_state: int = 0):
         self.contamination = contamination
         self.n_components = n_components
         self.variance = variance
@@ -769,6 +773,7 @@ class BackgroundDetector(Detector):
         self.same_time_days = same_time_days
         self.slot_minutes = slot_minutes
         self.min_lines_up = min_lines_up
+        self.time_of_day_noise = time_of_day_noise
         self.random_state = random_state
 
     def fit(self, batch):
@@ -833,11 +838,14 @@ class BackgroundDetector(Detector):
         edges = np.concatenate([e for _, _, e in parts])
         row_of[order] = np.arange(len(order))
         jobs = [(name, row_of[members[have[members]]]) for name, members in samples.items()]
+        days, minutes = day_and_minute(batch.local_time)
+        flat_minutes = minutes[order] if self.time_of_day_noise else None
 
         def fit_one(job):
             name, rows = job
-            model = BackgroundModel(self.n_components, self.variance,
-                                    self.random_state).fit(flat[rows], self.size_)
+            model = BackgroundModel(self.n_components, self.variance, self.random_state).fit(
+                flat[rows], self.size_,
+                minutes=None if flat_minutes is None else flat_minutes[rows])
             model.alignment_ = Alignment(edges[rows])
             return name, model
 
@@ -845,7 +853,6 @@ class BackgroundDetector(Detector):
             self.models_ = dict(bounded_map(
                 fit_one, [(name, rows) for name, rows in jobs if len(rows) >= self.min_frames]))
         if self.models_:
-            days, minutes = day_and_minute(batch.local_time)
             by_time = np.argsort(batch.local_time, kind="stable")
             refs = reference_slots(classes, days, minutes, by_time, self.slot_minutes)
             self.references_ = {"frame_id": batch.frame_ids[refs], "daylight": classes[refs],
@@ -899,7 +906,7 @@ class BackgroundDetector(Detector):
                 found, left = refs.explain(name, days[pos], minutes[pos], coef, residual)
                 if found.any():
                     scores[found, 1] = stand_out(model.pixel_z(left), top)
-            scores[:, 0] = stand_out(model.pixel_z(residual), top)
+            scores[:, 0] = stand_out(model.pixel_z(residual, minutes[pos]), top)
             return pos, scores
 
         def decode_and_score(piece):

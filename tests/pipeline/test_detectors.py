@@ -297,10 +297,12 @@ def test_same_time_compares_only_days_within_max_days(batches):
         make_detector("same_time").set_params(max_days=0).fit(batch)
 
 
-def _shadowed_garden(n_days: int = 8, per_day: int = 72, planted=(), seed: int = 3):
+def _shadowed_garden(n_days: int = 8, per_day: int = 72, planted=(), seed: int = 3,
+                     drift: float = 0.0):
     """A lawn whose tree shadow sweeps across it with the sun (its edge moves from left to right
-    through the day; no shadow on overcast days), every 20 min for `n_days`; a small drab
-    figure stands on the lawn in the `planted` frames."""
+    through the day, `drift` columns further each day as the season turns; no shadow on
+    overcast days), every 20 min for `n_days`; a small drab figure stands on the lawn in the
+    `planted` frames."""
     rng = np.random.default_rng(seed)
     texture = rng.uniform(70, 190, size=(72, 128, 3))
     n = n_days * per_day
@@ -313,7 +315,7 @@ def _shadowed_garden(n_days: int = 8, per_day: int = 72, planted=(), seed: int =
         sun = max(0.0, np.sin(np.pi * (hour - 5) / 14))
         image = texture * (0.1 + 0.9 * sun)
         if sun > 0 and not overcast[i // per_day]:
-            edge = 8 + (hour - 5) / 14 * 112
+            edge = 8 + (hour - 5) / 14 * 112 + drift * (i // per_day)
             shade = np.where(columns < edge, 0.55, 1.0)
             image[36:] *= shade[:, :, None]
         image = image + rng.normal(0, 2, image.shape)
@@ -330,24 +332,75 @@ def _shadowed_garden(n_days: int = 8, per_day: int = 72, planted=(), seed: int =
                                   pixels=ArrayReader(images)), hours
 
 
+SHADOW_PLANTED = [3 * 72 + 30, 5 * 72 + 40, 6 * 72 + 25]  # 10:00, 13:20, 08:20
+
+
 def test_background_explains_a_moving_shadow_by_the_same_time_on_other_days():
     """A shadow edge that sweeps across the lawn is not in a few principal components of the
     day, but it stands where it stood at that time on the other sunny days: the same-time part
-    ranks every figure above every shadow, the scene part does not, and together they rank the
-    weakest figure above more normal frames than the scene part alone."""
-    planted = [3 * 72 + 30, 5 * 72 + 40, 6 * 72 + 25]  # 10:00, 13:20, 08:20
+    ranks every figure above every shadow, the scene part (measured against each pixel's
+    residual over the whole day) does not, and together they rank the weakest figure above
+    more normal frames than the scene part alone."""
+    planted = SHADOW_PLANTED
     batch, _ = _shadowed_garden(planted=planted)
     normal = (batch.daylight == "day") & ~np.isin(np.arange(len(batch)), planted)
-    both = make_detector("background").fit(batch)
+    both = make_detector("background").set_params(time_of_day_noise=False).fit(batch)
     scene_part, same_time_part, _ = both._parts(batch).T
     assert same_time_part[planted].min() > same_time_part[normal].max()
     assert scene_part[planted].min() < scene_part[normal].max()
-    scene = make_detector("background").set_params(same_time_neighbors=0).fit(batch)
+    scene = make_detector("background").set_params(time_of_day_noise=False,
+                                                   same_time_neighbors=0).fit(batch)
 
     def above_weakest(scores):
         return int((scores[normal] >= scores[planted].min()).sum())
 
     assert above_weakest(both.decision_scores_) < above_weakest(scene.decision_scores_)
+
+
+def test_background_measures_each_pixel_against_its_time_of_day():
+    """As the season turns, the shadow edge stands a little further each day at the same time,
+    so no other day explains it; but it always falls in the same band of the lawn at that hour.
+    Measured against each pixel's residual at the frame's time of day, the scene part ranks
+    every figure above every normal daytime frame; against the whole day, it does not, and the
+    detector ranks the weakest figure below fewer normal frames with it than without."""
+    planted = SHADOW_PLANTED
+    batch, _ = _shadowed_garden(planted=planted, drift=2.0)
+    normal = (batch.daylight == "day") & ~np.isin(np.arange(len(batch)), planted)
+    by_time = make_detector("background").fit(batch)
+    whole_day = make_detector("background").set_params(time_of_day_noise=False).fit(batch)
+    scene_by_time = by_time._parts(batch)[:, 0]
+    scene_whole_day = whole_day._parts(batch)[:, 0]
+    assert scene_by_time[planted].min() > scene_by_time[normal].max()
+    assert scene_whole_day[planted].min() < scene_whole_day[normal].max()
+
+    def above_weakest(scores):
+        return int((scores[normal] >= scores[planted].min()).sum())
+
+    assert above_weakest(by_time.decision_scores_) < above_weakest(whole_day.decision_scores_)
+
+
+def test_time_of_day_noise_rescores_a_pixel_against_its_hour():
+    """A pixel that is noisy every morning (a shadow edge) is ordinary at 9:00 and stands out at
+    noon; frames of an unknown time, or of an hour with too few fit frames, keep their
+    z-scores."""
+    from pipeline.background import TimeOfDayNoise
+
+    rng = np.random.default_rng(0)
+    minutes = np.concatenate([rng.uniform(8 * 60, 10 * 60, 200), rng.uniform(11 * 60, 13 * 60, 200)])
+    z = rng.normal(0, 1, (400, 50)).astype(np.float32)
+    morning = minutes < 600
+    z[morning, :5] += rng.uniform(0, 12, (morning.sum(), 5))  # the edge's band, mornings only
+    noise = TimeOfDayNoise().fit(z.copy(), minutes)
+    edge_at_nine = np.zeros((1, 50), np.float32)
+    edge_at_nine[0, :5] = 8.0
+    at_nine, at_noon, untimed, at_night = (edge_at_nine.copy() for _ in range(4))
+    noise.standardise(at_nine, np.array([9 * 60.0]))
+    noise.standardise(at_noon, np.array([12 * 60.0]))
+    noise.standardise(untimed, np.array([np.nan]))
+    noise.standardise(at_night, np.array([2 * 60.0]))  # no fit frames then
+    assert at_nine[0, :5].max() < 2 < 6 < at_noon[0, :5].min()
+    np.testing.assert_array_equal(untimed, edge_at_nine)
+    np.testing.assert_array_equal(at_night, edge_at_nine)
 
 
 def test_background_scores_do_not_depend_on_the_order_of_the_frames(batches):
@@ -442,6 +495,20 @@ def test_background_flags_a_knocked_camera_by_its_alignment():
     del det.lines_up_
     without = det.decision_function(batch)
     assert without[knocked].min() < det.decision_scores_[knocked].min()
+
+
+def test_background_fitted_before_time_of_day_noise_still_scores(batches):
+    """A run saved before the scene part measured pixels per time of day (its models have no
+    `time_noise_`, the detector not even the setting) scores as it did."""
+    batch = batches[None]
+    det = make_detector("background").set_params(time_of_day_noise=False).fit(batch)
+    expected = det.decision_function(batch)
+    for model in det.models_.values():
+        del model.time_noise_
+    del det.time_of_day_noise
+    np.testing.assert_allclose(det.decision_function(batch), expected)
+    assert all(m.time_noise_ is not None for m in make_detector("background").fit(batch)
+               .models_.values())
 
 
 def test_background_fitted_before_the_alignment_part_still_scores(batches):
