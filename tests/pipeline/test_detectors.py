@@ -386,7 +386,8 @@ def test_time_of_day_noise_rescores_a_pixel_against_its_hour():
     from pipeline.background import TimeOfDayNoise
 
     rng = np.random.default_rng(0)
-    minutes = np.concatenate([rng.uniform(8 * 60, 10 * 60, 200), rng.uniform(11 * 60, 13 * 60, 200)])
+    minutes = np.concatenate([rng.uniform(8 * 60, 10 * 60, 200),
+                              rng.uniform(11 * 60, 13 * 60, 200)])
     z = rng.normal(0, 1, (400, 50)).astype(np.float32)
     morning = minutes < 600
     z[morning, :5] += rng.uniform(0, 12, (morning.sum(), 5))  # the edge's band, mornings only
