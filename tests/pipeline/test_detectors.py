@@ -524,3 +524,29 @@ def test_background_fitted_before_the_alignment_part_still_scores(batches):
         del model.alignment_
     del det.lines_up_, det.min_lines_up  # what such a pickle holds
     np.testing.assert_allclose(det.decision_function(batch), local)
+
+
+@pytest.mark.parametrize("shape", [(144, 256), (200, 300), (72, 128)])
+def test_thumbnail_decode_gives_pillow_draft_pixels_and_none_for_damage(shape):
+    """Thumbnails decode (libjpeg-turbo through simplejpeg) to the grid Pillow's draft mode
+    gives, whatever their size; a truncated or garbage thumbnail gives None, not an error."""
+    import io
+
+    from PIL import Image
+
+    from pipeline.background import _decode, _resize, grid_size
+
+    rng = np.random.default_rng(1)
+    height, width = shape
+    smooth = np.kron(rng.uniform(0, 255, (height // 8 + 1, width // 8 + 1, 3)),
+                     np.ones((8, 8, 1)))[:height, :width]
+    buffer = io.BytesIO()
+    Image.fromarray(smooth.astype(np.uint8)).save(buffer, "JPEG", quality=80)
+    jpeg = buffer.getvalue()
+    size = grid_size(width / height, 128)
+    pillow = Image.open(io.BytesIO(jpeg))
+    pillow.draft("RGB", size)
+    expected = _resize(pillow, size)
+    np.testing.assert_array_equal(_decode(jpeg, size), expected)
+    assert _decode(jpeg[: len(jpeg) // 2], size) is None
+    assert _decode(b"not a jpeg at all", size) is None
