@@ -354,8 +354,9 @@ class TimeOfDayNoise:
 
     def fit(self, z: np.ndarray, minutes: np.ndarray) -> "TimeOfDayNoise":
         """From fit frames' z-scores [n, pixels] and their minutes of day (NaN: unknown). At
-        most `max_frames` frames (a seeded sample) per slot: the median of 120 is as good as
-        of 1,000, at a tenth of the time."""
+        most `max_frames` frames (a seeded sample) per slot, which bounds the fit's time
+        whatever the camera's rate (the renders measured have under 120 per slot, so the cap
+        never applied there)."""
         rng = np.random.default_rng(self.random_state)
         n_slots = int(np.ceil(1440 / self.slot))
         self.row_ = np.full(n_slots, -1, np.int64)
