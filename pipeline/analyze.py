@@ -150,6 +150,10 @@ def check_settings(settings: Settings) -> list[str]:
     if settings.neighbor_index not in ("auto", "exact", "kdtree", "ivf"):
         raise InputError(f"unknown neighbour index {settings.neighbor_index!r}: auto, exact, "
                          "kdtree or ivf")
+    keep = settings.keep_fitted_runs
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise InputError(f"keep_fitted_runs must be a whole number >= 1 (score-new needs the "
+                         f"newest fitted state), got {keep!r}")
     return keys
 
 
@@ -354,7 +358,8 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
         with store.connect(db) as con:
             sa.write_run(con, run_id, n_frames=n, clusters=cluster_rows, scores=score_rows,
                          neighbors=nn_rows, artifact=artifact, versions=fitted.versions,
-                         timings=dict(steps.timings), params=params)
+                         timings=dict(steps.timings), params=params,
+                         keep_fitted=settings.keep_fitted_runs)
 
     steps.run("write", write)
     n_outliers = int(consensus.predict_scores(scores[CONSENSUS]).sum())

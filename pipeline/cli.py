@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,6 +20,9 @@ import store
 from pipeline import __version__
 from pipeline.errors import InputError, PipelineError
 from pipeline.settings import Settings, help_for
+
+if TYPE_CHECKING:
+    from store.analysis import PruneReport
 
 
 class _Group(click.Group):
@@ -487,6 +491,64 @@ def migrate(db: Path, backup: bool) -> None:
             after = migrations.applied_version(con)
     click.echo(f"store {db}: schema version {before} -> {after}"
                + (f" (the old file is kept as {copy})" if backup else ""))
+
+
+@cli.command()
+@_db_option(exists=True)
+@click.option("--keep", type=click.IntRange(min=1), default=3, show_default=True,
+              help="complete analysis runs kept per model (the newest ones)")
+@click.option("--dry-run", is_flag=True, help="print what would be removed; change nothing")
+@click.option("--compact", is_flag=True,
+              help="then rewrite the file so the freed space goes back to the disk (needs room "
+              "for a copy)")
+def prune(db: Path, keep: int, dry_run: bool, compact: bool) -> None:
+    """Delete old analysis runs (all their rows) but the newest KEEP complete runs per model.
+
+    Failed runs older than a model's oldest kept run go too; runs still marked 'running' stay.
+    Frames, embeddings, reviews and weather are untouched. DuckDB does not shrink the file after
+    deletes (it reuses the space for later runs); --compact rewrites it into a smaller file.
+    """
+    from store import analysis as sa
+    from store import upkeep
+
+    with store.writer_lock(db):
+        before = upkeep.file_size(db)
+        with store.connect(db, read_only=dry_run) as con:
+            report = sa.prune_runs(con, keep, dry_run=dry_run)
+        for line in _describe_prune(report):
+            click.echo(line)
+        if dry_run:
+            click.echo(f"file: {_mb(before)}; dry run: nothing changed"
+                       + (" (--compact would then rewrite the file)" if compact else ""))
+            return
+        click.echo(f"file: {_mb(before)} -> {_mb(upkeep.file_size(db))}")
+        if compact:
+            done = upkeep.compact(db)
+            click.echo(f"compacted: {_mb(done.bytes_before)} -> {_mb(done.bytes_after)}")
+
+
+def _describe_prune(report: PruneReport) -> list[str]:
+    """Lines for `prune`: runs removed and kept per model, rows removed, runs left running."""
+    verb = "would remove" if report.dry_run else "removed"
+    if not report.run_ids:
+        lines = [f"prune (keep {report.keep} per model): nothing to remove"]
+    else:
+        rows = ", ".join(f"{table} {n:,}" for table, n in report.rows.items())
+        lines = [f"prune (keep {report.keep} per model): {verb} {len(report.run_ids)} run(s); "
+                 f"rows: {rows}"]
+        if report.fitted_bytes:
+            lines[0] += f" (fitted states {_mb(report.fitted_bytes)})"
+    for model in sorted(report.kept):
+        gone = report.removed.get(model, [])
+        lines.append(f"  {model}: {verb} " + (", ".join(map(str, gone)) if gone else "none")
+                     + "; kept " + (", ".join(map(str, report.kept[model])) or "none"))
+    if report.running:
+        lines.append("  left alone (marked 'running'): " + ", ".join(map(str, report.running)))
+    return lines
+
+
+def _mb(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB"
 
 
 def _size(text: str) -> tuple[int, int]:

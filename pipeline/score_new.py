@@ -18,6 +18,7 @@ import logging
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from pipeline.errors import AnalysisError
 from pipeline.settings import Settings
 from store import analysis as sa
 from store import embeddings as se
+
+if TYPE_CHECKING:
+    import duckdb
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +87,8 @@ def load_fitted_run(db: Path, run_id: int | None = None,
                     + (f" for model {model}" if model else "")
                     + f"; run `python -m pipeline analyze --db {db}` first")
         loaded = sa.load_fitted(con, run_id)
-    if loaded is None:
-        raise AnalysisError(f"run {run_id} has no saved fitted state (it was analysed with "
-                            f"save_fitted = false, or failed); analyze again first")
+        if loaded is None:
+            raise AnalysisError(_no_fitted_state(con, db, run_id))
     artifact, versions = loaded
     try:
         fitted = pickle.loads(artifact)
@@ -102,6 +105,28 @@ def load_fitted_run(db: Path, run_id: int | None = None,
         warnings.append(f"run {run_id} was fitted with other library versions ({'; '.join(differ)})"
                         f": scores may differ slightly; re-run analyze to refit")
     return fitted, warnings
+
+
+def _no_fitted_state(con: duckdb.DuckDBPyConnection, db: Path, run_id: int) -> str:
+    """Why run `run_id` has no fitted state, and the newest run that still has one."""
+    run = sa.get_run(con, run_id)
+    if run is None:
+        why = f"there is no analysis run {run_id} in {db} (`prune` removes old runs)"
+    elif run["status"] != "complete":
+        why = f"run {run_id} is {run['status']} and has no saved fitted state"
+    elif run["params"].get("save_fitted") is False:
+        why = f"run {run_id} was analysed with save_fitted = false"
+    else:
+        why = (f"the fitted state of run {run_id} was dropped by a later analysis to keep the "
+               "store small (setting keep_fitted_runs: only the newest runs of each model keep "
+               "theirs)")
+    model = run["model"] if run is not None else None
+    of_model = f"{model} " if model else ""
+    newest = sa.latest_fitted_run(con, model)
+    if newest is None:
+        return (f"{why}; no {of_model}run has one: run `python -m pipeline analyze --db {db}` "
+                "first")
+    return f"{why}; the newest {of_model}run with one is run {newest}: pass --run-id {newest}"
 
 
 def score_frames(db: Path, fitted: FittedRun, frame_ids: np.ndarray,

@@ -80,6 +80,8 @@ class Settings:
     too_far_quantile: float = _setting(
         0.99, "score-new: a frame is 'too far' beyond this quantile of fit neighbour distances")
     save_fitted: bool = _setting(True, "save the fitted run in the store so score-new can use it")
+    keep_fitted_runs: int = _setting(
+        3, "fitted states kept per model (newest complete runs); older runs keep their rows")
 
     # Weather
     weather_station: str | None = _setting(

@@ -2,7 +2,7 @@
 
 Everyone opens the file through `connect()`; area modules (`store.frames`, `store.embeddings`,
 `store.analysis`, `store.weather`, `store.reviews`, `store.kv`, `store.facts`) hold the writers
-and readers for their tables.
+and readers for their tables; `store.upkeep` works on the file itself (size, compact).
 """
 
 from store.db import (

@@ -5,6 +5,9 @@ Rows go in and out in bulk (pandas / Arrow, one `INSERT ... SELECT` per table). 
 in two steps: `start_run` records it as 'running'; `write_run` then inserts every row of the run
 and marks it 'complete' in one transaction, or rolls back and leaves nothing; `fail_run` marks a
 run 'failed' with the reason.
+
+Upkeep: `write_run` can drop the fitted states of a model's older runs (`drop_old_fitted`, the
+`keep_fitted_runs` setting); `prune_runs` deletes whole old runs (`python -m pipeline prune`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import duckdb
@@ -25,9 +29,8 @@ from store.db import execute as _run, ids_table as _ids_table
 _FRAME_COLUMNS = ("frame_id", "path", "taken_at", "taken_at_utc", "mean_luma", "contrast",
                   "sharpness", "colorfulness", "daylight")
 
-
-
-
+# Tables whose rows belong to one run (deleted with it); `analysis_runs` itself comes last.
+RUN_TABLES = ("clusters", "outlier_scores", "neighbors", "fitted_runs")
 
 
 # --- what there is to analyse -----------------------------------------------------------------
@@ -110,7 +113,7 @@ def fail_run(con: duckdb.DuckDBPyConnection, run_id: int, error: str,
     """Mark a run 'failed' with the reason; rows of the run (if any slipped in) are removed."""
     con.execute("BEGIN TRANSACTION")
     try:
-        for table in ("clusters", "outlier_scores", "neighbors", "fitted_runs"):
+        for table in RUN_TABLES:
             _run(con, f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         _run(con, "UPDATE analysis_runs SET status = 'failed', error = ?, finished_at = now(), "
                   "timings = ? WHERE run_id = ?",
@@ -158,8 +161,14 @@ def insert_neighbors(con: duckdb.DuckDBPyConnection, neighbors: pd.DataFrame) ->
 def write_run(con: duckdb.DuckDBPyConnection, run_id: int, *, n_frames: int,
               clusters: pd.DataFrame, scores: pd.DataFrame, neighbors: pd.DataFrame,
               artifact: bytes | None, versions: dict[str, str], timings: dict[str, float],
-              params: dict[str, Any] | None = None) -> None:
-    """Every row of a run plus status 'complete', in one transaction (all or nothing)."""
+              params: dict[str, Any] | None = None, keep_fitted: int | None = None) -> None:
+    """Every row of a run plus status 'complete', in one transaction (all or nothing).
+
+    With `keep_fitted`, the same transaction also drops the fitted states of the run's model
+    beyond its newest `keep_fitted` complete runs that have one (`drop_old_fitted`).
+    """
+    if keep_fitted is not None:
+        _check_keep(keep_fitted, "keep_fitted")
     con.execute("BEGIN TRANSACTION")
     try:
         insert_clusters(con, clusters)
@@ -174,10 +183,116 @@ def write_run(con: duckdb.DuckDBPyConnection, run_id: int, *, n_frames: int,
             sets += ", params = ?"
             values.append(json.dumps(params, default=str))
         _run(con, f"UPDATE analysis_runs SET {sets} WHERE run_id = ?", values + [run_id])
+        if keep_fitted is not None:
+            model = scalar(con, "SELECT model FROM analysis_runs WHERE run_id = ?", [run_id])
+            drop_old_fitted(con, model, keep_fitted)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def drop_old_fitted(con: duckdb.DuckDBPyConnection, model: str, keep: int) -> list[int]:
+    """Delete the fitted states of `model`'s complete runs beyond its newest `keep` that have one.
+
+    The runs and their rows stay; only `score-new` against them is no longer possible. Other
+    models' fitted states are untouched. Returns the run ids whose fitted state was deleted.
+    """
+    _check_keep(keep, "keep")
+    rows = _run(con, """
+        DELETE FROM fitted_runs WHERE run_id IN (
+            SELECT run_id FROM (
+                SELECT r.run_id,
+                       row_number() OVER (ORDER BY r.finished_at DESC, r.run_id DESC) AS newest
+                FROM analysis_runs r SEMI JOIN fitted_runs f USING (run_id)
+                WHERE r.model = ? AND r.status = 'complete')
+            WHERE newest > ?)
+        RETURNING run_id""", [model, keep]).fetchall()
+    return sorted(int(r[0]) for r in rows)
+
+
+@dataclass
+class PruneReport:
+    """What `prune_runs` deleted (or, on a dry run, would delete).
+
+    `removed`: model -> run ids, oldest first; `kept`: model -> its complete runs kept, newest
+    first; `running`: runs marked 'running', never touched; `rows`: table -> rows of the removed
+    runs; `fitted_bytes`: size of their fitted states.
+    """
+
+    keep: int
+    dry_run: bool
+    removed: dict[str, list[int]] = field(default_factory=dict)
+    kept: dict[str, list[int]] = field(default_factory=dict)
+    running: list[int] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    fitted_bytes: int = 0
+
+    @property
+    def run_ids(self) -> list[int]:
+        """Every removed run id, ascending."""
+        return sorted(r for ids in self.removed.values() for r in ids)
+
+
+def prune_runs(con: duckdb.DuckDBPyConnection, keep: int, *,
+               dry_run: bool = False) -> PruneReport:
+    """Delete whole analysis runs but the newest `keep` complete runs of each model.
+
+    A removed run loses its rows in every run table and its `analysis_runs` row, all in one
+    transaction, followed by a CHECKPOINT (DuckDB reuses the freed blocks but does not shrink
+    the file: `store.upkeep.compact` does). Failed runs older than a model's oldest kept run go
+    too; newer failed runs, the failed runs of a model with no complete run, and every run still
+    marked 'running' stay. Frames, embeddings, reviews and the rest are untouched. `dry_run`
+    reports the same plan and changes nothing (it works on a read-only connection).
+    """
+    _check_keep(keep, "keep")
+    report = PruneReport(keep=keep, dry_run=dry_run)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        runs = con.execute(
+            "SELECT run_id, model, status FROM analysis_runs "
+            "ORDER BY model, finished_at DESC, run_id DESC").fetchall()
+        by_model: dict[str, list[tuple[int, str]]] = {}
+        for run_id, model, status in runs:
+            by_model.setdefault(model, []).append((int(run_id), status))
+        for model, model_runs in by_model.items():
+            complete = [r for r, status in model_runs if status == "complete"]
+            kept = complete[:keep]
+            gone = complete[keep:]
+            if kept:
+                gone += [r for r, status in model_runs
+                         if status not in ("complete", "running") and r < min(kept)]
+            report.running += [r for r, status in model_runs if status == "running"]
+            report.kept[model] = kept
+            if gone:
+                report.removed[model] = sorted(gone)
+        report.running.sort()
+        ids = report.run_ids
+        if ids:
+            for table in RUN_TABLES + ("analysis_runs",):
+                report.rows[table] = int(scalar(
+                    con, f"SELECT count(*) FROM {table} WHERE run_id IN "
+                         "(SELECT unnest(?::BIGINT[]))", [ids]))
+            report.fitted_bytes = int(scalar(
+                con, "SELECT coalesce(sum(octet_length(artifact)), 0) FROM fitted_runs "
+                     "WHERE run_id IN (SELECT unnest(?::BIGINT[]))", [ids]))
+            if not dry_run:
+                for table in RUN_TABLES + ("analysis_runs",):
+                    _run(con, f"DELETE FROM {table} WHERE run_id IN "
+                              "(SELECT unnest(?::BIGINT[]))", [ids]).fetchall()
+        con.execute("ROLLBACK" if dry_run else "COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    if report.run_ids and not dry_run:
+        con.execute("CHECKPOINT")
+    return report
+
+
+def _check_keep(keep: int, name: str) -> None:
+    """`keep` must be a whole number >= 1: the newest complete run is never pruned."""
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {keep!r}")
 
 
 def add_scored_frames(con: duckdb.DuckDBPyConnection, run_id: int, *, clusters: pd.DataFrame,

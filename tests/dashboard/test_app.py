@@ -376,3 +376,27 @@ def test_store_with_frames_only(tmp_path, monkeypatch):
     at.switch_page("views/frame.py").run()
     ok(at)
     assert at.image[0].captions[0] == "original file"  # the real JPEG under its root
+
+
+def test_a_session_on_a_pruned_run_falls_back_to_a_kept_one(store_copy, monkeypatch):
+    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
+    for _ in range(2):  # three runs in all
+        done = subprocess.run([sys.executable, "-m", "pipeline", "analyze", "--db",
+                               str(store_copy), "--quiet"], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    at = ok(AppTest.from_file(APP, default_timeout=60).run())
+    runs = next(s for s in at.sidebar.selectbox if s.label == "Analysis run")
+    oldest = sql(store_copy, "SELECT min(run_id) FROM analysis_runs WHERE status = 'complete'")
+    runs.set_value(oldest).run()
+    assert at.query_params["run"] == str(oldest)
+    done = subprocess.run([sys.executable, "-m", "pipeline", "prune", "--db", str(store_copy),
+                           "--keep", "2"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    ok(at.run())
+    runs = next(s for s in at.sidebar.selectbox if s.label == "Analysis run")
+    latest = sql(store_copy, "SELECT run_id FROM latest_run")
+    assert len(runs.options) == 2 and runs.value == latest
+    assert "run" not in at.query_params
+    n = sql(store_copy, "SELECT count(*) FROM frames")
+    assert metric(at, "Frames") == f"{n:,}"

@@ -21,7 +21,7 @@ def test_help_lists_every_command():
     result = run_cli("--help")
     assert result.returncode == 0
     for command in ["ingest", "info", "run", "demo", "embed", "models", "analyze", "evaluate",
-                    "score-new", "weather", "locate"]:
+                    "score-new", "weather", "locate", "migrate", "prune"]:
         assert f"  {command}" in result.stdout, command
 
 
@@ -86,9 +86,10 @@ def run_cli_timed_imports(*args: str) -> tuple[subprocess.CompletedProcess, list
     return result, [line for line in lines if not line.startswith("import time:")], heavy
 
 
-@pytest.mark.parametrize("command", [["analyze"], ["embed"], ["score-new", "{folder}"]])
+@pytest.mark.parametrize("command", [["analyze"], ["embed"], ["score-new", "{folder}"],
+                                     ["prune"]])
 def test_busy_store_is_refused_before_the_heavy_imports(tmp_path, command):
-    """With another run holding the store, analyze / embed / score-new say so and exit 1
+    """With another run holding the store, analyze / embed / score-new / prune say so and exit 1
     without loading TensorFlow, scikit-learn, PyOD, faiss or PIL (analyze took ~2.6 s)."""
     import store
 

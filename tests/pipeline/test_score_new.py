@@ -136,3 +136,22 @@ def test_cli_score_new(fitted_store, tmp_path):
         pass
     out = CliRunner().invoke(cli, ["score-new", str(new), "--db", str(empty)])
     assert out.exit_code == 1 and out.output.startswith("error: no complete analysis run")
+
+
+def test_analyze_keeps_keep_fitted_runs_states_and_score_new_names_the_newest(fitted_store,
+                                                                              tmp_path):
+    db, folder, result, settings = fitted_store
+    later = [analyze(db, settings.replace(keep_fitted_runs=2), progress=False).run_id
+             for _ in range(2)]
+    with store.connect(db, read_only=True) as con:
+        fitted = [r[0] for r in con.execute("SELECT run_id FROM fitted_runs ORDER BY run_id")
+                  .fetchall()]
+        n_clusters = con.execute("SELECT count(*) FROM clusters WHERE run_id = ?",
+                                 [result.run_id]).fetchall()[0][0]
+    assert fitted == later and n_clusters == 30  # the first run keeps its rows, not its fit
+    with pytest.raises(AnalysisError, match=(
+            f"the fitted state of run {result.run_id} was dropped by a later analysis .*"
+            f"the newest pixels run with one is run {later[-1]}: pass --run-id {later[-1]}")):
+        score_new(folder, db, settings, progress=False, run_id=result.run_id)
+    fitted_run, _ = load_fitted_run(db, later[0])  # a kept one still loads
+    assert fitted_run.run_id == later[0]
