@@ -742,10 +742,13 @@ class BackgroundDetector(Detector):
       where under `min_lines_up` of the fit's frames line up (night: the edges are sensor
       noise, and the peak wanders by chance), the part says nothing.
 
-    The scene and same-time parts are ranked among the fit's frames (p) and count -log(1 - p).
-    Frames without a readable thumbnail get NaN. With fewer than `min_frames` readable
-    thumbnails there is no background to learn (a dozen frames are a sample, not a scene's
-    normal range), and it scores nothing.
+    The scene and same-time parts score how far a frame's highest pixel z-scores stand out
+    (`stand_out`), each z-score first measured against the mean of the pixels around it, in a
+    window `surround` of the grid's width across (0 turns this off): a drop on the lens
+    stands out of a frosted lawn that is off all over. They are ranked among the fit's frames
+    (p) and count -log(1 - p). Frames without a readable thumbnail get NaN. With fewer than
+    `min_frames` readable thumbnails there is no background to learn (a dozen frames are a
+    sample, not a scene's normal range), and it scores nothing.
     """
 
     key = "background"
@@ -759,7 +762,7 @@ class BackgroundDetector(Detector):
                  same_time_neighbors: int = 6, same_time_minutes: float = 30.0,
                  same_time_days: int = 7, slot_minutes: float = 10.0,
                  min_lines_up: float = 0.9, time_of_day_noise: bool = True,
-                 random_state: int = 0):
+                 surround: float = 0.16, random_state: int = 0):
         self.contamination = contamination
         self.n_components = n_components
         self.variance = variance
@@ -774,6 +777,7 @@ class BackgroundDetector(Detector):
         self.slot_minutes = slot_minutes
         self.min_lines_up = min_lines_up
         self.time_of_day_noise = time_of_day_noise
+        self.surround = surround
         self.random_state = random_state
 
     def fit(self, batch):
@@ -865,6 +869,12 @@ class BackgroundDetector(Detector):
     def _top(self) -> int:
         return max(1, int(round(self.top_share * self.size_[0] * self.size_[1])))
 
+    def _surround(self) -> int:
+        """The odd side in grid pixels of the window a pixel is measured against (0: none,
+        as in runs fitted before it existed)."""
+        share = getattr(self, "surround", 0.0)
+        return 2 * int(round(share * self.size_[0] / 2)) + 1 if share > 0 else 0
+
     def _parts(self, batch: FrameBatch) -> np.ndarray:
         """[frames, 3]: the scene part, the same-time part and the alignment gain (NaN without
         an image; the same-time part also without references, the gain also without structure
@@ -893,7 +903,7 @@ class BackgroundDetector(Detector):
                                       known["minute"], models, batch.pixels, self.size_,
                                       self.same_time_neighbors, self.same_time_minutes,
                                       self.same_time_days)
-        top = self._top()
+        top, surround = self._top(), self._surround()
 
         def score(projected):
             """The parts for frames of one class: positions, class, coefficients, residuals
@@ -905,8 +915,10 @@ class BackgroundDetector(Detector):
             if refs is not None:
                 found, left = refs.explain(name, days[pos], minutes[pos], coef, residual)
                 if found.any():
-                    scores[found, 1] = stand_out(model.pixel_z(left), top)
-            scores[:, 0] = stand_out(model.pixel_z(residual, minutes[pos]), top)
+                    scores[found, 1] = stand_out(model.pixel_z(left), top, self.size_,
+                                                 surround)
+            scores[:, 0] = stand_out(model.pixel_z(residual, minutes[pos]), top, self.size_,
+                                     surround)
             return pos, scores
 
         def decode_and_score(piece):

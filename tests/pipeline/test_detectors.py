@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from pipeline.background import ArrayReader
+from pipeline.background import ArrayReader, less_surroundings, stand_out
 from pipeline.detectors import (CONSENSUS_RULES, DETECTORS, Consensus, FrameBatch,
                                 NeighborIndex, consensus_scores, make_detector)
 
@@ -379,6 +379,42 @@ def test_background_measures_each_pixel_against_its_time_of_day():
     assert above_weakest(by_time.decision_scores_) < above_weakest(whole_day.decision_scores_)
 
 
+def test_stand_out_measures_each_pixel_against_its_surroundings():
+    """On a frosted morning a broad patch of the lawn is off all over, and its peak hides a
+    drop on the lens elsewhere in the frame: against the frame alone, the drop's frame scores
+    no higher than frosted frames without one. Measured against their surroundings, the patch
+    sinks and the drop stands out of every frosted frame; a drop on a calm frame scores as it
+    did."""
+    width, height = 128, 72
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:height, 0:width]
+    patch = 30 * np.exp(-((rows - 45) ** 2 + (cols - 40) ** 2) / (2 * 14 ** 2))
+
+    def frames(n, frosted, drop):
+        z = np.abs(rng.normal(0, 1, (n, height, width))) + (patch if frosted else 0)
+        if drop:
+            z[:, 50:53, 90:93] += 12
+        return z.reshape(n, -1).astype(np.float32)
+
+    def scores(z, surround):
+        return stand_out(z.copy(), 9, (width, height), surround)
+
+    frosted, on_frost = frames(50, True, False), frames(5, True, True)
+    calm, on_calm = frames(50, False, False), frames(5, False, True)
+    assert scores(on_frost, 0).min() < scores(frosted, 0).max()
+    assert scores(on_frost, 21).min() > 1.5 * scores(frosted, 21).max()
+    np.testing.assert_allclose(scores(on_calm, 21), scores(on_calm, 0), rtol=0.1)
+    assert scores(on_calm, 21).min() > 3 * scores(calm, 21).max()
+    # less_surroundings works in place: a flat map becomes zero, a lone spot keeps most
+    flat = np.full((1, height * width), 7.0, np.float32)
+    less_surroundings(flat, (width, height), 21)
+    np.testing.assert_allclose(flat, 0, atol=1e-5)
+    spot = np.zeros((1, height * width), np.float32)
+    spot[0, 40 * width + 60] = 1.0
+    less_surroundings(spot, (width, height), 21)
+    assert spot[0, 40 * width + 60] == pytest.approx(1 - 1 / 21 ** 2)
+
+
 def test_time_of_day_noise_rescores_a_pixel_against_its_hour():
     """A pixel that is noisy every morning (a shadow edge) is ordinary at 9:00 and stands out at
     noon; frames of an unknown time, or of an hour with too few fit frames, keep their
@@ -510,6 +546,18 @@ def test_background_fitted_before_time_of_day_noise_still_scores(batches):
     np.testing.assert_allclose(det.decision_function(batch), expected)
     assert all(m.time_noise_ is not None for m in make_detector("background").fit(batch)
                .models_.values())
+
+
+def test_background_fitted_before_surroundings_still_scores(batches):
+    """A run saved before pixels were measured against their surroundings (no `surround`
+    setting) scores as one fitted with `surround=0`, which differs from the default."""
+    batch = batches[None]
+    plain = make_detector("background").set_params(surround=0).fit(batch)
+    expected = plain.decision_function(batch)
+    assert not np.allclose(make_detector("background").fit(batch).decision_function(batch),
+                           expected)
+    del plain.surround
+    np.testing.assert_allclose(plain.decision_function(batch), expected)
 
 
 def test_background_fitted_before_the_alignment_part_still_scores(batches):
