@@ -28,12 +28,14 @@ import pandas as pd
 import store
 from pipeline import __version__
 from pipeline.background import ThumbnailReader
+from pipeline.daylight import PLACE_KEYS
 from pipeline.detectors import (CONSENSUS, CONSENSUS_RULES, DETECTORS, Consensus, FrameBatch,
                                 NeighborIndex, make_detector)
 from pipeline.errors import AnalysisError, InputError
 from pipeline.settings import Settings
 from store import analysis as sa
 from store import embeddings as se
+from store import kv
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +208,7 @@ def analyze(db: Path, settings: Settings, progress: bool = True, *,
         if models[model] < MIN_FRAMES:
             raise AnalysisError(f"only {models[model]} frames have {model} embeddings; an "
                                 f"analysis needs at least {MIN_FRAMES}")
-        params = {k: v for k, v in settings.to_dict().items()}
+        params = dict(settings.to_dict(), **_stored_place(con, settings))
         params["detectors"] = keys
         stale = sa.fail_stale_runs(con, process_alive)
         run_id = sa.start_run(con, model, params, __version__)
@@ -237,6 +239,15 @@ def analyze(db: Path, settings: Settings, progress: bool = True, *,
         result.notes.insert(0, "interrupted run(s) " + ", ".join(map(str, stale))
                             + " (their process is gone) marked 'failed'")
     return result
+
+
+def _stored_place(con, settings: Settings) -> dict[str, Any]:
+    """The store's place (time zone, latitude, longitude, clock offset) for the settings that
+    this command did not give: the run's parameters then say where its frames were placed at
+    ingest, instead of null."""
+    given = settings.to_dict()
+    stored = {key: kv.get(con, key) for key in PLACE_KEYS if not given.get(key)}
+    return {key: value for key, value in stored.items() if value is not None}
 
 
 def process_alive(pid: int | None, host: str | None, started_at: Any) -> bool:

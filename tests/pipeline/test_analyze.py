@@ -16,6 +16,7 @@ from pipeline.analyze import analyze
 from pipeline.cli import cli
 from pipeline.settings import Settings
 from store import analysis as sa
+from store import kv
 
 FAST = ["iforest", "lof", "knn", "ecod", "hbos", "temporal", "same_time", "background", "dark"]
 
@@ -144,6 +145,24 @@ def test_run_writes_every_table(analysed):
     with store.connect(db, read_only=True) as con:
         facts = con.sql("SELECT count(consensus_pct) FROM frame_facts").fetchall()[0][0]
     assert facts == n
+
+
+def test_run_parameters_record_the_stores_place(tmp_path):
+    """`analyze` takes no place flags: the run's parameters say where the frames were placed
+    (the store's place), not null; a place given in the settings is recorded as given."""
+    db = tmp_path / "placed.duckdb"
+    synthetic_store(db, n_days=2)
+    with store.connect(db) as con:
+        kv.put(con, "timezone", "Europe/London")
+        kv.put(con, "lat", 51.454)
+        kv.put(con, "lon", -0.978)
+    first = analyze(db, fast_settings(), progress=False)
+    second = analyze(db, fast_settings(timezone="Europe/Paris"), progress=False)
+    with store.connect(db, read_only=True) as con:
+        stored, given = (sa.get_run(con, r.run_id)["params"] for r in (first, second))
+    assert (stored["timezone"], stored["lat"], stored["lon"]) == ("Europe/London", 51.454, -0.978)
+    assert stored["clock_offset_minutes"] == 0  # nothing stored: the setting's own value
+    assert given["timezone"] == "Europe/Paris" and given["lat"] == 51.454
 
 
 def test_pca_dims_are_bounded_by_the_number_of_frames(tmp_path):
