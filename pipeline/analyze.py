@@ -152,10 +152,11 @@ def check_settings(settings: Settings) -> list[str]:
     if settings.neighbor_index not in ("auto", "exact", "kdtree", "ivf"):
         raise InputError(f"unknown neighbour index {settings.neighbor_index!r}: auto, exact, "
                          "kdtree or ivf")
-    keep = settings.keep_fitted_runs
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise InputError(f"keep_fitted_runs must be a whole number >= 1 (score-new needs the "
-                         f"newest fitted state), got {keep!r}")
+    try:
+        sa.check_keep(settings.keep_fitted_runs, "keep_fitted_runs")
+    except ValueError:
+        raise InputError("keep_fitted_runs must be a whole number >= 1 (score-new needs the "
+                         f"newest fitted state), got {settings.keep_fitted_runs!r}") from None
     return keys
 
 

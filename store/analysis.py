@@ -168,7 +168,7 @@ def write_run(con: duckdb.DuckDBPyConnection, run_id: int, *, n_frames: int,
     beyond its newest `keep_fitted` complete runs that have one (`drop_old_fitted`).
     """
     if keep_fitted is not None:
-        _check_keep(keep_fitted, "keep_fitted")
+        check_keep(keep_fitted, "keep_fitted")
     con.execute("BEGIN TRANSACTION")
     try:
         insert_clusters(con, clusters)
@@ -198,7 +198,7 @@ def drop_old_fitted(con: duckdb.DuckDBPyConnection, model: str, keep: int) -> li
     The runs and their rows stay; only `score-new` against them is no longer possible. Other
     models' fitted states are untouched. Returns the run ids whose fitted state was deleted.
     """
-    _check_keep(keep, "keep")
+    check_keep(keep, "keep")
     rows = _run(con, """
         DELETE FROM fitted_runs WHERE run_id IN (
             SELECT run_id FROM (
@@ -245,7 +245,7 @@ def prune_runs(con: duckdb.DuckDBPyConnection, keep: int, *,
     marked 'running' stay. Frames, embeddings, reviews and the rest are untouched. `dry_run`
     reports the same plan and changes nothing (it works on a read-only connection).
     """
-    _check_keep(keep, "keep")
+    check_keep(keep, "keep")
     report = PruneReport(keep=keep, dry_run=dry_run)
     con.execute("BEGIN TRANSACTION")
     try:
@@ -289,8 +289,9 @@ def prune_runs(con: duckdb.DuckDBPyConnection, keep: int, *,
     return report
 
 
-def _check_keep(keep: int, name: str) -> None:
-    """`keep` must be a whole number >= 1: the newest complete run is never pruned."""
+def check_keep(keep: int, name: str) -> None:
+    """`keep` must be a whole number >= 1 (the newest complete run, and its fitted state, are
+    never dropped); ValueError naming the setting `name` otherwise."""
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ValueError(f"{name} must be a whole number >= 1, got {keep!r}")
 
