@@ -20,7 +20,10 @@ A few components cannot follow a shadow edge sweeping across the lawn, so on sun
 edge is what stands out most. Two things put it back in its place. Where the edge falls depends
 on the time of day, so each pixel's residual is measured against that pixel's residual at the
 frame's time of day (`TimeOfDayNoise`): in the band the edge crosses at 9:00, an edge at 9:00
-is ordinary noise, and at noon it is not. And the sun stands at the same place at the same time
+is ordinary noise, and at noon it is not. A pixel's range at that hour is what it does on all
+but one frame in ten, so a place that is calm on most days and far off on some (clouds
+breaking, the edge of a low winter sun on its few sunny mornings) is not an object when it
+swings again. And the sun stands at the same place at the same time
 of day on the days around, and the shadows with it: `SameTimeReferences` rebuilds a frame's residual
 from the residuals of its nearest reference frames taken at that time of day on other days
 (one reference per class per slot of a day) and scores what is left the same way. A shadow or
@@ -56,6 +59,7 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 import scipy.ndimage
+import scipy.stats
 import simplejpeg
 from PIL import Image
 from sklearn.decomposition import PCA
@@ -263,12 +267,13 @@ class BackgroundModel:
         self.random_state = random_state
 
     def fit(self, flat: np.ndarray, shape: tuple[int, int], max_outlyingness: float = 8.0,
-            minutes: np.ndarray | None = None) -> "BackgroundModel":
+            minutes: np.ndarray | None = None, noise_spread: float = 0.9) -> "BackgroundModel":
         """Fit, then refit without the frames that own a component (a coefficient more than
         `max_outlyingness` robust deviations from that component's median, the outlyingness
         of ROBPCA), so that a rare object or a short event does not become part of the
         background: a fit that absorbed it would explain it well. With the frames' `minutes`
-        of day, each pixel's residual is also measured per time of day (`TimeOfDayNoise`)."""
+        of day, each pixel's residual is also measured per time of day (`TimeOfDayNoise`, with
+        `noise_spread` as its `spread`)."""
         self.shape_ = shape
         keep = np.ones(len(flat), bool)
         for final in (False, True):
@@ -295,7 +300,8 @@ class BackgroundModel:
         if minutes is not None:
             res -= self.median_
             res /= self.mad_
-            self.time_noise_ = TimeOfDayNoise().fit(res, np.asarray(minutes)[keep])
+            self.time_noise_ = TimeOfDayNoise(spread=noise_spread).fit(
+                res, np.asarray(minutes)[keep])
         return self
 
     def project(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -344,16 +350,27 @@ class TimeOfDayNoise:
     the pixel's residual at that time of day (the fit frames within `window` minutes of it, on
     any day), it is the usual noise of that place at that hour, and an object is not. Per
     `slot` minutes of the day with at least `min_frames` fit frames in the window, `fit` keeps
-    each pixel's median and MAD of the z-scores; `standardise` re-scores a frame against its
-    slot's (frames in other slots, or of unknown time, keep their z-scores). A pixel's MAD is
-    floored at `floor` times the slot's median MAD, so a pixel that barely varies at that hour
-    does not turn its faintest change into a large z-score.
+    each pixel's median and spread of the z-scores; `standardise` re-scores a frame against its
+    slot's (frames in other slots, or of unknown time, keep their z-scores).
+
+    The spread is the `spread` quantile of the pixel's absolute deviations from its median,
+    scaled to a standard deviation for normal noise (0.5 is the MAD). The default 0.9 is the
+    deviation the pixel exceeds in one fit frame in ten at that hour: a pixel that is calm on
+    most days and far off on some (the sky when clouds break, the lawn where a low winter sun
+    draws a shadow edge on sunny days only, snow) gets the wide range it really has, which the
+    MAD of its calm majority hides; a pixel that varies evenly gets the same scale as with the
+    MAD. A spread is floored at `floor` times the slot's median spread, so a pixel that barely
+    varies at that hour does not turn its faintest change into a large z-score.
     """
 
     def __init__(self, slot: float = 20.0, window: float = 40.0, min_frames: int = 12,
-                 floor: float = 0.5, max_frames: int = 120, random_state: int = 0):
+                 floor: float = 0.5, max_frames: int = 120, spread: float = 0.9,
+                 random_state: int = 0):
+        if not 0 < spread < 1:
+            raise ValueError(f"spread must be a quantile between 0 and 1, got {spread}")
         self.slot, self.window, self.min_frames = slot, window, min_frames
         self.floor, self.max_frames, self.random_state = floor, max_frames, random_state
+        self.spread = spread
 
     def fit(self, z: np.ndarray, minutes: np.ndarray) -> "TimeOfDayNoise":
         """From fit frames' z-scores [n, pixels] and their minutes of day (NaN: unknown). At
@@ -361,6 +378,7 @@ class TimeOfDayNoise:
         whatever the camera's rate (the renders measured have under 120 per slot, so the cap
         never applied there)."""
         rng = np.random.default_rng(self.random_state)
+        to_sigma = 1 / scipy.stats.norm.ppf((1 + self.spread) / 2)  # 1.4826 for the MAD
         n_slots = int(np.ceil(1440 / self.slot))
         self.row_ = np.full(n_slots, -1, np.int64)
         known = np.flatnonzero(np.isfinite(minutes))
@@ -377,11 +395,12 @@ class TimeOfDayNoise:
             median = np.partition(some, middle, axis=1)[:, middle].copy()
             some -= median[:, None]
             np.abs(some, out=some)
-            some.partition(middle, axis=1)
-            mad = 1.4826 * some[:, middle]
+            at = min(some.shape[1] - 1, int(self.spread * some.shape[1]))
+            some.partition(at, axis=1)
+            spread = to_sigma * some[:, at]
             self.row_[slot] = len(medians)
             medians.append(median)
-            scales.append(np.maximum(mad, self.floor * np.median(mad) + 1e-3))
+            scales.append(np.maximum(spread, self.floor * np.median(spread) + 1e-3))
         width = z.shape[1]  # float16: half the pickle, and z-scores need no more digits
         self.median_ = np.array(medians, np.float16).reshape(-1, width)
         self.scale_ = np.array(scales, np.float16).reshape(-1, width)

@@ -728,7 +728,9 @@ class BackgroundDetector(Detector):
       `min_class_frames` frames, on at most `max_fit_frames` of them (a seeded sample), plus one
       over all frames when some class is smaller. With `time_of_day_noise`, each pixel's
       residual is measured against that pixel's residual at the frame's time of day
-      (`TimeOfDayNoise`: where a shadow edge usually falls at 9:00, an edge there is noise);
+      (`TimeOfDayNoise`: where a shadow edge usually falls at 9:00, an edge there is noise),
+      its range there being the deviation it stays within in a `noise_spread` share of the
+      fit's frames at that hour (0.9: all but one frame in ten; 0.5 is the MAD);
     - same time: that residual after also rebuilding the frame from its `same_time_neighbors`
       nearest reference frames (one per class per `slot_minutes` slot of a day, from the fit)
       taken within `same_time_minutes` of its time of day on other days at most
@@ -762,7 +764,7 @@ class BackgroundDetector(Detector):
                  same_time_neighbors: int = 6, same_time_minutes: float = 30.0,
                  same_time_days: int = 7, slot_minutes: float = 10.0,
                  min_lines_up: float = 0.9, time_of_day_noise: bool = True,
-                 surround: float = 0.16, random_state: int = 0):
+                 noise_spread: float = 0.9, surround: float = 0.16, random_state: int = 0):
         self.contamination = contamination
         self.n_components = n_components
         self.variance = variance
@@ -777,6 +779,7 @@ class BackgroundDetector(Detector):
         self.slot_minutes = slot_minutes
         self.min_lines_up = min_lines_up
         self.time_of_day_noise = time_of_day_noise
+        self.noise_spread = noise_spread
         self.surround = surround
         self.random_state = random_state
 
@@ -848,7 +851,7 @@ class BackgroundDetector(Detector):
         def fit_one(job):
             name, rows = job
             model = BackgroundModel(self.n_components, self.variance, self.random_state).fit(
-                flat[rows], self.size_,
+                flat[rows], self.size_, noise_spread=self.noise_spread,
                 minutes=None if flat_minutes is None else flat_minutes[rows])
             model.alignment_ = Alignment(edges[rows])
             return name, model
