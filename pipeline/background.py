@@ -340,6 +340,13 @@ class BackgroundModel:
         return z
 
 
+def check_spread(spread: float, name: str) -> None:
+    """A spread is a quantile strictly between 0 and 1 (0.5: the MAD)."""
+    if not 0 < spread < 1:
+        raise ValueError(f"{name} must be a quantile between 0 and 1 (0.5 is the MAD), "
+                         f"got {spread}")
+
+
 class TimeOfDayNoise:
     """Each pixel's typical scene residual at each time of day.
 
@@ -366,8 +373,6 @@ class TimeOfDayNoise:
     def __init__(self, slot: float = 20.0, window: float = 40.0, min_frames: int = 12,
                  floor: float = 0.5, max_frames: int = 120, spread: float = 0.9,
                  random_state: int = 0):
-        if not 0 < spread < 1:
-            raise ValueError(f"spread must be a quantile between 0 and 1, got {spread}")
         self.slot, self.window, self.min_frames = slot, window, min_frames
         self.floor, self.max_frames, self.random_state = floor, max_frames, random_state
         self.spread = spread
@@ -377,6 +382,7 @@ class TimeOfDayNoise:
         most `max_frames` frames (a seeded sample) per slot, which bounds the fit's time
         whatever the camera's rate (the renders measured have under 120 per slot, so the cap
         never applied there)."""
+        check_spread(self.spread, "spread")
         rng = np.random.default_rng(self.random_state)
         to_sigma = 1 / scipy.stats.norm.ppf((1 + self.spread) / 2)  # 1.4826 for the MAD
         n_slots = int(np.ceil(1440 / self.slot))

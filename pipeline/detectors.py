@@ -809,6 +809,7 @@ class BackgroundDetector(Detector):
             Alignment,
             BackgroundModel,
             bounded_map,
+            check_spread,
             edge_map,
             grid_size,
             log_rgb,
@@ -816,6 +817,7 @@ class BackgroundDetector(Detector):
             reference_slots,
         )
 
+        check_spread(self.noise_spread, "noise_spread")  # before any thumbnail is decoded
         self.models_: dict[str, BackgroundModel] = {}
         self.size_ = None
         self.references_ = None

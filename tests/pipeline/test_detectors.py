@@ -477,8 +477,13 @@ def test_time_of_day_noise_takes_a_pixels_occasional_swings_as_its_range():
     tail.standardise(an_object, np.array([570.0]))
     assert an_object.min() > 6
     for bad in (0, 1, 1.5):
-        with pytest.raises(ValueError, match="spread"):
-            TimeOfDayNoise(spread=bad)
+        with pytest.raises(ValueError, match="spread must be a quantile"):
+            TimeOfDayNoise(spread=bad).fit(z.copy(), minutes)
+
+
+def test_background_refuses_a_noise_spread_that_is_not_a_quantile(batches):
+    with pytest.raises(ValueError, match="noise_spread must be a quantile"):
+        make_detector("background").set_params(noise_spread=1.0).fit(batches[None])
 
 
 def test_background_scores_do_not_depend_on_the_order_of_the_frames(batches):
