@@ -70,6 +70,7 @@ from store import frames as store_frames
 LOG_OFFSET = 8.0  # log(rgb + 8): dark pixels' sensor noise does not become huge log steps
 _SUBSAMPLE = 5  # every 5th pixel estimates a frame's medians and 90th percentile
 _WEIGHT_STRIDE = 8  # every 8th residual value fits the same-time references' weights
+NOISE_SPREAD = 0.9  # a pixel's range at its time of day: 90th percentile of its deviations
 
 
 class GridReader(Protocol):
@@ -267,7 +268,8 @@ class BackgroundModel:
         self.random_state = random_state
 
     def fit(self, flat: np.ndarray, shape: tuple[int, int], max_outlyingness: float = 8.0,
-            minutes: np.ndarray | None = None, noise_spread: float = 0.9) -> "BackgroundModel":
+            minutes: np.ndarray | None = None, noise_spread: float = NOISE_SPREAD
+            ) -> "BackgroundModel":
         """Fit, then refit without the frames that own a component (a coefficient more than
         `max_outlyingness` robust deviations from that component's median, the outlyingness
         of ROBPCA), so that a rare object or a short event does not become part of the
@@ -371,7 +373,7 @@ class TimeOfDayNoise:
     """
 
     def __init__(self, slot: float = 20.0, window: float = 40.0, min_frames: int = 12,
-                 floor: float = 0.5, max_frames: int = 120, spread: float = 0.9,
+                 floor: float = 0.5, max_frames: int = 120, spread: float = NOISE_SPREAD,
                  random_state: int = 0):
         self.slot, self.window, self.min_frames = slot, window, min_frames
         self.floor, self.max_frames, self.random_state = floor, max_frames, random_state
@@ -403,10 +405,10 @@ class TimeOfDayNoise:
             np.abs(some, out=some)
             at = min(some.shape[1] - 1, int(self.spread * some.shape[1]))
             some.partition(at, axis=1)
-            spread = to_sigma * some[:, at]
+            scale = to_sigma * some[:, at]
             self.row_[slot] = len(medians)
             medians.append(median)
-            scales.append(np.maximum(spread, self.floor * np.median(spread) + 1e-3))
+            scales.append(np.maximum(scale, self.floor * np.median(scale) + 1e-3))
         width = z.shape[1]  # float16: half the pickle, and z-scores need no more digits
         self.median_ = np.array(medians, np.float16).reshape(-1, width)
         self.scale_ = np.array(scales, np.float16).reshape(-1, width)
