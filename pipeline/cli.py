@@ -142,8 +142,10 @@ def run(ctx, folder, db, timezone, lat, lon, model, weights, weather_csv, detect
 
     settings = _settings(ctx, timezone=timezone, lat=lat, lon=lon, model=model, weights=weights,
                          detectors=_split(detectors))
-    for line in run_all(folder, db, settings, weather_csv=weather_csv):
-        click.echo(line)
+    with store.writer_lock(db):  # the same lock run_all takes: the store's models hold still
+        settings = _with_model(settings, db, model)
+        for line in run_all(folder, db, settings, weather_csv=weather_csv):
+            click.echo(line)
 
 
 # --- demo -------------------------------------------------------------------------------------
@@ -178,8 +180,10 @@ def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port) ->
     click.echo(rendered.describe())
     settings = _settings(ctx, timezone=DEMO_PLACE.timezone, lat=DEMO_PLACE.lat,
                          lon=DEMO_PLACE.lon, model=model)
-    for line in run_all(rendered.frames_dir, db, settings, weather_csv=rendered.weather_csv):
-        click.echo(line)
+    with store.writer_lock(db):
+        settings = _with_model(settings, db, model)
+        for line in run_all(rendered.frames_dir, db, settings, weather_csv=rendered.weather_csv):
+            click.echo(line)
     click.echo(import_ground_truth(db, rendered.truth_csv, rendered.frames_dir))
     if serve:
         serve_dashboard(db, port)
@@ -205,6 +209,7 @@ def embed(ctx, db: Path, model, weights, batch_size, workers, replace, progress)
     settings = _settings(ctx, model=model, weights=weights, batch_size=batch_size,
                          workers=workers)
     with store.writer_lock(db):  # first: a busy store is refused before the heavy imports
+        settings = _with_model(settings, db, model)
         from pipeline.embed import embed_frames
 
         summary = embed_frames(db, settings, progress=progress, replace=replace)
@@ -339,6 +344,15 @@ def clock(ctx, db: Path) -> None:
     click.echo(result.describe())
 
 
+def _with_model(settings: Settings, db: Path, flag: str | None) -> Settings:
+    """The settings with the model to use: --model, else one set in the settings file, else
+    the default unless the store holds vectors of exactly one other model (that one)."""
+    from pipeline.models import resolve_model
+
+    requested = flag or (settings.model if settings.model != Settings().model else None)
+    return settings.replace(model=resolve_model(db, requested, settings.model))
+
+
 def _pairs(text: str | None, flag: str) -> dict[str, str] | None:
     if text is None:
         return None
@@ -415,9 +429,9 @@ def analyze(ctx, db: Path, model, detectors, clusterer, n_clusters, contaminatio
                          map_method=map_method, consensus_rule=consensus_rule,
                          random_state=random_state)
     with store.writer_lock(db):  # first: a busy store is refused before scikit-learn loads
-        from pipeline.analyze import analyze as run_analysis, resolve_model
+        from pipeline.analyze import analyze as run_analysis
 
-        settings = settings.replace(model=resolve_model(db, model, settings.model))
+        settings = _with_model(settings, db, model)
         result = run_analysis(db, settings, progress=not quiet)
     click.echo(result.describe())
 

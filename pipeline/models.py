@@ -5,8 +5,9 @@ preprocessed, where its weights come from, and whether they are available here r
 (`available()`, cheap: no TensorFlow import). `build()` returns an `Embedder`, whose
 `embed(images)` maps a uint8 batch `[n, size, size, 3]` (RGB) to float32 vectors `[n, dim]`.
 
-Keys: `vgg16-hed` (default; offline), `vgg16-hed-grid` (the same network, block5 pooled over a
-3x3 grid so a small local change moves the vector; offline), `vgg16`, `vgg16-fc2`,
+Keys: `vgg16-hed-grid` (default; offline: VGG16 with the HED weights, block5 pooled over a 3x3
+grid so a small local change moves the vector), `vgg16-hed` (the same network pooled over the
+whole frame, 512-d; offline), `vgg16`, `vgg16-fc2`,
 `mobilenetv3small`, `efficientnetb0`,
 `resnet50` (ImageNet, via Keras' cache or `--weights FILE`), `keras:PATH` (any saved .keras
 model) and `pixels` (a non-CNN baseline that never imports TensorFlow).
@@ -32,7 +33,7 @@ import numpy as np
 
 from pipeline.errors import InputError, ModelUnavailableError
 
-DEFAULT_MODEL = "vgg16-hed"
+DEFAULT_MODEL = "vgg16-hed-grid"
 KERAS_PREFIX = "keras:"
 
 # Caffe-style means (BGR order): Keras' VGG16/ResNet50 ImageNet ones, and HED's BSDS500 ones.
@@ -474,6 +475,27 @@ def _build_keras_file(spec: ModelSpec, weights: Path | None, pretrained: bool) -
         model = keras.Model(inputs, model(inputs))
     source = f"file {spec.path} (blake2b {file_digest(spec.path)})"
     return KerasEmbedder(spec, model, _identity, source)
+
+
+def resolve_model(db: Path, requested: str | None, default: str) -> str:
+    """The model a command works with: the requested one, else the default when the store has
+    its vectors (or has none at all), else the only model the store has vectors of.
+
+    So a store embedded before the default changed keeps its model: re-running `run` embeds
+    only the new frames, with the same model, instead of every frame again.
+    """
+    if requested:
+        return requested
+    if not Path(db).exists():
+        return default
+    import store
+    from store import embeddings as se
+
+    with store.connect(db) as con:
+        models = [row.model for row, n in se.list_model_rows(con) if n > 0]
+    if default in models or len(models) != 1:
+        return default
+    return models[0]
 
 
 _BUILDERS: dict[str, Callable[[ModelSpec, Path | None, bool], Embedder]] = {

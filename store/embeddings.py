@@ -2,13 +2,14 @@
 
 Vectors go in and out in bulk as Arrow/NumPy: `insert_vectors` writes one batch in one
 statement, `load_vectors` returns `(frame_ids int64[n], matrix float32[n, dim])` without a
-Python loop, fast enough for 750k x 512.
+Python loop, fast enough for 750k x 512; `iter_vectors` streams them in batches when the matrix
+would not fit in memory (750k x 4,608 is 14 GB).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import duckdb
 import numpy as np
@@ -218,6 +219,42 @@ def count_vectors(con: duckdb.DuckDBPyConnection, model: str) -> int:
     """, [model]) or 0)
 
 
+def vector_ids(con: duckdb.DuckDBPyConnection, model: str) -> np.ndarray:
+    """Frame ids (sorted int64) of the frames still in `frames` that have a `model` vector."""
+    rows = con.sql("SELECT e.frame_id FROM embeddings e SEMI JOIN frames f USING (frame_id) "
+                   "WHERE e.model = $model ORDER BY e.frame_id",
+                   params={"model": model}).fetchnumpy()["frame_id"]
+    return np.asarray(rows, dtype=np.int64)
+
+
+def vector_dim(con: duckdb.DuckDBPyConnection, model: str) -> int | None:
+    """Length of `model`'s stored vectors (None when there are none)."""
+    dim = scalar(con, "SELECT len(vector) FROM embeddings WHERE model = ? LIMIT 1", [model])
+    return None if dim is None else int(dim)
+
+
+def _vector_query(dim: int, source: str) -> str:
+    return f"""
+        SELECT e.frame_id, CAST(e.vector AS FLOAT[{int(dim)}]) AS vector FROM embeddings e
+        WHERE e.model = $model AND e.frame_id IN (SELECT frame_id FROM {source})
+    """
+
+
+def _wrong_dim(model: str, dim: int) -> StoreError:
+    return StoreError(
+        f"the {model} vectors in the store do not all have {dim} values: re-embed with "
+        f"`python -m pipeline embed --model {model} --replace`")
+
+
+def _as_matrix(ids_column, vector_column, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Arrow frame_id and FLOAT[dim] columns (arrays or chunked) -> int64 ids, float32 matrix."""
+    ids = np.asarray(ids_column.to_numpy(), dtype=np.int64)
+    chunks = getattr(vector_column, "chunks", [vector_column])
+    parts = [chunk.flatten().to_numpy(zero_copy_only=False) for chunk in chunks]
+    values = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0)
+    return ids, np.asarray(values, dtype=np.float32).reshape(len(ids), dim)
+
+
 def load_vectors(con: duckdb.DuckDBPyConnection, model: str,
                  frame_ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Vectors of `model` as `(frame_ids int64[n], matrix float32[n, dim])`, ordered by frame_id.
@@ -226,42 +263,52 @@ def load_vectors(con: duckdb.DuckDBPyConnection, model: str,
     vectors the matrix is `(0, dim)` (dim from `models`, else 0). The vectors come out of
     DuckDB as one fixed-size Arrow list, so the matrix is a reshape, not a Python loop; no
     ORDER BY on the wide rows either (rows come in insertion order, re-sorted only if needed).
+    For more vectors than fit in memory at once, `iter_vectors` streams them.
     """
-    dim = scalar(con, "SELECT len(vector) FROM embeddings WHERE model = ? LIMIT 1", [model])
+    dim = vector_dim(con, model)
     if dim is None:
         row = get_model_row(con, model)
         return np.zeros(0, dtype=np.int64), np.zeros((0, row.dim if row else 0), dtype=np.float32)
-    query = f"""
-        SELECT e.frame_id, CAST(e.vector AS FLOAT[{int(dim)}]) AS vector FROM embeddings e
-        WHERE e.model = $model AND e.frame_id IN (SELECT frame_id FROM {{source}})
-    """
+    query = _vector_query(dim, "frames")
     try:
         if frame_ids is None:
-            table = con.sql(query.format(source="frames"),
-                            params={"model": model}).to_arrow_table()
+            table = con.sql(query, params={"model": model}).to_arrow_table()
         else:
             con.register("_load_ids", _ids_table(frame_ids))
             try:
-                table = con.sql(query.format(
-                    source="(SELECT frame_id FROM frames SEMI JOIN _load_ids USING (frame_id))"),
+                table = con.sql(_vector_query(
+                    dim, "(SELECT frame_id FROM frames SEMI JOIN _load_ids USING (frame_id))"),
                     params={"model": model}).to_arrow_table()
             finally:
                 con.unregister("_load_ids")
     except duckdb.ConversionException as exc:
-        raise StoreError(
-            f"the {model} vectors in the store do not all have {dim} values: re-embed with "
-            f"`python -m pipeline embed --model {model} --replace`") from exc
+        raise _wrong_dim(model, dim) from exc
     except duckdb.Error as exc:
         log_failed(query, {"model": model}, exc)
         raise
-    ids = table.column("frame_id").to_numpy().astype(np.int64, copy=False)
-    chunks = [chunk.flatten().to_numpy(zero_copy_only=False)
-              for chunk in table.column("vector").chunks]
-    if not chunks:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, int(dim)), dtype=np.float32)
-    values = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-    matrix = np.asarray(values, dtype=np.float32).reshape(len(ids), int(dim))
+    ids, matrix = _as_matrix(table.column("frame_id"), table.column("vector"), dim)
     if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
         order = np.argsort(ids, kind="stable")
         ids, matrix = ids[order], matrix[order]
     return ids, matrix
+
+
+def iter_vectors(con: duckdb.DuckDBPyConnection, model: str,
+                 batch_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every vector of `model` (frames still in `frames`), streamed in one query as batches of
+    at most `batch_rows`: `(frame_ids int64[m], matrix float32[m, dim])` in stored order, not
+    sorted. Memory is one batch, whatever the number of vectors."""
+    dim = vector_dim(con, model)
+    if dim is None:
+        return
+    query = _vector_query(dim, "frames")
+    try:
+        reader = con.sql(query, params={"model": model}).to_arrow_reader(int(batch_rows))
+        for batch in reader:
+            if batch.num_rows:
+                yield _as_matrix(batch.column("frame_id"), batch.column("vector"), dim)
+    except duckdb.ConversionException as exc:
+        raise _wrong_dim(model, dim) from exc
+    except duckdb.Error as exc:
+        log_failed(query, {"model": model}, exc)
+        raise

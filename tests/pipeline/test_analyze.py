@@ -14,6 +14,7 @@ from click.testing import CliRunner
 import store
 from pipeline.analyze import analyze
 from pipeline.cli import cli
+from pipeline.errors import AnalysisError, InputError
 from pipeline.settings import Settings
 from store import analysis as sa
 from store import kv
@@ -172,6 +173,58 @@ def test_pca_dims_are_bounded_by_the_number_of_frames(tmp_path):
     assert result.n_dims <= 60 // 5
 
 
+def test_pca_is_fitted_on_a_sample_and_every_frame_is_projected(tmp_path, monkeypatch):
+    """Above `pca_fit_frames` the standardisation and PCA see a seeded sample only, and every
+    frame, read from the store a batch at a time, lands at its own projection."""
+    import pickle
+
+    from pipeline import analyze as analyze_module
+
+    db = tmp_path / "sampled.duckdb"
+    data = synthetic_store(db, n_days=4, per_day=72, dim=48)
+    monkeypatch.setattr(analyze_module, "PROJECT_BATCH_BYTES", 8 * 48 * 50)  # 50 rows a batch
+    with store.connect(db) as con:  # stored out of frame order, as re-embeds leave them
+        con.execute("CREATE TABLE _e AS SELECT * FROM embeddings ORDER BY frame_id DESC")
+        con.execute("DELETE FROM embeddings")
+        con.execute("INSERT INTO embeddings SELECT * FROM _e")
+        con.execute("DROP TABLE _e")
+    result = analyze(db, fast_settings(pca_fit_frames=100, detectors=["lof", "dark"]),
+                     progress=False)
+    with store.connect(db, read_only=True) as con:
+        fitted = pickle.loads(sa.load_fitted(con, result.run_id)[0])
+        clusters = sa.run_clusters(con, result.run_id)
+    assert fitted.scaler.n_samples_seen_ == 100 and fitted.pca.n_samples_ == 100
+    expected = fitted.transform(data["vectors"].astype(np.float32))
+    np.testing.assert_allclose(clusters[["map_x", "map_y"]].to_numpy(), expected[:, :2],
+                               rtol=1e-5, atol=1e-5)
+    assert len(clusters) == len(data["ids"])
+
+
+def test_vectors_with_nan_fail_the_run_and_say_how_many(tmp_path):
+    """A NaN vector outside the fit sample is found while streaming: every one is counted, the
+    run is marked failed with no rows, and the message says how to re-embed."""
+    db = tmp_path / "nan.duckdb"
+    synthetic_store(db, n_days=2, per_day=72, dim=16, n_anomalies=2)
+    with store.connect(db) as con:
+        con.execute("UPDATE embeddings SET vector = list_transform(vector, lambda x: x / 0.0) "
+                    "WHERE frame_id IN (5, 77, 140)")
+    with pytest.raises(AnalysisError, match=r"^3 fake vectors contain NaN or infinity.*--replace"):
+        analyze(db, fast_settings(pca_fit_frames=100, detectors=["lof"]), progress=False)
+    with pytest.raises(AnalysisError, match=r"of 144 sampled fake vectors contain NaN"):
+        analyze(db, fast_settings(detectors=["lof"]), progress=False)
+    with store.connect(db, read_only=True) as con:
+        statuses = con.sql("SELECT status FROM analysis_runs").fetchall()
+        rows = con.sql("SELECT count(*) FROM outlier_scores").fetchall()[0][0]
+    assert statuses == [("failed",), ("failed",)] and rows == 0
+
+
+def test_pca_fit_frames_must_be_a_real_sample(tmp_path):
+    db = tmp_path / "tiny.duckdb"
+    synthetic_store(db, n_days=2, per_day=30, n_anomalies=2)
+    with pytest.raises(InputError, match="pca_fit_frames"):
+        analyze(db, fast_settings(pca_fit_frames=5), progress=False)
+
+
 def test_auto_k_and_hdbscan(tmp_path):
     db = tmp_path / "k.duckdb"
     synthetic_store(db)
@@ -239,7 +292,7 @@ def test_cli_analyze_without_embeddings_is_one_line(tmp_path):
         pass
     out = CliRunner().invoke(cli, ["analyze", "--db", str(db), "--quiet"])
     assert out.exit_code == 1
-    assert out.output.startswith("error: no vgg16-hed embeddings")
+    assert out.output.startswith("error: no vgg16-hed-grid embeddings")
     assert "pipeline embed" in out.output and "Traceback" not in out.output
 
 

@@ -117,3 +117,34 @@ def test_score_new_missing_folder_is_refused_before_the_heavy_imports(tmp_path):
     assert result.returncode == 1
     assert messages == [f"error: the folder {tmp_path / 'nope'} does not exist"]
     assert not heavy, sorted(heavy)[:10]
+
+
+def test_a_store_embedded_with_another_model_keeps_it(tmp_path, small_folder):
+    """Without --model, `run` and `embed` go on with the one model a store already has vectors
+    of: a store made before the default changed is not embedded again from scratch."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    db = tmp_path / "s.duckdb"
+    runner = CliRunner()
+    first = runner.invoke(cli, ["run", str(small_folder), "--db", str(db), "--model", "pixels",
+                                "--detectors", "iforest,dark"])
+    assert first.exit_code == 0, first.output
+    (small_folder / "extra").mkdir()
+    source = next(small_folder.rglob("*.jpg"))
+    (small_folder / "extra" / "copy.jpg").write_bytes(source.read_bytes())
+    again = runner.invoke(cli, ["run", str(small_folder), "--db", str(db),
+                                "--detectors", "iforest,dark"])
+    assert again.exit_code == 0, again.output
+    assert "embed pixels: 1 frames embedded in" in again.output
+    assert "12 already had vectors" in again.output and "analysis run 2 (pixels)" in again.output
+    assert "vgg16-hed-grid" not in again.output
+    embedded = runner.invoke(cli, ["embed", "--db", str(db), "--no-progress"])
+    assert embedded.output.startswith("embed pixels: 0 frames embedded"), embedded.output
+    import store
+    from store import analysis as sa
+
+    with store.connect(db, read_only=True) as con:
+        assert sa.embedded_models(con) == {"pixels": 13}
+        assert set(sa.latest_complete_runs(con)) == {"pixels"}

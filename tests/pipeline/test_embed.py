@@ -145,6 +145,37 @@ def test_insert_vectors_round_trips_and_never_duplicates(db_path):
             embeddings_store.load_vectors(con, "mixed")
 
 
+def test_iter_vectors_streams_every_vector_in_batches(db_path):
+    """`iter_vectors` gives the same vectors as `load_vectors`, at most `batch_rows` at a time,
+    and leaves out frames no longer in `frames`; a wrong length is the same clear error."""
+    with store.connect(db_path) as con:
+        con.execute("INSERT INTO frames (frame_id, path, root, time_source, file_bytes, "
+                    "file_mtime) SELECT i, 'f' || i || '.jpg', '/x', 'mtime', 1, now() "
+                    "FROM range(1, 251) t(i)")
+        vectors = np.random.default_rng(1).normal(size=(250, 6)).astype(np.float32)
+        order = np.random.default_rng(2).permutation(250)  # stored out of frame order
+        for part in np.array_split(order, 5):
+            embeddings_store.insert_vectors(con, "m", (part + 1).tolist(), vectors[part])
+        con.execute("DELETE FROM embeddings WHERE frame_id = 7")
+        con.execute("DELETE FROM frames WHERE frame_id = 7")
+        batches = list(embeddings_store.iter_vectors(con, "m", batch_rows=64))
+        ids, matrix = embeddings_store.load_vectors(con, "m")
+        listed = embeddings_store.vector_ids(con, "m")
+        assert list(embeddings_store.iter_vectors(con, "none", batch_rows=64)) == []
+    assert len(batches) >= 4 and max(len(b[0]) for b in batches) <= 64
+    streamed_ids = np.concatenate([b[0] for b in batches])
+    streamed = np.concatenate([b[1] for b in batches])
+    assert sorted(streamed_ids) == list(ids) == list(listed) and 7 not in listed
+    np.testing.assert_array_equal(streamed[np.argsort(streamed_ids)], matrix)
+    np.testing.assert_array_equal(matrix, vectors[ids - 1])
+
+    with store.connect(db_path) as con:
+        embeddings_store.insert_vectors(con, "mixed", [1], np.ones((1, 3), np.float32))
+        embeddings_store.insert_vectors(con, "mixed", [2], np.ones((1, 4), np.float32))
+        with pytest.raises(store.StoreError, match="do not all have 3 values.*--replace"):
+            list(embeddings_store.iter_vectors(con, "mixed", batch_rows=64))
+
+
 def test_vanished_and_broken_files_become_embed_errors_and_heal(small_folder, db_path):
     _ingest(small_folder, db_path)
     vanished = small_folder / "a" / "frame_002.jpg"

@@ -25,9 +25,9 @@ def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
-def test_registry_has_exactly_the_product_keys_and_vgg16_hed_is_default():
+def test_registry_has_exactly_the_product_keys_and_vgg16_hed_grid_is_default():
     assert list(REGISTRY) == KEYS
-    assert DEFAULT_MODEL == "vgg16-hed"
+    assert DEFAULT_MODEL == "vgg16-hed-grid"
     for spec in REGISTRY.values():
         assert spec.family and spec.preprocessing and spec.weights_from and spec.description
         if spec.key != "keras:PATH":
@@ -180,7 +180,7 @@ def test_missing_imagenet_weights_fail_fast_with_the_fix(tmp_path, small_folder)
     assert len(error) == 1, done.stderr
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in error[0]
     assert str(keras_home / "models") in error[0]
-    assert "--weights" in error[0] and "--model vgg16-hed" in error[0]
+    assert "--weights" in error[0] and "--model vgg16-hed-grid" in error[0]
     assert "Traceback" not in done.stderr
     from store import connect
     with connect(db, read_only=True) as con:  # nothing recorded for a model that never ran
@@ -208,10 +208,10 @@ def test_models_command_lists_every_model_and_what_a_store_holds(tmp_path, small
     lines = result.output.splitlines()
     for key in KEYS:
         assert any(line.startswith(key) for line in lines), key
-    row = next(line for line in lines if line.startswith("vgg16-hed *"))
-    assert row.split()[2:5] == ["512", "224", "yes"]
-    row = next(line for line in lines if line.startswith("vgg16-hed-grid"))
-    assert row.split()[1:4] == ["4608", "224", "yes"]
+    row = next(line for line in lines if line.startswith("vgg16-hed "))
+    assert row.split()[1:4] == ["512", "224", "yes"]
+    row = next(line for line in lines if line.startswith("vgg16-hed-grid *"))  # the default
+    assert row.split()[2:5] == ["4608", "224", "yes"]
     row = next(line for line in lines if line.startswith("vgg16-fc2"))
     assert row.split()[1:4] == ["4096", "224", "no"]
     assert "vgg16_weights_tf_dim_ordering_tf_kernels.h5" in result.output

@@ -24,7 +24,7 @@ def test_defaults_then_toml_then_flags(tmp_path):
     assert settings.batch_size == 64             # the flag wins
     assert settings.detectors == ["iforest", "lof"]
     assert settings.timezone is None             # an unset flag does not override
-    assert Settings().model == "vgg16-hed"       # default untouched
+    assert Settings().model == "vgg16-hed-grid"  # default untouched
 
 
 def test_unknown_keys_are_an_error_that_lists_known_ones(tmp_path):
