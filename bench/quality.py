@@ -1,7 +1,7 @@
 """Detection quality on the demo and its harder variants, per model and detector; prints JSON.
 
     .venv/bin/python bench/quality.py --out DIR [--frames 1200]
-        [--models vgg16-hed,vgg16-hed-grid,pixels] [--variants demo,hard-june,...]
+        [--models vgg16-hed-grid,vgg16-hed,pixels] [--variants demo,hard-june,...]
         [--real ../shared/realdata/garden-monz]
 
 For each variant it renders the demo into DIR/VARIANT (skipped when already there: rendering is
@@ -18,7 +18,8 @@ on which the detectors and the consensus were chosen; four more harder renders (
 (`hard-jan`, `hard-feb`, `hard-aug`, `hard-oct`) after the time-of-day part of `background`
 was chosen on the first seven, and four more (`hard-apr`, `hard-may`, `hard-dec-2`,
 `hard-jan-2`) before its time-of-day spread, chosen on the first eleven, was measured on
-them. Each variant's
+them, and four more (`hard-jun-2`, `hard-sep-2`, `hard-nov-2`, `hard-feb-2`) that were first
+measured after the default model was chosen on the others. Each variant's
 `summary` gives the issue's targets: the consensus's daylight ROC-AUC, its worst kind, and the
 best single detector.
 
@@ -219,7 +220,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--frames", type=int, default=1200)
-    parser.add_argument("--models", default="vgg16-hed,vgg16-hed-grid,pixels")
+    parser.add_argument("--models", default="vgg16-hed-grid,vgg16-hed,pixels")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--real", type=Path, default=None)
     args = parser.parse_args()
