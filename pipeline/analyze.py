@@ -470,9 +470,8 @@ def load_projected(db: Path, model: str, settings: Settings, steps: _Steps):
     if bad:
         raise _not_finite(str(bad), model, db)
     if not seen.all():
-        raise AnalysisError(f"{int((~seen).sum())} {model} vectors went missing while the "
-                            "analysis read them (a re-embed or prune at the same time?); run "
-                            "analyze again")
+        raise AnalysisError(f"{int((~seen).sum())} {model} vectors were gone when the analysis "
+                            "read them back (the store changed under it); run analyze again")
     return ids, frames, scaler, pca, n_dims, z
 
 
