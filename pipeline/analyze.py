@@ -432,9 +432,9 @@ def fit_sample(n: int, settings: Settings) -> np.ndarray:
 def load_projected(db: Path, model: str, settings: Settings, steps: _Steps):
     """The run's frames and their vectors in PCA space, without the whole matrix in memory.
 
-    The standardisation and PCA are fitted on a `pca_fit_frames` sample of the vectors (all of
-    them in a smaller store), then every vector is streamed from the store once and projected
-    a batch at a time: memory is the sample, one batch, DuckDB's bounded buffers and the
+    The standardisation and PCA are fitted on a `pca_fit_frames` sample of the vectors (a
+    smaller store is read once, fitted on all of them and projected), then every vector is
+    streamed from the store once and projected a batch at a time: memory is the sample, one batch, DuckDB's bounded buffers and the
     n x n_dims result, whatever the size of the matrix (750k x 4,608 is 14 GB as float32).
     Reading is timed as `load`, fitting and projecting as `preprocess`. Returns
     (ids, frames, scaler, pca, n_dims, z) in frame_id order.
@@ -447,12 +447,16 @@ def load_projected(db: Path, model: str, settings: Settings, steps: _Steps):
         con.execute(f"SET memory_limit = '{limit}MB'")
         ids = steps.run("load", se.vector_ids, con, model)
         frames = steps.run("load", sa.load_frames, con, ids)
-        _, sample = steps.run("load", se.load_vectors, con, model,
-                              ids[fit_sample(len(ids), settings)])
+        whole = len(ids) <= settings.pca_fit_frames  # the sample is every frame: read it once
+        read, sample = steps.run("load", se.load_vectors, con, model,
+                                 None if whole else ids[fit_sample(len(ids), settings)])
         bad = int((~np.isfinite(sample).all(axis=1)).sum())
         if bad:  # the fit cannot run: say so now rather than after reading everything
             raise _not_finite(f"{bad} of {len(sample)} sampled", model, db)
         scaler, pca, n_dims = steps.run("preprocess", fit_projection, sample, len(ids), settings)
+        if whole and np.array_equal(read, ids):
+            z = steps.run("preprocess", project, sample, scaler, pca, n_dims)
+            return ids, frames, scaler, pca, n_dims, z
         del sample
         z = np.empty((len(ids), n_dims), dtype=np.float32)
         seen = np.zeros(len(ids), dtype=bool)
