@@ -120,6 +120,7 @@ def build_store(db: Path, n: int, dim: int, seed: int = 0,
             day = (hours >= 7) & (hours < 19)
             frames = pd.DataFrame({
                 "frame_id": ids, "path": [f"f/{i:07d}.jpg" for i in idx], "root": "/bench",
+                "location": [f"/bench/f/{i:07d}.jpg" for i in idx],
                 "taken_at": pd.to_datetime(times),
                 "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
                 "time_source": "exif", "utc_offset_min": 0, "source_utc": pd.NaT,
@@ -142,7 +143,7 @@ def build_store(db: Path, n: int, dim: int, seed: int = 0,
                          for s, v, p, o in zip(slot, variant, pick, out)]
                 thumbs = pd.DataFrame({"frame_id": ids, "jpeg": pd.Series(jpegs, dtype=object),
                                        "width": THUMB_SIZE[0], "height": THUMB_SIZE[1]})
-            sf.write_batch(con, frames, empty, thumbs, empty, [], [])
+            sf.write_batch(con, sf.FrameBatch(frames, empty, empty, thumbs, empty))
             se.insert_vectors(con, "synthetic", ids, vectors.astype(np.float32))
     return planted
 

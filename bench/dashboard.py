@@ -65,9 +65,9 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
     with store.connect(path) as con:
         con.execute(f"SELECT setseed({0.1 + seed / 1000})")
         con.execute("""
-            INSERT INTO frames (frame_id, path, root, taken_at, taken_at_utc, time_source,
-                utc_offset_min, width, height, file_bytes, file_mtime, mean_luma, contrast,
-                sharpness, colorfulness, sun_elevation, daylight, daylight_source)
+            INSERT INTO frames (frame_id, path, root, location, taken_at, taken_at_utc,
+                time_source, utc_offset_min, width, height, file_bytes, file_mtime, mean_luma,
+                contrast, sharpness, colorfulness, sun_elevation, daylight, daylight_source)
             WITH t AS (
                 SELECT i + 1 AS frame_id,
                        CAST($start AS TIMESTAMP) + INTERVAL 10 MINUTE * i AS taken_at
@@ -78,7 +78,9 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
                 FROM t)
             SELECT frame_id,
                    strftime(taken_at, '%Y/%m/%d/') || 'frame_' || frame_id || '.jpg',
-                   $root, taken_at, CAST(taken_at AS TIMESTAMP) AT TIME ZONE 'UTC', 'exif', 0,
+                   $root,
+                   $root || strftime(taken_at, '/%Y/%m/%d/') || 'frame_' || frame_id || '.jpg',
+                   taken_at, CAST(taken_at AS TIMESTAMP) AT TIME ZONE 'UTC', 'exif', 0,
                    1920, 1080, 350000 + (frame_id % 50000), taken_at AT TIME ZONE 'UTC',
                    greatest(3, least(250, 120 + 2 * elev + 10 * random())), 40 + 5 * random(),
                    100 + 50 * random(), 20 + 10 * random(), elev,

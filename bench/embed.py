@@ -194,9 +194,10 @@ def load_vectors_speed(work: Path, n_rows: int, dim: int = 512) -> dict:
     db = work / "vectors.duckdb"
     rng = np.random.default_rng(0)
     with store.connect(db) as con:
-        con.execute("INSERT INTO frames (frame_id, path, root, time_source, file_bytes, "
-                    "file_mtime) SELECT i, 'f' || i || '.jpg', '/x', 'mtime', 1, now() "
-                    "FROM range(1, ? + 1) t(i)", [n_rows])
+        con.execute("INSERT INTO frames (frame_id, path, root, location, time_source, "
+                    "file_bytes, file_mtime) SELECT i, 'f' || i || '.jpg', '/x', "
+                    "'/x/f' || i || '.jpg', 'mtime', 1, now() FROM range(1, ? + 1) t(i)",
+                    [n_rows])
         for start in range(0, n_rows, 50_000):
             ids = np.arange(start + 1, min(n_rows, start + 50_000) + 1)
             vectors = rng.random((len(ids), dim), dtype=np.float32)

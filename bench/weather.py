@@ -50,9 +50,10 @@ def add_frames(db: Path, utc: pd.DatetimeIndex, luma: np.ndarray) -> None:
     rows["path"] = [f"f/{i:07d}.jpg" for i in rows["frame_id"]]
     with store.connect(db) as con:
         con.register("_rows", rows)
-        con.execute("INSERT INTO frames (frame_id, path, root, taken_at, taken_at_utc, "
-                    "time_source, file_bytes, file_mtime, mean_luma) SELECT frame_id, path, "
-                    "'/bench', taken_at, taken_at_utc, 'exif', 1, now(), mean_luma FROM _rows")
+        con.execute("INSERT INTO frames (frame_id, path, root, location, taken_at, "
+                    "taken_at_utc, time_source, file_bytes, file_mtime, mean_luma) SELECT "
+                    "frame_id, path, '/bench', '/bench/' || path, taken_at, taken_at_utc, "
+                    "'exif', 1, now(), mean_luma FROM _rows")
         con.unregister("_rows")
 
 

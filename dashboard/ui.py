@@ -3,6 +3,7 @@ links to the Frame page, and the pending-filter hand-off between pages."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
 
 import pandas as pd
@@ -62,6 +63,16 @@ def request_filter(**changes: Any) -> None:
     pending.update(changes)
 
 
+# Characters Markdown, LaTeX and Streamlit's directives (":red[...]", ":material/x:") give a
+# meaning to; a backslash before each makes Streamlit show them as they are.
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|$~:=^&])")
+
+
+def literal(text: Any) -> str:
+    """Text from a file name, a note or a CSV, escaped so Markdown shows it as written."""
+    return _MARKDOWN.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
 def frame_link(frame_id: int, label: str | None = None,
                icon: str = ":material/open_in_full:") -> None:
     st.page_link(PAGE_FILES["Frame"], label=label or f"Open frame {frame_id}", icon=icon,
@@ -71,7 +82,7 @@ def frame_link(frame_id: int, label: str | None = None,
 def caption_for(row: pd.Series | dict, detector: str) -> str:
     when = pd.Timestamp(row["taken_at"]).strftime("%Y-%m-%d %H:%M") if pd.notna(
         row.get("taken_at")) else "no time"
-    parts = [when, str(row.get("condition") or "unknown")]
+    parts = [when, literal(row.get("condition") or "unknown")]
     temp = row.get("temperature_c")
     if temp is not None and pd.notna(temp):
         parts.append(f"{temp:.0f} °C")
@@ -80,7 +91,7 @@ def caption_for(row: pd.Series | dict, detector: str) -> str:
     if pct is not None and pd.notna(pct):
         parts.append(f"{detector} {pct * 100:.1f} %")
     if row.get("verdict"):
-        parts.append(f"marked {row['verdict']}")
+        parts.append(f"marked {literal(row['verdict'])}")
     return " · ".join(parts)
 
 

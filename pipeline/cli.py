@@ -152,12 +152,13 @@ def run(ctx, folder, db, timezone, lat, lon, model, weights, weather_csv, detect
 
 @cli.command()
 @click.option("--frames", "n_frames", type=click.IntRange(min=20), default=1200, show_default=True,
-              help="number of frames to render")
+              help="number of frames to render (at most 100,000)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-data"),
               show_default=True, help="folder for the frames, weather and ground truth")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="store file [default: OUT/garden.duckdb]")
-@click.option("--seed", type=int, default=7, show_default=True, help="random seed of the scene")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=7, show_default=True,
+              help="random seed of the scene")
 @click.option("--hard", is_flag=True, help="smaller, fainter, shorter anomalies")
 @click.option("--start", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
               help="first day of the time-lapse, YYYY-MM-DD [default: 2024-04-02]")
@@ -166,7 +167,8 @@ def run(ctx, folder, db, timezone, lat, lon, model, weights, weather_csv, detect
 @click.option("--model", help=help_for("model"))
 @click.option("--serve/--no-serve", default=True, show_default=True,
               help="start the dashboard when done")
-@click.option("--port", type=int, default=8501, show_default=True, help="dashboard port")
+@click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True,
+              help="dashboard port")
 @click.pass_context
 def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port) -> None:
     """Render a synthetic garden time-lapse, run every stage on it, open the dashboard."""
@@ -276,7 +278,7 @@ def weather_import(csv_path: Path, db: Path, station, columns, units, timezone) 
 @click.option("--end", metavar="DATE", help="last UTC day [default: the last frame's]")
 @click.option("--url", "base_url", default=None, metavar="URL",
               help="archive API address [default: https://archive-api.open-meteo.com/v1/archive]")
-@click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True,
+@click.option("--retries", type=click.IntRange(min=0, max=20), default=3, show_default=True,
               help="tries again after a network error, HTTP 429 or 5xx, with backoff")
 def weather_fetch(db: Path, lat, lon, start, end, base_url, retries) -> None:
     """Fetch hourly observations for the frames' time span from the Open-Meteo archive."""
@@ -465,8 +467,10 @@ def evaluate(db: Path, truth_csv: Path | None, as_json: bool) -> None:
 @click.pass_context
 def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
     """Ingest FOLDER and score its new frames against a frozen run, without refitting."""
+    from pipeline.inputs import check_folder
+
     settings = _settings(ctx)
-    _check_folder(folder)
+    check_folder(folder)
     with store.writer_lock(db):  # first: a busy store is refused before scikit-learn loads
         from pipeline.score_new import score_new as run_score_new
 
@@ -572,14 +576,6 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         raise InputError(f"--size must look like 640x360, not {text!r}") from None
     return width, height
-
-
-def _check_folder(folder: Path) -> None:
-    """The cheap folder check of `ingest_folder`, for commands that import more first."""
-    if not folder.exists():
-        raise InputError(f"the folder {folder} does not exist")
-    if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder: give the folder that holds the frames")
 
 
 def _split(text: str | None) -> list[str] | None:

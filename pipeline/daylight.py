@@ -26,7 +26,7 @@ import pandas as pd
 
 import store
 from pipeline.errors import InputError
-from pipeline.settings import Settings
+from pipeline.settings import MAX_CLOCK_OFFSET_DAYS, Settings
 from store import frames as frames_store
 from store import kv
 
@@ -84,8 +84,13 @@ def place(con, settings: Settings) -> Place:
         if value is not None:
             kv.put(con, key, value)
     stored = {key: kv.get(con, key) for key in PLACE_KEYS}
+    offset = float(stored["clock_offset_minutes"] or 0.0)
+    if not abs(offset) <= MAX_CLOCK_OFFSET_DAYS * 1440:  # stored by an older version
+        raise InputError(
+            f"the store's clock offset ({offset:g} minutes) is beyond {MAX_CLOCK_OFFSET_DAYS} "
+            "days: set it again with `python -m pipeline locate --db FILE --clock-offset MIN`")
     return Place(timezone=stored["timezone"], lat=stored["lat"], lon=stored["lon"],
-                 clock_offset_minutes=float(stored["clock_offset_minutes"] or 0.0))
+                 clock_offset_minutes=offset)
 
 
 # --- time zones --------------------------------------------------------------------------------

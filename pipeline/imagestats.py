@@ -74,21 +74,18 @@ def configure(max_image_pixels: int) -> None:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-def read_frame(task: tuple[str, str, int, int, int, int]) -> FrameResult:
-    """Decode one file: task = (os path, stored name, file bytes, mtime ns, thumb px, max px)."""
-    os_path, name, file_bytes, mtime_ns, thumb_size, max_pixels = task
+def read_frame(task: tuple[str, str, int, int, int, int, int]) -> FrameResult:
+    """Decode one file: task = (os path, stored name, file bytes, mtime ns, thumb px, max px,
+    max file bytes)."""
+    os_path, name, file_bytes, mtime_ns, thumb_size, max_pixels, max_bytes = task
     result = FrameResult(name=name, file_bytes=file_bytes, mtime_ns=mtime_ns)
-    if file_bytes == 0:
-        result.error = "empty file (0 bytes)"
-        return result
     try:
-        with open(os_path, "rb") as fh:
-            data = fh.read()
+        data = read_image_file(os_path, file_bytes, max_bytes)
+    except FrameDecodeError as exc:
+        result.error = str(exc)
+        return result
     except OSError as exc:
         result.error = describe_os_error(exc)
-        return result
-    if not data:
-        result.error = "empty file (0 bytes)"
         return result
     try:
         image, exif = decode(data, thumb_size, max_pixels)
@@ -109,6 +106,51 @@ def read_frame(task: tuple[str, str, int, int, int, int]) -> FrameResult:
 
 class FrameDecodeError(Exception):
     """A file that is not a usable JPEG/PNG frame; the message says why."""
+
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def read_image_file(os_path: str, file_bytes: int, max_bytes: int) -> bytes:
+    """A file's bytes, after the cheap checks: not empty, not over `max_bytes` (the size the
+    listing gave, and what is actually there), and a JPEG or PNG header. A worker never
+    holds more than `max_bytes` of one file, whatever the listing said."""
+    if file_bytes == 0:
+        raise FrameDecodeError("empty file (0 bytes)")
+    if file_bytes > max_bytes:
+        raise FrameDecodeError(too_big(file_bytes, max_bytes))
+    with open(os_path, "rb") as fh:
+        head = fh.read(len(PNG_MAGIC))
+        if not head:
+            raise FrameDecodeError("empty file (0 bytes)")
+        check_header(head)
+        data = head + fh.read(max_bytes + 1 - len(head))
+    if len(data) > max_bytes:
+        raise FrameDecodeError(too_big(len(data), max_bytes, grew=True))
+    return data
+
+
+# Other formats a camera folder may hold, by their first bytes, for a clearer refusal.
+_OTHER_FORMATS = [(b"GIF8", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+                  (b"RIFF", "WebP or another RIFF"), (b"\x00\x00\x00", "HEIC or MP4")]
+
+
+def check_header(head: bytes) -> None:
+    """Refuse bytes that do not start like a JPEG or a PNG, naming what they start with."""
+    if head.startswith(JPEG_MAGIC) or head.startswith(PNG_MAGIC):
+        return
+    for magic, name in _OTHER_FORMATS:
+        if head.startswith(magic):
+            raise FrameDecodeError(f"unsupported image format {name} (only JPEG and PNG frames)")
+    raise FrameDecodeError(f"not an image: the file starts with bytes {head[:8].hex(' ')}, "
+                           "not a JPEG or PNG header (is it really a JPEG or PNG?)")
+
+
+def too_big(n_bytes: int, max_bytes: int, grew: bool = False) -> str:
+    return (f"file too big: {n_bytes / 2**20:.0f} MiB{' and still growing' if grew else ''}, "
+            f"over the max_file_bytes limit of {max_bytes / 2**20:.0f} MiB (raise the setting "
+            "if the image is genuine)")
 
 
 def decode(data: bytes, thumb_size: int, max_pixels: int | None = None):

@@ -57,19 +57,28 @@ def _size(path: Path) -> str:
     return f"{n:.1f} TiB"
 
 
+def _when(value: Any, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A time as text; DuckDB hands times outside Python's years 1..9999 over as text."""
+    if isinstance(value, str):
+        return f"{value} (out of range)"
+    return value.strftime(fmt)
+
+
 def _frames(f: dict[str, Any]) -> list[str]:
     if not f["n_frames"]:
         return ["frames: none yet (run `python -m pipeline ingest FOLDER --db FILE`)"]
     roots = ", ".join(f["roots"]) + (f" and {f['n_roots'] - 3} more" if f["n_roots"] > 3 else "")
     lines = [f"frames: {f['n_frames']} from {roots} ({f['n_thumbnails']} thumbnails)"]
     if f["first"] is not None:
-        lines.append(f"  camera time: {f['first']:%Y-%m-%d %H:%M:%S} .. "
-                     f"{f['last']:%Y-%m-%d %H:%M:%S}")
+        lines.append(f"  camera time: {_when(f['first'])} .. {_when(f['last'])}")
     if f["first_utc"] is not None:
-        lines.append(f"  UTC:         {f['first_utc']:%Y-%m-%d %H:%M:%S} .. "
-                     f"{f['last_utc']:%Y-%m-%d %H:%M:%S}")
-    lines.append("  time sources: " + ", ".join(f"{src} {n}" for src, n in
-                                                f["time_sources"].items()))
+        lines.append(f"  UTC:         {_when(f['first_utc'])} .. {_when(f['last_utc'])}")
+    if any(isinstance(f[k], str) for k in ("first", "last", "first_utc", "last_utc")):
+        lines.append("  some times are outside the years 1..9999: check the camera clock and "
+                     "the clock offset (`python -m pipeline locate --clock-offset MIN`)")
+    lines.append("  time sources: " + ", ".join(
+        f"{'none (no plausible date)' if src == 'none' else src} {n}"
+        for src, n in f["time_sources"].items()))
     lines.append("  daylight: " + ", ".join(f"{k} {n}" for k, n in f["daylight"].items()))
     if f["n_duplicate_contents"]:
         lines.append(f"  duplicates: {f['n_duplicate_contents']} frame(s) have the same bytes "
@@ -141,7 +150,7 @@ def _runs(n_runs: int, runs: list[tuple], interrupted: set[int] = frozenset()) -
     for run_id, model, status, n_frames, started, _finished in runs:
         if run_id in interrupted:
             status = "interrupted (its process is gone; the next analyze marks it failed)"
-        when = f"{started:%Y-%m-%d %H:%M}" if started is not None else "?"
+        when = _when(started, "%Y-%m-%d %H:%M") if started is not None else "?"
         lines.append(f"  run {run_id}: {model}, {status}, {n_frames if n_frames is not None else '?'}"
                      f" frames, started {when} UTC")
     return lines
@@ -153,6 +162,6 @@ def _weather(weather: list[tuple]) -> list[str]:
     total = sum(w[1] for w in weather)
     lines = [f"weather: {total} observations from {len(weather)} station(s)"]
     for station, n, first, last, source in weather:
-        span = f"{first:%Y-%m-%d} .. {last:%Y-%m-%d}" if first is not None else ""
+        span = f"{_when(first, '%Y-%m-%d')} .. {_when(last, '%Y-%m-%d')}" if first is not None else ""
         lines.append(f"  {station}: {n} rows {span}" + (f" ({source})" if source else ""))
     return lines

@@ -1,8 +1,8 @@
 """Ingest a folder of frames into the store: walk, decode in parallel, write in bulk batches.
 
 `ingest_folder()` walks FOLDER recursively (JPEG and PNG, any extension case, sorted, following
-folder links but not in loops), skips files whose path, size and mtime are already in the store
-(and files that failed before and are unchanged), decodes the rest in a process pool
+folder links but not in loops), skips files whose location, size and mtime are already in the
+store (and files that failed before and are unchanged), decodes the rest in a process pool
 (`pipeline.imagestats.read_frame`: draft-mode decode, thumbnail, statistics, timestamp), and
 writes the results batch by batch, each batch in its own short write connection and
 transaction, while the workers keep decoding. A killed run keeps every committed batch; the next
@@ -13,8 +13,18 @@ Workers come from a `forkserver` pool (no fork of a process that may hold Tensor
 threads), so a script that calls `ingest_folder()` needs the usual
 `if __name__ == "__main__":` guard; `python -m pipeline` and pytest have it.
 
-Stored paths are relative to the folder with '/' separators. A name that is not valid UTF-8 is
-stored with `\\xNN` escapes for its bad bytes; `frame_file(root, path)` finds the file again.
+A frame is its file's place: `location`, the absolute path with symlinks resolved. Two memory
+cards that both hold `IMG_0001.jpg`, ingested from two folders, are two frames; one file reached
+again (from a parent folder, through a folder link or a second hard link) is the same frame. A
+known place whose file has another size or mtime is read again: the same bytes (a touch) keep
+everything; other pixels are a *changed* frame, which keeps its id but loses its vectors, its
+rows in earlier analysis runs and its review, recorded as a 'changed' `ingest_errors` row that
+`info` lists. A known frame found at a new place (same name, size and mtime, its old file gone)
+has moved: its root and path follow it, nothing else changes.
+
+Stored paths are relative to the ingested folder with '/' separators. A name that is not valid
+UTF-8 is stored with `\\xNN` escapes for its bad bytes; `frame_file(root, path)` finds the file
+again.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import pandas as pd
 import store
 from pipeline import daylight, imagestats
 from pipeline.errors import InputError
+from pipeline.inputs import check_folder
 from pipeline.settings import Settings
 from store import frames as frames_store
 
@@ -56,14 +67,17 @@ class IngestSummary:
     frame_ids: list[int] = field(default_factory=list)  # added or changed in this call
     n_new_errors: int = 0      # of `failed`: files that failed in this call
     n_warnings: int = 0        # timestamp warnings (frames still ingested)
+    n_untimed: int = 0         # of those: frames no source gave a plausible time
     n_ambiguous: int = 0       # wall-clock times in a DST fall-back hour
     n_missing: int = 0         # wall-clock times in a DST spring-forward gap
-    n_moved: int = 0           # unchanged frames whose folder moved (root updated)
+    n_moved: int = 0           # unchanged frames whose file moved (root, path updated)
+    n_reread: int = 0          # unchanged frames read again: new mtime, same content
+    n_reviews_dropped: int = 0  # reviews of changed frames (they judged the old picture)
     seconds: float = 0.0
     folder: str = ""
 
     def describe(self) -> str:
-        decoded = self.added + self.changed + self.n_new_errors
+        decoded = self.added + self.changed + self.n_reread + self.n_new_errors
         rate = (f", {decoded / self.seconds:.0f} files/s" if decoded >= 100 and self.seconds > 0
                 else "")
         line = (f"ingest {self.folder}: {self.added} added, {self.changed} changed, "
@@ -73,11 +87,20 @@ class IngestSummary:
             extras.append("failed files are listed by `python -m pipeline info`")
         if self.n_warnings:
             extras.append(f"{self.n_warnings} timestamp warning(s)")
+        if self.n_untimed:
+            extras.append(f"{self.n_untimed} frame(s) without a plausible time (kept, listed "
+                          "by `info`)")
         if self.n_ambiguous or self.n_missing:
             extras.append(f"DST: {self.n_ambiguous} ambiguous and {self.n_missing} "
                           "non-existent local time(s) resolved")
         if self.n_moved:
-            extras.append(f"{self.n_moved} frame(s) found in a moved folder")
+            extras.append(f"{self.n_moved} frame(s) found at a new place (moved)")
+        if self.n_reread:
+            extras.append(f"{self.n_reread} read again (new mtime, same content)")
+        if self.changed:
+            dropped = (f", and {self.n_reviews_dropped} review(s) of the old pictures, "
+                       "recorded in `info`" if self.n_reviews_dropped else "")
+            extras.append(f"changed frames lost their vectors and earlier scores{dropped}")
         return line + ("; " + "; ".join(extras) if extras else "")
 
 
@@ -87,6 +110,8 @@ class FileEntry:
     name: str        # stored path: relative, '/' separators, valid UTF-8
     size: int
     mtime_ns: int
+    location: str = ""       # stored text of the absolute path with symlinks resolved
+    inode: tuple[int, int] = (0, 0)   # (st_dev, st_ino): the same file under two names
 
 
 def stored_text(os_text: str) -> str:
@@ -97,32 +122,89 @@ def stored_text(os_text: str) -> str:
 _ESCAPE = re.compile(rb"\\x([0-9a-f]{2})")
 
 
+def os_text(stored: str) -> str:
+    """The file-system string of a stored text (undoes `stored_text`'s `\\xNN` escapes)."""
+    if "\\x" not in stored:
+        return stored
+    raw = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), stored.encode("utf-8"))
+    return os.fsdecode(raw)
+
+
 def frame_file(root: str, path: str) -> Path:
     """The original file of a stored (root, path), undoing `\\xNN` escapes when needed."""
     plain = os.path.join(root, path)
     if "\\x" not in plain or os.path.lexists(plain):
         return Path(plain)
-    raw = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), plain.encode("utf-8"))
-    return Path(os.fsdecode(raw))
+    return Path(os_text(plain))
 
 
-def walk(root: str) -> tuple[list[FileEntry], list[tuple[str, str]]]:
-    """Image files under `root` in sorted order, and (name, message) for what could not be read.
+def ingest_folder(folder: Path, db: Path, settings: Settings, progress: bool = True,
+                  stage: str = "ingest") -> IngestSummary:
+    """Add new and changed frames in `folder` (recursive) to the store at `db`."""
+    started = time.monotonic()
+    folder = Path(folder)
+    check_folder(folder)
+    daylight.check_place(settings)
+    root = stored_text(os.path.abspath(folder))
+    summary = IngestSummary(folder=str(folder))
+    with store.connect(db) as con:  # a store that is not ours, or a bad place: before the walk
+        where = daylight.place(con, settings)
+    try:
+        files, problems = walk(os.path.abspath(folder))
+    except OSError as exc:
+        raise InputError(f"cannot read the folder {folder}: {exc.strerror or exc}") from None
+    with store.connect(db) as con:
+        plan = _plan(files, frames_store.known_files(con),
+                     frames_store.failed_files(con, stage), summary)
+    del files
 
-    Folder links are followed unless they lead back into a folder being walked (a loop).
-    Hidden entries and NAS thumbnail folders are skipped.
+    writer = _BatchWriter(db, root, stage, where, settings, plan.existing, summary)
+    if problems or plan.moves:
+        writer.write_problems_and_moves(problems, plan.moves)
+    results = _decode_all(plan.todo, settings, progress, stage)
+    try:
+        batch: list[tuple[FileEntry, imagestats.FrameResult]] = []
+        last_flush = time.monotonic()
+        for entry, result in zip(plan.todo, results):
+            batch.append((entry, result))
+            if len(batch) >= settings.ingest_batch_size or (
+                    time.monotonic() - last_flush >= FLUSH_SECONDS):
+                writer.write(batch)
+                batch = []
+                last_flush = time.monotonic()
+        if batch:
+            writer.write(batch)
+    finally:
+        results.close()  # the workers stop and the progress bar ends its line before any error
+    if summary.n_ambiguous:
+        # the fall-back hour is resolved by frame order across the whole store
+        daylight.recompute(db, settings)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def walk(root: str) -> tuple[list[FileEntry], list[tuple[str, str, str]]]:
+    """Image files under `root` in sorted order, and (name, location, message) for what could
+    not be read.
+
+    Folder links are followed unless they lead back into a folder being walked (a loop); a
+    file reached twice (through a folder link, or a second hard link) is listed once.
+    Hidden entries and NAS thumbnail folders are skipped. Each file's `location` is its
+    absolute path with symlinks resolved, computed once per folder.
     """
     files: list[FileEntry] = []
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str, str]] = []
     root_stat = os.stat(root)
-    stack: list[tuple[str, str, frozenset]] = [(root, "", frozenset({_key(root_stat)}))]
+    seen: set[tuple[int, int]] = set()
+    stack: list[tuple[str, str, str, frozenset]] = [
+        (root, os.path.realpath(root), "", frozenset({_key(root_stat)}))]
     while stack:
-        folder, prefix, ancestors = stack.pop()
+        folder, real, prefix, ancestors = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: os.fsencode(e.name))
         except OSError as exc:
-            problems.append((stored_text(prefix.rstrip("/") or "."),
+            problems.append((stored_text(prefix.rstrip("/") or "."), stored_text(real),
                              f"cannot list the folder: {exc.strerror or exc}"))
             continue
         subfolders = []
@@ -131,36 +213,48 @@ def walk(root: str) -> tuple[list[FileEntry], list[tuple[str, str]]]:
             rel = prefix + name
             if name.startswith(".") or name in SKIPPED_FOLDERS:
                 continue
+            where = os.path.join(real, name)
             try:
                 is_dir = entry.is_dir()
             except OSError as exc:
                 is_dir = False
                 if _is_image_name(name):
-                    problems.append((stored_text(rel), imagestats.describe_os_error(exc)))
+                    problems.append((stored_text(rel), stored_text(where),
+                                     imagestats.describe_os_error(exc)))
                     continue
             if is_dir:
                 try:
                     key = _key(os.stat(entry.path))
                 except OSError as exc:
-                    problems.append((stored_text(rel), imagestats.describe_os_error(exc)))
+                    problems.append((stored_text(rel), stored_text(where),
+                                     imagestats.describe_os_error(exc)))
                     continue
                 if key in ancestors:
-                    problems.append((stored_text(rel), "symlink loop: this folder link points "
-                                     "back to a folder that contains it; skipped"))
+                    problems.append((stored_text(rel), stored_text(where), "symlink loop: this "
+                                     "folder link points back to a folder that contains it; "
+                                     "skipped"))
                     continue
-                subfolders.append((entry.path, rel + "/", ancestors | {key}))
+                real_sub = os.path.realpath(entry.path) if entry.is_symlink() else where
+                subfolders.append((entry.path, real_sub, rel + "/", ancestors | {key}))
                 continue
             if not _is_image_name(name):
                 continue
             try:
                 st = entry.stat()
             except OSError as exc:
-                problems.append((stored_text(rel), imagestats.describe_os_error(exc)))
+                problems.append((stored_text(rel), stored_text(where),
+                                 imagestats.describe_os_error(exc)))
                 continue
             if not stat.S_ISREG(st.st_mode):
-                problems.append((stored_text(rel), "not a regular file"))
+                problems.append((stored_text(rel), stored_text(where), "not a regular file"))
                 continue
-            files.append(FileEntry(entry.path, stored_text(rel), st.st_size, st.st_mtime_ns))
+            if _key(st) in seen:
+                continue  # the same file again: one frame
+            seen.add(_key(st))
+            if entry.is_symlink():
+                where = os.path.realpath(entry.path)
+            files.append(FileEntry(entry.path, stored_text(rel), st.st_size, st.st_mtime_ns,
+                                   stored_text(where), _key(st)))
         stack.extend(reversed(subfolders))
     files.sort(key=lambda f: f.name.encode("utf-8"))
     return files, problems
@@ -174,73 +268,106 @@ def _is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in EXTENSIONS
 
 
-def ingest_folder(folder: Path, db: Path, settings: Settings, progress: bool = True,
-                  stage: str = "ingest") -> IngestSummary:
-    """Add new and changed frames in `folder` (recursive) to the store at `db`."""
-    started = time.monotonic()
-    folder = Path(folder)
-    if not folder.exists():
-        raise InputError(f"the folder {folder} does not exist")
-    if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder: give the folder that holds the frames")
-    daylight.check_place(settings)
-    root_os = os.path.abspath(folder)
-    root = stored_text(root_os)
-    summary = IngestSummary(folder=str(folder))
+@dataclass
+class _Plan:
+    """What an ingest will do with each walked file, decided before anything is decoded."""
 
-    with store.connect(db) as con:
-        where = daylight.place(con, settings)
-        known = frames_store.known_files(con)
-        failed_before = frames_store.failed_files(con, stage)
-    try:
-        files, problems = walk(root_os)
-    except OSError as exc:
-        raise InputError(f"cannot read the folder {folder}: {exc.strerror or exc}") from None
+    todo: list[FileEntry] = field(default_factory=list)         # to decode
+    existing: dict[str, tuple[int, str | None]] = field(default_factory=dict)  # location ->
+    # (frame_id, stored content hash) of todo files that are known frames with a new mtime
+    moves: list[tuple[int, FileEntry]] = field(default_factory=list)  # frame_id, its new place
 
-    known_map = {p: (int(i), r, int(b), int(m)) for p, i, r, b, m in zip(
-        known["path"], known["frame_id"], known["root"], known["file_bytes"], known["mtime_us"])}
-    failed_map = {p: (b, m) for p, b, m in zip(
-        failed_before["path"], failed_before["file_bytes"], failed_before["mtime_us"])}
-    todo: list[FileEntry] = []
-    existing_ids: dict[str, int] = {}
-    moved: list[str] = []
+
+def _plan(files: list[FileEntry], known: pd.DataFrame, failed: pd.DataFrame,
+          summary: IngestSummary) -> _Plan:
+    """Match walked files to known frames by location; find moved files; skip failed ones.
+
+    A file at a known location with the same size and mtime is unchanged; with another size or
+    mtime it is decoded again (its content hash then tells a changed picture from a touch). A
+    file at a new location is a frame that moved when a known frame has the same name, size
+    and mtime and that frame's old file is gone (or is this very file, reached by another
+    path); otherwise it is a new frame, even with a known name: cameras number every card
+    from IMG_0001 again.
+    """
+    plan = _Plan()
+    by_location = {loc: (int(i), int(b), int(m), h) for loc, i, b, m, h in zip(
+        known["location"], known["frame_id"], known["file_bytes"], known["mtime_us"],
+        known["content_hash"])}
+    failed_map = {loc: (b, m) for loc, b, m in zip(
+        failed["location"], failed["file_bytes"], failed["mtime_us"])}
+    unmatched: list[FileEntry] = []
+    seen: set[str] = set()
     for entry in files:
         mtime_us = entry.mtime_ns // 1000
-        frame = known_map.get(entry.name)
-        if frame is not None and frame[2] == entry.size and frame[3] == mtime_us:
-            summary.unchanged += 1
-            if frame[1] != root:
-                moved.append(entry.name)
+        frame = by_location.get(entry.location)
+        if frame is not None:
+            seen.add(entry.location)
+            if frame[1] == entry.size and frame[2] == mtime_us:
+                summary.unchanged += 1
+            else:
+                plan.existing[entry.location] = (frame[0], None if pd.isna(frame[3]) else frame[3])
+                plan.todo.append(entry)
             continue
-        previous = failed_map.get(entry.name)
+        previous = failed_map.get(entry.location)
         if previous is not None and _same(previous, entry.size, mtime_us):
             summary.failed += 1
             continue
-        if frame is not None:
-            existing_ids[entry.name] = frame[0]
-        todo.append(entry)
-    del known_map, failed_map, known, failed_before
+        unmatched.append(entry)
+    if unmatched and len(known):
+        plan.moves, aliases = _find_moves(unmatched, known[~known["location"].isin(seen)])
+        found = {entry.location for _, entry in plan.moves} | {e.location for e in aliases}
+        unmatched = [entry for entry in unmatched if entry.location not in found]
+        summary.unchanged += len(found)
+        summary.n_moved += len(plan.moves)
+    plan.todo.extend(unmatched)
+    plan.todo.sort(key=lambda f: f.name.encode("utf-8"))
+    return plan
 
-    writer = _BatchWriter(db, root, stage, where, settings, existing_ids, summary)
-    if problems or moved:
-        writer.write_problems(problems, moved)
-    results = _decode_all(todo, settings, progress, stage)
-    batch: list[imagestats.FrameResult] = []
-    last_flush = time.monotonic()
-    for result in results:
-        batch.append(result)
-        if len(batch) >= settings.ingest_batch_size or (
-                time.monotonic() - last_flush >= FLUSH_SECONDS):
-            writer.write(batch)
-            batch = []
-            last_flush = time.monotonic()
-    if batch:
-        writer.write(batch)
-    if summary.n_ambiguous:
-        # the fall-back hour is resolved by frame order across the whole store
-        daylight.recompute(db, settings)
-    summary.seconds = time.monotonic() - started
-    return summary
+
+def _find_moves(unmatched: list[FileEntry], others: pd.DataFrame
+                ) -> tuple[list[tuple[int, FileEntry]], list[FileEntry]]:
+    """Unmatched files that are known frames: (moves, aliases).
+
+    A move is a file with a known frame's name, size and mtime whose old file is gone; an
+    alias is a file that *is* a known frame's file under another name (a second hard link:
+    same device and inode), whatever its name. A frame is claimed once.
+    """
+    candidates: dict[tuple[int, int], list[tuple[int, str, str]]] = {}
+    for frame_id, loc, path, size, mtime in zip(others["frame_id"], others["location"],
+                                                others["path"], others["file_bytes"],
+                                                others["mtime_us"]):
+        candidates.setdefault((int(size), int(mtime)), []).append((int(frame_id), loc, path))
+    moves: list[tuple[int, FileEntry]] = []
+    aliases: list[FileEntry] = []
+    claimed: set[int] = set()
+    for entry in unmatched:
+        options = [c for c in candidates.get((entry.size, entry.mtime_ns // 1000), ())
+                   if c[0] not in claimed]
+        base = entry.name.rsplit("/", 1)[-1]
+        # the same name first, and among those a stored path that ends like this one's
+        options.sort(key=lambda c: (c[2].rsplit("/", 1)[-1] != base,
+                                    not (entry.name.endswith(c[2]) or c[2].endswith(entry.name))))
+        for frame_id, loc, path in options:
+            state = _old_file(loc, entry.inode)
+            if state == "same":
+                aliases.append(entry)
+            elif state == "gone" and path.rsplit("/", 1)[-1] == base:
+                moves.append((frame_id, entry))
+            else:
+                continue
+            claimed.add(frame_id)
+            break
+    return moves, aliases
+
+
+def _old_file(location: str, inode: tuple[int, int]) -> str:
+    """'gone', 'same' (it is the file with this inode) or 'other' (a different file)."""
+    try:
+        return "same" if _key(os.stat(os_text(location))) == inode else "other"
+    except FileNotFoundError:
+        return "gone"
+    except OSError:
+        return "other"
 
 
 def _same(previous: tuple, size: int, mtime_us: int) -> bool:
@@ -254,7 +381,7 @@ def _decode_all(todo: list[FileEntry], settings: Settings, progress: bool, stage
     from tqdm import tqdm
 
     tasks = [(f.os_path, f.name, f.size, f.mtime_ns, settings.thumbnail_size,
-              settings.max_image_pixels) for f in todo]
+              settings.max_image_pixels, settings.max_file_bytes) for f in todo]
     bar = tqdm(total=len(tasks), unit="frame", desc=stage, file=sys.stderr,
                disable=not progress or not tasks, mininterval=0.5, dynamic_ncols=True)
     workers = max(1, min(int(settings.workers), len(tasks)))
@@ -281,85 +408,92 @@ class _BatchWriter:
     """Turns worker results into rows and writes each batch in one short transaction."""
 
     def __init__(self, db: Path, root: str, stage: str, where: daylight.Place,
-                 settings: Settings, existing_ids: dict[str, int], summary: IngestSummary):
+                 settings: Settings, existing: dict[str, tuple[int, str | None]],
+                 summary: IngestSummary):
         self.db, self.root, self.stage, self.where = db, root, stage, where
-        self.settings, self.existing_ids, self.summary = settings, existing_ids, summary
+        self.settings, self.existing, self.summary = settings, existing, summary
 
-    def write_problems(self, problems: list[tuple[str, str]], moved: list[str]) -> None:
-        errors = pd.DataFrame({
-            "path": pd.Series([p for p, _ in problems], dtype=object),
-            "stage": self.stage,
-            "message": pd.Series([m for _, m in problems], dtype=object),
+    def write_problems_and_moves(self, problems: list[tuple[str, str, str]],
+                                 moves: list[tuple[int, FileEntry]]) -> None:
+        errors = _error_rows([(name, loc, self.stage, message, None, None)
+                              for name, loc, message in problems], self.root)
+        relocated = pd.DataFrame({
+            "frame_id": pd.Series([frame_id for frame_id, _ in moves], dtype="int64"),
             "root": self.root,
-            "file_bytes": pd.array([None] * len(problems), dtype="Int64"),
-            "file_mtime": pd.Series([pd.NaT] * len(problems), dtype="datetime64[us, UTC]"),
+            "path": pd.Series([entry.name for _, entry in moves], dtype=object),
+            "location": pd.Series([entry.location for _, entry in moves], dtype=object),
         })
         with store.connect(self.db) as con:
-            frames_store.write_batch(con, _empty_frames(), _empty_frames(), _empty_thumbs(),
-                                     errors, [], [])
-            frames_store.move_root(con, moved, self.root)
+            frames_store.write_batch(con, frames_store.FrameBatch(
+                _empty_frames(), _empty_frames(), _empty_frames(), _empty_thumbs(), errors))
+            frames_store.relocate(con, relocated)
         self.summary.failed += len(problems)
         self.summary.n_new_errors += len(problems)
-        self.summary.n_moved += len(moved)
 
-    def write(self, batch: list[imagestats.FrameResult]) -> None:
-        good = [r for r in batch if r.error is None]
-        bad = [r for r in batch if r.error is not None]
-        warned = [r for r in good if r.time.warning]
-        error_rows = (
-            [(r.name, self.stage, r.error, r.file_bytes, r.mtime_ns) for r in bad]
-            + [(r.name, WARNING_STAGE, r.time.warning, r.file_bytes, r.mtime_ns) for r in warned])
-        errors = pd.DataFrame({
-            "path": pd.Series([e[0] for e in error_rows], dtype=object),
-            "stage": pd.Series([e[1] for e in error_rows], dtype=object),
-            "message": pd.Series([e[2] for e in error_rows], dtype=object),
-            "root": self.root,
-            "file_bytes": pd.array([e[3] for e in error_rows], dtype="Int64"),
-            "file_mtime": _mtimes([e[4] for e in error_rows]),
-        })
-        cleared = [r.name for r in batch]
+    def write(self, batch: list[tuple[FileEntry, imagestats.FrameResult]]) -> None:
+        good = [(e, r) for e, r in batch if r.error is None]
+        bad = [(e, r) for e, r in batch if r.error is not None]
+        warned = [(e, r) for e, r in good if r.time.warning]
+        errors = _error_rows(
+            [(r.name, e.location, self.stage, r.error, r.file_bytes, r.mtime_ns) for e, r in bad]
+            + [(r.name, e.location, WARNING_STAGE, r.time.warning, r.file_bytes, r.mtime_ns)
+               for e, r in warned], self.root)
+        kinds = [self._kind(e, r) for e, r in good]
         with store.connect(self.db) as con:
-            n_new = sum(1 for r in good if r.name not in self.existing_ids)
-            fresh = iter(frames_store.new_frame_ids(con, n_new))
-            ids = [self.existing_ids.get(r.name) or next(fresh) for r in good]
+            fresh = iter(frames_store.new_frame_ids(con, kinds.count("new")))
+            ids = [next(fresh) if kind == "new" else self.existing[e.location][0]
+                   for (e, _), kind in zip(good, kinds)]
             rows = self._frame_rows(good, ids)
-            is_changed = [r.name in self.existing_ids for r in good]
-            mask = pd.Series(is_changed, dtype=bool, index=rows.index)
+            kind_of = pd.Series(kinds, dtype=object, index=rows.index)
             thumbs = pd.DataFrame({
                 "frame_id": pd.Series(ids, dtype="int64"),
-                "jpeg": pd.Series([r.thumbnail for r in good], dtype=object),
-                "width": pd.Series([r.thumb_width for r in good], dtype="int32"),
-                "height": pd.Series([r.thumb_height for r in good], dtype="int32"),
+                "jpeg": pd.Series([r.thumbnail for _, r in good], dtype=object),
+                "width": pd.Series([r.thumb_width for _, r in good], dtype="int32"),
+                "height": pd.Series([r.thumb_height for _, r in good], dtype="int32"),
             })
-            frames_store.write_batch(con, rows[~mask], rows[mask], thumbs, errors, cleared,
-                                     [self.stage, WARNING_STAGE])
-        n_changed = sum(is_changed)
-        self.summary.added += len(good) - n_changed
-        self.summary.changed += n_changed
+            n_reviews = frames_store.write_batch(con, frames_store.FrameBatch(
+                rows[kind_of == "new"], rows[kind_of == "changed"], rows[kind_of == "reread"],
+                thumbs, errors, [e.location for e, _ in batch], [self.stage, WARNING_STAGE]))
+        self.summary.added += kinds.count("new")
+        self.summary.changed += kinds.count("changed")
+        self.summary.n_reread += kinds.count("reread")
+        self.summary.unchanged += kinds.count("reread")
+        self.summary.n_reviews_dropped += n_reviews
         self.summary.failed += len(bad)
         self.summary.n_new_errors += len(bad)
         self.summary.n_warnings += len(warned)
-        self.summary.frame_ids.extend(ids)
+        self.summary.n_untimed += sum(r.time.source == "none" for _, r in good)
+        self.summary.frame_ids.extend(i for i, kind in zip(ids, kinds) if kind != "reread")
 
-    def _frame_rows(self, good: list[imagestats.FrameResult], ids: list[int]) -> pd.DataFrame:
+    def _kind(self, entry: FileEntry, result: imagestats.FrameResult) -> str:
+        """'new', 'changed' (other pixels at a known place) or 'reread' (same bytes, new mtime)."""
+        known = self.existing.get(entry.location)
+        if known is None:
+            return "new"
+        return "reread" if known[1] == result.content_hash else "changed"
+
+    def _frame_rows(self, good: list[tuple[FileEntry, imagestats.FrameResult]],
+                    ids: list[int]) -> pd.DataFrame:
         nat = pd.NaT
+        results = [r for _, r in good]
         base = pd.DataFrame({
             "frame_id": pd.Series(ids, dtype="int64"),
-            "path": pd.Series([r.name for r in good], dtype=object),
+            "path": pd.Series([r.name for r in results], dtype=object),
             "root": self.root,
-            "taken_at": pd.Series([r.time.local or nat for r in good], dtype="datetime64[us]"),
-            "source_utc": pd.Series([r.time.instant or nat for r in good],
+            "location": pd.Series([e.location for e, _ in good], dtype=object),
+            "taken_at": pd.Series([r.time.local or nat for r in results], dtype="datetime64[us]"),
+            "source_utc": pd.Series([r.time.instant or nat for r in results],
                                     dtype="datetime64[us, UTC]"),
-            "time_source": pd.Series([r.time.source for r in good], dtype=object),
-            "width": pd.Series([r.width for r in good], dtype="int32"),
-            "height": pd.Series([r.height for r in good], dtype="int32"),
-            "file_bytes": pd.Series([r.file_bytes for r in good], dtype="int64"),
-            "file_mtime": _mtimes([r.mtime_ns for r in good]),
-            "content_hash": pd.Series([r.content_hash for r in good], dtype=object),
-            "mean_luma": [r.stats.mean_luma for r in good],
-            "contrast": [r.stats.contrast for r in good],
-            "sharpness": [r.stats.sharpness for r in good],
-            "colorfulness": [r.stats.colorfulness for r in good],
+            "time_source": pd.Series([r.time.source for r in results], dtype=object),
+            "width": pd.Series([r.width for r in results], dtype="int32"),
+            "height": pd.Series([r.height for r in results], dtype="int32"),
+            "file_bytes": pd.Series([r.file_bytes for r in results], dtype="int64"),
+            "file_mtime": _mtimes([r.mtime_ns for r in results]),
+            "content_hash": pd.Series([r.content_hash for r in results], dtype=object),
+            "mean_luma": [r.stats.mean_luma for r in results],
+            "contrast": [r.stats.contrast for r in results],
+            "sharpness": [r.stats.sharpness for r in results],
+            "colorfulness": [r.stats.colorfulness for r in results],
         })
         timed = daylight.compute_times(base, self.where, self.settings)
         self.summary.n_ambiguous += timed.n_ambiguous
@@ -369,9 +503,22 @@ class _BatchWriter:
         return base[["frame_id", *frames_store.FRAME_COLUMNS]]
 
 
-def _mtimes(mtime_ns: Iterable[int]) -> pd.Series:
-    values = [int(m) // 1000 for m in mtime_ns]
-    return pd.Series(pd.to_datetime(pd.Series(values, dtype="int64"), unit="us", utc=True),
+def _error_rows(rows: list[tuple], root: str) -> pd.DataFrame:
+    """(path, location, stage, message, file bytes, mtime ns) tuples as `ingest_errors` rows."""
+    return pd.DataFrame({
+        "path": pd.Series([r[0] for r in rows], dtype=object),
+        "location": pd.Series([r[1] for r in rows], dtype=object),
+        "stage": pd.Series([r[2] for r in rows], dtype=object),
+        "message": pd.Series([r[3] for r in rows], dtype=object),
+        "root": root,
+        "file_bytes": pd.array([r[4] for r in rows], dtype="Int64"),
+        "file_mtime": _mtimes([r[5] for r in rows]),
+    })
+
+
+def _mtimes(mtime_ns: Iterable[int | None]) -> pd.Series:
+    values = [None if m is None else int(m) // 1000 for m in mtime_ns]
+    return pd.Series(pd.to_datetime(pd.Series(values, dtype="Int64"), unit="us", utc=True),
                      dtype="datetime64[us, UTC]")
 
 

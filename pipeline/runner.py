@@ -50,8 +50,11 @@ def import_ground_truth(db: Path, truth_csv: Path, frames_dir: Path) -> str:
         truth = pd.read_csv(truth_csv)
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read the ground truth {truth_csv}: {exc}") from exc
+    from pipeline.ingest import stored_text
+
+    root = stored_text(os.path.realpath(frames_dir))
     with store.writer_lock(db), store.connect(db) as con:
-        n_matched = analysis_store.import_ground_truth(con, truth)
+        n_matched = analysis_store.import_ground_truth(con, truth, root)
     return f"ground truth: {n_matched} of {len(truth)} rows matched frames ({truth_csv})"
 
 

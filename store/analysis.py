@@ -411,35 +411,53 @@ def run_neighbors(con: duckdb.DuckDBPyConnection, run_id: int,
 
 # --- ground truth -----------------------------------------------------------------------------
 
-def match_truth_paths(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame) -> pd.DataFrame:
+def match_truth_paths(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame,
+                      root: str | None = None) -> pd.DataFrame:
     """Truth rows (path, label, kind) joined to frames: adds frame_id (NA when no frame matches).
 
-    Paths are compared with '/' separators and without a leading './'; a truth path also matches
-    a frame whose path ends with '/<truth path>' (truth relative to a sub-folder of the ingest
-    root) or is a suffix of it (truth relative to a folder above the root), when that is unique.
+    Paths are compared with '/' separators and without a leading './'. With `root` (the folder
+    the truth paths are relative to, symlinks resolved) a path is first matched to the frame
+    whose file is `root/path`. Otherwise, and for paths not found so, a truth path matches the
+    frame with that stored path, or a frame whose path ends with '/<truth path>' (truth
+    relative to a sub-folder of the ingest root) or is a suffix of it (truth relative to a
+    folder above the root, told apart by the frames' locations), only when exactly one frame
+    does: two cards that both hold IMG_0001.jpg leave a bare 'IMG_0001.jpg' unmatched rather
+    than guessed.
     """
     rows = truth.copy()
     rows["path"] = (rows["path"].astype(str).str.replace("\\", "/", regex=False)
                     .str.replace(r"^\./", "", regex=True))
-    frames = con.sql("SELECT frame_id, path FROM frames").df()
-    exact = dict(zip(frames["path"], frames["frame_id"]))
-    ids = rows["path"].map(exact)
+    frames = con.sql("SELECT frame_id, path, location FROM frames").df()
+    ids = pd.Series(pd.NA, index=rows.index, dtype="Int64")
+    if root is not None:
+        by_location = dict(zip(frames["location"], frames["frame_id"]))
+        ids = (root.rstrip("/") + "/" + rows["path"]).map(by_location).astype("Int64")
+    counts = frames["path"].value_counts()
+    unique = frames[frames["path"].map(counts) == 1]
+    exact = dict(zip(unique["path"], unique["frame_id"]))
+    ids = ids.fillna(rows["path"].map(exact).astype("Int64"))
     missing = ids.isna()
     if missing.any() and len(frames):
-        by_name: dict[str, list[tuple[str, int]]] = {}
-        for path, frame_id in zip(frames["path"], frames["frame_id"]):
-            by_name.setdefault(path.rsplit("/", 1)[-1], []).append((path, int(frame_id)))
+        by_name: dict[str, list[tuple[str, str, int]]] = {}
+        for path, location, frame_id in zip(frames["path"], frames["location"],
+                                            frames["frame_id"]):
+            by_name.setdefault(path.rsplit("/", 1)[-1], []).append((path, location,
+                                                                     int(frame_id)))
         for i in np.flatnonzero(missing.to_numpy()):
             want = rows["path"].iat[i]
-            hits = [fid for path, fid in by_name.get(want.rsplit("/", 1)[-1], [])
-                    if path.endswith("/" + want) or want.endswith("/" + path)]
+            same = by_name.get(want.rsplit("/", 1)[-1], [])
+            hits = [fid for path, _, fid in same
+                    if path == want or path.endswith("/" + want) or want.endswith("/" + path)]
+            if len(hits) > 1:  # truth relative to a folder above two roots: the location says
+                hits = [fid for _, location, fid in same if location.endswith("/" + want)]
             if len(hits) == 1:
                 ids.iat[i] = hits[0]
     rows["frame_id"] = ids.astype("Int64")
     return rows
 
 
-def import_ground_truth(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame) -> int:
+def import_ground_truth(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame,
+                        root: str | None = None) -> int:
     """Replace the `ground_truth` table from a truth DataFrame (path, label, kind).
 
     label 1 = anomaly, 0 = normal. Rows whose path is not a frame (e.g. truncated files that
@@ -448,7 +466,7 @@ def import_ground_truth(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame) -> 
     missing = {"path", "label"} - set(truth.columns)
     if missing:
         raise ValueError(f"ground truth needs columns path,label[,kind]; missing {sorted(missing)}")
-    rows = match_truth_paths(con, truth)
+    rows = match_truth_paths(con, truth, root)
     matched = rows[rows["frame_id"].notna()].drop_duplicates("frame_id", keep="last")
     out = pd.DataFrame({
         "frame_id": matched["frame_id"].astype("int64"),

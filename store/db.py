@@ -17,7 +17,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import duckdb
 
@@ -48,6 +48,38 @@ class SchemaError(StoreError):
 
 class StoreNotFoundError(StoreError):
     """A read-only open of a store file that does not exist."""
+
+
+# Every connection the product opens: DuckDB must never fetch or load an extension by itself
+# (opening a SQLite file as a store would otherwise download `sqlite_scanner` and read it).
+CONNECT_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+# What a file starts with, for a refusal that names what it is.
+_DUCKDB_MAGIC = (8, b"DUCK")
+_OTHER_FILES = [(b"SQLite format 3\x00", "a SQLite database"), (b"PAR1", "a Parquet file"),
+                (b"\x89HDF", "an HDF5 file"), (b"PK\x03\x04", "a zip file"),
+                (b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image")]
+
+
+def check_file_type(path: Path) -> None:
+    """Refuse, before DuckDB opens it, a file at `path` that is not a DuckDB database."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise StoreError(f"{path} is a folder: give --db a file name, e.g. {path}/garden.duckdb")
+    except OSError as exc:
+        raise StoreError(f"cannot read the store {path}: {exc.strerror or exc}") from None
+    at, magic = _DUCKDB_MAGIC
+    if head[at:at + len(magic)] == magic:
+        return
+    what = next((name for start, name in _OTHER_FILES if head.startswith(start)), None)
+    if not head:
+        what = "an empty file"
+    raise SchemaError(f"{path} is {what or 'not a DuckDB database'}, not a store of this tool; "
+                      "nothing was changed. Give --db a new file name (or the store you meant).")
 
 
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>\S+) \(PID (?P<pid>\d+)\)")
@@ -91,12 +123,13 @@ def connect(
         )
     if not read_only and not path.parent.exists():
         raise StoreError(f"the folder for the store {path} does not exist: create {path.parent}")
+    check_file_type(path)
     deadline = time.monotonic() + timeout
     delay = 0.05
     started = time.monotonic()
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only, config=CONNECT_CONFIG)
             break
         except duckdb.IOException as exc:
             if not _is_lock_error(exc):
@@ -112,6 +145,8 @@ def connect(
             migrations.check(con, path)
         elif migrate:
             migrations.migrate(con, path)
+        else:
+            migrations.check_ours(con, path)
     except BaseException:
         con.close()
         raise
@@ -120,15 +155,19 @@ def connect(
 
 @contextlib.contextmanager
 def writer_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold the pipeline's run lock (`<store>.lock`) for a whole run, or fail at once.
+    """Hold the pipeline's run lock for a whole run, or fail at once with `StoreBusyError`.
 
     DuckDB's own lock is held only while a connection is open; this lock keeps a second
-    pipeline run from interleaving its batches with ours. The OS releases it if we are killed.
-    Re-entrant within a process: a stage that takes it inside `run` just goes on.
+    pipeline run from interleaving its batches with ours. It is taken on the real file however
+    `--db` was spelled: an flock on `<store, symlinks resolved>.lock` (which also holds the
+    holder's PID for the message) and, once the store exists, an flock on the store file itself,
+    so a second name for it (a hard link) is refused too. The OS releases both if we are
+    killed. Re-entrant within a process: a stage that takes it inside `run` just goes on.
     """
     path = Path(path)
-    lock_path = path.with_name(path.name + ".lock")
-    key = str(lock_path.resolve())
+    real = Path(os.path.realpath(path))
+    lock_path = real.with_name(real.name + ".lock")
+    key = str(lock_path)
     if key in _HELD_LOCKS:
         _HELD_LOCKS[key] += 1
         try:
@@ -136,23 +175,16 @@ def writer_lock(path: str | os.PathLike) -> Iterator[None]:
         finally:
             _HELD_LOCKS[key] -= 1
         return
-    if not path.parent.is_dir():
+    if not real.parent.is_dir():
         raise StoreError(f"the folder for the store {path} does not exist: create {path.parent}")
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        hint = _DISK_FIXES.get(exc.errno)
-        raise StoreError(f"cannot create the run lock {lock_path}: {exc.strerror}"
-                         + (f"; {hint[1]}, then run again" if hint else "")) from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise StoreBusyError(
-                f"another run is writing to {path} (PID {holder}); wait for it to finish "
-                "or stop it, then run again. Nothing was changed."
-            ) from None
+    with contextlib.ExitStack() as held:
+        fd = _open_lock_file(lock_path)
+        held.callback(os.close, fd)  # closing releases the flock
+        _flock_or_busy(fd, path, lambda: os.pread(fd, 64, 0))
+        if real.exists():
+            store_fd = os.open(real, os.O_RDONLY)
+            held.callback(os.close, store_fd)
+            _flock_or_busy(store_fd, path, lambda: b"")
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         _HELD_LOCKS[key] = 1
@@ -160,8 +192,27 @@ def writer_lock(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             del _HELD_LOCKS[key]
-    finally:
-        os.close(fd)  # closing releases the flock
+
+
+def _open_lock_file(lock_path: Path) -> int:
+    try:
+        return os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        hint = _DISK_FIXES.get(exc.errno)
+        raise StoreError(f"cannot create the run lock {lock_path}: {exc.strerror}"
+                         + (f"; {hint[1]}, then run again" if hint else "")) from exc
+
+
+def _flock_or_busy(fd: int, path: Path, holder: Callable[[], bytes]) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = holder().decode(errors="replace").strip()
+        raise StoreBusyError(
+            f"another run is writing to {path}" + (f" (PID {pid})" if pid else " (under another"
+                                                    " name of the same file)")
+            + "; wait for it to finish or stop it, then run again. Nothing was changed."
+        ) from None
 
 
 # Run locks this process holds (resolved lock path -> nesting depth).

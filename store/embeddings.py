@@ -172,8 +172,8 @@ def insert_vectors(con: duckdb.DuckDBPyConnection, model: str, frame_ids: Sequen
                     raise
                 _run(con, f"""
                     DELETE FROM ingest_errors
-                    WHERE stage = '{EMBED_STAGE}' AND (root, path) IN (
-                        SELECT f.root, f.path FROM frames f
+                    WHERE stage = '{EMBED_STAGE}' AND location IN (
+                        SELECT f.location FROM frames f
                         WHERE f.frame_id IN (SELECT frame_id FROM _embed_batch))
                 """)
             finally:
@@ -193,17 +193,17 @@ def record_errors(con: duckdb.DuckDBPyConnection,
     import pandas as pd
 
     rows = pd.DataFrame({
-        "path": [frame.path for frame, _ in errors],
-        "root": [frame.root for frame, _ in errors],
+        "frame_id": pd.Series([frame.frame_id for frame, _ in errors], dtype="int64"),
         "message": [message for _, message in errors],
     })
     con.register("_embed_errors", rows)
     try:
         _run(con, f"""
-            INSERT INTO ingest_errors (path, stage, message, root, occurred_at)
-            SELECT path, '{EMBED_STAGE}', message, root, now() FROM _embed_errors
-            ON CONFLICT (path, stage) DO UPDATE SET
-                message = excluded.message, root = excluded.root,
+            INSERT INTO ingest_errors (location, stage, path, message, root, occurred_at)
+            SELECT f.location, '{EMBED_STAGE}', f.path, e.message, f.root, now()
+            FROM _embed_errors e JOIN frames f USING (frame_id)
+            ON CONFLICT (location, stage) DO UPDATE SET
+                message = excluded.message, path = excluded.path, root = excluded.root,
                 occurred_at = excluded.occurred_at
         """)
     finally:

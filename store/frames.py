@@ -7,6 +7,7 @@ return DataFrames or plain dicts from parameterised queries.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import duckdb
@@ -17,29 +18,30 @@ from store.db import execute as _run
 
 # Columns ingest writes per frame (frame_id and ingested_at aside).
 FRAME_COLUMNS = [
-    "path", "root", "taken_at", "taken_at_utc", "time_source", "utc_offset_min", "source_utc",
-    "width", "height", "file_bytes", "file_mtime", "content_hash", "mean_luma", "contrast",
-    "sharpness", "colorfulness", "sun_elevation", "daylight", "daylight_source",
+    "path", "root", "location", "taken_at", "taken_at_utc", "time_source", "utc_offset_min",
+    "source_utc", "width", "height", "file_bytes", "file_mtime", "content_hash", "mean_luma",
+    "contrast", "sharpness", "colorfulness", "sun_elevation", "daylight", "daylight_source",
 ]
 TIME_COLUMNS = ["taken_at", "taken_at_utc", "utc_offset_min", "sun_elevation", "daylight",
                 "daylight_source"]
-
-
+# Rows that describe a frame's old pixels: removed when its file's content changes.
+_SCORED_TABLES = ("clusters", "outlier_scores", "neighbors")
+CHANGED_STAGE = "changed"
 
 
 # --- readers for ingest ----------------------------------------------------------------------
 
 def known_files(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Every frame's path, frame_id, root, file_bytes and mtime in microseconds."""
+    """Every frame's location, frame_id, path, root, file_bytes, mtime (us) and content hash."""
     return con.sql(
-        "SELECT path, frame_id, root, file_bytes, epoch_us(file_mtime) AS mtime_us FROM frames"
-    ).df()
+        "SELECT location, frame_id, path, root, file_bytes, epoch_us(file_mtime) AS mtime_us, "
+        "content_hash FROM frames").df()
 
 
 def failed_files(con: duckdb.DuckDBPyConnection, stage: str) -> pd.DataFrame:
-    """Files that failed at `stage` with the size and mtime they had then."""
+    """Files that failed at `stage`: location, and the size and mtime they had then."""
     return con.execute(
-        "SELECT path, file_bytes, epoch_us(file_mtime) AS mtime_us FROM ingest_errors "
+        "SELECT location, file_bytes, epoch_us(file_mtime) AS mtime_us FROM ingest_errors "
         "WHERE stage = ?", [stage]).df()
 
 
@@ -47,7 +49,7 @@ def new_frame_ids(con: duckdb.DuckDBPyConnection, n: int) -> list[int]:
     """`n` fresh frame ids from the sequence, in ascending order."""
     if n <= 0:
         return []
-    rows = con.execute("SELECT nextval('frame_id_seq') FROM range(?)", [n]).fetchall()
+    rows = _run(con, "SELECT nextval('frame_id_seq') FROM range(?)", [n]).fetchall()
     return sorted(int(r[0]) for r in rows)
 
 
@@ -60,8 +62,7 @@ def list_frames(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int] | None 
     """
     if frame_ids is None:
         return con.sql("SELECT frame_id, path, root FROM frames ORDER BY frame_id").df()
-    ids = pd.DataFrame({"frame_id": pd.Series(list(frame_ids), dtype="int64")})
-    con.register("_wanted_ids", ids)
+    con.register("_wanted_ids", _ids(frame_ids))
     try:
         return con.sql(
             "SELECT f.frame_id, f.path, f.root FROM frames f "
@@ -72,8 +73,7 @@ def list_frames(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int] | None 
 
 def thumbnails(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]) -> pd.DataFrame:
     """frame_id, jpeg (bytes), width, height for the given frames."""
-    ids = pd.DataFrame({"frame_id": pd.Series(list(frame_ids), dtype="int64")})
-    con.register("_thumb_ids", ids)
+    con.register("_thumb_ids", _ids(frame_ids))
     try:
         return con.sql("SELECT t.frame_id, t.jpeg, t.width, t.height FROM thumbnails t "
                        "JOIN _thumb_ids USING (frame_id) ORDER BY t.frame_id").df()
@@ -91,69 +91,122 @@ def time_inputs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 def errors(con: duckdb.DuckDBPyConnection, stage: str | None = None) -> pd.DataFrame:
     """ingest_errors rows (all stages, or one), newest first."""
     where, params = ("WHERE stage = ?", [stage]) if stage else ("", [])
-    return con.execute(
-        f"SELECT path, stage, message, root, occurred_at FROM ingest_errors {where} "
+    return _run(con,
+        f"SELECT path, stage, message, root, location, occurred_at FROM ingest_errors {where} "
         "ORDER BY occurred_at DESC, path", params).df()
+
+
+def _ids(frame_ids: Iterable[int]) -> pd.DataFrame:
+    return pd.DataFrame({"frame_id": pd.Series(list(frame_ids), dtype="int64")})
 
 
 # --- writers ---------------------------------------------------------------------------------
 
-def write_batch(con: duckdb.DuckDBPyConnection, new: pd.DataFrame, changed: pd.DataFrame,
-                thumbs: pd.DataFrame, errors: pd.DataFrame, cleared: list[str],
-                stages: list[str]) -> None:
-    """One ingest batch in one transaction.
+@dataclass
+class FrameBatch:
+    """One ingest batch, written by `write_batch` in one transaction.
 
-    `new`/`changed`: frame rows (frame_id + FRAME_COLUMNS); a changed frame keeps its id and
-    loses its embeddings and old thumbnail. `thumbs`: frame_id, jpeg, width, height.
-    `errors`: path, stage, message, root, file_bytes, file_mtime (upserted). `cleared`: paths
-    whose rows at `stages` are removed first (a fixed file, a re-read warning).
+    `new`, `changed` and `reread` are frame rows (frame_id + FRAME_COLUMNS). A `changed` frame
+    (same place, other pixels) keeps its id and loses what described its old pixels: its
+    vectors, its rows in earlier analysis runs and its review, which is recorded as a
+    'changed' row in `ingest_errors` so that nothing disappears unnoticed. A `reread` frame
+    (new mtime, same content) only gets its row updated. `thumbs`: frame_id, jpeg, width,
+    height. `errors`: location, path, stage, message, root, file_bytes, file_mtime (upserted).
+    `cleared`: locations whose rows at `stages` are removed first (a fixed file, a re-read
+    warning).
     """
+
+    new: pd.DataFrame
+    changed: pd.DataFrame
+    reread: pd.DataFrame
+    thumbs: pd.DataFrame
+    errors: pd.DataFrame
+    cleared: list[str] = field(default_factory=list)
+    stages: list[str] = field(default_factory=list)
+
+
+def write_batch(con: duckdb.DuckDBPyConnection, batch: FrameBatch) -> int:
+    """Write one ingest batch in one transaction; returns the reviews a content change removed."""
+    registered: list[str] = []
+
+    def register(name: str, frame: pd.DataFrame) -> None:
+        con.register(name, frame)
+        registered.append(name)
+
+    n_reviews = 0
     con.execute("BEGIN TRANSACTION")
     try:
-        if cleared:
-            con.register("_cleared", pd.DataFrame({"path": pd.Series(cleared, dtype=object)}))
+        if batch.cleared:
+            register("_cleared", pd.DataFrame({"location": pd.Series(batch.cleared, dtype=object)}))
             _run(con, "DELETE FROM ingest_errors WHERE stage IN (SELECT unnest(?)) "
-                      "AND path IN (SELECT path FROM _cleared)", [stages])
-        if len(new):
-            con.register("_new_frames", new)
+                      "AND location IN (SELECT location FROM _cleared)", [batch.stages])
+        if len(batch.new):
+            register("_new_frames", batch.new)
             cols = ", ".join(["frame_id", *FRAME_COLUMNS])
             _run(con, f"INSERT INTO frames ({cols}) SELECT {cols} FROM _new_frames")
-        if len(changed):
-            con.register("_changed_frames", changed)
-            sets = ", ".join(f"{c} = c.{c}" for c in FRAME_COLUMNS if c != "path")
-            _run(con, f"UPDATE frames SET {sets}, ingested_at = now() FROM _changed_frames c "
-                      "WHERE frames.frame_id = c.frame_id")
-            _run(con, "DELETE FROM embeddings WHERE frame_id IN "
-                      "(SELECT frame_id FROM _changed_frames)")
-        if len(thumbs):
-            con.register("_thumbs", thumbs)
+        sets = ", ".join(f"{c} = u.{c}" for c in FRAME_COLUMNS if c not in ("path", "root",
+                                                                             "location"))
+        for name, rows in (("_reread_frames", batch.reread), ("_changed_frames", batch.changed)):
+            if len(rows):
+                register(name, rows)
+                _run(con, f"UPDATE frames SET {sets}, ingested_at = now() FROM {name} u "
+                          "WHERE frames.frame_id = u.frame_id")
+        if len(batch.changed):
+            n_reviews = _forget_old_pixels(con)
+        if len(batch.thumbs):
+            register("_thumbs", batch.thumbs)
             _run(con, "INSERT OR REPLACE INTO thumbnails (frame_id, jpeg, width, height) "
                       "SELECT frame_id, jpeg, width, height FROM _thumbs")
-        if len(errors):
-            con.register("_errors", errors)
-            _run(con, "INSERT OR REPLACE INTO ingest_errors "
-                      "(path, stage, message, root, file_bytes, file_mtime, occurred_at) "
-                      "SELECT path, stage, message, root, file_bytes, file_mtime, now() "
-                      "FROM _errors")
+        if len(batch.errors):
+            register("_errors", batch.errors)
+            _run(con, "INSERT OR REPLACE INTO ingest_errors (location, stage, path, message, "
+                      "root, file_bytes, file_mtime, occurred_at) SELECT location, stage, path, "
+                      "message, root, file_bytes, file_mtime, now() FROM _errors")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     finally:
-        for name in ("_cleared", "_new_frames", "_changed_frames", "_thumbs", "_errors"):
-            try:
-                con.unregister(name)
-            except duckdb.Error:
-                pass
+        for name in registered:
+            con.unregister(name)
+    return n_reviews
 
 
-def move_root(con: duckdb.DuckDBPyConnection, paths: list[str], root: str) -> None:
-    """Point unchanged frames at a folder that moved (same relative paths, new root)."""
-    if not paths:
+def _forget_old_pixels(con: duckdb.DuckDBPyConnection) -> int:
+    """For `_changed_frames` (registered): record, then remove, what judged the old pixels."""
+    _run(con, f"""
+        INSERT OR REPLACE INTO ingest_errors (location, stage, path, message, root, file_bytes,
+                                              file_mtime, occurred_at)
+        SELECT c.location, '{CHANGED_STAGE}', c.path,
+               'the file changed after it was ingested (other pixels at the same place): '
+               || CASE WHEN r.verdict IS NULL THEN ''
+                       ELSE 'its review ''' || r.verdict || ''' of '
+                            || strftime(r.reviewed_at, '%Y-%m-%d %H:%M')
+                            || coalesce(' (note: ' || r.note || ')', '') || ', ' END
+               || 'its vectors and its scores in ' || count(DISTINCT s.run_id)
+               || ' earlier run(s) were removed; the next embed and analyze see the new picture',
+               c.root, c.file_bytes, c.file_mtime, now()
+        FROM _changed_frames c
+        LEFT JOIN reviews r ON r.frame_id = c.frame_id
+        LEFT JOIN clusters s ON s.frame_id = c.frame_id
+        GROUP BY c.location, c.path, c.root, c.file_bytes, c.file_mtime, r.verdict,
+                 r.reviewed_at, r.note""")
+    n_reviews = scalar(con, "SELECT count(*) FROM reviews "
+                            "WHERE frame_id IN (SELECT frame_id FROM _changed_frames)")
+    for table in ("embeddings", "reviews", *_SCORED_TABLES):
+        _run(con, f"DELETE FROM {table} WHERE frame_id IN (SELECT frame_id FROM _changed_frames)")
+    _run(con, "DELETE FROM neighbors WHERE neighbor_id IN (SELECT frame_id FROM _changed_frames)")
+    return int(n_reviews or 0)
+
+
+def relocate(con: duckdb.DuckDBPyConnection, moves: pd.DataFrame) -> None:
+    """Point unchanged frames at their file's new place (frame_id, root, path, location)."""
+    if not len(moves):
         return
-    con.register("_moved", pd.DataFrame({"path": pd.Series(paths, dtype=object)}))
+    con.register("_moved", moves[["frame_id", "root", "path", "location"]])
     try:
-        _run(con, "UPDATE frames SET root = ? WHERE path IN (SELECT path FROM _moved)", [root])
+        _run(con, "UPDATE frames SET root = m.root, path = m.path, location = m.location "
+                  "FROM _moved m WHERE frames.frame_id = m.frame_id")
     finally:
         con.unregister("_moved")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 
-from store.db import SchemaError, scalar
+from store.db import CONNECT_CONFIG, SchemaError, scalar
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS settings (
@@ -224,8 +224,70 @@ LEFT JOIN frame_weather fw ON fw.frame_id = f.frame_id
 LEFT JOIN reviews r ON r.frame_id = f.frame_id;
 """
 
+# Frames and ingest errors are keyed by where the file is (`location`: its absolute path with
+# symlinks resolved), not by the path relative to the folder that was ingested: two memory cards
+# both holding IMG_0001.jpg are two frames, and one file reached from a parent folder is one.
+# DuckDB cannot drop a UNIQUE constraint, so both tables are rebuilt; the views that read
+# `frames` are dropped first and made again (they are the same as in migration 1).
+_LOCATIONS = """
+DROP VIEW IF EXISTS frame_facts;
+DROP VIEW IF EXISTS frame_weather;
+
+CREATE TABLE frames_v2 (
+    frame_id        BIGINT PRIMARY KEY,
+    path            VARCHAR NOT NULL,          -- relative to root, '/' separators
+    root            VARCHAR NOT NULL,          -- absolute folder the path is relative to
+    location        VARCHAR NOT NULL UNIQUE,   -- the file's absolute path, symlinks resolved
+    taken_at        TIMESTAMP,
+    taken_at_utc    TIMESTAMPTZ,
+    time_source     VARCHAR NOT NULL,          -- 'exif' | 'filename' | 'mtime' | 'none'
+    utc_offset_min  INTEGER,
+    source_utc      TIMESTAMPTZ,
+    width           INTEGER,
+    height          INTEGER,
+    file_bytes      BIGINT NOT NULL,
+    file_mtime      TIMESTAMPTZ NOT NULL,
+    content_hash    VARCHAR,
+    mean_luma       DOUBLE,
+    contrast        DOUBLE,
+    sharpness       DOUBLE,
+    colorfulness    DOUBLE,
+    sun_elevation   DOUBLE,
+    daylight        VARCHAR,
+    daylight_source VARCHAR,
+    ingested_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+INSERT INTO frames_v2
+SELECT frame_id, path, root, rtrim(root, '/') || '/' || path, taken_at, taken_at_utc,
+       time_source, utc_offset_min, source_utc, width, height, file_bytes, file_mtime,
+       content_hash, mean_luma, contrast, sharpness, colorfulness, sun_elevation, daylight,
+       daylight_source, ingested_at
+FROM frames;
+DROP TABLE frames;
+ALTER TABLE frames_v2 RENAME TO frames;
+
+CREATE TABLE ingest_errors_v2 (
+    location     VARCHAR NOT NULL,     -- absolute path of the file (or folder), symlinks resolved
+    stage        VARCHAR NOT NULL,     -- 'ingest' | 'timestamp' | 'embed' | 'changed' ...
+    path         VARCHAR NOT NULL,     -- relative to root where possible
+    message      VARCHAR NOT NULL,
+    root         VARCHAR,
+    file_bytes   BIGINT,
+    file_mtime   TIMESTAMPTZ,
+    occurred_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (location, stage)
+);
+INSERT INTO ingest_errors_v2
+SELECT CASE WHEN root IS NULL THEN path ELSE rtrim(root, '/') || '/' || path END, stage, path,
+       message, root, file_bytes, file_mtime, occurred_at
+FROM ingest_errors;
+DROP TABLE ingest_errors;
+ALTER TABLE ingest_errors_v2 RENAME TO ingest_errors;
+""" + _VIEWS
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
+    (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
 ]
 
 LATEST = MIGRATIONS[-1][0]
@@ -255,11 +317,56 @@ def _refuse_newer(version: int, path: Path) -> None:
         )
 
 
+def check_ours(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    """The schema version of a file that is a store of ours (or empty); raises `SchemaError`
+    for one made by another program, whose tables clash with ours. Changes nothing."""
+    version = _applied(con)
+    _refuse_newer(version, path)
+    if version == 0:
+        _refuse_foreign(con, path)
+    return version
+
+
+def _refuse_foreign(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """A file without our migrations may hold tables of its own (they are kept) and tables an
+    older version of ours half made; a table with one of our names but other columns means
+    another program made the file."""
+    theirs = _columns(con)
+    ours = _first_schema()
+    for table in sorted(set(theirs) & set(ours)):
+        if theirs[table] != ours[table]:
+            raise SchemaError(
+                f"{path} is a DuckDB database made by another program: its table {table!r} "
+                f"has columns ({', '.join(theirs[table])}), not this tool's. Nothing was "
+                "changed; give --db a new file name for the store.")
+
+
+def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    rows = con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position").fetchall()
+    tables: dict[str, list[str]] = {}
+    for table, column in rows:
+        tables.setdefault(table, []).append(column)
+    return tables
+
+
+_FIRST_SCHEMA: dict[str, list[str]] = {}
+
+
+def _first_schema() -> dict[str, list[str]]:
+    """Tables and columns migration 1 makes (what a half-made store of ours can hold)."""
+    if not _FIRST_SCHEMA:
+        with duckdb.connect(":memory:", config=CONNECT_CONFIG) as mem:
+            mem.execute(_TABLES)
+            _FIRST_SCHEMA.update(_columns(mem))
+    return _FIRST_SCHEMA
+
+
 def check(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     """For read-only opens: the schema must be known and current."""
     _session_defaults(con)
-    version = _applied(con)
-    _refuse_newer(version, path)
+    version = check_ours(con, path)
     if version < LATEST:
         raise SchemaError(
             f"the store {path} has schema version {version}; this code needs {LATEST}. "
@@ -270,20 +377,21 @@ def check(con: duckdb.DuckDBPyConnection, path: Path) -> int:
 
 
 def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
-    """Apply pending migrations, one transaction each. Returns the schema version."""
+    """Apply pending migrations, one transaction each. Returns the schema version.
+
+    A file made by another program is refused before anything is written (`check_ours`).
+    """
     _session_defaults(con)
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
-        " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-    )
-    version = _applied(con)
-    _refuse_newer(version, path)
+    version = check_ours(con, path)
     for number, name, sql in MIGRATIONS:
         if number <= version:
             continue
         con.execute("BEGIN TRANSACTION")
         try:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
             con.execute(sql)
             con.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [number, name]

@@ -79,14 +79,45 @@ def small_folder(tmp_path: Path) -> Path:
     return folder
 
 
+def _realdata(path: Path, what: str) -> Path:
+    """`path` inside ../shared/realdata, or a skip that says what is missing and where.
+
+    A plain clone of the repository has no ../shared beside it, so these tests skip there. CI
+    always has it and runs with TIMELAPSE_STRICT=1, which turns the skip into a failure: CI can
+    never pass by skipping them.
+    """
+    if path.exists():
+        return path
+    _skip(f"needs {what} at {path} (the project's shared real test data, beside the "
+          "repository: ../shared/realdata; see its README)")
+
+
+def _skip(reason: str) -> None:
+    """Skip for a missing prerequisite, or fail under TIMELAPSE_STRICT=1 (set by .ci/run)."""
+    if os.environ.get("TIMELAPSE_STRICT") == "1":
+        pytest.fail(f"TIMELAPSE_STRICT=1 and this test {reason}")
+    print(f"SKIP: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def garden_monz() -> Path:
+    """The 13 real garden frames with EXIF (../shared/realdata/garden-monz)."""
+    return _realdata(GARDEN_MONZ, "the 13 real garden frames")
+
+
+@pytest.fixture(scope="session")
+def nyc_weather() -> Path:
+    """The real NYC airports hourly weather table (../shared/realdata/weather)."""
+    return _realdata(NYC_WEATHER, "the real NYC hourly weather table")
+
+
 @pytest.fixture(scope="session")
 def chromium_path() -> Path:
     """Debian's Chromium, or a skip that says why (CI's .ci/run installs it)."""
     if not CHROMIUM.exists():
-        reason = ("browser tests need Debian's Chromium at /usr/bin/chromium "
-                  "(apt-get install -y chromium); CI installs it")
-        print(f"SKIP: {reason}")
-        pytest.skip(reason)
+        _skip("needs Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium); "
+              ".ci/run installs it")
     return CHROMIUM
 
 

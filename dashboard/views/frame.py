@@ -35,8 +35,8 @@ st.query_params["frame"] = str(int(frame_id))
 
 when = pd.Timestamp(detail["taken_at"]).strftime("%Y-%m-%d %H:%M:%S") \
     if pd.notna(detail["taken_at"]) else "unknown time"
-st.caption(f"Frame {frame_id} · {detail['path']} · {when} (camera clock, from "
-           f"{detail['time_source']})")
+st.caption(f"Frame {frame_id} · {ui.literal(detail['path'])} · {ui.literal(when)} (camera clock, "
+           f"from {ui.literal(detail['time_source'])})")
 
 n1, n2, _ = st.columns([1, 1, 4])
 if near["prev"] is not None:
@@ -58,7 +58,9 @@ with left:
         else:
             st.info("Neither the original file nor a thumbnail is available.")
     verdict = detail.get("verdict")
-    st.write(f"Verdict: **{verdict or 'not reviewed'}**")
+    note = detail.get("review_note")
+    st.write(f"Verdict: **{verdict or 'not reviewed'}**"
+             + (f" · note: {ui.literal(note)}" if note else ""))
     b1, b2, b3 = st.columns(3)
     if b1.button("Junk", key="frame_junk", icon=":material/delete:", disabled=verdict == "junk"):
         data.set_verdicts([int(frame_id)], "junk")

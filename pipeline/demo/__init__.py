@@ -61,6 +61,9 @@ class DemoResult:
                 f"truth {self.truth_csv}")
 
 
+MAX_FRAMES = 100_000
+
+
 def render_demo(out_dir: Path, n_frames: int = 1200, seed: int = 7, hard: bool = False,
                 start: date | None = None, size: tuple[int, int] = (640, 360),
                 interval_minutes: tuple[float, float] = (10, 15), progress: bool = True,
@@ -69,8 +72,9 @@ def render_demo(out_dir: Path, n_frames: int = 1200, seed: int = 7, hard: bool =
     from pipeline.demo import writer
 
     out_dir = Path(out_dir)
-    if n_frames < 1:
-        raise InputError(f"the demo needs at least 1 frame, got {n_frames}")
+    if not 1 <= n_frames <= MAX_FRAMES:
+        raise InputError(f"the demo renders 1 to {MAX_FRAMES:,} frames, not {n_frames:,} "
+                         "(100,000 take hours and ~6 GB of JPEGs)")
     width, height = int(size[0]), int(size[1])
     if width < 32 or height < 24 or width > 8192 or height > 8192:
         raise InputError(f"demo frame size must be between 32x24 and 8192x8192, got {size}")

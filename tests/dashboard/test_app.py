@@ -344,13 +344,11 @@ def test_selection_filters_the_gallery(app, demo_store):
     assert len(at.image) == min(24, sql(demo_store, "SELECT count(*) FROM frames"))
 
 
-def test_store_with_frames_only(tmp_path, monkeypatch):
+def test_store_with_frames_only(garden_monz, tmp_path, monkeypatch):
     """Right after `ingest` (no analysis yet): counts, span and the paged grid; every other page
     says what to run instead of failing. Uses the 13 real garden frames."""
-    from tests.conftest import GARDEN_MONZ
-
     db = tmp_path / "real.duckdb"
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "ingest", str(GARDEN_MONZ),
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "ingest", str(garden_monz),
                            "--db", str(db)], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -73,6 +73,7 @@ def synthetic_store(db: Path, n_days: int = 4, per_day: int = 72, dim: int = 32,
     paths = [f"day{(i // per_day):02d}/frame_{i:05d}.jpg" for i in range(n)]
     frames = pd.DataFrame({
         "frame_id": ids, "path": paths, "root": str(db.parent / "frames"),
+        "location": [f"{db.parent / 'frames'}/{p}" for p in paths],
         "taken_at": pd.to_datetime(times), "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
         "time_source": "exif", "file_bytes": 1000,
         "file_mtime": pd.Timestamp("2024-05-01", tz="UTC"),

@@ -148,3 +148,69 @@ def test_a_store_embedded_with_another_model_keeps_it(tmp_path, small_folder):
     with store.connect(db, read_only=True) as con:
         assert sa.embedded_models(con) == {"pixels": 13}
         assert set(sa.latest_complete_runs(con)) == {"pixels"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (("demo", "--frames", "99999999999999", "--no-serve"),
+     "the demo renders 1 to 100,000 frames, not 99,999,999,999,999"),
+    (("demo", "--frames", "30", "--size", "99999x3", "--no-serve"),
+     "demo frame size must be between 32x24 and 8192x8192"),
+    (("demo", "--frames", "30", "--seed", "-1", "--no-serve"), "'--seed': -1 is not in the range"),
+    (("ingest", "FOLDER", "--db", "DB", "--batch-size", "10000000000"),
+     "setting ingest_batch_size must be between 1 and 100000"),
+    (("ingest", "FOLDER", "--db", "DB", "--workers", "100000"),
+     "setting workers must be between 1 and 512"),
+])
+def test_size_like_options_are_bounded_with_one_clear_line(tmp_path, args, message):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    args = [str(folder) if a == "FOLDER" else str(tmp_path / "s.duckdb") if a == "DB" else a
+            for a in args]
+    result = run_cli(*args, "--out", str(tmp_path / "demo")) if args[0] == "demo" else \
+        run_cli(*args)
+    assert result.returncode in (1, 2), result.stdout
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "demo" / "frames").exists()
+
+
+def test_a_settings_file_is_held_to_the_same_bounds(tmp_path):
+    config = tmp_path / "s.toml"
+    config.write_text("thumbnail_size = 100000\n")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    result = run_cli("--config", str(config), "ingest", str(folder), "--db",
+                     str(tmp_path / "s.duckdb"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: setting thumbnail_size must be between 16 and 4096")
+
+
+def test_a_clock_offset_of_millennia_is_refused_and_info_survives_one_stored_before(tmp_path):
+    from tests.conftest import write_jpeg
+    from datetime import datetime
+
+    import store
+    from store import kv
+
+    folder = tmp_path / "frames"
+    for i in range(3):
+        write_jpeg(folder / f"x{i}.jpg", when=datetime(2024, 4, 1, 12, i))
+    db = tmp_path / "s.duckdb"
+    assert run_cli("ingest", str(folder), "--db", str(db), "--no-progress").returncode == 0
+    result = run_cli("locate", "--db", str(db), "--clock-offset", "-99999999999")
+    assert result.returncode == 1
+    assert "setting clock_offset_minutes must be between -527040 and 527040" in result.stderr
+    # a store written by an older version that accepted it: times 188,000 years BC
+    with store.connect(db) as con:
+        kv.put(con, "clock_offset_minutes", -99999999999)
+        con.execute("UPDATE frames SET taken_at_utc = taken_at_utc - to_minutes(99999999999)")
+    info = run_cli("info", "--db", str(db))
+    assert info.returncode == 0, info.stderr
+    assert "(BC)" in info.stdout and "(out of range)" in info.stdout
+    assert "check the camera clock and the clock offset" in info.stdout
+    refused = run_cli("ingest", str(folder), "--db", str(db))
+    assert refused.returncode == 1
+    assert "the store's clock offset (-1e+11 minutes) is beyond 366 days" in refused.stderr
+    fixed = run_cli("locate", "--db", str(db), "--clock-offset", "30")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "  UTC:         2024-04-01 12:30:00 .. 2024-04-01 12:32:00" in run_cli(
+        "info", "--db", str(db)).stdout

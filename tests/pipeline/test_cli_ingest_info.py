@@ -11,7 +11,7 @@ import duckdb
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from tests.conftest import GARDEN_MONZ, REPO
+from tests.conftest import REPO
 
 
 def _invoke(*args):
@@ -111,17 +111,17 @@ def test_missing_folder_and_missing_store_are_one_line_and_exit_1(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"error: no store at {tmp_path}")
 
 
-def test_store_in_a_missing_folder_is_one_line_and_exit_1(tmp_path):
+def test_store_in_a_missing_folder_is_one_line_and_exit_1(garden_monz, tmp_path):
     db = tmp_path / "no" / "such" / "s.duckdb"
-    result = _run("ingest", str(GARDEN_MONZ), "--db", str(db))
+    result = _run("ingest", str(garden_monz), "--db", str(db))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(db.parent) in lines[0]
     assert not db.parent.exists()
 
 
-def test_bad_timezone_is_one_line_and_exit_1(tmp_path):
-    result = _run("ingest", str(GARDEN_MONZ), "--db", str(tmp_path / "s.duckdb"),
+def test_bad_timezone_is_one_line_and_exit_1(garden_monz, tmp_path):
+    result = _run("ingest", str(garden_monz), "--db", str(tmp_path / "s.duckdb"),
                   "--timezone", "Europe/Atlantis")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
@@ -129,9 +129,9 @@ def test_bad_timezone_is_one_line_and_exit_1(tmp_path):
         "or America/New_York"]
 
 
-def test_real_frames_through_the_cli(tmp_path):
+def test_real_frames_through_the_cli(garden_monz, tmp_path):
     db = tmp_path / "garden.duckdb"
-    result = _run("ingest", str(GARDEN_MONZ), "--db", str(db), "--timezone", "Europe/Berlin")
+    result = _run("ingest", str(garden_monz), "--db", str(db), "--timezone", "Europe/Berlin")
     assert result.returncode == 0, result.stderr
     assert "13 added, 0 changed, 0 unchanged, 0 failed" in result.stdout
     assert "frame/s" in result.stderr  # the progress bar shows a rate

@@ -20,7 +20,7 @@ from pipeline.ingest import ingest_folder
 from pipeline.models import get_model
 from pipeline.settings import Settings
 from store import embeddings as embeddings_store
-from tests.conftest import GARDEN_MONZ, REPO, write_jpeg
+from tests.conftest import REPO, write_jpeg
 
 
 def _ingest(folder: Path, db: Path) -> None:
@@ -128,9 +128,9 @@ def test_load_frame_squashes_the_whole_frame_upright(tmp_path):
 
 def test_insert_vectors_round_trips_and_never_duplicates(db_path):
     with store.connect(db_path) as con:
-        con.execute("INSERT INTO frames (frame_id, path, root, time_source, file_bytes, "
-                    "file_mtime) SELECT i, 'f' || i || '.jpg', '/x', 'mtime', 1, now() "
-                    "FROM range(1, 6) t(i)")
+        con.execute("INSERT INTO frames (frame_id, path, root, location, time_source, "
+                    "file_bytes, file_mtime) SELECT i, 'f' || i || '.jpg', '/x', "
+                    "'/x/f' || i || '.jpg', 'mtime', 1, now() FROM range(1, 6) t(i)")
         vectors = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
         assert embeddings_store.insert_vectors(con, "m", [5, 4, 3, 2, 1], vectors) == 5
         assert embeddings_store.insert_vectors(con, "m", [1, 2], vectors[:2] + 1) == 0
@@ -149,9 +149,9 @@ def test_iter_vectors_streams_every_vector_in_batches(db_path):
     """`iter_vectors` gives the same vectors as `load_vectors`, at most `batch_rows` at a time,
     and leaves out frames no longer in `frames`; a wrong length is the same clear error."""
     with store.connect(db_path) as con:
-        con.execute("INSERT INTO frames (frame_id, path, root, time_source, file_bytes, "
-                    "file_mtime) SELECT i, 'f' || i || '.jpg', '/x', 'mtime', 1, now() "
-                    "FROM range(1, 251) t(i)")
+        con.execute("INSERT INTO frames (frame_id, path, root, location, time_source, "
+                    "file_bytes, file_mtime) SELECT i, 'f' || i || '.jpg', '/x', "
+                    "'/x/f' || i || '.jpg', 'mtime', 1, now() FROM range(1, 251) t(i)")
         vectors = np.random.default_rng(1).normal(size=(250, 6)).astype(np.float32)
         order = np.random.default_rng(2).permutation(250)  # stored out of frame order
         for part in np.array_split(order, 5):
@@ -254,9 +254,9 @@ def test_other_weights_under_the_same_key_are_refused_until_replace(small_folder
 
 
 @pytest.mark.keras
-def test_vgg16_hed_on_real_garden_frames_separates_open_and_closed_shutters(tmp_path):
+def test_vgg16_hed_on_real_garden_frames_separates_open_and_closed_shutters(garden_monz, tmp_path):
     db = tmp_path / "garden.duckdb"
-    _ingest(GARDEN_MONZ, db)
+    _ingest(garden_monz, db)
     summary = embed_frames(db, Settings(model="vgg16-hed", batch_size=8, workers=2),
                            progress=False)
     assert (summary.embedded, summary.failed) == (13, 0)

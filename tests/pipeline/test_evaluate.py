@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,9 @@ import store
 from pipeline.cli import cli
 from pipeline.errors import InputError
 from pipeline.evaluate import evaluate, metrics
+from pipeline.settings import Settings
 from store import analysis as sa
+from tests.conftest import write_jpeg
 
 PATHS = ["a/f1.jpg", "a/f2.jpg", "b/f3.jpg", "b/f4.jpg", "b/f5.jpg"]
 #           normal      normal      anomaly     anomaly     normal (night)
@@ -22,7 +25,8 @@ SCORES = {"iforest": [0.1, 0.4, 0.35, 0.8, 0.9], "consensus": [0.1, 0.2, 0.7, 0.
 
 def _tiny_store(db, model="fake", scores=SCORES):
     frames = pd.DataFrame({
-        "frame_id": np.arange(1, 6), "path": PATHS, "root": "/x", "time_source": "exif",
+        "frame_id": np.arange(1, 6), "path": PATHS, "root": "/x",
+        "location": [f"/x/{p}" for p in PATHS], "time_source": "exif",
         "file_bytes": 1, "file_mtime": pd.Timestamp("2024-01-01", tz="UTC"),
         "daylight": ["day", "day", "day", "day", "night"]})
     with store.connect(db) as con:
@@ -130,3 +134,23 @@ def test_cli_evaluate_without_runs(tmp_path, db_path):
     out = CliRunner().invoke(cli, ["evaluate", "--db", str(db_path), "--truth",
                                    str(_truth(tmp_path))])
     assert out.exit_code == 1 and out.output.startswith("error: ")
+
+
+def test_truth_paths_are_matched_by_folder_and_never_guessed_between_two_cards(tmp_path,
+                                                                             db_path):
+    from pipeline.ingest import ingest_folder
+
+    for card, seed in (("camA", 1), ("camB", 2)):
+        for i in range(3):
+            write_jpeg(tmp_path / card / f"IMG_{i:04d}.jpg", seed=seed * 10 + i,
+                       when=datetime(2024, 4, seed, 12, i))
+        ingest_folder(tmp_path / card, db_path, Settings(), progress=False)
+    truth = pd.DataFrame({"path": ["IMG_0001.jpg", "camB/IMG_0002.jpg"], "label": [1, 0]})
+    with store.connect(db_path) as con:
+        by_location = {loc: fid for loc, fid in con.execute(
+            "SELECT location, frame_id FROM frames").fetchall()}
+        loose = sa.match_truth_paths(con, truth)
+        assert loose["frame_id"].isna().tolist() == [True, False]  # two cards hold IMG_0001
+        assert loose["frame_id"][1] == by_location[str(tmp_path / "camB" / "IMG_0002.jpg")]
+        rooted = sa.match_truth_paths(con, truth.iloc[:1], root=str(tmp_path / "camA"))
+        assert rooted["frame_id"][0] == by_location[str(tmp_path / "camA" / "IMG_0001.jpg")]

@@ -12,14 +12,16 @@ from PIL import Image, ImageFile
 
 from pipeline import imagestats
 from pipeline.imagestats import image_stats, read_frame
+from pipeline.settings import Settings
 from tests.conftest import write_jpeg
 
 MAX_PIXELS = 120_000_000
 
 
-def _task(path: Path, thumb: int = 256, max_pixels: int = MAX_PIXELS):
+def _task(path: Path, thumb: int = 256, max_pixels: int = MAX_PIXELS,
+          max_bytes: int = Settings().max_file_bytes):
     st = path.stat()
-    return (str(path), path.name, st.st_size, st.st_mtime_ns, thumb, max_pixels)
+    return (str(path), path.name, st.st_size, st.st_mtime_ns, thumb, max_pixels, max_bytes)
 
 
 def _save(path: Path, image: Image.Image, fmt: str, **kwargs) -> Path:

@@ -16,7 +16,7 @@ from PIL import Image
 from pipeline.errors import InputError
 from pipeline.ingest import frame_file, ingest_folder, walk
 from pipeline.settings import Settings
-from tests.conftest import GARDEN_MONZ, write_jpeg
+from tests.conftest import write_jpeg
 
 QUIET = dict(progress=False)
 
@@ -43,8 +43,8 @@ def _epoch(path: str) -> datetime:
     return datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
 
 
-def test_real_garden_frames_without_timezone(db_path):
-    summary = ingest_folder(GARDEN_MONZ, db_path, _settings(), **QUIET)
+def test_real_garden_frames_without_timezone(garden_monz, db_path):
+    summary = ingest_folder(garden_monz, db_path, _settings(), **QUIET)
     assert (summary.added, summary.changed, summary.unchanged, summary.failed) == (13, 0, 0, 0)
     frames = _query(db_path, "SELECT path, taken_at, taken_at_utc, time_source, width, height "
                              "FROM frames ORDER BY frame_id")
@@ -64,8 +64,8 @@ def test_real_garden_frames_without_timezone(db_path):
     assert n_thumbs["n"][0] == 13 and n_thumbs["side"][0] == 256
 
 
-def test_real_garden_frames_with_timezone_match_the_epoch_names(db_path):
-    ingest_folder(GARDEN_MONZ, db_path, _settings(timezone="Europe/Berlin", lat=49.0, lon=8.4),
+def test_real_garden_frames_with_timezone_match_the_epoch_names(garden_monz, db_path):
+    ingest_folder(garden_monz, db_path, _settings(timezone="Europe/Berlin", lat=49.0, lon=8.4),
                   **QUIET)
     frames = _query(db_path, "SELECT path, taken_at_utc, utc_offset_min, daylight, "
                              "daylight_source, mean_luma FROM frames")
@@ -182,7 +182,7 @@ def test_unreadable_file_is_an_error_row(tmp_path):
                 os.setgid(65534)
                 os.setuid(65534)
                 error = read_frame((str(secret), "secret.jpg", st.st_size, st.st_mtime_ns,
-                                    256, 10**8)).error
+                                    256, 10**8, 10**8)).error
                 os.write(write_end, (error or "no error").encode())
             finally:
                 os._exit(0)
@@ -254,18 +254,40 @@ def test_incremental_runs_add_change_and_skip(small_folder, db_path):
     assert after["n_vec"].sum() == 11
     assert sorted(third.frame_ids) == sorted([ids["a/frame_002.jpg"], max(after["frame_id"])])
 
-    # a touch alone (same bytes, new mtime) counts as changed too
+    # a touch alone (same bytes, new mtime) is read again but changes nothing: vectors stay
     os.utime(small_folder / "a" / "frame_000.jpg", ns=(10**18, 10**18))
-    assert ingest_folder(small_folder, db_path, _settings(), **QUIET).changed == 1
+    fourth = ingest_folder(small_folder, db_path, _settings(), **QUIET)
+    assert (fourth.changed, fourth.unchanged, fourth.n_reread) == (0, 13, 1)
+    assert fourth.frame_ids == []
+    assert _query(db_path, "SELECT count(*) AS n FROM embeddings")["n"][0] == 11
+    assert "1 read again (new mtime, same content)" in fourth.describe()
 
 
 def test_moved_folder_keeps_frames_and_updates_the_root(small_folder, tmp_path, db_path):
     ingest_folder(small_folder, db_path, _settings(), **QUIET)
-    moved = tmp_path / "moved"
-    shutil.copytree(small_folder, moved, copy_function=shutil.copy2)
+    before = _query(db_path, "SELECT frame_id, path FROM frames ORDER BY frame_id")
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    small_folder.rename(moved)
     summary = ingest_folder(moved, db_path, _settings(), **QUIET)
     assert (summary.added, summary.unchanged, summary.n_moved) == (0, 12, 12)
-    assert set(_query(db_path, "SELECT root FROM frames")["root"]) == {str(moved)}
+    after = _query(db_path, "SELECT frame_id, path, root, location FROM frames ORDER BY frame_id")
+    assert list(after["frame_id"]) == list(before["frame_id"])
+    assert list(after["path"]) == list(before["path"])
+    assert set(after["root"]) == {str(moved)}
+    assert list(after["location"]) == [f"{moved}/{p}" for p in after["path"]]
+    # moved again, and ingested from the folder above it this time: paths follow, no new frame
+    again = ingest_folder(moved.parent, db_path, _settings(), **QUIET)
+    assert (again.added, again.unchanged, again.n_moved) == (0, 12, 0)
+
+
+def test_a_copy_beside_its_original_is_a_second_set_of_frames(small_folder, tmp_path, db_path):
+    ingest_folder(small_folder, db_path, _settings(), **QUIET)
+    copy = tmp_path / "copy"
+    shutil.copytree(small_folder, copy, copy_function=shutil.copy2)
+    summary = ingest_folder(copy, db_path, _settings(), **QUIET)
+    assert (summary.added, summary.unchanged, summary.n_moved) == (12, 0, 0)
+    assert _query(db_path, "SELECT count(*) AS n FROM frames")["n"][0] == 24
 
 
 def test_process_pool_gives_the_same_result_in_path_order(tmp_path, db_path):

@@ -12,7 +12,6 @@ import store
 from pipeline import weather
 from pipeline.errors import InputError, WeatherError
 from store import weather as store_weather
-from tests.conftest import NYC_WEATHER
 
 
 def f_to_c(f: float) -> float:
@@ -20,9 +19,9 @@ def f_to_c(f: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def nyc_store(tmp_path_factory) -> tuple[Path, weather.WeatherImportSummary]:
+def nyc_store(nyc_weather, tmp_path_factory) -> tuple[Path, weather.WeatherImportSummary]:
     db = tmp_path_factory.mktemp("nyc") / "nyc.duckdb"
-    return db, weather.import_csv(NYC_WEATHER, db)
+    return db, weather.import_csv(nyc_weather, db)
 
 
 def _row(db: Path, station: str, when: str) -> dict:
@@ -96,20 +95,20 @@ def test_nyc_missing_markers_are_missing_not_errors(nyc_store):
     assert row["precipitation_mm"] == pytest.approx(0.13 * 25.4)
 
 
-def test_reimport_adds_nothing(nyc_store):
+def test_reimport_adds_nothing(nyc_weather, nyc_store):
     db, _ = nyc_store
-    again = weather.import_csv(NYC_WEATHER, db)
+    again = weather.import_csv(nyc_weather, db)
     assert again.n_added == 0 and again.n_duplicates == 26115
     with store.connect(db, read_only=True) as con:
         assert sum(store_weather.station_counts(con).values()) == 26115
 
 
-def test_station_option_keeps_one_station(tmp_path):
+def test_station_option_keeps_one_station(nyc_weather, tmp_path):
     db = tmp_path / "s.duckdb"
-    summary = weather.import_csv(NYC_WEATHER, db, station="LGA")
+    summary = weather.import_csv(nyc_weather, db, station="LGA")
     assert summary.stations == {"LGA": 8706}
     with pytest.raises(InputError, match="station 'XYZ' is not in"):
-        weather.import_csv(NYC_WEATHER, db, station="XYZ")
+        weather.import_csv(nyc_weather, db, station="XYZ")
 
 
 def test_units_si_overrides_the_guess(tmp_path):
@@ -267,9 +266,9 @@ def test_iem_asos_names_imply_units(tmp_path):
     assert frame.loc[1, "condition"] == "rain"               # temperature unknown: rain
 
 
-def test_naive_local_times_with_timezone_match_the_real_utc_column(tmp_path):
+def test_naive_local_times_with_timezone_match_the_real_utc_column(nyc_weather, tmp_path):
     """NYC's local year/month/day/hour columns, read with --timezone, give its UTC time_hour."""
-    table = pd.read_csv(NYC_WEATHER)
+    table = pd.read_csv(nyc_weather)
     jfk = table[(table.origin == "JFK") & (
         ((table.month == 11) & (table.day == 3)) | ((table.month == 3) & (table.day == 10)))]
     local = pd.to_datetime(jfk[["year", "month", "day", "hour"]]).dt.strftime("%Y-%m-%d %H:%M")
@@ -371,11 +370,11 @@ def test_open_meteo_several_locations(tmp_path):
     assert list(frame["temperature_c"]) == [1.0, -3.0, 1.5]
 
 
-def test_settings_reach_the_join_only_when_given(tmp_path):
+def test_settings_reach_the_join_only_when_given(nyc_weather, tmp_path):
     from pipeline.settings import Settings
 
     db = tmp_path / "s.duckdb"
-    weather.import_csv(NYC_WEATHER, db)
+    weather.import_csv(nyc_weather, db)
     weather.set_join(db, tolerance_minutes=45)
     weather.apply_settings(db, Settings())                      # defaults: nothing changes
     with store.connect(db, read_only=True) as con:

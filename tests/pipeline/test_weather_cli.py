@@ -9,7 +9,6 @@ from click.testing import CliRunner
 import store
 from pipeline.cli import cli
 from store import kv
-from tests.conftest import NYC_WEATHER
 from tests.pipeline.test_clock import camera_frames
 from tests.pipeline.test_openmeteo import Archive
 from tests.pipeline.test_weather_join import add_frames, facts
@@ -20,13 +19,13 @@ def invoke(*args):
     return result.exit_code, result.output
 
 
-def test_weather_import_prints_the_summary_and_reimport_adds_nothing(db_path):
-    code, out = invoke("weather", "import", NYC_WEATHER, "--db", db_path)
+def test_weather_import_prints_the_summary_and_reimport_adds_nothing(nyc_weather, db_path):
+    code, out = invoke("weather", "import", nyc_weather, "--db", db_path)
     assert code == 0, out
     assert "26115 rows read, 3 station(s) (EWR 8703, JFK 8706, LGA 8706)" in out
     assert "added 26115, already in the store 0" in out
     assert "line 1011 wind_speed '1048.36058'" in out
-    code, out = invoke("weather", "import", NYC_WEATHER, "--db", db_path)
+    code, out = invoke("weather", "import", nyc_weather, "--db", db_path)
     assert code == 0 and "added 0, already in the store 26115" in out
 
 
@@ -40,19 +39,19 @@ def test_weather_import_options(db_path, tmp_path):
     assert "garden 1" in out and "2024-04-10 10:00 .. 2024-04-10 10:00 UTC" in out
 
 
-def test_bad_columns_are_one_line_errors(db_path, tmp_path):
-    code, out = invoke("weather", "import", NYC_WEATHER, "--db", db_path, "--columns",
+def test_bad_columns_are_one_line_errors(nyc_weather, db_path, tmp_path):
+    code, out = invoke("weather", "import", nyc_weather, "--db", db_path, "--columns",
                        "temperature_c=nope")
     assert code == 1
     assert out.startswith("error: column 'nope' (for temperature_c) is not in generic file")
     assert out.count("\n") == 1 and "Traceback" not in out
-    code, out = invoke("weather", "import", NYC_WEATHER, "--db", db_path, "--columns", "temp")
+    code, out = invoke("weather", "import", nyc_weather, "--db", db_path, "--columns", "temp")
     assert code == 1 and "TARGET=COLUMN pairs" in out
     bad = tmp_path / "bad.csv"
     bad.write_text("when,what\n1,2\n")
     code, out = invoke("weather", "import", bad, "--db", db_path)
     assert code == 1 and out.startswith("error: no time column in bad.csv")
-    code, out = invoke("weather", "import", NYC_WEATHER, "--db", db_path, "--timezone", "Mars/X")
+    code, out = invoke("weather", "import", nyc_weather, "--db", db_path, "--timezone", "Mars/X")
     assert code == 1 and "unknown time zone 'Mars/X'" in out
     code, out = invoke("weather", "import", tmp_path / "none.csv", "--db", db_path)
     assert code == 2 and "does not exist" in out
@@ -77,8 +76,8 @@ def test_weather_fetch_uses_the_stored_place_and_reports_offline(db_path):
     assert code == 1 and out.startswith("error: cannot fetch weather from 127.0.0.1")
 
 
-def test_weather_stations_lists_and_switches(db_path):
-    invoke("weather", "import", NYC_WEATHER, "--db", db_path)
+def test_weather_stations_lists_and_switches(nyc_weather, db_path):
+    invoke("weather", "import", nyc_weather, "--db", db_path)
     add_frames(db_path, ["2013-06-01 08:10"], ["2013-06-01T12:10Z"])
     code, out = invoke("weather", "stations", "--db", db_path)
     assert code == 0

@@ -12,7 +12,6 @@ from pipeline import weather
 from pipeline.daylight import recompute
 from pipeline.errors import InputError
 from pipeline.settings import Settings
-from tests.conftest import NYC_WEATHER
 
 
 def add_frames(db: Path, taken_at: list, taken_at_utc: list | None = None,
@@ -33,10 +32,10 @@ def add_frames(db: Path, taken_at: list, taken_at_utc: list | None = None,
         })
         con.register("_rows", rows)
         con.execute("""
-            INSERT INTO frames (frame_id, path, root, taken_at, taken_at_utc, time_source,
-                                file_bytes, file_mtime, mean_luma)
-            SELECT frame_id, path, '/frames', taken_at, taken_at_utc, 'exif', 1000, now(),
-                   mean_luma FROM _rows""")
+            INSERT INTO frames (frame_id, path, root, location, taken_at, taken_at_utc,
+                                time_source, file_bytes, file_mtime, mean_luma)
+            SELECT frame_id, path, '/frames', '/frames/' || path, taken_at, taken_at_utc,
+                   'exif', 1000, now(), mean_luma FROM _rows""")
         con.unregister("_rows")
     return ids
 
@@ -110,11 +109,11 @@ def test_default_station_is_the_one_with_most_rows(joined):
     assert "* home: 4 observations" in text and "  away: 1 observations" in text
 
 
-def test_spring_forward_and_fall_back_days_join_the_right_hour(tmp_path):
+def test_spring_forward_and_fall_back_days_join_the_right_hour(nyc_weather, tmp_path):
     """Frames in New York wall-clock time on both 2013 DST days get the observation of their
     own hour: the real table's local hour column says which that is."""
     db = tmp_path / "dst.duckdb"
-    weather.import_csv(NYC_WEATHER, db, station="JFK")
+    weather.import_csv(nyc_weather, db, station="JFK")
     local = ["2013-03-10 01:30", "2013-03-10 03:10", "2013-03-10 03:59",
              "2013-11-03 00:50", "2013-11-03 01:20", "2013-11-03 01:50",   # summer time
              "2013-11-03 01:20", "2013-11-03 01:50", "2013-11-03 02:20"]   # again, winter time
@@ -125,7 +124,7 @@ def test_spring_forward_and_fall_back_days_join_the_right_hour(tmp_path):
     assert [t.strftime("%m-%d %H:%M") for t in got["taken_at_utc"]] == [
         "03-10 06:30", "03-10 07:10", "03-10 07:59",
         "11-03 04:50", "11-03 05:20", "11-03 05:50", "11-03 06:20", "11-03 06:50", "11-03 07:20"]
-    table = pd.read_csv(NYC_WEATHER)
+    table = pd.read_csv(nyc_weather)
     jfk = table[table.origin == "JFK"].assign(
         observed_at=lambda t: pd.to_datetime(t.time_hour, utc=True)).set_index("observed_at")
     # the real table has no JFK row at local midnight of 3 November (04:00 UTC), and the one

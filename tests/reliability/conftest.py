@@ -69,8 +69,3 @@ def slow_config(tmp_path: Path) -> Path:
     path.write_text(SLOW_TOML)
     return path
 
-
-def pytest_configure(config) -> None:
-    config.addinivalue_line(
-        "markers", "slow: a reliability scenario that runs real child processes (still part of "
-                   "`make test`; deselect with -m 'not slow' for a quick loop)")

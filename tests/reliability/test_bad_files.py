@@ -12,121 +12,52 @@ permission case itself is covered by test_ingest.py (a forked child that drops t
 
 from __future__ import annotations
 
-import os
-import shutil
-import struct
-from datetime import datetime
-from pathlib import Path
+import io
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import write_jpeg
 from tests.reliability.conftest import make_frames, one, query, run_ok, run_pipeline
+from tests.reliability.corpus import MARKDOWN_NAME, build_corpus
 
 pytestmark = pytest.mark.slow
 
-NON_UTF8 = b"caf\xe9_20240410_150000.jpg"
 
-
-def _exif_jpeg(path: Path, exif_date: str | None = None, orientation: int | None = None,
-               size=(80, 40), seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    pixels[:, : size[0] // 4] = (250, 20, 20)  # a red band on the left: shows the orientation
-    exif = Image.Exif()
-    if exif_date is not None:
-        exif.get_ifd(0x8769)[0x9003] = exif_date
-    if orientation is not None:
-        exif[0x0112] = orientation
-    Image.fromarray(pixels).save(path, "JPEG", quality=90, exif=exif)
-    return path
-
-
-def _huge_jpeg(path: Path, source: Path) -> Path:
-    """A small JPEG whose frame header claims 60000 x 60000 pixels (3.6 gigapixels)."""
-    data = bytearray(source.read_bytes())
-    at = data.index(b"\xff\xc0")  # SOF0: marker, length (2), precision (1), height, width
-    struct.pack_into(">HH", data, at + 5, 60000, 60000)
-    path.write_bytes(bytes(data))
-    return path
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return build_corpus(tmp_path_factory.mktemp("bad") / "frames")
 
 
 @pytest.fixture(scope="module")
-def bad_run(tmp_path_factory):
-    """The folder of good and bad files, run once through the CLI; (folder, db, process)."""
-    tmp = tmp_path_factory.mktemp("bad")
-    folder = tmp / "frames"
-    make_frames(folder, 12)
-    # odd but valid images
-    cmyk = Image.new("CMYK", (64, 48), (0, 200, 255, 30))
-    cmyk.save(folder / "cmyk_20240410_120000.jpg", "JPEG", exif=_date_exif("2024:04:10 12:00:00"))
-    deep = (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16)
-    Image.fromarray(deep).save(folder / "sixteen_bit_20240410_121000.png")
-    Image.fromarray(deep).save(folder / "png_named_as_20240410_122000.jpg", "PNG")
-    _exif_jpeg(folder / "rotated.jpg", "2024:04:10 12:30:00", orientation=6)
-    write_jpeg(folder / "copy_a.jpg", when=datetime(2024, 4, 10, 12, 40), seed=99)
-    shutil.copy(folder / "copy_a.jpg", folder / "copy_b.jpg")
-    write_jpeg(Path(os.fsdecode(os.path.join(os.fsencode(folder), NON_UTF8))), seed=98)
-    _exif_jpeg(folder / "garbage_date_20240410_130000.jpg", "yesterday-ish at noon", seed=2)
-    _exif_jpeg(folder / "future_date.jpg", "2999:12:31 23:59:59", seed=3)
-    # broken files
-    (folder / "zero.jpg").write_bytes(b"")
-    whole = (folder / "f_000.jpg").read_bytes()
-    (folder / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
-    (folder / "text.jpg").write_text("a text file that only looks like a JPEG\n")
-    _huge_jpeg(folder / "huge.jpg", folder / "f_001.jpg")
-    os.symlink("loop_b.jpg", folder / "loop_a.jpg")
-    os.symlink("loop_a.jpg", folder / "loop_b.jpg")
-    os.symlink("no_such_file.jpg", folder / "dangling.jpg")
-    os.mkfifo(folder / "fifo.jpg")
-    db = tmp / "store.duckdb"
-    proc = run_pipeline("run", folder, "--db", db, "--model", "pixels",
-                        "--detectors", "iforest,lof,hbos")
-    return folder, db, proc
+def bad_run(corpus):
+    """The corpus, run once through the CLI; (folder, db, process)."""
+    db = corpus.folder.parent / "store.duckdb"
+    proc = run_pipeline("run", corpus.folder, "--db", db, "--model", "pixels",
+                        "--detectors", "iforest,lof,hbos,temporal,same_time")
+    return corpus.folder, db, proc
 
 
-def _date_exif(text: str) -> Image.Exif:
-    exif = Image.Exif()
-    exif.get_ifd(0x8769)[0x9003] = text
-    return exif
-
-
-GOOD = {f"f_{i:03d}.jpg" for i in range(12)} | {
-    "cmyk_20240410_120000.jpg", "sixteen_bit_20240410_121000.png",
-    "png_named_as_20240410_122000.jpg", "rotated.jpg", "copy_a.jpg", "copy_b.jpg",
-    "caf\\xe9_20240410_150000.jpg", "garbage_date_20240410_130000.jpg", "future_date.jpg"}
-BROKEN = {  # path -> how its message starts
-    "zero.jpg": "empty file (0 bytes)",
-    "truncated.jpg": "truncated image",
-    "text.jpg": "not an image",
-    "huge.jpg": "refused as a decompression bomb",
-    "loop_a.jpg": "symlink loop",
-    "loop_b.jpg": "symlink loop",
-    "dangling.jpg": "the file disappeared or is a broken link",
-    "fifo.jpg": "not a regular file",
-}
-
-
-def test_the_run_finishes_and_reports_the_failures(bad_run):
+def test_the_run_finishes_and_reports_the_failures(bad_run, corpus):
     _, _, proc = bad_run
+    good, broken = corpus.good, corpus.broken
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"{len(GOOD)} added, 0 changed, 0 unchanged, {len(BROKEN)} failed" in proc.stdout
-    assert f"embed pixels: {len(GOOD)} frames embedded" in proc.stdout
-    assert f"analysis run 1 (pixels): {len(GOOD)} frames" in proc.stdout
+    assert f"{len(good)} added, 0 changed, 0 unchanged, {len(broken)} failed" in proc.stdout
+    assert f"{len(corpus.warned)} timestamp warning(s)" in proc.stdout
+    assert "3 frame(s) without a plausible time" in proc.stdout
+    assert f"embed pixels: {len(good)} frames embedded" in proc.stdout
+    assert f"analysis run 1 (pixels): {len(good)} frames" in proc.stdout
     assert "Traceback" not in proc.stderr
 
 
-def test_valid_odd_images_are_frames_with_a_vector_and_scores(bad_run):
+def test_valid_odd_images_are_frames_with_a_vector_and_scores(bad_run, corpus):
     _, db, _ = bad_run
-    assert {p for (p,) in query(db, "SELECT path FROM frames")} == GOOD
-    assert one(db, "SELECT count(*) FROM embeddings WHERE model = 'pixels'") == len(GOOD)
+    good = corpus.good
+    assert {p for (p,) in query(db, "SELECT path FROM frames")} == good
+    assert one(db, "SELECT count(*) FROM embeddings WHERE model = 'pixels'") == len(good)
     assert one(db, "SELECT count(DISTINCT frame_id) FROM outlier_scores WHERE run_id = 1") \
-        == len(GOOD)
+        == len(good)
     assert one(db, "SELECT count(*) FROM frames WHERE mean_luma IS NULL OR sharpness IS NULL") == 0
     # every thumbnail decodes and is RGB, whatever the original mode
-    import io
     for (blob,) in query(db, "SELECT jpeg FROM thumbnails"):
         assert Image.open(io.BytesIO(blob)).mode == "RGB"
 
@@ -142,42 +73,55 @@ def test_orientation_cmyk_and_sixteen_bit_are_read_right(bad_run):
     assert rows["png_named_as_20240410_122000.jpg"] == rows["sixteen_bit_20240410_121000.png"]
 
 
-def test_timestamps_from_bad_exif_fall_back_and_warn(bad_run):
+def test_timestamps_from_bad_exif_fall_back_and_warn(bad_run, corpus):
     _, db, _ = bad_run
     sources = dict(query(db, "SELECT path, time_source FROM frames"))
-    assert sources["garbage_date_20240410_130000.jpg"] == "filename"
-    assert sources["future_date.jpg"] == "mtime"
     assert sources["caf\\xe9_20240410_150000.jpg"] == "filename"
     warnings = dict(query(db, "SELECT path, message FROM ingest_errors WHERE stage = 'timestamp'"))
-    assert set(warnings) == {"garbage_date_20240410_130000.jpg", "future_date.jpg"}
-    assert "yesterday-ish" in warnings["garbage_date_20240410_130000.jpg"]
-    assert "future" in warnings["future_date.jpg"]
+    assert set(warnings) == set(corpus.warned)
+    for path, (source, text) in corpus.warned.items():
+        assert sources[path] == source, path
+        assert text in warnings[path], (path, warnings[path])
 
 
-def test_same_image_under_two_names_is_two_frames_with_one_hash(bad_run):
+def test_frames_without_a_plausible_time_are_kept_and_counted(bad_run, corpus):
+    _, db, _ = bad_run
+    untimed = {p for p, (source, _) in corpus.warned.items() if source == "none"}
+    rows = query(db, "SELECT path, taken_at, taken_at_utc FROM frames WHERE time_source = 'none'")
+    assert {p for p, _, _ in rows} == untimed
+    assert all(local is None and utc is None for _, local, utc in rows)
+    # scored by every detector, the time-lapse ones included (no time: no time-lapse score)
+    assert one(db, "SELECT count(*) FROM outlier_scores s JOIN frames f USING (frame_id) "
+                   "WHERE f.time_source = 'none' AND s.detector = 'lof'") == len(untimed)
+    info = run_ok("info", "--db", db).stdout
+    assert f"none (no plausible date) {len(untimed)}" in info
+
+
+def test_same_image_under_two_names_is_two_frames_with_one_hash(bad_run, corpus):
     _, db, _ = bad_run
     hashes = dict(query(db, "SELECT path, content_hash FROM frames"))
     assert hashes["copy_a.jpg"] == hashes["copy_b.jpg"]
-    assert len(set(hashes.values())) == len(GOOD) - 2  # the 16-bit PNG is there twice too
+    assert len(set(hashes.values())) == len(corpus.good) - 2  # the 16-bit PNG is twice too
 
 
-def test_each_broken_file_is_one_clear_error_row(bad_run):
+def test_each_broken_file_is_one_clear_error_row(bad_run, corpus):
     _, db, _ = bad_run
     rows = query(db, "SELECT path, message FROM ingest_errors WHERE stage = 'ingest' ORDER BY 1")
-    assert [p for p, _ in rows] == sorted(BROKEN)
+    assert [p for p, _ in rows] == sorted(corpus.broken)
     for path, message in rows:
-        assert message.startswith(BROKEN[path]), (path, message)
+        assert message.startswith(corpus.broken[path]), (path, message)
     assert one(db, "SELECT count(*) FROM ingest_errors WHERE stage = 'embed'") == 0
 
 
-def test_a_second_run_records_nothing_twice(bad_run):
+def test_a_second_run_records_nothing_twice(bad_run, corpus):
     folder, db, _ = bad_run
+    good, broken = corpus.good, corpus.broken
     before = query(db, "SELECT path, stage, message FROM ingest_errors ORDER BY 1, 2")
     proc = run_ok("run", folder, "--db", db, "--model", "pixels",
                   "--detectors", "iforest,lof,hbos")
-    assert f"0 added, 0 changed, {len(GOOD)} unchanged, {len(BROKEN)} failed" in proc.stdout
+    assert f"0 added, 0 changed, {len(good)} unchanged, {len(broken)} failed" in proc.stdout
     assert query(db, "SELECT path, stage, message FROM ingest_errors ORDER BY 1, 2") == before
-    assert one(db, "SELECT count(*) FROM embeddings") == len(GOOD)
+    assert one(db, "SELECT count(*) FROM embeddings") == len(good)
 
 
 def test_the_smallest_folder_an_analysis_takes_runs_end_to_end(tmp_path):
@@ -208,3 +152,41 @@ def test_the_frame_page_shows_the_original_of_a_name_that_is_not_utf8(bad_run, m
     at.switch_page("views/frame.py").run()
     assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
     assert at.image[0].captions[0] == "original file"
+
+
+def test_the_frame_page_shows_a_markdown_name_as_written(bad_run, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.reliability.test_hostile_dashboard import APP
+
+    _, db, _ = bad_run
+    frame_id = one(db, "SELECT frame_id FROM frames WHERE path = ?", [MARKDOWN_NAME])
+    monkeypatch.setenv("TIMELAPSE_DB", str(db))
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.query_params["frame"] = str(frame_id)
+    at.switch_page("views/frame.py").run()
+    assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+    caption = at.caption[0].value
+    # every character Markdown, LaTeX or a Streamlit directive would act on is escaped
+    assert r"\*\*bold\*\* \$x\^2\$ \:red\[alert\]\_20240410\_133000\.jpg" in caption
+
+
+@pytest.mark.browser
+def test_a_real_browser_shows_the_markdown_name_as_written(bad_run, browser, tmp_path):
+    from tests.browser.test_dashboard_browser import settle
+    from tests.browser.conftest import ARTIFACTS
+    from tests.conftest import dashboard_server
+
+    _, db, _ = bad_run
+    frame_id = one(db, "SELECT frame_id FROM frames WHERE path = ?", [MARKDOWN_NAME])
+    with dashboard_server(db, tmp_path / "streamlit.log") as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(f"{url}/frame?frame={frame_id}")
+            settle(page, "Frame")
+            caption = page.get_by_text(f"Frame {frame_id} · ", exact=False).first.inner_text()
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "frame-markdown-name.png"))
+        finally:
+            page.close()
+    assert MARKDOWN_NAME in caption, caption

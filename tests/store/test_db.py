@@ -1,7 +1,11 @@
-"""The store's front door: migrations, schema checks, read-only opens, lock errors, run lock."""
+"""The store's front door: migrations, schema checks, read-only opens, lock errors, run lock,
+and files that are not our stores."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -171,3 +175,93 @@ def test_run_lock_is_reentrant_within_a_process(db_path):
         assert lock_file.exists()
     with store.writer_lock(db_path):  # released after the outer block
         pass
+
+
+def _hold_run_lock(db: str):
+    code = textwrap.dedent(f"""
+        import time, store
+        with store.writer_lock({db!r}):
+            print("held", flush=True)
+            time.sleep(30)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+@pytest.mark.parametrize("alias", ["symlink", "hardlink", "dotted path"])
+def test_the_run_lock_holds_whatever_name_the_store_is_reached_by(tmp_path, alias):
+    db = tmp_path / "real" / "store.duckdb"
+    db.parent.mkdir()
+    with store.connect(db):
+        pass
+    other = tmp_path / "other"
+    other.mkdir()
+    if alias == "symlink":
+        name = other / "link.duckdb"
+        name.symlink_to(db)
+    elif alias == "hardlink":
+        name = other / "hard.duckdb"
+        os.link(db, name)
+    else:
+        name = other / ".." / "real" / "." / "store.duckdb"
+    for held, tried in ((db, name), (name, db)):  # either name holding, the other refused
+        proc = _hold_run_lock(str(held))
+        try:
+            with pytest.raises(store.StoreBusyError, match="another run is writing"):
+                with store.writer_lock(tried):
+                    pass
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_sqlite_file_is_named_and_left_alone(tmp_path):
+    path = tmp_path / "notes.db"
+    with sqlite3.connect(path) as lite:
+        lite.execute("CREATE TABLE frames (id INTEGER, name TEXT)")
+    before = _digest(path)
+    for read_only in (False, True):
+        with pytest.raises(store.SchemaError, match="is a SQLite database, not a store"):
+            store.connect(path, read_only=read_only)
+    assert _digest(path) == before
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not a database at all\n",
+                                     b"\xff\xd8\xff\xe0 a JPEG"])
+def test_a_file_that_is_no_database_is_named_and_left_alone(tmp_path, content):
+    path = tmp_path / "x.duckdb"
+    path.write_bytes(content)
+    with pytest.raises(store.SchemaError, match="not a store of this tool"):
+        store.connect(path)
+    assert path.read_bytes() == content
+
+
+def test_a_duckdb_file_of_another_program_is_refused_before_anything_is_written(tmp_path):
+    path = tmp_path / "theirs.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE frames (id INTEGER, name VARCHAR)")
+        con.execute("INSERT INTO frames VALUES (1, 'mine')")
+    before = _digest(path)
+    for kwargs in ({}, {"read_only": True}, {"migrate": False}):
+        with pytest.raises(store.SchemaError, match="made by another program: its table 'frames'"):
+            store.connect(path, **kwargs)
+    assert _digest(path) == before
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT table_name FROM information_schema.tables").fetchall() == [
+            ("frames",)]
+
+
+def test_connections_never_fetch_or_load_extensions(db_path):
+    with store.connect(db_path) as con:
+        settings = dict(con.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN "
+            "('autoinstall_known_extensions', 'autoload_known_extensions')").fetchall())
+        assert settings == {"autoinstall_known_extensions": "false",
+                            "autoload_known_extensions": "false"}
+        with pytest.raises(duckdb.Error, match="(?i)extension"):
+            con.execute("SELECT * FROM sqlite_scan('x.db', 'frames')")

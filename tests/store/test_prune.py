@@ -14,7 +14,7 @@ from store import embeddings as se
 from store import frames as frames_store
 from store import kv, migrations, reviews, upkeep
 from store.db import scalar
-from tests.store.test_frames import _empty, _frame_rows, _no_errors, _thumbs
+from tests.store.test_frames import _frame_rows, _thumbs, _write
 
 N_FRAMES = 6
 ARTIFACT_BYTES = 1 << 20  # random, so it does not compress: the file grows by ~1 MB per run
@@ -31,7 +31,7 @@ def make_store(db_path):
     with store.connect(db_path) as con:
         ids = frames_store.new_frame_ids(con, N_FRAMES)
         rows = _frame_rows(ids, [f"f/{i}.jpg" for i in ids])
-        frames_store.write_batch(con, rows, _empty(), _thumbs(ids), _no_errors(), [], [])
+        _write(con, new=rows, thumbs=_thumbs(ids))
         se.record_model(con, se.ModelRow("a", "test", "none", 4, None))
         se.insert_vectors(con, "a", ids, np.ones((N_FRAMES, 4), dtype=np.float32))
         reviews.set_verdicts(con, ids[:2], "junk")
