@@ -223,7 +223,7 @@ def embed(ctx, db: Path, model, weights, batch_size, workers, replace, progress)
 @click.pass_context
 def models(ctx, db: Path | None) -> None:
     """List embedding models: key, dim, input size, weights, and whether usable here now."""
-    from pipeline.models import describe_models
+    from pipeline.models.listing import describe_models
     from store import embeddings as embeddings_store
 
     stored = None
@@ -346,11 +346,22 @@ def clock(ctx, db: Path) -> None:
 
 def _with_model(settings: Settings, db: Path, flag: str | None) -> Settings:
     """The settings with the model to use: --model, else one set in the settings file, else
-    the default unless the store holds vectors of exactly one other model (that one)."""
-    from pipeline.models import resolve_model
+    the default when the store has its vectors (or has none at all), else the only model the
+    store has vectors of.
 
+    So a store embedded before the default changed keeps its model: re-running `run` embeds
+    only the new frames, with the same model, instead of every frame again.
+    """
     requested = flag or (settings.model if settings.model != Settings().model else None)
-    return settings.replace(model=resolve_model(db, requested, settings.model))
+    if requested or not db.exists():
+        return settings.replace(model=requested)
+    from store import embeddings as embeddings_store
+
+    with store.connect(db) as con:
+        models = [row.model for row, n in embeddings_store.list_model_rows(con) if n > 0]
+    if settings.model in models or len(models) != 1:
+        return settings
+    return settings.replace(model=models[0])
 
 
 def _pairs(text: str | None, flag: str) -> dict[str, str] | None:

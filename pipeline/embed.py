@@ -26,7 +26,8 @@ from PIL import Image
 
 import store
 from pipeline.errors import InputError
-from pipeline.models import Embedder, get_model
+from pipeline.models import get_model
+from pipeline.models.embedder import Embedder
 from pipeline.settings import Settings
 from store import embeddings as embeddings_store
 from store.embeddings import ModelRow, PendingFrame

@@ -220,7 +220,7 @@ def test_an_empty_store_needs_no_model(db_path):
 
 @pytest.mark.keras
 def test_other_weights_under_the_same_key_are_refused_until_replace(small_folder, tmp_path):
-    from pipeline.models import import_keras
+    from pipeline.models.keras_setup import import_keras
 
     keras = import_keras()
     model_file = tmp_path / "mine.keras"
