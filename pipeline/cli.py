@@ -280,7 +280,7 @@ def weather_import(csv_path: Path, db: Path, station, columns, units, timezone) 
               help="tries again after a network error, HTTP 429 or 5xx, with backoff")
 def weather_fetch(db: Path, lat, lon, start, end, base_url, retries) -> None:
     """Fetch hourly observations for the frames' time span from the Open-Meteo archive."""
-    from pipeline import openmeteo
+    from pipeline.weather import fetch as openmeteo
 
     if lat is None or lon is None:
         lat, lon = _stored_place(db, lat, lon)

@@ -112,6 +112,15 @@ def test_station_option_keeps_one_station(tmp_path):
         weather.import_csv(NYC_WEATHER, db, station="XYZ")
 
 
+def test_layouts_are_tried_in_their_documented_order_and_generic_last():
+    from pipeline.weather import layouts
+
+    names = [layout.name for layout in layouts.LAYOUTS]
+    assert names == ["open-meteo", "meteostat-bulk", "meteostat", "generic"]
+    listed = [layouts.__doc__.index(f"**{name}**") for name in names]
+    assert listed == sorted(listed)  # the module docstring gives the same order
+
+
 def test_units_si_overrides_the_guess(tmp_path):
     path = tmp_path / "obs.csv"
     path.write_text("time,temp,wind\n2024-01-01T00:00Z,70,5\n")
