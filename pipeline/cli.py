@@ -498,14 +498,14 @@ def migrate(db: Path, backup: bool) -> None:
     """Upgrade a store made by an older version of this software to the current schema."""
     import shutil
 
-    from store import migrations
+    from store import migrations, upkeep
 
     with store.writer_lock(db):
         with store.connect(db, migrate=False) as con:
             before = migrations.applied_version(con)
             if before > migrations.LATEST:
                 migrations.check(con, db)  # raises: newer than this code
-            con.execute("CHECKPOINT")
+            upkeep.checkpoint(con)
         if before == migrations.LATEST:
             click.echo(f"store {db}: schema version {before} is current; nothing to do")
             return
