@@ -191,7 +191,7 @@ def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port) ->
         click.echo(f"dashboard: streamlit run dashboard/app.py -- --db {db}")
 
 
-# --- embeddings (issue 3) ---------------------------------------------------------------------
+# --- embeddings -------------------------------------------------------------------------------
 
 @cli.command()
 @_db_option(exists=True)
@@ -233,7 +233,7 @@ def models(ctx, db: Path | None) -> None:
     click.echo(describe_models(default=_settings(ctx).model, stored=stored))
 
 
-# --- weather, place and clock (issue 5) -------------------------------------------------------
+# --- weather, place and clock -----------------------------------------------------------------
 
 @cli.group()
 def weather() -> None:
@@ -410,7 +410,7 @@ def _describe_place(done: dict) -> str:
     return line
 
 
-# --- analysis, evaluation, scoring new frames (issue 4) ----------------------------------------
+# --- analysis, evaluation, scoring new frames -------------------------------------------------
 
 @cli.command()
 @_db_option(exists=True)
@@ -488,7 +488,7 @@ def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
         click.echo(result.describe())
 
 
-# --- store upkeep (issue 7) -------------------------------------------------------------------
+# --- store upkeep -----------------------------------------------------------------------------
 
 @cli.command()
 @_db_option(exists=True)
