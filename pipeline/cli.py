@@ -254,10 +254,11 @@ def weather() -> None:
               help="units of columns that do not name theirs (us: °F, in, mph, mi; "
               "si: °C, mm, m/s, km) [default: guessed]")
 @click.option("--timezone", metavar="TZ",
-              help="IANA zone of naive times in the file [default: UTC, or the Open-Meteo "
-              "header's zone]")
+              help="IANA zone of naive times in the file [default: UTC, or the zone the file "
+              "declares: Open-Meteo's header, Environment Canada's standard time]")
 def weather_import(csv_path: Path, db: Path, station, columns, units, timezone) -> None:
-    """Add the observations in CSV (Open-Meteo export, Meteostat or generic) to the store."""
+    """Add the observations in CSV (Open-Meteo export, Environment Canada, Meteostat or generic)
+    to the store."""
     from pipeline.weather import import_csv
 
     mapping = _pairs(columns, "--columns")

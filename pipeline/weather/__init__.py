@@ -1,5 +1,5 @@
-"""Weather observations: read hourly CSVs (Open-Meteo, Meteostat, generic) or fetch them from the
-Open-Meteo archive, map them to SI, derive each observation's condition, add them to the
+"""Weather observations: read hourly CSVs (Open-Meteo, Environment Canada, Meteostat, generic) or
+fetch them from the Open-Meteo archive, map them to SI, derive each observation's condition, add them to the
 store's `weather` table, and choose which station frames are joined to.
 
 One module per idea:
@@ -7,7 +7,7 @@ One module per idea:
 - `importer`: the front door (`import_csv`, `read_csv`, `read_table`, `write_observations`);
 - `table`: a file as text (`read_text`, `Text`) and as a split table (`Table`);
 - `layouts`: the CSV layouts, a registry of `(name, sniff, read)` entries tried in a documented
-  order (`open_meteo`, `meteostat`, `generic`);
+  order (`open_meteo`, `environment_canada`, `meteostat`, `generic`);
 - `columns`: which column holds which field, and in which unit (names, `--columns`, guesses);
 - `units`: unit keys and the conversion to SI; `times`: observation times to UTC;
 - `validation`: parsing values, nulling impossible ones (`LIMITS`), reporting them by line;

@@ -2,7 +2,8 @@
 
 `map_columns` finds each target (`time`, `station` and the measured `FIELDS`) by the names in
 `SYNONYMS` (compared lower case, spaces and dashes as '_', a trailing `(unit)` ignored), after
-any mapping given by hand (`--columns temperature_c=temp,wind_speed_ms=wspd:kmh`). A column's
+any mapping given by hand (`--columns temperature_c=temp,wind_speed_ms=wspd:kmh`) and the
+columns the layout names (`Table.columns`). A column's
 unit is, in this order: given by hand, known from the layout, in the column name (`temp_f`,
 `wind (km/h)`, `sknt`), set by `--units us|si`, or guessed from the temperatures (any above 57
 or a median above 30 means °F), which the summary says.
@@ -90,6 +91,9 @@ def map_columns(table: Table, columns: dict | None, units: str | None,
                                  + ", ".join(k for k, v in UNITS.items() if v[0] == target))
             mapping[target] = Column(source, key)
         else:
+            mapping[target] = Column(source)
+    for target, source in table.columns.items():  # what the layout knows
+        if target not in mapping:
             mapping[target] = Column(source)
     used = {c.source for c in mapping.values()}
     for target in TARGETS:

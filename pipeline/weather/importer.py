@@ -62,7 +62,7 @@ def read_table(table: Table, path: Path, station: str | None = None,
                columns: dict | None = None, units: str | None = None,
                tz: ZoneInfo | None = None) -> tuple[pd.DataFrame, WeatherImportSummary]:
     """Map, convert and validate an already split table (a file, or an API response)."""
-    summary = WeatherImportSummary(path=path, format=table.format)
+    summary = WeatherImportSummary(path=path, format=table.format, notes=list(table.notes))
     mapping = map_columns(table, columns, units, summary)
     frame = _observations(table, mapping, station, tz, summary)
     frame = dedupe_in_file(frame, summary)

@@ -5,7 +5,8 @@ works on.
 `Text` (its lines and its first non-blank line split into cells, which is what layouts sniff);
 a layout's reader turns it into a `Table`: header, text rows, each row's line number in the
 file, and what the layout itself says (default station, time zone or fixed offset of naive
-times, units of some columns, the `source` recorded with each observation).
+times, which column is which field and in which unit, the `source` recorded with each
+observation, notes for the summary).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Table:
     column_units: dict = field(default_factory=dict)   # column -> unit key known from the format
     source: str | None = None                            # `weather.source` (default format:file)
     locations: dict = field(default_factory=dict)        # Open-Meteo location_id -> station
+    columns: dict = field(default_factory=dict)          # target -> column known from the format
+    notes: list = field(default_factory=list)            # what the layout says, for the summary
 
 
 @dataclass(frozen=True)

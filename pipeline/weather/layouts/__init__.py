@@ -5,11 +5,13 @@ file into a `Table`. The order matters where two could match, so it is written d
 
 1. **open-meteo** (`open_meteo`): starts with a `latitude,longitude,...` location block; nothing
    else does, so it goes first.
-2. **meteostat-bulk** (`meteostat`): no header at all, the first line is data (a date, then 10
+2. **environment-canada** (`environment_canada`): starts with a two-cell `"Station Name",...`
+   station block above its table: before every layout that reads the first line as a header.
+3. **meteostat-bulk** (`meteostat`): no header at all, the first line is data (a date, then 10
    or 12 values): before every layout that reads the first line as a header.
-3. **meteostat** (`meteostat`): a header with `temp` and Meteostat's short names; before
+4. **meteostat** (`meteostat`): a header with `temp` and Meteostat's short names; before
    generic, which would read it too but without Meteostat's units (km/h wind, codes).
-4. **generic** (`generic`): any table with a header; it always matches, so it stays last.
+5. **generic** (`generic`): any table with a header; it always matches, so it stays last.
 
 To add a layout: a module here with `sniff(text: Text) -> bool` (cheap: look at `text.head`,
 `text.first_line` or the first lines) and `read(text: Text) -> Table`, and one `Layout` entry
@@ -21,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from pipeline.weather.layouts import generic, meteostat, open_meteo
+from pipeline.weather.layouts import environment_canada, generic, meteostat, open_meteo
 from pipeline.weather.table import Table, Text
 
 
@@ -36,6 +38,7 @@ class Layout:
 
 LAYOUTS: tuple[Layout, ...] = (
     Layout("open-meteo", open_meteo.sniff, open_meteo.read),
+    Layout("environment-canada", environment_canada.sniff, environment_canada.read),
     Layout("meteostat-bulk", meteostat.sniff_bulk, meteostat.read_bulk),
     Layout("meteostat", meteostat.sniff, meteostat.read),
     Layout("generic", generic.sniff, generic.read),
