@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 import store  # noqa: E402
-from dashboard import charts, data, filters, ui  # noqa: E402
+from dashboard import charts, data, filters, pages, ui  # noqa: E402
 from store.facts import THRESHOLD_KINDS  # noqa: E402
 
 st.set_page_config(page_title="Time-lapse outliers", page_icon=":material/park:",
@@ -132,12 +132,13 @@ def _sidebar(opts: dict) -> None:
 
 
 def _sync_url(url: dict[str, str], page_title: str) -> None:
+    """Write the filter into the URL; keep only the URL keys the current page owns."""
     params = st.query_params
-    owned = ui.PAGE_PARAMS.get(page_title, ())
+    owned = pages.page(page_title).url_keys
     for key in list(params.keys()):  # unknown keys were reported once; don't carry them on
-        if key not in (*filters.FILTER_KEYS, *filters.PAGE_KEYS, *filters.STREAMLIT_KEYS):
+        if key not in (*filters.FILTER_KEYS, *pages.PAGE_KEYS, *filters.STREAMLIT_KEYS):
             del params[key]
-    for key in filters.PAGE_KEYS:
+    for key in pages.PAGE_KEYS:
         if key not in owned and key in params:
             del params[key]
     for key in filters.FILTER_KEYS:
@@ -198,9 +199,8 @@ def _locked(exc: store.StoreLockedError) -> None:
 def main() -> None:
     _gate()
     db = _store_path()
-    pages = [st.Page(path, title=title, url_path=Path(path).stem, default=(title == "Overview"))
-             for title, path in ui.PAGE_FILES.items()]
-    page = st.navigation(pages)
+    page = st.navigation([st.Page(p.view, title=p.title, url_path=p.url_path,
+                                  default=p is pages.DEFAULT) for p in pages.PAGES])
     try:
         _filters(page.title)
         ui.notices(st.session_state.get("_url_notices", []))

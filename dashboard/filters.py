@@ -15,14 +15,14 @@ import re
 from datetime import date
 from typing import Any, Mapping
 
+from dashboard.pages import PAGE_KEYS
 from store.facts import THRESHOLD_KINDS, FrameFilter
 
 MAX_VALUE_LEN = 200
 MAX_LIST_ITEMS = 50
 FILTER_KEYS = ("run", "from", "to", "hours", "daylight", "weather", "cluster", "det", "thr")
-# Keys pages own (validated where they are read, with `parse_int` / `parse_choice`).
-PAGE_KEYS = ("frame", "page", "order", "color", "cmp", "k")
-# Keys Streamlit itself uses in URLs.
+# Keys Streamlit itself uses in URLs. The keys pages own (`dashboard.pages.PAGE_KEYS`) are
+# validated where they are read, with `parse_int` / `parse_choice`; `parse` leaves them alone.
 STREAMLIT_KEYS = ("embed", "embed_options")
 
 THRESHOLD_LABELS = {

@@ -9,26 +9,9 @@ from typing import Any, Iterable
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, filters
+from dashboard import charts, data, filters, pages
 from store.facts import FrameFilter
 
-PAGE_FILES = {
-    "Overview": "views/overview.py",
-    "Gallery": "views/gallery.py",
-    "Map": "views/map.py",
-    "Clusters": "views/clusters.py",
-    "Compare detectors": "views/compare.py",
-    "Frame": "views/frame.py",
-    "Review & export": "views/review.py",
-    "Runs & errors": "views/runs.py",
-}
-# URL keys each page owns; app.py drops the other pages' keys when the page changes.
-PAGE_PARAMS = {
-    "Gallery": ("page", "order"),
-    "Map": ("color",),
-    "Compare detectors": ("cmp", "k"),
-    "Frame": ("frame",),
-}
 SELECTION = "selection"      # frame ids picked on the map or in the gallery
 PICK_PREFIX = "pick_"
 
@@ -75,7 +58,7 @@ def literal(text: Any) -> str:
 
 def frame_link(frame_id: int, label: str | None = None,
                icon: str = ":material/open_in_full:") -> None:
-    st.page_link(PAGE_FILES["Frame"], label=label or f"Open frame {frame_id}", icon=icon,
+    st.page_link(pages.view("Frame"), label=label or f"Open frame {frame_id}", icon=icon,
                  query_params={**url_filters(), "frame": str(int(frame_id))})
 
 

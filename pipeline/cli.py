@@ -193,7 +193,7 @@ def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port) ->
         click.echo(f"dashboard: streamlit run dashboard/app.py -- --db {db}")
 
 
-# --- embeddings (issue 3) ---------------------------------------------------------------------
+# --- embeddings -------------------------------------------------------------------------------
 
 @cli.command()
 @_db_option(exists=True)
@@ -225,7 +225,7 @@ def embed(ctx, db: Path, model, weights, batch_size, workers, replace, progress)
 @click.pass_context
 def models(ctx, db: Path | None) -> None:
     """List embedding models: key, dim, input size, weights, and whether usable here now."""
-    from pipeline.models import describe_models
+    from pipeline.models.listing import describe_models
     from store import embeddings as embeddings_store
 
     stored = None
@@ -235,7 +235,7 @@ def models(ctx, db: Path | None) -> None:
     click.echo(describe_models(default=_settings(ctx).model, stored=stored))
 
 
-# --- weather, place and clock (issue 5) -------------------------------------------------------
+# --- weather, place and clock -----------------------------------------------------------------
 
 @cli.group()
 def weather() -> None:
@@ -256,10 +256,11 @@ def weather() -> None:
               help="units of columns that do not name theirs (us: °F, in, mph, mi; "
               "si: °C, mm, m/s, km) [default: guessed]")
 @click.option("--timezone", metavar="TZ",
-              help="IANA zone of naive times in the file [default: UTC, or the Open-Meteo "
-              "header's zone]")
+              help="IANA zone of naive times in the file [default: UTC, or the zone the file "
+              "declares: Open-Meteo's header, Environment Canada's standard time]")
 def weather_import(csv_path: Path, db: Path, station, columns, units, timezone) -> None:
-    """Add the observations in CSV (Open-Meteo export, Meteostat or generic) to the store."""
+    """Add the observations in CSV (Open-Meteo export, Environment Canada, Meteostat or generic)
+    to the store."""
     from pipeline.weather import import_csv
 
     mapping = _pairs(columns, "--columns")
@@ -282,7 +283,7 @@ def weather_import(csv_path: Path, db: Path, station, columns, units, timezone) 
               help="tries again after a network error, HTTP 429 or 5xx, with backoff")
 def weather_fetch(db: Path, lat, lon, start, end, base_url, retries) -> None:
     """Fetch hourly observations for the frames' time span from the Open-Meteo archive."""
-    from pipeline import openmeteo
+    from pipeline.weather import fetch as openmeteo
 
     if lat is None or lon is None:
         lat, lon = _stored_place(db, lat, lon)
@@ -348,11 +349,22 @@ def clock(ctx, db: Path) -> None:
 
 def _with_model(settings: Settings, db: Path, flag: str | None) -> Settings:
     """The settings with the model to use: --model, else one set in the settings file, else
-    the default unless the store holds vectors of exactly one other model (that one)."""
-    from pipeline.models import resolve_model
+    the default when the store has its vectors (or has none at all), else the only model the
+    store has vectors of.
 
+    So a store embedded before the default changed keeps its model: re-running `run` embeds
+    only the new frames, with the same model, instead of every frame again.
+    """
     requested = flag or (settings.model if settings.model != Settings().model else None)
-    return settings.replace(model=resolve_model(db, requested, settings.model))
+    if requested or not db.exists():
+        return settings.replace(model=requested)
+    from store import embeddings as embeddings_store
+
+    with store.connect(db) as con:
+        models = [row.model for row, n in embeddings_store.list_model_rows(con) if n > 0]
+    if settings.model in models or len(models) != 1:
+        return settings
+    return settings.replace(model=models[0])
 
 
 def _pairs(text: str | None, flag: str) -> dict[str, str] | None:
@@ -401,7 +413,7 @@ def _describe_place(done: dict) -> str:
     return line
 
 
-# --- analysis, evaluation, scoring new frames (issue 4) ----------------------------------------
+# --- analysis, evaluation, scoring new frames -------------------------------------------------
 
 @cli.command()
 @_db_option(exists=True)
@@ -481,7 +493,7 @@ def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
         click.echo(result.describe())
 
 
-# --- store upkeep (issue 7) -------------------------------------------------------------------
+# --- store upkeep -----------------------------------------------------------------------------
 
 @cli.command()
 @_db_option(exists=True)
@@ -491,14 +503,14 @@ def migrate(db: Path, backup: bool) -> None:
     """Upgrade a store made by an older version of this software to the current schema."""
     import shutil
 
-    from store import migrations
+    from store import migrations, upkeep
 
     with store.writer_lock(db):
         with store.connect(db, migrate=False) as con:
             before = migrations.applied_version(con)
             if before > migrations.LATEST:
                 migrations.check(con, db)  # raises: newer than this code
-            con.execute("CHECKPOINT")
+            upkeep.checkpoint(con)
         if before == migrations.LATEST:
             click.echo(f"store {db}: schema version {before} is current; nothing to do")
             return

@@ -51,7 +51,7 @@ class Place:
 def check_place(settings: Settings) -> None:
     """Cheap validation of the place flags before any work (raises InputError)."""
     if settings.timezone is not None:
-        _zone(settings.timezone)
+        zone(settings.timezone)
     if (settings.lat is None) != (settings.lon is None):
         raise InputError("give both --lat and --lon (or neither)")
     if settings.lat is not None and not -90 <= settings.lat <= 90:
@@ -60,7 +60,8 @@ def check_place(settings: Settings) -> None:
         raise InputError(f"longitude {settings.lon} is outside -180..180")
 
 
-def _zone(name: str) -> zoneinfo.ZoneInfo:
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    """The IANA time zone `name`; an `InputError` that says what to give when it is unknown."""
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
@@ -109,7 +110,7 @@ def to_utc(local_naive_datetimes, tz: str | None):
     n = len(local)
     if tz is None or tz == "UTC":
         return local.tz_localize("UTC"), np.zeros(n, dtype=np.int64), 0, 0
-    _zone(tz)
+    zone(tz)
     valid = ~local.isna()
     summer = local.tz_localize(tz, ambiguous=np.ones(n, dtype=bool), nonexistent="NaT")
     winter = local.tz_localize(tz, ambiguous=np.zeros(n, dtype=bool), nonexistent="NaT")

@@ -1,12 +1,21 @@
 """The embed stage: a vector per frame for one model, fast, resumable, committed per batch.
 
-Frames without a vector for the model are decoded from their original files (Pillow JPEG draft
-mode: the DCT decodes at 1/2, 1/4 or 1/8 scale, still at least the model's input size) by a
-pool of worker threads, a few batches ahead of inference, so the model never waits for the
-disk. Each batch's vectors are committed in their own short write connection by a writer
-thread while the next batch is inferred: a killed run loses at most one finished batch, and
-the next run continues with the frames that still lack a vector. A frame whose file vanished
-or no longer decodes becomes an `ingest_errors` row (stage 'embed') and is skipped.
+`embed_frames` is the front door; its inner loop `embed_pending` has three steps:
+
+1. **plan** (`plan_batches`): the frames that lack a vector for the model, in batches of
+   `batch_size`;
+2. **compute**, behind an executor (`pipeline.executors`; `LocalExecutor` by default): the
+   per-frame function `decode_frame` reads each original file (Pillow JPEG draft mode: the DCT
+   decodes at 1/2, 1/4 or 1/8 scale, still at least the model's input size) in worker threads,
+   a few batches ahead of inference, and the per-batch function `embed_batch` runs the model;
+3. **commit** (`BatchWriter`): the single writer. Workers hand their results back to the
+   driver; only the driver writes to the store (DuckDB has one writer). Each batch's vectors
+   are committed in their own short write connection by a writer thread while the next batch
+   is inferred, so a killed run loses at most one finished batch, and the next run continues
+   with the frames that still lack a vector.
+
+A frame whose file vanished or no longer decodes becomes an `ingest_errors` row (stage 'embed')
+and is skipped.
 """
 
 from __future__ import annotations
@@ -15,9 +24,10 @@ import logging
 import os
 import re
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -26,14 +36,14 @@ from PIL import Image
 
 import store
 from pipeline.errors import InputError
-from pipeline.models import Embedder, get_model
+from pipeline.executors import Executor, LocalExecutor
+from pipeline.models import get_model
+from pipeline.models.embedder import Embedder
 from pipeline.settings import Settings
 from store import embeddings as embeddings_store
 from store.embeddings import ModelRow, PendingFrame
 
 log = logging.getLogger(__name__)
-
-PREFETCH_BATCHES = 2  # decoded batches kept ready ahead of the one being inferred
 
 
 @dataclass
@@ -87,7 +97,9 @@ def load_frame(path: Path, size: int) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8)
 
 
-def _decode(frame: PendingFrame, size: int) -> tuple[PendingFrame, np.ndarray | None, str | None]:
+def decode_frame(frame: PendingFrame, size: int
+                 ) -> tuple[PendingFrame, np.ndarray | None, str | None]:
+    """Per-frame work: (frame, RGB uint8 [size, size, 3], None), or (frame, None, why not)."""
     from pipeline.ingest import frame_file  # here: pipeline.ingest imports pandas (slow start)
 
     path = frame_file(frame.root, frame.path)
@@ -99,8 +111,38 @@ def _decode(frame: PendingFrame, size: int) -> tuple[PendingFrame, np.ndarray | 
         return frame, None, f"cannot decode {path}: {exc}"
 
 
-class _BatchWriter:
-    """Commits batches in a background thread, one short write connection each.
+@dataclass
+class EmbeddedBatch:
+    """One batch's result, what a worker hands back to the driver's writer."""
+
+    frame_ids: np.ndarray                     # int64, one per vector
+    vectors: np.ndarray                       # float32 [len(frame_ids), dim]
+    errors: list[tuple[PendingFrame, str]]    # frames that could not be read, and why
+    n_frames: int                             # frames in the batch (vectors + errors)
+
+
+def embed_batch(embedder: Embedder,
+                decoded: list[tuple[PendingFrame, np.ndarray | None, str | None]]
+                ) -> EmbeddedBatch:
+    """Per-batch work: the model on the batch's decoded frames."""
+    good = [(frame, pixels) for frame, pixels, _ in decoded if pixels is not None]
+    errors = [(frame, message) for frame, _, message in decoded if message is not None]
+    ids = np.array([frame.frame_id for frame, _ in good], dtype=np.int64)
+    if good:
+        vectors = embedder.embed(np.stack([pixels for _, pixels in good]))
+    else:
+        vectors = np.zeros((0, embedder.dim), dtype=np.float32)
+    return EmbeddedBatch(ids, vectors, errors, len(decoded))
+
+
+def plan_batches(pending: Sequence[PendingFrame], batch_size: int) -> list[list[PendingFrame]]:
+    """The frames to embed in batches of `batch_size` (each batch is one inference and one
+    commit)."""
+    return [list(pending[i:i + batch_size]) for i in range(0, len(pending), batch_size)]
+
+
+class BatchWriter:
+    """The single writer: commits batches in a background thread, one short write connection each.
 
     `put()` first waits for the previous batch's commit (and re-raises its error), so at most
     one finished batch is ever uncommitted.
@@ -113,20 +155,19 @@ class _BatchWriter:
         self._last: Future | None = None
         self.embedded = 0
 
-    def _commit(self, ids: np.ndarray, vectors: np.ndarray,
-                errors: list[tuple[PendingFrame, str]]) -> int:
+    def _commit(self, batch: EmbeddedBatch) -> int:
         with store.connect(self._db, migrate=False) as con:
-            return embeddings_store.insert_vectors(con, self._model, ids, vectors, errors)
+            return embeddings_store.insert_vectors(con, self._model, batch.frame_ids,
+                                                   batch.vectors, batch.errors)
 
     def wait(self) -> None:
         if self._last is not None:
             last, self._last = self._last, None
             self.embedded += last.result()
 
-    def put(self, ids: np.ndarray, vectors: np.ndarray,
-            errors: list[tuple[PendingFrame, str]]) -> None:
+    def put(self, batch: EmbeddedBatch) -> None:
         self.wait()
-        self._last = self._pool.submit(self._commit, ids, vectors, errors)
+        self._last = self._pool.submit(self._commit, batch)
 
     def close(self) -> None:
         try:
@@ -222,50 +263,28 @@ def _check_roots(db: Path, pending: list[PendingFrame]) -> None:
 
 
 def embed_pending(db: Path, embedder: Embedder, pending: list[PendingFrame], settings: Settings,
-                  progress: bool = False) -> tuple[int, int]:
-    """Embed `pending` with a built model: decode ahead in worker threads, infer batch by batch,
-    commit each batch. Returns (vectors added, frames failed). `embed_frames` is the front
-    door; this is its inner loop (the benchmark times it with a warmed-up model)."""
-    size = embedder.input_size
-    batch_size = settings.batch_size
-    batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
+                  progress: bool = False, executor: Executor | None = None) -> tuple[int, int]:
+    """Embed `pending` with a built model: plan the batches, compute them with `executor`
+    (default: `LocalExecutor(settings.workers)`), commit each batch as it comes back.
+    Returns (vectors added, frames failed). `embed_frames` is the front door; this is its
+    inner loop (the benchmark times it with a warmed-up model)."""
+    batches = plan_batches(pending, settings.batch_size)
+    executor = executor or LocalExecutor(settings.workers)
+    computed = executor.map_batches(batches, partial(decode_frame, size=embedder.input_size),
+                                    partial(embed_batch, embedder))
     n_failed = 0
-    workers = max(1, int(settings.workers))
-    decoder = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed-decode")
-    writer = _BatchWriter(db, embedder.key)
+    writer = BatchWriter(db, embedder.key)
     bar = _progress_bar(len(pending), embedder.key, progress)
     try:
-        ahead: deque[list[Future]] = deque()
-        next_batch = 0
-
-        def submit_next() -> None:
-            nonlocal next_batch
-            if next_batch < len(batches):
-                ahead.append([decoder.submit(_decode, frame, size)
-                              for frame in batches[next_batch]])
-                next_batch += 1
-
-        for _ in range(PREFETCH_BATCHES + 1):
-            submit_next()
-        while ahead:
-            decoded = [future.result() for future in ahead.popleft()]
-            submit_next()
-            good = [(frame, pixels) for frame, pixels, _ in decoded if pixels is not None]
-            errors = [(frame, message) for frame, _, message in decoded if message is not None]
-            for frame, message in errors:
-                log.warning("embed: %s", message)
-            ids = np.array([frame.frame_id for frame, _ in good], dtype=np.int64)
-            if good:
-                vectors = embedder.embed(np.stack([pixels for _, pixels in good]))
-            else:
-                vectors = np.zeros((0, embedder.dim), dtype=np.float32)
-            writer.put(ids, vectors, errors)
-            n_failed += len(errors)
-            bar.update(len(decoded))
+        with closing(computed):
+            for batch in computed:
+                for _, message in batch.errors:
+                    log.warning("embed: %s", message)
+                writer.put(batch)
+                n_failed += len(batch.errors)
+                bar.update(batch.n_frames)
         writer.close()
     finally:
         bar.close()
-        decoder.shutdown(wait=True, cancel_futures=True)
         writer.close()  # a Ctrl-C still commits the batch that was handed over
     return writer.embedded, n_failed
-

@@ -24,7 +24,12 @@ METRICS = ("roc_auc", "average_precision", "precision_at_k")
 
 
 def read_truth(path: Path) -> pd.DataFrame:
-    """A `path,label[,kind]` CSV as a DataFrame (label 0/1)."""
+    """A ground-truth CSV as a DataFrame: `path` (relative to the frames folder), `label`
+    (1 = anomaly, 0 = normal, as int) and `kind` ('anomaly'/'normal' when the file has none).
+
+    The one reader of these files (`evaluate --truth` and the demo's import): an unreadable
+    file, a missing column or a label that is not 0 or 1 is an `InputError` saying which.
+    """
     try:
         truth = pd.read_csv(path)
     except (OSError, ValueError) as exc:
@@ -32,7 +37,14 @@ def read_truth(path: Path) -> pd.DataFrame:
     missing = {"path", "label"} - set(truth.columns)
     if missing:
         raise InputError(f"the ground truth {path} needs columns path,label[,kind]; it lacks "
-                         f"{', '.join(sorted(missing))}")
+                         f"{', '.join(sorted(missing))} (its columns: "
+                         f"{', '.join(map(str, truth.columns))})")
+    labels = pd.to_numeric(truth["label"], errors="coerce")
+    bad = np.flatnonzero(~labels.isin([0, 1]).to_numpy())
+    if len(bad):
+        raise InputError(f"the ground truth {path} has label {truth['label'].iat[bad[0]]!r} on "
+                         f"line {bad[0] + 2}; a label is 1 (anomaly) or 0 (normal)")
+    truth["label"] = labels.astype(int)
     if "kind" not in truth:
         truth["kind"] = np.where(truth["label"].astype(int) == 1, "anomaly", "normal")
     return truth

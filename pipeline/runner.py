@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Iterator
 
 import store
-from pipeline.errors import InputError
 from pipeline.settings import Settings
 
 DASHBOARD_APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -42,16 +41,12 @@ def run_all(folder: Path, db: Path, settings: Settings, weather_csv: Path | None
 
 def import_ground_truth(db: Path, truth_csv: Path, frames_dir: Path) -> str:
     """Load a `path,label,kind` CSV into `ground_truth` so the dashboard can score detectors."""
-    import pandas as pd
-
+    from pipeline.evaluate import read_truth
     from store import analysis as analysis_store
 
-    try:
-        truth = pd.read_csv(truth_csv)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read the ground truth {truth_csv}: {exc}") from exc
     from pipeline.ingest import stored_text
 
+    truth = read_truth(truth_csv)
     root = stored_text(os.path.realpath(frames_dir))
     with store.writer_lock(db), store.connect(db) as con:
         n_matched = analysis_store.import_ground_truth(con, truth, root)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError
+from pipeline.models.registry import DEFAULT_MODEL
 
 
 def _setting(default: Any, help: str, low: float | None = None, high: float | None = None
@@ -63,7 +64,7 @@ class Settings:
 
     # Embedding
     model: str = _setting(
-        "vgg16-hed-grid", "embedding model key (see `python -m pipeline models`); without one, a "
+        DEFAULT_MODEL, "embedding model key (see `python -m pipeline models`); without one, a "
                           "store holding vectors of one other model keeps that model")
     weights: str | None = _setting(
         None, "weights file instead of the model's own source (Keras' ImageNet cache; for "

@@ -616,17 +616,6 @@ def cluster_samples(con: duckdb.DuckDBPyConnection, flt: FrameFilter, n: int = 6
     return _with_thumbs(con, df) if thumbs else df
 
 
-def cluster_sample(con: duckdb.DuckDBPyConnection, flt: FrameFilter, cluster: int, n: int = 8,
-                   seed: int = 0) -> list[int]:
-    """A random (seeded, repeatable) sample of the cluster's filtered frames."""
-    sql, params = _filtered(flt)
-    params.update(cluster=int(cluster), n=int(n), seed=int(seed))
-    df = _query(con, sql + """
-        SELECT frame_id FROM sel WHERE cluster = $cluster
-        ORDER BY hash(frame_id + $seed) LIMIT $n""", params)
-    return [int(i) for i in df["frame_id"]]
-
-
 # --- detector comparison ----------------------------------------------------------------------
 
 def detector_matrix(con: duckdb.DuckDBPyConnection, flt: FrameFilter, names: list[str],
@@ -636,7 +625,8 @@ def detector_matrix(con: duckdb.DuckDBPyConnection, flt: FrameFilter, names: lis
 
     Above `max_rows` frames, a fixed pseudo-random sample (by a hash of the frame id).
     `labels=True` adds the known answer of each frame as `label_is_anomaly` and
-    `label_source` (as `labels()` has them; NULL for unlabelled frames)."""
+    `label_source`: its review ('review': junk = anomaly) or else its imported ground truth
+    ('ground_truth'); NULL for unlabelled frames."""
     sql, params = _filtered(flt.replace(threshold_kind="all"), need=())
     names = list(dict.fromkeys(names))
     # Column aliases are fixed (d0, d1, ...); detector names are bound values. One join per
@@ -673,17 +663,6 @@ def detector_matrix(con: duckdb.DuckDBPyConnection, flt: FrameFilter, names: lis
     return df.rename(columns=rename)
 
 
-def labels(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Known answers: reviews (junk = anomaly) override the imported ground truth."""
-    return _query(con, """
-        SELECT coalesce(r.frame_id, g.frame_id) AS frame_id,
-               CASE WHEN r.verdict IS NOT NULL THEN r.verdict = 'junk' ELSE g.is_anomaly END
-                   AS is_anomaly,
-               CASE WHEN r.verdict IS NOT NULL THEN 'review' ELSE 'ground_truth' END AS source,
-               g.kind
-        FROM reviews r FULL OUTER JOIN ground_truth g ON g.frame_id = r.frame_id""", {})
-
-
 def _top_k(flt: FrameFilter, a: str, b: str, top_k: int) -> tuple[str, dict[str, Any]]:
     """`sel` plus `ta`/`tb`: A's and B's `top_k` filtered frames (frame_id, score, rank).
     Each is a top-N over the filtered frames (no sort of every frame)."""
@@ -701,19 +680,6 @@ def _top_k(flt: FrameFilter, a: str, b: str, top_k: int) -> tuple[str, dict[str,
         , ta AS ({top.format(d="a", semi=semi)})
         , tb AS ({top.format(d="b", semi=semi)})
 """, params
-
-
-def flagged_by_a_not_b(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, b: str,
-                       top_k: int, limit: int = 12) -> tuple[list[int], int]:
-    """Frames in A's top-k (of the filtered frames) that are not in B's top-k, A's rank order;
-    and how many there are."""
-    sql, params = _top_k(flt, a, b, top_k)
-    params["limit"] = int(limit)
-    df = _query(con, sql + """
-        SELECT frame_id, count(*) OVER () AS n FROM ta ANTI JOIN tb USING (frame_id)
-        ORDER BY rank LIMIT $limit""", params)
-    n = int(df["n"].iloc[0]) if len(df) else 0
-    return [int(i) for i in df["frame_id"]], n
 
 
 def top_k_differences(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, b: str,
@@ -859,9 +825,3 @@ def store_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
               "clusters", "neighbors", "weather", "reviews", "ground_truth", "ingest_errors")
     sql = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in tables)
     return {t: int(n) for t, n in con.execute(sql).fetchall()}
-
-
-def frame_root(con: duckdb.DuckDBPyConnection, frame_id: int) -> tuple[str, str] | None:
-    """(root, path) of a frame, for the file-system lookup of its original."""
-    row = fetch_one(con, "SELECT root, path FROM frames WHERE frame_id = ?", [int(frame_id)])
-    return None if row is None else (row[0], row[1])

@@ -1,5 +1,6 @@
-"""Upkeep of the store file itself: its size on disk, and `compact`, which rewrites it into a
-fresh file so that the space freed by deletes (`store.analysis.prune_runs`) goes back to the disk.
+"""Upkeep of the store file itself: its size on disk, `checkpoint`, which writes the write-ahead
+log into the file, and `compact`, which rewrites it into a fresh file so that the space freed by
+deletes (`store.analysis.prune_runs`) goes back to the disk.
 
 DuckDB reuses the blocks a DELETE frees for later writes, but it never makes the file smaller.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from store.db import StoreError, connect, scalar
+from store.db import StoreError, connect, execute, scalar
 
 _COPY = "_compact_copy"  # name the fresh file is attached under while it is written
 
@@ -32,6 +33,12 @@ def file_size(path: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in (path, _wal(path)) if p.exists())
 
 
+def checkpoint(con: duckdb.DuckDBPyConnection) -> None:
+    """Write the write-ahead log into the store file, so the file alone holds every change
+    (before the file is copied, e.g. `migrate`'s backup). Needs a write connection."""
+    execute(con, "CHECKPOINT")
+
+
 def compact(path: str | os.PathLike) -> CompactResult:
     """Rewrite the store into a fresh file and put that in place of the old one.
 
@@ -47,7 +54,7 @@ def compact(path: str | os.PathLike) -> CompactResult:
     _remove(tmp)
     try:
         with connect(path) as con:
-            con.execute("CHECKPOINT")
+            checkpoint(con)
             name = scalar(con, "SELECT current_database()")  # the file's stem
             if name == _COPY:
                 raise StoreError(f"cannot compact {path}: rename the file first (its name is "

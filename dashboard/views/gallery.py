@@ -8,7 +8,7 @@ import math
 
 import streamlit as st
 
-from dashboard import data, filters, ui
+from dashboard import data, filters, pages, ui
 from store.facts import GALLERY_ORDERS
 
 PAGE_SIZES = (12, 24, 48, 96)
@@ -72,5 +72,5 @@ if len(rows):
         data.set_verdicts(picked, "keep")
         st.toast(f"Marked {len(picked)} frames keep.")
         st.rerun()
-    b4.page_link(ui.PAGE_FILES["Review & export"], label="Review & export",
+    b4.page_link(pages.view("Review & export"), label="Review & export",
                  icon=":material/checklist:", query_params=ui.url_filters())

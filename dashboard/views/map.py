@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, data, filters, ui
+from dashboard import charts, data, filters, pages, ui
 
 MAX_POINTS = 20_000
 COLOR_LABELS = {"cluster": "cluster", "score": "score percentile", "daylight": "daylight",
@@ -50,9 +50,9 @@ if chosen:
     ui.set_selection(chosen)
     st.success(f"{len(set(chosen)):,} frames selected.")
     c1, c2 = st.columns(2)
-    c1.page_link(ui.PAGE_FILES["Gallery"], label="Open the selection in the gallery",
+    c1.page_link(pages.view("Gallery"), label="Open the selection in the gallery",
                  icon=":material/photo_library:", query_params=ui.url_filters())
-    c2.page_link(ui.PAGE_FILES["Review & export"], label="Review the selection",
+    c2.page_link(pages.view("Review & export"), label="Review the selection",
                  icon=":material/checklist:", query_params=ui.url_filters())
 else:
     st.caption("Drag a box or lasso on the map to select frames for the gallery and review.")

@@ -8,7 +8,7 @@ from datetime import date
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, filters, ui
+from dashboard import charts, data, filters, pages, ui
 
 flt, opts = ui.current()
 st.title("Overview")
@@ -58,7 +58,7 @@ if points:
         day = None
     if day is not None:
         ui.request_filter(**{filters.W_DATES: (day, day), filters.W_HOURS: (hour, hour)})
-        st.switch_page(ui.PAGE_FILES["Gallery"])
+        st.switch_page(pages.view("Gallery"))
 
 if not cal.empty:
     days = sorted({pd.Timestamp(d).date() for d in cal["day"]})
@@ -67,6 +67,6 @@ if not cal.empty:
                                           placeholder="choose a day", key="overview_day")
     if col_b.button("Open gallery", disabled=chosen is None, key="overview_open"):
         ui.request_filter(**{filters.W_DATES: (chosen, chosen)})
-        st.switch_page(ui.PAGE_FILES["Gallery"])
+        st.switch_page(pages.view("Gallery"))
 
 st.plotly_chart(charts.timeline(line), key="overview_timeline")

@@ -26,8 +26,11 @@ def test_verdicts_round_trip(store_copy):
         assert sorted(kept["frame_id"]) == ids[2:]
         not_junk = facts.export_frames(con, FrameFilter(run_id=run_id), "not_junk")
         assert not set(not_junk["frame_id"]) & set(ids[:2])
-        labels = facts.labels(con).set_index("frame_id")
-        assert labels.loc[ids[0], "is_anomaly"] and labels.loc[ids[0], "source"] == "review"
+        labels = facts.detector_matrix(con, FrameFilter(run_id=run_id), ["consensus"],
+                                       labels=True).set_index("frame_id")
+        assert labels.loc[ids[0], "label_is_anomaly"]  # a junk verdict is a known anomaly
+        assert labels.loc[ids[0], "label_source"] == "review"
+        assert not labels.loc[ids[2], "label_is_anomaly"]  # a kept frame is a known normal
         note = store.db.scalar(con, "SELECT note FROM reviews WHERE frame_id = ?", [ids[0]])
         assert note == "rain on lens"
     with store.connect(store_copy) as con:

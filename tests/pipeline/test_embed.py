@@ -92,6 +92,63 @@ def test_only_the_given_frames_and_only_new_frames_are_embedded(small_folder, db
     assert len(ids) == 13 and len(set(ids)) == 13
 
 
+class _ReversedSerialExecutor:
+    """Another executor: no threads, every batch computed first, results handed back last
+    batch first (as a distributed executor may)."""
+
+    def __init__(self):
+        self.n_batches = 0
+
+    def map_batches(self, batches, prepare, finish):
+        results = [finish([prepare(item) for item in batch]) for batch in batches]
+        self.n_batches = len(results)
+        yield from reversed(results)
+
+
+def test_any_executor_gives_the_same_vectors_and_the_driver_commits_them(small_folder,
+                                                                         tmp_path):
+    from pipeline.embed import embed_pending
+
+    local, other = tmp_path / "local.duckdb", tmp_path / "other.duckdb"
+    for db in (local, other):
+        _ingest(small_folder, db)
+    (small_folder / "a" / "frame_002.jpg").write_bytes(b"not a jpeg")  # one frame fails
+    embed_frames(local, _pixels(batch_size=5), progress=False)
+    with store.connect(other, read_only=True) as con:
+        pending = embeddings_store.pending_frames(con, "pixels")
+    executor = _ReversedSerialExecutor()
+    embedder = get_model("pixels").build()
+    added, failed = embed_pending(other, embedder, pending, _pixels(batch_size=5),
+                                  executor=executor)
+    assert (added, failed, executor.n_batches) == (11, 1, 3)
+    ids_a, a = _vectors(local, "pixels")
+    ids_b, b = _vectors(other, "pixels")
+    np.testing.assert_array_equal(ids_a, ids_b)
+    np.testing.assert_array_equal(a, b)
+    assert _rows(other, "SELECT path FROM ingest_errors WHERE stage = 'embed'") == [
+        ("a/frame_002.jpg",)]
+
+
+def test_the_local_executor_keeps_batch_order_and_decodes_a_bounded_way_ahead():
+    from pipeline.executors import LocalExecutor
+
+    batches = [list(range(i, i + 3)) for i in range(0, 30, 3)]
+    prepared = []
+
+    def prepare(item):
+        prepared.append(item)
+        return item * 10
+
+    seen = []
+    for result in LocalExecutor(workers=3, ahead=1).map_batches(batches, prepare, sum):
+        seen.append(result)
+        if len(seen) == 1:
+            time.sleep(0.3)  # the workers have had time to run ahead, as far as allowed
+            assert len(prepared) == 3 * 3  # the batch held, and ahead + 1 more
+    assert seen == [sum(item * 10 for item in batch) for batch in batches]
+    assert sorted(prepared) == list(range(30))
+
+
 def test_load_vectors_restricts_orders_and_handles_empty(small_folder, db_path):
     _ingest(small_folder, db_path)
     with store.connect(db_path, read_only=True) as con:
@@ -220,7 +277,7 @@ def test_an_empty_store_needs_no_model(db_path):
 
 @pytest.mark.keras
 def test_other_weights_under_the_same_key_are_refused_until_replace(small_folder, tmp_path):
-    from pipeline.models import import_keras
+    from pipeline.models.keras_setup import import_keras
 
     keras = import_keras()
     model_file = tmp_path / "mine.keras"

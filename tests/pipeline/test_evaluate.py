@@ -112,8 +112,29 @@ def test_no_match_is_an_input_error(tmp_path, db_path):
         evaluate(db_path, path)
     bad = tmp_path / "bad.csv"
     bad.write_text("file,verdict\nx,1\n")
-    with pytest.raises(InputError, match="path,label"):
+    with pytest.raises(InputError, match="path,label.*lacks label, path"):
         evaluate(db_path, bad)
+
+
+def test_the_demo_import_reads_the_truth_with_the_same_checks(tmp_path, db_path):
+    """`import_ground_truth` (run by `demo`) refuses what `evaluate` refuses, before writing."""
+    from pipeline.runner import import_ground_truth
+
+    _tiny_store(db_path)
+    assert import_ground_truth(db_path, _truth(tmp_path), tmp_path).startswith(
+        "ground truth: 5 of 6 rows matched frames")
+    wrong_columns = tmp_path / "wrong.csv"
+    wrong_columns.write_text("path,is_junk\na/f1.jpg,1\n")
+    with pytest.raises(InputError, match="needs columns path,label.*lacks label.*is_junk"):
+        import_ground_truth(db_path, wrong_columns, tmp_path)
+    wrong_label = tmp_path / "label.csv"
+    wrong_label.write_text("path,label\na/f1.jpg,0\na/f2.jpg,yes\n")
+    for reader in (lambda p: import_ground_truth(db_path, p, tmp_path),
+                   lambda p: evaluate(db_path, p)):
+        with pytest.raises(InputError, match="label 'yes' on line 3; a label is 1"):
+            reader(wrong_label)
+    with store.connect(db_path, read_only=True) as con:  # the first import is still there
+        assert len(sa.load_ground_truth(con)) == 5
 
 
 def test_cli_evaluate_table_and_json(tmp_path, db_path):

@@ -12,8 +12,10 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.errors import InputError
-from pipeline.models import (DEFAULT_MODEL, PIXELS_DIM, REGISTRY, describe_models, get_model,
-                             keras_cache_dir)
+from pipeline.models import DEFAULT_MODEL, REGISTRY, get_model
+from pipeline.models.listing import describe_models
+from pipeline.models.pixels import DIM as PIXELS_DIM
+from pipeline.models.weights import keras_cache_dir
 from tests.conftest import REPO
 
 KEYS = ["vgg16-hed", "vgg16-hed-grid", "vgg16", "vgg16-fc2", "mobilenetv3small", "efficientnetb0",
@@ -34,6 +36,32 @@ def test_registry_has_exactly_the_product_keys_and_vgg16_hed_grid_is_default():
             assert spec.dim > 0 and spec.input_size > 0
     for key in IMAGENET:
         assert REGISTRY[key].imagenet.file.endswith(".h5")
+
+
+def test_every_entry_is_built_by_the_family_object_it_names():
+    from pipeline.models.families import FAMILIES
+
+    assert set(FAMILIES) == {spec.family for spec in REGISTRY.values()}
+    for spec in REGISTRY.values():
+        family = FAMILIES[spec.family]
+        assert spec.builder is family and family.name == spec.family
+        assert callable(family.available) and callable(family.build)
+    assert not REGISTRY["pixels"].available(weights=__file__).ok  # takes no weights file
+    assert get_model("pixels").build().dim == REGISTRY["pixels"].dim
+
+
+@pytest.mark.parametrize("args, banned", [(["--help"], {"numpy", "tensorflow", "keras"}),
+                                          (["models"], {"tensorflow", "keras", "h5py"})])
+def test_help_and_models_stay_light(args, banned):
+    """`--help` loads no NumPy (the settings take the default model from the light registry);
+    `models` checks every model's weights without TensorFlow."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0]
+                for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "click" in imported  # the listing is there
+    assert not imported & banned, sorted(imported & banned)
 
 
 def test_unknown_model_names_the_known_ones():
@@ -133,7 +161,7 @@ def test_vgg16_hed_grid_shares_the_hed_weights_and_sees_a_local_change():
 
 @pytest.mark.keras
 def test_keras_file_model_output_is_the_embedding(tmp_path):
-    from pipeline.models import import_keras
+    from pipeline.models.keras_setup import import_keras
 
     keras = import_keras()
     inputs = keras.Input((32, 32, 3))

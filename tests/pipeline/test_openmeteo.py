@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import store
-from pipeline import openmeteo
+from pipeline.weather import fetch as openmeteo
 from pipeline.errors import InputError, WeatherError
 from store import weather as store_weather
 from tests.pipeline.test_weather_join import add_frames

@@ -111,6 +111,16 @@ def test_station_option_keeps_one_station(nyc_weather, tmp_path):
         weather.import_csv(nyc_weather, db, station="XYZ")
 
 
+def test_layouts_are_tried_in_their_documented_order_and_generic_last():
+    from pipeline.weather import layouts
+
+    names = [layout.name for layout in layouts.LAYOUTS]
+    assert names == ["open-meteo", "environment-canada", "meteostat-bulk", "meteostat",
+                     "generic"]
+    listed = [layouts.__doc__.index(f"**{name}**") for name in names]
+    assert listed == sorted(listed)  # the module docstring gives the same order
+
+
 def test_units_si_overrides_the_guess(tmp_path):
     path = tmp_path / "obs.csv"
     path.write_text("time,temp,wind\n2024-01-01T00:00Z,70,5\n")
@@ -235,6 +245,95 @@ def test_meteostat_bulk_file_without_header(tmp_path):
                                           pd.Timestamp("2020-01-01T01:00Z")]
     assert frame.loc[0, "weather_code"] == 63 and frame.loc[0, "condition"] == "rain"
     assert frame.loc[1, "condition"] == "dry"
+
+
+# --- Environment Canada --------------------------------------------------------------------------
+
+def _environment_canada_csv(path: Path, province: str, rows: list[tuple]) -> Path:
+    """A file in the layout of climate.weather.gc.ca's hourly "Download Data" CSV."""
+    head = [("Station Name", "VANCOUVER INTL A"), ("Province", province),
+            ("Latitude", "49.19"), ("Longitude", "-123.18"), ("Elevation", "4.30"),
+            ("Climate Identifier", "1108395"), ("WMO Identifier", "71892"),
+            ("TC Identifier", "YVR")]
+    columns = ["Date/Time", "Year", "Month", "Day", "Time", "Data Quality", "Temp (°C)",
+               "Temp Flag", "Dew Point Temp (°C)", "Dew Point Temp Flag", "Rel Hum (%)",
+               "Rel Hum Flag", "Wind Dir (10s deg)", "Wind Dir Flag", "Wind Spd (km/h)",
+               "Wind Spd Flag", "Visibility (km)", "Visibility Flag", "Stn Press (kPa)",
+               "Stn Press Flag", "Hmdx", "Hmdx Flag", "Wind Chill", "Wind Chill Flag",
+               "Weather"]
+
+    def line(cells) -> str:
+        return ",".join(f'"{cell}"' for cell in cells)
+
+    lines = [line(pair) for pair in head]
+    lines += ['"All times are specified in Local Standard Time (LST). Add 1 hour to adjust for '
+              'Daylight Saving Time where and when it is observed."', "", '"Legend"',
+              line(("E", "Estimated")), line(("M", "Missing")), line(("NA", "Not Available")),
+              "", line(columns)]
+    for when, temp, flag, wind, visibility, weather_text in rows:
+        date, time = when.split(" ")
+        year, month, day = date.split("-")
+        lines.append(line((when, year, month, day, time, "‡", temp, flag, "7.0", "", "80", "",
+                           "27", "", wind, "", visibility, "", "101.30", "", "", "", "", "",
+                           weather_text)))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")  # with a BOM, as served
+    return path
+
+
+def test_environment_canada_layout(tmp_path):
+    path = _environment_canada_csv(tmp_path / "weather-51442-201607.csv", "BRITISH COLUMBIA", [
+        ("2016-07-01 00:00", "14.8", "", "22", "48.3", "NA"),
+        ("2016-07-01 01:00", "14.1", "", "18", "48.3", "Mostly Cloudy"),
+        ("2016-07-01 02:00", "", "M", "11", "0.8", "Moderate Rain,Fog"),
+        ("2017-01-15 12:00", "-1.5", "", "36", "2.4", "Snow"),
+        ("2017-01-15 13:00", "-1.0", "", "36", "9.7", "Volcanic Ash"),
+    ])
+    db = tmp_path / "ec.duckdb"
+    summary = weather.import_csv(path, db)
+    assert summary.format == "environment-canada"
+    assert summary.stations == {"eccc:1108395": 5}
+    assert summary.columns == {"time": "Date/Time", "temperature_c": "Temp (°C)",
+                               "wind_speed_ms": "Wind Spd (km/h)",
+                               "visibility_km": "Visibility (km)", "weather_code": "Weather"}
+    assert any("VANCOUVER INTL A" in note and "UTC-8 all year" in note for note in summary.notes)
+    assert any("'Volcanic Ash' x1" in note for note in summary.notes)
+    assert not summary.rejected_fields and not summary.rejected_rows  # 'M' is just missing
+    with store.connect(db, read_only=True) as con:
+        obs = store_weather.observations(con)
+    # Local Standard Time is UTC-8 in July as in January: no daylight saving time
+    assert [t.strftime("%Y-%m-%d %H:%M") for t in obs["observed_at"]] == [
+        "2016-07-01 08:00", "2016-07-01 09:00", "2016-07-01 10:00", "2017-01-15 20:00",
+        "2017-01-15 21:00"]
+    assert list(obs["weather_code"].fillna(-1)) == [-1, 2, 63, 71, -1]
+    assert list(obs["condition"]) == ["dry", "cloudy", "rain", "snow", "dry"]
+    assert obs.loc[0, "wind_speed_ms"] == pytest.approx(22 / 3.6)
+    assert obs.loc[0, "temperature_c"] == pytest.approx(14.8) and np.isnan(
+        obs.loc[2, "temperature_c"])
+    assert set(obs["source"]) == {"environment-canada:weather-51442-201607.csv"}
+
+
+def test_environment_canada_weather_words_and_other_provinces(tmp_path):
+    from pipeline.weather.layouts.environment_canada import weather_code
+
+    assert [weather_code(text) for text in (
+        "Clear", "Mainly Clear", "Cloudy", "Fog", "Freezing Fog", "Drizzle", "Heavy Rain",
+        "Rain Showers", "Heavy Rain Showers", "Moderate Snow", "Snow Showers", "Ice Pellets",
+        "Moderate Hail", "Thunderstorms", "Rain,Snow,Fog", "NA", "Moderate Fog")] == [
+        0, 1, 3, 45, 48, 51, 65, 80, 82, 73, 85, 79, 90, 95, 71, None, None]
+    path = _environment_canada_csv(tmp_path / "regina.csv", "SASKATCHEWAN",
+                                   [("2016-07-01 00:00", "20.0", "", "10", "25", "Clear")])
+    frame, _ = weather.read_csv(path)
+    assert frame.loc[0, "observed_at"] == pd.Timestamp("2016-07-01T06:00Z")
+    frame, _ = weather.read_csv(path, timezone="Etc/GMT+7")  # a station across a zone line
+    assert frame.loc[0, "observed_at"] == pd.Timestamp("2016-07-01T07:00Z")
+    broken = _environment_canada_csv(tmp_path / "nowhere.csv", "ATLANTIS",
+                                     [("2016-07-01 00:00", "20.0", "", "10", "25", "Clear")])
+    with pytest.raises(WeatherError, match="province 'ATLANTIS' has no known standard offset"):
+        weather.read_csv(broken)
+    two_columns = tmp_path / "generic.csv"  # a generic table that only starts the same way
+    two_columns.write_text("station_name,temp\nA,20\n")
+    with pytest.raises(InputError, match="no time column"):
+        weather.read_csv(two_columns)
 
 
 # --- generic layouts, --columns, --timezone -------------------------------------------------------

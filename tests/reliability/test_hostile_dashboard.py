@@ -29,18 +29,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import store
+from dashboard import filters, pages
 from tests.conftest import REPO, write_jpeg
 from tests.reliability.conftest import make_frames, one, query, run_ok
 
 pytestmark = pytest.mark.slow
 
 APP = str(REPO / "dashboard" / "app.py")
-PAGES = {"views/overview.py": "Overview", "views/gallery.py": "Gallery", "views/map.py": "Map",
-         "views/clusters.py": "Clusters", "views/compare.py": "Compare detectors",
-         "views/frame.py": "Frame", "views/review.py": "Review & export",
-         "views/runs.py": "Runs & errors"}
-URL_KEYS = ("run", "from", "to", "hours", "daylight", "weather", "cluster", "det", "thr",
-            "frame", "page", "order", "color", "cmp", "k")
+PAGES = {page.view: page.title for page in pages.PAGES}
+URL_KEYS = filters.FILTER_KEYS + pages.PAGE_KEYS
 HOSTILE = [
     "1; DROP TABLE frames; --",
     "' OR '1'='1' UNION SELECT path FROM frames --",

@@ -202,6 +202,26 @@ def _contents(con) -> dict[str, pd.DataFrame]:
     return {t: con.sql(f"SELECT * FROM {t} ORDER BY ALL").df() for t in tables}
 
 
+def test_checkpoint_puts_every_committed_change_in_the_file_itself(db, tmp_path):
+    """What `migrate` relies on before it copies the file as a backup: after `checkpoint`, the
+    file without its write-ahead log holds the change; before, the log held it."""
+    import shutil
+
+    def copied_settings() -> dict:
+        copy = tmp_path / "copy.duckdb"
+        copy.unlink(missing_ok=True)
+        shutil.copy(db, copy)  # the file alone, as a plain copy takes it
+        with store.connect(copy, read_only=True, migrate=False) as other:
+            return {key: kv.get(other, key) for key in ("timezone", "lat")}
+
+    with store.connect(db) as con:
+        kv.put(con, "lat", 51.5)
+        assert upkeep._wal(db).exists()
+        assert copied_settings()["lat"] is None
+        upkeep.checkpoint(con)
+        assert copied_settings() == {"timezone": "Europe/London", "lat": 51.5}
+
+
 def test_compact_gives_a_smaller_file_with_every_kept_row_and_a_working_sequence(db):
     with store.connect(db) as con:
         runs = [write_run(con, "a") for _ in range(5)]

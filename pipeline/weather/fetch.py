@@ -6,8 +6,8 @@ errors, HTTP 429 and 5xx. An API error (HTTP 400, e.g. a date outside the archiv
 unreachable server (offline machine) become one-line `WeatherError`s that say what to do.
 Responses are read from Open-Meteo's JSON (`hourly.time`, `hourly.temperature_2m`, ...,
 `hourly_units`) and go through the same mapping, unit conversion, validation and condition
-rules as an imported CSV (`pipeline.weather`); the station is `open-meteo:LAT,LON` of the grid
-point the API answers with, the same name an Open-Meteo CSV export of that point gets.
+rules as an imported CSV (`importer.read_table`); the station is `open-meteo:LAT,LON` of the
+grid point the API answers with, the same name an Open-Meteo CSV export of that point gets.
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ import pandas as pd
 import requests
 
 import store
-from pipeline import weather
 from pipeline.errors import InputError, WeatherError
+from pipeline.weather.importer import read_table, write_observations
+from pipeline.weather.layouts.open_meteo import station_name
+from pipeline.weather.summary import WeatherImportSummary
+from pipeline.weather.table import Table
+from pipeline.weather.units import unit_in_name
 from store import weather as store_weather
 
 log = logging.getLogger(__name__)
@@ -39,7 +43,7 @@ BACKOFF_S = 1.0
 def fetch(db: Path, lat: float, lon: float, start: dt.date | str | None = None,
           end: dt.date | str | None = None, base_url: str = ARCHIVE_URL,
           retries: int = RETRIES, backoff_s: float = BACKOFF_S,
-          timeout_s: tuple[float, float] = TIMEOUT_S) -> weather.WeatherImportSummary:
+          timeout_s: tuple[float, float] = TIMEOUT_S) -> WeatherImportSummary:
     """Fetch hourly weather at (lat, lon) for start..end (UTC days, inclusive) into `db`."""
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise InputError(f"latitude must be -90..90 and longitude -180..180, not {lat}, {lon}")
@@ -62,13 +66,13 @@ def fetch(db: Path, lat: float, lon: float, start: dt.date | str | None = None,
         table.rows.extend(extra.rows)
     table.lines = list(range(1, len(table.rows) + 1))
     label = Path(urlparse(base_url).netloc or "open-meteo")
-    frame, summary = weather.read_table(table, label)
+    frame, summary = read_table(table, label)
     summary.notes.append(f"asked for {start} .. {end} (UTC days); 'line' numbers count hours")
-    weather.write_observations(frame, db, summary)
+    write_observations(frame, db, summary)
     return summary
 
 
-def table_from_json(payload: dict, base_url: str = ARCHIVE_URL) -> weather.Table:
+def table_from_json(payload: dict, base_url: str = ARCHIVE_URL) -> Table:
     """An Open-Meteo JSON response as a weather table (unit in each column name)."""
     try:
         hourly, units = payload["hourly"], payload.get("hourly_units", {})
@@ -86,12 +90,12 @@ def table_from_json(payload: dict, base_url: str = ARCHIVE_URL) -> weather.Table
     rows = [["" if value is None else str(value) for value in row] for row in zip(*columns)]
     unit_keys = {}
     for name in header[1:]:
-        key = weather.unit_in_name(name)
+        key = unit_in_name(name)
         if key:
             unit_keys[name] = key
-    table = weather.Table("open-meteo-api", header, rows, list(range(1, len(rows) + 1)),
-                          default_station=weather.station_name(lat, lon),
-                          column_units=unit_keys, source="open-meteo-api")
+    table = Table("open-meteo-api", header, rows, list(range(1, len(rows) + 1)),
+                  default_station=station_name(lat, lon),
+                  column_units=unit_keys, source="open-meteo-api")
     if payload.get("utc_offset_seconds"):
         table.fixed_offset_s = int(payload["utc_offset_seconds"])
     return table

@@ -1,0 +1,83 @@
+"""Where per-frame work runs: the executor protocol and the local threaded executor.
+
+**Workers compute; only the driver writes to the store.** DuckDB allows one read-write process
+at a time, so however many threads, processes or machines compute, their results travel back
+to the driver (the process that called the stage), where one writer commits them batch by
+batch (`pipeline.embed.BatchWriter`). A worker never opens the store, and never needs to: it
+gets everything it works on (frame ids, paths, settings) from the driver.
+
+An executor runs two functions over planned batches and yields one result per batch:
+
+- `prepare(item)`: per-item work, e.g. read and decode one frame's file. Run in workers.
+- `finish(prepared_items)`: per-batch work on the prepared items of one batch, e.g. model
+  inference on the decoded batch. Its result is what the driver commits.
+
+The functions are the same whatever runs them (threads here, a cluster elsewhere), so a frame
+gives the same vector with every executor.
+
+`LocalExecutor` is the first implementation: `prepare` in a pool of threads, a few batches
+ahead (Pillow's decoder and the model release the GIL), `finish` in the calling thread, so
+decoding overlaps inference and the model never waits for the disk. It yields batches in
+order, one at a time; while one batch is finished, the next `ahead + 1` are being prepared.
+
+To add an executor (e.g. Ray Data): write a class with the same `map_batches` signature that
+yields one result per batch (in any order; each result says which frames it holds). `prepare`
+and `finish` must then be picklable (module-level functions, `functools.partial` of them, or a
+callable class, which Ray Data instantiates once per actor, so a model is built once per actor
+rather than once per batch), and the driver keeps the one writer.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterator, Protocol, Sequence, TypeVar
+
+Item = TypeVar("Item")
+Prepared = TypeVar("Prepared")
+Result = TypeVar("Result")
+
+#: Batches decoded ahead: while one batch is finished, the next PREFETCH_BATCHES + 1 are prepared.
+PREFETCH_BATCHES = 2
+
+
+class Executor(Protocol):
+    """Runs `prepare` on every item and `finish` on every batch's prepared items."""
+
+    def map_batches(self, batches: Sequence[Sequence[Item]], prepare: Callable[[Item], Prepared],
+                    finish: Callable[[list[Prepared]], Result]) -> Iterator[Result]:
+        """Yield `finish([prepare(item) for item in batch])` for every batch."""
+        ...
+
+
+class LocalExecutor:
+    """`prepare` in `workers` threads, batches in advance; `finish` in the caller's thread.
+
+    Results come in batch order. Stopping the iteration (an error in the driver, Ctrl-C)
+    cancels the batches not yet started and waits for the running ones.
+    """
+
+    def __init__(self, workers: int, ahead: int = PREFETCH_BATCHES):
+        self.workers = max(1, int(workers))
+        self.ahead = max(0, int(ahead))
+
+    def map_batches(self, batches: Sequence[Sequence[Item]], prepare: Callable[[Item], Prepared],
+                    finish: Callable[[list[Prepared]], Result]) -> Iterator[Result]:
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="prepare")
+        remaining = iter(batches)
+        in_flight: deque[list[Future]] = deque()
+
+        def submit_next() -> None:
+            batch = next(remaining, None)
+            if batch is not None:
+                in_flight.append([pool.submit(prepare, item) for item in batch])
+
+        try:
+            for _ in range(self.ahead + 1):
+                submit_next()
+            while in_flight:
+                prepared = [future.result() for future in in_flight.popleft()]
+                submit_next()
+                yield finish(prepared)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,79 @@
+"""TensorFlow start-up: import TensorFlow and Keras once, quietly, set up for this machine.
+
+`import_keras()` is the only way the model code reaches Keras: it imports TensorFlow on first
+use (never at module import, so the CLI and the pixels baseline stay fast), sets its thread pools
+for the machine's cores, lets a GPU grow its memory instead of taking it all, and filters the
+start-up noise TensorFlow prints to stderr whatever TF_CPP_MIN_LOG_LEVEL says. Keras-wide
+settings that must be in force before a model is built belong here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import threading
+
+_TF_LOCK = threading.Lock()
+_TF_READY = False
+# TensorFlow prints these at import and first device use whatever TF_CPP_MIN_LOG_LEVEL says.
+_TF_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog|[IWE]\d{4} .*"
+    r"(port\.cc|cudart_stub|cuda_platform|cuda_executor|cuda_diagnostics|cpu_feature_guard)|"
+    r"To enable the following instructions|.*rebuild TensorFlow with the appropriate)")
+
+
+def import_keras():
+    """Import TensorFlow + Keras once, quietly, with threading set for the machine's cores."""
+    global _TF_READY
+    with _TF_LOCK:
+        if not _TF_READY:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            with _quiet_stderr():
+                import tensorflow as tf
+
+                n_cores = os.cpu_count() or 1
+                try:
+                    # all cores for the math inside an op; few ops at once (a CNN is a chain)
+                    tf.config.threading.set_intra_op_parallelism_threads(n_cores)
+                    tf.config.threading.set_inter_op_parallelism_threads(min(2, n_cores))
+                except RuntimeError:
+                    pass  # TensorFlow was already initialised by the caller: keep its setting
+                for gpu in tf.config.list_physical_devices("GPU"):  # share the GPU politely
+                    try:
+                        tf.config.experimental.set_memory_growth(gpu, True)
+                    except RuntimeError:
+                        pass
+                tf.config.list_physical_devices()  # device init logs land in the filter too
+                tf.get_logger().setLevel("ERROR")
+                import keras  # noqa: F401
+            _TF_READY = True
+    import keras
+
+    return keras
+
+
+class _quiet_stderr:
+    """Capture fd 2 while TensorFlow starts; pass on every line that is not known start-up noise."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        self._file = tempfile.TemporaryFile(mode="w+b")
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        text = self._file.read().decode(errors="replace")
+        self._file.close()
+        kept = [line for line in text.splitlines() if line.strip() and not _TF_NOISE.match(line)]
+        if kept:
+            sys.stderr.write("\n".join(kept) + "\n")
+        return False
+
+
