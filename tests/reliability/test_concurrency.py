@@ -227,7 +227,9 @@ def _settled(page) -> str:
     """Wait for the script run to finish; 'page' when a heading shows, 'locked' for the notice."""
     app = page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')
     app.wait_for(timeout=60_000)
-    page.locator("h1").first.or_(page.get_by_text(LOCK_NOTICE).first).wait_for(timeout=60_000)
+    # both can show at once (the heading drawn, then the notice of a lock met mid-run): .first
+    page.locator("h1").first.or_(page.get_by_text(LOCK_NOTICE).first).first.wait_for(
+        timeout=60_000)
     assert page.locator('[data-testid="stException"]').count() == 0
     return "locked" if page.get_by_text(LOCK_NOTICE).count() else "page"
 
