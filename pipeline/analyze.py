@@ -29,11 +29,12 @@ import pandas as pd
 
 import store
 from pipeline import __version__
-from pipeline.background import ThumbnailReader
 from pipeline.daylight import PLACE_KEYS
 from pipeline.detectors import (CONSENSUS, CONSENSUS_RULES, DETECTORS, Consensus, FrameBatch,
-                                NeighborIndex, make_detector)
+                                make_detector)
 from pipeline.errors import AnalysisError, InputError
+from pipeline.neighbors import NeighborIndex
+from pipeline.pixels import ThumbnailReader
 from pipeline.settings import Settings
 from store import analysis as sa
 from store import embeddings as se

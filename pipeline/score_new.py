@@ -25,9 +25,9 @@ import pandas as pd
 
 import store
 from pipeline.analyze import FittedRun, _score_rows, library_versions, neighbor_rows
-from pipeline.background import ThumbnailReader
 from pipeline.detectors import CONSENSUS, FrameBatch
 from pipeline.errors import AnalysisError
+from pipeline.pixels import ThumbnailReader
 from pipeline.settings import Settings
 from store import analysis as sa
 from store import embeddings as se

@@ -78,7 +78,8 @@ class Settings:
     map_method: str = _setting("pca", "2-D map projection: 'pca' or 'umap'")
     random_state: int = _setting(0, "seed for every random step")
     consensus_rule: str = _setting(
-        "family_tail", "how `consensus` combines detector ranks (see pipeline/detectors.py)")
+        "family_tail",
+        "how `consensus` combines detector ranks (see pipeline/detectors/consensus.py)")
     neighbor_index: str = _setting(
         "auto", "nearest-neighbour index: 'exact', 'kdtree', 'ivf' (approximate) or 'auto' "
         "(kdtree in <= 12 PCA dims, else exact up to 200k frames, then ivf)")

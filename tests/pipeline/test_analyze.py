@@ -265,11 +265,11 @@ def test_failure_mid_write_leaves_failed_run_and_no_rows(tmp_path, monkeypatch):
 
 
 def test_failure_in_a_detector_marks_the_run_failed(tmp_path, monkeypatch):
-    from pipeline import detectors
+    from pipeline.detectors import DETECTORS
 
     db = tmp_path / "g.duckdb"
     synthetic_store(db)
-    monkeypatch.setattr(detectors.HBOSDetector, "_fit",
+    monkeypatch.setattr(DETECTORS["hbos"], "_fit",
                         lambda self, batch: (_ for _ in ()).throw(ValueError("bad bins")))
     with pytest.raises(Exception, match="bad bins"):
         analyze(db, fast_settings(), progress=False)

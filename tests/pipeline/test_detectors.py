@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from pipeline.background import ArrayReader, less_surroundings, stand_out
 from pipeline.detectors import (CONSENSUS_RULES, DETECTORS, Consensus, FrameBatch,
-                                NeighborIndex, consensus_scores, make_detector)
+                                consensus_scores, make_detector)
+from pipeline.detectors.background.eigen import less_surroundings, stand_out
+from pipeline.neighbors import NeighborIndex
+from pipeline.pixels import ArrayReader
 
 N_DAYS, PER_DAY, DIM = 5, 48, 12
 PLANTED = np.array([100, 150, 170, 200])  # daytime frames on days 2-4
@@ -426,7 +428,7 @@ def test_time_of_day_noise_rescores_a_pixel_against_its_hour():
     """A pixel that is noisy every morning (a shadow edge) is ordinary at 9:00 and stands out at
     noon; frames of an unknown time, or of an hour with too few fit frames, keep their
     z-scores."""
-    from pipeline.background import TimeOfDayNoise
+    from pipeline.detectors.background.eigen import TimeOfDayNoise
 
     rng = np.random.default_rng(0)
     minutes = np.concatenate([rng.uniform(8 * 60, 10 * 60, 200),
@@ -453,7 +455,7 @@ def test_time_of_day_noise_takes_a_pixels_occasional_swings_as_its_range():
     spread (0.9), so another such swing is ordinary; with the MAD (0.5) its calm majority sets
     the range and the swing stands out. A pixel with even noise gets the same range either way,
     and a change far beyond what any pixel does stands out with both."""
-    from pipeline.background import TimeOfDayNoise
+    from pipeline.detectors.background.eigen import TimeOfDayNoise
 
     rng = np.random.default_rng(1)
     minutes = rng.uniform(9 * 60, 10 * 60, 300)
@@ -537,7 +539,8 @@ def _moved(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
 
 
 def test_alignment_sees_a_moved_camera_and_not_light_objects_or_noise():
-    from pipeline.background import Alignment, edge_map
+    from pipeline.detectors.background.alignment import Alignment
+    from pipeline.detectors.background.grids import edge_map
 
     rng = np.random.default_rng(0)
     scene = _textured_scene()
@@ -628,7 +631,7 @@ def test_thumbnail_decode_gives_pillow_draft_pixels_and_none_for_damage(shape):
 
     from PIL import Image
 
-    from pipeline.background import _decode, _resize, grid_size
+    from pipeline.pixels import decode_thumbnail, grid_size, resize_rgb
 
     rng = np.random.default_rng(1)
     height, width = shape
@@ -640,7 +643,7 @@ def test_thumbnail_decode_gives_pillow_draft_pixels_and_none_for_damage(shape):
     size = grid_size(width / height, 128)
     pillow = Image.open(io.BytesIO(jpeg))
     pillow.draft("RGB", size)
-    expected = _resize(pillow, size)
-    np.testing.assert_array_equal(_decode(jpeg, size), expected)
-    assert _decode(jpeg[: len(jpeg) // 2], size) is None
-    assert _decode(b"not a jpeg at all", size) is None
+    expected = resize_rgb(pillow, size)
+    np.testing.assert_array_equal(decode_thumbnail(jpeg, size), expected)
+    assert decode_thumbnail(jpeg[: len(jpeg) // 2], size) is None
+    assert decode_thumbnail(b"not a jpeg at all", size) is None

@@ -1,0 +1,52 @@
+"""Outlier detectors: one registry whose keys are the same in settings, CLI, store and dashboard.
+
+Every detector scores frames with *higher = more abnormal*. One module per family, each
+registering its detectors with `@register` (importing this package imports them all, in the
+order below, which is the registry's order):
+
+- `base`: the registry (`DETECTORS`, `register`, `make_detector`) and the base class
+  `Detector` (threshold and percentiles from the fit's scores);
+- `batch`: `FrameBatch`, the frames as detectors see them, and shared time helpers;
+- `embedding`: `iforest`, `lof`, `knn`, `ecod`, `copod`, `hbos` on the run's PCA space;
+- `timelapse`: `temporal` and `same_time`, compared with frames near in time or at the same
+  time of day on other days;
+- `background` (a sub-package): the fixed camera's learned background;
+- `quality`: `dark`, `overexposed`, `blurry`, `low_information`, `haze` from the frame
+  statistics;
+- `consensus`: `Consensus`, the detectors' evidence combined by family (not in the registry:
+  it is fitted on the detectors' ranks, not on frames, and is always added).
+
+A frame that was in the fit gets exactly the score it got in the fit (neighbour searches
+exclude the frame itself by frame_id), so `score-new` agrees with the run.
+"""
+
+# isort: off
+# Importing a family registers its detectors; the order of these imports is the registry's
+# order.
+from pipeline.detectors import embedding  # noqa: F401
+from pipeline.detectors import timelapse  # noqa: F401
+from pipeline.detectors import background  # noqa: F401
+from pipeline.detectors import quality  # noqa: F401
+# isort: on
+from pipeline.detectors.base import DETECTORS, Detector, make_detector, register
+from pipeline.detectors.batch import FrameBatch
+from pipeline.detectors.consensus import (
+    CONSENSUS,
+    CONSENSUS_RULES,
+    EVIDENCE_FROM,
+    Consensus,
+    consensus_scores,
+)
+
+__all__ = [
+    "CONSENSUS",
+    "CONSENSUS_RULES",
+    "DETECTORS",
+    "EVIDENCE_FROM",
+    "Consensus",
+    "Detector",
+    "FrameBatch",
+    "consensus_scores",
+    "make_detector",
+    "register",
+]
