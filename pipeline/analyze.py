@@ -287,14 +287,14 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     _say(progress, f"analysis run {run_id}: loading and projecting {model} vectors")
     ids, frames, scaler, pca, n_dims, z = load_projected(db, model, settings, steps)
     n = len(ids)
-    batch = FrameBatch.from_frames(ids, z, frames, pixels=ThumbnailReader(db))
-
     detectors = {k: make_detector(k, settings.contamination, settings.random_state) for k in keys}
     for det in detectors.values():  # a small store: at most n - 1 neighbours (as PyOD's LOF does)
-        if getattr(det, "n_neighbors", 0) > n - 1:
-            det.n_neighbors = n - 1
-    k_needed = max([N_TABLE_NEIGHBORS] + [getattr(d, "n_neighbors_needed", 0)
-                                          for d in detectors.values()])
+        if det.n_neighbors_needed > n - 1:
+            det.set_params(n_neighbors=n - 1)
+    needs_pixels = any("thumbnails" in det.needs for det in detectors.values())
+    batch = FrameBatch.from_frames(ids, z, frames,
+                                   pixels=ThumbnailReader(db) if needs_pixels else None)
+    k_needed = max([N_TABLE_NEIGHBORS] + [d.n_neighbors_needed for d in detectors.values()])
     _say(progress, f"nearest neighbours (k={k_needed}) in {n_dims} PCA dims")
     index = steps.run("neighbors", lambda: NeighborIndex(
         settings.neighbor_index, random_state=settings.random_state).fit(z, ids))
@@ -314,8 +314,7 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
         steps.run(f"detector:{key}", det.fit, batch)
         s = det.decision_scores_
         if not np.isfinite(s).any():
-            notes.append(f"{key} skipped: it cannot score these frames "
-                         + _why_unscorable(key))
+            notes.append(f"{key} skipped: it cannot score these frames {det.why_unscorable()}")
             continue
         scores[key] = s
         pcts[key] = det.percentile(s)
@@ -342,7 +341,9 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     params = dict(params, pca_dims=n_dims, n_clusters_found=n_clusters,
                   neighbor_index=index.kind_, detectors=list(detectors),
                   consensus_of=chosen,
-                  too_far_distance=too_far)
+                  too_far_distance=too_far,
+                  detector_facts={key: scorer.facts() for key, scorer
+                                  in {**detectors, CONSENSUS: consensus}.items()})
     _say(progress, f"writing run {run_id}")
 
     def write():
@@ -359,18 +360,6 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
                          n_clusters=n_clusters, n_outliers=n_outliers,
                          timings=dict(steps.timings), peak_mb=dict(steps.peak_mb), notes=notes,
                          params=params, cpu=dict(steps.cpu))
-
-
-def _why_unscorable(key: str) -> str:
-    family = DETECTORS[key].family
-    if family == "timelapse":
-        return "(frames need timestamps, and same_time needs frames on at least two days)"
-    if family == "quality":
-        return "(the frames lack image statistics; re-ingest them)"
-    if family == "background":
-        return ("(it learns the scene from the stored thumbnails and needs at least 30 "
-                "readable ones)")
-    return ""
 
 
 def _pickle(obj: Any) -> bytes:

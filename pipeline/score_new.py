@@ -142,7 +142,7 @@ def score_frames(db: Path, fitted: FittedRun, frame_ids: np.ndarray,
         return _empty_report(fitted), n_skipped
     z = fitted.transform(vectors)
     batch = FrameBatch.from_frames(ids, z, frames, pixels=ThumbnailReader(db))
-    k = max([8] + [getattr(d, "n_neighbors_needed", 0) for d in fitted.detectors.values()])
+    k = max([8] + [d.n_neighbors_needed for d in fitted.detectors.values()])
     fitted.index.attach(batch, k)
 
     scores: dict[str, np.ndarray] = {}

@@ -24,6 +24,18 @@ def _setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def _from_registry(name: str, help: str) -> Any:
+    """A default list the detector registry derives (`pipeline.detectors.<name>()`), imported
+    only when a Settings object is made, so this module stays cheap to import."""
+
+    def default() -> list:
+        from pipeline import detectors
+
+        return getattr(detectors, name)()
+
+    return field(default_factory=default, metadata={"help": help})
+
+
 @dataclass
 class Settings:
     # Time and place
@@ -59,13 +71,13 @@ class Settings:
     batch_size: int = _setting(32, "frames per inference batch (and per commit)")
 
     # Analysis
-    detectors: list = _setting(
-        ["iforest", "lof", "knn", "ecod", "copod", "hbos", "temporal", "same_time",
-         "background", "dark", "overexposed", "blurry", "low_information", "haze"],
-        "outlier detectors to run (see `python -m pipeline analyze --help`)")
-    consensus_detectors: list = _setting(
-        ["lof", "background", "dark", "overexposed", "blurry", "low_information", "haze"],
-        "detectors `consensus` combines (those run; all run ones when none of these ran)")
+    detectors: list = _from_registry(
+        "default_detectors", "outlier detectors to run (default: every detector that is on by "
+                             "default; see pipeline/detectors/)")
+    consensus_detectors: list = _from_registry(
+        "default_consensus", "detectors `consensus` combines (those run; all run ones when none "
+                             "of these ran; default: those marked in_consensus, see "
+                             "pipeline/detectors/)")
     clusterer: str = _setting("kmeans", "clusterer: 'kmeans' or 'hdbscan'")
     n_clusters: str = _setting("auto", "number of k-means clusters, or 'auto' (silhouette)")
     contamination: float = _setting(0.05, "share of frames flagged as outliers by each detector")

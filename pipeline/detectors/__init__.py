@@ -2,10 +2,10 @@
 
 Every detector scores frames with *higher = more abnormal*. One module per family, each
 registering its detectors with `@register` (importing this package imports them all, in the
-order below, which is the registry's order):
+order below, which is the registry's order and that of the default `detectors` setting):
 
 - `base`: the registry (`DETECTORS`, `register`, `make_detector`) and the base class
-  `Detector` (threshold and percentiles from the fit's scores);
+  `Detector` (facts, threshold and percentiles from the fit's scores);
 - `batch`: `FrameBatch`, the frames as detectors see them, and shared time helpers;
 - `embedding`: `iforest`, `lof`, `knn`, `ecod`, `copod`, `hbos` on the run's PCA space;
 - `timelapse`: `temporal` and `same_time`, compared with frames near in time or at the same
@@ -22,18 +22,25 @@ exclude the frame itself by frame_id), so `score-new` agrees with the run.
 
 # isort: off
 # Importing a family registers its detectors; the order of these imports is the registry's
-# order.
+# order, and so the order of the default `detectors` and `consensus_detectors` settings.
 from pipeline.detectors import embedding  # noqa: F401
 from pipeline.detectors import timelapse  # noqa: F401
 from pipeline.detectors import background  # noqa: F401
 from pipeline.detectors import quality  # noqa: F401
 # isort: on
-from pipeline.detectors.base import DETECTORS, Detector, make_detector, register
+from pipeline.detectors.base import (
+    DETECTORS,
+    NEEDS,
+    Detector,
+    default_consensus,
+    default_detectors,
+    make_detector,
+    register,
+)
 from pipeline.detectors.batch import FrameBatch
 from pipeline.detectors.consensus import (
     CONSENSUS,
     CONSENSUS_RULES,
-    EVIDENCE_FROM,
     Consensus,
     consensus_scores,
 )
@@ -42,11 +49,13 @@ __all__ = [
     "CONSENSUS",
     "CONSENSUS_RULES",
     "DETECTORS",
-    "EVIDENCE_FROM",
+    "NEEDS",
     "Consensus",
     "Detector",
     "FrameBatch",
     "consensus_scores",
+    "default_consensus",
+    "default_detectors",
     "make_detector",
     "register",
 ]

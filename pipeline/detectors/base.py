@@ -1,5 +1,14 @@
 """The detector registry and the base class every detector derives from.
 
+What the rest of the code needs to know about a detector is a class attribute of it, and
+everything else derives from the registry (`DETECTORS`): the default lists in
+`pipeline.settings` (`on_by_default`, `in_consensus`), what analyze says when a detector could
+not score (`unscorable`), where consensus starts counting its ranks as evidence
+(`evidence_from`), how many neighbours the shared index must attach (`n_neighbors_needed`), and
+the facts each run records for the dashboard (`Detector.facts`: its `summary`, evidence
+`family` and `order` in lists; the dashboard never imports the pipeline, so it reads them from
+the run). A fact shared by a family is set once on the family's base class.
+
 Every detector follows the PyOD / scikit-learn habits: `__init__` only stores keyword
 parameters, `fit(batch)` does the work and returns self, learned state ends in `_`
 (`decision_scores_`, `threshold_`, `labels_`, `reference_`), and `decision_function(batch)`
@@ -8,26 +17,47 @@ scores frames against the frozen fit; higher = more abnormal.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
 from pipeline.detectors.batch import FrameBatch
 
+# What a detector can need to run, beyond the frames themselves.
+NEEDS = {
+    "embeddings": "the run's PCA space of the embedding vectors",
+    "timestamps": "each frame's time (order in time, time of day, date)",
+    "thumbnails": "the stored thumbnails' pixels",
+    "frame_stats": "the image statistics ingest computed (mean luma, contrast, ...)",
+}
+
 DETECTORS: dict[str, type["Detector"]] = {}
 
 
 class Detector(BaseEstimator):
-    """Shared behaviour: scores of the fit, percentile ranks against them, the threshold."""
+    """Shared behaviour: scores of the fit, percentile ranks against them, the threshold;
+    subclasses set the facts, `_fit` and `decision_function`."""
 
     key: ClassVar[str] = ""
-    family: ClassVar[str] = ""
-    summary: ClassVar[str] = ""
-    n_neighbors_needed: ClassVar[int] = 0
+    summary: ClassVar[str] = ""   # one line: what a high score means
+    family: ClassVar[str] = ""    # evidence family: consensus averages within, sums across
+    order: ClassVar[int] = 1000   # place in the dashboard's lists (then by key)
+    recorded: ClassVar[tuple[str, ...]] = ("summary", "family", "order")  # what runs record
+    needs: ClassVar[frozenset[str]] = frozenset()  # keys of NEEDS
+    on_by_default: ClassVar[bool] = True     # in the default `detectors` setting
+    in_consensus: ClassVar[bool] = False     # in the default `consensus_detectors` setting
+    evidence_from: ClassVar[float] = 0.0     # consensus counts ranks above this as evidence
+    unscorable: ClassVar[str] = ""           # why it may score nothing ({param} filled in)
+    n_neighbors_needed: ClassVar[int] = 0    # neighbours the batch must have attached
 
     def __init__(self, contamination: float = 0.05):
         self.contamination = contamination
+
+    @classmethod
+    def facts(cls) -> dict[str, Any]:
+        """The facts a run records about it (in `analysis_runs.params`, for the dashboard)."""
+        return {name: getattr(cls, name) for name in cls.recorded}
 
     def fit(self, batch: FrameBatch) -> "Detector":
         self._check_contamination()
@@ -35,6 +65,10 @@ class Detector(BaseEstimator):
         scores = self.decision_function(batch)
         self._set_reference(scores)
         return self
+
+    def why_unscorable(self) -> str:
+        """What the frames lack when this detector scored none of them."""
+        return self.unscorable.format(**self.get_params())
 
     def _check_contamination(self) -> None:
         if not 0 < self.contamination < 0.5:
@@ -66,15 +100,21 @@ class Detector(BaseEstimator):
         raise NotImplementedError
 
 
-def register(cls: type["Detector"]) -> type["Detector"]:
+def register(cls: type[Detector]) -> type[Detector]:
     """Class decorator: add a detector class to the registry under its `key`."""
+    if not cls.key or not cls.family or not cls.summary:
+        raise ValueError(f"{cls.__name__} needs a key, a family and a summary to be registered")
     if cls.key in DETECTORS:
         raise ValueError(f"detector {cls.key!r} registered twice")
+    unknown = set(cls.needs) - set(NEEDS)
+    if unknown:
+        raise ValueError(f"{cls.key} needs {', '.join(sorted(unknown))}: not one of "
+                         f"{', '.join(NEEDS)}")
     DETECTORS[cls.key] = cls
     return cls
 
 
-def make_detector(key: str, contamination: float = 0.05, random_state: int = 0) -> "Detector":
+def make_detector(key: str, contamination: float = 0.05, random_state: int = 0) -> Detector:
     """A new unfitted detector from its registry key."""
     try:
         cls = DETECTORS[key]
@@ -84,3 +124,13 @@ def make_detector(key: str, contamination: float = 0.05, random_state: int = 0) 
     if "random_state" in cls._get_param_names():
         params["random_state"] = random_state
     return cls(**params)
+
+
+def default_detectors() -> list[str]:
+    """The detectors a run runs by default, in registry order."""
+    return [key for key, cls in DETECTORS.items() if cls.on_by_default]
+
+
+def default_consensus() -> list[str]:
+    """The detectors the consensus combines by default, in registry order."""
+    return [key for key, cls in DETECTORS.items() if cls.in_consensus]

@@ -1,31 +1,32 @@
 """The consensus: one score per frame from the detectors' percentile ranks, by evidence family.
 
-The rule (default `family_tail`, measured in docs/PERFORMANCE.md "Detection quality"):
-each detector's percentile p becomes tail evidence -log(1 - p) (so one confident detector counts
+The rule (default `family_tail`, measured in docs/PERFORMANCE.md "Detection quality"): each
+detector's percentile p becomes tail evidence -log(1 - p) (so one confident detector counts
 more than several lukewarm ones; 1 - p is floored at 1/(n + 1) for n ranked frames), evidence is
 averaged within a family (embedding, time-lapse, background, quality) and summed over families.
 Families see different anomalies (quality: black, fog, washed-out; background: people, animals,
 drops, a knocked camera; embedding: a frame unlike any other), so a family mean keeps a weak
 member from drowning a strong one only within its family, and the sum lets one family alone
 flag a frame. The embedding and time-lapse detectors are generalists that rank frames by any
-difference, weather and light included, so only their top tenth counts (`EVIDENCE_FROM`). A
-plain mean of all ranks lets one-sided checks (`dark` knows nothing of fog) drag real anomalies
-down. By default consensus combines `lof`, `background` and the quality
-checks (`consensus_detectors`); the other detectors are computed for side-by-side comparison:
-on the demo and its harder variants adding them lowered the consensus (iforest, ecod, copod and
-hbos are global or per-dimension detectors on data whose normal frames follow a daily cycle;
-knn, temporal and same_time repeat what lof and background see, with more noise).
+difference, weather and light included, so only their top tenth counts (their classes'
+`evidence_from`). A plain mean of all ranks lets one-sided checks (`dark` knows nothing of fog)
+drag real anomalies down. By default consensus combines `lof`, `background` and the quality
+checks (the classes with `in_consensus`; setting `consensus_detectors`); the other detectors
+are computed for side-by-side comparison: on the demo and its harder variants adding them
+lowered the consensus (iforest, ecod, copod and hbos are global or per-dimension detectors on
+data whose normal frames follow a daily cycle; knn, temporal and same_time repeat what lof and
+background see, with more noise).
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
-from pipeline.detectors.base import DETECTORS
+from pipeline.detectors.base import DETECTORS, Detector
 
 CONSENSUS = "consensus"
 
@@ -74,9 +75,6 @@ def _rule_family_tail(pct: np.ndarray, families: list[str], floor: float) -> np.
     return np.nansum(stacked, axis=1)
 
 
-# Ranks below these count as no evidence in the consensus (see `consensus_scores`).
-EVIDENCE_FROM = {"embedding": 0.9, "timelapse": 0.9}
-
 CONSENSUS_RULES: dict[str, Callable[[np.ndarray, list[str], float], np.ndarray]] = {
     "mean": _rule_mean,
     "max": _rule_max,
@@ -95,7 +93,7 @@ def consensus_scores(pcts: dict[str, np.ndarray], rule: str,
     frame of n is 1 - 1/(n + 1) of the way up, not certain, so a detector's top rank among 13
     frames counts as far less evidence than among 100,000 (default: the frames given here).
 
-    A detector's ranks below its family's `EVIDENCE_FROM` count as none: p becomes
+    A detector's ranks below its class's `evidence_from` count as none: p becomes
     (p - start) / (1 - start), floored at 0. The generalists on the CNN
     embedding (embedding and time-lapse families: 0.9) rank frames by any difference, weather and
     light included, so only their top tenth says "junk"; below it their rank is noise that would
@@ -108,7 +106,7 @@ def consensus_scores(pcts: dict[str, np.ndarray], rule: str,
     if not keys:
         raise ValueError("consensus needs at least one detector")
     pct = np.column_stack([pcts[k] for k in keys]).astype(float)
-    start = np.array([EVIDENCE_FROM.get(DETECTORS[k].family, 0.0) for k in keys])
+    start = np.array([DETECTORS[k].evidence_from for k in keys])
     pct = np.clip((pct - start) / (1 - start), 0, 1)  # NaN stays NaN
     families = [DETECTORS[k].family for k in keys]
     floor = 1.0 / ((n_reference or len(pct)) + 1)
@@ -122,6 +120,14 @@ def consensus_scores(pcts: dict[str, np.ndarray], rule: str,
 @dataclass
 class Consensus:
     """The fitted consensus: which detectors, which rule, and its fit score distribution."""
+
+    key: ClassVar[str] = CONSENSUS
+    summary: ClassVar[str] = ("the detectors' evidence combined by family (see "
+                              "pipeline/detectors/consensus.py)")
+    family: ClassVar[str] = CONSENSUS
+    order: ClassVar[int] = 0
+    recorded: ClassVar[tuple[str, ...]] = Detector.recorded
+    facts = vars(Detector)["facts"]  # the detectors' classmethod, on the same facts
 
     keys: list[str]
     rule: str

@@ -6,6 +6,9 @@ k-NN pass serves lof, knn and the neighbours table. `ecod` and `copod` are PyOD'
 the per-dimension ECDFs frozen at fit time (PyOD refits them on train + new data, which would
 change scores of new frames with the batch); `hbos` is PyOD's static-bin formula vectorised
 (PyOD scores frame by frame in Python). Tests check all five equal PyOD on the fit.
+
+They are generalists: they rank frames by any difference, weather and light included, so the
+consensus counts only their top tenth (`evidence_from`).
 """
 
 from __future__ import annotations
@@ -16,11 +19,19 @@ from scipy.stats import skew
 from pipeline.detectors.base import Detector, register
 
 
-@register
-class IForestDetector(Detector):
-    key = "iforest"
+class EmbeddingDetector(Detector):
+    """The family's facts: on the PCA space, a generalist whose top tenth is evidence."""
+
     family = "embedding"
+    needs = frozenset({"embeddings"})
+    evidence_from = 0.9
+
+
+@register
+class IForestDetector(EmbeddingDetector):
+    key = "iforest"
     summary = "Isolation Forest (PyOD): frames isolated by few random splits"
+    order = 30
 
     def __init__(self, contamination: float = 0.05, n_estimators: int = 100,
                  max_samples: int | str = "auto", random_state: int = 0):
@@ -40,7 +51,7 @@ class IForestDetector(Detector):
         return self.model_.decision_function(batch.z).astype(float)
 
 
-class _NeighborDetector(Detector):
+class _NeighborDetector(EmbeddingDetector):
     """Reads `batch.nn_dist` / `batch.nn_idx` (the shared index); stores the fit's own."""
 
     @property
@@ -55,8 +66,9 @@ class _NeighborDetector(Detector):
 @register
 class LOFDetector(_NeighborDetector):
     key = "lof"
-    family = "embedding"
     summary = "Local Outlier Factor (PyOD/scikit-learn definition, k=20)"
+    order = 20
+    in_consensus = True
 
     def __init__(self, contamination: float = 0.05, n_neighbors: int = 20):
         self.contamination = contamination
@@ -83,8 +95,8 @@ class LOFDetector(_NeighborDetector):
 @register
 class KNNDetector(_NeighborDetector):
     key = "knn"
-    family = "embedding"
     summary = "distance to the k-th nearest frame (PyOD KNN 'largest', k=5)"
+    order = 40
 
     def __init__(self, contamination: float = 0.05, n_neighbors: int = 5):
         self.contamination = contamination
@@ -94,7 +106,7 @@ class KNNDetector(_NeighborDetector):
         return batch.nn_dist[:, self.n_neighbors - 1].astype(float)
 
 
-class _FrozenECDF(Detector):
+class _FrozenECDF(EmbeddingDetector):
     """PyOD's ECOD/COPOD tail probabilities with the per-dimension ECDFs frozen at fit."""
 
     def _fit(self, batch):
@@ -120,8 +132,8 @@ class _FrozenECDF(Detector):
 @register
 class ECODDetector(_FrozenECDF):
     key = "ecod"
-    family = "embedding"
     summary = "ECOD (PyOD formula): tail probabilities per PCA dimension, skew-aware"
+    order = 50
 
     def decision_function(self, batch):
         u_l, u_r, u_skew = self._tails(batch.z)
@@ -131,8 +143,8 @@ class ECODDetector(_FrozenECDF):
 @register
 class COPODDetector(_FrozenECDF):
     key = "copod"
-    family = "embedding"
     summary = "COPOD (PyOD formula): empirical copula tail probabilities"
+    order = 60
 
     def decision_function(self, batch):
         u_l, u_r, u_skew = self._tails(batch.z)
@@ -140,10 +152,10 @@ class COPODDetector(_FrozenECDF):
 
 
 @register
-class HBOSDetector(Detector):
+class HBOSDetector(EmbeddingDetector):
     key = "hbos"
-    family = "embedding"
     summary = "Histogram-based outlier score (PyOD formula): rare values per PCA dimension"
+    order = 70
 
     def __init__(self, contamination: float = 0.05, n_bins: int = 20, alpha: float = 0.1,
                  tol: float = 0.5):

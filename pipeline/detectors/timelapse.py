@@ -3,7 +3,8 @@
 `temporal` scores how far a frame is from the frames just before and after it in time, and
 `same_time` how far it is from the nearest frames at the same time of day on other days; each
 is divided by the typical value for that hour of day (so dusk, when every frame changes fast,
-is not flagged while a sudden change is).
+is not flagged while a sudden change is). They rank frames by any difference, weather and light
+included, so the consensus counts only their top tenth (`evidence_from`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ class _TimelapseDetector(Detector):
     """Distances in the PCA space, divided by the fit's median for that hour of day when
     `hour_normalised` (same_time: other days differ more at dusk, when light changes fast)."""
 
+    family = "timelapse"
+    needs = frozenset({"embeddings", "timestamps"})
+    evidence_from = 0.9
     hour_normalised: ClassVar[bool] = True
 
     def _fit(self, batch):
@@ -68,8 +72,9 @@ class _TimelapseDetector(Detector):
 @register
 class TemporalDetector(_TimelapseDetector):
     key = "temporal"
-    family = "timelapse"
     summary = "differs from the frames just before and after it (sudden change)"
+    order = 80
+    unscorable = "(frames need timestamps)"
 
     def __init__(self, contamination: float = 0.05, window: int = 3, scale_window: int = 12,
                  max_gap_minutes: float = 180.0):
@@ -185,8 +190,9 @@ class SameTimeDetector(_TimelapseDetector):
     """
 
     key = "same_time"
-    family = "timelapse"
     summary = "differs from the same time of day on other days"
+    order = 90
+    unscorable = "(frames need timestamps, on at least two days)"
 
     def __init__(self, contamination: float = 0.05, n_neighbors: int = 3,
                  window_minutes: float = 30.0, max_days: int | None = 30):

@@ -19,13 +19,8 @@ N_DAYS, PER_DAY, DIM = 5, 48, 12
 PLANTED = np.array([100, 150, 170, 200])  # daytime frames on days 2-4
 
 # Stats that make a planted frame bad for each quality check (normal frames: see _batch).
-QUALITY_PLANT = {
-    "dark": {"mean_luma": 4.0},
-    "overexposed": {"mean_luma": 250.0, "contrast": 3.0},
-    "blurry": {"sharpness": 2.0},
-    "low_information": {"contrast": 2.0, "colorfulness": 0.5},
-    "haze": {"mean_luma": 170.0, "contrast": 6.0, "colorfulness": 1.0},
-}
+QUALITY_PLANT = {key: cls.example_bad for key, cls in DETECTORS.items()
+                 if "frame_stats" in cls.needs}
 
 
 def _garden(hours: np.ndarray, seed: int, planted: np.ndarray) -> dict[int, np.ndarray]:

@@ -65,6 +65,11 @@ class BackgroundDetector(Detector):
     summary = "something the fixed camera's learned background cannot explain (a person, " \
               "an animal, drops on the lens), or a camera that no longer lines up with it"
     family = "background"
+    order = 10
+    needs = frozenset({"thumbnails"})
+    in_consensus = True
+    unscorable = ("(it learns the scene from the stored thumbnails and needs at least "
+                  "{min_frames} readable ones)")
 
     def __init__(self, contamination: float = 0.05, n_components: int = 12,
                  variance: float = 0.9, width: int = 128, top_share: float = 0.001,
