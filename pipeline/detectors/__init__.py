@@ -4,8 +4,8 @@ Every detector scores frames with *higher = more abnormal*. One module per famil
 registering its detectors with `@register` (importing this package imports them all, in the
 order below, which is the registry's order and that of the default `detectors` setting):
 
-- `base`: the registry (`DETECTORS`, `register`, `make_detector`) and the base class
-  `Detector` (facts, threshold and percentiles from the fit's scores);
+- `base`: the registry (`DETECTORS`, `register`, `make_detector`) and the base classes
+  (`Scorer`: facts, threshold, percentiles; `Detector`: fit on a `FrameBatch`);
 - `batch`: `FrameBatch`, the frames as detectors see them, and shared time helpers;
 - `embedding`: `iforest`, `lof`, `knn`, `ecod`, `copod`, `hbos` on the run's PCA space;
 - `timelapse`: `temporal` and `same_time`, compared with frames near in time or at the same
@@ -32,6 +32,7 @@ from pipeline.detectors.base import (
     DETECTORS,
     NEEDS,
     Detector,
+    Scorer,
     default_consensus,
     default_detectors,
     make_detector,
@@ -53,6 +54,7 @@ __all__ = [
     "Consensus",
     "Detector",
     "FrameBatch",
+    "Scorer",
     "consensus_scores",
     "default_consensus",
     "default_detectors",

@@ -1,18 +1,19 @@
-"""The detector registry and the base class every detector derives from.
+"""The detector registry and the base classes of every detector and of the consensus.
 
 What the rest of the code needs to know about a detector is a class attribute of it, and
 everything else derives from the registry (`DETECTORS`): the default lists in
 `pipeline.settings` (`on_by_default`, `in_consensus`), what analyze says when a detector could
 not score (`unscorable`), where consensus starts counting its ranks as evidence
 (`evidence_from`), how many neighbours the shared index must attach (`n_neighbors_needed`), and
-the facts each run records for the dashboard (`Detector.facts`: its `summary`, evidence
-`family` and `order` in lists; the dashboard never imports the pipeline, so it reads them from
-the run). A fact shared by a family is set once on the family's base class.
+the facts each run records for the dashboard (`Scorer.facts`: its `summary`, evidence `family`
+and `order` in lists; the dashboard never imports the pipeline, so it reads them from the run).
+A fact shared by a family is set once on the family's base class.
 
 Every detector follows the PyOD / scikit-learn habits: `__init__` only stores keyword
-parameters, `fit(batch)` does the work and returns self, learned state ends in `_`
-(`decision_scores_`, `threshold_`, `labels_`, `reference_`), and `decision_function(batch)`
-scores frames against the frozen fit; higher = more abnormal.
+parameters, `fit(batch)` does the work and returns self, learned state ends in `_`, and
+`decision_function(batch)` scores frames against the frozen fit; higher = more abnormal. The
+threshold, the fit's flags and the percentile ranks come from one place for every detector
+and the consensus (`Scorer._process_decision_scores`, as PyOD's base class does).
 """
 
 from __future__ import annotations
@@ -35,21 +36,15 @@ NEEDS = {
 DETECTORS: dict[str, type["Detector"]] = {}
 
 
-class Detector(BaseEstimator):
-    """Shared behaviour: scores of the fit, percentile ranks against them, the threshold;
-    subclasses set the facts, `_fit` and `decision_function`."""
+class Scorer(BaseEstimator):
+    """What detectors and the consensus share: their facts, and a threshold and percentile ranks
+    learned from the fit's scores (`decision_scores_`)."""
 
     key: ClassVar[str] = ""
     summary: ClassVar[str] = ""   # one line: what a high score means
     family: ClassVar[str] = ""    # evidence family: consensus averages within, sums across
     order: ClassVar[int] = 1000   # place in the dashboard's lists (then by key)
     recorded: ClassVar[tuple[str, ...]] = ("summary", "family", "order")  # what runs record
-    needs: ClassVar[frozenset[str]] = frozenset()  # keys of NEEDS
-    on_by_default: ClassVar[bool] = True     # in the default `detectors` setting
-    in_consensus: ClassVar[bool] = False     # in the default `consensus_detectors` setting
-    evidence_from: ClassVar[float] = 0.0     # consensus counts ranks above this as evidence
-    unscorable: ClassVar[str] = ""           # why it may score nothing ({param} filled in)
-    n_neighbors_needed: ClassVar[int] = 0    # neighbours the batch must have attached
 
     def __init__(self, contamination: float = 0.05):
         self.contamination = contamination
@@ -59,23 +54,15 @@ class Detector(BaseEstimator):
         """The facts a run records about it (in `analysis_runs.params`, for the dashboard)."""
         return {name: getattr(cls, name) for name in cls.recorded}
 
-    def fit(self, batch: FrameBatch) -> "Detector":
-        self._check_contamination()
-        self._fit(batch)
-        scores = self.decision_function(batch)
-        self._set_reference(scores)
-        return self
-
-    def why_unscorable(self) -> str:
-        """What the frames lack when this detector scored none of them."""
-        return self.unscorable.format(**self.get_params())
-
     def _check_contamination(self) -> None:
         if not 0 < self.contamination < 0.5:
             raise ValueError(f"contamination must be in (0, 0.5), got {self.contamination}")
 
-    def _set_reference(self, scores: np.ndarray) -> None:
-        self.decision_scores_ = scores
+    def _process_decision_scores(self) -> None:
+        """From the fit's scores (`decision_scores_`): their sorted finite values
+        (`reference_`, what percentiles rank against), the `threshold_` above which a share
+        `contamination` of them lie, and the fit's flags (`labels_`)."""
+        scores = self.decision_scores_
         finite = scores[np.isfinite(scores)]
         self.reference_ = np.sort(finite)
         self.threshold_ = (float(np.quantile(finite, 1 - self.contamination))
@@ -91,7 +78,31 @@ class Detector(BaseEstimator):
         return out
 
     def predict_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Whether each score is above the fit's threshold (NaN: no)."""
         return np.nan_to_num(scores, nan=-np.inf) > self.threshold_
+
+
+class Detector(Scorer):
+    """A detector of outlying frames in a `FrameBatch`; subclasses set the facts, `_fit` and
+    `decision_function`."""
+
+    needs: ClassVar[frozenset[str]] = frozenset()  # keys of NEEDS
+    on_by_default: ClassVar[bool] = True     # in the default `detectors` setting
+    in_consensus: ClassVar[bool] = False     # in the default `consensus_detectors` setting
+    evidence_from: ClassVar[float] = 0.0     # consensus counts ranks above this as evidence
+    unscorable: ClassVar[str] = ""           # why it may score nothing ({param} filled in)
+    n_neighbors_needed: ClassVar[int] = 0    # neighbours the batch must have attached
+
+    def fit(self, batch: FrameBatch) -> "Detector":
+        self._check_contamination()
+        self._fit(batch)
+        self.decision_scores_ = self.decision_function(batch)
+        self._process_decision_scores()
+        return self
+
+    def why_unscorable(self) -> str:
+        """What the frames lack when this detector scored none of them."""
+        return self.unscorable.format(**self.get_params())
 
     def _fit(self, batch: FrameBatch) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

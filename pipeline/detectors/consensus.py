@@ -16,17 +16,20 @@ are computed for side-by-side comparison: on the demo and its harder variants ad
 lowered the consensus (iforest, ecod, copod and hbos are global or per-dimension detectors on
 data whose normal frames follow a daily cycle; knn, temporal and same_time repeat what lof and
 background see, with more noise).
+
+`Consensus` is fitted like a detector (on the fit's percentile ranks instead of a batch): `fit`
+returns self, its scores of the fit are `decision_scores_`, and its threshold and percentiles
+come from the same base as every detector's.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Callable
 
 import numpy as np
 
-from pipeline.detectors.base import DETECTORS, Detector
+from pipeline.detectors.base import DETECTORS, Scorer
 
 CONSENSUS = "consensus"
 
@@ -117,44 +120,29 @@ def consensus_scores(pcts: dict[str, np.ndarray], rule: str,
     return np.asarray(out, dtype=float)
 
 
-@dataclass
-class Consensus:
-    """The fitted consensus: which detectors, which rule, and its fit score distribution."""
+class Consensus(Scorer):
+    """The fitted consensus of detectors `keys` by `rule`: fitted on the fit's percentile ranks
+    (detector key -> 0..1 per frame), it scores new ranks with the same floor."""
 
-    key: ClassVar[str] = CONSENSUS
-    summary: ClassVar[str] = ("the detectors' evidence combined by family (see "
-                              "pipeline/detectors/consensus.py)")
-    family: ClassVar[str] = CONSENSUS
-    order: ClassVar[int] = 0
-    recorded: ClassVar[tuple[str, ...]] = Detector.recorded
-    facts = vars(Detector)["facts"]  # the detectors' classmethod, on the same facts
+    key = CONSENSUS
+    summary = "the detectors' evidence combined by family (see pipeline/detectors/consensus.py)"
+    family = CONSENSUS
+    order = 0
 
-    keys: list[str]
-    rule: str
-    contamination: float
-    reference_: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    threshold_: float = np.inf
-    n_reference_: int | None = None
+    def __init__(self, keys: list[str] | None = None, rule: str = "family_tail",
+                 contamination: float = 0.05):
+        self.keys = keys
+        self.rule = rule
+        self.contamination = contamination
 
-    def fit(self, pcts: dict[str, np.ndarray]) -> np.ndarray:
+    def fit(self, pcts: dict[str, np.ndarray]) -> "Consensus":
+        self._check_contamination()
         self.n_reference_ = len(next(iter(pcts.values()))) if pcts else None
-        scores = self.score(pcts)
-        finite = scores[np.isfinite(scores)]
-        self.reference_ = np.sort(finite)
-        self.threshold_ = float(np.quantile(finite, 1 - self.contamination)) if len(finite) else np.inf
-        return scores
+        self.decision_scores_ = self.decision_function(pcts)
+        self._process_decision_scores()
+        return self
 
-    def score(self, pcts: dict[str, np.ndarray]) -> np.ndarray:
+    def decision_function(self, pcts: dict[str, np.ndarray]) -> np.ndarray:
         # runs fitted before n_reference_ existed used a fixed floor of 1e-4
         n_reference = getattr(self, "n_reference_", None) or 9999
         return consensus_scores({k: pcts[k] for k in self.keys}, self.rule, n_reference)
-
-    def percentile(self, scores: np.ndarray) -> np.ndarray:
-        out = np.full(len(scores), np.nan)
-        ok = np.isfinite(scores)
-        if len(self.reference_):
-            out[ok] = np.searchsorted(self.reference_, scores[ok], side="right") / len(self.reference_)
-        return out
-
-    def predict_scores(self, scores: np.ndarray) -> np.ndarray:
-        return np.nan_to_num(scores, nan=-np.inf) > self.threshold_

@@ -236,9 +236,11 @@ def test_consensus_rules_and_percentiles():
         assert s.shape == (200,) and np.isfinite(s).all()
         assert s[0] >= np.quantile(s, 0.95), rule
     cons = Consensus(["iforest", "lof", "dark"], "family_tail", 0.05)
-    fit = cons.fit(pcts)
-    np.testing.assert_allclose(cons.score(pcts), fit)
-    assert cons.predict_scores(fit)[0]
+    assert cons.fit(pcts) is cons
+    fit = cons.decision_scores_
+    np.testing.assert_allclose(cons.decision_function(pcts), fit)
+    assert cons.predict_scores(fit)[0] and cons.labels_[0]
+    assert cons.threshold_ == np.quantile(fit, 0.95)
     with pytest.raises(KeyError):
         consensus_scores(pcts, "median-of-nothing")
     # a detector with no opinion (NaN) is left out for that frame
@@ -248,8 +250,8 @@ def test_consensus_rules_and_percentiles():
     top = {"lof": np.array([1.0, 0.5])}
     assert consensus_scores(top, "tail", n_reference=13)[0] == pytest.approx(np.log(14))
     assert consensus_scores(top, "tail", n_reference=99_999)[0] == pytest.approx(np.log(100_000))
-    assert Consensus(["lof"], "tail", 0.05).fit({"lof": np.linspace(0.1, 1, 10)})[-1] \
-        == pytest.approx(np.log(11))
+    assert Consensus(["lof"], "tail", 0.05).fit({"lof": np.linspace(0.1, 1, 10)}) \
+        .decision_scores_[-1] == pytest.approx(np.log(11))
 
 
 def test_consensus_counts_a_generalist_only_in_its_top_tenth():

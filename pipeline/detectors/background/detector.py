@@ -106,7 +106,8 @@ class BackgroundDetector(Detector):
         for key, rows in by_class(keys):
             gains = parts[rows, 2][np.isfinite(parts[rows, 2])]
             self.lines_up_[key] = float((gains == 0).mean()) if len(gains) else 0.0
-        self._set_reference(self._combine(parts, keys))
+        self.decision_scores_ = self._combine(parts, keys)
+        self._process_decision_scores()
         return self
 
     def decision_function(self, batch):
