@@ -6,6 +6,11 @@ of_fit=True)` and saves the run pickled (`to_bytes`) in the store. `score-new` l
 (`from_bytes`) and scores new frames with `FittedRun.score(batch)`: the same percentiles,
 consensus and flags, through the same code, so a frame of the fit gets the scores it got in
 the run.
+
+Every class pickled in a fitted run carries a format version (`pipeline.versioned`); a pickle
+of an older format is upgraded by its class or refused with a message that says to analyse
+again. Pickles made before the detectors became a package name the modules their classes
+lived in then; `from_bytes` finds them where they live now (`_MOVED`).
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline import __version__
-from pipeline.detectors import CONSENSUS, Consensus, Detector, FrameBatch
+from pipeline.detectors import CONSENSUS, DETECTORS, Consensus, Detector, FrameBatch
+from pipeline.detectors.background.alignment import Alignment
+from pipeline.detectors.background.eigen import BackgroundModel, TimeOfDayNoise
 from pipeline.neighbors import NeighborIndex
+from pipeline.versioned import Versioned
 
 N_TABLE_NEIGHBORS = 8  # rows per frame in the `neighbors` table
 
@@ -48,7 +56,7 @@ class RunScores:
 
 
 @dataclass
-class FittedRun:
+class FittedRun(Versioned):
     """Everything needed to score new frames against a run without refitting (pickled)."""
 
     run_id: int
@@ -109,8 +117,8 @@ class FittedRun:
 
     @staticmethod
     def from_bytes(artifact: bytes) -> "FittedRun":
-        """Unpickle a saved fitted run."""
-        return pickle.loads(artifact)
+        """Unpickle a saved fitted run (any format this version reads or upgrades)."""
+        return _Unpickler(io.BytesIO(artifact)).load()
 
 
 def neighbors_needed(detectors: dict[str, Detector]) -> int:
@@ -162,3 +170,21 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "numpy": np.__version__,
             "scikit-learn": sklearn.__version__, "scipy": scipy.__version__,
             "pyod": pyod.__version__, "faiss": faiss.__version__, "pipeline": __version__}
+
+
+# Classes that format-0 pickles name by the modules they lived in then.
+_MOVED: dict[tuple[str, str], type] = {
+    ("pipeline.analyze", "FittedRun"): FittedRun,
+    ("pipeline.detectors", "NeighborIndex"): NeighborIndex,
+    ("pipeline.detectors", "Consensus"): Consensus,
+    ("pipeline.background", "BackgroundModel"): BackgroundModel,
+    ("pipeline.background", "TimeOfDayNoise"): TimeOfDayNoise,
+    ("pipeline.background", "Alignment"): Alignment,
+    **{("pipeline.detectors", cls.__name__): cls for cls in DETECTORS.values()},
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        moved = _MOVED.get((module, name))
+        return moved if moved is not None else super().find_class(module, name)

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from pipeline.versioned import Versioned
+
 if TYPE_CHECKING:
     from pipeline.detectors import FrameBatch
 
 
-class NeighborIndex:
+class NeighborIndex(Versioned):
     """Nearest fit frames in the PCA space: exact (KD-tree or FAISS flat) or, for big runs, IVF.
 
     `kind` 'auto' uses a KD-tree (exact, about n log n) when the PCA space has at most
@@ -110,7 +112,7 @@ class NeighborIndex:
     def __getstate__(self):
         import faiss
 
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         if "index_" in state and state.get("kind_") != "kdtree":
             state["index_"] = faiss.serialize_index(state["index_"])
         return state
@@ -118,8 +120,8 @@ class NeighborIndex:
     def __setstate__(self, state):
         import faiss
 
-        if "index_" in state and state.get("kind_") != "kdtree":
-            state["index_"] = faiss.deserialize_index(state["index_"])
-            if state.get("kind_") == "ivf":
-                state["index_"].nprobe = min(24, state["index_"].nlist)
-        self.__dict__.update(state)
+        super().__setstate__(state)
+        if hasattr(self, "index_") and self.kind_ != "kdtree":
+            self.index_ = faiss.deserialize_index(self.index_)
+            if self.kind_ == "ivf":
+                self.index_.nprobe = min(24, self.index_.nlist)

@@ -28,6 +28,7 @@ from pipeline.errors import AnalysisError
 from pipeline.fitted import FittedRun, library_versions, neighbor_rows, neighbors_needed
 from pipeline.pixels import ThumbnailReader
 from pipeline.settings import Settings
+from pipeline.versioned import FittedFormatError
 from store import analysis as sa
 from store import embeddings as se
 
@@ -91,6 +92,10 @@ def load_fitted_run(db: Path, run_id: int | None = None,
     artifact, versions = loaded
     try:
         fitted = FittedRun.from_bytes(artifact)
+    except FittedFormatError as exc:
+        raise AnalysisError(
+            f"the fitted state of run {run_id} cannot be used by this version of the pipeline: "
+            f"{exc}. Re-run `python -m pipeline analyze --db {db}` to refit.") from exc
     except Exception as exc:  # unpickling across library versions can fail in many ways
         raise AnalysisError(
             f"the fitted state of run {run_id} cannot be loaded with these library versions "

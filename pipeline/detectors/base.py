@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from pipeline.detectors.batch import FrameBatch
+from pipeline.versioned import Versioned
 
 # What a detector can need to run, beyond the frames themselves.
 NEEDS = {
@@ -36,7 +37,7 @@ NEEDS = {
 DETECTORS: dict[str, type["Detector"]] = {}
 
 
-class Scorer(BaseEstimator):
+class Scorer(Versioned, BaseEstimator):
     """What detectors and the consensus share: their facts, and a threshold and percentile ranks
     learned from the fit's scores (`decision_scores_`)."""
 

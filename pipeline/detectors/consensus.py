@@ -25,7 +25,7 @@ come from the same base as every detector's.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -143,6 +143,8 @@ class Consensus(Scorer):
         return self
 
     def decision_function(self, pcts: dict[str, np.ndarray]) -> np.ndarray:
-        # runs fitted before n_reference_ existed used a fixed floor of 1e-4
-        n_reference = getattr(self, "n_reference_", None) or 9999
-        return consensus_scores({k: pcts[k] for k in self.keys}, self.rule, n_reference)
+        return consensus_scores({k: pcts[k] for k in self.keys}, self.rule, self.n_reference_)
+
+    def _upgrade(self, state: dict[str, Any], version: int) -> dict[str, Any]:
+        # format 0 (a dataclass then) fitted before n_reference_ used a fixed floor of 1e-4
+        return {**state, "n_reference_": state.get("n_reference_") or 9999}

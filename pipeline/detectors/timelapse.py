@@ -10,7 +10,7 @@ included, so the consensus counts only their top tenth (`evidence_from`).
 from __future__ import annotations
 
 import warnings
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -201,8 +201,12 @@ class SameTimeDetector(_TimelapseDetector):
         self.window_minutes = window_minutes
         self.max_days = max_days
 
+    def _upgrade(self, state: dict[str, Any], version: int) -> dict[str, Any]:
+        # format 0 fitted before the bound on days compared every other day
+        return {"max_days": None, **state}
+
     def _raw(self, batch):
-        bound = getattr(self, "max_days", None)  # a fit pickled before the bound compared all
+        bound = self.max_days
         if bound is not None and bound < 1:
             raise ValueError(f"same_time max_days must be at least 1 (or None for every day), "
                              f"got {bound}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from dataclasses import replace
 
 import numpy as np
@@ -14,6 +16,7 @@ from pipeline.detectors import (CONSENSUS_RULES, DETECTORS, Consensus, FrameBatc
 from pipeline.detectors.background.eigen import less_surroundings, stand_out
 from pipeline.neighbors import NeighborIndex
 from pipeline.pixels import ArrayReader
+from pipeline.versioned import FORMAT_KEY, FittedFormatError
 
 N_DAYS, PER_DAY, DIM = 5, 48, 12
 PLANTED = np.array([100, 150, 170, 200])  # daytime frames on days 2-4
@@ -497,16 +500,6 @@ def test_background_scores_do_not_depend_on_the_order_of_the_frames(batches):
                                rtol=1e-6)
 
 
-def test_background_fitted_before_the_same_time_part_still_scores(batches):
-    """A run saved before the same-time part existed has no references: `score-new` scores
-    its frames with the scene part alone, as that run did."""
-    batch = batches[None]
-    det = make_detector("background").fit(batch)
-    scene_part = det._parts(batch)[:, 0]
-    del det.references_, det.part_reference_
-    np.testing.assert_allclose(det.decision_function(batch), scene_part)
-
-
 def test_background_scores_frames_without_a_time_by_the_scene_part(batches):
     """No camera time, no same time of day: such frames count their scene part twice."""
     batch = batches[None]
@@ -574,50 +567,103 @@ def test_background_flags_a_knocked_camera_by_its_alignment():
     keys = det._class_keys(batch)
     evidence = det._alignment_evidence(parts[:, 2], keys)
     assert (evidence[normal & (parts[:, 2] == 0)] == 0).all()
-    # the same run without the alignment part (fitted before it) ranks them lower
-    del det.lines_up_
+    # where no class's fit frames line up, the alignment part says nothing: they rank lower
+    det.lines_up_ = {}
     without = det.decision_function(batch)
     assert without[knocked].min() < det.decision_scores_[knocked].min()
 
 
-def test_background_fitted_before_time_of_day_noise_still_scores(batches):
-    """A run saved before the scene part measured pixels per time of day (its models have no
-    `time_noise_`, the detector not even the setting) scores as it did."""
+def _unpickled_format_0(obj, lacking=(), models_lacking=(), noise_lacking=()):
+    """What unpickling `obj` saved before formats were recorded (format 0) gives, when that
+    pickle lacked the attributes `lacking` (and its background models and their time-of-day
+    noise lacked `models_lacking` and `noise_lacking`): pickle hands each object's saved
+    state, without a format, to its class's `__setstate__`."""
+
+    def load(thing, drop):
+        state = {k: v for k, v in thing.__dict__.items() if k not in drop}
+        new = type(thing).__new__(type(thing))
+        new.__setstate__(state)
+        return new
+
+    if models_lacking or noise_lacking:
+        obj = copy.deepcopy(obj)
+        for name, model in obj.models_.items():
+            if model.time_noise_ is not None:
+                model.time_noise_ = load(model.time_noise_, noise_lacking)
+            obj.models_[name] = load(model, models_lacking)
+    return load(obj, lacking)
+
+
+@pytest.mark.parametrize("key", list(DETECTORS))
+def test_a_pickled_detector_scores_as_it_did(key, batches):
+    batch = batches[key if key in QUALITY_PLANT else None]
+    det = make_detector(key).fit(batch)
+    again = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(again.decision_function(batch), det.decision_scores_)
+
+
+def test_a_fitted_state_of_a_newer_format_is_refused(batches):
+    det = make_detector("dark").fit(batches["dark"])
+    state = {**det.__getstate__(), FORMAT_KEY: det.format_version + 1}
+    with pytest.raises(FittedFormatError, match="newer version of the pipeline"):
+        type(det).__new__(type(det)).__setstate__(state)
+
+
+def test_background_fitted_before_time_of_day_noise_is_upgraded(batches):
+    """A run saved before the scene part measured pixels per time of day lacks that setting,
+    the spread and surround settings that came after it, and its models' `time_noise_`; it
+    is upgraded to the settings that reproduce its fit, and scores as it did."""
     batch = batches[None]
-    det = make_detector("background").set_params(time_of_day_noise=False).fit(batch)
-    expected = det.decision_function(batch)
-    for model in det.models_.values():
-        del model.time_noise_
-    del det.time_of_day_noise
-    np.testing.assert_allclose(det.decision_function(batch), expected)
-    assert all(m.time_noise_ is not None for m in make_detector("background").fit(batch)
-               .models_.values())
+    det = make_detector("background").set_params(time_of_day_noise=False, surround=0.0,
+                                                  noise_spread=0.5).fit(batch)
+    old = _unpickled_format_0(det, lacking={"time_of_day_noise", "noise_spread", "surround"},
+                              models_lacking={"time_noise_"})
+    assert old.get_params() == det.get_params()
+    assert all(m.time_noise_ is None for m in old.models_.values())
+    np.testing.assert_array_equal(old.decision_function(batch), det.decision_scores_)
 
 
-def test_background_fitted_before_surroundings_still_scores(batches):
-    """A run saved before pixels were measured against their surroundings (no `surround`
-    setting) scores as one fitted with `surround=0`, which differs from the default."""
+def test_background_fitted_before_surroundings_is_upgraded(batches):
+    """A run saved before pixels were measured against their surroundings lacks `surround`
+    and the later `noise_spread` (its time-of-day noise measured the MAD: spread 0.5); it scores
+    as one fitted with `surround=0` and `noise_spread=0.5`, which differs from the default."""
     batch = batches[None]
-    plain = make_detector("background").set_params(surround=0).fit(batch)
-    expected = plain.decision_function(batch)
-    assert not np.allclose(make_detector("background").fit(batch).decision_function(batch),
-                           expected)
-    del plain.surround
-    np.testing.assert_allclose(plain.decision_function(batch), expected)
+    det = make_detector("background").set_params(surround=0.0, noise_spread=0.5).fit(batch)
+    assert not np.allclose(make_detector("background").fit(batch).decision_scores_,
+                           det.decision_scores_)
+    old = _unpickled_format_0(det, lacking={"surround", "noise_spread"},
+                              noise_lacking={"spread"})
+    assert old.get_params() == det.get_params()
+    assert all(m.time_noise_.spread == 0.5 for m in old.models_.values())
+    np.testing.assert_array_equal(old.decision_function(batch), det.decision_scores_)
 
 
-def test_background_fitted_before_the_alignment_part_still_scores(batches):
-    """A run saved before the alignment part (no edge maps, no `lines_up_`, not even the
-    `min_lines_up` setting) scores as it did."""
+def test_background_fitted_before_the_same_time_or_alignment_part_is_refused(batches):
+    """Runs saved before the same-time part (no references) or the alignment part (no edge
+    maps, no `lines_up_`) scored without them; this version cannot, and says so."""
+    det = make_detector("background").fit(batches[None])
+    with pytest.raises(FittedFormatError, match="before the same-time and alignment parts"):
+        _unpickled_format_0(det, lacking={"references_", "part_reference_", "lines_up_"})
+    with pytest.raises(FittedFormatError, match="before the alignment part"):
+        _unpickled_format_0(det, lacking={"lines_up_", "min_lines_up"},
+                            models_lacking={"alignment_"})
+
+
+def test_same_time_fitted_before_max_days_is_upgraded(batches):
+    """A same_time fit saved before the bound on days compared every other day."""
     batch = batches[None]
-    det = make_detector("background").fit(batch)
-    local = det._combine(np.column_stack([det._parts(batch)[:, :2],
-                                          np.full(len(batch), np.nan)]),
-                         det._class_keys(batch))
-    for model in det.models_.values():
-        del model.alignment_
-    del det.lines_up_, det.min_lines_up  # what such a pickle holds
-    np.testing.assert_allclose(det.decision_function(batch), local)
+    det = make_detector("same_time").set_params(max_days=None).fit(batch)
+    old = _unpickled_format_0(det, lacking={"max_days"})
+    assert old.max_days is None
+    np.testing.assert_array_equal(old.decision_function(batch), det.decision_scores_)
+
+
+def test_consensus_fitted_before_n_reference_is_upgraded():
+    """A consensus saved before it knew how many frames it ranked used a floor of 1e-4."""
+    pcts = {"lof": np.linspace(0.1, 1, 10)}
+    cons = Consensus(["lof"], "tail", 0.05).fit(pcts)
+    old = _unpickled_format_0(cons, lacking={"n_reference_"})
+    assert old.decision_function(pcts)[-1] == pytest.approx(np.log(10_000))
 
 
 @pytest.mark.parametrize("shape", [(144, 256), (200, 300), (72, 128)])

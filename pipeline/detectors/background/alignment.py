@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
+from pipeline.versioned import Versioned
+
 
 def _fft_crop(edges: np.ndarray) -> np.ndarray:
     """The centre of edge maps cut to multiples of 8 pixels (70 x 126 -> 64 x 120): sizes the
@@ -23,7 +25,7 @@ def _fft_crop(edges: np.ndarray) -> np.ndarray:
     return edges[:, top:top + height - height % 8, left:left + width - width % 8]
 
 
-class Alignment:
+class Alignment(Versioned):
     """Whether frames line up with one daylight class's scene, by phase correlation of their
     edge maps with the class's median edge map.
 

@@ -10,6 +10,8 @@ only the references of the days around them (`references.SameTimeReferences`).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 import numpy as np
 
 from pipeline.detectors.background.alignment import Alignment
@@ -25,6 +27,7 @@ from pipeline.detectors.base import Detector, register
 from pipeline.detectors.batch import FrameBatch, day_and_minute, day_blocks, daylight_classes
 from pipeline.pixels import grid_size
 from pipeline.threads import bounded_map, one_blas_thread
+from pipeline.versioned import FittedFormatError
 
 
 @register
@@ -111,10 +114,15 @@ class BackgroundDetector(Detector):
         return self
 
     def decision_function(self, batch):
-        parts = self._parts(batch)
-        if not hasattr(self, "part_reference_"):  # fitted before the same-time part
-            return parts[:, 0]
-        return self._combine(parts, self._class_keys(batch))
+        return self._combine(self._parts(batch), self._class_keys(batch))
+
+    def _upgrade(self, state: dict[str, Any], version: int) -> dict[str, Any]:
+        # format 0 fitted before the same-time part or the alignment part cannot be scored
+        # now; the settings added since then get the values that fit had without them
+        if "part_reference_" not in state or "lines_up_" not in state:
+            raise FittedFormatError("its background detector was fitted before the same-time "
+                                    "and alignment parts, which this version scores with")
+        return {"time_of_day_noise": False, "noise_spread": 0.5, "surround": 0.0, **state}
 
     def _fit(self, batch):
         check_spread(self.noise_spread, "noise_spread")  # before any thumbnail is decoded
@@ -175,9 +183,8 @@ class BackgroundDetector(Detector):
         return max(1, int(round(self.top_share * self.size_[0] * self.size_[1])))
 
     def _surround(self) -> int:
-        """The odd side in grid pixels of the window a pixel is measured against (0: none,
-        as in runs fitted before it existed)."""
-        share = getattr(self, "surround", 0.0)
+        """The odd side in grid pixels of the window a pixel is measured against (0: none)."""
+        share = self.surround
         return 2 * int(round(share * self.size_[0] / 2)) + 1 if share > 0 else 0
 
     def _parts(self, batch: FrameBatch) -> np.ndarray:
@@ -185,10 +192,10 @@ class BackgroundDetector(Detector):
         an image; the same-time part also without references, the gain also without structure
         to line up)."""
         out = np.full((len(batch), 3), np.nan)
-        if batch.pixels is None or not getattr(self, "models_", None):
+        if batch.pixels is None or not self.models_:
             return out
         days, minutes = day_and_minute(batch.local_time)
-        known = getattr(self, "references_", None)
+        known = self.references_
         refs = None
         if known is not None and self.same_time_neighbors >= 1:
             ref_classes = np.array([self._class_key(n) for n in known["daylight"]], dtype=object)
@@ -280,7 +287,7 @@ class BackgroundDetector(Detector):
         frame that lines up (or has nothing to line up), else its gain, in the classes whose
         fit frames line up (`min_lines_up`)."""
         evidence = np.full((len(parts), 2), np.nan)
-        for j, reference in enumerate(getattr(self, "part_reference_", [])[:2]):
+        for j, reference in enumerate(self.part_reference_[:2]):
             ok = np.isfinite(parts[:, j])
             if len(reference) and ok.any():
                 p = np.searchsorted(reference, parts[ok, j], side="right") / (len(reference) + 1)
@@ -290,10 +297,7 @@ class BackgroundDetector(Detector):
         return local + self._alignment_evidence(parts[:, 2], keys)
 
     def _alignment_evidence(self, gains: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        lines_up = getattr(self, "lines_up_", None)
-        if not lines_up:  # fitted before the alignment part
-            return np.zeros(len(gains))
-        reliable = np.isin(keys, [k for k, share in lines_up.items()
+        reliable = np.isin(keys, [k for k, share in self.lines_up_.items()
                                   if share >= self.min_lines_up])
         shifted = reliable & np.isfinite(gains) & (gains > 0)
         return np.where(shifted, gains, 0.0)

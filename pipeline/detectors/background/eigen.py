@@ -9,7 +9,7 @@ class's background.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import scipy.ndimage
@@ -17,6 +17,7 @@ import scipy.stats
 from sklearn.decomposition import PCA
 
 from pipeline.detectors.background.grids import SUBSAMPLE, by_class, edge_map, log_rgb
+from pipeline.versioned import FittedFormatError, Versioned
 
 NOISE_SPREAD = 0.9  # a pixel's range at its time of day: 90th percentile of its deviations
 
@@ -33,7 +34,7 @@ def project_by_class(grids: np.ndarray, classes: np.ndarray, model_of: Callable
         yield name, rows, coef, residual, model.alignment_gain(grids if whole else grids[rows])
 
 
-class BackgroundModel:
+class BackgroundModel(Versioned):
     """One daylight class's eigen-background: the principal components of its log-RGB frames
     (as many as explain `variance` of it, at most `n_components`) and each pixel's residual
     median and MAD."""
@@ -93,12 +94,9 @@ class BackgroundModel:
         return coef, centred
 
     def alignment_gain(self, grids: np.ndarray) -> np.ndarray:
-        """`Alignment.gain` of frames against this class's scene (NaN for a model fitted
-        before alignment was measured)."""
-        alignment = getattr(self, "alignment_", None)
-        if alignment is None:
-            return np.full(len(grids), np.nan)
-        return alignment.gain(edge_map(grids))
+        """`Alignment.gain` of frames against this class's scene (`alignment_`, set by the
+        detector's fit)."""
+        return self.alignment_.gain(edge_map(grids))
 
     def residual(self, flat: np.ndarray) -> np.ndarray:
         """Per-pixel absolute residual (summed over R, G, B): [n, height * width]."""
@@ -112,10 +110,17 @@ class BackgroundModel:
         z = _abs_rgb_sum(residual_rgb, self.shape_)
         z -= self.median_
         z /= self.mad_
-        noise = getattr(self, "time_noise_", None)  # None: fitted before it was measured
-        if minutes is not None and noise is not None:
-            noise.standardise(z, minutes)
+        if minutes is not None and self.time_noise_ is not None:
+            self.time_noise_.standardise(z, minutes)
         return z
+
+    def _upgrade(self, state: dict[str, Any], version: int) -> dict[str, Any]:
+        # format 0: fitted before the alignment part (no alignment_) cannot be scored now;
+        # fitted before pixels were measured per time of day, it has no time_noise_
+        if "alignment_" not in state:
+            raise FittedFormatError("its background detector was fitted before the alignment "
+                                    "part, which this version scores every frame with")
+        return {"time_noise_": None, **state}
 
 
 def check_spread(spread: float, name: str) -> None:
@@ -125,7 +130,7 @@ def check_spread(spread: float, name: str) -> None:
                          f"got {spread}")
 
 
-class TimeOfDayNoise:
+class TimeOfDayNoise(Versioned):
     """Each pixel's typical scene residual at each time of day.
 
     The scene part's components cannot follow a shadow edge that sweeps across the lawn, and
@@ -154,6 +159,10 @@ class TimeOfDayNoise:
         self.slot, self.window, self.min_frames = slot, window, min_frames
         self.floor, self.max_frames, self.random_state = floor, max_frames, random_state
         self.spread = spread
+
+    def _upgrade(self, state: dict[str, Any], version: int) -> dict[str, Any]:
+        # format 0 fitted before the spread was a setting measured the MAD
+        return {"spread": 0.5, **state}
 
     def fit(self, z: np.ndarray, minutes: np.ndarray) -> "TimeOfDayNoise":
         """From fit frames' z-scores [n, pixels] and their minutes of day (NaN: unknown). At
