@@ -4,12 +4,14 @@
 keeps the PCA dimensions that explain `pca_variance` (at most `pca_max_dims`, and at most a fifth
 of the frames so a small store is not fitted in 64 dims; fitted on a `pca_fit_frames` sample,
 then every vector is streamed from the store and projected a batch at a time, so the matrix is
-never in memory whole), builds one exact nearest-neighbour
-index (FAISS; inverted file above 200k frames) that serves `lof`, `knn` and the `neighbors`
-table, clusters (k-means with k by silhouette, or HDBSCAN on `cluster_dims` PCA dims), maps to
-2-D (PCA or UMAP), runs every requested detector plus `consensus`, and writes the run in one
-transaction with its fitted state (for `score-new`). The run row is 'running' while it works;
-on any failure it becomes 'failed' with the reason and no rows.
+never in memory whole), builds one nearest-neighbour index (`pipeline.neighbors`) that serves
+`lof`, `knn` and the `neighbors` table, clusters (k-means with k by silhouette, or HDBSCAN on
+`cluster_dims` PCA dims), maps to 2-D (PCA or UMAP), fits every requested detector plus
+`consensus` (`pipeline.detectors`), scores the frames through the fitted run
+(`pipeline.fitted.FittedRun.score`, as `score-new` does) and writes the run in one transaction
+with its fitted state and each detector's facts (in its params, for the dashboard). The run
+row is 'running' while it works; on any failure it becomes 'failed' with the reason and no
+rows.
 """
 
 from __future__ import annotations

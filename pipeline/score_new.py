@@ -2,8 +2,9 @@
 
 `score_new(folder, db, settings)` ingests FOLDER, embeds its new frames with the run's model,
 projects them with the run's saved scaler and PCA, finds their nearest fit frames in the saved
-neighbour index, and scores them with the run's fitted detectors. Percentiles are relative to the
-fit's score distributions, so a new frame's `score_pct` says where it would have ranked in the
+neighbour index, and scores them with the run's fitted detectors (`FittedRun.score`, the path
+`analyze` writes the run's own scores through). Percentiles are relative to the fit's score
+distributions, so a new frame's `score_pct` says where it would have ranked in the
 run. Its rows are added to that run's `clusters`, `outlier_scores` and `neighbors`. A frame that
 was part of the fit gets exactly the scores it got in the run.
 

@@ -75,7 +75,8 @@ class Scorer(Versioned, BaseEstimator):
         out = np.full(len(scores), np.nan)
         ok = np.isfinite(scores)
         if len(self.reference_):
-            out[ok] = np.searchsorted(self.reference_, scores[ok], side="right") / len(self.reference_)
+            ranks = np.searchsorted(self.reference_, scores[ok], side="right")
+            out[ok] = ranks / len(self.reference_)
         return out
 
     def predict_scores(self, scores: np.ndarray) -> np.ndarray:

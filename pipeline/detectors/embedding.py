@@ -60,7 +60,8 @@ class _NeighborDetector(EmbeddingDetector):
 
     def _fit(self, batch):
         if batch.nn_dist is None or batch.nn_dist.shape[1] < self.n_neighbors:
-            raise ValueError(f"{self.key} needs {self.n_neighbors} neighbours attached to the batch")
+            raise ValueError(f"{self.key} needs {self.n_neighbors} neighbours attached to the "
+                             "batch")
 
 
 @register

@@ -81,4 +81,5 @@ class HazeDetector(_QualityDetector):
     summary = "haze or fog: not dark, yet flat and colourless"
     example_bad = {"mean_luma": 170.0, "contrast": 6.0, "colorfulness": 1.0}
     formula = staticmethod(lambda s: np.minimum(s["mean_luma"].to_numpy(float), 120) / 120
-                           - _log(s["contrast"]) / np.log(65) - _log(s["colorfulness"]) / np.log(65))
+                           - _log(s["contrast"]) / np.log(65)
+                           - _log(s["colorfulness"]) / np.log(65))

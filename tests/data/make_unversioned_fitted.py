@@ -15,7 +15,6 @@ with planted outliers and tiny images. The background detector is fitted at a 32
 import gzip
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA

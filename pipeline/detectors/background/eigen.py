@@ -251,9 +251,9 @@ def stand_out(z: np.ndarray, top: int, shape: tuple[int, int] | None = None,
 def less_surroundings(z: np.ndarray, shape: tuple[int, int], size: int) -> None:
     """Each pixel's z-score less the mean z-score of the `size` x `size` pixels around it, in
     place. A drop on the lens, a fox or a person is smaller than the window and keeps most of
-    its height (a bird right at the lens, nearly as large, keeps less); a whole region that is off (a frosted lawn, a shadowed wall, the sky of an unusual
-    day) is its own surroundings and sinks to zero, so it no longer hides a small object in
-    the same frame. A box mean (two running sums, without the GIL) instead of a median: the
+    its height (a bird right at the lens, nearly as large, keeps less); a whole region that is
+    off (a frosted lawn, a shadowed wall, the sky of an unusual day) is its own surroundings
+    and sinks to zero, so it no longer hides a small object in the same frame. A box mean (two running sums, without the GIL) instead of a median: the
     renders scored better with it than with a median filter of 7 or 11 pixels, at a fraction
     of the cost."""
     width, height = shape
