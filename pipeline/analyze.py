@@ -76,7 +76,8 @@ class AnalyzeResult:
 
 
 def check_settings(settings: Settings) -> list[str]:
-    """Validate the analysis settings before any work; returns the detector keys to run."""
+    """Validate the analysis settings (detector defaults filled in) before any work; returns
+    the detector keys to run."""
     keys = [k for k in dict.fromkeys(settings.detectors) if k != CONSENSUS]
     unknown = [k for k in keys if k not in DETECTORS]
     if unknown:
@@ -143,6 +144,7 @@ def analyze(db: Path, settings: Settings, progress: bool = True, *,
             trace_memory: bool = False) -> AnalyzeResult:
     """Write one new analysis run of `settings.model`'s vectors into the store at `db`."""
     db = Path(db)
+    settings = settings.with_detector_defaults()
     keys = check_settings(settings)
     model = settings.model
     with store.connect(db) as con:

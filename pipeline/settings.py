@@ -1,7 +1,9 @@
 """One settings object for every pipeline stage: defaults -> optional TOML file -> CLI flags.
 
 Each field has a default and one line of help (`help_for`). Unknown keys in a TOML file are an
-error. The resolved settings are stored with every analysis run. Settings that describe the data
+error. The detector lists, unset, are the detector registry's defaults: the analysis fills them
+in (`with_detector_defaults`), so no other command imports the detectors. The resolved
+settings are stored with every analysis run. Settings that describe the data
 itself (timezone, lat/lon, clock offset, weather station) are also remembered in the store (see
 `store.kv`), so later commands and the dashboard use the same place without repeating flags.
 """
@@ -19,21 +21,7 @@ from pipeline.errors import InputError
 
 
 def _setting(default: Any, help: str) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
-
-
-def _from_registry(name: str, help: str) -> Any:
-    """A default list the detector registry derives (`pipeline.detectors.<name>()`), imported
-    only when a Settings object is made, so this module stays cheap to import."""
-
-    def default() -> list:
-        from pipeline import detectors
-
-        return getattr(detectors, name)()
-
-    return field(default_factory=default, metadata={"help": help})
 
 
 @dataclass
@@ -71,13 +59,13 @@ class Settings:
     batch_size: int = _setting(32, "frames per inference batch (and per commit)")
 
     # Analysis
-    detectors: list = _from_registry(
-        "default_detectors", "outlier detectors to run (default: every detector that is on by "
-                             "default; see pipeline/detectors/)")
-    consensus_detectors: list = _from_registry(
-        "default_consensus", "detectors `consensus` combines (those run; all run ones when none "
-                             "of these ran; default: those marked in_consensus, see "
-                             "pipeline/detectors/)")
+    # None: the detector registry's defaults (`with_detector_defaults`)
+    detectors: list | None = _setting(
+        None, "outlier detectors to run (default: every detector the registry has on by "
+              "default; see pipeline/detectors/)")
+    consensus_detectors: list | None = _setting(
+        None, "detectors `consensus` combines (those run; all run ones when none of these ran; "
+              "default: those the registry marks in_consensus, see pipeline/detectors/)")
     clusterer: str = _setting("kmeans", "clusterer: 'kmeans' or 'hdbscan'")
     n_clusters: str = _setting("auto", "number of k-means clusters, or 'auto' (silhouette)")
     contamination: float = _setting(0.05, "share of frames flagged as outliers by each detector")
@@ -132,6 +120,17 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         """A copy with some fields changed (None values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def with_detector_defaults(self) -> "Settings":
+        """A copy whose unset detector lists are the detector registry's defaults. It imports
+        the detectors (scikit-learn, PyOD...), so only the analysis calls it: every other
+        command, and a busy store's refusal, stay as quick as this module's import."""
+        from pipeline import detectors
+
+        return self.replace(
+            detectors=detectors.default_detectors() if self.detectors is None else None,
+            consensus_detectors=(detectors.default_consensus()
+                                 if self.consensus_detectors is None else None))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
