@@ -18,6 +18,10 @@ order below, which is the registry's order and that of the default `detectors` s
 
 A frame that was in the fit gets exactly the score it got in the fit (neighbour searches
 exclude the frame itself by frame_id), so `score-new` agrees with the run.
+
+Adding a detector is a class in its family's module, its facts as class attributes (see
+`base`), and `@register`; the settings, analyze, the consensus, the dashboard and the contract
+tests read the registry, so nothing else is edited.
 """
 
 # isort: off
