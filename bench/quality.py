@@ -69,7 +69,7 @@ VARIANTS = {  # name -> render_demo arguments
 }
 QUALITY = ["dark", "overexposed", "blurry", "low_information", "haze"]
 SUBSETS = {  # consensus candidates compared in `rules`
-    "default": None,  # Settings().consensus_detectors
+    "default": None,  # the registry's default_consensus()
     "lof+background+quality": ["lof", "background", *QUALITY],
     "background+quality": ["background", *QUALITY],
     "lof+same_time+background+quality": ["lof", "same_time", "background", *QUALITY],
@@ -146,9 +146,9 @@ def rule_table(db: Path, truth, models: list[str]) -> dict:
     """model -> subset -> rule -> {day_auc, worst_kind_auc}, from the runs' stored percentiles."""
     import numpy as np
 
-    from pipeline.detectors import CONSENSUS, CONSENSUS_RULES, DETECTORS, consensus_scores
+    from pipeline.detectors import (CONSENSUS, CONSENSUS_RULES, DETECTORS, consensus_scores,
+                                    default_consensus)
     from pipeline.evaluate import metrics
-    from pipeline.settings import Settings
 
     out: dict = {}
     for model, scores in latest_scores(db, models).items():
@@ -158,7 +158,7 @@ def rule_table(db: Path, truth, models: list[str]) -> dict:
         n_fit = len(wide)
         for name, keys in SUBSETS.items():
             if keys is None:
-                keys = (Settings().consensus_detectors if name == "default"
+                keys = (default_consensus() if name == "default"
                         else [k for k in DETECTORS if k in wide])
             keys = [k for k in keys if k in wide and k != CONSENSUS]
             for rule in CONSENSUS_RULES:

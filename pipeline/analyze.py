@@ -4,20 +4,19 @@
 keeps the PCA dimensions that explain `pca_variance` (at most `pca_max_dims`, and at most a fifth
 of the frames so a small store is not fitted in 64 dims; fitted on a `pca_fit_frames` sample,
 then every vector is streamed from the store and projected a batch at a time, so the matrix is
-never in memory whole), builds one exact nearest-neighbour
-index (FAISS; inverted file above 200k frames) that serves `lof`, `knn` and the `neighbors`
-table, clusters (k-means with k by silhouette, or HDBSCAN on `cluster_dims` PCA dims), maps to
-2-D (PCA or UMAP), runs every requested detector plus `consensus`, and writes the run in one
-transaction with its fitted state (for `score-new`). The run row is 'running' while it works;
-on any failure it becomes 'failed' with the reason and no rows.
+never in memory whole), builds one nearest-neighbour index (`pipeline.neighbors`) that serves
+`lof`, `knn` and the `neighbors` table, clusters (k-means with k by silhouette, or HDBSCAN on
+`cluster_dims` PCA dims), maps to 2-D (PCA or UMAP), fits every requested detector plus
+`consensus` (`pipeline.detectors`), scores the frames through the fitted run
+(`pipeline.fitted.FittedRun.score`, as `score-new` does) and writes the run in one transaction
+with its fitted state and each detector's facts (in its params, for the dashboard). The run
+row is 'running' while it works; on any failure it becomes 'failed' with the reason and no
+rows.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import pickle
-import platform
 import time
 import tracemalloc
 from dataclasses import dataclass, field
@@ -29,11 +28,14 @@ import pandas as pd
 
 import store
 from pipeline import __version__
-from pipeline.background import ThumbnailReader
 from pipeline.daylight import PLACE_KEYS
 from pipeline.detectors import (CONSENSUS, CONSENSUS_RULES, DETECTORS, Consensus, FrameBatch,
-                                NeighborIndex, make_detector)
+                                make_detector)
 from pipeline.errors import AnalysisError, InputError
+from pipeline.fitted import (FittedRun, library_versions, neighbor_rows, neighbors_needed,
+                             project)
+from pipeline.neighbors import NeighborIndex
+from pipeline.pixels import ThumbnailReader
 from pipeline.settings import Settings
 from store import analysis as sa
 from store import embeddings as se
@@ -41,44 +43,7 @@ from store import kv
 
 log = logging.getLogger(__name__)
 
-N_TABLE_NEIGHBORS = 8  # rows per frame in the `neighbors` table
 MIN_FRAMES = 10
-
-
-@dataclass
-class FittedRun:
-    """Everything needed to score new frames against a run without refitting (pickled)."""
-
-    run_id: int
-    model: str
-    scaler: Any
-    pca: Any
-    n_dims: int
-    index: NeighborIndex
-    detectors: dict[str, Any]
-    consensus: Consensus
-    clusterer: Any
-    cluster_of_fit: np.ndarray            # cluster of each fit frame (same order as index)
-    too_far_distance: float               # nearest-fit-frame distance beyond which a frame is far
-    versions: dict[str, str]
-    map_kind: str = "pca"
-    mapper: Any = None
-
-    def transform(self, vectors: np.ndarray) -> np.ndarray:
-        """Raw vectors -> the run's PCA space (float32)."""
-        return project(vectors, self.scaler, self.pca, self.n_dims)
-
-    def map_xy(self, z: np.ndarray) -> np.ndarray:
-        if self.map_kind == "umap" and self.mapper is not None:
-            return np.asarray(self.mapper.transform(z), dtype=float)
-        return np.asarray(z[:, :2], dtype=float) if z.shape[1] >= 2 else np.column_stack(
-            [z[:, 0], np.zeros(len(z))])
-
-    def predict_cluster(self, z: np.ndarray, nn_idx: np.ndarray) -> np.ndarray:
-        """k-means: nearest centre; HDBSCAN: the cluster of the nearest fit frame."""
-        if hasattr(self.clusterer, "cluster_centers_"):
-            return self.clusterer.predict(z[:, :self.clusterer.cluster_centers_.shape[1]])
-        return self.cluster_of_fit[nn_idx[:, 0]]
 
 
 @dataclass
@@ -110,19 +75,9 @@ class AnalyzeResult:
         return "\n".join(lines)
 
 
-def library_versions() -> dict[str, str]:
-    import faiss
-    import pyod
-    import scipy
-    import sklearn
-
-    return {"python": platform.python_version(), "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__, "scipy": scipy.__version__,
-            "pyod": pyod.__version__, "faiss": faiss.__version__, "pipeline": __version__}
-
-
 def check_settings(settings: Settings) -> list[str]:
-    """Validate the analysis settings before any work; returns the detector keys to run."""
+    """Validate the analysis settings (detector defaults filled in) before any work; returns
+    the detector keys to run."""
     keys = [k for k in dict.fromkeys(settings.detectors) if k != CONSENSUS]
     unknown = [k for k in keys if k not in DETECTORS]
     if unknown:
@@ -141,8 +96,6 @@ def check_settings(settings: Settings) -> list[str]:
         except ValueError:
             raise InputError(f"--n-clusters must be 'auto' or a whole number >= 1, "
                              f"got {settings.n_clusters!r}") from None
-    if not 0 < settings.contamination < 0.5:
-        raise InputError(f"--contamination must be between 0 and 0.5, got {settings.contamination}")
     if settings.consensus_rule not in CONSENSUS_RULES:
         raise InputError(f"unknown consensus rule {settings.consensus_rule!r}; known: "
                          f"{', '.join(CONSENSUS_RULES)}")
@@ -150,17 +103,9 @@ def check_settings(settings: Settings) -> list[str]:
     if unknown:
         raise InputError(f"unknown consensus detector(s) {', '.join(unknown)}; known: "
                          f"{', '.join(DETECTORS)}")
-    if not isinstance(settings.pca_fit_frames, int) or settings.pca_fit_frames < 100:
-        raise InputError("pca_fit_frames must be a whole number >= 100 (the frames the PCA is "
-                         f"fitted on), got {settings.pca_fit_frames!r}")
     if settings.neighbor_index not in ("auto", "exact", "kdtree", "ivf"):
         raise InputError(f"unknown neighbour index {settings.neighbor_index!r}: auto, exact, "
                          "kdtree or ivf")
-    try:
-        sa.check_keep(settings.keep_fitted_runs, "keep_fitted_runs")
-    except ValueError:
-        raise InputError("keep_fitted_runs must be a whole number >= 1 (score-new needs the "
-                         f"newest fitted state), got {settings.keep_fitted_runs!r}") from None
     return keys
 
 
@@ -189,6 +134,7 @@ def analyze(db: Path, settings: Settings, progress: bool = True, *,
             trace_memory: bool = False) -> AnalyzeResult:
     """Write one new analysis run of `settings.model`'s vectors into the store at `db`."""
     db = Path(db)
+    settings = settings.with_detector_defaults()
     keys = check_settings(settings)
     model = settings.model
     with store.connect(db) as con:
@@ -286,14 +232,14 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     _say(progress, f"analysis run {run_id}: loading and projecting {model} vectors")
     ids, frames, scaler, pca, n_dims, z = load_projected(db, model, settings, steps)
     n = len(ids)
-    batch = FrameBatch.from_frames(ids, z, frames, pixels=ThumbnailReader(db))
-
     detectors = {k: make_detector(k, settings.contamination, settings.random_state) for k in keys}
     for det in detectors.values():  # a small store: at most n - 1 neighbours (as PyOD's LOF does)
-        if getattr(det, "n_neighbors", 0) > n - 1:
-            det.n_neighbors = n - 1
-    k_needed = max([N_TABLE_NEIGHBORS] + [getattr(d, "n_neighbors_needed", 0)
-                                          for d in detectors.values()])
+        if det.n_neighbors_needed > n - 1:
+            det.set_params(n_neighbors=n - 1)
+    needs_pixels = any("thumbnails" in det.needs for det in detectors.values())
+    batch = FrameBatch.from_frames(ids, z, frames,
+                                   pixels=ThumbnailReader(db) if needs_pixels else None)
+    k_needed = neighbors_needed(detectors)
     _say(progress, f"nearest neighbours (k={k_needed}) in {n_dims} PCA dims")
     index = steps.run("neighbors", lambda: NeighborIndex(
         settings.neighbor_index, random_state=settings.random_state).fit(z, ids))
@@ -306,42 +252,38 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     mapper, xy = steps.run("map", make_map, z, settings)
 
     notes: list[str] = []
-    pcts: dict[str, np.ndarray] = {}
-    scores: dict[str, np.ndarray] = {}
     for key, det in detectors.items():
         _say(progress, f"detector {key}")
         steps.run(f"detector:{key}", det.fit, batch)
-        s = det.decision_scores_
-        if not np.isfinite(s).any():
-            notes.append(f"{key} skipped: it cannot score these frames "
-                         + _why_unscorable(key))
-            continue
-        scores[key] = s
-        pcts[key] = det.percentile(s)
-    detectors = {k: d for k, d in detectors.items() if k in scores}
-    chosen = [k for k in settings.consensus_detectors if k in scores] or list(scores)
-    consensus = Consensus(chosen, settings.consensus_rule, settings.contamination)
-    scores[CONSENSUS] = steps.run("detector:consensus", consensus.fit, pcts)
-    pcts[CONSENSUS] = consensus.percentile(scores[CONSENSUS])
+        if not np.isfinite(det.decision_scores_).any():
+            notes.append(f"{key} skipped: it cannot score these frames {det.why_unscorable()}")
+    detectors = {k: d for k, d in detectors.items() if np.isfinite(d.decision_scores_).any()}
+    chosen = [k for k in settings.consensus_detectors if k in detectors] or list(detectors)
+    fit_pcts = {k: d.percentile(d.decision_scores_) for k, d in detectors.items()}
+    consensus = steps.run("detector:consensus", Consensus(
+        chosen, settings.consensus_rule, settings.contamination).fit, fit_pcts)
 
-    score_rows = _score_rows(run_id, ids, scores, pcts, detectors, consensus)
-    nn_rows = neighbor_rows(run_id, ids, batch.nn_dist, batch.nn_idx, index.frame_ids_)
-    cluster_rows = pd.DataFrame({"run_id": run_id, "frame_id": ids,
-                                 "cluster": labels.astype(np.int32),
-                                 "map_x": xy[:, 0], "map_y": xy[:, 1]})
     first = batch.nn_dist[:, 0]
     too_far = float(np.quantile(first[np.isfinite(first)], settings.too_far_quantile))
     fitted = FittedRun(run_id=run_id, model=model, scaler=scaler, pca=pca, n_dims=n_dims,
                        index=index, detectors=detectors, consensus=consensus,
                        clusterer=clusterer, cluster_of_fit=labels, too_far_distance=too_far,
                        versions=library_versions(), map_kind=map_kind, mapper=mapper)
-    artifact = steps.run("save_fitted", _pickle, fitted) if settings.save_fitted else None
+    scored = fitted.score(batch, of_fit=True)
+    score_rows = scored.rows(run_id)
+    nn_rows = neighbor_rows(run_id, ids, batch.nn_dist, batch.nn_idx, index.frame_ids_)
+    cluster_rows = pd.DataFrame({"run_id": run_id, "frame_id": ids,
+                                 "cluster": labels.astype(np.int32),
+                                 "map_x": xy[:, 0], "map_y": xy[:, 1]})
+    artifact = steps.run("save_fitted", fitted.to_bytes) if settings.save_fitted else None
 
     n_clusters = int(len(set(labels.tolist()) - {-1}))
     params = dict(params, pca_dims=n_dims, n_clusters_found=n_clusters,
                   neighbor_index=index.kind_, detectors=list(detectors),
                   consensus_of=chosen,
-                  too_far_distance=too_far)
+                  too_far_distance=too_far,
+                  detector_facts={key: scorer.facts() for key, scorer
+                                  in {**detectors, CONSENSUS: consensus}.items()})
     _say(progress, f"writing run {run_id}")
 
     def write():
@@ -352,30 +294,12 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
                          keep_fitted=settings.keep_fitted_runs)
 
     steps.run("write", write)
-    n_outliers = int(consensus.predict_scores(scores[CONSENSUS]).sum())
+    n_outliers = int(scored.flags[CONSENSUS].sum())
     return AnalyzeResult(run_id=run_id, model=model, n_frames=n,
                          detectors=list(detectors) + [CONSENSUS], n_dims=n_dims,
                          n_clusters=n_clusters, n_outliers=n_outliers,
                          timings=dict(steps.timings), peak_mb=dict(steps.peak_mb), notes=notes,
                          params=params, cpu=dict(steps.cpu))
-
-
-def _why_unscorable(key: str) -> str:
-    family = DETECTORS[key].family
-    if family == "timelapse":
-        return "(frames need timestamps, and same_time needs frames on at least two days)"
-    if family == "quality":
-        return "(the frames lack image statistics; re-ingest them)"
-    if family == "background":
-        return ("(it learns the scene from the stored thumbnails and needs at least 30 "
-                "readable ones)")
-    return ""
-
-
-def _pickle(obj: Any) -> bytes:
-    buffer = io.BytesIO()
-    pickle.dump(obj, buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    return buffer.getvalue()
 
 
 # a projection batch in float64 stays near this size (7,000 rows of 4,608-d, 65,000 of 512-d)
@@ -404,22 +328,6 @@ def fit_projection(sample: np.ndarray, n_frames: int, settings: Settings):
     return scaler, pca, n_dims
 
 
-def project(vectors: np.ndarray, scaler, pca, n_dims: int) -> np.ndarray:
-    """Raw vectors -> the fitted PCA space (float32); `FittedRun.transform` is this too, so a
-    frame of the fit gets the same point from `score-new`.
-
-    Standardising and projecting are one affine map, applied as one product: 3x less CPU than
-    the scaler's and the PCA's transforms in turn, with one float64 copy of the batch. It is done
-    in float64 so a frame's point does not depend on the batch it came in (float32 products
-    differ in the last bits with the row's place in the batch, which flipped near-tied ranks).
-    """
-    components = pca.components_[:n_dims]
-    weights = (components / scaler.scale_).T
-    offset = (scaler.mean_ / scaler.scale_ + pca.mean_) @ components.T
-    z = np.asarray(vectors, dtype=np.float64) @ weights - offset
-    return np.ascontiguousarray(z, dtype=np.float32)
-
-
 def fit_sample(n: int, settings: Settings) -> np.ndarray:
     """Sorted row positions the projection is fitted on: all when n <= `pca_fit_frames`, else
     a seeded random sample of that many (spread over the whole footage)."""
@@ -434,17 +342,15 @@ def load_projected(db: Path, model: str, settings: Settings, steps: _Steps):
 
     The standardisation and PCA are fitted on a `pca_fit_frames` sample of the vectors (a
     smaller store is read once, fitted on all of them and projected), then every vector is
-    streamed from the store once and projected a batch at a time: memory is the sample, one batch, DuckDB's bounded buffers and the
-    n x n_dims result, whatever the size of the matrix (750k x 4,608 is 14 GB as float32).
+    streamed from the store once and projected a batch at a time: memory is the sample, one
+    batch, DuckDB's bounded buffers (`store.embeddings.bound_memory`) and the n x n_dims
+    result, whatever the size of the matrix (750k x 4,608 is 14 GB as float32).
     Reading is timed as `load`, fitting and projecting as `preprocess`. Returns
     (ids, frames, scaler, pca, n_dims, z) in frame_id order.
     """
     with store.connect(db) as con:
-        # DuckDB keeps every block it reads cached up to its memory limit (80% of RAM), so a
-        # 14 GB matrix read once would stay resident; bounded, reading evicts what is done
         dim = int(se.vector_dim(con, model) or 0)
-        limit = max(STREAM_MEMORY_MB, 2 * settings.pca_fit_frames * dim * 4 // 2**20)
-        con.execute(f"SET memory_limit = '{limit}MB'")
+        se.bound_memory(con, max(STREAM_MEMORY_MB, 2 * settings.pca_fit_frames * dim * 4 // 2**20))
         ids = steps.run("load", se.vector_ids, con, model)
         frames = steps.run("load", sa.load_frames, con, ids)
         whole = len(ids) <= settings.pca_fit_frames  # the sample is every frame: read it once
@@ -532,36 +438,3 @@ def make_map(z: np.ndarray, settings: Settings):
         return mapper, np.asarray(mapper.fit_transform(z), dtype=float)
     xy = z[:, :2] if z.shape[1] >= 2 else np.column_stack([z[:, 0], np.zeros(len(z))])
     return None, np.asarray(xy, dtype=float)
-
-
-def _score_rows(run_id: int, ids: np.ndarray, scores: dict[str, np.ndarray],
-                pcts: dict[str, np.ndarray], detectors: dict[str, Any],
-                consensus: Consensus) -> pd.DataFrame:
-    parts = []
-    for key, s in scores.items():
-        judge = consensus if key == CONSENSUS else detectors[key]
-        finite = np.isfinite(s)
-        parts.append(pd.DataFrame({
-            "run_id": run_id, "detector": key, "frame_id": ids,
-            "score": np.where(finite, s, np.nan),
-            "score_pct": pcts[key],
-            "is_outlier": judge.predict_scores(s),
-        }))
-    return pd.concat(parts, ignore_index=True)
-
-
-def neighbor_rows(run_id: int, ids: np.ndarray, dist: np.ndarray, idx: np.ndarray,
-                  fit_ids: np.ndarray, k: int = N_TABLE_NEIGHBORS) -> pd.DataFrame:
-    """The `neighbors` rows (k nearest fit frames of each frame)."""
-    k = min(k, dist.shape[1])
-    d = dist[:, :k]
-    ok = np.isfinite(d)
-    rows = np.repeat(np.arange(len(ids)), k).reshape(len(ids), k)
-    ranks = np.tile(np.arange(1, k + 1), (len(ids), 1))
-    return pd.DataFrame({
-        "run_id": run_id,
-        "frame_id": ids[rows[ok]],
-        "rank": ranks[ok].astype(np.int32),
-        "neighbor_id": fit_ids[idx[:, :k][ok]],
-        "distance": d[ok].astype(float),
-    })

@@ -2,8 +2,9 @@
 
 `score_new(folder, db, settings)` ingests FOLDER, embeds its new frames with the run's model,
 projects them with the run's saved scaler and PCA, finds their nearest fit frames in the saved
-neighbour index, and scores them with the run's fitted detectors. Percentiles are relative to the
-fit's score distributions, so a new frame's `score_pct` says where it would have ranked in the
+neighbour index, and scores them with the run's fitted detectors (`FittedRun.score`, the path
+`analyze` writes the run's own scores through). Percentiles are relative to the fit's score
+distributions, so a new frame's `score_pct` says where it would have ranked in the
 run. Its rows are added to that run's `clusters`, `outlier_scores` and `neighbors`. A frame that
 was part of the fit gets exactly the scores it got in the run.
 
@@ -15,7 +16,6 @@ like it, so its scores deserve a look (or the run a refit).
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 
 import store
-from pipeline.analyze import FittedRun, _score_rows, library_versions, neighbor_rows
-from pipeline.background import ThumbnailReader
 from pipeline.detectors import CONSENSUS, FrameBatch
 from pipeline.errors import AnalysisError
+from pipeline.fitted import FittedRun, library_versions, neighbor_rows, neighbors_needed
+from pipeline.pixels import ThumbnailReader
 from pipeline.settings import Settings
+from pipeline.versioned import FittedFormatError
 from store import analysis as sa
 from store import embeddings as se
 
@@ -91,7 +92,11 @@ def load_fitted_run(db: Path, run_id: int | None = None,
             raise AnalysisError(_no_fitted_state(con, db, run_id))
     artifact, versions = loaded
     try:
-        fitted = pickle.loads(artifact)
+        fitted = FittedRun.from_bytes(artifact)
+    except FittedFormatError as exc:
+        raise AnalysisError(
+            f"the fitted state of run {run_id} cannot be used by this version of the pipeline: "
+            f"{exc}. Re-run `python -m pipeline analyze --db {db}` to refit.") from exc
     except Exception as exc:  # unpickling across library versions can fail in many ways
         raise AnalysisError(
             f"the fitted state of run {run_id} cannot be loaded with these library versions "
@@ -142,16 +147,8 @@ def score_frames(db: Path, fitted: FittedRun, frame_ids: np.ndarray,
         return _empty_report(fitted), n_skipped
     z = fitted.transform(vectors)
     batch = FrameBatch.from_frames(ids, z, frames, pixels=ThumbnailReader(db))
-    k = max([8] + [getattr(d, "n_neighbors_needed", 0) for d in fitted.detectors.values()])
-    fitted.index.attach(batch, k)
-
-    scores: dict[str, np.ndarray] = {}
-    pcts: dict[str, np.ndarray] = {}
-    for key, det in fitted.detectors.items():
-        scores[key] = det.decision_function(batch)
-        pcts[key] = det.percentile(scores[key])
-    scores[CONSENSUS] = fitted.consensus.score(pcts)
-    pcts[CONSENSUS] = fitted.consensus.percentile(scores[CONSENSUS])
+    fitted.index.attach(batch, neighbors_needed(fitted.detectors))
+    scored = fitted.score(batch)
 
     labels = np.asarray(fitted.predict_cluster(z, batch.nn_idx), dtype=np.int64)
     xy = fitted.map_xy(z)
@@ -159,7 +156,7 @@ def score_frames(db: Path, fitted: FittedRun, frame_ids: np.ndarray,
     cluster_rows = pd.DataFrame({"run_id": run_id, "frame_id": ids,
                                  "cluster": labels.astype(np.int32),
                                  "map_x": xy[:, 0], "map_y": xy[:, 1]})
-    score_rows = _score_rows(run_id, ids, scores, pcts, fitted.detectors, fitted.consensus)
+    score_rows = scored.rows(run_id)
     nn_rows = neighbor_rows(run_id, ids, batch.nn_dist, batch.nn_idx, fitted.index.frame_ids_)
     if write:
         with store.connect(db) as con:
@@ -181,10 +178,10 @@ def score_frames(db: Path, fitted: FittedRun, frame_ids: np.ndarray,
         "nearest_distance": batch.nn_dist[:, 0].astype(float),
     })
     report["too_far"] = report["nearest_distance"] > fitted.too_far_distance
-    for key in scores:
-        report[key] = scores[key]
-        report[f"{key}_pct"] = pcts[key]
-    report["is_outlier"] = fitted.consensus.predict_scores(scores[CONSENSUS])
+    for key in scored.scores:
+        report[key] = scored.scores[key]
+        report[f"{key}_pct"] = scored.pcts[key]
+    report["is_outlier"] = scored.flags[CONSENSUS]
     return report, n_skipped
 
 

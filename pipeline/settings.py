@@ -1,7 +1,9 @@
 """One settings object for every pipeline stage: defaults -> optional TOML file -> CLI flags.
 
 Each field has a default and one line of help (`help_for`). Unknown keys in a TOML file are an
-error. The resolved settings are stored with every analysis run. Settings that describe the data
+error. The detector lists, unset, are the detector registry's defaults: the analysis fills them
+in (`with_detector_defaults`), so no other command imports the detectors. The resolved
+settings are stored with every analysis run. Settings that describe the data
 itself (timezone, lat/lon, clock offset, weather station) are also remembered in the store (see
 `store.kv`), so later commands and the dashboard use the same place without repeating flags.
 """
@@ -22,10 +24,7 @@ from pipeline.models.registry import DEFAULT_MODEL
 def _setting(default: Any, help: str, low: float | None = None, high: float | None = None
              ) -> Any:
     """A settings field: its default, one line of help, and the range a number must be in."""
-    meta = {"help": help, "low": low, "high": high}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata={"help": help, "low": low, "high": high})
 
 
 MAX_CLOCK_OFFSET_DAYS = 366
@@ -72,26 +71,29 @@ class Settings:
     batch_size: int = _setting(32, "frames per inference batch (and per commit)", 1, 4096)
 
     # Analysis
-    detectors: list = _setting(
-        ["iforest", "lof", "knn", "ecod", "copod", "hbos", "temporal", "same_time",
-         "background", "dark", "overexposed", "blurry", "low_information", "haze"],
-        "outlier detectors to run (see `python -m pipeline analyze --help`)")
-    consensus_detectors: list = _setting(
-        ["lof", "background", "dark", "overexposed", "blurry", "low_information", "haze"],
-        "detectors `consensus` combines (those run; all run ones when none of these ran)")
+    # None: the detector registry's defaults (`with_detector_defaults`)
+    detectors: list | None = _setting(
+        None, "outlier detectors to run (default: every detector the registry has on by "
+              "default; see pipeline/detectors/)")
+    consensus_detectors: list | None = _setting(
+        None, "detectors `consensus` combines (those run; all run ones when none of these ran; "
+              "default: those the registry marks in_consensus, see pipeline/detectors/)")
     clusterer: str = _setting("kmeans", "clusterer: 'kmeans' or 'hdbscan'")
     n_clusters: str = _setting("auto", "number of k-means clusters, or 'auto' (silhouette)")
-    contamination: float = _setting(0.05, "share of frames flagged as outliers by each detector")
+    contamination: float = _setting(
+        0.05, "share of frames flagged as outliers by each detector", 0.0001, 0.4999)
     pca_max_dims: int = _setting(64, "most PCA dimensions kept before the detectors", 2, 4096)
-    pca_variance: float = _setting(0.95, "explained variance PCA keeps (up to pca_max_dims)")
+    pca_variance: float = _setting(
+        0.95, "explained variance PCA keeps (up to pca_max_dims)", 0.01, 1.0)
     pca_fit_frames: int = _setting(
         10_000, "frames (a seeded random sample) the standardisation and PCA are fitted on; "
-                "every frame is then projected, a batch at a time")
+                "every frame is then projected, a batch at a time", 100, 10_000_000)
     cluster_dims: int = _setting(10, "PCA dimensions used by HDBSCAN", 2, 256)
     map_method: str = _setting("pca", "2-D map projection: 'pca' or 'umap'")
     random_state: int = _setting(0, "seed for every random step", 0, 2**32 - 1)
     consensus_rule: str = _setting(
-        "family_tail", "how `consensus` combines detector ranks (see pipeline/detectors.py)")
+        "family_tail",
+        "how `consensus` combines detector ranks (see pipeline/detectors/consensus.py)")
     neighbor_index: str = _setting(
         "auto", "nearest-neighbour index: 'exact', 'kdtree', 'ivf' (approximate) or 'auto' "
         "(kdtree in <= 12 PCA dims, else exact up to 200k frames, then ivf)")
@@ -99,7 +101,8 @@ class Settings:
         0.99, "score-new: a frame is 'too far' beyond this quantile of fit neighbour distances")
     save_fitted: bool = _setting(True, "save the fitted run in the store so score-new can use it")
     keep_fitted_runs: int = _setting(
-        3, "fitted states kept per model (newest complete runs); older runs keep their rows")
+        3, "fitted states kept per model (newest complete runs); older runs keep their rows",
+        1, 1000)
 
     # Weather
     weather_station: str | None = _setting(
@@ -147,6 +150,17 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         """A copy with some fields changed (None values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def with_detector_defaults(self) -> "Settings":
+        """A copy whose unset detector lists are the detector registry's defaults. It imports
+        the detectors (scikit-learn, PyOD...), so only the analysis calls it: every other
+        command, and a busy store's refusal, stay as quick as this module's import."""
+        from pipeline import detectors
+
+        return self.replace(
+            detectors=detectors.default_detectors() if self.detectors is None else None,
+            consensus_detectors=(detectors.default_consensus()
+                                 if self.consensus_detectors is None else None))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -293,6 +293,13 @@ def load_vectors(con: duckdb.DuckDBPyConnection, model: str,
     return ids, matrix
 
 
+def bound_memory(con: duckdb.DuckDBPyConnection, megabytes: int) -> None:
+    """Bound DuckDB's buffers while this connection streams vectors. DuckDB keeps every block
+    it reads cached up to its memory limit (80% of RAM by default), so a 14 GB matrix read
+    once would stay resident; bounded, reading evicts what is done."""
+    _run(con, f"SET memory_limit = '{int(megabytes)}MB'")
+
+
 def iter_vectors(con: duckdb.DuckDBPyConnection, model: str,
                  batch_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every vector of `model` (frames still in `frames`), streamed in one query as batches of

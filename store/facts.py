@@ -10,6 +10,7 @@ Scores: higher = more abnormal; `score_pct` is the 0..1 rank within the run.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,10 +23,6 @@ from store.db import fetch_one, log_failed, scalar
 
 THRESHOLD_KINDS = ("all", "flagged", "pct", "topk")
 DAYLIGHT_VALUES = ("day", "twilight", "night")
-# Detectors listed first, in this order, wherever detectors are listed (the consensus, then
-# what it combines beyond the image checks, then the other detectors); the rest alphabetically.
-DETECTOR_ORDER = ("consensus", "background", "lof", "iforest", "knn", "ecod", "copod", "hbos",
-                  "temporal", "same_time")
 
 
 @dataclass(frozen=True)
@@ -226,10 +223,24 @@ _PAGE_WEATHER_BRIEF = """
     CASE WHEN wp.within THEN wp.precipitation_mm END AS precipitation_mm"""
 
 
-def sort_detectors(names: list[str]) -> list[str]:
-    """Detector keys in display order: `consensus` first, then the known ones, then the rest."""
-    known = [d for d in DETECTOR_ORDER if d in names]
-    return known + sorted(set(names) - set(known))
+def sort_detectors(names: list[str], order: dict[str, float]) -> list[str]:
+    """Detector keys in display order: by their place in `order` (`detector_order`), then by
+    key; keys `order` lacks come last."""
+    return sorted(names, key=lambda name: (order.get(name, math.inf), name))
+
+
+def detector_order(con: duckdb.DuckDBPyConnection, run_id: int | None) -> dict[str, float]:
+    """Each detector's place in lists for a run: the `order` analyze recorded among the
+    detectors' facts (`params.detector_facts`, from the detector classes). A run made before
+    facts were recorded lists `consensus` first, then its detectors in the order it ran them."""
+    params = scalar(con, "SELECT CAST(params AS VARCHAR) FROM analysis_runs "
+                         "WHERE run_id = $run_id", {"run_id": run_id})
+    params = json.loads(params) if params else {}
+    recorded = params.get("detector_facts")
+    if recorded:
+        return {key: fact["order"] for key, fact in recorded.items()}
+    ran = ["consensus", *params.get("detectors", [])]
+    return {key: place for place, key in enumerate(ran)}
 
 
 # --- runs, options, counts --------------------------------------------------------------------
@@ -270,7 +281,7 @@ def detectors(con: duckdb.DuckDBPyConnection, run_id: int | None) -> list[str]:
     """Detector keys scored in a run, display order (consensus first)."""
     rows = con.execute("SELECT DISTINCT detector FROM outlier_scores WHERE run_id = $run_id",
                        {"run_id": run_id}).fetchall()
-    return sort_detectors([r[0] for r in rows])
+    return sort_detectors([r[0] for r in rows], detector_order(con, run_id))
 
 
 def options(con: duckdb.DuckDBPyConnection, run_id: int | None = None) -> dict[str, Any]:
@@ -334,7 +345,7 @@ def outliers_per_detector(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> p
         FROM outlier_scores o {"" if everything else "SEMI JOIN sel ON sel.frame_id = o.frame_id"}
         WHERE o.run_id = $run_id
         GROUP BY o.detector""", params)
-    order = sort_detectors(list(df["detector"]))
+    order = sort_detectors(list(df["detector"]), detector_order(con, flt.run_id))
     return df.set_index("detector").loc[order].reset_index() if len(df) else df
 
 

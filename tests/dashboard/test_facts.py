@@ -179,6 +179,28 @@ def test_runs_and_errors(con):
     assert facts.store_counts(con)["frames"] == scalar(con, "SELECT count(*) FROM frames")
 
 
-def test_sort_detectors():
-    assert facts.sort_detectors(["zeta", "lof", "consensus", "dark", "iforest", "background"]) == [
-        "consensus", "background", "lof", "iforest", "dark", "zeta"]
+def test_detectors_are_listed_in_the_order_their_run_recorded(con, run_id):
+    """analyze records each detector's place in lists (a fact of its class): the consensus,
+    then what it combines beyond the image checks, then the others, the image checks last."""
+    order = facts.detector_order(con, run_id)
+    names = ["zeta", "lof", "consensus", "dark", "iforest", "background", "blurry"]
+    assert facts.sort_detectors(names, order) == [
+        "consensus", "background", "lof", "iforest", "blurry", "dark", "zeta"]
+    assert facts.detectors(con, run_id)[:4] == ["consensus", "background", "lof", "iforest"]
+
+
+def test_a_run_made_before_facts_were_recorded_lists_its_detectors_as_it_ran_them(store_copy):
+    import json
+
+    import store
+
+    with store.connect(store_copy) as con:
+        run_id = facts.latest_run_id(con)
+        params = json.loads(scalar(con, "SELECT CAST(params AS VARCHAR) FROM analysis_runs "
+                                        "WHERE run_id = ?", [run_id]))
+        del params["detector_facts"]
+        con.execute("UPDATE analysis_runs SET params = ? WHERE run_id = ?",
+                    [json.dumps(params), run_id])
+        assert facts.detectors(con, run_id) == ["consensus", *params["detectors"]]
+        per_detector = facts.outliers_per_detector(con, FrameFilter(run_id=run_id))
+    assert list(per_detector["detector"]) == ["consensus", *params["detectors"]]

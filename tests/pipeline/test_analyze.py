@@ -14,6 +14,7 @@ from click.testing import CliRunner
 import store
 from pipeline.analyze import analyze
 from pipeline.cli import cli
+from pipeline.detectors import DETECTORS
 from pipeline.errors import AnalysisError, InputError
 from pipeline.settings import Settings
 from store import analysis as sa
@@ -140,6 +141,11 @@ def test_run_writes_every_table(analysed):
     assert fitted is not None and fitted[1]["pyod"]
     # consensus combines the configured subset that ran (lof, iforest... are shown, not mixed in)
     assert run["params"]["consensus_of"] == ["lof", "background", "dark"]
+    # the run records each detector's facts for the dashboard, which cannot import the pipeline
+    facts = run["params"]["detector_facts"]
+    assert set(facts) == set(FAST) | {"consensus"}
+    assert facts["lof"] == DETECTORS["lof"].facts() and facts["lof"]["family"] == "embedding"
+    assert min(facts, key=lambda k: facts[k]["order"]) == "consensus"
     # planted anomalies are on top of the consensus
     cons = scores[scores["detector"] == "consensus"].set_index("frame_id")["score_pct"]
     assert cons.loc[data["anomalies"]].min() > cons.drop(data["anomalies"]).quantile(0.9)
@@ -266,11 +272,9 @@ def test_failure_mid_write_leaves_failed_run_and_no_rows(tmp_path, monkeypatch):
 
 
 def test_failure_in_a_detector_marks_the_run_failed(tmp_path, monkeypatch):
-    from pipeline import detectors
-
     db = tmp_path / "g.duckdb"
     synthetic_store(db)
-    monkeypatch.setattr(detectors.HBOSDetector, "_fit",
+    monkeypatch.setattr(DETECTORS["hbos"], "_fit",
                         lambda self, batch: (_ for _ in ()).throw(ValueError("bad bins")))
     with pytest.raises(Exception, match="bad bins"):
         analyze(db, fast_settings(), progress=False)
@@ -284,7 +288,8 @@ def test_same_time_needs_two_days(tmp_path):
     synthetic_store(db, n_days=1, per_day=72, n_anomalies=0)
     result = analyze(db, fast_settings(), progress=False)
     assert "same_time" not in result.detectors
-    assert any("same_time skipped" in note for note in result.notes)
+    assert any("same_time skipped" in note and "at least two days" in note
+               for note in result.notes)
 
 
 def test_cli_analyze_without_embeddings_is_one_line(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from dataclasses import replace
 
 import numpy as np
@@ -9,21 +11,19 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from pipeline.background import ArrayReader, less_surroundings, stand_out
 from pipeline.detectors import (CONSENSUS_RULES, DETECTORS, Consensus, FrameBatch,
-                                NeighborIndex, consensus_scores, make_detector)
+                                consensus_scores, make_detector)
+from pipeline.detectors.background.eigen import less_surroundings, stand_out
+from pipeline.neighbors import NeighborIndex
+from pipeline.pixels import ArrayReader
+from pipeline.versioned import FORMAT_KEY, FittedFormatError
 
 N_DAYS, PER_DAY, DIM = 5, 48, 12
 PLANTED = np.array([100, 150, 170, 200])  # daytime frames on days 2-4
 
 # Stats that make a planted frame bad for each quality check (normal frames: see _batch).
-QUALITY_PLANT = {
-    "dark": {"mean_luma": 4.0},
-    "overexposed": {"mean_luma": 250.0, "contrast": 3.0},
-    "blurry": {"sharpness": 2.0},
-    "low_information": {"contrast": 2.0, "colorfulness": 0.5},
-    "haze": {"mean_luma": 170.0, "contrast": 6.0, "colorfulness": 1.0},
-}
+QUALITY_PLANT = {key: cls.example_bad for key, cls in DETECTORS.items()
+                 if "frame_stats" in cls.needs}
 
 
 def _garden(hours: np.ndarray, seed: int, planted: np.ndarray) -> dict[int, np.ndarray]:
@@ -239,9 +239,11 @@ def test_consensus_rules_and_percentiles():
         assert s.shape == (200,) and np.isfinite(s).all()
         assert s[0] >= np.quantile(s, 0.95), rule
     cons = Consensus(["iforest", "lof", "dark"], "family_tail", 0.05)
-    fit = cons.fit(pcts)
-    np.testing.assert_allclose(cons.score(pcts), fit)
-    assert cons.predict_scores(fit)[0]
+    assert cons.fit(pcts) is cons
+    fit = cons.decision_scores_
+    np.testing.assert_allclose(cons.decision_function(pcts), fit)
+    assert cons.predict_scores(fit)[0] and cons.labels_[0]
+    assert cons.threshold_ == np.quantile(fit, 0.95)
     with pytest.raises(KeyError):
         consensus_scores(pcts, "median-of-nothing")
     # a detector with no opinion (NaN) is left out for that frame
@@ -251,8 +253,8 @@ def test_consensus_rules_and_percentiles():
     top = {"lof": np.array([1.0, 0.5])}
     assert consensus_scores(top, "tail", n_reference=13)[0] == pytest.approx(np.log(14))
     assert consensus_scores(top, "tail", n_reference=99_999)[0] == pytest.approx(np.log(100_000))
-    assert Consensus(["lof"], "tail", 0.05).fit({"lof": np.linspace(0.1, 1, 10)})[-1] \
-        == pytest.approx(np.log(11))
+    assert Consensus(["lof"], "tail", 0.05).fit({"lof": np.linspace(0.1, 1, 10)}) \
+        .decision_scores_[-1] == pytest.approx(np.log(11))
 
 
 def test_consensus_counts_a_generalist_only_in_its_top_tenth():
@@ -426,7 +428,7 @@ def test_time_of_day_noise_rescores_a_pixel_against_its_hour():
     """A pixel that is noisy every morning (a shadow edge) is ordinary at 9:00 and stands out at
     noon; frames of an unknown time, or of an hour with too few fit frames, keep their
     z-scores."""
-    from pipeline.background import TimeOfDayNoise
+    from pipeline.detectors.background.eigen import TimeOfDayNoise
 
     rng = np.random.default_rng(0)
     minutes = np.concatenate([rng.uniform(8 * 60, 10 * 60, 200),
@@ -453,7 +455,7 @@ def test_time_of_day_noise_takes_a_pixels_occasional_swings_as_its_range():
     spread (0.9), so another such swing is ordinary; with the MAD (0.5) its calm majority sets
     the range and the swing stands out. A pixel with even noise gets the same range either way,
     and a change far beyond what any pixel does stands out with both."""
-    from pipeline.background import TimeOfDayNoise
+    from pipeline.detectors.background.eigen import TimeOfDayNoise
 
     rng = np.random.default_rng(1)
     minutes = rng.uniform(9 * 60, 10 * 60, 300)
@@ -498,16 +500,6 @@ def test_background_scores_do_not_depend_on_the_order_of_the_frames(batches):
                                rtol=1e-6)
 
 
-def test_background_fitted_before_the_same_time_part_still_scores(batches):
-    """A run saved before the same-time part existed has no references: `score-new` scores
-    its frames with the scene part alone, as that run did."""
-    batch = batches[None]
-    det = make_detector("background").fit(batch)
-    scene_part = det._parts(batch)[:, 0]
-    del det.references_, det.part_reference_
-    np.testing.assert_allclose(det.decision_function(batch), scene_part)
-
-
 def test_background_scores_frames_without_a_time_by_the_scene_part(batches):
     """No camera time, no same time of day: such frames count their scene part twice."""
     batch = batches[None]
@@ -537,7 +529,8 @@ def _moved(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
 
 
 def test_alignment_sees_a_moved_camera_and_not_light_objects_or_noise():
-    from pipeline.background import Alignment, edge_map
+    from pipeline.detectors.background.alignment import Alignment
+    from pipeline.detectors.background.grids import edge_map
 
     rng = np.random.default_rng(0)
     scene = _textured_scene()
@@ -574,50 +567,103 @@ def test_background_flags_a_knocked_camera_by_its_alignment():
     keys = det._class_keys(batch)
     evidence = det._alignment_evidence(parts[:, 2], keys)
     assert (evidence[normal & (parts[:, 2] == 0)] == 0).all()
-    # the same run without the alignment part (fitted before it) ranks them lower
-    del det.lines_up_
+    # where no class's fit frames line up, the alignment part says nothing: they rank lower
+    det.lines_up_ = {}
     without = det.decision_function(batch)
     assert without[knocked].min() < det.decision_scores_[knocked].min()
 
 
-def test_background_fitted_before_time_of_day_noise_still_scores(batches):
-    """A run saved before the scene part measured pixels per time of day (its models have no
-    `time_noise_`, the detector not even the setting) scores as it did."""
+def _unpickled_format_0(obj, lacking=(), models_lacking=(), noise_lacking=()):
+    """What unpickling `obj` saved before formats were recorded (format 0) gives, when that
+    pickle lacked the attributes `lacking` (and its background models and their time-of-day
+    noise lacked `models_lacking` and `noise_lacking`): pickle hands each object's saved
+    state, without a format, to its class's `__setstate__`."""
+
+    def load(thing, drop):
+        state = {k: v for k, v in thing.__dict__.items() if k not in drop}
+        new = type(thing).__new__(type(thing))
+        new.__setstate__(state)
+        return new
+
+    if models_lacking or noise_lacking:
+        obj = copy.deepcopy(obj)
+        for name, model in obj.models_.items():
+            if model.time_noise_ is not None:
+                model.time_noise_ = load(model.time_noise_, noise_lacking)
+            obj.models_[name] = load(model, models_lacking)
+    return load(obj, lacking)
+
+
+@pytest.mark.parametrize("key", list(DETECTORS))
+def test_a_pickled_detector_scores_as_it_did(key, batches):
+    batch = batches[key if key in QUALITY_PLANT else None]
+    det = make_detector(key).fit(batch)
+    again = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(again.decision_function(batch), det.decision_scores_)
+
+
+def test_a_fitted_state_of_a_newer_format_is_refused(batches):
+    det = make_detector("dark").fit(batches["dark"])
+    state = {**det.__getstate__(), FORMAT_KEY: det.format_version + 1}
+    with pytest.raises(FittedFormatError, match="newer version of the pipeline"):
+        type(det).__new__(type(det)).__setstate__(state)
+
+
+def test_background_fitted_before_time_of_day_noise_is_upgraded(batches):
+    """A run saved before the scene part measured pixels per time of day lacks that setting,
+    the spread and surround settings that came after it, and its models' `time_noise_`; it
+    is upgraded to the settings that reproduce its fit, and scores as it did."""
     batch = batches[None]
-    det = make_detector("background").set_params(time_of_day_noise=False).fit(batch)
-    expected = det.decision_function(batch)
-    for model in det.models_.values():
-        del model.time_noise_
-    del det.time_of_day_noise
-    np.testing.assert_allclose(det.decision_function(batch), expected)
-    assert all(m.time_noise_ is not None for m in make_detector("background").fit(batch)
-               .models_.values())
+    det = make_detector("background").set_params(time_of_day_noise=False, surround=0.0,
+                                                  noise_spread=0.5).fit(batch)
+    old = _unpickled_format_0(det, lacking={"time_of_day_noise", "noise_spread", "surround"},
+                              models_lacking={"time_noise_"})
+    assert old.get_params() == det.get_params()
+    assert all(m.time_noise_ is None for m in old.models_.values())
+    np.testing.assert_array_equal(old.decision_function(batch), det.decision_scores_)
 
 
-def test_background_fitted_before_surroundings_still_scores(batches):
-    """A run saved before pixels were measured against their surroundings (no `surround`
-    setting) scores as one fitted with `surround=0`, which differs from the default."""
+def test_background_fitted_before_surroundings_is_upgraded(batches):
+    """A run saved before pixels were measured against their surroundings lacks `surround`
+    and the later `noise_spread` (its time-of-day noise measured the MAD: spread 0.5); it scores
+    as one fitted with `surround=0` and `noise_spread=0.5`, which differs from the default."""
     batch = batches[None]
-    plain = make_detector("background").set_params(surround=0).fit(batch)
-    expected = plain.decision_function(batch)
-    assert not np.allclose(make_detector("background").fit(batch).decision_function(batch),
-                           expected)
-    del plain.surround
-    np.testing.assert_allclose(plain.decision_function(batch), expected)
+    det = make_detector("background").set_params(surround=0.0, noise_spread=0.5).fit(batch)
+    assert not np.allclose(make_detector("background").fit(batch).decision_scores_,
+                           det.decision_scores_)
+    old = _unpickled_format_0(det, lacking={"surround", "noise_spread"},
+                              noise_lacking={"spread"})
+    assert old.get_params() == det.get_params()
+    assert all(m.time_noise_.spread == 0.5 for m in old.models_.values())
+    np.testing.assert_array_equal(old.decision_function(batch), det.decision_scores_)
 
 
-def test_background_fitted_before_the_alignment_part_still_scores(batches):
-    """A run saved before the alignment part (no edge maps, no `lines_up_`, not even the
-    `min_lines_up` setting) scores as it did."""
+def test_background_fitted_before_the_same_time_or_alignment_part_is_refused(batches):
+    """Runs saved before the same-time part (no references) or the alignment part (no edge
+    maps, no `lines_up_`) scored without them; this version cannot, and says so."""
+    det = make_detector("background").fit(batches[None])
+    with pytest.raises(FittedFormatError, match="before the same-time and alignment parts"):
+        _unpickled_format_0(det, lacking={"references_", "part_reference_", "lines_up_"})
+    with pytest.raises(FittedFormatError, match="before the alignment part"):
+        _unpickled_format_0(det, lacking={"lines_up_", "min_lines_up"},
+                            models_lacking={"alignment_"})
+
+
+def test_same_time_fitted_before_max_days_is_upgraded(batches):
+    """A same_time fit saved before the bound on days compared every other day."""
     batch = batches[None]
-    det = make_detector("background").fit(batch)
-    local = det._combine(np.column_stack([det._parts(batch)[:, :2],
-                                          np.full(len(batch), np.nan)]),
-                         det._class_keys(batch))
-    for model in det.models_.values():
-        del model.alignment_
-    del det.lines_up_, det.min_lines_up  # what such a pickle holds
-    np.testing.assert_allclose(det.decision_function(batch), local)
+    det = make_detector("same_time").set_params(max_days=None).fit(batch)
+    old = _unpickled_format_0(det, lacking={"max_days"})
+    assert old.max_days is None
+    np.testing.assert_array_equal(old.decision_function(batch), det.decision_scores_)
+
+
+def test_consensus_fitted_before_n_reference_is_upgraded():
+    """A consensus saved before it knew how many frames it ranked used a floor of 1e-4."""
+    pcts = {"lof": np.linspace(0.1, 1, 10)}
+    cons = Consensus(["lof"], "tail", 0.05).fit(pcts)
+    old = _unpickled_format_0(cons, lacking={"n_reference_"})
+    assert old.decision_function(pcts)[-1] == pytest.approx(np.log(10_000))
 
 
 @pytest.mark.parametrize("shape", [(144, 256), (200, 300), (72, 128)])
@@ -628,7 +674,7 @@ def test_thumbnail_decode_gives_pillow_draft_pixels_and_none_for_damage(shape):
 
     from PIL import Image
 
-    from pipeline.background import _decode, _resize, grid_size
+    from pipeline.pixels import decode_thumbnail, grid_size, resize_rgb
 
     rng = np.random.default_rng(1)
     height, width = shape
@@ -640,7 +686,7 @@ def test_thumbnail_decode_gives_pillow_draft_pixels_and_none_for_damage(shape):
     size = grid_size(width / height, 128)
     pillow = Image.open(io.BytesIO(jpeg))
     pillow.draft("RGB", size)
-    expected = _resize(pillow, size)
-    np.testing.assert_array_equal(_decode(jpeg, size), expected)
-    assert _decode(jpeg[: len(jpeg) // 2], size) is None
-    assert _decode(b"not a jpeg at all", size) is None
+    expected = resize_rgb(pillow, size)
+    np.testing.assert_array_equal(decode_thumbnail(jpeg, size), expected)
+    assert decode_thumbnail(jpeg[: len(jpeg) // 2], size) is None
+    assert decode_thumbnail(b"not a jpeg at all", size) is None

@@ -15,6 +15,7 @@ from pipeline.analyze import analyze
 from pipeline.cli import cli
 from pipeline.embed import embed_frames
 from pipeline.errors import AnalysisError
+from pipeline.fitted import FittedRun
 from pipeline.ingest import ingest_folder
 from pipeline.score_new import load_fitted_run, score_frames, score_new
 from pipeline.settings import Settings
@@ -115,6 +116,22 @@ def test_unloadable_fit_says_refit(fitted_store):
         con.execute("UPDATE fitted_runs SET artifact = ?", [pickle.dumps("x")[:-2]])
     with pytest.raises(AnalysisError, match="analyze"):
         load_fitted_run(db)
+
+
+def test_a_fitted_state_this_version_cannot_read_says_refit(fitted_store, monkeypatch):
+    """A fitted run saved by a newer version (a format this one does not know) is refused
+    with the reason and the command that refits, not scored wrongly."""
+    db, _, result, _ = fitted_store
+    fitted, _ = load_fitted_run(db, result.run_id)
+    monkeypatch.setattr(FittedRun, "format_version", FittedRun.format_version + 1)
+    artifact = fitted.to_bytes()
+    monkeypatch.undo()
+    with store.connect(db) as con:
+        con.execute("UPDATE fitted_runs SET artifact = ?", [artifact])
+    with pytest.raises(AnalysisError, match=r"run 1 cannot be used by this version.*newer "
+                                            r"version of the pipeline.*Re-run `python -m "
+                                            r"pipeline analyze"):
+        load_fitted_run(db, result.run_id)
 
 
 def test_no_fitted_run(tmp_path):

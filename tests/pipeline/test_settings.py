@@ -43,7 +43,14 @@ def test_bad_toml_and_missing_file_are_clear(tmp_path):
         Settings.load(tmp_path / "none.toml")
 
 
-def test_list_defaults_are_not_shared_between_instances():
-    a, b = Settings(), Settings()
+def test_detector_lists_default_to_the_registry_and_are_not_shared():
+    """Unset, the detector lists are the registry's defaults, filled in for the analysis (so
+    only it imports the detectors); each copy gets lists of its own."""
+    from pipeline.detectors import default_consensus, default_detectors
+
+    assert Settings().detectors is None and Settings().consensus_detectors is None
+    a, b = Settings().with_detector_defaults(), Settings().with_detector_defaults()
+    assert a.detectors == default_detectors() and a.consensus_detectors == default_consensus()
     a.detectors.append("extra")
     assert "extra" not in b.detectors
+    assert Settings(detectors=["lof"]).with_detector_defaults().detectors == ["lof"]

@@ -1,0 +1,149 @@
+"""The detector registry and the base classes of every detector and of the consensus.
+
+What the rest of the code needs to know about a detector is a class attribute of it, and
+everything else derives from the registry (`DETECTORS`): the default lists in
+`pipeline.settings` (`on_by_default`, `in_consensus`), what analyze says when a detector could
+not score (`unscorable`), where consensus starts counting its ranks as evidence
+(`evidence_from`), how many neighbours the shared index must attach (`n_neighbors_needed`), and
+the facts each run records for the dashboard (`Scorer.facts`: its `summary`, evidence `family`
+and `order` in lists; the dashboard never imports the pipeline, so it reads them from the run).
+A fact shared by a family is set once on the family's base class.
+
+Every detector follows the PyOD / scikit-learn habits: `__init__` only stores keyword
+parameters, `fit(batch)` does the work and returns self, learned state ends in `_`, and
+`decision_function(batch)` scores frames against the frozen fit; higher = more abnormal. The
+threshold, the fit's flags and the percentile ranks come from one place for every detector
+and the consensus (`Scorer._process_decision_scores`, as PyOD's base class does).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from pipeline.detectors.batch import FrameBatch
+from pipeline.versioned import Versioned
+
+# What a detector can need to run, beyond the frames themselves.
+NEEDS = {
+    "embeddings": "the run's PCA space of the embedding vectors",
+    "timestamps": "each frame's time (order in time, time of day, date)",
+    "thumbnails": "the stored thumbnails' pixels",
+    "frame_stats": "the image statistics ingest computed (mean luma, contrast, ...)",
+}
+
+DETECTORS: dict[str, type["Detector"]] = {}
+
+
+class Scorer(Versioned, BaseEstimator):
+    """What detectors and the consensus share: their facts, and a threshold and percentile ranks
+    learned from the fit's scores (`decision_scores_`)."""
+
+    key: ClassVar[str] = ""
+    summary: ClassVar[str] = ""   # one line: what a high score means
+    family: ClassVar[str] = ""    # evidence family: consensus averages within, sums across
+    order: ClassVar[int] = 1000   # place in the dashboard's lists (then by key)
+    recorded: ClassVar[tuple[str, ...]] = ("summary", "family", "order")  # what runs record
+
+    def __init__(self, contamination: float = 0.05):
+        self.contamination = contamination
+
+    @classmethod
+    def facts(cls) -> dict[str, Any]:
+        """The facts a run records about it (in `analysis_runs.params`, for the dashboard)."""
+        return {name: getattr(cls, name) for name in cls.recorded}
+
+    def _check_contamination(self) -> None:
+        if not 0 < self.contamination < 0.5:
+            raise ValueError(f"contamination must be in (0, 0.5), got {self.contamination}")
+
+    def _process_decision_scores(self) -> None:
+        """From the fit's scores (`decision_scores_`): their sorted finite values
+        (`reference_`, what percentiles rank against), the `threshold_` above which a share
+        `contamination` of them lie, and the fit's flags (`labels_`)."""
+        scores = self.decision_scores_
+        finite = scores[np.isfinite(scores)]
+        self.reference_ = np.sort(finite)
+        self.threshold_ = (float(np.quantile(finite, 1 - self.contamination))
+                           if len(finite) else np.inf)
+        self.labels_ = self.predict_scores(scores)
+
+    def percentile(self, scores: np.ndarray) -> np.ndarray:
+        """Share of fit frames scoring <= each score (0..1); NaN stays NaN."""
+        out = np.full(len(scores), np.nan)
+        ok = np.isfinite(scores)
+        if len(self.reference_):
+            ranks = np.searchsorted(self.reference_, scores[ok], side="right")
+            out[ok] = ranks / len(self.reference_)
+        return out
+
+    def predict_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Whether each score is above the fit's threshold (NaN: no)."""
+        return np.nan_to_num(scores, nan=-np.inf) > self.threshold_
+
+
+class Detector(Scorer):
+    """A detector of outlying frames in a `FrameBatch`; subclasses set the facts, `_fit` and
+    `decision_function`."""
+
+    needs: ClassVar[frozenset[str]] = frozenset()  # keys of NEEDS
+    on_by_default: ClassVar[bool] = True     # in the default `detectors` setting
+    in_consensus: ClassVar[bool] = False     # in the default `consensus_detectors` setting
+    evidence_from: ClassVar[float] = 0.0     # consensus counts ranks above this as evidence
+    unscorable: ClassVar[str] = ""           # why it may score nothing ({param} filled in)
+    n_neighbors_needed: ClassVar[int] = 0    # neighbours the batch must have attached
+
+    def fit(self, batch: FrameBatch) -> "Detector":
+        self._check_contamination()
+        self._fit(batch)
+        self.decision_scores_ = self.decision_function(batch)
+        self._process_decision_scores()
+        return self
+
+    def why_unscorable(self) -> str:
+        """What the frames lack when this detector scored none of them."""
+        return self.unscorable.format(**self.get_params())
+
+    def _fit(self, batch: FrameBatch) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decision_function(self, batch: FrameBatch) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+
+def register(cls: type[Detector]) -> type[Detector]:
+    """Class decorator: add a detector class to the registry under its `key`."""
+    if not cls.key or not cls.family or not cls.summary:
+        raise ValueError(f"{cls.__name__} needs a key, a family and a summary to be registered")
+    if cls.key in DETECTORS:
+        raise ValueError(f"detector {cls.key!r} registered twice")
+    unknown = set(cls.needs) - set(NEEDS)
+    if unknown:
+        raise ValueError(f"{cls.key} needs {', '.join(sorted(unknown))}: not one of "
+                         f"{', '.join(NEEDS)}")
+    DETECTORS[cls.key] = cls
+    return cls
+
+
+def make_detector(key: str, contamination: float = 0.05, random_state: int = 0) -> Detector:
+    """A new unfitted detector from its registry key."""
+    try:
+        cls = DETECTORS[key]
+    except KeyError:
+        raise KeyError(f"unknown detector {key!r}; known: {', '.join(DETECTORS)}") from None
+    params = {"contamination": contamination}
+    if "random_state" in cls._get_param_names():
+        params["random_state"] = random_state
+    return cls(**params)
+
+
+def default_detectors() -> list[str]:
+    """The detectors a run runs by default, in registry order."""
+    return [key for key, cls in DETECTORS.items() if cls.on_by_default]
+
+
+def default_consensus() -> list[str]:
+    """The detectors the consensus combines by default, in registry order."""
+    return [key for key, cls in DETECTORS.items() if cls.in_consensus]

@@ -1,0 +1,106 @@
+"""The frames as detectors see them (`FrameBatch`), and the time helpers several detectors share.
+
+A batch holds one row per frame in the same order everywhere: the frame ids, the run's PCA
+vectors, two clocks (`order_time` for order in time, `local_time` for the camera's time of
+day and date), the frame statistics ingest computed, the daylight class, each frame's nearest
+fit frames (attached by `pipeline.neighbors.NeighborIndex`) and a pixel reader
+(`pipeline.pixels`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from pipeline.pixels import GridReader
+
+
+@dataclass
+class FrameBatch:
+    """Frames as the detectors see them (rows in the same order everywhere).
+
+    `z` is the run's PCA space; `order_time` orders frames in time (UTC when known, else camera
+    time) and `local_time` is the camera wall clock (time of day, date); both datetime64[ns] with
+    NaT allowed. `stats` holds mean_luma, contrast, sharpness, colorfulness (NaN allowed).
+    `nn_dist`/`nn_idx` are each frame's nearest fit frames (itself excluded), indexes into the
+    fit batch, filled by `NeighborIndex.attach`. `daylight` is 'day', 'twilight', 'night' or
+    None per frame; `pixels` reads the frames' images (`pipeline.pixels.GridReader`) for the
+    detectors that look at pixels; without one they cannot score.
+    """
+
+    frame_ids: np.ndarray
+    z: np.ndarray
+    order_time: np.ndarray
+    local_time: np.ndarray
+    stats: pd.DataFrame
+    nn_dist: np.ndarray | None = None
+    nn_idx: np.ndarray | None = None
+    daylight: np.ndarray | None = None
+    pixels: "GridReader | None" = None
+
+    def __len__(self) -> int:
+        return len(self.frame_ids)
+
+    @classmethod
+    def from_frames(cls, frame_ids: np.ndarray, z: np.ndarray, frames: pd.DataFrame,
+                    pixels: "GridReader | None" = None) -> "FrameBatch":
+        """Build from PCA vectors and `store.analysis.load_frames` rows (same frame ids)."""
+        frames = frames.set_index("frame_id").reindex(frame_ids)
+        local = _to_naive_ns(frames["taken_at"])
+        utc = _to_naive_ns(frames["taken_at_utc"])
+        order = np.where(np.isnat(utc), local, utc)
+        stats = frames[["mean_luma", "contrast", "sharpness", "colorfulness"]].astype(float)
+        daylight = frames["daylight"].to_numpy(object) if "daylight" in frames else None
+        return cls(np.asarray(frame_ids, dtype=np.int64), np.ascontiguousarray(z, np.float32),
+                   order, local, stats.reset_index(drop=True), daylight=daylight, pixels=pixels)
+
+
+def _to_naive_ns(column: pd.Series) -> np.ndarray:
+    values = pd.to_datetime(column)
+    if getattr(values.dt, "tz", None) is not None:
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    return values.to_numpy(dtype="datetime64[ns]")
+
+
+def hour_of_day(local: np.ndarray) -> np.ndarray:
+    """Camera-clock hour of day (0..23); NaT gives -1."""
+    known = ~np.isnat(local)
+    hours = np.full(local.shape, -1, dtype=np.int64)
+    hours[known] = (local[known] - local[known].astype("datetime64[D]")) // np.timedelta64(1, "h")
+    return hours
+
+
+def day_and_minute(local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-clock day number and minute of day; NaT gives day -1 and minute NaN."""
+    known = ~np.isnat(local)
+    days = np.where(known, local.astype("datetime64[D]").astype(np.int64), -1)
+    minutes = (local - local.astype("datetime64[D]")) / np.timedelta64(1, "m")
+    return days, np.where(known, minutes, np.nan)
+
+
+def day_blocks(rows: np.ndarray, row_days: np.ndarray, max_days: int | None,
+               size: int | None = 1024):
+    """Blocks of at most `size` rows (sorted by day) spanning at most `max_days` days, so each
+    block's candidates are its days +- max_days (about 3 x max_days days, not every day)."""
+    if not len(rows):
+        return
+    if max_days is None:
+        keys = np.zeros(len(rows), np.int64)
+    else:
+        keys = (row_days - row_days[0]) // max_days
+    edges = np.flatnonzero(np.diff(keys)) + 1
+    size = size or max(1, len(rows))
+    for start, stop in zip(np.r_[0, edges], np.r_[edges, len(rows)]):
+        for s in range(start, stop, size):
+            yield rows[s:min(stop, s + size)]
+
+
+def daylight_classes(batch: FrameBatch) -> np.ndarray:
+    """Each frame's daylight class ('day', 'twilight', 'night'), 'unknown' where not known."""
+    if batch.daylight is None:
+        return np.full(len(batch), "unknown", dtype=object)
+    return np.array([d if isinstance(d, str) else "unknown" for d in batch.daylight], dtype=object)

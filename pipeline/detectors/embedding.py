@@ -1,0 +1,191 @@
+"""The embedding family: `iforest`, `lof`, `knn`, `ecod`, `copod`, `hbos` on the run's PCA space.
+
+`iforest` is PyOD's model. `lof` and `knn` follow PyOD's definitions (LOF of Breunig et al.;
+kNN 'largest' distance) but read one shared exact neighbour index (`pipeline.neighbors`), so one
+k-NN pass serves lof, knn and the neighbours table. `ecod` and `copod` are PyOD's formulas with
+the per-dimension ECDFs frozen at fit time (PyOD refits them on train + new data, which would
+change scores of new frames with the batch); `hbos` is PyOD's static-bin formula vectorised
+(PyOD scores frame by frame in Python). Tests check all five equal PyOD on the fit.
+
+They are generalists: they rank frames by any difference, weather and light included, so the
+consensus counts only their top tenth (`evidence_from`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import skew
+
+from pipeline.detectors.base import Detector, register
+
+
+class EmbeddingDetector(Detector):
+    """The family's facts: on the PCA space, a generalist whose top tenth is evidence."""
+
+    family = "embedding"
+    needs = frozenset({"embeddings"})
+    evidence_from = 0.9
+
+
+@register
+class IForestDetector(EmbeddingDetector):
+    key = "iforest"
+    summary = "Isolation Forest (PyOD): frames isolated by few random splits"
+    order = 30
+
+    def __init__(self, contamination: float = 0.05, n_estimators: int = 100,
+                 max_samples: int | str = "auto", random_state: int = 0):
+        self.contamination = contamination
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.random_state = random_state
+
+    def _fit(self, batch):
+        from pyod.models.iforest import IForest
+
+        self.model_ = IForest(n_estimators=self.n_estimators, max_samples=self.max_samples,
+                              contamination=self.contamination, random_state=self.random_state)
+        self.model_.fit(batch.z)
+
+    def decision_function(self, batch):
+        return self.model_.decision_function(batch.z).astype(float)
+
+
+class _NeighborDetector(EmbeddingDetector):
+    """Reads `batch.nn_dist` / `batch.nn_idx` (the shared index); stores the fit's own."""
+
+    @property
+    def n_neighbors_needed(self) -> int:  # type: ignore[override]
+        return self.n_neighbors
+
+    def _fit(self, batch):
+        if batch.nn_dist is None or batch.nn_dist.shape[1] < self.n_neighbors:
+            raise ValueError(f"{self.key} needs {self.n_neighbors} neighbours attached to the "
+                             "batch")
+
+
+@register
+class LOFDetector(_NeighborDetector):
+    key = "lof"
+    summary = "Local Outlier Factor (PyOD/scikit-learn definition, k=20)"
+    order = 20
+    in_consensus = True
+
+    def __init__(self, contamination: float = 0.05, n_neighbors: int = 20):
+        self.contamination = contamination
+        self.n_neighbors = n_neighbors
+
+    def _fit(self, batch):
+        super()._fit(batch)
+        k = self.n_neighbors
+        dist = batch.nn_dist[:, :k].astype(np.float64)
+        idx = batch.nn_idx[:, :k]
+        self.k_distance_ = dist[:, k - 1]
+        reach = np.maximum(dist, self.k_distance_[idx])
+        self.lrd_ = 1.0 / (reach.mean(axis=1) + 1e-10)
+
+    def decision_function(self, batch):
+        k = self.n_neighbors
+        dist = batch.nn_dist[:, :k].astype(np.float64)
+        idx = batch.nn_idx[:, :k]
+        reach = np.maximum(dist, self.k_distance_[idx])
+        lrd = 1.0 / (reach.mean(axis=1) + 1e-10)
+        return self.lrd_[idx].mean(axis=1) / lrd
+
+
+@register
+class KNNDetector(_NeighborDetector):
+    key = "knn"
+    summary = "distance to the k-th nearest frame (PyOD KNN 'largest', k=5)"
+    order = 40
+
+    def __init__(self, contamination: float = 0.05, n_neighbors: int = 5):
+        self.contamination = contamination
+        self.n_neighbors = n_neighbors
+
+    def decision_function(self, batch):
+        return batch.nn_dist[:, self.n_neighbors - 1].astype(float)
+
+
+class _FrozenECDF(EmbeddingDetector):
+    """PyOD's ECOD/COPOD tail probabilities with the per-dimension ECDFs frozen at fit."""
+
+    def _fit(self, batch):
+        self.sorted_ = np.sort(np.asarray(batch.z, dtype=np.float32), axis=0)  # z is float32
+        self.skew_sign_ = np.sign(np.nan_to_num(skew(batch.z.astype(np.float64), axis=0)))
+
+    def _tails(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = self.sorted_.shape[0]
+        z = np.asarray(z, dtype=np.float32)
+        left = np.empty(z.shape)
+        right = np.empty(z.shape)
+        for j in range(z.shape[1]):
+            col = self.sorted_[:, j]
+            left[:, j] = np.searchsorted(col, z[:, j], side="right")
+            right[:, j] = n - np.searchsorted(col, z[:, j], side="left")
+        floor = 0.5  # new frames beyond every fit value: half a frame, not log(0)
+        u_l = -np.log(np.maximum(left, floor) / n)
+        u_r = -np.log(np.maximum(right, floor) / n)
+        u_skew = u_l * -np.sign(self.skew_sign_ - 1) + u_r * np.sign(self.skew_sign_ + 1)
+        return u_l, u_r, u_skew
+
+
+@register
+class ECODDetector(_FrozenECDF):
+    key = "ecod"
+    summary = "ECOD (PyOD formula): tail probabilities per PCA dimension, skew-aware"
+    order = 50
+
+    def decision_function(self, batch):
+        u_l, u_r, u_skew = self._tails(batch.z)
+        return np.maximum(np.maximum(u_l, u_r), u_skew).sum(axis=1)
+
+
+@register
+class COPODDetector(_FrozenECDF):
+    key = "copod"
+    summary = "COPOD (PyOD formula): empirical copula tail probabilities"
+    order = 60
+
+    def decision_function(self, batch):
+        u_l, u_r, u_skew = self._tails(batch.z)
+        return np.maximum(u_skew, (u_l + u_r) / 2).sum(axis=1)
+
+
+@register
+class HBOSDetector(EmbeddingDetector):
+    key = "hbos"
+    summary = "Histogram-based outlier score (PyOD formula): rare values per PCA dimension"
+    order = 70
+
+    def __init__(self, contamination: float = 0.05, n_bins: int = 20, alpha: float = 0.1,
+                 tol: float = 0.5):
+        self.contamination = contamination
+        self.n_bins = n_bins
+        self.alpha = alpha
+        self.tol = tol
+
+    def _fit(self, batch):
+        # PyOD's static-bin HBOS, vectorised (PyOD loops over frames in Python: 10 s per 1k)
+        n_dims = batch.z.shape[1]
+        self.hist_ = np.zeros((self.n_bins, n_dims))
+        self.bin_edges_ = np.zeros((self.n_bins + 1, n_dims))
+        for i in range(n_dims):
+            self.hist_[:, i], self.bin_edges_[:, i] = np.histogram(
+                batch.z[:, i], bins=self.n_bins, density=True)
+
+    def decision_function(self, batch):
+        z = batch.z
+        total = np.zeros(len(z))
+        for i in range(z.shape[1]):
+            edges = self.bin_edges_[:, i]
+            log_density = np.log2(self.hist_[:, i] + self.alpha)
+            inds = np.digitize(z[:, i], edges, right=True)
+            inner = log_density[np.clip(inds - 1, 0, self.n_bins - 1)]
+            below = (edges[0] - z[:, i]) <= (edges[1] - edges[0]) * self.tol
+            above = (z[:, i] - edges[-1]) <= (edges[-1] - edges[-2]) * self.tol
+            score = np.where(inds == 0, np.where(below, log_density[0], log_density.min()),
+                             np.where(inds == self.n_bins + 1,
+                                      np.where(above, log_density[-1], log_density.min()), inner))
+            total += score
+        return -total

@@ -1,0 +1,190 @@
+"""A run's fitted state, and the one way frames are scored against it (`FittedRun.score`).
+
+`analyze` fits a run's projection, neighbour index, clusterer, map, detectors and consensus and
+keeps them in a `FittedRun`; it scores the fit's frames with `FittedRun.score(batch,
+of_fit=True)` and saves the run pickled (`to_bytes`) in the store. `score-new` loads it
+(`from_bytes`) and scores new frames with `FittedRun.score(batch)`: the same percentiles,
+consensus and flags, through the same code, so a frame of the fit gets the scores it got in
+the run.
+
+Every class pickled in a fitted run carries a format version (`pipeline.versioned`); a pickle
+of an older format is upgraded by its class or refused with a message that says to analyse
+again. Pickles made before the detectors became a package name the modules their classes
+lived in then; `from_bytes` finds them where they live now (`_MOVED`).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import __version__
+from pipeline.detectors import CONSENSUS, DETECTORS, Consensus, Detector, FrameBatch
+from pipeline.detectors.background.alignment import Alignment
+from pipeline.detectors.background.eigen import BackgroundModel, TimeOfDayNoise
+from pipeline.neighbors import NeighborIndex
+from pipeline.versioned import Versioned
+
+N_TABLE_NEIGHBORS = 8  # rows per frame in the `neighbors` table
+
+
+@dataclass
+class RunScores:
+    """Every detector's and the consensus' scores of a batch's frames: `scores` (higher = more
+    abnormal; NaN: no score), `pcts` (0..1 rank among the fit's scores) and `flags`
+    (is_outlier), each keyed by detector, in the order of `frame_ids`."""
+
+    frame_ids: np.ndarray
+    scores: dict[str, np.ndarray]
+    pcts: dict[str, np.ndarray]
+    flags: dict[str, np.ndarray]
+
+    def rows(self, run_id: int) -> pd.DataFrame:
+        """The `outlier_scores` rows (long form: one per detector and frame)."""
+        return pd.concat([pd.DataFrame({
+            "run_id": run_id, "detector": key, "frame_id": self.frame_ids,
+            "score": np.where(np.isfinite(s), s, np.nan),
+            "score_pct": self.pcts[key],
+            "is_outlier": self.flags[key],
+        }) for key, s in self.scores.items()], ignore_index=True)
+
+
+@dataclass
+class FittedRun(Versioned):
+    """Everything needed to score new frames against a run without refitting (pickled)."""
+
+    run_id: int
+    model: str
+    scaler: Any
+    pca: Any
+    n_dims: int
+    index: NeighborIndex
+    detectors: dict[str, Detector]
+    consensus: Consensus
+    clusterer: Any
+    cluster_of_fit: np.ndarray            # cluster of each fit frame (same order as index)
+    too_far_distance: float               # nearest-fit-frame distance beyond which a frame is far
+    versions: dict[str, str]
+    map_kind: str = "pca"
+    mapper: Any = None
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """Raw vectors -> the run's PCA space (float32)."""
+        return project(vectors, self.scaler, self.pca, self.n_dims)
+
+    def map_xy(self, z: np.ndarray) -> np.ndarray:
+        if self.map_kind == "umap" and self.mapper is not None:
+            return np.asarray(self.mapper.transform(z), dtype=float)
+        return np.asarray(z[:, :2], dtype=float) if z.shape[1] >= 2 else np.column_stack(
+            [z[:, 0], np.zeros(len(z))])
+
+    def predict_cluster(self, z: np.ndarray, nn_idx: np.ndarray) -> np.ndarray:
+        """k-means: nearest centre; HDBSCAN: the cluster of the nearest fit frame."""
+        if hasattr(self.clusterer, "cluster_centers_"):
+            return self.clusterer.predict(z[:, :self.clusterer.cluster_centers_.shape[1]])
+        return self.cluster_of_fit[nn_idx[:, 0]]
+
+    def score(self, batch: FrameBatch, of_fit: bool = False) -> RunScores:
+        """Every detector's and the consensus' scores of `batch` against the frozen fit, their
+        percentile ranks among the fit's scores, and the outlier flags. The batch needs its
+        nearest fit frames attached (`self.index.attach(batch, neighbors_needed(...))`).
+
+        `of_fit`: `batch` is the batch the run was fitted on; its scores are the ones the fit
+        kept (`decision_scores_`, what `decision_function` would give it again), so they are
+        not computed twice."""
+        scorers = {**self.detectors, CONSENSUS: self.consensus}
+        scores: dict[str, np.ndarray] = {}
+        pcts: dict[str, np.ndarray] = {}
+        for key, det in self.detectors.items():
+            scores[key] = det.decision_scores_ if of_fit else det.decision_function(batch)
+            pcts[key] = det.percentile(scores[key])
+        scores[CONSENSUS] = (self.consensus.decision_scores_ if of_fit
+                             else self.consensus.decision_function(pcts))
+        pcts[CONSENSUS] = self.consensus.percentile(scores[CONSENSUS])
+        flags = {key: scorers[key].predict_scores(s) for key, s in scores.items()}
+        return RunScores(batch.frame_ids, scores, pcts, flags)
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        pickle.dump(self, buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        return buffer.getvalue()
+
+    @staticmethod
+    def from_bytes(artifact: bytes) -> "FittedRun":
+        """Unpickle a saved fitted run (any format this version reads or upgrades)."""
+        return _Unpickler(io.BytesIO(artifact)).load()
+
+
+def neighbors_needed(detectors: dict[str, Detector]) -> int:
+    """How many nearest fit frames a batch needs attached: the `neighbors` table's and the
+    neighbour detectors'."""
+    return max([N_TABLE_NEIGHBORS] + [d.n_neighbors_needed for d in detectors.values()])
+
+
+def neighbor_rows(run_id: int, ids: np.ndarray, dist: np.ndarray, idx: np.ndarray,
+                  fit_ids: np.ndarray, k: int = N_TABLE_NEIGHBORS) -> pd.DataFrame:
+    """The `neighbors` rows (k nearest fit frames of each frame)."""
+    k = min(k, dist.shape[1])
+    d = dist[:, :k]
+    ok = np.isfinite(d)
+    rows = np.repeat(np.arange(len(ids)), k).reshape(len(ids), k)
+    ranks = np.tile(np.arange(1, k + 1), (len(ids), 1))
+    return pd.DataFrame({
+        "run_id": run_id,
+        "frame_id": ids[rows[ok]],
+        "rank": ranks[ok].astype(np.int32),
+        "neighbor_id": fit_ids[idx[:, :k][ok]],
+        "distance": d[ok].astype(float),
+    })
+
+
+def project(vectors: np.ndarray, scaler, pca, n_dims: int) -> np.ndarray:
+    """Raw vectors -> the fitted PCA space (float32); `FittedRun.transform` is this too, so a
+    frame of the fit gets the same point from `score-new`.
+
+    Standardising and projecting are one affine map, applied as one product: 3x less CPU than
+    the scaler's and the PCA's transforms in turn, with one float64 copy of the batch. It is done
+    in float64 so a frame's point does not depend on the batch it came in (float32 products
+    differ in the last bits with the row's place in the batch, which flipped near-tied ranks).
+    """
+    components = pca.components_[:n_dims]
+    weights = (components / scaler.scale_).T
+    offset = (scaler.mean_ / scaler.scale_ + pca.mean_) @ components.T
+    z = np.asarray(vectors, dtype=np.float64) @ weights - offset
+    return np.ascontiguousarray(z, dtype=np.float32)
+
+
+def library_versions() -> dict[str, str]:
+    """The versions a fitted run is saved with (a load with others warns)."""
+    import faiss
+    import pyod
+    import scipy
+    import sklearn
+
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__, "scipy": scipy.__version__,
+            "pyod": pyod.__version__, "faiss": faiss.__version__, "pipeline": __version__}
+
+
+# Classes that format-0 pickles name by the modules they lived in then.
+_MOVED: dict[tuple[str, str], type] = {
+    ("pipeline.analyze", "FittedRun"): FittedRun,
+    ("pipeline.detectors", "NeighborIndex"): NeighborIndex,
+    ("pipeline.detectors", "Consensus"): Consensus,
+    ("pipeline.background", "BackgroundModel"): BackgroundModel,
+    ("pipeline.background", "TimeOfDayNoise"): TimeOfDayNoise,
+    ("pipeline.background", "Alignment"): Alignment,
+    **{("pipeline.detectors", cls.__name__): cls for cls in DETECTORS.values()},
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        moved = _MOVED.get((module, name))
+        return moved if moved is not None else super().find_class(module, name)

@@ -1,0 +1,125 @@
+"""Pixels from stored thumbnails or arrays in memory, as small RGB grids of frames by frame_id.
+
+`ThumbnailReader` decodes the thumbnails the store holds (libjpeg-turbo through simplejpeg, at
+the smallest DCT scale that is at least the grid, in threads, a chunk of frames per short
+connection, so memory stays flat with the number of frames); `ArrayReader` serves images held
+in memory (tests, callers that have the pixels already). Both follow `GridReader`, which the
+detectors that look at pixels read (`FrameBatch.pixels`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+import simplejpeg
+from PIL import Image
+
+import store
+from store import frames as store_frames
+
+
+class GridReader(Protocol):
+    """Where a detector gets pixels: small RGB grids of frames by frame_id."""
+
+    def aspect(self, frame_ids: np.ndarray) -> float | None:
+        """Typical width / height of these frames' images (None when there are none)."""
+
+    def grids(self, frame_ids: np.ndarray, size: tuple[int, int]
+              ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Chunks of (positions into `frame_ids`, RGB grids [m, height, width, 3] in 0..255,
+        uint8 or float). Frames without an image are left out."""
+
+
+class ThumbnailReader:
+    """Thumbnails from the store, resized to a grid; `chunk` frames per short connection."""
+
+    def __init__(self, db: Path, chunk: int = 1024, workers: int | None = None):
+        self.db = Path(db)
+        self.chunk = chunk
+        self.workers = workers or min(4, os.cpu_count() or 1)
+
+    def aspect(self, frame_ids: np.ndarray) -> float | None:
+        with store.connect(self.db) as con:
+            return store_frames.thumbnail_aspect(con, frame_ids)
+
+    def grids(self, frame_ids, size):
+        frame_ids = np.asarray(frame_ids, dtype=np.int64)
+        with ThreadPoolExecutor(self.workers) as pool:  # decoding releases the GIL
+            for start in range(0, len(frame_ids), self.chunk):
+                part = frame_ids[start:start + self.chunk]
+                with store.connect(self.db) as con:
+                    thumbs = store_frames.thumbnails(con, part)
+                if not len(thumbs):
+                    continue
+                decoded = list(pool.map(lambda b: decode_thumbnail(b, size), thumbs["jpeg"]))
+                ok = np.array([d is not None for d in decoded])
+                if not ok.any():
+                    continue
+                where = _positions(part, thumbs["frame_id"].to_numpy(np.int64)[ok])
+                yield start + where, np.stack([d for d in decoded if d is not None])
+
+
+class ArrayReader:
+    """Images held in memory (frame_id -> HxWx3 array); resized to the grid like thumbnails."""
+
+    def __init__(self, images: dict[int, np.ndarray]):
+        self.images = images
+
+    def aspect(self, frame_ids):
+        shapes = [self.images[int(i)].shape for i in frame_ids if int(i) in self.images]
+        return float(np.median([w / h for h, w, *_ in shapes])) if shapes else None
+
+    def grids(self, frame_ids, size):
+        have = [p for p, i in enumerate(frame_ids) if int(i) in self.images]
+        if have:
+            grids = [resize_rgb(Image.fromarray(np.asarray(self.images[int(frame_ids[p])],
+                                                            np.uint8)), size) for p in have]
+            yield np.array(have, dtype=np.int64), np.stack(grids)
+
+
+def _positions(part: np.ndarray, found: np.ndarray) -> np.ndarray:
+    lookup = {int(f): p for p, f in enumerate(part)}
+    return np.array([lookup[int(f)] for f in found], dtype=np.int64)
+
+
+def decode_thumbnail(jpeg: bytes, size: tuple[int, int]) -> np.ndarray | None:
+    """A thumbnail as a uint8 RGB grid of `size` (width, height); None when it is unreadable
+    (a stored thumbnail is written by ingest, so this only happens to a damaged store).
+
+    libjpeg-turbo decodes at the smallest DCT scale that is at least `size` (simplejpeg: the
+    same pixels as Pillow's draft mode, at half its CPU, and without the GIL, which Pillow
+    holds while it opens a file); what simplejpeg refuses goes to Pillow."""
+    try:
+        grid = simplejpeg.decode_jpeg(jpeg, colorspace="RGB", min_width=size[0],
+                                      min_height=size[1])
+    except ValueError:
+        grid = None
+    try:
+        if grid is not None:
+            return grid if grid.shape[1::-1] == size else resize_rgb(Image.fromarray(grid), size)
+        image = Image.open(io.BytesIO(jpeg))
+        image.draft("RGB", size)
+        return resize_rgb(image, size)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def resize_rgb(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """uint8 RGB grid; no conversion or resize when the draft decode already gave it (both
+    would only copy)."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if image.size != size:
+        image = image.resize(size, Image.BILINEAR)
+    return np.asarray(image)
+
+
+def grid_size(aspect: float | None, width: int) -> tuple[int, int]:
+    """(width, height) of the grid for images of this aspect ratio."""
+    aspect = aspect if aspect and np.isfinite(aspect) and aspect > 0 else 16 / 9
+    return width, int(min(4 * width, max(8, round(width / aspect))))

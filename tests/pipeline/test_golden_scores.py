@@ -1,0 +1,99 @@
+"""Every detector's scores on a small fixed demo equal the recorded ones (a regression guard).
+
+`tests/data/golden_scores.csv.gz` holds, per frame of a 240-frame demo render (seed 7,
+160 x 90 px, embedded with the fast `pixels` model and analysed with the default settings),
+its cluster and 2-D map position and, per detector and the consensus, its score, score_pct and
+is_outlier. Frames are keyed by path, since frame ids may change. The file was written by the
+code before the detectors were restructured; a change that moves code must leave every number
+where it was. Regenerate it only for a change that is meant to change scores (and say so in
+its commit): `.venv/bin/python -m tests.pipeline.test_golden_scores --write`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_scores.csv.gz"
+N_FRAMES, SEED, SIZE = 240, 7, (160, 90)
+# Measured: two runs on one machine agree exactly; the tolerance only leaves room for another
+# BLAS or CPU summing in another order (scores are float64 of float32 PCA points).
+RTOL, ATOL = 1e-9, 1e-12
+
+
+def produce(out: Path) -> pd.DataFrame:
+    """Render the demo into `out`, run ingest, embed (`pixels`) and analyze; one row per frame."""
+    import store
+    from pipeline.analyze import analyze
+    from pipeline.demo import DEMO_PLACE, render_demo
+    from pipeline.embed import embed_frames
+    from pipeline.ingest import ingest_folder
+    from pipeline.settings import Settings
+
+    demo = render_demo(out / "demo", n_frames=N_FRAMES, seed=SEED, size=SIZE, progress=False)
+    db = out / "golden.duckdb"
+    settings = Settings(timezone=DEMO_PLACE.timezone, lat=DEMO_PLACE.lat, lon=DEMO_PLACE.lon,
+                        model="pixels")
+    ingest_folder(demo.frames_dir, db, settings, progress=False)
+    embed_frames(db, settings, progress=False)
+    run_id = analyze(db, settings, progress=False).run_id
+    with store.connect(db, read_only=True) as con:
+        clusters = con.execute(
+            "SELECT f.path, c.cluster, c.map_x, c.map_y FROM clusters c JOIN frames f "
+            "USING (frame_id) WHERE c.run_id = ? ORDER BY f.path", [run_id]).df()
+        scores = con.execute(
+            "SELECT f.path, o.detector, o.score, o.score_pct, o.is_outlier "
+            "FROM outlier_scores o JOIN frames f USING (frame_id) WHERE o.run_id = ?",
+            [run_id]).df()
+    wide = scores.pivot(index="path", columns="detector",
+                        values=["score", "score_pct", "is_outlier"])
+    wide.columns = [f"{detector}:{value}" for value, detector in wide.columns]
+    wide = wide[sorted(wide.columns)].reset_index()
+    return clusters.merge(wide, on="path", how="outer", validate="one_to_one")
+
+
+@pytest.fixture(scope="module")
+def produced(tmp_path_factory) -> pd.DataFrame:
+    return produce(tmp_path_factory.mktemp("golden"))
+
+
+def test_every_detector_scores_as_recorded(produced):
+    golden = pd.read_csv(GOLDEN)
+    assert list(produced["path"]) == list(golden["path"])
+    assert set(produced.columns) == set(golden.columns)
+    np.testing.assert_array_equal(produced["cluster"], golden["cluster"])
+    for column in golden.columns.drop(["path", "cluster"]):
+        got, want = produced[column], golden[column]
+        if column.endswith(":is_outlier"):
+            np.testing.assert_array_equal(got.astype(bool), want.astype(bool), err_msg=column)
+        else:
+            np.testing.assert_allclose(got.astype(float), want.astype(float), rtol=RTOL,
+                                       atol=ATOL, equal_nan=True, err_msg=column)
+
+
+def test_the_recorded_run_is_worth_guarding():
+    """The fixture exercises every default detector: each scored frames and flagged some."""
+    golden = pd.read_csv(GOLDEN)
+    detectors = {c.split(":")[0] for c in golden.columns if ":" in c}
+    assert {"consensus", "background", "lof", "same_time", "temporal", "dark"} <= detectors
+    for detector in detectors:
+        assert golden[f"{detector}:score"].notna().mean() > 0.9, detector
+        assert golden[f"{detector}:is_outlier"].any(), detector
+    assert golden["cluster"].nunique() > 1
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    if sys.argv[1:] != ["--write"]:
+        sys.exit(f"usage: python -m tests.pipeline.test_golden_scores --write  (rewrites {GOLDEN})")
+    with tempfile.TemporaryDirectory() as tmp:
+        table = produce(Path(tmp))
+    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(GOLDEN, index=False, float_format="%.17g",
+                 compression={"method": "gzip", "mtime": 0})
+    print(f"wrote {GOLDEN}: {len(table)} frames, {len(table.columns)} columns")
