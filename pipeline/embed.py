@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 import store
+from pipeline import pixels
 from pipeline.errors import InputError
 from pipeline.executors import Executor, LocalExecutor
 from pipeline.models import get_model
@@ -75,26 +76,18 @@ class EmbedSummary:
 def load_frame(path: Path, size: int) -> np.ndarray:
     """Decode an image file to RGB uint8 `[size, size, 3]`: the whole frame, squashed, upright.
 
-    JPEG draft mode lets libjpeg decode at the smallest DCT scale that is still >= size on
-    both sides, which is several times faster than a full decode of a large frame. Modes and
-    EXIF orientation are handled as ingest does for thumbnails (`pipeline.imagestats`), so a
-    frame's vector and its thumbnail show the same picture.
-    Raises OSError/ValueError (or Pillow's subclasses) for a missing or undecodable file.
+    Through `pipeline.pixels`, the one decoding path: JPEG draft mode decodes at the smallest
+    DCT scale that is still >= size on both sides (several times faster than a full decode of
+    a large frame), and modes and EXIF orientation are handled as for thumbnails, so a frame's
+    vector and its thumbnail show the same picture. Raises `pixels.FrameDecodeError` for a file
+    that is no frame, OSError for one that cannot be opened.
     """
-    from pipeline.imagestats import _TRANSPOSE, ORIENTATION, to_rgb
-
-    with Image.open(path) as image:
-        try:
-            orientation = int(image.getexif().get(ORIENTATION, 1))
-        except Exception:  # noqa: BLE001 - a broken EXIF block means "no orientation"
-            orientation = 1
-        image.draft("RGB", (size, size))
-        image = to_rgb(image)
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.Resampling.BILINEAR)
-        if orientation in _TRANSPOSE:  # on the square result: same as rotating first
-            image = image.transpose(_TRANSPOSE[orientation])
-        return np.asarray(image, dtype=np.uint8)
+    original = pixels.decode_original(path, lambda w, h: (size, size))
+    image = original.image
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    # turned after squashing: the same pixels as turning first, on a smaller image
+    return np.asarray(pixels.upright(image, original.orientation), dtype=np.uint8)
 
 
 def decode_frame(frame: PendingFrame, size: int
@@ -107,7 +100,7 @@ def decode_frame(frame: PendingFrame, size: int
         return frame, load_frame(path, size), None
     except FileNotFoundError:
         return frame, None, f"file vanished: {path}"
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (pixels.FrameDecodeError, OSError) as exc:
         return frame, None, f"cannot decode {path}: {exc}"
 
 
@@ -206,13 +199,11 @@ def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None =
     started = time.monotonic()
     db = Path(db)
     spec = get_model(settings.model)
-    if settings.batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, not {settings.batch_size}")
     if settings.weights is not None:
         check = spec.available(settings.weights)
         if not check.ok:
             raise InputError(f"--weights for {spec.key}: {check.detail}")
-    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    pixels.configure(settings.max_image_pixels)
 
     with store.connect(db) as con:
         n_scope = embeddings_store.count_frames(con, frame_ids)

@@ -42,7 +42,7 @@ from typing import Iterable, Iterator
 import pandas as pd
 
 import store
-from pipeline import daylight, imagestats
+from pipeline import daylight, imagestats, pixels
 from pipeline.errors import InputError
 from pipeline.inputs import check_folder
 from pipeline.settings import Settings
@@ -387,7 +387,7 @@ def _decode_all(todo: list[FileEntry], settings: Settings, progress: bool, stage
     workers = max(1, min(int(settings.workers), len(tasks)))
     try:
         if workers == 1 or len(tasks) < POOL_MIN_FILES:
-            imagestats.configure(settings.max_image_pixels)
+            pixels.configure(settings.max_image_pixels)
             for task in tasks:
                 yield imagestats.read_frame(task)
                 bar.update()
@@ -395,7 +395,7 @@ def _decode_all(todo: list[FileEntry], settings: Settings, progress: bool, stage
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["pipeline.imagestats"])
         chunksize = max(1, min(32, len(tasks) // (workers * 16)))
-        with context.Pool(workers, initializer=imagestats.configure,
+        with context.Pool(workers, initializer=pixels.configure,
                           initargs=(settings.max_image_pixels,)) as pool:
             for result in pool.imap(imagestats.read_frame, tasks, chunksize=chunksize):
                 yield result

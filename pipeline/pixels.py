@@ -1,4 +1,11 @@
-"""Pixels from stored thumbnails or arrays in memory, as small RGB grids of frames by frame_id.
+"""Decoding pixels, the one path: frame files (originals) and stored thumbnails.
+
+Originals (`read_image_file`, `decode_original`, `upright`): ingest (`pipeline.imagestats`),
+embedding (`pipeline.embed`) and the video export read frame files only through these: the cheap
+checks before a file is read (size, header), Pillow's draft mode, EXIF orientation, every mode
+to 8-bit RGB, and one wording for every way a file is not a frame (`FrameDecodeError`).
+
+Thumbnails, as small RGB grids of frames by frame_id:
 
 `ThumbnailReader` decodes the thumbnails the store holds (libjpeg-turbo through simplejpeg, at
 the smallest DCT scale that is at least the grid, in threads, a chunk of frames per short
@@ -11,13 +18,16 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import simplejpeg
-from PIL import Image
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 import store
 from store import frames as store_frames
@@ -123,3 +133,180 @@ def grid_size(aspect: float | None, width: int) -> tuple[int, int]:
     """(width, height) of the grid for images of this aspect ratio."""
     aspect = aspect if aspect and np.isfinite(aspect) and aspect > 0 else 16 / 9
     return width, int(min(4 * width, max(8, round(width / aspect))))
+
+
+# --- originals: one decoding path for ingest, embed and export ------------------------------------
+
+JPEG_FORMATS = {"JPEG", "MPO"}
+SUPPORTED_FORMATS = JPEG_FORMATS | {"PNG"}
+ORIENTATION = 0x0112
+# EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def configure(max_image_pixels: int) -> None:
+    """Pillow's limits for this process (ingest runs it in every worker): a truncated file is an
+    error, a decompression bomb too (over `max_image_pixels`), and a corrupt EXIF block is
+    dropped quietly (the pixels may still be fine). Process-wide, so threads share it."""
+    Image.MAX_IMAGE_PIXELS = int(max_image_pixels)
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
+class FrameDecodeError(Exception):
+    """A file that is not a usable JPEG/PNG frame; the message says why."""
+
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def read_image_file(os_path: str, file_bytes: int, max_bytes: int) -> bytes:
+    """A file's bytes, after the cheap checks: not empty, not over `max_bytes` (the size the
+    listing gave, and what is actually there), and a JPEG or PNG header. A worker never
+    holds more than `max_bytes` of one file, whatever the listing said."""
+    if file_bytes == 0:
+        raise FrameDecodeError("empty file (0 bytes)")
+    if file_bytes > max_bytes:
+        raise FrameDecodeError(too_big(file_bytes, max_bytes))
+    with open(os_path, "rb") as fh:
+        head = fh.read(len(PNG_MAGIC))
+        if not head:
+            raise FrameDecodeError("empty file (0 bytes)")
+        check_header(head)
+        data = head + fh.read(max_bytes + 1 - len(head))
+    if len(data) > max_bytes:
+        raise FrameDecodeError(too_big(len(data), max_bytes, grew=True))
+    return data
+
+
+# Other formats a camera folder may hold, by their first bytes, for a clearer refusal.
+_OTHER_FORMATS = [(b"GIF8", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+                  (b"RIFF", "WebP or another RIFF"), (b"\x00\x00\x00", "HEIC or MP4")]
+
+
+def check_header(head: bytes) -> None:
+    """Refuse bytes that do not start like a JPEG or a PNG, naming what they start with."""
+    if head.startswith(JPEG_MAGIC) or head.startswith(PNG_MAGIC):
+        return
+    for magic, name in _OTHER_FORMATS:
+        if head.startswith(magic):
+            raise FrameDecodeError(f"unsupported image format {name} (only JPEG and PNG frames)")
+    raise FrameDecodeError(f"not an image: the file starts with bytes {head[:8].hex(' ')}, "
+                           "not a JPEG or PNG header (is it really a JPEG or PNG?)")
+
+
+def too_big(n_bytes: int, max_bytes: int, grew: bool = False) -> str:
+    return (f"file too big: {n_bytes / 2**20:.0f} MiB{' and still growing' if grew else ''}, "
+            f"over the max_file_bytes limit of {max_bytes / 2**20:.0f} MiB (raise the setting "
+            "if the image is genuine)")
+
+
+@dataclass
+class Original:
+    """A decoded original: RGB at the draft scale asked for (not yet turned upright), its EXIF
+    (None when unreadable), its EXIF orientation and its full size once upright."""
+
+    image: Image.Image
+    exif: Image.Exif | None
+    orientation: int
+    upright_size: tuple[int, int]
+
+
+def decode_original(source: bytes | str | os.PathLike,
+                    draft_box: Callable[[int, int], tuple[int, int]],
+                    max_pixels: int | None = None) -> Original:
+    """Bytes (or a file) -> `Original`; raises `FrameDecodeError` saying why it is no frame.
+
+    JPEGs are decoded at the smallest DCT scale that still gives `draft_box(width, height)`
+    (Pillow's draft mode); any mode becomes 8-bit RGB (`to_rgb`). A file that cannot be opened
+    raises its OSError (FileNotFoundError for a vanished file), not `FrameDecodeError`.
+    """
+    if max_pixels is not None:
+        configure(max_pixels)
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
+    with stream:
+        try:
+            image = Image.open(stream)
+            if image.format not in SUPPORTED_FORMATS:
+                raise FrameDecodeError(
+                    f"unsupported image format {image.format} (only JPEG and PNG frames)")
+            exif = _exif(image)
+            width, height = image.size
+            if image.format in JPEG_FORMATS:
+                image.draft("RGB", draft_box(width, height))
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise FrameDecodeError(
+                f"refused as a decompression bomb: {exc} (raise the max_image_pixels setting if "
+                "the image is genuine)") from None
+        except UnidentifiedImageError:
+            raise FrameDecodeError("not an image: Pillow cannot identify the file (is it really "
+                                   "a JPEG or PNG?)") from None
+        except FrameDecodeError:
+            raise
+        except OSError as exc:
+            if "truncated" in str(exc):
+                raise FrameDecodeError(f"truncated image: {exc}") from None
+            raise FrameDecodeError(f"corrupt image: {exc}") from None
+        except (SyntaxError, ValueError, TypeError, IndexError, struct.error) as exc:
+            raise FrameDecodeError(f"corrupt image: {type(exc).__name__}: {exc}") from None
+    orientation = _orientation(exif)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return Original(to_rgb(image), exif, orientation, (width, height))
+
+
+def upright(image: Image.Image, orientation: int) -> Image.Image:
+    """The image turned as its EXIF orientation says (as ImageOps.exif_transpose)."""
+    return image.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else image
+
+
+def _exif(image: Image.Image):
+    """The image's EXIF, or None when it is unreadable (the pixels may still be fine)."""
+    try:
+        exif = image.getexif()
+        exif.get_ifd(0x8769)  # parse the sub-IFD now, so a broken one is caught here
+        return exif
+    except Exception:  # noqa: BLE001 - any EXIF parser failure means "no usable EXIF"
+        return None
+
+
+def _orientation(exif) -> int:
+    if exif is None:
+        return 1
+    try:
+        value = int(exif.get(ORIENTATION, 1))
+    except (TypeError, ValueError):
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB: 16-bit and float scaled, alpha composited on black."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 1.0 if mode == "F" and values.max(initial=0) <= 1.0 else (
+            65535.0 if values.max(initial=0) > 255 else 255.0)
+        grey = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode in ("P", "PA") and ("transparency" in image.info or mode == "PA"):
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("RGB")
+    return image.convert("RGB")
