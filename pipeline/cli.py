@@ -19,6 +19,7 @@ import click
 import store
 from pipeline import __version__
 from pipeline.errors import InputError, PipelineError
+from pipeline.models.registry import PRECISION_CHOICES
 from pipeline.settings import Settings, help_for
 
 if TYPE_CHECKING:
@@ -63,6 +64,11 @@ def _place_options(func):
     func = click.option("--lat", type=float, help=help_for("lat"))(func)
     func = click.option("--lon", type=float, help=help_for("lon"))(func)
     return func
+
+
+def _precision_option(func):
+    return click.option("--precision", type=click.Choice(PRECISION_CHOICES),
+                        help=help_for("precision"))(func)
 
 
 def _folder_argument(func):
@@ -135,13 +141,16 @@ def info(db: Path) -> None:
 @click.option("--weather", "weather_csv", type=click.Path(dir_okay=False, path_type=Path,
               exists=True), help="hourly weather CSV to import with the run")
 @click.option("--detectors", help="comma-separated detector keys")
+@_precision_option
 @click.pass_context
-def run(ctx, folder, db, timezone, lat, lon, model, weights, weather_csv, detectors) -> None:
-    """Ingest + (weather import) + embed + analyze FOLDER into the store, incrementally."""
+def run(ctx, folder, db, timezone, lat, lon, model, weights, weather_csv, detectors,
+        precision) -> None:
+    """Ingest + embed (one read and decode per new file) + (weather import) + analyze FOLDER
+    into the store, incrementally."""
     from pipeline.runner import run_all
 
     settings = _settings(ctx, timezone=timezone, lat=lat, lon=lon, model=model, weights=weights,
-                         detectors=_split(detectors))
+                         detectors=_split(detectors), precision=precision)
     with store.writer_lock(db):  # the same lock run_all takes: the store's models hold still
         settings = _with_model(settings, db, model)
         for line in run_all(folder, db, settings, weather_csv=weather_csv):
@@ -201,15 +210,17 @@ def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port) ->
 @click.option("--weights", type=click.Path(dir_okay=False, exists=True), help=help_for("weights"))
 @click.option("--batch-size", type=click.IntRange(min=1), help=help_for("batch_size"))
 @click.option("--workers", type=click.IntRange(min=1), help=help_for("workers"))
+@_precision_option
 @click.option("--replace", is_flag=True,
               help="delete this model's vectors first, then embed every frame again")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar (frames/s, ETA) on stderr")
 @click.pass_context
-def embed(ctx, db: Path, model, weights, batch_size, workers, replace, progress) -> None:
+def embed(ctx, db: Path, model, weights, batch_size, workers, precision, replace,
+          progress) -> None:
     """Compute a vector per frame with MODEL for every frame that lacks one (resumable)."""
     settings = _settings(ctx, model=model, weights=weights, batch_size=batch_size,
-                         workers=workers)
+                         workers=workers, precision=precision)
     with store.writer_lock(db):  # first: a busy store is refused before the heavy imports
         settings = _with_model(settings, db, model)
         from pipeline.embed import embed_frames
@@ -476,12 +487,15 @@ def evaluate(db: Path, truth_csv: Path | None, as_json: bool) -> None:
 @click.option("--run-id", "run_id", type=int, help="run to score against [default: the latest "
               "complete run with a saved fit]")
 @click.option("--json", "as_json", is_flag=True, help="print every scored frame as JSON")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES),
+              help="precision of the model's maths for the new frames [default: auto, which "
+              "here is the precision of the run's vectors]")
 @click.pass_context
-def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
+def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool, precision) -> None:
     """Ingest FOLDER and score its new frames against a frozen run, without refitting."""
     from pipeline.inputs import check_folder
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, precision=precision)
     check_folder(folder)
     with store.writer_lock(db):  # first: a busy store is refused before scikit-learn loads
         from pipeline.score_new import score_new as run_score_new

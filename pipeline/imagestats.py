@@ -1,11 +1,17 @@
-"""One frame file's ingest facts: ~256 px thumbnail, content hash, time and cheap statistics.
+"""One frame file's ingest facts: ~256 px thumbnail, content hash, time and cheap statistics,
+and, for `run`, the model's input from the same read.
 
-`read_frame()` is what ingest's worker processes run: it reads the file once (bytes -> hash and
-decode) after the cheap checks, and decodes it through `pipeline.pixels` (the one decoding
-path: JPEG draft mode just big enough for the thumbnail, EXIF orientation, CMYK, 16-bit,
-palette and alpha images to RGB), then computes the statistics on the thumbnail, so every frame
-is measured at the same scale. It never raises for a bad file: the result carries a clear
-message instead.
+`read_frame(task)` is the per-frame work of ingest's worker processes, of `run`'s one pass and of
+any executor that runs them elsewhere (a pure function: a picklable `FrameTask` in, a picklable
+`FrameResult` out, no store). It reads the file once (bytes -> hash and decode) after the cheap
+checks, and decodes it through `pipeline.pixels` (the one decoding path: JPEG draft mode just
+big enough for the thumbnail, EXIF orientation, CMYK, 16-bit, palette and alpha images to RGB),
+then computes the statistics on the thumbnail, so every frame is measured at the same scale.
+With `task.model_size` it also builds the model's input (`pixels.model_input`) from the same
+bytes: from the same decode when the model's draft scale is the thumbnail's (1080p frames and
+larger), else from a second decode at the model's own scale, so thumbnail, statistics and vector
+are exactly those of `ingest` then `embed`. It never raises for a bad file: the result carries a
+clear message instead.
 
 Statistics (all on the RGB thumbnail, 0..255 scale):
 - `mean_luma`: mean Rec.601 luma; `contrast`: its standard deviation;
@@ -19,6 +25,7 @@ import errno
 import hashlib
 import io
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -34,6 +41,19 @@ class Stats:
     contrast: float
     sharpness: float
     colorfulness: float
+
+
+class FrameTask(NamedTuple):
+    """One file to read: what the driver sends a worker (a tuple, so it pickles small)."""
+
+    os_path: str          # what open() needs
+    name: str             # path relative to the root, as stored
+    file_bytes: int       # size the listing gave
+    mtime_ns: int
+    thumb_size: int       # long side of the thumbnail
+    max_pixels: int       # decompression-bomb limit
+    max_bytes: int        # larger files are refused unread
+    model_size: int | None = None   # also the model's square input of this size (run)
 
 
 @dataclass
@@ -52,29 +72,35 @@ class FrameResult:
     thumb_width: int | None = None
     thumb_height: int | None = None
     time: FrameTime | None = None
+    model_input: np.ndarray | None = None   # uint8 [s, s, 3] when the task asked for it
 
 
-def read_frame(task: tuple[str, str, int, int, int, int, int]) -> FrameResult:
-    """Decode one file: task = (os path, stored name, file bytes, mtime ns, thumb px, max px,
-    max file bytes)."""
-    os_path, name, file_bytes, mtime_ns, thumb_size, max_pixels, max_bytes = task
-    result = FrameResult(name=name, file_bytes=file_bytes, mtime_ns=mtime_ns)
+def read_frame(task: FrameTask | tuple) -> FrameResult:
+    """Read and decode one file (see the module docstring); never raises for a bad file."""
+    task = FrameTask(*task)
+    result = FrameResult(name=task.name, file_bytes=task.file_bytes, mtime_ns=task.mtime_ns)
     try:
-        data = pixels.read_image_file(os_path, file_bytes, max_bytes)
+        data = pixels.read_image_file(task.os_path, task.file_bytes, task.max_bytes)
     except pixels.FrameDecodeError as exc:
         result.error = str(exc)
         return result
     except OSError as exc:
         result.error = describe_os_error(exc)
         return result
+    boxes = [lambda w, h: _box(w, h, task.thumb_size)]
+    if task.model_size is not None:
+        boxes.append(pixels.square_box(task.model_size))
     try:
-        image, exif = decode(data, thumb_size, max_pixels)
+        originals = pixels.decode_originals(data, boxes, task.max_pixels)
     except pixels.FrameDecodeError as exc:
         result.error = str(exc)
         return result
+    if task.model_size is not None:  # first: the thumbnail below shrinks a shared image
+        result.model_input = pixels.model_input(originals[1], task.model_size)
+    image, exif = thumbnail(originals[0], task.thumb_size)
     result.content_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
     result.width, result.height = image.info["upright_size"]
-    result.time = frame_time(exif, name, mtime_ns)
+    result.time = frame_time(exif, task.name, task.mtime_ns)
     rgb = np.asarray(image, dtype=np.float32)
     result.stats = image_stats(rgb)
     buffer = io.BytesIO()
@@ -87,6 +113,12 @@ def read_frame(task: tuple[str, str, int, int, int, int, int]) -> FrameResult:
 def decode(data: bytes, thumb_size: int, max_pixels: int | None = None):
     """Bytes -> (upright RGB thumbnail with info['upright_size'], Pillow Exif or None)."""
     original = pixels.decode_original(data, lambda w, h: _box(w, h, thumb_size), max_pixels)
+    return thumbnail(original, thumb_size)
+
+
+def thumbnail(original: pixels.Original, thumb_size: int):
+    """A decoded original -> (upright RGB thumbnail with info['upright_size'], Pillow Exif or
+    None). Shrinks `original.image` in place."""
     rgb = original.image
     rgb.thumbnail((thumb_size, thumb_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     rgb = pixels.upright(rgb, original.orientation)

@@ -1,11 +1,12 @@
 """Scoring new frames against a frozen analysis run, without refitting (`score-new`).
 
-`score_new(folder, db, settings)` ingests FOLDER, embeds its new frames with the run's model,
-projects them with the run's saved scaler and PCA, finds their nearest fit frames in the saved
-neighbour index, and scores them with the run's fitted detectors (`FittedRun.score`, the path
-`analyze` writes the run's own scores through). Percentiles are relative to the fit's score
-distributions, so a new frame's `score_pct` says where it would have ranked in the
-run. Its rows are added to that run's `clusters`, `outlier_scores` and `neighbors`. A frame that
+`score_new(folder, db, settings)` ingests FOLDER, embeds its new frames with the run's model
+at the precision of the run's vectors (`run_precision`; `run_embedder` builds that model, for
+`serve` too), projects them with the run's saved scaler and PCA, finds their nearest fit
+frames in the saved neighbour index, and scores them with the run's fitted detectors
+(`FittedRun.score`, the path `analyze` writes the run's own scores through). Percentiles are
+relative to the fit's score distributions, so a new frame's `score_pct` says where it would
+have ranked in the run. Its rows are added to that run's `clusters`, `outlier_scores` and `neighbors`. A frame that
 was part of the fit gets exactly the scores it got in the run.
 
 A frame is "too far" when its nearest fit frame is farther than the run's `too_far_quantile`
@@ -27,6 +28,8 @@ import store
 from pipeline.detectors import CONSENSUS, FrameBatch
 from pipeline.errors import AnalysisError
 from pipeline.fitted import FittedRun, library_versions, neighbor_rows, neighbors_needed
+from pipeline.models.precision import PrecisionChoice
+from pipeline.models.registry import AUTO
 from pipeline.pixels import ThumbnailReader
 from pipeline.settings import Settings
 from pipeline.versioned import FittedFormatError
@@ -35,6 +38,8 @@ from store import embeddings as se
 
 if TYPE_CHECKING:
     import duckdb
+
+    from pipeline.models.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ class ScoreNewResult:
     n_skipped: int = 0     # frames of the folder with no vector (embed failed)
     warnings: list[str] = field(default_factory=list)
     ingest_line: str = ""
+    precision: str = ""    # what the new frames were embedded at (empty: none embedded)
 
     def describe(self) -> str:
         n = len(self.frames)
@@ -62,7 +68,8 @@ class ScoreNewResult:
         n_far = int(self.frames["too_far"].sum())
         lines.append(f"score-new (run {self.run_id}, {self.model}): {n} frames scored, "
                      f"{n_out} consensus outliers, {n_far} too far from every fit frame"
-                     + (f", {self.n_skipped} without a vector" if self.n_skipped else ""))
+                     + (f", {self.n_skipped} without a vector" if self.n_skipped else "")
+                     + (f"; embedded at {self.precision}" if self.precision else ""))
         show = self.frames.sort_values(f"{CONSENSUS}_pct", ascending=False).head(20)
         for row in show.itertuples(index=False):
             flag = " OUTLIER" if row.is_outlier else ""
@@ -132,6 +139,36 @@ def _no_fitted_state(con: duckdb.DuckDBPyConnection, db: Path, run_id: int) -> s
         return (f"{why}; no {of_model}run has one: run `python -m pipeline analyze --db {db}` "
                 "first")
     return f"{why}; the newest {of_model}run with one is run {newest}: pass --run-id {newest}"
+
+
+def run_precision(db: Path, fitted: FittedRun, requested: str = AUTO) -> PrecisionChoice:
+    """The precision to embed new frames at for a run: `requested` when it is not `auto`, else
+    the precision of the run's vectors (most of them, for a run over a mixed store; runs made
+    before vectors recorded one: the model's vectors in the store, else float32), so a new frame
+    is scored in the space the run was fitted in."""
+    if requested != AUTO:
+        return PrecisionChoice(requested, requested, "asked for")
+    with store.connect(db, read_only=True) as con:
+        run = sa.get_run(con, fitted.run_id)
+        counts = (run or {}).get("params", {}).get("vector_precisions") or \
+            se.precision_counts(con, fitted.model)
+    if not counts:
+        return PrecisionChoice("float32", AUTO, f"run {fitted.run_id} records none: float32")
+    precision = max(counts, key=counts.get)
+    return PrecisionChoice(precision, AUTO, f"auto: the precision of run {fitted.run_id}'s "
+                                            "vectors")
+
+
+def run_embedder(db: Path, fitted: FittedRun, settings: Settings
+                 ) -> tuple[Embedder, PrecisionChoice]:
+    """The run's model, built at `run_precision` (what `score-new` embeds new frames with, and
+    what `serve` should build once at start-up to score uploaded frames)."""
+    from pipeline.embed import build_embedder
+
+    choice = run_precision(db, fitted, settings.precision)
+    embedder, _ = build_embedder(settings.replace(model=fitted.model),
+                                 precision=choice.precision)
+    return embedder, choice
 
 
 def score_frames(db: Path, fitted: FittedRun, frame_ids: np.ndarray,
@@ -211,10 +248,13 @@ def score_new(folder: Path, db: Path, settings: Settings, progress: bool = True,
         in_run = sa.run_frame_ids(con, fitted.run_id)
     changed = np.asarray(summary.frame_ids, dtype=np.int64)
     todo = np.union1d(np.setdiff1d(in_folder, in_run), changed)
+    precision = ""
     if len(todo):
-        embed_frames(db, settings.replace(model=fitted.model), frame_ids=todo.tolist(),
-                     progress=progress)
+        embedder, choice = run_embedder(db, fitted, settings)
+        embed_frames(db, settings.replace(model=fitted.model, precision=choice.precision),
+                     frame_ids=todo.tolist(), progress=progress, built=(embedder, choice))
+        precision = choice.describe()
     report, n_skipped = score_frames(db, fitted, todo)
     return ScoreNewResult(run_id=fitted.run_id, model=fitted.model, frames=report,
                           n_skipped=n_skipped, warnings=warnings,
-                          ingest_line=summary.describe())
+                          ingest_line=summary.describe(), precision=precision)

@@ -285,9 +285,18 @@ DROP TABLE ingest_errors;
 ALTER TABLE ingest_errors_v2 RENAME TO ingest_errors;
 """ + _VIEWS
 
+# The numeric precision a model ran at (float32, bfloat16, float16): per vector, since a store
+# may hold one model's vectors made at two precisions (measured to rank frames the same), and on
+# the model row, the precision of its latest embedding. Every vector before this was float32.
+_PRECISION = """
+ALTER TABLE embeddings ADD COLUMN precision VARCHAR NOT NULL DEFAULT 'float32';
+ALTER TABLE models ADD COLUMN precision VARCHAR NOT NULL DEFAULT 'float32';
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
     (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
+    (4, "the numeric precision of every vector and model row", _PRECISION),
 ]
 
 LATEST = MIGRATIONS[-1][0]
