@@ -88,13 +88,14 @@ Built = tuple[Embedder, PrecisionChoice]
 
 
 def ingest_and_embed(folder: Path, db: Path, settings: Settings, progress: bool = True,
-                     executor: Executor | None = None
+                     executor: Executor | None = None, built: Built | None = None
                      ) -> tuple[IngestSummary, EmbedSummary, Built | None]:
     """Ingest FOLDER's new and changed files and embed them with `settings.model` in one pass.
 
     Returns the ingest summary, the embed summary of the pass, and the model it built (None
     when there was nothing new), which `run` hands on to embed any other frames lacking a
-    vector. `executor` defaults to `LocalExecutor` with `settings.workers` processes.
+    vector. `executor` defaults to `LocalExecutor` with `settings.workers` processes; `built`
+    is a model `build_embedder` already built for these settings.
     """
     db = Path(db)
     job = start_ingest(folder, db, settings)
@@ -104,7 +105,8 @@ def ingest_and_embed(folder: Path, db: Path, settings: Settings, progress: bool 
         return job.finish(), summary, None
     started = time.monotonic()
     sample = [Path(entry.os_path) for entry in job.todo[:2 * CHECK_FRAMES]]
-    built = build_embedder(settings, sample=partial(sample_frames, sample, spec.input_size))
+    built = built or build_embedder(settings,
+                                    sample=partial(sample_frames, sample, spec.input_size))
     embedder, summary.choice = built
     record_model(db, embedder)
 
