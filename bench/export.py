@@ -1,16 +1,20 @@
 """Benchmark the MP4 export on 1920x1080 originals against decoding alone; prints JSON.
 
     .venv/bin/python bench/export.py [--frames 3000] [--small 500] [--width 1280]
-                                     [--deflicker 15] [--out DIR]
+                                     [--deflicker 15] [--stream-frames 40000] [--out DIR]
 
 Renders `--frames` demo frames at 1920x1080 (`pipeline.demo.render_demo`; kept in `--out` and
-reused) and ingests them into a store there. Then, in one run, each as its own child process so
-its peak RSS is its own (`os.wait4` in a small runner process): `python -m pipeline export --format mp4` of every frame,
-without and with `--deflicker`, and of the first `--small` days' worth of frames (the same
-peak RSS at a sixth of the frames says the export streams); and the ceiling: the same decode
-and resize (`pipeline.video`'s `read_original` + `decode_frame` + `fit`, same threads) with no
-encoding, also a child process. Frames/s = frames / wall seconds of the child (start-up
-included in both); CPU ms per frame = the child's user + system time / frames.
+reused) and ingests them into a store there. Then, in one run, each in its own child process so
+its peak RSS is its own (`os.wait4` in a small runner process):
+- `python -m pipeline export --format mp4` of every frame, without and with `--deflicker`, and
+  of the first `--small` days' worth of frames (about the same peak RSS at a sixth of the
+  frames says the export streams);
+- the ceiling: the same decode and resize (`pipeline.video.load_frame`, same threads), no
+  encoding;
+- `encode_mp4` alone on `--stream-frames` small frames and on a tenth of them (the same peak
+  RSS at both says the encoder holds no frame it has encoded).
+Frames/s = frames / wall seconds of the child, start-up included; CPU ms per frame = the
+child's user + system seconds / frames.
 """
 
 from __future__ import annotations
@@ -45,6 +49,30 @@ size = video.output_size(width, video.decode_frame(data, width, options).info["u
 with ThreadPoolExecutor(workers) as pool:
     n = sum(1 for _ in pool.map(lambda f: video.load_frame(f, max(size), size, options), files))
 print(n)
+"""
+
+
+# `encode_mp4` alone on `n` frames cycling through 400 small generated JPEGs (320x180, encoded at
+# that size): frames encoded, seconds. Its peak RSS at n and at n / 10 frames says if it streams.
+STREAM = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from pipeline import video
+folder, n, deflicker = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+folder.mkdir(parents=True, exist_ok=True)
+rng = np.random.default_rng(0)
+files = []
+for i in range(400):
+    path = folder / f"s{i:04d}.jpg"
+    if not path.exists():
+        Image.fromarray(rng.integers(0, 255, (180, 320, 3), dtype=np.uint8)).save(path)
+    files.append(str(path))
+started = time.perf_counter()
+options = video.VideoOptions(width=320, deflicker=deflicker, progress=False)
+result = video.encode_mp4([files[i % 400] for i in range(n)], folder / "stream.mp4", options)
+print(result.n_frames, time.perf_counter() - started)
 """
 
 
@@ -101,6 +129,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--deflicker", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench-export-1080p"))
+    parser.add_argument("--stream-frames", type=int, default=40000,
+                        help="also encode this many small frames (and a tenth of them) with "
+                        "encode_mp4 alone, deflicker on, for its peak RSS; 0: skip")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     frames, db = frames_and_store(args.out, args.frames)
@@ -131,6 +162,12 @@ def main() -> None:
                              str(workers)], log)
     assert int(printed) == len(files), printed
     ceiling = figures(len(files), measured)
+    stream = {}
+    for n in ((args.stream_frames // 10, args.stream_frames) if args.stream_frames else ()):
+        measured, printed = run([sys.executable, "-c", STREAM, str(args.out / "small"), str(n),
+                                 str(args.deflicker)], log)
+        assert int(printed.split()[0]) == n, printed
+        stream[str(n)] = figures(n, measured)
     print(json.dumps({
         "bench": "export_mp4", "originals": list(SIZE), "width": args.width,
         "deflicker": args.deflicker, "decode_threads": workers, "cpu_count": os.cpu_count(),
@@ -141,6 +178,7 @@ def main() -> None:
                                         / ceiling["frames_per_s"], 2),
         "ratio_deflicker_to_plain": round(results["all_deflicker"]["frames_per_s"]
                                           / results["all"]["frames_per_s"], 2),
+        "encode_mp4_alone_320x180": stream,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }, indent=1))
 

@@ -483,6 +483,9 @@ def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
 
 # --- export -----------------------------------------------------------------------------------
 
+DEFLICKER_FRAMES = 15   # the deflicker window of a bare --deflicker (the dashboard's switch)
+
+
 @cli.command()
 @_db_option(exists=True)
 @click.option("--format", "fmt", type=click.Choice(["mp4", "csv", "list", "ffconcat"]),
@@ -496,9 +499,9 @@ def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
               "unreviewed frames the detector does not flag)")
 @click.option("--run", type=int, metavar="N", help="analysis run [default: the latest complete]")
 @click.option("--from", "date_from", type=click.DateTime(formats=["%Y-%m-%d"]),
-              help="first day, YYYY-MM-DD (camera clock)")
+              metavar="YYYY-MM-DD", help="first day (camera clock)")
 @click.option("--to", "date_to", type=click.DateTime(formats=["%Y-%m-%d"]),
-              help="last day, YYYY-MM-DD (camera clock), included")
+              metavar="YYYY-MM-DD", help="last day (camera clock), included")
 @click.option("--hours", metavar="H-H", help="hours of day, both included, e.g. 6-18")
 @click.option("--daylight", metavar="day,twilight,night", help="daylight values to keep")
 @click.option("--weather", metavar="CONDITION,...", help="weather conditions to keep "
@@ -514,9 +517,9 @@ def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
 @click.option("--width", type=click.IntRange(16, 7680), default=1280, show_default=True,
               help="video width in pixels (mp4); the height keeps the first frame's aspect")
 @click.option("--deflicker", type=click.IntRange(min=0), default=0, is_flag=False,
-              flag_value=15, metavar="[N]",
+              flag_value=DEFLICKER_FRAMES, metavar="[N]",
               help="smooth each frame's brightness over N neighbouring frames (mp4; "
-              "--deflicker alone: 15; 0: off)")
+              f"--deflicker alone: {DEFLICKER_FRAMES}; 0: off)")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar (frames/s, ETA) on stderr")
 @click.pass_context

@@ -42,7 +42,6 @@ PIX_FMT = "yuv420p"
 CRF = 20                   # x264 constant quality (lower = better, bigger); 18-23 is usual
 PRESET = "veryfast"
 GAIN_RANGE = (0.5, 2.0)    # deflicker never changes a frame's brightness by more than 1 EV
-DEFAULT_DEFLICKER = 15     # frames in the window when deflicker is asked for without a number
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 

@@ -106,8 +106,8 @@ with export:
                              help="The height keeps the first frame's aspect; frames of another "
                                   "shape are letterboxed.")
         deflicker = c3.toggle("Deflicker the video", key="video_deflicker",
-                              help="Smooth each frame's brightness over its neighbours "
-                                   "(15 frames), as LRTimelapse does.")
+                              help="Smooth each frame's brightness over its neighbouring "
+                                   "frames, as LRTimelapse does.")
 
         # The files are built only when a download button is clicked.
         def frames() -> pd.DataFrame:
