@@ -1,7 +1,7 @@
 """Benchmark the MP4 export on 1920x1080 originals against decoding alone; prints JSON.
 
     .venv/bin/python bench/export.py [--frames 3000] [--small 500] [--width 1280]
-                                     [--deflicker 15] [--stream-frames 40000] [--out DIR]
+                                     [--deflicker 15] [--long 40000] [--out DIR]
 
 Renders `--frames` demo frames at 1920x1080 (`pipeline.demo.render_demo`; kept in `--out` and
 reused) and ingests them into a store there. Then, in one run, each in its own child process so
@@ -11,8 +11,8 @@ its peak RSS is its own (`os.wait4` in a small runner process):
   frames says the export streams);
 - the ceiling: the same decode and resize (`pipeline.video.load_frame`, same threads), no
   encoding;
-- `encode_mp4` alone on `--stream-frames` small frames and on a tenth of them (the same peak
-  RSS at both says the encoder holds no frame it has encoded).
+- the export (deflicker on) of `--long` small frames (320x180, one a minute, made and ingested
+  once) and of the days holding the first tenth of them: what a long video costs in memory.
 Frames/s = frames / wall seconds of the child, start-up included; CPU ms per frame = the
 child's user + system seconds / frames.
 """
@@ -24,7 +24,11 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -52,28 +56,25 @@ print(n)
 """
 
 
-# `encode_mp4` alone on `n` frames cycling through 400 small generated JPEGs (320x180, encoded at
-# that size): frames encoded, seconds. Its peak RSS at n and at n / 10 frames says if it streams.
-STREAM = """
-import sys, time
-from pathlib import Path
-import numpy as np
-from PIL import Image
-from pipeline import video
-folder, n, deflicker = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-folder.mkdir(parents=True, exist_ok=True)
-rng = np.random.default_rng(0)
-files = []
-for i in range(400):
-    path = folder / f"s{i:04d}.jpg"
-    if not path.exists():
-        Image.fromarray(rng.integers(0, 255, (180, 320, 3), dtype=np.uint8)).save(path)
-    files.append(str(path))
-started = time.perf_counter()
-options = video.VideoOptions(width=320, deflicker=deflicker, progress=False)
-result = video.encode_mp4([files[i % 400] for i in range(n)], folder / "stream.mp4", options)
-print(result.n_frames, time.perf_counter() - started)
-"""
+def small_store(out: Path, n: int) -> Path:
+    """A store of `n` small frames (320x180, one a minute, EXIF-dated), made and ingested once:
+    the long export whose peak RSS is compared with that of a tenth of it."""
+    folder, db = out / f"long-{n}", out / f"long-{n}.duckdb"
+    if db.exists():
+        return db
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:180, 0:320].astype(np.float32)
+    start = datetime(2024, 4, 1)
+    for i in range(n):
+        pixels = 60 + 0.3 * x + 0.2 * y + 40 * np.sin(i / 50) + rng.normal(0, 3, (180, 320))
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[0x9003] = (start + timedelta(minutes=i)).strftime(
+            "%Y:%m:%d %H:%M:%S")
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert("RGB").save(
+            folder / f"s{i:06d}.jpg", quality=80, exif=exif)
+    ingest_folder(folder, db, Settings(), progress=False)
+    return db
 
 
 def frames_and_store(out: Path, n: int) -> tuple[Path, Path]:
@@ -129,9 +130,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--deflicker", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench-export-1080p"))
-    parser.add_argument("--stream-frames", type=int, default=40000,
-                        help="also encode this many small frames (and a tenth of them) with "
-                        "encode_mp4 alone, deflicker on, for its peak RSS; 0: skip")
+    parser.add_argument("--long", type=int, default=40000,
+                        help="also export this many small frames (and a tenth of them), "
+                        "deflicker on, for the peak RSS of a long video; 0: skip")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     frames, db = frames_and_store(args.out, args.frames)
@@ -162,12 +163,17 @@ def main() -> None:
                              str(workers)], log)
     assert int(printed) == len(files), printed
     ceiling = figures(len(files), measured)
-    stream = {}
-    for n in ((args.stream_frames // 10, args.stream_frames) if args.stream_frames else ()):
-        measured, printed = run([sys.executable, "-c", STREAM, str(args.out / "small"), str(n),
-                                 str(args.deflicker)], log)
-        assert int(printed.split()[0]) == n, printed
-        stream[str(n)] = figures(n, measured)
+    long = {}
+    if args.long:
+        small = small_store(args.out, args.long)
+        tenth = (datetime(2024, 4, 1) + timedelta(minutes=args.long // 10 - 1)).date()
+        for extra in (["--to", str(tenth)], []):
+            measured, summary = run([sys.executable, "-m", "pipeline", "export", "--db",
+                                     str(small), "--out", str(args.out / "long.mp4"),
+                                     "--width", "320", "--deflicker", str(args.deflicker),
+                                     "--no-progress", *extra], log)
+            n = int(summary.split()[1].replace(",", ""))
+            long[str(n)] = figures(n, measured)
     print(json.dumps({
         "bench": "export_mp4", "originals": list(SIZE), "width": args.width,
         "deflicker": args.deflicker, "decode_threads": workers, "cpu_count": os.cpu_count(),
@@ -178,7 +184,7 @@ def main() -> None:
                                         / ceiling["frames_per_s"], 2),
         "ratio_deflicker_to_plain": round(results["all_deflicker"]["frames_per_s"]
                                           / results["all"]["frames_per_s"], 2),
-        "encode_mp4_alone_320x180": stream,
+        "long_export_320x180_deflicker": long,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }, indent=1))
 
