@@ -223,10 +223,13 @@ def export(db: Path, flags: FilterFlags, mode: str, fmt: str, out: Path,
     if frames.empty:
         raise InputError(f"no frames to export with --frames {mode} and {flags.describe()} "
                          f"({summary.describe().splitlines()[-1]})")
-    if fmt == "mp4":
-        _write_mp4(frames, out, options, summary)
-    else:
-        _write_text(frames, out, fmt, options, summary)
+    try:
+        if fmt == "mp4":
+            _write_mp4(frames, out, options, summary)
+        else:
+            _write_text(frames, out, fmt, options, summary)
+    except OSError as exc:   # the output; a frame file that cannot be read is left out instead
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
     return summary
 
 

@@ -15,9 +15,10 @@ interrupted export never leaves a half video under the requested name.
 
 Deflicker (the LRTimelapse idea): each frame's mean Rec.601 luma m_i (of the picture, not the
 bars); its centred moving mean s_i over a window of N frames (N//2 before and after; near the
-ends as many after as there are before, so the window stays centred); every channel is multiplied by the gain s_i / m_i, clipped to `GAIN_RANGE`. A steady
-sequence gets gain 1 (unchanged); a frame brighter or darker than its neighbours is brought to
-their level while slow changes (dawn, dusk) pass. Streaming it needs N//2 frames of lookahead.
+ends as many after as there are before, so the window stays centred); every channel is
+multiplied by the gain s_i / m_i, clipped to `GAIN_RANGE`. A steady sequence gets gain 1
+(unchanged); a frame brighter or darker than its neighbours is brought to their level while
+slow changes (dawn, dusk) pass. Streaming it needs N//2 frames of lookahead.
 """
 
 from __future__ import annotations

@@ -275,3 +275,15 @@ def test_unknown_filter_values_are_one_line_naming_the_flag(colours, tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith("error: no frames to export with --frames not_junk and "
                                     "--from 2024-06-01 (left out: 12 frames outside the filters)")
+
+
+def test_an_output_that_cannot_be_written_is_one_line(colours, tmp_path):
+    db, _, _ = colours
+    missing = export(db, "--out", str(tmp_path / "nowhere" / "v.mp4"))
+    assert missing.exit_code == 1
+    assert missing.output.strip() == (f"error: --out: the folder {tmp_path / 'nowhere'} "
+                                      "does not exist")
+    for name in ("v.mp4", "v.csv"):   # /proc takes no new files, not even from root
+        refused = export(db, "--out", f"/proc/{name}")
+        assert refused.exit_code == 1
+        assert refused.output.strip().startswith(f"error: cannot write /proc/{name}: ")
