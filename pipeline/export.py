@@ -213,9 +213,6 @@ def export(db: Path, flags: FilterFlags, mode: str, fmt: str, out: Path,
         raise InputError(f"--out: the folder {out.parent} does not exist")
     with store.connect(db, read_only=True) as con:   # closed before the long encode
         flt = build_filter(con, flags)
-        if mode == "clean" and flt.run_id is None:
-            raise InputError("--frames clean needs an analysis run (the detector's flags); "
-                             "this store has none yet")
         frames = facts.export_frames(con, flt, mode)
         left_out = facts.export_left_out(con, flt, mode)
     summary = ExportSummary(out=out, fmt=fmt, mode=mode, flags=flags, detector=flt.detector,
