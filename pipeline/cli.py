@@ -493,6 +493,73 @@ def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
         click.echo(result.describe())
 
 
+# --- export -----------------------------------------------------------------------------------
+
+DEFLICKER_FRAMES = 15   # the deflicker window of a bare --deflicker (the dashboard's switch)
+
+
+@cli.command()
+@_db_option(exists=True)
+@click.option("--format", "fmt", type=click.Choice(["mp4", "csv", "list", "ffconcat"]),
+              help="what to write [default: from the --out suffix: .mp4 .csv .txt .ffconcat]")
+@click.option("--out", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path), help="the file to write")
+@click.option("--frames", "mode", type=click.Choice(["not_junk", "keep", "clean"]),
+              default="not_junk", show_default=True,
+              help="frames to export, as on the Review page: not_junk (every filtered frame not "
+              "marked junk), keep (only frames marked keep), clean (frames marked keep, and "
+              "unreviewed frames the detector does not flag)")
+@click.option("--run", type=int, metavar="N", help="analysis run [default: the latest complete]")
+@click.option("--from", "date_from", type=click.DateTime(formats=["%Y-%m-%d"]),
+              metavar="YYYY-MM-DD", help="first day (camera clock)")
+@click.option("--to", "date_to", type=click.DateTime(formats=["%Y-%m-%d"]),
+              metavar="YYYY-MM-DD", help="last day (camera clock), included")
+@click.option("--hours", metavar="H-H", help="hours of day, both included, e.g. 6-18")
+@click.option("--daylight", metavar="day,twilight,night", help="daylight values to keep")
+@click.option("--weather", metavar="CONDITION,...", help="weather conditions to keep "
+              "(clear, cloudy, rain, fog, ..., unknown)")
+@click.option("--cluster", metavar="N,...", help="clusters to keep (-1 = noise: --cluster=-1)")
+@click.option("--det", metavar="DETECTOR", help="detector for --thr and --frames clean "
+              "[default: consensus]")
+@click.option("--thr", metavar="all|flagged|pctNN|topN",
+              help="detector threshold: all frames, flagged by the detector, score percentile "
+              "at least NN, or the top N by score [default: all]")
+@click.option("--fps", type=click.IntRange(1, 120), default=24, show_default=True,
+              help="frames per second of the video (mp4, ffconcat)")
+@click.option("--width", type=click.IntRange(16, 7680), default=1280, show_default=True,
+              help="video width in pixels (mp4); the height keeps the first frame's aspect")
+@click.option("--deflicker", type=click.IntRange(min=0), default=0, is_flag=False,
+              flag_value=DEFLICKER_FRAMES, metavar="[N]",
+              help="smooth each frame's brightness over N neighbouring frames (mp4; "
+              f"--deflicker alone: {DEFLICKER_FRAMES}; 0: off)")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="show a progress bar (frames/s, ETA) on stderr")
+@click.pass_context
+def export(ctx, db: Path, fmt, out: Path, mode, run, date_from, date_to, hours, daylight,
+           weather, cluster, det, thr, fps, width, deflicker, progress) -> None:
+    """Write the frames the filters keep as an MP4 video, a CSV, a file list or an ffmpeg
+    concat file, in time order.
+
+    The filters are the dashboard's, with its URL keys and values (a link's
+    `?daylight=day&thr=flagged` is `--daylight day --thr flagged`); the summary says how many
+    frames were left out and why, and names those whose file could not be read.
+    """
+    from pipeline.export import FilterFlags, export as run_export, format_of
+    from pipeline.video import VideoOptions
+
+    settings = _settings(ctx)
+    flags = FilterFlags(run=run, date_from=date_from.date() if date_from else None,
+                        date_to=date_to.date() if date_to else None, hours=hours,
+                        daylight=daylight, weather=weather, cluster=cluster, det=det, thr=thr)
+    options = VideoOptions(fps=fps, width=width, deflicker=deflicker,
+                           max_file_bytes=settings.max_file_bytes,
+                           max_image_pixels=settings.max_image_pixels,
+                           workers=min(settings.workers, 4), description=flags.describe(),
+                           progress=progress)
+    summary = run_export(db, flags, mode, format_of(fmt, out), out, options)
+    click.echo(summary.describe())
+
+
 # --- store upkeep -----------------------------------------------------------------------------
 
 @cli.command()

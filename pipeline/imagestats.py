@@ -68,7 +68,7 @@ def read_frame(task: tuple[str, str, int, int, int, int, int]) -> FrameResult:
         result.error = describe_os_error(exc)
         return result
     try:
-        image, exif = decode(data, thumb_size, max_pixels)
+        image, exif = pixels.decode_within(data, thumb_size, max_pixels)
     except pixels.FrameDecodeError as exc:
         result.error = str(exc)
         return result
@@ -82,22 +82,6 @@ def read_frame(task: tuple[str, str, int, int, int, int, int]) -> FrameResult:
     result.thumbnail = buffer.getvalue()
     result.thumb_width, result.thumb_height = image.size
     return result
-
-
-def decode(data: bytes, thumb_size: int, max_pixels: int | None = None):
-    """Bytes -> (upright RGB thumbnail with info['upright_size'], Pillow Exif or None)."""
-    original = pixels.decode_original(data, lambda w, h: _box(w, h, thumb_size), max_pixels)
-    rgb = original.image
-    rgb.thumbnail((thumb_size, thumb_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    rgb = pixels.upright(rgb, original.orientation)
-    rgb.info["upright_size"] = original.upright_size
-    return rgb, original.exif
-
-
-def _box(width: int, height: int, thumb_size: int) -> tuple[int, int]:
-    """The draft request: the thumbnail's size, so DCT scaling stops at >= thumbnail pixels."""
-    scale = thumb_size / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def image_stats(rgb: np.ndarray) -> Stats:
@@ -122,7 +106,7 @@ def decode_stats(task: tuple[str, int, int]) -> Stats:
     os_path, thumb_size, max_pixels = task
     with open(os_path, "rb") as fh:
         data = fh.read()
-    image, _ = decode(data, thumb_size, max_pixels)
+    image, _ = pixels.decode_within(data, thumb_size, max_pixels)
     return image_stats(np.asarray(image, dtype=np.float32))
 
 

@@ -223,11 +223,11 @@ class Original:
 
 
 def decode_original(source: bytes | str | os.PathLike,
-                    draft_box: Callable[[int, int], tuple[int, int]],
+                    box_for: Callable[[int, int], tuple[int, int]],
                     max_pixels: int | None = None) -> Original:
     """Bytes (or a file) -> `Original`; raises `FrameDecodeError` saying why it is no frame.
 
-    JPEGs are decoded at the smallest DCT scale that still gives `draft_box(width, height)`
+    JPEGs are decoded at the smallest DCT scale that still gives `box_for(width, height)`
     (Pillow's draft mode); any mode becomes 8-bit RGB (`to_rgb`). A file that cannot be opened
     raises its OSError (FileNotFoundError for a vanished file), not `FrameDecodeError`.
     """
@@ -243,7 +243,7 @@ def decode_original(source: bytes | str | os.PathLike,
             exif = _exif(image)
             width, height = image.size
             if image.format in JPEG_FORMATS:
-                image.draft("RGB", draft_box(width, height))
+                image.draft("RGB", box_for(width, height))
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise FrameDecodeError(
@@ -264,6 +264,25 @@ def decode_original(source: bytes | str | os.PathLike,
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     return Original(to_rgb(image), exif, orientation, (width, height))
+
+
+def decode_within(data: bytes, longest: int, max_pixels: int | None = None
+                  ) -> tuple[Image.Image, Image.Exif | None]:
+    """Bytes -> (upright RGB image whose long side is at most `longest`, with
+    info['upright_size'] = the original's upright size; its EXIF or None). Thumbnails and the
+    video export's frames are made this way."""
+    original = decode_original(data, lambda w, h: draft_box(w, h, longest), max_pixels)
+    rgb = original.image
+    rgb.thumbnail((longest, longest), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    rgb = upright(rgb, original.orientation)
+    rgb.info["upright_size"] = original.upright_size
+    return rgb, original.exif
+
+
+def draft_box(width: int, height: int, longest: int) -> tuple[int, int]:
+    """The draft request for a long side of `longest`: DCT scaling stops at >= that size."""
+    scale = longest / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def upright(image: Image.Image, orientation: int) -> Image.Image:
