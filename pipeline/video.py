@@ -36,7 +36,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline import imagestats, pixels
+from pipeline import imagestats
+from pipeline.pixels import FrameDecodeError, decode_within, read_image_file
 
 CODEC = "libx264"
 PIX_FMT = "yuv420p"
@@ -92,13 +93,13 @@ class NoFramesError(Exception):
 
 def read_original(path: str, options: VideoOptions) -> bytes:
     """A frame file's bytes, after ingest's cheap checks (size limit, JPEG/PNG header)."""
-    return pixels.read_image_file(path, os.stat(path).st_size, options.max_file_bytes)
+    return read_image_file(path, os.stat(path).st_size, options.max_file_bytes)
 
 
 def decode_frame(data: bytes, longest: int, options: VideoOptions) -> Image.Image:
     """The upright RGB picture, its long side at most `longest` px (draft mode where the JPEG
     allows), `info['upright_size']` = the original's upright size."""
-    image, _ = pixels.decode_within(data, longest, options.max_image_pixels)
+    image, _ = decode_within(data, longest, options.max_image_pixels)
     return image
 
 
@@ -196,7 +197,7 @@ def encode_mp4(files: Sequence[str], out: Path, options: VideoOptions) -> VideoR
                 image = decode_frame(data, max(size), options)
             first = fit(image, size)
             break
-        except (pixels.FrameDecodeError, OSError) as exc:
+        except (FrameDecodeError, OSError) as exc:
             left_out.append(_left_out(path, exc))
             bar.update(1)
     if first is None:
@@ -264,6 +265,6 @@ def _prefetched(files: Sequence[str], longest: int, size: tuple[int, int], optio
             path, future = pending.popleft()
             try:
                 yield future.result()
-            except (pixels.FrameDecodeError, OSError) as exc:
+            except (FrameDecodeError, OSError) as exc:
                 left_out.append(_left_out(path, exc))
                 bar.update(1)
