@@ -56,8 +56,9 @@ class FrameResult:
 
     name: str                         # path relative to the root, as stored
     file_bytes: int
-    mtime_ns: int
+    mtime_ns: int | None              # None: bytes with no file (an upload to `serve`)
     error: str | None = None
+    error_kind: str | None = None     # FrameDecodeError.kind of `error`, when it is one
     width: int | None = None          # upright (after EXIF orientation)
     height: int | None = None
     content_hash: str | None = None
@@ -82,19 +83,27 @@ def read_frame(task: tuple[str, str, int, int, int, int, int]) -> FrameResult:
     try:
         data = read_image_file(os_path, file_bytes, max_bytes)
     except FrameDecodeError as exc:
-        result.error = str(exc)
+        result.error, result.error_kind = str(exc), exc.kind
         return result
     except OSError as exc:
         result.error = describe_os_error(exc)
         return result
+    return read_frame_bytes(data, result, thumb_size, max_pixels)
+
+
+def read_frame_bytes(data: bytes, result: FrameResult, thumb_size: int,
+                     max_pixels: int | None = None) -> FrameResult:
+    """Fill `result` from a frame file's bytes: decode, thumbnail, statistics, timestamp (or
+    set its `error`). `read_frame` reads the file first; `serve` has the bytes of an upload
+    (and no mtime: `result.mtime_ns` None, so its time comes from EXIF or the name only)."""
     try:
         image, exif = decode(data, thumb_size, max_pixels)
     except FrameDecodeError as exc:
-        result.error = str(exc)
+        result.error, result.error_kind = str(exc), exc.kind
         return result
     result.content_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
     result.width, result.height = image.info["upright_size"]
-    result.time = frame_time(exif, name, mtime_ns)
+    result.time = frame_time(exif, result.name, result.mtime_ns)
     rgb = np.asarray(image, dtype=np.float32)
     result.stats = image_stats(rgb)
     buffer = io.BytesIO()
@@ -105,7 +114,13 @@ def read_frame(task: tuple[str, str, int, int, int, int, int]) -> FrameResult:
 
 
 class FrameDecodeError(Exception):
-    """A file that is not a usable JPEG/PNG frame; the message says why."""
+    """A file that is not a usable JPEG/PNG frame; the message says why and `kind` names the
+    problem for programs: 'empty', 'too_big', 'not_an_image', 'unsupported_format',
+    'truncated', 'corrupt' or 'too_many_pixels'."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -117,17 +132,17 @@ def read_image_file(os_path: str, file_bytes: int, max_bytes: int) -> bytes:
     listing gave, and what is actually there), and a JPEG or PNG header. A worker never
     holds more than `max_bytes` of one file, whatever the listing said."""
     if file_bytes == 0:
-        raise FrameDecodeError("empty file (0 bytes)")
+        raise FrameDecodeError("empty file (0 bytes)", "empty")
     if file_bytes > max_bytes:
-        raise FrameDecodeError(too_big(file_bytes, max_bytes))
+        raise FrameDecodeError(too_big(file_bytes, max_bytes), "too_big")
     with open(os_path, "rb") as fh:
         head = fh.read(len(PNG_MAGIC))
         if not head:
-            raise FrameDecodeError("empty file (0 bytes)")
+            raise FrameDecodeError("empty file (0 bytes)", "empty")
         check_header(head)
         data = head + fh.read(max_bytes + 1 - len(head))
     if len(data) > max_bytes:
-        raise FrameDecodeError(too_big(len(data), max_bytes, grew=True))
+        raise FrameDecodeError(too_big(len(data), max_bytes, grew=True), "too_big")
     return data
 
 
@@ -142,9 +157,11 @@ def check_header(head: bytes) -> None:
         return
     for magic, name in _OTHER_FORMATS:
         if head.startswith(magic):
-            raise FrameDecodeError(f"unsupported image format {name} (only JPEG and PNG frames)")
+            raise FrameDecodeError(f"unsupported image format {name} (only JPEG and PNG frames)",
+                                   "unsupported_format")
     raise FrameDecodeError(f"not an image: the file starts with bytes {head[:8].hex(' ')}, "
-                           "not a JPEG or PNG header (is it really a JPEG or PNG?)")
+                           "not a JPEG or PNG header (is it really a JPEG or PNG?)",
+                           "not_an_image")
 
 
 def too_big(n_bytes: int, max_bytes: int, grew: bool = False) -> str:
@@ -164,27 +181,38 @@ def decode(data: bytes, thumb_size: int, max_pixels: int | None = None):
             image = Image.open(io.BytesIO(data))
             if image.format not in SUPPORTED_FORMATS:
                 raise FrameDecodeError(
-                    f"unsupported image format {image.format} (only JPEG and PNG frames)")
+                    f"unsupported image format {image.format} (only JPEG and PNG frames)",
+                    "unsupported_format")
             exif = _exif(image)
             width, height = image.size
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and width * height > limit:
+                # Pillow only warns up to twice the limit, and the filter that makes its warning
+                # an error is process-wide state another thread's catch_warnings may undo
+                # (`serve` decodes in threads): check the limit here too
+                raise Image.DecompressionBombError(
+                    f"Image size ({width * height} pixels) exceeds limit of {limit} pixels, "
+                    "could be decompression bomb DOS attack.")
             if image.format in JPEG_FORMATS:
                 image.draft("RGB", _box(width, height, thumb_size))
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise FrameDecodeError(
             f"refused as a decompression bomb: {exc} (raise the max_image_pixels setting if "
-            "the image is genuine)") from None
+            "the image is genuine)", "too_many_pixels") from None
     except UnidentifiedImageError:
         raise FrameDecodeError(
-            "not an image: Pillow cannot identify the file (is it really a JPEG or PNG?)") from None
+            "not an image: Pillow cannot identify the file (is it really a JPEG or PNG?)",
+            "not_an_image") from None
     except FrameDecodeError:
         raise
     except OSError as exc:
         if "truncated" in str(exc):
-            raise FrameDecodeError(f"truncated image: {exc}") from None
-        raise FrameDecodeError(f"corrupt image: {exc}") from None
+            raise FrameDecodeError(f"truncated image: {exc}", "truncated") from None
+        raise FrameDecodeError(f"corrupt image: {exc}", "corrupt") from None
     except (SyntaxError, ValueError, TypeError, IndexError, struct.error) as exc:
-        raise FrameDecodeError(f"corrupt image: {type(exc).__name__}: {exc}") from None
+        raise FrameDecodeError(f"corrupt image: {type(exc).__name__}: {exc}",
+                               "corrupt") from None
     orientation = _orientation(exif)
     rgb = to_rgb(image)
     rgb.thumbnail((thumb_size, thumb_size), Image.Resampling.BILINEAR, reducing_gap=2.0)

@@ -3,8 +3,10 @@
 `ThumbnailReader` decodes the thumbnails the store holds (libjpeg-turbo through simplejpeg, at
 the smallest DCT scale that is at least the grid, in threads, a chunk of frames per short
 connection, so memory stays flat with the number of frames); `ArrayReader` serves images held
-in memory (tests, callers that have the pixels already). Both follow `GridReader`, which the
-detectors that look at pixels read (`FrameBatch.pixels`).
+in memory (tests, callers that have the pixels already); `UploadReader` serves the thumbnails
+of frames that are not in the store (`serve`'s uploads), decoded exactly as stored ones are,
+and the store's for the others. All follow `GridReader`, which the detectors that look at
+pixels read (`FrameBatch.pixels`).
 """
 
 from __future__ import annotations
@@ -36,15 +38,18 @@ class GridReader(Protocol):
 
 
 class ThumbnailReader:
-    """Thumbnails from the store, resized to a grid; `chunk` frames per short connection."""
+    """Thumbnails from the store, resized to a grid; `chunk` frames per short connection
+    (read-only ones with `read_only`, for a process that never writes)."""
 
-    def __init__(self, db: Path, chunk: int = 1024, workers: int | None = None):
+    def __init__(self, db: Path, chunk: int = 1024, workers: int | None = None,
+                 read_only: bool = False):
         self.db = Path(db)
         self.chunk = chunk
         self.workers = workers or min(4, os.cpu_count() or 1)
+        self.read_only = read_only
 
     def aspect(self, frame_ids: np.ndarray) -> float | None:
-        with store.connect(self.db) as con:
+        with store.connect(self.db, read_only=self.read_only) as con:
             return store_frames.thumbnail_aspect(con, frame_ids)
 
     def grids(self, frame_ids, size):
@@ -52,7 +57,7 @@ class ThumbnailReader:
         with ThreadPoolExecutor(self.workers) as pool:  # decoding releases the GIL
             for start in range(0, len(frame_ids), self.chunk):
                 part = frame_ids[start:start + self.chunk]
-                with store.connect(self.db) as con:
+                with store.connect(self.db, read_only=self.read_only) as con:
                     thumbs = store_frames.thumbnails(con, part)
                 if not len(thumbs):
                     continue
@@ -80,6 +85,32 @@ class ArrayReader:
             grids = [resize_rgb(Image.fromarray(np.asarray(self.images[int(frame_ids[p])],
                                                             np.uint8)), size) for p in have]
             yield np.array(have, dtype=np.int64), np.stack(grids)
+
+
+class UploadReader:
+    """Thumbnails held in memory (frame_id -> JPEG bytes, as ingest stores them) for frames
+    the store does not have, and `stored`'s grids for every other frame. The same bytes decode
+    to the same grid (`decode_thumbnail`), so an upload is seen as it would be once ingested."""
+
+    def __init__(self, thumbnails: dict[int, bytes], stored: GridReader):
+        self.thumbnails = thumbnails
+        self.stored = stored
+
+    def aspect(self, frame_ids):
+        return self.stored.aspect(frame_ids)
+
+    def grids(self, frame_ids, size):
+        frame_ids = np.asarray(frame_ids, dtype=np.int64)
+        mine = np.array([int(i) in self.thumbnails for i in frame_ids], dtype=bool)
+        if (~mine).any():
+            others = np.flatnonzero(~mine)
+            for pos, grids in self.stored.grids(frame_ids[others], size):
+                yield others[pos], grids
+        held = [(p, decode_thumbnail(self.thumbnails[int(frame_ids[p])], size))
+                for p in np.flatnonzero(mine)]
+        held = [(p, g) for p, g in held if g is not None]
+        if held:
+            yield np.array([p for p, _ in held], dtype=np.int64), np.stack([g for _, g in held])
 
 
 def _positions(part: np.ndarray, found: np.ndarray) -> np.ndarray:
