@@ -3,7 +3,8 @@
 `ThumbnailReader` decodes the thumbnails the store holds (libjpeg-turbo through simplejpeg, at
 the smallest DCT scale that is at least the grid, in threads, a chunk of frames per short
 connection, so memory stays flat with the number of frames); `ArrayReader` serves images held
-in memory (tests, callers that have the pixels already); `UploadReader` serves the thumbnails
+in memory (tests, callers that have the pixels already), and a `GridCache` keeps decoded grids
+between reads (`serve`); `UploadReader` serves the thumbnails
 of frames that are not in the store (`serve`'s uploads), decoded exactly as stored ones are,
 and the store's for the others. All follow `GridReader`, which the detectors that look at
 pixels read (`FrameBatch.pixels`).
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import io
 import os
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -37,16 +40,48 @@ class GridReader(Protocol):
         uint8 or float). Frames without an image are left out."""
 
 
+class GridCache:
+    """Decoded grids kept between reads (frame_id, size -> grid), least recently used first
+    out beyond `max_bytes`; shared by threads. `serve` keeps one per loaded run, so the fit
+    frames the `background` detector compares every upload with are decoded once."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        self.max_bytes = max_bytes
+        self.n_bytes = 0
+        self._grids: OrderedDict[tuple[int, tuple[int, int]], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, frame_id: int, size: tuple[int, int]) -> np.ndarray | None:
+        with self._lock:
+            grid = self._grids.get((frame_id, size))
+            if grid is not None:
+                self._grids.move_to_end((frame_id, size))
+            return grid
+
+    def put(self, frame_id: int, size: tuple[int, int], grid: np.ndarray) -> None:
+        with self._lock:
+            if (frame_id, size) in self._grids:
+                return
+            self._grids[(frame_id, size)] = grid
+            self.n_bytes += grid.nbytes
+            while self.n_bytes > self.max_bytes and len(self._grids) > 1:
+                _, old = self._grids.popitem(last=False)
+                self.n_bytes -= old.nbytes
+
+
 class ThumbnailReader:
     """Thumbnails from the store, resized to a grid; `chunk` frames per short connection
-    (read-only ones with `read_only`, for a process that never writes)."""
+    (read-only ones with `read_only`, for a process that never writes). With a `cache`, grids
+    decoded before are taken from it; the chunks come out the same (frames in frame_id order
+    within each chunk), so what is computed from them is too."""
 
     def __init__(self, db: Path, chunk: int = 1024, workers: int | None = None,
-                 read_only: bool = False):
+                 read_only: bool = False, cache: GridCache | None = None):
         self.db = Path(db)
         self.chunk = chunk
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.read_only = read_only
+        self.cache = cache
 
     def aspect(self, frame_ids: np.ndarray) -> float | None:
         with store.connect(self.db, read_only=self.read_only) as con:
@@ -57,16 +92,32 @@ class ThumbnailReader:
         with ThreadPoolExecutor(self.workers) as pool:  # decoding releases the GIL
             for start in range(0, len(frame_ids), self.chunk):
                 part = frame_ids[start:start + self.chunk]
-                with store.connect(self.db, read_only=self.read_only) as con:
-                    thumbs = store_frames.thumbnails(con, part)
-                if not len(thumbs):
-                    continue
-                decoded = list(pool.map(lambda b: decode_thumbnail(b, size), thumbs["jpeg"]))
-                ok = np.array([d is not None for d in decoded])
-                if not ok.any():
-                    continue
-                where = _positions(part, thumbs["frame_id"].to_numpy(np.int64)[ok])
-                yield start + where, np.stack([d for d in decoded if d is not None])
+                found = self._read(part, size, pool)
+                if found:
+                    ids = sorted(found)  # the store's order (frame_id)
+                    yield (start + _positions(part, np.array(ids, dtype=np.int64)),
+                           np.stack([found[i] for i in ids]))
+
+    def _read(self, part: np.ndarray, size: tuple[int, int], pool) -> dict[int, np.ndarray]:
+        """The decoded grids of the frames of `part` that have a readable thumbnail."""
+        found: dict[int, np.ndarray] = {}
+        if self.cache is not None:
+            for frame_id in map(int, part):
+                grid = self.cache.get(frame_id, size)
+                if grid is not None:
+                    found[frame_id] = grid
+        missing = [int(i) for i in part if int(i) not in found]
+        if not missing:
+            return found
+        with store.connect(self.db, read_only=self.read_only) as con:
+            thumbs = store_frames.thumbnails(con, missing)
+        decoded = pool.map(lambda b: decode_thumbnail(b, size), thumbs["jpeg"])
+        for frame_id, grid in zip(thumbs["frame_id"].tolist(), decoded):
+            if grid is not None:
+                found[frame_id] = grid
+                if self.cache is not None:
+                    self.cache.put(frame_id, size, grid)
+        return found
 
 
 class ArrayReader:

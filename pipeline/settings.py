@@ -116,6 +116,9 @@ class Settings:
         0, 1000)
     serve_nearest: int = _setting(
         5, "serve: nearest stored frames listed with each scored upload", 1, 100)
+    serve_cache_mb: int = _setting(
+        256, "serve: memory for stored thumbnails kept decoded between requests (the fit frames "
+        "the background detector compares uploads with)", 0, 65_536)
     serve_reload_seconds: float = _setting(
         10.0, "serve: how often it looks for a newer complete run to switch to", 0.1, 86_400)
     dashboard_url: str = _setting(

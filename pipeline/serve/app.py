@@ -37,7 +37,8 @@ from pipeline.settings import Settings
 from store import analysis as sa
 from store import facts
 
-log = logging.getLogger(__name__)
+# uvicorn's logger: in the `serve` process its lines show among uvicorn's own, at INFO level
+log = logging.getLogger("uvicorn.error")
 
 HEALTH_PATH = "/v1/health"
 # The dashboard's Frame page: its URL path and its URL key (dashboard/pages.py; the pipeline
@@ -235,6 +236,12 @@ def create_app(scorer: Scorer, settings: Settings, token: str | None = None,
         return JSONResponse({"detail": str(exc), "problem": "store_busy" if busy else "store"},
                             status_code=503, headers={"Retry-After": "5"} if busy else None)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):  # logged by uvicorn; serving goes on
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}: {exc}); the "
+                                       "service keeps running", "problem": "internal"},
+                            status_code=500)
+
     @app.get(HEALTH_PATH, response_model=Health,
              responses={503: {"description": "no run to score against yet (run analyze)"}})
     async def health():
@@ -338,6 +345,8 @@ async def _poll(scorer: Scorer, every: float) -> None:
             await loop.run_in_executor(None, scorer.refresh)
         except store.StoreError as exc:  # busy or unreadable now: the next look tries again
             log.warning("serve: could not look for a newer run: %s", exc)
+        except Exception:  # the loaded run keeps serving; the next look tries again
+            log.exception("serve: looking for a newer run failed")
 
 
 def _links(request: Request, settings: Settings, frame_id: int, run_id: int | None) -> dict:

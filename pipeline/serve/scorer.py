@@ -17,6 +17,7 @@ context, as a folder's are in `score-new`; other requests' frames never are).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import threading
@@ -29,13 +30,13 @@ import pandas as pd
 import store
 from pipeline import daylight
 from pipeline.embed import build_embedder, load_frame, same_weights
-from pipeline.errors import AnalysisError
+from pipeline.errors import AnalysisError, PipelineError
 from pipeline.fitted import FittedRun
 from pipeline.imagestats import FrameResult, configure, read_frame_bytes
 from pipeline.ingest import time_rows
 from pipeline.models import get_model
 from pipeline.models.embedder import Embedder
-from pipeline.pixels import ThumbnailReader, UploadReader
+from pipeline.pixels import GridCache, ThumbnailReader, UploadReader
 from pipeline.score_new import load_fitted_run, score_batch
 from pipeline.serve.uploads import FRAME_PROBLEMS, FilePart, UploadError
 from pipeline.settings import Settings
@@ -43,7 +44,8 @@ from pipeline.timestamps import given_time
 from store import analysis as sa
 from store import embeddings as se
 
-log = logging.getLogger(__name__)
+# uvicorn's logger: in the `serve` process its lines show among uvicorn's own, at INFO level
+log = logging.getLogger("uvicorn.error")
 
 UPLOAD_ID_BASE = 2**62  # ids of uploads while they are scored: beyond any stored frame's
 
@@ -56,6 +58,7 @@ class LoadedRun:
     embedder: Embedder
     place: daylight.Place
     warnings: list[str] = field(default_factory=list)
+    grids: GridCache = field(default_factory=GridCache)  # the run's stored frames, decoded
 
     @property
     def run_id(self) -> int:
@@ -106,7 +109,11 @@ def decode_upload(part: FilePart, taken_at: str | None, settings: Settings,
         except ValueError as exc:
             raise UploadError(422, "bad_taken_at", f"{part.filename}: taken_at {exc}",
                               part.filename) from None
-    pixels = load_frame(io.BytesIO(part.data), input_size)
+    try:
+        pixels = load_frame(io.BytesIO(part.data), input_size)
+    except (OSError, ValueError, SyntaxError) as exc:  # decoded once, but not at model size
+        raise UploadError(422, "corrupt", f"{part.filename}: corrupt image: {exc}",
+                          part.filename) from None
     return Upload(part.filename, part.data, frame, pixels, time.monotonic() - started)
 
 
@@ -143,15 +150,14 @@ class Scorer:
                 place = daylight.stored_place(con)
             current = self.loaded
             if current is not None and current.place != place:
-                self.loaded = current = LoadedRun(current.fitted, current.embedder, place,
-                                                  current.warnings)
+                self.loaded = current = dataclasses.replace(current, place=place)
             if run_id is None or (current is not None and current.run_id == run_id):
                 return
             if run_id in self._refused:
                 return
             try:
                 loaded = self._load(run_id, place)
-            except AnalysisError as exc:
+            except PipelineError as exc:  # no usable fit, the model not buildable here...
                 if self.pinned is not None:
                     raise
                 self._refused[run_id] = str(exc)
@@ -162,8 +168,8 @@ class Scorer:
             for warning in loaded.warnings:
                 log.warning("serve: %s", warning)
             self.loaded = loaded
-            log.warning("serve: scoring against run %s (%s, %d frames)", loaded.run_id,
-                        loaded.fitted.model, loaded.n_frames)
+            log.info("serve: scoring against run %s (%s, %d frames)", loaded.run_id,
+                     loaded.fitted.model, loaded.n_frames)
 
     def _load(self, run_id: int, place: daylight.Place) -> LoadedRun:
         fitted, warnings = load_fitted_run(self.db, run_id, read_only=True)
@@ -179,7 +185,8 @@ class Scorer:
                 f"run {run_id}'s {fitted.model} vectors were made with other weights "
                 f"({row.weights}) than this model has here ({embedder.weights}); give the same "
                 "weights file (setting weights) so uploads are comparable")
-        return LoadedRun(fitted, embedder, place, warnings)
+        return LoadedRun(fitted, embedder, place, warnings,
+                         GridCache(self.settings.serve_cache_mb * 2**20))
 
     # --- scoring ----------------------------------------------------------------------------
 
@@ -196,7 +203,7 @@ class Scorer:
                                           run.place, self.settings)
                             for n, group in enumerate(groups)], ignore_index=True)
         pixels = UploadReader({int(i): u.frame.thumbnail for i, u in zip(ids, uploads)},
-                              ThumbnailReader(self.db, read_only=True))
+                              ThumbnailReader(self.db, read_only=True, cache=run.grids))
         scored = score_batch(run.fitted, ids, vectors, frames, pixels,
                              n_nearest=self.settings.serve_nearest, groups=labels)
         k = min(self.settings.serve_nearest, scored.nn_idx.shape[1])

@@ -371,3 +371,21 @@ def test_the_cli_serves_until_sigterm(demo_store, tmp_path):
     assert proc.returncode in (0, -signal.SIGTERM), out
     assert "Application shutdown complete" in out and "Traceback" not in out
     assert f"http://127.0.0.1:{port}/docs" in out and "bearer token required" in out
+
+
+def test_the_grid_cache_gives_the_chunks_the_store_gives(demo_store):
+    """`serve` keeps the fit frames' decoded thumbnails between requests: the same grids in
+    the same order as read from the store, within its memory bound."""
+    from pipeline.pixels import GridCache, ThumbnailReader
+
+    ids = np.arange(1, 41, dtype=np.int64)[::-1]
+    plain = list(ThumbnailReader(demo_store.db, read_only=True, chunk=16).grids(ids, (32, 18)))
+    cache = GridCache(max_bytes=20 * 32 * 18 * 3)
+    cached = ThumbnailReader(demo_store.db, read_only=True, chunk=16, cache=cache)
+    for _ in range(2):
+        again = list(cached.grids(ids, (32, 18)))
+        assert len(again) == len(plain)
+        for (pos_a, grids_a), (pos_b, grids_b) in zip(plain, again):
+            np.testing.assert_array_equal(pos_a, pos_b)
+            np.testing.assert_array_equal(grids_a, grids_b)
+    assert 0 < cache.n_bytes <= cache.max_bytes
