@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import signal
 import struct
 import warnings
 from dataclasses import dataclass
@@ -73,6 +74,14 @@ def configure(max_image_pixels: int) -> None:
     """Pillow limits for this process (run in every worker): bombs and truncation are errors."""
     Image.MAX_IMAGE_PIXELS = int(max_image_pixels)
     ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def configure_worker(max_image_pixels: int) -> None:
+    """A decode worker process (ingest's pool): `configure`, and Ctrl-C left to the parent. A
+    terminal sends Ctrl-C to the whole process group; the parent stops the pool itself (`watch`
+    after the batch being written), so a worker must not die mid-task with a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure(max_image_pixels)
 
 
 def read_frame(task: tuple[str, str, int, int, int, int, int]) -> FrameResult:

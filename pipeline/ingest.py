@@ -146,13 +146,15 @@ def folder_root(folder: Path) -> str:
     return stored_text(os.path.abspath(folder))
 
 
-def pending_files(folder: Path, con, stage: str = "ingest") -> int:
+def pending_files(folder: Path, db: Path, stage: str = "ingest") -> int:
     """How many files under `folder` an ingest would read, move or record as unreadable now,
-    from a look at the folder and the store (nothing is written: `watch` looks before it takes
-    the run lock)."""
+    from a listing of the folder and a short read-only look at the store (nothing is written:
+    `watch` looks before it takes the run lock)."""
     files, problems = walk(os.path.abspath(folder))
-    failed = frames_store.failed_files(con, stage)
-    plan = _plan(files, frames_store.known_files(con), failed, IngestSummary())
+    with store.connect(db, read_only=True) as con:
+        failed = frames_store.failed_files(con, stage)
+        known = frames_store.known_files(con)
+    plan = _plan(files, known, failed, IngestSummary())
     recorded = set(failed["location"])
     return len(plan.todo) + len(plan.moves) + sum(loc not in recorded for _, loc, _ in problems)
 
@@ -426,7 +428,7 @@ def _decode_all(todo: list[FileEntry], settings: Settings, progress: bool, stage
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["pipeline.imagestats"])
         chunksize = max(1, min(32, len(tasks) // (workers * 16)))
-        with context.Pool(workers, initializer=imagestats.configure,
+        with context.Pool(workers, initializer=imagestats.configure_worker,
                           initargs=(settings.max_image_pixels,)) as pool:
             for result in pool.imap(imagestats.read_frame, tasks, chunksize=chunksize):
                 yield result

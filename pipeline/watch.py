@@ -148,8 +148,8 @@ class Watcher:
 
     def _look(self, result: PassResult) -> bool:
         """Whether there is anything to write, from a read-only look; loads a newer run."""
+        n_files = pending_files(self.folder, self.db, STAGE)
         with store.connect(self.db, read_only=True) as con:
-            n_files = pending_files(self.folder, con, STAGE)
             run_id = sa.latest_fitted_run(con)
             if run_id is not None:
                 n_unscored = len(sa.unscored_frames(con, run_id, self.root))
