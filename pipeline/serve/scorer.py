@@ -32,7 +32,8 @@ from pipeline import daylight
 from pipeline.embed import build_embedder, load_frame, same_weights
 from pipeline.errors import AnalysisError, PipelineError
 from pipeline.fitted import FittedRun
-from pipeline.imagestats import FrameResult, configure, read_frame_bytes
+from pipeline.imagestats import (FrameDecodeError, FrameResult, check_header, configure,
+                                 read_frame_bytes)
 from pipeline.ingest import time_rows
 from pipeline.models import get_model
 from pipeline.models.embedder import Embedder
@@ -98,7 +99,12 @@ def decode_upload(part: FilePart, taken_at: str | None, settings: Settings,
     usable JPEG or PNG frame, or its `taken_at` is not a time."""
     started = time.monotonic()
     frame = FrameResult(name=part.filename, file_bytes=part.size, mtime_ns=None)
-    read_frame_bytes(part.data, frame, settings.thumbnail_size, settings.max_image_pixels)
+    try:
+        check_header(part.data[:8])  # names a HEIC, WebP or text file as ingest does
+    except FrameDecodeError as exc:
+        frame.error, frame.error_kind = str(exc), exc.kind
+    else:
+        read_frame_bytes(part.data, frame, settings.thumbnail_size, settings.max_image_pixels)
     if frame.error is not None:
         kind = frame.error_kind or "corrupt"
         raise UploadError(FRAME_PROBLEMS.get(kind, 422), kind, f"{part.filename}: {frame.error}",
