@@ -102,8 +102,9 @@ class EmbedSummary:
         return line
 
 
-def load_frame(path: Path, size: int) -> np.ndarray:
-    """Decode an image file to RGB uint8 `[size, size, 3]`: the whole frame, squashed, upright.
+def load_frame(path: Path | bytes, size: int) -> np.ndarray:
+    """Decode an image file (or its bytes) to RGB uint8 `[size, size, 3]`: the whole frame,
+    squashed, upright.
 
     Through `pipeline.pixels`, the one decoding path: JPEG draft mode decodes at the smallest
     DCT scale that is still >= size on both sides (several times faster than a full decode of
@@ -232,7 +233,7 @@ def record_model(db: Path, embedder: Embedder) -> None:
         existing = embeddings_store.get_model_row(con, row.model)
         n_existing = embeddings_store.count_vectors(con, row.model) if existing else 0
         if existing is not None and n_existing and (
-                not _same_weights(existing.weights, row.weights) or existing.dim != row.dim):
+                not same_weights(existing.weights, row.weights) or existing.dim != row.dim):
             raise InputError(
                 f"the store's {n_existing} {row.model} vectors were made with other weights "
                 f"({existing.weights}, {existing.dim}-d); now: {row.weights}, {row.dim}-d. "
@@ -269,7 +270,9 @@ def sample_frames(paths: Sequence[Path], size: int | None,
 _HASH = re.compile(r"blake2b ([0-9a-f]+)")
 
 
-def _same_weights(old: str, new: str) -> bool:
+def same_weights(old: str, new: str) -> bool:
+    """Whether two `models.weights` descriptions name the same weights (by their hash when
+    both have one)."""
     old_hash, new_hash = _HASH.search(old), _HASH.search(new)
     if old_hash and new_hash:
         return old_hash[1] == new_hash[1]
@@ -285,7 +288,8 @@ def _progress_bar(total: int, model: str, enabled: bool):
 
 def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None = None,
                  progress: bool = True, replace: bool = False,
-                 built: tuple[Embedder, PrecisionChoice] | None = None) -> EmbedSummary:
+                 built: tuple[Embedder, PrecisionChoice] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> EmbedSummary:
     """Embed every frame (of `frame_ids` when given) that lacks a vector for `settings.model`.
 
     Uses settings.model, .weights, .precision, .batch_size and .workers (`built`: a model
@@ -330,7 +334,8 @@ def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None =
     log.info("embedding %d frames with %s (%d-d, %s, %s)", len(pending), spec.key, embedder.dim,
              embedder.weights, summary.choice.describe())
 
-    summary.embedded, summary.failed = embed_pending(db, embedder, pending, settings, progress)
+    summary.embedded, summary.failed = embed_pending(db, embedder, pending, settings, progress,
+                                                     should_stop=should_stop)
     summary.precisions = mixed_precisions(db, spec.key) if summary.embedded else None
     summary.seconds = time.monotonic() - started
     return summary
@@ -348,9 +353,11 @@ def _check_roots(db: Path, pending: list[PendingFrame]) -> None:
 
 
 def embed_pending(db: Path, embedder: Embedder, pending: list[PendingFrame], settings: Settings,
-                  progress: bool = False, executor: Executor | None = None) -> tuple[int, int]:
+                  progress: bool = False, executor: Executor | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> tuple[int, int]:
     """Embed `pending` with a built model: plan the batches, compute them with `executor`
-    (default: `LocalExecutor(settings.workers)`), commit each batch as it comes back.
+    (default: `LocalExecutor(settings.workers)`), commit each batch as it comes back; when
+    `should_stop()` turns true, stop after the batch being committed (`watch` on SIGTERM).
     Returns (vectors added, frames failed). `embed_frames` is the front door; this is its
     inner loop (the benchmark times it with a warmed-up model)."""
     batches = plan_batches(pending, settings.batch_size)
@@ -368,6 +375,8 @@ def embed_pending(db: Path, embedder: Embedder, pending: list[PendingFrame], set
                 writer.put(batch)
                 n_failed += len(batch.errors)
                 bar.update(batch.n_frames)
+                if should_stop is not None and should_stop():
+                    break
         writer.close()
     finally:
         bar.close()

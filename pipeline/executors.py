@@ -63,21 +63,24 @@ class LocalExecutor:
     Results come in batch order. Stopping the iteration (an error in the driver, Ctrl-C)
     cancels the batches not yet started (threads: waits for the running ones; processes: ends
     them, their work is pure). Worker processes come from a forkserver (never a fork of a
-    process holding TensorFlow or DuckDB threads), preloading `preload` modules; they exit by
+    process holding TensorFlow or DuckDB threads), preloading `preload` modules and running
+    `initializer(*initargs)` once each (e.g. `imagestats.configure_worker`); they exit by
     themselves when the driver is killed.
     """
 
     def __init__(self, workers: int, ahead: int = PREFETCH_BATCHES, processes: bool = False,
-                 preload: Sequence[str] = ()):
+                 preload: Sequence[str] = (), initializer: Callable | None = None,
+                 initargs: tuple = ()):
         self.workers = max(1, int(workers))
         self.ahead = max(0, int(ahead))
         self.processes = processes
         self.preload = list(preload)
+        self.initializer, self.initargs = initializer, tuple(initargs)
 
     def map_batches(self, batches: Sequence[Sequence[Item]], prepare: Callable[[Item], Prepared],
                     finish: Callable[[list[Prepared]], Result]) -> Iterator[Result]:
-        pool = _ProcessPool(self.workers, self.preload) if self.processes else _ThreadPool(
-            self.workers)
+        pool = (_ProcessPool(self.workers, self.preload, self.initializer, self.initargs)
+                if self.processes else _ThreadPool(self.workers))
         remaining = iter(batches)
         in_flight: deque[list] = deque()
 
@@ -117,10 +120,11 @@ class _ProcessPool:
     workers hold both ends of their task pipe, so they outlive a driver killed with SIGKILL,
     where a `multiprocessing.Pool` worker sees the pipe close and exits."""
 
-    def __init__(self, workers: int, preload: Sequence[str]):
+    def __init__(self, workers: int, preload: Sequence[str], initializer: Callable | None = None,
+                 initargs: tuple = ()):
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(list(preload))
-        self._pool = context.Pool(workers)
+        self._pool = context.Pool(workers, initializer=initializer, initargs=initargs)
 
     def submit(self, func: Callable, item) -> AsyncResult:
         return self._pool.apply_async(func, (item,))

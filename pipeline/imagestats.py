@@ -24,16 +24,17 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import signal
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
 
 from pipeline import pixels
 from pipeline.timestamps import FrameTime, frame_time
 
 THUMBNAIL_QUALITY = 80
+
 
 @dataclass
 class Stats:
@@ -62,8 +63,9 @@ class FrameResult:
 
     name: str                         # path relative to the root, as stored
     file_bytes: int
-    mtime_ns: int
+    mtime_ns: int | None              # None: bytes with no file (an upload to `serve`)
     error: str | None = None
+    error_kind: str | None = None     # FrameDecodeError.kind of `error`, when it is one
     width: int | None = None          # upright (after EXIF orientation)
     height: int | None = None
     content_hash: str | None = None
@@ -75,6 +77,15 @@ class FrameResult:
     model_input: np.ndarray | None = None   # uint8 [s, s, 3] when the task asked for it
 
 
+def configure_worker(max_image_pixels: int) -> None:
+    """A decode worker process (ingest's pool, `run`'s one pass): `pixels.configure`, and
+    Ctrl-C left to the parent. A terminal sends Ctrl-C to the whole process group; the parent
+    stops the pool itself (`watch` after the batch being written), so a worker must not die
+    mid-task with a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pixels.configure(max_image_pixels)
+
+
 def read_frame(task: FrameTask | tuple) -> FrameResult:
     """Read and decode one file (see the module docstring); never raises for a bad file."""
     task = FrameTask(*task)
@@ -82,25 +93,35 @@ def read_frame(task: FrameTask | tuple) -> FrameResult:
     try:
         data = pixels.read_image_file(task.os_path, task.file_bytes, task.max_bytes)
     except pixels.FrameDecodeError as exc:
-        result.error = str(exc)
+        result.error, result.error_kind = str(exc), exc.kind
         return result
     except OSError as exc:
         result.error = describe_os_error(exc)
         return result
-    boxes = [lambda w, h: _box(w, h, task.thumb_size)]
-    if task.model_size is not None:
-        boxes.append(pixels.square_box(task.model_size))
+    return read_frame_bytes(data, result, task.thumb_size, task.max_pixels, task.model_size)
+
+
+def read_frame_bytes(data: bytes, result: FrameResult, thumb_size: int,
+                     max_pixels: int | None = None, model_size: int | None = None
+                     ) -> FrameResult:
+    """Fill `result` from a frame file's bytes: decode, thumbnail, statistics, timestamp and,
+    with `model_size`, the model's square input (or set its `error`). `read_frame` reads the
+    file first; `serve` has the bytes of an upload (and no mtime: `result.mtime_ns` None, so
+    its time comes from EXIF or the name only)."""
+    boxes = [lambda w, h: pixels.draft_box(w, h, thumb_size)]
+    if model_size is not None:
+        boxes.append(pixels.square_box(model_size))
     try:
-        originals = pixels.decode_originals(data, boxes, task.max_pixels)
+        originals = pixels.decode_originals(data, boxes, max_pixels)
     except pixels.FrameDecodeError as exc:
-        result.error = str(exc)
+        result.error, result.error_kind = str(exc), exc.kind
         return result
-    if task.model_size is not None:  # first: the thumbnail below shrinks a shared image
-        result.model_input = pixels.model_input(originals[1], task.model_size)
-    image, exif = thumbnail(originals[0], task.thumb_size)
+    if model_size is not None:  # first: the thumbnail below shrinks a shared image
+        result.model_input = pixels.model_input(originals[1], model_size)
+    image, exif = pixels.shrink_within(originals[0], thumb_size)
     result.content_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
     result.width, result.height = image.info["upright_size"]
-    result.time = frame_time(exif, task.name, task.mtime_ns)
+    result.time = frame_time(exif, result.name, result.mtime_ns)
     rgb = np.asarray(image, dtype=np.float32)
     result.stats = image_stats(rgb)
     buffer = io.BytesIO()
@@ -108,28 +129,6 @@ def read_frame(task: FrameTask | tuple) -> FrameResult:
     result.thumbnail = buffer.getvalue()
     result.thumb_width, result.thumb_height = image.size
     return result
-
-
-def decode(data: bytes, thumb_size: int, max_pixels: int | None = None):
-    """Bytes -> (upright RGB thumbnail with info['upright_size'], Pillow Exif or None)."""
-    original = pixels.decode_original(data, lambda w, h: _box(w, h, thumb_size), max_pixels)
-    return thumbnail(original, thumb_size)
-
-
-def thumbnail(original: pixels.Original, thumb_size: int):
-    """A decoded original -> (upright RGB thumbnail with info['upright_size'], Pillow Exif or
-    None). Shrinks `original.image` in place."""
-    rgb = original.image
-    rgb.thumbnail((thumb_size, thumb_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    rgb = pixels.upright(rgb, original.orientation)
-    rgb.info["upright_size"] = original.upright_size
-    return rgb, original.exif
-
-
-def _box(width: int, height: int, thumb_size: int) -> tuple[int, int]:
-    """The draft request: the thumbnail's size, so DCT scaling stops at >= thumbnail pixels."""
-    scale = thumb_size / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def image_stats(rgb: np.ndarray) -> Stats:
@@ -154,7 +153,7 @@ def decode_stats(task: tuple[str, int, int]) -> Stats:
     os_path, thumb_size, max_pixels = task
     with open(os_path, "rb") as fh:
         data = fh.read()
-    image, _ = decode(data, thumb_size, max_pixels)
+    image, _ = pixels.decode_within(data, thumb_size, max_pixels)
     return image_stats(np.asarray(image, dtype=np.float32))
 
 

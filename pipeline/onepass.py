@@ -35,7 +35,7 @@ import store
 from pipeline.embed import (BatchWriter, EmbedSummary, build_embedder, mixed_precisions,
                             plan_batches, record_model, sample_frames)
 from pipeline.executors import Executor, LocalExecutor
-from pipeline.imagestats import FrameResult, read_frame
+from pipeline.imagestats import FrameResult, configure_worker, read_frame
 from pipeline.ingest import POOL_MIN_FILES, FileEntry, IngestJob, IngestSummary, start_ingest
 from pipeline.models import get_model
 from pipeline.models.embedder import Embedder
@@ -114,7 +114,8 @@ def ingest_and_embed(folder: Path, db: Path, settings: Settings, progress: bool 
     workers = max(1, min(int(settings.workers), len(tasks)))
     executor = executor or LocalExecutor(
         workers, processes=workers > 1 and len(tasks) >= POOL_MIN_FILES,
-        preload=["pipeline.imagestats"])
+        preload=["pipeline.imagestats"], initializer=configure_worker,
+        initargs=(settings.max_image_pixels,))
     computed = executor.map_batches(plan_batches(tasks, settings.batch_size), read_frame,
                                     partial(embed_results, embedder))
     writer = BatchWriter(_Commit(job, embedder))

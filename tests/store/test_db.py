@@ -79,6 +79,25 @@ def test_vectors_made_before_precision_was_recorded_are_float32(db_path):
         assert se.precision_counts(con, "m", [3, 99]) == {"bfloat16": 1}
 
 
+def test_a_migration_that_lands_after_a_higher_one_is_still_applied(db_path, monkeypatch):
+    """Branches reserve numbers and land in any order: a store at 1, 2 and 4 gets 3 when 3
+    lands; until then a read-only open says it lacks it."""
+    with store.connect(db_path):
+        pass
+    assert 3 not in [n for n, _, _ in migrations.MIGRATIONS]  # reserved, not landed here
+    landed = (3, "a migration that landed after 4", "CREATE TABLE landed_late (x INTEGER);")
+    monkeypatch.setattr(migrations, "MIGRATIONS",
+                        sorted([*migrations.MIGRATIONS, landed], key=lambda m: m[0]))
+    with pytest.raises(store.SchemaError, match="lacks 3"):
+        store.connect(db_path, read_only=True)
+    with store.connect(db_path) as con:
+        assert migrations.missing(con) == []
+        assert scalar(con, "SELECT count(*) FROM landed_late") == 0
+        assert migrations.applied_version(con) == migrations.LATEST
+    with store.connect(db_path, read_only=True) as con:
+        assert migrations.missing(con) == []
+
+
 def test_store_from_newer_schema_is_refused(db_path):
     with store.connect(db_path) as con:
         con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, 'from the future')",
