@@ -5,8 +5,8 @@ place) and swaps it for a newer complete run when `refresh()` finds one (unless 
 pinned); it never writes to the store and opens it read-only, briefly, for each look.
 
 An upload goes through the steps a file takes through `score-new`, without the store: the
-same decode, thumbnail, statistics and timestamp (`imagestats.read_frame_bytes`), the same
-model input (`embed.load_frame`), the same times and daylight (`daylight.compute_times` with the
+same decode, thumbnail, statistics, timestamp and model input, from one decode as in `run`
+(`imagestats.read_frame_bytes`), the same times and daylight (`daylight.compute_times` with the
 stored place), then `score_new.score_batch` against the same fitted run, with the upload's
 thumbnail read as a stored one would be (`pixels.UploadReader`). So a file gets the scores
 `score-new` gives it. While scored, uploads carry ids from `UPLOAD_ID_BASE` up, which no stored
@@ -102,7 +102,9 @@ def decode_upload(part: FilePart, taken_at: str | None, settings: Settings,
     except FrameDecodeError as exc:
         frame.error, frame.error_kind = str(exc), exc.kind
     else:
-        read_frame_bytes(part.data, frame, settings.thumbnail_size, settings.max_image_pixels)
+        # one decode for the thumbnail, statistics, time and the model's input, as `run` does
+        read_frame_bytes(part.data, frame, settings.thumbnail_size, settings.max_image_pixels,
+                         model_size=input_size)
     if frame.error is not None:
         kind = frame.error_kind or "corrupt"
         raise UploadError(FRAME_PROBLEMS.get(kind, 422), kind, f"{part.filename}: {frame.error}",
@@ -113,11 +115,7 @@ def decode_upload(part: FilePart, taken_at: str | None, settings: Settings,
         except ValueError as exc:
             raise UploadError(422, "bad_taken_at", f"{part.filename}: taken_at {exc}",
                               part.filename) from None
-    try:
-        pixels = load_frame(part.data, input_size)
-    except (FrameDecodeError, OSError) as exc:  # decoded once, but not at model size
-        raise UploadError(422, "corrupt", f"{part.filename}: corrupt image: {exc}",
-                          part.filename) from None
+    pixels, frame.model_input = frame.model_input, None
     return Upload(part.filename, part.data, frame, pixels, time.monotonic() - started)
 
 

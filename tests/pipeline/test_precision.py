@@ -257,3 +257,34 @@ def test_score_new_embeds_at_the_precision_of_the_run(stores, tmp_path):
     score_new(new_again, db, Settings(precision="float32"), progress=False)
     with store.connect(db, read_only=True) as con:
         assert se.precision_counts(con, MODEL)["float32"] == 1  # asked for: float32
+
+
+@pytest.mark.keras
+def test_serve_and_watch_embed_at_the_precision_of_the_run(stores, tmp_path):
+    """`serve` builds the run's model at the run's vectors' precision (unless told otherwise)
+    and says so on /v1/health; `watch` embeds new frames at it, with one model for its passes."""
+    from pipeline.serve.scorer import Scorer
+    from pipeline.watch import Watcher
+
+    dbs, *_ = stores
+    db = tmp_path / "bf16.duckdb"
+    shutil.copy(dbs["bfloat16"], db)
+    scorer = Scorer(db, Settings())
+    scorer.refresh()
+    assert scorer.run().embedder.precision == "bfloat16"
+    asked = Scorer(db, Settings(precision="float32"))
+    asked.refresh()
+    assert asked.run().embedder.precision == "float32"
+
+    camera = tmp_path / "camera"
+    write_jpeg(camera / "w_0.jpg", size=(640, 360), seed=60)
+    watcher = Watcher(camera, db, Settings())
+    first = watcher.one_pass()
+    assert first.n_scored == 1, first.line()
+    model = watcher.model[0]
+    write_jpeg(camera / "w_1.jpg", size=(640, 360), seed=61)
+    assert watcher.one_pass().n_scored == 1
+    assert watcher.model[0] is model  # built once, kept between passes
+    n = len(_vectors(dbs["bfloat16"])[0])
+    with store.connect(db, read_only=True) as con:
+        assert se.precision_counts(con, MODEL) == {"bfloat16": n + 2}
