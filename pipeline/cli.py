@@ -71,6 +71,14 @@ def _precision_option(func):
                         help=help_for("precision"))(func)
 
 
+def _new_frames_precision_option(func):
+    """`--precision` of the commands that embed new frames for a run (score-new, serve, watch):
+    `auto` there is the precision of the run's vectors (`score_new.run_precision`)."""
+    return click.option("--precision", type=click.Choice(PRECISION_CHOICES),
+                        help="precision of the model's maths for the new frames [default: auto, "
+                        "which here is the precision of the run's vectors]")(func)
+
+
 def _folder_argument(func):
     # existence is checked by the command (InputError: one line, exit 1), not by click (exit 2)
     return click.argument("folder", type=click.Path(path_type=Path))(func)
@@ -487,9 +495,7 @@ def evaluate(db: Path, truth_csv: Path | None, as_json: bool) -> None:
 @click.option("--run-id", "run_id", type=int, help="run to score against [default: the latest "
               "complete run with a saved fit]")
 @click.option("--json", "as_json", is_flag=True, help="print every scored frame as JSON")
-@click.option("--precision", type=click.Choice(PRECISION_CHOICES),
-              help="precision of the model's maths for the new frames [default: auto, which "
-              "here is the precision of the run's vectors]")
+@_new_frames_precision_option
 @click.pass_context
 def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool, precision) -> None:
     """Ingest FOLDER and score its new frames against a frozen run, without refitting."""
@@ -588,21 +594,23 @@ def export(ctx, db: Path, fmt, out: Path, mode, run, date_from, date_to, hours, 
 @click.option("--token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="require `Authorization: Bearer TOKEN` (the file's text) on every route but "
               "/v1/health")
+@_new_frames_precision_option
 @click.pass_context
-def serve(ctx, db: Path, host: str, port: int, run_id, token_file) -> None:
+def serve(ctx, db: Path, host: str, port: int, run_id, token_file, precision) -> None:
     """Serve an HTTP API that scores new frames against a frozen run (writes nothing).
 
     \b
     POST /v1/score (multipart `file` parts), GET /v1/health, /v1/frames/ID,
     /v1/frames/ID/thumbnail, /v1/runs; OpenAPI docs at /docs. Ctrl-C stops it.
     """
-    settings = _settings(ctx)
+    settings = _settings(ctx, precision=precision)
     token = _read_token(token_file) if token_file is not None else None
     from pipeline.serve import build, run_server
 
     app = build(db, settings, run_id=run_id, token=token)
     scorer = app.state.scorer
-    what = (f"run {scorer.loaded.run_id} ({scorer.loaded.fitted.model})" if scorer.loaded
+    what = (f"run {scorer.loaded.run_id} ({scorer.loaded.fitted.model} at "
+            f"{scorer.loaded.embedder.precision})" if scorer.loaded
             else "no run yet (answers 503 until `analyze` makes one)")
     click.echo(f"serve {db}: {what}; http://{host}:{port}/docs"
                + ("; bearer token required" if token else ""))
@@ -633,8 +641,9 @@ def _read_token(path: Path) -> str:
               show_default=True, help="seconds between passes")
 @click.option("--refit-every", "refit_every", type=click.IntRange(min=1), metavar="N",
               help="run a full analyze after N new frames (with the current run's settings)")
+@_new_frames_precision_option
 @click.pass_context
-def watch(ctx, folder: Path, db: Path, interval: float, refit_every) -> None:
+def watch(ctx, folder: Path, db: Path, interval: float, refit_every, precision) -> None:
     """Keep scoring the new frames a camera writes into FOLDER (Ctrl-C or SIGTERM to stop).
 
     Each pass ingests new files, embeds and scores them against the newest fitted run (as
@@ -646,7 +655,7 @@ def watch(ctx, folder: Path, db: Path, interval: float, refit_every) -> None:
 
     from pipeline.watch import watch as run_watch
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, precision=precision)
     stop = threading.Event()
 
     def on_signal(signum, frame):

@@ -45,7 +45,7 @@ def test_the_setting_takes_the_precisions_and_nothing_else(tmp_path):
                                          "float16, not 'int4'"):
         Settings(precision="int4")
     runner = CliRunner()
-    for command in ("embed", "run", "score-new"):
+    for command in ("embed", "run", "score-new", "serve", "watch"):
         shown = runner.invoke(cli, [command, "--help"])
         assert "--precision [auto|float32|bfloat16|float16]" in shown.output, command
     toml = tmp_path / "s.toml"
