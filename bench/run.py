@@ -126,8 +126,15 @@ def main() -> None:
                         batch_size=args.batch_size)
     spec = get_model(args.model)
     pixels.configure(settings.max_image_pixels)
-    images = np.stack([load_frame(Path(f.os_path), spec.input_size)
-                       for f in files[:args.model_frames]])
+    images = []
+    for f in files:  # the demo has a few deliberately broken files: passed over here
+        try:
+            images.append(load_frame(Path(f.os_path), spec.input_size))
+        except pixels.FrameDecodeError:
+            continue
+        if len(images) == args.model_frames:
+            break
+    images = np.stack(images)
     embedders = {p: build_embedder(settings, precision=p)[0] for p in ("float32", "bfloat16")}
     for embedder in embedders.values():  # warm-up: graph tracing, not timed
         embedder.embed(images[:args.batch_size])

@@ -2,9 +2,10 @@
 float32 and bfloat16: the vectors, the junk `analyze` finds, a store that mixes them, and
 `score-new` at the run's precision.
 
-Bounds, measured (docs/PERFORMANCE.md, "Precision"): vgg16-hed-grid at bfloat16 against float32
-on the same frames gave cosine >= 0.99998 and a median relative L2 error of 0.36% (largest
-0.78%) on the real garden frames; the tests allow cosine >= 0.9999, median 1%, largest 2%.
+Bounds, measured (docs/PERFORMANCE.md, "Precision"; `bench/precision.py --variants demo`):
+vgg16-hed-grid at bfloat16 against float32 on the same 1,196 demo frames gave cosine >= 0.99997
+and a relative L2 error of 0.30% median, 0.81% largest; the tests allow cosine >= 0.9999,
+median 1%, largest 2% (the 48 frames here are fewer, so their extremes vary more).
 """
 
 from __future__ import annotations
