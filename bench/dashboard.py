@@ -5,7 +5,10 @@
 
 Stores are synthetic and made with SQL in seconds (frames every 10 minutes with a day/night
 cycle, hourly weather, one complete analysis run with clusters, 2-D map, seven detectors and
-five neighbours per frame, tiny thumbnails). Each page is timed the way the server renders it
+five neighbours per frame, tiny thumbnails, a review of one frame in 500), then the run's
+incidents, mosaic and aggregates are written as `analyze` writes them (`write_aggregates`:
+the mosaic decodes every thumbnail it uses, which is most of the build time). Each page is
+timed the way the server renders it
 on an interaction whose filters changed (query cache cold): the store readers the page calls
 (each opening a read-only connection, as `dashboard.data` does) plus the Plotly figures it
 builds. Each page makes the same reader calls as its view in `dashboard/views/` (one
@@ -36,11 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import store  # noqa: E402
 
-DETECTORS = ("consensus", "iforest", "lof", "knn", "ecod", "hbos", "dark")
+DETECTORS_SCORED = ("consensus", "iforest", "lof", "knn", "ecod", "hbos", "dark")
 CONDITIONS = ("clear", "cloudy", "rain", "fog", "snow")
 
 
-def _thumbs(n: int = 12, size=(48, 32)) -> pd.DataFrame:
+def _thumbs(n: int = 12, size=(64, 36)) -> pd.DataFrame:
     """A few small, different-looking JPEG thumbnails reused across frames."""
     rng = np.random.default_rng(1)
     blobs = []
@@ -88,7 +91,7 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
                    'sun'
             FROM e""", {"start": start, "n": int(n_frames), "root": root})
         con.register("thumb_blobs", _thumbs())
-        con.execute("""INSERT INTO thumbnails SELECT f.frame_id, b.jpeg, 48, 32
+        con.execute("""INSERT INTO thumbnails SELECT f.frame_id, b.jpeg, 64, 36
                        FROM frames f JOIN thumb_blobs b ON b.k = f.frame_id % 12""")
         con.unregister("thumb_blobs")
         con.execute("""INSERT INTO models VALUES
@@ -99,7 +102,7 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
             VALUES (nextval('run_id_seq'), 'pixels', ?, 'complete', ?,
                     now() - INTERVAL 2 MINUTE, now() - INTERVAL 1 MINUTE, 'bench',
                     '{"pca": 0.8, "detectors": 20.5, "clusters": 3.1}')""",
-                    [json.dumps({"detectors": list(DETECTORS), "clusterer": "kmeans",
+                    [json.dumps({"detectors": list(DETECTORS_SCORED), "clusterer": "kmeans",
                                  "n_clusters": "auto", "contamination": 0.05}), n_frames])
         run_id = store.db.scalar(con, "SELECT max(run_id) FROM analysis_runs")
         con.execute("""
@@ -112,8 +115,8 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
                               WHEN daylight = 'night' THEN 0 WHEN daylight = 'twilight' THEN 1
                               ELSE 2 + CAST(floor(random() * 4) AS INTEGER) END AS cl
                   FROM frames)""", {"run": run_id})
-        con.register("dets", pd.DataFrame({"detector": list(DETECTORS),
-                                           "d": range(len(DETECTORS))}))
+        con.register("dets", pd.DataFrame({"detector": list(DETECTORS_SCORED),
+                                           "d": range(len(DETECTORS_SCORED))}))
         con.execute("""
             INSERT INTO outlier_scores
             WITH raw AS (
@@ -125,7 +128,7 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
             SELECT $run, detector, frame_id, score,
                    percent_rank() OVER (PARTITION BY detector ORDER BY score) AS pct,
                    percent_rank() OVER (PARTITION BY detector ORDER BY score) >= 0.95
-            FROM raw""", {"run": run_id})
+            FROM raw ORDER BY detector, frame_id""", {"run": run_id})  # as analyze writes them
         con.unregister("dets")
         con.execute("""
             INSERT INTO neighbors
@@ -143,16 +146,60 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
                        (CAST($start AS TIMESTAMP) + INTERVAL 10 MINUTE * $n) AT TIME ZONE 'UTC',
                        INTERVAL 1 HOUR) g(ts))""",
                     {"start": start, "n": int(n_frames), "conds": list(CONDITIONS)})
+        con.execute("""INSERT INTO reviews (frame_id, verdict)
+                       SELECT frame_id, CASE WHEN frame_id % 1000 = 0 THEN 'keep' ELSE 'junk' END
+                       FROM frames WHERE frame_id % 500 = 0""")  # an afternoon's reviewing
         con.execute("""INSERT INTO ground_truth
                        SELECT frame_id, frame_id % 97 = 0,
                               CASE WHEN frame_id % 97 = 0 THEN 'person' ELSE 'normal' END
                        FROM frames""")
-        con.execute("""INSERT INTO ingest_errors (path, stage, message, root, file_bytes)
-                       VALUES ('2024/04/01/broken.jpg', 'ingest',
-                               'truncated JPEG: image file is truncated', $root, 1024),
-                              ('notes.jpg', 'ingest', 'not an image (text file)', $root, 12)""",
+        con.execute("""INSERT INTO ingest_errors (location, path, stage, message, root, file_bytes)
+                       VALUES ($root || '/2024/04/01/broken.jpg', '2024/04/01/broken.jpg',
+                               'ingest', 'truncated JPEG: image file is truncated', $root, 1024),
+                              ($root || '/notes.jpg', 'notes.jpg', 'ingest',
+                               'not an image (text file)', $root, 12)""",
                     {"root": root})
+    write_aggregates(path, run_id)
     return path
+
+
+def write_aggregates(path: Path, run_id: int) -> None:
+    """The run's incidents, mosaic and aggregates, written as `analyze` writes them: incidents
+    from the consensus flags (`pipeline.incidents`, each detector's plain cause as its
+    evidence), the mosaic from the stored thumbnails (`pipeline.mosaic`; no background
+    detector ran, so every chosen thumbnail is decoded for it), both through
+    `store.aggregates.write`, the writer `analyze` calls, in one transaction."""
+    from pipeline.detectors import CONSENSUS, DETECTORS
+    from pipeline.incidents import cause_evidence, find_incidents
+    from pipeline.mosaic import READ_CHUNK, MosaicBuilder
+    from pipeline.pixels import ThumbnailReader
+    from store import aggregates
+
+    with store.connect(path) as con:
+        frames = con.execute(
+            "SELECT frame_id, taken_at, daylight FROM frames ORDER BY frame_id").df()
+        long = con.execute("SELECT frame_id, detector, score_pct FROM outlier_scores "
+                           "WHERE run_id = ?", [run_id]).df()
+        cons = con.execute(
+            "SELECT score, score_pct, is_outlier FROM outlier_scores WHERE run_id = ? "
+            "AND detector = ? ORDER BY frame_id", [run_id, CONSENSUS]).df()
+    ids = frames["frame_id"].to_numpy()
+    local = frames["taken_at"].to_numpy(dtype="datetime64[ns]")
+    keys = [k for k in DETECTORS_SCORED if k in DETECTORS]
+    wide = long.pivot(index="frame_id", columns="detector", values="score_pct").reindex(ids)
+    pcts = {k: wide[k].to_numpy(dtype=float) for k in keys}
+    evidence = cause_evidence(pcts, {k: {DETECTORS[k].plain_cause: 1.0} for k in keys})
+    found = find_incidents(ids, local, frames["daylight"].to_numpy(object),
+                           cons["is_outlier"].to_numpy(bool), cons["score"].to_numpy(float),
+                           cons["score_pct"].to_numpy(float), evidence, gap=2)
+    reader = ThumbnailReader(path, chunk=READ_CHUNK)
+    mosaic = MosaicBuilder(ids, local, reader.aspect(ids)).finish(
+        reader, found.frames["frame_id"].to_numpy(np.int64))
+    with store.connect(path) as con:
+        con.execute("BEGIN TRANSACTION")
+        aggregates.write(con, run_id, incidents=found.table, incident_frames=found.frames,
+                         mosaic=mosaic)
+        con.execute("COMMIT")
 
 
 def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
@@ -169,12 +216,24 @@ def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
     dets = opts["detectors"]
 
     def overview(flt):
-        s, per, cal, line = reader.call_many((("summary", (flt,)),
-                                              ("outliers_per_detector", (flt,)),
-                                              ("calendar", (flt,)), ("timeline", (flt,))))
+        s, per, cal, line, picture = reader.call_many((
+            ("summary", (flt,)), ("outliers_per_detector", (flt,)), ("calendar", (flt,)),
+            ("timeline", (flt,)), ("mosaic", (flt.run_id,))))
+        charts.mosaic(picture["png"], picture["days"], picture["cell_height"],
+                      picture["outlined"], (opts["date_min"], opts["date_max"]),
+                      (flt.hour_from, flt.hour_to))
         charts.outliers_bar(per)
         charts.calendar_heatmap(cal, "n_frames")
         charts.timeline(line)
+
+    def incidents(flt):
+        _, found = reader.call_many((("run_params", (run_id,)),
+                                     ("incident_list", (flt, 1000, None))))
+        table = found["rows"]
+        charts.incident_timeline(table, found["n"])
+        pick = int(table.sort_values(["n_frames", "peak_score"], ascending=False)
+                   ["incident_id"].iloc[0])
+        reader.call("incident_strip", run_id, pick, 12, flt.detector)
 
     def gallery(flt):
         reader.call("gallery_page", flt, 0, 24, "score")
@@ -223,7 +282,8 @@ def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
     def runs(flt):
         reader.call_many((("store_counts", ()), ("runs", ()), ("ingest_errors", ())))
 
-    pages = {"Overview": overview, "Gallery": gallery, "Map": map_page, "Clusters": clusters,
+    pages = {"Overview": overview, "Incidents": incidents, "Gallery": gallery, "Map": map_page,
+             "Clusters": clusters,
              "Compare detectors": compare, "Frame": frame, "Review & export": review,
              "Runs & errors": runs}
     out = {}

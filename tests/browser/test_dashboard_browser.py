@@ -13,9 +13,9 @@ from tests.browser.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
-PAGES = {"": "Overview", "gallery": "Gallery", "map": "Map", "clusters": "Clusters",
-         "compare": "Compare detectors", "frame": "Frame", "review": "Review & export",
-         "runs": "Runs & errors"}
+PAGES = {"": "Overview", "incidents": "Incidents", "gallery": "Gallery", "map": "Map",
+         "clusters": "Clusters", "compare": "Compare detectors", "frame": "Frame",
+         "review": "Review & export", "runs": "Runs & errors"}
 
 
 def settle(page, title: str) -> None:
