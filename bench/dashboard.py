@@ -178,15 +178,18 @@ def write_aggregates(path: Path, run_id: int) -> None:
     with store.connect(path) as con:
         frames = con.execute(
             "SELECT frame_id, taken_at, daylight FROM frames ORDER BY frame_id").df()
-        long = con.execute("SELECT frame_id, detector, score_pct FROM outlier_scores "
-                           "WHERE run_id = ?", [run_id]).df()
+        keys = [k for k in DETECTORS_SCORED if k in DETECTORS]
+        wide = con.execute(  # the names are this file's constants, the run id an int
+            f"PIVOT (SELECT frame_id, detector, score_pct FROM outlier_scores "
+            f"WHERE run_id = {int(run_id)}) ON detector IN "
+            f"({', '.join(repr(k) for k in keys)}) USING first(score_pct) "
+            "ORDER BY frame_id").df()
         cons = con.execute(
             "SELECT score, score_pct, is_outlier FROM outlier_scores WHERE run_id = ? "
             "AND detector = ? ORDER BY frame_id", [run_id, CONSENSUS]).df()
     ids = frames["frame_id"].to_numpy()
     local = frames["taken_at"].to_numpy(dtype="datetime64[ns]")
-    keys = [k for k in DETECTORS_SCORED if k in DETECTORS]
-    wide = long.pivot(index="frame_id", columns="detector", values="score_pct").reindex(ids)
+    wide = wide.set_index("frame_id").reindex(ids)
     pcts = {k: wide[k].to_numpy(dtype=float) for k in keys}
     evidence = cause_evidence(pcts, {k: {DETECTORS[k].plain_cause: 1.0} for k in keys})
     found = find_incidents(ids, local, frames["daylight"].to_numpy(object),
