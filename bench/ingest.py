@@ -29,7 +29,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import imagestats  # noqa: E402
+from pipeline import imagestats, pixels  # noqa: E402
 from pipeline.ingest import ingest_folder, walk  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
@@ -71,7 +71,7 @@ def make_frames(folder: Path, n: int, seed: int = 0) -> str:
 def _decode_only(task):
     try:
         return imagestats.decode_stats(task)
-    except imagestats.FrameDecodeError:
+    except pixels.FrameDecodeError:
         return None
 
 
@@ -83,7 +83,7 @@ def decode_ceiling(folder: Path, settings: Settings) -> tuple[float, int, int]:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["pipeline.imagestats"])
     chunksize = max(1, min(32, len(tasks) // (settings.workers * 16)))
-    with context.Pool(settings.workers, initializer=imagestats.configure,
+    with context.Pool(settings.workers, initializer=pixels.configure,
                       initargs=(settings.max_image_pixels,)) as pool:
         results = list(pool.imap(_decode_only, tasks, chunksize=chunksize))
     return time.perf_counter() - started, len(tasks), sum(r is not None for r in results)

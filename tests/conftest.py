@@ -175,3 +175,12 @@ def dashboard_server(db: Path, log_path: Path, timeout: float = 90, **env: str):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory):
+    """A small demo time-lapse analysed with the `pixels` model, and frames of the same camera
+    it has never seen (`tests/serving.py`); copy the store (`.copy(folder)`) to change it."""
+    from tests.serving import build_demo_store
+
+    return build_demo_store(tmp_path_factory.mktemp("demo-store"))
