@@ -1,6 +1,7 @@
 """Dashboard benchmark: server-side render time per page for stores of 1k, 100k and 750k frames.
 
     .venv/bin/python bench/dashboard.py [--sizes 1000,100000,750000] [--repeats 15] [--keep DIR]
+    .venv/bin/python bench/dashboard.py --sizes 100000,750000 --keep DIR --reuse  # time DIR's
     .venv/bin/python bench/dashboard.py --store FILE [--repeats 15]   # time an existing store
 
 Stores are synthetic and made with SQL in seconds (frames every 10 minutes with a day/night
@@ -15,7 +16,9 @@ builds. Each page makes the same reader calls as its view in `dashboard/views/` 
 `Reader.call_many` per page render, i.e. one read-only connection). Prints JSON: per size
 and page p50/p95 wall-clock milliseconds, and the CPU time the process used (all threads; a
 better guide than wall time when the machine is shared and loaded), plus the store build
-time and the load average.
+time and the load average. The sizes are built first and then timed interleaved (each round
+renders every page once on every store), so load on a shared machine falls on every size alike;
+with several sizes it prints each page's p95 as a ratio to the first size's.
 """
 
 from __future__ import annotations
@@ -206,7 +209,9 @@ def write_aggregates(path: Path, run_id: int) -> None:
         con.execute("COMMIT")
 
 
-def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
+def _pages(db: Path, repeats: int) -> tuple[dict, list]:
+    """Each page's render as a function of a filter, and `repeats` filters that differ (another
+    hour window each) so no query result is reused."""
     from dashboard import charts
     from dashboard.data import Reader
     from store.facts import FrameFilter
@@ -286,33 +291,54 @@ def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
     def runs(flt):
         reader.call_many((("store_counts", ()), ("runs", ()), ("ingest_errors", ())))
 
-    pages = {"Overview": overview, "Incidents": incidents, "Gallery": gallery, "Map": map_page,
-             "Clusters": clusters,
-             "Compare detectors": compare, "Frame": frame, "Review & export": review,
-             "Runs & errors": runs}
-    out = {}
-    def stats(wall: list[float], cpu: list[float]) -> dict[str, float]:
-        def p(values, q):
-            values = sorted(values)
-            return round(values[min(len(values) - 1, int(q * len(values)))], 1)
-        return {"p50_ms": round(statistics.median(wall), 1), "p95_ms": p(wall, 0.95),
-                "cpu_p50_ms": round(statistics.median(cpu), 1), "cpu_p95_ms": p(cpu, 0.95)}
-
-    def timed(fn, arg) -> tuple[float, float]:
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn(arg)
-        return (time.perf_counter() - w0) * 1000, (time.process_time() - c0) * 1000
-
     def open_close(_):
         with store.connect(db, read_only=True):
             pass
 
-    pages = {"(open + close one read-only connection)": open_close, **pages}
-    for name, fn in pages.items():
-        fn(flts[0])  # warm the OS file cache and imports
-        runs = [timed(fn, flt) for flt in flts]
-        out[name] = stats([w for w, _ in runs], [c for _, c in runs])
-    return out
+    return {"(open + close one read-only connection)": open_close, "Overview": overview,
+            "Incidents": incidents, "Gallery": gallery, "Map": map_page, "Clusters": clusters,
+            "Compare detectors": compare, "Frame": frame, "Review & export": review,
+            "Runs & errors": runs}, flts
+
+
+def _stats(wall: list[float], cpu: list[float]) -> dict[str, float]:
+    def p(values, q):
+        values = sorted(values)
+        return round(values[min(len(values) - 1, int(q * len(values)))], 1)
+    return {"p50_ms": round(statistics.median(wall), 1), "p95_ms": p(wall, 0.95),
+            "cpu_p50_ms": round(statistics.median(cpu), 1), "cpu_p95_ms": p(cpu, 0.95)}
+
+
+def _timed(fn, arg) -> tuple[float, float]:
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn(arg)
+    return (time.perf_counter() - w0) * 1000, (time.process_time() - c0) * 1000
+
+
+def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
+    """p50/p95 per page of one store, each page's renders one after another."""
+    return _time_interleaved({"store": db}, repeats)["store"]
+
+
+def _time_interleaved(dbs: dict[str, Path], repeats: int) -> dict[str, dict[str, dict]]:
+    """p50/p95 per store and page, the stores' renders interleaved: round after round, each
+    page is rendered once on every store (the stores' order turning each round), so a burst of
+    load on the shared machine hits every size alike and the ratios between sizes hold."""
+    setup = {key: _pages(db, repeats) for key, db in dbs.items()}
+    names = list(next(iter(setup.values()))[0])
+    for pages, flts in setup.values():
+        for fn in pages.values():
+            fn(flts[0])  # warm the OS file cache and imports
+    times = {key: {name: [] for name in names} for key in dbs}
+    keys = list(dbs)
+    for r in range(repeats):
+        order = keys[r % len(keys):] + keys[:r % len(keys)]
+        for name in names:
+            for key in order:
+                pages, flts = setup[key]
+                times[key][name].append(_timed(pages[name], flts[r]))
+    return {key: {name: _stats([w for w, _ in runs], [c for _, c in runs])
+                  for name, runs in per.items()} for key, per in times.items()}
 
 
 def main() -> None:
@@ -322,6 +348,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed renders per page")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep the generated stores in this folder")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --keep: time the stores already in that folder instead of "
+                             "building them again (they must come from this code)")
     parser.add_argument("--store", type=Path, default=None,
                         help="time this existing store instead of building synthetic ones")
     args = parser.parse_args()
@@ -335,21 +364,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
+        dbs = {}
         for n in sizes:
             db = folder / f"bench-{n}.duckdb"
-            db.unlink(missing_ok=True)
-            t0 = time.perf_counter()
-            build_store(db, n)
-            built = time.perf_counter() - t0
-            pages = _time_pages(db, args.repeats)
-            results["sizes"][str(n)] = {
-                "build_s": round(built, 1),
-                "file_mb": round(db.stat().st_size / 1e6, 1),
-                "pages": pages,
-                "max_page_p95_ms": max(p["p95_ms"] for k, p in pages.items()
-                                       if not k.startswith("(")),
-            }
+            if not (args.reuse and db.exists()):
+                db.unlink(missing_ok=True)
+                t0 = time.perf_counter()
+                build_store(db, n)
+                results["sizes"][str(n)] = {"build_s": round(time.perf_counter() - t0, 1)}
+            else:
+                results["sizes"][str(n)] = {"build_s": None}
+            results["sizes"][str(n)]["file_mb"] = round(db.stat().st_size / 1e6, 1)
             print(json.dumps({"size": n, **results["sizes"][str(n)]}), file=sys.stderr)
+            dbs[str(n)] = db
+        results["load_average_timing"] = os.getloadavg()[0]
+        timed = _time_interleaved(dbs, args.repeats)
+        for n, pages in timed.items():
+            results["sizes"][n]["pages"] = pages
+            results["sizes"][n]["max_page_p95_ms"] = max(
+                p["p95_ms"] for k, p in pages.items() if not k.startswith("("))
+        if len(sizes) > 1:
+            base = str(sizes[0])
+            results["p95_ratio_to_" + base] = {
+                n: {name: round(p["p95_ms"] / timed[base][name]["p95_ms"], 2)
+                    for name, p in pages.items()}
+                for n, pages in timed.items() if n != base}
     results["load_average_after"] = os.getloadavg()[0]
     print(json.dumps(results, indent=2))
 

@@ -496,4 +496,6 @@ def mosaic(png: bytes, days: list, cell_height: int, outlined: list[int],
                        "ticktext": [str(h0 + h) for h in range(h1 - h0 + 1)]},
                 yaxis={"showgrid": False, "tickvals": [(r + 0.5) * scale for r in labelled],
                        "ticktext": [str(starts[lo + r]) for r in labelled]},
-                height=min(MOSAIC_MAX_HEIGHT + 120, max(260, out_h + 120)))
+                # the picture keeps its aspect: a short archive gets a short chart, not a
+                # thin strip under empty space
+                height=min(MOSAIC_MAX_HEIGHT + 100, max(150, out_h + 100)))

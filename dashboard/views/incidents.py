@@ -50,6 +50,10 @@ c3.metric("Longest", f"{found['longest']:,} frames")
 c4.metric("Marked", f"{found['n_marked']:,}", help="incidents every frame of which has a verdict")
 
 by_id = table.set_index("incident_id")
+if url_incident is not None and url_incident not in by_id.index:
+    st.warning(f"Incident {url_incident} is not among the incidents the filters keep; "
+               "showing the longest instead.")
+    url_incident = None
 pending = st.session_state.pop("_pending_incident", None)
 if pending in by_id.index:
     st.session_state[PICK] = pending

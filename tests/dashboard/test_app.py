@@ -211,6 +211,22 @@ def test_hostile_urls_show_a_notice(app, demo_store, params):
         assert key not in at.query_params  # the bad values are not written back
 
 
+@pytest.mark.parametrize("params", [
+    {"incident": "1; DROP TABLE incidents", "cluster": "99999", "det": "<img src=x>"},
+    {"incident": "-5", "from": "2024-13-40", "thr": "top-3", "hours": "0-99"},
+    {"incident": "9" * 40, "daylight": "../etc", "weather": "A" * 10_000},
+])
+def test_hostile_urls_on_the_incidents_page_show_a_notice(app, demo_store, params):
+    at = open_page(app(**params), "views/incidents.py")
+    text = "\n".join(w.value for w in at.warning)
+    assert text.count("Ignored") >= 3, text
+    assert "Ignored URL parameter 'incident'" in text
+    assert metric(at, "Incidents") == f"{len(_incidents(demo_store)):,}"  # unfiltered
+    assert at.query_params["incident"] == str(at.selectbox(key="incident_pick").value)
+    for key in set(params) - {"incident"}:
+        assert key not in at.query_params
+
+
 def test_review_one_by_one_and_bulk_round_trip(store_copy, monkeypatch):
     monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
     at = AppTest.from_file(APP, default_timeout=60).run()
@@ -483,6 +499,56 @@ def test_marking_an_incident_marks_every_frame_and_undo_restores(store_copy, mon
     assert "incident_undo" not in [b.key for b in at.button]  # nothing left to undo
 
 
+def test_an_incident_the_filters_leave_out_is_named(app, demo_store):
+    morning = _incidents(demo_store, "hour(started_at) < 12")
+    assert morning, "the demo store has a morning incident"
+    at = open_page(app(incident=str(morning[0]), hours="12-23"), "views/incidents.py")
+    assert any(f"Incident {morning[0]} is not among the incidents the filters keep" in w.value
+               for w in at.warning)
+    assert at.selectbox(key="incident_pick").value != morning[0]
+
+
+def test_keep_and_clear_an_incident_then_undo_the_clearing(store_copy, monkeypatch):
+    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
+    incident = _incidents(store_copy)[0]
+    with store.connect(store_copy, read_only=True) as con:
+        members = [r[0] for r in con.execute(
+            "SELECT frame_id FROM incident_frames WHERE run_id = (SELECT run_id FROM "
+            "latest_run) AND incident_id = ? ORDER BY frame_id", [incident]).fetchall()]
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["incident"] = str(incident)
+    at.switch_page("views/incidents.py").run()  # a link to the incident, opened
+    assert at.selectbox(key="incident_pick").value == incident
+    at.button(key="incident_keep").click().run()
+    ok(at)
+    with store.connect(store_copy, read_only=True) as con:
+        assert store.reviews.verdicts(con, members) == {fid: "keep" for fid in members}
+    row = at.dataframe[0].value.set_index("incident_id").loc[incident]
+    assert (row["n_keep"], row["n_junk"]) == (len(members), 0)
+    at.button(key="incident_unmarked").click().run()
+    ok(at)
+    with store.connect(store_copy, read_only=True) as con:
+        assert store.reviews.verdicts(con, members) == {}
+    assert at.button(key="incident_undo").label == "Undo (unmarked)"
+    at.button(key="incident_undo").click().run()
+    ok(at)
+    with store.connect(store_copy, read_only=True) as con:
+        assert store.reviews.verdicts(con, members) == {fid: "keep" for fid in members}
+
+
+def test_clicking_an_incident_on_the_timeline_opens_it(app, demo_store):
+    ids = _incidents(demo_store)
+    at = open_page(app(), "views/incidents.py")
+    other = next(i for i in ids if i != at.selectbox(key="incident_pick").value)
+    # what the browser sends when a marker is clicked (its customdata is the incident id)
+    at.session_state["incidents_timeline"] = {"selection": {
+        "points": [{"customdata": [other]}], "point_indices": [0], "box": [], "lasso": []}}
+    at.run()
+    ok(at)
+    assert at.selectbox(key="incident_pick").value == other
+    assert at.query_params["incident"] == str(other)
+
+
 def test_bad_periods_have_start_end_cause_and_frames(con, run_id):
     from dashboard import ui
     from store import facts
@@ -527,6 +593,15 @@ def test_gallery_cards_have_one_badge_and_details_on_demand(app, demo_store):
     ok(at)
     details = [c.value for c in at.caption if c.value.count("%") >= n_scores]
     assert details and details[0].startswith("consensus ")
+
+
+def test_gallery_size_control_writes_the_url(app):
+    at = open_page(app(), "views/gallery.py")
+    assert at.segmented_control(key="gallery_thumb").value == "medium"
+    at.segmented_control(key="gallery_thumb").set_value("large").run()
+    ok(at)
+    assert at.query_params["size"] == "large"
+    assert len(at.image) == 24
 
 
 def test_gallery_ignores_an_unknown_size(app):
