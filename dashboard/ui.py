@@ -85,12 +85,14 @@ CARD_COLUMNS = {"small": 6, "medium": 4, "large": 2}
 _VERDICT_COLORS = {"junk": "red", "keep": "green"}
 
 
-def badge_for(row: pd.Series | dict, detector: str) -> tuple[str, str]:
+def badge_for(row: pd.Series | dict, detector: str, compact: bool = False
+              ) -> tuple[str, str]:
     """A card's one badge: the detector's percentile and the verdict, and its colour (the
-    verdict's, else orange when the detector flags the frame, else grey)."""
+    verdict's, else orange when the detector flags the frame, else grey). `compact` leaves the
+    detector's name out (small cards: the page says which detector ranks them)."""
     pct = row.get("score_pct")
-    label = f"{detector} {pct * 100:.1f} %" if pct is not None and pd.notna(pct) \
-        else f"{detector} –"
+    name = "" if compact else f"{detector} "
+    label = f"{name}{pct * 100:.1f} %" if pct is not None and pd.notna(pct) else f"{name}–"
     verdict = row.get("verdict")
     if verdict:
         label += f" · {verdict}"
@@ -101,11 +103,13 @@ def badge_for(row: pd.Series | dict, detector: str) -> tuple[str, str]:
 
 
 def thumb_grid(rows: pd.DataFrame, detector: str, n_cols: int = 6, pick: bool = False,
-               key: str = "grid", thumbs: dict[int, bytes] | None = None) -> None:
+               key: str = "grid", thumbs: dict[int, bytes] | None = None,
+               compact: bool = False) -> None:
     """Cards of frames: the thumbnail, one badge (the detector's percentile and the verdict),
     the time, a link to the Frame page, details on demand (weather, cluster and every
     detector's score, read when the card's Details is opened) and, with `pick`, a checkbox
-    that adds the frame to the selection."""
+    that adds the frame to the selection. `compact` badges leave the detector's name out
+    (small cards, whose page names the ranking detector)."""
     if rows.empty:
         st.info("No frames to show.")
         return
@@ -122,7 +126,7 @@ def thumb_grid(rows: pd.DataFrame, detector: str, n_cols: int = 6, pick: bool = 
                     st.image(thumbs[fid], width="stretch")
                 else:
                     st.caption("(no thumbnail)")
-                label, color = badge_for(row, detector)
+                label, color = badge_for(row, detector, compact)
                 st.badge(label, color=color)
                 when = pd.Timestamp(row["taken_at"]).strftime("%Y-%m-%d %H:%M") if pd.notna(
                     row.get("taken_at")) else "no time"

@@ -61,7 +61,7 @@ ranked = f"ranked by {flt.detector}" if order.startswith("score") else "in time 
 st.caption(f"{total:,} frames ({filters.describe(view)}), {ranked}; "
            f"showing {len(rows)} on page {page} of {n_pages}.")
 ui.thumb_grid(rows, flt.detector, n_cols=ui.CARD_COLUMNS[thumb], pick=True, key="gallery",
-              thumbs=data.thumbs_of(rows))
+              thumbs=data.thumbs_of(rows), compact=thumb == "small")
 
 if len(rows):
     b1, b2, b3, b4 = st.columns(4)

@@ -604,6 +604,17 @@ def test_gallery_size_control_writes_the_url(app):
     assert len(at.image) == 24
 
 
+def test_small_cards_badge_the_percentile_without_the_detector_name(app, demo_store):
+    at = open_page(app(det="lof", size="small"), "views/gallery.py")
+    badges = [m.value for m in at.markdown if "-badge[" in m.value]
+    assert len(badges) == 24
+    top = sql(demo_store, "SELECT score_pct FROM outlier_scores WHERE detector = 'lof' AND "
+                          "run_id = (SELECT run_id FROM latest_run) "
+                          "ORDER BY score DESC, frame_id LIMIT 1")
+    assert f"[{top * 100:.1f} %]" in badges[0] and "lof" not in badges[0]
+    assert "ranked by lof" in at.caption[0].value
+
+
 def test_gallery_ignores_an_unknown_size(app):
     at = open_page(app(size="huge"), "views/gallery.py")
     assert any("Ignored URL value 'huge' for 'size'" in w.value for w in at.warning)
