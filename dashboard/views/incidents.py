@@ -83,7 +83,8 @@ shown = table.assign(
     cause_share=table["cause_share"] * 100)[
     ["incident_id", "started_at", "ended_at", "duration_min", "n_frames", "n_flagged", "cause",
      "cause_share", "peak_pct", "n_junk", "n_keep"]]
-st.dataframe(shown, hide_index=True, width="stretch", height=min(420, 36 * len(shown) + 40),
+st.dataframe(shown, hide_index=True, width="stretch",
+             height=min(420, 35 * (len(shown) + 1) + 3),  # every row, no sliver under them
              column_config={
                  "incident_id": st.column_config.NumberColumn("incident"),
                  "started_at": st.column_config.DatetimeColumn("start",
@@ -124,7 +125,7 @@ strip = data.get("incident_strip", flt.run_id, int(incident_id), STRIP, flt.dete
 ids = strip["ids"]
 start = pd.Timestamp(row["started_at"])
 end = pd.Timestamp(row["ended_at"])
-st.markdown(f":material/circle: **{ui.literal(row['cause'])}** "
+st.markdown(f"**{ui.literal(row['cause'])}** "
             f"({row['cause_share'] * 100:.0f} % of its evidence) · "
             f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} · {len(ids):,} frames, "
             f"{len(strip['flagged']):,} flagged · peak at {row['peak_pct'] * 100:.1f} %")
