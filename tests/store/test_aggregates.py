@@ -36,13 +36,13 @@ def _version_2_store(path) -> None:
         con.execute("INSERT INTO outlier_scores VALUES (1, 'consensus', 1, 0.5, 1.0, TRUE)")
 
 
-def test_a_version_2_store_migrates_to_3_and_keeps_its_rows(tmp_path):
+def test_a_version_2_store_migrates_to_the_latest_and_keeps_its_rows(tmp_path):
     db = tmp_path / "v2.duckdb"
     _version_2_store(db)
     with pytest.raises(store.SchemaError, match="schema version 2"):
         store.connect(db, read_only=True)
     with store.connect(db) as con:  # a write open migrates
-        assert migrations.applied_version(con) == migrations.LATEST == 3
+        assert migrations.applied_version(con) == migrations.LATEST >= 3
         tables = {r[0] for r in con.execute(
             "SELECT table_name FROM information_schema.tables").fetchall()}
         assert NEW_TABLES <= tables
