@@ -45,7 +45,7 @@ import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from pipeline.errors import InputError
 
@@ -60,8 +60,9 @@ INSTALL = "pip install -r requirements-ray.txt"
 READ_CPUS = 0.5
 #: TensorFlow gains little past this many threads on one model: more CPUs make more actors.
 MAX_ACTOR_CPUS = 8
-#: Items per read task (a Ray Data block): small enough to spread a few dozen frames over nodes.
-ITEMS_PER_READ = 8
+#: Items per read task (a Ray Data block): about four blocks per CPU, so a few dozen frames still
+#: spread over the nodes, and a million frames do not make a million tiny tasks.
+MIN_ITEMS_PER_READ, MAX_ITEMS_PER_READ = 4, 64
 
 
 def import_ray():
@@ -190,6 +191,14 @@ def _prepare_block(block: dict, prepare: Callable) -> dict:
             "prepared_on": [_node()] * len(done)}
 
 
+def _prepare_only(block: dict, prepare: Callable) -> dict:
+    """Ray Data task without a model after it: the prepared items are the result."""
+    done = [prepare(pickle.loads(item)) for item in block["item"]]
+    return {"result": [pickle.dumps((list(map(int, block["index"])), done))],
+            "prepared_on": [pickle.dumps(Counter({_node(): len(done)}))],
+            "finished_on": [_node()]}
+
+
 class _Finish:
     """Ray Data actor: unpickles `finish` once (a model in it is built here, once per actor),
     after setting TensorFlow's threads to the actor's CPUs; then `finish` on each batch."""
@@ -227,13 +236,22 @@ class RayExecutor:
         self.pool: Pool | None = None
 
     def map_batches(self, batches: Sequence[Sequence[Item]], prepare: Callable[[Item], Prepared],
-                    finish: Callable[[list[Prepared]], Result]) -> Iterator[Result]:
-        import ray
-        from ray.data import ActorPoolStrategy, DataContext
-
+                    finish: Callable[[list[Prepared]], Result] | None) -> Iterator[Result]:
+        """Yield `finish(prepared items)` per batch of up to `batch_size` items, as they finish.
+        `finish=None` (ingest: no model) skips the actors: each result is a list of prepared
+        items, and every CPU reads."""
         items = [item for batch in batches for item in batch]
         if not items:
             return
+        yield from self.results(self._stream(self.dataset(items, prepare, finish)))
+
+    def dataset(self, items: Sequence[Item], prepare: Callable, finish: Callable | None):
+        """The Ray Dataset of the work: one row per finished batch, with `result` (pickled
+        item indices and result), `prepared_on` and `finished_on` (nodes). Lazy: nothing runs
+        until it is read (`results`, or written out as Parquet by `bench/ray.py`)."""
+        import ray
+        from ray.data import ActorPoolStrategy, DataContext
+
         if self.paths is not None:
             step = max(1, len(items) // self.path_sample)
             check_paths(ray, [self.paths(item) for item in items[::step][:self.path_sample]])
@@ -246,19 +264,28 @@ class RayExecutor:
         context.verbose_stats_logs = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
 
-        n_reads = max(1, math.ceil(len(items) / ITEMS_PER_READ))
+        cpus = sum(float(n.get("CPU", 0)) for n in nodes)
+        per_read = min(MAX_ITEMS_PER_READ, max(MIN_ITEMS_PER_READ,
+                                               math.ceil(len(items) / (4 * cpus))))
         dataset = ray.data.from_items(
             [{"index": i, "item": pickle.dumps(item)} for i, item in enumerate(items)],
-            override_num_blocks=n_reads)
+            override_num_blocks=math.ceil(len(items) / per_read))
+        if finish is None:
+            return dataset.map_batches(_prepare_only, fn_kwargs={"prepare": prepare},
+                                       batch_size=None, num_cpus=1)
         dataset = dataset.map_batches(
             _prepare_block, fn_kwargs={"prepare": prepare}, batch_size=None,
             num_cpus=pool.read_cpus)
-        dataset = dataset.map_batches(
+        return dataset.map_batches(
             _Finish, fn_constructor_args=(pickle.dumps(finish), pool.threads),
             batch_size=self.batch_size, compute=ActorPoolStrategy(size=pool.actors),
             num_cpus=pool.actor_cpus, num_gpus=pool.actor_gpus or None)
+
+    def results(self, rows: Iterable[dict]) -> Iterator:
+        """Each row's result, once: a row whose items came already is dropped (with a log
+        line); the nodes' counts are kept."""
         seen: set[int] = set()
-        for row in self._stream(dataset):
+        for row in rows:
             indices, result = pickle.loads(row["result"])
             fresh = [i for i in indices if i not in seen]
             if not fresh:

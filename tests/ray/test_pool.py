@@ -46,3 +46,10 @@ def test_both_nodes_work_and_every_item_comes_back_once(ray_cluster):
     assert sum(executor.finished_per_node.values()) == 64
     assert len(executor.prepared_per_node) == 2, executor.prepared_per_node
     assert len(executor.finished_per_node) == 2, executor.finished_per_node
+
+
+def test_without_a_model_every_item_is_prepared_once_on_both_nodes(ray_cluster):
+    executor = RayExecutor(batch_size=4)
+    results = list(executor.map_batches([list(range(40))], operator.neg, None))
+    assert sorted(x for result in results for x in result) == sorted(-i for i in range(40))
+    assert len(executor.prepared_per_node) == 2, executor.prepared_per_node
