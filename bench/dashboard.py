@@ -91,8 +91,8 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
         con.execute("""INSERT INTO thumbnails SELECT f.frame_id, b.jpeg, 48, 32
                        FROM frames f JOIN thumb_blobs b ON b.k = f.frame_id % 12""")
         con.unregister("thumb_blobs")
-        con.execute("""INSERT INTO models VALUES
-                       ('pixels', 'baseline', 'none', 108, 16, now())""")
+        con.execute("""INSERT INTO models (model, family, weights, dim, input_size)
+                       VALUES ('pixels', 'baseline', 'none', 108, 16)""")
         con.execute("""
             INSERT INTO analysis_runs (run_id, model, params, status, n_frames, started_at,
                                        finished_at, code_version, timings)

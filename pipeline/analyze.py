@@ -149,6 +149,8 @@ def analyze(db: Path, settings: Settings, progress: bool = True, *,
                                 f"analysis needs at least {MIN_FRAMES}")
         params = dict(settings.to_dict(), **_stored_place(con, settings))
         params["detectors"] = keys
+        # what made the vectors analysed (the `precision` setting above is only what was asked)
+        params["vector_precisions"] = se.precision_counts(con, model)
         stale = sa.fail_stale_runs(con, process_alive)
         run_id = sa.start_run(con, model, params, __version__)
     steps = _Steps(trace_memory)
@@ -252,6 +254,12 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     mapper, xy = steps.run("map", make_map, z, settings)
 
     notes: list[str] = []
+    if len(params["vector_precisions"]) > 1:
+        from pipeline.models.precision import MIXED_PRECISION_DOC
+
+        mix = " + ".join(f"{n} {p}" for p, n in params["vector_precisions"].items())
+        notes.append(f"the {model} vectors are of two precisions ({mix}), which rank frames "
+                     f"alike (see {MIXED_PRECISION_DOC})")
     for key, det in detectors.items():
         _say(progress, f"detector {key}")
         steps.run(f"detector:{key}", det.fit, batch)

@@ -271,13 +271,21 @@ def error_summary(con: duckdb.DuckDBPyConnection, n_examples: int = 3) -> dict[s
 
 
 def model_summary(con: duckdb.DuckDBPyConnection) -> list[tuple]:
-    """(model, family, dim, n_vectors) per model that has a row or vectors."""
-    return con.sql("""
-        SELECT coalesce(m.model, e.model) AS model, m.family, m.dim, coalesce(e.n, 0) AS n
+    """(model, family, dim, n_vectors, {precision: n_vectors}) per model that has a row or
+    vectors; the precisions most first."""
+    rows = con.sql("""
+        SELECT coalesce(m.model, e.model) AS model, m.family, m.dim,
+               coalesce(sum(e.n), 0) AS n,
+               list(struct_pack(precision := e.precision, n := e.n)
+                    ORDER BY e.n DESC, e.precision) FILTER (WHERE e.n IS NOT NULL) AS split
         FROM models m
-        FULL OUTER JOIN (SELECT model, count(*) AS n FROM embeddings GROUP BY model) e
+        FULL OUTER JOIN (SELECT model, precision, count(*) AS n FROM embeddings
+                         GROUP BY model, precision) e
           ON e.model = m.model
+        GROUP BY ALL
         ORDER BY model""").fetchall()
+    return [(model, family, dim, int(n), {p["precision"]: int(p["n"]) for p in split or []})
+            for model, family, dim, n, split in rows]
 
 
 def run_summary(con: duckdb.DuckDBPyConnection, limit: int = 10) -> tuple[int, list[tuple]]:

@@ -4,6 +4,12 @@ Each migration is `(version, name, sql)`. `migrate()` applies the ones a file la
 its own transaction, and records it in `schema_migrations`; running it again changes nothing.
 A file whose newest migration is newer than this code knows is refused with `SchemaError`.
 Never edit a migration that has shipped: add a new one at the end.
+
+Numbers need not be contiguous, and a file lacking a number below its newest still gets it:
+"lacks" is by number, not "newer than the file's newest". Branches reserve numbers and may land
+in any order (4 before 3): a store that got 4 first gets 3 when 3 lands. So a migration must
+not depend on a lower-numbered one that may land after it (each adds its own tables or
+columns); `MIGRATIONS` stays in numeric order, so a new store applies them 1, 2, 3, 4, ...
 """
 
 from __future__ import annotations
@@ -285,9 +291,18 @@ DROP TABLE ingest_errors;
 ALTER TABLE ingest_errors_v2 RENAME TO ingest_errors;
 """ + _VIEWS
 
+# The numeric precision a model ran at (float32, bfloat16, float16): per vector, since a store
+# may hold one model's vectors made at two precisions (measured to rank frames the same), and on
+# the model row, the precision of its latest embedding. Every vector before this was float32.
+_PRECISION = """
+ALTER TABLE embeddings ADD COLUMN precision VARCHAR NOT NULL DEFAULT 'float32';
+ALTER TABLE models ADD COLUMN precision VARCHAR NOT NULL DEFAULT 'float32';
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
     (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
+    (4, "the numeric precision of every vector and model row", _PRECISION),
 ]
 
 LATEST = MIGRATIONS[-1][0]
@@ -300,12 +315,23 @@ def applied_version(con: duckdb.DuckDBPyConnection) -> int:
 
 def _applied(con: duckdb.DuckDBPyConnection) -> int:
     """Newest applied migration, 0 for an empty file."""
+    return max(_applied_numbers(con), default=0)
+
+
+def _applied_numbers(con: duckdb.DuckDBPyConnection) -> set[int]:
+    """Every migration the file records (none for an empty file)."""
     exists = scalar(
         con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
     )
     if not exists:
-        return 0
-    return scalar(con, "SELECT coalesce(max(version), 0) FROM schema_migrations")
+        return set()
+    return {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+
+
+def missing(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """The migrations this code knows that the file lacks, in the order they are applied."""
+    applied = _applied_numbers(con)
+    return [number for number, _, _ in MIGRATIONS if number not in applied]
 
 
 def _refuse_newer(version: int, path: Path) -> None:
@@ -367,9 +393,11 @@ def check(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     """For read-only opens: the schema must be known and current."""
     _session_defaults(con)
     version = check_ours(con, path)
-    if version < LATEST:
+    lacking = missing(con)
+    if lacking:
+        lacks = "" if version < LATEST else f" (it lacks {', '.join(map(str, lacking))})"
         raise SchemaError(
-            f"the store {path} has schema version {version}; this code needs {LATEST}. "
+            f"the store {path} has schema version {version}{lacks}; this code needs {LATEST}. "
             f"Upgrade it with `python -m pipeline migrate --db {path}` (any pipeline command "
             "that writes, such as run, also upgrades it)."
         )
@@ -382,9 +410,10 @@ def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     A file made by another program is refused before anything is written (`check_ours`).
     """
     _session_defaults(con)
-    version = check_ours(con, path)
+    check_ours(con, path)
+    lacking = set(missing(con))
     for number, name, sql in MIGRATIONS:
-        if number <= version:
+        if number not in lacking:
             continue
         con.execute("BEGIN TRANSACTION")
         try:
@@ -400,8 +429,7 @@ def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        version = number
-    return version
+    return _applied(con)
 
 
 def _session_defaults(con: duckdb.DuckDBPyConnection) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from datetime import datetime, timedelta
@@ -23,6 +26,10 @@ NYC_WEATHER = REALDATA / "weather" / "nyc-airports-2013-hourly.csv"
 CHROMIUM = Path("/usr/bin/chromium")
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# `precision = auto`'s measured answers go to a folder of this test session (children inherit
+# it), never to the user's own cache.
+os.environ["TIMELAPSE_CACHE_DIR"] = tempfile.mkdtemp(prefix="timelapse-test-cache-")
+atexit.register(shutil.rmtree, os.environ["TIMELAPSE_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -52,7 +52,8 @@ def test_info_lists_models_runs_weather_and_reviews(small_folder, db_path):
     with duckdb.connect(str(db_path)) as con:
         con.execute("INSERT INTO models (model, family, weights, dim) "
                     "VALUES ('pixels', 'baseline', 'none', 2)")
-        con.execute("INSERT INTO embeddings SELECT frame_id, 'pixels', [0.1, 0.2] FROM frames")
+        con.execute("INSERT INTO embeddings (frame_id, model, vector) "
+                    "SELECT frame_id, 'pixels', [0.1, 0.2] FROM frames")
         con.execute("INSERT INTO analysis_runs (run_id, model, params, status, n_frames) VALUES "
                     "(1, 'pixels', '{}', 'complete', 12), (2, 'pixels', '{}', 'failed', NULL)")
         con.execute("INSERT INTO weather (station, observed_at, temperature_c, source) VALUES "

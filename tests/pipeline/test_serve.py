@@ -50,7 +50,7 @@ def test_every_route_answers_json_with_the_documented_fields(served, demo_store)
     health = get(url, "/v1/health")
     assert health.status == 200
     assert health.json() == {"status": "ok", "run_id": 1, "model": "pixels",
-                             "frames": health.json()["frames"]}
+                             "precision": "float32", "frames": health.json()["frames"]}
     assert health.json()["frames"] >= 60
 
     runs = get(url, "/v1/runs").json()["runs"]
