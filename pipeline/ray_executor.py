@@ -84,10 +84,11 @@ def ray_session(address: str | None):
     (by a caller, a test) is used as it is."""
     ray = import_ray()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    _quiet_ray_data()
     if ray.is_initialized():
         yield ray
         return
-    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   configure_logging=True)
     try:
         if address:
@@ -184,15 +185,19 @@ def _node() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _prepare_block(block: dict, prepare: Callable) -> dict:
-    """Ray Data task: `prepare` on a block of pickled items."""
+def _prepare_block(block: dict, prepare: Callable, setup: Callable | None) -> dict:
+    """Ray Data task: `prepare` on a block of pickled items (after `setup()`)."""
+    if setup is not None:
+        setup()
     done = [prepare(pickle.loads(item)) for item in block["item"]]
     return {"index": block["index"], "prepared": [pickle.dumps(p) for p in done],
             "prepared_on": [_node()] * len(done)}
 
 
-def _prepare_only(block: dict, prepare: Callable) -> dict:
+def _prepare_only(block: dict, prepare: Callable, setup: Callable | None) -> dict:
     """Ray Data task without a model after it: the prepared items are the result."""
+    if setup is not None:
+        setup()
     done = [prepare(pickle.loads(item)) for item in block["item"]]
     return {"result": [pickle.dumps((list(map(int, block["index"])), done))],
             "prepared_on": [pickle.dumps(Counter({_node(): len(done)}))],
@@ -226,8 +231,10 @@ class RayExecutor:
     """
 
     def __init__(self, batch_size: int, stall_seconds: float = 600.0,
-                 paths: Callable[[object], str] | None = None, path_sample: int = 8):
+                 paths: Callable[[object], str] | None = None, path_sample: int = 8,
+                 setup: Callable[[], None] | None = None):
         self.batch_size = max(1, int(batch_size))
+        self.setup = setup
         self.stall_seconds = float(stall_seconds)
         self.paths = paths
         self.path_sample = path_sample
@@ -250,19 +257,14 @@ class RayExecutor:
         item indices and result), `prepared_on` and `finished_on` (nodes). Lazy: nothing runs
         until it is read (`results`, or written out as Parquet by `bench/ray.py`)."""
         import ray
-        from ray.data import ActorPoolStrategy, DataContext
+        from ray.data import ActorPoolStrategy
 
         if self.paths is not None:
             step = max(1, len(items) // self.path_sample)
             check_paths(ray, [self.paths(item) for item in items[::step][:self.path_sample]])
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         self.pool = pool = plan_pool(nodes)
-        context = DataContext.get_current()
-        context.enable_progress_bars = False       # the driver has its own bar
-        context.print_on_execution_start = False
-        context.enable_operator_progress_bars = False
-        context.verbose_stats_logs = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        _quiet_ray_data()
 
         cpus = sum(float(n.get("CPU", 0)) for n in nodes)
         per_read = min(MAX_ITEMS_PER_READ, max(MIN_ITEMS_PER_READ,
@@ -270,12 +272,12 @@ class RayExecutor:
         dataset = ray.data.from_items(
             [{"index": i, "item": pickle.dumps(item)} for i, item in enumerate(items)],
             override_num_blocks=math.ceil(len(items) / per_read))
+        work = {"prepare": prepare, "setup": self.setup}
         if finish is None:
-            return dataset.map_batches(_prepare_only, fn_kwargs={"prepare": prepare},
-                                       batch_size=None, num_cpus=1)
+            return dataset.map_batches(_prepare_only, fn_kwargs=work, batch_size=None,
+                                       num_cpus=1)
         dataset = dataset.map_batches(
-            _prepare_block, fn_kwargs={"prepare": prepare}, batch_size=None,
-            num_cpus=pool.read_cpus)
+            _prepare_block, fn_kwargs=work, batch_size=None, num_cpus=pool.read_cpus)
         return dataset.map_batches(
             _Finish, fn_constructor_args=(pickle.dumps(finish), pool.threads),
             batch_size=self.batch_size, compute=ActorPoolStrategy(size=pool.actors),
@@ -333,6 +335,18 @@ class RayExecutor:
                 yield row
         finally:
             stop.set()
+
+
+def _quiet_ray_data() -> None:
+    """No progress bars or execution notices from Ray Data: the driver has its own bar."""
+    from ray.data import DataContext
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_operator_progress_bars = False
+    context.print_on_execution_start = False
+    context.verbose_stats_logs = False
 
 
 def _explain(exc: BaseException) -> BaseException:
