@@ -269,9 +269,10 @@ class RayExecutor:
         cpus = sum(float(n.get("CPU", 0)) for n in nodes)
         per_read = min(MAX_ITEMS_PER_READ, max(MIN_ITEMS_PER_READ,
                                                math.ceil(len(items) / (4 * cpus))))
+        n_blocks = math.ceil(len(items) / per_read)
         dataset = ray.data.from_items(
             [{"index": i, "item": pickle.dumps(item)} for i, item in enumerate(items)],
-            override_num_blocks=math.ceil(len(items) / per_read))
+            override_num_blocks=n_blocks)
         work = {"prepare": prepare, "setup": self.setup}
         if finish is None:
             return dataset.map_batches(_prepare_only, fn_kwargs=work, batch_size=None,
@@ -280,7 +281,7 @@ class RayExecutor:
             _prepare_block, fn_kwargs=work, batch_size=None, num_cpus=pool.read_cpus)
         return dataset.map_batches(
             _Finish, fn_constructor_args=(pickle.dumps(finish), pool.threads),
-            batch_size=self.batch_size, compute=ActorPoolStrategy(size=pool.actors),
+            batch_size=self.batch_size, compute=ActorPoolStrategy(size=min(pool.actors, n_blocks)),
             num_cpus=pool.actor_cpus, num_gpus=pool.actor_gpus or None)
 
     def results(self, rows: Iterable[dict]) -> Iterator:
