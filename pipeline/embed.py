@@ -10,7 +10,8 @@ has three steps:
 2. **compute**, behind an executor (`pipeline.executors`; `LocalExecutor` by default): the
    per-frame function `decode_frame` reads each original file (Pillow JPEG draft mode: the DCT
    decodes at 1/2, 1/4 or 1/8 scale, still at least the model's input size) in worker threads,
-   a few batches ahead of inference, and the per-batch function `embed_batch` runs the model;
+   a few batches ahead of inference, and the per-batch function `embed_batch` runs the model
+   (with `executor = "ray"`, both on a Ray cluster: `pipeline.ray_executor`);
 3. **commit** (`BatchWriter`): the single writer. Workers hand their results back to the
    driver; only the driver writes to the store (DuckDB has one writer). Each batch's vectors
    are committed in their own short write connection by a writer thread while the next batch

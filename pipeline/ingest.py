@@ -11,7 +11,9 @@ run continues where it stopped. Bad files become `ingest_errors` rows; garbage E
 
 Workers come from a `forkserver` pool (no fork of a process that may hold TensorFlow or DuckDB
 threads), so a script that calls `ingest_folder()` needs the usual
-`if __name__ == "__main__":` guard; `python -m pipeline` and pytest have it.
+`if __name__ == "__main__":` guard; `python -m pipeline` and pytest have it. With
+`executor = "ray"` the same `read_frame` runs in Ray tasks on a cluster
+(`pipeline.ray_executor`), its results arrive in any order, and this process still writes.
 
 A frame is its file's place: `location`, the absolute path with symlinks resolved. Two memory
 cards that both hold `IMG_0001.jpg`, ingested from two folders, are two frames; one file reached

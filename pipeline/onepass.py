@@ -4,7 +4,8 @@ time, thumbnail, statistics and the model's input.
 `ingest_and_embed(folder, db, settings)` plans an ingest of FOLDER
 (`pipeline.ingest.start_ingest`), builds the model (`pipeline.embed.build_embedder`; `auto`
 precision is checked on a few of the new files), then runs three steps behind an executor
-(`LocalExecutor` with worker processes; the seam any executor plugs into):
+(`LocalExecutor` with worker processes, or with `executor = "ray"` the Ray executor, which
+runs the same two functions on a cluster: `pipeline.ray_executor`):
 
 1. per file, in the workers: `imagestats.read_frame` with the model's input size, the function
    ingest's workers run, now also returning the model's input from the same bytes (from the

@@ -255,7 +255,7 @@ class RayExecutor:
     def dataset(self, items: Sequence[Item], prepare: Callable, finish: Callable | None):
         """The Ray Dataset of the work: one row per finished batch, with `result` (pickled
         item indices and result), `prepared_on` and `finished_on` (nodes). Lazy: nothing runs
-        until it is read (`results`, or written out as Parquet by `bench/ray.py`)."""
+        until it is read (`results`, or written out as Parquet by `bench/ray_cluster.py`)."""
         import ray
         from ray.data import ActorPoolStrategy
 

@@ -199,3 +199,49 @@ def test_every_actor_failing_to_load_the_model_stops_the_run_and_writes_nothing(
         counts = con.execute("SELECT (SELECT count(*) FROM frames), (SELECT count(*) FROM "
                              "embeddings), (SELECT count(*) FROM thumbnails)").fetchone()
     assert counts == (0, 0, 0)
+
+
+class SlowModel(KillOnce):
+    """A model that takes a while per batch, so a run is still going when a node goes."""
+
+    def embed(self, images):
+        import time
+
+        time.sleep(0.3)
+        return self.model.embed(images)
+
+
+class RemoveNodeAfterFirstBatch:
+    """An executor that removes a node of the cluster once the first batch is back."""
+
+    def __init__(self, inner: RayExecutor, cluster, node):
+        self.inner, self.cluster, self.node = inner, cluster, node
+        self.after_removal = 0
+
+    def map_batches(self, batches, prepare, finish):
+        for i, result in enumerate(self.inner.map_batches(batches, prepare, finish)):
+            if i == 0:
+                self.cluster.remove_node(self.node)
+            else:
+                self.after_removal += len(result.results)
+            yield result
+
+
+def test_a_node_that_dies_mid_run_leaves_the_work_to_the_others(
+        ray_cluster, local_pixels, tmp_path):
+    from pipeline.embed import build_embedder
+
+    folder, local_db = local_pixels
+    extra = ray_cluster.add_node(num_cpus=2)
+    ray_cluster.wait_for_nodes()
+    settings = Settings(model="pixels", batch_size=2, executor="ray")
+    embedder, choice = build_embedder(settings)
+    executor = RemoveNodeAfterFirstBatch(RayExecutor(2, stall_seconds=120), ray_cluster, extra)
+    db = tmp_path / "node-lost.duckdb"
+    with executors.session(settings):
+        ingested, embedded, _ = ingest_and_embed(
+            folder, db, settings, progress=False, executor=executor,
+            built=(SlowModel(embedder, ""), choice))
+    assert executor.after_removal > 0
+    assert (ingested.added, embedded.embedded) == (N_FRAMES + 1, N_FRAMES + 1)
+    assert_same_store(db, local_db, "pixels")
