@@ -17,6 +17,7 @@ on the same batches, interleaved.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -50,7 +51,8 @@ def quantize(embedder, calibration: np.ndarray) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.float32
     converter.inference_output_type = tf.float32
-    return converter.convert()
+    with contextlib.redirect_stdout(sys.stderr):  # the converter prints its SavedModel's outline
+        return converter.convert()
 
 
 class Int8Embedder:

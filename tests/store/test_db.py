@@ -80,20 +80,23 @@ def test_vectors_made_before_precision_was_recorded_are_float32(db_path):
 
 
 def test_a_migration_that_lands_after_a_higher_one_is_still_applied(db_path, monkeypatch):
-    """Branches reserve numbers and land in any order: a store at 1, 2 and 4 gets 3 when 3
-    lands; until then a read-only open says it lacks it."""
-    with store.connect(db_path):
-        pass
-    assert 3 not in [n for n, _, _ in migrations.MIGRATIONS]  # reserved, not landed here
-    landed = (3, "a migration that landed after 4", "CREATE TABLE landed_late (x INTEGER);")
-    monkeypatch.setattr(migrations, "MIGRATIONS",
-                        sorted([*migrations.MIGRATIONS, landed], key=lambda m: m[0]))
-    with pytest.raises(store.SchemaError, match="lacks 3"):
+    """Branches reserve numbers and land in any order (4 before 3): a store that got the
+    higher one first gets the lower one when it lands; until then a read-only open says it
+    lacks it. Here with two numbers above today's newest, `high` landing before `low`."""
+    low, high = migrations.LATEST + 1, migrations.LATEST + 2
+    first = [*migrations.MIGRATIONS, (high, "landed first", "CREATE TABLE landed_first (x INT);")]
+    monkeypatch.setattr(migrations, "MIGRATIONS", first)
+    monkeypatch.setattr(migrations, "LATEST", high)
+    with store.connect(db_path) as con:
+        assert migrations.applied_version(con) == high
+    late = (low, "landed later", "CREATE TABLE landed_late (x INTEGER);")
+    monkeypatch.setattr(migrations, "MIGRATIONS", sorted([*first, late], key=lambda m: m[0]))
+    with pytest.raises(store.SchemaError, match=f"schema version {high} \\(it lacks {low}\\)"):
         store.connect(db_path, read_only=True)
     with store.connect(db_path) as con:
         assert migrations.missing(con) == []
         assert scalar(con, "SELECT count(*) FROM landed_late") == 0
-        assert migrations.applied_version(con) == migrations.LATEST
+        assert migrations.applied_version(con) == high
     with store.connect(db_path, read_only=True) as con:
         assert migrations.missing(con) == []
 
