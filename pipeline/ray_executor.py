@@ -147,6 +147,10 @@ def plan_pool(nodes: Sequence[dict]) -> Pool:
     if gpus:
         return Pool(actors=gpus, actor_cpus=1.0, actor_gpus=1.0, threads=1, read_cpus=READ_CPUS)
     spare = [c - max(READ_CPUS, c / 8) for c in cpus]
+    spare = [s for s in spare if s >= READ_CPUS]    # a node of 1/2 CPU only reads
+    if not spare:
+        raise InputError("no node of the Ray cluster has a CPU to spare for the model beside "
+                         "its reads: give the nodes at least 1 CPU (`ray start --num-cpus`)")
     smallest = min(spare)
     per_actor = smallest / math.ceil(smallest / MAX_ACTOR_CPUS)
     actors = sum(max(1, int(s // per_actor + 1e-9)) for s in spare)
@@ -307,15 +311,28 @@ class RayExecutor:
         stop = threading.Event()
         done = object()
 
+        def hand_over(item) -> bool:
+            while not stop.is_set():
+                try:
+                    rows.put(item, timeout=0.5)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def pull() -> None:
+            iterator = iter(dataset.iter_rows())
             try:
-                for row in dataset.iter_rows():
-                    if stop.is_set():
-                        return
-                    rows.put(row)
-                rows.put(done)
+                for row in iterator:
+                    if not hand_over(row):
+                        return      # the driver stopped: closing the iterator ends the run
+                hand_over(done)
             except BaseException as exc:  # handed to the driver's thread, raised there
-                rows.put(exc)
+                hand_over(exc)
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
 
         thread = threading.Thread(target=pull, name="ray-results", daemon=True)
         thread.start()

@@ -53,3 +53,10 @@ def test_without_a_model_every_item_is_prepared_once_on_both_nodes(ray_cluster):
     results = list(executor.map_batches([list(range(40))], operator.neg, None))
     assert sorted(x for result in results for x in result) == sorted(-i for i in range(40))
     assert len(executor.prepared_per_node) == 2, executor.prepared_per_node
+
+
+def test_nodes_of_half_a_cpu_only_read():
+    pool = plan_pool([{"CPU": 0.5}, {"CPU": 4.0}])
+    assert (pool.actors, pool.actor_cpus) == (1, 3.5)
+    with pytest.raises(InputError, match="no node of the Ray cluster has a CPU to spare"):
+        plan_pool([{"CPU": 0.5}])
