@@ -150,8 +150,9 @@ def test_pages_answer_while_the_pipeline_writes(garden, server, monkeypatch, tmp
     pollers = _Pollers(server)
     outcomes = []
     try:
-        # a second run while this one writes is refused and changes nothing
-        writer.wait_for(b"ingest:")
+        # a second run while this one writes (its one pass: ingest and embed together) is
+        # refused and changes nothing
+        writer.wait_for(b"ingest+embed pixels:")
         racer_folder = tmp_path / "racer"
         make_frames(racer_folder, 12)
         racer = run_pipeline("run", racer_folder, "--db", db, "--model", "pixels")
