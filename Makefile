@@ -19,12 +19,17 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed-runtime
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-venv: $(VENV)/.installed-dev
+# The optional Ray executor (`--executor ray`): `make test` installs it, `make demo` does not.
+$(VENV)/.installed-ray: requirements-ray.txt $(VENV)/.installed-runtime
+	$(PY) -m pip install --quiet -r requirements-ray.txt
+	touch $@
+
+venv: $(VENV)/.installed-dev $(VENV)/.installed-ray
 
 demo: $(VENV)/.installed-runtime
 	$(PY) -m pipeline demo --frames $(DEMO_FRAMES) --out $(DEMO_DIR) --db $(DEMO_DIR)/garden.duckdb --port $(PORT)
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev $(VENV)/.installed-ray
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed-dev

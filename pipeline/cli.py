@@ -79,6 +79,13 @@ def _new_frames_precision_option(func):
                         "which here is the precision of the run's vectors]")(func)
 
 
+def _executor_options(func):
+    func = click.option("--ray-address", metavar="HOST:PORT|auto",
+                        help=help_for("ray_address"))(func)
+    return click.option("--executor", type=click.Choice(["local", "ray"]),
+                        help=help_for("executor"))(func)
+
+
 def _folder_argument(func):
     # existence is checked by the command (InputError: one line, exit 1), not by click (exit 2)
     return click.argument("folder", type=click.Path(path_type=Path))(func)
@@ -111,11 +118,12 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
 @click.option("--batch-size", "ingest_batch_size", type=click.IntRange(min=1),
               help=help_for("ingest_batch_size"))
 @click.option("--max-image-pixels", type=click.IntRange(min=1), help=help_for("max_image_pixels"))
+@_executor_options
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar (frames/s, ETA) on stderr")
 @click.pass_context
 def ingest(ctx, folder: Path, db: Path, timezone, lat, lon, workers, ingest_batch_size,
-           max_image_pixels, progress) -> None:
+           max_image_pixels, executor, ray_address, progress) -> None:
     """Add the frames in FOLDER (recursive) to the store: timestamps, thumbnails, statistics.
 
     Re-running adds only new or changed files; bad files are listed by `info`.
@@ -123,7 +131,8 @@ def ingest(ctx, folder: Path, db: Path, timezone, lat, lon, workers, ingest_batc
     from pipeline.ingest import ingest_folder
 
     settings = _settings(ctx, timezone=timezone, lat=lat, lon=lon, workers=workers,
-                         ingest_batch_size=ingest_batch_size, max_image_pixels=max_image_pixels)
+                         ingest_batch_size=ingest_batch_size, max_image_pixels=max_image_pixels,
+                         executor=executor, ray_address=ray_address)
     with store.writer_lock(db):
         summary = ingest_folder(folder, db, settings, progress=progress)
     click.echo(summary.describe())
@@ -150,15 +159,17 @@ def info(db: Path) -> None:
               exists=True), help="hourly weather CSV to import with the run")
 @click.option("--detectors", help="comma-separated detector keys")
 @_precision_option
+@_executor_options
 @click.pass_context
 def run(ctx, folder, db, timezone, lat, lon, model, weights, weather_csv, detectors,
-        precision) -> None:
+        precision, executor, ray_address) -> None:
     """Ingest + embed (one read and decode per new file) + (weather import) + analyze FOLDER
     into the store, incrementally."""
     from pipeline.runner import run_all
 
     settings = _settings(ctx, timezone=timezone, lat=lat, lon=lon, model=model, weights=weights,
-                         detectors=_split(detectors), precision=precision)
+                         detectors=_split(detectors), precision=precision, executor=executor,
+                         ray_address=ray_address)
     with store.writer_lock(db):  # the same lock run_all takes: the store's models hold still
         settings = _with_model(settings, db, model)
         for line in run_all(folder, db, settings, weather_csv=weather_csv):
@@ -219,16 +230,18 @@ def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port) ->
 @click.option("--batch-size", type=click.IntRange(min=1), help=help_for("batch_size"))
 @click.option("--workers", type=click.IntRange(min=1), help=help_for("workers"))
 @_precision_option
+@_executor_options
 @click.option("--replace", is_flag=True,
               help="delete this model's vectors first, then embed every frame again")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar (frames/s, ETA) on stderr")
 @click.pass_context
-def embed(ctx, db: Path, model, weights, batch_size, workers, precision, replace,
-          progress) -> None:
+def embed(ctx, db: Path, model, weights, batch_size, workers, precision, executor, ray_address,
+          replace, progress) -> None:
     """Compute a vector per frame with MODEL for every frame that lacks one (resumable)."""
     settings = _settings(ctx, model=model, weights=weights, batch_size=batch_size,
-                         workers=workers, precision=precision)
+                         workers=workers, precision=precision, executor=executor,
+                         ray_address=ray_address)
     with store.writer_lock(db):  # first: a busy store is refused before the heavy imports
         settings = _with_model(settings, db, model)
         from pipeline.embed import embed_frames

@@ -10,7 +10,8 @@ has three steps:
 2. **compute**, behind an executor (`pipeline.executors`; `LocalExecutor` by default): the
    per-frame function `decode_frame` reads each original file (Pillow JPEG draft mode: the DCT
    decodes at 1/2, 1/4 or 1/8 scale, still at least the model's input size) in worker threads,
-   a few batches ahead of inference, and the per-batch function `embed_batch` runs the model;
+   a few batches ahead of inference, and the per-batch function `embed_batch` runs the model
+   (with `executor = "ray"`, both on a Ray cluster: `pipeline.ray_executor`);
 3. **commit** (`BatchWriter`): the single writer. Workers hand their results back to the
    driver; only the driver writes to the store (DuckDB has one writer). Each batch's vectors
    are committed in their own short write connection by a writer thread while the next batch
@@ -38,7 +39,7 @@ from typing import Callable, Generic, Sequence, TypeVar
 import numpy as np
 
 import store
-from pipeline import pixels
+from pipeline import executors, pixels
 from pipeline.errors import InputError
 from pipeline.executors import Executor, LocalExecutor
 from pipeline.models import get_model
@@ -119,6 +120,10 @@ def _frame_file(frame: PendingFrame) -> Path:
     from pipeline.ingest import frame_file  # here: pipeline.ingest imports pandas (slow start)
 
     return frame_file(frame.root, frame.path)
+
+
+def _frame_path(frame: PendingFrame) -> str:
+    return str(_frame_file(frame))
 
 
 def decode_frame(frame: PendingFrame, size: int
@@ -214,7 +219,24 @@ def build_embedder(settings: Settings, sample: Callable[[], np.ndarray | None] |
         check = spec.available(settings.weights)
         if not check.ok:
             raise InputError(f"--weights for {spec.key}: {check.detail}")
-    return build_model(spec, settings.weights, precision or settings.precision, sample)
+    embedder, choice = build_model(spec, settings.weights, precision or settings.precision,
+                                   sample)
+    embedder.recipe = (rebuild_embedder, (spec.key, settings.weights, embedder.precision))
+    return embedder, choice
+
+
+_REBUILT: dict[tuple, Embedder] = {}
+
+
+def rebuild_embedder(model: str, weights: str | None, precision: str) -> Embedder:
+    """A driver's model built again in a worker process (a Ray actor) from its recipe, at the
+    driver's resolved precision; once per process. A worker that cannot build it (weights
+    missing on that node) raises as the driver would."""
+    key = (model, weights, precision)
+    if key not in _REBUILT:
+        settings = Settings(model=model, weights=weights, precision=precision)
+        _REBUILT[key] = build_embedder(settings)[0]
+    return _REBUILT[key]
 
 
 def model_row(embedder: Embedder) -> ModelRow:
@@ -319,23 +341,27 @@ def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None =
         summary.seconds = time.monotonic() - started
         return summary
 
-    _check_roots(db, pending)
-    # before any delete: a failed build changes nothing
-    embedder, summary.choice = built or build_embedder(settings, sample=partial(
-        sample_frames, [_frame_file(frame) for frame in pending[:2 * CHECK_FRAMES]],
-        spec.input_size))
-    if replacing:
-        with store.connect(db, migrate=False) as con:
-            summary.replaced = embeddings_store.delete_model(con, spec.key)
-            pending = embeddings_store.pending_frames(con, spec.key, frame_ids)
-        summary.already_done = n_scope - len(pending)
+    with executors.session(settings):  # Ray missing or unreachable: said before the build
         _check_roots(db, pending)
-    record_model(db, embedder)
-    log.info("embedding %d frames with %s (%d-d, %s, %s)", len(pending), spec.key, embedder.dim,
-             embedder.weights, summary.choice.describe())
+        # before any delete: a failed build changes nothing
+        embedder, summary.choice = built or build_embedder(settings, sample=partial(
+            sample_frames, [_frame_file(frame) for frame in pending[:2 * CHECK_FRAMES]],
+            spec.input_size))
+        if replacing:
+            with store.connect(db, migrate=False) as con:
+                summary.replaced = embeddings_store.delete_model(con, spec.key)
+                pending = embeddings_store.pending_frames(con, spec.key, frame_ids)
+            summary.already_done = n_scope - len(pending)
+            _check_roots(db, pending)
+        record_model(db, embedder)
+        log.info("embedding %d frames with %s (%d-d, %s, %s)", len(pending), spec.key, embedder.dim,
+                 embedder.weights, summary.choice.describe())
 
-    summary.embedded, summary.failed = embed_pending(db, embedder, pending, settings, progress,
-                                                     should_stop=should_stop)
+        executor = executors.choose(settings, lambda: LocalExecutor(settings.workers),
+                                    path_of=_frame_path,
+                                    setup=partial(pixels.configure, settings.max_image_pixels))
+        summary.embedded, summary.failed = embed_pending(
+            db, embedder, pending, settings, progress, executor, should_stop=should_stop)
     summary.precisions = mixed_precisions(db, spec.key) if summary.embedded else None
     summary.seconds = time.monotonic() - started
     return summary

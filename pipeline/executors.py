@@ -33,6 +33,7 @@ rather than once per batch), and the driver keeps the one writer.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,6 +55,32 @@ class Executor(Protocol):
                     finish: Callable[[list[Prepared]], Result]) -> Iterator[Result]:
         """Yield `finish([prepare(item) for item in batch])` for every batch."""
         ...
+
+
+def session(settings):
+    """Context in which the stage's executors run: nothing to start for `executor = "local"`;
+    for `"ray"`, joined to the cluster at `settings.ray_address` (or a Ray started on this
+    machine alone), which fails at once when Ray is missing or the cluster unreachable. Nested
+    sessions share the first (`run`'s stages use one)."""
+    if settings.executor != "ray":
+        return contextlib.nullcontext()
+    from pipeline.ray_executor import ray_session
+
+    return ray_session(settings.ray_address)
+
+
+def choose(settings, local: Callable[[], "Executor"], path_of: Callable | None = None,
+           setup: Callable[[], None] | None = None) -> "Executor":
+    """The executor `settings.executor` names, inside `session(settings)`: `local()` for
+    "local"; for "ray" a `pipeline.ray_executor.RayExecutor` in batches of
+    `settings.batch_size`, which checks `path_of(item)` for a sample of items on every node and
+    runs `setup()` in each worker before its items (e.g. Pillow's limits)."""
+    if settings.executor != "ray":
+        return local()
+    from pipeline.ray_executor import RayExecutor
+
+    return RayExecutor(settings.batch_size, settings.ray_stall_seconds, paths=path_of,
+                       setup=setup)
 
 
 class LocalExecutor:

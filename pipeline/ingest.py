@@ -11,7 +11,9 @@ run continues where it stopped. Bad files become `ingest_errors` rows; garbage E
 
 Workers come from a `forkserver` pool (no fork of a process that may hold TensorFlow or DuckDB
 threads), so a script that calls `ingest_folder()` needs the usual
-`if __name__ == "__main__":` guard; `python -m pipeline` and pytest have it.
+`if __name__ == "__main__":` guard; `python -m pipeline` and pytest have it. With
+`executor = "ray"` the same `read_frame` runs in Ray tasks on a cluster
+(`pipeline.ray_executor`), its results arrive in any order, and this process still writes.
 
 A frame is its file's place: `location`, the absolute path with symlinks resolved. Two memory
 cards that both hold `IMG_0001.jpg`, ingested from two folders, are two frames; one file reached
@@ -36,13 +38,14 @@ import stat
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import pandas as pd
 
 import store
-from pipeline import daylight, imagestats, pixels
+from pipeline import daylight, executors, imagestats, pixels
 from pipeline.errors import InputError
 from pipeline.inputs import check_folder
 from pipeline.settings import Settings
@@ -169,12 +172,19 @@ def ingest_folder(folder: Path, db: Path, settings: Settings, progress: bool = T
     file still being written is tried again on the next pass instead of becoming an error or a
     half frame); `should_stop()` true stops after the batch being written (`watch` on SIGTERM).
     """
+    with executors.session(settings):  # Ray missing or unreachable: said before the walk
+        return _ingest_folder(folder, db, settings, progress, stage, hold, should_stop)
+
+
+def _ingest_folder(folder, db, settings, progress, stage, hold, should_stop) -> IngestSummary:
     job = start_ingest(folder, db, settings, stage)
     results = _decode_all([job.task(entry) for entry in job.todo], settings, progress, stage)
+    entries = {entry.name: entry for entry in job.todo}
     try:
         batch: list[tuple[FileEntry, imagestats.FrameResult]] = []
         last_flush = time.monotonic()
-        for entry, result in zip(job.todo, results):
+        for result in results:  # in the files' order, or as they finish on a Ray cluster
+            entry = entries[result.name]
             if hold is not None and hold(entry, result):
                 job.summary.n_held += 1
                 continue
@@ -449,6 +459,13 @@ def _decode_all(tasks: list[imagestats.FrameTask], settings: Settings, progress:
                disable=not progress or not tasks, mininterval=0.5, dynamic_ncols=True)
     workers = max(1, min(int(settings.workers), len(tasks)))
     try:
+        if settings.executor == "ray" and tasks:
+            executor = executors.choose(settings, None, path_of=_task_path, setup=partial(
+                pixels.configure, settings.max_image_pixels))
+            for results in executor.map_batches([tasks], imagestats.read_frame, None):
+                yield from results
+                bar.update(len(results))
+            return
         if workers == 1 or len(tasks) < POOL_MIN_FILES:
             pixels.configure(settings.max_image_pixels)
             for task in tasks:
@@ -465,6 +482,10 @@ def _decode_all(tasks: list[imagestats.FrameTask], settings: Settings, progress:
                 bar.update()
     finally:
         bar.close()
+
+
+def _task_path(task: imagestats.FrameTask) -> str:
+    return task.os_path
 
 
 class _BatchWriter:

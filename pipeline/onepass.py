@@ -4,7 +4,8 @@ time, thumbnail, statistics and the model's input.
 `ingest_and_embed(folder, db, settings)` plans an ingest of FOLDER
 (`pipeline.ingest.start_ingest`), builds the model (`pipeline.embed.build_embedder`; `auto`
 precision is checked on a few of the new files), then runs three steps behind an executor
-(`LocalExecutor` with worker processes; the seam any executor plugs into):
+(`LocalExecutor` with worker processes, or with `executor = "ray"` the Ray executor, which
+runs the same two functions on a cluster: `pipeline.ray_executor`):
 
 1. per file, in the workers: `imagestats.read_frame` with the model's input size, the function
    ingest's workers run, now also returning the model's input from the same bytes (from the
@@ -34,6 +35,7 @@ import numpy as np
 import store
 from pipeline.embed import (BatchWriter, EmbedSummary, build_embedder, mixed_precisions,
                             plan_batches, record_model, sample_frames)
+from pipeline import executors, pixels
 from pipeline.executors import Executor, LocalExecutor
 from pipeline.imagestats import FrameResult, configure_worker, read_frame
 from pipeline.ingest import POOL_MIN_FILES, FileEntry, IngestJob, IngestSummary, start_ingest
@@ -97,7 +99,13 @@ def ingest_and_embed(folder: Path, db: Path, settings: Settings, progress: bool 
     vector. `executor` defaults to `LocalExecutor` with `settings.workers` processes; `built`
     is a model `build_embedder` already built for these settings.
     """
-    db = Path(db)
+    with executors.session(settings):  # Ray missing or unreachable: said before the walk
+        return _ingest_and_embed(Path(folder), Path(db), settings, progress, executor, built)
+
+
+def _ingest_and_embed(folder: Path, db: Path, settings: Settings, progress: bool,
+                      executor: Executor | None, built: Built | None
+                      ) -> tuple[IngestSummary, EmbedSummary, Built | None]:
     job = start_ingest(folder, db, settings)
     spec = get_model(settings.model)
     summary = EmbedSummary(spec.key)
@@ -112,10 +120,12 @@ def ingest_and_embed(folder: Path, db: Path, settings: Settings, progress: bool 
 
     tasks = [job.task(entry, embedder.input_size) for entry in job.todo]
     workers = max(1, min(int(settings.workers), len(tasks)))
-    executor = executor or LocalExecutor(
-        workers, processes=workers > 1 and len(tasks) >= POOL_MIN_FILES,
-        preload=["pipeline.imagestats"], initializer=configure_worker,
-        initargs=(settings.max_image_pixels,))
+    executor = executor or executors.choose(
+        settings, lambda: LocalExecutor(
+            workers, processes=workers > 1 and len(tasks) >= POOL_MIN_FILES,
+            preload=["pipeline.imagestats"], initializer=configure_worker,
+            initargs=(settings.max_image_pixels,)),
+        path_of=_task_path, setup=partial(pixels.configure, settings.max_image_pixels))
     computed = executor.map_batches(plan_batches(tasks, settings.batch_size), read_frame,
                                     partial(embed_results, embedder))
     writer = BatchWriter(_Commit(job, embedder))
@@ -133,6 +143,10 @@ def ingest_and_embed(folder: Path, db: Path, settings: Settings, progress: bool 
     summary.precisions = mixed_precisions(db, spec.key) if writer.embedded else None
     summary.seconds = time.monotonic() - started
     return job.finish(), summary, built
+
+
+def _task_path(task) -> str:
+    return task.os_path
 
 
 def _progress_bar(total: int, model: str, enabled: bool):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import store
+from pipeline import executors
 from pipeline.settings import Settings
 
 DASHBOARD_APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -31,15 +32,18 @@ def run_all(folder: Path, db: Path, settings: Settings, weather_csv: Path | None
         from pipeline.embed import embed_frames
         from pipeline.onepass import ingest_and_embed
 
-        ingested, embedded, built = ingest_and_embed(folder, db, settings, progress=progress)
-        yield ingested.describe()
-        if weather_csv is not None:
-            from pipeline import weather
+        with executors.session(settings):  # `executor = "ray"`: one Ray for both stages
+            ingested, embedded, built = ingest_and_embed(folder, db, settings,
+                                                         progress=progress)
+            yield ingested.describe()
+            if weather_csv is not None:
+                from pipeline import weather
 
-            yield weather.import_csv(weather_csv, db, station=settings.weather_station).describe()
-            weather.apply_settings(db, settings)
-            yield weather.describe_join(db)
-        rest = embed_frames(db, settings, progress=progress, built=built)
+                yield weather.import_csv(weather_csv, db,
+                                         station=settings.weather_station).describe()
+                weather.apply_settings(db, settings)
+                yield weather.describe_join(db)
+            rest = embed_frames(db, settings, progress=progress, built=built)
         yield embedded.merge(rest).describe()
         yield analyze(db, settings, progress=progress).describe()
 

@@ -77,6 +77,18 @@ class Settings:
               "float32), float32, bfloat16 or float16 (GPU); score-new's auto is the run's",
         choices=PRECISION_CHOICES)
 
+    # Where ingest's and embed's per-frame work runs (`pipeline.executors`)
+    executor: str = _setting(
+        "local", "where ingest, embed and run do their per-frame work: local (this machine's "
+                 "cores) or ray (a Ray cluster; pip install -r requirements-ray.txt)",
+        choices=("local", "ray"))
+    ray_address: str | None = _setting(
+        None, "executor ray: the cluster to join, HOST:PORT of its head or 'auto' (a node of "
+              "it); unset = start a Ray on this machine alone")
+    ray_stall_seconds: float = _setting(
+        600.0, "executor ray: seconds without a finished batch before the run stops as stuck",
+        1, 86_400)
+
     # Analysis
     # None: the detector registry's defaults (`with_detector_defaults`)
     detectors: list | None = _setting(

@@ -33,8 +33,19 @@ class Embedder:
         self.weights = weights
         self.precision = precision
 
+    #: How another process builds this model again, `(function, args)`, set by
+    #: `pipeline.embed.build_embedder`: a model travels to a worker (a Ray actor) as this
+    #: recipe, never as its weights, and is built there once per process.
+    recipe: tuple | None = None
+
     def embed(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def __reduce__(self):
+        if self.recipe is None:
+            raise TypeError(f"this {self.key} model was not built by build_embedder, so a "
+                            "worker cannot build it again")
+        return self.recipe
 
 
 class KerasEmbedder(Embedder):

@@ -40,7 +40,7 @@ def import_keras():
             with _quiet_stderr():
                 import tensorflow as tf
 
-                n_cores = os.cpu_count() or 1
+                n_cores = _THREADS or os.cpu_count() or 1
                 try:
                     # all cores for the math inside an op; few ops at once (a CNN is a chain)
                     tf.config.threading.set_intra_op_parallelism_threads(n_cores)
@@ -59,6 +59,17 @@ def import_keras():
     import keras
 
     return keras
+
+
+_THREADS: int | None = None
+
+
+def use_threads(n: int) -> None:
+    """TensorFlow's threads for this process when it starts: a Ray actor's CPUs, not the
+    machine's cores (TensorFlow would start a thread per core in every actor). Before the
+    first `import_keras()`; later, it changes nothing."""
+    global _THREADS
+    _THREADS = max(1, int(n))
 
 
 @contextlib.contextmanager
