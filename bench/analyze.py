@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/analyze.py [--frames 10000,100000] [--detectors KEY,...]
                                       [--dim 512] [--thumbnails] [--no-trace] [--out DIR]
-                                      [--keep]
+                                      [--keep] [--reuse]
 
 Each size runs in its own process (clean peak RSS): it builds a store with N frames (ten-minute
 steps over N/144 days, frame statistics, a daily cycle in the `--dim` vectors plus noise and
@@ -19,6 +19,9 @@ cycle with sensor noise, a small bright object in the planted frames; see `thumb
 so `background` is timed too and `background_planted_auc` checks it. 750k frames is an option
 (`--frames 750000`); at 512-d it needs ~3 GB for the store (~6 GB more with thumbnails) and
 takes long; `--dim 4608` (the default model's size) makes the vectors ~9x that.
+`--reuse` (with `--out DIR`) analyses the store a previous `--keep` run left in DIR for the same
+size instead of building it again (its planted frames are kept next to it as JSON); each
+analysis adds a run to it.
 """
 
 from __future__ import annotations
@@ -166,7 +169,7 @@ def _peak_rss_mib() -> float | None:
 
 
 def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bool,
-        trace: bool = True) -> dict:
+        trace: bool = True, reuse: bool = False) -> dict:
     import numpy as np
 
     import store
@@ -175,12 +178,22 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bo
     from store import analysis as sa
 
     db = out / f"bench-{n}.duckdb"
-    for p in (db, db.with_name(db.name + ".wal")):
-        if p.exists():
-            p.unlink()
+    kept = db.with_name(db.name + ".planted.json")  # the planted frames of a kept store
     started = time.perf_counter()
-    planted = build_store(db, n, dim, thumbnails=thumbnails)
-    build_s = time.perf_counter() - started
+    if reuse and db.exists() and kept.exists():
+        planted = json.loads(kept.read_text())
+        if [planted["dim"], planted["thumbnails"]] != [dim, thumbnails]:
+            raise SystemExit(f"{db} was built with --dim {planted['dim']} and thumbnails "
+                             f"{planted['thumbnails']}: build it again without --reuse")
+        planted, build_s = planted["frame_ids"], None
+    else:
+        for p in (db, db.with_name(db.name + ".wal"), kept):
+            if p.exists():
+                p.unlink()
+        planted = build_store(db, n, dim, thumbnails=thumbnails)
+        kept.write_text(json.dumps({"dim": dim, "thumbnails": thumbnails,
+                                    "frame_ids": planted}))
+        build_s = round(time.perf_counter() - started, 1)
     settings = Settings(model="synthetic")
     if detectors:
         settings = settings.replace(detectors=detectors)
@@ -209,7 +222,7 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bo
         "steps_peak_mib": result.peak_mb,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "analyze_peak_rss_mib": _peak_rss_mib() if rss_reset else None,
-        "build_store_s": round(build_s, 1), "store_mib": round(db.stat().st_size / 2**20, 1),
+        "build_store_s": build_s, "store_mib": round(db.stat().st_size / 2**20, 1),
         "planted_auc": auc("consensus"), "background_planted_auc": auc("background"),
     }
 
@@ -225,12 +238,14 @@ def main() -> None:
     parser.add_argument("--no-trace", dest="trace", action="store_false",
                         help="no tracemalloc: times as the CLI runs, no per-step peaks")
     parser.add_argument("--keep", action="store_true", help="keep the stores")
+    parser.add_argument("--reuse", action="store_true",
+                        help="analyse a store kept in --out by an earlier --keep run")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     detectors = args.detectors.split(",") if args.detectors else None
     if args.one is not None:
         print(json.dumps(one(args.one, args.dim, detectors, args.out, args.thumbnails,
-                             args.trace)))
+                             args.trace, args.reuse)))
         return
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-analyze-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -243,13 +258,15 @@ def main() -> None:
             cmd.append("--thumbnails")
         if not args.trace:
             cmd.append("--no-trace")
+        if args.reuse:
+            cmd.append("--reuse")
         done = subprocess.run(cmd, check=False, capture_output=True, text=True, env={
             **os.environ, "PYTHONPATH": str(ROOT)})
         if done.returncode != 0:
             results.append({"frames": n, "error": done.stderr.strip().splitlines()[-1:]})
         else:
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        if not args.keep:
+        if not args.keep and not args.reuse:
             for p in out.glob(f"bench-{n}.duckdb*"):
                 p.unlink()
     print(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

@@ -5,7 +5,8 @@ keeps the PCA dimensions that explain `pca_variance` (at most `pca_max_dims`, an
 of the frames so a small store is not fitted in 64 dims; fitted on a `pca_fit_frames` sample,
 then every vector is streamed from the store and projected a batch at a time, so the matrix is
 never in memory whole), builds one nearest-neighbour index (`pipeline.neighbors`) that serves
-`lof`, `knn` and the `neighbors` table, clusters (k-means with k by silhouette, or HDBSCAN on
+`lof`, `knn` and the `neighbors` table (exact, or approximate at large n with its recall
+against exact search measured on a sample and kept in the run's parameters), clusters (k-means with k by silhouette, or HDBSCAN on
 `cluster_dims` PCA dims), maps to 2-D (PCA or UMAP), fits every requested detector plus
 `consensus` (`pipeline.detectors`), scores the frames through the fitted run
 (`pipeline.fitted.FittedRun.score`, as `score-new` does) and writes the run in one transaction
@@ -242,7 +243,8 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     k_needed = neighbors_needed(detectors)
     _say(progress, f"nearest neighbours (k={k_needed}) in {n_dims} PCA dims")
     index = steps.run("neighbors", lambda: NeighborIndex(
-        settings.neighbor_index, random_state=settings.random_state).fit(z, ids))
+        settings.neighbor_index, random_state=settings.random_state).fit(z, ids)
+        .calibrate(z, ids, k_needed))
     steps.run("neighbors", index.attach, batch, k_needed)
 
     _say(progress, f"clustering ({settings.clusterer})")
@@ -279,7 +281,9 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
 
     n_clusters = int(len(set(labels.tolist()) - {-1}))
     params = dict(params, pca_dims=n_dims, n_clusters_found=n_clusters,
-                  neighbor_index=index.kind_, detectors=list(detectors),
+                  neighbor_index=index.kind_, neighbor_recall=index.recall_,
+                  neighbor_recall_frames=index.recall_frames_, neighbor_nprobe=index.nprobe_,
+                  detectors=list(detectors),
                   consensus_of=chosen,
                   too_far_distance=too_far,
                   detector_facts={key: scorer.facts() for key, scorer
