@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/analyze.py [--frames 10000,100000] [--detectors KEY,...]
                                       [--dim 512] [--thumbnails] [--no-trace] [--out DIR]
-                                      [--keep] [--reuse]
+                                      [--keep] [--reuse] [--neighbor-index KIND]
 
 Each size runs in its own process (clean peak RSS): it builds a store with N frames (ten-minute
 steps over N/144 days, frame statistics, a daily cycle in the `--dim` vectors plus noise and
@@ -21,7 +21,9 @@ so `background` is timed too and `background_planted_auc` checks it. 750k frames
 takes long; `--dim 4608` (the default model's size) makes the vectors ~9x that.
 `--reuse` (with `--out DIR`) analyses the store a previous `--keep` run left in DIR for the same
 size instead of building it again (its planted frames are kept next to it as JSON); each
-analysis adds a run to it.
+analysis adds a run to it. `--neighbor-index ivf` forces the approximate index (the
+synthetic PCA space has ~6 dims, where 'auto' takes the exact KD-tree); the run's recall against
+exact search is reported either way.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ def _peak_rss_mib() -> float | None:
 
 
 def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bool,
-        trace: bool = True, reuse: bool = False) -> dict:
+        trace: bool = True, reuse: bool = False, neighbor_index: str = "auto") -> dict:
     import numpy as np
 
     import store
@@ -194,7 +196,7 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bo
         kept.write_text(json.dumps({"dim": dim, "thumbnails": thumbnails,
                                     "frame_ids": planted}))
         build_s = round(time.perf_counter() - started, 1)
-    settings = Settings(model="synthetic")
+    settings = Settings(model="synthetic", neighbor_index=neighbor_index)
     if detectors:
         settings = settings.replace(detectors=detectors)
     rss_reset = _reset_peak_rss()
@@ -218,6 +220,8 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bo
         "detectors": result.detectors,
         "notes": result.notes, "pca_dims": result.n_dims,
         "neighbor_index": result.params.get("neighbor_index"),
+        "neighbor_recall": result.params.get("neighbor_recall"),
+        "neighbor_recall_frames": result.params.get("neighbor_recall_frames"),
         "analyze_s": round(total, 2), "steps_s": result.timings, "steps_cpu_s": result.cpu,
         "steps_peak_mib": result.peak_mb,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -240,18 +244,20 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the stores")
     parser.add_argument("--reuse", action="store_true",
                         help="analyse a store kept in --out by an earlier --keep run")
+    parser.add_argument("--neighbor-index", default="auto", help="auto, exact, kdtree or ivf")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     detectors = args.detectors.split(",") if args.detectors else None
     if args.one is not None:
         print(json.dumps(one(args.one, args.dim, detectors, args.out, args.thumbnails,
-                             args.trace, args.reuse)))
+                             args.trace, args.reuse, args.neighbor_index)))
         return
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-analyze-"))
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for n in [int(x) for x in args.frames.split(",")]:
-        cmd = [sys.executable, __file__, "--one", str(n), "--dim", str(args.dim), "--out", str(out)]
+        cmd = [sys.executable, __file__, "--one", str(n), "--dim", str(args.dim), "--out", str(out),
+               "--neighbor-index", args.neighbor_index]
         if args.detectors:
             cmd += ["--detectors", args.detectors]
         if args.thumbnails:
