@@ -240,6 +240,7 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     needs_pixels = any("thumbnails" in det.needs for det in detectors.values())
     batch = FrameBatch.from_frames(ids, z, frames,
                                    pixels=ThumbnailReader(db) if needs_pixels else None)
+    del frames  # the batch holds what the detectors use (paths and all are 100s of MB at 3M)
     k_needed = neighbors_needed(detectors)
     _say(progress, f"nearest neighbours (k={k_needed}) in {n_dims} PCA dims")
     index = steps.run("neighbors", lambda: NeighborIndex(
@@ -272,7 +273,6 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
                        clusterer=clusterer, cluster_of_fit=labels, too_far_distance=too_far,
                        versions=library_versions(), map_kind=map_kind, mapper=mapper)
     scored = fitted.score(batch, of_fit=True)
-    score_rows = scored.rows(run_id)
     nn_rows = neighbor_rows(run_id, ids, batch.nn_dist, batch.nn_idx, index.frame_ids_)
     cluster_rows = pd.DataFrame({"run_id": run_id, "frame_id": ids,
                                  "cluster": labels.astype(np.int32),
@@ -292,7 +292,8 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
 
     def write():
         with store.connect(db) as con:
-            sa.write_run(con, run_id, n_frames=n, clusters=cluster_rows, scores=score_rows,
+            sa.write_run(con, run_id, n_frames=n, clusters=cluster_rows,
+                         scores=scored.rows_by_detector(run_id),
                          neighbors=nn_rows, artifact=artifact, versions=fitted.versions,
                          timings=dict(steps.timings), params=params,
                          keep_fitted=settings.keep_fitted_runs)
