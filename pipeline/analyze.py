@@ -6,9 +6,9 @@ of the frames so a small store is not fitted in 64 dims; fitted on a `pca_fit_fr
 then every vector is streamed from the store and projected a batch at a time, so the matrix is
 never in memory whole), builds one nearest-neighbour index (`pipeline.neighbors`) that serves
 `lof`, `knn` and the `neighbors` table (exact, or approximate at large n with its recall
-against exact search measured on a sample and kept in the run's parameters), clusters (k-means with k by silhouette, or HDBSCAN on
-`cluster_dims` PCA dims), maps to 2-D (PCA or UMAP), fits every requested detector plus
-`consensus` (`pipeline.detectors`), scores the frames through the fitted run
+against exact search measured on a sample and kept in the run's parameters), clusters
+(k-means with k by silhouette, or HDBSCAN on `cluster_dims` PCA dims), maps to 2-D (PCA or
+UMAP), fits every requested detector plus `consensus` (`pipeline.detectors`), scores the frames through the fitted run
 (`pipeline.fitted.FittedRun.score`, as `score-new` does) and writes the run in one transaction
 with its fitted state and each detector's facts (in its params, for the dashboard). The run
 row is 'running' while it works; on any failure it becomes 'failed' with the reason and no

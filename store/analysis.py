@@ -318,8 +318,7 @@ def add_scored_frames(con: duckdb.DuckDBPyConnection, run_id: int, *, clusters: 
         finally:
             con.unregister("_scored_ids")
         insert_clusters(con, clusters)
-        for part in [scores] if isinstance(scores, pd.DataFrame) else scores:
-            insert_scores(con, part)
+        insert_scores(con, scores)
         insert_neighbors(con, neighbors)
         _run(con, "UPDATE analysis_runs SET n_frames = (SELECT count(*) FROM clusters "
                   "WHERE run_id = ?) WHERE run_id = ?", [run_id, run_id])
