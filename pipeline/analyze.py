@@ -8,11 +8,11 @@ never in memory whole), builds one nearest-neighbour index (`pipeline.neighbors`
 `lof`, `knn` and the `neighbors` table (exact, or approximate at large n with its recall
 against exact search measured on a sample and kept in the run's parameters), clusters
 (k-means with k by silhouette, or HDBSCAN on `cluster_dims` PCA dims), maps to 2-D (PCA or
-UMAP), fits every requested detector plus `consensus` (`pipeline.detectors`), scores the frames through the fitted run
-(`pipeline.fitted.FittedRun.score`, as `score-new` does) and writes the run in one transaction
-with its fitted state and each detector's facts (in its params, for the dashboard). The run
-row is 'running' while it works; on any failure it becomes 'failed' with the reason and no
-rows.
+UMAP), fits every requested detector plus `consensus` (`pipeline.detectors`), scores the
+frames through the fitted run (`pipeline.fitted.FittedRun.score`, as `score-new` does) and
+writes the run in one transaction with its fitted state and each detector's facts (in its
+params, for the dashboard). The run row is 'running' while it works; on any failure it becomes
+'failed' with the reason and no rows.
 """
 
 from __future__ import annotations
