@@ -5,19 +5,22 @@
                                     [--end-to-end]
 
 For each model, in one run on the same frames, in `--rounds` interleaved rounds (each round
-measures all four ways, so load changes on a shared machine touch them alike):
+measures every way, so load changes on a shared machine touch them alike):
 - `decode_fps`: decode-only ceiling: the embed stage's own decoder (`load_frame`: draft mode,
   resize to the input size) in the same thread pool, nothing else;
-- `model_fps`: model-only ceiling: `Embedder.embed` on pre-decoded batches of `--batch-size`;
-- `embed_fps`: the real path (`pipeline.embed.embed_pending`: store query already done, decode
-  in workers overlapped with inference, one commit per batch) with the model already built
-  and warmed up, i.e. steady state; with `--end-to-end`, `embed_total_s` is `embed_frames`
-  end to end including the model build, on a copy of the store, for reference;
-- `ratio` = embed_fps / min(decode_fps, model_fps) (targets: >= 0.85 VGG16, >= 0.7 MobileNet);
+- per precision (`--precisions`, default float32 and bfloat16, those the model runs at):
+  `model_fps`, the model-only ceiling (`Embedder.embed` on pre-decoded batches of
+  `--batch-size`) and `model_vs_float32`; `embed_fps`, the real path
+  (`pipeline.embed.embed_pending`: store query already done, decode in workers overlapped with
+  inference, one commit per batch) with the model already built and warmed up, i.e. steady
+  state; `ratio` = embed_fps / min(decode_fps, model_fps) (targets: >= 0.85 VGG16, >= 0.7
+  MobileNet);
+- with `--end-to-end`, `embed_total_s` is `embed_frames` end to end including the model build
+  and the `precision` setting's choice (default auto), on a copy of the store, for reference;
 - `load_vectors`: seconds to read `--load-rows` 512-d vectors back as a NumPy matrix;
 - `original_fps`: the original study's way on `--original-frames` frames: full-size PIL load,
-  resize to 224, `predict` one image at a time, one Python thread; `speedup` = embed_fps /
-  original_fps.
+  resize to 224, `predict` one image at a time, one Python thread, float32;
+  `speedup_over_original` = embed_fps / original_fps.
 
 Frames come from the demo renderer (`pipeline.demo.render_demo`, 1920x1080). ImageNet weights
 are not downloadable offline, so ImageNet models run with random weights saved to a file and
@@ -44,7 +47,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import store  # noqa: E402
-from pipeline.embed import embed_frames, embed_pending, load_frame  # noqa: E402
+from pipeline.embed import embed_frames, embed_pending, load_frame, model_row  # noqa: E402
 from pipeline.ingest import ingest_folder  # noqa: E402
 from pipeline.models import get_model  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
@@ -109,7 +112,7 @@ def original_seconds(embedder, paths: list[Path]) -> float:
 
 def bench_model(key: str, frames_dir: Path, db: Path, n_frames: int, n_original: int,
                 settings: Settings, work: Path, with_end_to_end: bool = False,
-                rounds: int = 3) -> dict:
+                rounds: int = 3, precisions: tuple[str, ...] = ("float32",)) -> dict:
     spec = get_model(key)
     weights = None
     pretrained = spec.imagenet is None
@@ -117,75 +120,90 @@ def bench_model(key: str, frames_dir: Path, db: Path, n_frames: int, n_original:
         random_model = spec.build(pretrained=False)
         weights = work / f"{key}-random.weights.h5"
         random_model.model.save_weights(weights)
-    built = time.perf_counter()
-    embedder = spec.build(weights=weights)
-    build_s = time.perf_counter() - built
+    precisions = tuple(p for p in precisions if p in spec.precisions)
+    embedders, build_s = {}, {}
+    for precision in precisions:
+        built = time.perf_counter()
+        embedders[precision] = spec.build(weights=weights, precision=precision)
+        build_s[precision] = round(time.perf_counter() - built, 2)
+    first = embedders[precisions[0]]
     settings = settings.replace(model=key, weights=None if weights is None else str(weights))
 
     with store.connect(db) as con:
-        embeddings_store.delete_model(con, embedder.key)
-        pending = embeddings_store.pending_frames(con, embedder.key)[:n_frames]
-        embeddings_store.record_model(con, embeddings_store.ModelRow(
-            embedder.key, embedder.family, embedder.weights, embedder.dim, embedder.input_size))
+        embeddings_store.delete_model(con, first.key)
+        pending = embeddings_store.pending_frames(con, first.key)[:n_frames]
     # warm-up (graph tracing, first-call allocations) for both batch shapes, not timed
-    size = embedder.input_size
-    embedder.embed(np.zeros((settings.batch_size, size, size, 3), np.uint8))
-    embedder.embed(np.zeros((1, size, size, 3), np.uint8))
-    # Interleaved rounds: each round times the decode ceiling, the model ceiling and the real
-    # path on all the frames (the real path after deleting the round before's vectors), and
-    # the original loop on its own few frames, so a change in the machine's load during the
-    # run touches all four alike.
-    row = embeddings_store.ModelRow(embedder.key, embedder.family, embedder.weights,
-                                    embedder.dim, embedder.input_size)
+    size = first.input_size
+    for embedder in embedders.values():
+        embedder.embed(np.zeros((settings.batch_size, size, size, 3), np.uint8))
+        embedder.embed(np.zeros((1, size, size, 3), np.uint8))
+    # Interleaved rounds: each round times the decode ceiling, then per precision the model
+    # ceiling and the real path on all the frames (the real path after deleting the vectors
+    # before it), and the original loop on its own few frames, so a change in the machine's
+    # load during the run touches all of them alike.
     paths = [Path(frame.root) / frame.path for frame in pending]
-    seconds = {"decode": 0.0, "model": 0.0, "embed": 0.0, "original": 0.0}
-    embedded = failed = n_original_done = 0
+    seconds = {"decode": 0.0, "original": 0.0}
+    seconds.update({f"{kind}:{p}": 0.0 for p in precisions for kind in ("model", "embed")})
+    embedded = dict.fromkeys(precisions, 0)
+    failed = n_original_done = 0
     original_per_round = -(-n_original // rounds)
     for r in range(rounds):
         took, images = decode_seconds(paths, size, settings.workers)
         seconds["decode"] += took
-        seconds["model"] += model_seconds(embedder, images, settings.batch_size)
+        for precision, embedder in embedders.items():
+            seconds[f"model:{precision}"] += model_seconds(embedder, images, settings.batch_size)
         del images
-        with store.connect(db) as con:
-            embeddings_store.delete_model(con, embedder.key)
-            embeddings_store.record_model(con, row)
-        started = time.perf_counter()
-        added, lost = embed_pending(db, embedder, pending, settings, progress=False)
-        seconds["embed"] += time.perf_counter() - started
-        embedded, failed = embedded + added, failed + lost
+        for precision, embedder in embedders.items():
+            with store.connect(db) as con:
+                embeddings_store.delete_model(con, embedder.key)
+                embeddings_store.record_model(con, model_row(embedder))
+            started = time.perf_counter()
+            added, lost = embed_pending(db, embedder, pending, settings, progress=False)
+            seconds[f"embed:{precision}"] += time.perf_counter() - started
+            embedded[precision] += added
+            failed += lost
         originals = paths[r * original_per_round:(r + 1) * original_per_round]
-        seconds["original"] += original_seconds(embedder, originals)
+        seconds["original"] += original_seconds(first, originals)
         n_original_done += len(originals)
     n_timed = len(pending) * rounds
     decode_fps = n_timed / seconds["decode"]
-    model_fps = n_timed / seconds["model"]
-    embed_fps = embedded / seconds["embed"]
     original_fps = n_original_done / seconds["original"]
+    by_precision = {}
+    for precision in precisions:
+        model_fps = n_timed / seconds[f"model:{precision}"]
+        embed_fps = embedded[precision] / seconds[f"embed:{precision}"]
+        ceiling = min(decode_fps, model_fps)
+        by_precision[precision] = {
+            "build_s": build_s[precision], "model_fps": round(model_fps, 1),
+            "embed_fps": round(embed_fps, 1), "ratio": round(embed_fps / ceiling, 3),
+            "bottleneck": "decode" if decode_fps < model_fps else "model",
+            "speedup_over_original": round(embed_fps / original_fps, 2)}
+    if "float32" in by_precision:
+        for precision, row in by_precision.items():
+            row["model_vs_float32"] = round(
+                row["model_fps"] / by_precision["float32"]["model_fps"], 2)
 
     end_to_end = {}
     if with_end_to_end:  # embed_frames end to end on a copy, model build included
         other = work / f"{key}-end-to-end.duckdb"
         shutil.copy(db, other)
         with store.connect(other) as con:
-            embeddings_store.delete_model(con, embedder.key)
+            embeddings_store.delete_model(con, first.key)
         ids = [frame.frame_id for frame in pending]
         total = embed_frames(other, settings, frame_ids=ids, progress=False)
         end_to_end = {"embed_total_s": round(total.seconds, 1),
-                      "embed_total_fps": round(total.frames_per_s, 1)}
+                      "embed_total_fps": round(total.frames_per_s, 1),
+                      "embed_total_precision": total.choice.describe() if total.choice else None}
 
-    ceiling = min(decode_fps, model_fps)
     return {
-        "model": key, "dim": embedder.dim, "input_size": embedder.input_size,
+        "model": key, "dim": first.dim, "input_size": first.input_size,
         "weights": "bundled" if pretrained else "random, via --weights (offline)",
-        "frames": len(pending), "failed": failed // rounds, "batch_size": settings.batch_size,
-        "workers": settings.workers, "build_s": round(build_s, 2),
-        "decode_fps": round(decode_fps, 1), "model_fps": round(model_fps, 1),
-        "embed_fps": round(embed_fps, 1), "ratio": round(embed_fps / ceiling, 3),
-        "bottleneck": "decode" if decode_fps < model_fps else "model",
+        "frames": len(pending), "failed": failed // (rounds * len(precisions)),
+        "batch_size": settings.batch_size, "workers": settings.workers,
+        "decode_fps": round(decode_fps, 1), "precisions": by_precision,
         **end_to_end,
         "rounds": rounds, "original_frames": n_original_done,
         "original_fps": round(original_fps, 2),
-        "speedup": round(embed_fps / original_fps, 2),
     }
 
 
@@ -222,6 +240,8 @@ def main() -> None:
     parser.add_argument("--original-frames", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2,
                         help="interleaved rounds (each measures all four ways)")
+    parser.add_argument("--precisions", default="float32,bfloat16",
+                        help="precisions to time each model at (those it can run at)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--load-rows", type=int, default=200_000,
@@ -245,7 +265,8 @@ def main() -> None:
         settings = Settings(batch_size=args.batch_size, workers=args.workers)
         ingest_folder(frames_dir, db, settings, progress=False)
         results = [bench_model(key, frames_dir, db, n, args.original_frames, settings, work,
-                               args.end_to_end, max(1, args.rounds))
+                               args.end_to_end, max(1, args.rounds),
+                               tuple(p.strip() for p in args.precisions.split(",")))
                    for key, n in zip(keys, counts)]
         loading = load_vectors_speed(work, args.load_rows) if args.load_rows else None
     finally:

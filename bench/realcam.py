@@ -12,6 +12,9 @@ e.g. Kat Kam (../shared/realdata/katkam/README.md):
         --sample ../shared/realdata/katkam/sample.txt --out /work/data/katkam-run \
         --timezone America/Vancouver --lat 49.28 --lon -123.16
 
+More labelled cameras: `bench/cameras/` (ranhados for development; gardenbot is held out,
+measured once at the end: read bench/cameras/README.md first).
+
 It ingests FRAMES into DIR/realcam.duckdb, embeds every frame that lacks a vector for the model,
 and runs `analyze` (the pipeline's defaults, changed only by --config / --set), so a second
 call with the same DIR only analyses again (`--no-analyze`: score the latest complete run).

@@ -9,9 +9,12 @@ never in memory whole), builds one nearest-neighbour index (`pipeline.neighbors`
 against exact search measured on a sample and kept in the run's parameters), clusters
 (k-means with k by silhouette, or HDBSCAN on `cluster_dims` PCA dims), maps to 2-D (PCA or
 UMAP), fits every requested detector plus `consensus` (`pipeline.detectors`), scores the
-frames through the fitted run (`pipeline.fitted.FittedRun.score`, as `score-new` does) and
-writes the run in one transaction with its fitted state and each detector's facts (in its
-params, for the dashboard). The run row is 'running' while it works; on any failure it becomes
+frames through the fitted run (`pipeline.fitted.FittedRun.score`, as `score-new` does), groups
+the consensus's flags into incidents (`pipeline.incidents`), closes the archive mosaic
+(`pipeline.mosaic`, whose cells fill from the thumbnails the background detector decodes) and
+writes the run in one transaction with its fitted state, each detector's facts (in its params,
+for the dashboard), its incidents and the per-run aggregates the dashboard reads
+(`store.aggregates`). The run row is 'running' while it works; on any failure it becomes
 'failed' with the reason and no rows.
 """
 
@@ -35,6 +38,8 @@ from pipeline.detectors import (CONSENSUS, CONSENSUS_RULES, DETECTORS, Consensus
 from pipeline.errors import AnalysisError, InputError
 from pipeline.fitted import (FittedRun, library_versions, neighbor_rows, neighbors_needed,
                              project)
+from pipeline.incidents import run_incidents
+from pipeline.mosaic import READ_CHUNK as MOSAIC_CHUNK, MosaicBuilder
 from pipeline.neighbors import NeighborIndex
 from pipeline.pixels import ThumbnailReader
 from pipeline.settings import Settings
@@ -150,6 +155,8 @@ def analyze(db: Path, settings: Settings, progress: bool = True, *,
                                 f"analysis needs at least {MIN_FRAMES}")
         params = dict(settings.to_dict(), **_stored_place(con, settings))
         params["detectors"] = keys
+        # what made the vectors analysed (the `precision` setting above is only what was asked)
+        params["vector_precisions"] = se.precision_counts(con, model)
         stale = sa.fail_stale_runs(con, process_alive)
         run_id = sa.start_run(con, model, params, __version__)
     steps = _Steps(trace_memory)
@@ -238,9 +245,12 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
         if det.n_neighbors_needed > n - 1:
             det.set_params(n_neighbors=n - 1)
     needs_pixels = any("thumbnails" in det.needs for det in detectors.values())
-    batch = FrameBatch.from_frames(ids, z, frames,
-                                   pixels=ThumbnailReader(db) if needs_pixels else None)
+    batch = FrameBatch.from_frames(ids, z, frames)
     del frames  # the batch holds what the detectors use (paths and all are 100s of MB at 3M)
+    reader = ThumbnailReader(db)
+    mosaic = MosaicBuilder(batch.frame_ids, batch.local_time, reader.aspect(batch.frame_ids))
+    if needs_pixels:  # the mosaic's cells fill from the thumbnails the detectors decode
+        batch.pixels = mosaic.tap(reader)
     k_needed = neighbors_needed(detectors)
     _say(progress, f"nearest neighbours (k={k_needed}) in {n_dims} PCA dims")
     index = steps.run("neighbors", lambda: NeighborIndex(
@@ -255,6 +265,12 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     mapper, xy = steps.run("map", make_map, z, settings)
 
     notes: list[str] = []
+    if len(params["vector_precisions"]) > 1:
+        from pipeline.models.precision import MIXED_PRECISION_DOC
+
+        mix = " + ".join(f"{n} {p}" for p, n in params["vector_precisions"].items())
+        notes.append(f"the {model} vectors are of two precisions ({mix}), which rank frames "
+                     f"alike (see {MIXED_PRECISION_DOC})")
     for key, det in detectors.items():
         _say(progress, f"detector {key}")
         steps.run(f"detector:{key}", det.fit, batch)
@@ -273,6 +289,11 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
                        clusterer=clusterer, cluster_of_fit=labels, too_far_distance=too_far,
                        versions=library_versions(), map_kind=map_kind, mapper=mapper)
     scored = fitted.score(batch, of_fit=True)
+    _say(progress, "incidents and the archive mosaic")
+    incidents = steps.run("incidents", run_incidents, batch, scored, detectors, consensus,
+                          settings.incident_gap_frames)
+    archive = steps.run("mosaic", mosaic.finish, ThumbnailReader(db, chunk=MOSAIC_CHUNK),
+                        incidents.frames["frame_id"].to_numpy(np.int64))
     nn_rows = neighbor_rows(run_id, ids, batch.nn_dist, batch.nn_idx, index.frame_ids_)
     cluster_rows = pd.DataFrame({"run_id": run_id, "frame_id": ids,
                                  "cluster": labels.astype(np.int32),
@@ -287,7 +308,10 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
                   consensus_of=chosen,
                   too_far_distance=too_far,
                   detector_facts={key: scorer.facts() for key, scorer
-                                  in {**detectors, CONSENSUS: consensus}.items()})
+                                  in {**detectors, CONSENSUS: consensus}.items()},
+                  n_incidents=len(incidents),
+                  mosaic={"frames": archive.n_frames, "decoded_for_it": archive.n_decoded,
+                          "seconds": archive.seconds})
     _say(progress, f"writing run {run_id}")
 
     def write():
@@ -296,7 +320,8 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
                          scores=scored.rows_by_detector(run_id),
                          neighbors=nn_rows, artifact=artifact, versions=fitted.versions,
                          timings=dict(steps.timings), params=params,
-                         keep_fitted=settings.keep_fitted_runs)
+                         keep_fitted=settings.keep_fitted_runs, incidents=incidents.table,
+                         incident_frames=incidents.frames, mosaic=archive)
 
     steps.run("write", write)
     n_outliers = int(scored.flags[CONSENSUS].sum())

@@ -19,6 +19,7 @@ import click
 import store
 from pipeline import __version__
 from pipeline.errors import InputError, PipelineError
+from pipeline.models.registry import PRECISION_CHOICES
 from pipeline.settings import Settings, help_for
 
 if TYPE_CHECKING:
@@ -63,6 +64,19 @@ def _place_options(func):
     func = click.option("--lat", type=float, help=help_for("lat"))(func)
     func = click.option("--lon", type=float, help=help_for("lon"))(func)
     return func
+
+
+def _precision_option(func):
+    return click.option("--precision", type=click.Choice(PRECISION_CHOICES),
+                        help=help_for("precision"))(func)
+
+
+def _new_frames_precision_option(func):
+    """`--precision` of the commands that embed new frames for a run (score-new, serve, watch):
+    `auto` there is the precision of the run's vectors (`score_new.run_precision`)."""
+    return click.option("--precision", type=click.Choice(PRECISION_CHOICES),
+                        help="precision of the model's maths for the new frames [default: auto, "
+                        "which here is the precision of the run's vectors]")(func)
 
 
 def _folder_argument(func):
@@ -135,13 +149,16 @@ def info(db: Path) -> None:
 @click.option("--weather", "weather_csv", type=click.Path(dir_okay=False, path_type=Path,
               exists=True), help="hourly weather CSV to import with the run")
 @click.option("--detectors", help="comma-separated detector keys")
+@_precision_option
 @click.pass_context
-def run(ctx, folder, db, timezone, lat, lon, model, weights, weather_csv, detectors) -> None:
-    """Ingest + (weather import) + embed + analyze FOLDER into the store, incrementally."""
+def run(ctx, folder, db, timezone, lat, lon, model, weights, weather_csv, detectors,
+        precision) -> None:
+    """Ingest + embed (one read and decode per new file) + (weather import) + analyze FOLDER
+    into the store, incrementally."""
     from pipeline.runner import run_all
 
     settings = _settings(ctx, timezone=timezone, lat=lat, lon=lon, model=model, weights=weights,
-                         detectors=_split(detectors))
+                         detectors=_split(detectors), precision=precision)
     with store.writer_lock(db):  # the same lock run_all takes: the store's models hold still
         settings = _with_model(settings, db, model)
         for line in run_all(folder, db, settings, weather_csv=weather_csv):
@@ -201,15 +218,17 @@ def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port) ->
 @click.option("--weights", type=click.Path(dir_okay=False, exists=True), help=help_for("weights"))
 @click.option("--batch-size", type=click.IntRange(min=1), help=help_for("batch_size"))
 @click.option("--workers", type=click.IntRange(min=1), help=help_for("workers"))
+@_precision_option
 @click.option("--replace", is_flag=True,
               help="delete this model's vectors first, then embed every frame again")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar (frames/s, ETA) on stderr")
 @click.pass_context
-def embed(ctx, db: Path, model, weights, batch_size, workers, replace, progress) -> None:
+def embed(ctx, db: Path, model, weights, batch_size, workers, precision, replace,
+          progress) -> None:
     """Compute a vector per frame with MODEL for every frame that lacks one (resumable)."""
     settings = _settings(ctx, model=model, weights=weights, batch_size=batch_size,
-                         workers=workers)
+                         workers=workers, precision=precision)
     with store.writer_lock(db):  # first: a busy store is refused before the heavy imports
         settings = _with_model(settings, db, model)
         from pipeline.embed import embed_frames
@@ -426,10 +445,12 @@ def _describe_place(done: dict) -> str:
 @click.option("--map", "map_method", type=click.Choice(["pca", "umap"]), help=help_for("map_method"))
 @click.option("--consensus-rule", "consensus_rule", help=help_for("consensus_rule"))
 @click.option("--random-state", "random_state", type=int, help=help_for("random_state"))
+@click.option("--incident-gap", "incident_gap_frames", type=click.IntRange(min=0),
+              help=help_for("incident_gap_frames"))
 @click.option("--quiet", is_flag=True, help="no progress lines")
 @click.pass_context
 def analyze(ctx, db: Path, model, detectors, clusterer, n_clusters, contamination, map_method,
-            consensus_rule, random_state, quiet) -> None:
+            consensus_rule, random_state, incident_gap_frames, quiet) -> None:
     """Cluster and score the frames' embeddings: writes one new analysis run.
 
     \b
@@ -441,7 +462,7 @@ def analyze(ctx, db: Path, model, detectors, clusterer, n_clusters, contaminatio
     settings = _settings(ctx, detectors=_split(detectors), clusterer=clusterer,
                          n_clusters=n_clusters, contamination=contamination,
                          map_method=map_method, consensus_rule=consensus_rule,
-                         random_state=random_state)
+                         random_state=random_state, incident_gap_frames=incident_gap_frames)
     with store.writer_lock(db):  # first: a busy store is refused before scikit-learn loads
         from pipeline.analyze import analyze as run_analysis
 
@@ -476,12 +497,13 @@ def evaluate(db: Path, truth_csv: Path | None, as_json: bool) -> None:
 @click.option("--run-id", "run_id", type=int, help="run to score against [default: the latest "
               "complete run with a saved fit]")
 @click.option("--json", "as_json", is_flag=True, help="print every scored frame as JSON")
+@_new_frames_precision_option
 @click.pass_context
-def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
+def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool, precision) -> None:
     """Ingest FOLDER and score its new frames against a frozen run, without refitting."""
     from pipeline.inputs import check_folder
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, precision=precision)
     check_folder(folder)
     with store.writer_lock(db):  # first: a busy store is refused before scikit-learn loads
         from pipeline.score_new import score_new as run_score_new
@@ -574,21 +596,23 @@ def export(ctx, db: Path, fmt, out: Path, mode, run, date_from, date_to, hours, 
 @click.option("--token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="require `Authorization: Bearer TOKEN` (the file's text) on every route but "
               "/v1/health")
+@_new_frames_precision_option
 @click.pass_context
-def serve(ctx, db: Path, host: str, port: int, run_id, token_file) -> None:
+def serve(ctx, db: Path, host: str, port: int, run_id, token_file, precision) -> None:
     """Serve an HTTP API that scores new frames against a frozen run (writes nothing).
 
     \b
     POST /v1/score (multipart `file` parts), GET /v1/health, /v1/frames/ID,
     /v1/frames/ID/thumbnail, /v1/runs; OpenAPI docs at /docs. Ctrl-C stops it.
     """
-    settings = _settings(ctx)
+    settings = _settings(ctx, precision=precision)
     token = _read_token(token_file) if token_file is not None else None
     from pipeline.serve import build, run_server
 
     app = build(db, settings, run_id=run_id, token=token)
     scorer = app.state.scorer
-    what = (f"run {scorer.loaded.run_id} ({scorer.loaded.fitted.model})" if scorer.loaded
+    what = (f"run {scorer.loaded.run_id} ({scorer.loaded.fitted.model} at "
+            f"{scorer.loaded.embedder.precision})" if scorer.loaded
             else "no run yet (answers 503 until `analyze` makes one)")
     click.echo(f"serve {db}: {what}; http://{host}:{port}/docs"
                + ("; bearer token required" if token else ""))
@@ -619,8 +643,9 @@ def _read_token(path: Path) -> str:
               show_default=True, help="seconds between passes")
 @click.option("--refit-every", "refit_every", type=click.IntRange(min=1), metavar="N",
               help="run a full analyze after N new frames (with the current run's settings)")
+@_new_frames_precision_option
 @click.pass_context
-def watch(ctx, folder: Path, db: Path, interval: float, refit_every) -> None:
+def watch(ctx, folder: Path, db: Path, interval: float, refit_every, precision) -> None:
     """Keep scoring the new frames a camera writes into FOLDER (Ctrl-C or SIGTERM to stop).
 
     Each pass ingests new files, embeds and scores them against the newest fitted run (as
@@ -632,7 +657,7 @@ def watch(ctx, folder: Path, db: Path, interval: float, refit_every) -> None:
 
     from pipeline.watch import watch as run_watch
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, precision=precision)
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -668,8 +693,9 @@ def migrate(db: Path, backup: bool) -> None:
             before = migrations.applied_version(con)
             if before > migrations.LATEST:
                 migrations.check(con, db)  # raises: newer than this code
+            lacking = migrations.missing(con)
             upkeep.checkpoint(con)
-        if before == migrations.LATEST:
+        if not lacking:
             click.echo(f"store {db}: schema version {before} is current; nothing to do")
             return
         copy = db.with_name(f"{db.name}.v{before}.bak")

@@ -1,6 +1,9 @@
 """The embed stage: a vector per frame for one model, fast, resumable, committed per batch.
 
-`embed_frames` is the front door; its inner loop `embed_pending` has three steps:
+`embed_frames` is the front door. It builds the model with `build_embedder` (the one way a
+model is built for embedding, at the `precision` setting: `pipeline.models.precision`), checks it
+against the store's vectors of that model (`record_model`), then its inner loop `embed_pending`
+has three steps:
 
 1. **plan** (`plan_batches`): the frames that lack a vector for the model, in batches of
    `batch_size`;
@@ -15,7 +18,8 @@
    with the frames that still lack a vector.
 
 A frame whose file vanished or no longer decodes becomes an `ingest_errors` row (stage 'embed')
-and is skipped.
+and is skipped. Every vector records the precision that made it; a store may hold one model's
+vectors of two precisions (measured to rank frames alike), and the summary line says so.
 """
 
 from __future__ import annotations
@@ -29,20 +33,23 @@ from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Generic, Sequence, TypeVar
 
 import numpy as np
-from PIL import Image
 
 import store
 from pipeline import pixels
 from pipeline.errors import InputError
 from pipeline.executors import Executor, LocalExecutor
-from pipeline.models import ModelSpec, get_model
+from pipeline.models import get_model
 from pipeline.models.embedder import Embedder
+from pipeline.models.precision import (CHECK_FRAMES, MIXED_PRECISION_DOC, PrecisionChoice,
+                                       build_model)
 from pipeline.settings import Settings
 from store import embeddings as embeddings_store
 from store.embeddings import ModelRow, PendingFrame
+
+Batch = TypeVar("Batch")
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +64,47 @@ class EmbedSummary:
     failed: int = 0
     seconds: float = 0.0
     replaced: int = 0
+    while_ingesting: int = 0          # of `embedded`: in `run`'s one pass (one decode per frame)
+    choice: PrecisionChoice | None = None   # None when no model was built (nothing to embed)
+    precisions: dict[str, int] | None = None   # the model's vectors per precision, when mixed
 
     @property
     def frames_per_s(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
+    def merge(self, later: "EmbedSummary") -> "EmbedSummary":
+        """This summary followed by `later`, an embed of the same model in the same command
+        (`run`: its one pass, then the frames that still lacked a vector)."""
+        return EmbedSummary(
+            self.model, embedded=self.embedded + later.embedded,
+            already_done=later.already_done - self.embedded, failed=self.failed + later.failed,
+            seconds=self.seconds + later.seconds, replaced=self.replaced + later.replaced,
+            while_ingesting=self.while_ingesting + later.while_ingesting,
+            choice=later.choice or self.choice, precisions=later.precisions or self.precisions)
+
     def describe(self) -> str:
         parts = [f"embed {self.model}: {self.embedded} frames embedded"]
         if self.embedded:
             parts[0] += f" in {self.seconds:.1f} s ({self.frames_per_s:.1f} frames/s)"
+        if self.while_ingesting:
+            parts.append(f"{self.while_ingesting} of them while ingesting (one decode per frame)")
         if self.replaced:
             parts.append(f"{self.replaced} old vectors replaced")
         parts.append(f"{self.already_done} already had vectors")
         parts.append(f"{self.failed} failed" + (" (see ingest errors)" if self.failed else ""))
-        return ", ".join(parts)
+        line = ", ".join(parts)
+        if self.choice is not None:
+            line += f"; precision {self.choice.describe()}"
+        if self.precisions and len(self.precisions) > 1:
+            mix = " + ".join(f"{n} {p}" for p, n in self.precisions.items())
+            line += (f"; note: the store's {self.model} vectors are of two precisions now ({mix})"
+                     f", which rank frames alike (see {MIXED_PRECISION_DOC})")
+        return line
 
 
 def load_frame(path: Path | bytes, size: int) -> np.ndarray:
-    """Decode an image file (or its bytes) to RGB uint8 `[size, size, 3]`: the whole frame, squashed, upright.
+    """Decode an image file (or its bytes) to RGB uint8 `[size, size, 3]`: the whole frame,
+    squashed, upright.
 
     Through `pipeline.pixels`, the one decoding path: JPEG draft mode decodes at the smallest
     DCT scale that is still >= size on both sides (several times faster than a full decode of
@@ -82,20 +112,19 @@ def load_frame(path: Path | bytes, size: int) -> np.ndarray:
     vector and its thumbnail show the same picture. Raises `pixels.FrameDecodeError` for a file
     that is no frame, OSError for one that cannot be opened.
     """
-    original = pixels.decode_original(path, lambda w, h: (size, size))
-    image = original.image
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR)
-    # turned after squashing: the same pixels as turning first, on a smaller image
-    return np.asarray(pixels.upright(image, original.orientation), dtype=np.uint8)
+    return pixels.model_input(pixels.decode_original(path, pixels.square_box(size)), size)
+
+
+def _frame_file(frame: PendingFrame) -> Path:
+    from pipeline.ingest import frame_file  # here: pipeline.ingest imports pandas (slow start)
+
+    return frame_file(frame.root, frame.path)
 
 
 def decode_frame(frame: PendingFrame, size: int
                  ) -> tuple[PendingFrame, np.ndarray | None, str | None]:
     """Per-frame work: (frame, RGB uint8 [size, size, 3], None), or (frame, None, why not)."""
-    from pipeline.ingest import frame_file  # here: pipeline.ingest imports pandas (slow start)
-
-    path = frame_file(frame.root, frame.path)
+    path = _frame_file(frame)
     try:
         return frame, load_frame(path, size), None
     except FileNotFoundError:
@@ -134,31 +163,26 @@ def plan_batches(pending: Sequence[PendingFrame], batch_size: int) -> list[list[
     return [list(pending[i:i + batch_size]) for i in range(0, len(pending), batch_size)]
 
 
-class BatchWriter:
-    """The single writer: commits batches in a background thread, one short write connection each.
+class BatchWriter(Generic[Batch]):
+    """The single writer: `commit(batch) -> vectors added` in a background thread (each commit
+    opens its own short write connection), while the caller computes the next batch.
 
     `put()` first waits for the previous batch's commit (and re-raises its error), so at most
     one finished batch is ever uncommitted.
     """
 
-    def __init__(self, db: Path, model: str):
-        self._db = db
-        self._model = model
+    def __init__(self, commit: Callable[[Batch], int]):
+        self._commit = commit
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-writer")
         self._last: Future | None = None
         self.embedded = 0
-
-    def _commit(self, batch: EmbeddedBatch) -> int:
-        with store.connect(self._db, migrate=False) as con:
-            return embeddings_store.insert_vectors(con, self._model, batch.frame_ids,
-                                                   batch.vectors, batch.errors)
 
     def wait(self) -> None:
         if self._last is not None:
             last, self._last = self._last, None
             self.embedded += last.result()
 
-    def put(self, batch: EmbeddedBatch) -> None:
+    def put(self, batch: Batch) -> None:
         self.wait()
         self._last = self._pool.submit(self._commit, batch)
 
@@ -167,6 +191,80 @@ class BatchWriter:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
+
+
+def commit_vectors(db: Path, embedder: Embedder, batch: EmbeddedBatch) -> int:
+    """One batch's vectors (at the embedder's precision) and errors, in one short write
+    connection; returns the vectors added."""
+    with store.connect(db, migrate=False) as con:
+        return embeddings_store.insert_vectors(con, embedder.key, batch.frame_ids,
+                                               batch.vectors, batch.errors, embedder.precision)
+
+
+def build_embedder(settings: Settings, sample: Callable[[], np.ndarray | None] | None = None,
+                   precision: str | None = None) -> tuple[Embedder, PrecisionChoice]:
+    """The one way the pipeline builds a model for embedding: `settings.model` with
+    `settings.weights` at `precision` (default `settings.precision`; `auto` is resolved here,
+    `sample()` giving a few decoded frames for its speed check). Returns the model and the
+    choice with its reason. `score-new` and `serve` pass the run's precision
+    (`pipeline.score_new.run_precision`); an executor's workers get the driver's resolved
+    precision, so every worker embeds alike."""
+    spec = get_model(settings.model)
+    if settings.weights is not None:
+        check = spec.available(settings.weights)
+        if not check.ok:
+            raise InputError(f"--weights for {spec.key}: {check.detail}")
+    return build_model(spec, settings.weights, precision or settings.precision, sample)
+
+
+def model_row(embedder: Embedder) -> ModelRow:
+    """The `models` row of a built model (with the precision it runs at)."""
+    return ModelRow(embedder.key, embedder.family, embedder.weights, embedder.dim,
+                    embedder.input_size, embedder.precision)
+
+
+def record_model(db: Path, embedder: Embedder) -> None:
+    """Record the model row, after checking the store's vectors of this model were made with
+    the same weights and dim. Raises `InputError` with the fix (`embed --replace`) when not:
+    vectors of other weights are incomparable. Another precision is no refusal: the vectors
+    are the same to within rounding (`pipeline.models.precision`); each records its own."""
+    row = model_row(embedder)
+    with store.connect(db, migrate=False) as con:
+        existing = embeddings_store.get_model_row(con, row.model)
+        n_existing = embeddings_store.count_vectors(con, row.model) if existing else 0
+        if existing is not None and n_existing and (
+                not same_weights(existing.weights, row.weights) or existing.dim != row.dim):
+            raise InputError(
+                f"the store's {n_existing} {row.model} vectors were made with other weights "
+                f"({existing.weights}, {existing.dim}-d); now: {row.weights}, {row.dim}-d. "
+                "Mixing them would make the vectors incomparable: use the same weights, or "
+                f"re-embed every frame with `python -m pipeline embed --db {db} --model "
+                f"{row.model} --replace`.")
+        embeddings_store.record_model(con, row)
+
+
+def mixed_precisions(db: Path, model: str) -> dict[str, int] | None:
+    """The model's vectors per precision when the store holds more than one, else None."""
+    with store.connect(db, migrate=False) as con:
+        counts = embeddings_store.precision_counts(con, model)
+    return counts if len(counts) > 1 else None
+
+
+def sample_frames(paths: Sequence[Path], size: int | None,
+                  n: int = CHECK_FRAMES) -> np.ndarray | None:
+    """Up to `n` of the first 2n files decoded at the model's input size (`auto`'s check);
+    files that do not decode are passed over."""
+    if size is None:
+        return None
+    decoded = []
+    for path in paths[:2 * n]:
+        try:
+            decoded.append(load_frame(path, size))
+        except (pixels.FrameDecodeError, OSError) as exc:
+            log.info("precision check: %s passed over (%s)", path, exc)
+        if len(decoded) == n:
+            break
+    return np.stack(decoded) if decoded else None
 
 
 _HASH = re.compile(r"blake2b ([0-9a-f]+)")
@@ -188,22 +286,18 @@ def _progress_bar(total: int, model: str, enabled: bool):
                 smoothing=0.05, dynamic_ncols=True)
 
 
-def build_embedder(spec: ModelSpec, settings: Settings) -> Embedder:
-    """The one place a model is built for use (`embed`, `score-new`, `watch`, `serve`): with
-    the settings' weights file when one is given. Raises `ModelUnavailableError` with the fix."""
-    return spec.build(settings.weights)
-
-
 def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None = None,
                  progress: bool = True, replace: bool = False,
+                 built: tuple[Embedder, PrecisionChoice] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> EmbedSummary:
     """Embed every frame (of `frame_ids` when given) that lacks a vector for `settings.model`.
 
-    Uses settings.model, .weights, .batch_size and .workers. `replace=True` deletes all of the
-    model's vectors once the model is built (e.g. after changing its weights file), then
-    embeds again. Raises `ModelUnavailableError`
-    when the model cannot be built here (never switches to another model) and `InputError`
-    when the store already holds vectors of this model made with different weights.
+    Uses settings.model, .weights, .precision, .batch_size and .workers (`built`: a model
+    `build_embedder` already built for these settings, used instead of building it again).
+    `replace=True` deletes all of the model's vectors once the model is built (e.g. after
+    changing its weights file), then embeds again. Raises `ModelUnavailableError` when the
+    model cannot be built here (never switches to another model) and `InputError` when the
+    store already holds vectors of this model made with different weights.
     """
     started = time.monotonic()
     db = Path(db)
@@ -226,28 +320,23 @@ def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None =
         return summary
 
     _check_roots(db, pending)
-    embedder = build_embedder(spec, settings)  # before any delete: a failed build changes nothing
-    row = ModelRow(spec.key, spec.family, embedder.weights, embedder.dim, embedder.input_size)
+    # before any delete: a failed build changes nothing
+    embedder, summary.choice = built or build_embedder(settings, sample=partial(
+        sample_frames, [_frame_file(frame) for frame in pending[:2 * CHECK_FRAMES]],
+        spec.input_size))
     if replacing:
         with store.connect(db, migrate=False) as con:
             summary.replaced = embeddings_store.delete_model(con, spec.key)
             pending = embeddings_store.pending_frames(con, spec.key, frame_ids)
         summary.already_done = n_scope - len(pending)
         _check_roots(db, pending)
-    elif existing is not None and n_existing and (
-            not same_weights(existing.weights, row.weights) or existing.dim != row.dim):
-        raise InputError(
-            f"the store's {n_existing} {spec.key} vectors were made with other weights "
-            f"({existing.weights}, {existing.dim}-d); now: {row.weights}, {row.dim}-d. Mixing "
-            f"them would make the vectors incomparable: use the same weights, or re-embed "
-            f"every frame with `python -m pipeline embed --db {db} --model {spec.key} --replace`.")
-    with store.connect(db, migrate=False) as con:
-        embeddings_store.record_model(con, row)
-    log.info("embedding %d frames with %s (%d-d, %s)", len(pending), spec.key, row.dim,
-             row.weights)
+    record_model(db, embedder)
+    log.info("embedding %d frames with %s (%d-d, %s, %s)", len(pending), spec.key, embedder.dim,
+             embedder.weights, summary.choice.describe())
 
     summary.embedded, summary.failed = embed_pending(db, embedder, pending, settings, progress,
                                                      should_stop=should_stop)
+    summary.precisions = mixed_precisions(db, spec.key) if summary.embedded else None
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -276,7 +365,7 @@ def embed_pending(db: Path, embedder: Embedder, pending: list[PendingFrame], set
     computed = executor.map_batches(batches, partial(decode_frame, size=embedder.input_size),
                                     partial(embed_batch, embedder))
     n_failed = 0
-    writer = BatchWriter(db, embedder.key)
+    writer = BatchWriter(partial(commit_vectors, db, embedder))
     bar = _progress_bar(len(pending), embedder.key, progress)
     try:
         with closing(computed):

@@ -15,10 +15,14 @@ An executor runs two functions over planned batches and yields one result per ba
 The functions are the same whatever runs them (threads here, a cluster elsewhere), so a frame
 gives the same vector with every executor.
 
-`LocalExecutor` is the first implementation: `prepare` in a pool of threads, a few batches
-ahead (Pillow's decoder and the model release the GIL), `finish` in the calling thread, so
-decoding overlaps inference and the model never waits for the disk. It yields batches in
-order, one at a time; while one batch is finished, the next `ahead + 1` are being prepared.
+`LocalExecutor` is the first implementation: `prepare` in a pool of threads (or, with
+`processes=True`, of worker processes started by a forkserver), a few batches ahead (Pillow's
+decoder and the model release the GIL), `finish` in the calling thread, so decoding overlaps
+inference and the model never waits for the disk. It yields batches in order, one at a time;
+while one batch is finished, the next `ahead + 1` are being prepared, so memory holds a bounded
+number of prepared items however many there are. `embed` prepares in threads (decoding is all
+its workers do); `run`'s one pass prepares in processes, as `ingest` does (hashing, EXIF and
+the thumbnail's JPEG encoding hold the GIL), and its `prepare` must then be picklable.
 
 To add an executor (e.g. Ray Data): write a class with the same `map_batches` signature that
 yields one result per batch (in any order; each result says which frames it holds). `prepare`
@@ -29,8 +33,10 @@ rather than once per batch), and the driver keeps the one writer.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from multiprocessing.pool import AsyncResult
 from typing import Callable, Iterator, Protocol, Sequence, TypeVar
 
 Item = TypeVar("Item")
@@ -51,21 +57,32 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """`prepare` in `workers` threads, batches in advance; `finish` in the caller's thread.
+    """`prepare` in `workers` threads (processes with `processes=True`), batches in advance;
+    `finish` in the caller's thread.
 
     Results come in batch order. Stopping the iteration (an error in the driver, Ctrl-C)
-    cancels the batches not yet started and waits for the running ones.
+    cancels the batches not yet started (threads: waits for the running ones; processes: ends
+    them, their work is pure). Worker processes come from a forkserver (never a fork of a
+    process holding TensorFlow or DuckDB threads), preloading `preload` modules and running
+    `initializer(*initargs)` once each (e.g. `imagestats.configure_worker`); they exit by
+    themselves when the driver is killed.
     """
 
-    def __init__(self, workers: int, ahead: int = PREFETCH_BATCHES):
+    def __init__(self, workers: int, ahead: int = PREFETCH_BATCHES, processes: bool = False,
+                 preload: Sequence[str] = (), initializer: Callable | None = None,
+                 initargs: tuple = ()):
         self.workers = max(1, int(workers))
         self.ahead = max(0, int(ahead))
+        self.processes = processes
+        self.preload = list(preload)
+        self.initializer, self.initargs = initializer, tuple(initargs)
 
     def map_batches(self, batches: Sequence[Sequence[Item]], prepare: Callable[[Item], Prepared],
                     finish: Callable[[list[Prepared]], Result]) -> Iterator[Result]:
-        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="prepare")
+        pool = (_ProcessPool(self.workers, self.preload, self.initializer, self.initargs)
+                if self.processes else _ThreadPool(self.workers))
         remaining = iter(batches)
-        in_flight: deque[list[Future]] = deque()
+        in_flight: deque[list] = deque()
 
         def submit_next() -> None:
             batch = next(remaining, None)
@@ -76,8 +93,46 @@ class LocalExecutor:
             for _ in range(self.ahead + 1):
                 submit_next()
             while in_flight:
-                prepared = [future.result() for future in in_flight.popleft()]
+                prepared = [pool.result(handle) for handle in in_flight.popleft()]
                 submit_next()
                 yield finish(prepared)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.stop()
+
+
+class _ThreadPool:
+    def __init__(self, workers: int):
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
+
+    def submit(self, func: Callable, item) -> Future:
+        return self._pool.submit(func, item)
+
+    def result(self, handle: Future):
+        return handle.result()
+
+    def stop(self) -> None:
+        """Cancel what has not started; wait for what has."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _ProcessPool:
+    """A `multiprocessing` pool from a forkserver. Not `concurrent.futures`' process pool: its
+    workers hold both ends of their task pipe, so they outlive a driver killed with SIGKILL,
+    where a `multiprocessing.Pool` worker sees the pipe close and exits."""
+
+    def __init__(self, workers: int, preload: Sequence[str], initializer: Callable | None = None,
+                 initargs: tuple = ()):
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(preload))
+        self._pool = context.Pool(workers, initializer=initializer, initargs=initargs)
+
+    def submit(self, func: Callable, item) -> AsyncResult:
+        return self._pool.apply_async(func, (item,))
+
+    def result(self, handle: AsyncResult):
+        return handle.get()
+
+    def stop(self) -> None:
+        """Every result the driver wanted is in (or no longer wanted): end the workers."""
+        self._pool.terminate()
+        self._pool.join()

@@ -1,11 +1,17 @@
-"""One frame file's ingest facts: ~256 px thumbnail, content hash, time and cheap statistics.
+"""One frame file's ingest facts: ~256 px thumbnail, content hash, time and cheap statistics,
+and, for `run`, the model's input from the same read.
 
-`read_frame()` is what ingest's worker processes run: it reads the file once (bytes -> hash and
-decode) after the cheap checks, and decodes it through `pipeline.pixels` (the one decoding
-path: JPEG draft mode just big enough for the thumbnail, EXIF orientation, CMYK, 16-bit,
-palette and alpha images to RGB), then computes the statistics on the thumbnail, so every frame
-is measured at the same scale. It never raises for a bad file: the result carries a clear
-message instead.
+`read_frame(task)` is the per-frame work of ingest's worker processes, of `run`'s one pass and of
+any executor that runs them elsewhere (a pure function: a picklable `FrameTask` in, a picklable
+`FrameResult` out, no store). It reads the file once (bytes -> hash and decode) after the cheap
+checks, and decodes it through `pipeline.pixels` (the one decoding path: JPEG draft mode just
+big enough for the thumbnail, EXIF orientation, CMYK, 16-bit, palette and alpha images to RGB),
+then computes the statistics on the thumbnail, so every frame is measured at the same scale.
+With `task.model_size` it also builds the model's input (`pixels.model_input`) from the same
+bytes: from the same decode when the model's draft scale is the thumbnail's (1080p frames and
+larger), else from a second decode at the model's own scale, so thumbnail, statistics and vector
+are exactly those of `ingest` then `embed`. It never raises for a bad file: the result carries a
+clear message instead.
 
 Statistics (all on the RGB thumbnail, 0..255 scale):
 - `mean_luma`: mean Rec.601 luma; `contrast`: its standard deviation;
@@ -20,6 +26,7 @@ import hashlib
 import io
 import signal
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,6 +42,19 @@ class Stats:
     contrast: float
     sharpness: float
     colorfulness: float
+
+
+class FrameTask(NamedTuple):
+    """One file to read: what the driver sends a worker (a tuple, so it pickles small)."""
+
+    os_path: str          # what open() needs
+    name: str             # path relative to the root, as stored
+    file_bytes: int       # size the listing gave
+    mtime_ns: int
+    thumb_size: int       # long side of the thumbnail
+    max_pixels: int       # decompression-bomb limit
+    max_bytes: int        # larger files are refused unread
+    model_size: int | None = None   # also the model's square input of this size (run)
 
 
 @dataclass
@@ -54,43 +74,51 @@ class FrameResult:
     thumb_width: int | None = None
     thumb_height: int | None = None
     time: FrameTime | None = None
+    model_input: np.ndarray | None = None   # uint8 [s, s, 3] when the task asked for it
 
 
 def configure_worker(max_image_pixels: int) -> None:
-    """A decode worker process (ingest's pool): `pixels.configure`, and Ctrl-C left to the
-    parent. A terminal sends Ctrl-C to the whole process group; the parent stops the pool itself
-    (`watch` after the batch being written), so a worker must not die mid-task with a
-    traceback."""
+    """A decode worker process (ingest's pool, `run`'s one pass): `pixels.configure`, and
+    Ctrl-C left to the parent. A terminal sends Ctrl-C to the whole process group; the parent
+    stops the pool itself (`watch` after the batch being written), so a worker must not die
+    mid-task with a traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pixels.configure(max_image_pixels)
 
 
-def read_frame(task: tuple[str, str, int, int, int, int, int]) -> FrameResult:
-    """Decode one file: task = (os path, stored name, file bytes, mtime ns, thumb px, max px,
-    max file bytes)."""
-    os_path, name, file_bytes, mtime_ns, thumb_size, max_pixels, max_bytes = task
-    result = FrameResult(name=name, file_bytes=file_bytes, mtime_ns=mtime_ns)
+def read_frame(task: FrameTask | tuple) -> FrameResult:
+    """Read and decode one file (see the module docstring); never raises for a bad file."""
+    task = FrameTask(*task)
+    result = FrameResult(name=task.name, file_bytes=task.file_bytes, mtime_ns=task.mtime_ns)
     try:
-        data = pixels.read_image_file(os_path, file_bytes, max_bytes)
+        data = pixels.read_image_file(task.os_path, task.file_bytes, task.max_bytes)
     except pixels.FrameDecodeError as exc:
         result.error, result.error_kind = str(exc), exc.kind
         return result
     except OSError as exc:
         result.error = describe_os_error(exc)
         return result
-    return read_frame_bytes(data, result, thumb_size, max_pixels)
+    return read_frame_bytes(data, result, task.thumb_size, task.max_pixels, task.model_size)
 
 
 def read_frame_bytes(data: bytes, result: FrameResult, thumb_size: int,
-                     max_pixels: int | None = None) -> FrameResult:
-    """Fill `result` from a frame file's bytes: decode, thumbnail, statistics, timestamp (or
-    set its `error`). `read_frame` reads the file first; `serve` has the bytes of an upload
-    (and no mtime: `result.mtime_ns` None, so its time comes from EXIF or the name only)."""
+                     max_pixels: int | None = None, model_size: int | None = None
+                     ) -> FrameResult:
+    """Fill `result` from a frame file's bytes: decode, thumbnail, statistics, timestamp and,
+    with `model_size`, the model's square input (or set its `error`). `read_frame` reads the
+    file first; `serve` has the bytes of an upload (and no mtime: `result.mtime_ns` None, so
+    its time comes from EXIF or the name only)."""
+    boxes = [lambda w, h: pixels.draft_box(w, h, thumb_size)]
+    if model_size is not None:
+        boxes.append(pixels.square_box(model_size))
     try:
-        image, exif = pixels.decode_within(data, thumb_size, max_pixels)
+        originals = pixels.decode_originals(data, boxes, max_pixels)
     except pixels.FrameDecodeError as exc:
         result.error, result.error_kind = str(exc), exc.kind
         return result
+    if model_size is not None:  # first: the thumbnail below shrinks a shared image
+        result.model_input = pixels.model_input(originals[1], model_size)
+    image, exif = pixels.shrink_within(originals[0], thumb_size)
     result.content_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
     result.width, result.height = image.info["upright_size"]
     result.time = frame_time(exif, result.name, result.mtime_ns)

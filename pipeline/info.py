@@ -126,10 +126,21 @@ def _errors(errors: dict[str, Any]) -> list[str]:
 
 
 def _models(models: list[tuple]) -> list[str]:
+    """One line per store: each model, its dim, its vectors and the precision that made them
+    (a model whose vectors were made at two precisions says so: see `pipeline.models.precision`)."""
     if not models:
         return ["models: none (run `python -m pipeline embed --db FILE`)"]
     return ["models: " + ", ".join(
-        f"{model} ({dim or '?'}-d, {n} vectors)" for model, _family, dim, n in models)]
+        f"{model} ({dim or '?'}-d, {n} vectors{_precisions(split)})"
+        for model, _family, dim, n, split in models)]
+
+
+def _precisions(split: dict[str, int]) -> str:
+    if not split:
+        return ""
+    if len(split) == 1:
+        return f", {next(iter(split))}"
+    return ", mixed precision: " + " + ".join(f"{n} {p}" for p, n in split.items())
 
 
 def _interrupted(running: list[tuple]) -> set[int]:

@@ -169,6 +169,62 @@ def ingest_folder(folder: Path, db: Path, settings: Settings, progress: bool = T
     file still being written is tried again on the next pass instead of becoming an error or a
     half frame); `should_stop()` true stops after the batch being written (`watch` on SIGTERM).
     """
+    job = start_ingest(folder, db, settings, stage)
+    results = _decode_all([job.task(entry) for entry in job.todo], settings, progress, stage)
+    try:
+        batch: list[tuple[FileEntry, imagestats.FrameResult]] = []
+        last_flush = time.monotonic()
+        for entry, result in zip(job.todo, results):
+            if hold is not None and hold(entry, result):
+                job.summary.n_held += 1
+                continue
+            batch.append((entry, result))
+            if len(batch) >= settings.ingest_batch_size or (
+                    time.monotonic() - last_flush >= FLUSH_SECONDS):
+                job.writer.write(batch)
+                batch = []
+                last_flush = time.monotonic()
+                if should_stop is not None and should_stop():
+                    break
+        if batch:
+            job.writer.write(batch)
+    finally:
+        results.close()  # the workers stop and the progress bar ends its line before any error
+    return job.finish()
+
+
+@dataclass
+class IngestJob:
+    """An ingest that is planned, and whose problems and moves are written: `todo` are the
+    files to read, `writer` commits their results (`writer.write(batch)`, one short
+    transaction per batch), `finish()` closes it and returns the summary. `ingest_folder`
+    runs one; `run`'s one pass (`pipeline.onepass`) runs one with the model beside it."""
+
+    db: Path
+    settings: Settings
+    todo: list[FileEntry]
+    writer: "_BatchWriter"
+    summary: IngestSummary
+    started: float
+
+    def task(self, entry: FileEntry, model_size: int | None = None) -> imagestats.FrameTask:
+        """What a worker needs to read one file (`imagestats.read_frame`)."""
+        return imagestats.FrameTask(entry.os_path, entry.name, entry.size, entry.mtime_ns,
+                                    self.settings.thumbnail_size,
+                                    self.settings.max_image_pixels,
+                                    self.settings.max_file_bytes, model_size)
+
+    def finish(self) -> IngestSummary:
+        if self.summary.n_ambiguous:
+            # the fall-back hour is resolved by frame order across the whole store
+            daylight.recompute(self.db, self.settings)
+        self.summary.seconds = time.monotonic() - self.started
+        return self.summary
+
+
+def start_ingest(folder: Path, db: Path, settings: Settings, stage: str = "ingest") -> IngestJob:
+    """Check, walk and plan an ingest of `folder`; write what the walk found unreadable and the
+    frames that moved. Nothing is decoded yet."""
     started = time.monotonic()
     folder = Path(folder)
     check_folder(folder)
@@ -189,31 +245,7 @@ def ingest_folder(folder: Path, db: Path, settings: Settings, progress: bool = T
     writer = _BatchWriter(db, root, stage, where, settings, plan.existing, summary)
     if problems or plan.moves:
         writer.write_problems_and_moves(problems, plan.moves)
-    results = _decode_all(plan.todo, settings, progress, stage)
-    try:
-        batch: list[tuple[FileEntry, imagestats.FrameResult]] = []
-        last_flush = time.monotonic()
-        for entry, result in zip(plan.todo, results):
-            if hold is not None and hold(entry, result):
-                summary.n_held += 1
-                continue
-            batch.append((entry, result))
-            if len(batch) >= settings.ingest_batch_size or (
-                    time.monotonic() - last_flush >= FLUSH_SECONDS):
-                writer.write(batch)
-                batch = []
-                last_flush = time.monotonic()
-                if should_stop is not None and should_stop():
-                    break
-        if batch:
-            writer.write(batch)
-    finally:
-        results.close()  # the workers stop and the progress bar ends its line before any error
-    if summary.n_ambiguous:
-        # the fall-back hour is resolved by frame order across the whole store
-        daylight.recompute(db, settings)
-    summary.seconds = time.monotonic() - started
-    return summary
+    return IngestJob(Path(db), settings, plan.todo, writer, summary, started)
 
 
 def walk(root: str) -> tuple[list[FileEntry], list[tuple[str, str, str]]]:
@@ -408,13 +440,11 @@ def _same(previous: tuple, size: int, mtime_us: int) -> bool:
     return not pd.isna(b) and not pd.isna(m) and int(b) == size and int(m) == mtime_us
 
 
-def _decode_all(todo: list[FileEntry], settings: Settings, progress: bool, stage: str
-                ) -> Iterator[imagestats.FrameResult]:
-    """Decode results in `todo` order: a process pool for real jobs, inline for tiny ones."""
+def _decode_all(tasks: list[imagestats.FrameTask], settings: Settings, progress: bool,
+                stage: str) -> Iterator[imagestats.FrameResult]:
+    """Decode results in `tasks` order: a process pool for real jobs, inline for tiny ones."""
     from tqdm import tqdm
 
-    tasks = [(f.os_path, f.name, f.size, f.mtime_ns, settings.thumbnail_size,
-              settings.max_image_pixels, settings.max_file_bytes) for f in todo]
     bar = tqdm(total=len(tasks), unit="frame", desc=stage, file=sys.stderr,
                disable=not progress or not tasks, mininterval=0.5, dynamic_ncols=True)
     workers = max(1, min(int(settings.workers), len(tasks)))
@@ -463,7 +493,8 @@ class _BatchWriter:
         self.summary.failed += len(problems)
         self.summary.n_new_errors += len(problems)
 
-    def write(self, batch: list[tuple[FileEntry, imagestats.FrameResult]]) -> None:
+    def write(self, batch: list[tuple[FileEntry, imagestats.FrameResult]]) -> list[int | None]:
+        """Commit one batch of results; returns each one's frame_id (None for a failed file)."""
         good = [(e, r) for e, r in batch if r.error is None]
         bad = [(e, r) for e, r in batch if r.error is not None]
         warned = [(e, r) for e, r in good if r.time.warning]
@@ -497,6 +528,8 @@ class _BatchWriter:
         self.summary.n_warnings += len(warned)
         self.summary.n_untimed += sum(r.time.source == "none" for _, r in good)
         self.summary.frame_ids.extend(i for i, kind in zip(ids, kinds) if kind != "reread")
+        id_of = {id(r): frame_id for (_, r), frame_id in zip(good, ids)}
+        return [id_of.get(id(r)) for _, r in batch]
 
     def _kind(self, entry: FileEntry, result: imagestats.FrameResult) -> str:
         """'new', 'changed' (other pixels at a known place) or 'reread' (same bytes, new mtime)."""

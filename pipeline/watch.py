@@ -3,8 +3,9 @@
 Every `--interval` seconds a pass first looks at FOLDER and the store without writing (a listing
 and a short read-only connection, no lock). When there are new or changed files, or frames the
 run has not scored yet, it takes the run lock (`store.writer_lock`) and does what `score-new`
-does, with the run it keeps loaded (`score_new.score_folder`): ingest, embed, score and add the
-rows to the run, each batch in its own short write transaction. Then it lets go of the lock and
+does, with the run it keeps loaded (`score_new.score_folder`): ingest, embed (with the run's
+model at the precision of the run's vectors, built once and kept), score and add the rows to
+the run, each batch in its own short write transaction. Then it lets go of the lock and
 of the file until the next pass.
 
 Sharing the store: DuckDB allows one writing process or several reading ones. Between passes
@@ -133,6 +134,7 @@ class Watcher:
         self.should_stop = should_stop
         self.settling = Settling(settings.watch_settle_seconds)
         self.fitted = None
+        self.model = None  # (embedder, precision choice) of the run, kept between passes
         self.n_since_fit = 0
 
     def one_pass(self) -> PassResult:
@@ -171,7 +173,7 @@ class Watcher:
 
             done = score_folder(self.folder, self.db, self.settings, self.fitted, stage=STAGE,
                                 hold=self.settling.hold, should_stop=self.should_stop,
-                                chunk=self.settings.ingest_batch_size)
+                                chunk=self.settings.ingest_batch_size, built=self._built())
             ingest, n_embed_failed = done.ingest, done.n_embed_failed
             result.n_scored = len(done.frames)
             result.n_flagged = int(done.frames["is_outlier"].sum()) if len(done.frames) else 0
@@ -200,6 +202,19 @@ class Watcher:
                                 frame_ids=in_folder, progress=False,
                                 should_stop=self.should_stop)
         return ingest, embedded.failed
+
+    def _built(self):
+        """The run's model at the precision of the run's vectors (`score_new.run_embedder`),
+        built once and kept between passes while the run's model and precision stay."""
+        from pipeline.score_new import run_embedder, run_precision
+
+        precision = run_precision(self.db, self.fitted, self.settings.precision).precision
+        if self.model is None or (self.model[0].key, self.model[0].precision) != (
+                self.fitted.model, precision):
+            self.model = run_embedder(self.db, self.fitted, self.settings)
+            log.info("watch: embedding with %s at %s", self.fitted.model,
+                     self.model[1].describe())
+        return self.model
 
     def _model(self, con) -> str:
         """The model to embed with before any run: the settings', else the store's only one."""

@@ -23,13 +23,15 @@ EMBED_STAGE = "embed"
 
 @dataclass(frozen=True)
 class ModelRow:
-    """One row of `models`: which model made a set of vectors, and with which weights."""
+    """One row of `models`: which model made a set of vectors, with which weights, and the
+    precision of its latest embedding (each vector records its own: `precision_counts`)."""
 
     model: str
     family: str
     weights: str
     dim: int
     input_size: int | None
+    precision: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -41,16 +43,12 @@ class PendingFrame:
     path: str
 
 
-
-
-
-
 # --- models -------------------------------------------------------------------------------------
 
 def get_model_row(con: duckdb.DuckDBPyConnection, model: str) -> ModelRow | None:
     """The `models` row of a model key, or None when it has never been used in this store."""
-    row = fetch_one(
-        con, "SELECT model, family, weights, dim, input_size FROM models WHERE model = ?", [model])
+    row = fetch_one(con, "SELECT model, family, weights, dim, input_size, precision FROM models "
+                         "WHERE model = ?", [model])
     return None if row is None else ModelRow(*row)
 
 
@@ -58,25 +56,46 @@ def list_model_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[ModelRow, int]
     """Every model used in this store with its number of vectors, by key."""
     rows = con.execute(
         """
-        SELECT m.model, m.family, m.weights, m.dim, m.input_size, coalesce(e.n, 0)
+        SELECT m.model, m.family, m.weights, m.dim, m.input_size, m.precision, coalesce(e.n, 0)
         FROM models m
         LEFT JOIN (SELECT model, count(*) AS n FROM embeddings GROUP BY model) e USING (model)
         ORDER BY m.model
         """
     ).fetchall()
-    return [(ModelRow(*row[:5]), int(row[5])) for row in rows]
+    return [(ModelRow(*row[:6]), int(row[6])) for row in rows]
 
 
 def record_model(con: duckdb.DuckDBPyConnection, row: ModelRow) -> None:
     """Insert or update the `models` row (the caller checked that the weights are the same)."""
     sql = """
-        INSERT INTO models (model, family, weights, dim, input_size)
-        VALUES (?, ?, ?, ?, ?)
+        INSERT INTO models (model, family, weights, dim, input_size, precision)
+        VALUES (?, ?, ?, ?, ?, ?)
         ON CONFLICT (model) DO UPDATE SET
             family = excluded.family, weights = excluded.weights, dim = excluded.dim,
-            input_size = excluded.input_size
+            input_size = excluded.input_size, precision = excluded.precision
     """
-    _run(con, sql, [row.model, row.family, row.weights, row.dim, row.input_size])
+    _run(con, sql, [row.model, row.family, row.weights, row.dim, row.input_size, row.precision])
+
+
+def precision_counts(con: duckdb.DuckDBPyConnection, model: str,
+                     frame_ids: Sequence[int] | None = None) -> dict[str, int]:
+    """How many of `model`'s vectors (of frames still in the store; of `frame_ids` when given)
+    each precision made, most first."""
+    base = """
+        SELECT e.precision, count(*) AS n FROM embeddings e SEMI JOIN frames f USING (frame_id)
+        WHERE e.model = $model {only} GROUP BY e.precision ORDER BY n DESC, e.precision
+    """
+    if frame_ids is None:
+        rows = con.execute(base.format(only=""), {"model": model}).fetchall()
+    else:
+        con.register("_precision_ids", _ids_table(frame_ids))
+        try:
+            rows = con.execute(base.format(
+                only="AND e.frame_id IN (SELECT frame_id FROM _precision_ids)"),
+                {"model": model}).fetchall()
+        finally:
+            con.unregister("_precision_ids")
+    return {precision: int(n) for precision, n in rows}
 
 
 def delete_model(con: duckdb.DuckDBPyConnection, model: str) -> int:
@@ -143,8 +162,10 @@ def _vector_table(frame_ids: np.ndarray, vectors: np.ndarray) -> pa.Table:
 
 
 def insert_vectors(con: duckdb.DuckDBPyConnection, model: str, frame_ids: Sequence[int],
-                   vectors: np.ndarray, errors: Sequence[tuple[PendingFrame, str]] = ()) -> int:
-    """Write one batch in one transaction: vectors, plus `ingest_errors` rows for failed frames.
+                   vectors: np.ndarray, errors: Sequence[tuple[PendingFrame, str]] = (),
+                   precision: str = "float32") -> int:
+    """Write one batch in one transaction: vectors (made at `precision`), plus `ingest_errors`
+    rows for failed frames.
 
     A vector that already exists is left as it is (a resumed run never duplicates). A frame
     that now has a vector loses any old 'embed' error row. Returns the number of vectors added.
@@ -160,15 +181,16 @@ def insert_vectors(con: duckdb.DuckDBPyConnection, model: str, frame_ids: Sequen
             con.register("_embed_batch", batch)
             try:
                 sql = """
-                    INSERT INTO embeddings (frame_id, model, vector)
-                    SELECT frame_id, $model, vector FROM _embed_batch
+                    INSERT INTO embeddings (frame_id, model, vector, precision)
+                    SELECT frame_id, $model, vector, $precision FROM _embed_batch
                     ON CONFLICT DO NOTHING
                     RETURNING frame_id
                 """
+                params = {"model": model, "precision": precision}
                 try:
-                    added = len(con.execute(sql, {"model": model}).fetchall())
+                    added = len(con.execute(sql, params).fetchall())
                 except duckdb.Error as exc:
-                    log_failed(sql, {"model": model}, exc)
+                    log_failed(sql, params, exc)
                     raise
                 _run(con, f"""
                     DELETE FROM ingest_errors

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 import duckdb
 import pandas as pd
 
+from store import aggregates
 from store.db import fetch_one, scalar
 from store.db import execute as _run
 
@@ -153,6 +154,8 @@ def write_batch(con: duckdb.DuckDBPyConnection, batch: FrameBatch) -> int:
                           "WHERE frames.frame_id = u.frame_id")
         if len(batch.changed):
             n_reviews = _forget_old_pixels(con)
+        if len(batch.reread) or len(batch.changed):
+            aggregates.mark_stale(con)
         if len(batch.thumbs):
             register("_thumbs", batch.thumbs)
             _run(con, "INSERT OR REPLACE INTO thumbnails (frame_id, jpeg, width, height) "
@@ -218,6 +221,7 @@ def update_times(con: duckdb.DuckDBPyConnection, times: pd.DataFrame) -> None:
     try:
         sets = ", ".join(f"{c} = t.{c}" for c in TIME_COLUMNS)
         _run(con, f"UPDATE frames SET {sets} FROM _times t WHERE frames.frame_id = t.frame_id")
+        aggregates.mark_stale(con)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -271,13 +275,21 @@ def error_summary(con: duckdb.DuckDBPyConnection, n_examples: int = 3) -> dict[s
 
 
 def model_summary(con: duckdb.DuckDBPyConnection) -> list[tuple]:
-    """(model, family, dim, n_vectors) per model that has a row or vectors."""
-    return con.sql("""
-        SELECT coalesce(m.model, e.model) AS model, m.family, m.dim, coalesce(e.n, 0) AS n
+    """(model, family, dim, n_vectors, {precision: n_vectors}) per model that has a row or
+    vectors; the precisions most first."""
+    rows = con.sql("""
+        SELECT coalesce(m.model, e.model) AS model, m.family, m.dim,
+               coalesce(sum(e.n), 0) AS n,
+               list(struct_pack(precision := e.precision, n := e.n)
+                    ORDER BY e.n DESC, e.precision) FILTER (WHERE e.n IS NOT NULL) AS split
         FROM models m
-        FULL OUTER JOIN (SELECT model, count(*) AS n FROM embeddings GROUP BY model) e
+        FULL OUTER JOIN (SELECT model, precision, count(*) AS n FROM embeddings
+                         GROUP BY model, precision) e
           ON e.model = m.model
+        GROUP BY ALL
         ORDER BY model""").fetchall()
+    return [(model, family, dim, int(n), {p["precision"]: int(p["n"]) for p in split or []})
+            for model, family, dim, n, split in rows]
 
 
 def run_summary(con: duckdb.DuckDBPyConnection, limit: int = 10) -> tuple[int, list[tuple]]:

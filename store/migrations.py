@@ -4,6 +4,12 @@ Each migration is `(version, name, sql)`. `migrate()` applies the ones a file la
 its own transaction, and records it in `schema_migrations`; running it again changes nothing.
 A file whose newest migration is newer than this code knows is refused with `SchemaError`.
 Never edit a migration that has shipped: add a new one at the end.
+
+Numbers need not be contiguous, and a file lacking a number below its newest still gets it:
+"lacks" is by number, not "newer than the file's newest". Branches reserve numbers and may land
+in any order (4 before 3): a store that got 4 first gets 3 when 3 lands. So a migration must
+not depend on a lower-numbered one that may land after it (each adds its own tables or
+columns); `MIGRATIONS` stays in numeric order, so a new store applies them 1, 2, 3, 4, ...
 """
 
 from __future__ import annotations
@@ -285,9 +291,140 @@ DROP TABLE ingest_errors;
 ALTER TABLE ingest_errors_v2 RENAME TO ingest_errors;
 """ + _VIEWS
 
+# Incidents and the per-run aggregates `analyze` writes with each run (`store.aggregates`), so
+# the dashboard's pages read a few thousand rows instead of every frame.
+_AGGREGATES = """
+CREATE TABLE incidents (
+    run_id       BIGINT NOT NULL,
+    incident_id  INTEGER NOT NULL,       -- 1, 2, ... in time order within the run
+    started_at   TIMESTAMP NOT NULL,     -- camera clock: the first flagged frame
+    ended_at     TIMESTAMP NOT NULL,     -- camera clock: the last flagged frame
+    duration_s   DOUBLE NOT NULL,        -- ended_at - started_at
+    n_frames     INTEGER NOT NULL,       -- frames from the first to the last flagged one
+    n_flagged    INTEGER NOT NULL,       -- of those, flagged by the consensus
+    cause        VARCHAR NOT NULL,       -- plain cause carrying most of the evidence
+    cause_share  DOUBLE,                 -- that cause's share of the evidence, 0..1
+    peak_score   DOUBLE,                 -- highest consensus score (higher = more abnormal)
+    peak_pct     DOUBLE,                 -- its percentile, 0..1
+    frame_id     BIGINT NOT NULL,        -- representative frame: the peak's
+    PRIMARY KEY (run_id, incident_id)
+);
+
+CREATE TABLE incident_frames (
+    run_id       BIGINT NOT NULL,
+    frame_id     BIGINT NOT NULL,
+    incident_id  INTEGER NOT NULL,
+    is_flagged   BOOLEAN NOT NULL,       -- flagged by the consensus (else a frame in a gap)
+    taken_at     TIMESTAMP,              -- the frame's, when the run was written
+    daylight     VARCHAR,
+    cluster      INTEGER,
+    PRIMARY KEY (run_id, frame_id)
+);
+
+-- Frames per camera-clock period x hour of day x daylight x cluster (NULL where unknown;
+-- frames not in the run have cluster NULL). A period is a day, a week (from Monday) or a month:
+-- run_aggregates.cell_grain, the finest giving at most 400 periods over the frames.
+CREATE TABLE run_frame_cells (
+    run_id    BIGINT NOT NULL,
+    period    DATE,                       -- first day of the period
+    hour      SMALLINT,
+    daylight  VARCHAR,
+    cluster   INTEGER,
+    n_frames  BIGINT NOT NULL,
+    first_at  TIMESTAMP,
+    last_at   TIMESTAMP
+);
+
+-- Per detector, the same cells over the run's frames: scored, flagged, sums for the means.
+CREATE TABLE run_detector_cells (
+    run_id     BIGINT NOT NULL,
+    detector   VARCHAR NOT NULL,
+    period     DATE,
+    hour       SMALLINT,
+    daylight   VARCHAR,
+    cluster    INTEGER,
+    n_rows     BIGINT NOT NULL,           -- frames with a row (score or not)
+    n_flagged  BIGINT NOT NULL,
+    n_pct      BIGINT NOT NULL,           -- frames with a percentile (and a score)
+    sum_pct    DOUBLE,
+    sum_score  DOUBLE,
+    max_score  DOUBLE
+);
+
+-- A fixed pseudo-random sample of the run's frames (those with the smallest hash(frame_id)),
+-- for the scatter plots.
+CREATE TABLE run_samples (
+    run_id    BIGINT NOT NULL,
+    frame_id  BIGINT NOT NULL,
+    taken_at  TIMESTAMP,
+    daylight  VARCHAR,
+    cluster   INTEGER,
+    map_x     DOUBLE,
+    map_y     DOUBLE,
+    PRIMARY KEY (run_id, frame_id)
+);
+
+-- Every detector's scores of the frames in run_samples.
+CREATE TABLE run_sample_scores (
+    run_id      BIGINT NOT NULL,
+    detector    VARCHAR NOT NULL,
+    frame_id    BIGINT NOT NULL,
+    score       DOUBLE,
+    score_pct   DOUBLE,
+    is_outlier  BOOLEAN,
+    PRIMARY KEY (run_id, detector, frame_id)
+);
+
+-- Each detector's highest-scoring frames, in rank order.
+CREATE TABLE run_top (
+    run_id    BIGINT NOT NULL,
+    detector  VARCHAR NOT NULL,
+    rank      INTEGER NOT NULL,           -- 1 = highest score
+    frame_id  BIGINT NOT NULL,
+    score     DOUBLE,
+    score_pct DOUBLE,
+    is_outlier BOOLEAN,
+    taken_at  TIMESTAMP,
+    daylight  VARCHAR,
+    cluster   INTEGER,
+    PRIMARY KEY (run_id, detector, rank)
+);
+
+-- One row per run that has aggregates: what frames they describe, and the archive mosaic.
+CREATE TABLE run_aggregates (
+    run_id             BIGINT PRIMARY KEY,
+    store_frames       BIGINT NOT NULL,   -- frames in the store when they were written
+    store_max_frame_id BIGINT,
+    run_frames         BIGINT NOT NULL,   -- frames in the run then (score-new adds more)
+    is_stale           BOOLEAN NOT NULL DEFAULT FALSE,  -- frame times or pixels changed since
+    cell_grain         VARCHAR NOT NULL,  -- the cells' period: 'day' | 'week' | 'month'
+    first_day          DATE,              -- the store's first and last camera-clock day then
+    last_day           DATE,
+    n_sample           INTEGER NOT NULL,  -- frames in run_samples
+    n_top              INTEGER NOT NULL,  -- frames per detector in run_top
+    mosaic_png         BLOB,              -- RGBA atlas: a row of 24 hour cells per day
+    mosaic_days        DATE[],            -- the first day of each row
+    mosaic_outlined    INTEGER[],         -- cells (row * 24 + hour) mostly in incidents
+    mosaic_cell_width  INTEGER,
+    mosaic_cell_height INTEGER,
+    mosaic_info        JSON,              -- frames used, decoded for it alone, seconds
+    written_at         TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+"""
+
+# The numeric precision a model ran at (float32, bfloat16, float16): per vector, since a store
+# may hold one model's vectors made at two precisions (measured to rank frames the same), and on
+# the model row, the precision of its latest embedding. Every vector before this was float32.
+_PRECISION = """
+ALTER TABLE embeddings ADD COLUMN precision VARCHAR NOT NULL DEFAULT 'float32';
+ALTER TABLE models ADD COLUMN precision VARCHAR NOT NULL DEFAULT 'float32';
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
     (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
+    (3, "incidents and per-run aggregates", _AGGREGATES),
+    (4, "the numeric precision of every vector and model row", _PRECISION),
 ]
 
 LATEST = MIGRATIONS[-1][0]
@@ -300,12 +437,23 @@ def applied_version(con: duckdb.DuckDBPyConnection) -> int:
 
 def _applied(con: duckdb.DuckDBPyConnection) -> int:
     """Newest applied migration, 0 for an empty file."""
+    return max(_applied_numbers(con), default=0)
+
+
+def _applied_numbers(con: duckdb.DuckDBPyConnection) -> set[int]:
+    """Every migration the file records (none for an empty file)."""
     exists = scalar(
         con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
     )
     if not exists:
-        return 0
-    return scalar(con, "SELECT coalesce(max(version), 0) FROM schema_migrations")
+        return set()
+    return {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+
+
+def missing(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """The migrations this code knows that the file lacks, in the order they are applied."""
+    applied = _applied_numbers(con)
+    return [number for number, _, _ in MIGRATIONS if number not in applied]
 
 
 def _refuse_newer(version: int, path: Path) -> None:
@@ -367,9 +515,11 @@ def check(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     """For read-only opens: the schema must be known and current."""
     _session_defaults(con)
     version = check_ours(con, path)
-    if version < LATEST:
+    lacking = missing(con)
+    if lacking:
+        lacks = "" if version < LATEST else f" (it lacks {', '.join(map(str, lacking))})"
         raise SchemaError(
-            f"the store {path} has schema version {version}; this code needs {LATEST}. "
+            f"the store {path} has schema version {version}{lacks}; this code needs {LATEST}. "
             f"Upgrade it with `python -m pipeline migrate --db {path}` (any pipeline command "
             "that writes, such as run, also upgrades it)."
         )
@@ -382,9 +532,10 @@ def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     A file made by another program is refused before anything is written (`check_ours`).
     """
     _session_defaults(con)
-    version = check_ours(con, path)
+    check_ours(con, path)
+    lacking = set(missing(con))
     for number, name, sql in MIGRATIONS:
-        if number <= version:
+        if number not in lacking:
             continue
         con.execute("BEGIN TRANSACTION")
         try:
@@ -400,8 +551,7 @@ def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        version = number
-    return version
+    return _applied(con)
 
 
 def _session_defaults(con: duckdb.DuckDBPyConnection) -> None:

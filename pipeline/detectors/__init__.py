@@ -35,6 +35,7 @@ from pipeline.detectors import quality  # noqa: F401
 from pipeline.detectors.base import (
     DETECTORS,
     NEEDS,
+    PLAIN_CAUSES,
     Detector,
     Scorer,
     default_consensus,
@@ -55,6 +56,7 @@ __all__ = [
     "CONSENSUS_RULES",
     "DETECTORS",
     "NEEDS",
+    "PLAIN_CAUSES",
     "Consensus",
     "Detector",
     "FrameBatch",

@@ -5,15 +5,22 @@ everything else derives from the registry (`DETECTORS`): the default lists in
 `pipeline.settings` (`on_by_default`, `in_consensus`), what analyze says when a detector could
 not score (`unscorable`), where consensus starts counting its ranks as evidence
 (`evidence_from`), how many neighbours the shared index must attach (`n_neighbors_needed`), and
-the facts each run records for the dashboard (`Scorer.facts`: its `summary`, evidence `family`
-and `order` in lists; the dashboard never imports the pipeline, so it reads them from the run).
-A fact shared by a family is set once on the family's base class.
+the facts each run records for the dashboard (`Scorer.facts`: its `summary`, evidence `family`,
+`order` in lists and `plain_cause`; the dashboard never imports the pipeline, so it reads them
+from the run). A fact shared by a family is set once on the family's base class.
+
+`plain_cause` names what a high score means in words a camera owner uses (one of `PLAIN_CAUSES`:
+"too dark", "fog or haze", "camera moved", "something in the scene", "unusual" for the detectors
+that only say a frame is rare, ...): an incident is named after the plain cause that carries
+most of its evidence (`pipeline.incidents`). `cause_split` says how a detector's evidence on the
+fit's frames divides among plain causes when one detector sees more than one (the background
+detector's alignment part is "camera moved").
 
 Every detector follows the PyOD / scikit-learn habits: `__init__` only stores keyword
 parameters, `fit(batch)` does the work and returns self, learned state ends in `_`, and
 `decision_function(batch)` scores frames against the frozen fit; higher = more abnormal. The
-threshold, the fit's flags and the percentile ranks come from one place for every detector
-and the consensus (`Scorer._process_decision_scores`, as PyOD's base class does).
+threshold, the fit's flags and the percentile ranks come from one place for every detector and
+the consensus (`Scorer._process_decision_scores`, as PyOD's base class does).
 """
 
 from __future__ import annotations
@@ -36,6 +43,15 @@ NEEDS = {
 
 DETECTORS: dict[str, type["Detector"]] = {}
 
+# What a detector's high score means, in a camera owner's words (`plain_cause`). The order
+# breaks near-ties of an incident's evidence (`pipeline.incidents`) where one cause brings
+# another's signs with it: a black frame is also flat and unsharp ("too dark" before "fog or
+# haze" and "blur"), fog is also bright and unsharp ("fog or haze" before "too bright" and
+# "blur"); a camera or scene cause comes after them, "unusual" (a detector that knows a frame
+# is rare, not why) last.
+PLAIN_CAUSES = ("too dark", "fog or haze", "too bright", "blur", "camera moved",
+                "something in the scene", "unusual")
+
 
 class Scorer(Versioned, BaseEstimator):
     """What detectors and the consensus share: their facts, and a threshold and percentile ranks
@@ -45,7 +61,8 @@ class Scorer(Versioned, BaseEstimator):
     summary: ClassVar[str] = ""   # one line: what a high score means
     family: ClassVar[str] = ""    # evidence family: consensus averages within, sums across
     order: ClassVar[int] = 1000   # place in the dashboard's lists (then by key)
-    recorded: ClassVar[tuple[str, ...]] = ("summary", "family", "order")  # what runs record
+    plain_cause: ClassVar[str] = ""  # what a high score means, in a camera owner's words
+    recorded: ClassVar[tuple[str, ...]] = ("summary", "family", "order", "plain_cause")
 
     def __init__(self, contamination: float = 0.05):
         self.contamination = contamination
@@ -104,6 +121,12 @@ class Detector(Scorer):
         self._process_decision_scores()
         return self
 
+    def cause_split(self) -> dict[str, np.ndarray]:
+        """How this detector's evidence on each fit frame divides among plain causes: cause ->
+        share per fit frame (the shares of a frame sum to 1). By default all of it is the
+        class's `plain_cause`."""
+        return {self.plain_cause: np.ones(len(self.decision_scores_))}
+
     def why_unscorable(self) -> str:
         """What the frames lack when this detector scored none of them."""
         return self.unscorable.format(**self.get_params())
@@ -119,6 +142,9 @@ def register(cls: type[Detector]) -> type[Detector]:
     """Class decorator: add a detector class to the registry under its `key`."""
     if not cls.key or not cls.family or not cls.summary:
         raise ValueError(f"{cls.__name__} needs a key, a family and a summary to be registered")
+    if cls.plain_cause not in PLAIN_CAUSES:
+        raise ValueError(f"{cls.key}'s plain_cause {cls.plain_cause!r} is not one of "
+                         f"{', '.join(PLAIN_CAUSES)}")
     if cls.key in DETECTORS:
         raise ValueError(f"detector {cls.key!r} registered twice")
     unknown = set(cls.needs) - set(NEEDS)

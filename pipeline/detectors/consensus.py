@@ -105,19 +105,36 @@ def consensus_scores(pcts: dict[str, np.ndarray], rule: str,
     """
     if rule not in CONSENSUS_RULES:
         raise KeyError(f"unknown consensus rule {rule!r}; known: {', '.join(CONSENSUS_RULES)}")
+    keys, pct, floor = _counted(pcts, n_reference)
+    families = [DETECTORS[k].family for k in keys]
+    with np.errstate(all="ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = CONSENSUS_RULES[rule](pct, families, floor)
+    return np.asarray(out, dtype=float)
+
+
+def _counted(pcts: dict[str, np.ndarray], n_reference: int | None
+             ) -> tuple[list[str], np.ndarray, float]:
+    """The detectors' ranks as the consensus counts them: (keys, [frames x keys] ranks with
+    each class's `evidence_from` applied, the floor of 1 - rank)."""
     keys = [k for k in pcts if k != CONSENSUS]
     if not keys:
         raise ValueError("consensus needs at least one detector")
     pct = np.column_stack([pcts[k] for k in keys]).astype(float)
     start = np.array([DETECTORS[k].evidence_from for k in keys])
     pct = np.clip((pct - start) / (1 - start), 0, 1)  # NaN stays NaN
-    families = [DETECTORS[k].family for k in keys]
-    floor = 1.0 / ((n_reference or len(pct)) + 1)
-    with np.errstate(all="ignore"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out = CONSENSUS_RULES[rule](pct, families, floor)
-    return np.asarray(out, dtype=float)
+    return keys, pct, 1.0 / ((n_reference or len(pct)) + 1)
+
+
+def tail_evidence(pcts: dict[str, np.ndarray], n_reference: int | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Each detector's tail evidence per frame, -log(1 - rank), as `consensus_scores` counts it
+    (its class's `evidence_from` applied, 1 - rank floored at 1/(n_reference + 1)); NaN where a
+    detector has no rank."""
+    keys, pct, floor = _counted(pcts, n_reference)
+    evidence = _evidence(pct, floor)
+    return {k: evidence[:, i] for i, k in enumerate(keys)}
 
 
 class Consensus(Scorer):
@@ -128,6 +145,7 @@ class Consensus(Scorer):
     summary = "the detectors' evidence combined by family (see pipeline/detectors/consensus.py)"
     family = CONSENSUS
     order = 0
+    plain_cause = "unusual"  # incidents name the causes of the detectors it combines
 
     def __init__(self, keys: list[str] | None = None, rule: str = "family_tail",
                  contamination: float = 0.05):

@@ -24,6 +24,7 @@ class _TimelapseDetector(Detector):
     `hour_normalised` (same_time: other days differ more at dusk, when light changes fast)."""
 
     family = "timelapse"
+    plain_cause = "unusual"  # it knows a frame differs from its time, not why
     needs = frozenset({"embeddings", "timestamps"})
     evidence_from = 0.9
     uses_batch_frames = True  # the batch's new frames are part of the context (`_context`)

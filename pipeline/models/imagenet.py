@@ -16,8 +16,8 @@ import numpy as np
 from pipeline.errors import ModelUnavailableError
 from pipeline.models.embedder import (IMAGENET_CAFFE_MEAN_BGR, Embedder, KerasEmbedder,
                                       caffe_preprocess, identity)
-from pipeline.models.keras_setup import import_keras
-from pipeline.models.registry import Availability, ModelSpec
+from pipeline.models.keras_setup import dtype_policy
+from pipeline.models.registry import PRECISIONS, Availability, ModelSpec
 from pipeline.models.weights import file_digest, first_line, imagenet_weights_path, keras_cache_dir
 
 
@@ -30,6 +30,7 @@ class KerasApplication:
     preprocess: Callable[[np.ndarray], np.ndarray]
     options: dict = field(default_factory=dict)   # extra constructor arguments
     takes_weights_file: bool = True
+    precisions: tuple[str, ...] = PRECISIONS
 
     def available(self, spec: ModelSpec) -> Availability:
         assert spec.imagenet is not None
@@ -38,23 +39,32 @@ class KerasApplication:
             return Availability(True, f"cached: {cached}")
         return Availability(False, f"not cached ({cached}); downloads on first use when online")
 
-    def build(self, spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Embedder:
-        keras = import_keras()
+    def build(self, spec: ModelSpec, *, weights: Path | None, pretrained: bool,
+              precision: str) -> Embedder:
+        """The pooled conv base (global average pooling, in float32 at every precision), or
+        `spec.layer` of the full network (cast to float32)."""
         path, source = _weights_source(spec, weights, pretrained)
-        constructor = getattr(keras.applications, self.constructor)
-        if spec.layer is not None:
-            base = constructor(weights=None, include_top=True, **self.options)
-            if path:
-                _load_weights(base, path, spec)
-            model = keras.Model(base.input, base.get_layer(spec.layer).output,
-                                name=spec.key.replace("-", "_"))
-        else:
-            size = spec.input_size
-            model = constructor(weights=None, include_top=False, pooling="avg",
-                                input_shape=(size, size, 3), **self.options)
-            if path:
-                _load_weights(model, path, spec)
-        return KerasEmbedder(spec, model, self.preprocess, source)
+        with dtype_policy(precision) as keras:
+            constructor = getattr(keras.applications, self.constructor)
+            name = spec.key.replace("-", "_")
+            if spec.layer is not None:
+                base = constructor(weights=None, include_top=True, **self.options)
+                if path:
+                    _load_weights(base, path, spec)
+                output = base.get_layer(spec.layer).output
+                if precision != "float32":
+                    output = keras.layers.Activation("linear", dtype="float32",
+                                                     name="as_float32")(output)
+            else:
+                size = spec.input_size
+                base = constructor(weights=None, include_top=False, pooling=None,
+                                   input_shape=(size, size, 3), **self.options)
+                if path:
+                    _load_weights(base, path, spec)
+                output = keras.layers.GlobalAveragePooling2D(name="global_avg",
+                                                             dtype="float32")(base.output)
+            model = keras.Model(base.input, output, name=name)
+        return KerasEmbedder(spec, model, self.preprocess, source, precision)
 
 
 APPLICATIONS = (

@@ -19,6 +19,7 @@ class KerasFile:
 
     name = "keras"
     takes_weights_file = False
+    precisions = ("float32",)   # a saved model keeps the dtype policy it was saved with
 
     def available(self, spec: ModelSpec) -> Availability:
         if spec.path is None:
@@ -26,7 +27,8 @@ class KerasFile:
         return (Availability(True, f"model file {spec.path}") if spec.path.is_file()
                 else Availability(False, f"model file {spec.path} does not exist"))
 
-    def build(self, spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Embedder:
+    def build(self, spec: ModelSpec, *, weights: Path | None, pretrained: bool,
+              precision: str) -> Embedder:
         if spec.path is None:
             raise InputError("name the model file: --model keras:PATH/TO/model.keras")
         if not spec.path.is_file():

@@ -4,11 +4,14 @@
 use (never at module import, so the CLI and the pixels baseline stay fast), sets its thread pools
 for the machine's cores, lets a GPU grow its memory instead of taking it all, and filters the
 start-up noise TensorFlow prints to stderr whatever TF_CPP_MIN_LOG_LEVEL says. Keras-wide
-settings that must be in force before a model is built belong here.
+settings that must be in force before a model is built belong here: `dtype_policy(precision)` is
+the one place the mixed-precision policy is set (Keras reads it when a layer is made, so a model
+built inside the context runs at that precision, and the global policy is float32 again after).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -17,6 +20,10 @@ import threading
 
 _TF_LOCK = threading.Lock()
 _TF_READY = False
+_POLICY_LOCK = threading.Lock()
+#: Keras dtype policy of each precision (`pipeline.models.precision`): bfloat16 and float16 are
+#: Keras' mixed policies (variables in float32, the layers' maths in the 16-bit type).
+KERAS_POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 # TensorFlow prints these at import and first device use whatever TF_CPP_MIN_LOG_LEVEL says.
 _TF_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog|[IWE]\d{4} .*"
@@ -52,6 +59,29 @@ def import_keras():
     import keras
 
     return keras
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str):
+    """Build Keras layers at `precision` inside this block (one build at a time); yields keras.
+
+    The policy is process-wide in Keras, so it is set under a lock and put back afterwards."""
+    keras = import_keras()
+    with _POLICY_LOCK:
+        before = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(KERAS_POLICY[precision])
+        try:
+            yield keras
+        finally:
+            keras.config.set_dtype_policy(before)
+
+
+def gpus() -> list[str]:
+    """Names of the GPUs TensorFlow can use here (empty on a CPU-only machine)."""
+    import_keras()
+    import tensorflow as tf
+
+    return [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
 
 
 class _quiet_stderr:

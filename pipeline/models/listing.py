@@ -29,7 +29,9 @@ def describe_models(default: str = DEFAULT_MODEL, stored: list | None = None) ->
         if not stored:
             lines.append("this store holds no vectors yet")
         else:
-            lines.append(f"{'in this store':<18} {'dim':>5} {'vectors':>9}  weights")
+            lines.append(f"{'in this store':<18} {'dim':>5} {'vectors':>9}  {'precision':<9}  "
+                         "weights")
             for row, n_vectors in stored:
-                lines.append(f"{row.model:<18} {row.dim:>5} {n_vectors:>9}  {row.weights}")
+                lines.append(f"{row.model:<18} {row.dim:>5} {n_vectors:>9}  {row.precision:<9}  "
+                             f"{row.weights}")
     return "\n".join(lines)

@@ -40,11 +40,13 @@ class Pixels:
 
     name = "pixels"
     takes_weights_file = False
+    precisions = ("float32",)
 
     def available(self, spec: ModelSpec) -> Availability:
         return Availability(True, "needs no weights")
 
-    def build(self, spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Embedder:
+    def build(self, spec: ModelSpec, *, weights: Path | None, pretrained: bool,
+              precision: str) -> Embedder:
         return PixelsEmbedder(spec, DIM, INPUT, "none (computed from the pixels)")
 
 

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 #: The model every command uses when none is named (and the store holds no other one).
 DEFAULT_MODEL = "vgg16-hed-grid"
 KERAS_PREFIX = "keras:"
+#: Numeric precisions a model can be built at, and the `precision` setting's choices
+#: (`pipeline.models.precision` says what each means and how `auto` chooses).
+PRECISIONS = ("float32", "bfloat16", "float16")
+AUTO = "auto"
+PRECISION_CHOICES = (AUTO, *PRECISIONS)
 
 _KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -52,18 +57,20 @@ class Family(Protocol):
     - `name`: the `ModelSpec.family` string (also stored in `models.family`);
     - `takes_weights_file`: whether `--weights FILE` makes sense (the ImageNet and HED families
       load their layers from such a file; a `.keras` file and the pixels baseline do not);
+    - `precisions`: the precisions it can run at (`pipeline.models.precision`); float32 first;
     - `available(spec)`: cheap (no TensorFlow import): can it be built here now, or the fix;
-    - `build(spec, *, weights, pretrained)`: the model, ready for `embed(images)`. Keyword
-      arguments only, so a new build option is one more keyword every family accepts.
+    - `build(spec, *, weights, pretrained, precision)`: the model, ready for `embed(images)`.
+      Keyword arguments only, so a new build option is one more keyword every family accepts.
     """
 
     name: str
     takes_weights_file: bool
+    precisions: tuple[str, ...]
 
     def available(self, spec: "ModelSpec") -> "Availability": ...
 
-    def build(self, spec: "ModelSpec", *, weights: Path | None,
-              pretrained: bool) -> "Embedder": ...
+    def build(self, spec: "ModelSpec", *, weights: Path | None, pretrained: bool,
+              precision: str) -> "Embedder": ...
 
 
 @dataclass(frozen=True)
@@ -105,19 +112,29 @@ class ModelSpec:
         return (Availability(True, f"weights file {path}") if path.is_file()
                 else Availability(False, f"weights file {path} does not exist"))
 
-    def build(self, weights: str | os.PathLike | None = None,
-              pretrained: bool = True) -> "Embedder":
-        """Build the model. `pretrained=False` gives random weights (shape tests only).
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """The precisions this model can run at (its family's), float32 first."""
+        return self.builder.precisions
+
+    def build(self, weights: str | os.PathLike | None = None, pretrained: bool = True,
+              precision: str = "float32") -> "Embedder":
+        """Build the model at a concrete `precision` (`pipeline.models.precision` chooses one
+        for `auto`). `pretrained=False` gives random weights (shape tests only).
 
         Raises `ModelUnavailableError` with the fix when weights are missing and cannot be
-        downloaded; never falls back to another model.
+        downloaded; never falls back to another model. A precision the family cannot run at
+        is an `InputError`.
         """
         if weights is not None:
             check = self.available(weights)
             if not check.ok:
                 raise InputError(f"cannot use --weights with {self.key}: {check.detail}")
+        if precision not in self.precisions:
+            raise InputError(f"{self.key} runs at {' or '.join(self.precisions)} only, not "
+                             f"{precision}: use --precision {self.precisions[0]} (or auto)")
         return self.builder.build(self, weights=None if weights is None else Path(weights),
-                                  pretrained=pretrained)
+                                  pretrained=pretrained, precision=precision)
 
 
 REGISTRY: dict[str, ModelSpec] = {}

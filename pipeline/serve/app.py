@@ -58,6 +58,7 @@ class Health(BaseModel):
     status: Literal["ok"]
     run_id: int
     model: str
+    precision: str    # what uploads are embedded at: the run's vectors' precision by default
     frames: int
 
 
@@ -253,7 +254,7 @@ def create_app(scorer: Scorer, settings: Settings, token: str | None = None,
                                  "problem": exc.problem}, status_code=503,
                                 headers={"Retry-After": str(exc.retry_after or 30)})
         return {"status": "ok", "run_id": run.run_id, "model": run.fitted.model,
-                "frames": run.n_frames}
+                "precision": run.embedder.precision, "frames": run.n_frames}
 
     @app.post("/v1/score", response_model=Scored, responses=_ERRORS, openapi_extra=_SCORE_BODY)
     async def score(request: Request):

@@ -5,8 +5,8 @@ place) and swaps it for a newer complete run when `refresh()` finds one (unless 
 pinned); it never writes to the store and opens it read-only, briefly, for each look.
 
 An upload goes through the steps a file takes through `score-new`, without the store: the
-same decode, thumbnail, statistics and timestamp (`imagestats.read_frame_bytes`), the same
-model input (`embed.load_frame`), the same times and daylight (`daylight.compute_times` with the
+same decode, thumbnail, statistics, timestamp and model input, from one decode as in `run`
+(`imagestats.read_frame_bytes`), the same times and daylight (`daylight.compute_times` with the
 stored place), then `score_new.score_batch` against the same fitted run, with the upload's
 thumbnail read as a stored one would be (`pixels.UploadReader`). So a file gets the scores
 `score-new` gives it. While scored, uploads carry ids from `UPLOAD_ID_BASE` up, which no stored
@@ -33,11 +33,10 @@ from pipeline.errors import AnalysisError, PipelineError
 from pipeline.fitted import FittedRun
 from pipeline.imagestats import FrameResult, read_frame_bytes
 from pipeline.ingest import time_rows
-from pipeline.models import get_model
 from pipeline.models.embedder import Embedder
 from pipeline.pixels import (FrameDecodeError, GridCache, ThumbnailReader, UploadReader,
                              check_header, configure)
-from pipeline.score_new import load_fitted_run, score_batch
+from pipeline.score_new import load_fitted_run, run_precision, score_batch
 from pipeline.serve.uploads import FRAME_PROBLEMS, FilePart, UploadError
 from pipeline.settings import Settings
 from pipeline.timestamps import given_time
@@ -103,7 +102,9 @@ def decode_upload(part: FilePart, taken_at: str | None, settings: Settings,
     except FrameDecodeError as exc:
         frame.error, frame.error_kind = str(exc), exc.kind
     else:
-        read_frame_bytes(part.data, frame, settings.thumbnail_size, settings.max_image_pixels)
+        # one decode for the thumbnail, statistics, time and the model's input, as `run` does
+        read_frame_bytes(part.data, frame, settings.thumbnail_size, settings.max_image_pixels,
+                         model_size=input_size)
     if frame.error is not None:
         kind = frame.error_kind or "corrupt"
         raise UploadError(FRAME_PROBLEMS.get(kind, 422), kind, f"{part.filename}: {frame.error}",
@@ -114,11 +115,7 @@ def decode_upload(part: FilePart, taken_at: str | None, settings: Settings,
         except ValueError as exc:
             raise UploadError(422, "bad_taken_at", f"{part.filename}: taken_at {exc}",
                               part.filename) from None
-    try:
-        pixels = load_frame(part.data, input_size)
-    except (FrameDecodeError, OSError) as exc:  # decoded once, but not at model size
-        raise UploadError(422, "corrupt", f"{part.filename}: corrupt image: {exc}",
-                          part.filename) from None
+    pixels, frame.model_input = frame.model_input, None
     return Upload(part.filename, part.data, frame, pixels, time.monotonic() - started)
 
 
@@ -179,10 +176,16 @@ class Scorer:
     def _load(self, run_id: int, place: daylight.Place) -> LoadedRun:
         fitted, warnings = load_fitted_run(self.db, run_id, read_only=True)
         current = self.loaded
-        if current is not None and current.embedder.key == fitted.model:
+        # the run's model at the precision of the run's vectors (or the `precision` setting
+        # when it is not auto), so an upload is embedded in the space the run was fitted in
+        choice = run_precision(self.db, fitted, self.settings.precision)
+        if current is not None and (current.embedder.key, current.embedder.precision) == (
+                fitted.model, choice.precision):
             embedder = current.embedder
         else:
-            embedder = build_embedder(get_model(fitted.model), self.settings)
+            embedder, _ = build_embedder(self.settings.replace(model=fitted.model),
+                                         precision=choice.precision)
+            log.info("serve: %s at %s", fitted.model, choice.describe())
         with store.connect(self.db, read_only=True) as con:
             row = se.get_model_row(con, fitted.model)
         if row is not None and not same_weights(row.weights, embedder.weights):

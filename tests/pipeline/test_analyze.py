@@ -91,7 +91,8 @@ def synthetic_store(db: Path, n_days: int = 4, per_day: int = 72, dim: int = 32,
         cols = ", ".join(frames.columns)
         con.execute(f"INSERT INTO frames ({cols}) SELECT {cols} FROM _f")
         con.register("_e", emb)
-        con.execute("INSERT INTO embeddings SELECT frame_id, model, vector FROM _e")
+        con.execute("INSERT INTO embeddings (frame_id, model, vector) "
+                    "SELECT frame_id, model, vector FROM _e")
         con.execute("INSERT INTO models (model, family, weights, dim) VALUES (?, 'fake', 'none', ?)",
                     [model, dim])
         con.register("_t", _thumbnails(ids, hours, set(anomalies.tolist()), rng))

@@ -52,7 +52,8 @@ def test_info_lists_models_runs_weather_and_reviews(small_folder, db_path):
     with duckdb.connect(str(db_path)) as con:
         con.execute("INSERT INTO models (model, family, weights, dim) "
                     "VALUES ('pixels', 'baseline', 'none', 2)")
-        con.execute("INSERT INTO embeddings SELECT frame_id, 'pixels', [0.1, 0.2] FROM frames")
+        con.execute("INSERT INTO embeddings (frame_id, model, vector) "
+                    "SELECT frame_id, 'pixels', [0.1, 0.2] FROM frames")
         con.execute("INSERT INTO analysis_runs (run_id, model, params, status, n_frames) VALUES "
                     "(1, 'pixels', '{}', 'complete', 12), (2, 'pixels', '{}', 'failed', NULL)")
         con.execute("INSERT INTO weather (station, observed_at, temperature_c, source) VALUES "
@@ -61,7 +62,7 @@ def test_info_lists_models_runs_weather_and_reviews(small_folder, db_path):
         con.execute("INSERT INTO reviews (frame_id, verdict) VALUES (1, 'junk'), (2, 'keep'), "
                     "(3, 'keep')")
     text = _invoke("info", "--db", str(db_path)).stdout
-    assert "models: pixels (2-d, 12 vectors)" in text
+    assert "models: pixels (2-d, 12 vectors, float32)" in text  # made before precision: float32
     assert "analysis runs: 2" in text
     assert "run 2: pixels, failed, ? frames" in text
     assert "run 1: pixels, complete, 12 frames" in text

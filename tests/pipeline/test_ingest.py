@@ -234,7 +234,8 @@ def test_incremental_runs_add_change_and_skip(small_folder, db_path):
     ids = _query(db_path, "SELECT path, frame_id FROM frames")
     ids = dict(zip(ids["path"], ids["frame_id"]))
     with duckdb.connect(str(db_path)) as con:  # another helper's embeddings for every frame
-        con.execute("INSERT INTO embeddings SELECT frame_id, 'pixels', [1.0, 2.0] FROM frames")
+        con.execute("INSERT INTO embeddings (frame_id, model, vector) "
+                    "SELECT frame_id, 'pixels', [1.0, 2.0] FROM frames")
 
     again = ingest_folder(small_folder, db_path, _settings(), **QUIET)
     assert (again.added, again.changed, again.unchanged, again.failed) == (0, 0, 12, 0)

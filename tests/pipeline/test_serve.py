@@ -30,11 +30,11 @@ DETECTORS_EXACT = ("iforest", "lof", "knn", "ecod", "copod", "hbos", "temporal",
 
 
 @pytest.fixture(scope="module")
-def served(demo_store, tmp_path_factory):
+def served(serving_store, tmp_path_factory):
     """One server for the module (reads only), on a private copy of the demo store."""
-    db = demo_store.copy(tmp_path_factory.mktemp("served"))
+    db = serving_store.copy(tmp_path_factory.mktemp("served"))
     before = _digest(db)
-    app = build(db, demo_store.settings.replace(serve_batch_ms=40.0))
+    app = build(db, serving_store.settings.replace(serve_batch_ms=40.0))
     with running_server(app) as url:
         yield url, app, db
     assert _digest(db) == before, "serve wrote to the store"
@@ -45,12 +45,12 @@ def _digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_every_route_answers_json_with_the_documented_fields(served, demo_store):
+def test_every_route_answers_json_with_the_documented_fields(served, serving_store):
     url, _, _ = served
     health = get(url, "/v1/health")
     assert health.status == 200
     assert health.json() == {"status": "ok", "run_id": 1, "model": "pixels",
-                             "frames": health.json()["frames"]}
+                             "precision": "float32", "frames": health.json()["frames"]}
     assert health.json()["frames"] >= 60
 
     runs = get(url, "/v1/runs").json()["runs"]
@@ -79,14 +79,14 @@ def test_every_route_answers_json_with_the_documented_fields(served, demo_store)
             "/v1/frames/{frame_id}/thumbnail"} <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]
 
-    reply = score(url, demo_store.new[:1])
+    reply = score(url, serving_store.new[:1])
     assert reply.status == 200
     body = reply.json()
     assert body["run_id"] == 1 and len(body["results"]) == 1
     result = body["results"][0]
     assert set(result) == {"filename", "verdict", "too_far", "cluster", "scores", "nearest",
                            "taken_at", "seconds"}
-    assert result["filename"] == demo_store.new[0].name
+    assert result["filename"] == serving_store.new[0].name
     assert result["verdict"] in ("junk", "ok") and result["seconds"] > 0
     assert len(result["nearest"]) == 5
     near = result["nearest"][0]
@@ -104,19 +104,19 @@ def test_dashboard_links_point_at_the_frame_page():
     assert DASHBOARD_FRAME_KEY in page("Frame").url_keys
 
 
-def test_scores_are_those_score_new_gives_the_same_files(served, demo_store, tmp_path):
+def test_scores_are_those_score_new_gives_the_same_files(served, serving_store, tmp_path):
     """Several files in one request are scored together, as a folder is by score-new; one file
     alone as a folder of one."""
     from pipeline.score_new import score_new
 
     url, _, _ = served
-    for files in (demo_store.new, demo_store.new[2:3]):
+    for files in (serving_store.new, serving_store.new[2:3]):
         folder = tmp_path / f"new{len(files)}"
         folder.mkdir()
         for path in files:
             (folder / path.name).write_bytes(path.read_bytes())
-        db = demo_store.copy(tmp_path / f"copy{len(files)}")
-        report = score_new(folder, db, demo_store.settings, progress=False).frames
+        db = serving_store.copy(tmp_path / f"copy{len(files)}")
+        report = score_new(folder, db, serving_store.settings, progress=False).frames
         assert list(report["path"]) == [p.name for p in files]  # frame_id order = name order
 
         reply = score(url, files)
@@ -139,13 +139,13 @@ def test_scores_are_those_score_new_gives_the_same_files(served, demo_store, tmp
             assert result["taken_at"].startswith("2024-04-")  # from the EXIF
 
 
-def test_taken_at_field_overrides_the_exif_time(served, demo_store):
+def test_taken_at_field_overrides_the_exif_time(served, serving_store):
     url, _, _ = served
-    exif = score(url, demo_store.new[:1]).json()["results"][0]
-    given = score(url, demo_store.new[:1], times=["2024-04-03T03:00:00"]).json()["results"][0]
+    exif = score(url, serving_store.new[:1]).json()["results"][0]
+    given = score(url, serving_store.new[:1], times=["2024-04-03T03:00:00"]).json()["results"][0]
     assert exif["taken_at"] != given["taken_at"] == "2024-04-03T03:00:00"
     # with an offset the instant is fixed; the wall clock is the camera's (Europe/London, BST)
-    utc = score(url, demo_store.new[:1], times=["2024-04-03T02:00:00Z"]).json()["results"][0]
+    utc = score(url, serving_store.new[:1], times=["2024-04-03T02:00:00Z"]).json()["results"][0]
     assert utc["taken_at"] == "2024-04-03T03:00:00"
     assert utc["scores"]["same_time"] == given["scores"]["same_time"]
     assert given["scores"]["same_time"] != exif["scores"]["same_time"]
@@ -160,10 +160,10 @@ def _bomb(jpeg: bytes) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def strict(demo_store, tmp_path_factory):
+def strict(serving_store, tmp_path_factory):
     """A server with small limits: files of at most 300 kB, three files per request."""
-    db = demo_store.copy(tmp_path_factory.mktemp("strict"))
-    app = build(db, demo_store.settings.replace(max_upload_bytes=300_000, max_upload_files=3))
+    db = serving_store.copy(tmp_path_factory.mktemp("strict"))
+    app = build(db, serving_store.settings.replace(max_upload_bytes=300_000, max_upload_files=3))
     with running_server(app) as url:
         yield url
 
@@ -189,8 +189,8 @@ def _gif() -> bytes:
 
 @pytest.mark.parametrize("case", ["non-image", "truncated", "empty part", "decompression bomb",
                                   "over the size limit", "too many files", "gif"])
-def test_bad_input_is_a_clear_4xx_and_the_next_request_is_served(strict, demo_store, case):
-    good = demo_store.new[0].read_bytes()
+def test_bad_input_is_a_clear_4xx_and_the_next_request_is_served(strict, serving_store, case):
+    good = serving_store.new[0].read_bytes()
     files, status, problem = _bad_requests(good)[case]
     reply = score(strict, files)
     assert reply.status == status, reply.body
@@ -198,12 +198,12 @@ def test_bad_input_is_a_clear_4xx_and_the_next_request_is_served(strict, demo_st
     assert body["problem"] == problem and body["detail"]
     if len(files) == 1:
         assert body["filename"] == files[0][0] and body["detail"].startswith(files[0][0])
-    after = score(strict, [(demo_store.new[0].name, good)])
+    after = score(strict, [(serving_store.new[0].name, good)])
     assert after.status == 200 and len(after.json()["results"]) == 1
 
 
-def test_requests_without_files_or_multipart_are_refused_clearly(strict, demo_store):
-    good = demo_store.new[0].read_bytes()
+def test_requests_without_files_or_multipart_are_refused_clearly(strict, serving_store):
+    good = serving_store.new[0].read_bytes()
     body, content_type = multipart([("image", "x.jpg", good)])
     reply = http(f"{strict}/v1/score", "POST", body, {"Content-Type": content_type})
     assert reply.status == 400 and reply.json()["problem"] == "no_file"
@@ -228,9 +228,9 @@ def test_an_oversized_request_is_refused_before_its_body_is_sent(served):
     assert get(url, "/v1/health").status == 200
 
 
-def test_a_token_guards_every_route_but_health(demo_store, tmp_path):
-    db = demo_store.copy(tmp_path)
-    with running_server(build(db, demo_store.settings, token="s3cret-token")) as url:
+def test_a_token_guards_every_route_but_health(serving_store, tmp_path):
+    db = serving_store.copy(tmp_path)
+    with running_server(build(db, serving_store.settings, token="s3cret-token")) as url:
         assert get(url, "/v1/health").status == 200
         for path in ("/v1/runs", "/v1/frames/3", "/v1/frames/3/thumbnail", "/docs",
                      "/openapi.json"):
@@ -239,32 +239,32 @@ def test_a_token_guards_every_route_but_health(demo_store, tmp_path):
             assert refused.json()["problem"] == "unauthorized"
             assert get(url, path, token="wrong").status == 401
             assert get(url, path, token="s3cret-token").status == 200
-        assert score(url, demo_store.new[:1]).status == 401
-        assert score(url, demo_store.new[:1], token="s3cret-tokenX").status == 401
-        assert score(url, demo_store.new[:1], token="s3cret-token").status == 200
+        assert score(url, serving_store.new[:1]).status == 401
+        assert score(url, serving_store.new[:1], token="s3cret-tokenX").status == 401
+        assert score(url, serving_store.new[:1], token="s3cret-token").status == 200
 
 
-def test_a_store_without_a_run_answers_503_saying_to_run_analyze(demo_store, tmp_path):
+def test_a_store_without_a_run_answers_503_saying_to_run_analyze(serving_store, tmp_path):
     from pipeline.ingest import ingest_folder
 
     db = tmp_path / "fresh.duckdb"
     folder = tmp_path / "few"
     folder.mkdir()
-    for path in demo_store.new[:2]:
+    for path in serving_store.new[:2]:
         (folder / path.name).write_bytes(path.read_bytes())
-    ingest_folder(folder, db, demo_store.settings, progress=False)
-    with running_server(build(db, demo_store.settings)) as url:
+    ingest_folder(folder, db, serving_store.settings, progress=False)
+    with running_server(build(db, serving_store.settings)) as url:
         health = get(url, "/v1/health")
         assert health.status == 503 and "analyze" in health.json()["detail"]
         assert health.json()["status"] == "unavailable"
-        refused = score(url, demo_store.new[:1])
+        refused = score(url, serving_store.new[:1])
         assert refused.status == 503 and refused.json()["problem"] == "no_run"
         assert get(url, "/v1/frames/1").status == 200  # the store is still readable
 
 
-def test_it_moves_to_a_newer_run_without_restart_unless_pinned(demo_store, tmp_path):
-    db = demo_store.copy(tmp_path)
-    settings = demo_store.settings.replace(serve_reload_seconds=0.2)
+def test_it_moves_to_a_newer_run_without_restart_unless_pinned(serving_store, tmp_path):
+    db = serving_store.copy(tmp_path)
+    settings = serving_store.settings.replace(serve_reload_seconds=0.2)
     with running_server(build(db, settings)) as url, \
             running_server(build(db, settings, run_id=1)) as pinned:
         assert get(url, "/v1/health").json()["run_id"] == 1
@@ -277,18 +277,18 @@ def test_it_moves_to_a_newer_run_without_restart_unless_pinned(demo_store, tmp_p
         while get(url, "/v1/health").json()["run_id"] != 2:
             assert time.monotonic() < deadline, "serve did not move to run 2"
             time.sleep(0.2)
-        assert score(url, demo_store.new[:1]).json()["run_id"] == 2
+        assert score(url, serving_store.new[:1]).json()["run_id"] == 2
         runs = {r["run_id"]: r["serving"] for r in get(url, "/v1/runs").json()["runs"]}
         assert runs == {2: True, 1: False}
         assert get(pinned, "/v1/health").json()["run_id"] == 1
-        assert score(pinned, demo_store.new[:1]).json()["run_id"] == 1
+        assert score(pinned, serving_store.new[:1]).json()["run_id"] == 1
 
 
-def test_concurrent_clients_share_model_passes_and_get_their_own_results(served, demo_store):
+def test_concurrent_clients_share_model_passes_and_get_their_own_results(served, serving_store):
     """16 clients at once: each gets the result for its own file (as when it came alone), and
     the service scored them in fewer passes than requests."""
     url, app, _ = served
-    files = demo_store.new + sorted(demo_store.frames.rglob("*.jpg"))[:10]
+    files = serving_store.new + sorted(serving_store.frames.rglob("*.jpg"))[:10]
     alone = {p.name: score(url, [p]).json()["results"][0] for p in files}
     stats = app.state.batcher.stats
     batches_before = stats.n_batches
@@ -325,20 +325,20 @@ def test_concurrent_clients_share_model_passes_and_get_their_own_results(served,
             assert got == pytest.approx(want, abs=0.06), (name, key)
 
 
-def test_the_cli_refuses_an_empty_token_file(demo_store, tmp_path):
+def test_the_cli_refuses_an_empty_token_file(serving_store, tmp_path):
     from click.testing import CliRunner
 
     from pipeline.cli import cli
 
     empty = tmp_path / "empty"
     empty.write_text("  \n")
-    refused = CliRunner().invoke(cli, ["serve", "--db", str(demo_store.db), "--token-file",
+    refused = CliRunner().invoke(cli, ["serve", "--db", str(serving_store.db), "--token-file",
                                        str(empty)])
     assert refused.exit_code == 1 and "holds nothing" in refused.output
 
 
-def test_the_cli_serves_until_sigterm(demo_store, tmp_path):
-    db = demo_store.copy(tmp_path)
+def test_the_cli_serves_until_sigterm(serving_store, tmp_path):
+    db = serving_store.copy(tmp_path)
     token_file = tmp_path / "token"
     token_file.write_text("cli-token\n")
     token_file.chmod(0o600)
@@ -373,15 +373,15 @@ def test_the_cli_serves_until_sigterm(demo_store, tmp_path):
     assert f"http://127.0.0.1:{port}/docs" in out and "bearer token required" in out
 
 
-def test_the_grid_cache_gives_the_chunks_the_store_gives(demo_store):
+def test_the_grid_cache_gives_the_chunks_the_store_gives(serving_store):
     """`serve` keeps the fit frames' decoded thumbnails between requests: the same grids in
     the same order as read from the store, within its memory bound."""
     from pipeline.pixels import GridCache, ThumbnailReader
 
     ids = np.arange(1, 41, dtype=np.int64)[::-1]
-    plain = list(ThumbnailReader(demo_store.db, read_only=True, chunk=16).grids(ids, (32, 18)))
+    plain = list(ThumbnailReader(serving_store.db, read_only=True, chunk=16).grids(ids, (32, 18)))
     cache = GridCache(max_bytes=20 * 32 * 18 * 3)
-    cached = ThumbnailReader(demo_store.db, read_only=True, chunk=16, cache=cache)
+    cached = ThumbnailReader(serving_store.db, read_only=True, chunk=16, cache=cache)
     for _ in range(2):
         again = list(cached.grids(ids, (32, 18)))
         assert len(again) == len(plain)

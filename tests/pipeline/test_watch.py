@@ -99,22 +99,22 @@ def test_a_file_is_held_while_it_may_still_be_written(tmp_path):
                                                 error="not an image"))
 
 
-def test_watch_scores_new_files_waits_for_half_written_ones_and_refits(demo_store, tmp_path):
-    db = demo_store.copy(tmp_path / "store")
+def test_watch_scores_new_files_waits_for_half_written_ones_and_refits(serving_store, tmp_path):
+    db = serving_store.copy(tmp_path / "store")
     folder = tmp_path / "camera"
     folder.mkdir()
     watch = WatchProcess(folder, db, _config(tmp_path, watch_settle_seconds=30),
                          "--refit-every", "4")
     try:
         watch.wait_for(r"0 new, 0 scored, 0 flagged, 0 errors \(run 1\)")
-        for path in demo_store.new[:3]:
+        for path in serving_store.new[:3]:
             (folder / path.name).write_bytes(path.read_bytes())
         watch.wait_for(r": 3 new, 3 scored, \d flagged, 0 errors \(run 1\)$")
         # between passes the store reads as the dashboard reads it
         assert _count(db, "SELECT count(*) FROM clusters WHERE run_id = 1") == \
             _count(db, "SELECT count(*) FROM frames")
 
-        whole = demo_store.new[3].read_bytes()
+        whole = serving_store.new[3].read_bytes()
         late = folder / "late.jpg"
         late.write_bytes(whole[: len(whole) // 2])
         watch.wait_for(r"0 new, 0 scored, 0 flagged, 0 errors, 1 still being written")
@@ -127,7 +127,7 @@ def test_watch_scores_new_files_waits_for_half_written_ones_and_refits(demo_stor
         assert _count(db, "SELECT count(*) FROM clusters c JOIN frames f USING (frame_id) "
                           "WHERE f.path = 'late.jpg' AND c.run_id = 1") == 1
         watch.wait_for(r"0 new, 0 scored, 0 flagged, 0 errors \(run 2\)")
-        (folder / demo_store.new[4].name).write_bytes(demo_store.new[4].read_bytes())
+        (folder / serving_store.new[4].name).write_bytes(serving_store.new[4].read_bytes())
         watch.wait_for(r": 1 new, 1 scored, \d flagged, 0 errors \(run 2\)")
         assert _count(db, "SELECT count(*) FROM clusters WHERE run_id = 2") == \
             _count(db, "SELECT count(*) FROM frames")
@@ -136,12 +136,12 @@ def test_watch_scores_new_files_waits_for_half_written_ones_and_refits(demo_stor
     assert rc == 0 and "watch stopped after" in watch.seen[-1], watch.seen[-10:]
 
 
-def test_sigterm_stops_between_batches_and_sigkill_loses_at_most_one(demo_store, tmp_path):
-    db = demo_store.copy(tmp_path / "store")
+def test_sigterm_stops_between_batches_and_sigkill_loses_at_most_one(serving_store, tmp_path):
+    db = serving_store.copy(tmp_path / "store")
     folder = tmp_path / "camera"
     folder.mkdir()
     config = _config(tmp_path, ingest_batch_size=4, batch_size=4, watch_settle_seconds=0)
-    sources = sorted(demo_store.frames.rglob("*.jpg"))[:24]
+    sources = sorted(serving_store.frames.rglob("*.jpg"))[:24]
     for path in sources:
         (folder / path.name).write_bytes(path.read_bytes())
     in_folder = "SELECT count(*) FROM frames WHERE root = ?"

@@ -1,5 +1,6 @@
-"""Scenario 1: `kill -9` of `python -m pipeline run` during ingest, embed and analyze, several
-times in a row, then a run to completion.
+"""Scenario 1: `kill -9` of `python -m pipeline run` during ingest and embed (one pass: each
+file is embedded as it is ingested) and analyze, several times in a row, then a run to
+completion.
 
 Each child's stderr (tqdm bars and analyze's step lines) tells which stage it is in; the test
 sends SIGKILL a seeded-random moment after the stage it aims at has started. Afterwards the
@@ -24,8 +25,9 @@ from tests.reliability.conftest import CHILD_ENV, make_frames, one, pipeline_cmd
 
 N_GOOD = 60
 DETECTORS = "iforest,lof,hbos"
-# Marker on stderr that a stage has started: ingest's and embed's progress bars, analyze's line.
-STAGE_MARKERS = {"ingest": "ingest:", "embed": "embed pixels:", "analyze": "analysis run "}
+# Marker on stderr that a stage has started: the one pass's progress bar (ingest and embed
+# together), analyze's line.
+STAGE_MARKERS = {"ingest": "ingest+embed pixels:", "analyze": "analysis run "}
 pytestmark = pytest.mark.slow
 
 
@@ -76,7 +78,7 @@ def test_repeated_kills_then_a_complete_run(tmp_path: Path, slow_config: Path):
     rng = random.Random(7)
     killed_in = []
     running_left = 0
-    for stage in ("ingest", "embed", "analyze", "analyze"):
+    for stage in ("ingest", "ingest", "analyze", "analyze"):
         child = _Child(args)
         killed_in.append(child.kill_during(stage, rng.uniform(0.0, 0.4)))
         assert child.proc.returncode == -signal.SIGKILL

@@ -44,14 +44,14 @@ def _path(corpus, stored: str) -> Path:
     return corpus.folder / os_text(stored)
 
 
-def test_every_corpus_file_through_serve(corpus, demo_store, tmp_path):
+def test_every_corpus_file_through_serve(corpus, serving_store, tmp_path):
     assert set(corpus.broken) == set(PROBLEMS) | NOT_UPLOADABLE | {"sparse_2gb.jpg"}
     for name in NOT_UPLOADABLE:  # no client can read these to send them
         path = corpus.folder / name
         assert not path.exists() or not stat.S_ISREG(os.stat(path).st_mode)
-    db = demo_store.copy(tmp_path)
-    good_file = demo_store.new[0]
-    with running_server(build(db, demo_store.settings)) as url:
+    db = serving_store.copy(tmp_path)
+    good_file = serving_store.new[0]
+    with running_server(build(db, serving_store.settings)) as url:
         good = sorted(corpus.good)
         for start in range(0, len(good), 16):
             names = good[start:start + 16]
@@ -76,8 +76,8 @@ def test_every_corpus_file_through_serve(corpus, demo_store, tmp_path):
         assert score(url, [good_file]).status == 200
 
 
-def test_every_corpus_file_through_watch(corpus, demo_store, tmp_path):
-    db = demo_store.copy(tmp_path / "store")
+def test_every_corpus_file_through_watch(corpus, serving_store, tmp_path):
+    db = serving_store.copy(tmp_path / "store")
     watch = WatchProcess(corpus.folder, db, _config(tmp_path, watch_settle_seconds=0))
     try:
         watch.wait_for(rf": {len(corpus.good)} new, {len(corpus.good)} scored, \d+ flagged, "

@@ -12,6 +12,7 @@ import textwrap
 import time
 
 import duckdb
+import numpy as np
 import pytest
 
 import store
@@ -48,6 +49,56 @@ def test_migrating_twice_changes_nothing(db_path):
         n_applied = scalar(con, "SELECT count(*) FROM schema_migrations")
     assert _schema(db_path) == before
     assert n_applied == len(migrations.MIGRATIONS)
+
+
+def test_vectors_made_before_precision_was_recorded_are_float32(db_path):
+    """A store at schema version 2 with vectors: after the migration each vector and model row
+    says float32 (every vector before then was), and new rows say what made them."""
+    from store import embeddings as se
+
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR "
+                    "NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        for version, name, sql in migrations.MIGRATIONS[:2]:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                        [version, name])
+        con.execute("INSERT INTO frames (frame_id, path, root, location, time_source, "
+                    "file_bytes, file_mtime) SELECT i, i || '.jpg', '/r', '/r/' || i || '.jpg', "
+                    "'mtime', 1, now() FROM range(1, 4) t(i)")
+        con.execute("INSERT INTO models (model, family, weights, dim) VALUES "
+                    "('m', 'f', 'w', 2)")
+        con.execute("INSERT INTO embeddings VALUES (1, 'm', [1.0, 2.0]), (2, 'm', [3.0, 4.0])")
+    with store.connect(db_path) as con:
+        assert migrations.applied_version(con) == migrations.LATEST
+        assert se.precision_counts(con, "m") == {"float32": 2}
+        assert se.get_model_row(con, "m").precision == "float32"
+        se.insert_vectors(con, "m", [3], np.array([[5.0, 6.0]], np.float32),
+                          precision="bfloat16")
+        assert se.precision_counts(con, "m") == {"float32": 2, "bfloat16": 1}
+        assert se.precision_counts(con, "m", [3, 99]) == {"bfloat16": 1}
+
+
+def test_a_migration_that_lands_after_a_higher_one_is_still_applied(db_path, monkeypatch):
+    """Branches reserve numbers and land in any order (4 before 3): a store that got the
+    higher one first gets the lower one when it lands; until then a read-only open says it
+    lacks it. Here with two numbers above today's newest, `high` landing before `low`."""
+    low, high = migrations.LATEST + 1, migrations.LATEST + 2
+    first = [*migrations.MIGRATIONS, (high, "landed first", "CREATE TABLE landed_first (x INT);")]
+    monkeypatch.setattr(migrations, "MIGRATIONS", first)
+    monkeypatch.setattr(migrations, "LATEST", high)
+    with store.connect(db_path) as con:
+        assert migrations.applied_version(con) == high
+    late = (low, "landed later", "CREATE TABLE landed_late (x INTEGER);")
+    monkeypatch.setattr(migrations, "MIGRATIONS", sorted([*first, late], key=lambda m: m[0]))
+    with pytest.raises(store.SchemaError, match=f"schema version {high} \\(it lacks {low}\\)"):
+        store.connect(db_path, read_only=True)
+    with store.connect(db_path) as con:
+        assert migrations.missing(con) == []
+        assert scalar(con, "SELECT count(*) FROM landed_late") == 0
+        assert migrations.applied_version(con) == high
+    with store.connect(db_path, read_only=True) as con:
+        assert migrations.missing(con) == []
 
 
 def test_store_from_newer_schema_is_refused(db_path):

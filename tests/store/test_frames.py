@@ -86,7 +86,8 @@ def test_changed_frame_keeps_its_id_and_loses_what_judged_its_old_pixels(db_path
     with store.connect(db_path) as con:
         ids = frames_store.new_frame_ids(con, 2)
         _write(con, new=_frame_rows(ids, ["x.jpg", "y.jpg"]), thumbs=_thumbs(ids))
-        con.execute("INSERT INTO embeddings VALUES (1, 'pixels', [1.0]), (2, 'pixels', [2.0])")
+        con.execute("INSERT INTO embeddings (frame_id, model, vector) "
+                    "VALUES (1, 'pixels', [1.0]), (2, 'pixels', [2.0])")
         con.execute("INSERT INTO reviews (frame_id, verdict, note) VALUES (1, 'junk', 'a fox'), "
                     "(2, 'keep', NULL)")
         for run in (1, 2):
@@ -117,7 +118,7 @@ def test_changed_frame_keeps_its_id_and_loses_what_judged_its_old_pixels(db_path
 def test_reread_frame_only_updates_its_row(db_path):
     with store.connect(db_path) as con:
         _write(con, new=_frame_rows([1], ["x.jpg"]), thumbs=_thumbs([1]))
-        con.execute("INSERT INTO embeddings VALUES (1, 'pixels', [1.0])")
+        con.execute("INSERT INTO embeddings (frame_id, model, vector) VALUES (1, 'pixels', [1.0])")
         con.execute("INSERT INTO reviews (frame_id, verdict) VALUES (1, 'junk')")
         again = _frame_rows([1], ["x.jpg"])
         again["file_mtime"] = pd.Series(pd.to_datetime(["2025-01-01"], utc=True),
