@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/analyze.py [--frames 10000,100000] [--detectors KEY,...]
                                       [--dim 512] [--thumbnails] [--no-trace] [--out DIR]
-                                      [--keep]
+                                      [--keep] [--reuse] [--neighbor-index KIND]
 
 Each size runs in its own process (clean peak RSS): it builds a store with N frames (ten-minute
 steps over N/144 days, frame statistics, a daily cycle in the `--dim` vectors plus noise and
@@ -22,6 +22,11 @@ cycle with sensor noise, a small bright object in the planted frames; see `thumb
 so `background` is timed too and `background_planted_auc` checks it. 750k frames is an option
 (`--frames 750000`); at 512-d it needs ~3 GB for the store (~6 GB more with thumbnails) and
 takes long; `--dim 4608` (the default model's size) makes the vectors ~9x that.
+`--reuse` (with `--out DIR`) analyses the store a previous `--keep` run left in DIR for the same
+size instead of building it again (its planted frames are kept next to it as JSON); each
+analysis adds a run to it. `--neighbor-index ivf` forces the approximate index (the
+synthetic PCA space has ~6 dims, where 'auto' takes the exact KD-tree); the run's recall against
+exact search is reported either way.
 """
 
 from __future__ import annotations
@@ -169,7 +174,7 @@ def _peak_rss_mib() -> float | None:
 
 
 def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bool,
-        trace: bool = True) -> dict:
+        trace: bool = True, reuse: bool = False, neighbor_index: str = "auto") -> dict:
     import numpy as np
 
     import store
@@ -179,13 +184,23 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bo
     from store import analysis as sa
 
     db = out / f"bench-{n}.duckdb"
-    for p in (db, db.with_name(db.name + ".wal")):
-        if p.exists():
-            p.unlink()
+    kept = db.with_name(db.name + ".planted.json")  # the planted frames of a kept store
     started = time.perf_counter()
-    planted = build_store(db, n, dim, thumbnails=thumbnails)
-    build_s = time.perf_counter() - started
-    settings = Settings(model="synthetic")
+    if reuse and db.exists() and kept.exists():
+        planted = json.loads(kept.read_text())
+        if [planted["dim"], planted["thumbnails"]] != [dim, thumbnails]:
+            raise SystemExit(f"{db} was built with --dim {planted['dim']} and thumbnails "
+                             f"{planted['thumbnails']}: build it again without --reuse")
+        planted, build_s = planted["frame_ids"], None
+    else:
+        for p in (db, db.with_name(db.name + ".wal"), kept):
+            if p.exists():
+                p.unlink()
+        planted = build_store(db, n, dim, thumbnails=thumbnails)
+        kept.write_text(json.dumps({"dim": dim, "thumbnails": thumbnails,
+                                    "frame_ids": planted}))
+        build_s = round(time.perf_counter() - started, 1)
+    settings = Settings(model="synthetic", neighbor_index=neighbor_index)
     if detectors:
         settings = settings.replace(detectors=detectors)
     rss_reset = _reset_peak_rss()
@@ -215,11 +230,13 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bo
         "detectors": result.detectors,
         "notes": result.notes, "pca_dims": result.n_dims,
         "neighbor_index": result.params.get("neighbor_index"),
+        "neighbor_recall": result.params.get("neighbor_recall"),
+        "neighbor_recall_frames": result.params.get("neighbor_recall_frames"),
         "analyze_s": round(total, 2), "steps_s": result.timings, "steps_cpu_s": result.cpu,
         "steps_peak_mib": result.peak_mb,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "analyze_peak_rss_mib": _peak_rss_mib() if rss_reset else None,
-        "build_store_s": round(build_s, 1), "store_mib": round(db.stat().st_size / 2**20, 1),
+        "build_store_s": build_s, "store_mib": round(db.stat().st_size / 2**20, 1),
         "planted_auc": auc("consensus"), "background_planted_auc": auc("background"),
         "archive": {"incidents": result.params.get("n_incidents"),
                     "incidents_s": result.timings.get("incidents"),
@@ -239,31 +256,37 @@ def main() -> None:
     parser.add_argument("--no-trace", dest="trace", action="store_false",
                         help="no tracemalloc: times as the CLI runs, no per-step peaks")
     parser.add_argument("--keep", action="store_true", help="keep the stores")
+    parser.add_argument("--reuse", action="store_true",
+                        help="analyse a store kept in --out by an earlier --keep run")
+    parser.add_argument("--neighbor-index", default="auto", help="auto, exact, kdtree or ivf")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     detectors = args.detectors.split(",") if args.detectors else None
     if args.one is not None:
         print(json.dumps(one(args.one, args.dim, detectors, args.out, args.thumbnails,
-                             args.trace)))
+                             args.trace, args.reuse, args.neighbor_index)))
         return
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-analyze-"))
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for n in [int(x) for x in args.frames.split(",")]:
-        cmd = [sys.executable, __file__, "--one", str(n), "--dim", str(args.dim), "--out", str(out)]
+        cmd = [sys.executable, __file__, "--one", str(n), "--dim", str(args.dim), "--out", str(out),
+               "--neighbor-index", args.neighbor_index]
         if args.detectors:
             cmd += ["--detectors", args.detectors]
         if args.thumbnails:
             cmd.append("--thumbnails")
         if not args.trace:
             cmd.append("--no-trace")
+        if args.reuse:
+            cmd.append("--reuse")
         done = subprocess.run(cmd, check=False, capture_output=True, text=True, env={
             **os.environ, "PYTHONPATH": str(ROOT)})
         if done.returncode != 0:
             results.append({"frames": n, "error": done.stderr.strip().splitlines()[-1:]})
         else:
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        if not args.keep:
+        if not args.keep and not args.reuse:
             for p in out.glob(f"bench-{n}.duckdb*"):
                 p.unlink()
     print(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

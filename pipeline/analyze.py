@@ -5,16 +5,17 @@ keeps the PCA dimensions that explain `pca_variance` (at most `pca_max_dims`, an
 of the frames so a small store is not fitted in 64 dims; fitted on a `pca_fit_frames` sample,
 then every vector is streamed from the store and projected a batch at a time, so the matrix is
 never in memory whole), builds one nearest-neighbour index (`pipeline.neighbors`) that serves
-`lof`, `knn` and the `neighbors` table, clusters (k-means with k by silhouette, or HDBSCAN on
-`cluster_dims` PCA dims), maps to 2-D (PCA or UMAP), fits every requested detector plus
-`consensus` (`pipeline.detectors`), scores the frames through the fitted run
-(`pipeline.fitted.FittedRun.score`, as `score-new` does), groups the consensus's flags into
-incidents (`pipeline.incidents`), closes the archive mosaic (`pipeline.mosaic`, whose cells
-fill from the thumbnails the background detector decodes) and writes the run in one
-transaction with its fitted state, each detector's facts (in its params, for the dashboard),
-its incidents and the per-run aggregates the dashboard reads (`store.aggregates`). The run
-row is 'running' while it works; on any failure it becomes 'failed' with the reason and no
-rows.
+`lof`, `knn` and the `neighbors` table (exact, or approximate at large n with its recall
+against exact search measured on a sample and kept in the run's parameters), clusters
+(k-means with k by silhouette, or HDBSCAN on `cluster_dims` PCA dims), maps to 2-D (PCA or
+UMAP), fits every requested detector plus `consensus` (`pipeline.detectors`), scores the
+frames through the fitted run (`pipeline.fitted.FittedRun.score`, as `score-new` does), groups
+the consensus's flags into incidents (`pipeline.incidents`), closes the archive mosaic
+(`pipeline.mosaic`, whose cells fill from the thumbnails the background detector decodes) and
+writes the run in one transaction with its fitted state, each detector's facts (in its params,
+for the dashboard), its incidents and the per-run aggregates the dashboard reads
+(`store.aggregates`). The run row is 'running' while it works; on any failure it becomes
+'failed' with the reason and no rows.
 """
 
 from __future__ import annotations
@@ -245,6 +246,7 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
             det.set_params(n_neighbors=n - 1)
     needs_pixels = any("thumbnails" in det.needs for det in detectors.values())
     batch = FrameBatch.from_frames(ids, z, frames)
+    del frames  # the batch holds what the detectors use (paths and all are 100s of MB at 3M)
     reader = ThumbnailReader(db)
     mosaic = MosaicBuilder(batch.frame_ids, batch.local_time, reader.aspect(batch.frame_ids))
     if needs_pixels:  # the mosaic's cells fill from the thumbnails the detectors decode
@@ -252,7 +254,8 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     k_needed = neighbors_needed(detectors)
     _say(progress, f"nearest neighbours (k={k_needed}) in {n_dims} PCA dims")
     index = steps.run("neighbors", lambda: NeighborIndex(
-        settings.neighbor_index, random_state=settings.random_state).fit(z, ids))
+        settings.neighbor_index, random_state=settings.random_state).fit(z, ids)
+        .calibrate(z, ids, k_needed))
     steps.run("neighbors", index.attach, batch, k_needed)
 
     _say(progress, f"clustering ({settings.clusterer})")
@@ -291,7 +294,6 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
                           settings.incident_gap_frames)
     archive = steps.run("mosaic", mosaic.finish, ThumbnailReader(db, chunk=MOSAIC_CHUNK),
                         incidents.frames["frame_id"].to_numpy(np.int64))
-    score_rows = scored.rows(run_id)
     nn_rows = neighbor_rows(run_id, ids, batch.nn_dist, batch.nn_idx, index.frame_ids_)
     cluster_rows = pd.DataFrame({"run_id": run_id, "frame_id": ids,
                                  "cluster": labels.astype(np.int32),
@@ -300,7 +302,9 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
 
     n_clusters = int(len(set(labels.tolist()) - {-1}))
     params = dict(params, pca_dims=n_dims, n_clusters_found=n_clusters,
-                  neighbor_index=index.kind_, detectors=list(detectors),
+                  neighbor_index=index.kind_, neighbor_recall=index.recall_,
+                  neighbor_recall_frames=index.recall_frames_, neighbor_nprobe=index.nprobe_,
+                  detectors=list(detectors),
                   consensus_of=chosen,
                   too_far_distance=too_far,
                   detector_facts={key: scorer.facts() for key, scorer
@@ -312,7 +316,8 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
 
     def write():
         with store.connect(db) as con:
-            sa.write_run(con, run_id, n_frames=n, clusters=cluster_rows, scores=score_rows,
+            sa.write_run(con, run_id, n_frames=n, clusters=cluster_rows,
+                         scores=scored.rows_by_detector(run_id),
                          neighbors=nn_rows, artifact=artifact, versions=fitted.versions,
                          timings=dict(steps.timings), params=params,
                          keep_fitted=settings.keep_fitted_runs, incidents=incidents.table,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import pickle
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,12 +48,18 @@ class RunScores:
 
     def rows(self, run_id: int) -> pd.DataFrame:
         """The `outlier_scores` rows (long form: one per detector and frame)."""
-        return pd.concat([pd.DataFrame({
-            "run_id": run_id, "detector": key, "frame_id": self.frame_ids,
-            "score": np.where(np.isfinite(s), s, np.nan),
-            "score_pct": self.pcts[key],
-            "is_outlier": self.flags[key],
-        }) for key, s in self.scores.items()], ignore_index=True)
+        return pd.concat(list(self.rows_by_detector(run_id)), ignore_index=True)
+
+    def rows_by_detector(self, run_id: int) -> Iterator[pd.DataFrame]:
+        """The same rows, one detector at a time: written so, a run of millions of frames
+        never holds every detector's rows at once."""
+        for key, s in self.scores.items():
+            yield pd.DataFrame({
+                "run_id": run_id, "detector": key, "frame_id": self.frame_ids,
+                "score": np.where(np.isfinite(s), s, np.nan),
+                "score_pct": self.pcts[key],
+                "is_outlier": self.flags[key],
+            })
 
 
 @dataclass

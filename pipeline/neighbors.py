@@ -4,11 +4,16 @@ One k-NN pass serves the `lof` and `knn` detectors (through `FrameBatch.nn_dist`
 the `neighbors` table and `score-new` (a new frame's nearest fit frames, its cluster under
 HDBSCAN, whether it is too far from everything the run saw). The index is pickled with the
 fitted run; FAISS indexes are serialised to bytes for it.
+
+Exact search is used where it is cheap (a KD-tree in few dims, all pairs up to `exact_max`
+frames); above, an inverted-file index (IVF) keeps the pass about linear in the frames.
+`calibrate` measures its recall against exact search on a seeded sample of the frames and
+probes more lists until it reaches a target; analyze records the recall with the run.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,19 +23,23 @@ from pipeline.versioned import Versioned
 if TYPE_CHECKING:
     from pipeline.detectors import FrameBatch
 
+IVF_NPROBE = 24  # lists an inverted-file index probes before `calibrate` asks for more
+
 
 class NeighborIndex(Versioned):
     """Nearest fit frames in the PCA space: exact (KD-tree or FAISS flat) or, for big runs, IVF.
 
     `kind` 'auto' uses a KD-tree (exact, about n log n) when the PCA space has at most
     `kdtree_max_dims` dims and more than 5,000 frames, else exact FAISS search up to `exact_max`
-    frames and an inverted-file index (about 4*sqrt(n) lists, 24 probed) above, where exact
-    all-pairs search grows as n^2. Distances are
-    Euclidean. Queries exclude the frame itself (same frame_id), so a fit frame queried again
-    gets the same neighbours it had in the fit.
+    frames and an inverted-file index (about 4*sqrt(n) lists, trained on at most 40 frames per
+    list, 24 probed until `calibrate` says more) above, where exact all-pairs search grows as
+    n^2. Distances are Euclidean. Queries exclude the frame itself (same frame_id), so a fit
+    frame queried again gets the same neighbours it had in the fit.
     """
 
-    def __init__(self, kind: str = "auto", exact_max: int = 200_000, kdtree_max_dims: int = 12,
+    format_version = 2  # 2: nprobe_, recall_ and recall_frames_ (calibrate)
+
+    def __init__(self, kind: str = "auto", exact_max: int = 100_000, kdtree_max_dims: int = 12,
                  random_state: int = 0):
         self.kind = kind
         self.exact_max = exact_max
@@ -59,10 +68,12 @@ class NeighborIndex(Versioned):
             quantizer = faiss.IndexFlatL2(dim)
             index = faiss.IndexIVFFlat(quantizer, dim, n_lists)
             rng = np.random.default_rng(self.random_state)
-            sample = z[rng.choice(n, size=min(n, 256 * n_lists), replace=False)]
+            # 40 frames per list (FAISS asks for at least 39): training grows as n^1.5 and
+            # was the slowest part at 300k frames with FAISS's 256
+            sample = z[np.sort(rng.choice(n, size=min(n, 40 * n_lists), replace=False))]
             index.cp.seed = self.random_state
             index.train(sample)
-            index.nprobe = min(24, n_lists)
+            index.nprobe = min(IVF_NPROBE, n_lists)
         else:
             raise ValueError(f"unknown neighbour index {self.kind!r}: use auto, exact, kdtree "
                              "or ivf")
@@ -72,6 +83,40 @@ class NeighborIndex(Versioned):
         self.index_ = index
         self.frame_ids_ = np.asarray(frame_ids, dtype=np.int64)
         self.n_ = n
+        self.nprobe_ = index.nprobe if kind == "ivf" else None
+        self.recall_ = 1.0 if kind != "ivf" else None   # exact kinds find every neighbour
+        self.recall_frames_ = 0
+        return self
+
+    def calibrate(self, z: np.ndarray, frame_ids: np.ndarray, k: int, target: float = 0.95,
+                  sample: int = 1_000) -> "NeighborIndex":
+        """Measure an approximate index's recall against exact search on a seeded sample of
+        `sample` of the fit frames (`z`, `frame_ids`: the fit) and probe twice as many lists
+        until it reaches `target` (or every list is probed). Recall is the share of a frame's
+        k neighbours found that are no farther than its exact k-th nearest frame (so ties
+        count as found), averaged over the sample; kept in `recall_`. Exact kinds: 1.0."""
+        if self.kind_ != "ivf":
+            return self
+        import faiss
+
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        frame_ids = np.asarray(frame_ids, dtype=np.int64)
+        k = min(k, self.n_ - 1)
+        rng = np.random.default_rng(self.random_state)
+        rows = np.sort(rng.choice(len(z), size=min(sample, len(z)), replace=False))
+        # the exact k + 1 nearest (the frame itself among them), by brute force on the sample
+        d2, _ = faiss.knn(z[rows], z, k + 1)
+        kth = np.sqrt(np.maximum(d2[:, k], 0))  # the exact k-th nearest other frame
+        while True:
+            dist, _ = self.query(z[rows], frame_ids[rows], k)
+            found = (dist <= kth[:, None] * (1 + 1e-5) + 1e-12).sum(axis=1)
+            recall = float(np.minimum(found, k).mean() / k)
+            if recall >= target or self.index_.nprobe >= self.index_.nlist:
+                break
+            self.index_.nprobe = min(2 * self.index_.nprobe, self.index_.nlist)
+        self.nprobe_ = int(self.index_.nprobe)
+        self.recall_ = recall
+        self.recall_frames_ = len(rows)
         return self
 
     def query(self, z: np.ndarray, frame_ids: np.ndarray, k: int,
@@ -124,4 +169,12 @@ class NeighborIndex(Versioned):
         if hasattr(self, "index_") and self.kind_ != "kdtree":
             self.index_ = faiss.deserialize_index(self.index_)
             if self.kind_ == "ivf":
-                self.index_.nprobe = min(24, self.index_.nlist)
+                self.index_.nprobe = min(self.nprobe_, self.index_.nlist)
+
+    def _upgrade(self, state: dict[str, Any], version: int) -> dict[str, Any]:
+        # format 1 probed 24 lists and measured no recall
+        if "index_" not in state:
+            return state
+        approximate = state.get("kind_") == "ivf"
+        return {"nprobe_": IVF_NPROBE if approximate else None,
+                "recall_": None if approximate else 1.0, "recall_frames_": 0, **state}

@@ -115,7 +115,8 @@ class Settings:
         "how `consensus` combines detector ranks (see pipeline/detectors/consensus.py)")
     neighbor_index: str = _setting(
         "auto", "nearest-neighbour index: 'exact', 'kdtree', 'ivf' (approximate) or 'auto' "
-        "(kdtree in <= 12 PCA dims, else exact up to 200k frames, then ivf)")
+        "(kdtree in <= 12 PCA dims, else exact up to 100k frames, then ivf with its recall "
+        "measured)")
     too_far_quantile: float = _setting(
         0.99, "score-new: a frame is 'too far' beyond this quantile of fit neighbour distances")
     save_fitted: bool = _setting(True, "save the fitted run in the store so score-new can use it")

@@ -16,7 +16,7 @@ import json
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import duckdb
 import numpy as np
@@ -160,7 +160,8 @@ def insert_neighbors(con: duckdb.DuckDBPyConnection, neighbors: pd.DataFrame) ->
 
 
 def write_run(con: duckdb.DuckDBPyConnection, run_id: int, *, n_frames: int,
-              clusters: pd.DataFrame, scores: pd.DataFrame, neighbors: pd.DataFrame,
+              clusters: pd.DataFrame, scores: pd.DataFrame | Iterable[pd.DataFrame],
+              neighbors: pd.DataFrame,
               artifact: bytes | None, versions: dict[str, str], timings: dict[str, float],
               params: dict[str, Any] | None = None, keep_fitted: int | None = None,
               incidents: pd.DataFrame | None = None,
@@ -168,6 +169,9 @@ def write_run(con: duckdb.DuckDBPyConnection, run_id: int, *, n_frames: int,
               mosaic: aggregates.Mosaic | None = None) -> None:
     """Every row of a run, its aggregates and incidents (`store.aggregates.write`) plus status
     'complete', in one transaction (all or nothing).
+
+    `scores` may come in parts (one DataFrame per detector), each inserted as it comes, so the
+    rows of every detector are never in memory at once.
 
     With `keep_fitted`, the same transaction also drops the fitted states of the run's model
     beyond its newest `keep_fitted` complete runs that have one (`drop_old_fitted`).
@@ -177,7 +181,8 @@ def write_run(con: duckdb.DuckDBPyConnection, run_id: int, *, n_frames: int,
     con.execute("BEGIN TRANSACTION")
     try:
         insert_clusters(con, clusters)
-        insert_scores(con, scores)
+        for part in [scores] if isinstance(scores, pd.DataFrame) else scores:
+            insert_scores(con, part)
         insert_neighbors(con, neighbors)
         if artifact is not None:
             _run(con, "INSERT INTO fitted_runs (run_id, artifact, versions) VALUES (?, ?, ?)",

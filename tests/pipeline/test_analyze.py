@@ -181,6 +181,21 @@ def test_pca_dims_are_bounded_by_the_number_of_frames(tmp_path):
     assert result.n_dims <= 60 // 5
 
 
+def test_run_parameters_record_the_neighbour_index_and_its_recall(tmp_path):
+    """An exact index finds every neighbour (recall 1.0, no sample); an approximate one records
+    the recall measured against exact search on a sample, and the lists it probes for it."""
+    db = tmp_path / "recall.duckdb"
+    synthetic_store(db, n_days=4, per_day=72, dim=32)
+    runs = [analyze(db, fast_settings(neighbor_index=kind, detectors=["lof", "knn"]),
+                    progress=False) for kind in ("auto", "ivf")]
+    with store.connect(db, read_only=True) as con:
+        exact, ivf = (sa.get_run(con, r.run_id)["params"] for r in runs)
+    assert (exact["neighbor_index"], exact["neighbor_recall"], exact["neighbor_recall_frames"],
+            exact["neighbor_nprobe"]) == ("exact", 1.0, 0, None)
+    assert ivf["neighbor_index"] == "ivf" and ivf["neighbor_recall_frames"] == 288
+    assert 0.95 <= ivf["neighbor_recall"] <= 1.0 and ivf["neighbor_nprobe"] >= 1
+
+
 def test_pca_is_fitted_on_a_sample_and_every_frame_is_projected(tmp_path, monkeypatch):
     """Above `pca_fit_frames` the standardisation and PCA see a seeded sample only, and every
     frame, read from the store a batch at a time, lands at its own projection."""
