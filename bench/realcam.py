@@ -79,7 +79,7 @@ def parse_sets(pairs: list[str]) -> dict:
         if not sep or key not in fields:
             sys.exit(f"--set {pair}: expected KEY=VALUE with a known setting "
                      f"({', '.join(sorted(fields))})")
-        if isinstance(getattr(Settings(), key), list):
+        if "list" in str(fields[key].type) or "tuple" in str(fields[key].type):
             out[key] = [v for v in value.split(",") if v]
             continue
         try:

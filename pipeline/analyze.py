@@ -28,12 +28,14 @@ import pandas as pd
 
 import store
 from pipeline import __version__
+from pipeline.causes import cause_key
 from pipeline.daylight import PLACE_KEYS
 from pipeline.detectors import (CONSENSUS, CONSENSUS_RULES, DETECTORS, Consensus, FrameBatch,
                                 make_detector)
 from pipeline.errors import AnalysisError, InputError
 from pipeline.fitted import (FittedRun, library_versions, neighbor_rows, neighbors_needed,
                              project)
+from pipeline.imagestats import backfill_local_contrast
 from pipeline.neighbors import NeighborIndex
 from pipeline.pixels import ThumbnailReader
 from pipeline.settings import Settings
@@ -229,6 +231,11 @@ def _say(progress: bool, text: str) -> None:
 
 def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_id: int,
                  params: dict[str, Any], steps: _Steps, progress: bool) -> AnalyzeResult:
+    if any("frame_stats" in DETECTORS[k].needs for k in keys):
+        filled = steps.run("backfill", backfill_local_contrast, db)
+        if filled:
+            _say(progress, f"local contrast measured from the stored thumbnails of {filled} "
+                           "frames ingested before it was")
     _say(progress, f"analysis run {run_id}: loading and projecting {model} vectors")
     ids, frames, scaler, pca, n_dims, z = load_projected(db, model, settings, steps)
     n = len(ids)
@@ -237,8 +244,10 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
         if det.n_neighbors_needed > n - 1:
             det.set_params(n_neighbors=n - 1)
     needs_pixels = any("thumbnails" in det.needs for det in detectors.values())
+    lat, lon = params.get("lat"), params.get("lon")
     batch = FrameBatch.from_frames(ids, z, frames,
-                                   pixels=ThumbnailReader(db) if needs_pixels else None)
+                                   pixels=ThumbnailReader(db) if needs_pixels else None,
+                                   lat=lat, lon=lon)
     k_needed = neighbors_needed(detectors)
     _say(progress, f"nearest neighbours (k={k_needed}) in {n_dims} PCA dims")
     index = steps.run("neighbors", lambda: NeighborIndex(
@@ -260,15 +269,21 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     detectors = {k: d for k, d in detectors.items() if np.isfinite(d.decision_scores_).any()}
     chosen = [k for k in settings.consensus_detectors if k in detectors] or list(detectors)
     fit_pcts = {k: d.percentile(d.decision_scores_) for k, d in detectors.items()}
-    consensus = steps.run("detector:consensus", Consensus(
-        chosen, settings.consensus_rule, settings.contamination).fit, fit_pcts)
+    try:
+        consensus = steps.run("detector:consensus", Consensus(
+            chosen, settings.consensus_rule, settings.contamination,
+            junk_causes=list(settings.junk_causes)).fit, fit_pcts)
+    except ValueError as exc:  # no consensus detector of a junk cause scored
+        raise AnalysisError(f"{exc}: count another cause (--junk-causes) or add a detector of "
+                            "one (--detectors, setting consensus_detectors)") from None
 
     first = batch.nn_dist[:, 0]
     too_far = float(np.quantile(first[np.isfinite(first)], settings.too_far_quantile))
     fitted = FittedRun(run_id=run_id, model=model, scaler=scaler, pca=pca, n_dims=n_dims,
                        index=index, detectors=detectors, consensus=consensus,
                        clusterer=clusterer, cluster_of_fit=labels, too_far_distance=too_far,
-                       versions=library_versions(), map_kind=map_kind, mapper=mapper)
+                       versions=library_versions(), map_kind=map_kind, mapper=mapper,
+                       lat=lat, lon=lon)
     scored = fitted.score(batch, of_fit=True)
     score_rows = scored.rows(run_id)
     nn_rows = neighbor_rows(run_id, ids, batch.nn_dist, batch.nn_idx, index.frame_ids_)
@@ -282,8 +297,10 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
                   neighbor_index=index.kind_, detectors=list(detectors),
                   consensus_of=chosen,
                   too_far_distance=too_far,
-                  detector_facts={key: scorer.facts() for key, scorer
-                                  in {**detectors, CONSENSUS: consensus}.items()})
+                  detector_facts={key: scorer.facts() for key, scorer in {
+                      **detectors,
+                      **{cause_key(c): s for c, s in consensus.causes_.items()},
+                      CONSENSUS: consensus}.items()})
     _say(progress, f"writing run {run_id}")
 
     def write():

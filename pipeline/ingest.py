@@ -494,6 +494,7 @@ class _BatchWriter:
             "contrast": [r.stats.contrast for r in results],
             "sharpness": [r.stats.sharpness for r in results],
             "colorfulness": [r.stats.colorfulness for r in results],
+            "local_contrast": pd.array([r.local_contrast for r in results], dtype="Float64"),
         })
         timed = daylight.compute_times(base, self.where, self.settings)
         self.summary.n_ambiguous += timed.n_ambiguous

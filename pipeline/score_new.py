@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 import store
+from pipeline.causes import cause_key
 from pipeline.detectors import CONSENSUS, FrameBatch
 from pipeline.errors import AnalysisError
 from pipeline.fitted import FittedRun, library_versions, neighbor_rows, neighbors_needed
@@ -146,7 +147,8 @@ def score_frames(db: Path, fitted: FittedRun, frame_ids: np.ndarray,
     if not len(ids):
         return _empty_report(fitted), n_skipped
     z = fitted.transform(vectors)
-    batch = FrameBatch.from_frames(ids, z, frames, pixels=ThumbnailReader(db))
+    batch = FrameBatch.from_frames(ids, z, frames, pixels=ThumbnailReader(db),
+                                   lat=fitted.lat, lon=fitted.lon)
     fitted.index.attach(batch, neighbors_needed(fitted.detectors))
     scored = fitted.score(batch)
 
@@ -188,7 +190,7 @@ def score_frames(db: Path, fitted: FittedRun, frame_ids: np.ndarray,
 def _empty_report(fitted: FittedRun) -> pd.DataFrame:
     cols = ["frame_id", "path", "cluster", "nearest_frame_id", "nearest_path", "nearest_cluster",
             "nearest_distance", "too_far"]
-    for key in [*fitted.detectors, CONSENSUS]:
+    for key in [*fitted.detectors, *map(cause_key, fitted.consensus.causes_), CONSENSUS]:
         cols += [key, f"{key}_pct"]
     return pd.DataFrame(columns=cols + ["is_outlier"])
 

@@ -285,9 +285,19 @@ DROP TABLE ingest_errors;
 ALTER TABLE ingest_errors_v2 RENAME TO ingest_errors;
 """ + _VIEWS
 
+# Each frame's local contrast (the mean 9x9 standard deviation of the stored thumbnail's luma,
+# which the `flat` detector compares with the camera's own good frames). Frames ingested before
+# it have NULL until `analyze` fills them in from their stored thumbnails
+# (`pipeline.imagestats.backfill_local_contrast`). Numbers 3 and 4 are the incidents' and
+# another branch's migrations, made at the same time.
+_LOCAL_CONTRAST = """
+ALTER TABLE frames ADD COLUMN IF NOT EXISTS local_contrast DOUBLE;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
     (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
+    (5, "frames.local_contrast", _LOCAL_CONTRAST),
 ]
 
 LATEST = MIGRATIONS[-1][0]

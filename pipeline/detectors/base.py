@@ -5,9 +5,13 @@ everything else derives from the registry (`DETECTORS`): the default lists in
 `pipeline.settings` (`on_by_default`, `in_consensus`), what analyze says when a detector could
 not score (`unscorable`), where consensus starts counting its ranks as evidence
 (`evidence_from`), how many neighbours the shared index must attach (`n_neighbors_needed`), and
-the facts each run records for the dashboard (`Scorer.facts`: its `summary`, evidence `family`
-and `order` in lists; the dashboard never imports the pipeline, so it reads them from the run).
-A fact shared by a family is set once on the family's base class.
+the facts each run records for the dashboard (`Scorer.facts`: its `summary`, evidence `family`,
+`order` in lists and `cause`; the dashboard never imports the pipeline, so it reads them from
+the run). A fact shared by a family is set once on the family's base class.
+
+`cause` is the kind of junk a detector sees (`pipeline.causes`: quality, camera, scene,
+rarity): the consensus scores each cause from its detectors and sums the causes the user
+counts as junk (setting `junk_causes`).
 
 Every detector follows the PyOD / scikit-learn habits: `__init__` only stores keyword
 parameters, `fit(batch)` does the work and returns self, learned state ends in `_`, and
@@ -23,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from pipeline.causes import CAUSES
 from pipeline.detectors.batch import FrameBatch
 from pipeline.versioned import Versioned
 
@@ -45,7 +50,8 @@ class Scorer(Versioned, BaseEstimator):
     summary: ClassVar[str] = ""   # one line: what a high score means
     family: ClassVar[str] = ""    # evidence family: consensus averages within, sums across
     order: ClassVar[int] = 1000   # place in the dashboard's lists (then by key)
-    recorded: ClassVar[tuple[str, ...]] = ("summary", "family", "order")  # what runs record
+    cause: ClassVar[str] = ""     # the kind of junk it sees: a key of pipeline.causes.CAUSES
+    recorded: ClassVar[tuple[str, ...]] = ("summary", "family", "order", "cause")  # runs record
 
     def __init__(self, contamination: float = 0.05):
         self.contamination = contamination
@@ -117,6 +123,9 @@ def register(cls: type[Detector]) -> type[Detector]:
     """Class decorator: add a detector class to the registry under its `key`."""
     if not cls.key or not cls.family or not cls.summary:
         raise ValueError(f"{cls.__name__} needs a key, a family and a summary to be registered")
+    if cls.cause not in CAUSES:
+        raise ValueError(f"{cls.__name__} needs a cause, one of {', '.join(CAUSES)}; it has "
+                         f"{cls.cause!r}")
     if cls.key in DETECTORS:
         raise ValueError(f"detector {cls.key!r} registered twice")
     unknown = set(cls.needs) - set(NEEDS)
