@@ -147,10 +147,12 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
                        SELECT frame_id, frame_id % 97 = 0,
                               CASE WHEN frame_id % 97 = 0 THEN 'person' ELSE 'normal' END
                        FROM frames""")
-        con.execute("""INSERT INTO ingest_errors (path, stage, message, root, file_bytes)
-                       VALUES ('2024/04/01/broken.jpg', 'ingest',
-                               'truncated JPEG: image file is truncated', $root, 1024),
-                              ('notes.jpg', 'ingest', 'not an image (text file)', $root, 12)""",
+        con.execute("""INSERT INTO ingest_errors (location, path, stage, message, root,
+                                                 file_bytes)
+                       VALUES ($root || '/2024/04/01/broken.jpg', '2024/04/01/broken.jpg',
+                               'ingest', 'truncated JPEG: image file is truncated', $root, 1024),
+                              ($root || '/notes.jpg', 'notes.jpg', 'ingest',
+                               'not an image (text file)', $root, 12)""",
                     {"root": root})
     return path
 

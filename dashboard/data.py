@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import streamlit as st
 
 import store
-from dashboard.export import file_path
+from store.export import file_path
 from store import facts, reviews
 
 ENV_DB = "TIMELAPSE_DB"

@@ -508,6 +508,164 @@ def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool) -> None:
         click.echo(result.describe())
 
 
+# --- export -----------------------------------------------------------------------------------
+
+DEFLICKER_FRAMES = 15   # the deflicker window of a bare --deflicker (the dashboard's switch)
+
+
+@cli.command()
+@_db_option(exists=True)
+@click.option("--format", "fmt", type=click.Choice(["mp4", "csv", "list", "ffconcat"]),
+              help="what to write [default: from the --out suffix: .mp4 .csv .txt .ffconcat]")
+@click.option("--out", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path), help="the file to write")
+@click.option("--frames", "mode", type=click.Choice(["not_junk", "keep", "clean"]),
+              default="not_junk", show_default=True,
+              help="frames to export, as on the Review page: not_junk (every filtered frame not "
+              "marked junk), keep (only frames marked keep), clean (frames marked keep, and "
+              "unreviewed frames the detector does not flag)")
+@click.option("--run", type=int, metavar="N", help="analysis run [default: the latest complete]")
+@click.option("--from", "date_from", type=click.DateTime(formats=["%Y-%m-%d"]),
+              metavar="YYYY-MM-DD", help="first day (camera clock)")
+@click.option("--to", "date_to", type=click.DateTime(formats=["%Y-%m-%d"]),
+              metavar="YYYY-MM-DD", help="last day (camera clock), included")
+@click.option("--hours", metavar="H-H", help="hours of day, both included, e.g. 6-18")
+@click.option("--daylight", metavar="day,twilight,night", help="daylight values to keep")
+@click.option("--weather", metavar="CONDITION,...", help="weather conditions to keep "
+              "(clear, cloudy, rain, fog, ..., unknown)")
+@click.option("--cluster", metavar="N,...", help="clusters to keep (-1 = noise: --cluster=-1)")
+@click.option("--det", metavar="DETECTOR", help="detector for --thr and --frames clean "
+              "[default: consensus]")
+@click.option("--thr", metavar="all|flagged|pctNN|topN",
+              help="detector threshold: all frames, flagged by the detector, score percentile "
+              "at least NN, or the top N by score [default: all]")
+@click.option("--fps", type=click.IntRange(1, 120), default=24, show_default=True,
+              help="frames per second of the video (mp4, ffconcat)")
+@click.option("--width", type=click.IntRange(16, 7680), default=1280, show_default=True,
+              help="video width in pixels (mp4); the height keeps the first frame's aspect")
+@click.option("--deflicker", type=click.IntRange(min=0), default=0, is_flag=False,
+              flag_value=DEFLICKER_FRAMES, metavar="[N]",
+              help="smooth each frame's brightness over N neighbouring frames (mp4; "
+              f"--deflicker alone: {DEFLICKER_FRAMES}; 0: off)")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="show a progress bar (frames/s, ETA) on stderr")
+@click.pass_context
+def export(ctx, db: Path, fmt, out: Path, mode, run, date_from, date_to, hours, daylight,
+           weather, cluster, det, thr, fps, width, deflicker, progress) -> None:
+    """Write the frames the filters keep as an MP4 video, a CSV, a file list or an ffmpeg
+    concat file, in time order.
+
+    The filters are the dashboard's, with its URL keys and values (a link's
+    `?daylight=day&thr=flagged` is `--daylight day --thr flagged`); the summary says how many
+    frames were left out and why, and names those whose file could not be read.
+    """
+    from pipeline.export import FilterFlags, export as run_export, format_of
+    from pipeline.video import VideoOptions
+
+    settings = _settings(ctx)
+    flags = FilterFlags(run=run, date_from=date_from.date() if date_from else None,
+                        date_to=date_to.date() if date_to else None, hours=hours,
+                        daylight=daylight, weather=weather, cluster=cluster, det=det, thr=thr)
+    options = VideoOptions(fps=fps, width=width, deflicker=deflicker,
+                           max_file_bytes=settings.max_file_bytes,
+                           max_image_pixels=settings.max_image_pixels,
+                           workers=min(settings.workers, 4), description=flags.describe(),
+                           progress=progress)
+    summary = run_export(db, flags, mode, format_of(fmt, out), out, options)
+    click.echo(summary.describe())
+
+
+# --- serving and watching --------------------------------------------------------------------
+
+@cli.command()
+@_db_option(exists=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to listen on; another than 127.0.0.1 exposes the API to the network "
+              "(give --token-file, and put a TLS proxy in front: docs/SERVING.md)")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="port to listen on")
+@click.option("--run-id", "run_id", type=int, help="always score against this run [default: the "
+              "newest complete run with a saved fit, switching when a newer one appears]")
+@click.option("--token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="require `Authorization: Bearer TOKEN` (the file's text) on every route but "
+              "/v1/health")
+@click.pass_context
+def serve(ctx, db: Path, host: str, port: int, run_id, token_file) -> None:
+    """Serve an HTTP API that scores new frames against a frozen run (writes nothing).
+
+    \b
+    POST /v1/score (multipart `file` parts), GET /v1/health, /v1/frames/ID,
+    /v1/frames/ID/thumbnail, /v1/runs; OpenAPI docs at /docs. Ctrl-C stops it.
+    """
+    settings = _settings(ctx)
+    token = _read_token(token_file) if token_file is not None else None
+    from pipeline.serve import build, run_server
+
+    app = build(db, settings, run_id=run_id, token=token)
+    scorer = app.state.scorer
+    what = (f"run {scorer.loaded.run_id} ({scorer.loaded.fitted.model})" if scorer.loaded
+            else "no run yet (answers 503 until `analyze` makes one)")
+    click.echo(f"serve {db}: {what}; http://{host}:{port}/docs"
+               + ("; bearer token required" if token else ""))
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        click.secho(f"warning: listening on {host} without --token-file: anyone who can reach "
+                    "this port can use the API", err=True, fg="yellow")
+    run_server(app, host, port)
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the token file {path}: {exc}") from None
+    if not token or any(c.isspace() for c in token):
+        raise InputError(f"the token file {path} must hold one token (no spaces): it holds "
+                         + ("nothing" if not token else "several words"))
+    if path.stat().st_mode & 0o077:
+        click.secho(f"warning: the token file {path} can be read by other users "
+                    f"(chmod 600 {path})", err=True, fg="yellow")
+    return token
+
+
+@cli.command()
+@_folder_argument
+@_db_option(exists=True)
+@click.option("--interval", type=click.FloatRange(min=0.1, max=86_400), default=60,
+              show_default=True, help="seconds between passes")
+@click.option("--refit-every", "refit_every", type=click.IntRange(min=1), metavar="N",
+              help="run a full analyze after N new frames (with the current run's settings)")
+@click.pass_context
+def watch(ctx, folder: Path, db: Path, interval: float, refit_every) -> None:
+    """Keep scoring the new frames a camera writes into FOLDER (Ctrl-C or SIGTERM to stop).
+
+    Each pass ingests new files, embeds and scores them against the newest fitted run (as
+    score-new does) in short write transactions, then lets go of the store until the next pass,
+    so the dashboard, serve and other commands keep working. One line per pass.
+    """
+    import signal
+    import threading
+
+    from pipeline.watch import watch as run_watch
+
+    settings = _settings(ctx)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now (work committed so far is kept)
+        stop.set()
+        click.echo("watch: stopping after the batch being written (Ctrl-C again to stop now)",
+                   err=True)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        n = run_watch(folder, db, settings, interval, click.echo, stop, refit_every=refit_every)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo(f"watch stopped after {n} pass(es); everything committed is kept")
+
+
 # --- store upkeep -----------------------------------------------------------------------------
 
 @cli.command()

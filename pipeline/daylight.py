@@ -85,6 +85,11 @@ def place(con, settings: Settings) -> Place:
     for key, value in given.items():
         if value is not None:
             kv.put(con, key, value)
+    return stored_place(con)
+
+
+def stored_place(con) -> Place:
+    """The place the store remembers (read-only: `serve` reads it so)."""
     stored = {key: kv.get(con, key) for key in PLACE_KEYS}
     offset = float(stored["clock_offset_minutes"] or 0.0)
     if not abs(offset) <= MAX_CLOCK_OFFSET_DAYS * 1440:  # stored by an older version

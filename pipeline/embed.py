@@ -29,7 +29,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -38,7 +38,7 @@ import store
 from pipeline import pixels
 from pipeline.errors import InputError
 from pipeline.executors import Executor, LocalExecutor
-from pipeline.models import get_model
+from pipeline.models import ModelSpec, get_model
 from pipeline.models.embedder import Embedder
 from pipeline.settings import Settings
 from store import embeddings as embeddings_store
@@ -73,8 +73,8 @@ class EmbedSummary:
         return ", ".join(parts)
 
 
-def load_frame(path: Path, size: int) -> np.ndarray:
-    """Decode an image file to RGB uint8 `[size, size, 3]`: the whole frame, squashed, upright.
+def load_frame(path: Path | bytes, size: int) -> np.ndarray:
+    """Decode an image file (or its bytes) to RGB uint8 `[size, size, 3]`: the whole frame, squashed, upright.
 
     Through `pipeline.pixels`, the one decoding path: JPEG draft mode decodes at the smallest
     DCT scale that is still >= size on both sides (several times faster than a full decode of
@@ -172,7 +172,9 @@ class BatchWriter:
 _HASH = re.compile(r"blake2b ([0-9a-f]+)")
 
 
-def _same_weights(old: str, new: str) -> bool:
+def same_weights(old: str, new: str) -> bool:
+    """Whether two `models.weights` descriptions name the same weights (by their hash when
+    both have one)."""
     old_hash, new_hash = _HASH.search(old), _HASH.search(new)
     if old_hash and new_hash:
         return old_hash[1] == new_hash[1]
@@ -186,8 +188,15 @@ def _progress_bar(total: int, model: str, enabled: bool):
                 smoothing=0.05, dynamic_ncols=True)
 
 
+def build_embedder(spec: ModelSpec, settings: Settings) -> Embedder:
+    """The one place a model is built for use (`embed`, `score-new`, `watch`, `serve`): with
+    the settings' weights file when one is given. Raises `ModelUnavailableError` with the fix."""
+    return spec.build(settings.weights)
+
+
 def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None = None,
-                 progress: bool = True, replace: bool = False) -> EmbedSummary:
+                 progress: bool = True, replace: bool = False,
+                 should_stop: Callable[[], bool] | None = None) -> EmbedSummary:
     """Embed every frame (of `frame_ids` when given) that lacks a vector for `settings.model`.
 
     Uses settings.model, .weights, .batch_size and .workers. `replace=True` deletes all of the
@@ -217,7 +226,7 @@ def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None =
         return summary
 
     _check_roots(db, pending)
-    embedder = spec.build(settings.weights)  # before any delete: a failed build changes nothing
+    embedder = build_embedder(spec, settings)  # before any delete: a failed build changes nothing
     row = ModelRow(spec.key, spec.family, embedder.weights, embedder.dim, embedder.input_size)
     if replacing:
         with store.connect(db, migrate=False) as con:
@@ -226,7 +235,7 @@ def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None =
         summary.already_done = n_scope - len(pending)
         _check_roots(db, pending)
     elif existing is not None and n_existing and (
-            not _same_weights(existing.weights, row.weights) or existing.dim != row.dim):
+            not same_weights(existing.weights, row.weights) or existing.dim != row.dim):
         raise InputError(
             f"the store's {n_existing} {spec.key} vectors were made with other weights "
             f"({existing.weights}, {existing.dim}-d); now: {row.weights}, {row.dim}-d. Mixing "
@@ -237,7 +246,8 @@ def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None =
     log.info("embedding %d frames with %s (%d-d, %s)", len(pending), spec.key, row.dim,
              row.weights)
 
-    summary.embedded, summary.failed = embed_pending(db, embedder, pending, settings, progress)
+    summary.embedded, summary.failed = embed_pending(db, embedder, pending, settings, progress,
+                                                     should_stop=should_stop)
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -254,9 +264,11 @@ def _check_roots(db: Path, pending: list[PendingFrame]) -> None:
 
 
 def embed_pending(db: Path, embedder: Embedder, pending: list[PendingFrame], settings: Settings,
-                  progress: bool = False, executor: Executor | None = None) -> tuple[int, int]:
+                  progress: bool = False, executor: Executor | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> tuple[int, int]:
     """Embed `pending` with a built model: plan the batches, compute them with `executor`
-    (default: `LocalExecutor(settings.workers)`), commit each batch as it comes back.
+    (default: `LocalExecutor(settings.workers)`), commit each batch as it comes back; when
+    `should_stop()` turns true, stop after the batch being committed (`watch` on SIGTERM).
     Returns (vectors added, frames failed). `embed_frames` is the front door; this is its
     inner loop (the benchmark times it with a warmed-up model)."""
     batches = plan_batches(pending, settings.batch_size)
@@ -274,6 +286,8 @@ def embed_pending(db: Path, embedder: Embedder, pending: list[PendingFrame], set
                 writer.put(batch)
                 n_failed += len(batch.errors)
                 bar.update(batch.n_frames)
+                if should_stop is not None and should_stop():
+                    break
         writer.close()
     finally:
         bar.close()

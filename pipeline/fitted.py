@@ -99,20 +99,34 @@ class FittedRun(Versioned):
             return self.clusterer.predict(z[:, :self.clusterer.cluster_centers_.shape[1]])
         return self.cluster_of_fit[nn_idx[:, 0]]
 
-    def score(self, batch: FrameBatch, of_fit: bool = False) -> RunScores:
+    def score(self, batch: FrameBatch, of_fit: bool = False,
+              groups: np.ndarray | None = None) -> RunScores:
         """Every detector's and the consensus' scores of `batch` against the frozen fit, their
         percentile ranks among the fit's scores, and the outlier flags. The batch needs its
         nearest fit frames attached (`self.index.attach(batch, neighbors_needed(...))`).
 
         `of_fit`: `batch` is the batch the run was fitted on; its scores are the ones the fit
         kept (`decision_scores_`, what `decision_function` would give it again), so they are
-        not computed twice."""
+        not computed twice.
+
+        `groups` (a label per frame): frames scored together that are not each other's
+        context (`serve`: the uploads of several requests); the detectors whose scores depend
+        on the other new frames (`uses_batch_frames`) score each group on its own, the others
+        the whole batch at once."""
         causes = {cause_key(c): scorer for c, scorer in self.consensus.causes_.items()}
         scorers = {**self.detectors, **causes, CONSENSUS: self.consensus}
         scores: dict[str, np.ndarray] = {}
         pcts: dict[str, np.ndarray] = {}
         for key, det in self.detectors.items():
-            scores[key] = det.decision_scores_ if of_fit else det.decision_function(batch)
+            if of_fit:
+                scores[key] = det.decision_scores_
+            elif groups is not None and det.uses_batch_frames:
+                scores[key] = np.full(len(batch), np.nan)
+                for group in np.unique(groups):
+                    rows = np.flatnonzero(groups == group)
+                    scores[key][rows] = det.decision_function(batch.take(rows))
+            else:
+                scores[key] = det.decision_function(batch)
             pcts[key] = det.percentile(scores[key])
         if of_fit:
             by_cause = {c: s.decision_scores_ for c, s in self.consensus.causes_.items()}

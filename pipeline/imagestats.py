@@ -22,17 +22,18 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import signal
 from dataclasses import dataclass
 
 import numpy as np
 import simplejpeg
-from PIL import Image
 from scipy import ndimage
 
 from pipeline import pixels
 from pipeline.timestamps import FrameTime, frame_time
 
 THUMBNAIL_QUALITY = 80
+
 
 @dataclass
 class Stats:
@@ -48,8 +49,9 @@ class FrameResult:
 
     name: str                         # path relative to the root, as stored
     file_bytes: int
-    mtime_ns: int
+    mtime_ns: int | None              # None: bytes with no file (an upload to `serve`)
     error: str | None = None
+    error_kind: str | None = None     # FrameDecodeError.kind of `error`, when it is one
     width: int | None = None          # upright (after EXIF orientation)
     height: int | None = None
     content_hash: str | None = None
@@ -61,6 +63,15 @@ class FrameResult:
     time: FrameTime | None = None
 
 
+def configure_worker(max_image_pixels: int) -> None:
+    """A decode worker process (ingest's pool): `pixels.configure`, and Ctrl-C left to the
+    parent. A terminal sends Ctrl-C to the whole process group; the parent stops the pool itself
+    (`watch` after the batch being written), so a worker must not die mid-task with a
+    traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pixels.configure(max_image_pixels)
+
+
 def read_frame(task: tuple[str, str, int, int, int, int, int]) -> FrameResult:
     """Decode one file: task = (os path, stored name, file bytes, mtime ns, thumb px, max px,
     max file bytes)."""
@@ -69,19 +80,27 @@ def read_frame(task: tuple[str, str, int, int, int, int, int]) -> FrameResult:
     try:
         data = pixels.read_image_file(os_path, file_bytes, max_bytes)
     except pixels.FrameDecodeError as exc:
-        result.error = str(exc)
+        result.error, result.error_kind = str(exc), exc.kind
         return result
     except OSError as exc:
         result.error = describe_os_error(exc)
         return result
+    return read_frame_bytes(data, result, thumb_size, max_pixels)
+
+
+def read_frame_bytes(data: bytes, result: FrameResult, thumb_size: int,
+                     max_pixels: int | None = None) -> FrameResult:
+    """Fill `result` from a frame file's bytes: decode, thumbnail, statistics, timestamp (or
+    set its `error`). `read_frame` reads the file first; `serve` has the bytes of an upload
+    (and no mtime: `result.mtime_ns` None, so its time comes from EXIF or the name only)."""
     try:
-        image, exif = decode(data, thumb_size, max_pixels)
+        image, exif = pixels.decode_within(data, thumb_size, max_pixels)
     except pixels.FrameDecodeError as exc:
-        result.error = str(exc)
+        result.error, result.error_kind = str(exc), exc.kind
         return result
     result.content_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
     result.width, result.height = image.info["upright_size"]
-    result.time = frame_time(exif, name, mtime_ns)
+    result.time = frame_time(exif, result.name, result.mtime_ns)
     rgb = np.asarray(image, dtype=np.float32)
     result.stats = image_stats(rgb)
     buffer = io.BytesIO()
@@ -90,22 +109,6 @@ def read_frame(task: tuple[str, str, int, int, int, int, int]) -> FrameResult:
     result.thumb_width, result.thumb_height = image.size
     result.local_contrast = thumbnail_local_contrast(result.thumbnail)
     return result
-
-
-def decode(data: bytes, thumb_size: int, max_pixels: int | None = None):
-    """Bytes -> (upright RGB thumbnail with info['upright_size'], Pillow Exif or None)."""
-    original = pixels.decode_original(data, lambda w, h: _box(w, h, thumb_size), max_pixels)
-    rgb = original.image
-    rgb.thumbnail((thumb_size, thumb_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    rgb = pixels.upright(rgb, original.orientation)
-    rgb.info["upright_size"] = original.upright_size
-    return rgb, original.exif
-
-
-def _box(width: int, height: int, thumb_size: int) -> tuple[int, int]:
-    """The draft request: the thumbnail's size, so DCT scaling stops at >= thumbnail pixels."""
-    scale = thumb_size / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def image_stats(rgb: np.ndarray) -> Stats:
@@ -184,7 +187,7 @@ def decode_stats(task: tuple[str, int, int]) -> Stats:
     os_path, thumb_size, max_pixels = task
     with open(os_path, "rb") as fh:
         data = fh.read()
-    image, _ = decode(data, thumb_size, max_pixels)
+    image, _ = pixels.decode_within(data, thumb_size, max_pixels)
     return image_stats(np.asarray(image, dtype=np.float32))
 
 

@@ -37,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pandas as pd
 
@@ -73,6 +73,7 @@ class IngestSummary:
     n_moved: int = 0           # unchanged frames whose file moved (root, path updated)
     n_reread: int = 0          # unchanged frames read again: new mtime, same content
     n_reviews_dropped: int = 0  # reviews of changed frames (they judged the old picture)
+    n_held: int = 0            # files left for the next pass (`hold`: still being written)
     seconds: float = 0.0
     folder: str = ""
 
@@ -97,6 +98,8 @@ class IngestSummary:
             extras.append(f"{self.n_moved} frame(s) found at a new place (moved)")
         if self.n_reread:
             extras.append(f"{self.n_reread} read again (new mtime, same content)")
+        if self.n_held:
+            extras.append(f"{self.n_held} still being written (tried again later)")
         if self.changed:
             dropped = (f", and {self.n_reviews_dropped} review(s) of the old pictures, "
                        "recorded in `info`" if self.n_reviews_dropped else "")
@@ -138,14 +141,39 @@ def frame_file(root: str, path: str) -> Path:
     return Path(os_text(plain))
 
 
+def folder_root(folder: Path) -> str:
+    """The `root` that frames ingested from `folder` are stored with."""
+    return stored_text(os.path.abspath(folder))
+
+
+def pending_files(folder: Path, db: Path, stage: str = "ingest") -> int:
+    """How many files under `folder` an ingest would read, move or record as unreadable now,
+    from a listing of the folder and a short read-only look at the store (nothing is written:
+    `watch` looks before it takes the run lock)."""
+    files, problems = walk(os.path.abspath(folder))
+    with store.connect(db, read_only=True) as con:
+        failed = frames_store.failed_files(con, stage)
+        known = frames_store.known_files(con)
+    plan = _plan(files, known, failed, IngestSummary())
+    recorded = set(failed["location"])
+    return len(plan.todo) + len(plan.moves) + sum(loc not in recorded for _, loc, _ in problems)
+
+
 def ingest_folder(folder: Path, db: Path, settings: Settings, progress: bool = True,
-                  stage: str = "ingest") -> IngestSummary:
-    """Add new and changed frames in `folder` (recursive) to the store at `db`."""
+                  stage: str = "ingest", hold: Callable[[FileEntry, imagestats.FrameResult],
+                                                        bool] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> IngestSummary:
+    """Add new and changed frames in `folder` (recursive) to the store at `db`.
+
+    `hold(entry, result)` true leaves a decoded file out of the store this time (`watch`: a
+    file still being written is tried again on the next pass instead of becoming an error or a
+    half frame); `should_stop()` true stops after the batch being written (`watch` on SIGTERM).
+    """
     started = time.monotonic()
     folder = Path(folder)
     check_folder(folder)
     daylight.check_place(settings)
-    root = stored_text(os.path.abspath(folder))
+    root = folder_root(folder)
     summary = IngestSummary(folder=str(folder))
     with store.connect(db) as con:  # a store that is not ours, or a bad place: before the walk
         where = daylight.place(con, settings)
@@ -166,12 +194,17 @@ def ingest_folder(folder: Path, db: Path, settings: Settings, progress: bool = T
         batch: list[tuple[FileEntry, imagestats.FrameResult]] = []
         last_flush = time.monotonic()
         for entry, result in zip(plan.todo, results):
+            if hold is not None and hold(entry, result):
+                summary.n_held += 1
+                continue
             batch.append((entry, result))
             if len(batch) >= settings.ingest_batch_size or (
                     time.monotonic() - last_flush >= FLUSH_SECONDS):
                 writer.write(batch)
                 batch = []
                 last_flush = time.monotonic()
+                if should_stop is not None and should_stop():
+                    break
         if batch:
             writer.write(batch)
     finally:
@@ -395,7 +428,7 @@ def _decode_all(todo: list[FileEntry], settings: Settings, progress: bool, stage
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["pipeline.imagestats"])
         chunksize = max(1, min(32, len(tasks) // (workers * 16)))
-        with context.Pool(workers, initializer=pixels.configure,
+        with context.Pool(workers, initializer=imagestats.configure_worker,
                           initargs=(settings.max_image_pixels,)) as pool:
             for result in pool.imap(imagestats.read_frame, tasks, chunksize=chunksize):
                 yield result
@@ -474,34 +507,42 @@ class _BatchWriter:
 
     def _frame_rows(self, good: list[tuple[FileEntry, imagestats.FrameResult]],
                     ids: list[int]) -> pd.DataFrame:
-        nat = pd.NaT
         results = [r for _, r in good]
         base = pd.DataFrame({
             "frame_id": pd.Series(ids, dtype="int64"),
             "path": pd.Series([r.name for r in results], dtype=object),
             "root": self.root,
             "location": pd.Series([e.location for e, _ in good], dtype=object),
-            "taken_at": pd.Series([r.time.local or nat for r in results], dtype="datetime64[us]"),
-            "source_utc": pd.Series([r.time.instant or nat for r in results],
-                                    dtype="datetime64[us, UTC]"),
-            "time_source": pd.Series([r.time.source for r in results], dtype=object),
             "width": pd.Series([r.width for r in results], dtype="int32"),
             "height": pd.Series([r.height for r in results], dtype="int32"),
             "file_bytes": pd.Series([r.file_bytes for r in results], dtype="int64"),
             "file_mtime": _mtimes([r.mtime_ns for r in results]),
             "content_hash": pd.Series([r.content_hash for r in results], dtype=object),
-            "mean_luma": [r.stats.mean_luma for r in results],
-            "contrast": [r.stats.contrast for r in results],
-            "sharpness": [r.stats.sharpness for r in results],
-            "colorfulness": [r.stats.colorfulness for r in results],
-            "local_contrast": pd.array([r.local_contrast for r in results], dtype="Float64"),
-        })
+        }).join(time_rows(results))
         timed = daylight.compute_times(base, self.where, self.settings)
         self.summary.n_ambiguous += timed.n_ambiguous
         self.summary.n_missing += timed.n_missing
         for column in frames_store.TIME_COLUMNS:
             base[column] = timed.times[column]
         return base[["frame_id", *frames_store.FRAME_COLUMNS]]
+
+
+def time_rows(results: list[imagestats.FrameResult]) -> pd.DataFrame:
+    """Decoded frames' time as their sources gave it (taken_at, source_utc, time_source) and
+    their image statistics: what `daylight.compute_times` turns into stored times and daylight
+    (`serve` builds its uploads' frame rows from it too)."""
+    nat = pd.NaT
+    return pd.DataFrame({
+        "taken_at": pd.Series([r.time.local or nat for r in results], dtype="datetime64[us]"),
+        "source_utc": pd.Series([r.time.instant or nat for r in results],
+                                dtype="datetime64[us, UTC]"),
+        "time_source": pd.Series([r.time.source for r in results], dtype=object),
+        "mean_luma": pd.Series([r.stats.mean_luma for r in results], dtype="float64"),
+        "contrast": pd.Series([r.stats.contrast for r in results], dtype="float64"),
+        "sharpness": pd.Series([r.stats.sharpness for r in results], dtype="float64"),
+        "colorfulness": pd.Series([r.stats.colorfulness for r in results], dtype="float64"),
+        "local_contrast": pd.Series([r.local_contrast for r in results], dtype="float64"),
+    })
 
 
 def _error_rows(rows: list[tuple], root: str) -> pd.DataFrame:

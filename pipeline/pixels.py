@@ -10,8 +10,11 @@ Thumbnails, as small RGB grids of frames by frame_id:
 `ThumbnailReader` decodes the thumbnails the store holds (libjpeg-turbo through simplejpeg, at
 the smallest DCT scale that is at least the grid, in threads, a chunk of frames per short
 connection, so memory stays flat with the number of frames); `ArrayReader` serves images held
-in memory (tests, callers that have the pixels already). Both follow `GridReader`, which the
-detectors that look at pixels read (`FrameBatch.pixels`).
+in memory (tests, callers that have the pixels already), and a `GridCache` keeps decoded grids
+between reads (`serve`); `UploadReader` serves the thumbnails
+of frames that are not in the store (`serve`'s uploads), decoded exactly as stored ones are,
+and the store's for the others. All follow `GridReader`, which the detectors that look at
+pixels read (`FrameBatch.pixels`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import warnings
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,16 +50,51 @@ class GridReader(Protocol):
         uint8 or float). Frames without an image are left out."""
 
 
-class ThumbnailReader:
-    """Thumbnails from the store, resized to a grid; `chunk` frames per short connection."""
+class GridCache:
+    """Decoded grids kept between reads (frame_id, size -> grid), least recently used first
+    out beyond `max_bytes`; shared by threads. `serve` keeps one per loaded run, so the fit
+    frames the `background` detector compares every upload with are decoded once."""
 
-    def __init__(self, db: Path, chunk: int = 1024, workers: int | None = None):
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        self.max_bytes = max_bytes
+        self.n_bytes = 0
+        self._grids: OrderedDict[tuple[int, tuple[int, int]], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, frame_id: int, size: tuple[int, int]) -> np.ndarray | None:
+        with self._lock:
+            grid = self._grids.get((frame_id, size))
+            if grid is not None:
+                self._grids.move_to_end((frame_id, size))
+            return grid
+
+    def put(self, frame_id: int, size: tuple[int, int], grid: np.ndarray) -> None:
+        with self._lock:
+            if (frame_id, size) in self._grids:
+                return
+            self._grids[(frame_id, size)] = grid
+            self.n_bytes += grid.nbytes
+            while self.n_bytes > self.max_bytes and len(self._grids) > 1:
+                _, old = self._grids.popitem(last=False)
+                self.n_bytes -= old.nbytes
+
+
+class ThumbnailReader:
+    """Thumbnails from the store, resized to a grid; `chunk` frames per short connection
+    (read-only ones with `read_only`, for a process that never writes). With a `cache`, grids
+    decoded before are taken from it; the chunks come out the same (frames in frame_id order
+    within each chunk), so what is computed from them is too."""
+
+    def __init__(self, db: Path, chunk: int = 1024, workers: int | None = None,
+                 read_only: bool = False, cache: GridCache | None = None):
         self.db = Path(db)
         self.chunk = chunk
         self.workers = workers or min(4, os.cpu_count() or 1)
+        self.read_only = read_only
+        self.cache = cache
 
     def aspect(self, frame_ids: np.ndarray) -> float | None:
-        with store.connect(self.db) as con:
+        with store.connect(self.db, read_only=self.read_only) as con:
             return store_frames.thumbnail_aspect(con, frame_ids)
 
     def grids(self, frame_ids, size):
@@ -62,16 +102,32 @@ class ThumbnailReader:
         with ThreadPoolExecutor(self.workers) as pool:  # decoding releases the GIL
             for start in range(0, len(frame_ids), self.chunk):
                 part = frame_ids[start:start + self.chunk]
-                with store.connect(self.db) as con:
-                    thumbs = store_frames.thumbnails(con, part)
-                if not len(thumbs):
-                    continue
-                decoded = list(pool.map(lambda b: decode_thumbnail(b, size), thumbs["jpeg"]))
-                ok = np.array([d is not None for d in decoded])
-                if not ok.any():
-                    continue
-                where = _positions(part, thumbs["frame_id"].to_numpy(np.int64)[ok])
-                yield start + where, np.stack([d for d in decoded if d is not None])
+                found = self._read(part, size, pool)
+                if found:
+                    ids = sorted(found)  # the store's order (frame_id)
+                    yield (start + _positions(part, np.array(ids, dtype=np.int64)),
+                           np.stack([found[i] for i in ids]))
+
+    def _read(self, part: np.ndarray, size: tuple[int, int], pool) -> dict[int, np.ndarray]:
+        """The decoded grids of the frames of `part` that have a readable thumbnail."""
+        found: dict[int, np.ndarray] = {}
+        if self.cache is not None:
+            for frame_id in map(int, part):
+                grid = self.cache.get(frame_id, size)
+                if grid is not None:
+                    found[frame_id] = grid
+        missing = [int(i) for i in part if int(i) not in found]
+        if not missing:
+            return found
+        with store.connect(self.db, read_only=self.read_only) as con:
+            thumbs = store_frames.thumbnails(con, missing)
+        decoded = pool.map(lambda b: decode_thumbnail(b, size), thumbs["jpeg"])
+        for frame_id, grid in zip(thumbs["frame_id"].tolist(), decoded):
+            if grid is not None:
+                found[frame_id] = grid
+                if self.cache is not None:
+                    self.cache.put(frame_id, size, grid)
+        return found
 
 
 class ArrayReader:
@@ -90,6 +146,32 @@ class ArrayReader:
             grids = [resize_rgb(Image.fromarray(np.asarray(self.images[int(frame_ids[p])],
                                                             np.uint8)), size) for p in have]
             yield np.array(have, dtype=np.int64), np.stack(grids)
+
+
+class UploadReader:
+    """Thumbnails held in memory (frame_id -> JPEG bytes, as ingest stores them) for frames
+    the store does not have, and `stored`'s grids for every other frame. The same bytes decode
+    to the same grid (`decode_thumbnail`), so an upload is seen as it would be once ingested."""
+
+    def __init__(self, thumbnails: dict[int, bytes], stored: GridReader):
+        self.thumbnails = thumbnails
+        self.stored = stored
+
+    def aspect(self, frame_ids):
+        return self.stored.aspect(frame_ids)
+
+    def grids(self, frame_ids, size):
+        frame_ids = np.asarray(frame_ids, dtype=np.int64)
+        mine = np.array([int(i) in self.thumbnails for i in frame_ids], dtype=bool)
+        if (~mine).any():
+            others = np.flatnonzero(~mine)
+            for pos, grids in self.stored.grids(frame_ids[others], size):
+                yield others[pos], grids
+        held = [(p, decode_thumbnail(self.thumbnails[int(frame_ids[p])], size))
+                for p in np.flatnonzero(mine)]
+        held = [(p, g) for p, g in held if g is not None]
+        if held:
+            yield np.array([p for p, _ in held], dtype=np.int64), np.stack([g for _, g in held])
 
 
 def _positions(part: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -163,7 +245,13 @@ def configure(max_image_pixels: int) -> None:
 
 
 class FrameDecodeError(Exception):
-    """A file that is not a usable JPEG/PNG frame; the message says why."""
+    """A file that is not a usable JPEG/PNG frame; the message says why and `kind` names the
+    problem for programs: 'empty', 'too_big', 'not_an_image', 'unsupported_format',
+    'truncated', 'corrupt' or 'too_many_pixels'."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -175,17 +263,17 @@ def read_image_file(os_path: str, file_bytes: int, max_bytes: int) -> bytes:
     listing gave, and what is actually there), and a JPEG or PNG header. A worker never
     holds more than `max_bytes` of one file, whatever the listing said."""
     if file_bytes == 0:
-        raise FrameDecodeError("empty file (0 bytes)")
+        raise FrameDecodeError("empty file (0 bytes)", "empty")
     if file_bytes > max_bytes:
-        raise FrameDecodeError(too_big(file_bytes, max_bytes))
+        raise FrameDecodeError(too_big(file_bytes, max_bytes), "too_big")
     with open(os_path, "rb") as fh:
         head = fh.read(len(PNG_MAGIC))
         if not head:
-            raise FrameDecodeError("empty file (0 bytes)")
+            raise FrameDecodeError("empty file (0 bytes)", "empty")
         check_header(head)
         data = head + fh.read(max_bytes + 1 - len(head))
     if len(data) > max_bytes:
-        raise FrameDecodeError(too_big(len(data), max_bytes, grew=True))
+        raise FrameDecodeError(too_big(len(data), max_bytes, grew=True), "too_big")
     return data
 
 
@@ -200,9 +288,11 @@ def check_header(head: bytes) -> None:
         return
     for magic, name in _OTHER_FORMATS:
         if head.startswith(magic):
-            raise FrameDecodeError(f"unsupported image format {name} (only JPEG and PNG frames)")
+            raise FrameDecodeError(f"unsupported image format {name} (only JPEG and PNG frames)",
+                                   "unsupported_format")
     raise FrameDecodeError(f"not an image: the file starts with bytes {head[:8].hex(' ')}, "
-                           "not a JPEG or PNG header (is it really a JPEG or PNG?)")
+                           "not a JPEG or PNG header (is it really a JPEG or PNG?)",
+                           "not_an_image")
 
 
 def too_big(n_bytes: int, max_bytes: int, grew: bool = False) -> str:
@@ -223,11 +313,11 @@ class Original:
 
 
 def decode_original(source: bytes | str | os.PathLike,
-                    draft_box: Callable[[int, int], tuple[int, int]],
+                    box_for: Callable[[int, int], tuple[int, int]],
                     max_pixels: int | None = None) -> Original:
     """Bytes (or a file) -> `Original`; raises `FrameDecodeError` saying why it is no frame.
 
-    JPEGs are decoded at the smallest DCT scale that still gives `draft_box(width, height)`
+    JPEGs are decoded at the smallest DCT scale that still gives `box_for(width, height)`
     (Pillow's draft mode); any mode becomes 8-bit RGB (`to_rgb`). A file that cannot be opened
     raises its OSError (FileNotFoundError for a vanished file), not `FrameDecodeError`.
     """
@@ -239,31 +329,60 @@ def decode_original(source: bytes | str | os.PathLike,
             image = Image.open(stream)
             if image.format not in SUPPORTED_FORMATS:
                 raise FrameDecodeError(
-                    f"unsupported image format {image.format} (only JPEG and PNG frames)")
+                    f"unsupported image format {image.format} (only JPEG and PNG frames)",
+                    "unsupported_format")
             exif = _exif(image)
             width, height = image.size
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and width * height > limit:
+                # Pillow only warns up to twice the limit, and the filter that makes its warning
+                # an error is process-wide state another thread's catch_warnings may undo
+                # (`serve` decodes in threads): check the limit here too
+                raise Image.DecompressionBombError(
+                    f"Image size ({width * height} pixels) exceeds limit of {limit} pixels, "
+                    "could be decompression bomb DOS attack.")
             if image.format in JPEG_FORMATS:
-                image.draft("RGB", draft_box(width, height))
+                image.draft("RGB", box_for(width, height))
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise FrameDecodeError(
                 f"refused as a decompression bomb: {exc} (raise the max_image_pixels setting if "
-                "the image is genuine)") from None
+                "the image is genuine)", "too_many_pixels") from None
         except UnidentifiedImageError:
             raise FrameDecodeError("not an image: Pillow cannot identify the file (is it really "
-                                   "a JPEG or PNG?)") from None
+                                   "a JPEG or PNG?)", "not_an_image") from None
         except FrameDecodeError:
             raise
         except OSError as exc:
             if "truncated" in str(exc):
-                raise FrameDecodeError(f"truncated image: {exc}") from None
-            raise FrameDecodeError(f"corrupt image: {exc}") from None
+                raise FrameDecodeError(f"truncated image: {exc}", "truncated") from None
+            raise FrameDecodeError(f"corrupt image: {exc}", "corrupt") from None
         except (SyntaxError, ValueError, TypeError, IndexError, struct.error) as exc:
-            raise FrameDecodeError(f"corrupt image: {type(exc).__name__}: {exc}") from None
+            raise FrameDecodeError(f"corrupt image: {type(exc).__name__}: {exc}",
+                                   "corrupt") from None
     orientation = _orientation(exif)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     return Original(to_rgb(image), exif, orientation, (width, height))
+
+
+def decode_within(data: bytes, longest: int, max_pixels: int | None = None
+                  ) -> tuple[Image.Image, Image.Exif | None]:
+    """Bytes -> (upright RGB image whose long side is at most `longest`, with
+    info['upright_size'] = the original's upright size; its EXIF or None). Thumbnails and the
+    video export's frames are made this way."""
+    original = decode_original(data, lambda w, h: draft_box(w, h, longest), max_pixels)
+    rgb = original.image
+    rgb.thumbnail((longest, longest), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    rgb = upright(rgb, original.orientation)
+    rgb.info["upright_size"] = original.upright_size
+    return rgb, original.exif
+
+
+def draft_box(width: int, height: int, longest: int) -> tuple[int, int]:
+    """The draft request for a long side of `longest`: DCT scaling stops at >= that size."""
+    scale = longest / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def upright(image: Image.Image, orientation: int) -> Image.Image:

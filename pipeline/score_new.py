@@ -11,6 +11,11 @@ was part of the fit gets exactly the scores it got in the run.
 A frame is "too far" when its nearest fit frame is farther than the run's `too_far_quantile`
 (default 99th percentile) of fit frames' nearest-neighbour distances: the run has seen nothing
 like it, so its scores deserve a look (or the run a refit).
+
+The pieces are shared: `load_fitted_run` (the run, once), `score_batch` (vectors and frame
+rows -> `ScoredFrames`, no store writes: what `serve` scores uploads with), `score_frames`
+(stored frames, rows added to the run) and `score_folder` (ingest, embed, score: what `watch`
+runs each pass with the run it keeps loaded).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
@@ -27,8 +32,9 @@ import store
 from pipeline.causes import cause_key
 from pipeline.detectors import CONSENSUS, FrameBatch
 from pipeline.errors import AnalysisError
-from pipeline.fitted import FittedRun, library_versions, neighbor_rows, neighbors_needed
-from pipeline.pixels import ThumbnailReader
+from pipeline.fitted import (FittedRun, RunScores, library_versions, neighbor_rows,
+                             neighbors_needed)
+from pipeline.pixels import GridReader, ThumbnailReader
 from pipeline.settings import Settings
 from pipeline.versioned import FittedFormatError
 from store import analysis as sa
@@ -36,6 +42,9 @@ from store import embeddings as se
 
 if TYPE_CHECKING:
     import duckdb
+
+    from pipeline.imagestats import FrameResult
+    from pipeline.ingest import FileEntry, IngestSummary
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,8 @@ class ScoreNewResult:
     n_skipped: int = 0     # frames of the folder with no vector (embed failed)
     warnings: list[str] = field(default_factory=list)
     ingest_line: str = ""
+    ingest: IngestSummary | None = None
+    n_embed_failed: int = 0  # frames whose file could not be read again to embed them
 
     def describe(self) -> str:
         n = len(self.frames)
@@ -76,11 +87,11 @@ class ScoreNewResult:
         return "\n".join(lines)
 
 
-def load_fitted_run(db: Path, run_id: int | None = None,
-                    model: str | None = None) -> tuple[FittedRun, list[str]]:
+def load_fitted_run(db: Path, run_id: int | None = None, model: str | None = None,
+                    read_only: bool = False) -> tuple[FittedRun, list[str]]:
     """The saved fitted run (latest complete one with a fitted state when run_id is None), and
     warnings when it was made with other library versions."""
-    with store.connect(db) as con:
+    with store.connect(db, read_only=read_only) as con:
         if run_id is None:
             run_id = sa.latest_fitted_run(con, model)
             if run_id is None:
@@ -135,6 +146,48 @@ def _no_fitted_state(con: duckdb.DuckDBPyConnection, db: Path, run_id: int) -> s
     return f"{why}; the newest {of_model}run with one is run {newest}: pass --run-id {newest}"
 
 
+@dataclass
+class ScoredFrames:
+    """Frames scored against a frozen run (`score_batch`), rows in the order of `frame_ids`:
+    every detector's and the consensus' scores, the cluster, the map point, the nearest fit
+    frames (`nn_idx`: positions in the run's neighbour index, nearest first) and whether the
+    nearest is too far."""
+
+    frame_ids: np.ndarray
+    scores: RunScores
+    clusters: np.ndarray
+    map_xy: np.ndarray
+    nn_dist: np.ndarray
+    nn_idx: np.ndarray
+    too_far: np.ndarray
+
+    @property
+    def is_outlier(self) -> np.ndarray:
+        """The consensus' flag: the run would call the frame junk."""
+        return self.scores.flags[CONSENSUS]
+
+
+def score_batch(fitted: FittedRun, frame_ids: np.ndarray, vectors: np.ndarray,
+                frames: pd.DataFrame, pixels: GridReader | None, n_nearest: int = 0,
+                groups: np.ndarray | None = None) -> ScoredFrames:
+    """Score frames against a frozen run: raw vectors and their `store.analysis.load_frames`
+    rows (times, image statistics, daylight) -> `ScoredFrames`, with at least `n_nearest`
+    nearest fit frames. Nothing is read from or written to the store here but pixels
+    (`pixels`). `score-new` and `watch` score stored frames through it, `serve` uploads. The
+    frames scored in one call are each other's context for the time-lapse detectors, as the
+    frames of one folder are in `score-new`, unless `groups` (a label per frame) says which
+    frames belong together (`FittedRun.score`)."""
+    z = fitted.transform(vectors)
+    batch = FrameBatch.from_frames(frame_ids, z, frames, pixels=pixels, lat=fitted.lat,
+                                   lon=fitted.lon)
+    fitted.index.attach(batch, max(neighbors_needed(fitted.detectors), n_nearest))
+    scored = fitted.score(batch, groups=groups)
+    labels = np.asarray(fitted.predict_cluster(z, batch.nn_idx), dtype=np.int64)
+    return ScoredFrames(frame_ids=batch.frame_ids, scores=scored, clusters=labels,
+                        map_xy=fitted.map_xy(z), nn_dist=batch.nn_dist, nn_idx=batch.nn_idx,
+                        too_far=batch.nn_dist[:, 0] > fitted.too_far_distance)
+
+
 def score_frames(db: Path, fitted: FittedRun, frame_ids: np.ndarray,
                  write: bool = True) -> tuple[pd.DataFrame, int]:
     """Score frames that have vectors of the run's model; add their rows to the run."""
@@ -146,44 +199,37 @@ def score_frames(db: Path, fitted: FittedRun, frame_ids: np.ndarray,
     n_skipped = len(np.unique(frame_ids)) - len(ids)
     if not len(ids):
         return _empty_report(fitted), n_skipped
-    z = fitted.transform(vectors)
-    batch = FrameBatch.from_frames(ids, z, frames, pixels=ThumbnailReader(db),
-                                   lat=fitted.lat, lon=fitted.lon)
-    fitted.index.attach(batch, neighbors_needed(fitted.detectors))
-    scored = fitted.score(batch)
-
-    labels = np.asarray(fitted.predict_cluster(z, batch.nn_idx), dtype=np.int64)
-    xy = fitted.map_xy(z)
+    scored = score_batch(fitted, ids, vectors, frames, ThumbnailReader(db))
     run_id = fitted.run_id
-    cluster_rows = pd.DataFrame({"run_id": run_id, "frame_id": ids,
-                                 "cluster": labels.astype(np.int32),
-                                 "map_x": xy[:, 0], "map_y": xy[:, 1]})
-    score_rows = scored.rows(run_id)
-    nn_rows = neighbor_rows(run_id, ids, batch.nn_dist, batch.nn_idx, fitted.index.frame_ids_)
+    fit_ids = fitted.index.frame_ids_
     if write:
+        cluster_rows = pd.DataFrame({"run_id": run_id, "frame_id": ids,
+                                     "cluster": scored.clusters.astype(np.int32),
+                                     "map_x": scored.map_xy[:, 0], "map_y": scored.map_xy[:, 1]})
+        nn_rows = neighbor_rows(run_id, ids, scored.nn_dist, scored.nn_idx, fit_ids)
         with store.connect(db) as con:
-            sa.add_scored_frames(con, run_id, clusters=cluster_rows, scores=score_rows,
-                                 neighbors=nn_rows)
+            sa.add_scored_frames(con, run_id, clusters=cluster_rows,
+                                 scores=scored.scores.rows(run_id), neighbors=nn_rows)
 
-    nearest_idx = batch.nn_idx[:, 0]
-    nearest_ids = fitted.index.frame_ids_[nearest_idx]
+    nearest_idx = scored.nn_idx[:, 0]
+    nearest_ids = fit_ids[nearest_idx]
     with store.connect(db) as con:
         paths = sa.load_frames(con, np.concatenate([ids, nearest_ids]))
     path_of = dict(zip(paths["frame_id"], paths["path"]))
     report = pd.DataFrame({
         "frame_id": ids,
         "path": [path_of.get(i) for i in ids],
-        "cluster": labels,
+        "cluster": scored.clusters,
         "nearest_frame_id": nearest_ids,
         "nearest_path": [path_of.get(i) for i in nearest_ids],
         "nearest_cluster": fitted.cluster_of_fit[nearest_idx],
-        "nearest_distance": batch.nn_dist[:, 0].astype(float),
+        "nearest_distance": scored.nn_dist[:, 0].astype(float),
     })
-    report["too_far"] = report["nearest_distance"] > fitted.too_far_distance
-    for key in scored.scores:
-        report[key] = scored.scores[key]
-        report[f"{key}_pct"] = scored.pcts[key]
-    report["is_outlier"] = scored.flags[CONSENSUS]
+    report["too_far"] = scored.too_far
+    for key in scored.scores.scores:
+        report[key] = scored.scores.scores[key]
+        report[f"{key}_pct"] = scored.scores.pcts[key]
+    report["is_outlier"] = scored.is_outlier
     return report, n_skipped
 
 
@@ -198,25 +244,53 @@ def _empty_report(fitted: FittedRun) -> pd.DataFrame:
 def score_new(folder: Path, db: Path, settings: Settings, progress: bool = True,
               run_id: int | None = None) -> ScoreNewResult:
     """Ingest FOLDER, embed its new frames with the run's model, score them against the run."""
-    from pipeline.embed import embed_frames
-    from pipeline.ingest import ingest_folder
-
     db = Path(db)
     if not db.exists():
         raise AnalysisError(f"no store at {db}: analyse some frames first "
                             f"(`python -m pipeline run FOLDER --db {db}`)")
     fitted, warnings = load_fitted_run(db, run_id)
-    summary = ingest_folder(Path(folder), db, settings, progress=progress, stage="score-new")
-    root = str(Path(folder).resolve())
+    result = score_folder(folder, db, settings, fitted, progress=progress)
+    result.warnings[:0] = warnings
+    return result
+
+
+def score_folder(folder: Path, db: Path, settings: Settings, fitted: FittedRun, *,
+                 progress: bool = False, stage: str = "score-new",
+                 hold: Callable[[FileEntry, FrameResult], bool] | None = None,
+                 should_stop: Callable[[], bool] | None = None,
+                 chunk: int | None = None) -> ScoreNewResult:
+    """The steps of `score_new` with a loaded run (`watch` keeps one loaded between passes):
+    ingest FOLDER, embed the folder's frames that the run has no rows of (new, changed, or
+    left unscored by a killed pass), score them and add them to the run, `chunk` frames per
+    write transaction when given (all at once otherwise). `hold` and `should_stop` go to
+    `ingest_folder` and `embed_frames`; `should_stop()` is also asked between chunks."""
+    from pipeline.embed import embed_frames
+    from pipeline.ingest import folder_root, ingest_folder
+
+    summary = ingest_folder(Path(folder), db, settings, progress=progress, stage=stage,
+                            hold=hold, should_stop=should_stop)
+    root = folder_root(folder)
     with store.connect(db) as con:
         in_folder = sa.load_frames(con, root=root)["frame_id"].to_numpy(np.int64)
         in_run = sa.run_frame_ids(con, fitted.run_id)
     changed = np.asarray(summary.frame_ids, dtype=np.int64)
     todo = np.union1d(np.setdiff1d(in_folder, in_run), changed)
-    if len(todo):
-        embed_frames(db, settings.replace(model=fitted.model), frame_ids=todo.tolist(),
-                     progress=progress)
-    report, n_skipped = score_frames(db, fitted, todo)
+    n_failed = 0
+    if len(todo) and not (should_stop is not None and should_stop()):
+        embedded = embed_frames(db, settings.replace(model=fitted.model),
+                                frame_ids=todo.tolist(), progress=progress,
+                                should_stop=should_stop)
+        n_failed = embedded.failed
+    reports, n_skipped = [], 0
+    step = chunk or max(1, len(todo))
+    for start in range(0, len(todo), step):
+        if start and should_stop is not None and should_stop():
+            break
+        report, skipped = score_frames(db, fitted, todo[start:start + step])
+        reports.append(report)
+        n_skipped += skipped
+    report = (pd.concat(reports, ignore_index=True) if len(reports) > 1
+              else reports[0] if reports else _empty_report(fitted))
     return ScoreNewResult(run_id=fitted.run_id, model=fitted.model, frames=report,
-                          n_skipped=n_skipped, warnings=warnings,
-                          ingest_line=summary.describe())
+                          n_skipped=n_skipped, ingest_line=summary.describe(),
+                          ingest=summary, n_embed_failed=n_failed)

@@ -112,6 +112,31 @@ class Settings:
         3, "fitted states kept per model (newest complete runs); older runs keep their rows",
         1, 1000)
 
+    # Serving (`serve`) and watching a folder (`watch`)
+    max_upload_bytes: int = _setting(
+        50 * 2**20, "serve: a larger uploaded file is refused (413) before it is decoded",
+        1, 2**40)
+    max_upload_files: int = _setting(
+        16, "serve: most `file` parts in one /v1/score request (more are refused, 413)",
+        1, 10_000)
+    serve_batch_ms: float = _setting(
+        5.0, "serve: milliseconds frames of concurrent requests are collected for one model pass",
+        0, 1000)
+    serve_nearest: int = _setting(
+        5, "serve: nearest stored frames listed with each scored upload", 1, 100)
+    serve_cache_mb: int = _setting(
+        256, "serve: memory for stored thumbnails kept decoded between requests (the fit frames "
+        "the background detector compares uploads with)", 0, 65_536)
+    serve_reload_seconds: float = _setting(
+        10.0, "serve: how often it looks for a newer complete run to switch to", 0.1, 86_400)
+    dashboard_url: str = _setting(
+        "http://localhost:8501", "serve: the dashboard's base URL, for the `dashboard_url` links "
+        "to stored frames' Frame pages")
+    watch_settle_seconds: float = _setting(
+        60.0, "watch: a file that cannot be decoded is tried again on later passes until it "
+        "has not changed for this long (it may still be being written), then recorded as an "
+        "error", 0, 7 * 86_400)
+
     # Weather
     weather_station: str | None = _setting(
         None, "station whose observations frames are joined to (default: the one with most rows)")

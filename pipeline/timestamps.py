@@ -57,7 +57,7 @@ class FrameTime:
     neither is (no source gave a plausible date).
     """
 
-    source: str                       # 'exif' | 'filename' | 'mtime' | 'none'
+    source: str                       # 'exif' | 'filename' | 'mtime' | 'none' ('given': serve)
     local: datetime | None = None     # camera wall clock, naive
     instant: datetime | None = None   # UTC, aware, when the source fixes it
     warning: str | None = None        # a garbage EXIF date we skipped, for ingest_errors
@@ -159,8 +159,9 @@ def filename_time(name: str, now: datetime | None = None) -> tuple[datetime, boo
     return None
 
 
-def frame_time(exif, name: str, mtime_ns: int) -> FrameTime:
-    """Apply the precedence EXIF -> file name -> mtime to one file."""
+def frame_time(exif, name: str, mtime_ns: int | None) -> FrameTime:
+    """Apply the precedence EXIF -> file name -> mtime to one file (`mtime_ns` None: bytes
+    without a file, e.g. an upload to `serve`: EXIF -> name, else no time)."""
     local, offset, warning = exif_time(exif) if exif is not None else (None, None, None)
     if local is not None:
         instant = None
@@ -174,6 +175,9 @@ def frame_time(exif, name: str, mtime_ns: int) -> FrameTime:
             return FrameTime("filename", instant=value.replace(tzinfo=timezone.utc),
                              warning=_fell_back(warning, "the file name"))
         return FrameTime("filename", local=value, warning=_fell_back(warning, "the file name"))
+    if mtime_ns is None:
+        note = f"{warning}; " if warning else ""
+        return FrameTime("none", warning=f"warning: {note}no time in the EXIF or the name")
     try:
         instant = _EPOCH + timedelta(microseconds=mtime_ns // 1000)
         _check_plausible(instant.replace(tzinfo=None), f"{instant:%Y-%m-%d %H:%M:%S}", None)
@@ -183,6 +187,23 @@ def frame_time(exif, name: str, mtime_ns: int) -> FrameTime:
         return FrameTime("none", warning=f"warning: {note}no plausible time: the file mtime "
                                          f"{why}; the frame is kept without a time")
     return FrameTime("mtime", instant=instant, warning=_fell_back(warning, "the file mtime"))
+
+
+def given_time(text: str) -> FrameTime:
+    """A time given for a frame by its sender (ISO 8601; `serve`'s `taken_at` field), source
+    'given': with an offset (or Z) it fixes the instant, without one it is the camera's wall
+    clock. Held to the same rule as every source; a ValueError says what is wrong."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 time such as 2024-04-10T12:00:00 or "
+                         "2024-04-10T12:00:00+02:00") from None
+    if value.tzinfo is None:
+        _check_plausible(value, text, None)
+        return FrameTime("given", local=value)
+    instant = value.astimezone(timezone.utc)
+    _check_plausible(instant.replace(tzinfo=None), text, None)
+    return FrameTime("given", instant=instant)
 
 
 def _fell_back(warning: str | None, used: str) -> str | None:

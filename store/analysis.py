@@ -359,6 +359,15 @@ def latest_fitted_run(con: duckdb.DuckDBPyConnection, model: str | None = None) 
     return None if run_id is None else int(run_id)
 
 
+def fitted_runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Complete runs that have a saved fitted state (what new frames can be scored against),
+    newest first: run_id, model, n_frames, started_at, finished_at, code_version."""
+    return con.sql(
+        "SELECT r.run_id, r.model, r.n_frames, r.started_at, r.finished_at, r.code_version "
+        "FROM analysis_runs r SEMI JOIN fitted_runs f USING (run_id) "
+        "WHERE r.status = 'complete' ORDER BY r.finished_at DESC, r.run_id DESC").df()
+
+
 def load_fitted(con: duckdb.DuckDBPyConnection, run_id: int) -> tuple[bytes, dict[str, str]] | None:
     """The pickled fitted state of a run and the library versions it was made with."""
     row = fetch_one(con, "SELECT artifact, versions FROM fitted_runs WHERE run_id = ?", [run_id])
@@ -371,6 +380,19 @@ def run_frame_ids(con: duckdb.DuckDBPyConnection, run_id: int) -> np.ndarray:
     """Frame ids that have rows in a run."""
     table = con.sql("SELECT frame_id FROM clusters WHERE run_id = $run ORDER BY frame_id",
                     params={"run": run_id}).to_arrow_table()
+    return table.column("frame_id").to_numpy().astype(np.int64, copy=False)
+
+
+def unscored_frames(con: duckdb.DuckDBPyConnection, run_id: int, root: str) -> np.ndarray:
+    """Frames ingested from folder `root` that have no rows in run `run_id` yet and whose file
+    did not fail to embed: what `watch` still has to score against the run."""
+    table = con.sql(
+        "SELECT f.frame_id FROM frames f WHERE f.root = $root "
+        "AND NOT EXISTS (SELECT 1 FROM clusters c WHERE c.run_id = $run "
+        "                AND c.frame_id = f.frame_id) "
+        "AND NOT EXISTS (SELECT 1 FROM ingest_errors e WHERE e.stage = 'embed' "
+        "                AND e.location = f.location) ORDER BY f.frame_id",
+        params={"root": root, "run": run_id}).to_arrow_table()
     return table.column("frame_id").to_numpy().astype(np.int64, copy=False)
 
 

@@ -735,10 +735,17 @@ def top_k_differences(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, 
 
 # --- review and export ------------------------------------------------------------------------
 
-EXPORT_MODES = ("not_junk", "keep")
-
-
-_EXPORT_CONDITIONS = {"not_junk": "verdict IS DISTINCT FROM 'junk'", "keep": "verdict = 'keep'"}
+EXPORT_MODES = ("not_junk", "keep", "clean")
+# What each export mode keeps of the filtered frames, and the reason it gives a frame it leaves
+# out ('junk': marked junk; 'not_keep': not marked keep; 'flagged': flagged by the detector).
+_EXPORT_CONDITIONS = {
+    "not_junk": "verdict IS DISTINCT FROM 'junk'",
+    "keep": "verdict = 'keep'",
+    "clean": "verdict = 'keep' OR (verdict IS NULL AND NOT coalesce(is_outlier, FALSE))",
+}
+_EXPORT_REASONS = {"not_junk": "'junk'",
+                   "keep": "CASE WHEN verdict = 'junk' THEN 'junk' ELSE 'not_keep' END",
+                   "clean": "CASE WHEN verdict = 'junk' THEN 'junk' ELSE 'flagged' END"}
 
 
 def _export_condition(mode: str) -> str:
@@ -747,13 +754,19 @@ def _export_condition(mode: str) -> str:
     return _EXPORT_CONDITIONS[mode]
 
 
+def _export_need(mode: str) -> tuple[str, ...]:
+    """The column groups an export mode reads ('clean' also reads the detector's flag)."""
+    return ("review", "score") if mode == "clean" else ("review",)
+
+
 def export_frames(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "not_junk",
                   limit: int | None = None) -> pd.DataFrame:
-    """The filtered frames to export in time order: 'not_junk' (every frame not marked junk) or
-    'keep' (only frames marked keep); the first `limit` when given. `abs_path` is root + path
-    as stored: valid UTF-8 text, where a name that was not valid UTF-8 has ingest's `\\xNN`
-    escapes, so it can sit in a DataFrame (pandas' Arrow strings refuse surrogates);
-    `dashboard.export.file_path` turns it into the real file name for the export files.
+    """The filtered frames to export in time order (frames without a time last): 'not_junk'
+    (every frame not marked junk), 'keep' (only frames marked keep) or 'clean' (frames marked
+    keep, and unreviewed frames the detector does not flag); the first `limit` when given.
+    `abs_path` is root + path as stored: valid UTF-8 text, where a name that was not valid UTF-8
+    has ingest's `\\xNN` escapes, so it can sit in a DataFrame (pandas' Arrow strings refuse
+    surrogates); `store.export.file_path` turns it into the real file name for the export files.
     With a `limit` (a preview) the weather is joined for those rows only."""
     cond = _export_condition(mode)
     if limit is None:
@@ -762,7 +775,7 @@ def export_frames(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = 
             SELECT frame_id, path, root, rtrim(root, '/') || '/' || path AS abs_path, taken_at,
                    daylight, condition, cluster, score, score_pct, verdict
             FROM sel WHERE {cond} ORDER BY taken_at, frame_id""", params)
-    sql, params = _filtered(flt, need=("review",))
+    sql, params = _filtered(flt, need=_export_need(mode))
     params["limit"] = int(limit)
     return _query(con, sql + f"""
         , page AS MATERIALIZED (
@@ -786,9 +799,34 @@ def export_count(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "
                  ) -> int:
     """How many frames `export_frames` would return (without the weather join)."""
     cond = _export_condition(mode)
-    sql, params = _filtered(flt, need=("review",))
+    sql, params = _filtered(flt, need=_export_need(mode))
     return int(_query(con, sql + f"SELECT count(*) AS n FROM sel WHERE {cond}",
                       params)["n"].iloc[0])
+
+
+def export_left_out(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "not_junk"
+                    ) -> dict[str, int]:
+    """Why the store's other frames are not in `export_frames`, counted in the order the export
+    applies its rules: `filters` (outside the dates, hours, daylight, weather, cluster or
+    selection), `threshold` (left out by the detector threshold: not flagged, under the
+    percentile, not in the top k), then the export mode's `junk` (marked junk), `not_keep` (not
+    marked keep) and `flagged` (flagged by the detector, not marked keep). Also `n_frames`
+    (every frame in the store) and `exported`; the reasons and `exported` add up to
+    `n_frames`."""
+    cond = _export_condition(mode)
+    n_frames = int(scalar(con, "SELECT count(*) FROM frames") or 0)
+    sql, params = _filtered(flt.replace(threshold_kind="all"), need=())
+    n_kept = int(_query(con, sql + "SELECT count(*) AS n FROM sel", params)["n"].iloc[0])
+    sql, params = _filtered(flt, need=_export_need(mode))
+    df = _query(con, sql + f"""
+        SELECT CASE WHEN {cond} THEN 'exported' ELSE {_EXPORT_REASONS[mode]} END AS reason,
+               count(*) AS n
+        FROM sel GROUP BY ALL""", params)
+    counts = {"n_frames": n_frames, "filters": n_frames - n_kept, "threshold": 0, "junk": 0,
+              "not_keep": 0, "flagged": 0, "exported": 0}
+    counts.update({str(r): int(n) for r, n in zip(df["reason"], df["n"])})
+    counts["threshold"] = n_kept - int(df["n"].sum())
+    return counts
 
 
 def review_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

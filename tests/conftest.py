@@ -1,9 +1,12 @@
-"""Shared fixtures: a fresh store path, the real frames folder, tiny generated JPEGs with EXIF."""
+"""Fixtures and helpers shared across the test folders: a fresh store path, the real data,
+tiny generated JPEGs with EXIF, Chromium and a running dashboard, the small demo store the
+dashboard and browser tests read, and the served store of `tests/serving.py`."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -175,3 +178,57 @@ def dashboard_server(db: Path, log_path: Path, timeout: float = 90, **env: str):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture(scope="session")
+def serving_store(tmp_path_factory):
+    """A small demo time-lapse analysed with the `pixels` model, and frames of the same camera
+    it has never seen (`tests/serving.py`); copy the store (`.copy(folder)`) to change it."""
+    from tests.serving import build_demo_store
+
+    return build_demo_store(tmp_path_factory.mktemp("demo-store"))
+
+
+# --- the demo store the dashboard and browser tests read ---------------------------------------
+
+DEMO_FRAMES = 150
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory) -> Path:
+    """`python -m pipeline demo --frames 150 --no-serve --model pixels`, run once per session.
+    Tests must not write to it (use `store_copy`)."""
+    out = tmp_path_factory.mktemp("demo")
+    cmd = [sys.executable, "-m", "pipeline", "demo", "--frames", str(DEMO_FRAMES), "--no-serve",
+           "--model", "pixels", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    db = out / "garden.duckdb"
+    if proc.returncode != 0 or not db.exists():
+        pytest.fail(f"the demo store could not be made ({' '.join(cmd)}):\n"
+                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return db
+
+
+@pytest.fixture
+def store_copy(demo_store: Path, tmp_path: Path) -> Path:
+    """A private copy of the demo store (same frames folder) for tests that write."""
+    db = tmp_path / "garden.duckdb"
+    shutil.copy(demo_store, db)
+    return db
+
+
+@pytest.fixture
+def con(demo_store):
+    """A read-only connection to the demo store."""
+    import store
+
+    with store.connect(demo_store, read_only=True) as con:
+        yield con
+
+
+@pytest.fixture
+def run_id(con):
+    """The demo store's latest complete analysis run."""
+    from store import facts  # here: the tests that need no store import less
+
+    return facts.latest_run_id(con)

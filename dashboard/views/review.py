@@ -1,15 +1,16 @@
 """Review & export: mark frames junk or keep one by one (highest-ranked unreviewed first) or in
 bulk (the map / gallery selection, or every filtered frame); export the kept frames with the
-filters applied as a file list, a CSV, or an ffmpeg concat file (`dashboard.export`: the list
-and the concat file name the real files, also those whose names are not valid UTF-8)."""
+filters applied as a file list, a CSV, or an ffmpeg concat file (`store.export`: the list
+and the concat file name the real files, also those whose names are not valid UTF-8), or as an
+MP4 video made by `python -m pipeline export` in a subprocess (`dashboard.video`)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, filters, ui
-from dashboard.export import export_concat, export_csv, export_list, to_bytes
+from dashboard import data, filters, ui, video
+from store.export import export_concat, export_csv, export_list, to_bytes
 
 flt, opts = ui.current()
 st.title("Review & export")
@@ -86,15 +87,27 @@ with bulk:
         st.rerun()
 
 with export:
-    mode = st.radio("Frames to export", ["not_junk", "keep"], horizontal=True, key="export_mode",
+    mode = st.radio("Frames to export", ["not_junk", "keep", "clean"], horizontal=True,
+                    key="export_mode",
                     format_func={"not_junk": "every filtered frame not marked junk",
-                                 "keep": "only frames marked keep"}.get)
+                                 "keep": "only frames marked keep",
+                                 "clean": f"not junk and not flagged by {flt.detector}"}.get,
+                    help="The last keeps frames marked keep and the unreviewed frames the "
+                         "detector does not flag: a clean time-lapse without reviewing it all.")
     st.write(f"**{n_export:,} frames** to export ({filters.describe(flt)}), in time order.")
     if n_export == 0:
         st.info("Nothing to export with these filters.")
     else:
-        fps = st.number_input("Frames per second (for the ffmpeg concat file)", 1, 120, 24,
-                              key="export_fps")
+        c1, c2, c3 = st.columns([1, 1, 1], vertical_alignment="bottom")
+        fps = c1.number_input("Frames per second", 1, 120, 24, key="export_fps",
+                              help="Of the MP4 video and the ffmpeg concat file.")
+        width = c2.selectbox("Video width (px)", video.WIDTHS,
+                             index=video.WIDTHS.index(video.DEFAULT_WIDTH), key="video_width",
+                             help="The height keeps the first frame's aspect; frames of another "
+                                  "shape are letterboxed.")
+        deflicker = c3.toggle("Deflicker the video", key="video_deflicker",
+                              help="Smooth each frame's brightness over its neighbouring "
+                                   "frames, as LRTimelapse does.")
 
         # The files are built only when a download button is clicked.
         def frames() -> pd.DataFrame:
@@ -109,13 +122,42 @@ with export:
         def concat_text() -> bytes:
             return to_bytes(export_concat(frames()["abs_path"], int(fps), filters.describe(flt)))
 
-        d1, d2, d3 = st.columns(3)
+        d1, d2, d3, d4 = st.columns(4)
         d1.download_button("File list (.txt)", file_list, "frames.txt", "text/plain",
                            key="export_txt", icon=":material/list:")
         d2.download_button("CSV", csv_text, "frames.csv", "text/csv", key="export_csv",
                            icon=":material/table:")
         d3.download_button("ffmpeg concat", concat_text, "frames.ffconcat", "text/plain",
                            key="export_ffconcat", icon=":material/movie:")
+        # A made video belongs to the filters, settings and store state it was made from.
+        job = (flt, mode, int(fps), int(width), bool(deflicker), data.stamp(data.current_db()))
+        made = st.session_state.get("video_made")
+        if made is not None and made["job"] == job:
+            d4.download_button("MP4 video", made["data"], "timelapse.mp4", "video/mp4",
+                               key="export_mp4", icon=":material/videocam:")
+            st.caption("  \n".join(ui.literal(line) for line in made["summary"].splitlines()))
+        elif d4.button("Make MP4 video", key="video_make", icon=":material/videocam:",
+                       help="Encodes the frames into an H.264 MP4 (`python -m pipeline "
+                            "export`); then this button becomes the download."):
+            st.session_state.pop("video_made", None)
+            bar = st.progress(0.0, text=f"Reading and encoding {n_export:,} frames...")
+
+            def progress(done: int, total: int) -> None:
+                bar.progress(min(1.0, done / max(total, 1)),
+                             text=f"Encoding frame {done:,} of {total:,}")
+
+            result = video.make_video(data.current_db(), flt, mode, int(fps), int(width),
+                                      bool(deflicker), progress)
+            bar.empty()
+            if result.error is not None:
+                st.error(f"No video: {result.error}", icon=":material/error:")
+            else:
+                st.session_state["video_made"] = {"job": job, "data": result.data,
+                                                  "summary": result.summary}
+                st.rerun()
+        with st.expander("The same video from the command line (better for long videos)"):
+            st.code(video.command_line(data.current_db(), flt, mode, int(fps), int(width),
+                                       bool(deflicker)), language="bash")
         st.dataframe(preview.drop(columns=["root"]), hide_index=True, width="stretch")
         if n_export > len(preview):
             st.caption(f"First {len(preview):,} of {n_export:,} rows shown; the downloads hold "

@@ -100,6 +100,8 @@ class Detector(Scorer):
     evidence_from: ClassVar[float] = 0.0     # consensus counts ranks above this as evidence
     unscorable: ClassVar[str] = ""           # why it may score nothing ({param} filled in)
     n_neighbors_needed: ClassVar[int] = 0    # neighbours the batch must have attached
+    uses_batch_frames: ClassVar[bool] = False  # a new frame's score depends on the other new
+    #                                            frames scored with it (its context in time)
 
     def fit(self, batch: FrameBatch) -> "Detector":
         self._check_contamination()

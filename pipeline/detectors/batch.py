@@ -51,6 +51,15 @@ class FrameBatch:
     def __len__(self) -> int:
         return len(self.frame_ids)
 
+    def take(self, rows: np.ndarray) -> "FrameBatch":
+        """The frames at positions `rows`, as a batch of their own (same pixels reader)."""
+        def pick(values):
+            return None if values is None else values[rows]
+        return FrameBatch(self.frame_ids[rows], self.z[rows], self.order_time[rows],
+                          self.local_time[rows], self.stats.iloc[rows].reset_index(drop=True),
+                          pick(self.nn_dist), pick(self.nn_idx), pick(self.daylight),
+                          self.pixels)
+
     @classmethod
     def from_frames(cls, frame_ids: np.ndarray, z: np.ndarray, frames: pd.DataFrame,
                     pixels: "GridReader | None" = None, lat: float | None = None,

@@ -27,6 +27,7 @@ class _TimelapseDetector(Detector):
     cause = "rarity"
     needs = frozenset({"embeddings", "timestamps"})
     evidence_from = 0.9
+    uses_batch_frames = True  # the batch's new frames are part of the context (`_context`)
     hour_normalised: ClassVar[bool] = True
 
     def _fit(self, batch):

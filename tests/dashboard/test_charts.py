@@ -105,7 +105,7 @@ def test_empty_inputs_give_a_titled_placeholder():
 
 
 def test_ffmpeg_concat_file():
-    from dashboard.export import export_concat
+    from store.export import export_concat
 
     text = export_concat(["/f/a.jpg", "/f/it's.jpg"], fps=25, description="night")
     lines = text.splitlines()

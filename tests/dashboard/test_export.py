@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import store
-from dashboard.export import (export_concat, export_csv, export_list, file_path, one_line_paths,
+from store.export import (export_concat, export_csv, export_list, file_path, one_line_paths,
                               to_bytes)
 from pipeline.ingest import frame_file, ingest_folder
 from pipeline.settings import Settings

@@ -21,7 +21,7 @@ def test_help_lists_every_command():
     result = run_cli("--help")
     assert result.returncode == 0
     for command in ["ingest", "info", "run", "demo", "embed", "models", "analyze", "evaluate",
-                    "score-new", "weather", "locate", "migrate", "prune"]:
+                    "score-new", "weather", "locate", "migrate", "prune", "export"]:
         assert f"  {command}" in result.stdout, command
 
 

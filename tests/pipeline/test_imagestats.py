@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from pipeline import imagestats
+from pipeline import pixels
 from pipeline.imagestats import image_stats, read_frame
 from pipeline.settings import Settings
 from tests.conftest import write_jpeg
@@ -65,7 +65,7 @@ def test_jpeg_is_draft_decoded_to_a_thumbnail_and_measured(tmp_path):
 def test_draft_mode_decodes_at_reduced_scale(tmp_path):
     path = write_jpeg(tmp_path / "big.jpg", size=(2048, 1536))
     image = Image.open(path)
-    image.draft("RGB", imagestats._box(2048, 1536, 256))
+    image.draft("RGB", pixels.draft_box(2048, 1536, 256))
     image.load()
     assert image.size == (256, 192)  # DCT scaling 1/8: never decoded at full size
 

@@ -185,14 +185,14 @@ def test_frame_page_never_reads_outside_the_frames_root(garden, store_copy, monk
 
 def test_line_breaks_in_file_names_cannot_inject_into_exports(garden, monkeypatch):
     """The export files are built when a download is clicked, from `store.facts.export_frames`
-    by `dashboard.export`; here the same two steps run on the real store, and the Review page
+    by `store.export`; here the same two steps run on the real store, and the Review page
     itself renders with the hostile name in the store."""
     import io
 
     import pandas as pd
 
-    from dashboard.export import export_concat, export_list
     from store import facts
+    from store.export import export_concat, export_list
 
     _, db, _ = garden
     at = _session(db, monkeypatch)

@@ -1,4 +1,8 @@
-"""Export file formats for a list of frame files (pure functions, no Streamlit).
+"""Export file formats: pure formatting of an export frame list, no SQL.
+
+The rows come from `store.facts.export_frames`; these functions turn them into the file list,
+the ffmpeg concat file and the CSV that the dashboard's downloads and `python -m pipeline
+export` write (one implementation for both), and give the real file name of a stored path.
 
 The store holds each frame's path as valid UTF-8 text: ingest writes the bytes of a file name
 that is not valid UTF-8 as `\\xNN` (`pipeline.ingest.stored_text`). The exports give the real
@@ -25,7 +29,7 @@ def file_path(abs_path: str) -> str:
 
     The `\\xNN` escapes ingest wrote for bytes that were not UTF-8 become those bytes again
     (surrogate escapes in the str), unless a file of the literal name exists: the same rule as
-    `pipeline.ingest.frame_file`, which the dashboard does not import.
+    `pipeline.ingest.frame_file` (the dashboard does not import `pipeline`).
     """
     abs_path = str(abs_path)
     if "\\x" not in abs_path or os.path.lexists(abs_path):
