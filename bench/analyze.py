@@ -12,7 +12,10 @@ Python/NumPy memory (MiB), the process peak RSS, and `analyze`'s own peak RSS (r
 store is built; unlike tracing it includes DuckDB's buffers). Tracing memory (tracemalloc)
 costs time itself, ~30% more CPU in `background`, whose decoding makes many small objects:
 `--no-trace` times the run as `python -m pipeline analyze` runs it (no per-step peaks then).
-`planted_auc` checks the run still finds the planted outliers at scale.
+`planted_auc` checks the run still finds the planted outliers at scale. `archive` is what the
+run spends on the dashboard's archive views: finding incidents, the mosaic (its cells filled in
+the background detector's decoding, `tap`, and closed in `finish`, which decodes what no
+detector read) and writing the per-run aggregates (timed again after the run, rolled back).
 Without thumbnails the `background` detector has nothing to read and is skipped (a note says
 so); `--thumbnails` also stores a 256x144 JPEG per frame (one fixed scene under a daily light
 cycle with sensor noise, a small bright object in the planted frames; see `thumbnail_pool`),
@@ -172,6 +175,7 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bo
     import store
     from pipeline.analyze import analyze
     from pipeline.settings import Settings
+    from store import aggregates
     from store import analysis as sa
 
     db = out / f"bench-{n}.duckdb"
@@ -188,6 +192,12 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bo
     started = time.perf_counter()
     result = analyze(db, settings, progress=False, trace_memory=trace)
     total = time.perf_counter() - started
+    with store.connect(db) as con:  # the per-run aggregates' share of `write`, timed again
+        con.execute("BEGIN TRANSACTION")
+        started = time.perf_counter()
+        aggregates.write(con, result.run_id)
+        aggregates_s = time.perf_counter() - started
+        con.execute("ROLLBACK")
     with store.connect(db, read_only=True) as con:
         scores = sa.run_scores(con, result.run_id)
     from sklearn.metrics import roc_auc_score
@@ -211,6 +221,10 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bo
         "analyze_peak_rss_mib": _peak_rss_mib() if rss_reset else None,
         "build_store_s": round(build_s, 1), "store_mib": round(db.stat().st_size / 2**20, 1),
         "planted_auc": auc("consensus"), "background_planted_auc": auc("background"),
+        "archive": {"incidents": result.params.get("n_incidents"),
+                    "incidents_s": result.timings.get("incidents"),
+                    "mosaic": result.params.get("mosaic"),
+                    "aggregates_write_s": round(aggregates_s, 2)},
     }
 
 

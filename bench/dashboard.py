@@ -1,18 +1,24 @@
 """Dashboard benchmark: server-side render time per page for stores of 1k, 100k and 750k frames.
 
     .venv/bin/python bench/dashboard.py [--sizes 1000,100000,750000] [--repeats 15] [--keep DIR]
+    .venv/bin/python bench/dashboard.py --sizes 100000,750000 --keep DIR --reuse  # time DIR's
     .venv/bin/python bench/dashboard.py --store FILE [--repeats 15]   # time an existing store
 
 Stores are synthetic and made with SQL in seconds (frames every 10 minutes with a day/night
 cycle, hourly weather, one complete analysis run with clusters, 2-D map, seven detectors and
-five neighbours per frame, tiny thumbnails). Each page is timed the way the server renders it
+five neighbours per frame, tiny thumbnails, a review of one frame in 500), then the run's
+incidents, mosaic and aggregates are written as `analyze` writes them (`write_aggregates`:
+the mosaic decodes every thumbnail it uses, which is most of the build time). Each page is
+timed the way the server renders it
 on an interaction whose filters changed (query cache cold): the store readers the page calls
 (each opening a read-only connection, as `dashboard.data` does) plus the Plotly figures it
 builds. Each page makes the same reader calls as its view in `dashboard/views/` (one
 `Reader.call_many` per page render, i.e. one read-only connection). Prints JSON: per size
 and page p50/p95 wall-clock milliseconds, and the CPU time the process used (all threads; a
 better guide than wall time when the machine is shared and loaded), plus the store build
-time and the load average.
+time and the load average. The sizes are built first and then timed interleaved (each round
+renders every page once on every store), so load on a shared machine falls on every size alike;
+with several sizes it prints each page's p95 as a ratio to the first size's.
 """
 
 from __future__ import annotations
@@ -36,11 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import store  # noqa: E402
 
-DETECTORS = ("consensus", "iforest", "lof", "knn", "ecod", "hbos", "dark")
+DETECTORS_SCORED = ("consensus", "iforest", "lof", "knn", "ecod", "hbos", "dark")
 CONDITIONS = ("clear", "cloudy", "rain", "fog", "snow")
 
 
-def _thumbs(n: int = 12, size=(48, 32)) -> pd.DataFrame:
+def _thumbs(n: int = 12, size=(64, 36)) -> pd.DataFrame:
     """A few small, different-looking JPEG thumbnails reused across frames."""
     rng = np.random.default_rng(1)
     blobs = []
@@ -88,7 +94,7 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
                    'sun'
             FROM e""", {"start": start, "n": int(n_frames), "root": root})
         con.register("thumb_blobs", _thumbs())
-        con.execute("""INSERT INTO thumbnails SELECT f.frame_id, b.jpeg, 48, 32
+        con.execute("""INSERT INTO thumbnails SELECT f.frame_id, b.jpeg, 64, 36
                        FROM frames f JOIN thumb_blobs b ON b.k = f.frame_id % 12""")
         con.unregister("thumb_blobs")
         con.execute("""INSERT INTO models VALUES
@@ -99,7 +105,7 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
             VALUES (nextval('run_id_seq'), 'pixels', ?, 'complete', ?,
                     now() - INTERVAL 2 MINUTE, now() - INTERVAL 1 MINUTE, 'bench',
                     '{"pca": 0.8, "detectors": 20.5, "clusters": 3.1}')""",
-                    [json.dumps({"detectors": list(DETECTORS), "clusterer": "kmeans",
+                    [json.dumps({"detectors": list(DETECTORS_SCORED), "clusterer": "kmeans",
                                  "n_clusters": "auto", "contamination": 0.05}), n_frames])
         run_id = store.db.scalar(con, "SELECT max(run_id) FROM analysis_runs")
         con.execute("""
@@ -112,8 +118,8 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
                               WHEN daylight = 'night' THEN 0 WHEN daylight = 'twilight' THEN 1
                               ELSE 2 + CAST(floor(random() * 4) AS INTEGER) END AS cl
                   FROM frames)""", {"run": run_id})
-        con.register("dets", pd.DataFrame({"detector": list(DETECTORS),
-                                           "d": range(len(DETECTORS))}))
+        con.register("dets", pd.DataFrame({"detector": list(DETECTORS_SCORED),
+                                           "d": range(len(DETECTORS_SCORED))}))
         con.execute("""
             INSERT INTO outlier_scores
             WITH raw AS (
@@ -125,7 +131,7 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
             SELECT $run, detector, frame_id, score,
                    percent_rank() OVER (PARTITION BY detector ORDER BY score) AS pct,
                    percent_rank() OVER (PARTITION BY detector ORDER BY score) >= 0.95
-            FROM raw""", {"run": run_id})
+            FROM raw ORDER BY detector, frame_id""", {"run": run_id})  # as analyze writes them
         con.unregister("dets")
         con.execute("""
             INSERT INTO neighbors
@@ -143,6 +149,9 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
                        (CAST($start AS TIMESTAMP) + INTERVAL 10 MINUTE * $n) AT TIME ZONE 'UTC',
                        INTERVAL 1 HOUR) g(ts))""",
                     {"start": start, "n": int(n_frames), "conds": list(CONDITIONS)})
+        con.execute("""INSERT INTO reviews (frame_id, verdict)
+                       SELECT frame_id, CASE WHEN frame_id % 1000 = 0 THEN 'keep' ELSE 'junk' END
+                       FROM frames WHERE frame_id % 500 = 0""")  # an afternoon's reviewing
         con.execute("""INSERT INTO ground_truth
                        SELECT frame_id, frame_id % 97 = 0,
                               CASE WHEN frame_id % 97 = 0 THEN 'person' ELSE 'normal' END
@@ -154,10 +163,55 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
                               ($root || '/notes.jpg', 'notes.jpg', 'ingest',
                                'not an image (text file)', $root, 12)""",
                     {"root": root})
+    write_aggregates(path, run_id)
     return path
 
 
-def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
+def write_aggregates(path: Path, run_id: int) -> None:
+    """The run's incidents, mosaic and aggregates, written as `analyze` writes them: incidents
+    from the consensus flags (`pipeline.incidents`, each detector's plain cause as its
+    evidence), the mosaic from the stored thumbnails (`pipeline.mosaic`; no background
+    detector ran, so every chosen thumbnail is decoded for it), both through
+    `store.aggregates.write`, the writer `analyze` calls, in one transaction."""
+    from pipeline.detectors import CONSENSUS, DETECTORS
+    from pipeline.incidents import cause_evidence, find_incidents
+    from pipeline.mosaic import READ_CHUNK, MosaicBuilder
+    from pipeline.pixels import ThumbnailReader
+    from store import aggregates
+
+    with store.connect(path) as con:
+        frames = con.execute(
+            "SELECT frame_id, taken_at, daylight FROM frames ORDER BY frame_id").df()
+        keys = [k for k in DETECTORS_SCORED if k in DETECTORS]
+        wide = con.execute(  # the names are this file's constants, the run id an int
+            f"PIVOT (SELECT frame_id, detector, score_pct FROM outlier_scores "
+            f"WHERE run_id = {int(run_id)}) ON detector IN "
+            f"({', '.join(repr(k) for k in keys)}) USING first(score_pct) "
+            "ORDER BY frame_id").df()
+        cons = con.execute(
+            "SELECT score, score_pct, is_outlier FROM outlier_scores WHERE run_id = ? "
+            "AND detector = ? ORDER BY frame_id", [run_id, CONSENSUS]).df()
+    ids = frames["frame_id"].to_numpy()
+    local = frames["taken_at"].to_numpy(dtype="datetime64[ns]")
+    wide = wide.set_index("frame_id").reindex(ids)
+    pcts = {k: wide[k].to_numpy(dtype=float) for k in keys}
+    evidence = cause_evidence(pcts, {k: {DETECTORS[k].plain_cause: 1.0} for k in keys})
+    found = find_incidents(ids, local, frames["daylight"].to_numpy(object),
+                           cons["is_outlier"].to_numpy(bool), cons["score"].to_numpy(float),
+                           cons["score_pct"].to_numpy(float), evidence, gap=2)
+    reader = ThumbnailReader(path, chunk=READ_CHUNK)
+    mosaic = MosaicBuilder(ids, local, reader.aspect(ids)).finish(
+        reader, found.frames["frame_id"].to_numpy(np.int64))
+    with store.connect(path) as con:
+        con.execute("BEGIN TRANSACTION")
+        aggregates.write(con, run_id, incidents=found.table, incident_frames=found.frames,
+                         mosaic=mosaic)
+        con.execute("COMMIT")
+
+
+def _pages(db: Path, repeats: int) -> tuple[dict, list]:
+    """Each page's render as a function of a filter, and `repeats` filters that differ (another
+    hour window each) so no query result is reused."""
     from dashboard import charts
     from dashboard.data import Reader
     from store.facts import FrameFilter
@@ -171,12 +225,24 @@ def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
     dets = opts["detectors"]
 
     def overview(flt):
-        s, per, cal, line = reader.call_many((("summary", (flt,)),
-                                              ("outliers_per_detector", (flt,)),
-                                              ("calendar", (flt,)), ("timeline", (flt,))))
+        s, per, cal, line, picture = reader.call_many((
+            ("summary", (flt,)), ("outliers_per_detector", (flt,)), ("calendar", (flt,)),
+            ("timeline", (flt,)), ("mosaic", (flt.run_id,))))
+        charts.mosaic(picture["png"], picture["days"], picture["cell_height"],
+                      picture["outlined"], (opts["date_min"], opts["date_max"]),
+                      (flt.hour_from, flt.hour_to))
         charts.outliers_bar(per)
         charts.calendar_heatmap(cal, "n_frames")
         charts.timeline(line)
+
+    def incidents(flt):
+        _, found = reader.call_many((("run_params", (run_id,)),
+                                     ("incident_list", (flt, 1000, None))))
+        table = found["rows"]
+        charts.incident_timeline(table, found["n"])
+        pick = int(table.sort_values(["n_frames", "peak_score"], ascending=False)
+                   ["incident_id"].iloc[0])
+        reader.call("incident_strip", run_id, pick, 12, flt.detector)
 
     def gallery(flt):
         reader.call("gallery_page", flt, 0, 24, "score")
@@ -225,32 +291,54 @@ def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
     def runs(flt):
         reader.call_many((("store_counts", ()), ("runs", ()), ("ingest_errors", ())))
 
-    pages = {"Overview": overview, "Gallery": gallery, "Map": map_page, "Clusters": clusters,
-             "Compare detectors": compare, "Frame": frame, "Review & export": review,
-             "Runs & errors": runs}
-    out = {}
-    def stats(wall: list[float], cpu: list[float]) -> dict[str, float]:
-        def p(values, q):
-            values = sorted(values)
-            return round(values[min(len(values) - 1, int(q * len(values)))], 1)
-        return {"p50_ms": round(statistics.median(wall), 1), "p95_ms": p(wall, 0.95),
-                "cpu_p50_ms": round(statistics.median(cpu), 1), "cpu_p95_ms": p(cpu, 0.95)}
-
-    def timed(fn, arg) -> tuple[float, float]:
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn(arg)
-        return (time.perf_counter() - w0) * 1000, (time.process_time() - c0) * 1000
-
     def open_close(_):
         with store.connect(db, read_only=True):
             pass
 
-    pages = {"(open + close one read-only connection)": open_close, **pages}
-    for name, fn in pages.items():
-        fn(flts[0])  # warm the OS file cache and imports
-        runs = [timed(fn, flt) for flt in flts]
-        out[name] = stats([w for w, _ in runs], [c for _, c in runs])
-    return out
+    return {"(open + close one read-only connection)": open_close, "Overview": overview,
+            "Incidents": incidents, "Gallery": gallery, "Map": map_page, "Clusters": clusters,
+            "Compare detectors": compare, "Frame": frame, "Review & export": review,
+            "Runs & errors": runs}, flts
+
+
+def _stats(wall: list[float], cpu: list[float]) -> dict[str, float]:
+    def p(values, q):
+        values = sorted(values)
+        return round(values[min(len(values) - 1, int(q * len(values)))], 1)
+    return {"p50_ms": round(statistics.median(wall), 1), "p95_ms": p(wall, 0.95),
+            "cpu_p50_ms": round(statistics.median(cpu), 1), "cpu_p95_ms": p(cpu, 0.95)}
+
+
+def _timed(fn, arg) -> tuple[float, float]:
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn(arg)
+    return (time.perf_counter() - w0) * 1000, (time.process_time() - c0) * 1000
+
+
+def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
+    """p50/p95 per page of one store, each page's renders one after another."""
+    return _time_interleaved({"store": db}, repeats)["store"]
+
+
+def _time_interleaved(dbs: dict[str, Path], repeats: int) -> dict[str, dict[str, dict]]:
+    """p50/p95 per store and page, the stores' renders interleaved: round after round, each
+    page is rendered once on every store (the stores' order turning each round), so a burst of
+    load on the shared machine hits every size alike and the ratios between sizes hold."""
+    setup = {key: _pages(db, repeats) for key, db in dbs.items()}
+    names = list(next(iter(setup.values()))[0])
+    for pages, flts in setup.values():
+        for fn in pages.values():
+            fn(flts[0])  # warm the OS file cache and imports
+    times = {key: {name: [] for name in names} for key in dbs}
+    keys = list(dbs)
+    for r in range(repeats):
+        order = keys[r % len(keys):] + keys[:r % len(keys)]
+        for name in names:
+            for key in order:
+                pages, flts = setup[key]
+                times[key][name].append(_timed(pages[name], flts[r]))
+    return {key: {name: _stats([w for w, _ in runs], [c for _, c in runs])
+                  for name, runs in per.items()} for key, per in times.items()}
 
 
 def main() -> None:
@@ -260,6 +348,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed renders per page")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep the generated stores in this folder")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --keep: time the stores already in that folder instead of "
+                             "building them again (they must come from this code)")
     parser.add_argument("--store", type=Path, default=None,
                         help="time this existing store instead of building synthetic ones")
     args = parser.parse_args()
@@ -273,21 +364,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
+        dbs = {}
         for n in sizes:
             db = folder / f"bench-{n}.duckdb"
-            db.unlink(missing_ok=True)
-            t0 = time.perf_counter()
-            build_store(db, n)
-            built = time.perf_counter() - t0
-            pages = _time_pages(db, args.repeats)
-            results["sizes"][str(n)] = {
-                "build_s": round(built, 1),
-                "file_mb": round(db.stat().st_size / 1e6, 1),
-                "pages": pages,
-                "max_page_p95_ms": max(p["p95_ms"] for k, p in pages.items()
-                                       if not k.startswith("(")),
-            }
+            if not (args.reuse and db.exists()):
+                db.unlink(missing_ok=True)
+                t0 = time.perf_counter()
+                build_store(db, n)
+                results["sizes"][str(n)] = {"build_s": round(time.perf_counter() - t0, 1)}
+            else:
+                results["sizes"][str(n)] = {"build_s": None}
+            results["sizes"][str(n)]["file_mb"] = round(db.stat().st_size / 1e6, 1)
             print(json.dumps({"size": n, **results["sizes"][str(n)]}), file=sys.stderr)
+            dbs[str(n)] = db
+        results["load_average_timing"] = os.getloadavg()[0]
+        timed = _time_interleaved(dbs, args.repeats)
+        for n, pages in timed.items():
+            results["sizes"][n]["pages"] = pages
+            results["sizes"][n]["max_page_p95_ms"] = max(
+                p["p95_ms"] for k, p in pages.items() if not k.startswith("("))
+        if len(sizes) > 1:
+            base = str(sizes[0])
+            results["p95_ratio_to_" + base] = {
+                n: {name: round(p["p95_ms"] / timed[base][name]["p95_ms"], 2)
+                    for name, p in pages.items()}
+                for n, pages in timed.items() if n != base}
     results["load_average_after"] = os.getloadavg()[0]
     print(json.dumps(results, indent=2))
 

@@ -1,6 +1,7 @@
 """Pure chart functions: DataFrame in, Plotly Figure out (no Streamlit, no store).
 
-One colour per detector and per cluster everywhere (`detector_color`, `cluster_color`). Figures
+One colour per detector, per cluster and per incident cause everywhere (`detector_color`,
+`cluster_color`, `cause_color`). The archive mosaic is drawn as one image (`mosaic`). Figures
 leave backgrounds and fonts to the Streamlit theme (`st.plotly_chart(theme="streamlit")`), so
 they read in light and dark mode; colours are chosen to work on both. Scores: higher = more
 abnormal; percentiles are 0..1 ranks shown as 0-100 %.
@@ -8,11 +9,14 @@ abnormal; percentiles are 0..1 ranks shown as 0-100 %.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from PIL import Image, ImageDraw
 
 from dashboard import metrics
 
@@ -100,12 +104,26 @@ def outliers_bar(df: pd.DataFrame) -> go.Figure:
         title, xaxis={"title": "detector"}, yaxis={"title": "frames flagged"})
 
 
+def period_label(day, unit: str = "day") -> str:
+    """How the calendar names a period starting on `day` ('day', 'week' or 'month')."""
+    stamp = pd.Timestamp(day)
+    if unit == "week":
+        return stamp.strftime("week of %a %d %b %Y")
+    if unit == "month":
+        return stamp.strftime("%b %Y")
+    return stamp.strftime("%a %d %b %Y")
+
+
 def calendar_heatmap(df: pd.DataFrame, value: str = "n_frames") -> go.Figure:
-    """Day x hour-of-day heatmap of frame count (`n_frames`) or outlier rate (`outlier_rate`)."""
+    """Period x hour-of-day heatmap of frame count (`n_frames`) or outlier rate
+    (`outlier_rate`); a row per day, or per week or month for long spans (`period`)."""
     title = ("Frames per hour" if value == "n_frames"
              else "Share of frames flagged per hour")
     if df.empty:
         return _empty(title)
+    unit = str(df["period"].iloc[0]) if "period" in df else "day"
+    if unit != "day":
+        title += f" (a row per {unit})"
     # Day x hour grid by array indexing (no pivot_table): one row per day, NaN where no frames.
     days, day_idx = np.unique(pd.to_datetime(df["day"]).to_numpy(dtype="datetime64[D]"),
                               return_inverse=True)
@@ -115,7 +133,7 @@ def calendar_heatmap(df: pd.DataFrame, value: str = "n_frames") -> go.Figure:
     z[day_idx[ok], hours[ok]] = df[value].to_numpy(dtype=float)[ok]
     if value == "outlier_rate":
         z = z * 100
-    labels = [pd.Timestamp(d).strftime("%a %d %b %Y") for d in days]
+    labels = [period_label(d, unit) for d in days]
     return _fig([dict(
         type="heatmap", z=z, x=list(range(24)), y=labels,
         colorscale="Blues" if value == "n_frames" else "Reds",
@@ -133,9 +151,7 @@ def timeline(df: pd.DataFrame) -> go.Figure:
     title = "Timeline"
     if df.empty:
         return _empty(title)
-    minutes = int(df["bucket_minutes"].iloc[0])
-    unit = f"{minutes} min" if minutes < 60 else (f"{minutes // 60} h" if minutes < 1440
-                                                  else f"{minutes // 1440} d")
+    unit = str(df["bucket_label"].iloc[0])
     normal = (df["n_frames"] - df["n_flagged"]).to_numpy()
     x = df["bucket"].to_numpy()
     return _fig([dict(type="bar", x=x, y=normal, name="not flagged",
@@ -223,6 +239,8 @@ def cluster_profile(df: pd.DataFrame, kind: str = "hour") -> go.Figure:
     """Frames per hour of day (kind='hour', a line per cluster, hours without frames at 0) or
     per day (kind='day', stacked bars per cluster)."""
     title = "Hour-of-day profile" if kind == "hour" else "Date profile"
+    if kind == "day" and "period" in df and len(df) and df["period"].iloc[0] != "day":
+        title += f" (per {df['period'].iloc[0]})"
     part = df[df["kind"] == kind]
     if part.empty:
         return _empty(title)
@@ -372,3 +390,112 @@ def frame_scores(df: pd.DataFrame) -> go.Figure:
         hovertemplate="%{y}: %{x:.1f} %<extra></extra>")],
         title, xaxis={"title": "percentile within the run (%)", "range": [0, 100.5]},
         yaxis={"autorange": "reversed"}, height=max(220, 28 * len(df) + 90))
+
+
+# One colour per plain cause (the incidents' causes); a cause not listed gets a fixed one from
+# its name, as detectors do.
+_CAUSE_COLORS = {
+    "too dark": "#3B4B8C", "too bright": "#F2B701", "fog or haze": "#9ECAE9", "blur": "#B279A2",
+    "camera moved": "#E45756", "something in the scene": "#54A24B", "unusual": "#9A9A9A",
+}
+
+
+def cause_color(cause: str) -> str:
+    """The plain cause's colour, the same on every chart."""
+    if cause in _CAUSE_COLORS:
+        return _CAUSE_COLORS[cause]
+    digest = int(hashlib.blake2b(cause.encode(), digest_size=2).hexdigest(), 16)
+    return _EXTRA[digest % len(_EXTRA)]
+
+
+def incident_timeline(df: pd.DataFrame, total: int | None = None) -> go.Figure:
+    """Incidents over the archive: one row per cause, each incident a line from its start to
+    its end with a marker sized by its frames; `customdata[0]` is the incident id (WebGL).
+    `total`: how many incidents there are when `df` holds only some (the longest)."""
+    title = "Incidents over the archive"
+    if df.empty:
+        return _empty(title, "No incidents among the filtered frames")
+    if total is not None and total > len(df):
+        title += f" (the {len(df):,} longest of {total:,})"
+    causes = sorted(df["cause"].unique(), key=lambda c: (list(_CAUSE_COLORS).index(c)
+                                                        if c in _CAUSE_COLORS else 99, c))
+    traces: list[dict] = []
+    start = df["started_at"].to_numpy(dtype="datetime64[ms]")
+    end = df["ended_at"].to_numpy(dtype="datetime64[ms]")
+    frames = df["n_frames"].to_numpy(dtype=float)
+    ids = df["incident_id"].to_numpy(dtype=float)
+    when = _minute_strings(df["started_at"])
+    for cause in causes:
+        rows = np.flatnonzero(df["cause"].to_numpy() == cause)
+        # spans as one line trace broken by gaps (NaN-like None between incidents)
+        xs = np.empty(3 * len(rows), dtype="datetime64[ms]")
+        xs[0::3], xs[1::3], xs[2::3] = start[rows], end[rows], np.datetime64("NaT")
+        traces.append(dict(type="scattergl", x=xs, y=[cause] * len(xs), mode="lines",
+                           line=dict(color=cause_color(cause), width=6), hoverinfo="skip",
+                           showlegend=False))
+        traces.append(dict(
+            type="scattergl", x=start[rows], y=[cause] * len(rows), mode="markers", name=cause,
+            marker=dict(color=cause_color(cause), size=np.clip(5 + 3 * np.sqrt(frames[rows]),
+                                                                6, 30),
+                        line=dict(width=1, color="#FFFFFF")),
+            customdata=np.c_[ids[rows], frames[rows]], text=when[rows],
+            hovertemplate="incident %{customdata[0]}: %{text}, %{customdata[1]} frames"
+                          f"<extra>{cause}</extra>"))
+    return _fig(traces, title, xaxis={"title": "time (camera clock)"},
+                yaxis={"title": None, "type": "category", "categoryorder": "array",
+                       "categoryarray": causes[::-1]},
+                height=max(220, 46 * len(causes) + 120), showlegend=False)
+
+
+MOSAIC_HOUR_PX = 40           # display width of an hour cell
+MOSAIC_MAX_HEIGHT = 800       # display height at most, whatever the archive's length
+MOSAIC_OUTLINE = (228, 87, 86, 255)
+
+
+def mosaic(png: bytes, days: list, cell_height: int, outlined: list[int],
+           day_range: tuple | None = None, hour_range: tuple[int, int] = (0, 23)) -> go.Figure:
+    """The archive mosaic (`store.facts.mosaic`): its atlas cropped to the rows of `day_range`
+    (first, last day, inclusive) and to `hour_range`, scaled to `MOSAIC_HOUR_PX` per hour and
+    at most `MOSAIC_MAX_HEIGHT` pixels, the `outlined` cells (row * 24 + hour) outlined; drawn
+    as one image, so it costs the same for any archive."""
+    title = "The archive, an hour per cell (median of its thumbnails)"
+    starts = np.asarray(days, dtype="datetime64[D]")
+    atlas = Image.open(io.BytesIO(png)).convert("RGBA")
+    n_rows = atlas.height // cell_height
+    lo, hi = 0, n_rows
+    if day_range is not None and day_range[0] is not None and len(starts):
+        lo = max(0, int(np.searchsorted(starts, np.datetime64(day_range[0], "D"), "right")) - 1)
+        hi = int(np.searchsorted(starts, np.datetime64(day_range[1], "D"), "right"))
+    h0, h1 = hour_range if hour_range[0] <= hour_range[1] else (0, 23)
+    if hi <= lo:
+        return _empty(title, "No days of the mosaic among the filtered dates")
+    width = atlas.width // 24
+    part = atlas.crop((h0 * width, lo * cell_height, (h1 + 1) * width, hi * cell_height))
+    rows = hi - lo
+    row_px = max(1, min(24, MOSAIC_MAX_HEIGHT // rows))
+    out_w, out_h = (h1 - h0 + 1) * MOSAIC_HOUR_PX, min(rows * row_px, MOSAIC_MAX_HEIGHT)
+    scale = out_h / rows
+    part = part.resize((out_w, out_h), Image.NEAREST if scale >= cell_height else Image.BOX)
+    draw = ImageDraw.Draw(part)
+    cells = np.asarray(outlined, dtype=np.int64)
+    row, hour = cells // 24 - lo, cells % 24 - h0
+    inside = (row >= 0) & (row < rows) & (hour >= 0) & (hour <= h1 - h0)
+    line = 2 if scale >= 8 else 1
+    for r, h in zip(row[inside], hour[inside]):
+        y0, y1 = int(r * scale), max(int(r * scale), int((r + 1) * scale) - 1)
+        draw.rectangle((h * MOSAIC_HOUR_PX, y0, (h + 1) * MOSAIC_HOUR_PX - 1, y1),
+                       outline=MOSAIC_OUTLINE, width=line)
+    buffer = io.BytesIO()
+    part.save(buffer, "PNG", compress_level=1)  # sent once: fast beats small
+    source = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    labelled = np.unique(np.linspace(0, rows - 1, min(rows, 24)).round().astype(int))
+    return _fig([dict(type="image", source=source, x0=0, y0=0, dx=1, dy=1, hoverinfo="skip")],
+                title,
+                xaxis={"title": "hour of day (camera clock)", "showgrid": False,
+                       "tickvals": [(h + 0.5) * MOSAIC_HOUR_PX for h in range(h1 - h0 + 1)],
+                       "ticktext": [str(h0 + h) for h in range(h1 - h0 + 1)]},
+                yaxis={"showgrid": False, "tickvals": [(r + 0.5) * scale for r in labelled],
+                       "ticktext": [str(starts[lo + r]) for r in labelled]},
+                # the picture keeps its aspect: a short archive gets a short chart, not a
+                # thin strip under empty space
+                height=min(MOSAIC_MAX_HEIGHT + 100, max(150, out_h + 100)))

@@ -108,6 +108,16 @@ class Reader:
             with store.connect(self.db, timeout=self.lock_wait_s) as con:
                 return reviews.set_verdicts(con, ids, verdict, note)
 
+    def mark(self, ids: list[int], verdict: str | None) -> tuple[int, Any]:
+        with _GATE.write():
+            with store.connect(self.db, timeout=self.lock_wait_s) as con:
+                return reviews.mark(con, ids, verdict)
+
+    def restore(self, ids: list[int], before: Any) -> int:
+        with _GATE.write():
+            with store.connect(self.db, timeout=self.lock_wait_s) as con:
+                return reviews.restore(con, ids, before)
+
 
 def stamp(db: Path) -> tuple:
     """Changes whenever the store file (or its WAL) is written: part of every cache key."""
@@ -155,19 +165,35 @@ def current_db() -> Path:
 
 def set_verdicts(ids: list[int], verdict: str | None, note: str | None = None) -> int:
     """Write verdicts (the only write the dashboard makes); the cache key changes with the file."""
+    return _write(len(ids), lambda reader: reader.set_verdicts(ids, verdict, note))
+
+
+def mark_undoably(ids: list[int], verdict: str | None) -> tuple[int, Any]:
+    """`set_verdicts`, returning also the reviews it replaced, for `restore_reviews`."""
+    return _write(len(ids), lambda reader: reader.mark(ids, verdict))
+
+
+def restore_reviews(ids: list[int], before: Any) -> int:
+    """Put back the reviews `mark_undoably` replaced."""
+    return _write(len(ids), lambda reader: reader.restore(ids, before))
+
+
+def _write(n_ids: int, write) -> Any:
+    """One review write on a short connection; lock and disk problems become store errors
+    whose message says nothing was saved."""
     try:
-        n = Reader(current_db(), lock_wait_s()).set_verdicts(ids, verdict, note)
+        done = write(Reader(current_db(), lock_wait_s()))
     except store.StoreLockedError as exc:
         raise store.StoreLockedError(
-            f"Not saved ({len(ids)} verdicts): {exc} Mark the frames again once it is free."
+            f"Not saved ({n_ids} verdicts): {exc} Mark the frames again once it is free."
         ) from exc
     except Exception as exc:  # a full or read-only disk: a notice, not a crashed page
         problem = store.db.disk_error(exc)
         if problem is None:
             raise
-        raise store.StoreError(f"Not saved ({len(ids)} verdicts): {problem}") from exc
+        raise store.StoreError(f"Not saved ({n_ids} verdicts): {problem}") from exc
     _cached.clear()
-    return n
+    return done
 
 
 def original_path(root: str | None, rel: str | None) -> Path | None:

@@ -33,7 +33,8 @@ class Page:
 
 PAGES: tuple[Page, ...] = (
     Page("Overview", "views/overview.py"),
-    Page("Gallery", "views/gallery.py", ("page", "order")),
+    Page("Incidents", "views/incidents.py", ("incident",)),
+    Page("Gallery", "views/gallery.py", ("page", "order", "size")),
     Page("Map", "views/map.py", ("color",)),
     Page("Clusters", "views/clusters.py"),
     Page("Compare detectors", "views/compare.py", ("cmp", "k")),

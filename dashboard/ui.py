@@ -78,11 +78,38 @@ def caption_for(row: pd.Series | dict, detector: str) -> str:
     return " · ".join(parts)
 
 
+# Thumbnail sizes the gallery offers: cards per row in the wide layout (a 1,400-pixel window
+# with the sidebar open leaves ~940 pixels: small pictures are ~130 pixels wide, medium ~200,
+# large ~430; large stays over 320 pixels down to a 1,100-pixel window).
+CARD_COLUMNS = {"small": 6, "medium": 4, "large": 2}
+_VERDICT_COLORS = {"junk": "red", "keep": "green"}
+
+
+def badge_for(row: pd.Series | dict, detector: str, compact: bool = False
+              ) -> tuple[str, str]:
+    """A card's one badge: the detector's percentile and the verdict, and its colour (the
+    verdict's, else orange when the detector flags the frame, else grey). `compact` leaves the
+    detector's name out (small cards: the page says which detector ranks them)."""
+    pct = row.get("score_pct")
+    name = "" if compact else f"{detector} "
+    label = f"{name}{pct * 100:.1f} %" if pct is not None and pd.notna(pct) else f"{name}–"
+    verdict = row.get("verdict")
+    if verdict:
+        label += f" · {verdict}"
+    flagged = row.get("is_outlier")
+    color = _VERDICT_COLORS.get(verdict) or (
+        "orange" if flagged is not None and pd.notna(flagged) and bool(flagged) else "gray")
+    return label, color
+
+
 def thumb_grid(rows: pd.DataFrame, detector: str, n_cols: int = 6, pick: bool = False,
-               scores: pd.DataFrame | None = None, key: str = "grid",
-               thumbs: dict[int, bytes] | None = None) -> None:
-    """Thumbnails with time, weather, cluster and score; a link to each frame; optional
-    checkboxes that add frames to the selection."""
+               key: str = "grid", thumbs: dict[int, bytes] | None = None,
+               compact: bool = False) -> None:
+    """Cards of frames: the thumbnail, one badge (the detector's percentile and the verdict),
+    the time, a link to the Frame page, details on demand (weather, cluster and every
+    detector's score, read when the card's Details is opened) and, with `pick`, a checkbox
+    that adds the frame to the selection. `compact` badges leave the detector's name out
+    (small cards, whose page names the ranking detector)."""
     if rows.empty:
         st.info("No frames to show.")
         return
@@ -90,13 +117,6 @@ def thumb_grid(rows: pd.DataFrame, detector: str, n_cols: int = 6, pick: bool = 
     if thumbs is None:
         thumbs = data.get("thumbnails", ids)
     picked = set(selection())
-    score_text: dict[int, str] = {}
-    if scores is not None and not scores.empty:
-        for fid, part in scores.groupby("frame_id"):
-            part = part.set_index("detector").reindex(
-                [d for d in st.session_state["_opts"]["detectors"] if d in set(part["detector"])])
-            score_text[int(fid)] = ", ".join(f"{d} {p * 100:.0f}%" for d, p in
-                                             part["score_pct"].items() if pd.notna(p))
     cols = st.columns(n_cols)
     for i, row in enumerate(rows.to_dict("records")):
         fid = int(row["frame_id"])
@@ -106,10 +126,16 @@ def thumb_grid(rows: pd.DataFrame, detector: str, n_cols: int = 6, pick: bool = 
                     st.image(thumbs[fid], width="stretch")
                 else:
                     st.caption("(no thumbnail)")
-                st.caption(caption_for(row, detector))
-                if fid in score_text:
-                    st.caption(score_text[fid])
+                label, color = badge_for(row, detector, compact)
+                st.badge(label, color=color)
+                when = pd.Timestamp(row["taken_at"]).strftime("%Y-%m-%d %H:%M") if pd.notna(
+                    row.get("taken_at")) else "no time"
+                st.caption(when)
                 frame_link(fid, f"Frame {fid}")
+                more = st.expander("Details", key=f"{key}_more_{fid}", on_change="rerun")
+                if more.open:
+                    with more:
+                        _details(row, detector)
                 if pick:
                     checked = st.checkbox("select", value=fid in picked,
                                           key=f"{PICK_PREFIX}{key}_{fid}")
@@ -119,6 +145,33 @@ def thumb_grid(rows: pd.DataFrame, detector: str, n_cols: int = 6, pick: bool = 
                         picked.discard(fid)
     if pick:
         set_selection(picked)
+
+
+def _details(row: dict, detector: str) -> None:
+    """A card's details: weather, daylight, cluster, and every detector's percentile."""
+    st.caption(caption_for(row, detector))
+    rain = row.get("precipitation_mm")
+    if rain is not None and pd.notna(rain):
+        st.caption(f"rain {rain:.1f} mm/h · {literal(row.get('daylight') or 'daylight unknown')}")
+    flt, opts = current()
+    scores = data.get("scores_for", flt.run_id, [int(row["frame_id"])])
+    if scores.empty:
+        st.caption("No scores in this run.")
+        return
+    order = [d for d in opts["detectors"] if d in set(scores["detector"])]
+    part = scores.set_index("detector").reindex(order)
+    st.caption(", ".join(f"{d} {p * 100:.0f}%" + (" ⚑" if f else "")
+                         for d, p, f in zip(part.index, part["score_pct"], part["is_outlier"])
+                         if pd.notna(p)))
+
+
+def bad_periods(incidents: pd.DataFrame) -> pd.DataFrame:
+    """The bad periods of a list of incidents (`store.facts.incidents`), as the Incidents
+    page exports them: start, end, cause, frames, then flagged, incident_id, peak_frame_id."""
+    return incidents.rename(columns={
+        "started_at": "start", "ended_at": "end", "n_frames": "frames", "n_flagged": "flagged",
+        "frame_id": "peak_frame_id"})[["start", "end", "cause", "frames", "flagged",
+                                       "incident_id", "peak_frame_id"]]
 
 
 def page_url_int(key: str, lo: int, hi: int) -> int | None:

@@ -8,8 +8,11 @@ never in memory whole), builds one nearest-neighbour index (`pipeline.neighbors`
 `lof`, `knn` and the `neighbors` table, clusters (k-means with k by silhouette, or HDBSCAN on
 `cluster_dims` PCA dims), maps to 2-D (PCA or UMAP), fits every requested detector plus
 `consensus` (`pipeline.detectors`), scores the frames through the fitted run
-(`pipeline.fitted.FittedRun.score`, as `score-new` does) and writes the run in one transaction
-with its fitted state and each detector's facts (in its params, for the dashboard). The run
+(`pipeline.fitted.FittedRun.score`, as `score-new` does), groups the consensus's flags into
+incidents (`pipeline.incidents`), closes the archive mosaic (`pipeline.mosaic`, whose cells
+fill from the thumbnails the background detector decodes) and writes the run in one
+transaction with its fitted state, each detector's facts (in its params, for the dashboard),
+its incidents and the per-run aggregates the dashboard reads (`store.aggregates`). The run
 row is 'running' while it works; on any failure it becomes 'failed' with the reason and no
 rows.
 """
@@ -36,6 +39,8 @@ from pipeline.errors import AnalysisError, InputError
 from pipeline.fitted import (FittedRun, library_versions, neighbor_rows, neighbors_needed,
                              project)
 from pipeline.imagestats import backfill_local_contrast
+from pipeline.incidents import run_incidents
+from pipeline.mosaic import READ_CHUNK as MOSAIC_CHUNK, MosaicBuilder
 from pipeline.neighbors import NeighborIndex
 from pipeline.pixels import ThumbnailReader
 from pipeline.settings import Settings
@@ -245,9 +250,11 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
             det.set_params(n_neighbors=n - 1)
     needs_pixels = any("thumbnails" in det.needs for det in detectors.values())
     lat, lon = params.get("lat"), params.get("lon")
-    batch = FrameBatch.from_frames(ids, z, frames,
-                                   pixels=ThumbnailReader(db) if needs_pixels else None,
-                                   lat=lat, lon=lon)
+    batch = FrameBatch.from_frames(ids, z, frames, lat=lat, lon=lon)
+    reader = ThumbnailReader(db)
+    mosaic = MosaicBuilder(batch.frame_ids, batch.local_time, reader.aspect(batch.frame_ids))
+    if needs_pixels:  # the mosaic's cells fill from the thumbnails the detectors decode
+        batch.pixels = mosaic.tap(reader)
     k_needed = neighbors_needed(detectors)
     _say(progress, f"nearest neighbours (k={k_needed}) in {n_dims} PCA dims")
     index = steps.run("neighbors", lambda: NeighborIndex(
@@ -285,6 +292,11 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
                        versions=library_versions(), map_kind=map_kind, mapper=mapper,
                        lat=lat, lon=lon)
     scored = fitted.score(batch, of_fit=True)
+    _say(progress, "incidents and the archive mosaic")
+    incidents = steps.run("incidents", run_incidents, batch, scored, detectors, consensus,
+                          settings.incident_gap_frames)
+    archive = steps.run("mosaic", mosaic.finish, ThumbnailReader(db, chunk=MOSAIC_CHUNK),
+                        incidents.frames["frame_id"].to_numpy(np.int64))
     score_rows = scored.rows(run_id)
     nn_rows = neighbor_rows(run_id, ids, batch.nn_dist, batch.nn_idx, index.frame_ids_)
     cluster_rows = pd.DataFrame({"run_id": run_id, "frame_id": ids,
@@ -300,7 +312,10 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
                   detector_facts={key: scorer.facts() for key, scorer in {
                       **detectors,
                       **{cause_key(c): s for c, s in consensus.causes_.items()},
-                      CONSENSUS: consensus}.items()})
+                      CONSENSUS: consensus}.items()},
+                  n_incidents=len(incidents),
+                  mosaic={"frames": archive.n_frames, "decoded_for_it": archive.n_decoded,
+                          "seconds": archive.seconds})
     _say(progress, f"writing run {run_id}")
 
     def write():
@@ -308,7 +323,8 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
             sa.write_run(con, run_id, n_frames=n, clusters=cluster_rows, scores=score_rows,
                          neighbors=nn_rows, artifact=artifact, versions=fitted.versions,
                          timings=dict(steps.timings), params=params,
-                         keep_fitted=settings.keep_fitted_runs)
+                         keep_fitted=settings.keep_fitted_runs, incidents=incidents.table,
+                         incident_frames=incidents.frames, mosaic=archive)
 
     steps.run("write", write)
     n_outliers = int(scored.flags[CONSENSUS].sum())

@@ -436,10 +436,12 @@ def _describe_place(done: dict) -> str:
 @click.option("--consensus-rule", "consensus_rule", help=help_for("consensus_rule"))
 @_junk_causes_option
 @click.option("--random-state", "random_state", type=int, help=help_for("random_state"))
+@click.option("--incident-gap", "incident_gap_frames", type=click.IntRange(min=0),
+              help=help_for("incident_gap_frames"))
 @click.option("--quiet", is_flag=True, help="no progress lines")
 @click.pass_context
 def analyze(ctx, db: Path, model, detectors, clusterer, n_clusters, contamination, map_method,
-            consensus_rule, junk_causes, random_state, quiet) -> None:
+            consensus_rule, junk_causes, random_state, incident_gap_frames, quiet) -> None:
     """Cluster and score the frames' embeddings: writes one new analysis run.
 
     \b
@@ -456,7 +458,8 @@ def analyze(ctx, db: Path, model, detectors, clusterer, n_clusters, contaminatio
     settings = _settings(ctx, detectors=_split(detectors), clusterer=clusterer,
                          n_clusters=n_clusters, contamination=contamination,
                          map_method=map_method, consensus_rule=consensus_rule,
-                         junk_causes=_split(junk_causes), random_state=random_state)
+                         junk_causes=_split(junk_causes), random_state=random_state,
+                         incident_gap_frames=incident_gap_frames)
     with store.writer_lock(db):  # first: a busy store is refused before scikit-learn loads
         from pipeline.analyze import analyze as run_analysis
 

@@ -108,6 +108,9 @@ class Settings:
     too_far_quantile: float = _setting(
         0.99, "score-new: a frame is 'too far' beyond this quantile of fit neighbour distances")
     save_fitted: bool = _setting(True, "save the fitted run in the store so score-new can use it")
+    incident_gap_frames: int = _setting(
+        2, "unflagged daylight frames allowed between two flagged ones of one incident "
+           "(see pipeline/incidents.py)", 0, 100_000)
     keep_fitted_runs: int = _setting(
         3, "fitted states kept per model (newest complete runs); older runs keep their rows",
         1, 1000)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from store import aggregates
 from store.db import fetch_one, log_failed, scalar
 from store.db import execute as _run, ids_table as _ids_table
 
@@ -30,7 +31,7 @@ _FRAME_COLUMNS = ("frame_id", "path", "taken_at", "taken_at_utc", "mean_luma", "
                   "sharpness", "colorfulness", "local_contrast", "daylight")
 
 # Tables whose rows belong to one run (deleted with it); `analysis_runs` itself comes last.
-RUN_TABLES = ("clusters", "outlier_scores", "neighbors", "fitted_runs")
+RUN_TABLES = ("clusters", "outlier_scores", "neighbors", "fitted_runs", *aggregates.TABLES)
 
 
 # --- what there is to analyse -----------------------------------------------------------------
@@ -161,8 +162,12 @@ def insert_neighbors(con: duckdb.DuckDBPyConnection, neighbors: pd.DataFrame) ->
 def write_run(con: duckdb.DuckDBPyConnection, run_id: int, *, n_frames: int,
               clusters: pd.DataFrame, scores: pd.DataFrame, neighbors: pd.DataFrame,
               artifact: bytes | None, versions: dict[str, str], timings: dict[str, float],
-              params: dict[str, Any] | None = None, keep_fitted: int | None = None) -> None:
-    """Every row of a run plus status 'complete', in one transaction (all or nothing).
+              params: dict[str, Any] | None = None, keep_fitted: int | None = None,
+              incidents: pd.DataFrame | None = None,
+              incident_frames: pd.DataFrame | None = None,
+              mosaic: aggregates.Mosaic | None = None) -> None:
+    """Every row of a run, its aggregates and incidents (`store.aggregates.write`) plus status
+    'complete', in one transaction (all or nothing).
 
     With `keep_fitted`, the same transaction also drops the fitted states of the run's model
     beyond its newest `keep_fitted` complete runs that have one (`drop_old_fitted`).
@@ -183,6 +188,8 @@ def write_run(con: duckdb.DuckDBPyConnection, run_id: int, *, n_frames: int,
             sets += ", params = ?"
             values.append(json.dumps(params, default=str))
         _run(con, f"UPDATE analysis_runs SET {sets} WHERE run_id = ?", values + [run_id])
+        aggregates.write(con, run_id, incidents=incidents, incident_frames=incident_frames,
+                         mosaic=mosaic)
         if keep_fitted is not None:
             model = scalar(con, "SELECT model FROM analysis_runs WHERE run_id = ?", [run_id])
             drop_old_fitted(con, model, keep_fitted)

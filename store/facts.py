@@ -5,6 +5,12 @@ values. A `FrameFilter` describes the frames a page looks at; `_filtered()` turn
 `WITH sel AS (...)` clause built only from fixed SQL fragments, with every value bound as a
 named parameter, so nothing a user typed (or put in a URL) is ever pasted into SQL.
 Scores: higher = more abnormal; `score_pct` is the 0..1 rank within the run.
+
+Readers whose answer the run's aggregates hold (counts per period x hour x daylight x cluster
+and per detector, a fixed sample, each detector's top frames: `store.aggregates`) read them when
+`aggregates.covers(con, flt)` says they may, the one rule for it, and scan the filtered frames
+otherwise; both paths give the same answer (tests compare them). A reader that needs more
+rows than the sample or the top list holds for a narrow filter scans too.
 """
 
 from __future__ import annotations
@@ -13,12 +19,13 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import duckdb
 import pandas as pd
 
+from store import aggregates
 from store.db import fetch_one, log_failed, scalar
 
 THRESHOLD_KINDS = ("all", "flagged", "pct", "topk")
@@ -190,22 +197,105 @@ WITH sel AS (
     return sql, params
 
 
+def _cells(flt: FrameFilter, detector: bool = False) -> tuple[str, dict[str, Any]]:
+    """`WITH fc AS (...)`: the run's frame cells the filter keeps (`store.aggregates`), and
+    with `detector` also `dc`: the filter's detector's cells."""
+    where, params = aggregates.cell_filter(flt)
+    params.update(run_id=flt.run_id, detector=flt.detector)
+    sql = f"WITH fc AS (SELECT * FROM run_frame_cells WHERE run_id = $run_id AND {where})\n"
+    if detector:
+        sql += (f", dc AS (SELECT * FROM run_detector_cells WHERE run_id = $run_id "
+                f"AND detector = $detector AND {where})\n")
+    return sql, params
+
+
+def _cell_count(con: duckdb.DuckDBPyConnection, flt: FrameFilter, run_only: bool = False
+                ) -> int:
+    """Frames the (covered) filter keeps, from the cells; `run_only`: only the run's frames."""
+    sql, params = _cells(flt)
+    tail = " WHERE cluster IS NOT NULL" if run_only else ""
+    return int(_query(con, sql + "SELECT CAST(coalesce(sum(n_frames), 0) AS BIGINT) AS n "
+                                 f"FROM fc{tail}", params)["n"].iloc[0])
+
+
+def _reviews_in(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, int]:
+    """Junk and keep verdicts among the frames a covered filter keeps (reviews are not
+    aggregated: they change all the time; there are few of them, so this join is small)."""
+    where, params = aggregates.cell_filter(flt, "v", timed=True)
+    params["run_id"] = flt.run_id
+    timed = (flt.date_from, flt.date_to, flt.daylight) != (None, None, ()) or (
+        flt.hour_from, flt.hour_to) != (0, 23)
+    frames = ("JOIN frames f ON f.frame_id = r.frame_id" if timed
+              else "SEMI JOIN frames f ON f.frame_id = r.frame_id")
+    cols = "f.taken_at, f.daylight" if timed else "NULL AS taken_at, NULL AS daylight"
+    clusters, cluster = "", "NULL AS cluster"
+    if flt.clusters:
+        clusters = "LEFT JOIN clusters c ON c.run_id = $run_id AND c.frame_id = r.frame_id"
+        cluster = "c.cluster"
+    # materialised: the filter is applied to the few reviewed frames after the join, not to
+    # every frame before it (750k frames: 10 ms of hour() calls)
+    df = _query(con, f"""
+        WITH v AS MATERIALIZED (SELECT r.verdict, {cols}, {cluster}
+                                FROM reviews r {frames} {clusters})
+        SELECT count(*) FILTER (WHERE v.verdict = 'junk') AS n_junk,
+               count(*) FILTER (WHERE v.verdict = 'keep') AS n_keep
+        FROM v WHERE {where}""", params)
+    return {k: int(v) for k, v in df.iloc[0].items()}
+
+
+def _listed(flt: FrameFilter, table: str, detector: str | None = None,
+            key: str = "list_detector") -> tuple[str, dict[str, Any]]:
+    """`FROM <stored list> t WHERE ...`: the rows of a run's `run_samples` (a fixed sample) or
+    `run_top` (`detector`'s highest-scoring frames, bound as `$key`) that a covered filter
+    keeps. Both hold frame_id, taken_at, daylight, cluster; run_top also score, score_pct,
+    is_outlier, rank."""
+    where, params = aggregates.cell_filter(flt, "t", timed=True)
+    params["run_id"] = flt.run_id
+    if table == "run_top":
+        params[key] = detector
+        return (f"FROM run_top t WHERE t.run_id = $run_id AND t.detector = ${key} "
+                f"AND {where}"), params
+    return f"FROM run_samples t WHERE t.run_id = $run_id AND {where}", params
+
+
+def _list_answers(con: duckdb.DuckDBPyConnection, flt: FrameFilter, table: str,
+                  detector: str | None, need: int, every: int) -> bool:
+    """Whether a stored list holds the first `need` of the frames a covered filter keeps, or
+    all `every` of them: a narrow filter can keep fewer of its rows, and then the caller scans
+    the filtered frames instead."""
+    source, params = _listed(flt, table, detector)
+    kept = int(_query(con, f"SELECT count(*) AS n {source}", params)["n"].iloc[0])
+    return kept >= min(need, every)
+
+
 # Weather for a few frames (a page of the gallery, one frame): the same rules as the
 # `frame_weather` view (station from `weather_station_used`, nearest earlier observation within
-# `weather_tolerance_minutes`), but the ASOF join runs over the `page` rows only, not every frame.
+# `weather_tolerance_minutes`), over the `page` rows only, not every frame. Only observations
+# within the tolerance count, so each frame is joined on equal clock hours to the observations
+# of the hours its tolerance reaches back over, and the latest of those kept: an ASOF or range
+# join of a few rows against years of hourly weather is a nested loop over every observation
+# (a 24-frame page against 14 years: 60 ms; on hours: a hash join).
 _PAGE_WEATHER = """
 , wtol AS (
-    SELECT to_seconds(CAST(60 * coalesce(
+    SELECT CAST(60 * coalesce(
         (SELECT TRY_CAST(value AS DOUBLE) FROM settings WHERE key = 'weather_tolerance_minutes'),
-        90.0) AS BIGINT)) AS span)
+        90.0) AS BIGINT) AS seconds)
+, wkey AS (
+    SELECT frame_id, taken_at_utc, taken_at_utc - to_seconds((SELECT seconds FROM wtol))
+               AS earliest,
+           CAST(floor(epoch(taken_at_utc) / 3600) AS BIGINT) - back AS hour_key
+    FROM page, range(0, CAST(ceil((SELECT seconds FROM wtol) / 3600) AS BIGINT) + 1) r(back)
+    WHERE taken_at_utc IS NOT NULL)
 , wpick AS (
-    SELECT p.frame_id, w.station, w.observed_at, w.condition, w.temperature_c,
+    SELECT k.frame_id, w.station, w.observed_at, w.condition, w.temperature_c,
            w.precipitation_mm, w.cloud_cover_pct, w.wind_speed_ms, w.visibility_km,
-           coalesce(p.taken_at_utc - w.observed_at <= (SELECT span FROM wtol), FALSE) AS within
-    FROM (SELECT frame_id, taken_at_utc FROM page WHERE taken_at_utc IS NOT NULL) p
-    ASOF LEFT JOIN (SELECT * FROM weather
-                    WHERE station = (SELECT station FROM weather_station_used)) w
-      ON p.taken_at_utc >= w.observed_at)
+           TRUE AS within
+    FROM wkey k
+    JOIN (SELECT *, CAST(floor(epoch(observed_at) / 3600) AS BIGINT) AS hour_key FROM weather
+          WHERE station = (SELECT station FROM weather_station_used)) w
+      ON w.hour_key = k.hour_key
+    WHERE w.observed_at <= k.taken_at_utc AND w.observed_at >= k.earliest
+    QUALIFY row_number() OVER (PARTITION BY k.frame_id ORDER BY w.observed_at DESC) = 1)
 """
 _PAGE_WEATHER_COLUMNS = """
     CASE WHEN wp.within THEN wp.station END AS weather_station,
@@ -233,9 +323,7 @@ def detector_order(con: duckdb.DuckDBPyConnection, run_id: int | None) -> dict[s
     """Each detector's place in lists for a run: the `order` analyze recorded among the
     detectors' facts (`params.detector_facts`, from the detector classes). A run made before
     facts were recorded lists `consensus` first, then its detectors in the order it ran them."""
-    params = scalar(con, "SELECT CAST(params AS VARCHAR) FROM analysis_runs "
-                         "WHERE run_id = $run_id", {"run_id": run_id})
-    params = json.loads(params) if params else {}
+    params = run_params(con, run_id)
     recorded = params.get("detector_facts")
     if recorded:
         return {key: fact["order"] for key, fact in recorded.items()}
@@ -245,19 +333,39 @@ def detector_order(con: duckdb.DuckDBPyConnection, run_id: int | None) -> dict[s
 
 # --- runs, options, counts --------------------------------------------------------------------
 
+def run_params(con: duckdb.DuckDBPyConnection, run_id: int | None) -> dict[str, Any]:
+    """A run's parameters (settings, and what analyze recorded: detector facts, incidents...);
+    {} for no such run."""
+    params = scalar(con, "SELECT CAST(params AS VARCHAR) FROM analysis_runs "
+                         "WHERE run_id = $run_id", {"run_id": run_id})
+    return json.loads(params) if params else {}
+
+
 def runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Every analysis run, newest first, with params and timings parsed from JSON."""
+    """Every analysis run, newest first, with params and timings parsed from JSON. Detectors
+    and clusters are counted in the run's aggregates when it has them (its rows otherwise:
+    a scan of every score of those runs)."""
     df = _query(con, """
+        WITH bare AS (SELECT run_id FROM analysis_runs ANTI JOIN run_aggregates USING (run_id))
+        , dets AS (
+            SELECT run_id, count(DISTINCT detector) AS n FROM run_top GROUP BY run_id
+            UNION ALL
+            SELECT o.run_id, count(DISTINCT o.detector) FROM outlier_scores o
+            SEMI JOIN bare USING (run_id) GROUP BY o.run_id)
+        , clus AS (
+            SELECT run_id, count(DISTINCT cluster) FILTER (WHERE cluster >= 0) AS n
+            FROM run_frame_cells GROUP BY run_id
+            UNION ALL
+            SELECT c.run_id, count(DISTINCT c.cluster) FILTER (WHERE c.cluster >= 0)
+            FROM clusters c SEMI JOIN bare USING (run_id) GROUP BY c.run_id)
         SELECT r.run_id, r.model, r.status, r.n_frames, r.started_at, r.finished_at,
                date_diff('millisecond', r.started_at, r.finished_at) / 1000.0 AS seconds,
                r.code_version, CAST(r.params AS VARCHAR) AS params,
                CAST(r.timings AS VARCHAR) AS timings, r.error,
                m.family, m.weights, m.dim,
-               (SELECT count(DISTINCT detector) FROM outlier_scores o
-                 WHERE o.run_id = r.run_id) AS n_detectors,
-               (SELECT count(DISTINCT cluster) FROM clusters c
-                 WHERE c.run_id = r.run_id AND c.cluster >= 0) AS n_clusters
+               coalesce(d.n, 0) AS n_detectors, coalesce(c.n, 0) AS n_clusters
         FROM analysis_runs r LEFT JOIN models m USING (model)
+        LEFT JOIN dets d USING (run_id) LEFT JOIN clus c USING (run_id)
         ORDER BY r.started_at DESC, r.run_id DESC""", {})
     for column in ("params", "timings"):
         df[column] = [json.loads(v) if isinstance(v, str) and v else {} for v in df[column]]
@@ -278,8 +386,10 @@ def complete_run_ids(con: duckdb.DuckDBPyConnection) -> list[int]:
 
 
 def detectors(con: duckdb.DuckDBPyConnection, run_id: int | None) -> list[str]:
-    """Detector keys scored in a run, display order (consensus first)."""
-    rows = con.execute("SELECT DISTINCT detector FROM outlier_scores WHERE run_id = $run_id",
+    """Detector keys scored in a run, display order (consensus first); read from the run's
+    top lists when it has aggregates (a run's detectors never change)."""
+    source = "run_top" if aggregates.grain(con, run_id) else "outlier_scores"
+    rows = con.execute(f"SELECT DISTINCT detector FROM {source} WHERE run_id = $run_id",
                        {"run_id": run_id}).fetchall()
     return sort_detectors([r[0] for r in rows], detector_order(con, run_id))
 
@@ -290,9 +400,10 @@ def options(con: duckdb.DuckDBPyConnection, run_id: int | None = None) -> dict[s
     if run_id is None:
         run_id = latest_run_id(con)
     span = fetch_one(con, "SELECT min(taken_at)::DATE, max(taken_at)::DATE, count(*) FROM frames")
+    source = "run_frame_cells" if aggregates.grain(con, run_id) else "clusters"
     clusters = [int(r[0]) for r in con.execute(
-        "SELECT DISTINCT cluster FROM clusters WHERE run_id = $run_id ORDER BY cluster",
-        {"run_id": run_id}).fetchall()]
+        f"SELECT DISTINCT cluster FROM {source} WHERE run_id = $run_id "
+        "AND cluster IS NOT NULL ORDER BY cluster", {"run_id": run_id}).fetchall()]
     # Conditions observed at the station frames are joined to, and 'unknown' (no observation
     # within the tolerance); cheaper than the ASOF join over every frame.
     conditions = [r[0] for r in con.execute(
@@ -319,6 +430,26 @@ def options(con: duckdb.DuckDBPyConnection, run_id: int | None = None) -> dict[s
 
 def summary(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
     """Counts for the filtered frames: frames, span, share of night, clusters, reviews."""
+    if aggregates.covers(con, flt):
+        sql, params = _cells(flt, detector=True)
+        row = _query(con, sql + """
+            SELECT CAST(coalesce(sum(n_frames), 0) AS BIGINT) AS n_frames,
+                   min(first_at) AS first, max(last_at) AS last,
+                   coalesce(sum(n_frames) FILTER (WHERE daylight = 'night'), 0)
+                       / sum(n_frames) AS night_share,
+                   count(DISTINCT cluster) FILTER (WHERE cluster >= 0) AS n_clusters,
+                   (SELECT CAST(coalesce(sum(n_flagged), 0) AS BIGINT) FROM dc) AS n_flagged
+            FROM fc""", params).iloc[0].to_dict()
+        row["night_share"] = row["night_share"] if row["n_frames"] else float("nan")
+        row.update(_reviews_in(con, flt))
+    else:
+        row = _summary_scan(con, flt)
+    row["n_total"] = int(scalar(con, "SELECT count(*) FROM frames"))
+    row["n_errors"] = int(scalar(con, "SELECT count(*) FROM ingest_errors"))
+    return row
+
+
+def _summary_scan(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
     sql, params = _filtered(flt)
     df = _query(con, sql + """
         SELECT count(*) AS n_frames, min(taken_at) AS first, max(taken_at) AS last,
@@ -328,64 +459,158 @@ def summary(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
                count(*) FILTER (WHERE verdict = 'junk') AS n_junk,
                count(*) FILTER (WHERE verdict = 'keep') AS n_keep
         FROM sel""", params)
-    row = df.iloc[0].to_dict()
-    row["n_total"] = int(scalar(con, "SELECT count(*) FROM frames"))
-    row["n_errors"] = int(scalar(con, "SELECT count(*) FROM ingest_errors"))
-    return row
+    return df.iloc[0].to_dict()
 
 
 def outliers_per_detector(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
     """Per detector: frames flagged (is_outlier) among the filtered frames, and the share."""
+    if aggregates.covers(con, flt.replace(threshold_kind="all")):
+        where, params = aggregates.cell_filter(flt)
+        params["run_id"] = flt.run_id
+        df = _query(con, f"""
+            SELECT detector, CAST(sum(n_flagged) AS BIGINT) AS n_flagged,
+                   CAST(sum(n_rows) AS BIGINT) AS n_scored,
+                   sum(n_flagged) / greatest(sum(n_rows), 1) AS flagged_share
+            FROM run_detector_cells WHERE run_id = $run_id AND {where}
+            GROUP BY detector""", params)
+    else:
+        df = _outliers_scan(con, flt)
+    order = sort_detectors(list(df["detector"]), detector_order(con, flt.run_id))
+    return df.set_index("detector").loc[order].reset_index() if len(df) else df
+
+
+def _outliers_scan(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
     sql, params = _filtered(flt.replace(threshold_kind="all"), need=())
     everything = _keeps_every_frame(flt.replace(threshold_kind="all"))
-    df = _query(con, sql + f"""
+    return _query(con, sql + f"""
         SELECT o.detector, count(*) FILTER (WHERE o.is_outlier) AS n_flagged,
                count(*) AS n_scored,
                count(*) FILTER (WHERE o.is_outlier) / greatest(count(*), 1) AS flagged_share
         FROM outlier_scores o {"" if everything else "SEMI JOIN sel ON sel.frame_id = o.frame_id"}
         WHERE o.run_id = $run_id
         GROUP BY o.detector""", params)
-    order = sort_detectors(list(df["detector"]), detector_order(con, flt.run_id))
-    return df.set_index("detector").loc[order].reset_index() if len(df) else df
+
+
+def _dates(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> tuple[Any, Any]:
+    """The first and last camera-clock day the filter's dates reach among the store's frames
+    (the store's span from the run's aggregates when they are fresh: no scan)."""
+    span = None
+    if aggregates.covers(con, flt.replace(date_from=None, date_to=None)):
+        span = fetch_one(con, "SELECT first_day, last_day FROM run_aggregates "
+                              "WHERE run_id = ?", [flt.run_id])
+    if span is None:
+        span = fetch_one(con, "SELECT min(taken_at)::DATE, max(taken_at)::DATE FROM frames")
+    first, last = span if span else (None, None)
+    if first is not None:
+        first = max(first, flt.date_from) if flt.date_from else first
+        last = min(last, flt.date_to) if flt.date_to else last
+    return first, last
+
+
+def _period(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> str:
+    """The period the date charts count by for a filter: the finest of day, week and month
+    giving at most `aggregates.MAX_PERIODS` periods over the filter's dates (its first and
+    last date, else the store's)."""
+    return aggregates.period_unit(*_dates(con, flt))
+
+
+def _cells_by(con: duckdb.DuckDBPyConnection, flt: FrameFilter, unit: str) -> bool:
+    """Whether a covered filter's cells can be counted by `unit` periods (the cells' own
+    period, or whole numbers of them)."""
+    grain = aggregates.grain(con, flt.run_id)
+    return grain is not None and aggregates.coarser(unit, grain)
 
 
 def calendar(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
-    """Day x hour: frame count and the share flagged by the filter's detector."""
-    sql, params = _filtered(flt, need=("score",))
-    return _query(con, sql + """
-        SELECT CAST(taken_at AS DATE) AS day, hour(taken_at) AS hour, count(*) AS n_frames,
-               avg(CASE WHEN is_outlier THEN 1.0 ELSE 0.0 END) AS outlier_rate,
-               avg(score_pct) AS mean_pct
-        FROM sel WHERE taken_at IS NOT NULL
-        GROUP BY ALL ORDER BY day, hour""", params)
+    """Period x hour of day: frame count, the share flagged by the filter's detector and the
+    mean percentile. `day` is the first day of a period: a day, or a week (from Monday) or a
+    month when the filter's dates span more than `aggregates.MAX_PERIODS` days (weeks); the
+    `period` column says which."""
+    unit = _period(con, flt)
+    if aggregates.covers(con, flt) and _cells_by(con, flt, unit):
+        sql, params = _cells(flt, detector=True)
+        start = aggregates.period_start(unit, "period")
+        df = _query(con, sql + f"""
+            , f AS (SELECT {start} AS day, hour, CAST(sum(n_frames) AS BIGINT) AS n_frames
+                    FROM fc WHERE period IS NOT NULL GROUP BY ALL)
+            , d AS (SELECT {start} AS day, hour, sum(n_flagged) AS n_flagged,
+                           sum(sum_pct) AS sum_pct, sum(n_pct) AS n_pct
+                    FROM dc WHERE period IS NOT NULL GROUP BY ALL)
+            SELECT f.day, f.hour, f.n_frames,
+                   coalesce(d.n_flagged, 0) / f.n_frames AS outlier_rate,
+                   d.sum_pct / nullif(d.n_pct, 0) AS mean_pct
+            FROM f LEFT JOIN d USING (day, hour) ORDER BY f.day, f.hour""", params)
+    else:
+        sql, params = _filtered(flt, need=("score",))
+        df = _query(con, sql + f"""
+            SELECT {aggregates.period_start(unit, "taken_at")} AS day, hour(taken_at) AS hour,
+                   count(*) AS n_frames,
+                   avg(CASE WHEN is_outlier THEN 1.0 ELSE 0.0 END) AS outlier_rate,
+                   avg(score_pct) AS mean_pct
+            FROM sel WHERE taken_at IS NOT NULL
+            GROUP BY ALL ORDER BY day, hour""", params)
+    return df.assign(period=unit)
+
+
+# Timeline buckets shorter than a day (minutes); longer ones are days, weeks or months.
+_TIMELINE_MINUTES = (10, 30, 60, 180, 360, 720)
+_PERIOD_MINUTES = {"day": 1440, "week": 10080, "month": 43200}
+TIMELINE_COLUMNS = ["bucket", "n_frames", "n_flagged", "mean_score", "max_score",
+                    "bucket_minutes", "bucket_label"]
 
 
 def timeline(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_buckets: int = 120
              ) -> pd.DataFrame:
-    """Frames per time bucket with the mean and max score; the bucket grows with the span
-    (the smallest of 10 min, 30 min, 1 h, 3 h, 6 h, 12 h, 1 d, 1 week giving at most
-    `max_buckets` buckets). One scan: the span and the bucket size are worked out in SQL."""
-    sql, params = _filtered(flt, need=("score",))
-    params["max_buckets"] = int(max_buckets)
-    df = _query(con, sql + """
-        , span AS (SELECT greatest(1.0, date_diff('second', min(taken_at), max(taken_at))
-                                        / 60.0) AS minutes
-                   FROM sel WHERE taken_at IS NOT NULL)
-        , pick AS (SELECT coalesce(min(s) FILTER (WHERE span.minutes / s <= $max_buckets),
-                                   10080) AS bucket
-                   FROM span, unnest([10, 30, 60, 180, 360, 720, 1440, 10080]) u(s))
-        SELECT to_timestamp(floor(epoch(taken_at) / (pick.bucket * 60)) * pick.bucket * 60
-                           )::TIMESTAMP AS bucket,
-               count(*) AS n_frames,
-               count(*) FILTER (WHERE is_outlier) AS n_flagged,
-               avg(score) AS mean_score, max(score) AS max_score,
-               any_value(pick.bucket) AS bucket_minutes
-        FROM sel, pick WHERE taken_at IS NOT NULL GROUP BY 1 ORDER BY 1""", params)
+    """Frames per time bucket with the mean and max score. The bucket grows with the filter's
+    dates: the shortest of 10 min, 30 min, 1 h, 3 h, 6 h and 12 h giving at most
+    `max_buckets` buckets, else the period `calendar` counts by (a day, week or month).
+    `bucket_minutes` is its length (a month counts as 30 days), `bucket_label` its name.
+    From the run's cells when they hold whole buckets (an hour or more)."""
+    first, last = _dates(con, flt)
+    unit = aggregates.period_unit(first, last)
+    minutes = None
+    if first is not None:
+        days = max(1, (last - first).days + 1)
+        minutes = next((m for m in _TIMELINE_MINUTES if days * 1440 / m <= max_buckets), None)
+    if minutes is not None:
+        label = f"{minutes} min" if minutes < 60 else f"{minutes // 60} h"
+        size = minutes
+    else:
+        label, size = f"1 {unit}" if unit != "day" else "1 d", _PERIOD_MINUTES[unit]
+    covered = aggregates.covers(con, flt) and (
+        _cells_by(con, flt, "day") and minutes >= 60 if minutes is not None
+        else _cells_by(con, flt, unit))
+    if covered:
+        sql, params = _cells(flt, detector=True)
+        at = "CAST(period AS TIMESTAMP) + to_hours(hour)"
+        rows = "fc"
+    else:
+        sql, params = _filtered(flt, need=("score",))
+        at, rows = "taken_at", "sel"
+    bucket = (f"to_timestamp(floor(epoch({at}) / {size * 60}) * {size * 60})::TIMESTAMP"
+              if minutes is not None
+              else f"CAST({aggregates.period_start(unit, at)} AS TIMESTAMP)")
+    if covered:
+        df = _query(con, sql + f"""
+            , f AS (SELECT {bucket} AS bucket, sum(n_frames) AS n_frames FROM fc
+                    WHERE period IS NOT NULL GROUP BY ALL)
+            , d AS (SELECT {bucket} AS bucket, sum(n_flagged) AS n_flagged,
+                           sum(sum_score) AS sum_score, sum(n_pct) AS n_pct,
+                           max(max_score) AS max_score
+                    FROM dc WHERE period IS NOT NULL GROUP BY ALL)
+            SELECT f.bucket, CAST(f.n_frames AS BIGINT) AS n_frames,
+                   CAST(coalesce(d.n_flagged, 0) AS BIGINT) AS n_flagged,
+                   d.sum_score / nullif(d.n_pct, 0) AS mean_score, d.max_score
+            FROM f LEFT JOIN d USING (bucket) ORDER BY f.bucket""", params)
+    else:
+        df = _query(con, sql + f"""
+            SELECT {bucket} AS bucket, count(*) AS n_frames,
+                   count(*) FILTER (WHERE is_outlier) AS n_flagged,
+                   avg(score) AS mean_score, max(score) AS max_score
+            FROM {rows} WHERE taken_at IS NOT NULL GROUP BY 1 ORDER BY 1""", params)
     if df.empty:
-        return pd.DataFrame(columns=["bucket", "n_frames", "n_flagged", "mean_score",
-                                     "max_score", "bucket_minutes"])
-    df["bucket_minutes"] = df["bucket_minutes"].astype(int)
-    return df
+        return pd.DataFrame(columns=TIMELINE_COLUMNS)
+    return df.assign(bucket_minutes=int(size), bucket_label=label)
 
 
 # --- frames, thumbnails, scores ---------------------------------------------------------------
@@ -421,36 +646,62 @@ def frames_page(con: duckdb.DuckDBPyConnection, flt: FrameFilter, page: int = 0,
                 ) -> tuple[pd.DataFrame, int]:
     """One page of filtered frames (ranked by the filter's detector), with their weather, and
     the total count. `thumbs=True` adds a `thumb` column (JPEG bytes or None), so a page
-    needs no second query for its pictures."""
-    sql, params = _filtered(flt, need=("score",) if order.startswith("score") else ())
-    params.update(limit=int(page_size), offset=int(page) * int(page_size))
-    df = _query(con, sql + f"""
-        , page AS MATERIALIZED (
-            SELECT frame_id, path, taken_at, taken_at_utc, daylight, score
-            FROM sel ORDER BY {GALLERY_ORDERS[order]} LIMIT $limit OFFSET $offset)
-        {_PAGE_WEATHER}
-        SELECT page.frame_id, page.path, page.taken_at, page.daylight, pc.cluster, ps.score,
-               ps.score_pct, ps.is_outlier, {_PAGE_WEATHER_COLUMNS}, pr.verdict
-        FROM page LEFT JOIN wpick wp USING (frame_id){_PAGE_EXTRAS}
-        ORDER BY {GALLERY_ORDERS[order].replace("score", "page.score")}""", params)
+    needs no second query for its pictures. Ranked by score, a covered filter's first pages
+    come from the detector's stored top frames (`run_top`)."""
+    limit, offset = int(page_size), int(page) * int(page_size)
+    just_ids = flt.frame_ids and _keeps_every_frame(flt.replace(frame_ids=()))
+    # a few frames by id (a strip, neighbours) on one page: the page itself is the count
+    total = None if just_ids and offset == 0 and len(flt.frame_ids) <= limit else count(con, flt)
+    if order == "score" and aggregates.covers(con, flt) and _list_answers(
+            con, flt, "run_top", flt.detector, offset + limit, total):
+        # the stored list has each frame's cluster and score: only reviews are joined
+        source, params = _listed(flt, "run_top", flt.detector)
+        params.update(limit=limit, offset=offset)
+        df = _query(con, f"""
+            WITH page AS MATERIALIZED (
+                SELECT f.frame_id, f.path, f.taken_at, f.taken_at_utc, f.daylight, t.cluster,
+                       t.score, t.score_pct, t.is_outlier, t.rank
+                FROM (SELECT t.* {source} ORDER BY t.rank LIMIT $limit OFFSET $offset) t
+                JOIN frames f ON f.frame_id = t.frame_id)
+            {_PAGE_WEATHER}
+            SELECT page.frame_id, page.path, page.taken_at, page.daylight, page.cluster,
+                   page.score, page.score_pct, page.is_outlier, {_PAGE_WEATHER_COLUMNS},
+                   pr.verdict
+            FROM page LEFT JOIN wpick wp USING (frame_id)
+            LEFT JOIN reviews pr ON pr.frame_id = page.frame_id
+            ORDER BY page.rank""", params)
+    else:
+        sql, params = _filtered(flt, need=("score",) if order.startswith("score") else ())
+        params.update(limit=limit, offset=offset)
+        df = _query(con, sql + f"""
+            , page AS MATERIALIZED (
+                SELECT frame_id, path, taken_at, taken_at_utc, daylight, score
+                FROM sel ORDER BY {GALLERY_ORDERS[order]} LIMIT $limit OFFSET $offset)
+            {_PAGE_WEATHER}
+            SELECT page.frame_id, page.path, page.taken_at, page.daylight, pc.cluster, ps.score,
+                   ps.score_pct, ps.is_outlier, {_PAGE_WEATHER_COLUMNS}, pr.verdict
+            FROM page LEFT JOIN wpick wp USING (frame_id){_PAGE_EXTRAS}
+            ORDER BY {GALLERY_ORDERS[order].replace("score", "page.score")}""", params)
     df = df.drop(columns=["weather_station", "weather_observed_at", "cloud_cover_pct",
                           "wind_speed_ms", "visibility_km"])
-    return (_with_thumbs(con, df) if thumbs else df), count(con, flt)
+    return (_with_thumbs(con, df) if thumbs else df), len(df) if total is None else total
 
 
 def count(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> int:
     """How many frames the filter keeps (only the joins the filter itself needs)."""
+    if aggregates.covers(con, flt):
+        return _cell_count(con, flt)
     sql, params = _filtered(flt, need=())
     return int(_query(con, sql + "SELECT count(*) AS n FROM sel", params)["n"].iloc[0])
 
 
 def gallery_page(con: duckdb.DuckDBPyConnection, flt: FrameFilter, page: int = 0,
                  page_size: int = 24, order: str = "score") -> dict[str, Any]:
-    """What the Gallery draws, on one connection: `rows` (a `frames_page` with `thumb`),
-    `total`, and `scores` (every detector's score for those rows, as `scores_for`)."""
+    """What the Gallery draws, on one connection: `rows` (a `frames_page` with `thumb`) and
+    `total`. Every detector's score of a card is read when its details are opened
+    (`scores_for`)."""
     rows, total = frames_page(con, flt, page, page_size, order, thumbs=True)
-    return {"rows": rows, "total": total,
-            "scores": scores_for(con, flt.run_id, [int(i) for i in rows["frame_id"]])}
+    return {"rows": rows, "total": total}
 
 
 def frame_ids(con: duckdb.DuckDBPyConnection, flt: FrameFilter, limit: int | None = None,
@@ -467,11 +718,15 @@ def frame_ids(con: duckdb.DuckDBPyConnection, flt: FrameFilter, limit: int | Non
 
 def scores_for(con: duckdb.DuckDBPyConnection, run_id: int | None, ids: list[int]
                ) -> pd.DataFrame:
-    """Long form: every detector's score and percentile for some frames."""
-    return _query(con, """
+    """Long form: every detector's score and percentile for some frames (one frame: by
+    equality, which the scan can skip to)."""
+    ids = [int(i) for i in ids]
+    match = "frame_id = $id" if len(ids) == 1 else "frame_id IN (SELECT unnest($ids))"
+    return _query(con, f"""
         SELECT frame_id, detector, score, score_pct, is_outlier FROM outlier_scores
-        WHERE run_id = $run_id AND frame_id IN (SELECT unnest($ids))
-        ORDER BY frame_id, detector""", {"run_id": run_id, "ids": [int(i) for i in ids]})
+        WHERE run_id = $run_id AND {match}
+        ORDER BY frame_id, detector""", {"run_id": run_id, "ids": ids,
+                                          "id": ids[0] if ids else None})
 
 
 def thumbnails(con: duckdb.DuckDBPyConnection, ids: list[int]) -> dict[int, bytes]:
@@ -519,7 +774,10 @@ def neighbor_page(con: duckdb.DuckDBPyConnection, run_id: int | None, frame_id: 
                   detector: str = "consensus") -> pd.DataFrame:
     """A frame's nearest neighbours (rank, distance) with the gallery columns of each (time,
     weather, cluster, `detector`'s score, verdict) and its `thumb`, nearest first."""
-    nb = neighbors(con, run_id, frame_id)
+    nb = _query(con, """
+        SELECT rank, neighbor_id AS frame_id, distance FROM neighbors
+        WHERE run_id = $run_id AND frame_id = $frame_id ORDER BY rank""",
+                {"run_id": run_id, "frame_id": int(frame_id)})
     if nb.empty:
         return nb
     ids = tuple(int(i) for i in nb["frame_id"])
@@ -530,21 +788,28 @@ def neighbor_page(con: duckdb.DuckDBPyConnection, run_id: int | None, frame_id: 
 
 
 def adjacent_frames(con: duckdb.DuckDBPyConnection, frame_id: int) -> dict[str, int | None]:
-    """The frames just before and after one in time (for stepping through the sequence)."""
-    df = _query(con, """
-        WITH me AS (SELECT taken_at, frame_id FROM frames WHERE frame_id = $frame_id)
-        SELECT
-            (SELECT f.frame_id FROM frames f, me
-             WHERE (f.taken_at, f.frame_id) < (me.taken_at, me.frame_id)
-             ORDER BY f.taken_at DESC, f.frame_id DESC LIMIT 1) AS prev,
-            (SELECT f.frame_id FROM frames f, me
-             WHERE (f.taken_at, f.frame_id) > (me.taken_at, me.frame_id)
-             ORDER BY f.taken_at, f.frame_id LIMIT 1) AS next
-        FROM me""", {"frame_id": int(frame_id)})
-    if df.empty:
+    """The frames just before and after one in time (for stepping through the sequence).
+    Looked for within a day first (a time range the scan can skip to), then anywhere."""
+    me = fetch_one(con, "SELECT taken_at FROM frames WHERE frame_id = ?", [int(frame_id)])
+    if me is None:
         return {"prev": None, "next": None}
-    row = df.iloc[0]
-    return {k: (None if pd.isna(row[k]) else int(row[k])) for k in ("prev", "next")}
+    out: dict[str, int | None] = {}
+    for side, op, order in (("prev", "<", "DESC"), ("next", ">", "")):
+        for reach in ((timedelta(days=1),) if me[0] is not None else ()) + (None,):
+            near = ""
+            params: dict[str, Any] = {"frame_id": int(frame_id), "at": me[0]}
+            if reach is not None:  # plain comparisons first: the scan skips to them
+                near = (f"f.taken_at {op}= $at AND f.taken_at {'>=' if op == '<' else '<='} "
+                        "$bound AND ")
+                params["bound"] = me[0] - reach if op == "<" else me[0] + reach
+            df = _query(con, f"""
+                SELECT f.frame_id FROM frames f
+                WHERE {near}(f.taken_at, f.frame_id) {op} ($at, $frame_id)
+                ORDER BY f.taken_at {order}, f.frame_id {order} LIMIT 1""", params)
+            out[side] = None if df.empty else int(df["frame_id"].iloc[0])
+            if out[side] is not None:
+                break
+    return out
 
 
 # --- map and clusters -------------------------------------------------------------------------
@@ -553,10 +818,15 @@ def map_points(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_points: int
                weather: bool = False) -> tuple[pd.DataFrame, int]:
     """2-D map points of the filtered frames, and how many there are in all.
 
-    Above `max_points` a deterministic sample is returned (every flagged frame is kept, the
-    rest is sampled by a hash of the frame id), so the picture is stable between reruns.
-    `weather=True` fills `condition` (for colouring by weather).
+    Above `max_points` a deterministic sample is returned, flagged frames first, then by a
+    hash of the frame id, so the picture is stable between reruns: from every filtered frame,
+    or, for a covered filter, from the run's stored sample (`run_samples`, the frames with
+    the smallest hashes). `weather=True` fills `condition` (for colouring by weather).
     """
+    if aggregates.covers(con, flt):
+        n = _cell_count(con, flt, run_only=True)
+        if _list_answers(con, flt, "run_samples", None, max_points, n):
+            return _map_sample(con, flt, max_points, weather), n
     sql, params = _filtered(flt, weather=weather, need=("cluster",))
     n = int(_query(con, sql + "SELECT count(*) AS n FROM sel WHERE map_x IS NOT NULL",
                    params)["n"].iloc[0])
@@ -571,8 +841,52 @@ def map_points(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_points: int
     return df, n
 
 
+def _map_sample(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_points: int,
+                weather: bool) -> pd.DataFrame:
+    """`map_points`' rows from the run's stored sample."""
+    source, params = _listed(flt, "run_samples")
+    params.update(detector=flt.detector, max_points=int(max_points))
+    condition = "'unknown' AS condition"
+    utc, frames_join, weather_join = "CAST(NULL AS TIMESTAMPTZ)", "", ""
+    if weather:  # the page's weather (an ASOF join over those rows only)
+        condition = ("CASE WHEN wp.within THEN coalesce(wp.condition, 'unknown') "
+                     "ELSE 'unknown' END AS condition")
+        utc, frames_join = "f.taken_at_utc", "JOIN frames f ON f.frame_id = k.frame_id"
+        weather_join = "LEFT JOIN wpick wp USING (frame_id)"
+    return _query(con, f"""
+        WITH kept AS (SELECT t.* {source})
+        , page AS MATERIALIZED (
+            SELECT k.frame_id, k.map_x, k.map_y, k.cluster, s.score, s.score_pct,
+                   s.is_outlier, k.daylight, k.taken_at, {utc} AS taken_at_utc
+            FROM kept k {frames_join}
+            LEFT JOIN run_sample_scores s ON s.run_id = $run_id AND s.detector = $detector
+                                         AND s.frame_id = k.frame_id
+            ORDER BY coalesce(s.is_outlier, FALSE) DESC, hash(k.frame_id)
+            LIMIT $max_points)
+        {_PAGE_WEATHER if weather else ""}
+        SELECT page.frame_id, page.map_x, page.map_y, page.cluster, page.score,
+               page.score_pct, page.is_outlier, page.daylight, {condition}, page.taken_at
+        FROM page {weather_join}
+        ORDER BY coalesce(page.is_outlier, FALSE) DESC, hash(page.frame_id)""", params)
+
+
 def cluster_sizes(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
     """Per cluster: frames, share of night, mean score percentile, flagged frames, time span."""
+    if aggregates.covers(con, flt):
+        sql, params = _cells(flt, detector=True)
+        return _query(con, sql + """
+            , f AS (SELECT cluster, sum(n_frames) AS n_frames,
+                           coalesce(sum(n_frames) FILTER (WHERE daylight = 'night'), 0)
+                               / sum(n_frames) AS night_share,
+                           min(first_at) AS first, max(last_at) AS last
+                    FROM fc WHERE cluster IS NOT NULL GROUP BY cluster)
+            , d AS (SELECT cluster, sum(sum_pct) / nullif(sum(n_pct), 0) AS mean_pct,
+                           sum(n_flagged) AS n_flagged
+                    FROM dc WHERE cluster IS NOT NULL GROUP BY cluster)
+            SELECT f.cluster, CAST(f.n_frames AS BIGINT) AS n_frames, f.night_share,
+                   d.mean_pct, CAST(coalesce(d.n_flagged, 0) AS BIGINT) AS n_flagged,
+                   f.first, f.last
+            FROM f LEFT JOIN d USING (cluster) ORDER BY f.cluster""", params)
     sql, params = _filtered(flt, need=("cluster", "score"))
     return _query(con, sql + """
         SELECT cluster, count(*) AS n_frames,
@@ -584,47 +898,90 @@ def cluster_sizes(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFr
 
 
 def cluster_profiles(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
-    """Frames per cluster x hour of day and per cluster x day (column `kind`: hour/day).
-    One scan: the frames are counted per cluster, day and hour, and both profiles are sums
-    of those few thousand rows."""
-    sql, params = _filtered(flt, need=("cluster",))
-    return _query(con, sql + """
+    """Frames per cluster x hour of day and per cluster x period (column `kind`: hour/day;
+    the period, as `calendar` counts by, in column `period`). One scan: the frames are counted
+    per cluster, period and hour, and both profiles are sums of those few thousand rows (the
+    run's cells for a covered filter)."""
+    unit = _period(con, flt)
+    if aggregates.covers(con, flt) and _cells_by(con, flt, unit):
+        sql, params = _cells(flt)
+        sql += f"""
         , cdh AS (
-            SELECT cluster, CAST(taken_at AS DATE) AS day, hour(taken_at) AS hour,
-                   count(*) AS n
-            FROM sel WHERE cluster IS NOT NULL AND taken_at IS NOT NULL GROUP BY ALL)
+            SELECT cluster, {aggregates.period_start(unit, "period")} AS day, hour,
+                   CAST(sum(n_frames) AS BIGINT) AS n
+            FROM fc WHERE cluster IS NOT NULL AND period IS NOT NULL GROUP BY ALL)"""
+    else:
+        sql, params = _filtered(flt, need=("cluster",))
+        sql += f"""
+        , cdh AS (
+            SELECT cluster, {aggregates.period_start(unit, "taken_at")} AS day,
+                   hour(taken_at) AS hour, count(*) AS n
+            FROM sel WHERE cluster IS NOT NULL AND taken_at IS NOT NULL GROUP BY ALL)"""
+    df = _query(con, sql + """
         SELECT 'hour' AS kind, cluster, CAST(hour AS VARCHAR) AS key, sum(n) AS n_frames
         FROM cdh GROUP BY ALL
         UNION ALL
         SELECT 'day' AS kind, cluster, strftime(day, '%Y-%m-%d') AS key, sum(n)
         FROM cdh GROUP BY ALL
         ORDER BY kind, cluster, key""", params)
+    return df.assign(period=unit)
 
 
 def cluster_samples(con: duckdb.DuckDBPyConnection, flt: FrameFilter, n: int = 6,
                     seed: int = 0, thumbs: bool = False) -> pd.DataFrame:
     """A random (seeded, repeatable) sample of up to `n` filtered frames from every cluster,
     with the gallery columns (and a `thumb` column with `thumbs=True`); one query for the
-    whole page."""
-    sql, params = _filtered(flt, need=("cluster",))
-    params.update(n=int(n), seed=int(seed))
-    df = _query(con, sql + f"""
+    whole page. For a covered filter the frames come from the run's stored sample when it
+    holds `n` of every cluster's filtered frames (or all of them)."""
+    if aggregates.covers(con, flt) and _samples_per_cluster(con, flt, n):
+        sql, params = _listed(flt, "run_samples")
+        sql = f"""
+        WITH chosen AS (
+            SELECT t.frame_id, t.cluster {sql} AND t.cluster IS NOT NULL
+            QUALIFY row_number() OVER (PARTITION BY t.cluster
+                                       ORDER BY hash(t.frame_id + $seed)) <= $n)
+        , page AS MATERIALIZED (
+            SELECT f.frame_id, f.path, f.taken_at, f.taken_at_utc, f.daylight, c.cluster
+            FROM chosen c JOIN frames f ON f.frame_id = c.frame_id)"""
+        params.update(detector=flt.detector)
+        scores = "run_sample_scores"  # the sample's scores: a few rows per detector
+    else:
+        sql, params = _filtered(flt, need=("cluster",))
+        sql += """
         , page AS MATERIALIZED (
             SELECT frame_id, path, taken_at, taken_at_utc, daylight, cluster
             FROM sel WHERE cluster IS NOT NULL
             QUALIFY row_number() OVER (PARTITION BY cluster
-                                       ORDER BY hash(frame_id + $seed)) <= $n)
+                                       ORDER BY hash(frame_id + $seed)) <= $n)"""
+        scores = "outlier_scores"
+    params.update(n=int(n), seed=int(seed))
+    df = _query(con, sql + f"""
         {_PAGE_WEATHER}
         SELECT page.frame_id, page.path, page.taken_at, page.daylight, page.cluster, ps.score,
                ps.score_pct, ps.is_outlier,
                {_PAGE_WEATHER_BRIEF},
                pr.verdict
         FROM page LEFT JOIN wpick wp USING (frame_id)
-        LEFT JOIN outlier_scores ps ON ps.run_id = $run_id AND ps.detector = $detector
+        LEFT JOIN {scores} ps ON ps.run_id = $run_id AND ps.detector = $detector
                                    AND ps.frame_id = page.frame_id
         LEFT JOIN reviews pr ON pr.frame_id = page.frame_id
         ORDER BY page.cluster, page.taken_at, page.frame_id""", params)
     return _with_thumbs(con, df) if thumbs else df
+
+
+def _samples_per_cluster(con: duckdb.DuckDBPyConnection, flt: FrameFilter, n: int) -> bool:
+    """Whether the run's stored sample holds `n` of each cluster's frames that a covered
+    filter keeps (or all of a smaller cluster's)."""
+    source, params = _listed(flt, "run_samples")
+    cells, cell_params = _cells(flt)
+    params.update(cell_params, n=int(n))
+    short = _query(con, cells + f"""
+        , s AS (SELECT t.cluster, count(*) AS k {source} GROUP BY t.cluster)
+        , c AS (SELECT cluster, sum(n_frames) AS m FROM fc WHERE cluster IS NOT NULL
+                GROUP BY cluster)
+        SELECT count(*) AS n FROM c LEFT JOIN s USING (cluster)
+        WHERE coalesce(s.k, 0) < least(c.m, $n)""", params)["n"].iloc[0]
+    return int(short) == 0
 
 
 # --- detector comparison ----------------------------------------------------------------------
@@ -637,8 +994,17 @@ def detector_matrix(con: duckdb.DuckDBPyConnection, flt: FrameFilter, names: lis
     Above `max_rows` frames, a fixed pseudo-random sample (by a hash of the frame id).
     `labels=True` adds the known answer of each frame as `label_is_anomaly` and
     `label_source`: its review ('review': junk = anomaly) or else its imported ground truth
-    ('ground_truth'); NULL for unlabelled frames."""
-    sql, params = _filtered(flt.replace(threshold_kind="all"), need=())
+    ('ground_truth'); NULL for unlabelled frames. For a covered filter the sample comes from
+    the run's stored one (the same frames: both take the smallest hashes)."""
+    whole = flt.replace(threshold_kind="all")
+    scores = "outlier_scores"
+    if max_rows is not None and aggregates.covers(con, whole) and _list_answers(
+            con, whole, "run_samples", None, max_rows, _cell_count(con, whole, run_only=True)):
+        source, params = _listed(whole, "run_samples")
+        sql = f"WITH sel AS (SELECT t.frame_id, t.taken_at {source})\n"
+        scores = "run_sample_scores"  # the sample's scores: a few rows per detector
+    else:
+        sql, params = _filtered(whole, need=())
     names = list(dict.fromkeys(names))
     # Column aliases are fixed (d0, d1, ...); detector names are bound values. One join per
     # detector on the sampled ids (each a hash join on the run's rows of that detector).
@@ -646,7 +1012,7 @@ def detector_matrix(con: duckdb.DuckDBPyConnection, flt: FrameFilter, names: lis
     for i, name in enumerate(names):
         params[f"d{i}"] = name
         cols.append(f"o{i}.score_pct AS d{i}, o{i}.is_outlier AS f{i}")
-        joins.append(f"LEFT JOIN outlier_scores o{i} ON o{i}.run_id = $run_id "
+        joins.append(f"LEFT JOIN {scores} o{i} ON o{i}.run_id = $run_id "
                      f"AND o{i}.detector = $d{i} AND o{i}.frame_id = ids.frame_id")
     tail = ""
     if max_rows is not None:
@@ -674,15 +1040,32 @@ def detector_matrix(con: duckdb.DuckDBPyConnection, flt: FrameFilter, names: lis
     return df.rename(columns=rename)
 
 
-def _top_k(flt: FrameFilter, a: str, b: str, top_k: int) -> tuple[str, dict[str, Any]]:
-    """`sel` plus `ta`/`tb`: A's and B's `top_k` filtered frames (frame_id, score, rank).
-    Each is a top-N over the filtered frames (no sort of every frame)."""
-    sql, params = _filtered(flt.replace(threshold_kind="all"), need=())
+def _top_k(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, b: str, top_k: int
+           ) -> tuple[str, dict[str, Any]]:
+    """`ta`/`tb`: A's and B's `top_k` filtered frames (frame_id, score, score_pct, is_outlier,
+    rank, cluster). Each is a top-N over the filtered frames (no sort of every frame; cluster
+    NULL, to be joined for the few shown), or, for a covered filter, the first of the
+    detector's stored top frames (with their cluster)."""
+    whole = flt.replace(threshold_kind="all")
+    if aggregates.covers(con, whole):
+        every = _cell_count(con, whole, run_only=True)
+        if all(_list_answers(con, whole, "run_top", d, top_k, every) for d in (a, b)):
+            parts, params = [], {"k": int(top_k)}
+            for key, det in (("a", a), ("b", b)):
+                source, more = _listed(whole, "run_top", det, key=key)
+                params.update(more)
+                parts.append(f"""t{key} AS (
+                    SELECT frame_id, score, score_pct, is_outlier,
+                           row_number() OVER (ORDER BY rank) AS rank, cluster
+                    FROM (SELECT t.* {source} ORDER BY t.rank LIMIT $k))""")
+            return "WITH " + "\n, ".join(parts) + "\n", params
+    sql, params = _filtered(whole, need=())
     params.update(a=a, b=b, k=int(top_k))
     semi = ("" if _keeps_every_frame(flt.replace(threshold_kind="all"))
             else "SEMI JOIN sel ON sel.frame_id = o.frame_id")
     # The rank is numbered after the LIMIT: a window in the same SELECT would sort every row.
-    top = """SELECT *, row_number() OVER (ORDER BY score DESC NULLS LAST, frame_id) AS rank
+    top = """SELECT *, row_number() OVER (ORDER BY score DESC NULLS LAST, frame_id) AS rank,
+                    CAST(NULL AS INTEGER) AS cluster
              FROM (SELECT o.frame_id, o.score, o.score_pct, o.is_outlier
                    FROM outlier_scores o {semi}
                    WHERE o.run_id = $run_id AND o.detector = ${d}
@@ -701,22 +1084,24 @@ def top_k_differences(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, 
     (and the reverse), in that detector's rank order, with the gallery columns (score,
     score_pct and is_outlier are that detector's), their weather and, with `thumbs=True`, a
     `thumb` column; n is how many there are in all."""
-    sql, params = _top_k(flt, a, b, top_k)
+    sql, params = _top_k(con, flt, a, b, top_k)
     params["limit"] = int(limit)
     df = _query(con, sql + f"""
         , diff AS (
             SELECT 'a' AS side, ta.* FROM ta ANTI JOIN tb USING (frame_id)
             UNION ALL
             SELECT 'b' AS side, tb.* FROM tb ANTI JOIN ta USING (frame_id))
+        , shown AS (
+            SELECT *, count(*) OVER (PARTITION BY side) AS n_side FROM diff
+            QUALIFY row_number() OVER (PARTITION BY side ORDER BY rank) <= $limit)
         , page AS MATERIALIZED (
-            SELECT d.side, d.frame_id, d.score, d.score_pct, d.is_outlier, d.rank,
-                   count(*) OVER (PARTITION BY d.side) AS n_side,
-                   f.path, f.taken_at, f.taken_at_utc, f.daylight
-            FROM diff d JOIN frames f USING (frame_id)
-            QUALIFY row_number() OVER (PARTITION BY d.side ORDER BY d.rank) <= $limit)
+            SELECT d.side, d.frame_id, d.score, d.score_pct, d.is_outlier, d.rank, d.n_side,
+                   d.cluster, f.path, f.taken_at, f.taken_at_utc, f.daylight
+            FROM shown d JOIN frames f USING (frame_id))
         {_PAGE_WEATHER}
         SELECT page.side, page.n_side, page.frame_id, page.path, page.taken_at, page.daylight,
-               pc.cluster, page.score, page.score_pct, page.is_outlier,
+               coalesce(page.cluster, pc.cluster) AS cluster, page.score, page.score_pct,
+               page.is_outlier,
                {_PAGE_WEATHER_BRIEF},
                pr.verdict
         FROM page LEFT JOIN wpick wp USING (frame_id)
@@ -799,6 +1184,10 @@ def export_count(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "
                  ) -> int:
     """How many frames `export_frames` would return (without the weather join)."""
     cond = _export_condition(mode)
+    if mode != "clean" and aggregates.covers(con, flt):
+        reviewed = _reviews_in(con, flt)
+        return (_cell_count(con, flt) - reviewed["n_junk"] if mode == "not_junk"
+                else reviewed["n_keep"])
     sql, params = _filtered(flt, need=_export_need(mode))
     return int(_query(con, sql + f"SELECT count(*) AS n FROM sel WHERE {cond}",
                       params)["n"].iloc[0])
@@ -838,7 +1227,21 @@ def review_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 def next_unreviewed(con: duckdb.DuckDBPyConnection, flt: FrameFilter, skip: tuple[int, ...] = ()
                     ) -> int | None:
-    """The highest-ranked filtered frame without a verdict (not in `skip`), or None."""
+    """The highest-ranked filtered frame without a verdict (not in `skip`), or None. For a
+    covered filter, looked up first among the detector's stored top frames."""
+    if aggregates.covers(con, flt):
+        source, params = _listed(flt, "run_top", flt.detector)
+        params["skip"] = [int(i) for i in skip]
+        df = _query(con, f"""
+            SELECT t.frame_id {source}
+            AND t.frame_id NOT IN (SELECT frame_id FROM reviews)
+            AND NOT list_contains($skip, t.frame_id)
+            ORDER BY t.rank LIMIT 1""", params)
+        if len(df):
+            return int(df["frame_id"].iloc[0])
+        listed = int(_query(con, f"SELECT count(*) AS n {source}", params)["n"].iloc[0])
+        if listed >= _cell_count(con, flt):  # the list holds every filtered frame
+            return None
     sql, params = _filtered(flt, need=("score", "review"))
     params["skip"] = [int(i) for i in skip]
     df = _query(con, sql + f"""
@@ -857,6 +1260,129 @@ def next_unreviewed_row(con: duckdb.DuckDBPyConnection, flt: FrameFilter,
         return pd.DataFrame(columns=["frame_id"])
     page, _ = frames_page(con, flt.replace(frame_ids=(fid,)), 0, 1, "score", thumbs=True)
     return page
+
+
+# --- incidents and the archive mosaic ---------------------------------------------------------
+
+INCIDENT_COLUMNS = ["incident_id", "started_at", "ended_at", "duration_s", "n_frames",
+                    "n_flagged", "cause", "cause_share", "peak_score", "peak_pct", "frame_id",
+                    "n_junk", "n_keep"]
+
+
+def incidents(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
+    """The run's incidents that hold at least one frame the filter keeps, in time order, with
+    their frames' verdicts now (`n_junk`, `n_keep`). `frame_id` is the representative frame
+    (the peak's). For a covered filter, the frames' time, daylight and cluster stored with
+    the incident decide; otherwise the filtered frames."""
+    sql, params = _incident_rows(con, flt)
+    return _query(con, sql + "SELECT * FROM listed ORDER BY started_at, incident_id", params)
+
+
+def incident_list(con: duckdb.DuckDBPyConnection, flt: FrameFilter, limit: int = 1000,
+                  include: int | None = None) -> dict[str, Any]:
+    """What the Incidents page lists: `rows`, the `limit` longest incidents of `incidents`
+    (most frames, then highest peak) and incident `include` when the filter keeps it, in
+    time order; and over all of them: `n`, `n_frames`, `longest` (frames) and `n_marked`
+    (incidents every frame of which has a verdict)."""
+    sql, params = _incident_rows(con, flt)
+    params.update(limit=int(limit), include=include)
+    df = _query(con, sql + """
+        , totals AS (
+            SELECT count(*) AS all_n, sum(n_frames) AS all_frames,
+                   max(n_frames) AS all_longest,
+                   count(*) FILTER (WHERE n_junk + n_keep >= n_frames) AS all_marked
+            FROM listed)
+        , longest AS (
+            SELECT incident_id FROM listed
+            ORDER BY n_frames DESC, peak_score DESC, incident_id LIMIT $limit)
+        SELECT listed.*, totals.* FROM listed, totals
+        WHERE incident_id IN (SELECT incident_id FROM longest)
+           OR incident_id IS NOT DISTINCT FROM $include
+        ORDER BY started_at, incident_id""", params)
+    totals = (df.iloc[0] if len(df) else pd.Series(dtype=float))
+    out = {key: int(totals.get(f"all_{key}", 0) or 0) if len(df) else 0
+           for key in ("n", "frames", "longest", "marked")}
+    return {"rows": df.drop(columns=[c for c in df.columns if c.startswith("all_")]),
+            "n": out["n"], "n_frames": out["frames"], "longest": out["longest"],
+            "n_marked": out["marked"]}
+
+
+def _incident_rows(con: duckdb.DuckDBPyConnection, flt: FrameFilter
+                   ) -> tuple[str, dict[str, Any]]:
+    """`WITH ... listed AS (...)`: the run's incidents with a frame the filter keeps, with
+    their verdicts now."""
+    if aggregates.covers(con, flt):
+        where, params = aggregates.cell_filter(flt, "m", timed=True)
+        sql = f"""WITH hit AS (SELECT DISTINCT m.incident_id FROM incident_frames m
+                               WHERE m.run_id = $run_id AND {where})"""
+    else:
+        sql, params = _filtered(flt, need=())
+        sql += """, hit AS (SELECT DISTINCT m.incident_id FROM incident_frames m
+                            SEMI JOIN sel ON sel.frame_id = m.frame_id
+                            WHERE m.run_id = $run_id)"""
+    params["run_id"] = flt.run_id
+    return sql + """
+        , verdicts AS (
+            SELECT m.incident_id, count(*) FILTER (WHERE r.verdict = 'junk') AS n_junk,
+                   count(*) FILTER (WHERE r.verdict = 'keep') AS n_keep
+            FROM incident_frames m JOIN reviews r ON r.frame_id = m.frame_id
+            WHERE m.run_id = $run_id GROUP BY m.incident_id)
+        , listed AS (
+            SELECT i.incident_id, i.started_at, i.ended_at, i.duration_s, i.n_frames,
+                   i.n_flagged, i.cause, i.cause_share, i.peak_score, i.peak_pct, i.frame_id,
+                   coalesce(v.n_junk, 0) AS n_junk, coalesce(v.n_keep, 0) AS n_keep
+            FROM incidents i SEMI JOIN hit USING (incident_id)
+            LEFT JOIN verdicts v USING (incident_id)
+            WHERE i.run_id = $run_id)
+""", params
+
+
+def incident_frame_ids(con: duckdb.DuckDBPyConnection, run_id: int | None, incident_id: int
+                       ) -> list[int]:
+    """Every frame of one incident, in time order (what marking it marks)."""
+    df = _query(con, """
+        SELECT frame_id FROM incident_frames
+        WHERE run_id = $run_id AND incident_id = $incident_id
+        ORDER BY taken_at, frame_id""", {"run_id": run_id, "incident_id": int(incident_id)})
+    return [int(i) for i in df["frame_id"]]
+
+
+def incident_strip(con: duckdb.DuckDBPyConnection, run_id: int | None, incident_id: int,
+                   n: int = 12, detector: str = "consensus") -> dict[str, Any]:
+    """What the incident view draws, on one connection: `ids` (every frame of the incident,
+    in time order), `rows` (up to `n` of them spread evenly over it, first and last included,
+    as a gallery page in time order with `thumb`) and `flagged` (the ids the consensus
+    flagged)."""
+    df = _query(con, """
+        SELECT frame_id, is_flagged FROM incident_frames
+        WHERE run_id = $run_id AND incident_id = $incident_id
+        ORDER BY taken_at, frame_id""", {"run_id": run_id, "incident_id": int(incident_id)})
+    ids = [int(i) for i in df["frame_id"]]
+    if len(ids) > n:
+        picks = sorted({round(i * (len(ids) - 1) / (n - 1)) for i in range(n)})
+    else:
+        picks = list(range(len(ids)))
+    chosen = tuple(ids[i] for i in picks)
+    rows = pd.DataFrame(columns=["frame_id"])
+    if chosen:
+        rows, _ = frames_page(con, FrameFilter(run_id=run_id, detector=detector,
+                                               frame_ids=chosen), 0, len(chosen), "time",
+                              thumbs=True)
+    flagged = [int(i) for i, f in zip(df["frame_id"], df["is_flagged"]) if f]
+    return {"ids": ids, "rows": rows, "flagged": flagged}
+
+
+def mosaic(con: duckdb.DuckDBPyConnection, run_id: int | None) -> dict[str, Any] | None:
+    """The run's archive mosaic (`store.aggregates.Mosaic`): `png`, `days` (each row's first
+    day), `cell_width`, `cell_height` and `outlined` (cells row * 24 + hour at least half of
+    whose frames are in incidents). None when the run has no mosaic."""
+    row = fetch_one(con, "SELECT mosaic_png, mosaic_days, mosaic_cell_width, mosaic_cell_height, "
+                         "mosaic_outlined FROM run_aggregates "
+                         "WHERE run_id = ? AND mosaic_png IS NOT NULL", [run_id])
+    if row is None:
+        return None
+    return {"png": bytes(row[0]), "days": list(row[1]), "cell_width": int(row[2]),
+            "cell_height": int(row[3]), "outlined": [int(c) for c in row[4] or []]}
 
 
 # --- runs and errors --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 import duckdb
 import pandas as pd
 
+from store import aggregates
 from store.db import fetch_one, scalar
 from store.db import execute as _run
 
@@ -160,6 +161,8 @@ def write_batch(con: duckdb.DuckDBPyConnection, batch: FrameBatch) -> int:
                           "WHERE frames.frame_id = u.frame_id")
         if len(batch.changed):
             n_reviews = _forget_old_pixels(con)
+        if len(batch.reread) or len(batch.changed):
+            aggregates.mark_stale(con)
         if len(batch.thumbs):
             register("_thumbs", batch.thumbs)
             _run(con, "INSERT OR REPLACE INTO thumbnails (frame_id, jpeg, width, height) "
@@ -225,6 +228,7 @@ def update_times(con: duckdb.DuckDBPyConnection, times: pd.DataFrame) -> None:
     try:
         sets = ", ".join(f"{c} = t.{c}" for c in TIME_COLUMNS)
         _run(con, f"UPDATE frames SET {sets} FROM _times t WHERE frames.frame_id = t.frame_id")
+        aggregates.mark_stale(con)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

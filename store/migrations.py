@@ -285,11 +285,132 @@ DROP TABLE ingest_errors;
 ALTER TABLE ingest_errors_v2 RENAME TO ingest_errors;
 """ + _VIEWS
 
+# Incidents and the per-run aggregates `analyze` writes with each run (`store.aggregates`), so
+# the dashboard's pages read a few thousand rows instead of every frame.
+_AGGREGATES = """
+CREATE TABLE incidents (
+    run_id       BIGINT NOT NULL,
+    incident_id  INTEGER NOT NULL,       -- 1, 2, ... in time order within the run
+    started_at   TIMESTAMP NOT NULL,     -- camera clock: the first flagged frame
+    ended_at     TIMESTAMP NOT NULL,     -- camera clock: the last flagged frame
+    duration_s   DOUBLE NOT NULL,        -- ended_at - started_at
+    n_frames     INTEGER NOT NULL,       -- frames from the first to the last flagged one
+    n_flagged    INTEGER NOT NULL,       -- of those, flagged by the consensus
+    cause        VARCHAR NOT NULL,       -- plain cause carrying most of the evidence
+    cause_share  DOUBLE,                 -- that cause's share of the evidence, 0..1
+    peak_score   DOUBLE,                 -- highest consensus score (higher = more abnormal)
+    peak_pct     DOUBLE,                 -- its percentile, 0..1
+    frame_id     BIGINT NOT NULL,        -- representative frame: the peak's
+    PRIMARY KEY (run_id, incident_id)
+);
+
+CREATE TABLE incident_frames (
+    run_id       BIGINT NOT NULL,
+    frame_id     BIGINT NOT NULL,
+    incident_id  INTEGER NOT NULL,
+    is_flagged   BOOLEAN NOT NULL,       -- flagged by the consensus (else a frame in a gap)
+    taken_at     TIMESTAMP,              -- the frame's, when the run was written
+    daylight     VARCHAR,
+    cluster      INTEGER,
+    PRIMARY KEY (run_id, frame_id)
+);
+
+-- Frames per camera-clock period x hour of day x daylight x cluster (NULL where unknown;
+-- frames not in the run have cluster NULL). A period is a day, a week (from Monday) or a month:
+-- run_aggregates.cell_grain, the finest giving at most 400 periods over the frames.
+CREATE TABLE run_frame_cells (
+    run_id    BIGINT NOT NULL,
+    period    DATE,                       -- first day of the period
+    hour      SMALLINT,
+    daylight  VARCHAR,
+    cluster   INTEGER,
+    n_frames  BIGINT NOT NULL,
+    first_at  TIMESTAMP,
+    last_at   TIMESTAMP
+);
+
+-- Per detector, the same cells over the run's frames: scored, flagged, sums for the means.
+CREATE TABLE run_detector_cells (
+    run_id     BIGINT NOT NULL,
+    detector   VARCHAR NOT NULL,
+    period     DATE,
+    hour       SMALLINT,
+    daylight   VARCHAR,
+    cluster    INTEGER,
+    n_rows     BIGINT NOT NULL,           -- frames with a row (score or not)
+    n_flagged  BIGINT NOT NULL,
+    n_pct      BIGINT NOT NULL,           -- frames with a percentile (and a score)
+    sum_pct    DOUBLE,
+    sum_score  DOUBLE,
+    max_score  DOUBLE
+);
+
+-- A fixed pseudo-random sample of the run's frames (those with the smallest hash(frame_id)),
+-- for the scatter plots.
+CREATE TABLE run_samples (
+    run_id    BIGINT NOT NULL,
+    frame_id  BIGINT NOT NULL,
+    taken_at  TIMESTAMP,
+    daylight  VARCHAR,
+    cluster   INTEGER,
+    map_x     DOUBLE,
+    map_y     DOUBLE,
+    PRIMARY KEY (run_id, frame_id)
+);
+
+-- Every detector's scores of the frames in run_samples.
+CREATE TABLE run_sample_scores (
+    run_id      BIGINT NOT NULL,
+    detector    VARCHAR NOT NULL,
+    frame_id    BIGINT NOT NULL,
+    score       DOUBLE,
+    score_pct   DOUBLE,
+    is_outlier  BOOLEAN,
+    PRIMARY KEY (run_id, detector, frame_id)
+);
+
+-- Each detector's highest-scoring frames, in rank order.
+CREATE TABLE run_top (
+    run_id    BIGINT NOT NULL,
+    detector  VARCHAR NOT NULL,
+    rank      INTEGER NOT NULL,           -- 1 = highest score
+    frame_id  BIGINT NOT NULL,
+    score     DOUBLE,
+    score_pct DOUBLE,
+    is_outlier BOOLEAN,
+    taken_at  TIMESTAMP,
+    daylight  VARCHAR,
+    cluster   INTEGER,
+    PRIMARY KEY (run_id, detector, rank)
+);
+
+-- One row per run that has aggregates: what frames they describe, and the archive mosaic.
+CREATE TABLE run_aggregates (
+    run_id             BIGINT PRIMARY KEY,
+    store_frames       BIGINT NOT NULL,   -- frames in the store when they were written
+    store_max_frame_id BIGINT,
+    run_frames         BIGINT NOT NULL,   -- frames in the run then (score-new adds more)
+    is_stale           BOOLEAN NOT NULL DEFAULT FALSE,  -- frame times or pixels changed since
+    cell_grain         VARCHAR NOT NULL,  -- the cells' period: 'day' | 'week' | 'month'
+    first_day          DATE,              -- the store's first and last camera-clock day then
+    last_day           DATE,
+    n_sample           INTEGER NOT NULL,  -- frames in run_samples
+    n_top              INTEGER NOT NULL,  -- frames per detector in run_top
+    mosaic_png         BLOB,              -- RGBA atlas: a row of 24 hour cells per day
+    mosaic_days        DATE[],            -- the first day of each row
+    mosaic_outlined    INTEGER[],         -- cells (row * 24 + hour) mostly in incidents
+    mosaic_cell_width  INTEGER,
+    mosaic_cell_height INTEGER,
+    mosaic_info        JSON,              -- frames used, decoded for it alone, seconds
+    written_at         TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+"""
+
 # Each frame's local contrast (the mean 9x9 standard deviation of the stored thumbnail's luma,
 # which the `flat` detector compares with the camera's own good frames). Frames ingested before
 # it have NULL until `analyze` fills them in from their stored thumbnails
-# (`pipeline.imagestats.backfill_local_contrast`). Numbers 3 and 4 are the incidents' and
-# another branch's migrations, made at the same time.
+# (`pipeline.imagestats.backfill_local_contrast`). Number 3 is the incidents' migration, 4 another
+# branch's, made at the same time.
 _LOCAL_CONTRAST = """
 ALTER TABLE frames ADD COLUMN IF NOT EXISTS local_contrast DOUBLE;
 """
@@ -297,6 +418,7 @@ ALTER TABLE frames ADD COLUMN IF NOT EXISTS local_contrast DOUBLE;
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
     (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
+    (3, "incidents and per-run aggregates", _AGGREGATES),
     (5, "frames.local_contrast", _LOCAL_CONTRAST),
 ]
 

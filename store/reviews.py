@@ -1,8 +1,10 @@
-"""Review writes (the dashboard's only writes): set or clear junk/keep verdicts in bulk.
+"""Review writes (the dashboard's only writes): set or clear junk/keep verdicts in bulk, and
+put earlier verdicts back (undo).
 
 Callers open a short write connection (`with store.connect(db) as con:`) around one call and
 close it at once, so the pipeline is never kept waiting. Rows go in as one DataFrame with
-`INSERT ... SELECT ... ON CONFLICT`, never row by row.
+`INSERT ... SELECT ... ON CONFLICT`, never row by row. `mark` returns the rows it replaced
+(`snapshot`), and `restore` puts them back as they were (verdict, note and time).
 """
 
 from __future__ import annotations
@@ -59,3 +61,47 @@ def verdicts(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]) -> dict[i
     rows = con.execute("SELECT frame_id, verdict FROM reviews WHERE list_contains(?, frame_id)",
                        [ids]).fetchall()
     return {int(fid): verdict for fid, verdict in rows}
+
+
+def snapshot(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]) -> pd.DataFrame:
+    """The review rows of some frames as they are now (frame_id, verdict, note, reviewed_at);
+    frames without a verdict have no row."""
+    ids = sorted({int(i) for i in frame_ids})
+    return con.execute("SELECT frame_id, verdict, note, reviewed_at FROM reviews "
+                       "WHERE list_contains(?, frame_id) ORDER BY frame_id", [ids]).df()
+
+
+def mark(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], verdict: str | None,
+         note: str | None = None) -> tuple[int, pd.DataFrame]:
+    """`set_verdicts`, returning also the `snapshot` of the frames' reviews before it (what
+    `restore` needs to undo it)."""
+    ids = sorted({int(i) for i in frame_ids})
+    before = snapshot(con, ids)
+    return set_verdicts(con, ids, verdict, note), before
+
+
+def restore(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], before: pd.DataFrame
+            ) -> int:
+    """Undo a `mark`: every frame in `frame_ids` gets back the review row it had in `before`
+    (its `snapshot` then), or none. One transaction; returns the rows put back."""
+    ids = sorted({int(i) for i in frame_ids})
+    rows = before[before["frame_id"].isin(ids)][["frame_id", "verdict", "note", "reviewed_at"]]
+    con.register("review_ids", pd.DataFrame({"frame_id": pd.array(ids, dtype="int64")}))
+    con.register("review_rows", rows)
+    sql = "DELETE FROM reviews WHERE frame_id IN (SELECT frame_id FROM review_ids)"
+    try:
+        con.execute("BEGIN TRANSACTION")
+        con.execute(sql)
+        sql = """INSERT INTO reviews (frame_id, verdict, note, reviewed_at)
+                 SELECT r.frame_id, r.verdict, r.note, r.reviewed_at FROM review_rows r
+                 JOIN frames f ON f.frame_id = r.frame_id"""
+        con.execute(sql)
+        con.execute("COMMIT")
+    except duckdb.Error as exc:
+        con.execute("ROLLBACK")
+        log_failed(sql, {"n": len(ids)}, exc)
+        raise
+    finally:
+        con.unregister("review_ids")
+        con.unregister("review_rows")
+    return len(rows)

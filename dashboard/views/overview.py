@@ -1,5 +1,7 @@
-"""Overview: counts for the filtered frames, outliers per detector, day x hour heatmap, timeline.
-Clicking a heatmap cell (or choosing a day below it) opens the gallery on that day."""
+"""Overview: counts for the filtered frames, the archive mosaic (a day per row, an hour per cell,
+each the median of its thumbnails; cells mostly in incidents outlined), outliers per detector,
+day x hour heatmap, timeline. Clicking a heatmap cell (or choosing a day below it) opens the
+gallery on that day."""
 
 from __future__ import annotations
 
@@ -9,13 +11,15 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, filters, pages, ui
+from store.aggregates import period_end
 
 flt, opts = ui.current()
 st.title("Overview")
 st.caption(f"Showing {filters.describe(flt)}.")
 
-s, per_detector, cal, line = data.get_many(("summary", flt), ("outliers_per_detector", flt),
-                                           ("calendar", flt), ("timeline", flt))
+s, per_detector, cal, line, picture = data.get_many(
+    ("summary", flt), ("outliers_per_detector", flt), ("calendar", flt), ("timeline", flt),
+    ("mosaic", flt.run_id))
 if s["n_total"] == 0:
     st.info("The store has no frames yet. Add some with `python -m pipeline ingest FOLDER "
             "--db FILE`, or try `python -m pipeline demo`.")
@@ -39,6 +43,19 @@ if s["n_errors"]:
 if s["n_junk"] or s["n_keep"]:
     st.caption(f"Reviewed: {int(s['n_junk'])} junk, {int(s['n_keep'])} keep.")
 
+if picture is not None:
+    days = (flt.date_from or opts["date_min"], flt.date_to or opts["date_max"])
+    st.plotly_chart(charts.mosaic(picture["png"], picture["days"], picture["cell_height"],
+                                  picture["outlined"], days, (flt.hour_from, flt.hour_to)),
+                    key="overview_mosaic")
+    st.caption("Each row is a day (camera clock), each cell an hour: the median of that hour's "
+               "thumbnails, made when the run was analysed. Outlined: hours at least half of "
+               "whose frames are in incidents (see Incidents). The dates and hours of the "
+               "filters apply; the other filters do not.")
+elif opts["detectors"]:
+    st.caption("No archive mosaic for this run (it was analysed before mosaics were made): "
+               "run `python -m pipeline analyze` again.")
+
 if opts["detectors"]:
     st.plotly_chart(charts.outliers_bar(per_detector),
                     key="overview_bar")
@@ -48,25 +65,29 @@ value = st.segmented_control("Heatmap shows", ["n_frames", "outlier_rate"], defa
                                  "n_frames": "frames", "outlier_rate": "outlier rate"}.get)
 event = st.plotly_chart(charts.calendar_heatmap(cal, value or "n_frames"), key="overview_cal",
                         on_select="rerun", selection_mode=("points",))
+unit = str(cal["period"].iloc[0]) if len(cal) else "day"
+starts = {charts.period_label(d, unit): pd.Timestamp(d).date() for d in cal["day"]}
 points = (event.get("selection") or {}).get("points") if event else None
 if points:
     p = points[0]
     try:
-        day = pd.to_datetime(p["y"], format="%a %d %b %Y").date()
+        first = starts[p["y"]]
         hour = int(p["x"])
     except (KeyError, ValueError, TypeError):
-        day = None
-    if day is not None:
-        ui.request_filter(**{filters.W_DATES: (day, day), filters.W_HOURS: (hour, hour)})
+        first = None
+    if first is not None:
+        ui.request_filter(**{filters.W_DATES: (first, period_end(first, unit)),
+                             filters.W_HOURS: (hour, hour)})
         st.switch_page(pages.view("Gallery"))
 
 if not cal.empty:
-    days = sorted({pd.Timestamp(d).date() for d in cal["day"]})
+    firsts = sorted(set(starts.values()))
     col_a, col_b = st.columns([3, 1])
-    chosen: date | None = col_a.selectbox("Open a day in the gallery", days, index=None,
-                                          placeholder="choose a day", key="overview_day")
+    chosen: date | None = col_a.selectbox(
+        f"Open a {unit} in the gallery", firsts, index=None, placeholder=f"choose a {unit}",
+        key="overview_day", format_func=lambda d: charts.period_label(d, unit))
     if col_b.button("Open gallery", disabled=chosen is None, key="overview_open"):
-        ui.request_filter(**{filters.W_DATES: (chosen, chosen)})
+        ui.request_filter(**{filters.W_DATES: (chosen, period_end(chosen, unit))})
         st.switch_page(pages.view("Gallery"))
 
 st.plotly_chart(charts.timeline(line), key="overview_timeline")

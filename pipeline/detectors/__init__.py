@@ -41,6 +41,7 @@ from pipeline.detectors import quality  # noqa: F401
 from pipeline.detectors.base import (
     DETECTORS,
     NEEDS,
+    PLAIN_CAUSES,
     Detector,
     Scorer,
     default_consensus,
@@ -64,6 +65,7 @@ __all__ = [
     "CauseScore",
     "DETECTORS",
     "NEEDS",
+    "PLAIN_CAUSES",
     "Consensus",
     "Detector",
     "FrameBatch",

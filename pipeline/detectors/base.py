@@ -6,18 +6,26 @@ everything else derives from the registry (`DETECTORS`): the default lists in
 not score (`unscorable`), where consensus starts counting its ranks as evidence
 (`evidence_from`), how many neighbours the shared index must attach (`n_neighbors_needed`), and
 the facts each run records for the dashboard (`Scorer.facts`: its `summary`, evidence `family`,
-`order` in lists and `cause`; the dashboard never imports the pipeline, so it reads them from
-the run). A fact shared by a family is set once on the family's base class.
+`order` in lists, `cause` and `plain_cause`; the dashboard never imports the pipeline, so it
+reads them from the run). A fact shared by a family is set once on the family's base class.
 
-`cause` is the kind of junk a detector sees (`pipeline.causes`: quality, camera, scene,
-rarity): the consensus scores each cause from its detectors and sums the causes the user
-counts as junk (setting `junk_causes`).
+Each detector carries two names for what it sees. `cause` is the kind of junk
+(`pipeline.causes`: quality, camera, scene, rarity): the consensus scores each cause from its
+detectors and sums the causes the user counts as junk (setting `junk_causes`). `plain_cause`
+names what a high score means in words a camera owner uses (one of `PLAIN_CAUSES`: "too dark",
+"fog or haze", "camera moved", "something in the scene", "unusual" for the detectors that only
+say a frame is rare, ...): an incident is named after the plain cause that carries most of its
+evidence (`pipeline.incidents`). Every plain cause belongs to one cause (`PLAIN_CAUSE_OF`).
+`cause_split` says how a detector's evidence on the fit's frames divides among plain causes
+when one detector sees more than one (`exposure`: too dark or too bright; the background
+detector of runs fitted before the camera cause had its own detector: its alignment part is
+"camera moved").
 
 Every detector follows the PyOD / scikit-learn habits: `__init__` only stores keyword
 parameters, `fit(batch)` does the work and returns self, learned state ends in `_`, and
 `decision_function(batch)` scores frames against the frozen fit; higher = more abnormal. The
-threshold, the fit's flags and the percentile ranks come from one place for every detector
-and the consensus (`Scorer._process_decision_scores`, as PyOD's base class does).
+threshold, the fit's flags and the percentile ranks come from one place for every detector and
+the consensus (`Scorer._process_decision_scores`, as PyOD's base class does).
 """
 
 from __future__ import annotations
@@ -41,6 +49,20 @@ NEEDS = {
 
 DETECTORS: dict[str, type["Detector"]] = {}
 
+# What a detector's high score means, in a camera owner's words (`plain_cause`). The order
+# breaks near-ties of an incident's evidence (`pipeline.incidents`) where one cause brings
+# another's signs with it: a black frame is also flat and unsharp ("too dark" before "fog or
+# haze" and "blur"), fog is also bright and unsharp ("fog or haze" before "too bright" and
+# "blur"); a camera or scene cause comes after them, "unusual" (a detector that knows a frame
+# is rare, not why) last.
+PLAIN_CAUSES = ("too dark", "fog or haze", "too bright", "blur", "camera moved",
+                "something in the scene", "unusual")
+# The cause of junk (`pipeline.causes`) each plain cause belongs to: a detector's plain cause
+# is one of its cause's.
+PLAIN_CAUSE_OF = {"too dark": "quality", "fog or haze": "quality", "too bright": "quality",
+                  "blur": "quality", "camera moved": "camera",
+                  "something in the scene": "scene", "unusual": "rarity"}
+
 
 class Scorer(Versioned, BaseEstimator):
     """What detectors and the consensus share: their facts, and a threshold and percentile ranks
@@ -51,7 +73,8 @@ class Scorer(Versioned, BaseEstimator):
     family: ClassVar[str] = ""    # evidence family: consensus averages within, sums across
     order: ClassVar[int] = 1000   # place in the dashboard's lists (then by key)
     cause: ClassVar[str] = ""     # the kind of junk it sees: a key of pipeline.causes.CAUSES
-    recorded: ClassVar[tuple[str, ...]] = ("summary", "family", "order", "cause")  # runs record
+    plain_cause: ClassVar[str] = ""  # what a high score means, in a camera owner's words
+    recorded: ClassVar[tuple[str, ...]] = ("summary", "family", "order", "cause", "plain_cause")
 
     def __init__(self, contamination: float = 0.05):
         self.contamination = contamination
@@ -110,6 +133,12 @@ class Detector(Scorer):
         self._process_decision_scores()
         return self
 
+    def cause_split(self) -> dict[str, np.ndarray]:
+        """How this detector's evidence on each fit frame divides among plain causes: cause ->
+        share per fit frame (the shares of a frame sum to 1). By default all of it is the
+        class's `plain_cause`."""
+        return {self.plain_cause: np.ones(len(self.decision_scores_))}
+
     def why_unscorable(self) -> str:
         """What the frames lack when this detector scored none of them."""
         return self.unscorable.format(**self.get_params())
@@ -128,6 +157,12 @@ def register(cls: type[Detector]) -> type[Detector]:
     if cls.cause not in CAUSES:
         raise ValueError(f"{cls.__name__} needs a cause, one of {', '.join(CAUSES)}; it has "
                          f"{cls.cause!r}")
+    if cls.plain_cause not in PLAIN_CAUSES:
+        raise ValueError(f"{cls.key}'s plain_cause {cls.plain_cause!r} is not one of "
+                         f"{', '.join(PLAIN_CAUSES)}")
+    if PLAIN_CAUSE_OF[cls.plain_cause] != cls.cause:
+        raise ValueError(f"{cls.key}'s plain_cause {cls.plain_cause!r} is not a "
+                         f"{cls.cause} cause")
     if cls.key in DETECTORS:
         raise ValueError(f"detector {cls.key!r} registered twice")
     unknown = set(cls.needs) - set(NEEDS)

@@ -43,6 +43,7 @@ class AlignmentDetector(Detector):
     summary = "the camera moved, was knocked or zoomed: the view lines up better shifted"
     family = "camera"
     cause = "camera"
+    plain_cause = "camera moved"
     order = 8
     needs = frozenset({"thumbnails"})
     in_consensus = True

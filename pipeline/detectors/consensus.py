@@ -115,43 +115,53 @@ def cause_scores(pcts: dict[str, np.ndarray], rule: str,
     """
     if rule not in CONSENSUS_RULES:
         raise KeyError(f"unknown consensus rule {rule!r}; known: {', '.join(CONSENSUS_RULES)}")
+    keys, pct, floor = _counted(pcts, n_reference)
+    out: dict[str, np.ndarray] = {}
+    for cause in CAUSES:
+        members = [i for i, k in enumerate(keys) if DETECTORS[k].cause == cause]
+        if not members:
+            continue
+        part = pct[:, members]
+        out[cause] = _combine(rule, part, [DETECTORS[keys[i]].family for i in members], floor)
+        out[cause][~np.isfinite(part).any(axis=1)] = np.nan  # no opinion at all: not 0
+    return out
+
+
+def _combine(rule: str, pct: np.ndarray, families: list[str], floor: float) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.asarray(CONSENSUS_RULES[rule](pct, families, floor), dtype=float)
+
+
+def _counted(pcts: dict[str, np.ndarray], n_reference: int | None
+             ) -> tuple[list[str], np.ndarray, float]:
+    """The detectors' ranks as the consensus counts them: (keys, [frames x keys] ranks with
+    each class's `evidence_from` applied, the floor of 1 - rank)."""
     keys = [k for k in pcts if k != CONSENSUS]
     if not keys:
         raise ValueError("consensus needs at least one detector")
-    n = len(next(iter(pcts.values())))
-    floor = 1.0 / ((n_reference or n) + 1)
-    out: dict[str, np.ndarray] = {}
-    for cause in CAUSES:
-        members = [k for k in keys if DETECTORS[k].cause == cause]
-        if not members:
-            continue
-        pct = np.column_stack([pcts[k] for k in members]).astype(float)
-        start = np.array([DETECTORS[k].evidence_from for k in members])
-        pct = np.clip((pct - start) / (1 - start), 0, 1)  # NaN stays NaN
-        families = [DETECTORS[k].family for k in members]
-        with np.errstate(all="ignore"):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                combined = CONSENSUS_RULES[rule](pct, families, floor)
-        combined = np.asarray(combined, dtype=float)
-        combined[~np.isfinite(pct).any(axis=1)] = np.nan  # no opinion at all: not 0
-        out[cause] = combined
-    return out
+    pct = np.column_stack([pcts[k] for k in keys]).astype(float)
+    start = np.array([DETECTORS[k].evidence_from for k in keys])
+    pct = np.clip((pct - start) / (1 - start), 0, 1)  # NaN stays NaN
+    return keys, pct, 1.0 / ((n_reference or len(pct)) + 1)
 
 
 def _all_at_once(pcts: dict[str, np.ndarray], rule: str, n_reference: int | None) -> np.ndarray:
     """`rule` over every detector at once: how a consensus fitted before causes were recorded
     scores (for `family_tail` the same sum of families, summed in the order it was then)."""
-    keys = [k for k in pcts if k != CONSENSUS]
-    pct = np.column_stack([pcts[k] for k in keys]).astype(float)
-    start = np.array([DETECTORS[k].evidence_from for k in keys])
-    pct = np.clip((pct - start) / (1 - start), 0, 1)
-    floor = 1.0 / ((n_reference or len(pct)) + 1)
-    with np.errstate(all="ignore"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out = CONSENSUS_RULES[rule](pct, [DETECTORS[k].family for k in keys], floor)
-    return np.asarray(out, dtype=float)
+    keys, pct, floor = _counted(pcts, n_reference)
+    return _combine(rule, pct, [DETECTORS[k].family for k in keys], floor)
+
+
+def tail_evidence(pcts: dict[str, np.ndarray], n_reference: int | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Each detector's tail evidence per frame, -log(1 - rank), as the consensus counts it
+    (its class's `evidence_from` applied, 1 - rank floored at 1/(n_reference + 1)); NaN where a
+    detector has no rank."""
+    keys, pct, floor = _counted(pcts, n_reference)
+    evidence = _evidence(pct, floor)
+    return {k: evidence[:, i] for i, k in enumerate(keys)}
 
 
 def sum_causes(by_cause: dict[str, np.ndarray], junk_causes) -> np.ndarray:
@@ -206,6 +216,7 @@ class Consensus(Scorer):
     family = CONSENSUS
     order = 0
     format_version = 2
+    plain_cause = "unusual"  # incidents name the causes of the detectors it combines
 
     def __init__(self, keys: list[str] | None = None, rule: str = "family_tail",
                  contamination: float = 0.05, junk_causes: list[str] | None = None):

@@ -24,6 +24,7 @@ class EmbeddingDetector(Detector):
 
     family = "embedding"
     cause = "rarity"
+    plain_cause = "unusual"  # it knows a frame is rare, not why
     needs = frozenset({"embeddings"})
     evidence_from = 0.9
 

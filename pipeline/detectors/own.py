@@ -157,6 +157,7 @@ class SoftDetector(_OwnReferenceDetector):
                "on the lens, fog)")
     family = "detail"
     order = 5
+    plain_cause = "blur"
     column = "sharpness"
     example_bad = {"sharpness": 2.0}
 
@@ -168,6 +169,7 @@ class FlatDetector(_OwnReferenceDetector):
                "smoke, a wet film)")
     family = "detail"
     order = 6
+    plain_cause = "fog or haze"
     column = "local_contrast"
     example_bad = {"local_contrast": 0.5}
 
@@ -179,8 +181,24 @@ class ExposureDetector(_OwnReferenceDetector):
                "out)")
     family = "exposure"
     order = 7
+    plain_cause = "too dark"
     column = "mean_luma"
     log = False
     direction = "either"
     evidence_from = 0.95  # a one-sided check: only its top twentieth counts
     example_bad = {"mean_luma": 4.0}
+
+    def _fit(self, batch: FrameBatch) -> None:
+        super()._fit(batch)
+        self.brighter_ = self._values(batch) > self._middle(batch)  # fit frames above the norm
+
+    def _middle(self, batch: FrameBatch) -> np.ndarray:
+        keys = self._keys(batch)
+        found = {key: self._pool_quantiles(key) for key in dict.fromkeys(keys)}
+        return np.array([found[k][0] for k in keys], dtype=float)
+
+    def cause_split(self) -> dict[str, np.ndarray]:
+        """A fit frame darker than its pool's median is "too dark", a brighter one "too
+        bright"."""
+        brighter = self.brighter_.astype(float)
+        return {"too dark": 1.0 - brighter, "too bright": brighter}

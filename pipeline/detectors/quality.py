@@ -49,6 +49,7 @@ def _log(x):
 @register
 class DarkDetector(_QualityDetector):
     key = "dark"
+    plain_cause = "too dark"
     summary = "dark frame: low mean luma"
     example_bad = {"mean_luma": 4.0}
     formula = staticmethod(lambda s: 1 - s["mean_luma"].to_numpy(float) / 255)
@@ -57,6 +58,7 @@ class DarkDetector(_QualityDetector):
 @register
 class OverexposedDetector(_QualityDetector):
     key = "overexposed"
+    plain_cause = "too bright"
     summary = "washed-out frame: bright with little contrast"
     example_bad = {"mean_luma": 250.0, "contrast": 3.0}
     formula = staticmethod(lambda s: s["mean_luma"].to_numpy(float) / 255
@@ -66,6 +68,7 @@ class OverexposedDetector(_QualityDetector):
 @register
 class BlurryDetector(_QualityDetector):
     key = "blurry"
+    plain_cause = "blur"
     summary = "blurry frame: low variance of the Laplacian"
     example_bad = {"sharpness": 2.0}
     formula = staticmethod(lambda s: -_log(s["sharpness"]))
@@ -74,6 +77,7 @@ class BlurryDetector(_QualityDetector):
 @register
 class LowInformationDetector(_QualityDetector):
     key = "low_information"
+    plain_cause = "fog or haze"
     summary = "little to see: low contrast and low colourfulness"
     example_bad = {"contrast": 2.0, "colorfulness": 0.5}
     formula = staticmethod(lambda s: -(_log(s["contrast"]) + 0.5 * _log(s["colorfulness"])))
@@ -82,6 +86,7 @@ class LowInformationDetector(_QualityDetector):
 @register
 class HazeDetector(_QualityDetector):
     key = "haze"
+    plain_cause = "fog or haze"
     summary = "haze or fog: not dark, yet flat and colourless"
     example_bad = {"mean_luma": 170.0, "contrast": 6.0, "colorfulness": 1.0}
     formula = staticmethod(lambda s: np.minimum(s["mean_luma"].to_numpy(float), 120) / 120

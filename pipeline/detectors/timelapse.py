@@ -25,6 +25,7 @@ class _TimelapseDetector(Detector):
 
     family = "timelapse"
     cause = "rarity"
+    plain_cause = "unusual"  # it knows a frame differs from its time, not why
     needs = frozenset({"embeddings", "timestamps"})
     evidence_from = 0.9
     uses_batch_frames = True  # the batch's new frames are part of the context (`_context`)

@@ -13,9 +13,9 @@ from tests.browser.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
-PAGES = {"": "Overview", "gallery": "Gallery", "map": "Map", "clusters": "Clusters",
-         "compare": "Compare detectors", "frame": "Frame", "review": "Review & export",
-         "runs": "Runs & errors"}
+PAGES = {"": "Overview", "incidents": "Incidents", "gallery": "Gallery", "map": "Map",
+         "clusters": "Clusters", "compare": "Compare detectors", "frame": "Frame",
+         "review": "Review & export", "runs": "Runs & errors"}
 
 
 def settle(page, title: str) -> None:
@@ -84,4 +84,42 @@ def test_screenshot_of_every_page(browser, dashboard_url, scheme):
         name = path or "overview"
         page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}-{scheme}.png"), full_page=True)
     assert not errors, errors
+    ctx.close()
+
+
+def test_gallery_thumbnails_at_each_size(browser, dashboard_url):
+    """Small, medium and large cards (from the URL): each size draws wider pictures, large at
+    least 320 pixels wide in a 1,400-pixel window."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1800})
+    page = ctx.new_page()
+    widths = {}
+    for size in ("small", "medium", "large"):
+        page.goto(f"{dashboard_url}/gallery?size={size}")
+        settle(page, "Gallery")
+        picture = page.locator('[data-testid="stImage"] img').first
+        picture.wait_for(timeout=90_000)
+        widths[size] = picture.bounding_box()["width"]
+        page.screenshot(path=str(ARTIFACTS / f"dashboard-gallery-{size}.png"), full_page=True)
+    ctx.close()
+    assert widths["small"] < widths["medium"] < widths["large"], widths
+    assert widths["large"] >= 320, widths
+
+
+def test_overview_draws_the_mosaic_and_incidents_their_timeline(browser, dashboard_url):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1800})
+    page = ctx.new_page()
+    page.goto(dashboard_url)
+    settle(page, "Overview")
+    charts = page.locator('[data-testid="stPlotlyChart"]')
+    mosaic = charts.filter(has_text="The archive, an hour per cell")
+    mosaic.locator("image").first.wait_for(timeout=90_000)
+    assert mosaic.locator("image").count() == 1  # one picture, whatever the archive's size
+    assert mosaic.locator("image").first.bounding_box()["width"] > 600
+    page.goto(f"{dashboard_url}/incidents")
+    settle(page, "Incidents")
+    timeline = charts.filter(has_text="Incidents over the archive")
+    timeline.first.wait_for(timeout=90_000)
+    assert timeline.count() == 1
+    assert page.get_by_role("button", name=re.compile(r"^Mark all \d+ frames junk$")).count() == 1
     ctx.close()

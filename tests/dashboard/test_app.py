@@ -58,6 +58,15 @@ def charts(at: AppTest) -> list[dict]:
     return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
 
 
+def values(arr) -> np.ndarray:
+    """A Plotly array from a chart's JSON (plain or binary-encoded), as numpy."""
+    if isinstance(arr, dict) and "bdata" in arr:
+        flat = np.frombuffer(base64.b64decode(arr["bdata"]), dtype=arr["dtype"])
+        shape = arr.get("shape")
+        return flat.reshape([int(n) for n in str(shape).split(",")]) if shape else flat
+    return np.asarray(arr)
+
+
 def n_values(arr) -> int:
     if isinstance(arr, dict) and "bdata" in arr:  # Plotly's binary array encoding
         return len(np.frombuffer(base64.b64decode(arr["bdata"]), dtype=arr["dtype"]))
@@ -82,11 +91,12 @@ def test_overview_counts_follow_the_url(app, demo_store):
                for c in at.caption)
     assert metric(at, "Night") == "100 %"
     specs = charts(at)
-    assert [s["layout"]["title"]["text"] for s in specs][:2] == [
+    assert [s["layout"]["title"]["text"] for s in specs][:3] == [
+        "The archive, an hour per cell (median of its thumbnails)",
         "Frames flagged per detector", "Frames per hour"]
-    bar = specs[0]["data"][0]
+    bar = specs[1]["data"][0]
     assert bar["x"][0] == "consensus"
-    heat = specs[1]["data"][0]
+    heat = specs[2]["data"][0]
     assert heat["type"] == "heatmap" and n_values(heat["x"]) == 24
     assert at.query_params["daylight"] == "night"
 
@@ -199,6 +209,22 @@ def test_hostile_urls_show_a_notice(app, demo_store, params):
     assert metric(at, "Frames") == f"{n:,}"  # the view is unfiltered
     for key in params:
         assert key not in at.query_params  # the bad values are not written back
+
+
+@pytest.mark.parametrize("params", [
+    {"incident": "1; DROP TABLE incidents", "cluster": "99999", "det": "<img src=x>"},
+    {"incident": "-5", "from": "2024-13-40", "thr": "top-3", "hours": "0-99"},
+    {"incident": "9" * 40, "daylight": "../etc", "weather": "A" * 10_000},
+])
+def test_hostile_urls_on_the_incidents_page_show_a_notice(app, demo_store, params):
+    at = open_page(app(**params), "views/incidents.py")
+    text = "\n".join(w.value for w in at.warning)
+    assert text.count("Ignored") >= 3, text
+    assert "Ignored URL parameter 'incident'" in text
+    assert metric(at, "Incidents") == f"{len(_incidents(demo_store)):,}"  # unfiltered
+    assert at.query_params["incident"] == str(at.selectbox(key="incident_pick").value)
+    for key in set(params) - {"incident"}:
+        assert key not in at.query_params
 
 
 def test_review_one_by_one_and_bulk_round_trip(store_copy, monkeypatch):
@@ -318,8 +344,8 @@ def test_dashboard_does_not_import_heavy_modules():
 
 def test_overview_opens_a_day_in_the_gallery(app, demo_store):
     at = ok(app().run())
-    day = at.selectbox(key="overview_day").options[0]
     at.selectbox(key="overview_day").select_index(0).run()
+    day = at.selectbox(key="overview_day").value
     at.button(key="overview_open").click().run()
     ok(at)
     assert titles(at) == ["Gallery"]
@@ -398,3 +424,212 @@ def test_a_session_on_a_pruned_run_falls_back_to_a_kept_one(store_copy, monkeypa
     assert "run" not in at.query_params
     n = sql(store_copy, "SELECT count(*) FROM frames")
     assert metric(at, "Frames") == f"{n:,}"
+
+
+def _incidents(db, where: str = "TRUE") -> list[int]:
+    with store.connect(db, read_only=True) as con:
+        return [r[0] for r in con.execute(
+            "SELECT incident_id FROM incidents WHERE run_id = (SELECT run_id FROM latest_run) "
+            f"AND {where} ORDER BY started_at, incident_id").fetchall()]
+
+
+def test_incidents_page_lists_draws_and_exports_the_runs_incidents(app, demo_store):
+    ids = _incidents(demo_store)
+    assert ids, "the demo store has incidents"
+    at = open_page(app(), "views/incidents.py")
+    assert titles(at) == ["Incidents"]
+    assert metric(at, "Incidents") == f"{len(ids):,}"
+    timeline = charts(at)[0]
+    assert timeline["layout"]["title"]["text"] == "Incidents over the archive"
+    drawn = sorted(int(c[0]) for t in timeline["data"] if t["mode"] == "markers"
+                   for c in values(t["customdata"]))
+    assert drawn == sorted(ids)
+    assert at.dataframe[0].value["incident_id"].tolist() == ids
+    assert [b.label for b in at.get("download_button")] == ["Bad periods (CSV)"]
+    longest = sql(demo_store, "SELECT incident_id FROM incidents WHERE run_id = "
+                              "(SELECT run_id FROM latest_run) ORDER BY n_frames DESC, "
+                              "peak_score DESC LIMIT 1")
+    assert at.selectbox(key="incident_pick").value == longest
+    assert at.query_params["incident"] == str(longest)
+    n = sql(demo_store, "SELECT n_frames FROM incidents WHERE run_id = (SELECT run_id FROM "
+                        "latest_run) AND incident_id = ?", [longest])
+    assert at.button(key="incident_junk").label == f"Mark all {n:,} frames junk"
+    assert len(at.image) == min(n, 12)
+
+
+def test_incidents_follow_the_url_and_the_filters(app, demo_store):
+    ids = _incidents(demo_store)
+    at = open_page(app(incident=str(ids[-1])), "views/incidents.py")
+    assert at.selectbox(key="incident_pick").value == ids[-1]
+    at = open_page(app(daylight="night"), "views/incidents.py")
+    assert at.success[0].value == "No incidents among the filtered frames."
+    at = open_page(app(hours="12-23"), "views/incidents.py")
+    later = _incidents(demo_store, "incident_id IN (SELECT incident_id FROM incident_frames "
+                                   "WHERE hour(taken_at) >= 12)")
+    assert at.dataframe[0].value["incident_id"].tolist() == later
+    at = open_page(app(incident="not-a-number"), "views/incidents.py")
+    assert any("Ignored URL parameter 'incident'" in w.value for w in at.warning)
+
+
+def test_marking_an_incident_marks_every_frame_and_undo_restores(store_copy, monkeypatch):
+    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
+    with store.connect(store_copy, read_only=True) as con:
+        incident, = con.execute(
+            "SELECT incident_id FROM incidents WHERE run_id = (SELECT run_id FROM latest_run) "
+            "ORDER BY n_frames DESC LIMIT 1").fetchall()[0]
+        members = [r[0] for r in con.execute(
+            "SELECT frame_id FROM incident_frames WHERE run_id = (SELECT run_id FROM "
+            "latest_run) AND incident_id = ? ORDER BY frame_id", [incident]).fetchall()]
+    with store.connect(store_copy) as con:
+        store.reviews.set_verdicts(con, members[:1], "keep", "a judgement call")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["incident"] = str(incident)
+    at.run()
+    at.switch_page("views/incidents.py").run()
+    at.button(key="incident_junk").click().run()
+    ok(at)
+    with store.connect(store_copy, read_only=True) as con:
+        assert store.reviews.verdicts(con, members) == {fid: "junk" for fid in members}
+    at.button(key="incident_undo").click().run()
+    ok(at)
+    with store.connect(store_copy, read_only=True) as con:
+        assert store.reviews.verdicts(con, members) == {members[0]: "keep"}
+        assert scalar(con, "SELECT note FROM reviews WHERE frame_id = ?",
+                      [members[0]]) == "a judgement call"
+    assert "incident_undo" not in [b.key for b in at.button]  # nothing left to undo
+
+
+def test_an_incident_the_filters_leave_out_is_named(app, demo_store):
+    morning = _incidents(demo_store, "hour(started_at) < 12")
+    assert morning, "the demo store has a morning incident"
+    at = open_page(app(incident=str(morning[0]), hours="12-23"), "views/incidents.py")
+    assert any(f"Incident {morning[0]} is not among the incidents the filters keep" in w.value
+               for w in at.warning)
+    assert at.selectbox(key="incident_pick").value != morning[0]
+
+
+def test_keep_and_clear_an_incident_then_undo_the_clearing(store_copy, monkeypatch):
+    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
+    incident = _incidents(store_copy)[0]
+    with store.connect(store_copy, read_only=True) as con:
+        members = [r[0] for r in con.execute(
+            "SELECT frame_id FROM incident_frames WHERE run_id = (SELECT run_id FROM "
+            "latest_run) AND incident_id = ? ORDER BY frame_id", [incident]).fetchall()]
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["incident"] = str(incident)
+    at.switch_page("views/incidents.py").run()  # a link to the incident, opened
+    assert at.selectbox(key="incident_pick").value == incident
+    at.button(key="incident_keep").click().run()
+    ok(at)
+    with store.connect(store_copy, read_only=True) as con:
+        assert store.reviews.verdicts(con, members) == {fid: "keep" for fid in members}
+    row = at.dataframe[0].value.set_index("incident_id").loc[incident]
+    assert (row["n_keep"], row["n_junk"]) == (len(members), 0)
+    at.button(key="incident_unmarked").click().run()
+    ok(at)
+    with store.connect(store_copy, read_only=True) as con:
+        assert store.reviews.verdicts(con, members) == {}
+    assert at.button(key="incident_undo").label == "Undo (unmarked)"
+    at.button(key="incident_undo").click().run()
+    ok(at)
+    with store.connect(store_copy, read_only=True) as con:
+        assert store.reviews.verdicts(con, members) == {fid: "keep" for fid in members}
+
+
+def test_clicking_an_incident_on_the_timeline_opens_it(app, demo_store):
+    ids = _incidents(demo_store)
+    at = open_page(app(), "views/incidents.py")
+    other = next(i for i in ids if i != at.selectbox(key="incident_pick").value)
+    # what the browser sends when a marker is clicked (its customdata is the incident id)
+    at.session_state["incidents_timeline"] = {"selection": {
+        "points": [{"customdata": [other]}], "point_indices": [0], "box": [], "lasso": []}}
+    at.run()
+    ok(at)
+    assert at.selectbox(key="incident_pick").value == other
+    assert at.query_params["incident"] == str(other)
+
+
+def test_bad_periods_have_start_end_cause_and_frames(con, run_id):
+    from dashboard import ui
+    from store import facts
+    from store.facts import FrameFilter
+
+    found = facts.incidents(con, FrameFilter(run_id=run_id))
+    periods = ui.bad_periods(found)
+    assert list(periods.columns[:4]) == ["start", "end", "cause", "frames"]
+    assert periods["frames"].tolist() == found["n_frames"].tolist()
+    assert (periods["end"] >= periods["start"]).all()
+
+
+@pytest.mark.parametrize("size, columns", [("small", 6), ("medium", 4), ("large", 2)])
+def test_gallery_thumbnail_size_follows_the_url(app, size, columns):
+    at = open_page(app(size=size), "views/gallery.py")
+    assert at.segmented_control(key="gallery_thumb").value == size
+    assert at.query_params["size"] == size
+
+    def has_image(node) -> bool:
+        return node.type == "image" or any(has_image(c) for c in getattr(
+            node, "children", {}).values())
+
+    assert len(at.image) == 24
+    assert sum(has_image(column) for column in at.columns) == columns  # one card per column
+
+
+def test_gallery_cards_have_one_badge_and_details_on_demand(app, demo_store):
+    at = open_page(app(det="lof", size="large"), "views/gallery.py")
+    badges = [m.value for m in at.markdown if "-badge[" in m.value]
+    assert len(badges) == len(at.image) == 24
+    top = sql(demo_store, "SELECT frame_id FROM outlier_scores WHERE detector = 'lof' AND "
+                          "run_id = (SELECT run_id FROM latest_run) "
+                          "ORDER BY score DESC, frame_id LIMIT 1")
+    pct = sql(demo_store, "SELECT score_pct FROM outlier_scores WHERE detector = 'lof' AND "
+                          "run_id = (SELECT run_id FROM latest_run) AND frame_id = ?", [top])
+    assert f"lof {pct * 100:.1f} %" in badges[0]
+    n_scores = sql(demo_store, "SELECT count(score_pct) FROM outlier_scores WHERE frame_id = ? "
+                               "AND run_id = (SELECT run_id FROM latest_run)", [top])
+    assert not any("consensus" in c.value and "%" in c.value for c in at.caption)
+    at.session_state[f"gallery_more_{top}"] = True  # open the first card's details
+    at.run()
+    ok(at)
+    details = [c.value for c in at.caption if c.value.count("%") >= n_scores]
+    assert details and details[0].startswith("consensus ")
+
+
+def test_gallery_size_control_writes_the_url(app):
+    at = open_page(app(), "views/gallery.py")
+    assert at.segmented_control(key="gallery_thumb").value == "medium"
+    at.segmented_control(key="gallery_thumb").set_value("large").run()
+    ok(at)
+    assert at.query_params["size"] == "large"
+    assert len(at.image) == 24
+
+
+def test_small_cards_badge_the_percentile_without_the_detector_name(app, demo_store):
+    at = open_page(app(det="lof", size="small"), "views/gallery.py")
+    badges = [m.value for m in at.markdown if "-badge[" in m.value]
+    assert len(badges) == 24
+    top = sql(demo_store, "SELECT score_pct FROM outlier_scores WHERE detector = 'lof' AND "
+                          "run_id = (SELECT run_id FROM latest_run) "
+                          "ORDER BY score DESC, frame_id LIMIT 1")
+    assert f"[{top * 100:.1f} %]" in badges[0] and "lof" not in badges[0]
+    assert "ranked by lof" in at.caption[0].value
+
+
+def test_gallery_ignores_an_unknown_size(app):
+    at = open_page(app(size="huge"), "views/gallery.py")
+    assert any("Ignored URL value 'huge' for 'size'" in w.value for w in at.warning)
+    assert at.segmented_control(key="gallery_thumb").value == "medium"
+
+
+def test_overview_shows_the_archive_mosaic(app, demo_store):
+    at = ok(app().run())
+    mosaic = next(s for s in charts(at) if s["layout"]["title"]["text"].startswith(
+        "The archive, an hour per cell"))
+    image = mosaic["data"][0]
+    assert image["type"] == "image" and image["source"].startswith("data:image/png;base64,")
+    n_days = sql(demo_store, "SELECT count(DISTINCT taken_at::DATE) FROM frames")
+    assert len(mosaic["layout"]["yaxis"]["ticktext"]) == n_days
+    at = ok(app(hours="6-18").run())
+    cropped = next(s for s in charts(at) if s["layout"]["title"]["text"].startswith(
+        "The archive, an hour per cell"))
+    assert cropped["layout"]["xaxis"]["ticktext"] == [str(h) for h in range(6, 19)]

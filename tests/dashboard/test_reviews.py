@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 import store
@@ -49,3 +50,20 @@ def test_read_only_connection_cannot_review(demo_store):
     with store.connect(demo_store, read_only=True) as con:
         with pytest.raises(Exception):
             reviews.set_verdicts(con, [1], "junk")
+
+
+def test_marking_many_frames_can_be_undone_to_their_earlier_verdicts(store_copy):
+    with store.connect(store_copy) as con:
+        ids = [r[0] for r in con.execute("SELECT frame_id FROM frames ORDER BY frame_id LIMIT 4")
+               .fetchall()]
+        reviews.set_verdicts(con, ids[:1], "keep", "fine after all")
+        reviews.set_verdicts(con, ids[1:2], "junk")
+        earlier = reviews.snapshot(con, ids)
+        assert list(earlier["frame_id"]) == ids[:2]
+        changed, before = reviews.mark(con, ids, "junk")
+        assert changed == 4 and set(reviews.verdicts(con, ids).values()) == {"junk"}
+        pd.testing.assert_frame_equal(before, earlier)
+        assert reviews.restore(con, ids, before) == 2
+        again = reviews.snapshot(con, ids)
+    pd.testing.assert_frame_equal(again, earlier)  # verdict, note and time as they were
+    assert again["note"].tolist()[0] == "fine after all"

@@ -10,7 +10,7 @@ only the references of the days around them (`references.SameTimeReferences`).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -72,6 +72,8 @@ class BackgroundDetector(Detector):
     family = "background"
     cause = "scene"
     order = 10
+    plain_cause = "something in the scene"
+    moved_cause: ClassVar[str] = "camera moved"  # the plain cause of the alignment part
     format_version = 2
     needs = frozenset({"thumbnails"})
     in_consensus = True
@@ -116,8 +118,19 @@ class BackgroundDetector(Detector):
             gains = parts[rows, 2][np.isfinite(parts[rows, 2])]
             self.lines_up_[key] = float((gains == 0).mean()) if len(gains) else 0.0
         self.decision_scores_ = self._combine(parts, keys)
+        self.alignment_evidence_ = (self._alignment_evidence(parts[:, 2], keys)
+                                    if self.alignment_part else np.zeros(len(batch))
+                                    ).astype(np.float32)
         self._process_decision_scores()
         return self
+
+    def cause_split(self) -> dict[str, np.ndarray]:
+        """With the alignment part (runs fitted before the camera cause had its own
+        `alignment` detector), a fit frame that lines up better shifted is "camera moved" as a
+        whole: the shift also explains its residual against the scene. Any other frame's
+        evidence (every frame's, without the part) is "something in the scene"."""
+        moved = (self.alignment_evidence_ > 0).astype(float)
+        return {self.plain_cause: 1.0 - moved, self.moved_cause: moved}
 
     def decision_function(self, batch):
         return self._combine(self._parts(batch), self._class_keys(batch))
@@ -125,14 +138,17 @@ class BackgroundDetector(Detector):
     def _upgrade(self, state: dict[str, Any], version: int) -> dict[str, Any]:
         # format 0 fitted before the same-time part or the alignment part cannot be scored
         # now; the settings added since then get the values that fit had without them.
-        # Formats before 2 counted the alignment part here (there was no `alignment`).
-        if version < 1:
-            if "part_reference_" not in state or "lines_up_" not in state:
-                raise FittedFormatError("its background detector was fitted before the "
-                                        "same-time and alignment parts, which this version "
-                                        "scores with")
+        # Formats before 2 counted the alignment part here (there was no `alignment`) and did
+        # not keep the fit's alignment evidence (only incidents read it, at analysis time): none
+        # of their evidence is counted as a moved camera.
+        if version == 0 and ("part_reference_" not in state or "lines_up_" not in state):
+            raise FittedFormatError("its background detector was fitted before the same-time "
+                                    "and alignment parts, which this version scores with")
+        if version == 0:
             state = {"time_of_day_noise": False, "noise_spread": 0.5, "surround": 0.0, **state}
-        return {"alignment_part": True, **state}
+        scores = state.get("decision_scores_")
+        return {"alignment_part": True,
+                "alignment_evidence_": np.zeros(0 if scores is None else len(scores)), **state}
 
     def _fit(self, batch):
         check_spread(self.noise_spread, "noise_spread")  # before any thumbnail is decoded

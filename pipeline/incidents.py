@@ -1,0 +1,156 @@
+"""Incidents: runs of frames the consensus flags, each with a plain cause, found at analysis time.
+
+Junk comes in episodes (a knocked camera for an afternoon, a foggy morning, drops after a
+shower), so `analyze` groups the consensus's flags into incidents and writes them with the run.
+
+- **Which frames.** Daylight frames only ('day' and 'twilight'): a night is not an incident. A
+  twilight frame is judged like a day frame (the background detector fits dusk against dusk and
+  the time-lapse detectors divide by the hour's typical change, so an ordinary dusk is not
+  flagged; on the demo 5 % of twilight frames are, the same base rate as day frames). Frames
+  without a camera-clock time take no part.
+- **Which runs.** Frames in camera-clock order (taken_at, then frame_id). Two flagged frames are
+  one incident when at most `gap` unflagged daylight frames lie between them (setting
+  `incident_gap_frames`); a night frame between them ends the incident, so an incident never
+  spans a night (a camera knocked for three days is three incidents, one per day).
+- **What an incident holds.** Its frames run from the first to the last flagged one, the
+  unflagged frames between included (marking an incident junk marks them all); start and end
+  are the first and last flagged frame's times; the peak is the highest consensus score, and
+  its frame is the representative.
+- **Its cause** (`cause_evidence` and `name_cause`, the one rule): the plain cause with the
+  largest tail evidence summed over the incident's flagged frames. A frame's evidence for a
+  plain cause is the largest tail evidence -log(1 - rank) (as the consensus counts it) among
+  the consensus's detectors of that plain cause whose cause of junk the user counts
+  (`junk_causes`: a building site's diggers name no incident), each detector's evidence first
+  split among plain causes by its `cause_split` (`exposure`: too dark or too bright). Causes whose sums come within
+  `CAUSE_TIE` of the largest count as tied, and the order of `PLAIN_CAUSES` picks among them:
+  at the top of the ranks a few places decide little (a black frame is among the darkest,
+  flattest and least sharp frames at once, in whichever order), and one cause brings another's
+  signs with it (dark frames are flat, fog is bright). The winner's share of the summed
+  evidence of every cause is kept as `cause_share`.
+
+`score-new` and `watch` add frames to a run without recomputing its incidents: incidents are
+a fact of the analysis, and the next `analyze` finds them again over every frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.causes import CAUSES
+from pipeline.detectors import CONSENSUS, PLAIN_CAUSES, Consensus, Detector
+from pipeline.detectors.consensus import tail_evidence
+
+DAYLIGHT = ("day", "twilight")
+UNKNOWN_CAUSE = "unusual"  # the name when no detector's evidence is above nothing
+CAUSE_TIE = 0.15           # causes within this share of the largest evidence count as tied
+
+INCIDENT_COLUMNS = ("incident_id", "started_at", "ended_at", "duration_s", "n_frames",
+                    "n_flagged", "cause", "cause_share", "peak_score", "peak_pct", "frame_id")
+
+
+@dataclass
+class Incidents:
+    """A run's incidents (`table`: one row per incident, `INCIDENT_COLUMNS`) and their frames
+    (`frames`: incident_id, frame_id, is_flagged), as `store.aggregates.write` takes them."""
+
+    table: pd.DataFrame
+    frames: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def cause_evidence(pcts: dict[str, np.ndarray], splits: dict[str, dict[str, Any]],
+                   n_reference: int | None = None) -> pd.DataFrame:
+    """Per frame (rows in the order of the ranks), the evidence for each plain cause (one
+    column per cause): the largest tail evidence among the detectors of that cause.
+
+    `pcts`: each detector's ranks (0..1); `splits`: for the detectors that count (the
+    consensus's), how their evidence divides among causes (`Detector.cause_split`: cause ->
+    share per frame, or one share for every frame); `n_reference`: how many frames the ranks
+    are among (the consensus's floor)."""
+    keys = [k for k in splits if k in pcts]
+    tails = tail_evidence({k: pcts[k] for k in keys}, n_reference)
+    out: dict[str, np.ndarray] = {}
+    for key in keys:
+        for cause, share in splits[key].items():
+            part = np.nan_to_num(tails[key]) * share
+            out[cause] = np.maximum(out[cause], part) if cause in out else part
+    return pd.DataFrame(out)
+
+
+def name_cause(evidence: pd.DataFrame) -> tuple[str, float]:
+    """The plain cause with the largest summed evidence over some frames' rows (near-ties,
+    within `CAUSE_TIE`, broken by the order of `PLAIN_CAUSES`), and its share of the sum over
+    every cause ("unusual", 0.0 when there is no evidence)."""
+    totals = evidence.sum(axis=0)
+    total = float(totals.sum())
+    if evidence.empty or not total > 0:
+        return UNKNOWN_CAUSE, 0.0
+    best = float(totals.max())
+    tied = [c for c in totals.index if totals[c] >= best * (1 - CAUSE_TIE)]
+    cause = min(tied, key=lambda c: PLAIN_CAUSES.index(c) if c in PLAIN_CAUSES
+                else len(PLAIN_CAUSES))
+    return str(cause), float(totals[cause] / total)
+
+
+def find_incidents(frame_ids: np.ndarray, local_time: np.ndarray, daylight: np.ndarray | None,
+                   flags: np.ndarray, scores: np.ndarray, pcts: np.ndarray,
+                   evidence: pd.DataFrame, gap: int) -> Incidents:
+    """Incidents among frames (every array in the same row order; `evidence` from
+    `cause_evidence`, `local_time` datetime64 camera clock with NaT allowed, `daylight` the
+    daylight class or None per frame, `flags`/`scores`/`pcts` the consensus's)."""
+    if gap < 0:
+        raise ValueError(f"the incident gap must be >= 0 frames, got {gap}")
+    n = len(frame_ids)
+    frame_ids = np.asarray(frame_ids, dtype=np.int64)
+    local_time = np.asarray(local_time, dtype="datetime64[ns]")
+    classes = np.full(n, None, dtype=object) if daylight is None else np.asarray(daylight,
+                                                                                 dtype=object)
+    timed = ~np.isnat(local_time)
+    order = np.flatnonzero(timed)
+    order = order[np.lexsort((frame_ids[order], local_time[order]))]
+    eligible = np.isin(classes[order], DAYLIGHT)
+    flagged = eligible & np.asarray(flags, dtype=bool)[order]
+    segment = np.cumsum(~eligible)  # changes at every night (or unknown-daylight) frame
+    at = np.flatnonzero(flagged)    # positions in `order` of the flagged daylight frames
+    if not len(at):
+        return _empty()
+    starts = np.r_[True, (segment[at[1:]] != segment[at[:-1]]) | (np.diff(at) - 1 > gap)]
+    first, last = at[starts], at[np.r_[starts[1:], True]]
+    rows, members = [], []
+    for number, (lo, hi) in enumerate(zip(first, last), start=1):
+        span = order[lo:hi + 1]
+        hit = span[flagged[lo:hi + 1]]
+        peak = hit[np.nanargmax(np.where(np.isfinite(scores[hit]), scores[hit], -np.inf))]
+        cause, share = name_cause(evidence.iloc[hit])
+        start, end = local_time[span[0]], local_time[span[-1]]
+        rows.append((number, start, end, (end - start) / np.timedelta64(1, "s"), len(span),
+                     len(hit), cause, share, float(scores[peak]), float(pcts[peak]),
+                     int(frame_ids[peak])))
+        members.append(pd.DataFrame({"incident_id": number, "frame_id": frame_ids[span],
+                                     "is_flagged": flagged[lo:hi + 1]}))
+    table = pd.DataFrame(rows, columns=list(INCIDENT_COLUMNS))
+    return Incidents(table, pd.concat(members, ignore_index=True))
+
+
+def _empty() -> Incidents:
+    return Incidents(pd.DataFrame(columns=list(INCIDENT_COLUMNS)),
+                     pd.DataFrame(columns=["incident_id", "frame_id", "is_flagged"]))
+
+
+def run_incidents(batch, scored, detectors: dict[str, Detector], consensus: Consensus,
+                  gap: int) -> Incidents:
+    """The incidents of an analysed batch (the `FrameBatch` the run was fitted on) from its
+    `RunScores`."""
+    counted = consensus.junk_causes or list(CAUSES)  # a cause the user does not count
+    splits = {k: detectors[k].cause_split() for k in consensus.keys  # names no incident
+              if k in detectors and detectors[k].cause in counted}
+    evidence = cause_evidence(scored.pcts, splits, consensus.n_reference_)
+    return find_incidents(batch.frame_ids, batch.local_time, batch.daylight,
+                          scored.flags[CONSENSUS], scored.scores[CONSENSUS],
+                          scored.pcts[CONSENSUS], evidence, gap)

@@ -1,0 +1,283 @@
+"""Per-run aggregates and incidents: written by `analyze` in the run's transaction, and the one
+rule for when the dashboard's readers may read them instead of scanning every frame.
+
+What `write` stores for a run (tables of migration 3):
+- `run_frame_cells`: frames per camera-clock period x hour of day x daylight x cluster (all
+  frames of the store, cluster NULL for those not in the run), with the first and last time in
+  each cell. The period (the cells' grain, `period_unit`) is a day, or a week or a month when
+  the frames span more than `MAX_PERIODS` days (weeks): the cells stay a few thousand rows
+  whatever the archive's length, and so does every page that reads them;
+- `run_detector_cells`: per detector the same cells over the run's rows: rows, flagged, the
+  counts and sums the means need (percentile, score) and the highest score;
+- `run_samples`: a fixed pseudo-random sample of the run's frames, those with the
+  `SAMPLE_FRAMES` smallest hash(frame_id), with their map coordinates, and
+  `run_sample_scores`: every detector's scores of them;
+- `run_top`: each detector's `TOP_FRAMES` highest-scoring frames, in rank order;
+- `incidents` and `incident_frames` (found by `pipeline.incidents`; each frame's time, daylight
+  and cluster are copied in, so a filter on them needs no join with `frames`);
+- `run_aggregates`: one row saying which frames they describe, and the archive mosaic (found by
+  `pipeline.mosaic`).
+
+**The rule** (`covers`): a reader answers from the aggregates when (1) its run has them, (2)
+they still describe the store: no frame was added or removed since (frame count and highest
+frame id as when they were written), `score-new` added no frame to the run (its frame count),
+and no frame's time, daylight or pixels changed (`mark_stale`, called by the frame writers), and
+(3) the filter restricts only what the cells are keyed by: dates (whole periods: any dates when
+the grain is a day, Monday to Sunday for weeks, whole months for months), hours, daylight and
+clusters. A weather condition, a score threshold, a selection of frames or dates inside a period
+are answered by the filtered queries over every frame, as is every run without aggregates (made
+before them, or stale). Incidents and the mosaic are facts of the analysis and are shown
+whatever (2) says. Reviews change all the time and are never aggregated: readers join them live.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pandas as pd
+
+from store.db import execute as _run, fetch_one, log_failed
+
+if TYPE_CHECKING:
+    from store.facts import FrameFilter
+
+SAMPLE_FRAMES = 50_000   # frames in a run's sample for the scatter plots
+TOP_FRAMES = 2_000       # highest-scoring frames kept per detector (the gallery's first pages)
+MAX_PERIODS = 400        # periods (days, else weeks, else months) the cells cut the frames into
+PERIOD_UNITS = ("day", "week", "month")
+
+# Tables with rows per run (deleted with the run, see `store.analysis.RUN_TABLES`).
+TABLES = ("run_frame_cells", "run_detector_cells", "run_samples", "run_sample_scores",
+          "run_top", "incident_frames", "incidents", "run_aggregates")
+
+
+@dataclass
+class Mosaic:
+    """The archive mosaic of a run (`pipeline.mosaic` makes it): an RGBA PNG with a row of 24
+    hour cells per day (`days`: each row's first day), each `cell_width` x `cell_height`
+    pixels, the cells to outline (`outlined`: row * 24 + hour; at least half of their frames
+    in incidents), and how it was made (frames used, frames decoded for it alone, seconds)."""
+
+    png: bytes
+    days: list[date]
+    cell_width: int
+    cell_height: int
+    outlined: list[int] = field(default_factory=list)  # cells row * 24 + hour to outline
+    n_frames: int = 0
+    n_decoded: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def write(con: duckdb.DuckDBPyConnection, run_id: int, *,
+          incidents: pd.DataFrame | None = None, incident_frames: pd.DataFrame | None = None,
+          mosaic: Mosaic | None = None, sample_frames: int = SAMPLE_FRAMES,
+          top_frames: int = TOP_FRAMES) -> None:
+    """Write a run's aggregates from its rows already in the store (clusters, outlier_scores)
+    and `frames`, plus its incidents and mosaic; inside the caller's transaction.
+
+    `incidents`: rows with the `incidents` columns but run_id; `incident_frames`: incident_id,
+    frame_id, is_flagged."""
+    params = {"run": int(run_id)}
+    for table in TABLES:
+        _run(con, f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+    span = fetch_one(con, "SELECT min(taken_at)::DATE, max(taken_at)::DATE FROM frames")
+    grain = period_unit(*span) if span else "day"
+    period = period_start(grain, "f.taken_at")
+    _sql(con, f"""
+        INSERT INTO run_frame_cells
+        SELECT $run, {period}, hour(f.taken_at), f.daylight, c.cluster,
+               count(*), min(f.taken_at), max(f.taken_at)
+        FROM frames f LEFT JOIN clusters c ON c.run_id = $run AND c.frame_id = f.frame_id
+        GROUP BY ALL ORDER BY 2, 3""", params)
+    _sql(con, f"""
+        INSERT INTO run_detector_cells
+        SELECT $run, s.detector, {period}, hour(f.taken_at), f.daylight,
+               c.cluster, count(*), count(*) FILTER (WHERE s.is_outlier), count(s.score_pct),
+               sum(s.score_pct), sum(s.score), max(s.score)
+        FROM outlier_scores s JOIN frames f ON f.frame_id = s.frame_id
+        LEFT JOIN clusters c ON c.run_id = $run AND c.frame_id = s.frame_id
+        WHERE s.run_id = $run
+        GROUP BY ALL ORDER BY 2, 3, 4""", params)
+    _sql(con, """
+        INSERT INTO run_samples
+        SELECT $run, c.frame_id, f.taken_at, f.daylight, c.cluster, c.map_x, c.map_y
+        FROM clusters c JOIN frames f ON f.frame_id = c.frame_id
+        WHERE c.run_id = $run
+        ORDER BY hash(c.frame_id), c.frame_id LIMIT $n""", {**params, "n": int(sample_frames)})
+    _sql(con, """
+        INSERT INTO run_sample_scores
+        SELECT $run, s.detector, s.frame_id, s.score, s.score_pct, s.is_outlier
+        FROM outlier_scores s SEMI JOIN run_samples t ON t.run_id = $run
+                                                     AND t.frame_id = s.frame_id
+        WHERE s.run_id = $run ORDER BY s.detector, s.frame_id""", params)
+    detectors = [r[0] for r in _run(con, "SELECT DISTINCT detector FROM outlier_scores "
+                                         "WHERE run_id = ? ORDER BY 1", [run_id]).fetchall()]
+    for detector in detectors:  # a top-N per detector (a window over every row would sort)
+        _sql(con, """
+            INSERT INTO run_top
+            SELECT $run, $detector, row_number() OVER (ORDER BY t.score DESC NULLS LAST,
+                                                       t.frame_id),
+                   t.frame_id, t.score, t.score_pct, t.is_outlier, f.taken_at, f.daylight,
+                   c.cluster
+            FROM (SELECT frame_id, score, score_pct, is_outlier FROM outlier_scores
+                  WHERE run_id = $run AND detector = $detector
+                  ORDER BY score DESC NULLS LAST, frame_id LIMIT $n) t
+            JOIN frames f ON f.frame_id = t.frame_id
+            LEFT JOIN clusters c ON c.run_id = $run AND c.frame_id = t.frame_id""",
+             {**params, "detector": detector, "n": int(top_frames)})
+    if incidents is not None and len(incidents):
+        _insert(con, "incidents", incidents.assign(run_id=int(run_id)), """
+            INSERT INTO incidents (run_id, incident_id, started_at, ended_at, duration_s,
+                                   n_frames, n_flagged, cause, cause_share, peak_score,
+                                   peak_pct, frame_id)
+            SELECT run_id, incident_id, started_at, ended_at, duration_s, n_frames, n_flagged,
+                   cause, cause_share, peak_score, peak_pct, frame_id FROM _new_incidents""")
+    if incident_frames is not None and len(incident_frames):
+        _insert(con, "incidents", incident_frames.assign(run_id=int(run_id)), """
+            INSERT INTO incident_frames
+            SELECT m.run_id, m.frame_id, m.incident_id, m.is_flagged, f.taken_at, f.daylight,
+                   c.cluster
+            FROM _new_incidents m JOIN frames f ON f.frame_id = m.frame_id
+            LEFT JOIN clusters c ON c.run_id = m.run_id AND c.frame_id = m.frame_id""")
+    row: dict[str, Any] = {"png": None, "days": None, "cw": None, "ch": None,
+                           "outlined": None, "info": None}
+    if mosaic is not None:
+        row = {"png": mosaic.png, "days": list(mosaic.days), "cw": int(mosaic.cell_width),
+               "ch": int(mosaic.cell_height), "outlined": [int(c) for c in mosaic.outlined],
+               "info": json.dumps({"n_frames": mosaic.n_frames, "n_decoded": mosaic.n_decoded,
+                                   "seconds": mosaic.seconds})}
+    _sql(con, """
+        INSERT INTO run_aggregates (run_id, store_frames, store_max_frame_id, run_frames,
+                                    cell_grain, first_day, last_day, n_sample, n_top,
+                                    mosaic_png, mosaic_days, mosaic_outlined, mosaic_cell_width,
+                                    mosaic_cell_height, mosaic_info)
+        SELECT $run, (SELECT count(*) FROM frames), (SELECT max(frame_id) FROM frames),
+               (SELECT count(*) FROM clusters WHERE run_id = $run), $grain, $first, $last,
+               (SELECT count(*) FROM run_samples WHERE run_id = $run), $top,
+               $png, CAST($days AS DATE[]), CAST($outlined AS INTEGER[]), $cw, $ch,
+               CAST($info AS JSON)""",
+         {**params, **row, "grain": grain, "first": span[0] if span else None,
+          "last": span[1] if span else None, "top": int(top_frames)})
+
+
+def mark_stale(con: duckdb.DuckDBPyConnection) -> None:
+    """Frames' times, daylight or pixels changed: no run's aggregates describe them any more
+    (readers scan the frames until the next analysis)."""
+    _run(con, "UPDATE run_aggregates SET is_stale = TRUE WHERE NOT is_stale")
+
+
+def covers(con: duckdb.DuckDBPyConnection, flt: "FrameFilter") -> bool:
+    """Whether the run's aggregates answer this filter (the rule in the module docstring)."""
+    if flt.run_id is None or flt.conditions or flt.frame_ids or flt.threshold_kind != "all":
+        return False
+    row = fetch_one(con, """
+        SELECT NOT a.is_stale AND a.run_frames = r.n_frames
+               AND a.store_frames = (SELECT count(*) FROM frames)
+               AND a.store_max_frame_id IS NOT DISTINCT FROM (SELECT max(frame_id) FROM frames),
+               a.cell_grain
+        FROM run_aggregates a JOIN analysis_runs r USING (run_id)
+        WHERE a.run_id = ?""", [int(flt.run_id)])
+    return bool(row and row[0]) and whole_periods(row[1], flt.date_from, flt.date_to)
+
+
+def grain(con: duckdb.DuckDBPyConnection, run_id: int | None) -> str | None:
+    """The period of a run's cells ('day', 'week', 'month'), None without aggregates."""
+    row = fetch_one(con, "SELECT cell_grain FROM run_aggregates WHERE run_id = ?", [run_id])
+    return None if row is None else row[0]
+
+
+def period_unit(first: date | None, last: date | None) -> str:
+    """The finest of day, week (from Monday) and month that cuts the days first..last into at
+    most `MAX_PERIODS` periods (month past that)."""
+    if first is None or last is None:
+        return "day"
+    if (last - first).days + 1 <= MAX_PERIODS:
+        return "day"
+    monday = first - timedelta(days=first.weekday())
+    if (last - monday).days // 7 + 1 <= MAX_PERIODS:
+        return "week"
+    return "month"
+
+
+def period_start(unit: str, column: str) -> str:
+    """SQL for the first day of the `unit` period holding `column` (a timestamp or date)."""
+    if unit not in PERIOD_UNITS:
+        raise ValueError(f"unknown period {unit!r}; one of {PERIOD_UNITS}")
+    return f"CAST({column} AS DATE)" if unit == "day" else \
+        f"CAST(date_trunc('{unit}', {column}) AS DATE)"
+
+
+def period_end(start: date, unit: str) -> date:
+    """The last day of the `unit` period that starts on `start`."""
+    if unit == "day":
+        return start
+    if unit == "week":
+        return start + timedelta(days=6)
+    following = date(start.year + start.month // 12, start.month % 12 + 1, 1)
+    return following - timedelta(days=1)
+
+
+def whole_periods(unit: str, first: date | None, last: date | None) -> bool:
+    """Whether the dates first..last (inclusive; None = open) are whole `unit` periods."""
+    starts = first is None or unit == "day" or (
+        first.weekday() == 0 if unit == "week" else first.day == 1)
+    ends = last is None or unit == "day" or (
+        last.weekday() == 6 if unit == "week" else (last + timedelta(days=1)).day == 1)
+    return starts and ends
+
+
+def coarser(unit: str, than: str) -> bool:
+    """Whether periods of `unit` are made of whole `than` periods (a week is not of months)."""
+    return (unit, than) in {("day", "day"), ("week", "day"), ("week", "week"),
+                            ("month", "day"), ("month", "month")}
+
+
+def cell_filter(flt: "FrameFilter", alias: str = "", timed: bool = False
+                ) -> tuple[str, dict[str, Any]]:
+    """The WHERE condition on cell rows (`period`, `hour`, `daylight`, `cluster`; with `timed`,
+    rows that have a `taken_at` instead of period and hour) for the parts of `flt` that `covers`
+    allows: dates (whole periods for cells), hours, daylight and clusters. Columns are `alias.`
+    prefixed when given."""
+    a = f"{alias}." if alias else ""
+    day = f"CAST({a}taken_at AS DATE)" if timed else f"{a}period"
+    hour = f"hour({a}taken_at)" if timed else f"{a}hour"
+    where, params = ["TRUE"], {}
+    if flt.date_from is not None:
+        where.append(f"{day} >= CAST($c_from AS DATE)")
+        params["c_from"] = flt.date_from
+    if flt.date_to is not None:
+        where.append(f"{day} <= CAST($c_to AS DATE)")
+        params["c_to"] = flt.date_to
+    if (flt.hour_from, flt.hour_to) != (0, 23):
+        params["c_hour_from"], params["c_hour_to"] = int(flt.hour_from), int(flt.hour_to)
+        if flt.hour_from <= flt.hour_to:
+            where.append(f"{hour} BETWEEN $c_hour_from AND $c_hour_to")
+        else:
+            where.append(f"({hour} >= $c_hour_from OR {hour} <= $c_hour_to)")
+    if flt.daylight:
+        where.append(f"list_contains($c_daylight, {a}daylight)")
+        params["c_daylight"] = list(flt.daylight)
+    if flt.clusters:
+        where.append(f"list_contains($c_clusters, {a}cluster)")
+        params["c_clusters"] = [int(c) for c in flt.clusters]
+    return " AND ".join(where), params
+
+
+def _sql(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> None:
+    try:
+        con.execute(sql, params)
+    except duckdb.Error as exc:
+        log_failed(sql, params, exc)
+        raise
+
+
+def _insert(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame, sql: str) -> None:
+    con.register(f"_new_{name}", frame)
+    try:
+        _sql(con, sql, {})
+    finally:
+        con.unregister(f"_new_{name}")

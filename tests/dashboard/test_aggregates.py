@@ -1,0 +1,176 @@
+"""The per-run aggregates on the demo store: every reader gives the same answer from them as
+from the scan of every frame (also when the stored lists are too short and it must scan), the
+rule that says when they may be read, incidents and the mosaic as the analysis wrote them, and
+prune removing them with their run."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+
+import store
+from store import aggregates, facts
+from store.db import scalar
+from store.facts import FrameFilter
+
+
+def _both(monkeypatch, fn, *args):
+    """`fn(*args)` answered from the aggregates, then by the scan."""
+    aggregated = fn(*args)
+    with monkeypatch.context() as m:
+        m.setattr(aggregates, "covers", lambda con, flt: False)
+        scanned = fn(*args)
+    return aggregated, scanned
+
+
+def _same(a, b, what: str) -> None:
+    if isinstance(a, tuple):
+        for x, y in zip(a, b):
+            _same(x, y, what)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), what
+        for key in a:
+            _same(a[key], b[key], f"{what}.{key}")
+    elif isinstance(a, pd.DataFrame):
+        pd.testing.assert_frame_equal(a.drop(columns=["thumb"], errors="ignore"),
+                                      b.drop(columns=["thumb"], errors="ignore"),
+                                      check_dtype=False, rtol=1e-9, obj=what)
+    elif isinstance(a, float) and pd.isna(a):
+        assert pd.isna(b), what
+    else:
+        assert a == pytest.approx(b, rel=1e-9) if isinstance(a, float) else a == b, what
+
+
+def _filters(con, run_id) -> list[FrameFilter]:
+    opts = facts.options(con, run_id)
+    first, last = opts["date_min"], opts["date_max"]
+    base = FrameFilter(run_id=run_id)
+    return [base, base.replace(hour_from=6, hour_to=18),
+            base.replace(hour_from=20, hour_to=4, detector="lof"),
+            base.replace(daylight=("day",), detector="dark"),
+            base.replace(clusters=(opts["clusters"][0],)),
+            base.replace(date_from=first, date_to=first),
+            base.replace(date_from=last, date_to=last, daylight=("night", "twilight"))]
+
+
+def _readers(opts: dict) -> list[tuple[str, tuple]]:
+    """Reader calls to compare: small requests too, which short stored lists can answer."""
+    a, b = opts["detectors"][:2]
+    return [("summary", ()), ("outliers_per_detector", ()), ("calendar", ()), ("timeline", ()),
+            ("count", ()), ("frames_page", (0, 24, "score")), ("frames_page", (1, 10, "score")),
+            ("frames_page", (0, 5, "score")), ("map_points", (20_000, False)),
+            ("map_points", (30, True)), ("cluster_sizes", ()),
+            ("cluster_profiles", ()), ("detector_matrix", (opts["detectors"][:3], 60, True)),
+            ("detector_matrix", (opts["detectors"][:3], 10, False)),
+            ("top_k_differences", (a, b, 10, 6, False)),
+            ("top_k_differences", (a, b, 5, 3, False)), ("export_count", ("not_junk",)),
+            ("export_count", ("keep",)), ("next_unreviewed", ()), ("incidents", ())]
+
+
+def _compare_every_reader(con, monkeypatch) -> int:
+    run_id = facts.latest_run_id(con)
+    opts = facts.options(con, run_id)
+    covered = 0
+    for flt in _filters(con, run_id):
+        covered += aggregates.covers(con, flt)
+        for name, args in _readers(opts):
+            got, expected = _both(monkeypatch, getattr(facts, name), con, flt, *args)
+            _same(got, expected, f"{name}{args} {flt}")
+    return covered
+
+
+def test_every_reader_answers_the_same_from_the_aggregates(con, monkeypatch):
+    assert _compare_every_reader(con, monkeypatch) == len(_filters(con, facts.latest_run_id(con)))
+
+
+def test_short_stored_lists_fall_back_to_the_scan(store_copy, monkeypatch):
+    with store.connect(store_copy) as con:
+        run_id = facts.latest_run_id(con)
+        con.execute("BEGIN TRANSACTION")
+        aggregates.write(con, run_id, sample_frames=20, top_frames=8)
+        con.execute("COMMIT")
+    with store.connect(store_copy, read_only=True) as con:
+        assert scalar(con, "SELECT count(*) FROM run_samples WHERE run_id = ?", [run_id]) == 20
+        _compare_every_reader(con, monkeypatch)
+        # a map smaller than the sample is drawn from it: flagged frames of the sample first
+        points, n = facts.map_points(con, FrameFilter(run_id=run_id), 10)
+        sample = {r[0] for r in con.execute("SELECT frame_id FROM run_samples WHERE run_id = ?",
+                                            [run_id]).fetchall()}
+        assert n == scalar(con, "SELECT count(*) FROM clusters WHERE run_id = ?", [run_id])
+        assert len(points) == 10 and set(points["frame_id"]) <= sample
+        flags = points["is_outlier"].fillna(False).tolist()
+        assert flags == sorted(flags, reverse=True)
+
+
+def test_the_rule_for_reading_the_aggregates(store_copy):
+    with store.connect(store_copy, read_only=True) as con:
+        run_id = facts.latest_run_id(con)
+        base = FrameFilter(run_id=run_id)
+        assert aggregates.covers(con, base.replace(hour_from=3, daylight=("day",)))
+        assert not aggregates.covers(con, base.replace(conditions=("fog",)))
+        assert not aggregates.covers(con, base.replace(threshold_kind="flagged"))
+        assert not aggregates.covers(con, base.replace(frame_ids=(1, 2)))
+        assert not aggregates.covers(con, FrameFilter(run_id=None))
+        assert aggregates.grain(con, run_id) == "day"
+        monday = scalar(con, "SELECT min(taken_at)::DATE FROM frames")
+        monday -= timedelta(days=monday.weekday())
+    with store.connect(store_copy) as con:  # cells of weeks: only whole weeks are covered
+        con.execute("UPDATE run_aggregates SET cell_grain = 'week'")
+    with store.connect(store_copy, read_only=True) as con:
+        week = base.replace(date_from=monday, date_to=monday + timedelta(days=6))
+        assert aggregates.covers(con, week)
+        assert not aggregates.covers(con, week.replace(date_to=monday + timedelta(days=5)))
+    with store.connect(store_copy) as con:
+        con.execute("UPDATE run_aggregates SET cell_grain = 'day'")
+        aggregates.mark_stale(con)  # frame times changed (locate, a clock fix)
+    with store.connect(store_copy, read_only=True) as con:
+        assert not aggregates.covers(con, base)
+    with store.connect(store_copy) as con:
+        con.execute("UPDATE run_aggregates SET is_stale = FALSE")
+        con.execute("UPDATE analysis_runs SET n_frames = n_frames + 1 WHERE run_id = ?",
+                    [run_id])  # what score-new does when it adds a frame to the run
+    with store.connect(store_copy, read_only=True) as con:
+        assert not aggregates.covers(con, base)
+
+
+def test_incidents_and_mosaic_as_the_analysis_wrote_them(con, run_id):
+    found = facts.incidents(con, FrameFilter(run_id=run_id))
+    assert len(found) == scalar(con, "SELECT count(*) FROM incidents WHERE run_id = ?", [run_id])
+    assert len(found) > 0 and found["started_at"].is_monotonic_increasing
+    members = scalar(con, "SELECT count(*) FROM incident_frames WHERE run_id = ?", [run_id])
+    assert int(found["n_frames"].sum()) == members
+    night = scalar(con, "SELECT count(*) FROM incident_frames WHERE run_id = ? "
+                        "AND daylight = 'night'", [run_id])
+    assert night == 0
+    one = int(found["incident_id"].iloc[0])
+    strip = facts.incident_strip(con, run_id, one, n=2)
+    assert strip["ids"] == facts.incident_frame_ids(con, run_id, one)
+    assert len(strip["rows"]) == min(2, len(strip["ids"]))
+    assert set(strip["flagged"]) <= set(strip["ids"])
+    picture = facts.mosaic(con, run_id)
+    assert picture["png"][:8] == b"\x89PNG\r\n\x1a\n" and picture["cell_width"] == 32
+    n_days = scalar(con, "SELECT count(DISTINCT taken_at::DATE) FROM frames")
+    assert len(picture["days"]) == n_days
+    assert all(0 <= c < n_days * 24 for c in picture["outlined"])
+
+
+def test_prune_removes_a_runs_aggregates_with_it(store_copy):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-m", "pipeline", "analyze", "--db", str(store_copy),
+                           "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-m", "pipeline", "prune", "--db", str(store_copy),
+                           "--keep", "1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with store.connect(store_copy, read_only=True) as con:
+        latest = facts.latest_run_id(con)
+        for table in aggregates.TABLES:
+            runs = {r[0] for r in con.execute(f"SELECT DISTINCT run_id FROM {table}").fetchall()}
+            assert runs <= {latest}, table
+        assert scalar(con, "SELECT count(*) FROM run_aggregates") == 1

@@ -1,0 +1,160 @@
+"""Incidents from a planted sequence of flags: the gap rule, night and twilight, the peak, the
+members; the cause rule (largest summed evidence, near-ties by the order of plain causes); every
+detector's plain cause comes from the one list."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.detectors import DETECTORS, PLAIN_CAUSES, Detector, register
+from pipeline.incidents import cause_evidence, find_incidents, name_cause
+
+START = np.datetime64("2024-04-02T00:00")
+
+
+def _sequence(flagged: list[int], n: int = 144, night: tuple[int, int] = (42, 120),
+              twilight: tuple[int, ...] = ()) -> dict:
+    """One day of frames ten minutes apart (index = frame id - 1): night before frame `night[0]`
+    and from `night[1]`, twilight where given, flags at `flagged`, score = 1 + index / 1000."""
+    idx = np.arange(n)
+    daylight = np.where((idx < night[0]) | (idx >= night[1]), "night", "day").astype(object)
+    daylight[list(twilight)] = "twilight"
+    flags = np.zeros(n, bool)
+    flags[flagged] = True
+    scores = 1 + idx / 1000
+    return {"frame_ids": idx + 1, "local_time": START + idx * np.timedelta64(10, "m"),
+            "daylight": daylight, "flags": flags, "scores": scores, "pcts": scores / 2,
+            "evidence": pd.DataFrame({"too dark": np.ones(n)})}
+
+
+def _find(seq: dict, gap: int = 2):
+    return find_incidents(seq["frame_ids"], seq["local_time"], seq["daylight"], seq["flags"],
+                          seq["scores"], seq["pcts"], seq["evidence"], gap)
+
+
+def test_flags_within_the_gap_are_one_incident_and_beyond_it_two():
+    # 50, 51, 52 flagged; 53, 54 not; 55 flagged (gap 2: the same incident); 56-58 not;
+    # 59 flagged (gap 3: a new one)
+    found = _find(_sequence([50, 51, 52, 55, 59]))
+    table = found.table
+    assert list(table["incident_id"]) == [1, 2]
+    first, second = table.iloc[0], table.iloc[1]
+    assert (first["n_frames"], first["n_flagged"]) == (6, 4)
+    assert pd.Timestamp(first["started_at"]) == pd.Timestamp(START + 50 * np.timedelta64(10, "m"))
+    assert first["duration_s"] == 5 * 600
+    assert first["frame_id"] == 56  # the peak: the highest score among its flagged frames
+    assert (second["n_frames"], second["n_flagged"], second["frame_id"]) == (1, 1, 60)
+    members = found.frames[found.frames["incident_id"] == 1]
+    assert list(members["frame_id"]) == [51, 52, 53, 54, 55, 56]  # the gap frames belong to it
+    assert list(members["is_flagged"]) == [True, True, True, False, False, True]
+    wider = _find(_sequence([50, 51, 52, 55, 59]), gap=3).table
+    assert len(wider) == 1 and wider["n_frames"].iloc[0] == 10
+    assert len(_find(_sequence([50, 51, 52, 55, 59]), gap=0).table) == 3
+
+
+def test_a_night_is_not_an_incident_and_ends_one():
+    # 10 and 130 are night frames; 118, 119 the last day frames, 120 onwards night
+    seq = _sequence([10, 118, 119, 121, 130])
+    table = _find(seq).table
+    assert list(table["frame_id"]) == [120]  # 118-119: the flagged night frames are left out
+    assert table["n_frames"].iloc[0] == 2
+    # two flagged day frames with only a night frame between are two incidents, whatever
+    # the gap
+    seq = _sequence([60, 62])
+    seq["daylight"][61] = "night"
+    found = _find(seq, gap=5).table
+    assert list(found["frame_id"]) == [61, 63] and list(found["n_frames"]) == [1, 1]
+
+
+def test_twilight_frames_count_and_frames_without_a_time_do_not():
+    seq = _sequence([40, 41, 43], twilight=(40, 41))
+    seq["local_time"] = seq["local_time"].copy()
+    seq["local_time"][42] = np.datetime64("NaT")
+    table = _find(seq).table
+    assert len(table) == 1 and table["n_flagged"].iloc[0] == 3
+    assert table["n_frames"].iloc[0] == 3  # the untimed frame between them takes no part
+
+
+def test_no_flags_no_incidents_and_a_negative_gap_is_refused():
+    assert len(_find(_sequence([]))) == 0
+    with pytest.raises(ValueError, match="gap"):
+        _find(_sequence([50]), gap=-1)
+
+
+def test_the_cause_with_most_evidence_names_an_incident():
+    evidence = pd.DataFrame({"unusual": [3.0, 3.0], "something in the scene": [1.0, 0.5],
+                             "camera moved": [0.0, 4.0]})
+    assert name_cause(evidence) == ("unusual", pytest.approx(6 / 11.5))
+    # within 15 % of the largest: the earlier plain cause wins (dark before fog before blur)
+    tie = pd.DataFrame({"blur": [5.0], "fog or haze": [4.6], "too dark": [4.4],
+                        "unusual": [5.0]})
+    assert name_cause(tie)[0] == "too dark"
+    assert name_cause(pd.DataFrame({"blur": [0.0]})) == ("unusual", 0.0)
+    assert name_cause(tie.iloc[:0]) == ("unusual", 0.0)
+
+
+def test_cause_evidence_is_each_causes_strongest_detector():
+    pcts = {"dark": np.array([0.99, 0.5]), "blurry": np.array([0.9, 0.99]),
+            "lof": np.array([0.95, np.nan])}
+    splits = {"dark": {"too dark": 1.0}, "blurry": {"blur": 1.0},
+              "lof": {"unusual": 1.0}}
+    got = cause_evidence(pcts, splits, n_reference=99)
+    assert got["too dark"].tolist() == pytest.approx([-np.log(0.01), -np.log(0.5)])
+    assert got["blur"].tolist() == pytest.approx([-np.log(0.1), -np.log(0.01)])
+    # lof is a generalist: only its top tenth counts, rescaled (0.95 -> 0.5)
+    assert got["unusual"].tolist() == pytest.approx([-np.log(0.5), 0.0])
+    shared = cause_evidence(pcts, {"dark": {"blur": 1.0}, "blurry": {"blur": 1.0}}, 99)
+    assert shared["blur"].tolist() == pytest.approx([-np.log(0.01), -np.log(0.01)])
+
+
+def test_every_detector_has_a_plain_cause_from_the_list_and_runs_record_it():
+    for key, cls in DETECTORS.items():
+        assert cls.plain_cause in PLAIN_CAUSES, key
+        assert cls.facts()["plain_cause"] == cls.plain_cause
+    assert DETECTORS["dark"].plain_cause == "too dark"
+    assert DETECTORS["overexposed"].plain_cause == "too bright"
+    assert DETECTORS["background"].plain_cause == "something in the scene"
+    assert DETECTORS["iforest"].plain_cause == DETECTORS["temporal"].plain_cause == "unusual"
+
+    # each detector also has a cause of junk, and its plain cause is one of that cause's
+    assert DETECTORS["alignment"].plain_cause == "camera moved"
+    assert {cls.cause for cls in DETECTORS.values()} == {"quality", "camera", "scene", "rarity"}
+
+    class Vague(Detector):
+        key, family, summary, cause = "vague_test", "quality", "x", "quality"
+        plain_cause = "bad vibes"
+
+    class Confused(Detector):
+        key, family, summary, cause = "confused_test", "quality", "x", "quality"
+        plain_cause = "camera moved"
+
+    class Causeless(Detector):
+        key, family, summary, plain_cause = "causeless_test", "quality", "x", "blur"
+
+    with pytest.raises(ValueError, match="plain_cause 'bad vibes' is not one of"):
+        register(Vague)
+    with pytest.raises(ValueError, match="'camera moved' is not a quality cause"):
+        register(Confused)
+    with pytest.raises(ValueError, match="needs a cause"):
+        register(Causeless)
+    assert not {"vague_test", "confused_test", "causeless_test"} & set(DETECTORS)
+
+
+def test_exposure_splits_its_evidence_into_too_dark_and_too_bright():
+    """`exposure` judges either way: a frame darker than its pool's norm is "too dark", a
+    brighter one "too bright"."""
+    from pipeline.detectors import FrameBatch, make_detector
+
+    n = 200
+    luma = np.full(n, 120.0)
+    luma[5], luma[6] = 10.0, 250.0
+    frames = pd.DataFrame({"frame_id": np.arange(n) + 1, "taken_at": pd.NaT,
+                           "taken_at_utc": pd.NaT, "daylight": "day", "mean_luma": luma,
+                           "contrast": 30.0, "sharpness": 300.0, "colorfulness": 20.0,
+                           "local_contrast": 10.0})
+    batch = FrameBatch.from_frames(frames["frame_id"].to_numpy(), np.zeros((n, 2), np.float32),
+                                   frames)
+    split = make_detector("exposure").fit(batch).cause_split()
+    assert split["too dark"][5] == 1 and split["too bright"][6] == 1

@@ -1,0 +1,76 @@
+"""Migration 3 (incidents and per-run aggregates) upgrades a version-2 store and keeps its rows;
+the period helpers the aggregates are cut by."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+import pytest
+
+import store
+from store import aggregates, facts, migrations
+from store.db import CONNECT_CONFIG, scalar
+from store.facts import FrameFilter
+
+NEW_TABLES = {"incidents", "incident_frames", "run_frame_cells", "run_detector_cells",
+              "run_samples", "run_top", "run_aggregates"}
+
+
+def _version_2_store(path) -> None:
+    """A store as version 2 of the schema left it, with one frame and one complete run."""
+    with duckdb.connect(str(path), config=CONNECT_CONFIG) as con:
+        con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                    "name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        for number, name, sql in migrations.MIGRATIONS[:2]:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                        [number, name])
+        con.execute("""INSERT INTO frames (frame_id, path, root, location, taken_at, time_source,
+                                           file_bytes, file_mtime, daylight)
+                       VALUES (1, 'a.jpg', '/f', '/f/a.jpg', '2024-04-02 10:00', 'exif', 10,
+                               now(), 'day')""")
+        con.execute("""INSERT INTO analysis_runs (run_id, model, params, status, n_frames)
+                       VALUES (1, 'pixels', '{}', 'complete', 1)""")
+        con.execute("INSERT INTO clusters VALUES (1, 1, 0, 0.0, 0.0)")
+        con.execute("INSERT INTO outlier_scores VALUES (1, 'consensus', 1, 0.5, 1.0, TRUE)")
+
+
+def test_a_version_2_store_migrates_to_the_latest_and_keeps_its_rows(tmp_path):
+    db = tmp_path / "v2.duckdb"
+    _version_2_store(db)
+    with pytest.raises(store.SchemaError, match="schema version 2"):
+        store.connect(db, read_only=True)
+    with store.connect(db) as con:  # a write open migrates
+        assert migrations.applied_version(con) == migrations.LATEST >= 3
+        tables = {r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables").fetchall()}
+        assert NEW_TABLES <= tables
+        assert scalar(con, "SELECT count(*) FROM frames") == 1
+        assert scalar(con, "SELECT count(*) FROM outlier_scores") == 1
+    with store.connect(db, read_only=True) as con:
+        flt = FrameFilter(run_id=1)
+        assert not aggregates.covers(con, flt)  # a run analysed before: no aggregates
+        assert facts.summary(con, flt)["n_flagged"] == 1  # answered by the scan
+        assert facts.incidents(con, flt).empty and facts.mosaic(con, 1) is None
+        assert facts.runs(con)["n_detectors"].tolist() == [1]
+
+
+def test_period_units_and_whole_periods():
+    assert aggregates.period_unit(date(2024, 1, 1), date(2025, 2, 3)) == "day"  # 400 days
+    assert aggregates.period_unit(date(2024, 1, 1), date(2025, 2, 4)) == "week"
+    assert aggregates.period_unit(date(2024, 1, 1), date(2031, 8, 31)) == "week"  # 400 weeks
+    assert aggregates.period_unit(date(2024, 1, 1), date(2031, 9, 30)) == "month"
+    assert aggregates.period_unit(None, None) == "day"
+    assert aggregates.period_end(date(2024, 2, 1), "month") == date(2024, 2, 29)
+    assert aggregates.period_end(date(2024, 12, 1), "month") == date(2024, 12, 31)
+    assert aggregates.period_end(date(2024, 4, 1), "week") == date(2024, 4, 7)
+    assert aggregates.whole_periods("week", date(2024, 4, 1), date(2024, 4, 14))
+    assert not aggregates.whole_periods("week", date(2024, 4, 2), None)
+    assert aggregates.whole_periods("month", date(2024, 2, 1), date(2024, 2, 29))
+    assert not aggregates.whole_periods("month", None, date(2024, 2, 28))
+    assert aggregates.whole_periods("day", date(2024, 2, 5), date(2024, 2, 6))
+    assert aggregates.coarser("month", "day") and not aggregates.coarser("month", "week")
+    assert not aggregates.coarser("day", "week")
+    with pytest.raises(ValueError, match="unknown period"):
+        aggregates.period_start("year", "taken_at")
