@@ -7,7 +7,9 @@ then every vector is streamed from the store and projected a batch at a time, so
 never in memory whole), builds one nearest-neighbour index (`pipeline.neighbors`) that serves
 `lof`, `knn` and the `neighbors` table, clusters (k-means with k by silhouette, or HDBSCAN on
 `cluster_dims` PCA dims), maps to 2-D (PCA or UMAP), fits every requested detector plus
-`consensus` (`pipeline.detectors`), scores the frames through the fitted run
+`consensus` (`pipeline.detectors`: a score per cause of junk, `cause:<cause>`, and their sum
+over the setting `junk_causes`, recorded in the run's params; frames ingested before
+`local_contrast` was measured get it from their thumbnails first), scores the frames through the fitted run
 (`pipeline.fitted.FittedRun.score`, as `score-new` does), groups the consensus's flags into
 incidents (`pipeline.incidents`), closes the archive mosaic (`pipeline.mosaic`, whose cells
 fill from the thumbnails the background detector decodes) and writes the run in one
