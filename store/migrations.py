@@ -499,9 +499,12 @@ def check(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     """For read-only opens: the schema must be known and current."""
     _session_defaults(con)
     version = check_ours(con, path)
-    if version < LATEST:
+    lacking = missing(con) if version else []
+    if version < LATEST or lacking:
         raise SchemaError(
-            f"the store {path} has schema version {version}; this code needs {LATEST}. "
+            f"the store {path} has schema version {version}"
+            + (f" without migration {', '.join(map(str, lacking))}" if lacking else "")
+            + f"; this code needs {LATEST}. "
             f"Upgrade it with `python -m pipeline migrate --db {path}` (any pipeline command "
             "that writes, such as run, also upgrades it)."
         )
@@ -515,8 +518,9 @@ def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     """
     _session_defaults(con)
     version = check_ours(con, path)
+    applied = _applied_numbers(con)
     for number, name, sql in MIGRATIONS:
-        if number <= version:
+        if number in applied:
             continue
         con.execute("BEGIN TRANSACTION")
         try:
@@ -532,8 +536,23 @@ def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        version = number
+        version = max(version, number)
     return version
+
+
+def _applied_numbers(con: duckdb.DuckDBPyConnection) -> set[int]:
+    """Every applied migration's number. Migrations made on parallel branches may be applied
+    out of order (a store that got 5 before 3 existed gets 3 next), so `migrate` applies each
+    one a store lacks, not only those above its newest."""
+    if not _applied(con):
+        return set()
+    return {int(r[0]) for r in con.execute("SELECT version FROM schema_migrations").fetchall()}
+
+
+def missing(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """The migrations this code knows that the store lacks (below its newest too)."""
+    applied = _applied_numbers(con)
+    return [number for number, _, _ in MIGRATIONS if number not in applied]
 
 
 def _session_defaults(con: duckdb.DuckDBPyConnection) -> None:
