@@ -121,5 +121,7 @@ def test_overview_draws_the_mosaic_and_incidents_their_timeline(browser, dashboa
     timeline = charts.filter(has_text="Incidents over the archive")
     timeline.first.wait_for(timeout=90_000)
     assert timeline.count() == 1
-    assert page.get_by_role("button", name=re.compile(r"^Mark all \d+ frames junk$")).count() == 1
+    mark = page.get_by_role("button", name=re.compile(r"^Mark all \d+ frames junk$"))
+    mark.first.wait_for(timeout=90_000)  # drawn below the strip, after the timeline
+    assert mark.count() == 1
     ctx.close()
