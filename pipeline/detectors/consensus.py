@@ -14,8 +14,8 @@ choice without a new run. A rule always works within a cause and causes are alwa
 
 The embedding and time-lapse detectors (rarity) are generalists that rank frames by any
 difference, weather and light included, so only their top tenth counts (their classes'
-`evidence_from`); `alignment` (camera) counts from its 90th percentile and `exposure` from its
-95th, one-sided checks whose lower ranks mean nothing. A plain mean of all ranks lets one-sided
+`evidence_from`); `alignment` (camera) and `exposure` count from their 95th percentile,
+one-sided checks whose lower ranks mean nothing. A plain mean of all ranks lets one-sided
 checks (`dark` knows nothing of fog) drag real anomalies down. By default the consensus
 combines `soft`, `flat`, `exposure`, `alignment`, `background` and `lof` (the classes with
 `in_consensus`; setting `consensus_detectors`); the other detectors are computed for
