@@ -3,7 +3,7 @@
     .venv/bin/python bench/realcam.py FRAMES --labels LABELS.csv [--sample SAMPLE.txt]
         --out DIR [--timezone TZ --lat LAT --lon LON] [--model vgg16-hed-grid]
         [--config settings.toml] [--set KEY=VALUE ...] [--no-analyze] [--top 50]
-        [--sheet top.png]
+        [--sheet top.png] [--causes quality,camera ...] [--top-detector KEY]
 
 e.g. Kat Kam (../shared/realdata/katkam/README.md):
 
@@ -11,9 +11,6 @@ e.g. Kat Kam (../shared/realdata/katkam/README.md):
         --labels ../shared/realdata/katkam/labels.csv \
         --sample ../shared/realdata/katkam/sample.txt --out /work/data/katkam-run \
         --timezone America/Vancouver --lat 49.28 --lon -123.16
-
-More labelled cameras: `bench/cameras/` (ranhados for development; gardenbot is held out,
-measured once at the end: read bench/cameras/README.md first).
 
 It ingests FRAMES into DIR/realcam.duckdb, embeds every frame that lacks a vector for the model,
 and runs `analyze` (the pipeline's defaults, changed only by --config / --set), so a second
@@ -29,6 +26,10 @@ Labels: a CSV `file,label,kind[,confidence]`, `file` relative to FRAMES, `label`
 - `top`: the consensus's (or `--top-detector`'s) top `--top` over ALL daylight frames with their
   labels (unlabelled ones marked), and the share of junk among them.
 `--sheet FILE` draws that top as a PNG contact sheet of the stored thumbnails.
+`--causes quality,camera` also measures the consensus of only those causes (the junk a user of
+that camera counts): the sum of the run's stored cause scores, what `analyze --junk-causes
+quality,camera` computes, without another run (`--top-detector "consensus[quality+camera]"`
+ranks the top by it).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def parse_sets(pairs: list[str]) -> dict:
         if not sep or key not in fields:
             sys.exit(f"--set {pair}: expected KEY=VALUE with a known setting "
                      f"({', '.join(sorted(fields))})")
-        if "list" in str(fields[key].type):
+        if "list" in str(fields[key].type) or "tuple" in str(fields[key].type):
             out[key] = [v for v in value.split(",") if v]
             continue
         try:
@@ -113,8 +114,6 @@ def prepare(frames: Path, db: Path, settings, analyse: bool) -> dict:
 def load_scored(db: Path, model: str, labels, sample: set[str] | None):
     """(run_id, wide table): one row per frame with file, daylight, label, kind, in_sample and
     a column of scores per detector, from the model's latest complete run."""
-    import pandas as pd
-
     import store
     from store import analysis as sa
     from store import frames as sf
@@ -138,6 +137,27 @@ def load_scored(db: Path, model: str, labels, sample: set[str] | None):
     table["in_sample"] = (table["file"].isin(sample) if sample is not None
                           else table["label"].notna())
     return run_id, table.sort_values("frame_id").reset_index(drop=True), list(wide.columns)
+
+
+def add_consensus_of(table, causes: list[str]) -> str:
+    """Add the consensus a user counting only `causes` gets (`consensus[quality+camera]`): the
+    sum of the run's stored cause scores (`cause:<cause>`), as `analyze --junk-causes` sums
+    them (a cause without an opinion on a frame adds nothing); returns its column name."""
+    import numpy as np
+
+    from pipeline.causes import cause_key, check_causes
+
+    try:
+        causes = check_causes(causes, "--causes")
+    except ValueError as exc:
+        sys.exit(str(exc))
+    missing = [cause_key(c) for c in causes if cause_key(c) not in table]
+    if missing:
+        sys.exit(f"--causes: the run has no {', '.join(missing)} (a run made before causes?)")
+    name = f"consensus[{'+'.join(causes)}]"
+    table[name] = np.nansum(np.column_stack([table[cause_key(c)].astype(float)
+                                             for c in causes]), axis=1)
+    return name
 
 
 def filled(scores):
@@ -259,7 +279,11 @@ def main() -> None:
     parser.add_argument("--no-analyze", action="store_true",
                         help="score the latest complete run instead of analysing again")
     parser.add_argument("--top", type=int, default=50)
-    parser.add_argument("--top-detector", default="consensus")
+    parser.add_argument("--top-detector", default="consensus",
+                        help="rank the top by this detector (or by consensus[a+b] of --causes)")
+    parser.add_argument("--causes", action="append", default=[], metavar="CAUSE,...",
+                        help="also measure the consensus of only these causes, summed from the "
+                             "run's stored cause scores as --junk-causes would (repeatable)")
     parser.add_argument("--sheet", type=Path, default=None, help="write the top as a PNG")
     args = parser.parse_args()
 
@@ -275,6 +299,9 @@ def main() -> None:
     db = args.out / STORE_NAME
     timings = prepare(args.frames, db, settings, analyse=not args.no_analyze)
     run_id, table, detectors = load_scored(db, settings.model, labels, sample)
+    for causes in args.causes:
+        name = add_consensus_of(table, causes.split(","))
+        detectors.append(name)
     if args.top_detector not in detectors:
         sys.exit(f"--top-detector {args.top_detector}: the run has {', '.join(detectors)}")
     detectors = sorted(detectors, key=lambda d: (d != "consensus", d))

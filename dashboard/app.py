@@ -112,7 +112,11 @@ def _sidebar(opts: dict) -> None:
     if opts["detectors"]:
         sb.selectbox("Detector", opts["detectors"], key=filters.W_DET,
                      help="Ranks the gallery and sets the threshold below. "
-                          "Scores: higher = more abnormal.")
+                          "Scores: higher = more abnormal. `cause:...` is one cause of junk's "
+                          "score; `consensus` sums the junk causes the run counts.")
+        if opts.get("junk_causes"):
+            sb.caption("Junk causes counted by this run's consensus: "
+                       f"{', '.join(opts['junk_causes'])} (`analyze --junk-causes`).")
         kind = sb.selectbox("Threshold", THRESHOLD_KINDS, key=filters.W_THR_KIND,
                             format_func=filters.THRESHOLD_LABELS.get)
         if kind == "pct":

@@ -43,7 +43,7 @@ DEFAULT_TOPK = 100
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HOURS = re.compile(r"^(\d{1,2})-(\d{1,2})$")
 _INT = re.compile(r"^-?\d{1,9}$")
-_KEY = re.compile(r"^[a-z0-9_\-]{1,40}$")
+_KEY = re.compile(r"^[a-z0-9_\-]{1,40}(:[a-z0-9_\-]{1,40})?$")  # cause scores: cause:quality
 _THR = re.compile(r"^(all|flagged|pct(\d{1,3}(?:\.\d{1,2})?)|top(\d{1,7}))$")
 
 

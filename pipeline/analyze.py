@@ -6,16 +6,18 @@ of the frames so a small store is not fitted in 64 dims; fitted on a `pca_fit_fr
 then every vector is streamed from the store and projected a batch at a time, so the matrix is
 never in memory whole), builds one nearest-neighbour index (`pipeline.neighbors`) that serves
 `lof`, `knn` and the `neighbors` table (exact, or approximate at large n with its recall
-against exact search measured on a sample and kept in the run's parameters), clusters
-(k-means with k by silhouette, or HDBSCAN on `cluster_dims` PCA dims), maps to 2-D (PCA or
-UMAP), fits every requested detector plus `consensus` (`pipeline.detectors`), scores the
-frames through the fitted run (`pipeline.fitted.FittedRun.score`, as `score-new` does), groups
-the consensus's flags into incidents (`pipeline.incidents`), closes the archive mosaic
-(`pipeline.mosaic`, whose cells fill from the thumbnails the background detector decodes) and
-writes the run in one transaction with its fitted state, each detector's facts (in its params,
-for the dashboard), its incidents and the per-run aggregates the dashboard reads
-(`store.aggregates`). The run row is 'running' while it works; on any failure it becomes
-'failed' with the reason and no rows.
+against exact search measured on a sample and kept in the run's parameters), clusters (k-means with k by silhouette, or HDBSCAN on
+`cluster_dims` PCA dims), maps to 2-D (PCA or UMAP), fits every requested detector plus
+`consensus` (`pipeline.detectors`: a score per cause of junk, `cause:<cause>`, and their sum
+over the setting `junk_causes`, recorded in the run's params; frames ingested before
+`local_contrast` was measured get it from their thumbnails first), scores the frames through the fitted run
+(`pipeline.fitted.FittedRun.score`, as `score-new` does), groups the consensus's flags into
+incidents (`pipeline.incidents`), closes the archive mosaic (`pipeline.mosaic`, whose cells
+fill from the thumbnails the background detector decodes) and writes the run in one
+transaction with its fitted state, each detector's facts (in its params, for the dashboard),
+its incidents and the per-run aggregates the dashboard reads (`store.aggregates`). The run
+row is 'running' while it works; on any failure it becomes 'failed' with the reason and no
+rows.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ import pandas as pd
 
 import store
 from pipeline import __version__
+from pipeline.causes import cause_key
 from pipeline.daylight import PLACE_KEYS
 from pipeline.detectors import (CONSENSUS, CONSENSUS_RULES, DETECTORS, Consensus, FrameBatch,
                                 make_detector)
 from pipeline.errors import AnalysisError, InputError
 from pipeline.fitted import (FittedRun, library_versions, neighbor_rows, neighbors_needed,
                              project)
+from pipeline.imagestats import backfill_local_contrast
 from pipeline.incidents import run_incidents
 from pipeline.mosaic import READ_CHUNK as MOSAIC_CHUNK, MosaicBuilder
 from pipeline.neighbors import NeighborIndex
@@ -237,6 +241,11 @@ def _say(progress: bool, text: str) -> None:
 
 def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_id: int,
                  params: dict[str, Any], steps: _Steps, progress: bool) -> AnalyzeResult:
+    if any("frame_stats" in DETECTORS[k].needs for k in keys):
+        filled = steps.run("backfill", backfill_local_contrast, db)
+        if filled:
+            _say(progress, f"local contrast measured from the stored thumbnails of {filled} "
+                           "frames ingested before it was")
     _say(progress, f"analysis run {run_id}: loading and projecting {model} vectors")
     ids, frames, scaler, pca, n_dims, z = load_projected(db, model, settings, steps)
     n = len(ids)
@@ -245,7 +254,8 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
         if det.n_neighbors_needed > n - 1:
             det.set_params(n_neighbors=n - 1)
     needs_pixels = any("thumbnails" in det.needs for det in detectors.values())
-    batch = FrameBatch.from_frames(ids, z, frames)
+    lat, lon = params.get("lat"), params.get("lon")
+    batch = FrameBatch.from_frames(ids, z, frames, lat=lat, lon=lon)
     del frames  # the batch holds what the detectors use (paths and all are 100s of MB at 3M)
     reader = ThumbnailReader(db)
     mosaic = MosaicBuilder(batch.frame_ids, batch.local_time, reader.aspect(batch.frame_ids))
@@ -279,15 +289,21 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     detectors = {k: d for k, d in detectors.items() if np.isfinite(d.decision_scores_).any()}
     chosen = [k for k in settings.consensus_detectors if k in detectors] or list(detectors)
     fit_pcts = {k: d.percentile(d.decision_scores_) for k, d in detectors.items()}
-    consensus = steps.run("detector:consensus", Consensus(
-        chosen, settings.consensus_rule, settings.contamination).fit, fit_pcts)
+    try:
+        consensus = steps.run("detector:consensus", Consensus(
+            chosen, settings.consensus_rule, settings.contamination,
+            junk_causes=list(settings.junk_causes)).fit, fit_pcts)
+    except ValueError as exc:  # no consensus detector of a junk cause scored
+        raise AnalysisError(f"{exc}: count another cause (--junk-causes) or add a detector of "
+                            "one (--detectors, setting consensus_detectors)") from None
 
     first = batch.nn_dist[:, 0]
     too_far = float(np.quantile(first[np.isfinite(first)], settings.too_far_quantile))
     fitted = FittedRun(run_id=run_id, model=model, scaler=scaler, pca=pca, n_dims=n_dims,
                        index=index, detectors=detectors, consensus=consensus,
                        clusterer=clusterer, cluster_of_fit=labels, too_far_distance=too_far,
-                       versions=library_versions(), map_kind=map_kind, mapper=mapper)
+                       versions=library_versions(), map_kind=map_kind, mapper=mapper,
+                       lat=lat, lon=lon)
     scored = fitted.score(batch, of_fit=True)
     _say(progress, "incidents and the archive mosaic")
     incidents = steps.run("incidents", run_incidents, batch, scored, detectors, consensus,
@@ -307,8 +323,10 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
                   detectors=list(detectors),
                   consensus_of=chosen,
                   too_far_distance=too_far,
-                  detector_facts={key: scorer.facts() for key, scorer
-                                  in {**detectors, CONSENSUS: consensus}.items()},
+                  detector_facts={key: scorer.facts() for key, scorer in {
+                      **detectors,
+                      **{cause_key(c): s for c, s in consensus.causes_.items()},
+                      CONSENSUS: consensus}.items()},
                   n_incidents=len(incidents),
                   mosaic={"frames": archive.n_frames, "decoded_for_it": archive.n_decoded,
                           "seconds": archive.seconds})

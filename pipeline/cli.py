@@ -86,6 +86,11 @@ def _executor_options(func):
                         help=help_for("executor"))(func)
 
 
+def _junk_causes_option(func):
+    return click.option("--junk-causes", "junk_causes", metavar="CAUSE,...",
+                        help=help_for("junk_causes"))(func)
+
+
 def _folder_argument(func):
     # existence is checked by the command (InputError: one line, exit 1), not by click (exit 2)
     return click.argument("folder", type=click.Path(path_type=Path))(func)
@@ -160,16 +165,17 @@ def info(db: Path) -> None:
 @click.option("--detectors", help="comma-separated detector keys")
 @_precision_option
 @_executor_options
+@_junk_causes_option
 @click.pass_context
 def run(ctx, folder, db, timezone, lat, lon, model, weights, weather_csv, detectors,
-        precision, executor, ray_address) -> None:
+        precision, executor, ray_address, junk_causes) -> None:
     """Ingest + embed (one read and decode per new file) + (weather import) + analyze FOLDER
     into the store, incrementally."""
     from pipeline.runner import run_all
 
     settings = _settings(ctx, timezone=timezone, lat=lat, lon=lon, model=model, weights=weights,
                          detectors=_split(detectors), precision=precision, executor=executor,
-                         ray_address=ray_address)
+                         ray_address=ray_address, junk_causes=_split(junk_causes))
     with store.writer_lock(db):  # the same lock run_all takes: the store's models hold still
         settings = _with_model(settings, db, model)
         for line in run_all(folder, db, settings, weather_csv=weather_csv):
@@ -197,8 +203,10 @@ def run(ctx, folder, db, timezone, lat, lon, model, weights, weather_csv, detect
               help="start the dashboard when done")
 @click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True,
               help="dashboard port")
+@_junk_causes_option
 @click.pass_context
-def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port) -> None:
+def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port,
+         junk_causes) -> None:
     """Render a synthetic garden time-lapse, run every stage on it, open the dashboard."""
     from pipeline.demo import DEMO_PLACE, render_demo
     from pipeline.runner import import_ground_truth, run_all, serve_dashboard
@@ -209,7 +217,7 @@ def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port) ->
                            start=start.date() if start else None, size=_size(size))
     click.echo(rendered.describe())
     settings = _settings(ctx, timezone=DEMO_PLACE.timezone, lat=DEMO_PLACE.lat,
-                         lon=DEMO_PLACE.lon, model=model)
+                         lon=DEMO_PLACE.lon, model=model, junk_causes=_split(junk_causes))
     with store.writer_lock(db):
         settings = _with_model(settings, db, model)
         for line in run_all(rendered.frames_dir, db, settings, weather_csv=rendered.weather_csv):
@@ -457,25 +465,32 @@ def _describe_place(done: dict) -> str:
 @click.option("--contamination", type=float, help=help_for("contamination"))
 @click.option("--map", "map_method", type=click.Choice(["pca", "umap"]), help=help_for("map_method"))
 @click.option("--consensus-rule", "consensus_rule", help=help_for("consensus_rule"))
+@_junk_causes_option
 @click.option("--random-state", "random_state", type=int, help=help_for("random_state"))
 @click.option("--incident-gap", "incident_gap_frames", type=click.IntRange(min=0),
               help=help_for("incident_gap_frames"))
 @click.option("--quiet", is_flag=True, help="no progress lines")
 @click.pass_context
 def analyze(ctx, db: Path, model, detectors, clusterer, n_clusters, contamination, map_method,
-            consensus_rule, random_state, incident_gap_frames, quiet) -> None:
+            consensus_rule, junk_causes, random_state, incident_gap_frames, quiet) -> None:
     """Cluster and score the frames' embeddings: writes one new analysis run.
 
     \b
-    Detectors: iforest lof knn ecod copod hbos (PyOD, on the PCA space), temporal same_time
-    (time-lapse aware), background (the fixed scene, from the stored thumbnails), dark
-    overexposed blurry low_information haze (image quality); consensus is always added
-    (by default it combines lof, background and the image checks).
+    Detectors, by the cause of junk they see:
+      quality  soft flat exposure (against the camera's own good frames under the same sun);
+               dark overexposed blurry low_information haze (one-sided, side by side)
+      camera   alignment (the view no longer lines up: moved, knocked, zoomed)
+      scene    background (the fixed scene, from the stored thumbnails)
+      rarity   iforest lof knn ecod copod hbos (PyOD, on the PCA space), temporal same_time
+    Each cause gets a score (cause:quality, ...); consensus is always added: the sum of the
+    --junk-causes (default all four; by default from soft, flat, exposure, alignment,
+    background and lof).
     """
     settings = _settings(ctx, detectors=_split(detectors), clusterer=clusterer,
                          n_clusters=n_clusters, contamination=contamination,
                          map_method=map_method, consensus_rule=consensus_rule,
-                         random_state=random_state, incident_gap_frames=incident_gap_frames)
+                         junk_causes=_split(junk_causes), random_state=random_state,
+                         incident_gap_frames=incident_gap_frames)
     with store.writer_lock(db):  # first: a busy store is refused before scikit-learn loads
         from pipeline.analyze import analyze as run_analysis
 

@@ -5,9 +5,10 @@
   a time at or before one already seen in the hour is the second pass); in the spring-forward
   gap a time does not exist: it is read with the offset from before the gap (02:30 -> 03:30
   summer time, as a camera that has not changed yet). Both are counted.
-- `sun_elevation()` is astral's solar position, vectorised: astral gives the sun's declination
-  and equation of time at hourly knots, numpy interpolates them and does the geometry and
-  refraction for every frame (750k frames in about a second).
+- `sun_position()` (and `sun_elevation()`) is astral's solar position, vectorised: astral gives
+  the sun's declination and equation of time at hourly knots, numpy interpolates them and does
+  the geometry and refraction for every frame (750k frames in about a second): the elevation
+  and the azimuth (degrees clockwise from north).
 - `classify()`: day above `day_min_elevation`, twilight down to `twilight_min_elevation`, night
   below; without a location from the mean luma of the frame (daylight_source = 'brightness').
 - `place()` remembers the timezone, lat/lon and clock offset in the store (`store.kv`), and
@@ -172,15 +173,23 @@ def utc_to_local(utc: pd.DatetimeIndex, tz: str | None) -> tuple[pd.DatetimeInde
 
 def sun_elevation(utc, lat: float, lon: float) -> np.ndarray:
     """Sun elevation in degrees (with refraction, as `astral.sun.elevation`) at UTC instants."""
+    return sun_position(utc, lat, lon)[0]
+
+
+def sun_position(utc, lat: float, lon: float) -> tuple[np.ndarray, np.ndarray]:
+    """(elevation, azimuth) of the sun in degrees at UTC instants, as `astral.sun.elevation`
+    (with refraction) and `astral.sun.azimuth` (clockwise from north) give them; NaN where
+    the time is unknown."""
     from astral import sun as astral_sun
 
     utc = pd.DatetimeIndex(utc)
     if utc.tz is None:
         utc = utc.tz_localize("UTC")
     valid = ~utc.isna()
-    out = np.full(len(utc), np.nan)
+    elevation_out = np.full(len(utc), np.nan)
+    azimuth_out = np.full(len(utc), np.nan)
     if not valid.any():
-        return out
+        return elevation_out, azimuth_out
     # astral truncates to whole seconds
     seconds = (utc[valid].tz_convert("UTC").as_unit("us").asi8 // 1_000_000).astype(np.float64)
     hours = np.floor(seconds / 3600.0)
@@ -196,13 +205,24 @@ def sun_elevation(utc, lat: float, lon: float) -> np.ndarray:
     latitude = float(np.clip(lat, -89.8, 89.8))
     minutes_of_day = np.mod(seconds, 86400.0) / 60.0
     true_solar = np.mod(minutes_of_day + eqtime + 4.0 * float(lon), 1440.0)
-    hour_angle = np.radians(true_solar / 4.0 - 180.0)
+    hour_angle_deg = true_solar / 4.0 - 180.0
+    hour_angle = np.radians(hour_angle_deg)
     lat_r, decl_r = np.radians(latitude), np.radians(declination)
     cos_zenith = np.clip(np.cos(lat_r) * np.cos(decl_r) * np.cos(hour_angle)
                          + np.sin(lat_r) * np.sin(decl_r), -1.0, 1.0)
-    elevation = 90.0 - np.degrees(np.arccos(cos_zenith))
-    out[valid] = elevation + _refraction(elevation)
-    return out
+    zenith = np.degrees(np.arccos(cos_zenith))
+    elevation = 90.0 - zenith
+    elevation_out[valid] = elevation + _refraction(elevation)
+    # azimuth as astral computes it: from the zenith, east of the meridian before solar noon
+    denominator = np.cos(lat_r) * np.sin(np.radians(zenith))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.clip((np.sin(lat_r) * np.cos(np.radians(zenith)) - np.sin(decl_r))
+                        / denominator, -1.0, 1.0)
+    azimuth = 180.0 - np.degrees(np.arccos(ratio))
+    azimuth = np.where(hour_angle_deg > 0.0, -azimuth, azimuth)
+    azimuth = np.where(np.abs(denominator) > 0.001, azimuth, 180.0 if latitude > 0 else 0.0)
+    azimuth_out[valid] = np.mod(azimuth, 360.0)
+    return elevation_out, azimuth_out
 
 
 def _refraction(elevation: np.ndarray) -> np.ndarray:

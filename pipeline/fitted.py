@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import __version__
+from pipeline.causes import cause_key
 from pipeline.detectors import CONSENSUS, DETECTORS, Consensus, Detector, FrameBatch
 from pipeline.detectors.background.alignment import Alignment
 from pipeline.detectors.background.eigen import BackgroundModel, TimeOfDayNoise
@@ -37,9 +38,10 @@ N_TABLE_NEIGHBORS = 8  # rows per frame in the `neighbors` table
 
 @dataclass
 class RunScores:
-    """Every detector's and the consensus' scores of a batch's frames: `scores` (higher = more
-    abnormal; NaN: no score), `pcts` (0..1 rank among the fit's scores) and `flags`
-    (is_outlier), each keyed by detector, in the order of `frame_ids`."""
+    """Every detector's, every cause's (`cause:<cause>`) and the consensus' scores of a batch's
+    frames: `scores` (higher = more abnormal; NaN: no score), `pcts` (0..1 rank among the
+    fit's scores) and `flags` (is_outlier), each keyed by detector, in the order of
+    `frame_ids`."""
 
     frame_ids: np.ndarray
     scores: dict[str, np.ndarray]
@@ -80,6 +82,13 @@ class FittedRun(Versioned):
     versions: dict[str, str]
     map_kind: str = "pca"
     mapper: Any = None
+    lat: float | None = None              # the camera's place when fitted (the sun's position)
+    lon: float | None = None
+    format_version = 2
+
+    def _upgrade(self, state: dict[str, Any], version: int) -> dict[str, Any]:
+        # formats before 2 had no detector that reads the sun's position
+        return {"lat": None, "lon": None, **state}
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         """Raw vectors -> the run's PCA space (float32)."""
@@ -111,7 +120,8 @@ class FittedRun(Versioned):
         context (`serve`: the uploads of several requests); the detectors whose scores depend
         on the other new frames (`uses_batch_frames`) score each group on its own, the others
         the whole batch at once."""
-        scorers = {**self.detectors, CONSENSUS: self.consensus}
+        causes = {cause_key(c): scorer for c, scorer in self.consensus.causes_.items()}
+        scorers = {**self.detectors, **causes, CONSENSUS: self.consensus}
         scores: dict[str, np.ndarray] = {}
         pcts: dict[str, np.ndarray] = {}
         for key, det in self.detectors.items():
@@ -125,8 +135,17 @@ class FittedRun(Versioned):
             else:
                 scores[key] = det.decision_function(batch)
             pcts[key] = det.percentile(scores[key])
-        scores[CONSENSUS] = (self.consensus.decision_scores_ if of_fit
-                             else self.consensus.decision_function(pcts))
+        if of_fit:
+            by_cause = {c: s.decision_scores_ for c, s in self.consensus.causes_.items()}
+            scores_consensus = self.consensus.decision_scores_
+        else:
+            by_cause, scores_consensus = self.consensus.score_causes(
+                {k: pcts[k] for k in self.detectors})
+        for cause, scorer in self.consensus.causes_.items():
+            key = cause_key(cause)
+            scores[key] = by_cause[cause]
+            pcts[key] = scorer.percentile(scores[key])
+        scores[CONSENSUS] = scores_consensus
         pcts[CONSENSUS] = self.consensus.percentile(scores[CONSENSUS])
         flags = {key: scorers[key].predict_scores(s) for key, s in scores.items()}
         return RunScores(batch.frame_ids, scores, pcts, flags)

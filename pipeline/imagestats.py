@@ -16,7 +16,11 @@ clear message instead.
 Statistics (all on the RGB thumbnail, 0..255 scale):
 - `mean_luma`: mean Rec.601 luma; `contrast`: its standard deviation;
 - `sharpness`: variance of the 4-neighbour Laplacian of luma (low = blurred or foggy);
-- `colorfulness`: Hasler & Suesstrunk (2003) metric (0 = grey, ~100+ = very colourful).
+- `colorfulness`: Hasler & Suesstrunk (2003) metric (0 = grey, ~100+ = very colourful);
+- `local_contrast`: the mean over the image of luma's standard deviation in each 9 x 9 window
+  (low = flat: haze, fog, smoke, a wet film), measured on the stored JPEG thumbnail itself, so
+  that `backfill_local_contrast` gives frames ingested before it the very value ingest gives
+  (JPEG at quality 80 takes up to a sixth of the local contrast of a smooth image).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import simplejpeg
+from scipy import ndimage
 
 from pipeline import pixels
 from pipeline.timestamps import FrameTime, frame_time
@@ -73,6 +79,7 @@ class FrameResult:
     thumbnail: bytes | None = None
     thumb_width: int | None = None
     thumb_height: int | None = None
+    local_contrast: float | None = None
     time: FrameTime | None = None
     model_input: np.ndarray | None = None   # uint8 [s, s, 3] when the task asked for it
 
@@ -128,6 +135,7 @@ def read_frame_bytes(data: bytes, result: FrameResult, thumb_size: int,
     image.save(buffer, "JPEG", quality=THUMBNAIL_QUALITY)
     result.thumbnail = buffer.getvalue()
     result.thumb_width, result.thumb_height = image.size
+    result.local_contrast = thumbnail_local_contrast(result.thumbnail)
     return result
 
 
@@ -146,6 +154,60 @@ def image_stats(rgb: np.ndarray) -> Stats:
     colorfulness = float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
     return Stats(mean_luma=float(luma.mean()), contrast=float(luma.std()),
                  sharpness=sharpness, colorfulness=colorfulness)
+
+
+LOCAL_WINDOW = 9  # pixels across the window of `local_contrast` (on a ~256 px thumbnail)
+
+
+def local_contrast(rgb: np.ndarray) -> float:
+    """Mean over an RGB image (H, W, 3; 0..255) of the standard deviation of luma in the
+    `LOCAL_WINDOW` x `LOCAL_WINDOW` window around each pixel."""
+    luma = np.asarray(rgb, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    mean = ndimage.uniform_filter(luma, LOCAL_WINDOW)
+    np.square(luma, out=luma)
+    mean_square = ndimage.uniform_filter(luma, LOCAL_WINDOW)
+    mean_square -= np.square(mean)
+    return float(np.sqrt(np.maximum(mean_square, 0)).mean())
+
+
+def thumbnail_local_contrast(jpeg: bytes) -> float | None:
+    """`local_contrast` of a stored thumbnail (None when it cannot be decoded)."""
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(jpeg)
+    except ValueError:
+        return None
+    grid = pixels.decode_thumbnail(jpeg, (width, height))
+    return None if grid is None else local_contrast(grid)
+
+
+def backfill_local_contrast(db, chunk: int = 1024) -> int:
+    """Give frames ingested before `local_contrast` was measured the value ingest would give
+    them, from their stored thumbnails (a thumbnail that cannot be decoded leaves NULL).
+    Returns the number of frames filled in; one short write per `chunk` frames."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+
+    import store
+    from store import frames as frames_store
+
+    with store.connect(db) as con:
+        missing = frames_store.lacking_local_contrast(con)
+    filled = 0
+    with ThreadPoolExecutor(2) as pool:
+        for start in range(0, len(missing), chunk):
+            part = missing[start:start + chunk]
+            with store.connect(db) as con:
+                thumbs = frames_store.thumbnails(con, part)
+            values = list(pool.map(thumbnail_local_contrast,
+                                   (bytes(j) for j in thumbs["jpeg"])))
+            rows = pd.DataFrame({"frame_id": thumbs["frame_id"].to_numpy(np.int64),
+                                 "local_contrast": pd.array(values, dtype="Float64")})
+            rows = rows[rows["local_contrast"].notna()]
+            with store.connect(db) as con:
+                frames_store.update_local_contrast(con, rows)
+            filled += len(rows)
+    return filled
 
 
 def decode_stats(task: tuple[str, int, int]) -> Stats:

@@ -16,12 +16,12 @@ shower), so `analyze` groups the consensus's flags into incidents and writes the
   unflagged frames between included (marking an incident junk marks them all); start and end
   are the first and last flagged frame's times; the peak is the highest consensus score, and
   its frame is the representative.
-- **Its cause** (`cause_evidence` and `name_cause`, the one rule, meant to be replaced when
-  per-cause scores exist): the plain cause with the largest tail evidence summed over the
-  incident's flagged frames. A frame's evidence for a cause is the largest tail evidence
-  -log(1 - rank) (as the consensus counts it) among the consensus's detectors of that cause,
-  each detector's evidence first split among causes by its `cause_split` (a frame the
-  background detector finds shifted is "camera moved"). Causes whose sums come within
+- **Its cause** (`cause_evidence` and `name_cause`, the one rule): the plain cause with the
+  largest tail evidence summed over the incident's flagged frames. A frame's evidence for a
+  plain cause is the largest tail evidence -log(1 - rank) (as the consensus counts it) among
+  the consensus's detectors of that plain cause whose cause of junk the user counts
+  (`junk_causes`: a building site's diggers name no incident), each detector's evidence first
+  split among plain causes by its `cause_split` (`exposure`: too dark or too bright). Causes whose sums come within
   `CAUSE_TIE` of the largest count as tied, and the order of `PLAIN_CAUSES` picks among them:
   at the top of the ranks a few places decide little (a black frame is among the darkest,
   flattest and least sharp frames at once, in whichever order), and one cause brings another's
@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.causes import CAUSES
 from pipeline.detectors import CONSENSUS, PLAIN_CAUSES, Consensus, Detector
 from pipeline.detectors.consensus import tail_evidence
 
@@ -146,7 +147,9 @@ def run_incidents(batch, scored, detectors: dict[str, Detector], consensus: Cons
                   gap: int) -> Incidents:
     """The incidents of an analysed batch (the `FrameBatch` the run was fitted on) from its
     `RunScores`."""
-    splits = {k: detectors[k].cause_split() for k in consensus.keys if k in detectors}
+    counted = consensus.junk_causes or list(CAUSES)  # a cause the user does not count
+    splits = {k: detectors[k].cause_split() for k in consensus.keys  # names no incident
+              if k in detectors and detectors[k].cause in counted}
     evidence = cause_evidence(scored.pcts, splits, consensus.n_reference_)
     return find_incidents(batch.frame_ids, batch.local_time, batch.daylight,
                           scored.flags[CONSENSUS], scored.scores[CONSENSUS],

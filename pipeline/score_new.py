@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 import store
+from pipeline.causes import cause_key
 from pipeline.detectors import CONSENSUS, FrameBatch
 from pipeline.errors import AnalysisError
 from pipeline.fitted import (FittedRun, RunScores, library_versions, neighbor_rows,
@@ -213,7 +214,8 @@ def score_batch(fitted: FittedRun, frame_ids: np.ndarray, vectors: np.ndarray,
     frames of one folder are in `score-new`, unless `groups` (a label per frame) says which
     frames belong together (`FittedRun.score`)."""
     z = fitted.transform(vectors)
-    batch = FrameBatch.from_frames(frame_ids, z, frames, pixels=pixels)
+    batch = FrameBatch.from_frames(frame_ids, z, frames, pixels=pixels, lat=fitted.lat,
+                                   lon=fitted.lon)
     fitted.index.attach(batch, max(neighbors_needed(fitted.detectors), n_nearest))
     scored = fitted.score(batch, groups=groups)
     labels = np.asarray(fitted.predict_cluster(z, batch.nn_idx), dtype=np.int64)
@@ -270,7 +272,7 @@ def score_frames(db: Path, fitted: FittedRun, frame_ids: np.ndarray,
 def _empty_report(fitted: FittedRun) -> pd.DataFrame:
     cols = ["frame_id", "path", "cluster", "nearest_frame_id", "nearest_path", "nearest_cluster",
             "nearest_distance", "too_far"]
-    for key in [*fitted.detectors, CONSENSUS]:
+    for key in [*fitted.detectors, *map(cause_key, fitted.consensus.causes_), CONSENSUS]:
         cols += [key, f"{key}_pct"]
     return pd.DataFrame(columns=cols + ["is_outlier"])
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.causes import CAUSES, check_causes
 from pipeline.errors import InputError
 from pipeline.models.registry import AUTO, DEFAULT_MODEL, PRECISION_CHOICES
 
@@ -112,7 +113,14 @@ class Settings:
     random_state: int = _setting(0, "seed for every random step", 0, 2**32 - 1)
     consensus_rule: str = _setting(
         "family_tail",
-        "how `consensus` combines detector ranks (see pipeline/detectors/consensus.py)")
+        "how `consensus` combines the ranks of one cause's detectors (see "
+        "pipeline/detectors/consensus.py)")
+    junk_causes: tuple = _setting(
+        tuple(CAUSES),
+        "causes of junk the consensus counts, comma-separated: quality (blur, haze, water on the "
+        "lens, exposure), camera (moved, knocked), scene (something in front or new in the "
+        "scene), rarity (unlike the other frames); a building-site camera counts "
+        "quality,camera")
     neighbor_index: str = _setting(
         "auto", "nearest-neighbour index: 'exact', 'kdtree', 'ivf' (approximate) or 'auto' "
         "(kdtree in <= 12 PCA dims, else exact up to 100k frames, then ivf with its recall "
@@ -182,6 +190,15 @@ class Settings:
         return cls(**values)
 
     def __post_init__(self) -> None:
+        causes = self.junk_causes
+        if isinstance(causes, str):
+            causes = causes.split(",")
+        if not isinstance(causes, (list, tuple)):
+            raise InputError(f"setting junk_causes must be a list of causes, not {causes!r}")
+        try:
+            self.junk_causes = tuple(check_causes(causes))
+        except ValueError as exc:
+            raise InputError(f"setting {exc}") from None
         for f in dataclasses.fields(self):
             choices = f.metadata["choices"]
             if choices is not None and getattr(self, f.name) not in choices:

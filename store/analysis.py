@@ -28,7 +28,7 @@ from store.db import fetch_one, log_failed, scalar
 from store.db import execute as _run, ids_table as _ids_table
 
 _FRAME_COLUMNS = ("frame_id", "path", "taken_at", "taken_at_utc", "mean_luma", "contrast",
-                  "sharpness", "colorfulness", "daylight")
+                  "sharpness", "colorfulness", "local_contrast", "daylight")
 
 # Tables whose rows belong to one run (deleted with it); `analysis_runs` itself comes last.
 RUN_TABLES = ("clusters", "outlier_scores", "neighbors", "fitted_runs", *aggregates.TABLES)

@@ -425,6 +425,8 @@ def options(con: duckdb.DuckDBPyConnection, run_id: int | None = None) -> dict[s
         "detectors": detectors(con, run_id),
         "runs": complete_run_ids(con),
         "run_id": run_id,
+        # the causes of junk the run's consensus counts (`--junk-causes`); [] before causes
+        "junk_causes": list(run_params(con, run_id).get("junk_causes") or []),
     }
 
 

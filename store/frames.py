@@ -22,7 +22,11 @@ FRAME_COLUMNS = [
     "path", "root", "location", "taken_at", "taken_at_utc", "time_source", "utc_offset_min",
     "source_utc", "width", "height", "file_bytes", "file_mtime", "content_hash", "mean_luma",
     "contrast", "sharpness", "colorfulness", "sun_elevation", "daylight", "daylight_source",
+    "local_contrast",
 ]
+# Frame measures added after the first schema: rows written without them leave them NULL
+# (`pipeline.imagestats.backfill_local_contrast` fills local_contrast in later).
+OPTIONAL_COLUMNS = ["local_contrast"]
 TIME_COLUMNS = ["taken_at", "taken_at_utc", "utc_offset_min", "sun_elevation", "daylight",
                 "daylight_source"]
 # Rows that describe a frame's old pixels: removed when its file's content changes.
@@ -131,6 +135,9 @@ def write_batch(con: duckdb.DuckDBPyConnection, batch: FrameBatch) -> int:
     registered: list[str] = []
 
     def register(name: str, frame: pd.DataFrame) -> None:
+        if name.endswith("_frames"):  # frame rows: a measure not taken stays NULL
+            frame = frame.reindex(columns=[*frame.columns, *(
+                c for c in OPTIONAL_COLUMNS if c not in frame.columns)])
         con.register(name, frame)
         registered.append(name)
 
@@ -228,6 +235,30 @@ def update_times(con: duckdb.DuckDBPyConnection, times: pd.DataFrame) -> None:
         raise
     finally:
         con.unregister("_times")
+
+
+def lacking_local_contrast(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Frames with a thumbnail but no local contrast (ingested before it was measured)."""
+    rows = con.sql("SELECT f.frame_id FROM frames f JOIN thumbnails t USING (frame_id) "
+                   "WHERE f.local_contrast IS NULL ORDER BY f.frame_id").fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def update_local_contrast(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
+    """Write `local_contrast` for frames (frame_id, local_contrast), one transaction."""
+    if rows.empty:
+        return
+    con.register("_contrast", rows[["frame_id", "local_contrast"]])
+    con.execute("BEGIN TRANSACTION")
+    try:
+        _run(con, "UPDATE frames SET local_contrast = c.local_contrast FROM _contrast c "
+                  "WHERE frames.frame_id = c.frame_id")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.unregister("_contrast")
 
 
 # --- summary readers for `info` ----------------------------------------------------------------

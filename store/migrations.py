@@ -420,11 +420,20 @@ ALTER TABLE embeddings ADD COLUMN precision VARCHAR NOT NULL DEFAULT 'float32';
 ALTER TABLE models ADD COLUMN precision VARCHAR NOT NULL DEFAULT 'float32';
 """
 
+# Each frame's local contrast (the mean 9x9 standard deviation of the stored thumbnail's luma,
+# which the `flat` detector compares with the camera's own good frames). Frames ingested before
+# it have NULL until `analyze` fills them in from their stored thumbnails
+# (`pipeline.imagestats.backfill_local_contrast`). 
+_LOCAL_CONTRAST = """
+ALTER TABLE frames ADD COLUMN IF NOT EXISTS local_contrast DOUBLE;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
     (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
     (3, "incidents and per-run aggregates", _AGGREGATES),
     (4, "the numeric precision of every vector and model row", _PRECISION),
+    (5, "frames.local_contrast", _LOCAL_CONTRAST),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -10,11 +10,15 @@ order below, which is the registry's order and that of the default `detectors` s
 - `embedding`: `iforest`, `lof`, `knn`, `ecod`, `copod`, `hbos` on the run's PCA space;
 - `timelapse`: `temporal` and `same_time`, compared with frames near in time or at the same
   time of day on other days;
+- `own`: `soft`, `flat`, `exposure`, image quality against the camera's own good frames under
+  the same sun;
+- `camera`: `alignment`, whether the view still lines up (a moved, knocked or zoomed camera);
 - `background` (a sub-package): the fixed camera's learned background;
 - `quality`: `dark`, `overexposed`, `blurry`, `low_information`, `haze` from the frame
-  statistics;
-- `consensus`: `Consensus`, the detectors' evidence combined by family (not in the registry:
-  it is fitted on the detectors' ranks, not on frames, and is always added).
+  statistics (side by side, out of the default consensus);
+- `consensus`: `Consensus`, each cause's score from its detectors and their sum over the causes
+  the user counts as junk (not in the registry: it is fitted on the detectors' ranks, not on
+  frames, and is always added).
 
 A frame that was in the fit gets exactly the score it got in the fit (neighbour searches
 exclude the frame itself by frame_id), so `score-new` agrees with the run.
@@ -29,6 +33,8 @@ tests read the registry, so nothing else is edited.
 # order, and so the order of the default `detectors` and `consensus_detectors` settings.
 from pipeline.detectors import embedding  # noqa: F401
 from pipeline.detectors import timelapse  # noqa: F401
+from pipeline.detectors import own  # noqa: F401
+from pipeline.detectors import camera  # noqa: F401
 from pipeline.detectors import background  # noqa: F401
 from pipeline.detectors import quality  # noqa: F401
 # isort: on
@@ -47,13 +53,16 @@ from pipeline.detectors.batch import FrameBatch
 from pipeline.detectors.consensus import (
     CONSENSUS,
     CONSENSUS_RULES,
+    CauseScore,
     Consensus,
+    cause_scores,
     consensus_scores,
 )
 
 __all__ = [
     "CONSENSUS",
     "CONSENSUS_RULES",
+    "CauseScore",
     "DETECTORS",
     "NEEDS",
     "PLAIN_CAUSES",
@@ -61,6 +70,7 @@ __all__ = [
     "Detector",
     "FrameBatch",
     "Scorer",
+    "cause_scores",
     "consensus_scores",
     "default_consensus",
     "default_detectors",

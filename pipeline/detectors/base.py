@@ -6,15 +6,20 @@ everything else derives from the registry (`DETECTORS`): the default lists in
 not score (`unscorable`), where consensus starts counting its ranks as evidence
 (`evidence_from`), how many neighbours the shared index must attach (`n_neighbors_needed`), and
 the facts each run records for the dashboard (`Scorer.facts`: its `summary`, evidence `family`,
-`order` in lists and `plain_cause`; the dashboard never imports the pipeline, so it reads them
-from the run). A fact shared by a family is set once on the family's base class.
+`order` in lists, `cause` and `plain_cause`; the dashboard never imports the pipeline, so it
+reads them from the run). A fact shared by a family is set once on the family's base class.
 
-`plain_cause` names what a high score means in words a camera owner uses (one of `PLAIN_CAUSES`:
-"too dark", "fog or haze", "camera moved", "something in the scene", "unusual" for the detectors
-that only say a frame is rare, ...): an incident is named after the plain cause that carries
-most of its evidence (`pipeline.incidents`). `cause_split` says how a detector's evidence on the
-fit's frames divides among plain causes when one detector sees more than one (the background
-detector's alignment part is "camera moved").
+Each detector carries two names for what it sees. `cause` is the kind of junk
+(`pipeline.causes`: quality, camera, scene, rarity): the consensus scores each cause from its
+detectors and sums the causes the user counts as junk (setting `junk_causes`). `plain_cause`
+names what a high score means in words a camera owner uses (one of `PLAIN_CAUSES`: "too dark",
+"fog or haze", "camera moved", "something in the scene", "unusual" for the detectors that only
+say a frame is rare, ...): an incident is named after the plain cause that carries most of its
+evidence (`pipeline.incidents`). Every plain cause belongs to one cause (`PLAIN_CAUSE_OF`).
+`cause_split` says how a detector's evidence on the fit's frames divides among plain causes
+when one detector sees more than one (`exposure`: too dark or too bright; the background
+detector of runs fitted before the camera cause had its own detector: its alignment part is
+"camera moved").
 
 Every detector follows the PyOD / scikit-learn habits: `__init__` only stores keyword
 parameters, `fit(batch)` does the work and returns self, learned state ends in `_`, and
@@ -30,6 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from pipeline.causes import CAUSES
 from pipeline.detectors.batch import FrameBatch
 from pipeline.versioned import Versioned
 
@@ -51,6 +57,11 @@ DETECTORS: dict[str, type["Detector"]] = {}
 # is rare, not why) last.
 PLAIN_CAUSES = ("too dark", "fog or haze", "too bright", "blur", "camera moved",
                 "something in the scene", "unusual")
+# The cause of junk (`pipeline.causes`) each plain cause belongs to: a detector's plain cause
+# is one of its cause's.
+PLAIN_CAUSE_OF = {"too dark": "quality", "fog or haze": "quality", "too bright": "quality",
+                  "blur": "quality", "camera moved": "camera",
+                  "something in the scene": "scene", "unusual": "rarity"}
 
 
 class Scorer(Versioned, BaseEstimator):
@@ -61,8 +72,9 @@ class Scorer(Versioned, BaseEstimator):
     summary: ClassVar[str] = ""   # one line: what a high score means
     family: ClassVar[str] = ""    # evidence family: consensus averages within, sums across
     order: ClassVar[int] = 1000   # place in the dashboard's lists (then by key)
+    cause: ClassVar[str] = ""     # the kind of junk it sees: a key of pipeline.causes.CAUSES
     plain_cause: ClassVar[str] = ""  # what a high score means, in a camera owner's words
-    recorded: ClassVar[tuple[str, ...]] = ("summary", "family", "order", "plain_cause")
+    recorded: ClassVar[tuple[str, ...]] = ("summary", "family", "order", "cause", "plain_cause")
 
     def __init__(self, contamination: float = 0.05):
         self.contamination = contamination
@@ -142,9 +154,15 @@ def register(cls: type[Detector]) -> type[Detector]:
     """Class decorator: add a detector class to the registry under its `key`."""
     if not cls.key or not cls.family or not cls.summary:
         raise ValueError(f"{cls.__name__} needs a key, a family and a summary to be registered")
+    if cls.cause not in CAUSES:
+        raise ValueError(f"{cls.__name__} needs a cause, one of {', '.join(CAUSES)}; it has "
+                         f"{cls.cause!r}")
     if cls.plain_cause not in PLAIN_CAUSES:
         raise ValueError(f"{cls.key}'s plain_cause {cls.plain_cause!r} is not one of "
                          f"{', '.join(PLAIN_CAUSES)}")
+    if PLAIN_CAUSE_OF[cls.plain_cause] != cls.cause:
+        raise ValueError(f"{cls.key}'s plain_cause {cls.plain_cause!r} is not a "
+                         f"{cls.cause} cause")
     if cls.key in DETECTORS:
         raise ValueError(f"detector {cls.key!r} registered twice")
     unknown = set(cls.needs) - set(NEEDS)

@@ -2,9 +2,9 @@
 
 A batch holds one row per frame in the same order everywhere: the frame ids, the run's PCA
 vectors, two clocks (`order_time` for order in time, `local_time` for the camera's time of
-day and date), the frame statistics ingest computed, the daylight class, each frame's nearest
-fit frames (attached by `pipeline.neighbors.NeighborIndex`) and a pixel reader
-(`pipeline.pixels`).
+day and date), the frame statistics ingest computed, the daylight class, the sun's position
+(when the camera's place is known), each frame's nearest fit frames (attached by
+`pipeline.neighbors.NeighborIndex`) and a pixel reader (`pipeline.pixels`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,18 @@ if TYPE_CHECKING:
     from pipeline.pixels import GridReader
 
 
+STATS = ("mean_luma", "contrast", "sharpness", "colorfulness", "local_contrast")
+
+
 @dataclass
 class FrameBatch:
     """Frames as the detectors see them (rows in the same order everywhere).
 
     `z` is the run's PCA space; `order_time` orders frames in time (UTC when known, else camera
     time) and `local_time` is the camera wall clock (time of day, date); both datetime64[ns] with
-    NaT allowed. `stats` holds mean_luma, contrast, sharpness, colorfulness (NaN allowed).
+    NaT allowed. `stats` holds mean_luma, contrast, sharpness, colorfulness, local_contrast
+    (NaN allowed). `sun` is the sun's elevation and azimuth in degrees ([n, 2], NaN where the
+    time is unknown), or None when the camera's place is not known.
     `nn_dist`/`nn_idx` are each frame's nearest fit frames (itself excluded), indexes into the
     fit batch, filled by `NeighborIndex.attach`. `daylight` is 'day', 'twilight', 'night' or
     None per frame; `pixels` reads the frames' images (`pipeline.pixels.GridReader`) for the
@@ -41,6 +46,7 @@ class FrameBatch:
     nn_idx: np.ndarray | None = None
     daylight: np.ndarray | None = None
     pixels: "GridReader | None" = None
+    sun: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frame_ids)
@@ -56,16 +62,24 @@ class FrameBatch:
 
     @classmethod
     def from_frames(cls, frame_ids: np.ndarray, z: np.ndarray, frames: pd.DataFrame,
-                    pixels: "GridReader | None" = None) -> "FrameBatch":
-        """Build from PCA vectors and `store.analysis.load_frames` rows (same frame ids)."""
+                    pixels: "GridReader | None" = None, lat: float | None = None,
+                    lon: float | None = None) -> "FrameBatch":
+        """Build from PCA vectors and `store.analysis.load_frames` rows (same frame ids); with
+        the camera's `lat` and `lon`, the sun's position at each frame's UTC time."""
         frames = frames.set_index("frame_id").reindex(frame_ids)
         local = _to_naive_ns(frames["taken_at"])
         utc = _to_naive_ns(frames["taken_at_utc"])
         order = np.where(np.isnat(utc), local, utc)
-        stats = frames[["mean_luma", "contrast", "sharpness", "colorfulness"]].astype(float)
+        stats = frames.reindex(columns=list(STATS)).astype(float)
         daylight = frames["daylight"].to_numpy(object) if "daylight" in frames else None
+        sun = None
+        if lat is not None and lon is not None:
+            from pipeline.daylight import sun_position
+
+            sun = np.column_stack(sun_position(pd.DatetimeIndex(utc), lat, lon))
         return cls(np.asarray(frame_ids, dtype=np.int64), np.ascontiguousarray(z, np.float32),
-                   order, local, stats.reset_index(drop=True), daylight=daylight, pixels=pixels)
+                   order, local, stats.reset_index(drop=True), daylight=daylight, pixels=pixels,
+                   sun=sun)
 
 
 def _to_naive_ns(column: pd.Series) -> np.ndarray:

@@ -1,21 +1,28 @@
-"""The consensus: one score per frame from the detectors' percentile ranks, by evidence family.
+"""The consensus: one score per cause of junk and their sum over the causes the user counts.
 
-The rule (default `family_tail`, measured in docs/PERFORMANCE.md "Detection quality"): each
-detector's percentile p becomes tail evidence -log(1 - p) (so one confident detector counts
-more than several lukewarm ones; 1 - p is floored at 1/(n + 1) for n ranked frames), evidence is
-averaged within a family (embedding, time-lapse, background, quality) and summed over families.
-Families see different anomalies (quality: black, fog, washed-out; background: people, animals,
-drops, a knocked camera; embedding: a frame unlike any other), so a family mean keeps a weak
-member from drowning a strong one only within its family, and the sum lets one family alone
-flag a frame. The embedding and time-lapse detectors are generalists that rank frames by any
+Every detector belongs to a cause (`pipeline.causes`: quality, camera, scene, rarity). The rule
+(default `family_tail`, measured in docs/PERFORMANCE.md "Detection quality") combines the
+detectors of one cause: each detector's percentile p becomes tail evidence -log(1 - p) (so one
+confident detector counts more than several lukewarm ones; 1 - p is floored at 1/(n + 1) for n
+ranked frames), evidence is averaged within a family and summed over the families of the
+cause (the quality cause: `soft` and `flat` are one family, `exposure` another). That is the
+cause's score, stored as detector `cause:<cause>`. The consensus is the sum of the scores of
+the causes the user counts as junk (setting `junk_causes`, default all four), so one cause
+alone can flag a frame, and the dashboard can sum the stored cause scores again for another
+choice without a new run. A rule always works within a cause and causes are always summed
+(for `family_tail` that is the sum over all families, as before causes were recorded).
+
+The embedding and time-lapse detectors (rarity) are generalists that rank frames by any
 difference, weather and light included, so only their top tenth counts (their classes'
-`evidence_from`). A plain mean of all ranks lets one-sided checks (`dark` knows nothing of fog)
-drag real anomalies down. By default consensus combines `lof`, `background` and the quality
-checks (the classes with `in_consensus`; setting `consensus_detectors`); the other detectors
-are computed for side-by-side comparison: on the demo and its harder variants adding them
-lowered the consensus (iforest, ecod, copod and hbos are global or per-dimension detectors on
-data whose normal frames follow a daily cycle; knn, temporal and same_time repeat what lof and
-background see, with more noise).
+`evidence_from`); `alignment` (camera) and `exposure` count from their 95th percentile,
+one-sided checks whose lower ranks mean nothing. A plain mean of all ranks lets one-sided
+checks (`dark` knows nothing of fog) drag real anomalies down. By default the consensus
+combines `soft`, `flat`, `exposure`, `alignment`, `background` and `lof` (the classes with
+`in_consensus`; setting `consensus_detectors`); the other detectors are computed for
+side-by-side comparison: on the demo and its harder variants adding them lowered the consensus
+(iforest, ecod, copod and hbos are global or per-dimension detectors on data whose normal
+frames follow a daily cycle; knn, temporal and same_time repeat what lof and background see,
+with more noise), and on a real webcam the one-sided quality checks dilute each other.
 
 `Consensus` is fitted like a detector (on the fit's percentile ranks instead of a batch): `fit`
 returns self, its scores of the fit are `decision_scores_`, and its threshold and percentiles
@@ -29,6 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pipeline.causes import CAUSES
 from pipeline.detectors.base import DETECTORS, Scorer
 
 CONSENSUS = "consensus"
@@ -88,9 +96,11 @@ CONSENSUS_RULES: dict[str, Callable[[np.ndarray, list[str], float], np.ndarray]]
 }
 
 
-def consensus_scores(pcts: dict[str, np.ndarray], rule: str,
-                     n_reference: int | None = None) -> np.ndarray:
-    """Combine detectors' percentile ranks (key -> 0..1 per frame, NaN = no opinion).
+def cause_scores(pcts: dict[str, np.ndarray], rule: str,
+                 n_reference: int | None = None) -> dict[str, np.ndarray]:
+    """Each cause's score from its detectors' percentile ranks (key -> 0..1 per frame, NaN = no
+    opinion): `rule` combines the detectors of one cause (`Detector.cause`); a cause none of
+    whose detectors has an opinion on a frame gets NaN there.
 
     `n_reference` is how many frames the percentiles were ranked among (the fit): the top
     frame of n is 1 - 1/(n + 1) of the way up, not certain, so a detector's top rank among 13
@@ -106,12 +116,22 @@ def consensus_scores(pcts: dict[str, np.ndarray], rule: str,
     if rule not in CONSENSUS_RULES:
         raise KeyError(f"unknown consensus rule {rule!r}; known: {', '.join(CONSENSUS_RULES)}")
     keys, pct, floor = _counted(pcts, n_reference)
-    families = [DETECTORS[k].family for k in keys]
+    out: dict[str, np.ndarray] = {}
+    for cause in CAUSES:
+        members = [i for i, k in enumerate(keys) if DETECTORS[k].cause == cause]
+        if not members:
+            continue
+        part = pct[:, members]
+        out[cause] = _combine(rule, part, [DETECTORS[keys[i]].family for i in members], floor)
+        out[cause][~np.isfinite(part).any(axis=1)] = np.nan  # no opinion at all: not 0
+    return out
+
+
+def _combine(rule: str, pct: np.ndarray, families: list[str], floor: float) -> np.ndarray:
     with np.errstate(all="ignore"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            out = CONSENSUS_RULES[rule](pct, families, floor)
-    return np.asarray(out, dtype=float)
+            return np.asarray(CONSENSUS_RULES[rule](pct, families, floor), dtype=float)
 
 
 def _counted(pcts: dict[str, np.ndarray], n_reference: int | None
@@ -127,9 +147,16 @@ def _counted(pcts: dict[str, np.ndarray], n_reference: int | None
     return keys, pct, 1.0 / ((n_reference or len(pct)) + 1)
 
 
+def _all_at_once(pcts: dict[str, np.ndarray], rule: str, n_reference: int | None) -> np.ndarray:
+    """`rule` over every detector at once: how a consensus fitted before causes were recorded
+    scores (for `family_tail` the same sum of families, summed in the order it was then)."""
+    keys, pct, floor = _counted(pcts, n_reference)
+    return _combine(rule, pct, [DETECTORS[k].family for k in keys], floor)
+
+
 def tail_evidence(pcts: dict[str, np.ndarray], n_reference: int | None = None
                   ) -> dict[str, np.ndarray]:
-    """Each detector's tail evidence per frame, -log(1 - rank), as `consensus_scores` counts it
+    """Each detector's tail evidence per frame, -log(1 - rank), as the consensus counts it
     (its class's `evidence_from` applied, 1 - rank floored at 1/(n_reference + 1)); NaN where a
     detector has no rank."""
     keys, pct, floor = _counted(pcts, n_reference)
@@ -137,32 +164,97 @@ def tail_evidence(pcts: dict[str, np.ndarray], n_reference: int | None = None
     return {k: evidence[:, i] for i, k in enumerate(keys)}
 
 
+def sum_causes(by_cause: dict[str, np.ndarray], junk_causes) -> np.ndarray:
+    """The consensus: the sum of the junk causes' scores (a cause without an opinion on a frame
+    adds nothing to it)."""
+    counted = [by_cause[c] for c in junk_causes if c in by_cause]
+    if not counted:
+        raise ValueError(f"none of the consensus detectors belongs to the junk causes "
+                         f"({', '.join(junk_causes)}); they belong to "
+                         f"{', '.join(by_cause) or 'no cause'}")
+    return np.nansum(np.column_stack(counted), axis=1)
+
+
+def consensus_scores(pcts: dict[str, np.ndarray], rule: str, n_reference: int | None = None,
+                     junk_causes=tuple(CAUSES)) -> np.ndarray:
+    """The consensus of detectors' percentile ranks: `cause_scores`, summed over
+    `junk_causes`."""
+    return sum_causes(cause_scores(pcts, rule, n_reference), junk_causes)
+
+
+class CauseScore(Scorer):
+    """One cause's score (`cause_scores`) as the consensus fitted it: its threshold and
+    percentile ranks among the fit's frames. Stored as detector `cause:<cause>`."""
+
+    family = "cause"
+
+    def __init__(self, cause: str = "quality", contamination: float = 0.05):
+        self.cause = cause
+        self.contamination = contamination
+
+    def fit(self, scores: np.ndarray) -> "CauseScore":
+        self._check_contamination()
+        self.decision_scores_ = np.asarray(scores, dtype=float)
+        self._process_decision_scores()
+        return self
+
+    def facts(self) -> dict[str, Any]:  # type: ignore[override]
+        """What a run records of it (as of a detector), for the dashboard."""
+        return {"summary": f"{self.cause} cause: {CAUSES[self.cause]}", "family": self.family,
+                "order": 1 + list(CAUSES).index(self.cause), "cause": self.cause}
+
+
 class Consensus(Scorer):
     """The fitted consensus of detectors `keys` by `rule`: fitted on the fit's percentile ranks
-    (detector key -> 0..1 per frame), it scores new ranks with the same floor."""
+    (detector key -> 0..1 per frame), it scores each cause (`causes_`, one `CauseScore` per
+    cause that has detectors) and sums the `junk_causes` (None: all of them), with the same
+    floor for new ranks."""
 
     key = CONSENSUS
-    summary = "the detectors' evidence combined by family (see pipeline/detectors/consensus.py)"
+    summary = ("the causes the user counts as junk, each from its detectors' evidence (see "
+               "pipeline/detectors/consensus.py)")
     family = CONSENSUS
     order = 0
+    format_version = 2
     plain_cause = "unusual"  # incidents name the causes of the detectors it combines
 
     def __init__(self, keys: list[str] | None = None, rule: str = "family_tail",
-                 contamination: float = 0.05):
+                 contamination: float = 0.05, junk_causes: list[str] | None = None):
         self.keys = keys
         self.rule = rule
         self.contamination = contamination
+        self.junk_causes = junk_causes
 
     def fit(self, pcts: dict[str, np.ndarray]) -> "Consensus":
         self._check_contamination()
         self.n_reference_ = len(next(iter(pcts.values()))) if pcts else None
-        self.decision_scores_ = self.decision_function(pcts)
+        by_cause = self._causes(pcts)
+        self.causes_ = {cause: CauseScore(cause, self.contamination).fit(scores)
+                        for cause, scores in by_cause.items()}
+        self.decision_scores_ = sum_causes(by_cause, self.junk_causes or list(CAUSES))
         self._process_decision_scores()
         return self
 
+    def _causes(self, pcts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return cause_scores({k: pcts[k] for k in self.keys}, self.rule, self.n_reference_)
+
+    def score_causes(self, pcts: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
+                                                                  np.ndarray]:
+        """(each fitted cause's scores, the consensus) of new percentile ranks."""
+        if not self.causes_:  # fitted before causes were recorded: its rule over them all
+            return {}, _all_at_once({k: pcts[k] for k in self.keys}, self.rule,
+                                    self.n_reference_)
+        by_cause = self._causes(pcts)
+        return ({c: by_cause[c] for c in self.causes_},
+                sum_causes(by_cause, self.junk_causes or list(CAUSES)))
+
     def decision_function(self, pcts: dict[str, np.ndarray]) -> np.ndarray:
-        return consensus_scores({k: pcts[k] for k in self.keys}, self.rule, self.n_reference_)
+        return self.score_causes(pcts)[1]
 
     def _upgrade(self, state: dict[str, Any], version: int) -> dict[str, Any]:
-        # format 0 (a dataclass then) fitted before n_reference_ used a fixed floor of 1e-4
-        return {**state, "n_reference_": state.get("n_reference_") or 9999}
+        # format 0 (a dataclass then) fitted before n_reference_ used a fixed floor of 1e-4;
+        # formats before 2 summed every cause (their rule over all detectors: the same sum of
+        # families) and stored no cause scores
+        if version < 1:
+            state = {**state, "n_reference_": state.get("n_reference_") or 9999}
+        return {"junk_causes": None, "causes_": {}, **state}

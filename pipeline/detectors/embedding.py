@@ -23,6 +23,7 @@ class EmbeddingDetector(Detector):
     """The family's facts: on the PCA space, a generalist whose top tenth is evidence."""
 
     family = "embedding"
+    cause = "rarity"
     plain_cause = "unusual"  # it knows a frame is rare, not why
     needs = frozenset({"embeddings"})
     evidence_from = 0.9

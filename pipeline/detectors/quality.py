@@ -1,9 +1,13 @@
-"""The image-quality family: `dark`, `overexposed`, `blurry`, `low_information`, `haze`.
+"""The one-sided image checks: `dark`, `overexposed`, `blurry`, `low_information`, `haze`.
 
 Each is a fixed formula of the frame statistics ingest computed from the thumbnail (mean luma,
-contrast, sharpness, colourfulness); only the distribution of the fit's scores is learned, to
-rank and flag frames. They are specialists: the consensus counts their ranks from the bottom
-up, and combines them by default.
+contrast, sharpness, colourfulness), the same for every camera and every hour; only the
+distribution of the fit's scores is learned, to rank and flag frames. They belong to the
+quality cause but are side-by-side detectors, out of the default consensus: the own-reference
+checks (`pipeline.detectors.own`: `soft`, `flat`, `exposure`) judge the same things against
+what this camera delivers under the same sun, and on a real webcam the mean of these
+one-sided checks let `dark` and `overexposed`, which know nothing of water or fog, dilute
+`blurry` (docs/PERFORMANCE.md, "Real cameras").
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ class _QualityDetector(Detector):
     them."""
 
     family = "quality"
+    cause = "quality"
     needs = frozenset({"frame_stats"})
-    in_consensus = True
     order = 100
     unscorable = "(the frames lack image statistics; re-ingest them)"
     formula: ClassVar[Callable[[pd.DataFrame], np.ndarray]]

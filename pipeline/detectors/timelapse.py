@@ -24,6 +24,7 @@ class _TimelapseDetector(Detector):
     `hour_normalised` (same_time: other days differ more at dusk, when light changes fast)."""
 
     family = "timelapse"
+    cause = "rarity"
     plain_cause = "unusual"  # it knows a frame differs from its time, not why
     needs = frozenset({"embeddings", "timestamps"})
     evidence_from = 0.9

@@ -258,7 +258,7 @@ def upload_frames(ids: np.ndarray, frames: list[FrameResult], place: daylight.Pl
         "taken_at_utc": times["taken_at_utc"],
         "mean_luma": rows["mean_luma"], "contrast": rows["contrast"],
         "sharpness": rows["sharpness"], "colorfulness": rows["colorfulness"],
-        "daylight": times["daylight"],
+        "local_contrast": rows["local_contrast"], "daylight": times["daylight"],
     })
 
 

@@ -186,7 +186,14 @@ def test_detectors_are_listed_in_the_order_their_run_recorded(con, run_id):
     names = ["zeta", "lof", "consensus", "dark", "iforest", "background", "blurry"]
     assert facts.sort_detectors(names, order) == [
         "consensus", "background", "lof", "iforest", "blurry", "dark", "zeta"]
-    assert facts.detectors(con, run_id)[:4] == ["consensus", "background", "lof", "iforest"]
+    listed = facts.detectors(con, run_id)
+    causes = [d for d in listed if d.startswith("cause:")]  # each cause of junk's score
+    assert causes and listed[:1 + len(causes)] == ["consensus", *causes]
+    assert causes == sorted(causes, key=lambda d: ["quality", "camera", "scene",
+                                                   "rarity"].index(d[6:]))
+    rest = listed[1 + len(causes):]
+    assert rest == sorted(rest, key=lambda d: (order[d], d))
+    assert rest.index("background") < rest.index("lof") < rest.index("iforest")
 
 
 def test_a_run_made_before_facts_were_recorded_lists_its_detectors_as_it_ran_them(store_copy):
@@ -201,6 +208,8 @@ def test_a_run_made_before_facts_were_recorded_lists_its_detectors_as_it_ran_the
         del params["detector_facts"]
         con.execute("UPDATE analysis_runs SET params = ? WHERE run_id = ?",
                     [json.dumps(params), run_id])
-        assert facts.detectors(con, run_id) == ["consensus", *params["detectors"]]
+        # (this run's cause scores, which a run from before facts would not have, come last)
+        causes = sorted(d for d in facts.detectors(con, run_id) if d.startswith("cause:"))
+        assert facts.detectors(con, run_id) == ["consensus", *params["detectors"], *causes]
         per_detector = facts.outliers_per_detector(con, FrameFilter(run_id=run_id))
-    assert list(per_detector["detector"]) == ["consensus", *params["detectors"]]
+    assert list(per_detector["detector"]) == ["consensus", *params["detectors"], *causes]

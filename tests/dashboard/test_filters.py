@@ -31,6 +31,19 @@ def test_round_trip_of_every_filter():
     assert back == flt
 
 
+def test_a_cause_score_is_a_detector_of_the_url():
+    """Each cause of junk's score is stored as detector `cause:<cause>`; the URL can rank by
+    it, and a made-up cause is refused like any unknown detector."""
+    opts = {**OPTS, "detectors": [*OPTS["detectors"], "cause:quality", "cause:scene"]}
+    flt, notices = filters.parse({"det": "cause:quality"}, opts)
+    assert notices == [] and flt.detector == "cause:quality"
+    assert filters.serialise(flt, opts) == {"det": "cause:quality"}
+    flt, notices = filters.parse({"det": "cause:vibes"}, opts)
+    assert flt.detector == "consensus" and "is not a detector" in notices[0]
+    flt, notices = filters.parse({"det": "cause:quality:x"}, opts)
+    assert flt.detector == "consensus" and len(notices) == 1
+
+
 def test_defaults_are_left_out_of_the_url():
     flt, notices = filters.parse({}, OPTS)
     assert notices == []

@@ -128,8 +128,9 @@ def test_run_writes_every_table(analysed):
     assert run["status"] == "complete" and run["n_frames"] == n and run["error"] is None
     assert run["params"]["pca_dims"] == result.n_dims <= 64
     assert set(run["timings"]) >= {"load", "preprocess", "neighbors", "clusters", "detector:lof"}
-    assert set(scores["detector"]) == set(FAST) | {"consensus"}
-    assert len(scores) == n * (len(FAST) + 1)
+    causes = {"cause:rarity", "cause:scene"}  # the causes of lof and background
+    assert set(scores["detector"]) == set(FAST) | {"consensus"} | causes
+    assert len(scores) == n * (len(FAST) + 1 + len(causes))
     assert scores["score_pct"].between(0, 1).all()
     # is_outlier follows the contamination (ties aside)
     share = scores.groupby("detector")["is_outlier"].mean()
@@ -141,10 +142,16 @@ def test_run_writes_every_table(analysed):
     assert neighbors.groupby("frame_id")["distance"].apply(lambda d: d.is_monotonic_increasing).all()
     assert fitted is not None and fitted[1]["pyod"]
     # consensus combines the configured subset that ran (lof, iforest... are shown, not mixed in)
-    assert run["params"]["consensus_of"] == ["lof", "background", "dark"]
+    # (dark is a one-sided check, side by side: the own-reference checks judge quality)
+    assert run["params"]["consensus_of"] == ["lof", "background"]
+    # the consensus is the sum of the junk causes' scores, recorded with the run
+    assert run["params"]["junk_causes"] == ["quality", "camera", "scene", "rarity"]
+    wide = scores.pivot(index="frame_id", columns="detector", values="score")
+    np.testing.assert_allclose(wide["consensus"], wide["cause:rarity"] + wide["cause:scene"])
     # the run records each detector's facts for the dashboard, which cannot import the pipeline
     facts = run["params"]["detector_facts"]
-    assert set(facts) == set(FAST) | {"consensus"}
+    assert set(facts) == set(FAST) | {"consensus"} | causes
+    assert facts["cause:scene"]["cause"] == "scene" and facts["background"]["cause"] == "scene"
     assert facts["lof"] == DETECTORS["lof"].facts() and facts["lof"]["family"] == "embedding"
     assert min(facts, key=lambda k: facts[k]["order"]) == "consensus"
     # planted anomalies are on top of the consensus
@@ -154,6 +161,24 @@ def test_run_writes_every_table(analysed):
     with store.connect(db, read_only=True) as con:
         facts = con.sql("SELECT count(consensus_pct) FROM frame_facts").fetchall()[0][0]
     assert facts == n
+
+
+def test_junk_causes_choose_what_the_consensus_counts(tmp_path):
+    """A user who does not count a cause (a building site: its diggers are the point) gets a
+    consensus without it, the cause scores are written as before; a choice that leaves no
+    consensus detector is refused in one line and the run is marked failed."""
+    db = tmp_path / "store.duckdb"
+    synthetic_store(db)
+    result = analyze(db, fast_settings(junk_causes="scene"), progress=False)
+    with store.connect(db, read_only=True) as con:
+        run = sa.get_run(con, result.run_id)
+        scores = sa.run_scores(con, result.run_id)
+    assert run["params"]["junk_causes"] == ["scene"]
+    wide = scores.pivot(index="frame_id", columns="detector", values="score")
+    np.testing.assert_allclose(wide["consensus"], wide["cause:scene"])
+    assert "cause:rarity" in wide
+    with pytest.raises(AnalysisError, match="junk-causes"):
+        analyze(db, fast_settings(junk_causes="camera"), progress=False)
 
 
 def test_run_parameters_record_the_stores_place(tmp_path):

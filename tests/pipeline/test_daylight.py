@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from astral import Observer
+from astral.sun import azimuth as astral_azimuth
 from astral.sun import elevation as astral_elevation
 
 from pipeline import daylight
-from pipeline.daylight import classify, sun_elevation, to_utc
+from pipeline.daylight import classify, sun_elevation, sun_position, to_utc
 from pipeline.errors import InputError
 from pipeline.ingest import ingest_folder
 from pipeline.settings import Settings
@@ -83,6 +84,20 @@ def test_sun_elevation_matches_astral(lat, lon):
     ours = sun_elevation(when, lat, lon)
     reference = np.array([astral_elevation(Observer(lat, lon), t.to_pydatetime()) for t in when])
     assert np.abs(ours - reference).max() < 0.01
+
+
+@pytest.mark.parametrize("lat, lon", [(52.52, 13.40), (-33.87, 151.21), (64.1, -21.9),
+                                      (49.28, -123.16)])
+def test_sun_azimuth_matches_astral(lat, lon):
+    rng = np.random.default_rng(int(abs(lon * 100)))
+    when = pd.to_datetime(rng.integers(1_400_000_000, 1_800_000_000, 200), unit="s", utc=True)
+    elevation, azimuth = sun_position(when, lat, lon)
+    observer = Observer(lat, lon)
+    reference = np.array([astral_azimuth(observer, t.to_pydatetime()) for t in when])
+    gap = np.abs((azimuth - reference + 180) % 360 - 180)
+    assert gap.max() < 0.05
+    np.testing.assert_array_equal(elevation, sun_elevation(when, lat, lon))
+    assert np.isnan(sun_position(pd.DatetimeIndex([pd.NaT], tz="UTC"), lat, lon)[1]).all()
 
 
 def test_classify_by_sun_and_by_brightness():

@@ -24,6 +24,8 @@ PLANTED = np.array([100, 150, 170, 200])  # daytime frames on days 2-4
 # Stats that make a planted frame bad for each quality check (normal frames: see _batch).
 QUALITY_PLANT = {key: cls.example_bad for key, cls in DETECTORS.items()
                  if "frame_stats" in cls.needs}
+# Detectors whose planted frames differ from the generic batch's (see _batch).
+OWN_BATCH = [*QUALITY_PLANT, "alignment"]
 
 
 def _garden(hours: np.ndarray, seed: int, planted: np.ndarray) -> dict[int, np.ndarray]:
@@ -58,14 +60,23 @@ def _batch(seed: int = 0, key: str | None = None) -> FrameBatch:
     z[PLANTED] += rng.normal(size=DIM) * 3 + 4
     stats = pd.DataFrame({
         "mean_luma": rng.uniform(90, 140, n), "contrast": rng.uniform(35, 50, n),
-        "sharpness": rng.uniform(200, 400, n), "colorfulness": rng.uniform(20, 40, n)})
+        "sharpness": rng.uniform(200, 400, n), "colorfulness": rng.uniform(20, 40, n),
+        "local_contrast": rng.uniform(8, 14, n)})
     for column, value in QUALITY_PLANT.get(key, {}).items():
         stats.loc[PLANTED, column] = value
     frames = pd.DataFrame({"frame_id": np.arange(n) + 10, "taken_at": times,
                            "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
                            "daylight": np.where((hours >= 7) & (hours < 19), "day", "night")})
     frames = pd.concat([frames, stats], axis=1)
-    pixels = ArrayReader(_garden(hours, seed, set(PLANTED.tolist())))
+    images = _garden(hours, seed, set(PLANTED.tolist()))
+    if key == "alignment":  # the camera cause: a scene with edges, knocked in the planted frames
+        scene = _textured_scene(seed)
+        images = {i + 10: np.clip(scene * (0.15 + 0.85 * max(0.0, np.sin(np.pi * (h - 6) / 12)))
+                                  + rng.normal(0, 2, scene.shape), 0, 255)
+                  for i, h in enumerate(hours)}
+        for i in PLANTED:
+            images[int(i) + 10] = _moved(images[int(i) + 10], 3, 2)
+    pixels = ArrayReader(images)
     batch = FrameBatch.from_frames(frames["frame_id"].to_numpy(), z.astype(np.float32), frames,
                                    pixels=pixels)
     NeighborIndex().fit(batch.z, batch.frame_ids).attach(batch, 20)
@@ -74,13 +85,13 @@ def _batch(seed: int = 0, key: str | None = None) -> FrameBatch:
 
 @pytest.fixture(scope="module")
 def batches():
-    return {key: _batch(key=key) for key in [None, *QUALITY_PLANT]}
+    return {key: _batch(key=key) for key in [None, *OWN_BATCH]}
 
 
 @pytest.mark.parametrize("key", list(DETECTORS))
 def test_fit_returns_self_and_sets_state(key, batches):
     det = make_detector(key, contamination=0.05)
-    batch = batches[key if key in QUALITY_PLANT else None]
+    batch = batches[key if key in OWN_BATCH else None]
     assert det.fit(batch) is det
     n = len(batch)
     assert det.decision_scores_.shape == (n,)
@@ -91,7 +102,7 @@ def test_fit_returns_self_and_sets_state(key, batches):
 
 @pytest.mark.parametrize("key", list(DETECTORS))
 def test_planted_outliers_outrank_inliers(key, batches):
-    batch = batches[key if key in QUALITY_PLANT else None]
+    batch = batches[key if key in OWN_BATCH else None]
     scores = make_detector(key).fit(batch).decision_scores_
     inliers = np.delete(scores, PLANTED)
     assert scores[PLANTED].min() > np.quantile(inliers, 0.95), key
@@ -99,7 +110,7 @@ def test_planted_outliers_outrank_inliers(key, batches):
 
 @pytest.mark.parametrize("key", list(DETECTORS))
 def test_deterministic_and_clone(key, batches):
-    batch = batches[key if key in QUALITY_PLANT else None]
+    batch = batches[key if key in OWN_BATCH else None]
     a = make_detector(key, random_state=3).fit(batch)
     b = make_detector(key, random_state=3).fit(batch)
     np.testing.assert_array_equal(a.decision_scores_, b.decision_scores_)
@@ -110,7 +121,7 @@ def test_deterministic_and_clone(key, batches):
 
 @pytest.mark.parametrize("key", list(DETECTORS))
 def test_rescoring_the_fit_frames_gives_the_fit_scores(key, batches):
-    batch = batches[key if key in QUALITY_PLANT else None]
+    batch = batches[key if key in OWN_BATCH else None]
     det = make_detector(key).fit(batch)
     np.testing.assert_allclose(det.decision_function(batch), det.decision_scores_, rtol=1e-9)
     pct = det.percentile(det.decision_scores_)
@@ -255,6 +266,51 @@ def test_consensus_rules_and_percentiles():
     assert consensus_scores(top, "tail", n_reference=99_999)[0] == pytest.approx(np.log(100_000))
     assert Consensus(["lof"], "tail", 0.05).fit({"lof": np.linspace(0.1, 1, 10)}) \
         .decision_scores_[-1] == pytest.approx(np.log(11))
+
+
+def test_consensus_scores_each_cause_and_sums_the_junk_causes():
+    """Each cause is scored from its own detectors; the consensus sums the causes the user
+    counts as junk, so a building-site camera that does not count `scene` or `rarity` ranks a
+    digger (background, lof) below a blurred frame (soft)."""
+    n = 100
+    pcts = {k: np.full(n, 0.5) for k in ("soft", "flat", "background", "lof", "alignment")}
+    pcts["background"][0] = pcts["lof"][0] = 0.99  # a digger: new in the scene and rare
+    pcts["soft"][1] = 0.99                            # a blurred frame
+    every = Consensus(list(pcts), "family_tail", 0.05).fit(pcts)
+    assert set(every.causes_) == {"quality", "camera", "scene", "rarity"}
+    np.testing.assert_allclose(every.decision_scores_,
+                               sum(c.decision_scores_ for c in every.causes_.values()))
+    assert every.decision_scores_[0] > every.decision_scores_[1]
+    site = Consensus(list(pcts), "family_tail", 0.05, junk_causes=["quality", "camera"]).fit(pcts)
+    assert site.decision_scores_[1] > site.decision_scores_[0]
+    np.testing.assert_allclose(site.decision_scores_, site.causes_["quality"].decision_scores_
+                               + site.causes_["camera"].decision_scores_)
+    causes, total = site.score_causes(pcts)
+    np.testing.assert_allclose(total, site.decision_scores_)
+    np.testing.assert_allclose(causes["scene"], every.causes_["scene"].decision_scores_)
+    with pytest.raises(ValueError, match="junk causes"):
+        Consensus(["lof"], "family_tail", 0.05, junk_causes=["camera"]).fit({"lof": pcts["lof"]})
+
+
+def test_alignment_detector_flags_a_knocked_camera_and_not_a_person():
+    """The camera cause: a knocked camera lines up better shifted; a person in front of the
+    lens (the scene cause) does not move the view."""
+    batch, _ = _shadowed_garden()
+    knocked = np.arange(4 * 72 + 36, 4 * 72 + 40)
+    person = np.arange(3 * 72 + 36, 3 * 72 + 40)
+    images = batch.pixels.images
+    for i in knocked:
+        images[int(batch.frame_ids[i])] = _moved(images[int(batch.frame_ids[i])], 2, 1)
+    for i in person:
+        image = images[int(batch.frame_ids[i])].copy()
+        image[20:50, 60:70] = (200, 60, 40)
+        images[int(batch.frame_ids[i])] = image
+    det = make_detector("alignment").fit(batch)
+    day = batch.daylight == "day"
+    normal = day & ~np.isin(np.arange(len(batch)), knocked)
+    scores = det.decision_scores_
+    assert scores[knocked].min() > np.nanmax(scores[normal])
+    assert (scores[person] == 0).all()
 
 
 def test_consensus_counts_a_generalist_only_in_its_top_tenth():
@@ -507,12 +563,10 @@ def test_background_scores_frames_without_a_time_by_the_scene_part(batches):
     untimed = replace(batch, local_time=np.full(len(batch), np.datetime64("NaT"), "M8[ns]"))
     scene_part, same_time_part, gains = det._parts(untimed).T
     assert np.isfinite(scene_part).all() and np.isnan(same_time_part).all()
+    assert np.isnan(gains).all()  # the camera cause is the `alignment` detector's
     p = np.searchsorted(det.part_reference_[0], scene_part, side="right") \
         / (len(det.part_reference_[0]) + 1)
-    aligned = gains == 0  # the alignment part needs no time; frames that line up add nothing
-    assert aligned.mean() > 0.9
-    np.testing.assert_allclose(det.decision_function(untimed)[aligned],
-                               -2 * np.log1p(-p[aligned]))
+    np.testing.assert_allclose(det.decision_function(untimed), -2 * np.log1p(-p))
 
 
 def _textured_scene(seed: int = 5) -> np.ndarray:
@@ -558,8 +612,8 @@ def test_background_flags_a_knocked_camera_by_its_alignment():
     images = batch.pixels.images
     for i in knocked:
         images[int(batch.frame_ids[i])] = _moved(images[int(batch.frame_ids[i])], 2, 1)
-    det = make_detector("background").fit(batch)
-    parts = det._parts(batch)
+    det = make_detector("background").set_params(alignment_part=True).fit(batch)  # as runs
+    parts = det._parts(batch)  # fitted before `alignment` did
     day = batch.daylight == "day"
     normal = day & ~np.isin(np.arange(len(batch)), knocked)
     assert (parts[knocked, 2] > 0).all() and (parts[normal, 2] == 0).mean() > 0.95
@@ -596,7 +650,7 @@ def _unpickled_format_0(obj, lacking=(), models_lacking=(), noise_lacking=()):
 
 @pytest.mark.parametrize("key", list(DETECTORS))
 def test_a_pickled_detector_scores_as_it_did(key, batches):
-    batch = batches[key if key in QUALITY_PLANT else None]
+    batch = batches[key if key in OWN_BATCH else None]
     det = make_detector(key).fit(batch)
     again = pickle.loads(pickle.dumps(det))
     np.testing.assert_array_equal(again.decision_function(batch), det.decision_scores_)

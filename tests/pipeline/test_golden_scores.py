@@ -78,7 +78,7 @@ def test_every_detector_scores_as_recorded(produced):
 def test_the_recorded_run_is_worth_guarding():
     """The fixture exercises every default detector: each scored frames and flagged some."""
     golden = pd.read_csv(GOLDEN)
-    detectors = {c.split(":")[0] for c in golden.columns if ":" in c}
+    detectors = {c.rsplit(":", 1)[0] for c in golden.columns if ":" in c}
     assert {"consensus", "background", "lof", "same_time", "temporal", "dark"} <= detectors
     for detector in detectors:
         assert golden[f"{detector}:score"].notna().mean() > 0.9, detector

@@ -118,9 +118,43 @@ def test_every_detector_has_a_plain_cause_from_the_list_and_runs_record_it():
     assert DETECTORS["background"].plain_cause == "something in the scene"
     assert DETECTORS["iforest"].plain_cause == DETECTORS["temporal"].plain_cause == "unusual"
 
+    # each detector also has a cause of junk, and its plain cause is one of that cause's
+    assert DETECTORS["alignment"].plain_cause == "camera moved"
+    assert {cls.cause for cls in DETECTORS.values()} == {"quality", "camera", "scene", "rarity"}
+
     class Vague(Detector):
-        key, family, summary, plain_cause = "vague_test", "quality", "x", "bad vibes"
+        key, family, summary, cause = "vague_test", "quality", "x", "quality"
+        plain_cause = "bad vibes"
+
+    class Confused(Detector):
+        key, family, summary, cause = "confused_test", "quality", "x", "quality"
+        plain_cause = "camera moved"
+
+    class Causeless(Detector):
+        key, family, summary, plain_cause = "causeless_test", "quality", "x", "blur"
 
     with pytest.raises(ValueError, match="plain_cause 'bad vibes' is not one of"):
         register(Vague)
-    assert "vague_test" not in DETECTORS
+    with pytest.raises(ValueError, match="'camera moved' is not a quality cause"):
+        register(Confused)
+    with pytest.raises(ValueError, match="needs a cause"):
+        register(Causeless)
+    assert not {"vague_test", "confused_test", "causeless_test"} & set(DETECTORS)
+
+
+def test_exposure_splits_its_evidence_into_too_dark_and_too_bright():
+    """`exposure` judges either way: a frame darker than its pool's norm is "too dark", a
+    brighter one "too bright"."""
+    from pipeline.detectors import FrameBatch, make_detector
+
+    n = 200
+    luma = np.full(n, 120.0)
+    luma[5], luma[6] = 10.0, 250.0
+    frames = pd.DataFrame({"frame_id": np.arange(n) + 1, "taken_at": pd.NaT,
+                           "taken_at_utc": pd.NaT, "daylight": "day", "mean_luma": luma,
+                           "contrast": 30.0, "sharpness": 300.0, "colorfulness": 20.0,
+                           "local_contrast": 10.0})
+    batch = FrameBatch.from_frames(frames["frame_id"].to_numpy(), np.zeros((n, 2), np.float32),
+                                   frames)
+    split = make_detector("exposure").fit(batch).cause_split()
+    assert split["too dark"][5] == 1 and split["too bright"][6] == 1

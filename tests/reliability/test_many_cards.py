@@ -131,7 +131,7 @@ def test_a_changed_picture_keeps_its_id_and_drops_what_judged_the_old_one(cards)
     run_ok("run", cam_a, "--db", db, "--model", "pixels", "--detectors", "iforest,lof")
     assert one(db, "SELECT count(*) FROM embeddings WHERE frame_id = ?", [changed_id]) == 1
     assert one(db, "SELECT count(*) FROM outlier_scores WHERE frame_id = ? AND run_id = 2",
-               [changed_id]) == 3
+               [changed_id]) == 4  # iforest, lof, the rarity cause's score, consensus
 
 
 def test_a_store_made_before_locations_is_migrated_and_recognises_its_folder(tmp_path):

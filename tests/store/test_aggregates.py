@@ -74,3 +74,23 @@ def test_period_units_and_whole_periods():
     assert not aggregates.coarser("day", "week")
     with pytest.raises(ValueError, match="unknown period"):
         aggregates.period_start("year", "taken_at")
+
+
+def test_a_migration_numbered_below_the_newest_applied_is_applied_too(tmp_path):
+    """Migrations made on parallel branches land out of order: a store that got 5 before 3
+    existed lacks 3; a read-only open says so, a write open applies it and keeps the rows."""
+    db = tmp_path / "v5.duckdb"
+    _version_2_store(db)
+    five = [m for m in migrations.MIGRATIONS if m[0] == 5][0]
+    with duckdb.connect(str(db)) as con:
+        con.execute(five[2])
+        con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                    [five[0], five[1]])
+    with pytest.raises(store.SchemaError, match="without migration 3"):
+        store.connect(db, read_only=True)
+    with store.connect(db) as con:
+        assert migrations.missing(con) == []
+        tables = {r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables").fetchall()}
+        assert NEW_TABLES <= tables
+        assert scalar(con, "SELECT count(*) FROM frames") == 1

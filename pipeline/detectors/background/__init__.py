@@ -31,7 +31,9 @@ a cloud bank that another day had is explained; a person, a bird or drops on the
 The detector sums the evidence of both scores (`detector.BackgroundDetector`).
 
 A knocked camera shows every edge of the scene a little off, all over the frame, so it does
-not stand out locally; `Alignment` asks whether the frame still lines up with the scene.
+not stand out locally: that is the camera cause's own detector (`alignment`,
+`pipeline.detectors.camera`). `Alignment` (phase correlation of edge maps) is kept for runs
+fitted before it, whose `background` counted a camera that no longer lined up.
 
 Pixels come from the thumbnails the store already holds (`pipeline.pixels`). Frames are scored
 in time order, a few days at a time, holding only the references of the days around them.

@@ -48,12 +48,14 @@ class BackgroundDetector(Detector):
       `same_time_days` days away. The sun stands where it stood then, so the shadows do too;
       a frame without such references counts its scene part twice (`same_time_neighbors=0`
       turns this part off);
-    - alignment: whether the frame still lines up with its class's scene (`Alignment`: a
-      knocked camera). A frame that lines up counts nothing; one that lines up better shifted
-      counts its gain (how many standard deviations of the correlation surface the shifted
-      peak stands above no shift), whatever the number of frames shifted with it. In a class
-      where under `min_lines_up` of the fit's frames line up (night: the edges are sensor
-      noise, and the peak wanders by chance), the part says nothing.
+    - alignment, only with `alignment_part` (runs fitted before the camera cause had its own
+      `alignment` detector, `pipeline.detectors.camera`; new runs leave it out, so that this
+      detector is the scene cause alone): whether the frame still lines up with its class's
+      scene (`Alignment`: a knocked camera). A frame that lines up counts nothing; one that
+      lines up better shifted counts its gain (how many standard deviations of the correlation
+      surface the shifted peak stands above no shift), whatever the number of frames shifted
+      with it. In a class where under `min_lines_up` of the fit's frames line up (night: the
+      edges are sensor noise, and the peak wanders by chance), the part says nothing.
 
     The scene and same-time parts score how far a frame's highest pixel z-scores stand out
     (`stand_out`), each z-score first measured against the mean of the pixels around it, in a
@@ -66,8 +68,9 @@ class BackgroundDetector(Detector):
 
     key = "background"
     summary = "something the fixed camera's learned background cannot explain (a person, " \
-              "an animal, drops on the lens), or a camera that no longer lines up with it"
+              "an animal, a vehicle, drops on the lens)"
     family = "background"
+    cause = "scene"
     order = 10
     plain_cause = "something in the scene"
     moved_cause: ClassVar[str] = "camera moved"  # the plain cause of the alignment part
@@ -83,7 +86,8 @@ class BackgroundDetector(Detector):
                  same_time_neighbors: int = 6, same_time_minutes: float = 30.0,
                  same_time_days: int = 7, slot_minutes: float = 10.0,
                  min_lines_up: float = 0.9, time_of_day_noise: bool = True,
-                 noise_spread: float = 0.9, surround: float = 0.16, random_state: int = 0):
+                 noise_spread: float = 0.9, surround: float = 0.16, alignment_part: bool = False,
+                 random_state: int = 0):
         self.contamination = contamination
         self.n_components = n_components
         self.variance = variance
@@ -100,6 +104,7 @@ class BackgroundDetector(Detector):
         self.time_of_day_noise = time_of_day_noise
         self.noise_spread = noise_spread
         self.surround = surround
+        self.alignment_part = alignment_part
         self.random_state = random_state
 
     def fit(self, batch):
@@ -113,14 +118,17 @@ class BackgroundDetector(Detector):
             gains = parts[rows, 2][np.isfinite(parts[rows, 2])]
             self.lines_up_[key] = float((gains == 0).mean()) if len(gains) else 0.0
         self.decision_scores_ = self._combine(parts, keys)
-        self.alignment_evidence_ = self._alignment_evidence(parts[:, 2], keys).astype(np.float32)
+        self.alignment_evidence_ = (self._alignment_evidence(parts[:, 2], keys)
+                                    if self.alignment_part else np.zeros(len(batch))
+                                    ).astype(np.float32)
         self._process_decision_scores()
         return self
 
     def cause_split(self) -> dict[str, np.ndarray]:
-        """A fit frame that lines up better shifted (its alignment part counts) is "camera
-        moved" as a whole: the shift also explains its residual against the scene. Any other
-        frame's evidence is "something in the scene"."""
+        """With the alignment part (runs fitted before the camera cause had its own
+        `alignment` detector), a fit frame that lines up better shifted is "camera moved" as a
+        whole: the shift also explains its residual against the scene. Any other frame's
+        evidence (every frame's, without the part) is "something in the scene"."""
         moved = (self.alignment_evidence_ > 0).astype(float)
         return {self.plain_cause: 1.0 - moved, self.moved_cause: moved}
 
@@ -130,15 +138,17 @@ class BackgroundDetector(Detector):
     def _upgrade(self, state: dict[str, Any], version: int) -> dict[str, Any]:
         # format 0 fitted before the same-time part or the alignment part cannot be scored
         # now; the settings added since then get the values that fit had without them.
-        # Formats 0 and 1 did not keep the fit's alignment evidence (only incidents read it,
-        # at analysis time): none of their evidence is counted as a moved camera.
+        # Formats before 2 counted the alignment part here (there was no `alignment`) and did
+        # not keep the fit's alignment evidence (only incidents read it, at analysis time): none
+        # of their evidence is counted as a moved camera.
         if version == 0 and ("part_reference_" not in state or "lines_up_" not in state):
             raise FittedFormatError("its background detector was fitted before the same-time "
                                     "and alignment parts, which this version scores with")
         if version == 0:
             state = {"time_of_day_noise": False, "noise_spread": 0.5, "surround": 0.0, **state}
         scores = state.get("decision_scores_")
-        return {"alignment_evidence_": np.zeros(0 if scores is None else len(scores)), **state}
+        return {"alignment_part": True,
+                "alignment_evidence_": np.zeros(0 if scores is None else len(scores)), **state}
 
     def _fit(self, batch):
         check_spread(self.noise_spread, "noise_spread")  # before any thumbnail is decoded
@@ -163,12 +173,13 @@ class BackgroundDetector(Detector):
         parts = []
         for pos, grids in batch.pixels.grids(batch.frame_ids[wanted], self.size_):
             have[wanted[pos]] = True
-            parts.append((wanted[pos], log_rgb(grids), edge_map(grids)))
+            parts.append((wanted[pos], log_rgb(grids),
+                          edge_map(grids) if self.alignment_part else None))
         if not parts:
             return
         order = np.concatenate([p for p, _, _ in parts])
         flat = np.concatenate([f for _, f, _ in parts])
-        edges = np.concatenate([e for _, _, e in parts])
+        edges = np.concatenate([e for _, _, e in parts]) if self.alignment_part else None
         row_of[order] = np.arange(len(order))
         jobs = [(name, row_of[members[have[members]]]) for name, members in samples.items()]
         days, minutes = day_and_minute(batch.local_time)
@@ -179,7 +190,7 @@ class BackgroundDetector(Detector):
             model = BackgroundModel(self.n_components, self.variance, self.random_state).fit(
                 flat[rows], self.size_, noise_spread=self.noise_spread,
                 minutes=None if flat_minutes is None else flat_minutes[rows])
-            model.alignment_ = Alignment(edges[rows])
+            model.alignment_ = Alignment(edges[rows]) if edges is not None else None
             return name, model
 
         with one_blas_thread():  # the classes are fitted in threads instead
@@ -310,6 +321,8 @@ class BackgroundDetector(Detector):
                 evidence[ok, j] = -np.log1p(-p)
         scene, same_time = evidence.T
         local = scene + np.where(np.isfinite(same_time), same_time, scene)
+        if not self.alignment_part:
+            return local
         return local + self._alignment_evidence(parts[:, 2], keys)
 
     def _alignment_evidence(self, gains: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -95,7 +95,9 @@ class BackgroundModel(Versioned):
 
     def alignment_gain(self, grids: np.ndarray) -> np.ndarray:
         """`Alignment.gain` of frames against this class's scene (`alignment_`, set by the
-        detector's fit)."""
+        detector's fit with its alignment part; NaN without one)."""
+        if self.alignment_ is None:
+            return np.full(len(grids), np.nan)
         return self.alignment_.gain(edge_map(grids))
 
     def residual(self, flat: np.ndarray) -> np.ndarray:

@@ -1,0 +1,204 @@
+"""The own-reference family: `soft`, `flat`, `exposure`, image quality against the camera's own
+good frames under the same sun.
+
+Under the same sun the same camera delivers the same sharpness, local contrast and exposure on
+its clear days. So each frame is compared with its reference pool: the fit's frames taken with
+the sun at a similar place in the sky (elevation within `elevation_tolerance` degrees, azimuth
+within `azimuth_tolerance`), on ANY date; without the camera's place, the frames taken within
+`hour_tolerance` hours of its time of day on any date; a frame without a time, or whose pool
+holds fewer than `min_pool` frames, is compared with every frame. The pool's upper
+`reference_quantile` (its good frames) is the reference, so an episode of junk cannot become
+the reference unless it fills more than a tenth of every pool it falls in: with pools over all
+dates, a month of water on the lens shares each sun position with the other season that has
+it (spring and autumn), and stays junk on its twentieth day as on its first. A density
+detector (`lof`) calls such an episode normal: it is frequent.
+
+- `soft`: log(1 + sharpness) below the reference (blur, water on the lens, fog);
+- `flat`: log(1 + local contrast) below the reference (haze, smoke, a wet film);
+- `exposure`: mean luma away from the pool's median, either way (too dark, washed out).
+
+Scores are in units of one spread per measure: the median over the fit's frames of their
+pool's reference minus its median. Pools are formed on a grid of sun-position bins (2 x 5
+degrees; 20 minutes of the day without a place), so the fit is linear in frames; the bins'
+quantiles are frozen at fit time, so `score-new` gives a fit frame its fit score and scores new
+frames against the same references. Measured on the Kat Kam webcam and the renders in
+docs/PERFORMANCE.md ("Real cameras"); the old one-sided checks (`blurry`, `haze`, ...) stay as
+side-by-side detectors.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from pipeline.detectors.base import Detector, register
+from pipeline.detectors.batch import FrameBatch, day_and_minute
+
+ELEVATION_BIN, AZIMUTH_BIN, MINUTE_BIN = 2.0, 5.0, 20.0
+N_AZIMUTH_BINS = int(360 / AZIMUTH_BIN)
+N_MINUTE_BINS = int(1440 / MINUTE_BIN)
+EVERY = ("all",)  # the pool of a frame without a time
+
+
+class _OwnReferenceDetector(Detector):
+    """One frame statistic (`column`, on a log scale when `log`) against the frame's own
+    reference pool; `direction` 'below' scores a value under the reference, 'either' a value
+    away from the pool's median either way."""
+
+    cause = "quality"
+    needs = frozenset({"frame_stats", "timestamps"})
+    in_consensus = True
+    unscorable = ("(the frames lack image statistics; re-ingest them, or run analyze once so "
+                  "that it fills in their local contrast)")
+    column: ClassVar[str]
+    log: ClassVar[bool] = True
+    direction: ClassVar[str] = "below"
+    example_bad: ClassVar[dict[str, float]]
+
+    def __init__(self, contamination: float = 0.05, reference_quantile: float = 0.9,
+                 elevation_tolerance: float = 8.0, azimuth_tolerance: float = 20.0,
+                 hour_tolerance: float = 1.0, min_pool: int = 20):
+        self.contamination = contamination
+        self.reference_quantile = reference_quantile
+        self.elevation_tolerance = elevation_tolerance
+        self.azimuth_tolerance = azimuth_tolerance
+        self.hour_tolerance = hour_tolerance
+        self.min_pool = min_pool
+
+    # --- the measure and the pools -------------------------------------------------------------
+
+    def _values(self, batch: FrameBatch) -> np.ndarray:
+        if self.column not in batch.stats:
+            return np.full(len(batch), np.nan)
+        x = batch.stats[self.column].to_numpy(float)
+        return np.log1p(np.maximum(x, 0)) if self.log else x
+
+    def _keys(self, batch: FrameBatch) -> list[tuple]:
+        """Each frame's bin: ('sun', elevation bin, azimuth bin) when the sun's position is
+        known, else ('time', 20-minute slot of the camera clock), else EVERY."""
+        if self.by_sun_:
+            elevation, azimuth = (batch.sun.T if batch.sun is not None
+                                  else np.full((2, len(batch)), np.nan))
+            known = np.isfinite(elevation) & np.isfinite(azimuth)
+            e = np.round(np.where(known, elevation, 0) / ELEVATION_BIN).astype(int)
+            a = np.round(np.where(known, azimuth, 0) / AZIMUTH_BIN).astype(int) % N_AZIMUTH_BINS
+            return [("sun", int(i), int(j)) if k else EVERY for i, j, k in zip(e, a, known)]
+        _, minutes = day_and_minute(batch.local_time)
+        known = np.isfinite(minutes)
+        slots = np.floor(np.where(known, minutes, 0) / MINUTE_BIN).astype(int) % N_MINUTE_BINS
+        return [("time", int(s)) if k else EVERY for s, k in zip(slots, known)]
+
+    def _near(self, key: tuple) -> list[tuple]:
+        """The bins whose frames are in the pool of a frame in bin `key`."""
+        if key[0] == "sun":
+            de = int(round(self.elevation_tolerance / ELEVATION_BIN))
+            da = int(round(self.azimuth_tolerance / AZIMUTH_BIN))
+            return [("sun", key[1] + i, (key[2] + j) % N_AZIMUTH_BINS)
+                    for i in range(-de, de + 1) for j in range(-da, da + 1)]
+        if key[0] == "time":
+            dt = int(round(self.hour_tolerance * 60 / MINUTE_BIN))
+            return [("time", (key[1] + i) % N_MINUTE_BINS) for i in range(-dt, dt + 1)]
+        return [key]
+
+    def _pool_quantiles(self, key: tuple) -> tuple[float, float]:
+        """(median, reference) of the pool of bin `key`, from the fit's values."""
+        if key in self.pool_quantiles_:
+            return self.pool_quantiles_[key]
+        if key == EVERY:
+            return self.everything_
+        members = [self.values_[b] for b in self._near(key) if b in self.values_]
+        pool = np.concatenate(members) if members else np.empty(0)
+        if len(pool) < self.min_pool:
+            return self.everything_
+        middle, reference = np.quantile(pool, [0.5, self.reference_quantile])
+        return float(middle), float(reference)
+
+    # --- fit and score -------------------------------------------------------------------------
+
+    def _fit(self, batch: FrameBatch) -> None:
+        if not 0.5 <= self.reference_quantile < 1:
+            raise ValueError(f"reference_quantile must be in [0.5, 1), got "
+                             f"{self.reference_quantile}")
+        self.by_sun_ = batch.sun is not None and bool(np.isfinite(batch.sun).all(axis=1).any())
+        x = self._values(batch)
+        keys = self._keys(batch)
+        ok = np.isfinite(x)
+        groups: dict[tuple, list[int]] = {}
+        for i in np.flatnonzero(ok):
+            groups.setdefault(keys[i], []).append(i)
+        self.values_: dict[tuple, np.ndarray] = {k: np.sort(x[rows]) for k, rows in groups.items()}
+        self.pool_quantiles_: dict[tuple, tuple[float, float]] = {}
+        if ok.any():
+            middle, reference = np.quantile(x[ok], [0.5, self.reference_quantile])
+            self.everything_ = (float(middle), float(reference))
+        else:
+            self.everything_ = (np.nan, np.nan)
+        self.pool_quantiles_ = {key: self._pool_quantiles(key) for key in self.values_}
+        spreads = np.array([self.pool_quantiles_[k][1] - self.pool_quantiles_[k][0]
+                            for k, good in zip(keys, ok) if good])
+        spread = float(np.median(spreads)) if len(spreads) else np.nan
+        self.scale_ = spread if np.isfinite(spread) and spread > 0 else 1.0
+
+    def decision_function(self, batch: FrameBatch) -> np.ndarray:
+        x = self._values(batch)
+        keys = self._keys(batch)
+        found = {key: self._pool_quantiles(key) for key in dict.fromkeys(keys)}
+        middle, reference = np.array([found[k] for k in keys], dtype=float).reshape(-1, 2).T
+        if self.direction == "below":
+            return (reference - x) / self.scale_
+        return np.abs(x - middle) / self.scale_
+
+
+@register
+class SoftDetector(_OwnReferenceDetector):
+    key = "soft"
+    summary = ("soft frame: sharper frames are the norm with the sun where it is (blur, water "
+               "on the lens, fog)")
+    family = "detail"
+    order = 5
+    plain_cause = "blur"
+    column = "sharpness"
+    example_bad = {"sharpness": 2.0}
+
+
+@register
+class FlatDetector(_OwnReferenceDetector):
+    key = "flat"
+    summary = ("flat frame: more local contrast is the norm with the sun where it is (haze, "
+               "smoke, a wet film)")
+    family = "detail"
+    order = 6
+    plain_cause = "fog or haze"
+    column = "local_contrast"
+    example_bad = {"local_contrast": 0.5}
+
+
+@register
+class ExposureDetector(_OwnReferenceDetector):
+    key = "exposure"
+    summary = ("exposure unlike the camera's frames with the sun where it is (too dark, washed "
+               "out)")
+    family = "exposure"
+    order = 7
+    plain_cause = "too dark"
+    column = "mean_luma"
+    log = False
+    direction = "either"
+    evidence_from = 0.95  # a one-sided check: only its top twentieth counts
+    example_bad = {"mean_luma": 4.0}
+
+    def _fit(self, batch: FrameBatch) -> None:
+        super()._fit(batch)
+        self.brighter_ = self._values(batch) > self._middle(batch)  # fit frames above the norm
+
+    def _middle(self, batch: FrameBatch) -> np.ndarray:
+        keys = self._keys(batch)
+        found = {key: self._pool_quantiles(key) for key in dict.fromkeys(keys)}
+        return np.array([found[k][0] for k in keys], dtype=float)
+
+    def cause_split(self) -> dict[str, np.ndarray]:
+        """A fit frame darker than its pool's median is "too dark", a brighter one "too
+        bright"."""
+        brighter = self.brighter_.astype(float)
+        return {"too dark": 1.0 - brighter, "too bright": brighter}

@@ -1,0 +1,94 @@
+"""Quality against the camera's own good frames: junk that lasts (a week of streaks, a month of
+haze) stays junk, where a density detector calls a frequent look normal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from pipeline.detectors import FrameBatch, make_detector
+from pipeline.neighbors import NeighborIndex
+
+LAT, LON = 49.28, -123.16
+N_DAYS, HOURS = 120, np.arange(8, 18)  # hourly daylight frames over four months
+
+
+def _series(episode: slice, measure: str, factor: float, seed: int = 0,
+            place: bool = True) -> tuple[FrameBatch, np.ndarray]:
+    """Four months of hourly daylight frames whose sharpness and local contrast follow the sun
+    (softer in the low morning and evening light) and the weather (a few grey days), with the
+    frames of `episode` degraded: `measure` multiplied by `factor`. Returns the batch (its PCA
+    space is the frames' log measures, so an episode is a dense cluster) and the episode mask."""
+    rng = np.random.default_rng(seed)
+    days = np.repeat(np.arange(N_DAYS), len(HOURS))
+    hours = np.tile(HOURS, N_DAYS).astype(float)
+    local = (np.datetime64("2024-03-01T00:00") + days * np.timedelta64(1, "D")
+             + (hours * 60).astype(int) * np.timedelta64(1, "m"))
+    light = np.sin(np.pi * (hours - 6) / 12)                       # the sun's daily arc
+    grey = np.repeat(rng.uniform(0.7, 1.0, N_DAYS) ** 2, len(HOURS))  # clear to overcast days
+    sharpness = 400 * light * grey * rng.lognormal(0, 0.1, len(days))
+    contrast = 14 * np.sqrt(light * grey) * rng.lognormal(0, 0.05, len(days))
+    luma = 60 + 80 * light * rng.lognormal(0, 0.05, len(days))
+    junk = np.zeros(len(days), bool)
+    junk[episode] = True
+    stats = {"sharpness": sharpness, "local_contrast": contrast}
+    stats[measure] = np.where(junk, stats[measure] * factor, stats[measure])
+    frames = pd.DataFrame({
+        "frame_id": np.arange(len(days)) + 1, "taken_at": local,
+        "taken_at_utc": pd.to_datetime(local).tz_localize("America/Vancouver").tz_convert("UTC"),
+        "daylight": "day", "mean_luma": luma, "contrast": contrast * 3,
+        "sharpness": stats["sharpness"], "colorfulness": 20.0,
+        "local_contrast": stats["local_contrast"]})
+    z = np.column_stack([np.log(stats["sharpness"]), np.log(stats["local_contrast"]),
+                         np.log(luma)]).astype(np.float32)
+    z = (z - z.mean(axis=0)) / z.std(axis=0)
+    batch = FrameBatch.from_frames(frames["frame_id"].to_numpy(), z, frames,
+                                   lat=LAT if place else None, lon=LON if place else None)
+    NeighborIndex().fit(batch.z, batch.frame_ids).attach(batch, 20)
+    return batch, junk
+
+
+def _auc(key: str, batch: FrameBatch, junk: np.ndarray) -> float:
+    scores = make_detector(key).fit(batch).decision_scores_
+    return roc_auc_score(junk, np.nan_to_num(scores, nan=np.nanmedian(scores)))
+
+
+N = N_DAYS * len(HOURS)
+
+
+@pytest.mark.parametrize("place", [True, False])
+def test_a_week_of_streaks_in_a_tenth_of_the_archive_stays_junk(place):
+    """Water streaks soften twelve days in a row (10% of the frames): every one of them is
+    below what the camera delivers under the same sun on its clear days; `lof` finds the
+    episode's frames among their own kind and calls them normal."""
+    block = slice(N // 2, N // 2 + N // 10)
+    batch, junk = _series(block, "sharpness", 0.35, place=place)
+    assert _auc("soft", batch, junk) > 0.95
+    assert _auc("lof", batch, junk) < 0.75
+
+
+def test_a_month_of_haze_stays_junk_on_its_last_day():
+    """Smoke flattens a month (a quarter of the frames): the reference is the upper tenth of
+    every pool over all dates, so the last day of the month is as flat against it as the
+    first."""
+    block = slice(N // 4, N // 4 + N // 4)
+    batch, junk = _series(block, "local_contrast", 0.6, seed=1)
+    det = make_detector("flat").fit(batch)
+    scores = det.decision_scores_
+    assert roc_auc_score(junk, scores) > 0.95
+    first, last = np.flatnonzero(junk)[:len(HOURS)], np.flatnonzero(junk)[-len(HOURS):]
+    normal = np.quantile(scores[~junk], 0.9)
+    assert (scores[first] > normal).mean() > 0.8 and (scores[last] > normal).mean() > 0.8
+    assert _auc("lof", batch, junk) < 0.75
+
+
+def test_exposure_scores_either_way_and_new_frames_like_the_fit():
+    batch, _ = _series(slice(0, 0), "sharpness", 1.0)
+    det = make_detector("exposure").fit(batch)
+    np.testing.assert_allclose(det.decision_function(batch), det.decision_scores_)
+    stats = batch.stats.copy()
+    stats.loc[5, "mean_luma"], stats.loc[6, "mean_luma"] = 5.0, 250.0
+    odd = det.decision_function(FrameBatch(**{**batch.__dict__, "stats": stats}))
+    assert min(odd[5], odd[6]) > np.quantile(det.decision_scores_, 0.99)
