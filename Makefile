@@ -7,7 +7,7 @@ DEMO_DIR ?= demo-data
 DEMO_FRAMES ?= 1200
 PORT ?= 8501
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test lint venv clean bench
 
 $(VENV)/.installed-runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,13 @@ venv: $(VENV)/.installed-dev $(VENV)/.installed-ray
 demo: $(VENV)/.installed-runtime
 	$(PY) -m pipeline demo --frames $(DEMO_FRAMES) --out $(DEMO_DIR) --db $(DEMO_DIR)/garden.duckdb --port $(PORT)
 
-test: $(VENV)/.installed-dev $(VENV)/.installed-ray
+# ruff (pinned in requirements-dev.txt, configured in pyproject.toml): lint and format check.
+# `ruff format .` and `ruff check --fix .` repair what they report.
+lint: $(VENV)/.installed-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint $(VENV)/.installed-ray
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed-dev

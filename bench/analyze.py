@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-POOL_VARIANTS = 4      # noisy encodings per ten-minute slot of the day
-POOL_PLANTED = 64      # encodings with an object in front of the scene
+POOL_VARIANTS = 4  # noisy encodings per ten-minute slot of the day
+POOL_PLANTED = 64  # encodings with an object in front of the scene
 THUMB_SIZE = (256, 144)
 
 
@@ -79,10 +79,11 @@ def thumbnail_pool(seed: int = 0, quality: int = 80) -> tuple[list[list[bytes]],
         image = image + rng.normal(0, 3, size=scene.shape)
         if obj:
             y, x = rng.integers(10, height - 30), rng.integers(10, width - 20)
-            image[y:y + 24, x:x + 12] = (250, 235, 60)
+            image[y : y + 24, x : x + 12] = (250, 235, 60)
         buffer = io.BytesIO()
         Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
-            buffer, "JPEG", quality=quality)
+            buffer, "JPEG", quality=quality
+        )
         return buffer.getvalue()
 
     normal = [[encode(slot, False) for _ in range(POOL_VARIANTS)] for slot in range(144)]
@@ -90,8 +91,7 @@ def thumbnail_pool(seed: int = 0, quality: int = 80) -> tuple[list[list[bytes]],
     return normal, planted
 
 
-def build_store(db: Path, n: int, dim: int, seed: int = 0,
-                thumbnails: bool = False) -> list[int]:
+def build_store(db: Path, n: int, dim: int, seed: int = 0, thumbnails: bool = False) -> list[int]:
     """Frames + `synthetic` vectors (+ thumbnails); returns the frame ids of planted outliers."""
     import numpy as np
     import pandas as pd
@@ -116,9 +116,16 @@ def build_store(db: Path, n: int, dim: int, seed: int = 0,
             hours = ((times - times.astype("datetime64[D]")) / np.timedelta64(1, "h")).astype(float)
             days = idx / 144.0
             phase = 2 * np.pi * hours / 24
-            feats = np.column_stack([np.sin(phase), np.cos(phase), np.sin(2 * phase),
-                                     np.cos(2 * phase), np.sin(2 * np.pi * days / 365),
-                                     np.cos(2 * np.pi * days / 365)])
+            feats = np.column_stack(
+                [
+                    np.sin(phase),
+                    np.cos(phase),
+                    np.sin(2 * phase),
+                    np.cos(2 * phase),
+                    np.sin(2 * np.pi * days / 365),
+                    np.cos(2 * np.pi * days / 365),
+                ]
+            )
             vectors = feats @ basis * 3 + rng.normal(scale=0.5, size=(hi - lo, dim))
             out = rng.random(hi - lo) < 0.005
             # the same shift relative to the daily cycle at any dim (both grow as sqrt(dim))
@@ -126,20 +133,31 @@ def build_store(db: Path, n: int, dim: int, seed: int = 0,
             ids = idx + 1
             planted += ids[out].tolist()
             day = (hours >= 7) & (hours < 19)
-            frames = pd.DataFrame({
-                "frame_id": ids, "path": [f"f/{i:07d}.jpg" for i in idx], "root": "/bench",
-                "location": [f"/bench/f/{i:07d}.jpg" for i in idx],
-                "taken_at": pd.to_datetime(times),
-                "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
-                "time_source": "exif", "utc_offset_min": 0, "source_utc": pd.NaT,
-                "width": 640, "height": 360, "file_bytes": 50_000,
-                "file_mtime": pd.Timestamp("2025-01-01", tz="UTC"), "content_hash": None,
-                "mean_luma": np.where(day, 120.0, 15.0) + rng.normal(0, 5, hi - lo),
-                "contrast": np.where(day, 40.0, 8.0) + rng.normal(0, 2, hi - lo),
-                "sharpness": np.where(day, 300.0, 30.0) + rng.normal(0, 10, hi - lo),
-                "colorfulness": np.where(day, 30.0, 3.0) + rng.normal(0, 1, hi - lo),
-                "sun_elevation": None, "daylight": np.where(day, "day", "night"),
-                "daylight_source": "brightness"})
+            frames = pd.DataFrame(
+                {
+                    "frame_id": ids,
+                    "path": [f"f/{i:07d}.jpg" for i in idx],
+                    "root": "/bench",
+                    "location": [f"/bench/f/{i:07d}.jpg" for i in idx],
+                    "taken_at": pd.to_datetime(times),
+                    "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
+                    "time_source": "exif",
+                    "utc_offset_min": 0,
+                    "source_utc": pd.NaT,
+                    "width": 640,
+                    "height": 360,
+                    "file_bytes": 50_000,
+                    "file_mtime": pd.Timestamp("2025-01-01", tz="UTC"),
+                    "content_hash": None,
+                    "mean_luma": np.where(day, 120.0, 15.0) + rng.normal(0, 5, hi - lo),
+                    "contrast": np.where(day, 40.0, 8.0) + rng.normal(0, 2, hi - lo),
+                    "sharpness": np.where(day, 300.0, 30.0) + rng.normal(0, 10, hi - lo),
+                    "colorfulness": np.where(day, 30.0, 3.0) + rng.normal(0, 1, hi - lo),
+                    "sun_elevation": None,
+                    "daylight": np.where(day, "day", "night"),
+                    "daylight_source": "brightness",
+                }
+            )
             empty = pd.DataFrame()
             thumbs = empty
             if pool is not None:
@@ -147,10 +165,17 @@ def build_store(db: Path, n: int, dim: int, seed: int = 0,
                 slot = (idx % 144).astype(int)
                 variant = rng.integers(0, POOL_VARIANTS, hi - lo)
                 pick = rng.integers(0, POOL_PLANTED, hi - lo)
-                jpegs = [odd[p] if o else normal[s][v]
-                         for s, v, p, o in zip(slot, variant, pick, out)]
-                thumbs = pd.DataFrame({"frame_id": ids, "jpeg": pd.Series(jpegs, dtype=object),
-                                       "width": THUMB_SIZE[0], "height": THUMB_SIZE[1]})
+                jpegs = [
+                    odd[p] if o else normal[s][v] for s, v, p, o in zip(slot, variant, pick, out)
+                ]
+                thumbs = pd.DataFrame(
+                    {
+                        "frame_id": ids,
+                        "jpeg": pd.Series(jpegs, dtype=object),
+                        "width": THUMB_SIZE[0],
+                        "height": THUMB_SIZE[1],
+                    }
+                )
             sf.write_batch(con, sf.FrameBatch(frames, empty, empty, thumbs, empty))
             se.insert_vectors(con, "synthetic", ids, vectors.astype(np.float32))
     return planted
@@ -173,8 +198,16 @@ def _peak_rss_mib() -> float | None:
     return None
 
 
-def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bool,
-        trace: bool = True, reuse: bool = False, neighbor_index: str = "auto") -> dict:
+def one(
+    n: int,
+    dim: int,
+    detectors: list[str] | None,
+    out: Path,
+    thumbnails: bool,
+    trace: bool = True,
+    reuse: bool = False,
+    neighbor_index: str = "auto",
+) -> dict:
     import numpy as np
 
     import store
@@ -189,16 +222,17 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bo
     if reuse and db.exists() and kept.exists():
         planted = json.loads(kept.read_text())
         if [planted["dim"], planted["thumbnails"]] != [dim, thumbnails]:
-            raise SystemExit(f"{db} was built with --dim {planted['dim']} and thumbnails "
-                             f"{planted['thumbnails']}: build it again without --reuse")
+            raise SystemExit(
+                f"{db} was built with --dim {planted['dim']} and thumbnails "
+                f"{planted['thumbnails']}: build it again without --reuse"
+            )
         planted, build_s = planted["frame_ids"], None
     else:
         for p in (db, db.with_name(db.name + ".wal"), kept):
             if p.exists():
                 p.unlink()
         planted = build_store(db, n, dim, thumbnails=thumbnails)
-        kept.write_text(json.dumps({"dim": dim, "thumbnails": thumbnails,
-                                    "frame_ids": planted}))
+        kept.write_text(json.dumps({"dim": dim, "thumbnails": thumbnails, "frame_ids": planted}))
         build_s = round(time.perf_counter() - started, 1)
     settings = Settings(model="synthetic", neighbor_index=neighbor_index)
     if detectors:
@@ -225,23 +259,33 @@ def one(n: int, dim: int, detectors: list[str] | None, out: Path, thumbnails: bo
         return round(float(roc_auc_score(labels, rows["score"].fillna(0))), 4)
 
     return {
-        "frames": n, "dim": dim, "thumbnails": thumbnails, "traced": trace,
+        "frames": n,
+        "dim": dim,
+        "thumbnails": thumbnails,
+        "traced": trace,
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         "detectors": result.detectors,
-        "notes": result.notes, "pca_dims": result.n_dims,
+        "notes": result.notes,
+        "pca_dims": result.n_dims,
         "neighbor_index": result.params.get("neighbor_index"),
         "neighbor_recall": result.params.get("neighbor_recall"),
         "neighbor_recall_frames": result.params.get("neighbor_recall_frames"),
-        "analyze_s": round(total, 2), "steps_s": result.timings, "steps_cpu_s": result.cpu,
+        "analyze_s": round(total, 2),
+        "steps_s": result.timings,
+        "steps_cpu_s": result.cpu,
         "steps_peak_mib": result.peak_mb,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "analyze_peak_rss_mib": _peak_rss_mib() if rss_reset else None,
-        "build_store_s": build_s, "store_mib": round(db.stat().st_size / 2**20, 1),
-        "planted_auc": auc("consensus"), "background_planted_auc": auc("background"),
-        "archive": {"incidents": result.params.get("n_incidents"),
-                    "incidents_s": result.timings.get("incidents"),
-                    "mosaic": result.params.get("mosaic"),
-                    "aggregates_write_s": round(aggregates_s, 2)},
+        "build_store_s": build_s,
+        "store_mib": round(db.stat().st_size / 2**20, 1),
+        "planted_auc": auc("consensus"),
+        "background_planted_auc": auc("background"),
+        "archive": {
+            "incidents": result.params.get("n_incidents"),
+            "incidents_s": result.timings.get("incidents"),
+            "mosaic": result.params.get("mosaic"),
+            "aggregates_write_s": round(aggregates_s, 2),
+        },
     }
 
 
@@ -251,27 +295,59 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--detectors", default=None, help="comma-separated detector keys")
     parser.add_argument("--out", type=Path, default=None, help="folder for the stores")
-    parser.add_argument("--thumbnails", action="store_true",
-                        help="also store synthetic JPEG thumbnails, so `background` runs")
-    parser.add_argument("--no-trace", dest="trace", action="store_false",
-                        help="no tracemalloc: times as the CLI runs, no per-step peaks")
+    parser.add_argument(
+        "--thumbnails",
+        action="store_true",
+        help="also store synthetic JPEG thumbnails, so `background` runs",
+    )
+    parser.add_argument(
+        "--no-trace",
+        dest="trace",
+        action="store_false",
+        help="no tracemalloc: times as the CLI runs, no per-step peaks",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the stores")
-    parser.add_argument("--reuse", action="store_true",
-                        help="analyse a store kept in --out by an earlier --keep run")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="analyse a store kept in --out by an earlier --keep run",
+    )
     parser.add_argument("--neighbor-index", default="auto", help="auto, exact, kdtree or ivf")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     detectors = args.detectors.split(",") if args.detectors else None
     if args.one is not None:
-        print(json.dumps(one(args.one, args.dim, detectors, args.out, args.thumbnails,
-                             args.trace, args.reuse, args.neighbor_index)))
+        print(
+            json.dumps(
+                one(
+                    args.one,
+                    args.dim,
+                    detectors,
+                    args.out,
+                    args.thumbnails,
+                    args.trace,
+                    args.reuse,
+                    args.neighbor_index,
+                )
+            )
+        )
         return
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-analyze-"))
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for n in [int(x) for x in args.frames.split(",")]:
-        cmd = [sys.executable, __file__, "--one", str(n), "--dim", str(args.dim), "--out", str(out),
-               "--neighbor-index", args.neighbor_index]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            str(n),
+            "--dim",
+            str(args.dim),
+            "--out",
+            str(out),
+            "--neighbor-index",
+            args.neighbor_index,
+        ]
         if args.detectors:
             cmd += ["--detectors", args.detectors]
         if args.thumbnails:
@@ -280,8 +356,13 @@ def main() -> None:
             cmd.append("--no-trace")
         if args.reuse:
             cmd.append("--reuse")
-        done = subprocess.run(cmd, check=False, capture_output=True, text=True, env={
-            **os.environ, "PYTHONPATH": str(ROOT)})
+        done = subprocess.run(
+            cmd,
+            check=False,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         if done.returncode != 0:
             results.append({"frames": n, "error": done.stderr.strip().splitlines()[-1:]})
         else:
@@ -289,9 +370,19 @@ def main() -> None:
         if not args.keep and not args.reuse:
             for p in out.glob(f"bench-{n}.duckdb*"):
                 p.unlink()
-    print(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                  "load_avg": os.getloadavg()},
-                      "results": results}, indent=1))
+    print(
+        json.dumps(
+            {
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "load_avg": os.getloadavg(),
+                },
+                "results": results,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

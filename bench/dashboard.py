@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -56,7 +56,7 @@ def _thumbs(n: int = 12, size=(64, 36)) -> pd.DataFrame:
         h, w = size[1], size[0]
         img = np.zeros((h, w, 3), dtype=np.float32)
         img[: h // 2] = sky
-        img[h // 2:] = grass
+        img[h // 2 :] = grass
         img += rng.normal(0, 10, img.shape)
         buf = io.BytesIO()
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=70)
@@ -64,13 +64,19 @@ def _thumbs(n: int = 12, size=(64, 36)) -> pd.DataFrame:
     return pd.DataFrame({"k": range(n), "jpeg": blobs})
 
 
-def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int = 0,
-                start: date = date(2024, 4, 1)) -> Path:
+def build_store(
+    path: Path,
+    n_frames: int,
+    root: str = "/srv/camera",
+    seed: int = 0,
+    start: date = date(2024, 4, 1),
+) -> Path:
     """A synthetic but realistic store with `n_frames` frames (SQL only, seconds at 750k)."""
     path = Path(path)
     with store.connect(path) as con:
         con.execute(f"SELECT setseed({0.1 + seed / 1000})")
-        con.execute("""
+        con.execute(
+            """
             INSERT INTO frames (frame_id, path, root, location, taken_at, taken_at_utc,
                 time_source, utc_offset_min, width, height, file_bytes, file_mtime, mean_luma,
                 contrast, sharpness, colorfulness, sun_elevation, daylight, daylight_source)
@@ -92,23 +98,37 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
                    100 + 50 * random(), 20 + 10 * random(), elev,
                    CASE WHEN elev > 0 THEN 'day' WHEN elev > -6 THEN 'twilight' ELSE 'night' END,
                    'sun'
-            FROM e""", {"start": start, "n": int(n_frames), "root": root})
+            FROM e""",
+            {"start": start, "n": int(n_frames), "root": root},
+        )
         con.register("thumb_blobs", _thumbs())
         con.execute("""INSERT INTO thumbnails SELECT f.frame_id, b.jpeg, 64, 36
                        FROM frames f JOIN thumb_blobs b ON b.k = f.frame_id % 12""")
         con.unregister("thumb_blobs")
         con.execute("""INSERT INTO models (model, family, weights, dim, input_size)
                        VALUES ('pixels', 'baseline', 'none', 108, 16)""")
-        con.execute("""
+        con.execute(
+            """
             INSERT INTO analysis_runs (run_id, model, params, status, n_frames, started_at,
                                        finished_at, code_version, timings)
             VALUES (nextval('run_id_seq'), 'pixels', ?, 'complete', ?,
                     now() - INTERVAL 2 MINUTE, now() - INTERVAL 1 MINUTE, 'bench',
                     '{"pca": 0.8, "detectors": 20.5, "clusters": 3.1}')""",
-                    [json.dumps({"detectors": list(DETECTORS_SCORED), "clusterer": "kmeans",
-                                 "n_clusters": "auto", "contamination": 0.05}), n_frames])
+            [
+                json.dumps(
+                    {
+                        "detectors": list(DETECTORS_SCORED),
+                        "clusterer": "kmeans",
+                        "n_clusters": "auto",
+                        "contamination": 0.05,
+                    }
+                ),
+                n_frames,
+            ],
+        )
         run_id = store.db.scalar(con, "SELECT max(run_id) FROM analysis_runs")
-        con.execute("""
+        con.execute(
+            """
             INSERT INTO clusters
             SELECT $run, frame_id, cl,
                    cos(cl * 1.3) * 6 + (random() - 0.5) * 4,
@@ -117,10 +137,15 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
                          CASE WHEN frame_id % 211 = 0 THEN -1
                               WHEN daylight = 'night' THEN 0 WHEN daylight = 'twilight' THEN 1
                               ELSE 2 + CAST(floor(random() * 4) AS INTEGER) END AS cl
-                  FROM frames)""", {"run": run_id})
-        con.register("dets", pd.DataFrame({"detector": list(DETECTORS_SCORED),
-                                           "d": range(len(DETECTORS_SCORED))}))
-        con.execute("""
+                  FROM frames)""",
+            {"run": run_id},
+        )
+        con.register(
+            "dets",
+            pd.DataFrame({"detector": list(DETECTORS_SCORED), "d": range(len(DETECTORS_SCORED))}),
+        )
+        con.execute(
+            """
             INSERT INTO outlier_scores
             WITH raw AS (
                 SELECT d.detector, f.frame_id,
@@ -131,14 +156,20 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
             SELECT $run, detector, frame_id, score,
                    percent_rank() OVER (PARTITION BY detector ORDER BY score) AS pct,
                    percent_rank() OVER (PARTITION BY detector ORDER BY score) >= 0.95
-            FROM raw ORDER BY detector, frame_id""", {"run": run_id})  # as analyze writes them
+            FROM raw ORDER BY detector, frame_id""",
+            {"run": run_id},
+        )  # as analyze writes them
         con.unregister("dets")
-        con.execute("""
+        con.execute(
+            """
             INSERT INTO neighbors
             SELECT $run, f.frame_id, k, CASE WHEN f.frame_id + k <= $n THEN f.frame_id + k
                                              ELSE f.frame_id - k END, k * 0.1 + random() * 0.05
-            FROM frames f CROSS JOIN range(1, 6) r(k)""", {"run": run_id, "n": int(n_frames)})
-        con.execute("""
+            FROM frames f CROSS JOIN range(1, 6) r(k)""",
+            {"run": run_id, "n": int(n_frames)},
+        )
+        con.execute(
+            """
             INSERT INTO weather (station, observed_at, temperature_c, precipitation_mm,
                                  cloud_cover_pct, wind_speed_ms, visibility_km, condition, source)
             SELECT 'bench', ts, 8 + 6 * random(), CASE WHEN c = 'rain' THEN 1.2 ELSE 0 END,
@@ -148,7 +179,8 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
                   FROM generate_series(CAST($start AS TIMESTAMP) AT TIME ZONE 'UTC',
                        (CAST($start AS TIMESTAMP) + INTERVAL 10 MINUTE * $n) AT TIME ZONE 'UTC',
                        INTERVAL 1 HOUR) g(ts))""",
-                    {"start": start, "n": int(n_frames), "conds": list(CONDITIONS)})
+            {"start": start, "n": int(n_frames), "conds": list(CONDITIONS)},
+        )
         con.execute("""INSERT INTO reviews (frame_id, verdict)
                        SELECT frame_id, CASE WHEN frame_id % 1000 = 0 THEN 'keep' ELSE 'junk' END
                        FROM frames WHERE frame_id % 500 = 0""")  # an afternoon's reviewing
@@ -156,13 +188,15 @@ def build_store(path: Path, n_frames: int, root: str = "/srv/camera", seed: int 
                        SELECT frame_id, frame_id % 97 = 0,
                               CASE WHEN frame_id % 97 = 0 THEN 'person' ELSE 'normal' END
                        FROM frames""")
-        con.execute("""INSERT INTO ingest_errors (location, path, stage, message, root,
+        con.execute(
+            """INSERT INTO ingest_errors (location, path, stage, message, root,
                                                  file_bytes)
                        VALUES ($root || '/2024/04/01/broken.jpg', '2024/04/01/broken.jpg',
                                'ingest', 'truncated JPEG: image file is truncated', $root, 1024),
                               ($root || '/notes.jpg', 'notes.jpg', 'ingest',
                                'not an image (text file)', $root, 12)""",
-                    {"root": root})
+            {"root": root},
+        )
     write_aggregates(path, run_id)
     return path
 
@@ -181,31 +215,44 @@ def write_aggregates(path: Path, run_id: int) -> None:
 
     with store.connect(path) as con:
         frames = con.execute(
-            "SELECT frame_id, taken_at, daylight FROM frames ORDER BY frame_id").df()
+            "SELECT frame_id, taken_at, daylight FROM frames ORDER BY frame_id"
+        ).df()
         keys = [k for k in DETECTORS_SCORED if k in DETECTORS]
         wide = con.execute(  # the names are this file's constants, the run id an int
             f"PIVOT (SELECT frame_id, detector, score_pct FROM outlier_scores "
             f"WHERE run_id = {int(run_id)}) ON detector IN "
             f"({', '.join(repr(k) for k in keys)}) USING first(score_pct) "
-            "ORDER BY frame_id").df()
+            "ORDER BY frame_id"
+        ).df()
         cons = con.execute(
             "SELECT score, score_pct, is_outlier FROM outlier_scores WHERE run_id = ? "
-            "AND detector = ? ORDER BY frame_id", [run_id, CONSENSUS]).df()
+            "AND detector = ? ORDER BY frame_id",
+            [run_id, CONSENSUS],
+        ).df()
     ids = frames["frame_id"].to_numpy()
     local = frames["taken_at"].to_numpy(dtype="datetime64[ns]")
     wide = wide.set_index("frame_id").reindex(ids)
     pcts = {k: wide[k].to_numpy(dtype=float) for k in keys}
     evidence = cause_evidence(pcts, {k: {DETECTORS[k].plain_cause: 1.0} for k in keys})
-    found = find_incidents(ids, local, frames["daylight"].to_numpy(object),
-                           cons["is_outlier"].to_numpy(bool), cons["score"].to_numpy(float),
-                           cons["score_pct"].to_numpy(float), evidence, gap=2)
+    found = find_incidents(
+        ids,
+        local,
+        frames["daylight"].to_numpy(object),
+        cons["is_outlier"].to_numpy(bool),
+        cons["score"].to_numpy(float),
+        cons["score_pct"].to_numpy(float),
+        evidence,
+        gap=2,
+    )
     reader = ThumbnailReader(path, chunk=READ_CHUNK)
     mosaic = MosaicBuilder(ids, local, reader.aspect(ids)).finish(
-        reader, found.frames["frame_id"].to_numpy(np.int64))
+        reader, found.frames["frame_id"].to_numpy(np.int64)
+    )
     with store.connect(path) as con:
         con.execute("BEGIN TRANSACTION")
-        aggregates.write(con, run_id, incidents=found.table, incident_frames=found.frames,
-                         mosaic=mosaic)
+        aggregates.write(
+            con, run_id, incidents=found.table, incident_frames=found.frames, mosaic=mosaic
+        )
         con.execute("COMMIT")
 
 
@@ -220,28 +267,42 @@ def _pages(db: Path, repeats: int) -> tuple[dict, list]:
     opts = reader.call("options", None)
     run_id = opts["run_id"]
     # Each repeat changes a filter (another hour window) so no query result is reused.
-    flts = [FrameFilter(run_id=run_id, hour_from=r % 6, hour_to=23 - (r % 5))
-            for r in range(repeats)]
+    flts = [
+        FrameFilter(run_id=run_id, hour_from=r % 6, hour_to=23 - (r % 5)) for r in range(repeats)
+    ]
     dets = opts["detectors"]
 
     def overview(flt):
-        s, per, cal, line, picture = reader.call_many((
-            ("summary", (flt,)), ("outliers_per_detector", (flt,)), ("calendar", (flt,)),
-            ("timeline", (flt,)), ("mosaic", (flt.run_id,))))
-        charts.mosaic(picture["png"], picture["days"], picture["cell_height"],
-                      picture["outlined"], (opts["date_min"], opts["date_max"]),
-                      (flt.hour_from, flt.hour_to))
+        s, per, cal, line, picture = reader.call_many(
+            (
+                ("summary", (flt,)),
+                ("outliers_per_detector", (flt,)),
+                ("calendar", (flt,)),
+                ("timeline", (flt,)),
+                ("mosaic", (flt.run_id,)),
+            )
+        )
+        charts.mosaic(
+            picture["png"],
+            picture["days"],
+            picture["cell_height"],
+            picture["outlined"],
+            (opts["date_min"], opts["date_max"]),
+            (flt.hour_from, flt.hour_to),
+        )
         charts.outliers_bar(per)
         charts.calendar_heatmap(cal, "n_frames")
         charts.timeline(line)
 
     def incidents(flt):
-        _, found = reader.call_many((("run_params", (run_id,)),
-                                     ("incident_list", (flt, 1000, None))))
+        _, found = reader.call_many(
+            (("run_params", (run_id,)), ("incident_list", (flt, 1000, None)))
+        )
         table = found["rows"]
         charts.incident_timeline(table, found["n"])
-        pick = int(table.sort_values(["n_frames", "peak_score"], ascending=False)
-                   ["incident_id"].iloc[0])
+        pick = int(
+            table.sort_values(["n_frames", "peak_score"], ascending=False)["incident_id"].iloc[0]
+        )
         reader.call("incident_strip", run_id, pick, 12, flt.detector)
 
     def gallery(flt):
@@ -252,9 +313,13 @@ def _pages(db: Path, repeats: int) -> tuple[dict, list]:
         charts.map_scatter(pts, "cluster")
 
     def clusters(flt):
-        sizes, prof, _ = reader.call_many((("cluster_sizes", (flt,)),
-                                           ("cluster_profiles", (flt,)),
-                                           ("cluster_samples", (flt, 6, 0, True))))
+        sizes, prof, _ = reader.call_many(
+            (
+                ("cluster_sizes", (flt,)),
+                ("cluster_profiles", (flt,)),
+                ("cluster_samples", (flt, 6, 0, True)),
+            )
+        )
         charts.cluster_sizes(sizes)
         charts.cluster_profile(prof, "hour")
         charts.cluster_profile(prof, "day")
@@ -262,12 +327,15 @@ def _pages(db: Path, repeats: int) -> tuple[dict, list]:
     def compare(flt):
         a, b = dets[0], dets[1]
         chosen = dets[:4]
-        wide, _ = reader.call_many((("detector_matrix",
-                                     (flt, chosen, charts.COMPARE_MAX_FRAMES, True)),
-                                    ("top_k_differences", (flt, a, b, 50, 6))))
-        known = (wide.loc[wide["label_source"].notna(),
-                          ["frame_id", "label_is_anomaly", "label_source"]]
-                 .rename(columns={"label_is_anomaly": "is_anomaly", "label_source": "source"}))
+        wide, _ = reader.call_many(
+            (
+                ("detector_matrix", (flt, chosen, charts.COMPARE_MAX_FRAMES, True)),
+                ("top_k_differences", (flt, a, b, 50, 6)),
+            )
+        )
+        known = wide.loc[
+            wide["label_source"].notna(), ["frame_id", "label_is_anomaly", "label_source"]
+        ].rename(columns={"label_is_anomaly": "is_anomaly", "label_source": "source"})
         charts.rank_scatter(wide, a, b)
         charts.spearman_heatmap(wide, chosen)
         charts.overlap_heatmap(wide, chosen, 50)
@@ -277,16 +345,26 @@ def _pages(db: Path, repeats: int) -> tuple[dict, list]:
 
     def frame(flt):
         fid = 1 + flts.index(flt) * 7
-        _, _, scores, _, _ = reader.call_many((
-            ("frame_detail", (fid, run_id)), ("adjacent_frames", (fid,)),
-            ("scores_for", (run_id, [fid])), ("neighbor_page", (run_id, fid, flt.detector)),
-            ("thumbnails", ([fid],))))
+        _, _, scores, _, _ = reader.call_many(
+            (
+                ("frame_detail", (fid, run_id)),
+                ("adjacent_frames", (fid,)),
+                ("scores_for", (run_id, [fid])),
+                ("neighbor_page", (run_id, fid, flt.detector)),
+                ("thumbnails", ([fid],)),
+            )
+        )
         charts.frame_scores(scores)
 
     def review(flt):
-        reader.call_many((("review_counts", ()), ("next_unreviewed_row", (flt, ())),
-                          ("export_count", (flt, "not_junk")),
-                          ("export_frames", (flt, "not_junk", 200))))
+        reader.call_many(
+            (
+                ("review_counts", ()),
+                ("next_unreviewed_row", (flt, ())),
+                ("export_count", (flt, "not_junk")),
+                ("export_frames", (flt, "not_junk", 200)),
+            )
+        )
 
     def runs(flt):
         reader.call_many((("store_counts", ()), ("runs", ()), ("ingest_errors", ())))
@@ -295,18 +373,31 @@ def _pages(db: Path, repeats: int) -> tuple[dict, list]:
         with store.connect(db, read_only=True):
             pass
 
-    return {"(open + close one read-only connection)": open_close, "Overview": overview,
-            "Incidents": incidents, "Gallery": gallery, "Map": map_page, "Clusters": clusters,
-            "Compare detectors": compare, "Frame": frame, "Review & export": review,
-            "Runs & errors": runs}, flts
+    return {
+        "(open + close one read-only connection)": open_close,
+        "Overview": overview,
+        "Incidents": incidents,
+        "Gallery": gallery,
+        "Map": map_page,
+        "Clusters": clusters,
+        "Compare detectors": compare,
+        "Frame": frame,
+        "Review & export": review,
+        "Runs & errors": runs,
+    }, flts
 
 
 def _stats(wall: list[float], cpu: list[float]) -> dict[str, float]:
     def p(values, q):
         values = sorted(values)
         return round(values[min(len(values) - 1, int(q * len(values)))], 1)
-    return {"p50_ms": round(statistics.median(wall), 1), "p95_ms": p(wall, 0.95),
-            "cpu_p50_ms": round(statistics.median(cpu), 1), "cpu_p95_ms": p(cpu, 0.95)}
+
+    return {
+        "p50_ms": round(statistics.median(wall), 1),
+        "p95_ms": p(wall, 0.95),
+        "cpu_p50_ms": round(statistics.median(cpu), 1),
+        "cpu_p95_ms": p(cpu, 0.95),
+    }
 
 
 def _timed(fn, arg) -> tuple[float, float]:
@@ -332,32 +423,54 @@ def _time_interleaved(dbs: dict[str, Path], repeats: int) -> dict[str, dict[str,
     times = {key: {name: [] for name in names} for key in dbs}
     keys = list(dbs)
     for r in range(repeats):
-        order = keys[r % len(keys):] + keys[:r % len(keys)]
+        order = keys[r % len(keys) :] + keys[: r % len(keys)]
         for name in names:
             for key in order:
                 pages, flts = setup[key]
                 times[key][name].append(_timed(pages[name], flts[r]))
-    return {key: {name: _stats([w for w, _ in runs], [c for _, c in runs])
-                  for name, runs in per.items()} for key, per in times.items()}
+    return {
+        key: {
+            name: _stats([w for w, _ in runs], [c for _, c in runs]) for name, runs in per.items()
+        }
+        for key, per in times.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,100000,750000",
-                        help="comma-separated store sizes in frames")
+    parser.add_argument(
+        "--sizes", default="1000,100000,750000", help="comma-separated store sizes in frames"
+    )
     parser.add_argument("--repeats", type=int, default=15, help="timed renders per page")
-    parser.add_argument("--keep", type=Path, default=None,
-                        help="keep the generated stores in this folder")
-    parser.add_argument("--reuse", action="store_true",
-                        help="with --keep: time the stores already in that folder instead of "
-                             "building them again (they must come from this code)")
-    parser.add_argument("--store", type=Path, default=None,
-                        help="time this existing store instead of building synthetic ones")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep the generated stores in this folder"
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --keep: time the stores already in that folder instead of "
+        "building them again (they must come from this code)",
+    )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="time this existing store instead of building synthetic ones",
+    )
     args = parser.parse_args()
     if args.store is not None:
         pages = _time_pages(args.store, args.repeats)
-        print(json.dumps({"store": str(args.store), "repeats": args.repeats,
-                          "load_average": os.getloadavg()[0], "pages": pages}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "store": str(args.store),
+                    "repeats": args.repeats,
+                    "load_average": os.getloadavg()[0],
+                    "pages": pages,
+                },
+                indent=2,
+            )
+        )
         return
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     results = {"repeats": args.repeats, "load_average_before": os.getloadavg()[0], "sizes": {}}
@@ -382,13 +495,18 @@ def main() -> None:
         for n, pages in timed.items():
             results["sizes"][n]["pages"] = pages
             results["sizes"][n]["max_page_p95_ms"] = max(
-                p["p95_ms"] for k, p in pages.items() if not k.startswith("("))
+                p["p95_ms"] for k, p in pages.items() if not k.startswith("(")
+            )
         if len(sizes) > 1:
             base = str(sizes[0])
             results["p95_ratio_to_" + base] = {
-                n: {name: round(p["p95_ms"] / timed[base][name]["p95_ms"], 2)
-                    for name, p in pages.items()}
-                for n, pages in timed.items() if n != base}
+                n: {
+                    name: round(p["p95_ms"] / timed[base][name]["p95_ms"], 2)
+                    for name, p in pages.items()
+                }
+                for n, pages in timed.items()
+                if n != base
+            }
     results["load_average_after"] = os.getloadavg()[0]
     print(json.dumps(results, indent=2))
 

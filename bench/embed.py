@@ -70,7 +70,7 @@ def make_frames(folder: Path, n: int, seed: int = 0) -> tuple[Path, str]:
         return Path(result.frames_dir), "demo"
     frames.mkdir(parents=True, exist_ok=True)  # fallback: gradients + noise, EXIF-dated
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:SIZE[1], 0:SIZE[0]].astype(np.float32)
+    y, x = np.mgrid[0 : SIZE[1], 0 : SIZE[0]].astype(np.float32)
     start = datetime(2024, 4, 10, 6, 0)
     for i in range(n):
         sky = np.stack([80 + 0.02 * x + i % 50, 120 + 0.05 * y, 180 - 0.04 * y], -1)
@@ -78,7 +78,8 @@ def make_frames(folder: Path, n: int, seed: int = 0) -> tuple[Path, str]:
         image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
         exif = Image.Exif()
         exif.get_ifd(0x8769)[0x9003] = (start + timedelta(minutes=10 * i)).strftime(
-            "%Y:%m:%d %H:%M:%S")
+            "%Y:%m:%d %H:%M:%S"
+        )
         image.save(frames / f"frame_{i:05d}.jpg", quality=90, exif=exif)
     return frames, "generated"
 
@@ -95,7 +96,7 @@ def model_seconds(embedder, images: np.ndarray, batch_size: int) -> float:
     """Seconds for `embed` on pre-decoded batches (the model is warmed up by the caller)."""
     started = time.perf_counter()
     for i in range(0, len(images), batch_size):
-        embedder.embed(images[i:i + batch_size])
+        embedder.embed(images[i : i + batch_size])
     return time.perf_counter() - started
 
 
@@ -110,9 +111,18 @@ def original_seconds(embedder, paths: list[Path]) -> float:
     return time.perf_counter() - started
 
 
-def bench_model(key: str, frames_dir: Path, db: Path, n_frames: int, n_original: int,
-                settings: Settings, work: Path, with_end_to_end: bool = False,
-                rounds: int = 3, precisions: tuple[str, ...] = ("float32",)) -> dict:
+def bench_model(
+    key: str,
+    frames_dir: Path,
+    db: Path,
+    n_frames: int,
+    n_original: int,
+    settings: Settings,
+    work: Path,
+    with_end_to_end: bool = False,
+    rounds: int = 3,
+    precisions: tuple[str, ...] = ("float32",),
+) -> dict:
     spec = get_model(key)
     weights = None
     pretrained = spec.imagenet is None
@@ -162,7 +172,7 @@ def bench_model(key: str, frames_dir: Path, db: Path, n_frames: int, n_original:
             seconds[f"embed:{precision}"] += time.perf_counter() - started
             embedded[precision] += added
             failed += lost
-        originals = paths[r * original_per_round:(r + 1) * original_per_round]
+        originals = paths[r * original_per_round : (r + 1) * original_per_round]
         seconds["original"] += original_seconds(first, originals)
         n_original_done += len(originals)
     n_timed = len(pending) * rounds
@@ -174,14 +184,18 @@ def bench_model(key: str, frames_dir: Path, db: Path, n_frames: int, n_original:
         embed_fps = embedded[precision] / seconds[f"embed:{precision}"]
         ceiling = min(decode_fps, model_fps)
         by_precision[precision] = {
-            "build_s": build_s[precision], "model_fps": round(model_fps, 1),
-            "embed_fps": round(embed_fps, 1), "ratio": round(embed_fps / ceiling, 3),
+            "build_s": build_s[precision],
+            "model_fps": round(model_fps, 1),
+            "embed_fps": round(embed_fps, 1),
+            "ratio": round(embed_fps / ceiling, 3),
             "bottleneck": "decode" if decode_fps < model_fps else "model",
-            "speedup_over_original": round(embed_fps / original_fps, 2)}
+            "speedup_over_original": round(embed_fps / original_fps, 2),
+        }
     if "float32" in by_precision:
         for precision, row in by_precision.items():
             row["model_vs_float32"] = round(
-                row["model_fps"] / by_precision["float32"]["model_fps"], 2)
+                row["model_fps"] / by_precision["float32"]["model_fps"], 2
+            )
 
     end_to_end = {}
     if with_end_to_end:  # embed_frames end to end on a copy, model build included
@@ -191,18 +205,26 @@ def bench_model(key: str, frames_dir: Path, db: Path, n_frames: int, n_original:
             embeddings_store.delete_model(con, first.key)
         ids = [frame.frame_id for frame in pending]
         total = embed_frames(other, settings, frame_ids=ids, progress=False)
-        end_to_end = {"embed_total_s": round(total.seconds, 1),
-                      "embed_total_fps": round(total.frames_per_s, 1),
-                      "embed_total_precision": total.choice.describe() if total.choice else None}
+        end_to_end = {
+            "embed_total_s": round(total.seconds, 1),
+            "embed_total_fps": round(total.frames_per_s, 1),
+            "embed_total_precision": total.choice.describe() if total.choice else None,
+        }
 
     return {
-        "model": key, "dim": first.dim, "input_size": first.input_size,
+        "model": key,
+        "dim": first.dim,
+        "input_size": first.input_size,
         "weights": "bundled" if pretrained else "random, via --weights (offline)",
-        "frames": len(pending), "failed": failed // (rounds * len(precisions)),
-        "batch_size": settings.batch_size, "workers": settings.workers,
-        "decode_fps": round(decode_fps, 1), "precisions": by_precision,
+        "frames": len(pending),
+        "failed": failed // (rounds * len(precisions)),
+        "batch_size": settings.batch_size,
+        "workers": settings.workers,
+        "decode_fps": round(decode_fps, 1),
+        "precisions": by_precision,
         **end_to_end,
-        "rounds": rounds, "original_frames": n_original_done,
+        "rounds": rounds,
+        "original_frames": n_original_done,
         "original_fps": round(original_fps, 2),
     }
 
@@ -212,10 +234,12 @@ def load_vectors_speed(work: Path, n_rows: int, dim: int = 512) -> dict:
     db = work / "vectors.duckdb"
     rng = np.random.default_rng(0)
     with store.connect(db) as con:
-        con.execute("INSERT INTO frames (frame_id, path, root, location, time_source, "
-                    "file_bytes, file_mtime) SELECT i, 'f' || i || '.jpg', '/x', "
-                    "'/x/f' || i || '.jpg', 'mtime', 1, now() FROM range(1, ? + 1) t(i)",
-                    [n_rows])
+        con.execute(
+            "INSERT INTO frames (frame_id, path, root, location, time_source, "
+            "file_bytes, file_mtime) SELECT i, 'f' || i || '.jpg', '/x', "
+            "'/x/f' || i || '.jpg', 'mtime', 1, now() FROM range(1, ? + 1) t(i)",
+            [n_rows],
+        )
         for start in range(0, n_rows, 50_000):
             ids = np.arange(start + 1, min(n_rows, start + 50_000) + 1)
             vectors = rng.random((len(ids), dim), dtype=np.float32)
@@ -228,28 +252,51 @@ def load_vectors_speed(work: Path, n_rows: int, dim: int = 512) -> dict:
             timings.append(time.perf_counter() - started)
     assert matrix.shape == (n_rows, dim)
     best = min(timings)
-    return {"rows": n_rows, "dim": dim, "seconds": round(best, 2),
-            "rows_per_s": round(n_rows / best), "extrapolated_750k_s": round(best * 750_000 / n_rows, 1)}
+    return {
+        "rows": n_rows,
+        "dim": dim,
+        "seconds": round(best, 2),
+        "rows_per_s": round(n_rows / best),
+        "extrapolated_750k_s": round(best * 750_000 / n_rows, 1),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="vgg16-hed,mobilenetv3small")
-    parser.add_argument("--frames", default="64,200",
-                        help="frames per model, comma-separated in the order of --models")
+    parser.add_argument(
+        "--frames",
+        default="64,200",
+        help="frames per model, comma-separated in the order of --models",
+    )
     parser.add_argument("--original-frames", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="interleaved rounds (each measures all four ways)")
-    parser.add_argument("--precisions", default="float32,bfloat16",
-                        help="precisions to time each model at (those it can run at)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="interleaved rounds (each measures all four ways)"
+    )
+    parser.add_argument(
+        "--precisions",
+        default="float32,bfloat16",
+        help="precisions to time each model at (those it can run at)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--load-rows", type=int, default=200_000,
-                        help="rows of 512-d vectors for the load_vectors timing (0: skip)")
-    parser.add_argument("--end-to-end", action="store_true",
-                        help="also time embed_frames end to end (model build included)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for the frames (kept for reuse) [default: a temp folder]")
+    parser.add_argument(
+        "--load-rows",
+        type=int,
+        default=200_000,
+        help="rows of 512-d vectors for the load_vectors timing (0: skip)",
+    )
+    parser.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="also time embed_frames end to end (model build included)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the frames (kept for reuse) [default: a temp folder]",
+    )
     args = parser.parse_args()
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     counts = [int(n) for n in args.frames.split(",")]
@@ -264,19 +311,40 @@ def main() -> None:
         db = work / "bench.duckdb"
         settings = Settings(batch_size=args.batch_size, workers=args.workers)
         ingest_folder(frames_dir, db, settings, progress=False)
-        results = [bench_model(key, frames_dir, db, n, args.original_frames, settings, work,
-                               args.end_to_end, max(1, args.rounds),
-                               tuple(p.strip() for p in args.precisions.split(",")))
-                   for key, n in zip(keys, counts)]
+        results = [
+            bench_model(
+                key,
+                frames_dir,
+                db,
+                n,
+                args.original_frames,
+                settings,
+                work,
+                args.end_to_end,
+                max(1, args.rounds),
+                tuple(p.strip() for p in args.precisions.split(",")),
+            )
+            for key, n in zip(keys, counts)
+        ]
         loading = load_vectors_speed(work, args.load_rows) if args.load_rows else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({
-        "bench": "embed", "frame_size": list(SIZE), "frames_from": generator,
-        "make_frames_s": round(make_s, 1), "cpus": os.cpu_count(),
-        "machine": platform.machine(), "load_avg_1m": round(os.getloadavg()[0], 2),
-        "results": results, "load_vectors": loading,
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "bench": "embed",
+                "frame_size": list(SIZE),
+                "frames_from": generator,
+                "make_frames_s": round(make_s, 1),
+                "cpus": os.cpu_count(),
+                "machine": platform.machine(),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+                "results": results,
+                "load_vectors": loading,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,10 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import store  # noqa: E402
-from store import facts  # noqa: E402
-from store.export import file_path  # noqa: E402
 from pipeline.ingest import ingest_folder  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
+from store import facts  # noqa: E402
+from store.export import file_path  # noqa: E402
 
 SIZE = (1920, 1080)
 
@@ -69,10 +69,10 @@ def small_store(out: Path, n: int) -> Path:
     for i in range(n):
         pixels = 60 + 0.3 * x + 0.2 * y + 40 * np.sin(i / 50) + rng.normal(0, 3, (180, 320))
         exif = Image.Exif()
-        exif.get_ifd(0x8769)[0x9003] = (start + timedelta(minutes=i)).strftime(
-            "%Y:%m:%d %H:%M:%S")
+        exif.get_ifd(0x8769)[0x9003] = (start + timedelta(minutes=i)).strftime("%Y:%m:%d %H:%M:%S")
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert("RGB").save(
-            folder / f"s{i:06d}.jpg", quality=80, exif=exif)
+            folder / f"s{i:06d}.jpg", quality=80, exif=exif
+        )
     ingest_folder(folder, db, Settings(), progress=False)
     return db
 
@@ -106,33 +106,52 @@ print(time.perf_counter() - started, usage.ru_maxrss, usage.ru_utime + usage.ru_
 def run(cmd: list[str], log: Path) -> tuple[dict, str]:
     """The wall seconds, CPU seconds and peak RSS of one command in a child process, and its
     stdout."""
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(log), *cmd], cwd=REPO,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(log), *cmd],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     wall, rss_kib, cpu, code = done.stdout.split()
     if int(code) != 0:
         sys.exit(f"failed ({code}): {' '.join(cmd[:8])} ...\n{done.stderr[-2000:]}")
-    return {"wall_s": float(wall), "cpu_s": float(cpu),
-            "peak_rss_mib": round(int(rss_kib) / 1024, 1)}, log.read_text()
+    return {
+        "wall_s": float(wall),
+        "cpu_s": float(cpu),
+        "peak_rss_mib": round(int(rss_kib) / 1024, 1),
+    }, log.read_text()
 
 
 def figures(n: int, measured: dict) -> dict:
-    return {"frames": n, "wall_s": round(measured["wall_s"], 1),
-            "frames_per_s": round(n / measured["wall_s"], 1),
-            "cpu_ms_per_frame": round(1000 * measured["cpu_s"] / n, 1),
-            "peak_rss_mib": measured["peak_rss_mib"]}
+    return {
+        "frames": n,
+        "wall_s": round(measured["wall_s"], 1),
+        "frames_per_s": round(n / measured["wall_s"], 1),
+        "cpu_ms_per_frame": round(1000 * measured["cpu_s"] / n, 1),
+        "peak_rss_mib": measured["peak_rss_mib"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=3000)
-    parser.add_argument("--small", type=int, default=500,
-                        help="also export about this many frames (whole days) for the RSS check")
+    parser.add_argument(
+        "--small",
+        type=int,
+        default=500,
+        help="also export about this many frames (whole days) for the RSS check",
+    )
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--deflicker", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench-export-1080p"))
-    parser.add_argument("--long", type=int, default=40000,
-                        help="also export this many small frames (and a tenth of them), "
-                        "deflicker on, for the peak RSS of a long video; 0: skip")
+    parser.add_argument(
+        "--long",
+        type=int,
+        default=40000,
+        help="also export this many small frames (and a tenth of them), "
+        "deflicker on, for the peak RSS of a long video; 0: skip",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     frames, db = frames_and_store(args.out, args.frames)
@@ -145,13 +164,26 @@ def main() -> None:
     n_small = sum(1 for d in days if d <= small_to)
     workers = min(Settings().workers, 4)
     video = args.out / "bench.mp4"
-    base = [sys.executable, "-m", "pipeline", "export", "--db", str(db), "--out", str(video),
-            "--width", str(args.width), "--no-progress"]
+    base = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "export",
+        "--db",
+        str(db),
+        "--out",
+        str(video),
+        "--width",
+        str(args.width),
+        "--no-progress",
+    ]
     log = args.out / "stdout.txt"
     results = {}
-    for name, extra, n in (("all", [], len(files)),
-                           ("all_deflicker", ["--deflicker", str(args.deflicker)], len(files)),
-                           ("small", ["--to", str(small_to)], n_small)):
+    for name, extra, n in (
+        ("all", [], len(files)),
+        ("all_deflicker", ["--deflicker", str(args.deflicker)], len(files)),
+        ("small", ["--to", str(small_to)], n_small),
+    ):
         measured, summary = run(base + extra, log)
         assert summary.startswith(f"exported {n:,} of"), summary
         results[name] = figures(n, measured)
@@ -159,8 +191,9 @@ def main() -> None:
             results[name]["mp4_mib"] = round(video.stat().st_size / 2**20, 1)
     listing = args.out / "files.txt"
     listing.write_text("\n".join(files))
-    measured, printed = run([sys.executable, "-c", CEILING, str(listing), str(args.width),
-                             str(workers)], log)
+    measured, printed = run(
+        [sys.executable, "-c", CEILING, str(listing), str(args.width), str(workers)], log
+    )
     assert int(printed) == len(files), printed
     ceiling = figures(len(files), measured)
     long = {}
@@ -168,25 +201,52 @@ def main() -> None:
         small = small_store(args.out, args.long)
         tenth = (datetime(2024, 4, 1) + timedelta(minutes=args.long // 10 - 1)).date()
         for extra in (["--to", str(tenth)], []):
-            measured, summary = run([sys.executable, "-m", "pipeline", "export", "--db",
-                                     str(small), "--out", str(args.out / "long.mp4"),
-                                     "--width", "320", "--deflicker", str(args.deflicker),
-                                     "--no-progress", *extra], log)
+            measured, summary = run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline",
+                    "export",
+                    "--db",
+                    str(small),
+                    "--out",
+                    str(args.out / "long.mp4"),
+                    "--width",
+                    "320",
+                    "--deflicker",
+                    str(args.deflicker),
+                    "--no-progress",
+                    *extra,
+                ],
+                log,
+            )
             n = int(summary.split()[1].replace(",", ""))
             long[str(n)] = figures(n, measured)
-    print(json.dumps({
-        "bench": "export_mp4", "originals": list(SIZE), "width": args.width,
-        "deflicker": args.deflicker, "decode_threads": workers, "cpu_count": os.cpu_count(),
-        "export": results["all"], "export_deflicker": results["all_deflicker"],
-        "export_small": results["small"],
-        "decode_only": ceiling,
-        "ratio_export_to_decode": round(results["all"]["frames_per_s"]
-                                        / ceiling["frames_per_s"], 2),
-        "ratio_deflicker_to_plain": round(results["all_deflicker"]["frames_per_s"]
-                                          / results["all"]["frames_per_s"], 2),
-        "long_export_320x180_deflicker": long,
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "bench": "export_mp4",
+                "originals": list(SIZE),
+                "width": args.width,
+                "deflicker": args.deflicker,
+                "decode_threads": workers,
+                "cpu_count": os.cpu_count(),
+                "export": results["all"],
+                "export_deflicker": results["all_deflicker"],
+                "export_small": results["small"],
+                "decode_only": ceiling,
+                "ratio_export_to_decode": round(
+                    results["all"]["frames_per_s"] / ceiling["frames_per_s"], 2
+                ),
+                "ratio_deflicker_to_plain": round(
+                    results["all_deflicker"]["frames_per_s"] / results["all"]["frames_per_s"], 2
+                ),
+                "long_export_320x180_deflicker": long,
+                "load_average_1m": round(os.getloadavg()[0], 2),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def make_frames(folder: Path, n: int, seed: int = 0) -> str:
     frames = folder / "frames"
     frames.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:SIZE[1], 0:SIZE[0]].astype(np.float32)
+    y, x = np.mgrid[0 : SIZE[1], 0 : SIZE[0]].astype(np.float32)
     start = datetime(2024, 4, 10, 6, 0)
     for i in range(n):
         phase = i / max(1, n - 1)
@@ -59,11 +59,12 @@ def make_frames(folder: Path, n: int, seed: int = 0) -> str:
         ground = (y > 600)[..., None] * np.array([-40, 30, -90], np.float32)
         pixels = sky + ground + rng.normal(0, 14, (SIZE[1], SIZE[0], 3)).astype(np.float32)
         cx, cy = rng.integers(200, 1700), rng.integers(100, 900)
-        pixels[cy - 60:cy + 60, cx - 90:cx + 90] *= 0.6
+        pixels[cy - 60 : cy + 60, cx - 90 : cx + 90] *= 0.6
         image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
         exif = Image.Exif()
         exif.get_ifd(0x8769)[0x9003] = (start + timedelta(minutes=10 * i)).strftime(
-            "%Y:%m:%d %H:%M:%S")
+            "%Y:%m:%d %H:%M:%S"
+        )
         image.save(frames / f"frame_{i:05d}.jpg", "JPEG", quality=90, exif=exif)
     return "synthetic"
 
@@ -83,8 +84,9 @@ def decode_ceiling(folder: Path, settings: Settings) -> tuple[float, int, int]:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["pipeline.imagestats"])
     chunksize = max(1, min(32, len(tasks) // (settings.workers * 16)))
-    with context.Pool(settings.workers, initializer=pixels.configure,
-                      initargs=(settings.max_image_pixels,)) as pool:
+    with context.Pool(
+        settings.workers, initializer=pixels.configure, initargs=(settings.max_image_pixels,)
+    ) as pool:
         results = list(pool.imap(_decode_only, tasks, chunksize=chunksize))
     return time.perf_counter() - started, len(tasks), sum(r is not None for r in results)
 
@@ -104,8 +106,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for the frames (kept and reused); default a temp folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the frames (kept and reused); default a temp folder",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))

@@ -94,8 +94,9 @@ def main() -> None:
     work = args.out / args.variant / f"precision-{args.model}"
     reference = work / "float32.duckdb"
     with store.connect(reference, read_only=True) as con:
-        rows = con.sql("SELECT frame_id, root || '/' || path FROM frames ORDER BY frame_id"
-                       ).fetchall()
+        rows = con.sql(
+            "SELECT frame_id, root || '/' || path FROM frames ORDER BY frame_id"
+        ).fetchall()
         ids_ref, a = se.load_vectors(con, args.model)
     ids = np.array([i for i, _ in rows], dtype=np.int64)
     paths = [Path(p) for _, p in rows]
@@ -123,7 +124,7 @@ def main() -> None:
             kept.append(frame_id)
     images_all = np.stack(images_all)
     speed_s = {"float32": 0.0, "bfloat16": 0.0, "int8": 0.0}
-    batch = images_all[:args.batch_size]
+    batch = images_all[: args.batch_size]
     for embedder in (keras_f32, keras_bf16, int8):
         embedder.embed(batch)  # warm-up
     for _ in range(2):
@@ -135,25 +136,39 @@ def main() -> None:
     speed["int8_over_bfloat16"] = round(speed["int8"] / speed["bfloat16"], 2)
 
     started = time.perf_counter()
-    c = np.concatenate([int8.embed(images_all[i:i + args.batch_size])
-                        for i in range(0, len(images_all), args.batch_size)])
+    c = np.concatenate(
+        [
+            int8.embed(images_all[i : i + args.batch_size])
+            for i in range(0, len(images_all), args.batch_size)
+        ]
+    )
     embed_s = time.perf_counter() - started
     assert np.array_equal(np.array(kept), ids_ref)
     if not db.exists():
         shutil.copy(reference, db)
         with store.connect(db) as con:
             se.delete_model(con, args.model)
-            se.record_model(con, se.ModelRow(args.model, spec.family, "int8 (bench)", c.shape[1],
-                                             spec.input_size, "int8"))
+            se.record_model(
+                con,
+                se.ModelRow(
+                    args.model, spec.family, "int8 (bench)", c.shape[1], spec.input_size, "int8"
+                ),
+            )
             se.insert_vectors(con, args.model, ids_ref, c, precision="int8")
         analyze(db, Settings(model=args.model), progress=False)
     report = {
-        "model": args.model, "variant": args.variant, "frames": len(ids_ref),
-        "convert_s": round(convert_s, 1), "embed_all_s": round(embed_s, 1),
-        "load_avg_1m": round(os.getloadavg()[0], 2), "speed_fps": speed,
+        "model": args.model,
+        "variant": args.variant,
+        "frames": len(ids_ref),
+        "convert_s": round(convert_s, 1),
+        "embed_all_s": round(embed_s, 1),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "speed_fps": speed,
         "vectors": vector_figures(a, c),
-        "store": {**target_summary(detector_table(db, None))[args.model],
-                  "against_float32": compare(reference, db)},
+        "store": {
+            **target_summary(detector_table(db, None))[args.model],
+            "against_float32": compare(reference, db),
+        },
         "float32_store": target_summary(detector_table(reference, None))[args.model],
     }
     json.dump(report, sys.stdout, indent=1)

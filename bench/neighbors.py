@@ -36,8 +36,16 @@ def points(n: int, dim: int, seed: int = 0):
     idx = np.arange(n)
     phase = 2 * np.pi * (idx % 144) / 144
     year = 2 * np.pi * idx / 144 / 365
-    feats = np.column_stack([np.sin(phase), np.cos(phase), np.sin(2 * phase),
-                             np.cos(2 * phase), np.sin(year), np.cos(year)])
+    feats = np.column_stack(
+        [
+            np.sin(phase),
+            np.cos(phase),
+            np.sin(2 * phase),
+            np.cos(2 * phase),
+            np.sin(year),
+            np.cos(year),
+        ]
+    )
     z = feats @ rng.normal(size=(6, dim)) * 3
     z += rng.normal(size=(n, dim)) * np.sqrt(1.0 / np.arange(1, dim + 1))
     out = rng.random(n) < 0.005
@@ -60,12 +68,19 @@ def one(n: int, dim: int, kind: str, k: int) -> dict:
     index = timed("fit", lambda: NeighborIndex(kind).fit(z, ids))
     timed("calibrate", lambda: index.calibrate(z, ids, k))
     timed("query", lambda: index.query(z, ids, k))
-    return {"frames": n, "dims": dim, "kind": index.kind_, "recall": index.recall_,
-            "recall_frames": index.recall_frames_, "nprobe": index.nprobe_,
-            "n_lists": getattr(index.index_, "nlist", None), "steps_wall_cpu_s": steps,
-            "total_s": round(sum(s[0] for s in steps.values()), 2),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "frames": n,
+        "dims": dim,
+        "kind": index.kind_,
+        "recall": index.recall_,
+        "recall_frames": index.recall_frames_,
+        "nprobe": index.nprobe_,
+        "n_lists": getattr(index.index_, "nlist", None),
+        "steps_wall_cpu_s": steps,
+        "total_s": round(sum(s[0] for s in steps.values()), 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def main() -> None:
@@ -83,17 +98,37 @@ def main() -> None:
     results = []
     for dim in [int(d) for d in args.dims.split(",")]:
         for n in [int(x) for x in args.frames.split(",")]:
-            done = subprocess.run([sys.executable, __file__, "--one", f"{n},{dim}", "--kind",
-                                   args.kind, "--k", str(args.k)], capture_output=True,
-                                  text=True, check=False)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    f"{n},{dim}",
+                    "--kind",
+                    args.kind,
+                    "--k",
+                    str(args.k),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if done.returncode != 0:
-                results.append({"frames": n, "dims": dim,
-                                "error": done.stderr.strip().splitlines()[-1:]})
+                results.append(
+                    {"frames": n, "dims": dim, "error": done.stderr.strip().splitlines()[-1:]}
+                )
             else:
                 results.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-    print(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                      "results": results}, indent=1))
+    print(
+        json.dumps(
+            {
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "results": results,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

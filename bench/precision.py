@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from quality import VARIANTS, _r, detector_table, target_summary  # noqa: E402
+from quality import VARIANTS, detector_table, target_summary  # noqa: E402
 
 import store  # noqa: E402
 from store import embeddings as se  # noqa: E402
@@ -64,19 +64,21 @@ def build_stores(folder: Path, work: Path, model: str, settings) -> dict:
             partial = work / f"{precision}.partial.duckdb"
             shutil.copy(base, partial)
             started = time.perf_counter()
-            embed_frames(partial, settings.replace(model=model, precision=precision),
-                         progress=False)
+            embed_frames(
+                partial, settings.replace(model=model, precision=precision), progress=False
+            )
             seconds[precision] = round(time.perf_counter() - started, 1)
             partial.rename(db)
     with store.connect(paths["float32"], read_only=True) as con:
         ids, a = se.load_vectors(con, model)
-        order = con.sql("SELECT frame_id FROM frames ORDER BY taken_at_utc, frame_id"
-                        ).fetchnumpy()["frame_id"]
+        order = con.sql("SELECT frame_id FROM frames ORDER BY taken_at_utc, frame_id").fetchnumpy()[
+            "frame_id"
+        ]
     with store.connect(paths["bfloat16"], read_only=True) as con:
         ids_b, b = se.load_vectors(con, model)
     assert np.array_equal(ids, ids_b)
     in_time = order[np.isin(order, ids)]
-    halves = set(in_time[len(in_time) // 2:].tolist())
+    halves = set(in_time[len(in_time) // 2 :].tolist())
     alternate = {int(f) for i, f in enumerate(in_time) if (i // BATCH) % 2 == 1}
     for name, as_bf16 in (("mixed-halves", halves), ("mixed-alternate", alternate)):
         db = paths[name] = work / f"{name}.duckdb"
@@ -86,8 +88,11 @@ def build_stores(folder: Path, work: Path, model: str, settings) -> dict:
         pick = np.isin(ids, np.array(sorted(as_bf16), dtype=np.int64))
         with store.connect(db) as con:
             con.register("_swap", ids_table(ids[pick]))
-            con.execute("DELETE FROM embeddings WHERE model = ? AND frame_id IN "
-                        "(SELECT frame_id FROM _swap)", [model])
+            con.execute(
+                "DELETE FROM embeddings WHERE model = ? AND frame_id IN "
+                "(SELECT frame_id FROM _swap)",
+                [model],
+            )
             con.unregister("_swap")
             se.insert_vectors(con, model, ids[pick], b[pick], precision="bfloat16")
     return {"paths": paths, "embed_s": seconds, "vectors": (ids, a, b)}
@@ -100,20 +105,28 @@ def vector_figures(a: np.ndarray, b: np.ndarray) -> dict:
     rel = np.linalg.norm(a - b, axis=1) / na
     nearest = np.empty(len(a))
     for start in range(0, len(a), 256):  # rows in chunks: 1,200 x 4,608 fits, 750k would not
-        chunk = a[start:start + 256]
-        d2 = (np.square(chunk).sum(1)[:, None] + np.square(a).sum(1)[None, :]
-              - 2.0 * chunk @ a.T)
+        chunk = a[start : start + 256]
+        d2 = np.square(chunk).sum(1)[:, None] + np.square(a).sum(1)[None, :] - 2.0 * chunk @ a.T
         d2[np.arange(len(chunk)), start + np.arange(len(chunk))] = np.inf
-        nearest[start:start + len(chunk)] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+        nearest[start : start + len(chunk)] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
     nearest /= na
     return {
         "n": int(len(a)),
-        "cosine": {"min": float(cosine.min()), "p1": float(np.percentile(cosine, 1)),
-                   "median": float(np.median(cosine))},
-        "relative_error": {"median": _r4(np.median(rel)), "p99": _r4(np.percentile(rel, 99)),
-                           "max": _r4(rel.max())},
-        "nearest_other_frame": {"min": _r4(nearest.min()), "p1": _r4(np.percentile(nearest, 1)),
-                                "median": _r4(np.median(nearest))},
+        "cosine": {
+            "min": float(cosine.min()),
+            "p1": float(np.percentile(cosine, 1)),
+            "median": float(np.median(cosine)),
+        },
+        "relative_error": {
+            "median": _r4(np.median(rel)),
+            "p99": _r4(np.percentile(rel, 99)),
+            "max": _r4(rel.max()),
+        },
+        "nearest_other_frame": {
+            "min": _r4(nearest.min()),
+            "p1": _r4(np.percentile(nearest, 1)),
+            "median": _r4(np.median(nearest)),
+        },
         "nearest_over_error_median": round(float(np.median(nearest / np.maximum(rel, 1e-12))), 1),
         "frames_error_above_nearest_tenth": int((rel > nearest / 10).sum()),
     }
@@ -122,13 +135,19 @@ def vector_figures(a: np.ndarray, b: np.ndarray) -> dict:
 def scores(db: Path, detector: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The latest run's scores of one detector: frame ids, scores, flags (by frame_id)."""
     with store.connect(db, read_only=True) as con:
-        rows = con.execute("""
+        rows = con.execute(
+            """
             SELECT frame_id, score, is_outlier FROM outlier_scores
             WHERE detector = ? AND run_id = (SELECT max(run_id) FROM analysis_runs
                                              WHERE status = 'complete')
-            ORDER BY frame_id""", [detector]).fetchnumpy()
-    return (np.asarray(rows["frame_id"]), np.asarray(rows["score"], float),
-            np.asarray(rows["is_outlier"], bool))
+            ORDER BY frame_id""",
+            [detector],
+        ).fetchnumpy()
+    return (
+        np.asarray(rows["frame_id"]),
+        np.asarray(rows["score"], float),
+        np.asarray(rows["is_outlier"], bool),
+    )
 
 
 def compare(reference: Path, other: Path) -> dict:
@@ -138,8 +157,12 @@ def compare(reference: Path, other: Path) -> dict:
     from scipy.stats import spearmanr
 
     with store.connect(reference, read_only=True) as con:
-        detectors = [d for (d,) in con.sql("SELECT DISTINCT detector FROM outlier_scores "
-                                           "ORDER BY 1").fetchall()]
+        detectors = [
+            d
+            for (d,) in con.sql(
+                "SELECT DISTINCT detector FROM outlier_scores ORDER BY 1"
+            ).fetchall()
+        ]
     per_detector = {}
     for detector in detectors:
         ids_a, sa, _ = scores(reference, detector)
@@ -152,10 +175,12 @@ def compare(reference: Path, other: Path) -> dict:
     top_a = set(ids_a[np.argsort(-sa, kind="stable")[:TOP_K]])
     top_b = set(ids_b[np.argsort(-sb, kind="stable")[:TOP_K]])
     flagged_a, flagged_b = set(ids_a[fa]), set(ids_b[fb])
-    return {"spearman": per_detector["consensus"],
-            f"top{TOP_K}_overlap": len(top_a & top_b) / TOP_K,
-            "flagged_jaccard": round(len(flagged_a & flagged_b) / len(flagged_a | flagged_b), 3),
-            "spearman_per_detector": per_detector}
+    return {
+        "spearman": per_detector["consensus"],
+        f"top{TOP_K}_overlap": len(top_a & top_b) / TOP_K,
+        "flagged_jaccard": round(len(flagged_a & flagged_b) / len(flagged_a | flagged_b), 3),
+        "spearman_per_detector": per_detector,
+    }
 
 
 def _r4(value) -> float:
@@ -187,8 +212,9 @@ def main() -> None:
         stores = {}
         for kind, db in built["paths"].items():
             with store.connect(db, read_only=True) as con:
-                analysed = con.sql("SELECT count(*) FROM analysis_runs WHERE status = "
-                                   "'complete'").fetchall()[0][0]
+                analysed = con.sql(
+                    "SELECT count(*) FROM analysis_runs WHERE status = 'complete'"
+                ).fetchall()[0][0]
             if not analysed:
                 analyze(db, settings.replace(model=args.model), progress=False)
             stores[kind] = dict(target_summary(detector_table(db, None))[args.model])
@@ -196,8 +222,11 @@ def main() -> None:
                 stores[kind]["precisions"] = se.precision_counts(con, args.model)
             if kind != "float32":
                 stores[kind]["against_float32"] = compare(built["paths"]["float32"], db)
-        report["variants"][name] = {"embed_s": built["embed_s"],
-                                    "vectors": vector_figures(a, b), "stores": stores}
+        report["variants"][name] = {
+            "embed_s": built["embed_s"],
+            "vectors": vector_figures(a, b),
+            "stores": stores,
+        }
         print(f"{name}: done", file=sys.stderr)
     json.dump(report, sys.stdout, indent=1)
     print()

@@ -73,8 +73,14 @@ SUBSETS = {  # consensus candidates compared in `rules`
     "lof+background+quality": ["lof", "background", *QUALITY],
     "background+quality": ["background", *QUALITY],
     "lof+same_time+background+quality": ["lof", "same_time", "background", *QUALITY],
-    "lof+knn+temporal+same_time+background+quality":
-        ["lof", "knn", "temporal", "same_time", "background", *QUALITY],
+    "lof+knn+temporal+same_time+background+quality": [
+        "lof",
+        "knn",
+        "temporal",
+        "same_time",
+        "background",
+        *QUALITY,
+    ],
     "previous default (no background)": ["lof", "knn", "temporal", "same_time", *QUALITY],
     "all 14": None,
 }
@@ -117,11 +123,13 @@ def detector_table(db: Path, truth_csv: Path | None) -> dict:
     for (model, detector), part in res.groupby(["model", "detector"], sort=False):
         day = part[part["subset"] == "day"].set_index("kind")
         every = part[part["subset"] == "all"].set_index("kind")
-        row = {"day_auc": _r(day.loc["all", "roc_auc"]) if "all" in day.index else None,
-               "day_ap": _r(day.loc["all", "average_precision"]) if "all" in day.index else None,
-               "all_auc": _r(every.loc["all", "roc_auc"]),
-               "kinds": {k: _r(v) for k, v in day["roc_auc"].items() if k != "all"},
-               "n_day_anomalies": {k: int(v) for k, v in day["n_anomalies"].items()}}
+        row = {
+            "day_auc": _r(day.loc["all", "roc_auc"]) if "all" in day.index else None,
+            "day_ap": _r(day.loc["all", "average_precision"]) if "all" in day.index else None,
+            "all_auc": _r(every.loc["all", "roc_auc"]),
+            "kinds": {k: _r(v) for k, v in day["roc_auc"].items() if k != "all"},
+            "n_day_anomalies": {k: int(v) for k, v in day["n_anomalies"].items()},
+        }
         out.setdefault(model, {})[detector] = row
     return out
 
@@ -131,14 +139,21 @@ def target_summary(detectors: dict) -> dict:
     kind, and the best single detector (consensus excluded) with its ROC-AUC."""
     out = {}
     for model, table in detectors.items():
-        single = {k: v["day_auc"] for k, v in table.items()
-                  if k != "consensus" and v["day_auc"] is not None}
+        single = {
+            k: v["day_auc"]
+            for k, v in table.items()
+            if k != "consensus" and v["day_auc"] is not None
+        }
         best = max(single, key=single.get) if single else None
         kinds = table.get("consensus", {}).get("kinds", {})
         worst = min(kinds, key=kinds.get) if kinds else None
-        out[model] = {"consensus": table.get("consensus", {}).get("day_auc"),
-                      "worst_kind": worst, "worst_kind_auc": kinds.get(worst),
-                      "best_single": best, "best_single_auc": single.get(best)}
+        out[model] = {
+            "consensus": table.get("consensus", {}).get("day_auc"),
+            "worst_kind": worst,
+            "worst_kind_auc": kinds.get(worst),
+            "best_single": best,
+            "best_single_auc": single.get(best),
+        }
     return out
 
 
@@ -146,8 +161,13 @@ def rule_table(db: Path, truth, models: list[str]) -> dict:
     """model -> subset -> rule -> {day_auc, worst_kind_auc}, from the runs' stored percentiles."""
     import numpy as np
 
-    from pipeline.detectors import (CONSENSUS, CONSENSUS_RULES, DETECTORS, consensus_scores,
-                                    default_consensus)
+    from pipeline.detectors import (
+        CONSENSUS,
+        CONSENSUS_RULES,
+        DETECTORS,
+        consensus_scores,
+        default_consensus,
+    )
     from pipeline.evaluate import metrics
 
     out: dict = {}
@@ -158,19 +178,31 @@ def rule_table(db: Path, truth, models: list[str]) -> dict:
         n_fit = len(wide)
         for name, keys in SUBSETS.items():
             if keys is None:
-                keys = (default_consensus() if name == "default"
-                        else [k for k in DETECTORS if k in wide])
+                keys = (
+                    default_consensus()
+                    if name == "default"
+                    else [k for k in DETECTORS if k in wide]
+                )
             keys = [k for k in keys if k in wide and k != CONSENSUS]
             for rule in CONSENSUS_RULES:
                 s = consensus_scores({k: day[k].to_numpy(float) for k in keys}, rule, n_fit)
                 s = np.where(np.isfinite(s), s, np.nanmedian(s))
                 labels = day["is_anomaly"].to_numpy(bool)
                 overall = metrics(labels, s)["roc_auc"]
-                worst = min((metrics(labels[(day["kind"] == k) | ~labels],
-                                     s[((day["kind"] == k) | ~labels).to_numpy()])["roc_auc"]
-                             for k in day.loc[labels, "kind"].unique()), default=np.nan)
+                worst = min(
+                    (
+                        metrics(
+                            labels[(day["kind"] == k) | ~labels],
+                            s[((day["kind"] == k) | ~labels).to_numpy()],
+                        )["roc_auc"]
+                        for k in day.loc[labels, "kind"].unique()
+                    ),
+                    default=np.nan,
+                )
                 out.setdefault(model, {}).setdefault(name, {})[rule] = {
-                    "day_auc": _r(overall), "worst_kind_auc": _r(worst)}
+                    "day_auc": _r(overall),
+                    "worst_kind_auc": _r(worst),
+                }
     return out
 
 
@@ -193,8 +225,11 @@ def single_table(db: Path, truth, models: list[str]) -> dict:
         for detector, part in scores.groupby("detector"):
             data = truth.merge(part[["frame_id", "score"]], on="frame_id")
             s = data["score"].astype(float)
-            out.setdefault(model, {})[detector] = _r(metrics(
-                data["is_anomaly"].to_numpy(bool), s.fillna(s.median()).to_numpy())["roc_auc"])
+            out.setdefault(model, {})[detector] = _r(
+                metrics(data["is_anomaly"].to_numpy(bool), s.fillna(s.median()).to_numpy())[
+                    "roc_auc"
+                ]
+            )
     return out
 
 
@@ -207,8 +242,13 @@ def real_truth(db: Path):
     with store.connect(db, read_only=True) as con:
         frames = con.sql("SELECT frame_id, path FROM frames").df()
     closed = frames["path"].str.contains("closed")
-    return pd.DataFrame({"frame_id": frames["frame_id"], "is_anomaly": closed,
-                         "kind": closed.map({True: "closed", False: "normal"})})
+    return pd.DataFrame(
+        {
+            "frame_id": frames["frame_id"],
+            "is_anomaly": closed,
+            "kind": closed.map({True: "closed", False: "normal"}),
+        }
+    )
 
 
 def _r(value) -> float | None:
@@ -225,9 +265,9 @@ def main() -> None:
     parser.add_argument("--real", type=Path, default=None)
     args = parser.parse_args()
 
+    import store
     from pipeline.settings import Settings
     from store import analysis as sa
-    import store
 
     models = args.models.split(",")
     settings = Settings()
@@ -241,9 +281,12 @@ def main() -> None:
             truth = sa.load_ground_truth(con)
         detectors = detector_table(db, None)
         report["variants"][name] = {
-            "render": {k: str(v) for k, v in VARIANTS[name].items()}, "timings": timings,
-            "summary": target_summary(detectors), "detectors": detectors,
-            "rules": rule_table(db, truth, models)}
+            "render": {k: str(v) for k, v in VARIANTS[name].items()},
+            "timings": timings,
+            "summary": target_summary(detectors),
+            "detectors": detectors,
+            "rules": rule_table(db, truth, models),
+        }
         print(f"{name}: done", file=sys.stderr)
     if args.real is not None:
         db = args.out / "real" / "garden.duckdb"
@@ -251,9 +294,11 @@ def main() -> None:
         timings = prepare(args.real, db, models, settings)
         truth = real_truth(db)
         report["variants"]["real-garden"] = {
-            "folder": str(args.real), "timings": timings,
+            "folder": str(args.real),
+            "timings": timings,
             "detectors_auc_all_frames": single_table(db, truth, models),
-            "rules": rule_table(db, truth, models)}
+            "rules": rule_table(db, truth, models),
+        }
     json.dump(report, sys.stdout, indent=1)
     print()
 

@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -47,12 +45,20 @@ from ingest import make_frames  # noqa: E402  (bench/ingest.py: the demo at 1920
 
 import store  # noqa: E402
 from pipeline import executors, imagestats, pixels  # noqa: E402
-from pipeline.embed import (BatchWriter, build_embedder, commit_vectors, decode_frame,  # noqa: E402
-                            embed_batch, embed_frames, embed_pending, record_model)
+from pipeline.embed import (  # noqa: E402
+    BatchWriter,
+    build_embedder,
+    commit_vectors,
+    decode_frame,
+    embed_batch,
+    embed_frames,
+    embed_pending,
+    record_model,
+)
 from pipeline.executors import LocalExecutor  # noqa: E402
 from pipeline.ingest import ingest_folder, start_ingest  # noqa: E402
 from pipeline.onepass import ingest_and_embed  # noqa: E402
-from pipeline.ray_executor import RayExecutor, ray_session  # noqa: E402
+from pipeline.ray_executor import RayExecutor  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from store import embeddings as embeddings_store  # noqa: E402
 
@@ -80,20 +86,28 @@ class Timed:
 def local_executor(settings: Settings, n: int, one_pass: bool):
     if not one_pass:
         return LocalExecutor(settings.workers)
-    return LocalExecutor(settings.workers, processes=settings.workers > 1 and n >= 16,
-                         preload=["pipeline.imagestats"], initializer=imagestats.configure_worker,
-                         initargs=(settings.max_image_pixels,))
+    return LocalExecutor(
+        settings.workers,
+        processes=settings.workers > 1 and n >= 16,
+        preload=["pipeline.imagestats"],
+        initializer=imagestats.configure_worker,
+        initargs=(settings.max_image_pixels,),
+    )
 
 
 def one_pass(folder: Path, db: Path, settings: Settings, built, executor) -> dict:
     timed = Timed(executor)
     started = time.perf_counter()
-    _, embedded, _ = ingest_and_embed(folder, db, settings, progress=False, executor=timed,
-                                      built=built)
+    _, embedded, _ = ingest_and_embed(
+        folder, db, settings, progress=False, executor=timed, built=built
+    )
     seconds = time.perf_counter() - started
-    out = {"frames": embedded.embedded, "seconds": round(seconds, 2),
-           "fps": round(embedded.embedded / seconds, 2),
-           "steady_fps": _round(timed.steady_fps())}
+    out = {
+        "frames": embedded.embedded,
+        "seconds": round(seconds, 2),
+        "fps": round(embedded.embedded / seconds, 2),
+        "steady_fps": _round(timed.steady_fps()),
+    }
     if isinstance(executor, RayExecutor):
         out["pool"] = vars(executor.pool)
     return out
@@ -106,8 +120,12 @@ def two_pass(folder: Path, db: Path, settings: Settings, built) -> dict:
     ingested = time.perf_counter() - started
     summary = embed_frames(db, settings, progress=False, built=built)
     seconds = time.perf_counter() - started
-    return {"frames": summary.embedded, "seconds": round(seconds, 2),
-            "ingest_seconds": round(ingested, 2), "fps": round(summary.embedded / seconds, 2)}
+    return {
+        "frames": summary.embedded,
+        "seconds": round(seconds, 2),
+        "ingest_seconds": round(ingested, 2),
+        "fps": round(summary.embedded / seconds, 2),
+    }
 
 
 def embed_two_ways(folder: Path, work: Path, settings: Settings, built) -> dict:
@@ -121,16 +139,20 @@ def embed_two_ways(folder: Path, work: Path, settings: Settings, built) -> dict:
         with store.connect(db) as con:
             con.execute("DELETE FROM embeddings")
             pending = embeddings_store.pending_frames(con, embedder.key, None)
-        executor = RayExecutor(settings.batch_size, setup=partial(
-            pixels.configure, settings.max_image_pixels))
+        executor = RayExecutor(
+            settings.batch_size, setup=partial(pixels.configure, settings.max_image_pixels)
+        )
         started = time.perf_counter()
         if way.startswith("streamed"):
             embedded, _ = embed_pending(db, embedder, pending, settings, executor=executor)
         else:
             embedded = _embed_via_parquet(db, embedder, pending, executor, work / "shards")
         seconds = time.perf_counter() - started
-        out[way] = {"frames": embedded, "seconds": round(seconds, 2),
-                    "fps": round(embedded / seconds, 2)}
+        out[way] = {
+            "frames": embedded,
+            "seconds": round(seconds, 2),
+            "fps": round(embedded / seconds, 2),
+        }
     out["parquet_vs_streamed"] = _round(out["parquet"]["fps"] / out["streamed"]["fps"])
     return out
 
@@ -139,12 +161,14 @@ def _embed_via_parquet(db, embedder, pending, executor: RayExecutor, shards: Pat
     import pyarrow.parquet as pq
 
     shutil.rmtree(shards, ignore_errors=True)
-    dataset = executor.dataset(pending, partial(decode_frame, size=embedder.input_size),
-                               partial(embed_batch, embedder))
+    dataset = executor.dataset(
+        pending, partial(decode_frame, size=embedder.input_size), partial(embed_batch, embedder)
+    )
     dataset.write_parquet(str(shards))
-    rows = (row for path in sorted(shards.glob("*.parquet"))
-            for row in pq.read_table(path).to_pylist())
-    writer = BatchWriter(partial(commit_vectors, db, embedder))   # ON CONFLICT DO NOTHING
+    rows = (
+        row for path in sorted(shards.glob("*.parquet")) for row in pq.read_table(path).to_pylist()
+    )
+    writer = BatchWriter(partial(commit_vectors, db, embedder))  # ON CONFLICT DO NOTHING
     for batch in executor.results(rows):
         writer.put(batch)
     writer.close()
@@ -170,8 +194,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--model", default="vgg16-hed-grid")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for the frames (kept and reused); default a temp folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the frames (kept and reused); default a temp folder",
+    )
     parser.add_argument("--skip-two-node", action="store_true")
     args = parser.parse_args()
 
@@ -180,34 +208,48 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     source = make_frames(folder, args.frames)
     cores = os.cpu_count() or 1
-    settings = Settings(model=args.model, batch_size=args.batch_size, precision="float32",
-                        workers=cores)
+    settings = Settings(
+        model=args.model, batch_size=args.batch_size, precision="float32", workers=cores
+    )
     built = build_embedder(settings)
     n = sum(1 for _ in folder.rglob("*.jpg"))
-    report = {"bench": "ray_cluster", "frames": n, "source": source, "model": args.model,
-              "batch_size": args.batch_size, "cores": cores, "python": platform.python_version(),
-              "read_fps_per_core": round(read_rate(folder, settings), 2)}
+    report = {
+        "bench": "ray_cluster",
+        "frames": n,
+        "source": source,
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "cores": cores,
+        "python": platform.python_version(),
+        "read_fps_per_core": round(read_rate(folder, settings), 2),
+    }
 
-    report["local_one_pass"] = one_pass(folder, work / "l1.duckdb", settings, built,
-                                        local_executor(settings, n, True))
+    report["local_one_pass"] = one_pass(
+        folder, work / "l1.duckdb", settings, built, local_executor(settings, n, True)
+    )
     report["local_two_pass"] = two_pass(folder, work / "l2.duckdb", settings, built)
     ray_settings = settings.replace(executor="ray")
     with executors.session(ray_settings):
-        report["ray_one_pass"] = one_pass(folder, work / "r1.duckdb", ray_settings, built,
-                                          RayExecutor(args.batch_size))
+        report["ray_one_pass"] = one_pass(
+            folder, work / "r1.duckdb", ray_settings, built, RayExecutor(args.batch_size)
+        )
         report["ray_two_pass"] = two_pass(folder, work / "r2.duckdb", ray_settings, built)
         report["embed"] = embed_two_ways(folder, work, ray_settings, built)
     if not args.skip_two_node:
         report["two_node"] = two_nodes(folder, work, ray_settings, built, cores)
 
     local, ray_ = report["local_one_pass"], report["ray_one_pass"]
-    report["ray_vs_local"] = _round(ray_["steady_fps"] / local["steady_fps"]) if (
-        ray_["steady_fps"] and local["steady_fps"]) else None
+    report["ray_vs_local"] = (
+        _round(ray_["steady_fps"] / local["steady_fps"])
+        if (ray_["steady_fps"] and local["steady_fps"])
+        else None
+    )
     report["ray_vs_local_whole_call"] = _round(ray_["fps"] / local["fps"])
     report["one_vs_two_pass_local"] = _round(local["fps"] / report["local_two_pass"]["fps"])
     report["one_vs_two_pass_ray"] = _round(ray_["fps"] / report["ray_two_pass"]["fps"])
-    report["model_per_core_fps"] = _round(local["steady_fps"] / cores) if local[
-        "steady_fps"] else None
+    report["model_per_core_fps"] = (
+        _round(local["steady_fps"] / cores) if local["steady_fps"] else None
+    )
     print(json.dumps(report, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 
@@ -217,8 +259,9 @@ def two_nodes(folder: Path, work: Path, settings: Settings, built, cores: int) -
     from ray.cluster_utils import Cluster
 
     per_node = max(1, cores // 2)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node,
-                                                            "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": per_node, "include_dashboard": False}
+    )
     cluster.add_node(num_cpus=per_node)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
@@ -227,8 +270,9 @@ def two_nodes(folder: Path, work: Path, settings: Settings, built, cores: int) -
         out = one_pass(folder, work / "n2.duckdb", settings, built, executor)
         names = {node: f"node{i}" for i, node in enumerate(sorted(executor.prepared_per_node))}
         out["read_per_node"] = {names[k]: v for k, v in executor.prepared_per_node.items()}
-        out["embedded_per_node"] = {names.get(k, k[:8]): v
-                                    for k, v in executor.finished_per_node.items()}
+        out["embedded_per_node"] = {
+            names.get(k, k[:8]): v for k, v in executor.finished_per_node.items()
+        }
         out["cpus_per_node"] = per_node
         return out
     finally:

@@ -55,8 +55,10 @@ def read_labels(path: Path):
     labels = pd.read_csv(path, dtype=str)
     missing = {"file", "label", "kind"} - set(labels.columns)
     if missing:
-        sys.exit(f"{path}: needs columns file,label,kind[,confidence]; it lacks "
-                 f"{', '.join(sorted(missing))}")
+        sys.exit(
+            f"{path}: needs columns file,label,kind[,confidence]; it lacks "
+            f"{', '.join(sorted(missing))}"
+        )
     bad = sorted(set(labels["label"]) - set(LABELS))
     if bad:
         sys.exit(f"{path}: label must be one of {', '.join(LABELS)}, not {', '.join(bad)}")
@@ -81,8 +83,10 @@ def parse_sets(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or key not in fields:
-            sys.exit(f"--set {pair}: expected KEY=VALUE with a known setting "
-                     f"({', '.join(sorted(fields))})")
+            sys.exit(
+                f"--set {pair}: expected KEY=VALUE with a known setting "
+                f"({', '.join(sorted(fields))})"
+            )
         if "list" in str(fields[key].type) or "tuple" in str(fields[key].type):
             out[key] = [v for v in value.split(",") if v]
             continue
@@ -100,9 +104,11 @@ def prepare(frames: Path, db: Path, settings, analyse: bool) -> dict:
     from pipeline.ingest import ingest_folder
 
     timings: dict = {}
-    for name, step in (("ingest_s", lambda: ingest_folder(frames, db, settings, progress=False)),
-                       ("embed_s", lambda: embed_frames(db, settings, progress=False)),
-                       ("analyze_s", lambda: analyze(db, settings, progress=False))):
+    for name, step in (
+        ("ingest_s", lambda: ingest_folder(frames, db, settings, progress=False)),
+        ("embed_s", lambda: embed_frames(db, settings, progress=False)),
+        ("analyze_s", lambda: analyze(db, settings, progress=False)),
+    ):
         if name == "analyze_s" and not analyse:
             continue
         t = time.perf_counter()
@@ -132,10 +138,10 @@ def load_scored(db: Path, model: str, labels, sample: set[str] | None):
     if matched["label"].notna().sum() < len(labels):  # labels relative to a sub-folder
         name = frames["path"].str.rsplit("/", n=1).str[-1]
         matched = frames.assign(file=name).merge(labels, on="file", how="left")
-    table = matched.merge(daylight, on="frame_id").merge(wide, left_on="frame_id",
-                                                          right_index=True)
-    table["in_sample"] = (table["file"].isin(sample) if sample is not None
-                          else table["label"].notna())
+    table = matched.merge(daylight, on="frame_id").merge(wide, left_on="frame_id", right_index=True)
+    table["in_sample"] = (
+        table["file"].isin(sample) if sample is not None else table["label"].notna()
+    )
     return run_id, table.sort_values("frame_id").reset_index(drop=True), list(wide.columns)
 
 
@@ -155,8 +161,9 @@ def add_consensus_of(table, causes: list[str]) -> str:
     if missing:
         sys.exit(f"--causes: the run has no {', '.join(missing)} (a run made before causes?)")
     name = f"consensus[{'+'.join(causes)}]"
-    table[name] = np.nansum(np.column_stack([table[cause_key(c)].astype(float)
-                                             for c in causes]), axis=1)
+    table[name] = np.nansum(
+        np.column_stack([table[cause_key(c)].astype(float) for c in causes]), axis=1
+    )
     return name
 
 
@@ -199,9 +206,12 @@ def counts(table) -> dict:
     out = {"frames": int(len(table)), "daylight_frames": int((table["daylight"] == "day").sum())}
     for name, part in (("sample", day[day["in_sample"]]), ("labelled", day)):
         junk = part[part["label"] == "junk"]
-        out[name] = {"n": int(len(part)), "n_junk": int(len(junk)),
-                     "base_rate": _r(len(junk) / len(part)) if len(part) else None,
-                     "kinds": {k: int(v) for k, v in junk["kind"].value_counts().items()}}
+        out[name] = {
+            "n": int(len(part)),
+            "n_junk": int(len(junk)),
+            "base_rate": _r(len(junk) / len(part)) if len(part) else None,
+            "kinds": {k: int(v) for k, v in junk["kind"].value_counts().items()},
+        }
     return out
 
 
@@ -209,17 +219,28 @@ def top_frames(table, detector: str, k: int) -> dict:
     """The detector's top k over all daylight frames, with labels; precision = junk share."""
     day = table[table["daylight"] == "day"].assign(_s=lambda t: filled(t[detector]))
     top = day.sort_values("_s", ascending=False, kind="stable").head(k)
-    rows = [{"rank": i + 1, "file": f, "score": _r(s),
-             "label": lab if isinstance(lab, str) else "unlabelled",
-             "kind": kind if isinstance(kind, str) else None}
-            for i, (f, s, lab, kind) in enumerate(zip(top["file"], top["_s"], top["label"],
-                                                      top["kind"]))]
+    rows = [
+        {
+            "rank": i + 1,
+            "file": f,
+            "score": _r(s),
+            "label": lab if isinstance(lab, str) else "unlabelled",
+            "kind": kind if isinstance(kind, str) else None,
+        }
+        for i, (f, s, lab, kind) in enumerate(
+            zip(top["file"], top["_s"], top["label"], top["kind"])
+        )
+    ]
     n = {lab: sum(r["label"] == lab for r in rows) for lab in (*LABELS, "unlabelled")}
     labelled = n["junk"] + n["normal"] + n["debatable"]
-    return {"detector": detector, "k": len(rows), "counts": n,
-            "precision": _r(n["junk"] / len(rows)) if rows else None,
-            "precision_labelled": _r(n["junk"] / labelled) if labelled else None,
-            "frames": rows}
+    return {
+        "detector": detector,
+        "k": len(rows),
+        "counts": n,
+        "precision": _r(n["junk"] / len(rows)) if rows else None,
+        "precision_labelled": _r(n["junk"] / labelled) if labelled else None,
+        "frames": rows,
+    }
 
 
 def contact_sheet(db: Path, table, top: dict, path: Path, columns: int = 10) -> None:
@@ -249,8 +270,11 @@ def contact_sheet(db: Path, table, top: dict, path: Path, columns: int = 10) -> 
             sheet.paste(image, (x, y))
         stamp = row["file"].rsplit("/", 1)[-1].rsplit(".", 1)[0][-14:]
         draw.text((x + 3, y + cell_h + 1), f"{row['rank']} {stamp}", fill="black")
-        draw.text((x + 3, y + cell_h + 14), f"{row['label']} {row['kind'] or ''}",
-                  fill=colours.get(row["label"], "blue"))
+        draw.text(
+            (x + 3, y + cell_h + 14),
+            f"{row['label']} {row['kind'] or ''}",
+            fill=colours.get(row["label"], "blue"),
+        )
     sheet.save(path)
 
 
@@ -262,28 +286,56 @@ def _r(value) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("frames", type=Path, help="the folder of frames")
-    parser.add_argument("--labels", type=Path, required=True,
-                        help="CSV file,label,kind[,confidence] (label junk/normal/debatable)")
-    parser.add_argument("--sample", type=Path, default=None,
-                        help="file names of an unbiased sample, one a line (default: every "
-                             "labelled frame)")
-    parser.add_argument("--out", type=Path, required=True, help=f"folder of the store "
-                        f"({STORE_NAME}); an existing store is reused")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        help="CSV file,label,kind[,confidence] (label junk/normal/debatable)",
+    )
+    parser.add_argument(
+        "--sample",
+        type=Path,
+        default=None,
+        help="file names of an unbiased sample, one a line (default: every labelled frame)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help=f"folder of the store ({STORE_NAME}); an existing store is reused",
+    )
     parser.add_argument("--timezone", default=None)
     parser.add_argument("--lat", type=float, default=None)
     parser.add_argument("--lon", type=float, default=None)
     parser.add_argument("--model", default=None, help="embedding model (default: the pipeline's)")
     parser.add_argument("--config", type=Path, default=None, help="settings TOML for analyze")
-    parser.add_argument("--set", dest="sets", action="append", default=[],
-                        metavar="KEY=VALUE", help="a setting (repeatable); lists comma-separated")
-    parser.add_argument("--no-analyze", action="store_true",
-                        help="score the latest complete run instead of analysing again")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting (repeatable); lists comma-separated",
+    )
+    parser.add_argument(
+        "--no-analyze",
+        action="store_true",
+        help="score the latest complete run instead of analysing again",
+    )
     parser.add_argument("--top", type=int, default=50)
-    parser.add_argument("--top-detector", default="consensus",
-                        help="rank the top by this detector (or by consensus[a+b] of --causes)")
-    parser.add_argument("--causes", action="append", default=[], metavar="CAUSE,...",
-                        help="also measure the consensus of only these causes, summed from the "
-                             "run's stored cause scores as --junk-causes would (repeatable)")
+    parser.add_argument(
+        "--top-detector",
+        default="consensus",
+        help="rank the top by this detector (or by consensus[a+b] of --causes)",
+    )
+    parser.add_argument(
+        "--causes",
+        action="append",
+        default=[],
+        metavar="CAUSE,...",
+        help="also measure the consensus of only these causes, summed from the "
+        "run's stored cause scores as --junk-causes would (repeatable)",
+    )
     parser.add_argument("--sheet", type=Path, default=None, help="write the top as a PNG")
     args = parser.parse_args()
 
@@ -293,8 +345,14 @@ def main() -> None:
         sys.exit(f"{args.frames} is not a folder of frames")
     labels = read_labels(args.labels)
     sample = read_sample(args.sample)
-    settings = Settings.load(args.config, timezone=args.timezone, lat=args.lat, lon=args.lon,
-                             model=args.model, **parse_sets(args.sets))
+    settings = Settings.load(
+        args.config,
+        timezone=args.timezone,
+        lat=args.lat,
+        lon=args.lon,
+        model=args.model,
+        **parse_sets(args.sets),
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     db = args.out / STORE_NAME
     timings = prepare(args.frames, db, settings, analyse=not args.no_analyze)
@@ -308,13 +366,21 @@ def main() -> None:
     top = top_frames(table, args.top_detector, args.top)
     if args.sheet is not None:
         contact_sheet(db, table, top, args.sheet)
-    report = {"frames": str(args.frames), "labels": str(args.labels),
-              "sample": str(args.sample) if args.sample else "all labelled frames",
-              "store": str(db), "model": settings.model, "run_id": run_id,
-              "settings_changed": {k: v for k, v in settings.to_dict().items()
-                                   if v != getattr(Settings(), k)},
-              "timings": timings, "counts": counts(table), "detectors": measure(table, detectors),
-              "top": top}
+    report = {
+        "frames": str(args.frames),
+        "labels": str(args.labels),
+        "sample": str(args.sample) if args.sample else "all labelled frames",
+        "store": str(db),
+        "model": settings.model,
+        "run_id": run_id,
+        "settings_changed": {
+            k: v for k, v in settings.to_dict().items() if v != getattr(Settings(), k)
+        },
+        "timings": timings,
+        "counts": counts(table),
+        "detectors": measure(table, detectors),
+        "top": top,
+    }
     json.dump(report, sys.stdout, indent=1)
     print()
 

@@ -61,8 +61,9 @@ def joined(db: Path, labels):
     frames["file"] = frames["path"]
     table = frames.merge(labels, on="file", how="inner")
     if len(table) < len(labels) // 2:  # labels relative to a sub-folder
-        table = frames.assign(file=frames["path"].str.rsplit("/", n=1).str[-1]) \
-            .merge(labels, on="file", how="inner")
+        table = frames.assign(file=frames["path"].str.rsplit("/", n=1).str[-1]).merge(
+            labels, on="file", how="inner"
+        )
     return table[(table["daylight"] == "day") & table["label"].isin(["junk", "normal"])]
 
 
@@ -86,16 +87,25 @@ def report(table, kinds_as_one: dict[str, list[str]]) -> dict:
         row = {"n": int(len(part)), "with_visibility": int(len(seen))}
         if len(seen):
             q10, q25, q50 = np.quantile(seen, [0.1, 0.25, 0.5])
-            row.update(visibility_q10=round(q10, 1), visibility_q25=round(q25, 1),
-                       visibility_median=round(q50, 1),
-                       share_at_most_10km=round(float((seen <= 10).mean()), 3))
-        row["share_reported_fog_mist_haze"] = round(float(codes.isin(HAZE_CODES).mean()), 3) \
-            if len(part) else None
-        row["conditions"] = {str(k): int(v) for k, v in
-                             part["condition"].fillna("unknown").value_counts().items()}
+            row.update(
+                visibility_q10=round(q10, 1),
+                visibility_q25=round(q25, 1),
+                visibility_median=round(q50, 1),
+                share_at_most_10km=round(float((seen <= 10).mean()), 3),
+            )
+        row["share_reported_fog_mist_haze"] = (
+            round(float(codes.isin(HAZE_CODES).mean()), 3) if len(part) else None
+        )
+        row["conditions"] = {
+            str(k): int(v) for k, v in part["condition"].fillna("unknown").value_counts().items()
+        }
         if name != "normal" and len(seen):
-            both = np.concatenate([normal["visibility_km"].astype(float).to_numpy(),
-                                   part["visibility_km"].astype(float).to_numpy()])
+            both = np.concatenate(
+                [
+                    normal["visibility_km"].astype(float).to_numpy(),
+                    part["visibility_km"].astype(float).to_numpy(),
+                ]
+            )
             is_kind = np.r_[np.zeros(len(normal), bool), np.ones(len(part), bool)]
             ok = np.isfinite(both)
             row["visibility_auc"] = round(float(metrics(is_kind[ok], -both[ok])["roc_auc"]), 3)
@@ -107,10 +117,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("db", type=Path, help="a store of the camera's frames (it is written)")
     parser.add_argument("--labels", type=Path, required=True)
-    parser.add_argument("--weather", type=Path, nargs="+", required=True,
-                        help="hourly weather CSV files, imported as they are")
-    parser.add_argument("--group", action="append", default=[],
-                        help="NAME=kind,kind: also report these kinds as one")
+    parser.add_argument(
+        "--weather",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="hourly weather CSV files, imported as they are",
+    )
+    parser.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        help="NAME=kind,kind: also report these kinds as one",
+    )
     args = parser.parse_args()
     groups = {}
     for item in args.group:
@@ -118,10 +137,17 @@ def main() -> None:
         groups[name] = [k for k in kinds.split(",") if k]
     imported = import_weather(args.db, sorted(args.weather))
     table = joined(args.db, read_labels(args.labels))
-    print(json.dumps({"files": len(imported),
-                      "observations": sum(i["rows"] for i in imported),
-                      "frames": int(len(table)),
-                      "kinds": report(table, groups)}, indent=1))
+    print(
+        json.dumps(
+            {
+                "files": len(imported),
+                "observations": sum(i["rows"] for i in imported),
+                "frames": int(len(table)),
+                "kinds": report(table, groups),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

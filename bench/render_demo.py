@@ -42,21 +42,36 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="demo-bench-"))
     try:
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
-        result = render_demo(out, n_frames=args.frames, size=(width, height), hard=args.hard,
-                             workers=args.workers, progress=False)
+        result = render_demo(
+            out,
+            n_frames=args.frames,
+            size=(width, height),
+            hard=args.hard,
+            workers=args.workers,
+            progress=False,
+        )
         wall = time.perf_counter() - t0
         cpu = _cpu_seconds() - cpu0
         total_bytes = sum(p.stat().st_size for p in result.frames_dir.rglob("*.jpg"))
-        print(json.dumps({
-            "bench": "render_demo", "frames": result.n_frames, "size": [width, height],
-            "hard": args.hard, "workers": args.workers or min(2, os.cpu_count() or 1),
-            "cpu_count": os.cpu_count(), "wall_s": round(wall, 2),
-            "frames_per_s": round(result.n_frames / wall, 1), "cpu_s": round(cpu, 2),
-            "cpu_ms_per_frame": round(1000 * cpu / result.n_frames, 1),
-            "mean_kb_per_frame": round(total_bytes / result.n_frames / 1024, 1),
-            "anomalous_frames": result.n_anomalies,
-            "load_average_1m": round(os.getloadavg()[0], 2),
-        }))
+        print(
+            json.dumps(
+                {
+                    "bench": "render_demo",
+                    "frames": result.n_frames,
+                    "size": [width, height],
+                    "hard": args.hard,
+                    "workers": args.workers or min(2, os.cpu_count() or 1),
+                    "cpu_count": os.cpu_count(),
+                    "wall_s": round(wall, 2),
+                    "frames_per_s": round(result.n_frames / wall, 1),
+                    "cpu_s": round(cpu, 2),
+                    "cpu_ms_per_frame": round(1000 * cpu / result.n_frames, 1),
+                    "mean_kb_per_frame": round(total_bytes / result.n_frames / 1024, 1),
+                    "anomalous_frames": result.n_anomalies,
+                    "load_average_1m": round(os.getloadavg()[0], 2),
+                }
+            )
+        )
     finally:
         if args.out is None:
             shutil.rmtree(out, ignore_errors=True)

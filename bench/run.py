@@ -64,8 +64,9 @@ def decode_ceiling(tasks: list[imagestats.FrameTask], workers: int) -> float:
     chunksize = max(1, min(32, len(tasks) // (workers * 16)))
     with context.Pool(workers) as pool:
         started = time.perf_counter()
-        done = sum(r.error is None for r in pool.imap(imagestats.read_frame, tasks,
-                                                        chunksize=chunksize))
+        done = sum(
+            r.error is None for r in pool.imap(imagestats.read_frame, tasks, chunksize=chunksize)
+        )
         seconds = time.perf_counter() - started
     return done / seconds
 
@@ -73,7 +74,7 @@ def decode_ceiling(tasks: list[imagestats.FrameTask], workers: int) -> float:
 def model_ceiling(embedder, images: np.ndarray, batch_size: int) -> float:
     started = time.perf_counter()
     for i in range(0, len(images), batch_size):
-        embedder.embed(images[i:i + batch_size])
+        embedder.embed(images[i : i + batch_size])
     return len(images) / (time.perf_counter() - started)
 
 
@@ -85,8 +86,7 @@ def ceilings(tasks, workers, embedders, images, batch_size) -> dict:
 
 
 def compare_stores(one: Path, two: Path, model: str) -> dict:
-    query = ("SELECT f.path, t.jpeg FROM thumbnails t JOIN frames f USING (frame_id) "
-             "ORDER BY f.path")
+    query = "SELECT f.path, t.jpeg FROM thumbnails t JOIN frames f USING (frame_id) ORDER BY f.path"
     with store.connect(one, read_only=True) as con:
         thumbs_one = dict(con.sql(query).fetchall())
         ids, a = se.load_vectors(con, model)
@@ -98,9 +98,12 @@ def compare_stores(one: Path, two: Path, model: str) -> dict:
     by_path = {paths_two[i]: v for i, v in zip(ids_b, b)}
     other = np.stack([by_path[paths_one[i]] for i in ids])
     rel = np.linalg.norm(a - other, axis=1) / np.linalg.norm(other, axis=1)
-    return {"frames": len(thumbs_one),
-            "same_thumbnails": sum(thumbs_one[p] == thumbs_two.get(p) for p in thumbs_one),
-            "vectors": len(ids), "vector_max_rel_diff": float(rel.max())}
+    return {
+        "frames": len(thumbs_one),
+        "same_thumbnails": sum(thumbs_one[p] == thumbs_two.get(p) for p in thumbs_one),
+        "vectors": len(ids),
+        "vector_max_rel_diff": float(rel.max()),
+    }
 
 
 def main() -> None:
@@ -108,14 +111,22 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--model", default="vgg16-hed-grid")
     parser.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"])
-    parser.add_argument("--model-frames", type=int, default=96,
-                        help="pre-decoded frames for each model ceiling")
+    parser.add_argument(
+        "--model-frames", type=int, default=96, help="pre-decoded frames for each model ceiling"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--two-pass-first", action="store_true",
-                        help="time ingest then embed before the one pass (order check)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for the frames (kept and reused); default a temp folder")
+    parser.add_argument(
+        "--two-pass-first",
+        action="store_true",
+        help="time ingest then embed before the one pass (order check)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the frames (kept and reused); default a temp folder",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-run-"))
@@ -126,8 +137,9 @@ def main() -> None:
     for f in files:  # page cache warm, so every way reads from memory
         with open(f.os_path, "rb") as fh:
             fh.read()
-    settings = Settings(model=args.model, precision=args.precision, workers=args.workers,
-                        batch_size=args.batch_size)
+    settings = Settings(
+        model=args.model, precision=args.precision, workers=args.workers, batch_size=args.batch_size
+    )
     spec = get_model(args.model)
     pixels.configure(settings.max_image_pixels)
     images = []
@@ -141,21 +153,30 @@ def main() -> None:
     images = np.stack(images)
     embedders = {p: build_embedder(settings, precision=p)[0] for p in ("float32", "bfloat16")}
     for embedder in embedders.values():  # warm-up: graph tracing, not timed
-        embedder.embed(images[:args.batch_size])
-    tasks = [imagestats.FrameTask(f.os_path, f.name, f.size, f.mtime_ns,
-                                  settings.thumbnail_size, settings.max_image_pixels,
-                                  settings.max_file_bytes, spec.input_size) for f in files]
+        embedder.embed(images[: args.batch_size])
+    tasks = [
+        imagestats.FrameTask(
+            f.os_path,
+            f.name,
+            f.size,
+            f.mtime_ns,
+            settings.thumbnail_size,
+            settings.max_image_pixels,
+            settings.max_file_bytes,
+            spec.input_size,
+        )
+        for f in files
+    ]
 
     before = ceilings(tasks, args.workers, embedders, images, args.batch_size)
     # the model is built (and the precision chosen) outside the timed part, for both paths
     built = build_embedder(settings)
-    built[0].embed(images[:args.batch_size])  # warm-up
+    built[0].embed(images[: args.batch_size])  # warm-up
     one, two = work / "one.duckdb", work / "two.duckdb"
 
     def one_pass():
         started = time.perf_counter()
-        ingested, embedded, _ = ingest_and_embed(folder, one, settings, progress=False,
-                                                 built=built)
+        ingested, embedded, _ = ingest_and_embed(folder, one, settings, progress=False, built=built)
         return ingested, embedded, time.perf_counter() - started
 
     def two_pass():
@@ -178,25 +199,41 @@ def main() -> None:
     one_fps, two_fps = n / one_s, embedded_two.embedded / two_s
     ceiling = min(mean["decode_fps"], mean[f"model_fps_{args.precision}"])
     result = {
-        "bench": "run", "frames": len(files), "source": source, "model": args.model,
-        "precision": args.precision, "workers": args.workers, "batch_size": args.batch_size,
+        "bench": "run",
+        "frames": len(files),
+        "source": source,
+        "model": args.model,
+        "precision": args.precision,
+        "workers": args.workers,
+        "batch_size": args.batch_size,
         "order": "two_pass first" if args.two_pass_first else "one_pass first",
-        "cpus": os.cpu_count(), "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "decode_fps": round(mean["decode_fps"], 1),
         "model_fps_float32": round(mean["model_fps_float32"], 2),
         "model_fps_bfloat16": round(mean["model_fps_bfloat16"], 2),
         "ceilings_before": {k: round(v, 2) for k, v in before.items()},
         "ceilings_after": {k: round(v, 2) for k, v in after.items()},
-        "one_pass": {"seconds": round(one_s, 1), "fps": round(one_fps, 2),
-                     "added": ingested_one.added, "failed": ingested_one.failed,
-                     "embedded": n},
-        "two_pass": {"seconds": round(two_s, 1), "fps": round(two_fps, 2),
-                     "ingest_s": round(ingest_s, 1), "embed_s": round(two_s - ingest_s, 1),
-                     "added": ingested_two.added, "embedded": embedded_two.embedded},
+        "one_pass": {
+            "seconds": round(one_s, 1),
+            "fps": round(one_fps, 2),
+            "added": ingested_one.added,
+            "failed": ingested_one.failed,
+            "embedded": n,
+        },
+        "two_pass": {
+            "seconds": round(two_s, 1),
+            "fps": round(two_fps, 2),
+            "ingest_s": round(ingest_s, 1),
+            "embed_s": round(two_s - ingest_s, 1),
+            "added": ingested_two.added,
+            "embedded": embedded_two.embedded,
+        },
         "ratio": round(one_fps / ceiling, 3),
-        "bottleneck": ("decode" if mean["decode_fps"] < mean[f"model_fps_{args.precision}"]
-                       else "model"),
+        "bottleneck": (
+            "decode" if mean["decode_fps"] < mean[f"model_fps_{args.precision}"] else "model"
+        ),
         "speedup": round(one_fps / two_fps, 3),
         "same": compare_stores(one, two, args.model),
         "archive_750k_h": round(750_000 / one_fps / 3600, 1),

@@ -51,15 +51,17 @@ def build_store(out: Path, model: str, n_store: int, n_new: int, size: tuple[int
     from pipeline.runner import run_all
     from pipeline.settings import Settings
 
-    settings = Settings(model=model, timezone=DEMO_PLACE.timezone, lat=DEMO_PLACE.lat,
-                        lon=DEMO_PLACE.lon)
+    settings = Settings(
+        model=model, timezone=DEMO_PLACE.timezone, lat=DEMO_PLACE.lat, lon=DEMO_PLACE.lon
+    )
     key = out / f"{model.replace(':', '_').replace('/', '_')}-{n_store}-{n_new}-{size[0]}x{size[1]}"
     db, held = key / "store.duckdb", key / "new"
     if db.exists() and held.is_dir():
         return db, sorted(held.glob("*.jpg")), settings
     shutil.rmtree(key, ignore_errors=True)
-    rendered = render_demo(key / "demo", n_frames=n_store + n_new, size=size, progress=False,
-                           interval_minutes=(20, 30))
+    rendered = render_demo(
+        key / "demo", n_frames=n_store + n_new, size=size, progress=False, interval_minutes=(20, 30)
+    )
     frames = sorted(rendered.frames_dir.rglob("*.jpg"))
     held.mkdir(parents=True)
     for path in frames[-n_new:]:
@@ -88,14 +90,23 @@ def time_score_new(db: Path, new: list[Path], settings, work: Path) -> dict:
     result = score_new(folder, copy, settings, progress=False)
     wall = time.perf_counter() - started
     assert len(result.frames) == len(new), result.describe()
-    return {"score_new_s": round(wall, 3), "model_build_s": round(build, 3),
-            "frames_per_s": round(len(new) / max(wall - build, 1e-9), 3)}
+    return {
+        "score_new_s": round(wall, 3),
+        "model_build_s": round(build, 3),
+        "frames_per_s": round(len(new) / max(wall - build, 1e-9), 3),
+    }
 
 
 def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -149,8 +160,14 @@ def burst(port: int, files: list[tuple[str, bytes]], n_clients: int) -> dict:
     def pct(q: float) -> float:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
-    return {"clients": n_clients, "frames": len(files), "wall_s": round(wall, 3),
-            "frames_per_s": round(len(files) / wall, 3), "p50_s": pct(0.5), "p95_s": pct(0.95)}
+    return {
+        "clients": n_clients,
+        "frames": len(files),
+        "wall_s": round(wall, 3),
+        "frames_per_s": round(len(files) / wall, 3),
+        "p50_s": pct(0.5),
+        "p95_s": pct(0.95),
+    }
 
 
 class Server:
@@ -168,9 +185,23 @@ class Server:
         self.log = open(self.log_path, "w")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "--config", str(config), "serve", "--db",
-             str(copy), "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "--config",
+                str(config),
+                "serve",
+                "--db",
+                str(copy),
+                "--port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         started = time.perf_counter()
         while not self._healthy():
             if self.proc.poll() is not None or time.perf_counter() - started > 600:
@@ -200,8 +231,12 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--size", default="640x360")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="keep the rendered, analysed store here for the next run")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="keep the rendered, analysed store here for the next run",
+    )
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     clients = [int(c) for c in args.clients.split(",")]
@@ -217,8 +252,12 @@ def main() -> None:
             for n in sorted(set(clients)):  # warm-up: the model sees each batch size once
                 burst(server.port, files[:n], n)
             for _ in range(args.rounds):
-                rounds.append({"score_new": time_score_new(db, new, settings, work),
-                               "serve": [burst(server.port, files, n) for n in clients]})
+                rounds.append(
+                    {
+                        "score_new": time_score_new(db, new, settings, work),
+                        "serve": [burst(server.port, files, n) for n in clients],
+                    }
+                )
         finally:
             server.stop()
     best_new = max(r["score_new"]["frames_per_s"] for r in rounds)
@@ -226,15 +265,30 @@ def main() -> None:
     for i in range(len(clients)):
         top = max((r["serve"][i] for r in rounds), key=lambda b: b["frames_per_s"])
         best.append({**top, "ratio": round(top["frames_per_s"] / best_new, 3)})
-    print(json.dumps({
-        "model": args.model, "new_frames": len(new), "store_frames": args.store_frames,
-        "size": args.size, "score_new_frames_per_s": best_new, "serve": best,
-        "serve_startup_s": server.startup_s, "rounds": rounds,
-        "load_average": [round(v, 2) for v in os.getloadavg()],
-        "cpus": os.cpu_count(), "python": platform.python_version(),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                 capture_output=True, text=True).stdout.strip(),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "new_frames": len(new),
+                "store_frames": args.store_frames,
+                "size": args.size,
+                "score_new_frames_per_s": best_new,
+                "serve": best,
+                "serve_startup_s": server.startup_s,
+                "rounds": rounds,
+                "load_average": [round(v, 2) for v in os.getloadavg()],
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "commit": subprocess.run(
+                    ["git", "rev-parse", "--short", "HEAD"],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                ).stdout.strip(),
+            },
+            indent=1,
+        )
+    )
     if args.out is None:
         shutil.rmtree(out, ignore_errors=True)
 

@@ -29,8 +29,13 @@ from pipeline import clock, weather  # noqa: E402
 from pipeline.daylight import sun_elevation  # noqa: E402
 from store import weather as store_weather  # noqa: E402
 
-NYC = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "weather" / \
-    "nyc-airports-2013-hourly.csv"
+NYC = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "realdata"
+    / "weather"
+    / "nyc-airports-2013-hourly.csv"
+)
 
 
 def best(fn, repeat: int) -> float:
@@ -43,17 +48,23 @@ def best(fn, repeat: int) -> float:
 
 
 def add_frames(db: Path, utc: pd.DatetimeIndex, luma: np.ndarray) -> None:
-    rows = pd.DataFrame({
-        "frame_id": np.arange(1, len(utc) + 1), "taken_at": utc.tz_localize(None),
-        "taken_at_utc": utc, "mean_luma": luma,
-    })
+    rows = pd.DataFrame(
+        {
+            "frame_id": np.arange(1, len(utc) + 1),
+            "taken_at": utc.tz_localize(None),
+            "taken_at_utc": utc,
+            "mean_luma": luma,
+        }
+    )
     rows["path"] = [f"f/{i:07d}.jpg" for i in rows["frame_id"]]
     with store.connect(db) as con:
         con.register("_rows", rows)
-        con.execute("INSERT INTO frames (frame_id, path, root, location, taken_at, "
-                    "taken_at_utc, time_source, file_bytes, file_mtime, mean_luma) SELECT "
-                    "frame_id, path, '/bench', '/bench/' || path, taken_at, taken_at_utc, "
-                    "'exif', 1, now(), mean_luma FROM _rows")
+        con.execute(
+            "INSERT INTO frames (frame_id, path, root, location, taken_at, "
+            "taken_at_utc, time_source, file_bytes, file_mtime, mean_luma) SELECT "
+            "frame_id, path, '/bench', '/bench/' || path, taken_at, taken_at_utc, "
+            "'exif', 1, now(), mean_luma FROM _rows"
+        )
         con.unregister("_rows")
 
 
@@ -83,8 +94,10 @@ def main() -> None:
 
         def page():
             with store.connect(db, read_only=True) as con:
-                return con.sql("SELECT frame_id, condition, temperature_c FROM frame_facts "
-                               "WHERE condition = 'rain' ORDER BY taken_at_utc LIMIT 200").df()
+                return con.sql(
+                    "SELECT frame_id, condition, temperature_c FROM frame_facts "
+                    "WHERE condition = 'rain' ORDER BY taken_at_utc LIMIT 200"
+                ).df()
 
         out["join_condition_counts_s"] = round(best(counts, args.repeat), 3)
         out["facts_rain_page_s"] = round(best(page, args.repeat), 3)
@@ -94,8 +107,7 @@ def main() -> None:
         year = pd.date_range("2013-01-01", "2013-12-31 23:50", freq="10min", tz="UTC")
         elevation = sun_elevation(year, lat, lon)
         luma = 18 + 175 / (1 + np.exp(-(elevation + 2.0) / 1.6))
-        frames = pd.DataFrame({"taken_at_utc": year - pd.Timedelta(minutes=47),
-                               "mean_luma": luma})
+        frames = pd.DataFrame({"taken_at_utc": year - pd.Timedelta(minutes=47), "mean_luma": luma})
         start = time.perf_counter()
         result = clock.estimate(frames, lat, lon)
         out["clock_check_year_s"] = round(time.perf_counter() - start, 3)

@@ -22,8 +22,12 @@ import store  # noqa: E402
 from dashboard import charts, data, filters, pages, ui  # noqa: E402
 from store.facts import THRESHOLD_KINDS  # noqa: E402
 
-st.set_page_config(page_title="Time-lapse outliers", page_icon=":material/park:",
-                   layout="wide", initial_sidebar_state="expanded")
+st.set_page_config(
+    page_title="Time-lapse outliers",
+    page_icon=":material/park:",
+    layout="wide",
+    initial_sidebar_state="expanded",
+)
 
 
 def _password() -> str | None:
@@ -56,14 +60,18 @@ def _gate() -> None:
 def _store_path() -> Path:
     db = data.db_path()
     if db is None:
-        st.error("No store given. Start the dashboard with "
-                 "`streamlit run dashboard/app.py -- --db FILE` or set TIMELAPSE_DB=FILE; "
-                 "make a store with `python -m pipeline demo` or `python -m pipeline run FOLDER "
-                 "--db FILE`.")
+        st.error(
+            "No store given. Start the dashboard with "
+            "`streamlit run dashboard/app.py -- --db FILE` or set TIMELAPSE_DB=FILE; "
+            "make a store with `python -m pipeline demo` or `python -m pipeline run FOLDER "
+            "--db FILE`."
+        )
         st.stop()
     if not db.is_file():
-        st.error(f"No store at {db}: create it with `python -m pipeline ingest FOLDER --db {db}` "
-                 "or `python -m pipeline demo`.")
+        st.error(
+            f"No store at {db}: create it with `python -m pipeline ingest FOLDER --db {db}` "
+            "or `python -m pipeline demo`."
+        )
         st.stop()
     st.session_state["_db_path"] = str(db)
     return db
@@ -72,9 +80,11 @@ def _store_path() -> Path:
 def _sanitise_widgets(opts: dict) -> None:
     """Drop widget values the store no longer offers (e.g. after switching runs)."""
     state = st.session_state
-    for key, known in ((filters.W_DAYLIGHT, opts["daylight"]),
-                       (filters.W_WEATHER, opts["conditions"]),
-                       (filters.W_CLUSTER, opts["clusters"])):
+    for key, known in (
+        (filters.W_DAYLIGHT, opts["daylight"]),
+        (filters.W_WEATHER, opts["conditions"]),
+        (filters.W_CLUSTER, opts["clusters"]),
+    ):
         if key in state:
             state[key] = [v for v in state[key] if v in known]
     if filters.W_DET in state and state[filters.W_DET] not in opts["detectors"]:
@@ -93,40 +103,77 @@ def _sidebar(opts: dict) -> None:
     st.sidebar.header("Filters")
     sb = st.sidebar
     if len(opts["runs"]) > 1:
-        sb.selectbox("Analysis run", opts["runs"], key=filters.W_RUN,
-                     format_func=lambda r: f"run {r}" + (" (latest)" if r == opts["runs"][0]
-                                                         else ""),
-                     help="Clusters, map and scores come from this run.")
+        sb.selectbox(
+            "Analysis run",
+            opts["runs"],
+            key=filters.W_RUN,
+            format_func=lambda r: f"run {r}" + (" (latest)" if r == opts["runs"][0] else ""),
+            help="Clusters, map and scores come from this run.",
+        )
     if opts["date_min"] is not None:
-        sb.date_input("Dates (camera clock)", key=filters.W_DATES,
-                      min_value=opts["date_min"], max_value=opts["date_max"],
-                      format="YYYY-MM-DD")
-    sb.slider("Hours of day", 0, 23, key=filters.W_HOURS,
-              help="Camera-clock hours, both ends included (6-18 = 06:00 to 18:59).")
-    sb.multiselect("Daylight", opts["daylight"], key=filters.W_DAYLIGHT,
-                   placeholder="any", help="From the sun's elevation (or brightness).")
-    sb.multiselect("Weather", opts["conditions"], key=filters.W_WEATHER, placeholder="any",
-                   help="Condition of the nearest earlier hourly observation.")
-    sb.multiselect("Cluster", opts["clusters"], key=filters.W_CLUSTER, placeholder="any",
-                   format_func=charts.cluster_label)
+        sb.date_input(
+            "Dates (camera clock)",
+            key=filters.W_DATES,
+            min_value=opts["date_min"],
+            max_value=opts["date_max"],
+            format="YYYY-MM-DD",
+        )
+    sb.slider(
+        "Hours of day",
+        0,
+        23,
+        key=filters.W_HOURS,
+        help="Camera-clock hours, both ends included (6-18 = 06:00 to 18:59).",
+    )
+    sb.multiselect(
+        "Daylight",
+        opts["daylight"],
+        key=filters.W_DAYLIGHT,
+        placeholder="any",
+        help="From the sun's elevation (or brightness).",
+    )
+    sb.multiselect(
+        "Weather",
+        opts["conditions"],
+        key=filters.W_WEATHER,
+        placeholder="any",
+        help="Condition of the nearest earlier hourly observation.",
+    )
+    sb.multiselect(
+        "Cluster",
+        opts["clusters"],
+        key=filters.W_CLUSTER,
+        placeholder="any",
+        format_func=charts.cluster_label,
+    )
     if opts["detectors"]:
-        sb.selectbox("Detector", opts["detectors"], key=filters.W_DET,
-                     help="Ranks the gallery and sets the threshold below. "
-                          "Scores: higher = more abnormal. `cause:...` is one cause of junk's "
-                          "score; `consensus` sums the junk causes the run counts.")
+        sb.selectbox(
+            "Detector",
+            opts["detectors"],
+            key=filters.W_DET,
+            help="Ranks the gallery and sets the threshold below. "
+            "Scores: higher = more abnormal. `cause:...` is one cause of junk's "
+            "score; `consensus` sums the junk causes the run counts.",
+        )
         if opts.get("junk_causes"):
-            sb.caption("Junk causes counted by this run's consensus: "
-                       f"{', '.join(opts['junk_causes'])} (`analyze --junk-causes`).")
-        kind = sb.selectbox("Threshold", THRESHOLD_KINDS, key=filters.W_THR_KIND,
-                            format_func=filters.THRESHOLD_LABELS.get)
+            sb.caption(
+                "Junk causes counted by this run's consensus: "
+                f"{', '.join(opts['junk_causes'])} (`analyze --junk-causes`)."
+            )
+        kind = sb.selectbox(
+            "Threshold",
+            THRESHOLD_KINDS,
+            key=filters.W_THR_KIND,
+            format_func=filters.THRESHOLD_LABELS.get,
+        )
         if kind == "pct":
             sb.slider("Percentile at least (%)", 0.0, 100.0, step=0.5, key=filters.W_THR_PCT)
         elif kind == "topk":
-            sb.number_input("k (frames)", min_value=1, max_value=10_000_000, step=10,
-                            key=filters.W_THR_K)
+            sb.number_input(
+                "k (frames)", min_value=1, max_value=10_000_000, step=10, key=filters.W_THR_K
+            )
     else:
-        sb.caption("No analysis run yet: run `python -m pipeline analyze` for clusters and "
-                   "scores.")
+        sb.caption("No analysis run yet: run `python -m pipeline analyze` for clusters and scores.")
     n_sel = len(ui.selection())
     if n_sel:
         sb.caption(f"{n_sel} frames selected (map / gallery).")
@@ -161,8 +208,9 @@ def _filters(page_title: str) -> None:
     notices: list[str] = []
     if not state.get("_url_loaded"):
         flt, notices = filters.parse(st.query_params.to_dict(), base)
-        opts = data.get("options", flt.run_id) if flt.run_id != (base["runs"] or [None])[0] \
-            else base
+        opts = (
+            data.get("options", flt.run_id) if flt.run_id != (base["runs"] or [None])[0] else base
+        )
         if opts is not base:
             flt, notices = filters.parse(st.query_params.to_dict(), opts)
         for key, value in filters.to_widgets(flt, opts).items():
@@ -183,8 +231,9 @@ def _filters(page_title: str) -> None:
 
 
 def _locked(exc: store.StoreLockedError) -> None:
-    st.warning(f"{exc}\n\nThe dashboard retries by itself every few seconds.",
-               icon=":material/lock_clock:")
+    st.warning(
+        f"{exc}\n\nThe dashboard retries by itself every few seconds.", icon=":material/lock_clock:"
+    )
 
     @st.fragment(run_every=5)
     def _retry() -> None:
@@ -203,8 +252,12 @@ def _locked(exc: store.StoreLockedError) -> None:
 def main() -> None:
     _gate()
     db = _store_path()
-    page = st.navigation([st.Page(p.view, title=p.title, url_path=p.url_path,
-                                  default=p is pages.DEFAULT) for p in pages.PAGES])
+    page = st.navigation(
+        [
+            st.Page(p.view, title=p.title, url_path=p.url_path, default=p is pages.DEFAULT)
+            for p in pages.PAGES
+        ]
+    )
     try:
         _filters(page.title)
         ui.notices(st.session_state.get("_url_notices", []))

@@ -22,20 +22,53 @@ from dashboard import metrics
 
 # Fixed detector colours (Okabe-Ito / Tableau hues readable on white and on near-black).
 _DETECTOR_COLORS = {
-    "consensus": "#E45756", "iforest": "#4C78A8", "lof": "#F58518", "knn": "#54A24B",
-    "ecod": "#B279A2", "copod": "#9D755D", "hbos": "#EECA3B", "temporal": "#72B7B2",
-    "same_time": "#FF9DA6", "dark": "#8C8C8C", "overexposed": "#F2CF5B", "blurry": "#79706E",
-    "low_information": "#BAB0AC", "haze": "#9ECAE9", "background": "#17BECF",
+    "consensus": "#E45756",
+    "iforest": "#4C78A8",
+    "lof": "#F58518",
+    "knn": "#54A24B",
+    "ecod": "#B279A2",
+    "copod": "#9D755D",
+    "hbos": "#EECA3B",
+    "temporal": "#72B7B2",
+    "same_time": "#FF9DA6",
+    "dark": "#8C8C8C",
+    "overexposed": "#F2CF5B",
+    "blurry": "#79706E",
+    "low_information": "#BAB0AC",
+    "haze": "#9ECAE9",
+    "background": "#17BECF",
 }
 _EXTRA = ["#BCBD22", "#AF7AA1", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD"]
-_CLUSTER_PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#EECA3B",
-                    "#B279A2", "#FF9DA6", "#9D755D", "#79C36A", "#D37295", "#59A14F",
-                    "#EDC948", "#AF7AA1", "#76B7B2", "#FF9D9A"]
+_CLUSTER_PALETTE = [
+    "#4C78A8",
+    "#F58518",
+    "#54A24B",
+    "#E45756",
+    "#72B7B2",
+    "#EECA3B",
+    "#B279A2",
+    "#FF9DA6",
+    "#9D755D",
+    "#79C36A",
+    "#D37295",
+    "#59A14F",
+    "#EDC948",
+    "#AF7AA1",
+    "#76B7B2",
+    "#FF9D9A",
+]
 NOISE_COLOR = "#9A9A9A"
 DAYLIGHT_COLORS = {"day": "#F2B701", "twilight": "#E17C05", "night": "#3B4B8C"}
-CONDITION_COLORS = {"clear": "#F2B701", "cloudy": "#8C9BAB", "rain": "#3D7DCA",
-                    "snow": "#A8D8F0", "fog": "#B7A99A", "drizzle": "#6FA8DC",
-                    "storm": "#6A3D9A", "unknown": "#C9C9C9"}
+CONDITION_COLORS = {
+    "clear": "#F2B701",
+    "cloudy": "#8C9BAB",
+    "rain": "#3D7DCA",
+    "snow": "#A8D8F0",
+    "fog": "#B7A99A",
+    "drizzle": "#6FA8DC",
+    "storm": "#6A3D9A",
+    "unknown": "#C9C9C9",
+}
 SCORE_SCALE = "Viridis"
 _LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(title=None))
 
@@ -45,8 +78,9 @@ _LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(title=None))
 COMPARE_MAX_FRAMES = 10_000
 
 
-def _fig(traces: list[dict], title: str, xaxis: dict | None = None, yaxis: dict | None = None,
-         **layout) -> go.Figure:
+def _fig(
+    traces: list[dict], title: str, xaxis: dict | None = None, yaxis: dict | None = None, **layout
+) -> go.Figure:
     """A figure built in one constructor call from plain dicts: Plotly validates it once,
     where `add_trace` / `update_layout` calls each copy and re-validate (4x slower for a
     four-trace chart). Axis titles are given as `xaxis={"title": "..."}`."""
@@ -83,9 +117,13 @@ def cluster_label(cluster: int | None) -> str:
 
 def _empty(title: str, message: str = "No frames match the filters") -> go.Figure:
     fig = go.Figure()
-    fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False,
-                      annotations=[dict(text=message, showarrow=False, x=0.5, y=0.5,
-                                        xref="paper", yref="paper")], **_LAYOUT)
+    fig.update_layout(
+        title=title,
+        xaxis_visible=False,
+        yaxis_visible=False,
+        annotations=[dict(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")],
+        **_LAYOUT,
+    )
     return fig
 
 
@@ -94,14 +132,25 @@ def outliers_bar(df: pd.DataFrame) -> go.Figure:
     title = "Frames flagged per detector"
     if df.empty:
         return _empty(title, "No analysis run yet")
-    return _fig([dict(
-        type="bar", x=list(df["detector"]), y=df["n_flagged"].to_numpy(),
-        marker=dict(color=[detector_color(d) for d in df["detector"]]),
-        customdata=np.c_[df["flagged_share"].to_numpy(dtype=float) * 100,
-                         df["n_scored"].to_numpy(dtype=float)],
-        hovertemplate="%{x}: %{y} frames flagged (%{customdata[0]:.1f} % of "
-                      "%{customdata[1]})<extra></extra>")],
-        title, xaxis={"title": "detector"}, yaxis={"title": "frames flagged"})
+    return _fig(
+        [
+            dict(
+                type="bar",
+                x=list(df["detector"]),
+                y=df["n_flagged"].to_numpy(),
+                marker=dict(color=[detector_color(d) for d in df["detector"]]),
+                customdata=np.c_[
+                    df["flagged_share"].to_numpy(dtype=float) * 100,
+                    df["n_scored"].to_numpy(dtype=float),
+                ],
+                hovertemplate="%{x}: %{y} frames flagged (%{customdata[0]:.1f} % of "
+                "%{customdata[1]})<extra></extra>",
+            )
+        ],
+        title,
+        xaxis={"title": "detector"},
+        yaxis={"title": "frames flagged"},
+    )
 
 
 def period_label(day, unit: str = "day") -> str:
@@ -117,16 +166,16 @@ def period_label(day, unit: str = "day") -> str:
 def calendar_heatmap(df: pd.DataFrame, value: str = "n_frames") -> go.Figure:
     """Period x hour-of-day heatmap of frame count (`n_frames`) or outlier rate
     (`outlier_rate`); a row per day, or per week or month for long spans (`period`)."""
-    title = ("Frames per hour" if value == "n_frames"
-             else "Share of frames flagged per hour")
+    title = "Frames per hour" if value == "n_frames" else "Share of frames flagged per hour"
     if df.empty:
         return _empty(title)
     unit = str(df["period"].iloc[0]) if "period" in df else "day"
     if unit != "day":
         title += f" (a row per {unit})"
     # Day x hour grid by array indexing (no pivot_table): one row per day, NaN where no frames.
-    days, day_idx = np.unique(pd.to_datetime(df["day"]).to_numpy(dtype="datetime64[D]"),
-                              return_inverse=True)
+    days, day_idx = np.unique(
+        pd.to_datetime(df["day"]).to_numpy(dtype="datetime64[D]"), return_inverse=True
+    )
     z = np.full((len(days), 24), np.nan)
     hours = df["hour"].to_numpy(dtype=int)
     ok = (hours >= 0) & (hours < 24)
@@ -134,16 +183,29 @@ def calendar_heatmap(df: pd.DataFrame, value: str = "n_frames") -> go.Figure:
     if value == "outlier_rate":
         z = z * 100
     labels = [period_label(d, unit) for d in days]
-    return _fig([dict(
-        type="heatmap", z=z, x=list(range(24)), y=labels,
-        colorscale="Blues" if value == "n_frames" else "Reds",
-        colorbar=dict(title=dict(text="frames" if value == "n_frames" else "% flagged")),
-        hovertemplate=("%{y} %{x}:00 — %{z:.0f} frames<extra></extra>" if value == "n_frames"
-                       else "%{y} %{x}:00 — %{z:.1f} % flagged<extra></extra>"),
-        xgap=1, ygap=1)],
-        title, xaxis={"title": "hour of day (camera clock)", "dtick": 2},
+    return _fig(
+        [
+            dict(
+                type="heatmap",
+                z=z,
+                x=list(range(24)),
+                y=labels,
+                colorscale="Blues" if value == "n_frames" else "Reds",
+                colorbar=dict(title=dict(text="frames" if value == "n_frames" else "% flagged")),
+                hovertemplate=(
+                    "%{y} %{x}:00 — %{z:.0f} frames<extra></extra>"
+                    if value == "n_frames"
+                    else "%{y} %{x}:00 — %{z:.1f} % flagged<extra></extra>"
+                ),
+                xgap=1,
+                ygap=1,
+            )
+        ],
+        title,
+        xaxis={"title": "hour of day (camera clock)", "dtick": 2},
         yaxis={"autorange": "reversed", "type": "category"},
-        height=max(260, min(900, 22 * len(labels) + 120)))
+        height=max(260, min(900, 22 * len(labels) + 120)),
+    )
 
 
 def timeline(df: pd.DataFrame) -> go.Figure:
@@ -154,12 +216,23 @@ def timeline(df: pd.DataFrame) -> go.Figure:
     unit = str(df["bucket_label"].iloc[0])
     normal = (df["n_frames"] - df["n_flagged"]).to_numpy()
     x = df["bucket"].to_numpy()
-    return _fig([dict(type="bar", x=x, y=normal, name="not flagged",
-                      marker=dict(color="#4C78A8")),
-                 dict(type="bar", x=x, y=df["n_flagged"].to_numpy(), name="flagged",
-                      marker=dict(color="#E45756"))],
-                f"{title} (frames per {unit})", xaxis={"title": "time (camera clock)"},
-                yaxis={"title": f"frames per {unit}"}, barmode="stack", bargap=0.05)
+    return _fig(
+        [
+            dict(type="bar", x=x, y=normal, name="not flagged", marker=dict(color="#4C78A8")),
+            dict(
+                type="bar",
+                x=x,
+                y=df["n_flagged"].to_numpy(),
+                name="flagged",
+                marker=dict(color="#E45756"),
+            ),
+        ],
+        f"{title} (frames per {unit})",
+        xaxis={"title": "time (camera clock)"},
+        yaxis={"title": f"frames per {unit}"},
+        barmode="stack",
+        bargap=0.05,
+    )
 
 
 COLOR_BY = ("cluster", "score", "daylight", "condition")
@@ -174,33 +247,51 @@ def _minute_strings(values: pd.Series) -> np.ndarray:
     return np.where(np.isnat(stamps), "", text)
 
 
-def map_scatter(df: pd.DataFrame, color_by: str = "cluster", detector: str = "consensus"
-                ) -> go.Figure:
+def map_scatter(
+    df: pd.DataFrame, color_by: str = "cluster", detector: str = "consensus"
+) -> go.Figure:
     """The 2-D embedding map as a WebGL scatter; `customdata[0]` is the frame id."""
     title = "Embedding map"
     if df.empty:
         return _empty(title, "No map coordinates for these frames (run `analyze`)")
     traces: list[dict] = []
     size = 8 if len(df) < 2_000 else (5 if len(df) < 20_000 else 3)
-    hover = ("frame %{customdata[0]}<br>%{text}<br>score percentile "
-             "%{customdata[1]:.1f} %<extra>%{fullData.name}</extra>")
+    hover = (
+        "frame %{customdata[0]}<br>%{text}<br>score percentile "
+        "%{customdata[1]:.1f} %<extra>%{fullData.name}</extra>"
+    )
     # Numeric customdata (frame id, percentile) and a fixed-width string array for the time:
     # Plotly copies every trace's arrays, and an object array is copied element by element
     # (20,000 points: 100 ms), a numeric or fixed-width one in one go.
     when_all = _minute_strings(df["taken_at"])
 
     def custom(part: pd.DataFrame) -> np.ndarray:
-        return np.c_[part["frame_id"].to_numpy(dtype=float),
-                     part["score_pct"].to_numpy(dtype=float, na_value=0.0) * 100]
+        return np.c_[
+            part["frame_id"].to_numpy(dtype=float),
+            part["score_pct"].to_numpy(dtype=float, na_value=0.0) * 100,
+        ]
 
     if color_by == "score":
-        traces.append(dict(
-            type="scattergl", x=df["map_x"].to_numpy(dtype=float),
-            y=df["map_y"].to_numpy(dtype=float), mode="markers", name=f"{detector} percentile",
-            customdata=custom(df), text=when_all, hovertemplate=hover,
-            marker=dict(size=size, color=df["score_pct"].to_numpy(dtype=float, na_value=0) * 100,
-                        colorscale=SCORE_SCALE, cmin=0, cmax=100,
-                        colorbar=dict(title=dict(text=f"{detector}<br>percentile %")))))
+        traces.append(
+            dict(
+                type="scattergl",
+                x=df["map_x"].to_numpy(dtype=float),
+                y=df["map_y"].to_numpy(dtype=float),
+                mode="markers",
+                name=f"{detector} percentile",
+                customdata=custom(df),
+                text=when_all,
+                hovertemplate=hover,
+                marker=dict(
+                    size=size,
+                    color=df["score_pct"].to_numpy(dtype=float, na_value=0) * 100,
+                    colorscale=SCORE_SCALE,
+                    cmin=0,
+                    cmax=100,
+                    colorbar=dict(title=dict(text=f"{detector}<br>percentile %")),
+                ),
+            )
+        )
     else:
         column = {"cluster": "cluster", "daylight": "daylight", "condition": "condition"}[color_by]
         for key, rows in df.groupby(column, dropna=False, sort=True).indices.items():
@@ -211,13 +302,27 @@ def map_scatter(df: pd.DataFrame, color_by: str = "cluster", detector: str = "co
                 name, color = str(key), DAYLIGHT_COLORS.get(str(key), NOISE_COLOR)
             else:
                 name, color = str(key), CONDITION_COLORS.get(str(key), NOISE_COLOR)
-            traces.append(dict(
-                type="scattergl", x=part["map_x"].to_numpy(dtype=float),
-                y=part["map_y"].to_numpy(dtype=float), mode="markers", name=name,
-                customdata=custom(part), text=when_all[rows], hovertemplate=hover,
-                marker=dict(size=size, color=color, opacity=0.8)))
-    return _fig(traces, title, xaxis={"title": "map x"}, yaxis={"title": "map y"},
-                dragmode="lasso", height=560)
+            traces.append(
+                dict(
+                    type="scattergl",
+                    x=part["map_x"].to_numpy(dtype=float),
+                    y=part["map_y"].to_numpy(dtype=float),
+                    mode="markers",
+                    name=name,
+                    customdata=custom(part),
+                    text=when_all[rows],
+                    hovertemplate=hover,
+                    marker=dict(size=size, color=color, opacity=0.8),
+                )
+            )
+    return _fig(
+        traces,
+        title,
+        xaxis={"title": "map x"},
+        yaxis={"title": "map y"},
+        dragmode="lasso",
+        height=560,
+    )
 
 
 def cluster_sizes(df: pd.DataFrame) -> go.Figure:
@@ -225,14 +330,25 @@ def cluster_sizes(df: pd.DataFrame) -> go.Figure:
     if df.empty:
         return _empty(title, "No clusters (run `analyze`)")
     labels = [cluster_label(c) for c in df["cluster"]]
-    return _fig([dict(
-        type="bar", x=labels, y=df["n_frames"].to_numpy(),
-        marker=dict(color=[cluster_color(c) for c in df["cluster"]]),
-        customdata=np.c_[df["night_share"].to_numpy(dtype=float) * 100,
-                         df["n_flagged"].to_numpy(dtype=float)],
-        hovertemplate="%{x}: %{y} frames, %{customdata[0]:.0f} % night, "
-                      "%{customdata[1]} flagged<extra></extra>")],
-        title, xaxis={"title": "cluster"}, yaxis={"title": "frames"})
+    return _fig(
+        [
+            dict(
+                type="bar",
+                x=labels,
+                y=df["n_frames"].to_numpy(),
+                marker=dict(color=[cluster_color(c) for c in df["cluster"]]),
+                customdata=np.c_[
+                    df["night_share"].to_numpy(dtype=float) * 100,
+                    df["n_flagged"].to_numpy(dtype=float),
+                ],
+                hovertemplate="%{x}: %{y} frames, %{customdata[0]:.0f} % night, "
+                "%{customdata[1]} flagged<extra></extra>",
+            )
+        ],
+        title,
+        xaxis={"title": "cluster"},
+        yaxis={"title": "frames"},
+    )
 
 
 def cluster_profile(df: pd.DataFrame, kind: str = "hour") -> go.Figure:
@@ -253,13 +369,31 @@ def cluster_profile(df: pd.DataFrame, kind: str = "hour") -> go.Figure:
             counts = np.zeros(24)
             hours = keys[rows].astype(int)
             counts[hours] = counts_all[rows]
-            traces.append(dict(type="scatter", x=list(range(24)), y=counts, name=name,
-                               mode="lines+markers", line=dict(color=color)))
+            traces.append(
+                dict(
+                    type="scatter",
+                    x=list(range(24)),
+                    y=counts,
+                    name=name,
+                    mode="lines+markers",
+                    line=dict(color=color),
+                )
+            )
         else:
-            traces.append(dict(type="bar", x=keys[rows].astype("datetime64[D]"),
-                               y=counts_all[rows], name=name, marker=dict(color=color)))
-    xaxis = ({"title": "hour of day (camera clock)", "range": [-0.5, 23.5], "dtick": 2}
-             if kind == "hour" else {"title": "day"})
+            traces.append(
+                dict(
+                    type="bar",
+                    x=keys[rows].astype("datetime64[D]"),
+                    y=counts_all[rows],
+                    name=name,
+                    marker=dict(color=color),
+                )
+            )
+    xaxis = (
+        {"title": "hour of day (camera clock)", "range": [-0.5, 23.5], "dtick": 2}
+        if kind == "hour"
+        else {"title": "day"}
+    )
     return _fig(traces, title, xaxis=xaxis, yaxis={"title": "frames"}, barmode="stack")
 
 
@@ -272,29 +406,63 @@ def rank_scatter(wide: pd.DataFrame, a: str, b: str) -> go.Figure:
     xb = wide[b].to_numpy(dtype=float, na_value=np.nan)
     ids = wide["frame_id"].to_numpy(dtype=np.int64)
     flag_a, flag_b = xa >= 0.95, xb >= 0.95
-    groups = [("neither in top 5 %", ~flag_a & ~flag_b, "#9A9A9A"),
-              (f"only {a} in top 5 %", flag_a & ~flag_b, detector_color(a)),
-              (f"only {b} in top 5 %", ~flag_a & flag_b, detector_color(b)),
-              ("both in top 5 %", flag_a & flag_b, "#E45756" if "#E45756" not in (
-                  detector_color(a), detector_color(b)) else "#7F3C8D")]
-    traces = [dict(  # one colour per trace: per-point colours are slow
-        type="scattergl", x=xa[mask] * 100, y=xb[mask] * 100, mode="markers", name=name,
-        marker=dict(size=4, color=colour, opacity=0.7), customdata=ids[mask][:, None],
-        hovertemplate=f"frame %{{customdata[0]}}<br>{a} %{{x:.1f}} %<br>{b} %{{y:.1f}} %"
-                      "<extra></extra>") for name, mask, colour in groups]
-    return _fig(traces, title, xaxis={"title": f"{a} percentile (%)", "range": [0, 100.5]},
-                yaxis={"title": f"{b} percentile (%)", "range": [0, 100.5]}, height=480,
-                legend=dict(orientation="h", yanchor="top", y=-0.2, x=0, title=None))
+    groups = [
+        ("neither in top 5 %", ~flag_a & ~flag_b, "#9A9A9A"),
+        (f"only {a} in top 5 %", flag_a & ~flag_b, detector_color(a)),
+        (f"only {b} in top 5 %", ~flag_a & flag_b, detector_color(b)),
+        (
+            "both in top 5 %",
+            flag_a & flag_b,
+            "#E45756" if "#E45756" not in (detector_color(a), detector_color(b)) else "#7F3C8D",
+        ),
+    ]
+    traces = [
+        dict(  # one colour per trace: per-point colours are slow
+            type="scattergl",
+            x=xa[mask] * 100,
+            y=xb[mask] * 100,
+            mode="markers",
+            name=name,
+            marker=dict(size=4, color=colour, opacity=0.7),
+            customdata=ids[mask][:, None],
+            hovertemplate=f"frame %{{customdata[0]}}<br>{a} %{{x:.1f}} %<br>{b} %{{y:.1f}} %"
+            "<extra></extra>",
+        )
+        for name, mask, colour in groups
+    ]
+    return _fig(
+        traces,
+        title,
+        xaxis={"title": f"{a} percentile (%)", "range": [0, 100.5]},
+        yaxis={"title": f"{b} percentile (%)", "range": [0, 100.5]},
+        height=480,
+        legend=dict(orientation="h", yanchor="top", y=-0.2, x=0, title=None),
+    )
 
 
-def _matrix(df: pd.DataFrame, title: str, zmin: float, zmax: float, fmt: str,
-            scale: str) -> go.Figure:
+def _matrix(
+    df: pd.DataFrame, title: str, zmin: float, zmax: float, fmt: str, scale: str
+) -> go.Figure:
     z = df.to_numpy(dtype=float)
-    return _fig([dict(
-        type="heatmap", z=z, x=list(df.columns), y=list(df.index), zmin=zmin, zmax=zmax,
-        colorscale=scale, text=[[format(v, fmt) for v in row] for row in z],
-        texttemplate="%{text}", hovertemplate="%{y} / %{x}: %{z:" + fmt + "}<extra></extra>")],
-        title, yaxis={"autorange": "reversed"}, height=420)
+    return _fig(
+        [
+            dict(
+                type="heatmap",
+                z=z,
+                x=list(df.columns),
+                y=list(df.index),
+                zmin=zmin,
+                zmax=zmax,
+                colorscale=scale,
+                text=[[format(v, fmt) for v in row] for row in z],
+                texttemplate="%{text}",
+                hovertemplate="%{y} / %{x}: %{z:" + fmt + "}<extra></extra>",
+            )
+        ],
+        title,
+        yaxis={"autorange": "reversed"},
+        height=420,
+    )
 
 
 def spearman_heatmap(wide: pd.DataFrame, detectors: list[str]) -> go.Figure:
@@ -311,33 +479,65 @@ def overlap_heatmap(wide: pd.DataFrame, detectors: list[str], k: int) -> go.Figu
     return _matrix(metrics.top_k_overlap(wide, detectors, k), title, 0, 1, ".0%", "Blues")
 
 
-def agreement_over_time(wide: pd.DataFrame, detectors: list[str], top_pct: float = 0.95
-                        ) -> go.Figure:
+def agreement_over_time(
+    wide: pd.DataFrame, detectors: list[str], top_pct: float = 0.95
+) -> go.Figure:
     title = f"Agreement per day (flag = percentile >= {top_pct * 100:g} %)"
     df = metrics.agreement_by_day(wide, detectors, top_pct)
     if df.empty:
         return _empty(title)
     day = df["day"].to_numpy()
-    return _fig([dict(type="scatter", x=day, y=df["agreement"].to_numpy(dtype=float) * 100,
-                      mode="lines+markers", name="all agree", line=dict(color="#4C78A8")),
-                 dict(type="scatter", x=day, y=df["any_flagged"].to_numpy(dtype=float) * 100,
-                      mode="lines+markers", name="flagged by any",
-                      line=dict(color="#E45756", dash="dot"))],
-                title, xaxis={"title": "day"}, yaxis={"title": "% of frames", "range": [0, 100.5]})
+    return _fig(
+        [
+            dict(
+                type="scatter",
+                x=day,
+                y=df["agreement"].to_numpy(dtype=float) * 100,
+                mode="lines+markers",
+                name="all agree",
+                line=dict(color="#4C78A8"),
+            ),
+            dict(
+                type="scatter",
+                x=day,
+                y=df["any_flagged"].to_numpy(dtype=float) * 100,
+                mode="lines+markers",
+                name="flagged by any",
+                line=dict(color="#E45756", dash="dot"),
+            ),
+        ],
+        title,
+        xaxis={"title": "day"},
+        yaxis={"title": "% of frames", "range": [0, 100.5]},
+    )
 
 
-def precision_at_k(wide: pd.DataFrame, labels: pd.DataFrame, detectors: list[str],
-                   k_max: int = 200) -> go.Figure:
+def precision_at_k(
+    wide: pd.DataFrame, labels: pd.DataFrame, detectors: list[str], k_max: int = 200
+) -> go.Figure:
     title = "Precision@k against reviews / ground truth"
     df = metrics.precision_at_k(wide, labels, detectors, k_max)
     if df.empty:
         return _empty(title, "No labelled frames among the filtered ones")
     det = df["detector"].to_numpy()
     ks, prec = df["k"].to_numpy(), df["precision"].to_numpy(dtype=float) * 100
-    traces = [dict(type="scatter", x=ks[det == d], y=prec[det == d], mode="lines", name=d,
-                   line=dict(color=detector_color(d))) for d in detectors]
-    return _fig(traces, title, xaxis={"title": "k (frames, highest scores first)"},
-                yaxis={"title": "precision (%)", "range": [0, 100.5]})
+    traces = [
+        dict(
+            type="scatter",
+            x=ks[det == d],
+            y=prec[det == d],
+            mode="lines",
+            name=d,
+            line=dict(color=detector_color(d)),
+        )
+        for d in detectors
+    ]
+    return _fig(
+        traces,
+        title,
+        xaxis={"title": "k (frames, highest scores first)"},
+        yaxis={"title": "precision (%)", "range": [0, 100.5]},
+    )
 
 
 def roc_curves(wide: pd.DataFrame, labels: pd.DataFrame, detectors: list[str]) -> go.Figure:
@@ -350,19 +550,41 @@ def roc_curves(wide: pd.DataFrame, labels: pd.DataFrame, detectors: list[str]) -
     traces = []
     for d in detectors:
         x, y = _corners(fpr[det == d], tpr[det == d])
-        traces.append(dict(type="scatter", x=x, y=y, mode="lines",
-                           name=f"{d} (AUC {aucs[d]:.2f})", line=dict(color=detector_color(d))))
-    traces.append(dict(type="scatter", x=[0, 1], y=[0, 1], mode="lines", name="chance",
-                       line=dict(color="#9A9A9A", dash="dash")))
-    return _fig(traces, title, xaxis={"title": "false positive rate"},
-                yaxis={"title": "true positive rate"}, height=440)
+        traces.append(
+            dict(
+                type="scatter",
+                x=x,
+                y=y,
+                mode="lines",
+                name=f"{d} (AUC {aucs[d]:.2f})",
+                line=dict(color=detector_color(d)),
+            )
+        )
+    traces.append(
+        dict(
+            type="scatter",
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            name="chance",
+            line=dict(color="#9A9A9A", dash="dash"),
+        )
+    )
+    return _fig(
+        traces,
+        title,
+        xaxis={"title": "false positive rate"},
+        yaxis={"title": "true positive rate"},
+        height=440,
+    )
 
 
 ROC_MAX_POINTS = 2_000
 
 
-def _corners(x: np.ndarray, y: np.ndarray, max_points: int = ROC_MAX_POINTS
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _corners(
+    x: np.ndarray, y: np.ndarray, max_points: int = ROC_MAX_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
     """A polyline without its interior collinear points (the same line drawn, far fewer
     points), then at most `max_points` evenly spaced ones (a curve over 20,000 labelled frames
     drawn 400 px wide; the AUC is computed from every point)."""
@@ -384,19 +606,34 @@ def frame_scores(df: pd.DataFrame) -> go.Figure:
     title = "Score percentile per detector"
     if df.empty:
         return _empty(title, "This frame has no scores in the chosen run")
-    return _fig([dict(
-        type="bar", x=df["score_pct"].to_numpy(dtype=float) * 100, y=list(df["detector"]),
-        orientation="h", marker=dict(color=[detector_color(d) for d in df["detector"]]),
-        hovertemplate="%{y}: %{x:.1f} %<extra></extra>")],
-        title, xaxis={"title": "percentile within the run (%)", "range": [0, 100.5]},
-        yaxis={"autorange": "reversed"}, height=max(220, 28 * len(df) + 90))
+    return _fig(
+        [
+            dict(
+                type="bar",
+                x=df["score_pct"].to_numpy(dtype=float) * 100,
+                y=list(df["detector"]),
+                orientation="h",
+                marker=dict(color=[detector_color(d) for d in df["detector"]]),
+                hovertemplate="%{y}: %{x:.1f} %<extra></extra>",
+            )
+        ],
+        title,
+        xaxis={"title": "percentile within the run (%)", "range": [0, 100.5]},
+        yaxis={"autorange": "reversed"},
+        height=max(220, 28 * len(df) + 90),
+    )
 
 
 # One colour per plain cause (the incidents' causes); a cause not listed gets a fixed one from
 # its name, as detectors do.
 _CAUSE_COLORS = {
-    "too dark": "#3B4B8C", "too bright": "#F2B701", "fog or haze": "#9ECAE9", "blur": "#B279A2",
-    "camera moved": "#E45756", "something in the scene": "#54A24B", "unusual": "#9A9A9A",
+    "too dark": "#3B4B8C",
+    "too bright": "#F2B701",
+    "fog or haze": "#9ECAE9",
+    "blur": "#B279A2",
+    "camera moved": "#E45756",
+    "something in the scene": "#54A24B",
+    "unusual": "#9A9A9A",
 }
 
 
@@ -417,8 +654,10 @@ def incident_timeline(df: pd.DataFrame, total: int | None = None) -> go.Figure:
         return _empty(title, "No incidents among the filtered frames")
     if total is not None and total > len(df):
         title += f" (the {len(df):,} longest of {total:,})"
-    causes = sorted(df["cause"].unique(), key=lambda c: (list(_CAUSE_COLORS).index(c)
-                                                        if c in _CAUSE_COLORS else 99, c))
+    causes = sorted(
+        df["cause"].unique(),
+        key=lambda c: (list(_CAUSE_COLORS).index(c) if c in _CAUSE_COLORS else 99, c),
+    )
     traces: list[dict] = []
     start = df["started_at"].to_numpy(dtype="datetime64[ms]")
     end = df["ended_at"].to_numpy(dtype="datetime64[ms]")
@@ -430,30 +669,63 @@ def incident_timeline(df: pd.DataFrame, total: int | None = None) -> go.Figure:
         # spans as one line trace broken by gaps (NaN-like None between incidents)
         xs = np.empty(3 * len(rows), dtype="datetime64[ms]")
         xs[0::3], xs[1::3], xs[2::3] = start[rows], end[rows], np.datetime64("NaT")
-        traces.append(dict(type="scattergl", x=xs, y=[cause] * len(xs), mode="lines",
-                           line=dict(color=cause_color(cause), width=6), hoverinfo="skip",
-                           showlegend=False))
-        traces.append(dict(
-            type="scattergl", x=start[rows], y=[cause] * len(rows), mode="markers", name=cause,
-            marker=dict(color=cause_color(cause), size=np.clip(5 + 3 * np.sqrt(frames[rows]),
-                                                                6, 30),
-                        line=dict(width=1, color="#FFFFFF")),
-            customdata=np.c_[ids[rows], frames[rows]], text=when[rows],
-            hovertemplate="incident %{customdata[0]}: %{text}, %{customdata[1]} frames"
-                          f"<extra>{cause}</extra>"))
-    return _fig(traces, title, xaxis={"title": "time (camera clock)"},
-                yaxis={"title": None, "type": "category", "categoryorder": "array",
-                       "categoryarray": causes[::-1]},
-                height=max(220, 46 * len(causes) + 120), showlegend=False)
+        traces.append(
+            dict(
+                type="scattergl",
+                x=xs,
+                y=[cause] * len(xs),
+                mode="lines",
+                line=dict(color=cause_color(cause), width=6),
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+        traces.append(
+            dict(
+                type="scattergl",
+                x=start[rows],
+                y=[cause] * len(rows),
+                mode="markers",
+                name=cause,
+                marker=dict(
+                    color=cause_color(cause),
+                    size=np.clip(5 + 3 * np.sqrt(frames[rows]), 6, 30),
+                    line=dict(width=1, color="#FFFFFF"),
+                ),
+                customdata=np.c_[ids[rows], frames[rows]],
+                text=when[rows],
+                hovertemplate="incident %{customdata[0]}: %{text}, %{customdata[1]} frames"
+                f"<extra>{cause}</extra>",
+            )
+        )
+    return _fig(
+        traces,
+        title,
+        xaxis={"title": "time (camera clock)"},
+        yaxis={
+            "title": None,
+            "type": "category",
+            "categoryorder": "array",
+            "categoryarray": causes[::-1],
+        },
+        height=max(220, 46 * len(causes) + 120),
+        showlegend=False,
+    )
 
 
-MOSAIC_HOUR_PX = 40           # display width of an hour cell
-MOSAIC_MAX_HEIGHT = 800       # display height at most, whatever the archive's length
+MOSAIC_HOUR_PX = 40  # display width of an hour cell
+MOSAIC_MAX_HEIGHT = 800  # display height at most, whatever the archive's length
 MOSAIC_OUTLINE = (228, 87, 86, 255)
 
 
-def mosaic(png: bytes, days: list, cell_height: int, outlined: list[int],
-           day_range: tuple | None = None, hour_range: tuple[int, int] = (0, 23)) -> go.Figure:
+def mosaic(
+    png: bytes,
+    days: list,
+    cell_height: int,
+    outlined: list[int],
+    day_range: tuple | None = None,
+    hour_range: tuple[int, int] = (0, 23),
+) -> go.Figure:
     """The archive mosaic (`store.facts.mosaic`): its atlas cropped to the rows of `day_range`
     (first, last day, inclusive) and to `hour_range`, scaled to `MOSAIC_HOUR_PX` per hour and
     at most `MOSAIC_MAX_HEIGHT` pixels, the `outlined` cells (row * 24 + hour) outlined; drawn
@@ -483,19 +755,30 @@ def mosaic(png: bytes, days: list, cell_height: int, outlined: list[int],
     line = 2 if scale >= 8 else 1
     for r, h in zip(row[inside], hour[inside]):
         y0, y1 = int(r * scale), max(int(r * scale), int((r + 1) * scale) - 1)
-        draw.rectangle((h * MOSAIC_HOUR_PX, y0, (h + 1) * MOSAIC_HOUR_PX - 1, y1),
-                       outline=MOSAIC_OUTLINE, width=line)
+        draw.rectangle(
+            (h * MOSAIC_HOUR_PX, y0, (h + 1) * MOSAIC_HOUR_PX - 1, y1),
+            outline=MOSAIC_OUTLINE,
+            width=line,
+        )
     buffer = io.BytesIO()
     part.save(buffer, "PNG", compress_level=1)  # sent once: fast beats small
     source = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     labelled = np.unique(np.linspace(0, rows - 1, min(rows, 24)).round().astype(int))
-    return _fig([dict(type="image", source=source, x0=0, y0=0, dx=1, dy=1, hoverinfo="skip")],
-                title,
-                xaxis={"title": "hour of day (camera clock)", "showgrid": False,
-                       "tickvals": [(h + 0.5) * MOSAIC_HOUR_PX for h in range(h1 - h0 + 1)],
-                       "ticktext": [str(h0 + h) for h in range(h1 - h0 + 1)]},
-                yaxis={"showgrid": False, "tickvals": [(r + 0.5) * scale for r in labelled],
-                       "ticktext": [str(starts[lo + r]) for r in labelled]},
-                # the picture keeps its aspect: a short archive gets a short chart, not a
-                # thin strip under empty space
-                height=min(MOSAIC_MAX_HEIGHT + 100, max(150, out_h + 100)))
+    return _fig(
+        [dict(type="image", source=source, x0=0, y0=0, dx=1, dy=1, hoverinfo="skip")],
+        title,
+        xaxis={
+            "title": "hour of day (camera clock)",
+            "showgrid": False,
+            "tickvals": [(h + 0.5) * MOSAIC_HOUR_PX for h in range(h1 - h0 + 1)],
+            "ticktext": [str(h0 + h) for h in range(h1 - h0 + 1)],
+        },
+        yaxis={
+            "showgrid": False,
+            "tickvals": [(r + 0.5) * scale for r in labelled],
+            "ticktext": [str(starts[lo + r]) for r in labelled],
+        },
+        # the picture keeps its aspect: a short archive gets a short chart, not a
+        # thin strip under empty space
+        height=min(MOSAIC_MAX_HEIGHT + 100, max(150, out_h + 100)),
+    )

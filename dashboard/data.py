@@ -20,8 +20,8 @@ from typing import Any, Iterator
 import streamlit as st
 
 import store
-from store.export import file_path
 from store import facts, reviews
+from store.export import file_path
 
 ENV_DB = "TIMELAPSE_DB"
 ENV_LOCK_WAIT = "TIMELAPSE_LOCK_WAIT_S"

@@ -61,8 +61,9 @@ def _as_str(value: Any) -> str:
 def _items(key: str, raw: str, notices: list[str]) -> list[str]:
     parts = [p.strip() for p in raw.split(",") if p.strip()]
     if len(parts) > MAX_LIST_ITEMS:
-        notices.append(f"URL parameter '{key}' has too many values; kept the first "
-                       f"{MAX_LIST_ITEMS}.")
+        notices.append(
+            f"URL parameter '{key}' has too many values; kept the first {MAX_LIST_ITEMS}."
+        )
         parts = parts[:MAX_LIST_ITEMS]
     return parts
 
@@ -81,8 +82,9 @@ def parse(params: Mapping[str, Any], opts: Mapping[str, Any]) -> tuple[FrameFilt
             notices.append(f"Ignored unknown URL parameter {_shorten(str(key), 30)}.")
             continue
         if len(text) > MAX_VALUE_LEN:
-            notices.append(f"Ignored URL parameter '{key}': value too long ({len(text)} "
-                           "characters).")
+            notices.append(
+                f"Ignored URL parameter '{key}': value too long ({len(text)} characters)."
+            )
             continue
         raw[key] = text
 
@@ -92,8 +94,10 @@ def parse(params: Mapping[str, Any], opts: Mapping[str, Any]) -> tuple[FrameFilt
         if _INT.match(text) and int(text) in runs:
             values["run_id"] = int(text)
         else:
-            notices.append(f"Ignored URL parameter 'run': {_shorten(text)} is not a complete "
-                           "analysis run in this store.")
+            notices.append(
+                f"Ignored URL parameter 'run': {_shorten(text)} is not a complete "
+                "analysis run in this store."
+            )
     for key, attr in (("from", "date_from"), ("to", "date_to")):
         if key in raw:
             text = raw[key]
@@ -104,8 +108,9 @@ def parse(params: Mapping[str, Any], opts: Mapping[str, Any]) -> tuple[FrameFilt
                 except ValueError:
                     parsed = None
             if parsed is None:
-                notices.append(f"Ignored URL parameter '{key}': {_shorten(text)} is not a date "
-                               "(YYYY-MM-DD).")
+                notices.append(
+                    f"Ignored URL parameter '{key}': {_shorten(text)} is not a date (YYYY-MM-DD)."
+                )
             else:
                 values[attr] = parsed
     if "date_from" in values and "date_to" in values and values["date_from"] > values["date_to"]:
@@ -117,10 +122,14 @@ def parse(params: Mapping[str, Any], opts: Mapping[str, Any]) -> tuple[FrameFilt
         if match and 0 <= lo <= hi <= 23:
             values["hour_from"], values["hour_to"] = lo, hi
         else:
-            notices.append(f"Ignored URL parameter 'hours': {_shorten(raw['hours'])} is not an "
-                           "hour range like 6-18 (0-23, start <= end).")
-    for key, attr, known in (("daylight", "daylight", opts.get("daylight") or []),
-                             ("weather", "conditions", opts.get("conditions") or [])):
+            notices.append(
+                f"Ignored URL parameter 'hours': {_shorten(raw['hours'])} is not an "
+                "hour range like 6-18 (0-23, start <= end)."
+            )
+    for key, attr, known in (
+        ("daylight", "daylight", opts.get("daylight") or []),
+        ("weather", "conditions", opts.get("conditions") or []),
+    ):
         if key in raw:
             kept = []
             for item in _items(key, raw[key], notices):
@@ -147,13 +156,17 @@ def parse(params: Mapping[str, Any], opts: Mapping[str, Any]) -> tuple[FrameFilt
         if _KEY.match(text) and text in (opts.get("detectors") or []):
             values["detector"] = text
         else:
-            notices.append(f"Ignored URL parameter 'det': {_shorten(text)} is not a detector "
-                           "scored in this run.")
+            notices.append(
+                f"Ignored URL parameter 'det': {_shorten(text)} is not a detector "
+                "scored in this run."
+            )
     if "thr" in raw:
         match = _THR.match(raw["thr"])
         if not match:
-            notices.append(f"Ignored URL parameter 'thr': {_shorten(raw['thr'])} is not one of "
-                           "all, flagged, pctNN (0-100), topN.")
+            notices.append(
+                f"Ignored URL parameter 'thr': {_shorten(raw['thr'])} is not one of "
+                "all, flagged, pctNN (0-100), topN."
+            )
         elif match[2] is not None:
             pct = float(match[2])
             if 0 <= pct <= 100:
@@ -206,21 +219,24 @@ def serialise(flt: FrameFilter, opts: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def parse_int(params: Mapping[str, Any], key: str, lo: int, hi: int, notices: list[str]
-              ) -> int | None:
+def parse_int(
+    params: Mapping[str, Any], key: str, lo: int, hi: int, notices: list[str]
+) -> int | None:
     """A page's integer URL parameter within [lo, hi], or None (with a notice if malformed)."""
     if key not in params:
         return None
     text = _as_str(params[key])
     if len(text) <= 12 and _INT.match(text) and lo <= int(text) <= hi:
         return int(text)
-    notices.append(f"Ignored URL parameter '{key}': {_shorten(text)} is not a number in "
-                   f"{lo}..{hi}.")
+    notices.append(
+        f"Ignored URL parameter '{key}': {_shorten(text)} is not a number in {lo}..{hi}."
+    )
     return None
 
 
-def parse_choice(params: Mapping[str, Any], key: str, choices: list[str], notices: list[str],
-                 many: bool = False) -> str | list[str] | None:
+def parse_choice(
+    params: Mapping[str, Any], key: str, choices: list[str], notices: list[str], many: bool = False
+) -> str | list[str] | None:
     """A page's URL parameter that must be one of `choices` (or a comma list of them)."""
     if key not in params:
         return None
@@ -238,6 +254,7 @@ def parse_choice(params: Mapping[str, Any], key: str, choices: list[str], notice
 
 
 # --- widgets <-> filter -----------------------------------------------------------------------
+
 
 def to_widgets(flt: FrameFilter, opts: Mapping[str, Any]) -> dict[str, Any]:
     """Session-state values for the sidebar widgets that show `flt`."""
@@ -275,12 +292,15 @@ def from_widgets(state: Mapping[str, Any], opts: Mapping[str, Any]) -> FrameFilt
             values["date_from"], values["date_to"] = start, end
     hours = state.get(W_HOURS) or (0, 23)
     values["hour_from"], values["hour_to"] = int(hours[0]), int(hours[1])
-    values["daylight"] = tuple(d for d in state.get(W_DAYLIGHT) or []
-                               if d in (opts.get("daylight") or []))
-    values["conditions"] = tuple(c for c in state.get(W_WEATHER) or []
-                                 if c in (opts.get("conditions") or []))
-    values["clusters"] = tuple(int(c) for c in state.get(W_CLUSTER) or []
-                               if c in (opts.get("clusters") or []))
+    values["daylight"] = tuple(
+        d for d in state.get(W_DAYLIGHT) or [] if d in (opts.get("daylight") or [])
+    )
+    values["conditions"] = tuple(
+        c for c in state.get(W_WEATHER) or [] if c in (opts.get("conditions") or [])
+    )
+    values["clusters"] = tuple(
+        int(c) for c in state.get(W_CLUSTER) or [] if c in (opts.get("clusters") or [])
+    )
     detectors = list(opts.get("detectors") or [])
     det = state.get(W_DET)
     values["detector"] = det if det in detectors else (detectors[0] if detectors else "consensus")

@@ -24,8 +24,9 @@ def top_k_overlap(wide: pd.DataFrame, detectors: list[str], k: int) -> pd.DataFr
     return pd.DataFrame(data, index=detectors, columns=detectors)
 
 
-def agreement_by_day(wide: pd.DataFrame, detectors: list[str], top_pct: float = 0.95
-                     ) -> pd.DataFrame:
+def agreement_by_day(
+    wide: pd.DataFrame, detectors: list[str], top_pct: float = 0.95
+) -> pd.DataFrame:
     """Per day: share of frames on which all chosen detectors agree (all flag or none flags
     at `score_pct >= top_pct`), and the share flagged by at least one."""
     if wide.empty:
@@ -34,8 +35,11 @@ def agreement_by_day(wide: pd.DataFrame, detectors: list[str], top_pct: float = 
     day = pd.to_datetime(wide["taken_at"]).dt.floor("D")
     agree = flags.all(axis=1) | (~flags).all(axis=1)
     df = pd.DataFrame({"day": day, "agree": agree, "any": flags.any(axis=1)})
-    out = df.groupby("day").agg(agreement=("agree", "mean"), any_flagged=("any", "mean"),
-                                n_frames=("agree", "size")).reset_index()
+    out = (
+        df.groupby("day")
+        .agg(agreement=("agree", "mean"), any_flagged=("any", "mean"), n_frames=("agree", "size"))
+        .reset_index()
+    )
     return out
 
 
@@ -44,8 +48,9 @@ def _joined(wide: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     return wide.merge(lab, on="frame_id", how="inner")
 
 
-def precision_at_k(wide: pd.DataFrame, labels: pd.DataFrame, detectors: list[str],
-                   k_max: int = 200) -> pd.DataFrame:
+def precision_at_k(
+    wide: pd.DataFrame, labels: pd.DataFrame, detectors: list[str], k_max: int = 200
+) -> pd.DataFrame:
     """Long form (detector, k, precision): among labelled frames, the share of anomalies in
     each detector's k highest-scoring ones."""
     joined = _joined(wide, labels)
@@ -62,8 +67,9 @@ def precision_at_k(wide: pd.DataFrame, labels: pd.DataFrame, detectors: list[str
     return pd.concat(rows, ignore_index=True)
 
 
-def roc(wide: pd.DataFrame, labels: pd.DataFrame, detectors: list[str]
-        ) -> tuple[pd.DataFrame, dict[str, float]]:
+def roc(
+    wide: pd.DataFrame, labels: pd.DataFrame, detectors: list[str]
+) -> tuple[pd.DataFrame, dict[str, float]]:
     """ROC curves (detector, fpr, tpr) and ROC-AUC per detector over the labelled frames.
     A detector has no curve when the labels hold only one class."""
     joined = _joined(wide, labels)

@@ -22,9 +22,9 @@ from pathlib import Path
 class Page:
     """One dashboard page."""
 
-    title: str                       # shown in the navigation and as the page's title
-    view: str                        # the view file, relative to dashboard/
-    url_keys: tuple[str, ...] = ()   # URL query keys this page owns
+    title: str  # shown in the navigation and as the page's title
+    view: str  # the view file, relative to dashboard/
+    url_keys: tuple[str, ...] = ()  # URL query keys this page owns
 
     @property
     def url_path(self) -> str:

@@ -12,7 +12,7 @@ import streamlit as st
 from dashboard import charts, data, filters, pages
 from store.facts import FrameFilter
 
-SELECTION = "selection"      # frame ids picked on the map or in the gallery
+SELECTION = "selection"  # frame ids picked on the map or in the gallery
 PICK_PREFIX = "pick_"
 
 
@@ -56,15 +56,23 @@ def literal(text: Any) -> str:
     return _MARKDOWN.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
-def frame_link(frame_id: int, label: str | None = None,
-               icon: str = ":material/open_in_full:") -> None:
-    st.page_link(pages.view("Frame"), label=label or f"Open frame {frame_id}", icon=icon,
-                 query_params={**url_filters(), "frame": str(int(frame_id))})
+def frame_link(
+    frame_id: int, label: str | None = None, icon: str = ":material/open_in_full:"
+) -> None:
+    st.page_link(
+        pages.view("Frame"),
+        label=label or f"Open frame {frame_id}",
+        icon=icon,
+        query_params={**url_filters(), "frame": str(int(frame_id))},
+    )
 
 
 def caption_for(row: pd.Series | dict, detector: str) -> str:
-    when = pd.Timestamp(row["taken_at"]).strftime("%Y-%m-%d %H:%M") if pd.notna(
-        row.get("taken_at")) else "no time"
+    when = (
+        pd.Timestamp(row["taken_at"]).strftime("%Y-%m-%d %H:%M")
+        if pd.notna(row.get("taken_at"))
+        else "no time"
+    )
     parts = [when, literal(row.get("condition") or "unknown")]
     temp = row.get("temperature_c")
     if temp is not None and pd.notna(temp):
@@ -85,8 +93,7 @@ CARD_COLUMNS = {"small": 6, "medium": 4, "large": 2}
 _VERDICT_COLORS = {"junk": "red", "keep": "green"}
 
 
-def badge_for(row: pd.Series | dict, detector: str, compact: bool = False
-              ) -> tuple[str, str]:
+def badge_for(row: pd.Series | dict, detector: str, compact: bool = False) -> tuple[str, str]:
     """A card's one badge: the detector's percentile and the verdict, and its colour (the
     verdict's, else orange when the detector flags the frame, else grey). `compact` leaves the
     detector's name out (small cards: the page says which detector ranks them)."""
@@ -98,13 +105,20 @@ def badge_for(row: pd.Series | dict, detector: str, compact: bool = False
         label += f" · {verdict}"
     flagged = row.get("is_outlier")
     color = _VERDICT_COLORS.get(verdict) or (
-        "orange" if flagged is not None and pd.notna(flagged) and bool(flagged) else "gray")
+        "orange" if flagged is not None and pd.notna(flagged) and bool(flagged) else "gray"
+    )
     return label, color
 
 
-def thumb_grid(rows: pd.DataFrame, detector: str, n_cols: int = 6, pick: bool = False,
-               key: str = "grid", thumbs: dict[int, bytes] | None = None,
-               compact: bool = False) -> None:
+def thumb_grid(
+    rows: pd.DataFrame,
+    detector: str,
+    n_cols: int = 6,
+    pick: bool = False,
+    key: str = "grid",
+    thumbs: dict[int, bytes] | None = None,
+    compact: bool = False,
+) -> None:
     """Cards of frames: the thumbnail, one badge (the detector's percentile and the verdict),
     the time, a link to the Frame page, details on demand (weather, cluster and every
     detector's score, read when the card's Details is opened) and, with `pick`, a checkbox
@@ -128,8 +142,11 @@ def thumb_grid(rows: pd.DataFrame, detector: str, n_cols: int = 6, pick: bool = 
                     st.caption("(no thumbnail)")
                 label, color = badge_for(row, detector, compact)
                 st.badge(label, color=color)
-                when = pd.Timestamp(row["taken_at"]).strftime("%Y-%m-%d %H:%M") if pd.notna(
-                    row.get("taken_at")) else "no time"
+                when = (
+                    pd.Timestamp(row["taken_at"]).strftime("%Y-%m-%d %H:%M")
+                    if pd.notna(row.get("taken_at"))
+                    else "no time"
+                )
                 st.caption(when)
                 frame_link(fid, f"Frame {fid}")
                 more = st.expander("Details", key=f"{key}_more_{fid}", on_change="rerun")
@@ -137,8 +154,9 @@ def thumb_grid(rows: pd.DataFrame, detector: str, n_cols: int = 6, pick: bool = 
                     with more:
                         _details(row, detector)
                 if pick:
-                    checked = st.checkbox("select", value=fid in picked,
-                                          key=f"{PICK_PREFIX}{key}_{fid}")
+                    checked = st.checkbox(
+                        "select", value=fid in picked, key=f"{PICK_PREFIX}{key}_{fid}"
+                    )
                     if checked:
                         picked.add(fid)
                     else:
@@ -160,18 +178,27 @@ def _details(row: dict, detector: str) -> None:
         return
     order = [d for d in opts["detectors"] if d in set(scores["detector"])]
     part = scores.set_index("detector").reindex(order)
-    st.caption(", ".join(f"{d} {p * 100:.0f}%" + (" ⚑" if f else "")
-                         for d, p, f in zip(part.index, part["score_pct"], part["is_outlier"])
-                         if pd.notna(p)))
+    st.caption(
+        ", ".join(
+            f"{d} {p * 100:.0f}%" + (" ⚑" if f else "")
+            for d, p, f in zip(part.index, part["score_pct"], part["is_outlier"])
+            if pd.notna(p)
+        )
+    )
 
 
 def bad_periods(incidents: pd.DataFrame) -> pd.DataFrame:
     """The bad periods of a list of incidents (`store.facts.incidents`), as the Incidents
     page exports them: start, end, cause, frames, then flagged, incident_id, peak_frame_id."""
-    return incidents.rename(columns={
-        "started_at": "start", "ended_at": "end", "n_frames": "frames", "n_flagged": "flagged",
-        "frame_id": "peak_frame_id"})[["start", "end", "cause", "frames", "flagged",
-                                       "incident_id", "peak_frame_id"]]
+    return incidents.rename(
+        columns={
+            "started_at": "start",
+            "ended_at": "end",
+            "n_frames": "frames",
+            "n_flagged": "flagged",
+            "frame_id": "peak_frame_id",
+        }
+    )[["start", "end", "cause", "frames", "flagged", "incident_id", "peak_frame_id"]]
 
 
 def page_url_int(key: str, lo: int, hi: int) -> int | None:

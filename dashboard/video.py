@@ -37,49 +37,77 @@ def export_args(flt: FrameFilter, mode: str) -> list[str]:
         raise ValueError(f"unknown export mode {mode!r}; choose one of {EXPORT_MODES}")
     if flt.frame_ids:
         raise ValueError("a selection of frames is not an export filter")
-    url = filters.serialise(flt, {})   # no defaults to leave out: run and det are written too
-    if flt.run_id is None:             # no analysis yet: no detector to name
+    url = filters.serialise(flt, {})  # no defaults to leave out: run and det are written too
+    if flt.run_id is None:  # no analysis yet: no detector to name
         url.pop("det", None)
     return ["--frames", mode, *(f"--{key}={value}" for key, value in url.items())]
 
 
 @dataclass
 class Video:
-    data: bytes | None       # the MP4, or None when the command failed
-    summary: str             # what went in and what was left out (the CLI's stdout)
+    data: bytes | None  # the MP4, or None when the command failed
+    summary: str  # what went in and what was left out (the CLI's stdout)
     error: str | None = None
 
 
-def command(db: Path, out: Path, flt: FrameFilter, mode: str, fps: int, width: int,
-            deflicker: bool) -> list[str]:
+def command(
+    db: Path, out: Path, flt: FrameFilter, mode: str, fps: int, width: int, deflicker: bool
+) -> list[str]:
     """The command line that writes the page's video to `out`."""
-    return [sys.executable, "-m", "pipeline", "export", "--db", str(db), "--format", "mp4",
-            "--out", str(out), "--fps", str(int(fps)), "--width", str(int(width)),
-            *(["--deflicker"] if deflicker else []), *export_args(flt, mode)]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "export",
+        "--db",
+        str(db),
+        "--format",
+        "mp4",
+        "--out",
+        str(out),
+        "--fps",
+        str(int(fps)),
+        "--width",
+        str(int(width)),
+        *(["--deflicker"] if deflicker else []),
+        *export_args(flt, mode),
+    ]
 
 
-def command_line(db: Path, flt: FrameFilter, mode: str, fps: int, width: int,
-                 deflicker: bool) -> str:
+def command_line(
+    db: Path, flt: FrameFilter, mode: str, fps: int, width: int, deflicker: bool
+) -> str:
     """The same export as a shell command a user can run (long videos, other machines)."""
     args = command(db, Path("timelapse.mp4"), flt, mode, fps, width, deflicker)
     return shlex.join(["python", *args[1:]])
 
 
-def make_video(db: Path, flt: FrameFilter, mode: str, fps: int, width: int, deflicker: bool,
-               on_progress: Callable[[int, int], None] | None = None) -> Video:
+def make_video(
+    db: Path,
+    flt: FrameFilter,
+    mode: str,
+    fps: int,
+    width: int,
+    deflicker: bool,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Video:
     """Run the export; `on_progress(done, total)` is called as frames are encoded."""
     with tempfile.TemporaryDirectory(prefix="timelapse-mp4-") as tmp:
         out = Path(tmp) / "timelapse.mp4"
         log = Path(tmp) / "summary.txt"
         with open(log, "wb") as stdout:
-            proc = subprocess.Popen(command(db, out, flt, mode, fps, width, deflicker),
-                                    cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE,
-                                    env={**os.environ, "COLUMNS": "100"})
+            proc = subprocess.Popen(
+                command(db, out, flt, mode, fps, width, deflicker),
+                cwd=ROOT,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "COLUMNS": "100"},
+            )
             try:
                 stderr = _follow(proc, on_progress)
                 code = proc.wait()
             finally:
-                if proc.poll() is None:   # the page run was stopped: stop the export too
+                if proc.poll() is None:  # the page run was stopped: stop the export too
                     proc.terminate()
                     proc.wait()
         summary = log.read_text(errors="replace").strip().replace(str(out), out.name)
@@ -109,5 +137,5 @@ def _error_line(stderr: bytes, code: int) -> str:
     text = [line.decode("utf-8", "replace") for line in lines]
     errors = [line for line in text if line.startswith("error: ")]
     if errors:
-        return errors[-1][len("error: "):]
+        return errors[-1][len("error: ") :]
     return (text[-1] if text else "") or f"the export stopped with exit code {code}"

@@ -36,14 +36,20 @@ import store
 from pipeline import __version__
 from pipeline.causes import cause_key
 from pipeline.daylight import PLACE_KEYS
-from pipeline.detectors import (CONSENSUS, CONSENSUS_RULES, DETECTORS, Consensus, FrameBatch,
-                                make_detector)
+from pipeline.detectors import (
+    CONSENSUS,
+    CONSENSUS_RULES,
+    DETECTORS,
+    Consensus,
+    FrameBatch,
+    make_detector,
+)
 from pipeline.errors import AnalysisError, InputError
-from pipeline.fitted import (FittedRun, library_versions, neighbor_rows, neighbors_needed,
-                             project)
+from pipeline.fitted import FittedRun, library_versions, neighbor_rows, neighbors_needed, project
 from pipeline.imagestats import backfill_local_contrast
 from pipeline.incidents import run_incidents
-from pipeline.mosaic import READ_CHUNK as MOSAIC_CHUNK, MosaicBuilder
+from pipeline.mosaic import READ_CHUNK as MOSAIC_CHUNK
+from pipeline.mosaic import MosaicBuilder
 from pipeline.neighbors import NeighborIndex
 from pipeline.pixels import ThumbnailReader
 from pipeline.settings import Settings
@@ -91,8 +97,10 @@ def check_settings(settings: Settings) -> list[str]:
     keys = [k for k in dict.fromkeys(settings.detectors) if k != CONSENSUS]
     unknown = [k for k in keys if k not in DETECTORS]
     if unknown:
-        raise InputError(f"unknown detector(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(DETECTORS)} (consensus is always added)")
+        raise InputError(
+            f"unknown detector(s) {', '.join(unknown)}; known: "
+            f"{', '.join(DETECTORS)} (consensus is always added)"
+        )
     if not keys:
         raise InputError("no detectors chosen: pass e.g. --detectors iforest,lof")
     if settings.clusterer not in ("kmeans", "hdbscan"):
@@ -104,18 +112,23 @@ def check_settings(settings: Settings) -> list[str]:
             if int(settings.n_clusters) < 1:
                 raise ValueError
         except ValueError:
-            raise InputError(f"--n-clusters must be 'auto' or a whole number >= 1, "
-                             f"got {settings.n_clusters!r}") from None
+            raise InputError(
+                f"--n-clusters must be 'auto' or a whole number >= 1, got {settings.n_clusters!r}"
+            ) from None
     if settings.consensus_rule not in CONSENSUS_RULES:
-        raise InputError(f"unknown consensus rule {settings.consensus_rule!r}; known: "
-                         f"{', '.join(CONSENSUS_RULES)}")
+        raise InputError(
+            f"unknown consensus rule {settings.consensus_rule!r}; known: "
+            f"{', '.join(CONSENSUS_RULES)}"
+        )
     unknown = [k for k in settings.consensus_detectors if k not in DETECTORS]
     if unknown:
-        raise InputError(f"unknown consensus detector(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(DETECTORS)}")
+        raise InputError(
+            f"unknown consensus detector(s) {', '.join(unknown)}; known: {', '.join(DETECTORS)}"
+        )
     if settings.neighbor_index not in ("auto", "exact", "kdtree", "ivf"):
-        raise InputError(f"unknown neighbour index {settings.neighbor_index!r}: auto, exact, "
-                         "kdtree or ivf")
+        raise InputError(
+            f"unknown neighbour index {settings.neighbor_index!r}: auto, exact, kdtree or ivf"
+        )
     return keys
 
 
@@ -125,7 +138,7 @@ class _Steps:
     def __init__(self, trace_memory: bool):
         self.timings: dict[str, float] = {}
         self.peak_mb: dict[str, float] = {}
-        self.cpu: dict[str, float] = {}   # CPU seconds, all threads (honest under load)
+        self.cpu: dict[str, float] = {}  # CPU seconds, all threads (honest under load)
         self.trace = trace_memory
 
     def run(self, name: str, func, *args, **kwargs):
@@ -140,8 +153,9 @@ class _Steps:
         return out
 
 
-def analyze(db: Path, settings: Settings, progress: bool = True, *,
-            trace_memory: bool = False) -> AnalyzeResult:
+def analyze(
+    db: Path, settings: Settings, progress: bool = True, *, trace_memory: bool = False
+) -> AnalyzeResult:
     """Write one new analysis run of `settings.model`'s vectors into the store at `db`."""
     db = Path(db)
     settings = settings.with_detector_defaults()
@@ -153,10 +167,13 @@ def analyze(db: Path, settings: Settings, progress: bool = True, *,
             have = ", ".join(f"{m} ({n} frames)" for m, n in models.items()) or "none"
             raise AnalysisError(
                 f"no {model} embeddings in {db} (embedded models: {have}); run "
-                f"`python -m pipeline embed --db {db} --model {model}` first, or pass --model")
+                f"`python -m pipeline embed --db {db} --model {model}` first, or pass --model"
+            )
         if models[model] < MIN_FRAMES:
-            raise AnalysisError(f"only {models[model]} frames have {model} embeddings; an "
-                                f"analysis needs at least {MIN_FRAMES}")
+            raise AnalysisError(
+                f"only {models[model]} frames have {model} embeddings; an "
+                f"analysis needs at least {MIN_FRAMES}"
+            )
         params = dict(settings.to_dict(), **_stored_place(con, settings))
         params["detectors"] = keys
         # what made the vectors analysed (the `precision` setting above is only what was asked)
@@ -174,21 +191,27 @@ def analyze(db: Path, settings: Settings, progress: bool = True, *,
             with store.connect(db) as con:
                 sa.fail_run(con, run_id, message, steps.timings)
         except Exception as fail_exc:  # the original error matters more; the next analyze
-            log.warning("could not mark run %s failed (%s); the next analyze will", run_id,
-                        fail_exc)
+            log.warning(
+                "could not mark run %s failed (%s); the next analyze will", run_id, fail_exc
+            )
         if isinstance(exc, (AnalysisError, InputError, store.StoreError, KeyboardInterrupt)):
             raise
         problem = store.db.disk_error(exc)  # a full or read-only disk: say so, not "failed"
         if problem is not None:
             raise problem from exc
-        raise AnalysisError(f"analysis run {run_id} failed ({message}); it is marked 'failed' "
-                            "and wrote no rows") from exc
+        raise AnalysisError(
+            f"analysis run {run_id} failed ({message}); it is marked 'failed' and wrote no rows"
+        ) from exc
     finally:
         if trace_memory:
             tracemalloc.stop()
     if stale:
-        result.notes.insert(0, "interrupted run(s) " + ", ".join(map(str, stale))
-                            + " (their process is gone) marked 'failed'")
+        result.notes.insert(
+            0,
+            "interrupted run(s) "
+            + ", ".join(map(str, stale))
+            + " (their process is gone) marked 'failed'",
+        )
     return result
 
 
@@ -221,8 +244,11 @@ def process_alive(pid: int | None, host: str | None, started_at: Any) -> bool:
         return True
     try:
         fields = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
     except (OSError, IndexError, StopIteration, ValueError):
         return True  # no /proc (not Linux): trust the PID
     if fields[0] == "Z":
@@ -239,13 +265,24 @@ def _say(progress: bool, text: str) -> None:
         click.echo(text, err=True)
 
 
-def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_id: int,
-                 params: dict[str, Any], steps: _Steps, progress: bool) -> AnalyzeResult:
+def _analyze_run(
+    db: Path,
+    settings: Settings,
+    keys: list[str],
+    model: str,
+    run_id: int,
+    params: dict[str, Any],
+    steps: _Steps,
+    progress: bool,
+) -> AnalyzeResult:
     if any("frame_stats" in DETECTORS[k].needs for k in keys):
         filled = steps.run("backfill", backfill_local_contrast, db)
         if filled:
-            _say(progress, f"local contrast measured from the stored thumbnails of {filled} "
-                           "frames ingested before it was")
+            _say(
+                progress,
+                f"local contrast measured from the stored thumbnails of {filled} "
+                "frames ingested before it was",
+            )
     _say(progress, f"analysis run {run_id}: loading and projecting {model} vectors")
     ids, frames, scaler, pca, n_dims, z = load_projected(db, model, settings, steps)
     n = len(ids)
@@ -263,9 +300,14 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
         batch.pixels = mosaic.tap(reader)
     k_needed = neighbors_needed(detectors)
     _say(progress, f"nearest neighbours (k={k_needed}) in {n_dims} PCA dims")
-    index = steps.run("neighbors", lambda: NeighborIndex(
-        settings.neighbor_index, random_state=settings.random_state).fit(z, ids)
-        .calibrate(z, ids, k_needed))
+    index = steps.run(
+        "neighbors",
+        lambda: (
+            NeighborIndex(settings.neighbor_index, random_state=settings.random_state)
+            .fit(z, ids)
+            .calibrate(z, ids, k_needed)
+        ),
+    )
     steps.run("neighbors", index.attach, batch, k_needed)
 
     _say(progress, f"clustering ({settings.clusterer})")
@@ -279,8 +321,10 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
         from pipeline.models.precision import MIXED_PRECISION_DOC
 
         mix = " + ".join(f"{n} {p}" for p, n in params["vector_precisions"].items())
-        notes.append(f"the {model} vectors are of two precisions ({mix}), which rank frames "
-                     f"alike (see {MIXED_PRECISION_DOC})")
+        notes.append(
+            f"the {model} vectors are of two precisions ({mix}), which rank frames "
+            f"alike (see {MIXED_PRECISION_DOC})"
+        )
     for key, det in detectors.items():
         _say(progress, f"detector {key}")
         steps.run(f"detector:{key}", det.fit, batch)
@@ -290,64 +334,135 @@ def _analyze_run(db: Path, settings: Settings, keys: list[str], model: str, run_
     chosen = [k for k in settings.consensus_detectors if k in detectors] or list(detectors)
     fit_pcts = {k: d.percentile(d.decision_scores_) for k, d in detectors.items()}
     try:
-        consensus = steps.run("detector:consensus", Consensus(
-            chosen, settings.consensus_rule, settings.contamination,
-            junk_causes=list(settings.junk_causes)).fit, fit_pcts)
+        consensus = steps.run(
+            "detector:consensus",
+            Consensus(
+                chosen,
+                settings.consensus_rule,
+                settings.contamination,
+                junk_causes=list(settings.junk_causes),
+            ).fit,
+            fit_pcts,
+        )
     except ValueError as exc:  # no consensus detector of a junk cause scored
-        raise AnalysisError(f"{exc}: count another cause (--junk-causes) or add a detector of "
-                            "one (--detectors, setting consensus_detectors)") from None
+        raise AnalysisError(
+            f"{exc}: count another cause (--junk-causes) or add a detector of "
+            "one (--detectors, setting consensus_detectors)"
+        ) from None
 
     first = batch.nn_dist[:, 0]
     too_far = float(np.quantile(first[np.isfinite(first)], settings.too_far_quantile))
-    fitted = FittedRun(run_id=run_id, model=model, scaler=scaler, pca=pca, n_dims=n_dims,
-                       index=index, detectors=detectors, consensus=consensus,
-                       clusterer=clusterer, cluster_of_fit=labels, too_far_distance=too_far,
-                       versions=library_versions(), map_kind=map_kind, mapper=mapper,
-                       lat=lat, lon=lon)
+    fitted = FittedRun(
+        run_id=run_id,
+        model=model,
+        scaler=scaler,
+        pca=pca,
+        n_dims=n_dims,
+        index=index,
+        detectors=detectors,
+        consensus=consensus,
+        clusterer=clusterer,
+        cluster_of_fit=labels,
+        too_far_distance=too_far,
+        versions=library_versions(),
+        map_kind=map_kind,
+        mapper=mapper,
+        lat=lat,
+        lon=lon,
+    )
     scored = fitted.score(batch, of_fit=True)
     _say(progress, "incidents and the archive mosaic")
-    incidents = steps.run("incidents", run_incidents, batch, scored, detectors, consensus,
-                          settings.incident_gap_frames)
-    archive = steps.run("mosaic", mosaic.finish, ThumbnailReader(db, chunk=MOSAIC_CHUNK),
-                        incidents.frames["frame_id"].to_numpy(np.int64))
+    incidents = steps.run(
+        "incidents",
+        run_incidents,
+        batch,
+        scored,
+        detectors,
+        consensus,
+        settings.incident_gap_frames,
+    )
+    archive = steps.run(
+        "mosaic",
+        mosaic.finish,
+        ThumbnailReader(db, chunk=MOSAIC_CHUNK),
+        incidents.frames["frame_id"].to_numpy(np.int64),
+    )
     nn_rows = neighbor_rows(run_id, ids, batch.nn_dist, batch.nn_idx, index.frame_ids_)
-    cluster_rows = pd.DataFrame({"run_id": run_id, "frame_id": ids,
-                                 "cluster": labels.astype(np.int32),
-                                 "map_x": xy[:, 0], "map_y": xy[:, 1]})
+    cluster_rows = pd.DataFrame(
+        {
+            "run_id": run_id,
+            "frame_id": ids,
+            "cluster": labels.astype(np.int32),
+            "map_x": xy[:, 0],
+            "map_y": xy[:, 1],
+        }
+    )
     artifact = steps.run("save_fitted", fitted.to_bytes) if settings.save_fitted else None
 
     n_clusters = int(len(set(labels.tolist()) - {-1}))
-    params = dict(params, pca_dims=n_dims, n_clusters_found=n_clusters,
-                  neighbor_index=index.kind_, neighbor_recall=index.recall_,
-                  neighbor_recall_frames=index.recall_frames_, neighbor_nprobe=index.nprobe_,
-                  detectors=list(detectors),
-                  consensus_of=chosen,
-                  too_far_distance=too_far,
-                  detector_facts={key: scorer.facts() for key, scorer in {
-                      **detectors,
-                      **{cause_key(c): s for c, s in consensus.causes_.items()},
-                      CONSENSUS: consensus}.items()},
-                  n_incidents=len(incidents),
-                  mosaic={"frames": archive.n_frames, "decoded_for_it": archive.n_decoded,
-                          "seconds": archive.seconds})
+    params = dict(
+        params,
+        pca_dims=n_dims,
+        n_clusters_found=n_clusters,
+        neighbor_index=index.kind_,
+        neighbor_recall=index.recall_,
+        neighbor_recall_frames=index.recall_frames_,
+        neighbor_nprobe=index.nprobe_,
+        detectors=list(detectors),
+        consensus_of=chosen,
+        too_far_distance=too_far,
+        detector_facts={
+            key: scorer.facts()
+            for key, scorer in {
+                **detectors,
+                **{cause_key(c): s for c, s in consensus.causes_.items()},
+                CONSENSUS: consensus,
+            }.items()
+        },
+        n_incidents=len(incidents),
+        mosaic={
+            "frames": archive.n_frames,
+            "decoded_for_it": archive.n_decoded,
+            "seconds": archive.seconds,
+        },
+    )
     _say(progress, f"writing run {run_id}")
 
     def write():
         with store.connect(db) as con:
-            sa.write_run(con, run_id, n_frames=n, clusters=cluster_rows,
-                         scores=scored.rows_by_detector(run_id),
-                         neighbors=nn_rows, artifact=artifact, versions=fitted.versions,
-                         timings=dict(steps.timings), params=params,
-                         keep_fitted=settings.keep_fitted_runs, incidents=incidents.table,
-                         incident_frames=incidents.frames, mosaic=archive)
+            sa.write_run(
+                con,
+                run_id,
+                n_frames=n,
+                clusters=cluster_rows,
+                scores=scored.rows_by_detector(run_id),
+                neighbors=nn_rows,
+                artifact=artifact,
+                versions=fitted.versions,
+                timings=dict(steps.timings),
+                params=params,
+                keep_fitted=settings.keep_fitted_runs,
+                incidents=incidents.table,
+                incident_frames=incidents.frames,
+                mosaic=archive,
+            )
 
     steps.run("write", write)
     n_outliers = int(scored.flags[CONSENSUS].sum())
-    return AnalyzeResult(run_id=run_id, model=model, n_frames=n,
-                         detectors=list(detectors) + [CONSENSUS], n_dims=n_dims,
-                         n_clusters=n_clusters, n_outliers=n_outliers,
-                         timings=dict(steps.timings), peak_mb=dict(steps.peak_mb), notes=notes,
-                         params=params, cpu=dict(steps.cpu))
+    return AnalyzeResult(
+        run_id=run_id,
+        model=model,
+        n_frames=n,
+        detectors=list(detectors) + [CONSENSUS],
+        n_dims=n_dims,
+        n_clusters=n_clusters,
+        n_outliers=n_outliers,
+        timings=dict(steps.timings),
+        peak_mb=dict(steps.peak_mb),
+        notes=notes,
+        params=params,
+        cpu=dict(steps.cpu),
+    )
 
 
 # a projection batch in float64 stays near this size (7,000 rows of 4,608-d, 65,000 of 512-d)
@@ -402,8 +517,13 @@ def load_projected(db: Path, model: str, settings: Settings, steps: _Steps):
         ids = steps.run("load", se.vector_ids, con, model)
         frames = steps.run("load", sa.load_frames, con, ids)
         whole = len(ids) <= settings.pca_fit_frames  # the sample is every frame: read it once
-        read, sample = steps.run("load", se.load_vectors, con, model,
-                                 None if whole else ids[fit_sample(len(ids), settings)])
+        read, sample = steps.run(
+            "load",
+            se.load_vectors,
+            con,
+            model,
+            None if whole else ids[fit_sample(len(ids), settings)],
+        )
         bad = int((~np.isfinite(sample).all(axis=1)).sum())
         if bad:  # the fit cannot run: say so now rather than after reading everything
             raise _not_finite(f"{bad} of {len(sample)} sampled", model, db)
@@ -428,14 +548,18 @@ def load_projected(db: Path, model: str, settings: Settings, steps: _Steps):
     if bad:
         raise _not_finite(str(bad), model, db)
     if not seen.all():
-        raise AnalysisError(f"{int((~seen).sum())} {model} vectors were gone when the analysis "
-                            "read them back (the store changed under it); run analyze again")
+        raise AnalysisError(
+            f"{int((~seen).sum())} {model} vectors were gone when the analysis "
+            "read them back (the store changed under it); run analyze again"
+        )
     return ids, frames, scaler, pca, n_dims, z
 
 
 def _not_finite(how_many: str, model: str, db: Path) -> AnalysisError:
-    return AnalysisError(f"{how_many} {model} vectors contain NaN or infinity; re-embed them "
-                         f"(`python -m pipeline embed --db {db} --model {model} --replace`)")
+    return AnalysisError(
+        f"{how_many} {model} vectors contain NaN or infinity; re-embed them "
+        f"(`python -m pipeline embed --db {db} --model {model} --replace`)"
+    )
 
 
 def cluster(z: np.ndarray, settings: Settings):
@@ -454,8 +578,9 @@ def cluster(z: np.ndarray, settings: Settings):
 
     def fit(k: int, data: np.ndarray):
         if len(data) > 20_000:
-            return MiniBatchKMeans(n_clusters=k, random_state=settings.random_state,
-                                   batch_size=4096, n_init=3).fit(data)
+            return MiniBatchKMeans(
+                n_clusters=k, random_state=settings.random_state, batch_size=4096, n_init=3
+            ).fit(data)
         return KMeans(n_clusters=k, random_state=settings.random_state, n_init=3).fit(data)
 
     if str(settings.n_clusters) == "auto":
@@ -464,8 +589,11 @@ def cluster(z: np.ndarray, settings: Settings):
         sub = rng.choice(len(sample), size=min(len(sample), 1500), replace=False)
         scored = []
         for k in range(2, min(12, len(sample) - 1) + 1):
-            labels = KMeans(n_clusters=k, random_state=settings.random_state,
-                            n_init=1).fit(sample).labels_
+            labels = (
+                KMeans(n_clusters=k, random_state=settings.random_state, n_init=1)
+                .fit(sample)
+                .labels_
+            )
             if len(set(labels[sub])) < 2:
                 continue
             scored.append((silhouette_score(sample[sub], labels[sub]), k))
@@ -481,8 +609,9 @@ def make_map(z: np.ndarray, settings: Settings):
     if settings.map_method == "umap":
         import umap
 
-        mapper = umap.UMAP(n_components=2, random_state=settings.random_state,
-                           n_neighbors=min(15, len(z) - 1))
+        mapper = umap.UMAP(
+            n_components=2, random_state=settings.random_state, n_neighbors=min(15, len(z) - 1)
+        )
         return mapper, np.asarray(mapper.fit_transform(z), dtype=float)
     xy = z[:, :2] if z.shape[1] >= 2 else np.column_stack([z[:, 0], np.zeros(len(z))])
     return None, np.asarray(xy, dtype=float)

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 CAUSES: dict[str, str] = {
     "quality": "the image is poor: blur, haze, fog or smoke, water or dirt on the lens, glare, "
-               "too dark or washed out (against the camera's own good frames under the same sun)",
+    "too dark or washed out (against the camera's own good frames under the same sun)",
     "camera": "the camera moved, was knocked or zoomed",
     "scene": "something in front of the lens or new in the scene: a person, an animal, a "
-             "vehicle, drops on the lens",
+    "vehicle, drops on the lens",
     "rarity": "unlike its neighbours in time, the same hour on other days, or any other frame",
 }
 CAUSE_PREFIX = "cause:"
@@ -40,8 +40,9 @@ def check_causes(names: list[str] | tuple[str, ...], what: str = "junk_causes") 
     names = list(dict.fromkeys(str(n).strip() for n in names if str(n).strip()))
     unknown = [n for n in names if n not in CAUSES]
     if unknown:
-        raise ValueError(f"{what}: unknown cause(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(CAUSES)}")
+        raise ValueError(
+            f"{what}: unknown cause(s) {', '.join(unknown)}; known: {', '.join(CAUSES)}"
+        )
     if not names:
         raise ValueError(f"{what}: name at least one cause of {', '.join(CAUSES)}")
     return names

@@ -36,8 +36,10 @@ class _Group(click.Group):
             click.secho(f"error: {exc}", err=True, fg="red")
             ctx.exit(1)
         except KeyboardInterrupt:
-            click.echo("interrupted: work committed so far is kept; run the command again to "
-                       "continue.", err=True)
+            click.echo(
+                "interrupted: work committed so far is kept; run the command again to continue.",
+                err=True,
+            )
             ctx.exit(130)
         except Exception as exc:  # a full or read-only disk is expected too: one line, exit 1
             problem = store.db.disk_error(exc)
@@ -54,9 +56,13 @@ def _settings(ctx: click.Context, **flags) -> Settings:
 
 def _db_option(exists: bool = False):
     return click.option(
-        "--db", "db", required=True, metavar="FILE",
+        "--db",
+        "db",
+        required=True,
+        metavar="FILE",
         type=click.Path(dir_okay=False, path_type=Path, exists=exists),
-        help="the DuckDB store file")
+        help="the DuckDB store file",
+    )
 
 
 def _place_options(func):
@@ -67,28 +73,35 @@ def _place_options(func):
 
 
 def _precision_option(func):
-    return click.option("--precision", type=click.Choice(PRECISION_CHOICES),
-                        help=help_for("precision"))(func)
+    return click.option(
+        "--precision", type=click.Choice(PRECISION_CHOICES), help=help_for("precision")
+    )(func)
 
 
 def _new_frames_precision_option(func):
     """`--precision` of the commands that embed new frames for a run (score-new, serve, watch):
     `auto` there is the precision of the run's vectors (`score_new.run_precision`)."""
-    return click.option("--precision", type=click.Choice(PRECISION_CHOICES),
-                        help="precision of the model's maths for the new frames [default: auto, "
-                        "which here is the precision of the run's vectors]")(func)
+    return click.option(
+        "--precision",
+        type=click.Choice(PRECISION_CHOICES),
+        help="precision of the model's maths for the new frames [default: auto, "
+        "which here is the precision of the run's vectors]",
+    )(func)
 
 
 def _executor_options(func):
-    func = click.option("--ray-address", metavar="HOST:PORT|auto",
-                        help=help_for("ray_address"))(func)
-    return click.option("--executor", type=click.Choice(["local", "ray"]),
-                        help=help_for("executor"))(func)
+    func = click.option("--ray-address", metavar="HOST:PORT|auto", help=help_for("ray_address"))(
+        func
+    )
+    return click.option(
+        "--executor", type=click.Choice(["local", "ray"]), help=help_for("executor")
+    )(func)
 
 
 def _junk_causes_option(func):
-    return click.option("--junk-causes", "junk_causes", metavar="CAUSE,...",
-                        help=help_for("junk_causes"))(func)
+    return click.option(
+        "--junk-causes", "junk_causes", metavar="CAUSE,...", help=help_for("junk_causes")
+    )(func)
 
 
 def _folder_argument(func):
@@ -98,8 +111,12 @@ def _folder_argument(func):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pipeline")
-@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="TOML file with settings (keys as in pipeline/settings.py)")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML file with settings (keys as in pipeline/settings.py)",
+)
 @click.option("-v", "--verbose", is_flag=True, help="log more detail")
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
@@ -108,36 +125,67 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
     Typical use: `python -m pipeline run FOLDER --db garden.duckdb --timezone Europe/London
     --lat 51.5 --lon -0.1`, then `streamlit run dashboard/app.py -- --db garden.duckdb`.
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     ctx.obj = {"config": config}
 
 
 # --- ingest and info -------------------------------------------------------------------------
+
 
 @cli.command()
 @_folder_argument
 @_db_option()
 @_place_options
 @click.option("--workers", type=click.IntRange(min=1), help=help_for("workers"))
-@click.option("--batch-size", "ingest_batch_size", type=click.IntRange(min=1),
-              help=help_for("ingest_batch_size"))
+@click.option(
+    "--batch-size",
+    "ingest_batch_size",
+    type=click.IntRange(min=1),
+    help=help_for("ingest_batch_size"),
+)
 @click.option("--max-image-pixels", type=click.IntRange(min=1), help=help_for("max_image_pixels"))
 @_executor_options
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="show a progress bar (frames/s, ETA) on stderr")
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="show a progress bar (frames/s, ETA) on stderr",
+)
 @click.pass_context
-def ingest(ctx, folder: Path, db: Path, timezone, lat, lon, workers, ingest_batch_size,
-           max_image_pixels, executor, ray_address, progress) -> None:
+def ingest(
+    ctx,
+    folder: Path,
+    db: Path,
+    timezone,
+    lat,
+    lon,
+    workers,
+    ingest_batch_size,
+    max_image_pixels,
+    executor,
+    ray_address,
+    progress,
+) -> None:
     """Add the frames in FOLDER (recursive) to the store: timestamps, thumbnails, statistics.
 
     Re-running adds only new or changed files; bad files are listed by `info`.
     """
     from pipeline.ingest import ingest_folder
 
-    settings = _settings(ctx, timezone=timezone, lat=lat, lon=lon, workers=workers,
-                         ingest_batch_size=ingest_batch_size, max_image_pixels=max_image_pixels,
-                         executor=executor, ray_address=ray_address)
+    settings = _settings(
+        ctx,
+        timezone=timezone,
+        lat=lat,
+        lon=lon,
+        workers=workers,
+        ingest_batch_size=ingest_batch_size,
+        max_image_pixels=max_image_pixels,
+        executor=executor,
+        ray_address=ray_address,
+    )
     with store.writer_lock(db):
         summary = ingest_folder(folder, db, settings, progress=progress)
     click.echo(summary.describe())
@@ -154,28 +202,57 @@ def info(db: Path) -> None:
 
 # --- one command for everything ---------------------------------------------------------------
 
+
 @cli.command()
 @_folder_argument
 @_db_option()
 @_place_options
 @click.option("--model", help=help_for("model"))
 @click.option("--weights", type=click.Path(dir_okay=False, exists=True), help=help_for("weights"))
-@click.option("--weather", "weather_csv", type=click.Path(dir_okay=False, path_type=Path,
-              exists=True), help="hourly weather CSV to import with the run")
+@click.option(
+    "--weather",
+    "weather_csv",
+    type=click.Path(dir_okay=False, path_type=Path, exists=True),
+    help="hourly weather CSV to import with the run",
+)
 @click.option("--detectors", help="comma-separated detector keys")
 @_precision_option
 @_executor_options
 @_junk_causes_option
 @click.pass_context
-def run(ctx, folder, db, timezone, lat, lon, model, weights, weather_csv, detectors,
-        precision, executor, ray_address, junk_causes) -> None:
+def run(
+    ctx,
+    folder,
+    db,
+    timezone,
+    lat,
+    lon,
+    model,
+    weights,
+    weather_csv,
+    detectors,
+    precision,
+    executor,
+    ray_address,
+    junk_causes,
+) -> None:
     """Ingest + embed (one read and decode per new file) + (weather import) + analyze FOLDER
     into the store, incrementally."""
     from pipeline.runner import run_all
 
-    settings = _settings(ctx, timezone=timezone, lat=lat, lon=lon, model=model, weights=weights,
-                         detectors=_split(detectors), precision=precision, executor=executor,
-                         ray_address=ray_address, junk_causes=_split(junk_causes))
+    settings = _settings(
+        ctx,
+        timezone=timezone,
+        lat=lat,
+        lon=lon,
+        model=model,
+        weights=weights,
+        detectors=_split(detectors),
+        precision=precision,
+        executor=executor,
+        ray_address=ray_address,
+        junk_causes=_split(junk_causes),
+    )
     with store.writer_lock(db):  # the same lock run_all takes: the store's models hold still
         settings = _with_model(settings, db, model)
         for line in run_all(folder, db, settings, weather_csv=weather_csv):
@@ -184,40 +261,79 @@ def run(ctx, folder, db, timezone, lat, lon, model, weights, weather_csv, detect
 
 # --- demo -------------------------------------------------------------------------------------
 
+
 @cli.command()
-@click.option("--frames", "n_frames", type=click.IntRange(min=20), default=1200, show_default=True,
-              help="number of frames to render (at most 100,000)")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-data"),
-              show_default=True, help="folder for the frames, weather and ground truth")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="store file [default: OUT/garden.duckdb]")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=7, show_default=True,
-              help="random seed of the scene")
+@click.option(
+    "--frames",
+    "n_frames",
+    type=click.IntRange(min=20),
+    default=1200,
+    show_default=True,
+    help="number of frames to render (at most 100,000)",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-data"),
+    show_default=True,
+    help="folder for the frames, weather and ground truth",
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="store file [default: OUT/garden.duckdb]",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=7,
+    show_default=True,
+    help="random seed of the scene",
+)
 @click.option("--hard", is_flag=True, help="smaller, fainter, shorter anomalies")
-@click.option("--start", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              help="first day of the time-lapse, YYYY-MM-DD [default: 2024-04-02]")
-@click.option("--size", default="640x360", show_default=True, metavar="WxH",
-              help="frame size in pixels")
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="first day of the time-lapse, YYYY-MM-DD [default: 2024-04-02]",
+)
+@click.option(
+    "--size", default="640x360", show_default=True, metavar="WxH", help="frame size in pixels"
+)
 @click.option("--model", help=help_for("model"))
-@click.option("--serve/--no-serve", default=True, show_default=True,
-              help="start the dashboard when done")
-@click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True,
-              help="dashboard port")
+@click.option(
+    "--serve/--no-serve", default=True, show_default=True, help="start the dashboard when done"
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8501, show_default=True, help="dashboard port"
+)
 @_junk_causes_option
 @click.pass_context
-def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port,
-         junk_causes) -> None:
+def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port, junk_causes) -> None:
     """Render a synthetic garden time-lapse, run every stage on it, open the dashboard."""
     from pipeline.demo import DEMO_PLACE, render_demo
     from pipeline.runner import import_ground_truth, run_all, serve_dashboard
 
     db = db or out / "garden.duckdb"
     out.mkdir(parents=True, exist_ok=True)
-    rendered = render_demo(out, n_frames=n_frames, seed=seed, hard=hard,
-                           start=start.date() if start else None, size=_size(size))
+    rendered = render_demo(
+        out,
+        n_frames=n_frames,
+        seed=seed,
+        hard=hard,
+        start=start.date() if start else None,
+        size=_size(size),
+    )
     click.echo(rendered.describe())
-    settings = _settings(ctx, timezone=DEMO_PLACE.timezone, lat=DEMO_PLACE.lat,
-                         lon=DEMO_PLACE.lon, model=model, junk_causes=_split(junk_causes))
+    settings = _settings(
+        ctx,
+        timezone=DEMO_PLACE.timezone,
+        lat=DEMO_PLACE.lat,
+        lon=DEMO_PLACE.lon,
+        model=model,
+        junk_causes=_split(junk_causes),
+    )
     with store.writer_lock(db):
         settings = _with_model(settings, db, model)
         for line in run_all(rendered.frames_dir, db, settings, weather_csv=rendered.weather_csv):
@@ -231,6 +347,7 @@ def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port,
 
 # --- embeddings -------------------------------------------------------------------------------
 
+
 @cli.command()
 @_db_option(exists=True)
 @click.option("--model", help=help_for("model"))
@@ -239,17 +356,42 @@ def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port,
 @click.option("--workers", type=click.IntRange(min=1), help=help_for("workers"))
 @_precision_option
 @_executor_options
-@click.option("--replace", is_flag=True,
-              help="delete this model's vectors first, then embed every frame again")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="show a progress bar (frames/s, ETA) on stderr")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="delete this model's vectors first, then embed every frame again",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="show a progress bar (frames/s, ETA) on stderr",
+)
 @click.pass_context
-def embed(ctx, db: Path, model, weights, batch_size, workers, precision, executor, ray_address,
-          replace, progress) -> None:
+def embed(
+    ctx,
+    db: Path,
+    model,
+    weights,
+    batch_size,
+    workers,
+    precision,
+    executor,
+    ray_address,
+    replace,
+    progress,
+) -> None:
     """Compute a vector per frame with MODEL for every frame that lacks one (resumable)."""
-    settings = _settings(ctx, model=model, weights=weights, batch_size=batch_size,
-                         workers=workers, precision=precision, executor=executor,
-                         ray_address=ray_address)
+    settings = _settings(
+        ctx,
+        model=model,
+        weights=weights,
+        batch_size=batch_size,
+        workers=workers,
+        precision=precision,
+        executor=executor,
+        ray_address=ray_address,
+    )
     with store.writer_lock(db):  # first: a busy store is refused before the heavy imports
         settings = _with_model(settings, db, model)
         from pipeline.embed import embed_frames
@@ -259,9 +401,14 @@ def embed(ctx, db: Path, model, weights, batch_size, workers, precision, executo
 
 
 @cli.command()
-@click.option("--db", "db", metavar="FILE", default=None,
-              type=click.Path(dir_okay=False, path_type=Path, exists=True),
-              help="also list the models this store holds vectors of")
+@click.option(
+    "--db",
+    "db",
+    metavar="FILE",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path, exists=True),
+    help="also list the models this store holds vectors of",
+)
 @click.pass_context
 def models(ctx, db: Path | None) -> None:
     """List embedding models: key, dim, input size, weights, and whether usable here now."""
@@ -277,27 +424,41 @@ def models(ctx, db: Path | None) -> None:
 
 # --- weather, place and clock -----------------------------------------------------------------
 
+
 @cli.group()
 def weather() -> None:
     """Hourly weather observations: import a CSV, fetch from Open-Meteo, choose the station."""
 
 
 @weather.command("import")
-@click.argument("csv_path", metavar="CSV", type=click.Path(dir_okay=False, path_type=Path,
-                exists=True))
+@click.argument(
+    "csv_path", metavar="CSV", type=click.Path(dir_okay=False, path_type=Path, exists=True)
+)
 @_db_option()
-@click.option("--station", help="station name for a file without a station column; with one, "
-              "import only this station's rows")
-@click.option("--columns", metavar="TARGET=COL,...",
-              help="map columns by hand, e.g. temperature_c=temp,wind_speed_ms=wspd:kmh "
-              "(targets: time, station, temperature_c, precipitation_mm, cloud_cover_pct, "
-              "wind_speed_ms, visibility_km, weather_code; optional :unit)")
-@click.option("--units", type=click.Choice(["us", "si"]),
-              help="units of columns that do not name theirs (us: °F, in, mph, mi; "
-              "si: °C, mm, m/s, km) [default: guessed]")
-@click.option("--timezone", metavar="TZ",
-              help="IANA zone of naive times in the file [default: UTC, or the zone the file "
-              "declares: Open-Meteo's header, Environment Canada's standard time]")
+@click.option(
+    "--station",
+    help="station name for a file without a station column; with one, "
+    "import only this station's rows",
+)
+@click.option(
+    "--columns",
+    metavar="TARGET=COL,...",
+    help="map columns by hand, e.g. temperature_c=temp,wind_speed_ms=wspd:kmh "
+    "(targets: time, station, temperature_c, precipitation_mm, cloud_cover_pct, "
+    "wind_speed_ms, visibility_km, weather_code; optional :unit)",
+)
+@click.option(
+    "--units",
+    type=click.Choice(["us", "si"]),
+    help="units of columns that do not name theirs (us: °F, in, mph, mi; "
+    "si: °C, mm, m/s, km) [default: guessed]",
+)
+@click.option(
+    "--timezone",
+    metavar="TZ",
+    help="IANA zone of naive times in the file [default: UTC, or the zone the file "
+    "declares: Open-Meteo's header, Environment Canada's standard time]",
+)
 def weather_import(csv_path: Path, db: Path, station, columns, units, timezone) -> None:
     """Add the observations in CSV (Open-Meteo export, Environment Canada, Meteostat or generic)
     to the store."""
@@ -305,8 +466,9 @@ def weather_import(csv_path: Path, db: Path, station, columns, units, timezone) 
 
     mapping = _pairs(columns, "--columns")
     with store.writer_lock(db):
-        summary = import_csv(csv_path, db, station=station, columns=mapping, units=units,
-                             timezone=timezone)
+        summary = import_csv(
+            csv_path, db, station=station, columns=mapping, units=units, timezone=timezone
+        )
     click.echo(summary.describe())
 
 
@@ -314,13 +476,24 @@ def weather_import(csv_path: Path, db: Path, station, columns, units, timezone) 
 @_db_option()
 @click.option("--lat", type=float, help="latitude [default: the stored place]")
 @click.option("--lon", type=float, help="longitude [default: the stored place]")
-@click.option("--start", metavar="DATE", help="first UTC day, e.g. 2024-04-01 [default: the "
-              "first frame's]")
+@click.option(
+    "--start", metavar="DATE", help="first UTC day, e.g. 2024-04-01 [default: the first frame's]"
+)
 @click.option("--end", metavar="DATE", help="last UTC day [default: the last frame's]")
-@click.option("--url", "base_url", default=None, metavar="URL",
-              help="archive API address [default: https://archive-api.open-meteo.com/v1/archive]")
-@click.option("--retries", type=click.IntRange(min=0, max=20), default=3, show_default=True,
-              help="tries again after a network error, HTTP 429 or 5xx, with backoff")
+@click.option(
+    "--url",
+    "base_url",
+    default=None,
+    metavar="URL",
+    help="archive API address [default: https://archive-api.open-meteo.com/v1/archive]",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0, max=20),
+    default=3,
+    show_default=True,
+    help="tries again after a network error, HTTP 429 or 5xx, with backoff",
+)
 def weather_fetch(db: Path, lat, lon, start, end, base_url, retries) -> None:
     """Fetch hourly observations for the frames' time span from the Open-Meteo archive."""
     from pipeline.weather import fetch as openmeteo
@@ -328,15 +501,26 @@ def weather_fetch(db: Path, lat, lon, start, end, base_url, retries) -> None:
     if lat is None or lon is None:
         lat, lon = _stored_place(db, lat, lon)
     with store.writer_lock(db):
-        summary = openmeteo.fetch(db, lat, lon, start=start, end=end,
-                                  base_url=base_url or openmeteo.ARCHIVE_URL, retries=retries)
+        summary = openmeteo.fetch(
+            db,
+            lat,
+            lon,
+            start=start,
+            end=end,
+            base_url=base_url or openmeteo.ARCHIVE_URL,
+            retries=retries,
+        )
     click.echo(summary.describe())
 
 
 @weather.command("stations")
 @_db_option(exists=True)
-@click.option("--use", "use_station", metavar="STATION",
-              help="join frames to this station's observations from now on")
+@click.option(
+    "--use",
+    "use_station",
+    metavar="STATION",
+    help="join frames to this station's observations from now on",
+)
 @click.option("--tolerance", type=float, metavar="MIN", help=help_for("weather_tolerance_minutes"))
 def weather_stations(db: Path, use_station, tolerance) -> None:
     """List weather stations in the store and the one frames are joined to; change it."""
@@ -353,8 +537,13 @@ def weather_stations(db: Path, use_station, tolerance) -> None:
 @click.option("--timezone", "timezone", metavar="TZ", help=help_for("timezone"))
 @click.option("--lat", type=float, help=help_for("lat"))
 @click.option("--lon", type=float, help=help_for("lon"))
-@click.option("--clock-offset", "clock_offset", type=float, metavar="MIN",
-              help=help_for("clock_offset_minutes"))
+@click.option(
+    "--clock-offset",
+    "clock_offset",
+    type=float,
+    metavar="MIN",
+    help=help_for("clock_offset_minutes"),
+)
 @click.option("--check", is_flag=True, help="then check the camera clock against the sun")
 @click.pass_context
 def locate(ctx, db: Path, timezone, lat, lon, clock_offset, check) -> None:
@@ -363,8 +552,9 @@ def locate(ctx, db: Path, timezone, lat, lon, clock_offset, check) -> None:
     from pipeline.daylight import recompute
     from pipeline.weather import describe_join
 
-    settings = _settings(ctx, timezone=timezone, lat=lat, lon=lon,
-                         clock_offset_minutes=clock_offset)
+    settings = _settings(
+        ctx, timezone=timezone, lat=lat, lon=lon, clock_offset_minutes=clock_offset
+    )
     with store.writer_lock(db):
         if clock_offset is not None:
             _store_clock_offset(db, clock_offset)
@@ -427,8 +617,10 @@ def _stored_place(db: Path, lat, lon) -> tuple[float, float]:
             lat = lat if lat is not None else kv.get(con, "lat")
             lon = lon if lon is not None else kv.get(con, "lon")
     if lat is None or lon is None:
-        raise InputError(f"give --lat and --lon, or store the place first with `python -m "
-                         f"pipeline locate --db {db} --lat LAT --lon LON`")
+        raise InputError(
+            f"give --lat and --lon, or store the place first with `python -m "
+            f"pipeline locate --db {db} --lat LAT --lon LON`"
+        )
     return float(lat), float(lon)
 
 
@@ -440,39 +632,69 @@ def _store_clock_offset(db: Path, minutes: float) -> None:
 
 
 def _describe_place(done: dict) -> str:
-    where = (f"{done['lat']:.4f}, {done['lon']:.4f}" if done["lat"] is not None
-             else "no location (daylight from brightness)")
-    line = (f"place: {where}; time zone {done['timezone'] or 'UTC'}; clock offset "
-            f"{done['clock_offset_minutes']:+g} min; {done['n_frames']} frames recomputed")
+    where = (
+        f"{done['lat']:.4f}, {done['lon']:.4f}"
+        if done["lat"] is not None
+        else "no location (daylight from brightness)"
+    )
+    line = (
+        f"place: {where}; time zone {done['timezone'] or 'UTC'}; clock offset "
+        f"{done['clock_offset_minutes']:+g} min; {done['n_frames']} frames recomputed"
+    )
     daylight = ", ".join(f"{k} {v}" for k, v in sorted(done["daylight"].items()))
     if daylight:
         line += f" ({daylight})"
     if done["n_ambiguous"] or done["n_missing"]:
-        line += (f"; {done['n_ambiguous']} in a repeated DST hour, {done['n_missing']} in a "
-                 "skipped DST hour")
+        line += (
+            f"; {done['n_ambiguous']} in a repeated DST hour, {done['n_missing']} in a "
+            "skipped DST hour"
+        )
     return line
 
 
 # --- analysis, evaluation, scoring new frames -------------------------------------------------
 
+
 @cli.command()
 @_db_option(exists=True)
-@click.option("--model", help="embedding model whose vectors to analyse [default: the settings' "
-              "model, or the only model with vectors]")
+@click.option(
+    "--model",
+    help="embedding model whose vectors to analyse [default: the settings' "
+    "model, or the only model with vectors]",
+)
 @click.option("--detectors", metavar="KEY,...", help=help_for("detectors"))
 @click.option("--clusterer", type=click.Choice(["kmeans", "hdbscan"]), help=help_for("clusterer"))
 @click.option("--n-clusters", "n_clusters", metavar="auto|K", help=help_for("n_clusters"))
 @click.option("--contamination", type=float, help=help_for("contamination"))
-@click.option("--map", "map_method", type=click.Choice(["pca", "umap"]), help=help_for("map_method"))
+@click.option(
+    "--map", "map_method", type=click.Choice(["pca", "umap"]), help=help_for("map_method")
+)
 @click.option("--consensus-rule", "consensus_rule", help=help_for("consensus_rule"))
 @_junk_causes_option
 @click.option("--random-state", "random_state", type=int, help=help_for("random_state"))
-@click.option("--incident-gap", "incident_gap_frames", type=click.IntRange(min=0),
-              help=help_for("incident_gap_frames"))
+@click.option(
+    "--incident-gap",
+    "incident_gap_frames",
+    type=click.IntRange(min=0),
+    help=help_for("incident_gap_frames"),
+)
 @click.option("--quiet", is_flag=True, help="no progress lines")
 @click.pass_context
-def analyze(ctx, db: Path, model, detectors, clusterer, n_clusters, contamination, map_method,
-            consensus_rule, junk_causes, random_state, incident_gap_frames, quiet) -> None:
+def analyze(
+    ctx,
+    db: Path,
+    model,
+    detectors,
+    clusterer,
+    n_clusters,
+    contamination,
+    map_method,
+    consensus_rule,
+    junk_causes,
+    random_state,
+    incident_gap_frames,
+    quiet,
+) -> None:
     """Cluster and score the frames' embeddings: writes one new analysis run.
 
     \b
@@ -486,11 +708,18 @@ def analyze(ctx, db: Path, model, detectors, clusterer, n_clusters, contaminatio
     --junk-causes (default all four; by default from soft, flat, exposure, alignment,
     background and lof).
     """
-    settings = _settings(ctx, detectors=_split(detectors), clusterer=clusterer,
-                         n_clusters=n_clusters, contamination=contamination,
-                         map_method=map_method, consensus_rule=consensus_rule,
-                         junk_causes=_split(junk_causes), random_state=random_state,
-                         incident_gap_frames=incident_gap_frames)
+    settings = _settings(
+        ctx,
+        detectors=_split(detectors),
+        clusterer=clusterer,
+        n_clusters=n_clusters,
+        contamination=contamination,
+        map_method=map_method,
+        consensus_rule=consensus_rule,
+        junk_causes=_split(junk_causes),
+        random_state=random_state,
+        incident_gap_frames=incident_gap_frames,
+    )
     with store.writer_lock(db):  # first: a busy store is refused before scikit-learn loads
         from pipeline.analyze import analyze as run_analysis
 
@@ -501,16 +730,21 @@ def analyze(ctx, db: Path, model, detectors, clusterer, n_clusters, contaminatio
 
 @cli.command()
 @_db_option(exists=True)
-@click.option("--truth", "truth_csv", type=click.Path(dir_okay=False, path_type=Path, exists=True),
-              help="ground truth CSV path,label,kind (paths relative to the frames folder) "
-              "[default: the store's ground_truth table]")
+@click.option(
+    "--truth",
+    "truth_csv",
+    type=click.Path(dir_okay=False, path_type=Path, exists=True),
+    help="ground truth CSV path,label,kind (paths relative to the frames folder) "
+    "[default: the store's ground_truth table]",
+)
 @click.option("--json", "as_json", is_flag=True, help="print every row as JSON")
 def evaluate(db: Path, truth_csv: Path | None, as_json: bool) -> None:
     """ROC-AUC, average precision and precision@k of every detector against a ground truth.
 
     Per model (latest complete run of each), on all and on daylight frames, and per anomaly kind.
     """
-    from pipeline.evaluate import evaluate as run_evaluate, format_table
+    from pipeline.evaluate import evaluate as run_evaluate
+    from pipeline.evaluate import format_table
 
     results = run_evaluate(db, truth_csv)
     if as_json:
@@ -522,8 +756,12 @@ def evaluate(db: Path, truth_csv: Path | None, as_json: bool) -> None:
 @cli.command("score-new")
 @_folder_argument
 @_db_option(exists=True)
-@click.option("--run-id", "run_id", type=int, help="run to score against [default: the latest "
-              "complete run with a saved fit]")
+@click.option(
+    "--run-id",
+    "run_id",
+    type=int,
+    help="run to score against [default: the latest complete run with a saved fit]",
+)
 @click.option("--json", "as_json", is_flag=True, help="print every scored frame as JSON")
 @_new_frames_precision_option
 @click.pass_context
@@ -545,48 +783,117 @@ def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool, precision) -> 
 
 # --- export -----------------------------------------------------------------------------------
 
-DEFLICKER_FRAMES = 15   # the deflicker window of a bare --deflicker (the dashboard's switch)
+DEFLICKER_FRAMES = 15  # the deflicker window of a bare --deflicker (the dashboard's switch)
 
 
 @cli.command()
 @_db_option(exists=True)
-@click.option("--format", "fmt", type=click.Choice(["mp4", "csv", "list", "ffconcat"]),
-              help="what to write [default: from the --out suffix: .mp4 .csv .txt .ffconcat]")
-@click.option("--out", required=True, metavar="FILE",
-              type=click.Path(dir_okay=False, path_type=Path), help="the file to write")
-@click.option("--frames", "mode", type=click.Choice(["not_junk", "keep", "clean"]),
-              default="not_junk", show_default=True,
-              help="frames to export, as on the Review page: not_junk (every filtered frame not "
-              "marked junk), keep (only frames marked keep), clean (frames marked keep, and "
-              "unreviewed frames the detector does not flag)")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mp4", "csv", "list", "ffconcat"]),
+    help="what to write [default: from the --out suffix: .mp4 .csv .txt .ffconcat]",
+)
+@click.option(
+    "--out",
+    required=True,
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the file to write",
+)
+@click.option(
+    "--frames",
+    "mode",
+    type=click.Choice(["not_junk", "keep", "clean"]),
+    default="not_junk",
+    show_default=True,
+    help="frames to export, as on the Review page: not_junk (every filtered frame not "
+    "marked junk), keep (only frames marked keep), clean (frames marked keep, and "
+    "unreviewed frames the detector does not flag)",
+)
 @click.option("--run", type=int, metavar="N", help="analysis run [default: the latest complete]")
-@click.option("--from", "date_from", type=click.DateTime(formats=["%Y-%m-%d"]),
-              metavar="YYYY-MM-DD", help="first day (camera clock)")
-@click.option("--to", "date_to", type=click.DateTime(formats=["%Y-%m-%d"]),
-              metavar="YYYY-MM-DD", help="last day (camera clock), included")
+@click.option(
+    "--from",
+    "date_from",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    metavar="YYYY-MM-DD",
+    help="first day (camera clock)",
+)
+@click.option(
+    "--to",
+    "date_to",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    metavar="YYYY-MM-DD",
+    help="last day (camera clock), included",
+)
 @click.option("--hours", metavar="H-H", help="hours of day, both included, e.g. 6-18")
 @click.option("--daylight", metavar="day,twilight,night", help="daylight values to keep")
-@click.option("--weather", metavar="CONDITION,...", help="weather conditions to keep "
-              "(clear, cloudy, rain, fog, ..., unknown)")
+@click.option(
+    "--weather",
+    metavar="CONDITION,...",
+    help="weather conditions to keep (clear, cloudy, rain, fog, ..., unknown)",
+)
 @click.option("--cluster", metavar="N,...", help="clusters to keep (-1 = noise: --cluster=-1)")
-@click.option("--det", metavar="DETECTOR", help="detector for --thr and --frames clean "
-              "[default: consensus]")
-@click.option("--thr", metavar="all|flagged|pctNN|topN",
-              help="detector threshold: all frames, flagged by the detector, score percentile "
-              "at least NN, or the top N by score [default: all]")
-@click.option("--fps", type=click.IntRange(1, 120), default=24, show_default=True,
-              help="frames per second of the video (mp4, ffconcat)")
-@click.option("--width", type=click.IntRange(16, 7680), default=1280, show_default=True,
-              help="video width in pixels (mp4); the height keeps the first frame's aspect")
-@click.option("--deflicker", type=click.IntRange(min=0), default=0, is_flag=False,
-              flag_value=DEFLICKER_FRAMES, metavar="[N]",
-              help="smooth each frame's brightness over N neighbouring frames (mp4; "
-              f"--deflicker alone: {DEFLICKER_FRAMES}; 0: off)")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="show a progress bar (frames/s, ETA) on stderr")
+@click.option(
+    "--det", metavar="DETECTOR", help="detector for --thr and --frames clean [default: consensus]"
+)
+@click.option(
+    "--thr",
+    metavar="all|flagged|pctNN|topN",
+    help="detector threshold: all frames, flagged by the detector, score percentile "
+    "at least NN, or the top N by score [default: all]",
+)
+@click.option(
+    "--fps",
+    type=click.IntRange(1, 120),
+    default=24,
+    show_default=True,
+    help="frames per second of the video (mp4, ffconcat)",
+)
+@click.option(
+    "--width",
+    type=click.IntRange(16, 7680),
+    default=1280,
+    show_default=True,
+    help="video width in pixels (mp4); the height keeps the first frame's aspect",
+)
+@click.option(
+    "--deflicker",
+    type=click.IntRange(min=0),
+    default=0,
+    is_flag=False,
+    flag_value=DEFLICKER_FRAMES,
+    metavar="[N]",
+    help="smooth each frame's brightness over N neighbouring frames (mp4; "
+    f"--deflicker alone: {DEFLICKER_FRAMES}; 0: off)",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="show a progress bar (frames/s, ETA) on stderr",
+)
 @click.pass_context
-def export(ctx, db: Path, fmt, out: Path, mode, run, date_from, date_to, hours, daylight,
-           weather, cluster, det, thr, fps, width, deflicker, progress) -> None:
+def export(
+    ctx,
+    db: Path,
+    fmt,
+    out: Path,
+    mode,
+    run,
+    date_from,
+    date_to,
+    hours,
+    daylight,
+    weather,
+    cluster,
+    det,
+    thr,
+    fps,
+    width,
+    deflicker,
+    progress,
+) -> None:
     """Write the frames the filters keep as an MP4 video, a CSV, a file list or an ffmpeg
     concat file, in time order.
 
@@ -594,36 +901,67 @@ def export(ctx, db: Path, fmt, out: Path, mode, run, date_from, date_to, hours, 
     `?daylight=day&thr=flagged` is `--daylight day --thr flagged`); the summary says how many
     frames were left out and why, and names those whose file could not be read.
     """
-    from pipeline.export import FilterFlags, export as run_export, format_of
+    from pipeline.export import FilterFlags, format_of
+    from pipeline.export import export as run_export
     from pipeline.video import VideoOptions
 
     settings = _settings(ctx)
-    flags = FilterFlags(run=run, date_from=date_from.date() if date_from else None,
-                        date_to=date_to.date() if date_to else None, hours=hours,
-                        daylight=daylight, weather=weather, cluster=cluster, det=det, thr=thr)
-    options = VideoOptions(fps=fps, width=width, deflicker=deflicker,
-                           max_file_bytes=settings.max_file_bytes,
-                           max_image_pixels=settings.max_image_pixels,
-                           workers=min(settings.workers, 4), description=flags.describe(),
-                           progress=progress)
+    flags = FilterFlags(
+        run=run,
+        date_from=date_from.date() if date_from else None,
+        date_to=date_to.date() if date_to else None,
+        hours=hours,
+        daylight=daylight,
+        weather=weather,
+        cluster=cluster,
+        det=det,
+        thr=thr,
+    )
+    options = VideoOptions(
+        fps=fps,
+        width=width,
+        deflicker=deflicker,
+        max_file_bytes=settings.max_file_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        workers=min(settings.workers, 4),
+        description=flags.describe(),
+        progress=progress,
+    )
     summary = run_export(db, flags, mode, format_of(fmt, out), out, options)
     click.echo(summary.describe())
 
 
 # --- serving and watching --------------------------------------------------------------------
 
+
 @cli.command()
 @_db_option(exists=True)
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="address to listen on; another than 127.0.0.1 exposes the API to the network "
-              "(give --token-file, and put a TLS proxy in front: docs/SERVING.md)")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
-              help="port to listen on")
-@click.option("--run-id", "run_id", type=int, help="always score against this run [default: the "
-              "newest complete run with a saved fit, switching when a newer one appears]")
-@click.option("--token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="require `Authorization: Bearer TOKEN` (the file's text) on every route but "
-              "/v1/health")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="address to listen on; another than 127.0.0.1 exposes the API to the network "
+    "(give --token-file, and put a TLS proxy in front: docs/SERVING.md)",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8000,
+    show_default=True,
+    help="port to listen on",
+)
+@click.option(
+    "--run-id",
+    "run_id",
+    type=int,
+    help="always score against this run [default: the "
+    "newest complete run with a saved fit, switching when a newer one appears]",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="require `Authorization: Bearer TOKEN` (the file's text) on every route but /v1/health",
+)
 @_new_frames_precision_option
 @click.pass_context
 def serve(ctx, db: Path, host: str, port: int, run_id, token_file, precision) -> None:
@@ -639,14 +977,23 @@ def serve(ctx, db: Path, host: str, port: int, run_id, token_file, precision) ->
 
     app = build(db, settings, run_id=run_id, token=token)
     scorer = app.state.scorer
-    what = (f"run {scorer.loaded.run_id} ({scorer.loaded.fitted.model} at "
-            f"{scorer.loaded.embedder.precision})" if scorer.loaded
-            else "no run yet (answers 503 until `analyze` makes one)")
-    click.echo(f"serve {db}: {what}; http://{host}:{port}/docs"
-               + ("; bearer token required" if token else ""))
+    what = (
+        f"run {scorer.loaded.run_id} ({scorer.loaded.fitted.model} at "
+        f"{scorer.loaded.embedder.precision})"
+        if scorer.loaded
+        else "no run yet (answers 503 until `analyze` makes one)"
+    )
+    click.echo(
+        f"serve {db}: {what}; http://{host}:{port}/docs"
+        + ("; bearer token required" if token else "")
+    )
     if token is None and host not in ("127.0.0.1", "localhost", "::1"):
-        click.secho(f"warning: listening on {host} without --token-file: anyone who can reach "
-                    "this port can use the API", err=True, fg="yellow")
+        click.secho(
+            f"warning: listening on {host} without --token-file: anyone who can reach "
+            "this port can use the API",
+            err=True,
+            fg="yellow",
+        )
     run_server(app, host, port)
 
 
@@ -656,21 +1003,36 @@ def _read_token(path: Path) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the token file {path}: {exc}") from None
     if not token or any(c.isspace() for c in token):
-        raise InputError(f"the token file {path} must hold one token (no spaces): it holds "
-                         + ("nothing" if not token else "several words"))
+        raise InputError(
+            f"the token file {path} must hold one token (no spaces): it holds "
+            + ("nothing" if not token else "several words")
+        )
     if path.stat().st_mode & 0o077:
-        click.secho(f"warning: the token file {path} can be read by other users "
-                    f"(chmod 600 {path})", err=True, fg="yellow")
+        click.secho(
+            f"warning: the token file {path} can be read by other users (chmod 600 {path})",
+            err=True,
+            fg="yellow",
+        )
     return token
 
 
 @cli.command()
 @_folder_argument
 @_db_option(exists=True)
-@click.option("--interval", type=click.FloatRange(min=0.1, max=86_400), default=60,
-              show_default=True, help="seconds between passes")
-@click.option("--refit-every", "refit_every", type=click.IntRange(min=1), metavar="N",
-              help="run a full analyze after N new frames (with the current run's settings)")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1, max=86_400),
+    default=60,
+    show_default=True,
+    help="seconds between passes",
+)
+@click.option(
+    "--refit-every",
+    "refit_every",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="run a full analyze after N new frames (with the current run's settings)",
+)
 @_new_frames_precision_option
 @click.pass_context
 def watch(ctx, folder: Path, db: Path, interval: float, refit_every, precision) -> None:
@@ -692,8 +1054,9 @@ def watch(ctx, folder: Path, db: Path, interval: float, refit_every, precision) 
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now (work committed so far is kept)
         stop.set()
-        click.echo("watch: stopping after the batch being written (Ctrl-C again to stop now)",
-                   err=True)
+        click.echo(
+            "watch: stopping after the batch being written (Ctrl-C again to stop now)", err=True
+        )
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -706,10 +1069,15 @@ def watch(ctx, folder: Path, db: Path, interval: float, refit_every, precision) 
 
 # --- store upkeep -----------------------------------------------------------------------------
 
+
 @cli.command()
 @_db_option(exists=True)
-@click.option("--backup/--no-backup", default=True, show_default=True,
-              help="copy the file to FILE.v<old version>.bak before upgrading it")
+@click.option(
+    "--backup/--no-backup",
+    default=True,
+    show_default=True,
+    help="copy the file to FILE.v<old version>.bak before upgrading it",
+)
 def migrate(db: Path, backup: bool) -> None:
     """Upgrade a store made by an older version of this software to the current schema."""
     import shutil
@@ -731,18 +1099,27 @@ def migrate(db: Path, backup: bool) -> None:
             shutil.copy2(db, copy)
         with store.connect(db) as con:
             after = migrations.applied_version(con)
-    click.echo(f"store {db}: schema version {before} -> {after}"
-               + (f" (the old file is kept as {copy})" if backup else ""))
+    click.echo(
+        f"store {db}: schema version {before} -> {after}"
+        + (f" (the old file is kept as {copy})" if backup else "")
+    )
 
 
 @cli.command()
 @_db_option(exists=True)
-@click.option("--keep", type=click.IntRange(min=1), default=3, show_default=True,
-              help="complete analysis runs kept per model (the newest ones)")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="complete analysis runs kept per model (the newest ones)",
+)
 @click.option("--dry-run", is_flag=True, help="print what would be removed; change nothing")
-@click.option("--compact", is_flag=True,
-              help="then rewrite the file so the freed space goes back to the disk (needs room "
-              "for a copy)")
+@click.option(
+    "--compact",
+    is_flag=True,
+    help="then rewrite the file so the freed space goes back to the disk (needs room for a copy)",
+)
 def prune(db: Path, keep: int, dry_run: bool, compact: bool) -> None:
     """Delete old analysis runs (all their rows) but the newest KEEP complete runs per model.
 
@@ -760,8 +1137,10 @@ def prune(db: Path, keep: int, dry_run: bool, compact: bool) -> None:
         for line in _describe_prune(report):
             click.echo(line)
         if dry_run:
-            click.echo(f"file: {_mb(before)}; dry run: nothing changed"
-                       + (" (--compact would then rewrite the file)" if compact else ""))
+            click.echo(
+                f"file: {_mb(before)}; dry run: nothing changed"
+                + (" (--compact would then rewrite the file)" if compact else "")
+            )
             return
         click.echo(f"file: {_mb(before)} -> {_mb(upkeep.file_size(db))}")
         if compact:
@@ -776,14 +1155,20 @@ def _describe_prune(report: PruneReport) -> list[str]:
         lines = [f"prune (keep {report.keep} per model): nothing to remove"]
     else:
         rows = ", ".join(f"{table} {n:,}" for table, n in report.rows.items())
-        lines = [f"prune (keep {report.keep} per model): {verb} {len(report.run_ids)} run(s); "
-                 f"rows: {rows}"]
+        lines = [
+            f"prune (keep {report.keep} per model): {verb} {len(report.run_ids)} run(s); "
+            f"rows: {rows}"
+        ]
         if report.fitted_bytes:
             lines[0] += f" (fitted states {_mb(report.fitted_bytes)})"
     for model in sorted(report.kept):
         gone = report.removed.get(model, [])
-        lines.append(f"  {model}: {verb} " + (", ".join(map(str, gone)) if gone else "none")
-                     + "; kept " + (", ".join(map(str, report.kept[model])) or "none"))
+        lines.append(
+            f"  {model}: {verb} "
+            + (", ".join(map(str, gone)) if gone else "none")
+            + "; kept "
+            + (", ".join(map(str, report.kept[model])) or "none")
+        )
     if report.running:
         lines.append("  left alone (marked 'running'): " + ", ".join(map(str, report.running)))
     return lines

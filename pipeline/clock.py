@@ -45,10 +45,10 @@ from store import weather as store_weather
 
 log = logging.getLogger(__name__)
 
-MIN_CONTRAST = 15.0          # luma between a day's night and day levels
-MAX_GAP_MIN = 45.0           # largest gap between the frames around a dawn or dusk
+MIN_CONTRAST = 15.0  # luma between a day's night and day levels
+MAX_GAP_MIN = 45.0  # largest gap between the frames around a dawn or dusk
 MIN_FRAMES_PER_DAY = 8
-OK_MINUTES = 10.0            # a clock within this of the sun is called right
+OK_MINUTES = 10.0  # a clock within this of the sun is called right
 STEP_MINUTES = (40.0, 80.0)  # a jump of this size between runs of days looks like DST
 KV_KEY = "clock_check"
 
@@ -85,8 +85,11 @@ class ClockCheck:
 
     @property
     def is_ok(self) -> bool:
-        return self.offset_minutes is not None and abs(self.offset_minutes) < OK_MINUTES \
+        return (
+            self.offset_minutes is not None
+            and abs(self.offset_minutes) < OK_MINUTES
             and self.step is None
+        )
 
     @property
     def summary(self) -> str:
@@ -105,16 +108,25 @@ class ClockCheck:
             lines.append(
                 f"  {self.n_days} of {self.n_days_seen} days usable; offset "
                 f"{self.offset_minutes:+.1f} min (spread {self.spread_minutes:.1f} min)"
-                + (f", drift {self.drift_minutes_per_day * 30:+.1f} min per 30 days"
-                   if self.drift_minutes_per_day is not None and self.step is None else ""))
-            for day in self.days[:3] + (["..."] if len(self.days) > 6 else []) + \
-                    self.days[max(3, len(self.days) - 3):]:
+                + (
+                    f", drift {self.drift_minutes_per_day * 30:+.1f} min per 30 days"
+                    if self.drift_minutes_per_day is not None and self.step is None
+                    else ""
+                )
+            )
+            for day in (
+                self.days[:3]
+                + (["..."] if len(self.days) > 6 else [])
+                + self.days[max(3, len(self.days) - 3) :]
+            ):
                 if day == "...":
                     lines.append("    ...")
                     continue
-                lines.append(f"    {day['date']}: {day['offset_minutes']:+6.1f} min "
-                              f"(bright {day['dawn_utc'][11:16]}-{day['dusk_utc'][11:16]} UTC, "
-                              f"sun {day['sunrise_utc'][11:16]}-{day['sunset_utc'][11:16]})")
+                lines.append(
+                    f"    {day['date']}: {day['offset_minutes']:+6.1f} min "
+                    f"(bright {day['dawn_utc'][11:16]}-{day['dusk_utc'][11:16]} UTC, "
+                    f"sun {day['sunrise_utc'][11:16]}-{day['sunset_utc'][11:16]})"
+                )
         return "\n".join(lines)
 
 
@@ -127,25 +139,32 @@ def check_clock(db: Path, settings: Settings | None = None) -> ClockCheck:
     lat = settings.lat if settings.lat is not None else stored.get("lat")
     lon = settings.lon if settings.lon is not None else stored.get("lon")
     if lat is None or lon is None:
-        raise InputError(f"the clock check needs the camera's place: run `python -m pipeline "
-                         f"locate --db {db} --timezone TZ --lat LAT --lon LON` first")
+        raise InputError(
+            f"the clock check needs the camera's place: run `python -m pipeline "
+            f"locate --db {db} --timezone TZ --lat LAT --lon LON` first"
+        )
     current = float(stored.get("clock_offset_minutes", settings.clock_offset_minutes) or 0.0)
     zone_name = settings.timezone or stored.get("timezone")
-    result = estimate(frames, float(lat), float(lon), current_offset=current,
-                      zone=_zone(zone_name))
+    result = estimate(frames, float(lat), float(lon), current_offset=current, zone=_zone(zone_name))
     result.verdict = result.verdict.replace("--db FILE", f"--db {db}")
     with store.connect(db) as con:
         kv.put(con, KV_KEY, result.to_dict())
     return result
 
 
-def estimate(frames: pd.DataFrame, lat: float, lon: float, current_offset: float = 0.0,
-             zone: ZoneInfo | None = None) -> ClockCheck:
+def estimate(
+    frames: pd.DataFrame,
+    lat: float,
+    lon: float,
+    current_offset: float = 0.0,
+    zone: ZoneInfo | None = None,
+) -> ClockCheck:
     """The clock check on a table of frames (`taken_at_utc`, `mean_luma`)."""
     checked_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     if frames.empty:
-        raise AnalysisError("no frames with a time and a brightness to check the clock with; "
-                            "ingest frames first")
+        raise AnalysisError(
+            "no frames with a time and a brightness to check the clock with; ingest frames first"
+        )
     times = pd.to_datetime(frames["taken_at_utc"], utc=True)
     luma = frames["mean_luma"].astype(float).to_numpy()
     order = np.argsort(times.to_numpy())
@@ -157,13 +176,22 @@ def estimate(frames: pd.DataFrame, lat: float, lon: float, current_offset: float
         if estimate_ is not None:
             days.append(estimate_)
     n_seen = int(pd.Series(solar_day).nunique())
-    result = ClockCheck(offset_minutes=None, n_days=len(days), n_days_seen=n_seen,
-                        current_clock_offset_minutes=current_offset, lat=lat, lon=lon,
-                        checked_at=checked_at, days=[asdict(d) for d in days])
+    result = ClockCheck(
+        offset_minutes=None,
+        n_days=len(days),
+        n_days_seen=n_seen,
+        current_clock_offset_minutes=current_offset,
+        lat=lat,
+        lon=lon,
+        checked_at=checked_at,
+        days=[asdict(d) for d in days],
+    )
     if not days:
-        result.verdict = ("cannot check the clock: no day has both a dawn and a dusk in the "
-                          "frames (it needs frames through the night, at most "
-                          f"{MAX_GAP_MIN:g} min apart around dawn and dusk)")
+        result.verdict = (
+            "cannot check the clock: no day has both a dawn and a dusk in the "
+            "frames (it needs frames through the night, at most "
+            f"{MAX_GAP_MIN:g} min apart around dawn and dusk)"
+        )
         return result
     offsets = np.array([d.offset_minutes for d in days])
     dates = np.array([dt.date.fromisoformat(d.date).toordinal() for d in days], dtype=float)
@@ -177,8 +205,9 @@ def estimate(frames: pd.DataFrame, lat: float, lon: float, current_offset: float
     return result
 
 
-def _day(day: dt.date, times: pd.Series, luma: np.ndarray, lat: float,
-         lon: float) -> DayEstimate | None:
+def _day(
+    day: dt.date, times: pd.Series, luma: np.ndarray, lat: float, lon: float
+) -> DayEstimate | None:
     if len(luma) < MIN_FRAMES_PER_DAY:
         return None
     smooth = pd.Series(luma).rolling(3, center=True, min_periods=1).median().to_numpy()
@@ -205,14 +234,19 @@ def _day(day: dt.date, times: pd.Series, luma: np.ndarray, lat: float,
     middle = dawn_at + (dusk_at - dawn_at) / 2
     offset = (noon - middle).total_seconds() / 60.0
     bias = ((dusk_at - dawn_at) - (sunset - sunrise)).total_seconds() / 120.0
-    return DayEstimate(date=day.isoformat(), offset_minutes=round(offset, 1),
-                       bias_minutes=round(bias, 1), dawn_utc=_iso(dawn_at),
-                       dusk_utc=_iso(dusk_at), sunrise_utc=_iso(sunrise),
-                       sunset_utc=_iso(sunset), n_frames=int(len(luma)))
+    return DayEstimate(
+        date=day.isoformat(),
+        offset_minutes=round(offset, 1),
+        bias_minutes=round(bias, 1),
+        dawn_utc=_iso(dawn_at),
+        dusk_utc=_iso(dusk_at),
+        sunrise_utc=_iso(sunrise),
+        sunset_utc=_iso(sunset),
+        n_frames=int(len(luma)),
+    )
 
 
-def _crossing(seconds: np.ndarray, luma: np.ndarray, i: int, j: int,
-              level: float) -> float | None:
+def _crossing(seconds: np.ndarray, luma: np.ndarray, i: int, j: int, level: float) -> float | None:
     if (seconds[j] - seconds[i]) / 60.0 > MAX_GAP_MIN:
         return None
     if luma[j] == luma[i]:
@@ -257,16 +291,22 @@ def _step(days: list[DayEstimate], offsets: np.ndarray, zone: ZoneInfo | None) -
     noise = max(np.median(np.abs(offsets[:k] - before)), np.median(np.abs(offsets[k:] - after)))
     if not (STEP_MINUTES[0] <= abs(jump) <= STEP_MINUTES[1]) or noise > 15:
         return None
-    change = _dst_change(dt.date.fromisoformat(days[k - 1].date),
-                         dt.date.fromisoformat(days[k].date), zone)
+    change = _dst_change(
+        dt.date.fromisoformat(days[k - 1].date), dt.date.fromisoformat(days[k].date), zone
+    )
     # The run of days closer to the sun is the one whose zone offset the camera kept.
     right = before if abs(before) <= abs(after) else after
     kept_date = days[k - 1].date if abs(before) <= abs(after) else days[k].date
-    return {"after_date": days[k - 1].date, "before_date": days[k].date,
-            "offset_before_minutes": round(before, 1), "offset_after_minutes": round(after, 1),
-            "jump_minutes": round(jump, 1), "dst_change": change,
-            "fixed_zone": _fixed_zone(zone, dt.date.fromisoformat(kept_date)),
-            "remaining_offset_minutes": round(right, 1)}
+    return {
+        "after_date": days[k - 1].date,
+        "before_date": days[k].date,
+        "offset_before_minutes": round(before, 1),
+        "offset_after_minutes": round(after, 1),
+        "jump_minutes": round(jump, 1),
+        "dst_change": change,
+        "fixed_zone": _fixed_zone(zone, dt.date.fromisoformat(kept_date)),
+        "remaining_offset_minutes": round(right, 1),
+    }
 
 
 def _fixed_zone(zone: ZoneInfo | None, day: dt.date) -> str | None:
@@ -277,7 +317,7 @@ def _fixed_zone(zone: ZoneInfo | None, day: dt.date) -> str | None:
     hours, rest = divmod(int(offset.total_seconds()), 3600)
     if rest:
         return None
-    return "Etc/GMT" if hours == 0 else f"Etc/GMT{-hours:+d}"   # Etc names flip the sign
+    return "Etc/GMT" if hours == 0 else f"Etc/GMT{-hours:+d}"  # Etc names flip the sign
 
 
 def _dst_change(first: dt.date, last: dt.date, zone: ZoneInfo | None) -> str | None:
@@ -296,16 +336,23 @@ def _dst_change(first: dt.date, last: dt.date, zone: ZoneInfo | None) -> str | N
 
 def _verdict(result: ClockCheck) -> str:
     offset = result.offset_minutes
-    fix = (f"correct it with `python -m pipeline locate --db FILE --clock-offset "
-           f"{result.suggested_clock_offset_minutes:g}`")
+    fix = (
+        f"correct it with `python -m pipeline locate --db FILE --clock-offset "
+        f"{result.suggested_clock_offset_minutes:g}`"
+    )
     if result.step is not None:
         step = result.step
-        when = (f" at the DST change of {step['dst_change']}" if step["dst_change"] else
-                f" between {step['after_date']} and {step['before_date']}")
-        text = (f"the clock offset jumps by {_signed(step['jump_minutes'])} min{when} "
-                f"({_signed(step['offset_before_minutes'])} before, "
-                f"{_signed(step['offset_after_minutes'])} after): the camera probably did not "
-                "follow the daylight-saving change")
+        when = (
+            f" at the DST change of {step['dst_change']}"
+            if step["dst_change"]
+            else f" between {step['after_date']} and {step['before_date']}"
+        )
+        text = (
+            f"the clock offset jumps by {_signed(step['jump_minutes'])} min{when} "
+            f"({_signed(step['offset_before_minutes'])} before, "
+            f"{_signed(step['offset_after_minutes'])} after): the camera probably did not "
+            "follow the daylight-saving change"
+        )
         if step.get("fixed_zone"):
             command = f"python -m pipeline locate --db FILE --timezone {step['fixed_zone']}"
             rest = step["remaining_offset_minutes"]
@@ -323,8 +370,10 @@ def _verdict(result: ClockCheck) -> str:
         text = f"the camera clock looks {abs(offset):.0f} min {direction}"
         hours = round(offset / 60.0)
         if hours and abs(offset - 60 * hours) < OK_MINUTES:
-            text += (f", about {abs(hours)} hour{'s' if abs(hours) > 1 else ''}: a wrong time "
-                     "zone or a missed DST change?")
+            text += (
+                f", about {abs(hours)} hour{'s' if abs(hours) > 1 else ''}: a wrong time "
+                "zone or a missed DST change?"
+            )
         text += f"; {fix}"
     drift = result.drift_minutes_per_day
     if drift is not None and abs(drift) * 30 >= OK_MINUTES / 2:

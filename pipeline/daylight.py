@@ -68,7 +68,8 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
         raise InputError(
             f"unknown time zone {name!r}: use an IANA name such as Europe/London or "
-            "America/New_York") from None
+            "America/New_York"
+        ) from None
 
 
 def place(con, settings: Settings) -> Place:
@@ -79,7 +80,9 @@ def place(con, settings: Settings) -> Place:
     """
     check_place(settings)
     given = {
-        "timezone": settings.timezone, "lat": settings.lat, "lon": settings.lon,
+        "timezone": settings.timezone,
+        "lat": settings.lat,
+        "lon": settings.lon,
         "clock_offset_minutes": settings.clock_offset_minutes or None,
     }
     for key, value in given.items():
@@ -95,12 +98,18 @@ def stored_place(con) -> Place:
     if not abs(offset) <= MAX_CLOCK_OFFSET_DAYS * 1440:  # stored by an older version
         raise InputError(
             f"the store's clock offset ({offset:g} minutes) is beyond {MAX_CLOCK_OFFSET_DAYS} "
-            "days: set it again with `python -m pipeline locate --db FILE --clock-offset MIN`")
-    return Place(timezone=stored["timezone"], lat=stored["lat"], lon=stored["lon"],
-                 clock_offset_minutes=offset)
+            "days: set it again with `python -m pipeline locate --db FILE --clock-offset MIN`"
+        )
+    return Place(
+        timezone=stored["timezone"],
+        lat=stored["lat"],
+        lon=stored["lon"],
+        clock_offset_minutes=offset,
+    )
 
 
 # --- time zones --------------------------------------------------------------------------------
+
 
 def to_utc(local_naive_datetimes, tz: str | None):
     """Naive wall-clock times -> (utc DatetimeIndex, offsets in minutes, n_ambiguous, n_missing).
@@ -130,9 +139,12 @@ def to_utc(local_naive_datetimes, tz: str | None):
     if missing.any():
         # the offset in force three hours before the gap (a gap never follows another so soon)
         before = (local[missing] - pd.Timedelta(hours=3)).tz_localize(
-            tz, ambiguous=np.zeros(int(missing.sum()), dtype=bool), nonexistent="shift_forward")
-        offset_before = (before.tz_localize(None).as_unit("us").asi8
-                         - before.tz_convert("UTC").tz_localize(None).as_unit("us").asi8)
+            tz, ambiguous=np.zeros(int(missing.sum()), dtype=bool), nonexistent="shift_forward"
+        )
+        offset_before = (
+            before.tz_localize(None).as_unit("us").asi8
+            - before.tz_convert("UTC").tz_localize(None).as_unit("us").asi8
+        )
         utc_us[missing] = local.asi8[missing] - offset_before
     utc_us[~valid] = np.iinfo(np.int64).min
     utc = pd.DatetimeIndex(utc_us.view("datetime64[us]")).tz_localize("UTC")
@@ -171,6 +183,7 @@ def utc_to_local(utc: pd.DatetimeIndex, tz: str | None) -> tuple[pd.DatetimeInde
 
 # --- the sun -----------------------------------------------------------------------------------
 
+
 def sun_elevation(utc, lat: float, lon: float) -> np.ndarray:
     """Sun elevation in degrees (with refraction, as `astral.sun.elevation`) at UTC instants."""
     return sun_position(utc, lat, lon)[0]
@@ -208,16 +221,20 @@ def sun_position(utc, lat: float, lon: float) -> tuple[np.ndarray, np.ndarray]:
     hour_angle_deg = true_solar / 4.0 - 180.0
     hour_angle = np.radians(hour_angle_deg)
     lat_r, decl_r = np.radians(latitude), np.radians(declination)
-    cos_zenith = np.clip(np.cos(lat_r) * np.cos(decl_r) * np.cos(hour_angle)
-                         + np.sin(lat_r) * np.sin(decl_r), -1.0, 1.0)
+    cos_zenith = np.clip(
+        np.cos(lat_r) * np.cos(decl_r) * np.cos(hour_angle) + np.sin(lat_r) * np.sin(decl_r),
+        -1.0,
+        1.0,
+    )
     zenith = np.degrees(np.arccos(cos_zenith))
     elevation = 90.0 - zenith
     elevation_out[valid] = elevation + _refraction(elevation)
     # azimuth as astral computes it: from the zenith, east of the meridian before solar noon
     denominator = np.cos(lat_r) * np.sin(np.radians(zenith))
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.clip((np.sin(lat_r) * np.cos(np.radians(zenith)) - np.sin(decl_r))
-                        / denominator, -1.0, 1.0)
+        ratio = np.clip(
+            (np.sin(lat_r) * np.cos(np.radians(zenith)) - np.sin(decl_r)) / denominator, -1.0, 1.0
+        )
     azimuth = 180.0 - np.degrees(np.arccos(ratio))
     azimuth = np.where(hour_angle_deg > 0.0, -azimuth, azimuth)
     azimuth = np.where(np.abs(denominator) > 0.001, azimuth, 180.0 if latitude > 0 else 0.0)
@@ -230,35 +247,43 @@ def _refraction(elevation: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         te = np.tan(np.radians(elevation))
         high = 58.1 / te - 0.07 / te**3 + 0.000086 / te**5
-        low = 1735.0 + elevation * (-518.2 + elevation * (103.4 + elevation * (
-            -12.79 + elevation * 0.711)))
+        low = 1735.0 + elevation * (
+            -518.2 + elevation * (103.4 + elevation * (-12.79 + elevation * 0.711))
+        )
         below = -20.774 / te
-    arcsec = np.select([elevation >= 85.0, elevation > 5.0, elevation > -0.575],
-                       [0.0, high, low], default=below)
+    arcsec = np.select(
+        [elevation >= 85.0, elevation > 5.0, elevation > -0.575], [0.0, high, low], default=below
+    )
     return arcsec / 3600.0
 
 
-def classify(elevation: np.ndarray | None, mean_luma, settings: Settings
-             ) -> tuple[np.ndarray, str]:
+def classify(elevation: np.ndarray | None, mean_luma, settings: Settings) -> tuple[np.ndarray, str]:
     """('day' / 'twilight' / 'night' per frame, daylight_source 'sun' or 'brightness')."""
     if elevation is not None:
         e = np.asarray(elevation, dtype=np.float64)
-        labels = np.select([e > settings.day_min_elevation, e > settings.twilight_min_elevation],
-                           ["day", "twilight"], default="night").astype(object)
+        labels = np.select(
+            [e > settings.day_min_elevation, e > settings.twilight_min_elevation],
+            ["day", "twilight"],
+            default="night",
+        ).astype(object)
         labels[np.isnan(e)] = None
         return labels, "sun"
     luma = np.asarray(pd.to_numeric(pd.Series(mean_luma), errors="coerce"), dtype=np.float64)
-    labels = np.select([luma > settings.day_min_luma, luma >= settings.night_max_luma],
-                       ["day", "twilight"], default="night").astype(object)
+    labels = np.select(
+        [luma > settings.day_min_luma, luma >= settings.night_max_luma],
+        ["day", "twilight"],
+        default="night",
+    ).astype(object)
     labels[np.isnan(luma)] = None
     return labels, "brightness"
 
 
 # --- per frame -----------------------------------------------------------------------------------
 
+
 @dataclass
 class TimeResult:
-    times: pd.DataFrame           # frame_id? + TIME_COLUMNS
+    times: pd.DataFrame  # frame_id? + TIME_COLUMNS
     n_ambiguous: int
     n_missing: int
 
@@ -279,8 +304,7 @@ def compute_times(rows: pd.DataFrame, where: Place, settings: Settings) -> TimeR
     fixed = np.asarray(~source_utc.isna())
     exif_fixed = fixed & (rows["time_source"].to_numpy() == "exif")
 
-    utc, offsets, n_ambiguous, n_missing = to_utc(
-        taken_at.where(~fixed, pd.NaT), where.timezone)
+    utc, offsets, n_ambiguous, n_missing = to_utc(taken_at.where(~fixed, pd.NaT), where.timezone)
     utc_us = utc.asi8.copy()
     offsets = offsets.copy()
     local_us = taken_at.asi8.copy()
@@ -302,14 +326,17 @@ def compute_times(rows: pd.DataFrame, where: Place, settings: Settings) -> TimeR
     else:
         elevation = np.full(n, np.nan)
         labels, source = classify(None, rows["mean_luma"].to_numpy(), settings)
-    times = pd.DataFrame({
-        "taken_at": pd.DatetimeIndex(local_us.view("datetime64[us]")),
-        "taken_at_utc": taken_at_utc,
-        "utc_offset_min": pd.array(offsets, dtype="Int32"),
-        "sun_elevation": elevation,
-        "daylight": pd.Series(labels, dtype=object).to_numpy(),
-        "daylight_source": np.where(pd.isna(labels), None, source).astype(object),
-    }, index=rows.index)
+    times = pd.DataFrame(
+        {
+            "taken_at": pd.DatetimeIndex(local_us.view("datetime64[us]")),
+            "taken_at_utc": taken_at_utc,
+            "utc_offset_min": pd.array(offsets, dtype="Int32"),
+            "sun_elevation": elevation,
+            "daylight": pd.Series(labels, dtype=object).to_numpy(),
+            "daylight_source": np.where(pd.isna(labels), None, source).astype(object),
+        },
+        index=rows.index,
+    )
     if "frame_id" in rows:
         times.insert(0, "frame_id", rows["frame_id"].to_numpy())
     return TimeResult(times=times, n_ambiguous=n_ambiguous, n_missing=n_missing)
@@ -330,8 +357,12 @@ def recompute(db: Path, settings: Settings) -> dict[str, Any]:
             frames_store.update_times(con, result.times)
     daylight = result.times["daylight"].fillna("unknown").value_counts().to_dict()
     return {
-        "n_frames": len(rows), "n_ambiguous": result.n_ambiguous,
-        "n_missing": result.n_missing, "daylight": daylight, "timezone": where.timezone,
-        "lat": where.lat, "lon": where.lon,
+        "n_frames": len(rows),
+        "n_ambiguous": result.n_ambiguous,
+        "n_missing": result.n_missing,
+        "daylight": daylight,
+        "timezone": where.timezone,
+        "lat": where.lat,
+        "lon": where.lon,
         "clock_offset_minutes": where.clock_offset_minutes,
     }

@@ -44,8 +44,12 @@ from pipeline.errors import InputError
 from pipeline.executors import Executor, LocalExecutor
 from pipeline.models import get_model
 from pipeline.models.embedder import Embedder
-from pipeline.models.precision import (CHECK_FRAMES, MIXED_PRECISION_DOC, PrecisionChoice,
-                                       build_model)
+from pipeline.models.precision import (
+    CHECK_FRAMES,
+    MIXED_PRECISION_DOC,
+    PrecisionChoice,
+    build_model,
+)
 from pipeline.settings import Settings
 from store import embeddings as embeddings_store
 from store.embeddings import ModelRow, PendingFrame
@@ -65,9 +69,9 @@ class EmbedSummary:
     failed: int = 0
     seconds: float = 0.0
     replaced: int = 0
-    while_ingesting: int = 0          # of `embedded`: in `run`'s one pass (one decode per frame)
-    choice: PrecisionChoice | None = None   # None when no model was built (nothing to embed)
-    precisions: dict[str, int] | None = None   # the model's vectors per precision, when mixed
+    while_ingesting: int = 0  # of `embedded`: in `run`'s one pass (one decode per frame)
+    choice: PrecisionChoice | None = None  # None when no model was built (nothing to embed)
+    precisions: dict[str, int] | None = None  # the model's vectors per precision, when mixed
 
     @property
     def frames_per_s(self) -> float:
@@ -77,11 +81,16 @@ class EmbedSummary:
         """This summary followed by `later`, an embed of the same model in the same command
         (`run`: its one pass, then the frames that still lacked a vector)."""
         return EmbedSummary(
-            self.model, embedded=self.embedded + later.embedded,
-            already_done=later.already_done - self.embedded, failed=self.failed + later.failed,
-            seconds=self.seconds + later.seconds, replaced=self.replaced + later.replaced,
+            self.model,
+            embedded=self.embedded + later.embedded,
+            already_done=later.already_done - self.embedded,
+            failed=self.failed + later.failed,
+            seconds=self.seconds + later.seconds,
+            replaced=self.replaced + later.replaced,
             while_ingesting=self.while_ingesting + later.while_ingesting,
-            choice=later.choice or self.choice, precisions=later.precisions or self.precisions)
+            choice=later.choice or self.choice,
+            precisions=later.precisions or self.precisions,
+        )
 
     def describe(self) -> str:
         parts = [f"embed {self.model}: {self.embedded} frames embedded"]
@@ -98,8 +107,10 @@ class EmbedSummary:
             line += f"; precision {self.choice.describe()}"
         if self.precisions and len(self.precisions) > 1:
             mix = " + ".join(f"{n} {p}" for p, n in self.precisions.items())
-            line += (f"; note: the store's {self.model} vectors are of two precisions now ({mix})"
-                     f", which rank frames alike (see {MIXED_PRECISION_DOC})")
+            line += (
+                f"; note: the store's {self.model} vectors are of two precisions now ({mix})"
+                f", which rank frames alike (see {MIXED_PRECISION_DOC})"
+            )
         return line
 
 
@@ -126,8 +137,9 @@ def _frame_path(frame: PendingFrame) -> str:
     return str(_frame_file(frame))
 
 
-def decode_frame(frame: PendingFrame, size: int
-                 ) -> tuple[PendingFrame, np.ndarray | None, str | None]:
+def decode_frame(
+    frame: PendingFrame, size: int
+) -> tuple[PendingFrame, np.ndarray | None, str | None]:
     """Per-frame work: (frame, RGB uint8 [size, size, 3], None), or (frame, None, why not)."""
     path = _frame_file(frame)
     try:
@@ -142,15 +154,15 @@ def decode_frame(frame: PendingFrame, size: int
 class EmbeddedBatch:
     """One batch's result, what a worker hands back to the driver's writer."""
 
-    frame_ids: np.ndarray                     # int64, one per vector
-    vectors: np.ndarray                       # float32 [len(frame_ids), dim]
-    errors: list[tuple[PendingFrame, str]]    # frames that could not be read, and why
-    n_frames: int                             # frames in the batch (vectors + errors)
+    frame_ids: np.ndarray  # int64, one per vector
+    vectors: np.ndarray  # float32 [len(frame_ids), dim]
+    errors: list[tuple[PendingFrame, str]]  # frames that could not be read, and why
+    n_frames: int  # frames in the batch (vectors + errors)
 
 
-def embed_batch(embedder: Embedder,
-                decoded: list[tuple[PendingFrame, np.ndarray | None, str | None]]
-                ) -> EmbeddedBatch:
+def embed_batch(
+    embedder: Embedder, decoded: list[tuple[PendingFrame, np.ndarray | None, str | None]]
+) -> EmbeddedBatch:
     """Per-batch work: the model on the batch's decoded frames."""
     good = [(frame, pixels) for frame, pixels, _ in decoded if pixels is not None]
     errors = [(frame, message) for frame, _, message in decoded if message is not None]
@@ -165,7 +177,7 @@ def embed_batch(embedder: Embedder,
 def plan_batches(pending: Sequence[PendingFrame], batch_size: int) -> list[list[PendingFrame]]:
     """The frames to embed in batches of `batch_size` (each batch is one inference and one
     commit)."""
-    return [list(pending[i:i + batch_size]) for i in range(0, len(pending), batch_size)]
+    return [list(pending[i : i + batch_size]) for i in range(0, len(pending), batch_size)]
 
 
 class BatchWriter(Generic[Batch]):
@@ -202,12 +214,16 @@ def commit_vectors(db: Path, embedder: Embedder, batch: EmbeddedBatch) -> int:
     """One batch's vectors (at the embedder's precision) and errors, in one short write
     connection; returns the vectors added."""
     with store.connect(db, migrate=False) as con:
-        return embeddings_store.insert_vectors(con, embedder.key, batch.frame_ids,
-                                               batch.vectors, batch.errors, embedder.precision)
+        return embeddings_store.insert_vectors(
+            con, embedder.key, batch.frame_ids, batch.vectors, batch.errors, embedder.precision
+        )
 
 
-def build_embedder(settings: Settings, sample: Callable[[], np.ndarray | None] | None = None,
-                   precision: str | None = None) -> tuple[Embedder, PrecisionChoice]:
+def build_embedder(
+    settings: Settings,
+    sample: Callable[[], np.ndarray | None] | None = None,
+    precision: str | None = None,
+) -> tuple[Embedder, PrecisionChoice]:
     """The one way the pipeline builds a model for embedding: `settings.model` with
     `settings.weights` at `precision` (default `settings.precision`; `auto` is resolved here,
     `sample()` giving a few decoded frames for its speed check). Returns the model and the
@@ -219,8 +235,7 @@ def build_embedder(settings: Settings, sample: Callable[[], np.ndarray | None] |
         check = spec.available(settings.weights)
         if not check.ok:
             raise InputError(f"--weights for {spec.key}: {check.detail}")
-    embedder, choice = build_model(spec, settings.weights, precision or settings.precision,
-                                   sample)
+    embedder, choice = build_model(spec, settings.weights, precision or settings.precision, sample)
     embedder.recipe = (rebuild_embedder, (spec.key, settings.weights, embedder.precision))
     return embedder, choice
 
@@ -241,8 +256,14 @@ def rebuild_embedder(model: str, weights: str | None, precision: str) -> Embedde
 
 def model_row(embedder: Embedder) -> ModelRow:
     """The `models` row of a built model (with the precision it runs at)."""
-    return ModelRow(embedder.key, embedder.family, embedder.weights, embedder.dim,
-                    embedder.input_size, embedder.precision)
+    return ModelRow(
+        embedder.key,
+        embedder.family,
+        embedder.weights,
+        embedder.dim,
+        embedder.input_size,
+        embedder.precision,
+    )
 
 
 def record_model(db: Path, embedder: Embedder) -> None:
@@ -254,14 +275,18 @@ def record_model(db: Path, embedder: Embedder) -> None:
     with store.connect(db, migrate=False) as con:
         existing = embeddings_store.get_model_row(con, row.model)
         n_existing = embeddings_store.count_vectors(con, row.model) if existing else 0
-        if existing is not None and n_existing and (
-                not same_weights(existing.weights, row.weights) or existing.dim != row.dim):
+        if (
+            existing is not None
+            and n_existing
+            and (not same_weights(existing.weights, row.weights) or existing.dim != row.dim)
+        ):
             raise InputError(
                 f"the store's {n_existing} {row.model} vectors were made with other weights "
                 f"({existing.weights}, {existing.dim}-d); now: {row.weights}, {row.dim}-d. "
                 "Mixing them would make the vectors incomparable: use the same weights, or "
                 f"re-embed every frame with `python -m pipeline embed --db {db} --model "
-                f"{row.model} --replace`.")
+                f"{row.model} --replace`."
+            )
         embeddings_store.record_model(con, row)
 
 
@@ -272,14 +297,15 @@ def mixed_precisions(db: Path, model: str) -> dict[str, int] | None:
     return counts if len(counts) > 1 else None
 
 
-def sample_frames(paths: Sequence[Path], size: int | None,
-                  n: int = CHECK_FRAMES) -> np.ndarray | None:
+def sample_frames(
+    paths: Sequence[Path], size: int | None, n: int = CHECK_FRAMES
+) -> np.ndarray | None:
     """Up to `n` of the first 2n files decoded at the model's input size (`auto`'s check);
     files that do not decode are passed over."""
     if size is None:
         return None
     decoded = []
-    for path in paths[:2 * n]:
+    for path in paths[: 2 * n]:
         try:
             decoded.append(load_frame(path, size))
         except (pixels.FrameDecodeError, OSError) as exc:
@@ -304,14 +330,25 @@ def same_weights(old: str, new: str) -> bool:
 def _progress_bar(total: int, model: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="frame", desc=f"embed {model}", disable=not enabled,
-                smoothing=0.05, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        unit="frame",
+        desc=f"embed {model}",
+        disable=not enabled,
+        smoothing=0.05,
+        dynamic_ncols=True,
+    )
 
 
-def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None = None,
-                 progress: bool = True, replace: bool = False,
-                 built: tuple[Embedder, PrecisionChoice] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> EmbedSummary:
+def embed_frames(
+    db: Path,
+    settings: Settings,
+    frame_ids: Sequence[int] | None = None,
+    progress: bool = True,
+    replace: bool = False,
+    built: tuple[Embedder, PrecisionChoice] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> EmbedSummary:
     """Embed every frame (of `frame_ids` when given) that lacks a vector for `settings.model`.
 
     Uses settings.model, .weights, .precision, .batch_size and .workers (`built`: a model
@@ -344,9 +381,14 @@ def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None =
     with executors.session(settings):  # Ray missing or unreachable: said before the build
         _check_roots(db, pending)
         # before any delete: a failed build changes nothing
-        embedder, summary.choice = built or build_embedder(settings, sample=partial(
-            sample_frames, [_frame_file(frame) for frame in pending[:2 * CHECK_FRAMES]],
-            spec.input_size))
+        embedder, summary.choice = built or build_embedder(
+            settings,
+            sample=partial(
+                sample_frames,
+                [_frame_file(frame) for frame in pending[: 2 * CHECK_FRAMES]],
+                spec.input_size,
+            ),
+        )
         if replacing:
             with store.connect(db, migrate=False) as con:
                 summary.replaced = embeddings_store.delete_model(con, spec.key)
@@ -354,14 +396,24 @@ def embed_frames(db: Path, settings: Settings, frame_ids: Sequence[int] | None =
             summary.already_done = n_scope - len(pending)
             _check_roots(db, pending)
         record_model(db, embedder)
-        log.info("embedding %d frames with %s (%d-d, %s, %s)", len(pending), spec.key, embedder.dim,
-                 embedder.weights, summary.choice.describe())
+        log.info(
+            "embedding %d frames with %s (%d-d, %s, %s)",
+            len(pending),
+            spec.key,
+            embedder.dim,
+            embedder.weights,
+            summary.choice.describe(),
+        )
 
-        executor = executors.choose(settings, lambda: LocalExecutor(settings.workers),
-                                    path_of=_frame_path,
-                                    setup=partial(pixels.configure, settings.max_image_pixels))
+        executor = executors.choose(
+            settings,
+            lambda: LocalExecutor(settings.workers),
+            path_of=_frame_path,
+            setup=partial(pixels.configure, settings.max_image_pixels),
+        )
         summary.embedded, summary.failed = embed_pending(
-            db, embedder, pending, settings, progress, executor, should_stop=should_stop)
+            db, embedder, pending, settings, progress, executor, should_stop=should_stop
+        )
     summary.precisions = mixed_precisions(db, spec.key) if summary.embedded else None
     summary.seconds = time.monotonic() - started
     return summary
@@ -375,12 +427,19 @@ def _check_roots(db: Path, pending: list[PendingFrame]) -> None:
         raise InputError(
             f"the frames folder {shown} no longer exists, so no frame can be read: mount it "
             f"again, or if it moved, run `python -m pipeline ingest NEW_FOLDER --db {db}` "
-            "(frames keep their ids and vectors), then embed again")
+            "(frames keep their ids and vectors), then embed again"
+        )
 
 
-def embed_pending(db: Path, embedder: Embedder, pending: list[PendingFrame], settings: Settings,
-                  progress: bool = False, executor: Executor | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> tuple[int, int]:
+def embed_pending(
+    db: Path,
+    embedder: Embedder,
+    pending: list[PendingFrame],
+    settings: Settings,
+    progress: bool = False,
+    executor: Executor | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[int, int]:
     """Embed `pending` with a built model: plan the batches, compute them with `executor`
     (default: `LocalExecutor(settings.workers)`), commit each batch as it comes back; when
     `should_stop()` turns true, stop after the batch being committed (`watch` on SIGTERM).
@@ -388,8 +447,9 @@ def embed_pending(db: Path, embedder: Embedder, pending: list[PendingFrame], set
     inner loop (the benchmark times it with a warmed-up model)."""
     batches = plan_batches(pending, settings.batch_size)
     executor = executor or LocalExecutor(settings.workers)
-    computed = executor.map_batches(batches, partial(decode_frame, size=embedder.input_size),
-                                    partial(embed_batch, embedder))
+    computed = executor.map_batches(
+        batches, partial(decode_frame, size=embedder.input_size), partial(embed_batch, embedder)
+    )
     n_failed = 0
     writer = BatchWriter(partial(commit_vectors, db, embedder))
     bar = _progress_bar(len(pending), embedder.key, progress)

@@ -36,14 +36,18 @@ def read_truth(path: Path) -> pd.DataFrame:
         raise InputError(f"cannot read the ground truth {path}: {exc}") from exc
     missing = {"path", "label"} - set(truth.columns)
     if missing:
-        raise InputError(f"the ground truth {path} needs columns path,label[,kind]; it lacks "
-                         f"{', '.join(sorted(missing))} (its columns: "
-                         f"{', '.join(map(str, truth.columns))})")
+        raise InputError(
+            f"the ground truth {path} needs columns path,label[,kind]; it lacks "
+            f"{', '.join(sorted(missing))} (its columns: "
+            f"{', '.join(map(str, truth.columns))})"
+        )
     labels = pd.to_numeric(truth["label"], errors="coerce")
     bad = np.flatnonzero(~labels.isin([0, 1]).to_numpy())
     if len(bad):
-        raise InputError(f"the ground truth {path} has label {truth['label'].iat[bad[0]]!r} on "
-                         f"line {bad[0] + 2}; a label is 1 (anomaly) or 0 (normal)")
+        raise InputError(
+            f"the ground truth {path} has label {truth['label'].iat[bad[0]]!r} on "
+            f"line {bad[0] + 2}; a label is 1 (anomaly) or 0 (normal)"
+        )
     truth["label"] = labels.astype(int)
     if "kind" not in truth:
         truth["kind"] = np.where(truth["label"].astype(int) == 1, "anomaly", "normal")
@@ -61,9 +65,11 @@ def metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     if n_pos == 0 or n_pos == len(labels):
         return {m: float("nan") for m in METRICS}
     top = np.argsort(-scores, kind="stable")[:n_pos]
-    return {"roc_auc": float(roc_auc_score(labels, scores)),
-            "average_precision": float(average_precision_score(labels, scores)),
-            "precision_at_k": float(labels[top].mean())}
+    return {
+        "roc_auc": float(roc_auc_score(labels, scores)),
+        "average_precision": float(average_precision_score(labels, scores)),
+        "precision_at_k": float(labels[top].mean()),
+    }
 
 
 def _truth_table(con, truth_csv: Path | None) -> pd.DataFrame:
@@ -76,11 +82,17 @@ def _truth_table(con, truth_csv: Path | None) -> pd.DataFrame:
     matched = sa.match_truth_paths(con, read_truth(truth_csv))
     matched = matched[matched["frame_id"].notna()]
     if matched.empty:
-        raise InputError(f"no path in {truth_csv} matches a frame in the store; paths must be "
-                         "relative to the folder that was ingested")
-    out = pd.DataFrame({"frame_id": matched["frame_id"].astype("int64"),
-                        "is_anomaly": matched["label"].astype(int).astype(bool),
-                        "kind": matched["kind"].astype(str)}).drop_duplicates("frame_id", keep="last")
+        raise InputError(
+            f"no path in {truth_csv} matches a frame in the store; paths must be "
+            "relative to the folder that was ingested"
+        )
+    out = pd.DataFrame(
+        {
+            "frame_id": matched["frame_id"].astype("int64"),
+            "is_anomaly": matched["label"].astype(int).astype(bool),
+            "kind": matched["kind"].astype(str),
+        }
+    ).drop_duplicates("frame_id", keep="last")
     daylight = sa.frame_daylight(con, out["frame_id"].to_numpy())
     return out.merge(daylight, on="frame_id", how="left")
 
@@ -95,10 +107,14 @@ def evaluate(db: Path, truth_csv: Path | None) -> pd.DataFrame:
         truth = _truth_table(con, Path(truth_csv) if truth_csv else None)
         runs = sa.latest_complete_runs(con)
         if not runs:
-            raise AnalysisError(f"no complete analysis run in {db}: run "
-                                f"`python -m pipeline analyze --db {db}` first")
-        scored = {model: sa.run_scores(con, run_id, truth["frame_id"].to_numpy())
-                  for model, run_id in runs.items()}
+            raise AnalysisError(
+                f"no complete analysis run in {db}: run "
+                f"`python -m pipeline analyze --db {db}` first"
+            )
+        scored = {
+            model: sa.run_scores(con, run_id, truth["frame_id"].to_numpy())
+            for model, run_id in runs.items()
+        }
     rows = []
     for model, run_id in runs.items():
         long = scored[model]
@@ -113,33 +129,49 @@ def evaluate(db: Path, truth_csv: Path | None) -> pd.DataFrame:
                 normal = sub[~sub["is_anomaly"]]
                 kinds = ["all"] + sorted(sub.loc[sub["is_anomaly"], "kind"].unique())
                 for kind in kinds:
-                    part_k = sub if kind == "all" else pd.concat(
-                        [normal, sub[sub["is_anomaly"] & (sub["kind"] == kind)]])
+                    part_k = (
+                        sub
+                        if kind == "all"
+                        else pd.concat([normal, sub[sub["is_anomaly"] & (sub["kind"] == kind)]])
+                    )
                     labels = part_k["is_anomaly"].to_numpy()
-                    rows.append({"model": model, "run_id": run_id, "detector": detector,
-                                 "subset": subset, "kind": kind, "n": len(part_k),
-                                 "n_anomalies": int(labels.sum()),
-                                 **metrics(labels, part_k["score"].to_numpy())})
+                    rows.append(
+                        {
+                            "model": model,
+                            "run_id": run_id,
+                            "detector": detector,
+                            "subset": subset,
+                            "kind": kind,
+                            "n": len(part_k),
+                            "n_anomalies": int(labels.sum()),
+                            **metrics(labels, part_k["score"].to_numpy()),
+                        }
+                    )
     out = pd.DataFrame(rows)
     order = {"consensus": 0}
     out["_o"] = out["detector"].map(lambda d: order.get(d, 1))
-    return (out.sort_values(["model", "_o", "detector", "subset", "kind"], kind="stable")
-            .drop(columns="_o").reset_index(drop=True))
+    return (
+        out.sort_values(["model", "_o", "detector", "subset", "kind"], kind="stable")
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )
 
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     """Wide view: per model x detector, AUC/AP/P@k on all and day frames, and the day AUC of
     each anomaly kind."""
     overall = results[results["kind"] == "all"]
-    wide = overall.pivot_table(index=["model", "detector"], columns="subset",
-                               values=list(METRICS), sort=False)
+    wide = overall.pivot_table(
+        index=["model", "detector"], columns="subset", values=list(METRICS), sort=False
+    )
     wide.columns = [f"{metric}_{subset}" for metric, subset in wide.columns]
     cols = [f"{m}_{s}" for s in SUBSETS for m in METRICS if f"{m}_{s}" in wide.columns]
     wide = wide[cols]
     kinds = results[(results["kind"] != "all") & (results["subset"] == "day")]
     if not kinds.empty:
-        per_kind = kinds.pivot_table(index=["model", "detector"], columns="kind",
-                                     values="roc_auc", sort=False)
+        per_kind = kinds.pivot_table(
+            index=["model", "detector"], columns="kind", values="roc_auc", sort=False
+        )
         per_kind.columns = [f"auc_day_{k}" for k in per_kind.columns]
         wide = wide.join(per_kind)
     return wide.reset_index()

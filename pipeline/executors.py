@@ -51,8 +51,12 @@ PREFETCH_BATCHES = 2
 class Executor(Protocol):
     """Runs `prepare` on every item and `finish` on every batch's prepared items."""
 
-    def map_batches(self, batches: Sequence[Sequence[Item]], prepare: Callable[[Item], Prepared],
-                    finish: Callable[[list[Prepared]], Result]) -> Iterator[Result]:
+    def map_batches(
+        self,
+        batches: Sequence[Sequence[Item]],
+        prepare: Callable[[Item], Prepared],
+        finish: Callable[[list[Prepared]], Result],
+    ) -> Iterator[Result]:
         """Yield `finish([prepare(item) for item in batch])` for every batch."""
         ...
 
@@ -69,8 +73,12 @@ def session(settings):
     return ray_session(settings.ray_address)
 
 
-def choose(settings, local: Callable[[], "Executor"], path_of: Callable | None = None,
-           setup: Callable[[], None] | None = None) -> "Executor":
+def choose(
+    settings,
+    local: Callable[[], "Executor"],
+    path_of: Callable | None = None,
+    setup: Callable[[], None] | None = None,
+) -> "Executor":
     """The executor `settings.executor` names, inside `session(settings)`: `local()` for
     "local"; for "ray" a `pipeline.ray_executor.RayExecutor` in batches of
     `settings.batch_size`, which checks `path_of(item)` for a sample of items on every node and
@@ -79,8 +87,7 @@ def choose(settings, local: Callable[[], "Executor"], path_of: Callable | None =
         return local()
     from pipeline.ray_executor import RayExecutor
 
-    return RayExecutor(settings.batch_size, settings.ray_stall_seconds, paths=path_of,
-                       setup=setup)
+    return RayExecutor(settings.batch_size, settings.ray_stall_seconds, paths=path_of, setup=setup)
 
 
 class LocalExecutor:
@@ -95,19 +102,32 @@ class LocalExecutor:
     themselves when the driver is killed.
     """
 
-    def __init__(self, workers: int, ahead: int = PREFETCH_BATCHES, processes: bool = False,
-                 preload: Sequence[str] = (), initializer: Callable | None = None,
-                 initargs: tuple = ()):
+    def __init__(
+        self,
+        workers: int,
+        ahead: int = PREFETCH_BATCHES,
+        processes: bool = False,
+        preload: Sequence[str] = (),
+        initializer: Callable | None = None,
+        initargs: tuple = (),
+    ):
         self.workers = max(1, int(workers))
         self.ahead = max(0, int(ahead))
         self.processes = processes
         self.preload = list(preload)
         self.initializer, self.initargs = initializer, tuple(initargs)
 
-    def map_batches(self, batches: Sequence[Sequence[Item]], prepare: Callable[[Item], Prepared],
-                    finish: Callable[[list[Prepared]], Result]) -> Iterator[Result]:
-        pool = (_ProcessPool(self.workers, self.preload, self.initializer, self.initargs)
-                if self.processes else _ThreadPool(self.workers))
+    def map_batches(
+        self,
+        batches: Sequence[Sequence[Item]],
+        prepare: Callable[[Item], Prepared],
+        finish: Callable[[list[Prepared]], Result],
+    ) -> Iterator[Result]:
+        pool = (
+            _ProcessPool(self.workers, self.preload, self.initializer, self.initargs)
+            if self.processes
+            else _ThreadPool(self.workers)
+        )
         remaining = iter(batches)
         in_flight: deque[list] = deque()
 
@@ -147,8 +167,13 @@ class _ProcessPool:
     workers hold both ends of their task pipe, so they outlive a driver killed with SIGKILL,
     where a `multiprocessing.Pool` worker sees the pipe close and exits."""
 
-    def __init__(self, workers: int, preload: Sequence[str], initializer: Callable | None = None,
-                 initargs: tuple = ()):
+    def __init__(
+        self,
+        workers: int,
+        preload: Sequence[str],
+        initializer: Callable | None = None,
+        initargs: tuple = (),
+    ):
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(list(preload))
         self._pool = context.Pool(workers, initializer=initializer, initargs=initargs)

@@ -38,7 +38,7 @@ MODE_HELP = {
 _HOURS = re.compile(r"^(\d{1,2})-(\d{1,2})$")
 _THR = re.compile(r"^(all|flagged|pct(\d{1,3}(?:\.\d{1,2})?)|top(\d{1,7}))$")
 _INT = re.compile(r"^-?\d{1,9}$")
-NAMED_AT_MOST = 20   # frames named per reason in the summary
+NAMED_AT_MOST = 20  # frames named per reason in the summary
 
 
 @dataclass
@@ -57,11 +57,21 @@ class FilterFlags:
 
     def describe(self) -> str:
         """The flags given, as typed: 'all frames' when none."""
-        parts = [f"--{name} {value}" for name, value in (
-            ("run", self.run), ("from", self.date_from), ("to", self.date_to),
-            ("hours", self.hours), ("daylight", self.daylight), ("weather", self.weather),
-            ("cluster", self.cluster), ("det", self.det), ("thr", self.thr))
-            if value is not None]
+        parts = [
+            f"--{name} {value}"
+            for name, value in (
+                ("run", self.run),
+                ("from", self.date_from),
+                ("to", self.date_to),
+                ("hours", self.hours),
+                ("daylight", self.daylight),
+                ("weather", self.weather),
+                ("cluster", self.cluster),
+                ("det", self.det),
+                ("thr", self.thr),
+            )
+            if value is not None
+        ]
         return " ".join(parts) or "all frames"
 
 
@@ -84,8 +94,10 @@ def build_filter(con, flags: FilterFlags) -> FrameFilter:
     flag and the values the store has when one is not known."""
     runs = facts.complete_run_ids(con)
     if flags.run is not None and flags.run not in runs:
-        raise InputError(f"--run {flags.run} is not a complete analysis run in this store "
-                         f"(complete runs: {', '.join(map(str, runs)) or 'none yet'})")
+        raise InputError(
+            f"--run {flags.run} is not a complete analysis run in this store "
+            f"(complete runs: {', '.join(map(str, runs)) or 'none yet'})"
+        )
     run_id = flags.run if flags.run is not None else (runs[0] if runs else None)
     opts = facts.options(con, run_id)
     values: dict = {"run_id": run_id}
@@ -98,8 +110,10 @@ def build_filter(con, flags: FilterFlags) -> FrameFilter:
     if flags.hours is not None:
         match = _HOURS.match(flags.hours.strip())
         if not match or not (0 <= int(match[1]) <= 23 and 0 <= int(match[2]) <= 23):
-            raise InputError(f"--hours wants an hour range like 6-18 (0-23, both included; "
-                             f"22-5 wraps past midnight), not {flags.hours!r}")
+            raise InputError(
+                f"--hours wants an hour range like 6-18 (0-23, both included; "
+                f"22-5 wraps past midnight), not {flags.hours!r}"
+            )
         values["hour_from"], values["hour_to"] = int(match[1]), int(match[2])
     if flags.daylight is not None:
         values["daylight"] = _items("daylight", flags.daylight, opts["daylight"])
@@ -108,8 +122,9 @@ def build_filter(con, flags: FilterFlags) -> FrameFilter:
     if flags.thr is not None:
         match = _THR.match(flags.thr.strip())
         if not match:
-            raise InputError(f"--thr wants all, flagged, pctNN (a percentile 0-100) or topN, "
-                             f"not {flags.thr!r}")
+            raise InputError(
+                f"--thr wants all, flagged, pctNN (a percentile 0-100) or topN, not {flags.thr!r}"
+            )
         if match[2] is not None:
             if not 0 <= float(match[2]) <= 100:
                 raise InputError("--thr pctNN: the percentile must be 0-100")
@@ -120,20 +135,27 @@ def build_filter(con, flags: FilterFlags) -> FrameFilter:
             values["threshold_kind"], values["threshold"] = "topk", float(match[3])
         else:
             values["threshold_kind"] = match[1]
-    needs_run = [f"--{name}" for name, value in (("cluster", flags.cluster), ("det", flags.det))
-                 if value is not None]
+    needs_run = [
+        f"--{name}"
+        for name, value in (("cluster", flags.cluster), ("det", flags.det))
+        if value is not None
+    ]
     if values.get("threshold_kind", "all") != "all":
         needs_run.append("--thr")
     if needs_run and run_id is None:
         verb = "needs" if len(needs_run) == 1 else "need"
-        raise InputError(f"{' and '.join(needs_run)} {verb} an analysis run; this store has "
-                         "none yet (run `python -m pipeline analyze`)")
+        raise InputError(
+            f"{' and '.join(needs_run)} {verb} an analysis run; this store has "
+            "none yet (run `python -m pipeline analyze`)"
+        )
     if flags.cluster is not None:
         values["clusters"] = _items("cluster", flags.cluster, opts["clusters"], int)
     if flags.det is not None:
         if flags.det not in opts["detectors"]:
-            raise InputError(f"--det: {flags.det!r} is not a detector scored in run {run_id} "
-                             f"(it has: {', '.join(opts['detectors'])})")
+            raise InputError(
+                f"--det: {flags.det!r} is not a detector scored in run {run_id} "
+                f"(it has: {', '.join(opts['detectors'])})"
+            )
         values["detector"] = flags.det
     elif opts["detectors"]:
         values["detector"] = opts["detectors"][0]
@@ -146,8 +168,10 @@ def format_of(fmt: str | None, out: Path) -> str:
         return fmt
     if out.suffix.lower() in SUFFIXES:
         return SUFFIXES[out.suffix.lower()]
-    raise InputError(f"give --format ({'|'.join(FORMATS)}); the suffix of {out.name!r} does "
-                     f"not name one ({', '.join(SUFFIXES)})")
+    raise InputError(
+        f"give --format ({'|'.join(FORMATS)}); the suffix of {out.name!r} does "
+        f"not name one ({', '.join(SUFFIXES)})"
+    )
 
 
 @dataclass
@@ -158,7 +182,7 @@ class ExportSummary:
     flags: FilterFlags
     detector: str
     n_exported: int
-    left_out: dict[str, int]                 # store.facts.export_left_out
+    left_out: dict[str, int]  # store.facts.export_left_out
     no_time: list[str] = field(default_factory=list)
     unreadable: list[video.LeftOut] = field(default_factory=list)
     n_line_breaks: int = 0
@@ -169,18 +193,23 @@ class ExportSummary:
         head = f"exported {self.n_exported:,} of {n_all:,} frames to {self.out}"
         if self.result is not None:
             r = self.result
-            head += (f": H.264 MP4 {r.width}x{r.height}, {r.fps} fps, {r.seconds:.1f} s"
-                     + (f", deflicker over {r.deflicker} frames" if r.deflicker else ""))
+            head += f": H.264 MP4 {r.width}x{r.height}, {r.fps} fps, {r.seconds:.1f} s" + (
+                f", deflicker over {r.deflicker} frames" if r.deflicker else ""
+            )
         else:
             head += f" ({self.fmt})"
-        lines = [head + f"; frames: {self.mode} ({MODE_HELP[self.mode]}); filters: "
-                 f"{self.flags.describe()}"]
-        reasons = [(self.left_out["filters"], "outside the filters"),
-                   (self.left_out["threshold"], f"left out by the {self.detector} threshold"),
-                   (self.left_out["junk"], "marked junk"),
-                   (self.left_out["not_keep"], "not marked keep"),
-                   (self.left_out["flagged"], f"flagged by {self.detector}"),
-                   (self.n_line_breaks, "whose file name holds a line break")]
+        lines = [
+            head + f"; frames: {self.mode} ({MODE_HELP[self.mode]}); filters: "
+            f"{self.flags.describe()}"
+        ]
+        reasons = [
+            (self.left_out["filters"], "outside the filters"),
+            (self.left_out["threshold"], f"left out by the {self.detector} threshold"),
+            (self.left_out["junk"], "marked junk"),
+            (self.left_out["not_keep"], "not marked keep"),
+            (self.left_out["flagged"], f"flagged by {self.detector}"),
+            (self.n_line_breaks, "whose file name holds a line break"),
+        ]
         counted = [f"{n:,} {_frames(n)} {why}" for n, why in reasons if n]
         if counted:
             lines.append("left out: " + "; ".join(counted))
@@ -205,53 +234,70 @@ def _named(items: list[str], why: str) -> str:
     return f"left out: {len(items):,} {_frames(len(items))} {why}: {shown}{more}"
 
 
-def export(db: Path, flags: FilterFlags, mode: str, fmt: str, out: Path,
-           options: video.VideoOptions) -> ExportSummary:
+def export(
+    db: Path, flags: FilterFlags, mode: str, fmt: str, out: Path, options: video.VideoOptions
+) -> ExportSummary:
     """Write the export file and say what went in and what was left out (and why)."""
     out = Path(out)
     if not out.parent.is_dir():
         raise InputError(f"--out: the folder {out.parent} does not exist")
-    with store.connect(db, read_only=True) as con:   # closed before the long encode
+    with store.connect(db, read_only=True) as con:  # closed before the long encode
         flt = build_filter(con, flags)
         frames = facts.export_frames(con, flt, mode)
         left_out = facts.export_left_out(con, flt, mode)
-    summary = ExportSummary(out=out, fmt=fmt, mode=mode, flags=flags, detector=flt.detector,
-                            n_exported=len(frames), left_out=left_out)
+    summary = ExportSummary(
+        out=out,
+        fmt=fmt,
+        mode=mode,
+        flags=flags,
+        detector=flt.detector,
+        n_exported=len(frames),
+        left_out=left_out,
+    )
     if frames.empty:
-        raise InputError(f"no frames to export with --frames {mode} and {flags.describe()} "
-                         f"({summary.describe().splitlines()[-1]})")
+        raise InputError(
+            f"no frames to export with --frames {mode} and {flags.describe()} "
+            f"({summary.describe().splitlines()[-1]})"
+        )
     try:
         if fmt == "mp4":
             _write_mp4(frames, out, options, summary)
         else:
             _write_text(frames, out, fmt, options, summary)
-    except OSError as exc:   # the output; a frame file that cannot be read is left out instead
+    except OSError as exc:  # the output; a frame file that cannot be read is left out instead
         raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
     return summary
 
 
-def _write_text(frames: pd.DataFrame, out: Path, fmt: str, options: video.VideoOptions,
-                summary: ExportSummary) -> None:
+def _write_text(
+    frames: pd.DataFrame, out: Path, fmt: str, options: video.VideoOptions, summary: ExportSummary
+) -> None:
     """The file list, CSV or concat file exactly as the dashboard's download gives it."""
     if fmt == "csv":
         out.write_bytes(formats.export_csv(frames).encode("utf-8"))
         return
     _, summary.n_line_breaks = formats.one_line_paths(frames["abs_path"])
     summary.n_exported -= summary.n_line_breaks
-    text = (formats.export_list(frames["abs_path"]) if fmt == "list" else
-            formats.export_concat(frames["abs_path"], options.fps, summary.flags.describe()))
+    text = (
+        formats.export_list(frames["abs_path"])
+        if fmt == "list"
+        else formats.export_concat(frames["abs_path"], options.fps, summary.flags.describe())
+    )
     out.write_bytes(formats.to_bytes(text))
 
 
-def _write_mp4(frames: pd.DataFrame, out: Path, options: video.VideoOptions,
-               summary: ExportSummary) -> None:
+def _write_mp4(
+    frames: pd.DataFrame, out: Path, options: video.VideoOptions, summary: ExportSummary
+) -> None:
     """The MP4 of the frames with a time, in time order; the others are named."""
     timed = frames["taken_at"].notna()
     summary.no_time = [formats.file_path(p) for p in frames.loc[~timed, "abs_path"]]
     files = [formats.file_path(p) for p in frames.loc[timed, "abs_path"]]
     if not files:
-        raise InputError(f"none of the {len(frames):,} frames to export has a time, so they "
-                         "have no order for a video (export --format list to see them)")
+        raise InputError(
+            f"none of the {len(frames):,} frames to export has a time, so they "
+            "have no order for a video (export --format list to see them)"
+        )
     try:
         result = video.encode_mp4(files, out, options)
     except video.NoFramesError as exc:

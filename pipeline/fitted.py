@@ -56,12 +56,16 @@ class RunScores:
         """The same rows, one detector at a time: written so, a run of millions of frames
         never holds every detector's rows at once."""
         for key, s in self.scores.items():
-            yield pd.DataFrame({
-                "run_id": run_id, "detector": key, "frame_id": self.frame_ids,
-                "score": np.where(np.isfinite(s), s, np.nan),
-                "score_pct": self.pcts[key],
-                "is_outlier": self.flags[key],
-            })
+            yield pd.DataFrame(
+                {
+                    "run_id": run_id,
+                    "detector": key,
+                    "frame_id": self.frame_ids,
+                    "score": np.where(np.isfinite(s), s, np.nan),
+                    "score_pct": self.pcts[key],
+                    "is_outlier": self.flags[key],
+                }
+            )
 
 
 @dataclass
@@ -77,12 +81,12 @@ class FittedRun(Versioned):
     detectors: dict[str, Detector]
     consensus: Consensus
     clusterer: Any
-    cluster_of_fit: np.ndarray            # cluster of each fit frame (same order as index)
-    too_far_distance: float               # nearest-fit-frame distance beyond which a frame is far
+    cluster_of_fit: np.ndarray  # cluster of each fit frame (same order as index)
+    too_far_distance: float  # nearest-fit-frame distance beyond which a frame is far
     versions: dict[str, str]
     map_kind: str = "pca"
     mapper: Any = None
-    lat: float | None = None              # the camera's place when fitted (the sun's position)
+    lat: float | None = None  # the camera's place when fitted (the sun's position)
     lon: float | None = None
     format_version = 2
 
@@ -97,17 +101,21 @@ class FittedRun(Versioned):
     def map_xy(self, z: np.ndarray) -> np.ndarray:
         if self.map_kind == "umap" and self.mapper is not None:
             return np.asarray(self.mapper.transform(z), dtype=float)
-        return np.asarray(z[:, :2], dtype=float) if z.shape[1] >= 2 else np.column_stack(
-            [z[:, 0], np.zeros(len(z))])
+        return (
+            np.asarray(z[:, :2], dtype=float)
+            if z.shape[1] >= 2
+            else np.column_stack([z[:, 0], np.zeros(len(z))])
+        )
 
     def predict_cluster(self, z: np.ndarray, nn_idx: np.ndarray) -> np.ndarray:
         """k-means: nearest centre; HDBSCAN: the cluster of the nearest fit frame."""
         if hasattr(self.clusterer, "cluster_centers_"):
-            return self.clusterer.predict(z[:, :self.clusterer.cluster_centers_.shape[1]])
+            return self.clusterer.predict(z[:, : self.clusterer.cluster_centers_.shape[1]])
         return self.cluster_of_fit[nn_idx[:, 0]]
 
-    def score(self, batch: FrameBatch, of_fit: bool = False,
-              groups: np.ndarray | None = None) -> RunScores:
+    def score(
+        self, batch: FrameBatch, of_fit: bool = False, groups: np.ndarray | None = None
+    ) -> RunScores:
         """Every detector's and the consensus' scores of `batch` against the frozen fit, their
         percentile ranks among the fit's scores, and the outlier flags. The batch needs its
         nearest fit frames attached (`self.index.attach(batch, neighbors_needed(...))`).
@@ -140,7 +148,8 @@ class FittedRun(Versioned):
             scores_consensus = self.consensus.decision_scores_
         else:
             by_cause, scores_consensus = self.consensus.score_causes(
-                {k: pcts[k] for k in self.detectors})
+                {k: pcts[k] for k in self.detectors}
+            )
         for cause, scorer in self.consensus.causes_.items():
             key = cause_key(cause)
             scores[key] = by_cause[cause]
@@ -167,21 +176,29 @@ def neighbors_needed(detectors: dict[str, Detector]) -> int:
     return max([N_TABLE_NEIGHBORS] + [d.n_neighbors_needed for d in detectors.values()])
 
 
-def neighbor_rows(run_id: int, ids: np.ndarray, dist: np.ndarray, idx: np.ndarray,
-                  fit_ids: np.ndarray, k: int = N_TABLE_NEIGHBORS) -> pd.DataFrame:
+def neighbor_rows(
+    run_id: int,
+    ids: np.ndarray,
+    dist: np.ndarray,
+    idx: np.ndarray,
+    fit_ids: np.ndarray,
+    k: int = N_TABLE_NEIGHBORS,
+) -> pd.DataFrame:
     """The `neighbors` rows (k nearest fit frames of each frame)."""
     k = min(k, dist.shape[1])
     d = dist[:, :k]
     ok = np.isfinite(d)
     rows = np.repeat(np.arange(len(ids)), k).reshape(len(ids), k)
     ranks = np.tile(np.arange(1, k + 1), (len(ids), 1))
-    return pd.DataFrame({
-        "run_id": run_id,
-        "frame_id": ids[rows[ok]],
-        "rank": ranks[ok].astype(np.int32),
-        "neighbor_id": fit_ids[idx[:, :k][ok]],
-        "distance": d[ok].astype(float),
-    })
+    return pd.DataFrame(
+        {
+            "run_id": run_id,
+            "frame_id": ids[rows[ok]],
+            "rank": ranks[ok].astype(np.int32),
+            "neighbor_id": fit_ids[idx[:, :k][ok]],
+            "distance": d[ok].astype(float),
+        }
+    )
 
 
 def project(vectors: np.ndarray, scaler, pca, n_dims: int) -> np.ndarray:
@@ -207,9 +224,15 @@ def library_versions() -> dict[str, str]:
     import scipy
     import sklearn
 
-    return {"python": platform.python_version(), "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__, "scipy": scipy.__version__,
-            "pyod": pyod.__version__, "faiss": faiss.__version__, "pipeline": __version__}
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "scipy": scipy.__version__,
+        "pyod": pyod.__version__,
+        "faiss": faiss.__version__,
+        "pipeline": __version__,
+    }
 
 
 # Classes that format-0 pickles name by the modules they lived in then.

@@ -53,26 +53,26 @@ class Stats:
 class FrameTask(NamedTuple):
     """One file to read: what the driver sends a worker (a tuple, so it pickles small)."""
 
-    os_path: str          # what open() needs
-    name: str             # path relative to the root, as stored
-    file_bytes: int       # size the listing gave
+    os_path: str  # what open() needs
+    name: str  # path relative to the root, as stored
+    file_bytes: int  # size the listing gave
     mtime_ns: int
-    thumb_size: int       # long side of the thumbnail
-    max_pixels: int       # decompression-bomb limit
-    max_bytes: int        # larger files are refused unread
-    model_size: int | None = None   # also the model's square input of this size (run)
+    thumb_size: int  # long side of the thumbnail
+    max_pixels: int  # decompression-bomb limit
+    max_bytes: int  # larger files are refused unread
+    model_size: int | None = None  # also the model's square input of this size (run)
 
 
 @dataclass
 class FrameResult:
     """What a worker learned about one file; `error` is set when it is not a usable frame."""
 
-    name: str                         # path relative to the root, as stored
+    name: str  # path relative to the root, as stored
     file_bytes: int
-    mtime_ns: int | None              # None: bytes with no file (an upload to `serve`)
+    mtime_ns: int | None  # None: bytes with no file (an upload to `serve`)
     error: str | None = None
-    error_kind: str | None = None     # FrameDecodeError.kind of `error`, when it is one
-    width: int | None = None          # upright (after EXIF orientation)
+    error_kind: str | None = None  # FrameDecodeError.kind of `error`, when it is one
+    width: int | None = None  # upright (after EXIF orientation)
     height: int | None = None
     content_hash: str | None = None
     stats: Stats | None = None
@@ -81,7 +81,7 @@ class FrameResult:
     thumb_height: int | None = None
     local_contrast: float | None = None
     time: FrameTime | None = None
-    model_input: np.ndarray | None = None   # uint8 [s, s, 3] when the task asked for it
+    model_input: np.ndarray | None = None  # uint8 [s, s, 3] when the task asked for it
 
 
 def configure_worker(max_image_pixels: int) -> None:
@@ -108,9 +108,13 @@ def read_frame(task: FrameTask | tuple) -> FrameResult:
     return read_frame_bytes(data, result, task.thumb_size, task.max_pixels, task.model_size)
 
 
-def read_frame_bytes(data: bytes, result: FrameResult, thumb_size: int,
-                     max_pixels: int | None = None, model_size: int | None = None
-                     ) -> FrameResult:
+def read_frame_bytes(
+    data: bytes,
+    result: FrameResult,
+    thumb_size: int,
+    max_pixels: int | None = None,
+    model_size: int | None = None,
+) -> FrameResult:
     """Fill `result` from a frame file's bytes: decode, thumbnail, statistics, timestamp and,
     with `model_size`, the model's square input (or set its `error`). `read_frame` reads the
     file first; `serve` has the bytes of an upload (and no mtime: `result.mtime_ns` None, so
@@ -144,16 +148,25 @@ def image_stats(rgb: np.ndarray) -> Stats:
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     luma = 0.299 * r + 0.587 * g + 0.114 * b
     if luma.shape[0] >= 3 and luma.shape[1] >= 3:
-        lap = (luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:]
-               - 4.0 * luma[1:-1, 1:-1])
+        lap = (
+            luma[:-2, 1:-1]
+            + luma[2:, 1:-1]
+            + luma[1:-1, :-2]
+            + luma[1:-1, 2:]
+            - 4.0 * luma[1:-1, 1:-1]
+        )
         sharpness = float(lap.var())
     else:
         sharpness = 0.0
     rg = r - g
     yb = 0.5 * (r + g) - b
     colorfulness = float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
-    return Stats(mean_luma=float(luma.mean()), contrast=float(luma.std()),
-                 sharpness=sharpness, colorfulness=colorfulness)
+    return Stats(
+        mean_luma=float(luma.mean()),
+        contrast=float(luma.std()),
+        sharpness=sharpness,
+        colorfulness=colorfulness,
+    )
 
 
 LOCAL_WINDOW = 9  # pixels across the window of `local_contrast` (on a ~256 px thumbnail)
@@ -196,13 +209,16 @@ def backfill_local_contrast(db, chunk: int = 1024) -> int:
     filled = 0
     with ThreadPoolExecutor(2) as pool:
         for start in range(0, len(missing), chunk):
-            part = missing[start:start + chunk]
+            part = missing[start : start + chunk]
             with store.connect(db) as con:
                 thumbs = frames_store.thumbnails(con, part)
-            values = list(pool.map(thumbnail_local_contrast,
-                                   (bytes(j) for j in thumbs["jpeg"])))
-            rows = pd.DataFrame({"frame_id": thumbs["frame_id"].to_numpy(np.int64),
-                                 "local_contrast": pd.array(values, dtype="Float64")})
+            values = list(pool.map(thumbnail_local_contrast, (bytes(j) for j in thumbs["jpeg"])))
+            rows = pd.DataFrame(
+                {
+                    "frame_id": thumbs["frame_id"].to_numpy(np.int64),
+                    "local_contrast": pd.array(values, dtype="Float64"),
+                }
+            )
             rows = rows[rows["local_contrast"].notna()]
             with store.connect(db) as con:
                 frames_store.update_local_contrast(con, rows)

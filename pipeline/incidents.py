@@ -46,10 +46,21 @@ from pipeline.detectors.consensus import tail_evidence
 
 DAYLIGHT = ("day", "twilight")
 UNKNOWN_CAUSE = "unusual"  # the name when no detector's evidence is above nothing
-CAUSE_TIE = 0.15           # causes within this share of the largest evidence count as tied
+CAUSE_TIE = 0.15  # causes within this share of the largest evidence count as tied
 
-INCIDENT_COLUMNS = ("incident_id", "started_at", "ended_at", "duration_s", "n_frames",
-                    "n_flagged", "cause", "cause_share", "peak_score", "peak_pct", "frame_id")
+INCIDENT_COLUMNS = (
+    "incident_id",
+    "started_at",
+    "ended_at",
+    "duration_s",
+    "n_frames",
+    "n_flagged",
+    "cause",
+    "cause_share",
+    "peak_score",
+    "peak_pct",
+    "frame_id",
+)
 
 
 @dataclass
@@ -64,8 +75,9 @@ class Incidents:
         return len(self.table)
 
 
-def cause_evidence(pcts: dict[str, np.ndarray], splits: dict[str, dict[str, Any]],
-                   n_reference: int | None = None) -> pd.DataFrame:
+def cause_evidence(
+    pcts: dict[str, np.ndarray], splits: dict[str, dict[str, Any]], n_reference: int | None = None
+) -> pd.DataFrame:
     """Per frame (rows in the order of the ranks), the evidence for each plain cause (one
     column per cause): the largest tail evidence among the detectors of that cause.
 
@@ -93,14 +105,22 @@ def name_cause(evidence: pd.DataFrame) -> tuple[str, float]:
         return UNKNOWN_CAUSE, 0.0
     best = float(totals.max())
     tied = [c for c in totals.index if totals[c] >= best * (1 - CAUSE_TIE)]
-    cause = min(tied, key=lambda c: PLAIN_CAUSES.index(c) if c in PLAIN_CAUSES
-                else len(PLAIN_CAUSES))
+    cause = min(
+        tied, key=lambda c: PLAIN_CAUSES.index(c) if c in PLAIN_CAUSES else len(PLAIN_CAUSES)
+    )
     return str(cause), float(totals[cause] / total)
 
 
-def find_incidents(frame_ids: np.ndarray, local_time: np.ndarray, daylight: np.ndarray | None,
-                   flags: np.ndarray, scores: np.ndarray, pcts: np.ndarray,
-                   evidence: pd.DataFrame, gap: int) -> Incidents:
+def find_incidents(
+    frame_ids: np.ndarray,
+    local_time: np.ndarray,
+    daylight: np.ndarray | None,
+    flags: np.ndarray,
+    scores: np.ndarray,
+    pcts: np.ndarray,
+    evidence: pd.DataFrame,
+    gap: int,
+) -> Incidents:
     """Incidents among frames (every array in the same row order; `evidence` from
     `cause_evidence`, `local_time` datetime64 camera clock with NaT allowed, `daylight` the
     daylight class or None per frame, `flags`/`scores`/`pcts` the consensus's)."""
@@ -109,48 +129,81 @@ def find_incidents(frame_ids: np.ndarray, local_time: np.ndarray, daylight: np.n
     n = len(frame_ids)
     frame_ids = np.asarray(frame_ids, dtype=np.int64)
     local_time = np.asarray(local_time, dtype="datetime64[ns]")
-    classes = np.full(n, None, dtype=object) if daylight is None else np.asarray(daylight,
-                                                                                 dtype=object)
+    classes = (
+        np.full(n, None, dtype=object) if daylight is None else np.asarray(daylight, dtype=object)
+    )
     timed = ~np.isnat(local_time)
     order = np.flatnonzero(timed)
     order = order[np.lexsort((frame_ids[order], local_time[order]))]
     eligible = np.isin(classes[order], DAYLIGHT)
     flagged = eligible & np.asarray(flags, dtype=bool)[order]
     segment = np.cumsum(~eligible)  # changes at every night (or unknown-daylight) frame
-    at = np.flatnonzero(flagged)    # positions in `order` of the flagged daylight frames
+    at = np.flatnonzero(flagged)  # positions in `order` of the flagged daylight frames
     if not len(at):
         return _empty()
     starts = np.r_[True, (segment[at[1:]] != segment[at[:-1]]) | (np.diff(at) - 1 > gap)]
     first, last = at[starts], at[np.r_[starts[1:], True]]
     rows, members = [], []
     for number, (lo, hi) in enumerate(zip(first, last), start=1):
-        span = order[lo:hi + 1]
-        hit = span[flagged[lo:hi + 1]]
+        span = order[lo : hi + 1]
+        hit = span[flagged[lo : hi + 1]]
         peak = hit[np.nanargmax(np.where(np.isfinite(scores[hit]), scores[hit], -np.inf))]
         cause, share = name_cause(evidence.iloc[hit])
         start, end = local_time[span[0]], local_time[span[-1]]
-        rows.append((number, start, end, (end - start) / np.timedelta64(1, "s"), len(span),
-                     len(hit), cause, share, float(scores[peak]), float(pcts[peak]),
-                     int(frame_ids[peak])))
-        members.append(pd.DataFrame({"incident_id": number, "frame_id": frame_ids[span],
-                                     "is_flagged": flagged[lo:hi + 1]}))
+        rows.append(
+            (
+                number,
+                start,
+                end,
+                (end - start) / np.timedelta64(1, "s"),
+                len(span),
+                len(hit),
+                cause,
+                share,
+                float(scores[peak]),
+                float(pcts[peak]),
+                int(frame_ids[peak]),
+            )
+        )
+        members.append(
+            pd.DataFrame(
+                {
+                    "incident_id": number,
+                    "frame_id": frame_ids[span],
+                    "is_flagged": flagged[lo : hi + 1],
+                }
+            )
+        )
     table = pd.DataFrame(rows, columns=list(INCIDENT_COLUMNS))
     return Incidents(table, pd.concat(members, ignore_index=True))
 
 
 def _empty() -> Incidents:
-    return Incidents(pd.DataFrame(columns=list(INCIDENT_COLUMNS)),
-                     pd.DataFrame(columns=["incident_id", "frame_id", "is_flagged"]))
+    return Incidents(
+        pd.DataFrame(columns=list(INCIDENT_COLUMNS)),
+        pd.DataFrame(columns=["incident_id", "frame_id", "is_flagged"]),
+    )
 
 
-def run_incidents(batch, scored, detectors: dict[str, Detector], consensus: Consensus,
-                  gap: int) -> Incidents:
+def run_incidents(
+    batch, scored, detectors: dict[str, Detector], consensus: Consensus, gap: int
+) -> Incidents:
     """The incidents of an analysed batch (the `FrameBatch` the run was fitted on) from its
     `RunScores`."""
     counted = consensus.junk_causes or list(CAUSES)  # a cause the user does not count
-    splits = {k: detectors[k].cause_split() for k in consensus.keys  # names no incident
-              if k in detectors and detectors[k].cause in counted}
+    splits = {
+        k: detectors[k].cause_split()
+        for k in consensus.keys  # names no incident
+        if k in detectors and detectors[k].cause in counted
+    }
     evidence = cause_evidence(scored.pcts, splits, consensus.n_reference_)
-    return find_incidents(batch.frame_ids, batch.local_time, batch.daylight,
-                          scored.flags[CONSENSUS], scored.scores[CONSENSUS],
-                          scored.pcts[CONSENSUS], evidence, gap)
+    return find_incidents(
+        batch.frame_ids,
+        batch.local_time,
+        batch.daylight,
+        scored.flags[CONSENSUS],
+        scored.scores[CONSENSUS],
+        scored.pcts[CONSENSUS],
+        evidence,
+        gap,
+    )

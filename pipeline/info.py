@@ -38,8 +38,9 @@ def describe_store(db: Path) -> str:
     lines += _models(models)
     lines += _runs(n_runs, runs, _interrupted(running))
     lines += _weather(weather)
-    lines.append("reviews: " + (", ".join(f"{n} {v}" for v, n in reviews.items())
-                                if reviews else "none"))
+    lines.append(
+        "reviews: " + (", ".join(f"{n} {v}" for v, n in reviews.items()) if reviews else "none")
+    )
     if truth and truth[0]:
         lines.append(f"ground truth: {truth[0]} frames, {truth[1]} anomalies")
     return "\n".join(lines)
@@ -74,15 +75,23 @@ def _frames(f: dict[str, Any]) -> list[str]:
     if f["first_utc"] is not None:
         lines.append(f"  UTC:         {_when(f['first_utc'])} .. {_when(f['last_utc'])}")
     if any(isinstance(f[k], str) for k in ("first", "last", "first_utc", "last_utc")):
-        lines.append("  some times are outside the years 1..9999: check the camera clock and "
-                     "the clock offset (`python -m pipeline locate --clock-offset MIN`)")
-    lines.append("  time sources: " + ", ".join(
-        f"{'none (no plausible date)' if src == 'none' else src} {n}"
-        for src, n in f["time_sources"].items()))
+        lines.append(
+            "  some times are outside the years 1..9999: check the camera clock and "
+            "the clock offset (`python -m pipeline locate --clock-offset MIN`)"
+        )
+    lines.append(
+        "  time sources: "
+        + ", ".join(
+            f"{'none (no plausible date)' if src == 'none' else src} {n}"
+            for src, n in f["time_sources"].items()
+        )
+    )
     lines.append("  daylight: " + ", ".join(f"{k} {n}" for k, n in f["daylight"].items()))
     if f["n_duplicate_contents"]:
-        lines.append(f"  duplicates: {f['n_duplicate_contents']} frame(s) have the same bytes "
-                     "as another frame")
+        lines.append(
+            f"  duplicates: {f['n_duplicate_contents']} frame(s) have the same bytes "
+            "as another frame"
+        )
     return lines
 
 
@@ -90,9 +99,12 @@ def _place(settings: dict[str, Any]) -> list[str]:
     tz = settings.get("timezone")
     lat, lon = settings.get("lat"), settings.get("lon")
     offset = settings.get("clock_offset_minutes")
-    parts = [f"timezone {tz}" if tz else "timezone not set (camera clock taken as UTC)",
-             f"location {lat:.4f}, {lon:.4f}" if lat is not None and lon is not None
-             else "location not set (daylight from brightness)"]
+    parts = [
+        f"timezone {tz}" if tz else "timezone not set (camera clock taken as UTC)",
+        f"location {lat:.4f}, {lon:.4f}"
+        if lat is not None and lon is not None
+        else "location not set (daylight from brightness)",
+    ]
     if offset:
         parts.append(f"clock offset {offset:+g} min")
     lines = ["place: " + "; ".join(parts)]
@@ -115,8 +127,9 @@ def _errors(errors: dict[str, Any]) -> list[str]:
     if not errors:
         return ["errors: none"]
     total = sum(e["n"] for e in errors.values())
-    lines = [f"errors: {total} (" + ", ".join(f"{stage} {e['n']}" for stage, e in
-                                          errors.items()) + ")"]
+    lines = [
+        f"errors: {total} (" + ", ".join(f"{stage} {e['n']}" for stage, e in errors.items()) + ")"
+    ]
     for stage, e in errors.items():
         for path, message in e["examples"]:
             lines.append(f"  [{stage}] {path}: {message}")
@@ -130,9 +143,13 @@ def _models(models: list[tuple]) -> list[str]:
     (a model whose vectors were made at two precisions says so: see `pipeline.models.precision`)."""
     if not models:
         return ["models: none (run `python -m pipeline embed --db FILE`)"]
-    return ["models: " + ", ".join(
-        f"{model} ({dim or '?'}-d, {n} vectors{_precisions(split)})"
-        for model, _family, dim, n, split in models)]
+    return [
+        "models: "
+        + ", ".join(
+            f"{model} ({dim or '?'}-d, {n} vectors{_precisions(split)})"
+            for model, _family, dim, n, split in models
+        )
+    ]
 
 
 def _precisions(split: dict[str, int]) -> str:
@@ -149,21 +166,25 @@ def _interrupted(running: list[tuple]) -> set[int]:
         return set()
     from pipeline.analyze import process_alive  # heavy; only when a run is marked running
 
-    return {run_id for run_id, pid, host, started in running
-            if not process_alive(pid, host, started)}
+    return {
+        run_id for run_id, pid, host, started in running if not process_alive(pid, host, started)
+    }
 
 
 def _runs(n_runs: int, runs: list[tuple], interrupted: set[int] = frozenset()) -> list[str]:
     if not n_runs:
         return ["analysis runs: none (run `python -m pipeline analyze --db FILE`)"]
-    lines = [f"analysis runs: {n_runs}" + (f" (newest {len(runs)} shown)" if n_runs > len(runs)
-                                            else "")]
+    lines = [
+        f"analysis runs: {n_runs}" + (f" (newest {len(runs)} shown)" if n_runs > len(runs) else "")
+    ]
     for run_id, model, status, n_frames, started, _finished in runs:
         if run_id in interrupted:
             status = "interrupted (its process is gone; the next analyze marks it failed)"
         when = _when(started, "%Y-%m-%d %H:%M") if started is not None else "?"
-        lines.append(f"  run {run_id}: {model}, {status}, {n_frames if n_frames is not None else '?'}"
-                     f" frames, started {when} UTC")
+        lines.append(
+            f"  run {run_id}: {model}, {status}, {n_frames if n_frames is not None else '?'}"
+            f" frames, started {when} UTC"
+        )
     return lines
 
 
@@ -173,6 +194,8 @@ def _weather(weather: list[tuple]) -> list[str]:
     total = sum(w[1] for w in weather)
     lines = [f"weather: {total} observations from {len(weather)} station(s)"]
     for station, n, first, last, source in weather:
-        span = f"{_when(first, '%Y-%m-%d')} .. {_when(last, '%Y-%m-%d')}" if first is not None else ""
+        span = (
+            f"{_when(first, '%Y-%m-%d')} .. {_when(last, '%Y-%m-%d')}" if first is not None else ""
+        )
         lines.append(f"  {station}: {n} rows {span}" + (f" ({source})" if source else ""))
     return lines

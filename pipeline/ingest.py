@@ -68,35 +68,41 @@ class IngestSummary:
     unchanged: int = 0
     failed: int = 0
     frame_ids: list[int] = field(default_factory=list)  # added or changed in this call
-    n_new_errors: int = 0      # of `failed`: files that failed in this call
-    n_warnings: int = 0        # timestamp warnings (frames still ingested)
-    n_untimed: int = 0         # of those: frames no source gave a plausible time
-    n_ambiguous: int = 0       # wall-clock times in a DST fall-back hour
-    n_missing: int = 0         # wall-clock times in a DST spring-forward gap
-    n_moved: int = 0           # unchanged frames whose file moved (root, path updated)
-    n_reread: int = 0          # unchanged frames read again: new mtime, same content
+    n_new_errors: int = 0  # of `failed`: files that failed in this call
+    n_warnings: int = 0  # timestamp warnings (frames still ingested)
+    n_untimed: int = 0  # of those: frames no source gave a plausible time
+    n_ambiguous: int = 0  # wall-clock times in a DST fall-back hour
+    n_missing: int = 0  # wall-clock times in a DST spring-forward gap
+    n_moved: int = 0  # unchanged frames whose file moved (root, path updated)
+    n_reread: int = 0  # unchanged frames read again: new mtime, same content
     n_reviews_dropped: int = 0  # reviews of changed frames (they judged the old picture)
-    n_held: int = 0            # files left for the next pass (`hold`: still being written)
+    n_held: int = 0  # files left for the next pass (`hold`: still being written)
     seconds: float = 0.0
     folder: str = ""
 
     def describe(self) -> str:
         decoded = self.added + self.changed + self.n_reread + self.n_new_errors
-        rate = (f", {decoded / self.seconds:.0f} files/s" if decoded >= 100 and self.seconds > 0
-                else "")
-        line = (f"ingest {self.folder}: {self.added} added, {self.changed} changed, "
-                f"{self.unchanged} unchanged, {self.failed} failed in {self.seconds:.1f} s{rate}")
+        rate = (
+            f", {decoded / self.seconds:.0f} files/s" if decoded >= 100 and self.seconds > 0 else ""
+        )
+        line = (
+            f"ingest {self.folder}: {self.added} added, {self.changed} changed, "
+            f"{self.unchanged} unchanged, {self.failed} failed in {self.seconds:.1f} s{rate}"
+        )
         extras = []
         if self.failed:
             extras.append("failed files are listed by `python -m pipeline info`")
         if self.n_warnings:
             extras.append(f"{self.n_warnings} timestamp warning(s)")
         if self.n_untimed:
-            extras.append(f"{self.n_untimed} frame(s) without a plausible time (kept, listed "
-                          "by `info`)")
+            extras.append(
+                f"{self.n_untimed} frame(s) without a plausible time (kept, listed by `info`)"
+            )
         if self.n_ambiguous or self.n_missing:
-            extras.append(f"DST: {self.n_ambiguous} ambiguous and {self.n_missing} "
-                          "non-existent local time(s) resolved")
+            extras.append(
+                f"DST: {self.n_ambiguous} ambiguous and {self.n_missing} "
+                "non-existent local time(s) resolved"
+            )
         if self.n_moved:
             extras.append(f"{self.n_moved} frame(s) found at a new place (moved)")
         if self.n_reread:
@@ -104,20 +110,23 @@ class IngestSummary:
         if self.n_held:
             extras.append(f"{self.n_held} still being written (tried again later)")
         if self.changed:
-            dropped = (f", and {self.n_reviews_dropped} review(s) of the old pictures, "
-                       "recorded in `info`" if self.n_reviews_dropped else "")
+            dropped = (
+                f", and {self.n_reviews_dropped} review(s) of the old pictures, recorded in `info`"
+                if self.n_reviews_dropped
+                else ""
+            )
             extras.append(f"changed frames lost their vectors and earlier scores{dropped}")
         return line + ("; " + "; ".join(extras) if extras else "")
 
 
 @dataclass
 class FileEntry:
-    os_path: str     # what open() needs (surrogate-escaped str for non-UTF-8 names)
-    name: str        # stored path: relative, '/' separators, valid UTF-8
+    os_path: str  # what open() needs (surrogate-escaped str for non-UTF-8 names)
+    name: str  # stored path: relative, '/' separators, valid UTF-8
     size: int
     mtime_ns: int
-    location: str = ""       # stored text of the absolute path with symlinks resolved
-    inode: tuple[int, int] = (0, 0)   # (st_dev, st_ino): the same file under two names
+    location: str = ""  # stored text of the absolute path with symlinks resolved
+    inode: tuple[int, int] = (0, 0)  # (st_dev, st_ino): the same file under two names
 
 
 def stored_text(os_text: str) -> str:
@@ -162,10 +171,15 @@ def pending_files(folder: Path, db: Path, stage: str = "ingest") -> int:
     return len(plan.todo) + len(plan.moves) + sum(loc not in recorded for _, loc, _ in problems)
 
 
-def ingest_folder(folder: Path, db: Path, settings: Settings, progress: bool = True,
-                  stage: str = "ingest", hold: Callable[[FileEntry, imagestats.FrameResult],
-                                                        bool] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> IngestSummary:
+def ingest_folder(
+    folder: Path,
+    db: Path,
+    settings: Settings,
+    progress: bool = True,
+    stage: str = "ingest",
+    hold: Callable[[FileEntry, imagestats.FrameResult], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> IngestSummary:
     """Add new and changed frames in `folder` (recursive) to the store at `db`.
 
     `hold(entry, result)` true leaves a decoded file out of the store this time (`watch`: a
@@ -190,7 +204,8 @@ def _ingest_folder(folder, db, settings, progress, stage, hold, should_stop) -> 
                 continue
             batch.append((entry, result))
             if len(batch) >= settings.ingest_batch_size or (
-                    time.monotonic() - last_flush >= FLUSH_SECONDS):
+                time.monotonic() - last_flush >= FLUSH_SECONDS
+            ):
                 job.writer.write(batch)
                 batch = []
                 last_flush = time.monotonic()
@@ -219,10 +234,16 @@ class IngestJob:
 
     def task(self, entry: FileEntry, model_size: int | None = None) -> imagestats.FrameTask:
         """What a worker needs to read one file (`imagestats.read_frame`)."""
-        return imagestats.FrameTask(entry.os_path, entry.name, entry.size, entry.mtime_ns,
-                                    self.settings.thumbnail_size,
-                                    self.settings.max_image_pixels,
-                                    self.settings.max_file_bytes, model_size)
+        return imagestats.FrameTask(
+            entry.os_path,
+            entry.name,
+            entry.size,
+            entry.mtime_ns,
+            self.settings.thumbnail_size,
+            self.settings.max_image_pixels,
+            self.settings.max_file_bytes,
+            model_size,
+        )
 
     def finish(self) -> IngestSummary:
         if self.summary.n_ambiguous:
@@ -248,8 +269,9 @@ def start_ingest(folder: Path, db: Path, settings: Settings, stage: str = "inges
     except OSError as exc:
         raise InputError(f"cannot read the folder {folder}: {exc.strerror or exc}") from None
     with store.connect(db) as con:
-        plan = _plan(files, frames_store.known_files(con),
-                     frames_store.failed_files(con, stage), summary)
+        plan = _plan(
+            files, frames_store.known_files(con), frames_store.failed_files(con, stage), summary
+        )
     del files
 
     writer = _BatchWriter(db, root, stage, where, settings, plan.existing, summary)
@@ -272,15 +294,21 @@ def walk(root: str) -> tuple[list[FileEntry], list[tuple[str, str, str]]]:
     root_stat = os.stat(root)
     seen: set[tuple[int, int]] = set()
     stack: list[tuple[str, str, str, frozenset]] = [
-        (root, os.path.realpath(root), "", frozenset({_key(root_stat)}))]
+        (root, os.path.realpath(root), "", frozenset({_key(root_stat)}))
+    ]
     while stack:
         folder, real, prefix, ancestors = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: os.fsencode(e.name))
         except OSError as exc:
-            problems.append((stored_text(prefix.rstrip("/") or "."), stored_text(real),
-                             f"cannot list the folder: {exc.strerror or exc}"))
+            problems.append(
+                (
+                    stored_text(prefix.rstrip("/") or "."),
+                    stored_text(real),
+                    f"cannot list the folder: {exc.strerror or exc}",
+                )
+            )
             continue
         subfolders = []
         for entry in entries:
@@ -294,20 +322,28 @@ def walk(root: str) -> tuple[list[FileEntry], list[tuple[str, str, str]]]:
             except OSError as exc:
                 is_dir = False
                 if _is_image_name(name):
-                    problems.append((stored_text(rel), stored_text(where),
-                                     imagestats.describe_os_error(exc)))
+                    problems.append(
+                        (stored_text(rel), stored_text(where), imagestats.describe_os_error(exc))
+                    )
                     continue
             if is_dir:
                 try:
                     key = _key(os.stat(entry.path))
                 except OSError as exc:
-                    problems.append((stored_text(rel), stored_text(where),
-                                     imagestats.describe_os_error(exc)))
+                    problems.append(
+                        (stored_text(rel), stored_text(where), imagestats.describe_os_error(exc))
+                    )
                     continue
                 if key in ancestors:
-                    problems.append((stored_text(rel), stored_text(where), "symlink loop: this "
-                                     "folder link points back to a folder that contains it; "
-                                     "skipped"))
+                    problems.append(
+                        (
+                            stored_text(rel),
+                            stored_text(where),
+                            "symlink loop: this "
+                            "folder link points back to a folder that contains it; "
+                            "skipped",
+                        )
+                    )
                     continue
                 real_sub = os.path.realpath(entry.path) if entry.is_symlink() else where
                 subfolders.append((entry.path, real_sub, rel + "/", ancestors | {key}))
@@ -317,8 +353,9 @@ def walk(root: str) -> tuple[list[FileEntry], list[tuple[str, str, str]]]:
             try:
                 st = entry.stat()
             except OSError as exc:
-                problems.append((stored_text(rel), stored_text(where),
-                                 imagestats.describe_os_error(exc)))
+                problems.append(
+                    (stored_text(rel), stored_text(where), imagestats.describe_os_error(exc))
+                )
                 continue
             if not stat.S_ISREG(st.st_mode):
                 problems.append((stored_text(rel), stored_text(where), "not a regular file"))
@@ -328,8 +365,16 @@ def walk(root: str) -> tuple[list[FileEntry], list[tuple[str, str, str]]]:
             seen.add(_key(st))
             if entry.is_symlink():
                 where = os.path.realpath(entry.path)
-            files.append(FileEntry(entry.path, stored_text(rel), st.st_size, st.st_mtime_ns,
-                                   stored_text(where), _key(st)))
+            files.append(
+                FileEntry(
+                    entry.path,
+                    stored_text(rel),
+                    st.st_size,
+                    st.st_mtime_ns,
+                    stored_text(where),
+                    _key(st),
+                )
+            )
         stack.extend(reversed(subfolders))
     files.sort(key=lambda f: f.name.encode("utf-8"))
     return files, problems
@@ -347,14 +392,15 @@ def _is_image_name(name: str) -> bool:
 class _Plan:
     """What an ingest will do with each walked file, decided before anything is decoded."""
 
-    todo: list[FileEntry] = field(default_factory=list)         # to decode
+    todo: list[FileEntry] = field(default_factory=list)  # to decode
     existing: dict[str, tuple[int, str | None]] = field(default_factory=dict)  # location ->
     # (frame_id, stored content hash) of todo files that are known frames with a new mtime
     moves: list[tuple[int, FileEntry]] = field(default_factory=list)  # frame_id, its new place
 
 
-def _plan(files: list[FileEntry], known: pd.DataFrame, failed: pd.DataFrame,
-          summary: IngestSummary) -> _Plan:
+def _plan(
+    files: list[FileEntry], known: pd.DataFrame, failed: pd.DataFrame, summary: IngestSummary
+) -> _Plan:
     """Match walked files to known frames by location; find moved files; skip failed ones.
 
     A file at a known location with the same size and mtime is unchanged; with another size or
@@ -365,11 +411,20 @@ def _plan(files: list[FileEntry], known: pd.DataFrame, failed: pd.DataFrame,
     from IMG_0001 again.
     """
     plan = _Plan()
-    by_location = {loc: (int(i), int(b), int(m), h) for loc, i, b, m, h in zip(
-        known["location"], known["frame_id"], known["file_bytes"], known["mtime_us"],
-        known["content_hash"])}
-    failed_map = {loc: (b, m) for loc, b, m in zip(
-        failed["location"], failed["file_bytes"], failed["mtime_us"])}
+    by_location = {
+        loc: (int(i), int(b), int(m), h)
+        for loc, i, b, m, h in zip(
+            known["location"],
+            known["frame_id"],
+            known["file_bytes"],
+            known["mtime_us"],
+            known["content_hash"],
+        )
+    }
+    failed_map = {
+        loc: (b, m)
+        for loc, b, m in zip(failed["location"], failed["file_bytes"], failed["mtime_us"])
+    }
     unmatched: list[FileEntry] = []
     seen: set[str] = set()
     for entry in files:
@@ -399,8 +454,9 @@ def _plan(files: list[FileEntry], known: pd.DataFrame, failed: pd.DataFrame,
     return plan
 
 
-def _find_moves(unmatched: list[FileEntry], others: pd.DataFrame
-                ) -> tuple[list[tuple[int, FileEntry]], list[FileEntry]]:
+def _find_moves(
+    unmatched: list[FileEntry], others: pd.DataFrame
+) -> tuple[list[tuple[int, FileEntry]], list[FileEntry]]:
     """Unmatched files that are known frames: (moves, aliases).
 
     A move is a file with a known frame's name, size and mtime whose old file is gone; an
@@ -408,20 +464,31 @@ def _find_moves(unmatched: list[FileEntry], others: pd.DataFrame
     same device and inode), whatever its name. A frame is claimed once.
     """
     candidates: dict[tuple[int, int], list[tuple[int, str, str]]] = {}
-    for frame_id, loc, path, size, mtime in zip(others["frame_id"], others["location"],
-                                                others["path"], others["file_bytes"],
-                                                others["mtime_us"]):
+    for frame_id, loc, path, size, mtime in zip(
+        others["frame_id"],
+        others["location"],
+        others["path"],
+        others["file_bytes"],
+        others["mtime_us"],
+    ):
         candidates.setdefault((int(size), int(mtime)), []).append((int(frame_id), loc, path))
     moves: list[tuple[int, FileEntry]] = []
     aliases: list[FileEntry] = []
     claimed: set[int] = set()
     for entry in unmatched:
-        options = [c for c in candidates.get((entry.size, entry.mtime_ns // 1000), ())
-                   if c[0] not in claimed]
+        options = [
+            c
+            for c in candidates.get((entry.size, entry.mtime_ns // 1000), ())
+            if c[0] not in claimed
+        ]
         base = entry.name.rsplit("/", 1)[-1]
         # the same name first, and among those a stored path that ends like this one's
-        options.sort(key=lambda c: (c[2].rsplit("/", 1)[-1] != base,
-                                    not (entry.name.endswith(c[2]) or c[2].endswith(entry.name))))
+        options.sort(
+            key=lambda c: (
+                c[2].rsplit("/", 1)[-1] != base,
+                not (entry.name.endswith(c[2]) or c[2].endswith(entry.name)),
+            )
+        )
         for frame_id, loc, path in options:
             state = _old_file(loc, entry.inode)
             if state == "same":
@@ -450,18 +517,30 @@ def _same(previous: tuple, size: int, mtime_us: int) -> bool:
     return not pd.isna(b) and not pd.isna(m) and int(b) == size and int(m) == mtime_us
 
 
-def _decode_all(tasks: list[imagestats.FrameTask], settings: Settings, progress: bool,
-                stage: str) -> Iterator[imagestats.FrameResult]:
+def _decode_all(
+    tasks: list[imagestats.FrameTask], settings: Settings, progress: bool, stage: str
+) -> Iterator[imagestats.FrameResult]:
     """Decode results in `tasks` order: a process pool for real jobs, inline for tiny ones."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(tasks), unit="frame", desc=stage, file=sys.stderr,
-               disable=not progress or not tasks, mininterval=0.5, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(tasks),
+        unit="frame",
+        desc=stage,
+        file=sys.stderr,
+        disable=not progress or not tasks,
+        mininterval=0.5,
+        dynamic_ncols=True,
+    )
     workers = max(1, min(int(settings.workers), len(tasks)))
     try:
         if settings.executor == "ray" and tasks:
-            executor = executors.choose(settings, None, path_of=_task_path, setup=partial(
-                pixels.configure, settings.max_image_pixels))
+            executor = executors.choose(
+                settings,
+                None,
+                path_of=_task_path,
+                setup=partial(pixels.configure, settings.max_image_pixels),
+            )
             for results in executor.map_batches([tasks], imagestats.read_frame, None):
                 yield from results
                 bar.update(len(results))
@@ -475,8 +554,9 @@ def _decode_all(tasks: list[imagestats.FrameTask], settings: Settings, progress:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["pipeline.imagestats"])
         chunksize = max(1, min(32, len(tasks) // (workers * 16)))
-        with context.Pool(workers, initializer=imagestats.configure_worker,
-                          initargs=(settings.max_image_pixels,)) as pool:
+        with context.Pool(
+            workers, initializer=imagestats.configure_worker, initargs=(settings.max_image_pixels,)
+        ) as pool:
             for result in pool.imap(imagestats.read_frame, tasks, chunksize=chunksize):
                 yield result
                 bar.update()
@@ -491,25 +571,41 @@ def _task_path(task: imagestats.FrameTask) -> str:
 class _BatchWriter:
     """Turns worker results into rows and writes each batch in one short transaction."""
 
-    def __init__(self, db: Path, root: str, stage: str, where: daylight.Place,
-                 settings: Settings, existing: dict[str, tuple[int, str | None]],
-                 summary: IngestSummary):
+    def __init__(
+        self,
+        db: Path,
+        root: str,
+        stage: str,
+        where: daylight.Place,
+        settings: Settings,
+        existing: dict[str, tuple[int, str | None]],
+        summary: IngestSummary,
+    ):
         self.db, self.root, self.stage, self.where = db, root, stage, where
         self.settings, self.existing, self.summary = settings, existing, summary
 
-    def write_problems_and_moves(self, problems: list[tuple[str, str, str]],
-                                 moves: list[tuple[int, FileEntry]]) -> None:
-        errors = _error_rows([(name, loc, self.stage, message, None, None)
-                              for name, loc, message in problems], self.root)
-        relocated = pd.DataFrame({
-            "frame_id": pd.Series([frame_id for frame_id, _ in moves], dtype="int64"),
-            "root": self.root,
-            "path": pd.Series([entry.name for _, entry in moves], dtype=object),
-            "location": pd.Series([entry.location for _, entry in moves], dtype=object),
-        })
+    def write_problems_and_moves(
+        self, problems: list[tuple[str, str, str]], moves: list[tuple[int, FileEntry]]
+    ) -> None:
+        errors = _error_rows(
+            [(name, loc, self.stage, message, None, None) for name, loc, message in problems],
+            self.root,
+        )
+        relocated = pd.DataFrame(
+            {
+                "frame_id": pd.Series([frame_id for frame_id, _ in moves], dtype="int64"),
+                "root": self.root,
+                "path": pd.Series([entry.name for _, entry in moves], dtype=object),
+                "location": pd.Series([entry.location for _, entry in moves], dtype=object),
+            }
+        )
         with store.connect(self.db) as con:
-            frames_store.write_batch(con, frames_store.FrameBatch(
-                _empty_frames(), _empty_frames(), _empty_frames(), _empty_thumbs(), errors))
+            frames_store.write_batch(
+                con,
+                frames_store.FrameBatch(
+                    _empty_frames(), _empty_frames(), _empty_frames(), _empty_thumbs(), errors
+                ),
+            )
             frames_store.relocate(con, relocated)
         self.summary.failed += len(problems)
         self.summary.n_new_errors += len(problems)
@@ -521,24 +617,41 @@ class _BatchWriter:
         warned = [(e, r) for e, r in good if r.time.warning]
         errors = _error_rows(
             [(r.name, e.location, self.stage, r.error, r.file_bytes, r.mtime_ns) for e, r in bad]
-            + [(r.name, e.location, WARNING_STAGE, r.time.warning, r.file_bytes, r.mtime_ns)
-               for e, r in warned], self.root)
+            + [
+                (r.name, e.location, WARNING_STAGE, r.time.warning, r.file_bytes, r.mtime_ns)
+                for e, r in warned
+            ],
+            self.root,
+        )
         kinds = [self._kind(e, r) for e, r in good]
         with store.connect(self.db) as con:
             fresh = iter(frames_store.new_frame_ids(con, kinds.count("new")))
-            ids = [next(fresh) if kind == "new" else self.existing[e.location][0]
-                   for (e, _), kind in zip(good, kinds)]
+            ids = [
+                next(fresh) if kind == "new" else self.existing[e.location][0]
+                for (e, _), kind in zip(good, kinds)
+            ]
             rows = self._frame_rows(good, ids)
             kind_of = pd.Series(kinds, dtype=object, index=rows.index)
-            thumbs = pd.DataFrame({
-                "frame_id": pd.Series(ids, dtype="int64"),
-                "jpeg": pd.Series([r.thumbnail for _, r in good], dtype=object),
-                "width": pd.Series([r.thumb_width for _, r in good], dtype="int32"),
-                "height": pd.Series([r.thumb_height for _, r in good], dtype="int32"),
-            })
-            n_reviews = frames_store.write_batch(con, frames_store.FrameBatch(
-                rows[kind_of == "new"], rows[kind_of == "changed"], rows[kind_of == "reread"],
-                thumbs, errors, [e.location for e, _ in batch], [self.stage, WARNING_STAGE]))
+            thumbs = pd.DataFrame(
+                {
+                    "frame_id": pd.Series(ids, dtype="int64"),
+                    "jpeg": pd.Series([r.thumbnail for _, r in good], dtype=object),
+                    "width": pd.Series([r.thumb_width for _, r in good], dtype="int32"),
+                    "height": pd.Series([r.thumb_height for _, r in good], dtype="int32"),
+                }
+            )
+            n_reviews = frames_store.write_batch(
+                con,
+                frames_store.FrameBatch(
+                    rows[kind_of == "new"],
+                    rows[kind_of == "changed"],
+                    rows[kind_of == "reread"],
+                    thumbs,
+                    errors,
+                    [e.location for e, _ in batch],
+                    [self.stage, WARNING_STAGE],
+                ),
+            )
         self.summary.added += kinds.count("new")
         self.summary.changed += kinds.count("changed")
         self.summary.n_reread += kinds.count("reread")
@@ -559,20 +672,23 @@ class _BatchWriter:
             return "new"
         return "reread" if known[1] == result.content_hash else "changed"
 
-    def _frame_rows(self, good: list[tuple[FileEntry, imagestats.FrameResult]],
-                    ids: list[int]) -> pd.DataFrame:
+    def _frame_rows(
+        self, good: list[tuple[FileEntry, imagestats.FrameResult]], ids: list[int]
+    ) -> pd.DataFrame:
         results = [r for _, r in good]
-        base = pd.DataFrame({
-            "frame_id": pd.Series(ids, dtype="int64"),
-            "path": pd.Series([r.name for r in results], dtype=object),
-            "root": self.root,
-            "location": pd.Series([e.location for e, _ in good], dtype=object),
-            "width": pd.Series([r.width for r in results], dtype="int32"),
-            "height": pd.Series([r.height for r in results], dtype="int32"),
-            "file_bytes": pd.Series([r.file_bytes for r in results], dtype="int64"),
-            "file_mtime": _mtimes([r.mtime_ns for r in results]),
-            "content_hash": pd.Series([r.content_hash for r in results], dtype=object),
-        }).join(time_rows(results))
+        base = pd.DataFrame(
+            {
+                "frame_id": pd.Series(ids, dtype="int64"),
+                "path": pd.Series([r.name for r in results], dtype=object),
+                "root": self.root,
+                "location": pd.Series([e.location for e, _ in good], dtype=object),
+                "width": pd.Series([r.width for r in results], dtype="int32"),
+                "height": pd.Series([r.height for r in results], dtype="int32"),
+                "file_bytes": pd.Series([r.file_bytes for r in results], dtype="int64"),
+                "file_mtime": _mtimes([r.mtime_ns for r in results]),
+                "content_hash": pd.Series([r.content_hash for r in results], dtype=object),
+            }
+        ).join(time_rows(results))
         timed = daylight.compute_times(base, self.where, self.settings)
         self.summary.n_ambiguous += timed.n_ambiguous
         self.summary.n_missing += timed.n_missing
@@ -586,36 +702,43 @@ def time_rows(results: list[imagestats.FrameResult]) -> pd.DataFrame:
     their image statistics: what `daylight.compute_times` turns into stored times and daylight
     (`serve` builds its uploads' frame rows from it too)."""
     nat = pd.NaT
-    return pd.DataFrame({
-        "taken_at": pd.Series([r.time.local or nat for r in results], dtype="datetime64[us]"),
-        "source_utc": pd.Series([r.time.instant or nat for r in results],
-                                dtype="datetime64[us, UTC]"),
-        "time_source": pd.Series([r.time.source for r in results], dtype=object),
-        "mean_luma": pd.Series([r.stats.mean_luma for r in results], dtype="float64"),
-        "contrast": pd.Series([r.stats.contrast for r in results], dtype="float64"),
-        "sharpness": pd.Series([r.stats.sharpness for r in results], dtype="float64"),
-        "colorfulness": pd.Series([r.stats.colorfulness for r in results], dtype="float64"),
-        "local_contrast": pd.Series([r.local_contrast for r in results], dtype="float64"),
-    })
+    return pd.DataFrame(
+        {
+            "taken_at": pd.Series([r.time.local or nat for r in results], dtype="datetime64[us]"),
+            "source_utc": pd.Series(
+                [r.time.instant or nat for r in results], dtype="datetime64[us, UTC]"
+            ),
+            "time_source": pd.Series([r.time.source for r in results], dtype=object),
+            "mean_luma": pd.Series([r.stats.mean_luma for r in results], dtype="float64"),
+            "contrast": pd.Series([r.stats.contrast for r in results], dtype="float64"),
+            "sharpness": pd.Series([r.stats.sharpness for r in results], dtype="float64"),
+            "colorfulness": pd.Series([r.stats.colorfulness for r in results], dtype="float64"),
+            "local_contrast": pd.Series([r.local_contrast for r in results], dtype="float64"),
+        }
+    )
 
 
 def _error_rows(rows: list[tuple], root: str) -> pd.DataFrame:
     """(path, location, stage, message, file bytes, mtime ns) tuples as `ingest_errors` rows."""
-    return pd.DataFrame({
-        "path": pd.Series([r[0] for r in rows], dtype=object),
-        "location": pd.Series([r[1] for r in rows], dtype=object),
-        "stage": pd.Series([r[2] for r in rows], dtype=object),
-        "message": pd.Series([r[3] for r in rows], dtype=object),
-        "root": root,
-        "file_bytes": pd.array([r[4] for r in rows], dtype="Int64"),
-        "file_mtime": _mtimes([r[5] for r in rows]),
-    })
+    return pd.DataFrame(
+        {
+            "path": pd.Series([r[0] for r in rows], dtype=object),
+            "location": pd.Series([r[1] for r in rows], dtype=object),
+            "stage": pd.Series([r[2] for r in rows], dtype=object),
+            "message": pd.Series([r[3] for r in rows], dtype=object),
+            "root": root,
+            "file_bytes": pd.array([r[4] for r in rows], dtype="Int64"),
+            "file_mtime": _mtimes([r[5] for r in rows]),
+        }
+    )
 
 
 def _mtimes(mtime_ns: Iterable[int | None]) -> pd.Series:
     values = [None if m is None else int(m) // 1000 for m in mtime_ns]
-    return pd.Series(pd.to_datetime(pd.Series(values, dtype="Int64"), unit="us", utc=True),
-                     dtype="datetime64[us, UTC]")
+    return pd.Series(
+        pd.to_datetime(pd.Series(values, dtype="Int64"), unit="us", utc=True),
+        dtype="datetime64[us, UTC]",
+    )
 
 
 def _empty_frames() -> pd.DataFrame:

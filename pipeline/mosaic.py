@@ -63,10 +63,14 @@ class MosaicBuilder:
         days = np.unique(day[timed])
         rows = max(1, min(len(days), ATLAS_MAX_HEIGHT))
         row_of_day = np.arange(len(days)) * rows // max(1, len(days))
-        self.days = days[np.r_[0, np.flatnonzero(np.diff(row_of_day)) + 1]] if len(days) \
-            else days  # each row's first day
-        row = row_of_day[np.minimum(np.searchsorted(days, day), max(0, len(days) - 1))] \
-            if len(days) else np.zeros(len(day), np.int64)
+        self.days = (
+            days[np.r_[0, np.flatnonzero(np.diff(row_of_day)) + 1]] if len(days) else days
+        )  # each row's first day
+        row = (
+            row_of_day[np.minimum(np.searchsorted(days, day), max(0, len(days) - 1))]
+            if len(days)
+            else np.zeros(len(day), np.int64)
+        )
         hour = (local - day) // np.timedelta64(1, "h")
         self.slot = np.where(timed, row * HOURS + hour, -1).astype(np.int64)
         self.wanted = timed & _spread(self.slot, local, MAX_PER_CELL)
@@ -123,10 +127,16 @@ class MosaicBuilder:
         buffer = io.BytesIO()
         Image.fromarray(self.atlas, "RGBA").save(buffer, "PNG", compress_level=6)
         days = [date.fromisoformat(str(d)) for d in self.days]
-        return Mosaic(buffer.getvalue(), days, CELL_WIDTH, self.out_height,
-                      self._outlined(incident_ids), self.n_frames, self.n_decoded,
-                      {"tap": round(self.tap_seconds, 3),
-                       "finish": round(time.perf_counter() - started, 3)})
+        return Mosaic(
+            buffer.getvalue(),
+            days,
+            CELL_WIDTH,
+            self.out_height,
+            self._outlined(incident_ids),
+            self.n_frames,
+            self.n_decoded,
+            {"tap": round(self.tap_seconds, 3), "finish": round(time.perf_counter() - started, 3)},
+        )
 
     def _outlined(self, incident_ids: np.ndarray | None) -> list[int]:
         """Cells (row * 24 + hour) at least half of whose frames are in `incident_ids`."""
@@ -152,12 +162,13 @@ class MosaicBuilder:
             medians = _median(stacks).round().astype(np.uint8)
             for (slot, _), median in zip(group, medians):
                 if median.shape[0] != self.out_height:
-                    median = np.asarray(Image.fromarray(median).resize(
-                        (CELL_WIDTH, self.out_height), Image.BOX))
+                    median = np.asarray(
+                        Image.fromarray(median).resize((CELL_WIDTH, self.out_height), Image.BOX)
+                    )
                 row, hour = divmod(slot, HOURS)
                 y, x = row * self.out_height, hour * CELL_WIDTH
-                self.atlas[y:y + self.out_height, x:x + CELL_WIDTH, :3] = median
-                self.atlas[y:y + self.out_height, x:x + CELL_WIDTH, 3] = 255
+                self.atlas[y : y + self.out_height, x : x + CELL_WIDTH, :3] = median
+                self.atlas[y : y + self.out_height, x : x + CELL_WIDTH, 3] = 255
 
 
 class _Tap:
@@ -213,5 +224,9 @@ def _downsample(grids: np.ndarray, cell: tuple[int, int]) -> np.ndarray:
     if h % height == 0 and w % width == 0:
         blocks = grids.reshape(m, height, h // height, width, w // width, 3)
         return blocks.mean(axis=(2, 4), dtype=np.float32)
-    return np.stack([np.asarray(Image.fromarray(np.asarray(g, np.uint8)).resize(cell, Image.BOX),
-                                np.float32) for g in grids])
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(np.asarray(g, np.uint8)).resize(cell, Image.BOX), np.float32)
+            for g in grids
+        ]
+    )

@@ -39,8 +39,13 @@ class NeighborIndex(Versioned):
 
     format_version = 2  # 2: nprobe_, recall_ and recall_frames_ (calibrate)
 
-    def __init__(self, kind: str = "auto", exact_max: int = 100_000, kdtree_max_dims: int = 12,
-                 random_state: int = 0):
+    def __init__(
+        self,
+        kind: str = "auto",
+        exact_max: int = 100_000,
+        kdtree_max_dims: int = 12,
+        random_state: int = 0,
+    ):
         self.kind = kind
         self.exact_max = exact_max
         self.kdtree_max_dims = kdtree_max_dims
@@ -54,7 +59,7 @@ class NeighborIndex(Versioned):
         kind = self.kind
         if kind == "auto":
             if dim <= self.kdtree_max_dims and n > 5_000:
-                kind = "kdtree"   # exact, n log n in few dims (all-pairs flat search is n^2)
+                kind = "kdtree"  # exact, n log n in few dims (all-pairs flat search is n^2)
             else:
                 kind = "exact" if n <= self.exact_max else "ivf"
         if kind == "kdtree":
@@ -75,8 +80,9 @@ class NeighborIndex(Versioned):
             index.train(sample)
             index.nprobe = min(IVF_NPROBE, n_lists)
         else:
-            raise ValueError(f"unknown neighbour index {self.kind!r}: use auto, exact, kdtree "
-                             "or ivf")
+            raise ValueError(
+                f"unknown neighbour index {self.kind!r}: use auto, exact, kdtree or ivf"
+            )
         if kind != "kdtree":
             index.add(z)
         self.kind_ = kind
@@ -84,12 +90,18 @@ class NeighborIndex(Versioned):
         self.frame_ids_ = np.asarray(frame_ids, dtype=np.int64)
         self.n_ = n
         self.nprobe_ = index.nprobe if kind == "ivf" else None
-        self.recall_ = 1.0 if kind != "ivf" else None   # exact kinds find every neighbour
+        self.recall_ = 1.0 if kind != "ivf" else None  # exact kinds find every neighbour
         self.recall_frames_ = 0
         return self
 
-    def calibrate(self, z: np.ndarray, frame_ids: np.ndarray, k: int, target: float = 0.95,
-                  sample: int = 1_000) -> "NeighborIndex":
+    def calibrate(
+        self,
+        z: np.ndarray,
+        frame_ids: np.ndarray,
+        k: int,
+        target: float = 0.95,
+        sample: int = 1_000,
+    ) -> "NeighborIndex":
         """Measure an approximate index's recall against exact search on a seeded sample of
         `sample` of the fit frames (`z`, `frame_ids`: the fit) and probe twice as many lists
         until it reaches `target` (or every list is probed). Recall is the share of a frame's
@@ -119,8 +131,9 @@ class NeighborIndex(Versioned):
         self.recall_frames_ = len(rows)
         return self
 
-    def query(self, z: np.ndarray, frame_ids: np.ndarray, k: int,
-              chunk: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
+    def query(
+        self, z: np.ndarray, frame_ids: np.ndarray, k: int, chunk: int = 20_000
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(distances, indexes into the fit) of the k nearest fit frames, itself excluded."""
         z = np.ascontiguousarray(z, dtype=np.float32)
         k = min(k, self.n_ - 1) if np.isin(frame_ids, self.frame_ids_).any() else min(k, self.n_)
@@ -176,5 +189,9 @@ class NeighborIndex(Versioned):
         if "index_" not in state:
             return state
         approximate = state.get("kind_") == "ivf"
-        return {"nprobe_": IVF_NPROBE if approximate else None,
-                "recall_": None if approximate else 1.0, "recall_frames_": 0, **state}
+        return {
+            "nprobe_": IVF_NPROBE if approximate else None,
+            "recall_": None if approximate else 1.0,
+            "recall_frames_": 0,
+            **state,
+        }

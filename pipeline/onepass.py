@@ -33,9 +33,16 @@ from pathlib import Path
 import numpy as np
 
 import store
-from pipeline.embed import (BatchWriter, EmbedSummary, build_embedder, mixed_precisions,
-                            plan_batches, record_model, sample_frames)
 from pipeline import executors, pixels
+from pipeline.embed import (
+    BatchWriter,
+    EmbedSummary,
+    build_embedder,
+    mixed_precisions,
+    plan_batches,
+    record_model,
+    sample_frames,
+)
 from pipeline.executors import Executor, LocalExecutor
 from pipeline.imagestats import FrameResult, configure_worker, read_frame
 from pipeline.ingest import POOL_MIN_FILES, FileEntry, IngestJob, IngestSummary, start_ingest
@@ -52,8 +59,8 @@ class PassBatch:
     `FrameResult` (its model input dropped) and the vectors of those that decoded."""
 
     results: list[FrameResult]
-    vectors: np.ndarray        # float32 [len(embedded), dim]
-    embedded: list[int]        # positions in `results` of the vectors' frames
+    vectors: np.ndarray  # float32 [len(embedded), dim]
+    embedded: list[int]  # positions in `results` of the vectors' frames
 
 
 def embed_results(embedder: Embedder, results: list[FrameResult]) -> PassBatch:
@@ -82,16 +89,22 @@ class _Commit:
         frame_ids = self.job.writer.write(list(zip(entries, batch.results)))
         ids = np.array([frame_ids[i] for i in batch.embedded], dtype=np.int64)
         with store.connect(self.job.db, migrate=False) as con:
-            return embeddings_store.insert_vectors(con, self.embedder.key, ids, batch.vectors,
-                                                   precision=self.embedder.precision)
+            return embeddings_store.insert_vectors(
+                con, self.embedder.key, ids, batch.vectors, precision=self.embedder.precision
+            )
 
 
 Built = tuple[Embedder, PrecisionChoice]
 
 
-def ingest_and_embed(folder: Path, db: Path, settings: Settings, progress: bool = True,
-                     executor: Executor | None = None, built: Built | None = None
-                     ) -> tuple[IngestSummary, EmbedSummary, Built | None]:
+def ingest_and_embed(
+    folder: Path,
+    db: Path,
+    settings: Settings,
+    progress: bool = True,
+    executor: Executor | None = None,
+    built: Built | None = None,
+) -> tuple[IngestSummary, EmbedSummary, Built | None]:
     """Ingest FOLDER's new and changed files and embed them with `settings.model` in one pass.
 
     Returns the ingest summary, the embed summary of the pass, and the model it built (None
@@ -103,31 +116,44 @@ def ingest_and_embed(folder: Path, db: Path, settings: Settings, progress: bool 
         return _ingest_and_embed(Path(folder), Path(db), settings, progress, executor, built)
 
 
-def _ingest_and_embed(folder: Path, db: Path, settings: Settings, progress: bool,
-                      executor: Executor | None, built: Built | None
-                      ) -> tuple[IngestSummary, EmbedSummary, Built | None]:
+def _ingest_and_embed(
+    folder: Path,
+    db: Path,
+    settings: Settings,
+    progress: bool,
+    executor: Executor | None,
+    built: Built | None,
+) -> tuple[IngestSummary, EmbedSummary, Built | None]:
     job = start_ingest(folder, db, settings)
     spec = get_model(settings.model)
     summary = EmbedSummary(spec.key)
     if not job.todo:
         return job.finish(), summary, None
     started = time.monotonic()
-    sample = [Path(entry.os_path) for entry in job.todo[:2 * CHECK_FRAMES]]
-    built = built or build_embedder(settings,
-                                    sample=partial(sample_frames, sample, spec.input_size))
+    sample = [Path(entry.os_path) for entry in job.todo[: 2 * CHECK_FRAMES]]
+    built = built or build_embedder(
+        settings, sample=partial(sample_frames, sample, spec.input_size)
+    )
     embedder, summary.choice = built
     record_model(db, embedder)
 
     tasks = [job.task(entry, embedder.input_size) for entry in job.todo]
     workers = max(1, min(int(settings.workers), len(tasks)))
     executor = executor or executors.choose(
-        settings, lambda: LocalExecutor(
-            workers, processes=workers > 1 and len(tasks) >= POOL_MIN_FILES,
-            preload=["pipeline.imagestats"], initializer=configure_worker,
-            initargs=(settings.max_image_pixels,)),
-        path_of=_task_path, setup=partial(pixels.configure, settings.max_image_pixels))
-    computed = executor.map_batches(plan_batches(tasks, settings.batch_size), read_frame,
-                                    partial(embed_results, embedder))
+        settings,
+        lambda: LocalExecutor(
+            workers,
+            processes=workers > 1 and len(tasks) >= POOL_MIN_FILES,
+            preload=["pipeline.imagestats"],
+            initializer=configure_worker,
+            initargs=(settings.max_image_pixels,),
+        ),
+        path_of=_task_path,
+        setup=partial(pixels.configure, settings.max_image_pixels),
+    )
+    computed = executor.map_batches(
+        plan_batches(tasks, settings.batch_size), read_frame, partial(embed_results, embedder)
+    )
     writer = BatchWriter(_Commit(job, embedder))
     bar = _progress_bar(len(tasks), spec.key, progress)
     try:
@@ -152,5 +178,13 @@ def _task_path(task) -> str:
 def _progress_bar(total: int, model: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="frame", desc=f"ingest+embed {model}", file=sys.stderr,
-                disable=not enabled, smoothing=0.05, mininterval=0.5, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        unit="frame",
+        desc=f"ingest+embed {model}",
+        file=sys.stderr,
+        disable=not enabled,
+        smoothing=0.05,
+        mininterval=0.5,
+        dynamic_ncols=True,
+    )

@@ -45,8 +45,9 @@ class GridReader(Protocol):
     def aspect(self, frame_ids: np.ndarray) -> float | None:
         """Typical width / height of these frames' images (None when there are none)."""
 
-    def grids(self, frame_ids: np.ndarray, size: tuple[int, int]
-              ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def grids(
+        self, frame_ids: np.ndarray, size: tuple[int, int]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Chunks of (positions into `frame_ids`, RGB grids [m, height, width, 3] in 0..255,
         uint8 or float). Frames without an image are left out."""
 
@@ -86,8 +87,14 @@ class ThumbnailReader:
     decoded before are taken from it; the chunks come out the same (frames in frame_id order
     within each chunk), so what is computed from them is too."""
 
-    def __init__(self, db: Path, chunk: int = 1024, workers: int | None = None,
-                 read_only: bool = False, cache: GridCache | None = None):
+    def __init__(
+        self,
+        db: Path,
+        chunk: int = 1024,
+        workers: int | None = None,
+        read_only: bool = False,
+        cache: GridCache | None = None,
+    ):
         self.db = Path(db)
         self.chunk = chunk
         self.workers = workers or min(4, os.cpu_count() or 1)
@@ -102,12 +109,14 @@ class ThumbnailReader:
         frame_ids = np.asarray(frame_ids, dtype=np.int64)
         with ThreadPoolExecutor(self.workers) as pool:  # decoding releases the GIL
             for start in range(0, len(frame_ids), self.chunk):
-                part = frame_ids[start:start + self.chunk]
+                part = frame_ids[start : start + self.chunk]
                 found = self._read(part, size, pool)
                 if found:
                     ids = sorted(found)  # the store's order (frame_id)
-                    yield (start + _positions(part, np.array(ids, dtype=np.int64)),
-                           np.stack([found[i] for i in ids]))
+                    yield (
+                        start + _positions(part, np.array(ids, dtype=np.int64)),
+                        np.stack([found[i] for i in ids]),
+                    )
 
     def _read(self, part: np.ndarray, size: tuple[int, int], pool) -> dict[int, np.ndarray]:
         """The decoded grids of the frames of `part` that have a readable thumbnail."""
@@ -144,8 +153,12 @@ class ArrayReader:
     def grids(self, frame_ids, size):
         have = [p for p, i in enumerate(frame_ids) if int(i) in self.images]
         if have:
-            grids = [resize_rgb(Image.fromarray(np.asarray(self.images[int(frame_ids[p])],
-                                                            np.uint8)), size) for p in have]
+            grids = [
+                resize_rgb(
+                    Image.fromarray(np.asarray(self.images[int(frame_ids[p])], np.uint8)), size
+                )
+                for p in have
+            ]
             yield np.array(have, dtype=np.int64), np.stack(grids)
 
 
@@ -168,8 +181,10 @@ class UploadReader:
             others = np.flatnonzero(~mine)
             for pos, grids in self.stored.grids(frame_ids[others], size):
                 yield others[pos], grids
-        held = [(p, decode_thumbnail(self.thumbnails[int(frame_ids[p])], size))
-                for p in np.flatnonzero(mine)]
+        held = [
+            (p, decode_thumbnail(self.thumbnails[int(frame_ids[p])], size))
+            for p in np.flatnonzero(mine)
+        ]
         held = [(p, g) for p, g in held if g is not None]
         if held:
             yield np.array([p for p, _ in held], dtype=np.int64), np.stack([g for _, g in held])
@@ -188,8 +203,7 @@ def decode_thumbnail(jpeg: bytes, size: tuple[int, int]) -> np.ndarray | None:
     same pixels as Pillow's draft mode, at half its CPU, and without the GIL, which Pillow
     holds while it opens a file); what simplejpeg refuses goes to Pillow."""
     try:
-        grid = simplejpeg.decode_jpeg(jpeg, colorspace="RGB", min_width=size[0],
-                                      min_height=size[1])
+        grid = simplejpeg.decode_jpeg(jpeg, colorspace="RGB", min_width=size[0], min_height=size[1])
     except ValueError:
         grid = None
     try:
@@ -279,8 +293,14 @@ def read_image_file(os_path: str, file_bytes: int, max_bytes: int) -> bytes:
 
 
 # Other formats a camera folder may hold, by their first bytes, for a clearer refusal.
-_OTHER_FORMATS = [(b"GIF8", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
-                  (b"RIFF", "WebP or another RIFF"), (b"\x00\x00\x00", "HEIC or MP4")]
+_OTHER_FORMATS = [
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"RIFF", "WebP or another RIFF"),
+    (b"\x00\x00\x00", "HEIC or MP4"),
+]
 
 
 def check_header(head: bytes) -> None:
@@ -289,17 +309,22 @@ def check_header(head: bytes) -> None:
         return
     for magic, name in _OTHER_FORMATS:
         if head.startswith(magic):
-            raise FrameDecodeError(f"unsupported image format {name} (only JPEG and PNG frames)",
-                                   "unsupported_format")
-    raise FrameDecodeError(f"not an image: the file starts with bytes {head[:8].hex(' ')}, "
-                           "not a JPEG or PNG header (is it really a JPEG or PNG?)",
-                           "not_an_image")
+            raise FrameDecodeError(
+                f"unsupported image format {name} (only JPEG and PNG frames)", "unsupported_format"
+            )
+    raise FrameDecodeError(
+        f"not an image: the file starts with bytes {head[:8].hex(' ')}, "
+        "not a JPEG or PNG header (is it really a JPEG or PNG?)",
+        "not_an_image",
+    )
 
 
 def too_big(n_bytes: int, max_bytes: int, grew: bool = False) -> str:
-    return (f"file too big: {n_bytes / 2**20:.0f} MiB{' and still growing' if grew else ''}, "
-            f"over the max_file_bytes limit of {max_bytes / 2**20:.0f} MiB (raise the setting "
-            "if the image is genuine)")
+    return (
+        f"file too big: {n_bytes / 2**20:.0f} MiB{' and still growing' if grew else ''}, "
+        f"over the max_file_bytes limit of {max_bytes / 2**20:.0f} MiB (raise the setting "
+        "if the image is genuine)"
+    )
 
 
 @dataclass
@@ -313,9 +338,11 @@ class Original:
     upright_size: tuple[int, int]
 
 
-def decode_original(source: bytes | str | os.PathLike,
-                    box_for: Callable[[int, int], tuple[int, int]],
-                    max_pixels: int | None = None) -> Original:
+def decode_original(
+    source: bytes | str | os.PathLike,
+    box_for: Callable[[int, int], tuple[int, int]],
+    max_pixels: int | None = None,
+) -> Original:
     """Bytes (or a file) -> `Original`; raises `FrameDecodeError` saying why it is no frame.
 
     JPEGs are decoded at the smallest DCT scale that still gives `box_for(width, height)`
@@ -331,7 +358,8 @@ def decode_original(source: bytes | str | os.PathLike,
             if image.format not in SUPPORTED_FORMATS:
                 raise FrameDecodeError(
                     f"unsupported image format {image.format} (only JPEG and PNG frames)",
-                    "unsupported_format")
+                    "unsupported_format",
+                )
             exif = _exif(image)
             width, height = image.size
             limit = Image.MAX_IMAGE_PIXELS
@@ -341,17 +369,22 @@ def decode_original(source: bytes | str | os.PathLike,
                 # (`serve` decodes in threads): check the limit here too
                 raise Image.DecompressionBombError(
                     f"Image size ({width * height} pixels) exceeds limit of {limit} pixels, "
-                    "could be decompression bomb DOS attack.")
+                    "could be decompression bomb DOS attack."
+                )
             if image.format in JPEG_FORMATS:
                 image.draft("RGB", box_for(width, height))
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise FrameDecodeError(
                 f"refused as a decompression bomb: {exc} (raise the max_image_pixels setting if "
-                "the image is genuine)", "too_many_pixels") from None
+                "the image is genuine)",
+                "too_many_pixels",
+            ) from None
         except UnidentifiedImageError:
-            raise FrameDecodeError("not an image: Pillow cannot identify the file (is it really "
-                                   "a JPEG or PNG?)", "not_an_image") from None
+            raise FrameDecodeError(
+                "not an image: Pillow cannot identify the file (is it really a JPEG or PNG?)",
+                "not_an_image",
+            ) from None
         except FrameDecodeError:
             raise
         except OSError as exc:
@@ -359,16 +392,20 @@ def decode_original(source: bytes | str | os.PathLike,
                 raise FrameDecodeError(f"truncated image: {exc}", "truncated") from None
             raise FrameDecodeError(f"corrupt image: {exc}", "corrupt") from None
         except (SyntaxError, ValueError, TypeError, IndexError, struct.error) as exc:
-            raise FrameDecodeError(f"corrupt image: {type(exc).__name__}: {exc}",
-                                   "corrupt") from None
+            raise FrameDecodeError(
+                f"corrupt image: {type(exc).__name__}: {exc}", "corrupt"
+            ) from None
     orientation = _orientation(exif)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     return Original(to_rgb(image), exif, orientation, (width, height))
 
 
-def decode_originals(data: bytes, draft_boxes: Sequence[Callable[[int, int], tuple[int, int]]],
-                     max_pixels: int | None = None) -> list[Original]:
+def decode_originals(
+    data: bytes,
+    draft_boxes: Sequence[Callable[[int, int], tuple[int, int]]],
+    max_pixels: int | None = None,
+) -> list[Original]:
     """`decode_original` of one file's bytes for several draft requests, decoding once per
     distinct draft scale: requests that come to the same scale (a 1080p or larger frame's
     thumbnail and the model's 224 px input both decode at 1/4 or 1/8) share one `Original`,
@@ -407,8 +444,9 @@ def model_input(original: Original, size: int) -> np.ndarray:
     return np.asarray(upright(image, original.orientation), dtype=np.uint8)
 
 
-def decode_within(data: bytes, longest: int, max_pixels: int | None = None
-                  ) -> tuple[Image.Image, Image.Exif | None]:
+def decode_within(
+    data: bytes, longest: int, max_pixels: int | None = None
+) -> tuple[Image.Image, Image.Exif | None]:
     """Bytes -> (upright RGB image whose long side is at most `longest`, with
     info['upright_size'] = the original's upright size; its EXIF or None). Thumbnails and the
     video export's frames are made this way."""
@@ -465,8 +503,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        top = 1.0 if mode == "F" and values.max(initial=0) <= 1.0 else (
-            65535.0 if values.max(initial=0) > 255 else 255.0)
+        top = (
+            1.0
+            if mode == "F" and values.max(initial=0) <= 1.0
+            else (65535.0 if values.max(initial=0) > 255 else 255.0)
+        )
         grey = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")
     if mode in ("P", "PA") and ("transparency" in image.info or mode == "PA"):

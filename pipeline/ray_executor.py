@@ -73,7 +73,8 @@ def import_ray():
     except ImportError as exc:
         raise InputError(
             f"--executor ray needs Ray (ray[data]), which is not installed here ({exc}): "
-            f"{sys.executable} -m {INSTALL}") from None
+            f"{sys.executable} -m {INSTALL}"
+        ) from None
     return ray
 
 
@@ -88,8 +89,12 @@ def ray_session(address: str | None):
     if ray.is_initialized():
         yield ray
         return
-    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                  configure_logging=True)
+    kwargs = dict(
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        configure_logging=True,
+    )
     try:
         if address:
             _reachable(address)
@@ -102,7 +107,8 @@ def ray_session(address: str | None):
             f"cannot reach {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             ". Start the head node with `ray start --head`, and each worker with `ray start "
             "--address HEAD:6379`, then give --ray-address HEAD:6379 (or `auto` on a node of "
-            "the cluster); see README 'Running on a cluster'") from None
+            "the cluster); see README 'Running on a cluster'"
+        ) from None
     try:
         yield ray
     finally:
@@ -141,21 +147,30 @@ def plan_pool(nodes: Sequence[dict]) -> Pool:
     """
     cpus = [float(n.get("CPU", 0)) for n in nodes if n.get("CPU", 0) > 0]
     if not cpus:
-        raise InputError("the Ray cluster has no node with a CPU: start a worker with "
-                         "`ray start --address HEAD:6379`")
+        raise InputError(
+            "the Ray cluster has no node with a CPU: start a worker with "
+            "`ray start --address HEAD:6379`"
+        )
     gpus = sum(int(n.get("GPU", 0)) for n in nodes)
     if gpus:
         return Pool(actors=gpus, actor_cpus=1.0, actor_gpus=1.0, threads=1, read_cpus=READ_CPUS)
     spare = [c - max(READ_CPUS, c / 8) for c in cpus]
-    spare = [s for s in spare if s >= READ_CPUS]    # a node of 1/2 CPU only reads
+    spare = [s for s in spare if s >= READ_CPUS]  # a node of 1/2 CPU only reads
     if not spare:
-        raise InputError("no node of the Ray cluster has a CPU to spare for the model beside "
-                         "its reads: give the nodes at least 1 CPU (`ray start --num-cpus`)")
+        raise InputError(
+            "no node of the Ray cluster has a CPU to spare for the model beside "
+            "its reads: give the nodes at least 1 CPU (`ray start --num-cpus`)"
+        )
     smallest = min(spare)
     per_actor = smallest / math.ceil(smallest / MAX_ACTOR_CPUS)
     actors = sum(max(1, int(s // per_actor + 1e-9)) for s in spare)
-    return Pool(actors=actors, actor_cpus=per_actor, actor_gpus=0.0,
-                threads=max(1, math.ceil(per_actor)), read_cpus=READ_CPUS)
+    return Pool(
+        actors=actors,
+        actor_cpus=per_actor,
+        actor_gpus=0.0,
+        threads=max(1, math.ceil(per_actor)),
+        read_cpus=READ_CPUS,
+    )
 
 
 def check_paths(ray, paths: Sequence[str]) -> None:
@@ -166,9 +181,12 @@ def check_paths(ray, paths: Sequence[str]) -> None:
 
     probe = ray.remote(num_cpus=0)(_missing)
     nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
-    refs = {node["NodeManagerAddress"] + f" ({node['NodeID'][:8]})": probe.options(
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-    ).remote(list(paths)) for node in nodes}
+    refs = {
+        node["NodeManagerAddress"] + f" ({node['NodeID'][:8]})": probe.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        ).remote(list(paths))
+        for node in nodes
+    }
     for node, ref in refs.items():
         missing = ray.get(ref, timeout=120)
         if missing:
@@ -176,7 +194,8 @@ def check_paths(ray, paths: Sequence[str]) -> None:
                 f"node {node} cannot read {missing[0]} ({len(missing)} of {len(paths)} sampled "
                 "files): every node must see the frames at the same path as the driver (a "
                 "shared folder mounted at the same place on each); see README 'Running on a "
-                "cluster'")
+                "cluster'"
+            )
 
 
 def _missing(paths: list[str]) -> list[str]:
@@ -194,8 +213,11 @@ def _prepare_block(block: dict, prepare: Callable, setup: Callable | None) -> di
     if setup is not None:
         setup()
     done = [prepare(pickle.loads(item)) for item in block["item"]]
-    return {"index": block["index"], "prepared": [pickle.dumps(p) for p in done],
-            "prepared_on": [_node()] * len(done)}
+    return {
+        "index": block["index"],
+        "prepared": [pickle.dumps(p) for p in done],
+        "prepared_on": [_node()] * len(done),
+    }
 
 
 def _prepare_only(block: dict, prepare: Callable, setup: Callable | None) -> dict:
@@ -203,9 +225,11 @@ def _prepare_only(block: dict, prepare: Callable, setup: Callable | None) -> dic
     if setup is not None:
         setup()
     done = [prepare(pickle.loads(item)) for item in block["item"]]
-    return {"result": [pickle.dumps((list(map(int, block["index"])), done))],
-            "prepared_on": [pickle.dumps(Counter({_node(): len(done)}))],
-            "finished_on": [_node()]}
+    return {
+        "result": [pickle.dumps((list(map(int, block["index"])), done))],
+        "prepared_on": [pickle.dumps(Counter({_node(): len(done)}))],
+        "finished_on": [_node()],
+    }
 
 
 class _Finish:
@@ -222,9 +246,11 @@ class _Finish:
     def __call__(self, block: dict) -> dict:
         prepared = [pickle.loads(p) for p in block["prepared"]]
         result = self.finish(prepared)
-        return {"result": [pickle.dumps((list(map(int, block["index"])), result))],
-                "prepared_on": [pickle.dumps(Counter(block["prepared_on"]))],
-                "finished_on": [self.node]}
+        return {
+            "result": [pickle.dumps((list(map(int, block["index"])), result))],
+            "prepared_on": [pickle.dumps(Counter(block["prepared_on"]))],
+            "finished_on": [self.node],
+        }
 
 
 class RayExecutor:
@@ -234,9 +260,14 @@ class RayExecutor:
     batch); `stall_seconds` without a finished batch stops the run (`InputError`).
     """
 
-    def __init__(self, batch_size: int, stall_seconds: float = 600.0,
-                 paths: Callable[[object], str] | None = None, path_sample: int = 8,
-                 setup: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        batch_size: int,
+        stall_seconds: float = 600.0,
+        paths: Callable[[object], str] | None = None,
+        path_sample: int = 8,
+        setup: Callable[[], None] | None = None,
+    ):
         self.batch_size = max(1, int(batch_size))
         self.setup = setup
         self.stall_seconds = float(stall_seconds)
@@ -246,8 +277,12 @@ class RayExecutor:
         self.finished_per_node: Counter = Counter()
         self.pool: Pool | None = None
 
-    def map_batches(self, batches: Sequence[Sequence[Item]], prepare: Callable[[Item], Prepared],
-                    finish: Callable[[list[Prepared]], Result] | None) -> Iterator[Result]:
+    def map_batches(
+        self,
+        batches: Sequence[Sequence[Item]],
+        prepare: Callable[[Item], Prepared],
+        finish: Callable[[list[Prepared]], Result] | None,
+    ) -> Iterator[Result]:
         """Yield `finish(prepared items)` per batch of up to `batch_size` items, as they finish.
         `finish=None` (ingest: no model) skips the actors: each result is a list of prepared
         items, and every CPU reads."""
@@ -265,28 +300,34 @@ class RayExecutor:
 
         if self.paths is not None:
             step = max(1, len(items) // self.path_sample)
-            check_paths(ray, [self.paths(item) for item in items[::step][:self.path_sample]])
+            check_paths(ray, [self.paths(item) for item in items[::step][: self.path_sample]])
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         self.pool = pool = plan_pool(nodes)
         _quiet_ray_data()
 
         cpus = sum(float(n.get("CPU", 0)) for n in nodes)
-        per_read = min(MAX_ITEMS_PER_READ, max(MIN_ITEMS_PER_READ,
-                                               math.ceil(len(items) / (4 * cpus))))
+        per_read = min(
+            MAX_ITEMS_PER_READ, max(MIN_ITEMS_PER_READ, math.ceil(len(items) / (4 * cpus)))
+        )
         n_blocks = math.ceil(len(items) / per_read)
         dataset = ray.data.from_items(
             [{"index": i, "item": pickle.dumps(item)} for i, item in enumerate(items)],
-            override_num_blocks=n_blocks)
+            override_num_blocks=n_blocks,
+        )
         work = {"prepare": prepare, "setup": self.setup}
         if finish is None:
-            return dataset.map_batches(_prepare_only, fn_kwargs=work, batch_size=None,
-                                       num_cpus=1)
+            return dataset.map_batches(_prepare_only, fn_kwargs=work, batch_size=None, num_cpus=1)
         dataset = dataset.map_batches(
-            _prepare_block, fn_kwargs=work, batch_size=None, num_cpus=pool.read_cpus)
+            _prepare_block, fn_kwargs=work, batch_size=None, num_cpus=pool.read_cpus
+        )
         return dataset.map_batches(
-            _Finish, fn_constructor_args=(pickle.dumps(finish), pool.threads),
-            batch_size=self.batch_size, compute=ActorPoolStrategy(size=min(pool.actors, n_blocks)),
-            num_cpus=pool.actor_cpus, num_gpus=pool.actor_gpus or None)
+            _Finish,
+            fn_constructor_args=(pickle.dumps(finish), pool.threads),
+            batch_size=self.batch_size,
+            compute=ActorPoolStrategy(size=min(pool.actors, n_blocks)),
+            num_cpus=pool.actor_cpus,
+            num_gpus=pool.actor_gpus or None,
+        )
 
     def results(self, rows: Iterable[dict]) -> Iterator:
         """Each row's result, once: a row whose items came already is dropped (with a log
@@ -325,7 +366,7 @@ class RayExecutor:
             try:
                 for row in iterator:
                     if not hand_over(row):
-                        return      # the driver stopped: closing the iterator ends the run
+                        return  # the driver stopped: closing the iterator ends the run
                 hand_over(done)
             except BaseException as exc:  # handed to the driver's thread, raised there
                 hand_over(exc)
@@ -345,7 +386,8 @@ class RayExecutor:
                         f"the Ray run made no progress for {self.stall_seconds:.0f} s (no batch "
                         "finished): the cluster may lack free CPUs for the read tasks (ray issue "
                         "44687), a node may be stuck, or the model is slow to load; check "
-                        "`ray status`, then run again (what was committed stays)") from None
+                        "`ray status`, then run again (what was committed stays)"
+                    ) from None
                 if row is done:
                     return
                 if isinstance(row, BaseException):
@@ -370,9 +412,13 @@ def _quiet_ray_data() -> None:
 def _explain(exc: BaseException) -> BaseException:
     """A Ray failure as the one line a user needs, when it is one we know."""
     text = str(exc)
-    if "_Finish" in text and ("__init__" in text or "constructor" in text.lower()
-                              or "ActorDiedError" in type(exc).__name__):
+    if "_Finish" in text and (
+        "__init__" in text
+        or "constructor" in text.lower()
+        or "ActorDiedError" in type(exc).__name__
+    ):
         cause = [line for line in text.splitlines() if line.strip()][-1]
-        return InputError(f"every Ray actor failed to load the model, so nothing was written: "
-                          f"{cause.strip()}")
+        return InputError(
+            f"every Ray actor failed to load the model, so nothing was written: {cause.strip()}"
+        )
     return exc

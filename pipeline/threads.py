@@ -11,8 +11,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def bounded_map(func: Callable[[T], R], items: Iterable[T], workers: int | None = None
-                ) -> Iterator[R]:
+def bounded_map(
+    func: Callable[[T], R], items: Iterable[T], workers: int | None = None
+) -> Iterator[R]:
     """`func` over `items` in threads, in order, with at most `workers` items in flight (so a
     generator of big chunks is not read ahead into memory, as `Executor.map` would)."""
     workers = workers or min(4, os.cpu_count() or 1)

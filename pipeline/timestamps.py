@@ -29,7 +29,8 @@ EARLIEST = datetime(1980, 1, 1)
 _EPOCH_MIN, _EPOCH_MAX = 1_000_000_000, 1_999_999_999
 
 _EXIF_FORMAT = re.compile(
-    r"^\s*(\d{4})[:\-/](\d{2})[:\-/](\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?")
+    r"^\s*(\d{4})[:\-/](\d{2})[:\-/](\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?"
+)
 _OFFSET_FORMAT = re.compile(r"^\s*([+-])(\d{2}):?(\d{2})\s*$")
 
 # File-name patterns, most specific first. Digits may not touch other digits, so a long number
@@ -57,18 +58,19 @@ class FrameTime:
     neither is (no source gave a plausible date).
     """
 
-    source: str                       # 'exif' | 'filename' | 'mtime' | 'none' ('given': serve)
-    local: datetime | None = None     # camera wall clock, naive
-    instant: datetime | None = None   # UTC, aware, when the source fixes it
-    warning: str | None = None        # a garbage EXIF date we skipped, for ingest_errors
+    source: str  # 'exif' | 'filename' | 'mtime' | 'none' ('given': serve)
+    local: datetime | None = None  # camera wall clock, naive
+    instant: datetime | None = None  # UTC, aware, when the source fixes it
+    warning: str | None = None  # a garbage EXIF date we skipped, for ingest_errors
 
 
 class BadExifDate(ValueError):
     """An EXIF date that is present but not a usable camera date."""
 
 
-def parse_exif_datetime(text: str | bytes, subsec: str | bytes | None = None,
-                        now: datetime | None = None) -> datetime:
+def parse_exif_datetime(
+    text: str | bytes, subsec: str | bytes | None = None, now: datetime | None = None
+) -> datetime:
     """An EXIF 'YYYY:MM:DD HH:MM:SS' as a naive datetime; raises `BadExifDate` for garbage."""
     if isinstance(text, bytes):
         text = text.decode("ascii", errors="replace")
@@ -83,8 +85,10 @@ def parse_exif_datetime(text: str | bytes, subsec: str | bytes | None = None,
         raise BadExifDate(f"{text!r} is not a valid date") from None
     fraction = match.group(7)
     if fraction is None and subsec:
-        digits = re.match(r"\s*(\d{1,6})", subsec.decode("ascii", "replace")
-                          if isinstance(subsec, bytes) else str(subsec))
+        digits = re.match(
+            r"\s*(\d{1,6})",
+            subsec.decode("ascii", "replace") if isinstance(subsec, bytes) else str(subsec),
+        )
         fraction = digits.group(1) if digits else None
     if fraction:
         value = value.replace(microsecond=int(fraction.ljust(6, "0")[:6]))
@@ -172,8 +176,11 @@ def frame_time(exif, name: str, mtime_ns: int | None) -> FrameTime:
     if found is not None:
         value, is_utc = found
         if is_utc:
-            return FrameTime("filename", instant=value.replace(tzinfo=timezone.utc),
-                             warning=_fell_back(warning, "the file name"))
+            return FrameTime(
+                "filename",
+                instant=value.replace(tzinfo=timezone.utc),
+                warning=_fell_back(warning, "the file name"),
+            )
         return FrameTime("filename", local=value, warning=_fell_back(warning, "the file name"))
     if mtime_ns is None:
         note = f"{warning}; " if warning else ""
@@ -184,8 +191,11 @@ def frame_time(exif, name: str, mtime_ns: int | None) -> FrameTime:
     except (BadExifDate, OverflowError) as exc:
         why = exc if isinstance(exc, BadExifDate) else f"{mtime_ns} ns is out of range"
         note = f"{warning}; " if warning else ""
-        return FrameTime("none", warning=f"warning: {note}no plausible time: the file mtime "
-                                         f"{why}; the frame is kept without a time")
+        return FrameTime(
+            "none",
+            warning=f"warning: {note}no plausible time: the file mtime "
+            f"{why}; the frame is kept without a time",
+        )
     return FrameTime("mtime", instant=instant, warning=_fell_back(warning, "the file mtime"))
 
 
@@ -196,8 +206,10 @@ def given_time(text: str) -> FrameTime:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ValueError(f"{text!r} is not an ISO 8601 time such as 2024-04-10T12:00:00 or "
-                         "2024-04-10T12:00:00+02:00") from None
+        raise ValueError(
+            f"{text!r} is not an ISO 8601 time such as 2024-04-10T12:00:00 or "
+            "2024-04-10T12:00:00+02:00"
+        ) from None
     if value.tzinfo is None:
         _check_plausible(value, text, None)
         return FrameTime("given", local=value)

@@ -38,7 +38,8 @@ class Versioned:
         if found > self.format_version:
             raise FittedFormatError(
                 f"{type(self).__name__} was saved by a newer version of the pipeline (format "
-                f"{found}; this version reads up to {self.format_version})")
+                f"{found}; this version reads up to {self.format_version})"
+            )
         if found < self.format_version:
             state = self._upgrade(state, found)
         parent = getattr(super(), "__setstate__", None)

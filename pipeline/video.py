@@ -41,9 +41,9 @@ from pipeline.pixels import FrameDecodeError, decode_within, read_image_file
 
 CODEC = "libx264"
 PIX_FMT = "yuv420p"
-CRF = 20                   # x264 constant quality (lower = better, bigger); 18-23 is usual
+CRF = 20  # x264 constant quality (lower = better, bigger); 18-23 is usual
 PRESET = "veryfast"
-GAIN_RANGE = (0.5, 2.0)    # deflicker never changes a frame's brightness by more than 1 EV
+GAIN_RANGE = (0.5, 2.0)  # deflicker never changes a frame's brightness by more than 1 EV
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -51,11 +51,11 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 class VideoOptions:
     fps: int = 24
     width: int = 1280
-    deflicker: int = 0                 # window in frames; 0 = off
+    deflicker: int = 0  # window in frames; 0 = off
     max_file_bytes: int = 200 * 2**20
     max_image_pixels: int = 200_000_000
-    workers: int = 2                   # decode threads
-    description: str = ""              # stored as the MP4's comment
+    workers: int = 2  # decode threads
+    description: str = ""  # stored as the MP4's comment
     progress: bool = True
 
 
@@ -125,7 +125,7 @@ def fit(image: Image.Image, size: tuple[int, int]) -> tuple[np.ndarray, float]:
         return pixels, luma
     canvas = np.zeros((size[1], size[0], 3), dtype=np.uint8)
     x, y = (size[0] - inner[0]) // 2, (size[1] - inner[1]) // 2
-    canvas[y:y + inner[1], x:x + inner[0]] = pixels
+    canvas[y : y + inner[1], x : x + inner[0]] = pixels
     return canvas, luma
 
 
@@ -136,8 +136,8 @@ class Deflicker:
     def __init__(self, window: int, gain_range: tuple[float, float] = GAIN_RANGE) -> None:
         self.half = max(0, int(window) // 2)
         self.gain_range = gain_range
-        self._waiting: deque[tuple[np.ndarray, float]] = deque()   # next out, then lookahead
-        self._past: deque[float] = deque(maxlen=self.half)        # lumas before the next out
+        self._waiting: deque[tuple[np.ndarray, float]] = deque()  # next out, then lookahead
+        self._past: deque[float] = deque(maxlen=self.half)  # lumas before the next out
 
     def push(self, pixels: np.ndarray, luma: float) -> list[tuple[np.ndarray, float]]:
         self._waiting.append((pixels, luma))
@@ -150,9 +150,9 @@ class Deflicker:
         # Centred: as many frames after as before (fewer near the ends), so a steady change
         # such as dawn, linear over the window, gets gain 1 right up to the first and last frame.
         k = min(len(self._past), len(self._waiting) - 1)
-        after = [luma for _, luma in list(self._waiting)[1:k + 1]]
+        after = [luma for _, luma in list(self._waiting)[1 : k + 1]]
         pixels, luma = self._waiting.popleft()
-        window = [*list(self._past)[len(self._past) - k:], luma, *after]
+        window = [*list(self._past)[len(self._past) - k :], luma, *after]
         self._past.append(luma)
         smoothed = sum(window) / len(window)
         gain = smoothed / luma if luma > 0.5 else 1.0
@@ -167,8 +167,9 @@ def apply_gain(pixels: np.ndarray, gain: float) -> np.ndarray:
     return lut[pixels]
 
 
-def load_frame(path: str, longest: int, size: tuple[int, int], options: VideoOptions
-               ) -> tuple[np.ndarray, float]:
+def load_frame(
+    path: str, longest: int, size: tuple[int, int], options: VideoOptions
+) -> tuple[np.ndarray, float]:
     """One frame file read, decoded (long side at most `longest`) and fitted into `size`:
     what a decode thread does."""
     return fit(decode_frame(read_original(path, options), longest, options), size)
@@ -185,15 +186,22 @@ def encode_mp4(files: Sequence[str], out: Path, options: VideoOptions) -> VideoR
     Raises `NoFramesError` when not one file can be read (and writes nothing)."""
     out = Path(out)
     left_out: list[LeftOut] = []
-    bar = tqdm(total=len(files), unit="frame", desc="mp4", file=sys.stderr, mininterval=0.5,
-               disable=not options.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(files),
+        unit="frame",
+        desc="mp4",
+        file=sys.stderr,
+        mininterval=0.5,
+        disable=not options.progress,
+        dynamic_ncols=True,
+    )
     first, start = None, 0
-    for start, path in enumerate(files, start=1):   # the first readable frame sets the height
+    for start, path in enumerate(files, start=1):  # the first readable frame sets the height
         try:
             data = read_original(path, options)
             image = decode_frame(data, options.width, options)
             size = output_size(options.width, image.info["upright_size"])
-            if max(size) > options.width:           # portrait: decode for the taller side
+            if max(size) > options.width:  # portrait: decode for the taller side
                 image = decode_frame(data, max(size), options)
             first = fit(image, size)
             break
@@ -206,8 +214,9 @@ def encode_mp4(files: Sequence[str], out: Path, options: VideoOptions) -> VideoR
     part = out.with_name(f".{out.name}.part")
     n_written = 0
     try:
-        with av.open(str(part), mode="w", format="mp4", options={"movflags": "+faststart"}
-                     ) as container:
+        with av.open(
+            str(part), mode="w", format="mp4", options={"movflags": "+faststart"}
+        ) as container:
             if options.description:
                 container.metadata["comment"] = options.description
             stream = container.add_stream(CODEC, rate=int(options.fps))
@@ -237,8 +246,15 @@ def encode_mp4(files: Sequence[str], out: Path, options: VideoOptions) -> VideoR
         raise
     finally:
         bar.close()
-    return VideoResult(out=out, n_frames=n_written, width=size[0], height=size[1],
-                       fps=int(options.fps), deflicker=int(options.deflicker), left_out=left_out)
+    return VideoResult(
+        out=out,
+        n_frames=n_written,
+        width=size[0],
+        height=size[1],
+        fps=int(options.fps),
+        deflicker=int(options.deflicker),
+        left_out=left_out,
+    )
 
 
 def _chain(first, rest: Iterator) -> Iterator:
@@ -246,8 +262,14 @@ def _chain(first, rest: Iterator) -> Iterator:
     yield from rest
 
 
-def _prefetched(files: Sequence[str], longest: int, size: tuple[int, int], options: VideoOptions,
-                left_out: list[LeftOut], bar: tqdm) -> Iterator[tuple[np.ndarray, float]]:
+def _prefetched(
+    files: Sequence[str],
+    longest: int,
+    size: tuple[int, int],
+    options: VideoOptions,
+    left_out: list[LeftOut],
+    bar: tqdm,
+) -> Iterator[tuple[np.ndarray, float]]:
     """The decoded, fitted frames in order, decoded by `options.workers` threads with at most
     `2 * workers` frames in flight; an unreadable file is added to `left_out` and skipped."""
     workers = max(1, int(options.workers))

@@ -67,17 +67,19 @@ class PassResult:
     """What one pass did; `line()` is the line watch prints for it."""
 
     at: datetime
-    n_new: int = 0        # frames added or changed
+    n_new: int = 0  # frames added or changed
     n_scored: int = 0
-    n_flagged: int = 0    # of those, flagged by the run's consensus
-    n_errors: int = 0     # files recorded as unreadable (ingest or embed) in this pass
-    n_waiting: int = 0    # files left for the next pass (still being written)
+    n_flagged: int = 0  # of those, flagged by the run's consensus
+    n_errors: int = 0  # files recorded as unreadable (ingest or embed) in this pass
+    n_waiting: int = 0  # files left for the next pass (still being written)
     run_id: int | None = None
     note: str = ""
 
     def line(self) -> str:
-        text = (f"watch {self.at:%Y-%m-%d %H:%M:%S}: {self.n_new} new, {self.n_scored} scored, "
-                f"{self.n_flagged} flagged, {self.n_errors} errors")
+        text = (
+            f"watch {self.at:%Y-%m-%d %H:%M:%S}: {self.n_new} new, {self.n_scored} scored, "
+            f"{self.n_flagged} flagged, {self.n_errors} errors"
+        )
         if self.n_waiting:
             text += f", {self.n_waiting} still being written"
         text += f" (run {self.run_id})" if self.run_id is not None else " (no run yet)"
@@ -122,9 +124,15 @@ class Settling:
 class Watcher:
     """One watched folder and store: `one_pass()` brings the store up to date once."""
 
-    def __init__(self, folder: Path, db: Path, settings: Settings, *,
-                 refit_every: int | None = None,
-                 should_stop: Callable[[], bool] = lambda: False):
+    def __init__(
+        self,
+        folder: Path,
+        db: Path,
+        settings: Settings,
+        *,
+        refit_every: int | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ):
         check_folder(folder)
         if refit_every is not None and refit_every < 1:
             raise InputError(f"--refit-every must be at least 1, not {refit_every}")
@@ -171,9 +179,17 @@ class Watcher:
         if self.fitted is not None:
             from pipeline.score_new import score_folder
 
-            done = score_folder(self.folder, self.db, self.settings, self.fitted, stage=STAGE,
-                                hold=self.settling.hold, should_stop=self.should_stop,
-                                chunk=self.settings.ingest_batch_size, built=self._built())
+            done = score_folder(
+                self.folder,
+                self.db,
+                self.settings,
+                self.fitted,
+                stage=STAGE,
+                hold=self.settling.hold,
+                should_stop=self.should_stop,
+                chunk=self.settings.ingest_batch_size,
+                built=self._built(),
+            )
             ingest, n_embed_failed = done.ingest, done.n_embed_failed
             result.n_scored = len(done.frames)
             result.n_flagged = int(done.frames["is_outlier"].sum()) if len(done.frames) else 0
@@ -191,16 +207,27 @@ class Watcher:
         from pipeline.embed import embed_frames
         from pipeline.ingest import ingest_folder
 
-        ingest = ingest_folder(self.folder, self.db, self.settings, progress=False, stage=STAGE,
-                               hold=self.settling.hold, should_stop=self.should_stop)
+        ingest = ingest_folder(
+            self.folder,
+            self.db,
+            self.settings,
+            progress=False,
+            stage=STAGE,
+            hold=self.settling.hold,
+            should_stop=self.should_stop,
+        )
         if self.should_stop():
             return ingest, 0
         with store.connect(self.db, read_only=True) as con:
             model = self._model(con)
             in_folder = sa.load_frames(con, root=self.root)["frame_id"].tolist()
-        embedded = embed_frames(self.db, self.settings.replace(model=model),
-                                frame_ids=in_folder, progress=False,
-                                should_stop=self.should_stop)
+        embedded = embed_frames(
+            self.db,
+            self.settings.replace(model=model),
+            frame_ids=in_folder,
+            progress=False,
+            should_stop=self.should_stop,
+        )
         return ingest, embedded.failed
 
     def _built(self):
@@ -210,17 +237,21 @@ class Watcher:
 
         precision = run_precision(self.db, self.fitted, self.settings.precision).precision
         if self.model is None or (self.model[0].key, self.model[0].precision) != (
-                self.fitted.model, precision):
+            self.fitted.model,
+            precision,
+        ):
             self.model = run_embedder(self.db, self.fitted, self.settings)
-            log.info("watch: embedding with %s at %s", self.fitted.model,
-                     self.model[1].describe())
+            log.info("watch: embedding with %s at %s", self.fitted.model, self.model[1].describe())
         return self.model
 
     def _model(self, con) -> str:
         """The model to embed with before any run: the settings', else the store's only one."""
         models = [row.model for row, n in se.list_model_rows(con) if n > 0]
-        return models[0] if len(models) == 1 and self.settings.model not in models \
+        return (
+            models[0]
+            if len(models) == 1 and self.settings.model not in models
             else self.settings.model
+        )
 
     def _refit_due(self) -> bool:
         return self.refit_every is not None and self.n_since_fit >= self.refit_every
@@ -250,13 +281,24 @@ class Watcher:
         try:
             return Settings(**values)
         except (InputError, TypeError) as exc:
-            log.warning("watch: run %s's settings cannot be used again (%s); refitting with "
-                        "the current settings", run_id, exc)
+            log.warning(
+                "watch: run %s's settings cannot be used again (%s); refitting with "
+                "the current settings",
+                run_id,
+                exc,
+            )
             return self.settings.replace(model=self.fitted.model)
 
 
-def watch(folder: Path, db: Path, settings: Settings, interval: float, echo: Callable[[str], None],
-          stop: threading.Event, refit_every: int | None = None) -> int:
+def watch(
+    folder: Path,
+    db: Path,
+    settings: Settings,
+    interval: float,
+    echo: Callable[[str], None],
+    stop: threading.Event,
+    refit_every: int | None = None,
+) -> int:
     """Run passes every `interval` seconds until `stop` is set; returns the number of passes."""
     watcher = Watcher(folder, db, settings, refit_every=refit_every, should_stop=stop.is_set)
     n_passes = 0

@@ -40,19 +40,28 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pandas as pd
 
-from store.db import execute as _run, fetch_one, log_failed
+from store.db import execute as _run
+from store.db import fetch_one, log_failed
 
 if TYPE_CHECKING:
     from store.facts import FrameFilter
 
-SAMPLE_FRAMES = 50_000   # frames in a run's sample for the scatter plots
-TOP_FRAMES = 2_000       # highest-scoring frames kept per detector (the gallery's first pages)
-MAX_PERIODS = 400        # periods (days, else weeks, else months) the cells cut the frames into
+SAMPLE_FRAMES = 50_000  # frames in a run's sample for the scatter plots
+TOP_FRAMES = 2_000  # highest-scoring frames kept per detector (the gallery's first pages)
+MAX_PERIODS = 400  # periods (days, else weeks, else months) the cells cut the frames into
 PERIOD_UNITS = ("day", "week", "month")
 
 # Tables with rows per run (deleted with the run, see `store.analysis.RUN_TABLES`).
-TABLES = ("run_frame_cells", "run_detector_cells", "run_samples", "run_sample_scores",
-          "run_top", "incident_frames", "incidents", "run_aggregates")
+TABLES = (
+    "run_frame_cells",
+    "run_detector_cells",
+    "run_samples",
+    "run_sample_scores",
+    "run_top",
+    "incident_frames",
+    "incidents",
+    "run_aggregates",
+)
 
 
 @dataclass
@@ -72,10 +81,16 @@ class Mosaic:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def write(con: duckdb.DuckDBPyConnection, run_id: int, *,
-          incidents: pd.DataFrame | None = None, incident_frames: pd.DataFrame | None = None,
-          mosaic: Mosaic | None = None, sample_frames: int = SAMPLE_FRAMES,
-          top_frames: int = TOP_FRAMES) -> None:
+def write(
+    con: duckdb.DuckDBPyConnection,
+    run_id: int,
+    *,
+    incidents: pd.DataFrame | None = None,
+    incident_frames: pd.DataFrame | None = None,
+    mosaic: Mosaic | None = None,
+    sample_frames: int = SAMPLE_FRAMES,
+    top_frames: int = TOP_FRAMES,
+) -> None:
     """Write a run's aggregates from its rows already in the store (clusters, outlier_scores)
     and `frames`, plus its incidents and mosaic; inside the caller's transaction.
 
@@ -87,13 +102,19 @@ def write(con: duckdb.DuckDBPyConnection, run_id: int, *,
     span = fetch_one(con, "SELECT min(taken_at)::DATE, max(taken_at)::DATE FROM frames")
     grain = period_unit(*span) if span else "day"
     period = period_start(grain, "f.taken_at")
-    _sql(con, f"""
+    _sql(
+        con,
+        f"""
         INSERT INTO run_frame_cells
         SELECT $run, {period}, hour(f.taken_at), f.daylight, c.cluster,
                count(*), min(f.taken_at), max(f.taken_at)
         FROM frames f LEFT JOIN clusters c ON c.run_id = $run AND c.frame_id = f.frame_id
-        GROUP BY ALL ORDER BY 2, 3""", params)
-    _sql(con, f"""
+        GROUP BY ALL ORDER BY 2, 3""",
+        params,
+    )
+    _sql(
+        con,
+        f"""
         INSERT INTO run_detector_cells
         SELECT $run, s.detector, {period}, hour(f.taken_at), f.daylight,
                c.cluster, count(*), count(*) FILTER (WHERE s.is_outlier), count(s.score_pct),
@@ -101,23 +122,41 @@ def write(con: duckdb.DuckDBPyConnection, run_id: int, *,
         FROM outlier_scores s JOIN frames f ON f.frame_id = s.frame_id
         LEFT JOIN clusters c ON c.run_id = $run AND c.frame_id = s.frame_id
         WHERE s.run_id = $run
-        GROUP BY ALL ORDER BY 2, 3, 4""", params)
-    _sql(con, """
+        GROUP BY ALL ORDER BY 2, 3, 4""",
+        params,
+    )
+    _sql(
+        con,
+        """
         INSERT INTO run_samples
         SELECT $run, c.frame_id, f.taken_at, f.daylight, c.cluster, c.map_x, c.map_y
         FROM clusters c JOIN frames f ON f.frame_id = c.frame_id
         WHERE c.run_id = $run
-        ORDER BY hash(c.frame_id), c.frame_id LIMIT $n""", {**params, "n": int(sample_frames)})
-    _sql(con, """
+        ORDER BY hash(c.frame_id), c.frame_id LIMIT $n""",
+        {**params, "n": int(sample_frames)},
+    )
+    _sql(
+        con,
+        """
         INSERT INTO run_sample_scores
         SELECT $run, s.detector, s.frame_id, s.score, s.score_pct, s.is_outlier
         FROM outlier_scores s SEMI JOIN run_samples t ON t.run_id = $run
                                                      AND t.frame_id = s.frame_id
-        WHERE s.run_id = $run ORDER BY s.detector, s.frame_id""", params)
-    detectors = [r[0] for r in _run(con, "SELECT DISTINCT detector FROM outlier_scores "
-                                         "WHERE run_id = ? ORDER BY 1", [run_id]).fetchall()]
+        WHERE s.run_id = $run ORDER BY s.detector, s.frame_id""",
+        params,
+    )
+    detectors = [
+        r[0]
+        for r in _run(
+            con,
+            "SELECT DISTINCT detector FROM outlier_scores WHERE run_id = ? ORDER BY 1",
+            [run_id],
+        ).fetchall()
+    ]
     for detector in detectors:  # a top-N per detector (a window over every row would sort)
-        _sql(con, """
+        _sql(
+            con,
+            """
             INSERT INTO run_top
             SELECT $run, $detector, row_number() OVER (ORDER BY t.score DESC NULLS LAST,
                                                        t.frame_id),
@@ -128,29 +167,58 @@ def write(con: duckdb.DuckDBPyConnection, run_id: int, *,
                   ORDER BY score DESC NULLS LAST, frame_id LIMIT $n) t
             JOIN frames f ON f.frame_id = t.frame_id
             LEFT JOIN clusters c ON c.run_id = $run AND c.frame_id = t.frame_id""",
-             {**params, "detector": detector, "n": int(top_frames)})
+            {**params, "detector": detector, "n": int(top_frames)},
+        )
     if incidents is not None and len(incidents):
-        _insert(con, "incidents", incidents.assign(run_id=int(run_id)), """
+        _insert(
+            con,
+            "incidents",
+            incidents.assign(run_id=int(run_id)),
+            """
             INSERT INTO incidents (run_id, incident_id, started_at, ended_at, duration_s,
                                    n_frames, n_flagged, cause, cause_share, peak_score,
                                    peak_pct, frame_id)
             SELECT run_id, incident_id, started_at, ended_at, duration_s, n_frames, n_flagged,
-                   cause, cause_share, peak_score, peak_pct, frame_id FROM _new_incidents""")
+                   cause, cause_share, peak_score, peak_pct, frame_id FROM _new_incidents""",
+        )
     if incident_frames is not None and len(incident_frames):
-        _insert(con, "incidents", incident_frames.assign(run_id=int(run_id)), """
+        _insert(
+            con,
+            "incidents",
+            incident_frames.assign(run_id=int(run_id)),
+            """
             INSERT INTO incident_frames
             SELECT m.run_id, m.frame_id, m.incident_id, m.is_flagged, f.taken_at, f.daylight,
                    c.cluster
             FROM _new_incidents m JOIN frames f ON f.frame_id = m.frame_id
-            LEFT JOIN clusters c ON c.run_id = m.run_id AND c.frame_id = m.frame_id""")
-    row: dict[str, Any] = {"png": None, "days": None, "cw": None, "ch": None,
-                           "outlined": None, "info": None}
+            LEFT JOIN clusters c ON c.run_id = m.run_id AND c.frame_id = m.frame_id""",
+        )
+    row: dict[str, Any] = {
+        "png": None,
+        "days": None,
+        "cw": None,
+        "ch": None,
+        "outlined": None,
+        "info": None,
+    }
     if mosaic is not None:
-        row = {"png": mosaic.png, "days": list(mosaic.days), "cw": int(mosaic.cell_width),
-               "ch": int(mosaic.cell_height), "outlined": [int(c) for c in mosaic.outlined],
-               "info": json.dumps({"n_frames": mosaic.n_frames, "n_decoded": mosaic.n_decoded,
-                                   "seconds": mosaic.seconds})}
-    _sql(con, """
+        row = {
+            "png": mosaic.png,
+            "days": list(mosaic.days),
+            "cw": int(mosaic.cell_width),
+            "ch": int(mosaic.cell_height),
+            "outlined": [int(c) for c in mosaic.outlined],
+            "info": json.dumps(
+                {
+                    "n_frames": mosaic.n_frames,
+                    "n_decoded": mosaic.n_decoded,
+                    "seconds": mosaic.seconds,
+                }
+            ),
+        }
+    _sql(
+        con,
+        """
         INSERT INTO run_aggregates (run_id, store_frames, store_max_frame_id, run_frames,
                                     cell_grain, first_day, last_day, n_sample, n_top,
                                     mosaic_png, mosaic_days, mosaic_outlined, mosaic_cell_width,
@@ -160,8 +228,15 @@ def write(con: duckdb.DuckDBPyConnection, run_id: int, *,
                (SELECT count(*) FROM run_samples WHERE run_id = $run), $top,
                $png, CAST($days AS DATE[]), CAST($outlined AS INTEGER[]), $cw, $ch,
                CAST($info AS JSON)""",
-         {**params, **row, "grain": grain, "first": span[0] if span else None,
-          "last": span[1] if span else None, "top": int(top_frames)})
+        {
+            **params,
+            **row,
+            "grain": grain,
+            "first": span[0] if span else None,
+            "last": span[1] if span else None,
+            "top": int(top_frames),
+        },
+    )
 
 
 def mark_stale(con: duckdb.DuckDBPyConnection) -> None:
@@ -174,13 +249,17 @@ def covers(con: duckdb.DuckDBPyConnection, flt: "FrameFilter") -> bool:
     """Whether the run's aggregates answer this filter (the rule in the module docstring)."""
     if flt.run_id is None or flt.conditions or flt.frame_ids or flt.threshold_kind != "all":
         return False
-    row = fetch_one(con, """
+    row = fetch_one(
+        con,
+        """
         SELECT NOT a.is_stale AND a.run_frames = r.n_frames
                AND a.store_frames = (SELECT count(*) FROM frames)
                AND a.store_max_frame_id IS NOT DISTINCT FROM (SELECT max(frame_id) FROM frames),
                a.cell_grain
         FROM run_aggregates a JOIN analysis_runs r USING (run_id)
-        WHERE a.run_id = ?""", [int(flt.run_id)])
+        WHERE a.run_id = ?""",
+        [int(flt.run_id)],
+    )
     return bool(row and row[0]) and whole_periods(row[1], flt.date_from, flt.date_to)
 
 
@@ -207,8 +286,11 @@ def period_start(unit: str, column: str) -> str:
     """SQL for the first day of the `unit` period holding `column` (a timestamp or date)."""
     if unit not in PERIOD_UNITS:
         raise ValueError(f"unknown period {unit!r}; one of {PERIOD_UNITS}")
-    return f"CAST({column} AS DATE)" if unit == "day" else \
-        f"CAST(date_trunc('{unit}', {column}) AS DATE)"
+    return (
+        f"CAST({column} AS DATE)"
+        if unit == "day"
+        else f"CAST(date_trunc('{unit}', {column}) AS DATE)"
+    )
 
 
 def period_end(start: date, unit: str) -> date:
@@ -223,21 +305,33 @@ def period_end(start: date, unit: str) -> date:
 
 def whole_periods(unit: str, first: date | None, last: date | None) -> bool:
     """Whether the dates first..last (inclusive; None = open) are whole `unit` periods."""
-    starts = first is None or unit == "day" or (
-        first.weekday() == 0 if unit == "week" else first.day == 1)
-    ends = last is None or unit == "day" or (
-        last.weekday() == 6 if unit == "week" else (last + timedelta(days=1)).day == 1)
+    starts = (
+        first is None
+        or unit == "day"
+        or (first.weekday() == 0 if unit == "week" else first.day == 1)
+    )
+    ends = (
+        last is None
+        or unit == "day"
+        or (last.weekday() == 6 if unit == "week" else (last + timedelta(days=1)).day == 1)
+    )
     return starts and ends
 
 
 def coarser(unit: str, than: str) -> bool:
     """Whether periods of `unit` are made of whole `than` periods (a week is not of months)."""
-    return (unit, than) in {("day", "day"), ("week", "day"), ("week", "week"),
-                            ("month", "day"), ("month", "month")}
+    return (unit, than) in {
+        ("day", "day"),
+        ("week", "day"),
+        ("week", "week"),
+        ("month", "day"),
+        ("month", "month"),
+    }
 
 
-def cell_filter(flt: "FrameFilter", alias: str = "", timed: bool = False
-                ) -> tuple[str, dict[str, Any]]:
+def cell_filter(
+    flt: "FrameFilter", alias: str = "", timed: bool = False
+) -> tuple[str, dict[str, Any]]:
     """The WHERE condition on cell rows (`period`, `hour`, `daylight`, `cluster`; with `timed`,
     rows that have a `taken_at` instead of period and hour) for the parts of `flt` that `covers`
     allows: dates (whole periods for cells), hours, daylight and clusters. Columns are `alias.`

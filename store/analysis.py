@@ -24,11 +24,22 @@ import pandas as pd
 import pyarrow as pa
 
 from store import aggregates
+from store.db import execute as _run
 from store.db import fetch_one, log_failed, scalar
-from store.db import execute as _run, ids_table as _ids_table
+from store.db import ids_table as _ids_table
 
-_FRAME_COLUMNS = ("frame_id", "path", "taken_at", "taken_at_utc", "mean_luma", "contrast",
-                  "sharpness", "colorfulness", "local_contrast", "daylight")
+_FRAME_COLUMNS = (
+    "frame_id",
+    "path",
+    "taken_at",
+    "taken_at_utc",
+    "mean_luma",
+    "contrast",
+    "sharpness",
+    "colorfulness",
+    "local_contrast",
+    "daylight",
+)
 
 # Tables whose rows belong to one run (deleted with it); `analysis_runs` itself comes last.
 RUN_TABLES = ("clusters", "outlier_scores", "neighbors", "fitted_runs", *aggregates.TABLES)
@@ -36,16 +47,19 @@ RUN_TABLES = ("clusters", "outlier_scores", "neighbors", "fitted_runs", *aggrega
 
 # --- what there is to analyse -----------------------------------------------------------------
 
+
 def embedded_models(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Model key -> number of vectors of frames still in the store."""
     rows = con.execute(
         "SELECT e.model, count(*) FROM embeddings e SEMI JOIN frames f USING (frame_id) "
-        "GROUP BY e.model ORDER BY e.model").fetchall()
+        "GROUP BY e.model ORDER BY e.model"
+    ).fetchall()
     return {model: int(n) for model, n in rows}
 
 
-def load_frames(con: duckdb.DuckDBPyConnection, frame_ids: Sequence[int] | None = None,
-                root: str | None = None) -> pd.DataFrame:
+def load_frames(
+    con: duckdb.DuckDBPyConnection, frame_ids: Sequence[int] | None = None, root: str | None = None
+) -> pd.DataFrame:
     """Frame facts the detectors use (time, image statistics, daylight), ordered by frame_id.
 
     Restricted to `frame_ids` and/or to the frames ingested from folder `root` when given.
@@ -74,26 +88,42 @@ def load_frames(con: duckdb.DuckDBPyConnection, frame_ids: Sequence[int] | None 
 
 # --- runs -------------------------------------------------------------------------------------
 
-def start_run(con: duckdb.DuckDBPyConnection, model: str, params: dict[str, Any],
-              code_version: str) -> int:
+
+def start_run(
+    con: duckdb.DuckDBPyConnection, model: str, params: dict[str, Any], code_version: str
+) -> int:
     """Record a new run as 'running' (with this process's PID and host); returns its run_id."""
     run_id = int(scalar(con, "SELECT nextval('run_id_seq')"))
-    _run(con, "INSERT INTO analysis_runs (run_id, model, params, status, code_version, pid, host) "
-              "VALUES (?, ?, ?, 'running', ?, ?, ?)",
-         [run_id, model, json.dumps(params, default=str), code_version, os.getpid(),
-          socket.gethostname()])
+    _run(
+        con,
+        "INSERT INTO analysis_runs (run_id, model, params, status, code_version, pid, host) "
+        "VALUES (?, ?, ?, 'running', ?, ?, ?)",
+        [
+            run_id,
+            model,
+            json.dumps(params, default=str),
+            code_version,
+            os.getpid(),
+            socket.gethostname(),
+        ],
+    )
     return run_id
 
 
 def running_runs(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int | None, str | None, Any]]:
     """Runs still marked 'running': (run_id, pid, host, started_at)."""
-    return [(int(r), p, h, s) for r, p, h, s in con.execute(
-        "SELECT run_id, pid, host, started_at FROM analysis_runs WHERE status = 'running' "
-        "ORDER BY run_id").fetchall()]
+    return [
+        (int(r), p, h, s)
+        for r, p, h, s in con.execute(
+            "SELECT run_id, pid, host, started_at FROM analysis_runs WHERE status = 'running' "
+            "ORDER BY run_id"
+        ).fetchall()
+    ]
 
 
-def fail_stale_runs(con: duckdb.DuckDBPyConnection,
-                    is_alive: Callable[[int | None, str | None, Any], bool]) -> list[int]:
+def fail_stale_runs(
+    con: duckdb.DuckDBPyConnection, is_alive: Callable[[int | None, str | None, Any], bool]
+) -> list[int]:
     """Mark 'running' runs whose process is gone (a kill, a crash, a power cut) as 'failed'.
 
     `is_alive(pid, host, started_at)` decides; runs it cannot judge must count as alive.
@@ -103,30 +133,39 @@ def fail_stale_runs(con: duckdb.DuckDBPyConnection,
     for run_id, pid, host, started_at in running_runs(con):
         if is_alive(pid, host, started_at):
             continue
-        fail_run(con, run_id, f"interrupted: the process that ran it (PID {pid} on {host}) "
-                              "ended before the run was written")
+        fail_run(
+            con,
+            run_id,
+            f"interrupted: the process that ran it (PID {pid} on {host}) "
+            "ended before the run was written",
+        )
         stale.append(run_id)
     return stale
 
 
-def fail_run(con: duckdb.DuckDBPyConnection, run_id: int, error: str,
-             timings: dict[str, float] | None = None) -> None:
+def fail_run(
+    con: duckdb.DuckDBPyConnection, run_id: int, error: str, timings: dict[str, float] | None = None
+) -> None:
     """Mark a run 'failed' with the reason; rows of the run (if any slipped in) are removed."""
     con.execute("BEGIN TRANSACTION")
     try:
         for table in RUN_TABLES:
             _run(con, f"DELETE FROM {table} WHERE run_id = ?", [run_id])
-        _run(con, "UPDATE analysis_runs SET status = 'failed', error = ?, finished_at = now(), "
-                  "timings = ? WHERE run_id = ?",
-             [error[:2000], json.dumps(timings or {}), run_id])
+        _run(
+            con,
+            "UPDATE analysis_runs SET status = 'failed', error = ?, finished_at = now(), "
+            "timings = ? WHERE run_id = ?",
+            [error[:2000], json.dumps(timings or {}), run_id],
+        )
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
 
 
-def _insert_frame(con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str],
-                  frame: pd.DataFrame) -> None:
+def _insert_frame(
+    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], frame: pd.DataFrame
+) -> None:
     """Bulk insert `frame` (a DataFrame) into `table` with one statement."""
     arrow = pa.Table.from_pandas(frame[list(columns)], preserve_index=False)
     name = f"_new_{table}"
@@ -149,24 +188,38 @@ def insert_clusters(con: duckdb.DuckDBPyConnection, clusters: pd.DataFrame) -> N
 
 def insert_scores(con: duckdb.DuckDBPyConnection, scores: pd.DataFrame) -> None:
     """`outlier_scores` rows: run_id, detector, frame_id, score, score_pct, is_outlier."""
-    _insert_frame(con, "outlier_scores",
-                  ("run_id", "detector", "frame_id", "score", "score_pct", "is_outlier"), scores)
+    _insert_frame(
+        con,
+        "outlier_scores",
+        ("run_id", "detector", "frame_id", "score", "score_pct", "is_outlier"),
+        scores,
+    )
 
 
 def insert_neighbors(con: duckdb.DuckDBPyConnection, neighbors: pd.DataFrame) -> None:
     """`neighbors` rows: run_id, frame_id, rank, neighbor_id, distance."""
-    _insert_frame(con, "neighbors", ("run_id", "frame_id", "rank", "neighbor_id", "distance"),
-                  neighbors)
+    _insert_frame(
+        con, "neighbors", ("run_id", "frame_id", "rank", "neighbor_id", "distance"), neighbors
+    )
 
 
-def write_run(con: duckdb.DuckDBPyConnection, run_id: int, *, n_frames: int,
-              clusters: pd.DataFrame, scores: pd.DataFrame | Iterable[pd.DataFrame],
-              neighbors: pd.DataFrame,
-              artifact: bytes | None, versions: dict[str, str], timings: dict[str, float],
-              params: dict[str, Any] | None = None, keep_fitted: int | None = None,
-              incidents: pd.DataFrame | None = None,
-              incident_frames: pd.DataFrame | None = None,
-              mosaic: aggregates.Mosaic | None = None) -> None:
+def write_run(
+    con: duckdb.DuckDBPyConnection,
+    run_id: int,
+    *,
+    n_frames: int,
+    clusters: pd.DataFrame,
+    scores: pd.DataFrame | Iterable[pd.DataFrame],
+    neighbors: pd.DataFrame,
+    artifact: bytes | None,
+    versions: dict[str, str],
+    timings: dict[str, float],
+    params: dict[str, Any] | None = None,
+    keep_fitted: int | None = None,
+    incidents: pd.DataFrame | None = None,
+    incident_frames: pd.DataFrame | None = None,
+    mosaic: aggregates.Mosaic | None = None,
+) -> None:
     """Every row of a run, its aggregates and incidents (`store.aggregates.write`) plus status
     'complete', in one transaction (all or nothing).
 
@@ -185,16 +238,20 @@ def write_run(con: duckdb.DuckDBPyConnection, run_id: int, *, n_frames: int,
             insert_scores(con, part)
         insert_neighbors(con, neighbors)
         if artifact is not None:
-            _run(con, "INSERT INTO fitted_runs (run_id, artifact, versions) VALUES (?, ?, ?)",
-                 [run_id, artifact, json.dumps(versions)])
+            _run(
+                con,
+                "INSERT INTO fitted_runs (run_id, artifact, versions) VALUES (?, ?, ?)",
+                [run_id, artifact, json.dumps(versions)],
+            )
         sets = "status = 'complete', n_frames = ?, finished_at = now(), timings = ?, error = NULL"
         values: list[Any] = [n_frames, json.dumps(timings)]
         if params is not None:
             sets += ", params = ?"
             values.append(json.dumps(params, default=str))
         _run(con, f"UPDATE analysis_runs SET {sets} WHERE run_id = ?", values + [run_id])
-        aggregates.write(con, run_id, incidents=incidents, incident_frames=incident_frames,
-                         mosaic=mosaic)
+        aggregates.write(
+            con, run_id, incidents=incidents, incident_frames=incident_frames, mosaic=mosaic
+        )
         if keep_fitted is not None:
             model = scalar(con, "SELECT model FROM analysis_runs WHERE run_id = ?", [run_id])
             drop_old_fitted(con, model, keep_fitted)
@@ -211,7 +268,9 @@ def drop_old_fitted(con: duckdb.DuckDBPyConnection, model: str, keep: int) -> li
     models' fitted states are untouched. Returns the run ids whose fitted state was deleted.
     """
     check_keep(keep, "keep")
-    rows = _run(con, """
+    rows = _run(
+        con,
+        """
         DELETE FROM fitted_runs WHERE run_id IN (
             SELECT run_id FROM (
                 SELECT r.run_id,
@@ -219,7 +278,9 @@ def drop_old_fitted(con: duckdb.DuckDBPyConnection, model: str, keep: int) -> li
                 FROM analysis_runs r SEMI JOIN fitted_runs f USING (run_id)
                 WHERE r.model = ? AND r.status = 'complete')
             WHERE newest > ?)
-        RETURNING run_id""", [model, keep]).fetchall()
+        RETURNING run_id""",
+        [model, keep],
+    ).fetchall()
     return sorted(int(r[0]) for r in rows)
 
 
@@ -246,8 +307,7 @@ class PruneReport:
         return sorted(r for ids in self.removed.values() for r in ids)
 
 
-def prune_runs(con: duckdb.DuckDBPyConnection, keep: int, *,
-               dry_run: bool = False) -> PruneReport:
+def prune_runs(con: duckdb.DuckDBPyConnection, keep: int, *, dry_run: bool = False) -> PruneReport:
     """Delete whole analysis runs but the newest `keep` complete runs of each model.
 
     A removed run loses its rows in every run table and its `analysis_runs` row, all in one
@@ -263,7 +323,8 @@ def prune_runs(con: duckdb.DuckDBPyConnection, keep: int, *,
     try:
         runs = con.execute(
             "SELECT run_id, model, status FROM analysis_runs "
-            "ORDER BY model, finished_at DESC, run_id DESC").fetchall()
+            "ORDER BY model, finished_at DESC, run_id DESC"
+        ).fetchall()
         by_model: dict[str, list[tuple[int, str]]] = {}
         for run_id, model, status in runs:
             by_model.setdefault(model, []).append((int(run_id), status))
@@ -272,8 +333,11 @@ def prune_runs(con: duckdb.DuckDBPyConnection, keep: int, *,
             kept = complete[:keep]
             gone = complete[keep:]
             if kept:
-                gone += [r for r, status in model_runs
-                         if status not in ("complete", "running") and r < min(kept)]
+                gone += [
+                    r
+                    for r, status in model_runs
+                    if status not in ("complete", "running") and r < min(kept)
+                ]
             report.running += [r for r, status in model_runs if status == "running"]
             report.kept[model] = kept
             if gone:
@@ -282,16 +346,29 @@ def prune_runs(con: duckdb.DuckDBPyConnection, keep: int, *,
         ids = report.run_ids
         if ids:
             for table in RUN_TABLES + ("analysis_runs",):
-                report.rows[table] = int(scalar(
-                    con, f"SELECT count(*) FROM {table} WHERE run_id IN "
-                         "(SELECT unnest(?::BIGINT[]))", [ids]))
-            report.fitted_bytes = int(scalar(
-                con, "SELECT coalesce(sum(octet_length(artifact)), 0) FROM fitted_runs "
-                     "WHERE run_id IN (SELECT unnest(?::BIGINT[]))", [ids]))
+                report.rows[table] = int(
+                    scalar(
+                        con,
+                        f"SELECT count(*) FROM {table} WHERE run_id IN "
+                        "(SELECT unnest(?::BIGINT[]))",
+                        [ids],
+                    )
+                )
+            report.fitted_bytes = int(
+                scalar(
+                    con,
+                    "SELECT coalesce(sum(octet_length(artifact)), 0) FROM fitted_runs "
+                    "WHERE run_id IN (SELECT unnest(?::BIGINT[]))",
+                    [ids],
+                )
+            )
             if not dry_run:
                 for table in RUN_TABLES + ("analysis_runs",):
-                    _run(con, f"DELETE FROM {table} WHERE run_id IN "
-                              "(SELECT unnest(?::BIGINT[]))", [ids]).fetchall()
+                    _run(
+                        con,
+                        f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?::BIGINT[]))",
+                        [ids],
+                    ).fetchall()
         con.execute("ROLLBACK" if dry_run else "COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -308,8 +385,14 @@ def check_keep(keep: int, name: str) -> None:
         raise ValueError(f"{name} must be a whole number >= 1, got {keep!r}")
 
 
-def add_scored_frames(con: duckdb.DuckDBPyConnection, run_id: int, *, clusters: pd.DataFrame,
-                      scores: pd.DataFrame, neighbors: pd.DataFrame) -> None:
+def add_scored_frames(
+    con: duckdb.DuckDBPyConnection,
+    run_id: int,
+    *,
+    clusters: pd.DataFrame,
+    scores: pd.DataFrame,
+    neighbors: pd.DataFrame,
+) -> None:
     """Rows for frames scored later against a frozen run (score-new), in one transaction.
 
     Rows those frames already had in the run are replaced.
@@ -320,15 +403,23 @@ def add_scored_frames(con: duckdb.DuckDBPyConnection, run_id: int, *, clusters: 
         con.register("_scored_ids", _ids_table(ids))
         try:
             for table in ("clusters", "outlier_scores", "neighbors"):
-                _run(con, f"DELETE FROM {table} WHERE run_id = ? AND frame_id IN "
-                          "(SELECT frame_id FROM _scored_ids)", [run_id])
+                _run(
+                    con,
+                    f"DELETE FROM {table} WHERE run_id = ? AND frame_id IN "
+                    "(SELECT frame_id FROM _scored_ids)",
+                    [run_id],
+                )
         finally:
             con.unregister("_scored_ids")
         insert_clusters(con, clusters)
         insert_scores(con, scores)
         insert_neighbors(con, neighbors)
-        _run(con, "UPDATE analysis_runs SET n_frames = (SELECT count(*) FROM clusters "
-                  "WHERE run_id = ?) WHERE run_id = ?", [run_id, run_id])
+        _run(
+            con,
+            "UPDATE analysis_runs SET n_frames = (SELECT count(*) FROM clusters "
+            "WHERE run_id = ?) WHERE run_id = ?",
+            [run_id, run_id],
+        )
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -337,13 +428,27 @@ def add_scored_frames(con: duckdb.DuckDBPyConnection, run_id: int, *, clusters: 
 
 def get_run(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[str, Any] | None:
     """One `analysis_runs` row as a dict (params and timings decoded), or None."""
-    row = fetch_one(con, "SELECT run_id, model, params, status, n_frames, started_at, "
-                         "finished_at, code_version, timings, error FROM analysis_runs "
-                         "WHERE run_id = ?", [run_id])
+    row = fetch_one(
+        con,
+        "SELECT run_id, model, params, status, n_frames, started_at, "
+        "finished_at, code_version, timings, error FROM analysis_runs "
+        "WHERE run_id = ?",
+        [run_id],
+    )
     if row is None:
         return None
-    keys = ("run_id", "model", "params", "status", "n_frames", "started_at", "finished_at",
-            "code_version", "timings", "error")
+    keys = (
+        "run_id",
+        "model",
+        "params",
+        "status",
+        "n_frames",
+        "started_at",
+        "finished_at",
+        "code_version",
+        "timings",
+        "error",
+    )
     out = dict(zip(keys, row))
     for key in ("params", "timings"):
         out[key] = json.loads(out[key]) if out[key] else {}
@@ -354,14 +459,17 @@ def latest_complete_runs(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Model -> run_id of its newest complete run."""
     rows = con.execute(
         "SELECT model, arg_max(run_id, finished_at) FROM analysis_runs "
-        "WHERE status = 'complete' GROUP BY model ORDER BY model").fetchall()
+        "WHERE status = 'complete' GROUP BY model ORDER BY model"
+    ).fetchall()
     return {model: int(run_id) for model, run_id in rows}
 
 
 def latest_fitted_run(con: duckdb.DuckDBPyConnection, model: str | None = None) -> int | None:
     """The newest complete run that has a saved fitted state (for `model` when given)."""
-    sql = ("SELECT r.run_id FROM analysis_runs r JOIN fitted_runs f USING (run_id) "
-           "WHERE r.status = 'complete'")
+    sql = (
+        "SELECT r.run_id FROM analysis_runs r JOIN fitted_runs f USING (run_id) "
+        "WHERE r.status = 'complete'"
+    )
     params: list[Any] = []
     if model is not None:
         sql += " AND r.model = ?"
@@ -377,7 +485,8 @@ def fitted_runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return con.sql(
         "SELECT r.run_id, r.model, r.n_frames, r.started_at, r.finished_at, r.code_version "
         "FROM analysis_runs r SEMI JOIN fitted_runs f USING (run_id) "
-        "WHERE r.status = 'complete' ORDER BY r.finished_at DESC, r.run_id DESC").df()
+        "WHERE r.status = 'complete' ORDER BY r.finished_at DESC, r.run_id DESC"
+    ).df()
 
 
 def load_fitted(con: duckdb.DuckDBPyConnection, run_id: int) -> tuple[bytes, dict[str, str]] | None:
@@ -390,8 +499,10 @@ def load_fitted(con: duckdb.DuckDBPyConnection, run_id: int) -> tuple[bytes, dic
 
 def run_frame_ids(con: duckdb.DuckDBPyConnection, run_id: int) -> np.ndarray:
     """Frame ids that have rows in a run."""
-    table = con.sql("SELECT frame_id FROM clusters WHERE run_id = $run ORDER BY frame_id",
-                    params={"run": run_id}).to_arrow_table()
+    table = con.sql(
+        "SELECT frame_id FROM clusters WHERE run_id = $run ORDER BY frame_id",
+        params={"run": run_id},
+    ).to_arrow_table()
     return table.column("frame_id").to_numpy().astype(np.int64, copy=False)
 
 
@@ -404,15 +515,19 @@ def unscored_frames(con: duckdb.DuckDBPyConnection, run_id: int, root: str) -> n
         "                AND c.frame_id = f.frame_id) "
         "AND NOT EXISTS (SELECT 1 FROM ingest_errors e WHERE e.stage = 'embed' "
         "                AND e.location = f.location) ORDER BY f.frame_id",
-        params={"root": root, "run": run_id}).to_arrow_table()
+        params={"root": root, "run": run_id},
+    ).to_arrow_table()
     return table.column("frame_id").to_numpy().astype(np.int64, copy=False)
 
 
-def run_scores(con: duckdb.DuckDBPyConnection, run_id: int,
-               frame_ids: Sequence[int] | None = None) -> pd.DataFrame:
+def run_scores(
+    con: duckdb.DuckDBPyConnection, run_id: int, frame_ids: Sequence[int] | None = None
+) -> pd.DataFrame:
     """A run's scores in long form: detector, frame_id, score, score_pct, is_outlier."""
-    sql = ("SELECT detector, frame_id, score, score_pct, is_outlier FROM outlier_scores "
-           "WHERE run_id = $run")
+    sql = (
+        "SELECT detector, frame_id, score, score_pct, is_outlier FROM outlier_scores "
+        "WHERE run_id = $run"
+    )
     if frame_ids is not None:
         con.register("_score_ids", _ids_table(frame_ids))
         sql += " AND frame_id IN (SELECT frame_id FROM _score_ids)"
@@ -425,12 +540,16 @@ def run_scores(con: duckdb.DuckDBPyConnection, run_id: int,
 
 def run_clusters(con: duckdb.DuckDBPyConnection, run_id: int) -> pd.DataFrame:
     """A run's clusters rows: frame_id, cluster, map_x, map_y."""
-    return con.sql("SELECT frame_id, cluster, map_x, map_y FROM clusters WHERE run_id = $run "
-                   "ORDER BY frame_id", params={"run": run_id}).df()
+    return con.sql(
+        "SELECT frame_id, cluster, map_x, map_y FROM clusters WHERE run_id = $run "
+        "ORDER BY frame_id",
+        params={"run": run_id},
+    ).df()
 
 
-def run_neighbors(con: duckdb.DuckDBPyConnection, run_id: int,
-                  frame_ids: Sequence[int] | None = None) -> pd.DataFrame:
+def run_neighbors(
+    con: duckdb.DuckDBPyConnection, run_id: int, frame_ids: Sequence[int] | None = None
+) -> pd.DataFrame:
     """A run's nearest-neighbour rows: frame_id, rank, neighbor_id, distance."""
     sql = "SELECT frame_id, rank, neighbor_id, distance FROM neighbors WHERE run_id = $run"
     if frame_ids is not None:
@@ -445,8 +564,10 @@ def run_neighbors(con: duckdb.DuckDBPyConnection, run_id: int,
 
 # --- ground truth -----------------------------------------------------------------------------
 
-def match_truth_paths(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame,
-                      root: str | None = None) -> pd.DataFrame:
+
+def match_truth_paths(
+    con: duckdb.DuckDBPyConnection, truth: pd.DataFrame, root: str | None = None
+) -> pd.DataFrame:
     """Truth rows (path, label, kind) joined to frames: adds frame_id (NA when no frame matches).
 
     Paths are compared with '/' separators and without a leading './'. With `root` (the folder
@@ -459,8 +580,12 @@ def match_truth_paths(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame,
     than guessed.
     """
     rows = truth.copy()
-    rows["path"] = (rows["path"].astype(str).str.replace("\\", "/", regex=False)
-                    .str.replace(r"^\./", "", regex=True))
+    rows["path"] = (
+        rows["path"]
+        .astype(str)
+        .str.replace("\\", "/", regex=False)
+        .str.replace(r"^\./", "", regex=True)
+    )
     frames = con.sql("SELECT frame_id, path, location FROM frames").df()
     ids = pd.Series(pd.NA, index=rows.index, dtype="Int64")
     if root is not None:
@@ -473,15 +598,16 @@ def match_truth_paths(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame,
     missing = ids.isna()
     if missing.any() and len(frames):
         by_name: dict[str, list[tuple[str, str, int]]] = {}
-        for path, location, frame_id in zip(frames["path"], frames["location"],
-                                            frames["frame_id"]):
-            by_name.setdefault(path.rsplit("/", 1)[-1], []).append((path, location,
-                                                                     int(frame_id)))
+        for path, location, frame_id in zip(frames["path"], frames["location"], frames["frame_id"]):
+            by_name.setdefault(path.rsplit("/", 1)[-1], []).append((path, location, int(frame_id)))
         for i in np.flatnonzero(missing.to_numpy()):
             want = rows["path"].iat[i]
             same = by_name.get(want.rsplit("/", 1)[-1], [])
-            hits = [fid for path, _, fid in same
-                    if path == want or path.endswith("/" + want) or want.endswith("/" + path)]
+            hits = [
+                fid
+                for path, _, fid in same
+                if path == want or path.endswith("/" + want) or want.endswith("/" + path)
+            ]
             if len(hits) > 1:  # truth relative to a folder above two roots: the location says
                 hits = [fid for _, location, fid in same if location.endswith("/" + want)]
             if len(hits) == 1:
@@ -490,8 +616,9 @@ def match_truth_paths(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame,
     return rows
 
 
-def import_ground_truth(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame,
-                        root: str | None = None) -> int:
+def import_ground_truth(
+    con: duckdb.DuckDBPyConnection, truth: pd.DataFrame, root: str | None = None
+) -> int:
     """Replace the `ground_truth` table from a truth DataFrame (path, label, kind).
 
     label 1 = anomaly, 0 = normal. Rows whose path is not a frame (e.g. truncated files that
@@ -502,12 +629,17 @@ def import_ground_truth(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame,
         raise ValueError(f"ground truth needs columns path,label[,kind]; missing {sorted(missing)}")
     rows = match_truth_paths(con, truth, root)
     matched = rows[rows["frame_id"].notna()].drop_duplicates("frame_id", keep="last")
-    out = pd.DataFrame({
-        "frame_id": matched["frame_id"].astype("int64"),
-        "is_anomaly": matched["label"].astype(int).astype(bool),
-        "kind": (matched["kind"].astype(str) if "kind" in matched
-                 else np.where(matched["label"].astype(int) == 1, "anomaly", "normal")),
-    })
+    out = pd.DataFrame(
+        {
+            "frame_id": matched["frame_id"].astype("int64"),
+            "is_anomaly": matched["label"].astype(int).astype(bool),
+            "kind": (
+                matched["kind"].astype(str)
+                if "kind" in matched
+                else np.where(matched["label"].astype(int) == 1, "anomaly", "normal")
+            ),
+        }
+    )
     con.execute("BEGIN TRANSACTION")
     try:
         _run(con, "DELETE FROM ground_truth")
@@ -521,15 +653,19 @@ def import_ground_truth(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame,
 
 def load_ground_truth(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """`ground_truth` joined with each frame's daylight: frame_id, is_anomaly, kind, daylight."""
-    return con.sql("SELECT g.frame_id, g.is_anomaly, g.kind, f.daylight FROM ground_truth g "
-                   "JOIN frames f USING (frame_id) ORDER BY g.frame_id").df()
+    return con.sql(
+        "SELECT g.frame_id, g.is_anomaly, g.kind, f.daylight FROM ground_truth g "
+        "JOIN frames f USING (frame_id) ORDER BY g.frame_id"
+    ).df()
 
 
 def frame_daylight(con: duckdb.DuckDBPyConnection, frame_ids: Sequence[int]) -> pd.DataFrame:
     """frame_id, daylight for the given frames."""
     con.register("_dl_ids", _ids_table(frame_ids))
     try:
-        return con.sql("SELECT frame_id, daylight FROM frames WHERE frame_id IN "
-                       "(SELECT frame_id FROM _dl_ids) ORDER BY frame_id").df()
+        return con.sql(
+            "SELECT frame_id, daylight FROM frames WHERE frame_id IN "
+            "(SELECT frame_id FROM _dl_ids) ORDER BY frame_id"
+        ).df()
     finally:
         con.unregister("_dl_ids")

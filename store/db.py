@@ -56,9 +56,14 @@ CONNECT_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensi
 
 # What a file starts with, for a refusal that names what it is.
 _DUCKDB_MAGIC = (8, b"DUCK")
-_OTHER_FILES = [(b"SQLite format 3\x00", "a SQLite database"), (b"PAR1", "a Parquet file"),
-                (b"\x89HDF", "an HDF5 file"), (b"PK\x03\x04", "a zip file"),
-                (b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image")]
+_OTHER_FILES = [
+    (b"SQLite format 3\x00", "a SQLite database"),
+    (b"PAR1", "a Parquet file"),
+    (b"\x89HDF", "an HDF5 file"),
+    (b"PK\x03\x04", "a zip file"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG", "a PNG image"),
+]
 
 
 def check_file_type(path: Path) -> None:
@@ -73,13 +78,15 @@ def check_file_type(path: Path) -> None:
     except OSError as exc:
         raise StoreError(f"cannot read the store {path}: {exc.strerror or exc}") from None
     at, magic = _DUCKDB_MAGIC
-    if head[at:at + len(magic)] == magic:
+    if head[at : at + len(magic)] == magic:
         return
     what = next((name for start, name in _OTHER_FILES if head.startswith(start)), None)
     if not head:
         what = "an empty file"
-    raise SchemaError(f"{path} is {what or 'not a DuckDB database'}, not a store of this tool; "
-                      "nothing was changed. Give --db a new file name (or the store you meant).")
+    raise SchemaError(
+        f"{path} is {what or 'not a DuckDB database'}, not a store of this tool; "
+        "nothing was changed. Give --db a new file name (or the store you meant)."
+    )
 
 
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>\S+) \(PID (?P<pid>\d+)\)")
@@ -135,7 +142,9 @@ def connect(
             if not _is_lock_error(exc):
                 raise StoreError(f"cannot open the store {path}: {exc}") from exc
             if time.monotonic() >= deadline:
-                raise StoreLockedError(_locked_message(path, exc, time.monotonic() - started)) from exc
+                raise StoreLockedError(
+                    _locked_message(path, exc, time.monotonic() - started)
+                ) from exc
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
         except duckdb.Error as exc:
@@ -199,8 +208,10 @@ def _open_lock_file(lock_path: Path) -> int:
         return os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         hint = _DISK_FIXES.get(exc.errno)
-        raise StoreError(f"cannot create the run lock {lock_path}: {exc.strerror}"
-                         + (f"; {hint[1]}, then run again" if hint else "")) from exc
+        raise StoreError(
+            f"cannot create the run lock {lock_path}: {exc.strerror}"
+            + (f"; {hint[1]}, then run again" if hint else "")
+        ) from exc
 
 
 def _flock_or_busy(fd: int, path: Path, holder: Callable[[], bytes]) -> None:
@@ -209,8 +220,8 @@ def _flock_or_busy(fd: int, path: Path, holder: Callable[[], bytes]) -> None:
     except BlockingIOError:
         pid = holder().decode(errors="replace").strip()
         raise StoreBusyError(
-            f"another run is writing to {path}" + (f" (PID {pid})" if pid else " (under another"
-                                                    " name of the same file)")
+            f"another run is writing to {path}"
+            + (f" (PID {pid})" if pid else " (under another name of the same file)")
             + "; wait for it to finish or stop it, then run again. Nothing was changed."
         ) from None
 
@@ -223,11 +234,16 @@ _HELD_LOCKS: dict[str, int] = {}
 _DISK_FIXES = {
     errno.ENOSPC: ("the disk is full", "free some space on it"),
     errno.EDQUOT: ("the disk quota is used up", "free some space or raise the quota"),
-    errno.EROFS: ("the file system is read-only",
-                  "remount it read-write or give --db a file on a writable disk"),
+    errno.EROFS: (
+        "the file system is read-only",
+        "remount it read-write or give --db a file on a writable disk",
+    ),
 }
-_DISK_TEXTS = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
-               "Read-only file system": errno.EROFS}
+_DISK_TEXTS = {
+    "No space left on device": errno.ENOSPC,
+    "Disk quota exceeded": errno.EDQUOT,
+    "Read-only file system": errno.EROFS,
+}
 
 
 def disk_error(exc: BaseException) -> StoreError | None:
@@ -242,8 +258,10 @@ def disk_error(exc: BaseException) -> StoreError | None:
         if code in _DISK_FIXES:
             what, fix = _DISK_FIXES[code]
             detail = str(exc).strip().splitlines()[-1][:300]
-            return StoreError(f"cannot write: {what} ({detail}). Work committed before this is "
-                              f"kept and the store is intact; {fix}, then run the command again.")
+            return StoreError(
+                f"cannot write: {what} ({detail}). Work committed before this is "
+                f"kept and the store is intact; {fix}, then run the command again."
+            )
         exc = exc.__cause__ or exc.__context__
     return None
 

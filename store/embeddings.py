@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from store.db import StoreError, fetch_one, log_failed, scalar
-from store.db import execute as _run, ids_table as _ids_table
+from store.db import execute as _run
+from store.db import ids_table as _ids_table
 
 EMBED_STAGE = "embed"
 
@@ -45,10 +46,14 @@ class PendingFrame:
 
 # --- models -------------------------------------------------------------------------------------
 
+
 def get_model_row(con: duckdb.DuckDBPyConnection, model: str) -> ModelRow | None:
     """The `models` row of a model key, or None when it has never been used in this store."""
-    row = fetch_one(con, "SELECT model, family, weights, dim, input_size, precision FROM models "
-                         "WHERE model = ?", [model])
+    row = fetch_one(
+        con,
+        "SELECT model, family, weights, dim, input_size, precision FROM models WHERE model = ?",
+        [model],
+    )
     return None if row is None else ModelRow(*row)
 
 
@@ -77,8 +82,9 @@ def record_model(con: duckdb.DuckDBPyConnection, row: ModelRow) -> None:
     _run(con, sql, [row.model, row.family, row.weights, row.dim, row.input_size, row.precision])
 
 
-def precision_counts(con: duckdb.DuckDBPyConnection, model: str,
-                     frame_ids: Sequence[int] | None = None) -> dict[str, int]:
+def precision_counts(
+    con: duckdb.DuckDBPyConnection, model: str, frame_ids: Sequence[int] | None = None
+) -> dict[str, int]:
     """How many of `model`'s vectors (of frames still in the store; of `frame_ids` when given)
     each precision made, most first."""
     base = """
@@ -90,9 +96,10 @@ def precision_counts(con: duckdb.DuckDBPyConnection, model: str,
     else:
         con.register("_precision_ids", _ids_table(frame_ids))
         try:
-            rows = con.execute(base.format(
-                only="AND e.frame_id IN (SELECT frame_id FROM _precision_ids)"),
-                {"model": model}).fetchall()
+            rows = con.execute(
+                base.format(only="AND e.frame_id IN (SELECT frame_id FROM _precision_ids)"),
+                {"model": model},
+            ).fetchall()
         finally:
             con.unregister("_precision_ids")
     return {precision: int(n) for precision, n in rows}
@@ -114,20 +121,27 @@ def delete_model(con: duckdb.DuckDBPyConnection, model: str) -> int:
 
 # --- which frames need work ----------------------------------------------------------------------
 
+
 def count_frames(con: duckdb.DuckDBPyConnection, frame_ids: Sequence[int] | None = None) -> int:
     """Frames in the store (only those in `frame_ids` when given)."""
     if frame_ids is None:
         return int(scalar(con, "SELECT count(*) FROM frames") or 0)
     con.register("_count_ids", _ids_table(frame_ids))
     try:
-        return int(scalar(con, "SELECT count(*) FROM frames WHERE frame_id IN "
-                               "(SELECT frame_id FROM _count_ids)") or 0)
+        return int(
+            scalar(
+                con,
+                "SELECT count(*) FROM frames WHERE frame_id IN (SELECT frame_id FROM _count_ids)",
+            )
+            or 0
+        )
     finally:
         con.unregister("_count_ids")
 
 
-def pending_frames(con: duckdb.DuckDBPyConnection, model: str,
-                   frame_ids: Sequence[int] | None = None) -> list[PendingFrame]:
+def pending_frames(
+    con: duckdb.DuckDBPyConnection, model: str, frame_ids: Sequence[int] | None = None
+) -> list[PendingFrame]:
     """Frames without a vector for `model` (restricted to `frame_ids` when given), by frame_id."""
     base = """
         SELECT f.frame_id, f.root, f.path FROM frames f
@@ -142,7 +156,8 @@ def pending_frames(con: duckdb.DuckDBPyConnection, model: str,
         try:
             rows = con.execute(
                 base + " AND f.frame_id IN (SELECT frame_id FROM _pending_ids) ORDER BY f.frame_id",
-                {"model": model}).fetchall()
+                {"model": model},
+            ).fetchall()
         finally:
             con.unregister("_pending_ids")
     return [PendingFrame(int(r[0]), r[1], r[2]) for r in rows]
@@ -150,20 +165,28 @@ def pending_frames(con: duckdb.DuckDBPyConnection, model: str,
 
 # --- writing a batch -----------------------------------------------------------------------------
 
+
 def _vector_table(frame_ids: np.ndarray, vectors: np.ndarray) -> pa.Table:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
     offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32), type=pa.int32())
     values = pa.array(vectors.reshape(-1), type=pa.float32())
-    return pa.table({
-        "frame_id": pa.array(np.asarray(frame_ids, dtype=np.int64), type=pa.int64()),
-        "vector": pa.ListArray.from_arrays(offsets, values),
-    })
+    return pa.table(
+        {
+            "frame_id": pa.array(np.asarray(frame_ids, dtype=np.int64), type=pa.int64()),
+            "vector": pa.ListArray.from_arrays(offsets, values),
+        }
+    )
 
 
-def insert_vectors(con: duckdb.DuckDBPyConnection, model: str, frame_ids: Sequence[int],
-                   vectors: np.ndarray, errors: Sequence[tuple[PendingFrame, str]] = (),
-                   precision: str = "float32") -> int:
+def insert_vectors(
+    con: duckdb.DuckDBPyConnection,
+    model: str,
+    frame_ids: Sequence[int],
+    vectors: np.ndarray,
+    errors: Sequence[tuple[PendingFrame, str]] = (),
+    precision: str = "float32",
+) -> int:
     """Write one batch in one transaction: vectors (made at `precision`), plus `ingest_errors`
     rows for failed frames.
 
@@ -192,12 +215,15 @@ def insert_vectors(con: duckdb.DuckDBPyConnection, model: str, frame_ids: Sequen
                 except duckdb.Error as exc:
                     log_failed(sql, params, exc)
                     raise
-                _run(con, f"""
+                _run(
+                    con,
+                    f"""
                     DELETE FROM ingest_errors
                     WHERE stage = '{EMBED_STAGE}' AND location IN (
                         SELECT f.location FROM frames f
                         WHERE f.frame_id IN (SELECT frame_id FROM _embed_batch))
-                """)
+                """,
+                )
             finally:
                 con.unregister("_embed_batch")
         if errors:
@@ -209,43 +235,59 @@ def insert_vectors(con: duckdb.DuckDBPyConnection, model: str, frame_ids: Sequen
     return int(added)
 
 
-def record_errors(con: duckdb.DuckDBPyConnection,
-                  errors: Sequence[tuple[PendingFrame, str]]) -> None:
+def record_errors(
+    con: duckdb.DuckDBPyConnection, errors: Sequence[tuple[PendingFrame, str]]
+) -> None:
     """Upsert one `ingest_errors` row (stage 'embed') per frame whose file could not be used."""
     import pandas as pd
 
-    rows = pd.DataFrame({
-        "frame_id": pd.Series([frame.frame_id for frame, _ in errors], dtype="int64"),
-        "message": [message for _, message in errors],
-    })
+    rows = pd.DataFrame(
+        {
+            "frame_id": pd.Series([frame.frame_id for frame, _ in errors], dtype="int64"),
+            "message": [message for _, message in errors],
+        }
+    )
     con.register("_embed_errors", rows)
     try:
-        _run(con, f"""
+        _run(
+            con,
+            f"""
             INSERT INTO ingest_errors (location, stage, path, message, root, occurred_at)
             SELECT f.location, '{EMBED_STAGE}', f.path, e.message, f.root, now()
             FROM _embed_errors e JOIN frames f USING (frame_id)
             ON CONFLICT (location, stage) DO UPDATE SET
                 message = excluded.message, path = excluded.path, root = excluded.root,
                 occurred_at = excluded.occurred_at
-        """)
+        """,
+        )
     finally:
         con.unregister("_embed_errors")
 
 
 # --- reading -------------------------------------------------------------------------------------
 
+
 def count_vectors(con: duckdb.DuckDBPyConnection, model: str) -> int:
     """Vectors stored for `model` (of frames still in the store)."""
-    return int(scalar(con, """
+    return int(
+        scalar(
+            con,
+            """
         SELECT count(*) FROM embeddings e SEMI JOIN frames f USING (frame_id) WHERE e.model = ?
-    """, [model]) or 0)
+    """,
+            [model],
+        )
+        or 0
+    )
 
 
 def vector_ids(con: duckdb.DuckDBPyConnection, model: str) -> np.ndarray:
     """Frame ids (sorted int64) of the frames still in `frames` that have a `model` vector."""
-    rows = con.sql("SELECT e.frame_id FROM embeddings e SEMI JOIN frames f USING (frame_id) "
-                   "WHERE e.model = $model ORDER BY e.frame_id",
-                   params={"model": model}).fetchnumpy()["frame_id"]
+    rows = con.sql(
+        "SELECT e.frame_id FROM embeddings e SEMI JOIN frames f USING (frame_id) "
+        "WHERE e.model = $model ORDER BY e.frame_id",
+        params={"model": model},
+    ).fetchnumpy()["frame_id"]
     return np.asarray(rows, dtype=np.int64)
 
 
@@ -265,7 +307,8 @@ def _vector_query(dim: int, source: str) -> str:
 def _wrong_dim(model: str, dim: int) -> StoreError:
     return StoreError(
         f"the {model} vectors in the store do not all have {dim} values: re-embed with "
-        f"`python -m pipeline embed --model {model} --replace`")
+        f"`python -m pipeline embed --model {model} --replace`"
+    )
 
 
 def _as_matrix(ids_column, vector_column, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -277,8 +320,9 @@ def _as_matrix(ids_column, vector_column, dim: int) -> tuple[np.ndarray, np.ndar
     return ids, np.asarray(values, dtype=np.float32).reshape(len(ids), dim)
 
 
-def load_vectors(con: duckdb.DuckDBPyConnection, model: str,
-                 frame_ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_vectors(
+    con: duckdb.DuckDBPyConnection, model: str, frame_ids: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Vectors of `model` as `(frame_ids int64[n], matrix float32[n, dim])`, ordered by frame_id.
 
     Only frames still in `frames` are returned (restricted to `frame_ids` when given). With no
@@ -298,9 +342,12 @@ def load_vectors(con: duckdb.DuckDBPyConnection, model: str,
         else:
             con.register("_load_ids", _ids_table(frame_ids))
             try:
-                table = con.sql(_vector_query(
-                    dim, "(SELECT frame_id FROM frames SEMI JOIN _load_ids USING (frame_id))"),
-                    params={"model": model}).to_arrow_table()
+                table = con.sql(
+                    _vector_query(
+                        dim, "(SELECT frame_id FROM frames SEMI JOIN _load_ids USING (frame_id))"
+                    ),
+                    params={"model": model},
+                ).to_arrow_table()
             finally:
                 con.unregister("_load_ids")
     except duckdb.ConversionException as exc:
@@ -322,8 +369,9 @@ def bound_memory(con: duckdb.DuckDBPyConnection, megabytes: int) -> None:
     _run(con, f"SET memory_limit = '{int(megabytes)}MB'")
 
 
-def iter_vectors(con: duckdb.DuckDBPyConnection, model: str,
-                 batch_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_vectors(
+    con: duckdb.DuckDBPyConnection, model: str, batch_rows: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every vector of `model` (frames still in `frames`), streamed in one query as batches of
     at most `batch_rows`: `(frame_ids int64[m], matrix float32[m, dim])` in stored order, not
     sorted. Memory is one batch, whatever the number of vectors."""

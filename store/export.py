@@ -34,8 +34,9 @@ def file_path(abs_path: str) -> str:
     abs_path = str(abs_path)
     if "\\x" not in abs_path or os.path.lexists(abs_path):
         return abs_path
-    raw = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]),
-                      abs_path.encode("utf-8", "surrogateescape"))
+    raw = _ESCAPE.sub(
+        lambda m: bytes([int(m.group(1), 16)]), abs_path.encode("utf-8", "surrogateescape")
+    )
     return os.fsdecode(raw)
 
 
@@ -80,10 +81,12 @@ def export_concat(paths: Iterable[str], fps: int, description: str = "") -> str:
     paths, n_left_out = one_line_paths(paths)
     if fps < 1:
         raise ValueError("fps must be at least 1")
-    lines = ["ffconcat version 1.0", f"# {len(paths)} frames at {fps} fps"
-             + (f"; {description}" if description else ""),
-             f"# ffmpeg -f concat -safe 0 -i frames.ffconcat -vf fps={fps} -pix_fmt yuv420p "
-             "timelapse.mp4"]
+    lines = [
+        "ffconcat version 1.0",
+        f"# {len(paths)} frames at {fps} fps" + (f"; {description}" if description else ""),
+        f"# ffmpeg -f concat -safe 0 -i frames.ffconcat -vf fps={fps} -pix_fmt yuv420p "
+        "timelapse.mp4",
+    ]
     if n_left_out:
         lines.append(f"# {n_left_out} frame(s) left out: their file names hold a line break")
     duration = 1.0 / fps

@@ -43,9 +43,9 @@ class FrameFilter:
 
     run_id: int | None = None
     date_from: date | None = None
-    date_to: date | None = None          # inclusive
+    date_to: date | None = None  # inclusive
     hour_from: int = 0
-    hour_to: int = 23                    # inclusive; hour_from > hour_to wraps past midnight
+    hour_to: int = 23  # inclusive; hour_from > hour_to wraps past midnight
     daylight: tuple[str, ...] = ()
     conditions: tuple[str, ...] = ()
     clusters: tuple[int, ...] = ()
@@ -72,8 +72,13 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> 
         raise
 
 
-_WEATHER_COLUMNS = ("temperature_c", "precipitation_mm", "cloud_cover_pct", "wind_speed_ms",
-                    "visibility_km")
+_WEATHER_COLUMNS = (
+    "temperature_c",
+    "precipitation_mm",
+    "cloud_cover_pct",
+    "wind_speed_ms",
+    "visibility_km",
+)
 
 
 # Column groups of `sel` that cost a join; a reader names the ones it uses (`need=`) so the
@@ -83,9 +88,9 @@ _WEATHER_COLUMNS = ("temperature_c", "precipitation_mm", "cloud_cover_pct", "win
 _GROUPS = ("cluster", "score", "review")
 _NULL_COLUMNS = {
     "cluster": "CAST(NULL AS INTEGER) AS cluster, CAST(NULL AS DOUBLE) AS map_x, "
-               "CAST(NULL AS DOUBLE) AS map_y",
+    "CAST(NULL AS DOUBLE) AS map_y",
     "score": "CAST(NULL AS DOUBLE) AS score, CAST(NULL AS DOUBLE) AS score_pct, "
-             "CAST(NULL AS BOOLEAN) AS is_outlier",
+    "CAST(NULL AS BOOLEAN) AS is_outlier",
     "review": "CAST(NULL AS VARCHAR) AS verdict, CAST(NULL AS VARCHAR) AS note",
 }
 _COLUMNS = {
@@ -96,7 +101,7 @@ _COLUMNS = {
 _JOINS = {
     "cluster": "LEFT JOIN clusters c ON c.run_id = $run_id AND c.frame_id = f.frame_id",
     "score": "LEFT JOIN outlier_scores s ON s.run_id = $run_id AND s.detector = $detector\n"
-             "           AND s.frame_id = f.frame_id",
+    "           AND s.frame_id = f.frame_id",
     "review": "LEFT JOIN reviews r ON r.frame_id = f.frame_id",
 }
 
@@ -104,13 +109,18 @@ _JOINS = {
 def _keeps_every_frame(flt: FrameFilter) -> bool:
     """True when the filter restricts nothing (the default view): readers that only need the
     filtered frame ids can then skip the join with `sel`."""
-    return (flt.date_from is None and flt.date_to is None
-            and (flt.hour_from, flt.hour_to) == (0, 23) and flt.threshold_kind == "all"
-            and not (flt.daylight or flt.conditions or flt.clusters or flt.frame_ids))
+    return (
+        flt.date_from is None
+        and flt.date_to is None
+        and (flt.hour_from, flt.hour_to) == (0, 23)
+        and flt.threshold_kind == "all"
+        and not (flt.daylight or flt.conditions or flt.clusters or flt.frame_ids)
+    )
 
 
-def _filtered(flt: FrameFilter, weather: bool = False,
-              need: tuple[str, ...] = _GROUPS) -> tuple[str, dict[str, Any]]:
+def _filtered(
+    flt: FrameFilter, weather: bool = False, need: tuple[str, ...] = _GROUPS
+) -> tuple[str, dict[str, Any]]:
     """`WITH sel AS (...)`: the filtered frames with cluster, chosen score, weather and review.
 
     `need` names the column groups the caller reads ('cluster': cluster, map_x, map_y;
@@ -163,17 +173,20 @@ def _filtered(flt: FrameFilter, weather: bool = False,
         params["pct"] = float(flt.threshold) / 100.0
         groups.add("score")
     elif flt.threshold_kind == "topk":
-        qualify = ("QUALIFY row_number() OVER (ORDER BY s.score DESC NULLS LAST, f.frame_id)"
-                   " <= $topk")
+        qualify = (
+            "QUALIFY row_number() OVER (ORDER BY s.score DESC NULLS LAST, f.frame_id) <= $topk"
+        )
         params["topk"] = int(flt.threshold)
         groups.add("score")
     if weather or flt.conditions:
         weather_cols = "coalesce(fw.condition, 'unknown') AS condition, " + ", ".join(
-            f"fw.{c}" for c in _WEATHER_COLUMNS)
+            f"fw.{c}" for c in _WEATHER_COLUMNS
+        )
         weather_join = "LEFT JOIN frame_weather fw ON fw.frame_id = f.frame_id"
     else:
         weather_cols = "'unknown' AS condition, " + ", ".join(
-            f"CAST(NULL AS DOUBLE) AS {c}" for c in _WEATHER_COLUMNS)
+            f"CAST(NULL AS DOUBLE) AS {c}" for c in _WEATHER_COLUMNS
+        )
         weather_join = ""
     cols = {g: (_COLUMNS[g] if g in groups else _NULL_COLUMNS[g]) for g in _GROUPS}
     joins = "\n    ".join(_JOINS[g] for g in ("cluster", "score") if g in groups)
@@ -182,15 +195,15 @@ def _filtered(flt: FrameFilter, weather: bool = False,
 WITH sel AS (
     SELECT f.frame_id, f.path, f.root, f.taken_at, f.taken_at_utc, f.daylight,
            f.sun_elevation, f.mean_luma,
-           {cols['cluster']},
-           {cols['score']},
+           {cols["cluster"]},
+           {cols["score"]},
            {weather_cols},
-           {cols['review']}
+           {cols["review"]}
     FROM frames f
     {joins}
     {weather_join}
     {review_join}
-    WHERE {' AND '.join(where)}
+    WHERE {" AND ".join(where)}
     {qualify}
 )
 """
@@ -204,18 +217,24 @@ def _cells(flt: FrameFilter, detector: bool = False) -> tuple[str, dict[str, Any
     params.update(run_id=flt.run_id, detector=flt.detector)
     sql = f"WITH fc AS (SELECT * FROM run_frame_cells WHERE run_id = $run_id AND {where})\n"
     if detector:
-        sql += (f", dc AS (SELECT * FROM run_detector_cells WHERE run_id = $run_id "
-                f"AND detector = $detector AND {where})\n")
+        sql += (
+            f", dc AS (SELECT * FROM run_detector_cells WHERE run_id = $run_id "
+            f"AND detector = $detector AND {where})\n"
+        )
     return sql, params
 
 
-def _cell_count(con: duckdb.DuckDBPyConnection, flt: FrameFilter, run_only: bool = False
-                ) -> int:
+def _cell_count(con: duckdb.DuckDBPyConnection, flt: FrameFilter, run_only: bool = False) -> int:
     """Frames the (covered) filter keeps, from the cells; `run_only`: only the run's frames."""
     sql, params = _cells(flt)
     tail = " WHERE cluster IS NOT NULL" if run_only else ""
-    return int(_query(con, sql + "SELECT CAST(coalesce(sum(n_frames), 0) AS BIGINT) AS n "
-                                 f"FROM fc{tail}", params)["n"].iloc[0])
+    return int(
+        _query(
+            con,
+            sql + f"SELECT CAST(coalesce(sum(n_frames), 0) AS BIGINT) AS n FROM fc{tail}",
+            params,
+        )["n"].iloc[0]
+    )
 
 
 def _reviews_in(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, int]:
@@ -224,9 +243,14 @@ def _reviews_in(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, i
     where, params = aggregates.cell_filter(flt, "v", timed=True)
     params["run_id"] = flt.run_id
     timed = (flt.date_from, flt.date_to, flt.daylight) != (None, None, ()) or (
-        flt.hour_from, flt.hour_to) != (0, 23)
-    frames = ("JOIN frames f ON f.frame_id = r.frame_id" if timed
-              else "SEMI JOIN frames f ON f.frame_id = r.frame_id")
+        flt.hour_from,
+        flt.hour_to,
+    ) != (0, 23)
+    frames = (
+        "JOIN frames f ON f.frame_id = r.frame_id"
+        if timed
+        else "SEMI JOIN frames f ON f.frame_id = r.frame_id"
+    )
     cols = "f.taken_at, f.daylight" if timed else "NULL AS taken_at, NULL AS daylight"
     clusters, cluster = "", "NULL AS cluster"
     if flt.clusters:
@@ -234,17 +258,22 @@ def _reviews_in(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, i
         cluster = "c.cluster"
     # materialised: the filter is applied to the few reviewed frames after the join, not to
     # every frame before it (750k frames: 10 ms of hour() calls)
-    df = _query(con, f"""
+    df = _query(
+        con,
+        f"""
         WITH v AS MATERIALIZED (SELECT r.verdict, {cols}, {cluster}
                                 FROM reviews r {frames} {clusters})
         SELECT count(*) FILTER (WHERE v.verdict = 'junk') AS n_junk,
                count(*) FILTER (WHERE v.verdict = 'keep') AS n_keep
-        FROM v WHERE {where}""", params)
+        FROM v WHERE {where}""",
+        params,
+    )
     return {k: int(v) for k, v in df.iloc[0].items()}
 
 
-def _listed(flt: FrameFilter, table: str, detector: str | None = None,
-            key: str = "list_detector") -> tuple[str, dict[str, Any]]:
+def _listed(
+    flt: FrameFilter, table: str, detector: str | None = None, key: str = "list_detector"
+) -> tuple[str, dict[str, Any]]:
     """`FROM <stored list> t WHERE ...`: the rows of a run's `run_samples` (a fixed sample) or
     `run_top` (`detector`'s highest-scoring frames, bound as `$key`) that a covered filter
     keeps. Both hold frame_id, taken_at, daylight, cluster; run_top also score, score_pct,
@@ -253,13 +282,20 @@ def _listed(flt: FrameFilter, table: str, detector: str | None = None,
     params["run_id"] = flt.run_id
     if table == "run_top":
         params[key] = detector
-        return (f"FROM run_top t WHERE t.run_id = $run_id AND t.detector = ${key} "
-                f"AND {where}"), params
+        return (
+            f"FROM run_top t WHERE t.run_id = $run_id AND t.detector = ${key} AND {where}"
+        ), params
     return f"FROM run_samples t WHERE t.run_id = $run_id AND {where}", params
 
 
-def _list_answers(con: duckdb.DuckDBPyConnection, flt: FrameFilter, table: str,
-                  detector: str | None, need: int, every: int) -> bool:
+def _list_answers(
+    con: duckdb.DuckDBPyConnection,
+    flt: FrameFilter,
+    table: str,
+    detector: str | None,
+    need: int,
+    every: int,
+) -> bool:
     """Whether a stored list holds the first `need` of the frames a covered filter keeps, or
     all `every` of them: a narrow filter can keep fewer of its rows, and then the caller scans
     the filtered frames instead."""
@@ -333,11 +369,15 @@ def detector_order(con: duckdb.DuckDBPyConnection, run_id: int | None) -> dict[s
 
 # --- runs, options, counts --------------------------------------------------------------------
 
+
 def run_params(con: duckdb.DuckDBPyConnection, run_id: int | None) -> dict[str, Any]:
     """A run's parameters (settings, and what analyze recorded: detector facts, incidents...);
     {} for no such run."""
-    params = scalar(con, "SELECT CAST(params AS VARCHAR) FROM analysis_runs "
-                         "WHERE run_id = $run_id", {"run_id": run_id})
+    params = scalar(
+        con,
+        "SELECT CAST(params AS VARCHAR) FROM analysis_runs WHERE run_id = $run_id",
+        {"run_id": run_id},
+    )
     return json.loads(params) if params else {}
 
 
@@ -345,7 +385,9 @@ def runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Every analysis run, newest first, with params and timings parsed from JSON. Detectors
     and clusters are counted in the run's aggregates when it has them (its rows otherwise:
     a scan of every score of those runs)."""
-    df = _query(con, """
+    df = _query(
+        con,
+        """
         WITH bare AS (SELECT run_id FROM analysis_runs ANTI JOIN run_aggregates USING (run_id))
         , dets AS (
             SELECT run_id, count(DISTINCT detector) AS n FROM run_top GROUP BY run_id
@@ -366,7 +408,9 @@ def runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
                coalesce(d.n, 0) AS n_detectors, coalesce(c.n, 0) AS n_clusters
         FROM analysis_runs r LEFT JOIN models m USING (model)
         LEFT JOIN dets d USING (run_id) LEFT JOIN clus c USING (run_id)
-        ORDER BY r.started_at DESC, r.run_id DESC""", {})
+        ORDER BY r.started_at DESC, r.run_id DESC""",
+        {},
+    )
     for column in ("params", "timings"):
         df[column] = [json.loads(v) if isinstance(v, str) and v else {} for v in df[column]]
     return df
@@ -381,7 +425,8 @@ def latest_run_id(con: duckdb.DuckDBPyConnection) -> int | None:
 def complete_run_ids(con: duckdb.DuckDBPyConnection) -> list[int]:
     rows = con.execute(
         "SELECT run_id FROM analysis_runs WHERE status = 'complete' "
-        "ORDER BY finished_at DESC, run_id DESC").fetchall()
+        "ORDER BY finished_at DESC, run_id DESC"
+    ).fetchall()
     return [int(r[0]) for r in rows]
 
 
@@ -389,8 +434,9 @@ def detectors(con: duckdb.DuckDBPyConnection, run_id: int | None) -> list[str]:
     """Detector keys scored in a run, display order (consensus first); read from the run's
     top lists when it has aggregates (a run's detectors never change)."""
     source = "run_top" if aggregates.grain(con, run_id) else "outlier_scores"
-    rows = con.execute(f"SELECT DISTINCT detector FROM {source} WHERE run_id = $run_id",
-                       {"run_id": run_id}).fetchall()
+    rows = con.execute(
+        f"SELECT DISTINCT detector FROM {source} WHERE run_id = $run_id", {"run_id": run_id}
+    ).fetchall()
     return sort_detectors([r[0] for r in rows], detector_order(con, run_id))
 
 
@@ -401,20 +447,34 @@ def options(con: duckdb.DuckDBPyConnection, run_id: int | None = None) -> dict[s
         run_id = latest_run_id(con)
     span = fetch_one(con, "SELECT min(taken_at)::DATE, max(taken_at)::DATE, count(*) FROM frames")
     source = "run_frame_cells" if aggregates.grain(con, run_id) else "clusters"
-    clusters = [int(r[0]) for r in con.execute(
-        f"SELECT DISTINCT cluster FROM {source} WHERE run_id = $run_id "
-        "AND cluster IS NOT NULL ORDER BY cluster", {"run_id": run_id}).fetchall()]
+    clusters = [
+        int(r[0])
+        for r in con.execute(
+            f"SELECT DISTINCT cluster FROM {source} WHERE run_id = $run_id "
+            "AND cluster IS NOT NULL ORDER BY cluster",
+            {"run_id": run_id},
+        ).fetchall()
+    ]
     # Conditions observed at the station frames are joined to, and 'unknown' (no observation
     # within the tolerance); cheaper than the ASOF join over every frame.
-    conditions = [r[0] for r in con.execute(
-        "SELECT DISTINCT coalesce(condition, 'unknown') FROM weather "
-        "WHERE station = (SELECT station FROM weather_station_used)").fetchall()]
+    conditions = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT coalesce(condition, 'unknown') FROM weather "
+            "WHERE station = (SELECT station FROM weather_station_used)"
+        ).fetchall()
+    ]
     if span and span[2]:
         conditions = sorted(set(conditions) | {"unknown"})
-    daylight = [r[0] for r in con.execute(
-        "SELECT DISTINCT daylight FROM frames WHERE daylight IS NOT NULL").fetchall()]
+    daylight = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT daylight FROM frames WHERE daylight IS NOT NULL"
+        ).fetchall()
+    ]
     daylight = [d for d in DAYLIGHT_VALUES if d in daylight] + sorted(
-        set(daylight) - set(DAYLIGHT_VALUES))
+        set(daylight) - set(DAYLIGHT_VALUES)
+    )
     return {
         "date_min": span[0] if span else None,
         "date_max": span[1] if span else None,
@@ -434,14 +494,23 @@ def summary(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
     """Counts for the filtered frames: frames, span, share of night, clusters, reviews."""
     if aggregates.covers(con, flt):
         sql, params = _cells(flt, detector=True)
-        row = _query(con, sql + """
+        row = (
+            _query(
+                con,
+                sql
+                + """
             SELECT CAST(coalesce(sum(n_frames), 0) AS BIGINT) AS n_frames,
                    min(first_at) AS first, max(last_at) AS last,
                    coalesce(sum(n_frames) FILTER (WHERE daylight = 'night'), 0)
                        / sum(n_frames) AS night_share,
                    count(DISTINCT cluster) FILTER (WHERE cluster >= 0) AS n_clusters,
                    (SELECT CAST(coalesce(sum(n_flagged), 0) AS BIGINT) FROM dc) AS n_flagged
-            FROM fc""", params).iloc[0].to_dict()
+            FROM fc""",
+                params,
+            )
+            .iloc[0]
+            .to_dict()
+        )
         row["night_share"] = row["night_share"] if row["n_frames"] else float("nan")
         row.update(_reviews_in(con, flt))
     else:
@@ -453,14 +522,19 @@ def summary(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
 
 def _summary_scan(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
     sql, params = _filtered(flt)
-    df = _query(con, sql + """
+    df = _query(
+        con,
+        sql
+        + """
         SELECT count(*) AS n_frames, min(taken_at) AS first, max(taken_at) AS last,
                avg(CASE WHEN daylight = 'night' THEN 1.0 ELSE 0.0 END) AS night_share,
                count(DISTINCT cluster) FILTER (WHERE cluster >= 0) AS n_clusters,
                count(*) FILTER (WHERE coalesce(is_outlier, FALSE)) AS n_flagged,
                count(*) FILTER (WHERE verdict = 'junk') AS n_junk,
                count(*) FILTER (WHERE verdict = 'keep') AS n_keep
-        FROM sel""", params)
+        FROM sel""",
+        params,
+    )
     return df.iloc[0].to_dict()
 
 
@@ -469,12 +543,16 @@ def outliers_per_detector(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> p
     if aggregates.covers(con, flt.replace(threshold_kind="all")):
         where, params = aggregates.cell_filter(flt)
         params["run_id"] = flt.run_id
-        df = _query(con, f"""
+        df = _query(
+            con,
+            f"""
             SELECT detector, CAST(sum(n_flagged) AS BIGINT) AS n_flagged,
                    CAST(sum(n_rows) AS BIGINT) AS n_scored,
                    sum(n_flagged) / greatest(sum(n_rows), 1) AS flagged_share
             FROM run_detector_cells WHERE run_id = $run_id AND {where}
-            GROUP BY detector""", params)
+            GROUP BY detector""",
+            params,
+        )
     else:
         df = _outliers_scan(con, flt)
     order = sort_detectors(list(df["detector"]), detector_order(con, flt.run_id))
@@ -484,13 +562,18 @@ def outliers_per_detector(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> p
 def _outliers_scan(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
     sql, params = _filtered(flt.replace(threshold_kind="all"), need=())
     everything = _keeps_every_frame(flt.replace(threshold_kind="all"))
-    return _query(con, sql + f"""
+    return _query(
+        con,
+        sql
+        + f"""
         SELECT o.detector, count(*) FILTER (WHERE o.is_outlier) AS n_flagged,
                count(*) AS n_scored,
                count(*) FILTER (WHERE o.is_outlier) / greatest(count(*), 1) AS flagged_share
         FROM outlier_scores o {"" if everything else "SEMI JOIN sel ON sel.frame_id = o.frame_id"}
         WHERE o.run_id = $run_id
-        GROUP BY o.detector""", params)
+        GROUP BY o.detector""",
+        params,
+    )
 
 
 def _dates(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> tuple[Any, Any]:
@@ -498,8 +581,9 @@ def _dates(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> tuple[Any, Any]:
     (the store's span from the run's aggregates when they are fresh: no scan)."""
     span = None
     if aggregates.covers(con, flt.replace(date_from=None, date_to=None)):
-        span = fetch_one(con, "SELECT first_day, last_day FROM run_aggregates "
-                              "WHERE run_id = ?", [flt.run_id])
+        span = fetch_one(
+            con, "SELECT first_day, last_day FROM run_aggregates WHERE run_id = ?", [flt.run_id]
+        )
     if span is None:
         span = fetch_one(con, "SELECT min(taken_at)::DATE, max(taken_at)::DATE FROM frames")
     first, last = span if span else (None, None)
@@ -532,7 +616,10 @@ def calendar(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
     if aggregates.covers(con, flt) and _cells_by(con, flt, unit):
         sql, params = _cells(flt, detector=True)
         start = aggregates.period_start(unit, "period")
-        df = _query(con, sql + f"""
+        df = _query(
+            con,
+            sql
+            + f"""
             , f AS (SELECT {start} AS day, hour, CAST(sum(n_frames) AS BIGINT) AS n_frames
                     FROM fc WHERE period IS NOT NULL GROUP BY ALL)
             , d AS (SELECT {start} AS day, hour, sum(n_flagged) AS n_flagged,
@@ -541,28 +628,43 @@ def calendar(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
             SELECT f.day, f.hour, f.n_frames,
                    coalesce(d.n_flagged, 0) / f.n_frames AS outlier_rate,
                    d.sum_pct / nullif(d.n_pct, 0) AS mean_pct
-            FROM f LEFT JOIN d USING (day, hour) ORDER BY f.day, f.hour""", params)
+            FROM f LEFT JOIN d USING (day, hour) ORDER BY f.day, f.hour""",
+            params,
+        )
     else:
         sql, params = _filtered(flt, need=("score",))
-        df = _query(con, sql + f"""
+        df = _query(
+            con,
+            sql
+            + f"""
             SELECT {aggregates.period_start(unit, "taken_at")} AS day, hour(taken_at) AS hour,
                    count(*) AS n_frames,
                    avg(CASE WHEN is_outlier THEN 1.0 ELSE 0.0 END) AS outlier_rate,
                    avg(score_pct) AS mean_pct
             FROM sel WHERE taken_at IS NOT NULL
-            GROUP BY ALL ORDER BY day, hour""", params)
+            GROUP BY ALL ORDER BY day, hour""",
+            params,
+        )
     return df.assign(period=unit)
 
 
 # Timeline buckets shorter than a day (minutes); longer ones are days, weeks or months.
 _TIMELINE_MINUTES = (10, 30, 60, 180, 360, 720)
 _PERIOD_MINUTES = {"day": 1440, "week": 10080, "month": 43200}
-TIMELINE_COLUMNS = ["bucket", "n_frames", "n_flagged", "mean_score", "max_score",
-                    "bucket_minutes", "bucket_label"]
+TIMELINE_COLUMNS = [
+    "bucket",
+    "n_frames",
+    "n_flagged",
+    "mean_score",
+    "max_score",
+    "bucket_minutes",
+    "bucket_label",
+]
 
 
-def timeline(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_buckets: int = 120
-             ) -> pd.DataFrame:
+def timeline(
+    con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_buckets: int = 120
+) -> pd.DataFrame:
     """Frames per time bucket with the mean and max score. The bucket grows with the filter's
     dates: the shortest of 10 min, 30 min, 1 h, 3 h, 6 h and 12 h giving at most
     `max_buckets` buckets, else the period `calendar` counts by (a day, week or month).
@@ -580,8 +682,10 @@ def timeline(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_buckets: int 
     else:
         label, size = f"1 {unit}" if unit != "day" else "1 d", _PERIOD_MINUTES[unit]
     covered = aggregates.covers(con, flt) and (
-        _cells_by(con, flt, "day") and minutes >= 60 if minutes is not None
-        else _cells_by(con, flt, unit))
+        _cells_by(con, flt, "day") and minutes >= 60
+        if minutes is not None
+        else _cells_by(con, flt, unit)
+    )
     if covered:
         sql, params = _cells(flt, detector=True)
         at = "CAST(period AS TIMESTAMP) + to_hours(hour)"
@@ -589,11 +693,16 @@ def timeline(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_buckets: int 
     else:
         sql, params = _filtered(flt, need=("score",))
         at, rows = "taken_at", "sel"
-    bucket = (f"to_timestamp(floor(epoch({at}) / {size * 60}) * {size * 60})::TIMESTAMP"
-              if minutes is not None
-              else f"CAST({aggregates.period_start(unit, at)} AS TIMESTAMP)")
+    bucket = (
+        f"to_timestamp(floor(epoch({at}) / {size * 60}) * {size * 60})::TIMESTAMP"
+        if minutes is not None
+        else f"CAST({aggregates.period_start(unit, at)} AS TIMESTAMP)"
+    )
     if covered:
-        df = _query(con, sql + f"""
+        df = _query(
+            con,
+            sql
+            + f"""
             , f AS (SELECT {bucket} AS bucket, sum(n_frames) AS n_frames FROM fc
                     WHERE period IS NOT NULL GROUP BY ALL)
             , d AS (SELECT {bucket} AS bucket, sum(n_flagged) AS n_flagged,
@@ -603,13 +712,20 @@ def timeline(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_buckets: int 
             SELECT f.bucket, CAST(f.n_frames AS BIGINT) AS n_frames,
                    CAST(coalesce(d.n_flagged, 0) AS BIGINT) AS n_flagged,
                    d.sum_score / nullif(d.n_pct, 0) AS mean_score, d.max_score
-            FROM f LEFT JOIN d USING (bucket) ORDER BY f.bucket""", params)
+            FROM f LEFT JOIN d USING (bucket) ORDER BY f.bucket""",
+            params,
+        )
     else:
-        df = _query(con, sql + f"""
+        df = _query(
+            con,
+            sql
+            + f"""
             SELECT {bucket} AS bucket, count(*) AS n_frames,
                    count(*) FILTER (WHERE is_outlier) AS n_flagged,
                    avg(score) AS mean_score, max(score) AS max_score
-            FROM {rows} WHERE taken_at IS NOT NULL GROUP BY 1 ORDER BY 1""", params)
+            FROM {rows} WHERE taken_at IS NOT NULL GROUP BY 1 ORDER BY 1""",
+            params,
+        )
     if df.empty:
         return pd.DataFrame(columns=TIMELINE_COLUMNS)
     return df.assign(bucket_minutes=int(size), bucket_label=label)
@@ -643,9 +759,14 @@ def _with_thumbs(con: duckdb.DuckDBPyConnection, df: pd.DataFrame) -> pd.DataFra
     return df.assign(thumb=[found.get(int(i)) for i in df["frame_id"]])
 
 
-def frames_page(con: duckdb.DuckDBPyConnection, flt: FrameFilter, page: int = 0,
-                page_size: int = 24, order: str = "score", thumbs: bool = False
-                ) -> tuple[pd.DataFrame, int]:
+def frames_page(
+    con: duckdb.DuckDBPyConnection,
+    flt: FrameFilter,
+    page: int = 0,
+    page_size: int = 24,
+    order: str = "score",
+    thumbs: bool = False,
+) -> tuple[pd.DataFrame, int]:
     """One page of filtered frames (ranked by the filter's detector), with their weather, and
     the total count. `thumbs=True` adds a `thumb` column (JPEG bytes or None), so a page
     needs no second query for its pictures. Ranked by score, a covered filter's first pages
@@ -654,12 +775,17 @@ def frames_page(con: duckdb.DuckDBPyConnection, flt: FrameFilter, page: int = 0,
     just_ids = flt.frame_ids and _keeps_every_frame(flt.replace(frame_ids=()))
     # a few frames by id (a strip, neighbours) on one page: the page itself is the count
     total = None if just_ids and offset == 0 and len(flt.frame_ids) <= limit else count(con, flt)
-    if order == "score" and aggregates.covers(con, flt) and _list_answers(
-            con, flt, "run_top", flt.detector, offset + limit, total):
+    if (
+        order == "score"
+        and aggregates.covers(con, flt)
+        and _list_answers(con, flt, "run_top", flt.detector, offset + limit, total)
+    ):
         # the stored list has each frame's cluster and score: only reviews are joined
         source, params = _listed(flt, "run_top", flt.detector)
         params.update(limit=limit, offset=offset)
-        df = _query(con, f"""
+        df = _query(
+            con,
+            f"""
             WITH page AS MATERIALIZED (
                 SELECT f.frame_id, f.path, f.taken_at, f.taken_at_utc, f.daylight, t.cluster,
                        t.score, t.score_pct, t.is_outlier, t.rank
@@ -671,11 +797,16 @@ def frames_page(con: duckdb.DuckDBPyConnection, flt: FrameFilter, page: int = 0,
                    pr.verdict
             FROM page LEFT JOIN wpick wp USING (frame_id)
             LEFT JOIN reviews pr ON pr.frame_id = page.frame_id
-            ORDER BY page.rank""", params)
+            ORDER BY page.rank""",
+            params,
+        )
     else:
         sql, params = _filtered(flt, need=("score",) if order.startswith("score") else ())
         params.update(limit=limit, offset=offset)
-        df = _query(con, sql + f"""
+        df = _query(
+            con,
+            sql
+            + f"""
             , page AS MATERIALIZED (
                 SELECT frame_id, path, taken_at, taken_at_utc, daylight, score
                 FROM sel ORDER BY {GALLERY_ORDERS[order]} LIMIT $limit OFFSET $offset)
@@ -683,9 +814,18 @@ def frames_page(con: duckdb.DuckDBPyConnection, flt: FrameFilter, page: int = 0,
             SELECT page.frame_id, page.path, page.taken_at, page.daylight, pc.cluster, ps.score,
                    ps.score_pct, ps.is_outlier, {_PAGE_WEATHER_COLUMNS}, pr.verdict
             FROM page LEFT JOIN wpick wp USING (frame_id){_PAGE_EXTRAS}
-            ORDER BY {GALLERY_ORDERS[order].replace("score", "page.score")}""", params)
-    df = df.drop(columns=["weather_station", "weather_observed_at", "cloud_cover_pct",
-                          "wind_speed_ms", "visibility_km"])
+            ORDER BY {GALLERY_ORDERS[order].replace("score", "page.score")}""",
+            params,
+        )
+    df = df.drop(
+        columns=[
+            "weather_station",
+            "weather_observed_at",
+            "cloud_cover_pct",
+            "wind_speed_ms",
+            "visibility_km",
+        ]
+    )
     return (_with_thumbs(con, df) if thumbs else df), len(df) if total is None else total
 
 
@@ -697,8 +837,13 @@ def count(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> int:
     return int(_query(con, sql + "SELECT count(*) AS n FROM sel", params)["n"].iloc[0])
 
 
-def gallery_page(con: duckdb.DuckDBPyConnection, flt: FrameFilter, page: int = 0,
-                 page_size: int = 24, order: str = "score") -> dict[str, Any]:
+def gallery_page(
+    con: duckdb.DuckDBPyConnection,
+    flt: FrameFilter,
+    page: int = 0,
+    page_size: int = 24,
+    order: str = "score",
+) -> dict[str, Any]:
     """What the Gallery draws, on one connection: `rows` (a `frames_page` with `thumb`) and
     `total`. Every detector's score of a card is read when its details are opened
     (`scores_for`)."""
@@ -706,43 +851,51 @@ def gallery_page(con: duckdb.DuckDBPyConnection, flt: FrameFilter, page: int = 0
     return {"rows": rows, "total": total}
 
 
-def frame_ids(con: duckdb.DuckDBPyConnection, flt: FrameFilter, limit: int | None = None,
-              order: str = "score") -> list[int]:
+def frame_ids(
+    con: duckdb.DuckDBPyConnection, flt: FrameFilter, limit: int | None = None, order: str = "score"
+) -> list[int]:
     """Ids of the filtered frames in gallery order (all of them, or the first `limit`)."""
     sql, params = _filtered(flt)
     tail = ""
     if limit is not None:
         tail, params["limit"] = "LIMIT $limit", int(limit)
-    df = _query(con, sql + f"SELECT frame_id FROM sel ORDER BY {GALLERY_ORDERS[order]} {tail}",
-                params)
+    df = _query(
+        con, sql + f"SELECT frame_id FROM sel ORDER BY {GALLERY_ORDERS[order]} {tail}", params
+    )
     return [int(i) for i in df["frame_id"]]
 
 
-def scores_for(con: duckdb.DuckDBPyConnection, run_id: int | None, ids: list[int]
-               ) -> pd.DataFrame:
+def scores_for(con: duckdb.DuckDBPyConnection, run_id: int | None, ids: list[int]) -> pd.DataFrame:
     """Long form: every detector's score and percentile for some frames (one frame: by
     equality, which the scan can skip to)."""
     ids = [int(i) for i in ids]
     match = "frame_id = $id" if len(ids) == 1 else "frame_id IN (SELECT unnest($ids))"
-    return _query(con, f"""
+    return _query(
+        con,
+        f"""
         SELECT frame_id, detector, score, score_pct, is_outlier FROM outlier_scores
         WHERE run_id = $run_id AND {match}
-        ORDER BY frame_id, detector""", {"run_id": run_id, "ids": ids,
-                                          "id": ids[0] if ids else None})
+        ORDER BY frame_id, detector""",
+        {"run_id": run_id, "ids": ids, "id": ids[0] if ids else None},
+    )
 
 
 def thumbnails(con: duckdb.DuckDBPyConnection, ids: list[int]) -> dict[int, bytes]:
     """JPEG thumbnails by frame id (frames without one are absent)."""
     rows = con.execute(
         "SELECT frame_id, jpeg FROM thumbnails WHERE frame_id IN (SELECT unnest($ids))",
-        {"ids": [int(i) for i in ids]}).fetchall()
+        {"ids": [int(i) for i in ids]},
+    ).fetchall()
     return {int(fid): bytes(jpeg) for fid, jpeg in rows}
 
 
-def frame_detail(con: duckdb.DuckDBPyConnection, frame_id: int, run_id: int | None
-                 ) -> dict[str, Any] | None:
+def frame_detail(
+    con: duckdb.DuckDBPyConnection, frame_id: int, run_id: int | None
+) -> dict[str, Any] | None:
     """Everything known about one frame: file, time, image statistics, cluster, weather, review."""
-    df = _query(con, f"""
+    df = _query(
+        con,
+        f"""
         WITH page AS (SELECT frame_id, taken_at_utc FROM frames WHERE frame_id = $frame_id)
         {_PAGE_WEATHER}
         SELECT f.*, c.cluster, c.map_x, c.map_y, {_PAGE_WEATHER_COLUMNS},
@@ -755,36 +908,51 @@ def frame_detail(con: duckdb.DuckDBPyConnection, frame_id: int, run_id: int | No
         LEFT JOIN reviews r ON r.frame_id = f.frame_id
         LEFT JOIN ground_truth g ON g.frame_id = f.frame_id
         LEFT JOIN thumbnails t ON t.frame_id = f.frame_id
-        WHERE f.frame_id = $frame_id""", {"run_id": run_id, "frame_id": int(frame_id)})
+        WHERE f.frame_id = $frame_id""",
+        {"run_id": run_id, "frame_id": int(frame_id)},
+    )
     return None if df.empty else df.iloc[0].to_dict()
 
 
-def neighbors(con: duckdb.DuckDBPyConnection, run_id: int | None, frame_id: int
-              ) -> pd.DataFrame:
+def neighbors(con: duckdb.DuckDBPyConnection, run_id: int | None, frame_id: int) -> pd.DataFrame:
     """A frame's nearest neighbours in the run's embedding space (rank 1 = nearest)."""
-    return _query(con, """
+    return _query(
+        con,
+        """
         SELECT n.rank, n.neighbor_id AS frame_id, n.distance, f.taken_at, f.daylight,
                c.cluster
         FROM neighbors n
         JOIN frames f ON f.frame_id = n.neighbor_id
         LEFT JOIN clusters c ON c.run_id = n.run_id AND c.frame_id = n.neighbor_id
         WHERE n.run_id = $run_id AND n.frame_id = $frame_id
-        ORDER BY n.rank""", {"run_id": run_id, "frame_id": int(frame_id)})
+        ORDER BY n.rank""",
+        {"run_id": run_id, "frame_id": int(frame_id)},
+    )
 
 
-def neighbor_page(con: duckdb.DuckDBPyConnection, run_id: int | None, frame_id: int,
-                  detector: str = "consensus") -> pd.DataFrame:
+def neighbor_page(
+    con: duckdb.DuckDBPyConnection, run_id: int | None, frame_id: int, detector: str = "consensus"
+) -> pd.DataFrame:
     """A frame's nearest neighbours (rank, distance) with the gallery columns of each (time,
     weather, cluster, `detector`'s score, verdict) and its `thumb`, nearest first."""
-    nb = _query(con, """
+    nb = _query(
+        con,
+        """
         SELECT rank, neighbor_id AS frame_id, distance FROM neighbors
         WHERE run_id = $run_id AND frame_id = $frame_id ORDER BY rank""",
-                {"run_id": run_id, "frame_id": int(frame_id)})
+        {"run_id": run_id, "frame_id": int(frame_id)},
+    )
     if nb.empty:
         return nb
     ids = tuple(int(i) for i in nb["frame_id"])
-    rows, _ = frames_page(con, FrameFilter(run_id=run_id, detector=detector, frame_ids=ids),
-                          0, len(ids), "time", thumbs=True)
+    rows, _ = frames_page(
+        con,
+        FrameFilter(run_id=run_id, detector=detector, frame_ids=ids),
+        0,
+        len(ids),
+        "time",
+        thumbs=True,
+    )
     out = nb[["frame_id", "rank", "distance"]].merge(rows, on="frame_id", how="left")
     return out.sort_values("rank").reset_index(drop=True)
 
@@ -801,13 +969,18 @@ def adjacent_frames(con: duckdb.DuckDBPyConnection, frame_id: int) -> dict[str, 
             near = ""
             params: dict[str, Any] = {"frame_id": int(frame_id), "at": me[0]}
             if reach is not None:  # plain comparisons first: the scan skips to them
-                near = (f"f.taken_at {op}= $at AND f.taken_at {'>=' if op == '<' else '<='} "
-                        "$bound AND ")
+                near = (
+                    f"f.taken_at {op}= $at AND f.taken_at {'>=' if op == '<' else '<='} $bound AND "
+                )
                 params["bound"] = me[0] - reach if op == "<" else me[0] + reach
-            df = _query(con, f"""
+            df = _query(
+                con,
+                f"""
                 SELECT f.frame_id FROM frames f
                 WHERE {near}(f.taken_at, f.frame_id) {op} ($at, $frame_id)
-                ORDER BY f.taken_at {order}, f.frame_id {order} LIMIT 1""", params)
+                ORDER BY f.taken_at {order}, f.frame_id {order} LIMIT 1""",
+                params,
+            )
             out[side] = None if df.empty else int(df["frame_id"].iloc[0])
             if out[side] is not None:
                 break
@@ -816,8 +989,13 @@ def adjacent_frames(con: duckdb.DuckDBPyConnection, frame_id: int) -> dict[str, 
 
 # --- map and clusters -------------------------------------------------------------------------
 
-def map_points(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_points: int = 20_000,
-               weather: bool = False) -> tuple[pd.DataFrame, int]:
+
+def map_points(
+    con: duckdb.DuckDBPyConnection,
+    flt: FrameFilter,
+    max_points: int = 20_000,
+    weather: bool = False,
+) -> tuple[pd.DataFrame, int]:
     """2-D map points of the filtered frames, and how many there are in all.
 
     Above `max_points` a deterministic sample is returned, flagged frames first, then by a
@@ -830,32 +1008,45 @@ def map_points(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_points: int
         if _list_answers(con, flt, "run_samples", None, max_points, n):
             return _map_sample(con, flt, max_points, weather), n
     sql, params = _filtered(flt, weather=weather, need=("cluster",))
-    n = int(_query(con, sql + "SELECT count(*) AS n FROM sel WHERE map_x IS NOT NULL",
-                   params)["n"].iloc[0])
+    n = int(
+        _query(con, sql + "SELECT count(*) AS n FROM sel WHERE map_x IS NOT NULL", params)[
+            "n"
+        ].iloc[0]
+    )
     sql, params = _filtered(flt, weather=weather, need=("cluster", "score"))
     params["max_points"] = int(max_points)
-    df = _query(con, sql + """
+    df = _query(
+        con,
+        sql
+        + """
         SELECT frame_id, map_x, map_y, cluster, score, score_pct, is_outlier, daylight,
                condition, taken_at
         FROM sel WHERE map_x IS NOT NULL
         ORDER BY coalesce(is_outlier, FALSE) DESC, hash(frame_id)
-        LIMIT $max_points""", params)
+        LIMIT $max_points""",
+        params,
+    )
     return df, n
 
 
-def _map_sample(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_points: int,
-                weather: bool) -> pd.DataFrame:
+def _map_sample(
+    con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_points: int, weather: bool
+) -> pd.DataFrame:
     """`map_points`' rows from the run's stored sample."""
     source, params = _listed(flt, "run_samples")
     params.update(detector=flt.detector, max_points=int(max_points))
     condition = "'unknown' AS condition"
     utc, frames_join, weather_join = "CAST(NULL AS TIMESTAMPTZ)", "", ""
     if weather:  # the page's weather (an ASOF join over those rows only)
-        condition = ("CASE WHEN wp.within THEN coalesce(wp.condition, 'unknown') "
-                     "ELSE 'unknown' END AS condition")
+        condition = (
+            "CASE WHEN wp.within THEN coalesce(wp.condition, 'unknown') "
+            "ELSE 'unknown' END AS condition"
+        )
         utc, frames_join = "f.taken_at_utc", "JOIN frames f ON f.frame_id = k.frame_id"
         weather_join = "LEFT JOIN wpick wp USING (frame_id)"
-    return _query(con, f"""
+    return _query(
+        con,
+        f"""
         WITH kept AS (SELECT t.* {source})
         , page AS MATERIALIZED (
             SELECT k.frame_id, k.map_x, k.map_y, k.cluster, s.score, s.score_pct,
@@ -869,14 +1060,19 @@ def _map_sample(con: duckdb.DuckDBPyConnection, flt: FrameFilter, max_points: in
         SELECT page.frame_id, page.map_x, page.map_y, page.cluster, page.score,
                page.score_pct, page.is_outlier, page.daylight, {condition}, page.taken_at
         FROM page {weather_join}
-        ORDER BY coalesce(page.is_outlier, FALSE) DESC, hash(page.frame_id)""", params)
+        ORDER BY coalesce(page.is_outlier, FALSE) DESC, hash(page.frame_id)""",
+        params,
+    )
 
 
 def cluster_sizes(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
     """Per cluster: frames, share of night, mean score percentile, flagged frames, time span."""
     if aggregates.covers(con, flt):
         sql, params = _cells(flt, detector=True)
-        return _query(con, sql + """
+        return _query(
+            con,
+            sql
+            + """
             , f AS (SELECT cluster, sum(n_frames) AS n_frames,
                            coalesce(sum(n_frames) FILTER (WHERE daylight = 'night'), 0)
                                / sum(n_frames) AS night_share,
@@ -888,15 +1084,22 @@ def cluster_sizes(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFr
             SELECT f.cluster, CAST(f.n_frames AS BIGINT) AS n_frames, f.night_share,
                    d.mean_pct, CAST(coalesce(d.n_flagged, 0) AS BIGINT) AS n_flagged,
                    f.first, f.last
-            FROM f LEFT JOIN d USING (cluster) ORDER BY f.cluster""", params)
+            FROM f LEFT JOIN d USING (cluster) ORDER BY f.cluster""",
+            params,
+        )
     sql, params = _filtered(flt, need=("cluster", "score"))
-    return _query(con, sql + """
+    return _query(
+        con,
+        sql
+        + """
         SELECT cluster, count(*) AS n_frames,
                avg(CASE WHEN daylight = 'night' THEN 1.0 ELSE 0.0 END) AS night_share,
                avg(score_pct) AS mean_pct,
                count(*) FILTER (WHERE is_outlier) AS n_flagged,
                min(taken_at) AS first, max(taken_at) AS last
-        FROM sel WHERE cluster IS NOT NULL GROUP BY cluster ORDER BY cluster""", params)
+        FROM sel WHERE cluster IS NOT NULL GROUP BY cluster ORDER BY cluster""",
+        params,
+    )
 
 
 def cluster_profiles(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
@@ -919,18 +1122,28 @@ def cluster_profiles(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.Dat
             SELECT cluster, {aggregates.period_start(unit, "taken_at")} AS day,
                    hour(taken_at) AS hour, count(*) AS n
             FROM sel WHERE cluster IS NOT NULL AND taken_at IS NOT NULL GROUP BY ALL)"""
-    df = _query(con, sql + """
+    df = _query(
+        con,
+        sql
+        + """
         SELECT 'hour' AS kind, cluster, CAST(hour AS VARCHAR) AS key, sum(n) AS n_frames
         FROM cdh GROUP BY ALL
         UNION ALL
         SELECT 'day' AS kind, cluster, strftime(day, '%Y-%m-%d') AS key, sum(n)
         FROM cdh GROUP BY ALL
-        ORDER BY kind, cluster, key""", params)
+        ORDER BY kind, cluster, key""",
+        params,
+    )
     return df.assign(period=unit)
 
 
-def cluster_samples(con: duckdb.DuckDBPyConnection, flt: FrameFilter, n: int = 6,
-                    seed: int = 0, thumbs: bool = False) -> pd.DataFrame:
+def cluster_samples(
+    con: duckdb.DuckDBPyConnection,
+    flt: FrameFilter,
+    n: int = 6,
+    seed: int = 0,
+    thumbs: bool = False,
+) -> pd.DataFrame:
     """A random (seeded, repeatable) sample of up to `n` filtered frames from every cluster,
     with the gallery columns (and a `thumb` column with `thumbs=True`); one query for the
     whole page. For a covered filter the frames come from the run's stored sample when it
@@ -957,7 +1170,10 @@ def cluster_samples(con: duckdb.DuckDBPyConnection, flt: FrameFilter, n: int = 6
                                        ORDER BY hash(frame_id + $seed)) <= $n)"""
         scores = "outlier_scores"
     params.update(n=int(n), seed=int(seed))
-    df = _query(con, sql + f"""
+    df = _query(
+        con,
+        sql
+        + f"""
         {_PAGE_WEATHER}
         SELECT page.frame_id, page.path, page.taken_at, page.daylight, page.cluster, ps.score,
                ps.score_pct, ps.is_outlier,
@@ -967,7 +1183,9 @@ def cluster_samples(con: duckdb.DuckDBPyConnection, flt: FrameFilter, n: int = 6
         LEFT JOIN {scores} ps ON ps.run_id = $run_id AND ps.detector = $detector
                                    AND ps.frame_id = page.frame_id
         LEFT JOIN reviews pr ON pr.frame_id = page.frame_id
-        ORDER BY page.cluster, page.taken_at, page.frame_id""", params)
+        ORDER BY page.cluster, page.taken_at, page.frame_id""",
+        params,
+    )
     return _with_thumbs(con, df) if thumbs else df
 
 
@@ -977,19 +1195,30 @@ def _samples_per_cluster(con: duckdb.DuckDBPyConnection, flt: FrameFilter, n: in
     source, params = _listed(flt, "run_samples")
     cells, cell_params = _cells(flt)
     params.update(cell_params, n=int(n))
-    short = _query(con, cells + f"""
+    short = _query(
+        con,
+        cells
+        + f"""
         , s AS (SELECT t.cluster, count(*) AS k {source} GROUP BY t.cluster)
         , c AS (SELECT cluster, sum(n_frames) AS m FROM fc WHERE cluster IS NOT NULL
                 GROUP BY cluster)
         SELECT count(*) AS n FROM c LEFT JOIN s USING (cluster)
-        WHERE coalesce(s.k, 0) < least(c.m, $n)""", params)["n"].iloc[0]
+        WHERE coalesce(s.k, 0) < least(c.m, $n)""",
+        params,
+    )["n"].iloc[0]
     return int(short) == 0
 
 
 # --- detector comparison ----------------------------------------------------------------------
 
-def detector_matrix(con: duckdb.DuckDBPyConnection, flt: FrameFilter, names: list[str],
-                    max_rows: int | None = None, labels: bool = False) -> pd.DataFrame:
+
+def detector_matrix(
+    con: duckdb.DuckDBPyConnection,
+    flt: FrameFilter,
+    names: list[str],
+    max_rows: int | None = None,
+    labels: bool = False,
+) -> pd.DataFrame:
     """Wide form for the filtered frames: one `<detector>` score-percentile column and one
     `<detector>_flag` (is_outlier) column per detector, plus frame_id and taken_at.
 
@@ -1000,8 +1229,13 @@ def detector_matrix(con: duckdb.DuckDBPyConnection, flt: FrameFilter, names: lis
     the run's stored one (the same frames: both take the smallest hashes)."""
     whole = flt.replace(threshold_kind="all")
     scores = "outlier_scores"
-    if max_rows is not None and aggregates.covers(con, whole) and _list_answers(
-            con, whole, "run_samples", None, max_rows, _cell_count(con, whole, run_only=True)):
+    if (
+        max_rows is not None
+        and aggregates.covers(con, whole)
+        and _list_answers(
+            con, whole, "run_samples", None, max_rows, _cell_count(con, whole, run_only=True)
+        )
+    ):
         source, params = _listed(whole, "run_samples")
         sql = f"WITH sel AS (SELECT t.frame_id, t.taken_at {source})\n"
         scores = "run_sample_scores"  # the sample's scores: a few rows per detector
@@ -1014,8 +1248,10 @@ def detector_matrix(con: duckdb.DuckDBPyConnection, flt: FrameFilter, names: lis
     for i, name in enumerate(names):
         params[f"d{i}"] = name
         cols.append(f"o{i}.score_pct AS d{i}, o{i}.is_outlier AS f{i}")
-        joins.append(f"LEFT JOIN {scores} o{i} ON o{i}.run_id = $run_id "
-                     f"AND o{i}.detector = $d{i} AND o{i}.frame_id = ids.frame_id")
+        joins.append(
+            f"LEFT JOIN {scores} o{i} ON o{i}.run_id = $run_id "
+            f"AND o{i}.detector = $d{i} AND o{i}.frame_id = ids.frame_id"
+        )
     tail = ""
     if max_rows is not None:
         tail, params["max_rows"] = "ORDER BY hash(frame_id) LIMIT $max_rows", int(max_rows)
@@ -1030,20 +1266,26 @@ def detector_matrix(con: duckdb.DuckDBPyConnection, flt: FrameFilter, names: lis
         LEFT JOIN reviews r ON r.frame_id = ids.frame_id
         LEFT JOIN ground_truth g ON g.frame_id = ids.frame_id"""
     where = " OR ".join(f"o{i}.frame_id IS NOT NULL" for i in range(len(names))) or "FALSE"
-    df = _query(con, sql + f"""
+    df = _query(
+        con,
+        sql
+        + f"""
         , ids AS (SELECT frame_id, taken_at FROM sel {tail})
-        SELECT ids.frame_id, ids.taken_at, {', '.join(cols)}{label_cols}
+        SELECT ids.frame_id, ids.taken_at, {", ".join(cols)}{label_cols}
         FROM ids
-        {' '.join(joins)}{label_join}
+        {" ".join(joins)}{label_join}
         WHERE {where}
-        ORDER BY ids.frame_id""", params)
+        ORDER BY ids.frame_id""",
+        params,
+    )
     rename = {f"d{i}": name for i, name in enumerate(names)}
     rename.update({f"f{i}": f"{name}_flag" for i, name in enumerate(names)})
     return df.rename(columns=rename)
 
 
-def _top_k(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, b: str, top_k: int
-           ) -> tuple[str, dict[str, Any]]:
+def _top_k(
+    con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, b: str, top_k: int
+) -> tuple[str, dict[str, Any]]:
     """`ta`/`tb`: A's and B's `top_k` filtered frames (frame_id, score, score_pct, is_outlier,
     rank, cluster). Each is a top-N over the filtered frames (no sort of every frame; cluster
     NULL, to be joined for the few shown), or, for a covered filter, the first of the
@@ -1063,8 +1305,11 @@ def _top_k(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, b: str, top
             return "WITH " + "\n, ".join(parts) + "\n", params
     sql, params = _filtered(whole, need=())
     params.update(a=a, b=b, k=int(top_k))
-    semi = ("" if _keeps_every_frame(flt.replace(threshold_kind="all"))
-            else "SEMI JOIN sel ON sel.frame_id = o.frame_id")
+    semi = (
+        ""
+        if _keeps_every_frame(flt.replace(threshold_kind="all"))
+        else "SEMI JOIN sel ON sel.frame_id = o.frame_id"
+    )
     # The rank is numbered after the LIMIT: a window in the same SELECT would sort every row.
     top = """SELECT *, row_number() OVER (ORDER BY score DESC NULLS LAST, frame_id) AS rank,
                     CAST(NULL AS INTEGER) AS cluster
@@ -1072,15 +1317,25 @@ def _top_k(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, b: str, top
                    FROM outlier_scores o {semi}
                    WHERE o.run_id = $run_id AND o.detector = ${d}
                    ORDER BY o.score DESC NULLS LAST, o.frame_id LIMIT $k)"""
-    return sql + f"""
+    return (
+        sql
+        + f"""
         , ta AS ({top.format(d="a", semi=semi)})
         , tb AS ({top.format(d="b", semi=semi)})
-""", params
+""",
+        params,
+    )
 
 
-def top_k_differences(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, b: str,
-                      top_k: int, limit: int = 12, thumbs: bool = True
-                      ) -> dict[str, tuple[pd.DataFrame, int]]:
+def top_k_differences(
+    con: duckdb.DuckDBPyConnection,
+    flt: FrameFilter,
+    a: str,
+    b: str,
+    top_k: int,
+    limit: int = 12,
+    thumbs: bool = True,
+) -> dict[str, tuple[pd.DataFrame, int]]:
     """Both "flags it, the other does not" galleries in one query: `{"a": (rows, n),
     "b": (rows, n)}`. Rows are the first `limit` frames of A's top-k missing from B's top-k
     (and the reverse), in that detector's rank order, with the gallery columns (score,
@@ -1088,7 +1343,10 @@ def top_k_differences(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, 
     `thumb` column; n is how many there are in all."""
     sql, params = _top_k(con, flt, a, b, top_k)
     params["limit"] = int(limit)
-    df = _query(con, sql + f"""
+    df = _query(
+        con,
+        sql
+        + f"""
         , diff AS (
             SELECT 'a' AS side, ta.* FROM ta ANTI JOIN tb USING (frame_id)
             UNION ALL
@@ -1109,7 +1367,9 @@ def top_k_differences(con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, 
         FROM page LEFT JOIN wpick wp USING (frame_id)
         LEFT JOIN clusters pc ON pc.run_id = $run_id AND pc.frame_id = page.frame_id
         LEFT JOIN reviews pr ON pr.frame_id = page.frame_id
-        ORDER BY page.side, page.rank""", params)
+        ORDER BY page.side, page.rank""",
+        params,
+    )
     if thumbs:
         df = _with_thumbs(con, df)
     out = {}
@@ -1130,9 +1390,11 @@ _EXPORT_CONDITIONS = {
     "keep": "verdict = 'keep'",
     "clean": "verdict = 'keep' OR (verdict IS NULL AND NOT coalesce(is_outlier, FALSE))",
 }
-_EXPORT_REASONS = {"not_junk": "'junk'",
-                   "keep": "CASE WHEN verdict = 'junk' THEN 'junk' ELSE 'not_keep' END",
-                   "clean": "CASE WHEN verdict = 'junk' THEN 'junk' ELSE 'flagged' END"}
+_EXPORT_REASONS = {
+    "not_junk": "'junk'",
+    "keep": "CASE WHEN verdict = 'junk' THEN 'junk' ELSE 'not_keep' END",
+    "clean": "CASE WHEN verdict = 'junk' THEN 'junk' ELSE 'flagged' END",
+}
 
 
 def _export_condition(mode: str) -> str:
@@ -1146,8 +1408,12 @@ def _export_need(mode: str) -> tuple[str, ...]:
     return ("review", "score") if mode == "clean" else ("review",)
 
 
-def export_frames(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "not_junk",
-                  limit: int | None = None) -> pd.DataFrame:
+def export_frames(
+    con: duckdb.DuckDBPyConnection,
+    flt: FrameFilter,
+    mode: str = "not_junk",
+    limit: int | None = None,
+) -> pd.DataFrame:
     """The filtered frames to export in time order (frames without a time last): 'not_junk'
     (every frame not marked junk), 'keep' (only frames marked keep) or 'clean' (frames marked
     keep, and unreviewed frames the detector does not flag); the first `limit` when given.
@@ -1158,13 +1424,21 @@ def export_frames(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = 
     cond = _export_condition(mode)
     if limit is None:
         sql, params = _filtered(flt, weather=True)
-        return _query(con, sql + f"""
+        return _query(
+            con,
+            sql
+            + f"""
             SELECT frame_id, path, root, rtrim(root, '/') || '/' || path AS abs_path, taken_at,
                    daylight, condition, cluster, score, score_pct, verdict
-            FROM sel WHERE {cond} ORDER BY taken_at, frame_id""", params)
+            FROM sel WHERE {cond} ORDER BY taken_at, frame_id""",
+            params,
+        )
     sql, params = _filtered(flt, need=_export_need(mode))
     params["limit"] = int(limit)
-    return _query(con, sql + f"""
+    return _query(
+        con,
+        sql
+        + f"""
         , page AS MATERIALIZED (
             SELECT frame_id, path, root, taken_at, taken_at_utc, daylight, verdict
             FROM sel WHERE {cond} ORDER BY taken_at, frame_id LIMIT $limit)
@@ -1179,24 +1453,28 @@ def export_frames(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = 
         LEFT JOIN clusters pc ON pc.run_id = $run_id AND pc.frame_id = page.frame_id
         LEFT JOIN outlier_scores ps ON ps.run_id = $run_id AND ps.detector = $detector
                                    AND ps.frame_id = page.frame_id
-        ORDER BY page.taken_at, page.frame_id""", params)
+        ORDER BY page.taken_at, page.frame_id""",
+        params,
+    )
 
 
-def export_count(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "not_junk"
-                 ) -> int:
+def export_count(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "not_junk") -> int:
     """How many frames `export_frames` would return (without the weather join)."""
     cond = _export_condition(mode)
     if mode != "clean" and aggregates.covers(con, flt):
         reviewed = _reviews_in(con, flt)
-        return (_cell_count(con, flt) - reviewed["n_junk"] if mode == "not_junk"
-                else reviewed["n_keep"])
+        return (
+            _cell_count(con, flt) - reviewed["n_junk"] if mode == "not_junk" else reviewed["n_keep"]
+        )
     sql, params = _filtered(flt, need=_export_need(mode))
-    return int(_query(con, sql + f"SELECT count(*) AS n FROM sel WHERE {cond}",
-                      params)["n"].iloc[0])
+    return int(
+        _query(con, sql + f"SELECT count(*) AS n FROM sel WHERE {cond}", params)["n"].iloc[0]
+    )
 
 
-def export_left_out(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "not_junk"
-                    ) -> dict[str, int]:
+def export_left_out(
+    con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "not_junk"
+) -> dict[str, int]:
     """Why the store's other frames are not in `export_frames`, counted in the order the export
     applies its rules: `filters` (outside the dates, hours, daylight, weather, cluster or
     selection), `threshold` (left out by the detector threshold: not flagged, under the
@@ -1209,12 +1487,24 @@ def export_left_out(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str 
     sql, params = _filtered(flt.replace(threshold_kind="all"), need=())
     n_kept = int(_query(con, sql + "SELECT count(*) AS n FROM sel", params)["n"].iloc[0])
     sql, params = _filtered(flt, need=_export_need(mode))
-    df = _query(con, sql + f"""
+    df = _query(
+        con,
+        sql
+        + f"""
         SELECT CASE WHEN {cond} THEN 'exported' ELSE {_EXPORT_REASONS[mode]} END AS reason,
                count(*) AS n
-        FROM sel GROUP BY ALL""", params)
-    counts = {"n_frames": n_frames, "filters": n_frames - n_kept, "threshold": 0, "junk": 0,
-              "not_keep": 0, "flagged": 0, "exported": 0}
+        FROM sel GROUP BY ALL""",
+        params,
+    )
+    counts = {
+        "n_frames": n_frames,
+        "filters": n_frames - n_kept,
+        "threshold": 0,
+        "junk": 0,
+        "not_keep": 0,
+        "flagged": 0,
+        "exported": 0,
+    }
     counts.update({str(r): int(n) for r, n in zip(df["reason"], df["n"])})
     counts["threshold"] = n_kept - int(df["n"].sum())
     return counts
@@ -1227,18 +1517,23 @@ def review_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return counts
 
 
-def next_unreviewed(con: duckdb.DuckDBPyConnection, flt: FrameFilter, skip: tuple[int, ...] = ()
-                    ) -> int | None:
+def next_unreviewed(
+    con: duckdb.DuckDBPyConnection, flt: FrameFilter, skip: tuple[int, ...] = ()
+) -> int | None:
     """The highest-ranked filtered frame without a verdict (not in `skip`), or None. For a
     covered filter, looked up first among the detector's stored top frames."""
     if aggregates.covers(con, flt):
         source, params = _listed(flt, "run_top", flt.detector)
         params["skip"] = [int(i) for i in skip]
-        df = _query(con, f"""
+        df = _query(
+            con,
+            f"""
             SELECT t.frame_id {source}
             AND t.frame_id NOT IN (SELECT frame_id FROM reviews)
             AND NOT list_contains($skip, t.frame_id)
-            ORDER BY t.rank LIMIT 1""", params)
+            ORDER BY t.rank LIMIT 1""",
+            params,
+        )
         if len(df):
             return int(df["frame_id"].iloc[0])
         listed = int(_query(con, f"SELECT count(*) AS n {source}", params)["n"].iloc[0])
@@ -1246,15 +1541,21 @@ def next_unreviewed(con: duckdb.DuckDBPyConnection, flt: FrameFilter, skip: tupl
             return None
     sql, params = _filtered(flt, need=("score", "review"))
     params["skip"] = [int(i) for i in skip]
-    df = _query(con, sql + f"""
+    df = _query(
+        con,
+        sql
+        + f"""
         SELECT frame_id FROM sel
         WHERE verdict IS NULL AND NOT list_contains($skip, frame_id)
-        ORDER BY {GALLERY_ORDERS['score']} LIMIT 1""", params)
+        ORDER BY {GALLERY_ORDERS["score"]} LIMIT 1""",
+        params,
+    )
     return None if df.empty else int(df["frame_id"].iloc[0])
 
 
-def next_unreviewed_row(con: duckdb.DuckDBPyConnection, flt: FrameFilter,
-                        skip: tuple[int, ...] = ()) -> pd.DataFrame:
+def next_unreviewed_row(
+    con: duckdb.DuckDBPyConnection, flt: FrameFilter, skip: tuple[int, ...] = ()
+) -> pd.DataFrame:
     """`next_unreviewed` as a one-row gallery page (with its weather and `thumb`), or an empty
     frame when every filtered frame has a verdict."""
     fid = next_unreviewed(con, flt, skip)
@@ -1266,9 +1567,21 @@ def next_unreviewed_row(con: duckdb.DuckDBPyConnection, flt: FrameFilter,
 
 # --- incidents and the archive mosaic ---------------------------------------------------------
 
-INCIDENT_COLUMNS = ["incident_id", "started_at", "ended_at", "duration_s", "n_frames",
-                    "n_flagged", "cause", "cause_share", "peak_score", "peak_pct", "frame_id",
-                    "n_junk", "n_keep"]
+INCIDENT_COLUMNS = [
+    "incident_id",
+    "started_at",
+    "ended_at",
+    "duration_s",
+    "n_frames",
+    "n_flagged",
+    "cause",
+    "cause_share",
+    "peak_score",
+    "peak_pct",
+    "frame_id",
+    "n_junk",
+    "n_keep",
+]
 
 
 def incidents(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
@@ -1280,15 +1593,19 @@ def incidents(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
     return _query(con, sql + "SELECT * FROM listed ORDER BY started_at, incident_id", params)
 
 
-def incident_list(con: duckdb.DuckDBPyConnection, flt: FrameFilter, limit: int = 1000,
-                  include: int | None = None) -> dict[str, Any]:
+def incident_list(
+    con: duckdb.DuckDBPyConnection, flt: FrameFilter, limit: int = 1000, include: int | None = None
+) -> dict[str, Any]:
     """What the Incidents page lists: `rows`, the `limit` longest incidents of `incidents`
     (most frames, then highest peak) and incident `include` when the filter keeps it, in
     time order; and over all of them: `n`, `n_frames`, `longest` (frames) and `n_marked`
     (incidents every frame of which has a verdict)."""
     sql, params = _incident_rows(con, flt)
     params.update(limit=int(limit), include=include)
-    df = _query(con, sql + """
+    df = _query(
+        con,
+        sql
+        + """
         , totals AS (
             SELECT count(*) AS all_n, sum(n_frames) AS all_frames,
                    max(n_frames) AS all_longest,
@@ -1300,17 +1617,24 @@ def incident_list(con: duckdb.DuckDBPyConnection, flt: FrameFilter, limit: int =
         SELECT listed.*, totals.* FROM listed, totals
         WHERE incident_id IN (SELECT incident_id FROM longest)
            OR incident_id IS NOT DISTINCT FROM $include
-        ORDER BY started_at, incident_id""", params)
-    totals = (df.iloc[0] if len(df) else pd.Series(dtype=float))
-    out = {key: int(totals.get(f"all_{key}", 0) or 0) if len(df) else 0
-           for key in ("n", "frames", "longest", "marked")}
-    return {"rows": df.drop(columns=[c for c in df.columns if c.startswith("all_")]),
-            "n": out["n"], "n_frames": out["frames"], "longest": out["longest"],
-            "n_marked": out["marked"]}
+        ORDER BY started_at, incident_id""",
+        params,
+    )
+    totals = df.iloc[0] if len(df) else pd.Series(dtype=float)
+    out = {
+        key: int(totals.get(f"all_{key}", 0) or 0) if len(df) else 0
+        for key in ("n", "frames", "longest", "marked")
+    }
+    return {
+        "rows": df.drop(columns=[c for c in df.columns if c.startswith("all_")]),
+        "n": out["n"],
+        "n_frames": out["frames"],
+        "longest": out["longest"],
+        "n_marked": out["marked"],
+    }
 
 
-def _incident_rows(con: duckdb.DuckDBPyConnection, flt: FrameFilter
-                   ) -> tuple[str, dict[str, Any]]:
+def _incident_rows(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> tuple[str, dict[str, Any]]:
     """`WITH ... listed AS (...)`: the run's incidents with a frame the filter keeps, with
     their verdicts now."""
     if aggregates.covers(con, flt):
@@ -1323,7 +1647,9 @@ def _incident_rows(con: duckdb.DuckDBPyConnection, flt: FrameFilter
                             SEMI JOIN sel ON sel.frame_id = m.frame_id
                             WHERE m.run_id = $run_id)"""
     params["run_id"] = flt.run_id
-    return sql + """
+    return (
+        sql
+        + """
         , verdicts AS (
             SELECT m.incident_id, count(*) FILTER (WHERE r.verdict = 'junk') AS n_junk,
                    count(*) FILTER (WHERE r.verdict = 'keep') AS n_keep
@@ -1336,29 +1662,45 @@ def _incident_rows(con: duckdb.DuckDBPyConnection, flt: FrameFilter
             FROM incidents i SEMI JOIN hit USING (incident_id)
             LEFT JOIN verdicts v USING (incident_id)
             WHERE i.run_id = $run_id)
-""", params
+""",
+        params,
+    )
 
 
-def incident_frame_ids(con: duckdb.DuckDBPyConnection, run_id: int | None, incident_id: int
-                       ) -> list[int]:
+def incident_frame_ids(
+    con: duckdb.DuckDBPyConnection, run_id: int | None, incident_id: int
+) -> list[int]:
     """Every frame of one incident, in time order (what marking it marks)."""
-    df = _query(con, """
+    df = _query(
+        con,
+        """
         SELECT frame_id FROM incident_frames
         WHERE run_id = $run_id AND incident_id = $incident_id
-        ORDER BY taken_at, frame_id""", {"run_id": run_id, "incident_id": int(incident_id)})
+        ORDER BY taken_at, frame_id""",
+        {"run_id": run_id, "incident_id": int(incident_id)},
+    )
     return [int(i) for i in df["frame_id"]]
 
 
-def incident_strip(con: duckdb.DuckDBPyConnection, run_id: int | None, incident_id: int,
-                   n: int = 12, detector: str = "consensus") -> dict[str, Any]:
+def incident_strip(
+    con: duckdb.DuckDBPyConnection,
+    run_id: int | None,
+    incident_id: int,
+    n: int = 12,
+    detector: str = "consensus",
+) -> dict[str, Any]:
     """What the incident view draws, on one connection: `ids` (every frame of the incident,
     in time order), `rows` (up to `n` of them spread evenly over it, first and last included,
     as a gallery page in time order with `thumb`) and `flagged` (the ids the consensus
     flagged)."""
-    df = _query(con, """
+    df = _query(
+        con,
+        """
         SELECT frame_id, is_flagged FROM incident_frames
         WHERE run_id = $run_id AND incident_id = $incident_id
-        ORDER BY taken_at, frame_id""", {"run_id": run_id, "incident_id": int(incident_id)})
+        ORDER BY taken_at, frame_id""",
+        {"run_id": run_id, "incident_id": int(incident_id)},
+    )
     ids = [int(i) for i in df["frame_id"]]
     if len(ids) > n:
         picks = sorted({round(i * (len(ids) - 1) / (n - 1)) for i in range(n)})
@@ -1367,9 +1709,14 @@ def incident_strip(con: duckdb.DuckDBPyConnection, run_id: int | None, incident_
     chosen = tuple(ids[i] for i in picks)
     rows = pd.DataFrame(columns=["frame_id"])
     if chosen:
-        rows, _ = frames_page(con, FrameFilter(run_id=run_id, detector=detector,
-                                               frame_ids=chosen), 0, len(chosen), "time",
-                              thumbs=True)
+        rows, _ = frames_page(
+            con,
+            FrameFilter(run_id=run_id, detector=detector, frame_ids=chosen),
+            0,
+            len(chosen),
+            "time",
+            thumbs=True,
+        )
     flagged = [int(i) for i, f in zip(df["frame_id"], df["is_flagged"]) if f]
     return {"ids": ids, "rows": rows, "flagged": flagged}
 
@@ -1378,27 +1725,52 @@ def mosaic(con: duckdb.DuckDBPyConnection, run_id: int | None) -> dict[str, Any]
     """The run's archive mosaic (`store.aggregates.Mosaic`): `png`, `days` (each row's first
     day), `cell_width`, `cell_height` and `outlined` (cells row * 24 + hour at least half of
     whose frames are in incidents). None when the run has no mosaic."""
-    row = fetch_one(con, "SELECT mosaic_png, mosaic_days, mosaic_cell_width, mosaic_cell_height, "
-                         "mosaic_outlined FROM run_aggregates "
-                         "WHERE run_id = ? AND mosaic_png IS NOT NULL", [run_id])
+    row = fetch_one(
+        con,
+        "SELECT mosaic_png, mosaic_days, mosaic_cell_width, mosaic_cell_height, "
+        "mosaic_outlined FROM run_aggregates "
+        "WHERE run_id = ? AND mosaic_png IS NOT NULL",
+        [run_id],
+    )
     if row is None:
         return None
-    return {"png": bytes(row[0]), "days": list(row[1]), "cell_width": int(row[2]),
-            "cell_height": int(row[3]), "outlined": [int(c) for c in row[4] or []]}
+    return {
+        "png": bytes(row[0]),
+        "days": list(row[1]),
+        "cell_width": int(row[2]),
+        "cell_height": int(row[3]),
+        "outlined": [int(c) for c in row[4] or []],
+    }
 
 
 # --- runs and errors --------------------------------------------------------------------------
 
+
 def ingest_errors(con: duckdb.DuckDBPyConnection, limit: int = 5000) -> pd.DataFrame:
     """Files that could not be used, newest first."""
-    return _query(con, """
+    return _query(
+        con,
+        """
         SELECT occurred_at, stage, path, message, root, file_bytes FROM ingest_errors
-        ORDER BY occurred_at DESC, path LIMIT $limit""", {"limit": int(limit)})
+        ORDER BY occurred_at DESC, path LIMIT $limit""",
+        {"limit": int(limit)},
+    )
 
 
 def store_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Row counts of the main tables (for the Runs page)."""
-    tables = ("frames", "thumbnails", "embeddings", "analysis_runs", "outlier_scores",
-              "clusters", "neighbors", "weather", "reviews", "ground_truth", "ingest_errors")
+    tables = (
+        "frames",
+        "thumbnails",
+        "embeddings",
+        "analysis_runs",
+        "outlier_scores",
+        "clusters",
+        "neighbors",
+        "weather",
+        "reviews",
+        "ground_truth",
+        "ingest_errors",
+    )
     sql = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in tables)
     return {t: int(n) for t, n in con.execute(sql).fetchall()}

@@ -14,21 +14,44 @@ import duckdb
 import pandas as pd
 
 from store import aggregates
-from store.db import fetch_one, scalar
 from store.db import execute as _run
+from store.db import fetch_one, scalar
 
 # Columns ingest writes per frame (frame_id and ingested_at aside).
 FRAME_COLUMNS = [
-    "path", "root", "location", "taken_at", "taken_at_utc", "time_source", "utc_offset_min",
-    "source_utc", "width", "height", "file_bytes", "file_mtime", "content_hash", "mean_luma",
-    "contrast", "sharpness", "colorfulness", "sun_elevation", "daylight", "daylight_source",
+    "path",
+    "root",
+    "location",
+    "taken_at",
+    "taken_at_utc",
+    "time_source",
+    "utc_offset_min",
+    "source_utc",
+    "width",
+    "height",
+    "file_bytes",
+    "file_mtime",
+    "content_hash",
+    "mean_luma",
+    "contrast",
+    "sharpness",
+    "colorfulness",
+    "sun_elevation",
+    "daylight",
+    "daylight_source",
     "local_contrast",
 ]
 # Frame measures added after the first schema: rows written without them leave them NULL
 # (`pipeline.imagestats.backfill_local_contrast` fills local_contrast in later).
 OPTIONAL_COLUMNS = ["local_contrast"]
-TIME_COLUMNS = ["taken_at", "taken_at_utc", "utc_offset_min", "sun_elevation", "daylight",
-                "daylight_source"]
+TIME_COLUMNS = [
+    "taken_at",
+    "taken_at_utc",
+    "utc_offset_min",
+    "sun_elevation",
+    "daylight",
+    "daylight_source",
+]
 # Rows that describe a frame's old pixels: removed when its file's content changes.
 _SCORED_TABLES = ("clusters", "outlier_scores", "neighbors")
 CHANGED_STAGE = "changed"
@@ -36,18 +59,22 @@ CHANGED_STAGE = "changed"
 
 # --- readers for ingest ----------------------------------------------------------------------
 
+
 def known_files(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Every frame's location, frame_id, path, root, file_bytes, mtime (us) and content hash."""
     return con.sql(
         "SELECT location, frame_id, path, root, file_bytes, epoch_us(file_mtime) AS mtime_us, "
-        "content_hash FROM frames").df()
+        "content_hash FROM frames"
+    ).df()
 
 
 def failed_files(con: duckdb.DuckDBPyConnection, stage: str) -> pd.DataFrame:
     """Files that failed at `stage`: location, and the size and mtime they had then."""
     return con.execute(
         "SELECT location, file_bytes, epoch_us(file_mtime) AS mtime_us FROM ingest_errors "
-        "WHERE stage = ?", [stage]).df()
+        "WHERE stage = ?",
+        [stage],
+    ).df()
 
 
 def new_frame_ids(con: duckdb.DuckDBPyConnection, n: int) -> list[int]:
@@ -58,8 +85,9 @@ def new_frame_ids(con: duckdb.DuckDBPyConnection, n: int) -> list[int]:
     return sorted(int(r[0]) for r in rows)
 
 
-def list_frames(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int] | None = None
-                ) -> pd.DataFrame:
+def list_frames(
+    con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int] | None = None
+) -> pd.DataFrame:
     """frame_id, path, root of every frame (or of `frame_ids`), ordered by frame_id.
 
     The original file is `root/path` (see `pipeline.ingest.frame_file` for names that were
@@ -71,7 +99,8 @@ def list_frames(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int] | None 
     try:
         return con.sql(
             "SELECT f.frame_id, f.path, f.root FROM frames f "
-            "JOIN _wanted_ids w USING (frame_id) ORDER BY f.frame_id").df()
+            "JOIN _wanted_ids w USING (frame_id) ORDER BY f.frame_id"
+        ).df()
     finally:
         con.unregister("_wanted_ids")
 
@@ -80,8 +109,10 @@ def thumbnails(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]) -> pd.D
     """frame_id, jpeg (bytes), width, height for the given frames."""
     con.register("_thumb_ids", _ids(frame_ids))
     try:
-        return con.sql("SELECT t.frame_id, t.jpeg, t.width, t.height FROM thumbnails t "
-                       "JOIN _thumb_ids USING (frame_id) ORDER BY t.frame_id").df()
+        return con.sql(
+            "SELECT t.frame_id, t.jpeg, t.width, t.height FROM thumbnails t "
+            "JOIN _thumb_ids USING (frame_id) ORDER BY t.frame_id"
+        ).df()
     finally:
         con.unregister("_thumb_ids")
 
@@ -90,15 +121,19 @@ def time_inputs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """What the time/daylight computation needs for every frame, in frame order."""
     return con.sql(
         "SELECT frame_id, taken_at, source_utc, time_source, mean_luma FROM frames "
-        "ORDER BY frame_id").df()
+        "ORDER BY frame_id"
+    ).df()
 
 
 def errors(con: duckdb.DuckDBPyConnection, stage: str | None = None) -> pd.DataFrame:
     """ingest_errors rows (all stages, or one), newest first."""
     where, params = ("WHERE stage = ?", [stage]) if stage else ("", [])
-    return _run(con,
+    return _run(
+        con,
         f"SELECT path, stage, message, root, location, occurred_at FROM ingest_errors {where} "
-        "ORDER BY occurred_at DESC, path", params).df()
+        "ORDER BY occurred_at DESC, path",
+        params,
+    ).df()
 
 
 def _ids(frame_ids: Iterable[int]) -> pd.DataFrame:
@@ -106,6 +141,7 @@ def _ids(frame_ids: Iterable[int]) -> pd.DataFrame:
 
 
 # --- writers ---------------------------------------------------------------------------------
+
 
 @dataclass
 class FrameBatch:
@@ -136,8 +172,9 @@ def write_batch(con: duckdb.DuckDBPyConnection, batch: FrameBatch) -> int:
 
     def register(name: str, frame: pd.DataFrame) -> None:
         if name.endswith("_frames"):  # frame rows: a measure not taken stays NULL
-            frame = frame.reindex(columns=[*frame.columns, *(
-                c for c in OPTIONAL_COLUMNS if c not in frame.columns)])
+            frame = frame.reindex(
+                columns=[*frame.columns, *(c for c in OPTIONAL_COLUMNS if c not in frame.columns)]
+            )
         con.register(name, frame)
         registered.append(name)
 
@@ -146,32 +183,46 @@ def write_batch(con: duckdb.DuckDBPyConnection, batch: FrameBatch) -> int:
     try:
         if batch.cleared:
             register("_cleared", pd.DataFrame({"location": pd.Series(batch.cleared, dtype=object)}))
-            _run(con, "DELETE FROM ingest_errors WHERE stage IN (SELECT unnest(?)) "
-                      "AND location IN (SELECT location FROM _cleared)", [batch.stages])
+            _run(
+                con,
+                "DELETE FROM ingest_errors WHERE stage IN (SELECT unnest(?)) "
+                "AND location IN (SELECT location FROM _cleared)",
+                [batch.stages],
+            )
         if len(batch.new):
             register("_new_frames", batch.new)
             cols = ", ".join(["frame_id", *FRAME_COLUMNS])
             _run(con, f"INSERT INTO frames ({cols}) SELECT {cols} FROM _new_frames")
-        sets = ", ".join(f"{c} = u.{c}" for c in FRAME_COLUMNS if c not in ("path", "root",
-                                                                             "location"))
+        sets = ", ".join(
+            f"{c} = u.{c}" for c in FRAME_COLUMNS if c not in ("path", "root", "location")
+        )
         for name, rows in (("_reread_frames", batch.reread), ("_changed_frames", batch.changed)):
             if len(rows):
                 register(name, rows)
-                _run(con, f"UPDATE frames SET {sets}, ingested_at = now() FROM {name} u "
-                          "WHERE frames.frame_id = u.frame_id")
+                _run(
+                    con,
+                    f"UPDATE frames SET {sets}, ingested_at = now() FROM {name} u "
+                    "WHERE frames.frame_id = u.frame_id",
+                )
         if len(batch.changed):
             n_reviews = _forget_old_pixels(con)
         if len(batch.reread) or len(batch.changed):
             aggregates.mark_stale(con)
         if len(batch.thumbs):
             register("_thumbs", batch.thumbs)
-            _run(con, "INSERT OR REPLACE INTO thumbnails (frame_id, jpeg, width, height) "
-                      "SELECT frame_id, jpeg, width, height FROM _thumbs")
+            _run(
+                con,
+                "INSERT OR REPLACE INTO thumbnails (frame_id, jpeg, width, height) "
+                "SELECT frame_id, jpeg, width, height FROM _thumbs",
+            )
         if len(batch.errors):
             register("_errors", batch.errors)
-            _run(con, "INSERT OR REPLACE INTO ingest_errors (location, stage, path, message, "
-                      "root, file_bytes, file_mtime, occurred_at) SELECT location, stage, path, "
-                      "message, root, file_bytes, file_mtime, now() FROM _errors")
+            _run(
+                con,
+                "INSERT OR REPLACE INTO ingest_errors (location, stage, path, message, "
+                "root, file_bytes, file_mtime, occurred_at) SELECT location, stage, path, "
+                "message, root, file_bytes, file_mtime, now() FROM _errors",
+            )
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -184,7 +235,9 @@ def write_batch(con: duckdb.DuckDBPyConnection, batch: FrameBatch) -> int:
 
 def _forget_old_pixels(con: duckdb.DuckDBPyConnection) -> int:
     """For `_changed_frames` (registered): record, then remove, what judged the old pixels."""
-    _run(con, f"""
+    _run(
+        con,
+        f"""
         INSERT OR REPLACE INTO ingest_errors (location, stage, path, message, root, file_bytes,
                                               file_mtime, occurred_at)
         SELECT c.location, '{CHANGED_STAGE}', c.path,
@@ -200,9 +253,11 @@ def _forget_old_pixels(con: duckdb.DuckDBPyConnection) -> int:
         LEFT JOIN reviews r ON r.frame_id = c.frame_id
         LEFT JOIN clusters s ON s.frame_id = c.frame_id
         GROUP BY c.location, c.path, c.root, c.file_bytes, c.file_mtime, r.verdict,
-                 r.reviewed_at, r.note""")
-    n_reviews = scalar(con, "SELECT count(*) FROM reviews "
-                            "WHERE frame_id IN (SELECT frame_id FROM _changed_frames)")
+                 r.reviewed_at, r.note""",
+    )
+    n_reviews = scalar(
+        con, "SELECT count(*) FROM reviews WHERE frame_id IN (SELECT frame_id FROM _changed_frames)"
+    )
     for table in ("embeddings", "reviews", *_SCORED_TABLES):
         _run(con, f"DELETE FROM {table} WHERE frame_id IN (SELECT frame_id FROM _changed_frames)")
     _run(con, "DELETE FROM neighbors WHERE neighbor_id IN (SELECT frame_id FROM _changed_frames)")
@@ -215,8 +270,11 @@ def relocate(con: duckdb.DuckDBPyConnection, moves: pd.DataFrame) -> None:
         return
     con.register("_moved", moves[["frame_id", "root", "path", "location"]])
     try:
-        _run(con, "UPDATE frames SET root = m.root, path = m.path, location = m.location "
-                  "FROM _moved m WHERE frames.frame_id = m.frame_id")
+        _run(
+            con,
+            "UPDATE frames SET root = m.root, path = m.path, location = m.location "
+            "FROM _moved m WHERE frames.frame_id = m.frame_id",
+        )
     finally:
         con.unregister("_moved")
 
@@ -239,8 +297,10 @@ def update_times(con: duckdb.DuckDBPyConnection, times: pd.DataFrame) -> None:
 
 def lacking_local_contrast(con: duckdb.DuckDBPyConnection) -> list[int]:
     """Frames with a thumbnail but no local contrast (ingested before it was measured)."""
-    rows = con.sql("SELECT f.frame_id FROM frames f JOIN thumbnails t USING (frame_id) "
-                   "WHERE f.local_contrast IS NULL ORDER BY f.frame_id").fetchall()
+    rows = con.sql(
+        "SELECT f.frame_id FROM frames f JOIN thumbnails t USING (frame_id) "
+        "WHERE f.local_contrast IS NULL ORDER BY f.frame_id"
+    ).fetchall()
     return [int(r[0]) for r in rows]
 
 
@@ -251,8 +311,11 @@ def update_local_contrast(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) ->
     con.register("_contrast", rows[["frame_id", "local_contrast"]])
     con.execute("BEGIN TRANSACTION")
     try:
-        _run(con, "UPDATE frames SET local_contrast = c.local_contrast FROM _contrast c "
-                  "WHERE frames.frame_id = c.frame_id")
+        _run(
+            con,
+            "UPDATE frames SET local_contrast = c.local_contrast FROM _contrast c "
+            "WHERE frames.frame_id = c.frame_id",
+        )
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -263,31 +326,52 @@ def update_local_contrast(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) ->
 
 # --- summary readers for `info` ----------------------------------------------------------------
 
+
 def _table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(scalar(con, "SELECT count(*) FROM information_schema.tables "
-                            "WHERE table_name = ?", [table]))
+    return bool(
+        scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table])
+    )
 
 
 def frame_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Counts, time span and sources of the frames table."""
-    row = fetch_one(con, """
+    row = fetch_one(
+        con,
+        """
         SELECT count(*), min(taken_at), max(taken_at), min(taken_at_utc), max(taken_at_utc),
                count(DISTINCT root), sum(file_bytes),
                count(*) - count(DISTINCT content_hash) - count(*) FILTER (content_hash IS NULL)
-        FROM frames""")
+        FROM frames""",
+    )
     n, first, last, first_utc, last_utc, n_roots, n_bytes, n_dupes = row
-    sources = dict(con.sql("SELECT time_source, count(*) FROM frames GROUP BY 1 ORDER BY 2 DESC"
-                           ).fetchall())
-    daylight = dict(con.sql(
-        "SELECT coalesce(daylight, 'unknown') || ' (' || coalesce(daylight_source, '-') || ')',"
-        " count(*) FROM frames GROUP BY 1 ORDER BY 2 DESC").fetchall())
-    roots = [r[0] for r in con.sql(
-        "SELECT root FROM frames GROUP BY root ORDER BY count(*) DESC LIMIT 3").fetchall()]
+    sources = dict(
+        con.sql("SELECT time_source, count(*) FROM frames GROUP BY 1 ORDER BY 2 DESC").fetchall()
+    )
+    daylight = dict(
+        con.sql(
+            "SELECT coalesce(daylight, 'unknown') || ' (' || coalesce(daylight_source, '-') || ')',"
+            " count(*) FROM frames GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+    )
+    roots = [
+        r[0]
+        for r in con.sql(
+            "SELECT root FROM frames GROUP BY root ORDER BY count(*) DESC LIMIT 3"
+        ).fetchall()
+    ]
     n_thumbs = scalar(con, "SELECT count(*) FROM thumbnails")
     return {
-        "n_frames": n, "first": first, "last": last, "first_utc": first_utc,
-        "last_utc": last_utc, "n_roots": n_roots, "roots": roots, "bytes": n_bytes or 0,
-        "n_duplicate_contents": n_dupes or 0, "time_sources": sources, "daylight": daylight,
+        "n_frames": n,
+        "first": first,
+        "last": last,
+        "first_utc": first_utc,
+        "last_utc": last_utc,
+        "n_roots": n_roots,
+        "roots": roots,
+        "bytes": n_bytes or 0,
+        "n_duplicate_contents": n_dupes or 0,
+        "time_sources": sources,
+        "daylight": daylight,
         "n_thumbnails": n_thumbs,
     }
 
@@ -295,12 +379,15 @@ def frame_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 def error_summary(con: duckdb.DuckDBPyConnection, n_examples: int = 3) -> dict[str, Any]:
     """ingest_errors by stage: count and a few examples (path, message)."""
     by_stage = con.sql(
-        "SELECT stage, count(*) FROM ingest_errors GROUP BY stage ORDER BY 2 DESC, 1").fetchall()
+        "SELECT stage, count(*) FROM ingest_errors GROUP BY stage ORDER BY 2 DESC, 1"
+    ).fetchall()
     out: dict[str, Any] = {}
     for stage, n in by_stage:
         examples = con.execute(
             "SELECT path, message FROM ingest_errors WHERE stage = ? "
-            "ORDER BY occurred_at DESC, path LIMIT ?", [stage, n_examples]).fetchall()
+            "ORDER BY occurred_at DESC, path LIMIT ?",
+            [stage, n_examples],
+        ).fetchall()
         out[stage] = {"n": n, "examples": examples}
     return out
 
@@ -319,8 +406,10 @@ def model_summary(con: duckdb.DuckDBPyConnection) -> list[tuple]:
           ON e.model = m.model
         GROUP BY ALL
         ORDER BY model""").fetchall()
-    return [(model, family, dim, int(n), {p["precision"]: int(p["n"]) for p in split or []})
-            for model, family, dim, n, split in rows]
+    return [
+        (model, family, dim, int(n), {p["precision"]: int(p["n"]) for p in split or []})
+        for model, family, dim, n, split in rows
+    ]
 
 
 def run_summary(con: duckdb.DuckDBPyConnection, limit: int = 10) -> tuple[int, list[tuple]]:
@@ -328,7 +417,9 @@ def run_summary(con: duckdb.DuckDBPyConnection, limit: int = 10) -> tuple[int, l
     total = scalar(con, "SELECT count(*) FROM analysis_runs")
     rows = con.execute(
         "SELECT run_id, model, status, n_frames, started_at, finished_at FROM analysis_runs "
-        "ORDER BY run_id DESC LIMIT ?", [limit]).fetchall()
+        "ORDER BY run_id DESC LIMIT ?",
+        [limit],
+    ).fetchall()
     return total, rows
 
 
@@ -356,8 +447,10 @@ def thumbnail_aspect(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]) -
     ids = pd.DataFrame({"frame_id": pd.Series(list(frame_ids), dtype="int64")})
     con.register("_aspect_ids", ids)
     try:
-        value = scalar(con, "SELECT median(t.width / t.height) FROM thumbnails t "
-                            "JOIN _aspect_ids USING (frame_id)")
+        value = scalar(
+            con,
+            "SELECT median(t.width / t.height) FROM thumbnails t JOIN _aspect_ids USING (frame_id)",
+        )
     finally:
         con.unregister("_aspect_ids")
     return None if value is None else float(value)

@@ -235,7 +235,8 @@ LEFT JOIN reviews r ON r.frame_id = f.frame_id;
 # both holding IMG_0001.jpg are two frames, and one file reached from a parent folder is one.
 # DuckDB cannot drop a UNIQUE constraint, so both tables are rebuilt; the views that read
 # `frames` are dropped first and made again (they are the same as in migration 1).
-_LOCATIONS = """
+_LOCATIONS = (
+    """
 DROP VIEW IF EXISTS frame_facts;
 DROP VIEW IF EXISTS frame_weather;
 
@@ -289,7 +290,9 @@ SELECT CASE WHEN root IS NULL THEN path ELSE rtrim(root, '/') || '/' || path END
 FROM ingest_errors;
 DROP TABLE ingest_errors;
 ALTER TABLE ingest_errors_v2 RENAME TO ingest_errors;
-""" + _VIEWS
+"""
+    + _VIEWS
+)
 
 # Incidents and the per-run aggregates `analyze` writes with each run (`store.aggregates`), so
 # the dashboard's pages read a few thousand rows instead of every frame.
@@ -423,7 +426,7 @@ ALTER TABLE models ADD COLUMN precision VARCHAR NOT NULL DEFAULT 'float32';
 # Each frame's local contrast (the mean 9x9 standard deviation of the stored thumbnail's luma,
 # which the `flat` detector compares with the camera's own good frames). Frames ingested before
 # it have NULL until `analyze` fills them in from their stored thumbnails
-# (`pipeline.imagestats.backfill_local_contrast`). 
+# (`pipeline.imagestats.backfill_local_contrast`).
 _LOCAL_CONTRAST = """
 ALTER TABLE frames ADD COLUMN IF NOT EXISTS local_contrast DOUBLE;
 """
@@ -495,13 +498,15 @@ def _refuse_foreign(con: duckdb.DuckDBPyConnection, path: Path) -> None:
             raise SchemaError(
                 f"{path} is a DuckDB database made by another program: its table {table!r} "
                 f"has columns ({', '.join(theirs[table])}), not this tool's. Nothing was "
-                "changed; give --db a new file name for the store.")
+                "changed; give --db a new file name for the store."
+            )
 
 
 def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
     rows = con.execute(
         "SELECT table_name, column_name FROM information_schema.columns "
-        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position").fetchall()
+        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+    ).fetchall()
     tables: dict[str, list[str]] = {}
     for table, column in rows:
         tables.setdefault(table, []).append(column)
@@ -551,7 +556,8 @@ def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
             con.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
-                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
             con.execute(sql)
             con.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [number, name]

@@ -19,8 +19,12 @@ from store.db import log_failed
 VERDICTS = ("junk", "keep")
 
 
-def set_verdicts(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], verdict: str | None,
-                 note: str | None = None) -> int:
+def set_verdicts(
+    con: duckdb.DuckDBPyConnection,
+    frame_ids: Iterable[int],
+    verdict: str | None,
+    note: str | None = None,
+) -> int:
     """Mark frames junk or keep (None clears their verdict). Returns the rows changed.
 
     Ids that are not frames in the store are ignored. A later verdict replaces an earlier one.
@@ -58,8 +62,9 @@ def set_verdicts(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], verdi
 def verdicts(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]) -> dict[int, str]:
     """Current verdicts of some frames (frames without one are absent)."""
     ids = [int(i) for i in frame_ids]
-    rows = con.execute("SELECT frame_id, verdict FROM reviews WHERE list_contains(?, frame_id)",
-                       [ids]).fetchall()
+    rows = con.execute(
+        "SELECT frame_id, verdict FROM reviews WHERE list_contains(?, frame_id)", [ids]
+    ).fetchall()
     return {int(fid): verdict for fid, verdict in rows}
 
 
@@ -67,12 +72,19 @@ def snapshot(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]) -> pd.Dat
     """The review rows of some frames as they are now (frame_id, verdict, note, reviewed_at);
     frames without a verdict have no row."""
     ids = sorted({int(i) for i in frame_ids})
-    return con.execute("SELECT frame_id, verdict, note, reviewed_at FROM reviews "
-                       "WHERE list_contains(?, frame_id) ORDER BY frame_id", [ids]).df()
+    return con.execute(
+        "SELECT frame_id, verdict, note, reviewed_at FROM reviews "
+        "WHERE list_contains(?, frame_id) ORDER BY frame_id",
+        [ids],
+    ).df()
 
 
-def mark(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], verdict: str | None,
-         note: str | None = None) -> tuple[int, pd.DataFrame]:
+def mark(
+    con: duckdb.DuckDBPyConnection,
+    frame_ids: Iterable[int],
+    verdict: str | None,
+    note: str | None = None,
+) -> tuple[int, pd.DataFrame]:
     """`set_verdicts`, returning also the `snapshot` of the frames' reviews before it (what
     `restore` needs to undo it)."""
     ids = sorted({int(i) for i in frame_ids})
@@ -80,8 +92,7 @@ def mark(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], verdict: str 
     return set_verdicts(con, ids, verdict, note), before
 
 
-def restore(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], before: pd.DataFrame
-            ) -> int:
+def restore(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], before: pd.DataFrame) -> int:
     """Undo a `mark`: every frame in `frame_ids` gets back the review row it had in `before`
     (its `snapshot` then), or none. One transaction; returns the rows put back."""
     ids = sorted({int(i) for i in frame_ids})

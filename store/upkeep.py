@@ -57,8 +57,10 @@ def compact(path: str | os.PathLike) -> CompactResult:
             checkpoint(con)
             name = scalar(con, "SELECT current_database()")  # the file's stem
             if name == _COPY:
-                raise StoreError(f"cannot compact {path}: rename the file first (its name is "
-                                 "the one compact uses for the copy)")
+                raise StoreError(
+                    f"cannot compact {path}: rename the file first (its name is "
+                    "the one compact uses for the copy)"
+                )
             con.execute(f"ATTACH {_literal(tmp)} AS {_COPY}")
             try:
                 con.execute(f"COPY FROM DATABASE {_ident(name)} TO {_COPY}")
@@ -68,8 +70,10 @@ def compact(path: str | os.PathLike) -> CompactResult:
                 con.execute(f"DETACH {_COPY}")
             for leftover in (_wal(path), _wal(tmp)):
                 if leftover.exists():  # a log of the old file would be replayed into the new one
-                    raise StoreError(f"cannot compact {path}: {leftover} was left after a "
-                                     "checkpoint; the store is unchanged: run the command again")
+                    raise StoreError(
+                        f"cannot compact {path}: {leftover} was left after a "
+                        "checkpoint; the store is unchanged: run the command again"
+                    )
             shutil.copymode(path, tmp)
             # Swapped while this connection still holds DuckDB's lock on the old file, so no
             # other process (a dashboard saving a review) can write to it after the copy.
@@ -83,30 +87,53 @@ def compact(path: str | os.PathLike) -> CompactResult:
 def _check_copy(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:
     """Raise StoreError unless the attached copy holds what database `name` holds."""
     problems = []
-    tables = {db: sorted(r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [db]).fetchall())
-        for db in (name, _COPY)}
+    tables = {
+        db: sorted(
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [db]
+            ).fetchall()
+        )
+        for db in (name, _COPY)
+    }
     if tables[name] != tables[_COPY]:
         problems.append(f"tables {tables[name]} -> {tables[_COPY]}")
     for table in sorted(set(tables[name]) & set(tables[_COPY])):
-        counts = [scalar(con, f"SELECT count(*) FROM {_ident(db)}.main.{_ident(table)}")
-                  for db in (name, _COPY)]
+        counts = [
+            scalar(con, f"SELECT count(*) FROM {_ident(db)}.main.{_ident(table)}")
+            for db in (name, _COPY)
+        ]
         if counts[0] != counts[1]:
             problems.append(f"{table} has {counts[0]} rows, the copy {counts[1]}")
-    views = [sorted(r[0] for r in con.execute(
-        "SELECT view_name FROM duckdb_views() WHERE database_name = ? AND NOT internal",
-        [db]).fetchall()) for db in (name, _COPY)]
+    views = [
+        sorted(
+            r[0]
+            for r in con.execute(
+                "SELECT view_name FROM duckdb_views() WHERE database_name = ? AND NOT internal",
+                [db],
+            ).fetchall()
+        )
+        for db in (name, _COPY)
+    ]
     if views[0] != views[1]:
         problems.append(f"views {views[0]} -> {views[1]}")
-    sequences = [dict(con.execute(
-        "SELECT sequence_name, CASE WHEN last_value IS NULL THEN start_value "
-        "ELSE last_value + increment_by END FROM duckdb_sequences() WHERE database_name = ?",
-        [db]).fetchall()) for db in (name, _COPY)]
+    sequences = [
+        dict(
+            con.execute(
+                "SELECT sequence_name, CASE WHEN last_value IS NULL THEN start_value "
+                "ELSE last_value + increment_by END FROM duckdb_sequences() WHERE database_name = ?",
+                [db],
+            ).fetchall()
+        )
+        for db in (name, _COPY)
+    ]
     if sequences[0] != sequences[1]:
         problems.append(f"next sequence values {sequences[0]} -> {sequences[1]}")
     if problems:
-        raise StoreError(f"cannot compact {path}: the copy differs ({'; '.join(problems)}); "
-                         "the store is unchanged")
+        raise StoreError(
+            f"cannot compact {path}: the copy differs ({'; '.join(problems)}); "
+            "the store is unchanged"
+        )
 
 
 def _wal(path: Path) -> Path:

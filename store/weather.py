@@ -13,14 +13,25 @@ import pandas as pd
 from store import kv
 from store.db import fetch_one, log_failed, scalar
 
-COLUMNS = ("station", "observed_at", "temperature_c", "precipitation_mm", "cloud_cover_pct",
-           "wind_speed_ms", "visibility_km", "weather_code", "condition", "source")
+COLUMNS = (
+    "station",
+    "observed_at",
+    "temperature_c",
+    "precipitation_mm",
+    "cloud_cover_pct",
+    "wind_speed_ms",
+    "visibility_km",
+    "weather_code",
+    "condition",
+    "source",
+)
 
 DEFAULT_TOLERANCE_MINUTES = 90.0
 
 
-def insert_observations(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame,
-                        replace: bool = False) -> tuple[int, int]:
+def insert_observations(
+    con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, replace: bool = False
+) -> tuple[int, int]:
     """Add observations (a DataFrame with `COLUMNS`, `observed_at` tz-aware) in one statement.
 
     Rows whose (station, observed_at) is already stored are left alone, or updated when
@@ -35,13 +46,17 @@ def insert_observations(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame,
     conflict = "DO NOTHING"
     if replace:
         conflict = "DO UPDATE SET " + ", ".join(
-            f"{c} = excluded.{c}" for c in COLUMNS if c not in ("station", "observed_at"))
-    sql = (f"INSERT INTO weather ({columns}) SELECT {columns} FROM _weather_rows "
-           f"ON CONFLICT (station, observed_at) {conflict}")
+            f"{c} = excluded.{c}" for c in COLUMNS if c not in ("station", "observed_at")
+        )
+    sql = (
+        f"INSERT INTO weather ({columns}) SELECT {columns} FROM _weather_rows "
+        f"ON CONFLICT (station, observed_at) {conflict}"
+    )
     con.register("_weather_rows", data)
     try:
-        known = scalar(con, "SELECT count(*) FROM _weather_rows r JOIN weather w "
-                            "USING (station, observed_at)")
+        known = scalar(
+            con, "SELECT count(*) FROM _weather_rows r JOIN weather w USING (station, observed_at)"
+        )
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(sql)
@@ -56,8 +71,9 @@ def insert_observations(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame,
 
 
 def station_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    rows = con.execute("SELECT station, count(*) FROM weather GROUP BY station "
-                       "ORDER BY station").fetchall()
+    rows = con.execute(
+        "SELECT station, count(*) FROM weather GROUP BY station ORDER BY station"
+    ).fetchall()
     return {station: n for station, n in rows}
 
 
@@ -80,8 +96,11 @@ def tolerance_minutes(con: duckdb.DuckDBPyConnection) -> float:
     return float(kv.get(con, "weather_tolerance_minutes", DEFAULT_TOLERANCE_MINUTES))
 
 
-def set_join(con: duckdb.DuckDBPyConnection, station: str | None = None,
-             tolerance_minutes: float | None = None) -> None:
+def set_join(
+    con: duckdb.DuckDBPyConnection,
+    station: str | None = None,
+    tolerance_minutes: float | None = None,
+) -> None:
     """Store the join station and/or tolerance (None leaves a value as it is)."""
     if station is not None:
         kv.put(con, "weather_station", station)
@@ -110,16 +129,20 @@ def frame_weather(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 def condition_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Frames per joined condition ('unknown' when no observation is close enough)."""
-    rows = con.execute("SELECT coalesce(fw.condition, 'unknown'), count(*) FROM frames f "
-                       "LEFT JOIN frame_weather fw USING (frame_id) GROUP BY 1 "
-                       "ORDER BY 2 DESC").fetchall()
+    rows = con.execute(
+        "SELECT coalesce(fw.condition, 'unknown'), count(*) FROM frames f "
+        "LEFT JOIN frame_weather fw USING (frame_id) GROUP BY 1 "
+        "ORDER BY 2 DESC"
+    ).fetchall()
     return {condition: n for condition, n in rows}
 
 
 def frame_span(con: duckdb.DuckDBPyConnection) -> tuple | None:
     """(first, last) UTC time of the frames, or None when no frame has one."""
-    row = fetch_one(con, "SELECT min(taken_at_utc), max(taken_at_utc) FROM frames "
-                         "WHERE taken_at_utc IS NOT NULL")
+    row = fetch_one(
+        con,
+        "SELECT min(taken_at_utc), max(taken_at_utc) FROM frames WHERE taken_at_utc IS NOT NULL",
+    )
     return None if row is None or row[0] is None else (row[0], row[1])
 
 

@@ -52,8 +52,14 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "store.duckdb"
 
 
-def write_jpeg(path: Path, when: datetime | None = None, size=(64, 48), colour=(90, 140, 60),
-               seed: int = 0, offset: str | None = None) -> Path:
+def write_jpeg(
+    path: Path,
+    when: datetime | None = None,
+    size=(64, 48),
+    colour=(90, 140, 60),
+    seed: int = 0,
+    offset: str | None = None,
+) -> Path:
     """A small noisy JPEG, with EXIF DateTimeOriginal (and OffsetTimeOriginal) when given."""
     rng = np.random.default_rng(seed)
     base = np.array(colour, dtype=np.float32)
@@ -97,8 +103,10 @@ def _realdata(path: Path, what: str) -> Path:
     """
     if path.exists():
         return path
-    _skip(f"needs {what} at {path} (the project's shared real test data, beside the "
-          "repository: ../shared/realdata; see its README)")
+    _skip(
+        f"needs {what} at {path} (the project's shared real test data, beside the "
+        "repository: ../shared/realdata; see its README)"
+    )
 
 
 def _skip(reason: str) -> None:
@@ -125,8 +133,10 @@ def nyc_weather() -> Path:
 def chromium_path() -> Path:
     """Debian's Chromium, or a skip that says why (CI's .ci/run installs it)."""
     if not CHROMIUM.exists():
-        _skip("needs Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium); "
-              ".ci/run installs it")
+        _skip(
+            "needs Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium); "
+            ".ci/run installs it"
+        )
     return CHROMIUM
 
 
@@ -137,9 +147,18 @@ def browser(chromium_path):
 
     with sync_playwright() as pw:
         b = pw.chromium.launch(
-            executable_path=str(chromium_path), headless=True,
-            args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+            executable_path=str(chromium_path),
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--headless",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         yield b
         b.close()
 
@@ -156,12 +175,29 @@ def dashboard_server(db: Path, log_path: Path, timeout: float = 90, **env: str):
         port = sock.getsockname()[1]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
-             "--server.address", "127.0.0.1", "--server.port", str(port),
-             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--", "--db", str(db)],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "TIMELAPSE_DB": "", **env})
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(REPO / "dashboard" / "app.py"),
+                "--server.address",
+                "127.0.0.1",
+                "--server.port",
+                str(port),
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+                "--",
+                "--db",
+                str(db),
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TIMELAPSE_DB": "", **env},
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + timeout
@@ -205,13 +241,26 @@ def demo_store(tmp_path_factory) -> Path:
     """`python -m pipeline demo --frames 150 --no-serve --model pixels`, run once per session.
     Tests must not write to it (use `store_copy`)."""
     out = tmp_path_factory.mktemp("demo")
-    cmd = [sys.executable, "-m", "pipeline", "demo", "--frames", str(DEMO_FRAMES), "--no-serve",
-           "--model", "pixels", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "demo",
+        "--frames",
+        str(DEMO_FRAMES),
+        "--no-serve",
+        "--model",
+        "pixels",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     db = out / "garden.duckdb"
     if proc.returncode != 0 or not db.exists():
-        pytest.fail(f"the demo store could not be made ({' '.join(cmd)}):\n"
-                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        pytest.fail(
+            f"the demo store could not be made ({' '.join(cmd)}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return db
 
 

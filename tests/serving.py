@@ -29,9 +29,9 @@ N_NEW = 6
 @dataclass
 class DemoStore:
     db: Path
-    frames: Path            # the analysed frames
-    new: list[Path]         # frames of the same camera the store has never seen
-    settings: object        # the pipeline Settings the store was made with
+    frames: Path  # the analysed frames
+    new: list[Path]  # frames of the same camera the store has never seen
+    settings: object  # the pipeline Settings the store was made with
 
     def copy(self, folder: Path) -> Path:
         """A private copy of the store file in `folder`."""
@@ -46,8 +46,15 @@ def build_demo_store(base: Path) -> DemoStore:
     from pipeline.runner import run_all
     from pipeline.settings import Settings
 
-    rendered = render_demo(base / "demo", n_frames=N_DEMO_FRAMES, size=(320, 180), seed=11,
-                           interval_minutes=(30, 40), progress=False, workers=1)
+    rendered = render_demo(
+        base / "demo",
+        n_frames=N_DEMO_FRAMES,
+        size=(320, 180),
+        seed=11,
+        interval_minutes=(30, 40),
+        progress=False,
+        workers=1,
+    )
     frames = sorted(rendered.frames_dir.rglob("*.jpg"))
     held = base / "held"
     held.mkdir()
@@ -55,8 +62,13 @@ def build_demo_store(base: Path) -> DemoStore:
     for path in frames[-N_NEW:]:
         new.append(held / path.name)
         shutil.move(path, new[-1])
-    settings = Settings(model="pixels", timezone=DEMO_PLACE.timezone, lat=DEMO_PLACE.lat,
-                        lon=DEMO_PLACE.lon, workers=1)
+    settings = Settings(
+        model="pixels",
+        timezone=DEMO_PLACE.timezone,
+        lat=DEMO_PLACE.lat,
+        lon=DEMO_PLACE.lon,
+        workers=1,
+    )
     db = base / "store.duckdb"
     for _ in run_all(rendered.frames_dir, db, settings, progress=False):
         pass
@@ -64,6 +76,7 @@ def build_demo_store(base: Path) -> DemoStore:
 
 
 # --- a real server ----------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def running_server(app) -> Iterator[str]:
@@ -91,6 +104,7 @@ def running_server(app) -> Iterator[str]:
 
 # --- HTTP -------------------------------------------------------------------------------------
 
+
 @dataclass
 class Reply:
     status: int
@@ -101,8 +115,13 @@ class Reply:
         return json.loads(self.body)
 
 
-def http(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None,
-         timeout: float = 120) -> Reply:
+def http(
+    url: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict | None = None,
+    timeout: float = 120,
+) -> Reply:
     """One HTTP request; the reply whatever its status."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
@@ -122,18 +141,25 @@ def multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:
         if filename is not None:
             raw = os.fsencode(filename).decode("utf-8", "surrogateescape")
             disposition += f'; filename="{raw}"'
-        chunks.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
-                      f"Content-Type: application/octet-stream\r\n\r\n"
-                      .encode("utf-8", "surrogateescape") + data + b"\r\n")
+        chunks.append(
+            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n".encode("utf-8", "surrogateescape")
+            + data
+            + b"\r\n"
+        )
     chunks.append(f"--{boundary}--\r\n".encode())
     return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
 
 
-def score(base: str, files: list[Path] | list[tuple[str, bytes]], times: list[str] | None = None,
-          token: str | None = None, extra: list[tuple[str, str | None, bytes]] = ()) -> Reply:
+def score(
+    base: str,
+    files: list[Path] | list[tuple[str, bytes]],
+    times: list[str] | None = None,
+    token: str | None = None,
+    extra: list[tuple[str, str | None, bytes]] = (),
+) -> Reply:
     """POST /v1/score with these files (paths, or (name, bytes)) as `file` parts."""
-    parts = [("file", *(f if isinstance(f, tuple) else (f.name, f.read_bytes())))
-             for f in files]
+    parts = [("file", *(f if isinstance(f, tuple) else (f.name, f.read_bytes()))) for f in files]
     parts += [("taken_at", None, t.encode()) for t in times or []]
     body, content_type = multipart(parts + list(extra))
     headers = {"Content-Type": content_type}
@@ -151,15 +177,21 @@ def expect_continue(base: str, size: int, filename: str = "big.jpg") -> Reply:
     curl does for large uploads, and sends the body only if the server says continue; returns
     the server's final answer."""
     boundary = uuid.uuid4().hex
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="{filename}"\r\n\r\n').encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{filename}"\r\n\r\n'
+    ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall((f"POST /v1/score HTTP/1.1\r\nHost: {host}\r\n"
-                      f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-                      f"Content-Length: {len(head) + size + len(tail)}\r\n"
-                      "Expect: 100-continue\r\n\r\n").encode())
+        sock.sendall(
+            (
+                f"POST /v1/score HTTP/1.1\r\nHost: {host}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {len(head) + size + len(tail)}\r\n"
+                "Expect: 100-continue\r\n\r\n"
+            ).encode()
+        )
         data = b""
         while b"\r\n\r\n" not in data:
             data += sock.recv(65536)

@@ -13,16 +13,21 @@ SAMPLE = 6
 flt, opts = ui.current()
 st.title("Clusters")
 seed = st.session_state.get("clusters_seed", 0)
-sizes, profiles, samples = data.get_many(("cluster_sizes", flt), ("cluster_profiles", flt),
-                                         ("cluster_samples", flt, SAMPLE, seed, True))
+sizes, profiles, samples = data.get_many(
+    ("cluster_sizes", flt), ("cluster_profiles", flt), ("cluster_samples", flt, SAMPLE, seed, True)
+)
 if sizes.empty:
-    st.info("No clusters for these frames: run `python -m pipeline analyze`, or widen the "
-            "filters.")
+    st.info("No clusters for these frames: run `python -m pipeline analyze`, or widen the filters.")
     st.stop()
-noise = " Noise (-1) holds the frames HDBSCAN put in no cluster." if (
-    sizes["cluster"] < 0).any() else ""
-st.caption(f"{len(sizes)} clusters over {int(sizes['n_frames'].sum()):,} frames "
-           f"({filters.describe(flt)}).{noise}")
+noise = (
+    " Noise (-1) holds the frames HDBSCAN put in no cluster."
+    if (sizes["cluster"] < 0).any()
+    else ""
+)
+st.caption(
+    f"{len(sizes)} clusters over {int(sizes['n_frames'].sum()):,} frames "
+    f"({filters.describe(flt)}).{noise}"
+)
 c1, c2 = st.columns(2)
 c1.plotly_chart(charts.cluster_sizes(sizes), key="clusters_sizes")
 c2.plotly_chart(charts.cluster_profile(profiles, "hour"), key="clusters_hour")
@@ -38,7 +43,14 @@ for row in sizes.to_dict("records"):
     first = pd.Timestamp(row["first"]).strftime("%Y-%m-%d") if pd.notna(row["first"]) else "?"
     last = pd.Timestamp(row["last"]).strftime("%Y-%m-%d") if pd.notna(row["last"]) else "?"
     st.subheader(f":material/circle: {label}", divider="gray")
-    st.caption(f"{int(row['n_frames']):,} frames · {row['night_share'] * 100:.0f} % night · "
-               f"{int(row['n_flagged'])} flagged by {flt.detector} · {first} → {last}")
-    ui.thumb_grid(samples[samples["cluster"] == cluster], flt.detector, n_cols=SAMPLE,
-                  key=f"cluster{cluster}", thumbs=thumbs)
+    st.caption(
+        f"{int(row['n_frames']):,} frames · {row['night_share'] * 100:.0f} % night · "
+        f"{int(row['n_flagged'])} flagged by {flt.detector} · {first} → {last}"
+    )
+    ui.thumb_grid(
+        samples[samples["cluster"] == cluster],
+        flt.detector,
+        n_cols=SAMPLE,
+        key=f"cluster{cluster}",
+        thumbs=thumbs,
+    )

@@ -15,8 +15,7 @@ flt, opts = ui.current()
 st.title("Compare detectors")
 dets = opts["detectors"]
 if len(dets) < 2:
-    st.info("Comparing needs a run with at least two detectors: run `python -m pipeline "
-            "analyze`.")
+    st.info("Comparing needs a run with at least two detectors: run `python -m pipeline analyze`.")
     st.stop()
 
 found: list[str] = []
@@ -25,8 +24,9 @@ url_dets = filters.parse_choice(params, "cmp", dets, found, many=True)
 url_k = filters.parse_int(params, "k", 1, 100_000, found)
 ui.notices(found)
 if "compare_dets" not in st.session_state:
-    st.session_state["compare_dets"] = (url_dets if url_dets and len(url_dets) >= 2
-                                        else dets[: min(4, len(dets))])
+    st.session_state["compare_dets"] = (
+        url_dets if url_dets and len(url_dets) >= 2 else dets[: min(4, len(dets))]
+    )
 if "compare_k" not in st.session_state:
     st.session_state["compare_k"] = url_k or 50
 chosen = st.multiselect("Detectors (two or more)", dets, key="compare_dets")
@@ -42,16 +42,24 @@ a = c1.selectbox("A", chosen, index=0, key="compare_a")
 b = c2.selectbox("B", [d for d in chosen if d != a], index=0, key="compare_b")
 # One connection for the whole page: the sample (with each frame's known answer) and both
 # galleries (rows, weather and thumbnails).
-wide, diffs = data.get_many(("detector_matrix", flt, chosen, MAX_ROWS, True),
-                            ("top_k_differences", flt, a, b, int(k), GALLERY))
+wide, diffs = data.get_many(
+    ("detector_matrix", flt, chosen, MAX_ROWS, True),
+    ("top_k_differences", flt, a, b, int(k), GALLERY),
+)
 if wide.empty:
     st.info("No scored frames match the filters.")
     st.stop()
 n = len(wide)
-note = (f" (a fixed pseudo-random sample of {MAX_ROWS:,}: the charts and the known-answer "
-        "curves use the sample; the two galleries use every frame)" if n >= MAX_ROWS else "")
-st.caption(f"{n:,} frames{note} · {filters.describe(flt.replace(threshold_kind='all'))}. "
-           "Percentiles are ranks within the run; higher = more abnormal.")
+note = (
+    f" (a fixed pseudo-random sample of {MAX_ROWS:,}: the charts and the known-answer "
+    "curves use the sample; the two galleries use every frame)"
+    if n >= MAX_ROWS
+    else ""
+)
+st.caption(
+    f"{n:,} frames{note} · {filters.describe(flt.replace(threshold_kind='all'))}. "
+    "Percentiles are ranks within the run; higher = more abnormal."
+)
 
 c1, c2 = st.columns(2)
 c1.plotly_chart(charts.rank_scatter(wide, a, b), key="compare_scatter")
@@ -62,25 +70,34 @@ c2.plotly_chart(charts.agreement_over_time(wide, chosen), key="compare_agreement
 
 for first, second, (page, total) in ((a, b, diffs["a"]), (b, a, diffs["b"])):
     st.subheader(f"{first} flags it, {second} does not")
-    st.caption(f"{total} of {first}'s top {int(k)} frames are not in {second}'s top {int(k)}; "
-               f"the {min(GALLERY, total)} highest by {first}:")
+    st.caption(
+        f"{total} of {first}'s top {int(k)} frames are not in {second}'s top {int(k)}; "
+        f"the {min(GALLERY, total)} highest by {first}:"
+    )
     if len(page):
-        ui.thumb_grid(page, first, n_cols=GALLERY, key=f"anb_{first}_{second}",
-                      thumbs=data.thumbs_of(page))
+        ui.thumb_grid(
+            page, first, n_cols=GALLERY, key=f"anb_{first}_{second}", thumbs=data.thumbs_of(page)
+        )
 
-known = (wide.loc[wide["label_source"].notna(), ["frame_id", "label_is_anomaly", "label_source"]]
-         .rename(columns={"label_is_anomaly": "is_anomaly", "label_source": "source"}))
+known = wide.loc[
+    wide["label_source"].notna(), ["frame_id", "label_is_anomaly", "label_source"]
+].rename(columns={"label_is_anomaly": "is_anomaly", "label_source": "source"})
 st.subheader("Against known answers")
 if known.empty:
-    st.info("No reviews or ground truth for these frames yet: mark frames junk/keep on the "
-            "Review page, or import a ground truth (`python -m pipeline demo` does).")
+    st.info(
+        "No reviews or ground truth for these frames yet: mark frames junk/keep on the "
+        "Review page, or import a ground truth (`python -m pipeline demo` does)."
+    )
 else:
     n_anom = int(known["is_anomaly"].astype(bool).sum())
     src = known["source"].value_counts().to_dict()
-    st.caption(f"{len(known):,} labelled frames ({n_anom} anomalies): "
-               + ", ".join(f"{v:,} from {k.replace('_', ' ')}" for k, v in src.items())
-               + ". A junk/keep review overrides the ground truth.")
+    st.caption(
+        f"{len(known):,} labelled frames ({n_anom} anomalies): "
+        + ", ".join(f"{v:,} from {k.replace('_', ' ')}" for k, v in src.items())
+        + ". A junk/keep review overrides the ground truth."
+    )
     c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.precision_at_k(wide, known, chosen, k_max=max(int(k), 10)),
-                    key="compare_patk")
+    c1.plotly_chart(
+        charts.precision_at_k(wide, known, chosen, k_max=max(int(k), 10)), key="compare_patk"
+    )
     c2.plotly_chart(charts.roc_curves(wide, known, chosen), key="compare_roc")

@@ -23,20 +23,27 @@ if frame_id is None:
     st.stop()
 
 detail, near, scores, nb, own_thumb = data.get_many(
-    ("frame_detail", int(frame_id), flt.run_id), ("adjacent_frames", int(frame_id)),
+    ("frame_detail", int(frame_id), flt.run_id),
+    ("adjacent_frames", int(frame_id)),
     ("scores_for", flt.run_id, [int(frame_id)]),
     ("neighbor_page", flt.run_id, int(frame_id), flt.detector),
-    ("thumbnails", [int(frame_id)]))
+    ("thumbnails", [int(frame_id)]),
+)
 if detail is None:
     st.warning(f"There is no frame {frame_id} in this store.")
     st.stop()
 st.session_state["frame_id"] = int(frame_id)
 st.query_params["frame"] = str(int(frame_id))
 
-when = pd.Timestamp(detail["taken_at"]).strftime("%Y-%m-%d %H:%M:%S") \
-    if pd.notna(detail["taken_at"]) else "unknown time"
-st.caption(f"Frame {frame_id} · {ui.literal(detail['path'])} · {ui.literal(when)} (camera clock, "
-           f"from {ui.literal(detail['time_source'])})")
+when = (
+    pd.Timestamp(detail["taken_at"]).strftime("%Y-%m-%d %H:%M:%S")
+    if pd.notna(detail["taken_at"])
+    else "unknown time"
+)
+st.caption(
+    f"Frame {frame_id} · {ui.literal(detail['path'])} · {ui.literal(when)} (camera clock, "
+    f"from {ui.literal(detail['time_source'])})"
+)
 
 n1, n2, _ = st.columns([1, 1, 4])
 if near["prev"] is not None:
@@ -53,14 +60,19 @@ with left:
         st.image(original, width="stretch", caption="original file")
     else:
         if int(frame_id) in own_thumb:
-            st.image(own_thumb[int(frame_id)], width="stretch",
-                     caption="thumbnail (the original file is not reachable from here)")
+            st.image(
+                own_thumb[int(frame_id)],
+                width="stretch",
+                caption="thumbnail (the original file is not reachable from here)",
+            )
         else:
             st.info("Neither the original file nor a thumbnail is available.")
     verdict = detail.get("verdict")
     note = detail.get("review_note")
-    st.write(f"Verdict: **{verdict or 'not reviewed'}**"
-             + (f" · note: {ui.literal(note)}" if note else ""))
+    st.write(
+        f"Verdict: **{verdict or 'not reviewed'}**"
+        + (f" · note: {ui.literal(note)}" if note else "")
+    )
     b1, b2, b3 = st.columns(3)
     if b1.button("Junk", key="frame_junk", icon=":material/delete:", disabled=verdict == "junk"):
         data.set_verdicts([int(frame_id)], "junk")
@@ -79,12 +91,20 @@ with right:
     st.plotly_chart(charts.frame_scores(scores), key="frame_scores")
     if not scores.empty:
         table = scores.assign(percentile=scores["score_pct"] * 100)[
-            ["detector", "score", "percentile", "is_outlier"]]
-        st.dataframe(table, hide_index=True, width="stretch", column_config={
-            "score": st.column_config.NumberColumn("score", format="%.4f",
-                                                   help="raw score; higher = more abnormal"),
-            "percentile": st.column_config.NumberColumn("percentile", format="%.1f %%"),
-            "is_outlier": st.column_config.CheckboxColumn("flagged")})
+            ["detector", "score", "percentile", "is_outlier"]
+        ]
+        st.dataframe(
+            table,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "score": st.column_config.NumberColumn(
+                    "score", format="%.4f", help="raw score; higher = more abnormal"
+                ),
+                "percentile": st.column_config.NumberColumn("percentile", format="%.1f %%"),
+                "is_outlier": st.column_config.CheckboxColumn("flagged"),
+            },
+        )
 
 
 def _fmt(value, unit="", digits=1):
@@ -99,17 +119,19 @@ meta = {
     "taken at (UTC)": _fmt(detail.get("taken_at_utc")),
     "time source": detail.get("time_source"),
     "size": f"{_fmt(detail.get('width'))} × {_fmt(detail.get('height'))} px, "
-            f"{_fmt((detail.get('file_bytes') or 0) / 1e6, ' MB', 2)}",
+    f"{_fmt((detail.get('file_bytes') or 0) / 1e6, ' MB', 2)}",
     "daylight": f"{detail.get('daylight') or '–'} (sun {_fmt(detail.get('sun_elevation'), '°')}"
-                f", from {detail.get('daylight_source') or '–'})",
+    f", from {detail.get('daylight_source') or '–'})",
     "mean luma (0-255)": _fmt(detail.get("mean_luma")),
     "contrast (std of luma)": _fmt(detail.get("contrast")),
     "sharpness (Laplacian variance)": _fmt(detail.get("sharpness")),
     "colourfulness": _fmt(detail.get("colorfulness")),
     "cluster": charts.cluster_label(detail.get("cluster")),
-    "ground truth": ("–" if detail.get("truth_is_anomaly") is None or pd.isna(
-        detail.get("truth_is_anomaly")) else
-        f"{'anomaly' if detail['truth_is_anomaly'] else 'normal'} ({detail.get('truth_kind')})"),
+    "ground truth": (
+        "–"
+        if detail.get("truth_is_anomaly") is None or pd.isna(detail.get("truth_is_anomaly"))
+        else f"{'anomaly' if detail['truth_is_anomaly'] else 'normal'} ({detail.get('truth_kind')})"
+    ),
 }
 weather = {
     "condition": detail.get("condition"),
@@ -122,16 +144,20 @@ weather = {
     "visibility": _fmt(detail.get("visibility_km"), " km"),
 }
 m1, m2 = st.columns(2)
-m1.dataframe(pd.DataFrame({"field": list(meta), "value": [str(v) for v in meta.values()]}),
-             hide_index=True, width="stretch")
-m2.dataframe(pd.DataFrame({"weather": list(weather),
-                           "value": [str(v) for v in weather.values()]}),
-             hide_index=True, width="stretch")
+m1.dataframe(
+    pd.DataFrame({"field": list(meta), "value": [str(v) for v in meta.values()]}),
+    hide_index=True,
+    width="stretch",
+)
+m2.dataframe(
+    pd.DataFrame({"weather": list(weather), "value": [str(v) for v in weather.values()]}),
+    hide_index=True,
+    width="stretch",
+)
 
 st.subheader("Nearest neighbours in embedding space")
 if nb.empty:
     st.caption("No neighbours stored for this frame in the chosen run.")
 else:
     st.caption("Rank 1 = nearest; distance in the run's PCA space.")
-    ui.thumb_grid(nb, flt.detector, n_cols=min(6, len(nb)), key="nb",
-                  thumbs=data.thumbs_of(nb))
+    ui.thumb_grid(nb, flt.detector, n_cols=min(6, len(nb)), key="nb", thumbs=data.thumbs_of(nb))

@@ -13,8 +13,12 @@ from dashboard import data, filters, pages, ui
 from store.facts import GALLERY_ORDERS
 
 PAGE_SIZES = (12, 24, 48, 96)
-ORDER_LABELS = {"score": "highest score first", "score_asc": "lowest score first",
-                "time": "oldest first", "time_desc": "newest first"}
+ORDER_LABELS = {
+    "score": "highest score first",
+    "score_asc": "lowest score first",
+    "time": "oldest first",
+    "time_desc": "newest first",
+}
 SIZES = list(ui.CARD_COLUMNS)
 
 flt, opts = ui.current()
@@ -40,10 +44,13 @@ if sel:
 view = flt.replace(frame_ids=tuple(sel)) if only_sel else flt
 
 c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
-order = c1.selectbox("Order", list(GALLERY_ORDERS), key="gallery_order",
-                     format_func=ORDER_LABELS.get)
-thumb = c2.segmented_control("Thumbnails", SIZES, key="gallery_thumb",
-                             format_func=str.capitalize) or "medium"
+order = c1.selectbox(
+    "Order", list(GALLERY_ORDERS), key="gallery_order", format_func=ORDER_LABELS.get
+)
+thumb = (
+    c2.segmented_control("Thumbnails", SIZES, key="gallery_thumb", format_func=str.capitalize)
+    or "medium"
+)
 size = c3.selectbox("Per page", PAGE_SIZES, index=1, key="gallery_size")
 got = data.get("gallery_page", view, st.session_state["gallery_page"] - 1, size, order)
 n_pages = max(1, math.ceil(got["total"] / size))
@@ -51,17 +58,27 @@ if st.session_state["gallery_page"] > n_pages:  # the filters shrank the result:
     st.session_state["gallery_page"] = n_pages
     got = data.get("gallery_page", view, n_pages - 1, size, order)
 rows, total = got["rows"], got["total"]
-page = c4.number_input(f"Page (of {n_pages})", min_value=1, max_value=n_pages, step=1,
-                       key="gallery_page")
+page = c4.number_input(
+    f"Page (of {n_pages})", min_value=1, max_value=n_pages, step=1, key="gallery_page"
+)
 st.query_params["page"] = str(page)
 st.query_params["order"] = order
 st.query_params["size"] = thumb
 
 ranked = f"ranked by {flt.detector}" if order.startswith("score") else "in time order"
-st.caption(f"{total:,} frames ({filters.describe(view)}), {ranked}; "
-           f"showing {len(rows)} on page {page} of {n_pages}.")
-ui.thumb_grid(rows, flt.detector, n_cols=ui.CARD_COLUMNS[thumb], pick=True, key="gallery",
-              thumbs=data.thumbs_of(rows), compact=thumb == "small")
+st.caption(
+    f"{total:,} frames ({filters.describe(view)}), {ranked}; "
+    f"showing {len(rows)} on page {page} of {n_pages}."
+)
+ui.thumb_grid(
+    rows,
+    flt.detector,
+    n_cols=ui.CARD_COLUMNS[thumb],
+    pick=True,
+    key="gallery",
+    thumbs=data.thumbs_of(rows),
+    compact=thumb == "small",
+)
 
 if len(rows):
     b1, b2, b3, b4 = st.columns(4)
@@ -80,5 +97,9 @@ if len(rows):
         data.set_verdicts(picked, "keep")
         st.toast(f"Marked {len(picked)} frames keep.")
         st.rerun()
-    b4.page_link(pages.view("Review & export"), label="Review & export",
-                 icon=":material/checklist:", query_params=ui.url_filters())
+    b4.page_link(
+        pages.view("Review & export"),
+        label="Review & export",
+        icon=":material/checklist:",
+        query_params=ui.url_filters(),
+    )

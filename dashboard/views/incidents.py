@@ -12,9 +12,9 @@ import streamlit as st
 
 from dashboard import charts, data, filters, ui
 
-STRIP = 12          # frames shown of the chosen incident, spread over it
-LISTED = 1_000      # incidents drawn and listed at most: the longest
-UNDO = "_incident_undo"     # the last marking, to put back
+STRIP = 12  # frames shown of the chosen incident, spread over it
+LISTED = 1_000  # incidents drawn and listed at most: the longest
+UNDO = "_incident_undo"  # the last marking, to put back
 PICK = "incident_pick"
 
 flt, opts = ui.current()
@@ -24,21 +24,26 @@ found: list[str] = []
 url_incident = filters.parse_int(st.query_params.to_dict(), "incident", 1, 10_000_000, found)
 ui.notices(found)
 
-params, found = data.get_many(("run_params", flt.run_id),
-                              ("incident_list", flt, LISTED, url_incident))
+params, found = data.get_many(
+    ("run_params", flt.run_id), ("incident_list", flt, LISTED, url_incident)
+)
 table = found["rows"]
 if flt.run_id is None:
     st.info("No analysis run yet: run `python -m pipeline analyze`.")
     st.stop()
 if "n_incidents" not in params:
-    st.info("This run was analysed before incidents were recorded: run `python -m pipeline "
-            "analyze` again to find them.")
+    st.info(
+        "This run was analysed before incidents were recorded: run `python -m pipeline "
+        "analyze` again to find them."
+    )
     st.stop()
 gap = params.get("incident_gap_frames", "?")
-st.caption(f"Runs of frames the consensus flags, in daylight and twilight (a night is not an "
-           f"incident), allowing up to {gap} unflagged frames inside one; never across a night. "
-           "The cause is the one whose detectors carry most of the incident's evidence. "
-           f"Showing the incidents with frames among {filters.describe(flt)}.")
+st.caption(
+    f"Runs of frames the consensus flags, in daylight and twilight (a night is not an "
+    f"incident), allowing up to {gap} unflagged frames inside one; never across a night. "
+    "The cause is the one whose detectors carry most of the incident's evidence. "
+    f"Showing the incidents with frames among {filters.describe(flt)}."
+)
 if table.empty:
     st.success("No incidents among the filtered frames.")
     st.stop()
@@ -51,18 +56,29 @@ c4.metric("Marked", f"{found['n_marked']:,}", help="incidents every frame of whi
 
 by_id = table.set_index("incident_id")
 if url_incident is not None and url_incident not in by_id.index:
-    st.warning(f"Incident {url_incident} is not among the incidents the filters keep; "
-               "showing the longest instead.")
+    st.warning(
+        f"Incident {url_incident} is not among the incidents the filters keep; "
+        "showing the longest instead."
+    )
     url_incident = None
 pending = st.session_state.pop("_pending_incident", None)
 if pending in by_id.index:
     st.session_state[PICK] = pending
 if st.session_state.get(PICK) not in by_id.index:
-    st.session_state[PICK] = url_incident if url_incident in by_id.index else int(
-        table.sort_values(["n_frames", "peak_score"], ascending=False)["incident_id"].iloc[0])
+    st.session_state[PICK] = (
+        url_incident
+        if url_incident in by_id.index
+        else int(
+            table.sort_values(["n_frames", "peak_score"], ascending=False)["incident_id"].iloc[0]
+        )
+    )
 
-event = st.plotly_chart(charts.incident_timeline(table, found["n"]), key="incidents_timeline",
-                        on_select="rerun", selection_mode=("points",))
+event = st.plotly_chart(
+    charts.incident_timeline(table, found["n"]),
+    key="incidents_timeline",
+    on_select="rerun",
+    selection_mode=("points",),
+)
 points = (event.get("selection") or {}).get("points") if event else None
 clicked = None
 for p in points or []:
@@ -76,39 +92,66 @@ if clicked is not None and clicked != st.session_state.get("_incident_clicked"):
         st.rerun()
 
 if found["n"] > len(table):
-    st.caption(f"The {len(table):,} longest of {found['n']:,} incidents are drawn and listed; "
-               "narrow the filters to see the others. The CSV holds them all.")
+    st.caption(
+        f"The {len(table):,} longest of {found['n']:,} incidents are drawn and listed; "
+        "narrow the filters to see the others. The CSV holds them all."
+    )
 shown = table.assign(
-    duration_min=table["duration_s"] / 60, peak_pct=table["peak_pct"] * 100,
-    cause_share=table["cause_share"] * 100)[
-    ["incident_id", "started_at", "ended_at", "duration_min", "n_frames", "n_flagged", "cause",
-     "cause_share", "peak_pct", "n_junk", "n_keep"]]
-st.dataframe(shown, hide_index=True, width="stretch",
-             height=min(420, 35 * (len(shown) + 1) + 3),  # every row, no sliver under them
-             column_config={
-                 "incident_id": st.column_config.NumberColumn("incident"),
-                 "started_at": st.column_config.DatetimeColumn("start",
-                                                               format="YYYY-MM-DD HH:mm"),
-                 "ended_at": st.column_config.DatetimeColumn("end", format="YYYY-MM-DD HH:mm"),
-                 "duration_min": st.column_config.NumberColumn("minutes", format="%.0f"),
-                 "n_frames": st.column_config.NumberColumn("frames"),
-                 "n_flagged": st.column_config.NumberColumn("flagged"),
-                 "cause_share": st.column_config.NumberColumn(
-                     "cause share", format="%.0f %%",
-                     help="the cause's share of the incident's evidence"),
-                 "peak_pct": st.column_config.NumberColumn("peak", format="%.1f %%",
-                                                           help="highest consensus percentile"),
-                 "n_junk": st.column_config.NumberColumn("junk"),
-                 "n_keep": st.column_config.NumberColumn("keep")})
+    duration_min=table["duration_s"] / 60,
+    peak_pct=table["peak_pct"] * 100,
+    cause_share=table["cause_share"] * 100,
+)[
+    [
+        "incident_id",
+        "started_at",
+        "ended_at",
+        "duration_min",
+        "n_frames",
+        "n_flagged",
+        "cause",
+        "cause_share",
+        "peak_pct",
+        "n_junk",
+        "n_keep",
+    ]
+]
+st.dataframe(
+    shown,
+    hide_index=True,
+    width="stretch",
+    height=min(420, 35 * (len(shown) + 1) + 3),  # every row, no sliver under them
+    column_config={
+        "incident_id": st.column_config.NumberColumn("incident"),
+        "started_at": st.column_config.DatetimeColumn("start", format="YYYY-MM-DD HH:mm"),
+        "ended_at": st.column_config.DatetimeColumn("end", format="YYYY-MM-DD HH:mm"),
+        "duration_min": st.column_config.NumberColumn("minutes", format="%.0f"),
+        "n_frames": st.column_config.NumberColumn("frames"),
+        "n_flagged": st.column_config.NumberColumn("flagged"),
+        "cause_share": st.column_config.NumberColumn(
+            "cause share", format="%.0f %%", help="the cause's share of the incident's evidence"
+        ),
+        "peak_pct": st.column_config.NumberColumn(
+            "peak", format="%.1f %%", help="highest consensus percentile"
+        ),
+        "n_junk": st.column_config.NumberColumn("junk"),
+        "n_keep": st.column_config.NumberColumn("keep"),
+    },
+)
 
 
 def _periods_csv() -> str:  # built only when the download is clicked: every incident listed
     return ui.bad_periods(data.get("incidents", flt)).to_csv(index=False)
 
 
-st.download_button("Bad periods (CSV)", _periods_csv, "bad-periods.csv", "text/csv",
-                   key="incidents_csv", icon=":material/table:",
-                   help="start, end, cause and frames of every incident the filters keep")
+st.download_button(
+    "Bad periods (CSV)",
+    _periods_csv,
+    "bad-periods.csv",
+    "text/csv",
+    key="incidents_csv",
+    icon=":material/table:",
+    help="start, end, cause and frames of every incident the filters keep",
+)
 
 
 def _label(incident_id: int) -> str:
@@ -125,31 +168,51 @@ strip = data.get("incident_strip", flt.run_id, int(incident_id), STRIP, flt.dete
 ids = strip["ids"]
 start = pd.Timestamp(row["started_at"])
 end = pd.Timestamp(row["ended_at"])
-st.markdown(f"**{ui.literal(row['cause'])}** "
-            f"({row['cause_share'] * 100:.0f} % of its evidence) · "
-            f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} · {len(ids):,} frames, "
-            f"{len(strip['flagged']):,} flagged · peak at {row['peak_pct'] * 100:.1f} %")
+st.markdown(
+    f"**{ui.literal(row['cause'])}** "
+    f"({row['cause_share'] * 100:.0f} % of its evidence) · "
+    f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} · {len(ids):,} frames, "
+    f"{len(strip['flagged']):,} flagged · peak at {row['peak_pct'] * 100:.1f} %"
+)
 if len(ids) > len(strip["rows"]):
     st.caption(f"{len(strip['rows'])} of its {len(ids):,} frames, spread over it.")
-ui.thumb_grid(strip["rows"], flt.detector, n_cols=6, key=f"incident{incident_id}",
-              thumbs=data.thumbs_of(strip["rows"]))
+ui.thumb_grid(
+    strip["rows"],
+    flt.detector,
+    n_cols=6,
+    key=f"incident{incident_id}",
+    thumbs=data.thumbs_of(strip["rows"]),
+)
 
 b1, b2, b3, b4 = st.columns(4)
-for col, verdict, label, icon in ((b1, "junk", "junk", ":material/delete:"),
-                                  (b2, "keep", "keep", ":material/check:"),
-                                  (b3, None, "unmarked", ":material/backspace:")):
-    text = (f"Mark all {len(ids):,} frames {label}" if verdict
-            else f"Clear the verdicts of all {len(ids):,}")
+for col, verdict, label, icon in (
+    (b1, "junk", "junk", ":material/delete:"),
+    (b2, "keep", "keep", ":material/check:"),
+    (b3, None, "unmarked", ":material/backspace:"),
+):
+    text = (
+        f"Mark all {len(ids):,} frames {label}"
+        if verdict
+        else f"Clear the verdicts of all {len(ids):,}"
+    )
     if col.button(text, key=f"incident_{label}", icon=icon, disabled=not ids):
         _, before = data.mark_undoably(ids, verdict)
-        st.session_state[UNDO] = {"incident": int(incident_id), "ids": ids, "before": before,
-                                  "verdict": label}
+        st.session_state[UNDO] = {
+            "incident": int(incident_id),
+            "ids": ids,
+            "before": before,
+            "verdict": label,
+        }
         st.toast(f"Incident {incident_id}: {len(ids):,} frames {label}.")
         st.rerun()
 undo = st.session_state.get(UNDO)
 if undo and undo["incident"] == int(incident_id):
-    if b4.button(f"Undo ({undo['verdict']})", key="incident_undo", icon=":material/undo:",
-                 help="put back the verdicts these frames had before"):
+    if b4.button(
+        f"Undo ({undo['verdict']})",
+        key="incident_undo",
+        icon=":material/undo:",
+        help="put back the verdicts these frames had before",
+    ):
         data.restore_reviews(undo["ids"], undo["before"])
         st.session_state.pop(UNDO)
         st.toast(f"Incident {incident_id}: earlier verdicts restored.")

@@ -9,8 +9,12 @@ import streamlit as st
 from dashboard import charts, data, filters, pages, ui
 
 MAX_POINTS = 20_000
-COLOR_LABELS = {"cluster": "cluster", "score": "score percentile", "daylight": "daylight",
-                "condition": "weather"}
+COLOR_LABELS = {
+    "cluster": "cluster",
+    "score": "score percentile",
+    "daylight": "daylight",
+    "condition": "weather",
+}
 
 flt, opts = ui.current()
 st.title("Map")
@@ -19,25 +23,32 @@ url_color = filters.parse_choice(st.query_params.to_dict(), "color", list(charts
 ui.notices(found)
 if "map_color" not in st.session_state:
     st.session_state["map_color"] = url_color or "cluster"
-color = st.segmented_control("Colour by", list(charts.COLOR_BY), key="map_color",
-                             format_func=COLOR_LABELS.get) or "cluster"
+color = (
+    st.segmented_control(
+        "Colour by", list(charts.COLOR_BY), key="map_color", format_func=COLOR_LABELS.get
+    )
+    or "cluster"
+)
 st.query_params["color"] = color
 
 points, n = data.get("map_points", flt, MAX_POINTS, color == "condition")
 if n == 0:
-    st.info("No map coordinates for these frames: run `python -m pipeline analyze`, or widen the "
-            "filters.")
+    st.info(
+        "No map coordinates for these frames: run `python -m pipeline analyze`, or widen the "
+        "filters."
+    )
     st.stop()
 if n > len(points):
-    st.caption(f"Showing a sample of {len(points):,} of {n:,} frames (every flagged frame, then "
-               "a fixed pseudo-random sample of the rest), drawn with WebGL. Narrow the filters "
-               "to see every point.")
+    st.caption(
+        f"Showing a sample of {len(points):,} of {n:,} frames (every flagged frame, then "
+        "a fixed pseudo-random sample of the rest), drawn with WebGL. Narrow the filters "
+        "to see every point."
+    )
 else:
     st.caption(f"Showing all {n:,} frames ({filters.describe(flt)}), drawn with WebGL.")
 
 fig = charts.map_scatter(points, color, flt.detector)
-event = st.plotly_chart(fig, key="map_chart", on_select="rerun",
-                        selection_mode=("box", "lasso"))
+event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("box", "lasso"))
 chosen = []
 for p in (event.get("selection") or {}).get("points", []) if event else []:
     custom = p.get("customdata")
@@ -50,9 +61,17 @@ if chosen:
     ui.set_selection(chosen)
     st.success(f"{len(set(chosen)):,} frames selected.")
     c1, c2 = st.columns(2)
-    c1.page_link(pages.view("Gallery"), label="Open the selection in the gallery",
-                 icon=":material/photo_library:", query_params=ui.url_filters())
-    c2.page_link(pages.view("Review & export"), label="Review the selection",
-                 icon=":material/checklist:", query_params=ui.url_filters())
+    c1.page_link(
+        pages.view("Gallery"),
+        label="Open the selection in the gallery",
+        icon=":material/photo_library:",
+        query_params=ui.url_filters(),
+    )
+    c2.page_link(
+        pages.view("Review & export"),
+        label="Review the selection",
+        icon=":material/checklist:",
+        query_params=ui.url_filters(),
+    )
 else:
     st.caption("Drag a box or lasso on the map to select frames for the gallery and review.")

@@ -18,11 +18,17 @@ st.title("Overview")
 st.caption(f"Showing {filters.describe(flt)}.")
 
 s, per_detector, cal, line, picture = data.get_many(
-    ("summary", flt), ("outliers_per_detector", flt), ("calendar", flt), ("timeline", flt),
-    ("mosaic", flt.run_id))
+    ("summary", flt),
+    ("outliers_per_detector", flt),
+    ("calendar", flt),
+    ("timeline", flt),
+    ("mosaic", flt.run_id),
+)
 if s["n_total"] == 0:
-    st.info("The store has no frames yet. Add some with `python -m pipeline ingest FOLDER "
-            "--db FILE`, or try `python -m pipeline demo`.")
+    st.info(
+        "The store has no frames yet. Add some with `python -m pipeline ingest FOLDER "
+        "--db FILE`, or try `python -m pipeline demo`."
+    )
     st.stop()
 
 c1, c2, c3, c4, c5 = st.columns(5)
@@ -31,8 +37,11 @@ if pd.isna(s["first"]):
     c2.metric("Days", 0)
 else:
     first, last = pd.Timestamp(s["first"]), pd.Timestamp(s["last"])
-    c2.metric("Days", (last.normalize() - first.normalize()).days + 1,
-              help=f"{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} (camera clock)")
+    c2.metric(
+        "Days",
+        (last.normalize() - first.normalize()).days + 1,
+        help=f"{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} (camera clock)",
+    )
     st.caption(f"From {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} (camera clock).")
 c3.metric("Night", "–" if pd.isna(s["night_share"]) else f"{s['night_share'] * 100:.0f} %")
 c4.metric("Clusters", int(s["n_clusters"]))
@@ -45,26 +54,45 @@ if s["n_junk"] or s["n_keep"]:
 
 if picture is not None:
     days = (flt.date_from or opts["date_min"], flt.date_to or opts["date_max"])
-    st.plotly_chart(charts.mosaic(picture["png"], picture["days"], picture["cell_height"],
-                                  picture["outlined"], days, (flt.hour_from, flt.hour_to)),
-                    key="overview_mosaic")
-    st.caption("Each row is a day (camera clock), each cell an hour: the median of that hour's "
-               "thumbnails, made when the run was analysed. Outlined: hours at least half of "
-               "whose frames are in incidents (see Incidents). The dates and hours of the "
-               "filters apply; the other filters do not.")
+    st.plotly_chart(
+        charts.mosaic(
+            picture["png"],
+            picture["days"],
+            picture["cell_height"],
+            picture["outlined"],
+            days,
+            (flt.hour_from, flt.hour_to),
+        ),
+        key="overview_mosaic",
+    )
+    st.caption(
+        "Each row is a day (camera clock), each cell an hour: the median of that hour's "
+        "thumbnails, made when the run was analysed. Outlined: hours at least half of "
+        "whose frames are in incidents (see Incidents). The dates and hours of the "
+        "filters apply; the other filters do not."
+    )
 elif opts["detectors"]:
-    st.caption("No archive mosaic for this run (it was analysed before mosaics were made): "
-               "run `python -m pipeline analyze` again.")
+    st.caption(
+        "No archive mosaic for this run (it was analysed before mosaics were made): "
+        "run `python -m pipeline analyze` again."
+    )
 
 if opts["detectors"]:
-    st.plotly_chart(charts.outliers_bar(per_detector),
-                    key="overview_bar")
+    st.plotly_chart(charts.outliers_bar(per_detector), key="overview_bar")
 
-value = st.segmented_control("Heatmap shows", ["n_frames", "outlier_rate"], default="n_frames",
-                             key="overview_heat", format_func={
-                                 "n_frames": "frames", "outlier_rate": "outlier rate"}.get)
-event = st.plotly_chart(charts.calendar_heatmap(cal, value or "n_frames"), key="overview_cal",
-                        on_select="rerun", selection_mode=("points",))
+value = st.segmented_control(
+    "Heatmap shows",
+    ["n_frames", "outlier_rate"],
+    default="n_frames",
+    key="overview_heat",
+    format_func={"n_frames": "frames", "outlier_rate": "outlier rate"}.get,
+)
+event = st.plotly_chart(
+    charts.calendar_heatmap(cal, value or "n_frames"),
+    key="overview_cal",
+    on_select="rerun",
+    selection_mode=("points",),
+)
 unit = str(cal["period"].iloc[0]) if len(cal) else "day"
 starts = {charts.period_label(d, unit): pd.Timestamp(d).date() for d in cal["day"]}
 points = (event.get("selection") or {}).get("points") if event else None
@@ -76,16 +104,22 @@ if points:
     except (KeyError, ValueError, TypeError):
         first = None
     if first is not None:
-        ui.request_filter(**{filters.W_DATES: (first, period_end(first, unit)),
-                             filters.W_HOURS: (hour, hour)})
+        ui.request_filter(
+            **{filters.W_DATES: (first, period_end(first, unit)), filters.W_HOURS: (hour, hour)}
+        )
         st.switch_page(pages.view("Gallery"))
 
 if not cal.empty:
     firsts = sorted(set(starts.values()))
     col_a, col_b = st.columns([3, 1])
     chosen: date | None = col_a.selectbox(
-        f"Open a {unit} in the gallery", firsts, index=None, placeholder=f"choose a {unit}",
-        key="overview_day", format_func=lambda d: charts.period_label(d, unit))
+        f"Open a {unit} in the gallery",
+        firsts,
+        index=None,
+        placeholder=f"choose a {unit}",
+        key="overview_day",
+        format_func=lambda d: charts.period_label(d, unit),
+    )
     if col_b.button("Open gallery", disabled=chosen is None, key="overview_open"):
         ui.request_filter(**{filters.W_DATES: (chosen, period_end(chosen, unit))})
         st.switch_page(pages.view("Gallery"))

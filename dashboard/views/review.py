@@ -18,10 +18,15 @@ skipped = tuple(st.session_state.get("review_skipped", ()))
 PREVIEW = 200
 mode = st.session_state.get("export_mode", "not_junk")
 counts, next_row, n_export, preview = data.get_many(
-    ("review_counts",), ("next_unreviewed_row", flt, skipped), ("export_count", flt, mode),
-    ("export_frames", flt, mode, PREVIEW))
-st.caption(f"Reviewed so far: {counts['junk']:,} junk, {counts['keep']:,} keep. "
-           f"Showing {filters.describe(flt)}.")
+    ("review_counts",),
+    ("next_unreviewed_row", flt, skipped),
+    ("export_count", flt, mode),
+    ("export_frames", flt, mode, PREVIEW),
+)
+st.caption(
+    f"Reviewed so far: {counts['junk']:,} junk, {counts['keep']:,} keep. "
+    f"Showing {filters.describe(flt)}."
+)
 
 one, bulk, export = st.tabs(["One by one", "In bulk", "Export"])
 
@@ -60,24 +65,46 @@ with bulk:
     sel = ui.selection()
     st.write(f"**Selection:** {len(sel):,} frames (ticked in the gallery or drawn on the map).")
     if sel:
-        picked, _ = data.get("frames_page", flt.replace(frame_ids=tuple(sel),
-                                                        threshold_kind="all"), 0, 12, "score",
-                             True)
-        ui.thumb_grid(picked, flt.detector, n_cols=6, key="review_sel",
-                      thumbs=data.thumbs_of(picked))
-    target = st.radio("Apply to", ["selection", "filtered"], horizontal=True, key="review_target",
-                      format_func={"selection": f"the selection ({len(sel):,})",
-                                   "filtered": "every frame the filters keep"}.get)
-    verdict = st.radio("Verdict", ["junk", "keep", "clear"], horizontal=True,
-                       key="review_verdict", format_func={"junk": "junk", "keep": "keep",
-                                                          "clear": "clear the verdict"}.get)
+        picked, _ = data.get(
+            "frames_page",
+            flt.replace(frame_ids=tuple(sel), threshold_kind="all"),
+            0,
+            12,
+            "score",
+            True,
+        )
+        ui.thumb_grid(
+            picked, flt.detector, n_cols=6, key="review_sel", thumbs=data.thumbs_of(picked)
+        )
+    target = st.radio(
+        "Apply to",
+        ["selection", "filtered"],
+        horizontal=True,
+        key="review_target",
+        format_func={
+            "selection": f"the selection ({len(sel):,})",
+            "filtered": "every frame the filters keep",
+        }.get,
+    )
+    verdict = st.radio(
+        "Verdict",
+        ["junk", "keep", "clear"],
+        horizontal=True,
+        key="review_verdict",
+        format_func={"junk": "junk", "keep": "keep", "clear": "clear the verdict"}.get,
+    )
     ids = sel if target == "selection" else data.get("frame_ids", flt)
     confirm = True
     if target == "filtered":
-        confirm = st.checkbox(f"Yes, apply to all {len(ids):,} filtered frames",
-                              key="review_confirm")
-    if st.button(f"Apply to {len(ids):,} frames", key="review_apply",
-                 disabled=not ids or not confirm, type="primary"):
+        confirm = st.checkbox(
+            f"Yes, apply to all {len(ids):,} filtered frames", key="review_confirm"
+        )
+    if st.button(
+        f"Apply to {len(ids):,} frames",
+        key="review_apply",
+        disabled=not ids or not confirm,
+        type="primary",
+    ):
         n = data.set_verdicts(ids, None if verdict == "clear" else verdict)
         st.toast(f"{n:,} frames: {verdict}.")
         if target == "selection":
@@ -87,27 +114,46 @@ with bulk:
         st.rerun()
 
 with export:
-    mode = st.radio("Frames to export", ["not_junk", "keep", "clean"], horizontal=True,
-                    key="export_mode",
-                    format_func={"not_junk": "every filtered frame not marked junk",
-                                 "keep": "only frames marked keep",
-                                 "clean": f"not junk and not flagged by {flt.detector}"}.get,
-                    help="The last keeps frames marked keep and the unreviewed frames the "
-                         "detector does not flag: a clean time-lapse without reviewing it all.")
+    mode = st.radio(
+        "Frames to export",
+        ["not_junk", "keep", "clean"],
+        horizontal=True,
+        key="export_mode",
+        format_func={
+            "not_junk": "every filtered frame not marked junk",
+            "keep": "only frames marked keep",
+            "clean": f"not junk and not flagged by {flt.detector}",
+        }.get,
+        help="The last keeps frames marked keep and the unreviewed frames the "
+        "detector does not flag: a clean time-lapse without reviewing it all.",
+    )
     st.write(f"**{n_export:,} frames** to export ({filters.describe(flt)}), in time order.")
     if n_export == 0:
         st.info("Nothing to export with these filters.")
     else:
         c1, c2, c3 = st.columns([1, 1, 1], vertical_alignment="bottom")
-        fps = c1.number_input("Frames per second", 1, 120, 24, key="export_fps",
-                              help="Of the MP4 video and the ffmpeg concat file.")
-        width = c2.selectbox("Video width (px)", video.WIDTHS,
-                             index=video.WIDTHS.index(video.DEFAULT_WIDTH), key="video_width",
-                             help="The height keeps the first frame's aspect; frames of another "
-                                  "shape are letterboxed.")
-        deflicker = c3.toggle("Deflicker the video", key="video_deflicker",
-                              help="Smooth each frame's brightness over its neighbouring "
-                                   "frames, as LRTimelapse does.")
+        fps = c1.number_input(
+            "Frames per second",
+            1,
+            120,
+            24,
+            key="export_fps",
+            help="Of the MP4 video and the ffmpeg concat file.",
+        )
+        width = c2.selectbox(
+            "Video width (px)",
+            video.WIDTHS,
+            index=video.WIDTHS.index(video.DEFAULT_WIDTH),
+            key="video_width",
+            help="The height keeps the first frame's aspect; frames of another "
+            "shape are letterboxed.",
+        )
+        deflicker = c3.toggle(
+            "Deflicker the video",
+            key="video_deflicker",
+            help="Smooth each frame's brightness over its neighbouring "
+            "frames, as LRTimelapse does.",
+        )
 
         # The files are built only when a download button is clicked.
         def frames() -> pd.DataFrame:
@@ -123,42 +169,75 @@ with export:
             return to_bytes(export_concat(frames()["abs_path"], int(fps), filters.describe(flt)))
 
         d1, d2, d3, d4 = st.columns(4)
-        d1.download_button("File list (.txt)", file_list, "frames.txt", "text/plain",
-                           key="export_txt", icon=":material/list:")
-        d2.download_button("CSV", csv_text, "frames.csv", "text/csv", key="export_csv",
-                           icon=":material/table:")
-        d3.download_button("ffmpeg concat", concat_text, "frames.ffconcat", "text/plain",
-                           key="export_ffconcat", icon=":material/movie:")
+        d1.download_button(
+            "File list (.txt)",
+            file_list,
+            "frames.txt",
+            "text/plain",
+            key="export_txt",
+            icon=":material/list:",
+        )
+        d2.download_button(
+            "CSV", csv_text, "frames.csv", "text/csv", key="export_csv", icon=":material/table:"
+        )
+        d3.download_button(
+            "ffmpeg concat",
+            concat_text,
+            "frames.ffconcat",
+            "text/plain",
+            key="export_ffconcat",
+            icon=":material/movie:",
+        )
         # A made video belongs to the filters, settings and store state it was made from.
         job = (flt, mode, int(fps), int(width), bool(deflicker), data.stamp(data.current_db()))
         made = st.session_state.get("video_made")
         if made is not None and made["job"] == job:
-            d4.download_button("MP4 video", made["data"], "timelapse.mp4", "video/mp4",
-                               key="export_mp4", icon=":material/videocam:")
+            d4.download_button(
+                "MP4 video",
+                made["data"],
+                "timelapse.mp4",
+                "video/mp4",
+                key="export_mp4",
+                icon=":material/videocam:",
+            )
             st.caption("  \n".join(ui.literal(line) for line in made["summary"].splitlines()))
-        elif d4.button("Make MP4 video", key="video_make", icon=":material/videocam:",
-                       help="Encodes the frames into an H.264 MP4 (`python -m pipeline "
-                            "export`); then this button becomes the download."):
+        elif d4.button(
+            "Make MP4 video",
+            key="video_make",
+            icon=":material/videocam:",
+            help="Encodes the frames into an H.264 MP4 (`python -m pipeline "
+            "export`); then this button becomes the download.",
+        ):
             st.session_state.pop("video_made", None)
             bar = st.progress(0.0, text=f"Reading and encoding {n_export:,} frames...")
 
             def progress(done: int, total: int) -> None:
-                bar.progress(min(1.0, done / max(total, 1)),
-                             text=f"Encoding frame {done:,} of {total:,}")
+                bar.progress(
+                    min(1.0, done / max(total, 1)), text=f"Encoding frame {done:,} of {total:,}"
+                )
 
-            result = video.make_video(data.current_db(), flt, mode, int(fps), int(width),
-                                      bool(deflicker), progress)
+            result = video.make_video(
+                data.current_db(), flt, mode, int(fps), int(width), bool(deflicker), progress
+            )
             bar.empty()
             if result.error is not None:
                 st.error(f"No video: {result.error}", icon=":material/error:")
             else:
-                st.session_state["video_made"] = {"job": job, "data": result.data,
-                                                  "summary": result.summary}
+                st.session_state["video_made"] = {
+                    "job": job,
+                    "data": result.data,
+                    "summary": result.summary,
+                }
                 st.rerun()
         with st.expander("The same video from the command line (better for long videos)"):
-            st.code(video.command_line(data.current_db(), flt, mode, int(fps), int(width),
-                                       bool(deflicker)), language="bash")
+            st.code(
+                video.command_line(
+                    data.current_db(), flt, mode, int(fps), int(width), bool(deflicker)
+                ),
+                language="bash",
+            )
         st.dataframe(preview.drop(columns=["root"]), hide_index=True, width="stretch")
         if n_export > len(preview):
-            st.caption(f"First {len(preview):,} of {n_export:,} rows shown; the downloads hold "
-                       "them all.")
+            st.caption(
+                f"First {len(preview):,} of {n_export:,} rows shown; the downloads hold them all."
+            )

@@ -11,19 +11,40 @@ from dashboard import data
 st.title("Runs & errors")
 counts, runs, errors = data.get_many(("store_counts",), ("runs",), ("ingest_errors",))
 cols = st.columns(6)
-for col, key in zip(cols, ("frames", "embeddings", "analysis_runs", "outlier_scores", "reviews",
-                           "ingest_errors")):
+for col, key in zip(
+    cols, ("frames", "embeddings", "analysis_runs", "outlier_scores", "reviews", "ingest_errors")
+):
     col.metric(key.replace("_", " "), f"{counts[key]:,}")
 
 st.subheader("Analysis runs")
 if runs.empty:
     st.info("No analysis run yet: run `python -m pipeline analyze --db FILE`.")
 else:
-    table = runs[["run_id", "status", "model", "family", "dim", "n_frames", "n_detectors",
-                  "n_clusters", "started_at", "finished_at", "seconds", "code_version"]]
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "seconds": st.column_config.NumberColumn("duration (s)", format="%.1f"),
-        "dim": st.column_config.NumberColumn("embedding dim")})
+    table = runs[
+        [
+            "run_id",
+            "status",
+            "model",
+            "family",
+            "dim",
+            "n_frames",
+            "n_detectors",
+            "n_clusters",
+            "started_at",
+            "finished_at",
+            "seconds",
+            "code_version",
+        ]
+    ]
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "seconds": st.column_config.NumberColumn("duration (s)", format="%.1f"),
+            "dim": st.column_config.NumberColumn("embedding dim"),
+        },
+    )
     for row in runs.to_dict("records"):
         label = f"Run {row['run_id']} · {row['model']} · {row['status']}"
         with st.expander(label, expanded=row["run_id"] == runs["run_id"].iloc[0]):
@@ -36,8 +57,11 @@ else:
             timings = row["timings"] or {}
             if timings:
                 flat = {k: v for k, v in timings.items() if isinstance(v, (int, float))}
-                c2.dataframe(pd.DataFrame({"step": list(flat), "seconds": list(flat.values())}),
-                             hide_index=True, width="stretch")
+                c2.dataframe(
+                    pd.DataFrame({"step": list(flat), "seconds": list(flat.values())}),
+                    hide_index=True,
+                    width="stretch",
+                )
             else:
                 c2.caption("No timings recorded.")
             c2.caption(f"weights: {row.get('weights') or '–'}")
@@ -47,8 +71,10 @@ if errors.empty:
     st.success("No file failed.")
 else:
     n = len(errors)
-    st.caption(f"{n:,} file{'s' if n != 1 else ''} could not be used; each stays listed here "
-               "until it is fixed and ingested again.")
+    st.caption(
+        f"{n:,} file{'s' if n != 1 else ''} could not be used; each stays listed here "
+        "until it is fixed and ingested again."
+    )
     by_stage = errors.groupby("stage").size().rename("files").reset_index()
     st.dataframe(by_stage, hide_index=True)
     st.dataframe(errors, hide_index=True, width="stretch")

@@ -47,7 +47,7 @@ class DemoResult:
     first_local: datetime
     last_local: datetime
     timezone: str
-    anomalies: dict = field(default_factory=dict)   # kind -> number of frames
+    anomalies: dict = field(default_factory=dict)  # kind -> number of frames
 
     @property
     def n_anomalies(self) -> int:
@@ -55,33 +55,46 @@ class DemoResult:
 
     def describe(self) -> str:
         kinds = ", ".join(f"{k} {v}" for k, v in self.anomalies.items()) or "none"
-        return (f"demo: {self.n_frames} frames {self.first_local:%Y-%m-%d %H:%M} .. "
-                f"{self.last_local:%Y-%m-%d %H:%M} ({self.timezone}); {self.n_anomalies} "
-                f"anomalous ({kinds}); frames in {self.frames_dir}, weather {self.weather_csv}, "
-                f"truth {self.truth_csv}")
+        return (
+            f"demo: {self.n_frames} frames {self.first_local:%Y-%m-%d %H:%M} .. "
+            f"{self.last_local:%Y-%m-%d %H:%M} ({self.timezone}); {self.n_anomalies} "
+            f"anomalous ({kinds}); frames in {self.frames_dir}, weather {self.weather_csv}, "
+            f"truth {self.truth_csv}"
+        )
 
 
 MAX_FRAMES = 100_000
 
 
-def render_demo(out_dir: Path, n_frames: int = 1200, seed: int = 7, hard: bool = False,
-                start: date | None = None, size: tuple[int, int] = (640, 360),
-                interval_minutes: tuple[float, float] = (10, 15), progress: bool = True,
-                workers: int | None = None, place: DemoPlace = DEMO_PLACE) -> DemoResult:
+def render_demo(
+    out_dir: Path,
+    n_frames: int = 1200,
+    seed: int = 7,
+    hard: bool = False,
+    start: date | None = None,
+    size: tuple[int, int] = (640, 360),
+    interval_minutes: tuple[float, float] = (10, 15),
+    progress: bool = True,
+    workers: int | None = None,
+    place: DemoPlace = DEMO_PLACE,
+) -> DemoResult:
     """Render the demo time-lapse into `out_dir` (see the module docstring for the files)."""
     from pipeline.demo import writer
 
     out_dir = Path(out_dir)
     if not 1 <= n_frames <= MAX_FRAMES:
-        raise InputError(f"the demo renders 1 to {MAX_FRAMES:,} frames, not {n_frames:,} "
-                         "(100,000 take hours and ~6 GB of JPEGs)")
+        raise InputError(
+            f"the demo renders 1 to {MAX_FRAMES:,} frames, not {n_frames:,} "
+            "(100,000 take hours and ~6 GB of JPEGs)"
+        )
     width, height = int(size[0]), int(size[1])
     if width < 32 or height < 24 or width > 8192 or height > 8192:
         raise InputError(f"demo frame size must be between 32x24 and 8192x8192, got {size}")
     lo, hi = interval_minutes
     if not 0 < lo <= hi:
-        raise InputError(f"interval_minutes must be two numbers 0 < low <= high, got "
-                         f"{interval_minutes}")
+        raise InputError(
+            f"interval_minutes must be two numbers 0 < low <= high, got {interval_minutes}"
+        )
     frames_dir = out_dir / "frames"
     try:
         frames_dir.mkdir(parents=True, exist_ok=True)
@@ -101,24 +114,57 @@ def render_demo(out_dir: Path, n_frames: int = 1200, seed: int = 7, hard: bool =
     truth_csv = out_dir / "ground_truth.csv"
     scene_csv = out_dir / "scene.csv"
     weather.write_csv(weather_csv, place)
-    writer.write_csv(truth_csv, ["path", "label", "kind"],
-                     [(s.rel_path, 0 if s.event is None else 1,
-                       "normal" if s.event is None else s.event.kind) for s in specs])
-    writer.write_csv(scene_csv, ["path", "taken_at_local", "sun_elevation", "condition",
-                                 "taken_at_utc", "sun_azimuth", "cloud_cover_pct",
-                                 "wind_speed_kmh"],
-                     [(s.rel_path, c.local.strftime("%Y-%m-%d %H:%M:%S"),
-                       f"{s.sun_elevation:.2f}", s.condition,
-                       c.utc.strftime("%Y-%m-%d %H:%M:%S"), f"{s.sun_azimuth:.2f}",
-                       int(s.cloud_cover), f"{s.wind_kmh:.1f}") for s, c in zip(specs, clocks)])
+    writer.write_csv(
+        truth_csv,
+        ["path", "label", "kind"],
+        [
+            (s.rel_path, 0 if s.event is None else 1, "normal" if s.event is None else s.event.kind)
+            for s in specs
+        ],
+    )
+    writer.write_csv(
+        scene_csv,
+        [
+            "path",
+            "taken_at_local",
+            "sun_elevation",
+            "condition",
+            "taken_at_utc",
+            "sun_azimuth",
+            "cloud_cover_pct",
+            "wind_speed_kmh",
+        ],
+        [
+            (
+                s.rel_path,
+                c.local.strftime("%Y-%m-%d %H:%M:%S"),
+                f"{s.sun_elevation:.2f}",
+                s.condition,
+                c.utc.strftime("%Y-%m-%d %H:%M:%S"),
+                f"{s.sun_azimuth:.2f}",
+                int(s.cloud_cover),
+                f"{s.wind_kmh:.1f}",
+            )
+            for s, c in zip(specs, clocks)
+        ],
+    )
     last_seconds = specs[-1].utc_seconds
     for path in (weather_csv, truth_csv, scene_csv):
         os.utime(path, (last_seconds, last_seconds))
 
     counts = Counter(s.event.kind for s in specs if s.event is not None)
-    return DemoResult(out_dir, frames_dir, weather_csv, truth_csv, scene_csv, n_frames,
-                      clocks[0].local, clocks[-1].local, place.timezone,
-                      {k: counts[k] for k in KINDS if counts[k]})
+    return DemoResult(
+        out_dir,
+        frames_dir,
+        weather_csv,
+        truth_csv,
+        scene_csv,
+        n_frames,
+        clocks[0].local,
+        clocks[-1].local,
+        place.timezone,
+        {k: counts[k] for k in KINDS if counts[k]},
+    )
 
 
 def _frame_specs(clocks, weather, events):
@@ -127,13 +173,23 @@ def _frame_specs(clocks, weather, events):
     specs = []
     for clock, event in zip(clocks, events):
         i = weather.index_of(clock.utc)
-        specs.append(FrameSpec(
-            index=clock.index, rel_path=clock.rel_path, local=clock.local,
-            utc_seconds=clock.utc.timestamp(), sun_elevation=clock.sun_elevation,
-            sun_azimuth=clock.sun_azimuth, condition=weather.condition[i],
-            cloud_cover=float(weather.cloud_cover[i]),
-            precipitation=float(weather.precipitation[i]), wind_kmh=float(weather.wind_kmh[i]),
-            wetness=weather.wetness(i), snow_cover=weather.snow_cover(i), event=event))
+        specs.append(
+            FrameSpec(
+                index=clock.index,
+                rel_path=clock.rel_path,
+                local=clock.local,
+                utc_seconds=clock.utc.timestamp(),
+                sun_elevation=clock.sun_elevation,
+                sun_azimuth=clock.sun_azimuth,
+                condition=weather.condition[i],
+                cloud_cover=float(weather.cloud_cover[i]),
+                precipitation=float(weather.precipitation[i]),
+                wind_kmh=float(weather.wind_kmh[i]),
+                wetness=weather.wetness(i),
+                snow_cover=weather.snow_cover(i),
+                event=event,
+            )
+        )
     return specs
 
 

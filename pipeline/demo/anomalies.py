@@ -20,12 +20,28 @@ from pipeline.demo.scene import Camera
 KINDS = ("person", "fox", "bird", "knocked", "drops", "black", "washed_out", "fog", "truncated")
 
 # Events per 1,000 frames, and frames per event (normal, hard).
-_RATE = {"person": 4.0, "fox": 3.0, "bird": 3.0, "knocked": 1.0, "drops": 1.5, "black": 3.0,
-         "washed_out": 3.0, "fog": 1.5, "truncated": 3.0}
-_LENGTH = {"person": ((1, 3), (1, 2)), "fox": ((1, 2), (1, 1)), "bird": ((1, 1), (1, 1)),
-           "knocked": ((6, 12), (2, 4)), "drops": ((3, 6), (2, 3)), "black": ((1, 1), (1, 1)),
-           "washed_out": ((1, 1), (1, 1)), "fog": ((3, 5), (2, 3)),
-           "truncated": ((1, 1), (1, 1))}
+_RATE = {
+    "person": 4.0,
+    "fox": 3.0,
+    "bird": 3.0,
+    "knocked": 1.0,
+    "drops": 1.5,
+    "black": 3.0,
+    "washed_out": 3.0,
+    "fog": 1.5,
+    "truncated": 3.0,
+}
+_LENGTH = {
+    "person": ((1, 3), (1, 2)),
+    "fox": ((1, 2), (1, 1)),
+    "bird": ((1, 1), (1, 1)),
+    "knocked": ((6, 12), (2, 4)),
+    "drops": ((3, 6), (2, 3)),
+    "black": ((1, 1), (1, 1)),
+    "washed_out": ((1, 1), (1, 1)),
+    "fog": ((3, 5), (2, 3)),
+    "truncated": ((1, 1), (1, 1)),
+}
 DAYLIGHT = 3.0  # degrees of sun elevation an anomaly needs (except truncated)
 
 
@@ -45,8 +61,7 @@ def plan_anomalies(clocks, weather, rng: np.random.Generator, hard: bool = False
     day = np.array([c.sun_elevation > DAYLIGHT for c in clocks])
     hour_of = [weather.index_of(c.utc) for c in clocks]
     small = n < 400
-    order = ["knocked", "fog", "drops", "person", "fox", "bird", "black", "washed_out",
-             "truncated"]
+    order = ["knocked", "fog", "drops", "person", "fox", "bird", "black", "washed_out", "truncated"]
     for kind in order:
         count = max(1, int(round(_RATE[kind] * n / 1000)))
         lo, hi = _LENGTH[kind][1 if hard else 0]
@@ -76,9 +91,9 @@ def _find_slot(kind, length, clocks, weather, hour_of, day, taken, rng):
     n = len(clocks)
     candidates = []
     for s in range(0, n - length + 1):
-        if taken[s:s + length].any():
+        if taken[s : s + length].any():
             continue
-        if kind != "truncated" and not day[s:s + length].all():
+        if kind != "truncated" and not day[s : s + length].all():
             continue
         candidates.append(s)
     if not candidates:
@@ -107,21 +122,27 @@ def _event_params(kind: str, rng: np.random.Generator, hard: bool) -> dict:
     if kind == "knocked":
         angle = rng.uniform(0.8, 2.0) if hard else rng.uniform(2.5, 6.0)
         shift = (0.012, 0.03) if hard else (0.04, 0.08)
-        return {"angle": float(angle * rng.choice([-1, 1])),
-                "dx": float(rng.uniform(*shift) * rng.choice([-1, 1])),
-                "dy": float(rng.uniform(*shift) * rng.choice([-1, 1]))}
+        return {
+            "angle": float(angle * rng.choice([-1, 1])),
+            "dx": float(rng.uniform(*shift) * rng.choice([-1, 1])),
+            "dy": float(rng.uniform(*shift) * rng.choice([-1, 1])),
+        }
     if kind == "person":
         palette = [(200, 40, 40), (40, 70, 160), (230, 190, 40), (90, 90, 95), (60, 120, 70)]
         if hard:
             palette = [(90, 100, 75), (110, 95, 80), (85, 90, 95)]
         skin = [(230, 190, 160), (190, 140, 110), (120, 85, 60)][int(rng.integers(0, 3))]
-        return {"top_colour": palette[int(rng.integers(0, len(palette)))],
-                "leg_colour": (50, 55, 80) if rng.random() < 0.6 else (110, 100, 80),
-                "skin": skin}
+        return {
+            "top_colour": palette[int(rng.integers(0, len(palette)))],
+            "leg_colour": (50, 55, 80) if rng.random() < 0.6 else (110, 100, 80),
+            "skin": skin,
+        }
     if kind == "drops":
         seed = int(rng.integers(0, 2**31))
-        return {"drop_seed": seed, "n_drops": int(rng.integers(2, 5) if hard else
-                                                  rng.integers(6, 14))}
+        return {
+            "drop_seed": seed,
+            "n_drops": int(rng.integers(2, 5) if hard else rng.integers(6, 14)),
+        }
     if kind == "fog":
         return {"density": float(rng.uniform(0.11, 0.15) if hard else rng.uniform(0.2, 0.28))}
     if kind == "truncated":
@@ -133,21 +154,31 @@ def _frame_params(kind: str, rng: np.random.Generator, hard: bool) -> dict:
     """What changes frame to frame inside an event."""
     if kind == "person":
         z = rng.uniform(7.0, 9.0) if hard else rng.uniform(2.8, 4.6)
-        return {"X": float(rng.uniform(-2.5, 2.5)), "Z": float(z),
-                "stride": float(rng.uniform(0, 0.35)), "facing": float(rng.choice([-1, 1]))}
+        return {
+            "X": float(rng.uniform(-2.5, 2.5)),
+            "Z": float(z),
+            "stride": float(rng.uniform(0, 0.35)),
+            "facing": float(rng.choice([-1, 1])),
+        }
     if kind == "fox":
         z = rng.uniform(6.5, 8.5) if hard else rng.uniform(2.6, 4.0)
-        return {"X": float(rng.uniform(-2.5, 2.5)), "Z": float(z),
-                "facing": float(rng.choice([-1, 1]))}
+        return {
+            "X": float(rng.uniform(-2.5, 2.5)),
+            "Z": float(z),
+            "facing": float(rng.choice([-1, 1])),
+        }
     if kind == "bird":
         colours = [(120, 118, 125), (70, 60, 55), (150, 110, 80), (40, 40, 45)]  # pigeon, ...
-        return {"size": float(rng.uniform(0.14, 0.22) if hard else rng.uniform(0.26, 0.42)),
-                "x": float(rng.uniform(0.05, 0.95) if hard else rng.uniform(0.2, 0.8)),
-                "y": float(rng.uniform(0.1, 0.9) if hard else rng.uniform(0.15, 0.55)),
-                "facing": float(rng.choice([-1, 1])), "wing": float(rng.uniform(0, 1)),
-                "colour": colours[int(rng.integers(0, len(colours)))],
-                "blur": float(rng.uniform(0.02, 0.035) if hard else rng.uniform(0.008, 0.015)),
-                "opacity": float(rng.uniform(0.6, 0.8) if hard else rng.uniform(0.95, 1.0))}
+        return {
+            "size": float(rng.uniform(0.14, 0.22) if hard else rng.uniform(0.26, 0.42)),
+            "x": float(rng.uniform(0.05, 0.95) if hard else rng.uniform(0.2, 0.8)),
+            "y": float(rng.uniform(0.1, 0.9) if hard else rng.uniform(0.15, 0.55)),
+            "facing": float(rng.choice([-1, 1])),
+            "wing": float(rng.uniform(0, 1)),
+            "colour": colours[int(rng.integers(0, len(colours)))],
+            "blur": float(rng.uniform(0.02, 0.035) if hard else rng.uniform(0.008, 0.015)),
+            "opacity": float(rng.uniform(0.6, 0.8) if hard else rng.uniform(0.95, 1.0)),
+        }
     if kind == "black":
         return {"level": float(rng.uniform(0.1, 0.16) if hard else rng.uniform(0.0, 0.02))}
     if kind == "washed_out":
@@ -156,6 +187,7 @@ def _frame_params(kind: str, rng: np.random.Generator, hard: bool) -> dict:
 
 
 # --- drawing -------------------------------------------------------------------------------------
+
 
 def person_sprite(cam: Camera, params: dict):
     """(top, left, rgb albedo, alpha) of a person standing at (X, Z) on the lawn."""
@@ -175,17 +207,35 @@ def person_sprite(cam: Camera, params: dict):
     skin = tuple(params["skin"]) + (255,)
     for sgn in (-1, 1):
         foot = cx + sgn * m(0.08 + stride * 0.5)
-        d.polygon([(cx + sgn * m(0.03), base - m(0.85)), (cx + sgn * m(0.17), base - m(0.85)),
-                   (foot + sgn * m(0.06), base), (foot - sgn * m(0.06), base)], fill=legs)
-    d.rounded_rectangle([cx - m(0.2), base - m(1.45), cx + m(0.2), base - m(0.8)],
-                        radius=m(0.07), fill=top)
+        d.polygon(
+            [
+                (cx + sgn * m(0.03), base - m(0.85)),
+                (cx + sgn * m(0.17), base - m(0.85)),
+                (foot + sgn * m(0.06), base),
+                (foot - sgn * m(0.06), base),
+            ],
+            fill=legs,
+        )
+    d.rounded_rectangle(
+        [cx - m(0.2), base - m(1.45), cx + m(0.2), base - m(0.8)], radius=m(0.07), fill=top
+    )
     for sgn in (-1, 1):
-        d.polygon([(cx + sgn * m(0.17), base - m(1.42)), (cx + sgn * m(0.25), base - m(1.40)),
-                   (cx + sgn * m(0.27), base - m(0.92)), (cx + sgn * m(0.19), base - m(0.92))],
-                  fill=top)
+        d.polygon(
+            [
+                (cx + sgn * m(0.17), base - m(1.42)),
+                (cx + sgn * m(0.25), base - m(1.40)),
+                (cx + sgn * m(0.27), base - m(0.92)),
+                (cx + sgn * m(0.19), base - m(0.92)),
+            ],
+            fill=top,
+        )
     d.ellipse([cx - m(0.1), base - m(1.72), cx + m(0.1), base - m(1.47)], fill=skin)
-    d.chord([cx - m(0.105), base - m(1.73), cx + m(0.105), base - m(1.55)], 180, 360,
-            fill=(60, 45, 35, 255))
+    d.chord(
+        [cx - m(0.105), base - m(1.73), cx + m(0.105), base - m(1.55)],
+        180,
+        360,
+        fill=(60, 45, 35, 255),
+    )
     small = rgba.resize((w, h), Image.BOX)
     arr = np.asarray(small, np.float32) / 255.0
     rgb = arr[..., :3] ** 2.2
@@ -210,19 +260,29 @@ def fox_sprite(cam: Camera, params: dict):
     x0 = 2 * ss + m(0.45)  # body starts after the tail
     fur = (196, 92, 36, 255)
     dark = (50, 35, 30, 255)
-    d.ellipse([x0, base - m(0.45), x0 + m(0.62), base - m(0.2)], fill=fur)               # body
-    d.ellipse([2 * ss, base - m(0.36), x0 + m(0.1), base - m(0.2)], fill=fur)            # tail
-    d.ellipse([2 * ss, base - m(0.33), 2 * ss + m(0.12), base - m(0.23)],
-              fill=(240, 235, 225, 255))                                                 # tail tip
+    d.ellipse([x0, base - m(0.45), x0 + m(0.62), base - m(0.2)], fill=fur)  # body
+    d.ellipse([2 * ss, base - m(0.36), x0 + m(0.1), base - m(0.2)], fill=fur)  # tail
+    d.ellipse(
+        [2 * ss, base - m(0.33), 2 * ss + m(0.12), base - m(0.23)], fill=(240, 235, 225, 255)
+    )  # tail tip
     hx = x0 + m(0.55)
-    d.polygon([(hx, base - m(0.47)), (hx + m(0.26), base - m(0.36)),
-               (hx + m(0.05), base - m(0.28))], fill=fur)                                # head
-    d.polygon([(hx + m(0.02), base - m(0.47)), (hx + m(0.05), base - m(0.58)),
-               (hx + m(0.1), base - m(0.45))], fill=dark)                                # ear
-    d.ellipse([hx + m(0.02), base - m(0.36), hx + m(0.16), base - m(0.27)],
-              fill=(235, 230, 220, 255))                                                 # chest
+    d.polygon(
+        [(hx, base - m(0.47)), (hx + m(0.26), base - m(0.36)), (hx + m(0.05), base - m(0.28))],
+        fill=fur,
+    )  # head
+    d.polygon(
+        [
+            (hx + m(0.02), base - m(0.47)),
+            (hx + m(0.05), base - m(0.58)),
+            (hx + m(0.1), base - m(0.45)),
+        ],
+        fill=dark,
+    )  # ear
+    d.ellipse(
+        [hx + m(0.02), base - m(0.36), hx + m(0.16), base - m(0.27)], fill=(235, 230, 220, 255)
+    )  # chest
     for lx in (x0 + m(0.06), x0 + m(0.16), x0 + m(0.44), x0 + m(0.54)):
-        d.rectangle([lx, base - m(0.25), lx + m(0.045), base], fill=dark)                # legs
+        d.rectangle([lx, base - m(0.25), lx + m(0.045), base], fill=dark)  # legs
     small = rgba.resize((w, h), Image.BOX)
     arr = np.asarray(small, np.float32) / 255.0
     if params["facing"] < 0:
@@ -237,8 +297,12 @@ def knock(image: Image.Image, params: dict) -> Image.Image:
     W, H = image.size
     angle = np.radians(params["angle"])
     dx, dy = params["dx"] * W, params["dy"] * H
-    zoom = 1.0 + 2 * max(abs(params["dx"]), abs(params["dy"])) \
-        + abs(np.sin(angle)) * (W / H + H / W) * 0.5 + 0.01
+    zoom = (
+        1.0
+        + 2 * max(abs(params["dx"]), abs(params["dy"]))
+        + abs(np.sin(angle)) * (W / H + H / W) * 0.5
+        + 0.01
+    )
     cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
     cx, cy = W / 2, H / 2
     # Inverse map: output (x, y) -> input (a x + b y + c, d x + e y + f).
@@ -262,24 +326,30 @@ def bird(image: Image.Image, params: dict) -> Image.Image:
     def box(x0, x1, y0, y1):
         return [min(fx(x0), fx(x1)), cy + y0 * size, max(fx(x0), fx(x1)), cy + y1 * size]
 
-    db.ellipse(box(-0.45, 0.4, -0.14, 0.16), fill=255)                                 # body
-    db.ellipse(box(0.3, 0.58, -0.2, 0.06), fill=255)                                   # head
-    db.polygon([(fx(-0.4), cy), (fx(-0.8), cy - size * 0.08), (fx(-0.78), cy + size * 0.12)],
-               fill=255)                                                               # tail
+    db.ellipse(box(-0.45, 0.4, -0.14, 0.16), fill=255)  # body
+    db.ellipse(box(0.3, 0.58, -0.2, 0.06), fill=255)  # head
+    db.polygon(
+        [(fx(-0.4), cy), (fx(-0.8), cy - size * 0.08), (fx(-0.78), cy + size * 0.12)], fill=255
+    )  # tail
     up = 0.35 + 0.65 * params["wing"]  # wing beat: how high the wings are raised
     for reach, sweep in ((1.0, 1.0), (0.7, -0.6)):  # far wing up and back; near wing lower
         tip_y = -sweep * up * 0.75 * reach
-        dw.polygon([(fx(0.12), cy - size * 0.06), (fx(-0.05), cy + size * (tip_y * 0.5)),
-                    (fx(-0.42 * reach), cy + size * tip_y),
-                    (fx(-0.3 * reach), cy + size * (tip_y * 0.55)),
-                    (fx(-0.2), cy + size * 0.02)], fill=255)
+        dw.polygon(
+            [
+                (fx(0.12), cy - size * 0.06),
+                (fx(-0.05), cy + size * (tip_y * 0.5)),
+                (fx(-0.42 * reach), cy + size * tip_y),
+                (fx(-0.3 * reach), cy + size * (tip_y * 0.55)),
+                (fx(-0.2), cy + size * 0.02),
+            ],
+            fill=255,
+        )
     blur = ImageFilter.GaussianBlur(params["blur"] * W)
     body, wings = body.filter(blur), wings.filter(blur)
     alpha = lambda m: m.point(lambda p: int(p * params["opacity"]))  # noqa: E731
     sky = np.asarray(image.reduce(8), np.float32)[: max(1, H // 24)].mean(axis=(0, 1))
     base = np.array(params["colour"], np.float32) * (0.25 + 0.6 * sky.mean() / 255)
-    out = Image.composite(Image.new("RGB", (W, H), tuple(int(c) for c in base)), image,
-                          alpha(body))
+    out = Image.composite(Image.new("RGB", (W, H), tuple(int(c) for c in base)), image, alpha(body))
     dark = tuple(int(c) for c in base * 0.55)
     return Image.composite(Image.new("RGB", (W, H), dark), out, alpha(wings))
 
@@ -291,7 +361,8 @@ def drops(image: Image.Image, params: dict) -> Image.Image:
     small = params["n_drops"] <= 4  # the hard variant: few small, faint drops
     gain, lift = (1.06, 4) if small else (1.12, 10)
     blurred = image.filter(ImageFilter.GaussianBlur(0.018 * W)).point(
-        lambda p: min(255, int(p * gain + lift)))
+        lambda p: min(255, int(p * gain + lift))
+    )
     mask = Image.new("L", (W, H), 0)
     rim = Image.new("L", (W, H), 0)
     dm, dr = ImageDraw.Draw(mask), ImageDraw.Draw(rim)
@@ -304,8 +375,11 @@ def drops(image: Image.Image, params: dict) -> Image.Image:
     mask = mask.filter(ImageFilter.GaussianBlur(0.004 * W + 0.5))
     rim = rim.filter(ImageFilter.GaussianBlur(0.004 * W + 0.5))
     out = Image.composite(blurred, image, mask)
-    return Image.composite(Image.new("RGB", (W, H), (20, 20, 22)), out,
-                           rim.point(lambda p: p // 2 if small else p * 7 // 10))
+    return Image.composite(
+        Image.new("RGB", (W, H), (20, 20, 22)),
+        out,
+        rim.point(lambda p: p // 2 if small else p * 7 // 10),
+    )
 
 
 def black(pixels: np.ndarray, params: dict, rng: np.random.Generator) -> np.ndarray:
@@ -319,4 +393,3 @@ def washed_out(pixels: np.ndarray, params: dict) -> np.ndarray:
     keep = params["keep"]
     out = 255.0 - (255.0 - pixels.astype(np.float32)) * keep
     return np.clip(out, 0, 255).astype(np.uint8)
-

@@ -21,9 +21,9 @@ from pipeline.demo.scene import Casters, Scene
 from pipeline.demo.shadows import ShadowMaps, light_fraction
 
 LUT_SIZE = 4096
-LUT_RANGE = 1.6       # linear level mapped to the top of the table
+LUT_RANGE = 1.6  # linear level mapped to the top of the table
 EXPOSURE_TARGET = 0.23  # mean linear level the auto-exposure aims for
-MAX_GAIN = 10.0         # how far the camera can brighten a dark scene (night stays dark)
+MAX_GAIN = 10.0  # how far the camera can brighten a dark scene (night stays dark)
 
 
 # Anomalies that happen at the lens or to the camera, after the scene is exposed.
@@ -77,8 +77,9 @@ class Renderer:
 
         drift = spec.utc_seconds * (2.0 + spec.wind_kmh) * 0.004 * W / 360
         clouds, blocked = self._clouds(spec, drift)
-        light = light_at(spec.sun_elevation, spec.sun_azimuth, spec.cloud_cover, spec.condition,
-                         blocked)
+        light = light_at(
+            spec.sun_elevation, spec.sun_azimuth, spec.cloud_cover, spec.condition, blocked
+        )
 
         # Surfaces: albedo x (ambient x occlusion + sun x facing x shadow).
         albedo = sc.albedo
@@ -100,8 +101,8 @@ class Renderer:
         # Sky and clouds over the top rows, behind the garden.
         sr = sc.sky_rows
         sky = light.zenith * (1 - self.sky_t) + light.horizon * self.sky_t
-        glow = (0.35 + np.exp(-((self.sky_u - light.glow_u) / 0.9) ** 2))[..., None]
-        sky = sky + light.glow * glow * self.sky_t ** 2
+        glow = (0.35 + np.exp(-(((self.sky_u - light.glow_u) / 0.9) ** 2)))[..., None]
+        sky = sky + light.glow * glow * self.sky_t**2
         cloud = light.cloud + light.glow * glow * 0.7  # dawn and dusk light the clouds warm
         sky = sky * (1 - clouds[..., None]) + cloud * clouds[..., None]
         img[:sr] = img[:sr] * self.sky_cover + sky * (1 - self.sky_cover)
@@ -116,11 +117,21 @@ class Renderer:
         for sprite in sc.sprites:
             self._canopy(img, sprite, spec, light, density, rng)
         if kind == "person":
-            self._figure(img, *anomalies.person_sprite(sc.camera, event.params), light, density,
-                         event.params["Z"])
+            self._figure(
+                img,
+                *anomalies.person_sprite(sc.camera, event.params),
+                light,
+                density,
+                event.params["Z"],
+            )
         elif kind == "fox":
-            self._figure(img, *anomalies.fox_sprite(sc.camera, event.params), light, density,
-                         event.params["Z"])
+            self._figure(
+                img,
+                *anomalies.fox_sprite(sc.camera, event.params),
+                light,
+                density,
+                event.params["Z"],
+            )
 
         # Falling rain or snow.
         bright = float(light.ambient.mean() * 2 + light.sun.mean() * 0.3)
@@ -139,7 +150,7 @@ class Renderer:
         img *= sc.vignette * (gain * scale)
         sigma = (0.004 + 0.0009 * gain) * scale
         oy, ox = int(rng.integers(0, 32)), int(rng.integers(0, 32))
-        img += sc.noise[oy:oy + H, ox:ox + W] * np.float32(sigma)
+        img += sc.noise[oy : oy + H, ox : ox + W] * np.float32(sigma)
         np.clip(img, 0, LUT_SIZE - 1, out=img)
         pixels = np.take(self.lut, img.astype(np.uint16))
 
@@ -220,10 +231,10 @@ class Renderer:
         y1, x1 = min(H, top + h), min(W, left + w)
         if y1 <= y0 or x1 <= x0:
             return
-        a = alpha[y0 - top:y1 - top, x0 - left:x1 - left, None]
+        a = alpha[y0 - top : y1 - top, x0 - left : x1 - left, None]
         region = img[y0:y1, x0:x1]
         region *= 1 - a
-        region += rgb[y0 - top:y1 - top, x0 - left:x1 - left] * a
+        region += rgb[y0 - top : y1 - top, x0 - left : x1 - left] * a
 
     def _sprite_shadow(self, spec: FrameSpec, event) -> np.ndarray:
         """Ground-grid light fraction under a person or fox standing on the lawn."""
@@ -232,6 +243,6 @@ class Renderer:
             casters = Casters(cylinders=[(p["X"], p["Z"], 0.2, 1.72)])
         else:
             casters = Casters(spheres=[(p["X"], p["Z"], 0.32, 0.35, 0.9)])
-        return light_fraction(self.shadows.gx, self.shadows.gz, casters, spec.sun_elevation,
-                              spec.sun_azimuth)
-
+        return light_fraction(
+            self.shadows.gx, self.shadows.gz, casters, spec.sun_elevation, spec.sun_azimuth
+        )

@@ -16,10 +16,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy.ndimage import gaussian_filter
 
-V_HORIZON = 0.30      # horizon height as a fraction of the image height (from the top)
-CAM_HEIGHT = 1.9      # metres
-FOCAL = 1.0           # focal length in image heights
-SKY_DEPTH = 400.0     # metres, for fog on the sky
+V_HORIZON = 0.30  # horizon height as a fraction of the image height (from the top)
+CAM_HEIGHT = 1.9  # metres
+FOCAL = 1.0  # focal length in image heights
+SKY_DEPTH = 400.0  # metres, for fog on the sky
 SCENE_SEED = 20240402
 
 # Materials: how a pixel takes direct sunlight (see lighting.direct_factors).
@@ -58,43 +58,43 @@ class Sprite:
 
     top: int
     left: int
-    rgb: np.ndarray        # (h, w, 3) linear albedo
-    alpha: np.ndarray      # (h, w)
-    depth: float           # metres, for fog
-    sway: float            # how much the top moves in wind, in pixels at full wind
+    rgb: np.ndarray  # (h, w, 3) linear albedo
+    alpha: np.ndarray  # (h, w)
+    depth: float  # metres, for fog
+    sway: float  # how much the top moves in wind, in pixels at full wind
 
 
 @dataclass
 class Casters:
     """Shadow casters on the lawn, in metres."""
 
-    cylinders: list = field(default_factory=list)   # (X, Z, radius, height)
-    spheres: list = field(default_factory=list)     # (X, Z, centre height, radius, density)
-    boxes: list = field(default_factory=list)       # (x0, x1, z0, z1, height)
+    cylinders: list = field(default_factory=list)  # (X, Z, radius, height)
+    spheres: list = field(default_factory=list)  # (X, Z, centre height, radius, density)
+    boxes: list = field(default_factory=list)  # (x0, x1, z0, z1, height)
 
 
 @dataclass
 class Scene:
     width: int
     height: int
-    albedo: np.ndarray       # (H, W, 3) float32 linear
-    material: np.ndarray     # (H, W) uint8
-    cover: np.ndarray        # (H, W) float32: 1 = garden, 0 = sky
-    ao: np.ndarray           # (H, W, 1) float32 ambient occlusion
-    depth: np.ndarray        # (H, W) float32 metres
-    is_ground: np.ndarray    # (H, W) float32 1 on lawn/beds/stones
-    ground_x: np.ndarray     # (H, W) float32 metres (0 above the horizon)
-    ground_z: np.ndarray     # (H, W) float32 metres (large above the horizon)
+    albedo: np.ndarray  # (H, W, 3) float32 linear
+    material: np.ndarray  # (H, W) uint8
+    cover: np.ndarray  # (H, W) float32: 1 = garden, 0 = sky
+    ao: np.ndarray  # (H, W, 1) float32 ambient occlusion
+    depth: np.ndarray  # (H, W) float32 metres
+    is_ground: np.ndarray  # (H, W) float32 1 on lawn/beds/stones
+    ground_x: np.ndarray  # (H, W) float32 metres (0 above the horizon)
+    ground_z: np.ndarray  # (H, W) float32 metres (large above the horizon)
     sky_rows: int
     sprites: list
     casters: Casters
-    clouds: np.ndarray       # (sky_rows, 3W) float32 noise, periodic in x
+    clouds: np.ndarray  # (sky_rows, 3W) float32 noise, periodic in x
     cloud_levels: np.ndarray  # 101 quantiles of `clouds`
-    streaks: list            # rain streak layers (H, W) float32
-    flakes: list             # snow flake layers (H, W) float32
-    noise: np.ndarray        # (H + 32, W + 32, 3) float32 standard normal bank
-    vignette: np.ndarray     # (H, W, 1) float32
-    wet_albedo: np.ndarray   # albedo with the ground wet
+    streaks: list  # rain streak layers (H, W) float32
+    flakes: list  # snow flake layers (H, W) float32
+    noise: np.ndarray  # (H + 32, W + 32, 3) float32 standard normal bank
+    vignette: np.ndarray  # (H, W, 1) float32
+    wet_albedo: np.ndarray  # albedo with the ground wet
     snow_albedo: np.ndarray  # albedo with the ground under light snow
 
     @property
@@ -104,8 +104,10 @@ class Scene:
 
 # --- textures -----------------------------------------------------------------------------------
 
-def value_noise(shape: tuple[int, int], cell: float, rng: np.random.Generator,
-                wrap_x: bool = False) -> np.ndarray:
+
+def value_noise(
+    shape: tuple[int, int], cell: float, rng: np.random.Generator, wrap_x: bool = False
+) -> np.ndarray:
     """Smooth noise in [0, 1] with features about `cell` pixels across (bicubic-upsampled grid)."""
     h, w = shape
     gh, gw = max(2, int(np.ceil(h / cell)) + 3), max(2, int(np.ceil(w / cell)) + 3)
@@ -114,15 +116,17 @@ def value_noise(shape: tuple[int, int], cell: float, rng: np.random.Generator,
         gw = max(2, int(round(w / cell)))
         grid = rng.random((gh, gw)).astype(np.float32)
         grid = np.concatenate([grid[:, -2:], grid, grid[:, :3]], axis=1)
-        big = Image.fromarray(grid, "F").resize((int(round(cell * grid.shape[1])),
-                                                 int(round(cell * gh))), Image.BICUBIC)
+        big = Image.fromarray(grid, "F").resize(
+            (int(round(cell * grid.shape[1])), int(round(cell * gh))), Image.BICUBIC
+        )
         arr = np.asarray(big, dtype=np.float32)
         start = int(round(2 * cell))
-        period = arr[:h, start:start + int(round(cell * gw))]
+        period = arr[:h, start : start + int(round(cell * gw))]
         reps = int(np.ceil(w / period.shape[1])) + 1
         return np.tile(period, (1, reps))[:, :w]
-    big = Image.fromarray(grid, "F").resize((int(round(cell * gw)), int(round(cell * gh))),
-                                            Image.BICUBIC)
+    big = Image.fromarray(grid, "F").resize(
+        (int(round(cell * gw)), int(round(cell * gh))), Image.BICUBIC
+    )
     return np.asarray(big, dtype=np.float32)[:h, :w]
 
 
@@ -193,6 +197,7 @@ def _paint(albedo, material, cover, depth, mask, colour, mat, dist):
 
 # --- the garden ---------------------------------------------------------------------------------
 
+
 def build_scene(size: tuple[int, int]) -> Scene:
     """Everything that does not change between frames, for an image of `size` (width, height)."""
     W, H = int(size[0]), int(size[1])
@@ -230,23 +235,44 @@ def build_scene(size: tuple[int, int]) -> Scene:
 
     roof_l, roof_r = 0.34 * W, 0.58 * W
     eave, ridge = 0.262 * H, 0.200 * H
-    roof = canvas.poly([(roof_l, eave), (roof_l + 0.04 * W, ridge), (roof_r - 0.04 * W, ridge),
-                        (roof_r, eave), (roof_r, 0.33 * H), (roof_l, 0.33 * H)])
+    roof = canvas.poly(
+        [
+            (roof_l, eave),
+            (roof_l + 0.04 * W, ridge),
+            (roof_r - 0.04 * W, ridge),
+            (roof_r, eave),
+            (roof_r, 0.33 * H),
+            (roof_l, 0.33 * H),
+        ]
+    )
     tiles = 0.8 + 0.25 * (np.sin(yy / (2.2 * s)) > 0.6) + 0.15 * fractal((H, W), 4 * s, rng, 2)
     roof_col = srgb(96, 84, 88)[None, None, :] * tiles[..., None]
-    wall = canvas.poly([(roof_l + 0.01 * W, eave), (roof_r - 0.01 * W, eave),
-                        (roof_r - 0.01 * W, 0.33 * H), (roof_l + 0.01 * W, 0.33 * H)])
+    wall = canvas.poly(
+        [
+            (roof_l + 0.01 * W, eave),
+            (roof_r - 0.01 * W, eave),
+            (roof_r - 0.01 * W, 0.33 * H),
+            (roof_l + 0.01 * W, 0.33 * H),
+        ]
+    )
     _paint(albedo, material, cover, depth, roof, roof_col, FAR, 30.0)
     _paint(albedo, material, cover, depth, wall, srgb(170, 150, 130), FAR, 30.0)
-    chimney = canvas.poly([(0.50 * W, ridge + 0.01 * H), (0.50 * W, 0.17 * H),
-                           (0.525 * W, 0.17 * H), (0.525 * W, ridge + 0.01 * H)])
+    chimney = canvas.poly(
+        [
+            (0.50 * W, ridge + 0.01 * H),
+            (0.50 * W, 0.17 * H),
+            (0.525 * W, 0.17 * H),
+            (0.525 * W, ridge + 0.01 * H),
+        ]
+    )
     _paint(albedo, material, cover, depth, chimney, srgb(140, 80, 60), FAR, 30.0)
 
     # Ground: lawn with mowing stripes, beds, stepping stones.
     grass = fractal((H, W), 3 * s, rng, octaves=2)
     stripe = (np.floor(gx / 0.7) % 2).astype(np.float32)
-    lawn = srgb(88, 124, 58)[None, None, :] * (0.78 + 0.45 * grass[..., None]
-                                                + 0.12 * stripe[..., None])
+    lawn = srgb(88, 124, 58)[None, None, :] * (
+        0.78 + 0.45 * grass[..., None] + 0.12 * stripe[..., None]
+    )
     patch = fractal((H, W), 50 * s, rng, octaves=3)
     lawn = lawn * (0.85 + 0.3 * patch[..., None]) + srgb(130, 120, 60) * 0.12 * patch[..., None]
     # The fence hides the ground beyond it: lawn starts below the fence top.
@@ -261,7 +287,7 @@ def build_scene(size: tuple[int, int]) -> Scene:
         _paint(albedo, material, cover, depth, mask, colour, mat, dist)
         ground_w[:] *= 1 - mask
 
-    depth[visible] = np.sqrt(gx[visible] ** 2 + gz[visible] ** 2 + CAM_HEIGHT ** 2)
+    depth[visible] = np.sqrt(gx[visible] ** 2 + gz[visible] ** 2 + CAM_HEIGHT**2)
 
     soil_tex = fractal((H, W), 2 * s, rng, octaves=2)
     soil = srgb(88, 62, 44)[None, None, :] * (0.7 + 0.6 * soil_tex[..., None])
@@ -287,13 +313,14 @@ def build_scene(size: tuple[int, int]) -> Scene:
     board = np.floor(xx / board_w)
     board_shade = (np.sin(board * 12.9898) * 43758.5453) % 1.0
     grain = fractal((H, W), 2 * s, rng, octaves=2)
-    fence_col = srgb(150, 104, 68)[None, None, :] * (0.75 + 0.3 * board_shade[..., None]
-                                                    + 0.25 * grain[..., None])
+    fence_col = srgb(150, 104, 68)[None, None, :] * (
+        0.75 + 0.3 * board_shade[..., None] + 0.25 * grain[..., None]
+    )
     gap = (xx % board_w) < max(1.0, 0.08 * board_w)
     fence_col[gap] *= 0.35
     for rail_h in (0.35, 1.45):
         ry = float(cam.y(fz, rail_h))
-        rail = (np.abs(yy - ry) < max(1.0, 1.3 * s))
+        rail = np.abs(yy - ry) < max(1.0, 1.3 * s)
         fence_col[rail] *= 0.7
     paint(fence, fence_col, FACING, fz)
 
@@ -311,8 +338,13 @@ def build_scene(size: tuple[int, int]) -> Scene:
     shrub_col = srgb(62, 104, 46)[None, None, :] * (0.55 + 0.8 * shrub_tex[..., None])
     paint(shrubs * (v > V_HORIZON), shrub_col, FOLIAGE, 10.2)
 
-    flower_palette = [srgb(220, 40, 50), srgb(245, 200, 40), srgb(150, 70, 180),
-                      srgb(240, 240, 235), srgb(250, 130, 40)]
+    flower_palette = [
+        srgb(220, 40, 50),
+        srgb(245, 200, 40),
+        srgb(150, 70, 180),
+        srgb(240, 240, 235),
+        srgb(250, 130, 40),
+    ]
     for bed_pts in (_bed_points(rng, 160, back=True), _bed_points(rng, 140, back=False)):
         for (X, Z, hgt), ci in zip(bed_pts, rng.integers(0, len(flower_palette), len(bed_pts))):
             cx, cy = float(cam.x(X, Z)), float(cam.y(Z, hgt))
@@ -331,12 +363,17 @@ def build_scene(size: tuple[int, int]) -> Scene:
     bx, bz = -1.3, 6.2
     ppm = cam.px_per_m(bz)
     cxb = float(cam.x(bx, bz))
-    ped = canvas.poly([(cxb - 0.07 * ppm, float(cam.y(bz, 0.0))),
-                       (cxb - 0.05 * ppm, float(cam.y(bz, 0.72))),
-                       (cxb + 0.05 * ppm, float(cam.y(bz, 0.72))),
-                       (cxb + 0.07 * ppm, float(cam.y(bz, 0.0)))])
-    bowl = canvas.ellipses([(cxb - 0.32 * ppm, float(cam.y(bz, 0.82)),
-                             cxb + 0.32 * ppm, float(cam.y(bz, 0.68)))])
+    ped = canvas.poly(
+        [
+            (cxb - 0.07 * ppm, float(cam.y(bz, 0.0))),
+            (cxb - 0.05 * ppm, float(cam.y(bz, 0.72))),
+            (cxb + 0.05 * ppm, float(cam.y(bz, 0.72))),
+            (cxb + 0.07 * ppm, float(cam.y(bz, 0.0))),
+        ]
+    )
+    bowl = canvas.ellipses(
+        [(cxb - 0.32 * ppm, float(cam.y(bz, 0.82)), cxb + 0.32 * ppm, float(cam.y(bz, 0.68)))]
+    )
     bath_col = srgb(175, 168, 155)
     paint(ped, bath_col, FACING, bz)
     paint(bowl, bath_col * 1.05, FACING, bz)
@@ -351,17 +388,27 @@ def build_scene(size: tuple[int, int]) -> Scene:
     shed_col = srgb(112, 140, 118)[None, None, :] * shed_tex[..., None]
     paint(side, shed_col, WEST, 8.0)
     paint(front, shed_col, FACING, z0s)
-    window = canvas.poly([p(x0s, 7.5, 1.05), p(x0s, 8.5, 1.05), p(x0s, 8.5, 1.75),
-                          p(x0s, 7.5, 1.75)])
+    window = canvas.poly(
+        [p(x0s, 7.5, 1.05), p(x0s, 8.5, 1.05), p(x0s, 8.5, 1.75), p(x0s, 7.5, 1.75)]
+    )
     paint(window, srgb(235, 235, 225), WEST, 8.0)
-    glass = canvas.poly([p(x0s, 7.56, 1.1), p(x0s, 8.44, 1.1), p(x0s, 8.44, 1.7),
-                         p(x0s, 7.56, 1.7)])
+    glass = canvas.poly(
+        [p(x0s, 7.56, 1.1), p(x0s, 8.44, 1.1), p(x0s, 8.44, 1.7), p(x0s, 7.56, 1.7)]
+    )
     paint(glass, srgb(60, 70, 85), WEST, 8.0)
     door = canvas.poly([p(3.35, z0s, 0), p(4.15, z0s, 0), p(4.15, z0s, 1.9), p(3.35, z0s, 1.9)])
     paint(door, shed_col * 0.8, FACING, z0s)
     xl, xr, zf, zb = x0s - 0.15, x1s + 0.15, z0s - 0.15, z1s + 0.15  # roof overhangs the walls
-    roof_s = canvas.poly([p(xl, zf, hf + 0.02), p(xr, zf, hf + 0.02), p(xr, zf, hf + 0.14),
-                          p(xl, zf, hf + 0.14), p(xl, zb, hb + 0.14), p(xl, zb, hb + 0.02)])
+    roof_s = canvas.poly(
+        [
+            p(xl, zf, hf + 0.02),
+            p(xr, zf, hf + 0.02),
+            p(xr, zf, hf + 0.14),
+            p(xl, zf, hf + 0.14),
+            p(xl, zb, hb + 0.14),
+            p(xl, zb, hb + 0.02),
+        ]
+    )
     paint(roof_s, srgb(52, 50, 52), FACING, z0s)
 
     # Tree trunks (the canopies are sprites so they can sway).
@@ -370,9 +417,14 @@ def build_scene(size: tuple[int, int]) -> Scene:
     for X, Z, r, h in trees:
         cx = float(cam.x(X, Z))
         ppm = cam.px_per_m(Z)
-        trunk = canvas.poly([(cx - r * 1.3 * ppm, float(cam.y(Z, 0))), (cx - r * 0.7 * ppm,
-                             float(cam.y(Z, h))), (cx + r * 0.7 * ppm, float(cam.y(Z, h))),
-                             (cx + r * 1.3 * ppm, float(cam.y(Z, 0)))])
+        trunk = canvas.poly(
+            [
+                (cx - r * 1.3 * ppm, float(cam.y(Z, 0))),
+                (cx - r * 0.7 * ppm, float(cam.y(Z, h))),
+                (cx + r * 0.7 * ppm, float(cam.y(Z, h))),
+                (cx + r * 1.3 * ppm, float(cam.y(Z, 0))),
+            ]
+        )
         trunk_col = srgb(92, 80, 70)[None, None, :] * (0.7 + 0.5 * bark[..., None])
         paint(trunk, trunk_col, FACING, Z)
 
@@ -386,16 +438,27 @@ def build_scene(size: tuple[int, int]) -> Scene:
     ao = np.clip(ao, 0.45, 1.0)
     ao = gaussian_filter(ao, 3 * s).astype(np.float32)
 
-    sprites = [_canopy(cam, rng, -4.0, 8.5, 4.3, 2.35, srgb(58, 98, 42), sway=7 * s),
-               _canopy(cam, rng, 1.8, 9.6, 2.45, 1.05, srgb(236, 178, 196), sway=4 * s,
-                       leaf_cell=1.6 * s)]
+    sprites = [
+        _canopy(cam, rng, -4.0, 8.5, 4.3, 2.35, srgb(58, 98, 42), sway=7 * s),
+        _canopy(cam, rng, 1.8, 9.6, 2.45, 1.05, srgb(236, 178, 196), sway=4 * s, leaf_cell=1.6 * s),
+    ]
 
     casters = Casters(
-        cylinders=[(-4.0, 8.5, 0.22, 3.4), (1.8, 9.6, 0.09, 1.9), (-1.3, 6.2, 0.08, 0.72),
-                   (-1.3, 6.2, 0.3, 0.82), (5.8, 1.2, 0.28, 3.2)],
-        spheres=[(-4.0, 8.5, 4.3, 2.35, 0.85), (1.8, 9.6, 2.45, 1.05, 0.7),
-                 (5.8, 1.2, 5.2, 2.6, 0.85), (-6.5, 1.0, 4.0, 2.0, 0.8)],
-        boxes=[(x0s, x1s, z0s, z1s, 2.3)])
+        cylinders=[
+            (-4.0, 8.5, 0.22, 3.4),
+            (1.8, 9.6, 0.09, 1.9),
+            (-1.3, 6.2, 0.08, 0.72),
+            (-1.3, 6.2, 0.3, 0.82),
+            (5.8, 1.2, 0.28, 3.2),
+        ],
+        spheres=[
+            (-4.0, 8.5, 4.3, 2.35, 0.85),
+            (1.8, 9.6, 2.45, 1.05, 0.7),
+            (5.8, 1.2, 5.2, 2.6, 0.85),
+            (-6.5, 1.0, 4.0, 2.0, 0.8),
+        ],
+        boxes=[(x0s, x1s, z0s, z1s, 2.3)],
+    )
 
     sky_rows = int(np.ceil((V_HORIZON + 0.06) * H))
     clouds = fractal((sky_rows, 3 * W), 90 * s, rng, octaves=5, wrap_x=True)
@@ -411,15 +474,34 @@ def build_scene(size: tuple[int, int]) -> Scene:
 
     wet = albedo.copy()
     g = is_ground[..., None]
-    wet = albedo * (1 - g) + (albedo ** 1.15) * 0.62 * g
+    wet = albedo * (1 - g) + (albedo**1.15) * 0.62 * g
     snow_tex = 0.7 * fractal((H, W), 40 * s, rng, octaves=3) + 0.3 * grass
     snow_cover = _smooth((snow_tex - 0.3) * 5)[..., None] * g
     snow = albedo * (1 - snow_cover) + srgb(235, 238, 245) * snow_cover
 
-    return Scene(W, H, albedo, material, cover, ao[..., None], depth, is_ground,
-                 gx.astype(np.float32), gz.astype(np.float32), sky_rows, sprites, casters,
-                 clouds.astype(np.float32), levels, streaks, flakes, noise, vignette,
-                 wet.astype(np.float32), snow.astype(np.float32))
+    return Scene(
+        W,
+        H,
+        albedo,
+        material,
+        cover,
+        ao[..., None],
+        depth,
+        is_ground,
+        gx.astype(np.float32),
+        gz.astype(np.float32),
+        sky_rows,
+        sprites,
+        casters,
+        clouds.astype(np.float32),
+        levels,
+        streaks,
+        flakes,
+        noise,
+        vignette,
+        wet.astype(np.float32),
+        snow.astype(np.float32),
+    )
 
 
 def _bed_points(rng, n, back: bool):
@@ -470,8 +552,11 @@ def _streaks(W, H, rng, s) -> np.ndarray:
     for _ in range(n):
         x, y = rng.uniform(-0.1 * W, W), rng.uniform(-0.1 * H, H)
         length = rng.uniform(8, 22) * s
-        draw.line([(x, y), (x + slant * length, y + length)], fill=int(rng.integers(60, 200)),
-                  width=max(1, int(round(s))))
+        draw.line(
+            [(x, y), (x + slant * length, y + length)],
+            fill=int(rng.integers(60, 200)),
+            width=max(1, int(round(s))),
+        )
     img = img.filter(ImageFilter.GaussianBlur(0.6 * s))
     return np.asarray(img, np.float32) / 255.0
 

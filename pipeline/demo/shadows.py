@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline.demo.scene import Scene
 
-AZIMUTH_STEP = 1.5   # degrees
+AZIMUTH_STEP = 1.5  # degrees
 ELEVATION_STEP = 1.0
 MIN_ELEVATION = 2.0  # below this shadows are too long and faint to matter
 
@@ -22,12 +22,13 @@ def _sat(x):
     return np.clip(x, 0.0, 1.0)
 
 
-def light_fraction(gx: np.ndarray, gz: np.ndarray, casters, elevation: float,
-                   azimuth: float, soft: float = 0.12) -> np.ndarray:
+def light_fraction(
+    gx: np.ndarray, gz: np.ndarray, casters, elevation: float, azimuth: float, soft: float = 0.12
+) -> np.ndarray:
     """1 where the ground at (gx, gz) sees the sun, towards 0 in shadow."""
     e = np.radians(max(elevation, MIN_ELEVATION))
     a = np.radians(azimuth)
-    dx, dz = -np.sin(a), -np.cos(a)          # shadows point away from the sun
+    dx, dz = -np.sin(a), -np.cos(a)  # shadows point away from the sun
     reach = 1.0 / np.tan(e)
     lit = np.ones_like(gx)
     for X, Z, r, h in casters.cylinders:
@@ -67,25 +68,29 @@ class ShadowMaps:
         self.scene = scene
         self.factor = factor
         self.row0 = int(np.argmax(scene.is_ground.max(axis=1) > 0))
-        gx = scene.ground_x[self.row0::factor, ::factor]
-        gz = scene.ground_z[self.row0::factor, ::factor]
+        gx = scene.ground_x[self.row0 :: factor, ::factor]
+        gz = scene.ground_z[self.row0 :: factor, ::factor]
         self.gx, self.gz = gx, gz
         self._cached = lru_cache(maxsize=1024)(self._compute)
 
     def _compute(self, az_key: int, el_key: int) -> np.ndarray:
-        return light_fraction(self.gx, self.gz, self.scene.casters, el_key * ELEVATION_STEP,
-                              az_key * AZIMUTH_STEP).astype(np.float32)
+        return light_fraction(
+            self.gx, self.gz, self.scene.casters, el_key * ELEVATION_STEP, az_key * AZIMUTH_STEP
+        ).astype(np.float32)
 
     def small(self, elevation: float, azimuth: float) -> np.ndarray:
-        return self._cached(int(round(azimuth / AZIMUTH_STEP)),
-                            int(round(max(elevation, MIN_ELEVATION) / ELEVATION_STEP)))
+        return self._cached(
+            int(round(azimuth / AZIMUTH_STEP)),
+            int(round(max(elevation, MIN_ELEVATION) / ELEVATION_STEP)),
+        )
 
     def full(self, small: np.ndarray) -> np.ndarray:
         """Upsample a ground-grid map to the image; 1 above the lawn rows."""
         sc = self.scene
         rows = sc.height - self.row0
-        big = np.asarray(Image.fromarray(small, "F").resize((sc.width, rows), Image.BILINEAR),
-                         np.float32)
+        big = np.asarray(
+            Image.fromarray(small, "F").resize((sc.width, rows), Image.BILINEAR), np.float32
+        )
         out = np.ones((sc.height, sc.width), np.float32)
-        out[self.row0:] = big
+        out[self.row0 :] = big
         return out

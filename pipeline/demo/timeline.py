@@ -36,8 +36,13 @@ class DemoPlace:
         return ZoneInfo(self.timezone)
 
 
-DEMO_PLACE = DemoPlace(name="a back garden in Reading, UK", lat=51.454, lon=-0.978,
-                       timezone="Europe/London", elevation_m=60.0)
+DEMO_PLACE = DemoPlace(
+    name="a back garden in Reading, UK",
+    lat=51.454,
+    lon=-0.978,
+    timezone="Europe/London",
+    elevation_m=60.0,
+)
 
 
 @dataclass(frozen=True)
@@ -45,10 +50,10 @@ class FrameClock:
     """One frame's moment: UTC instant, camera wall-clock time, and where the sun is."""
 
     index: int
-    utc: datetime           # aware, UTC
-    local: datetime         # naive camera wall clock
-    sun_elevation: float    # degrees above the horizon (with refraction)
-    sun_azimuth: float      # degrees clockwise from north
+    utc: datetime  # aware, UTC
+    local: datetime  # naive camera wall clock
+    sun_elevation: float  # degrees above the horizon (with refraction)
+    sun_azimuth: float  # degrees clockwise from north
 
     @property
     def rel_path(self) -> str:
@@ -63,9 +68,13 @@ def sun_position(place: DemoPlace, when: datetime) -> tuple[float, float]:
     return (float(astral.sun.elevation(observer, when)), float(astral.sun.azimuth(observer, when)))
 
 
-def frame_clocks(n_frames: int, rng: np.random.Generator, place: DemoPlace = DEMO_PLACE,
-                 start: date | None = None,
-                 interval_minutes: tuple[float, float] = (10, 15)) -> list[FrameClock]:
+def frame_clocks(
+    n_frames: int,
+    rng: np.random.Generator,
+    place: DemoPlace = DEMO_PLACE,
+    start: date | None = None,
+    interval_minutes: tuple[float, float] = (10, 15),
+) -> list[FrameClock]:
     """`n_frames` moments from local midnight of `start`, irregular intervals within the bounds."""
     lo, hi = interval_minutes
     if not 0 < lo <= hi:

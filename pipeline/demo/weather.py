@@ -28,8 +28,14 @@ import numpy as np
 from pipeline.demo.timeline import DemoPlace, sun_position
 
 CONDITIONS = ("clear", "cloudy", "rain", "fog", "snow")
-CSV_COLUMNS = ["time", "temperature_2m (°C)", "precipitation (mm)", "weather_code (wmo code)",
-               "cloud_cover (%)", "wind_speed_10m (km/h)"]
+CSV_COLUMNS = [
+    "time",
+    "temperature_2m (°C)",
+    "precipitation (mm)",
+    "weather_code (wmo code)",
+    "cloud_cover (%)",
+    "wind_speed_10m (km/h)",
+]
 
 _NEXT = {  # Markov chain between spells
     "clear": {"cloudy": 0.6, "rain": 0.15, "fog": 0.25},
@@ -39,8 +45,20 @@ _NEXT = {  # Markov chain between spells
     "snow": {"cloudy": 1.0},
 }
 _HOURS = {"clear": (3, 10), "cloudy": (2, 8), "rain": (1, 4), "fog": (3, 6), "snow": (1, 2)}
-_CLIMATE = [(8, 2), (9, 2), (12, 3), (15, 5), (18, 8), (21, 11), (23, 13), (23, 13), (20, 11),
-            (16, 8), (11, 4), (8, 2)]  # mean daily max/min °C per month, southern England
+_CLIMATE = [
+    (8, 2),
+    (9, 2),
+    (12, 3),
+    (15, 5),
+    (18, 8),
+    (21, 11),
+    (23, 13),
+    (23, 13),
+    (20, 11),
+    (16, 8),
+    (11, 4),
+    (8, 2),
+]  # mean daily max/min °C per month, southern England
 _WIND = {"clear": (4, 14), "cloudy": (8, 24), "rain": (14, 34), "fog": (0, 5), "snow": (6, 18)}
 
 
@@ -48,7 +66,7 @@ _WIND = {"clear": (4, 14), "cloudy": (8, 24), "rain": (14, 34), "fog": (0, 5), "
 class WeatherTimeline:
     """Hourly rows from the hour of the first frame to the hour after the last."""
 
-    hours: list            # aware UTC datetimes on the hour
+    hours: list  # aware UTC datetimes on the hour
     local_hour: np.ndarray
     sun_elevation: np.ndarray
     condition: list
@@ -69,7 +87,7 @@ class WeatherTimeline:
             if i < 0:
                 break
             if self.condition[i] in ("rain", "snow"):
-                return float(0.55 ** back)
+                return float(0.55**back)
         return 0.0
 
     def snow_cover(self, index: int) -> float:
@@ -117,20 +135,37 @@ class WeatherTimeline:
         """Open-Meteo's CSV export layout, times in GMT."""
         with open(path, "w", newline="", encoding="utf-8") as fh:
             out = csv.writer(fh, lineterminator="\n")
-            out.writerow(["latitude", "longitude", "elevation", "utc_offset_seconds", "timezone",
-                          "timezone_abbreviation"])
-            out.writerow([f"{place.lat:g}", f"{place.lon:g}", f"{place.elevation_m:.1f}", 0,
-                          "GMT", "GMT"])
+            out.writerow(
+                [
+                    "latitude",
+                    "longitude",
+                    "elevation",
+                    "utc_offset_seconds",
+                    "timezone",
+                    "timezone_abbreviation",
+                ]
+            )
+            out.writerow(
+                [f"{place.lat:g}", f"{place.lon:g}", f"{place.elevation_m:.1f}", 0, "GMT", "GMT"]
+            )
             out.writerow([])
             out.writerow(CSV_COLUMNS)
             for i, hour in enumerate(self.hours):
-                out.writerow([hour.strftime("%Y-%m-%dT%H:%M"), f"{self.temperature[i]:.1f}",
-                              f"{self.precipitation[i]:.2f}", int(self.weather_code[i]),
-                              int(self.cloud_cover[i]), f"{self.wind_kmh[i]:.1f}"])
+                out.writerow(
+                    [
+                        hour.strftime("%Y-%m-%dT%H:%M"),
+                        f"{self.temperature[i]:.1f}",
+                        f"{self.precipitation[i]:.2f}",
+                        int(self.weather_code[i]),
+                        int(self.cloud_cover[i]),
+                        f"{self.wind_kmh[i]:.1f}",
+                    ]
+                )
 
 
-def generate_weather(first: datetime, last: datetime, place: DemoPlace,
-                     rng: np.random.Generator) -> WeatherTimeline:
+def generate_weather(
+    first: datetime, last: datetime, place: DemoPlace, rng: np.random.Generator
+) -> WeatherTimeline:
     """Hourly weather covering [first, last] (aware UTC datetimes), seeded by `rng`."""
     start = first.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
     end = last.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
@@ -165,10 +200,17 @@ def generate_weather(first: datetime, last: datetime, place: DemoPlace,
         base = rng.uniform(*_WIND[condition[i]])
         wind[i:j] = np.maximum(0.0, base + rng.normal(0, 2.0, j - i))
         i = j
-    timeline = WeatherTimeline(hours, local_hour, elevation, condition,
-                               np.zeros(n, np.float32), np.zeros(n, np.float32),
-                               np.zeros(n, np.int32), np.zeros(n, np.float32),
-                               np.round(wind, 1))
+    timeline = WeatherTimeline(
+        hours,
+        local_hour,
+        elevation,
+        condition,
+        np.zeros(n, np.float32),
+        np.zeros(n, np.float32),
+        np.zeros(n, np.int32),
+        np.zeros(n, np.float32),
+        np.round(wind, 1),
+    )
     _ensure_variety(timeline, rng)
     _temperatures(timeline, local, rng)
     for i in range(n):

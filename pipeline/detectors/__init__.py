@@ -37,6 +37,7 @@ from pipeline.detectors import own  # noqa: F401
 from pipeline.detectors import camera  # noqa: F401
 from pipeline.detectors import background  # noqa: F401
 from pipeline.detectors import quality  # noqa: F401
+
 # isort: on
 from pipeline.detectors.base import (
     DETECTORS,

@@ -55,13 +55,26 @@ DETECTORS: dict[str, type["Detector"]] = {}
 # haze" and "blur"), fog is also bright and unsharp ("fog or haze" before "too bright" and
 # "blur"); a camera or scene cause comes after them, "unusual" (a detector that knows a frame
 # is rare, not why) last.
-PLAIN_CAUSES = ("too dark", "fog or haze", "too bright", "blur", "camera moved",
-                "something in the scene", "unusual")
+PLAIN_CAUSES = (
+    "too dark",
+    "fog or haze",
+    "too bright",
+    "blur",
+    "camera moved",
+    "something in the scene",
+    "unusual",
+)
 # The cause of junk (`pipeline.causes`) each plain cause belongs to: a detector's plain cause
 # is one of its cause's.
-PLAIN_CAUSE_OF = {"too dark": "quality", "fog or haze": "quality", "too bright": "quality",
-                  "blur": "quality", "camera moved": "camera",
-                  "something in the scene": "scene", "unusual": "rarity"}
+PLAIN_CAUSE_OF = {
+    "too dark": "quality",
+    "fog or haze": "quality",
+    "too bright": "quality",
+    "blur": "quality",
+    "camera moved": "camera",
+    "something in the scene": "scene",
+    "unusual": "rarity",
+}
 
 
 class Scorer(Versioned, BaseEstimator):
@@ -69,10 +82,10 @@ class Scorer(Versioned, BaseEstimator):
     learned from the fit's scores (`decision_scores_`)."""
 
     key: ClassVar[str] = ""
-    summary: ClassVar[str] = ""   # one line: what a high score means
-    family: ClassVar[str] = ""    # evidence family: consensus averages within, sums across
-    order: ClassVar[int] = 1000   # place in the dashboard's lists (then by key)
-    cause: ClassVar[str] = ""     # the kind of junk it sees: a key of pipeline.causes.CAUSES
+    summary: ClassVar[str] = ""  # one line: what a high score means
+    family: ClassVar[str] = ""  # evidence family: consensus averages within, sums across
+    order: ClassVar[int] = 1000  # place in the dashboard's lists (then by key)
+    cause: ClassVar[str] = ""  # the kind of junk it sees: a key of pipeline.causes.CAUSES
     plain_cause: ClassVar[str] = ""  # what a high score means, in a camera owner's words
     recorded: ClassVar[tuple[str, ...]] = ("summary", "family", "order", "cause", "plain_cause")
 
@@ -95,8 +108,9 @@ class Scorer(Versioned, BaseEstimator):
         scores = self.decision_scores_
         finite = scores[np.isfinite(scores)]
         self.reference_ = np.sort(finite)
-        self.threshold_ = (float(np.quantile(finite, 1 - self.contamination))
-                           if len(finite) else np.inf)
+        self.threshold_ = (
+            float(np.quantile(finite, 1 - self.contamination)) if len(finite) else np.inf
+        )
         self.labels_ = self.predict_scores(scores)
 
     def percentile(self, scores: np.ndarray) -> np.ndarray:
@@ -118,11 +132,11 @@ class Detector(Scorer):
     `decision_function`."""
 
     needs: ClassVar[frozenset[str]] = frozenset()  # keys of NEEDS
-    on_by_default: ClassVar[bool] = True     # in the default `detectors` setting
-    in_consensus: ClassVar[bool] = False     # in the default `consensus_detectors` setting
-    evidence_from: ClassVar[float] = 0.0     # consensus counts ranks above this as evidence
-    unscorable: ClassVar[str] = ""           # why it may score nothing ({param} filled in)
-    n_neighbors_needed: ClassVar[int] = 0    # neighbours the batch must have attached
+    on_by_default: ClassVar[bool] = True  # in the default `detectors` setting
+    in_consensus: ClassVar[bool] = False  # in the default `consensus_detectors` setting
+    evidence_from: ClassVar[float] = 0.0  # consensus counts ranks above this as evidence
+    unscorable: ClassVar[str] = ""  # why it may score nothing ({param} filled in)
+    n_neighbors_needed: ClassVar[int] = 0  # neighbours the batch must have attached
     uses_batch_frames: ClassVar[bool] = False  # a new frame's score depends on the other new
     #                                            frames scored with it (its context in time)
 
@@ -155,20 +169,22 @@ def register(cls: type[Detector]) -> type[Detector]:
     if not cls.key or not cls.family or not cls.summary:
         raise ValueError(f"{cls.__name__} needs a key, a family and a summary to be registered")
     if cls.cause not in CAUSES:
-        raise ValueError(f"{cls.__name__} needs a cause, one of {', '.join(CAUSES)}; it has "
-                         f"{cls.cause!r}")
+        raise ValueError(
+            f"{cls.__name__} needs a cause, one of {', '.join(CAUSES)}; it has {cls.cause!r}"
+        )
     if cls.plain_cause not in PLAIN_CAUSES:
-        raise ValueError(f"{cls.key}'s plain_cause {cls.plain_cause!r} is not one of "
-                         f"{', '.join(PLAIN_CAUSES)}")
+        raise ValueError(
+            f"{cls.key}'s plain_cause {cls.plain_cause!r} is not one of {', '.join(PLAIN_CAUSES)}"
+        )
     if PLAIN_CAUSE_OF[cls.plain_cause] != cls.cause:
-        raise ValueError(f"{cls.key}'s plain_cause {cls.plain_cause!r} is not a "
-                         f"{cls.cause} cause")
+        raise ValueError(f"{cls.key}'s plain_cause {cls.plain_cause!r} is not a {cls.cause} cause")
     if cls.key in DETECTORS:
         raise ValueError(f"detector {cls.key!r} registered twice")
     unknown = set(cls.needs) - set(NEEDS)
     if unknown:
-        raise ValueError(f"{cls.key} needs {', '.join(sorted(unknown))}: not one of "
-                         f"{', '.join(NEEDS)}")
+        raise ValueError(
+            f"{cls.key} needs {', '.join(sorted(unknown))}: not one of {', '.join(NEEDS)}"
+        )
     DETECTORS[cls.key] = cls
     return cls
 

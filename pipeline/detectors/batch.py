@@ -53,17 +53,32 @@ class FrameBatch:
 
     def take(self, rows: np.ndarray) -> "FrameBatch":
         """The frames at positions `rows`, as a batch of their own (same pixels reader)."""
+
         def pick(values):
             return None if values is None else values[rows]
-        return FrameBatch(self.frame_ids[rows], self.z[rows], self.order_time[rows],
-                          self.local_time[rows], self.stats.iloc[rows].reset_index(drop=True),
-                          pick(self.nn_dist), pick(self.nn_idx), pick(self.daylight),
-                          self.pixels)
+
+        return FrameBatch(
+            self.frame_ids[rows],
+            self.z[rows],
+            self.order_time[rows],
+            self.local_time[rows],
+            self.stats.iloc[rows].reset_index(drop=True),
+            pick(self.nn_dist),
+            pick(self.nn_idx),
+            pick(self.daylight),
+            self.pixels,
+        )
 
     @classmethod
-    def from_frames(cls, frame_ids: np.ndarray, z: np.ndarray, frames: pd.DataFrame,
-                    pixels: "GridReader | None" = None, lat: float | None = None,
-                    lon: float | None = None) -> "FrameBatch":
+    def from_frames(
+        cls,
+        frame_ids: np.ndarray,
+        z: np.ndarray,
+        frames: pd.DataFrame,
+        pixels: "GridReader | None" = None,
+        lat: float | None = None,
+        lon: float | None = None,
+    ) -> "FrameBatch":
         """Build from PCA vectors and `store.analysis.load_frames` rows (same frame ids); with
         the camera's `lat` and `lon`, the sun's position at each frame's UTC time."""
         frames = frames.set_index("frame_id").reindex(frame_ids)
@@ -77,9 +92,16 @@ class FrameBatch:
             from pipeline.daylight import sun_position
 
             sun = np.column_stack(sun_position(pd.DatetimeIndex(utc), lat, lon))
-        return cls(np.asarray(frame_ids, dtype=np.int64), np.ascontiguousarray(z, np.float32),
-                   order, local, stats.reset_index(drop=True), daylight=daylight, pixels=pixels,
-                   sun=sun)
+        return cls(
+            np.asarray(frame_ids, dtype=np.int64),
+            np.ascontiguousarray(z, np.float32),
+            order,
+            local,
+            stats.reset_index(drop=True),
+            daylight=daylight,
+            pixels=pixels,
+            sun=sun,
+        )
 
 
 def _to_naive_ns(column: pd.Series) -> np.ndarray:
@@ -105,8 +127,9 @@ def day_and_minute(local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return days, np.where(known, minutes, np.nan)
 
 
-def day_blocks(rows: np.ndarray, row_days: np.ndarray, max_days: int | None,
-               size: int | None = 1024):
+def day_blocks(
+    rows: np.ndarray, row_days: np.ndarray, max_days: int | None, size: int | None = 1024
+):
     """Blocks of at most `size` rows (sorted by day) spanning at most `max_days` days, so each
     block's candidates are its days +- max_days (about 3 x max_days days, not every day)."""
     if not len(rows):
@@ -119,7 +142,7 @@ def day_blocks(rows: np.ndarray, row_days: np.ndarray, max_days: int | None,
     size = size or max(1, len(rows))
     for start, stop in zip(np.r_[0, edges], np.r_[edges, len(rows)]):
         for s in range(start, stop, size):
-            yield rows[s:min(stop, s + size)]
+            yield rows[s : min(stop, s + size)]
 
 
 def daylight_classes(batch: FrameBatch) -> np.ndarray:

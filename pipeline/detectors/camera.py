@@ -51,13 +51,23 @@ class AlignmentDetector(Detector):
     # shifted by chance, so only its top twentieth counts (Kat Kam, quality,camera: from 0.9
     # 0.921 / AP 0.747, from 0.95 0.926 / 0.772, from 0.98 0.931 / 0.783; docs/PERFORMANCE.md).
     evidence_from = 0.95
-    unscorable = ("(it compares the stored thumbnails with the usual view and needs at least "
-                  "{min_frames} readable ones)")
+    unscorable = (
+        "(it compares the stored thumbnails with the usual view and needs at least "
+        "{min_frames} readable ones)"
+    )
 
-    def __init__(self, contamination: float = 0.05, width: int = 64, max_shift: int = 4,
-                 margin: int = 6, zooms: tuple = (0.9, 0.95, 1.0, 1.05, 1.1),
-                 saturated: float = 250.0, min_lines_up: float = 0.5,
-                 in_place_within: float = 0.02, min_frames: int = 30):
+    def __init__(
+        self,
+        contamination: float = 0.05,
+        width: int = 64,
+        max_shift: int = 4,
+        margin: int = 6,
+        zooms: tuple = (0.9, 0.95, 1.0, 1.05, 1.1),
+        saturated: float = 250.0,
+        min_lines_up: float = 0.5,
+        in_place_within: float = 0.02,
+        min_frames: int = 30,
+    ):
         self.contamination = contamination
         self.width = width
         self.max_shift = max_shift
@@ -89,8 +99,11 @@ class AlignmentDetector(Detector):
         glare = ndimage.binary_dilation(luma >= self.saturated, structure=np.ones((1, 5, 5)))
         gradient[glare] = 0
         n, height, width = gradient.shape
-        cells = gradient[:, :height // 2 * 2, :width // 2 * 2].reshape(
-            n, height // 2, 2, width // 2, 2).mean(axis=(2, 4))
+        cells = (
+            gradient[:, : height // 2 * 2, : width // 2 * 2]
+            .reshape(n, height // 2, 2, width // 2, 2)
+            .mean(axis=(2, 4))
+        )
         return np.log1p(cells).astype(np.float32)
 
     # --- fit and score ------------------------------------------------------------------------
@@ -113,8 +126,9 @@ class AlignmentDetector(Detector):
         for name in np.unique(classes):
             got = gains[classes == name]
             got = got[np.isfinite(got)]
-            self.lines_up_[str(name)] = (float((got <= self.in_place_within).mean())
-                                         if len(got) else 0.0)
+            self.lines_up_[str(name)] = (
+                float((got <= self.in_place_within).mean()) if len(got) else 0.0
+            )
 
     def decision_function(self, batch: FrameBatch) -> np.ndarray:
         out = np.full(len(batch), np.nan)
@@ -123,8 +137,9 @@ class AlignmentDetector(Detector):
         positions, maps = self._maps(batch)
         gains = self._gains(maps)
         classes = daylight_classes(batch)[positions]
-        reliable = np.isin(classes, [c for c, share in self.lines_up_.items()
-                                     if share >= self.min_lines_up])
+        reliable = np.isin(
+            classes, [c for c, share in self.lines_up_.items() if share >= self.min_lines_up]
+        )
         out[positions] = np.where(reliable | np.isnan(gains), gains, 0.0)
         return out
 
@@ -133,7 +148,7 @@ class AlignmentDetector(Detector):
         place; NaN for maps with too little structure."""
         out = np.full(len(maps), np.nan)
         for lo in range(0, len(maps), chunk):
-            part = maps[lo:lo + chunk]
+            part = maps[lo : lo + chunk]
             best, in_place = None, None
             for zoom in self.zooms:
                 corr = self._correlations(_zoomed(part, zoom) if zoom != 1 else part)
@@ -143,7 +158,7 @@ class AlignmentDetector(Detector):
                     in_place = corr[:, self.max_shift, self.max_shift]
             if in_place is None:  # no zoom of 1 among `zooms`: compare with the map as it is
                 in_place = self._correlations(part)[:, self.max_shift, self.max_shift]
-            out[lo:lo + chunk] = np.maximum(best - in_place, 0.0)
+            out[lo : lo + chunk] = np.maximum(best - in_place, 0.0)
         out[maps.mean(axis=(1, 2)) < 0.25 * self.energy_] = np.nan
         return out
 
@@ -152,17 +167,16 @@ class AlignmentDetector(Detector):
         less `margin` cells on each side) with each map's window at each shift."""
         s, m = self.max_shift, self.margin
         height, width = self.view_.shape
-        centre = self.view_[m:height - m, m:width - m]
+        centre = self.view_[m : height - m, m : width - m]
         centre = centre - centre.mean()
-        centre /= max(float(np.sqrt((centre ** 2).sum())), 1e-9)
-        windows = maps[:, m - s:height - m + s, m - s:width - m + s].astype(np.float64)
-        dot = scipy.signal.fftconvolve(windows, centre[None, ::-1, ::-1], mode="valid",
-                                       axes=(1, 2))
+        centre /= max(float(np.sqrt((centre**2).sum())), 1e-9)
+        windows = maps[:, m - s : height - m + s, m - s : width - m + s].astype(np.float64)
+        dot = scipy.signal.fftconvolve(windows, centre[None, ::-1, ::-1], mode="valid", axes=(1, 2))
         n_cells = centre.size
         shape = centre.shape
         total = _box_sums(windows, shape)
-        squares = _box_sums(windows ** 2, shape)
-        spread = np.sqrt(np.maximum(squares - total ** 2 / n_cells, 1e-12))
+        squares = _box_sums(windows**2, shape)
+        spread = np.sqrt(np.maximum(squares - total**2 / n_cells, 1e-12))
         return dot / spread
 
 

@@ -54,8 +54,10 @@ def _rule_max(pct: np.ndarray, families: list[str], floor: float) -> np.ndarray:
 
 def _rule_family_max(pct: np.ndarray, families: list[str], floor: float) -> np.ndarray:
     """Average of maximum: mean rank within each family, then the highest family."""
-    groups = [np.nanmean(pct[:, [i for i, f in enumerate(families) if f == fam]], axis=1)
-              for fam in dict.fromkeys(families)]
+    groups = [
+        np.nanmean(pct[:, [i for i, f in enumerate(families) if f == fam]], axis=1)
+        for fam in dict.fromkeys(families)
+    ]
     return np.nanmax(np.column_stack(groups), axis=1)
 
 
@@ -80,8 +82,10 @@ def _rule_tail(pct: np.ndarray, families: list[str], floor: float) -> np.ndarray
 def _rule_family_tail(pct: np.ndarray, families: list[str], floor: float) -> np.ndarray:
     """Tail evidence averaged within each family, then summed over families."""
     evidence = _evidence(pct, floor)
-    groups = [np.nanmean(evidence[:, [i for i, f in enumerate(families) if f == fam]], axis=1)
-              for fam in dict.fromkeys(families)]
+    groups = [
+        np.nanmean(evidence[:, [i for i, f in enumerate(families) if f == fam]], axis=1)
+        for fam in dict.fromkeys(families)
+    ]
     stacked = np.column_stack(groups)
     return np.nansum(stacked, axis=1)
 
@@ -96,8 +100,9 @@ CONSENSUS_RULES: dict[str, Callable[[np.ndarray, list[str], float], np.ndarray]]
 }
 
 
-def cause_scores(pcts: dict[str, np.ndarray], rule: str,
-                 n_reference: int | None = None) -> dict[str, np.ndarray]:
+def cause_scores(
+    pcts: dict[str, np.ndarray], rule: str, n_reference: int | None = None
+) -> dict[str, np.ndarray]:
     """Each cause's score from its detectors' percentile ranks (key -> 0..1 per frame, NaN = no
     opinion): `rule` combines the detectors of one cause (`Detector.cause`); a cause none of
     whose detectors has an opinion on a frame gets NaN there.
@@ -134,8 +139,9 @@ def _combine(rule: str, pct: np.ndarray, families: list[str], floor: float) -> n
             return np.asarray(CONSENSUS_RULES[rule](pct, families, floor), dtype=float)
 
 
-def _counted(pcts: dict[str, np.ndarray], n_reference: int | None
-             ) -> tuple[list[str], np.ndarray, float]:
+def _counted(
+    pcts: dict[str, np.ndarray], n_reference: int | None
+) -> tuple[list[str], np.ndarray, float]:
     """The detectors' ranks as the consensus counts them: (keys, [frames x keys] ranks with
     each class's `evidence_from` applied, the floor of 1 - rank)."""
     keys = [k for k in pcts if k != CONSENSUS]
@@ -154,8 +160,9 @@ def _all_at_once(pcts: dict[str, np.ndarray], rule: str, n_reference: int | None
     return _combine(rule, pct, [DETECTORS[k].family for k in keys], floor)
 
 
-def tail_evidence(pcts: dict[str, np.ndarray], n_reference: int | None = None
-                  ) -> dict[str, np.ndarray]:
+def tail_evidence(
+    pcts: dict[str, np.ndarray], n_reference: int | None = None
+) -> dict[str, np.ndarray]:
     """Each detector's tail evidence per frame, -log(1 - rank), as the consensus counts it
     (its class's `evidence_from` applied, 1 - rank floored at 1/(n_reference + 1)); NaN where a
     detector has no rank."""
@@ -169,14 +176,20 @@ def sum_causes(by_cause: dict[str, np.ndarray], junk_causes) -> np.ndarray:
     adds nothing to it)."""
     counted = [by_cause[c] for c in junk_causes if c in by_cause]
     if not counted:
-        raise ValueError(f"none of the consensus detectors belongs to the junk causes "
-                         f"({', '.join(junk_causes)}); they belong to "
-                         f"{', '.join(by_cause) or 'no cause'}")
+        raise ValueError(
+            f"none of the consensus detectors belongs to the junk causes "
+            f"({', '.join(junk_causes)}); they belong to "
+            f"{', '.join(by_cause) or 'no cause'}"
+        )
     return np.nansum(np.column_stack(counted), axis=1)
 
 
-def consensus_scores(pcts: dict[str, np.ndarray], rule: str, n_reference: int | None = None,
-                     junk_causes=tuple(CAUSES)) -> np.ndarray:
+def consensus_scores(
+    pcts: dict[str, np.ndarray],
+    rule: str,
+    n_reference: int | None = None,
+    junk_causes=tuple(CAUSES),
+) -> np.ndarray:
     """The consensus of detectors' percentile ranks: `cause_scores`, summed over
     `junk_causes`."""
     return sum_causes(cause_scores(pcts, rule, n_reference), junk_causes)
@@ -200,8 +213,12 @@ class CauseScore(Scorer):
 
     def facts(self) -> dict[str, Any]:  # type: ignore[override]
         """What a run records of it (as of a detector), for the dashboard."""
-        return {"summary": f"{self.cause} cause: {CAUSES[self.cause]}", "family": self.family,
-                "order": 1 + list(CAUSES).index(self.cause), "cause": self.cause}
+        return {
+            "summary": f"{self.cause} cause: {CAUSES[self.cause]}",
+            "family": self.family,
+            "order": 1 + list(CAUSES).index(self.cause),
+            "cause": self.cause,
+        }
 
 
 class Consensus(Scorer):
@@ -211,15 +228,22 @@ class Consensus(Scorer):
     floor for new ranks."""
 
     key = CONSENSUS
-    summary = ("the causes the user counts as junk, each from its detectors' evidence (see "
-               "pipeline/detectors/consensus.py)")
+    summary = (
+        "the causes the user counts as junk, each from its detectors' evidence (see "
+        "pipeline/detectors/consensus.py)"
+    )
     family = CONSENSUS
     order = 0
     format_version = 2
     plain_cause = "unusual"  # incidents name the causes of the detectors it combines
 
-    def __init__(self, keys: list[str] | None = None, rule: str = "family_tail",
-                 contamination: float = 0.05, junk_causes: list[str] | None = None):
+    def __init__(
+        self,
+        keys: list[str] | None = None,
+        rule: str = "family_tail",
+        contamination: float = 0.05,
+        junk_causes: list[str] | None = None,
+    ):
         self.keys = keys
         self.rule = rule
         self.contamination = contamination
@@ -229,8 +253,10 @@ class Consensus(Scorer):
         self._check_contamination()
         self.n_reference_ = len(next(iter(pcts.values()))) if pcts else None
         by_cause = self._causes(pcts)
-        self.causes_ = {cause: CauseScore(cause, self.contamination).fit(scores)
-                        for cause, scores in by_cause.items()}
+        self.causes_ = {
+            cause: CauseScore(cause, self.contamination).fit(scores)
+            for cause, scores in by_cause.items()
+        }
         self.decision_scores_ = sum_causes(by_cause, self.junk_causes or list(CAUSES))
         self._process_decision_scores()
         return self
@@ -238,15 +264,15 @@ class Consensus(Scorer):
     def _causes(self, pcts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return cause_scores({k: pcts[k] for k in self.keys}, self.rule, self.n_reference_)
 
-    def score_causes(self, pcts: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
-                                                                  np.ndarray]:
+    def score_causes(self, pcts: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """(each fitted cause's scores, the consensus) of new percentile ranks."""
         if not self.causes_:  # fitted before causes were recorded: its rule over them all
-            return {}, _all_at_once({k: pcts[k] for k in self.keys}, self.rule,
-                                    self.n_reference_)
+            return {}, _all_at_once({k: pcts[k] for k in self.keys}, self.rule, self.n_reference_)
         by_cause = self._causes(pcts)
-        return ({c: by_cause[c] for c in self.causes_},
-                sum_causes(by_cause, self.junk_causes or list(CAUSES)))
+        return (
+            {c: by_cause[c] for c in self.causes_},
+            sum_causes(by_cause, self.junk_causes or list(CAUSES)),
+        )
 
     def decision_function(self, pcts: dict[str, np.ndarray]) -> np.ndarray:
         return self.score_causes(pcts)[1]

@@ -35,8 +35,13 @@ class IForestDetector(EmbeddingDetector):
     summary = "Isolation Forest (PyOD): frames isolated by few random splits"
     order = 30
 
-    def __init__(self, contamination: float = 0.05, n_estimators: int = 100,
-                 max_samples: int | str = "auto", random_state: int = 0):
+    def __init__(
+        self,
+        contamination: float = 0.05,
+        n_estimators: int = 100,
+        max_samples: int | str = "auto",
+        random_state: int = 0,
+    ):
         self.contamination = contamination
         self.n_estimators = n_estimators
         self.max_samples = max_samples
@@ -45,8 +50,12 @@ class IForestDetector(EmbeddingDetector):
     def _fit(self, batch):
         from pyod.models.iforest import IForest
 
-        self.model_ = IForest(n_estimators=self.n_estimators, max_samples=self.max_samples,
-                              contamination=self.contamination, random_state=self.random_state)
+        self.model_ = IForest(
+            n_estimators=self.n_estimators,
+            max_samples=self.max_samples,
+            contamination=self.contamination,
+            random_state=self.random_state,
+        )
         self.model_.fit(batch.z)
 
     def decision_function(self, batch):
@@ -62,8 +71,9 @@ class _NeighborDetector(EmbeddingDetector):
 
     def _fit(self, batch):
         if batch.nn_dist is None or batch.nn_dist.shape[1] < self.n_neighbors:
-            raise ValueError(f"{self.key} needs {self.n_neighbors} neighbours attached to the "
-                             "batch")
+            raise ValueError(
+                f"{self.key} needs {self.n_neighbors} neighbours attached to the batch"
+            )
 
 
 @register
@@ -160,8 +170,9 @@ class HBOSDetector(EmbeddingDetector):
     summary = "Histogram-based outlier score (PyOD formula): rare values per PCA dimension"
     order = 70
 
-    def __init__(self, contamination: float = 0.05, n_bins: int = 20, alpha: float = 0.1,
-                 tol: float = 0.5):
+    def __init__(
+        self, contamination: float = 0.05, n_bins: int = 20, alpha: float = 0.1, tol: float = 0.5
+    ):
         self.contamination = contamination
         self.n_bins = n_bins
         self.alpha = alpha
@@ -174,7 +185,8 @@ class HBOSDetector(EmbeddingDetector):
         self.bin_edges_ = np.zeros((self.n_bins + 1, n_dims))
         for i in range(n_dims):
             self.hist_[:, i], self.bin_edges_[:, i] = np.histogram(
-                batch.z[:, i], bins=self.n_bins, density=True)
+                batch.z[:, i], bins=self.n_bins, density=True
+            )
 
     def decision_function(self, batch):
         z = batch.z
@@ -186,8 +198,14 @@ class HBOSDetector(EmbeddingDetector):
             inner = log_density[np.clip(inds - 1, 0, self.n_bins - 1)]
             below = (edges[0] - z[:, i]) <= (edges[1] - edges[0]) * self.tol
             above = (z[:, i] - edges[-1]) <= (edges[-1] - edges[-2]) * self.tol
-            score = np.where(inds == 0, np.where(below, log_density[0], log_density.min()),
-                             np.where(inds == self.n_bins + 1,
-                                      np.where(above, log_density[-1], log_density.min()), inner))
+            score = np.where(
+                inds == 0,
+                np.where(below, log_density[0], log_density.min()),
+                np.where(
+                    inds == self.n_bins + 1,
+                    np.where(above, log_density[-1], log_density.min()),
+                    inner,
+                ),
+            )
             total += score
         return -total

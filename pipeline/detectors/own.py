@@ -49,16 +49,24 @@ class _OwnReferenceDetector(Detector):
     cause = "quality"
     needs = frozenset({"frame_stats", "timestamps"})
     in_consensus = True
-    unscorable = ("(the frames lack image statistics; re-ingest them, or run analyze once so "
-                  "that it fills in their local contrast)")
+    unscorable = (
+        "(the frames lack image statistics; re-ingest them, or run analyze once so "
+        "that it fills in their local contrast)"
+    )
     column: ClassVar[str]
     log: ClassVar[bool] = True
     direction: ClassVar[str] = "below"
     example_bad: ClassVar[dict[str, float]]
 
-    def __init__(self, contamination: float = 0.05, reference_quantile: float = 0.9,
-                 elevation_tolerance: float = 8.0, azimuth_tolerance: float = 20.0,
-                 hour_tolerance: float = 1.0, min_pool: int = 20):
+    def __init__(
+        self,
+        contamination: float = 0.05,
+        reference_quantile: float = 0.9,
+        elevation_tolerance: float = 8.0,
+        azimuth_tolerance: float = 20.0,
+        hour_tolerance: float = 1.0,
+        min_pool: int = 20,
+    ):
         self.contamination = contamination
         self.reference_quantile = reference_quantile
         self.elevation_tolerance = elevation_tolerance
@@ -78,8 +86,9 @@ class _OwnReferenceDetector(Detector):
         """Each frame's bin: ('sun', elevation bin, azimuth bin) when the sun's position is
         known, else ('time', 20-minute slot of the camera clock), else EVERY."""
         if self.by_sun_:
-            elevation, azimuth = (batch.sun.T if batch.sun is not None
-                                  else np.full((2, len(batch)), np.nan))
+            elevation, azimuth = (
+                batch.sun.T if batch.sun is not None else np.full((2, len(batch)), np.nan)
+            )
             known = np.isfinite(elevation) & np.isfinite(azimuth)
             e = np.round(np.where(known, elevation, 0) / ELEVATION_BIN).astype(int)
             a = np.round(np.where(known, azimuth, 0) / AZIMUTH_BIN).astype(int) % N_AZIMUTH_BINS
@@ -94,8 +103,11 @@ class _OwnReferenceDetector(Detector):
         if key[0] == "sun":
             de = int(round(self.elevation_tolerance / ELEVATION_BIN))
             da = int(round(self.azimuth_tolerance / AZIMUTH_BIN))
-            return [("sun", key[1] + i, (key[2] + j) % N_AZIMUTH_BINS)
-                    for i in range(-de, de + 1) for j in range(-da, da + 1)]
+            return [
+                ("sun", key[1] + i, (key[2] + j) % N_AZIMUTH_BINS)
+                for i in range(-de, de + 1)
+                for j in range(-da, da + 1)
+            ]
         if key[0] == "time":
             dt = int(round(self.hour_tolerance * 60 / MINUTE_BIN))
             return [("time", (key[1] + i) % N_MINUTE_BINS) for i in range(-dt, dt + 1)]
@@ -118,8 +130,9 @@ class _OwnReferenceDetector(Detector):
 
     def _fit(self, batch: FrameBatch) -> None:
         if not 0.5 <= self.reference_quantile < 1:
-            raise ValueError(f"reference_quantile must be in [0.5, 1), got "
-                             f"{self.reference_quantile}")
+            raise ValueError(
+                f"reference_quantile must be in [0.5, 1), got {self.reference_quantile}"
+            )
         self.by_sun_ = batch.sun is not None and bool(np.isfinite(batch.sun).all(axis=1).any())
         x = self._values(batch)
         keys = self._keys(batch)
@@ -135,8 +148,13 @@ class _OwnReferenceDetector(Detector):
         else:
             self.everything_ = (np.nan, np.nan)
         self.pool_quantiles_ = {key: self._pool_quantiles(key) for key in self.values_}
-        spreads = np.array([self.pool_quantiles_[k][1] - self.pool_quantiles_[k][0]
-                            for k, good in zip(keys, ok) if good])
+        spreads = np.array(
+            [
+                self.pool_quantiles_[k][1] - self.pool_quantiles_[k][0]
+                for k, good in zip(keys, ok)
+                if good
+            ]
+        )
         spread = float(np.median(spreads)) if len(spreads) else np.nan
         self.scale_ = spread if np.isfinite(spread) and spread > 0 else 1.0
 
@@ -153,8 +171,10 @@ class _OwnReferenceDetector(Detector):
 @register
 class SoftDetector(_OwnReferenceDetector):
     key = "soft"
-    summary = ("soft frame: sharper frames are the norm with the sun where it is (blur, water "
-               "on the lens, fog)")
+    summary = (
+        "soft frame: sharper frames are the norm with the sun where it is (blur, water "
+        "on the lens, fog)"
+    )
     family = "detail"
     order = 5
     plain_cause = "blur"
@@ -165,8 +185,10 @@ class SoftDetector(_OwnReferenceDetector):
 @register
 class FlatDetector(_OwnReferenceDetector):
     key = "flat"
-    summary = ("flat frame: more local contrast is the norm with the sun where it is (haze, "
-               "smoke, a wet film)")
+    summary = (
+        "flat frame: more local contrast is the norm with the sun where it is (haze, "
+        "smoke, a wet film)"
+    )
     family = "detail"
     order = 6
     plain_cause = "fog or haze"
@@ -177,8 +199,7 @@ class FlatDetector(_OwnReferenceDetector):
 @register
 class ExposureDetector(_OwnReferenceDetector):
     key = "exposure"
-    summary = ("exposure unlike the camera's frames with the sun where it is (too dark, washed "
-               "out)")
+    summary = "exposure unlike the camera's frames with the sun where it is (too dark, washed out)"
     family = "exposure"
     order = 7
     plain_cause = "too dark"

@@ -61,8 +61,9 @@ class OverexposedDetector(_QualityDetector):
     plain_cause = "too bright"
     summary = "washed-out frame: bright with little contrast"
     example_bad = {"mean_luma": 250.0, "contrast": 3.0}
-    formula = staticmethod(lambda s: s["mean_luma"].to_numpy(float) / 255
-                           - s["contrast"].to_numpy(float) / 64)
+    formula = staticmethod(
+        lambda s: s["mean_luma"].to_numpy(float) / 255 - s["contrast"].to_numpy(float) / 64
+    )
 
 
 @register
@@ -89,6 +90,10 @@ class HazeDetector(_QualityDetector):
     plain_cause = "fog or haze"
     summary = "haze or fog: not dark, yet flat and colourless"
     example_bad = {"mean_luma": 170.0, "contrast": 6.0, "colorfulness": 1.0}
-    formula = staticmethod(lambda s: np.minimum(s["mean_luma"].to_numpy(float), 120) / 120
-                           - _log(s["contrast"]) / np.log(65)
-                           - _log(s["colorfulness"]) / np.log(65))
+    formula = staticmethod(
+        lambda s: (
+            np.minimum(s["mean_luma"].to_numpy(float), 120) / 120
+            - _log(s["contrast"]) / np.log(65)
+            - _log(s["colorfulness"]) / np.log(65)
+        )
+    )

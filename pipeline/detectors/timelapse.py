@@ -79,8 +79,13 @@ class TemporalDetector(_TimelapseDetector):
     order = 80
     unscorable = "(frames need timestamps)"
 
-    def __init__(self, contamination: float = 0.05, window: int = 3, scale_window: int = 12,
-                 max_gap_minutes: float = 180.0):
+    def __init__(
+        self,
+        contamination: float = 0.05,
+        window: int = 3,
+        scale_window: int = 12,
+        max_gap_minutes: float = 180.0,
+    ):
         self.contamination = contamination
         self.window = window
         self.scale_window = scale_window
@@ -152,16 +157,24 @@ class TemporalDetector(_TimelapseDetector):
         pos_of = np.full(len(ids), -1)
         pos_of[sort] = np.arange(n_sorted)
         pos = pos_of[pd.Index(ids).get_indexer(batch.frame_ids)]
-        res = np.column_stack([
-            self._pair_residual(z, order, sort, pos, batch.z, batch.order_time, o)
-            for o in range(1, self.window + 1)])
+        res = np.column_stack(
+            [
+                self._pair_residual(z, order, sort, pos, batch.z, batch.order_time, o)
+                for o in range(1, self.window + 1)
+            ]
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            around = np.nanmedian(np.column_stack(
-                [self._residuals(z, order, sort, o) for o in range(1, self.window + 1)]), axis=1)
+            around = np.nanmedian(
+                np.column_stack(
+                    [self._residuals(z, order, sort, o) for o in range(1, self.window + 1)]
+                ),
+                axis=1,
+            )
         local = np.full((len(batch), 2 * self.scale_window), np.nan)
-        offsets = [o for o in range(-self.scale_window - 1, self.scale_window + 2)
-                   if abs(o) > 1][:2 * self.scale_window]
+        offsets = [o for o in range(-self.scale_window - 1, self.scale_window + 2) if abs(o) > 1][
+            : 2 * self.scale_window
+        ]
         for col, offset in enumerate(offsets):
             k = pos + offset
             ok = (pos >= 0) & (k >= 0) & (k < n_sorted)
@@ -171,9 +184,17 @@ class TemporalDetector(_TimelapseDetector):
             raw = np.nanmedian(res, axis=1)
             one_sided = ~np.isfinite(raw)  # first/last frame, or next to a gap in time
             if one_sided.any():
-                raw[one_sided] = np.nanmedian(self._side_distances(
-                    z, order, sort, pos[one_sided], batch.z[one_sided],
-                    batch.order_time[one_sided]), axis=1)
+                raw[one_sided] = np.nanmedian(
+                    self._side_distances(
+                        z,
+                        order,
+                        sort,
+                        pos[one_sided],
+                        batch.z[one_sided],
+                        batch.order_time[one_sided],
+                    ),
+                    axis=1,
+                )
             scale = np.nanmedian(local, axis=1)
         scale = np.maximum(np.where(np.isfinite(scale), scale, 0.0), max(self.floor_, 1e-12))
         return raw / scale
@@ -197,8 +218,13 @@ class SameTimeDetector(_TimelapseDetector):
     order = 90
     unscorable = "(frames need timestamps, on at least two days)"
 
-    def __init__(self, contamination: float = 0.05, n_neighbors: int = 3,
-                 window_minutes: float = 30.0, max_days: int | None = 30):
+    def __init__(
+        self,
+        contamination: float = 0.05,
+        n_neighbors: int = 3,
+        window_minutes: float = 30.0,
+        max_days: int | None = 30,
+    ):
         self.contamination = contamination
         self.n_neighbors = n_neighbors
         self.window_minutes = window_minutes
@@ -211,8 +237,9 @@ class SameTimeDetector(_TimelapseDetector):
     def _raw(self, batch):
         bound = self.max_days
         if bound is not None and bound < 1:
-            raise ValueError(f"same_time max_days must be at least 1 (or None for every day), "
-                             f"got {bound}")
+            raise ValueError(
+                f"same_time max_days must be at least 1 (or None for every day), got {bound}"
+            )
         _, z, _, local = self._context(batch)
         days, minutes = day_and_minute(local)
         b_days, b_minutes = day_and_minute(batch.local_time)  # NaT rows: NaN minutes, skipped
@@ -230,8 +257,9 @@ class SameTimeDetector(_TimelapseDetector):
                 continue
             lo, hi = b * width - w, (b + 1) * width + w
             m = minutes
-            cand = np.flatnonzero(np.isfinite(m) & (
-                ((m >= lo) & (m <= hi)) | (m - 1440 >= lo) | (m + 1440 <= hi)))
+            cand = np.flatnonzero(
+                np.isfinite(m) & (((m >= lo) & (m <= hi)) | (m - 1440 >= lo) | (m + 1440 <= hi))
+            )
             if not len(cand):
                 continue
             # candidates sorted by day: a block of rows spanning a few days meets one slice

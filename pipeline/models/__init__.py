@@ -24,8 +24,24 @@ Where things live:
 Only these modules and `pipeline/embed*` import TensorFlow/Keras, and only inside functions.
 """
 
-from pipeline.models.registry import (DEFAULT_MODEL, KERAS_PREFIX, REGISTRY, Availability,
-                                      ImagenetWeights, ModelSpec, get_model, register)
+from pipeline.models.registry import (
+    DEFAULT_MODEL,
+    KERAS_PREFIX,
+    REGISTRY,
+    Availability,
+    ImagenetWeights,
+    ModelSpec,
+    get_model,
+    register,
+)
 
-__all__ = ["DEFAULT_MODEL", "KERAS_PREFIX", "REGISTRY", "Availability", "ImagenetWeights",
-           "ModelSpec", "get_model", "register"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "KERAS_PREFIX",
+    "REGISTRY",
+    "Availability",
+    "ImagenetWeights",
+    "ModelSpec",
+    "get_model",
+    "register",
+]

@@ -23,8 +23,9 @@ class Embedder:
     """A built model: `embed(uint8 [n, s, s, 3]) -> float32 [n, dim]`; `weights` says whence,
     `precision` at which precision its maths runs (the vectors are float32 whatever it is)."""
 
-    def __init__(self, spec: "ModelSpec", dim: int, input_size: int, weights: str,
-                 precision: str = "float32"):
+    def __init__(
+        self, spec: "ModelSpec", dim: int, input_size: int, weights: str, precision: str = "float32"
+    ):
         self.spec = spec
         self.key = spec.key
         self.family = spec.family
@@ -43,8 +44,10 @@ class Embedder:
 
     def __reduce__(self):
         if self.recipe is None:
-            raise TypeError(f"this {self.key} model was not built by build_embedder, so a "
-                            "worker cannot build it again")
+            raise TypeError(
+                f"this {self.key} model was not built by build_embedder, so a "
+                "worker cannot build it again"
+            )
         return self.recipe
 
 
@@ -54,8 +57,14 @@ class KerasEmbedder(Embedder):
     Built at bfloat16 or float16, the families end the model with a float32 layer (the pooling
     head), so the pooled vector is averaged in float32 from the 16-bit feature map."""
 
-    def __init__(self, spec: "ModelSpec", model, preprocess: Callable[[np.ndarray], np.ndarray],
-                 weights: str, precision: str = "float32"):
+    def __init__(
+        self,
+        spec: "ModelSpec",
+        model,
+        preprocess: Callable[[np.ndarray], np.ndarray],
+        weights: str,
+        precision: str = "float32",
+    ):
         shape = model.input_shape
         size = int(shape[1] or 224)
         dim = int(model.output_shape[-1])
@@ -71,8 +80,10 @@ class KerasEmbedder(Embedder):
 
 def caffe_preprocess(mean_bgr: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """RGB 0..255 -> BGR minus the per-channel mean (VGG16, ResNet50, HED)."""
+
     def preprocess(x: np.ndarray) -> np.ndarray:
         return x[..., ::-1] - mean_bgr
+
     return preprocess
 
 

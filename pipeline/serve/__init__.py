@@ -23,8 +23,7 @@ from pathlib import Path
 from pipeline.settings import Settings
 
 
-def build(db: Path, settings: Settings, run_id: int | None = None,
-          token: str | None = None):
+def build(db: Path, settings: Settings, run_id: int | None = None, token: str | None = None):
     """The app, with its run and model loaded (a pinned run that cannot be served raises
     `AnalysisError` here; without one, a store with no run yet serves 503s until one comes)."""
     from pipeline.serve.app import create_app
@@ -39,5 +38,6 @@ def run_server(app, host: str, port: int) -> None:
     """Serve `app` with uvicorn until Ctrl-C or SIGTERM (both stop it cleanly)."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=True,
-                timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app, host=host, port=port, log_level="info", access_log=True, timeout_graceful_shutdown=10
+    )

@@ -45,20 +45,40 @@ HEALTH_PATH = "/v1/health"
 # does not import the dashboard, a test checks the two agree).
 DASHBOARD_FRAME_PAGE = "frame"
 DASHBOARD_FRAME_KEY = "frame"
-_WEATHER = ("station", "observed_at", "condition", "temperature_c", "precipitation_mm",
-            "cloud_cover_pct", "wind_speed_ms", "visibility_km")
-_FRAME_FACTS = ("path", "taken_at", "taken_at_utc", "time_source", "width", "height",
-                "daylight", "sun_elevation", "mean_luma", "contrast", "sharpness",
-                "colorfulness")
+_WEATHER = (
+    "station",
+    "observed_at",
+    "condition",
+    "temperature_c",
+    "precipitation_mm",
+    "cloud_cover_pct",
+    "wind_speed_ms",
+    "visibility_km",
+)
+_FRAME_FACTS = (
+    "path",
+    "taken_at",
+    "taken_at_utc",
+    "time_source",
+    "width",
+    "height",
+    "daylight",
+    "sun_elevation",
+    "mean_luma",
+    "contrast",
+    "sharpness",
+    "colorfulness",
+)
 
 
 # --- JSON shapes (the OpenAPI docs show them) ---------------------------------------------------
+
 
 class Health(BaseModel):
     status: Literal["ok"]
     run_id: int
     model: str
-    precision: str    # what uploads are embedded at: the run's vectors' precision by default
+    precision: str  # what uploads are embedded at: the run's vectors' precision by default
     frames: int
 
 
@@ -69,7 +89,7 @@ class Problem(BaseModel):
 
 
 class Score(BaseModel):
-    score: float | None    # higher = more abnormal; null: the detector could not score it
+    score: float | None  # higher = more abnormal; null: the detector could not score it
     percentile: float | None  # 0..1: its rank among the fit frames' scores
 
 
@@ -146,18 +166,37 @@ class FrameInfo(BaseModel):
     dashboard_url: str
 
 
-_SCORE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": [FILE_FIELD],
-    "properties": {
-        FILE_FIELD: {"type": "array", "items": {"type": "string", "format": "binary"},
-                     "description": "one or more JPEG or PNG frames"},
-        TIME_FIELD: {"type": "array", "items": {"type": "string"},
-                     "description": "optional, one per file: when it was taken (ISO 8601; "
-                                    "overrides the EXIF time)"}}}}}}}
+_SCORE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FILE_FIELD],
+                    "properties": {
+                        FILE_FIELD: {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "one or more JPEG or PNG frames",
+                        },
+                        TIME_FIELD: {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "optional, one per file: when it was taken (ISO 8601; "
+                            "overrides the EXIF time)",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
 _ERRORS = {code: {"model": Problem} for code in (400, 401, 413, 415, 422, 503)}
 
 
 # --- the token --------------------------------------------------------------------------------
+
 
 class BearerToken:
     """ASGI middleware: every path but /v1/health needs `Authorization: Bearer <token>`
@@ -176,32 +215,39 @@ class BearerToken:
             return await self.app(scope, receive, send)
         given = "a wrong token" if value.strip() else "no token"
         response = JSONResponse(
-            {"detail": f"{given}: send the header `Authorization: Bearer <token>` with the "
-                       "token from the server's --token-file", "problem": "unauthorized"},
-            status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            {
+                "detail": f"{given}: send the header `Authorization: Bearer <token>` with the "
+                "token from the server's --token-file",
+                "problem": "unauthorized",
+            },
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
         await response(scope, receive, send)
 
 
 def _path(scope) -> str:
     path, root = scope.get("path", ""), scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 # --- the app ----------------------------------------------------------------------------------
 
-def create_app(scorer: Scorer, settings: Settings, token: str | None = None,
-               reload: bool = True) -> FastAPI:
+
+def create_app(
+    scorer: Scorer, settings: Settings, token: str | None = None, reload: bool = True
+) -> FastAPI:
     """The FastAPI app over a `Scorer`; `reload`: look for newer runs every
     `serve_reload_seconds` (off when a run id is pinned)."""
-    batcher = MicroBatcher(scorer.score_groups, settings.serve_batch_ms / 1000,
-                           settings.batch_size)
+    batcher = MicroBatcher(scorer.score_groups, settings.serve_batch_ms / 1000, settings.batch_size)
     decoders = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="decode")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
-        poller = asyncio.create_task(_poll(scorer, settings.serve_reload_seconds)) if reload \
-            else None
+        poller = (
+            asyncio.create_task(_poll(scorer, settings.serve_reload_seconds)) if reload else None
+        )
         try:
             yield
         finally:
@@ -210,9 +256,12 @@ def create_app(scorer: Scorer, settings: Settings, token: str | None = None,
             await batcher.stop()
             decoders.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="Garden time-lapse outlier explorer", version=__version__,
-                  summary="Scores new frames against a frozen analysis run (nothing is written)",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="Garden time-lapse outlier explorer",
+        version=__version__,
+        summary="Scores new frames against a frozen analysis run (nothing is written)",
+        lifespan=lifespan,
+    )
     app.state.scorer = scorer
     app.state.batcher = batcher
     if token:
@@ -228,33 +277,52 @@ def create_app(scorer: Scorer, settings: Settings, token: str | None = None,
     @app.exception_handler(Unavailable)
     async def _unavailable(request: Request, exc: Unavailable):
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        return JSONResponse({"detail": str(exc), "problem": exc.problem}, status_code=503,
-                            headers=headers)
+        return JSONResponse(
+            {"detail": str(exc), "problem": exc.problem}, status_code=503, headers=headers
+        )
 
     @app.exception_handler(store.StoreError)
     async def _store_error(request: Request, exc: store.StoreError):
         busy = isinstance(exc, store.StoreLockedError)
-        return JSONResponse({"detail": str(exc), "problem": "store_busy" if busy else "store"},
-                            status_code=503, headers={"Retry-After": "5"} if busy else None)
+        return JSONResponse(
+            {"detail": str(exc), "problem": "store_busy" if busy else "store"},
+            status_code=503,
+            headers={"Retry-After": "5"} if busy else None,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):  # logged by uvicorn; serving goes on
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__}: {exc}); the "
-                                       "service keeps running", "problem": "internal"},
-                            status_code=500)
+        return JSONResponse(
+            {
+                "detail": f"internal error ({type(exc).__name__}: {exc}); the "
+                "service keeps running",
+                "problem": "internal",
+            },
+            status_code=500,
+        )
 
-    @app.get(HEALTH_PATH, response_model=Health,
-             responses={503: {"description": "no run to score against yet (run analyze)"}})
+    @app.get(
+        HEALTH_PATH,
+        response_model=Health,
+        responses={503: {"description": "no run to score against yet (run analyze)"}},
+    )
     async def health():
         """The run new frames are scored against; 503 (and what to do) when there is none."""
         try:
             run = scorer.run()
         except Unavailable as exc:
-            return JSONResponse({"status": "unavailable", "detail": str(exc),
-                                 "problem": exc.problem}, status_code=503,
-                                headers={"Retry-After": str(exc.retry_after or 30)})
-        return {"status": "ok", "run_id": run.run_id, "model": run.fitted.model,
-                "precision": run.embedder.precision, "frames": run.n_frames}
+            return JSONResponse(
+                {"status": "unavailable", "detail": str(exc), "problem": exc.problem},
+                status_code=503,
+                headers={"Retry-After": str(exc.retry_after or 30)},
+            )
+        return {
+            "status": "ok",
+            "run_id": run.run_id,
+            "model": run.fitted.model,
+            "precision": run.embedder.precision,
+            "frames": run.n_frames,
+        }
 
     @app.post("/v1/score", response_model=Scored, responses=_ERRORS, openapi_extra=_SCORE_BODY)
     async def score(request: Request):
@@ -262,14 +330,19 @@ def create_app(scorer: Scorer, settings: Settings, token: str | None = None,
         run: the scores `score-new` would give them, the run's verdict, and the nearest
         stored frames. Nothing is stored."""
         run = scorer.run()
-        form = await read_form(request.headers, request.stream(), settings.max_upload_bytes,
-                               settings.max_upload_files)
+        form = await read_form(
+            request.headers, request.stream(), settings.max_upload_bytes, settings.max_upload_files
+        )
         loop = asyncio.get_running_loop()
         times = form.times or [None] * len(form.files)
-        uploads = await asyncio.gather(*(
-            loop.run_in_executor(decoders, decode_upload, part, when, settings,
-                                 run.embedder.input_size)
-            for part, when in zip(form.files, times)))
+        uploads = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    decoders, decode_upload, part, when, settings, run.embedder.input_size
+                )
+                for part, when in zip(form.files, times)
+            )
+        )
         queued = time.monotonic()
         for upload in uploads:
             upload.queued_at = queued
@@ -285,14 +358,22 @@ def create_app(scorer: Scorer, settings: Settings, token: str | None = None,
         serving = scorer.loaded.run_id if scorer.loaded is not None else None
         with store.connect(scorer.db, read_only=True) as con:
             rows = sa.fitted_runs(con)
-        return {"runs": [{
-            "run_id": int(r.run_id), "model": r.model, "n_frames": _int(r.n_frames),
-            "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
-            "code_version": r.code_version, "serving": int(r.run_id) == serving,
-        } for r in rows.itertuples(index=False)]}
+        return {
+            "runs": [
+                {
+                    "run_id": int(r.run_id),
+                    "model": r.model,
+                    "n_frames": _int(r.n_frames),
+                    "started_at": _iso(r.started_at),
+                    "finished_at": _iso(r.finished_at),
+                    "code_version": r.code_version,
+                    "serving": int(r.run_id) == serving,
+                }
+                for r in rows.itertuples(index=False)
+            ]
+        }
 
-    @app.get("/v1/frames/{frame_id}", response_model=FrameInfo,
-             responses={404: {"model": Problem}})
+    @app.get("/v1/frames/{frame_id}", response_model=FrameInfo, responses={404: {"model": Problem}})
     def frame(frame_id: int, request: Request):
         """A stored frame: its file, time, image statistics, weather, its cluster and scores
         in the run served (the newest complete run before one is loaded), its review."""
@@ -306,25 +387,47 @@ def create_app(scorer: Scorer, settings: Settings, token: str | None = None,
         return {
             "frame_id": frame_id,
             **{key: _plain(detail.get(key)) for key in _FRAME_FACTS},
-            "weather": ({key: _plain(detail.get(f"weather_{key}" if key in ("station",
-                         "observed_at") else key)) for key in _WEATHER}
-                        if _plain(detail.get("weather_station")) is not None else None),
+            "weather": (
+                {
+                    key: _plain(
+                        detail.get(f"weather_{key}" if key in ("station", "observed_at") else key)
+                    )
+                    for key in _WEATHER
+                }
+                if _plain(detail.get("weather_station")) is not None
+                else None
+            ),
             "run_id": run_id,
             "cluster": _int(detail.get("cluster")),
-            "scores": {row.detector: {"score": _plain(row.score),
-                                      "percentile": _plain(row.score_pct),
-                                      "is_outlier": _plain(row.is_outlier)}
-                       for row in scores.itertuples(index=False)},
-            "review": ({"verdict": detail["verdict"], "note": _plain(detail.get("review_note")),
-                        "reviewed_at": _plain(detail.get("reviewed_at"))}
-                       if _plain(detail.get("verdict")) is not None else None),
+            "scores": {
+                row.detector: {
+                    "score": _plain(row.score),
+                    "percentile": _plain(row.score_pct),
+                    "is_outlier": _plain(row.is_outlier),
+                }
+                for row in scores.itertuples(index=False)
+            },
+            "review": (
+                {
+                    "verdict": detail["verdict"],
+                    "note": _plain(detail.get("review_note")),
+                    "reviewed_at": _plain(detail.get("reviewed_at")),
+                }
+                if _plain(detail.get("verdict")) is not None
+                else None
+            ),
             **_links(request, settings, frame_id, run_id),
         }
 
-    @app.get("/v1/frames/{frame_id}/thumbnail", name="thumbnail",
-             response_class=Response, responses={
-                 200: {"content": {"image/jpeg": {}}, "description": "the stored thumbnail"},
-                 404: {"model": Problem}})
+    @app.get(
+        "/v1/frames/{frame_id}/thumbnail",
+        name="thumbnail",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/jpeg": {}}, "description": "the stored thumbnail"},
+            404: {"model": Problem},
+        },
+    )
     def thumbnail(frame_id: int):
         """A stored frame's thumbnail (JPEG, ~256 px long side)."""
         with store.connect(scorer.db, read_only=True) as con:
@@ -351,15 +454,20 @@ async def _poll(scorer: Scorer, every: float) -> None:
 
 
 def _links(request: Request, settings: Settings, frame_id: int, run_id: int | None) -> dict:
-    page = (f"{settings.dashboard_url.rstrip('/')}/{DASHBOARD_FRAME_PAGE}"
-            f"?{DASHBOARD_FRAME_KEY}={frame_id}" + (f"&run={run_id}" if run_id is not None else ""))
-    return {"thumbnail_url": str(request.url_for("thumbnail", frame_id=frame_id)),
-            "dashboard_url": page}
+    page = (
+        f"{settings.dashboard_url.rstrip('/')}/{DASHBOARD_FRAME_PAGE}"
+        f"?{DASHBOARD_FRAME_KEY}={frame_id}" + (f"&run={run_id}" if run_id is not None else "")
+    )
+    return {
+        "thumbnail_url": str(request.url_for("thumbnail", frame_id=frame_id)),
+        "dashboard_url": page,
+    }
 
 
 def _not_found(frame_id: int) -> JSONResponse:
-    return JSONResponse({"detail": f"no frame {frame_id} in the store", "problem": "not_found"},
-                        status_code=404)
+    return JSONResponse(
+        {"detail": f"no frame {frame_id} in the store", "problem": "not_found"}, status_code=404
+    )
 
 
 def _plain(value):

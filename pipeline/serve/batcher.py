@@ -48,8 +48,9 @@ class BatchStats:
 class MicroBatcher(Generic[Item]):
     """Groups of items from concurrent callers -> one `work(groups)` call per few ms."""
 
-    def __init__(self, work: Callable[[list[list[Item]]], list[Any]], window: float,
-                 max_items: int):
+    def __init__(
+        self, work: Callable[[list[list[Item]]], list[Any]], window: float, max_items: int
+    ):
         self.work = work
         self.window = max(0.0, float(window))
         self.max_items = max(1, int(max_items))

@@ -34,8 +34,14 @@ from pipeline.fitted import FittedRun
 from pipeline.imagestats import FrameResult, read_frame_bytes
 from pipeline.ingest import time_rows
 from pipeline.models.embedder import Embedder
-from pipeline.pixels import (FrameDecodeError, GridCache, ThumbnailReader, UploadReader,
-                             check_header, configure)
+from pipeline.pixels import (
+    FrameDecodeError,
+    GridCache,
+    ThumbnailReader,
+    UploadReader,
+    check_header,
+    configure,
+)
 from pipeline.score_new import load_fitted_run, run_precision, score_batch
 from pipeline.serve.uploads import FRAME_PROBLEMS, FilePart, UploadError
 from pipeline.settings import Settings
@@ -91,8 +97,9 @@ class Upload:
     queued_at: float = 0.0
 
 
-def decode_upload(part: FilePart, taken_at: str | None, settings: Settings,
-                  input_size: int) -> Upload:
+def decode_upload(
+    part: FilePart, taken_at: str | None, settings: Settings, input_size: int
+) -> Upload:
     """Decode one uploaded file as ingest and embed would read it; UploadError if it is not a
     usable JPEG or PNG frame, or its `taken_at` is not a time."""
     started = time.monotonic()
@@ -103,18 +110,25 @@ def decode_upload(part: FilePart, taken_at: str | None, settings: Settings,
         frame.error, frame.error_kind = str(exc), exc.kind
     else:
         # one decode for the thumbnail, statistics, time and the model's input, as `run` does
-        read_frame_bytes(part.data, frame, settings.thumbnail_size, settings.max_image_pixels,
-                         model_size=input_size)
+        read_frame_bytes(
+            part.data,
+            frame,
+            settings.thumbnail_size,
+            settings.max_image_pixels,
+            model_size=input_size,
+        )
     if frame.error is not None:
         kind = frame.error_kind or "corrupt"
-        raise UploadError(FRAME_PROBLEMS.get(kind, 422), kind, f"{part.filename}: {frame.error}",
-                          part.filename)
+        raise UploadError(
+            FRAME_PROBLEMS.get(kind, 422), kind, f"{part.filename}: {frame.error}", part.filename
+        )
     if taken_at is not None:
         try:
             frame.time = given_time(taken_at)
         except ValueError as exc:
-            raise UploadError(422, "bad_taken_at", f"{part.filename}: taken_at {exc}",
-                              part.filename) from None
+            raise UploadError(
+                422, "bad_taken_at", f"{part.filename}: taken_at {exc}", part.filename
+            ) from None
     pixels, frame.model_input = frame.model_input, None
     return Upload(part.filename, part.data, frame, pixels, time.monotonic() - started)
 
@@ -127,10 +141,12 @@ class Scorer:
         self.settings = settings
         self.pinned = run_id
         self.loaded: LoadedRun | None = None
-        self.problem = (f"no complete analysis run with a saved fitted state in {db} yet; run "
-                        f"`python -m pipeline analyze --db {db}` first")
+        self.problem = (
+            f"no complete analysis run with a saved fitted state in {db} yet; run "
+            f"`python -m pipeline analyze --db {db}` first"
+        )
         self._refreshing = threading.Lock()
-        self._refused: dict[int, str] = {}   # run id -> why it cannot be served here
+        self._refused: dict[int, str] = {}  # run id -> why it cannot be served here
         configure(settings.max_image_pixels)  # Pillow: bombs and truncation are errors
 
     # --- which run ------------------------------------------------------------------------
@@ -170,8 +186,12 @@ class Scorer:
             for warning in loaded.warnings:
                 log.warning("serve: %s", warning)
             self.loaded = loaded
-            log.info("serve: scoring against run %s (%s, %d frames)", loaded.run_id,
-                     loaded.fitted.model, loaded.n_frames)
+            log.info(
+                "serve: scoring against run %s (%s, %d frames)",
+                loaded.run_id,
+                loaded.fitted.model,
+                loaded.n_frames,
+            )
 
     def _load(self, run_id: int, place: daylight.Place) -> LoadedRun:
         fitted, warnings = load_fitted_run(self.db, run_id, read_only=True)
@@ -180,11 +200,14 @@ class Scorer:
         # when it is not auto), so an upload is embedded in the space the run was fitted in
         choice = run_precision(self.db, fitted, self.settings.precision)
         if current is not None and (current.embedder.key, current.embedder.precision) == (
-                fitted.model, choice.precision):
+            fitted.model,
+            choice.precision,
+        ):
             embedder = current.embedder
         else:
-            embedder, _ = build_embedder(self.settings.replace(model=fitted.model),
-                                         precision=choice.precision)
+            embedder, _ = build_embedder(
+                self.settings.replace(model=fitted.model), precision=choice.precision
+            )
             log.info("serve: %s at %s", fitted.model, choice.describe())
         with store.connect(self.db, read_only=True) as con:
             row = se.get_model_row(con, fitted.model)
@@ -192,9 +215,11 @@ class Scorer:
             raise AnalysisError(
                 f"run {run_id}'s {fitted.model} vectors were made with other weights "
                 f"({row.weights}) than this model has here ({embedder.weights}); give the same "
-                "weights file (setting weights) so uploads are comparable")
-        return LoadedRun(fitted, embedder, place, warnings,
-                         GridCache(self.settings.serve_cache_mb * 2**20))
+                "weights file (setting weights) so uploads are comparable"
+            )
+        return LoadedRun(
+            fitted, embedder, place, warnings, GridCache(self.settings.serve_cache_mb * 2**20)
+        )
 
     # --- scoring ----------------------------------------------------------------------------
 
@@ -207,59 +232,94 @@ class Scorer:
         vectors = self._embed(run.embedder, uploads)
         ids = UPLOAD_ID_BASE + np.arange(len(uploads), dtype=np.int64)
         labels = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
-        frames = pd.concat([upload_frames(ids[labels == n], [u.frame for u in group],
-                                          run.place, self.settings)
-                            for n, group in enumerate(groups)], ignore_index=True)
-        pixels = UploadReader({int(i): u.frame.thumbnail for i, u in zip(ids, uploads)},
-                              ThumbnailReader(self.db, read_only=True, cache=run.grids))
-        scored = score_batch(run.fitted, ids, vectors, frames, pixels,
-                             n_nearest=self.settings.serve_nearest, groups=labels)
+        frames = pd.concat(
+            [
+                upload_frames(ids[labels == n], [u.frame for u in group], run.place, self.settings)
+                for n, group in enumerate(groups)
+            ],
+            ignore_index=True,
+        )
+        pixels = UploadReader(
+            {int(i): u.frame.thumbnail for i, u in zip(ids, uploads)},
+            ThumbnailReader(self.db, read_only=True, cache=run.grids),
+        )
+        scored = score_batch(
+            run.fitted,
+            ids,
+            vectors,
+            frames,
+            pixels,
+            n_nearest=self.settings.serve_nearest,
+            groups=labels,
+        )
         k = min(self.settings.serve_nearest, scored.nn_idx.shape[1])
         nearest = run.fitted.index.frame_ids_[scored.nn_idx[:, :k]]
         with store.connect(self.db, read_only=True) as con:
             facts = sa.load_frames(con, np.unique(nearest))
         taken = dict(zip(facts["frame_id"].tolist(), map(_iso, facts["taken_at"])))
         done = time.monotonic()
-        results = [{
-            "filename": upload.filename,
-            "verdict": "junk" if scored.is_outlier[row] else "ok",
-            "too_far": bool(scored.too_far[row]),
-            "cluster": int(scored.clusters[row]),
-            "scores": {key: {"score": _number(values[row]),
-                             "percentile": _number(scored.scores.pcts[key][row])}
-                       for key, values in scored.scores.scores.items()},
-            "nearest": [{"frame_id": int(i), "taken_at": taken.get(int(i)), "distance": float(d)}
-                        for i, d in zip(nearest[row], scored.nn_dist[row, :k])],
-            "taken_at": _iso(frames["taken_at"].iloc[row]),
-            "seconds": round(upload.decode_seconds + done - upload.queued_at, 4),
-        } for row, upload in enumerate(uploads)]
-        return [(run.run_id, [results[row] for row in np.flatnonzero(labels == n)])
-                for n in range(len(groups))]
+        results = [
+            {
+                "filename": upload.filename,
+                "verdict": "junk" if scored.is_outlier[row] else "ok",
+                "too_far": bool(scored.too_far[row]),
+                "cluster": int(scored.clusters[row]),
+                "scores": {
+                    key: {
+                        "score": _number(values[row]),
+                        "percentile": _number(scored.scores.pcts[key][row]),
+                    }
+                    for key, values in scored.scores.scores.items()
+                },
+                "nearest": [
+                    {"frame_id": int(i), "taken_at": taken.get(int(i)), "distance": float(d)}
+                    for i, d in zip(nearest[row], scored.nn_dist[row, :k])
+                ],
+                "taken_at": _iso(frames["taken_at"].iloc[row]),
+                "seconds": round(upload.decode_seconds + done - upload.queued_at, 4),
+            }
+            for row, upload in enumerate(uploads)
+        ]
+        return [
+            (run.run_id, [results[row] for row in np.flatnonzero(labels == n)])
+            for n in range(len(groups))
+        ]
 
     def _embed(self, embedder: Embedder, uploads: list[Upload]) -> np.ndarray:
         size = embedder.input_size
-        pixels = [u.pixels if u.pixels.shape[0] == size  # the run's model changed meanwhile
-                  else load_frame(u.data, size) for u in uploads]
+        pixels = [
+            u.pixels
+            if u.pixels.shape[0] == size  # the run's model changed meanwhile
+            else load_frame(u.data, size)
+            for u in uploads
+        ]
         step = self.settings.batch_size
-        return np.concatenate([embedder.embed(np.stack(pixels[i:i + step]))
-                               for i in range(0, len(pixels), step)])
+        return np.concatenate(
+            [embedder.embed(np.stack(pixels[i : i + step])) for i in range(0, len(pixels), step)]
+        )
 
 
-def upload_frames(ids: np.ndarray, frames: list[FrameResult], place: daylight.Place,
-                  settings: Settings) -> pd.DataFrame:
+def upload_frames(
+    ids: np.ndarray, frames: list[FrameResult], place: daylight.Place, settings: Settings
+) -> pd.DataFrame:
     """Uploads as `store.analysis.load_frames` rows (what `FrameBatch.from_frames` reads):
     times and daylight computed as ingest computes them for stored frames."""
     rows = time_rows(frames)
     times = daylight.compute_times(rows, place, settings).times
-    return pd.DataFrame({
-        "frame_id": ids,
-        "path": [f.name for f in frames],
-        "taken_at": times["taken_at"].to_numpy(),
-        "taken_at_utc": times["taken_at_utc"],
-        "mean_luma": rows["mean_luma"], "contrast": rows["contrast"],
-        "sharpness": rows["sharpness"], "colorfulness": rows["colorfulness"],
-        "local_contrast": rows["local_contrast"], "daylight": times["daylight"],
-    })
+    return pd.DataFrame(
+        {
+            "frame_id": ids,
+            "path": [f.name for f in frames],
+            "taken_at": times["taken_at"].to_numpy(),
+            "taken_at_utc": times["taken_at_utc"],
+            "mean_luma": rows["mean_luma"],
+            "contrast": rows["contrast"],
+            "sharpness": rows["sharpness"],
+            "colorfulness": rows["colorfulness"],
+            "local_contrast": rows["local_contrast"],
+            "daylight": times["daylight"],
+        }
+    )
 
 
 def _number(value) -> float | None:

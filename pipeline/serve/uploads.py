@@ -22,8 +22,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 FILE_FIELD = "file"
 TIME_FIELD = "taken_at"
-FIELD_MAX_BYTES = 1024            # a text field (taken_at) is a few dozen bytes
-BODY_OVERHEAD_BYTES = 2**20       # part headers, boundaries and text fields, per request
+FIELD_MAX_BYTES = 1024  # a text field (taken_at) is a few dozen bytes
+BODY_OVERHEAD_BYTES = 2**20  # part headers, boundaries and text fields, per request
 
 # HTTP status of each problem kind of a file that is not a usable frame.
 FRAME_PROBLEMS = {
@@ -59,7 +59,7 @@ class FilePart:
 @dataclass
 class Form:
     files: list[FilePart] = field(default_factory=list)
-    times: list[str] = field(default_factory=list)   # the `taken_at` fields, in order
+    times: list[str] = field(default_factory=list)  # the `taken_at` fields, in order
 
 
 @dataclass
@@ -68,7 +68,7 @@ class _Part:
     filename: str | None = None
     data: bytearray = field(default_factory=bytearray)
     size: int = 0
-    dropped: bool = False     # over its limit: counted, not kept
+    dropped: bool = False  # over its limit: counted, not kept
 
 
 class _Collector:
@@ -122,9 +122,18 @@ class _Collector:
         self.parts.append(self.part)
 
     def callbacks(self) -> dict:
-        return {name: getattr(self, name) for name in (
-            "on_part_begin", "on_header_field", "on_header_value", "on_header_end",
-            "on_headers_finished", "on_part_data", "on_part_end")}
+        return {
+            name: getattr(self, name)
+            for name in (
+                "on_part_begin",
+                "on_header_field",
+                "on_header_value",
+                "on_header_end",
+                "on_headers_finished",
+                "on_part_data",
+                "on_part_end",
+            )
+        }
 
 
 def _text(raw: bytes) -> str:
@@ -134,21 +143,26 @@ def _text(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-async def read_form(headers, stream: AsyncIterator[bytes], max_bytes: int,
-                    max_files: int) -> Form:
+async def read_form(headers, stream: AsyncIterator[bytes], max_bytes: int, max_files: int) -> Form:
     """The `file` parts and `taken_at` fields of a multipart/form-data body, or UploadError."""
     kind, params = parse_options_header(headers.get("content-type", ""))
     if kind != b"multipart/form-data" or b"boundary" not in params:
-        raise UploadError(415, "not_multipart",
-                          "send multipart/form-data with one or more parts named `file` "
-                          "(e.g. curl -F file=@frame.jpg)")
+        raise UploadError(
+            415,
+            "not_multipart",
+            "send multipart/form-data with one or more parts named `file` "
+            "(e.g. curl -F file=@frame.jpg)",
+        )
     cap = max_files * max_bytes + BODY_OVERHEAD_BYTES
     length = headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > cap:
-        raise UploadError(413, "request_too_big",
-                          f"the request is {int(length) / 2**20:.0f} MiB, over what "
-                          f"{max_files} files of at most {_mib(max_bytes)} each can take "
-                          "(settings max_upload_files and max_upload_bytes)")
+        raise UploadError(
+            413,
+            "request_too_big",
+            f"the request is {int(length) / 2**20:.0f} MiB, over what "
+            f"{max_files} files of at most {_mib(max_bytes)} each can take "
+            "(settings max_upload_files and max_upload_bytes)",
+        )
     collector = _Collector(max_bytes, max_files)
     parser = MultipartParser(params[b"boundary"], collector.callbacks())
     received = 0
@@ -156,16 +170,20 @@ async def read_form(headers, stream: AsyncIterator[bytes], max_bytes: int,
         async for chunk in stream:
             received += len(chunk)
             if received > cap:
-                raise UploadError(413, "request_too_big",
-                                  f"the request is over {cap / 2**20:.0f} MiB, what "
-                                  f"{max_files} files of at most {_mib(max_bytes)} each can take")
+                raise UploadError(
+                    413,
+                    "request_too_big",
+                    f"the request is over {cap / 2**20:.0f} MiB, what "
+                    f"{max_files} files of at most {_mib(max_bytes)} each can take",
+                )
             parser.write(chunk)
         parser.finalize()
     except UploadError:
         raise
     except Exception as exc:  # python-multipart raises its own errors for a malformed body
-        raise UploadError(400, "bad_multipart",
-                          f"the multipart body cannot be read: {exc}") from None
+        raise UploadError(
+            400, "bad_multipart", f"the multipart body cannot be read: {exc}"
+        ) from None
     return _check(collector, max_bytes, max_files)
 
 
@@ -174,38 +192,57 @@ def _check(collector: _Collector, max_bytes: int, max_files: int) -> Form:
     files = [p for p in parts if p.name == FILE_FIELD]
     if not files:
         sent = ", ".join(sorted({repr(p.name) for p in parts})) or "none"
-        raise UploadError(400, "no_file",
-                          f"no part named `file` (parts sent: {sent}); send each image as a "
-                          "multipart part named file, e.g. curl -F file=@frame.jpg")
+        raise UploadError(
+            400,
+            "no_file",
+            f"no part named `file` (parts sent: {sent}); send each image as a "
+            "multipart part named file, e.g. curl -F file=@frame.jpg",
+        )
     if len(files) > max_files:
-        raise UploadError(413, "too_many_files",
-                          f"{len(files)} files in one request; at most {max_files} "
-                          "(setting max_upload_files): send them in several requests")
+        raise UploadError(
+            413,
+            "too_many_files",
+            f"{len(files)} files in one request; at most {max_files} "
+            "(setting max_upload_files): send them in several requests",
+        )
     other = sorted({p.name for p in parts if p.name not in (FILE_FIELD, TIME_FIELD)})
     if other:
-        raise UploadError(400, "unknown_field",
-                          f"unknown form field(s) {', '.join(map(repr, other))}: /v1/score "
-                          "takes `file` parts and optional `taken_at` fields")
+        raise UploadError(
+            400,
+            "unknown_field",
+            f"unknown form field(s) {', '.join(map(repr, other))}: /v1/score "
+            "takes `file` parts and optional `taken_at` fields",
+        )
     form = Form()
     for number, part in enumerate(files, 1):
         name = part.filename or f"file {number}"
         if part.size > max_bytes:
-            raise UploadError(413, "too_big",
-                              f"{name}: file too big: {part.size / 2**20:.1f} MiB, over the "
-                              f"limit of {_mib(max_bytes)} (setting max_upload_bytes)", name)
+            raise UploadError(
+                413,
+                "too_big",
+                f"{name}: file too big: {part.size / 2**20:.1f} MiB, over the "
+                f"limit of {_mib(max_bytes)} (setting max_upload_bytes)",
+                name,
+            )
         if part.size == 0:
             raise UploadError(400, "empty", f"{name}: empty file (0 bytes)", name)
         form.files.append(FilePart(name, bytes(part.data), part.size))
     for part in parts:
         if part.name == TIME_FIELD:
             if part.dropped:
-                raise UploadError(400, "bad_taken_at",
-                                  f"a taken_at field of {part.size} bytes: give an ISO 8601 time")
+                raise UploadError(
+                    400,
+                    "bad_taken_at",
+                    f"a taken_at field of {part.size} bytes: give an ISO 8601 time",
+                )
             form.times.append(_text(bytes(part.data)))
     if form.times and len(form.times) != len(form.files):
-        raise UploadError(400, "bad_taken_at",
-                          f"{len(form.times)} taken_at fields for {len(form.files)} files: "
-                          "give one per file, in the same order, or none")
+        raise UploadError(
+            400,
+            "bad_taken_at",
+            f"{len(form.times)} taken_at fields for {len(form.files)} files: "
+            "give one per file, in the same order, or none",
+        )
     return form
 
 

@@ -30,7 +30,24 @@ from pipeline.weather.table import Table
 from pipeline.weather.units import unit_in_name
 from pipeline.weather.validation import LIMITS
 
-__all__ = ["CONDITIONS", "FIELDS", "LIMITS", "TARGETS", "RejectedValue", "Table",
-           "WeatherImportSummary", "apply_settings", "condition_for_code", "derive_conditions",
-           "describe_join", "describe_stations", "import_csv", "read_csv", "read_table",
-           "set_join", "station_name", "unit_in_name", "write_observations"]
+__all__ = [
+    "CONDITIONS",
+    "FIELDS",
+    "LIMITS",
+    "TARGETS",
+    "RejectedValue",
+    "Table",
+    "WeatherImportSummary",
+    "apply_settings",
+    "condition_for_code",
+    "derive_conditions",
+    "describe_join",
+    "describe_stations",
+    "import_csv",
+    "read_csv",
+    "read_table",
+    "set_join",
+    "station_name",
+    "unit_in_name",
+    "write_observations",
+]

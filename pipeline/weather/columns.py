@@ -22,41 +22,164 @@ from pipeline.weather.table import Table, norm
 from pipeline.weather.units import SYSTEMS, UNITS, unit_key
 
 #: The measured fields of the `weather` table, in SI, plus the WMO code.
-FIELDS = ("temperature_c", "precipitation_mm", "cloud_cover_pct", "wind_speed_ms",
-          "visibility_km", "weather_code")
+FIELDS = (
+    "temperature_c",
+    "precipitation_mm",
+    "cloud_cover_pct",
+    "wind_speed_ms",
+    "visibility_km",
+    "weather_code",
+)
 TARGETS = ("time", "station") + FIELDS
 
 # Column names (lower case, spaces and dashes as '_') that mean a target, most specific first.
 SYNONYMS = {
-    "time": ["time", "time_hour", "timestamp", "datetime", "date_time", "observed_at",
-             "observation_time", "valid", "valid_time", "time_utc", "utc_time", "date_utc",
-             "dt_iso", "obs_time", "date"],
-    "station": ["station", "station_id", "stationid", "origin", "site", "station_name",
-                "location_id", "location", "icao", "name"],
-    "temperature_c": ["temperature_2m", "temperature", "temp", "air_temperature", "tmpc",
-                      "tmpf", "t2m", "air_temp", "tavg", "temp_c", "temp_f", "temperature_c",
-                      "temperature_f", "tempc", "tempf"],
-    "precipitation_mm": ["precipitation", "precip", "prcp", "p01m", "p01i", "rain", "rainfall",
-                         "precipitation_mm", "precip_mm", "precip_in", "precipitation_in",
-                         "rain_mm"],
-    "cloud_cover_pct": ["cloud_cover", "cloudcover", "clouds", "cloud", "total_cloud_cover",
-                        "cloud_cover_pct", "cldc", "cloudiness"],
-    "wind_speed_ms": ["wind_speed_10m", "windspeed_10m", "wind_speed", "windspeed", "wspd",
-                      "sknt", "wind", "wind_speed_ms", "wind_speed_mph", "wind_speed_kmh",
-                      "wind_mph", "wind_kph", "wind_kmh"],
-    "visibility_km": ["visibility", "visib", "vsby", "vis", "visibility_km", "visibility_m",
-                      "visibility_mi"],
-    "weather_code": ["weather_code", "weathercode", "wmo_code", "wmo", "ww", "coco",
-                     "present_weather_code"],
+    "time": [
+        "time",
+        "time_hour",
+        "timestamp",
+        "datetime",
+        "date_time",
+        "observed_at",
+        "observation_time",
+        "valid",
+        "valid_time",
+        "time_utc",
+        "utc_time",
+        "date_utc",
+        "dt_iso",
+        "obs_time",
+        "date",
+    ],
+    "station": [
+        "station",
+        "station_id",
+        "stationid",
+        "origin",
+        "site",
+        "station_name",
+        "location_id",
+        "location",
+        "icao",
+        "name",
+    ],
+    "temperature_c": [
+        "temperature_2m",
+        "temperature",
+        "temp",
+        "air_temperature",
+        "tmpc",
+        "tmpf",
+        "t2m",
+        "air_temp",
+        "tavg",
+        "temp_c",
+        "temp_f",
+        "temperature_c",
+        "temperature_f",
+        "tempc",
+        "tempf",
+    ],
+    "precipitation_mm": [
+        "precipitation",
+        "precip",
+        "prcp",
+        "p01m",
+        "p01i",
+        "rain",
+        "rainfall",
+        "precipitation_mm",
+        "precip_mm",
+        "precip_in",
+        "precipitation_in",
+        "rain_mm",
+    ],
+    "cloud_cover_pct": [
+        "cloud_cover",
+        "cloudcover",
+        "clouds",
+        "cloud",
+        "total_cloud_cover",
+        "cloud_cover_pct",
+        "cldc",
+        "cloudiness",
+    ],
+    "wind_speed_ms": [
+        "wind_speed_10m",
+        "windspeed_10m",
+        "wind_speed",
+        "windspeed",
+        "wspd",
+        "sknt",
+        "wind",
+        "wind_speed_ms",
+        "wind_speed_mph",
+        "wind_speed_kmh",
+        "wind_mph",
+        "wind_kph",
+        "wind_kmh",
+    ],
+    "visibility_km": [
+        "visibility",
+        "visib",
+        "vsby",
+        "vis",
+        "visibility_km",
+        "visibility_m",
+        "visibility_mi",
+    ],
+    "weather_code": [
+        "weather_code",
+        "weathercode",
+        "wmo_code",
+        "wmo",
+        "ww",
+        "coco",
+        "present_weather_code",
+    ],
 }
 # Units implied by well-known column names (IEM ASOS, Meteostat, suffixes).
-_NAME_UNITS = {"tmpf": "f", "tmpc": "c", "sknt": "kn", "p01i": "in", "p01m": "mm",
-               "vsby": "mi", "tempf": "f", "tempc": "c", "coco": "coco", "cldc": "okta"}
-_SUFFIX_UNITS = {"c": "c", "f": "f", "k": "k", "mm": "mm", "cm": "cm", "in": "in",
-                 "inch": "in", "inches": "in", "pct": "pct", "percent": "pct", "okta": "okta",
-                 "oktas": "okta", "ms": "ms", "mps": "ms", "kmh": "kmh", "kph": "kmh",
-                 "mph": "mph", "kn": "kn", "kt": "kn", "kts": "kn", "knots": "kn", "km": "km",
-                 "m": "m", "mi": "mi", "miles": "mi", "ft": "ft", "wmo": "wmo"}
+_NAME_UNITS = {
+    "tmpf": "f",
+    "tmpc": "c",
+    "sknt": "kn",
+    "p01i": "in",
+    "p01m": "mm",
+    "vsby": "mi",
+    "tempf": "f",
+    "tempc": "c",
+    "coco": "coco",
+    "cldc": "okta",
+}
+_SUFFIX_UNITS = {
+    "c": "c",
+    "f": "f",
+    "k": "k",
+    "mm": "mm",
+    "cm": "cm",
+    "in": "in",
+    "inch": "in",
+    "inches": "in",
+    "pct": "pct",
+    "percent": "pct",
+    "okta": "okta",
+    "oktas": "okta",
+    "ms": "ms",
+    "mps": "ms",
+    "kmh": "kmh",
+    "kph": "kmh",
+    "mph": "mph",
+    "kn": "kn",
+    "kt": "kn",
+    "kts": "kn",
+    "knots": "kn",
+    "km": "km",
+    "m": "m",
+    "mi": "mi",
+    "miles": "mi",
+    "ft": "ft",
+    "wmo": "wmo",
+}
 
 
 @dataclass
@@ -65,8 +188,9 @@ class Column:
     unit: str | None = None
 
 
-def map_columns(table: Table, columns: dict | None, units: str | None,
-                summary: WeatherImportSummary) -> dict[str, Column]:
+def map_columns(
+    table: Table, columns: dict | None, units: str | None, summary: WeatherImportSummary
+) -> dict[str, Column]:
     header = table.header
     by_norm = {}
     for name in header:
@@ -76,19 +200,24 @@ def map_columns(table: Table, columns: dict | None, units: str | None,
     mapping: dict[str, Column] = {}
     for target, spec in (columns or {}).items():
         if target not in TARGETS:
-            raise InputError(f"unknown weather column target {target!r}; targets: "
-                             f"{', '.join(TARGETS)}")
+            raise InputError(
+                f"unknown weather column target {target!r}; targets: {', '.join(TARGETS)}"
+            )
         source, _, unit = str(spec).partition(":")
         source = source.strip()
         if source not in header and norm(source) not in by_norm:
-            raise InputError(f"column {source!r} (for {target}) is not in {table.format} file "
-                             f"{summary.path.name}; its columns: {', '.join(header)}")
+            raise InputError(
+                f"column {source!r} (for {target}) is not in {table.format} file "
+                f"{summary.path.name}; its columns: {', '.join(header)}"
+            )
         source = source if source in header else by_norm[norm(source)]
         if unit:
             key = unit_key(unit)
             if key is None or (target != "time" and UNITS[key][0] != target):
-                raise InputError(f"unit {unit!r} does not fit {target}; units for it: "
-                                 + ", ".join(k for k, v in UNITS.items() if v[0] == target))
+                raise InputError(
+                    f"unit {unit!r} does not fit {target}; units for it: "
+                    + ", ".join(k for k, v in UNITS.items() if v[0] == target)
+                )
             mapping[target] = Column(source, key)
         else:
             mapping[target] = Column(source)
@@ -106,20 +235,29 @@ def map_columns(table: Table, columns: dict | None, units: str | None,
                 used.add(source)
                 break
     has_date_hour = {"date", "hour"} <= {norm(c) for c in header}
-    if has_date_hour and "time" in mapping and norm(mapping["time"].source) == "date" and \
-            "time" not in (columns or {}):
-        del mapping["time"]                    # a date column with an hour column beside it
+    if (
+        has_date_hour
+        and "time" in mapping
+        and norm(mapping["time"].source) == "date"
+        and "time" not in (columns or {})
+    ):
+        del mapping["time"]  # a date column with an hour column beside it
     if "time" not in mapping and not has_date_hour:
         raise InputError(
             f"no time column in {summary.path.name} (columns: {', '.join(header)}); name it "
-            "with --columns time=COLUMN")
+            "with --columns time=COLUMN"
+        )
     if not any(f in mapping for f in FIELDS):
         raise InputError(
             f"no weather columns recognised in {summary.path.name} (columns: "
             f"{', '.join(header)}); map them with --columns, e.g. "
-            "--columns temperature_c=temp,precipitation_mm=rain,wind_speed_ms=wind")
-    if "station" in mapping and table.format == "open-meteo" and \
-            norm(mapping["station"].source) != "location_id":
+            "--columns temperature_c=temp,precipitation_mm=rain,wind_speed_ms=wind"
+        )
+    if (
+        "station" in mapping
+        and table.format == "open-meteo"
+        and norm(mapping["station"].source) != "location_id"
+    ):
         del mapping["station"]
     # Units: explicit, then the format or the column name, then --units, then a guess.
     guessed = None
@@ -161,23 +299,28 @@ def _unit_from_name(name: str, target: str) -> str | None:
     return None
 
 
-def _guess_system(table: Table, mapping: dict[str, Column],
-                  summary: WeatherImportSummary) -> str:
+def _guess_system(table: Table, mapping: dict[str, Column], summary: WeatherImportSummary) -> str:
     column = mapping.get("temperature_c")
     if column is None:
-        summary.notes.append("units not named in the file: assumed SI (°C, mm, m/s, km); "
-                             "pass --units us if they are °F, inches, mph and miles")
+        summary.notes.append(
+            "units not named in the file: assumed SI (°C, mm, m/s, km); "
+            "pass --units us if they are °F, inches, mph and miles"
+        )
         return "si"
     index = table.header.index(column.source)
-    values = pd.to_numeric(pd.Series([row[index] if index < len(row) else "" for row in
-                                      table.rows]), errors="coerce").dropna()
+    values = pd.to_numeric(
+        pd.Series([row[index] if index < len(row) else "" for row in table.rows]), errors="coerce"
+    ).dropna()
     values = values[(values > -100) & (values < 150)]
     if len(values) and (values.max() > 57 or values.median() > 30):
         summary.notes.append(
             f"units not named in the file: guessed US (°F, inches, mph, miles) because "
             f"temperatures reach {values.max():g} (median {values.median():g}); pass --units si "
-            "if wrong")
+            "if wrong"
+        )
         return "us"
-    summary.notes.append("units not named in the file: guessed SI (°C, mm, m/s, km) from the "
-                         "temperatures; pass --units us if wrong")
+    summary.notes.append(
+        "units not named in the file: guessed SI (°C, mm, m/s, km) from the "
+        "temperatures; pass --units us if wrong"
+    )
     return "si"

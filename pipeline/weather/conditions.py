@@ -62,8 +62,16 @@ def derive_conditions(frame: pd.DataFrame) -> pd.Series:
     by_code = table[np.where(valid, np.nan_to_num(code), 100).astype(int)]
     wet = precip >= RAIN_MIN_MM
     measured = np.select(
-        [wet & (temp <= SNOW_MAX_C), wet, vis < FOG_MAX_KM, cloud >= CLOUDY_MIN_PCT,
-         cloud < CLOUDY_MIN_PCT, ~np.isnan(precip) | ~np.isnan(vis)],
-        ["snow", "rain", "fog", "cloudy", "clear", "dry"], default="")
+        [
+            wet & (temp <= SNOW_MAX_C),
+            wet,
+            vis < FOG_MAX_KM,
+            cloud >= CLOUDY_MIN_PCT,
+            cloud < CLOUDY_MIN_PCT,
+            ~np.isnan(precip) | ~np.isnan(vis),
+        ],
+        ["snow", "rain", "fog", "cloudy", "clear", "dry"],
+        default="",
+    )
     result = np.where(by_code == "", measured, by_code)
     return pd.Series(result, index=frame.index, dtype=object).replace("", None)

@@ -35,15 +35,22 @@ log = logging.getLogger(__name__)
 ARCHIVE_URL = "https://archive-api.open-meteo.com/v1/archive"
 HOURLY = ("temperature_2m", "precipitation", "weather_code", "cloud_cover", "wind_speed_10m")
 CHUNK_DAYS = 366
-TIMEOUT_S = (5.0, 60.0)        # connect, read
+TIMEOUT_S = (5.0, 60.0)  # connect, read
 RETRIES = 3
 BACKOFF_S = 1.0
 
 
-def fetch(db: Path, lat: float, lon: float, start: dt.date | str | None = None,
-          end: dt.date | str | None = None, base_url: str = ARCHIVE_URL,
-          retries: int = RETRIES, backoff_s: float = BACKOFF_S,
-          timeout_s: tuple[float, float] = TIMEOUT_S) -> WeatherImportSummary:
+def fetch(
+    db: Path,
+    lat: float,
+    lon: float,
+    start: dt.date | str | None = None,
+    end: dt.date | str | None = None,
+    base_url: str = ARCHIVE_URL,
+    retries: int = RETRIES,
+    backoff_s: float = BACKOFF_S,
+    timeout_s: tuple[float, float] = TIMEOUT_S,
+) -> WeatherImportSummary:
     """Fetch hourly weather at (lat, lon) for start..end (UTC days, inclusive) into `db`."""
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise InputError(f"latitude must be -90..90 and longitude -180..180, not {lat}, {lon}")
@@ -53,12 +60,25 @@ def fetch(db: Path, lat: float, lon: float, start: dt.date | str | None = None,
     day = start
     while day <= end:
         last = min(end, day + dt.timedelta(days=CHUNK_DAYS - 1))
-        payload = _get(session, base_url, {
-            "latitude": lat, "longitude": lon,
-            "start_date": day.isoformat(), "end_date": last.isoformat(),
-            "hourly": ",".join(HOURLY), "timezone": "GMT", "timeformat": "iso8601",
-            "wind_speed_unit": "ms", "temperature_unit": "celsius", "precipitation_unit": "mm",
-        }, retries, backoff_s, timeout_s)
+        payload = _get(
+            session,
+            base_url,
+            {
+                "latitude": lat,
+                "longitude": lon,
+                "start_date": day.isoformat(),
+                "end_date": last.isoformat(),
+                "hourly": ",".join(HOURLY),
+                "timezone": "GMT",
+                "timeformat": "iso8601",
+                "wind_speed_unit": "ms",
+                "temperature_unit": "celsius",
+                "precipitation_unit": "mm",
+            },
+            retries,
+            backoff_s,
+            timeout_s,
+        )
         tables.append(table_from_json(payload, base_url))
         day = last + dt.timedelta(days=1)
     table = tables[0]
@@ -79,11 +99,11 @@ def table_from_json(payload: dict, base_url: str = ARCHIVE_URL) -> Table:
         times = hourly["time"]
         lat, lon = float(payload["latitude"]), float(payload["longitude"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise WeatherError(f"the answer from {base_url} is not Open-Meteo's format "
-                           f"(missing {exc})") from None
+        raise WeatherError(
+            f"the answer from {base_url} is not Open-Meteo's format (missing {exc})"
+        ) from None
     names = [name for name in hourly if name != "time"]
-    header = ["time"] + [f"{name} ({units[name]})" if units.get(name) else name
-                         for name in names]
+    header = ["time"] + [f"{name} ({units[name]})" if units.get(name) else name for name in names]
     columns = [times] + [hourly[name] for name in names]
     if any(len(values) != len(times) for values in columns):
         raise WeatherError(f"the answer from {base_url} has hourly arrays of different lengths")
@@ -93,16 +113,28 @@ def table_from_json(payload: dict, base_url: str = ARCHIVE_URL) -> Table:
         key = unit_in_name(name)
         if key:
             unit_keys[name] = key
-    table = Table("open-meteo-api", header, rows, list(range(1, len(rows) + 1)),
-                  default_station=station_name(lat, lon),
-                  column_units=unit_keys, source="open-meteo-api")
+    table = Table(
+        "open-meteo-api",
+        header,
+        rows,
+        list(range(1, len(rows) + 1)),
+        default_station=station_name(lat, lon),
+        column_units=unit_keys,
+        source="open-meteo-api",
+    )
     if payload.get("utc_offset_seconds"):
         table.fixed_offset_s = int(payload["utc_offset_seconds"])
     return table
 
 
-def _get(session: requests.Session, url: str, params: dict, retries: int, backoff_s: float,
-         timeout_s: tuple[float, float]) -> dict:
+def _get(
+    session: requests.Session,
+    url: str,
+    params: dict,
+    retries: int,
+    backoff_s: float,
+    timeout_s: tuple[float, float],
+) -> dict:
     host = urlparse(url).netloc or url
     last_problem = ""
     for attempt in range(retries + 1):
@@ -118,7 +150,7 @@ def _get(session: requests.Session, url: str, params: dict, retries: int, backof
             last_problem = f"cannot connect ({_short(exc)})"
             log.info("open-meteo: %s (attempt %d)", last_problem, attempt + 1)
             if "resolve" in last_problem and attempt >= 1:
-                break                      # no name service: offline, more tries will not help
+                break  # no name service: offline, more tries will not help
             continue
         if response.status_code == 429 or response.status_code >= 500:
             last_problem = f"HTTP {response.status_code}"
@@ -127,23 +159,33 @@ def _get(session: requests.Session, url: str, params: dict, retries: int, backof
         try:
             payload = response.json()
         except ValueError:
-            raise WeatherError(f"{host} answered HTTP {response.status_code} with something that"
-                               " is not JSON; is the URL the Open-Meteo archive API?") from None
+            raise WeatherError(
+                f"{host} answered HTTP {response.status_code} with something that"
+                " is not JSON; is the URL the Open-Meteo archive API?"
+            ) from None
         if response.status_code != 200 or (isinstance(payload, dict) and payload.get("error")):
             reason = payload.get("reason") if isinstance(payload, dict) else None
-            raise WeatherError(f"Open-Meteo refused the request (HTTP {response.status_code}): "
-                               f"{reason or response.text[:200]}")
+            raise WeatherError(
+                f"Open-Meteo refused the request (HTTP {response.status_code}): "
+                f"{reason or response.text[:200]}"
+            )
         return payload
     raise WeatherError(
         f"cannot fetch weather from {host} after {attempt + 1} tries: {last_problem}. Check the "
         "internet connection (or proxy), or download an hourly CSV from open-meteo.com "
-        "elsewhere and load it with `python -m pipeline weather import CSV --db FILE`.")
+        "elsewhere and load it with `python -m pipeline weather import CSV --db FILE`."
+    )
 
 
 def _short(exc: Exception) -> str:
     text = str(exc)
-    for marker in ("Failed to resolve", "Connection refused", "Network is unreachable",
-                   "timed out", "Name or service not known"):
+    for marker in (
+        "Failed to resolve",
+        "Connection refused",
+        "Network is unreachable",
+        "timed out",
+        "Name or service not known",
+    ):
         if marker in text:
             return marker.lower()
     return text[:120]
@@ -166,8 +208,10 @@ def _span(db: Path, start: dt.date | None, end: dt.date | None) -> tuple[dt.date
             with store.connect(db, read_only=True) as con:
                 span = store_weather.frame_span(con)
         if span is None:
-            raise InputError(f"no frames with times in {db} to take the dates from; give "
-                             "--start and --end (e.g. --start 2024-04-01 --end 2024-04-30)")
+            raise InputError(
+                f"no frames with times in {db} to take the dates from; give "
+                "--start and --end (e.g. --start 2024-04-01 --end 2024-04-30)"
+            )
         first, last = (pd.Timestamp(t).tz_convert("UTC").date() for t in span)
         start = start or first
         end = end or last

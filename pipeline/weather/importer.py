@@ -31,8 +31,14 @@ from pipeline.weather.validation import MISSING, convert_field, dedupe_in_file
 from store import weather as store_weather
 
 
-def import_csv(csv: Path, db: Path, station: str | None = None, columns: dict | None = None,
-               units: str | None = None, timezone: str | None = None) -> WeatherImportSummary:
+def import_csv(
+    csv: Path,
+    db: Path,
+    station: str | None = None,
+    columns: dict | None = None,
+    units: str | None = None,
+    timezone: str | None = None,
+) -> WeatherImportSummary:
     """Read an hourly weather CSV and add its observations to the store at `db`.
 
     `station` names the station of a file without a station column, or keeps only that
@@ -41,15 +47,20 @@ def import_csv(csv: Path, db: Path, station: str | None = None, columns: dict | 
     (`"wspd:kmh"`); `units` ('us' or 'si') sets the units of columns that do not name one;
     `timezone` is the zone of naive times in the file (default UTC).
     """
-    observations, summary = read_csv(Path(csv), station=station, columns=columns, units=units,
-                                     timezone=timezone)
+    observations, summary = read_csv(
+        Path(csv), station=station, columns=columns, units=units, timezone=timezone
+    )
     write_observations(observations, db, summary)
     return summary
 
 
-def read_csv(path: Path, station: str | None = None, columns: dict | None = None,
-             units: str | None = None, timezone: str | None = None
-             ) -> tuple[pd.DataFrame, WeatherImportSummary]:
+def read_csv(
+    path: Path,
+    station: str | None = None,
+    columns: dict | None = None,
+    units: str | None = None,
+    timezone: str | None = None,
+) -> tuple[pd.DataFrame, WeatherImportSummary]:
     """Parse, map, convert and validate a file; returns the observations and the summary."""
     if units is not None and units not in SYSTEMS:
         raise InputError(f"--units must be 'us' or 'si', not {units!r}")
@@ -58,9 +69,14 @@ def read_csv(path: Path, station: str | None = None, columns: dict | None = None
     return read_table(table, path, station=station, columns=columns, units=units, tz=tz)
 
 
-def read_table(table: Table, path: Path, station: str | None = None,
-               columns: dict | None = None, units: str | None = None,
-               tz: ZoneInfo | None = None) -> tuple[pd.DataFrame, WeatherImportSummary]:
+def read_table(
+    table: Table,
+    path: Path,
+    station: str | None = None,
+    columns: dict | None = None,
+    units: str | None = None,
+    tz: ZoneInfo | None = None,
+) -> tuple[pd.DataFrame, WeatherImportSummary]:
     """Map, convert and validate an already split table (a file, or an API response)."""
     summary = WeatherImportSummary(path=path, format=table.format, notes=list(table.notes))
     mapping = map_columns(table, columns, units, summary)
@@ -69,16 +85,21 @@ def read_table(table: Table, path: Path, station: str | None = None,
     frame["condition"] = derive_conditions(frame)
     frame["source"] = table.source or f"{table.format}:{path.name}"
     summary.stations = {str(k): int(v) for k, v in frame["station"].value_counts().items()}
-    summary.conditions = {str(k): int(v)
-                          for k, v in frame["condition"].value_counts(dropna=True).items()}
+    summary.conditions = {
+        str(k): int(v) for k, v in frame["condition"].value_counts(dropna=True).items()
+    }
     if len(frame):
         summary.start = frame["observed_at"].min()
         summary.end = frame["observed_at"].max()
     return frame.drop(columns=["line"]), summary
 
 
-def write_observations(frame: pd.DataFrame, db: Path, summary: WeatherImportSummary | None = None,
-                       replace: bool = False) -> tuple[int, int]:
+def write_observations(
+    frame: pd.DataFrame,
+    db: Path,
+    summary: WeatherImportSummary | None = None,
+    replace: bool = False,
+) -> tuple[int, int]:
     """Add observations (columns as the `weather` table) to the store; returns (added, known)."""
     with store.connect(db) as con:
         added, known = store_weather.insert_observations(con, frame, replace=replace)
@@ -87,15 +108,24 @@ def write_observations(frame: pd.DataFrame, db: Path, summary: WeatherImportSumm
     return added, known
 
 
-def _observations(table: Table, mapping: dict[str, Column], station: str | None,
-                  tz: ZoneInfo | None, summary: WeatherImportSummary) -> pd.DataFrame:
+def _observations(
+    table: Table,
+    mapping: dict[str, Column],
+    station: str | None,
+    tz: ZoneInfo | None,
+    summary: WeatherImportSummary,
+) -> pd.DataFrame:
     """The table's rows as observations: station, UTC time, file line and the SI fields;
     rows without a usable station or time are left out and reported in `summary`."""
     width = len(table.header)
-    rows = [row + [""] * (width - len(row)) if len(row) < width else row[:width]
-            for row in table.rows]
-    raw = pd.DataFrame(rows, columns=range(width), dtype=object) if rows else \
-        pd.DataFrame(columns=range(width), dtype=object)
+    rows = [
+        row + [""] * (width - len(row)) if len(row) < width else row[:width] for row in table.rows
+    ]
+    raw = (
+        pd.DataFrame(rows, columns=range(width), dtype=object)
+        if rows
+        else pd.DataFrame(columns=range(width), dtype=object)
+    )
     lines = pd.Series(table.lines, dtype="int64")
     summary.n_rows = len(raw)
     col_index = {name: i for i, name in enumerate(table.header)}
@@ -103,8 +133,9 @@ def _observations(table: Table, mapping: dict[str, Column], station: str | None,
 
     def skip(mask: pd.Series, values: pd.Series, reason: str) -> None:
         for i in np.flatnonzero(mask.to_numpy() & ok.to_numpy()):
-            summary.rejected_rows.append(RejectedValue(int(lines[i]), None, str(values.iloc[i]),
-                                                       reason))
+            summary.rejected_rows.append(
+                RejectedValue(int(lines[i]), None, str(values.iloc[i]), reason)
+            )
         ok[mask] = False
 
     # Station
@@ -118,8 +149,9 @@ def _observations(table: Table, mapping: dict[str, Column], station: str | None,
             keep = names == station
             if not keep.any():
                 found = ", ".join(sorted(names[ok].unique())[:20])
-                raise InputError(f"station {station!r} is not in {summary.path.name}; its "
-                                 f"stations: {found}")
+                raise InputError(
+                    f"station {station!r} is not in {summary.path.name}; its stations: {found}"
+                )
             ok &= keep
             summary.notes.append(f"kept only station {station}: {int(keep.sum())} rows")
     else:
@@ -132,8 +164,11 @@ def _observations(table: Table, mapping: dict[str, Column], station: str | None,
     else:
         by_norm = {norm(c): i for i, c in enumerate(table.header)}
         hour = pd.to_numeric(raw[by_norm["hour"]], errors="coerce")
-        text = raw[by_norm["date"]].astype(str).str.strip() + " " + \
-            hour.map(lambda h: "" if pd.isna(h) else f"{int(h):02d}:00")
+        text = (
+            raw[by_norm["date"]].astype(str).str.strip()
+            + " "
+            + hour.map(lambda h: "" if pd.isna(h) else f"{int(h):02d}:00")
+        )
     local_zone = tz or table.tz
     observed = parse_times(text, local_zone, table.fixed_offset_s, names)
     bad_time = observed.isna()

@@ -37,8 +37,11 @@ def apply_settings(db: Path, settings) -> None:
 
     default = Settings().weather_tolerance_minutes
     tolerance = settings.weather_tolerance_minutes
-    set_join(db, station=settings.weather_station,
-             tolerance_minutes=None if tolerance == default else tolerance)
+    set_join(
+        db,
+        station=settings.weather_station,
+        tolerance_minutes=None if tolerance == default else tolerance,
+    )
 
 
 def describe_join(db: Path) -> str:
@@ -48,8 +51,10 @@ def describe_join(db: Path) -> str:
         tolerance = store_weather.tolerance_minutes(con)
         counts = store_weather.condition_counts(con)
     if station is None:
-        return ("weather: no observations in the store (import a CSV with `weather import` or "
-                "fetch with `weather fetch`)")
+        return (
+            "weather: no observations in the store (import a CSV with `weather import` or "
+            "fetch with `weather fetch`)"
+        )
     outcome = ", ".join(f"{name} {n}" for name, n in counts.items()) or "no frames"
     return f"weather: frames joined to station {station} within {tolerance:g} min: {outcome}"
 
@@ -63,8 +68,10 @@ def describe_stations(db: Path) -> str:
     lines = []
     for row in table.itertuples():
         mark = "*" if row.is_joined else " "
-        lines.append(f"{mark} {row.station}: {row.n_rows} observations, "
-                     f"{row.first_observed_at:%Y-%m-%d %H:%M} .. "
-                     f"{row.last_observed_at:%Y-%m-%d %H:%M} UTC ({row.sources})")
+        lines.append(
+            f"{mark} {row.station}: {row.n_rows} observations, "
+            f"{row.first_observed_at:%Y-%m-%d %H:%M} .. "
+            f"{row.last_observed_at:%Y-%m-%d %H:%M} UTC ({row.sources})"
+        )
     lines.append(describe_join(db))
     return "\n".join(lines)

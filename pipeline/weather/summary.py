@@ -31,16 +31,16 @@ class WeatherImportSummary:
 
     path: Path
     format: str
-    n_rows: int = 0                      # data rows read from the file
-    n_added: int = 0                     # new rows in the store
-    n_duplicates: int = 0                # rows already in the store (same station and time)
-    n_file_duplicates: int = 0           # rows repeating an earlier (station, time) in the file
-    stations: dict = field(default_factory=dict)     # station -> rows kept from the file
-    columns: dict = field(default_factory=dict)      # target -> source column
-    units: dict = field(default_factory=dict)        # target -> unit key
-    conditions: dict = field(default_factory=dict)   # condition -> rows
-    rejected_rows: list = field(default_factory=list)     # RejectedValue with column None
-    rejected_fields: list = field(default_factory=list)   # RejectedValue per nulled value
+    n_rows: int = 0  # data rows read from the file
+    n_added: int = 0  # new rows in the store
+    n_duplicates: int = 0  # rows already in the store (same station and time)
+    n_file_duplicates: int = 0  # rows repeating an earlier (station, time) in the file
+    stations: dict = field(default_factory=dict)  # station -> rows kept from the file
+    columns: dict = field(default_factory=dict)  # target -> source column
+    units: dict = field(default_factory=dict)  # target -> unit key
+    conditions: dict = field(default_factory=dict)  # condition -> rows
+    rejected_rows: list = field(default_factory=list)  # RejectedValue with column None
+    rejected_fields: list = field(default_factory=list)  # RejectedValue per nulled value
     notes: list = field(default_factory=list)
     start: pd.Timestamp | None = None
     end: pd.Timestamp | None = None
@@ -56,26 +56,35 @@ class WeatherImportSummary:
     def describe(self, max_listed: int = 10) -> str:
         lines = [f"weather: {self.path.name} ({self.format} format)"]
         mapping = " ".join(
-            f"{target}={source}" + (f" [{SYMBOLS[self.units[target]]}]"
-                                    if target in self.units else "")
-            for target, source in self.columns.items())
+            f"{target}={source}"
+            + (f" [{SYMBOLS[self.units[target]]}]" if target in self.units else "")
+            for target, source in self.columns.items()
+        )
         lines.append(f"  columns: {mapping}")
         lines.extend(f"  note: {note}" for note in self.notes)
         per_station = ", ".join(f"{name} {n}" for name, n in sorted(self.stations.items()))
         span = ""
         if self.start is not None:
             span = f", {self.start:%Y-%m-%d %H:%M} .. {self.end:%Y-%m-%d %H:%M} UTC"
-        lines.append(f"  {self.n_rows} rows read, {len(self.stations)} station(s)"
-                     f" ({per_station}){span}")
-        lines.append(f"  added {self.n_added}, already in the store {self.n_duplicates}"
-                     + (f", repeated in the file {self.n_file_duplicates}"
-                        if self.n_file_duplicates else ""))
+        lines.append(
+            f"  {self.n_rows} rows read, {len(self.stations)} station(s) ({per_station}){span}"
+        )
+        lines.append(
+            f"  added {self.n_added}, already in the store {self.n_duplicates}"
+            + (f", repeated in the file {self.n_file_duplicates}" if self.n_file_duplicates else "")
+        )
         if self.conditions:
-            lines.append("  conditions: " + ", ".join(
-                f"{name} {n}" for name, n in sorted(self.conditions.items(),
-                                                    key=lambda item: -item[1])))
-        for label, items in (("skipped row", self.rejected_rows),
-                             ("rejected value", self.rejected_fields)):
+            lines.append(
+                "  conditions: "
+                + ", ".join(
+                    f"{name} {n}"
+                    for name, n in sorted(self.conditions.items(), key=lambda item: -item[1])
+                )
+            )
+        for label, items in (
+            ("skipped row", self.rejected_rows),
+            ("rejected value", self.rejected_fields),
+        ):
             if not items:
                 continue
             lines.append(f"  {len(items)} {label}{'s' if len(items) != 1 else ''}:")

@@ -30,15 +30,15 @@ class Table:
     format: str
     header: list[str]
     rows: list[list[str]]
-    lines: list[int]                       # file line number of each row
+    lines: list[int]  # file line number of each row
     default_station: str | None = None
-    tz: ZoneInfo | None = None             # zone of naive times declared by the file
-    fixed_offset_s: int | None = None      # else their fixed offset from UTC, in seconds
-    column_units: dict = field(default_factory=dict)   # column -> unit key known from the format
-    source: str | None = None                            # `weather.source` (default format:file)
-    locations: dict = field(default_factory=dict)        # Open-Meteo location_id -> station
-    columns: dict = field(default_factory=dict)          # target -> column known from the format
-    notes: list = field(default_factory=list)            # what the layout says, for the summary
+    tz: ZoneInfo | None = None  # zone of naive times declared by the file
+    fixed_offset_s: int | None = None  # else their fixed offset from UTC, in seconds
+    column_units: dict = field(default_factory=dict)  # column -> unit key known from the format
+    source: str | None = None  # `weather.source` (default format:file)
+    locations: dict = field(default_factory=dict)  # Open-Meteo location_id -> station
+    columns: dict = field(default_factory=dict)  # target -> column known from the format
+    notes: list = field(default_factory=list)  # what the layout says, for the summary
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,9 @@ def delimiter(line: str) -> str:
     return best if counts[best] else ","
 
 
-def split_rows(lines: list[str], first_line: int, delimiter: str
-               ) -> tuple[list[list[str]], list[int]]:
+def split_rows(
+    lines: list[str], first_line: int, delimiter: str
+) -> tuple[list[list[str]], list[int]]:
     """CSV rows of `lines` (blank rows left out) and each row's line number in the file, where
     `lines[0]` is line `first_line`."""
     rows, numbers = [], []
@@ -112,7 +113,7 @@ def split_rows(lines: list[str], first_line: int, delimiter: str
 
 def header_rows(text: Text) -> tuple[list[str], list[list[str]], list[int]]:
     """(header, rows, line numbers) of a file whose first non-blank line is its header."""
-    rows, numbers = split_rows(text.lines[text.start:], text.start + 1, text.delimiter)
+    rows, numbers = split_rows(text.lines[text.start :], text.start + 1, text.delimiter)
     return [c.strip() for c in rows[0]], rows[1:], numbers[1:]
 
 

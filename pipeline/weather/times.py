@@ -19,8 +19,9 @@ import pandas as pd
 OFFSET_RE = re.compile(r"(?:[zZ]|[+-]\d{2}:?\d{2})$")
 
 
-def parse_times(text: pd.Series, zone: ZoneInfo | None, fixed_offset_s: int | None,
-                stations: pd.Series) -> pd.Series:
+def parse_times(
+    text: pd.Series, zone: ZoneInfo | None, fixed_offset_s: int | None, stations: pd.Series
+) -> pd.Series:
     """UTC times (NaT where unusable). Naive times are in `zone` (or a fixed offset, or UTC)."""
     result = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
     if not len(text):
@@ -59,8 +60,9 @@ def _localize(local: pd.Series, zone: ZoneInfo, stations: pd.Series) -> pd.Serie
     times = local[valid]
     probe = times.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
     all_summer = np.ones(len(times), dtype=bool)
-    nonexistent = probe.isna() & times.dt.tz_localize(zone, ambiguous=all_summer,
-                                                      nonexistent="NaT").isna()
+    nonexistent = (
+        probe.isna() & times.dt.tz_localize(zone, ambiguous=all_summer, nonexistent="NaT").isna()
+    )
     ambiguous = probe.isna() & ~nonexistent
     first = ~pd.DataFrame({"s": stations[valid], "t": times}).duplicated(keep="first")
     is_dst = np.where(ambiguous, first, True)

@@ -19,9 +19,9 @@ from pipeline.weather.units import COCO_TO_WMO, SYSTEMS, si_symbol, to_si
 #: Plausible range of each field in SI; values outside are impossible and nulled.
 LIMITS = {
     "temperature_c": (-90.0, 60.0),
-    "precipitation_mm": (0.0, 400.0),     # per hour; the world record is ~305 mm
+    "precipitation_mm": (0.0, 400.0),  # per hour; the world record is ~305 mm
     "cloud_cover_pct": (0.0, 100.0),
-    "wind_speed_ms": (0.0, 120.0),        # mean wind; the strongest gust measured is 113 m/s
+    "wind_speed_ms": (0.0, 120.0),  # mean wind; the strongest gust measured is 113 m/s
     "visibility_km": (0.0, 500.0),
     "weather_code": (0.0, 99.0),
 }
@@ -30,8 +30,14 @@ LIMITS = {
 MISSING = {"", "na", "nan", "null", "none", "-", "--", "m", "n/a", "missing", "<na>"}
 
 
-def convert_field(values: pd.Series, target: str, column: Column, lines: pd.Series,
-                  ok: pd.Series, summary: WeatherImportSummary) -> pd.Series:
+def convert_field(
+    values: pd.Series,
+    target: str,
+    column: Column,
+    lines: pd.Series,
+    ok: pd.Series,
+    summary: WeatherImportSummary,
+) -> pd.Series:
     """One field's SI values (NaN where missing, not a number or impossible); rejected values
     of the rows still kept (`ok`) go into `summary` with their line numbers."""
     text = values.astype(str).str.strip()
@@ -52,15 +58,18 @@ def convert_field(values: pd.Series, target: str, column: Column, lines: pd.Seri
         limits_text = f"possible: {low:g}..{high:g} {si_symbol(target)}"
     keep = ok.to_numpy()
     for i in np.flatnonzero(unparsable.to_numpy() & keep):
-        summary.rejected_fields.append(RejectedValue(int(lines[i]), column.source,
-                                                     str(values.iloc[i]), "not a number"))
+        summary.rejected_fields.append(
+            RejectedValue(int(lines[i]), column.source, str(values.iloc[i]), "not a number")
+        )
     for i in np.flatnonzero(impossible.to_numpy() & keep):
         reason = "impossible value"
         if column.unit != "coco" and column.unit != SYSTEMS["si"][target]:
             reason += f" ({si.iloc[i]:.4g} {si_symbol(target)})"
-        summary.rejected_fields.append(RejectedValue(int(lines[i]), column.source,
-                                                     str(values.iloc[i]),
-                                                     f"{reason}; {limits_text}"))
+        summary.rejected_fields.append(
+            RejectedValue(
+                int(lines[i]), column.source, str(values.iloc[i]), f"{reason}; {limits_text}"
+            )
+        )
     return si.mask(impossible | unparsable).astype(float)
 
 
@@ -70,6 +79,8 @@ def dedupe_in_file(frame: pd.DataFrame, summary: WeatherImportSummary) -> pd.Dat
     summary.n_file_duplicates = int(repeated.sum())
     if summary.n_file_duplicates:
         first_lines = ", ".join(str(n) for n in frame.loc[repeated, "line"].head(5))
-        summary.notes.append(f"{summary.n_file_duplicates} rows repeat an earlier station and "
-                             f"time in the file and were ignored (lines {first_lines}...)")
+        summary.notes.append(
+            f"{summary.n_file_duplicates} rows repeat an earlier station and "
+            f"time in the file and were ignored (lines {first_lines}...)"
+        )
     return frame[~repeated].reset_index(drop=True)

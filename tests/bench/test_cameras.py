@@ -20,9 +20,11 @@ CAMERAS = REPO / "bench" / "cameras"
 # camera -> the kinds each label may carry there
 KINDS = {
     "ranhados": {"normal": {"normal"}, "junk": {"obstruction"}, "debatable": {"sun_glare"}},
-    "gardenbot": {"normal": {"normal"},
-                  "junk": {"night", "dark", "obstruction", "camera_moved", "overexposed"},
-                  "debatable": set()},
+    "gardenbot": {
+        "normal": {"normal"},
+        "junk": {"night", "dark", "obstruction", "camera_moved", "overexposed"},
+        "debatable": set(),
+    },
 }
 GARDENBOT_PLACE = ("Asia/Kolkata", 13.08, 80.27)
 TOLERANCE_DEG = 0.5  # two solar formulas (with and without refraction) differ by up to ~0.4
@@ -36,8 +38,7 @@ def _realcam():
 
 
 def _taken(files: pd.Series, camera: str) -> pd.Series:
-    return pd.to_datetime(files.str.slice(len(camera) + 1, len(camera) + 15),
-                          format="%Y%m%d%H%M%S")
+    return pd.to_datetime(files.str.slice(len(camera) + 1, len(camera) + 15), format="%Y%m%d%H%M%S")
 
 
 @pytest.mark.parametrize("camera", sorted(KINDS))
@@ -53,7 +54,7 @@ def test_labels_are_well_formed_and_cover_the_sample(camera: str):
     name = re.compile(rf"{camera}-\d{{14}}\.jpg")
     for file, label, kind, confidence in body:
         assert name.fullmatch(file), file
-        datetime.strptime(file[len(camera) + 1:-4], "%Y%m%d%H%M%S")  # a real local time
+        datetime.strptime(file[len(camera) + 1 : -4], "%Y%m%d%H%M%S")  # a real local time
         assert label in KINDS[camera], (file, label)
         assert kind in KINDS[camera][label], (file, label, kind)
         assert confidence in ("high", "low"), (file, confidence)
@@ -70,11 +71,18 @@ def test_labels_are_well_formed_and_cover_the_sample(camera: str):
 
 @pytest.mark.parametrize("camera", sorted(KINDS))
 def test_the_folder_holds_no_images(camera: str):
-    images = [p.name for p in (CAMERAS / camera).iterdir()
-              if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")]
+    images = [
+        p.name
+        for p in (CAMERAS / camera).iterdir()
+        if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")
+    ]
     assert images == []
     assert sorted(p.name for p in (CAMERAS / camera).iterdir()) == [
-        "README.md", "extract.sh", "labels.csv", "sample.txt"]
+        "README.md",
+        "extract.sh",
+        "labels.csv",
+        "sample.txt",
+    ]
 
 
 def test_gardenbot_night_follows_the_clock():

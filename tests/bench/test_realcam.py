@@ -47,11 +47,33 @@ def test_realcam_bench_measures_daylight_labels_and_lists_the_top(tmp_path: Path
     sample_file = tmp_path / "sample.txt"
     sample_file.write_text("\n".join(sample) + "\n")
     out = tmp_path / "run"
-    cmd = [sys.executable, str(REPO / "bench" / "realcam.py"), str(frames), "--labels",
-           str(labels), "--sample", str(sample_file), "--out", str(out), "--timezone",
-           "Europe/London", "--lat", "51.5", "--lon", "-0.1", "--model", "pixels",
-           "--set", "detectors=dark,blurry,lof", "--set", "consensus_detectors=dark,blurry,lof",
-           "--top", "8", "--sheet", str(tmp_path / "top.png")]
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "realcam.py"),
+        str(frames),
+        "--labels",
+        str(labels),
+        "--sample",
+        str(sample_file),
+        "--out",
+        str(out),
+        "--timezone",
+        "Europe/London",
+        "--lat",
+        "51.5",
+        "--lon",
+        "-0.1",
+        "--model",
+        "pixels",
+        "--set",
+        "detectors=dark,blurry,lof",
+        "--set",
+        "consensus_detectors=dark,blurry,lof",
+        "--top",
+        "8",
+        "--sheet",
+        str(tmp_path / "top.png"),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -69,12 +91,14 @@ def test_realcam_bench_measures_daylight_labels_and_lists_the_top(tmp_path: Path
     assert top["k"] == 8 and sum(top["counts"].values()) == 8
     assert top["counts"]["unlabelled"] > 0  # frames without a label are listed, marked
     assert {r["file"] for r in top["frames"] if r["label"] == "junk"} <= {
-        r.split(",")[0] for r in rows if ",junk," in r}
+        r.split(",")[0] for r in rows if ",junk," in r
+    }
     assert top["counts"]["junk"] == 5 and top["precision"] == round(5 / 8, 3)
     assert (tmp_path / "top.png").stat().st_size > 0
 
-    again = subprocess.run(cmd + ["--no-analyze"], capture_output=True, text=True, cwd=REPO,
-                           timeout=600)
+    again = subprocess.run(
+        cmd + ["--no-analyze"], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
     assert again.returncode == 0, again.stderr
     second = json.loads(again.stdout)
     assert second["run_id"] == report["run_id"] and "analyze_s" not in second["timings"]

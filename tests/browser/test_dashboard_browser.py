@@ -13,16 +13,25 @@ from tests.browser.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
-PAGES = {"": "Overview", "incidents": "Incidents", "gallery": "Gallery", "map": "Map",
-         "clusters": "Clusters", "compare": "Compare detectors", "frame": "Frame",
-         "review": "Review & export", "runs": "Runs & errors"}
+PAGES = {
+    "": "Overview",
+    "incidents": "Incidents",
+    "gallery": "Gallery",
+    "map": "Map",
+    "clusters": "Clusters",
+    "compare": "Compare detectors",
+    "frame": "Frame",
+    "review": "Review & export",
+    "runs": "Runs & errors",
+}
 
 
 def settle(page, title: str) -> None:
     """Wait until the page's title is drawn and the script run has finished."""
     page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=90_000)
     page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
-        timeout=90_000)
+        timeout=90_000
+    )
     page.wait_for_timeout(600)  # let Plotly finish drawing before a screenshot
 
 
@@ -42,7 +51,8 @@ def test_filter_survives_a_copied_link(browser, dashboard_url, demo_store):
     settle(page, "Overview")
     assert frames_metric(page) == f"{n_all:,}"
     daylight = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').filter(
-        has_text="Daylight")
+        has_text="Daylight"
+    )
     daylight.locator("input").click()
     page.get_by_role("option", name="night", exact=True).click()
     page.keyboard.press("Escape")
@@ -59,7 +69,8 @@ def test_filter_survives_a_copied_link(browser, dashboard_url, demo_store):
     settle(page, "Overview")
     assert frames_metric(page) == f"{n_night:,}"
     chips = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').filter(
-        has_text="Daylight")
+        has_text="Daylight"
+    )
     assert "night" in chips.inner_text()
     assert "daylight=night" in page.url
     fresh.close()
@@ -77,7 +88,8 @@ def test_screenshot_of_every_page(browser, dashboard_url, scheme):
     for path, title in PAGES.items():
         if title != "Overview":  # in-app navigation, as a user clicks
             page.locator('[data-testid="stSidebarNav"] a').filter(
-                has_text=re.compile(f"^{re.escape(title)}$")).click()
+                has_text=re.compile(f"^{re.escape(title)}$")
+            ).click()
             page.wait_for_url(re.compile(f"/{path}(\\?|$)"), timeout=90_000)
         settle(page, title)
         assert page.locator('[data-testid="stException"]').count() == 0, title

@@ -30,10 +30,10 @@ def test_make_and_download_the_mp4(browser, dashboard_url, demo_store, tmp_path)
     page.locator('[data-testid="stSelectbox"]').filter(has_text="Video width").click()
     page.get_by_role("option", name="640", exact=True).click()
     page.locator('[data-testid="stCheckbox"]').filter(has_text="Deflicker the video").locator(
-        "label").click()
+        "label"
+    ).click()
     page.get_by_role("button", name="Make MP4 video").click()
-    download_button = page.locator('[data-testid="stDownloadButton"]').filter(
-        has_text="MP4 video")
+    download_button = page.locator('[data-testid="stDownloadButton"]').filter(has_text="MP4 video")
     download_button.wait_for(timeout=180_000)
     settle(page, "Review & export")
     summary = page.get_by_text(f"exported {n_frames:,} of", exact=False)

@@ -34,9 +34,13 @@ def _same(a, b, what: str) -> None:
         for key in a:
             _same(a[key], b[key], f"{what}.{key}")
     elif isinstance(a, pd.DataFrame):
-        pd.testing.assert_frame_equal(a.drop(columns=["thumb"], errors="ignore"),
-                                      b.drop(columns=["thumb"], errors="ignore"),
-                                      check_dtype=False, rtol=1e-9, obj=what)
+        pd.testing.assert_frame_equal(
+            a.drop(columns=["thumb"], errors="ignore"),
+            b.drop(columns=["thumb"], errors="ignore"),
+            check_dtype=False,
+            rtol=1e-9,
+            obj=what,
+        )
     elif isinstance(a, float) and pd.isna(a):
         assert pd.isna(b), what
     else:
@@ -47,26 +51,42 @@ def _filters(con, run_id) -> list[FrameFilter]:
     opts = facts.options(con, run_id)
     first, last = opts["date_min"], opts["date_max"]
     base = FrameFilter(run_id=run_id)
-    return [base, base.replace(hour_from=6, hour_to=18),
-            base.replace(hour_from=20, hour_to=4, detector="lof"),
-            base.replace(daylight=("day",), detector="dark"),
-            base.replace(clusters=(opts["clusters"][0],)),
-            base.replace(date_from=first, date_to=first),
-            base.replace(date_from=last, date_to=last, daylight=("night", "twilight"))]
+    return [
+        base,
+        base.replace(hour_from=6, hour_to=18),
+        base.replace(hour_from=20, hour_to=4, detector="lof"),
+        base.replace(daylight=("day",), detector="dark"),
+        base.replace(clusters=(opts["clusters"][0],)),
+        base.replace(date_from=first, date_to=first),
+        base.replace(date_from=last, date_to=last, daylight=("night", "twilight")),
+    ]
 
 
 def _readers(opts: dict) -> list[tuple[str, tuple]]:
     """Reader calls to compare: small requests too, which short stored lists can answer."""
     a, b = opts["detectors"][:2]
-    return [("summary", ()), ("outliers_per_detector", ()), ("calendar", ()), ("timeline", ()),
-            ("count", ()), ("frames_page", (0, 24, "score")), ("frames_page", (1, 10, "score")),
-            ("frames_page", (0, 5, "score")), ("map_points", (20_000, False)),
-            ("map_points", (30, True)), ("cluster_sizes", ()),
-            ("cluster_profiles", ()), ("detector_matrix", (opts["detectors"][:3], 60, True)),
-            ("detector_matrix", (opts["detectors"][:3], 10, False)),
-            ("top_k_differences", (a, b, 10, 6, False)),
-            ("top_k_differences", (a, b, 5, 3, False)), ("export_count", ("not_junk",)),
-            ("export_count", ("keep",)), ("next_unreviewed", ()), ("incidents", ())]
+    return [
+        ("summary", ()),
+        ("outliers_per_detector", ()),
+        ("calendar", ()),
+        ("timeline", ()),
+        ("count", ()),
+        ("frames_page", (0, 24, "score")),
+        ("frames_page", (1, 10, "score")),
+        ("frames_page", (0, 5, "score")),
+        ("map_points", (20_000, False)),
+        ("map_points", (30, True)),
+        ("cluster_sizes", ()),
+        ("cluster_profiles", ()),
+        ("detector_matrix", (opts["detectors"][:3], 60, True)),
+        ("detector_matrix", (opts["detectors"][:3], 10, False)),
+        ("top_k_differences", (a, b, 10, 6, False)),
+        ("top_k_differences", (a, b, 5, 3, False)),
+        ("export_count", ("not_junk",)),
+        ("export_count", ("keep",)),
+        ("next_unreviewed", ()),
+        ("incidents", ()),
+    ]
 
 
 def _compare_every_reader(con, monkeypatch) -> int:
@@ -96,8 +116,12 @@ def test_short_stored_lists_fall_back_to_the_scan(store_copy, monkeypatch):
         _compare_every_reader(con, monkeypatch)
         # a map smaller than the sample is drawn from it: flagged frames of the sample first
         points, n = facts.map_points(con, FrameFilter(run_id=run_id), 10)
-        sample = {r[0] for r in con.execute("SELECT frame_id FROM run_samples WHERE run_id = ?",
-                                            [run_id]).fetchall()}
+        sample = {
+            r[0]
+            for r in con.execute(
+                "SELECT frame_id FROM run_samples WHERE run_id = ?", [run_id]
+            ).fetchall()
+        }
         assert n == scalar(con, "SELECT count(*) FROM clusters WHERE run_id = ?", [run_id])
         assert len(points) == 10 and set(points["frame_id"]) <= sample
         flags = points["is_outlier"].fillna(False).tolist()
@@ -129,8 +153,9 @@ def test_the_rule_for_reading_the_aggregates(store_copy):
         assert not aggregates.covers(con, base)
     with store.connect(store_copy) as con:
         con.execute("UPDATE run_aggregates SET is_stale = FALSE")
-        con.execute("UPDATE analysis_runs SET n_frames = n_frames + 1 WHERE run_id = ?",
-                    [run_id])  # what score-new does when it adds a frame to the run
+        con.execute(
+            "UPDATE analysis_runs SET n_frames = n_frames + 1 WHERE run_id = ?", [run_id]
+        )  # what score-new does when it adds a frame to the run
     with store.connect(store_copy, read_only=True) as con:
         assert not aggregates.covers(con, base)
 
@@ -141,8 +166,11 @@ def test_incidents_and_mosaic_as_the_analysis_wrote_them(con, run_id):
     assert len(found) > 0 and found["started_at"].is_monotonic_increasing
     members = scalar(con, "SELECT count(*) FROM incident_frames WHERE run_id = ?", [run_id])
     assert int(found["n_frames"].sum()) == members
-    night = scalar(con, "SELECT count(*) FROM incident_frames WHERE run_id = ? "
-                        "AND daylight = 'night'", [run_id])
+    night = scalar(
+        con,
+        "SELECT count(*) FROM incident_frames WHERE run_id = ? AND daylight = 'night'",
+        [run_id],
+    )
     assert night == 0
     one = int(found["incident_id"].iloc[0])
     strip = facts.incident_strip(con, run_id, one, n=2)
@@ -162,11 +190,21 @@ def test_prune_removes_a_runs_aggregates_with_it(store_copy):
 
     from tests.conftest import REPO
 
-    done = subprocess.run([sys.executable, "-m", "pipeline", "analyze", "--db", str(store_copy),
-                           "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "analyze", "--db", str(store_copy), "--quiet"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
-    done = subprocess.run([sys.executable, "-m", "pipeline", "prune", "--db", str(store_copy),
-                           "--keep", "1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "prune", "--db", str(store_copy), "--keep", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     with store.connect(store_copy, read_only=True) as con:
         latest = facts.latest_run_id(con)

@@ -30,6 +30,7 @@ def app(demo_store, monkeypatch):
         for key, value in params.items():
             at.query_params[key] = value
         return at
+
     return make
 
 
@@ -82,18 +83,26 @@ def test_overview_counts_follow_the_url(app, demo_store):
     assert titles(at) == ["Overview"]
     n_night = sql(demo_store, "SELECT count(*) FROM frames WHERE daylight = 'night'")
     assert metric(at, "Frames") == f"{n_night:,}"
-    first, last = (sql(demo_store, f"SELECT {f}(taken_at)::DATE::VARCHAR FROM frames "
-                                   "WHERE daylight = 'night'") for f in ("min", "max"))
-    n_days = sql(demo_store, "SELECT date_diff('day', min(taken_at)::DATE, "
-                             "max(taken_at)::DATE) + 1 FROM frames WHERE daylight = 'night'")
+    first, last = (
+        sql(demo_store, f"SELECT {f}(taken_at)::DATE::VARCHAR FROM frames WHERE daylight = 'night'")
+        for f in ("min", "max")
+    )
+    n_days = sql(
+        demo_store,
+        "SELECT date_diff('day', min(taken_at)::DATE, "
+        "max(taken_at)::DATE) + 1 FROM frames WHERE daylight = 'night'",
+    )
     assert metric(at, "Days") == str(n_days)
-    assert any(c.value.startswith(f"From {first} ") and f" to {last} " in c.value
-               for c in at.caption)
+    assert any(
+        c.value.startswith(f"From {first} ") and f" to {last} " in c.value for c in at.caption
+    )
     assert metric(at, "Night") == "100 %"
     specs = charts(at)
     assert [s["layout"]["title"]["text"] for s in specs][:3] == [
         "The archive, an hour per cell (median of its thumbnails)",
-        "Frames flagged per detector", "Frames per hour"]
+        "Frames flagged per detector",
+        "Frames per hour",
+    ]
     bar = specs[1]["data"][0]
     assert bar["x"][0] == "consensus"
     heat = specs[2]["data"][0]
@@ -107,9 +116,12 @@ def test_gallery_shows_a_ranked_page(app, demo_store):
     assert len(at.image) == 5
     assert at.caption[0].value.startswith("5 frames (top 5 by iforest), ranked by iforest")
     links = at.get("page_link")
-    top = sql(demo_store, "SELECT frame_id FROM outlier_scores WHERE detector = 'iforest' AND "
-                          "run_id = (SELECT run_id FROM latest_run) "
-                          "ORDER BY score DESC, frame_id LIMIT 1")
+    top = sql(
+        demo_store,
+        "SELECT frame_id FROM outlier_scores WHERE detector = 'iforest' AND "
+        "run_id = (SELECT run_id FROM latest_run) "
+        "ORDER BY score DESC, frame_id LIMIT 1",
+    )
     assert links[0].proto.label == f"Frame {top}"
     assert f"frame={top}" in links[0].proto.query_string
     assert "thr=top5" in links[0].proto.query_string
@@ -125,9 +137,12 @@ def test_gallery_paging_and_page_size(app, demo_store):
 
 def test_map_draws_every_filtered_point(app, demo_store):
     at = open_page(app(hours="8-16", color="daylight"), "views/map.py")
-    n = sql(demo_store, "SELECT count(*) FROM frames f JOIN clusters c USING (frame_id) "
-                        "WHERE c.run_id = (SELECT run_id FROM latest_run) "
-                        "AND hour(f.taken_at) BETWEEN 8 AND 16")
+    n = sql(
+        demo_store,
+        "SELECT count(*) FROM frames f JOIN clusters c USING (frame_id) "
+        "WHERE c.run_id = (SELECT run_id FROM latest_run) "
+        "AND hour(f.taken_at) BETWEEN 8 AND 16",
+    )
     spec = charts(at)[0]
     assert all(t["type"] == "scattergl" for t in spec["data"])
     assert sum(n_values(t["x"]) for t in spec["data"]) == n
@@ -137,8 +152,11 @@ def test_map_draws_every_filtered_point(app, demo_store):
 
 def test_clusters_page(app, demo_store):
     at = open_page(app(), "views/clusters.py")
-    n_clusters = sql(demo_store, "SELECT count(DISTINCT cluster) FROM clusters "
-                                 "WHERE run_id = (SELECT run_id FROM latest_run)")
+    n_clusters = sql(
+        demo_store,
+        "SELECT count(DISTINCT cluster) FROM clusters "
+        "WHERE run_id = (SELECT run_id FROM latest_run)",
+    )
     assert len(at.subheader) == n_clusters
     assert len(at.image) > 0
     sizes = charts(at)[0]
@@ -148,9 +166,12 @@ def test_clusters_page(app, demo_store):
 def test_compare_page(app, demo_store):
     at = open_page(app(cmp="iforest,lof", k="10"), "views/compare.py")
     names = [s["layout"]["title"]["text"] for s in charts(at)]
-    assert names[:4] == ["iforest vs lof: score percentile", "Spearman rank correlation",
-                         "Top-10 overlap (share of row's top-10 also in column's)",
-                         "Agreement per day (flag = percentile >= 95 %)"]
+    assert names[:4] == [
+        "iforest vs lof: score percentile",
+        "Spearman rank correlation",
+        "Top-10 overlap (share of row's top-10 also in column's)",
+        "Agreement per day (flag = percentile >= 95 %)",
+    ]
     heads = [s.value for s in at.subheader]
     assert "iforest flags it, lof does not" in heads and "lof flags it, iforest does not" in heads
     n_truth = sql(demo_store, "SELECT count(*) FROM ground_truth")
@@ -165,14 +186,23 @@ def test_frame_page_shows_the_original_scores_and_neighbours(app, demo_store):
     fid = sql(demo_store, "SELECT min(frame_id) FROM frames")
     at = open_page(app(frame=str(fid)), "views/frame.py")
     assert at.caption[0].value.startswith(f"Frame {fid} · ")
-    n_det = sql(demo_store, "SELECT count(*) FROM outlier_scores WHERE frame_id = ? AND run_id = "
-                            "(SELECT run_id FROM latest_run)", [fid])
+    n_det = sql(
+        demo_store,
+        "SELECT count(*) FROM outlier_scores WHERE frame_id = ? AND run_id = "
+        "(SELECT run_id FROM latest_run)",
+        [fid],
+    )
     assert n_values(charts(at)[0]["data"][0]["y"]) == n_det
-    n_nb = sql(demo_store, "SELECT count(*) FROM neighbors WHERE frame_id = ? AND run_id = "
-                           "(SELECT run_id FROM latest_run)", [fid])
+    n_nb = sql(
+        demo_store,
+        "SELECT count(*) FROM neighbors WHERE frame_id = ? AND run_id = "
+        "(SELECT run_id FROM latest_run)",
+        [fid],
+    )
     assert len(at.image) == 1 + n_nb
     root = sql(demo_store, "SELECT root FROM frames WHERE frame_id = ?", [fid])
     from pathlib import Path
+
     expected = "original file" if Path(root).is_dir() else "thumbnail"
     assert at.image[0].captions[0].startswith(expected)
 
@@ -196,11 +226,14 @@ def test_runs_page(app, demo_store):
         assert at.success[0].value == "No file failed."
 
 
-@pytest.mark.parametrize("params", [
-    {"cluster": "99999", "from": "2024-99-99", "det": "x'; DROP TABLE frames; --"},
-    {"weather": "../../../../etc/passwd", "hours": "25-3", "thr": "pct-1"},
-    {"daylight": "A" * 10_000, "run": "0 OR 1=1", "bogus": "<script>alert(1)</script>"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"cluster": "99999", "from": "2024-99-99", "det": "x'; DROP TABLE frames; --"},
+        {"weather": "../../../../etc/passwd", "hours": "25-3", "thr": "pct-1"},
+        {"daylight": "A" * 10_000, "run": "0 OR 1=1", "bogus": "<script>alert(1)</script>"},
+    ],
+)
 def test_hostile_urls_show_a_notice(app, demo_store, params):
     at = ok(app(**params).run())
     text = "\n".join(w.value for w in at.warning)
@@ -211,11 +244,14 @@ def test_hostile_urls_show_a_notice(app, demo_store, params):
         assert key not in at.query_params  # the bad values are not written back
 
 
-@pytest.mark.parametrize("params", [
-    {"incident": "1; DROP TABLE incidents", "cluster": "99999", "det": "<img src=x>"},
-    {"incident": "-5", "from": "2024-13-40", "thr": "top-3", "hours": "0-99"},
-    {"incident": "9" * 40, "daylight": "../etc", "weather": "A" * 10_000},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"incident": "1; DROP TABLE incidents", "cluster": "99999", "det": "<img src=x>"},
+        {"incident": "-5", "from": "2024-13-40", "thr": "top-3", "hours": "0-99"},
+        {"incident": "9" * 40, "daylight": "../etc", "weather": "A" * 10_000},
+    ],
+)
 def test_hostile_urls_on_the_incidents_page_show_a_notice(app, demo_store, params):
     at = open_page(app(**params), "views/incidents.py")
     text = "\n".join(w.value for w in at.warning)
@@ -232,14 +268,19 @@ def test_review_one_by_one_and_bulk_round_trip(store_copy, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.switch_page("views/review.py").run()
     ok(at)
-    top = sql(store_copy, "SELECT frame_id FROM outlier_scores WHERE detector = 'consensus' AND "
-                          "run_id = (SELECT run_id FROM latest_run) "
-                          "ORDER BY score DESC, frame_id LIMIT 1")
+    top = sql(
+        store_copy,
+        "SELECT frame_id FROM outlier_scores WHERE detector = 'consensus' AND "
+        "run_id = (SELECT run_id FROM latest_run) "
+        "ORDER BY score DESC, frame_id LIMIT 1",
+    )
     at.text_input(key="review_note").input("person in view")
     at.button(key="review_junk").click().run()
     ok(at)
-    assert sql(store_copy, "SELECT verdict || ':' || note FROM reviews WHERE frame_id = ?",
-               [top]) == "junk:person in view"
+    assert (
+        sql(store_copy, "SELECT verdict || ':' || note FROM reviews WHERE frame_id = ?", [top])
+        == "junk:person in view"
+    )
     at.button(key="review_keep").click().run()
     assert sql(store_copy, "SELECT count(*) FROM reviews WHERE verdict = 'keep'") == 1
     # bulk: every night frame -> junk
@@ -253,12 +294,20 @@ def test_review_one_by_one_and_bulk_round_trip(store_copy, monkeypatch):
     at.button(key="review_apply").click().run()
     ok(at)
     n_night = sql(store_copy, "SELECT count(*) FROM frames WHERE daylight = 'night'")
-    assert sql(store_copy, "SELECT count(*) FROM reviews r JOIN frames f USING (frame_id) "
-                           "WHERE f.daylight = 'night' AND verdict = 'junk'") == n_night
+    assert (
+        sql(
+            store_copy,
+            "SELECT count(*) FROM reviews r JOIN frames f USING (frame_id) "
+            "WHERE f.daylight = 'night' AND verdict = 'junk'",
+        )
+        == n_night
+    )
     # the export leaves them out
     at.radio(key="export_mode").set_value("not_junk").run()
-    assert any(s.value.startswith("**0 frames**") or "Nothing to export" in s.value
-               for s in list(at.markdown) + list(at.info))
+    assert any(
+        s.value.startswith("**0 frames**") or "Nothing to export" in s.value
+        for s in list(at.markdown) + list(at.info)
+    )
 
 
 def test_gallery_selection_bulk_review(store_copy, monkeypatch):
@@ -281,8 +330,11 @@ def test_export_downloads(app, demo_store):
     at = open_page(app(daylight="day"), "views/review.py")
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["File list (.txt)", "CSV", "ffmpeg concat"]
-    n_day = sql(demo_store, "SELECT count(*) FROM frames f LEFT JOIN reviews r USING (frame_id) "
-                            "WHERE daylight = 'day' AND r.verdict IS DISTINCT FROM 'junk'")
+    n_day = sql(
+        demo_store,
+        "SELECT count(*) FROM frames f LEFT JOIN reviews r USING (frame_id) "
+        "WHERE daylight = 'day' AND r.verdict IS DISTINCT FROM 'junk'",
+    )
     assert any(m.value.startswith(f"**{n_day:,} frames** to export") for m in at.markdown)
 
 
@@ -290,9 +342,17 @@ def test_locked_store_shows_the_notice(store_copy, monkeypatch):
     monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
     monkeypatch.setenv("TIMELAPSE_LOCK_WAIT_S", "0.5")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
-         "print('locked', flush=True); sys.stdin.read()", str(store_copy)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+            "print('locked', flush=True); sys.stdin.read()",
+            str(store_copy),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         at = AppTest.from_file(APP, default_timeout=60).run()
@@ -330,14 +390,17 @@ def test_missing_store_is_an_error_not_a_traceback(monkeypatch, tmp_path):
 
 
 def test_dashboard_does_not_import_heavy_modules():
-    code = ("import sys; sys.argv = ['x']\n"
-            "import dashboard.data, dashboard.charts, dashboard.filters, dashboard.metrics, "
-            "dashboard.ui, store.facts, store.reviews\n"
-            "heavy = [m for m in sys.modules if m.split('.')[0] in "
-            "('tensorflow', 'keras', 'pyod', 'sklearn', 'pipeline', 'umap', 'hdbscan', 'torch')]\n"
-            "print(heavy)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         timeout=120)
+    code = (
+        "import sys; sys.argv = ['x']\n"
+        "import dashboard.data, dashboard.charts, dashboard.filters, dashboard.metrics, "
+        "dashboard.ui, store.facts, store.reviews\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'keras', 'pyod', 'sklearn', 'pipeline', 'umap', 'hdbscan', 'torch')]\n"
+        "print(heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -358,8 +421,10 @@ def test_selection_filters_the_gallery(app, demo_store):
     at = app()
     at.run()
     with store.connect(demo_store, read_only=True) as con:
-        ids = [r[0] for r in con.execute("SELECT frame_id FROM frames ORDER BY frame_id LIMIT 4")
-               .fetchall()]
+        ids = [
+            r[0]
+            for r in con.execute("SELECT frame_id FROM frames ORDER BY frame_id LIMIT 4").fetchall()
+        ]
     at.session_state["selection"] = ids
     at.switch_page("views/gallery.py").run()
     ok(at)
@@ -374,17 +439,23 @@ def test_store_with_frames_only(garden_monz, tmp_path, monkeypatch):
     """Right after `ingest` (no analysis yet): counts, span and the paged grid; every other page
     says what to run instead of failing. Uses the 13 real garden frames."""
     db = tmp_path / "real.duckdb"
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "ingest", str(garden_monz),
-                           "--db", str(db)], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "ingest", str(garden_monz), "--db", str(db)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     n = sql(db, "SELECT count(*) FROM frames")
     assert n == 13
     monkeypatch.setenv("TIMELAPSE_DB", str(db))
     at = ok(AppTest.from_file(APP, default_timeout=60).run())
     assert metric(at, "Frames") == "13"
-    first, last = (sql(db, f"SELECT strftime({f}(taken_at), '%Y-%m-%d %H:%M') FROM frames")
-                   for f in ("min", "max"))
+    first, last = (
+        sql(db, f"SELECT strftime({f}(taken_at), '%Y-%m-%d %H:%M') FROM frames")
+        for f in ("min", "max")
+    )
     assert any(c.value == f"From {first} to {last} (camera clock)." for c in at.caption)
     at.switch_page("views/gallery.py").run()
     ok(at)
@@ -393,8 +464,13 @@ def test_store_with_frames_only(garden_monz, tmp_path, monkeypatch):
     assert len(at.image) == 12
     at.number_input(key="gallery_page").set_value(2).run()
     assert len(at.image) == 1
-    for page in ("views/map.py", "views/clusters.py", "views/compare.py", "views/runs.py",
-                 "views/review.py"):
+    for page in (
+        "views/map.py",
+        "views/clusters.py",
+        "views/compare.py",
+        "views/runs.py",
+        "views/review.py",
+    ):
         at.switch_page(page).run()
         ok(at)
     at.switch_page("views/frame.py").run()
@@ -405,17 +481,26 @@ def test_store_with_frames_only(garden_monz, tmp_path, monkeypatch):
 def test_a_session_on_a_pruned_run_falls_back_to_a_kept_one(store_copy, monkeypatch):
     monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
     for _ in range(2):  # three runs in all
-        done = subprocess.run([sys.executable, "-m", "pipeline", "analyze", "--db",
-                               str(store_copy), "--quiet"], cwd=REPO, capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", "analyze", "--db", str(store_copy), "--quiet"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr
     at = ok(AppTest.from_file(APP, default_timeout=60).run())
     runs = next(s for s in at.sidebar.selectbox if s.label == "Analysis run")
     oldest = sql(store_copy, "SELECT min(run_id) FROM analysis_runs WHERE status = 'complete'")
     runs.set_value(oldest).run()
     assert at.query_params["run"] == str(oldest)
-    done = subprocess.run([sys.executable, "-m", "pipeline", "prune", "--db", str(store_copy),
-                           "--keep", "2"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "prune", "--db", str(store_copy), "--keep", "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     ok(at.run())
     runs = next(s for s in at.sidebar.selectbox if s.label == "Analysis run")
@@ -428,9 +513,13 @@ def test_a_session_on_a_pruned_run_falls_back_to_a_kept_one(store_copy, monkeypa
 
 def _incidents(db, where: str = "TRUE") -> list[int]:
     with store.connect(db, read_only=True) as con:
-        return [r[0] for r in con.execute(
-            "SELECT incident_id FROM incidents WHERE run_id = (SELECT run_id FROM latest_run) "
-            f"AND {where} ORDER BY started_at, incident_id").fetchall()]
+        return [
+            r[0]
+            for r in con.execute(
+                "SELECT incident_id FROM incidents WHERE run_id = (SELECT run_id FROM latest_run) "
+                f"AND {where} ORDER BY started_at, incident_id"
+            ).fetchall()
+        ]
 
 
 def test_incidents_page_lists_draws_and_exports_the_runs_incidents(app, demo_store):
@@ -441,18 +530,29 @@ def test_incidents_page_lists_draws_and_exports_the_runs_incidents(app, demo_sto
     assert metric(at, "Incidents") == f"{len(ids):,}"
     timeline = charts(at)[0]
     assert timeline["layout"]["title"]["text"] == "Incidents over the archive"
-    drawn = sorted(int(c[0]) for t in timeline["data"] if t["mode"] == "markers"
-                   for c in values(t["customdata"]))
+    drawn = sorted(
+        int(c[0])
+        for t in timeline["data"]
+        if t["mode"] == "markers"
+        for c in values(t["customdata"])
+    )
     assert drawn == sorted(ids)
     assert at.dataframe[0].value["incident_id"].tolist() == ids
     assert [b.label for b in at.get("download_button")] == ["Bad periods (CSV)"]
-    longest = sql(demo_store, "SELECT incident_id FROM incidents WHERE run_id = "
-                              "(SELECT run_id FROM latest_run) ORDER BY n_frames DESC, "
-                              "peak_score DESC LIMIT 1")
+    longest = sql(
+        demo_store,
+        "SELECT incident_id FROM incidents WHERE run_id = "
+        "(SELECT run_id FROM latest_run) ORDER BY n_frames DESC, "
+        "peak_score DESC LIMIT 1",
+    )
     assert at.selectbox(key="incident_pick").value == longest
     assert at.query_params["incident"] == str(longest)
-    n = sql(demo_store, "SELECT n_frames FROM incidents WHERE run_id = (SELECT run_id FROM "
-                        "latest_run) AND incident_id = ?", [longest])
+    n = sql(
+        demo_store,
+        "SELECT n_frames FROM incidents WHERE run_id = (SELECT run_id FROM "
+        "latest_run) AND incident_id = ?",
+        [longest],
+    )
     assert at.button(key="incident_junk").label == f"Mark all {n:,} frames junk"
     assert len(at.image) == min(n, 12)
 
@@ -464,8 +564,10 @@ def test_incidents_follow_the_url_and_the_filters(app, demo_store):
     at = open_page(app(daylight="night"), "views/incidents.py")
     assert at.success[0].value == "No incidents among the filtered frames."
     at = open_page(app(hours="12-23"), "views/incidents.py")
-    later = _incidents(demo_store, "incident_id IN (SELECT incident_id FROM incident_frames "
-                                   "WHERE hour(taken_at) >= 12)")
+    later = _incidents(
+        demo_store,
+        "incident_id IN (SELECT incident_id FROM incident_frames WHERE hour(taken_at) >= 12)",
+    )
     assert at.dataframe[0].value["incident_id"].tolist() == later
     at = open_page(app(incident="not-a-number"), "views/incidents.py")
     assert any("Ignored URL parameter 'incident'" in w.value for w in at.warning)
@@ -474,12 +576,18 @@ def test_incidents_follow_the_url_and_the_filters(app, demo_store):
 def test_marking_an_incident_marks_every_frame_and_undo_restores(store_copy, monkeypatch):
     monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
     with store.connect(store_copy, read_only=True) as con:
-        incident, = con.execute(
+        (incident,) = con.execute(
             "SELECT incident_id FROM incidents WHERE run_id = (SELECT run_id FROM latest_run) "
-            "ORDER BY n_frames DESC LIMIT 1").fetchall()[0]
-        members = [r[0] for r in con.execute(
-            "SELECT frame_id FROM incident_frames WHERE run_id = (SELECT run_id FROM "
-            "latest_run) AND incident_id = ? ORDER BY frame_id", [incident]).fetchall()]
+            "ORDER BY n_frames DESC LIMIT 1"
+        ).fetchall()[0]
+        members = [
+            r[0]
+            for r in con.execute(
+                "SELECT frame_id FROM incident_frames WHERE run_id = (SELECT run_id FROM "
+                "latest_run) AND incident_id = ? ORDER BY frame_id",
+                [incident],
+            ).fetchall()
+        ]
     with store.connect(store_copy) as con:
         store.reviews.set_verdicts(con, members[:1], "keep", "a judgement call")
     at = AppTest.from_file(APP, default_timeout=60)
@@ -494,8 +602,10 @@ def test_marking_an_incident_marks_every_frame_and_undo_restores(store_copy, mon
     ok(at)
     with store.connect(store_copy, read_only=True) as con:
         assert store.reviews.verdicts(con, members) == {members[0]: "keep"}
-        assert scalar(con, "SELECT note FROM reviews WHERE frame_id = ?",
-                      [members[0]]) == "a judgement call"
+        assert (
+            scalar(con, "SELECT note FROM reviews WHERE frame_id = ?", [members[0]])
+            == "a judgement call"
+        )
     assert "incident_undo" not in [b.key for b in at.button]  # nothing left to undo
 
 
@@ -503,8 +613,10 @@ def test_an_incident_the_filters_leave_out_is_named(app, demo_store):
     morning = _incidents(demo_store, "hour(started_at) < 12")
     assert morning, "the demo store has a morning incident"
     at = open_page(app(incident=str(morning[0]), hours="12-23"), "views/incidents.py")
-    assert any(f"Incident {morning[0]} is not among the incidents the filters keep" in w.value
-               for w in at.warning)
+    assert any(
+        f"Incident {morning[0]} is not among the incidents the filters keep" in w.value
+        for w in at.warning
+    )
     assert at.selectbox(key="incident_pick").value != morning[0]
 
 
@@ -512,9 +624,14 @@ def test_keep_and_clear_an_incident_then_undo_the_clearing(store_copy, monkeypat
     monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
     incident = _incidents(store_copy)[0]
     with store.connect(store_copy, read_only=True) as con:
-        members = [r[0] for r in con.execute(
-            "SELECT frame_id FROM incident_frames WHERE run_id = (SELECT run_id FROM "
-            "latest_run) AND incident_id = ? ORDER BY frame_id", [incident]).fetchall()]
+        members = [
+            r[0]
+            for r in con.execute(
+                "SELECT frame_id FROM incident_frames WHERE run_id = (SELECT run_id FROM "
+                "latest_run) AND incident_id = ? ORDER BY frame_id",
+                [incident],
+            ).fetchall()
+        ]
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["incident"] = str(incident)
     at.switch_page("views/incidents.py").run()  # a link to the incident, opened
@@ -541,8 +658,14 @@ def test_clicking_an_incident_on_the_timeline_opens_it(app, demo_store):
     at = open_page(app(), "views/incidents.py")
     other = next(i for i in ids if i != at.selectbox(key="incident_pick").value)
     # what the browser sends when a marker is clicked (its customdata is the incident id)
-    at.session_state["incidents_timeline"] = {"selection": {
-        "points": [{"customdata": [other]}], "point_indices": [0], "box": [], "lasso": []}}
+    at.session_state["incidents_timeline"] = {
+        "selection": {
+            "points": [{"customdata": [other]}],
+            "point_indices": [0],
+            "box": [],
+            "lasso": [],
+        }
+    }
     at.run()
     ok(at)
     assert at.selectbox(key="incident_pick").value == other
@@ -568,8 +691,9 @@ def test_gallery_thumbnail_size_follows_the_url(app, size, columns):
     assert at.query_params["size"] == size
 
     def has_image(node) -> bool:
-        return node.type == "image" or any(has_image(c) for c in getattr(
-            node, "children", {}).values())
+        return node.type == "image" or any(
+            has_image(c) for c in getattr(node, "children", {}).values()
+        )
 
     assert len(at.image) == 24
     assert sum(has_image(column) for column in at.columns) == columns  # one card per column
@@ -579,14 +703,25 @@ def test_gallery_cards_have_one_badge_and_details_on_demand(app, demo_store):
     at = open_page(app(det="lof", size="large"), "views/gallery.py")
     badges = [m.value for m in at.markdown if "-badge[" in m.value]
     assert len(badges) == len(at.image) == 24
-    top = sql(demo_store, "SELECT frame_id FROM outlier_scores WHERE detector = 'lof' AND "
-                          "run_id = (SELECT run_id FROM latest_run) "
-                          "ORDER BY score DESC, frame_id LIMIT 1")
-    pct = sql(demo_store, "SELECT score_pct FROM outlier_scores WHERE detector = 'lof' AND "
-                          "run_id = (SELECT run_id FROM latest_run) AND frame_id = ?", [top])
+    top = sql(
+        demo_store,
+        "SELECT frame_id FROM outlier_scores WHERE detector = 'lof' AND "
+        "run_id = (SELECT run_id FROM latest_run) "
+        "ORDER BY score DESC, frame_id LIMIT 1",
+    )
+    pct = sql(
+        demo_store,
+        "SELECT score_pct FROM outlier_scores WHERE detector = 'lof' AND "
+        "run_id = (SELECT run_id FROM latest_run) AND frame_id = ?",
+        [top],
+    )
     assert f"lof {pct * 100:.1f} %" in badges[0]
-    n_scores = sql(demo_store, "SELECT count(score_pct) FROM outlier_scores WHERE frame_id = ? "
-                               "AND run_id = (SELECT run_id FROM latest_run)", [top])
+    n_scores = sql(
+        demo_store,
+        "SELECT count(score_pct) FROM outlier_scores WHERE frame_id = ? "
+        "AND run_id = (SELECT run_id FROM latest_run)",
+        [top],
+    )
     assert not any("consensus" in c.value and "%" in c.value for c in at.caption)
     at.session_state[f"gallery_more_{top}"] = True  # open the first card's details
     at.run()
@@ -608,9 +743,12 @@ def test_small_cards_badge_the_percentile_without_the_detector_name(app, demo_st
     at = open_page(app(det="lof", size="small"), "views/gallery.py")
     badges = [m.value for m in at.markdown if "-badge[" in m.value]
     assert len(badges) == 24
-    top = sql(demo_store, "SELECT score_pct FROM outlier_scores WHERE detector = 'lof' AND "
-                          "run_id = (SELECT run_id FROM latest_run) "
-                          "ORDER BY score DESC, frame_id LIMIT 1")
+    top = sql(
+        demo_store,
+        "SELECT score_pct FROM outlier_scores WHERE detector = 'lof' AND "
+        "run_id = (SELECT run_id FROM latest_run) "
+        "ORDER BY score DESC, frame_id LIMIT 1",
+    )
     assert f"[{top * 100:.1f} %]" in badges[0] and "lof" not in badges[0]
     assert "ranked by lof" in at.caption[0].value
 
@@ -623,13 +761,19 @@ def test_gallery_ignores_an_unknown_size(app):
 
 def test_overview_shows_the_archive_mosaic(app, demo_store):
     at = ok(app().run())
-    mosaic = next(s for s in charts(at) if s["layout"]["title"]["text"].startswith(
-        "The archive, an hour per cell"))
+    mosaic = next(
+        s
+        for s in charts(at)
+        if s["layout"]["title"]["text"].startswith("The archive, an hour per cell")
+    )
     image = mosaic["data"][0]
     assert image["type"] == "image" and image["source"].startswith("data:image/png;base64,")
     n_days = sql(demo_store, "SELECT count(DISTINCT taken_at::DATE) FROM frames")
     assert len(mosaic["layout"]["yaxis"]["ticktext"]) == n_days
     at = ok(app(hours="6-18").run())
-    cropped = next(s for s in charts(at) if s["layout"]["title"]["text"].startswith(
-        "The archive, an hour per cell"))
+    cropped = next(
+        s
+        for s in charts(at)
+        if s["layout"]["title"]["text"].startswith("The archive, an hour per cell")
+    )
     assert cropped["layout"]["xaxis"]["ticktext"] == [str(h) for h in range(6, 19)]

@@ -11,14 +11,24 @@ from dashboard import charts, metrics
 
 
 def wide_table() -> pd.DataFrame:
-    return pd.DataFrame({
-        "frame_id": [1, 2, 3, 4, 5, 6],
-        "taken_at": pd.to_datetime(["2024-04-01 10:00", "2024-04-01 11:00", "2024-04-01 12:00",
-                                    "2024-04-02 10:00", "2024-04-02 11:00", "2024-04-02 12:00"]),
-        "a": [0.1, 0.2, 0.3, 0.4, 0.5, 0.96],
-        "b": [0.96, 0.5, 0.4, 0.3, 0.2, 0.1],
-        "c": [0.1, 0.2, 0.3, 0.4, 0.97, 0.96],
-    })
+    return pd.DataFrame(
+        {
+            "frame_id": [1, 2, 3, 4, 5, 6],
+            "taken_at": pd.to_datetime(
+                [
+                    "2024-04-01 10:00",
+                    "2024-04-01 11:00",
+                    "2024-04-01 12:00",
+                    "2024-04-02 10:00",
+                    "2024-04-02 11:00",
+                    "2024-04-02 12:00",
+                ]
+            ),
+            "a": [0.1, 0.2, 0.3, 0.4, 0.5, 0.96],
+            "b": [0.96, 0.5, 0.4, 0.3, 0.2, 0.1],
+            "c": [0.1, 0.2, 0.3, 0.4, 0.97, 0.96],
+        }
+    )
 
 
 def test_colours_are_stable_and_distinct():
@@ -33,14 +43,26 @@ def test_colours_are_stable_and_distinct():
 
 def test_same_colour_on_every_chart():
     wide = wide_table()
-    bar = charts.outliers_bar(pd.DataFrame({"detector": ["a", "lof"], "n_flagged": [1, 2],
-                                            "n_scored": [6, 6], "flagged_share": [1 / 6, 2 / 6]}))
-    assert list(bar.data[0].marker.color) == [charts.detector_color("a"),
-                                              charts.detector_color("lof")]
+    bar = charts.outliers_bar(
+        pd.DataFrame(
+            {
+                "detector": ["a", "lof"],
+                "n_flagged": [1, 2],
+                "n_scored": [6, 6],
+                "flagged_share": [1 / 6, 2 / 6],
+            }
+        )
+    )
+    assert list(bar.data[0].marker.color) == [
+        charts.detector_color("a"),
+        charts.detector_color("lof"),
+    ]
     labels = pd.DataFrame({"frame_id": [1, 6], "is_anomaly": [False, True]})
     pat = charts.precision_at_k(wide, labels, ["a", "b"], 2)
-    assert [t.line.color for t in pat.data] == [charts.detector_color("a"),
-                                               charts.detector_color("b")]
+    assert [t.line.color for t in pat.data] == [
+        charts.detector_color("a"),
+        charts.detector_color("b"),
+    ]
 
 
 def test_spearman_and_overlap():
@@ -73,9 +95,15 @@ def test_agreement_by_day():
 
 
 def test_calendar_heatmap_has_24_hours_and_units():
-    cal = pd.DataFrame({"day": pd.to_datetime(["2024-04-01", "2024-04-01", "2024-04-02"]),
-                        "hour": [3, 4, 23], "n_frames": [5, 6, 7],
-                        "outlier_rate": [0.0, 0.5, 1.0], "mean_pct": [0.1, 0.2, 0.3]})
+    cal = pd.DataFrame(
+        {
+            "day": pd.to_datetime(["2024-04-01", "2024-04-01", "2024-04-02"]),
+            "hour": [3, 4, 23],
+            "n_frames": [5, 6, 7],
+            "outlier_rate": [0.0, 0.5, 1.0],
+            "mean_pct": [0.1, 0.2, 0.3],
+        }
+    )
     fig = charts.calendar_heatmap(cal, "outlier_rate")
     z = np.array(fig.data[0].z, dtype=float)
     assert z.shape == (2, 24) and z[0, 4] == 50 and z[1, 23] == 100
@@ -84,10 +112,19 @@ def test_calendar_heatmap_has_24_hours_and_units():
 
 
 def test_map_scatter_is_webgl_and_carries_frame_ids():
-    pts = pd.DataFrame({"frame_id": [1, 2, 3], "map_x": [0.0, 1, 2], "map_y": [0.0, 1, 2],
-                        "cluster": [0, 1, -1], "score_pct": [0.1, 0.5, 0.99],
-                        "is_outlier": [False, False, True], "daylight": ["day"] * 3,
-                        "condition": ["fog"] * 3, "taken_at": pd.to_datetime(["2024-04-01"] * 3)})
+    pts = pd.DataFrame(
+        {
+            "frame_id": [1, 2, 3],
+            "map_x": [0.0, 1, 2],
+            "map_y": [0.0, 1, 2],
+            "cluster": [0, 1, -1],
+            "score_pct": [0.1, 0.5, 0.99],
+            "is_outlier": [False, False, True],
+            "daylight": ["day"] * 3,
+            "condition": ["fog"] * 3,
+            "taken_at": pd.to_datetime(["2024-04-01"] * 3),
+        }
+    )
     fig = charts.map_scatter(pts, "cluster")
     assert {t.type for t in fig.data} == {"scattergl"}
     assert {t.name for t in fig.data} == {"cluster 0", "cluster 1", "noise"}
@@ -110,7 +147,12 @@ def test_ffmpeg_concat_file():
     text = export_concat(["/f/a.jpg", "/f/it's.jpg"], fps=25, description="night")
     lines = text.splitlines()
     assert lines[0] == "ffconcat version 1.0" and "25 fps; night" in lines[1]
-    assert lines[3:] == ["file '/f/a.jpg'", "duration 0.040000", "file '/f/it'\\''s.jpg'",
-                         "duration 0.040000", "file '/f/it'\\''s.jpg'"]
+    assert lines[3:] == [
+        "file '/f/a.jpg'",
+        "duration 0.040000",
+        "file '/f/it'\\''s.jpg'",
+        "duration 0.040000",
+        "file '/f/it'\\''s.jpg'",
+    ]
     with pytest.raises(ValueError):
         export_concat(["/f/a.jpg"], fps=0)

@@ -28,7 +28,7 @@ def test_original_path_stays_inside_root(tmp_path, make_jpeg):
     assert data.original_path(str(root), "2024/a.jpg") == good.resolve()
     assert data.original_path(str(root), "../outside.jpg") is None
     assert data.original_path(str(root), str(secret)) is None  # absolute path
-    assert data.original_path(str(root), "link.jpg") is None   # symlink out of root
+    assert data.original_path(str(root), "link.jpg") is None  # symlink out of root
     assert data.original_path(str(root), "notes.txt") is None
     assert data.original_path(str(root), "missing.jpg") is None
     assert data.original_path(str(tmp_path / "gone"), "a.jpg") is None

@@ -14,17 +14,21 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import store
-from store.export import (export_concat, export_csv, export_list, file_path, one_line_paths,
-                              to_bytes)
 from pipeline.ingest import frame_file, ingest_folder
 from pipeline.settings import Settings
 from store import facts
+from store.export import export_concat, export_csv, export_list, file_path, one_line_paths, to_bytes
 from tests.conftest import REPO, write_jpeg
 
 NON_UTF8 = b"caf\xe9_20240410_120000.jpg"
-NAMES = [NON_UTF8, "plain_20240410_120100.jpg".encode(), "it's_20240410_120200.jpg".encode(),
-         # a real backslash-x in a valid name: kept as it is, not read as an escape
-         b"lit\\x41_20240410_120300.jpg", "ünï_20240410_120400.jpg".encode()]
+NAMES = [
+    NON_UTF8,
+    "plain_20240410_120100.jpg".encode(),
+    "it's_20240410_120200.jpg".encode(),
+    # a real backslash-x in a valid name: kept as it is, not read as an escape
+    b"lit\\x41_20240410_120300.jpg",
+    "ünï_20240410_120400.jpg".encode(),
+]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +75,7 @@ def _concat_files(data: bytes) -> list[bytes]:
     names = []
     for line in data.splitlines():
         if line.startswith(b"file "):
-            quoted = line[len(b"file "):]
+            quoted = line[len(b"file ") :]
             assert quoted.startswith(b"'") and quoted.endswith(b"'")
             names.append(re.sub(rb"'\\''", b"'", quoted[1:-1]))
         else:
@@ -129,5 +133,8 @@ def test_review_page_offers_the_exports_with_the_non_utf8_frame(exported, monkey
     at.switch_page("views/review.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert [b.label for b in at.get("download_button")] == [
-        "File list (.txt)", "CSV", "ffmpeg concat"]
+        "File list (.txt)",
+        "CSV",
+        "ffmpeg concat",
+    ]
     assert any(m.value.startswith(f"**{len(frames)} frames** to export") for m in at.markdown)

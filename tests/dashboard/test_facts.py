@@ -26,8 +26,12 @@ def test_summary_counts_match_sql(con, run_id):
     assert s["n_frames"] == s["n_total"] == scalar(con, "SELECT count(*) FROM frames")
     night = scalar(con, "SELECT avg(CASE WHEN daylight = 'night' THEN 1.0 ELSE 0 END) FROM frames")
     assert s["night_share"] == pytest.approx(night)
-    flagged = scalar(con, "SELECT count(*) FROM outlier_scores WHERE run_id = ? "
-                          "AND detector = 'consensus' AND is_outlier", [run_id])
+    flagged = scalar(
+        con,
+        "SELECT count(*) FROM outlier_scores WHERE run_id = ? "
+        "AND detector = 'consensus' AND is_outlier",
+        [run_id],
+    )
     assert s["n_flagged"] == flagged
     assert s["n_errors"] == scalar(con, "SELECT count(*) FROM ingest_errors")
 
@@ -37,33 +41,47 @@ def test_filters_narrow_the_frames(con, run_id):
     night = facts.summary(con, base.replace(daylight=("night",)))["n_frames"]
     assert night == scalar(con, "SELECT count(*) FROM frames WHERE daylight = 'night'")
     hours = facts.summary(con, base.replace(hour_from=10, hour_to=13))["n_frames"]
-    assert hours == scalar(con, "SELECT count(*) FROM frames "
-                                "WHERE hour(taken_at) BETWEEN 10 AND 13")
+    assert hours == scalar(
+        con, "SELECT count(*) FROM frames WHERE hour(taken_at) BETWEEN 10 AND 13"
+    )
     wrap = facts.summary(con, base.replace(hour_from=22, hour_to=2))["n_frames"]
-    assert wrap == scalar(con, "SELECT count(*) FROM frames WHERE hour(taken_at) >= 22 "
-                               "OR hour(taken_at) <= 2")
+    assert wrap == scalar(
+        con, "SELECT count(*) FROM frames WHERE hour(taken_at) >= 22 OR hour(taken_at) <= 2"
+    )
     day0 = scalar(con, "SELECT min(taken_at)::DATE FROM frames")
     one_day = facts.summary(con, base.replace(date_from=day0, date_to=day0))["n_frames"]
     assert one_day == scalar(con, "SELECT count(*) FROM frames WHERE taken_at::DATE = ?", [day0])
     cluster = facts.options(con, run_id)["clusters"][0]
     in_cluster = facts.summary(con, base.replace(clusters=(cluster,)))["n_frames"]
-    assert in_cluster == scalar(con, "SELECT count(*) FROM clusters WHERE run_id = ? "
-                                     "AND cluster = ?", [run_id, cluster])
+    assert in_cluster == scalar(
+        con, "SELECT count(*) FROM clusters WHERE run_id = ? AND cluster = ?", [run_id, cluster]
+    )
 
 
 def test_thresholds(con, run_id):
     base = FrameFilter(run_id=run_id, detector="iforest")
     top = facts.frames_page(con, base.replace(threshold_kind="topk", threshold=7), 0, 100)[0]
-    best = con.execute("SELECT frame_id FROM outlier_scores WHERE run_id = ? AND detector = "
-                       "'iforest' ORDER BY score DESC, frame_id LIMIT 7", [run_id]).fetchall()
+    best = con.execute(
+        "SELECT frame_id FROM outlier_scores WHERE run_id = ? AND detector = "
+        "'iforest' ORDER BY score DESC, frame_id LIMIT 7",
+        [run_id],
+    ).fetchall()
     assert list(top["frame_id"]) == [r[0] for r in best]
     assert top["score"].is_monotonic_decreasing
     pct = facts.summary(con, base.replace(threshold_kind="pct", threshold=90))["n_frames"]
-    assert pct == scalar(con, "SELECT count(*) FROM outlier_scores WHERE run_id = ? AND "
-                              "detector = 'iforest' AND score_pct >= 0.9", [run_id])
+    assert pct == scalar(
+        con,
+        "SELECT count(*) FROM outlier_scores WHERE run_id = ? AND "
+        "detector = 'iforest' AND score_pct >= 0.9",
+        [run_id],
+    )
     flagged = facts.summary(con, base.replace(threshold_kind="flagged"))["n_frames"]
-    assert flagged == scalar(con, "SELECT count(*) FROM outlier_scores WHERE run_id = ? AND "
-                                  "detector = 'iforest' AND is_outlier", [run_id])
+    assert flagged == scalar(
+        con,
+        "SELECT count(*) FROM outlier_scores WHERE run_id = ? AND "
+        "detector = 'iforest' AND is_outlier",
+        [run_id],
+    )
 
 
 def test_hostile_text_is_only_a_value(con, run_id):
@@ -100,8 +118,12 @@ def test_map_sample_keeps_flagged_frames(con, run_id):
     pts, n = facts.map_points(con, flt, max_points=20)
     assert n == scalar(con, "SELECT count(*) FROM clusters WHERE run_id = ?", [run_id])
     assert len(pts) == min(20, n)
-    flagged = scalar(con, "SELECT count(*) FROM outlier_scores WHERE run_id = ? AND "
-                          "detector = 'consensus' AND is_outlier", [run_id])
+    flagged = scalar(
+        con,
+        "SELECT count(*) FROM outlier_scores WHERE run_id = ? AND "
+        "detector = 'consensus' AND is_outlier",
+        [run_id],
+    )
     assert pts["is_outlier"].fillna(False).sum() == min(flagged, 20)
     again, _ = facts.map_points(con, flt, max_points=20)
     assert list(again["frame_id"]) == list(pts["frame_id"])  # deterministic sample
@@ -110,8 +132,9 @@ def test_map_sample_keeps_flagged_frames(con, run_id):
 def test_clusters(con, run_id):
     flt = FrameFilter(run_id=run_id)
     sizes = facts.cluster_sizes(con, flt)
-    assert sizes["n_frames"].sum() == scalar(con, "SELECT count(*) FROM clusters WHERE run_id = ?",
-                                             [run_id])
+    assert sizes["n_frames"].sum() == scalar(
+        con, "SELECT count(*) FROM clusters WHERE run_id = ?", [run_id]
+    )
     prof = facts.cluster_profiles(con, flt)
     assert prof[prof["kind"] == "hour"]["n_frames"].sum() == sizes["n_frames"].sum()
     samples = facts.cluster_samples(con, flt, 3, seed=2)
@@ -131,12 +154,16 @@ def test_weather_is_joined_when_needed(con, run_id):
     for row in view.head(30).to_dict("records"):  # the page-only ASOF join = the view
         d = facts.frame_detail(con, row["frame_id"], run_id)
         assert d["condition"] == (row["condition"] or "unknown")
-        assert (pd.isna(d["temperature_c"]) and pd.isna(row["temperature_c"])) or \
-            d["temperature_c"] == row["temperature_c"]
+        assert (pd.isna(d["temperature_c"]) and pd.isna(row["temperature_c"])) or d[
+            "temperature_c"
+        ] == row["temperature_c"]
     for cond in facts.options(con, run_id)["conditions"]:
         n = facts.summary(con, flt.replace(conditions=(cond,)))["n_frames"]
-        assert n == scalar(con, "SELECT count(*) FROM frame_weather WHERE "
-                                "coalesce(condition, 'unknown') = ?", [cond])
+        assert n == scalar(
+            con,
+            "SELECT count(*) FROM frame_weather WHERE coalesce(condition, 'unknown') = ?",
+            [cond],
+        )
 
 
 def test_detector_matrix_and_a_not_b(con, run_id):
@@ -156,11 +183,15 @@ def test_frame_detail_neighbours_and_export(con, run_id):
     assert d["frame_id"] == fid and d["path"] and d["root"]
     nb = facts.neighbors(con, run_id, fid)
     assert list(nb["rank"]) == sorted(nb["rank"]) and fid not in set(nb["frame_id"])
-    assert len(nb) == scalar(con, "SELECT count(*) FROM neighbors WHERE run_id = ? AND "
-                                  "frame_id = ?", [run_id, fid])
+    assert len(nb) == scalar(
+        con, "SELECT count(*) FROM neighbors WHERE run_id = ? AND frame_id = ?", [run_id, fid]
+    )
     out = facts.export_frames(con, FrameFilter(run_id=run_id))
-    assert len(out) == scalar(con, "SELECT count(*) FROM frames f LEFT JOIN reviews r USING "
-                                   "(frame_id) WHERE r.verdict IS DISTINCT FROM 'junk'")
+    assert len(out) == scalar(
+        con,
+        "SELECT count(*) FROM frames f LEFT JOIN reviews r USING "
+        "(frame_id) WHERE r.verdict IS DISTINCT FROM 'junk'",
+    )
     assert pd.Series(out["taken_at"]).is_monotonic_increasing
     assert out["abs_path"].iloc[0].endswith(out["path"].iloc[0])
     assert facts.export_count(con, FrameFilter(run_id=run_id)) == len(out)
@@ -185,13 +216,21 @@ def test_detectors_are_listed_in_the_order_their_run_recorded(con, run_id):
     order = facts.detector_order(con, run_id)
     names = ["zeta", "lof", "consensus", "dark", "iforest", "background", "blurry"]
     assert facts.sort_detectors(names, order) == [
-        "consensus", "background", "lof", "iforest", "blurry", "dark", "zeta"]
+        "consensus",
+        "background",
+        "lof",
+        "iforest",
+        "blurry",
+        "dark",
+        "zeta",
+    ]
     listed = facts.detectors(con, run_id)
     causes = [d for d in listed if d.startswith("cause:")]  # each cause of junk's score
-    assert causes and listed[:1 + len(causes)] == ["consensus", *causes]
-    assert causes == sorted(causes, key=lambda d: ["quality", "camera", "scene",
-                                                   "rarity"].index(d[6:]))
-    rest = listed[1 + len(causes):]
+    assert causes and listed[: 1 + len(causes)] == ["consensus", *causes]
+    assert causes == sorted(
+        causes, key=lambda d: ["quality", "camera", "scene", "rarity"].index(d[6:])
+    )
+    rest = listed[1 + len(causes) :]
     assert rest == sorted(rest, key=lambda d: (order[d], d))
     assert rest.index("background") < rest.index("lof") < rest.index("iforest")
 
@@ -203,11 +242,15 @@ def test_a_run_made_before_facts_were_recorded_lists_its_detectors_as_it_ran_the
 
     with store.connect(store_copy) as con:
         run_id = facts.latest_run_id(con)
-        params = json.loads(scalar(con, "SELECT CAST(params AS VARCHAR) FROM analysis_runs "
-                                        "WHERE run_id = ?", [run_id]))
+        params = json.loads(
+            scalar(
+                con, "SELECT CAST(params AS VARCHAR) FROM analysis_runs WHERE run_id = ?", [run_id]
+            )
+        )
         del params["detector_facts"]
-        con.execute("UPDATE analysis_runs SET params = ? WHERE run_id = ?",
-                    [json.dumps(params), run_id])
+        con.execute(
+            "UPDATE analysis_runs SET params = ? WHERE run_id = ?", [json.dumps(params), run_id]
+        )
         # (this run's cause scores, which a run from before facts would not have, come last)
         causes = sorted(d for d in facts.detectors(con, run_id) if d.startswith("cause:"))
         assert facts.detectors(con, run_id) == ["consensus", *params["detectors"], *causes]

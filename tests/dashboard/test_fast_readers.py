@@ -20,8 +20,13 @@ def _filters(con, run_id):
     return [
         FrameFilter(run_id=run_id),
         FrameFilter(run_id=run_id, hour_from=20, hour_to=5, daylight=("day", "night")),
-        FrameFilter(run_id=run_id, clusters=tuple(opts["clusters"][:2]), detector="lof",
-                    threshold_kind="pct", threshold=40),
+        FrameFilter(
+            run_id=run_id,
+            clusters=tuple(opts["clusters"][:2]),
+            detector="lof",
+            threshold_kind="pct",
+            threshold=40,
+        ),
         FrameFilter(run_id=run_id, threshold_kind="topk", threshold=15, detector="iforest"),
     ]
 
@@ -34,8 +39,11 @@ def test_column_groups_leave_the_rows_alone(con, run_id):
             sql, params = facts._filtered(flt, need=need)
             part = facts._query(con, sql + "SELECT * FROM sel ORDER BY frame_id", params)
             assert list(part["frame_id"]) == list(full["frame_id"])
-            for group, cols in (("cluster", ["cluster", "map_x"]),
-                                ("score", ["score", "is_outlier"]), ("review", ["verdict"])):
+            for group, cols in (
+                ("cluster", ["cluster", "map_x"]),
+                ("score", ["score", "is_outlier"]),
+                ("review", ["verdict"]),
+            ):
                 if group in need:
                     pd.testing.assert_frame_equal(part[cols], full[cols])
         assert facts.count(con, flt) == len(full)
@@ -57,15 +65,23 @@ def test_gallery_page_has_rows_and_thumbnails(con, run_id):
 
 def test_frames_page_orders_match_sql(con, run_id):
     flt = FrameFilter(run_id=run_id, detector="lof")
-    for order, sql in (("score", "score DESC NULLS LAST, frame_id"),
-                       ("score_asc", "score ASC NULLS LAST, frame_id"),
-                       ("time", "taken_at, frame_id"),
-                       ("time_desc", "taken_at DESC, frame_id")):
-        expected = [int(r[0]) for r in con.execute(f"""
+    for order, sql in (
+        ("score", "score DESC NULLS LAST, frame_id"),
+        ("score_asc", "score ASC NULLS LAST, frame_id"),
+        ("time", "taken_at, frame_id"),
+        ("time_desc", "taken_at DESC, frame_id"),
+    ):
+        expected = [
+            int(r[0])
+            for r in con.execute(
+                f"""
             SELECT f.frame_id FROM frames f LEFT JOIN outlier_scores o
               ON o.run_id = ? AND o.detector = 'lof' AND o.frame_id = f.frame_id
-            ORDER BY {sql.replace('frame_id', 'f.frame_id').replace('taken_at', 'f.taken_at')}
-            LIMIT 5 OFFSET 5""", [run_id]).fetchall()]
+            ORDER BY {sql.replace("frame_id", "f.frame_id").replace("taken_at", "f.taken_at")}
+            LIMIT 5 OFFSET 5""",
+                [run_id],
+            ).fetchall()
+        ]
         rows, _ = facts.frames_page(con, flt, 1, 5, order)
         assert list(rows["frame_id"]) == expected, order
 
@@ -76,7 +92,8 @@ def test_top_k_differences_are_each_top_k_without_the_others(con, run_id):
 
     def top(detector: str, k: int) -> list[int]:
         mine = scores[scores["detector"] == detector].sort_values(
-            ["score", "frame_id"], ascending=[False, True], na_position="last")
+            ["score", "frame_id"], ascending=[False, True], na_position="last"
+        )
         return [int(i) for i in mine["frame_id"][:k]]
 
     for k in (5, 20):
@@ -105,8 +122,10 @@ def test_detector_matrix_labels_are_the_known_answers(con, run_id):
     assert len(labels)  # the demo store has ground truth
     labelled = wide[wide["label_source"].notna()].set_index("frame_id")
     assert set(labelled.index) == set(labels.index) & set(wide["frame_id"])
-    assert (labelled["label_is_anomaly"].astype(bool)
-            == labels.loc[labelled.index, "is_anomaly"].astype(bool)).all()
+    assert (
+        labelled["label_is_anomaly"].astype(bool)
+        == labels.loc[labelled.index, "is_anomaly"].astype(bool)
+    ).all()
     assert (labelled["label_source"] == labels.loc[labelled.index, "source"]).all()
 
 
@@ -133,8 +152,9 @@ def test_export_preview_is_the_head_of_the_export(con, run_id):
 
 
 def test_timeline_buckets_follow_the_span(con, run_id):
-    first, last, n = con.execute("SELECT min(taken_at)::DATE, max(taken_at)::DATE, count(*) "
-                                 "FROM frames").fetchall()[0]
+    first, last, n = con.execute(
+        "SELECT min(taken_at)::DATE, max(taken_at)::DATE, count(*) FROM frames"
+    ).fetchall()[0]
     days = (last - first).days + 1
     for max_buckets in (1, 4, 50, 300):
         line = facts.timeline(con, FrameFilter(run_id=run_id), max_buckets=max_buckets)
@@ -152,7 +172,7 @@ def test_roc_is_drawn_from_corners():
     cx, cy = charts._corners(x, y)
     assert list(cx) == [0.0, 0.0, 1.0] and list(cy) == [0.0, 1.0, 1.0]
     t = np.linspace(0, 1, 10_000)
-    cx, cy = charts._corners(t, t ** 2, max_points=500)
+    cx, cy = charts._corners(t, t**2, max_points=500)
     assert len(cx) <= 500 and cx[0] == 0 and cx[-1] == 1 and np.all(np.diff(cx) > 0)
 
 
@@ -162,8 +182,9 @@ def test_the_unfiltered_shortcut_gives_the_filtered_answer(con, run_id):
     # a filter that keeps every frame but is not the default takes the join
     wide_hours = FrameFilter(run_id=run_id, date_from=pd.Timestamp("1990-01-01").date())
     assert not facts._keeps_every_frame(wide_hours)
-    pd.testing.assert_frame_equal(facts.outliers_per_detector(con, everything),
-                                  facts.outliers_per_detector(con, wide_hours))
+    pd.testing.assert_frame_equal(
+        facts.outliers_per_detector(con, everything), facts.outliers_per_detector(con, wide_hours)
+    )
     a = facts.top_k_differences(con, everything, "iforest", "lof", 10, 5)
     b = facts.top_k_differences(con, wide_hours, "iforest", "lof", 10, 5)
     for side in ("a", "b"):

@@ -10,22 +10,43 @@ from dashboard import filters
 from store.facts import FrameFilter
 
 OPTS = {
-    "date_min": date(2024, 4, 1), "date_max": date(2024, 4, 7), "n_frames": 100,
-    "clusters": [-1, 0, 1, 2], "conditions": ["clear", "fog", "rain", "unknown"],
+    "date_min": date(2024, 4, 1),
+    "date_max": date(2024, 4, 7),
+    "n_frames": 100,
+    "clusters": [-1, 0, 1, 2],
+    "conditions": ["clear", "fog", "rain", "unknown"],
     "daylight": ["day", "twilight", "night"],
-    "detectors": ["consensus", "iforest", "lof"], "runs": [3, 1],
+    "detectors": ["consensus", "iforest", "lof"],
+    "runs": [3, 1],
 }
 
 
 def test_round_trip_of_every_filter():
-    flt = FrameFilter(run_id=1, date_from=date(2024, 4, 2), date_to=date(2024, 4, 3),
-                      hour_from=6, hour_to=18, daylight=("day", "twilight"),
-                      conditions=("fog",), clusters=(0, 2), detector="lof",
-                      threshold_kind="pct", threshold=97.5)
+    flt = FrameFilter(
+        run_id=1,
+        date_from=date(2024, 4, 2),
+        date_to=date(2024, 4, 3),
+        hour_from=6,
+        hour_to=18,
+        daylight=("day", "twilight"),
+        conditions=("fog",),
+        clusters=(0, 2),
+        detector="lof",
+        threshold_kind="pct",
+        threshold=97.5,
+    )
     url = filters.serialise(flt, OPTS)
-    assert url == {"run": "1", "from": "2024-04-02", "to": "2024-04-03", "hours": "6-18",
-                   "daylight": "day,twilight", "weather": "fog", "cluster": "0,2",
-                   "det": "lof", "thr": "pct97.5"}
+    assert url == {
+        "run": "1",
+        "from": "2024-04-02",
+        "to": "2024-04-03",
+        "hours": "6-18",
+        "daylight": "day,twilight",
+        "weather": "fog",
+        "cluster": "0,2",
+        "det": "lof",
+        "thr": "pct97.5",
+    }
     back, notices = filters.parse(url, OPTS)
     assert notices == []
     assert back == flt
@@ -51,30 +72,40 @@ def test_defaults_are_left_out_of_the_url():
     assert filters.serialise(flt, OPTS) == {}
 
 
-@pytest.mark.parametrize("thr, kind, value", [("top25", "topk", 25.0), ("flagged", "flagged", 0.0),
-                                              ("pct90", "pct", 90.0), ("all", "all", 0.0)])
+@pytest.mark.parametrize(
+    "thr, kind, value",
+    [
+        ("top25", "topk", 25.0),
+        ("flagged", "flagged", 0.0),
+        ("pct90", "pct", 90.0),
+        ("all", "all", 0.0),
+    ],
+)
 def test_thresholds(thr, kind, value):
     flt, notices = filters.parse({"thr": thr}, OPTS)
     assert notices == [] and (flt.threshold_kind, flt.threshold) == (kind, value)
     assert filters.parse(filters.serialise(flt, OPTS), OPTS)[0] == flt
 
 
-@pytest.mark.parametrize("params, fragment", [
-    ({"cluster": "99"}, "unknown cluster '99'"),
-    ({"from": "2024-13-45"}, "not a date"),
-    ({"from": "yesterday"}, "not a date"),
-    ({"det": "iforest'; DROP TABLE frames; --"}, "not a detector"),
-    ({"weather": "../../etc/passwd"}, "unknown weather value"),
-    ({"hours": "20-4"}, "not an hour range"),
-    ({"hours": "0-99"}, "not an hour range"),
-    ({"run": "1 OR 1=1"}, "not a complete analysis run"),
-    ({"thr": "pct150"}, "percentile must be 0-100"),
-    ({"thr": "top0"}, "top-k needs k >= 1"),
-    ({"thr": "top-5"}, "is not one of"),
-    ({"daylight": "dusk"}, "unknown daylight value"),
-    ({"cluster": "x" * 10_000}, "value too long"),
-    ({"nonsense": "1"}, "unknown URL parameter"),
-])
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ({"cluster": "99"}, "unknown cluster '99'"),
+        ({"from": "2024-13-45"}, "not a date"),
+        ({"from": "yesterday"}, "not a date"),
+        ({"det": "iforest'; DROP TABLE frames; --"}, "not a detector"),
+        ({"weather": "../../etc/passwd"}, "unknown weather value"),
+        ({"hours": "20-4"}, "not an hour range"),
+        ({"hours": "0-99"}, "not an hour range"),
+        ({"run": "1 OR 1=1"}, "not a complete analysis run"),
+        ({"thr": "pct150"}, "percentile must be 0-100"),
+        ({"thr": "top0"}, "top-k needs k >= 1"),
+        ({"thr": "top-5"}, "is not one of"),
+        ({"daylight": "dusk"}, "unknown daylight value"),
+        ({"cluster": "x" * 10_000}, "value too long"),
+        ({"nonsense": "1"}, "unknown URL parameter"),
+    ],
+)
 def test_hostile_values_are_ignored_with_a_notice(params, fragment):
     flt, notices = filters.parse(params, OPTS)
     assert len(notices) == 1 and fragment in notices[0], notices
@@ -96,9 +127,17 @@ def test_reversed_dates_drop_the_end():
 
 
 def test_widgets_round_trip():
-    flt = FrameFilter(run_id=3, date_from=date(2024, 4, 2), date_to=date(2024, 4, 7),
-                      hour_from=5, hour_to=9,
-                      clusters=(1,), detector="iforest", threshold_kind="topk", threshold=40)
+    flt = FrameFilter(
+        run_id=3,
+        date_from=date(2024, 4, 2),
+        date_to=date(2024, 4, 7),
+        hour_from=5,
+        hour_to=9,
+        clusters=(1,),
+        detector="iforest",
+        threshold_kind="topk",
+        threshold=40,
+    )
     state = filters.to_widgets(flt, OPTS)
     assert state[filters.W_DATES] == (date(2024, 4, 2), date(2024, 4, 7))
     assert filters.from_widgets(state, OPTS) == flt
@@ -110,13 +149,22 @@ def test_page_parameters():
     notices: list[str] = []
     assert filters.parse_int({"frame": "12"}, "frame", 1, 100, notices) == 12
     assert filters.parse_int({"frame": "1; DROP"}, "frame", 1, 100, notices) is None
-    assert filters.parse_choice({"cmp": "lof,x,iforest"}, "cmp", OPTS["detectors"], notices,
-                                many=True) == ["lof", "iforest"]
+    assert filters.parse_choice(
+        {"cmp": "lof,x,iforest"}, "cmp", OPTS["detectors"], notices, many=True
+    ) == ["lof", "iforest"]
     assert len(notices) == 2
 
 
 def test_describe_says_what_is_kept():
     assert filters.describe(FrameFilter()) == "all frames"
-    text = filters.describe(FrameFilter(hour_from=6, hour_to=18, conditions=("fog",),
-                                        threshold_kind="topk", threshold=10, detector="lof"))
+    text = filters.describe(
+        FrameFilter(
+            hour_from=6,
+            hour_to=18,
+            conditions=("fog",),
+            threshold_kind="topk",
+            threshold=10,
+            detector="lof",
+        )
+    )
     assert text == "hours 06:00-18:59; weather fog; top 10 by lof"

@@ -16,13 +16,16 @@ from dashboard import filters, pages
 from tests.conftest import REPO
 
 DASHBOARD = REPO / "dashboard"
-_KEY_ARG = {("filters", "parse_int"): 1, ("filters", "parse_choice"): 1,
-            ("ui", "page_url_int"): 0}
+_KEY_ARG = {("filters", "parse_int"): 1, ("filters", "parse_choice"): 1, ("ui", "page_url_int"): 0}
 
 
 def _is_query_params(node: ast.AST) -> bool:
-    return (isinstance(node, ast.Attribute) and node.attr == "query_params"
-            and isinstance(node.value, ast.Name) and node.value.id == "st")
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "query_params"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "st"
+    )
 
 
 def url_keys_used(source: str) -> set[str]:
@@ -30,8 +33,11 @@ def url_keys_used(source: str) -> set[str]:
     tree = ast.parse(source)
     aliases = set()  # names bound to st.query_params or st.query_params.to_dict()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
-                isinstance(node.targets[0], ast.Name):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+        ):
             value = node.value
             if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute):
                 value = value.func.value
@@ -43,8 +49,11 @@ def url_keys_used(source: str) -> set[str]:
 
     keys = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Subscript) and is_params(node.value) and \
-                isinstance(node.slice, ast.Constant):
+        if (
+            isinstance(node, ast.Subscript)
+            and is_params(node.value)
+            and isinstance(node.slice, ast.Constant)
+        ):
             keys.add(node.slice.value)
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             func = node.func
@@ -52,15 +61,21 @@ def url_keys_used(source: str) -> set[str]:
             position = _KEY_ARG.get((owner, func.attr))
             if func.attr == "get" and is_params(func.value):
                 position = 0
-            if position is not None and len(node.args) > position and \
-                    isinstance(node.args[position], ast.Constant):
+            if (
+                position is not None
+                and len(node.args) > position
+                and isinstance(node.args[position], ast.Constant)
+            ):
                 keys.add(node.args[position].value)
     return keys
 
 
 def test_every_view_file_is_a_page_and_titles_and_paths_are_unique():
-    views = {path.relative_to(DASHBOARD).as_posix() for path in (DASHBOARD / "views").glob("*.py")
-             if path.name != "__init__.py"}
+    views = {
+        path.relative_to(DASHBOARD).as_posix()
+        for path in (DASHBOARD / "views").glob("*.py")
+        if path.name != "__init__.py"
+    }
     assert {page.view for page in pages.PAGES} == views
     assert len({page.title for page in pages.PAGES}) == len(pages.PAGES)
     assert len({page.url_path for page in pages.PAGES}) == len(pages.PAGES)
@@ -72,7 +87,8 @@ def test_a_view_uses_exactly_the_url_keys_its_page_declares(page):
     used = url_keys_used((DASHBOARD / page.view).read_text())
     assert used == set(page.url_keys), (
         f"{page.view} uses URL keys {sorted(used)}; its page in dashboard/pages.py declares "
-        f"{sorted(page.url_keys)}")
+        f"{sorted(page.url_keys)}"
+    )
 
 
 def test_the_key_scan_finds_each_way_of_reading_the_url():

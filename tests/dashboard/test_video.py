@@ -35,11 +35,25 @@ def views(con) -> list[tuple[FrameFilter, str]]:
     day = opts["date_min"]
     return [
         (base, "not_junk"),
-        (base.replace(daylight=("day",), hour_from=6, hour_to=18, detector="iforest",
-                      threshold_kind="flagged"), "not_junk"),
-        (base.replace(date_from=day, date_to=day + timedelta(days=1),
-                      conditions=tuple(opts["conditions"][:2]),
-                      clusters=tuple(opts["clusters"][:3])), "keep"),
+        (
+            base.replace(
+                daylight=("day",),
+                hour_from=6,
+                hour_to=18,
+                detector="iforest",
+                threshold_kind="flagged",
+            ),
+            "not_junk",
+        ),
+        (
+            base.replace(
+                date_from=day,
+                date_to=day + timedelta(days=1),
+                conditions=tuple(opts["conditions"][:2]),
+                clusters=tuple(opts["clusters"][:3]),
+            ),
+            "keep",
+        ),
         (base.replace(detector="background", threshold_kind="pct", threshold=80.0), "clean"),
         (base.replace(threshold_kind="topk", threshold=20.0, hour_from=20, hour_to=5), "not_junk"),
         (base.replace(daylight=("day", "twilight")), "clean"),
@@ -54,9 +68,13 @@ def reviewed(demo_store, tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("reviewed") / "garden.duckdb"
     db.write_bytes(demo_store.read_bytes())
     with store.connect(db) as con:
-        ids = [int(r[0]) for r in con.execute(
-            "SELECT frame_id FROM outlier_scores WHERE detector = 'consensus' "
-            "AND run_id = (SELECT run_id FROM latest_run) ORDER BY score DESC").fetchall()]
+        ids = [
+            int(r[0])
+            for r in con.execute(
+                "SELECT frame_id FROM outlier_scores WHERE detector = 'consensus' "
+                "AND run_id = (SELECT run_id FROM latest_run) ORDER BY score DESC"
+            ).fetchall()
+        ]
         reviews.set_verdicts(con, ids[:3] + ids[-10:-4], "junk")
         reviews.set_verdicts(con, ids[3:5] + ids[-4:], "keep")
     return db
@@ -74,13 +92,19 @@ def test_the_flags_describe_exactly_the_pages_filter(reviewed):
     with store.connect(reviewed, read_only=True) as con:
         for flt, mode in views(con):
             args = export_args(flt, mode)
-            ctx = command.make_context("export", ["--db", str(reviewed), "--out", "x.mp4",
-                                                  *args])
+            ctx = command.make_context("export", ["--db", str(reviewed), "--out", "x.mp4", *args])
             p = ctx.params
-            flags = FilterFlags(run=p["run"], date_from=p["date_from"] and p["date_from"].date(),
-                                date_to=p["date_to"] and p["date_to"].date(), hours=p["hours"],
-                                daylight=p["daylight"], weather=p["weather"],
-                                cluster=p["cluster"], det=p["det"], thr=p["thr"])
+            flags = FilterFlags(
+                run=p["run"],
+                date_from=p["date_from"] and p["date_from"].date(),
+                date_to=p["date_to"] and p["date_to"].date(),
+                hours=p["hours"],
+                daylight=p["daylight"],
+                weather=p["weather"],
+                cluster=p["cluster"],
+                det=p["det"],
+                thr=p["thr"],
+            )
             assert build_filter(con, flags) == flt, args
             assert p["mode"] == mode
 
@@ -94,21 +118,25 @@ def test_the_cli_exports_the_frames_the_dashboard_exports(reviewed, tmp_path):
         listed = tmp_path / "frames.txt"
         result = cli_export(reviewed, "--out", str(listed), *export_args(flt, mode))
         assert listed.read_bytes().decode("utf-8", "surrogateescape").splitlines() == [
-            file_path(p) for p in expected["abs_path"]], (flt, mode)
+            file_path(p) for p in expected["abs_path"]
+        ], (flt, mode)
         assert result.output.startswith(f"exported {len(expected):,} of ")
         assert left["exported"] == len(expected)
         assert sum(v for k, v in left.items() if k != "n_frames") == left["n_frames"]
         sizes.add(len(expected))
-    assert len(sizes) >= 4 and 0 not in sizes        # the cases select different frames
-    flt, mode, expected = cases[2]                    # the dashboard's CSV, byte for byte
+    assert len(sizes) >= 4 and 0 not in sizes  # the cases select different frames
+    flt, mode, expected = cases[2]  # the dashboard's CSV, byte for byte
     out = tmp_path / "frames.csv"
     cli_export(reviewed, "--out", str(out), *export_args(flt, mode))
     assert out.read_bytes() == export_csv(expected).encode("utf-8")
     out = tmp_path / "frames.ffconcat"
     cli_export(reviewed, "--out", str(out), "--fps", "12", *export_args(flt, mode))
     body = [line for line in out.read_text().splitlines() if not line.startswith("#")]
-    assert body == [line for line in export_concat(expected["abs_path"], 12).splitlines()
-                    if not line.startswith("#")]
+    assert body == [
+        line
+        for line in export_concat(expected["abs_path"], 12).splitlines()
+        if not line.startswith("#")
+    ]
 
 
 def test_review_modes_leave_out_what_they_say(reviewed):
@@ -118,7 +146,9 @@ def test_review_modes_leave_out_what_they_say(reviewed):
         n_flagged_open = con.execute(
             "SELECT count(*) FROM outlier_scores s LEFT JOIN reviews r USING (frame_id) "
             "WHERE s.run_id = $run AND s.detector = 'consensus' AND s.is_outlier "
-            "AND r.verdict IS NULL", {"run": flt.run_id}).fetchone()[0]
+            "AND r.verdict IS NULL",
+            {"run": flt.run_id},
+        ).fetchone()[0]
         n_junk, n_keep = dict(verdicts)["junk"], dict(verdicts)["keep"]
         n_all = facts.export_left_out(con, flt)["n_frames"]
         not_junk = facts.export_left_out(con, flt, "not_junk")
@@ -128,7 +158,10 @@ def test_review_modes_leave_out_what_they_say(reviewed):
     assert n_flagged_open > 0
     assert (not_junk["junk"], not_junk["exported"]) == (n_junk, n_all - n_junk)
     assert (keep["junk"], keep["not_keep"], keep["exported"]) == (
-        n_junk, n_all - n_junk - n_keep, n_keep)
+        n_junk,
+        n_all - n_junk - n_keep,
+        n_keep,
+    )
     assert (clean["junk"], clean["flagged"]) == (n_junk, n_flagged_open)
     assert clean["exported"] == len(clean_rows) == n_all - n_junk - n_flagged_open
     assert (clean_rows["verdict"] == "keep").sum() == n_keep
@@ -137,9 +170,11 @@ def test_review_modes_leave_out_what_they_say(reviewed):
 def test_command_line_is_the_same_export_to_run_by_hand(demo_store):
     flt = FrameFilter(run_id=1, daylight=("day",), threshold_kind="topk", threshold=5)
     line = command_line(demo_store, flt, "clean", 12, 640, True)
-    assert line == (f"python -m pipeline export --db {demo_store} --format mp4 --out "
-                    "timelapse.mp4 --fps 12 --width 640 --deflicker --frames clean --run=1 "
-                    "--daylight=day --det=consensus --thr=top5")
+    assert line == (
+        f"python -m pipeline export --db {demo_store} --format mp4 --out "
+        "timelapse.mp4 --fps 12 --width 640 --deflicker --frames clean --run=1 "
+        "--daylight=day --det=consensus --thr=top5"
+    )
     with pytest.raises(ValueError, match="selection"):
         export_args(flt.replace(frame_ids=(1, 2)), "not_junk")
 
@@ -156,12 +191,14 @@ def _page(db: Path, monkeypatch, **params) -> AppTest:
 
 def test_review_page_makes_the_mp4_of_the_view(demo_store, monkeypatch):
     at = _page(demo_store, monkeypatch, daylight="day")
-    assert at.selectbox(key="video_width").options == ["640", "960", "1280", "1920", "2560",
-                                                       "3840"]
+    assert at.selectbox(key="video_width").options == ["640", "960", "1280", "1920", "2560", "3840"]
     assert at.selectbox(key="video_width").value == 1280
     assert at.toggle(key="video_deflicker").value is False
     assert [b.label for b in at.get("download_button")] == [
-        "File list (.txt)", "CSV", "ffmpeg concat"]
+        "File list (.txt)",
+        "CSV",
+        "ffmpeg concat",
+    ]
     at.selectbox(key="video_width").set_value(640)
     at.toggle(key="video_deflicker").set_value(True)
     at.number_input(key="export_fps").set_value(12)
@@ -197,8 +234,10 @@ def test_a_failed_video_shows_the_clis_one_line_error(tmp_path, monkeypatch):
     assert not at.exception
     assert len(at.error) == 1
     message = at.error[0].value
-    assert message.startswith("No video: no video written: none of the 3 frames could be read "
-                              f"(first: {folder}/cam_20240501_120000.jpg (the file disappeared")
+    assert message.startswith(
+        "No video: no video written: none of the 3 frames could be read "
+        f"(first: {folder}/cam_20240501_120000.jpg (the file disappeared"
+    )
     assert "MP4 video" not in [b.label for b in at.get("download_button")]
 
 

@@ -44,10 +44,20 @@ def main() -> None:
     scaler = StandardScaler().fit(batch.z)
     pca = PCA(4, random_state=0).fit(scaler.transform(batch.z))
     kmeans = KMeans(2, n_init=1, random_state=0).fit(batch.z)
-    fitted = FittedRun(run_id=1, model="synthetic", scaler=scaler, pca=pca, n_dims=4,
-                       index=index, detectors=detectors, consensus=consensus,
-                       clusterer=kmeans, cluster_of_fit=kmeans.labels_, too_far_distance=1.0,
-                       versions=library_versions())
+    fitted = FittedRun(
+        run_id=1,
+        model="synthetic",
+        scaler=scaler,
+        pca=pca,
+        n_dims=4,
+        index=index,
+        detectors=detectors,
+        consensus=consensus,
+        clusterer=kmeans,
+        cluster_of_fit=kmeans.labels_,
+        too_far_distance=1.0,
+        versions=library_versions(),
+    )
     artifact = _pickle(fitted)
     (HERE / "fitted_run_unversioned.pkl.gz").write_bytes(gzip.compress(artifact, mtime=0))
 
@@ -63,11 +73,16 @@ def main() -> None:
     pct_of = {key: table[f"{key}:score_pct"] for key in fitted.detectors}
     table[f"{CONSENSUS}:score"] = fitted.consensus.score(pct_of)
     table[f"{CONSENSUS}:score_pct"] = fitted.consensus.percentile(table[f"{CONSENSUS}:score"])
-    pd.DataFrame(table).to_csv(HERE / "fitted_run_unversioned_scores.csv.gz", index=False,
-                               float_format="%.17g",
-                               compression={"method": "gzip", "mtime": 0})
-    print(f"{len(artifact)} bytes pickled; "
-          f"{(HERE / 'fitted_run_unversioned.pkl.gz').stat().st_size} gzipped")
+    pd.DataFrame(table).to_csv(
+        HERE / "fitted_run_unversioned_scores.csv.gz",
+        index=False,
+        float_format="%.17g",
+        compression={"method": "gzip", "mtime": 0},
+    )
+    print(
+        f"{len(artifact)} bytes pickled; "
+        f"{(HERE / 'fitted_run_unversioned.pkl.gz').stat().st_size} gzipped"
+    )
 
 
 if __name__ == "__main__":

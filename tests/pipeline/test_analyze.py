@@ -23,8 +23,9 @@ from store import kv
 FAST = ["iforest", "lof", "knn", "ecod", "hbos", "temporal", "same_time", "background", "dark"]
 
 
-def _thumbnails(ids: np.ndarray, hours: np.ndarray, anomalies: np.ndarray,
-                rng: np.random.Generator) -> pd.DataFrame:
+def _thumbnails(
+    ids: np.ndarray, hours: np.ndarray, anomalies: np.ndarray, rng: np.random.Generator
+) -> pd.DataFrame:
     """Small JPEG thumbnails of one fixed scene lit by the hour; anomalies have a figure."""
     import io
 
@@ -37,15 +38,22 @@ def _thumbnails(ids: np.ndarray, hours: np.ndarray, anomalies: np.ndarray,
         image = image + rng.normal(0, 2, scene.shape)
         if i in anomalies:
             y, x = rng.integers(4, 24), rng.integers(4, 56)
-            image[y:y + 10, x:x + 4] = (240, 220, 40)
+            image[y : y + 10, x : x + 4] = (240, 220, 40)
         buf = io.BytesIO()
         Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=92)
         rows.append((int(ids[i]), buf.getvalue(), 64, 36))
     return pd.DataFrame(rows, columns=["frame_id", "jpeg", "width", "height"])
 
 
-def synthetic_store(db: Path, n_days: int = 4, per_day: int = 72, dim: int = 32,
-                    n_anomalies: int = 6, seed: int = 0, model: str = "fake") -> dict:
+def synthetic_store(
+    db: Path,
+    n_days: int = 4,
+    per_day: int = 72,
+    dim: int = 32,
+    n_anomalies: int = 6,
+    seed: int = 0,
+    model: str = "fake",
+) -> dict:
     """A store with frames (time, stats, daylight, thumbnails) and fake embeddings of a daily
     cycle.
 
@@ -72,35 +80,51 @@ def synthetic_store(db: Path, n_days: int = 4, per_day: int = 72, dim: int = 32,
     luma[anomalies] = 5
     ids = np.arange(1, n + 1, dtype=np.int64)
     paths = [f"day{(i // per_day):02d}/frame_{i:05d}.jpg" for i in range(n)]
-    frames = pd.DataFrame({
-        "frame_id": ids, "path": paths, "root": str(db.parent / "frames"),
-        "location": [f"{db.parent / 'frames'}/{p}" for p in paths],
-        "taken_at": pd.to_datetime(times), "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
-        "time_source": "exif", "file_bytes": 1000,
-        "file_mtime": pd.Timestamp("2024-05-01", tz="UTC"),
-        "mean_luma": luma, "contrast": np.where(day, 40, 8) + rng.normal(0, 1, n),
-        "sharpness": np.where(day, 300, 20) + rng.normal(0, 5, n),
-        "colorfulness": np.where(day, 30, 3) + rng.normal(0, 1, n),
-        "daylight": np.where(day, "day", "night"),
-    })
-    emb = pa.table({"frame_id": pa.array(ids), "model": pa.array([model] * n),
-                    "vector": pa.array(list(vectors.astype(np.float32)),
-                                       type=pa.list_(pa.float32()))})
+    frames = pd.DataFrame(
+        {
+            "frame_id": ids,
+            "path": paths,
+            "root": str(db.parent / "frames"),
+            "location": [f"{db.parent / 'frames'}/{p}" for p in paths],
+            "taken_at": pd.to_datetime(times),
+            "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
+            "time_source": "exif",
+            "file_bytes": 1000,
+            "file_mtime": pd.Timestamp("2024-05-01", tz="UTC"),
+            "mean_luma": luma,
+            "contrast": np.where(day, 40, 8) + rng.normal(0, 1, n),
+            "sharpness": np.where(day, 300, 20) + rng.normal(0, 5, n),
+            "colorfulness": np.where(day, 30, 3) + rng.normal(0, 1, n),
+            "daylight": np.where(day, "day", "night"),
+        }
+    )
+    emb = pa.table(
+        {
+            "frame_id": pa.array(ids),
+            "model": pa.array([model] * n),
+            "vector": pa.array(list(vectors.astype(np.float32)), type=pa.list_(pa.float32())),
+        }
+    )
     with store.connect(db) as con:
         con.register("_f", frames)
         cols = ", ".join(frames.columns)
         con.execute(f"INSERT INTO frames ({cols}) SELECT {cols} FROM _f")
         con.register("_e", emb)
-        con.execute("INSERT INTO embeddings (frame_id, model, vector) "
-                    "SELECT frame_id, model, vector FROM _e")
-        con.execute("INSERT INTO models (model, family, weights, dim) VALUES (?, 'fake', 'none', ?)",
-                    [model, dim])
+        con.execute(
+            "INSERT INTO embeddings (frame_id, model, vector) "
+            "SELECT frame_id, model, vector FROM _e"
+        )
+        con.execute(
+            "INSERT INTO models (model, family, weights, dim) VALUES (?, 'fake', 'none', ?)",
+            [model, dim],
+        )
         con.register("_t", _thumbnails(ids, hours, set(anomalies.tolist()), rng))
         con.execute("INSERT INTO thumbnails SELECT frame_id, jpeg, width, height FROM _t")
     label = np.zeros(n, dtype=int)
     label[anomalies] = 1
-    truth = pd.DataFrame({"path": paths, "label": label,
-                          "kind": np.where(label == 1, "person", "normal")})
+    truth = pd.DataFrame(
+        {"path": paths, "label": label, "kind": np.where(label == 1, "person", "normal")}
+    )
     return {"ids": ids, "anomalies": ids[anomalies], "truth": truth, "vectors": vectors}
 
 
@@ -139,7 +163,9 @@ def test_run_writes_every_table(analysed):
     assert clusters[["map_x", "map_y"]].notna().all().all()
     assert len(neighbors) == n * 8
     assert (neighbors["frame_id"] != neighbors["neighbor_id"]).all()
-    assert neighbors.groupby("frame_id")["distance"].apply(lambda d: d.is_monotonic_increasing).all()
+    assert (
+        neighbors.groupby("frame_id")["distance"].apply(lambda d: d.is_monotonic_increasing).all()
+    )
     assert fitted is not None and fitted[1]["pyod"]
     # consensus combines the configured subset that ran (lof, iforest... are shown, not mixed in)
     # (dark is a one-sided check, side by side: the own-reference checks judge quality)
@@ -211,12 +237,18 @@ def test_run_parameters_record_the_neighbour_index_and_its_recall(tmp_path):
     the recall measured against exact search on a sample, and the lists it probes for it."""
     db = tmp_path / "recall.duckdb"
     synthetic_store(db, n_days=4, per_day=72, dim=32)
-    runs = [analyze(db, fast_settings(neighbor_index=kind, detectors=["lof", "knn"]),
-                    progress=False) for kind in ("auto", "ivf")]
+    runs = [
+        analyze(db, fast_settings(neighbor_index=kind, detectors=["lof", "knn"]), progress=False)
+        for kind in ("auto", "ivf")
+    ]
     with store.connect(db, read_only=True) as con:
         exact, ivf = (sa.get_run(con, r.run_id)["params"] for r in runs)
-    assert (exact["neighbor_index"], exact["neighbor_recall"], exact["neighbor_recall_frames"],
-            exact["neighbor_nprobe"]) == ("exact", 1.0, 0, None)
+    assert (
+        exact["neighbor_index"],
+        exact["neighbor_recall"],
+        exact["neighbor_recall_frames"],
+        exact["neighbor_nprobe"],
+    ) == ("exact", 1.0, 0, None)
     assert ivf["neighbor_index"] == "ivf" and ivf["neighbor_recall_frames"] == 288
     assert 0.95 <= ivf["neighbor_recall"] <= 1.0 and ivf["neighbor_nprobe"] >= 1
 
@@ -236,15 +268,17 @@ def test_pca_is_fitted_on_a_sample_and_every_frame_is_projected(tmp_path, monkey
         con.execute("DELETE FROM embeddings")
         con.execute("INSERT INTO embeddings SELECT * FROM _e")
         con.execute("DROP TABLE _e")
-    result = analyze(db, fast_settings(pca_fit_frames=100, detectors=["lof", "dark"]),
-                     progress=False)
+    result = analyze(
+        db, fast_settings(pca_fit_frames=100, detectors=["lof", "dark"]), progress=False
+    )
     with store.connect(db, read_only=True) as con:
         fitted = pickle.loads(sa.load_fitted(con, result.run_id)[0])
         clusters = sa.run_clusters(con, result.run_id)
     assert fitted.scaler.n_samples_seen_ == 100 and fitted.pca.n_samples_ == 100
     expected = fitted.transform(data["vectors"].astype(np.float32))
-    np.testing.assert_allclose(clusters[["map_x", "map_y"]].to_numpy(), expected[:, :2],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        clusters[["map_x", "map_y"]].to_numpy(), expected[:, :2], rtol=1e-5, atol=1e-5
+    )
     assert len(clusters) == len(data["ids"])
 
 
@@ -254,8 +288,10 @@ def test_vectors_with_nan_fail_the_run_and_say_how_many(tmp_path):
     db = tmp_path / "nan.duckdb"
     synthetic_store(db, n_days=2, per_day=72, dim=16, n_anomalies=2)
     with store.connect(db) as con:
-        con.execute("UPDATE embeddings SET vector = list_transform(vector, lambda x: x / 0.0) "
-                    "WHERE frame_id IN (5, 77, 140)")
+        con.execute(
+            "UPDATE embeddings SET vector = list_transform(vector, lambda x: x / 0.0) "
+            "WHERE frame_id IN (5, 77, 140)"
+        )
     with pytest.raises(AnalysisError, match=r"^3 fake vectors contain NaN or infinity.*--replace"):
         analyze(db, fast_settings(pca_fit_frames=100, detectors=["lof"]), progress=False)
     with pytest.raises(AnalysisError, match=r"of 144 sampled fake vectors contain NaN"):
@@ -306,8 +342,10 @@ def test_failure_mid_write_leaves_failed_run_and_no_rows(tmp_path, monkeypatch):
         analyze(db, fast_settings(), progress=False)
     with store.connect(db, read_only=True) as con:
         runs = con.sql("SELECT run_id, status, error FROM analysis_runs").fetchall()
-        counts = [con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0]
-                  for t in ("clusters", "outlier_scores", "neighbors", "fitted_runs")]
+        counts = [
+            con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0]
+            for t in ("clusters", "outlier_scores", "neighbors", "fitted_runs")
+        ]
     assert len(runs) == 1 and runs[0][1] == "failed" and "disk on fire" in runs[0][2]
     assert counts == [0, 0, 0, 0]
 
@@ -315,8 +353,9 @@ def test_failure_mid_write_leaves_failed_run_and_no_rows(tmp_path, monkeypatch):
 def test_failure_in_a_detector_marks_the_run_failed(tmp_path, monkeypatch):
     db = tmp_path / "g.duckdb"
     synthetic_store(db)
-    monkeypatch.setattr(DETECTORS["hbos"], "_fit",
-                        lambda self, batch: (_ for _ in ()).throw(ValueError("bad bins")))
+    monkeypatch.setattr(
+        DETECTORS["hbos"], "_fit", lambda self, batch: (_ for _ in ()).throw(ValueError("bad bins"))
+    )
     with pytest.raises(Exception, match="bad bins"):
         analyze(db, fast_settings(), progress=False)
     with store.connect(db, read_only=True) as con:
@@ -329,8 +368,7 @@ def test_same_time_needs_two_days(tmp_path):
     synthetic_store(db, n_days=1, per_day=72, n_anomalies=0)
     result = analyze(db, fast_settings(), progress=False)
     assert "same_time" not in result.detectors
-    assert any("same_time skipped" in note and "at least two days" in note
-               for note in result.notes)
+    assert any("same_time skipped" in note and "at least two days" in note for note in result.notes)
 
 
 def test_cli_analyze_without_embeddings_is_one_line(tmp_path):
@@ -353,8 +391,10 @@ def test_cli_analyze_unknown_detector(tmp_path):
 def test_cli_analyze_writes_a_run(tmp_path):
     db = tmp_path / "c.duckdb"
     synthetic_store(db)
-    out = CliRunner().invoke(cli, ["analyze", "--db", str(db), "--quiet", "--detectors",
-                                   "iforest,lof", "--n-clusters", "4"])
+    out = CliRunner().invoke(
+        cli,
+        ["analyze", "--db", str(db), "--quiet", "--detectors", "iforest,lof", "--n-clusters", "4"],
+    )
     assert out.exit_code == 0, out.output
     assert "analysis run 1 (fake): 288 frames" in out.output  # the only embedded model
     with store.connect(db, read_only=True) as con:

@@ -12,16 +12,38 @@ import pytest
 from tests.conftest import REPO
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, text=True,
-                          capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
+def run_cli(
+    *args: str, env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_help_lists_every_command():
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ["ingest", "info", "run", "demo", "embed", "models", "analyze", "evaluate",
-                    "score-new", "weather", "locate", "migrate", "prune", "export"]:
+    for command in [
+        "ingest",
+        "info",
+        "run",
+        "demo",
+        "embed",
+        "models",
+        "analyze",
+        "evaluate",
+        "score-new",
+        "weather",
+        "locate",
+        "migrate",
+        "prune",
+        "export",
+    ]:
         assert f"  {command}" in result.stdout, command
 
 
@@ -40,8 +62,9 @@ def test_locked_store_is_one_clear_line_and_exit_1(tmp_path):
         print("locked", flush=True)
         time.sleep(60)
     """)
-    holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         result = run_cli("info", "--db", str(db), env={"TIMELAPSE_LOCK_TIMEOUT_S": "1"})
@@ -61,13 +84,14 @@ def test_store_from_newer_schema_is_refused_by_the_cli(tmp_path):
 
     db = tmp_path / "s.duckdb"
     with store.connect(db) as con:
-        con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, 'future')",
-                    [migrations.LATEST + 1])
+        con.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (?, 'future')",
+            [migrations.LATEST + 1],
+        )
     result = run_cli("info", "--db", str(db))
     assert result.returncode == 1
     assert "newer than this code knows" in result.stderr
     assert "Traceback" not in result.stderr
-
 
 
 HEAVY_MODULES = ("tensorflow", "keras", "torch", "sklearn", "scipy", "pyod", "faiss", "PIL")
@@ -76,18 +100,21 @@ HEAVY_MODULES = ("tensorflow", "keras", "torch", "sklearn", "scipy", "pyod", "fa
 def run_cli_timed_imports(*args: str) -> tuple[subprocess.CompletedProcess, list[str], set[str]]:
     """Run the CLI with `-X importtime`: (result, stderr lines but the import lines, the heavy
     modules it imported)."""
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline", *args],
-                            cwd=REPO, text=True, capture_output=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pipeline", *args],
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
     lines = result.stderr.splitlines()
-    imported = {line.rsplit("|", 1)[1].strip() for line in lines
-                if line.startswith("import time:")}
+    imported = {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
     assert "store.db" in imported  # the -X importtime listing is there
     heavy = {name for name in imported if name.split(".")[0] in HEAVY_MODULES}
     return result, [line for line in lines if not line.startswith("import time:")], heavy
 
 
-@pytest.mark.parametrize("command", [["analyze"], ["embed"], ["score-new", "{folder}"],
-                                     ["prune"]])
+@pytest.mark.parametrize("command", [["analyze"], ["embed"], ["score-new", "{folder}"], ["prune"]])
 def test_busy_store_is_refused_before_the_heavy_imports(tmp_path, command):
     """With another run holding the store, analyze / embed / score-new / prune say so and exit 1
     without loading TensorFlow, scikit-learn, PyOD, faiss or PIL (analyze took ~2.6 s)."""
@@ -102,8 +129,12 @@ def test_busy_store_is_refused_before_the_heavy_imports(tmp_path, command):
     with store.writer_lock(db):
         result, messages, heavy = run_cli_timed_imports(*args, "--db", str(db))
     assert result.returncode == 1
-    assert messages == [(f"error: another run is writing to {db} (PID {os.getpid()}); wait "
-                         "for it to finish or stop it, then run again. Nothing was changed.")]
+    assert messages == [
+        (
+            f"error: another run is writing to {db} (PID {os.getpid()}); wait "
+            "for it to finish or stop it, then run again. Nothing was changed."
+        )
+    ]
     assert not heavy, sorted(heavy)[:10]
 
 
@@ -112,8 +143,9 @@ def test_score_new_missing_folder_is_refused_before_the_heavy_imports(tmp_path):
 
     db = tmp_path / "s.duckdb"
     store.connect(db).close()
-    result, messages, heavy = run_cli_timed_imports("score-new", str(tmp_path / "nope"),
-                                                    "--db", str(db))
+    result, messages, heavy = run_cli_timed_imports(
+        "score-new", str(tmp_path / "nope"), "--db", str(db)
+    )
     assert result.returncode == 1
     assert messages == [f"error: the folder {tmp_path / 'nope'} does not exist"]
     assert not heavy, sorted(heavy)[:10]
@@ -128,14 +160,26 @@ def test_a_store_embedded_with_another_model_keeps_it(tmp_path, small_folder):
 
     db = tmp_path / "s.duckdb"
     runner = CliRunner()
-    first = runner.invoke(cli, ["run", str(small_folder), "--db", str(db), "--model", "pixels",
-                                "--detectors", "iforest,dark"])
+    first = runner.invoke(
+        cli,
+        [
+            "run",
+            str(small_folder),
+            "--db",
+            str(db),
+            "--model",
+            "pixels",
+            "--detectors",
+            "iforest,dark",
+        ],
+    )
     assert first.exit_code == 0, first.output
     (small_folder / "extra").mkdir()
     source = next(small_folder.rglob("*.jpg"))
     (small_folder / "extra" / "copy.jpg").write_bytes(source.read_bytes())
-    again = runner.invoke(cli, ["run", str(small_folder), "--db", str(db),
-                                "--detectors", "iforest,dark"])
+    again = runner.invoke(
+        cli, ["run", str(small_folder), "--db", str(db), "--detectors", "iforest,dark"]
+    )
     assert again.exit_code == 0, again.output
     assert "embed pixels: 1 frames embedded in" in again.output
     assert "12 already had vectors" in again.output and "analysis run 2 (pixels)" in again.output
@@ -150,24 +194,41 @@ def test_a_store_embedded_with_another_model_keeps_it(tmp_path, small_folder):
         assert set(sa.latest_complete_runs(con)) == {"pixels"}
 
 
-@pytest.mark.parametrize("args, message", [
-    (("demo", "--frames", "99999999999999", "--no-serve"),
-     "the demo renders 1 to 100,000 frames, not 99,999,999,999,999"),
-    (("demo", "--frames", "30", "--size", "99999x3", "--no-serve"),
-     "demo frame size must be between 32x24 and 8192x8192"),
-    (("demo", "--frames", "30", "--seed", "-1", "--no-serve"), "'--seed': -1 is not in the range"),
-    (("ingest", "FOLDER", "--db", "DB", "--batch-size", "10000000000"),
-     "setting ingest_batch_size must be between 1 and 100000"),
-    (("ingest", "FOLDER", "--db", "DB", "--workers", "100000"),
-     "setting workers must be between 1 and 512"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ("demo", "--frames", "99999999999999", "--no-serve"),
+            "the demo renders 1 to 100,000 frames, not 99,999,999,999,999",
+        ),
+        (
+            ("demo", "--frames", "30", "--size", "99999x3", "--no-serve"),
+            "demo frame size must be between 32x24 and 8192x8192",
+        ),
+        (
+            ("demo", "--frames", "30", "--seed", "-1", "--no-serve"),
+            "'--seed': -1 is not in the range",
+        ),
+        (
+            ("ingest", "FOLDER", "--db", "DB", "--batch-size", "10000000000"),
+            "setting ingest_batch_size must be between 1 and 100000",
+        ),
+        (
+            ("ingest", "FOLDER", "--db", "DB", "--workers", "100000"),
+            "setting workers must be between 1 and 512",
+        ),
+    ],
+)
 def test_size_like_options_are_bounded_with_one_clear_line(tmp_path, args, message):
     folder = tmp_path / "frames"
     folder.mkdir()
-    args = [str(folder) if a == "FOLDER" else str(tmp_path / "s.duckdb") if a == "DB" else a
-            for a in args]
-    result = run_cli(*args, "--out", str(tmp_path / "demo")) if args[0] == "demo" else \
-        run_cli(*args)
+    args = [
+        str(folder) if a == "FOLDER" else str(tmp_path / "s.duckdb") if a == "DB" else a
+        for a in args
+    ]
+    result = (
+        run_cli(*args, "--out", str(tmp_path / "demo")) if args[0] == "demo" else run_cli(*args)
+    )
     assert result.returncode in (1, 2), result.stdout
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "demo" / "frames").exists()
@@ -178,18 +239,19 @@ def test_a_settings_file_is_held_to_the_same_bounds(tmp_path):
     config.write_text("thumbnail_size = 100000\n")
     folder = tmp_path / "frames"
     folder.mkdir()
-    result = run_cli("--config", str(config), "ingest", str(folder), "--db",
-                     str(tmp_path / "s.duckdb"))
+    result = run_cli(
+        "--config", str(config), "ingest", str(folder), "--db", str(tmp_path / "s.duckdb")
+    )
     assert result.returncode == 1
     assert result.stderr.startswith("error: setting thumbnail_size must be between 16 and 4096")
 
 
 def test_a_clock_offset_of_millennia_is_refused_and_info_survives_one_stored_before(tmp_path):
-    from tests.conftest import write_jpeg
     from datetime import datetime
 
     import store
     from store import kv
+    from tests.conftest import write_jpeg
 
     folder = tmp_path / "frames"
     for i in range(3):
@@ -212,5 +274,7 @@ def test_a_clock_offset_of_millennia_is_refused_and_info_survives_one_stored_bef
     assert "the store's clock offset (-1e+11 minutes) is beyond 366 days" in refused.stderr
     fixed = run_cli("locate", "--db", str(db), "--clock-offset", "30")
     assert fixed.returncode == 0, fixed.stderr
-    assert "  UTC:         2024-04-01 12:30:00 .. 2024-04-01 12:32:00" in run_cli(
-        "info", "--db", str(db)).stdout
+    assert (
+        "  UTC:         2024-04-01 12:30:00 .. 2024-04-01 12:32:00"
+        in run_cli("info", "--db", str(db)).stdout
+    )

@@ -20,8 +20,20 @@ def _invoke(*args):
 
 def test_ingest_then_info_describe_the_store(small_folder, tmp_path, db_path):
     (small_folder / "a" / "broken.jpg").write_text("not a jpeg")
-    result = _invoke("ingest", str(small_folder), "--db", str(db_path), "--workers", "1",
-                     "--timezone", "Europe/London", "--lat", "51.5", "--lon", "-0.1")
+    result = _invoke(
+        "ingest",
+        str(small_folder),
+        "--db",
+        str(db_path),
+        "--workers",
+        "1",
+        "--timezone",
+        "Europe/London",
+        "--lat",
+        "51.5",
+        "--lon",
+        "-0.1",
+    )
     assert result.exit_code == 0, result.output
     assert f"ingest {small_folder}: 12 added, 0 changed, 0 unchanged, 1 failed" in result.stdout
 
@@ -29,8 +41,10 @@ def test_ingest_then_info_describe_the_store(small_folder, tmp_path, db_path):
     assert "0 added, 0 changed, 12 unchanged, 1 failed" in again.stdout
 
     with duckdb.connect(str(db_path)) as con:  # another helper's clock check result
-        con.execute("INSERT INTO settings (key, value) VALUES ('clock_check', ?)",
-                    [json.dumps({"summary": "camera clock about 0 min off (12 days)"})])
+        con.execute(
+            "INSERT INTO settings (key, value) VALUES ('clock_check', ?)",
+            [json.dumps({"summary": "camera clock about 0 min off (12 days)"})],
+        )
     info = _invoke("info", "--db", str(db_path))
     assert info.exit_code == 0, info.output
     text = info.stdout
@@ -50,17 +64,26 @@ def test_ingest_then_info_describe_the_store(small_folder, tmp_path, db_path):
 def test_info_lists_models_runs_weather_and_reviews(small_folder, db_path):
     _invoke("ingest", str(small_folder), "--db", str(db_path), "--workers", "1")
     with duckdb.connect(str(db_path)) as con:
-        con.execute("INSERT INTO models (model, family, weights, dim) "
-                    "VALUES ('pixels', 'baseline', 'none', 2)")
-        con.execute("INSERT INTO embeddings (frame_id, model, vector) "
-                    "SELECT frame_id, 'pixels', [0.1, 0.2] FROM frames")
-        con.execute("INSERT INTO analysis_runs (run_id, model, params, status, n_frames) VALUES "
-                    "(1, 'pixels', '{}', 'complete', 12), (2, 'pixels', '{}', 'failed', NULL)")
-        con.execute("INSERT INTO weather (station, observed_at, temperature_c, source) VALUES "
-                    "('EGLL', TIMESTAMPTZ '2024-04-10 10:00:00+00', 12.5, 'csv'), "
-                    "('EGLL', TIMESTAMPTZ '2024-04-10 11:00:00+00', 13.0, 'csv')")
-        con.execute("INSERT INTO reviews (frame_id, verdict) VALUES (1, 'junk'), (2, 'keep'), "
-                    "(3, 'keep')")
+        con.execute(
+            "INSERT INTO models (model, family, weights, dim) "
+            "VALUES ('pixels', 'baseline', 'none', 2)"
+        )
+        con.execute(
+            "INSERT INTO embeddings (frame_id, model, vector) "
+            "SELECT frame_id, 'pixels', [0.1, 0.2] FROM frames"
+        )
+        con.execute(
+            "INSERT INTO analysis_runs (run_id, model, params, status, n_frames) VALUES "
+            "(1, 'pixels', '{}', 'complete', 12), (2, 'pixels', '{}', 'failed', NULL)"
+        )
+        con.execute(
+            "INSERT INTO weather (station, observed_at, temperature_c, source) VALUES "
+            "('EGLL', TIMESTAMPTZ '2024-04-10 10:00:00+00', 12.5, 'csv'), "
+            "('EGLL', TIMESTAMPTZ '2024-04-10 11:00:00+00', 13.0, 'csv')"
+        )
+        con.execute(
+            "INSERT INTO reviews (frame_id, verdict) VALUES (1, 'junk'), (2, 'keep'), (3, 'keep')"
+        )
     text = _invoke("info", "--db", str(db_path)).stdout
     assert "models: pixels (2-d, 12 vectors, float32)" in text  # made before precision: float32
     assert "analysis runs: 2" in text
@@ -77,8 +100,19 @@ def test_ingest_flags_reach_the_settings(tmp_path, db_path):
 
     write_jpeg(folder / "small.jpg", size=(20, 20))
     write_jpeg(folder / "large.jpg", size=(80, 60))
-    result = _invoke("ingest", str(folder), "--db", str(db_path), "--no-progress",
-                     "--max-image-pixels", "1000", "--batch-size", "1", "--workers", "1")
+    result = _invoke(
+        "ingest",
+        str(folder),
+        "--db",
+        str(db_path),
+        "--no-progress",
+        "--max-image-pixels",
+        "1000",
+        "--batch-size",
+        "1",
+        "--workers",
+        "1",
+    )
     assert result.exit_code == 0
     assert "1 added, 0 changed, 0 unchanged, 1 failed" in result.stdout
     assert "frame/s" not in result.stderr  # no progress bar
@@ -96,8 +130,14 @@ def test_info_on_an_empty_store(db_path):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, text=True,
-                          capture_output=True, timeout=120, env={**os.environ})
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ},
+    )
 
 
 def test_missing_folder_and_missing_store_are_one_line_and_exit_1(tmp_path):
@@ -105,7 +145,8 @@ def test_missing_folder_and_missing_store_are_one_line_and_exit_1(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"error: the folder {tmp_path / 'nope'} does not exist"]
+        f"error: the folder {tmp_path / 'nope'} does not exist"
+    ]
     result = _run("info", "--db", str(tmp_path / "missing.duckdb"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -122,12 +163,19 @@ def test_store_in_a_missing_folder_is_one_line_and_exit_1(garden_monz, tmp_path)
 
 
 def test_bad_timezone_is_one_line_and_exit_1(garden_monz, tmp_path):
-    result = _run("ingest", str(garden_monz), "--db", str(tmp_path / "s.duckdb"),
-                  "--timezone", "Europe/Atlantis")
+    result = _run(
+        "ingest",
+        str(garden_monz),
+        "--db",
+        str(tmp_path / "s.duckdb"),
+        "--timezone",
+        "Europe/Atlantis",
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         "error: unknown time zone 'Europe/Atlantis': use an IANA name such as Europe/London "
-        "or America/New_York"]
+        "or America/New_York"
+    ]
 
 
 def test_real_frames_through_the_cli(garden_monz, tmp_path):

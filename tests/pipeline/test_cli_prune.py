@@ -40,11 +40,13 @@ def test_prune_removes_old_runs_and_says_what_and_how_big(pruneable):
     out = _invoke("prune", "--db", str(db), "--keep", "2")
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
-    assert lines[0] == ("prune (keep 2 per model): removed 4 run(s); rows: clusters 18, "
-                        "outlier_scores 36, neighbors 36, fitted_runs 3, run_frame_cells 3, "
-                        "run_detector_cells 6, run_samples 18, run_sample_scores 36, run_top 36, "
-                        "incident_frames 0, incidents 0, run_aggregates 3, analysis_runs 4 "
-                        "(fitted states 3.1 MB)")  # a run's aggregates go with it
+    assert lines[0] == (
+        "prune (keep 2 per model): removed 4 run(s); rows: clusters 18, "
+        "outlier_scores 36, neighbors 36, fitted_runs 3, run_frame_cells 3, "
+        "run_detector_cells 6, run_samples 18, run_sample_scores 36, run_top 36, "
+        "incident_frames 0, incidents 0, run_aggregates 3, analysis_runs 4 "
+        "(fitted states 3.1 MB)"
+    )  # a run's aggregates go with it
     assert lines[1] == f"  a: removed {a[0]}, {failed}, {a[1]}, {a[2]}; kept {a[4]}, {a[3]}"
     assert lines[2] == f"  b: removed none; kept {b}"
     assert lines[3].startswith("file: ") and len(_sizes(lines[3])) == 2
@@ -60,8 +62,9 @@ def test_dry_run_prints_the_plan_and_leaves_the_file_byte_for_byte(pruneable):
     assert out.exit_code == 0, out.output
     assert out.output.startswith("prune (keep 2 per model): would remove 4 run(s)")
     assert f"  a: would remove {a[0]}, {failed}, {a[1]}, {a[2]}; kept" in out.output
-    assert out.output.rstrip().endswith("dry run: nothing changed (--compact would then rewrite "
-                                        "the file)")
+    assert out.output.rstrip().endswith(
+        "dry run: nothing changed (--compact would then rewrite the file)"
+    )
     assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
 
 
@@ -93,7 +96,8 @@ def test_keep_fitted_runs_below_one_is_refused_before_any_work(db_path, tmp_path
     out = _invoke("--config", str(config), "analyze", "--db", str(db_path), "--model", "a")
     assert out.exit_code == 1
     assert out.output.strip().startswith(
-        "error: setting keep_fitted_runs must be between 1 and 1000, not 0")
+        "error: setting keep_fitted_runs must be between 1 and 1000, not 0"
+    )
     with store.connect(db_path, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM analysis_runs").fetchall()[0][0] == 0
 
@@ -118,9 +122,12 @@ def test_score_new_on_a_dropped_fitted_state_names_the_newest_run_with_one(db_pa
     assert score_new(runs[2]) == (
         f"error: the fitted state of run {runs[2]} was dropped by a later analysis to keep the "
         "store small (setting keep_fitted_runs: only the newest runs of each model keep theirs)"
-        f"; the newest a run with one is run {newest}: pass --run-id {newest}")
+        f"; the newest a run with one is run {newest}: pass --run-id {newest}"
+    )
     assert score_new(runs[0]).startswith(
         f"error: there is no analysis run {runs[0]} in {db_path} (`prune` removes old runs); "
-        f"the newest run with one is run {newest}: pass --run-id {newest}")
+        f"the newest run with one is run {newest}: pass --run-id {newest}"
+    )
     assert score_new(unsaved).startswith(
-        f"error: run {unsaved} was analysed with save_fitted = false; the newest a run")
+        f"error: run {unsaved} was analysed with save_fitted = false; the newest a run"
+    )

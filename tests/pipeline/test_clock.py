@@ -16,23 +16,32 @@ from pipeline.settings import Settings
 from store import kv
 from tests.pipeline.test_weather_join import add_frames
 
-LAT, LON, ZONE = 51.454, -0.978, "Europe/London"     # Reading, UK
+LAT, LON, ZONE = 51.454, -0.978, "Europe/London"  # Reading, UK
 PLACE = Settings(timezone=ZONE, lat=LAT, lon=LON)
 
 
-def camera_frames(db: Path, start="2024-03-24", days=14, every_min=10, clock_minutes=0.0,
-                  stays_on_winter_time=False, drift_min_per_day=0.0, seed=0) -> None:
+def camera_frames(
+    db: Path,
+    start="2024-03-24",
+    days=14,
+    every_min=10,
+    clock_minutes=0.0,
+    stays_on_winter_time=False,
+    drift_min_per_day=0.0,
+    seed=0,
+) -> None:
     """Frames lit by the real sun at LAT/LON; the camera's wall clock is off by `clock_minutes`
     (negative = slow), optionally ignores the DST change, or drifts."""
     rng = np.random.default_rng(seed)
-    true_utc = pd.date_range(start, periods=days * 24 * 60 // every_min, freq=f"{every_min}min",
-                             tz="UTC")
+    true_utc = pd.date_range(
+        start, periods=days * 24 * 60 // every_min, freq=f"{every_min}min", tz="UTC"
+    )
     elevation = sun_elevation(true_utc, LAT, LON)
     day_of = (true_utc - true_utc[0]).days
-    cloudiness = rng.uniform(0.35, 1.0, days + 1)[day_of]      # dull and bright days
+    cloudiness = rng.uniform(0.35, 1.0, days + 1)[day_of]  # dull and bright days
     luma = 18 + 175 * cloudiness / (1 + np.exp(-(elevation + 2.0) / 1.6))
     luma += rng.normal(0, 3, len(luma))
-    odd = rng.choice(len(luma), size=len(luma) // 200, replace=False)   # headlights, a knock
+    odd = rng.choice(len(luma), size=len(luma) // 200, replace=False)  # headlights, a knock
     luma[odd] = rng.uniform(0, 255, len(odd))
     wall_zone = "UTC" if stays_on_winter_time else ZONE
     wall = true_utc.tz_convert(wall_zone).tz_localize(None)
@@ -43,10 +52,10 @@ def camera_frames(db: Path, start="2024-03-24", days=14, every_min=10, clock_min
 
 
 def test_planted_offset_is_found_and_corrected(db_path):
-    camera_frames(db_path, clock_minutes=-47)              # camera 47 minutes slow
+    camera_frames(db_path, clock_minutes=-47)  # camera 47 minutes slow
     result = clock.check_clock(db_path, Settings())
     assert result.offset_minutes == pytest.approx(47, abs=15)
-    assert result.offset_minutes == pytest.approx(47, abs=3)   # in practice much closer
+    assert result.offset_minutes == pytest.approx(47, abs=3)  # in practice much closer
     assert result.n_days >= 12 and result.step is None
     assert result.suggested_clock_offset_minutes == pytest.approx(47, abs=3)
     minutes = round(result.offset_minutes)
@@ -88,7 +97,7 @@ def test_camera_that_missed_the_dst_change(db_path):
     assert result.step["jump_minutes"] == pytest.approx(60, abs=10)
     assert result.step["dst_change"] == "2024-03-31"
     assert "did not follow the daylight-saving change" in result.verdict
-    assert result.step["fixed_zone"] == "Etc/GMT"               # it kept winter time (UTC+0)
+    assert result.step["fixed_zone"] == "Etc/GMT"  # it kept winter time (UTC+0)
     assert "--timezone Etc/GMT`" in result.verdict
     # following the advice puts every day right
     recompute(db_path, Settings(timezone="Etc/GMT"))
@@ -107,7 +116,7 @@ def test_needs_a_place_and_frames(db_path):
     add_frames(db_path, ["2024-04-01 12:00"], ["2024-04-01T12:00Z"])
     with pytest.raises(InputError, match="locate"):
         clock.check_clock(db_path, Settings())
-    result = clock.check_clock(db_path, PLACE)          # one frame: no usable day
+    result = clock.check_clock(db_path, PLACE)  # one frame: no usable day
     assert result.n_days == 0 and "cannot check the clock" in result.verdict
     with pytest.raises(AnalysisError):
         clock.estimate(pd.DataFrame({"taken_at_utc": [], "mean_luma": []}), LAT, LON)

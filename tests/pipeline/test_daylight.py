@@ -31,27 +31,45 @@ def test_fall_back_hour_is_resolved_by_frame_order():
     first = [datetime(2023, 10, 29, 1, 40) + timedelta(minutes=20 * i) for i in range(4)]
     second = [datetime(2023, 10, 29, 2, 0) + timedelta(minutes=20 * i) for i in range(4)]
     utc, offsets, n_ambiguous, n_missing = to_utc(first + second, BERLIN)
-    assert _utc(utc) == ["2023-10-28 23:40", "2023-10-29 00:00", "2023-10-29 00:20",
-                         "2023-10-29 00:40", "2023-10-29 01:00", "2023-10-29 01:20",
-                         "2023-10-29 01:40", "2023-10-29 02:00"]
+    assert _utc(utc) == [
+        "2023-10-28 23:40",
+        "2023-10-29 00:00",
+        "2023-10-29 00:20",
+        "2023-10-29 00:40",
+        "2023-10-29 01:00",
+        "2023-10-29 01:20",
+        "2023-10-29 01:40",
+        "2023-10-29 02:00",
+    ]
     assert list(offsets) == [120, 120, 120, 120, 60, 60, 60, 60]
     assert (n_ambiguous, n_missing) == (6, 0)
     assert utc.is_monotonic_increasing
 
 
 def test_fall_back_hour_sorted_by_wall_clock_still_pairs_up():
-    local = [datetime(2023, 10, 29, 2, 0), datetime(2023, 10, 29, 2, 0),
-             datetime(2023, 10, 29, 2, 30), datetime(2023, 10, 29, 2, 30)]
+    local = [
+        datetime(2023, 10, 29, 2, 0),
+        datetime(2023, 10, 29, 2, 0),
+        datetime(2023, 10, 29, 2, 30),
+        datetime(2023, 10, 29, 2, 30),
+    ]
     utc, offsets, n_ambiguous, _ = to_utc(local, BERLIN)
-    assert _utc(utc) == ["2023-10-29 00:00", "2023-10-29 01:00", "2023-10-29 00:30",
-                         "2023-10-29 01:30"]
+    assert _utc(utc) == [
+        "2023-10-29 00:00",
+        "2023-10-29 01:00",
+        "2023-10-29 00:30",
+        "2023-10-29 01:30",
+    ]
     assert n_ambiguous == 4
 
 
 def test_spring_forward_gap_is_shifted_forward_and_counted():
     # 2023-03-26: at 02:00 CET the clocks jump to 03:00 CEST; 02:30 does not exist
-    local = [datetime(2023, 3, 26, 1, 30), datetime(2023, 3, 26, 2, 30),
-             datetime(2023, 3, 26, 3, 30)]
+    local = [
+        datetime(2023, 3, 26, 1, 30),
+        datetime(2023, 3, 26, 2, 30),
+        datetime(2023, 3, 26, 3, 30),
+    ]
     utc, offsets, n_ambiguous, n_missing = to_utc(local, BERLIN)
     assert _utc(utc) == ["2023-03-26 00:30", "2023-03-26 01:30", "2023-03-26 01:30"]
     assert list(offsets) == [60, 60, 120]
@@ -76,8 +94,9 @@ def test_unknown_zone_and_bad_coordinates_are_input_errors():
         daylight.check_place(Settings(lat=95.0, lon=0.0))
 
 
-@pytest.mark.parametrize("lat, lon", [(52.52, 13.40), (-33.87, 151.21), (64.1, -21.9),
-                                      (0.0, -170.0)])
+@pytest.mark.parametrize(
+    "lat, lon", [(52.52, 13.40), (-33.87, 151.21), (64.1, -21.9), (0.0, -170.0)]
+)
 def test_sun_elevation_matches_astral(lat, lon):
     rng = np.random.default_rng(int(abs(lat * 100)))
     when = pd.to_datetime(rng.integers(1_400_000_000, 1_800_000_000, 200), unit="s", utc=True)
@@ -86,8 +105,9 @@ def test_sun_elevation_matches_astral(lat, lon):
     assert np.abs(ours - reference).max() < 0.01
 
 
-@pytest.mark.parametrize("lat, lon", [(52.52, 13.40), (-33.87, 151.21), (64.1, -21.9),
-                                      (49.28, -123.16)])
+@pytest.mark.parametrize(
+    "lat, lon", [(52.52, 13.40), (-33.87, 151.21), (64.1, -21.9), (49.28, -123.16)]
+)
 def test_sun_azimuth_matches_astral(lat, lon):
     rng = np.random.default_rng(int(abs(lon * 100)))
     when = pd.to_datetime(rng.integers(1_400_000_000, 1_800_000_000, 200), unit="s", utc=True)
@@ -113,15 +133,16 @@ def test_classify_by_sun_and_by_brightness():
 def _frames(db):
     with duckdb.connect(str(db), read_only=True) as con:
         con.execute("SET TimeZone = 'UTC'")
-        return con.sql("SELECT path, taken_at, taken_at_utc, utc_offset_min, sun_elevation, "
-                       "daylight, daylight_source FROM frames ORDER BY path").df()
+        return con.sql(
+            "SELECT path, taken_at, taken_at_utc, utc_offset_min, sun_elevation, "
+            "daylight, daylight_source FROM frames ORDER BY path"
+        ).df()
 
 
 def test_recompute_applies_a_place_given_later(tmp_path, db_path):
     folder = tmp_path / "frames"
     write_jpeg(folder / "noon.jpg", when=datetime(2024, 6, 21, 13, 0), colour=(20, 20, 20))
-    write_jpeg(folder / "midnight.jpg", when=datetime(2024, 6, 21, 23, 59),
-               colour=(200, 200, 200))
+    write_jpeg(folder / "midnight.jpg", when=datetime(2024, 6, 21, 23, 59), colour=(200, 200, 200))
     settings = Settings(workers=1)
     ingest_folder(folder, db_path, settings, progress=False)
     before = _frames(db_path)
@@ -172,15 +193,24 @@ def test_epoch_names_keep_their_instant_and_get_a_local_wall_clock(tmp_path, db_
 def test_ingest_over_a_fall_back_night_orders_the_repeated_hour(tmp_path, db_path):
     folder = tmp_path / "frames"
     start = datetime(2023, 10, 29, 1, 30)
-    times = [start + timedelta(minutes=30 * i) for i in range(3)]           # 01:30 02:00 02:30
-    times += [datetime(2023, 10, 29, 2, 0), datetime(2023, 10, 29, 2, 30),  # again, in CET
-              datetime(2023, 10, 29, 3, 0)]
+    times = [start + timedelta(minutes=30 * i) for i in range(3)]  # 01:30 02:00 02:30
+    times += [
+        datetime(2023, 10, 29, 2, 0),
+        datetime(2023, 10, 29, 2, 30),  # again, in CET
+        datetime(2023, 10, 29, 3, 0),
+    ]
     for i, when in enumerate(times):
         write_jpeg(folder / f"frame_{i:04d}.jpg", when=when, seed=i)
-    summary = ingest_folder(folder, db_path, Settings(workers=1, timezone=BERLIN,
-                                                       ingest_batch_size=2), progress=False)
+    summary = ingest_folder(
+        folder, db_path, Settings(workers=1, timezone=BERLIN, ingest_batch_size=2), progress=False
+    )
     assert summary.n_ambiguous == 4 and summary.n_missing == 0
     frames = _frames(db_path)
     assert _utc(frames["taken_at_utc"]) == [
-        "2023-10-28 23:30", "2023-10-29 00:00", "2023-10-29 00:30",
-        "2023-10-29 01:00", "2023-10-29 01:30", "2023-10-29 02:00"]
+        "2023-10-28 23:30",
+        "2023-10-29 00:00",
+        "2023-10-29 00:30",
+        "2023-10-29 01:00",
+        "2023-10-29 01:30",
+        "2023-10-29 02:00",
+    ]

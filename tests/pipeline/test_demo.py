@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.demo import DEMO_PLACE, KINDS, render_demo
-from pipeline.demo import anomalies, timeline
+from pipeline.demo import DEMO_PLACE, KINDS, anomalies, render_demo, timeline
 from pipeline.demo.weather import generate_weather
 from pipeline.errors import InputError
 
@@ -45,15 +44,16 @@ def frames(demo) -> pd.DataFrame:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_arguments_give_identical_files_whatever_the_workers(tmp_path):
-    one = render_demo(tmp_path / "a", n_frames=40, seed=3, size=(96, 54), progress=False,
-                      workers=1)
-    two = render_demo(tmp_path / "b", n_frames=40, seed=3, size=(96, 54), progress=False,
-                      workers=2)
+    one = render_demo(tmp_path / "a", n_frames=40, seed=3, size=(96, 54), progress=False, workers=1)
+    two = render_demo(tmp_path / "b", n_frames=40, seed=3, size=(96, 54), progress=False, workers=2)
     files_one, files_two = _files(one.out_dir), _files(two.out_dir)
     assert len([p for p in files_one if p.endswith(".jpg")]) == 40
     assert files_one == files_two
@@ -65,15 +65,18 @@ def test_same_arguments_give_identical_files_whatever_the_workers(tmp_path):
 
 def test_rerender_in_place_is_unchanged_and_drops_stale_frames(tmp_path):
     first = render_demo(tmp_path, n_frames=30, seed=5, size=(96, 54), progress=False)
-    before = {rel: (data, os.stat(tmp_path / rel).st_mtime)
-              for rel, data in _files(tmp_path).items()}
+    before = {
+        rel: (data, os.stat(tmp_path / rel).st_mtime) for rel, data in _files(tmp_path).items()
+    }
     render_demo(tmp_path, n_frames=30, seed=5, size=(96, 54), progress=False)
-    after = {rel: (data, os.stat(tmp_path / rel).st_mtime)
-             for rel, data in _files(tmp_path).items()}
+    after = {
+        rel: (data, os.stat(tmp_path / rel).st_mtime) for rel, data in _files(tmp_path).items()
+    }
     assert after == before
     shorter = render_demo(tmp_path, n_frames=20, seed=5, size=(96, 54), progress=False)
-    jpegs = sorted(p.relative_to(first.frames_dir).as_posix()
-                   for p in first.frames_dir.rglob("*.jpg"))
+    jpegs = sorted(
+        p.relative_to(first.frames_dir).as_posix() for p in first.frames_dir.rglob("*.jpg")
+    )
     assert jpegs == sorted(pd.read_csv(shorter.truth_csv)["path"])
     assert len(jpegs) == 20
 
@@ -105,8 +108,9 @@ def test_intervals_are_irregular_within_the_bounds(frames):
 
 
 def test_ground_truth_covers_every_file_and_every_kind(demo, frames):
-    on_disk = sorted(p.relative_to(demo.frames_dir).as_posix()
-                     for p in demo.frames_dir.rglob("*.jpg"))
+    on_disk = sorted(
+        p.relative_to(demo.frames_dir).as_posix() for p in demo.frames_dir.rglob("*.jpg")
+    )
     assert on_disk == sorted(frames["path"])
     assert set(frames["kind"]) == set(KINDS) | {"normal"}
     assert ((frames["kind"] != "normal") == (frames["label"] == 1)).all()
@@ -150,11 +154,14 @@ def test_anomalies_look_different_from_their_neighbours(frames):
 
 def test_weather_csv_is_open_meteo_layout_and_covers_the_frames(demo, frames):
     lines = demo.weather_csv.read_text(encoding="utf-8").splitlines()
-    assert lines[0] == "latitude,longitude,elevation,utc_offset_seconds,timezone," \
-                       "timezone_abbreviation"
+    assert (
+        lines[0] == "latitude,longitude,elevation,utc_offset_seconds,timezone,timezone_abbreviation"
+    )
     assert lines[1].endswith(",0,GMT,GMT") and lines[2] == ""
-    assert lines[3] == ("time,temperature_2m (°C),precipitation (mm),weather_code (wmo code),"
-                        "cloud_cover (%),wind_speed_10m (km/h)")
+    assert lines[3] == (
+        "time,temperature_2m (°C),precipitation (mm),weather_code (wmo code),"
+        "cloud_cover (%),wind_speed_10m (km/h)"
+    )
     hourly = pd.read_csv(demo.weather_csv, skiprows=3)
     hourly["time"] = pd.to_datetime(hourly["time"], format="%Y-%m-%dT%H:%M")
     assert (hourly["time"].diff().dropna() == pd.Timedelta(hours=1)).all()
@@ -167,8 +174,12 @@ def test_weather_csv_is_open_meteo_layout_and_covers_the_frames(demo, frames):
 def test_each_frame_shows_the_weather_of_its_hour(demo, frames):
     hourly = pd.read_csv(demo.weather_csv, skiprows=3)
     hourly["time"] = pd.to_datetime(hourly["time"], format="%Y-%m-%dT%H:%M")
-    joined = pd.merge_asof(frames.assign(t=pd.to_datetime(frames["taken_at_utc"]))
-                           .sort_values("t"), hourly, left_on="t", right_on="time")
+    joined = pd.merge_asof(
+        frames.assign(t=pd.to_datetime(frames["taken_at_utc"])).sort_values("t"),
+        hourly,
+        left_on="t",
+        right_on="time",
+    )
     assert joined["time"].notna().all()
     assert (joined["t"] - joined["time"] < pd.Timedelta(hours=1)).all()
     codes = joined["weather_code (wmo code)"]
@@ -196,8 +207,9 @@ def test_rain_frames_are_wet_and_streaked(frames, demo):
         with Image.open(demo.frames_dir / rel) as im:
             return float(np.asarray(im.convert("HSV"), np.float32)[..., 1].mean())
 
-    assert np.mean([saturation(r) for r in rain["path"]]) < \
-        np.mean([saturation(r) for r in dry["path"]])
+    assert np.mean([saturation(r) for r in rain["path"]]) < np.mean(
+        [saturation(r) for r in dry["path"]]
+    )
 
 
 @pytest.mark.parametrize("hard", [False, True])
@@ -237,13 +249,18 @@ def test_hard_anomalies_are_smaller_and_fainter():
     for hard in (False, True):
         rng = np.random.default_rng(1)
         person = [anomalies._frame_params("person", rng, hard) for _ in range(20)]
-        sizes[hard] = max(anomalies.person_sprite(
-            cam, {**anomalies._event_params("person", rng, hard), **p})[3].shape[0]
-            for p in person)
+        sizes[hard] = max(
+            anomalies.person_sprite(cam, {**anomalies._event_params("person", rng, hard), **p})[
+                3
+            ].shape[0]
+            for p in person
+        )
     assert sizes[True] < sizes[False] * 0.75
     rng = np.random.default_rng(2)
-    assert anomalies._event_params("fog", rng, True)["density"] < \
-        anomalies._event_params("fog", rng, False)["density"]
+    assert (
+        anomalies._event_params("fog", rng, True)["density"]
+        < anomalies._event_params("fog", rng, False)["density"]
+    )
 
 
 def test_sun_path_is_real_for_the_place():
@@ -274,11 +291,11 @@ def test_cli_demo_rejects_a_bad_size_in_one_line(tmp_path):
 
     from pipeline.cli import cli
 
-    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--size", "big",
-                                      "--no-serve"])
+    result = CliRunner().invoke(
+        cli, ["demo", "--out", str(tmp_path), "--size", "big", "--no-serve"]
+    )
     assert result.exit_code == 1
     assert "--size must look like 640x360" in result.output
-    tiny = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--size", "8x8",
-                                    "--no-serve"])
+    tiny = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--size", "8x8", "--no-serve"])
     assert tiny.exit_code == 1 and "between 32x24" in tiny.output
     assert "Traceback" not in result.output + tiny.output

@@ -11,8 +11,14 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from pipeline.detectors import (CONSENSUS_RULES, DETECTORS, Consensus, FrameBatch,
-                                consensus_scores, make_detector)
+from pipeline.detectors import (
+    CONSENSUS_RULES,
+    DETECTORS,
+    Consensus,
+    FrameBatch,
+    consensus_scores,
+    make_detector,
+)
 from pipeline.detectors.background.eigen import less_surroundings, stand_out
 from pipeline.neighbors import NeighborIndex
 from pipeline.pixels import ArrayReader
@@ -22,8 +28,9 @@ N_DAYS, PER_DAY, DIM = 5, 48, 12
 PLANTED = np.array([100, 150, 170, 200])  # daytime frames on days 2-4
 
 # Stats that make a planted frame bad for each quality check (normal frames: see _batch).
-QUALITY_PLANT = {key: cls.example_bad for key, cls in DETECTORS.items()
-                 if "frame_stats" in cls.needs}
+QUALITY_PLANT = {
+    key: cls.example_bad for key, cls in DETECTORS.items() if "frame_stats" in cls.needs
+}
 # Detectors whose planted frames differ from the generic batch's (see _batch).
 OWN_BATCH = [*QUALITY_PLANT, "alignment"]
 
@@ -42,7 +49,7 @@ def _garden(hours: np.ndarray, seed: int, planted: np.ndarray) -> dict[int, np.n
         image = scene * (0.15 + 0.85 * sun) * shade + rng.normal(0, 2, scene.shape)
         if i in planted:
             y, x = rng.integers(4, 26), rng.integers(4, 56)
-            image[y:y + 8, x:x + 4] = (250, 235, 60)
+            image[y : y + 8, x : x + 4] = (250, 235, 60)
         images[i + 10] = np.clip(image, 0, 255)
     return images
 
@@ -58,27 +65,44 @@ def _batch(seed: int = 0, key: str | None = None) -> FrameBatch:
     z = np.column_stack([np.sin(phase), np.cos(phase)]) @ basis * 2
     z += rng.normal(scale=0.2, size=z.shape)
     z[PLANTED] += rng.normal(size=DIM) * 3 + 4
-    stats = pd.DataFrame({
-        "mean_luma": rng.uniform(90, 140, n), "contrast": rng.uniform(35, 50, n),
-        "sharpness": rng.uniform(200, 400, n), "colorfulness": rng.uniform(20, 40, n),
-        "local_contrast": rng.uniform(8, 14, n)})
+    stats = pd.DataFrame(
+        {
+            "mean_luma": rng.uniform(90, 140, n),
+            "contrast": rng.uniform(35, 50, n),
+            "sharpness": rng.uniform(200, 400, n),
+            "colorfulness": rng.uniform(20, 40, n),
+            "local_contrast": rng.uniform(8, 14, n),
+        }
+    )
     for column, value in QUALITY_PLANT.get(key, {}).items():
         stats.loc[PLANTED, column] = value
-    frames = pd.DataFrame({"frame_id": np.arange(n) + 10, "taken_at": times,
-                           "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
-                           "daylight": np.where((hours >= 7) & (hours < 19), "day", "night")})
+    frames = pd.DataFrame(
+        {
+            "frame_id": np.arange(n) + 10,
+            "taken_at": times,
+            "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
+            "daylight": np.where((hours >= 7) & (hours < 19), "day", "night"),
+        }
+    )
     frames = pd.concat([frames, stats], axis=1)
     images = _garden(hours, seed, set(PLANTED.tolist()))
     if key == "alignment":  # the camera cause: a scene with edges, knocked in the planted frames
         scene = _textured_scene(seed)
-        images = {i + 10: np.clip(scene * (0.15 + 0.85 * max(0.0, np.sin(np.pi * (h - 6) / 12)))
-                                  + rng.normal(0, 2, scene.shape), 0, 255)
-                  for i, h in enumerate(hours)}
+        images = {
+            i + 10: np.clip(
+                scene * (0.15 + 0.85 * max(0.0, np.sin(np.pi * (h - 6) / 12)))
+                + rng.normal(0, 2, scene.shape),
+                0,
+                255,
+            )
+            for i, h in enumerate(hours)
+        }
         for i in PLANTED:
             images[int(i) + 10] = _moved(images[int(i) + 10], 3, 2)
     pixels = ArrayReader(images)
-    batch = FrameBatch.from_frames(frames["frame_id"].to_numpy(), z.astype(np.float32), frames,
-                                   pixels=pixels)
+    batch = FrameBatch.from_frames(
+        frames["frame_id"].to_numpy(), z.astype(np.float32), frames, pixels=pixels
+    )
     NeighborIndex().fit(batch.z, batch.frame_ids).attach(batch, 20)
     return batch
 
@@ -133,14 +157,17 @@ def test_unknown_key_lists_the_registry():
         make_detector("nope")
 
 
-@pytest.mark.parametrize("key, pyod_name, params", [
-    ("lof", "lof.LOF", {"n_neighbors": 20}),
-    ("knn", "knn.KNN", {"n_neighbors": 5}),
-    ("ecod", "ecod.ECOD", {}),
-    ("copod", "copod.COPOD", {}),
-    ("hbos", "hbos.HBOS", {"n_bins": 20}),
-    ("iforest", "iforest.IForest", {"random_state": 0, "contamination": 0.05}),
-])
+@pytest.mark.parametrize(
+    "key, pyod_name, params",
+    [
+        ("lof", "lof.LOF", {"n_neighbors": 20}),
+        ("knn", "knn.KNN", {"n_neighbors": 5}),
+        ("ecod", "ecod.ECOD", {}),
+        ("copod", "copod.COPOD", {}),
+        ("hbos", "hbos.HBOS", {"n_bins": 20}),
+        ("iforest", "iforest.IForest", {"random_state": 0, "contamination": 0.05}),
+    ],
+)
 def test_embedding_detectors_equal_pyod_on_the_fit(key, pyod_name, params, batches):
     import importlib
 
@@ -155,10 +182,13 @@ def test_embedding_detectors_equal_pyod_on_the_fit(key, pyod_name, params, batch
 def test_new_frames_are_scored_without_refitting(batches):
     batch = batches[None]
     det = make_detector("ecod").fit(batch)
-    far = FrameBatch(np.array([99999]), np.full((1, DIM), 50, np.float32),
-                     np.array(["2024-05-09T12:00"], dtype="datetime64[ns]"),
-                     np.array(["2024-05-09T12:00"], dtype="datetime64[ns]"),
-                     batch.stats.iloc[:1].reset_index(drop=True))
+    far = FrameBatch(
+        np.array([99999]),
+        np.full((1, DIM), 50, np.float32),
+        np.array(["2024-05-09T12:00"], dtype="datetime64[ns]"),
+        np.array(["2024-05-09T12:00"], dtype="datetime64[ns]"),
+        batch.stats.iloc[:1].reset_index(drop=True),
+    )
     score = det.decision_function(far)
     assert np.isfinite(score).all() and score[0] > det.decision_scores_.max()
     assert det.percentile(score)[0] == 1.0
@@ -192,9 +222,16 @@ def _dusk_and_jump(jump_at: int | None):
     z += rng.normal(scale=0.15, size=z.shape)
     if jump_at is not None:
         z[jump_at] += rng.normal(size=16) * 1.5
-    frames = pd.DataFrame({"frame_id": np.arange(n), "taken_at": times,
-                           "mean_luma": 100.0, "contrast": 40.0, "sharpness": 300.0,
-                           "colorfulness": 30.0})
+    frames = pd.DataFrame(
+        {
+            "frame_id": np.arange(n),
+            "taken_at": times,
+            "mean_luma": 100.0,
+            "contrast": 40.0,
+            "sharpness": 300.0,
+            "colorfulness": 30.0,
+        }
+    )
     frames["taken_at_utc"] = pd.NaT
     batch = FrameBatch.from_frames(np.arange(n), z.astype(np.float32), frames)
     return batch, hours
@@ -216,8 +253,9 @@ def test_background_fits_one_model_per_daylight_class_and_needs_pixels(batches):
     det = make_detector("background").fit(daylit)
     assert set(det.models_) == {"day", "night"}
     # a class too small for its own background is scored by one fitted over all frames
-    dusk = replace(daylit, daylight=np.where(np.arange(len(daylit)) % 24 == 0, "twilight",
-                                             daylit.daylight))
+    dusk = replace(
+        daylit, daylight=np.where(np.arange(len(daylit)) % 24 == 0, "twilight", daylit.daylight)
+    )
     mixed = make_detector("background").fit(dusk)
     assert set(mixed.models_) == {"all", "day", "night"}
     assert np.isfinite(mixed.decision_scores_).all()
@@ -228,22 +266,30 @@ def test_background_fits_one_model_per_daylight_class_and_needs_pixels(batches):
     inliers = np.delete(det.decision_scores_, PLANTED)
     assert det.decision_scores_[PLANTED].min() > np.quantile(inliers, 0.95)
     # a frame without an image gets no score; a batch without pixels gets none at all
-    partial = replace(daylit, pixels=ArrayReader({i: im for i, im in
-                                                   daylit.pixels.images.items() if i != 10}))
+    partial = replace(
+        daylit, pixels=ArrayReader({i: im for i, im in daylit.pixels.images.items() if i != 10})
+    )
     scores = det.decision_function(partial)
     assert np.isnan(scores[0]) and np.isfinite(scores[1:]).all()
     blind = make_detector("background").fit(replace(daylit, pixels=None))
     assert np.isnan(blind.decision_scores_).all() and blind.models_ == {}
     few = daylit.pixels.images
-    sample = replace(daylit, frame_ids=daylit.frame_ids[:20], daylight=daylit.daylight[:20],
-                     pixels=ArrayReader({i: few[i] for i in daylit.frame_ids[:20]}))
+    sample = replace(
+        daylit,
+        frame_ids=daylit.frame_ids[:20],
+        daylight=daylit.daylight[:20],
+        pixels=ArrayReader({i: few[i] for i in daylit.frame_ids[:20]}),
+    )
     assert make_detector("background").fit(sample).models_ == {}  # 20 frames: no background
 
 
 def test_consensus_rules_and_percentiles():
     rng = np.random.default_rng(0)
-    pcts = {"iforest": rng.uniform(size=200), "lof": rng.uniform(size=200),
-            "dark": rng.uniform(size=200)}
+    pcts = {
+        "iforest": rng.uniform(size=200),
+        "lof": rng.uniform(size=200),
+        "dark": rng.uniform(size=200),
+    }
     pcts["iforest"][0] = pcts["lof"][0] = pcts["dark"][0] = 1.0
     for rule in CONSENSUS_RULES:
         s = consensus_scores(pcts, rule)
@@ -264,8 +310,9 @@ def test_consensus_rules_and_percentiles():
     top = {"lof": np.array([1.0, 0.5])}
     assert consensus_scores(top, "tail", n_reference=13)[0] == pytest.approx(np.log(14))
     assert consensus_scores(top, "tail", n_reference=99_999)[0] == pytest.approx(np.log(100_000))
-    assert Consensus(["lof"], "tail", 0.05).fit({"lof": np.linspace(0.1, 1, 10)}) \
-        .decision_scores_[-1] == pytest.approx(np.log(11))
+    assert Consensus(["lof"], "tail", 0.05).fit({"lof": np.linspace(0.1, 1, 10)}).decision_scores_[
+        -1
+    ] == pytest.approx(np.log(11))
 
 
 def test_consensus_scores_each_cause_and_sums_the_junk_causes():
@@ -275,16 +322,19 @@ def test_consensus_scores_each_cause_and_sums_the_junk_causes():
     n = 100
     pcts = {k: np.full(n, 0.5) for k in ("soft", "flat", "background", "lof", "alignment")}
     pcts["background"][0] = pcts["lof"][0] = 0.99  # a digger: new in the scene and rare
-    pcts["soft"][1] = 0.99                            # a blurred frame
+    pcts["soft"][1] = 0.99  # a blurred frame
     every = Consensus(list(pcts), "family_tail", 0.05).fit(pcts)
     assert set(every.causes_) == {"quality", "camera", "scene", "rarity"}
-    np.testing.assert_allclose(every.decision_scores_,
-                               sum(c.decision_scores_ for c in every.causes_.values()))
+    np.testing.assert_allclose(
+        every.decision_scores_, sum(c.decision_scores_ for c in every.causes_.values())
+    )
     assert every.decision_scores_[0] > every.decision_scores_[1]
     site = Consensus(list(pcts), "family_tail", 0.05, junk_causes=["quality", "camera"]).fit(pcts)
     assert site.decision_scores_[1] > site.decision_scores_[0]
-    np.testing.assert_allclose(site.decision_scores_, site.causes_["quality"].decision_scores_
-                               + site.causes_["camera"].decision_scores_)
+    np.testing.assert_allclose(
+        site.decision_scores_,
+        site.causes_["quality"].decision_scores_ + site.causes_["camera"].decision_scores_,
+    )
     causes, total = site.score_causes(pcts)
     np.testing.assert_allclose(total, site.decision_scores_)
     np.testing.assert_allclose(causes["scene"], every.causes_["scene"].decision_scores_)
@@ -330,8 +380,7 @@ def test_same_time_compares_only_days_within_max_days(batches):
     batch = batches[None]
     raw = make_detector("same_time").set_params(max_days=1).fit(batch)._raw(batch)
     # brute force: mean of the 3 nearest frames within +-30 min of the time of day, 1 day away
-    minutes = (batch.local_time - batch.local_time.astype("datetime64[D]")) \
-        / np.timedelta64(1, "m")
+    minutes = (batch.local_time - batch.local_time.astype("datetime64[D]")) / np.timedelta64(1, "m")
     days = batch.local_time.astype("datetime64[D]").astype(np.int64)
     dm = np.abs(minutes[:, None] - minutes[None, :])
     near = (np.minimum(dm, 1440 - dm) <= 30) & (np.abs(days[:, None] - days[None, :]) == 1)
@@ -343,20 +392,26 @@ def test_same_time_compares_only_days_within_max_days(batches):
     first_day = days == days[0]
     for later in (2, 3, 4):
         copied.z[days - days[0] == later] = batch.z[first_day]
-    np.testing.assert_allclose(make_detector("same_time").set_params(max_days=1).fit(copied)
-                               ._raw(copied)[first_day], raw[first_day], rtol=1e-5)
+    np.testing.assert_allclose(
+        make_detector("same_time").set_params(max_days=1).fit(copied)._raw(copied)[first_day],
+        raw[first_day],
+        rtol=1e-5,
+    )
     unbounded = make_detector("same_time").set_params(max_days=None).fit(copied)._raw(copied)
     assert unbounded[first_day].max() < 0.02 * raw[first_day].min()  # float32 rounding
     # all five days within 30 of each other: the default bound changes nothing
-    np.testing.assert_allclose(make_detector("same_time").fit(batch).decision_scores_,
-                               make_detector("same_time").set_params(max_days=None)
-                               .fit(batch).decision_scores_, rtol=1e-5)
+    np.testing.assert_allclose(
+        make_detector("same_time").fit(batch).decision_scores_,
+        make_detector("same_time").set_params(max_days=None).fit(batch).decision_scores_,
+        rtol=1e-5,
+    )
     with pytest.raises(ValueError, match="max_days"):
         make_detector("same_time").set_params(max_days=0).fit(batch)
 
 
-def _shadowed_garden(n_days: int = 8, per_day: int = 72, planted=(), seed: int = 3,
-                     drift: float = 0.0):
+def _shadowed_garden(
+    n_days: int = 8, per_day: int = 72, planted=(), seed: int = 3, drift: float = 0.0
+):
     """A lawn whose tree shadow sweeps across it with the sun (its edge moves from left to right
     through the day, `drift` columns further each day as the season turns; no shadow on
     overcast days), every 20 min for `n_days`; a small drab figure stands on the lawn in the
@@ -379,15 +434,23 @@ def _shadowed_garden(n_days: int = 8, per_day: int = 72, planted=(), seed: int =
         image = image + rng.normal(0, 2, image.shape)
         if i in planted:
             y, x = rng.integers(40, 62), rng.integers(10, 110)
-            image[y:y + 6, x:x + 3] = (90, 100, 75)
+            image[y : y + 6, x : x + 3] = (90, 100, 75)
         images[i] = np.clip(image, 0, 255)
-    frames = pd.DataFrame({"frame_id": np.arange(n), "taken_at": times,
-                           "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
-                           "daylight": np.where((hours >= 6) & (hours < 20), "day", "night"),
-                           "mean_luma": 100.0, "contrast": 40.0, "sharpness": 300.0,
-                           "colorfulness": 30.0})
-    return FrameBatch.from_frames(np.arange(n), np.zeros((n, 2), np.float32), frames,
-                                  pixels=ArrayReader(images)), hours
+    frames = pd.DataFrame(
+        {
+            "frame_id": np.arange(n),
+            "taken_at": times,
+            "taken_at_utc": pd.to_datetime(times).tz_localize("UTC"),
+            "daylight": np.where((hours >= 6) & (hours < 20), "day", "night"),
+            "mean_luma": 100.0,
+            "contrast": 40.0,
+            "sharpness": 300.0,
+            "colorfulness": 30.0,
+        }
+    )
+    return FrameBatch.from_frames(
+        np.arange(n), np.zeros((n, 2), np.float32), frames, pixels=ArrayReader(images)
+    ), hours
 
 
 SHADOW_PLANTED = [3 * 72 + 30, 5 * 72 + 40, 6 * 72 + 25]  # 10:00, 13:20, 08:20
@@ -406,8 +469,11 @@ def test_background_explains_a_moving_shadow_by_the_same_time_on_other_days():
     scene_part, same_time_part, _ = both._parts(batch).T
     assert same_time_part[planted].min() > same_time_part[normal].max()
     assert scene_part[planted].min() < scene_part[normal].max()
-    scene = make_detector("background").set_params(time_of_day_noise=False,
-                                                   same_time_neighbors=0).fit(batch)
+    scene = (
+        make_detector("background")
+        .set_params(time_of_day_noise=False, same_time_neighbors=0)
+        .fit(batch)
+    )
 
     def above_weakest(scores):
         return int((scores[normal] >= scores[planted].min()).sum())
@@ -453,7 +519,7 @@ def test_stand_out_measures_each_pixel_against_its_surroundings():
     width, height = 128, 72
     rng = np.random.default_rng(0)
     rows, cols = np.mgrid[0:height, 0:width]
-    patch = 30 * np.exp(-((rows - 45) ** 2 + (cols - 40) ** 2) / (2 * 14 ** 2))
+    patch = 30 * np.exp(-((rows - 45) ** 2 + (cols - 40) ** 2) / (2 * 14**2))
 
     def frames(n, frosted, drop):
         z = np.abs(rng.normal(0, 1, (n, height, width))) + (patch if frosted else 0)
@@ -477,7 +543,7 @@ def test_stand_out_measures_each_pixel_against_its_surroundings():
     spot = np.zeros((1, height * width), np.float32)
     spot[0, 40 * width + 60] = 1.0
     less_surroundings(spot, (width, height), 21)
-    assert spot[0, 40 * width + 60] == pytest.approx(1 - 1 / 21 ** 2)
+    assert spot[0, 40 * width + 60] == pytest.approx(1 - 1 / 21**2)
 
 
 def test_time_of_day_noise_rescores_a_pixel_against_its_hour():
@@ -487,8 +553,9 @@ def test_time_of_day_noise_rescores_a_pixel_against_its_hour():
     from pipeline.detectors.background.eigen import TimeOfDayNoise
 
     rng = np.random.default_rng(0)
-    minutes = np.concatenate([rng.uniform(8 * 60, 10 * 60, 200),
-                              rng.uniform(11 * 60, 13 * 60, 200)])
+    minutes = np.concatenate(
+        [rng.uniform(8 * 60, 10 * 60, 200), rng.uniform(11 * 60, 13 * 60, 200)]
+    )
     z = rng.normal(0, 1, (400, 50)).astype(np.float32)
     morning = minutes < 600
     z[morning, :5] += rng.uniform(0, 12, (morning.sum(), 5))  # the edge's band, mornings only
@@ -549,11 +616,18 @@ def test_background_scores_do_not_depend_on_the_order_of_the_frames(batches):
     batch = batches[None]
     det = make_detector("background").fit(batch)
     perm = np.random.default_rng(5).permutation(len(batch))
-    shuffled = FrameBatch(batch.frame_ids[perm], batch.z[perm], batch.order_time[perm],
-                          batch.local_time[perm], batch.stats.iloc[perm].reset_index(drop=True),
-                          daylight=batch.daylight[perm], pixels=batch.pixels)
-    np.testing.assert_allclose(det.decision_function(shuffled), det.decision_scores_[perm],
-                               rtol=1e-6)
+    shuffled = FrameBatch(
+        batch.frame_ids[perm],
+        batch.z[perm],
+        batch.order_time[perm],
+        batch.local_time[perm],
+        batch.stats.iloc[perm].reset_index(drop=True),
+        daylight=batch.daylight[perm],
+        pixels=batch.pixels,
+    )
+    np.testing.assert_allclose(
+        det.decision_function(shuffled), det.decision_scores_[perm], rtol=1e-6
+    )
 
 
 def test_background_scores_frames_without_a_time_by_the_scene_part(batches):
@@ -564,8 +638,9 @@ def test_background_scores_frames_without_a_time_by_the_scene_part(batches):
     scene_part, same_time_part, gains = det._parts(untimed).T
     assert np.isfinite(scene_part).all() and np.isnan(same_time_part).all()
     assert np.isnan(gains).all()  # the camera cause is the `alignment` detector's
-    p = np.searchsorted(det.part_reference_[0], scene_part, side="right") \
-        / (len(det.part_reference_[0]) + 1)
+    p = np.searchsorted(det.part_reference_[0], scene_part, side="right") / (
+        len(det.part_reference_[0]) + 1
+    )
     np.testing.assert_allclose(det.decision_function(untimed), -2 * np.log1p(-p))
 
 
@@ -579,7 +654,7 @@ def _textured_scene(seed: int = 5) -> np.ndarray:
 def _moved(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
     """The view of a camera knocked by (dx, dy) pixels (edges repeated where it sees new)."""
     padded = np.pad(image, ((8, 8), (8, 8), (0, 0)), mode="edge")
-    return padded[8 - dy:8 - dy + image.shape[0], 8 - dx:8 - dx + image.shape[1]]
+    return padded[8 - dy : 8 - dy + image.shape[0], 8 - dx : 8 - dx + image.shape[1]]
 
 
 def test_alignment_sees_a_moved_camera_and_not_light_objects_or_noise():
@@ -588,8 +663,12 @@ def test_alignment_sees_a_moved_camera_and_not_light_objects_or_noise():
 
     rng = np.random.default_rng(0)
     scene = _textured_scene()
-    normal = np.stack([np.clip(scene * rng.uniform(0.3, 1.2) + rng.normal(0, 4, scene.shape),
-                               0, 255) for _ in range(60)]).astype(np.uint8)
+    normal = np.stack(
+        [
+            np.clip(scene * rng.uniform(0.3, 1.2) + rng.normal(0, 4, scene.shape), 0, 255)
+            for _ in range(60)
+        ]
+    ).astype(np.uint8)
     alignment = Alignment(edge_map(normal))
     assert (alignment.gain(edge_map(normal)) == 0).all()
     person = scene.copy()
@@ -668,10 +747,16 @@ def test_background_fitted_before_time_of_day_noise_is_upgraded(batches):
     the spread and surround settings that came after it, and its models' `time_noise_`; it
     is upgraded to the settings that reproduce its fit, and scores as it did."""
     batch = batches[None]
-    det = make_detector("background").set_params(time_of_day_noise=False, surround=0.0,
-                                                  noise_spread=0.5).fit(batch)
-    old = _unpickled_format_0(det, lacking={"time_of_day_noise", "noise_spread", "surround"},
-                              models_lacking={"time_noise_"})
+    det = (
+        make_detector("background")
+        .set_params(time_of_day_noise=False, surround=0.0, noise_spread=0.5)
+        .fit(batch)
+    )
+    old = _unpickled_format_0(
+        det,
+        lacking={"time_of_day_noise", "noise_spread", "surround"},
+        models_lacking={"time_noise_"},
+    )
     assert old.get_params() == det.get_params()
     assert all(m.time_noise_ is None for m in old.models_.values())
     np.testing.assert_array_equal(old.decision_function(batch), det.decision_scores_)
@@ -683,10 +768,10 @@ def test_background_fitted_before_surroundings_is_upgraded(batches):
     as one fitted with `surround=0` and `noise_spread=0.5`, which differs from the default."""
     batch = batches[None]
     det = make_detector("background").set_params(surround=0.0, noise_spread=0.5).fit(batch)
-    assert not np.allclose(make_detector("background").fit(batch).decision_scores_,
-                           det.decision_scores_)
-    old = _unpickled_format_0(det, lacking={"surround", "noise_spread"},
-                              noise_lacking={"spread"})
+    assert not np.allclose(
+        make_detector("background").fit(batch).decision_scores_, det.decision_scores_
+    )
+    old = _unpickled_format_0(det, lacking={"surround", "noise_spread"}, noise_lacking={"spread"})
     assert old.get_params() == det.get_params()
     assert all(m.time_noise_.spread == 0.5 for m in old.models_.values())
     np.testing.assert_array_equal(old.decision_function(batch), det.decision_scores_)
@@ -699,8 +784,9 @@ def test_background_fitted_before_the_same_time_or_alignment_part_is_refused(bat
     with pytest.raises(FittedFormatError, match="before the same-time and alignment parts"):
         _unpickled_format_0(det, lacking={"references_", "part_reference_", "lines_up_"})
     with pytest.raises(FittedFormatError, match="before the alignment part"):
-        _unpickled_format_0(det, lacking={"lines_up_", "min_lines_up"},
-                            models_lacking={"alignment_"})
+        _unpickled_format_0(
+            det, lacking={"lines_up_", "min_lines_up"}, models_lacking={"alignment_"}
+        )
 
 
 def test_same_time_fitted_before_max_days_is_upgraded(batches):
@@ -732,8 +818,9 @@ def test_thumbnail_decode_gives_pillow_draft_pixels_and_none_for_damage(shape):
 
     rng = np.random.default_rng(1)
     height, width = shape
-    smooth = np.kron(rng.uniform(0, 255, (height // 8 + 1, width // 8 + 1, 3)),
-                     np.ones((8, 8, 1)))[:height, :width]
+    smooth = np.kron(rng.uniform(0, 255, (height // 8 + 1, width // 8 + 1, 3)), np.ones((8, 8, 1)))[
+        :height, :width
+    ]
     buffer = io.BytesIO()
     Image.fromarray(smooth.astype(np.uint8)).save(buffer, "JPEG", quality=80)
     jpeg = buffer.getvalue()

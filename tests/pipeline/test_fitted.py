@@ -33,10 +33,10 @@ def test_a_run_pickled_before_formats_loads_and_scores_as_it_did():
     scored = fitted.score(batch)
     assert set(scored.scores) == {c.split(":")[0] for c in expected.columns if ":" in c}
     for key in scored.scores:
-        np.testing.assert_allclose(scored.scores[key], expected[f"{key}:score"], rtol=1e-9,
-                                   atol=1e-12, err_msg=key)
-        np.testing.assert_array_equal(scored.pcts[key], expected[f"{key}:score_pct"],
-                                      err_msg=key)
+        np.testing.assert_allclose(
+            scored.scores[key], expected[f"{key}:score"], rtol=1e-9, atol=1e-12, err_msg=key
+        )
+        np.testing.assert_array_equal(scored.pcts[key], expected[f"{key}:score_pct"], err_msg=key)
     # what that pickle lacked was filled in by the classes' upgrades
     assert fitted.consensus.n_reference_ == len(batch)
     assert fitted.detectors["same_time"].max_days == 30
@@ -66,8 +66,7 @@ def test_scoring_the_fit_batch_gives_the_fits_own_scores():
     of_fit, again = fitted.score(batch, of_fit=True), fitted.score(batch)
     assert list(of_fit.scores) == [*fitted.detectors, CONSENSUS]
     for key in of_fit.scores:
-        np.testing.assert_allclose(of_fit.scores[key], again.scores[key], rtol=1e-9,
-                                   err_msg=key)
+        np.testing.assert_allclose(of_fit.scores[key], again.scores[key], rtol=1e-9, err_msg=key)
         np.testing.assert_array_equal(of_fit.flags[key], again.flags[key], err_msg=key)
     rows = of_fit.rows(7)
     assert (rows["run_id"] == 7).all() and len(rows) == len(batch) * len(of_fit.scores)

@@ -36,21 +36,26 @@ def produce(out: Path) -> pd.DataFrame:
 
     demo = render_demo(out / "demo", n_frames=N_FRAMES, seed=SEED, size=SIZE, progress=False)
     db = out / "golden.duckdb"
-    settings = Settings(timezone=DEMO_PLACE.timezone, lat=DEMO_PLACE.lat, lon=DEMO_PLACE.lon,
-                        model="pixels")
+    settings = Settings(
+        timezone=DEMO_PLACE.timezone, lat=DEMO_PLACE.lat, lon=DEMO_PLACE.lon, model="pixels"
+    )
     ingest_folder(demo.frames_dir, db, settings, progress=False)
     embed_frames(db, settings, progress=False)
     run_id = analyze(db, settings, progress=False).run_id
     with store.connect(db, read_only=True) as con:
         clusters = con.execute(
             "SELECT f.path, c.cluster, c.map_x, c.map_y FROM clusters c JOIN frames f "
-            "USING (frame_id) WHERE c.run_id = ? ORDER BY f.path", [run_id]).df()
+            "USING (frame_id) WHERE c.run_id = ? ORDER BY f.path",
+            [run_id],
+        ).df()
         scores = con.execute(
             "SELECT f.path, o.detector, o.score, o.score_pct, o.is_outlier "
             "FROM outlier_scores o JOIN frames f USING (frame_id) WHERE o.run_id = ?",
-            [run_id]).df()
-    wide = scores.pivot(index="path", columns="detector",
-                        values=["score", "score_pct", "is_outlier"])
+            [run_id],
+        ).df()
+    wide = scores.pivot(
+        index="path", columns="detector", values=["score", "score_pct", "is_outlier"]
+    )
     wide.columns = [f"{detector}:{value}" for value, detector in wide.columns]
     wide = wide[sorted(wide.columns)].reset_index()
     return clusters.merge(wide, on="path", how="outer", validate="one_to_one")
@@ -71,8 +76,14 @@ def test_every_detector_scores_as_recorded(produced):
         if column.endswith(":is_outlier"):
             np.testing.assert_array_equal(got.astype(bool), want.astype(bool), err_msg=column)
         else:
-            np.testing.assert_allclose(got.astype(float), want.astype(float), rtol=RTOL,
-                                       atol=ATOL, equal_nan=True, err_msg=column)
+            np.testing.assert_allclose(
+                got.astype(float),
+                want.astype(float),
+                rtol=RTOL,
+                atol=ATOL,
+                equal_nan=True,
+                err_msg=column,
+            )
 
 
 def test_the_recorded_run_is_worth_guarding():
@@ -94,6 +105,7 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         table = produce(Path(tmp))
     GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(GOLDEN, index=False, float_format="%.17g",
-                 compression={"method": "gzip", "mtime": 0})
+    table.to_csv(
+        GOLDEN, index=False, float_format="%.17g", compression={"method": "gzip", "mtime": 0}
+    )
     print(f"wrote {GOLDEN}: {len(table)} frames, {len(table.columns)} columns")

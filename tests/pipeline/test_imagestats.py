@@ -18,8 +18,12 @@ from tests.conftest import write_jpeg
 MAX_PIXELS = 120_000_000
 
 
-def _task(path: Path, thumb: int = 256, max_pixels: int = MAX_PIXELS,
-          max_bytes: int = Settings().max_file_bytes):
+def _task(
+    path: Path,
+    thumb: int = 256,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = Settings().max_file_bytes,
+):
     st = path.stat()
     return (str(path), path.name, st.st_size, st.st_mtime_ns, thumb, max_pixels, max_bytes)
 
@@ -148,8 +152,8 @@ def test_bad_files_give_clear_messages(tmp_path):
 
 def test_decompression_bombs_are_refused_warning_and_error(tmp_path):
     path = write_jpeg(tmp_path / "huge.jpg", size=(64, 48))  # 3072 pixels
-    warned = read_frame(_task(path, max_pixels=2000))      # over the limit: Pillow warns
-    errored = read_frame(_task(path, max_pixels=1000))     # over twice the limit: Pillow raises
+    warned = read_frame(_task(path, max_pixels=2000))  # over the limit: Pillow warns
+    errored = read_frame(_task(path, max_pixels=1000))  # over twice the limit: Pillow raises
     for result in (warned, errored):
         assert result.error.startswith("refused as a decompression bomb")
         assert "max_image_pixels" in result.error
@@ -163,7 +167,7 @@ def test_corrupt_exif_keeps_the_pixels(tmp_path):
     Image.new("RGB", (40, 30), (100, 100, 100)).save(buffer, "JPEG", exif=exif)
     data = bytearray(buffer.getvalue())
     start = data.find(b"Exif\x00\x00")
-    data[start + 10:start + 30] = b"\xff" * 20  # break the IFD offsets
+    data[start + 10 : start + 30] = b"\xff" * 20  # break the IFD offsets
     path = tmp_path / "broken_exif_20240102_030405.jpg"
     path.write_bytes(bytes(data))
     result = read_frame(_task(path))

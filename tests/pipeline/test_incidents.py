@@ -14,8 +14,12 @@ from pipeline.incidents import cause_evidence, find_incidents, name_cause
 START = np.datetime64("2024-04-02T00:00")
 
 
-def _sequence(flagged: list[int], n: int = 144, night: tuple[int, int] = (42, 120),
-              twilight: tuple[int, ...] = ()) -> dict:
+def _sequence(
+    flagged: list[int],
+    n: int = 144,
+    night: tuple[int, int] = (42, 120),
+    twilight: tuple[int, ...] = (),
+) -> dict:
     """One day of frames ten minutes apart (index = frame id - 1): night before frame `night[0]`
     and from `night[1]`, twilight where given, flags at `flagged`, score = 1 + index / 1000."""
     idx = np.arange(n)
@@ -24,14 +28,28 @@ def _sequence(flagged: list[int], n: int = 144, night: tuple[int, int] = (42, 12
     flags = np.zeros(n, bool)
     flags[flagged] = True
     scores = 1 + idx / 1000
-    return {"frame_ids": idx + 1, "local_time": START + idx * np.timedelta64(10, "m"),
-            "daylight": daylight, "flags": flags, "scores": scores, "pcts": scores / 2,
-            "evidence": pd.DataFrame({"too dark": np.ones(n)})}
+    return {
+        "frame_ids": idx + 1,
+        "local_time": START + idx * np.timedelta64(10, "m"),
+        "daylight": daylight,
+        "flags": flags,
+        "scores": scores,
+        "pcts": scores / 2,
+        "evidence": pd.DataFrame({"too dark": np.ones(n)}),
+    }
 
 
 def _find(seq: dict, gap: int = 2):
-    return find_incidents(seq["frame_ids"], seq["local_time"], seq["daylight"], seq["flags"],
-                          seq["scores"], seq["pcts"], seq["evidence"], gap)
+    return find_incidents(
+        seq["frame_ids"],
+        seq["local_time"],
+        seq["daylight"],
+        seq["flags"],
+        seq["scores"],
+        seq["pcts"],
+        seq["evidence"],
+        gap,
+    )
 
 
 def test_flags_within_the_gap_are_one_incident_and_beyond_it_two():
@@ -84,22 +102,24 @@ def test_no_flags_no_incidents_and_a_negative_gap_is_refused():
 
 
 def test_the_cause_with_most_evidence_names_an_incident():
-    evidence = pd.DataFrame({"unusual": [3.0, 3.0], "something in the scene": [1.0, 0.5],
-                             "camera moved": [0.0, 4.0]})
+    evidence = pd.DataFrame(
+        {"unusual": [3.0, 3.0], "something in the scene": [1.0, 0.5], "camera moved": [0.0, 4.0]}
+    )
     assert name_cause(evidence) == ("unusual", pytest.approx(6 / 11.5))
     # within 15 % of the largest: the earlier plain cause wins (dark before fog before blur)
-    tie = pd.DataFrame({"blur": [5.0], "fog or haze": [4.6], "too dark": [4.4],
-                        "unusual": [5.0]})
+    tie = pd.DataFrame({"blur": [5.0], "fog or haze": [4.6], "too dark": [4.4], "unusual": [5.0]})
     assert name_cause(tie)[0] == "too dark"
     assert name_cause(pd.DataFrame({"blur": [0.0]})) == ("unusual", 0.0)
     assert name_cause(tie.iloc[:0]) == ("unusual", 0.0)
 
 
 def test_cause_evidence_is_each_causes_strongest_detector():
-    pcts = {"dark": np.array([0.99, 0.5]), "blurry": np.array([0.9, 0.99]),
-            "lof": np.array([0.95, np.nan])}
-    splits = {"dark": {"too dark": 1.0}, "blurry": {"blur": 1.0},
-              "lof": {"unusual": 1.0}}
+    pcts = {
+        "dark": np.array([0.99, 0.5]),
+        "blurry": np.array([0.9, 0.99]),
+        "lof": np.array([0.95, np.nan]),
+    }
+    splits = {"dark": {"too dark": 1.0}, "blurry": {"blur": 1.0}, "lof": {"unusual": 1.0}}
     got = cause_evidence(pcts, splits, n_reference=99)
     assert got["too dark"].tolist() == pytest.approx([-np.log(0.01), -np.log(0.5)])
     assert got["blur"].tolist() == pytest.approx([-np.log(0.1), -np.log(0.01)])
@@ -150,11 +170,21 @@ def test_exposure_splits_its_evidence_into_too_dark_and_too_bright():
     n = 200
     luma = np.full(n, 120.0)
     luma[5], luma[6] = 10.0, 250.0
-    frames = pd.DataFrame({"frame_id": np.arange(n) + 1, "taken_at": pd.NaT,
-                           "taken_at_utc": pd.NaT, "daylight": "day", "mean_luma": luma,
-                           "contrast": 30.0, "sharpness": 300.0, "colorfulness": 20.0,
-                           "local_contrast": 10.0})
-    batch = FrameBatch.from_frames(frames["frame_id"].to_numpy(), np.zeros((n, 2), np.float32),
-                                   frames)
+    frames = pd.DataFrame(
+        {
+            "frame_id": np.arange(n) + 1,
+            "taken_at": pd.NaT,
+            "taken_at_utc": pd.NaT,
+            "daylight": "day",
+            "mean_luma": luma,
+            "contrast": 30.0,
+            "sharpness": 300.0,
+            "colorfulness": 20.0,
+            "local_contrast": 10.0,
+        }
+    )
+    batch = FrameBatch.from_frames(
+        frames["frame_id"].to_numpy(), np.zeros((n, 2), np.float32), frames
+    )
     split = make_detector("exposure").fit(batch).cause_split()
     assert split["too dark"][5] == 1 and split["too bright"][6] == 1

@@ -38,6 +38,7 @@ def _errors(db: Path) -> dict[str, tuple[str, str]]:
 
 # --- the real frames ----------------------------------------------------------------------------
 
+
 def _epoch(path: str) -> datetime:
     seconds = int(re.search(r"pic_(\d{10})", path).group(1))
     return datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
@@ -46,12 +47,16 @@ def _epoch(path: str) -> datetime:
 def test_real_garden_frames_without_timezone(garden_monz, db_path):
     summary = ingest_folder(garden_monz, db_path, _settings(), **QUIET)
     assert (summary.added, summary.changed, summary.unchanged, summary.failed) == (13, 0, 0, 0)
-    frames = _query(db_path, "SELECT path, taken_at, taken_at_utc, time_source, width, height "
-                             "FROM frames ORDER BY frame_id")
+    frames = _query(
+        db_path,
+        "SELECT path, taken_at, taken_at_utc, time_source, width, height "
+        "FROM frames ORDER BY frame_id",
+    )
     assert len(frames) == 13 and set(frames["time_source"]) == {"exif"}
     assert set(zip(frames["width"], frames["height"])) == {(2592, 1944)}
-    for path, taken_at, taken_at_utc in zip(frames["path"], frames["taken_at"],
-                                            frames["taken_at_utc"]):
+    for path, taken_at, taken_at_utc in zip(
+        frames["path"], frames["taken_at"], frames["taken_at_utc"]
+    ):
         shift = taken_at.to_pydatetime() - _epoch(path)
         # the EXIF wall clock is the epoch in the name shifted by the German offset
         expected = timedelta(hours=1) if taken_at.month in (11, 2) else timedelta(hours=2)
@@ -59,16 +64,21 @@ def test_real_garden_frames_without_timezone(garden_monz, db_path):
         # without a timezone the camera clock is taken as UTC
         assert taken_at_utc.tz_convert(None) == taken_at
     assert list(frames["path"]) == sorted(frames["path"])  # deterministic order
-    n_thumbs = _query(db_path, "SELECT count(*) AS n, max(greatest(width, height)) AS side "
-                               "FROM thumbnails")
+    n_thumbs = _query(
+        db_path, "SELECT count(*) AS n, max(greatest(width, height)) AS side FROM thumbnails"
+    )
     assert n_thumbs["n"][0] == 13 and n_thumbs["side"][0] == 256
 
 
 def test_real_garden_frames_with_timezone_match_the_epoch_names(garden_monz, db_path):
-    ingest_folder(garden_monz, db_path, _settings(timezone="Europe/Berlin", lat=49.0, lon=8.4),
-                  **QUIET)
-    frames = _query(db_path, "SELECT path, taken_at_utc, utc_offset_min, daylight, "
-                             "daylight_source, mean_luma FROM frames")
+    ingest_folder(
+        garden_monz, db_path, _settings(timezone="Europe/Berlin", lat=49.0, lon=8.4), **QUIET
+    )
+    frames = _query(
+        db_path,
+        "SELECT path, taken_at_utc, utc_offset_min, daylight, "
+        "daylight_source, mean_luma FROM frames",
+    )
     for path, utc in zip(frames["path"], frames["taken_at_utc"]):
         assert utc.tz_convert(None) == _epoch(path), path
     assert set(frames["utc_offset_min"]) == {60, 120}
@@ -81,6 +91,7 @@ def test_real_garden_frames_with_timezone_match_the_epoch_names(garden_monz, db_
 
 
 # --- bad files ----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def bad_folder(tmp_path: Path) -> Path:
@@ -118,8 +129,11 @@ def test_bad_files_become_error_rows_and_the_run_goes_on(bad_folder, db_path):
     summary = ingest_folder(bad_folder, db_path, _settings(max_image_pixels=10_000), **QUIET)
     frames = _query(db_path, "SELECT path, time_source FROM frames ORDER BY path")
     assert dict(zip(frames["path"], frames["time_source"])) == {
-        "future.jpg": "mtime", "good_1.jpg": "exif", "sub/good_2.JPG": "exif",
-        "zero_date_20240410_130000.jpg": "filename"}
+        "future.jpg": "mtime",
+        "good_1.jpg": "exif",
+        "sub/good_2.JPG": "exif",
+        "zero_date_20240410_130000.jpg": "filename",
+    }
     errors = _errors(db_path)
     assert errors["empty.jpg"] == ("ingest", "empty file (0 bytes)")
     assert errors["readme.jpg"][1].startswith("not an image")
@@ -142,7 +156,7 @@ def test_bad_files_become_error_rows_and_the_run_goes_on(bad_folder, db_path):
     again = ingest_folder(bad_folder, db_path, _settings(max_image_pixels=10_000), **QUIET)
     assert (again.added, again.changed, again.unchanged, again.failed) == (0, 0, 4, 9)
     assert again.n_new_errors == 5  # only the walk problems (links, pipe) are looked at again
-    assert _errors(db_path) .keys() == errors.keys()
+    assert _errors(db_path).keys() == errors.keys()
 
 
 def test_a_fixed_bad_file_is_ingested_and_its_error_removed(bad_folder, db_path):
@@ -181,8 +195,9 @@ def test_unreadable_file_is_an_error_row(tmp_path):
             try:
                 os.setgid(65534)
                 os.setuid(65534)
-                error = read_frame((str(secret), "secret.jpg", st.st_size, st.st_mtime_ns,
-                                    256, 10**8, 10**8)).error
+                error = read_frame(
+                    (str(secret), "secret.jpg", st.st_size, st.st_mtime_ns, 256, 10**8, 10**8)
+                ).error
                 os.write(write_end, (error or "no error").encode())
             finally:
                 os._exit(0)
@@ -228,14 +243,17 @@ def test_png_named_jpg_and_same_image_under_two_names(tmp_path, db_path):
 
 # --- incremental --------------------------------------------------------------------------------
 
+
 def test_incremental_runs_add_change_and_skip(small_folder, db_path):
     first = ingest_folder(small_folder, db_path, _settings(), **QUIET)
     assert (first.added, first.unchanged) == (12, 0) and len(first.frame_ids) == 12
     ids = _query(db_path, "SELECT path, frame_id FROM frames")
     ids = dict(zip(ids["path"], ids["frame_id"]))
     with duckdb.connect(str(db_path)) as con:  # another helper's embeddings for every frame
-        con.execute("INSERT INTO embeddings (frame_id, model, vector) "
-                    "SELECT frame_id, 'pixels', [1.0, 2.0] FROM frames")
+        con.execute(
+            "INSERT INTO embeddings (frame_id, model, vector) "
+            "SELECT frame_id, 'pixels', [1.0, 2.0] FROM frames"
+        )
 
     again = ingest_folder(small_folder, db_path, _settings(), **QUIET)
     assert (again.added, again.changed, again.unchanged, again.failed) == (0, 0, 12, 0)
@@ -246,9 +264,12 @@ def test_incremental_runs_add_change_and_skip(small_folder, db_path):
     write_jpeg(small_folder / "b" / "frame_100.jpg", when=datetime(2024, 4, 10, 13, 0), seed=100)
     third = ingest_folder(small_folder, db_path, _settings(), **QUIET)
     assert (third.added, third.changed, third.unchanged, third.failed) == (1, 1, 11, 0)
-    after = _query(db_path, "SELECT f.path, f.frame_id, f.mean_luma, count(e.frame_id) AS n_vec "
-                            "FROM frames f LEFT JOIN embeddings e USING (frame_id) "
-                            "GROUP BY ALL ORDER BY f.path")
+    after = _query(
+        db_path,
+        "SELECT f.path, f.frame_id, f.mean_luma, count(e.frame_id) AS n_vec "
+        "FROM frames f LEFT JOIN embeddings e USING (frame_id) "
+        "GROUP BY ALL ORDER BY f.path",
+    )
     row = after[after["path"] == "a/frame_002.jpg"].iloc[0]
     assert row["frame_id"] == ids["a/frame_002.jpg"]  # kept its id
     assert row["n_vec"] == 0 and row["mean_luma"] > 200  # old vector gone, new stats
@@ -294,8 +315,11 @@ def test_a_copy_beside_its_original_is_a_second_set_of_frames(small_folder, tmp_
 def test_process_pool_gives_the_same_result_in_path_order(tmp_path, db_path):
     folder = tmp_path / "many"
     for i in range(40):
-        write_jpeg(folder / f"d{i % 3}" / f"img_{i:03d}.jpg",
-                   when=datetime(2024, 5, 1) + timedelta(minutes=i), seed=i)
+        write_jpeg(
+            folder / f"d{i % 3}" / f"img_{i:03d}.jpg",
+            when=datetime(2024, 5, 1) + timedelta(minutes=i),
+            seed=i,
+        )
     (folder / "d1" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     summary = ingest_folder(folder, db_path, Settings(workers=2, ingest_batch_size=7), **QUIET)
     assert (summary.added, summary.failed) == (40, 1)
@@ -335,12 +359,15 @@ def test_a_killed_ingest_keeps_its_batches_and_the_next_run_continues(tmp_path, 
 
     folder = tmp_path / "kill"
     for i in range(30):
-        write_jpeg(folder / f"f_{i:04d}.jpg", when=datetime(2024, 5, 1) + timedelta(minutes=i),
-                   seed=i)
+        write_jpeg(
+            folder / f"f_{i:04d}.jpg", when=datetime(2024, 5, 1) + timedelta(minutes=i), seed=i
+        )
     (folder / "bad.jpg").write_bytes(b"nope")
-    code = ("import sys; from pathlib import Path; from pipeline.ingest import ingest_folder; "
-            "from pipeline.settings import Settings; ingest_folder(Path(sys.argv[1]), "
-            "Path(sys.argv[2]), Settings(workers=1, ingest_batch_size=3), progress=False)")
+    code = (
+        "import sys; from pathlib import Path; from pipeline.ingest import ingest_folder; "
+        "from pipeline.settings import Settings; ingest_folder(Path(sys.argv[1]), "
+        "Path(sys.argv[2]), Settings(workers=1, ingest_batch_size=3), progress=False)"
+    )
     child = subprocess.Popen([sys.executable, "-c", code, str(folder), str(db_path)], cwd=REPO)
     n_seen = 0
     try:
@@ -357,8 +384,11 @@ def test_a_killed_ingest_keeps_its_batches_and_the_next_run_continues(tmp_path, 
     n_kept = _query(db_path, "SELECT count(*) AS n FROM frames")["n"][0]
     summary = ingest_folder(folder, db_path, _settings(), **QUIET)
     assert summary.unchanged == n_kept and summary.added == 30 - n_kept
-    frames = _query(db_path, "SELECT count(*) AS n, count(DISTINCT path) AS paths, "
-                             "count(t.frame_id) AS thumbs FROM frames "
-                             "LEFT JOIN thumbnails t USING (frame_id)")
+    frames = _query(
+        db_path,
+        "SELECT count(*) AS n, count(DISTINCT path) AS paths, "
+        "count(t.frame_id) AS thumbs FROM frames "
+        "LEFT JOIN thumbnails t USING (frame_id)",
+    )
     assert tuple(frames.iloc[0]) == (30, 30, 30)
     assert list(_errors(db_path)) == ["bad.jpg"]

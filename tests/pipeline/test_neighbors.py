@@ -47,8 +47,9 @@ def test_ivf_probes_more_lists_until_it_reaches_the_target(points):
     np.testing.assert_allclose(dist, _exact(z, 20), rtol=1e-4)
     again = pickle.loads(pickle.dumps(index))  # the fitted run keeps the calibrated probes
     assert again.index_.nprobe == index.nprobe_ and again.recall_ == 1.0
-    np.testing.assert_array_equal(again.query(z[:50], ids[:50], 20)[1],
-                                  index.query(z[:50], ids[:50], 20)[1])
+    np.testing.assert_array_equal(
+        again.query(z[:50], ids[:50], 20)[1], index.query(z[:50], ids[:50], 20)[1]
+    )
 
 
 @pytest.mark.parametrize("kind", ["exact", "kdtree"])

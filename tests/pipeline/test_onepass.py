@@ -26,8 +26,16 @@ from tests.conftest import write_jpeg
 def _task(path: Path, model_size: int | None = None) -> FrameTask:
     st = path.stat()
     settings = Settings()
-    return FrameTask(str(path), path.name, st.st_size, st.st_mtime_ns, settings.thumbnail_size,
-                     settings.max_image_pixels, settings.max_file_bytes, model_size)
+    return FrameTask(
+        str(path),
+        path.name,
+        st.st_size,
+        st.st_mtime_ns,
+        settings.thumbnail_size,
+        settings.max_image_pixels,
+        settings.max_file_bytes,
+        model_size,
+    )
 
 
 def _rotated(path: Path, size=(400, 300)) -> Path:
@@ -40,15 +48,19 @@ def _rotated(path: Path, size=(400, 300)) -> Path:
     return path
 
 
-@pytest.mark.parametrize("size, model_size, shared", [
-    ((1920, 1080), 224, True),    # thumbnail and model both decode at 1/4: one decode
-    ((3840, 2160), 224, True),    # both at 1/8
-    ((640, 360), 224, False),     # thumbnail at 1/2, model at 1/1: a second decode
-    ((1280, 720), 224, False),    # thumbnail at 1/4, model at 1/2
-    ((1920, 1080), 64, False),    # the pixels model: 1/8 against the thumbnail's 1/4
-])
-def test_one_read_gives_the_thumbnail_of_ingest_and_the_input_of_embed(tmp_path, size,
-                                                                       model_size, shared):
+@pytest.mark.parametrize(
+    "size, model_size, shared",
+    [
+        ((1920, 1080), 224, True),  # thumbnail and model both decode at 1/4: one decode
+        ((3840, 2160), 224, True),  # both at 1/8
+        ((640, 360), 224, False),  # thumbnail at 1/2, model at 1/1: a second decode
+        ((1280, 720), 224, False),  # thumbnail at 1/4, model at 1/2
+        ((1920, 1080), 64, False),  # the pixels model: 1/8 against the thumbnail's 1/4
+    ],
+)
+def test_one_read_gives_the_thumbnail_of_ingest_and_the_input_of_embed(
+    tmp_path, size, model_size, shared
+):
     path = write_jpeg(tmp_path / "f.jpg", when=datetime(2024, 4, 1, 12), size=size)
     opened = []
     real_open = builtins.open
@@ -68,7 +80,12 @@ def test_one_read_gives_the_thumbnail_of_ingest_and_the_input_of_embed(tmp_path,
     assert both.error is None and alone.model_input is None
     assert both.thumbnail == alone.thumbnail  # the same JPEG bytes as ingest stores
     assert (both.stats, both.time, both.content_hash, both.width, both.height) == (
-        alone.stats, alone.time, alone.content_hash, alone.width, alone.height)
+        alone.stats,
+        alone.time,
+        alone.content_hash,
+        alone.width,
+        alone.height,
+    )
     np.testing.assert_array_equal(both.model_input, load_frame(path, model_size))
 
     data = path.read_bytes()
@@ -98,8 +115,13 @@ def _folder(root: Path) -> Path:
     start = datetime(2024, 4, 10, 8, 0)
     sizes = [(640, 360)] * 12 + [(1920, 1080)] * 4 + [(1280, 720)] * 4
     for i, size in enumerate(sizes):
-        write_jpeg(folder / f"f_{i:02d}.jpg", when=start + timedelta(minutes=10 * i),
-                   size=size, seed=i, colour=(60 + 9 * i, 120, 90))
+        write_jpeg(
+            folder / f"f_{i:02d}.jpg",
+            when=start + timedelta(minutes=10 * i),
+            size=size,
+            seed=i,
+            colour=(60 + 9 * i, 120, 90),
+        )
     _rotated(folder / "rotated.jpg")
     Image.new("RGB", (300, 200), (10, 200, 30)).save(folder / "plain.png")
     (folder / "empty.jpg").write_bytes(b"")
@@ -130,15 +152,19 @@ def test_run_stores_exactly_what_ingest_then_embed_store(tmp_path):
     merged = embedded.merge(rest)  # what `run` prints: 22 embedded in the pass, none before
     assert (merged.embedded, merged.already_done, merged.while_ingesting) == (22, 0, 22)
 
-    columns = ("path, taken_at, taken_at_utc, time_source, width, height, file_bytes, "
-               "content_hash, mean_luma, contrast, sharpness, colorfulness, daylight")
+    columns = (
+        "path, taken_at, taken_at_utc, time_source, width, height, file_bytes, "
+        "content_hash, mean_luma, contrast, sharpness, colorfulness, daylight"
+    )
     frames = f"SELECT {columns} FROM frames"
     assert _table(one, frames) == _table(two, frames)
-    thumbs = ("SELECT f.path, t.jpeg, t.width, t.height FROM thumbnails t "
-              "JOIN frames f USING (frame_id)")
+    thumbs = (
+        "SELECT f.path, t.jpeg, t.width, t.height FROM thumbnails t JOIN frames f USING (frame_id)"
+    )
     assert _table(one, thumbs) == _table(two, thumbs)
-    vectors = ("SELECT f.path, e.vector, e.precision FROM embeddings e "
-               "JOIN frames f USING (frame_id)")
+    vectors = (
+        "SELECT f.path, e.vector, e.precision FROM embeddings e JOIN frames f USING (frame_id)"
+    )
     assert _table(one, vectors) == _table(two, vectors)
     errors = "SELECT path, stage, message FROM ingest_errors"
     assert _table(one, errors) == _table(two, errors)
@@ -153,8 +179,13 @@ def test_a_changed_picture_gets_its_new_vector_in_the_pass(tmp_path):
     db = tmp_path / "s.duckdb"
     ingest_and_embed(folder, db, settings, progress=False)
     before = _table(db, "SELECT f.path, e.vector FROM embeddings e JOIN frames f USING (frame_id)")
-    write_jpeg(folder / "f_03.jpg", when=datetime(2024, 4, 10, 8, 30), size=(640, 360),
-               seed=99, colour=(250, 20, 20))
+    write_jpeg(
+        folder / "f_03.jpg",
+        when=datetime(2024, 4, 10, 8, 30),
+        size=(640, 360),
+        seed=99,
+        colour=(250, 20, 20),
+    )
     ingested, embedded, _ = ingest_and_embed(folder, db, settings, progress=False)
     assert (ingested.changed, embedded.embedded) == (1, 1)
     after = _table(db, "SELECT f.path, e.vector FROM embeddings e JOIN frames f USING (frame_id)")

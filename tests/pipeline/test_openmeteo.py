@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 import store
-from pipeline.weather import fetch as openmeteo
 from pipeline.errors import InputError, WeatherError
+from pipeline.weather import fetch as openmeteo
 from store import weather as store_weather
 from tests.pipeline.test_weather_join import add_frames
 
@@ -32,15 +32,26 @@ def archive_answer(query: dict) -> dict:
         "cloud_cover": [100 if i % 24 in (6, 12) else 10 for i in range(n)],
         "wind_speed_10m": [2.5] * (n - 1) + [None],
     }
-    units = {"temperature_2m": "°C", "precipitation": "mm", "weather_code": "wmo code",
-             "cloud_cover": "%", "wind_speed_10m": "m/s"}
+    units = {
+        "temperature_2m": "°C",
+        "precipitation": "mm",
+        "weather_code": "wmo code",
+        "cloud_cover": "%",
+        "wind_speed_10m": "m/s",
+    }
     return {
-        "latitude": 51.45, "longitude": -0.97999996, "generationtime_ms": 1.2,
-        "utc_offset_seconds": 0, "timezone": "GMT", "timezone_abbreviation": "GMT",
+        "latitude": 51.45,
+        "longitude": -0.97999996,
+        "generationtime_ms": 1.2,
+        "utc_offset_seconds": 0,
+        "timezone": "GMT",
+        "timezone_abbreviation": "GMT",
         "elevation": 60.0,
         "hourly_units": {"time": "iso8601", **{k: units[k] for k in names}},
-        "hourly": {"time": [t.strftime("%Y-%m-%dT%H:%M") for t in hours],
-                   **{k: values[k] for k in names}},
+        "hourly": {
+            "time": [t.strftime("%Y-%m-%dT%H:%M") for t in hours],
+            **{k: values[k] for k in names},
+        },
     }
 
 
@@ -90,8 +101,11 @@ class Archive:
 
 
 def test_fetch_covers_the_frames_span_and_stores_observations(db_path):
-    add_frames(db_path, ["2024-04-02 10:00", "2024-04-03 18:00"],
-               ["2024-04-02T10:00Z", "2024-04-03T18:00Z"])
+    add_frames(
+        db_path,
+        ["2024-04-02 10:00", "2024-04-03 18:00"],
+        ["2024-04-02T10:00Z", "2024-04-03T18:00Z"],
+    )
     with Archive() as archive:
         summary = openmeteo.fetch(db_path, 51.454, -0.978, base_url=archive.url, backoff_s=0)
     query = archive.requests[0]
@@ -102,8 +116,9 @@ def test_fetch_covers_the_frames_span_and_stores_observations(db_path):
     assert summary.stations == {"open-meteo:51.45,-0.98": 48}
     with store.connect(db_path, read_only=True) as con:
         obs = store_weather.observations(con)
-        joined = con.sql("SELECT condition, temperature_c FROM frame_facts ORDER BY frame_id"
-                         ).fetchall()
+        joined = con.sql(
+            "SELECT condition, temperature_c FROM frame_facts ORDER BY frame_id"
+        ).fetchall()
     assert obs.loc[6, "condition"] == "rain" and obs.loc[6, "weather_code"] == 63
     assert obs.loc[12, "condition"] == "cloudy" and obs.loc[0, "condition"] == "clear"
     assert obs.loc[0, "wind_speed_ms"] == 2.5 and pd.isna(obs.loc[47, "wind_speed_ms"])
@@ -117,8 +132,15 @@ def test_fetch_covers_the_frames_span_and_stores_observations(db_path):
 
 def test_fetch_with_dates_splits_long_spans(db_path):
     with Archive() as archive:
-        summary = openmeteo.fetch(db_path, 51.454, -0.978, start="2023-01-01",
-                                  end="2024-01-10", base_url=archive.url, backoff_s=0)
+        summary = openmeteo.fetch(
+            db_path,
+            51.454,
+            -0.978,
+            start="2023-01-01",
+            end="2024-01-10",
+            base_url=archive.url,
+            backoff_s=0,
+        )
     spans = [(q["start_date"][0], q["end_date"][0]) for q in archive.requests]
     assert spans == [("2023-01-01", "2024-01-01"), ("2024-01-02", "2024-01-10")]
     assert summary.n_added == (365 + 10) * 24
@@ -126,28 +148,54 @@ def test_fetch_with_dates_splits_long_spans(db_path):
 
 def test_fetch_retries_a_busy_server(db_path):
     with Archive(fail_first=2) as archive:
-        summary = openmeteo.fetch(db_path, 1.0, 2.0, start="2024-01-01", end="2024-01-01",
-                                  base_url=archive.url, backoff_s=0)
+        summary = openmeteo.fetch(
+            db_path,
+            1.0,
+            2.0,
+            start="2024-01-01",
+            end="2024-01-01",
+            base_url=archive.url,
+            backoff_s=0,
+        )
     assert len(archive.requests) == 3 and summary.n_added == 24
 
 
 def test_api_error_reason_is_one_clear_line(db_path):
     reason = "Parameter 'start_date' is out of allowed range from 1940-01-01 to 2026-11-27"
     with Archive(error=reason) as archive:
-        with pytest.raises(WeatherError, match="Open-Meteo refused the request \\(HTTP 400\\): "
-                                               "Parameter 'start_date' is out of allowed range"):
-            openmeteo.fetch(db_path, 1.0, 2.0, start="1900-01-01", end="1900-01-02",
-                            base_url=archive.url, backoff_s=0)
+        with pytest.raises(
+            WeatherError,
+            match="Open-Meteo refused the request \\(HTTP 400\\): "
+            "Parameter 'start_date' is out of allowed range",
+        ):
+            openmeteo.fetch(
+                db_path,
+                1.0,
+                2.0,
+                start="1900-01-01",
+                end="1900-01-02",
+                base_url=archive.url,
+                backoff_s=0,
+            )
 
 
 def test_offline_is_a_clear_weather_error(db_path):
-    with socket.socket() as sock:          # a port nobody listens on
+    with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(WeatherError, match="cannot fetch weather from 127.0.0.1.*after 2 tries"
-                                           ".*weather import"):
-        openmeteo.fetch(db_path, 1.0, 2.0, start="2024-01-01", end="2024-01-01",
-                        base_url=f"http://127.0.0.1:{port}/v1/archive", retries=1, backoff_s=0)
+    with pytest.raises(
+        WeatherError, match="cannot fetch weather from 127.0.0.1.*after 2 tries.*weather import"
+    ):
+        openmeteo.fetch(
+            db_path,
+            1.0,
+            2.0,
+            start="2024-01-01",
+            end="2024-01-01",
+            base_url=f"http://127.0.0.1:{port}/v1/archive",
+            retries=1,
+            backoff_s=0,
+        )
 
 
 def test_without_frames_or_dates_says_what_to_give(db_path):
@@ -162,9 +210,11 @@ def test_without_frames_or_dates_says_what_to_give(db_path):
 def test_json_and_csv_export_of_one_point_share_a_station():
     from pipeline.weather import station_name
 
-    table = openmeteo.table_from_json(archive_answer({
-        "start_date": ["2024-01-01"], "end_date": ["2024-01-01"],
-        "hourly": ["temperature_2m"]}))
+    table = openmeteo.table_from_json(
+        archive_answer(
+            {"start_date": ["2024-01-01"], "end_date": ["2024-01-01"], "hourly": ["temperature_2m"]}
+        )
+    )
     assert table.default_station == station_name(51.45, -0.98) == "open-meteo:51.45,-0.98"
     with pytest.raises(WeatherError, match="not Open-Meteo's format"):
         openmeteo.table_from_json({"hourly": {}})

@@ -15,8 +15,9 @@ LAT, LON = 49.28, -123.16
 N_DAYS, HOURS = 120, np.arange(8, 18)  # hourly daylight frames over four months
 
 
-def _series(episode: slice, measure: str, factor: float, seed: int = 0,
-            place: bool = True) -> tuple[FrameBatch, np.ndarray]:
+def _series(
+    episode: slice, measure: str, factor: float, seed: int = 0, place: bool = True
+) -> tuple[FrameBatch, np.ndarray]:
     """Four months of hourly daylight frames whose sharpness and local contrast follow the sun
     (softer in the low morning and evening light) and the weather (a few grey days), with the
     frames of `episode` degraded: `measure` multiplied by `factor`. Returns the batch (its PCA
@@ -24,9 +25,12 @@ def _series(episode: slice, measure: str, factor: float, seed: int = 0,
     rng = np.random.default_rng(seed)
     days = np.repeat(np.arange(N_DAYS), len(HOURS))
     hours = np.tile(HOURS, N_DAYS).astype(float)
-    local = (np.datetime64("2024-03-01T00:00") + days * np.timedelta64(1, "D")
-             + (hours * 60).astype(int) * np.timedelta64(1, "m"))
-    light = np.sin(np.pi * (hours - 6) / 12)                       # the sun's daily arc
+    local = (
+        np.datetime64("2024-03-01T00:00")
+        + days * np.timedelta64(1, "D")
+        + (hours * 60).astype(int) * np.timedelta64(1, "m")
+    )
+    light = np.sin(np.pi * (hours - 6) / 12)  # the sun's daily arc
     grey = np.repeat(rng.uniform(0.7, 1.0, N_DAYS) ** 2, len(HOURS))  # clear to overcast days
     sharpness = 400 * light * grey * rng.lognormal(0, 0.1, len(days))
     contrast = 14 * np.sqrt(light * grey) * rng.lognormal(0, 0.05, len(days))
@@ -35,17 +39,32 @@ def _series(episode: slice, measure: str, factor: float, seed: int = 0,
     junk[episode] = True
     stats = {"sharpness": sharpness, "local_contrast": contrast}
     stats[measure] = np.where(junk, stats[measure] * factor, stats[measure])
-    frames = pd.DataFrame({
-        "frame_id": np.arange(len(days)) + 1, "taken_at": local,
-        "taken_at_utc": pd.to_datetime(local).tz_localize("America/Vancouver").tz_convert("UTC"),
-        "daylight": "day", "mean_luma": luma, "contrast": contrast * 3,
-        "sharpness": stats["sharpness"], "colorfulness": 20.0,
-        "local_contrast": stats["local_contrast"]})
-    z = np.column_stack([np.log(stats["sharpness"]), np.log(stats["local_contrast"]),
-                         np.log(luma)]).astype(np.float32)
+    frames = pd.DataFrame(
+        {
+            "frame_id": np.arange(len(days)) + 1,
+            "taken_at": local,
+            "taken_at_utc": pd.to_datetime(local)
+            .tz_localize("America/Vancouver")
+            .tz_convert("UTC"),
+            "daylight": "day",
+            "mean_luma": luma,
+            "contrast": contrast * 3,
+            "sharpness": stats["sharpness"],
+            "colorfulness": 20.0,
+            "local_contrast": stats["local_contrast"],
+        }
+    )
+    z = np.column_stack(
+        [np.log(stats["sharpness"]), np.log(stats["local_contrast"]), np.log(luma)]
+    ).astype(np.float32)
     z = (z - z.mean(axis=0)) / z.std(axis=0)
-    batch = FrameBatch.from_frames(frames["frame_id"].to_numpy(), z, frames,
-                                   lat=LAT if place else None, lon=LON if place else None)
+    batch = FrameBatch.from_frames(
+        frames["frame_id"].to_numpy(),
+        z,
+        frames,
+        lat=LAT if place else None,
+        lon=LON if place else None,
+    )
     NeighborIndex().fit(batch.z, batch.frame_ids).attach(batch, 20)
     return batch, junk
 
@@ -78,7 +97,7 @@ def test_a_month_of_haze_stays_junk_on_its_last_day():
     det = make_detector("flat").fit(batch)
     scores = det.decision_scores_
     assert roc_auc_score(junk, scores) > 0.95
-    first, last = np.flatnonzero(junk)[:len(HOURS)], np.flatnonzero(junk)[-len(HOURS):]
+    first, last = np.flatnonzero(junk)[: len(HOURS)], np.flatnonzero(junk)[-len(HOURS) :]
     normal = np.quantile(scores[~junk], 0.9)
     assert (scores[first] > normal).mean() > 0.8 and (scores[last] > normal).mean() > 0.8
     assert _auc("lof", batch, junk) < 0.75

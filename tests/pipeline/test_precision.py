@@ -23,8 +23,8 @@ from pipeline.cli import cli
 from pipeline.embed import embed_frames
 from pipeline.errors import InputError
 from pipeline.evaluate import evaluate
-from pipeline.ingest import ingest_folder
 from pipeline.info import describe_store
+from pipeline.ingest import ingest_folder
 from pipeline.models import get_model, precision
 from pipeline.models.precision import build_model
 from pipeline.onepass import ingest_and_embed
@@ -42,8 +42,9 @@ REL_ERROR_MAX = 0.02
 
 def test_the_setting_takes_the_precisions_and_nothing_else(tmp_path):
     assert Settings().precision == "auto"
-    with pytest.raises(InputError, match="precision must be one of auto, float32, bfloat16, "
-                                         "float16, not 'int4'"):
+    with pytest.raises(
+        InputError, match="precision must be one of auto, float32, bfloat16, float16, not 'int4'"
+    ):
         Settings(precision="int4")
     runner = CliRunner()
     for command in ("embed", "run", "score-new", "serve", "watch"):
@@ -76,7 +77,9 @@ def test_a_cpu_without_bfloat16_units_stays_at_float32(monkeypatch, tmp_path):
     assert not gpus(), "on a machine with a GPU, auto picks float16 (test_float16_is_for_gpus)"
     embedder, choice = build_model(get_model("vgg16-hed"), None, "auto")
     assert (embedder.precision, choice.reason) == (
-        "float32", "auto: this CPU has no AMX-BF16 or AVX512-BF16 units")
+        "float32",
+        "auto: this CPU has no AMX-BF16 or AVX512-BF16 units",
+    )
     assert not (tmp_path / "precision.json").exists()
 
 
@@ -98,8 +101,7 @@ def test_auto_measures_once_per_machine_and_model_and_keeps_the_answer(monkeypat
     assert calls == [1] and "measured now: bfloat16" in choice.reason
     entry = next(iter(json.loads((tmp_path / "precision.json").read_text()).values()))
     assert entry["precision"] == choice.precision == embedder.precision
-    assert entry["speedup"] == pytest.approx(entry["bfloat16_fps"] / entry["float32_fps"],
-                                             rel=0.01)
+    assert entry["speedup"] == pytest.approx(entry["bfloat16_fps"] / entry["float32_fps"], rel=0.01)
     assert (entry["precision"] == "bfloat16") == (entry["speedup"] >= precision.MIN_SPEEDUP)
 
     again, choice = build_model(spec, None, "auto", sample)
@@ -127,6 +129,7 @@ def test_float16_is_for_gpus():
 
 # --- the same answers ------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     """A 48-frame demo render; `float32`: ingest then embed at float32; `bfloat16`: `run`'s one
@@ -140,15 +143,15 @@ def stores(tmp_path_factory):
     dbs = {name: base / f"{name}.duckdb" for name in ("float32", "bfloat16")}
     ingest_folder(rendered.frames_dir, dbs["float32"], settings, progress=False)
     embed_frames(dbs["float32"], settings.replace(precision="float32"), progress=False)
-    ingest_and_embed(rendered.frames_dir, dbs["bfloat16"],
-                     settings.replace(precision="bfloat16"), progress=False)
+    ingest_and_embed(
+        rendered.frames_dir, dbs["bfloat16"], settings.replace(precision="bfloat16"), progress=False
+    )
     dbs["mixed"] = base / "mixed.duckdb"
     shutil.copy(dbs["float32"], dbs["mixed"])
     with store.connect(dbs["mixed"]) as con:
         ids = se.vector_ids(con, MODEL)
         con.execute("DELETE FROM embeddings WHERE frame_id > ?", [int(ids[len(ids) // 2 - 1])])
-    mixed_embed = embed_frames(dbs["mixed"], settings.replace(precision="bfloat16"),
-                               progress=False)
+    mixed_embed = embed_frames(dbs["mixed"], settings.replace(precision="bfloat16"), progress=False)
     results = {}
     for name, db in dbs.items():
         import_ground_truth(db, rendered.truth_csv, rendered.frames_dir)
@@ -163,15 +166,18 @@ def _vectors(db):
 
 def _consensus(db) -> dict:
     with store.connect(db, read_only=True) as con:
-        rows = con.sql("SELECT frame_id, score_pct, is_outlier FROM outlier_scores "
-                       "WHERE detector = 'consensus'").fetchall()
+        rows = con.sql(
+            "SELECT frame_id, score_pct, is_outlier FROM outlier_scores "
+            "WHERE detector = 'consensus'"
+        ).fetchall()
     return {frame_id: (pct, flag) for frame_id, pct, flag in rows}
 
 
 def _day_auc(db) -> float:
     table = evaluate(db, None)
-    row = table[(table["detector"] == "consensus") & (table["subset"] == "day")
-                & (table["kind"] == "all")]
+    row = table[
+        (table["detector"] == "consensus") & (table["subset"] == "day") & (table["kind"] == "all")
+    ]
     return float(row["roc_auc"].iloc[0])
 
 
@@ -200,11 +206,16 @@ def test_the_one_pass_gives_the_two_pass_vectors(stores):
     ids_one, one = _vectors(dbs["bfloat16"])
     ids_two, two = _vectors(dbs["mixed"])
     with store.connect(dbs["mixed"], read_only=True) as con:
-        later = con.sql("SELECT frame_id FROM embeddings WHERE precision = 'bfloat16' "
-                        "ORDER BY frame_id").fetchnumpy()["frame_id"]
+        later = con.sql(
+            "SELECT frame_id FROM embeddings WHERE precision = 'bfloat16' ORDER BY frame_id"
+        ).fetchnumpy()["frame_id"]
     assert len(later) >= 20
-    np.testing.assert_allclose(two[np.isin(ids_two, later)], one[np.isin(ids_one, later)],
-                               rtol=1e-5, atol=1e-5 * float(np.abs(one).max()))
+    np.testing.assert_allclose(
+        two[np.isin(ids_two, later)],
+        one[np.isin(ids_one, later)],
+        rtol=1e-5,
+        atol=1e-5 * float(np.abs(one).max()),
+    )
 
 
 @pytest.mark.keras
@@ -223,14 +234,19 @@ def test_analyze_finds_the_same_junk_at_either_precision_and_in_a_mixed_store(st
         assert np.corrcoef(pct.T)[0, 1] >= 0.98, name
 
     n = len(reference)
-    assert "note: the store's vgg16-hed-grid vectors are of two precisions now" in \
-        mixed_embed.describe()
-    assert results["mixed"].params["vector_precisions"] == {"float32": n // 2,
-                                                           "bfloat16": n - n // 2}
+    assert (
+        "note: the store's vgg16-hed-grid vectors are of two precisions now"
+        in mixed_embed.describe()
+    )
+    assert results["mixed"].params["vector_precisions"] == {
+        "float32": n // 2,
+        "bfloat16": n - n // 2,
+    }
     assert any("vectors are of two precisions" in note for note in results["mixed"].notes)
     # most first, a tie by name
     assert f"mixed precision: {n - n // 2} bfloat16 + {n // 2} float32" in describe_store(
-        dbs["mixed"])
+        dbs["mixed"]
+    )
     assert f"{MODEL} (4608-d, {n} vectors, bfloat16)" in describe_store(dbs["bfloat16"])
     assert results["bfloat16"].params["vector_precisions"] == {"bfloat16": n}
 
@@ -251,7 +267,8 @@ def test_score_new_embeds_at_the_precision_of_the_run(stores, tmp_path):
     assert "embedded at bfloat16 (auto: the precision of run" in result.describe()
     with store.connect(db, read_only=True) as con:
         assert se.precision_counts(con, MODEL) == {
-            "bfloat16": len(_vectors(dbs["bfloat16"])[0]) + 2}
+            "bfloat16": len(_vectors(dbs["bfloat16"])[0]) + 2
+        }
 
     new_again = tmp_path / "new-again"
     write_jpeg(new_again / "n_9.jpg", size=(640, 360), seed=49)

@@ -25,8 +25,9 @@ from tests.pipeline.test_analyze import FAST, synthetic_store
 
 
 def _settings(**changes) -> Settings:
-    return Settings(model="pixels", detectors=FAST + ["background"], n_clusters="2",
-                    workers=1).replace(**changes)
+    return Settings(
+        model="pixels", detectors=FAST + ["background"], n_clusters="2", workers=1
+    ).replace(**changes)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +39,12 @@ def _fitted_once(tmp_path_factory):
     for day in range(3):
         for i in range(10):
             when = start + timedelta(days=day, minutes=30 * i)
-            write_jpeg(folder / f"d{day}" / f"f_{i:02d}.jpg", when=when, seed=day * 10 + i,
-                       colour=(90 + 3 * i, 140, 60))
+            write_jpeg(
+                folder / f"d{day}" / f"f_{i:02d}.jpg",
+                when=when,
+                seed=day * 10 + i,
+                colour=(90 + 3 * i, 140, 60),
+            )
     db = base / "store.duckdb"
     settings = _settings()
     ingest_folder(folder, db, settings, progress=False)
@@ -69,18 +74,28 @@ def test_fit_frames_get_the_scores_they_got_in_the_run(fitted_store):
     assert skipped == 0 and len(report) == len(ids)
     for detector, part in stored.groupby("detector"):
         part = part.set_index("frame_id").loc[report["frame_id"]]
-        np.testing.assert_allclose(report[detector].to_numpy(float), part["score"].to_numpy(float),
-                                   rtol=1e-6, atol=1e-9, err_msg=detector)
-        np.testing.assert_allclose(report[f"{detector}_pct"].to_numpy(float),
-                                   part["score_pct"].to_numpy(float), rtol=1e-9, err_msg=detector)
+        np.testing.assert_allclose(
+            report[detector].to_numpy(float),
+            part["score"].to_numpy(float),
+            rtol=1e-6,
+            atol=1e-9,
+            err_msg=detector,
+        )
+        np.testing.assert_allclose(
+            report[f"{detector}_pct"].to_numpy(float),
+            part["score_pct"].to_numpy(float),
+            rtol=1e-9,
+            err_msg=detector,
+        )
 
 
 def test_new_folder_is_scored_without_refitting(fitted_store, tmp_path):
     db, _, result, settings = fitted_store
     new = tmp_path / "new"
     write_jpeg(new / "n_1.jpg", when=datetime(2024, 4, 13, 10, 0), seed=100, colour=(100, 140, 60))
-    write_jpeg(new / "n_2.jpg", when=datetime(2024, 4, 13, 10, 30), seed=101,
-               colour=(250, 20, 240))  # nothing like the garden
+    write_jpeg(
+        new / "n_2.jpg", when=datetime(2024, 4, 13, 10, 30), seed=101, colour=(250, 20, 240)
+    )  # nothing like the garden
     with store.connect(db, read_only=True) as con:
         runs_before = con.sql("SELECT count(*) FROM analysis_runs").fetchall()[0][0]
     out = score_new(new, db, settings, progress=False)
@@ -99,7 +114,7 @@ def test_new_folder_is_scored_without_refitting(fitted_store, tmp_path):
     causes = {d for d in scores["detector"] if d.startswith("cause:")}
     assert set(scores["detector"]) - causes == set(result.detectors) and causes
     assert len(nbs) == 2 * 8 and run["n_frames"] == 32
-    again = score_new(new, db, settings, progress=False)   # nothing new the second time
+    again = score_new(new, db, settings, progress=False)  # nothing new the second time
     assert len(again.frames) == 0 and "no new frames" in again.describe()
 
 
@@ -129,9 +144,12 @@ def test_a_fitted_state_this_version_cannot_read_says_refit(fitted_store, monkey
     monkeypatch.undo()
     with store.connect(db) as con:
         con.execute("UPDATE fitted_runs SET artifact = ?", [artifact])
-    with pytest.raises(AnalysisError, match=r"run 1 cannot be used by this version.*newer "
-                                            r"version of the pipeline.*Re-run `python -m "
-                                            r"pipeline analyze"):
+    with pytest.raises(
+        AnalysisError,
+        match=r"run 1 cannot be used by this version.*newer "
+        r"version of the pipeline.*Re-run `python -m "
+        r"pipeline analyze",
+    ):
         load_fitted_run(db, result.run_id)
 
 
@@ -156,20 +174,28 @@ def test_cli_score_new(fitted_store, tmp_path):
     assert out.exit_code == 1 and out.output.startswith("error: no complete analysis run")
 
 
-def test_analyze_keeps_keep_fitted_runs_states_and_score_new_names_the_newest(fitted_store,
-                                                                              tmp_path):
+def test_analyze_keeps_keep_fitted_runs_states_and_score_new_names_the_newest(
+    fitted_store, tmp_path
+):
     db, folder, result, settings = fitted_store
-    later = [analyze(db, settings.replace(keep_fitted_runs=2), progress=False).run_id
-             for _ in range(2)]
+    later = [
+        analyze(db, settings.replace(keep_fitted_runs=2), progress=False).run_id for _ in range(2)
+    ]
     with store.connect(db, read_only=True) as con:
-        fitted = [r[0] for r in con.execute("SELECT run_id FROM fitted_runs ORDER BY run_id")
-                  .fetchall()]
-        n_clusters = con.execute("SELECT count(*) FROM clusters WHERE run_id = ?",
-                                 [result.run_id]).fetchall()[0][0]
+        fitted = [
+            r[0] for r in con.execute("SELECT run_id FROM fitted_runs ORDER BY run_id").fetchall()
+        ]
+        n_clusters = con.execute(
+            "SELECT count(*) FROM clusters WHERE run_id = ?", [result.run_id]
+        ).fetchall()[0][0]
     assert fitted == later and n_clusters == 30  # the first run keeps its rows, not its fit
-    with pytest.raises(AnalysisError, match=(
+    with pytest.raises(
+        AnalysisError,
+        match=(
             f"the fitted state of run {result.run_id} was dropped by a later analysis .*"
-            f"the newest pixels run with one is run {later[-1]}: pass --run-id {later[-1]}")):
+            f"the newest pixels run with one is run {later[-1]}: pass --run-id {later[-1]}"
+        ),
+    ):
         score_new(folder, db, settings, progress=False, run_id=result.run_id)
     fitted_run, _ = load_fitted_run(db, later[0])  # a kept one still loads
     assert fitted_run.run_id == later[0]

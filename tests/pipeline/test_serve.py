@@ -25,8 +25,21 @@ from pipeline.settings import Settings
 from tests.conftest import REPO
 from tests.serving import expect_continue, get, http, multipart, running_server, score
 
-DETECTORS_EXACT = ("iforest", "lof", "knn", "ecod", "copod", "hbos", "temporal", "same_time",
-                   "dark", "overexposed", "blurry", "low_information", "haze")
+DETECTORS_EXACT = (
+    "iforest",
+    "lof",
+    "knn",
+    "ecod",
+    "copod",
+    "hbos",
+    "temporal",
+    "same_time",
+    "dark",
+    "overexposed",
+    "blurry",
+    "low_information",
+    "haze",
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +62,13 @@ def test_every_route_answers_json_with_the_documented_fields(served, serving_sto
     url, _, _ = served
     health = get(url, "/v1/health")
     assert health.status == 200
-    assert health.json() == {"status": "ok", "run_id": 1, "model": "pixels",
-                             "precision": "float32", "frames": health.json()["frames"]}
+    assert health.json() == {
+        "status": "ok",
+        "run_id": 1,
+        "model": "pixels",
+        "precision": "float32",
+        "frames": health.json()["frames"],
+    }
     assert health.json()["frames"] >= 60
 
     runs = get(url, "/v1/runs").json()["runs"]
@@ -58,8 +76,11 @@ def test_every_route_answers_json_with_the_documented_fields(served, serving_sto
 
     frame = get(url, "/v1/frames/3").json()
     assert frame["frame_id"] == 3 and frame["run_id"] == 1 and frame["path"].endswith(".jpg")
-    assert frame["taken_at"].startswith("2024-04-") and frame["daylight"] in ("day", "twilight",
-                                                                               "night")
+    assert frame["taken_at"].startswith("2024-04-") and frame["daylight"] in (
+        "day",
+        "twilight",
+        "night",
+    )
     assert set(frame["scores"]) >= {"consensus", "lof", "background"}
     assert 0 <= frame["scores"]["lof"]["percentile"] <= 1
     assert frame["thumbnail_url"] == f"{url}/v1/frames/3/thumbnail"
@@ -75,8 +96,13 @@ def test_every_route_answers_json_with_the_documented_fields(served, serving_sto
     docs = get(url, "/docs")
     assert docs.status == 200 and b"swagger" in docs.body.lower()
     spec = get(url, "/openapi.json").json()
-    assert {"/v1/health", "/v1/score", "/v1/runs", "/v1/frames/{frame_id}",
-            "/v1/frames/{frame_id}/thumbnail"} <= set(spec["paths"])
+    assert {
+        "/v1/health",
+        "/v1/score",
+        "/v1/runs",
+        "/v1/frames/{frame_id}",
+        "/v1/frames/{frame_id}/thumbnail",
+    } <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]
 
     reply = score(url, serving_store.new[:1])
@@ -84,8 +110,16 @@ def test_every_route_answers_json_with_the_documented_fields(served, serving_sto
     body = reply.json()
     assert body["run_id"] == 1 and len(body["results"]) == 1
     result = body["results"][0]
-    assert set(result) == {"filename", "verdict", "too_far", "cluster", "scores", "nearest",
-                           "taken_at", "seconds"}
+    assert set(result) == {
+        "filename",
+        "verdict",
+        "too_far",
+        "cluster",
+        "scores",
+        "nearest",
+        "taken_at",
+        "seconds",
+    }
     assert result["filename"] == serving_store.new[0].name
     assert result["verdict"] in ("junk", "ok") and result["seconds"] > 0
     assert len(result["nearest"]) == 5
@@ -189,8 +223,18 @@ def _gif() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("case", ["non-image", "truncated", "empty part", "decompression bomb",
-                                  "over the size limit", "too many files", "gif"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "non-image",
+        "truncated",
+        "empty part",
+        "decompression bomb",
+        "over the size limit",
+        "too many files",
+        "gif",
+    ],
+)
 def test_bad_input_is_a_clear_4xx_and_the_next_request_is_served(strict, serving_store, case):
     good = serving_store.new[0].read_bytes()
     files, status, problem = _bad_requests(good)[case]
@@ -234,8 +278,13 @@ def test_a_token_guards_every_route_but_health(serving_store, tmp_path):
     db = serving_store.copy(tmp_path)
     with running_server(build(db, serving_store.settings, token="s3cret-token")) as url:
         assert get(url, "/v1/health").status == 200
-        for path in ("/v1/runs", "/v1/frames/3", "/v1/frames/3/thumbnail", "/docs",
-                     "/openapi.json"):
+        for path in (
+            "/v1/runs",
+            "/v1/frames/3",
+            "/v1/frames/3/thumbnail",
+            "/docs",
+            "/openapi.json",
+        ):
             refused = get(url, path)
             assert refused.status == 401 and refused.headers["www-authenticate"] == "Bearer"
             assert refused.json()["problem"] == "unauthorized"
@@ -267,13 +316,30 @@ def test_a_store_without_a_run_answers_503_saying_to_run_analyze(serving_store, 
 def test_it_moves_to_a_newer_run_without_restart_unless_pinned(serving_store, tmp_path):
     db = serving_store.copy(tmp_path)
     settings = serving_store.settings.replace(serve_reload_seconds=0.2)
-    with running_server(build(db, settings)) as url, \
-            running_server(build(db, settings, run_id=1)) as pinned:
+    with (
+        running_server(build(db, settings)) as url,
+        running_server(build(db, settings, run_id=1)) as pinned,
+    ):
         assert get(url, "/v1/health").json()["run_id"] == 1
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         analyzed = subprocess.run(
-            [sys.executable, "-m", "pipeline", "analyze", "--db", str(db), "--model", "pixels",
-             "--quiet"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "analyze",
+                "--db",
+                str(db),
+                "--model",
+                "pixels",
+                "--quiet",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert analyzed.returncode == 0, analyzed.stderr[-2000:]
         deadline = time.monotonic() + 60
         while get(url, "/v1/health").json()["run_id"] != 2:
@@ -316,8 +382,9 @@ def test_concurrent_clients_share_model_passes_and_get_their_own_results(served,
         assert result["filename"] == name
         assert result["cluster"] == expected["cluster"]
         assert result["too_far"] == expected["too_far"]
-        assert [n["frame_id"] for n in result["nearest"]] == \
-            [n["frame_id"] for n in expected["nearest"]]
+        assert [n["frame_id"] for n in result["nearest"]] == [
+            n["frame_id"] for n in expected["nearest"]
+        ]
         for key in DETECTORS_EXACT:
             assert result["scores"][key] == expected["scores"][key], (name, key)
         # the background detector's float32 arithmetic differs in its last bits with the
@@ -334,8 +401,9 @@ def test_the_cli_refuses_an_empty_token_file(serving_store, tmp_path):
 
     empty = tmp_path / "empty"
     empty.write_text("  \n")
-    refused = CliRunner().invoke(cli, ["serve", "--db", str(serving_store.db), "--token-file",
-                                       str(empty)])
+    refused = CliRunner().invoke(
+        cli, ["serve", "--db", str(serving_store.db), "--token-file", str(empty)]
+    )
     assert refused.exit_code == 1 and "holds nothing" in refused.output
 
 
@@ -348,10 +416,25 @@ def test_the_cli_serves_until_sigterm(serving_store, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--db", str(db),
-                             "--port", str(port), "--token-file", str(token_file)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "serve",
+            "--db",
+            str(db),
+            "--port",
+            str(port),
+            "--token-file",
+            str(token_file),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

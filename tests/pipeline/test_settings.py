@@ -20,10 +20,10 @@ def test_defaults_then_toml_then_flags(tmp_path):
     toml = tmp_path / "settings.toml"
     toml.write_text('model = "pixels"\nbatch_size = 8\ndetectors = ["iforest", "lof"]\n')
     settings = Settings.load(toml, batch_size=64, timezone=None)
-    assert settings.model == "pixels"            # from the file
-    assert settings.batch_size == 64             # the flag wins
+    assert settings.model == "pixels"  # from the file
+    assert settings.batch_size == 64  # the flag wins
     assert settings.detectors == ["iforest", "lof"]
-    assert settings.timezone is None             # an unset flag does not override
+    assert settings.timezone is None  # an unset flag does not override
     assert Settings().model == "vgg16-hed-grid"  # default untouched
 
 

@@ -31,12 +31,21 @@ def _exif(when: str | None = None, offset: str | None = None, subsec: str | None
 def test_exif_dates_parse_with_subseconds():
     assert parse_exif_datetime("2017:04:14 08:45:49") == datetime(2017, 4, 14, 8, 45, 49)
     assert parse_exif_datetime(b"2017:04:14 08:45:49\x00", subsec="25") == datetime(
-        2017, 4, 14, 8, 45, 49, 250000)
+        2017, 4, 14, 8, 45, 49, 250000
+    )
 
 
-@pytest.mark.parametrize("text", ["0000:00:00 00:00:00", "    :  :     :  :  ", "garbage",
-                                  "2017:13:45 10:00:00", "1970:01:01 00:00:00",
-                                  "2999:01:01 00:00:00"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0000:00:00 00:00:00",
+        "    :  :     :  :  ",
+        "garbage",
+        "2017:13:45 10:00:00",
+        "1970:01:01 00:00:00",
+        "2999:01:01 00:00:00",
+    ],
+)
 def test_garbage_exif_dates_are_refused(text):
     with pytest.raises(BadExifDate):
         parse_exif_datetime(text)
@@ -51,22 +60,33 @@ def test_exif_offsets():
     assert parse_exif_offset(None) is None
 
 
-@pytest.mark.parametrize("name, expected, is_utc", [
-    ("20220401_120000.jpg", datetime(2022, 4, 1, 12, 0, 0), False),
-    ("IMG_20220401_123456_001.JPG", datetime(2022, 4, 1, 12, 34, 56), False),
-    ("2022-04-01_12-00-30.jpg", datetime(2022, 4, 1, 12, 0, 30), False),
-    ("cam 2022-04-01 12.00.30.png", datetime(2022, 4, 1, 12, 0, 30), False),
-    ("2022_04_01_120005.jpg", datetime(2022, 4, 1, 12, 0, 5), False),
-    ("20220401120007.jpg", datetime(2022, 4, 1, 12, 0, 7), False),
-    ("pic_1492152349.jpg", datetime(2017, 4, 14, 6, 45, 49), True),
-    ("closed-1-pic_1494776109.jpg", datetime(2017, 5, 14, 15, 35, 9), True),
-])
+@pytest.mark.parametrize(
+    "name, expected, is_utc",
+    [
+        ("20220401_120000.jpg", datetime(2022, 4, 1, 12, 0, 0), False),
+        ("IMG_20220401_123456_001.JPG", datetime(2022, 4, 1, 12, 34, 56), False),
+        ("2022-04-01_12-00-30.jpg", datetime(2022, 4, 1, 12, 0, 30), False),
+        ("cam 2022-04-01 12.00.30.png", datetime(2022, 4, 1, 12, 0, 30), False),
+        ("2022_04_01_120005.jpg", datetime(2022, 4, 1, 12, 0, 5), False),
+        ("20220401120007.jpg", datetime(2022, 4, 1, 12, 0, 7), False),
+        ("pic_1492152349.jpg", datetime(2017, 4, 14, 6, 45, 49), True),
+        ("closed-1-pic_1494776109.jpg", datetime(2017, 5, 14, 15, 35, 9), True),
+    ],
+)
 def test_file_name_patterns(name, expected, is_utc):
     assert filename_time(name) == (expected, is_utc)
 
 
-@pytest.mark.parametrize("name", ["frame_000123.jpg", "IMG_4411.JPG", "20221341_120000.jpg",
-                                  "pic_12345.jpg", "photo_99999999999.jpg"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "frame_000123.jpg",
+        "IMG_4411.JPG",
+        "20221341_120000.jpg",
+        "pic_12345.jpg",
+        "photo_99999999999.jpg",
+    ],
+)
 def test_names_without_a_time(name):
     assert filename_time(name) is None
 
@@ -76,7 +96,11 @@ def test_precedence_exif_then_name_then_mtime():
     mtime_ns = 1_700_000_000_123_456_789
     exif = frame_time(_exif("2021:06:01 08:00:00"), name, mtime_ns)
     assert (exif.source, exif.local, exif.instant, exif.warning) == (
-        "exif", datetime(2021, 6, 1, 8), None, None)
+        "exif",
+        datetime(2021, 6, 1, 8),
+        None,
+        None,
+    )
     by_name = frame_time(_exif(), name, mtime_ns)
     assert (by_name.source, by_name.local) == ("filename", datetime(2022, 4, 1, 12))
     by_mtime = frame_time(None, "frame_0001.jpg", mtime_ns)

@@ -30,9 +30,26 @@ class WatchProcess:
 
     def __init__(self, folder: Path, db: Path, config: Path, *args: str):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "--config", str(config), "watch", str(folder),
-             "--db", str(db), "--interval", "0.3", *args],
-            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "--config",
+                str(config),
+                "watch",
+                str(folder),
+                "--db",
+                str(db),
+                "--interval",
+                "0.3",
+                *args,
+            ],
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -48,8 +65,9 @@ class WatchProcess:
             try:
                 line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                pytest.fail(f"no line matching {pattern!r} in {timeout} s:\n" +
-                            "\n".join(self.seen[-30:]))
+                pytest.fail(
+                    f"no line matching {pattern!r} in {timeout} s:\n" + "\n".join(self.seen[-30:])
+                )
             self.seen.append(line)
             assert "Traceback" not in line, "\n".join(self.seen[-30:])
             if re.search(pattern, line):
@@ -66,8 +84,9 @@ class WatchProcess:
 
 def _config(tmp_path: Path, **values) -> Path:
     path = tmp_path / "watch.toml"
-    path.write_text('model = "pixels"\nworkers = 1\n' +
-                    "".join(f"{k} = {v}\n" for k, v in values.items()))
+    path.write_text(
+        'model = "pixels"\nworkers = 1\n' + "".join(f"{k} = {v}\n" for k, v in values.items())
+    )
     return path
 
 
@@ -85,9 +104,9 @@ def test_a_file_is_held_while_it_may_still_be_written(tmp_path):
     os.utime(path, (clock[0] - 5, clock[0] - 5))  # written 5 s ago
     (entry,), _ = walk(str(tmp_path))
     broken = FrameResult(entry.name, entry.size, entry.mtime_ns, error="truncated image")
-    assert settling.hold(entry, broken)              # young: it may still grow
+    assert settling.hold(entry, broken)  # young: it may still grow
     clock[0] += 56
-    assert not settling.hold(entry, broken)          # unchanged for 61 s: an error now
+    assert not settling.hold(entry, broken)  # unchanged for 61 s: an error now
     path.write_bytes(b"\xff\xd8\xff\xe0 more of the jpeg")  # changed since the listing
     assert settling.hold(entry, FrameResult(entry.name, entry.size, entry.mtime_ns))
     old = tmp_path / "old"
@@ -95,24 +114,27 @@ def test_a_file_is_held_while_it_may_still_be_written(tmp_path):
     (old / "bad.jpg").write_bytes(b"broken long ago")
     os.utime(old / "bad.jpg", (clock[0] - 3600, clock[0] - 3600))
     (entry,), _ = walk(str(old))
-    assert not settling.hold(entry, FrameResult(entry.name, entry.size, entry.mtime_ns,
-                                                error="not an image"))
+    assert not settling.hold(
+        entry, FrameResult(entry.name, entry.size, entry.mtime_ns, error="not an image")
+    )
 
 
 def test_watch_scores_new_files_waits_for_half_written_ones_and_refits(serving_store, tmp_path):
     db = serving_store.copy(tmp_path / "store")
     folder = tmp_path / "camera"
     folder.mkdir()
-    watch = WatchProcess(folder, db, _config(tmp_path, watch_settle_seconds=30),
-                         "--refit-every", "4")
+    watch = WatchProcess(
+        folder, db, _config(tmp_path, watch_settle_seconds=30), "--refit-every", "4"
+    )
     try:
         watch.wait_for(r"0 new, 0 scored, 0 flagged, 0 errors \(run 1\)")
         for path in serving_store.new[:3]:
             (folder / path.name).write_bytes(path.read_bytes())
         watch.wait_for(r": 3 new, 3 scored, \d flagged, 0 errors \(run 1\)$")
         # between passes the store reads as the dashboard reads it
-        assert _count(db, "SELECT count(*) FROM clusters WHERE run_id = 1") == \
-            _count(db, "SELECT count(*) FROM frames")
+        assert _count(db, "SELECT count(*) FROM clusters WHERE run_id = 1") == _count(
+            db, "SELECT count(*) FROM frames"
+        )
 
         whole = serving_store.new[3].read_bytes()
         late = folder / "late.jpg"
@@ -124,13 +146,20 @@ def test_watch_scores_new_files_waits_for_half_written_ones_and_refits(serving_s
         line = watch.wait_for(r": 1 new, 1 scored")
         assert "refitted: analysis run 2" in line  # 4 new frames since the fit
         assert _count(db, "SELECT count(*) FROM ingest_errors WHERE path = 'late.jpg'") == 0
-        assert _count(db, "SELECT count(*) FROM clusters c JOIN frames f USING (frame_id) "
-                          "WHERE f.path = 'late.jpg' AND c.run_id = 1") == 1
+        assert (
+            _count(
+                db,
+                "SELECT count(*) FROM clusters c JOIN frames f USING (frame_id) "
+                "WHERE f.path = 'late.jpg' AND c.run_id = 1",
+            )
+            == 1
+        )
         watch.wait_for(r"0 new, 0 scored, 0 flagged, 0 errors \(run 2\)")
         (folder / serving_store.new[4].name).write_bytes(serving_store.new[4].read_bytes())
         watch.wait_for(r": 1 new, 1 scored, \d flagged, 0 errors \(run 2\)")
-        assert _count(db, "SELECT count(*) FROM clusters WHERE run_id = 2") == \
-            _count(db, "SELECT count(*) FROM frames")
+        assert _count(db, "SELECT count(*) FROM clusters WHERE run_id = 2") == _count(
+            db, "SELECT count(*) FROM frames"
+        )
     finally:
         rc = watch.stop(signal.SIGTERM)
     assert rc == 0 and "watch stopped after" in watch.seen[-1], watch.seen[-10:]
@@ -162,8 +191,11 @@ def test_sigterm_stops_between_batches_and_sigkill_loses_at_most_one(serving_sto
     assert 0 < n_ingested and n_ingested % 4 == 0  # whole batches only
 
     second = WatchProcess(folder, db, config)
-    when_some("SELECT count(*) FROM embeddings e JOIN frames f USING (frame_id) "
-              "WHERE f.root = ? AND e.model = 'pixels'", root)
+    when_some(
+        "SELECT count(*) FROM embeddings e JOIN frames f USING (frame_id) "
+        "WHERE f.root = ? AND e.model = 'pixels'",
+        root,
+    )
     second.stop(signal.SIGKILL)
 
     third = WatchProcess(folder, db, config)
@@ -173,13 +205,27 @@ def test_sigterm_stops_between_batches_and_sigkill_loses_at_most_one(serving_sto
         assert third.stop(signal.SIGTERM) == 0
     # every file is a frame or one error (the demo renders some truncated files on purpose)
     n_frames = _count(db, in_folder, root)
-    n_errors = _count(db, "SELECT count(*) FROM ingest_errors WHERE stage = 'watch' "
-                          "AND root = ?", root)
+    n_errors = _count(
+        db, "SELECT count(*) FROM ingest_errors WHERE stage = 'watch' AND root = ?", root
+    )
     assert n_frames + n_errors == len(sources) and n_frames >= len(sources) - 2
     # every frame of the folder scored exactly once in the run, by every detector
-    assert _count(db, "SELECT count(*) FROM clusters c JOIN frames f USING (frame_id) "
-                      "WHERE f.root = ? AND c.run_id = 1", root) == n_frames
-    n_detectors = _count(db, "SELECT count(DISTINCT detector) FROM outlier_scores "
-                             "WHERE run_id = 1")
-    assert _count(db, "SELECT count(*) FROM outlier_scores o JOIN frames f USING (frame_id) "
-                      "WHERE f.root = ? AND o.run_id = 1", root) == n_frames * n_detectors
+    assert (
+        _count(
+            db,
+            "SELECT count(*) FROM clusters c JOIN frames f USING (frame_id) "
+            "WHERE f.root = ? AND c.run_id = 1",
+            root,
+        )
+        == n_frames
+    )
+    n_detectors = _count(db, "SELECT count(DISTINCT detector) FROM outlier_scores WHERE run_id = 1")
+    assert (
+        _count(
+            db,
+            "SELECT count(*) FROM outlier_scores o JOIN frames f USING (frame_id) "
+            "WHERE f.root = ? AND o.run_id = 1",
+            root,
+        )
+        == n_frames * n_detectors
+    )

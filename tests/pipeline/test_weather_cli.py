@@ -32,16 +32,29 @@ def test_weather_import_prints_the_summary_and_reimport_adds_nothing(nyc_weather
 def test_weather_import_options(db_path, tmp_path):
     path = tmp_path / "mine.csv"
     path.write_text("when,t,w\n2024-04-10 12:00,20,36\n")
-    code, out = invoke("weather", "import", path, "--db", db_path, "--station", "garden",
-                       "--columns", "time=when,temperature_c=t,wind_speed_ms=w:kmh",
-                       "--units", "si", "--timezone", "Europe/Berlin")
+    code, out = invoke(
+        "weather",
+        "import",
+        path,
+        "--db",
+        db_path,
+        "--station",
+        "garden",
+        "--columns",
+        "time=when,temperature_c=t,wind_speed_ms=w:kmh",
+        "--units",
+        "si",
+        "--timezone",
+        "Europe/Berlin",
+    )
     assert code == 0, out
     assert "garden 1" in out and "2024-04-10 10:00 .. 2024-04-10 10:00 UTC" in out
 
 
 def test_bad_columns_are_one_line_errors(nyc_weather, db_path, tmp_path):
-    code, out = invoke("weather", "import", nyc_weather, "--db", db_path, "--columns",
-                       "temperature_c=nope")
+    code, out = invoke(
+        "weather", "import", nyc_weather, "--db", db_path, "--columns", "temperature_c=nope"
+    )
     assert code == 1
     assert out.startswith("error: column 'nope' (for temperature_c) is not in generic file")
     assert out.count("\n") == 1 and "Traceback" not in out
@@ -71,8 +84,20 @@ def test_weather_fetch_uses_the_stored_place_and_reports_offline(db_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    code, out = invoke("weather", "fetch", "--db", db_path, "--start", "2024-01-01", "--end",
-                       "2024-01-01", "--url", f"http://127.0.0.1:{port}/v1/archive", "--retries", 0)
+    code, out = invoke(
+        "weather",
+        "fetch",
+        "--db",
+        db_path,
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-01-01",
+        "--url",
+        f"http://127.0.0.1:{port}/v1/archive",
+        "--retries",
+        0,
+    )
     assert code == 1 and out.startswith("error: cannot fetch weather from 127.0.0.1")
 
 
@@ -91,13 +116,15 @@ def test_weather_stations_lists_and_switches(nyc_weather, db_path):
 
 def test_locate_recomputes_times_and_the_join(db_path, tmp_path):
     csv = tmp_path / "w.csv"
-    csv.write_text("time,temperature_c,precipitation_mm\n2024-04-10T10:00Z,10,0\n"
-                   "2024-04-10T11:00Z,11,3\n")
+    csv.write_text(
+        "time,temperature_c,precipitation_mm\n2024-04-10T10:00Z,10,0\n2024-04-10T11:00Z,11,3\n"
+    )
     invoke("weather", "import", csv, "--db", db_path)
-    add_frames(db_path, ["2024-04-10 12:30"])        # camera wall clock, no UTC yet
+    add_frames(db_path, ["2024-04-10 12:30"])  # camera wall clock, no UTC yet
     assert facts(db_path).loc[0, "condition"] == "unknown"
-    code, out = invoke("locate", "--db", db_path, "--timezone", "Europe/Berlin", "--lat", 52.5,
-                       "--lon", 13.4)
+    code, out = invoke(
+        "locate", "--db", db_path, "--timezone", "Europe/Berlin", "--lat", 52.5, "--lon", 13.4
+    )
     assert code == 0, out
     assert "place: 52.5000, 13.4000; time zone Europe/Berlin" in out
     assert "frames joined to station w within 90 min: dry 1" in out
@@ -107,7 +134,7 @@ def test_locate_recomputes_times_and_the_join(db_path, tmp_path):
         assert kv.get(con, "timezone") == "Europe/Berlin" and kv.get(con, "lat") == 52.5
     code, out = invoke("locate", "--db", db_path, "--clock-offset", 45)
     assert code == 0 and "clock offset +45 min" in out
-    row = facts(db_path).iloc[0]                                  # 11:15 UTC: the 11:00 rain
+    row = facts(db_path).iloc[0]  # 11:15 UTC: the 11:00 rain
     assert row["taken_at_utc"].strftime("%H:%M") == "11:15" and row["condition"] == "rain"
     code, out = invoke("locate", "--db", db_path, "--clock-offset", 0)
     assert code == 0 and facts(db_path).loc[0, "condition"] == "dry"

@@ -13,7 +13,7 @@ from pipeline.ray_executor import RayExecutor, plan_pool
 def test_two_cores_leave_reads_a_share_and_give_tensorflow_both():
     pool = plan_pool([{"CPU": 2.0}])
     assert (pool.actors, pool.actor_cpus, pool.threads, pool.actor_gpus) == (1, 1.5, 2, 0.0)
-    assert pool.actor_cpus + pool.read_cpus <= 2.0   # a read always finds a CPU (ray issue 44687)
+    assert pool.actor_cpus + pool.read_cpus <= 2.0  # a read always finds a CPU (ray issue 44687)
 
 
 def test_eight_nodes_of_eight_cores_get_an_actor_each():
@@ -24,7 +24,7 @@ def test_eight_nodes_of_eight_cores_get_an_actor_each():
 def test_a_big_node_gets_several_actors_and_a_small_one_still_one():
     pool = plan_pool([{"CPU": 64.0}, {"CPU": 4.0}])
     assert pool.actor_cpus == 3.5 and pool.threads == 4
-    assert pool.actors == 16 + 1     # 56 spare CPUs / 3.5, and the small node's one
+    assert pool.actors == 16 + 1  # 56 spare CPUs / 3.5, and the small node's one
 
 
 def test_gpus_get_one_actor_each_and_the_cpus_read():

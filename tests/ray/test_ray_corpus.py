@@ -35,11 +35,17 @@ def test_every_corpus_file_through_the_ray_executor(ray_cluster, corpus, tmp_pat
     assert set(warnings) == set(corpus.warned)
     for path, (source, text) in corpus.warned.items():
         assert frames[path] == (source,) and text in warnings[path][0], path
-    assert table(ray_db, "SELECT path FROM ingest_errors WHERE stage NOT IN "
-                         "('ingest', 'timestamp')") == {}
+    assert (
+        table(ray_db, "SELECT path FROM ingest_errors WHERE stage NOT IN ('ingest', 'timestamp')")
+        == {}
+    )
     assert_same_store(ray_db, local_db, "pixels")
 
     again, rest = one_pass(corpus.folder, ray_db, settings.replace(executor="ray"))
     assert (again.added, again.unchanged, again.failed, rest.embedded) == (
-        0, len(corpus.good), len(corpus.broken), 0)
+        0,
+        len(corpus.good),
+        len(corpus.broken),
+        0,
+    )
     assert table(ray_db, "SELECT path, message FROM ingest_errors WHERE stage = 'ingest'") == errors

@@ -24,8 +24,10 @@ from pipeline.settings import Settings
 from tests.conftest import write_jpeg
 
 N_FRAMES = 30
-FRAME_COLUMNS = ("path, taken_at, taken_at_utc, time_source, width, height, file_bytes, "
-                 "content_hash, mean_luma, contrast, sharpness, colorfulness, daylight")
+FRAME_COLUMNS = (
+    "path, taken_at, taken_at_utc, time_source, width, height, file_bytes, "
+    "content_hash, mean_luma, contrast, sharpness, colorfulness, daylight"
+)
 
 
 def make_folder(root: Path, n: int = N_FRAMES) -> Path:
@@ -34,8 +36,13 @@ def make_folder(root: Path, n: int = N_FRAMES) -> Path:
     start = datetime(2024, 4, 10, 8, 0)
     for i in range(n):
         size = (1280, 720) if i % 5 == 0 else (480, 270)
-        write_jpeg(folder / f"f_{i:02d}.jpg", when=start + timedelta(minutes=10 * i),
-                   size=size, seed=i, colour=(60 + 5 * i, 120, 90))
+        write_jpeg(
+            folder / f"f_{i:02d}.jpg",
+            when=start + timedelta(minutes=10 * i),
+            size=size,
+            seed=i,
+            colour=(60 + 5 * i, 120, 90),
+        )
     Image.new("RGB", (300, 200), (10, 200, 30)).save(folder / "plain.png")
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "notes.jpg").write_text("not a picture")
@@ -51,16 +58,19 @@ def table(db: Path, sql: str) -> dict:
 
 
 def vectors(db: Path, model: str) -> dict[str, np.ndarray]:
-    sql = ("SELECT f.path, e.vector FROM embeddings e JOIN frames f USING (frame_id) "
-           f"WHERE e.model = '{model}'")
+    sql = (
+        "SELECT f.path, e.vector FROM embeddings e JOIN frames f USING (frame_id) "
+        f"WHERE e.model = '{model}'"
+    )
     return {path: np.asarray(v, dtype=np.float32) for path, (v,) in table(db, sql).items()}
 
 
 def assert_same_store(got: Path, want: Path, model: str, atol: float = 0.0) -> None:
     frames = f"SELECT {FRAME_COLUMNS} FROM frames"
     assert table(got, frames) == table(want, frames)
-    thumbs = ("SELECT f.path, t.jpeg, t.width, t.height FROM thumbnails t "
-              "JOIN frames f USING (frame_id)")
+    thumbs = (
+        "SELECT f.path, t.jpeg, t.width, t.height FROM thumbnails t JOIN frames f USING (frame_id)"
+    )
     assert table(got, thumbs) == table(want, thumbs)
     errors = "SELECT path, stage, message FROM ingest_errors"
     assert table(got, errors) == table(want, errors)
@@ -73,8 +83,9 @@ def assert_same_store(got: Path, want: Path, model: str, atol: float = 0.0) -> N
 def one_pass(folder: Path, db: Path, settings: Settings, executor=None, built=None):
     """What `run` does before `analyze`: the one pass, then any frame still lacking a vector."""
     with executors.session(settings):
-        ingested, embedded, built = ingest_and_embed(folder, db, settings, progress=False,
-                                                     executor=executor, built=built)
+        ingested, embedded, built = ingest_and_embed(
+            folder, db, settings, progress=False, executor=executor, built=built
+        )
         rest = embed_frames(db, settings, progress=False, built=built)
     return ingested, embedded.merge(rest)
 
@@ -90,7 +101,8 @@ def local_pixels(tmp_path_factory):
 
 
 def test_run_ingest_and_embed_on_ray_store_what_the_local_executor_stores(
-        ray_cluster, local_pixels, tmp_path):
+    ray_cluster, local_pixels, tmp_path
+):
     folder, local_db = local_pixels
     settings = Settings(model="pixels", batch_size=4, executor="ray")
     ingested, embedded = one_pass(folder, tmp_path / "run.duckdb", settings)
@@ -98,12 +110,12 @@ def test_run_ingest_and_embed_on_ray_store_what_the_local_executor_stores(
     assert (embedded.embedded, embedded.while_ingesting) == (N_FRAMES + 1, N_FRAMES + 1)
     assert_same_store(tmp_path / "run.duckdb", local_db, "pixels")
 
-    two = tmp_path / "two.duckdb"       # `ingest --executor ray`, then `embed --executor ray`
+    two = tmp_path / "two.duckdb"  # `ingest --executor ray`, then `embed --executor ray`
     assert ingest_folder(folder, two, settings, progress=False).added == N_FRAMES + 1
     assert embed_frames(two, settings, progress=False).embedded == N_FRAMES + 1
     assert_same_store(two, local_db, "pixels")
 
-    again, rest = one_pass(folder, tmp_path / "run.duckdb", settings)   # nothing left to do
+    again, rest = one_pass(folder, tmp_path / "run.duckdb", settings)  # nothing left to do
     assert (again.added, again.unchanged, rest.embedded) == (0, N_FRAMES + 1, 0)
 
 
@@ -113,7 +125,7 @@ def test_the_work_is_split_over_both_nodes(ray_cluster, local_pixels, tmp_path):
     executor = RayExecutor(batch_size=2)
     one_pass(folder, tmp_path / "split.duckdb", settings, executor=executor)
     assert len(executor.prepared_per_node) == 2, executor.prepared_per_node
-    assert sum(executor.prepared_per_node.values()) == N_FRAMES + 3     # the bad files too
+    assert sum(executor.prepared_per_node.values()) == N_FRAMES + 3  # the bad files too
     assert sum(executor.finished_per_node.values()) == N_FRAMES + 3
     assert_same_store(tmp_path / "split.duckdb", local_db, "pixels")
 
@@ -126,7 +138,7 @@ class KillOnce:
         self.model, self.marker = model, marker
 
     def __getattr__(self, name):
-        if name.startswith("__"):      # pickle's look-ups before the attributes are set
+        if name.startswith("__"):  # pickle's look-ups before the attributes are set
             raise AttributeError(name)
         return getattr(self.model, name)
 
@@ -138,7 +150,8 @@ class KillOnce:
 
 
 def test_an_actor_killed_mid_batch_is_replaced_and_nothing_is_lost_or_doubled(
-        ray_cluster, local_pixels, tmp_path):
+    ray_cluster, local_pixels, tmp_path
+):
     from pipeline.embed import build_embedder
 
     folder, local_db = local_pixels
@@ -148,9 +161,10 @@ def test_an_actor_killed_mid_batch_is_replaced_and_nothing_is_lost_or_doubled(
     killer = (KillOnce(built[0], str(marker)), built[1])
     db = tmp_path / "killed.duckdb"
     with executors.session(settings):
-        ingested, embedded, _ = ingest_and_embed(folder, db, settings, progress=False,
-                                                 executor=RayExecutor(4), built=killer)
-    assert int(marker.read_text()) != os.getpid()          # an actor died, not this process
+        ingested, embedded, _ = ingest_and_embed(
+            folder, db, settings, progress=False, executor=RayExecutor(4), built=killer
+        )
+    assert int(marker.read_text()) != os.getpid()  # an actor died, not this process
     assert (ingested.added, embedded.embedded) == (N_FRAMES + 1, N_FRAMES + 1)
     assert_same_store(db, local_db, "pixels")
 
@@ -158,7 +172,7 @@ def test_an_actor_killed_mid_batch_is_replaced_and_nothing_is_lost_or_doubled(
 def test_the_default_model_gives_the_local_vectors_within_1e_5(ray_cluster, tmp_path):
     folder = make_folder(tmp_path, n=6)
     local, ray_db = tmp_path / "local.duckdb", tmp_path / "ray.duckdb"
-    settings = Settings(batch_size=3, precision="float32")        # vgg16-hed-grid
+    settings = Settings(batch_size=3, precision="float32")  # vgg16-hed-grid
     one_pass(folder, local, settings)
     one_pass(folder, ray_db, settings.replace(executor="ray"))
     assert_same_store(ray_db, local, "vgg16-hed-grid", atol=1e-5)
@@ -171,7 +185,7 @@ class Unloadable:
         self.model = model
 
     def __getattr__(self, name):
-        if name.startswith("__"):      # pickle's look-ups before the attributes are set
+        if name.startswith("__"):  # pickle's look-ups before the attributes are set
             raise AttributeError(name)
         return getattr(self.model, name)
 
@@ -184,7 +198,8 @@ def _cannot_load(why: str):
 
 
 def test_every_actor_failing_to_load_the_model_stops_the_run_and_writes_nothing(
-        ray_cluster, local_pixels, tmp_path):
+    ray_cluster, local_pixels, tmp_path
+):
     from pipeline.embed import build_embedder
 
     folder, _ = local_pixels
@@ -193,11 +208,19 @@ def test_every_actor_failing_to_load_the_model_stops_the_run_and_writes_nothing(
     db = tmp_path / "nothing.duckdb"
     with pytest.raises(InputError, match="every Ray actor failed to load the model.*not found"):
         with executors.session(settings):
-            ingest_and_embed(folder, db, settings, progress=False, executor=RayExecutor(4),
-                             built=(Unloadable(embedder), choice))
+            ingest_and_embed(
+                folder,
+                db,
+                settings,
+                progress=False,
+                executor=RayExecutor(4),
+                built=(Unloadable(embedder), choice),
+            )
     with store.connect(db, read_only=True) as con:
-        counts = con.execute("SELECT (SELECT count(*) FROM frames), (SELECT count(*) FROM "
-                             "embeddings), (SELECT count(*) FROM thumbnails)").fetchone()
+        counts = con.execute(
+            "SELECT (SELECT count(*) FROM frames), (SELECT count(*) FROM "
+            "embeddings), (SELECT count(*) FROM thumbnails)"
+        ).fetchone()
     assert counts == (0, 0, 0)
 
 
@@ -228,7 +251,8 @@ class RemoveNodeAfterFirstBatch:
 
 
 def test_a_node_that_dies_mid_run_leaves_the_work_to_the_others(
-        ray_cluster, local_pixels, tmp_path):
+    ray_cluster, local_pixels, tmp_path
+):
     from pipeline.embed import build_embedder
 
     folder, local_db = local_pixels
@@ -240,8 +264,13 @@ def test_a_node_that_dies_mid_run_leaves_the_work_to_the_others(
     db = tmp_path / "node-lost.duckdb"
     with executors.session(settings):
         ingested, embedded, _ = ingest_and_embed(
-            folder, db, settings, progress=False, executor=executor,
-            built=(SlowModel(embedder, ""), choice))
+            folder,
+            db,
+            settings,
+            progress=False,
+            executor=executor,
+            built=(SlowModel(embedder, ""), choice),
+        )
     assert executor.after_removal > 0
     assert (ingested.added, embedded.embedded) == (N_FRAMES + 1, N_FRAMES + 1)
     assert_same_store(db, local_db, "pixels")

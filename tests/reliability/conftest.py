@@ -18,8 +18,12 @@ import store
 from tests.conftest import REPO, write_jpeg
 
 # A child waits this long for the store lock before giving up (the default is 10 s).
-CHILD_ENV = {**os.environ, "TIMELAPSE_LOCK_TIMEOUT_S": "3", "PYTHONPATH": str(REPO),
-             "TF_CPP_MIN_LOG_LEVEL": "3"}
+CHILD_ENV = {
+    **os.environ,
+    "TIMELAPSE_LOCK_TIMEOUT_S": "3",
+    "PYTHONPATH": str(REPO),
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+}
 
 # Small batches and one worker: each stage takes long enough to be interrupted in the middle.
 SLOW_TOML = "workers = 1\ningest_batch_size = 4\nbatch_size = 4\n"
@@ -32,8 +36,14 @@ def pipeline_cmd(*args: str | os.PathLike) -> list[str]:
 
 def run_pipeline(*args: str | os.PathLike, timeout: float = 180) -> subprocess.CompletedProcess:
     """Run the CLI to its end in a child process; returns the completed process (text)."""
-    return subprocess.run(pipeline_cmd(*args), cwd=REPO, env=CHILD_ENV, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        pipeline_cmd(*args),
+        cwd=REPO,
+        env=CHILD_ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_ok(*args: str | os.PathLike, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -54,12 +64,20 @@ def one(db: Path, sql: str, params: list | None = None):
     return query(db, sql, params)[0][0]
 
 
-def make_frames(folder: Path, n: int, size=(160, 90), start=datetime(2024, 4, 10, 6, 0),
-                step_minutes: int = 15) -> list[Path]:
+def make_frames(
+    folder: Path, n: int, size=(160, 90), start=datetime(2024, 4, 10, 6, 0), step_minutes: int = 15
+) -> list[Path]:
     """`n` EXIF-dated noisy frames, `step_minutes` apart, named f_000.jpg..."""
-    return [write_jpeg(folder / f"f_{i:03d}.jpg", when=start + timedelta(minutes=step_minutes * i),
-                       size=size, seed=i, colour=(60 + i % 7 * 20, 120, 60 + i % 5 * 25))
-            for i in range(n)]
+    return [
+        write_jpeg(
+            folder / f"f_{i:03d}.jpg",
+            when=start + timedelta(minutes=step_minutes * i),
+            size=size,
+            seed=i,
+            colour=(60 + i % 7 * 20, 120, 60 + i % 5 * 25),
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
@@ -68,4 +86,3 @@ def slow_config(tmp_path: Path) -> Path:
     path = tmp_path / "slow.toml"
     path.write_text(SLOW_TOML)
     return path
-

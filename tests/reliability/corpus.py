@@ -30,14 +30,19 @@ SPARSE_BYTES = 2 * 2**30  # a 2 GiB file with a JPEG header and nothing else: re
 @dataclass
 class Corpus:
     folder: Path
-    good: set[str]                 # stored paths of files that must become frames
-    broken: dict[str, str]         # stored path -> how its error message starts
+    good: set[str]  # stored paths of files that must become frames
+    broken: dict[str, str]  # stored path -> how its error message starts
     warned: dict[str, tuple[str, str]]  # stored path -> (time source, text in its warning)
-    n_plain: int                   # of `good`: ordinary frames f_000.jpg...
+    n_plain: int  # of `good`: ordinary frames f_000.jpg...
 
 
-def _exif_jpeg(path: Path, exif_date: str | None = None, orientation: int | None = None,
-               size=(80, 40), seed: int = 0) -> Path:
+def _exif_jpeg(
+    path: Path,
+    exif_date: str | None = None,
+    orientation: int | None = None,
+    size=(80, 40),
+    seed: int = 0,
+) -> Path:
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
     pixels[:, : size[0] // 4] = (250, 20, 20)  # a red band on the left: shows the orientation
@@ -81,9 +86,11 @@ def build_corpus(folder: Path, n_plain: int = 12) -> Corpus:
     write_jpeg(folder / MARKDOWN_NAME, seed=97)
     _exif_jpeg(folder / "garbage_date_20240410_130000.jpg", "yesterday-ish at noon", seed=2)
     _exif_jpeg(folder / "future_date.jpg", "2999:12:31 23:59:59", seed=3)
-    for name, when in (("restored_backup.jpg", datetime(1970, 1, 1)),
-                       ("ancient_mtime.jpg", datetime(1910, 6, 1)),
-                       ("far_future_mtime.jpg", datetime(2446, 5, 1))):
+    for name, when in (
+        ("restored_backup.jpg", datetime(1970, 1, 1)),
+        ("ancient_mtime.jpg", datetime(1910, 6, 1)),
+        ("far_future_mtime.jpg", datetime(2446, 5, 1)),
+    ):
         path = write_jpeg(folder / name, seed=len(name))
         stamp = int((when - datetime(1970, 1, 1)).total_seconds() * 1e9)
         os.utime(path, ns=(stamp, stamp))
@@ -102,10 +109,20 @@ def build_corpus(folder: Path, n_plain: int = 12) -> Corpus:
     os.symlink("no_such_file.jpg", folder / "dangling.jpg")
     os.mkfifo(folder / "fifo.jpg")
     good = {f"f_{i:03d}.jpg" for i in range(n_plain)} | {
-        "cmyk_20240410_120000.jpg", "sixteen_bit_20240410_121000.png",
-        "png_named_as_20240410_122000.jpg", "rotated.jpg", "copy_a.jpg", "copy_b.jpg",
-        "caf\\xe9_20240410_150000.jpg", MARKDOWN_NAME, "garbage_date_20240410_130000.jpg",
-        "future_date.jpg", "restored_backup.jpg", "ancient_mtime.jpg", "far_future_mtime.jpg"}
+        "cmyk_20240410_120000.jpg",
+        "sixteen_bit_20240410_121000.png",
+        "png_named_as_20240410_122000.jpg",
+        "rotated.jpg",
+        "copy_a.jpg",
+        "copy_b.jpg",
+        "caf\\xe9_20240410_150000.jpg",
+        MARKDOWN_NAME,
+        "garbage_date_20240410_130000.jpg",
+        "future_date.jpg",
+        "restored_backup.jpg",
+        "ancient_mtime.jpg",
+        "far_future_mtime.jpg",
+    }
     broken = {
         "zero.jpg": "empty file (0 bytes)",
         "truncated.jpg": "truncated image",

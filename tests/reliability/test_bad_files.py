@@ -32,8 +32,16 @@ def corpus(tmp_path_factory):
 def bad_run(corpus):
     """The corpus, run once through the CLI; (folder, db, process)."""
     db = corpus.folder.parent / "store.duckdb"
-    proc = run_pipeline("run", corpus.folder, "--db", db, "--model", "pixels",
-                        "--detectors", "iforest,lof,hbos,temporal,same_time")
+    proc = run_pipeline(
+        "run",
+        corpus.folder,
+        "--db",
+        db,
+        "--model",
+        "pixels",
+        "--detectors",
+        "iforest,lof,hbos,temporal,same_time",
+    )
     return corpus.folder, db, proc
 
 
@@ -54,8 +62,9 @@ def test_valid_odd_images_are_frames_with_a_vector_and_scores(bad_run, corpus):
     good = corpus.good
     assert {p for (p,) in query(db, "SELECT path FROM frames")} == good
     assert one(db, "SELECT count(*) FROM embeddings WHERE model = 'pixels'") == len(good)
-    assert one(db, "SELECT count(DISTINCT frame_id) FROM outlier_scores WHERE run_id = 1") \
-        == len(good)
+    assert one(db, "SELECT count(DISTINCT frame_id) FROM outlier_scores WHERE run_id = 1") == len(
+        good
+    )
     assert one(db, "SELECT count(*) FROM frames WHERE mean_luma IS NULL OR sharpness IS NULL") == 0
     # every thumbnail decodes and is RGB, whatever the original mode
     for (blob,) in query(db, "SELECT jpeg FROM thumbnails"):
@@ -64,8 +73,10 @@ def test_valid_odd_images_are_frames_with_a_vector_and_scores(bad_run, corpus):
 
 def test_orientation_cmyk_and_sixteen_bit_are_read_right(bad_run):
     _, db, _ = bad_run
-    rows = {p: (w, h, luma) for p, w, h, luma in query(
-        db, "SELECT path, width, height, mean_luma FROM frames")}
+    rows = {
+        p: (w, h, luma)
+        for p, w, h, luma in query(db, "SELECT path, width, height, mean_luma FROM frames")
+    }
     assert rows["rotated.jpg"][:2] == (40, 80)  # EXIF orientation 6: stored upright
     assert rows["cmyk_20240410_120000.jpg"][:2] == (64, 48)
     # a 0..65535 ramp scaled to 8 bits has a mid-grey mean, not a clipped white one
@@ -91,8 +102,11 @@ def test_frames_without_a_plausible_time_are_kept_and_counted(bad_run, corpus):
     assert {p for p, _, _ in rows} == untimed
     assert all(local is None and utc is None for _, local, utc in rows)
     # scored by every detector, the time-lapse ones included (no time: no time-lapse score)
-    assert one(db, "SELECT count(*) FROM outlier_scores s JOIN frames f USING (frame_id) "
-                   "WHERE f.time_source = 'none' AND s.detector = 'lof'") == len(untimed)
+    assert one(
+        db,
+        "SELECT count(*) FROM outlier_scores s JOIN frames f USING (frame_id) "
+        "WHERE f.time_source = 'none' AND s.detector = 'lof'",
+    ) == len(untimed)
     info = run_ok("info", "--db", db).stdout
     assert f"none (no plausible date) {len(untimed)}" in info
 
@@ -117,8 +131,7 @@ def test_a_second_run_records_nothing_twice(bad_run, corpus):
     folder, db, _ = bad_run
     good, broken = corpus.good, corpus.broken
     before = query(db, "SELECT path, stage, message FROM ingest_errors ORDER BY 1, 2")
-    proc = run_ok("run", folder, "--db", db, "--model", "pixels",
-                  "--detectors", "iforest,lof,hbos")
+    proc = run_ok("run", folder, "--db", db, "--model", "pixels", "--detectors", "iforest,lof,hbos")
     assert f"0 added, 0 changed, {len(good)} unchanged, {len(broken)} failed" in proc.stdout
     assert query(db, "SELECT path, stage, message FROM ingest_errors ORDER BY 1, 2") == before
     assert one(db, "SELECT count(*) FROM embeddings") == len(good)
@@ -132,11 +145,12 @@ def test_the_smallest_folder_an_analysis_takes_runs_end_to_end(tmp_path):
     folder = tmp_path / "few"
     make_frames(folder, MIN_FRAMES)
     db = tmp_path / "few.duckdb"
-    run_ok("run", folder, "--db", db, "--model", "pixels",
-           "--detectors", "iforest,lof,knn")
+    run_ok("run", folder, "--db", db, "--model", "pixels", "--detectors", "iforest,lof,knn")
     assert query(db, "SELECT status, n_frames FROM analysis_runs") == [("complete", MIN_FRAMES)]
-    assert one(db, "SELECT count(*) FROM outlier_scores WHERE detector = 'lof' "
-                   "AND score IS NOT NULL") == MIN_FRAMES
+    assert (
+        one(db, "SELECT count(*) FROM outlier_scores WHERE detector = 'lof' AND score IS NOT NULL")
+        == MIN_FRAMES
+    )
 
 
 def test_the_frame_page_shows_the_original_of_a_name_that_is_not_utf8(bad_run, monkeypatch):
@@ -173,8 +187,8 @@ def test_the_frame_page_shows_a_markdown_name_as_written(bad_run, monkeypatch):
 
 @pytest.mark.browser
 def test_a_real_browser_shows_the_markdown_name_as_written(bad_run, browser, tmp_path):
-    from tests.browser.test_dashboard_browser import settle
     from tests.browser.conftest import ARTIFACTS
+    from tests.browser.test_dashboard_browser import settle
     from tests.conftest import dashboard_server
 
     _, db, _ = bad_run

@@ -28,8 +28,14 @@ from streamlit.testing.v1 import AppTest
 
 import store
 from tests.conftest import REPO, dashboard_server
-from tests.reliability.conftest import (CHILD_ENV, make_frames, one, pipeline_cmd, run_ok,
-                                        run_pipeline)
+from tests.reliability.conftest import (
+    CHILD_ENV,
+    make_frames,
+    one,
+    pipeline_cmd,
+    run_ok,
+    run_pipeline,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +52,7 @@ def garden(tmp_path_factory):
     folder = tmp / "frames"
     make_frames(folder, N_FIRST)
     db = tmp / "garden.duckdb"
-    run_ok("run", folder, "--db", db, "--model", "pixels",
-           "--detectors", "iforest,hbos")
+    run_ok("run", folder, "--db", db, "--model", "pixels", "--detectors", "iforest,hbos")
     toml = tmp / "slow.toml"
     toml.write_text("workers = 1\ningest_batch_size = 4\nbatch_size = 4\n")
     return folder, db, toml
@@ -78,9 +83,23 @@ class _Writer:
         folder, db, toml = garden
         make_frames(folder / tag, N_MORE, start=datetime(2024, 5, 1 + len(tag), 6, 0))
         self.proc = subprocess.Popen(
-            pipeline_cmd("--config", toml, "run", folder, "--db", db, "--model", "pixels",
-                         "--detectors", "iforest,hbos"),
-            cwd=REPO, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            pipeline_cmd(
+                "--config",
+                toml,
+                "run",
+                folder,
+                "--db",
+                db,
+                "--model",
+                "pixels",
+                "--detectors",
+                "iforest,hbos",
+            ),
+            cwd=REPO,
+            env=CHILD_ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.err = b""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -112,8 +131,10 @@ class _Pollers:
 
     def __init__(self, url: str):
         self.url, self.results, self._stop = url, [], threading.Event()
-        self.threads = [threading.Thread(target=self._poll, args=(path,), daemon=True)
-                        for path in ("/_stcore/health", "/", "/_stcore/health")]
+        self.threads = [
+            threading.Thread(target=self._poll, args=(path,), daemon=True)
+            for path in ("/_stcore/health", "/", "/_stcore/health")
+        ]
         for t in self.threads:
             t.start()
 
@@ -168,8 +189,9 @@ def test_pages_answer_while_the_pipeline_writes(garden, server, monkeypatch, tmp
     assert one(db, "SELECT count(*) FROM ingest_errors WHERE root = ?", [str(racer_folder)]) == 0
     assert outcomes, "the run ended before any dashboard session could start"
     print(f"\nconcurrency: {len(results)} HTTP answers, AppTest sessions {outcomes}")
-    assert results and all(status == 200 for _, status, _ in results), \
-        {(p, s, b[:80]) for p, s, b in results if s != 200}
+    assert results and all(status == 200 for _, status, _ in results), {
+        (p, s, b[:80]) for p, s, b in results if s != 200
+    }
     assert all(body == b"ok" for path, _, body in results if path == "/_stcore/health")
     # afterwards a fresh session sees every frame
     assert _app_session(db) == "page"
@@ -204,9 +226,17 @@ def test_browser_pages_answer_while_the_pipeline_writes(garden, server, browser)
         # page recovers by itself once the lock is gone
         last = one(db, "SELECT max(frame_id) FROM frames")  # a frame no page has read yet
         holder = subprocess.Popen(
-            [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
-             "print('locked', flush=True); sys.stdin.read()", str(db)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-c",
+                "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+                "print('locked', flush=True); sys.stdin.read()",
+                str(db),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert holder.stdout.readline().strip() == "locked"
             pages[1].goto(f"{server}/frame?frame={last}")
@@ -229,8 +259,7 @@ def _settled(page) -> str:
     app = page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')
     app.wait_for(timeout=60_000)
     # both can show at once (the heading drawn, then the notice of a lock met mid-run): .first
-    page.locator("h1").first.or_(page.get_by_text(LOCK_NOTICE).first).first.wait_for(
-        timeout=60_000)
+    page.locator("h1").first.or_(page.get_by_text(LOCK_NOTICE).first).first.wait_for(timeout=60_000)
     assert page.locator('[data-testid="stException"]').count() == 0
     return "locked" if page.get_by_text(LOCK_NOTICE).count() else "page"
 
@@ -250,11 +279,21 @@ def test_every_writing_command_is_refused_while_a_run_holds_the_lock(garden, tmp
         ("analyze", "--db", db, "--model", "pixels"),
     ]
     with store.writer_lock(db):
-        children = [subprocess.Popen(pipeline_cmd(*c), cwd=REPO, env=CHILD_ENV, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                    for c in commands]
-        done = [(c[0], child.wait(timeout=120), child.stderr.read()) for c, child in
-                zip(commands, children)]
+        children = [
+            subprocess.Popen(
+                pipeline_cmd(*c),
+                cwd=REPO,
+                env=CHILD_ENV,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for c in commands
+        ]
+        done = [
+            (c[0], child.wait(timeout=120), child.stderr.read())
+            for c, child in zip(commands, children)
+        ]
     for name, code, err in done:
         assert code == 1, (name, err)
         assert err.startswith("error: another run is writing to") and "(PID " in err, (name, err)

@@ -33,11 +33,16 @@ FAST = ("--detectors", "iforest,hbos")  # the stages matter here, not the detect
 def tmpfs(where: Path, size: str):
     """A fresh tmpfs of `size` at `where` (needs root, as the tests run here and in CI)."""
     where.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs ({proc.stderr.strip()}): this scenario needs root "
-                    "(see docs/RELIABILITY.md)")
+        pytest.fail(
+            f"cannot mount a tmpfs ({proc.stderr.strip()}): this scenario needs root "
+            "(see docs/RELIABILITY.md)"
+        )
     try:
         yield where
     finally:
@@ -97,8 +102,9 @@ def test_read_only_store_is_a_clear_error_and_works_once_writable(tmp_path):
         make_frames(folder / "more", 6, start=datetime(2024, 4, 11, 6))
         _remount(disk, "ro")
         try:
-            line = _one_line_error(run_pipeline("run", folder, "--db", db, "--model", "pixels",
-                                                *FAST))
+            line = _one_line_error(
+                run_pipeline("run", folder, "--db", db, "--model", "pixels", *FAST)
+            )
             assert "Read-only file system" in line and "writable" in line, line
             line = _one_line_error(run_pipeline("embed", "--db", db, "--model", "pixels"))
             assert "Read-only file system" in line, line
@@ -123,8 +129,7 @@ def test_full_disk_is_a_clear_error_and_the_next_run_with_space_works(tmp_path):
         runs_before = query(db, "SELECT run_id, status FROM analysis_runs ORDER BY 1")
         make_frames(folder / "more", N_MORE, size=(320, 180), start=datetime(2024, 4, 11, 6))
         filler = _fill(disk)
-        line = _one_line_error(run_pipeline("run", folder, "--db", db, "--model", "pixels",
-                                            *FAST))
+        line = _one_line_error(run_pipeline("run", folder, "--db", db, "--model", "pixels", *FAST))
         assert "the disk is full" in line and "No space left on device" in line, line
         assert "free some space" in line and "run the command again" in line, line
         line = _one_line_error(run_pipeline("analyze", "--db", db, "--model", "pixels", *FAST))
@@ -132,14 +137,21 @@ def test_full_disk_is_a_clear_error_and_the_next_run_with_space_works(tmp_path):
         os.remove(filler)  # space again
         n_kept = _intact(db)
         assert N_FIRST <= n_kept <= N_FIRST + N_MORE
-        assert query(db, "SELECT run_id, status FROM analysis_runs WHERE run_id <= ? ORDER BY 1",
-                     [runs_before[-1][0]]) == runs_before
+        assert (
+            query(
+                db,
+                "SELECT run_id, status FROM analysis_runs WHERE run_id <= ? ORDER BY 1",
+                [runs_before[-1][0]],
+            )
+            == runs_before
+        )
         run_ok("run", folder, "--db", db, "--model", "pixels", *FAST)
         assert _intact(db) == N_FIRST + N_MORE
         assert one(db, "SELECT count(*) FROM embeddings") == N_FIRST + N_MORE
         assert one(db, "SELECT count(*) FROM analysis_runs WHERE status = 'running'") == 0
-        latest = query(db, "SELECT status, n_frames FROM analysis_runs ORDER BY run_id DESC "
-                           "LIMIT 1")
+        latest = query(
+            db, "SELECT status, n_frames FROM analysis_runs ORDER BY run_id DESC LIMIT 1"
+        )
         assert latest == [("complete", N_FIRST + N_MORE)]
         shutil.rmtree(folder / "more")
 
@@ -154,8 +166,7 @@ def test_dashboard_review_on_a_full_or_read_only_disk_is_a_notice(tmp_path, monk
     folder = tmp_path / "frames"
     make_frames(folder, N_FIRST)
     built = tmp_path / "built.duckdb"
-    run_ok("run", folder, "--db", built, "--model", "pixels", "--detectors",
-           "iforest,hbos")
+    run_ok("run", folder, "--db", built, "--model", "pixels", "--detectors", "iforest,hbos")
     monkeypatch.setenv("TIMELAPSE_LOCK_WAIT_S", "2")
 
     def review(db: Path) -> AppTest:

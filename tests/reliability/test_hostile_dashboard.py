@@ -46,7 +46,7 @@ HOSTILE = [
     "A" * 100_000,
     "9" * 100_000,
     "\u202egpj.exe\u200b\u0301\u0301 🌱🦊 ＤＲＯＰ",
-    "１２３",           # full-width digits
+    "１２３",  # full-width digits
     "-1,-2147483649,1e309,nan,inf",
     "<script>alert(document.cookie)</script>",
     "${jndi:ldap://127.0.0.1/x} %s%n {0}",
@@ -86,8 +86,7 @@ def garden(tmp_path_factory):
     outside = tmp / "outside"
     write_jpeg(outside / "secret.jpg", seed=77)
     db = tmp / "garden.duckdb"
-    run_ok("run", folder, "--db", db, "--model", "pixels",
-           "--detectors", "iforest,lof,hbos")
+    run_ok("run", folder, "--db", db, "--model", "pixels", "--detectors", "iforest,lof,hbos")
     return folder, db, outside
 
 
@@ -124,8 +123,10 @@ def test_hostile_values_in_every_url_key_on_every_page(garden, monkeypatch, page
     before = _digest(db)
     offset = list(PAGES).index(page)
     for variant in range(2):  # each key sees a different hostile value per page and variant
-        params = {key: HOSTILE[(i + offset * 3 + variant * 5) % len(HOSTILE)]
-                  for i, key in enumerate(URL_KEYS)}
+        params = {
+            key: HOSTILE[(i + offset * 3 + variant * 5) % len(HOSTILE)]
+            for i, key in enumerate(URL_KEYS)
+        }
         at = _session(db, monkeypatch, **params)
         at.switch_page(page).run()
         _clean(at)
@@ -148,8 +149,7 @@ def test_hostile_review_note_is_stored_verbatim(store_copy, monkeypatch):
     assert one(store_copy, "SELECT count(*) FROM frames") == 25
 
 
-def test_frame_page_never_reads_outside_the_frames_root(garden, store_copy, monkeypatch,
-                                                         tmp_path):
+def test_frame_page_never_reads_outside_the_frames_root(garden, store_copy, monkeypatch, tmp_path):
     folder, _, outside = garden
     private = tmp_path / "frames"
     shutil.copytree(folder, private)
@@ -158,13 +158,17 @@ def test_frame_page_never_reads_outside_the_frames_root(garden, store_copy, monk
     with store.connect(store_copy) as con:
         con.execute("UPDATE frames SET root = ?", [str(private)])
         con.execute("UPDATE frames SET root = '/etc', path = 'passwd' WHERE path = 'f_001.jpg'")
-        con.execute("UPDATE frames SET path = '../../../../../../etc/passwd' "
-                    "WHERE path = 'f_002.jpg'")
-        con.execute("UPDATE frames SET root = '/', path = 'etc/hostname' "
-                    "WHERE path = 'f_004.jpg'")
+        con.execute(
+            "UPDATE frames SET path = '../../../../../../etc/passwd' WHERE path = 'f_002.jpg'"
+        )
+        con.execute("UPDATE frames SET root = '/', path = 'etc/hostname' WHERE path = 'f_004.jpg'")
         ids = dict(con.execute("SELECT path, frame_id FROM frames").fetchall())
-    tampered = [ids["passwd"], ids["../../../../../../etc/passwd"], ids["f_003.jpg"],
-                ids["etc/hostname"]]
+    tampered = [
+        ids["passwd"],
+        ids["../../../../../../etc/passwd"],
+        ids["f_003.jpg"],
+        ids["etc/hostname"],
+    ]
     with _Recording() as opened:
         for frame_id in tampered:
             at = _session(store_copy, monkeypatch, frame=str(frame_id))
@@ -175,11 +179,20 @@ def test_frame_page_never_reads_outside_the_frames_root(garden, store_copy, monk
         at.switch_page("views/frame.py").run()
         _clean(at)
         assert at.image[0].captions[0] == "original file"
-    allowed = [str(private), str(store_copy.parent), str(REPO), sys.prefix, sys.base_prefix,
-               "/usr/share/zoneinfo", "/proc/", "/dev/null"]
+    allowed = [
+        str(private),
+        str(store_copy.parent),
+        str(REPO),
+        sys.prefix,
+        sys.base_prefix,
+        "/usr/share/zoneinfo",
+        "/proc/",
+        "/dev/null",
+    ]
     touched = [p for p in opened if not any(os.path.abspath(p).startswith(a) for a in allowed)]
-    assert not [p for p in touched if p.startswith(("/etc/passwd", "/etc/hostname",
-                                                    str(outside)))], touched
+    assert not [
+        p for p in touched if p.startswith(("/etc/passwd", "/etc/hostname", str(outside)))
+    ], touched
     assert str(private / "f_005.jpg") in opened  # the recording works: the good frame was read
 
 
@@ -199,7 +212,10 @@ def test_line_breaks_in_file_names_cannot_inject_into_exports(garden, monkeypatc
     at.switch_page("views/review.py").run()
     _clean(at)
     assert {b.label for b in at.get("download_button")} == {
-        "File list (.txt)", "CSV", "ffmpeg concat"}
+        "File list (.txt)",
+        "CSV",
+        "ffmpeg concat",
+    }
 
     with store.connect(db, read_only=True) as con:
         frames = facts.export_frames(con, facts.FrameFilter(), "not_junk")
@@ -226,8 +242,17 @@ def test_line_breaks_in_file_names_cannot_inject_into_exports(garden, monkeypatc
 @pytest.mark.parametrize("page", list(PAGES))
 def test_password_gate_holds_on_every_page(garden, monkeypatch, page):
     _, db, _ = garden
-    at = _session(db, monkeypatch, password="s3cret", _authed="True", authed="1",
-                  auth="true", embed="true", embed_options="disable_scrolling", frame="1")
+    at = _session(
+        db,
+        monkeypatch,
+        password="s3cret",
+        _authed="True",
+        authed="1",
+        auth="true",
+        embed="true",
+        embed_options="disable_scrolling",
+        frame="1",
+    )
     at.secrets["password"] = "s3cret"
     with _Recording() as opened:
         at.switch_page(page).run()

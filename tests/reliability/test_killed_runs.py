@@ -35,8 +35,13 @@ class _Child:
     """`python -m pipeline run ...` with its stderr collected by a thread as it arrives."""
 
     def __init__(self, args: list):
-        self.proc = subprocess.Popen(pipeline_cmd(*args), cwd=REPO, env=CHILD_ENV,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            pipeline_cmd(*args),
+            cwd=REPO,
+            env=CHILD_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         self.err = b""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -54,8 +59,10 @@ class _Child:
         deadline = time.monotonic() + timeout
         while STAGE_MARKERS[stage] not in self.text():
             if self.proc.poll() is not None:
-                raise AssertionError(f"the run ended before {stage} (exit {self.proc.returncode})"
-                                     f":\n{self.text()[-2000:]}")
+                raise AssertionError(
+                    f"the run ended before {stage} (exit {self.proc.returncode})"
+                    f":\n{self.text()[-2000:]}"
+                )
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {stage} stage within {timeout} s:\n{self.text()[-2000:]}")
             time.sleep(0.01)
@@ -73,8 +80,18 @@ def test_repeated_kills_then_a_complete_run(tmp_path: Path, slow_config: Path):
     (folder / "zero.jpg").write_bytes(b"")
     (folder / "notes.jpg").write_text("this is text, not a JPEG\n")
     db = tmp_path / "store.duckdb"
-    args = ["--config", slow_config, "run", folder, "--db", db, "--model", "pixels",
-            "--detectors", DETECTORS]
+    args = [
+        "--config",
+        slow_config,
+        "run",
+        folder,
+        "--db",
+        db,
+        "--model",
+        "pixels",
+        "--detectors",
+        DETECTORS,
+    ]
     rng = random.Random(7)
     killed_in = []
     running_left = 0
@@ -84,16 +101,25 @@ def test_repeated_kills_then_a_complete_run(tmp_path: Path, slow_config: Path):
         assert child.proc.returncode == -signal.SIGKILL
         # the store survives every kill: it opens, and no stage left duplicates behind
         assert one(db, "SELECT count(*) - count(DISTINCT path) FROM frames") == 0
-        assert one(db, "SELECT count(*) FROM (SELECT frame_id FROM embeddings "
-                       "GROUP BY frame_id, model HAVING count(*) > 1)") == 0
-        running_left = max(running_left, one(
-            db, "SELECT count(*) FROM analysis_runs WHERE status = 'running'"))
+        assert (
+            one(
+                db,
+                "SELECT count(*) FROM (SELECT frame_id FROM embeddings "
+                "GROUP BY frame_id, model HAVING count(*) > 1)",
+            )
+            == 0
+        )
+        running_left = max(
+            running_left, one(db, "SELECT count(*) FROM analysis_runs WHERE status = 'running'")
+        )
     # the kills hit the stages they aimed at (a stage may finish before the kill lands)
     assert killed_in[0] == "ingest" and killed_in[-2:] == ["analyze", "analyze"]
     assert running_left >= 1  # a killed analyze leaves its run 'running' ...
     from pipeline.info import describe_store
-    assert "interrupted (its process is gone; the next analyze marks it failed)" in \
-        describe_store(db)  # ... which info reports as interrupted ...
+
+    assert "interrupted (its process is gone; the next analyze marks it failed)" in describe_store(
+        db
+    )  # ... which info reports as interrupted ...
 
     done = run_ok(*args)
     # ... and the next run marks failed, and says so
@@ -104,8 +130,9 @@ def test_repeated_kills_then_a_complete_run(tmp_path: Path, slow_config: Path):
     assert one(db, "SELECT count(*) FROM frames") == N_GOOD
     assert one(db, "SELECT count(DISTINCT path) FROM frames") == N_GOOD
     assert one(db, "SELECT count(*) FROM thumbnails") == N_GOOD
-    assert query(db, "SELECT count(*), count(DISTINCT frame_id) FROM embeddings "
-                     "WHERE model = 'pixels'") == [(N_GOOD, N_GOOD)]
+    assert query(
+        db, "SELECT count(*), count(DISTINCT frame_id) FROM embeddings WHERE model = 'pixels'"
+    ) == [(N_GOOD, N_GOOD)]
     assert one(db, "SELECT count(*) FROM embeddings e ANTI JOIN frames f USING (frame_id)") == 0
     assert one(db, "SELECT count(DISTINCT len(vector)) FROM embeddings") == 1
 
@@ -115,11 +142,18 @@ def test_repeated_kills_then_a_complete_run(tmp_path: Path, slow_config: Path):
     assert len(final) == 1 and final[0][1] == N_GOOD
     run_id = final[0][0]
     assert one(db, "SELECT max(run_id) FROM analysis_runs") == run_id
-    per_detector = dict(query(db, "SELECT detector, count(DISTINCT frame_id) FROM outlier_scores "
-                                  "WHERE run_id = ? GROUP BY 1", [run_id]))
+    per_detector = dict(
+        query(
+            db,
+            "SELECT detector, count(DISTINCT frame_id) FROM outlier_scores "
+            "WHERE run_id = ? GROUP BY 1",
+            [run_id],
+        )
+    )
     causes = [d for d in per_detector if d.startswith("cause:")]  # one per cause scored
-    assert causes and per_detector == {d: N_GOOD for d in DETECTORS.split(",")
-                                       + ["consensus", *causes]}
+    assert causes and per_detector == {
+        d: N_GOOD for d in DETECTORS.split(",") + ["consensus", *causes]
+    }
     assert one(db, "SELECT count(*) FROM clusters WHERE run_id = ?", [run_id]) == N_GOOD
     # failed runs left no rows behind
     assert one(db, "SELECT count(*) FROM outlier_scores WHERE run_id <> ?", [run_id]) == 0
@@ -147,20 +181,29 @@ def test_only_runs_whose_process_is_gone_are_marked_failed(tmp_path: Path):
     host = socket.gethostname()
     db = tmp_path / "s.duckdb"
     with store.connect(db) as con:
-        con.execute("INSERT INTO analysis_runs (run_id, model, params, status, pid, host, "
-                    "started_at) VALUES "
-                    "(1, 'pixels', '{}', 'running', ?, ?, now()),"         # dead PID
-                    "(2, 'pixels', '{}', 'running', ?, ?, now()),"         # this process
-                    "(3, 'pixels', '{}', 'running', ?, 'elsewhere', now()),"  # other host
-                    "(4, 'pixels', '{}', 'running', NULL, NULL, now()),"   # no PID recorded
-                    "(5, 'pixels', '{}', 'running', 1, ?, now())",         # PID reused by init
-                    [dead.pid, host, os.getpid(), host, dead.pid, host])
+        con.execute(
+            "INSERT INTO analysis_runs (run_id, model, params, status, pid, host, "
+            "started_at) VALUES "
+            "(1, 'pixels', '{}', 'running', ?, ?, now()),"  # dead PID
+            "(2, 'pixels', '{}', 'running', ?, ?, now()),"  # this process
+            "(3, 'pixels', '{}', 'running', ?, 'elsewhere', now()),"  # other host
+            "(4, 'pixels', '{}', 'running', NULL, NULL, now()),"  # no PID recorded
+            "(5, 'pixels', '{}', 'running', 1, ?, now())",  # PID reused by init
+            [dead.pid, host, os.getpid(), host, dead.pid, host],
+        )
         # PID 1 is alive but started long after run 5 began: the PID was reused
-        con.execute("UPDATE analysis_runs SET started_at = TIMESTAMPTZ '2000-01-01 00:00:00+00' "
-                    "WHERE run_id = 5")
+        con.execute(
+            "UPDATE analysis_runs SET started_at = TIMESTAMPTZ '2000-01-01 00:00:00+00' "
+            "WHERE run_id = 5"
+        )
         assert sa.fail_stale_runs(con, process_alive) == [1, 5]
     assert query(db, "SELECT run_id, status FROM analysis_runs ORDER BY 1") == [
-        (1, "failed"), (2, "running"), (3, "running"), (4, "running"), (5, "failed")]
+        (1, "failed"),
+        (2, "running"),
+        (3, "running"),
+        (4, "running"),
+        (5, "failed"),
+    ]
 
 
 def _descendants(pid: int) -> set[int]:
@@ -198,8 +241,18 @@ def test_a_killed_parallel_ingest_leaves_no_worker_processes(tmp_path: Path):
     toml = tmp_path / "pool.toml"
     toml.write_text("workers = 2\ningest_batch_size = 8\n")
     db = tmp_path / "store.duckdb"
-    args = ["--config", toml, "run", folder, "--db", db, "--model", "pixels",
-            "--detectors", "iforest,hbos"]
+    args = [
+        "--config",
+        toml,
+        "run",
+        folder,
+        "--db",
+        db,
+        "--model",
+        "pixels",
+        "--detectors",
+        "iforest,hbos",
+    ]
     child = _Child(args)
     deadline = time.monotonic() + 120
     helpers: set[int] = set()

@@ -26,9 +26,13 @@ from tests.serving import expect_continue, running_server, score
 pytestmark = pytest.mark.slow
 
 # The problem code /v1/score answers each broken corpus file with.
-PROBLEMS = {"zero.jpg": (400, "empty"), "truncated.jpg": (422, "truncated"),
-            "text.jpg": (415, "not_an_image"), "huge.jpg": (413, "too_many_pixels"),
-            "really_a_gif.jpg": (415, "unsupported_format")}
+PROBLEMS = {
+    "zero.jpg": (400, "empty"),
+    "truncated.jpg": (422, "truncated"),
+    "text.jpg": (415, "not_an_image"),
+    "huge.jpg": (413, "too_many_pixels"),
+    "really_a_gif.jpg": (415, "unsupported_format"),
+}
 NOT_UPLOADABLE = {"loop_a.jpg", "loop_b.jpg", "dangling.jpg", "fifo.jpg"}
 
 
@@ -54,9 +58,14 @@ def test_every_corpus_file_through_serve(corpus, serving_store, tmp_path):
     with running_server(build(db, serving_store.settings)) as url:
         good = sorted(corpus.good)
         for start in range(0, len(good), 16):
-            names = good[start:start + 16]
-            reply = score(url, [(os.fsdecode(os.fsencode(_path(corpus, n).name)),
-                                 _path(corpus, n).read_bytes()) for n in names])
+            names = good[start : start + 16]
+            reply = score(
+                url,
+                [
+                    (os.fsdecode(os.fsencode(_path(corpus, n).name)), _path(corpus, n).read_bytes())
+                    for n in names
+                ],
+            )
             assert reply.status == 200, reply.body
             for name, result in zip(names, reply.json()["results"]):
                 assert result["verdict"] in ("junk", "ok")
@@ -80,8 +89,10 @@ def test_every_corpus_file_through_watch(corpus, serving_store, tmp_path):
     db = serving_store.copy(tmp_path / "store")
     watch = WatchProcess(corpus.folder, db, _config(tmp_path, watch_settle_seconds=0))
     try:
-        watch.wait_for(rf": {len(corpus.good)} new, {len(corpus.good)} scored, \d+ flagged, "
-                       rf"{len(corpus.broken)} errors \(run 1\)")
+        watch.wait_for(
+            rf": {len(corpus.good)} new, {len(corpus.good)} scored, \d+ flagged, "
+            rf"{len(corpus.broken)} errors \(run 1\)"
+        )
         watch.wait_for(r": 0 new, 0 scored, 0 flagged, 0 errors \(run 1\)$")
     finally:
         assert watch.stop(signal.SIGTERM) == 0, watch.seen[-10:]
@@ -92,9 +103,17 @@ def test_every_corpus_file_through_watch(corpus, serving_store, tmp_path):
     assert [p for p, _ in rows] == sorted(corpus.broken)
     for path, message in rows:
         assert message.startswith(corpus.broken[path]), (path, message)
-    warnings = dict(query(db, "SELECT path, message FROM ingest_errors "
-                              "WHERE stage = 'timestamp' AND root = ?", [root]))
+    warnings = dict(
+        query(
+            db,
+            "SELECT path, message FROM ingest_errors WHERE stage = 'timestamp' AND root = ?",
+            [root],
+        )
+    )
     assert set(warnings) == set(corpus.warned)
-    assert one(db, "SELECT count(DISTINCT c.frame_id) FROM clusters c JOIN frames f "
-                   "USING (frame_id) WHERE c.run_id = 1 AND f.root = ?", [root]) \
-        == len(corpus.good)
+    assert one(
+        db,
+        "SELECT count(DISTINCT c.frame_id) FROM clusters c JOIN frames f "
+        "USING (frame_id) WHERE c.run_id = 1 AND f.root = ?",
+        [root],
+    ) == len(corpus.good)

@@ -36,9 +36,19 @@ from tests.reliability.conftest import make_frames, one, query, run_ok, run_pipe
 pytestmark = pytest.mark.slow
 
 APP = str(REPO / "dashboard" / "app.py")
-CONTRACT_TABLES = {"schema_migrations", "frames", "thumbnails", "ingest_errors", "models",
-                   "embeddings", "analysis_runs", "clusters", "outlier_scores", "weather",
-                   "reviews"}
+CONTRACT_TABLES = {
+    "schema_migrations",
+    "frames",
+    "thumbnails",
+    "ingest_errors",
+    "models",
+    "embeddings",
+    "analysis_runs",
+    "clusters",
+    "outlier_scores",
+    "weather",
+    "reviews",
+}
 
 
 def _digest(path: Path) -> str:
@@ -47,8 +57,9 @@ def _digest(path: Path) -> str:
 
 def _tables(db: Path) -> set[str]:
     with duckdb.connect(str(db), read_only=True) as con:
-        return {r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables").fetchall()}
+        return {
+            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
 
 
 def _older_store(path: Path, half_created: bool = False) -> Path:
@@ -57,8 +68,10 @@ def _older_store(path: Path, half_created: bool = False) -> Path:
         con.execute("CREATE TABLE my_notes (note VARCHAR)")
         con.execute("INSERT INTO my_notes VALUES ('keep me')")
         if half_created:
-            con.execute("CREATE TABLE settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL, "
-                        "updated_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            con.execute(
+                "CREATE TABLE settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL, "
+                "updated_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
             con.execute("INSERT INTO settings (key, value) VALUES ('timezone', '\"UTC\"')")
     return path
 
@@ -109,18 +122,23 @@ def test_a_failing_migration_leaves_the_old_version_and_nothing_of_itself(tmp_pa
     db = tmp_path / "s.duckdb"
     with store.connect(db) as con:
         con.execute("INSERT INTO reviews (frame_id, verdict) VALUES (1, 'keep')")
-    broken = (migrations.LATEST + 1, "add a table, then fail",
-              "CREATE TABLE half_done (x INTEGER); INSERT INTO half_done VALUES (1); "
-              "SELECT * FROM no_such_table;")
+    broken = (
+        migrations.LATEST + 1,
+        "add a table, then fail",
+        "CREATE TABLE half_done (x INTEGER); INSERT INTO half_done VALUES (1); "
+        "SELECT * FROM no_such_table;",
+    )
     monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS + [broken])
     monkeypatch.setattr(migrations, "LATEST", broken[0])
     with pytest.raises(duckdb.CatalogException, match="no_such_table"):
         store.connect(db)
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT max(version) FROM schema_migrations").fetchall() == [
-            (broken[0] - 1,)]
-        assert "half_done" not in {r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables").fetchall()}
+            (broken[0] - 1,)
+        ]
+        assert "half_done" not in {
+            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
         assert con.execute("SELECT verdict FROM reviews").fetchall() == [("keep",)]
     fixed = (broken[0], broken[1], "CREATE TABLE half_done (x INTEGER);")
     monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:-1] + [fixed])
@@ -131,18 +149,25 @@ def test_a_failing_migration_leaves_the_old_version_and_nothing_of_itself(tmp_pa
 def test_newer_store_is_refused_everywhere_and_left_unchanged(tmp_path, monkeypatch):
     db = tmp_path / "new.duckdb"
     with store.connect(db) as con:
-        con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, 'from the future')",
-                    [migrations.LATEST + 5])
+        con.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (?, 'from the future')",
+            [migrations.LATEST + 5],
+        )
         con.execute("CHECKPOINT")
     before = _digest(db)
     folder = tmp_path / "frames"
     make_frames(folder, 3)
-    for args in (("run", folder, "--db", db, "--model", "pixels"), ("info", "--db", db),
-                 ("migrate", "--db", db)):
+    for args in (
+        ("run", folder, "--db", db, "--model", "pixels"),
+        ("info", "--db", db),
+        ("migrate", "--db", db),
+    ):
         proc = run_pipeline(*args)
         assert proc.returncode == 1, (args[0], proc.stderr)
-        assert proc.stderr.startswith(f"error: the store {db} has schema version "
-                                      f"{migrations.LATEST + 5}, newer than this code knows")
+        assert proc.stderr.startswith(
+            f"error: the store {db} has schema version "
+            f"{migrations.LATEST + 5}, newer than this code knows"
+        )
         assert "update the software" in proc.stderr and "Traceback" not in proc.stderr
     assert "newer than this code knows" in _dashboard_error(db, monkeypatch)
     assert _digest(db) == before
@@ -155,8 +180,7 @@ def fitted(tmp_path_factory):
     folder = tmp / "frames"
     make_frames(folder, 30)
     db = tmp / "garden.duckdb"
-    run_ok("run", folder, "--db", db, "--model", "pixels",
-           "--detectors", "iforest,lof,hbos")
+    run_ok("run", folder, "--db", db, "--model", "pixels", "--detectors", "iforest,lof,hbos")
     return tmp, db
 
 
@@ -208,8 +232,16 @@ def test_fitted_run_that_no_longer_loads_asks_for_a_refit(fitted, tmp_path):
     assert f"`python -m pipeline analyze --db {db_copy}` to refit" in proc.stderr
     assert one(db_copy, "SELECT count(*) FROM frames") == 30  # nothing was ingested
 
-    run_ok("analyze", "--db", db_copy, "--model", "pixels", "--detectors",
-           "iforest,lof,hbos", "--quiet")
+    run_ok(
+        "analyze",
+        "--db",
+        db_copy,
+        "--model",
+        "pixels",
+        "--detectors",
+        "iforest,lof,hbos",
+        "--quiet",
+    )
     proc = run_ok("score-new", new, "--db", db_copy)
     assert f"score-new (run {run_id + 1}, pixels): 4 frames scored" in proc.stdout
     assert "warning" not in proc.stdout

@@ -30,12 +30,26 @@ def _schema(path) -> list[tuple]:
 
 def test_migrations_create_every_contract_table(db_path):
     with store.connect(db_path) as con:
-        tables = {row[0] for row in con.execute(
-            "SELECT table_name FROM information_schema.tables").fetchall()}
+        tables = {
+            row[0]
+            for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
         applied = con.execute("SELECT version, name FROM schema_migrations").fetchall()
-    for name in ["schema_migrations", "frames", "thumbnails", "ingest_errors", "models",
-                 "embeddings", "analysis_runs", "clusters", "outlier_scores", "weather",
-                 "reviews", "frame_facts", "latest_run"]:
+    for name in [
+        "schema_migrations",
+        "frames",
+        "thumbnails",
+        "ingest_errors",
+        "models",
+        "embeddings",
+        "analysis_runs",
+        "clusters",
+        "outlier_scores",
+        "weather",
+        "reviews",
+        "frame_facts",
+        "latest_run",
+    ]:
         assert name in tables
     assert [v for v, _ in applied] == [m[0] for m in migrations.MIGRATIONS]
 
@@ -57,24 +71,27 @@ def test_vectors_made_before_precision_was_recorded_are_float32(db_path):
     from store import embeddings as se
 
     with duckdb.connect(str(db_path)) as con:
-        con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR "
-                    "NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        con.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR "
+            "NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
         for version, name, sql in migrations.MIGRATIONS[:2]:
             con.execute(sql)
-            con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
-                        [version, name])
-        con.execute("INSERT INTO frames (frame_id, path, root, location, time_source, "
-                    "file_bytes, file_mtime) SELECT i, i || '.jpg', '/r', '/r/' || i || '.jpg', "
-                    "'mtime', 1, now() FROM range(1, 4) t(i)")
-        con.execute("INSERT INTO models (model, family, weights, dim) VALUES "
-                    "('m', 'f', 'w', 2)")
+            con.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name]
+            )
+        con.execute(
+            "INSERT INTO frames (frame_id, path, root, location, time_source, "
+            "file_bytes, file_mtime) SELECT i, i || '.jpg', '/r', '/r/' || i || '.jpg', "
+            "'mtime', 1, now() FROM range(1, 4) t(i)"
+        )
+        con.execute("INSERT INTO models (model, family, weights, dim) VALUES ('m', 'f', 'w', 2)")
         con.execute("INSERT INTO embeddings VALUES (1, 'm', [1.0, 2.0]), (2, 'm', [3.0, 4.0])")
     with store.connect(db_path) as con:
         assert migrations.applied_version(con) == migrations.LATEST
         assert se.precision_counts(con, "m") == {"float32": 2}
         assert se.get_model_row(con, "m").precision == "float32"
-        se.insert_vectors(con, "m", [3], np.array([[5.0, 6.0]], np.float32),
-                          precision="bfloat16")
+        se.insert_vectors(con, "m", [3], np.array([[5.0, 6.0]], np.float32), precision="bfloat16")
         assert se.precision_counts(con, "m") == {"float32": 2, "bfloat16": 1}
         assert se.precision_counts(con, "m", [3, 99]) == {"bfloat16": 1}
 
@@ -103,8 +120,10 @@ def test_a_migration_that_lands_after_a_higher_one_is_still_applied(db_path, mon
 
 def test_store_from_newer_schema_is_refused(db_path):
     with store.connect(db_path) as con:
-        con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, 'from the future')",
-                    [migrations.LATEST + 1])
+        con.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (?, 'from the future')",
+            [migrations.LATEST + 1],
+        )
     for read_only in (False, True):
         with pytest.raises(store.SchemaError, match="newer than this code knows"):
             store.connect(db_path, read_only=read_only)
@@ -282,8 +301,9 @@ def test_a_sqlite_file_is_named_and_left_alone(tmp_path):
     assert _digest(path) == before
 
 
-@pytest.mark.parametrize("content", [b"", b"hello, not a database at all\n",
-                                     b"\xff\xd8\xff\xe0 a JPEG"])
+@pytest.mark.parametrize(
+    "content", [b"", b"hello, not a database at all\n", b"\xff\xd8\xff\xe0 a JPEG"]
+)
 def test_a_file_that_is_no_database_is_named_and_left_alone(tmp_path, content):
     path = tmp_path / "x.duckdb"
     path.write_bytes(content)
@@ -304,15 +324,21 @@ def test_a_duckdb_file_of_another_program_is_refused_before_anything_is_written(
     assert _digest(path) == before
     with duckdb.connect(str(path), read_only=True) as con:
         assert con.execute("SELECT table_name FROM information_schema.tables").fetchall() == [
-            ("frames",)]
+            ("frames",)
+        ]
 
 
 def test_connections_never_fetch_or_load_extensions(db_path):
     with store.connect(db_path) as con:
-        settings = dict(con.execute(
-            "SELECT name, value FROM duckdb_settings() WHERE name IN "
-            "('autoinstall_known_extensions', 'autoload_known_extensions')").fetchall())
-        assert settings == {"autoinstall_known_extensions": "false",
-                            "autoload_known_extensions": "false"}
+        settings = dict(
+            con.execute(
+                "SELECT name, value FROM duckdb_settings() WHERE name IN "
+                "('autoinstall_known_extensions', 'autoload_known_extensions')"
+            ).fetchall()
+        )
+        assert settings == {
+            "autoinstall_known_extensions": "false",
+            "autoload_known_extensions": "false",
+        }
         with pytest.raises(duckdb.Error, match="(?i)extension"):
             con.execute("SELECT * FROM sqlite_scan('x.db', 'frames')")

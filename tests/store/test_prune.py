@@ -39,24 +39,59 @@ def make_store(db_path):
     return db_path
 
 
-def write_run(con, model: str, *, fitted: bool = True, keep_fitted: int | None = None,
-           seed: int = 0) -> int:
+def write_run(
+    con, model: str, *, fitted: bool = True, keep_fitted: int | None = None, seed: int = 0
+) -> int:
     """One complete run of `model` over every frame: 2 detectors, 2 neighbours per frame."""
     run_id = sa.start_run(con, model, {"save_fitted": fitted}, "test")
     ids = np.arange(1, N_FRAMES + 1)
     rng = np.random.default_rng(seed + run_id)
-    clusters = pd.DataFrame({"run_id": run_id, "frame_id": ids, "cluster": 0,
-                             "map_x": rng.normal(size=N_FRAMES), "map_y": 0.0})
-    scores = pd.concat([pd.DataFrame({"run_id": run_id, "detector": det, "frame_id": ids,
-                                      "score": rng.normal(size=N_FRAMES), "score_pct": 0.5,
-                                      "is_outlier": False}) for det in ("lof", "consensus")])
-    neighbors = pd.DataFrame({"run_id": run_id, "frame_id": np.repeat(ids, 2),
-                              "rank": np.tile([1, 2], N_FRAMES).astype(np.int32),
-                              "neighbor_id": np.roll(np.repeat(ids, 2), 1), "distance": 1.0})
+    clusters = pd.DataFrame(
+        {
+            "run_id": run_id,
+            "frame_id": ids,
+            "cluster": 0,
+            "map_x": rng.normal(size=N_FRAMES),
+            "map_y": 0.0,
+        }
+    )
+    scores = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "run_id": run_id,
+                    "detector": det,
+                    "frame_id": ids,
+                    "score": rng.normal(size=N_FRAMES),
+                    "score_pct": 0.5,
+                    "is_outlier": False,
+                }
+            )
+            for det in ("lof", "consensus")
+        ]
+    )
+    neighbors = pd.DataFrame(
+        {
+            "run_id": run_id,
+            "frame_id": np.repeat(ids, 2),
+            "rank": np.tile([1, 2], N_FRAMES).astype(np.int32),
+            "neighbor_id": np.roll(np.repeat(ids, 2), 1),
+            "distance": 1.0,
+        }
+    )
     artifact = rng.bytes(ARTIFACT_BYTES) if fitted else None
-    sa.write_run(con, run_id, n_frames=N_FRAMES, clusters=clusters, scores=scores,
-                 neighbors=neighbors, artifact=artifact, versions={}, timings={},
-                 keep_fitted=keep_fitted)
+    sa.write_run(
+        con,
+        run_id,
+        n_frames=N_FRAMES,
+        clusters=clusters,
+        scores=scores,
+        neighbors=neighbors,
+        artifact=artifact,
+        versions={},
+        timings={},
+        keep_fitted=keep_fitted,
+    )
     return run_id
 
 
@@ -67,8 +102,10 @@ def failed_run(con, model: str) -> int:
 
 
 def _fitted(con) -> dict[str, list[int]]:
-    rows = con.execute("SELECT r.model, r.run_id FROM fitted_runs f JOIN analysis_runs r "
-                       "USING (run_id) ORDER BY r.run_id").fetchall()
+    rows = con.execute(
+        "SELECT r.model, r.run_id FROM fitted_runs f JOIN analysis_runs r "
+        "USING (run_id) ORDER BY r.run_id"
+    ).fetchall()
     out: dict[str, list[int]] = {}
     for model, run_id in rows:
         out.setdefault(model, []).append(run_id)
@@ -76,14 +113,25 @@ def _fitted(con) -> dict[str, list[int]]:
 
 
 def _rows_per_run(con) -> dict[str, dict[int, int]]:
-    return {table: dict(con.execute(f"SELECT run_id, count(*) FROM {table} GROUP BY run_id")
-                        .fetchall()) for table in sa.RUN_TABLES + ("analysis_runs",)}
+    return {
+        table: dict(con.execute(f"SELECT run_id, count(*) FROM {table} GROUP BY run_id").fetchall())
+        for table in sa.RUN_TABLES + ("analysis_runs",)
+    }
 
 
 def _untouched(con) -> dict[str, int]:
-    return {table: scalar(con, f"SELECT count(*) FROM {table}")
-            for table in ("frames", "thumbnails", "embeddings", "models", "reviews", "settings",
-                          "schema_migrations")}
+    return {
+        table: scalar(con, f"SELECT count(*) FROM {table}")
+        for table in (
+            "frames",
+            "thumbnails",
+            "embeddings",
+            "models",
+            "reviews",
+            "settings",
+            "schema_migrations",
+        )
+    }
 
 
 def _sha(path) -> str:
@@ -92,11 +140,12 @@ def _sha(path) -> str:
 
 # --- fitted-state retention (write_run) ---------------------------------------------------------
 
+
 def test_write_run_keeps_the_newest_fitted_states_of_its_model_only(db):
     with store.connect(db) as con:
-        b_runs = [write_run(con, "b") for _ in range(4)]              # no retention asked
+        b_runs = [write_run(con, "b") for _ in range(4)]  # no retention asked
         a_runs = [write_run(con, "a", keep_fitted=3) for _ in range(5)]
-        assert _fitted(con) == {"a": a_runs[-3:], "b": b_runs}     # b untouched by a's runs
+        assert _fitted(con) == {"a": a_runs[-3:], "b": b_runs}  # b untouched by a's runs
         newest_b = write_run(con, "b", keep_fitted=2)
         assert _fitted(con) == {"a": a_runs[-3:], "b": [b_runs[-1], newest_b]}
         rows = _rows_per_run(con)
@@ -127,11 +176,13 @@ def test_keep_below_one_is_refused_and_writes_nothing(db):
             with pytest.raises(ValueError, match="keep must be a whole number >= 1"):
                 sa.drop_old_fitted(con, "a", keep)
         assert scalar(con, "SELECT count(*) FROM clusters") == N_FRAMES
-        assert [r[0] for r in con.execute("SELECT status FROM analysis_runs ORDER BY run_id")
-                .fetchall()] == ["complete", "running", "running"]
+        assert [
+            r[0] for r in con.execute("SELECT status FROM analysis_runs ORDER BY run_id").fetchall()
+        ] == ["complete", "running", "running"]
 
 
 # --- prune_runs ---------------------------------------------------------------------------------
+
 
 def _history(con) -> dict[str, list[int]]:
     """Runs of three models, oldest first; returns the ids by role."""
@@ -144,8 +195,14 @@ def _history(con) -> dict[str, list[int]]:
     failed_new = failed_run(con, "a")
     b1 = write_run(con, "b")
     c_failed = failed_run(con, "c")
-    return {"running": [running], "a_gone": [a1, failed_old, a2], "a_kept": [a4, a3],
-            "a_failed_new": [failed_new], "b": [b1], "c": [c_failed]}
+    return {
+        "running": [running],
+        "a_gone": [a1, failed_old, a2],
+        "a_kept": [a4, a3],
+        "a_failed_new": [failed_new],
+        "b": [b1],
+        "c": [c_failed],
+    }
 
 
 def test_prune_keeps_the_newest_complete_runs_per_model_and_removes_every_row_of_the_others(db):
@@ -196,9 +253,14 @@ def test_dry_run_reports_the_same_plan_and_changes_nothing(db):
 
 # --- compact ------------------------------------------------------------------------------------
 
+
 def _contents(con) -> dict[str, pd.DataFrame]:
-    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() "
-                                        "ORDER BY table_name").fetchall()]
+    tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() ORDER BY table_name"
+        ).fetchall()
+    ]
     return {t: con.sql(f"SELECT * FROM {t} ORDER BY ALL").df() for t in tables}
 
 

@@ -10,17 +10,24 @@ import store
 from store import weather as store_weather
 
 
-def observations(n: int = 3, station: str = "s1", start: str = "2024-04-10T10:00Z",
-                 temperature: float = 10.0) -> pd.DataFrame:
+def observations(
+    n: int = 3, station: str = "s1", start: str = "2024-04-10T10:00Z", temperature: float = 10.0
+) -> pd.DataFrame:
     times = pd.date_range(start, periods=n, freq="h")
-    return pd.DataFrame({
-        "station": station, "observed_at": times,
-        "temperature_c": [temperature + i for i in range(n)],
-        "precipitation_mm": [0.0] * n, "cloud_cover_pct": [50.0] * n,
-        "wind_speed_ms": [None] * n, "visibility_km": [12.5] * n,
-        "weather_code": pd.array(([2] * (n - 1) + [None])[:n], dtype="Int64"),
-        "condition": ["cloudy"] * n, "source": "test",
-    })
+    return pd.DataFrame(
+        {
+            "station": station,
+            "observed_at": times,
+            "temperature_c": [temperature + i for i in range(n)],
+            "precipitation_mm": [0.0] * n,
+            "cloud_cover_pct": [50.0] * n,
+            "wind_speed_ms": [None] * n,
+            "visibility_km": [12.5] * n,
+            "weather_code": pd.array(([2] * (n - 1) + [None])[:n], dtype="Int64"),
+            "condition": ["cloudy"] * n,
+            "source": "test",
+        }
+    )
 
 
 def test_rows_read_back_equal(db_path):
@@ -40,8 +47,9 @@ def test_duplicates_are_kept_once_unless_replaced(db_path):
         store_weather.insert_observations(con, observations())
         assert store_weather.insert_observations(con, observations(4, temperature=20)) == (1, 3)
         assert list(store_weather.observations(con)["temperature_c"]) == [10, 11, 12, 23]
-        assert store_weather.insert_observations(con, observations(2, temperature=30),
-                                                 replace=True) == (0, 2)
+        assert store_weather.insert_observations(
+            con, observations(2, temperature=30), replace=True
+        ) == (0, 2)
         assert list(store_weather.observations(con)["temperature_c"]) == [30, 31, 12, 23]
         assert store_weather.insert_observations(con, observations(0)) == (0, 0)
 
@@ -75,7 +83,16 @@ def test_frame_weather_view_columns(db_path):
     with store.connect(db_path) as con:
         columns = [row[0] for row in con.execute("DESCRIBE frame_weather").fetchall()]
         facts = [row[0] for row in con.execute("DESCRIBE frame_facts").fetchall()]
-    assert columns == ["frame_id", "station", "weather_observed_at", "temperature_c",
-                       "precipitation_mm", "cloud_cover_pct", "wind_speed_ms", "visibility_km",
-                       "weather_code", "condition"]
+    assert columns == [
+        "frame_id",
+        "station",
+        "weather_observed_at",
+        "temperature_c",
+        "precipitation_mm",
+        "cloud_cover_pct",
+        "wind_speed_ms",
+        "visibility_km",
+        "weather_code",
+        "condition",
+    ]
     assert {"condition", "temperature_c", "precipitation_mm", "weather_station"} <= set(facts)

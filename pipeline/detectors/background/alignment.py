@@ -22,7 +22,7 @@ def _fft_crop(edges: np.ndarray) -> np.ndarray:
     FFT factors well, at half the time."""
     height, width = edges.shape[1:]
     top, left = (height % 8) // 2, (width % 8) // 2
-    return edges[:, top:top + height - height % 8, left:left + width - width % 8]
+    return edges[:, top : top + height - height % 8, left : left + width - width % 8]
 
 
 class Alignment(Versioned):

@@ -67,8 +67,10 @@ class BackgroundDetector(Detector):
     """
 
     key = "background"
-    summary = "something the fixed camera's learned background cannot explain (a person, " \
-              "an animal, a vehicle, drops on the lens)"
+    summary = (
+        "something the fixed camera's learned background cannot explain (a person, "
+        "an animal, a vehicle, drops on the lens)"
+    )
     family = "background"
     cause = "scene"
     order = 10
@@ -77,17 +79,32 @@ class BackgroundDetector(Detector):
     format_version = 2
     needs = frozenset({"thumbnails"})
     in_consensus = True
-    unscorable = ("(it learns the scene from the stored thumbnails and needs at least "
-                  "{min_frames} readable ones)")
+    unscorable = (
+        "(it learns the scene from the stored thumbnails and needs at least "
+        "{min_frames} readable ones)"
+    )
 
-    def __init__(self, contamination: float = 0.05, n_components: int = 12,
-                 variance: float = 0.9, width: int = 128, top_share: float = 0.001,
-                 max_fit_frames: int = 1500, min_class_frames: int = 60, min_frames: int = 30,
-                 same_time_neighbors: int = 6, same_time_minutes: float = 30.0,
-                 same_time_days: int = 7, slot_minutes: float = 10.0,
-                 min_lines_up: float = 0.9, time_of_day_noise: bool = True,
-                 noise_spread: float = 0.9, surround: float = 0.16, alignment_part: bool = False,
-                 random_state: int = 0):
+    def __init__(
+        self,
+        contamination: float = 0.05,
+        n_components: int = 12,
+        variance: float = 0.9,
+        width: int = 128,
+        top_share: float = 0.001,
+        max_fit_frames: int = 1500,
+        min_class_frames: int = 60,
+        min_frames: int = 30,
+        same_time_neighbors: int = 6,
+        same_time_minutes: float = 30.0,
+        same_time_days: int = 7,
+        slot_minutes: float = 10.0,
+        min_lines_up: float = 0.9,
+        time_of_day_noise: bool = True,
+        noise_spread: float = 0.9,
+        surround: float = 0.16,
+        alignment_part: bool = False,
+        random_state: int = 0,
+    ):
         self.contamination = contamination
         self.n_components = n_components
         self.variance = variance
@@ -118,9 +135,11 @@ class BackgroundDetector(Detector):
             gains = parts[rows, 2][np.isfinite(parts[rows, 2])]
             self.lines_up_[key] = float((gains == 0).mean()) if len(gains) else 0.0
         self.decision_scores_ = self._combine(parts, keys)
-        self.alignment_evidence_ = (self._alignment_evidence(parts[:, 2], keys)
-                                    if self.alignment_part else np.zeros(len(batch))
-                                    ).astype(np.float32)
+        self.alignment_evidence_ = (
+            self._alignment_evidence(parts[:, 2], keys)
+            if self.alignment_part
+            else np.zeros(len(batch))
+        ).astype(np.float32)
         self._process_decision_scores()
         return self
 
@@ -142,13 +161,18 @@ class BackgroundDetector(Detector):
         # not keep the fit's alignment evidence (only incidents read it, at analysis time): none
         # of their evidence is counted as a moved camera.
         if version == 0 and ("part_reference_" not in state or "lines_up_" not in state):
-            raise FittedFormatError("its background detector was fitted before the same-time "
-                                    "and alignment parts, which this version scores with")
+            raise FittedFormatError(
+                "its background detector was fitted before the same-time "
+                "and alignment parts, which this version scores with"
+            )
         if version == 0:
             state = {"time_of_day_noise": False, "noise_spread": 0.5, "surround": 0.0, **state}
         scores = state.get("decision_scores_")
-        return {"alignment_part": True,
-                "alignment_evidence_": np.zeros(0 if scores is None else len(scores)), **state}
+        return {
+            "alignment_part": True,
+            "alignment_evidence_": np.zeros(0 if scores is None else len(scores)),
+            **state,
+        }
 
     def _fit(self, batch):
         check_spread(self.noise_spread, "noise_spread")  # before any thumbnail is decoded
@@ -173,8 +197,9 @@ class BackgroundDetector(Detector):
         parts = []
         for pos, grids in batch.pixels.grids(batch.frame_ids[wanted], self.size_):
             have[wanted[pos]] = True
-            parts.append((wanted[pos], log_rgb(grids),
-                          edge_map(grids) if self.alignment_part else None))
+            parts.append(
+                (wanted[pos], log_rgb(grids), edge_map(grids) if self.alignment_part else None)
+            )
         if not parts:
             return
         order = np.concatenate([p for p, _, _ in parts])
@@ -188,23 +213,34 @@ class BackgroundDetector(Detector):
         def fit_one(job):
             name, rows = job
             model = BackgroundModel(self.n_components, self.variance, self.random_state).fit(
-                flat[rows], self.size_, noise_spread=self.noise_spread,
-                minutes=None if flat_minutes is None else flat_minutes[rows])
+                flat[rows],
+                self.size_,
+                noise_spread=self.noise_spread,
+                minutes=None if flat_minutes is None else flat_minutes[rows],
+            )
             model.alignment_ = Alignment(edges[rows]) if edges is not None else None
             return name, model
 
         with one_blas_thread():  # the classes are fitted in threads instead
-            self.models_ = dict(bounded_map(
-                fit_one, [(name, rows) for name, rows in jobs if len(rows) >= self.min_frames]))
+            self.models_ = dict(
+                bounded_map(
+                    fit_one, [(name, rows) for name, rows in jobs if len(rows) >= self.min_frames]
+                )
+            )
         if self.models_:
             by_time = np.argsort(batch.local_time, kind="stable")
             refs = reference_slots(classes, days, minutes, by_time, self.slot_minutes)
-            self.references_ = {"frame_id": batch.frame_ids[refs], "daylight": classes[refs],
-                                "day": days[refs], "minute": minutes[refs]}
+            self.references_ = {
+                "frame_id": batch.frame_ids[refs],
+                "daylight": classes[refs],
+                "day": days[refs],
+                "minute": minutes[refs],
+            }
 
     def _model(self, name: str):
-        return (self.models_.get(name) or self.models_.get("all")
-                or next(iter(self.models_.values())))  # a class the fit never saw
+        return (
+            self.models_.get(name) or self.models_.get("all") or next(iter(self.models_.values()))
+        )  # a class the fit never saw
 
     def _top(self) -> int:
         return max(1, int(round(self.top_share * self.size_[0] * self.size_[1])))
@@ -227,10 +263,18 @@ class BackgroundDetector(Detector):
         if known is not None and self.same_time_neighbors >= 1:
             ref_classes = np.array([self._class_key(n) for n in known["daylight"]], dtype=object)
             models = {n: self._model(n) for n in set(ref_classes)}
-            refs = SameTimeReferences(known["frame_id"], ref_classes, known["day"],
-                                      known["minute"], models, batch.pixels, self.size_,
-                                      self.same_time_neighbors, self.same_time_minutes,
-                                      self.same_time_days)
+            refs = SameTimeReferences(
+                known["frame_id"],
+                ref_classes,
+                known["day"],
+                known["minute"],
+                models,
+                batch.pixels,
+                self.size_,
+                self.same_time_neighbors,
+                self.same_time_minutes,
+                self.same_time_days,
+            )
         top, surround = self._top(), self._surround()
 
         def score(projected):
@@ -243,19 +287,22 @@ class BackgroundDetector(Detector):
             if refs is not None:
                 found, left = refs.explain(name, days[pos], minutes[pos], coef, residual)
                 if found.any():
-                    scores[found, 1] = stand_out(model.pixel_z(left), top, self.size_,
-                                                 surround)
-            scores[:, 0] = stand_out(model.pixel_z(residual, minutes[pos]), top, self.size_,
-                                     surround)
+                    scores[found, 1] = stand_out(model.pixel_z(left), top, self.size_, surround)
+            scores[:, 0] = stand_out(
+                model.pixel_z(residual, minutes[pos]), top, self.size_, surround
+            )
             return pos, scores
 
         def decode_and_score(piece):
             # pieces of 128 frames: each temporary is 14 MB instead of 113 MB for a chunk of
             # 1,024, so it is reused from the heap instead of mapped and faulted in anew
             pos, grids = piece
-            return [score((pos[rows], name, coef, residual, gains))
-                    for name, rows, coef, residual, gains
-                    in project_by_class(grids, ref_class[pos], self._model)]
+            return [
+                score((pos[rows], name, coef, residual, gains))
+                for name, rows, coef, residual, gains in project_by_class(
+                    grids, ref_class[pos], self._model
+                )
+            ]
 
         # frames in time order, a few days at a time, so that the references in memory are
         # those days' +- same_time_days. A frame that is a held reference is scored from its
@@ -283,17 +330,24 @@ class BackgroundDetector(Detector):
                     ahead.result()
                     ahead = None
                     if i + 1 < len(blocks) and window(blocks[i + 1]):
-                        ahead = loader.submit(refs.load, *window(blocks[i + 1]),
-                                              keep_from=window(block)[0])
+                        ahead = loader.submit(
+                            refs.load, *window(blocks[i + 1]), keep_from=window(block)[0]
+                        )
                 if refs is not None and window(block):
-                    held = ((block[pos], name, coef, res, gains) for pos, name, coef, res, gains
-                            in refs.take(batch.frame_ids[block]))
+                    held = (
+                        (block[pos], name, coef, res, gains)
+                        for pos, name, coef, res, gains in refs.take(batch.frame_ids[block])
+                    )
                     for pos, scores in bounded_map(score, held):
                         out[pos] = scores
                         done[pos] = True
                 rest = block[~done[block]]
-                chunks = ((rest[pos], grids) for pos, grids
-                          in split_chunks(batch.pixels.grids(batch.frame_ids[rest], self.size_)))
+                chunks = (
+                    (rest[pos], grids)
+                    for pos, grids in split_chunks(
+                        batch.pixels.grids(batch.frame_ids[rest], self.size_)
+                    )
+                )
                 for scored in bounded_map(decode_and_score, chunks):
                     for pos, scores in scored:
                         out[pos] = scores
@@ -326,8 +380,9 @@ class BackgroundDetector(Detector):
         return local + self._alignment_evidence(parts[:, 2], keys)
 
     def _alignment_evidence(self, gains: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        reliable = np.isin(keys, [k for k, share in self.lines_up_.items()
-                                  if share >= self.min_lines_up])
+        reliable = np.isin(
+            keys, [k for k, share in self.lines_up_.items() if share >= self.min_lines_up]
+        )
         shifted = reliable & np.isfinite(gains) & (gains > 0)
         return np.where(shifted, gains, 0.0)
 

@@ -22,8 +22,9 @@ from pipeline.versioned import FittedFormatError, Versioned
 NOISE_SPREAD = 0.9  # a pixel's range at its time of day: 90th percentile of its deviations
 
 
-def project_by_class(grids: np.ndarray, classes: np.ndarray, model_of: Callable
-                     ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def project_by_class(
+    grids: np.ndarray, classes: np.ndarray, model_of: Callable
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Decoded frames projected on their class's background: per class (name, positions,
     coefficients, log-RGB residuals, alignment gains)."""
     flat = log_rgb(grids)
@@ -44,9 +45,14 @@ class BackgroundModel(Versioned):
         self.variance = variance
         self.random_state = random_state
 
-    def fit(self, flat: np.ndarray, shape: tuple[int, int], max_outlyingness: float = 8.0,
-            minutes: np.ndarray | None = None, noise_spread: float = NOISE_SPREAD
-            ) -> "BackgroundModel":
+    def fit(
+        self,
+        flat: np.ndarray,
+        shape: tuple[int, int],
+        max_outlyingness: float = 8.0,
+        minutes: np.ndarray | None = None,
+        noise_spread: float = NOISE_SPREAD,
+    ) -> "BackgroundModel":
         """Fit, then refit without the frames that own a component (a coefficient more than
         `max_outlyingness` robust deviations from that component's median, the outlyingness
         of ROBPCA), so that a rare object or a short event does not become part of the
@@ -57,8 +63,12 @@ class BackgroundModel(Versioned):
         keep = np.ones(len(flat), bool)
         for final in (False, True):
             k = int(min(self.n_components, keep.sum() - 1, flat.shape[1]))
-            pca = PCA(n_components=max(1, k), svd_solver="randomized", copy=False,
-                      random_state=self.random_state).fit(flat[keep])  # a copy already
+            pca = PCA(
+                n_components=max(1, k),
+                svd_solver="randomized",
+                copy=False,
+                random_state=self.random_state,
+            ).fit(flat[keep])  # a copy already
             explained = np.cumsum(pca.explained_variance_ratio_)
             k = int(min(len(explained), np.searchsorted(explained, self.variance) + 1))
             self.mean_ = pca.mean_.astype(np.float32)
@@ -80,7 +90,8 @@ class BackgroundModel(Versioned):
             res -= self.median_
             res /= self.mad_
             self.time_noise_ = TimeOfDayNoise(spread=noise_spread).fit(
-                res, np.asarray(minutes)[keep])
+                res, np.asarray(minutes)[keep]
+            )
         return self
 
     def project(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +115,7 @@ class BackgroundModel(Versioned):
         """Per-pixel absolute residual (summed over R, G, B): [n, height * width]."""
         return _abs_rgb_sum(self.project(flat)[1], self.shape_)
 
-    def pixel_z(self, residual_rgb: np.ndarray, minutes: np.ndarray | None = None
-                ) -> np.ndarray:
+    def pixel_z(self, residual_rgb: np.ndarray, minutes: np.ndarray | None = None) -> np.ndarray:
         """Robust per-pixel z-scores of a log-RGB residual: [n, height * width]. Given the
         frames' minutes of day, measured against the pixel's residual at that time of day
         where the fit had enough frames then (`TimeOfDayNoise`)."""
@@ -120,16 +130,19 @@ class BackgroundModel(Versioned):
         # format 0: fitted before the alignment part (no alignment_) cannot be scored now;
         # fitted before pixels were measured per time of day, it has no time_noise_
         if "alignment_" not in state:
-            raise FittedFormatError("its background detector was fitted before the alignment "
-                                    "part, which this version scores every frame with")
+            raise FittedFormatError(
+                "its background detector was fitted before the alignment "
+                "part, which this version scores every frame with"
+            )
         return {"time_noise_": None, **state}
 
 
 def check_spread(spread: float, name: str) -> None:
     """A spread is a quantile strictly between 0 and 1 (0.5: the MAD)."""
     if not 0 < spread < 1:
-        raise ValueError(f"{name} must be a quantile between 0 and 1 (0.5 is the MAD), "
-                         f"got {spread}")
+        raise ValueError(
+            f"{name} must be a quantile between 0 and 1 (0.5 is the MAD), got {spread}"
+        )
 
 
 class TimeOfDayNoise(Versioned):
@@ -155,9 +168,16 @@ class TimeOfDayNoise(Versioned):
     varies at that hour does not turn its faintest change into a large z-score.
     """
 
-    def __init__(self, slot: float = 20.0, window: float = 40.0, min_frames: int = 12,
-                 floor: float = 0.5, max_frames: int = 120, spread: float = NOISE_SPREAD,
-                 random_state: int = 0):
+    def __init__(
+        self,
+        slot: float = 20.0,
+        window: float = 40.0,
+        min_frames: int = 12,
+        floor: float = 0.5,
+        max_frames: int = 120,
+        spread: float = NOISE_SPREAD,
+        random_state: int = 0,
+    ):
         self.slot, self.window, self.min_frames = slot, window, min_frames
         self.floor, self.max_frames, self.random_state = floor, max_frames, random_state
         self.spread = spread
@@ -234,8 +254,9 @@ def _abs_rgb_sum(residual_rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray
     return out
 
 
-def stand_out(z: np.ndarray, top: int, shape: tuple[int, int] | None = None,
-              surround: int = 0) -> np.ndarray:
+def stand_out(
+    z: np.ndarray, top: int, shape: tuple[int, int] | None = None, surround: int = 0
+) -> np.ndarray:
     """How far each frame's `top` highest pixel z-scores stand out from its own typical
     residual: (mean of the top - median) / (90th percentile - median + 1). A local object scores
     high; a change all over the frame (rain streaks everywhere, fog, a dropped exposure) raises
@@ -270,7 +291,7 @@ def _top_mean(z: np.ndarray, top: int, group: int = 16) -> np.ndarray:
     n, n_pixels = z.shape
     if n_pixels % group or top * group >= n_pixels:
         z.partition(n_pixels - top, axis=1)  # in place
-        return z[:, n_pixels - top:].mean(axis=1)
+        return z[:, n_pixels - top :].mean(axis=1)
     groups = z.reshape(n, -1, group)
     maxima = z[:, 0::group].copy()  # strided maxima: faster than .max(axis=2) over a short axis
     for offset in range(1, group):

@@ -68,10 +68,11 @@ def by_class(classes: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
         yield name, np.flatnonzero(classes == name)
 
 
-def split_chunks(chunks: Iterable[tuple[np.ndarray, np.ndarray]], size: int = 128
-           ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def split_chunks(
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]], size: int = 128
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(positions, grids) chunks cut into pieces of at most `size` frames, so that threads
     share out the work of even one chunk."""
     for pos, grids in chunks:
         for lo in range(0, len(pos), size):
-            yield pos[lo:lo + size], grids[lo:lo + size]
+            yield pos[lo : lo + size], grids[lo : lo + size]

@@ -23,8 +23,13 @@ from pipeline.threads import bounded_map
 WEIGHT_STRIDE = 8  # every 8th residual value fits the same-time references' weights
 
 
-def reference_slots(classes: np.ndarray, days: np.ndarray, minutes: np.ndarray,
-                    order: np.ndarray, slot_minutes: float) -> np.ndarray:
+def reference_slots(
+    classes: np.ndarray,
+    days: np.ndarray,
+    minutes: np.ndarray,
+    order: np.ndarray,
+    slot_minutes: float,
+) -> np.ndarray:
     """Positions of the reference frames: the first frame (in `order`, by time) of each daylight
     class in each `slot_minutes` slot of each day. However often the camera shoots, a day holds
     at most 1440 / slot_minutes references per class."""
@@ -60,9 +65,19 @@ class SameTimeReferences:
     a person, a bird or drops on the lens are not, because no other day has them there.
     """
 
-    def __init__(self, ids: np.ndarray, classes: np.ndarray, days: np.ndarray,
-                 minutes: np.ndarray, models: dict, pixels: GridReader, size: tuple[int, int],
-                 n_neighbors: int, window_minutes: float, max_days: int):
+    def __init__(
+        self,
+        ids: np.ndarray,
+        classes: np.ndarray,
+        days: np.ndarray,
+        minutes: np.ndarray,
+        models: dict,
+        pixels: GridReader,
+        size: tuple[int, int],
+        n_neighbors: int,
+        window_minutes: float,
+        max_days: int,
+    ):
         self.ids, self.classes, self.days, self.minutes = ids, classes, days, minutes
         self.models, self.pixels, self.size = models, pixels, size
         self.n_neighbors, self.window_minutes, self.max_days = n_neighbors, window_minutes, max_days
@@ -76,16 +91,21 @@ class SameTimeReferences:
         lo). Another thread may score with the pool meanwhile: the pool is replaced whole."""
         keep_from = lo if keep_from is None else keep_from
         held = {day: by_class for day, by_class in self.held.items() if keep_from <= day}
-        want = np.flatnonzero((self.days >= lo) & (self.days <= hi)
-                              & ~np.isin(self.days, list(held)))
+        want = np.flatnonzero(
+            (self.days >= lo) & (self.days <= hi) & ~np.isin(self.days, list(held))
+        )
         for day in np.unique(self.days[want]):
             held[int(day)] = {}
 
         def project(chunk):
             pos, grids = chunk
             rows = want[pos]
-            return [(name, rows[sel], coef, res, gains) for name, sel, coef, res, gains
-                    in project_by_class(grids, self.classes[rows], self.models.__getitem__)]
+            return [
+                (name, rows[sel], coef, res, gains)
+                for name, sel, coef, res, gains in project_by_class(
+                    grids, self.classes[rows], self.models.__getitem__
+                )
+            ]
 
         chunks = split_chunks(self.pixels.grids(self.ids[want], self.size))
         for projected in bounded_map(project, chunks):
@@ -94,14 +114,23 @@ class SameTimeReferences:
                 for day in np.unique(days):
                     on = slice(None) if days[0] == days[-1] else days == day  # mostly one day
                     held[int(day)].setdefault(name, []).append(
-                        (self.minutes[rows[on]].astype(np.float32), coef[on], res[on],
-                         self.ids[rows[on]], gains[on]))
+                        (
+                            self.minutes[rows[on]].astype(np.float32),
+                            coef[on],
+                            res[on],
+                            self.ids[rows[on]],
+                            gains[on],
+                        )
+                    )
         # the pool: small columns joined, residuals left where they are (joining them would
         # copy a few hundred MB for every block of days)
         pool = {}
         for name in {n for by_class in held.values() for n in by_class}:
-            got = [(day, piece) for day, by_class in sorted(held.items())
-                   for piece in by_class.get(name, [])]
+            got = [
+                (day, piece)
+                for day, by_class in sorted(held.items())
+                for piece in by_class.get(name, [])
+            ]
             pool[name] = _Pool(
                 np.concatenate([p[0] for _, p in got]),
                 np.concatenate([np.full(len(p[0]), day, np.int64) for day, p in got]),
@@ -110,11 +139,13 @@ class SameTimeReferences:
                 np.concatenate([np.full(len(p[0]), i) for i, (_, p) in enumerate(got)]),
                 np.concatenate([np.arange(len(p[0])) for _, p in got]),
                 pd.Index(np.concatenate([p[3] for _, p in got])),
-                np.concatenate([p[4] for _, p in got]))
+                np.concatenate([p[4] for _, p in got]),
+            )
         self.held, self.pool = held, pool
 
-    def take(self, frame_ids: np.ndarray
-             ) -> Iterator[tuple[np.ndarray, str, np.ndarray, np.ndarray, np.ndarray]]:
+    def take(
+        self, frame_ids: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, str, np.ndarray, np.ndarray, np.ndarray]]:
         """The frames among `frame_ids` that are held references, already projected (so they
         need not be decoded again): runs of (positions into frame_ids, class, coefficients,
         residuals, alignment gains), the residuals read-only views of the held ones."""
@@ -127,12 +158,17 @@ class SameTimeReferences:
             breaks = np.flatnonzero((np.diff(piece) != 0) | (np.diff(row) != 1)) + 1
             for run in np.split(np.arange(len(entries)), breaks):
                 if len(run):
-                    held = pool.residuals[piece[run[0]]][row[run[0]]:row[run[-1]] + 1]
-                    yield (pos[run], name, pool.coef[entries[run]], held,
-                           pool.gains[entries[run]])
+                    held = pool.residuals[piece[run[0]]][row[run[0]] : row[run[-1]] + 1]
+                    yield (pos[run], name, pool.coef[entries[run]], held, pool.gains[entries[run]])
 
-    def explain(self, name: str, days: np.ndarray, minutes: np.ndarray, coef: np.ndarray,
-                residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def explain(
+        self,
+        name: str,
+        days: np.ndarray,
+        minutes: np.ndarray,
+        coef: np.ndarray,
+        residual: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(which rows had references, their residuals left unexplained) for frames of one
         class: their days, minutes of day, background coefficients and log-RGB residuals."""
         if name not in self.pool or not len(days):
@@ -142,8 +178,8 @@ class SameTimeReferences:
         gap = np.minimum(gap, 1440 - gap)
         day_gap = np.abs(days[:, None] - pool.days[None, :])
         usable = (gap <= self.window_minutes) & (day_gap > 0) & (day_gap <= self.max_days)
-        d2 = (coef ** 2).sum(axis=1)[:, None] - 2 * coef @ pool.coef.T
-        d2 += (pool.coef ** 2).sum(axis=1)[None, :]
+        d2 = (coef**2).sum(axis=1)[:, None] - 2 * coef @ pool.coef.T
+        d2 += (pool.coef**2).sum(axis=1)[None, :]
         d2[~usable] = np.inf
         k = min(self.n_neighbors, d2.shape[1])
         # in pool order, so that the same references are combined in the same order whatever
@@ -158,8 +194,8 @@ class SameTimeReferences:
         for lo in range(0, len(own), 16):
             rows = slice(lo, lo + 16)
             chosen = nearest[rows]
-            refs = buffer[:len(chosen)]                       # [m, k, pixels * 3]
-            for i, j in np.ndindex(*chosen.shape):            # too few candidates: zero rows
+            refs = buffer[: len(chosen)]  # [m, k, pixels * 3]
+            for i, j in np.ndindex(*chosen.shape):  # too few candidates: zero rows
                 e = chosen[i, j]
                 refs[i, j] = pool.residuals[pool.piece[e]][pool.row[e]] if valid[lo + i, j] else 0
             # the weights from every 8th value (3,456 of them for 6 unknowns: the same
@@ -169,6 +205,6 @@ class SameTimeReferences:
             rhs = some @ np.ascontiguousarray(own[rows, ::WEIGHT_STRIDE])[:, :, None]
             ridge = 1e-6 * (np.trace(gram, axis1=1, axis2=2) + 1.0)
             gram += ridge[:, None, None] * np.eye(k, dtype=gram.dtype)
-            weights = np.linalg.solve(gram, rhs)              # [m, k, 1]
+            weights = np.linalg.solve(gram, rhs)  # [m, k, 1]
             own[rows] -= (weights.transpose(0, 2, 1) @ refs)[:, 0, :]
         return found, own

@@ -30,27 +30,64 @@ from pipeline.weather.table import Table, Text, norm, split_rows
 #: Local Standard Time of each province or territory, hours from UTC (the zone most of its
 #: stations are in).
 STANDARD_OFFSET_H = {
-    "BRITISH COLUMBIA": -8.0, "YUKON": -8.0, "YUKON TERRITORY": -8.0, "ALBERTA": -7.0,
-    "NORTHWEST TERRITORIES": -7.0, "SASKATCHEWAN": -6.0, "MANITOBA": -6.0, "ONTARIO": -5.0,
-    "QUEBEC": -5.0, "NUNAVUT": -5.0, "NEW BRUNSWICK": -4.0, "NOVA SCOTIA": -4.0,
-    "PRINCE EDWARD ISLAND": -4.0, "NEWFOUNDLAND": -3.5, "NEWFOUNDLAND AND LABRADOR": -3.5,
+    "BRITISH COLUMBIA": -8.0,
+    "YUKON": -8.0,
+    "YUKON TERRITORY": -8.0,
+    "ALBERTA": -7.0,
+    "NORTHWEST TERRITORIES": -7.0,
+    "SASKATCHEWAN": -6.0,
+    "MANITOBA": -6.0,
+    "ONTARIO": -5.0,
+    "QUEBEC": -5.0,
+    "NUNAVUT": -5.0,
+    "NEW BRUNSWICK": -4.0,
+    "NOVA SCOTIA": -4.0,
+    "PRINCE EDWARD ISLAND": -4.0,
+    "NEWFOUNDLAND": -3.5,
+    "NEWFOUNDLAND AND LABRADOR": -3.5,
 }
 
 #: Environment Canada's weather words -> WMO 4677 present-weather code; a tuple is the code
 #: when light (no prefix), "Moderate ..." and "Heavy ...".
 WEATHER_WMO: dict[str, int | tuple[int, int, int]] = {
-    "clear": 0, "mainly clear": 1, "mostly cloudy": 2, "cloudy": 3,
-    "smoke": 4, "haze": 5, "dust": 6, "blowing dust": 7, "drifting snow": 36,
-    "blowing snow": 38, "fog": 45, "ice fog": 45, "fog patches": 41, "freezing fog": 48,
-    "drizzle": (51, 53, 55), "freezing drizzle": (56, 57, 57), "rain": (61, 63, 65),
-    "freezing rain": (66, 67, 67), "snow": (71, 73, 75), "snow grains": 77,
-    "ice crystals": 78, "ice pellets": 79, "rain showers": (80, 81, 82),
-    "snow showers": (85, 86, 86), "snow pellets": (87, 88, 88), "ice pellet showers": 87,
-    "hail": (89, 90, 90), "thunderstorms": (95, 95, 97), "funnel cloud": 19, "tornado": 19,
+    "clear": 0,
+    "mainly clear": 1,
+    "mostly cloudy": 2,
+    "cloudy": 3,
+    "smoke": 4,
+    "haze": 5,
+    "dust": 6,
+    "blowing dust": 7,
+    "drifting snow": 36,
+    "blowing snow": 38,
+    "fog": 45,
+    "ice fog": 45,
+    "fog patches": 41,
+    "freezing fog": 48,
+    "drizzle": (51, 53, 55),
+    "freezing drizzle": (56, 57, 57),
+    "rain": (61, 63, 65),
+    "freezing rain": (66, 67, 67),
+    "snow": (71, 73, 75),
+    "snow grains": 77,
+    "ice crystals": 78,
+    "ice pellets": 79,
+    "rain showers": (80, 81, 82),
+    "snow showers": (85, 86, 86),
+    "snow pellets": (87, 88, 88),
+    "ice pellet showers": 87,
+    "hail": (89, 90, 90),
+    "thunderstorms": (95, 95, 97),
+    "funnel cloud": 19,
+    "tornado": 19,
 }
 #: Columns of the measured fields, by target (units from the names).
-COLUMNS = {"temperature_c": "Temp (°C)", "precipitation_mm": "Precip. Amount (mm)",
-           "wind_speed_ms": "Wind Spd (km/h)", "visibility_km": "Visibility (km)"}
+COLUMNS = {
+    "temperature_c": "Temp (°C)",
+    "precipitation_mm": "Precip. Amount (mm)",
+    "wind_speed_ms": "Wind Spd (km/h)",
+    "visibility_km": "Visibility (km)",
+}
 _INTENSITY = {"moderate": 1, "heavy": 2}
 _MISSING = {"", "na"}
 _TIME_COLUMN = "Date/Time"
@@ -61,36 +98,55 @@ def sniff(text: Text) -> bool:
     table header."""
     if text.head[:1] != ["station_name"] or len(text.head) != 2:
         return False
-    return _header_line(text.lines[:text.start + 40]) is not None
+    return _header_line(text.lines[: text.start + 40]) is not None
 
 
 def _header_line(lines: list[str]) -> int | None:
-    return next((i for i, line in enumerate(lines)
-                 if line.startswith((f'"{_TIME_COLUMN}"', f"{_TIME_COLUMN},"))), None)
+    return next(
+        (
+            i
+            for i, line in enumerate(lines)
+            if line.startswith((f'"{_TIME_COLUMN}"', f"{_TIME_COLUMN},"))
+        ),
+        None,
+    )
 
 
 def read(text: Text) -> Table:
     path, lines = text.path, text.lines
     header_at = _header_line(lines)
     if header_at is None:
-        raise WeatherError(f"{path} starts like an Environment Canada file but has no "
-                           f"'{_TIME_COLUMN}' table header")
-    meta = {norm(row[0]): row[1].strip() for row in csv.reader(lines[text.start:header_at])
-            if len(row) == 2}
+        raise WeatherError(
+            f"{path} starts like an Environment Canada file but has no "
+            f"'{_TIME_COLUMN}' table header"
+        )
+    meta = {
+        norm(row[0]): row[1].strip()
+        for row in csv.reader(lines[text.start : header_at])
+        if len(row) == 2
+    }
     province = meta.get("province", "").upper()
     if province not in STANDARD_OFFSET_H:
-        raise WeatherError(f"{path}: Environment Canada times are Local Standard Time, and the "
-                           f"province {province or '(none)'!r} has no known standard offset")
+        raise WeatherError(
+            f"{path}: Environment Canada times are Local Standard Time, and the "
+            f"province {province or '(none)'!r} has no known standard offset"
+        )
     rows, numbers = split_rows(lines[header_at:], header_at + 1, ",")
     header, rows, numbers = [c.strip() for c in rows[0]], rows[1:], numbers[1:]
-    table = Table("environment-canada", header, rows, numbers,
-                  fixed_offset_s=int(STANDARD_OFFSET_H[province] * 3600))
+    table = Table(
+        "environment-canada",
+        header,
+        rows,
+        numbers,
+        fixed_offset_s=int(STANDARD_OFFSET_H[province] * 3600),
+    )
     climate_id = meta.get("climate_identifier") or meta.get("climate_id")
     table.default_station = f"eccc:{climate_id}" if climate_id else f"eccc:{path.stem}"
     table.notes.append(
         f"Environment Canada station {meta.get('station_name', '?')} (climate ID "
         f"{climate_id or '?'}), {province.title()}: times are Local Standard Time, "
-        f"UTC{STANDARD_OFFSET_H[province]:+g} all year")
+        f"UTC{STANDARD_OFFSET_H[province]:+g} all year"
+    )
     table.columns["time"] = _TIME_COLUMN
     table.columns.update({target: name for target, name in COLUMNS.items() if name in header})
     if "Weather" in header:

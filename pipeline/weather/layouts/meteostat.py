@@ -16,10 +16,37 @@ import re
 from pipeline.weather.table import Table, Text, file_station, header_rows, norm, split_rows
 from pipeline.weather.times import OFFSET_RE
 
-COLUMNS = ["temp", "dwpt", "rhum", "prcp", "snow", "snwd", "wdir", "wspd", "wpgt", "pres",
-           "tsun", "coco", "cldc", "vsby"]
-BULK_COLUMNS = ["date", "hour", "temp", "dwpt", "rhum", "prcp", "snow", "wdir", "wspd", "wpgt",
-                "pres", "tsun", "coco"]
+COLUMNS = [
+    "temp",
+    "dwpt",
+    "rhum",
+    "prcp",
+    "snow",
+    "snwd",
+    "wdir",
+    "wspd",
+    "wpgt",
+    "pres",
+    "tsun",
+    "coco",
+    "cldc",
+    "vsby",
+]
+BULK_COLUMNS = [
+    "date",
+    "hour",
+    "temp",
+    "dwpt",
+    "rhum",
+    "prcp",
+    "snow",
+    "wdir",
+    "wspd",
+    "wpgt",
+    "pres",
+    "tsun",
+    "coco",
+]
 UNITS = {"temp": "c", "prcp": "mm", "wspd": "kmh", "coco": "coco", "cldc": "okta", "vsby": "m"}
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}")
@@ -28,8 +55,11 @@ _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 def sniff_bulk(text: Text) -> bool:
     """The first line is data: a date without an offset, then 10 or 12 more values."""
     first = text.first_line.split(text.delimiter)
-    return bool(_DATE_RE.match(first[0].strip()) and len(first) in (11, 13)
-                and not OFFSET_RE.search(first[0].strip()))
+    return bool(
+        _DATE_RE.match(first[0].strip())
+        and len(first) in (11, 13)
+        and not OFFSET_RE.search(first[0].strip())
+    )
 
 
 def read_bulk(text: Text) -> Table:
@@ -37,8 +67,14 @@ def read_bulk(text: Text) -> Table:
     width = len(rows[0])
     header = BULK_COLUMNS if width == 13 else BULK_COLUMNS[:width]
     units = {c: UNITS[c] for c in header if c in UNITS}
-    return Table("meteostat", list(header), rows, numbers,
-                 default_station=file_station(text.path, "meteostat"), column_units=units)
+    return Table(
+        "meteostat",
+        list(header),
+        rows,
+        numbers,
+        default_station=file_station(text.path, "meteostat"),
+        column_units=units,
+    )
 
 
 def sniff(text: Text) -> bool:
@@ -50,5 +86,11 @@ def sniff(text: Text) -> bool:
 def read(text: Text) -> Table:
     header, rows, numbers = header_rows(text)
     units = {c: UNITS[norm(c)] for c in header if norm(c) in UNITS}
-    return Table("meteostat", header, rows, numbers,
-                 default_station=file_station(text.path, "meteostat"), column_units=units)
+    return Table(
+        "meteostat",
+        header,
+        rows,
+        numbers,
+        default_station=file_station(text.path, "meteostat"),
+        column_units=units,
+    )

@@ -20,8 +20,11 @@ from pipeline.weather.units import unit_in_name
 
 def sniff(text: Text) -> bool:
     """The file starts with the location block's header."""
-    return (text.head[:2] == ["latitude", "longitude"]
-            or text.head[:3] == ["location_id", "latitude", "longitude"])
+    return text.head[:2] == ["latitude", "longitude"] or text.head[:3] == [
+        "location_id",
+        "latitude",
+        "longitude",
+    ]
 
 
 def station_name(lat: float, lon: float) -> str:
@@ -34,8 +37,9 @@ def read(text: Text) -> Table:
     path, lines = text.path, text.lines
     blank = next((i for i, line in enumerate(lines) if not line.strip()), None)
     if blank is None:
-        raise WeatherError(f"{path} starts like an Open-Meteo export but has no blank line "
-                           "before the data header")
+        raise WeatherError(
+            f"{path} starts like an Open-Meteo export but has no blank line before the data header"
+        )
     meta_rows, _ = split_rows(lines[:blank], 1, ",")
     meta_head = [norm(c) for c in meta_rows[0]]
     metas = [dict(zip(meta_head, row)) for row in meta_rows[1:]]
@@ -62,8 +66,10 @@ def read(text: Text) -> Table:
             chosen = block
             break
     if chosen is None:
-        raise WeatherError(f"{path}: no hourly block (a `time,...` header followed by date-times)"
-                           " after the Open-Meteo location block")
+        raise WeatherError(
+            f"{path}: no hourly block (a `time,...` header followed by date-times)"
+            " after the Open-Meteo location block"
+        )
     first = chosen[0][0]
     rows, numbers = split_rows([line for _, line in chosen], first, ",")
     header = [c.strip() for c in rows[0]]
@@ -80,7 +86,8 @@ def read(text: Text) -> Table:
         for m in metas:
             try:
                 table.locations[m["location_id"].strip()] = station_name(
-                    float(m["latitude"]), float(m["longitude"]))
+                    float(m["latitude"]), float(m["longitude"])
+                )
             except (KeyError, ValueError):
                 continue
     zone = (meta.get("timezone") or "").strip()
