@@ -43,24 +43,11 @@ import pandas as pd
 from pipeline.causes import CAUSES
 from pipeline.detectors import CONSENSUS, PLAIN_CAUSES, Consensus, Detector
 from pipeline.detectors.consensus import tail_evidence
+from store.aggregates import INCIDENT_COLUMNS
 
 DAYLIGHT = ("day", "twilight")
 UNKNOWN_CAUSE = "unusual"  # the name when no detector's evidence is above nothing
 CAUSE_TIE = 0.15  # causes within this share of the largest evidence count as tied
-
-INCIDENT_COLUMNS = (
-    "incident_id",
-    "started_at",
-    "ended_at",
-    "duration_s",
-    "n_frames",
-    "n_flagged",
-    "cause",
-    "cause_share",
-    "peak_score",
-    "peak_pct",
-    "frame_id",
-)
 
 
 @dataclass

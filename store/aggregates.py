@@ -81,6 +81,22 @@ class Mosaic:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+# The `incidents` table's columns but run_id: what `pipeline.incidents` hands `write` (migration 3).
+INCIDENT_COLUMNS = (
+    "incident_id",
+    "started_at",
+    "ended_at",
+    "duration_s",
+    "n_frames",
+    "n_flagged",
+    "cause",
+    "cause_share",
+    "peak_score",
+    "peak_pct",
+    "frame_id",
+)
+
+
 def write(
     con: duckdb.DuckDBPyConnection,
     run_id: int,

@@ -1567,21 +1567,8 @@ def next_unreviewed_row(
 
 # --- incidents and the archive mosaic ---------------------------------------------------------
 
-INCIDENT_COLUMNS = [
-    "incident_id",
-    "started_at",
-    "ended_at",
-    "duration_s",
-    "n_frames",
-    "n_flagged",
-    "cause",
-    "cause_share",
-    "peak_score",
-    "peak_pct",
-    "frame_id",
-    "n_junk",
-    "n_keep",
-]
+# The stored columns, then the frames' verdicts now.
+INCIDENT_COLUMNS = [*aggregates.INCIDENT_COLUMNS, "n_junk", "n_keep"]
 
 
 def incidents(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
