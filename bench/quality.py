@@ -101,6 +101,12 @@ def prepare(folder: Path, db: Path, models: list[str], settings, render=None) ->
         render_demo(folder, progress=False, **render)
         timings["render_s"] = round(time.perf_counter() - t, 1)
     frames = folder / "frames" if render is not None else folder
+    if render is not None:  # the render's own place, as `make demo` runs it: daylight by the sun
+        from pipeline.demo.timeline import DEMO_PLACE
+
+        settings = settings.replace(
+            timezone=DEMO_PLACE.timezone, lat=DEMO_PLACE.lat, lon=DEMO_PLACE.lon
+        )
     ingest_folder(frames, db, settings, progress=False)
     if render is not None:
         import_ground_truth(db, folder / "ground_truth.csv", frames)
@@ -158,7 +164,9 @@ def target_summary(detectors: dict) -> dict:
 
 
 def rule_table(db: Path, truth, models: list[str]) -> dict:
-    """model -> subset -> rule -> {day_auc, worst_kind_auc}, from the runs' stored percentiles."""
+    """model -> subset -> rule -> {day_auc, worst_kind_auc}, from the runs' stored percentiles
+    as the consensus counts them (`counted_ranks`: 0 where the run's fitted detector says a
+    score is no visible harm)."""
     import numpy as np
 
     from pipeline.detectors import (
@@ -166,6 +174,7 @@ def rule_table(db: Path, truth, models: list[str]) -> dict:
         CONSENSUS_RULES,
         DETECTORS,
         consensus_scores,
+        counted_ranks,
         default_consensus,
     )
     from pipeline.evaluate import metrics
@@ -173,6 +182,15 @@ def rule_table(db: Path, truth, models: list[str]) -> dict:
     out: dict = {}
     for model, scores in latest_scores(db, models).items():
         wide = scores.pivot(index="frame_id", columns="detector", values="score_pct")
+        raw = scores.pivot(index="frame_id", columns="detector", values="score")
+        fitted = latest_fitted(db, model)
+        counted = counted_ranks(
+            {k: d for k, d in fitted.detectors.items() if k in wide},
+            {k: raw[k].to_numpy(float) for k in raw},
+            {k: wide[k].to_numpy(float) for k in wide},
+        )
+        for key, ranks in counted.items():
+            wide[key] = ranks
         data = truth.merge(wide, left_on="frame_id", right_index=True)
         day = data[data["daylight"] == "day"] if "daylight" in data else data
         n_fit = len(wide)
@@ -214,6 +232,17 @@ def latest_scores(db: Path, models: list[str]) -> dict:
     with store.connect(db, read_only=True) as con:
         runs = sa.latest_complete_runs(con)
         return {model: sa.run_scores(con, runs[model]) for model in models}
+
+
+def latest_fitted(db: Path, model: str):
+    """The `FittedRun` of the model's latest complete run."""
+    import store
+    from pipeline.fitted import FittedRun
+    from store import analysis as sa
+
+    with store.connect(db, read_only=True) as con:
+        artifact, _ = sa.load_fitted(con, sa.latest_complete_runs(con)[model])
+    return FittedRun.from_bytes(artifact)
 
 
 def single_table(db: Path, truth, models: list[str]) -> dict:

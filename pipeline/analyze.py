@@ -42,6 +42,7 @@ from pipeline.detectors import (
     DETECTORS,
     Consensus,
     FrameBatch,
+    counted_ranks,
     make_detector,
 )
 from pipeline.errors import AnalysisError, InputError
@@ -332,7 +333,11 @@ def _analyze_run(
             notes.append(f"{key} skipped: it cannot score these frames {det.why_unscorable()}")
     detectors = {k: d for k, d in detectors.items() if np.isfinite(d.decision_scores_).any()}
     chosen = [k for k in settings.consensus_detectors if k in detectors] or list(detectors)
-    fit_pcts = {k: d.percentile(d.decision_scores_) for k, d in detectors.items()}
+    fit_pcts = counted_ranks(
+        detectors,
+        {k: d.decision_scores_ for k, d in detectors.items()},
+        {k: d.percentile(d.decision_scores_) for k, d in detectors.items()},
+    )
     try:
         consensus = steps.run(
             "detector:consensus",

@@ -27,7 +27,14 @@ import pandas as pd
 
 from pipeline import __version__
 from pipeline.causes import cause_key
-from pipeline.detectors import CONSENSUS, DETECTORS, Consensus, Detector, FrameBatch
+from pipeline.detectors import (
+    CONSENSUS,
+    DETECTORS,
+    Consensus,
+    Detector,
+    FrameBatch,
+    counted_ranks,
+)
 from pipeline.detectors.background.alignment import Alignment
 from pipeline.detectors.background.eigen import BackgroundModel, TimeOfDayNoise
 from pipeline.neighbors import NeighborIndex
@@ -148,7 +155,7 @@ class FittedRun(Versioned):
             scores_consensus = self.consensus.decision_scores_
         else:
             by_cause, scores_consensus = self.consensus.score_causes(
-                {k: pcts[k] for k in self.detectors}
+                counted_ranks(self.detectors, scores, pcts)
             )
         for cause, scorer in self.consensus.causes_.items():
             key = cause_key(cause)

@@ -42,7 +42,7 @@ import pandas as pd
 
 from pipeline.causes import CAUSES
 from pipeline.detectors import CONSENSUS, PLAIN_CAUSES, Consensus, Detector
-from pipeline.detectors.consensus import tail_evidence
+from pipeline.detectors.consensus import counted_ranks, tail_evidence
 from store.aggregates import INCIDENT_COLUMNS
 
 DAYLIGHT = ("day", "twilight")
@@ -183,7 +183,8 @@ def run_incidents(
         for k in consensus.keys  # names no incident
         if k in detectors and detectors[k].cause in counted
     }
-    evidence = cause_evidence(scored.pcts, splits, consensus.n_reference_)
+    ranks = counted_ranks(detectors, scored.scores, scored.pcts)
+    evidence = cause_evidence(ranks, splits, consensus.n_reference_)
     return find_incidents(
         batch.frame_ids,
         batch.local_time,

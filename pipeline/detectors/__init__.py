@@ -58,6 +58,7 @@ from pipeline.detectors.consensus import (
     Consensus,
     cause_scores,
     consensus_scores,
+    counted_ranks,
 )
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "NEEDS",
     "PLAIN_CAUSES",
     "Consensus",
+    "counted_ranks",
     "Detector",
     "FrameBatch",
     "Scorer",

@@ -4,7 +4,7 @@ What the rest of the code needs to know about a detector is a class attribute of
 everything else derives from the registry (`DETECTORS`): the default lists in
 `pipeline.settings` (`on_by_default`, `in_consensus`), what analyze says when a detector could
 not score (`unscorable`), where consensus starts counting its ranks as evidence
-(`evidence_from`), how many neighbours the shared index must attach (`n_neighbors_needed`), and
+(`evidence_from`) and from what size of harm (`evident`), how many neighbours the shared index must attach (`n_neighbors_needed`), and
 the facts each run records for the dashboard (`Scorer.facts`: its `summary`, evidence `family`,
 `order` in lists, `cause` and `plain_cause`; the dashboard never imports the pipeline, so it
 reads them from the run). A fact shared by a family is set once on the family's base class.
@@ -152,6 +152,14 @@ class Detector(Scorer):
         share per fit frame (the shares of a frame sum to 1). By default all of it is the
         class's `plain_cause`."""
         return {self.plain_cause: np.ones(len(self.decision_scores_))}
+
+    def evident(self, scores: np.ndarray) -> np.ndarray:
+        """Which of these scores show harm a person would see (bool per score). The consensus
+        counts a frame's rank as evidence only where they do (`consensus.counted_ranks`): a
+        check measured in the image's own units (`soft`, `flat`, `exposure`) says its top
+        ranks are no harm on a camera whose worst frames are only a little off. By default
+        every score does."""
+        return np.ones(len(scores), dtype=bool)
 
     def why_unscorable(self) -> str:
         """What the frames lack when this detector scored none of them."""

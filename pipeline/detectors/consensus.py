@@ -24,6 +24,12 @@ side-by-side comparison: on the demo and its harder variants adding them lowered
 frames follow a daily cycle; knn, temporal and same_time repeat what lof and background see,
 with more noise), and on a real webcam the one-sided quality checks dilute each other.
 
+A rank counts only where the detector says its score is harm a person would see
+(`Detector.evident`; `counted_ranks`): the own-reference checks (`soft`, `flat`, `exposure`)
+have a floor in the image's own units, so the softest frames of a camera with no soft frames
+(a sunny month's overcast afternoons) bring no evidence, while the top ranks of a camera with
+a month of water on the lens still do.
+
 `Consensus` is fitted like a detector (on the fit's percentile ranks instead of a batch): `fit`
 returns self, its scores of the fit are `decision_scores_`, and its threshold and percentiles
 come from the same base as every detector's.
@@ -169,6 +175,21 @@ def tail_evidence(
     keys, pct, floor = _counted(pcts, n_reference)
     evidence = _evidence(pct, floor)
     return {k: evidence[:, i] for i, k in enumerate(keys)}
+
+
+def counted_ranks(
+    detectors: dict, scores: dict[str, np.ndarray], pcts: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The detectors' ranks as the consensus counts them: a rank where the detector says its
+    score shows harm a person would see (`Detector.evident`), 0 where it does not; NaN (no
+    opinion) stays NaN. Keys: the detectors in both `detectors` and `pcts`."""
+    out = {}
+    for key, det in detectors.items():
+        if key not in pcts:
+            continue
+        pct = np.asarray(pcts[key], dtype=float)
+        out[key] = np.where(det.evident(scores[key]) | ~np.isfinite(pct), pct, 0.0)
+    return out
 
 
 def sum_causes(by_cause: dict[str, np.ndarray], junk_causes) -> np.ndarray:

@@ -17,6 +17,16 @@ detector (`lof`) calls such an episode normal: it is frequent.
 - `flat`: log(1 + local contrast) below the reference (haze, smoke, a wet film);
 - `exposure`: mean luma away from the pool's median, either way (too dark, washed out).
 
+A rank alone does not make a frame junk: every camera has a softest, flattest and darkest
+frame, and on a camera with no poor frames at all (a sunny month in a yard) those are overcast
+afternoons, a hair softer than the sunny ones. So the consensus counts a frame's rank only
+where its gap to the reference is one a person would see (`evident`, parameter `min_gap`, in
+the measure's own units, so the same for every camera): `soft` under about 0.6 of the
+reference's sharpness (log gap 0.5), `flat` 30% less local contrast (0.35), `exposure` 20
+grey levels of 255 from the pool's median. Chosen on the development cameras and renders
+(docs/PERFORMANCE.md "Counting only harm a person would see": ranhados' consensus 0.63 ->
+0.79, Kat Kam's 0.87 -> 0.88).
+
 Scores are in units of one spread per measure: the median over the fit's frames of their
 pool's reference minus its median. Pools are formed on a grid of sun-position bins (2 x 5
 degrees; 20 minutes of the day without a place), so the fit is linear in frames; the bins'
@@ -56,7 +66,9 @@ class _OwnReferenceDetector(Detector):
     column: ClassVar[str]
     log: ClassVar[bool] = True
     direction: ClassVar[str] = "below"
+    visible_gap: ClassVar[float]  # the default `min_gap`, in the measure's units
     example_bad: ClassVar[dict[str, float]]
+    format_version = 2
 
     def __init__(
         self,
@@ -66,6 +78,7 @@ class _OwnReferenceDetector(Detector):
         azimuth_tolerance: float = 20.0,
         hour_tolerance: float = 1.0,
         min_pool: int = 20,
+        min_gap: float | None = None,
     ):
         self.contamination = contamination
         self.reference_quantile = reference_quantile
@@ -73,6 +86,18 @@ class _OwnReferenceDetector(Detector):
         self.azimuth_tolerance = azimuth_tolerance
         self.hour_tolerance = hour_tolerance
         self.min_pool = min_pool
+        self.min_gap = min_gap  # None: the class's `visible_gap`
+
+    def _upgrade(self, state: dict, version: int) -> dict:
+        # format 1 (before `min_gap`): the consensus counted every rank
+        return {"min_gap": float("-inf"), **state}
+
+    def evident(self, scores: np.ndarray) -> np.ndarray:
+        """Scores whose gap to the reference, in the measure's own units, is at least
+        `min_gap` (the class's `visible_gap` when None)."""
+        floor = self.visible_gap if self.min_gap is None else self.min_gap
+        gaps = np.asarray(scores, dtype=float) * self.scale_
+        return np.nan_to_num(gaps, nan=-np.inf) >= floor
 
     # --- the measure and the pools -------------------------------------------------------------
 
@@ -179,6 +204,7 @@ class SoftDetector(_OwnReferenceDetector):
     order = 5
     plain_cause = "blur"
     column = "sharpness"
+    visible_gap = 0.5  # log(1 + sharpness): about 0.6 of the reference
     example_bad = {"sharpness": 2.0}
 
 
@@ -193,6 +219,7 @@ class FlatDetector(_OwnReferenceDetector):
     order = 6
     plain_cause = "fog or haze"
     column = "local_contrast"
+    visible_gap = 0.35  # log(1 + local contrast): 30% less than the reference
     example_bad = {"local_contrast": 0.5}
 
 
@@ -204,6 +231,7 @@ class ExposureDetector(_OwnReferenceDetector):
     order = 7
     plain_cause = "too dark"
     column = "mean_luma"
+    visible_gap = 20.0  # grey levels of 255 from the pool's median
     log = False
     direction = "either"
     evidence_from = 0.95  # a one-sided check: only its top twentieth counts

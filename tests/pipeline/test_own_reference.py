@@ -16,10 +16,16 @@ N_DAYS, HOURS = 120, np.arange(8, 18)  # hourly daylight frames over four months
 
 
 def _series(
-    episode: slice, measure: str, factor: float, seed: int = 0, place: bool = True
+    episode: slice,
+    measure: str,
+    factor: float,
+    seed: int = 0,
+    place: bool = True,
+    clearest: float = 0.7,
 ) -> tuple[FrameBatch, np.ndarray]:
     """Four months of hourly daylight frames whose sharpness and local contrast follow the sun
-    (softer in the low morning and evening light) and the weather (a few grey days), with the
+    (softer in the low morning and evening light) and the weather (grey days, down to
+    `clearest` ** 2 of a clear day's sharpness; 0.97: a steady sunny season), with the
     frames of `episode` degraded: `measure` multiplied by `factor`. Returns the batch (its PCA
     space is the frames' log measures, so an episode is a dense cluster) and the episode mask."""
     rng = np.random.default_rng(seed)
@@ -31,7 +37,7 @@ def _series(
         + (hours * 60).astype(int) * np.timedelta64(1, "m")
     )
     light = np.sin(np.pi * (hours - 6) / 12)  # the sun's daily arc
-    grey = np.repeat(rng.uniform(0.7, 1.0, N_DAYS) ** 2, len(HOURS))  # clear to overcast days
+    grey = np.repeat(rng.uniform(clearest, 1.0, N_DAYS) ** 2, len(HOURS))  # clear to overcast
     sharpness = 400 * light * grey * rng.lognormal(0, 0.1, len(days))
     contrast = 14 * np.sqrt(light * grey) * rng.lognormal(0, 0.05, len(days))
     luma = 60 + 80 * light * rng.lognormal(0, 0.05, len(days))
@@ -111,3 +117,48 @@ def test_exposure_scores_either_way_and_new_frames_like_the_fit():
     stats.loc[5, "mean_luma"], stats.loc[6, "mean_luma"] = 5.0, 250.0
     odd = det.decision_function(FrameBatch(**{**batch.__dict__, "stats": stats}))
     assert min(odd[5], odd[6]) > np.quantile(det.decision_scores_, 0.99)
+
+
+@pytest.mark.parametrize("key, measure", [("soft", "sharpness"), ("flat", "local_contrast")])
+def test_only_a_gap_a_person_would_see_counts_as_evidence(key, measure):
+    """Every camera has a softest and flattest tenth. On a camera with a steady sunny season, a
+    tenth of frames 8% below the rest ranks high, but no person would call it junk: `evident`
+    singles it out no more than the other frames, and the consensus counts no evidence from
+    ranks that are not evident. The same frames at 0.4 of the measure are evident junk."""
+    from pipeline.detectors import cause_scores, counted_ranks
+
+    block = slice(N // 2, N // 2 + N // 10)
+    for factor, visible in ((0.92, False), (0.4, True)):
+        batch, junk = _series(block, measure, factor, seed=2, clearest=0.97)
+        det = make_detector(key).fit(batch)
+        scores = det.decision_scores_
+        evident = det.evident(scores)
+        assert evident[~junk].mean() < 0.15  # low sun in a wide pool: a few frames
+        if visible:
+            assert evident[junk].mean() > 0.95
+        else:
+            assert roc_auc_score(junk, scores) > 0.6  # the mild tenth ranks high ...
+            assert evident[junk].mean() < evident[~junk].mean() + 0.05  # ... and is no harm
+        pcts = {key: det.percentile(scores)}
+        counted = counted_ranks({key: det}, {key: scores}, pcts)
+        np.testing.assert_array_equal(counted[key][evident], pcts[key][evident])
+        assert (counted[key][~evident] == 0).all()
+        quality = cause_scores(counted, "family_tail", len(scores))["quality"]
+        np.testing.assert_array_equal(quality > 0, evident & (pcts[key] > 0))
+
+
+def test_a_run_fitted_before_the_floor_counts_every_rank():
+    """A detector pickled before `min_gap` existed (format 1) loads with no floor, so a
+    stored run scores new frames as it scored its fit."""
+    import pickle
+
+    batch, _ = _series(slice(0, 0), "sharpness", 1.0)
+    det = make_detector("soft").fit(batch)
+    state = det.__getstate__()
+    state.pop("min_gap")
+    state["_format"] = 1
+    old = type(det).__new__(type(det))
+    old.__setstate__(state)
+    assert old.min_gap == -np.inf
+    assert old.evident(det.decision_scores_[np.isfinite(det.decision_scores_)]).all()
+    assert pickle.loads(pickle.dumps(det)).min_gap is None
