@@ -1585,8 +1585,9 @@ def incident_list(
 ) -> dict[str, Any]:
     """What the Incidents page lists: `rows`, the `limit` longest incidents of `incidents`
     (most frames, then highest peak) and incident `include` when the filter keeps it, in
-    time order; and over all of them: `n`, `n_frames`, `longest` (frames) and `n_marked`
-    (incidents every frame of which has a verdict)."""
+    time order; over all of them: `n`, `n_frames`, `longest` (frames) and `n_marked`
+    (incidents every frame of which has a verdict); and `include_known`: whether the run has
+    an incident `include` at all (so a page can tell a filtered-out one from a wrong id)."""
     sql, params = _incident_rows(con, flt)
     params.update(limit=int(limit), include=include)
     df = _query(
@@ -1612,12 +1613,24 @@ def incident_list(
         key: int(totals.get(f"all_{key}", 0) or 0) if len(df) else 0
         for key in ("n", "frames", "longest", "marked")
     }
+    rows = df.drop(columns=[c for c in df.columns if c.startswith("all_")])
+    known = include is not None and (
+        bool((rows["incident_id"] == include).any())
+        or bool(
+            scalar(
+                con,
+                "SELECT count(*) FROM incidents WHERE run_id = ? AND incident_id = ?",
+                [flt.run_id, int(include)],
+            )
+        )
+    )
     return {
-        "rows": df.drop(columns=[c for c in df.columns if c.startswith("all_")]),
+        "rows": rows,
         "n": out["n"],
         "n_frames": out["frames"],
         "longest": out["longest"],
         "n_marked": out["marked"],
+        "include_known": known,
     }
 
 
