@@ -18,7 +18,7 @@ UNDO = "_incident_undo"  # the last marking, to put back
 PICK = "incident_pick"
 # The open incident, for the session: the selectbox's own state goes when the user leaves the
 # page (Streamlit drops a widget's state on a run that does not draw it) and the URL key with
-# it (it belongs to this page), so this key brings the same incident back on return.
+# it (it belongs to this page), so this key, (run, incident), brings it back on return.
 OPEN = "incident_open"
 
 flt, opts = ui.current()
@@ -27,8 +27,10 @@ st.title("Incidents")
 found: list[str] = []
 url_incident = filters.parse_int(st.query_params.to_dict(), "incident", 1, 10_000_000, found)
 ui.notices(found)
-# A link's incident first, then the one open when the user left this page, then the longest.
-wanted = url_incident if url_incident is not None else st.session_state.get(OPEN)
+# A link's incident first, then the one open when the user left this page (in this run),
+# then the longest.
+kept_run, kept = st.session_state.get(OPEN, (None, None))
+wanted = url_incident if url_incident is not None else (kept if kept_run == flt.run_id else None)
 
 params, found = data.get_many(("run_params", flt.run_id), ("incident_list", flt, LISTED, wanted))
 table = found["rows"]
@@ -168,7 +170,7 @@ def _label(incident_id: int) -> str:
 
 st.subheader("One incident")
 incident_id = st.selectbox("Incident", list(by_id.index), key=PICK, format_func=_label)
-st.session_state[OPEN] = int(incident_id)
+st.session_state[OPEN] = (flt.run_id, int(incident_id))
 st.query_params["incident"] = str(int(incident_id))
 row = by_id.loc[incident_id]
 strip = data.get("incident_strip", flt.run_id, int(incident_id), STRIP, flt.detector)
