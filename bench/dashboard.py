@@ -3,6 +3,7 @@
     .venv/bin/python bench/dashboard.py [--sizes 1000,100000,750000] [--repeats 15] [--keep DIR]
     .venv/bin/python bench/dashboard.py --sizes 100000,750000 --keep DIR --reuse  # time DIR's
     .venv/bin/python bench/dashboard.py --store FILE [--repeats 15]   # time an existing store
+    ... [--filter hours|weather|flagged]   # what the timed filters restrict (see FILTERS)
 
 Stores are synthetic and made with SQL in seconds (frames every 10 minutes with a day/night
 cycle, hourly weather, one complete analysis run with clusters, 2-D map, seven detectors and
@@ -18,7 +19,9 @@ and page p50/p95 wall-clock milliseconds, and the CPU time the process used (all
 better guide than wall time when the machine is shared and loaded), plus the store build
 time and the load average. The sizes are built first and then timed interleaved (each round
 renders every page once on every store), so load on a shared machine falls on every size alike;
-with several sizes it prints each page's p95 as a ratio to the first size's.
+with several sizes it prints each page's p95 as a ratio to the first size's. Under "(readers)"
+each store reader's wall time per call (p50/p95 over every call of it in the timed renders),
+to see which reader grows with the store.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -256,20 +260,53 @@ def write_aggregates(path: Path, run_id: int) -> None:
         con.execute("COMMIT")
 
 
-def _pages(db: Path, repeats: int) -> tuple[dict, list]:
-    """Each page's render as a function of a filter, and `repeats` filters that differ (another
-    hour window each) so no query result is reused."""
-    from dashboard import charts
+def _timed_reader(db: Path):
+    """A `dashboard.data.Reader` that also records each reader call's wall time (ms) by reader
+    name, in `.times` (the calls a page makes share one connection, as in the dashboard)."""
     from dashboard.data import Reader
+    from store import facts
+
+    class TimedReader(Reader):
+        times: dict[str, list[float]]
+
+        def call_many(self, calls):
+            out = []
+            with store.connect(self.db, read_only=True, timeout=self.lock_wait_s) as con:
+                for name, args in calls:
+                    t0 = time.perf_counter()
+                    out.append(getattr(facts, name)(con, *args))
+                    self.times.setdefault(name, []).append((time.perf_counter() - t0) * 1000)
+            return out
+
+    reader = TimedReader(db, lock_wait_s=5.0)
+    reader.times = {}
+    return reader
+
+
+#: What the timed filters restrict besides the hours (`--filter`): nothing more (the default;
+#: the aggregates answer), a weather condition (the aggregates answer while their conditions
+#: hold), or the detector's flags (a threshold: every page scans the frames).
+FILTERS = ("hours", "weather", "flagged")
+
+
+def _pages(db: Path, repeats: int, kind: str = "hours") -> tuple[dict, list, Any]:
+    """Each page's render as a function of a filter, and `repeats` filters that differ (another
+    hour window each) so no query result is reused; the reader, whose `.times` hold each reader
+    call's wall times."""
+    from dashboard import charts
     from store.facts import FrameFilter
 
-    reader = Reader(db, lock_wait_s=5.0)
+    reader = _timed_reader(db)
     opts = reader.call("options", None)
     run_id = opts["run_id"]
     # Each repeat changes a filter (another hour window) so no query result is reused.
     flts = [
         FrameFilter(run_id=run_id, hour_from=r % 6, hour_to=23 - (r % 5)) for r in range(repeats)
     ]
+    if kind == "weather":
+        flts = [f.replace(conditions=("rain",)) for f in flts]
+    elif kind == "flagged":
+        flts = [f.replace(threshold_kind="flagged") for f in flts]
     dets = opts["detectors"]
 
     def overview(flt):
@@ -373,7 +410,7 @@ def _pages(db: Path, repeats: int) -> tuple[dict, list]:
         with store.connect(db, read_only=True):
             pass
 
-    return {
+    pages = {
         "(open + close one read-only connection)": open_close,
         "Overview": overview,
         "Incidents": incidents,
@@ -384,7 +421,8 @@ def _pages(db: Path, repeats: int) -> tuple[dict, list]:
         "Frame": frame,
         "Review & export": review,
         "Runs & errors": runs,
-    }, flts
+    }
+    return pages, flts, reader
 
 
 def _stats(wall: list[float], cpu: list[float]) -> dict[str, float]:
@@ -406,34 +444,43 @@ def _timed(fn, arg) -> tuple[float, float]:
     return (time.perf_counter() - w0) * 1000, (time.process_time() - c0) * 1000
 
 
-def _time_pages(db: Path, repeats: int) -> dict[str, dict[str, float]]:
+def _time_pages(db: Path, repeats: int, kind: str = "hours") -> dict[str, dict[str, float]]:
     """p50/p95 per page of one store, each page's renders one after another."""
-    return _time_interleaved({"store": db}, repeats)["store"]
+    return _time_interleaved({"store": db}, repeats, kind)["store"]
 
 
-def _time_interleaved(dbs: dict[str, Path], repeats: int) -> dict[str, dict[str, dict]]:
+def _time_interleaved(
+    dbs: dict[str, Path], repeats: int, kind: str = "hours"
+) -> dict[str, dict[str, dict]]:
     """p50/p95 per store and page, the stores' renders interleaved: round after round, each
     page is rendered once on every store (the stores' order turning each round), so a burst of
     load on the shared machine hits every size alike and the ratios between sizes hold."""
-    setup = {key: _pages(db, repeats) for key, db in dbs.items()}
+    setup = {key: _pages(db, repeats, kind) for key, db in dbs.items()}
     names = list(next(iter(setup.values()))[0])
-    for pages, flts in setup.values():
+    for pages, flts, reader in setup.values():
         for fn in pages.values():
             fn(flts[0])  # warm the OS file cache and imports
+        reader.times.clear()
     times = {key: {name: [] for name in names} for key in dbs}
     keys = list(dbs)
     for r in range(repeats):
         order = keys[r % len(keys) :] + keys[: r % len(keys)]
         for name in names:
             for key in order:
-                pages, flts = setup[key]
+                pages, flts, _ = setup[key]
                 times[key][name].append(_timed(pages[name], flts[r]))
-    return {
+    out = {
         key: {
             name: _stats([w for w, _ in runs], [c for _, c in runs]) for name, runs in per.items()
         }
         for key, per in times.items()
     }
+    for key, (_, _, reader) in setup.items():  # each reader call's wall time, by reader
+        out[key]["(readers)"] = {
+            name: {"p50_ms": round(statistics.median(ms), 1), "p95_ms": _stats(ms, ms)["p95_ms"]}
+            for name, ms in sorted(reader.times.items())
+        }
+    return out
 
 
 def main() -> None:
@@ -457,14 +504,22 @@ def main() -> None:
         default=None,
         help="time this existing store instead of building synthetic ones",
     )
+    parser.add_argument(
+        "--filter",
+        choices=FILTERS,
+        default="hours",
+        help="what the timed filters restrict besides the hours: nothing more, a weather "
+        "condition (rain), or the detector's flags (a threshold: the pages scan)",
+    )
     args = parser.parse_args()
     if args.store is not None:
-        pages = _time_pages(args.store, args.repeats)
+        pages = _time_pages(args.store, args.repeats, args.filter)
         print(
             json.dumps(
                 {
                     "store": str(args.store),
                     "repeats": args.repeats,
+                    "filter": args.filter,
                     "load_average": os.getloadavg()[0],
                     "pages": pages,
                 },
@@ -473,7 +528,12 @@ def main() -> None:
         )
         return
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    results = {"repeats": args.repeats, "load_average_before": os.getloadavg()[0], "sizes": {}}
+    results = {
+        "repeats": args.repeats,
+        "filter": args.filter,
+        "load_average_before": os.getloadavg()[0],
+        "sizes": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -491,7 +551,7 @@ def main() -> None:
             print(json.dumps({"size": n, **results["sizes"][str(n)]}), file=sys.stderr)
             dbs[str(n)] = db
         results["load_average_timing"] = os.getloadavg()[0]
-        timed = _time_interleaved(dbs, args.repeats)
+        timed = _time_interleaved(dbs, args.repeats, args.filter)
         for n, pages in timed.items():
             results["sizes"][n]["pages"] = pages
             results["sizes"][n]["max_page_p95_ms"] = max(
@@ -503,6 +563,7 @@ def main() -> None:
                 n: {
                     name: round(p["p95_ms"] / timed[base][name]["p95_ms"], 2)
                     for name, p in pages.items()
+                    if name != "(readers)"
                 }
                 for n, pages in timed.items()
                 if n != base

@@ -37,6 +37,14 @@ _DETECTOR_COLORS = {
     "low_information": "#BAB0AC",
     "haze": "#9ECAE9",
     "background": "#17BECF",
+    "soft": "#8E6CC2",
+    "flat": "#BCBD22",
+    "exposure": "#FFBE7D",
+    "alignment": "#D37295",
+    "cause:quality": "#00A087",
+    "cause:camera": "#E7298A",
+    "cause:scene": "#A6761D",
+    "cause:rarity": "#5E6AD2",
 }
 _EXTRA = ["#BCBD22", "#AF7AA1", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD"]
 _CLUSTER_PALETTE = [

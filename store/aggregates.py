@@ -1,10 +1,11 @@
 """Per-run aggregates and incidents: written by `analyze` in the run's transaction, and the one
 rule for when the dashboard's readers may read them instead of scanning every frame.
 
-What `write` stores for a run (tables of migration 3):
-- `run_frame_cells`: frames per camera-clock period x hour of day x daylight x cluster (all
-  frames of the store, cluster NULL for those not in the run), with the first and last time in
-  each cell. The period (the cells' grain, `period_unit`) is a day, or a week or a month when
+What `write` stores for a run (tables of migration 3; the condition, migration 6):
+- `run_frame_cells`: frames per camera-clock period x hour of day x daylight x cluster x
+  weather condition (all frames of the store, cluster NULL for those not in the run; the
+  condition of the frame's joined observation, the `frame_weather` view's, 'unknown' without
+  one), with the first and last time in each cell. The period (the cells' grain, `period_unit`) is a day, or a week or a month when
   the frames span more than `MAX_PERIODS` days (weeks): the cells stay a few thousand rows
   whatever the archive's length, and so does every page that reads them;
 - `run_detector_cells`: per detector the same cells over the run's rows: rows, flagged, the
@@ -13,8 +14,9 @@ What `write` stores for a run (tables of migration 3):
   `SAMPLE_FRAMES` smallest hash(frame_id), with their map coordinates, and
   `run_sample_scores`: every detector's scores of them;
 - `run_top`: each detector's `TOP_FRAMES` highest-scoring frames, in rank order;
-- `incidents` and `incident_frames` (found by `pipeline.incidents`; each frame's time, daylight
-  and cluster are copied in, so a filter on them needs no join with `frames`);
+- `incidents` and `incident_frames` (found by `pipeline.incidents`; each frame's time, daylight,
+  cluster and condition are copied in, so a filter on them needs no join with `frames`); the
+  sampled and top frames carry them too;
 - `run_aggregates`: one row saying which frames they describe, and the archive mosaic (found by
   `pipeline.mosaic`).
 
@@ -23,10 +25,12 @@ they still describe the store: no frame was added or removed since (frame count 
 frame id as when they were written), `score-new` added no frame to the run (its frame count),
 and no frame's time, daylight or pixels changed (`mark_stale`, called by the frame writers), and
 (3) the filter restricts only what the cells are keyed by: dates (whole periods: any dates when
-the grain is a day, Monday to Sunday for weeks, whole months for months), hours, daylight and
-clusters. A weather condition, a score threshold, a selection of frames or dates inside a period
-are answered by the filtered queries over every frame, as is every run without aggregates (made
-before them, or stale). Incidents and the mosaic are facts of the analysis and are shown
+the grain is a day, Monday to Sunday for weeks, whole months for months), hours, daylight,
+clusters and weather conditions; a condition only when the aggregates were written with it
+(`has_conditions`) and no observation or weather-join setting changed since
+(`mark_weather_stale`, called by the weather writers: observations, the join's settings). A score threshold, a
+selection of frames or dates inside a period are answered by the filtered queries over every
+frame, as is every run without aggregates (made before them, or stale). Incidents and the mosaic are facts of the analysis and are shown
 whatever (2) says. Reviews change all the time and are never aggregated: readers join them live.
 """
 
@@ -97,6 +101,9 @@ INCIDENT_COLUMNS = (
 )
 
 
+_CONDITIONS = "_write_conditions"  # the temporary table of each frame's condition
+
+
 def write(
     con: duckdb.DuckDBPyConnection,
     run_id: int,
@@ -112,41 +119,74 @@ def write(
 
     `incidents`: rows with the `incidents` columns but run_id; `incident_frames`: incident_id,
     frame_id, is_flagged."""
-    params = {"run": int(run_id)}
     for table in TABLES:
         _run(con, f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+    # Each frame's condition, joined once (the view's ASOF join over every frame) for every
+    # table below.
+    _sql(
+        con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_CONDITIONS} AS
+        SELECT f.frame_id, coalesce(fw.condition, 'unknown') AS condition
+        FROM frames f LEFT JOIN frame_weather fw ON fw.frame_id = f.frame_id""",
+        {},
+    )
+    try:
+        _write(con, int(run_id), incidents, incident_frames, mosaic, sample_frames, top_frames)
+    finally:
+        _run(con, f"DROP TABLE IF EXISTS {_CONDITIONS}")
+
+
+def _write(
+    con: duckdb.DuckDBPyConnection,
+    run_id: int,
+    incidents: pd.DataFrame | None,
+    incident_frames: pd.DataFrame | None,
+    mosaic: Mosaic | None,
+    sample_frames: int,
+    top_frames: int,
+) -> None:
+    params = {"run": run_id}
     span = fetch_one(con, "SELECT min(taken_at)::DATE, max(taken_at)::DATE FROM frames")
     grain = period_unit(*span) if span else "day"
     period = period_start(grain, "f.taken_at")
     _sql(
         con,
         f"""
-        INSERT INTO run_frame_cells
-        SELECT $run, {period}, hour(f.taken_at), f.daylight, c.cluster,
+        INSERT INTO run_frame_cells (run_id, period, hour, daylight, cluster, condition,
+                                     n_frames, first_at, last_at)
+        SELECT $run, {period}, hour(f.taken_at), f.daylight, c.cluster, w.condition,
                count(*), min(f.taken_at), max(f.taken_at)
         FROM frames f LEFT JOIN clusters c ON c.run_id = $run AND c.frame_id = f.frame_id
+        JOIN {_CONDITIONS} w ON w.frame_id = f.frame_id
         GROUP BY ALL ORDER BY 2, 3""",
         params,
     )
     _sql(
         con,
         f"""
-        INSERT INTO run_detector_cells
-        SELECT $run, s.detector, {period}, hour(f.taken_at), f.daylight,
-               c.cluster, count(*), count(*) FILTER (WHERE s.is_outlier), count(s.score_pct),
-               sum(s.score_pct), sum(s.score), max(s.score)
+        INSERT INTO run_detector_cells (run_id, detector, period, hour, daylight, cluster,
+                                        condition, n_rows, n_flagged, n_pct, sum_pct,
+                                        sum_score, max_score)
+        SELECT $run, s.detector, {period}, hour(f.taken_at), f.daylight, c.cluster,
+               w.condition, count(*), count(*) FILTER (WHERE s.is_outlier),
+               count(s.score_pct), sum(s.score_pct), sum(s.score), max(s.score)
         FROM outlier_scores s JOIN frames f ON f.frame_id = s.frame_id
         LEFT JOIN clusters c ON c.run_id = $run AND c.frame_id = s.frame_id
+        JOIN {_CONDITIONS} w ON w.frame_id = s.frame_id
         WHERE s.run_id = $run
         GROUP BY ALL ORDER BY 2, 3, 4""",
         params,
     )
     _sql(
         con,
-        """
-        INSERT INTO run_samples
-        SELECT $run, c.frame_id, f.taken_at, f.daylight, c.cluster, c.map_x, c.map_y
+        f"""
+        INSERT INTO run_samples (run_id, frame_id, taken_at, daylight, cluster, map_x, map_y,
+                                 condition)
+        SELECT $run, c.frame_id, f.taken_at, f.daylight, c.cluster, c.map_x, c.map_y,
+               w.condition
         FROM clusters c JOIN frames f ON f.frame_id = c.frame_id
+        JOIN {_CONDITIONS} w ON w.frame_id = c.frame_id
         WHERE c.run_id = $run
         ORDER BY hash(c.frame_id), c.frame_id LIMIT $n""",
         {**params, "n": int(sample_frames)},
@@ -172,16 +212,18 @@ def write(
     for detector in detectors:  # a top-N per detector (a window over every row would sort)
         _sql(
             con,
-            """
-            INSERT INTO run_top
+            f"""
+            INSERT INTO run_top (run_id, detector, rank, frame_id, score, score_pct,
+                                 is_outlier, taken_at, daylight, cluster, condition)
             SELECT $run, $detector, row_number() OVER (ORDER BY t.score DESC NULLS LAST,
                                                        t.frame_id),
                    t.frame_id, t.score, t.score_pct, t.is_outlier, f.taken_at, f.daylight,
-                   c.cluster
+                   c.cluster, w.condition
             FROM (SELECT frame_id, score, score_pct, is_outlier FROM outlier_scores
                   WHERE run_id = $run AND detector = $detector
                   ORDER BY score DESC NULLS LAST, frame_id LIMIT $n) t
             JOIN frames f ON f.frame_id = t.frame_id
+            JOIN {_CONDITIONS} w ON w.frame_id = t.frame_id
             LEFT JOIN clusters c ON c.run_id = $run AND c.frame_id = t.frame_id""",
             {**params, "detector": detector, "n": int(top_frames)},
         )
@@ -189,7 +231,7 @@ def write(
         _insert(
             con,
             "incidents",
-            incidents.assign(run_id=int(run_id)),
+            incidents.assign(run_id=run_id),
             """
             INSERT INTO incidents (run_id, incident_id, started_at, ended_at, duration_s,
                                    n_frames, n_flagged, cause, cause_share, peak_score,
@@ -201,12 +243,14 @@ def write(
         _insert(
             con,
             "incidents",
-            incident_frames.assign(run_id=int(run_id)),
-            """
-            INSERT INTO incident_frames
+            incident_frames.assign(run_id=run_id),
+            f"""
+            INSERT INTO incident_frames (run_id, frame_id, incident_id, is_flagged, taken_at,
+                                         daylight, cluster, condition)
             SELECT m.run_id, m.frame_id, m.incident_id, m.is_flagged, f.taken_at, f.daylight,
-                   c.cluster
+                   c.cluster, w.condition
             FROM _new_incidents m JOIN frames f ON f.frame_id = m.frame_id
+            JOIN {_CONDITIONS} w ON w.frame_id = m.frame_id
             LEFT JOIN clusters c ON c.run_id = m.run_id AND c.frame_id = m.frame_id""",
         )
     row: dict[str, Any] = {
@@ -238,12 +282,12 @@ def write(
         INSERT INTO run_aggregates (run_id, store_frames, store_max_frame_id, run_frames,
                                     cell_grain, first_day, last_day, n_sample, n_top,
                                     mosaic_png, mosaic_days, mosaic_outlined, mosaic_cell_width,
-                                    mosaic_cell_height, mosaic_info)
+                                    mosaic_cell_height, mosaic_info, has_conditions)
         SELECT $run, (SELECT count(*) FROM frames), (SELECT max(frame_id) FROM frames),
                (SELECT count(*) FROM clusters WHERE run_id = $run), $grain, $first, $last,
                (SELECT count(*) FROM run_samples WHERE run_id = $run), $top,
                $png, CAST($days AS DATE[]), CAST($outlined AS INTEGER[]), $cw, $ch,
-               CAST($info AS JSON)""",
+               CAST($info AS JSON), TRUE""",
         {
             **params,
             **row,
@@ -261,9 +305,16 @@ def mark_stale(con: duckdb.DuckDBPyConnection) -> None:
     _run(con, "UPDATE run_aggregates SET is_stale = TRUE WHERE NOT is_stale")
 
 
+def mark_weather_stale(con: duckdb.DuckDBPyConnection) -> None:
+    """Observations or the weather join's settings changed: the conditions stored with the
+    runs' aggregates may no longer be the frames' (a weather filter scans until the next
+    analysis; the other filters still read the aggregates)."""
+    _run(con, "UPDATE run_aggregates SET weather_stale = TRUE WHERE NOT weather_stale")
+
+
 def covers(con: duckdb.DuckDBPyConnection, flt: "FrameFilter") -> bool:
     """Whether the run's aggregates answer this filter (the rule in the module docstring)."""
-    if flt.run_id is None or flt.conditions or flt.frame_ids or flt.threshold_kind != "all":
+    if flt.run_id is None or flt.frame_ids or flt.threshold_kind != "all":
         return False
     row = fetch_one(
         con,
@@ -271,12 +322,14 @@ def covers(con: duckdb.DuckDBPyConnection, flt: "FrameFilter") -> bool:
         SELECT NOT a.is_stale AND a.run_frames = r.n_frames
                AND a.store_frames = (SELECT count(*) FROM frames)
                AND a.store_max_frame_id IS NOT DISTINCT FROM (SELECT max(frame_id) FROM frames),
-               a.cell_grain
+               a.cell_grain, a.has_conditions AND NOT a.weather_stale
         FROM run_aggregates a JOIN analysis_runs r USING (run_id)
         WHERE a.run_id = ?""",
         [int(flt.run_id)],
     )
-    return bool(row and row[0]) and whole_periods(row[1], flt.date_from, flt.date_to)
+    if not (row and row[0]) or (flt.conditions and not row[2]):
+        return False
+    return whole_periods(row[1], flt.date_from, flt.date_to)
 
 
 def grain(con: duckdb.DuckDBPyConnection, run_id: int | None) -> str | None:
@@ -348,10 +401,10 @@ def coarser(unit: str, than: str) -> bool:
 def cell_filter(
     flt: "FrameFilter", alias: str = "", timed: bool = False
 ) -> tuple[str, dict[str, Any]]:
-    """The WHERE condition on cell rows (`period`, `hour`, `daylight`, `cluster`; with `timed`,
-    rows that have a `taken_at` instead of period and hour) for the parts of `flt` that `covers`
-    allows: dates (whole periods for cells), hours, daylight and clusters. Columns are `alias.`
-    prefixed when given."""
+    """The WHERE condition on cell rows (`period`, `hour`, `daylight`, `cluster`, `condition`;
+    with `timed`, rows that have a `taken_at` instead of period and hour) for the parts of `flt`
+    that `covers` allows: dates (whole periods for cells), hours, daylight, clusters and
+    conditions. Columns are `alias.` prefixed when given."""
     a = f"{alias}." if alias else ""
     day = f"CAST({a}taken_at AS DATE)" if timed else f"{a}period"
     hour = f"hour({a}taken_at)" if timed else f"{a}hour"
@@ -374,6 +427,9 @@ def cell_filter(
     if flt.clusters:
         where.append(f"list_contains($c_clusters, {a}cluster)")
         params["c_clusters"] = [int(c) for c in flt.clusters]
+    if flt.conditions:
+        where.append(f"list_contains($c_conditions, {a}condition)")
+        params["c_conditions"] = list(flt.conditions)
     return " AND ".join(where), params
 
 

@@ -256,13 +256,26 @@ def _reviews_in(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, i
     if flt.clusters:
         clusters = "LEFT JOIN clusters c ON c.run_id = $run_id AND c.frame_id = r.frame_id"
         cluster = "c.cluster"
+    # the reviewed frames' conditions, joined as `frame_weather` joins them, for those frames
+    # only (the view's ASOF join would go over every frame)
+    weather, joined, condition = "WITH", "", "NULL AS condition"
+    if flt.conditions:
+        weather = (
+            "WITH page AS MATERIALIZED (SELECT r.frame_id, f.taken_at_utc FROM reviews r "
+            f"JOIN frames f ON f.frame_id = r.frame_id) {_PAGE_WEATHER},"
+        )
+        joined = "LEFT JOIN wpick wp ON wp.frame_id = r.frame_id"
+        condition = (
+            "CASE WHEN wp.within THEN coalesce(wp.condition, 'unknown') ELSE 'unknown' END "
+            "AS condition"
+        )
     # materialised: the filter is applied to the few reviewed frames after the join, not to
     # every frame before it (750k frames: 10 ms of hour() calls)
     df = _query(
         con,
         f"""
-        WITH v AS MATERIALIZED (SELECT r.verdict, {cols}, {cluster}
-                                FROM reviews r {frames} {clusters})
+        {weather} v AS MATERIALIZED (SELECT r.verdict, {cols}, {cluster}, {condition}
+                                     FROM reviews r {frames} {clusters} {joined})
         SELECT count(*) FILTER (WHERE v.verdict = 'junk') AS n_junk,
                count(*) FILTER (WHERE v.verdict = 'keep') AS n_keep
         FROM v WHERE {where}""",
@@ -855,7 +868,7 @@ def frame_ids(
     con: duckdb.DuckDBPyConnection, flt: FrameFilter, limit: int | None = None, order: str = "score"
 ) -> list[int]:
     """Ids of the filtered frames in gallery order (all of them, or the first `limit`)."""
-    sql, params = _filtered(flt)
+    sql, params = _filtered(flt, need=("score",) if order.startswith("score") else ())
     tail = ""
     if limit is not None:
         tail, params["limit"] = "LIMIT $limit", int(limit)
@@ -1037,6 +1050,8 @@ def _map_sample(
     params.update(detector=flt.detector, max_points=int(max_points))
     condition = "'unknown' AS condition"
     utc, frames_join, weather_join = "CAST(NULL AS TIMESTAMPTZ)", "", ""
+    if flt.conditions:  # covered: the sample's conditions are the frames' (aggregates.covers)
+        condition, weather = "page.condition", False
     if weather:  # the page's weather (an ASOF join over those rows only)
         condition = (
             "CASE WHEN wp.within THEN coalesce(wp.condition, 'unknown') "
@@ -1050,7 +1065,7 @@ def _map_sample(
         WITH kept AS (SELECT t.* {source})
         , page AS MATERIALIZED (
             SELECT k.frame_id, k.map_x, k.map_y, k.cluster, s.score, s.score_pct,
-                   s.is_outlier, k.daylight, k.taken_at, {utc} AS taken_at_utc
+                   s.is_outlier, k.daylight, k.condition, k.taken_at, {utc} AS taken_at_utc
             FROM kept k {frames_join}
             LEFT JOIN run_sample_scores s ON s.run_id = $run_id AND s.detector = $detector
                                          AND s.frame_id = k.frame_id
@@ -1585,8 +1600,9 @@ def incident_list(
 ) -> dict[str, Any]:
     """What the Incidents page lists: `rows`, the `limit` longest incidents of `incidents`
     (most frames, then highest peak) and incident `include` when the filter keeps it, in
-    time order; and over all of them: `n`, `n_frames`, `longest` (frames) and `n_marked`
-    (incidents every frame of which has a verdict)."""
+    time order; over all of them: `n`, `n_frames`, `longest` (frames) and `n_marked`
+    (incidents every frame of which has a verdict); and `include_known`: whether the run has
+    an incident `include` at all (so a page can tell a filtered-out one from a wrong id)."""
     sql, params = _incident_rows(con, flt)
     params.update(limit=int(limit), include=include)
     df = _query(
@@ -1612,12 +1628,24 @@ def incident_list(
         key: int(totals.get(f"all_{key}", 0) or 0) if len(df) else 0
         for key in ("n", "frames", "longest", "marked")
     }
+    rows = df.drop(columns=[c for c in df.columns if c.startswith("all_")])
+    known = include is not None and (
+        bool((rows["incident_id"] == include).any())
+        or bool(
+            scalar(
+                con,
+                "SELECT count(*) FROM incidents WHERE run_id = ? AND incident_id = ?",
+                [flt.run_id, int(include)],
+            )
+        )
+    )
     return {
-        "rows": df.drop(columns=[c for c in df.columns if c.startswith("all_")]),
+        "rows": rows,
         "n": out["n"],
         "n_frames": out["frames"],
         "longest": out["longest"],
         "n_marked": out["marked"],
+        "include_known": known,
     }
 
 

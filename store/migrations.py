@@ -431,12 +431,29 @@ _LOCAL_CONTRAST = """
 ALTER TABLE frames ADD COLUMN IF NOT EXISTS local_contrast DOUBLE;
 """
 
+# The weather condition as one more key of a run's aggregates (`store.aggregates`), so a
+# weather filter is answered from them as dates, hours, daylight and clusters are: each cell,
+# sampled frame, top frame and incident frame carries its frame's condition (the `frame_weather`
+# view's, 'unknown' without an observation) as it was when the run was written. Runs written
+# before have NULL there and `has_conditions` FALSE: a weather filter scans the frames for them.
+# `weather_stale`: observations or the weather join's settings changed since they were written.
+_AGGREGATE_CONDITIONS = """
+ALTER TABLE run_frame_cells ADD COLUMN condition VARCHAR;
+ALTER TABLE run_detector_cells ADD COLUMN condition VARCHAR;
+ALTER TABLE run_samples ADD COLUMN condition VARCHAR;
+ALTER TABLE run_top ADD COLUMN condition VARCHAR;
+ALTER TABLE incident_frames ADD COLUMN condition VARCHAR;
+ALTER TABLE run_aggregates ADD COLUMN has_conditions BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE run_aggregates ADD COLUMN weather_stale BOOLEAN NOT NULL DEFAULT FALSE;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
     (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
     (3, "incidents and per-run aggregates", _AGGREGATES),
     (4, "the numeric precision of every vector and model row", _PRECISION),
     (5, "frames.local_contrast", _LOCAL_CONTRAST),
+    (6, "the weather condition in the per-run aggregates", _AGGREGATE_CONDITIONS),
 ]
 
 LATEST = MIGRATIONS[-1][0]

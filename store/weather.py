@@ -10,7 +10,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from store import kv
+from store import aggregates, kv
 from store.db import fetch_one, log_failed, scalar
 
 COLUMNS = (
@@ -35,7 +35,8 @@ def insert_observations(
     """Add observations (a DataFrame with `COLUMNS`, `observed_at` tz-aware) in one statement.
 
     Rows whose (station, observed_at) is already stored are left alone, or updated when
-    `replace`. Returns (rows added, rows already present).
+    `replace`. Returns (rows added, rows already present). Any change makes the conditions
+    stored with the runs' aggregates stale (`aggregates.mark_weather_stale`).
     """
     if frame.empty:
         return 0, 0
@@ -60,6 +61,8 @@ def insert_observations(
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(sql)
+            if known < len(data) or (replace and known):
+                aggregates.mark_weather_stale(con)
             con.execute("COMMIT")
         except duckdb.Error as exc:
             log_failed(sql, f"{len(data)} rows", exc)
@@ -96,16 +99,26 @@ def tolerance_minutes(con: duckdb.DuckDBPyConnection) -> float:
     return float(kv.get(con, "weather_tolerance_minutes", DEFAULT_TOLERANCE_MINUTES))
 
 
+def _join(con: duckdb.DuckDBPyConnection) -> tuple[str | None, float]:
+    """The station and tolerance the `frame_weather` view joins frames with now."""
+    return joined_station(con), tolerance_minutes(con)
+
+
 def set_join(
     con: duckdb.DuckDBPyConnection,
     station: str | None = None,
     tolerance_minutes: float | None = None,
 ) -> None:
-    """Store the join station and/or tolerance (None leaves a value as it is)."""
+    """Store the join station and/or tolerance (None leaves a value as it is). A join that
+    changes makes the conditions stored with the runs' aggregates stale
+    (`aggregates.mark_weather_stale`)."""
+    before = _join(con)
     if station is not None:
         kv.put(con, "weather_station", station)
     if tolerance_minutes is not None:
         kv.put(con, "weather_tolerance_minutes", float(tolerance_minutes))
+    if _join(con) != before:
+        aggregates.mark_weather_stale(con)
 
 
 def observations(con: duckdb.DuckDBPyConnection, station: str | None = None) -> pd.DataFrame:

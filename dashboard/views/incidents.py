@@ -16,6 +16,10 @@ STRIP = 12  # frames shown of the chosen incident, spread over it
 LISTED = 1_000  # incidents drawn and listed at most: the longest
 UNDO = "_incident_undo"  # the last marking, to put back
 PICK = "incident_pick"
+# The open incident, for the session: the selectbox's own state goes when the user leaves the
+# page (Streamlit drops a widget's state on a run that does not draw it) and the URL key with
+# it (it belongs to this page), so this key, (run, incident), brings it back on return.
+OPEN = "incident_open"
 
 flt, opts = ui.current()
 st.title("Incidents")
@@ -23,10 +27,12 @@ st.title("Incidents")
 found: list[str] = []
 url_incident = filters.parse_int(st.query_params.to_dict(), "incident", 1, 10_000_000, found)
 ui.notices(found)
+# A link's incident first, then the one open when the user left this page (in this run),
+# then the longest.
+kept_run, kept = st.session_state.get(OPEN, (None, None))
+wanted = url_incident if url_incident is not None else (kept if kept_run == flt.run_id else None)
 
-params, found = data.get_many(
-    ("run_params", flt.run_id), ("incident_list", flt, LISTED, url_incident)
-)
+params, found = data.get_many(("run_params", flt.run_id), ("incident_list", flt, LISTED, wanted))
 table = found["rows"]
 if flt.run_id is None:
     st.info("No analysis run yet: run `python -m pipeline analyze`.")
@@ -55,19 +61,21 @@ c3.metric("Longest", f"{found['longest']:,} frames")
 c4.metric("Marked", f"{found['n_marked']:,}", help="incidents every frame of which has a verdict")
 
 by_id = table.set_index("incident_id")
-if url_incident is not None and url_incident not in by_id.index:
+if wanted is not None and wanted not in by_id.index:
     st.warning(
-        f"Incident {url_incident} is not among the incidents the filters keep; "
+        f"Incident {wanted} is not among the incidents the filters keep; "
         "showing the longest instead."
+        if found["include_known"]
+        else f"There is no incident {wanted} in run {flt.run_id}; showing the longest instead."
     )
-    url_incident = None
+    wanted = None
 pending = st.session_state.pop("_pending_incident", None)
 if pending in by_id.index:
     st.session_state[PICK] = pending
 if st.session_state.get(PICK) not in by_id.index:
     st.session_state[PICK] = (
-        url_incident
-        if url_incident in by_id.index
+        wanted
+        if wanted is not None
         else int(
             table.sort_values(["n_frames", "peak_score"], ascending=False)["incident_id"].iloc[0]
         )
@@ -162,6 +170,7 @@ def _label(incident_id: int) -> str:
 
 st.subheader("One incident")
 incident_id = st.selectbox("Incident", list(by_id.index), key=PICK, format_func=_label)
+st.session_state[OPEN] = (flt.run_id, int(incident_id))
 st.query_params["incident"] = str(int(incident_id))
 row = by_id.loc[incident_id]
 strip = data.get("incident_strip", flt.run_id, int(incident_id), STRIP, flt.detector)

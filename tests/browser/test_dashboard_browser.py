@@ -137,3 +137,43 @@ def test_overview_draws_the_mosaic_and_incidents_their_timeline(browser, dashboa
     mark.first.wait_for(timeout=90_000)  # drawn below the strip, after the timeline
     assert mark.count() == 1
     ctx.close()
+
+
+def test_the_open_incident_survives_sidebar_navigation_and_a_reload(
+    browser, dashboard_url, demo_store
+):
+    """Open an incident that is not the default (the longest), go to another page with the
+    sidebar and come back, then reload: the same incident each time, in the URL too."""
+    with store.connect(demo_store, read_only=True) as con:
+        ids = [
+            r[0]
+            for r in con.execute(
+                "SELECT incident_id FROM incidents WHERE run_id = (SELECT run_id FROM latest_run) "
+                "ORDER BY n_frames DESC, peak_score DESC"
+            ).fetchall()
+        ]
+    assert len(ids) > 1, "the demo store has several incidents"
+    other = ids[-1]
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.goto(f"{dashboard_url}/incidents?incident={other}")
+    settle(page, "Incidents")
+    chosen = page.get_by_role("combobox", name="Incident", exact=True)
+    assert chosen.input_value().startswith(f"#{other} ·")
+    for away, path in (("Gallery", "gallery"), ("Overview", "")):
+        page.locator('[data-testid="stSidebarNav"] a').filter(
+            has_text=re.compile(f"^{away}$")
+        ).click()
+        page.wait_for_url(re.compile(f"/{path}(\\?|$)"), timeout=90_000)
+        settle(page, away)
+        page.locator('[data-testid="stSidebarNav"] a').filter(
+            has_text=re.compile("^Incidents$")
+        ).click()
+        page.wait_for_url(re.compile(rf"/incidents\?(.*&)?incident={other}(&|$)"), timeout=90_000)
+        settle(page, "Incidents")
+        assert chosen.input_value().startswith(f"#{other} ·")
+    page.reload()
+    settle(page, "Incidents")
+    assert f"incident={other}" in page.url
+    assert chosen.input_value().startswith(f"#{other} ·")
+    ctx.close()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import store
-from store import aggregates, facts
+from store import aggregates, facts, reviews
 from store.db import scalar
 from store.facts import FrameFilter
 
@@ -41,16 +41,29 @@ def _same(a, b, what: str) -> None:
             rtol=1e-9,
             obj=what,
         )
-    elif isinstance(a, float) and pd.isna(a):
+    elif pd.api.types.is_scalar(a) and pd.isna(a):  # NaN, NaT, None: nothing kept
         assert pd.isna(b), what
     else:
         assert a == pytest.approx(b, rel=1e-9) if isinstance(a, float) else a == b, what
+
+
+def _conditions(con) -> list[str]:
+    """The demo's conditions among its frames, most frames first (the weather filter's)."""
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT coalesce(fw.condition, 'unknown') AS c FROM frames f "
+            "LEFT JOIN frame_weather fw USING (frame_id) GROUP BY c ORDER BY count(*) DESC, c"
+        ).fetchall()
+    ]
 
 
 def _filters(con, run_id) -> list[FrameFilter]:
     opts = facts.options(con, run_id)
     first, last = opts["date_min"], opts["date_max"]
     base = FrameFilter(run_id=run_id)
+    common, *rarer = _conditions(con)
+    assert rarer, "the demo's frames see more than one kind of weather"
     return [
         base,
         base.replace(hour_from=6, hour_to=18),
@@ -59,6 +72,11 @@ def _filters(con, run_id) -> list[FrameFilter]:
         base.replace(clusters=(opts["clusters"][0],)),
         base.replace(date_from=first, date_to=first),
         base.replace(date_from=last, date_to=last, daylight=("night", "twilight")),
+        # the weather filter: one condition, the rarer ones with other filters, one no frame has
+        base.replace(conditions=(common,)),
+        base.replace(conditions=tuple(rarer), hour_from=6, hour_to=18, detector="lof"),
+        base.replace(conditions=tuple(rarer[-1:]), daylight=("day",), clusters=(0,)),
+        base.replace(conditions=("snow",) if "snow" not in rarer + [common] else ("nowhere",)),
     ]
 
 
@@ -133,7 +151,7 @@ def test_the_rule_for_reading_the_aggregates(store_copy):
         run_id = facts.latest_run_id(con)
         base = FrameFilter(run_id=run_id)
         assert aggregates.covers(con, base.replace(hour_from=3, daylight=("day",)))
-        assert not aggregates.covers(con, base.replace(conditions=("fog",)))
+        assert aggregates.covers(con, base.replace(conditions=("fog",)))
         assert not aggregates.covers(con, base.replace(threshold_kind="flagged"))
         assert not aggregates.covers(con, base.replace(frame_ids=(1, 2)))
         assert not aggregates.covers(con, FrameFilter(run_id=None))
@@ -158,6 +176,76 @@ def test_the_rule_for_reading_the_aggregates(store_copy):
         )  # what score-new does when it adds a frame to the run
     with store.connect(store_copy, read_only=True) as con:
         assert not aggregates.covers(con, base)
+
+
+def test_a_weather_filter_reads_the_aggregates_while_their_conditions_hold(store_copy):
+    """Observations added or replaced, or a new station or tolerance for the join, change
+    frames' conditions: a weather filter scans from then on (until the next analysis), the
+    other filters still read the aggregates; so does a run written before the conditions."""
+    from store import weather as store_weather
+
+    with store.connect(store_copy, read_only=True) as con:
+        run_id = facts.latest_run_id(con)
+        observed = store_weather.observations(con)
+        tolerance = store_weather.tolerance_minutes(con)
+    base = FrameFilter(run_id=run_id)
+    rain = base.replace(conditions=("rain",), hour_from=6)
+
+    def covered() -> tuple[bool, bool]:
+        with store.connect(store_copy, read_only=True) as con:
+            return aggregates.covers(con, base), aggregates.covers(con, rain)
+
+    def rewrite() -> None:
+        with store.connect(store_copy) as con:
+            con.execute("BEGIN TRANSACTION")
+            aggregates.write(con, run_id)
+            con.execute("COMMIT")
+
+    assert covered() == (True, True)
+    with store.connect(store_copy) as con:
+        assert store_weather.insert_observations(con, observed) == (0, len(observed))
+        store_weather.set_join(con, tolerance_minutes=tolerance)  # the same join
+    assert covered() == (True, True)
+    with store.connect(store_copy) as con:
+        later = observed.tail(1).assign(
+            observed_at=observed["observed_at"].max() + timedelta(hours=1)
+        )
+        assert store_weather.insert_observations(con, later) == (1, 0)
+    assert covered() == (True, False)
+    rewrite()
+    assert covered() == (True, True)
+    with store.connect(store_copy) as con:
+        store_weather.insert_observations(con, observed.head(3), replace=True)
+    assert covered() == (True, False)
+    rewrite()
+    with store.connect(store_copy) as con:
+        store_weather.set_join(con, tolerance_minutes=tolerance / 2)
+    assert covered() == (True, False)
+    rewrite()
+    with store.connect(store_copy) as con:  # as migration 6 leaves a run written before it
+        con.execute("UPDATE run_aggregates SET has_conditions = FALSE")
+        con.execute("UPDATE run_frame_cells SET condition = NULL")
+    assert covered() == (True, False)
+
+
+def test_reviews_under_a_weather_filter_count_the_same_both_ways(store_copy, monkeypatch):
+    """Reviews are joined live: with a weather filter the aggregates' answer counts the
+    reviewed frames of those conditions (joined for those frames only) as the scan does."""
+    with store.connect(store_copy) as con:
+        ids = [
+            r[0] for r in con.execute("SELECT frame_id FROM frames ORDER BY frame_id").fetchall()
+        ]
+        reviews.set_verdicts(con, ids[::3], "junk")
+        reviews.set_verdicts(con, ids[1::7], "keep")
+    with store.connect(store_copy, read_only=True) as con:
+        run_id = facts.latest_run_id(con)
+        for condition in _conditions(con):
+            flt = FrameFilter(run_id=run_id, conditions=(condition,))
+            assert aggregates.covers(con, flt)
+            for name, args in (("summary", ()), ("export_count", ("not_junk",))):
+                got, expected = _both(monkeypatch, getattr(facts, name), con, flt, *args)
+                _same(got, expected, f"{name} {condition}")
+            assert facts.summary(con, flt)["n_junk"] > 0 or condition == "unknown"
 
 
 def test_incidents_and_mosaic_as_the_analysis_wrote_them(con, run_id):

@@ -620,6 +620,41 @@ def test_an_incident_the_filters_leave_out_is_named(app, demo_store):
     assert at.selectbox(key="incident_pick").value != morning[0]
 
 
+def _longest_incident(db) -> int:
+    return sql(
+        db,
+        "SELECT incident_id FROM incidents WHERE run_id = (SELECT run_id FROM latest_run) "
+        "ORDER BY n_frames DESC, peak_score DESC LIMIT 1",
+    )
+
+
+def test_the_open_incident_survives_page_changes_and_a_reload(app, demo_store):
+    other = next(i for i in _incidents(demo_store) if i != _longest_incident(demo_store))
+    at = open_page(app(incident=str(other), daylight="day"), "views/incidents.py")
+    assert at.selectbox(key="incident_pick").value == other
+    for away in ("views/gallery.py", "views/overview.py"):  # the sidebar's page links
+        ok(at.switch_page(away).run())
+        assert "incident" not in at.query_params  # another page's URL: its own keys only
+        assert at.query_params["daylight"] == "day"
+        ok(at.switch_page("views/incidents.py").run())
+        assert at.selectbox(key="incident_pick").value == other
+        assert at.query_params["incident"] == str(other)
+    # a reload, or the address sent to someone: a new session on the same URL
+    again = open_page(app(**dict(at.query_params)), "views/incidents.py")
+    assert again.selectbox(key="incident_pick").value == other
+    assert not again.warning
+
+
+def test_an_unknown_incident_in_the_url_is_named(app, demo_store):
+    at = open_page(app(incident="9999999"), "views/incidents.py")
+    run = sql(demo_store, "SELECT run_id FROM latest_run")
+    assert [w.value for w in at.warning] == [
+        f"There is no incident 9999999 in run {run}; showing the longest instead."
+    ]
+    assert at.selectbox(key="incident_pick").value == _longest_incident(demo_store)
+    assert at.query_params["incident"] == str(_longest_incident(demo_store))
+
+
 def test_keep_and_clear_an_incident_then_undo_the_clearing(store_copy, monkeypatch):
     monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
     incident = _incidents(store_copy)[0]

@@ -41,6 +41,17 @@ def test_colours_are_stable_and_distinct():
     assert charts.cluster_label(-1) == "noise" and charts.cluster_label(3) == "cluster 3"
 
 
+def test_every_detector_and_cause_score_has_its_own_colour():
+    """Each detector the registry holds, each cause's score and the consensus: one colour each
+    (a new detector falls back to a hashed colour that may repeat another's: give it one)."""
+    from pipeline.causes import CAUSE_PREFIX, CAUSES
+    from pipeline.detectors import DETECTORS
+
+    keys = ["consensus", *DETECTORS, *(CAUSE_PREFIX + c for c in CAUSES)]
+    colours = {k: charts.detector_color(k) for k in keys}
+    assert len(set(colours.values())) == len(keys), colours
+
+
 def test_same_colour_on_every_chart():
     wide = wide_table()
     bar = charts.outliers_bar(
