@@ -146,7 +146,8 @@ class AlignmentDetector(Detector):
         """As `Detector.fit`, with the fit frames' gains kept from the fit's own pass (each
         thumbnail is decoded once or twice, not three times)."""
         self._check_contamination()
-        self._fit(batch)
+        with one_blas_thread():  # the pieces run in threads: BLAS threads in them would spin
+            self._fit(batch)
         self.decision_scores_ = self._scores(batch, *self._fit_gains)
         del self._fit_gains
         self._process_decision_scores()
@@ -175,19 +176,9 @@ class AlignmentDetector(Detector):
         self.view_ = np.median(usual, axis=0)
         self.energy_ = float(np.median(usual.mean(axis=(1, 2))))
         del usual
-        if len(rows) == n:  # every frame mapped already
-            with one_blas_thread():
-                gains = (
-                    np.concatenate(
-                        list(
-                            bounded_map(
-                                self._gains, np.array_split(maps, max(1, len(maps) // CHUNK))
-                            )
-                        )
-                    )
-                    if len(maps)
-                    else np.empty(0)
-                )
+        if len(rows) == n:  # every frame mapped already (len(maps) >= min_frames)
+            pieces = np.array_split(maps, max(1, len(maps) // CHUNK))
+            gains = np.concatenate(list(bounded_map(self._gains, pieces)))
         else:
             del maps
             positions, gains = self._scan(batch)
