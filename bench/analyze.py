@@ -17,7 +17,8 @@ run spends on the dashboard's archive views: finding incidents, the mosaic (its 
 the background detector's decoding, `tap`, and closed in `finish`, which decodes what no
 detector read) and writing the per-run aggregates (timed again after the run, rolled back).
 Without thumbnails the `background` detector has nothing to read and is skipped (a note says
-so); `--thumbnails` also stores a 256x144 JPEG per frame (one fixed scene under a daily light
+so); `--thumbnails` also stores a 256x144 JPEG per frame (and its `local_contrast`, as ingest
+does: stores built before that paid a one-off `backfill` of ~1.3 ms per frame in `analyze`) (one fixed scene under a daily light
 cycle with sensor noise, a small bright object in the planted frames; see `thumbnail_pool`),
 so `background` is timed too and `background_planted_auc` checks it. 750k frames is an option
 (`--frames 750000`); at 512-d it needs ~3 GB for the store (~6 GB more with thumbnails) and
@@ -105,6 +106,10 @@ def build_store(db: Path, n: int, dim: int, seed: int = 0, thumbnails: bool = Fa
     directions = rng.normal(size=(20, dim))
     planted: list[int] = []
     pool = thumbnail_pool(seed) if thumbnails else None
+    if pool is not None:
+        from pipeline.imagestats import thumbnail_local_contrast
+
+        contrast = {id(j): thumbnail_local_contrast(j) for j in [*sum(pool[0], []), *pool[1]]}
     chunk = 50_000
     start = np.datetime64("2024-01-01T00:00:00")
     with store.connect(db) as con:
@@ -168,6 +173,8 @@ def build_store(db: Path, n: int, dim: int, seed: int = 0, thumbnails: bool = Fa
                 jpegs = [
                     odd[p] if o else normal[s][v] for s, v, p, o in zip(slot, variant, pick, out)
                 ]
+                # what ingest measures on each thumbnail, so `analyze` has nothing to backfill
+                frames["local_contrast"] = [contrast[id(j)] for j in jpegs]
                 thumbs = pd.DataFrame(
                     {
                         "frame_id": ids,

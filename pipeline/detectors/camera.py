@@ -19,17 +19,24 @@ median edge strength: black, a covered lens) get NaN; in a daylight class where 
 correlation: a real camera's frames rarely peak exactly in place, their shifted correlations
 differ by a hundredth; night: the edges are sensor noise and the best shift wanders by chance),
 the score is 0.
+
+The usual view is learned from at most `max_view_frames` frames (a seeded sample; below that
+every frame), so its memory is bounded whatever the footage's length; every frame is then
+decoded once, mapped and correlated a piece at a time in threads (NumPy and the FFTs release
+the GIL), and the fit's own gains are its scores.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import scipy.signal
-from scipy import ndimage
+import scipy.fft
 
 from pipeline.detectors.base import Detector, register
 from pipeline.detectors.batch import FrameBatch, daylight_classes
 from pipeline.pixels import grid_size
+from pipeline.threads import bounded_map, one_blas_thread
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -56,6 +63,8 @@ class AlignmentDetector(Detector):
         "{min_frames} readable ones)"
     )
 
+    format_version = 2
+
     def __init__(
         self,
         contamination: float = 0.05,
@@ -67,6 +76,8 @@ class AlignmentDetector(Detector):
         min_lines_up: float = 0.5,
         in_place_within: float = 0.02,
         min_frames: int = 30,
+        max_view_frames: int = 20000,
+        random_state: int = 0,
     ):
         self.contamination = contamination
         self.width = width
@@ -77,27 +88,50 @@ class AlignmentDetector(Detector):
         self.min_lines_up = min_lines_up
         self.in_place_within = in_place_within
         self.min_frames = min_frames
+        self.max_view_frames = max_view_frames
+        self.random_state = random_state
+
+    def _upgrade(self, state: dict[str, Any], version: int) -> dict[str, Any]:
+        # format 1 learned the usual view from every frame (no cap, no sample)
+        return {"max_view_frames": None, "random_state": 0, **state}
 
     # --- gradient maps ------------------------------------------------------------------------
 
-    def _maps(self, batch: FrameBatch) -> tuple[np.ndarray, np.ndarray]:
-        """(positions of the frames with an image, their log gradient maps [m, h, w])."""
-        fine = (2 * self.size_[0], 2 * self.size_[1])
-        positions, maps = [], []
-        for pos, grids in batch.pixels.grids(batch.frame_ids, fine):
-            positions.append(pos)
-            maps.append(self._gradient_maps(np.asarray(grids, np.float32)))
-        if not positions:
+    def _maps(self, batch: FrameBatch, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions among `rows` of the frames with an image, their log gradient maps
+        [m, h, w]); decoded and mapped a chunk at a time in threads."""
+        got = list(
+            bounded_map(
+                lambda chunk: (chunk[0], self._gradient_maps(chunk[1])), self._chunks(batch, rows)
+            )
+        )
+        if not got:
             return np.empty(0, np.int64), np.empty((0, self.size_[1], self.size_[0]), np.float32)
-        return np.concatenate(positions), np.concatenate(maps)
+        return np.concatenate([p for p, _ in got]), np.concatenate([m for _, m in got])
 
-    def _gradient_maps(self, grids: np.ndarray) -> np.ndarray:
-        luma = grids @ LUMA
-        gx = ndimage.sobel(luma, axis=2)
-        gy = ndimage.sobel(luma, axis=1)
-        gradient = np.hypot(gx, gy)
-        glare = ndimage.binary_dilation(luma >= self.saturated, structure=np.ones((1, 5, 5)))
-        gradient[glare] = 0
+    def _chunks(self, batch: FrameBatch, rows: np.ndarray):
+        """(positions among `rows`, luma [m + 2, h, w]) in pieces of at most `CHUNK` frames:
+        each piece's frames with the frame before and after them in the chunk the reader
+        read them in (itself at a chunk's ends), which `_gradient_maps` smooths with."""
+        fine = (2 * self.size_[0], 2 * self.size_[1])
+        for pos, grids in batch.pixels.grids(batch.frame_ids[rows], fine):
+            luma = np.asarray(grids, np.float32) @ LUMA
+            for lo in range(0, len(pos), CHUNK):
+                hi = min(lo + CHUNK, len(pos))
+                around = np.r_[max(lo - 1, 0), lo:hi, min(hi, len(pos) - 1)]
+                yield pos[lo:hi], luma[around]
+
+    def _gradient_maps(self, luma: np.ndarray) -> np.ndarray:
+        """Maps of the frames of luma [m + 2, h, w] but the first and last. A frame's gradient
+        is `ndimage.sobel` of the stack of frames as the reader gave them, which also smooths
+        each frame with the frames before and after it ([1, 2, 1] across frames: four times a
+        still frame's gradient): computed pass by pass as it does, in float64 rounded to float32
+        after each pass, so the maps are bit for bit those of `ndimage.sobel` on the reader's
+        whole chunk, in pieces that threads share."""
+        gradient = np.hypot(_sobel(luma, 2, 1), _sobel(luma, 1, 2))
+        glare = luma[1:-1] >= self.saturated
+        if glare.any():
+            gradient[_dilate(glare, 2)] = 0
         n, height, width = gradient.shape
         cells = (
             gradient[:, : height // 2 * 2, : width // 2 * 2]
@@ -108,34 +142,78 @@ class AlignmentDetector(Detector):
 
     # --- fit and score ------------------------------------------------------------------------
 
+    def fit(self, batch: FrameBatch) -> "AlignmentDetector":
+        """As `Detector.fit`, with the fit frames' gains kept from the fit's own pass (each
+        thumbnail is decoded once or twice, not three times)."""
+        self._check_contamination()
+        with one_blas_thread():  # the pieces run in threads: BLAS threads in them would spin
+            self._fit(batch)
+        self.decision_scores_ = self._scores(batch, *self._fit_gains)
+        del self._fit_gains
+        self._process_decision_scores()
+        return self
+
     def _fit(self, batch: FrameBatch) -> None:
+        """The usual view is the median map of the fit's day frames (all frames when under
+        `min_frames` are day frames), from at most `max_view_frames` frames (a seeded sample:
+        the maps of every frame of 750k would take 7 GB)."""
         self.view_ = None
+        self._fit_gains = (np.empty(0, np.int64), np.empty(0))
         if batch.pixels is None or len(batch) < self.min_frames:
             return
         self.size_ = grid_size(batch.pixels.aspect(batch.frame_ids), self.width)
-        positions, maps = self._maps(batch)
+        n, cap = len(batch), self.max_view_frames
+        rows = np.arange(n)
+        if cap is not None and n > cap:
+            rows = np.sort(np.random.default_rng(self.random_state).choice(n, cap, replace=False))
+        positions, maps = self._maps(batch, rows)
+        positions = rows[positions]
         if len(positions) < self.min_frames:
             return
-        classes = daylight_classes(batch)[positions]
-        day = classes == "day"
+        classes = daylight_classes(batch)
+        day = classes[positions] == "day"
         usual = maps[day] if day.sum() >= self.min_frames else maps
         self.view_ = np.median(usual, axis=0)
         self.energy_ = float(np.median(usual.mean(axis=(1, 2))))
-        gains = self._gains(maps)
+        del usual
+        if len(rows) == n:  # every frame mapped already (len(maps) >= min_frames)
+            pieces = np.array_split(maps, max(1, len(maps) // CHUNK))
+            gains = np.concatenate(list(bounded_map(self._gains, pieces)))
+        else:
+            del maps
+            positions, gains = self._scan(batch)
+        self._fit_gains = (positions, gains)
         self.lines_up_ = {}  # daylight class -> share of its fit frames lined up in place
-        for name in np.unique(classes):
-            got = gains[classes == name]
+        for name in np.unique(classes[positions]):
+            got = gains[classes[positions] == name]
             got = got[np.isfinite(got)]
             self.lines_up_[str(name)] = (
                 float((got <= self.in_place_within).mean()) if len(got) else 0.0
             )
 
+    def _scan(self, batch: FrameBatch) -> tuple[np.ndarray, np.ndarray]:
+        """(positions of the frames with an image, their gains): every frame decoded once, a
+        chunk at a time in threads, holding no maps."""
+        with one_blas_thread():
+            got = list(
+                bounded_map(
+                    lambda chunk: (chunk[0], self._gains(self._gradient_maps(chunk[1]))),
+                    self._chunks(batch, np.arange(len(batch))),
+                )
+            )
+        if not got:
+            return np.empty(0, np.int64), np.empty(0)
+        return np.concatenate([p for p, _ in got]), np.concatenate([g for _, g in got])
+
     def decision_function(self, batch: FrameBatch) -> np.ndarray:
-        out = np.full(len(batch), np.nan)
         if batch.pixels is None or self.view_ is None:
+            return np.full(len(batch), np.nan)
+        return self._scores(batch, *self._scan(batch))
+
+    def _scores(self, batch: FrameBatch, positions: np.ndarray, gains: np.ndarray) -> np.ndarray:
+        out = np.full(len(batch), np.nan)
+        if self.view_ is None:
             return out
-        positions, maps = self._maps(batch)
-        gains = self._gains(maps)
         classes = daylight_classes(batch)[positions]
         reliable = np.isin(
             classes, [c for c, share in self.lines_up_.items() if share >= self.min_lines_up]
@@ -143,48 +221,105 @@ class AlignmentDetector(Detector):
         out[positions] = np.where(reliable | np.isnan(gains), gains, 0.0)
         return out
 
-    def _gains(self, maps: np.ndarray, chunk: int = 256) -> np.ndarray:
+    def _gains(self, maps: np.ndarray) -> np.ndarray:
         """Best correlation with the reference over shifts and zooms, less the correlation in
         place; NaN for maps with too little structure."""
-        out = np.full(len(maps), np.nan)
-        for lo in range(0, len(maps), chunk):
-            part = maps[lo : lo + chunk]
-            best, in_place = None, None
-            for zoom in self.zooms:
-                corr = self._correlations(_zoomed(part, zoom) if zoom != 1 else part)
-                peak = corr.reshape(len(part), -1).max(axis=1)
-                best = peak if best is None else np.maximum(best, peak)
-                if zoom == 1:
-                    in_place = corr[:, self.max_shift, self.max_shift]
-            if in_place is None:  # no zoom of 1 among `zooms`: compare with the map as it is
-                in_place = self._correlations(part)[:, self.max_shift, self.max_shift]
-            out[lo : lo + chunk] = np.maximum(best - in_place, 0.0)
+        best, in_place = None, None
+        for zoom in self.zooms:
+            corr = self._correlations(_zoomed(maps, zoom) if zoom != 1 else maps)
+            peak = corr.reshape(len(maps), -1).max(axis=1)
+            best = peak if best is None else np.maximum(best, peak)
+            if zoom == 1:
+                in_place = corr[:, self.max_shift, self.max_shift]
+        if in_place is None:  # no zoom of 1 among `zooms`: compare with the map as it is
+            in_place = self._correlations(maps)[:, self.max_shift, self.max_shift]
+        out = np.maximum(best - in_place, 0.0)
         out[maps.mean(axis=(1, 2)) < 0.25 * self.energy_] = np.nan
         return out
 
     def _correlations(self, maps: np.ndarray) -> np.ndarray:
         """[n, 2s + 1, 2s + 1]: the normalised correlation of the reference's centre (the map
-        less `margin` cells on each side) with each map's window at each shift."""
+        less `margin` cells on each side) with each map's window at each shift. The dot
+        products by FFT at the window's own size: the centre, zero-padded to it, never wraps
+        round at these shifts, so the circular correlation is the plain one."""
         s, m = self.max_shift, self.margin
         height, width = self.view_.shape
         centre = self.view_[m : height - m, m : width - m]
         centre = centre - centre.mean()
         centre /= max(float(np.sqrt((centre**2).sum())), 1e-9)
         windows = maps[:, m - s : height - m + s, m - s : width - m + s].astype(np.float64)
-        dot = scipy.signal.fftconvolve(windows, centre[None, ::-1, ::-1], mode="valid", axes=(1, 2))
+        shape = windows.shape[1:]
+        padded = np.zeros(shape)
+        padded[: centre.shape[0], : centre.shape[1]] = centre
+        spectrum = scipy.fft.rfft2(windows)
+        spectrum *= np.conj(scipy.fft.rfft2(padded))
+        dot = scipy.fft.irfft2(spectrum, s=shape)[:, : 2 * s + 1, : 2 * s + 1]
         n_cells = centre.size
-        shape = centre.shape
-        total = _box_sums(windows, shape)
-        squares = _box_sums(windows**2, shape)
+        total = _box_sums(windows, centre.shape)
+        squares = _box_sums(windows**2, centre.shape)
         spread = np.sqrt(np.maximum(squares - total**2 / n_cells, 1e-12))
         return dot / spread
 
 
+CHUNK = 64  # frames mapped and correlated at a time (a thread's piece; its float64 passes
+#            stay within the core's cache)
+
+
+def _sobel(luma: np.ndarray, axis: int, other: int) -> np.ndarray:
+    """`scipy.ndimage.sobel(luma, axis)` of a stack [m + 2, h, w] for its m middle frames:
+    the difference along `axis`, then [1, 2, 1] across frames, then along `other`, each pass
+    rounded to float32 as ndimage rounds it (the sums of three float32 values are exact in
+    float64, so these are its very bits), edges repeated (its 'reflect' mode)."""
+    diff = np.empty(luma.shape, np.float32)
+    _along(diff, axis)[1:-1] = _along(luma, axis)[2:]
+    _along(diff, axis)[1:-1] -= _along(luma, axis)[:-2]
+    _along(diff, axis)[0] = _along(luma, axis)[1] - _along(luma, axis)[0]
+    _along(diff, axis)[-1] = _along(luma, axis)[-1] - _along(luma, axis)[-2]
+    across = diff[1:-1].astype(np.float64)
+    across *= 2
+    across += diff[:-2]
+    across += diff[2:]
+    across = across.astype(np.float32)
+    out = np.empty(across.shape, np.float64)
+    x, o = _along(across, other), _along(out, other)
+    o[1:-1] = x[1:-1]
+    o[1:-1] *= 2
+    o[1:-1] += x[:-2]
+    o[1:-1] += x[2:]
+    o[0] = x[0]
+    o[0] *= 3
+    o[0] += x[1]
+    o[-1] = x[-1]
+    o[-1] *= 3
+    o[-1] += x[-2]
+    return out.astype(np.float32)
+
+
+def _along(x: np.ndarray, axis: int) -> np.ndarray:
+    """A view of `x` with `axis` first (so that [i] indexes along it)."""
+    return np.moveaxis(x, axis, 0)
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Each frame's mask grown by a (2 radius + 1)-square (`binary_dilation`, frame by frame)."""
+    rows = mask.copy()
+    for step in range(1, radius + 1):
+        rows[:, step:] |= mask[:, :-step]
+        rows[:, :-step] |= mask[:, step:]
+    out = rows.copy()
+    for step in range(1, radius + 1):
+        out[:, :, step:] |= rows[:, :, :-step]
+        out[:, :, :-step] |= rows[:, :, step:]
+    return out
+
+
 def _box_sums(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Sums of every `shape` window of each map (the 'valid' positions), by integral images."""
-    c = np.pad(x, ((0, 0), (1, 0), (1, 0))).cumsum(axis=1).cumsum(axis=2)
+    """Sums of every `shape` window of each map (the 'valid' positions): running sums along
+    the rows, then along the columns of what is left."""
     h, w = shape
-    return c[:, h:, w:] - c[:, :-h, w:] - c[:, h:, :-w] + c[:, :-h, :-w]
+    c = np.pad(x, ((0, 0), (0, 0), (1, 0))).cumsum(axis=2)
+    c = np.pad(c[:, :, w:] - c[:, :, :-w], ((0, 0), (1, 0), (0, 0))).cumsum(axis=1)
+    return c[:, h:] - c[:, :-h]
 
 
 def _zoomed(maps: np.ndarray, zoom: float) -> np.ndarray:

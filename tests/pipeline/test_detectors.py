@@ -363,6 +363,76 @@ def test_alignment_detector_flags_a_knocked_camera_and_not_a_person():
     assert (scores[person] == 0).all()
 
 
+def test_alignment_maps_in_pieces_are_the_whole_chunks_and_correlations_exact(monkeypatch):
+    """The `alignment` detector maps and correlates a chunk in pieces that threads share. Its
+    maps are bit for bit those of `ndimage.sobel` on the reader's whole chunk (as it computed
+    them in one piece, smoothing each frame with the frames next to it), glare and all; its
+    correlations are those computed directly, shift by shift."""
+    from scipy import ndimage
+
+    from pipeline.detectors import camera
+
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, size=(40, 72, 128, 3)).astype(np.uint8)
+    images[3:6, 10:20, 30:50] = 255  # glare
+    images[20:30] = images[20]  # still frames
+    n = len(images)
+    times = np.datetime64("2024-05-01T12:00") + np.timedelta64(10, "m") * np.arange(n)
+    batch = FrameBatch(
+        np.arange(n) + 1, np.zeros((n, 2), np.float32), times, times, pd.DataFrame(index=range(n))
+    )
+    batch.pixels = ArrayReader({i + 1: image for i, image in enumerate(images)})
+    det = make_detector("alignment")
+    det.size_ = (64, 36)
+    monkeypatch.setattr(camera, "CHUNK", 16)
+    pieces = list(det._chunks(batch, np.arange(n)))
+    assert len(pieces) == 3
+    got = np.concatenate([det._gradient_maps(luma) for _, luma in pieces])
+    luma = images.astype(np.float32) @ camera.LUMA
+    gradient = np.hypot(ndimage.sobel(luma, axis=2), ndimage.sobel(luma, axis=1))
+    gradient[ndimage.binary_dilation(luma >= det.saturated, structure=np.ones((1, 5, 5)))] = 0
+    want = np.log1p(gradient.reshape(n, 36, 2, 64, 2).mean(axis=(2, 4))).astype(np.float32)
+    np.testing.assert_array_equal(got, want)
+
+    det.view_ = np.median(want, axis=0)
+    s, m = det.max_shift, det.margin
+    centre = det.view_[m:-m, m:-m] - det.view_[m:-m, m:-m].mean()  # float32, as the detector
+    centre /= np.sqrt((centre**2).sum())
+    h, w = centre.shape
+    direct = np.empty((n, 2 * s + 1, 2 * s + 1))
+    for dy, dx in np.ndindex(2 * s + 1, 2 * s + 1):
+        top, left = m - s + dy, m - s + dx
+        window = want[:, top : top + h, left : left + w].astype(np.float64)
+        spread = window.var(axis=(1, 2)) * window[0].size
+        direct[:, dy, dx] = (window * centre).sum(axis=(1, 2)) / np.sqrt(spread)
+    np.testing.assert_allclose(det._correlations(want), direct, rtol=0, atol=1e-9)
+
+
+def test_alignment_learns_the_view_from_a_sample_of_a_long_footage(batches):
+    """Beyond `max_view_frames` frames the usual view is the median of a seeded sample (its
+    memory bounded); every frame is still scored, and the knocked frames still stand out."""
+    batch = batches["alignment"]
+    whole = make_detector("alignment").fit(batch)
+    sampled = make_detector("alignment").set_params(max_view_frames=100).fit(batch)
+    scores = sampled.decision_scores_
+    normal = np.setdiff1d(np.flatnonzero(batch.daylight == "day"), PLANTED)
+    assert np.isfinite(scores).sum() == np.isfinite(whole.decision_scores_).sum()
+    assert scores[PLANTED].min() > np.nanmax(scores[normal])
+    np.testing.assert_array_equal(sampled.decision_function(batch), scores)
+
+
+def test_background_scores_do_not_depend_on_when_the_next_blocks_references_load():
+    """Frames are scored a week of days at a time while the next week's references load in
+    another thread; each block is scored with the references held when it began, so two fits
+    give the very same scores (before, a block's later pieces could see the next block's pool,
+    and at 20k frames two runs differed by up to 0.14 on two thirds of the frames)."""
+    batch, _ = _shadowed_garden(n_days=16, per_day=36)
+    first = make_detector("background").fit(batch).decision_scores_
+    second = make_detector("background").fit(batch).decision_scores_
+    assert np.isfinite(first).sum() > 0.9 * len(batch)
+    np.testing.assert_array_equal(first, second)
+
+
 def test_consensus_counts_a_generalist_only_in_its_top_tenth():
     """`lof` ranks frames by any difference (weather and light too): below its 90th percentile
     its rank is no evidence; above, the rank within its top tenth counts as tail evidence."""

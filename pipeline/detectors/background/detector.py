@@ -285,7 +285,7 @@ class BackgroundDetector(Detector):
             scores[:, 2] = gains
             model = self._model(name)
             if refs is not None:
-                found, left = refs.explain(name, days[pos], minutes[pos], coef, residual)
+                found, left = refs.explain(name, days[pos], minutes[pos], coef, residual, pools)
                 if found.any():
                     scores[found, 1] = stand_out(model.pixel_z(left), top, self.size_, surround)
             scores[:, 0] = stand_out(
@@ -320,7 +320,10 @@ class BackgroundDetector(Detector):
             block_days = days[block]
             return (block_days[0] - span, block_days[-1] + span) if block_days[0] >= 0 else None
 
-        # while a block is scored, the next block's references are decoded in another thread
+        # while a block is scored, the next block's references are decoded in another thread;
+        # the block is scored with the pool as it was when the block began (`pools`), so that
+        # its scores do not depend on when the next block's pool replaces it
+        pools = None
         with one_blas_thread(), ThreadPoolExecutor(1) as loader:
             ahead = None
             if refs is not None and blocks and window(blocks[0]):
@@ -329,6 +332,7 @@ class BackgroundDetector(Detector):
                 if ahead is not None:
                     ahead.result()
                     ahead = None
+                    pools = refs.pool
                     if i + 1 < len(blocks) and window(blocks[i + 1]):
                         ahead = loader.submit(
                             refs.load, *window(blocks[i + 1]), keep_from=window(block)[0]
@@ -336,7 +340,7 @@ class BackgroundDetector(Detector):
                 if refs is not None and window(block):
                     held = (
                         (block[pos], name, coef, res, gains)
-                        for pos, name, coef, res, gains in refs.take(batch.frame_ids[block])
+                        for pos, name, coef, res, gains in refs.take(batch.frame_ids[block], pools)
                     )
                     for pos, scores in bounded_map(score, held):
                         out[pos] = scores

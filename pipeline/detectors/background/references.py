@@ -144,12 +144,13 @@ class SameTimeReferences:
         self.held, self.pool = held, pool
 
     def take(
-        self, frame_ids: np.ndarray
+        self, frame_ids: np.ndarray, pools: dict[str, _Pool] | None = None
     ) -> Iterator[tuple[np.ndarray, str, np.ndarray, np.ndarray, np.ndarray]]:
         """The frames among `frame_ids` that are held references, already projected (so they
         need not be decoded again): runs of (positions into frame_ids, class, coefficients,
-        residuals, alignment gains), the residuals read-only views of the held ones."""
-        for name, pool in self.pool.items():
+        residuals, alignment gains), the residuals read-only views of the held ones. From
+        `pools` (a `pool` taken earlier) when given, else the pool held now."""
+        for name, pool in (self.pool if pools is None else pools).items():
             at = pool.ids.get_indexer(frame_ids)
             pos = np.flatnonzero(at >= 0)
             entries = at[pos]
@@ -168,12 +169,15 @@ class SameTimeReferences:
         minutes: np.ndarray,
         coef: np.ndarray,
         residual: np.ndarray,
+        pools: dict[str, _Pool] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(which rows had references, their residuals left unexplained) for frames of one
-        class: their days, minutes of day, background coefficients and log-RGB residuals."""
-        if name not in self.pool or not len(days):
+        class: their days, minutes of day, background coefficients and log-RGB residuals. From
+        `pools` (a `pool` taken earlier) when given, else the pool held now."""
+        pools = self.pool if pools is None else pools
+        if name not in pools or not len(days):
             return np.zeros(len(days), bool), residual[:0]
-        pool = self.pool[name]
+        pool = pools[name]
         gap = np.abs(minutes[:, None] - pool.minutes[None, :])
         gap = np.minimum(gap, 1440 - gap)
         day_gap = np.abs(days[:, None] - pool.days[None, :])
