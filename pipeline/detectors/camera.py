@@ -110,26 +110,21 @@ class AlignmentDetector(Detector):
         return np.concatenate([p for p, _ in got]), np.concatenate([m for _, m in got])
 
     def _chunks(self, batch: FrameBatch, rows: np.ndarray):
-        """(positions among `rows`, luma [m + 2, h, w]) in pieces of at most `CHUNK` frames:
-        each piece's frames with the frame before and after them in the chunk the reader
-        read them in (itself at a chunk's ends), which `_gradient_maps` smooths with."""
+        """(positions among `rows`, luma [m, h, w]) in pieces of at most `CHUNK` frames."""
         fine = (2 * self.size_[0], 2 * self.size_[1])
         for pos, grids in batch.pixels.grids(batch.frame_ids[rows], fine):
             luma = np.asarray(grids, np.float32) @ LUMA
             for lo in range(0, len(pos), CHUNK):
-                hi = min(lo + CHUNK, len(pos))
-                around = np.r_[max(lo - 1, 0), lo:hi, min(hi, len(pos) - 1)]
-                yield pos[lo:hi], luma[around]
+                yield pos[lo : lo + CHUNK], luma[lo : lo + CHUNK]
 
     def _gradient_maps(self, luma: np.ndarray) -> np.ndarray:
-        """Maps of the frames of luma [m + 2, h, w] but the first and last. A frame's gradient
-        is `ndimage.sobel` of the stack of frames as the reader gave them, which also smooths
-        each frame with the frames before and after it ([1, 2, 1] across frames: four times a
-        still frame's gradient): computed pass by pass as it does, in float64 rounded to float32
-        after each pass, so the maps are bit for bit those of `ndimage.sobel` on the reader's
-        whole chunk, in pieces that threads share."""
+        """Maps of the frames of luma [m, h, w], each from that frame alone: its Sobel
+        gradient (`_sobel`), glare cut out, averaged over 2 x 2 cells, on a log scale. (Until
+        this version the Sobel filter ran over the stack of frames as the reader gave them,
+        and so also smoothed each frame with the frames next to it: a frame's map, and a new
+        frame's score, depended on the frames read with it.)"""
         gradient = np.hypot(_sobel(luma, 2, 1), _sobel(luma, 1, 2))
-        glare = luma[1:-1] >= self.saturated
+        glare = luma >= self.saturated
         if glare.any():
             gradient[_dilate(glare, 2)] = 0
         n, height, width = gradient.shape
@@ -266,20 +261,17 @@ CHUNK = 64  # frames mapped and correlated at a time (a thread's piece; its floa
 
 
 def _sobel(luma: np.ndarray, axis: int, other: int) -> np.ndarray:
-    """`scipy.ndimage.sobel(luma, axis)` of a stack [m + 2, h, w] for its m middle frames:
-    the difference along `axis`, then [1, 2, 1] across frames, then along `other`, each pass
-    rounded to float32 as ndimage rounds it (the sums of three float32 values are exact in
-    float64, so these are its very bits), edges repeated (its 'reflect' mode)."""
+    """Each frame's Sobel gradient along `axis` of a stack [m, h, w]: the difference along
+    `axis`, then [1, 2, 1] along `other`, edges repeated (`ndimage.sobel`'s 'reflect' mode),
+    times 4: the scale the maps had when the filter also ran across frames ([1, 2, 1] over a
+    still camera's identical frames), so views and thresholds keep their scale. Each pass in
+    float64 rounded to float32 (the sums of three float32 values are exact in float64)."""
     diff = np.empty(luma.shape, np.float32)
     _along(diff, axis)[1:-1] = _along(luma, axis)[2:]
     _along(diff, axis)[1:-1] -= _along(luma, axis)[:-2]
     _along(diff, axis)[0] = _along(luma, axis)[1] - _along(luma, axis)[0]
     _along(diff, axis)[-1] = _along(luma, axis)[-1] - _along(luma, axis)[-2]
-    across = diff[1:-1].astype(np.float64)
-    across *= 2
-    across += diff[:-2]
-    across += diff[2:]
-    across = across.astype(np.float32)
+    across = diff * np.float32(4)
     out = np.empty(across.shape, np.float64)
     x, o = _along(across, other), _along(out, other)
     o[1:-1] = x[1:-1]

@@ -363,11 +363,11 @@ def test_alignment_detector_flags_a_knocked_camera_and_not_a_person():
     assert (scores[person] == 0).all()
 
 
-def test_alignment_maps_in_pieces_are_the_whole_chunks_and_correlations_exact(monkeypatch):
-    """The `alignment` detector maps and correlates a chunk in pieces that threads share. Its
-    maps are bit for bit those of `ndimage.sobel` on the reader's whole chunk (as it computed
-    them in one piece, smoothing each frame with the frames next to it), glare and all; its
-    correlations are those computed directly, shift by shift."""
+def test_alignment_maps_are_each_frames_own_and_correlations_exact(monkeypatch):
+    """The `alignment` detector maps and correlates a chunk in pieces that threads share. A
+    frame's map is its own: four times `ndimage.sobel` of that frame alone, glare cut out,
+    the same whichever frames it is read and mapped with (a new frame scored alone gets the
+    map it gets among others); its correlations are those computed directly, shift by shift."""
     from scipy import ndimage
 
     from pipeline.detectors import camera
@@ -388,11 +388,17 @@ def test_alignment_maps_in_pieces_are_the_whole_chunks_and_correlations_exact(mo
     pieces = list(det._chunks(batch, np.arange(n)))
     assert len(pieces) == 3
     got = np.concatenate([det._gradient_maps(luma) for _, luma in pieces])
+    alone = np.concatenate(
+        [det._gradient_maps(luma[[i]]) for _, luma in pieces for i in range(len(luma))]
+    )
+    np.testing.assert_array_equal(got, alone)
     luma = images.astype(np.float32) @ camera.LUMA
-    gradient = np.hypot(ndimage.sobel(luma, axis=2), ndimage.sobel(luma, axis=1))
+    gradient = 4 * np.hypot(
+        *(np.stack([ndimage.sobel(frame, axis=a) for frame in luma]) for a in (1, 0))
+    )
     gradient[ndimage.binary_dilation(luma >= det.saturated, structure=np.ones((1, 5, 5)))] = 0
     want = np.log1p(gradient.reshape(n, 36, 2, 64, 2).mean(axis=(2, 4))).astype(np.float32)
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
     det.view_ = np.median(want, axis=0)
     s, m = det.max_shift, det.margin
