@@ -4,10 +4,11 @@ What the rest of the code needs to know about a detector is a class attribute of
 everything else derives from the registry (`DETECTORS`): the default lists in
 `pipeline.settings` (`on_by_default`, `in_consensus`), what analyze says when a detector could
 not score (`unscorable`), where consensus starts counting its ranks as evidence
-(`evidence_from`) and from what size of harm (`evident`), how many neighbours the shared index must attach (`n_neighbors_needed`), and
-the facts each run records for the dashboard (`Scorer.facts`: its `summary`, evidence `family`,
-`order` in lists, `cause` and `plain_cause`; the dashboard never imports the pipeline, so it
-reads them from the run). A fact shared by a family is set once on the family's base class.
+(`evidence_from`) and from what size of harm (`evident`), how many neighbours the shared index
+must attach (`n_neighbors_needed`), and the facts each run records for the dashboard
+(`Scorer.facts`: its `summary`, evidence `family`, `order` in lists, `cause` and
+`plain_cause`; the dashboard never imports the pipeline, so it reads them from the run). A
+fact shared by a family is set once on the family's base class.
 
 Each detector carries two names for what it sees. `cause` is the kind of junk
 (`pipeline.causes`: quality, camera, scene, rarity): the consensus scores each cause from its
