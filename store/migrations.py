@@ -485,7 +485,7 @@ UPDATE incident_frames SET path = c.path, temperature_c = c.temperature_c,
                            precipitation_mm = c.precipitation_mm
 FROM _card_frames c WHERE c.frame_id = incident_frames.frame_id;
 DROP TABLE _card_frames;
-UPDATE run_aggregates SET has_cards = TRUE;
+UPDATE run_aggregates SET has_cards = has_conditions;
 UPDATE reviews SET frame_taken_at = f.taken_at, frame_daylight = f.daylight
 FROM frames f WHERE f.frame_id = reviews.frame_id;
 """
