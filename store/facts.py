@@ -1066,7 +1066,9 @@ def _map_sample(
     params.update(detector=flt.detector, max_points=int(max_points))
     condition = "'unknown' AS condition"
     utc, frames_join, weather_join = "CAST(NULL AS TIMESTAMPTZ)", "", ""
-    if flt.conditions:  # covered: the sample's conditions are the frames' (aggregates.covers)
+    if flt.conditions or (weather and aggregates.cards(con, flt)):
+        # the sample's conditions are still the frames' (aggregates.covers with a condition,
+        # aggregates.cards without): no weather join
         condition, weather = "page.condition", False
     if weather:  # the page's weather (an ASOF join over those rows only)
         condition = (

@@ -95,6 +95,7 @@ def _readers(opts: dict) -> list[tuple[str, tuple]]:
         ("gallery_page", (0, 24, "score")),
         ("map_points", (20_000, False)),
         ("map_points", (30, True)),
+        ("map_points", (20_000, True)),
         ("cluster_sizes", ()),
         ("cluster_profiles", ()),
         ("detector_matrix", (opts["detectors"][:3], 60, True)),
@@ -116,6 +117,7 @@ def _card_readers(opts: dict) -> list[tuple[str, tuple]]:
         ("gallery_page", (1, 10, "score")),
         ("cluster_samples", (6, 0, True)),
         ("cluster_samples", (2, 3, False)),
+        ("map_points", (20_000, True)),  # the sample's stored conditions
         ("top_k_differences", (a, b, 10, 6, True)),
     ]
 
