@@ -338,6 +338,48 @@ def test_cards_are_read_while_their_weather_holds(store_copy, monkeypatch):
         _same(got["rows"]["temperature_c"].iloc[0], top["temperature_c"], "the new weather")
 
 
+def test_reviews_follow_their_frames_new_times(store_copy, monkeypatch):
+    """Frames re-timed after they were reviewed (a clock fix): their reviews' stored time and
+    daylight follow, so after the next analysis the review counts of an hour or daylight
+    filter, read without joining the frames, are the scan's."""
+    from store import frames as store_frames
+
+    with store.connect(store_copy) as con:
+        run_id = facts.latest_run_id(con)
+        ids = [r[0] for r in con.execute("SELECT frame_id FROM frames ORDER BY 1").fetchall()]
+        reviews.set_verdicts(con, ids[::5], "junk")
+        reviews.set_verdicts(con, ids[2::9], "keep")
+        times = con.execute(
+            f"SELECT frame_id, {', '.join(store_frames.TIME_COLUMNS)} FROM frames "
+            "WHERE frame_id % 2 = 0"
+        ).df()
+        times["taken_at"] += pd.Timedelta(hours=7)
+        times["daylight"] = (
+            times["daylight"].map({"day": "night", "night": "day"}).fillna(times["daylight"])
+        )
+        store_frames.update_times(con, times)
+        assert not con.execute(
+            "SELECT count(*) FROM reviews r JOIN frames f USING (frame_id) "
+            "WHERE r.frame_taken_at IS DISTINCT FROM f.taken_at "
+            "OR r.frame_daylight IS DISTINCT FROM f.daylight"
+        ).fetchone()[0]
+        con.execute("BEGIN TRANSACTION")
+        con.execute("UPDATE run_aggregates SET is_stale = FALSE")  # as the next analysis
+        aggregates.write(con, run_id)
+        con.execute("COMMIT")
+    with store.connect(store_copy, read_only=True) as con:
+        base = FrameFilter(run_id=run_id)
+        for flt in (
+            base.replace(hour_from=6, hour_to=12),
+            base.replace(hour_from=20, hour_to=5),
+            base.replace(daylight=("day",)),
+        ):
+            assert aggregates.covers(con, flt)
+            for name, args in (("summary", ()), ("export_count", ("keep",))):
+                got, expected = _both(monkeypatch, getattr(facts, name), con, flt, *args)
+                _same(got, expected, f"{name} {flt}")
+
+
 def test_incidents_and_mosaic_as_the_analysis_wrote_them(con, run_id):
     found = facts.incidents(con, FrameFilter(run_id=run_id))
     assert len(found) == scalar(con, "SELECT count(*) FROM incidents WHERE run_id = ?", [run_id])
