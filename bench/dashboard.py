@@ -185,8 +185,9 @@ def build_store(
                        INTERVAL 1 HOUR) g(ts))""",
             {"start": start, "n": int(n_frames), "conds": list(CONDITIONS)},
         )
-        con.execute("""INSERT INTO reviews (frame_id, verdict)
-                       SELECT frame_id, CASE WHEN frame_id % 1000 = 0 THEN 'keep' ELSE 'junk' END
+        con.execute("""INSERT INTO reviews (frame_id, verdict, frame_taken_at, frame_daylight)
+                       SELECT frame_id, CASE WHEN frame_id % 1000 = 0 THEN 'keep' ELSE 'junk' END,
+                              taken_at, daylight
                        FROM frames WHERE frame_id % 500 = 0""")  # an afternoon's reviewing
         con.execute("""INSERT INTO ground_truth
                        SELECT frame_id, frame_id % 97 = 0,

@@ -249,11 +249,29 @@ _TRANSPOSE = {
 }
 
 
+# The decompression-bomb limit `decode_original` applies when its caller gives none (set by
+# `configure`). Ours, not Pillow's: Pillow's `Image.MAX_IMAGE_PIXELS` is process-wide state every
+# other Pillow user in the process reads (the dashboard's thumbnails, the mosaic), so a low limit
+# set for one ingest must not refuse their pictures; it is only ever raised, to our limit, so
+# that Pillow's own check does not refuse a frame ours allows.
+_max_pixels: int = Image.MAX_IMAGE_PIXELS or 0
+
+
 def configure(max_image_pixels: int) -> None:
-    """Pillow's limits for this process (ingest runs it in every worker): a truncated file is an
-    error, a decompression bomb too (over `max_image_pixels`), and a corrupt EXIF block is
-    dropped quietly (the pixels may still be fine). Process-wide, so threads share it."""
-    Image.MAX_IMAGE_PIXELS = int(max_image_pixels)
+    """Decoding limits for this process (ingest runs it in every worker): a truncated file is an
+    error, a decompression bomb too (over `max_image_pixels`: `decode_original`'s default
+    limit), and a corrupt EXIF block is dropped quietly (the pixels may still be fine).
+    Process-wide, so threads share it; Pillow's own limit is only raised (`_allow`)."""
+    global _max_pixels
+    _max_pixels = int(max_image_pixels)
+    _allow(_max_pixels)
+
+
+def _allow(max_pixels: int) -> None:
+    """Pillow's process-wide settings our decoding needs: its bomb limit at least `max_pixels`
+    (never lowered: our own limit is checked per call), truncation an error, quiet EXIF."""
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = int(max_pixels)
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
     warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -349,8 +367,9 @@ def decode_original(
     (Pillow's draft mode); any mode becomes 8-bit RGB (`to_rgb`). A file that cannot be opened
     raises its OSError (FileNotFoundError for a vanished file), not `FrameDecodeError`.
     """
+    limit = _max_pixels if max_pixels is None else int(max_pixels)
     if max_pixels is not None:
-        configure(max_pixels)
+        _allow(limit)
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
     with stream:
         try:
@@ -362,11 +381,11 @@ def decode_original(
                 )
             exif = _exif(image)
             width, height = image.size
-            limit = Image.MAX_IMAGE_PIXELS
             if limit and width * height > limit:
-                # Pillow only warns up to twice the limit, and the filter that makes its warning
-                # an error is process-wide state another thread's catch_warnings may undo
-                # (`serve` decodes in threads): check the limit here too
+                # our limit, this call's (Pillow's process-wide one is at least as high; it
+                # only warns up to twice it, and the filter that makes its warning an error is
+                # process-wide state another thread's catch_warnings may undo: `serve` decodes
+                # in threads)
                 raise Image.DecompressionBombError(
                     f"Image size ({width * height} pixels) exceeds limit of {limit} pixels, "
                     "could be decompression bomb DOS attack."

@@ -16,7 +16,10 @@ What `write` stores for a run (tables of migration 3; the condition, migration 6
 - `run_top`: each detector's `TOP_FRAMES` highest-scoring frames, in rank order;
 - `incidents` and `incident_frames` (found by `pipeline.incidents`; each frame's time, daylight,
   cluster and condition are copied in, so a filter on them needs no join with `frames`); the
-  sampled and top frames carry them too;
+  sampled and top frames carry them too, and all three the rest of a gallery card (migration 7:
+  the path, the temperature and precipitation of the frame's observation, `has_cards`), so a
+  page of cards needs no join with `frames` or the weather either (`cards`; `move_cards` keeps
+  the paths when files move);
 - `run_aggregates`: one row saying which frames they describe, and the archive mosaic (found by
   `pipeline.mosaic`).
 
@@ -32,6 +35,8 @@ clusters and weather conditions; a condition only when the aggregates were writt
 selection of frames or dates inside a period are answered by the filtered queries over every
 frame, as is every run without aggregates (made before them, or stale). Incidents and the mosaic are facts of the analysis and are shown
 whatever (2) says. Reviews change all the time and are never aggregated: readers join them live.
+The cards (`cards`) are read when the aggregates cover the filter and their weather is still the
+frames' (`weather_stale` unset): they show the temperature, not only the condition.
 """
 
 from __future__ import annotations
@@ -127,7 +132,8 @@ def write(
         con,
         f"""
         CREATE OR REPLACE TEMP TABLE {_CONDITIONS} AS
-        SELECT f.frame_id, coalesce(fw.condition, 'unknown') AS condition
+        SELECT f.frame_id, coalesce(fw.condition, 'unknown') AS condition, f.path,
+               fw.temperature_c, fw.precipitation_mm
         FROM frames f LEFT JOIN frame_weather fw ON fw.frame_id = f.frame_id""",
         {},
     )
@@ -182,9 +188,9 @@ def _write(
         con,
         f"""
         INSERT INTO run_samples (run_id, frame_id, taken_at, daylight, cluster, map_x, map_y,
-                                 condition)
+                                 condition, path, temperature_c, precipitation_mm)
         SELECT $run, c.frame_id, f.taken_at, f.daylight, c.cluster, c.map_x, c.map_y,
-               w.condition
+               w.condition, w.path, w.temperature_c, w.precipitation_mm
         FROM clusters c JOIN frames f ON f.frame_id = c.frame_id
         JOIN {_CONDITIONS} w ON w.frame_id = c.frame_id
         WHERE c.run_id = $run
@@ -214,11 +220,12 @@ def _write(
             con,
             f"""
             INSERT INTO run_top (run_id, detector, rank, frame_id, score, score_pct,
-                                 is_outlier, taken_at, daylight, cluster, condition)
+                                 is_outlier, taken_at, daylight, cluster, condition, path,
+                                 temperature_c, precipitation_mm)
             SELECT $run, $detector, row_number() OVER (ORDER BY t.score DESC NULLS LAST,
                                                        t.frame_id),
                    t.frame_id, t.score, t.score_pct, t.is_outlier, f.taken_at, f.daylight,
-                   c.cluster, w.condition
+                   c.cluster, w.condition, w.path, w.temperature_c, w.precipitation_mm
             FROM (SELECT frame_id, score, score_pct, is_outlier FROM outlier_scores
                   WHERE run_id = $run AND detector = $detector
                   ORDER BY score DESC NULLS LAST, frame_id LIMIT $n) t
@@ -246,9 +253,10 @@ def _write(
             incident_frames.assign(run_id=run_id),
             f"""
             INSERT INTO incident_frames (run_id, frame_id, incident_id, is_flagged, taken_at,
-                                         daylight, cluster, condition)
+                                         daylight, cluster, condition, path, temperature_c,
+                                         precipitation_mm)
             SELECT m.run_id, m.frame_id, m.incident_id, m.is_flagged, f.taken_at, f.daylight,
-                   c.cluster, w.condition
+                   c.cluster, w.condition, w.path, w.temperature_c, w.precipitation_mm
             FROM _new_incidents m JOIN frames f ON f.frame_id = m.frame_id
             JOIN {_CONDITIONS} w ON w.frame_id = m.frame_id
             LEFT JOIN clusters c ON c.run_id = m.run_id AND c.frame_id = m.frame_id""",
@@ -282,12 +290,13 @@ def _write(
         INSERT INTO run_aggregates (run_id, store_frames, store_max_frame_id, run_frames,
                                     cell_grain, first_day, last_day, n_sample, n_top,
                                     mosaic_png, mosaic_days, mosaic_outlined, mosaic_cell_width,
-                                    mosaic_cell_height, mosaic_info, has_conditions)
+                                    mosaic_cell_height, mosaic_info, has_conditions,
+                                    has_cards)
         SELECT $run, (SELECT count(*) FROM frames), (SELECT max(frame_id) FROM frames),
                (SELECT count(*) FROM clusters WHERE run_id = $run), $grain, $first, $last,
                (SELECT count(*) FROM run_samples WHERE run_id = $run), $top,
                $png, CAST($days AS DATE[]), CAST($outlined AS INTEGER[]), $cw, $ch,
-               CAST($info AS JSON), TRUE""",
+               CAST($info AS JSON), TRUE, TRUE""",
         {
             **params,
             **row,
@@ -303,6 +312,16 @@ def mark_stale(con: duckdb.DuckDBPyConnection) -> None:
     """Frames' times, daylight or pixels changed: no run's aggregates describe them any more
     (readers scan the frames until the next analysis)."""
     _run(con, "UPDATE run_aggregates SET is_stale = TRUE WHERE NOT is_stale")
+
+
+def move_cards(con: duckdb.DuckDBPyConnection, moved: str) -> None:
+    """Frames' files moved (`moved`: a registered table of frame_id, path): their stored
+    cards show the new path."""
+    for table in ("run_top", "run_samples", "incident_frames"):
+        _run(
+            con,
+            f"UPDATE {table} SET path = m.path FROM {moved} m WHERE {table}.frame_id = m.frame_id",
+        )
 
 
 def mark_weather_stale(con: duckdb.DuckDBPyConnection) -> None:
@@ -330,6 +349,21 @@ def covers(con: duckdb.DuckDBPyConnection, flt: "FrameFilter") -> bool:
     if not (row and row[0]) or (flt.conditions and not row[2]):
         return False
     return whole_periods(row[1], flt.date_from, flt.date_to)
+
+
+def cards(con: duckdb.DuckDBPyConnection, flt: "FrameFilter") -> bool:
+    """Whether a covered filter's cards (path, time, daylight, cluster, weather: what a gallery
+    card shows but the score and verdict) may be read from the run's stored lists (`run_top`,
+    `run_samples`, `incident_frames`): they carry them (`has_cards`, migration 7) and the
+    weather they copied is still the frames' (no observation or weather setting changed)."""
+    if not covers(con, flt):
+        return False
+    row = fetch_one(
+        con,
+        "SELECT has_cards AND NOT weather_stale FROM run_aggregates WHERE run_id = ?",
+        [int(flt.run_id)],  # covers: a run with aggregates
+    )
+    return bool(row and row[0])
 
 
 def grain(con: duckdb.DuckDBPyConnection, run_id: int | None) -> str | None:

@@ -239,19 +239,13 @@ def _cell_count(con: duckdb.DuckDBPyConnection, flt: FrameFilter, run_only: bool
 
 def _reviews_in(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, int]:
     """Junk and keep verdicts among the frames a covered filter keeps (reviews are not
-    aggregated: they change all the time; there are few of them, so this join is small)."""
+    aggregated: they change all the time; there are few of them, so this join is small). Each
+    review carries its frame's time and daylight (`frame_taken_at`, `frame_daylight`:
+    `store.reviews`), so a date, hour or daylight filter needs no join with `frames`."""
     where, params = aggregates.cell_filter(flt, "v", timed=True)
     params["run_id"] = flt.run_id
-    timed = (flt.date_from, flt.date_to, flt.daylight) != (None, None, ()) or (
-        flt.hour_from,
-        flt.hour_to,
-    ) != (0, 23)
-    frames = (
-        "JOIN frames f ON f.frame_id = r.frame_id"
-        if timed
-        else "SEMI JOIN frames f ON f.frame_id = r.frame_id"
-    )
-    cols = "f.taken_at, f.daylight" if timed else "NULL AS taken_at, NULL AS daylight"
+    frames = ""
+    cols = "r.frame_taken_at AS taken_at, r.frame_daylight AS daylight"
     clusters, cluster = "", "NULL AS cluster"
     if flt.clusters:
         clusters = "LEFT JOIN clusters c ON c.run_id = $run_id AND c.frame_id = r.frame_id"
@@ -765,6 +759,16 @@ _PAGE_EXTRAS = """
         LEFT JOIN reviews pr ON pr.frame_id = page.frame_id"""
 
 
+# A gallery card's columns but frame_id and verdict, as a stored list (`t`: `run_top`,
+# `run_samples`, `incident_frames`; `aggregates.cards`) holds them; run_top's own scores (the
+# other lists' are joined as `ps`).
+_CARD_COLUMNS = """t.path, t.taken_at, t.daylight, t.cluster, t.score, t.score_pct, t.is_outlier,
+    coalesce(t.condition, 'unknown') AS condition, t.temperature_c, t.precipitation_mm"""
+_CARD_COLUMNS_SCORED = _CARD_COLUMNS.replace("t.score", "ps.score").replace(
+    "t.is_outlier", "ps.is_outlier"
+)
+
+
 def _with_thumbs(con: duckdb.DuckDBPyConnection, df: pd.DataFrame) -> pd.DataFrame:
     """Add a `thumb` column (JPEG bytes, None without one) to a page of frames: one lookup by
     id on the same connection (a join would read the blob column of every thumbnail)."""
@@ -793,9 +797,21 @@ def frames_page(
         and aggregates.covers(con, flt)
         and _list_answers(con, flt, "run_top", flt.detector, offset + limit, total)
     ):
-        # the stored list has each frame's cluster and score: only reviews are joined
         source, params = _listed(flt, "run_top", flt.detector)
         params.update(limit=limit, offset=offset)
+        if aggregates.cards(con, flt):
+            # the stored list has each frame's card: only the verdicts are joined
+            df = _query(
+                con,
+                f"""
+                SELECT t.frame_id, {_CARD_COLUMNS}, pr.verdict
+                FROM (SELECT t.* {source} ORDER BY t.rank LIMIT $limit OFFSET $offset) t
+                LEFT JOIN reviews pr ON pr.frame_id = t.frame_id
+                ORDER BY t.rank""",
+                params,
+            )
+            return (_with_thumbs(con, df) if thumbs else df), total
+        # the stored list has each frame's cluster and score: frames, weather, reviews joined
         df = _query(
             con,
             f"""
@@ -1050,7 +1066,9 @@ def _map_sample(
     params.update(detector=flt.detector, max_points=int(max_points))
     condition = "'unknown' AS condition"
     utc, frames_join, weather_join = "CAST(NULL AS TIMESTAMPTZ)", "", ""
-    if flt.conditions:  # covered: the sample's conditions are the frames' (aggregates.covers)
+    if flt.conditions or (weather and aggregates.cards(con, flt)):
+        # the sample's conditions are still the frames' (aggregates.covers with a condition,
+        # aggregates.cards without): no weather join
         condition, weather = "page.condition", False
     if weather:  # the page's weather (an ASOF join over those rows only)
         condition = (
@@ -1165,6 +1183,24 @@ def cluster_samples(
     holds `n` of every cluster's filtered frames (or all of them)."""
     if aggregates.covers(con, flt) and _samples_per_cluster(con, flt, n):
         sql, params = _listed(flt, "run_samples")
+        params.update(detector=flt.detector, n=int(n), seed=int(seed))
+        if aggregates.cards(con, flt):  # the sample holds each frame's card
+            df = _query(
+                con,
+                f"""
+                WITH t AS (
+                    SELECT t.* {sql} AND t.cluster IS NOT NULL
+                    QUALIFY row_number() OVER (PARTITION BY t.cluster
+                                               ORDER BY hash(t.frame_id + $seed)) <= $n)
+                SELECT t.frame_id, {_CARD_COLUMNS_SCORED}, pr.verdict
+                FROM t
+                LEFT JOIN run_sample_scores ps ON ps.run_id = $run_id
+                     AND ps.detector = $detector AND ps.frame_id = t.frame_id
+                LEFT JOIN reviews pr ON pr.frame_id = t.frame_id
+                ORDER BY t.cluster, t.taken_at, t.frame_id""",
+                params,
+            )
+            return _with_thumbs(con, df) if thumbs else df
         sql = f"""
         WITH chosen AS (
             SELECT t.frame_id, t.cluster {sql} AND t.cluster IS NOT NULL
@@ -1300,24 +1336,33 @@ def detector_matrix(
 
 def _top_k(
     con: duckdb.DuckDBPyConnection, flt: FrameFilter, a: str, b: str, top_k: int
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, dict[str, Any], bool]:
     """`ta`/`tb`: A's and B's `top_k` filtered frames (frame_id, score, score_pct, is_outlier,
-    rank, cluster). Each is a top-N over the filtered frames (no sort of every frame; cluster
-    NULL, to be joined for the few shown), or, for a covered filter, the first of the
-    detector's stored top frames (with their cluster)."""
+    rank, cluster), and whether they also hold each frame's card (path, taken_at, daylight,
+    condition, temperature_c, precipitation_mm). Each is a top-N over the filtered frames (no
+    sort of every frame; cluster NULL, to be joined for the few shown), or, for a covered
+    filter, the first of the detector's stored top frames (with their cluster, and their cards
+    when `aggregates.cards` allows)."""
     whole = flt.replace(threshold_kind="all")
     if aggregates.covers(con, whole):
         every = _cell_count(con, whole, run_only=True)
         if all(_list_answers(con, whole, "run_top", d, top_k, every) for d in (a, b)):
+            carded = aggregates.cards(con, whole)
+            card = (
+                ", path, taken_at, daylight, coalesce(condition, 'unknown') AS condition, "
+                "temperature_c, precipitation_mm"
+                if carded
+                else ""
+            )
             parts, params = [], {"k": int(top_k)}
             for key, det in (("a", a), ("b", b)):
                 source, more = _listed(whole, "run_top", det, key=key)
                 params.update(more)
                 parts.append(f"""t{key} AS (
                     SELECT frame_id, score, score_pct, is_outlier,
-                           row_number() OVER (ORDER BY rank) AS rank, cluster
+                           row_number() OVER (ORDER BY rank) AS rank, cluster{card}
                     FROM (SELECT t.* {source} ORDER BY t.rank LIMIT $k))""")
-            return "WITH " + "\n, ".join(parts) + "\n", params
+            return "WITH " + "\n, ".join(parts) + "\n", params, carded
     sql, params = _filtered(whole, need=())
     params.update(a=a, b=b, k=int(top_k))
     semi = (
@@ -1339,6 +1384,7 @@ def _top_k(
         , tb AS ({top.format(d="b", semi=semi)})
 """,
         params,
+        False,
     )
 
 
@@ -1356,19 +1402,46 @@ def top_k_differences(
     (and the reverse), in that detector's rank order, with the gallery columns (score,
     score_pct and is_outlier are that detector's), their weather and, with `thumbs=True`, a
     `thumb` column; n is how many there are in all."""
-    sql, params = _top_k(con, flt, a, b, top_k)
+    sql, params, carded = _top_k(con, flt, a, b, top_k)
     params["limit"] = int(limit)
-    df = _query(
-        con,
-        sql
-        + f"""
+    diff = """
         , diff AS (
             SELECT 'a' AS side, ta.* FROM ta ANTI JOIN tb USING (frame_id)
             UNION ALL
             SELECT 'b' AS side, tb.* FROM tb ANTI JOIN ta USING (frame_id))
         , shown AS (
             SELECT *, count(*) OVER (PARTITION BY side) AS n_side FROM diff
-            QUALIFY row_number() OVER (PARTITION BY side ORDER BY rank) <= $limit)
+            QUALIFY row_number() OVER (PARTITION BY side ORDER BY rank) <= $limit)"""
+    if carded:  # the stored top lists hold the cards: only the verdicts are joined
+        df = _query(
+            con,
+            sql
+            + diff
+            + f"""
+            SELECT t.side, t.n_side, t.frame_id, {_CARD_COLUMNS}, pr.verdict
+            FROM shown t LEFT JOIN reviews pr ON pr.frame_id = t.frame_id
+            ORDER BY t.side, t.rank""",
+            params,
+        )
+    else:
+        df = _top_k_scan(con, sql + diff, params)
+    if thumbs:
+        df = _with_thumbs(con, df)
+    out = {}
+    for side in ("a", "b"):
+        part = df[df["side"] == side]
+        n = int(part["n_side"].iloc[0]) if len(part) else 0
+        out[side] = (part.drop(columns=["side", "n_side"]).reset_index(drop=True), n)
+    return out
+
+
+def _top_k_scan(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> pd.DataFrame:
+    """`top_k_differences`' rows when `shown` lacks the cards: joined with the frames, their
+    weather and their clusters."""
+    return _query(
+        con,
+        sql
+        + f"""
         , page AS MATERIALIZED (
             SELECT d.side, d.frame_id, d.score, d.score_pct, d.is_outlier, d.rank, d.n_side,
                    d.cluster, f.path, f.taken_at, f.taken_at_utc, f.daylight
@@ -1385,14 +1458,6 @@ def top_k_differences(
         ORDER BY page.side, page.rank""",
         params,
     )
-    if thumbs:
-        df = _with_thumbs(con, df)
-    out = {}
-    for side in ("a", "b"):
-        part = df[df["side"] == side]
-        n = int(part["n_side"].iloc[0]) if len(part) else 0
-        out[side] = (part.drop(columns=["side", "n_side"]).reset_index(drop=True), n)
-    return out
 
 
 # --- review and export ------------------------------------------------------------------------
@@ -1723,7 +1788,31 @@ def incident_strip(
         picks = list(range(len(ids)))
     chosen = tuple(ids[i] for i in picks)
     rows = pd.DataFrame(columns=["frame_id"])
-    if chosen:
+    if chosen and aggregates.cards(con, FrameFilter(run_id=run_id, detector=detector)):
+        # the incident's stored frames hold their cards: the detector's scores and the
+        # verdicts are joined
+        rows = _with_thumbs(
+            con,
+            _query(
+                con,
+                f"""
+                SELECT t.frame_id, {_CARD_COLUMNS_SCORED}, pr.verdict
+                FROM incident_frames t
+                LEFT JOIN outlier_scores ps ON ps.run_id = $run_id
+                     AND ps.detector = $detector AND ps.frame_id = t.frame_id
+                LEFT JOIN reviews pr ON pr.frame_id = t.frame_id
+                WHERE t.run_id = $run_id AND t.incident_id = $incident_id
+                  AND list_contains($chosen, t.frame_id)
+                ORDER BY t.taken_at, t.frame_id""",
+                {
+                    "run_id": run_id,
+                    "incident_id": int(incident_id),
+                    "detector": detector,
+                    "chosen": list(chosen),
+                },
+            ),
+        )
+    elif chosen:
         rows, _ = frames_page(
             con,
             FrameFilter(run_id=run_id, detector=detector, frame_ids=chosen),

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import duckdb
 import pandas as pd
 
-from store import aggregates
+from store import aggregates, reviews
 from store.db import execute as _run
 from store.db import fetch_one, scalar
 
@@ -208,6 +208,7 @@ def write_batch(con: duckdb.DuckDBPyConnection, batch: FrameBatch) -> int:
             n_reviews = _forget_old_pixels(con)
         if len(batch.reread) or len(batch.changed):
             aggregates.mark_stale(con)
+            reviews.copy_frame_times(con)
         if len(batch.thumbs):
             register("_thumbs", batch.thumbs)
             _run(
@@ -275,6 +276,7 @@ def relocate(con: duckdb.DuckDBPyConnection, moves: pd.DataFrame) -> None:
             "UPDATE frames SET root = m.root, path = m.path, location = m.location "
             "FROM _moved m WHERE frames.frame_id = m.frame_id",
         )
+        aggregates.move_cards(con, "_moved")
     finally:
         con.unregister("_moved")
 
@@ -287,6 +289,7 @@ def update_times(con: duckdb.DuckDBPyConnection, times: pd.DataFrame) -> None:
         sets = ", ".join(f"{c} = t.{c}" for c in TIME_COLUMNS)
         _run(con, f"UPDATE frames SET {sets} FROM _times t WHERE frames.frame_id = t.frame_id")
         aggregates.mark_stale(con)
+        reviews.copy_frame_times(con)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

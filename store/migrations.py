@@ -447,6 +447,49 @@ ALTER TABLE run_aggregates ADD COLUMN has_conditions BOOLEAN NOT NULL DEFAULT FA
 ALTER TABLE run_aggregates ADD COLUMN weather_stale BOOLEAN NOT NULL DEFAULT FALSE;
 """
 
+# What a gallery card shows, stored with a run's listed frames (`run_top`, `run_samples`,
+# `incident_frames`: the frame's path and its weather's temperature and precipitation, as the
+# `frame_weather` view gives them), so the pages that draw cards from them join neither
+# `frames` nor the weather (`aggregates.cards`); `has_cards` says a run's lists carry them.
+# Lists written before are filled in here from the frames and the weather as they are now
+# (what a scan shows: a run whose frames or weather changed since is answered by the scan
+# anyway, `aggregates.covers`). Each review carries its frame's camera-clock time and daylight
+# (`frame_taken_at`, `frame_daylight`; the review writers copy them and the frame writers keep
+# them), so counting the reviews a date, hour or daylight filter keeps needs no join either.
+_AGGREGATE_CARDS = """
+ALTER TABLE run_top ADD COLUMN path VARCHAR;
+ALTER TABLE run_top ADD COLUMN temperature_c DOUBLE;
+ALTER TABLE run_top ADD COLUMN precipitation_mm DOUBLE;
+ALTER TABLE run_samples ADD COLUMN path VARCHAR;
+ALTER TABLE run_samples ADD COLUMN temperature_c DOUBLE;
+ALTER TABLE run_samples ADD COLUMN precipitation_mm DOUBLE;
+ALTER TABLE incident_frames ADD COLUMN path VARCHAR;
+ALTER TABLE incident_frames ADD COLUMN temperature_c DOUBLE;
+ALTER TABLE incident_frames ADD COLUMN precipitation_mm DOUBLE;
+ALTER TABLE run_aggregates ADD COLUMN has_cards BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE reviews ADD COLUMN frame_taken_at TIMESTAMP;
+ALTER TABLE reviews ADD COLUMN frame_daylight VARCHAR;
+
+CREATE TEMP TABLE _card_frames AS
+SELECT f.frame_id, f.path, fw.temperature_c, fw.precipitation_mm
+FROM frames f LEFT JOIN frame_weather fw ON fw.frame_id = f.frame_id
+WHERE f.frame_id IN (SELECT frame_id FROM run_top UNION SELECT frame_id FROM run_samples
+                     UNION SELECT frame_id FROM incident_frames);
+UPDATE run_top SET path = c.path, temperature_c = c.temperature_c,
+                   precipitation_mm = c.precipitation_mm
+FROM _card_frames c WHERE c.frame_id = run_top.frame_id;
+UPDATE run_samples SET path = c.path, temperature_c = c.temperature_c,
+                       precipitation_mm = c.precipitation_mm
+FROM _card_frames c WHERE c.frame_id = run_samples.frame_id;
+UPDATE incident_frames SET path = c.path, temperature_c = c.temperature_c,
+                           precipitation_mm = c.precipitation_mm
+FROM _card_frames c WHERE c.frame_id = incident_frames.frame_id;
+DROP TABLE _card_frames;
+UPDATE run_aggregates SET has_cards = has_conditions;
+UPDATE reviews SET frame_taken_at = f.taken_at, frame_daylight = f.daylight
+FROM frames f WHERE f.frame_id = reviews.frame_id;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
     (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
@@ -454,6 +497,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (4, "the numeric precision of every vector and model row", _PRECISION),
     (5, "frames.local_contrast", _LOCAL_CONTRAST),
     (6, "the weather condition in the per-run aggregates", _AGGREGATE_CONDITIONS),
+    (7, "gallery cards in the per-run aggregates, frame times in reviews", _AGGREGATE_CARDS),
 ]
 
 LATEST = MIGRATIONS[-1][0]

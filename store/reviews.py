@@ -4,7 +4,10 @@ put earlier verdicts back (undo).
 Callers open a short write connection (`with store.connect(db) as con:`) around one call and
 close it at once, so the pipeline is never kept waiting. Rows go in as one DataFrame with
 `INSERT ... SELECT ... ON CONFLICT`, never row by row. `mark` returns the rows it replaced
-(`snapshot`), and `restore` puts them back as they were (verdict, note and time).
+(`snapshot`), and `restore` puts them back as they were (verdict, note and time). Each
+review row also carries its frame's time and daylight (`frame_taken_at`, `frame_daylight`,
+migration 7; `copy_frame_times` keeps them when frames change), so the readers count reviews
+under a date, hour or daylight filter without joining `frames`.
 """
 
 from __future__ import annotations
@@ -43,11 +46,14 @@ def set_verdicts(
             changed = con.execute(sql).fetchall()[0][0]
         else:
             sql = """
-                INSERT INTO reviews (frame_id, verdict, note, reviewed_at)
-                SELECT b.frame_id, ?, ?, now() FROM review_batch b
+                INSERT INTO reviews (frame_id, verdict, note, reviewed_at, frame_taken_at,
+                                     frame_daylight)
+                SELECT b.frame_id, ?, ?, now(), f.taken_at, f.daylight FROM review_batch b
                 JOIN frames f ON f.frame_id = b.frame_id
                 ON CONFLICT (frame_id) DO UPDATE SET verdict = excluded.verdict,
-                    note = excluded.note, reviewed_at = excluded.reviewed_at"""
+                    note = excluded.note, reviewed_at = excluded.reviewed_at,
+                    frame_taken_at = excluded.frame_taken_at,
+                    frame_daylight = excluded.frame_daylight"""
             changed = con.execute(sql, [verdict, note]).fetchall()[0][0]
         con.execute("COMMIT")
     except duckdb.Error as exc:
@@ -103,9 +109,10 @@ def restore(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], before: pd
     try:
         con.execute("BEGIN TRANSACTION")
         con.execute(sql)
-        sql = """INSERT INTO reviews (frame_id, verdict, note, reviewed_at)
-                 SELECT r.frame_id, r.verdict, r.note, r.reviewed_at FROM review_rows r
-                 JOIN frames f ON f.frame_id = r.frame_id"""
+        sql = """INSERT INTO reviews (frame_id, verdict, note, reviewed_at, frame_taken_at,
+                                      frame_daylight)
+                 SELECT r.frame_id, r.verdict, r.note, r.reviewed_at, f.taken_at, f.daylight
+                 FROM review_rows r JOIN frames f ON f.frame_id = r.frame_id"""
         con.execute(sql)
         con.execute("COMMIT")
     except duckdb.Error as exc:
@@ -116,3 +123,20 @@ def restore(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int], before: pd
         con.unregister("review_ids")
         con.unregister("review_rows")
     return len(rows)
+
+
+def copy_frame_times(con: duckdb.DuckDBPyConnection) -> None:
+    """Copy the frames' time and daylight into their reviews (`frame_taken_at`,
+    `frame_daylight`, which the readers count reviews by) where they differ: the frame writers
+    call it after changing them, in their transaction."""
+    sql = """
+        UPDATE reviews SET frame_taken_at = f.taken_at, frame_daylight = f.daylight
+        FROM frames f
+        WHERE f.frame_id = reviews.frame_id
+          AND (reviews.frame_taken_at IS DISTINCT FROM f.taken_at
+               OR reviews.frame_daylight IS DISTINCT FROM f.daylight)"""
+    try:
+        con.execute(sql)
+    except duckdb.Error as exc:
+        log_failed(sql, {}, exc)
+        raise

@@ -1,6 +1,6 @@
 """The per-run aggregates on the demo store: every reader gives the same answer from them as
-from the scan of every frame (also when the stored lists are too short and it must scan), the
-rule that says when they may be read, incidents and the mosaic as the analysis wrote them, and
+from the scan of every frame (also when the stored lists are too short and it must scan; the
+gallery cards stored with the lists too), the rule that says when they may be read, incidents and the mosaic as the analysis wrote them, and
 prune removing them with their run."""
 
 from __future__ import annotations
@@ -92,8 +92,10 @@ def _readers(opts: dict) -> list[tuple[str, tuple]]:
         ("frames_page", (0, 24, "score")),
         ("frames_page", (1, 10, "score")),
         ("frames_page", (0, 5, "score")),
+        ("gallery_page", (0, 24, "score")),
         ("map_points", (20_000, False)),
         ("map_points", (30, True)),
+        ("map_points", (20_000, True)),
         ("cluster_sizes", ()),
         ("cluster_profiles", ()),
         ("detector_matrix", (opts["detectors"][:3], 60, True)),
@@ -107,15 +109,44 @@ def _readers(opts: dict) -> list[tuple[str, tuple]]:
     ]
 
 
+def _card_readers(opts: dict) -> list[tuple[str, tuple]]:
+    """Reader calls that draw gallery cards from the stored lists (`aggregates.cards`)."""
+    a, b = opts["detectors"][:2]
+    return [
+        ("frames_page", (0, 24, "score", True)),
+        ("gallery_page", (1, 10, "score")),
+        ("cluster_samples", (6, 0, True)),
+        ("cluster_samples", (2, 3, False)),
+        ("map_points", (20_000, True)),  # the sample's stored conditions
+        ("top_k_differences", (a, b, 10, 6, True)),
+    ]
+
+
+def _with_and_without_cards(monkeypatch, fn, *args):
+    """`fn(*args)` with its cards read from the stored lists, then joined from the frames."""
+    carded = fn(*args)
+    with monkeypatch.context() as m:
+        m.setattr(aggregates, "cards", lambda con, flt: False)
+        joined = fn(*args)
+    return carded, joined
+
+
 def _compare_every_reader(con, monkeypatch) -> int:
     run_id = facts.latest_run_id(con)
     opts = facts.options(con, run_id)
     covered = 0
     for flt in _filters(con, run_id):
         covered += aggregates.covers(con, flt)
+        assert aggregates.cards(con, flt) == aggregates.covers(con, flt)
         for name, args in _readers(opts):
             got, expected = _both(monkeypatch, getattr(facts, name), con, flt, *args)
             _same(got, expected, f"{name}{args} {flt}")
+        # the cards stored with the lists are the frames' (a sample may differ from the scan's
+        # pick, so these compare the stored list's answer with and without its cards)
+        for name, args in _card_readers(opts):
+            fn = getattr(facts, name)
+            got, expected = _with_and_without_cards(monkeypatch, fn, con, flt, *args)
+            _same(got, expected, f"{name}{args} {flt}, cards")
     return covered
 
 
@@ -246,6 +277,107 @@ def test_reviews_under_a_weather_filter_count_the_same_both_ways(store_copy, mon
                 got, expected = _both(monkeypatch, getattr(facts, name), con, flt, *args)
                 _same(got, expected, f"{name} {condition}")
             assert facts.summary(con, flt)["n_junk"] > 0 or condition == "unknown"
+
+
+def test_incident_strips_from_the_stored_cards_match_the_scan(con, run_id, monkeypatch):
+    """Each incident's strip drawn from `incident_frames`' stored cards (migration 7) is the
+    one drawn from the frames, for two detectors and strips shorter and longer than it."""
+    assert aggregates.cards(con, FrameFilter(run_id=run_id))
+    ids = [
+        r[0]
+        for r in con.execute(
+            "SELECT incident_id FROM incidents WHERE run_id = ? ORDER BY n_frames DESC, "
+            "incident_id",
+            [run_id],
+        ).fetchall()
+    ]
+    assert ids
+    for incident in ids[:3] + ids[-2:]:
+        for n, detector in ((12, "consensus"), (3, "lof"), (1000, "iforest")):
+            got, expected = _both(
+                monkeypatch, facts.incident_strip, con, run_id, incident, n, detector
+            )
+            _same(got, expected, f"incident_strip {incident} {n} {detector}")
+            assert got["rows"]["thumb"].notna().all()
+
+
+def test_cards_are_read_while_their_weather_holds(store_copy, monkeypatch):
+    """Changed observations make the stored cards' weather old: the pages draw cards from the
+    frames again (same answers as the scan), until the next analysis writes them anew (with the
+    new weather); the cards' paths follow a moved frame."""
+    from store import frames as store_frames
+    from store import weather as store_weather
+
+    with store.connect(store_copy) as con:
+        run_id = facts.latest_run_id(con)
+        observed = store_weather.observations(con)
+        store_weather.insert_observations(
+            con, observed.assign(temperature_c=observed["temperature_c"] + 3.0), replace=True
+        )
+    base = FrameFilter(run_id=run_id)
+    with store.connect(store_copy, read_only=True) as con:
+        assert aggregates.covers(con, base) and not aggregates.cards(con, base)
+        got, expected = _both(monkeypatch, facts.gallery_page, con, base, 0, 24, "score")
+        _same(got, expected, "gallery_page, weather changed")
+        top = facts.frames_page(con, base, 0, 1)[0].iloc[0]
+    with store.connect(store_copy) as con:
+        con.execute("BEGIN TRANSACTION")
+        aggregates.write(con, run_id)
+        con.execute("COMMIT")
+        moved = con.execute(
+            "SELECT frame_id, root, 'moved/' || path AS path, location FROM frames "
+            "WHERE frame_id = ?",
+            [int(top["frame_id"])],
+        ).df()
+        store_frames.relocate(con, moved)
+    with store.connect(store_copy, read_only=True) as con:
+        assert aggregates.cards(con, base)
+        got, expected = _both(monkeypatch, facts.gallery_page, con, base, 0, 24, "score")
+        _same(got, expected, "gallery_page, rewritten")
+        assert got["rows"]["path"].iloc[0] == "moved/" + top["path"]
+        _same(got["rows"]["temperature_c"].iloc[0], top["temperature_c"], "the new weather")
+
+
+def test_reviews_follow_their_frames_new_times(store_copy, monkeypatch):
+    """Frames re-timed after they were reviewed (a clock fix): their reviews' stored time and
+    daylight follow, so after the next analysis the review counts of an hour or daylight
+    filter, read without joining the frames, are the scan's."""
+    from store import frames as store_frames
+
+    with store.connect(store_copy) as con:
+        run_id = facts.latest_run_id(con)
+        ids = [r[0] for r in con.execute("SELECT frame_id FROM frames ORDER BY 1").fetchall()]
+        reviews.set_verdicts(con, ids[::5], "junk")
+        reviews.set_verdicts(con, ids[2::9], "keep")
+        times = con.execute(
+            f"SELECT frame_id, {', '.join(store_frames.TIME_COLUMNS)} FROM frames "
+            "WHERE frame_id % 2 = 0"
+        ).df()
+        times["taken_at"] += pd.Timedelta(hours=7)
+        times["daylight"] = (
+            times["daylight"].map({"day": "night", "night": "day"}).fillna(times["daylight"])
+        )
+        store_frames.update_times(con, times)
+        assert not con.execute(
+            "SELECT count(*) FROM reviews r JOIN frames f USING (frame_id) "
+            "WHERE r.frame_taken_at IS DISTINCT FROM f.taken_at "
+            "OR r.frame_daylight IS DISTINCT FROM f.daylight"
+        ).fetchone()[0]
+        con.execute("BEGIN TRANSACTION")
+        con.execute("UPDATE run_aggregates SET is_stale = FALSE")  # as the next analysis
+        aggregates.write(con, run_id)
+        con.execute("COMMIT")
+    with store.connect(store_copy, read_only=True) as con:
+        base = FrameFilter(run_id=run_id)
+        for flt in (
+            base.replace(hour_from=6, hour_to=12),
+            base.replace(hour_from=20, hour_to=5),
+            base.replace(daylight=("day",)),
+        ):
+            assert aggregates.covers(con, flt)
+            for name, args in (("summary", ()), ("export_count", ("keep",))):
+                got, expected = _both(monkeypatch, getattr(facts, name), con, flt, *args)
+                _same(got, expected, f"{name} {flt}")
 
 
 def test_incidents_and_mosaic_as_the_analysis_wrote_them(con, run_id):

@@ -152,12 +152,33 @@ def test_bad_files_give_clear_messages(tmp_path):
 
 def test_decompression_bombs_are_refused_warning_and_error(tmp_path):
     path = write_jpeg(tmp_path / "huge.jpg", size=(64, 48))  # 3072 pixels
-    warned = read_frame(_task(path, max_pixels=2000))  # over the limit: Pillow warns
-    errored = read_frame(_task(path, max_pixels=1000))  # over twice the limit: Pillow raises
+    warned = read_frame(_task(path, max_pixels=2000))  # over the limit (Pillow would warn)
+    errored = read_frame(_task(path, max_pixels=1000))  # over twice it (Pillow would raise)
     for result in (warned, errored):
         assert result.error.startswith("refused as a decompression bomb")
         assert "max_image_pixels" in result.error
     assert read_frame(_task(path, max_pixels=MAX_PIXELS)).error is None
+
+
+def test_a_low_limit_stays_with_the_frames_it_was_set_for(tmp_path):
+    """A low max_image_pixels (one ingest's setting) refuses those frames only: Pillow's own
+    process-wide limit, which every other picture in the process meets (the dashboard's
+    thumbnails, the mosaic), is not lowered, so a later, bigger picture still opens."""
+    before = Image.MAX_IMAGE_PIXELS
+    path = write_jpeg(tmp_path / "frame.jpg", size=(160, 90))  # 14,400 pixels
+    assert read_frame(_task(path, max_pixels=1000)).error.startswith("refused")
+    pixels.configure(1000)
+    try:
+        assert Image.MAX_IMAGE_PIXELS == before
+        buf = io.BytesIO()
+        Image.new("RGB", (400, 300)).save(buf, "PNG")  # 120,000 pixels: over 2x 1000
+        with Image.open(io.BytesIO(buf.getvalue())) as image:
+            image.load()
+        assert image.size == (400, 300)
+        assert read_frame(_task(path, max_pixels=MAX_PIXELS)).error is None
+    finally:
+        pixels.configure(MAX_PIXELS)
+    assert Image.MAX_IMAGE_PIXELS == max(before, MAX_PIXELS)
 
 
 def test_corrupt_exif_keeps_the_pixels(tmp_path):

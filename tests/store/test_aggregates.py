@@ -1,5 +1,6 @@
 """Migration 3 (incidents and per-run aggregates) upgrades a version-2 store and keeps its rows;
-the period helpers the aggregates are cut by."""
+migration 7 fills in the gallery cards of a version-6 store; the period helpers the aggregates
+are cut by."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import duckdb
 import pytest
 
 import store
-from store import aggregates, facts, migrations
+from store import aggregates, facts, migrations, reviews
 from store.db import CONNECT_CONFIG, scalar
 from store.facts import FrameFilter
 
@@ -65,6 +66,45 @@ def test_a_version_2_store_migrates_to_the_latest_and_keeps_its_rows(tmp_path):
         assert facts.summary(con, flt)["n_flagged"] == 1  # answered by the scan
         assert facts.incidents(con, flt).empty and facts.mosaic(con, 1) is None
         assert facts.runs(con)["n_detectors"].tolist() == [1]
+
+
+CARD_COLUMNS = {
+    "run_top": ("path", "temperature_c", "precipitation_mm"),
+    "run_samples": ("path", "temperature_c", "precipitation_mm"),
+    "incident_frames": ("path", "temperature_c", "precipitation_mm"),
+    "run_aggregates": ("has_cards",),
+    "reviews": ("frame_taken_at", "frame_daylight"),
+}
+
+
+def _rows(con, table: str) -> list[tuple]:
+    return con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+
+
+def test_migration_7_fills_in_the_cards_of_a_version_6_store(store_copy):
+    """A store as migration 6 left it (no cards, no frame times in reviews) is refused
+    read-only with the command that upgrades it; upgraded, its lists hold the same cards and
+    its reviews the same frame times as the writers make now, and the pages read them."""
+    with store.connect(store_copy) as con:
+        run_id = facts.latest_run_id(con)
+        ids = [r[0] for r in con.execute("SELECT frame_id FROM frames LIMIT 40").fetchall()]
+        reviews.set_verdicts(con, ids[::2], "junk")
+        reviews.set_verdicts(con, ids[1::4], "keep")
+        written = {table: _rows(con, table) for table in CARD_COLUMNS if table != "run_aggregates"}
+        for table, columns in CARD_COLUMNS.items():
+            for column in columns:
+                con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        con.execute("DELETE FROM schema_migrations WHERE version = 7")
+    with pytest.raises(store.SchemaError, match="schema version 6.*python -m pipeline migrate"):
+        store.connect(store_copy, read_only=True)
+    with store.connect(store_copy) as con:  # a write open migrates
+        assert migrations.applied_version(con) == migrations.LATEST
+        for table, rows in written.items():
+            assert _rows(con, table) == rows, table
+    with store.connect(store_copy, read_only=True) as con:
+        assert aggregates.cards(con, FrameFilter(run_id=run_id))
+        verdicts = facts.summary(con, FrameFilter(run_id=run_id, hour_from=6, hour_to=18))
+        assert verdicts["n_junk"] + verdicts["n_keep"] > 0
 
 
 def test_period_units_and_whole_periods():
