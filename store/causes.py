@@ -45,6 +45,15 @@ def stored_causes(detectors: list[str]) -> list[str]:
     return [d[len(CAUSE_PREFIX) :] for d in detectors if d.startswith(CAUSE_PREFIX)]
 
 
+def choose(chosen, stored: list[str], own: list[str]) -> tuple[str, ...]:
+    """`FrameFilter.junk_causes` for a reader's choice of causes: the run's `stored` causes
+    among `chosen` in the run's order (other names dropped), or () for the run's `own`
+    consensus as stored: when they are its own, or none is left."""
+    wanted = set(chosen)
+    kept = tuple(c for c in stored if c in wanted)
+    return () if not kept or set(kept) == set(own) else kept
+
+
 def _as_number(column: str) -> str:
     return f"CASE WHEN {column} IS NULL OR isnan({column}) THEN 0.0 ELSE {column} END"
 

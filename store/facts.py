@@ -519,15 +519,6 @@ def own_causes(con: duckdb.DuckDBPyConnection, run_id: int | None) -> list[str]:
     return list(recorded) if recorded else stored_causes(detectors(con, run_id))
 
 
-def chosen_causes(con: duckdb.DuckDBPyConnection, run_id: int | None, causes) -> tuple[str, ...]:
-    """`FrameFilter.junk_causes` for a choice of causes: () when they are the run's own (the
-    stored consensus, read from the aggregates), else the run's stored causes among them in
-    the run's order (unknown names dropped; none left: ())."""
-    stored = stored_causes(detectors(con, run_id))
-    kept = tuple(c for c in stored if c in set(causes))
-    return () if not kept or set(kept) == set(own_causes(con, run_id)) else kept
-
-
 def summary(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
     """Counts for the filtered frames: frames, span, share of night, clusters, reviews."""
     if aggregates.covers(con, flt):

@@ -5,9 +5,10 @@ way their scores say; every reader that shows the consensus reads the recombined
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from store import facts
-from store.causes import with_causes
+from store.causes import choose, with_causes
 from store.db import scalar
 from store.facts import FrameFilter
 
@@ -129,11 +130,97 @@ def test_incidents_are_found_again_and_named_by_cause(con, run_id):
     assert set(strip["flagged"]) <= flagged
 
 
-def test_chosen_causes_normalise_the_choice(con, run_id):
-    assert facts.chosen_causes(con, run_id, ["rarity", "scene", "camera", "quality"]) == ()
-    assert facts.chosen_causes(con, run_id, ["scene", "quality", "nonsense"]) == (
-        "quality",
-        "scene",
+def test_choose_keeps_the_runs_stored_causes_in_the_runs_order():
+    stored = own = ["quality", "camera", "scene", "rarity"]
+    assert choose(["rarity", "scene", "camera", "quality"], stored, own) == ()
+    assert choose(["scene", "quality", "nonsense"], stored, own) == ("quality", "scene")
+    assert choose(["nonsense"], stored, own) == ()
+    assert choose([], stored, own) == ()
+    assert choose(["quality", "camera"], stored, ["quality"]) == ("quality", "camera")
+
+
+def _export(db, tmp_path, *args):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    out = tmp_path / "clean.csv"
+    result = CliRunner().invoke(
+        cli,
+        ["export", "--db", str(db), "--no-progress", "--frames", "clean", "--out", str(out), *args],
     )
-    assert facts.chosen_causes(con, run_id, ["nonsense"]) == ()
-    assert facts.chosen_causes(con, run_id, []) == ()
+    return result, out
+
+
+def test_export_counts_the_junk_causes_given(demo_store, con, run_id, tmp_path):
+    quality = FrameFilter(run_id=run_id, junk_causes=("quality",))
+    flagged = set(facts.frame_ids(con, quality.replace(threshold_kind="flagged")))
+    every = set(facts.frame_ids(con, FrameFilter(run_id=run_id)))
+    result, out = _export(demo_store, tmp_path, "--junk-causes", "quality")
+    assert result.exit_code == 0, result.output
+    assert "--junk-causes quality" in result.output
+    exported = set(pd.read_csv(out, comment="#")["frame_id"])
+    assert exported == every - flagged
+    result, out = _export(demo_store, tmp_path)  # the run's own
+    assert (
+        set(pd.read_csv(out, comment="#")["frame_id"])
+        == {*facts.export_frames(con, FrameFilter(run_id=run_id), "clean")["frame_id"]}
+        != exported
+    )
+
+
+def test_export_refuses_an_unknown_cause_in_one_line(demo_store, tmp_path):
+    result, out = _export(demo_store, tmp_path, "--junk-causes", "quality,vibes")
+    assert result.exit_code == 1
+    assert "--junk-causes: unknown value 'vibes'" in result.output
+    assert "quality, camera, scene, rarity" in result.output
+    assert not out.exists()
+
+
+@pytest.fixture
+def app(demo_store, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("TIMELAPSE_DB", str(demo_store))
+    monkeypatch.setenv("TIMELAPSE_LOCK_WAIT_S", "2")
+
+    def make(**params) -> AppTest:
+        at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60)
+        for key, value in params.items():
+            at.query_params[key] = value
+        return at
+
+    return make
+
+
+def _ok(at):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def test_the_sidebar_control_follows_and_writes_the_url(app, con, run_id):
+    at = _ok(app().run())
+    control = at.multiselect(key="f_causes")
+    assert control.label == "Junk causes"
+    assert control.value == ["quality", "camera", "scene", "rarity"]  # the run's own
+    assert "causes" not in at.query_params
+    _ok(control.set_value(["scene", "quality"]).run())
+    assert at.query_params["causes"] == "quality,scene"
+    _ok(at.multiselect(key="f_causes").set_value(["rarity", "scene", "camera", "quality"]).run())
+    assert "causes" not in at.query_params  # the run's own again: the default
+
+
+def test_a_shared_link_opens_the_incidents_of_its_causes(app, con, run_id):
+    scene = facts.incident_list(con, FrameFilter(run_id=run_id, junk_causes=("scene",)))
+    own = facts.incident_list(con, FrameFilter(run_id=run_id))
+    assert scene["n"] != own["n"]
+    at = app(causes="scene")
+    at.switch_page("views/incidents.py").run()
+    _ok(at)
+    assert at.multiselect(key="f_causes").value == ["scene"]
+    assert next(m.value for m in at.metric if m.label == "Incidents") == f"{scene['n']:,}"
+    assert at.query_params["causes"] == "scene"
+    assert set(at.dataframe[0].value["cause"]) == {"scene"}
