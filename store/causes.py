@@ -119,7 +119,7 @@ _rc_run AS (
     SELECT *, CAST(sum(starts) OVER (ORDER BY pos ROWS UNBOUNDED PRECEDING) AS INTEGER)
                   AS incident_id
     FROM _rc_hits)
-, _rc_spans AS (
+, _rc_spans AS MATERIALIZED (
     SELECT incident_id, min(pos) AS lo, max(pos) AS hi, count(*) AS n_flagged,
            min(taken_at) AS started_at, max(taken_at) AS ended_at,
            first(frame_id ORDER BY score DESC, pos) AS frame_id,
@@ -127,11 +127,17 @@ _rc_run AS (
            first(score_pct ORDER BY score DESC, pos) AS peak_pct,
            {evidence}
     FROM _rc_numbered GROUP BY incident_id)
-, incident_frames AS (
-    SELECT $rc_run AS run_id, o.frame_id, s.incident_id, o.eligible AND o.is_outlier AS is_flagged,
-           o.taken_at
-    FROM _rc_spans s JOIN _rc_ordered o ON o.pos BETWEEN s.lo AND s.hi)
-, incidents AS (
+, _rc_around AS (  -- each frame's incident before (or at) it and after (or at) it
+    SELECT o.frame_id, o.taken_at, o.eligible AND o.is_outlier AS is_flagged,
+           last_value(n.incident_id IGNORE NULLS) OVER (
+               ORDER BY o.pos ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS before,
+           first_value(n.incident_id IGNORE NULLS) OVER (
+               ORDER BY o.pos ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS after
+    FROM _rc_ordered o LEFT JOIN _rc_numbered n USING (pos))
+, incident_frames AS MATERIALIZED (  -- the frames from an incident's first flag to its last
+    SELECT $rc_run AS run_id, frame_id, before AS incident_id, is_flagged, taken_at
+    FROM _rc_around WHERE before = after)
+, incidents AS MATERIALIZED (
     SELECT $rc_run AS run_id, incident_id, started_at, ended_at,
            epoch(ended_at) - epoch(started_at) AS duration_s, hi - lo + 1 AS n_frames,
            n_flagged,
