@@ -359,8 +359,9 @@ def describe(flt: FrameFilter) -> str:
         parts.append(f"{flt.detector} percentile >= {flt.threshold:g}")
     elif flt.threshold_kind == "topk":
         parts.append(f"top {int(flt.threshold)} by {flt.detector}")
-    if flt.junk_causes:
-        parts.append("consensus of junk causes " + "/".join(flt.junk_causes))
     if flt.frame_ids:
         parts.append(f"{len(flt.frame_ids)} selected frames")
-    return "; ".join(parts) if parts else "all frames"
+    text = "; ".join(parts) if parts else "all frames"
+    if flt.junk_causes:  # not a restriction: which consensus the flags and ranks are
+        text += "; the consensus of junk causes " + "/".join(flt.junk_causes)
+    return text

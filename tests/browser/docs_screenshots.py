@@ -81,8 +81,8 @@ def main(store_path: Path, out: Path, names: set[str]) -> list[str]:
                 page.screenshot(path=str(out / "dashboard-incidents.png"))
                 ctx.close()
             if "causes" in names:
-                ctx, page = open_page("/incidents?causes=quality,camera", "Incidents", 1400, 1000)
-                page.get_by_text("Junk causes").first.wait_for(timeout=60_000)
+                ctx, page = open_page("/incidents?causes=quality,camera", "Incidents", 1400, 1250)
+                page.get_by_text("Junk causes").first.scroll_into_view_if_needed()
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(out / "dashboard-junk-causes.png"))
                 ctx.close()

@@ -207,8 +207,7 @@ def test_junk_causes_chosen_in_the_sidebar_go_into_the_link(browser, dashboard_u
     control = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').filter(
         has_text="Junk causes"
     )
+    control.get_by_text("scene", exact=True).wait_for(timeout=90_000)
     assert control.get_by_text("quality", exact=True).count() == 1
     assert control.get_by_text("camera", exact=True).count() == 0
-    table = page.locator('[data-testid="stDataFrame"]').first
-    table.wait_for(timeout=90_000)
     ctx.close()
