@@ -224,3 +224,15 @@ def test_a_shared_link_opens_the_incidents_of_its_causes(app, con, run_id):
     assert next(m.value for m in at.metric if m.label == "Incidents") == f"{scene['n']:,}"
     assert at.query_params["causes"] == "scene"
     assert set(at.dataframe[0].value["cause"]) == {"scene"}
+
+
+@pytest.mark.parametrize(
+    "view",
+    ["overview", "incidents", "gallery", "map", "clusters", "compare", "frame", "review"],
+)
+def test_every_page_draws_with_other_junk_causes(app, view):
+    at = app(causes="quality,camera")
+    at.switch_page(f"views/{view}.py").run()
+    _ok(at)
+    assert at.query_params["causes"] == "quality,camera"
+    assert at.multiselect(key="f_causes").value == ["quality", "camera"]
