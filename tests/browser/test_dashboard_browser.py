@@ -190,11 +190,13 @@ def test_junk_causes_chosen_in_the_sidebar_go_into_the_link(browser, dashboard_u
     control = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').filter(
         has_text="Junk causes"
     )
+    control.get_by_text("rarity", exact=True).wait_for(timeout=90_000)  # drawn: every chip
     for cause in ("quality", "camera", "scene", "rarity"):
         assert control.get_by_text(cause, exact=True).count() == 1
     for cause in ("camera", "rarity"):  # each chip's remove button, as a user clicks it
         control.get_by_role("button", name=f"Remove {cause}").click()
-        page.wait_for_timeout(300)
+        control.get_by_text(cause, exact=True).wait_for(state="detached", timeout=90_000)
+        settle(page, "Incidents")
     page.wait_for_url(re.compile(r"causes=quality%2Cscene|causes=quality,scene"), timeout=90_000)
     settle(page, "Incidents")
     page.screenshot(path=str(ARTIFACTS / "dashboard-junk-causes.png"))
