@@ -4,10 +4,11 @@
     .venv/bin/python bench/dashboard.py --sizes 100000,750000 --keep DIR --reuse  # time DIR's
     .venv/bin/python bench/dashboard.py --store FILE [--repeats 15]   # time an existing store
     ... [--filter hours|weather|flagged]   # what the timed filters restrict (see FILTERS)
+    ... [--causes quality,camera]   # the consensus of other junk causes (recombined in SQL)
 
 Stores are synthetic and made with SQL in seconds (frames every 10 minutes with a day/night
-cycle, hourly weather, one complete analysis run with clusters, 2-D map, seven detectors and
-five neighbours per frame, tiny thumbnails, a review of one frame in 500), then the run's
+cycle, hourly weather, one complete analysis run with clusters, 2-D map, seven detectors, four
+scores per cause of junk (`cause:quality`, ...) and five neighbours per frame, tiny thumbnails, a review of one frame in 500), then the run's
 incidents, mosaic and aggregates are written as `analyze` writes them (`write_aggregates`:
 the mosaic decodes every thumbnail it uses, which is most of the build time). Each page is
 timed the way the server renders it
@@ -47,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import store  # noqa: E402
 
 DETECTORS_SCORED = ("consensus", "iforest", "lof", "knn", "ecod", "hbos", "dark")
+CAUSES_SCORED = ("cause:quality", "cause:camera", "cause:scene", "cause:rarity")
 CONDITIONS = ("clear", "cloudy", "rain", "fog", "snow")
 
 
@@ -146,7 +148,12 @@ def build_store(
         )
         con.register(
             "dets",
-            pd.DataFrame({"detector": list(DETECTORS_SCORED), "d": range(len(DETECTORS_SCORED))}),
+            pd.DataFrame(
+                {
+                    "detector": [*DETECTORS_SCORED, *CAUSES_SCORED],
+                    "d": range(len(DETECTORS_SCORED) + len(CAUSES_SCORED)),
+                }
+            ),
         )
         con.execute(
             """
@@ -290,11 +297,15 @@ def _timed_reader(db: Path):
 FILTERS = ("hours", "weather", "flagged")
 
 
-def _pages(db: Path, repeats: int, kind: str = "hours") -> tuple[dict, list, Any]:
+def _pages(
+    db: Path, repeats: int, kind: str = "hours", causes: tuple[str, ...] = ()
+) -> tuple[dict, list, Any]:
     """Each page's render as a function of a filter, and `repeats` filters that differ (another
     hour window each) so no query result is reused; the reader, whose `.times` hold each reader
-    call's wall times."""
+    call's wall times. `causes`: the junk causes the consensus counts (the sidebar's control;
+    () = the run's own)."""
     from dashboard import charts
+    from store.causes import choose
     from store.facts import FrameFilter
 
     reader = _timed_reader(db)
@@ -308,6 +319,9 @@ def _pages(db: Path, repeats: int, kind: str = "hours") -> tuple[dict, list, Any
         flts = [f.replace(conditions=("rain",)) for f in flts]
     elif kind == "flagged":
         flts = [f.replace(threshold_kind="flagged") for f in flts]
+    if causes:
+        chosen = choose(causes, opts["causes"], opts["junk_causes"])
+        flts = [f.replace(junk_causes=chosen) for f in flts]
     dets = opts["detectors"]
 
     def overview(flt):
@@ -341,7 +355,7 @@ def _pages(db: Path, repeats: int, kind: str = "hours") -> tuple[dict, list, Any
         pick = int(
             table.sort_values(["n_frames", "peak_score"], ascending=False)["incident_id"].iloc[0]
         )
-        reader.call("incident_strip", run_id, pick, 12, flt.detector)
+        reader.call("incident_strip", run_id, pick, 12, flt.detector, flt.junk_causes)
 
     def gallery(flt):
         reader.call("gallery_page", flt, 0, 24, "score")
@@ -387,8 +401,8 @@ def _pages(db: Path, repeats: int, kind: str = "hours") -> tuple[dict, list, Any
             (
                 ("frame_detail", (fid, run_id)),
                 ("adjacent_frames", (fid,)),
-                ("scores_for", (run_id, [fid])),
-                ("neighbor_page", (run_id, fid, flt.detector)),
+                ("scores_for", (run_id, [fid], flt.junk_causes)),
+                ("neighbor_page", (run_id, fid, flt.detector, flt.junk_causes)),
                 ("thumbnails", ([fid],)),
             )
         )
@@ -445,18 +459,20 @@ def _timed(fn, arg) -> tuple[float, float]:
     return (time.perf_counter() - w0) * 1000, (time.process_time() - c0) * 1000
 
 
-def _time_pages(db: Path, repeats: int, kind: str = "hours") -> dict[str, dict[str, float]]:
+def _time_pages(
+    db: Path, repeats: int, kind: str = "hours", causes: tuple[str, ...] = ()
+) -> dict[str, dict[str, float]]:
     """p50/p95 per page of one store, each page's renders one after another."""
-    return _time_interleaved({"store": db}, repeats, kind)["store"]
+    return _time_interleaved({"store": db}, repeats, kind, causes)["store"]
 
 
 def _time_interleaved(
-    dbs: dict[str, Path], repeats: int, kind: str = "hours"
+    dbs: dict[str, Path], repeats: int, kind: str = "hours", causes: tuple[str, ...] = ()
 ) -> dict[str, dict[str, dict]]:
     """p50/p95 per store and page, the stores' renders interleaved: round after round, each
     page is rendered once on every store (the stores' order turning each round), so a burst of
     load on the shared machine hits every size alike and the ratios between sizes hold."""
-    setup = {key: _pages(db, repeats, kind) for key, db in dbs.items()}
+    setup = {key: _pages(db, repeats, kind, causes) for key, db in dbs.items()}
     names = list(next(iter(setup.values()))[0])
     for pages, flts, reader in setup.values():
         for fn in pages.values():
@@ -512,15 +528,24 @@ def main() -> None:
         help="what the timed filters restrict besides the hours: nothing more, a weather "
         "condition (rain), or the detector's flags (a threshold: the pages scan)",
     )
+    parser.add_argument(
+        "--causes",
+        default="",
+        metavar="CAUSE,...",
+        help="the junk causes the consensus counts (the sidebar's control): another choice "
+        "than the run's own recombines it in SQL, and the pages scan [default: the run's own]",
+    )
     args = parser.parse_args()
+    causes = tuple(c.strip() for c in args.causes.split(",") if c.strip())
     if args.store is not None:
-        pages = _time_pages(args.store, args.repeats, args.filter)
+        pages = _time_pages(args.store, args.repeats, args.filter, causes)
         print(
             json.dumps(
                 {
                     "store": str(args.store),
                     "repeats": args.repeats,
                     "filter": args.filter,
+                    "causes": list(causes),
                     "load_average": os.getloadavg()[0],
                     "pages": pages,
                 },
@@ -532,6 +557,7 @@ def main() -> None:
     results = {
         "repeats": args.repeats,
         "filter": args.filter,
+        "causes": list(causes),
         "load_average_before": os.getloadavg()[0],
         "sizes": {},
     }
@@ -552,7 +578,7 @@ def main() -> None:
             print(json.dumps({"size": n, **results["sizes"][str(n)]}), file=sys.stderr)
             dbs[str(n)] = db
         results["load_average_timing"] = os.getloadavg()[0]
-        timed = _time_interleaved(dbs, args.repeats, args.filter)
+        timed = _time_interleaved(dbs, args.repeats, args.filter, causes)
         for n, pages in timed.items():
             results["sizes"][n]["pages"] = pages
             results["sizes"][n]["max_page_p95_ms"] = max(

@@ -151,7 +151,8 @@ def add_consensus_of(table, causes: list[str]) -> str:
     them (a cause without an opinion on a frame adds nothing); returns its column name."""
     import numpy as np
 
-    from pipeline.causes import cause_key, check_causes
+    from pipeline.causes import check_causes
+    from store.causes import cause_key
 
     try:
         causes = check_causes(causes, "--causes")

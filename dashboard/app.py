@@ -87,6 +87,8 @@ def _sanitise_widgets(opts: dict) -> None:
     ):
         if key in state:
             state[key] = [v for v in state[key] if v in known]
+    if filters.W_CAUSES in state:
+        state[filters.W_CAUSES] = [c for c in state[filters.W_CAUSES] if c in opts["causes"]]
     if filters.W_DET in state and state[filters.W_DET] not in opts["detectors"]:
         state[filters.W_DET] = opts["detectors"][0] if opts["detectors"] else None
     lo, hi = opts["date_min"], opts["date_max"]
@@ -155,10 +157,18 @@ def _sidebar(opts: dict) -> None:
             "Scores: higher = more abnormal. `cause:...` is one cause of junk's "
             "score; `consensus` sums the junk causes the run counts.",
         )
-        if opts.get("junk_causes"):
-            sb.caption(
-                "Junk causes counted by this run's consensus: "
-                f"{', '.join(opts['junk_causes'])} (`analyze --junk-causes`)."
+        if opts["causes"]:
+            own = ", ".join(opts["junk_causes"])
+            sb.multiselect(
+                "Junk causes",
+                opts["causes"],
+                key=filters.W_CAUSES,
+                placeholder=f"the run's own: {own}",
+                help="What the consensus counts as junk on every page and in the export: "
+                "quality (blur, fog, water or dirt on the lens, too dark or bright), "
+                "camera (moved, knocked), scene (something in front or new), rarity "
+                f"(unlike its neighbours). This run counts {own} (`analyze --junk-causes`); "
+                "another choice sums those causes' stored scores again (slower pages).",
             )
         kind = sb.selectbox(
             "Threshold",

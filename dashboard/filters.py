@@ -6,7 +6,8 @@ and returns a notice for everything it ignored; nothing from the URL reaches SQL
 validated, typed value bound as a parameter, and nothing is ever used as a file path.
 
 URL keys: from, to (YYYY-MM-DD, camera clock), hours (H-H), daylight, weather, cluster
-(comma-separated), run (id), det (detector key), thr (all | flagged | pctNN | topN).
+(comma-separated), run (id), det (detector key), thr (all | flagged | pctNN | topN), causes
+(the junk causes the consensus counts, comma-separated; absent = the run's own).
 """
 
 from __future__ import annotations
@@ -16,11 +17,23 @@ from datetime import date
 from typing import Any, Mapping
 
 from dashboard.pages import PAGE_KEYS
+from store.causes import choose
 from store.facts import THRESHOLD_KINDS, FrameFilter
 
 MAX_VALUE_LEN = 200
 MAX_LIST_ITEMS = 50
-FILTER_KEYS = ("run", "from", "to", "hours", "daylight", "weather", "cluster", "det", "thr")
+FILTER_KEYS = (
+    "run",
+    "from",
+    "to",
+    "hours",
+    "daylight",
+    "weather",
+    "cluster",
+    "det",
+    "thr",
+    "causes",
+)
 # Keys Streamlit itself uses in URLs. The keys pages own (`dashboard.pages.PAGE_KEYS`) are
 # validated where they are read, with `parse_int` / `parse_choice`; `parse` leaves them alone.
 STREAMLIT_KEYS = ("embed", "embed_options")
@@ -36,6 +49,7 @@ THRESHOLD_LABELS = {
 W_RUN, W_DATES, W_HOURS = "f_run", "f_dates", "f_hours"
 W_DAYLIGHT, W_WEATHER, W_CLUSTER = "f_daylight", "f_weather", "f_cluster"
 W_DET, W_THR_KIND, W_THR_PCT, W_THR_K = "f_det", "f_thr_kind", "f_thr_pct", "f_thr_k"
+W_CAUSES = "f_causes"
 
 DEFAULT_PCT = 95.0
 DEFAULT_TOPK = 100
@@ -181,6 +195,13 @@ def parse(params: Mapping[str, Any], opts: Mapping[str, Any]) -> tuple[FrameFilt
                 notices.append("Ignored URL parameter 'thr': top-k needs k >= 1.")
         else:
             values["threshold_kind"] = match[1]
+    if "causes" in raw:
+        known = list(opts.get("causes") or [])
+        items = _items("causes", raw["causes"], notices)
+        for item in items:
+            if item not in known:
+                notices.append(f"Ignored unknown junk cause {_shorten(item)} in the URL.")
+        values["junk_causes"] = choose(items, known, list(opts.get("junk_causes") or []))
     detectors = list(opts.get("detectors") or [])
     if "detector" not in values and detectors:
         values["detector"] = detectors[0]
@@ -216,6 +237,8 @@ def serialise(flt: FrameFilter, opts: Mapping[str, Any]) -> dict[str, str]:
         out["thr"] = f"pct{flt.threshold:g}"
     elif flt.threshold_kind == "topk":
         out["thr"] = f"top{int(flt.threshold)}"
+    if flt.junk_causes:
+        out["causes"] = ",".join(flt.junk_causes)
     return out
 
 
@@ -271,6 +294,7 @@ def to_widgets(flt: FrameFilter, opts: Mapping[str, Any]) -> dict[str, Any]:
         W_THR_KIND: flt.threshold_kind,
         W_THR_PCT: float(flt.threshold) if flt.threshold_kind == "pct" else DEFAULT_PCT,
         W_THR_K: int(flt.threshold) if flt.threshold_kind == "topk" else DEFAULT_TOPK,
+        W_CAUSES: list(flt.junk_causes or opts.get("junk_causes") or []),
     }
     if start is not None and end is not None:
         state[W_DATES] = (start, end)
@@ -310,6 +334,9 @@ def from_widgets(state: Mapping[str, Any], opts: Mapping[str, Any]) -> FrameFilt
         values["threshold"] = float(state.get(W_THR_PCT, DEFAULT_PCT))
     elif values["threshold_kind"] == "topk":
         values["threshold"] = float(state.get(W_THR_K, DEFAULT_TOPK))
+    values["junk_causes"] = choose(
+        state.get(W_CAUSES) or [], opts.get("causes") or [], opts.get("junk_causes") or []
+    )
     return FrameFilter(**values)
 
 
@@ -334,4 +361,7 @@ def describe(flt: FrameFilter) -> str:
         parts.append(f"top {int(flt.threshold)} by {flt.detector}")
     if flt.frame_ids:
         parts.append(f"{len(flt.frame_ids)} selected frames")
-    return "; ".join(parts) if parts else "all frames"
+    text = "; ".join(parts) if parts else "all frames"
+    if flt.junk_causes:  # not a restriction: which consensus the flags and ranks are
+        text += "; the consensus of junk causes " + "/".join(flt.junk_causes)
+    return text

@@ -172,7 +172,7 @@ def _details(row: dict, detector: str) -> None:
     if rain is not None and pd.notna(rain):
         st.caption(f"rain {rain:.1f} mm/h · {literal(row.get('daylight') or 'daylight unknown')}")
     flt, opts = current()
-    scores = data.get("scores_for", flt.run_id, [int(row["frame_id"])])
+    scores = data.get("scores_for", flt.run_id, [int(row["frame_id"])], flt.junk_causes)
     if scores.empty:
         st.caption("No scores in this run.")
         return

@@ -34,7 +34,6 @@ import pandas as pd
 
 import store
 from pipeline import __version__
-from pipeline.causes import cause_key
 from pipeline.daylight import PLACE_KEYS
 from pipeline.detectors import (
     CONSENSUS,
@@ -57,6 +56,7 @@ from pipeline.settings import Settings
 from store import analysis as sa
 from store import embeddings as se
 from store import kv
+from store.causes import cause_key
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,9 @@ Every detector belongs to one cause (its class's `cause` fact, see `pipeline.det
 `analyze` writes one score per cause beside the detectors (detector name `cause:<cause>`), and
 the consensus is the sum of the causes a user counts as junk (setting `junk_causes`, default
 all four): a building-site camera, whose diggers and trucks are the point, counts
-`quality,camera`. This module is light (no NumPy) so that settings can check the names.
+`quality,camera`. This module is light (no NumPy) so that settings can check the names. The
+store names a cause's score (`store.causes.cause_key`) and can sum other causes again
+(`store.causes`: the dashboard's and export's "junk causes").
 """
 
 from __future__ import annotations
@@ -26,12 +28,6 @@ CAUSES: dict[str, str] = {
     "vehicle, drops on the lens",
     "rarity": "unlike its neighbours in time, the same hour on other days, or any other frame",
 }
-CAUSE_PREFIX = "cause:"
-
-
-def cause_key(cause: str) -> str:
-    """The detector name a cause's score is stored under (`cause:quality`, ...)."""
-    return CAUSE_PREFIX + cause
 
 
 def check_causes(names: list[str] | tuple[str, ...], what: str = "junk_causes") -> list[str]:

@@ -844,6 +844,13 @@ DEFLICKER_FRAMES = 15  # the deflicker window of a bare --deflicker (the dashboa
     "at least NN, or the top N by score [default: all]",
 )
 @click.option(
+    "--junk-causes",
+    "junk_causes",
+    metavar="CAUSE,...",
+    help="the causes of junk the consensus counts (quality, camera, scene, rarity), summed "
+    "again from the run's scores per cause [default: the run's own, `analyze --junk-causes`]",
+)
+@click.option(
     "--fps",
     type=click.IntRange(1, 120),
     default=24,
@@ -889,6 +896,7 @@ def export(
     cluster,
     det,
     thr,
+    junk_causes,
     fps,
     width,
     deflicker,
@@ -916,6 +924,7 @@ def export(
         cluster=cluster,
         det=det,
         thr=thr,
+        junk_causes=junk_causes,
     )
     options = VideoOptions(
         fps=fps,

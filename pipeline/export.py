@@ -2,7 +2,9 @@
 
 The flags are the dashboard's URL keys with the same values: `--run N`, `--from/--to
 YYYY-MM-DD` (camera clock), `--hours H-H`, `--daylight`, `--weather`, `--cluster` (comma
-lists), `--det KEY`, `--thr all|flagged|pctNN|topN`; `--frames not_junk|keep|clean` is the
+lists), `--det KEY`, `--thr all|flagged|pctNN|topN`, `--junk-causes` (URL key `causes`: the
+causes of junk the consensus counts, recombined from the run's cause scores, `store.causes`;
+default the run's own); `--frames not_junk|keep|clean` is the
 Review page's "Frames to export". `build_filter` checks them against the store as the dashboard
 checks a URL (`store.facts.options`), but an unknown value is a one-line error, not a notice.
 The frames are `store.facts.export_frames`, so the CLI and the dashboard export the same frames
@@ -25,6 +27,7 @@ from pipeline import video
 from pipeline.errors import InputError, PipelineError
 from store import export as formats
 from store import facts
+from store.causes import choose
 from store.facts import FrameFilter
 
 FORMATS = ("mp4", "csv", "list", "ffconcat")
@@ -54,6 +57,7 @@ class FilterFlags:
     cluster: str | None = None
     det: str | None = None
     thr: str | None = None
+    junk_causes: str | None = None
 
     def describe(self) -> str:
         """The flags given, as typed: 'all frames' when none."""
@@ -69,6 +73,7 @@ class FilterFlags:
                 ("cluster", self.cluster),
                 ("det", self.det),
                 ("thr", self.thr),
+                ("junk-causes", self.junk_causes),
             )
             if value is not None
         ]
@@ -159,6 +164,19 @@ def build_filter(con, flags: FilterFlags) -> FrameFilter:
         values["detector"] = flags.det
     elif opts["detectors"]:
         values["detector"] = opts["detectors"][0]
+    if flags.junk_causes is not None:
+        if run_id is None:
+            raise InputError(
+                "--junk-causes needs an analysis run; this store has none yet "
+                "(run `python -m pipeline analyze`)"
+            )
+        if not opts["causes"]:
+            raise InputError(
+                f"--junk-causes: run {run_id} stored no score per cause (it was analysed "
+                "before causes were recorded: run `python -m pipeline analyze` again)"
+            )
+        causes = _items("junk-causes", flags.junk_causes, opts["causes"])
+        values["junk_causes"] = choose(causes, opts["causes"], opts["junk_causes"])
     return FrameFilter(**values)
 
 

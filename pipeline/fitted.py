@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from pipeline import __version__
-from pipeline.causes import cause_key
 from pipeline.detectors import (
     CONSENSUS,
     DETECTORS,
@@ -39,6 +38,7 @@ from pipeline.detectors.background.alignment import Alignment
 from pipeline.detectors.background.eigen import BackgroundModel, TimeOfDayNoise
 from pipeline.neighbors import NeighborIndex
 from pipeline.versioned import Versioned
+from store.causes import cause_key
 
 N_TABLE_NEIGHBORS = 8  # rows per frame in the `neighbors` table
 

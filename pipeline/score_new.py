@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 import store
-from pipeline.causes import cause_key
 from pipeline.detectors import CONSENSUS, FrameBatch
 from pipeline.errors import AnalysisError
 from pipeline.fitted import FittedRun, RunScores, library_versions, neighbor_rows, neighbors_needed
@@ -41,6 +40,7 @@ from pipeline.settings import Settings
 from pipeline.versioned import FittedFormatError
 from store import analysis as sa
 from store import embeddings as se
+from store.causes import cause_key
 
 if TYPE_CHECKING:
     import duckdb

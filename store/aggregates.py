@@ -32,8 +32,9 @@ the grain is a day, Monday to Sunday for weeks, whole months for months), hours,
 clusters and weather conditions; a condition only when the aggregates were written with it
 (`has_conditions`) and no observation or weather-join setting changed since
 (`mark_weather_stale`, called by the weather writers: observations, the join's settings). A score threshold, a
-selection of frames or dates inside a period are answered by the filtered queries over every
-frame, as is every run without aggregates (made before them, or stale). Incidents and the mosaic are facts of the analysis and are shown
+selection of frames, dates inside a period or junk causes other than the run's (the consensus
+recombined, `store.causes`: the cells and lists hold the run's own) are answered by the filtered
+queries over every frame, as is every run without aggregates (made before them, or stale). Incidents and the mosaic are facts of the analysis and are shown
 whatever (2) says. Reviews change all the time and are never aggregated: readers join them live.
 The cards (`cards`) are read when the aggregates cover the filter and their weather is still the
 frames' (`weather_stale` unset): they show the temperature, not only the condition.
@@ -333,8 +334,8 @@ def mark_weather_stale(con: duckdb.DuckDBPyConnection) -> None:
 
 def covers(con: duckdb.DuckDBPyConnection, flt: "FrameFilter") -> bool:
     """Whether the run's aggregates answer this filter (the rule in the module docstring)."""
-    if flt.run_id is None or flt.frame_ids or flt.threshold_kind != "all":
-        return False
+    if flt.run_id is None or flt.frame_ids or flt.threshold_kind != "all" or flt.junk_causes:
+        return False  # junk causes: another consensus than the run's, which the cells hold
     row = fetch_one(
         con,
         """

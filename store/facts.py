@@ -26,6 +26,7 @@ import duckdb
 import pandas as pd
 
 from store import aggregates
+from store.causes import stored_causes, with_causes
 from store.db import fetch_one, log_failed, scalar
 
 THRESHOLD_KINDS = ("all", "flagged", "pct", "topk")
@@ -39,6 +40,9 @@ class FrameFilter:
     `threshold_kind`: 'all' (no score filter), 'flagged' (the detector's is_outlier),
     'pct' (score_pct >= threshold/100) or 'topk' (the `threshold` highest-scoring frames
     among those the other filters keep). `frame_ids` restricts to a selection (e.g. from the map).
+    `junk_causes`: the causes of junk the consensus counts, recombined from the run's cause
+    scores (`store.causes`); empty = the run's own consensus as stored. The readers then scan
+    the frames (the run's aggregates hold its own consensus) and find its incidents again.
     """
 
     run_id: int | None = None
@@ -53,6 +57,7 @@ class FrameFilter:
     threshold_kind: str = "all"
     threshold: float = 0.0
     frame_ids: tuple[int, ...] = field(default=())
+    junk_causes: tuple[str, ...] = ()
 
     def replace(self, **changes: Any) -> "FrameFilter":
         values = {**self.__dict__, **changes}
@@ -207,7 +212,7 @@ WITH sel AS (
     {qualify}
 )
 """
-    return sql, params
+    return with_causes(sql, params, flt.run_id, flt.junk_causes)
 
 
 def _cells(flt: FrameFilter, detector: bool = False) -> tuple[str, dict[str, Any]]:
@@ -482,6 +487,7 @@ def options(con: duckdb.DuckDBPyConnection, run_id: int | None = None) -> dict[s
     daylight = [d for d in DAYLIGHT_VALUES if d in daylight] + sorted(
         set(daylight) - set(DAYLIGHT_VALUES)
     )
+    scored = detectors(con, run_id)
     return {
         "date_min": span[0] if span else None,
         "date_max": span[1] if span else None,
@@ -489,12 +495,22 @@ def options(con: duckdb.DuckDBPyConnection, run_id: int | None = None) -> dict[s
         "clusters": clusters,
         "conditions": conditions,
         "daylight": daylight,
-        "detectors": detectors(con, run_id),
+        "detectors": scored,
         "runs": complete_run_ids(con),
         "run_id": run_id,
         # the causes of junk the run's consensus counts (`--junk-causes`); [] before causes
-        "junk_causes": list(run_params(con, run_id).get("junk_causes") or []),
+        "junk_causes": own_causes(con, run_id),
+        # the causes the run stored a score for: what a reader can count instead
+        "causes": stored_causes(scored),
     }
+
+
+def own_causes(con: duckdb.DuckDBPyConnection, run_id: int | None) -> list[str]:
+    """The causes of junk a run's consensus counts, in the order it added them (its
+    `junk_causes`; a run made before the setting summed every cause it stored); [] for a run
+    made before causes were stored."""
+    recorded = run_params(con, run_id).get("junk_causes")
+    return list(recorded) if recorded else stored_causes(detectors(con, run_id))
 
 
 def summary(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
@@ -894,19 +910,27 @@ def frame_ids(
     return [int(i) for i in df["frame_id"]]
 
 
-def scores_for(con: duckdb.DuckDBPyConnection, run_id: int | None, ids: list[int]) -> pd.DataFrame:
+def scores_for(
+    con: duckdb.DuckDBPyConnection,
+    run_id: int | None,
+    ids: list[int],
+    junk_causes: tuple[str, ...] = (),
+) -> pd.DataFrame:
     """Long form: every detector's score and percentile for some frames (one frame: by
-    equality, which the scan can skip to)."""
+    equality, which the scan can skip to); the consensus of `junk_causes` when given
+    (`FrameFilter.junk_causes`)."""
     ids = [int(i) for i in ids]
     match = "frame_id = $id" if len(ids) == 1 else "frame_id IN (SELECT unnest($ids))"
-    return _query(
-        con,
+    sql, params = with_causes(
         f"""
         SELECT frame_id, detector, score, score_pct, is_outlier FROM outlier_scores
         WHERE run_id = $run_id AND {match}
         ORDER BY frame_id, detector""",
         {"run_id": run_id, "ids": ids, "id": ids[0] if ids else None},
+        run_id,
+        junk_causes,
     )
+    return _query(con, sql, params)
 
 
 def thumbnails(con: duckdb.DuckDBPyConnection, ids: list[int]) -> dict[int, bytes]:
@@ -960,10 +984,15 @@ def neighbors(con: duckdb.DuckDBPyConnection, run_id: int | None, frame_id: int)
 
 
 def neighbor_page(
-    con: duckdb.DuckDBPyConnection, run_id: int | None, frame_id: int, detector: str = "consensus"
+    con: duckdb.DuckDBPyConnection,
+    run_id: int | None,
+    frame_id: int,
+    detector: str = "consensus",
+    junk_causes: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """A frame's nearest neighbours (rank, distance) with the gallery columns of each (time,
-    weather, cluster, `detector`'s score, verdict) and its `thumb`, nearest first."""
+    weather, cluster, `detector`'s score, verdict) and its `thumb`, nearest first; the
+    consensus of `junk_causes` when given."""
     nb = _query(
         con,
         """
@@ -976,7 +1005,7 @@ def neighbor_page(
     ids = tuple(int(i) for i in nb["frame_id"])
     rows, _ = frames_page(
         con,
-        FrameFilter(run_id=run_id, detector=detector, frame_ids=ids),
+        FrameFilter(run_id=run_id, detector=detector, frame_ids=ids, junk_causes=junk_causes),
         0,
         len(ids),
         "time",
@@ -1697,11 +1726,16 @@ def incident_list(
     known = include is not None and (
         bool((rows["incident_id"] == include).any())
         or bool(
-            scalar(
+            _query(
                 con,
-                "SELECT count(*) FROM incidents WHERE run_id = ? AND incident_id = ?",
-                [flt.run_id, int(include)],
-            )
+                *with_causes(
+                    "SELECT count(*) AS n FROM incidents "
+                    "WHERE run_id = $run_id AND incident_id = $include",
+                    {"run_id": flt.run_id, "include": int(include)},
+                    flt.run_id,
+                    flt.junk_causes,
+                ),
+            )["n"].iloc[0]
         )
     )
     return {
@@ -1768,19 +1802,23 @@ def incident_strip(
     incident_id: int,
     n: int = 12,
     detector: str = "consensus",
+    junk_causes: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """What the incident view draws, on one connection: `ids` (every frame of the incident,
     in time order), `rows` (up to `n` of them spread evenly over it, first and last included,
     as a gallery page in time order with `thumb`) and `flagged` (the ids the consensus
-    flagged)."""
-    df = _query(
-        con,
+    flagged). With `junk_causes`, an incident of the consensus of those causes
+    (`FrameFilter.junk_causes`)."""
+    sql, params = with_causes(
         """
         SELECT frame_id, is_flagged FROM incident_frames
         WHERE run_id = $run_id AND incident_id = $incident_id
         ORDER BY taken_at, frame_id""",
         {"run_id": run_id, "incident_id": int(incident_id)},
+        run_id,
+        junk_causes,
     )
+    df = _query(con, sql, params)
     ids = [int(i) for i in df["frame_id"]]
     if len(ids) > n:
         picks = sorted({round(i * (len(ids) - 1) / (n - 1)) for i in range(n)})
@@ -1815,7 +1853,9 @@ def incident_strip(
     elif chosen:
         rows, _ = frames_page(
             con,
-            FrameFilter(run_id=run_id, detector=detector, frame_ids=chosen),
+            FrameFilter(
+                run_id=run_id, detector=detector, frame_ids=chosen, junk_causes=junk_causes
+            ),
             0,
             len(chosen),
             "time",

@@ -25,8 +25,8 @@ if frame_id is None:
 detail, near, scores, nb, own_thumb = data.get_many(
     ("frame_detail", int(frame_id), flt.run_id),
     ("adjacent_frames", int(frame_id)),
-    ("scores_for", flt.run_id, [int(frame_id)]),
-    ("neighbor_page", flt.run_id, int(frame_id), flt.detector),
+    ("scores_for", flt.run_id, [int(frame_id)], flt.junk_causes),
+    ("neighbor_page", flt.run_id, int(frame_id), flt.detector, flt.junk_causes),
     ("thumbnails", [int(frame_id)]),
 )
 if detail is None:

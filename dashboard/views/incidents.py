@@ -29,8 +29,9 @@ url_incident = filters.parse_int(st.query_params.to_dict(), "incident", 1, 10_00
 ui.notices(found)
 # A link's incident first, then the one open when the user left this page (in this run),
 # then the longest.
-kept_run, kept = st.session_state.get(OPEN, (None, None))
-wanted = url_incident if url_incident is not None else (kept if kept_run == flt.run_id else None)
+kept_run, kept = st.session_state.get(OPEN, (None, None))  # incidents of one consensus
+here = (flt.run_id, flt.junk_causes)
+wanted = url_incident if url_incident is not None else (kept if kept_run == here else None)
 
 params, found = data.get_many(("run_params", flt.run_id), ("incident_list", flt, LISTED, wanted))
 table = found["rows"]
@@ -44,11 +45,16 @@ if "n_incidents" not in params:
     )
     st.stop()
 gap = params.get("incident_gap_frames", "?")
+named = (
+    "The cause is the chosen junk cause with the most score over the incident's flagged "
+    "frames (the consensus of the sidebar's junk causes, found again from their scores)."
+    if flt.junk_causes
+    else "The cause is the one whose detectors carry most of the incident's evidence."
+)
 st.caption(
     f"Runs of frames the consensus flags, in daylight and twilight (a night is not an "
     f"incident), allowing up to {gap} unflagged frames inside one; never across a night. "
-    "The cause is the one whose detectors carry most of the incident's evidence. "
-    f"Showing the incidents with frames among {filters.describe(flt)}."
+    f"{named} Showing the incidents with frames among {filters.describe(flt)}."
 )
 if table.empty:
     st.success("No incidents among the filtered frames.")
@@ -170,10 +176,12 @@ def _label(incident_id: int) -> str:
 
 st.subheader("One incident")
 incident_id = st.selectbox("Incident", list(by_id.index), key=PICK, format_func=_label)
-st.session_state[OPEN] = (flt.run_id, int(incident_id))
+st.session_state[OPEN] = (here, int(incident_id))
 st.query_params["incident"] = str(int(incident_id))
 row = by_id.loc[incident_id]
-strip = data.get("incident_strip", flt.run_id, int(incident_id), STRIP, flt.detector)
+strip = data.get(
+    "incident_strip", flt.run_id, int(incident_id), STRIP, flt.detector, flt.junk_causes
+)
 ids = strip["ids"]
 start = pd.Timestamp(row["started_at"])
 end = pd.Timestamp(row["ended_at"])

@@ -4,7 +4,8 @@ Chromium (/usr/bin/chromium), the pictures written to OUT.
     .venv/bin/python -m pipeline demo --no-serve --model pixels --out /tmp/demo   # 1,200 frames
     .venv/bin/python -m tests.browser.docs_screenshots /tmp/demo/garden.duckdb docs/img [NAME ...]
 
-NAME: overview (also the mosaic), gallery, incidents, video (Review & export's Export tab with
+NAME: overview (also the mosaic), gallery, incidents, causes (the sidebar's Junk causes with
+quality and camera chosen, on the Incidents page), video (Review & export's Export tab with
 an MP4 made); all of them by default. Look at each picture before committing it.
 """
 
@@ -18,7 +19,7 @@ from playwright.sync_api import sync_playwright
 
 from tests.conftest import CHROMIUM, dashboard_server
 
-NAMES = ("overview", "gallery", "incidents", "video")
+NAMES = ("overview", "gallery", "incidents", "causes", "video")
 
 
 def settle(page, title: str) -> None:
@@ -78,6 +79,12 @@ def main(store_path: Path, out: Path, names: set[str]) -> list[str]:
                 ).first.wait_for(timeout=60_000)
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(out / "dashboard-incidents.png"))
+                ctx.close()
+            if "causes" in names:
+                ctx, page = open_page("/incidents?causes=quality,camera", "Incidents", 1400, 1250)
+                page.get_by_text("Junk causes").first.scroll_into_view_if_needed()
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(out / "dashboard-junk-causes.png"))
                 ctx.close()
             if "video" in names:
                 ctx, page = open_page("/review?daylight=day", "Review & export", 1400, 1300)

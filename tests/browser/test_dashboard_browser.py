@@ -177,3 +177,39 @@ def test_the_open_incident_survives_sidebar_navigation_and_a_reload(
     assert f"incident={other}" in page.url
     assert chosen.input_value().startswith(f"#{other} ·")
     ctx.close()
+
+
+def test_junk_causes_chosen_in_the_sidebar_go_into_the_link(browser, dashboard_url):
+    """Removing causes from the sidebar's Junk causes writes them into the URL, the incidents
+    are named by the causes left, and the copied link opens the same choice."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.goto(f"{dashboard_url}/incidents")
+    settle(page, "Incidents")
+    control = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').filter(
+        has_text="Junk causes"
+    )
+    control.get_by_text("rarity", exact=True).wait_for(timeout=90_000)  # drawn: every chip
+    for cause in ("quality", "camera", "scene", "rarity"):
+        assert control.get_by_text(cause, exact=True).count() == 1
+    for cause in ("camera", "rarity"):  # each chip's remove button, as a user clicks it
+        control.get_by_role("button", name=f"Remove {cause}").click()
+        control.get_by_text(cause, exact=True).wait_for(state="detached", timeout=90_000)
+        settle(page, "Incidents")
+    page.wait_for_url(re.compile(r"causes=quality%2Cscene|causes=quality,scene"), timeout=90_000)
+    settle(page, "Incidents")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-junk-causes.png"))
+    link = page.url
+    ctx.close()
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.goto(link)
+    settle(page, "Incidents")
+    control = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').filter(
+        has_text="Junk causes"
+    )
+    control.get_by_text("scene", exact=True).wait_for(timeout=90_000)
+    assert control.get_by_text("quality", exact=True).count() == 1
+    assert control.get_by_text("camera", exact=True).count() == 0
+    ctx.close()

@@ -232,6 +232,7 @@ def test_runs_page(app, demo_store):
         {"cluster": "99999", "from": "2024-99-99", "det": "x'; DROP TABLE frames; --"},
         {"weather": "../../../../etc/passwd", "hours": "25-3", "thr": "pct-1"},
         {"daylight": "A" * 10_000, "run": "0 OR 1=1", "bogus": "<script>alert(1)</script>"},
+        {"causes": "vibes,<b>x</b>", "det": "cause:vibes", "thr": "top0"},
     ],
 )
 def test_hostile_urls_show_a_notice(app, demo_store, params):

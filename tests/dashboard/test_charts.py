@@ -44,10 +44,11 @@ def test_colours_are_stable_and_distinct():
 def test_every_detector_and_cause_score_has_its_own_colour():
     """Each detector the registry holds, each cause's score and the consensus: one colour each
     (a new detector falls back to a hashed colour that may repeat another's: give it one)."""
-    from pipeline.causes import CAUSE_PREFIX, CAUSES
+    from pipeline.causes import CAUSES
     from pipeline.detectors import DETECTORS
+    from store.causes import cause_key
 
-    keys = ["consensus", *DETECTORS, *(CAUSE_PREFIX + c for c in CAUSES)]
+    keys = ["consensus", *DETECTORS, *map(cause_key, CAUSES)]
     colours = {k: charts.detector_color(k) for k in keys}
     assert len(set(colours.values())) == len(keys), colours
 

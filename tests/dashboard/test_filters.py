@@ -18,6 +18,8 @@ OPTS = {
     "daylight": ["day", "twilight", "night"],
     "detectors": ["consensus", "iforest", "lof"],
     "runs": [3, 1],
+    "causes": ["quality", "camera", "scene", "rarity"],
+    "junk_causes": ["quality", "camera", "scene", "rarity"],
 }
 
 
@@ -34,6 +36,7 @@ def test_round_trip_of_every_filter():
         detector="lof",
         threshold_kind="pct",
         threshold=97.5,
+        junk_causes=("quality", "camera"),
     )
     url = filters.serialise(flt, OPTS)
     assert url == {
@@ -46,6 +49,7 @@ def test_round_trip_of_every_filter():
         "cluster": "0,2",
         "det": "lof",
         "thr": "pct97.5",
+        "causes": "quality,camera",
     }
     back, notices = filters.parse(url, OPTS)
     assert notices == []
@@ -63,6 +67,27 @@ def test_a_cause_score_is_a_detector_of_the_url():
     assert flt.detector == "consensus" and "is not a detector" in notices[0]
     flt, notices = filters.parse({"det": "cause:quality:x"}, opts)
     assert flt.detector == "consensus" and len(notices) == 1
+
+
+def test_junk_causes_in_the_url():
+    """`causes`: the run's stored causes in the run's order; the run's own set (in any order)
+    is the default and stays out of the URL; unknown names are dropped with a notice."""
+    flt, notices = filters.parse({"causes": "scene,quality"}, OPTS)
+    assert notices == [] and flt.junk_causes == ("quality", "scene")
+    assert filters.serialise(flt, OPTS) == {"causes": "quality,scene"}
+    flt, notices = filters.parse({"causes": "rarity,scene,camera,quality"}, OPTS)
+    assert notices == [] and flt.junk_causes == () and filters.serialise(flt, OPTS) == {}
+    flt, notices = filters.parse({"causes": "quality,vibes,quality"}, OPTS)
+    assert flt.junk_causes == ("quality",) and len(notices) == 1 and "'vibes'" in notices[0]
+    own = {**OPTS, "junk_causes": ["quality", "camera"]}  # a building site's run
+    flt, _ = filters.parse({"causes": "quality,camera,scene,rarity"}, own)
+    assert flt.junk_causes == ("quality", "camera", "scene", "rarity")
+    state = filters.to_widgets(FrameFilter(run_id=3), own)
+    assert state[filters.W_CAUSES] == ["quality", "camera"]  # the widget shows the run's own
+    assert filters.from_widgets(state, own).junk_causes == ()
+    state[filters.W_CAUSES] = ["scene", "nonsense"]
+    assert filters.from_widgets(state, own).junk_causes == ("scene",)
+    assert "junk causes scene" in filters.describe(filters.from_widgets(state, own))
 
 
 def test_defaults_are_left_out_of_the_url():
@@ -104,6 +129,9 @@ def test_thresholds(thr, kind, value):
         ({"daylight": "dusk"}, "unknown daylight value"),
         ({"cluster": "x" * 10_000}, "value too long"),
         ({"nonsense": "1"}, "unknown URL parameter"),
+        ({"causes": "'; DROP TABLE outlier_scores; --"}, "unknown junk cause"),
+        ({"causes": "cause:quality"}, "unknown junk cause"),
+        ({"causes": "q" * 500}, "value too long"),
     ],
 )
 def test_hostile_values_are_ignored_with_a_notice(params, fragment):

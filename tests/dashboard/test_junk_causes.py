@@ -1,0 +1,238 @@
+"""The consensus over other junk causes (`store.causes`), recombined in SQL on the real demo
+store: the run's own causes give the stored rows bit for bit; other causes move the flags the
+way their scores say; every reader that shows the consensus reads the recombined one."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from store import facts
+from store.causes import choose, with_causes
+from store.db import scalar
+from store.facts import FrameFilter
+
+SCORES = (
+    "SELECT frame_id, score, score_pct, is_outlier FROM outlier_scores "
+    "WHERE run_id = $run_id AND detector = $detector ORDER BY frame_id"
+)
+
+
+def _scores(con, run_id, detector="consensus", causes=()):
+    sql, params = with_causes(SCORES, {"run_id": run_id, "detector": detector}, run_id, causes)
+    return con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql}).df()
+
+
+def test_the_runs_own_causes_give_the_stored_consensus_exactly(con, run_id):
+    own = tuple(facts.own_causes(con, run_id))
+    assert own == ("quality", "camera", "scene", "rarity")
+    stored = _scores(con, run_id)
+    recombined = _scores(con, run_id, causes=own)
+    assert len(stored) == scalar(con, "SELECT count(*) FROM clusters WHERE run_id = ?", [run_id])
+    pd.testing.assert_frame_equal(recombined, stored, check_exact=True)
+
+
+def test_the_runs_own_causes_find_the_stored_incidents(con, run_id):
+    own = tuple(facts.own_causes(con, run_id))
+    columns = "run_id, incident_id, started_at, ended_at, duration_s, n_frames, n_flagged, "
+    columns += "peak_score, peak_pct, frame_id"
+    query = f"SELECT {columns} FROM incidents WHERE run_id = $run_id ORDER BY incident_id"
+    stored = con.execute(query, {"run_id": run_id}).df()
+    sql, params = with_causes(query, {"run_id": run_id}, run_id, own)
+    found = con.execute(sql, params).df()
+    assert len(stored) > 0
+    pd.testing.assert_frame_equal(found, stored, check_dtype=False)
+    members = "SELECT incident_id, frame_id, is_flagged FROM incident_frames "
+    members += "WHERE run_id = $run_id ORDER BY incident_id, frame_id"
+    sql, params = with_causes(members, {"run_id": run_id}, run_id, own)
+    pd.testing.assert_frame_equal(
+        con.execute(sql, params).df(),
+        con.execute(members, {"run_id": run_id}).df(),
+        check_dtype=False,
+    )
+
+
+def test_one_cause_alone_is_that_causes_score(con, run_id):
+    # a cause's stored score is fitted with the run's contamination, as the consensus is
+    for cause in facts.options(con, run_id)["causes"]:
+        alone = _scores(con, run_id, causes=(cause,))
+        stored = _scores(con, run_id, detector=f"cause:{cause}")
+        assert list(alone["is_outlier"]) == list(stored["is_outlier"])
+        assert alone["score"].tolist() == stored["score"].fillna(0.0).tolist()
+
+
+def _flagged_kinds(con, run_id, causes):
+    flt = FrameFilter(run_id=run_id, threshold_kind="flagged", junk_causes=causes)
+    ids = facts.frame_ids(con, flt)
+    kinds = con.execute(
+        "SELECT kind, count(*) FROM ground_truth WHERE frame_id IN (SELECT unnest(?)) "
+        "GROUP BY kind",
+        [ids],
+    ).fetchall()
+    return dict(kinds)
+
+
+def test_other_causes_move_the_flags_their_way(con, run_id):
+    every = _flagged_kinds(con, run_id, ())
+    quality = _flagged_kinds(con, run_id, ("quality",))
+    scene = _flagged_kinds(con, run_id, ("camera", "scene"))
+    bad_image = ("fog", "black", "washed_out")
+    in_front = ("person", "knocked", "bird", "fox")
+    count = lambda kinds, names: sum(kinds.get(k, 0) for k in names)  # noqa: E731
+    # counting only image quality: every bad image still flagged, nothing in front of the lens
+    assert count(quality, bad_image) >= count(every, bad_image) > 0
+    assert count(quality, in_front) == 0 < count(every, in_front)
+    # counting only the camera and the scene: the reverse
+    assert count(scene, in_front) > count(every, in_front)
+    assert count(scene, bad_image) < count(every, bad_image)
+
+
+def test_readers_show_the_chosen_consensus(con, run_id):
+    own = FrameFilter(run_id=run_id)
+    quality = own.replace(junk_causes=("quality",))
+    flagged = set(_scores(con, run_id, detector="cause:quality").query("is_outlier")["frame_id"])
+    assert facts.summary(con, quality)["n_flagged"] == len(flagged)
+    assert set(facts.frame_ids(con, quality.replace(threshold_kind="flagged"))) == flagged
+    rows, total = facts.frames_page(con, quality, 0, 5)
+    best = _scores(con, run_id, detector="cause:quality").sort_values("score").iloc[-1]
+    assert int(rows["frame_id"].iloc[0]) == int(best["frame_id"])
+    assert rows["score"].iloc[0] == best["score"]
+    per = facts.outliers_per_detector(con, quality).set_index("detector")
+    assert per.loc["consensus", "n_flagged"] == len(flagged)
+    assert (
+        per.loc["lof", "n_flagged"]
+        == facts.outliers_per_detector(con, own).set_index("detector").loc["lof", "n_flagged"]
+    )
+    one = int(best["frame_id"])
+    scores = facts.scores_for(con, run_id, [one], ("quality",)).set_index("detector")
+    assert scores.loc["consensus", "score"] == best["score"]
+    exported = set(facts.export_frames(con, quality, "clean")["frame_id"])
+    assert not exported & flagged
+    flagged_by_own = set(facts.frame_ids(con, own.replace(threshold_kind="flagged")))
+    assert flagged_by_own - flagged and (flagged_by_own - flagged) <= exported
+
+
+def test_incidents_are_found_again_and_named_by_cause(con, run_id):
+    own = FrameFilter(run_id=run_id)
+    quality = own.replace(junk_causes=("quality",))
+    listed = facts.incident_list(con, quality)
+    assert listed["n"] > 0
+    assert set(listed["rows"]["cause"]) == {"quality"}
+    assert (listed["rows"]["cause_share"] == 1.0).all()
+    both = facts.incident_list(con, own.replace(junk_causes=("quality", "scene")))
+    assert set(both["rows"]["cause"]) <= {"quality", "scene"}
+    first = listed["rows"].iloc[0]
+    strip = facts.incident_strip(con, run_id, int(first["incident_id"]), junk_causes=("quality",))
+    assert len(strip["ids"]) == int(first["n_frames"])
+    assert len(strip["flagged"]) == int(first["n_flagged"])
+    assert int(first["frame_id"]) in strip["ids"]
+    flagged = set(facts.frame_ids(con, quality.replace(threshold_kind="flagged")))
+    assert set(strip["flagged"]) <= flagged
+
+
+def test_choose_keeps_the_runs_stored_causes_in_the_runs_order():
+    stored = own = ["quality", "camera", "scene", "rarity"]
+    assert choose(["rarity", "scene", "camera", "quality"], stored, own) == ()
+    assert choose(["scene", "quality", "nonsense"], stored, own) == ("quality", "scene")
+    assert choose(["nonsense"], stored, own) == ()
+    assert choose([], stored, own) == ()
+    assert choose(["quality", "camera"], stored, ["quality"]) == ("quality", "camera")
+
+
+def _export(db, tmp_path, *args):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    out = tmp_path / "clean.csv"
+    result = CliRunner().invoke(
+        cli,
+        ["export", "--db", str(db), "--no-progress", "--frames", "clean", "--out", str(out), *args],
+    )
+    return result, out
+
+
+def test_export_counts_the_junk_causes_given(demo_store, con, run_id, tmp_path):
+    quality = FrameFilter(run_id=run_id, junk_causes=("quality",))
+    flagged = set(facts.frame_ids(con, quality.replace(threshold_kind="flagged")))
+    every = set(facts.frame_ids(con, FrameFilter(run_id=run_id)))
+    result, out = _export(demo_store, tmp_path, "--junk-causes", "quality")
+    assert result.exit_code == 0, result.output
+    assert "--junk-causes quality" in result.output
+    exported = set(pd.read_csv(out, comment="#")["frame_id"])
+    assert exported == every - flagged
+    result, out = _export(demo_store, tmp_path)  # the run's own
+    assert (
+        set(pd.read_csv(out, comment="#")["frame_id"])
+        == {*facts.export_frames(con, FrameFilter(run_id=run_id), "clean")["frame_id"]}
+        != exported
+    )
+
+
+def test_export_refuses_an_unknown_cause_in_one_line(demo_store, tmp_path):
+    result, out = _export(demo_store, tmp_path, "--junk-causes", "quality,vibes")
+    assert result.exit_code == 1
+    assert "--junk-causes: unknown value 'vibes'" in result.output
+    assert "quality, camera, scene, rarity" in result.output
+    assert not out.exists()
+
+
+@pytest.fixture
+def app(demo_store, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("TIMELAPSE_DB", str(demo_store))
+    monkeypatch.setenv("TIMELAPSE_LOCK_WAIT_S", "2")
+
+    def make(**params) -> AppTest:
+        at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60)
+        for key, value in params.items():
+            at.query_params[key] = value
+        return at
+
+    return make
+
+
+def _ok(at):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def test_the_sidebar_control_follows_and_writes_the_url(app, con, run_id):
+    at = _ok(app().run())
+    control = at.multiselect(key="f_causes")
+    assert control.label == "Junk causes"
+    assert control.value == ["quality", "camera", "scene", "rarity"]  # the run's own
+    assert "causes" not in at.query_params
+    _ok(control.set_value(["scene", "quality"]).run())
+    assert at.query_params["causes"] == "quality,scene"
+    _ok(at.multiselect(key="f_causes").set_value(["rarity", "scene", "camera", "quality"]).run())
+    assert "causes" not in at.query_params  # the run's own again: the default
+
+
+def test_a_shared_link_opens_the_incidents_of_its_causes(app, con, run_id):
+    scene = facts.incident_list(con, FrameFilter(run_id=run_id, junk_causes=("scene",)))
+    own = facts.incident_list(con, FrameFilter(run_id=run_id))
+    assert scene["n"] != own["n"]
+    at = app(causes="scene")
+    at.switch_page("views/incidents.py").run()
+    _ok(at)
+    assert at.multiselect(key="f_causes").value == ["scene"]
+    assert next(m.value for m in at.metric if m.label == "Incidents") == f"{scene['n']:,}"
+    assert at.query_params["causes"] == "scene"
+    assert set(at.dataframe[0].value["cause"]) == {"scene"}
+
+
+@pytest.mark.parametrize(
+    "view",
+    ["overview", "incidents", "gallery", "map", "clusters", "compare", "frame", "review"],
+)
+def test_every_page_draws_with_other_junk_causes(app, view):
+    at = app(causes="quality,camera")
+    at.switch_page(f"views/{view}.py").run()
+    _ok(at)
+    assert at.query_params["causes"] == "quality,camera"
+    assert at.multiselect(key="f_causes").value == ["quality", "camera"]
