@@ -1826,9 +1826,10 @@ def incident_strip(
         picks = list(range(len(ids)))
     chosen = tuple(ids[i] for i in picks)
     rows = pd.DataFrame(columns=["frame_id"])
-    if chosen and aggregates.cards(con, FrameFilter(run_id=run_id, detector=detector)):
-        # the incident's stored frames hold their cards: the detector's scores and the
-        # verdicts are joined
+    carded = FrameFilter(run_id=run_id, detector=detector, junk_causes=tuple(junk_causes))
+    if chosen and aggregates.cards(con, carded):
+        # the incident's stored frames hold their cards (the run's own causes only): the
+        # detector's scores and the verdicts are joined
         rows = _with_thumbs(
             con,
             _query(

@@ -128,6 +128,12 @@ def test_incidents_are_found_again_and_named_by_cause(con, run_id):
     assert int(first["frame_id"]) in strip["ids"]
     flagged = set(facts.frame_ids(con, quality.replace(threshold_kind="flagged")))
     assert set(strip["flagged"]) <= flagged
+    # the cards drawn are this incident's frames with the chosen consensus's scores (not the
+    # run's stored incident of the same number, nor the stored consensus)
+    rows = strip["rows"].set_index("frame_id")
+    assert len(rows) and set(rows.index) <= set(strip["ids"])
+    chosen = _scores(con, run_id, causes=("quality",)).set_index("frame_id")
+    assert rows["score"].tolist() == chosen.loc[rows.index, "score"].tolist()
 
 
 def test_choose_keeps_the_runs_stored_causes_in_the_runs_order():
