@@ -11,6 +11,7 @@ import pandas as pd
 from pipeline.detectors import CONSENSUS
 from pipeline.fitted import FittedRun, neighbors_needed
 from pipeline.versioned import FORMAT_KEY
+from tests.cpu import assert_flags_agree, assert_same_ranking, same_kind_as_recorded
 from tests.pipeline.test_detectors import _batch
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -33,6 +34,12 @@ def test_a_run_pickled_before_formats_loads_and_scores_as_it_did():
     scored = fitted.score(batch)
     assert set(scored.scores) == {c.split(":")[0] for c in expected.columns if ":" in c}
     for key in scored.scores:
+        if not same_kind_as_recorded():  # made with AVX-512: see tests/cpu.py
+            assert_same_ranking(scored.scores[key], expected[f"{key}:score"], key)
+            np.testing.assert_allclose(
+                scored.pcts[key], expected[f"{key}:score_pct"], rtol=0, atol=0.05, err_msg=key
+            )
+            continue
         np.testing.assert_allclose(
             scored.scores[key], expected[f"{key}:score"], rtol=1e-9, atol=1e-12, err_msg=key
         )
@@ -66,6 +73,10 @@ def test_scoring_the_fit_batch_gives_the_fits_own_scores():
     of_fit, again = fitted.score(batch, of_fit=True), fitted.score(batch)
     assert list(of_fit.scores) == [*fitted.detectors, CONSENSUS]
     for key in of_fit.scores:
+        if not same_kind_as_recorded():  # the kept scores were made with AVX-512: tests/cpu.py
+            assert_same_ranking(of_fit.scores[key], again.scores[key], key)
+            assert_flags_agree(of_fit.flags[key], again.flags[key], key)
+            continue
         np.testing.assert_allclose(of_fit.scores[key], again.scores[key], rtol=1e-9, err_msg=key)
         np.testing.assert_array_equal(of_fit.flags[key], again.flags[key], err_msg=key)
     rows = of_fit.rows(7)

@@ -18,10 +18,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.cpu import assert_flags_agree, assert_same_ranking, same_kind_as_recorded
+
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_scores.csv.gz"
 N_FRAMES, SEED, SIZE = 240, 7, (160, 90)
 # Measured: two runs on one machine agree exactly; the tolerance only leaves room for another
-# BLAS or CPU summing in another order (scores are float64 of float32 PCA points).
+# BLAS or CPU summing in another order (scores are float64 of float32 PCA points). On a CPU of
+# another kind than the recording's the renders differ by a few pixels: rankings then
+# (tests/cpu.py).
 RTOL, ATOL = 1e-9, 1e-12
 
 
@@ -70,6 +74,19 @@ def test_every_detector_scores_as_recorded(produced):
     golden = pd.read_csv(GOLDEN)
     assert list(produced["path"]) == list(golden["path"])
     assert set(produced.columns) == set(golden.columns)
+    if not same_kind_as_recorded():  # recorded with AVX-512: see tests/cpu.py
+        assert (produced["cluster"] == golden["cluster"]).mean() >= 0.95
+        for column in golden.columns.drop(["path", "cluster"]):
+            got, want = produced[column], golden[column]
+            if column.endswith(":is_outlier"):
+                assert_flags_agree(got, want, column)
+            else:
+                assert_same_ranking(got, want, column)
+                if column.endswith(":score_pct"):
+                    np.testing.assert_allclose(
+                        got.astype(float), want.astype(float), rtol=0, atol=0.05, err_msg=column
+                    )
+        return
     np.testing.assert_array_equal(produced["cluster"], golden["cluster"])
     for column in golden.columns.drop(["path", "cluster"]):
         got, want = produced[column], golden[column]
