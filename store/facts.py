@@ -249,7 +249,6 @@ def _reviews_in(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, i
     `store.reviews`), so a date, hour or daylight filter needs no join with `frames`."""
     where, params = aggregates.cell_filter(flt, "v", timed=True)
     params["run_id"] = flt.run_id
-    frames = ""
     cols = "r.frame_taken_at AS taken_at, r.frame_daylight AS daylight"
     clusters, cluster = "", "NULL AS cluster"
     if flt.clusters:
@@ -274,7 +273,7 @@ def _reviews_in(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, i
         con,
         f"""
         {weather} v AS MATERIALIZED (SELECT r.verdict, {cols}, {cluster}, {condition}
-                                     FROM reviews r {frames} {clusters} {joined})
+                                     FROM reviews r {clusters} {joined})
         SELECT count(*) FILTER (WHERE v.verdict = 'junk') AS n_junk,
                count(*) FILTER (WHERE v.verdict = 'keep') AS n_keep
         FROM v WHERE {where}""",
