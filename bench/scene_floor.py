@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/scene_floor.py DB --lat LAT --lon LON
         [--labels LABELS.csv --sample SAMPLE.txt] [--floors 4,6,8,10,12] [--quantiles 0.95,0.99]
+        [--starts 0,0.9,0.95]
 
 DB is a store with ingested frames (thumbnails and frame statistics; no vectors needed): a
 render's store from `bench/quality.py` (its ground truth is in the store) or a real camera's
@@ -19,6 +20,13 @@ with the default settings, and reports on daylight frames:
 
 Rarity (`lof`) needs vectors and is left out of both sums; measured on 2026-12-03, see
 docs/experiments/2026-12-03-scene-floor.md.
+
+- `starts` (with `--starts`): instead of a floor, the scene and rarity causes counted only from
+  a higher rank (their classes' `evidence_from`: `background` 0, `lof` 0.9 today), as
+  `alignment` and `exposure` count only from their 95th percentile. For each pair of starts
+  (background, lof), the consensus of all four causes, `lof`'s ranks taken from the store's
+  latest complete run (a store without one: quality + camera + scene). Measured on
+  2026-12-03, see docs/experiments/2026-12-03-evidence-start.md.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +102,38 @@ def truth(db: Path, ids: np.ndarray, labels: Path | None, sample: Path | None) -
     return out[["frame_id", "daylight", "kind", "measured"]]
 
 
+def stored_ranks(db: Path, ids: np.ndarray, detector: str) -> np.ndarray | None:
+    """`detector`'s percentile ranks in the store's latest complete run, in `ids`' order (NaN
+    for a frame it did not score); None without such a run or detector."""
+    import store
+
+    with store.connect(db, read_only=True) as con:
+        rows = con.execute(
+            "SELECT o.frame_id, o.score_pct FROM outlier_scores o WHERE o.detector = ? AND "
+            "o.run_id = (SELECT max(run_id) FROM analysis_runs WHERE status = 'complete')",
+            [detector],
+        ).fetchall()
+    if not rows:
+        return None
+    pct = dict(rows)
+    return np.array([pct.get(int(i), np.nan) for i in ids], dtype=float)
+
+
+@contextmanager
+def evidence_from(starts: dict[str, float]):
+    """The detectors' classes counting evidence from other ranks for the block's duration."""
+    from pipeline.detectors.base import DETECTORS
+
+    before = {key: DETECTORS[key].evidence_from for key in starts}
+    try:
+        for key, start in starts.items():
+            DETECTORS[key].evidence_from = start
+        yield
+    finally:
+        for key, start in before.items():
+            DETECTORS[key].evidence_from = start
+
+
 def measure(y: np.ndarray, kinds: np.ndarray, scores: np.ndarray) -> dict:
     from pipeline.evaluate import metrics
 
@@ -117,6 +158,9 @@ def main() -> None:
     parser.add_argument("--sample", type=Path, default=None)
     parser.add_argument("--floors", default="4,6,8,10,12")
     parser.add_argument("--quantiles", default="0.9,0.95,0.98,0.99")
+    parser.add_argument(
+        "--starts", default="", help="comma-separated evidence starts for background and lof"
+    )
     args = parser.parse_args()
 
     from pipeline.detectors.consensus import cause_scores
@@ -157,6 +201,23 @@ def main() -> None:
             "scene": measure(y, kinds[measured], scene[measured]),
             "quality+camera+scene": measure(y, kinds[measured], total[measured]),
         }
+    starts = [float(v) for v in args.starts.split(",") if v]
+    lof = stored_ranks(args.db, ids, "lof") if starts else None
+    if starts:
+        report["starts"] = {"with_lof": lof is not None}
+    for scene_start in starts:
+        for rarity_start in starts if lof is not None else [None]:
+            counted = dict(ranks, lof=lof) if lof is not None else dict(ranks)
+            chosen = {"background": scene_start}
+            if rarity_start is not None:
+                chosen["lof"] = rarity_start
+            with evidence_from(chosen):
+                causes = cause_scores(counted, "family_tail", len(ids))
+            total = np.nansum(np.column_stack(list(causes.values())), axis=1)
+            name = f"background {scene_start:g}" + (
+                f", lof {rarity_start:g}" if rarity_start is not None else ""
+            )
+            report["starts"][name] = measure(y, kinds[measured], total[measured])
     print(json.dumps(report, indent=1))
 
 
