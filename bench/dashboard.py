@@ -331,7 +331,7 @@ def _pages(
                 ("outliers_per_detector", (flt,)),
                 ("calendar", (flt,)),
                 ("timeline", (flt,)),
-                ("mosaic", (flt.run_id,)),
+                ("mosaic", (flt.run_id, flt.junk_causes)),
             )
         )
         charts.mosaic(

@@ -5,11 +5,19 @@ results are cached with `st.cache_data(ttl=...)`, keyed by the store file's modi
 stamp, so a pipeline run or a review shows up on the next rerun. Connections are never cached.
 While the pipeline holds the write lock, `store.StoreLockedError` reaches the app, which shows
 its message and retries. Review writes take a short write connection.
+
+A reader call with other junk causes than the run's (`FrameFilter.junk_causes`, or a reader's
+`junk_causes` argument) reads the consensus of those causes materialised once per store stamp,
+run and causes (`store.causes.cached`: the recombined scores, incidents and the run's
+aggregates for them, kept in this process) through `store.causes.shadow`, called as for the
+run's own causes; so those pages cost what the run's own do. When it cannot be materialised,
+the call recombines in SQL (`store.causes.with_causes`), which gives the same rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 import threading
@@ -20,7 +28,7 @@ from typing import Any, Iterator
 import streamlit as st
 
 import store
-from store import facts, reviews
+from store import causes, facts, reviews
 from store.export import file_path
 
 ENV_DB = "TIMELAPSE_DB"
@@ -101,7 +109,41 @@ class Reader:
         fns = [(getattr(facts, name), args) for name, args in calls]
         with _GATE.read():
             with store.connect(self.db, read_only=True, timeout=self.lock_wait_s) as con:
-                return [fn(con, *args) for fn, args in fns]
+                return [self._one(con, fn, args) for fn, args in fns]
+
+    def _one(self, con, fn, args: tuple) -> Any:
+        """`fn(con, *args)`; with other junk causes, on their materialised consensus."""
+        run_id, chosen, plain = _causes_of(fn, args)
+        if not chosen:
+            return fn(con, *args)
+        made = causes.cached(self.db, stamp(self.db), run_id, chosen)
+        if made is None:
+            return fn(con, *args)  # recombined in SQL
+        with causes.shadow(con, made):
+            return fn(con, *plain.args[1:], **plain.kwargs)
+
+
+def _causes_of(
+    fn, args: tuple
+) -> tuple[int | None, tuple[str, ...], inspect.BoundArguments | None]:
+    """The run and junk causes a reader call asks for (a `FrameFilter` argument's
+    `junk_causes`, or a `junk_causes` argument beside `run_id`), and the call's arguments with
+    them emptied (the run's own consensus, which `causes.shadow` replaces)."""
+    try:
+        bound = inspect.signature(fn).bind(None, *args)
+    except TypeError:  # the call itself says what is wrong
+        return None, (), None
+    run_id, chosen = None, ()
+    for name, value in bound.arguments.items():
+        if isinstance(value, facts.FrameFilter) and value.junk_causes:
+            run_id, chosen = value.run_id, tuple(value.junk_causes)
+            bound.arguments[name] = value.replace(junk_causes=())
+        elif name == "junk_causes" and value:
+            run_id, chosen = bound.arguments.get("run_id"), tuple(value)
+            bound.arguments[name] = ()
+    if run_id is None:
+        return None, (), bound
+    return int(run_id), chosen, bound
 
     def set_verdicts(self, ids: list[int], verdict: str | None, note: str | None = None) -> int:
         with _GATE.write():
