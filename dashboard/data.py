@@ -21,7 +21,7 @@ import inspect
 import os
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -106,21 +106,45 @@ class Reader:
     def call_many(self, calls: tuple[tuple[str, tuple], ...]) -> list[Any]:
         """Several readers on one short connection (opening the file costs more than most
         queries): a page asks for what it draws in one go."""
-        fns = [(getattr(facts, name), args) for name, args in calls]
         with _GATE.read():
             with store.connect(self.db, read_only=True, timeout=self.lock_wait_s) as con:
-                return [self._one(con, fn, args) for fn, args in fns]
+                with _Shadows(con) as shadows:
+                    return [self._one(con, shadows, name, args) for name, args in calls]
 
-    def _one(self, con, fn, args: tuple) -> Any:
-        """`fn(con, *args)`; with other junk causes, on their materialised consensus."""
+    def _one(self, con, shadows: "_Shadows", name: str, args: tuple) -> Any:
+        """`facts.<name>(con, *args)`; with other junk causes, on their materialised
+        consensus (the calls of a page that choose the same share one shadow)."""
+        fn = getattr(facts, name)
         run_id, chosen, plain = _causes_of(fn, args)
-        if not chosen:
-            return fn(con, *args)
-        made = causes.cached(self.db, stamp(self.db), run_id, chosen)
+        made = causes.cached(self.db, stamp(self.db), run_id, chosen) if chosen else None
+        shadows.use(made)
         if made is None:
-            return fn(con, *args)  # recombined in SQL
-        with causes.shadow(con, made):
-            return fn(con, *plain.args[1:], **plain.kwargs)
+            return fn(con, *args)  # the run's own, or recombined in SQL
+        return fn(con, *plain.args[1:], **plain.kwargs)
+
+
+class _Shadows:
+    """The materialised consensus a connection reads now (`causes.shadow`), changed only when
+    a call asks for another one."""
+
+    def __init__(self, con) -> None:
+        self.con = con
+        self.made: causes.Consensus | None = None
+        self.stack = ExitStack()
+
+    def use(self, made: "causes.Consensus | None") -> None:
+        if made is self.made:
+            return
+        self.stack.close()
+        self.made = made
+        if made is not None:
+            self.stack.enter_context(causes.shadow(self.con, made))
+
+    def __enter__(self) -> "_Shadows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stack.close()
 
 
 def _causes_of(
