@@ -174,7 +174,8 @@ def _sidebar(opts: dict) -> None:
                 "quality (blur, fog, water or dirt on the lens, too dark or bright), "
                 "camera (moved, knocked), scene (something in front or new), rarity "
                 f"(unlike its neighbours). This run counts {own} (`analyze --junk-causes`); "
-                "another choice sums those causes' stored scores again (slower pages).",
+                "another choice sums those causes' stored scores again (the first page with it "
+                "takes a few seconds on a large archive).",
             )
         kind = sb.selectbox(
             "Threshold",

@@ -24,6 +24,16 @@ the run (frames `score-new` added included; after a fresh `analyze`, the fit's f
 the run's own causes in the run's order the result equals the stored rows. The caller decides
 when to recombine (`FrameFilter.junk_causes` set: the store's readers, which then skip the
 run's aggregates, see `store.aggregates.covers`); values are bound, never pasted.
+
+**Materialised once** (`cached`, `materialise`, `shadow`): a dashboard recombines once per
+(store file, its modification stamp, run, causes), in an in-memory DuckDB with the store
+attached read-only, and also writes the run's aggregates for that consensus with
+`store.aggregates.write` (the code `analyze` uses) and the mosaic's outlines for its incidents
+(`outlined`, `pipeline.mosaic`'s rule). The tables are kept as Arrow in the process; `shadow`
+puts temporary views of the run's table names in front of the store's on one connection (the
+store's rows but the run's consensus, and the materialised ones), so readers called with the
+run's own causes read the chosen consensus and its aggregates (`covers` holds). Only the run
+id and fixed names are written into those views' SQL.
 """
 
 from __future__ import annotations

@@ -42,7 +42,9 @@ class FrameFilter:
     among those the other filters keep). `frame_ids` restricts to a selection (e.g. from the map).
     `junk_causes`: the causes of junk the consensus counts, recombined from the run's cause
     scores (`store.causes`); empty = the run's own consensus as stored. The readers then scan
-    the frames (the run's aggregates hold its own consensus) and find its incidents again.
+    the frames (the run's aggregates hold its own consensus) and find its incidents again;
+    the dashboard instead reads that consensus materialised once with its own aggregates
+    (`store.causes.shadow`, with `junk_causes` empty).
     """
 
     run_id: int | None = None

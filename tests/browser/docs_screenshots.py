@@ -5,7 +5,8 @@ Chromium (/usr/bin/chromium), the pictures written to OUT.
     .venv/bin/python -m tests.browser.docs_screenshots /tmp/demo/garden.duckdb docs/img [NAME ...]
 
 NAME: overview (also the mosaic), gallery, incidents, causes (the sidebar's Junk causes with
-quality and camera chosen, on the Incidents page), video (Review & export's Export tab with
+quality and camera chosen, on the Incidents page), overview-causes (Overview's mosaic with
+quality and camera chosen: the hours their incidents fill outlined), video (Review & export's Export tab with
 an MP4 made); all of them by default. Look at each picture before committing it.
 """
 
@@ -19,7 +20,7 @@ from playwright.sync_api import sync_playwright
 
 from tests.conftest import CHROMIUM, dashboard_server
 
-NAMES = ("overview", "gallery", "incidents", "causes", "video")
+NAMES = ("overview", "gallery", "incidents", "causes", "overview-causes", "video")
 
 
 def settle(page, title: str) -> None:
@@ -85,6 +86,15 @@ def main(store_path: Path, out: Path, names: set[str]) -> list[str]:
                 page.get_by_text("Junk causes").first.scroll_into_view_if_needed()
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(out / "dashboard-junk-causes.png"))
+                ctx.close()
+            if "overview-causes" in names:
+                ctx, page = open_page("/?causes=quality,camera", "Overview", 1400, 1500)
+                mosaic = page.locator('[data-testid="stPlotlyChart"]').filter(
+                    has_text="The archive, an hour per cell"
+                )
+                mosaic.first.scroll_into_view_if_needed()
+                page.wait_for_timeout(800)
+                mosaic.first.screenshot(path=str(out / "dashboard-mosaic-causes.png"))
                 ctx.close()
             if "video" in names:
                 ctx, page = open_page("/review?daylight=day", "Review & export", 1400, 1300)
