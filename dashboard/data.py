@@ -21,7 +21,7 @@ import inspect
 import os
 import sys
 import threading
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -108,8 +108,8 @@ class Reader:
         queries): a page asks for what it draws in one go."""
         with _GATE.read():
             with store.connect(self.db, read_only=True, timeout=self.lock_wait_s) as con:
-                with _Shadows(con) as shadows:
-                    return [self._one(con, shadows, name, args) for name, args in calls]
+                shadows = _Shadows(con)
+                return [self._one(con, shadows, name, args) for name, args in calls]
 
     def _one(self, con, shadows: "_Shadows", name: str, args: tuple) -> Any:
         """`facts.<name>(con, *args)`; with other junk causes, on their materialised
@@ -124,27 +124,22 @@ class Reader:
 
 
 class _Shadows:
-    """The materialised consensus a connection reads now (`causes.shadow`), changed only when
-    a call asks for another one."""
+    """The materialised consensus a connection reads now (`causes.install`), changed only
+    when a call asks for another one; left for the connection's close to remove."""
 
     def __init__(self, con) -> None:
         self.con = con
         self.made: causes.Consensus | None = None
-        self.stack = ExitStack()
 
     def use(self, made: "causes.Consensus | None") -> None:
         if made is self.made:
             return
-        self.stack.close()
-        self.made = made
+        if self.made is not None:
+            causes.uninstall(self.con)
+            self.made = None
         if made is not None:
-            self.stack.enter_context(causes.shadow(self.con, made))
-
-    def __enter__(self) -> "_Shadows":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stack.close()
+            causes.install(self.con, made)
+            self.made = made
 
 
 def _causes_of(

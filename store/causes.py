@@ -391,27 +391,38 @@ def cached(
 @contextmanager
 def shadow(con: duckdb.DuckDBPyConnection, consensus: Consensus) -> Iterator[None]:
     """On `con` (a store connection, read-only will do), the `SHADOWED` tables read the
-    `consensus`'s rows for its run in place of the stored ones: temporary views of the same
-    names (found before the store's tables), removed on leaving. A reader called inside with
-    the run's own causes (`FrameFilter.junk_causes` empty) reads that consensus, its incidents
-    and its aggregates (`store.aggregates.covers` holds as for the run's own)."""
-    catalog = con.execute("SELECT current_database()").fetchall()[0][0].replace('"', '""')
-    run = int(consensus.run_id)
-    made: list[str] = []
+    `consensus`'s rows for its run in place of the stored ones (`install`), until leaving
+    (`uninstall`). A reader called inside with the run's own causes (`FrameFilter.junk_causes`
+    empty) reads that consensus, its incidents and its aggregates (`store.aggregates.covers`
+    holds as for the run's own)."""
+    install(con, consensus)
     try:
-        for table in SHADOWED:
-            source = f"_rc_{table}"
-            con.register(source, consensus.tables[table])
-            keep = f"run_id <> {run}"
-            if table in _PER_DETECTOR:
-                keep += f" OR detector <> '{CONSENSUS}'"
-            made.append(table)
-            con.execute(
-                f'CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM "{catalog}".main.{table} '
-                f"WHERE {keep} UNION ALL BY NAME SELECT * FROM {source}"
-            )
         yield
     finally:
-        for table in made:
-            con.execute(f"DROP VIEW IF EXISTS temp.main.{table}")
-            con.unregister(f"_rc_{table}")
+        uninstall(con)
+
+
+def install(con: duckdb.DuckDBPyConnection, consensus: Consensus) -> None:
+    """Temporary views named like the `SHADOWED` tables (found before the store's tables, on
+    this connection only): the store's rows but the run's consensus ones, and the
+    `consensus`'s rows. They go with the connection, or with `uninstall`."""
+    catalog = con.execute("SELECT current_database()").fetchall()[0][0].replace('"', '""')
+    run = int(consensus.run_id)
+    views = []
+    for table in SHADOWED:
+        con.register(f"_rc_{table}", consensus.tables[table])
+        keep = f"run_id <> {run}"
+        if table in _PER_DETECTOR:
+            keep += f" OR detector <> '{CONSENSUS}'"
+        views.append(
+            f'CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM "{catalog}".main.{table} '
+            f"WHERE {keep} UNION ALL BY NAME SELECT * FROM _rc_{table}"
+        )
+    con.execute(";\n".join(views))
+
+
+def uninstall(con: duckdb.DuckDBPyConnection) -> None:
+    """Remove what `install` put on `con`."""
+    con.execute(";\n".join(f"DROP VIEW IF EXISTS temp.main.{t}" for t in SHADOWED))
+    for table in SHADOWED:
+        con.unregister(f"_rc_{table}")
