@@ -116,7 +116,7 @@ class Reader:
         consensus (the calls of a page that choose the same share one shadow)."""
         fn = getattr(facts, name)
         run_id, chosen, plain = _causes_of(fn, args)
-        made = causes.cached(self.db, stamp(self.db), run_id, chosen) if chosen else None
+        made = causes.cached(self.db, stamp(self.db), run_id, chosen, con) if chosen else None
         shadows.use(made)
         if made is None:
             return fn(con, *args)  # the run's own, or recombined in SQL

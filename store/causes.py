@@ -251,15 +251,39 @@ def outlined(
     return [int(r[0]) for r in con.execute(sql, params).fetchall()]
 
 
+# What a materialised consensus is made of, but the reviews (which readers join live): the
+# run (its scores and frames: `score-new` adds some), every frame's path, time and daylight
+# (incidents, cells, cards) and weather (the cells' conditions, the cards). A store file whose
+# stamp changed with this unchanged (a review, another run analysed) keeps its consensus.
+FINGERPRINT = """
+SELECT (SELECT CAST(params AS VARCHAR) || '|' || coalesce(CAST(n_frames AS VARCHAR), '')
+               || '|' || status FROM analysis_runs WHERE run_id = $run),
+       (SELECT count(*) FROM outlier_scores WHERE run_id = $run),
+       (SELECT count(*) FROM clusters WHERE run_id = $run),
+       (SELECT count(*) || ':' || coalesce(sum(hash(frame_id, path, taken_at, daylight)), 0)
+        FROM frames),
+       (SELECT count(*) || ':' || coalesce(sum(hash(frame_id, condition, temperature_c,
+                                                    precipitation_mm)), 0)
+        FROM frame_weather)
+"""
+
+
+def fingerprint(con: duckdb.DuckDBPyConnection, run_id: int) -> tuple:
+    """What the consensus of run `run_id` is made of (`FINGERPRINT`), as a tuple."""
+    return tuple(con.execute(FINGERPRINT, {"run": int(run_id)}).fetchall()[0])
+
+
 @dataclass(frozen=True)
 class Consensus:
     """The consensus of `causes` for run `run_id` and everything it changes: per `SHADOWED`
-    table the run's rows (of the consensus only, for the per-detector tables) as Arrow."""
+    table the run's rows (of the consensus only, for the per-detector tables) as Arrow;
+    `made_of`: the store's `fingerprint` it was made from."""
 
     run_id: int
     causes: tuple[str, ...]
     tables: dict[str, pa.Table]
     seconds: float
+    made_of: tuple = ()
 
 
 def materialise(db: str | os.PathLike, run_id: int, causes: tuple[str, ...]) -> Consensus:
@@ -271,6 +295,9 @@ def materialise(db: str | os.PathLike, run_id: int, causes: tuple[str, ...]) -> 
     run_id = int(run_id)
     with duckdb.connect(config=_build_config()) as b:
         b.execute(f"ATTACH ? AS {_STORE} (READ_ONLY)", [str(db)])
+        b.execute(f"SET search_path = '{_STORE}.main'")
+        made_of = fingerprint(b, run_id)
+        b.execute(f"SET search_path = 'memory.main,{_STORE}.main'")  # memory's tables first
         for table in SHADOWED:
             ddl = b.execute(
                 "SELECT sql FROM duckdb_tables() WHERE database_name = ? AND schema_name = "
@@ -278,7 +305,6 @@ def materialise(db: str | os.PathLike, run_id: int, causes: tuple[str, ...]) -> 
                 [_STORE, table],
             ).fetchone()
             b.execute(ddl[0])  # the store's own definition, in memory
-        b.execute(f"SET search_path = 'memory.main,{_STORE}.main'")
         scores = f"{_STORE}.main.outlier_scores"
         sql, params = _with(
             f"SELECT * FROM outlier_scores WHERE run_id = $rc_run AND detector = '{CONSENSUS}'",
@@ -315,7 +341,7 @@ def materialise(db: str | os.PathLike, run_id: int, causes: tuple[str, ...]) -> 
                 [outlined(b, run_id, mosaic.days)],
             )
         tables = {t: b.sql(f"SELECT * FROM memory.main.{t}").to_arrow_table() for t in SHADOWED}
-    return Consensus(run_id, causes, tables, time.perf_counter() - started)
+    return Consensus(run_id, causes, tables, time.perf_counter() - started, made_of)
 
 
 def _build_config() -> dict[str, str]:
@@ -352,36 +378,53 @@ _GUARD = threading.Lock()
 
 
 def cached(
-    db: str | os.PathLike, stamp: tuple, run_id: int, causes: tuple[str, ...]
+    db: str | os.PathLike,
+    stamp: tuple,
+    run_id: int,
+    causes: tuple[str, ...],
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> Consensus | None:
     """The consensus of `causes` for `run_id`, materialised once per (store file, its
     modification `stamp`, run, causes) in this process; sessions asking for one being built
-    wait for it. None when caching is off (`TIMELAPSE_CONSENSUS_CACHE=0`) or the build failed
+    wait for it. When the stamp changed, `con` (a connection to the store) is asked for its
+    `fingerprint`: the consensus made of the same is kept (a review changes the file, not the
+    consensus). None when caching is off (`TIMELAPSE_CONSENSUS_CACHE=0`) or the build failed
     (logged; the caller recombines in SQL)."""
     if os.environ.get(ENV_CACHE, "1") == "0":
         return None
     path = os.path.realpath(db)
     key = (path, tuple(stamp), int(run_id), tuple(causes))
+    which = (path, int(run_id), tuple(causes))
     with _GUARD:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-        building = _BUILDING.setdefault(key, threading.Lock())
+        building = _BUILDING.setdefault(which, threading.Lock())
     with building:
         with _GUARD:
             if key in _CACHE:
                 return _CACHE[key]
-        try:
-            made = materialise(path, run_id, causes)
-        except Exception as exc:  # memory, a file gone: the SQL path still answers
-            log.warning("the consensus of %s for run %s not materialised: %s", causes, run_id, exc)
-            made = None
+            older = [v for k, v in _CACHE.items() if (k[0], k[2], k[3]) == which]
+        made = None
+        if older and con is not None:
+            try:
+                now = fingerprint(con, run_id)
+                made = next((c for c in older if c.made_of == now), None)
+            except duckdb.Error as exc:  # a store of another layout: build it
+                log.warning("the store's fingerprint not read: %s", exc)
+        if made is None:
+            try:
+                made = materialise(path, run_id, causes)
+            except Exception as exc:  # memory, a file gone: the SQL path still answers
+                log.warning(
+                    "the consensus of %s for run %s not materialised: %s", causes, run_id, exc
+                )
         with _GUARD:
-            _BUILDING.pop(key, None)
+            _BUILDING.pop(which, None)
             if made is None:
                 return None
-            for old in [k for k in _CACHE if k[0] == path and k[1] != key[1]]:
-                del _CACHE[old]  # the store changed: its older consensuses are no use
+            for old in [k for k in _CACHE if (k[0], k[2], k[3]) == which]:
+                del _CACHE[old]  # this consensus at an older stamp: kept or superseded
             _CACHE[key] = made
             while len(_CACHE) > MAX_CACHED:
                 _CACHE.popitem(last=False)

@@ -168,22 +168,37 @@ def test_the_mosaic_outlines_the_chosen_consensus(demo_store, con, run_id):
     assert len(flagged) > 0
 
 
-def test_a_changed_store_file_builds_it_again(store_copy):
+def _fresh(db, run_id):
+    with store.connect(db, read_only=True) as con:
+        return causes.cached(db, stamp(db), run_id, OTHER, con)
+
+
+def test_a_review_keeps_it_and_a_changed_frame_builds_it_again(store_copy):
     with store.connect(store_copy, read_only=True) as con:
         run_id = facts.latest_run_id(con)
-        first_frame = int(
-            con.execute("SELECT min(frame_id) FROM clusters WHERE run_id = ?", [run_id]).fetchall()[
-                0
-            ][0]
-        )
-    first = causes.cached(store_copy, stamp(store_copy), run_id, OTHER)
-    assert causes.cached(store_copy, stamp(store_copy), run_id, OTHER) is first
-    with store.connect(store_copy) as con:  # a review changes the file
-        reviews.set_verdicts(con, [first_frame], "junk")
-    again = causes.cached(store_copy, stamp(store_copy), run_id, OTHER)
-    assert again is not first
-    assert len(causes._CACHE) == 1  # the older stamp's consensus is dropped
-    # a new analysis: the new run's consensus differs, and the old run's is built again
+        flagged = facts.incident_list(con, FrameFilter(run_id=run_id, junk_causes=OTHER))
+        peak = int(flagged["rows"]["frame_id"].iloc[0])
+    first = _fresh(store_copy, run_id)
+    assert _fresh(store_copy, run_id) is first
+    before = stamp(store_copy)
+    with store.connect(store_copy) as con:  # a review changes the file, not the consensus
+        reviews.set_verdicts(con, [peak], "junk")
+    assert stamp(store_copy) != before
+    assert _fresh(store_copy, run_id) is first
+    flt = FrameFilter(run_id=run_id, junk_causes=OTHER)
+    shown = Reader(store_copy).call("summary", flt)
+    with store.connect(store_copy, read_only=True) as con:
+        assert shown == facts.summary(con, flt) and shown["n_junk"] == 1
+    # a frame's daylight changed (as `ingest` rewrites a frame): its incident ends there
+    with store.connect(store_copy) as con:
+        con.execute("UPDATE frames SET daylight = 'night' WHERE frame_id = ?", [peak])
+    again = _fresh(store_copy, run_id)
+    assert again is not first and len(causes._CACHE) == 1
+    listed = Reader(store_copy).call("incident_list", flt)
+    with store.connect(store_copy, read_only=True) as con:
+        _same(listed, facts.incident_list(con, flt))
+    assert not listed["rows"]["frame_id"].eq(peak).any()
+    # a new analysis: the old run's consensus is still made of the same, the new run's its own
     done = subprocess.run(
         [sys.executable, "-m", "pipeline", "analyze", "--db", str(store_copy), "--quiet"],
         cwd=REPO,
@@ -192,9 +207,11 @@ def test_a_changed_store_file_builds_it_again(store_copy):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert causes.cached(store_copy, stamp(store_copy), run_id, OTHER) is not again
+    assert _fresh(store_copy, run_id) is again
     with store.connect(store_copy, read_only=True) as con:
-        assert facts.latest_run_id(con) != run_id
+        new_run = facts.latest_run_id(con)
+    assert new_run != run_id
+    assert _fresh(store_copy, new_run) not in (first, again)
 
 
 def test_sessions_asking_at_once_share_one_build(demo_store, run_id):
