@@ -39,6 +39,16 @@ def settle(page, title: str) -> None:
     page.wait_for_timeout(1500)  # let Plotly finish its transitions
 
 
+def shoot_mosaic(page, path: Path) -> None:
+    """The Overview's archive mosaic alone."""
+    mosaic = page.locator('[data-testid="stPlotlyChart"]').filter(
+        has_text="The archive, an hour per cell"
+    )
+    mosaic.first.scroll_into_view_if_needed()
+    page.wait_for_timeout(800)
+    mosaic.first.screenshot(path=str(path))
+
+
 def main(store_path: Path, out: Path, names: set[str]) -> list[str]:
     """Take the pictures; returns the page errors the browser saw (none expected)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -60,12 +70,7 @@ def main(store_path: Path, out: Path, names: set[str]) -> list[str]:
             if "overview" in names:
                 ctx, page = open_page("/", "Overview", 1400, 1500)
                 page.screenshot(path=str(out / "dashboard-overview.png"))
-                mosaic = page.locator('[data-testid="stPlotlyChart"]').filter(
-                    has_text="The archive, an hour per cell"
-                )
-                mosaic.first.scroll_into_view_if_needed()
-                page.wait_for_timeout(800)
-                mosaic.first.screenshot(path=str(out / "dashboard-mosaic.png"))
+                shoot_mosaic(page, out / "dashboard-mosaic.png")
                 ctx.close()
             if "gallery" in names:
                 ctx, page = open_page("/gallery", "Gallery", 1400, 1500)
@@ -89,12 +94,7 @@ def main(store_path: Path, out: Path, names: set[str]) -> list[str]:
                 ctx.close()
             if "overview-causes" in names:
                 ctx, page = open_page("/?causes=quality,camera", "Overview", 1400, 1500)
-                mosaic = page.locator('[data-testid="stPlotlyChart"]').filter(
-                    has_text="The archive, an hour per cell"
-                )
-                mosaic.first.scroll_into_view_if_needed()
-                page.wait_for_timeout(800)
-                mosaic.first.screenshot(path=str(out / "dashboard-mosaic-causes.png"))
+                shoot_mosaic(page, out / "dashboard-mosaic-causes.png")
                 ctx.close()
             if "video" in names:
                 ctx, page = open_page("/review?daylight=day", "Review & export", 1400, 1300)

@@ -27,6 +27,7 @@ from dashboard.data import Reader, stamp
 from store import causes, facts, reviews
 from store.facts import FrameFilter
 from tests.conftest import REPO
+from tests.dashboard.test_junk_causes import _ok
 
 OTHER = ("quality", "camera")
 
@@ -168,6 +169,13 @@ def test_the_mosaic_outlines_the_chosen_consensus(demo_store, con, run_id):
     assert len(flagged) > 0
 
 
+def _analyze(db, *options: str) -> None:
+    """`python -m pipeline analyze --db DB OPTIONS`: a new run."""
+    args = [sys.executable, "-m", "pipeline", "analyze", "--db", str(db), "--quiet", *options]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
 def _fresh(db, run_id):
     with store.connect(db, read_only=True) as con:
         return causes.cached(db, stamp(db), run_id, OTHER, con)
@@ -199,14 +207,7 @@ def test_a_review_keeps_it_and_a_changed_frame_builds_it_again(store_copy):
         _same(listed, facts.incident_list(con, flt))
     assert not listed["rows"]["frame_id"].eq(peak).any()
     # a new analysis: the old run's consensus is still made of the same, the new run's its own
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "analyze", "--db", str(store_copy), "--quiet"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    _analyze(store_copy)
     assert _fresh(store_copy, run_id) is again
     with store.connect(store_copy, read_only=True) as con:
         new_run = facts.latest_run_id(con)
@@ -278,26 +279,12 @@ def app(monkeypatch):
     return make
 
 
-def _ok(at):
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
 @pytest.fixture(scope="module")
 def two_runs(demo_store, tmp_path_factory):
     """The demo store and a second run that counts only quality and camera."""
     db = tmp_path_factory.mktemp("two-runs") / "garden.duckdb"
     shutil.copy(demo_store, db)
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "analyze", "--db", str(db), "--quiet"]
-        + ["--junk-causes", "quality,camera"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    _analyze(db, "--junk-causes", ",".join(OTHER))
     return db
 
 
