@@ -122,6 +122,21 @@ class Reader:
             return fn(con, *args)  # the run's own, or recombined in SQL
         return fn(con, *plain.args[1:], **plain.kwargs)
 
+    def set_verdicts(self, ids: list[int], verdict: str | None, note: str | None = None) -> int:
+        with _GATE.write():
+            with store.connect(self.db, timeout=self.lock_wait_s) as con:
+                return reviews.set_verdicts(con, ids, verdict, note)
+
+    def mark(self, ids: list[int], verdict: str | None) -> tuple[int, Any]:
+        with _GATE.write():
+            with store.connect(self.db, timeout=self.lock_wait_s) as con:
+                return reviews.mark(con, ids, verdict)
+
+    def restore(self, ids: list[int], before: Any) -> int:
+        with _GATE.write():
+            with store.connect(self.db, timeout=self.lock_wait_s) as con:
+                return reviews.restore(con, ids, before)
+
 
 class _Shadows:
     """The materialised consensus a connection reads now (`causes.install`), changed only
@@ -163,21 +178,6 @@ def _causes_of(
     if run_id is None:
         return None, (), bound
     return int(run_id), chosen, bound
-
-    def set_verdicts(self, ids: list[int], verdict: str | None, note: str | None = None) -> int:
-        with _GATE.write():
-            with store.connect(self.db, timeout=self.lock_wait_s) as con:
-                return reviews.set_verdicts(con, ids, verdict, note)
-
-    def mark(self, ids: list[int], verdict: str | None) -> tuple[int, Any]:
-        with _GATE.write():
-            with store.connect(self.db, timeout=self.lock_wait_s) as con:
-                return reviews.mark(con, ids, verdict)
-
-    def restore(self, ids: list[int], before: Any) -> int:
-        with _GATE.write():
-            with store.connect(self.db, timeout=self.lock_wait_s) as con:
-                return reviews.restore(con, ids, before)
 
 
 def stamp(db: Path) -> tuple:
