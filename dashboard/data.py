@@ -116,6 +116,9 @@ class Reader:
         consensus (the calls of a page that choose the same share one shadow)."""
         fn = getattr(facts, name)
         run_id, chosen, plain = _causes_of(fn, args)
+        now = shadows.made
+        if now is not None and (now.run_id, now.causes) != (run_id, chosen):
+            shadows.use(None)  # the store's own tables again (a fingerprint reads them)
         made = causes.cached(self.db, stamp(self.db), run_id, chosen, con) if chosen else None
         shadows.use(made)
         if made is None:
