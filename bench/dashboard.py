@@ -4,7 +4,8 @@
     .venv/bin/python bench/dashboard.py --sizes 100000,750000 --keep DIR --reuse  # time DIR's
     .venv/bin/python bench/dashboard.py --store FILE [--repeats 15]   # time an existing store
     ... [--filter hours|weather|flagged]   # what the timed filters restrict (see FILTERS)
-    ... [--causes quality,camera]   # the consensus of other junk causes (recombined in SQL)
+    ... [--causes quality,camera]   # the consensus of other junk causes (materialised once)
+    ... --compare-causes quality,camera   # own causes, those materialised, those in SQL
 
 Stores are synthetic and made with SQL in seconds (frames every 10 minutes with a day/night
 cycle, hourly weather, one complete analysis run with clusters, 2-D map, seven detectors, four
@@ -272,18 +273,14 @@ def _timed_reader(db: Path):
     """A `dashboard.data.Reader` that also records each reader call's wall time (ms) by reader
     name, in `.times` (the calls a page makes share one connection, as in the dashboard)."""
     from dashboard.data import Reader
-    from store import facts
 
     class TimedReader(Reader):
         times: dict[str, list[float]]
 
-        def call_many(self, calls):
-            out = []
-            with store.connect(self.db, read_only=True, timeout=self.lock_wait_s) as con:
-                for name, args in calls:
-                    t0 = time.perf_counter()
-                    out.append(getattr(facts, name)(con, *args))
-                    self.times.setdefault(name, []).append((time.perf_counter() - t0) * 1000)
+        def _one(self, con, shadows, name, args):
+            t0 = time.perf_counter()
+            out = super()._one(con, shadows, name, args)
+            self.times.setdefault(name, []).append((time.perf_counter() - t0) * 1000)
             return out
 
     reader = TimedReader(db, lock_wait_s=5.0)
@@ -331,7 +328,7 @@ def _pages(
                 ("outliers_per_detector", (flt,)),
                 ("calendar", (flt,)),
                 ("timeline", (flt,)),
-                ("mosaic", (flt.run_id,)),
+                ("mosaic", (flt.run_id, flt.junk_causes)),
             )
         )
         charts.mosaic(
@@ -467,16 +464,36 @@ def _time_pages(
 
 
 def _time_interleaved(
-    dbs: dict[str, Path], repeats: int, kind: str = "hours", causes: tuple[str, ...] = ()
+    dbs: dict[str, Path],
+    repeats: int,
+    kind: str = "hours",
+    causes: tuple[str, ...] = (),
+    in_sql: frozenset = frozenset(),
+    causes_of: dict[str, tuple[str, ...]] | None = None,
 ) -> dict[str, dict[str, dict]]:
     """p50/p95 per store and page, the stores' renders interleaved: round after round, each
     page is rendered once on every store (the stores' order turning each round), so a burst of
-    load on the shared machine hits every size alike and the ratios between sizes hold."""
-    setup = {key: _pages(db, repeats, kind, causes) for key, db in dbs.items()}
+    load on the shared machine hits every size alike and the ratios between sizes hold.
+    `causes_of`: per key, its own `causes`; keys in `in_sql` recombine them in SQL on every
+    reader call (`TIMELAPSE_CONSENSUS_CACHE=0`) instead of reading them materialised once."""
+    from store.causes import ENV_CACHE
+
+    def sql_if(key: str):
+        if key in in_sql:
+            os.environ[ENV_CACHE] = "0"
+        else:
+            os.environ.pop(ENV_CACHE, None)
+
+    causes_of = causes_of or {}
+    setup = {}
+    for key, db in dbs.items():
+        sql_if(key)
+        setup[key] = _pages(db, repeats, kind, causes_of.get(key, causes))
     names = list(next(iter(setup.values()))[0])
-    for pages, flts, reader in setup.values():
+    for key, (pages, flts, reader) in setup.items():
+        sql_if(key)
         for fn in pages.values():
-            fn(flts[0])  # warm the OS file cache and imports
+            fn(flts[0])  # warm the OS file cache and imports (and materialise the consensus)
         reader.times.clear()
     times = {key: {name: [] for name in names} for key in dbs}
     keys = list(dbs)
@@ -485,7 +502,9 @@ def _time_interleaved(
         for name in names:
             for key in order:
                 pages, flts, _ = setup[key]
+                sql_if(key)
                 times[key][name].append(_timed(pages[name], flts[r]))
+    os.environ.pop(ENV_CACHE, None)
     out = {
         key: {
             name: _stats([w for w, _ in runs], [c for _, c in runs]) for name, runs in per.items()
@@ -498,6 +517,66 @@ def _time_interleaved(
             for name, ms in sorted(reader.times.items())
         }
     return out
+
+
+def _compare_causes(args) -> None:
+    """`--compare-causes`: per store size, the run's own causes against other causes read
+    materialised and recombined in SQL, interleaved in one run; the build of the materialised
+    consensus timed apart (the first page with those causes pays it once per store stamp)."""
+    from store import causes as rc
+    from store import facts
+
+    chosen = tuple(c.strip() for c in args.compare_causes.split(",") if c.strip())
+    folder = args.keep or Path(tempfile.mkdtemp())
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {
+        "repeats": args.repeats,
+        "filter": args.filter,
+        "causes": list(chosen),
+        "load_average_before": os.getloadavg()[0],
+        "sizes": {},
+    }
+    for n in [int(s) for s in args.sizes.split(",") if s.strip()]:
+        db = folder / f"bench-{n}.duckdb"
+        if not (args.reuse and db.exists()):
+            db.unlink(missing_ok=True)
+            build_store(db, n)
+        with store.connect(db, read_only=True) as con:
+            run_id = facts.latest_run_id(con)
+            opts = facts.options(con, run_id)
+        picked = rc.choose(chosen, opts["causes"], opts["junk_causes"])
+        w0, c0 = time.perf_counter(), time.process_time()
+        rc.materialise(db, run_id, picked)
+        build = {
+            "wall_ms": round((time.perf_counter() - w0) * 1000),
+            "cpu_ms": round((time.process_time() - c0) * 1000),
+        }
+        timed = _time_interleaved(
+            {"own": db, "materialised": db, "sql": db},
+            args.repeats,
+            args.filter,
+            in_sql=frozenset({"sql"}),
+            causes_of={"own": (), "materialised": picked, "sql": picked},
+        )
+        ratios = {
+            key: {
+                name: {
+                    "p50": round(p["p50_ms"] / timed["own"][name]["p50_ms"], 2),
+                    "cpu_p50": round(
+                        p["cpu_p50_ms"] / max(0.1, timed["own"][name]["cpu_p50_ms"]), 2
+                    ),
+                }
+                for name, p in timed[key].items()
+                if name != "(readers)"
+            }
+            for key in ("materialised", "sql")
+        }
+        out["sizes"][str(n)] = {"materialise": build, "pages": timed, "ratio_to_own": ratios}
+        print(
+            json.dumps({"size": n, "materialise": build, "ratio_to_own": ratios}), file=sys.stderr
+        )
+    out["load_average_after"] = os.getloadavg()[0]
+    print(json.dumps(out, indent=2))
 
 
 def main() -> None:
@@ -535,8 +614,19 @@ def main() -> None:
         help="the junk causes the consensus counts (the sidebar's control): another choice "
         "than the run's own recombines it in SQL, and the pages scan [default: the run's own]",
     )
+    parser.add_argument(
+        "--compare-causes",
+        default="",
+        metavar="CAUSE,...",
+        help="time each store three ways, interleaved: the run's own causes, these causes "
+        "materialised once (as the dashboard reads them) and these causes recombined in SQL "
+        "on every reader call; prints the ratios to the run's own",
+    )
     args = parser.parse_args()
     causes = tuple(c.strip() for c in args.causes.split(",") if c.strip())
+    if args.compare_causes:
+        _compare_causes(args)
+        return
     if args.store is not None:
         pages = _time_pages(args.store, args.repeats, args.filter, causes)
         print(

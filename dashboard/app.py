@@ -78,8 +78,14 @@ def _store_path() -> Path:
 
 
 def _sanitise_widgets(opts: dict) -> None:
-    """Drop widget values the store no longer offers (e.g. after switching runs)."""
+    """Drop widget values the store no longer offers (e.g. after switching runs). Switching
+    runs sets the junk causes to the new run's own (its `--junk-causes`): a choice made for
+    one run is not carried to another; a shared link's choice holds on the first load."""
     state = st.session_state
+    run_id = state.get(filters.W_RUN)
+    if state.get("_causes_run", run_id) != run_id and opts["causes"]:
+        state[filters.W_CAUSES] = list(opts["junk_causes"])
+    state["_causes_run"] = run_id
     for key, known in (
         (filters.W_DAYLIGHT, opts["daylight"]),
         (filters.W_WEATHER, opts["conditions"]),
@@ -168,7 +174,8 @@ def _sidebar(opts: dict) -> None:
                 "quality (blur, fog, water or dirt on the lens, too dark or bright), "
                 "camera (moved, knocked), scene (something in front or new), rarity "
                 f"(unlike its neighbours). This run counts {own} (`analyze --junk-causes`); "
-                "another choice sums those causes' stored scores again (slower pages).",
+                "another choice sums those causes' stored scores again (the first page with it "
+                "takes a few seconds on a large archive).",
             )
         kind = sb.selectbox(
             "Threshold",

@@ -5,11 +5,19 @@ results are cached with `st.cache_data(ttl=...)`, keyed by the store file's modi
 stamp, so a pipeline run or a review shows up on the next rerun. Connections are never cached.
 While the pipeline holds the write lock, `store.StoreLockedError` reaches the app, which shows
 its message and retries. Review writes take a short write connection.
+
+A reader call with other junk causes than the run's (`FrameFilter.junk_causes`, or a reader's
+`junk_causes` argument) reads the consensus of those causes materialised once per store stamp,
+run and causes (`store.causes.cached`: the recombined scores, incidents and the run's
+aggregates for them, kept in this process) through `store.causes.shadow`, called as for the
+run's own causes; so those pages cost what the run's own do. When it cannot be materialised,
+the call recombines in SQL (`store.causes.with_causes`), which gives the same rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 import threading
@@ -20,7 +28,7 @@ from typing import Any, Iterator
 import streamlit as st
 
 import store
-from store import facts, reviews
+from store import causes, facts, reviews
 from store.export import file_path
 
 ENV_DB = "TIMELAPSE_DB"
@@ -98,10 +106,24 @@ class Reader:
     def call_many(self, calls: tuple[tuple[str, tuple], ...]) -> list[Any]:
         """Several readers on one short connection (opening the file costs more than most
         queries): a page asks for what it draws in one go."""
-        fns = [(getattr(facts, name), args) for name, args in calls]
         with _GATE.read():
             with store.connect(self.db, read_only=True, timeout=self.lock_wait_s) as con:
-                return [fn(con, *args) for fn, args in fns]
+                shadows = _Shadows(con)
+                return [self._one(con, shadows, name, args) for name, args in calls]
+
+    def _one(self, con, shadows: "_Shadows", name: str, args: tuple) -> Any:
+        """`facts.<name>(con, *args)`; with other junk causes, on their materialised
+        consensus (the calls of a page that choose the same share one shadow)."""
+        fn = getattr(facts, name)
+        run_id, chosen, plain = _causes_of(fn, args)
+        now = shadows.made
+        if now is not None and (now.run_id, now.causes) != (run_id, chosen):
+            shadows.use(None)  # the store's own tables again (a fingerprint reads them)
+        made = causes.cached(self.db, stamp(self.db), run_id, chosen, con) if chosen else None
+        shadows.use(made)
+        if made is None:
+            return fn(con, *args)  # the run's own, or recombined in SQL
+        return fn(con, *plain.args[1:], **plain.kwargs)
 
     def set_verdicts(self, ids: list[int], verdict: str | None, note: str | None = None) -> int:
         with _GATE.write():
@@ -117,6 +139,48 @@ class Reader:
         with _GATE.write():
             with store.connect(self.db, timeout=self.lock_wait_s) as con:
                 return reviews.restore(con, ids, before)
+
+
+class _Shadows:
+    """The materialised consensus a connection reads now (`causes.install`), changed only
+    when a call asks for another one; left for the connection's close to remove."""
+
+    def __init__(self, con) -> None:
+        self.con = con
+        self.made: causes.Consensus | None = None
+
+    def use(self, made: "causes.Consensus | None") -> None:
+        if made is self.made:
+            return
+        if self.made is not None:
+            causes.uninstall(self.con)
+            self.made = None
+        if made is not None:
+            causes.install(self.con, made)
+            self.made = made
+
+
+def _causes_of(
+    fn, args: tuple
+) -> tuple[int | None, tuple[str, ...], inspect.BoundArguments | None]:
+    """The run and junk causes a reader call asks for (a `FrameFilter` argument's
+    `junk_causes`, or a `junk_causes` argument beside `run_id`), and the call's arguments with
+    them emptied (the run's own consensus, which `causes.shadow` replaces)."""
+    try:
+        bound = inspect.signature(fn).bind(None, *args)
+    except TypeError:  # the call itself says what is wrong
+        return None, (), None
+    run_id, chosen = None, ()
+    for name, value in bound.arguments.items():
+        if isinstance(value, facts.FrameFilter) and value.junk_causes:
+            run_id, chosen = value.run_id, tuple(value.junk_causes)
+            bound.arguments[name] = value.replace(junk_causes=())
+        elif name == "junk_causes" and value:
+            run_id, chosen = bound.arguments.get("run_id"), tuple(value)
+            bound.arguments[name] = ()
+    if run_id is None:
+        return None, (), bound
+    return int(run_id), chosen, bound
 
 
 def stamp(db: Path) -> tuple:

@@ -33,8 +33,9 @@ clusters and weather conditions; a condition only when the aggregates were writt
 (`has_conditions`) and no observation or weather-join setting changed since
 (`mark_weather_stale`, called by the weather writers: observations, the join's settings). A score threshold, a
 selection of frames, dates inside a period or junk causes other than the run's (the consensus
-recombined, `store.causes`: the cells and lists hold the run's own) are answered by the filtered
-queries over every frame, as is every run without aggregates (made before them, or stale). Incidents and the mosaic are facts of the analysis and are shown
+recombined, `store.causes`: the cells and lists hold the run's own; the dashboard reads
+aggregates written for the chosen consensus instead, `store.causes.shadow`) are answered by the
+filtered queries over every frame, as is every run without aggregates (made before them, or stale). Incidents and the mosaic are facts of the analysis and are shown
 whatever (2) says. Reviews change all the time and are never aggregated: readers join them live.
 The cards (`cards`) are read when the aggregates cover the filter and their weather is still the
 frames' (`weather_stale` unset): they show the temperature, not only the condition.

@@ -24,11 +24,36 @@ the run (frames `score-new` added included; after a fresh `analyze`, the fit's f
 the run's own causes in the run's order the result equals the stored rows. The caller decides
 when to recombine (`FrameFilter.junk_causes` set: the store's readers, which then skip the
 run's aggregates, see `store.aggregates.covers`); values are bound, never pasted.
+
+**Materialised once** (`cached`, `materialise`, `shadow`): a dashboard recombines once per
+(store file, its modification stamp, run, causes), in an in-memory DuckDB with the store
+attached read-only, and also writes the run's aggregates for that consensus with
+`store.aggregates.write` (the code `analyze` uses) and the mosaic's outlines for its incidents
+(`outlined`, `pipeline.mosaic`'s rule). The tables are kept as Arrow in the process; `shadow`
+puts temporary views of the run's table names in front of the store's on one connection (the
+store's rows but the run's consensus, and the materialised ones), so readers called with the
+run's own causes read the chosen consensus and its aggregates (`covers` holds). Only the run
+id and fixed names are written into those views' SQL.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import duckdb
+import pyarrow as pa
+
+from store import aggregates
+
+log = logging.getLogger(__name__)
 
 CAUSE_PREFIX = "cause:"  # a cause's score is stored as detector cause:<cause>
 CONSENSUS = "consensus"
@@ -58,9 +83,9 @@ def _as_number(column: str) -> str:
     return f"CASE WHEN {column} IS NULL OR isnan({column}) THEN 0.0 ELSE {column} END"
 
 
-def _ctes(n_causes: int) -> str:
+def _ctes(n_causes: int, scores: str = "main.outlier_scores") -> str:
     """The shadowing CTEs for `n_causes` causes bound as $rc_cause0.. (names) and $rc_key0..
-    (detector keys), for run $rc_run."""
+    (detector keys), for run $rc_run; `scores`: the stored scores table (qualified)."""
     picks = ",\n               ".join(
         f"any_value(score) FILTER (WHERE detector = $rc_key{i}) AS c{i}" for i in range(n_causes)
     )
@@ -76,7 +101,7 @@ _rc_run AS (
     FROM analysis_runs WHERE run_id = $rc_run)
 , _rc_causes AS (
     SELECT frame_id, {picks}
-    FROM main.outlier_scores
+    FROM {scores}
     WHERE run_id = $rc_run AND list_contains($rc_keys, detector)
     GROUP BY frame_id)
 , _rc_summed AS (SELECT *, {total} AS score FROM _rc_causes)
@@ -97,7 +122,7 @@ _rc_run AS (
            coalesce(s.score > (SELECT threshold FROM _rc_limit), FALSE) AS is_outlier
     FROM _rc_summed s)
 , outlier_scores AS (
-    SELECT run_id, detector, frame_id, score, score_pct, is_outlier FROM main.outlier_scores
+    SELECT run_id, detector, frame_id, score, score_pct, is_outlier FROM {scores}
     WHERE run_id <> $rc_run OR detector <> '{CONSENSUS}'
     UNION ALL
     SELECT $rc_run, '{CONSENSUS}', frame_id, score, score_pct, is_outlier FROM _rc_consensus)
@@ -154,6 +179,16 @@ def with_causes(
     """`sql` reading the consensus of `causes` (names, in the order they are added) for run
     `run_id` in place of the stored one, with the parameters the CTEs bind added; unchanged
     when `causes` is empty."""
+    return _with(sql, params, run_id, causes)
+
+
+def _with(
+    sql: str,
+    params: dict[str, Any],
+    run_id: int | None,
+    causes: tuple[str, ...],
+    scores: str = "main.outlier_scores",
+) -> tuple[str, dict[str, Any]]:
     if not causes or run_id is None:
         return sql, params
     causes = tuple(dict.fromkeys(causes))
@@ -162,5 +197,275 @@ def with_causes(
         params[f"rc_cause{i}"], params[f"rc_key{i}"] = cause, cause_key(cause)
     body = sql.lstrip()
     if body[:5].upper() == "WITH ":
-        return f"WITH {_ctes(len(causes))}, {body[5:]}", params
-    return f"WITH {_ctes(len(causes))}\n{body}", params
+        return f"WITH {_ctes(len(causes), scores)}, {body[5:]}", params
+    return f"WITH {_ctes(len(causes), scores)}\n{body}", params
+
+
+# --- the chosen consensus materialised once ---------------------------------------------------
+
+# The tables a consensus of other causes changes (or, for the run's frame cells and sample,
+# which are written with them, describes afresh): `shadow` puts temporary views of these names
+# in front of the store's tables on one connection.
+SHADOWED = (
+    "outlier_scores",
+    "run_frame_cells",
+    "run_detector_cells",
+    "run_samples",
+    "run_sample_scores",
+    "run_top",
+    "incidents",
+    "incident_frames",
+    "run_aggregates",
+)
+_PER_DETECTOR = {"outlier_scores", "run_detector_cells", "run_sample_scores", "run_top"}
+ENV_CACHE = "TIMELAPSE_CONSENSUS_CACHE"  # "0": every reader recombines in SQL (no cache)
+ENV_MEMORY = "TIMELAPSE_CONSENSUS_MEMORY"  # DuckDB memory_limit of a build ("500MB", ...)
+MAX_CACHED = 4  # consensuses kept per process (a few MB each at 100k frames)
+_STORE = "rc_store"  # the store's name in a build
+
+# Cells (row * 24 + hour) of a run's mosaic at least half of whose frames are in its
+# incidents (`pipeline.mosaic`'s rule): each of the run's timed frames falls in the row of the
+# last row start (`$days`) on or before its camera-clock day.
+OUTLINED = """
+WITH _rows AS (SELECT unnest(CAST($days AS DATE[])) AS first_day,
+                      generate_subscripts(CAST($days AS DATE[]), 1) - 1 AS row_no)
+, _inside AS (SELECT DISTINCT frame_id FROM incident_frames WHERE run_id = $run)
+, _slots AS (
+    SELECT r.row_no * 24 + hour(f.taken_at) AS slot, i.frame_id IS NOT NULL AS inside
+    FROM clusters c JOIN frames f ON f.frame_id = c.frame_id
+    ASOF JOIN _rows r ON CAST(f.taken_at AS DATE) >= r.first_day
+    LEFT JOIN _inside i ON i.frame_id = c.frame_id
+    WHERE c.run_id = $run AND f.taken_at IS NOT NULL)
+SELECT slot FROM _slots GROUP BY slot
+HAVING count(*) FILTER (WHERE inside) > 0 AND 2 * count(*) FILTER (WHERE inside) >= count(*)
+ORDER BY slot
+"""
+
+
+def outlined(
+    con: duckdb.DuckDBPyConnection, run_id: int, days: list, causes: tuple[str, ...] = ()
+) -> list[int]:
+    """The mosaic cells to outline for the incidents of the consensus of `causes` (the run's
+    own when empty); `days`: the mosaic's row starts."""
+    sql, params = with_causes(OUTLINED, {"run": int(run_id), "days": list(days)}, run_id, causes)
+    return [int(r[0]) for r in con.execute(sql, params).fetchall()]
+
+
+# What a materialised consensus is made of, but the reviews (which readers join live): the
+# run (its scores and frames: `score-new` adds some), every frame's path, time and daylight
+# (incidents, cells, cards) and weather (the cells' conditions, the cards). A store file whose
+# stamp changed with this unchanged (a review, another run analysed) keeps its consensus.
+FINGERPRINT = """
+SELECT (SELECT CAST(params AS VARCHAR) || '|' || coalesce(CAST(n_frames AS VARCHAR), '')
+               || '|' || status FROM analysis_runs WHERE run_id = $run),
+       (SELECT count(*) FROM outlier_scores WHERE run_id = $run),
+       (SELECT count(*) FROM clusters WHERE run_id = $run),
+       (SELECT count(*) || ':' || coalesce(sum(hash(frame_id, path, taken_at, daylight)), 0)
+        FROM frames),
+       (SELECT count(*) || ':' || coalesce(sum(hash(frame_id, condition, temperature_c,
+                                                    precipitation_mm)), 0)
+        FROM frame_weather)
+"""
+
+
+def fingerprint(con: duckdb.DuckDBPyConnection, run_id: int) -> tuple:
+    """What the consensus of run `run_id` is made of (`FINGERPRINT`), as a tuple."""
+    return tuple(con.execute(FINGERPRINT, {"run": int(run_id)}).fetchall()[0])
+
+
+@dataclass(frozen=True)
+class Consensus:
+    """The consensus of `causes` for run `run_id` and everything it changes: per `SHADOWED`
+    table the run's rows (of the consensus only, for the per-detector tables) as Arrow;
+    `made_of`: the store's `fingerprint` it was made from."""
+
+    run_id: int
+    causes: tuple[str, ...]
+    tables: dict[str, pa.Table]
+    seconds: float
+    made_of: tuple = ()
+
+
+def materialise(db: str | os.PathLike, run_id: int, causes: tuple[str, ...]) -> Consensus:
+    """Recombine the consensus of `causes` once (the CTEs of `with_causes`) and write what
+    `analyze` writes for it (`store.aggregates.write`, the same code, into tables of an
+    in-memory database with the store attached read-only), the mosaic's outlines found again."""
+    started = time.perf_counter()
+    causes = tuple(dict.fromkeys(causes))
+    run_id = int(run_id)
+    with duckdb.connect(config=_build_config()) as b:
+        b.execute(f"ATTACH ? AS {_STORE} (READ_ONLY)", [str(db)])
+        b.execute(f"SET search_path = '{_STORE}.main'")
+        made_of = fingerprint(b, run_id)
+        b.execute(f"SET search_path = 'memory.main,{_STORE}.main'")  # memory's tables first
+        for table in SHADOWED:
+            ddl = b.execute(
+                "SELECT sql FROM duckdb_tables() WHERE database_name = ? AND schema_name = "
+                "'main' AND table_name = ?",
+                [_STORE, table],
+            ).fetchone()
+            b.execute(ddl[0])  # the store's own definition, in memory
+        scores = f"{_STORE}.main.outlier_scores"
+        sql, params = _with(
+            f"SELECT * FROM outlier_scores WHERE run_id = $rc_run AND detector = '{CONSENSUS}'",
+            {},
+            run_id,
+            causes,
+            scores,
+        )
+        b.execute(f"INSERT INTO memory.main.outlier_scores BY NAME ({sql})", params)
+        sql, params = _with(
+            "SELECT * FROM incidents ORDER BY incident_id", {}, run_id, causes, scores
+        )
+        found = b.execute(sql, params).df()
+        sql, params = _with(
+            "SELECT incident_id, frame_id, is_flagged FROM incident_frames "
+            "ORDER BY incident_id, frame_id",
+            {},
+            run_id,
+            causes,
+            scores,
+        )
+        members = b.execute(sql, params).df()
+        mosaic = _mosaic(b, run_id)
+        aggregates.write(
+            b,
+            run_id,
+            incidents=found[list(aggregates.INCIDENT_COLUMNS)],
+            incident_frames=members,
+            mosaic=mosaic,
+        )
+        if mosaic is not None:  # outlined by the incidents just written (in memory)
+            b.execute(
+                "UPDATE memory.main.run_aggregates SET mosaic_outlined = ?",
+                [outlined(b, run_id, mosaic.days)],
+            )
+        tables = {t: b.sql(f"SELECT * FROM memory.main.{t}").to_arrow_table() for t in SHADOWED}
+    return Consensus(run_id, causes, tables, time.perf_counter() - started, made_of)
+
+
+def _build_config() -> dict[str, str]:
+    limit = os.environ.get(ENV_MEMORY)
+    return {"memory_limit": limit} if limit else {}
+
+
+def _mosaic(b: duckdb.DuckDBPyConnection, run_id: int) -> aggregates.Mosaic | None:
+    """The run's stored mosaic, its outlines to be found again."""
+    row = b.execute(
+        f"SELECT mosaic_png, mosaic_days, mosaic_cell_width, mosaic_cell_height, mosaic_info "
+        f"FROM {_STORE}.main.run_aggregates WHERE run_id = ? AND mosaic_png IS NOT NULL",
+        [run_id],
+    ).fetchone()
+    if row is None:
+        return None
+    info = json.loads(row[4]) if row[4] else {}
+    days = list(row[1])
+    return aggregates.Mosaic(
+        bytes(row[0]),
+        days,
+        int(row[2]),
+        int(row[3]),
+        [],
+        int(info.get("n_frames", 0)),
+        int(info.get("n_decoded", 0)),
+        dict(info.get("seconds", {})),
+    )
+
+
+_CACHE: OrderedDict[tuple, Consensus] = OrderedDict()
+_BUILDING: dict[tuple, threading.Lock] = {}
+_GUARD = threading.Lock()
+
+
+def cached(
+    db: str | os.PathLike,
+    stamp: tuple,
+    run_id: int,
+    causes: tuple[str, ...],
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> Consensus | None:
+    """The consensus of `causes` for `run_id`, materialised once per (store file, its
+    modification `stamp`, run, causes) in this process; sessions asking for one being built
+    wait for it. When the stamp changed, `con` (a connection to the store) is asked for its
+    `fingerprint`: the consensus made of the same is kept (a review changes the file, not the
+    consensus). None when caching is off (`TIMELAPSE_CONSENSUS_CACHE=0`) or the build failed
+    (logged; the caller recombines in SQL)."""
+    if os.environ.get(ENV_CACHE, "1") == "0":
+        return None
+    path = os.path.realpath(db)
+    key = (path, tuple(stamp), int(run_id), tuple(causes))
+    which = (path, int(run_id), tuple(causes))
+    with _GUARD:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        building = _BUILDING.setdefault(which, threading.Lock())
+    with building:
+        with _GUARD:
+            if key in _CACHE:
+                return _CACHE[key]
+            older = [v for k, v in _CACHE.items() if (k[0], k[2], k[3]) == which]
+        made = None
+        if older and con is not None:
+            try:
+                now = fingerprint(con, run_id)
+                made = next((c for c in older if c.made_of == now), None)
+            except duckdb.Error as exc:  # a store of another layout: build it
+                log.warning("the store's fingerprint not read: %s", exc)
+        if made is None:
+            try:
+                made = materialise(path, run_id, causes)
+            except Exception as exc:  # memory, a file gone: the SQL path still answers
+                log.warning(
+                    "the consensus of %s for run %s not materialised: %s", causes, run_id, exc
+                )
+        with _GUARD:
+            _BUILDING.pop(which, None)
+            if made is None:
+                return None
+            for old in [k for k in _CACHE if (k[0], k[2], k[3]) == which]:
+                del _CACHE[old]  # this consensus at an older stamp: kept or superseded
+            _CACHE[key] = made
+            while len(_CACHE) > MAX_CACHED:
+                _CACHE.popitem(last=False)
+        return made
+
+
+@contextmanager
+def shadow(con: duckdb.DuckDBPyConnection, consensus: Consensus) -> Iterator[None]:
+    """On `con` (a store connection, read-only will do), the `SHADOWED` tables read the
+    `consensus`'s rows for its run in place of the stored ones (`install`), until leaving
+    (`uninstall`). A reader called inside with the run's own causes (`FrameFilter.junk_causes`
+    empty) reads that consensus, its incidents and its aggregates (`store.aggregates.covers`
+    holds as for the run's own)."""
+    install(con, consensus)
+    try:
+        yield
+    finally:
+        uninstall(con)
+
+
+def install(con: duckdb.DuckDBPyConnection, consensus: Consensus) -> None:
+    """Temporary views named like the `SHADOWED` tables (found before the store's tables, on
+    this connection only): the store's rows but the run's consensus ones, and the
+    `consensus`'s rows. They go with the connection, or with `uninstall`."""
+    catalog = con.execute("SELECT current_database()").fetchall()[0][0].replace('"', '""')
+    run = int(consensus.run_id)
+    views = []
+    for table in SHADOWED:
+        con.register(f"_rc_{table}", consensus.tables[table])
+        keep = f"run_id <> {run}"
+        if table in _PER_DETECTOR:
+            keep += f" OR detector <> '{CONSENSUS}'"
+        views.append(
+            f'CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM "{catalog}".main.{table} '
+            f"WHERE {keep} UNION ALL BY NAME SELECT * FROM _rc_{table}"
+        )
+    con.execute(";\n".join(views))
+
+
+def uninstall(con: duckdb.DuckDBPyConnection) -> None:
+    """Remove what `install` put on `con`."""
+    con.execute(";\n".join(f"DROP VIEW IF EXISTS temp.main.{t}" for t in SHADOWED))
+    for table in SHADOWED:
+        con.unregister(f"_rc_{table}")

@@ -25,7 +25,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from store import aggregates
+from store import aggregates, causes
 from store.causes import stored_causes, with_causes
 from store.db import fetch_one, log_failed, scalar
 
@@ -42,7 +42,9 @@ class FrameFilter:
     among those the other filters keep). `frame_ids` restricts to a selection (e.g. from the map).
     `junk_causes`: the causes of junk the consensus counts, recombined from the run's cause
     scores (`store.causes`); empty = the run's own consensus as stored. The readers then scan
-    the frames (the run's aggregates hold its own consensus) and find its incidents again.
+    the frames (the run's aggregates hold its own consensus) and find its incidents again;
+    the dashboard instead reads that consensus materialised once with its own aggregates
+    (`store.causes.shadow`, with `junk_causes` empty).
     """
 
     run_id: int | None = None
@@ -1865,10 +1867,13 @@ def incident_strip(
     return {"ids": ids, "rows": rows, "flagged": flagged}
 
 
-def mosaic(con: duckdb.DuckDBPyConnection, run_id: int | None) -> dict[str, Any] | None:
+def mosaic(
+    con: duckdb.DuckDBPyConnection, run_id: int | None, junk_causes: tuple[str, ...] = ()
+) -> dict[str, Any] | None:
     """The run's archive mosaic (`store.aggregates.Mosaic`): `png`, `days` (each row's first
     day), `cell_width`, `cell_height` and `outlined` (cells row * 24 + hour at least half of
-    whose frames are in incidents). None when the run has no mosaic."""
+    whose frames are in incidents; with `junk_causes`, the incidents of the consensus of those
+    causes, `FrameFilter.junk_causes`). None when the run has no mosaic."""
     row = fetch_one(
         con,
         "SELECT mosaic_png, mosaic_days, mosaic_cell_width, mosaic_cell_height, "
@@ -1883,7 +1888,11 @@ def mosaic(con: duckdb.DuckDBPyConnection, run_id: int | None) -> dict[str, Any]
         "days": list(row[1]),
         "cell_width": int(row[2]),
         "cell_height": int(row[3]),
-        "outlined": [int(c) for c in row[4] or []],
+        "outlined": (
+            causes.outlined(con, run_id, list(row[1]), tuple(junk_causes))
+            if junk_causes
+            else [int(c) for c in row[4] or []]
+        ),
     }
 
 

@@ -22,7 +22,7 @@ s, per_detector, cal, line, picture = data.get_many(
     ("outliers_per_detector", flt),
     ("calendar", flt),
     ("timeline", flt),
-    ("mosaic", flt.run_id),
+    ("mosaic", flt.run_id, flt.junk_causes),
 )
 if s["n_total"] == 0:
     st.info(
@@ -68,7 +68,9 @@ if picture is not None:
     st.caption(
         "Each row is a day (camera clock), each cell an hour: the median of that hour's "
         "thumbnails, made when the run was analysed. Outlined: hours at least half of "
-        "whose frames are in incidents (see Incidents). The dates and hours of the "
+        "whose frames are in incidents (see Incidents"
+        + ("; those of the consensus of the junk causes chosen" if flt.junk_causes else "")
+        + "). The dates and hours of the "
         "filters apply; the other filters do not."
     )
 elif opts["detectors"]:

@@ -5,7 +5,8 @@ Chromium (/usr/bin/chromium), the pictures written to OUT.
     .venv/bin/python -m tests.browser.docs_screenshots /tmp/demo/garden.duckdb docs/img [NAME ...]
 
 NAME: overview (also the mosaic), gallery, incidents, causes (the sidebar's Junk causes with
-quality and camera chosen, on the Incidents page), video (Review & export's Export tab with
+quality and camera chosen, on the Incidents page), overview-causes (Overview's mosaic with
+quality and camera chosen: the hours their incidents fill outlined), video (Review & export's Export tab with
 an MP4 made); all of them by default. Look at each picture before committing it.
 """
 
@@ -19,7 +20,7 @@ from playwright.sync_api import sync_playwright
 
 from tests.conftest import CHROMIUM, dashboard_server
 
-NAMES = ("overview", "gallery", "incidents", "causes", "video")
+NAMES = ("overview", "gallery", "incidents", "causes", "overview-causes", "video")
 
 
 def settle(page, title: str) -> None:
@@ -36,6 +37,16 @@ def settle(page, title: str) -> None:
         timeout=120_000,
     )
     page.wait_for_timeout(1500)  # let Plotly finish its transitions
+
+
+def shoot_mosaic(page, path: Path) -> None:
+    """The Overview's archive mosaic alone."""
+    mosaic = page.locator('[data-testid="stPlotlyChart"]').filter(
+        has_text="The archive, an hour per cell"
+    )
+    mosaic.first.scroll_into_view_if_needed()
+    page.wait_for_timeout(800)
+    mosaic.first.screenshot(path=str(path))
 
 
 def main(store_path: Path, out: Path, names: set[str]) -> list[str]:
@@ -59,12 +70,7 @@ def main(store_path: Path, out: Path, names: set[str]) -> list[str]:
             if "overview" in names:
                 ctx, page = open_page("/", "Overview", 1400, 1500)
                 page.screenshot(path=str(out / "dashboard-overview.png"))
-                mosaic = page.locator('[data-testid="stPlotlyChart"]').filter(
-                    has_text="The archive, an hour per cell"
-                )
-                mosaic.first.scroll_into_view_if_needed()
-                page.wait_for_timeout(800)
-                mosaic.first.screenshot(path=str(out / "dashboard-mosaic.png"))
+                shoot_mosaic(page, out / "dashboard-mosaic.png")
                 ctx.close()
             if "gallery" in names:
                 ctx, page = open_page("/gallery", "Gallery", 1400, 1500)
@@ -85,6 +91,10 @@ def main(store_path: Path, out: Path, names: set[str]) -> list[str]:
                 page.get_by_text("Junk causes").first.scroll_into_view_if_needed()
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(out / "dashboard-junk-causes.png"))
+                ctx.close()
+            if "overview-causes" in names:
+                ctx, page = open_page("/?causes=quality,camera", "Overview", 1400, 1500)
+                shoot_mosaic(page, out / "dashboard-mosaic-causes.png")
                 ctx.close()
             if "video" in names:
                 ctx, page = open_page("/review?daylight=day", "Review & export", 1400, 1300)
