@@ -7,9 +7,11 @@ Runs `pipeline.analyze.analyze` (default settings) once on an existing store, e.
 (/proc/self/status) every 0.25 s, labelled with the step running then (the steps of
 `AnalyzeResult.timings`, and within `write` which part is being inserted); while the write's
 connection is open it also reads DuckDB's `duckdb_memory()` (bytes per tag: ART_INDEX,
-BASE_TABLE, OVERFLOW_STRINGS, ...) through a second cursor. Prints JSON: wall and CPU seconds,
-the peak RSS (ru_maxrss: a fresh process that only analyses, as `analyze_peak_rss_mib` of
-bench/analyze.py), the highest RSS seen in each step, and DuckDB's highest memory per tag.
+BASE_TABLE, OVERFLOW_STRINGS, ...) through a cursor of its own, made as the write connects.
+Prints JSON: wall and CPU seconds (all threads), the peak RSS (ru_maxrss: a fresh process that
+only analyses, as `analyze_peak_rss_mib` of bench/analyze.py), the highest RSS seen in each
+step, and DuckDB's highest memory per tag. A sample comes late while a step holds the GIL (a
+KD-tree query): the peak RSS is exact, the per-step peaks are what the samples saw.
 `--trace FILE` keeps every sample as JSON lines: [seconds, step, RSS MiB, DuckDB MiB by tag].
 The labels come from wrapping the analysis' step timer and the store's insert functions in
 this process; nothing else changes, so the run is the one `python -m pipeline analyze` makes.
@@ -71,19 +73,23 @@ def main() -> None:
         started = time.monotonic()
         while not done.is_set():
             duck = None
+            if write_cons and not step[0].startswith("write"):  # the write is over
+                write_cons.pop().close()
             if write_cons:
                 try:
-                    cursor = write_cons[-1].cursor()
-                    rows = cursor.sql(
-                        "SELECT tag, memory_usage_bytes FROM duckdb_memory() "
-                        "WHERE memory_usage_bytes > 0"
-                    ).fetchall()
-                    cursor.close()
+                    rows = (
+                        write_cons[-1]
+                        .sql(
+                            "SELECT tag, memory_usage_bytes FROM duckdb_memory() "
+                            "WHERE memory_usage_bytes > 0"
+                        )
+                        .fetchall()
+                    )
                     duck = {tag: round(b / 2**20) for tag, b in rows}
                     for tag, mib in duck.items():
                         duck_peak[tag] = max(duck_peak.get(tag, 0), mib)
-                except Exception:  # the connection closed between two samples
-                    write_cons.clear()
+                except Exception:  # the database closed between two samples
+                    write_cons.pop().close()
             samples.append((round(time.monotonic() - started, 2), step[0], round(_rss_mib()), duck))
             time.sleep(SAMPLE_S)
 
@@ -113,7 +119,10 @@ def main() -> None:
     def connect_seen(*a, **k):
         con = connect(*a, **k)
         if step[0] == "write":
-            write_cons.append(con)
+            # the sampler's own connection to the same database, made here: a DuckDB
+            # connection refuses a call while another thread uses it, so the sampler never
+            # touches the write's connection itself (doing so failed a run)
+            write_cons.append(con.cursor())
         return con
 
     store.connect = connect_seen
