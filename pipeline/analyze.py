@@ -22,6 +22,7 @@ rows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import tracemalloc
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 import store
 from pipeline import __version__
@@ -45,7 +47,14 @@ from pipeline.detectors import (
     make_detector,
 )
 from pipeline.errors import AnalysisError, InputError
-from pipeline.fitted import FittedRun, library_versions, neighbor_rows, neighbors_needed, project
+from pipeline.fitted import (
+    N_TABLE_NEIGHBORS,
+    FittedRun,
+    library_versions,
+    neighbor_tables,
+    neighbors_needed,
+    project,
+)
 from pipeline.imagestats import backfill_local_contrast
 from pipeline.incidents import run_incidents
 from pipeline.mosaic import READ_CHUNK as MOSAIC_CHUNK
@@ -143,15 +152,20 @@ class _Steps:
         self.trace = trace_memory
 
     def run(self, name: str, func, *args, **kwargs):
+        with self.timed(name):
+            return func(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def timed(self, name: str):
+        """Time (and trace) the block as step `name` (added to the step's earlier time)."""
         if self.trace:
             tracemalloc.reset_peak()
         started, cpu = time.perf_counter(), time.process_time()
-        out = func(*args, **kwargs)
+        yield
         self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 3)
         self.cpu[name] = round(self.cpu.get(name, 0.0) + time.process_time() - cpu, 3)
         if self.trace:
             self.peak_mb[name] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
-        return out
 
 
 def analyze(
@@ -301,14 +315,7 @@ def _analyze_run(
         batch.pixels = mosaic.tap(reader)
     k_needed = neighbors_needed(detectors)
     _say(progress, f"nearest neighbours (k={k_needed}) in {n_dims} PCA dims")
-    index = steps.run(
-        "neighbors",
-        lambda: (
-            NeighborIndex(settings.neighbor_index, random_state=settings.random_state)
-            .fit(z, ids)
-            .calibrate(z, ids, k_needed)
-        ),
-    )
+    index = steps.run("neighbors", fit_index, z, ids, k_needed, settings)
     steps.run("neighbors", index.attach, batch, k_needed)
 
     _say(progress, f"clustering ({settings.clusterer})")
@@ -392,19 +399,14 @@ def _analyze_run(
         ThumbnailReader(db, chunk=MOSAIC_CHUNK),
         incidents.frames["frame_id"].to_numpy(np.int64),
     )
-    nn_rows = neighbor_rows(run_id, ids, batch.nn_dist, batch.nn_idx, index.frame_ids_)
-    cluster_rows = pd.DataFrame(
-        {
-            "run_id": run_id,
-            "frame_id": ids,
-            "cluster": labels.astype(np.int32),
-            "map_x": xy[:, 0],
-            "map_y": xy[:, 1],
-        }
-    )
-    artifact = steps.run("save_fitted", fitted.to_bytes) if settings.save_fitted else None
+    # the `neighbors` table's columns only (the detectors' neighbours may be more)
+    k_table = min(N_TABLE_NEIGHBORS, batch.nn_dist.shape[1])
+    nn_dist = np.ascontiguousarray(batch.nn_dist[:, :k_table])
+    nn_idx = np.ascontiguousarray(batch.nn_idx[:, :k_table])
+    fit_ids = index.frame_ids_
 
     n_clusters = int(len(set(labels.tolist()) - {-1}))
+    n_outliers = int(scored.flags[CONSENSUS].sum())
     params = dict(
         params,
         pca_dims=n_dims,
@@ -431,34 +433,56 @@ def _analyze_run(
             "seconds": archive.seconds,
         },
     )
+    ran = list(detectors) + [CONSENSUS]
+    versions = fitted.versions
+    artifact = steps.run("save_fitted", fitted.to_bytes) if settings.save_fitted else None
+    # What only the fit needed goes before the rows are written: the fitted state (its bytes
+    # hold it), the vectors, the index, the detectors' training arrays (GBs at 3M frames)
+    del fitted, detectors, consensus, index, batch, z, clusterer, mapper, mosaic, reader
+    del fit_pcts, first
+    cluster_rows = pa.table(
+        {
+            "run_id": pa.array(np.full(n, run_id, dtype=np.int64)),
+            "frame_id": pa.array(np.asarray(ids, dtype=np.int64)),
+            "cluster": pa.array(labels.astype(np.int32)),
+            "map_x": pa.array(np.asarray(xy[:, 0], dtype=float), from_pandas=True),
+            "map_y": pa.array(np.asarray(xy[:, 1], dtype=float), from_pandas=True),
+        }
+    )
+    del labels, xy
     _say(progress, f"writing run {run_id}")
-
-    def write():
-        with store.connect(db) as con:
-            sa.write_run(
-                con,
-                run_id,
-                n_frames=n,
-                clusters=cluster_rows,
-                scores=scored.rows_by_detector(run_id),
-                neighbors=nn_rows,
-                artifact=artifact,
-                versions=fitted.versions,
-                timings=dict(steps.timings),
-                params=params,
-                keep_fitted=settings.keep_fitted_runs,
-                incidents=incidents.table,
-                incident_frames=incidents.frames,
-                mosaic=archive,
-            )
-
-    steps.run("write", write)
-    n_outliers = int(scored.flags[CONSENSUS].sum())
+    # One transaction, written part by part (the fitted state first, while least else is held,
+    # then each detector's scores and slices of the neighbours), each part let go of once in:
+    # a failure or a kill anywhere rolls every part back
+    with (
+        steps.timed("write"),
+        store.connect(db) as con,
+        sa.writing_run(con, run_id, keep_fitted=settings.keep_fitted_runs) as writer,
+    ):
+        if artifact is not None:
+            writer.add_fitted(artifact, versions)
+            artifact = None
+        writer.add_clusters(cluster_rows)
+        del cluster_rows
+        for key in list(scored.scores):
+            writer.add_scores(scored.pop_table(key, run_id))
+        for part in neighbor_tables(run_id, ids, nn_dist, nn_idx, fit_ids, k_table):
+            writer.add_neighbors(part)
+        del nn_dist, nn_idx
+        writer.complete(
+            n_frames=n,
+            timings=dict(steps.timings),
+            params=params,
+            keep_fitted=settings.keep_fitted_runs,
+            incidents=incidents.table,
+            incident_frames=incidents.frames,
+            mosaic=archive,
+        )
     return AnalyzeResult(
         run_id=run_id,
         model=model,
         n_frames=n,
-        detectors=list(detectors) + [CONSENSUS],
+        detectors=ran,
         n_dims=n_dims,
         n_clusters=n_clusters,
         n_outliers=n_outliers,
@@ -467,6 +491,15 @@ def _analyze_run(
         notes=notes,
         params=params,
         cpu=dict(steps.cpu),
+    )
+
+
+def fit_index(z: np.ndarray, ids: np.ndarray, k: int, settings: Settings) -> NeighborIndex:
+    """The run's nearest-neighbour index over `z`, its recall for `k` neighbours measured."""
+    return (
+        NeighborIndex(settings.neighbor_index, random_state=settings.random_state)
+        .fit(z, ids)
+        .calibrate(z, ids, k)
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline import __version__
 from pipeline.detectors import (
@@ -58,6 +59,26 @@ class RunScores:
     def rows(self, run_id: int) -> pd.DataFrame:
         """The `outlier_scores` rows (long form: one per detector and frame)."""
         return pd.concat(list(self.rows_by_detector(run_id)), ignore_index=True)
+
+    def pop_table(self, key: str, run_id: int) -> pa.Table:
+        """Detector `key`'s `outlier_scores` rows as an Arrow table (the rows `rows` has for it:
+        a score that is not finite, or a missing percentile, is null), forgetting its arrays:
+        `analyze` writes a run of millions of frames one detector at a time and lets go of
+        each as it goes."""
+        s, pct, flag = self.scores.pop(key), self.pcts.pop(key), self.flags.pop(key)
+        n = len(self.frame_ids)
+        return pa.table(
+            {
+                "run_id": pa.array(np.full(n, run_id, dtype=np.int64)),
+                "detector": pa.DictionaryArray.from_arrays(
+                    pa.array(np.zeros(n, dtype=np.int32)), pa.array([key], pa.string())
+                ),
+                "frame_id": pa.array(np.asarray(self.frame_ids, dtype=np.int64)),
+                "score": pa.array(np.where(np.isfinite(s), s, np.nan), from_pandas=True),
+                "score_pct": pa.array(np.asarray(pct, dtype=np.float64), from_pandas=True),
+                "is_outlier": pa.array(np.asarray(flag, dtype=bool)),
+            }
+        )
 
     def rows_by_detector(self, run_id: int) -> Iterator[pd.DataFrame]:
         """The same rows, one detector at a time: written so, a run of millions of frames
@@ -206,6 +227,29 @@ def neighbor_rows(
             "distance": d[ok].astype(float),
         }
     )
+
+
+def neighbor_tables(
+    run_id: int,
+    ids: np.ndarray,
+    dist: np.ndarray,
+    idx: np.ndarray,
+    fit_ids: np.ndarray,
+    k: int = N_TABLE_NEIGHBORS,
+    frames_per_part: int = 250_000,
+) -> Iterator[pa.Table]:
+    """The `neighbors` rows of `neighbor_rows`, as Arrow tables of `frames_per_part` frames each
+    (2 million rows at a time rather than 24 million at 3 million frames)."""
+    for lo in range(0, len(ids), frames_per_part):
+        part = neighbor_rows(
+            run_id,
+            ids[lo : lo + frames_per_part],
+            dist[lo : lo + frames_per_part],
+            idx[lo : lo + frames_per_part],
+            fit_ids,
+            k,
+        )
+        yield pa.Table.from_pandas(part, preserve_index=False)
 
 
 def project(vectors: np.ndarray, scaler, pca, n_dims: int) -> np.ndarray:

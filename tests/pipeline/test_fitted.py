@@ -82,3 +82,53 @@ def test_scoring_the_fit_batch_gives_the_fits_own_scores():
     rows = of_fit.rows(7)
     assert (rows["run_id"] == 7).all() and len(rows) == len(batch) * len(of_fit.scores)
     assert rows.groupby("detector")["is_outlier"].mean().between(0.03, 0.06).all()
+
+
+def test_one_detectors_arrow_rows_are_its_dataframe_rows_and_are_let_go(db_path):
+    import pyarrow as pa
+
+    import store
+    from pipeline.fitted import RunScores
+    from store import analysis as sa
+    from tests.store.test_prune import make_store
+
+    ids = np.arange(1, 7)
+    scores = {
+        "lof": np.array([0.1, np.nan, np.inf, -np.inf, 2.0, 3.0]),
+        CONSENSUS: np.linspace(0, 1, 6),
+    }
+    pcts = {"lof": np.array([0.1, np.nan, 1.0, 0.0, 0.5, 0.9]), CONSENSUS: np.linspace(0, 1, 6)}
+    flags = {"lof": np.array([0, 0, 1, 0, 0, 1], bool), CONSENSUS: ids > 4}
+
+    def copy(d):
+        return {k: v.copy() for k, v in d.items()}
+
+    make_store(db_path)
+    with store.connect(db_path) as con:
+        old, new = (sa.start_run(con, "a", {}, "test") for _ in range(2))
+        sa.insert_scores(con, RunScores(ids, copy(scores), copy(pcts), copy(flags)).rows(old))
+        popped = RunScores(ids, copy(scores), copy(pcts), copy(flags))
+        for key in list(scores):
+            table = popped.pop_table(key, new)
+            assert isinstance(table, pa.Table) and len(table) == len(ids)
+            sa.insert_scores(con, table)
+        assert popped.scores == popped.pcts == popped.flags == {}
+        pd.testing.assert_frame_equal(sa.run_scores(con, old), sa.run_scores(con, new))
+        assert sa.run_scores(con, new)["score"].isna().sum() == 3  # NaN and both infinities
+
+
+def test_neighbor_tables_in_parts_are_the_neighbor_rows():
+    from pipeline.fitted import neighbor_rows, neighbor_tables
+
+    rng = np.random.default_rng(0)
+    ids = np.arange(10, 17)
+    dist = rng.random((7, 4))
+    dist[2, 3] = np.inf  # fewer neighbours found: no row
+    idx = rng.integers(0, 5, (7, 4))
+    fit_ids = np.arange(100, 105)
+    parts = list(neighbor_tables(1, ids, dist, idx, fit_ids, k=3, frames_per_part=3))
+    assert len(parts) == 3
+    whole = pd.concat([p.to_pandas() for p in parts], ignore_index=True)
+    pd.testing.assert_frame_equal(whole, neighbor_rows(1, ids, dist, idx, fit_ids, k=3))
+    parts = list(neighbor_tables(1, ids, dist, idx, fit_ids, k=4, frames_per_part=3))
+    assert sum(len(p) for p in parts) == 7 * 4 - 1
