@@ -490,6 +490,86 @@ UPDATE reviews SET frame_taken_at = f.taken_at, frame_daylight = f.daylight
 FROM frames f WHERE f.frame_id = reviews.frame_id;
 """
 
+# Each frame's joined observation, stored (`frame_weather` becomes a table): the ASOF join of
+# every frame with the weather (1-2 s at 750k frames) ran in every reader that filtered by or
+# showed the weather; now it runs when the weather or the frames change, and a weather filter is
+# a plain column predicate. The join itself is the same view as before, renamed
+# `frame_weather_live` (same rules: the station of `weather_station_used`, the latest
+# observation at or before the frame's UTC time within `weather_tolerance_minutes`); the table
+# holds its rows (one per frame with a UTC time), kept equal to it by the store's writers in
+# their transactions (`store.weather.refresh_join`: observations imported or replaced, the
+# join's station or tolerance, frames ingested or re-timed) and by `analyze`, which refreshes
+# it before it writes a run's aggregates. Filled here from the view for the store as it is.
+# `run_samples.stratum`: the sample also holds each weather condition's first frames in hash
+# order (`store.aggregates.CONDITION_SAMPLE`), those rows marked with their condition (NULL: the
+# plain sample). Runs written before have none: a filter on a rare condition scans for them.
+_STORED_WEATHER = """
+ALTER TABLE run_samples ADD COLUMN stratum VARCHAR;
+
+DROP VIEW IF EXISTS frame_facts;
+DROP VIEW IF EXISTS frame_weather;
+
+CREATE OR REPLACE VIEW frame_weather_live AS
+WITH w AS (
+    SELECT * FROM weather WHERE station = (SELECT station FROM weather_station_used)
+), tol AS (
+    SELECT to_seconds(CAST(60 * coalesce(
+        (SELECT TRY_CAST(value AS DOUBLE) FROM settings WHERE key = 'weather_tolerance_minutes'),
+        90.0) AS BIGINT)) AS span
+), j AS (
+    SELECT f.frame_id, w.*,
+           coalesce(f.taken_at_utc - w.observed_at <= (SELECT span FROM tol), FALSE) AS within
+    FROM (SELECT frame_id, taken_at_utc FROM frames WHERE taken_at_utc IS NOT NULL) f
+    ASOF LEFT JOIN w ON f.taken_at_utc >= w.observed_at
+)
+SELECT frame_id,
+       CASE WHEN within THEN station END AS station,
+       CASE WHEN within THEN observed_at END AS weather_observed_at,
+       CASE WHEN within THEN temperature_c END AS temperature_c,
+       CASE WHEN within THEN precipitation_mm END AS precipitation_mm,
+       CASE WHEN within THEN cloud_cover_pct END AS cloud_cover_pct,
+       CASE WHEN within THEN wind_speed_ms END AS wind_speed_ms,
+       CASE WHEN within THEN visibility_km END AS visibility_km,
+       CASE WHEN within THEN weather_code END AS weather_code,
+       CASE WHEN within THEN coalesce(condition, 'unknown') ELSE 'unknown' END AS condition
+FROM j;
+
+CREATE TABLE frame_weather (
+    frame_id             BIGINT NOT NULL,   -- one row per frame with a UTC time
+    station              VARCHAR,           -- NULL: no observation within the tolerance
+    weather_observed_at  TIMESTAMPTZ,
+    temperature_c        DOUBLE,
+    precipitation_mm     DOUBLE,
+    cloud_cover_pct      DOUBLE,
+    wind_speed_ms        DOUBLE,
+    visibility_km        DOUBLE,
+    weather_code         INTEGER,
+    condition            VARCHAR NOT NULL   -- 'unknown' without an observation
+);
+INSERT INTO frame_weather SELECT * FROM frame_weather_live ORDER BY frame_id;
+
+CREATE OR REPLACE VIEW frame_facts AS
+SELECT f.*,
+       lr.run_id,
+       c.cluster, c.map_x, c.map_y,
+       s.score AS consensus_score,
+       s.score_pct AS consensus_pct,
+       s.is_outlier AS consensus_is_outlier,
+       fw.station AS weather_station,
+       fw.weather_observed_at,
+       coalesce(fw.condition, 'unknown') AS condition,
+       fw.temperature_c, fw.precipitation_mm, fw.cloud_cover_pct, fw.wind_speed_ms,
+       fw.visibility_km,
+       r.verdict, r.note AS review_note, r.reviewed_at
+FROM frames f
+LEFT JOIN latest_run lr ON TRUE
+LEFT JOIN clusters c ON c.run_id = lr.run_id AND c.frame_id = f.frame_id
+LEFT JOIN outlier_scores s
+       ON s.run_id = lr.run_id AND s.frame_id = f.frame_id AND s.detector = 'consensus'
+LEFT JOIN frame_weather fw ON fw.frame_id = f.frame_id
+LEFT JOIN reviews r ON r.frame_id = f.frame_id;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
     (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
@@ -498,6 +578,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (5, "frames.local_contrast", _LOCAL_CONTRAST),
     (6, "the weather condition in the per-run aggregates", _AGGREGATE_CONDITIONS),
     (7, "gallery cards in the per-run aggregates, frame times in reviews", _AGGREGATE_CARDS),
+    (8, "each frame's joined observation stored (frame_weather a table)", _STORED_WEATHER),
 ]
 
 LATEST = MIGRATIONS[-1][0]
