@@ -11,11 +11,11 @@ What `write` stores for a run (tables of migration 3; the condition, migration 6
 - `run_detector_cells`: per detector the same cells over the run's rows: rows, flagged, the
   counts and sums the means need (percentile, score) and the highest score;
 - `run_samples`: a fixed pseudo-random sample of the run's frames, those with the
-  `SAMPLE_FRAMES` smallest hash(frame_id), with their map coordinates, and each weather
-  condition's `CONDITION_SAMPLE` frames with the smallest hash(frame_id) besides (migration 8:
-  `stratum` = the condition on those rows, NULL on the plain sample's), so a filter on one
-  condition finds its first frames in hash order there however rare the condition;
-  `run_sample_scores`: every detector's scores of them;
+  `SAMPLE_FRAMES` smallest hash(frame_id), with their map coordinates, and
+  `run_sample_scores`: every detector's scores of them; `run_condition_samples` and
+  `run_condition_sample_scores` (migration 8): each weather condition's `CONDITION_SAMPLE`
+  frames with the smallest hash(frame_id) that the sample lacks, so a filter on one condition
+  finds its first frames in hash order in the two together however rare the condition;
 - `run_top`: each detector's `TOP_FRAMES` highest-scoring frames, in rank order;
 - `incidents` and `incident_frames` (found by `pipeline.incidents`; each frame's time, daylight,
   cluster and condition are copied in, so a filter on them needs no join with `frames`); the
@@ -71,6 +71,8 @@ TABLES = (
     "run_detector_cells",
     "run_samples",
     "run_sample_scores",
+    "run_condition_samples",
+    "run_condition_sample_scores",
     "run_top",
     "incident_frames",
     "incidents",
@@ -217,19 +219,30 @@ def _write(
         ORDER BY hash(c.frame_id), c.frame_id LIMIT $n""",
         {**params, "n": int(sample_frames)},
     )
+    _sql(
+        con,
+        """
+        INSERT INTO run_sample_scores
+        SELECT $run, s.detector, s.frame_id, s.score, s.score_pct, s.is_outlier
+        FROM outlier_scores s SEMI JOIN run_samples t ON t.run_id = $run
+                                                     AND t.frame_id = s.frame_id
+        WHERE s.run_id = $run ORDER BY s.detector, s.frame_id""",
+        params,
+    )
     # Each weather condition's own first frames (migration 8): its `condition_sample` frames
-    # with the smallest hash(frame_id), those the sample above lacks, with `stratum` = the
-    # condition. Both are the first frames of a condition in hash order, so together they are
-    # too: a filter on one condition reads its frames from the sample even where the condition
-    # is rare (a fifth of the frames rainy: 10,000 of the 50,000 above, fewer than the map's
-    # 20,000 points).
+    # with the smallest hash(frame_id) that the sample lacks, and their scores. A condition's
+    # frames in the sample and these are both its first frames in hash order, so together they
+    # are too: a filter on one condition reads its frames from them even where the condition
+    # is rare (a fifth of the frames rainy: 10,000 of the sample's 50,000, fewer than the
+    # map's 20,000 points).
     _sql(
         con,
         f"""
-        INSERT INTO run_samples (run_id, frame_id, taken_at, daylight, cluster, map_x, map_y,
-                                 condition, path, temperature_c, precipitation_mm, stratum)
+        INSERT INTO run_condition_samples (run_id, frame_id, taken_at, daylight, cluster,
+                                           map_x, map_y, condition, path, temperature_c,
+                                           precipitation_mm)
         SELECT $run, k.frame_id, f.taken_at, f.daylight, k.cluster, k.map_x, k.map_y,
-               k.condition, k.path, k.temperature_c, k.precipitation_mm, k.condition
+               k.condition, k.path, k.temperature_c, k.precipitation_mm
         FROM (SELECT c.frame_id, c.cluster, c.map_x, c.map_y, w.condition, w.path,
                      w.temperature_c, w.precipitation_mm
               FROM clusters c JOIN {_CONDITIONS} w ON w.frame_id = c.frame_id
@@ -239,16 +252,16 @@ def _write(
         JOIN frames f ON f.frame_id = k.frame_id
         ANTI JOIN (SELECT frame_id FROM run_samples WHERE run_id = $run) u
              ON u.frame_id = k.frame_id
-        ORDER BY hash(k.frame_id), k.frame_id""",
+        ORDER BY k.condition, hash(k.frame_id), k.frame_id""",
         {**params, "k": int(condition_sample)},
     )
     _sql(
         con,
         """
-        INSERT INTO run_sample_scores
+        INSERT INTO run_condition_sample_scores
         SELECT $run, s.detector, s.frame_id, s.score, s.score_pct, s.is_outlier
-        FROM outlier_scores s SEMI JOIN run_samples t ON t.run_id = $run
-                                                     AND t.frame_id = s.frame_id
+        FROM outlier_scores s SEMI JOIN run_condition_samples t ON t.run_id = $run
+                                                               AND t.frame_id = s.frame_id
         WHERE s.run_id = $run ORDER BY s.detector, s.frame_id""",
         params,
     )

@@ -282,8 +282,8 @@ def _listed(
     keeps. Both hold frame_id, taken_at, daylight, cluster; run_top also score, score_pct,
     is_outlier, rank. The sample's rows are the run's frames with the smallest hashes, and
     under a filter on one weather condition also that condition's own first frames in hash
-    order (`stratum`, `aggregates.CONDITION_SAMPLE`): either way the first frames in hash
-    order of those the filter keeps."""
+    order (`run_condition_samples`, `aggregates.CONDITION_SAMPLE`): either way the first
+    frames in hash order of those the filter keeps."""
     where, params = aggregates.cell_filter(flt, "t", timed=True)
     params["run_id"] = flt.run_id
     if table == "run_top":
@@ -291,10 +291,36 @@ def _listed(
         return (
             f"FROM run_top t WHERE t.run_id = $run_id AND t.detector = ${key} AND {where}"
         ), params
-    # one condition: its stratum rows are kept by the condition filter itself; no condition or
-    # several: the plain sample only (the strata are prefixes of single conditions)
-    strata = "" if len(flt.conditions) == 1 else " AND t.stratum IS NULL"
-    return f"FROM run_samples t WHERE t.run_id = $run_id AND {where}{strata}", params
+    return f"FROM {_samples(flt)} t WHERE t.run_id = $run_id AND {where}", params
+
+
+_SAMPLE_COLUMNS = (
+    "run_id, frame_id, taken_at, daylight, cluster, map_x, map_y, condition, path, "
+    "temperature_c, precipitation_mm"
+)
+_SCORE_COLUMNS = "run_id, detector, frame_id, score, score_pct, is_outlier"
+
+
+def _samples(flt: FrameFilter) -> str:
+    """The stored sample a covered filter reads: with one weather condition, the run's sample
+    and that condition's own first frames (the conditions' first frames are prefixes of single
+    conditions in hash order, so several conditions read the sample alone)."""
+    if len(flt.conditions) != 1:
+        return "run_samples"
+    return (
+        f"(SELECT {_SAMPLE_COLUMNS} FROM run_samples UNION ALL "
+        f"SELECT {_SAMPLE_COLUMNS} FROM run_condition_samples)"
+    )
+
+
+def _sample_scores(flt: FrameFilter) -> str:
+    """The stored scores of `_samples(flt)`' frames."""
+    if len(flt.conditions) != 1:
+        return "run_sample_scores"
+    return (
+        f"(SELECT {_SCORE_COLUMNS} FROM run_sample_scores UNION ALL "
+        f"SELECT {_SCORE_COLUMNS} FROM run_condition_sample_scores)"
+    )
 
 
 def _list_answers(
@@ -1093,8 +1119,8 @@ def _map_sample(
             SELECT k.frame_id, k.map_x, k.map_y, k.cluster, s.score, s.score_pct,
                    s.is_outlier, k.daylight, k.condition, k.taken_at, {utc} AS taken_at_utc
             FROM kept k {frames_join}
-            LEFT JOIN run_sample_scores s ON s.run_id = $run_id AND s.detector = $detector
-                                         AND s.frame_id = k.frame_id
+            LEFT JOIN {_sample_scores(flt)} s ON s.run_id = $run_id
+                 AND s.detector = $detector AND s.frame_id = k.frame_id
             ORDER BY coalesce(s.is_outlier, FALSE) DESC, hash(k.frame_id)
             LIMIT $max_points)
         {_PAGE_WEATHER if weather else ""}
@@ -1202,7 +1228,7 @@ def cluster_samples(
                                                ORDER BY hash(t.frame_id + $seed)) <= $n)
                 SELECT t.frame_id, {_CARD_COLUMNS_SCORED}, pr.verdict
                 FROM t
-                LEFT JOIN run_sample_scores ps ON ps.run_id = $run_id
+                LEFT JOIN {_sample_scores(flt)} ps ON ps.run_id = $run_id
                      AND ps.detector = $detector AND ps.frame_id = t.frame_id
                 LEFT JOIN reviews pr ON pr.frame_id = t.frame_id
                 ORDER BY t.cluster, t.taken_at, t.frame_id""",
@@ -1218,7 +1244,7 @@ def cluster_samples(
             SELECT f.frame_id, f.path, f.taken_at, f.taken_at_utc, f.daylight, c.cluster
             FROM chosen c JOIN frames f ON f.frame_id = c.frame_id)"""
         params.update(detector=flt.detector)
-        scores = "run_sample_scores"  # the sample's scores: a few rows per detector
+        scores = _sample_scores(flt)  # the sample's scores: a few rows per detector
     else:
         sql, params = _filtered(flt, need=("cluster",))
         sql += """
@@ -1297,7 +1323,7 @@ def detector_matrix(
     ):
         source, params = _listed(whole, "run_samples")
         sql = f"WITH sel AS (SELECT t.frame_id, t.taken_at {source})\n"
-        scores = "run_sample_scores"  # the sample's scores: a few rows per detector
+        scores = _sample_scores(whole)  # the sample's scores: a few rows per detector
     else:
         sql, params = _filtered(whole, need=())
     names = list(dict.fromkeys(names))

@@ -500,11 +500,36 @@ FROM frames f WHERE f.frame_id = reviews.frame_id;
 # their transactions (`store.weather.refresh_join`: observations imported or replaced, the
 # join's station or tolerance, frames ingested or re-timed) and by `analyze`, which refreshes
 # it before it writes a run's aggregates. Filled here from the view for the store as it is.
-# `run_samples.stratum`: the sample also holds each weather condition's first frames in hash
-# order (`store.aggregates.CONDITION_SAMPLE`), those rows marked with their condition (NULL: the
-# plain sample). Runs written before have none: a filter on a rare condition scans for them.
+# `run_condition_samples` and `run_condition_sample_scores`: besides its sample, a run keeps
+# each weather condition's first frames in hash order (`store.aggregates.CONDITION_SAMPLE`)
+# that the sample lacks, with their scores, in tables of their own (so the pages without a
+# weather filter read the sample alone, as before). Runs written before have none: a filter on
+# a rare condition scans for them until the next analysis.
 _STORED_WEATHER = """
-ALTER TABLE run_samples ADD COLUMN stratum VARCHAR;
+CREATE TABLE run_condition_samples (
+    run_id            BIGINT NOT NULL,
+    frame_id          BIGINT NOT NULL,
+    taken_at          TIMESTAMP,
+    daylight          VARCHAR,
+    cluster           INTEGER,
+    map_x             DOUBLE,
+    map_y             DOUBLE,
+    condition         VARCHAR,
+    path              VARCHAR,
+    temperature_c     DOUBLE,
+    precipitation_mm  DOUBLE,
+    PRIMARY KEY (run_id, frame_id)
+);
+
+CREATE TABLE run_condition_sample_scores (
+    run_id      BIGINT NOT NULL,
+    detector    VARCHAR NOT NULL,
+    frame_id    BIGINT NOT NULL,
+    score       DOUBLE,
+    score_pct   DOUBLE,
+    is_outlier  BOOLEAN,
+    PRIMARY KEY (run_id, detector, frame_id)
+);
 
 DROP VIEW IF EXISTS frame_facts;
 DROP VIEW IF EXISTS frame_weather;

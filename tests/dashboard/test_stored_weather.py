@@ -165,8 +165,7 @@ def test_a_version_7_store_is_refused_then_migrated_with_its_join(store_copy):
         stored = con.sql("SELECT * FROM frame_weather ORDER BY frame_id").df()
         pd.testing.assert_frame_equal(stored, view, check_dtype=False)
         assert con.execute(
-            "SELECT count(*) FROM run_samples WHERE run_id = ? AND stratum IS NOT NULL",
-            [run_id],
+            "SELECT count(*) FROM run_condition_samples WHERE run_id = ?", [run_id]
         ).fetchone() == (0,)
         flt = FrameFilter(run_id=run_id, conditions=("rain",))
         assert facts.summary(con, flt)["n_frames"] == facts.count(con, flt)

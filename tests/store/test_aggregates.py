@@ -85,8 +85,7 @@ def undo_migration_8(con) -> None:
     """Make a store's weather join the view migration 1 made again (as a version-7 store has
     it): no stored join, no `frame_weather_live`, no condition strata in the samples."""
     con.execute("DROP VIEW frame_facts; DROP TABLE frame_weather; DROP VIEW frame_weather_live")
-    con.execute("DELETE FROM run_samples WHERE stratum IS NOT NULL")
-    con.execute("ALTER TABLE run_samples DROP COLUMN stratum")
+    con.execute("DROP TABLE run_condition_samples; DROP TABLE run_condition_sample_scores")
     con.execute(migrations._VIEWS)
     con.execute("DELETE FROM schema_migrations WHERE version = 8")
 
