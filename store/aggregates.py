@@ -219,16 +219,7 @@ def _write(
         ORDER BY hash(c.frame_id), c.frame_id LIMIT $n""",
         {**params, "n": int(sample_frames)},
     )
-    _sql(
-        con,
-        """
-        INSERT INTO run_sample_scores
-        SELECT $run, s.detector, s.frame_id, s.score, s.score_pct, s.is_outlier
-        FROM outlier_scores s SEMI JOIN run_samples t ON t.run_id = $run
-                                                     AND t.frame_id = s.frame_id
-        WHERE s.run_id = $run ORDER BY s.detector, s.frame_id""",
-        params,
-    )
+    _copy_scores(con, "run_sample_scores", "run_samples", params)
     # Each weather condition's own first frames (migration 8): its `condition_sample` frames
     # with the smallest hash(frame_id) that the sample lacks, and their scores. A condition's
     # frames in the sample and these are both its first frames in hash order, so together they
@@ -255,16 +246,7 @@ def _write(
         ORDER BY k.condition, hash(k.frame_id), k.frame_id""",
         {**params, "k": int(condition_sample)},
     )
-    _sql(
-        con,
-        """
-        INSERT INTO run_condition_sample_scores
-        SELECT $run, s.detector, s.frame_id, s.score, s.score_pct, s.is_outlier
-        FROM outlier_scores s SEMI JOIN run_condition_samples t ON t.run_id = $run
-                                                               AND t.frame_id = s.frame_id
-        WHERE s.run_id = $run ORDER BY s.detector, s.frame_id""",
-        params,
-    )
+    _copy_scores(con, "run_condition_sample_scores", "run_condition_samples", params)
     detectors = [
         r[0]
         for r in _run(
@@ -363,6 +345,22 @@ def _write(
             "last": span[1] if span else None,
             "top": int(top_frames),
         },
+    )
+
+
+def _copy_scores(
+    con: duckdb.DuckDBPyConnection, table: str, frames: str, params: dict[str, Any]
+) -> None:
+    """Every detector's scores of the run's frames listed in `frames` into `table` (names
+    from this module)."""
+    _sql(
+        con,
+        f"""
+        INSERT INTO {table}
+        SELECT $run, s.detector, s.frame_id, s.score, s.score_pct, s.is_outlier
+        FROM outlier_scores s SEMI JOIN {frames} t ON t.run_id = $run AND t.frame_id = s.frame_id
+        WHERE s.run_id = $run ORDER BY s.detector, s.frame_id""",
+        params,
     )
 
 

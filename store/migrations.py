@@ -170,20 +170,7 @@ CREATE TABLE IF NOT EXISTS ground_truth (
 # Readers' views. `latest_run` is the newest complete analysis run; `frame_weather` is each
 # frame's latest observation at or before it, within `weather_tolerance_minutes` (setting,
 # default 90), from the `weather_station` setting or else the station with most rows.
-_VIEWS = """
-CREATE OR REPLACE VIEW latest_run AS
-SELECT run_id, model FROM analysis_runs
-WHERE status = 'complete'
-ORDER BY finished_at DESC, run_id DESC
-LIMIT 1;
-
-CREATE OR REPLACE VIEW weather_station_used AS
-SELECT coalesce(
-    (SELECT json_extract_string(value, '$') FROM settings WHERE key = 'weather_station'),
-    (SELECT station FROM weather GROUP BY station ORDER BY count(*) DESC, station LIMIT 1)
-) AS station;
-
-CREATE OR REPLACE VIEW frame_weather AS
+_FRAME_WEATHER_JOIN = """
 WITH w AS (
     SELECT * FROM weather WHERE station = (SELECT station FROM weather_station_used)
 ), tol AS (
@@ -207,7 +194,9 @@ SELECT frame_id,
        CASE WHEN within THEN weather_code END AS weather_code,
        CASE WHEN within THEN coalesce(condition, 'unknown') ELSE 'unknown' END AS condition
 FROM j;
+"""
 
+_FRAME_FACTS = """
 CREATE OR REPLACE VIEW frame_facts AS
 SELECT f.*,
        lr.run_id,
@@ -229,6 +218,29 @@ LEFT JOIN outlier_scores s
 LEFT JOIN frame_weather fw ON fw.frame_id = f.frame_id
 LEFT JOIN reviews r ON r.frame_id = f.frame_id;
 """
+
+_VIEWS = (
+    """
+CREATE OR REPLACE VIEW latest_run AS
+SELECT run_id, model FROM analysis_runs
+WHERE status = 'complete'
+ORDER BY finished_at DESC, run_id DESC
+LIMIT 1;
+
+CREATE OR REPLACE VIEW weather_station_used AS
+SELECT coalesce(
+    (SELECT json_extract_string(value, '$') FROM settings WHERE key = 'weather_station'),
+    (SELECT station FROM weather GROUP BY station ORDER BY count(*) DESC, station LIMIT 1)
+) AS station;
+
+"""
+    + "CREATE OR REPLACE VIEW frame_weather AS\n"
+    + _FRAME_WEATHER_JOIN
+    + """
+"""
+    + _FRAME_FACTS
+    + """"""
+)
 
 # Frames and ingest errors are keyed by where the file is (`location`: its absolute path with
 # symlinks resolved), not by the path relative to the folder that was ingested: two memory cards
@@ -505,7 +517,8 @@ FROM frames f WHERE f.frame_id = reviews.frame_id;
 # that the sample lacks, with their scores, in tables of their own (so the pages without a
 # weather filter read the sample alone, as before). Runs written before have none: a filter on
 # a rare condition scans for them until the next analysis.
-_STORED_WEATHER = """
+_STORED_WEATHER = (
+    """
 CREATE TABLE run_condition_samples (
     run_id            BIGINT NOT NULL,
     frame_id          BIGINT NOT NULL,
@@ -534,31 +547,10 @@ CREATE TABLE run_condition_sample_scores (
 DROP VIEW IF EXISTS frame_facts;
 DROP VIEW IF EXISTS frame_weather;
 
-CREATE OR REPLACE VIEW frame_weather_live AS
-WITH w AS (
-    SELECT * FROM weather WHERE station = (SELECT station FROM weather_station_used)
-), tol AS (
-    SELECT to_seconds(CAST(60 * coalesce(
-        (SELECT TRY_CAST(value AS DOUBLE) FROM settings WHERE key = 'weather_tolerance_minutes'),
-        90.0) AS BIGINT)) AS span
-), j AS (
-    SELECT f.frame_id, w.*,
-           coalesce(f.taken_at_utc - w.observed_at <= (SELECT span FROM tol), FALSE) AS within
-    FROM (SELECT frame_id, taken_at_utc FROM frames WHERE taken_at_utc IS NOT NULL) f
-    ASOF LEFT JOIN w ON f.taken_at_utc >= w.observed_at
-)
-SELECT frame_id,
-       CASE WHEN within THEN station END AS station,
-       CASE WHEN within THEN observed_at END AS weather_observed_at,
-       CASE WHEN within THEN temperature_c END AS temperature_c,
-       CASE WHEN within THEN precipitation_mm END AS precipitation_mm,
-       CASE WHEN within THEN cloud_cover_pct END AS cloud_cover_pct,
-       CASE WHEN within THEN wind_speed_ms END AS wind_speed_ms,
-       CASE WHEN within THEN visibility_km END AS visibility_km,
-       CASE WHEN within THEN weather_code END AS weather_code,
-       CASE WHEN within THEN coalesce(condition, 'unknown') ELSE 'unknown' END AS condition
-FROM j;
-
+"""
+    + "CREATE OR REPLACE VIEW frame_weather_live AS\n"
+    + _FRAME_WEATHER_JOIN
+    + """
 CREATE TABLE frame_weather (
     frame_id             BIGINT NOT NULL,   -- one row per frame with a UTC time
     station              VARCHAR,           -- NULL: no observation within the tolerance
@@ -573,27 +565,10 @@ CREATE TABLE frame_weather (
 );
 INSERT INTO frame_weather SELECT * FROM frame_weather_live ORDER BY frame_id;
 
-CREATE OR REPLACE VIEW frame_facts AS
-SELECT f.*,
-       lr.run_id,
-       c.cluster, c.map_x, c.map_y,
-       s.score AS consensus_score,
-       s.score_pct AS consensus_pct,
-       s.is_outlier AS consensus_is_outlier,
-       fw.station AS weather_station,
-       fw.weather_observed_at,
-       coalesce(fw.condition, 'unknown') AS condition,
-       fw.temperature_c, fw.precipitation_mm, fw.cloud_cover_pct, fw.wind_speed_ms,
-       fw.visibility_km,
-       r.verdict, r.note AS review_note, r.reviewed_at
-FROM frames f
-LEFT JOIN latest_run lr ON TRUE
-LEFT JOIN clusters c ON c.run_id = lr.run_id AND c.frame_id = f.frame_id
-LEFT JOIN outlier_scores s
-       ON s.run_id = lr.run_id AND s.frame_id = f.frame_id AND s.detector = 'consensus'
-LEFT JOIN frame_weather fw ON fw.frame_id = f.frame_id
-LEFT JOIN reviews r ON r.frame_id = f.frame_id;
 """
+    + _FRAME_FACTS
+    + """"""
+)
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
