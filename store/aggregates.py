@@ -4,7 +4,7 @@ rule for when the dashboard's readers may read them instead of scanning every fr
 What `write` stores for a run (tables of migration 3; the condition, migration 6):
 - `run_frame_cells`: frames per camera-clock period x hour of day x daylight x cluster x
   weather condition (all frames of the store, cluster NULL for those not in the run; the
-  condition of the frame's joined observation, the `frame_weather` view's, 'unknown' without
+  condition of the frame's joined observation, the `frame_weather` join's, 'unknown' without
   one), with the first and last time in each cell. The period (the cells' grain, `period_unit`) is a day, or a week or a month when
   the frames span more than `MAX_PERIODS` days (weeks): the cells stay a few thousand rows
   whatever the archive's length, and so does every page that reads them;
@@ -12,7 +12,10 @@ What `write` stores for a run (tables of migration 3; the condition, migration 6
   counts and sums the means need (percentile, score) and the highest score;
 - `run_samples`: a fixed pseudo-random sample of the run's frames, those with the
   `SAMPLE_FRAMES` smallest hash(frame_id), with their map coordinates, and
-  `run_sample_scores`: every detector's scores of them;
+  `run_sample_scores`: every detector's scores of them; `run_condition_samples` and
+  `run_condition_sample_scores` (migration 8): each weather condition's `CONDITION_SAMPLE`
+  frames with the smallest hash(frame_id) that the sample lacks, so a filter on one condition
+  finds its first frames in hash order in the two together however rare the condition;
 - `run_top`: each detector's `TOP_FRAMES` highest-scoring frames, in rank order;
 - `incidents` and `incident_frames` (found by `pipeline.incidents`; each frame's time, daylight,
   cluster and condition are copied in, so a filter on them needs no join with `frames`); the
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
     from store.facts import FrameFilter
 
 SAMPLE_FRAMES = 50_000  # frames in a run's sample for the scatter plots
+CONDITION_SAMPLE = 50_000  # and at least this many of each weather condition (or all of them)
 TOP_FRAMES = 2_000  # highest-scoring frames kept per detector (the gallery's first pages)
 MAX_PERIODS = 400  # periods (days, else weeks, else months) the cells cut the frames into
 PERIOD_UNITS = ("day", "week", "month")
@@ -68,6 +72,8 @@ TABLES = (
     "run_detector_cells",
     "run_samples",
     "run_sample_scores",
+    "run_condition_samples",
+    "run_condition_sample_scores",
     "run_top",
     "incident_frames",
     "incidents",
@@ -120,16 +126,21 @@ def write(
     mosaic: Mosaic | None = None,
     sample_frames: int = SAMPLE_FRAMES,
     top_frames: int = TOP_FRAMES,
+    condition_sample: int = CONDITION_SAMPLE,
 ) -> None:
     """Write a run's aggregates from its rows already in the store (clusters, outlier_scores)
     and `frames`, plus its incidents and mosaic; inside the caller's transaction.
 
     `incidents`: rows with the `incidents` columns but run_id; `incident_frames`: incident_id,
     frame_id, is_flagged."""
+    from store.weather import refresh_join  # store.weather marks aggregates stale
+
     for table in TABLES:
         _run(con, f"DELETE FROM {table} WHERE run_id = ?", [run_id])
-    # Each frame's condition, joined once (the view's ASOF join over every frame) for every
-    # table below.
+    # Each frame's joined observation made the live join's again (a store written around the
+    # store's writers, e.g. by SQL, is right again after an analysis), then read once for
+    # every table below.
+    refresh_join(con)
     _sql(
         con,
         f"""
@@ -140,7 +151,16 @@ def write(
         {},
     )
     try:
-        _write(con, int(run_id), incidents, incident_frames, mosaic, sample_frames, top_frames)
+        _write(
+            con,
+            int(run_id),
+            incidents,
+            incident_frames,
+            mosaic,
+            sample_frames,
+            top_frames,
+            condition_sample,
+        )
     finally:
         _run(con, f"DROP TABLE IF EXISTS {_CONDITIONS}")
 
@@ -153,6 +173,7 @@ def _write(
     mosaic: Mosaic | None,
     sample_frames: int,
     top_frames: int,
+    condition_sample: int,
 ) -> None:
     params = {"run": run_id}
     span = fetch_one(con, "SELECT min(taken_at)::DATE, max(taken_at)::DATE FROM frames")
@@ -199,16 +220,34 @@ def _write(
         ORDER BY hash(c.frame_id), c.frame_id LIMIT $n""",
         {**params, "n": int(sample_frames)},
     )
+    _copy_scores(con, "run_sample_scores", "run_samples", params)
+    # Each weather condition's own first frames (migration 8): its `condition_sample` frames
+    # with the smallest hash(frame_id) that the sample lacks, and their scores. A condition's
+    # frames in the sample and these are both its first frames in hash order, so together they
+    # are too: a filter on one condition reads its frames from them even where the condition
+    # is rare (a fifth of the frames rainy: 10,000 of the sample's 50,000, fewer than the
+    # map's 20,000 points).
     _sql(
         con,
-        """
-        INSERT INTO run_sample_scores
-        SELECT $run, s.detector, s.frame_id, s.score, s.score_pct, s.is_outlier
-        FROM outlier_scores s SEMI JOIN run_samples t ON t.run_id = $run
-                                                     AND t.frame_id = s.frame_id
-        WHERE s.run_id = $run ORDER BY s.detector, s.frame_id""",
-        params,
+        f"""
+        INSERT INTO run_condition_samples (run_id, frame_id, taken_at, daylight, cluster,
+                                           map_x, map_y, condition, path, temperature_c,
+                                           precipitation_mm)
+        SELECT $run, k.frame_id, f.taken_at, f.daylight, k.cluster, k.map_x, k.map_y,
+               k.condition, k.path, k.temperature_c, k.precipitation_mm
+        FROM (SELECT c.frame_id, c.cluster, c.map_x, c.map_y, w.condition, w.path,
+                     w.temperature_c, w.precipitation_mm
+              FROM clusters c JOIN {_CONDITIONS} w ON w.frame_id = c.frame_id
+              WHERE c.run_id = $run
+              QUALIFY row_number() OVER (PARTITION BY w.condition
+                                         ORDER BY hash(c.frame_id), c.frame_id) <= $k) k
+        JOIN frames f ON f.frame_id = k.frame_id
+        ANTI JOIN (SELECT frame_id FROM run_samples WHERE run_id = $run) u
+             ON u.frame_id = k.frame_id
+        ORDER BY k.condition, hash(k.frame_id), k.frame_id""",
+        {**params, "k": int(condition_sample)},
     )
+    _copy_scores(con, "run_condition_sample_scores", "run_condition_samples", params)
     detectors = [
         r[0]
         for r in _run(
@@ -307,6 +346,22 @@ def _write(
             "last": span[1] if span else None,
             "top": int(top_frames),
         },
+    )
+
+
+def _copy_scores(
+    con: duckdb.DuckDBPyConnection, table: str, frames: str, params: dict[str, Any]
+) -> None:
+    """Every detector's scores of the run's frames listed in `frames` into `table` (names
+    from this module)."""
+    _sql(
+        con,
+        f"""
+        INSERT INTO {table}
+        SELECT $run, s.detector, s.frame_id, s.score, s.score_pct, s.is_outlier
+        FROM outlier_scores s SEMI JOIN {frames} t ON t.run_id = $run AND t.frame_id = s.frame_id
+        WHERE s.run_id = $run ORDER BY s.detector, s.frame_id""",
+        params,
     )
 
 

@@ -256,25 +256,17 @@ def _reviews_in(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, i
     if flt.clusters:
         clusters = "LEFT JOIN clusters c ON c.run_id = $run_id AND c.frame_id = r.frame_id"
         cluster = "c.cluster"
-    # the reviewed frames' conditions, joined as `frame_weather` joins them, for those frames
-    # only (the view's ASOF join would go over every frame)
-    weather, joined, condition = "WITH", "", "NULL AS condition"
+    # the reviewed frames' conditions, from the stored join (`frame_weather`)
+    joined, condition = "", "NULL AS condition"
     if flt.conditions:
-        weather = (
-            "WITH page AS MATERIALIZED (SELECT r.frame_id, f.taken_at_utc FROM reviews r "
-            f"JOIN frames f ON f.frame_id = r.frame_id) {_PAGE_WEATHER},"
-        )
-        joined = "LEFT JOIN wpick wp ON wp.frame_id = r.frame_id"
-        condition = (
-            "CASE WHEN wp.within THEN coalesce(wp.condition, 'unknown') ELSE 'unknown' END "
-            "AS condition"
-        )
+        joined = "LEFT JOIN frame_weather fw ON fw.frame_id = r.frame_id"
+        condition = "coalesce(fw.condition, 'unknown') AS condition"
     # materialised: the filter is applied to the few reviewed frames after the join, not to
     # every frame before it (750k frames: 10 ms of hour() calls)
     df = _query(
         con,
         f"""
-        {weather} v AS MATERIALIZED (SELECT r.verdict, {cols}, {cluster}, {condition}
+        WITH v AS MATERIALIZED (SELECT r.verdict, {cols}, {cluster}, {condition}
                                      FROM reviews r {clusters} {joined})
         SELECT count(*) FILTER (WHERE v.verdict = 'junk') AS n_junk,
                count(*) FILTER (WHERE v.verdict = 'keep') AS n_keep
@@ -290,7 +282,10 @@ def _listed(
     """`FROM <stored list> t WHERE ...`: the rows of a run's `run_samples` (a fixed sample) or
     `run_top` (`detector`'s highest-scoring frames, bound as `$key`) that a covered filter
     keeps. Both hold frame_id, taken_at, daylight, cluster; run_top also score, score_pct,
-    is_outlier, rank."""
+    is_outlier, rank. The sample's rows are the run's frames with the smallest hashes, and
+    under a filter on one weather condition also that condition's own first frames in hash
+    order (`run_condition_samples`, `aggregates.CONDITION_SAMPLE`): either way the first
+    frames in hash order of those the filter keeps."""
     where, params = aggregates.cell_filter(flt, "t", timed=True)
     params["run_id"] = flt.run_id
     if table == "run_top":
@@ -298,7 +293,36 @@ def _listed(
         return (
             f"FROM run_top t WHERE t.run_id = $run_id AND t.detector = ${key} AND {where}"
         ), params
-    return f"FROM run_samples t WHERE t.run_id = $run_id AND {where}", params
+    return f"FROM {_samples(flt)} t WHERE t.run_id = $run_id AND {where}", params
+
+
+_SAMPLE_COLUMNS = (
+    "run_id, frame_id, taken_at, daylight, cluster, map_x, map_y, condition, path, "
+    "temperature_c, precipitation_mm"
+)
+_SCORE_COLUMNS = "run_id, detector, frame_id, score, score_pct, is_outlier"
+
+
+def _samples(flt: FrameFilter) -> str:
+    """The stored sample a covered filter reads: with one weather condition, the run's sample
+    and that condition's own first frames (the conditions' first frames are prefixes of single
+    conditions in hash order, so several conditions read the sample alone)."""
+    if len(flt.conditions) != 1:
+        return "run_samples"
+    return (
+        f"(SELECT {_SAMPLE_COLUMNS} FROM run_samples UNION ALL "
+        f"SELECT {_SAMPLE_COLUMNS} FROM run_condition_samples)"
+    )
+
+
+def _sample_scores(flt: FrameFilter) -> str:
+    """The stored scores of `_samples(flt)`' frames."""
+    if len(flt.conditions) != 1:
+        return "run_sample_scores"
+    return (
+        f"(SELECT {_SCORE_COLUMNS} FROM run_sample_scores UNION ALL "
+        f"SELECT {_SCORE_COLUMNS} FROM run_condition_sample_scores)"
+    )
 
 
 def _list_answers(
@@ -317,34 +341,16 @@ def _list_answers(
     return kept >= min(need, every)
 
 
-# Weather for a few frames (a page of the gallery, one frame): the same rules as the
-# `frame_weather` view (station from `weather_station_used`, nearest earlier observation within
-# `weather_tolerance_minutes`), over the `page` rows only, not every frame. Only observations
-# within the tolerance count, so each frame is joined on equal clock hours to the observations
-# of the hours its tolerance reaches back over, and the latest of those kept: an ASOF or range
-# join of a few rows against years of hourly weather is a nested loop over every observation
-# (a 24-frame page against 14 years: 60 ms; on hours: a hash join).
+# Weather for a few frames (a page of the gallery, one frame): their rows of the stored join
+# (`frame_weather`, migration 8: the ASOF join's rows, kept by the writers), for the `page`
+# rows only. A frame without a UTC time has no row: `within` is then NULL and its condition
+# 'unknown', as the join gives it.
 _PAGE_WEATHER = """
-, wtol AS (
-    SELECT CAST(60 * coalesce(
-        (SELECT TRY_CAST(value AS DOUBLE) FROM settings WHERE key = 'weather_tolerance_minutes'),
-        90.0) AS BIGINT) AS seconds)
-, wkey AS (
-    SELECT frame_id, taken_at_utc, taken_at_utc - to_seconds((SELECT seconds FROM wtol))
-               AS earliest,
-           CAST(floor(epoch(taken_at_utc) / 3600) AS BIGINT) - back AS hour_key
-    FROM page, range(0, CAST(ceil((SELECT seconds FROM wtol) / 3600) AS BIGINT) + 1) r(back)
-    WHERE taken_at_utc IS NOT NULL)
 , wpick AS (
-    SELECT k.frame_id, w.station, w.observed_at, w.condition, w.temperature_c,
-           w.precipitation_mm, w.cloud_cover_pct, w.wind_speed_ms, w.visibility_km,
-           TRUE AS within
-    FROM wkey k
-    JOIN (SELECT *, CAST(floor(epoch(observed_at) / 3600) AS BIGINT) AS hour_key FROM weather
-          WHERE station = (SELECT station FROM weather_station_used)) w
-      ON w.hour_key = k.hour_key
-    WHERE w.observed_at <= k.taken_at_utc AND w.observed_at >= k.earliest
-    QUALIFY row_number() OVER (PARTITION BY k.frame_id ORDER BY w.observed_at DESC) = 1)
+    SELECT fw.frame_id, fw.station, fw.weather_observed_at AS observed_at, fw.condition,
+           fw.temperature_c, fw.precipitation_mm, fw.cloud_cover_pct, fw.wind_speed_ms,
+           fw.visibility_km, TRUE AS within
+    FROM frame_weather fw SEMI JOIN page ON page.frame_id = fw.frame_id)
 """
 _PAGE_WEATHER_COLUMNS = """
     CASE WHEN wp.within THEN wp.station END AS weather_station,
@@ -1115,8 +1121,8 @@ def _map_sample(
             SELECT k.frame_id, k.map_x, k.map_y, k.cluster, s.score, s.score_pct,
                    s.is_outlier, k.daylight, k.condition, k.taken_at, {utc} AS taken_at_utc
             FROM kept k {frames_join}
-            LEFT JOIN run_sample_scores s ON s.run_id = $run_id AND s.detector = $detector
-                                         AND s.frame_id = k.frame_id
+            LEFT JOIN {_sample_scores(flt)} s ON s.run_id = $run_id
+                 AND s.detector = $detector AND s.frame_id = k.frame_id
             ORDER BY coalesce(s.is_outlier, FALSE) DESC, hash(k.frame_id)
             LIMIT $max_points)
         {_PAGE_WEATHER if weather else ""}
@@ -1224,7 +1230,7 @@ def cluster_samples(
                                                ORDER BY hash(t.frame_id + $seed)) <= $n)
                 SELECT t.frame_id, {_CARD_COLUMNS_SCORED}, pr.verdict
                 FROM t
-                LEFT JOIN run_sample_scores ps ON ps.run_id = $run_id
+                LEFT JOIN {_sample_scores(flt)} ps ON ps.run_id = $run_id
                      AND ps.detector = $detector AND ps.frame_id = t.frame_id
                 LEFT JOIN reviews pr ON pr.frame_id = t.frame_id
                 ORDER BY t.cluster, t.taken_at, t.frame_id""",
@@ -1240,7 +1246,7 @@ def cluster_samples(
             SELECT f.frame_id, f.path, f.taken_at, f.taken_at_utc, f.daylight, c.cluster
             FROM chosen c JOIN frames f ON f.frame_id = c.frame_id)"""
         params.update(detector=flt.detector)
-        scores = "run_sample_scores"  # the sample's scores: a few rows per detector
+        scores = _sample_scores(flt)  # the sample's scores: a few rows per detector
     else:
         sql, params = _filtered(flt, need=("cluster",))
         sql += """
@@ -1319,7 +1325,7 @@ def detector_matrix(
     ):
         source, params = _listed(whole, "run_samples")
         sql = f"WITH sel AS (SELECT t.frame_id, t.taken_at {source})\n"
-        scores = "run_sample_scores"  # the sample's scores: a few rows per detector
+        scores = _sample_scores(whole)  # the sample's scores: a few rows per detector
     else:
         sql, params = _filtered(whole, need=())
     names = list(dict.fromkeys(names))
@@ -1543,7 +1549,10 @@ def export_frames(
             FROM sel WHERE {cond} ORDER BY taken_at, frame_id""",
             params,
         )
-    sql, params = _filtered(flt, need=_export_need(mode))
+    until = _preview_until(con, flt, mode, int(limit))
+    sql, params = _filtered(
+        flt if until is None else flt.replace(date_to=until), need=_export_need(mode)
+    )
     params["limit"] = int(limit)
     return _query(
         con,
@@ -1566,6 +1575,43 @@ def export_frames(
         ORDER BY page.taken_at, page.frame_id""",
         params,
     )
+
+
+def _preview_until(
+    con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str, limit: int
+) -> date | None:
+    """For a preview (the first `limit` frames to export in time order) of a covered filter:
+    the last day of the first cell periods that surely hold `limit` exported frames, counted
+    from the run's cells (frames, less every junk verdict in the store, and for 'clean' less
+    the frames the detector flags in those periods), so the preview reads the frames up to
+    then and not every frame. None: no such day ('keep' mode; not enough frames; a filter the
+    cells do not answer)."""
+    if mode == "keep" or not aggregates.covers(con, flt):
+        return None
+    n_junk = int(scalar(con, "SELECT count(*) FROM reviews WHERE verdict = 'junk'") or 0)
+    sql, params = _cells(flt, detector=True)
+    flagged = "sum(d.n_flagged)" if mode == "clean" else "0"
+    params.update(need=int(limit) + n_junk)
+    df = _query(
+        con,
+        sql
+        + f"""
+        , per AS (SELECT period, sum(n_frames) AS n FROM fc WHERE period IS NOT NULL
+                  GROUP BY period)
+        , fl AS (SELECT d.period, {flagged} AS n FROM dc d WHERE d.period IS NOT NULL
+                 GROUP BY d.period)
+        , cum AS (SELECT per.period,
+                         sum(per.n - coalesce(fl.n, 0)) OVER (ORDER BY per.period) AS kept
+                  FROM per LEFT JOIN fl USING (period))
+        SELECT min(period) AS period FROM cum WHERE kept >= $need""",
+        params,
+    )
+    start = df["period"].iloc[0] if len(df) else None
+    if start is None or pd.isna(start):
+        return None
+    start = pd.Timestamp(start).date()
+    last = aggregates.period_end(start, aggregates.grain(con, flt.run_id))
+    return last if flt.date_to is None else min(last, flt.date_to)
 
 
 def export_count(con: duckdb.DuckDBPyConnection, flt: FrameFilter, mode: str = "not_junk") -> int:
@@ -1671,7 +1717,13 @@ def next_unreviewed_row(
     fid = next_unreviewed(con, flt, skip)
     if fid is None:
         return pd.DataFrame(columns=["frame_id"])
-    page, _ = frames_page(con, flt.replace(frame_ids=(fid,)), 0, 1, "score", thumbs=True)
+    # the frame is one the filter keeps, and its row does not depend on the filter: read it by
+    # its id alone (the filter again would count the filtered frames, a scan under a
+    # selection of frames)
+    just = FrameFilter(
+        run_id=flt.run_id, detector=flt.detector, frame_ids=(fid,), junk_causes=flt.junk_causes
+    )
+    page, _ = frames_page(con, just, 0, 1, "score", thumbs=True)
     return page
 
 
@@ -1698,24 +1750,36 @@ def incident_list(
     time order; over all of them: `n`, `n_frames`, `longest` (frames) and `n_marked`
     (incidents every frame of which has a verdict); and `include_known`: whether the run has
     an incident `include` at all (so a page can tell a filtered-out one from a wrong id)."""
-    sql, params = _incident_rows(con, flt)
+    # The counts read the few columns they need of the incidents hit, the verdicts only the
+    # reviewed frames' incidents, and the rows shown (a top-N, not a sort of every incident)
+    # are joined with their verdicts after they are chosen.
+    sql, params = _incident_hits(con, flt)
     params.update(limit=int(limit), include=include)
     df = _query(
         con,
         sql
-        + """
+        + f"""
+        , inc AS MATERIALIZED (
+            SELECT i.incident_id, i.started_at, i.ended_at, i.duration_s, i.n_frames,
+                   i.n_flagged, i.cause, i.cause_share, i.peak_score, i.peak_pct, i.frame_id
+            FROM incidents i SEMI JOIN hit USING (incident_id)
+            WHERE i.run_id = $run_id)
+        , {_INCIDENT_VERDICTS}
         , totals AS (
             SELECT count(*) AS all_n, sum(n_frames) AS all_frames,
-                   max(n_frames) AS all_longest,
-                   count(*) FILTER (WHERE n_junk + n_keep >= n_frames) AS all_marked
-            FROM listed)
-        , longest AS (
-            SELECT incident_id FROM listed
-            ORDER BY n_frames DESC, peak_score DESC, incident_id LIMIT $limit)
-        SELECT listed.*, totals.* FROM listed, totals
-        WHERE incident_id IN (SELECT incident_id FROM longest)
-           OR incident_id IS NOT DISTINCT FROM $include
-        ORDER BY started_at, incident_id""",
+                   max(n_frames) AS all_longest FROM inc)
+        , marked AS (
+            SELECT count(*) AS all_marked FROM inc JOIN verdicts v USING (incident_id)
+            WHERE v.n_junk + v.n_keep >= inc.n_frames)
+        , shown AS (
+            (SELECT * FROM inc ORDER BY n_frames DESC, peak_score DESC, incident_id
+             LIMIT $limit)
+            UNION
+            SELECT * FROM inc WHERE incident_id IS NOT DISTINCT FROM $include)
+        SELECT shown.*, coalesce(v.n_junk, 0) AS n_junk, coalesce(v.n_keep, 0) AS n_keep,
+               totals.*, marked.*
+        FROM shown LEFT JOIN verdicts v USING (incident_id), totals, marked
+        ORDER BY shown.started_at, shown.incident_id""",
         params,
     )
     totals = df.iloc[0] if len(df) else pd.Series(dtype=float)
@@ -1749,9 +1813,17 @@ def incident_list(
     }
 
 
-def _incident_rows(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> tuple[str, dict[str, Any]]:
-    """`WITH ... listed AS (...)`: the run's incidents with a frame the filter keeps, with
-    their verdicts now."""
+# Each incident's frames' verdicts now (`n_junk`, `n_keep`): the reviewed frames only.
+_INCIDENT_VERDICTS = """verdicts AS (
+            SELECT m.incident_id, count(*) FILTER (WHERE r.verdict = 'junk') AS n_junk,
+                   count(*) FILTER (WHERE r.verdict = 'keep') AS n_keep
+            FROM incident_frames m JOIN reviews r ON r.frame_id = m.frame_id
+            WHERE m.run_id = $run_id GROUP BY m.incident_id)"""
+
+
+def _incident_hits(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> tuple[str, dict[str, Any]]:
+    """`WITH ... hit AS (...)`: the ids of the run's incidents with a frame the filter keeps
+    (from the frames stored with the incidents for a covered filter)."""
     if aggregates.covers(con, flt):
         where, params = aggregates.cell_filter(flt, "m", timed=True)
         sql = f"""WITH hit AS (SELECT DISTINCT m.incident_id FROM incident_frames m
@@ -1762,14 +1834,17 @@ def _incident_rows(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> tuple[st
                             SEMI JOIN sel ON sel.frame_id = m.frame_id
                             WHERE m.run_id = $run_id)"""
     params["run_id"] = flt.run_id
+    return sql, params
+
+
+def _incident_rows(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> tuple[str, dict[str, Any]]:
+    """`WITH ... listed AS (...)`: the run's incidents with a frame the filter keeps, with
+    their verdicts now."""
+    sql, params = _incident_hits(con, flt)
     return (
         sql
-        + """
-        , verdicts AS (
-            SELECT m.incident_id, count(*) FILTER (WHERE r.verdict = 'junk') AS n_junk,
-                   count(*) FILTER (WHERE r.verdict = 'keep') AS n_keep
-            FROM incident_frames m JOIN reviews r ON r.frame_id = m.frame_id
-            WHERE m.run_id = $run_id GROUP BY m.incident_id)
+        + f"""
+        , {_INCIDENT_VERDICTS}
         , listed AS (
             SELECT i.incident_id, i.started_at, i.ended_at, i.duration_s, i.n_frames,
                    i.n_flagged, i.cause, i.cause_share, i.peak_score, i.peak_pct, i.frame_id,

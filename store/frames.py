@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import duckdb
 import pandas as pd
 
-from store import aggregates, reviews
+from store import aggregates, reviews, weather
 from store.db import execute as _run
 from store.db import fetch_one, scalar
 
@@ -167,7 +167,9 @@ class FrameBatch:
 
 
 def write_batch(con: duckdb.DuckDBPyConnection, batch: FrameBatch) -> int:
-    """Write one ingest batch in one transaction; returns the reviews a content change removed."""
+    """Write one ingest batch in one transaction; returns the reviews a content change removed.
+    The batch's new, re-read and changed frames are joined to the weather
+    (`weather.refresh_join`) in it."""
     registered: list[str] = []
 
     def register(name: str, frame: pd.DataFrame) -> None:
@@ -209,6 +211,9 @@ def write_batch(con: duckdb.DuckDBPyConnection, batch: FrameBatch) -> int:
         if len(batch.reread) or len(batch.changed):
             aggregates.mark_stale(con)
             reviews.copy_frame_times(con)
+        for name in ("_new_frames", "_reread_frames", "_changed_frames"):
+            if name in registered:  # their UTC times are new: join them to the weather again
+                weather.refresh_join(con, name)
         if len(batch.thumbs):
             register("_thumbs", batch.thumbs)
             _run(
@@ -282,7 +287,8 @@ def relocate(con: duckdb.DuckDBPyConnection, moves: pd.DataFrame) -> None:
 
 
 def update_times(con: duckdb.DuckDBPyConnection, times: pd.DataFrame) -> None:
-    """Write recomputed time and daylight columns (frame_id + TIME_COLUMNS), one transaction."""
+    """Write recomputed time and daylight columns (frame_id + TIME_COLUMNS), one transaction;
+    those frames are joined to the weather again (`weather.refresh_join`)."""
     con.register("_times", times[["frame_id", *TIME_COLUMNS]])
     con.execute("BEGIN TRANSACTION")
     try:
@@ -290,6 +296,7 @@ def update_times(con: duckdb.DuckDBPyConnection, times: pd.DataFrame) -> None:
         _run(con, f"UPDATE frames SET {sets} FROM _times t WHERE frames.frame_id = t.frame_id")
         aggregates.mark_stale(con)
         reviews.copy_frame_times(con)
+        weather.refresh_join(con, "_times")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -170,20 +170,7 @@ CREATE TABLE IF NOT EXISTS ground_truth (
 # Readers' views. `latest_run` is the newest complete analysis run; `frame_weather` is each
 # frame's latest observation at or before it, within `weather_tolerance_minutes` (setting,
 # default 90), from the `weather_station` setting or else the station with most rows.
-_VIEWS = """
-CREATE OR REPLACE VIEW latest_run AS
-SELECT run_id, model FROM analysis_runs
-WHERE status = 'complete'
-ORDER BY finished_at DESC, run_id DESC
-LIMIT 1;
-
-CREATE OR REPLACE VIEW weather_station_used AS
-SELECT coalesce(
-    (SELECT json_extract_string(value, '$') FROM settings WHERE key = 'weather_station'),
-    (SELECT station FROM weather GROUP BY station ORDER BY count(*) DESC, station LIMIT 1)
-) AS station;
-
-CREATE OR REPLACE VIEW frame_weather AS
+_FRAME_WEATHER_JOIN = """
 WITH w AS (
     SELECT * FROM weather WHERE station = (SELECT station FROM weather_station_used)
 ), tol AS (
@@ -207,7 +194,9 @@ SELECT frame_id,
        CASE WHEN within THEN weather_code END AS weather_code,
        CASE WHEN within THEN coalesce(condition, 'unknown') ELSE 'unknown' END AS condition
 FROM j;
+"""
 
+_FRAME_FACTS = """
 CREATE OR REPLACE VIEW frame_facts AS
 SELECT f.*,
        lr.run_id,
@@ -229,6 +218,29 @@ LEFT JOIN outlier_scores s
 LEFT JOIN frame_weather fw ON fw.frame_id = f.frame_id
 LEFT JOIN reviews r ON r.frame_id = f.frame_id;
 """
+
+_VIEWS = (
+    """
+CREATE OR REPLACE VIEW latest_run AS
+SELECT run_id, model FROM analysis_runs
+WHERE status = 'complete'
+ORDER BY finished_at DESC, run_id DESC
+LIMIT 1;
+
+CREATE OR REPLACE VIEW weather_station_used AS
+SELECT coalesce(
+    (SELECT json_extract_string(value, '$') FROM settings WHERE key = 'weather_station'),
+    (SELECT station FROM weather GROUP BY station ORDER BY count(*) DESC, station LIMIT 1)
+) AS station;
+
+"""
+    + "CREATE OR REPLACE VIEW frame_weather AS\n"
+    + _FRAME_WEATHER_JOIN
+    + """
+"""
+    + _FRAME_FACTS
+    + """"""
+)
 
 # Frames and ingest errors are keyed by where the file is (`location`: its absolute path with
 # symlinks resolved), not by the path relative to the folder that was ingested: two memory cards
@@ -490,6 +502,74 @@ UPDATE reviews SET frame_taken_at = f.taken_at, frame_daylight = f.daylight
 FROM frames f WHERE f.frame_id = reviews.frame_id;
 """
 
+# Each frame's joined observation, stored (`frame_weather` becomes a table): the ASOF join of
+# every frame with the weather (1-2 s at 750k frames) ran in every reader that filtered by or
+# showed the weather; now it runs when the weather or the frames change, and a weather filter is
+# a plain column predicate. The join itself is the same view as before, renamed
+# `frame_weather_live` (same rules: the station of `weather_station_used`, the latest
+# observation at or before the frame's UTC time within `weather_tolerance_minutes`); the table
+# holds its rows (one per frame with a UTC time), kept equal to it by the store's writers in
+# their transactions (`store.weather.refresh_join`: observations imported or replaced, the
+# join's station or tolerance, frames ingested or re-timed) and by `analyze`, which refreshes
+# it before it writes a run's aggregates. Filled here from the view for the store as it is.
+# `run_condition_samples` and `run_condition_sample_scores`: besides its sample, a run keeps
+# each weather condition's first frames in hash order (`store.aggregates.CONDITION_SAMPLE`)
+# that the sample lacks, with their scores, in tables of their own (so the pages without a
+# weather filter read the sample alone, as before). Runs written before have none: a filter on
+# a rare condition scans for them until the next analysis.
+_STORED_WEATHER = (
+    """
+CREATE TABLE run_condition_samples (
+    run_id            BIGINT NOT NULL,
+    frame_id          BIGINT NOT NULL,
+    taken_at          TIMESTAMP,
+    daylight          VARCHAR,
+    cluster           INTEGER,
+    map_x             DOUBLE,
+    map_y             DOUBLE,
+    condition         VARCHAR,
+    path              VARCHAR,
+    temperature_c     DOUBLE,
+    precipitation_mm  DOUBLE,
+    PRIMARY KEY (run_id, frame_id)
+);
+
+CREATE TABLE run_condition_sample_scores (
+    run_id      BIGINT NOT NULL,
+    detector    VARCHAR NOT NULL,
+    frame_id    BIGINT NOT NULL,
+    score       DOUBLE,
+    score_pct   DOUBLE,
+    is_outlier  BOOLEAN,
+    PRIMARY KEY (run_id, detector, frame_id)
+);
+
+DROP VIEW IF EXISTS frame_facts;
+DROP VIEW IF EXISTS frame_weather;
+
+"""
+    + "CREATE OR REPLACE VIEW frame_weather_live AS\n"
+    + _FRAME_WEATHER_JOIN
+    + """
+CREATE TABLE frame_weather (
+    frame_id             BIGINT NOT NULL,   -- one row per frame with a UTC time
+    station              VARCHAR,           -- NULL: no observation within the tolerance
+    weather_observed_at  TIMESTAMPTZ,
+    temperature_c        DOUBLE,
+    precipitation_mm     DOUBLE,
+    cloud_cover_pct      DOUBLE,
+    wind_speed_ms        DOUBLE,
+    visibility_km        DOUBLE,
+    weather_code         INTEGER,
+    condition            VARCHAR NOT NULL   -- 'unknown' without an observation
+);
+INSERT INTO frame_weather SELECT * FROM frame_weather_live ORDER BY frame_id;
+
+"""
+    + _FRAME_FACTS
+    + """"""
+)
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
     (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
@@ -498,6 +578,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (5, "frames.local_contrast", _LOCAL_CONTRAST),
     (6, "the weather condition in the per-run aggregates", _AGGREGATE_CONDITIONS),
     (7, "gallery cards in the per-run aggregates, frame times in reviews", _AGGREGATE_CARDS),
+    (8, "each frame's joined observation stored (frame_weather a table)", _STORED_WEATHER),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -1,7 +1,8 @@
 """Which station's observations frames are joined to, within what tolerance, and what came of it.
 
-The join itself is the store's `frame_weather` view (an ASOF join: each frame gets the latest
-observation at or before its UTC time, within the tolerance); this module keeps its two
+The join itself is the store's `frame_weather_live` view (an ASOF join: each frame gets the
+latest observation at or before its UTC time, within the tolerance), whose rows the store keeps
+in `frame_weather` (`store.weather.refresh_join`); this module keeps its two
 settings (`weather_station`, `weather_tolerance_minutes`, in the store) and describes it.
 """
 

@@ -105,7 +105,14 @@ def _readers(opts: dict) -> list[tuple[str, tuple]]:
         ("export_count", ("not_junk",)),
         ("export_count", ("keep",)),
         ("next_unreviewed", ()),
+        ("next_unreviewed_row", ()),
         ("incidents", ()),
+        ("incident_list", (1000, None)),
+        ("incident_list", (3, 1)),
+        ("export_frames", ("not_junk", 200)),
+        ("export_frames", ("not_junk", 7)),
+        ("export_frames", ("clean", 7)),
+        ("export_frames", ("keep", 7)),
     ]
 
 
@@ -158,10 +165,25 @@ def test_short_stored_lists_fall_back_to_the_scan(store_copy, monkeypatch):
     with store.connect(store_copy) as con:
         run_id = facts.latest_run_id(con)
         con.execute("BEGIN TRANSACTION")
-        aggregates.write(con, run_id, sample_frames=20, top_frames=8)
+        aggregates.write(con, run_id, sample_frames=20, top_frames=8, condition_sample=10)
         con.execute("COMMIT")
     with store.connect(store_copy, read_only=True) as con:
         assert scalar(con, "SELECT count(*) FROM run_samples WHERE run_id = ?", [run_id]) == 20
+        # each condition's own first ten frames in hash order are there too (migration 8)
+        short = scalar(
+            con,
+            """
+            WITH s AS (SELECT condition, count(*) AS n
+                       FROM (SELECT run_id, condition FROM run_samples UNION ALL
+                             SELECT run_id, condition FROM run_condition_samples)
+                       WHERE run_id = $run GROUP BY condition)
+            , c AS (SELECT condition, sum(n_frames) AS k FROM run_frame_cells
+                    WHERE run_id = $run AND cluster IS NOT NULL GROUP BY condition)
+            SELECT count(*) FROM c LEFT JOIN s USING (condition)
+            WHERE coalesce(s.n, 0) < least(c.k, 10)""",
+            {"run": run_id},
+        )
+        assert short == 0
         _compare_every_reader(con, monkeypatch)
         # a map smaller than the sample is drawn from it: flagged frames of the sample first
         points, n = facts.map_points(con, FrameFilter(run_id=run_id), 10)

@@ -813,3 +813,34 @@ def test_overview_shows_the_archive_mosaic(app, demo_store):
         if s["layout"]["title"]["text"].startswith("The archive, an hour per cell")
     )
     assert cropped["layout"]["xaxis"]["ticktext"] == [str(h) for h in range(6, 19)]
+
+
+def test_a_weather_filter_on_the_map_compare_and_review_pages(app, demo_store):
+    """Map, Compare detectors and Review & export under a weather filter (each frame's stored
+    observation, migration 8) count the frames the live ASOF join gives that condition."""
+    condition = sql(
+        demo_store,
+        "SELECT condition FROM frame_weather_live GROUP BY condition "
+        "ORDER BY count(*) DESC, condition LIMIT 1",
+    )
+    n = sql(
+        demo_store,
+        "SELECT count(*) FROM frame_weather_live w JOIN clusters c USING (frame_id) "
+        "WHERE c.run_id = (SELECT run_id FROM latest_run) AND w.condition = ?",
+        [condition],
+    )
+    at = open_page(app(weather=condition, color="condition"), "views/map.py")
+    spec = charts(at)[0]
+    assert sum(n_values(t["x"]) for t in spec["data"]) == n
+    assert {t["name"] for t in spec["data"]} == {condition}
+    at = open_page(app(weather=condition, cmp="iforest,lof", k="10"), "views/compare.py")
+    assert charts(at)[0]["layout"]["title"]["text"] == "iforest vs lof: score percentile"
+    at = open_page(app(weather=condition), "views/review.py")
+    n_export = sql(
+        demo_store,
+        "SELECT count(*) FROM frames f LEFT JOIN frame_weather_live w USING (frame_id) "
+        "LEFT JOIN reviews r USING (frame_id) "
+        "WHERE coalesce(w.condition, 'unknown') = ? AND r.verdict IS DISTINCT FROM 'junk'",
+        [condition],
+    )
+    assert any(m.value.startswith(f"**{n_export:,} frames** to export") for m in at.markdown)

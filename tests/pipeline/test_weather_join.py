@@ -17,7 +17,8 @@ from pipeline.settings import Settings
 def add_frames(
     db: Path, taken_at: list, taken_at_utc: list | None = None, mean_luma: list | None = None
 ) -> list[int]:
-    """Frame rows as ingest would leave them (camera wall clock, optional UTC, brightness)."""
+    """Frame rows as ingest would leave them (camera wall clock, optional UTC, brightness),
+    joined to the weather as ingest's writer joins them."""
     n = len(taken_at)
     with store.connect(db) as con:
         start = con.execute("SELECT coalesce(max(frame_id), 0) FROM frames").fetchall()[0][0]
@@ -41,6 +42,7 @@ def add_frames(
                                 time_source, file_bytes, file_mtime, mean_luma)
             SELECT frame_id, path, '/frames', '/frames/' || path, taken_at, taken_at_utc,
                    'exif', 1000, now(), mean_luma FROM _rows""")
+        store.weather.refresh_join(con, "_rows")  # as ingest's writer does (store.frames)
         con.unregister("_rows")
     return ids
 

@@ -79,7 +79,7 @@ def test_read_only_connection_cannot_write(db_path):
         assert sum(store_weather.station_counts(con).values()) == 3
 
 
-def test_frame_weather_view_columns(db_path):
+def test_frame_weather_columns(db_path):
     with store.connect(db_path) as con:
         columns = [row[0] for row in con.execute("DESCRIBE frame_weather").fetchall()]
         facts = [row[0] for row in con.execute("DESCRIBE frame_facts").fetchall()]
@@ -96,3 +96,61 @@ def test_frame_weather_view_columns(db_path):
         "condition",
     ]
     assert {"condition", "temperature_c", "precipitation_mm", "weather_station"} <= set(facts)
+
+
+def _stored_is_live(con) -> pd.DataFrame:
+    """The stored join (`frame_weather`, migration 8) is the live ASOF join's rows."""
+    stored = con.sql("SELECT * FROM frame_weather ORDER BY frame_id").df()
+    live = con.sql("SELECT * FROM frame_weather_live ORDER BY frame_id").df()
+    pd.testing.assert_frame_equal(stored, live, check_dtype=False)
+    return stored
+
+
+def test_the_stored_join_follows_every_writer(db_path):
+    """Every writer that changes what a frame joins to (frames ingested, re-read or re-timed;
+    observations imported, re-imported with other values, another station or tolerance)
+    leaves the stored join equal to the live one, in its own transaction."""
+    from store import frames as frames_store
+    from tests.store.test_frames import _frame_rows, _write
+
+    with store.connect(db_path) as con:
+        ids = frames_store.new_frame_ids(con, 12)  # 10:00-11:50 UTC
+        _write(con, new=_frame_rows(ids[:8], [f"a/{i}.jpg" for i in ids[:8]]))
+        assert set(_stored_is_live(con)["condition"]) == {"unknown"}  # no weather yet
+        rain = observations(n=4, start="2024-04-01T09:00Z").assign(condition="rain")
+        assert store_weather.insert_observations(con, rain) == (4, 0)  # after the frames
+        assert set(_stored_is_live(con)["condition"]) == {"rain"}
+        # re-imported with other values: the stored rows follow
+        store_weather.insert_observations(
+            con, rain.assign(condition="fog", temperature_c=-3.0), replace=True
+        )
+        joined = _stored_is_live(con)
+        assert set(joined["condition"]) == {"fog"} and set(joined["temperature_c"]) == {-3.0}
+        # a station with more rows is the one joined (no station chosen)
+        store_weather.insert_observations(
+            con, observations(n=6, station="s2", start="2024-04-01T09:30Z")
+        )
+        assert set(_stored_is_live(con)["station"]) == {"s2"}
+        store_weather.set_join(con, station="s1")
+        assert set(_stored_is_live(con)["station"]) == {"s1"}
+        store_weather.set_join(con, tolerance_minutes=30)  # 12:00 frames are past 11:00+30
+        assert "unknown" in set(_stored_is_live(con)["condition"])
+        # frames ingested after the weather, and re-read frames with another time
+        _write(con, new=_frame_rows(ids[8:], [f"b/{i}.jpg" for i in ids[8:]]))
+        assert len(_stored_is_live(con)) == 12
+        later = _frame_rows(ids[:2], [f"a/{i}.jpg" for i in ids[:2]])
+        later["taken_at_utc"] += pd.Timedelta(hours=5)  # past every observation
+        _write(con, reread=later)
+        assert (
+            _stored_is_live(con).set_index("frame_id").loc[ids[:2], "condition"].eq("unknown").all()
+        )
+        # re-timed frames (a clock fix) and frames without a UTC time (no row, as the view)
+        times = con.execute(
+            f"SELECT frame_id, {', '.join(frames_store.TIME_COLUMNS)} FROM frames "
+            "WHERE frame_id IN (SELECT unnest(?))",
+            [ids[2:5]],
+        ).df()
+        times["taken_at_utc"] = times["taken_at_utc"] - pd.Timedelta(minutes=50)
+        times.loc[times.index[0], "taken_at_utc"] = pd.NaT
+        frames_store.update_times(con, times)
+        assert len(_stored_is_live(con)) == 11
