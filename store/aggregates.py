@@ -127,12 +127,14 @@ def write(
     sample_frames: int = SAMPLE_FRAMES,
     top_frames: int = TOP_FRAMES,
     condition_sample: int = CONDITION_SAMPLE,
+    refresh_weather: bool = True,
 ) -> None:
     """Write a run's aggregates from its rows already in the store (clusters, outlier_scores)
     and `frames`, plus its incidents and mosaic; inside the caller's transaction.
 
     `incidents`: rows with the `incidents` columns but run_id; `incident_frames`: incident_id,
-    frame_id, is_flagged."""
+    frame_id, is_flagged. `refresh_weather=False` reads `frame_weather` as it is instead of
+    making it the live join's again (a build over a store attached read-only)."""
     from store.weather import refresh_join  # store.weather marks aggregates stale
 
     for table in TABLES:
@@ -140,7 +142,8 @@ def write(
     # Each frame's joined observation made the live join's again (a store written around the
     # store's writers, e.g. by SQL, is right again after an analysis), then read once for
     # every table below.
-    refresh_join(con)
+    if refresh_weather:
+        refresh_join(con)
     _sql(
         con,
         f"""

@@ -206,18 +206,14 @@ def _with(
 # The tables a consensus of other causes changes (or, for the run's frame cells and sample,
 # which are written with them, describes afresh): `shadow` puts temporary views of these names
 # in front of the store's tables on one connection.
-SHADOWED = (
+SHADOWED = ("outlier_scores", *aggregates.TABLES)
+_PER_DETECTOR = {
     "outlier_scores",
-    "run_frame_cells",
     "run_detector_cells",
-    "run_samples",
     "run_sample_scores",
+    "run_condition_sample_scores",
     "run_top",
-    "incidents",
-    "incident_frames",
-    "run_aggregates",
-)
-_PER_DETECTOR = {"outlier_scores", "run_detector_cells", "run_sample_scores", "run_top"}
+}
 ENV_CACHE = "TIMELAPSE_CONSENSUS_CACHE"  # "0": every reader recombines in SQL (no cache)
 ENV_MEMORY = "TIMELAPSE_CONSENSUS_MEMORY"  # DuckDB memory_limit of a build ("500MB", ...)
 MAX_CACHED = 4  # consensuses kept per process (a few MB each at 100k frames)
@@ -334,6 +330,7 @@ def materialise(db: str | os.PathLike, run_id: int, causes: tuple[str, ...]) -> 
             incidents=found[list(aggregates.INCIDENT_COLUMNS)],
             incident_frames=members,
             mosaic=mosaic,
+            refresh_weather=False,  # the store's writers keep its frame_weather; read as it is
         )
         if mosaic is not None:  # outlined by the incidents just written (in memory)
             b.execute(
