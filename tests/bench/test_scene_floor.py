@@ -10,25 +10,19 @@ import sys
 from tests.conftest import REPO
 
 
-def test_scene_floor_reports_stand_out_and_a_floor_silences_the_scene(demo_store):
+def _report(demo_store, *options: str) -> dict:
+    """bench/scene_floor.py's JSON for the demo store at the demo's place."""
     from pipeline.demo.timeline import DEMO_PLACE
 
-    cmd = [
-        sys.executable,
-        str(REPO / "bench" / "scene_floor.py"),
-        str(demo_store),
-        "--lat",
-        str(DEMO_PLACE.lat),
-        "--lon",
-        str(DEMO_PLACE.lon),
-        "--floors",
-        "1000000",
-        "--quantiles",
-        "0.5",
-    ]
+    cmd = [sys.executable, str(REPO / "bench" / "scene_floor.py"), str(demo_store)]
+    cmd += ["--lat", str(DEMO_PLACE.lat), "--lon", str(DEMO_PLACE.lon), *options]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_scene_floor_reports_stand_out_and_a_floor_silences_the_scene(demo_store):
+    report = _report(demo_store, "--floors", "1000000", "--quantiles", "0.5")
     assert report["frames"] > 100
     normal = report["stand_out"]["normal"]
     assert normal["n"] > 20 and normal["p05"] <= normal["median"] <= normal["p95"]
@@ -43,26 +37,9 @@ def test_evidence_starts_at_todays_values_are_the_runs_own_consensus(demo_store)
     """`--starts`: the consensus of all four causes with `background` counted from rank 0 and
     `lof` from 0.9 (the classes' own starts) is the run's stored consensus; a later start for
     both changes it."""
-    from pipeline.demo.timeline import DEMO_PLACE
-
-    cmd = [
-        sys.executable,
-        str(REPO / "bench" / "scene_floor.py"),
-        str(demo_store),
-        "--lat",
-        str(DEMO_PLACE.lat),
-        "--lon",
-        str(DEMO_PLACE.lon),
-        "--floors",
-        "",
-        "--quantiles",
-        "",
-        "--starts",
-        "0,0.9,0.99",
+    starts = _report(demo_store, "--floors", "", "--quantiles", "", "--starts", "0,0.9,0.99")[
+        "starts"
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert done.returncode == 0, done.stderr
-    starts = json.loads(done.stdout)["starts"]
     assert starts["with_lof"] is True
     assert len(starts) == 1 + 9
 
