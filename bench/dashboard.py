@@ -479,10 +479,7 @@ def _time_interleaved(
     from store.causes import ENV_CACHE
 
     def sql_if(key: str):
-        if key in in_sql:
-            os.environ[ENV_CACHE] = "0"
-        else:
-            os.environ.pop(ENV_CACHE, None)
+        os.environ[ENV_CACHE] = "0" if key in in_sql else "1"
 
     causes_of = causes_of or {}
     setup = {}

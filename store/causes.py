@@ -214,7 +214,11 @@ _PER_DETECTOR = {
     "run_condition_sample_scores",
     "run_top",
 }
-ENV_CACHE = "TIMELAPSE_CONSENSUS_CACHE"  # "0": every reader recombines in SQL (no cache)
+# "1" turns the cache on. Off by default: a build attaches the store to an in-memory database,
+# and in a reliability test (a dashboard reading while the pipeline writes) a page read through
+# the shadow met "Corrupted bitpacking segment" once, so until the build takes the store's
+# read lock like every other reader, every reader recombines in SQL unless asked.
+ENV_CACHE = "TIMELAPSE_CONSENSUS_CACHE"
 ENV_MEMORY = "TIMELAPSE_CONSENSUS_MEMORY"  # DuckDB memory_limit of a build ("500MB", ...)
 MAX_CACHED = 4  # consensuses kept per process (a few MB each at 100k frames)
 _STORE = "rc_store"  # the store's name in a build
@@ -385,9 +389,9 @@ def cached(
     modification `stamp`, run, causes) in this process; sessions asking for one being built
     wait for it. When the stamp changed, `con` (a connection to the store) is asked for its
     `fingerprint`: the consensus made of the same is kept (a review changes the file, not the
-    consensus). None when caching is off (`TIMELAPSE_CONSENSUS_CACHE=0`) or the build failed
+    consensus). None when caching is off (unless `TIMELAPSE_CONSENSUS_CACHE=1`) or the build failed
     (logged; the caller recombines in SQL)."""
-    if os.environ.get(ENV_CACHE, "1") == "0":
+    if os.environ.get(ENV_CACHE, "0") != "1":
         return None
     path = os.path.realpath(db)
     key = (path, tuple(stamp), int(run_id), tuple(causes))

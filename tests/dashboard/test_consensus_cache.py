@@ -35,7 +35,7 @@ RAIN = "rain"  # a condition the demo's weather has
 
 @pytest.fixture(autouse=True)
 def _fresh_cache(monkeypatch):
-    monkeypatch.delenv(causes.ENV_CACHE, raising=False)
+    monkeypatch.setenv(causes.ENV_CACHE, "1")  # off by default (see store.causes)
     monkeypatch.delenv(causes.ENV_MEMORY, raising=False)
     causes._CACHE.clear()
     yield
@@ -99,7 +99,7 @@ def test_every_reader_reads_what_the_sql_recombination_gives(demo_store, con, ru
     monkeypatch.setenv(causes.ENV_CACHE, "0")
     in_sql = Reader(demo_store).call_many(calls)
     assert not causes._CACHE
-    monkeypatch.delenv(causes.ENV_CACHE)
+    monkeypatch.setenv(causes.ENV_CACHE, "1")
     cached = Reader(demo_store).call_many(calls)
     assert len(causes._CACHE) == 1  # one build for every call
     for (name, _), a, b in zip(calls, cached, in_sql, strict=True):
