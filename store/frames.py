@@ -213,7 +213,7 @@ def write_batch(con: duckdb.DuckDBPyConnection, batch: FrameBatch) -> int:
             reviews.copy_frame_times(con)
         for name in ("_new_frames", "_reread_frames", "_changed_frames"):
             if name in registered:  # their UTC times are new: join them to the weather again
-                weather.refresh_join(con, name)
+                weather.refresh_join(con, name, new=name == "_new_frames")
         if len(batch.thumbs):
             register("_thumbs", batch.thumbs)
             _run(

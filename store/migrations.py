@@ -170,9 +170,13 @@ CREATE TABLE IF NOT EXISTS ground_truth (
 # Readers' views. `latest_run` is the newest complete analysis run; `frame_weather` is each
 # frame's latest observation at or before it, within `weather_tolerance_minutes` (setting,
 # default 90), from the `weather_station` setting or else the station with most rows.
-_FRAME_WEATHER_JOIN = """
+# Each frame's observation: the view's text, and `store.weather.refresh_join`'s for a few frames
+# (`frame_weather_join(frames=...)`: the same join over those frames alone, with the
+# observations from the latest one at or before the earliest of them, the only ones an ASOF
+# match of theirs can be).
+FRAME_WEATHER_JOIN = """
 WITH w AS (
-    SELECT * FROM weather WHERE station = (SELECT station FROM weather_station_used)
+    SELECT * FROM weather WHERE station = (SELECT station FROM weather_station_used){weather}
 ), tol AS (
     SELECT to_seconds(CAST(60 * coalesce(
         (SELECT TRY_CAST(value AS DOUBLE) FROM settings WHERE key = 'weather_tolerance_minutes'),
@@ -180,7 +184,7 @@ WITH w AS (
 ), j AS (
     SELECT f.frame_id, w.*,
            coalesce(f.taken_at_utc - w.observed_at <= (SELECT span FROM tol), FALSE) AS within
-    FROM (SELECT frame_id, taken_at_utc FROM frames WHERE taken_at_utc IS NOT NULL) f
+    FROM (SELECT frame_id, taken_at_utc FROM frames WHERE taken_at_utc IS NOT NULL{frames}) f
     ASOF LEFT JOIN w ON f.taken_at_utc >= w.observed_at
 )
 SELECT frame_id,
@@ -195,6 +199,24 @@ SELECT frame_id,
        CASE WHEN within THEN coalesce(condition, 'unknown') ELSE 'unknown' END AS condition
 FROM j;
 """
+
+
+def frame_weather_join(frames: str | None = None) -> str:
+    """`FRAME_WEATHER_JOIN` over every frame (the view), or over the frames whose ids the table
+    or view named `frames` holds (a name from the store's code, never from input)."""
+    if frames is None:
+        return FRAME_WEATHER_JOIN.format(weather="", frames="")
+    ids = f"frame_id IN (SELECT frame_id FROM {frames})"
+    first = f"(SELECT min(taken_at_utc) FROM frames WHERE {ids})"
+    weather = (
+        " AND observed_at >= coalesce((SELECT max(observed_at) FROM weather WHERE station = "
+        f"(SELECT station FROM weather_station_used) AND observed_at <= {first}), "
+        "'-infinity'::TIMESTAMPTZ)"
+    )
+    return FRAME_WEATHER_JOIN.format(weather=weather, frames=f" AND {ids}")
+
+
+_FRAME_WEATHER_JOIN = frame_weather_join()
 
 _FRAME_FACTS = """
 CREATE OR REPLACE VIEW frame_facts AS

@@ -154,3 +154,54 @@ def test_the_stored_join_follows_every_writer(db_path):
         times.loc[times.index[0], "taken_at_utc"] = pd.NaT
         frames_store.update_times(con, times)
         assert len(_stored_is_live(con)) == 11
+
+
+def test_a_few_frames_join_as_the_view_joins_them(db_path):
+    """`refresh_join` joins a batch of frames alone, with only the observations from the latest
+    one at or before the batch's earliest frame: the rows are the view's for those frames,
+    whatever part of the weather the batch falls in (before the first observation, between
+    two, past the tolerance, after the last, frames without a UTC time)."""
+    from store import frames as frames_store
+    from tests.store.test_frames import _frame_rows, _write
+
+    with store.connect(db_path) as con:
+        ids = frames_store.new_frame_ids(con, 60)
+        rows = _frame_rows(ids, [f"a/{i}.jpg" for i in ids])
+        # 2024-04-01 from 06:00 UTC, a frame every 40 minutes: 06:00 .. 21:20 next day
+        rows["taken_at_utc"] = pd.date_range("2024-04-01 06:00", periods=60, freq="40min", tz="UTC")
+        rows.loc[rows.index[7], "taken_at_utc"] = pd.NaT
+        _write(con, new=rows)
+        # hourly observations 08:00-20:00 on 04-01, a gap, then 12:00-14:00 on 04-02; another
+        # station with more rows earlier (the chosen one is not the busiest)
+        store_weather.insert_observations(
+            con, observations(13, start="2024-04-01T08:00Z").assign(condition="rain")
+        )
+        store_weather.insert_observations(con, observations(3, start="2024-04-02T12:00Z"))
+        store_weather.insert_observations(con, observations(30, "s2", start="2024-03-31T00:00Z"))
+        store_weather.set_join(con, station="s1", tolerance_minutes=45)
+        assert {"rain", "cloudy", "unknown"} <= {
+            r[0] for r in con.sql("SELECT condition FROM frame_weather_live").fetchall()
+        }
+        for chosen in (ids[:3], ids[2:9], ids[20:26], ids[40:], ids[::7], [ids[7]], ids):
+            assert _joined(con, chosen) == _viewed(con, chosen)
+        store_weather.set_join(con, station="s2")  # every frame but the earliest past it
+        assert _joined(con, ids[30:40]) == _viewed(con, ids[30:40])
+        assert {r[-1] for r in _joined(con, ids[30:40])} == {"unknown"}
+
+
+def _joined(con, ids) -> list[tuple]:
+    from store.migrations import frame_weather_join
+
+    con.register("_chosen", pd.DataFrame({"frame_id": pd.Series(ids, dtype="int64")}))
+    try:
+        return sorted(con.sql(frame_weather_join("_chosen")).fetchall())
+    finally:
+        con.unregister("_chosen")
+
+
+def _viewed(con, ids) -> list[tuple]:
+    return sorted(
+        con.execute(
+            "SELECT * FROM frame_weather_live WHERE frame_id IN (SELECT unnest(?))", [list(ids)]
+        ).fetchall()
+    )
