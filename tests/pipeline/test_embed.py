@@ -20,6 +20,7 @@ from pipeline.ingest import ingest_folder
 from pipeline.models import get_model
 from pipeline.settings import Settings
 from store import embeddings as embeddings_store
+from store.db import StoreLockedError
 from tests.conftest import REPO, write_jpeg
 
 
@@ -386,8 +387,15 @@ def test_a_killed_run_resumes_and_every_frame_has_exactly_one_vector(tmp_path):
         done_at_kill = 0
         while time.monotonic() < deadline and proc.poll() is None:
             # while this read-only connection is open the writer cannot commit, so the count
-            # we see is the count at the kill
-            with store.connect(db, read_only=True) as con:
+            # we see is the count at the kill. One try at a time, 10 ms apart: the writer lets
+            # go of the file only between its commits, which `connect`'s backoff (up to a
+            # second between tries) can miss for its whole timeout on a loaded machine
+            try:
+                con = store.connect(db, read_only=True, timeout=0)
+            except StoreLockedError:
+                time.sleep(0.01)
+                continue
+            with con:
                 done_at_kill = con.sql("SELECT count(*) FROM embeddings").fetchall()[0][0]
                 if done_at_kill > 0:
                     os.kill(proc.pid, signal.SIGKILL)
