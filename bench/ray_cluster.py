@@ -1,7 +1,7 @@
 """Benchmark the Ray executor against the local one on the same 1920x1080 frames; prints JSON.
 
     .venv/bin/python bench/ray_cluster.py [--frames 120] [--model vgg16-hed-grid] [--batch-size 16]
-                                  [--out DIR] [--skip-two-node]
+                                  [--out DIR] [--skip-two-node] [--rounds N]
 
 In one run, on the same frames, the model built once on the driver (float32), page cache warm:
 1. `local_one_pass`, `local_two_pass`: `run`'s one pass (`pipeline.onepass.ingest_and_embed`,
@@ -14,6 +14,11 @@ In one run, on the same frames, the model built once on the driver (float32), pa
    (Ray's worker processes start and import TensorFlow);
 4. `two_node`: the one pass on a `ray.cluster_utils.Cluster` of two nodes sharing this
    machine's cores, with the frames each node read and embedded.
+
+With `--rounds N` (N >= 2) only the one pass is timed: local and Ray alternately, N times each
+on fresh stores (Ray started once; each Ray call starts its actors and builds its model), so
+the load other jobs put on a shared machine falls on both alike; `rounds` lists each pair and
+`ray_vs_local_rounds` the median of the per-round ratios, whole call and steady.
 
 Each pass reports `fps` (frames over the whole call, start-up included: Ray's actors and their
 model builds) and `steady_fps` (frames after the first batch over the time after it: the rate
@@ -201,6 +206,12 @@ def main() -> None:
         help="folder for the frames (kept and reused); default a temp folder",
     )
     parser.add_argument("--skip-two-node", action="store_true")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="time only the one pass, local and Ray alternately, this many times each",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
@@ -224,6 +235,11 @@ def main() -> None:
         "read_fps_per_core": round(read_rate(folder, settings), 2),
     }
 
+    if args.rounds > 1:
+        report.update(alternate(folder, work, settings, built, n, args.rounds, args.batch_size))
+        print(json.dumps(report, indent=2))
+        shutil.rmtree(work, ignore_errors=True)
+        return
     report["local_one_pass"] = one_pass(
         folder, work / "l1.duckdb", settings, built, local_executor(settings, n, True)
     )
@@ -252,6 +268,33 @@ def main() -> None:
     )
     print(json.dumps(report, indent=2))
     shutil.rmtree(work, ignore_errors=True)
+
+
+def alternate(folder: Path, work: Path, settings: Settings, built, n: int, rounds: int, batch):
+    """`run`'s one pass, local then Ray, `rounds` times each on fresh stores (one Ray session)."""
+    import statistics
+
+    ray_settings = settings.replace(executor="ray")
+    pairs = []
+    with executors.session(ray_settings):
+        for i in range(rounds):
+            local = one_pass(
+                folder, work / f"l{i}.duckdb", settings, built, local_executor(settings, n, True)
+            )
+            ray_ = one_pass(folder, work / f"r{i}.duckdb", ray_settings, built, RayExecutor(batch))
+            ray_.pop("pool", None)
+            pair = {"local": local, "ray": ray_, "whole_call": _round(ray_["fps"] / local["fps"])}
+            if local["steady_fps"] and ray_["steady_fps"]:
+                pair["steady"] = _round(ray_["steady_fps"] / local["steady_fps"])
+            pairs.append(pair)
+    steady = [p["steady"] for p in pairs if "steady" in p]
+    return {
+        "rounds": pairs,
+        "ray_vs_local_rounds": {
+            "whole_call": _round(statistics.median(p["whole_call"] for p in pairs)),
+            "steady": _round(statistics.median(steady)) if steady else None,
+        },
+    }
 
 
 def two_nodes(folder: Path, work: Path, settings: Settings, built, cores: int) -> dict:
