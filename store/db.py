@@ -5,6 +5,13 @@ file open for long; `connect()` retries while another process holds it and then 
 `StoreLockedError`, whose message names the file, the holder and what to do. A pipeline run also
 takes `writer_lock()` for its whole duration, so two runs never interleave their short
 connections.
+
+DuckDB's file locks are POSIX record locks, held per process: closing any descriptor of the
+store file in this process lets go of the lock every open connection to it holds. So the file
+is opened by one DuckDB instance per process, under one name whatever the spelling (its first
+`connect()` checks the file's first bytes, later ones read nothing), and nothing else in the
+process opens it while a connection may be open (`store.causes` builds on a cursor, not a
+second open).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import fcntl
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -130,16 +138,18 @@ def connect(
         )
     if not read_only and not path.parent.exists():
         raise StoreError(f"the folder for the store {path} does not exist: create {path.parent}")
-    check_file_type(path)
+    name = _duckdb_name(path)
     deadline = time.monotonic() + timeout
     delay = 0.05
     started = time.monotonic()
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only, config=CONNECT_CONFIG)
+            con = duckdb.connect(name, read_only=read_only, config=CONNECT_CONFIG)
             break
         except duckdb.IOException as exc:
             if not _is_lock_error(exc):
+                _forget(name)
+                check_file_type(path)  # refused: no connection of ours holds it; say what it is
                 raise StoreError(f"cannot open the store {path}: {exc}") from exc
             if time.monotonic() >= deadline:
                 raise StoreLockedError(
@@ -149,6 +159,7 @@ def connect(
             delay = min(delay * 2, 1.0)
         except duckdb.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
+    _seen(name)  # a store this call created
     try:
         if read_only:
             migrations.check(con, path)
@@ -160,6 +171,55 @@ def connect(
         con.close()
         raise
     return con
+
+
+# Each store file this process has opened, by (device, inode): the name DuckDB opened it by.
+# A file is checked (`check_file_type`, which reads its first bytes) only the first time: every
+# later open of it, under any name, uses that name and reads nothing. DuckDB's file locks are
+# POSIX record locks, held per process, so closing any descriptor of the file (a header read,
+# a second DuckDB instance under another name) lets go of the locks of the connections still
+# open on it, and a writer in another process could open the store under a reader.
+_OPENED: dict[tuple[int, int], str] = {}
+_OPENED_GUARD = threading.Lock()
+
+
+def _identity(name: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(name)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _duckdb_name(path: Path) -> str:
+    """The name to hand DuckDB for the store at `path`: the name this process first opened the
+    same file by (relative or absolute, through symlinks or hard links), so every connection
+    to one file shares one DuckDB instance; a file met for the first time is checked
+    (`check_file_type`) and its resolved path becomes that name."""
+    real = os.path.realpath(path)
+    with _OPENED_GUARD:
+        key = _identity(real)
+        if key is None:  # a new store (DuckDB creates it), or DuckDB says what is wrong
+            return real
+        known = _OPENED.get(key)
+        if known is not None and _identity(known) == key:
+            return known
+        check_file_type(path)
+        _OPENED[key] = real
+        return real
+
+
+def _seen(name: str) -> None:
+    key = _identity(name)
+    if key is not None:
+        with _OPENED_GUARD:
+            _OPENED.setdefault(key, name)
+
+
+def _forget(name: str) -> None:
+    with _OPENED_GUARD:
+        for key in [k for k, v in _OPENED.items() if v == name]:
+            del _OPENED[key]
 
 
 @contextlib.contextmanager
