@@ -11,7 +11,8 @@ store file in this process lets go of the lock every open connection to it holds
 is opened by one DuckDB instance per process, under one name whatever the spelling (its first
 `connect()` checks the file's first bytes, later ones read nothing), and nothing else in the
 process opens it while a connection may be open (`store.causes` builds on a cursor, not a
-second open).
+second open). Writers come first: a writer refused by readers holds new readers off while it
+retries (`_WaitGate`, an flock on `<store>.wait`), so overlapping readers cannot keep it out.
 """
 
 from __future__ import annotations
@@ -142,23 +143,28 @@ def connect(
     deadline = time.monotonic() + timeout
     delay = 0.05
     started = time.monotonic()
-    while True:
-        try:
-            con = duckdb.connect(name, read_only=read_only, config=CONNECT_CONFIG)
-            break
-        except duckdb.IOException as exc:
-            if not _is_lock_error(exc):
-                _forget(name)
-                check_file_type(path)  # refused: no connection of ours holds it; say what it is
+    with _WaitGate(name) as gate:
+        while True:
+            try:
+                if read_only:
+                    gate.let_writers_first(deadline, path)
+                con = duckdb.connect(name, read_only=read_only, config=CONNECT_CONFIG)
+                break
+            except duckdb.IOException as exc:
+                if not _is_lock_error(exc):
+                    _forget(name)
+                    check_file_type(path)  # refused: no connection of ours holds it; say what
+                    raise StoreError(f"cannot open the store {path}: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        _locked_message(path, exc, time.monotonic() - started)
+                    ) from exc
+                if not read_only:
+                    gate.wait_as_writer()
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 1.0)
+            except duckdb.Error as exc:
                 raise StoreError(f"cannot open the store {path}: {exc}") from exc
-            if time.monotonic() >= deadline:
-                raise StoreLockedError(
-                    _locked_message(path, exc, time.monotonic() - started)
-                ) from exc
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 1.0)
-        except duckdb.Error as exc:
-            raise StoreError(f"cannot open the store {path}: {exc}") from exc
     _seen(name)  # a store this call created
     try:
         if read_only:
@@ -171,6 +177,68 @@ def connect(
         con.close()
         raise
     return con
+
+
+class _WaitGate:
+    """Writers first: DuckDB lets a writer in only when no reader holds the file, and readers
+    that keep overlapping (pages of a busy dashboard, a long consensus build) would keep one
+    out forever. A writer refused by readers takes an exclusive flock on `<store>.wait` while
+    it retries; a reader about to open waits while that flock is held (a shared flock taken
+    for the moment of its open), so the readers already in finish, the writer gets in, and the
+    readers follow it. flock, not fcntl: it is another file's lock, and closing its descriptor
+    lets go of nothing on the store. The first writer that has to wait makes the file (and it
+    stays); until then, or where it cannot be made (a read-only folder: no writer), readers
+    find no gate and open as before."""
+
+    def __init__(self, name: str):
+        self.path = name + ".wait"
+        self.fd: int | None = None
+        self.writing = False
+
+    def __enter__(self) -> "_WaitGate":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # lets go of a writer's wait
+            self.fd = None
+
+    def _open(self, create: bool) -> int | None:
+        if self.fd is None:
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY | (os.O_CREAT if create else 0), 0o644)
+            except OSError:  # no writer ever waited (a reader), or a read-only folder
+                return None
+        return self.fd
+
+    def wait_as_writer(self) -> None:
+        """Hold new readers off until this writer is in (or gives up)."""
+        if self.writing or (fd := self._open(create=True)) is None:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.writing = True
+        except OSError:
+            pass  # another writer waits already: readers are held off all the same
+
+    def let_writers_first(self, deadline: float, path: Path) -> None:
+        """Return once no writer waits, taking nothing; past `deadline`, `StoreLockedError`."""
+        if (fd := self._open(create=False)) is None:
+            return
+        started = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"the store {path} is being written: a pipeline run is waiting to write "
+                        f"to it (waited {time.monotonic() - started:.0f} s); try again in a "
+                        "moment."
+                    ) from None
+                time.sleep(0.02)
 
 
 # Each store file this process has opened, by (device, inode): the name DuckDB opened it by.

@@ -381,3 +381,56 @@ def test_connections_never_fetch_or_load_extensions(db_path):
         }
         with pytest.raises(duckdb.Error, match="(?i)extension"):
             con.execute("SELECT * FROM sqlite_scan('x.db', 'frames')")
+
+
+def test_a_writer_gets_in_between_readers_that_keep_overlapping(db_path):
+    """Three readers in this process that always overlap (each opens as the one before it is
+    half done) hold the store's file lock without a gap; a writer in another process that is
+    refused by them makes new readers wait (`<store>.wait`), so the ones in finish, it opens,
+    and the readers go on after it."""
+    import threading
+
+    from tests.conftest import REPO
+
+    store.connect(db_path).close()
+    stop = threading.Event()
+    reads: list[float] = []
+    failures: list[BaseException] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                with store.connect(db_path, read_only=True, timeout=30) as con:
+                    con.execute("SELECT count(*) FROM frames").fetchall()
+                    time.sleep(0.3)
+                reads.append(time.monotonic())
+            except BaseException as exc:  # noqa: BLE001 - reported by the test below
+                failures.append(exc)
+                return
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)
+    try:
+        code = (
+            "import store\n"
+            "from store import kv\n"
+            f"with store.connect({str(db_path)!r}, timeout=10) as con:\n"
+            "    kv.put(con, 'written', 1)\n"
+            "print('written')\n"
+        )
+        writer = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+        written_at = time.monotonic()
+        time.sleep(1.0)  # the readers go on after the writer
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert writer.returncode == 0 and writer.stdout.strip() == "written", writer.stderr
+    assert not failures, failures
+    assert any(at > written_at for at in reads)
+    with store.connect(db_path, read_only=True) as con:
+        assert kv.get(con, "written") == 1
