@@ -9,9 +9,10 @@ its message and retries. Review writes take a short write connection.
 A reader call with other junk causes than the run's (`FrameFilter.junk_causes`, or a reader's
 `junk_causes` argument) reads the consensus of those causes materialised once per store stamp,
 run and causes (`store.causes.cached`: the recombined scores, incidents and the run's
-aggregates for them, kept in this process) through `store.causes.shadow`, called as for the
-run's own causes; so those pages cost what the run's own do. When it cannot be materialised,
-the call recombines in SQL (`store.causes.with_causes`), which gives the same rows.
+aggregates for them, built on the call's own read-only connection and kept in this process)
+through `store.causes.shadow`, called as for the run's own causes; so those pages cost what
+the run's own do. When it cannot be materialised (or `TIMELAPSE_CONSENSUS_CACHE=0`), the
+call recombines in SQL (`store.causes.with_causes`), which gives the same rows.
 """
 
 from __future__ import annotations
@@ -116,10 +117,7 @@ class Reader:
         consensus (the calls of a page that choose the same share one shadow)."""
         fn = getattr(facts, name)
         run_id, chosen, plain = _causes_of(fn, args)
-        now = shadows.made
-        if now is not None and (now.run_id, now.causes) != (run_id, chosen):
-            shadows.use(None)  # the store's own tables again (a fingerprint reads them)
-        made = causes.cached(self.db, stamp(self.db), run_id, chosen, con) if chosen else None
+        made = causes.cached(con, self.db, stamp(self.db), run_id, chosen) if chosen else None
         shadows.use(made)
         if made is None:
             return fn(con, *args)  # the run's own, or recombined in SQL

@@ -26,14 +26,16 @@ when to recombine (`FrameFilter.junk_causes` set: the store's readers, which the
 run's aggregates, see `store.aggregates.covers`); values are bound, never pasted.
 
 **Materialised once** (`cached`, `materialise`, `shadow`): a dashboard recombines once per
-(store file, its modification stamp, run, causes), in an in-memory DuckDB with the store
-attached read-only, and also writes the run's aggregates for that consensus with
-`store.aggregates.write` (the code `analyze` uses) and the mosaic's outlines for its incidents
-(`outlined`, `pipeline.mosaic`'s rule). The tables are kept as Arrow in the process; `shadow`
-puts temporary views of the run's table names in front of the store's on one connection (the
-store's rows but the run's consensus, and the materialised ones), so readers called with the
-run's own causes read the chosen consensus and its aggregates (`covers` holds). Only the run
-id and fixed names are written into those views' SQL.
+(store file, its modification stamp, run, causes), in temporary tables on a cursor of the
+reader's own connection (the store file is never opened a second time in the process: that
+would let go of the readers' lock, see `materialise`), and also writes the run's aggregates
+for that consensus with `store.aggregates.write` (the code `analyze` uses) and the mosaic's
+outlines for its incidents (`outlined`, `pipeline.mosaic`'s rule). On by default
+(`TIMELAPSE_CONSENSUS_CACHE=0` turns it off). The tables are kept as Arrow in the process;
+`shadow` puts temporary views of the run's table names in front of the store's on one
+connection (the store's rows but the run's consensus, and the materialised ones), so readers
+called with the run's own causes read the chosen consensus and its aggregates (`covers`
+holds). Only the run id and fixed names are written into those views' SQL.
 """
 
 from __future__ import annotations
@@ -214,14 +216,10 @@ _PER_DETECTOR = {
     "run_condition_sample_scores",
     "run_top",
 }
-# "1" turns the cache on. Off by default: a build attaches the store to an in-memory database,
-# and in a reliability test (a dashboard reading while the pipeline writes) a page read through
-# the shadow met "Corrupted bitpacking segment" once, so until the build takes the store's
-# read lock like every other reader, every reader recombines in SQL unless asked.
+# "0" turns the cache off (every reader then recombines in SQL). On by default: a build runs
+# on the reader's own connection, under the read lock it holds (`materialise`).
 ENV_CACHE = "TIMELAPSE_CONSENSUS_CACHE"
-ENV_MEMORY = "TIMELAPSE_CONSENSUS_MEMORY"  # DuckDB memory_limit of a build ("500MB", ...)
 MAX_CACHED = 4  # consensuses kept per process (a few MB each at 100k frames)
-_STORE = "rc_store"  # the store's name in a build
 
 # Cells (row * 24 + hour) of a run's mosaic at least half of whose frames are in its
 # incidents (`pipeline.mosaic`'s rule): each of the run's timed frames falls in the row of the
@@ -286,75 +284,105 @@ class Consensus:
     made_of: tuple = ()
 
 
-def materialise(db: str | os.PathLike, run_id: int, causes: tuple[str, ...]) -> Consensus:
+def materialise(con: duckdb.DuckDBPyConnection, run_id: int, causes: tuple[str, ...]) -> Consensus:
     """Recombine the consensus of `causes` once (the CTEs of `with_causes`) and write what
-    `analyze` writes for it (`store.aggregates.write`, the same code, into tables of an
-    in-memory database with the store attached read-only), the mosaic's outlines found again."""
+    `analyze` writes for it (`store.aggregates.write`, the same code), the mosaic's outlines
+    found again; on `con`, a connection to the store (read-only will do).
+
+    The build runs on a cursor of `con` (the same DuckDB instance: the store file is not opened
+    again, so the lock `con` holds is never let go, see below) in temporary tables named like
+    the `SHADOWED` ones, which come before the store's in name resolution on that cursor only:
+    `write` inserts into them and reads the consensus from the temporary `outlier_scores`,
+    the store's frames and clusters from the store. They are copied out as Arrow and dropped.
+
+    Why not a second open (an in-memory database attaching the store read-only, as before):
+    DuckDB's file locks are POSIX record locks, held per process, so closing any descriptor
+    of the file in the process lets go of every lock on it, the readers' included; a writer
+    in another process could then open the store under a page still reading it."""
     started = time.perf_counter()
     causes = tuple(dict.fromkeys(causes))
     run_id = int(run_id)
-    with duckdb.connect(config=_build_config()) as b:
-        b.execute(f"ATTACH ? AS {_STORE} (READ_ONLY)", [str(db)])
-        b.execute(f"SET search_path = '{_STORE}.main'")
+    with con.cursor() as b:
+        name = b.execute("SELECT current_database()").fetchall()[0][0]
+        store_db = '"' + name.replace('"', '""') + '"'  # the store's tables, never the temporary
         made_of = fingerprint(b, run_id)
-        b.execute(f"SET search_path = 'memory.main,{_STORE}.main'")  # memory's tables first
-        for table in SHADOWED:
-            ddl = b.execute(
-                "SELECT sql FROM duckdb_tables() WHERE database_name = ? AND schema_name = "
-                "'main' AND table_name = ?",
-                [_STORE, table],
-            ).fetchone()
-            b.execute(ddl[0])  # the store's own definition, in memory
-        scores = f"{_STORE}.main.outlier_scores"
-        sql, params = _with(
-            f"SELECT * FROM outlier_scores WHERE run_id = $rc_run AND detector = '{CONSENSUS}'",
-            {},
-            run_id,
-            causes,
-            scores,
-        )
-        b.execute(f"INSERT INTO memory.main.outlier_scores BY NAME ({sql})", params)
-        sql, params = _with(
-            "SELECT * FROM incidents ORDER BY incident_id", {}, run_id, causes, scores
-        )
-        found = b.execute(sql, params).df()
-        sql, params = _with(
-            "SELECT incident_id, frame_id, is_flagged FROM incident_frames "
-            "ORDER BY incident_id, frame_id",
-            {},
-            run_id,
-            causes,
-            scores,
-        )
-        members = b.execute(sql, params).df()
-        mosaic = _mosaic(b, run_id)
-        aggregates.write(
-            b,
-            run_id,
-            incidents=found[list(aggregates.INCIDENT_COLUMNS)],
-            incident_frames=members,
-            mosaic=mosaic,
-            refresh_weather=False,  # the store's writers keep its frame_weather; read as it is
-        )
-        if mosaic is not None:  # outlined by the incidents just written (in memory)
+        mosaic = _mosaic(b, run_id, f"{store_db}.main.run_aggregates")
+        ddls = dict(
             b.execute(
-                "UPDATE memory.main.run_aggregates SET mosaic_outlined = ?",
-                [outlined(b, run_id, mosaic.days)],
-            )
-        tables = {t: b.sql(f"SELECT * FROM memory.main.{t}").to_arrow_table() for t in SHADOWED}
+                "SELECT table_name, sql FROM duckdb_tables() WHERE database_name = ? "
+                "AND schema_name = 'main' AND list_contains(?, table_name)",
+                [name, list(SHADOWED)],
+            ).fetchall()
+        )
+        made: list[str] = []
+        try:
+            for table in SHADOWED:
+                b.execute(_temporary(ddls[table]))  # the store's own definition, temporary
+                made.append(table)
+            tables = _build(b, run_id, causes, f"{store_db}.main.outlier_scores", mosaic)
+        finally:
+            for table in reversed(made):
+                b.execute(f"DROP TABLE IF EXISTS temp.main.{table}")
     return Consensus(run_id, causes, tables, time.perf_counter() - started, made_of)
 
 
-def _build_config() -> dict[str, str]:
-    limit = os.environ.get(ENV_MEMORY)
-    return {"memory_limit": limit} if limit else {}
+def _temporary(ddl: str) -> str:
+    """The store's `CREATE TABLE name(...)` of a table as a temporary table's."""
+    if not ddl.startswith("CREATE TABLE "):
+        raise ValueError(f"not a table definition DuckDB wrote: {ddl[:80]!r}")
+    return "CREATE TEMPORARY TABLE " + ddl[len("CREATE TABLE ") :]
 
 
-def _mosaic(b: duckdb.DuckDBPyConnection, run_id: int) -> aggregates.Mosaic | None:
-    """The run's stored mosaic, its outlines to be found again."""
+def _build(
+    b: duckdb.DuckDBPyConnection,
+    run_id: int,
+    causes: tuple[str, ...],
+    scores: str,
+    mosaic: aggregates.Mosaic | None,
+) -> dict[str, pa.Table]:
+    """On `b`, whose temporary `SHADOWED` tables are empty: the consensus of `causes` (read
+    from `scores`, the store's scores table) and its aggregates written into them, read out."""
+    sql, params = _with(
+        f"SELECT * FROM outlier_scores WHERE run_id = $rc_run AND detector = '{CONSENSUS}'",
+        {},
+        run_id,
+        causes,
+        scores,
+    )
+    b.execute(f"INSERT INTO temp.main.outlier_scores BY NAME ({sql})", params)
+    sql, params = _with("SELECT * FROM incidents ORDER BY incident_id", {}, run_id, causes, scores)
+    found = b.execute(sql, params).df()
+    sql, params = _with(
+        "SELECT incident_id, frame_id, is_flagged FROM incident_frames "
+        "ORDER BY incident_id, frame_id",
+        {},
+        run_id,
+        causes,
+        scores,
+    )
+    members = b.execute(sql, params).df()
+    aggregates.write(  # its unqualified tables: the temporary ones where they exist
+        b,
+        run_id,
+        incidents=found[list(aggregates.INCIDENT_COLUMNS)],
+        incident_frames=members,
+        mosaic=mosaic,
+        refresh_weather=False,  # the store's writers keep its frame_weather; read as it is
+    )
+    if mosaic is not None:  # outlined by the incidents just written (temporary)
+        b.execute(
+            "UPDATE temp.main.run_aggregates SET mosaic_outlined = ?",
+            [outlined(b, run_id, mosaic.days)],
+        )
+    return {t: b.sql(f"SELECT * FROM temp.main.{t}").to_arrow_table() for t in SHADOWED}
+
+
+def _mosaic(b: duckdb.DuckDBPyConnection, run_id: int, table: str) -> aggregates.Mosaic | None:
+    """The run's stored mosaic (in `table`, the store's `run_aggregates` qualified), its
+    outlines to be found again."""
     row = b.execute(
         f"SELECT mosaic_png, mosaic_days, mosaic_cell_width, mosaic_cell_height, mosaic_info "
-        f"FROM {_STORE}.main.run_aggregates WHERE run_id = ? AND mosaic_png IS NOT NULL",
+        f"FROM {table} WHERE run_id = ? AND mosaic_png IS NOT NULL",
         [run_id],
     ).fetchone()
     if row is None:
@@ -379,19 +407,20 @@ _GUARD = threading.Lock()
 
 
 def cached(
+    con: duckdb.DuckDBPyConnection,
     db: str | os.PathLike,
     stamp: tuple,
     run_id: int,
     causes: tuple[str, ...],
-    con: duckdb.DuckDBPyConnection | None = None,
 ) -> Consensus | None:
-    """The consensus of `causes` for `run_id`, materialised once per (store file, its
-    modification `stamp`, run, causes) in this process; sessions asking for one being built
-    wait for it. When the stamp changed, `con` (a connection to the store) is asked for its
-    `fingerprint`: the consensus made of the same is kept (a review changes the file, not the
-    consensus). None when caching is off (unless `TIMELAPSE_CONSENSUS_CACHE=1`) or the build failed
-    (logged; the caller recombines in SQL)."""
-    if os.environ.get(ENV_CACHE, "0") != "1":
+    """The consensus of `causes` for `run_id`, materialised once per (store file `db`, its
+    modification `stamp`, run, causes) in this process, built on `con` (a connection to `db`,
+    read-only will do: `materialise`); sessions asking for one being built wait for it. When
+    the stamp changed, the store is asked for its `fingerprint`: the consensus made of the
+    same is kept (a review changes the file, not the consensus). None when caching is off
+    (`TIMELAPSE_CONSENSUS_CACHE=0`) or the build failed (logged; the caller recombines in
+    SQL). Temporary views `install` put on `con` are not read: both run on a cursor of it."""
+    if os.environ.get(ENV_CACHE, "1") == "0":
         return None
     path = os.path.realpath(db)
     key = (path, tuple(stamp), int(run_id), tuple(causes))
@@ -407,16 +436,17 @@ def cached(
                 return _CACHE[key]
             older = [v for k, v in _CACHE.items() if (k[0], k[2], k[3]) == which]
         made = None
-        if older and con is not None:
+        if older:
             try:
-                now = fingerprint(con, run_id)
+                with con.cursor() as fresh:  # the store's tables, not views `install` put on con
+                    now = fingerprint(fresh, run_id)
                 made = next((c for c in older if c.made_of == now), None)
             except duckdb.Error as exc:  # a store of another layout: build it
                 log.warning("the store's fingerprint not read: %s", exc)
         if made is None:
             try:
-                made = materialise(path, run_id, causes)
-            except Exception as exc:  # memory, a file gone: the SQL path still answers
+                made = materialise(con, run_id, causes)
+            except Exception as exc:  # memory, a store of another layout: SQL answers
                 log.warning(
                     "the consensus of %s for run %s not materialised: %s", causes, run_id, exc
                 )

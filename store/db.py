@@ -5,6 +5,14 @@ file open for long; `connect()` retries while another process holds it and then 
 `StoreLockedError`, whose message names the file, the holder and what to do. A pipeline run also
 takes `writer_lock()` for its whole duration, so two runs never interleave their short
 connections.
+
+DuckDB's file locks are POSIX record locks, held per process: closing any descriptor of the
+store file in this process lets go of the lock every open connection to it holds. So the file
+is opened by one DuckDB instance per process, under one name whatever the spelling (its first
+`connect()` checks the file's first bytes, later ones read nothing), and nothing else in the
+process opens it while a connection may be open (`store.causes` builds on a cursor, not a
+second open). Writers come first: a writer refused by readers holds new readers off while it
+retries (`_WaitGate`, an flock on `<store>.wait`), so overlapping readers cannot keep it out.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import fcntl
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -130,25 +139,33 @@ def connect(
         )
     if not read_only and not path.parent.exists():
         raise StoreError(f"the folder for the store {path} does not exist: create {path.parent}")
-    check_file_type(path)
+    name = _duckdb_name(path)
     deadline = time.monotonic() + timeout
     delay = 0.05
     started = time.monotonic()
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=read_only, config=CONNECT_CONFIG)
-            break
-        except duckdb.IOException as exc:
-            if not _is_lock_error(exc):
+    with _WaitGate(name) as gate:
+        while True:
+            try:
+                if read_only:
+                    gate.let_writers_first(deadline, path)
+                con = duckdb.connect(name, read_only=read_only, config=CONNECT_CONFIG)
+                break
+            except duckdb.IOException as exc:
+                if not _is_lock_error(exc):
+                    _forget(name)
+                    check_file_type(path)  # refused: no connection of ours holds it; say what
+                    raise StoreError(f"cannot open the store {path}: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        _locked_message(path, exc, time.monotonic() - started)
+                    ) from exc
+                if not read_only:
+                    gate.wait_as_writer()
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 1.0)
+            except duckdb.Error as exc:
                 raise StoreError(f"cannot open the store {path}: {exc}") from exc
-            if time.monotonic() >= deadline:
-                raise StoreLockedError(
-                    _locked_message(path, exc, time.monotonic() - started)
-                ) from exc
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 1.0)
-        except duckdb.Error as exc:
-            raise StoreError(f"cannot open the store {path}: {exc}") from exc
+    _seen(name)  # a store this call created
     try:
         if read_only:
             migrations.check(con, path)
@@ -160,6 +177,117 @@ def connect(
         con.close()
         raise
     return con
+
+
+class _WaitGate:
+    """Writers first: DuckDB lets a writer in only when no reader holds the file, and readers
+    that keep overlapping (pages of a busy dashboard, a long consensus build) would keep one
+    out forever. A writer refused by readers takes an exclusive flock on `<store>.wait` while
+    it retries; a reader about to open waits while that flock is held (a shared flock taken
+    for the moment of its open), so the readers already in finish, the writer gets in, and the
+    readers follow it. flock, not fcntl: it is another file's lock, and closing its descriptor
+    lets go of nothing on the store. The first writer that has to wait makes the file (and it
+    stays); until then, or where it cannot be made (a read-only folder: no writer), readers
+    find no gate and open as before."""
+
+    def __init__(self, name: str):
+        self.path = name + ".wait"
+        self.fd: int | None = None
+        self.writing = False
+
+    def __enter__(self) -> "_WaitGate":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # lets go of a writer's wait
+            self.fd = None
+
+    def _open(self, create: bool) -> int | None:
+        if self.fd is None:
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY | (os.O_CREAT if create else 0), 0o644)
+            except OSError:  # no writer ever waited (a reader), or a read-only folder
+                return None
+        return self.fd
+
+    def wait_as_writer(self) -> None:
+        """Hold new readers off until this writer is in (or gives up)."""
+        if self.writing or (fd := self._open(create=True)) is None:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.writing = True
+        except OSError:
+            pass  # another writer waits already: readers are held off all the same
+
+    def let_writers_first(self, deadline: float, path: Path) -> None:
+        """Return once no writer waits, taking nothing; past `deadline`, `StoreLockedError`."""
+        if (fd := self._open(create=False)) is None:
+            return
+        started = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"the store {path} is being written: a pipeline run is waiting to write "
+                        f"to it (waited {time.monotonic() - started:.0f} s); try again in a "
+                        "moment."
+                    ) from None
+                time.sleep(0.02)
+
+
+# Each store file this process has opened, by (device, inode): the name DuckDB opened it by.
+# A file is checked (`check_file_type`, which reads its first bytes) only the first time: every
+# later open of it, under any name, uses that name and reads nothing. DuckDB's file locks are
+# POSIX record locks, held per process, so closing any descriptor of the file (a header read,
+# a second DuckDB instance under another name) lets go of the locks of the connections still
+# open on it, and a writer in another process could open the store under a reader.
+_OPENED: dict[tuple[int, int], str] = {}
+_OPENED_GUARD = threading.Lock()
+
+
+def _identity(name: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(name)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _duckdb_name(path: Path) -> str:
+    """The name to hand DuckDB for the store at `path`: the name this process first opened the
+    same file by (relative or absolute, through symlinks or hard links), so every connection
+    to one file shares one DuckDB instance; a file met for the first time is checked
+    (`check_file_type`) and its resolved path becomes that name."""
+    real = os.path.realpath(path)
+    with _OPENED_GUARD:
+        key = _identity(real)
+        if key is None:  # a new store (DuckDB creates it), or DuckDB says what is wrong
+            return real
+        known = _OPENED.get(key)
+        if known is not None and _identity(known) == key:
+            return known
+        check_file_type(path)
+        _OPENED[key] = real
+        return real
+
+
+def _seen(name: str) -> None:
+    key = _identity(name)
+    if key is not None:
+        with _OPENED_GUARD:
+            _OPENED.setdefault(key, name)
+
+
+def _forget(name: str) -> None:
+    with _OPENED_GUARD:
+        for key in [k for k, v in _OPENED.items() if v == name]:
+            del _OPENED[key]
 
 
 @contextlib.contextmanager

@@ -163,6 +163,25 @@ def browser(chromium_path):
         b.close()
 
 
+def writer_opens(db: Path) -> str:
+    """What a read-write `store.connect` of `db` in another process meets at once: 'opened', or
+    'locked' while this process (or another) holds the file."""
+    code = (
+        "import store\n"
+        "try:\n"
+        f"    store.connect({str(db)!r}, timeout=0).close()\n"
+        "except store.StoreLockedError:\n"
+        "    print('locked')\n"
+        "else:\n"
+        "    print('opened')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 @contextlib.contextmanager
 def dashboard_server(db: Path, log_path: Path, timeout: float = 90, **env: str):
     """`streamlit run dashboard/app.py -- --db DB` on a free 127.0.0.1 port; yields its URL.

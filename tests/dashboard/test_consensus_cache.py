@@ -2,8 +2,9 @@
 `store.causes.shadow` by the dashboard's `Reader`) on the real demo store: it gives what the
 SQL recombination (`store.causes.with_causes`) gives, page by page; for the run's own causes,
 what `analyze` stored; a changed store file builds it again; sessions asking at once share
-one build; a build that fails leaves the SQL path answering; switching runs resets the cause
-chips; the Overview mosaic outlines the chosen consensus's incidents."""
+one build; a build that fails is not kept; a build keeps the page's read lock on the store;
+switching runs resets the cause chips; the Overview mosaic outlines the chosen consensus's
+incidents."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from dashboard import charts
 from dashboard.data import Reader, stamp
 from store import causes, facts, reviews
 from store.facts import FrameFilter
-from tests.conftest import REPO
+from tests.conftest import REPO, writer_opens
 from tests.dashboard.test_junk_causes import _ok
 
 OTHER = ("quality", "camera")
@@ -35,8 +36,7 @@ RAIN = "rain"  # a condition the demo's weather has
 
 @pytest.fixture(autouse=True)
 def _fresh_cache(monkeypatch):
-    monkeypatch.setenv(causes.ENV_CACHE, "1")  # off by default (see store.causes)
-    monkeypatch.delenv(causes.ENV_MEMORY, raising=False)
+    monkeypatch.delenv(causes.ENV_CACHE, raising=False)  # on by default
     causes._CACHE.clear()
     yield
     causes._CACHE.clear()
@@ -99,7 +99,7 @@ def test_every_reader_reads_what_the_sql_recombination_gives(demo_store, con, ru
     monkeypatch.setenv(causes.ENV_CACHE, "0")
     in_sql = Reader(demo_store).call_many(calls)
     assert not causes._CACHE
-    monkeypatch.setenv(causes.ENV_CACHE, "1")
+    monkeypatch.delenv(causes.ENV_CACHE)
     cached = Reader(demo_store).call_many(calls)
     assert len(causes._CACHE) == 1  # one build for every call
     for (name, _), a, b in zip(calls, cached, in_sql, strict=True):
@@ -113,7 +113,7 @@ def test_every_reader_reads_what_the_sql_recombination_gives(demo_store, con, ru
 
 
 def test_the_materialised_consensus_is_the_recombined_one_and_covers(demo_store, con, run_id):
-    made = causes.cached(demo_store, stamp(demo_store), run_id, OTHER)
+    made = causes.cached(con, demo_store, stamp(demo_store), run_id, OTHER)
     sql, params = causes.with_causes(
         "SELECT * FROM outlier_scores WHERE run_id = $run AND detector = 'consensus' "
         "ORDER BY frame_id",
@@ -132,12 +132,12 @@ def test_the_materialised_consensus_is_the_recombined_one_and_covers(demo_store,
     assert list(recombined["is_outlier"]) != list(stored["is_outlier"])  # another consensus
     with causes.shadow(con, made):
         assert store.aggregates.covers(con, FrameFilter(run_id=run_id))  # its own aggregates
-    assert causes.cached(demo_store, stamp(demo_store), run_id, OTHER) is made
+    assert causes.cached(con, demo_store, stamp(demo_store), run_id, OTHER) is made
 
 
 def test_the_runs_own_causes_materialise_what_analyze_stored(demo_store, con, run_id):
     own = tuple(facts.own_causes(con, run_id))
-    made = causes.materialise(demo_store, run_id, own)
+    made = causes.materialise(con, run_id, own)
     checks = {
         "run_detector_cells": "detector = 'consensus'",
         "run_top": "detector = 'consensus'",
@@ -186,7 +186,7 @@ def _analyze(db, *options: str) -> None:
 
 def _fresh(db, run_id):
     with store.connect(db, read_only=True) as con:
-        return causes.cached(db, stamp(db), run_id, OTHER, con)
+        return causes.cached(con, db, stamp(db), run_id, OTHER)
 
 
 def test_a_review_keeps_it_and_a_changed_frame_builds_it_again(store_copy):
@@ -228,8 +228,9 @@ def test_sessions_asking_at_once_share_one_build(demo_store, run_id):
     start = threading.Barrier(4)
 
     def ask() -> None:
-        start.wait()
-        got.append(causes.cached(demo_store, stamp(demo_store), run_id, OTHER))
+        with store.connect(demo_store, read_only=True) as con:  # each session its own
+            start.wait()
+            got.append(causes.cached(con, demo_store, stamp(demo_store), run_id, OTHER))
 
     threads = [threading.Thread(target=ask) for _ in range(4)]
     for t in threads:
@@ -241,16 +242,24 @@ def test_sessions_asking_at_once_share_one_build(demo_store, run_id):
     assert not causes._BUILDING
 
 
-def test_a_failed_build_leaves_the_sql_path_answering(demo_store, con, run_id, monkeypatch):
-    monkeypatch.setenv(causes.ENV_MEMORY, "1MB")  # too little for any build
-    assert causes.cached(demo_store, stamp(demo_store), run_id, OTHER) is None
+def test_a_failed_build_is_not_kept_and_the_next_call_builds(demo_store, con, run_id, caplog):
+    """A build that fails (here: out of memory) is logged and kept nowhere, nobody waits for it,
+    and the caller recombines in SQL (`cached` gives None, as when the cache is off); the next
+    call builds it."""
+    con.execute("SET memory_limit = '1MB'")  # too little for any build (the whole instance)
+    try:
+        assert causes.cached(con, demo_store, stamp(demo_store), run_id, OTHER) is None
+    finally:
+        con.execute("RESET memory_limit")
+    assert "not materialised: Out of Memory Error" in caplog.text
+    assert not causes._CACHE and not causes._BUILDING
     flt = FrameFilter(run_id=run_id, junk_causes=OTHER)
     assert Reader(demo_store).call("summary", flt) == facts.summary(con, flt)
-    assert not causes._CACHE and not causes._BUILDING
+    assert len(causes._CACHE) == 1
 
 
-def test_the_shadow_is_per_connection(demo_store, run_id):
-    made = causes.cached(demo_store, stamp(demo_store), run_id, OTHER)
+def test_the_shadow_is_per_connection(demo_store, con, run_id):
+    made = causes.cached(con, demo_store, stamp(demo_store), run_id, OTHER)
     query = (
         "SELECT list(frame_id ORDER BY frame_id) FILTER (WHERE is_outlier) FROM outlier_scores "
         "WHERE run_id = ? AND detector = 'consensus'"
@@ -267,6 +276,30 @@ def test_the_shadow_is_per_connection(demo_store, run_id):
     mine = made.tables["outlier_scores"].to_pandas()
     flagged = sorted(int(i) for i in mine.loc[mine["is_outlier"], "frame_id"])
     assert other == [(flagged,)] and other != own
+
+
+def test_a_build_keeps_the_readers_lock(store_copy):
+    """A page's read-only connection keeps a writer in another process out while the
+    consensus is built through it and after: the build never opens the store file a second
+    time (DuckDB's locks are POSIX record locks, held per process, so closing a second open
+    would let go of the page's lock too)."""
+    with store.connect(store_copy, read_only=True) as con:
+        run_id = facts.latest_run_id(con)
+        flt = FrameFilter(run_id=run_id, junk_causes=OTHER)
+        assert writer_opens(store_copy) == "locked"
+        made = causes.cached(con, store_copy, stamp(store_copy), run_id, OTHER)
+        assert made is not None and made.tables["outlier_scores"].num_rows > 0
+        assert writer_opens(store_copy) == "locked"
+        # a dashboard call on its own connection (the same DuckDB instance), built afresh
+        causes._CACHE.clear()
+        assert Reader(store_copy).call("summary", flt) == facts.summary(con, flt)
+        assert len(causes._CACHE) == 1
+        assert writer_opens(store_copy) == "locked"
+        # and the build left nothing on the connection: the temporary tables were dropped
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall() == [
+            (0,)
+        ]
+    assert writer_opens(store_copy) == "opened"  # the lock was the page's
 
 
 # --- the dashboard -----------------------------------------------------------------------------

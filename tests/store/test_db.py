@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 import store
 from store import kv, migrations
 from store.db import scalar
+from tests.conftest import writer_opens
 
 
 def _schema(path) -> list[tuple]:
@@ -259,8 +261,9 @@ def _hold_run_lock(db: str):
     return proc
 
 
-@pytest.mark.parametrize("alias", ["symlink", "hardlink", "dotted path"])
-def test_the_run_lock_holds_whatever_name_the_store_is_reached_by(tmp_path, alias):
+def _store_and_another_name(tmp_path, alias: str) -> tuple[Path, Path]:
+    """A new store in tmp_path/real and another name of it from tmp_path/other: a symlink, a
+    hard link, a relative path (from tmp_path/other: chdir there) or a path through `..`."""
     db = tmp_path / "real" / "store.duckdb"
     db.parent.mkdir()
     with store.connect(db):
@@ -273,8 +276,16 @@ def test_the_run_lock_holds_whatever_name_the_store_is_reached_by(tmp_path, alia
     elif alias == "hardlink":
         name = other / "hard.duckdb"
         os.link(db, name)
+    elif alias == "relative path":
+        name = Path("..") / "real" / "store.duckdb"
     else:
         name = other / ".." / "real" / "." / "store.duckdb"
+    return db, name
+
+
+@pytest.mark.parametrize("alias", ["symlink", "hardlink", "dotted path"])
+def test_the_run_lock_holds_whatever_name_the_store_is_reached_by(tmp_path, alias):
+    db, name = _store_and_another_name(tmp_path, alias)
     for held, tried in ((db, name), (name, db)):  # either name holding, the other refused
         proc = _hold_run_lock(str(held))
         try:
@@ -284,6 +295,34 @@ def test_the_run_lock_holds_whatever_name_the_store_is_reached_by(tmp_path, alia
         finally:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("alias", ["symlink", "hardlink", "relative path", "dotted path"])
+def test_a_readers_lock_holds_while_the_store_opens_and_closes_under_any_name(
+    tmp_path, monkeypatch, alias
+):
+    """Every connection to one store file in a process shares one DuckDB instance and reads
+    nothing of the file itself: a reader's lock keeps a writer in another process out while
+    other connections open and close, under any name of the file (DuckDB's locks are POSIX
+    record locks, held per process: closing a second descriptor of the file would let go)."""
+    db, name = _store_and_another_name(tmp_path, alias)
+    monkeypatch.chdir(tmp_path / "other")  # where the relative path starts
+    with store.connect(db, read_only=True) as reader:
+        assert writer_opens(db) == "locked"
+        reader.execute("SET memory_limit = '123MB'")  # a setting of the whole DuckDB instance
+        try:
+            mine = scalar(reader, "SELECT current_setting('memory_limit')")
+            for _ in range(2):
+                with store.connect(name, read_only=True) as again:
+                    shared = scalar(again, "SELECT current_setting('memory_limit')")
+                    assert shared == mine  # the same instance
+                    assert scalar(again, "SELECT count(*) FROM frames") == 0
+        finally:
+            reader.execute("RESET memory_limit")
+        assert writer_opens(db) == "locked"
+        assert writer_opens(Path(os.path.abspath(name))) == "locked"  # the other name too
+        assert scalar(reader, "SELECT count(*) FROM frames") == 0
+    assert writer_opens(db) == "opened"
 
 
 def _digest(path) -> str:
@@ -342,3 +381,56 @@ def test_connections_never_fetch_or_load_extensions(db_path):
         }
         with pytest.raises(duckdb.Error, match="(?i)extension"):
             con.execute("SELECT * FROM sqlite_scan('x.db', 'frames')")
+
+
+def test_a_writer_gets_in_between_readers_that_keep_overlapping(db_path):
+    """Three readers in this process that always overlap (each opens as the one before it is
+    half done) hold the store's file lock without a gap; a writer in another process that is
+    refused by them makes new readers wait (`<store>.wait`), so the ones in finish, it opens,
+    and the readers go on after it."""
+    import threading
+
+    from tests.conftest import REPO
+
+    store.connect(db_path).close()
+    stop = threading.Event()
+    reads: list[float] = []
+    failures: list[BaseException] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                with store.connect(db_path, read_only=True, timeout=30) as con:
+                    con.execute("SELECT count(*) FROM frames").fetchall()
+                    time.sleep(0.3)
+                reads.append(time.monotonic())
+            except BaseException as exc:  # noqa: BLE001 - reported by the test below
+                failures.append(exc)
+                return
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)
+    try:
+        code = (
+            "import store\n"
+            "from store import kv\n"
+            f"with store.connect({str(db_path)!r}, timeout=10) as con:\n"
+            "    kv.put(con, 'written', 1)\n"
+            "print('written')\n"
+        )
+        writer = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+        written_at = time.monotonic()
+        time.sleep(1.0)  # the readers go on after the writer
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert writer.returncode == 0 and writer.stdout.strip() == "written", writer.stderr
+    assert not failures, failures
+    assert any(at > written_at for at in reads)
+    with store.connect(db_path, read_only=True) as con:
+        assert kv.get(con, "written") == 1
