@@ -77,6 +77,9 @@ TABLES = (
     "run_top",
     "incident_frames",
     "incidents",
+    "incident_groups",
+    "incident_group_cells",
+    "incident_ranks",
     "run_aggregates",
 )
 
@@ -305,6 +308,7 @@ def _write(
             JOIN {_CONDITIONS} w ON w.frame_id = m.frame_id
             LEFT JOIN clusters c ON c.run_id = m.run_id AND c.frame_id = m.frame_id""",
         )
+    _write_incident_groups(con, run_id, period.replace("f.taken_at", "m.taken_at"))
     row: dict[str, Any] = {
         "png": None,
         "days": None,
@@ -335,12 +339,12 @@ def _write(
                                     cell_grain, first_day, last_day, n_sample, n_top,
                                     mosaic_png, mosaic_days, mosaic_outlined, mosaic_cell_width,
                                     mosaic_cell_height, mosaic_info, has_conditions,
-                                    has_cards)
+                                    has_cards, has_incident_groups)
         SELECT $run, (SELECT count(*) FROM frames), (SELECT max(frame_id) FROM frames),
                (SELECT count(*) FROM clusters WHERE run_id = $run), $grain, $first, $last,
                (SELECT count(*) FROM run_samples WHERE run_id = $run), $top,
                $png, CAST($days AS DATE[]), CAST($outlined AS INTEGER[]), $cw, $ch,
-               CAST($info AS JSON), TRUE, TRUE""",
+               CAST($info AS JSON), TRUE, TRUE, TRUE""",
         {
             **params,
             **row,
@@ -350,6 +354,82 @@ def _write(
             "top": int(top_frames),
         },
     )
+
+
+def _write_incident_groups(con: duckdb.DuckDBPyConnection, run_id: int, period: str) -> None:
+    """The run's incidents grouped by the set of cells (`period`: SQL of a frame's period, over
+    `incident_frames m`) their frames fall in, each group's cells, and the incidents in the
+    Incidents page's order with their group (`incident_groups`, `incident_group_cells`,
+    `incident_ranks`, migration 9; `store.facts.incident_list` reads them)."""
+    params = {"run": run_id}
+    _sql(
+        con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE _incident_cells AS
+        SELECT DISTINCT m.incident_id, {period} AS period, hour(m.taken_at) AS hour,
+               m.daylight, m.cluster, m.condition
+        FROM incident_frames m WHERE m.run_id = $run""",
+        params,
+    )
+    try:
+        _sql(
+            con,
+            """
+            CREATE OR REPLACE TEMP TABLE _incident_signatures AS
+            WITH sig AS (
+                SELECT incident_id,
+                       list(struct_pack(period, hour, daylight, cluster, condition)
+                            ORDER BY period NULLS FIRST, hour NULLS FIRST,
+                                     daylight NULLS FIRST, cluster NULLS FIRST,
+                                     condition NULLS FIRST) AS cells
+                FROM _incident_cells GROUP BY incident_id)
+            SELECT i.incident_id, i.n_frames, i.peak_score,
+                   dense_rank() OVER (ORDER BY s.cells) AS group_id
+            FROM incidents i JOIN sig s USING (incident_id)
+            WHERE i.run_id = $run""",
+            params,
+        )
+        _sql(
+            con,
+            """
+            INSERT INTO incident_groups (run_id, group_id, n_incidents, n_frames, longest)
+            SELECT $run, group_id, count(*), sum(n_frames), max(n_frames)
+            FROM _incident_signatures GROUP BY group_id ORDER BY group_id""",
+            params,
+        )
+        _sql(
+            con,
+            """
+            INSERT INTO incident_group_cells (run_id, group_id, period, hour, daylight,
+                                              cluster, condition)
+            SELECT DISTINCT $run, s.group_id, c.period, c.hour, c.daylight, c.cluster,
+                   c.condition
+            FROM _incident_cells c JOIN (SELECT min(incident_id) AS incident_id, group_id
+                                         FROM _incident_signatures GROUP BY group_id) s
+                 USING (incident_id)
+            ORDER BY 2, 3, 4""",
+            params,
+        )
+        # the page's order (`store.facts.incident_list`: most frames, then highest peak,
+        # then lowest id), stored in that order so its first rows are the longest
+        _sql(
+            con,
+            """
+            INSERT INTO incident_ranks (run_id, rank, group_id, incident_id, started_at,
+                                        ended_at, duration_s, n_frames, n_flagged, cause,
+                                        cause_share, peak_score, peak_pct, frame_id)
+            SELECT $run, row_number() OVER (ORDER BY i.n_frames DESC, i.peak_score DESC,
+                                            i.incident_id) AS rank,
+                   s.group_id, i.incident_id, i.started_at, i.ended_at, i.duration_s,
+                   i.n_frames, i.n_flagged, i.cause, i.cause_share, i.peak_score,
+                   i.peak_pct, i.frame_id
+            FROM incidents i JOIN _incident_signatures s USING (incident_id)
+            WHERE i.run_id = $run ORDER BY rank""",
+            params,
+        )
+    finally:
+        _run(con, "DROP TABLE IF EXISTS _incident_cells")
+        _run(con, "DROP TABLE IF EXISTS _incident_signatures")
 
 
 def _copy_scores(
@@ -422,6 +502,15 @@ def cards(con: duckdb.DuckDBPyConnection, flt: "FrameFilter") -> bool:
         con,
         "SELECT has_cards AND NOT weather_stale FROM run_aggregates WHERE run_id = ?",
         [int(flt.run_id)],  # covers: a run with aggregates
+    )
+    return bool(row and row[0])
+
+
+def incident_groups(con: duckdb.DuckDBPyConnection, run_id: int | None) -> bool:
+    """Whether the run's aggregates hold its incidents grouped by cells and ranked
+    (migration 9; runs analysed before it do not)."""
+    row = fetch_one(
+        con, "SELECT has_incident_groups FROM run_aggregates WHERE run_id = ?", [run_id]
     )
     return bool(row and row[0])
 

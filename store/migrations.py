@@ -570,6 +570,58 @@ INSERT INTO frame_weather SELECT * FROM frame_weather_live ORDER BY frame_id;
     + """"""
 )
 
+# The Incidents page without reading every incident (`store.facts.incident_list`): a run's
+# incidents grouped by the cells their frames fall in (period x hour x daylight x cluster x
+# condition, the grain of `run_frame_cells`): incidents whose frames fall in the same set of
+# cells form one group (`incident_groups`: how many, their frames, the longest), the cells of
+# each group in `incident_group_cells`, so a filter on dates, hours, daylight, clusters and
+# weather counts the incidents it keeps from the groups with a cell it keeps (a single-cell
+# incident, most of them, shares its group with every other incident in that cell: the groups
+# stay about as many as the cells). `incident_ranks` holds the incidents in the page's order
+# (most frames, then highest peak, then id), stored in that order, so the page's longest
+# incidents are the first rows of it that a kept group holds. `has_incident_groups` says a
+# run has them; runs analysed before are answered by the scan of their incident frames.
+_INCIDENT_GROUPS = """
+CREATE TABLE incident_groups (
+    run_id       BIGINT NOT NULL,
+    group_id     INTEGER NOT NULL,
+    n_incidents  INTEGER NOT NULL,
+    n_frames     BIGINT NOT NULL,        -- the incidents' frames, summed
+    longest      INTEGER NOT NULL,       -- the most frames of one of them
+    PRIMARY KEY (run_id, group_id)
+);
+
+CREATE TABLE incident_group_cells (
+    run_id    BIGINT NOT NULL,
+    group_id  INTEGER NOT NULL,
+    period    DATE,                      -- first day of the period (run_aggregates.cell_grain)
+    hour      SMALLINT,
+    daylight  VARCHAR,
+    cluster   INTEGER,
+    condition VARCHAR
+);
+
+CREATE TABLE incident_ranks (
+    run_id       BIGINT NOT NULL,
+    rank         INTEGER NOT NULL,       -- 1 = most frames, then highest peak, then lowest id
+    group_id     INTEGER NOT NULL,
+    incident_id  INTEGER NOT NULL,
+    started_at   TIMESTAMP NOT NULL,
+    ended_at     TIMESTAMP NOT NULL,
+    duration_s   DOUBLE NOT NULL,
+    n_frames     INTEGER NOT NULL,
+    n_flagged    INTEGER NOT NULL,
+    cause        VARCHAR NOT NULL,
+    cause_share  DOUBLE,
+    peak_score   DOUBLE,
+    peak_pct     DOUBLE,
+    frame_id     BIGINT NOT NULL,
+    PRIMARY KEY (run_id, rank)
+);
+
+ALTER TABLE run_aggregates ADD COLUMN has_incident_groups BOOLEAN NOT NULL DEFAULT FALSE;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
     (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
@@ -579,6 +631,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (6, "the weather condition in the per-run aggregates", _AGGREGATE_CONDITIONS),
     (7, "gallery cards in the per-run aggregates, frame times in reviews", _AGGREGATE_CARDS),
     (8, "each frame's joined observation stored (frame_weather a table)", _STORED_WEATHER),
+    (9, "incidents grouped by their cells, and in the Incidents page's order", _INCIDENT_GROUPS),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pandas as pd
 
 import store
-from store import aggregates, facts, reviews
+from store import aggregates, facts, migrations, reviews
 from store import weather as store_weather
 from store.facts import FrameFilter
 from tests.dashboard.test_aggregates import _filters, _readers, _same
@@ -155,7 +155,7 @@ def test_a_version_7_store_is_refused_then_migrated_with_its_join(store_copy):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "7 -> 8" in done.stdout + done.stderr
+    assert f"7 -> {migrations.LATEST}" in done.stdout + done.stderr
     with store.connect(store_copy, read_only=True) as con:
         kinds = con.execute(
             "SELECT table_type FROM information_schema.tables WHERE table_name = ?",
