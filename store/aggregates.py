@@ -70,6 +70,8 @@ PERIOD_UNITS = ("day", "week", "month")
 TABLES = (
     "run_frame_cells",
     "run_detector_cells",
+    "run_frame_hours",
+    "run_detector_hours",
     "run_samples",
     "run_sample_scores",
     "run_condition_samples",
@@ -213,6 +215,29 @@ def _write(
         GROUP BY ALL ORDER BY 2, 3, 4""",
         params,
     )
+    # the same cells summed over every period (migration 9): the readers that need no period
+    # read these when the filter has no dates
+    _sql(
+        con,
+        """
+        INSERT INTO run_frame_hours (run_id, hour, daylight, cluster, condition, n_frames,
+                                     first_at, last_at)
+        SELECT run_id, hour, daylight, cluster, condition, sum(n_frames), min(first_at),
+               max(last_at)
+        FROM run_frame_cells WHERE run_id = $run GROUP BY ALL ORDER BY 2, 3""",
+        params,
+    )
+    _sql(
+        con,
+        """
+        INSERT INTO run_detector_hours (run_id, detector, hour, daylight, cluster, condition,
+                                        n_rows, n_flagged, n_pct, sum_pct, sum_score,
+                                        max_score)
+        SELECT run_id, detector, hour, daylight, cluster, condition, sum(n_rows),
+               sum(n_flagged), sum(n_pct), sum(sum_pct), sum(sum_score), max(max_score)
+        FROM run_detector_cells WHERE run_id = $run GROUP BY ALL ORDER BY 2, 3, 4""",
+        params,
+    )
     _sql(
         con,
         f"""
@@ -339,12 +364,12 @@ def _write(
                                     cell_grain, first_day, last_day, n_sample, n_top,
                                     mosaic_png, mosaic_days, mosaic_outlined, mosaic_cell_width,
                                     mosaic_cell_height, mosaic_info, has_conditions,
-                                    has_cards, has_incident_groups)
+                                    has_cards, has_incident_groups, has_hour_cells)
         SELECT $run, (SELECT count(*) FROM frames), (SELECT max(frame_id) FROM frames),
                (SELECT count(*) FROM clusters WHERE run_id = $run), $grain, $first, $last,
                (SELECT count(*) FROM run_samples WHERE run_id = $run), $top,
                $png, CAST($days AS DATE[]), CAST($outlined AS INTEGER[]), $cw, $ch,
-               CAST($info AS JSON), TRUE, TRUE, TRUE""",
+               CAST($info AS JSON), TRUE, TRUE, TRUE, TRUE""",
         {
             **params,
             **row,
@@ -512,6 +537,13 @@ def incident_groups(con: duckdb.DuckDBPyConnection, run_id: int | None) -> bool:
     row = fetch_one(
         con, "SELECT has_incident_groups FROM run_aggregates WHERE run_id = ?", [run_id]
     )
+    return bool(row and row[0])
+
+
+def hour_cells(con: duckdb.DuckDBPyConnection, run_id: int | None) -> bool:
+    """Whether the run's aggregates hold its cells summed over every period
+    (`run_frame_hours`, `run_detector_hours`: migration 9)."""
+    row = fetch_one(con, "SELECT has_hour_cells FROM run_aggregates WHERE run_id = ?", [run_id])
     return bool(row and row[0])
 
 

@@ -217,23 +217,43 @@ WITH sel AS (
     return with_causes(sql, params, flt.run_id, flt.junk_causes)
 
 
-def _cells(flt: FrameFilter, detector: bool = False) -> tuple[str, dict[str, Any]]:
+def _cells(
+    flt: FrameFilter, detector: bool = False, con: duckdb.DuckDBPyConnection | None = None
+) -> tuple[str, dict[str, Any]]:
     """`WITH fc AS (...)`: the run's frame cells the filter keeps (`store.aggregates`), and
-    with `detector` also `dc`: the filter's detector's cells."""
+    with `detector` also `dc`: the filter's detector's cells. A reader that reads no `period`
+    passes `con`: a filter without dates then reads the cells summed over every period
+    (`_cell_tables`), as many at any archive length."""
     where, params = aggregates.cell_filter(flt)
     params.update(run_id=flt.run_id, detector=flt.detector)
-    sql = f"WITH fc AS (SELECT * FROM run_frame_cells WHERE run_id = $run_id AND {where})\n"
+    frames, detectors = _cell_tables(con, flt)
+    sql = f"WITH fc AS (SELECT * FROM {frames} WHERE run_id = $run_id AND {where})\n"
     if detector:
         sql += (
-            f", dc AS (SELECT * FROM run_detector_cells WHERE run_id = $run_id "
+            f", dc AS (SELECT * FROM {detectors} WHERE run_id = $run_id "
             f"AND detector = $detector AND {where})\n"
         )
     return sql, params
 
 
+def _cell_tables(con: duckdb.DuckDBPyConnection | None, flt: FrameFilter) -> tuple[str, str]:
+    """The frame and detector cell tables a reader that reads no `period` reads for a covered
+    filter: the cells summed over every period (`run_frame_hours`, `run_detector_hours`,
+    migration 9) when the filter has no dates and the run has them, else the cells (no `con`:
+    the cells)."""
+    if (
+        con is not None
+        and flt.date_from is None
+        and flt.date_to is None
+        and aggregates.hour_cells(con, flt.run_id)
+    ):
+        return "run_frame_hours", "run_detector_hours"
+    return "run_frame_cells", "run_detector_cells"
+
+
 def _cell_count(con: duckdb.DuckDBPyConnection, flt: FrameFilter, run_only: bool = False) -> int:
     """Frames the (covered) filter keeps, from the cells; `run_only`: only the run's frames."""
-    sql, params = _cells(flt)
+    sql, params = _cells(flt, con=con)
     tail = " WHERE cluster IS NOT NULL" if run_only else ""
     return int(
         _query(
@@ -523,7 +543,7 @@ def own_causes(con: duckdb.DuckDBPyConnection, run_id: int | None) -> list[str]:
 def summary(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
     """Counts for the filtered frames: frames, span, share of night, clusters, reviews."""
     if aggregates.covers(con, flt):
-        sql, params = _cells(flt, detector=True)
+        sql, params = _cells(flt, detector=True, con=con)
         row = (
             _query(
                 con,
@@ -579,7 +599,7 @@ def outliers_per_detector(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> p
             SELECT detector, CAST(sum(n_flagged) AS BIGINT) AS n_flagged,
                    CAST(sum(n_rows) AS BIGINT) AS n_scored,
                    sum(n_flagged) / greatest(sum(n_rows), 1) AS flagged_share
-            FROM run_detector_cells WHERE run_id = $run_id AND {where}
+            FROM {_cell_tables(con, flt)[1]} WHERE run_id = $run_id AND {where}
             GROUP BY detector""",
             params,
         )
@@ -1137,7 +1157,7 @@ def _map_sample(
 def cluster_sizes(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
     """Per cluster: frames, share of night, mean score percentile, flagged frames, time span."""
     if aggregates.covers(con, flt):
-        sql, params = _cells(flt, detector=True)
+        sql, params = _cells(flt, detector=True, con=con)
         return _query(
             con,
             sql
@@ -1280,7 +1300,7 @@ def _samples_per_cluster(con: duckdb.DuckDBPyConnection, flt: FrameFilter, n: in
     """Whether the run's stored sample holds `n` of each cluster's frames that a covered
     filter keeps (or all of a smaller cluster's)."""
     source, params = _listed(flt, "run_samples")
-    cells, cell_params = _cells(flt)
+    cells, cell_params = _cells(flt, con=con)
     params.update(cell_params, n=int(n))
     short = _query(
         con,

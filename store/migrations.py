@@ -581,6 +581,10 @@ INSERT INTO frame_weather SELECT * FROM frame_weather_live ORDER BY frame_id;
 # (most frames, then highest peak, then id), stored in that order, so the page's longest
 # incidents are the first rows of it that a kept group holds. `has_incident_groups` says a
 # run has them; runs analysed before are answered by the scan of their incident frames.
+# `run_frame_hours` and `run_detector_hours`: the cells summed over every period (hour x
+# daylight x cluster x condition: a few thousand rows whatever the archive's length, where the
+# cells grow with the periods, up to 400 of them), which the readers that need no period read
+# when the filter has no dates (`store.facts._cells`); `has_hour_cells` says a run has them.
 _INCIDENT_GROUPS = """
 CREATE TABLE incident_groups (
     run_id       BIGINT NOT NULL,
@@ -620,6 +624,34 @@ CREATE TABLE incident_ranks (
 );
 
 ALTER TABLE run_aggregates ADD COLUMN has_incident_groups BOOLEAN NOT NULL DEFAULT FALSE;
+
+CREATE TABLE run_frame_hours (
+    run_id    BIGINT NOT NULL,
+    hour      SMALLINT,
+    daylight  VARCHAR,
+    cluster   INTEGER,
+    condition VARCHAR,
+    n_frames  BIGINT NOT NULL,
+    first_at  TIMESTAMP,
+    last_at   TIMESTAMP
+);
+
+CREATE TABLE run_detector_hours (
+    run_id     BIGINT NOT NULL,
+    detector   VARCHAR NOT NULL,
+    hour       SMALLINT,
+    daylight   VARCHAR,
+    cluster    INTEGER,
+    condition  VARCHAR,
+    n_rows     BIGINT NOT NULL,
+    n_flagged  BIGINT NOT NULL,
+    n_pct      BIGINT NOT NULL,
+    sum_pct    DOUBLE,
+    sum_score  DOUBLE,
+    max_score  DOUBLE
+);
+
+ALTER TABLE run_aggregates ADD COLUMN has_hour_cells BOOLEAN NOT NULL DEFAULT FALSE;
 """
 
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -631,7 +663,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (6, "the weather condition in the per-run aggregates", _AGGREGATE_CONDITIONS),
     (7, "gallery cards in the per-run aggregates, frame times in reviews", _AGGREGATE_CARDS),
     (8, "each frame's joined observation stored (frame_weather a table)", _STORED_WEATHER),
-    (9, "incidents grouped by their cells, and in the Incidents page's order", _INCIDENT_GROUPS),
+    (
+        9,
+        "incidents grouped by their cells and in the Incidents page's order; undated cells",
+        _INCIDENT_GROUPS,
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -501,6 +501,38 @@ def test_the_incident_list_reads_the_incident_groups(store_copy, monkeypatch):
         _same(facts.incident_list(con, base, 3, None), grouped, "a run without groups")
 
 
+def test_undated_filters_read_the_cells_summed_over_the_periods(con, monkeypatch):
+    """Migration 9: a covered filter without dates reads the cells summed over every period
+    (as many rows at any archive length) in the readers that read no period; the same
+    answers as from the cells by period."""
+    run_id = facts.latest_run_id(con)
+    assert aggregates.hour_cells(con, run_id)
+    hours = scalar(con, "SELECT count(*) FROM run_frame_hours WHERE run_id = ?", [run_id])
+    cells = scalar(con, "SELECT count(*) FROM run_frame_cells WHERE run_id = ?", [run_id])
+    assert 0 < hours < cells
+    opts = facts.options(con, run_id)
+    readers = [
+        ("summary", ()),
+        ("outliers_per_detector", ()),
+        ("count", ()),
+        ("cluster_sizes", ()),
+        ("cluster_samples", (6, 0, True)),
+        ("gallery_page", (0, 24, "score")),
+        ("detector_matrix", (opts["detectors"][:3], 60, True)),
+    ]
+    undated = [f for f in _filters(con, run_id) if f.date_from is None and f.date_to is None]
+    assert len(undated) >= 5
+    for flt in undated:
+        assert aggregates.covers(con, flt)
+        for name, args in readers:
+            fn = getattr(facts, name)
+            summed = fn(con, flt, *args)
+            with monkeypatch.context() as m:
+                m.setattr(aggregates, "hour_cells", lambda con, run_id: False)
+                by_period = fn(con, flt, *args)
+            _same(summed, by_period, f"{name}{args} {flt}")
+
+
 def test_prune_removes_a_runs_aggregates_with_it(store_copy):
     import subprocess
     import sys

@@ -83,10 +83,12 @@ def _rows(con, table: str) -> list[tuple]:
 
 
 def undo_migration_9(con) -> None:
-    """Make a store as migration 8 left it: no incident groups or ranks."""
+    """Make a store as migration 8 left it: no incident groups or ranks, no undated cells."""
     con.execute("DROP TABLE incident_groups; DROP TABLE incident_group_cells")
-    con.execute("DROP TABLE incident_ranks")
+    con.execute("DROP TABLE incident_ranks; DROP TABLE run_frame_hours")
+    con.execute("DROP TABLE run_detector_hours")
     con.execute("ALTER TABLE run_aggregates DROP COLUMN has_incident_groups")
+    con.execute("ALTER TABLE run_aggregates DROP COLUMN has_hour_cells")
     con.execute("DELETE FROM schema_migrations WHERE version = 9")
 
 
@@ -130,8 +132,8 @@ def test_migration_7_fills_in_the_cards_of_a_version_6_store(store_copy):
 
 def test_migration_9_leaves_a_runs_incidents_to_the_scan_until_it_is_analysed(store_copy):
     """A store as migration 8 left it is refused read-only; upgraded, its run has no incident
-    groups and the Incidents page's list is the scan's, the same as after the run's aggregates
-    are written again with them."""
+    groups (nor undated cells) and the Incidents page's list is the scan's, the same as after
+    the run's aggregates are written again with them."""
     with store.connect(store_copy, read_only=True) as con:
         run_id = facts.latest_run_id(con)
         flt = FrameFilter(run_id=run_id, hour_from=7, hour_to=16)
@@ -145,6 +147,7 @@ def test_migration_9_leaves_a_runs_incidents_to_the_scan_until_it_is_analysed(st
         assert scalar(con, "SELECT count(*) FROM incident_ranks") == 0
     with store.connect(store_copy, read_only=True) as con:
         assert aggregates.covers(con, flt) and not aggregates.incident_groups(con, run_id)
+        assert not aggregates.hour_cells(con, run_id)  # the cells answer as before
         scanned = facts.incident_list(con, flt, 2, 1)
     with store.connect(store_copy) as con:
         incidents = con.execute(
@@ -158,7 +161,7 @@ def test_migration_9_leaves_a_runs_incidents_to_the_scan_until_it_is_analysed(st
         aggregates.write(con, run_id, incidents=incidents, incident_frames=members)
         con.execute("COMMIT")
     with store.connect(store_copy, read_only=True) as con:
-        assert aggregates.incident_groups(con, run_id)
+        assert aggregates.incident_groups(con, run_id) and aggregates.hour_cells(con, run_id)
         grouped = facts.incident_list(con, flt, 2, 1)
     for got in (scanned, grouped):
         assert got.keys() == before.keys()
