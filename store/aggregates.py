@@ -23,6 +23,14 @@ What `write` stores for a run (tables of migration 3; the condition, migration 6
   the path, the temperature and precipitation of the frame's observation, `has_cards`), so a
   page of cards needs no join with `frames` or the weather either (`cards`; `move_cards` keeps
   the paths when files move);
+- `run_frame_hours` and `run_detector_hours` (migration 9): the cells summed over every
+  period, a few thousand rows at any archive length, which the readers that need no period
+  read for a filter without dates (`hour_cells`, `store.facts._cells`);
+- `incident_groups`, `incident_group_cells` and `incident_ranks` (migration 9): the incidents
+  grouped by the set of cells their frames fall in (a filter keeps a group's incidents when it
+  keeps one of its cells), and in the Incidents page's order, so the page counts the incidents
+  a filter keeps from the groups and reads only the first ranks for its rows
+  (`incident_groups`, `store.facts.incident_list`);
 - `run_aggregates`: one row saying which frames they describe, and the archive mosaic (found by
   `pipeline.mosaic`).
 
@@ -384,77 +392,81 @@ def _write(
 def _write_incident_groups(con: duckdb.DuckDBPyConnection, run_id: int, period: str) -> None:
     """The run's incidents grouped by the set of cells (`period`: SQL of a frame's period, over
     `incident_frames m`) their frames fall in, each group's cells, and the incidents in the
-    Incidents page's order with their group (`incident_groups`, `incident_group_cells`,
-    `incident_ranks`, migration 9; `store.facts.incident_list` reads them)."""
+    Incidents page's order with their groups (`incident_groups`, `incident_group_cells`,
+    `incident_ranks`, migration 9; `store.facts.incident_list` reads them). Twice: cells by
+    period (`dated`) and cells summed over every period (period NULL)."""
     params = {"run": run_id}
-    _sql(
-        con,
-        f"""
-        CREATE OR REPLACE TEMP TABLE _incident_cells AS
-        SELECT DISTINCT m.incident_id, {period} AS period, hour(m.taken_at) AS hour,
-               m.daylight, m.cluster, m.condition
-        FROM incident_frames m WHERE m.run_id = $run""",
-        params,
-    )
     try:
-        _sql(
-            con,
-            """
-            CREATE OR REPLACE TEMP TABLE _incident_signatures AS
-            WITH sig AS (
-                SELECT incident_id,
-                       list(struct_pack(period, hour, daylight, cluster, condition)
-                            ORDER BY period NULLS FIRST, hour NULLS FIRST,
-                                     daylight NULLS FIRST, cluster NULLS FIRST,
-                                     condition NULLS FIRST) AS cells
-                FROM _incident_cells GROUP BY incident_id)
-            SELECT i.incident_id, i.n_frames, i.peak_score,
-                   dense_rank() OVER (ORDER BY s.cells) AS group_id
-            FROM incidents i JOIN sig s USING (incident_id)
-            WHERE i.run_id = $run""",
-            params,
-        )
-        _sql(
-            con,
-            """
-            INSERT INTO incident_groups (run_id, group_id, n_incidents, n_frames, longest)
-            SELECT $run, group_id, count(*), sum(n_frames), max(n_frames)
-            FROM _incident_signatures GROUP BY group_id ORDER BY group_id""",
-            params,
-        )
-        _sql(
-            con,
-            """
-            INSERT INTO incident_group_cells (run_id, group_id, period, hour, daylight,
-                                              cluster, condition)
-            SELECT DISTINCT $run, s.group_id, c.period, c.hour, c.daylight, c.cluster,
-                   c.condition
-            FROM _incident_cells c JOIN (SELECT min(incident_id) AS incident_id, group_id
-                                         FROM _incident_signatures GROUP BY group_id) s
-                 USING (incident_id)
-            ORDER BY 2, 3, 4""",
-            params,
-        )
+        for dated, name, day in ((True, "group_id", period), (False, "hour_group_id", "NULL")):
+            _sql(
+                con,
+                f"""
+                CREATE OR REPLACE TEMP TABLE _incident_cells AS
+                SELECT DISTINCT m.incident_id, CAST({day} AS DATE) AS period,
+                       hour(m.taken_at) AS hour, m.daylight, m.cluster, m.condition
+                FROM incident_frames m WHERE m.run_id = $run""",
+                params,
+            )
+            _sql(
+                con,
+                f"""
+                CREATE OR REPLACE TEMP TABLE _incident_{name} AS
+                WITH sig AS (
+                    SELECT incident_id,
+                           list(struct_pack(period, hour, daylight, cluster, condition)
+                                ORDER BY period NULLS FIRST, hour NULLS FIRST,
+                                         daylight NULLS FIRST, cluster NULLS FIRST,
+                                         condition NULLS FIRST) AS cells
+                    FROM _incident_cells GROUP BY incident_id)
+                SELECT i.incident_id, i.n_frames,
+                       CAST(dense_rank() OVER (ORDER BY s.cells) AS INTEGER) AS group_id
+                FROM incidents i JOIN sig s USING (incident_id)
+                WHERE i.run_id = $run""",
+                params,
+            )
+            _sql(
+                con,
+                f"""
+                INSERT INTO incident_groups (run_id, dated, group_id, n_incidents, n_frames,
+                                             longest)
+                SELECT $run, $dated, group_id, count(*), sum(n_frames), max(n_frames)
+                FROM _incident_{name} GROUP BY group_id ORDER BY group_id""",
+                {**params, "dated": dated},
+            )
+            _sql(
+                con,
+                f"""
+                INSERT INTO incident_group_cells (run_id, dated, group_id, period, hour,
+                                                  daylight, cluster, condition)
+                SELECT DISTINCT $run, $dated, s.group_id, c.period, c.hour, c.daylight,
+                       c.cluster, c.condition
+                FROM _incident_cells c JOIN (SELECT min(incident_id) AS incident_id, group_id
+                                             FROM _incident_{name} GROUP BY group_id) s
+                     USING (incident_id)
+                ORDER BY 3, 4, 5""",
+                {**params, "dated": dated},
+            )
         # the page's order (`store.facts.incident_list`: most frames, then highest peak,
         # then lowest id), stored in that order so its first rows are the longest
         _sql(
             con,
             """
-            INSERT INTO incident_ranks (run_id, rank, group_id, incident_id, started_at,
-                                        ended_at, duration_s, n_frames, n_flagged, cause,
-                                        cause_share, peak_score, peak_pct, frame_id)
+            INSERT INTO incident_ranks (run_id, rank, group_id, hour_group_id, incident_id,
+                                        started_at, ended_at, duration_s, n_frames, n_flagged,
+                                        cause, cause_share, peak_score, peak_pct, frame_id)
             SELECT $run, row_number() OVER (ORDER BY i.n_frames DESC, i.peak_score DESC,
                                             i.incident_id) AS rank,
-                   s.group_id, i.incident_id, i.started_at, i.ended_at, i.duration_s,
-                   i.n_frames, i.n_flagged, i.cause, i.cause_share, i.peak_score,
-                   i.peak_pct, i.frame_id
-            FROM incidents i JOIN _incident_signatures s USING (incident_id)
+                   d.group_id, h.group_id, i.incident_id, i.started_at, i.ended_at,
+                   i.duration_s, i.n_frames, i.n_flagged, i.cause, i.cause_share,
+                   i.peak_score, i.peak_pct, i.frame_id
+            FROM incidents i JOIN _incident_group_id d USING (incident_id)
+            JOIN _incident_hour_group_id h USING (incident_id)
             WHERE i.run_id = $run ORDER BY rank""",
             params,
         )
     finally:
-        _run(con, "DROP TABLE IF EXISTS _incident_cells")
-        _run(con, "DROP TABLE IF EXISTS _incident_signatures")
+        for table in ("_incident_cells", "_incident_group_id", "_incident_hour_group_id"):
+            _run(con, f"DROP TABLE IF EXISTS {table}")
 
 
 def _copy_scores(

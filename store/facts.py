@@ -1819,6 +1819,10 @@ def _incident_list_grouped(
     page reads about as much at any archive size. The verdicts are joined live."""
     where, params = aggregates.cell_filter(flt, "g")
     params.update(run_id=flt.run_id, limit=int(limit), include=include)
+    # without dates, the groups of cells summed over every period (fewer, and as many at any
+    # archive length)
+    params["dated"] = flt.date_from is not None or flt.date_to is not None
+    group = "group_id" if params["dated"] else "hour_group_id"
     for upto in (4 * int(limit), None):
         params["upto"] = upto
         ranks = "" if upto is None else "AND i.rank <= $upto"  # a constant: zone maps prune
@@ -1827,26 +1831,29 @@ def _incident_list_grouped(
             f"""
             WITH hit AS MATERIALIZED (
                 SELECT DISTINCT g.group_id FROM incident_group_cells g
-                WHERE g.run_id = $run_id AND {where})
+                WHERE g.run_id = $run_id AND g.dated = $dated AND {where})
             , totals AS (
                 SELECT sum(n_incidents) AS all_n, sum(n_frames) AS all_frames,
                        max(longest) AS all_longest
-                FROM incident_groups SEMI JOIN hit USING (group_id) WHERE run_id = $run_id)
+                FROM incident_groups SEMI JOIN hit USING (group_id)
+                WHERE run_id = $run_id AND dated = $dated)
             , {_INCIDENT_VERDICTS}
             , marked AS (
                 SELECT count(*) AS all_marked
                 FROM verdicts v JOIN incident_ranks i ON i.run_id = $run_id
                      AND i.incident_id = v.incident_id
-                SEMI JOIN hit ON hit.group_id = i.group_id
+                SEMI JOIN hit ON hit.group_id = i.{group}
                 WHERE v.n_junk + v.n_keep >= i.n_frames)
             , top AS MATERIALIZED (
-                SELECT {_INCIDENT_SHOWN} FROM incident_ranks i SEMI JOIN hit USING (group_id)
+                SELECT {_INCIDENT_SHOWN} FROM incident_ranks i
+                SEMI JOIN hit ON hit.group_id = i.{group}
                 WHERE i.run_id = $run_id {ranks}
                 ORDER BY i.rank LIMIT $limit)
             , shown AS (
                 SELECT * FROM top
                 UNION
-                SELECT {_INCIDENT_SHOWN} FROM incident_ranks i SEMI JOIN hit USING (group_id)
+                SELECT {_INCIDENT_SHOWN} FROM incident_ranks i
+                SEMI JOIN hit ON hit.group_id = i.{group}
                 WHERE i.run_id = $run_id AND i.incident_id IS NOT DISTINCT FROM $include)
             SELECT shown.*, coalesce(v.n_junk, 0) AS n_junk,
                    coalesce(v.n_keep, 0) AS n_keep, totals.*, marked.*,

@@ -576,8 +576,10 @@ INSERT INTO frame_weather SELECT * FROM frame_weather_live ORDER BY frame_id;
 # cells form one group (`incident_groups`: how many, their frames, the longest), the cells of
 # each group in `incident_group_cells`, so a filter on dates, hours, daylight, clusters and
 # weather counts the incidents it keeps from the groups with a cell it keeps (a single-cell
-# incident, most of them, shares its group with every other incident in that cell: the groups
-# stay about as many as the cells). `incident_ranks` holds the incidents in the page's order
+# incident shares its group with every other incident in that cell). The groups are made twice:
+# of cells by period (`dated`, for a filter with dates) and of the cells summed over every
+# period (hour x daylight x cluster x condition, for a filter without dates: a few hundred
+# cells at any archive length, so the groups stop growing with the archive). `incident_ranks` holds the incidents in the page's order
 # (most frames, then highest peak, then id), stored in that order, so the page's longest
 # incidents are the first rows of it that a kept group holds. `has_incident_groups` says a
 # run has them; runs analysed before are answered by the scan of their incident frames.
@@ -588,17 +590,19 @@ INSERT INTO frame_weather SELECT * FROM frame_weather_live ORDER BY frame_id;
 _INCIDENT_GROUPS = """
 CREATE TABLE incident_groups (
     run_id       BIGINT NOT NULL,
+    dated        BOOLEAN NOT NULL,       -- cells by period, or summed over every period
     group_id     INTEGER NOT NULL,
     n_incidents  INTEGER NOT NULL,
     n_frames     BIGINT NOT NULL,        -- the incidents' frames, summed
     longest      INTEGER NOT NULL,       -- the most frames of one of them
-    PRIMARY KEY (run_id, group_id)
+    PRIMARY KEY (run_id, dated, group_id)
 );
 
 CREATE TABLE incident_group_cells (
     run_id    BIGINT NOT NULL,
+    dated     BOOLEAN NOT NULL,
     group_id  INTEGER NOT NULL,
-    period    DATE,                      -- first day of the period (run_aggregates.cell_grain)
+    period    DATE,                      -- first day of the period (NULL: not dated)
     hour      SMALLINT,
     daylight  VARCHAR,
     cluster   INTEGER,
@@ -608,7 +612,8 @@ CREATE TABLE incident_group_cells (
 CREATE TABLE incident_ranks (
     run_id       BIGINT NOT NULL,
     rank         INTEGER NOT NULL,       -- 1 = most frames, then highest peak, then lowest id
-    group_id     INTEGER NOT NULL,
+    group_id     INTEGER NOT NULL,       -- its group of cells by period
+    hour_group_id INTEGER NOT NULL,      -- its group of cells summed over the periods
     incident_id  INTEGER NOT NULL,
     started_at   TIMESTAMP NOT NULL,
     ended_at     TIMESTAMP NOT NULL,

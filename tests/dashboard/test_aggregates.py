@@ -436,13 +436,15 @@ def test_the_incident_list_reads_the_incident_groups(store_copy, monkeypatch):
         assert aggregates.incident_groups(con, run_id)
         n = scalar(con, "SELECT count(*) FROM incidents WHERE run_id = ?", [run_id])
         assert n >= 5, "the demo has enough incidents for pages of a few"
-        groups = con.execute(
-            "SELECT sum(n_incidents), sum(n_frames), max(longest), count(*) "
-            "FROM incident_groups WHERE run_id = ?",
-            [run_id],
-        ).fetchone()
         members = scalar(con, "SELECT count(*) FROM incident_frames WHERE run_id = ?", [run_id])
-        assert groups[:3] == (n, members, scalar(con, "SELECT max(n_frames) FROM incidents"))
+        longest = scalar(con, "SELECT max(n_frames) FROM incidents")
+        for dated in (True, False):  # cells by period, and summed over the periods
+            groups = con.execute(
+                "SELECT sum(n_incidents), sum(n_frames), max(longest), count(*) "
+                "FROM incident_groups WHERE run_id = ? AND dated = ?",
+                [run_id, dated],
+            ).fetchone()
+            assert groups[:3] == (n, members, longest) and 0 < groups[3] <= n
         ranked = con.execute(
             "SELECT incident_id FROM incident_ranks WHERE run_id = ? ORDER BY rank", [run_id]
         ).fetchall()
