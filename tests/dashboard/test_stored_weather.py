@@ -111,18 +111,10 @@ def test_weather_reimported_after_the_analysis_is_followed(store_copy, tmp_path)
     assert (after.loc[joined, "condition"] != before.loc[joined, "condition"]).all()
     assert (after.loc[joined, "temperature_c"] == before.loc[joined, "temperature_c"] + 4.5).all()
     _compare(store_copy, _with_the_old_join(store_copy, tmp_path), expect_covered=False)
+    from tests.store.test_aggregates import write_again
+
     with store.connect(store_copy) as con:  # the next analysis writes the new conditions
-        run_id = facts.latest_run_id(con)
-        found = con.execute(
-            "SELECT * EXCLUDE (run_id) FROM incidents WHERE run_id = ?", [run_id]
-        ).df()
-        members = con.execute(
-            "SELECT incident_id, frame_id, is_flagged FROM incident_frames WHERE run_id = ?",
-            [run_id],
-        ).df()
-        con.execute("BEGIN TRANSACTION")
-        aggregates.write(con, run_id, incidents=found, incident_frames=members)
-        con.execute("COMMIT")
+        write_again(con, facts.latest_run_id(con))
     _compare(store_copy, _with_the_old_join(store_copy, tmp_path / "x"), expect_covered=True)
 
 

@@ -82,6 +82,21 @@ def _rows(con, table: str) -> list[tuple]:
     return con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
 
 
+def write_again(con, run_id: int) -> None:
+    """Write the run's aggregates again with its stored incidents, as the next analysis
+    writes them."""
+    incidents = con.execute(
+        "SELECT * EXCLUDE (run_id) FROM incidents WHERE run_id = ?", [run_id]
+    ).df()
+    members = con.execute(
+        "SELECT incident_id, frame_id, is_flagged FROM incident_frames WHERE run_id = ?",
+        [run_id],
+    ).df()
+    con.execute("BEGIN TRANSACTION")
+    aggregates.write(con, run_id, incidents=incidents, incident_frames=members)
+    con.execute("COMMIT")
+
+
 def undo_migration_9(con) -> None:
     """Make a store as migration 8 left it: no incident groups or ranks, no undated cells."""
     con.execute("DROP TABLE incident_groups; DROP TABLE incident_group_cells")
@@ -150,16 +165,7 @@ def test_migration_9_leaves_a_runs_incidents_to_the_scan_until_it_is_analysed(st
         assert not aggregates.hour_cells(con, run_id)  # the cells answer as before
         scanned = facts.incident_list(con, flt, 2, 1)
     with store.connect(store_copy) as con:
-        incidents = con.execute(
-            "SELECT * EXCLUDE (run_id) FROM incidents WHERE run_id = ?", [run_id]
-        ).df()
-        members = con.execute(
-            "SELECT incident_id, frame_id, is_flagged FROM incident_frames WHERE run_id = ?",
-            [run_id],
-        ).df()
-        con.execute("BEGIN TRANSACTION")
-        aggregates.write(con, run_id, incidents=incidents, incident_frames=members)
-        con.execute("COMMIT")
+        write_again(con, run_id)
     with store.connect(store_copy, read_only=True) as con:
         assert aggregates.incident_groups(con, run_id) and aggregates.hour_cells(con, run_id)
         grouped = facts.incident_list(con, flt, 2, 1)
