@@ -7,7 +7,8 @@
     ... [--causes quality,camera]   # the consensus of other junk causes (materialised once)
     ... --compare-causes quality,camera   # own causes, those materialised, those in SQL
 
-Stores are synthetic and made with SQL in seconds (frames every 10 minutes with a day/night
+Stores are synthetic and made with SQL in seconds (frames every 10 minutes, every minute past
+a million frames (`spacing_min`: 3,000,000 frames span 5.7 years, not 57), with a day/night
 cycle, hourly weather, one complete analysis run with clusters, 2-D map, seven detectors, four
 scores per cause of junk (`cause:quality`, ...) and five neighbours per frame, tiny thumbnails, a review of one frame in 500), then the run's
 incidents, mosaic and aggregates are written as `analyze` writes them (`write_aggregates`:
@@ -53,6 +54,14 @@ CAUSES_SCORED = ("cause:quality", "cause:camera", "cause:scene", "cause:rarity")
 CONDITIONS = ("clear", "cloudy", "rain", "fog", "snow")
 
 
+def spacing_min(n_frames: int) -> int:
+    """Minutes between a synthetic store's frames: 10 (100,000 frames span 1.9 years, 750,000
+    14 years), or 1 past a million frames, as a camera shooting every minute (3,000,000 span
+    5.7 years; at 10 minutes they would span 57, and the cells would cut them into 684
+    months: no camera archive is that long)."""
+    return 10 if n_frames <= 1_000_000 else 1
+
+
 def _thumbs(n: int = 12, size=(64, 36)) -> pd.DataFrame:
     """A few small, different-looking JPEG thumbnails reused across frames."""
     rng = np.random.default_rng(1)
@@ -77,9 +86,12 @@ def build_store(
     root: str = "/srv/camera",
     seed: int = 0,
     start: date = date(2024, 4, 1),
+    every_min: int | None = None,
 ) -> Path:
-    """A synthetic but realistic store with `n_frames` frames (SQL only, seconds at 750k)."""
+    """A synthetic but realistic store with `n_frames` frames (SQL only, seconds at 750k), one
+    every `every_min` minutes (default `spacing_min(n_frames)`)."""
     path = Path(path)
+    every = int(every_min or spacing_min(n_frames))
     with store.connect(path) as con:
         con.execute(f"SELECT setseed({0.1 + seed / 1000})")
         con.execute(
@@ -89,7 +101,8 @@ def build_store(
                 contrast, sharpness, colorfulness, sun_elevation, daylight, daylight_source)
             WITH t AS (
                 SELECT i + 1 AS frame_id,
-                       CAST($start AS TIMESTAMP) + INTERVAL 10 MINUTE * i AS taken_at
+                       CAST($start AS TIMESTAMP) + INTERVAL 1 MINUTE * ($every * i)
+                           AS taken_at
                 FROM range($n) r(i))
             , e AS (
                 SELECT *, 55 * sin(pi() * (hour(taken_at) + minute(taken_at) / 60.0 - 6) / 12.0)
@@ -106,7 +119,7 @@ def build_store(
                    CASE WHEN elev > 0 THEN 'day' WHEN elev > -6 THEN 'twilight' ELSE 'night' END,
                    'sun'
             FROM e""",
-            {"start": start, "n": int(n_frames), "root": root},
+            {"start": start, "n": int(n_frames), "root": root, "every": every},
         )
         con.register("thumb_blobs", _thumbs())
         con.execute("""INSERT INTO thumbnails SELECT f.frame_id, b.jpeg, 64, 36
@@ -189,9 +202,10 @@ def build_store(
                    c, 'synthetic'
             FROM (SELECT ts, $conds[1 + CAST(floor(random() * 5) AS INTEGER) % 5] AS c
                   FROM generate_series(CAST($start AS TIMESTAMP) AT TIME ZONE 'UTC',
-                       (CAST($start AS TIMESTAMP) + INTERVAL 10 MINUTE * $n) AT TIME ZONE 'UTC',
+                       (CAST($start AS TIMESTAMP) + INTERVAL 1 MINUTE * ($every * $n))
+                           AT TIME ZONE 'UTC',
                        INTERVAL 1 HOUR) g(ts))""",
-            {"start": start, "n": int(n_frames), "conds": list(CONDITIONS)},
+            {"start": start, "n": int(n_frames), "conds": list(CONDITIONS), "every": every},
         )
         con.execute("""INSERT INTO reviews (frame_id, verdict, frame_taken_at, frame_daylight)
                        SELECT frame_id, CASE WHEN frame_id % 1000 = 0 THEN 'keep' ELSE 'junk' END,

@@ -23,6 +23,14 @@ What `write` stores for a run (tables of migration 3; the condition, migration 6
   the path, the temperature and precipitation of the frame's observation, `has_cards`), so a
   page of cards needs no join with `frames` or the weather either (`cards`; `move_cards` keeps
   the paths when files move);
+- `run_frame_hours` and `run_detector_hours` (migration 9): the cells summed over every
+  period, a few thousand rows at any archive length, which the readers that need no period
+  read for a filter without dates (`hour_cells`, `store.facts._cells`);
+- `incident_groups`, `incident_group_cells` and `incident_ranks` (migration 9): the incidents
+  grouped by the set of cells their frames fall in (a filter keeps a group's incidents when it
+  keeps one of its cells), and in the Incidents page's order, so the page counts the incidents
+  a filter keeps from the groups and reads only the first ranks for its rows
+  (`incident_groups`, `store.facts.incident_list`);
 - `run_aggregates`: one row saying which frames they describe, and the archive mosaic (found by
   `pipeline.mosaic`).
 
@@ -70,6 +78,8 @@ PERIOD_UNITS = ("day", "week", "month")
 TABLES = (
     "run_frame_cells",
     "run_detector_cells",
+    "run_frame_hours",
+    "run_detector_hours",
     "run_samples",
     "run_sample_scores",
     "run_condition_samples",
@@ -77,6 +87,9 @@ TABLES = (
     "run_top",
     "incident_frames",
     "incidents",
+    "incident_groups",
+    "incident_group_cells",
+    "incident_ranks",
     "run_aggregates",
 )
 
@@ -210,6 +223,29 @@ def _write(
         GROUP BY ALL ORDER BY 2, 3, 4""",
         params,
     )
+    # the same cells summed over every period (migration 9): the readers that need no period
+    # read these when the filter has no dates
+    _sql(
+        con,
+        """
+        INSERT INTO run_frame_hours (run_id, hour, daylight, cluster, condition, n_frames,
+                                     first_at, last_at)
+        SELECT run_id, hour, daylight, cluster, condition, sum(n_frames), min(first_at),
+               max(last_at)
+        FROM run_frame_cells WHERE run_id = $run GROUP BY ALL ORDER BY 2, 3""",
+        params,
+    )
+    _sql(
+        con,
+        """
+        INSERT INTO run_detector_hours (run_id, detector, hour, daylight, cluster, condition,
+                                        n_rows, n_flagged, n_pct, sum_pct, sum_score,
+                                        max_score)
+        SELECT run_id, detector, hour, daylight, cluster, condition, sum(n_rows),
+               sum(n_flagged), sum(n_pct), sum(sum_pct), sum(sum_score), max(max_score)
+        FROM run_detector_cells WHERE run_id = $run GROUP BY ALL ORDER BY 2, 3, 4""",
+        params,
+    )
     _sql(
         con,
         f"""
@@ -305,6 +341,7 @@ def _write(
             JOIN {_CONDITIONS} w ON w.frame_id = m.frame_id
             LEFT JOIN clusters c ON c.run_id = m.run_id AND c.frame_id = m.frame_id""",
         )
+    _write_incident_groups(con, run_id, period.replace("f.taken_at", "m.taken_at"))
     row: dict[str, Any] = {
         "png": None,
         "days": None,
@@ -335,12 +372,12 @@ def _write(
                                     cell_grain, first_day, last_day, n_sample, n_top,
                                     mosaic_png, mosaic_days, mosaic_outlined, mosaic_cell_width,
                                     mosaic_cell_height, mosaic_info, has_conditions,
-                                    has_cards)
+                                    has_cards, has_incident_groups, has_hour_cells)
         SELECT $run, (SELECT count(*) FROM frames), (SELECT max(frame_id) FROM frames),
                (SELECT count(*) FROM clusters WHERE run_id = $run), $grain, $first, $last,
                (SELECT count(*) FROM run_samples WHERE run_id = $run), $top,
                $png, CAST($days AS DATE[]), CAST($outlined AS INTEGER[]), $cw, $ch,
-               CAST($info AS JSON), TRUE, TRUE""",
+               CAST($info AS JSON), TRUE, TRUE, TRUE, TRUE""",
         {
             **params,
             **row,
@@ -350,6 +387,86 @@ def _write(
             "top": int(top_frames),
         },
     )
+
+
+def _write_incident_groups(con: duckdb.DuckDBPyConnection, run_id: int, period: str) -> None:
+    """The run's incidents grouped by the set of cells (`period`: SQL of a frame's period, over
+    `incident_frames m`) their frames fall in, each group's cells, and the incidents in the
+    Incidents page's order with their groups (`incident_groups`, `incident_group_cells`,
+    `incident_ranks`, migration 9; `store.facts.incident_list` reads them). Twice: cells by
+    period (`dated`) and cells summed over every period (period NULL)."""
+    params = {"run": run_id}
+    try:
+        for dated, name, day in ((True, "group_id", period), (False, "hour_group_id", "NULL")):
+            _sql(
+                con,
+                f"""
+                CREATE OR REPLACE TEMP TABLE _incident_cells AS
+                SELECT DISTINCT m.incident_id, CAST({day} AS DATE) AS period,
+                       hour(m.taken_at) AS hour, m.daylight, m.cluster, m.condition
+                FROM incident_frames m WHERE m.run_id = $run""",
+                params,
+            )
+            _sql(
+                con,
+                f"""
+                CREATE OR REPLACE TEMP TABLE _incident_{name} AS
+                WITH sig AS (
+                    SELECT incident_id,
+                           list(struct_pack(period, hour, daylight, cluster, condition)
+                                ORDER BY period NULLS FIRST, hour NULLS FIRST,
+                                         daylight NULLS FIRST, cluster NULLS FIRST,
+                                         condition NULLS FIRST) AS cells
+                    FROM _incident_cells GROUP BY incident_id)
+                SELECT i.incident_id, i.n_frames,
+                       CAST(dense_rank() OVER (ORDER BY s.cells) AS INTEGER) AS group_id
+                FROM incidents i JOIN sig s USING (incident_id)
+                WHERE i.run_id = $run""",
+                params,
+            )
+            _sql(
+                con,
+                f"""
+                INSERT INTO incident_groups (run_id, dated, group_id, n_incidents, n_frames,
+                                             longest)
+                SELECT $run, $dated, group_id, count(*), sum(n_frames), max(n_frames)
+                FROM _incident_{name} GROUP BY group_id ORDER BY group_id""",
+                {**params, "dated": dated},
+            )
+            _sql(
+                con,
+                f"""
+                INSERT INTO incident_group_cells (run_id, dated, group_id, period, hour,
+                                                  daylight, cluster, condition)
+                SELECT DISTINCT $run, $dated, s.group_id, c.period, c.hour, c.daylight,
+                       c.cluster, c.condition
+                FROM _incident_cells c JOIN (SELECT min(incident_id) AS incident_id, group_id
+                                             FROM _incident_{name} GROUP BY group_id) s
+                     USING (incident_id)
+                ORDER BY 3, 4, 5""",
+                {**params, "dated": dated},
+            )
+        # the page's order (`store.facts.incident_list`: most frames, then highest peak,
+        # then lowest id), stored in that order so its first rows are the longest
+        _sql(
+            con,
+            """
+            INSERT INTO incident_ranks (run_id, rank, group_id, hour_group_id, incident_id,
+                                        started_at, ended_at, duration_s, n_frames, n_flagged,
+                                        cause, cause_share, peak_score, peak_pct, frame_id)
+            SELECT $run, row_number() OVER (ORDER BY i.n_frames DESC, i.peak_score DESC,
+                                            i.incident_id) AS rank,
+                   d.group_id, h.group_id, i.incident_id, i.started_at, i.ended_at,
+                   i.duration_s, i.n_frames, i.n_flagged, i.cause, i.cause_share,
+                   i.peak_score, i.peak_pct, i.frame_id
+            FROM incidents i JOIN _incident_group_id d USING (incident_id)
+            JOIN _incident_hour_group_id h USING (incident_id)
+            WHERE i.run_id = $run ORDER BY rank""",
+            params,
+        )
+    finally:
+        for table in ("_incident_cells", "_incident_group_id", "_incident_hour_group_id"):
+            _run(con, f"DROP TABLE IF EXISTS {table}")
 
 
 def _copy_scores(
@@ -423,6 +540,22 @@ def cards(con: duckdb.DuckDBPyConnection, flt: "FrameFilter") -> bool:
         "SELECT has_cards AND NOT weather_stale FROM run_aggregates WHERE run_id = ?",
         [int(flt.run_id)],  # covers: a run with aggregates
     )
+    return bool(row and row[0])
+
+
+def incident_groups(con: duckdb.DuckDBPyConnection, run_id: int | None) -> bool:
+    """Whether the run's aggregates hold its incidents grouped by cells and ranked
+    (migration 9; runs analysed before it do not)."""
+    row = fetch_one(
+        con, "SELECT has_incident_groups FROM run_aggregates WHERE run_id = ?", [run_id]
+    )
+    return bool(row and row[0])
+
+
+def hour_cells(con: duckdb.DuckDBPyConnection, run_id: int | None) -> bool:
+    """Whether the run's aggregates hold its cells summed over every period
+    (`run_frame_hours`, `run_detector_hours`: migration 9)."""
+    row = fetch_one(con, "SELECT has_hour_cells FROM run_aggregates WHERE run_id = ?", [run_id])
     return bool(row and row[0])
 
 

@@ -212,6 +212,7 @@ SHADOWED = ("outlier_scores", *aggregates.TABLES)
 _PER_DETECTOR = {
     "outlier_scores",
     "run_detector_cells",
+    "run_detector_hours",
     "run_sample_scores",
     "run_condition_sample_scores",
     "run_top",

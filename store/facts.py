@@ -217,23 +217,43 @@ WITH sel AS (
     return with_causes(sql, params, flt.run_id, flt.junk_causes)
 
 
-def _cells(flt: FrameFilter, detector: bool = False) -> tuple[str, dict[str, Any]]:
+def _cells(
+    flt: FrameFilter, detector: bool = False, con: duckdb.DuckDBPyConnection | None = None
+) -> tuple[str, dict[str, Any]]:
     """`WITH fc AS (...)`: the run's frame cells the filter keeps (`store.aggregates`), and
-    with `detector` also `dc`: the filter's detector's cells."""
+    with `detector` also `dc`: the filter's detector's cells. A reader that reads no `period`
+    passes `con`: a filter without dates then reads the cells summed over every period
+    (`_cell_tables`), as many at any archive length."""
     where, params = aggregates.cell_filter(flt)
     params.update(run_id=flt.run_id, detector=flt.detector)
-    sql = f"WITH fc AS (SELECT * FROM run_frame_cells WHERE run_id = $run_id AND {where})\n"
+    frames, detectors = _cell_tables(con, flt)
+    sql = f"WITH fc AS (SELECT * FROM {frames} WHERE run_id = $run_id AND {where})\n"
     if detector:
         sql += (
-            f", dc AS (SELECT * FROM run_detector_cells WHERE run_id = $run_id "
+            f", dc AS (SELECT * FROM {detectors} WHERE run_id = $run_id "
             f"AND detector = $detector AND {where})\n"
         )
     return sql, params
 
 
+def _cell_tables(con: duckdb.DuckDBPyConnection | None, flt: FrameFilter) -> tuple[str, str]:
+    """The frame and detector cell tables a reader that reads no `period` reads for a covered
+    filter: the cells summed over every period (`run_frame_hours`, `run_detector_hours`,
+    migration 9) when the filter has no dates and the run has them, else the cells (no `con`:
+    the cells)."""
+    if (
+        con is not None
+        and flt.date_from is None
+        and flt.date_to is None
+        and aggregates.hour_cells(con, flt.run_id)
+    ):
+        return "run_frame_hours", "run_detector_hours"
+    return "run_frame_cells", "run_detector_cells"
+
+
 def _cell_count(con: duckdb.DuckDBPyConnection, flt: FrameFilter, run_only: bool = False) -> int:
     """Frames the (covered) filter keeps, from the cells; `run_only`: only the run's frames."""
-    sql, params = _cells(flt)
+    sql, params = _cells(flt, con=con)
     tail = " WHERE cluster IS NOT NULL" if run_only else ""
     return int(
         _query(
@@ -523,7 +543,7 @@ def own_causes(con: duckdb.DuckDBPyConnection, run_id: int | None) -> list[str]:
 def summary(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
     """Counts for the filtered frames: frames, span, share of night, clusters, reviews."""
     if aggregates.covers(con, flt):
-        sql, params = _cells(flt, detector=True)
+        sql, params = _cells(flt, detector=True, con=con)
         row = (
             _query(
                 con,
@@ -579,7 +599,7 @@ def outliers_per_detector(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> p
             SELECT detector, CAST(sum(n_flagged) AS BIGINT) AS n_flagged,
                    CAST(sum(n_rows) AS BIGINT) AS n_scored,
                    sum(n_flagged) / greatest(sum(n_rows), 1) AS flagged_share
-            FROM run_detector_cells WHERE run_id = $run_id AND {where}
+            FROM {_cell_tables(con, flt)[1]} WHERE run_id = $run_id AND {where}
             GROUP BY detector""",
             params,
         )
@@ -1137,7 +1157,7 @@ def _map_sample(
 def cluster_sizes(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:
     """Per cluster: frames, share of night, mean score percentile, flagged frames, time span."""
     if aggregates.covers(con, flt):
-        sql, params = _cells(flt, detector=True)
+        sql, params = _cells(flt, detector=True, con=con)
         return _query(
             con,
             sql
@@ -1280,7 +1300,7 @@ def _samples_per_cluster(con: duckdb.DuckDBPyConnection, flt: FrameFilter, n: in
     """Whether the run's stored sample holds `n` of each cluster's frames that a covered
     filter keeps (or all of a smaller cluster's)."""
     source, params = _listed(flt, "run_samples")
-    cells, cell_params = _cells(flt)
+    cells, cell_params = _cells(flt, con=con)
     params.update(cell_params, n=int(n))
     short = _query(
         con,
@@ -1750,38 +1770,10 @@ def incident_list(
     time order; over all of them: `n`, `n_frames`, `longest` (frames) and `n_marked`
     (incidents every frame of which has a verdict); and `include_known`: whether the run has
     an incident `include` at all (so a page can tell a filtered-out one from a wrong id)."""
-    # The counts read the few columns they need of the incidents hit, the verdicts only the
-    # reviewed frames' incidents, and the rows shown (a top-N, not a sort of every incident)
-    # are joined with their verdicts after they are chosen.
-    sql, params = _incident_hits(con, flt)
-    params.update(limit=int(limit), include=include)
-    df = _query(
-        con,
-        sql
-        + f"""
-        , inc AS MATERIALIZED (
-            SELECT i.incident_id, i.started_at, i.ended_at, i.duration_s, i.n_frames,
-                   i.n_flagged, i.cause, i.cause_share, i.peak_score, i.peak_pct, i.frame_id
-            FROM incidents i SEMI JOIN hit USING (incident_id)
-            WHERE i.run_id = $run_id)
-        , {_INCIDENT_VERDICTS}
-        , totals AS (
-            SELECT count(*) AS all_n, sum(n_frames) AS all_frames,
-                   max(n_frames) AS all_longest FROM inc)
-        , marked AS (
-            SELECT count(*) AS all_marked FROM inc JOIN verdicts v USING (incident_id)
-            WHERE v.n_junk + v.n_keep >= inc.n_frames)
-        , shown AS (
-            (SELECT * FROM inc ORDER BY n_frames DESC, peak_score DESC, incident_id
-             LIMIT $limit)
-            UNION
-            SELECT * FROM inc WHERE incident_id IS NOT DISTINCT FROM $include)
-        SELECT shown.*, coalesce(v.n_junk, 0) AS n_junk, coalesce(v.n_keep, 0) AS n_keep,
-               totals.*, marked.*
-        FROM shown LEFT JOIN verdicts v USING (incident_id), totals, marked
-        ORDER BY shown.started_at, shown.incident_id""",
-        params,
-    )
+    if aggregates.covers(con, flt) and aggregates.incident_groups(con, flt.run_id):
+        df = _incident_list_grouped(con, flt, limit, include)
+    else:
+        df = _incident_list_scan(con, flt, limit, include)
     totals = df.iloc[0] if len(df) else pd.Series(dtype=float)
     out = {
         key: int(totals.get(f"all_{key}", 0) or 0) if len(df) else 0
@@ -1811,6 +1803,110 @@ def incident_list(
         "n_marked": out["marked"],
         "include_known": known,
     }
+
+
+_INCIDENT_SHOWN = """i.incident_id, i.started_at, i.ended_at, i.duration_s, i.n_frames,
+                   i.n_flagged, i.cause, i.cause_share, i.peak_score, i.peak_pct, i.frame_id"""
+
+
+def _incident_list_grouped(
+    con: duckdb.DuckDBPyConnection, flt: FrameFilter, limit: int, include: int | None
+) -> pd.DataFrame:
+    """`incident_list`'s rows and totals for a covered filter from the run's incident groups
+    (migration 9): the groups with a cell the filter keeps give the counts, and the rows shown
+    are the first `limit` of `incident_ranks` (stored in the page's order) those groups hold,
+    read from the first `4 * limit` ranks when they hold enough (else from all of them): the
+    page reads about as much at any archive size. The verdicts are joined live."""
+    where, params = aggregates.cell_filter(flt, "g")
+    params.update(run_id=flt.run_id, limit=int(limit), include=include)
+    # without dates, the groups of cells summed over every period (fewer, and as many at any
+    # archive length)
+    params["dated"] = flt.date_from is not None or flt.date_to is not None
+    group = "group_id" if params["dated"] else "hour_group_id"
+    for upto in (4 * int(limit), None):
+        params["upto"] = upto
+        ranks = "" if upto is None else "AND i.rank <= $upto"  # a constant: zone maps prune
+        df = _query(
+            con,
+            f"""
+            WITH hit AS MATERIALIZED (
+                SELECT DISTINCT g.group_id FROM incident_group_cells g
+                WHERE g.run_id = $run_id AND g.dated = $dated AND {where})
+            , totals AS (
+                SELECT sum(n_incidents) AS all_n, sum(n_frames) AS all_frames,
+                       max(longest) AS all_longest
+                FROM incident_groups SEMI JOIN hit USING (group_id)
+                WHERE run_id = $run_id AND dated = $dated)
+            , {_INCIDENT_VERDICTS}
+            , marked AS (
+                SELECT count(*) AS all_marked
+                FROM verdicts v JOIN incident_ranks i ON i.run_id = $run_id
+                     AND i.incident_id = v.incident_id
+                SEMI JOIN hit ON hit.group_id = i.{group}
+                WHERE v.n_junk + v.n_keep >= i.n_frames)
+            , top AS MATERIALIZED (
+                SELECT {_INCIDENT_SHOWN} FROM incident_ranks i
+                SEMI JOIN hit ON hit.group_id = i.{group}
+                WHERE i.run_id = $run_id {ranks}
+                ORDER BY i.rank LIMIT $limit)
+            , shown AS (
+                SELECT * FROM top
+                UNION
+                SELECT {_INCIDENT_SHOWN} FROM incident_ranks i
+                SEMI JOIN hit ON hit.group_id = i.{group}
+                WHERE i.run_id = $run_id AND i.incident_id IS NOT DISTINCT FROM $include)
+            SELECT shown.*, coalesce(v.n_junk, 0) AS n_junk,
+                   coalesce(v.n_keep, 0) AS n_keep, totals.*, marked.*,
+                   (SELECT count(*) FROM top) AS ranked
+            FROM shown LEFT JOIN verdicts v USING (incident_id), totals, marked
+            ORDER BY shown.started_at, shown.incident_id""",
+            params,
+        )
+        # no row: no kept incident among the first ranks (and the totals with them), maybe
+        # further on
+        if upto is None or (
+            len(df) and int(df["ranked"].iloc[0]) >= min(limit, int(df["all_n"].iloc[0]))
+        ):
+            break  # the first `upto` ranks held `limit` kept incidents (or every kept one)
+    return df.drop(columns=["ranked"])
+
+
+def _incident_list_scan(
+    con: duckdb.DuckDBPyConnection, flt: FrameFilter, limit: int, include: int | None
+) -> pd.DataFrame:
+    """`incident_list`'s rows and totals from the incident frames the filter keeps."""
+    # The counts read the few columns they need of the incidents hit, the verdicts only the
+    # reviewed frames' incidents, and the rows shown (a top-N, not a sort of every incident)
+    # are joined with their verdicts after they are chosen.
+    sql, params = _incident_hits(con, flt)
+    params.update(limit=int(limit), include=include)
+    return _query(
+        con,
+        sql
+        + f"""
+        , inc AS MATERIALIZED (
+            SELECT i.incident_id, i.started_at, i.ended_at, i.duration_s, i.n_frames,
+                   i.n_flagged, i.cause, i.cause_share, i.peak_score, i.peak_pct, i.frame_id
+            FROM incidents i SEMI JOIN hit USING (incident_id)
+            WHERE i.run_id = $run_id)
+        , {_INCIDENT_VERDICTS}
+        , totals AS (
+            SELECT count(*) AS all_n, sum(n_frames) AS all_frames,
+                   max(n_frames) AS all_longest FROM inc)
+        , marked AS (
+            SELECT count(*) AS all_marked FROM inc JOIN verdicts v USING (incident_id)
+            WHERE v.n_junk + v.n_keep >= inc.n_frames)
+        , shown AS (
+            (SELECT * FROM inc ORDER BY n_frames DESC, peak_score DESC, incident_id
+             LIMIT $limit)
+            UNION
+            SELECT * FROM inc WHERE incident_id IS NOT DISTINCT FROM $include)
+        SELECT shown.*, coalesce(v.n_junk, 0) AS n_junk, coalesce(v.n_keep, 0) AS n_keep,
+               totals.*, marked.*
+        FROM shown LEFT JOIN verdicts v USING (incident_id), totals, marked
+        ORDER BY shown.started_at, shown.incident_id""",
+        params,
+    )
 
 
 # Each incident's frames' verdicts now (`n_junk`, `n_keep`): the reviewed frames only.

@@ -592,6 +592,95 @@ INSERT INTO frame_weather SELECT * FROM frame_weather_live ORDER BY frame_id;
     + """"""
 )
 
+# The Incidents page without reading every incident (`store.facts.incident_list`): a run's
+# incidents grouped by the cells their frames fall in (period x hour x daylight x cluster x
+# condition, the grain of `run_frame_cells`): incidents whose frames fall in the same set of
+# cells form one group (`incident_groups`: how many, their frames, the longest), the cells of
+# each group in `incident_group_cells`, so a filter on dates, hours, daylight, clusters and
+# weather counts the incidents it keeps from the groups with a cell it keeps (a single-cell
+# incident shares its group with every other incident in that cell). The groups are made twice:
+# of cells by period (`dated`, for a filter with dates) and of the cells summed over every
+# period (hour x daylight x cluster x condition, for a filter without dates: a few hundred
+# cells at any archive length, so the groups stop growing with the archive). `incident_ranks` holds the incidents in the page's order
+# (most frames, then highest peak, then id), stored in that order, so the page's longest
+# incidents are the first rows of it that a kept group holds. `has_incident_groups` says a
+# run has them; runs analysed before are answered by the scan of their incident frames.
+# `run_frame_hours` and `run_detector_hours`: the cells summed over every period (hour x
+# daylight x cluster x condition: a few thousand rows whatever the archive's length, where the
+# cells grow with the periods, up to 400 of them), which the readers that need no period read
+# when the filter has no dates (`store.facts._cells`); `has_hour_cells` says a run has them.
+_INCIDENT_GROUPS = """
+CREATE TABLE incident_groups (
+    run_id       BIGINT NOT NULL,
+    dated        BOOLEAN NOT NULL,       -- cells by period, or summed over every period
+    group_id     INTEGER NOT NULL,
+    n_incidents  INTEGER NOT NULL,
+    n_frames     BIGINT NOT NULL,        -- the incidents' frames, summed
+    longest      INTEGER NOT NULL,       -- the most frames of one of them
+    PRIMARY KEY (run_id, dated, group_id)
+);
+
+CREATE TABLE incident_group_cells (
+    run_id    BIGINT NOT NULL,
+    dated     BOOLEAN NOT NULL,
+    group_id  INTEGER NOT NULL,
+    period    DATE,                      -- first day of the period (NULL: not dated)
+    hour      SMALLINT,
+    daylight  VARCHAR,
+    cluster   INTEGER,
+    condition VARCHAR
+);
+
+CREATE TABLE incident_ranks (
+    run_id       BIGINT NOT NULL,
+    rank         INTEGER NOT NULL,       -- 1 = most frames, then highest peak, then lowest id
+    group_id     INTEGER NOT NULL,       -- its group of cells by period
+    hour_group_id INTEGER NOT NULL,      -- its group of cells summed over the periods
+    incident_id  INTEGER NOT NULL,
+    started_at   TIMESTAMP NOT NULL,
+    ended_at     TIMESTAMP NOT NULL,
+    duration_s   DOUBLE NOT NULL,
+    n_frames     INTEGER NOT NULL,
+    n_flagged    INTEGER NOT NULL,
+    cause        VARCHAR NOT NULL,
+    cause_share  DOUBLE,
+    peak_score   DOUBLE,
+    peak_pct     DOUBLE,
+    frame_id     BIGINT NOT NULL,
+    PRIMARY KEY (run_id, rank)
+);
+
+ALTER TABLE run_aggregates ADD COLUMN has_incident_groups BOOLEAN NOT NULL DEFAULT FALSE;
+
+CREATE TABLE run_frame_hours (
+    run_id    BIGINT NOT NULL,
+    hour      SMALLINT,
+    daylight  VARCHAR,
+    cluster   INTEGER,
+    condition VARCHAR,
+    n_frames  BIGINT NOT NULL,
+    first_at  TIMESTAMP,
+    last_at   TIMESTAMP
+);
+
+CREATE TABLE run_detector_hours (
+    run_id     BIGINT NOT NULL,
+    detector   VARCHAR NOT NULL,
+    hour       SMALLINT,
+    daylight   VARCHAR,
+    cluster    INTEGER,
+    condition  VARCHAR,
+    n_rows     BIGINT NOT NULL,
+    n_flagged  BIGINT NOT NULL,
+    n_pct      BIGINT NOT NULL,
+    sum_pct    DOUBLE,
+    sum_score  DOUBLE,
+    max_score  DOUBLE
+);
+
+ALTER TABLE run_aggregates ADD COLUMN has_hour_cells BOOLEAN NOT NULL DEFAULT FALSE;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
     (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
@@ -601,6 +690,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (6, "the weather condition in the per-run aggregates", _AGGREGATE_CONDITIONS),
     (7, "gallery cards in the per-run aggregates, frame times in reviews", _AGGREGATE_CARDS),
     (8, "each frame's joined observation stored (frame_weather a table)", _STORED_WEATHER),
+    (
+        9,
+        "incidents grouped by their cells and in the Incidents page's order; undated cells",
+        _INCIDENT_GROUPS,
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -426,6 +426,115 @@ def test_incidents_and_mosaic_as_the_analysis_wrote_them(con, run_id):
     assert all(0 <= c < n_days * 24 for c in picture["outlined"])
 
 
+def test_the_incident_list_reads_the_incident_groups(store_copy, monkeypatch):
+    """Migration 9: the incidents grouped by the cells their frames fall in count what the
+    filter keeps, and the ranked incidents give the longest ones; the same answers as the scan
+    of the incident frames, for small pages too (the first ranks may hold too few of the
+    kept incidents and the list reads on), and for a run analysed before (no groups)."""
+    with store.connect(store_copy, read_only=True) as con:
+        run_id = facts.latest_run_id(con)
+        assert aggregates.incident_groups(con, run_id)
+        n = scalar(con, "SELECT count(*) FROM incidents WHERE run_id = ?", [run_id])
+        assert n >= 5, "the demo has enough incidents for pages of a few"
+        members = scalar(con, "SELECT count(*) FROM incident_frames WHERE run_id = ?", [run_id])
+        longest = scalar(con, "SELECT max(n_frames) FROM incidents")
+        for dated in (True, False):  # cells by period, and summed over the periods
+            groups = con.execute(
+                "SELECT sum(n_incidents), sum(n_frames), max(longest), count(*) "
+                "FROM incident_groups WHERE run_id = ? AND dated = ?",
+                [run_id, dated],
+            ).fetchone()
+            assert groups[:3] == (n, members, longest) and 0 < groups[3] <= n
+        ranked = con.execute(
+            "SELECT incident_id FROM incident_ranks WHERE run_id = ? ORDER BY rank", [run_id]
+        ).fetchall()
+        by_length = con.execute(
+            "SELECT incident_id FROM incidents WHERE run_id = ? "
+            "ORDER BY n_frames DESC, peak_score DESC, incident_id",
+            [run_id],
+        ).fetchall()
+        assert ranked == by_length
+        opts = facts.options(con, run_id)
+        common, *rarer = _conditions(con)
+        base = FrameFilter(run_id=run_id)
+        # the hour of the last-ranked incident's first frame: a page of one reads past the
+        # first four ranks for it
+        last = con.execute(
+            "SELECT started_at FROM incident_ranks WHERE run_id = ? ORDER BY rank DESC LIMIT 1",
+            [run_id],
+        ).fetchone()[0]
+        alone = base.replace(
+            date_from=last.date(), date_to=last.date(), hour_from=last.hour, hour_to=last.hour
+        )
+        filters = [
+            alone,
+            *_filters(con, run_id),
+            base.replace(hour_from=17, hour_to=18),  # few incidents, not the longest ones
+            base.replace(clusters=(opts["clusters"][-1],), conditions=tuple(rarer[:1])),
+            base.replace(daylight=("twilight",)),
+        ]
+        # reviews of some incidents' frames: marked incidents and verdict counts
+        some = con.execute(
+            "SELECT incident_id FROM incident_ranks WHERE run_id = ? ORDER BY rank LIMIT 4",
+            [run_id],
+        ).fetchall()
+    with store.connect(store_copy) as con:
+        for (incident,) in some[:2]:
+            reviews.set_verdicts(con, facts.incident_frame_ids(con, run_id, incident), "junk")
+        reviews.set_verdicts(con, facts.incident_frame_ids(con, run_id, some[2][0])[:1], "keep")
+    with store.connect(store_copy, read_only=True) as con:
+        marked = 0
+        for flt in filters:
+            assert aggregates.covers(con, flt)
+            for limit, include in ((1000, None), (1, None), (3, 1), (2, n), (5, None)):
+                got, expected = _both(monkeypatch, facts.incident_list, con, flt, limit, include)
+                _same(got, expected, f"incident_list({limit}, {include}) {flt}")
+                marked += got["n_marked"]
+        assert marked > 0
+        # the last-ranked incident is listed alone, read past the first ranks
+        far = facts.incident_list(con, alone, 1, None)
+        assert len(far["rows"]) == 1 and far["n"] >= 1
+        assert int(far["rows"]["incident_id"].iloc[0]) not in [r[0] for r in by_length[:4]]
+        grouped = facts.incident_list(con, base, 3, None)
+    with store.connect(store_copy) as con:  # a run analysed before migration 9
+        con.execute("UPDATE run_aggregates SET has_incident_groups = FALSE")
+    with store.connect(store_copy, read_only=True) as con:
+        assert aggregates.covers(con, base) and not aggregates.incident_groups(con, run_id)
+        _same(facts.incident_list(con, base, 3, None), grouped, "a run without groups")
+
+
+def test_undated_filters_read_the_cells_summed_over_the_periods(con, monkeypatch):
+    """Migration 9: a covered filter without dates reads the cells summed over every period
+    (as many rows at any archive length) in the readers that read no period; the same
+    answers as from the cells by period."""
+    run_id = facts.latest_run_id(con)
+    assert aggregates.hour_cells(con, run_id)
+    hours = scalar(con, "SELECT count(*) FROM run_frame_hours WHERE run_id = ?", [run_id])
+    cells = scalar(con, "SELECT count(*) FROM run_frame_cells WHERE run_id = ?", [run_id])
+    assert 0 < hours < cells
+    opts = facts.options(con, run_id)
+    readers = [
+        ("summary", ()),
+        ("outliers_per_detector", ()),
+        ("count", ()),
+        ("cluster_sizes", ()),
+        ("cluster_samples", (6, 0, True)),
+        ("gallery_page", (0, 24, "score")),
+        ("detector_matrix", (opts["detectors"][:3], 60, True)),
+    ]
+    undated = [f for f in _filters(con, run_id) if f.date_from is None and f.date_to is None]
+    assert len(undated) >= 5
+    for flt in undated:
+        assert aggregates.covers(con, flt)
+        for name, args in readers:
+            fn = getattr(facts, name)
+            summed = fn(con, flt, *args)
+            with monkeypatch.context() as m:
+                m.setattr(aggregates, "hour_cells", lambda con, run_id: False)
+                by_period = fn(con, flt, *args)
+            _same(summed, by_period, f"{name}{args} {flt}")
+
+
 def test_prune_removes_a_runs_aggregates_with_it(store_copy):
     import subprocess
     import sys

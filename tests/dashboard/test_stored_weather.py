@@ -12,7 +12,7 @@ from datetime import timedelta
 import pandas as pd
 
 import store
-from store import aggregates, facts, reviews
+from store import aggregates, facts, migrations, reviews
 from store import weather as store_weather
 from store.facts import FrameFilter
 from tests.dashboard.test_aggregates import _filters, _readers, _same
@@ -111,18 +111,10 @@ def test_weather_reimported_after_the_analysis_is_followed(store_copy, tmp_path)
     assert (after.loc[joined, "condition"] != before.loc[joined, "condition"]).all()
     assert (after.loc[joined, "temperature_c"] == before.loc[joined, "temperature_c"] + 4.5).all()
     _compare(store_copy, _with_the_old_join(store_copy, tmp_path), expect_covered=False)
+    from tests.store.test_aggregates import write_again
+
     with store.connect(store_copy) as con:  # the next analysis writes the new conditions
-        run_id = facts.latest_run_id(con)
-        found = con.execute(
-            "SELECT * EXCLUDE (run_id) FROM incidents WHERE run_id = ?", [run_id]
-        ).df()
-        members = con.execute(
-            "SELECT incident_id, frame_id, is_flagged FROM incident_frames WHERE run_id = ?",
-            [run_id],
-        ).df()
-        con.execute("BEGIN TRANSACTION")
-        aggregates.write(con, run_id, incidents=found, incident_frames=members)
-        con.execute("COMMIT")
+        write_again(con, facts.latest_run_id(con))
     _compare(store_copy, _with_the_old_join(store_copy, tmp_path / "x"), expect_covered=True)
 
 
@@ -155,7 +147,7 @@ def test_a_version_7_store_is_refused_then_migrated_with_its_join(store_copy):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "7 -> 8" in done.stdout + done.stderr
+    assert f"7 -> {migrations.LATEST}" in done.stdout + done.stderr
     with store.connect(store_copy, read_only=True) as con:
         kinds = con.execute(
             "SELECT table_type FROM information_schema.tables WHERE table_name = ?",

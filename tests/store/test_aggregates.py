@@ -1,6 +1,7 @@
 """Migration 3 (incidents and per-run aggregates) upgrades a version-2 store and keeps its rows;
-migration 7 fills in the gallery cards of a version-6 store; the period helpers the aggregates
-are cut by."""
+migration 7 fills in the gallery cards of a version-6 store; migration 9 (incident groups)
+leaves a run's incidents to the scan until it is analysed again; the period helpers the
+aggregates are cut by."""
 
 from __future__ import annotations
 
@@ -81,9 +82,36 @@ def _rows(con, table: str) -> list[tuple]:
     return con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
 
 
+def write_again(con, run_id: int) -> None:
+    """Write the run's aggregates again with its stored incidents, as the next analysis
+    writes them."""
+    incidents = con.execute(
+        "SELECT * EXCLUDE (run_id) FROM incidents WHERE run_id = ?", [run_id]
+    ).df()
+    members = con.execute(
+        "SELECT incident_id, frame_id, is_flagged FROM incident_frames WHERE run_id = ?",
+        [run_id],
+    ).df()
+    con.execute("BEGIN TRANSACTION")
+    aggregates.write(con, run_id, incidents=incidents, incident_frames=members)
+    con.execute("COMMIT")
+
+
+def undo_migration_9(con) -> None:
+    """Make a store as migration 8 left it: no incident groups or ranks, no undated cells."""
+    con.execute("DROP TABLE incident_groups; DROP TABLE incident_group_cells")
+    con.execute("DROP TABLE incident_ranks; DROP TABLE run_frame_hours")
+    con.execute("DROP TABLE run_detector_hours")
+    con.execute("ALTER TABLE run_aggregates DROP COLUMN has_incident_groups")
+    con.execute("ALTER TABLE run_aggregates DROP COLUMN has_hour_cells")
+    con.execute("DELETE FROM schema_migrations WHERE version = 9")
+
+
 def undo_migration_8(con) -> None:
     """Make a store's weather join the view migration 1 made again (as a version-7 store has
-    it): no stored join, no `frame_weather_live`, no condition strata in the samples."""
+    it): no stored join, no `frame_weather_live`, no condition strata in the samples (and
+    what migration 9 added after)."""
+    undo_migration_9(con)
     con.execute("DROP VIEW frame_facts; DROP TABLE frame_weather; DROP VIEW frame_weather_live")
     con.execute("DROP TABLE run_condition_samples; DROP TABLE run_condition_sample_scores")
     con.execute(migrations._VIEWS)
@@ -115,6 +143,39 @@ def test_migration_7_fills_in_the_cards_of_a_version_6_store(store_copy):
         assert aggregates.cards(con, FrameFilter(run_id=run_id))
         verdicts = facts.summary(con, FrameFilter(run_id=run_id, hour_from=6, hour_to=18))
         assert verdicts["n_junk"] + verdicts["n_keep"] > 0
+
+
+def test_migration_9_leaves_a_runs_incidents_to_the_scan_until_it_is_analysed(store_copy):
+    """A store as migration 8 left it is refused read-only; upgraded, its run has no incident
+    groups (nor undated cells) and the Incidents page's list is the scan's, the same as after
+    the run's aggregates are written again with them."""
+    with store.connect(store_copy, read_only=True) as con:
+        run_id = facts.latest_run_id(con)
+        flt = FrameFilter(run_id=run_id, hour_from=7, hour_to=16)
+        before = facts.incident_list(con, flt, 2, 1)
+    with store.connect(store_copy) as con:
+        undo_migration_9(con)
+    with pytest.raises(store.SchemaError, match="schema version 8.*python -m pipeline migrate"):
+        store.connect(store_copy, read_only=True)
+    with store.connect(store_copy) as con:  # a write open migrates
+        assert migrations.applied_version(con) == migrations.LATEST
+        assert scalar(con, "SELECT count(*) FROM incident_ranks") == 0
+    with store.connect(store_copy, read_only=True) as con:
+        assert aggregates.covers(con, flt) and not aggregates.incident_groups(con, run_id)
+        assert not aggregates.hour_cells(con, run_id)  # the cells answer as before
+        scanned = facts.incident_list(con, flt, 2, 1)
+    with store.connect(store_copy) as con:
+        write_again(con, run_id)
+    with store.connect(store_copy, read_only=True) as con:
+        assert aggregates.incident_groups(con, run_id) and aggregates.hour_cells(con, run_id)
+        grouped = facts.incident_list(con, flt, 2, 1)
+    for got in (scanned, grouped):
+        assert got.keys() == before.keys()
+        for key, value in before.items():
+            if key == "rows":
+                assert got[key].equals(value)
+            else:
+                assert got[key] == value, key
 
 
 def test_period_units_and_whole_periods():
