@@ -1,0 +1,82 @@
+"""The pixel detectors' fast kernels give the very numbers of the plain NumPy/SciPy code they
+replace, bit for bit (the scores of `alignment` are its raw gains, so an ulp would show)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from pipeline.detectors import camera
+from pipeline.detectors.background import grids as background_grids
+
+
+def _images(seed: int, n: int = 12, height: int = 72, width: int = 128) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    smooth = rng.uniform(0, 255, size=(n, height // 8, width // 8, 3))
+    images = np.repeat(np.repeat(smooth, 8, axis=1), 8, axis=2)
+    images += rng.normal(0, 20, size=images.shape)
+    images = np.clip(images, 0, 255).astype(np.uint8)
+    images[0, 5:15, 20:40] = 255  # glare
+    images[1] = 0  # black
+    images[2, :, :, 1] = 255
+    return images
+
+
+def test_luma_from_tables_is_the_matrix_product():
+    for seed in range(3):
+        images = _images(seed)
+        np.testing.assert_array_equal(camera._luma(images), images.astype(np.float32) @ camera.LUMA)
+    every = np.stack(np.meshgrid(*[np.arange(256, dtype=np.uint8)] * 2), axis=-1)  # [256, 256, 2]
+    for channel in range(3):  # every pair of values in two channels, the third fixed
+        grids = np.insert(every, channel, 77, axis=-1)[None]
+        np.testing.assert_array_equal(camera._luma(grids), grids.astype(np.float32) @ camera.LUMA)
+
+
+def test_gradient_is_sobel_and_hypot():
+    """`_gradient` = hypot of `_sobel` along x and y (`ndimage.correlate1d` twice each, in
+    reflect mode), on real-looking luma, on noise of every scale, and on tiny frames."""
+    rng = np.random.default_rng(1)
+    cases = [camera._luma(_images(seed)) for seed in range(3)]
+    cases += [rng.normal(0, scale, size=(5, 36, 64)).astype(np.float32) for scale in (1e-3, 1, 1e3)]
+    cases += [rng.uniform(0, 255, size=(3, 3, 4)).astype(np.float32)]
+    for luma in cases:
+        want = np.hypot(camera._sobel(luma, 2, 1), camera._sobel(luma, 1, 2))
+        np.testing.assert_array_equal(camera._gradient(luma), want)
+
+
+def test_gradient_maps_are_the_reference_computation():
+    """The maps as format 2 defined them: luma, Sobel by `ndimage`, glare cut, 2 x 2 cell mean
+    by reshape, log1p; odd sizes lose their last row and column as before."""
+    det = camera.AlignmentDetector()
+    for height, width in ((72, 128), (73, 129)):
+        images = _images(4, height=height, width=width)
+        luma = images.astype(np.float32) @ camera.LUMA
+        gradient = np.hypot(
+            *(
+                ndimage.correlate1d(
+                    ndimage.correlate1d(luma, [-1, 0, 1], axis=a, mode="reflect"),
+                    [1, 2, 1],
+                    axis=o,
+                    mode="reflect",
+                )
+                * np.float32(4)
+                for a, o in ((2, 1), (1, 2))
+            )
+        )
+        gradient[camera._dilate(luma >= det.saturated, 2)] = 0
+        h, w = height // 2, width // 2
+        cells = gradient[:, : 2 * h, : 2 * w].reshape(len(luma), h, 2, w, 2).mean(axis=(2, 4))
+        want = np.log1p(cells).astype(np.float32)
+        got = det._gradient_maps(images)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+
+
+def test_log_rgb_of_bytes_is_the_float_computation():
+    """uint8 grids take their logs from a table; float grids of the same values compute them:
+    the same numbers."""
+    for seed in range(3):
+        images = _images(seed)
+        np.testing.assert_array_equal(
+            background_grids.log_rgb(images), background_grids.log_rgb(images.astype(np.float32))
+        )
