@@ -333,11 +333,16 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
 
 def _box_sums(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Sums of every `shape` window of each map (the 'valid' positions): running sums along
-    the rows, then along the columns of what is left."""
+    the rows, then along the columns of what is left; each window's sum the running sum at
+    its end less the one before its start (the first window's, the running sum itself)."""
     h, w = shape
-    c = np.pad(x, ((0, 0), (0, 0), (1, 0))).cumsum(axis=2)
-    c = np.pad(c[:, :, w:] - c[:, :, :-w], ((0, 0), (1, 0), (0, 0))).cumsum(axis=1)
-    return c[:, h:] - c[:, :-h]
+    c = x.cumsum(axis=2)
+    rows = c[:, :, w - 1 :].copy()
+    rows[:, :, 1:] -= c[:, :, :-w]
+    c = rows.cumsum(axis=1)
+    out = c[:, h - 1 :].copy()
+    out[:, 1:] -= c[:, :-h]
+    return out
 
 
 def _zoomed(maps: np.ndarray, zoom: float) -> np.ndarray:
