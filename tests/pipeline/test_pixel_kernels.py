@@ -80,3 +80,18 @@ def test_log_rgb_of_bytes_is_the_float_computation():
         np.testing.assert_array_equal(
             background_grids.log_rgb(images), background_grids.log_rgb(images.astype(np.float32))
         )
+
+
+def test_box_sums_are_the_padded_running_sums():
+    rng = np.random.default_rng(3)
+
+    def padded(x, shape):  # the reference: running sums from a zero column and row
+        h, w = shape
+        c = np.pad(x, ((0, 0), (0, 0), (1, 0))).cumsum(axis=2)
+        c = np.pad(c[:, :, w:] - c[:, :, :-w], ((0, 0), (1, 0), (0, 0))).cumsum(axis=1)
+        return c[:, h:] - c[:, :-h]
+
+    for size, box in (((5, 32, 60), (24, 52)), ((3, 10, 11), (2, 3)), ((2, 7, 9), (7, 9))):
+        x = rng.normal(2, 1, size=size)
+        for values in (x, x**2):
+            np.testing.assert_array_equal(camera._box_sums(values, box), padded(values, box))
