@@ -95,3 +95,29 @@ def test_box_sums_are_the_padded_running_sums():
         x = rng.normal(2, 1, size=size)
         for values in (x, x**2):
             np.testing.assert_array_equal(camera._box_sums(values, box), padded(values, box))
+
+
+def test_pixel_detectors_score_alike_whatever_the_read_chunk(demo_store):
+    """`analyze` reads the thumbnails `PIXEL_CHUNK` at a time: the pieces the detectors score are
+    cut from each chunk (64 and 128 frames), so with chunks that are multiples of those the
+    scores are the same as with the reader's default, bit for bit."""
+    import store
+    from pipeline.analyze import PIXEL_CHUNK
+    from pipeline.detectors import make_detector
+    from pipeline.detectors.batch import FrameBatch
+    from pipeline.pixels import ThumbnailReader
+    from store import analysis as sa
+
+    assert PIXEL_CHUNK % 128 == 0
+    with store.connect(demo_store, read_only=True) as con:
+        frames = sa.load_frames(con)
+    ids = frames["frame_id"].to_numpy(np.int64)
+    assert len(ids) > 128  # two chunks of 128, one of 1,024
+    batch = FrameBatch.from_frames(ids, np.zeros((len(ids), 2), np.float32), frames)
+    for key in ("alignment", "background"):
+        scores = []
+        for chunk in (128, 1024):
+            batch.pixels = ThumbnailReader(demo_store, chunk=chunk, read_only=True)
+            scores.append(make_detector(key).fit(batch).decision_scores_)
+        assert np.isfinite(scores[0]).sum() > 100, key
+        np.testing.assert_array_equal(scores[0], scores[1], err_msg=key)
