@@ -22,16 +22,6 @@ def _images(seed: int, n: int = 12, height: int = 72, width: int = 128) -> np.nd
     return images
 
 
-def test_luma_from_tables_is_the_matrix_product():
-    for seed in range(3):
-        images = _images(seed)
-        np.testing.assert_array_equal(camera._luma(images), images.astype(np.float32) @ camera.LUMA)
-    every = np.stack(np.meshgrid(*[np.arange(256, dtype=np.uint8)] * 2), axis=-1)  # [256, 256, 2]
-    for channel in range(3):  # every pair of values in two channels, the third fixed
-        grids = np.insert(every, channel, 77, axis=-1)[None]
-        np.testing.assert_array_equal(camera._luma(grids), grids.astype(np.float32) @ camera.LUMA)
-
-
 def test_gradient_is_sobel_and_hypot():
     """`_gradient` = hypot of `_sobel` along x and y (`ndimage.correlate1d` twice each, in
     reflect mode), on real-looking luma, on noise of every scale, and on tiny frames."""
