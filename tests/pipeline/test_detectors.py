@@ -387,9 +387,9 @@ def test_alignment_maps_are_each_frames_own_and_correlations_exact(monkeypatch):
     monkeypatch.setattr(camera, "CHUNK", 16)
     pieces = list(det._chunks(batch, np.arange(n)))
     assert len(pieces) == 3
-    got = np.concatenate([det._gradient_maps(luma) for _, luma in pieces])
+    got = np.concatenate([det._gradient_maps(grids) for _, grids in pieces])
     alone = np.concatenate(
-        [det._gradient_maps(luma[[i]]) for _, luma in pieces for i in range(len(luma))]
+        [det._gradient_maps(grids[[i]]) for _, grids in pieces for i in range(len(grids))]
     )
     np.testing.assert_array_equal(got, alone)
     luma = images.astype(np.float32) @ camera.LUMA

@@ -20,11 +20,17 @@ def log_rgb(grids: np.ndarray) -> np.ndarray:
     """Flattened log-RGB with each frame's per-channel median removed (light level cancels)."""
     grids = np.asarray(grids)
     n = len(grids)
-    logs = np.asarray(grids, np.float32) + np.float32(LOG_OFFSET)
-    np.log(logs, out=logs)
+    if grids.dtype == np.uint8:  # a table of the 256 logs: the same float32s, 4x faster
+        logs = _LOG_OF[grids]
+    else:
+        logs = np.asarray(grids, np.float32) + np.float32(LOG_OFFSET)
+        np.log(logs, out=logs)
     rgb = logs.reshape(n, -1, 3)
     rgb -= _channel_medians(grids, rgb)[:, None, :]
     return logs.reshape(n, -1)
+
+
+_LOG_OF = np.log(np.arange(256, dtype=np.float32) + np.float32(LOG_OFFSET))  # uint8 -> log
 
 
 def _channel_medians(grids: np.ndarray, logs: np.ndarray) -> np.ndarray:
