@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import scipy.fft
-from scipy import ndimage
 
 from pipeline.detectors.base import Detector, register
 from pipeline.detectors.batch import FrameBatch, daylight_classes
@@ -273,7 +272,9 @@ def _luma(grids: np.ndarray) -> np.ndarray:
 
 def _gradient(luma: np.ndarray) -> np.ndarray:
     """float32 Sobel gradient magnitude of each frame of a stack [m, h, w] (never across
-    frames): hypot(`_sobel` along x, `_sobel` along y).
+    frames; `ndimage.sobel`'s two passes along the frame's own axes, times 4: the scale the
+    maps had when the filter also ran across frames, [1, 2, 1] over a still camera's identical
+    frames, so views and thresholds keep their scale).
 
     The very numbers `ndimage.correlate1d` and `np.hypot` give, computed with whole-array
     arithmetic (a fifth of their time on a 64-frame piece): `correlate1d` in "reflect" mode
@@ -297,16 +298,6 @@ def _gradient(luma: np.ndarray) -> np.ndarray:
     total = np.square(gx, dtype=np.float64)
     total += np.square(gy, dtype=np.float64)
     return np.sqrt(total, out=total).astype(np.float32)
-
-
-def _sobel(luma: np.ndarray, axis: int, other: int) -> np.ndarray:
-    """Each frame's Sobel gradient along `axis` of a stack [m, h, w] (`ndimage.sobel`'s two
-    passes, run along the frame's own axes only, not across the stack), times 4: the scale the
-    maps had when the filter also ran across frames ([1, 2, 1] over a still camera's identical
-    frames), so views and thresholds keep their scale. `_gradient` computes the same numbers
-    faster; this is its reference."""
-    diff = ndimage.correlate1d(luma, [-1, 0, 1], axis=axis, mode="reflect")
-    return ndimage.correlate1d(diff, [1, 2, 1], axis=other, mode="reflect") * np.float32(4)
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
