@@ -472,6 +472,7 @@ def _analyze_run(
         del cluster_rows
         for key in list(scored.scores):
             writer.add_scores(scored.pop_table(key, run_id))
+        writer.add_cause_evidence(incidents.evidence.assign(run_id=run_id))
         for part in neighbor_tables(run_id, ids, nn_dist, nn_idx, fit_ids, k_table):
             writer.add_neighbors(part)
         del nn_dist, nn_idx

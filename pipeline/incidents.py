@@ -28,13 +28,22 @@ shower), so `analyze` groups the consensus's flags into incidents and writes the
   signs with it (dark frames are flat, fog is bright). The winner's share of the summed
   evidence of every cause is kept as `cause_share`.
 
+**Named again for other causes** (`cause_evidence_rows`): a reader may count other causes than
+the run's (`store.causes` recombines the consensus in SQL and finds its incidents again), so
+`analyze` also stores each daylight frame's evidence per plain cause, split by the cause of
+junk of the detectors it comes from (`frame_cause_evidence`), for the frames some choice of
+causes could flag: those in the top `FLAGGABLE_MARGIN` x contamination of the sum of any
+non-empty set of the run's causes. The recombined incident is named by the same rule from the
+rows of the chosen causes; for the run's own causes that is the name stored here.
+
 `score-new` and `watch` add frames to a run without recomputing its incidents: incidents are
 a fact of the analysis, and the next `analyze` finds them again over every frame.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -44,19 +53,28 @@ from pipeline.causes import CAUSES
 from pipeline.detectors import CONSENSUS, PLAIN_CAUSES, Consensus, Detector
 from pipeline.detectors.consensus import counted_ranks, tail_evidence
 from store.aggregates import INCIDENT_COLUMNS
+from store.causes import CAUSE_TIE, cause_key
 
 DAYLIGHT = ("day", "twilight")
 UNKNOWN_CAUSE = "unusual"  # the name when no detector's evidence is above nothing
-CAUSE_TIE = 0.15  # causes within this share of the largest evidence count as tied
+# frames whose evidence is kept for other choices of causes: in the top FLAGGABLE_MARGIN x
+# contamination of some causes' sum (a margin over the share a consensus flags, for the
+# frames `score-new` adds to the reference later)
+FLAGGABLE_MARGIN = 1.5
+EVIDENCE_COLUMNS = ("frame_id", "cause", "plain_cause", "evidence")
 
 
 @dataclass
 class Incidents:
     """A run's incidents (`table`: one row per incident, `INCIDENT_COLUMNS`) and their frames
-    (`frames`: incident_id, frame_id, is_flagged), as `store.aggregates.write` takes them."""
+    (`frames`: incident_id, frame_id, is_flagged), as `store.aggregates.write` takes them, and
+    the evidence that names other causes' incidents (`evidence`: `cause_evidence_rows`)."""
 
     table: pd.DataFrame
     frames: pd.DataFrame
+    evidence: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(EVIDENCE_COLUMNS))
+    )
 
     def __len__(self) -> int:
         return len(self.table)
@@ -185,7 +203,7 @@ def run_incidents(
     }
     ranks = counted_ranks(detectors, scored.scores, scored.pcts)
     evidence = cause_evidence(ranks, splits, consensus.n_reference_)
-    return find_incidents(
+    found = find_incidents(
         batch.frame_ids,
         batch.local_time,
         batch.daylight,
@@ -195,3 +213,64 @@ def run_incidents(
         evidence,
         gap,
     )
+    found.evidence = cause_evidence_rows(batch, scored, detectors, consensus, ranks)
+    return found
+
+
+def flaggable(by_cause: dict[str, np.ndarray], contamination: float) -> np.ndarray:
+    """Frames (bool per row) in the top `FLAGGABLE_MARGIN` x `contamination` of the sum of some
+    non-empty set of the causes' scores (`by_cause`: cause -> score per frame, NaN for no
+    opinion, as `sum_causes` adds them): every frame a consensus of some of them flags, and a
+    margin."""
+    keep = np.zeros(len(next(iter(by_cause.values()))) if by_cause else 0, dtype=bool)
+    share = min(1.0, FLAGGABLE_MARGIN * contamination)
+    names = list(by_cause)
+    for size in range(1, len(names) + 1):
+        for chosen in combinations(names, size):
+            summed = np.nansum(np.column_stack([by_cause[c] for c in chosen]), axis=1)
+            keep |= summed >= np.quantile(summed, 1.0 - share)
+    return keep
+
+
+def cause_evidence_rows(
+    batch, scored, detectors: dict[str, Detector], consensus: Consensus, ranks: dict
+) -> pd.DataFrame:
+    """`EVIDENCE_COLUMNS` rows: for each daylight frame some choice of the run's causes could
+    flag (`flaggable`), its evidence per plain cause from the consensus's detectors of each
+    cause of junk (`cause_evidence` over that cause's detectors), where it is above 0.
+    `ranks`: `counted_ranks` of the run."""
+    causes = [c for c in consensus.causes_ if cause_key(c) in scored.scores]
+    if not causes:  # a consensus fitted before causes were recorded
+        return pd.DataFrame(columns=list(EVIDENCE_COLUMNS))
+    keep = flaggable({c: scored.scores[cause_key(c)] for c in causes}, consensus.contamination)
+    if batch.daylight is not None:
+        keep &= np.isin(np.asarray(batch.daylight, dtype=object), DAYLIGHT)
+    else:
+        keep[:] = False
+    ids = np.asarray(batch.frame_ids, dtype=np.int64)
+    parts = []
+    for cause in causes:
+        splits = {
+            k: detectors[k].cause_split()
+            for k in consensus.keys
+            if k in detectors and detectors[k].cause == cause
+        }
+        if not splits:
+            continue
+        evidence = cause_evidence(ranks, splits, consensus.n_reference_)
+        for plain in evidence.columns:
+            values = evidence[plain].to_numpy(dtype=float)
+            hit = keep & (values > 0)
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "frame_id": ids[hit],
+                        "cause": cause,
+                        "plain_cause": str(plain),
+                        "evidence": values[hit],
+                    }
+                )
+            )
+    if not parts:
+        return pd.DataFrame(columns=list(EVIDENCE_COLUMNS))
+    return pd.concat(parts, ignore_index=True)

@@ -46,7 +46,14 @@ _FRAME_COLUMNS = (
 )
 
 # Tables whose rows belong to one run (deleted with it); `analysis_runs` itself comes last.
-RUN_TABLES = ("clusters", "outlier_scores", "neighbors", "fitted_runs", *aggregates.TABLES)
+RUN_TABLES = (
+    "clusters",
+    "outlier_scores",
+    "frame_cause_evidence",
+    "neighbors",
+    "fitted_runs",
+    *aggregates.TABLES,
+)
 
 
 # --- what there is to analyse -----------------------------------------------------------------
@@ -269,6 +276,16 @@ class RunWriter:
     def add_scores(self, rows: pd.DataFrame | pa.Table) -> None:
         """`outlier_scores` rows (one detector's, or several)."""
         insert_scores(self.con, rows)
+
+    def add_cause_evidence(self, rows: pd.DataFrame | pa.Table) -> None:
+        """`frame_cause_evidence` rows: run_id, frame_id, cause, plain_cause, evidence (what
+        `store.causes` names a recombined consensus's incidents by)."""
+        _insert_frame(
+            self.con,
+            "frame_cause_evidence",
+            ("run_id", "frame_id", "cause", "plain_cause", "evidence"),
+            rows,
+        )
 
     def add_neighbors(self, rows: pd.DataFrame | pa.Table) -> None:
         """`neighbors` rows (a slice of the frames, or all)."""

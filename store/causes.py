@@ -13,9 +13,15 @@ counts other causes (the dashboard's "Junk causes", `export --junk-causes`) gets
   double);
 - incidents: found again from those flags by `pipeline.incidents`' rule (daylight frames in
   camera-clock order; at most the run's `incident_gap_frames` unflagged frames between two
-  flags; a night frame ends one), each named by the chosen cause with the most score summed
-  over its flagged frames (ties: the first in the order given), that cause's share of the sum
-  as `cause_share`.
+  flags; a night frame ends one), each named as `pipeline.incidents.name_cause` names the
+  run's own: the plain cause ("fog or haze", "camera moved", ...) with the most evidence summed
+  over its flagged frames, counting the evidence of the chosen causes' detectors only (the
+  run's `frame_cause_evidence`, migration 10: each daylight frame some choice of causes could
+  flag, `pipeline.incidents.cause_evidence_rows`), near-ties (`CAUSE_TIE`) by the order of
+  `PLAIN_CAUSES`, its share of the sum as `cause_share`. An incident none of whose flagged
+  frames has evidence rows (a run analysed before migration 10, frames `score-new` added) is
+  named by the chosen cause with the most score summed over them (ties: the first in the
+  order given).
 
 `with_causes` puts CTEs named `outlier_scores`, `incidents` and `incident_frames` in front of a
 query: they shadow the tables for that query only, so a reader's SQL is the same whichever
@@ -58,6 +64,20 @@ from store import aggregates
 log = logging.getLogger(__name__)
 
 CAUSE_PREFIX = "cause:"  # a cause's score is stored as detector cause:<cause>
+# What a detector's high score means, in a camera owner's words (`Detector.plain_cause`), in
+# the order that breaks an incident's near-ties (why: `pipeline.detectors.base`), and how near
+# counts as tied: the one naming rule of `pipeline.incidents.name_cause` and of the incidents
+# recombined here.
+PLAIN_CAUSES = (
+    "too dark",
+    "fog or haze",
+    "too bright",
+    "blur",
+    "camera moved",
+    "something in the scene",
+    "unusual",
+)
+CAUSE_TIE = 0.15  # causes within this share of the largest evidence count as tied
 CONSENSUS = "consensus"
 NO_CAUSE = "unusual"  # an incident's cause when the chosen causes carry no evidence
 
@@ -87,7 +107,9 @@ def _as_number(column: str) -> str:
 
 def _ctes(n_causes: int, scores: str = "main.outlier_scores") -> str:
     """The shadowing CTEs for `n_causes` causes bound as $rc_cause0.. (names) and $rc_key0..
-    (detector keys), for run $rc_run; `scores`: the stored scores table (qualified)."""
+    (detector keys), for run $rc_run; `scores`: the stored scores table (qualified; the
+    evidence that names incidents is read from `frame_cause_evidence` beside it)."""
+    evidence_table = scores.rsplit(".", 1)[0] + ".frame_cause_evidence"
     picks = ",\n               ".join(
         f"any_value(score) FILTER (WHERE detector = $rc_key{i}) AS c{i}" for i in range(n_causes)
     )
@@ -164,14 +186,34 @@ _rc_run AS (
 , incident_frames AS MATERIALIZED (  -- the frames from an incident's first flag to its last
     SELECT $rc_run AS run_id, frame_id, before AS incident_id, is_flagged, taken_at
     FROM _rc_around WHERE before = after)
+, _rc_frame_plain AS (  -- each flagged frame's evidence per plain cause, chosen causes'
+    SELECT n.incident_id, e.plain_cause, max(e.evidence) AS evidence
+    FROM _rc_numbered n JOIN {evidence_table} e ON e.frame_id = n.frame_id
+    WHERE e.run_id = $rc_run AND list_contains($rc_causes, e.cause)
+    GROUP BY n.incident_id, n.frame_id, e.plain_cause)
+, _rc_plain AS (
+    SELECT incident_id, plain_cause, sum(evidence) AS total,
+           max(sum(evidence)) OVER (PARTITION BY incident_id) AS best,
+           sum(sum(evidence)) OVER (PARTITION BY incident_id) AS whole
+    FROM _rc_frame_plain GROUP BY incident_id, plain_cause)
+, _rc_named AS (  -- pipeline.incidents.name_cause: the largest sum, near-ties by the order
+    SELECT incident_id,
+           arg_min(plain_cause, coalesce(list_position($rc_plain_order, plain_cause), 1000))
+               AS plain_cause,
+           arg_min(total / whole, coalesce(list_position($rc_plain_order, plain_cause), 1000))
+               AS plain_share
+    FROM _rc_plain WHERE whole > 0 AND total >= best * (1 - $rc_tie)
+    GROUP BY incident_id)
 , incidents AS MATERIALIZED (
     SELECT $rc_run AS run_id, incident_id, started_at, ended_at,
            epoch(ended_at) - epoch(started_at) AS duration_s, hi - lo + 1 AS n_frames,
            n_flagged,
-           CASE WHEN {summed} > 0 THEN CASE {named} END ELSE '{NO_CAUSE}' END AS cause,
-           CASE WHEN {summed} > 0 THEN {best} / ({summed}) ELSE 0.0 END AS cause_share,
+           CASE WHEN plain_cause IS NOT NULL THEN plain_cause
+                WHEN {summed} > 0 THEN CASE {named} END ELSE '{NO_CAUSE}' END AS cause,
+           CASE WHEN plain_cause IS NOT NULL THEN plain_share
+                WHEN {summed} > 0 THEN {best} / ({summed}) ELSE 0.0 END AS cause_share,
            peak_score, peak_pct, frame_id
-    FROM _rc_spans)
+    FROM _rc_spans LEFT JOIN _rc_named USING (incident_id))
 """
 
 
@@ -194,7 +236,14 @@ def _with(
     if not causes or run_id is None:
         return sql, params
     causes = tuple(dict.fromkeys(causes))
-    params = dict(params, rc_run=int(run_id), rc_keys=[cause_key(c) for c in causes])
+    params = dict(
+        params,
+        rc_run=int(run_id),
+        rc_keys=[cause_key(c) for c in causes],
+        rc_causes=list(causes),
+        rc_plain_order=list(PLAIN_CAUSES),
+        rc_tie=CAUSE_TIE,
+    )
     for i, cause in enumerate(causes):
         params[f"rc_cause{i}"], params[f"rc_key{i}"] = cause, cause_key(cause)
     body = sql.lstrip()

@@ -681,6 +681,16 @@ CREATE TABLE run_detector_hours (
 ALTER TABLE run_aggregates ADD COLUMN has_hour_cells BOOLEAN NOT NULL DEFAULT FALSE;
 """
 
+_CAUSE_EVIDENCE = """
+CREATE TABLE frame_cause_evidence (
+    run_id       BIGINT NOT NULL,
+    frame_id     BIGINT NOT NULL,
+    cause        VARCHAR NOT NULL,       -- the cause of junk of the detectors it comes from
+    plain_cause  VARCHAR NOT NULL,       -- what it names (pipeline.detectors.PLAIN_CAUSES)
+    evidence     DOUBLE NOT NULL         -- > 0: the largest tail evidence of those detectors
+);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
     (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
@@ -694,6 +704,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         9,
         "incidents grouped by their cells and in the Incidents page's order; undated cells",
         _INCIDENT_GROUPS,
+    ),
+    (
+        10,
+        "each flaggable frame's evidence per plain cause, to name recombined incidents",
+        _CAUSE_EVIDENCE,
     ),
 ]
 

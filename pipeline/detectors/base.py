@@ -39,6 +39,7 @@ from sklearn.base import BaseEstimator
 from pipeline.causes import CAUSES
 from pipeline.detectors.batch import FrameBatch
 from pipeline.versioned import Versioned
+from store.causes import PLAIN_CAUSES
 
 # What a detector can need to run, beyond the frames themselves.
 NEEDS = {
@@ -50,21 +51,13 @@ NEEDS = {
 
 DETECTORS: dict[str, type["Detector"]] = {}
 
-# What a detector's high score means, in a camera owner's words (`plain_cause`). The order
-# breaks near-ties of an incident's evidence (`pipeline.incidents`) where one cause brings
-# another's signs with it: a black frame is also flat and unsharp ("too dark" before "fog or
-# haze" and "blur"), fog is also bright and unsharp ("fog or haze" before "too bright" and
-# "blur"); a camera or scene cause comes after them, "unusual" (a detector that knows a frame
-# is rare, not why) last.
-PLAIN_CAUSES = (
-    "too dark",
-    "fog or haze",
-    "too bright",
-    "blur",
-    "camera moved",
-    "something in the scene",
-    "unusual",
-)
+# What a detector's high score means, in a camera owner's words (`plain_cause`): the names
+# and their order live with the store (`store.causes.PLAIN_CAUSES`), which names a recombined
+# consensus's incidents by the same rule. The order breaks near-ties of an incident's evidence
+# (`pipeline.incidents`) where one cause brings another's signs with it: a black frame is also
+# flat and unsharp ("too dark" before "fog or haze" and "blur"), fog is also bright and
+# unsharp ("fog or haze" before "too bright" and "blur"); a camera or scene cause comes after
+# them, "unusual" (a detector that knows a frame is rare, not why) last.
 # The cause of junk (`pipeline.causes`) each plain cause belongs to: a detector's plain cause
 # is one of its cause's.
 PLAIN_CAUSE_OF = {

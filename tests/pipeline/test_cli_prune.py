@@ -42,9 +42,9 @@ def test_prune_removes_old_runs_and_says_what_and_how_big(pruneable):
     lines = out.output.splitlines()
     assert lines[0] == (
         "prune (keep 2 per model): removed 4 run(s); rows: clusters 18, "
-        "outlier_scores 36, neighbors 36, fitted_runs 3, run_frame_cells 3, "
-        "run_detector_cells 6, run_frame_hours 3, run_detector_hours 6, run_samples 18, "
-        "run_sample_scores 36, run_condition_samples 0, run_condition_sample_scores 0, "
+        "outlier_scores 36, frame_cause_evidence 0, neighbors 36, fitted_runs 3, "
+        "run_frame_cells 3, run_detector_cells 6, run_frame_hours 3, run_detector_hours 6, "
+        "run_samples 18, run_sample_scores 36, run_condition_samples 0, run_condition_sample_scores 0, "
         "run_top 36, incident_frames 0, incidents 0, incident_groups 0, "
         "incident_group_cells 0, incident_ranks 0, run_aggregates 3, analysis_runs 4 "
         "(fitted states 3.1 MB)"

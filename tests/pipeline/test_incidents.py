@@ -1,6 +1,7 @@
 """Incidents from a planted sequence of flags: the gap rule, night and twilight, the peak, the
 members; the cause rule (largest summed evidence, near-ties by the order of plain causes); every
-detector's plain cause comes from the one list."""
+detector's plain cause comes from the one list; the frames whose evidence is kept for other
+choices of causes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import pandas as pd
 import pytest
 
 from pipeline.detectors import DETECTORS, PLAIN_CAUSES, Detector, register
-from pipeline.incidents import cause_evidence, find_incidents, name_cause
+from pipeline.detectors.consensus import sum_causes
+from pipeline.incidents import (
+    FLAGGABLE_MARGIN,
+    cause_evidence,
+    find_incidents,
+    flaggable,
+    name_cause,
+)
 
 START = np.datetime64("2024-04-02T00:00")
 
@@ -188,3 +196,20 @@ def test_exposure_splits_its_evidence_into_too_dark_and_too_bright():
     )
     split = make_detector("exposure").fit(batch).cause_split()
     assert split["too dark"][5] == 1 and split["too bright"][6] == 1
+
+
+def test_flaggable_keeps_every_frame_a_consensus_of_some_causes_flags():
+    rng = np.random.default_rng(3)
+    by_cause = {c: rng.gamma(1.0, size=4000) for c in ("quality", "camera", "scene", "rarity")}
+    by_cause["camera"][::7] = np.nan  # no opinion: adds nothing, as in the consensus
+    contamination = 0.05
+    keep = flaggable(by_cause, contamination)
+    names = list(by_cause)
+    for mask in range(1, 2 ** len(names)):
+        chosen = [c for i, c in enumerate(names) if mask >> i & 1]
+        summed = sum_causes(by_cause, chosen)
+        flags = summed > np.quantile(summed, 1 - contamination)  # the Scorer's threshold
+        assert flags.sum() > 0 and keep[flags].all(), chosen
+    # the margin, not every frame: at most each set's top share
+    assert keep.mean() <= 15 * FLAGGABLE_MARGIN * contamination and keep.mean() < 0.6
+    assert not flaggable({"quality": np.arange(100.0)}, contamination)[:80].any()

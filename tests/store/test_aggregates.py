@@ -97,8 +97,16 @@ def write_again(con, run_id: int) -> None:
     con.execute("COMMIT")
 
 
+def undo_migration_10(con) -> None:
+    """Make a store as migration 9 left it: no evidence per plain cause."""
+    con.execute("DROP TABLE frame_cause_evidence")
+    con.execute("DELETE FROM schema_migrations WHERE version = 10")
+
+
 def undo_migration_9(con) -> None:
-    """Make a store as migration 8 left it: no incident groups or ranks, no undated cells."""
+    """Make a store as migration 8 left it: no incident groups or ranks, no undated cells
+    (and what migration 10 added after)."""
+    undo_migration_10(con)
     con.execute("DROP TABLE incident_groups; DROP TABLE incident_group_cells")
     con.execute("DROP TABLE incident_ranks; DROP TABLE run_frame_hours")
     con.execute("DROP TABLE run_detector_hours")
@@ -176,6 +184,27 @@ def test_migration_9_leaves_a_runs_incidents_to_the_scan_until_it_is_analysed(st
                 assert got[key].equals(value)
             else:
                 assert got[key] == value, key
+
+
+def test_migration_10_names_recombined_incidents_by_cause_until_the_run_is_analysed(store_copy):
+    """A store as migration 9 left it is refused read-only; upgraded, its run has no evidence
+    per plain cause, so another choice of causes names its incidents by the chosen cause with
+    the most score, as before (an analysed run names them in plain words)."""
+    with store.connect(store_copy, read_only=True) as con:
+        run_id = facts.latest_run_id(con)
+        flt = FrameFilter(run_id=run_id, junk_causes=("quality",))
+        plain = set(facts.incident_list(con, flt)["rows"]["cause"])
+    assert plain and "quality" not in plain
+    with store.connect(store_copy) as con:
+        undo_migration_10(con)
+    with pytest.raises(store.SchemaError, match="schema version 9.*python -m pipeline migrate"):
+        store.connect(store_copy, read_only=True)
+    with store.connect(store_copy) as con:  # a write open migrates
+        assert migrations.applied_version(con) == migrations.LATEST
+        assert scalar(con, "SELECT count(*) FROM frame_cause_evidence") == 0
+    with store.connect(store_copy, read_only=True) as con:
+        listed = facts.incident_list(con, flt)
+    assert listed["n"] > 0 and set(listed["rows"]["cause"]) == {"quality"}
 
 
 def test_period_units_and_whole_periods():
