@@ -521,14 +521,15 @@ def add_scored_frames(
 ) -> None:
     """Rows for frames scored later against a frozen run (score-new), in one transaction.
 
-    Rows those frames already had in the run are replaced.
+    Rows those frames already had in the run are replaced (their evidence per plain cause,
+    which described the fit's scores of them, is dropped).
     """
     ids = clusters["frame_id"].to_numpy()
     con.execute("BEGIN TRANSACTION")
     try:
         con.register("_scored_ids", _ids_table(ids))
         try:
-            for table in ("clusters", "outlier_scores", "neighbors"):
+            for table in ("clusters", "outlier_scores", "frame_cause_evidence", "neighbors"):
                 _run(
                     con,
                     f"DELETE FROM {table} WHERE run_id = ? AND frame_id IN "

@@ -53,7 +53,7 @@ TIME_COLUMNS = [
     "daylight_source",
 ]
 # Rows that describe a frame's old pixels: removed when its file's content changes.
-_SCORED_TABLES = ("clusters", "outlier_scores", "neighbors")
+_SCORED_TABLES = ("clusters", "outlier_scores", "frame_cause_evidence", "neighbors")
 CHANGED_STAGE = "changed"
 
 

@@ -199,3 +199,16 @@ def test_analyze_keeps_keep_fitted_runs_states_and_score_new_names_the_newest(
         score_new(folder, db, settings, progress=False, run_id=result.run_id)
     fitted_run, _ = load_fitted_run(db, later[0])  # a kept one still loads
     assert fitted_run.run_id == later[0]
+
+
+def test_scoring_a_fit_frame_again_drops_its_evidence_per_plain_cause(fitted_store):
+    # the evidence that names other causes' incidents described the fit's scores of a frame
+    db, _, result, _ = fitted_store
+    fitted, _ = load_fitted_run(db)
+    query = "SELECT DISTINCT frame_id FROM frame_cause_evidence WHERE run_id = ? ORDER BY 1"
+    with store.connect(db, read_only=True) as con:
+        before = [r[0] for r in con.execute(query, [result.run_id]).fetchall()]
+    assert len(before) > 1
+    score_frames(db, fitted, before[:1], write=True)
+    with store.connect(db, read_only=True) as con:
+        assert [r[0] for r in con.execute(query, [result.run_id]).fetchall()] == before[1:]

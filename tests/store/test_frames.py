@@ -142,6 +142,10 @@ def test_changed_frame_keeps_its_id_and_loses_what_judged_its_old_pixels(db_path
             con.execute(
                 f"INSERT INTO neighbors VALUES ({run}, 1, 1, 2, 0.5), ({run}, 2, 1, 1, 0.5)"
             )
+            con.execute(
+                f"INSERT INTO frame_cause_evidence VALUES ({run}, 1, 'quality', 'blur', 2.0), "
+                f"({run}, 2, 'scene', 'something in the scene', 1.0)"
+            )
         changed = _frame_rows([1], ["x.jpg"], luma=200.0)
         thumb = _thumbs([1])
         thumb["jpeg"] = [b"new"]
@@ -151,7 +155,7 @@ def test_changed_frame_keeps_its_id_and_loses_what_judged_its_old_pixels(db_path
         assert con.sql("SELECT frame_id FROM embeddings").fetchall() == [(2,)]
         assert bytes(frames_store.thumbnails(con, [1])["jpeg"][0]) == b"new"
         assert con.sql("SELECT frame_id, verdict FROM reviews").fetchall() == [(2, "keep")]
-        for table in ("clusters", "outlier_scores"):
+        for table in ("clusters", "outlier_scores", "frame_cause_evidence"):
             assert con.sql(f"SELECT DISTINCT frame_id FROM {table}").fetchall() == [(2,)]
         assert con.sql("SELECT count(*) FROM neighbors").fetchall() == [(0,)]
         ((stage, path, message),) = con.sql(
