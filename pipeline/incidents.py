@@ -218,17 +218,18 @@ def run_incidents(
 
 
 def flaggable(by_cause: dict[str, np.ndarray], contamination: float) -> np.ndarray:
-    """Frames (bool per row) in the top `FLAGGABLE_MARGIN` x `contamination` of the sum of some
-    non-empty set of the causes' scores (`by_cause`: cause -> score per frame, NaN for no
-    opinion, as `sum_causes` adds them): every frame a consensus of some of them flags, and a
-    margin."""
+    """Frames (bool per row) above the quantile at 1 - `FLAGGABLE_MARGIN` x `contamination` of
+    the sum of some non-empty set of the causes' scores (`by_cause`: cause -> score per frame,
+    NaN for no opinion, as `sum_causes` adds them): every frame a consensus of some of them
+    flags (above its quantile at 1 - contamination, no lower), and a margin. Strictly above:
+    a cause with no evidence on most frames has a quantile of 0, and its zeros are not kept."""
     keep = np.zeros(len(next(iter(by_cause.values()))) if by_cause else 0, dtype=bool)
     share = min(1.0, FLAGGABLE_MARGIN * contamination)
     names = list(by_cause)
     for size in range(1, len(names) + 1):
         for chosen in combinations(names, size):
             summed = np.nansum(np.column_stack([by_cause[c] for c in chosen]), axis=1)
-            keep |= summed >= np.quantile(summed, 1.0 - share)
+            keep |= summed > np.quantile(summed, 1.0 - share)  # a flag is above its own
     return keep
 
 

@@ -213,3 +213,7 @@ def test_flaggable_keeps_every_frame_a_consensus_of_some_causes_flags():
     # the margin, not every frame: at most each set's top share
     assert keep.mean() <= 15 * FLAGGABLE_MARGIN * contamination and keep.mean() < 0.6
     assert not flaggable({"quality": np.arange(100.0)}, contamination)[:80].any()
+    # a cause that sees nothing in most frames (evidence from its 95th percentile): its zeros
+    # are not flaggable, whatever the tie at its quantile
+    sparse = np.where(rng.random(4000) < 0.04, rng.gamma(1.0, size=4000) + 1, 0.0)
+    assert flaggable({"camera": sparse}, contamination).sum() == (sparse > 0).sum()
