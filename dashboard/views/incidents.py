@@ -46,8 +46,9 @@ if "n_incidents" not in params:
     st.stop()
 gap = params.get("incident_gap_frames", "?")
 named = (
-    "The cause is the chosen junk cause with the most score over the incident's flagged "
-    "frames (the consensus of the sidebar's junk causes, found again from their scores)."
+    "The cause is the one whose detectors, among the sidebar's junk causes, carry most of "
+    "the incident's evidence (the consensus of those causes, found again from their scores; "
+    "a run analysed before that evidence was stored names the junk cause with the most score)."
     if flt.junk_causes
     else "The cause is the one whose detectors carry most of the incident's evidence."
 )
