@@ -153,6 +153,20 @@ def test_migration_7_fills_in_the_cards_of_a_version_6_store(store_copy):
         assert verdicts["n_junk"] + verdicts["n_keep"] > 0
 
 
+def undone_then_migrated(path, undo, version: int, table: str) -> None:
+    """`undo` a migration on the store at `path`, leaving it at `version`: a read-only open is
+    refused with the command that upgrades it, a write open migrates it, and `table` (one the
+    migration made) is there and empty."""
+    with store.connect(path) as con:
+        undo(con)
+    match = f"schema version {version}.*python -m pipeline migrate"
+    with pytest.raises(store.SchemaError, match=match):
+        store.connect(path, read_only=True)
+    with store.connect(path) as con:  # a write open migrates
+        assert migrations.applied_version(con) == migrations.LATEST
+        assert scalar(con, f"SELECT count(*) FROM {table}") == 0
+
+
 def test_migration_9_leaves_a_runs_incidents_to_the_scan_until_it_is_analysed(store_copy):
     """A store as migration 8 left it is refused read-only; upgraded, its run has no incident
     groups (nor undated cells) and the Incidents page's list is the scan's, the same as after
@@ -161,13 +175,7 @@ def test_migration_9_leaves_a_runs_incidents_to_the_scan_until_it_is_analysed(st
         run_id = facts.latest_run_id(con)
         flt = FrameFilter(run_id=run_id, hour_from=7, hour_to=16)
         before = facts.incident_list(con, flt, 2, 1)
-    with store.connect(store_copy) as con:
-        undo_migration_9(con)
-    with pytest.raises(store.SchemaError, match="schema version 8.*python -m pipeline migrate"):
-        store.connect(store_copy, read_only=True)
-    with store.connect(store_copy) as con:  # a write open migrates
-        assert migrations.applied_version(con) == migrations.LATEST
-        assert scalar(con, "SELECT count(*) FROM incident_ranks") == 0
+    undone_then_migrated(store_copy, undo_migration_9, 8, "incident_ranks")
     with store.connect(store_copy, read_only=True) as con:
         assert aggregates.covers(con, flt) and not aggregates.incident_groups(con, run_id)
         assert not aggregates.hour_cells(con, run_id)  # the cells answer as before
@@ -195,13 +203,7 @@ def test_migration_10_names_recombined_incidents_by_cause_until_the_run_is_analy
         flt = FrameFilter(run_id=run_id, junk_causes=("quality",))
         plain = set(facts.incident_list(con, flt)["rows"]["cause"])
     assert plain and "quality" not in plain
-    with store.connect(store_copy) as con:
-        undo_migration_10(con)
-    with pytest.raises(store.SchemaError, match="schema version 9.*python -m pipeline migrate"):
-        store.connect(store_copy, read_only=True)
-    with store.connect(store_copy) as con:  # a write open migrates
-        assert migrations.applied_version(con) == migrations.LATEST
-        assert scalar(con, "SELECT count(*) FROM frame_cause_evidence") == 0
+    undone_then_migrated(store_copy, undo_migration_10, 9, "frame_cause_evidence")
     with store.connect(store_copy, read_only=True) as con:
         listed = facts.incident_list(con, flt)
     assert listed["n"] > 0 and set(listed["rows"]["cause"]) == {"quality"}
