@@ -686,7 +686,7 @@ CREATE TABLE frame_cause_evidence (
     run_id       BIGINT NOT NULL,
     frame_id     BIGINT NOT NULL,
     cause        VARCHAR NOT NULL,       -- the cause of junk of the detectors it comes from
-    plain_cause  VARCHAR NOT NULL,       -- what it names (pipeline.detectors.PLAIN_CAUSES)
+    plain_cause  VARCHAR NOT NULL,       -- what it names (store.causes.PLAIN_CAUSES)
     evidence     DOUBLE NOT NULL         -- > 0: the largest tail evidence of those detectors
 );
 """
