@@ -96,7 +96,12 @@ class _Writer:
                 "iforest,hbos",
             ),
             cwd=REPO,
-            env=CHILD_ENV,
+            # as patient as a real run (connect's default is 10 s): readers let it in between
+            # their page renders (the writers-first gate, tested in tests/store/test_db.py),
+            # but under a loaded CI machine one render of three browser pages can take longer
+            # than the 3 s the other commands here wait (failed once so, after 34 min of two
+            # suites at once)
+            env={**CHILD_ENV, "TIMELAPSE_LOCK_TIMEOUT_S": "60"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
