@@ -175,6 +175,11 @@ def writer_opens(db: Path) -> str:
         "else:\n"
         "    print('opened')\n"
     )
+    return python_output(code)
+
+
+def python_output(code: str) -> str:
+    """What `code` prints, run by a fresh Python in the repository (it must exit 0)."""
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
     )

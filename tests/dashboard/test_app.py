@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 import store
 from store.db import scalar
-from tests.conftest import REPO
+from tests.conftest import REPO, python_output
 
 APP = str(REPO / "dashboard" / "app.py")
 
@@ -399,11 +399,7 @@ def test_dashboard_does_not_import_heavy_modules():
         "('tensorflow', 'keras', 'pyod', 'sklearn', 'pipeline', 'umap', 'hdbscan', 'torch')]\n"
         "print(heavy)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert python_output(code) == "[]"
 
 
 def test_overview_opens_a_day_in_the_gallery(app, demo_store):

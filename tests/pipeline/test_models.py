@@ -16,7 +16,7 @@ from pipeline.models import DEFAULT_MODEL, REGISTRY, get_model
 from pipeline.models.listing import describe_models
 from pipeline.models.pixels import DIM as PIXELS_DIM
 from pipeline.models.weights import keras_cache_dir
-from tests.conftest import REPO
+from tests.conftest import REPO, python_output
 
 KEYS = [
     "vgg16-hed",
@@ -123,11 +123,7 @@ def test_pixels_never_imports_tensorflow(small_folder, tmp_path):
         "print(embed_frames(db, Settings(model='pixels'), progress=False).describe())\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    assert "12 frames embedded" in done.stdout
+    assert "12 frames embedded" in python_output(code)
 
 
 @pytest.mark.keras
