@@ -9,7 +9,8 @@ settings, as `analyze` does: the fit scores every frame) on the same frames in a
 of its own code (reading thumbnails in the chunks its `analyze` reads them in), the
 checkouts in turn, so a shared machine's load falls on both alike. Reported
 per checkout and detector: CPU seconds of the process's fit (all threads), ms of CPU per frame,
-wall seconds, and whether its scores equal the first checkout's bit for bit (NaN where NaN).
+wall seconds, and whether its scores equal the first checkout's bit for bit (NaN where NaN),
+else how far they are (the largest difference, the same frames unscored, the same order).
 The ratio of CPU per frame is the figure to read on a loaded machine.
 """
 
@@ -68,6 +69,20 @@ def run_one(checkout: Path, db: Path, key: str, frames: int, out: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _difference(scores: np.ndarray, first: np.ndarray) -> dict:
+    """How far `scores` are from the first checkout's: the largest absolute difference, the
+    same frames unscored (NaN), and the same order of the frames (ties kept as ties)."""
+    both = np.isfinite(scores) & np.isfinite(first)
+    same_nan = bool((np.isfinite(scores) == np.isfinite(first)).all())
+    diff = float(np.abs(scores[both] - first[both]).max()) if both.any() else 0.0
+    order = np.lexsort((np.arange(both.sum()), first[both]))
+    ranked = scores[both][order]
+    same_order = bool((np.diff(ranked) >= 0).all()) and bool(
+        ((np.diff(first[both][order]) == 0) == (np.diff(ranked) == 0)).all()
+    )
+    return {"max_abs_difference": diff, "same_unscored": same_nan, "same_order": same_order}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("db", type=Path)
@@ -93,6 +108,7 @@ def main() -> None:
                         checkout=str(checkout),
                         ms_cpu_per_frame=round(1000 * got["cpu_s"] / got["frames"], 3),
                         same_scores_as_first=bool(np.array_equal(scores, first, equal_nan=True)),
+                        **_difference(scores, first),
                     )
                     results.append(got)
                     print(json.dumps(got), file=sys.stderr, flush=True)

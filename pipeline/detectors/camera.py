@@ -22,7 +22,7 @@ the score is 0.
 
 The usual view is learned from at most `max_view_frames` frames (a seeded sample; below that
 every frame), so its memory is bounded whatever the footage's length; every frame is then
-decoded once, mapped and correlated a piece at a time in threads (NumPy and the FFTs release
+decoded once, mapped and correlated a piece at a time in threads (compiled loops that release
 the GIL), and the fit's own gains are its scores.
 """
 
@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.fft
+from numba import njit
 
 from pipeline.detectors.base import Detector, register
 from pipeline.detectors.batch import FrameBatch, daylight_classes
@@ -119,22 +119,12 @@ class AlignmentDetector(Detector):
 
     def _gradient_maps(self, grids: np.ndarray) -> np.ndarray:
         """Maps of the frames of RGB grids [m, h, w, 3], each from that frame alone: the
-        Sobel gradient magnitude of its luma (`_luma`, `_gradient`), glare cut out, averaged
-        over 2 x 2 cells, on a log scale. (Until format 2 the Sobel filter ran over the stack of
-        frames as the reader gave them, and so also smoothed each frame with the frames next to
-        it: a frame's map, and a new frame's score, depended on the frames read with it.)"""
-        luma = _luma(grids)
-        gradient = _gradient(luma)
-        glare = luma >= self.saturated
-        if glare.any():
-            gradient[_dilate(glare, 2)] = 0
-        n, height, width = gradient.shape
-        even = gradient[:, : height // 2 * 2, : width // 2 * 2]
-        # the mean of each 2 x 2 cell, summed in the order `mean(axis=(2, 4))` of the cells'
-        # reshape sums them (the same float32 maps, bit for bit, at a fifth of its time)
-        cells = even[:, 0::2, 0::2] + even[:, 0::2, 1::2]
-        cells += even[:, 1::2, 0::2] + even[:, 1::2, 1::2]
-        cells *= np.float32(0.25)
+        Sobel gradient magnitude of its luma (`_luma`), glare cut out, averaged over 2 x 2
+        cells (`_gradient_cells`), on a log scale. (Until format 2 the Sobel filter ran over
+        the stack of frames as the reader gave them, and so also smoothed each frame with the
+        frames next to it: a frame's map, and a new frame's score, depended on the frames read
+        with it.)"""
+        cells = _gradient_cells(_luma(grids), np.float32(self.saturated), GLARE_RADIUS)
         return np.log1p(cells, out=cells)
 
     # --- fit and score ------------------------------------------------------------------------
@@ -236,28 +226,18 @@ class AlignmentDetector(Detector):
 
     def _correlations(self, maps: np.ndarray) -> np.ndarray:
         """[n, 2s + 1, 2s + 1]: the normalised correlation of the reference's centre (the map
-        less `margin` cells on each side) with each map's window at each shift. The dot
-        products by FFT at the window's own size: the centre, zero-padded to it, never wraps
-        round at these shifts, so the circular correlation is the plain one."""
+        less `margin` cells on each side) with each map's window at each shift, in float64
+        (`_correlate`)."""
         s, m = self.max_shift, self.margin
         height, width = self.view_.shape
         centre = self.view_[m : height - m, m : width - m]
         centre = centre - centre.mean()
         centre /= max(float(np.sqrt((centre**2).sum())), 1e-9)
-        windows = maps[:, m - s : height - m + s, m - s : width - m + s].astype(np.float64)
-        shape = windows.shape[1:]
-        padded = np.zeros(shape)
-        padded[: centre.shape[0], : centre.shape[1]] = centre
-        spectrum = scipy.fft.rfft2(windows)
-        spectrum *= np.conj(scipy.fft.rfft2(padded))
-        dot = scipy.fft.irfft2(spectrum, s=shape)[:, : 2 * s + 1, : 2 * s + 1]
-        n_cells = centre.size
-        total = _box_sums(windows, centre.shape)
-        squares = _box_sums(windows**2, centre.shape)
-        spread = np.sqrt(np.maximum(squares - total**2 / n_cells, 1e-12))
-        return dot / spread
+        windows = maps[:, m - s : height - m + s, m - s : width - m + s]
+        return _correlate(np.ascontiguousarray(windows), centre.astype(np.float64), 2 * s + 1)
 
 
+GLARE_RADIUS = 2  # pixels around a saturated one that carry no edges (a 5 x 5 square)
 CHUNK = 64  # frames mapped and correlated at a time (a thread's piece; its float64 passes
 #            stay within the core's cache)
 
@@ -270,61 +250,128 @@ def _luma(grids: np.ndarray) -> np.ndarray:
     return np.asarray(grids, np.float32) @ LUMA
 
 
-def _gradient(luma: np.ndarray) -> np.ndarray:
-    """float32 Sobel gradient magnitude of each frame of a stack [m, h, w] (never across
-    frames; `ndimage.sobel`'s two passes along the frame's own axes, times 4: the scale the
-    maps had when the filter also ran across frames, [1, 2, 1] over a still camera's identical
-    frames, so views and thresholds keep their scale).
-
-    The very numbers `ndimage.correlate1d` and `np.hypot` give, computed with whole-array
-    arithmetic (a fifth of their time on a 64-frame piece): `correlate1d` in "reflect" mode
-    repeats the edge pixel, works in float64 and rounds to float32 (the [-1, 0, 1] pass is one
-    float32 difference, exact in float64; the [1, 2, 1] pass, 2 x + (left + right) in float64,
-    rounded); `hypot` of float32 is glibc's hypotf, the float64 square root of the float64 sum
-    of squares, rounded."""
-    padded = np.pad(luma, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    along_x = (padded[:, :, 2:] - padded[:, :, :-2]).astype(np.float64)  # rows edge-padded
-    along_y = (padded[:, 2:, :] - padded[:, :-2, :]).astype(np.float64)  # columns edge-padded
-    smoothed = along_x[:, 1:-1] * 2
-    smoothed += along_x[:, :-2] + along_x[:, 2:]
-    del along_x
-    gx = smoothed.astype(np.float32)
-    smoothed = along_y[:, :, 1:-1] * 2
-    smoothed += along_y[:, :, :-2] + along_y[:, :, 2:]
-    del along_y
-    gy = smoothed.astype(np.float32)
-    gx *= np.float32(4)  # the scale the maps had when the filter also ran across frames
-    gy *= np.float32(4)  # ([1, 2, 1] over a still camera's identical frames)
-    total = np.square(gx, dtype=np.float64)
-    total += np.square(gy, dtype=np.float64)
-    return np.sqrt(total, out=total).astype(np.float32)
+# Compiled per-frame loops (numba): each frame's map and correlations in one pass over its
+# pixels instead of a dozen whole-array NumPy passes (docs/experiments/2026-12-03-alignment-kernels.md).
+# `nogil`: the pieces are mapped and correlated in threads.
 
 
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Each frame's mask grown by a (2 radius + 1)-square: `binary_dilation` frame by frame,
-    as shifted ORs (the same mask, 30 times faster on a 64-frame piece of 72 x 128)."""
-    rows = mask.copy()
-    for step in range(1, radius + 1):
-        rows[:, step:] |= mask[:, :-step]
-        rows[:, :-step] |= mask[:, step:]
-    out = rows.copy()
-    for step in range(1, radius + 1):
-        out[:, :, step:] |= rows[:, :, :-step]
-        out[:, :, :-step] |= rows[:, :, step:]
+@njit(cache=True, nogil=True)
+def _gradient_cells(luma: np.ndarray, saturated: np.float32, radius: int) -> np.ndarray:
+    """[m, h // 2, w // 2] float32: each frame's Sobel gradient magnitude (of luma [m, h, w],
+    never across frames), zero within `radius` pixels of a pixel at or above `saturated`
+    (glare), averaged over 2 x 2 cells (an odd last row or column left out).
+
+    The very floats of `ndimage.correlate1d` in "reflect" mode (the edge pixel repeated), in
+    float64 and rounded to float32, along the frame's two axes ([-1, 0, 1] then [1, 2, 1]:
+    `ndimage.sobel`'s passes), times 4 (the scale the maps had when the filter also ran across
+    frames, [1, 2, 1] over a still camera's identical frames, so that views and thresholds keep
+    their scale); then `np.hypot` (the float64 square root of the float64 sum of squares,
+    rounded), glare cut by a (2 radius + 1)-square dilation, and each cell's mean summed as
+    `mean(axis=(2, 4))` of the cells' reshape sums them ((a00 + a01) + (a10 + a11), times 0.25).
+    No fast-math: every operation is IEEE's, so the maps are the same on every CPU
+    (tests/pipeline/test_pixel_kernels.py checks them against that NumPy/SciPy computation)."""
+    n, height, width = luma.shape
+    h, w = height // 2, width // 2
+    out = np.empty((n, h, w), np.float32)
+    pad = np.empty((height + 2, width + 2), np.float32)
+    along_x = np.empty((height + 2, width), np.float64)  # [-1, 0, 1] along x, rows padded
+    along_y = np.empty((height, width + 2), np.float64)  # [-1, 0, 1] along y, columns padded
+    gradient = np.empty((height, width), np.float32)
+    glare = np.zeros((height + 2 * radius, width), np.bool_)
+    near = np.zeros((height, width + 2 * radius), np.bool_)
+    four, quarter = np.float32(4.0), np.float32(0.25)
+    for i in range(n):
+        frame = luma[i]
+        for y in range(height):
+            pad[y + 1, 1 : width + 1] = frame[y]
+            pad[y + 1, 0] = frame[y, 0]
+            pad[y + 1, width + 1] = frame[y, width - 1]
+        pad[0] = pad[1]
+        pad[height + 1] = pad[height]
+        for y in range(height + 2):
+            for x in range(width):
+                along_x[y, x] = pad[y, x + 2] - pad[y, x]  # exact in float32
+        for y in range(height):
+            for x in range(width + 2):
+                along_y[y, x] = pad[y + 2, x] - pad[y, x]
+        for y in range(height):
+            for x in range(width):
+                sx = along_x[y + 1, x] * 2.0
+                sx += along_x[y, x] + along_x[y + 2, x]
+                sy = along_y[y, x + 1] * 2.0
+                sy += along_y[y, x] + along_y[y, x + 2]
+                gx = np.float64(np.float32(sx) * four)
+                gy = np.float64(np.float32(sy) * four)
+                total = gx * gx
+                total += gy * gy
+                gradient[y, x] = np.float32(np.sqrt(total))
+        saturated_any = False
+        for y in range(height):
+            for x in range(width):
+                hit = frame[y, x] >= saturated
+                glare[y + radius, x] = hit
+                saturated_any |= hit
+        if saturated_any:
+            for y in range(height):
+                for x in range(width):
+                    hit = False
+                    for k in range(2 * radius + 1):
+                        hit |= glare[y + k, x]
+                    near[y, x + radius] = hit
+            for y in range(height):
+                for x in range(width):
+                    hit = False
+                    for k in range(2 * radius + 1):
+                        hit |= near[y, x + k]
+                    if hit:
+                        gradient[y, x] = 0
+        for cy in range(h):
+            for cx in range(w):
+                top = gradient[2 * cy, 2 * cx] + gradient[2 * cy, 2 * cx + 1]
+                bottom = gradient[2 * cy + 1, 2 * cx] + gradient[2 * cy + 1, 2 * cx + 1]
+                out[i, cy, cx] = (top + bottom) * quarter
     return out
 
 
-def _box_sums(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Sums of every `shape` window of each map (the 'valid' positions): running sums along
-    the rows, then along the columns of what is left; each window's sum the running sum at
-    its end less the one before its start (the first window's, the running sum itself)."""
-    h, w = shape
-    c = x.cumsum(axis=2)
-    rows = c[:, :, w - 1 :].copy()
-    rows[:, :, 1:] -= c[:, :, :-w]
-    c = rows.cumsum(axis=1)
-    out = c[:, h - 1 :].copy()
-    out[:, 1:] -= c[:, :-h]
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _correlate(windows: np.ndarray, centre: np.ndarray, shifts: int) -> np.ndarray:
+    """[n, shifts, shifts]: the correlation of `centre` [ch, cw] (zero mean, unit norm) with
+    each window [n, ch + shifts - 1, cw + shifts - 1] at each shift, over the spread of the
+    window's cells there: sqrt(sum of squares - sum^2 / cells), at least 1e-6. In float64;
+    the dot products are summed in whatever order vectorises (`reassoc`), so they agree with
+    an exact sum to ~1e-14, not bit for bit; the windows' sums come from integral images."""
+    n = windows.shape[0]
+    ch, cw = centre.shape
+    wh, ww = windows.shape[1], windows.shape[2]
+    n_cells = ch * cw
+    out = np.empty((n, shifts, shifts))
+    ones = np.zeros((wh + 1, ww + 1))
+    squares = np.zeros((wh + 1, ww + 1))
+    for i in range(n):
+        window = windows[i]
+        for y in range(wh):
+            row_sum, row_squares = 0.0, 0.0
+            for x in range(ww):
+                value = np.float64(window[y, x])
+                row_sum += value
+                row_squares += value * value
+                ones[y + 1, x + 1] = ones[y, x + 1] + row_sum
+                squares[y + 1, x + 1] = squares[y, x + 1] + row_squares
+        for dy in range(shifts):
+            for dx in range(shifts):
+                dot = 0.0
+                for a in range(ch):
+                    for b in range(cw):
+                        dot += centre[a, b] * window[dy + a, dx + b]
+                bottom, right = dy + ch, dx + cw
+                total = ones[bottom, right] - ones[dy, right] - ones[bottom, dx] + ones[dy, dx]
+                square = (
+                    squares[bottom, right]
+                    - squares[dy, right]
+                    - squares[bottom, dx]
+                    + squares[dy, dx]
+                )
+                out[i, dy, dx] = dot / np.sqrt(max(square - total * total / n_cells, 1e-12))
     return out
 
 

@@ -396,7 +396,7 @@ def test_dashboard_does_not_import_heavy_modules():
         "import dashboard.data, dashboard.charts, dashboard.filters, dashboard.metrics, "
         "dashboard.ui, store.facts, store.reviews\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in "
-        "('tensorflow', 'keras', 'pyod', 'sklearn', 'pipeline', 'umap', 'hdbscan', 'torch')]\n"
+        "('tensorflow', 'keras', 'pyod', 'sklearn', 'pipeline', 'umap', 'hdbscan', 'torch', 'numba')]\n"
         "print(heavy)"
     )
     assert python_output(code) == "[]"

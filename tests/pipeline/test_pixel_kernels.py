@@ -1,5 +1,6 @@
 """The pixel detectors' fast kernels give the very numbers of the plain NumPy/SciPy code they
-replace, bit for bit (the scores of `alignment` are its raw gains, so an ulp would show)."""
+replace: bit for bit where they can (the maps of `alignment`: its scores are raw gains, so an
+ulp would show), within 1e-12 where they sum in another order (its correlations)."""
 
 from __future__ import annotations
 
@@ -29,16 +30,31 @@ def _sobel(luma: np.ndarray, axis: int, other: int) -> np.ndarray:
     return ndimage.correlate1d(diff, [1, 2, 1], axis=other, mode="reflect") * np.float32(4)
 
 
-def test_gradient_is_sobel_and_hypot():
-    """`_gradient` = hypot of `_sobel` along x and y (`ndimage.correlate1d` twice each, in
-    reflect mode), on real-looking luma, on noise of every scale, and on tiny frames."""
+def _maps_reference(luma: np.ndarray, saturated: float) -> np.ndarray:
+    """The gradient cells as NumPy and SciPy compute them: `np.hypot` of the two Sobel
+    gradients, zero within a 5 x 5 square of glare (`ndimage.binary_dilation` frame by frame),
+    the mean of each 2 x 2 cell by reshape."""
+    gradient = np.hypot(_sobel(luma, 2, 1), _sobel(luma, 1, 2))
+    glare = ndimage.binary_dilation(luma >= saturated, structure=np.ones((1, 5, 5), bool))
+    gradient[glare] = 0
+    n, height, width = luma.shape
+    h, w = height // 2, width // 2
+    return gradient[:, : 2 * h, : 2 * w].reshape(n, h, 2, w, 2).mean(axis=(2, 4))
+
+
+def test_gradient_cells_are_sobel_hypot_glare_and_cell_means():
+    """`_gradient_cells` (compiled) = the NumPy/SciPy computation bit for bit, on real-looking
+    luma with glare, on noise of every scale, on tiny and odd-sized frames."""
     rng = np.random.default_rng(1)
     cases = [camera._luma(_images(seed)) for seed in range(3)]
+    cases += [camera._luma(_images(4, height=73, width=129))]
     cases += [rng.normal(0, scale, size=(5, 36, 64)).astype(np.float32) for scale in (1e-3, 1, 1e3)]
     cases += [rng.uniform(0, 255, size=(3, 3, 4)).astype(np.float32)]
     for luma in cases:
-        want = np.hypot(_sobel(luma, 2, 1), _sobel(luma, 1, 2))
-        np.testing.assert_array_equal(camera._gradient(luma), want)
+        got = camera._gradient_cells(luma, np.float32(250), camera.GLARE_RADIUS)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, _maps_reference(luma, 250))
+    assert (camera._gradient_cells(cases[0], np.float32(250), 2)[0, 2:8, 9:21] == 0).all()
 
 
 def test_gradient_maps_are_the_reference_computation():
@@ -48,14 +64,40 @@ def test_gradient_maps_are_the_reference_computation():
     for height, width in ((72, 128), (73, 129)):
         images = _images(4, height=height, width=width)
         luma = images.astype(np.float32) @ camera.LUMA
-        gradient = np.hypot(_sobel(luma, 2, 1), _sobel(luma, 1, 2))
-        gradient[camera._dilate(luma >= det.saturated, 2)] = 0
-        h, w = height // 2, width // 2
-        cells = gradient[:, : 2 * h, : 2 * w].reshape(len(luma), h, 2, w, 2).mean(axis=(2, 4))
-        want = np.log1p(cells).astype(np.float32)
+        want = np.log1p(_maps_reference(luma, det.saturated)).astype(np.float32)
         got = det._gradient_maps(images)
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want)
+
+
+def test_correlations_are_the_direct_sums():
+    """`_correlate` (compiled, its dot products summed in any order) = each shift's normalised
+    correlation summed directly in float64, within 1e-12, for float32 and float64 windows; a
+    flat window's spread is floored (no division by zero: a correlation near 0)."""
+    rng = np.random.default_rng(3)
+    for n, (ch, cw), shifts in ((5, (24, 52), 9), (3, (2, 3), 3), (2, (7, 9), 1)):
+        centre = rng.normal(size=(ch, cw))
+        centre -= centre.mean()
+        centre /= np.sqrt((centre**2).sum())
+        windows = rng.normal(2, 1, size=(n, ch + shifts - 1, cw + shifts - 1))
+        want = np.empty((n, shifts, shifts))
+        for dy, dx in np.ndindex(shifts, shifts):
+            part = windows[:, dy : dy + ch, dx : dx + cw]
+            spread = np.sqrt(np.maximum(part.var(axis=(1, 2)) * part[0].size, 1e-12))
+            want[:, dy, dx] = (part * centre).sum(axis=(1, 2)) / spread
+        for dtype in (np.float64, np.float32):
+            got = camera._correlate(windows.astype(dtype), centre, shifts)
+            exact = want if dtype == np.float64 else None
+            if exact is None:  # float32 windows: the reference from the same rounded values
+                exact = np.empty_like(want)
+                rounded = windows.astype(np.float32).astype(np.float64)
+                for dy, dx in np.ndindex(shifts, shifts):
+                    part = rounded[:, dy : dy + ch, dx : dx + cw]
+                    spread = np.sqrt(np.maximum(part.var(axis=(1, 2)) * part[0].size, 1e-12))
+                    exact[:, dy, dx] = (part * centre).sum(axis=(1, 2)) / spread
+            np.testing.assert_allclose(got, exact, rtol=0, atol=1e-12)
+        flat = camera._correlate(np.full((1, *windows.shape[1:]), 1.5), centre, shifts)
+        assert np.isfinite(flat).all() and np.abs(flat).max() < 1e-6
 
 
 def test_log_rgb_of_bytes_is_the_float_computation():
@@ -66,21 +108,6 @@ def test_log_rgb_of_bytes_is_the_float_computation():
         np.testing.assert_array_equal(
             background_grids.log_rgb(images), background_grids.log_rgb(images.astype(np.float32))
         )
-
-
-def test_box_sums_are_the_padded_running_sums():
-    rng = np.random.default_rng(3)
-
-    def padded(x, shape):  # the reference: running sums from a zero column and row
-        h, w = shape
-        c = np.pad(x, ((0, 0), (0, 0), (1, 0))).cumsum(axis=2)
-        c = np.pad(c[:, :, w:] - c[:, :, :-w], ((0, 0), (1, 0), (0, 0))).cumsum(axis=1)
-        return c[:, h:] - c[:, :-h]
-
-    for size, box in (((5, 32, 60), (24, 52)), ((3, 10, 11), (2, 3)), ((2, 7, 9), (7, 9))):
-        x = rng.normal(2, 1, size=size)
-        for values in (x, x**2):
-            np.testing.assert_array_equal(camera._box_sums(values, box), padded(values, box))
 
 
 def test_pixel_detectors_score_alike_whatever_the_read_chunk(demo_store):
