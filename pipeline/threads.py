@@ -1,4 +1,5 @@
-"""Thread helpers for NumPy work that releases the GIL: a bounded ordered map, one BLAS thread."""
+"""Thread helpers for NumPy work that releases the GIL: a bounded ordered map, reading one item
+ahead, one BLAS thread."""
 
 from __future__ import annotations
 
@@ -25,6 +26,26 @@ def bounded_map(
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+_END = object()
+
+
+def read_ahead(items: Iterable[T]) -> Iterator[T]:
+    """`items` in order, the next one produced in a thread of its own while the caller works on
+    this one: a reader of chunks (the store's thumbnails, decoded) keeps the cores busy instead
+    of leaving them idle between chunks. One item ahead at most, so memory holds two chunks;
+    the items are produced one at a time, never concurrently, and an error in producing one is
+    raised where the caller asks for it."""
+    source = iter(items)
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(next, source, _END)
+        while True:
+            item = ahead.result()
+            if item is _END:
+                return
+            ahead = pool.submit(next, source, _END)
+            yield item
 
 
 def one_blas_thread():

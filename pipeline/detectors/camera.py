@@ -36,7 +36,7 @@ from numba import njit
 from pipeline.detectors.base import Detector, register
 from pipeline.detectors.batch import FrameBatch, daylight_classes
 from pipeline.pixels import grid_size
-from pipeline.threads import bounded_map, one_blas_thread
+from pipeline.threads import bounded_map, one_blas_thread, read_ahead
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -111,9 +111,9 @@ class AlignmentDetector(Detector):
 
     def _chunks(self, batch: FrameBatch, rows: np.ndarray):
         """(positions among `rows`, RGB grids [m, h, w, 3]) in pieces of at most `CHUNK`
-        frames."""
+        frames; the reader's next chunk is read and decoded while the threads map this one."""
         fine = (2 * self.size_[0], 2 * self.size_[1])
-        for pos, grids in batch.pixels.grids(batch.frame_ids[rows], fine):
+        for pos, grids in read_ahead(batch.pixels.grids(batch.frame_ids[rows], fine)):
             for lo in range(0, len(pos), CHUNK):  # luma in the threads, not in the reader's
                 yield pos[lo : lo + CHUNK], grids[lo : lo + CHUNK]
 
@@ -251,7 +251,7 @@ def _luma(grids: np.ndarray) -> np.ndarray:
 
 
 # Compiled per-frame loops (numba): each frame's map and correlations in one pass over its
-# pixels instead of a dozen whole-array NumPy passes (docs/experiments/2026-12-03-alignment-kernels.md).
+# pixels instead of a dozen whole-array NumPy passes (docs/experiments/2026-12-03-pixel-detectors-compiled.md).
 # `nogil`: the pieces are mapped and correlated in threads.
 
 
