@@ -251,8 +251,9 @@ def _luma(grids: np.ndarray) -> np.ndarray:
 
 
 # Compiled per-frame loops (numba): each frame's map and correlations in one pass over its
-# pixels instead of a dozen whole-array NumPy passes (docs/experiments/2026-12-03-pixel-detectors-compiled.md).
-# `nogil`: the pieces are mapped and correlated in threads.
+# pixels instead of a dozen whole-array NumPy passes
+# (docs/experiments/2026-12-03-pixel-detectors-compiled.md). `nogil`: the pieces are mapped and
+# correlated in threads.
 
 
 @njit(cache=True, nogil=True)

@@ -75,27 +75,25 @@ def test_correlations_are_the_direct_sums():
     correlation summed directly in float64, within 1e-12, for float32 and float64 windows; a
     flat window's spread is floored (no division by zero: a correlation near 0)."""
     rng = np.random.default_rng(3)
+
+    def direct(windows, centre, shifts):  # each shift's sums, plainly, in float64
+        ch, cw = centre.shape
+        out = np.empty((len(windows), shifts, shifts))
+        for dy, dx in np.ndindex(shifts, shifts):
+            part = windows[:, dy : dy + ch, dx : dx + cw]
+            spread = np.sqrt(np.maximum(part.var(axis=(1, 2)) * part[0].size, 1e-12))
+            out[:, dy, dx] = (part * centre).sum(axis=(1, 2)) / spread
+        return out
+
     for n, (ch, cw), shifts in ((5, (24, 52), 9), (3, (2, 3), 3), (2, (7, 9), 1)):
         centre = rng.normal(size=(ch, cw))
         centre -= centre.mean()
         centre /= np.sqrt((centre**2).sum())
         windows = rng.normal(2, 1, size=(n, ch + shifts - 1, cw + shifts - 1))
-        want = np.empty((n, shifts, shifts))
-        for dy, dx in np.ndindex(shifts, shifts):
-            part = windows[:, dy : dy + ch, dx : dx + cw]
-            spread = np.sqrt(np.maximum(part.var(axis=(1, 2)) * part[0].size, 1e-12))
-            want[:, dy, dx] = (part * centre).sum(axis=(1, 2)) / spread
         for dtype in (np.float64, np.float32):
-            got = camera._correlate(windows.astype(dtype), centre, shifts)
-            exact = want if dtype == np.float64 else None
-            if exact is None:  # float32 windows: the reference from the same rounded values
-                exact = np.empty_like(want)
-                rounded = windows.astype(np.float32).astype(np.float64)
-                for dy, dx in np.ndindex(shifts, shifts):
-                    part = rounded[:, dy : dy + ch, dx : dx + cw]
-                    spread = np.sqrt(np.maximum(part.var(axis=(1, 2)) * part[0].size, 1e-12))
-                    exact[:, dy, dx] = (part * centre).sum(axis=(1, 2)) / spread
-            np.testing.assert_allclose(got, exact, rtol=0, atol=1e-12)
+            given = windows.astype(dtype)
+            want = direct(given.astype(np.float64), centre, shifts)
+            np.testing.assert_allclose(camera._correlate(given, centre, shifts), want, rtol=0, atol=1e-12)
         flat = camera._correlate(np.full((1, *windows.shape[1:]), 1.5), centre, shifts)
         assert np.isfinite(flat).all() and np.abs(flat).max() < 1e-6
 
