@@ -93,7 +93,9 @@ def test_correlations_are_the_direct_sums():
         for dtype in (np.float64, np.float32):
             given = windows.astype(dtype)
             want = direct(given.astype(np.float64), centre, shifts)
-            np.testing.assert_allclose(camera._correlate(given, centre, shifts), want, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(
+                camera._correlate(given, centre, shifts), want, rtol=0, atol=1e-12
+            )
         flat = camera._correlate(np.full((1, *windows.shape[1:]), 1.5), centre, shifts)
         assert np.isfinite(flat).all() and np.abs(flat).max() < 1e-6
 
