@@ -342,6 +342,57 @@ def test_consensus_scores_each_cause_and_sums_the_junk_causes():
         Consensus(["lof"], "family_tail", 0.05, junk_causes=["camera"]).fit({"lof": pcts["lof"]})
 
 
+def test_a_detector_that_sees_nothing_brings_no_evidence():
+    """A dim indoor camera with no edges to line up: `alignment` scores every frame it can 0
+    (nothing moved) and the black frames NaN (nothing to line up). Those 0s tie at its lowest
+    score; counted as the highest rank of their block (1.0) they brought every normal frame
+    the most evidence there is and the black junk none, so the camera cause ranked the junk
+    last. Ranked as the lowest frame, they bring none."""
+    from pipeline.detectors import cause_scores, counted_ranks
+
+    rng = np.random.default_rng(3)
+    batch = _batch()
+    black = np.isin(np.arange(len(batch)), PLANTED)
+    flat = {
+        int(i): np.full((36, 64, 3), 3.0) if dark else 120 + rng.normal(0, 2, (36, 64, 3))
+        for i, dark in zip(batch.frame_ids, black)
+    }
+    batch.pixels = ArrayReader(flat)
+    det = make_detector("alignment").fit(batch)
+    scores = det.decision_scores_
+    assert np.isnan(scores[black]).all() and (scores[~black] == 0).all()
+    pcts = {"alignment": det.percentile(scores)}
+    assert (pcts["alignment"][~black] == 1).all()  # a percentile counts the frames <= it
+    n = len(scores) + 1
+    for lowest_ties, normal_evidence in ((False, np.log(n)), (True, 0.0)):
+        counted = counted_ranks({"alignment": det}, {"alignment": scores}, pcts, lowest_ties)
+        camera = cause_scores(counted, "family_tail", len(scores))["camera"]
+        np.testing.assert_allclose(camera[~black], normal_evidence)
+        assert np.isnan(camera[black]).all()
+    assert (counted["alignment"][~black] == 1 / (~black).sum()).all()
+    # a score above the tie counts as before
+    moved = scores.copy()
+    moved[0] = 5.0
+    counted = counted_ranks(
+        {"alignment": det}, {"alignment": moved}, {"alignment": det.percentile(moved)}
+    )
+    assert counted["alignment"][0] == 1.0
+
+
+def test_a_consensus_fitted_before_lowest_ties_keeps_the_highest_rank():
+    """A consensus pickled before ties at a detector's lowest score ranked low (format 2) loads
+    with `lowest_ties_` off, so a stored run scores new frames as its fit counted them."""
+    pcts = {"alignment": np.linspace(0.1, 1, 10)}
+    cons = Consensus(["alignment"], "family_tail", 0.05).fit(pcts)
+    assert cons.lowest_ties_
+    state = cons.__getstate__()
+    state[FORMAT_KEY] = 2
+    old = type(cons).__new__(type(cons))
+    old.__setstate__(state)
+    assert not old.lowest_ties_
+    assert pickle.loads(pickle.dumps(cons)).lowest_ties_
+
+
 def test_alignment_detector_flags_a_knocked_camera_and_not_a_person():
     """The camera cause: a knocked camera lines up better shifted; a person in front of the
     lens (the scene cause) does not move the view."""
