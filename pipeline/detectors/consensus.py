@@ -29,6 +29,9 @@ A rank counts only where the detector says its score is harm a person would see
 have a floor in the image's own units, so the softest frames of a camera with no soft frames
 (a sunny month's overcast afternoons) bring no evidence, while the top ranks of a camera with
 a month of water on the lens still do.
+Frames tied at a detector's lowest score (its "nothing seen": `alignment`'s 0 for a frame
+that lines up) count as its lowest rank, not the top of their block, so a detector that sees
+nothing on a camera brings no evidence there.
 
 `Consensus` is fitted like a detector (on the fit's percentile ranks instead of a batch): `fit`
 returns self, its scores of the fit are `decision_scores_`, and its threshold and percentiles
