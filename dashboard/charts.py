@@ -406,20 +406,21 @@ def cluster_profile(df: pd.DataFrame, kind: str = "hour") -> go.Figure:
 
 
 def rank_scatter(wide: pd.DataFrame, a: str, b: str) -> go.Figure:
-    """Each frame's percentile under detector A against detector B (WebGL)."""
+    """Each frame's percentile under detector A against detector B (WebGL), coloured by which
+    of the two flags it (`metrics.flagged`)."""
     title = f"{a} vs {b}: score percentile"
     if wide.empty or a not in wide or b not in wide:
         return _empty(title)
     xa = wide[a].to_numpy(dtype=float, na_value=np.nan)
     xb = wide[b].to_numpy(dtype=float, na_value=np.nan)
     ids = wide["frame_id"].to_numpy(dtype=np.int64)
-    flag_a, flag_b = xa >= 0.95, xb >= 0.95
+    flag_a, flag_b = metrics.flagged(wide, a), metrics.flagged(wide, b)
     groups = [
-        ("neither in top 5 %", ~flag_a & ~flag_b, "#9A9A9A"),
-        (f"only {a} in top 5 %", flag_a & ~flag_b, detector_color(a)),
-        (f"only {b} in top 5 %", ~flag_a & flag_b, detector_color(b)),
+        ("neither flags it", ~flag_a & ~flag_b, "#9A9A9A"),
+        (f"only {a} flags it", flag_a & ~flag_b, detector_color(a)),
+        (f"only {b} flags it", ~flag_a & flag_b, detector_color(b)),
         (
-            "both in top 5 %",
+            "both flag it",
             flag_a & flag_b,
             "#E45756" if "#E45756" not in (detector_color(a), detector_color(b)) else "#7F3C8D",
         ),
@@ -462,7 +463,7 @@ def _matrix(
                 zmin=zmin,
                 zmax=zmax,
                 colorscale=scale,
-                text=[[format(v, fmt) for v in row] for row in z],
+                text=[[format(v, fmt) if np.isfinite(v) else "–" for v in row] for row in z],
                 texttemplate="%{text}",
                 hovertemplate="%{y} / %{x}: %{z:" + fmt + "}<extra></extra>",
             )
@@ -490,7 +491,7 @@ def overlap_heatmap(wide: pd.DataFrame, detectors: list[str], k: int) -> go.Figu
 def agreement_over_time(
     wide: pd.DataFrame, detectors: list[str], top_pct: float = 0.95
 ) -> go.Figure:
-    title = f"Agreement per day (flag = percentile >= {top_pct * 100:g} %)"
+    title = "Agreement per day (each detector's own flags)"
     df = metrics.agreement_by_day(wide, detectors, top_pct)
     if df.empty:
         return _empty(title)

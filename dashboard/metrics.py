@@ -24,14 +24,27 @@ def top_k_overlap(wide: pd.DataFrame, detectors: list[str], k: int) -> pd.DataFr
     return pd.DataFrame(data, index=detectors, columns=detectors)
 
 
+def flagged(wide: pd.DataFrame, detector: str, top_pct: float = 0.95) -> np.ndarray:
+    """Which frames `detector` flags: its own flag (`<detector>_flag`, is_outlier: above its
+    threshold) where the table has it, else `score_pct >= top_pct`. The flag, not the
+    percentile: a percentile counts the frames scoring <= a score, so where a detector gives
+    most frames the same lowest score (`alignment`'s 0 for a frame that lines up, on 95-100%
+    of a still or dim camera's frames) every one of them sits at the block's top percentile,
+    and a percentile cut would flag them all; the threshold flags none of them."""
+    flag = f"{detector}_flag"
+    if flag in wide:
+        return wide[flag].eq(True).to_numpy()  # no score (NULL): not flagged
+    return wide[detector].ge(top_pct).to_numpy(dtype=bool)
+
+
 def agreement_by_day(
     wide: pd.DataFrame, detectors: list[str], top_pct: float = 0.95
 ) -> pd.DataFrame:
-    """Per day: share of frames on which all chosen detectors agree (all flag or none flags
-    at `score_pct >= top_pct`), and the share flagged by at least one."""
+    """Per day: share of frames on which all chosen detectors agree (all flag or none flags,
+    `flagged`), and the share flagged by at least one."""
     if wide.empty:
         return pd.DataFrame(columns=["day", "agreement", "any_flagged", "n_frames"])
-    flags = wide[detectors].ge(top_pct)
+    flags = pd.DataFrame({d: flagged(wide, d, top_pct) for d in detectors}, index=wide.index)
     day = pd.to_datetime(wide["taken_at"]).dt.floor("D")
     agree = flags.all(axis=1) | (~flags).all(axis=1)
     df = pd.DataFrame({"day": day, "agree": agree, "any": flags.any(axis=1)})

@@ -106,6 +106,40 @@ def test_agreement_by_day():
     assert list(df["n_frames"]) == [3, 3]
 
 
+def test_flags_are_the_detectors_own_where_the_table_has_them():
+    """`alignment` scores 0 on every frame that lines up: on a still camera that is nearly
+    every frame, and all of them share the block's top percentile (1.0 here). Its own flag
+    (is_outlier) is off for them; a percentile cut would flag them all, and the agreement chart
+    would say every frame is flagged by some detector."""
+    wide = wide_table().assign(
+        alignment=[1.0] * 6,
+        alignment_flag=[False] * 6,
+        a_flag=[False, False, False, False, False, True],
+        b_flag=[True, False, False, False, False, None],  # None: no score, not flagged
+    )
+    assert not metrics.flagged(wide, "alignment").any()
+    assert metrics.flagged(wide.drop(columns="alignment_flag"), "alignment").all()
+    assert list(metrics.flagged(wide, "b")) == [True] + [False] * 5
+    df = metrics.agreement_by_day(wide, ["a", "alignment"])
+    assert list(df["any_flagged"]) == [0.0, pytest.approx(1 / 3)]
+    assert list(df["agreement"]) == [1.0, pytest.approx(2 / 3)]
+    fig = charts.rank_scatter(wide, "a", "alignment")
+    sizes = {t.name: len(t.x) for t in fig.data}
+    assert sizes == {
+        "neither flags it": 5,
+        "only a flags it": 1,
+        "only alignment flags it": 0,
+        "both flag it": 0,
+    }
+
+
+def test_a_detector_that_scores_every_frame_alike_has_no_correlation_shown_as_a_number():
+    wide = wide_table().assign(same=[0.5] * 6)
+    fig = charts.spearman_heatmap(wide, ["a", "b", "same"])
+    text = fig.data[0].text
+    assert text[0][1] == "-1.00" and text[2][0] == "–" and text[0][0] == "1.00"
+
+
 def test_calendar_heatmap_has_24_hours_and_units():
     cal = pd.DataFrame(
         {
