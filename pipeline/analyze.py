@@ -199,6 +199,9 @@ def analyze(
         params["detectors"] = keys
         # what made the vectors analysed (the `precision` setting above is only what was asked)
         params["vector_precisions"] = se.precision_counts(con, model)
+        # its percentiles rank the frames tied at a scorer's lowest score as the lowest
+        # (`Scorer.percentile`); a recombined consensus does the same (`store.causes`)
+        params["lowest_ties"] = True
         stale = sa.fail_stale_runs(con, process_alive)
         run_id = sa.start_run(con, model, params, __version__)
     steps = _Steps(trace_memory)

@@ -158,6 +158,7 @@ class FittedRun(Versioned):
         the whole batch at once."""
         causes = {cause_key(c): scorer for c, scorer in self.consensus.causes_.items()}
         scorers = {**self.detectors, **causes, CONSENSUS: self.consensus}
+        ties = self.consensus.lowest_ties_  # a run fitted before keeps its ranks
         scores: dict[str, np.ndarray] = {}
         pcts: dict[str, np.ndarray] = {}
         for key, det in self.detectors.items():
@@ -170,20 +171,20 @@ class FittedRun(Versioned):
                     scores[key][rows] = det.decision_function(batch.take(rows))
             else:
                 scores[key] = det.decision_function(batch)
-            pcts[key] = det.percentile(scores[key])
+            pcts[key] = det.percentile(scores[key], ties)
         if of_fit:
             by_cause = {c: s.decision_scores_ for c, s in self.consensus.causes_.items()}
             scores_consensus = self.consensus.decision_scores_
         else:
             by_cause, scores_consensus = self.consensus.score_causes(
-                counted_ranks(self.detectors, scores, pcts, self.consensus.lowest_ties_)
+                counted_ranks(self.detectors, scores, pcts)
             )
         for cause, scorer in self.consensus.causes_.items():
             key = cause_key(cause)
             scores[key] = by_cause[cause]
-            pcts[key] = scorer.percentile(scores[key])
+            pcts[key] = scorer.percentile(scores[key], ties)
         scores[CONSENSUS] = scores_consensus
-        pcts[CONSENSUS] = self.consensus.percentile(scores[CONSENSUS])
+        pcts[CONSENSUS] = self.consensus.percentile(scores[CONSENSUS], ties)
         flags = {key: scorers[key].predict_scores(s) for key, s in scores.items()}
         return RunScores(batch.frame_ids, scores, pcts, flags)
 

@@ -7,7 +7,9 @@ counts other causes (the dashboard's "Junk causes", `export --junk-causes`) gets
 
 - score: the chosen causes' scores added in the order given, a cause with no opinion on a
   frame (NULL) adding 0 (NumPy's `nansum` along a row adds left to right: the same doubles);
-- score_pct: the share of the run's frames scoring <= it (`Scorer.percentile`);
+- score_pct: the share of the run's frames scoring <= it, and for the frames tied at the
+  lowest score 1 / n, as the lowest frame (`Scorer.percentile`; a run analysed before its
+  params said `lowest_ties` ranks them as the top of their block, as it stored them);
 - is_outlier: above the linear quantile at 1 - the run's `contamination` of the run's scores
   (`Scorer._process_decision_scores`; NumPy's interpolation step for step, so the same
   double);
@@ -121,7 +123,8 @@ def _ctes(n_causes: int, scores: str = "main.outlier_scores") -> str:
     return f"""
 _rc_run AS (
     SELECT coalesce(TRY_CAST(params->>'contamination' AS DOUBLE), 0.05) AS contamination,
-           coalesce(TRY_CAST(params->>'incident_gap_frames' AS BIGINT), 2) AS gap
+           coalesce(TRY_CAST(params->>'incident_gap_frames' AS BIGINT), 2) AS gap,
+           coalesce(TRY_CAST(params->>'lowest_ties' AS BOOLEAN), FALSE) AS lowest_ties
     FROM analysis_runs WHERE run_id = $rc_run)
 , _rc_causes AS (
     SELECT frame_id, {picks}
@@ -142,7 +145,10 @@ _rc_run AS (
                  any_value(s.score) FILTER (WHERE s.i = least(q.lo + 1, q.n - 1)) AS b
           FROM _rc_sorted s, _rc_at q))
 , _rc_consensus AS MATERIALIZED (
-    SELECT s.*, count(*) OVER (ORDER BY s.score) / count(*) OVER () AS score_pct,
+    SELECT s.*,
+           CASE WHEN (SELECT lowest_ties FROM _rc_run) AND s.score <= min(s.score) OVER ()
+                THEN 1 / count(*) OVER ()
+                ELSE count(*) OVER (ORDER BY s.score) / count(*) OVER () END AS score_pct,
            coalesce(s.score > (SELECT threshold FROM _rc_limit), FALSE) AS is_outlier
     FROM _rc_summed s)
 , outlier_scores AS (

@@ -107,13 +107,24 @@ class Scorer(Versioned, BaseEstimator):
         )
         self.labels_ = self.predict_scores(scores)
 
-    def percentile(self, scores: np.ndarray) -> np.ndarray:
-        """Share of fit frames scoring <= each score (0..1); NaN stays NaN."""
+    def percentile(self, scores: np.ndarray, lowest_ties: bool = True) -> np.ndarray:
+        """Share of fit frames scoring <= each score (0..1); NaN stays NaN.
+
+        With `lowest_ties`, a score tied at the fit's lowest is its "nothing seen" (a frame
+        that lines up with the camera's view, an exposure at its pool's median) and ranks as
+        the lowest fit frame, 1 / n, not as the top of the tied block: `alignment` on a still
+        camera scores most frames 0, and those frames were at its 95th percentile or above,
+        brought the consensus the most evidence there is and passed a reader's "percentile
+        >= 90" filter. A score that is not tied at the lowest ranks as before. (A run fitted
+        before this keeps the block's rank: `Consensus.lowest_ties_`.)"""
         out = np.full(len(scores), np.nan)
         ok = np.isfinite(scores)
-        if len(self.reference_):
-            ranks = np.searchsorted(self.reference_, scores[ok], side="right")
-            out[ok] = ranks / len(self.reference_)
+        reference = self.reference_
+        if len(reference):
+            ranks = np.searchsorted(reference, scores[ok], side="right")
+            if lowest_ties:
+                ranks = np.where(scores[ok] <= reference[0], np.minimum(ranks, 1), ranks)
+            out[ok] = ranks / len(reference)
         return out
 
     def predict_scores(self, scores: np.ndarray) -> np.ndarray:

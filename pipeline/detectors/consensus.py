@@ -181,34 +181,23 @@ def tail_evidence(
 
 
 def counted_ranks(
-    detectors: dict,
-    scores: dict[str, np.ndarray],
-    pcts: dict[str, np.ndarray],
-    lowest_ties: bool = True,
+    detectors: dict, scores: dict[str, np.ndarray], pcts: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """The detectors' ranks as the consensus counts them: a rank where the detector says its
     score shows harm a person would see (`Detector.evident`), 0 where it does not; NaN (no
     opinion) stays NaN. Keys: the detectors in both `detectors` and `pcts`.
 
-    With `lowest_ties`, a detector's lowest score is its "nothing seen" (a frame that lines up
-    with the camera's view, an exposure at its pool's median), and frames tied at it rank as
-    the lowest fit frame (1 / n), not as the highest of their block (a percentile counts the
-    frames scoring <= a score). Without it, a detector that sees nothing on most frames ranks
-    them all at the top of the block: `alignment` on a dim indoor camera with no edges to line
-    up scores every frame it can 0, so each of those frames ranked 1.0 and brought the most
-    evidence there is, and the darkest frames, which it cannot score (NaN), none; the camera
-    cause then ranked the dark junk below every normal frame. A score that is not tied is
-    counted as before. (Consensus fitted before this kept the block's highest rank:
-    `Consensus.lowest_ties_`.)"""
+    `pcts` are the run's percentile ranks (`Scorer.percentile`), in which the frames tied at a
+    detector's lowest score (its "nothing seen") rank as the lowest fit frame: `alignment` on
+    a dim indoor camera with no edges to line up scores every frame it can 0, and ranked as
+    the top of their block each of those frames brought the most evidence there is while the
+    darkest frames, which it cannot score (NaN), brought none; the camera cause then ranked
+    the dark junk below every normal frame."""
     out = {}
     for key, det in detectors.items():
         if key not in pcts:
             continue
         pct = np.asarray(pcts[key], dtype=float)
-        reference = getattr(det, "reference_", None)
-        if lowest_ties and reference is not None and len(reference):
-            at_lowest = np.nan_to_num(np.asarray(scores[key], float), nan=np.inf) <= reference[0]
-            pct = np.where(at_lowest, np.minimum(pct, 1 / len(reference)), pct)
         out[key] = np.where(det.evident(scores[key]) | ~np.isfinite(pct), pct, 0.0)
     return out
 
@@ -278,7 +267,9 @@ class Consensus(Scorer):
     order = 0
     format_version = 3
     plain_cause = "unusual"  # incidents name the causes of the detectors it combines
-    lowest_ties_ = True  # the ranks it was fitted on ranked ties at the lowest score low
+    # the run's percentile ranks (and so the ranks it was fitted on) rank the frames tied at a
+    # scorer's lowest score as the lowest (`Scorer.percentile`)
+    lowest_ties_ = True
 
     def __init__(
         self,
@@ -324,7 +315,7 @@ class Consensus(Scorer):
         # format 0 (a dataclass then) fitted before n_reference_ used a fixed floor of 1e-4;
         # formats before 2 summed every cause (their rule over all detectors: the same sum of
         # families) and stored no cause scores; before 3 a detector's frames tied at its lowest
-        # score ranked as the highest of their block (`counted_ranks`)
+        # score ranked as the highest of their block (`Scorer.percentile`)
         if version < 1:
             state = {**state, "n_reference_": state.get("n_reference_") or 9999}
         return {"junk_causes": None, "causes_": {}, "lowest_ties_": version >= 3, **state}

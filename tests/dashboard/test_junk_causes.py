@@ -62,6 +62,34 @@ def test_one_cause_alone_is_that_causes_score(con, run_id):
         stored = _scores(con, run_id, detector=f"cause:{cause}")
         assert list(alone["is_outlier"]) == list(stored["is_outlier"])
         assert alone["score"].tolist() == stored["score"].fillna(0.0).tolist()
+        if stored["score"].notna().all():  # else the stored cause ranked fewer frames
+            assert alone["score_pct"].tolist() == stored["score_pct"].tolist()
+
+
+def test_frames_tied_at_the_lowest_score_rank_lowest(con, run_id, store_copy):
+    """The camera cause sees nothing on most demo frames (it is knocked a few times) and scores
+    them 0: recombined alone, those frames rank as the lowest frame, 1 / n, as `analyze` ranks
+    them (`Scorer.percentile`), not as the top of their block; a run analysed before its
+    params said `lowest_ties` keeps the block's top, as it stored it."""
+    import store
+
+    alone = _scores(con, run_id, causes=("camera",))
+    n, low = len(alone), alone["score"] == alone["score"].min()
+    assert 0.5 < low.mean() < 1
+    assert (alone.loc[low, "score_pct"] == 1 / n).all()
+    assert (alone.loc[~low, "score_pct"] > low.sum() / n).all()
+    with store.connect(store_copy) as rw:
+        rw.execute(
+            "UPDATE analysis_runs SET params = json_merge_patch(params, '{\"lowest_ties\": null}') "
+            "WHERE run_id = ?",
+            [run_id],
+        )
+    with store.connect(store_copy, read_only=True) as old_con:
+        query = "SELECT params->>'lowest_ties' FROM analysis_runs WHERE run_id = ?"
+        assert scalar(old_con, query, [run_id]) is None
+        old = _scores(old_con, run_id, causes=("camera",))
+    assert (old.loc[low, "score_pct"] == low.sum() / n).all()
+    assert old.loc[~low, "score_pct"].tolist() == alone.loc[~low, "score_pct"].tolist()
 
 
 def _flagged_kinds(con, run_id, causes):

@@ -345,9 +345,9 @@ def test_consensus_scores_each_cause_and_sums_the_junk_causes():
 def test_a_detector_that_sees_nothing_brings_no_evidence():
     """A dim indoor camera with no edges to line up: `alignment` scores every frame it can 0
     (nothing moved) and the black frames NaN (nothing to line up). Those 0s tie at its lowest
-    score; counted as the highest rank of their block (1.0) they brought every normal frame
-    the most evidence there is and the black junk none, so the camera cause ranked the junk
-    last. Ranked as the lowest frame, they bring none."""
+    score; ranked as the top of their block (1.0) they brought every normal frame the most
+    evidence there is and the black junk none, so the camera cause ranked the junk last.
+    Ranked as the lowest frame, they bring none."""
     from pipeline.detectors import cause_scores, counted_ranks
 
     rng = np.random.default_rng(3)
@@ -361,22 +361,39 @@ def test_a_detector_that_sees_nothing_brings_no_evidence():
     det = make_detector("alignment").fit(batch)
     scores = det.decision_scores_
     assert np.isnan(scores[black]).all() and (scores[~black] == 0).all()
-    pcts = {"alignment": det.percentile(scores)}
-    assert (pcts["alignment"][~black] == 1).all()  # a percentile counts the frames <= it
-    n = len(scores) + 1
-    for lowest_ties, normal_evidence in ((False, np.log(n)), (True, 0.0)):
-        counted = counted_ranks({"alignment": det}, {"alignment": scores}, pcts, lowest_ties)
+    n, lowest = len(scores) + 1, 1 / (~black).sum()
+    # without the rule a percentile counts the frames <= a score: the tied block's top, 1.0
+    for lowest_ties, rank, normal_evidence in ((False, 1.0, np.log(n)), (True, lowest, 0.0)):
+        pcts = {"alignment": det.percentile(scores, lowest_ties)}
+        assert (pcts["alignment"][~black] == rank).all()
+        assert np.isnan(pcts["alignment"][black]).all()
+        counted = counted_ranks({"alignment": det}, {"alignment": scores}, pcts)
         camera = cause_scores(counted, "family_tail", len(scores))["camera"]
         np.testing.assert_allclose(camera[~black], normal_evidence)
         assert np.isnan(camera[black]).all()
-    assert (counted["alignment"][~black] == 1 / (~black).sum()).all()
-    # a score above the tie counts as before
+    # a score above the tie ranks as before, one below the fit's lowest (a new frame) at 0
     moved = scores.copy()
-    moved[0] = 5.0
-    counted = counted_ranks(
-        {"alignment": det}, {"alignment": moved}, {"alignment": det.percentile(moved)}
-    )
-    assert counted["alignment"][0] == 1.0
+    moved[0], moved[1] = 5.0, -1.0
+    pct = det.percentile(moved)
+    assert pct[0] == 1.0 and pct[1] == 0.0 and pct[2] == lowest
+
+
+def test_percentiles_rank_ties_only_at_the_lowest_score_low():
+    """Ties above the lowest score rank as the share of fit frames <= them, as before; an
+    untied lowest score is 1 / n either way."""
+    from pipeline.detectors.base import Scorer
+
+    scorer = Scorer()
+    scorer.decision_scores_ = np.array([0.0, 0.0, 0.0, 1.0, 2.0, 2.0, 3.0, np.nan])
+    scorer._process_decision_scores()
+    got = scorer.percentile(np.array([0.0, 1.0, 2.0, 3.0, 2.5, -1.0, np.nan]))
+    np.testing.assert_array_equal(got, [1 / 7, 4 / 7, 6 / 7, 1.0, 6 / 7, 0.0, np.nan])
+    old = scorer.percentile(np.array([0.0, 1.0]), lowest_ties=False)
+    np.testing.assert_array_equal(old, [3 / 7, 4 / 7])
+    scorer.decision_scores_ = np.array([0.5, 1.0, 2.0])
+    scorer._process_decision_scores()
+    np.testing.assert_array_equal(scorer.percentile(np.array([0.5])), [1 / 3])
+    np.testing.assert_array_equal(scorer.percentile(np.array([0.5]), False), [1 / 3])
 
 
 def test_a_consensus_fitted_before_lowest_ties_keeps_the_highest_rank():

@@ -6,7 +6,10 @@ its cluster and 2-D map position and, per detector and the consensus, its score,
 is_outlier. Frames are keyed by path, since frame ids may change. The file was written by the
 code before the detectors were restructured; a change that moves code must leave every number
 where it was. Regenerate it only for a change that is meant to change scores (and say so in
-its commit): `.venv/bin/python -m tests.pipeline.test_golden_scores --write`.
+its commit): `.venv/bin/python -m tests.pipeline.test_golden_scores --write`. When percentiles
+began to rank the frames tied at a scorer's lowest score as the lowest (`Scorer.percentile`),
+the score_pct columns were derived again from the recorded scores (the old rule gives the old
+columns exactly; every other column is unchanged).
 """
 
 from __future__ import annotations
