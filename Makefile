@@ -24,7 +24,12 @@ $(VENV)/.installed-ray: requirements-ray.txt $(VENV)/.installed-runtime
 	$(PY) -m pip install --quiet -r requirements-ray.txt
 	touch $@
 
-venv: $(VENV)/.installed-dev $(VENV)/.installed-ray
+# Keras on JAX (CPU build): `make test` checks the vectors match TensorFlow's.
+$(VENV)/.installed-jax: requirements-jax.txt $(VENV)/.installed-runtime
+	$(PY) -m pip install --quiet -r requirements-jax.txt
+	touch $@
+
+venv: $(VENV)/.installed-dev $(VENV)/.installed-ray $(VENV)/.installed-jax
 
 demo: $(VENV)/.installed-runtime
 	$(PY) -m pipeline demo --frames $(DEMO_FRAMES) --out $(DEMO_DIR) --db $(DEMO_DIR)/garden.duckdb --port $(PORT)
@@ -35,7 +40,7 @@ lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint $(VENV)/.installed-ray
+test: lint $(VENV)/.installed-ray $(VENV)/.installed-jax
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed-dev

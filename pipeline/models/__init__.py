@@ -18,7 +18,8 @@ Where things live:
   `available(spec)` and `build(spec, *, weights, pretrained)`;
 - `hed`, `imagenet`, `keras_file`, `pixels`: the families;
 - `embedder`: `Embedder` and `KerasEmbedder`, and the shared preprocessing;
-- `keras_setup`: TensorFlow start-up (`import_keras`); `weights`: where weights files are found;
+- `keras_setup`: Keras start-up on its backend (`import_keras`; TensorFlow unless
+  `KERAS_BACKEND` says jax or torch); `weights`: where weights files are found;
 - `listing`: the `models` command's text.
 
 Only these modules and `pipeline/embed*` import TensorFlow/Keras, and only inside functions.

