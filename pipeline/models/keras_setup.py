@@ -165,10 +165,37 @@ def gpus() -> list[str]:
 
 def backend_version() -> str:
     """`backend version`, e.g. `tensorflow 2.21.0` (the precision check's answers depend on it)."""
+    name = backend()
+    version = getattr(sys.modules.get(name), "__version__", None) or _installed(name)
+    return f"{name} {version or 'unknown'}"
+
+
+def backend_summary() -> str:
+    """One line for `models`, without importing any backend: which one Keras runs on, and
+    which are installed here."""
+    try:
+        name = backend()
+    except ModelUnavailableError as exc:
+        return f"Keras backend: {exc}"
+    found = [f"{b} {_installed(b)}" for b in BACKENDS if _installed(b)]
+    how = (
+        "from KERAS_BACKEND"
+        if os.environ.get("KERAS_BACKEND", "").strip()
+        else "the default; KERAS_BACKEND=jax or torch picks another"
+    )
+    return f"Keras backend: {name} ({how}). Installed here: {', '.join(found) or 'none'}."
+
+
+def _installed(name: str) -> str | None:
+    """The installed version of a backend's package (TensorFlow also as tensorflow-cpu)."""
     import importlib.metadata
 
-    name = backend()
-    return f"{name} {importlib.metadata.version(name)}"
+    for dist in (name, f"{name}-cpu") if name == "tensorflow" else (name,):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 class _quiet_stderr:

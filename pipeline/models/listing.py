@@ -3,6 +3,7 @@ come from and whether it can be built here now, and what a store holds vectors o
 
 from __future__ import annotations
 
+from pipeline.models.keras_setup import backend_summary
 from pipeline.models.registry import DEFAULT_MODEL, REGISTRY
 from pipeline.models.weights import keras_cache_dir
 
@@ -28,6 +29,7 @@ def describe_models(default: str = DEFAULT_MODEL, stored: list | None = None) ->
         f"* default model. ImageNet weights go to {keras_cache_dir()} (Keras downloads "
         "them on first use when online); --weights FILE uses a file instead."
     )
+    lines.append(backend_summary())
     if stored is not None:
         lines.append("")
         if not stored:

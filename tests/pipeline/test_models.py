@@ -61,7 +61,10 @@ def test_every_entry_is_built_by_the_family_object_it_names():
 
 @pytest.mark.parametrize(
     "args, banned",
-    [(["--help"], {"numpy", "tensorflow", "keras"}), (["models"], {"tensorflow", "keras", "h5py"})],
+    [
+        (["--help"], {"numpy", "tensorflow", "keras"}),
+        (["models"], {"tensorflow", "keras", "h5py", "jax", "torch"}),
+    ],
 )
 def test_help_and_models_stay_light(args, banned):
     """`--help` loads no NumPy (the settings take the default model from the light registry);
@@ -331,6 +334,30 @@ def test_keras_on_jax_makes_the_same_vectors_as_on_tensorflow(tmp_path):
     scale = np.abs(on_tf).max(axis=1, keepdims=True)
     assert (np.abs(on_jax - on_tf) / scale).max() < 1e-5  # measured here: 7e-7
     assert not np.allclose(on_tf[0], on_tf[1])  # the frames differ: the check can fail
+
+
+def test_models_says_which_keras_backend_runs_and_which_are_installed():
+    import importlib.metadata
+
+    tf_version = importlib.metadata.version("tensorflow")
+    default = _backend_python(
+        "", "from pipeline.models.listing import describe_models\nprint(describe_models())"
+    )
+    assert default.returncode == 0, default.stderr
+    line = default.stdout.strip().splitlines()[-1]
+    assert line.startswith("Keras backend: tensorflow (the default; KERAS_BACKEND=jax or torch")
+    assert f"tensorflow {tf_version}" in line
+    chosen = _backend_python(
+        "jax", "from pipeline.models.listing import describe_models\nprint(describe_models())"
+    )
+    assert (
+        chosen.stdout.strip().splitlines()[-1].startswith("Keras backend: jax (from KERAS_BACKEND)")
+    )
+    wrong = _backend_python(
+        "caffe", "from pipeline.models.listing import describe_models\nprint(describe_models())"
+    )
+    assert wrong.returncode == 0, wrong.stderr  # the listing still works, and says what is wrong
+    assert "KERAS_BACKEND='caffe' is not a backend this tool runs on" in wrong.stdout
 
 
 def test_an_unknown_or_missing_keras_backend_is_a_clear_error():
