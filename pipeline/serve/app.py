@@ -71,6 +71,17 @@ _FRAME_FACTS = (
 )
 
 
+def _backend(embedder) -> dict:
+    """What runs the run's model: the Keras backend and the GPUs it sees (none for `pixels`)."""
+    from pipeline.models.embedder import KerasEmbedder
+
+    if not isinstance(embedder, KerasEmbedder):
+        return {"backend": None, "gpus": []}
+    from pipeline.models.keras_setup import backend_version, gpus
+
+    return {"backend": backend_version(), "gpus": gpus()}
+
+
 # --- JSON shapes (the OpenAPI docs show them) ---------------------------------------------------
 
 
@@ -79,6 +90,8 @@ class Health(BaseModel):
     run_id: int
     model: str
     precision: str  # what uploads are embedded at: the run's vectors' precision by default
+    backend: str | None  # the Keras backend and its version; None for a model without Keras
+    gpus: list[str]  # the GPUs that backend sees (empty: it runs on the CPU)
     frames: int
 
 
@@ -321,6 +334,7 @@ def create_app(
             "run_id": run.run_id,
             "model": run.fitted.model,
             "precision": run.embedder.precision,
+            **_backend(run.embedder),
             "frames": run.n_frames,
         }
 

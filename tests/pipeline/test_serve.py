@@ -67,6 +67,8 @@ def test_every_route_answers_json_with_the_documented_fields(served, serving_sto
         "run_id": 1,
         "model": "pixels",
         "precision": "float32",
+        "backend": None,  # `pixels` runs without Keras
+        "gpus": [],
         "frames": health.json()["frames"],
     }
     assert health.json()["frames"] >= 60
@@ -483,3 +485,16 @@ def test_the_grid_cache_gives_the_chunks_the_store_gives(serving_store):
             np.testing.assert_array_equal(pos_a, pos_b)
             np.testing.assert_array_equal(grids_a, grids_b)
     assert 0 < cache.n_bytes <= cache.max_bytes
+
+
+@pytest.mark.keras
+def test_health_names_the_keras_backend_of_a_keras_model():
+    import importlib.metadata
+
+    from pipeline.models import get_model
+    from pipeline.serve.app import _backend
+
+    keras_model = get_model("vgg16-hed").build(pretrained=False)
+    version = importlib.metadata.version("tensorflow")
+    assert _backend(keras_model) == {"backend": f"tensorflow {version}", "gpus": []}
+    assert _backend(get_model("pixels").build()) == {"backend": None, "gpus": []}
