@@ -10,10 +10,12 @@ another that Keras 3 runs on and that is installed: `jax` or `torch` (a GPU mach
 JAX or PyTorch but no TensorFlow build for its CUDA). Keras' own `~/.keras/keras.json` is not
 read for this choice, so the same command picks the same backend for every user. The model code
 is backend-neutral (Keras layers and `predict_on_batch`); the vectors agree to rounding across
-backends (`tests/pipeline/test_models.py`). Keras-wide
-settings that must be in force before a model is built belong here: `dtype_policy(precision)` is
-the one place the mixed-precision policy is set (Keras reads it when a layer is made, so a model
-built inside the context runs at that precision, and the global policy is float32 again after).
+backends (`tests/pipeline/test_models.py`).
+
+Keras-wide settings that must be in force before a model is built belong here:
+`dtype_policy(precision)` is the one place the mixed-precision policy is set (Keras reads it
+when a layer is made, so a model built inside the context runs at that precision, and the
+global policy is float32 again after).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ import threading
 
 from pipeline.errors import ModelUnavailableError
 
-_TF_LOCK = threading.Lock()
-_TF_READY = False
+_KERAS_LOCK = threading.Lock()
+_KERAS_READY = False
 _POLICY_LOCK = threading.Lock()
 #: Keras dtype policy of each precision (`pipeline.models.precision`): bfloat16 and float16 are
 #: Keras' mixed policies (variables in float32, the layers' maths in the 16-bit type).
@@ -58,9 +60,9 @@ def backend() -> str:
 
 def import_keras():
     """Import the backend + Keras once, quietly, with threading set for the machine's cores."""
-    global _TF_READY
-    with _TF_LOCK:
-        if not _TF_READY:
+    global _KERAS_READY
+    with _KERAS_LOCK:
+        if not _KERAS_READY:
             name = backend()
             os.environ["KERAS_BACKEND"] = name  # Keras reads it at import; not keras.json
             try:
@@ -75,7 +77,7 @@ def import_keras():
                     f"the Keras backend {name} is not installed here ({exc}): install it, or "
                     "unset KERAS_BACKEND to use TensorFlow from requirements.txt"
                 ) from exc
-            _TF_READY = True
+            _KERAS_READY = True
     import keras
 
     return keras
@@ -122,9 +124,10 @@ _THREADS: int | None = None
 
 
 def use_threads(n: int) -> None:
-    """TensorFlow's threads for this process when it starts: a Ray actor's CPUs, not the
-    machine's cores (TensorFlow would start a thread per core in every actor). Before the
-    first `import_keras()`; later, it changes nothing."""
+    """The backend's threads for this process when it starts: a Ray actor's CPUs, not the
+    machine's cores (TensorFlow would start a thread per core in every actor; PyTorch too).
+    Before the first `import_keras()`; later, it changes nothing. JAX sizes its CPU pool
+    itself."""
     global _THREADS
     _THREADS = max(1, int(n))
 
