@@ -42,8 +42,8 @@ import store
 from pipeline import executors, pixels
 from pipeline.errors import InputError
 from pipeline.executors import Executor, LocalExecutor
-from pipeline.models import get_model
-from pipeline.models.embedder import Embedder
+from pipeline.models import get_model, keras_setup
+from pipeline.models.embedder import Embedder, KerasEmbedder
 from pipeline.models.precision import (
     CHECK_FRAMES,
     MIXED_PRECISION_DOC,
@@ -236,18 +236,27 @@ def build_embedder(
         if not check.ok:
             raise InputError(f"--weights for {spec.key}: {check.detail}")
     embedder, choice = build_model(spec, settings.weights, precision or settings.precision, sample)
-    embedder.recipe = (rebuild_embedder, (spec.key, settings.weights, embedder.precision))
+    keras_backend = keras_setup.backend() if isinstance(embedder, KerasEmbedder) else None
+    embedder.recipe = (
+        rebuild_embedder,
+        (spec.key, settings.weights, embedder.precision, keras_backend),
+    )
     return embedder, choice
 
 
 _REBUILT: dict[tuple, Embedder] = {}
 
 
-def rebuild_embedder(model: str, weights: str | None, precision: str) -> Embedder:
+def rebuild_embedder(
+    model: str, weights: str | None, precision: str, keras_backend: str | None = None
+) -> Embedder:
     """A driver's model built again in a worker process (a Ray actor) from its recipe, at the
-    driver's resolved precision; once per process. A worker that cannot build it (weights
-    missing on that node) raises as the driver would."""
+    driver's resolved precision and on the driver's Keras backend; once per process. A worker
+    that cannot build it (weights or the backend missing on that node) raises as the driver
+    would."""
     key = (model, weights, precision)
+    if keras_backend is not None:
+        keras_setup.use_backend(keras_backend)
     if key not in _REBUILT:
         settings = Settings(model=model, weights=weights, precision=precision)
         _REBUILT[key] = build_embedder(settings)[0]

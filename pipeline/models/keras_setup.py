@@ -58,6 +58,25 @@ def backend() -> str:
     return name
 
 
+def use_backend(name: str) -> None:
+    """Run Keras on `name` in this process (a worker building the driver's model: the driver's
+    backend travels with the model's recipe, whatever the worker's own KERAS_BACKEND says).
+    Before Keras is imported; after, the backend already running must be that one."""
+    if name not in BACKENDS:
+        raise ModelUnavailableError(f"unknown Keras backend {name!r}: one of {', '.join(BACKENDS)}")
+    with _KERAS_LOCK:
+        keras = sys.modules.get("keras")  # imported by someone else: its backend is fixed
+        if not _KERAS_READY and keras is None:
+            os.environ["KERAS_BACKEND"] = name
+            return
+    running = keras.backend.backend() if keras is not None else backend()
+    if running != name:
+        raise ModelUnavailableError(
+            f"this process already runs Keras on {running}, and the model it was sent runs on "
+            f"{name}: start the worker with KERAS_BACKEND={name}"
+        )
+
+
 def import_keras():
     """Import the backend + Keras once, quietly, with threading set for the machine's cores."""
     global _KERAS_READY

@@ -378,3 +378,51 @@ def test_an_unknown_or_missing_keras_backend_is_a_clear_error():
         assert done.returncode != 0
         assert "the Keras backend torch is not installed here" in done.stderr
         assert "unset KERAS_BACKEND to use TensorFlow" in done.stderr
+
+
+@pytest.mark.keras
+def test_a_worker_builds_the_drivers_model_on_the_drivers_backend():
+    """A model travels to a Ray actor as its recipe, which names the driver's Keras backend:
+    the worker builds it there on that backend whatever its own KERAS_BACKEND says, and a
+    worker already running another backend says so instead of mixing them."""
+    import importlib.util
+    import pickle
+
+    from pipeline.embed import build_embedder
+    from pipeline.settings import Settings
+    from tests.conftest import _skip
+
+    built = build_embedder(Settings(model="vgg16-hed", precision="float32"))[0]
+    function, args = built.__reduce__()
+    assert function.__name__ == "rebuild_embedder"
+    assert args == ("vgg16-hed", None, "float32", "tensorflow")
+    pixels = build_embedder(Settings(model="pixels"))[0]
+    assert pixels.__reduce__()[1][3] is None  # no Keras, no backend
+
+    if importlib.util.find_spec("jax") is None:
+        _skip("needs JAX (requirements-jax.txt, which `make test` installs)")
+    recipe = pickle.dumps(built.__reduce__()[1][:3] + ("jax",))
+    worker = _backend_python(  # a worker whose own setting is TensorFlow
+        "tensorflow",
+        "import pickle\n"
+        "from pipeline.embed import rebuild_embedder\n"
+        f"e = rebuild_embedder(*pickle.loads({recipe!r}))\n"
+        "import keras\n"
+        "print(keras.backend.backend(), e.dim, e.precision)",
+    )
+    assert worker.returncode == 0, worker.stderr
+    assert worker.stdout.split() == ["jax", "512", "float32"]
+    for first in (
+        "from pipeline.models.keras_setup import import_keras\nimport_keras()",
+        "import keras",
+    ):
+        mixed = _backend_python(
+            "tensorflow",
+            f"{first}\n"
+            "from pipeline.embed import rebuild_embedder\n"
+            "rebuild_embedder('vgg16-hed', None, 'float32', 'jax')",
+        )
+        assert mixed.returncode != 0
+        assert "already runs Keras on tensorflow, and the model it was sent runs on jax" in (
+            mixed.stderr
+        )
