@@ -21,6 +21,7 @@ global policy is float32 again after).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import sys
@@ -49,7 +50,10 @@ BACKENDS = ("tensorflow", "jax", "torch")
 
 def backend() -> str:
     """The Keras backend this process uses: `KERAS_BACKEND`, else TensorFlow."""
-    name = os.environ.get("KERAS_BACKEND", "").strip().lower() or "tensorflow"
+    return _known(os.environ.get("KERAS_BACKEND", "").strip().lower() or "tensorflow")
+
+
+def _known(name: str) -> str:
     if name not in BACKENDS:
         raise ModelUnavailableError(
             f"KERAS_BACKEND={name!r} is not a backend this tool runs on: use one of "
@@ -62,8 +66,7 @@ def use_backend(name: str) -> None:
     """Run Keras on `name` in this process (a worker building the driver's model: the driver's
     backend travels with the model's recipe, whatever the worker's own KERAS_BACKEND says).
     Before Keras is imported; after, the backend already running must be that one."""
-    if name not in BACKENDS:
-        raise ModelUnavailableError(f"unknown Keras backend {name!r}: one of {', '.join(BACKENDS)}")
+    _known(name)
     with _KERAS_LOCK:
         keras = sys.modules.get("keras")  # imported by someone else: its backend is fixed
         if not _KERAS_READY and keras is None:
@@ -167,22 +170,28 @@ def dtype_policy(precision: str):
 
 
 def gpus() -> list[str]:
-    """Names of the GPUs the Keras backend can use here (empty on a CPU-only machine)."""
+    """Names of the GPUs the Keras backend can use here (empty on a CPU-only machine). Asked
+    once per process (`serve` answers every health probe with it)."""
+    return list(_gpus())
+
+
+@functools.cache
+def _gpus() -> tuple[str, ...]:
     import_keras()
     name = backend()
     if name == "tensorflow":
         import tensorflow as tf
 
-        return [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
+        return tuple(gpu.name for gpu in tf.config.list_physical_devices("GPU"))
     if name == "jax":
         import jax
 
-        return [
+        return tuple(
             f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices() if d.platform != "cpu"
-        ]
+        )
     import torch
 
-    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return tuple(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
 
 
 def backend_version() -> str:
@@ -199,7 +208,8 @@ def backend_summary() -> str:
         name = backend()
     except ModelUnavailableError as exc:
         return f"Keras backend: {exc}"
-    found = [f"{b} {_installed(b)}" for b in BACKENDS if _installed(b)]
+    versions = {b: _installed(b) for b in BACKENDS}
+    found = [f"{b} {version}" for b, version in versions.items() if version]
     how = (
         "from KERAS_BACKEND"
         if os.environ.get("KERAS_BACKEND", "").strip()

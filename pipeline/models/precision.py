@@ -11,14 +11,15 @@ Precisions (the `precision` setting):
   PyTorch and on JAX (docs/PERFORMANCE.md, "On a GPU"): as fast as bfloat16 there and closer
   to float32 (cosine 0.9999999 against 0.99997), so `auto` takes it on a GPU;
 - `auto` (default): float16 when the Keras backend sees a GPU; bfloat16 when the CPU has
-  AMX-BF16 or AVX512-BF16 *and* a short check (`measure`: the actual model at both precisions on a few real
-  frames, interleaved, a few seconds) shows it at least `MIN_SPEEDUP` times as fast as float32;
-  float32 everywhere else (without those units bfloat16 is emulated, usually slower). A family
-  that runs at float32 only (`pixels`, `keras:PATH`) gets float32 without a check.
+  AMX-BF16 or AVX512-BF16 *and* a short check (`measure`: the actual model at both precisions
+  on a few real frames, interleaved, a few seconds) shows it at least `MIN_SPEEDUP` times as
+  fast as float32; float32 everywhere else (without those units bfloat16 is emulated, usually
+  slower). A family that runs at float32 only (`pixels`, `keras:PATH`) gets float32 without a
+  check.
 
-The check's answer depends on the CPU, the cores, the Keras backend and the network, not on the frames,
-so it is kept per (model key, input size, CPU model, cores, backend and its version) in a small JSON
-file in the user's cache folder (`precision.json` in `$TIMELAPSE_CACHE_DIR`, else
+The check's answer depends on the CPU, the cores, the Keras backend and the network, not on the
+frames, so it is kept per (model key, input size, CPU model, cores, backend and its version) in
+a small JSON file in the user's cache folder (`precision.json` in `$TIMELAPSE_CACHE_DIR`, else
 `$XDG_CACHE_HOME/garden-timelapse`, else `~/.cache/garden-timelapse`): measured once, not on
 every `run` or every few new frames (`watch`); delete the file to measure again. When the folder
 cannot be written the check simply runs each time.
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.models.keras_setup import backend_version, gpus
 from pipeline.models.registry import AUTO
 from pipeline.models.registry import PRECISION_CHOICES as CHOICES
 
@@ -102,8 +104,6 @@ def build_model(
         return spec.build(weights), PrecisionChoice(
             "float32", AUTO, f"auto: {spec.family} runs at float32 only"
         )
-    from pipeline.models.keras_setup import gpus
-
     found = gpus()
     if found and "float16" in spec.precisions:
         return spec.build(weights, precision="float16"), PrecisionChoice(
@@ -117,23 +117,15 @@ def build_model(
     return _measured(spec, weights, units, sample)
 
 
-def _gpu_names() -> list[str]:
-    from pipeline.models.keras_setup import gpus
-
-    return gpus()
-
-
 def _explicit(spec: "ModelSpec", precision: str) -> PrecisionChoice:
     if precision == "float16":
-        from pipeline.models.keras_setup import gpus
-
         if not gpus():
             raise InputError(
                 "--precision float16 is for GPUs and the Keras backend sees none here: "
                 "use float32, bfloat16 or auto"
             )
         return PrecisionChoice(precision, precision, "asked for; mixed float16 on the GPU")
-    if precision == "bfloat16" and _gpu_names():
+    if precision == "bfloat16" and gpus():
         return PrecisionChoice(precision, precision, "asked for; mixed bfloat16 on the GPU")
     if precision == "bfloat16" and not bf16_units():
         return PrecisionChoice(
@@ -248,8 +240,6 @@ def cache_path() -> Path:
 
 
 def _cache_key(spec: "ModelSpec") -> str:
-    from pipeline.models.keras_setup import backend_version
-
     return f"{spec.key}|{spec.input_size}|{_cpu_name()}|{os.cpu_count()} cpus|{backend_version()}"
 
 
