@@ -18,6 +18,12 @@ transaction with its fitted state, each detector's facts (in its params, for the
 its incidents and the per-run aggregates the dashboard reads (`store.aggregates`). The run
 row is 'running' while it works; on any failure it becomes 'failed' with the reason and no
 rows.
+
+With `executor = "ray"` (`analyze --executor ray`), the pixel detectors (`alignment`,
+`background`) still fit here, on their samples, and score every frame on the Ray cluster
+(`pipeline.ray_executor.RayFrameSpread`: tasks of whole days, each reading its thumbnails from
+the store read-only, so the store must be at the same path on every node); the scores are the
+ones this machine would give. Everything else runs here.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 
 import store
-from pipeline import __version__
+from pipeline import __version__, executors
 from pipeline.daylight import PLACE_KEYS
 from pipeline.detectors import (
     CONSENSUS,
@@ -342,11 +348,22 @@ def _analyze_run(
             f"the {model} vectors are of two precisions ({mix}), which rank frames "
             f"alike (see {MIXED_PRECISION_DOC})"
         )
-    for key, det in detectors.items():
-        _say(progress, f"detector {key}")
-        steps.run(f"detector:{key}", det.fit, batch)
-        if not np.isfinite(det.decision_scores_).any():
-            notes.append(f"{key} skipped: it cannot score these frames {det.why_unscorable()}")
+    spread = _spread(db, settings) if needs_pixels else None
+    with executors.session(settings) if spread is not None else contextlib.nullcontext():
+        batch.spread = spread
+        for key, det in detectors.items():
+            _say(progress, f"detector {key}")
+            steps.run(f"detector:{key}", det.fit, batch)
+            if not np.isfinite(det.decision_scores_).any():
+                notes.append(f"{key} skipped: it cannot score these frames {det.why_unscorable()}")
+        batch.spread = None
+    if spread is not None and spread.frames_per_node:
+        nodes = ", ".join(f"{n:,}" for n in sorted(spread.frames_per_node.values(), reverse=True))
+        notes.append(
+            f"the pixel detectors scored their frames on Ray: {spread.tasks} "
+            f"task{'s' * (spread.tasks != 1)} on {len(spread.frames_per_node)} "
+            f"node{'s' * (len(spread.frames_per_node) != 1)} ({nodes} frames)"
+        )
     detectors = {k: d for k, d in detectors.items() if np.isfinite(d.decision_scores_).any()}
     chosen = [k for k in settings.consensus_detectors if k in detectors] or list(detectors)
     fit_pcts = counted_ranks(
@@ -502,6 +519,16 @@ def _analyze_run(
         params=params,
         cpu=dict(steps.cpu),
     )
+
+
+def _spread(db: Path, settings: Settings):
+    """With `executor = "ray"`, what runs the pixel detectors' per-frame passes on the cluster
+    (`pipeline.ray_executor.RayFrameSpread`); None runs them here. Fitting stays here."""
+    if settings.executor != "ray":
+        return None
+    from pipeline.ray_executor import RayFrameSpread
+
+    return RayFrameSpread(db, PIXEL_CHUNK, settings.ray_stall_seconds)
 
 
 def fit_index(z: np.ndarray, ids: np.ndarray, k: int, settings: Settings) -> NeighborIndex:

@@ -678,6 +678,7 @@ def _describe_place(done: dict) -> str:
     type=click.IntRange(min=0),
     help=help_for("incident_gap_frames"),
 )
+@_executor_options
 @click.option("--quiet", is_flag=True, help="no progress lines")
 @click.pass_context
 def analyze(
@@ -693,6 +694,8 @@ def analyze(
     junk_causes,
     random_state,
     incident_gap_frames,
+    executor,
+    ray_address,
     quiet,
 ) -> None:
     """Cluster and score the frames' embeddings: writes one new analysis run.
@@ -707,6 +710,9 @@ def analyze(
     Each cause gets a score (cause:quality, ...); consensus is always added: the sum of the
     --junk-causes (default all four; by default from soft, flat, exposure, alignment,
     background and lof).
+
+    With --executor ray, alignment and background fit here and score every frame on the
+    Ray cluster (each node must see the store at the same path).
     """
     settings = _settings(
         ctx,
@@ -719,6 +725,8 @@ def analyze(
         junk_causes=_split(junk_causes),
         random_state=random_state,
         incident_gap_frames=incident_gap_frames,
+        executor=executor,
+        ray_address=ray_address,
     )
     with store.writer_lock(db):  # first: a busy store is refused before scikit-learn loads
         from pipeline.analyze import analyze as run_analysis

@@ -3,8 +3,10 @@
 **Workers compute; only the driver writes to the store.** DuckDB allows one read-write process
 at a time, so however many threads, processes or machines compute, their results travel back
 to the driver (the process that called the stage), where one writer commits them batch by
-batch (`pipeline.embed.BatchWriter`). A worker never opens the store, and never needs to: it
-gets everything it works on (frame ids, paths, settings) from the driver.
+batch (`pipeline.embed.BatchWriter`). A worker of these stages never opens the store, and
+never needs to: it gets everything it works on (frame ids, paths, settings) from the driver.
+(`analyze --executor ray` is the one reader: its tasks read the stored thumbnails read-only
+while the driver holds no connection; `pipeline.ray_executor.RayFrameSpread`.)
 
 An executor runs two functions over planned batches and yields one result per batch:
 

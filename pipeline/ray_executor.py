@@ -35,6 +35,7 @@ cannot be reached. `counts` tells, after a run, how many items each node prepare
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -192,9 +193,9 @@ def check_paths(ray, paths: Sequence[str]) -> None:
         if missing:
             raise InputError(
                 f"node {node} cannot read {missing[0]} ({len(missing)} of {len(paths)} sampled "
-                "files): every node must see the frames at the same path as the driver (a "
-                "shared folder mounted at the same place on each); see README 'Running on a "
-                "cluster'"
+                "files): every node must see the frames (and, for analyze, the store) at the "
+                "same path as the driver (a shared folder mounted at the same place on each); "
+                "see README 'Running on a cluster'"
             )
 
 
@@ -257,7 +258,9 @@ class RayExecutor:
     """`prepare` in Ray Data tasks, `finish` in an actor pool, results streamed to the driver.
 
     Use inside `ray_session`. `batch_size` frames go to `finish` at a time (the local path's
-    batch); `stall_seconds` without a finished batch stops the run (`InputError`).
+    batch); `stall_seconds` without a finished batch stops the run (`InputError`). Without a
+    `finish`, each task prepares `items_per_task` items (default: about four tasks per CPU,
+    `MIN_ITEMS_PER_READ` to `MAX_ITEMS_PER_READ` items) and asks for `task_cpus` CPUs.
     """
 
     def __init__(
@@ -267,8 +270,12 @@ class RayExecutor:
         paths: Callable[[object], str] | None = None,
         path_sample: int = 8,
         setup: Callable[[], None] | None = None,
+        items_per_task: int | None = None,
+        task_cpus: float = 1.0,
     ):
         self.batch_size = max(1, int(batch_size))
+        self.items_per_task = items_per_task
+        self.task_cpus = float(task_cpus)
         self.setup = setup
         self.stall_seconds = float(stall_seconds)
         self.paths = paths
@@ -306,7 +313,7 @@ class RayExecutor:
         _quiet_ray_data()
 
         cpus = sum(float(n.get("CPU", 0)) for n in nodes)
-        per_read = min(
+        per_read = self.items_per_task or min(
             MAX_ITEMS_PER_READ, max(MIN_ITEMS_PER_READ, math.ceil(len(items) / (4 * cpus)))
         )
         n_blocks = math.ceil(len(items) / per_read)
@@ -316,7 +323,9 @@ class RayExecutor:
         )
         work = {"prepare": prepare, "setup": self.setup}
         if finish is None:
-            return dataset.map_batches(_prepare_only, fn_kwargs=work, batch_size=None, num_cpus=1)
+            return dataset.map_batches(
+                _prepare_only, fn_kwargs=work, batch_size=None, num_cpus=self.task_cpus
+            )
         dataset = dataset.map_batches(
             _prepare_block, fn_kwargs=work, batch_size=None, num_cpus=pool.read_cpus
         )
@@ -422,3 +431,85 @@ def _explain(exc: BaseException) -> BaseException:
             f"every Ray actor failed to load the model, so nothing was written: {cause.strip()}"
         )
     return exc
+
+
+#: CPUs (and threads) of one task of a detector's per-frame pass (`RayFrameSpread`): the
+#: `background` detector scores in threads while another reads the next days' references.
+SPREAD_TASK_CPUS = 2
+#: Frames in one such task: at least MIN (each task also decodes the references of the days
+#: around its own, a week on each side for `background`), at most MAX (a task of ~40 s on two
+#: CPUs, well inside `ray_stall_seconds`; a node lost costs little), else about three tasks
+#: per task slot of the cluster.
+MIN_SPREAD_FRAMES, MAX_SPREAD_FRAMES = 2_000, 20_000
+
+
+class RayFrameSpread:
+    """A detector's per-frame pass over the pixels (`pipeline.detectors.batch.FrameSpread`) in
+    Ray tasks, for `analyze --executor ray`: the driver fits, the cluster scores every frame.
+
+    The frames go out as groups of whole camera-clock days (`day_groups`; the `background`
+    detector compares a frame with the same time on the days around it, which its task reads
+    itself), one group a task of `SPREAD_TASK_CPUS` CPUs, through `RayExecutor` (so a task
+    whose worker died is retried, a result comes back once, `stall_seconds` without one is an
+    error). A task reads its thumbnails from the store read-only: the driver holds no
+    connection while the tasks run (DuckDB lets many processes read a file none writes), so
+    every node must see the store at the driver's path, which is checked on each node first.
+    The rows come back in the batch's order; `frames_per_node` counts who scored what.
+    """
+
+    def __init__(self, db, chunk: int, stall_seconds: float = 600.0):
+        self.db = str(db)
+        self.chunk = int(chunk)
+        self.stall_seconds = float(stall_seconds)
+        self.frames_per_node: Counter = Counter()
+        self.tasks = 0
+
+    def run(self, fn, batch):
+        import numpy as np
+        import ray
+
+        from pipeline.detectors.batch import day_groups
+
+        if not len(batch):
+            return fn(batch)
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        cpus = [float(n.get("CPU", 0)) for n in nodes if n.get("CPU", 0) > 0]
+        task_cpus = max(READ_CPUS, min([SPREAD_TASK_CPUS, *cpus]))
+        slots = max(1, int(sum(c // task_cpus for c in cpus)))
+        size = min(MAX_SPREAD_FRAMES, max(MIN_SPREAD_FRAMES, math.ceil(len(batch) / (3 * slots))))
+        groups = day_groups(batch.local_time, size)
+        executor = RayExecutor(
+            1,
+            self.stall_seconds,
+            paths=lambda _: self.db,
+            path_sample=1,
+            items_per_task=1,
+            task_cpus=task_cpus,
+        )
+        prepare = functools.partial(
+            _spread_part, fn=fn, db=self.db, chunk=self.chunk, threads=math.ceil(task_cpus)
+        )
+        items = [(i, batch.light(rows)) for i, rows in enumerate(groups)]
+        out = None
+        for done in executor.map_batches([items], prepare, None):
+            for i, rows_out, node in done:
+                if out is None:
+                    out = np.full((len(batch), *rows_out.shape[1:]), np.nan, rows_out.dtype)
+                out[groups[i]] = rows_out
+                self.frames_per_node[node] += len(groups[i])
+                self.tasks += 1
+        return out
+
+
+def _spread_part(item, fn, db: str, chunk: int, threads: int):
+    """Ray task of `RayFrameSpread`: `fn` on one group of frames, with a read-only reader of
+    the store's thumbnails and `threads` threads."""
+    from pathlib import Path
+
+    from pipeline import threads as thread_pool
+    from pipeline.pixels import ThumbnailReader
+
+    index, part = item
+    thread_pool.use_workers(threads)
+    part.pixels = ThumbnailReader(Path(db), chunk=chunk, workers=threads, read_only=True)
+    return index, fn(part), _node()

@@ -105,11 +105,12 @@ class Settings:
         choices=PRECISION_CHOICES,
     )
 
-    # Where ingest's and embed's per-frame work runs (`pipeline.executors`)
+    # Where ingest's, embed's and analyze's per-frame work runs (`pipeline.executors`)
     executor: str = _setting(
         "local",
-        "where ingest, embed and run do their per-frame work: local (this machine's "
-        "cores) or ray (a Ray cluster; pip install -r requirements-ray.txt)",
+        "where ingest, embed and run do their per-frame work, and analyze scores the "
+        "pixel detectors: local (this machine's cores) or ray (a Ray cluster; pip install "
+        "-r requirements-ray.txt)",
         choices=("local", "ray"),
     )
     ray_address: str | None = _setting(

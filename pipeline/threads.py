@@ -11,13 +11,22 @@ from typing import Callable, Iterable, Iterator, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
+_workers: int | None = None  # `use_workers`: the default of `bounded_map` in this process
+
+
+def use_workers(n: int | None) -> None:
+    """Make `bounded_map` use `n` threads by default in this process (None: up to 4, as many
+    as the cores): a Ray task given a few CPUs of a bigger node uses those, not the node's."""
+    global _workers
+    _workers = None if n is None else max(1, int(n))
+
 
 def bounded_map(
     func: Callable[[T], R], items: Iterable[T], workers: int | None = None
 ) -> Iterator[R]:
     """`func` over `items` in threads, in order, with at most `workers` items in flight (so a
     generator of big chunks is not read ahead into memory, as `Executor.map` would)."""
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or _workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
         pending: deque = deque()
         for item in items:

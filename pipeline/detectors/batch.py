@@ -4,13 +4,14 @@ A batch holds one row per frame in the same order everywhere: the frame ids, the
 vectors, two clocks (`order_time` for order in time, `local_time` for the camera's time of
 day and date), the frame statistics ingest computed, the daylight class, the sun's position
 (when the camera's place is known), each frame's nearest fit frames (attached by
-`pipeline.neighbors.NeighborIndex`) and a pixel reader (`pipeline.pixels`).
+`pipeline.neighbors.NeighborIndex`), a pixel reader (`pipeline.pixels`) and, when the per-frame
+passes over the pixels are to run elsewhere, a `FrameSpread` (`analyze --executor ray`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,18 @@ if TYPE_CHECKING:
 
 
 STATS = ("mean_luma", "contrast", "sharpness", "colorfulness", "local_contrast")
+
+
+class FrameSpread(Protocol):
+    """Runs a detector's per-frame pass somewhere else (`pipeline.ray_executor.RayFrameSpread`:
+    on a Ray cluster). `run(fn, batch)` returns what `fn(batch)` would: an array with one row
+    per frame of `batch`, in its order. It calls `fn` on parts of the batch (`FrameBatch.light`,
+    each a run of whole camera-clock days, with a pixel reader of its own), so `fn`'s row for a
+    frame must depend only on that frame and the frames of its days and their neighbours that
+    `fn` reads itself (the `background` detector's references), never on which other frames
+    came with it. `fn` and the detector it belongs to must be picklable."""
+
+    def run(self, fn: Callable[["FrameBatch"], np.ndarray], batch: "FrameBatch") -> np.ndarray: ...
 
 
 @dataclass
@@ -34,7 +47,9 @@ class FrameBatch:
     `nn_dist`/`nn_idx` are each frame's nearest fit frames (itself excluded), indexes into the
     fit batch, filled by `NeighborIndex.attach`. `daylight` is 'day', 'twilight', 'night' or
     None per frame; `pixels` reads the frames' images (`pipeline.pixels.GridReader`) for the
-    detectors that look at pixels; without one they cannot score.
+    detectors that look at pixels; without one they cannot score. `spread`, when set, runs
+    the pixel detectors' per-frame passes elsewhere (`FrameSpread`); a part of the batch
+    (`take`, `light`) has none.
     """
 
     frame_ids: np.ndarray
@@ -47,6 +62,7 @@ class FrameBatch:
     daylight: np.ndarray | None = None
     pixels: "GridReader | None" = None
     sun: np.ndarray | None = None
+    spread: FrameSpread | None = None
 
     def __len__(self) -> int:
         return len(self.frame_ids)
@@ -67,6 +83,20 @@ class FrameBatch:
             pick(self.nn_idx),
             pick(self.daylight),
             self.pixels,
+        )
+
+    def light(self, rows: np.ndarray) -> "FrameBatch":
+        """The frames at positions `rows` with what a pass over their pixels reads (ids, clocks,
+        statistics, daylight, sun) and without the heavy rest (no vectors, neighbours, pixel
+        reader or spread): what travels to a cluster's worker, which gives it a reader."""
+        return FrameBatch(
+            self.frame_ids[rows],
+            np.zeros((len(rows), 0), np.float32),
+            self.order_time[rows],
+            self.local_time[rows],
+            self.stats.iloc[rows].reset_index(drop=True),
+            daylight=None if self.daylight is None else self.daylight[rows],
+            sun=None if self.sun is None else self.sun[rows],
         )
 
     @classmethod
@@ -143,6 +173,29 @@ def day_blocks(
     for start, stop in zip(np.r_[0, edges], np.r_[edges, len(rows)]):
         for s in range(start, stop, size):
             yield rows[s : min(stop, s + size)]
+
+
+def day_groups(local: np.ndarray, size: int) -> list[np.ndarray]:
+    """Positions of the frames in groups of whole camera-clock days, in time order, each of
+    about `size` frames (a group ends at the first day boundary at or past `size`: a day of
+    more frames stays whole), the frames of no known day in a group of their own; every
+    position in exactly one group, ascending within it."""
+    days, _ = day_and_minute(np.asarray(local, dtype="datetime64[ns]"))
+    by_day = np.argsort(days, kind="stable")
+    dated = by_day[days[by_day] >= 0]
+    size = max(1, int(size))
+    starts = np.r_[0, np.flatnonzero(np.diff(days[dated])) + 1]  # each day's first row
+    groups: list[np.ndarray] = []
+    lo = 0
+    while lo < len(dated):
+        at = np.searchsorted(starts, lo + size)
+        hi = int(starts[at]) if at < len(starts) else len(dated)
+        groups.append(np.sort(dated[lo:hi]))
+        lo = hi
+    undated = by_day[days[by_day] < 0]
+    if len(undated):
+        groups.append(np.sort(undated))
+    return groups
 
 
 def daylight_classes(batch: FrameBatch) -> np.ndarray:

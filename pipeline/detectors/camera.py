@@ -180,7 +180,22 @@ class AlignmentDetector(Detector):
 
     def _scan(self, batch: FrameBatch) -> tuple[np.ndarray, np.ndarray]:
         """(positions of the frames with an image, their gains): every frame decoded once, a
-        chunk at a time in threads, holding no maps."""
+        chunk at a time in threads, holding no maps; here or by the batch's `spread`."""
+        if batch.spread is None:
+            return self._scan_here(batch)
+        found = batch.spread.run(self._found_gains, batch)
+        positions = np.flatnonzero(found[:, 0] > 0)
+        return positions, found[positions, 1]
+
+    def _found_gains(self, batch: FrameBatch) -> np.ndarray:
+        """[frames, 2]: 1 where the frame has an image (else 0), and its gain (else NaN)."""
+        out = np.zeros((len(batch), 2))
+        out[:, 1] = np.nan
+        positions, gains = self._scan_here(batch)
+        out[positions, 0], out[positions, 1] = 1.0, gains
+        return out
+
+    def _scan_here(self, batch: FrameBatch) -> tuple[np.ndarray, np.ndarray]:
         with one_blas_thread():
             got = list(
                 bounded_map(

@@ -19,6 +19,7 @@ from pipeline.detectors import (
     consensus_scores,
     make_detector,
 )
+from pipeline.detectors import batch as batch_module
 from pipeline.detectors.background.eigen import less_surroundings, stand_out
 from pipeline.neighbors import NeighborIndex
 from pipeline.pixels import ArrayReader
@@ -975,3 +976,72 @@ def test_thumbnail_decode_gives_pillow_draft_pixels_and_none_for_damage(shape):
     np.testing.assert_array_equal(decode_thumbnail(jpeg, size), expected)
     assert decode_thumbnail(jpeg[: len(jpeg) // 2], size) is None
     assert decode_thumbnail(b"not a jpeg at all", size) is None
+
+
+def test_day_groups_keep_days_whole_and_every_frame_once():
+    local = np.array(
+        [
+            "2024-04-01T10:00",
+            "NaT",
+            "2024-04-03T09:00",
+            "2024-04-01T11:00",
+            "2024-04-02T08:00",
+            "2024-04-03T10:00",
+            "2024-04-03T11:00",
+        ],
+        dtype="datetime64[ns]",
+    )
+    groups = batch_module.day_groups(
+        local, size=2
+    )  # day 2 has one frame: its group takes day 3 whole
+    assert [g.tolist() for g in groups] == [[0, 3], [2, 4, 5, 6], [1]]
+    everything = np.sort(np.concatenate(groups))
+    np.testing.assert_array_equal(everything, np.arange(len(local)))
+    assert [g.tolist() for g in batch_module.day_groups(local, size=100)] == [
+        [0, 2, 3, 4, 5, 6],
+        [1],
+    ]
+
+
+def test_the_nearest_references_do_not_depend_on_what_else_the_pool_holds():
+    """Each row's k smallest distances, ties broken by pool order, the usable ones in pool
+    order and the unusable (infinite) last: a pool with more days around gives the same
+    references in the same order, so a cluster's task of a few days scores as one big run."""
+    from pipeline.detectors.background.references import _nearest
+
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        m, n = rng.integers(1, 20), rng.integers(1, 40)
+        k = int(min(rng.integers(1, 8), n))
+        d2 = rng.integers(0, 5, (m, n)).astype(float)  # many ties
+        d2[rng.random((m, n)) < 0.3] = np.inf
+        got = _nearest(d2, k)
+        for i in range(m):
+            first = np.lexsort((np.arange(n), d2[i]))[:k]
+            usable = np.isfinite(d2[i][first])
+            np.testing.assert_array_equal(
+                got[i], np.r_[np.sort(first[usable]), np.sort(first[~usable])]
+            )
+    # more days in the pool before and after (out of reach: infinite distances): the same
+    # references, in the same order, the unusable ones last
+    for d2, k in (([3.0, 1.0, 1.0, np.inf, 1.0, 2.0], 3), ([np.inf, 2.0, np.inf], 3)):
+        d2 = np.array([d2])
+        wider = np.c_[np.full((1, 4), np.inf), d2, np.full((1, 3), np.inf)]
+        alone, more = _nearest(d2, k)[0], _nearest(wider, k)[0] - 4
+        usable = np.isfinite(d2[0][alone])
+        np.testing.assert_array_equal(more[: usable.sum()], alone[usable])
+        assert usable.sum() == (np.isfinite(d2).sum() if k > np.isfinite(d2).sum() else k)
+
+
+def test_a_few_rows_multiply_to_the_bits_of_many():
+    """OpenBLAS multiplies 1-3 rows another way than more; `rows_times` gives each row the bits
+    it gets in a big batch."""
+    from pipeline.detectors.background.eigen import rows_times
+
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((64, 27_648)).astype(np.float32)
+    basis = rng.standard_normal((12, 27_648)).astype(np.float32)
+    whole = rows_times(rows, basis.T)
+    for m in (1, 2, 3, 5):
+        np.testing.assert_array_equal(rows_times(rows[:m], basis.T), whole[:m])
+        np.testing.assert_array_equal(rows_times(whole[:m], basis), rows_times(whole, basis)[:m])

@@ -253,7 +253,13 @@ class BackgroundDetector(Detector):
     def _parts(self, batch: FrameBatch) -> np.ndarray:
         """[frames, 3]: the scene part, the same-time part and the alignment gain (NaN without
         an image; the same-time part also without references, the gain also without structure
-        to line up)."""
+        to line up). Here, or by the batch's `spread` (in groups of whole days: a frame's parts
+        depend only on it and its references, which `_parts_of` reads itself)."""
+        if batch.spread is not None and batch.pixels is not None and self.models_:
+            return batch.spread.run(self._parts_of, batch)
+        return self._parts_of(batch)
+
+    def _parts_of(self, batch: FrameBatch) -> np.ndarray:
         out = np.full((len(batch), 3), np.nan)
         if batch.pixels is None or not self.models_:
             return out

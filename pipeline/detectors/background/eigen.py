@@ -20,6 +20,19 @@ from pipeline.detectors.background.grids import SUBSAMPLE, by_class, edge_map, l
 from pipeline.versioned import FittedFormatError, Versioned
 
 NOISE_SPREAD = 0.9  # a pixel's range at its time of day: 90th percentile of its deviations
+#: OpenBLAS multiplies a matrix of 1 to 3 rows another way than one of more (its sums in
+#: another order: the last bits differ), so `rows_times` pads such a matrix to this many rows.
+MIN_BLAS_ROWS = 4
+
+
+def rows_times(rows: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """`rows @ matrix`, each row's result the same bits whatever other rows come with it (a
+    frame scored alone, or among a day's frames on a cluster's worker, as in one big batch)."""
+    if 0 < len(rows) < MIN_BLAS_ROWS:
+        padded = np.zeros((MIN_BLAS_ROWS, rows.shape[1]), rows.dtype)
+        padded[: len(rows)] = rows
+        return (padded @ matrix)[: len(rows)]
+    return rows @ matrix
 
 
 def project_by_class(
@@ -100,8 +113,8 @@ class BackgroundModel(Versioned):
         The residual is computed in place of `flat` (log-RGB is made fresh for each use)."""
         centred = flat
         centred -= self.mean_
-        coef = centred @ self.components_.T
-        centred -= coef @ self.components_  # minus the rebuilt frame
+        coef = rows_times(centred, self.components_.T)
+        centred -= rows_times(coef, self.components_)  # minus the rebuilt frame
         return coef, centred
 
     def alignment_gain(self, grids: np.ndarray) -> np.ndarray:

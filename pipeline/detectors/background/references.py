@@ -15,7 +15,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import pandas as pd
 
-from pipeline.detectors.background.eigen import project_by_class
+from pipeline.detectors.background.eigen import project_by_class, rows_times
 from pipeline.detectors.background.grids import split_chunks
 from pipeline.pixels import GridReader
 from pipeline.threads import bounded_map
@@ -182,13 +182,11 @@ class SameTimeReferences:
         gap = np.minimum(gap, 1440 - gap)
         day_gap = np.abs(days[:, None] - pool.days[None, :])
         usable = (gap <= self.window_minutes) & (day_gap > 0) & (day_gap <= self.max_days)
-        d2 = (coef**2).sum(axis=1)[:, None] - 2 * coef @ pool.coef.T
+        d2 = (coef**2).sum(axis=1)[:, None] - 2 * rows_times(coef, pool.coef.T)
         d2 += (pool.coef**2).sum(axis=1)[None, :]
         d2[~usable] = np.inf
         k = min(self.n_neighbors, d2.shape[1])
-        # in pool order, so that the same references are combined in the same order whatever
-        # else the pool holds (a pool one block ahead holds more days)
-        nearest = np.sort(np.argpartition(d2, k - 1, axis=1)[:, :k], axis=1)
+        nearest = _nearest(d2, k)
         valid = np.isfinite(np.take_along_axis(d2, nearest, axis=1))
         found = valid.any(axis=1)
         nearest, valid, own = nearest[found], valid[found], residual[found]
@@ -212,3 +210,26 @@ class SameTimeReferences:
             weights = np.linalg.solve(gram, rhs)  # [m, k, 1]
             own[rows] -= (weights.transpose(0, 2, 1) @ refs)[:, 0, :]
         return found, own
+
+
+def _nearest(d2: np.ndarray, k: int) -> np.ndarray:
+    """[m, k]: each row's `k` smallest distances' positions, the same references whatever else
+    the pool holds (a pool one block ahead holds more days, a cluster's task fewer): among
+    equal distances (identical frames: a black night) the first in pool order, the usable in
+    pool order, then the unusable (infinite distance, combined as zeros) last. The pool's
+    order is its days' order, so the references of a frame's days come in the same order."""
+    nearest = np.argpartition(d2, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(d2, nearest, axis=1).max(axis=1, keepdims=True)
+    tied = np.flatnonzero((d2 <= kth).sum(axis=1) > k)  # more than k at or under the k-th
+    if len(tied):
+        rows, kth = d2[tied], kth[tied]
+        tie = rows == kth
+        need = k - (rows < kth).sum(axis=1, keepdims=True)
+        chosen = (rows < kth) | (tie & (np.cumsum(tie, axis=1) <= need))
+        nearest[tied] = np.nonzero(chosen)[1].reshape(len(tied), k)  # row by row, pool order
+    nearest.sort(axis=1)
+    unusable = ~np.isfinite(np.take_along_axis(d2, nearest, axis=1))
+    if unusable.any():  # usable first (in pool order), then the unusable
+        order = np.argsort(unusable, axis=1, kind="stable")
+        nearest = np.take_along_axis(nearest, order, axis=1)
+    return nearest
