@@ -3,6 +3,7 @@
     .venv/bin/python bench/analyze.py [--frames 10000,100000] [--detectors KEY,...]
                                       [--dim 512] [--thumbnails] [--no-trace] [--out DIR]
                                       [--keep] [--reuse] [--neighbor-index KIND]
+                                      [--executor ray [--ray-address HOST:PORT]]
 
 Each size runs in its own process (clean peak RSS): it builds a store with N frames (ten-minute
 steps over N/144 days, frame statistics, a daily cycle in the `--dim` vectors plus noise and
@@ -27,7 +28,9 @@ takes long; `--dim 4608` (the default model's size) makes the vectors ~9x that.
 size instead of building it again (its planted frames are kept next to it as JSON); each
 analysis adds a run to it. `--neighbor-index ivf` forces the approximate index (the
 synthetic PCA space has ~6 dims, where 'auto' takes the exact KD-tree); the run's recall against
-exact search is reported either way.
+exact search is reported either way. `--executor ray` runs `analyze` as `analyze --executor
+ray` does (the pixel detectors score every frame on the Ray cluster at `--ray-address`, or on a
+Ray started on this machine): the CPU seconds per step are then the driver's alone.
 """
 
 from __future__ import annotations
@@ -214,6 +217,8 @@ def one(
     trace: bool = True,
     reuse: bool = False,
     neighbor_index: str = "auto",
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> dict:
     import numpy as np
 
@@ -241,7 +246,12 @@ def one(
         planted = build_store(db, n, dim, thumbnails=thumbnails)
         kept.write_text(json.dumps({"dim": dim, "thumbnails": thumbnails, "frame_ids": planted}))
         build_s = round(time.perf_counter() - started, 1)
-    settings = Settings(model="synthetic", neighbor_index=neighbor_index)
+    settings = Settings(
+        model="synthetic",
+        neighbor_index=neighbor_index,
+        executor=executor,
+        ray_address=ray_address,
+    )
     if detectors:
         settings = settings.replace(detectors=detectors)
     rss_reset = _reset_peak_rss()
@@ -270,6 +280,7 @@ def one(
         "dim": dim,
         "thumbnails": thumbnails,
         "traced": trace,
+        "executor": executor,
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         "detectors": result.detectors,
         "notes": result.notes,
@@ -320,6 +331,10 @@ def main() -> None:
         help="analyse a store kept in --out by an earlier --keep run",
     )
     parser.add_argument("--neighbor-index", default="auto", help="auto, exact, kdtree or ivf")
+    parser.add_argument("--executor", default="local", choices=("local", "ray"))
+    parser.add_argument(
+        "--ray-address", default=None, help="HOST:PORT or auto (with --executor ray)"
+    )
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     detectors = args.detectors.split(",") if args.detectors else None
@@ -335,6 +350,8 @@ def main() -> None:
                     args.trace,
                     args.reuse,
                     args.neighbor_index,
+                    args.executor,
+                    args.ray_address,
                 )
             )
         )
@@ -354,7 +371,11 @@ def main() -> None:
             str(out),
             "--neighbor-index",
             args.neighbor_index,
+            "--executor",
+            args.executor,
         ]
+        if args.ray_address:
+            cmd += ["--ray-address", args.ray_address]
         if args.detectors:
             cmd += ["--detectors", args.detectors]
         if args.thumbnails:
