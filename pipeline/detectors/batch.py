@@ -68,7 +68,8 @@ class FrameBatch:
         return len(self.frame_ids)
 
     def take(self, rows: np.ndarray) -> "FrameBatch":
-        """The frames at positions `rows`, as a batch of their own (same pixels reader)."""
+        """The frames at positions `rows`, as a batch of their own (same pixels reader, no
+        spread)."""
 
         def pick(values):
             return None if values is None else values[rows]
@@ -83,6 +84,7 @@ class FrameBatch:
             pick(self.nn_idx),
             pick(self.daylight),
             self.pixels,
+            pick(self.sun),
         )
 
     def light(self, rows: np.ndarray) -> "FrameBatch":

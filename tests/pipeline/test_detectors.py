@@ -1045,3 +1045,19 @@ def test_a_few_rows_multiply_to_the_bits_of_many():
     for m in (1, 2, 3, 5):
         np.testing.assert_array_equal(rows_times(rows[:m], basis.T), whole[:m])
         np.testing.assert_array_equal(rows_times(whole[:m], basis), rows_times(whole, basis)[:m])
+
+
+def test_a_part_of_a_batch_keeps_every_per_frame_column(batches):
+    """`take` (score-new's groups) and `light` (a cluster's task) keep each frame's own facts,
+    the sun's position included; `light` leaves out the vectors, neighbours and reader."""
+    batch = batches[None]
+    batch = replace(batch, sun=np.column_stack([np.arange(len(batch)), -np.arange(len(batch))]))
+    rows = np.array([5, 1, 7])
+    for part in (batch.take(rows), batch.light(rows)):
+        np.testing.assert_array_equal(part.frame_ids, batch.frame_ids[rows])
+        np.testing.assert_array_equal(part.local_time, batch.local_time[rows])
+        np.testing.assert_array_equal(part.sun, batch.sun[rows])
+        assert part.spread is None
+    light = batch.light(rows)
+    assert light.z.shape == (3, 0) and light.nn_idx is None and light.pixels is None
+
