@@ -1,10 +1,12 @@
 """`analyze --executor ray`: the pixel detectors fit on the driver and score every frame on a
 real two-node Ray cluster, in tasks of whole days that read the store's thumbnails read-only;
-the scores are the local ones, every frame once, and a node that cannot see the store is
-named."""
+the scores are the local ones, every frame once (also when a task's worker dies mid-task), and
+a node that cannot see the store is named."""
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
 from pathlib import Path
 
@@ -97,3 +99,41 @@ def test_a_node_that_cannot_see_the_store_is_named(ray_cluster, demo_store, tmp_
     batch.spread = RayFrameSpread(tmp_path / "elsewhere.duckdb", PIXEL_CHUNK)
     with pytest.raises(InputError, match=r"node .* cannot read .*elsewhere\.duckdb.*same path"):
         make_detector("background").fit(batch)
+
+
+def die_once(part: FrameBatch, fn, marker: str):
+    """`fn(part)`, but the first task to get here kills its worker process mid-task."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return fn(part)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    os._exit(1)
+
+
+class DyingSpread(RayFrameSpread):
+    """A spread whose first task's worker dies before it returns."""
+
+    def __init__(self, *args, marker: Path, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.marker = str(marker)
+
+    def run(self, fn, batch):
+        return super().run(functools.partial(die_once, fn=fn, marker=self.marker), batch)
+
+
+def test_a_task_whose_worker_dies_is_redone_and_every_frame_comes_back_once(
+    ray_cluster, demo_store, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(ray_executor, "MIN_SPREAD_FRAMES", 1)
+    monkeypatch.setattr(ray_executor, "MAX_SPREAD_FRAMES", 20)
+    here = make_detector("background").fit(demo_batch(demo_store, days_apart=True))
+    batch = demo_batch(demo_store, days_apart=True)
+    marker = tmp_path / "died"
+    spread = batch.spread = DyingSpread(demo_store, PIXEL_CHUNK, marker=marker)
+    there = make_detector("background").fit(batch)
+    assert int(marker.read_text()) != os.getpid()  # a worker died, not this process
+    np.testing.assert_array_equal(there.decision_scores_, here.decision_scores_)
+    assert sum(spread.frames_per_node.values()) == len(batch)  # each frame once
+    assert spread.tasks == -(-len(batch) // 20)
