@@ -30,6 +30,9 @@ starts, and says which node cannot see them.
 `ray_session(address)` joins the cluster (`auto` or HOST:PORT), or starts a local Ray with this
 machine's cores when there is none, and says clearly when Ray is not installed or the cluster
 cannot be reached. `counts` tells, after a run, how many items each node prepared and finished.
+
+`RayFrameSpread` is `analyze`'s use of the same executor: the pixel detectors' pass over every
+frame, in tasks of whole days (no actors), each reading the store's thumbnails read-only.
 """
 
 from __future__ import annotations
