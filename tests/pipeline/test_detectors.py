@@ -1060,4 +1060,3 @@ def test_a_part_of_a_batch_keeps_every_per_frame_column(batches):
         assert part.spread is None
     light = batch.light(rows)
     assert light.z.shape == (3, 0) and light.nn_idx is None and light.pixels is None
-
