@@ -456,16 +456,18 @@ class RayFrameSpread:
     whose worker died is retried, a result comes back once, `stall_seconds` without one is an
     error). A task reads its thumbnails from the store read-only: the driver holds no
     connection while the tasks run (DuckDB lets many processes read a file none writes), so
-    every node must see the store at the driver's path, which is checked on each node first.
+    every node must see the store at the driver's path, which is checked on each node first
+    (once per spread; the message says to move the store or analyse locally).
     The rows come back in the batch's order; `frames_per_node` counts who scored what.
     """
 
     def __init__(self, db, chunk: int, stall_seconds: float = 600.0):
-        self.db = str(db)
+        self.db = os.path.abspath(db)  # the workers do not share the driver's folder
         self.chunk = int(chunk)
         self.stall_seconds = float(stall_seconds)
         self.frames_per_node: Counter = Counter()
         self.tasks = 0
+        self._checked = False
 
     def run(self, fn, batch):
         import numpy as np
@@ -475,20 +477,14 @@ class RayFrameSpread:
 
         if not len(batch):
             return fn(batch)
+        self._check_store(ray)
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         cpus = [float(n.get("CPU", 0)) for n in nodes if n.get("CPU", 0) > 0]
         task_cpus = max(READ_CPUS, min([SPREAD_TASK_CPUS, *cpus]))
         slots = max(1, int(sum(c // task_cpus for c in cpus)))
         size = min(MAX_SPREAD_FRAMES, max(MIN_SPREAD_FRAMES, math.ceil(len(batch) / (3 * slots))))
         groups = day_groups(batch.local_time, size)
-        executor = RayExecutor(
-            1,
-            self.stall_seconds,
-            paths=lambda _: self.db,
-            path_sample=1,
-            items_per_task=1,
-            task_cpus=task_cpus,
-        )
+        executor = RayExecutor(1, self.stall_seconds, items_per_task=1, task_cpus=task_cpus)
         prepare = functools.partial(
             _spread_part, fn=fn, db=self.db, chunk=self.chunk, threads=math.ceil(task_cpus)
         )
@@ -502,6 +498,20 @@ class RayFrameSpread:
                 self.frames_per_node[node] += len(groups[i])
                 self.tasks += 1
         return out
+
+    def _check_store(self, ray) -> None:
+        """Once: every node can read the store, else an `InputError` that says what to do."""
+        if self._checked:
+            return
+        try:
+            check_paths(ray, [self.db])
+        except InputError as exc:
+            raise InputError(
+                f"{exc}. analyze --executor ray reads the store's thumbnails on every node: "
+                "keep the store on the shared folder too, or analyse on this machine alone "
+                "with --executor local (what ingest and embed committed stays)"
+            ) from None
+        self._checked = True
 
 
 def _spread_part(item, fn, db: str, chunk: int, threads: int):

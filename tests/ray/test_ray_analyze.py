@@ -97,7 +97,11 @@ def test_analyze_on_ray_writes_the_local_run(ray_cluster, demo_store, tmp_path, 
 def test_a_node_that_cannot_see_the_store_is_named(ray_cluster, demo_store, tmp_path):
     batch = demo_batch(demo_store)
     batch.spread = RayFrameSpread(tmp_path / "elsewhere.duckdb", PIXEL_CHUNK)
-    with pytest.raises(InputError, match=r"node .* cannot read .*elsewhere\.duckdb.*same path"):
+    with pytest.raises(
+        InputError,
+        match=r"node .* cannot read .*elsewhere\.duckdb.*same path.*store on the shared folder"
+        r".*--executor local",
+    ):
         make_detector("background").fit(batch)
 
 
