@@ -39,3 +39,24 @@ def ray_cluster():
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _idle_cluster(request):
+    """Before a test that uses the cluster, wait (up to a minute) until every CPU of it is free
+    again: the actors and tasks of the test before (a run stopped as stuck leaves its tasks
+    sleeping) are let go of asynchronously, and a test that counts the work per node must not
+    find one node still held."""
+    if "ray_cluster" not in request.fixturenames:
+        return
+    import time
+
+    import ray
+
+    request.getfixturevalue("ray_cluster")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        total = ray.cluster_resources().get("CPU", 0)
+        if ray.available_resources().get("CPU", 0) >= total:
+            return
+        time.sleep(0.2)
