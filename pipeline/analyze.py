@@ -357,6 +357,8 @@ def _analyze_run(
             if not np.isfinite(det.decision_scores_).any():
                 notes.append(f"{key} skipped: it cannot score these frames {det.why_unscorable()}")
         batch.spread = None
+    if spread is not None and spread.unseen:
+        notes.append(spread.unseen)
     if spread is not None and spread.frames_per_node:
         nodes = ", ".join(f"{n:,}" for n in sorted(spread.frames_per_node.values(), reverse=True))
         notes.append(

@@ -179,8 +179,18 @@ def plan_pool(nodes: Sequence[dict]) -> Pool:
 
 def check_paths(ray, paths: Sequence[str]) -> None:
     """Fail with a clear message when a node of the cluster cannot read one of `paths`."""
+    for node, missing in unreadable(ray, paths).items():
+        raise InputError(
+            f"node {node} cannot read {missing[0]} ({len(missing)} of {len(paths)} sampled "
+            "files): every node must see the frames at the same path as the driver (a shared "
+            "folder mounted at the same place on each); see README 'Running on a cluster'"
+        )
+
+
+def unreadable(ray, paths: Sequence[str]) -> dict[str, list[str]]:
+    """{node: the paths among `paths` it cannot read}, for the nodes that miss any."""
     if not paths:
-        return
+        return {}
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     probe = ray.remote(num_cpus=0)(_missing)
@@ -191,15 +201,8 @@ def check_paths(ray, paths: Sequence[str]) -> None:
         ).remote(list(paths))
         for node in nodes
     }
-    for node, ref in refs.items():
-        missing = ray.get(ref, timeout=120)
-        if missing:
-            raise InputError(
-                f"node {node} cannot read {missing[0]} ({len(missing)} of {len(paths)} sampled "
-                "files): every node must see the frames (and, for analyze, the store) at the "
-                "same path as the driver (a shared folder mounted at the same place on each); "
-                "see README 'Running on a cluster'"
-            )
+    found = {node: ray.get(ref, timeout=120) for node, ref in refs.items()}
+    return {node: missing for node, missing in found.items() if missing}
 
 
 def _missing(paths: list[str]) -> list[str]:
@@ -456,8 +459,10 @@ class RayFrameSpread:
     whose worker died is retried, a result comes back once, `stall_seconds` without one is an
     error). A task reads its thumbnails from the store read-only: the driver holds no
     connection while the tasks run (DuckDB lets many processes read a file none writes), so
-    every node must see the store at the driver's path, which is checked on each node first
-    (once per spread; the message says to move the store or analyse locally).
+    every node must see the store at the driver's path. That is checked on each node first,
+    once a run; where a node cannot, the passes run on the driver (as without a spread) and
+    `unseen` says why, for the run's notes: a run of `run --executor ray` whose store is not on
+    the shared folder still ends with its analysis.
     The rows come back in the batch's order; `frames_per_node` counts who scored what.
     """
 
@@ -467,7 +472,8 @@ class RayFrameSpread:
         self.stall_seconds = float(stall_seconds)
         self.frames_per_node: Counter = Counter()
         self.tasks = 0
-        self._checked = False
+        self.unseen: str | None = None
+        self._seen: bool | None = None
 
     def run(self, fn, batch):
         import numpy as np
@@ -475,9 +481,8 @@ class RayFrameSpread:
 
         from pipeline.detectors.batch import day_groups
 
-        if not len(batch):
+        if not len(batch) or not self._store_seen(ray):
             return fn(batch)
-        self._check_store(ray)
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         cpus = [float(n.get("CPU", 0)) for n in nodes if n.get("CPU", 0) > 0]
         task_cpus = max(READ_CPUS, min([SPREAD_TASK_CPUS, *cpus]))
@@ -499,19 +504,19 @@ class RayFrameSpread:
                 self.tasks += 1
         return out
 
-    def _check_store(self, ray) -> None:
-        """Once: every node can read the store, else an `InputError` that says what to do."""
-        if self._checked:
-            return
-        try:
-            check_paths(ray, [self.db])
-        except InputError as exc:
-            raise InputError(
-                f"{exc}. analyze --executor ray reads the store's thumbnails on every node: "
-                "keep the store on the shared folder too, or analyse on this machine alone "
-                "with --executor local (what ingest and embed committed stays)"
-            ) from None
-        self._checked = True
+    def _store_seen(self, ray) -> bool:
+        """Whether every node can read the store (asked once); if not, `unseen` says which
+        node could not and what to do, and the passes run on the driver instead."""
+        if self._seen is None:
+            blind = unreadable(ray, [self.db])
+            self._seen = not blind
+            if blind:
+                self.unseen = (
+                    f"node {', '.join(blind)} cannot read {self.db}, so the pixel detectors "
+                    "scored their frames on this machine: for the cluster to score them, keep "
+                    "the store on the shared folder, at the same path on every node"
+                )
+        return self._seen
 
 
 def _spread_part(item, fn, db: str, chunk: int, threads: int):

@@ -1,12 +1,13 @@
 """`analyze --executor ray`: the pixel detectors fit on the driver and score every frame on a
 real two-node Ray cluster, in tasks of whole days that read the store's thumbnails read-only;
 the scores are the local ones, every frame once (also when a task's worker dies mid-task), and
-a node that cannot see the store is named."""
+where a node cannot see the store the driver scores instead and says why."""
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,6 @@ from pipeline import ray_executor
 from pipeline.analyze import PIXEL_CHUNK, analyze
 from pipeline.detectors import make_detector
 from pipeline.detectors.batch import FrameBatch
-from pipeline.errors import InputError
 from pipeline.pixels import ThumbnailReader
 from pipeline.ray_executor import RayFrameSpread
 from pipeline.settings import Settings
@@ -94,15 +94,23 @@ def test_analyze_on_ray_writes_the_local_run(ray_cluster, demo_store, tmp_path, 
     np.testing.assert_array_equal(ray["score"].to_numpy(), local["score"].to_numpy())
 
 
-def test_a_node_that_cannot_see_the_store_is_named(ray_cluster, demo_store, tmp_path):
+def test_where_a_node_cannot_see_the_store_the_driver_scores_and_says_why(
+    ray_cluster, demo_store, tmp_path
+):
+    """A store the nodes cannot read (here: a copy at a path that is not the one the tasks are
+    sent) costs the run nothing: the pixel detectors score on the driver, with the local
+    scores, and the note names the node and says to move the store."""
+    here = make_detector("background").fit(demo_batch(demo_store))
     batch = demo_batch(demo_store)
-    batch.spread = RayFrameSpread(tmp_path / "elsewhere.duckdb", PIXEL_CHUNK)
-    with pytest.raises(
-        InputError,
-        match=r"node .* cannot read .*elsewhere\.duckdb.*same path.*store on the shared folder"
-        r".*--executor local",
-    ):
-        make_detector("background").fit(batch)
+    spread = batch.spread = RayFrameSpread(tmp_path / "elsewhere.duckdb", PIXEL_CHUNK)
+    there = make_detector("background").fit(batch)
+    np.testing.assert_array_equal(there.decision_scores_, here.decision_scores_)
+    assert spread.tasks == 0 and not spread.frames_per_node
+    assert re.fullmatch(
+        r"node .* cannot read .*elsewhere\.duckdb, so the pixel detectors scored their frames "
+        r"on this machine: .*keep the store on the shared folder.*",
+        spread.unseen,
+    ), spread.unseen
 
 
 def die_once(part: FrameBatch, fn, marker: str):
