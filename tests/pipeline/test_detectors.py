@@ -1033,18 +1033,33 @@ def test_the_nearest_references_do_not_depend_on_what_else_the_pool_holds():
         assert usable.sum() == (np.isfinite(d2).sum() if k > np.isfinite(d2).sum() else k)
 
 
-def test_a_few_rows_multiply_to_the_bits_of_many():
-    """OpenBLAS multiplies 1-3 rows another way than more; `rows_times` gives each row the bits
-    it gets in a big batch."""
+@pytest.mark.parametrize("blas_threads", [1, 2])
+def test_each_row_multiplies_to_the_same_bits_in_any_batch(blas_threads):
+    """OpenBLAS sums a row's products in an order that depends on how many rows come with it
+    (on an AMD EPYC for most batch sizes); `rows_times` gives each row the same bits alone,
+    in any batch and at any place in it, for a given number of BLAS threads; the same-time
+    references' distances do not depend on what else the pool holds."""
+    from threadpoolctl import threadpool_limits
+
     from pipeline.detectors.background.eigen import rows_times
+    from pipeline.detectors.background.references import _distances
 
     rng = np.random.default_rng(0)
-    rows = rng.standard_normal((64, 27_648)).astype(np.float32)
+    rows = rng.standard_normal((300, 27_648)).astype(np.float32)
     basis = rng.standard_normal((12, 27_648)).astype(np.float32)
-    whole = rows_times(rows, basis.T)
-    for m in (1, 2, 3, 5):
-        np.testing.assert_array_equal(rows_times(rows[:m], basis.T), whole[:m])
-        np.testing.assert_array_equal(rows_times(whole[:m], basis), rows_times(whole, basis)[:m])
+    with threadpool_limits(blas_threads, user_api="blas"):
+        coef = rows_times(rows, basis.T)
+        rebuilt = rows_times(coef, basis)
+        distances = _distances(coef, coef[:257])  # a pool of references
+        for m in (1, 2, 3, 4, 5, 8, 13, 64, 299):
+            some = rng.permutation(len(rows))[:m]
+            np.testing.assert_array_equal(rows_times(rows[some], basis.T), coef[some])
+            np.testing.assert_array_equal(rows_times(coef[some], basis), rebuilt[some])
+            # a pool one block ahead holds more references, a cluster's task fewer
+            np.testing.assert_array_equal(_distances(coef[some], coef[:100]), distances[some, :100])
+    c, p = coef.astype(np.float64), coef[:257].astype(np.float64)
+    expanded = (c**2).sum(axis=1)[:, None] - 2 * c @ p.T + (p**2).sum(axis=1)[None, :]
+    np.testing.assert_allclose(distances, expanded, rtol=1e-5, atol=1e-3 * np.median(expanded))
 
 
 def test_a_part_of_a_batch_keeps_every_per_frame_column(batches):

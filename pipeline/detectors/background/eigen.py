@@ -20,19 +20,30 @@ from pipeline.detectors.background.grids import SUBSAMPLE, by_class, edge_map, l
 from pipeline.versioned import FittedFormatError, Versioned
 
 NOISE_SPREAD = 0.9  # a pixel's range at its time of day: 90th percentile of its deviations
-#: OpenBLAS multiplies a matrix of 1 to 3 rows another way than one of more (its sums in
-#: another order: the last bits differ), so `rows_times` pads such a matrix to this many rows.
-MIN_BLAS_ROWS = 4
+#: OpenBLAS sums a row's products in an order that depends on how many rows come with it (on an
+#: AMD EPYC, rows 1..m of an m-row product differ in the last bits from the same rows in a batch
+#: of 1,100 for most m; on an Intel Xeon for 1-3 rows), but not on a row's place in a product of
+#: exactly 4 or 8 rows (measured on the EPYC; `tests/pipeline/test_detectors.py` checks it on
+#: the machine it runs on). So `rows_times` multiplies in blocks of exactly this many rows, the
+#: last padded with zeros.
+BLAS_ROWS = 8
 
 
 def rows_times(rows: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """`rows @ matrix`, each row's result the same bits whatever other rows come with it (a
-    frame scored alone, or among a day's frames on a cluster's worker, as in one big batch)."""
-    if 0 < len(rows) < MIN_BLAS_ROWS:
-        padded = np.zeros((MIN_BLAS_ROWS, rows.shape[1]), rows.dtype)
-        padded[: len(rows)] = rows
-        return (padded @ matrix)[: len(rows)]
-    return rows @ matrix
+    frame scored alone, or among a day's frames on a cluster's worker, as in one big batch),
+    for one BLAS thread or for the same number of threads (OpenBLAS with more threads sums in
+    another order again; the detectors score with one, `threads.one_blas_thread`)."""
+    n = len(rows)
+    out = np.empty((n, matrix.shape[1]), np.result_type(rows, matrix))
+    whole = n - n % BLAS_ROWS
+    for lo in range(0, whole, BLAS_ROWS):
+        np.matmul(rows[lo : lo + BLAS_ROWS], matrix, out=out[lo : lo + BLAS_ROWS])
+    if whole < n:
+        padded = np.zeros((BLAS_ROWS, rows.shape[1]), rows.dtype)
+        padded[: n - whole] = rows[whole:]
+        out[whole:] = (padded @ matrix)[: n - whole]
+    return out
 
 
 def project_by_class(

@@ -15,7 +15,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import pandas as pd
 
-from pipeline.detectors.background.eigen import project_by_class, rows_times
+from pipeline.detectors.background.eigen import project_by_class
 from pipeline.detectors.background.grids import split_chunks
 from pipeline.pixels import GridReader
 from pipeline.threads import bounded_map
@@ -182,9 +182,7 @@ class SameTimeReferences:
         gap = np.minimum(gap, 1440 - gap)
         day_gap = np.abs(days[:, None] - pool.days[None, :])
         usable = (gap <= self.window_minutes) & (day_gap > 0) & (day_gap <= self.max_days)
-        d2 = (coef**2).sum(axis=1)[:, None] - 2 * rows_times(coef, pool.coef.T)
-        d2 += (pool.coef**2).sum(axis=1)[None, :]
-        d2[~usable] = np.inf
+        d2 = _distances(coef, pool.coef, usable)
         k = min(self.n_neighbors, d2.shape[1])
         nearest = _nearest(d2, k)
         valid = np.isfinite(np.take_along_axis(d2, nearest, axis=1))
@@ -210,6 +208,24 @@ class SameTimeReferences:
             weights = np.linalg.solve(gram, rhs)  # [m, k, 1]
             own[rows] -= (weights.transpose(0, 2, 1) @ refs)[:, 0, :]
         return found, own
+
+
+def _distances(coef: np.ndarray, pool: np.ndarray, usable: np.ndarray | None = None) -> np.ndarray:
+    """[m, n] squared distances between frames' and references' background coefficients,
+    infinite where not `usable` (default: all are). Each is summed over the coefficients in
+    their order, pair by pair (the same bits whatever else the pool holds: a product with the
+    pool's matrix sums in an order that depends on the pool's width), and only for the usable
+    pairs (the references at the frame's time of day on the days around: a few in a hundred)."""
+    if usable is None:
+        usable = np.ones((len(coef), len(pool)), bool)
+    d2 = np.full(usable.shape, np.inf, np.float32)
+    frame, ref = np.nonzero(usable)
+    total = np.zeros(len(frame), np.float32)
+    for j in range(coef.shape[1]):
+        step = coef[frame, j] - pool[ref, j]
+        total += step * step
+    d2[frame, ref] = total
+    return d2
 
 
 def _nearest(d2: np.ndarray, k: int) -> np.ndarray:
