@@ -177,6 +177,12 @@ def _sidebar(opts: dict) -> None:
                 "another choice sums those causes' stored scores again (the first page with it "
                 "takes a few seconds on a large archive).",
             )
+            advice = causes_advice(
+                opts.get("causes_at_odds", {}),
+                st.session_state.get(filters.W_CAUSES) or opts["junk_causes"],
+            )
+            if advice:
+                sb.caption(advice)
         kind = sb.selectbox(
             "Threshold",
             THRESHOLD_KINDS,
@@ -197,6 +203,23 @@ def _sidebar(opts: dict) -> None:
         if sb.button("Clear selection", key="clear_selection"):
             ui.set_selection([])
             st.rerun()
+
+
+def causes_advice(at_odds: dict[str, float], counted) -> str | None:
+    """What the sidebar says when a counted cause ranks this camera's frames against the
+    quality cause (`analyze` records them: the run's `causes_at_odds`), else None."""
+    odd = {c: r for c, r in at_odds.items() if c in counted}
+    if not odd:
+        return None
+    names = " and ".join(f"**{c}** (Spearman {r:+.2f})" for c, r in odd.items())
+    one = len(odd) == 1
+    return (
+        f"On this camera the {names} cause{'' if one else 's'} rank{'s' if one else ''} "
+        "frames against the quality cause: what "
+        f"{'it counts' if one else 'they count'} as junk, the quality cause calls good "
+        "frames. If what changes in this view (boats, clouds, traffic, diggers) is not junk "
+        f"to you, leave {'it' if one else 'them'} out of the junk causes."
+    )
 
 
 def _sync_url(url: dict[str, str], page_title: str) -> None:

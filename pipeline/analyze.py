@@ -49,9 +49,13 @@ from pipeline.detectors import (
     DETECTORS,
     Consensus,
     FrameBatch,
+    at_odds_advice,
+    cause_agreement,
+    causes_at_odds,
     counted_ranks,
     make_detector,
 )
+from pipeline.detectors.batch import daylight_classes
 from pipeline.errors import AnalysisError, InputError
 from pipeline.fitted import (
     N_TABLE_NEIGHBORS,
@@ -390,6 +394,15 @@ def _analyze_run(
             "one (--detectors, setting consensus_detectors)"
         ) from None
 
+    # does a counted cause rank this camera's frames against the quality cause (Kat Kam's
+    # scene cause: its clear days)? Said in the notes and kept with the run for the dashboard
+    agreement = cause_agreement(
+        {c: s.decision_scores_ for c, s in consensus.causes_.items()},
+        daylight_classes(batch) == "day",
+    )
+    at_odds = causes_at_odds(agreement, settings.junk_causes)
+    notes += at_odds_advice(at_odds, settings.junk_causes)
+
     first = batch.nn_dist[:, 0]
     too_far = float(np.quantile(first[np.isfinite(first)], settings.too_far_quantile))
     fitted = FittedRun(
@@ -445,6 +458,8 @@ def _analyze_run(
         neighbor_nprobe=index.nprobe_,
         detectors=list(detectors),
         consensus_of=chosen,
+        cause_agreement=agreement,
+        causes_at_odds=at_odds,
         too_far_distance=too_far,
         detector_facts={
             key: scorer.facts()

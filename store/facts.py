@@ -515,6 +515,7 @@ def options(con: duckdb.DuckDBPyConnection, run_id: int | None = None) -> dict[s
         set(daylight) - set(DAYLIGHT_VALUES)
     )
     scored = detectors(con, run_id)
+    params = run_params(con, run_id)
     return {
         "date_min": span[0] if span else None,
         "date_max": span[1] if span else None,
@@ -526,17 +527,22 @@ def options(con: duckdb.DuckDBPyConnection, run_id: int | None = None) -> dict[s
         "runs": complete_run_ids(con),
         "run_id": run_id,
         # the causes of junk the run's consensus counts (`--junk-causes`); [] before causes
-        "junk_causes": own_causes(con, run_id),
+        "junk_causes": own_causes(con, run_id, params),
         # the causes the run stored a score for: what a reader can count instead
         "causes": stored_causes(scored),
+        # cause -> Spearman with the quality cause, for the counted causes that rank this
+        # camera's frames against it (`analyze`'s advice); {} before it was recorded
+        "causes_at_odds": dict(params.get("causes_at_odds") or {}),
     }
 
 
-def own_causes(con: duckdb.DuckDBPyConnection, run_id: int | None) -> list[str]:
+def own_causes(
+    con: duckdb.DuckDBPyConnection, run_id: int | None, params: dict[str, Any] | None = None
+) -> list[str]:
     """The causes of junk a run's consensus counts, in the order it added them (its
     `junk_causes`; a run made before the setting summed every cause it stored); [] for a run
-    made before causes were stored."""
-    recorded = run_params(con, run_id).get("junk_causes")
+    made before causes were stored. `params`: the run's, when the caller has read them."""
+    recorded = (run_params(con, run_id) if params is None else params).get("junk_causes")
     return list(recorded) if recorded else stored_causes(detectors(con, run_id))
 
 

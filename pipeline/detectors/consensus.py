@@ -226,6 +226,57 @@ def consensus_scores(
     return sum_causes(cause_scores(pcts, rule, n_reference), junk_causes)
 
 
+#: A counted cause whose ranking of the daylight frames correlates with the quality cause's at
+#: or below this (Spearman) ranks as junk frames the quality cause calls this camera's good
+#: ones. Chosen on five cameras: Kat Kam's scene cause -0.33 (a sea-and-sky webcam whose clear
+#: days, boats and traffic are what it is for); ranhados -0.09 (vans in front of the lens: its
+#: scene *is* its junk), the demo and two harder renders 0.07 to 0.53 (docs/PERFORMANCE.md).
+AT_ODDS = -0.2
+MIN_AGREEMENT_FRAMES = 100  # fewer daylight frames: no correlation worth reporting
+
+
+def cause_agreement(by_cause: dict[str, np.ndarray], daylight: np.ndarray) -> dict[str, float]:
+    """Each cause's Spearman rank correlation with the quality cause over the `daylight`
+    frames where both have a score (cause -> rho, to 3 decimals; none for the quality cause
+    itself, for fewer than `MIN_AGREEMENT_FRAMES` such frames, or where one cause scores them
+    all alike). Night is left out: there the quality cause ranks the dark, as it should, and
+    every other cause follows it."""
+    from scipy.stats import spearmanr
+
+    quality = by_cause.get("quality")
+    out: dict[str, float] = {}
+    if quality is None:
+        return out
+    for cause, scores in by_cause.items():
+        both = daylight & np.isfinite(quality) & np.isfinite(scores)
+        if cause == "quality" or both.sum() < MIN_AGREEMENT_FRAMES:
+            continue
+        if np.ptp(quality[both]) == 0 or np.ptp(scores[both]) == 0:
+            continue
+        rho = float(spearmanr(quality[both], scores[both]).statistic)
+        if np.isfinite(rho):
+            out[cause] = round(rho, 3)
+    return out
+
+
+def causes_at_odds(agreement: dict[str, float], junk_causes) -> dict[str, float]:
+    """The counted causes that rank frames against the quality cause (`AT_ODDS`)."""
+    return {c: r for c, r in agreement.items() if c in junk_causes and r <= AT_ODDS}
+
+
+def at_odds_advice(at_odds: dict[str, float], junk_causes) -> list[str]:
+    """What `analyze` says of each cause at odds with the quality cause, and the choice of
+    causes without them."""
+    others = [c for c in junk_causes if c not in at_odds] or ["quality"]
+    return [
+        f"on this camera the {cause} cause ranks frames against the quality cause (Spearman "
+        f"{rho:+.2f} over daylight frames): the frames it counts as junk are ones the quality "
+        f"cause calls good. Where what changes in this view (boats, clouds, traffic, diggers) "
+        f"is not junk, count the others: --junk-causes {','.join(others)}"
+        for cause, rho in at_odds.items()
+    ]
+
+
 class CauseScore(Scorer):
     """One cause's score (`cause_scores`) as the consensus fitted it: its threshold and
     percentile ranks among the fit's frames. Stored as detector `cause:<cause>`."""

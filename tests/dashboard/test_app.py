@@ -846,3 +846,33 @@ def test_a_weather_filter_on_the_map_compare_and_review_pages(app, demo_store):
         [condition],
     )
     assert any(m.value.startswith(f"**{n_export:,} frames** to export") for m in at.markdown)
+
+
+def test_the_sidebar_names_a_counted_cause_at_odds_with_the_quality_cause(store_copy, monkeypatch):
+    """A run whose analysis found a counted cause ranking frames against the quality cause (its
+    `causes_at_odds`, as Kat Kam's scene cause: its clear days) says so under "Junk causes",
+    and no longer once that cause is left out; the demo's own run says nothing."""
+    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
+
+    def advice(**params) -> list[str]:
+        at = AppTest.from_file(APP, default_timeout=60)
+        for key, value in params.items():
+            at.query_params[key] = value
+        ok(at.run())
+        return [c.value for c in at.sidebar.caption if "against the quality cause" in c.value]
+
+    assert advice() == []
+    with store.connect(store_copy) as con:
+        run_id = scalar(con, "SELECT run_id FROM latest_run")
+        params = json.loads(
+            scalar(
+                con, "SELECT CAST(params AS VARCHAR) FROM analysis_runs WHERE run_id = ?", [run_id]
+            )
+        )
+        params["causes_at_odds"] = {"scene": -0.33}
+        con.execute(
+            "UPDATE analysis_runs SET params = ? WHERE run_id = ?", [json.dumps(params), run_id]
+        )
+    (said,) = advice()
+    assert "**scene** (Spearman -0.33)" in said and "leave it out" in said
+    assert advice(causes="quality,camera,rarity") == []

@@ -207,6 +207,28 @@ def test_junk_causes_choose_what_the_consensus_counts(tmp_path):
         analyze(db, fast_settings(junk_causes="camera"), progress=False)
 
 
+def test_the_run_records_how_each_counted_cause_agrees_with_the_quality_cause(tmp_path):
+    """Each cause's Spearman with the quality cause over the daylight frames is kept with the
+    run (the dashboard reads it), and a counted cause at odds with it is named in the notes.
+    Here `dark` (quality) and `background` (scene) both see the darker frames with a figure:
+    they agree, and nothing is said."""
+    from pipeline.detectors.consensus import AT_ODDS
+
+    db = tmp_path / "store.duckdb"
+    data = synthetic_store(db)
+    settings = fast_settings(consensus_detectors=["dark", "lof", "background"])
+    result = analyze(db, settings, progress=False)
+    with store.connect(db, read_only=True) as con:
+        params = sa.get_run(con, result.run_id)["params"]
+        day = con.sql("SELECT count(*) FROM frames WHERE daylight = 'day'").fetchall()[0][0]
+    assert 100 <= day < len(data["ids"])
+    agreement = params["cause_agreement"]
+    assert set(agreement) == {"rarity", "scene"}
+    assert all(-1 <= r <= 1 for r in agreement.values())
+    assert agreement["scene"] > AT_ODDS and params["causes_at_odds"] == {}
+    assert not any("quality cause" in note for note in result.notes)
+
+
 def test_run_parameters_record_the_stores_place(tmp_path):
     """`analyze` takes no place flags: the run's parameters say where the frames were placed
     (the store's place), not null; a place given in the settings is recorded as given."""

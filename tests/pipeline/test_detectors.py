@@ -1075,3 +1075,31 @@ def test_a_part_of_a_batch_keeps_every_per_frame_column(batches):
         assert part.spread is None
     light = batch.light(rows)
     assert light.z.shape == (3, 0) and light.nn_idx is None and light.pixels is None
+
+
+def test_a_cause_that_ranks_daylight_frames_against_the_quality_cause_is_at_odds():
+    """`cause_agreement`: Spearman of each cause with the quality cause over daylight frames
+    only (at night every cause follows the dark); a cause at or under `AT_ODDS` that the user
+    counts gets the advice to leave it out, with the causes left to count."""
+    from pipeline.detectors import at_odds_advice, cause_agreement, causes_at_odds
+    from pipeline.detectors.consensus import AT_ODDS
+
+    rng = np.random.default_rng(0)
+    n = 600
+    day = np.arange(n) < 400
+    quality = rng.exponential(size=n)
+    scene = -quality + rng.normal(scale=0.5, size=n)  # a sea-and-sky camera's clear days
+    scene[~day] = 5 * quality[~day]  # at night it follows the dark
+    rarity = quality + rng.normal(scale=2.0, size=n)
+    camera = np.zeros(n)  # sees nothing: no correlation to speak of
+    by_cause = {"quality": quality, "camera": camera, "scene": scene, "rarity": rarity}
+    agreement = cause_agreement(by_cause, day)
+    assert set(agreement) == {"scene", "rarity"}
+    assert agreement["scene"] < -0.8 and 0.1 < agreement["rarity"] < 0.8
+    assert AT_ODDS < 0 and cause_agreement(by_cause, np.arange(n) < 99) == {}
+    everything = ("quality", "camera", "scene", "rarity")
+    assert causes_at_odds(agreement, everything) == {"scene": agreement["scene"]}
+    assert causes_at_odds(agreement, ("quality", "camera")) == {}
+    (advice,) = at_odds_advice(causes_at_odds(agreement, everything), everything)
+    assert "scene cause" in advice and advice.endswith("--junk-causes quality,camera,rarity")
+    assert at_odds_advice({}, everything) == []
