@@ -1050,13 +1050,16 @@ def test_each_row_multiplies_to_the_same_bits_in_any_batch(blas_threads):
     with threadpool_limits(blas_threads, user_api="blas"):
         coef = rows_times(rows, basis.T)
         rebuilt = rows_times(coef, basis)
-        distances = _distances(coef, coef[:257])  # a pool of references
+        every = np.ones((len(coef), 257), bool)
+        distances = _distances(coef, coef[:257], every)  # a pool of references
         for m in (1, 2, 3, 4, 5, 8, 13, 64, 299):
             some = rng.permutation(len(rows))[:m]
             np.testing.assert_array_equal(rows_times(rows[some], basis.T), coef[some])
             np.testing.assert_array_equal(rows_times(coef[some], basis), rebuilt[some])
             # a pool one block ahead holds more references, a cluster's task fewer
-            np.testing.assert_array_equal(_distances(coef[some], coef[:100]), distances[some, :100])
+            np.testing.assert_array_equal(
+                _distances(coef[some], coef[:100], every[some, :100]), distances[some, :100]
+            )
     c, p = coef.astype(np.float64), coef[:257].astype(np.float64)
     expanded = (c**2).sum(axis=1)[:, None] - 2 * c @ p.T + (p**2).sum(axis=1)[None, :]
     np.testing.assert_allclose(distances, expanded, rtol=1e-5, atol=1e-3 * np.median(expanded))

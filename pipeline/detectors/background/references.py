@@ -210,14 +210,12 @@ class SameTimeReferences:
         return found, own
 
 
-def _distances(coef: np.ndarray, pool: np.ndarray, usable: np.ndarray | None = None) -> np.ndarray:
+def _distances(coef: np.ndarray, pool: np.ndarray, usable: np.ndarray) -> np.ndarray:
     """[m, n] squared distances between frames' and references' background coefficients,
-    infinite where not `usable` (default: all are). Each is summed over the coefficients in
+    infinite where not `usable`. Each is summed over the coefficients in
     their order, pair by pair (the same bits whatever else the pool holds: a product with the
     pool's matrix sums in an order that depends on the pool's width), and only for the usable
     pairs (the references at the frame's time of day on the days around: a few in a hundred)."""
-    if usable is None:
-        usable = np.ones((len(coef), len(pool)), bool)
     d2 = np.full(usable.shape, np.inf, np.float32)
     frame, ref = np.nonzero(usable)
     total = np.zeros(len(frame), np.float32)
