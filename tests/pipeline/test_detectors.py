@@ -263,7 +263,7 @@ def test_background_fits_one_model_per_daylight_class_and_needs_pixels(batches):
     # new frames of a daylight class the fit had no model for still get a score
     unseen = replace(daylit, daylight=np.full(len(daylit), None, dtype=object))
     assert np.isfinite(det.decision_function(unseen)).all()
-    assert det.size_ == (128, 72)  # the images' 16:9, at the default width
+    assert det.size_ == (64, 36)  # the images' 16:9, at the default width
     inliers = np.delete(det.decision_scores_, PLANTED)
     assert det.decision_scores_[PLANTED].min() > np.quantile(inliers, 0.95)
     # a frame without an image gets no score; a batch without pixels gets none at all
@@ -601,6 +601,48 @@ def _shadowed_garden(
 SHADOW_PLANTED = [3 * 72 + 30, 5 * 72 + 40, 6 * 72 + 25]  # 10:00, 13:20, 08:20
 
 
+def _garden_detector():
+    """`background` on a grid as wide as the shadowed garden (128 px): these tests are about
+    the shadows' parts, and its 3-pixel figure is below a 64-pixel grid's resolution."""
+    return make_detector("background").set_params(width=128)
+
+
+def test_background_refits_while_a_few_frames_own_a_component(tmp_path):
+    """Two frames with a figure at the same time of day, among 144 daytime frames whose light
+    changes by the hour: the first fit's components belong to other frames, so one refit
+    without those leaves the two in, and its components take up their figures (each pixel
+    explained: a z-score under 1, the least of any frame). Refit while a few frames own a
+    component, the figures stay out and are the largest residuals of their frames."""
+    import store
+    from pipeline.detectors.background.eigen import BackgroundModel
+    from pipeline.detectors.background.grids import log_rgb
+    from pipeline.pixels import ThumbnailReader
+    from store import analysis as sa
+    from tests.pipeline.test_analyze import synthetic_store
+
+    db = tmp_path / "store.duckdb"
+    data = synthetic_store(db)  # thumbnails 64 x 36; figures 4 x 10 px
+    with store.connect(db, read_only=True) as con:
+        frames = sa.load_frames(con)
+    day = frames[frames["daylight"] == "day"]["frame_id"].to_numpy(np.int64)
+    reader = ThumbnailReader(db, read_only=True)
+    (pos, grids), *rest = reader.grids(day, (64, 36))
+    assert not rest and len(pos) == len(day)
+    figures = np.flatnonzero(np.isin(day, data["anomalies"]))
+    twice = [i for i in figures if int(day[i]) in (112, 184)]  # both at 13:20
+    assert len(twice) == 2
+
+    def top_z(max_refits):
+        model = BackgroundModel(12, 0.9, 0).fit(log_rgb(grids), (64, 36), max_refits=max_refits)
+        return model.pixel_z(model.project(log_rgb(grids))[1]).max(axis=1), model.n_fit_
+
+    once, kept_once = top_z(1)
+    until_none, kept = top_z(3)
+    assert once[twice].max() < 1 and once[twice].max() < np.median(once)
+    assert until_none[twice].min() > 10 * np.median(until_none)
+    assert kept < kept_once
+
+
 def test_background_explains_a_moving_shadow_by_the_same_time_on_other_days():
     """A shadow edge that sweeps across the lawn is not in a few principal components of the
     day, but it stands where it stood at that time on the other sunny days: the same-time part
@@ -610,15 +652,11 @@ def test_background_explains_a_moving_shadow_by_the_same_time_on_other_days():
     planted = SHADOW_PLANTED
     batch, _ = _shadowed_garden(planted=planted)
     normal = (batch.daylight == "day") & ~np.isin(np.arange(len(batch)), planted)
-    both = make_detector("background").set_params(time_of_day_noise=False).fit(batch)
+    both = _garden_detector().set_params(time_of_day_noise=False).fit(batch)
     scene_part, same_time_part, _ = both._parts(batch).T
     assert same_time_part[planted].min() > same_time_part[normal].max()
     assert scene_part[planted].min() < scene_part[normal].max()
-    scene = (
-        make_detector("background")
-        .set_params(time_of_day_noise=False, same_time_neighbors=0)
-        .fit(batch)
-    )
+    scene = _garden_detector().set_params(time_of_day_noise=False, same_time_neighbors=0).fit(batch)
 
     def above_weakest(scores):
         return int((scores[normal] >= scores[planted].min()).sum())
@@ -639,9 +677,9 @@ def test_background_measures_each_pixel_against_its_time_of_day():
     planted = SHADOW_PLANTED
     batch, _ = _shadowed_garden(planted=planted, drift=2.0)
     normal = (batch.daylight == "day") & ~np.isin(np.arange(len(batch)), planted)
-    by_time = make_detector("background").fit(batch)
-    by_time_mad = make_detector("background").set_params(noise_spread=0.5).fit(batch)
-    whole_day = make_detector("background").set_params(time_of_day_noise=False).fit(batch)
+    by_time = _garden_detector().fit(batch)
+    by_time_mad = _garden_detector().set_params(noise_spread=0.5).fit(batch)
+    whole_day = _garden_detector().set_params(time_of_day_noise=False).fit(batch)
     scene_by_time_mad = by_time_mad._parts(batch)[:, 0]
     scene_whole_day = whole_day._parts(batch)[:, 0]
     assert scene_by_time_mad[planted].min() > scene_by_time_mad[normal].max()

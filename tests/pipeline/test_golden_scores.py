@@ -9,7 +9,9 @@ where it was. Regenerate it only for a change that is meant to change scores (an
 its commit): `.venv/bin/python -m tests.pipeline.test_golden_scores --write`. When percentiles
 began to rank the frames tied at a scorer's lowest score as the lowest (`Scorer.percentile`),
 the score_pct columns were derived again from the recorded scores (the old rule gives the old
-columns exactly; every other column is unchanged).
+columns exactly; every other column is unchanged). It was written again on 2026-12-05, when
+`background` moved to a 64-pixel grid and a refit while a few frames own a component, on an
+AVX2-only AMD EPYC (`RECORDED_ON`; elsewhere the scores are compared as rankings).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ N_FRAMES, SEED, SIZE = 240, 7, (160, 90)
 # another kind than the recording's the renders differ by a few pixels: rankings then
 # (tests/cpu.py).
 RTOL, ATOL = 1e-9, 1e-12
+RECORDED_ON = "avx2-or-older"  # `tests.cpu.cpu_kind` of the machine that wrote GOLDEN
 
 
 def produce(out: Path) -> pd.DataFrame:
@@ -77,7 +80,7 @@ def test_every_detector_scores_as_recorded(produced):
     golden = pd.read_csv(GOLDEN)
     assert list(produced["path"]) == list(golden["path"])
     assert set(produced.columns) == set(golden.columns)
-    if not same_kind_as_recorded():  # recorded with AVX-512: see tests/cpu.py
+    if not same_kind_as_recorded(RECORDED_ON):  # recorded on another kind: see tests/cpu.py
         assert (produced["cluster"] == golden["cluster"]).mean() >= 0.95
         for column in golden.columns.drop(["path", "cluster"]):
             got, want = produced[column], golden[column]

@@ -19,6 +19,8 @@ from sklearn.decomposition import PCA
 from pipeline.detectors.background.grids import SUBSAMPLE, by_class, edge_map, log_rgb
 from pipeline.versioned import FittedFormatError, Versioned
 
+MAX_REFITS = 3  # fits of a class's background after the first, each without its owners
+RARE_SHARE = 0.01  # after the first refit, a component far out for at most this share is owned
 NOISE_SPREAD = 0.9  # a pixel's range at its time of day: 90th percentile of its deviations
 #: OpenBLAS sums a row's products in an order that depends on how many rows come with it (on an
 #: AMD EPYC, rows 1..m of an m-row product differ in the last bits from the same rows in a batch
@@ -75,17 +77,24 @@ class BackgroundModel(Versioned):
         shape: tuple[int, int],
         max_outlyingness: float = 8.0,
         minutes: np.ndarray | None = None,
+        max_refits: int = MAX_REFITS,
         noise_spread: float = NOISE_SPREAD,
     ) -> "BackgroundModel":
         """Fit, then refit without the frames that own a component (a coefficient more than
         `max_outlyingness` robust deviations from that component's median, the outlyingness
         of ROBPCA), so that a rare object or a short event does not become part of the
-        background: a fit that absorbed it would explain it well. With the frames' `minutes`
-        of day, each pixel's residual is also measured per time of day (`TimeOfDayNoise`, with
+        background: a fit that absorbed it would explain it well. The later refits (up to
+        `max_refits` in all) leave out only the few frames (at most `RARE_SHARE` of those
+        fitted, at least two) that are that far out on a component of the last fit: with the
+        frames far out on the first fit's components gone, a rarer object can take a
+        component of the next (two frames with a figure among 150, found measuring a
+        64-pixel grid). A component far out for more frames is a usual kind of day, not an
+        object, and stays. A frame once left out stays out. With the frames' `minutes` of
+        day, each pixel's residual is also measured per time of day (`TimeOfDayNoise`, with
         `noise_spread` as its `spread`)."""
         self.shape_ = shape
         keep = np.ones(len(flat), bool)
-        for final in (False, True):
+        for refit in range(max_refits + 1):
             k = int(min(self.n_components, keep.sum() - 1, flat.shape[1]))
             pca = PCA(
                 n_components=max(1, k),
@@ -97,14 +106,19 @@ class BackgroundModel(Versioned):
             k = int(min(len(explained), np.searchsorted(explained, self.variance) + 1))
             self.mean_ = pca.mean_.astype(np.float32)
             self.components_ = pca.components_[:k].astype(np.float32)
-            if final:
+            if refit == max_refits:
                 break
             coded = (flat - self.mean_) @ self.components_.T
             centre = np.median(coded, axis=0)
             spread = 1.4826 * np.median(np.abs(coded - centre), axis=0) + 1e-6
-            keep = (np.abs(coded - centre) / spread).max(axis=1) <= max_outlyingness
-            if keep.sum() < 3 or keep.all():
-                break
+            far = np.abs(coded - centre) / spread > max_outlyingness  # [frames, components]
+            if refit:  # later fits: only the few frames that took a component of their own
+                few = max(2, int(np.ceil(RARE_SHARE * keep.sum())))
+                far &= (far & keep[:, None]).sum(axis=0) <= few
+            left = keep & ~far.any(axis=1)
+            if left.sum() < 3 or (left == keep).all():
+                break  # too few frames left to fit, or none owns a component: this fit
+            keep = left
         res = self.residual(flat[keep])
         self.median_ = np.median(res, axis=0)
         self.mad_ = np.median(np.abs(res - self.median_), axis=0) + 1e-3

@@ -188,7 +188,7 @@ class SameTimeReferences:
         valid = np.isfinite(np.take_along_axis(d2, nearest, axis=1))
         found = valid.any(axis=1)
         nearest, valid, own = nearest[found], valid[found], residual[found]
-        buffer = getattr(self._local, "buffer", None)  # 16 frames' references: 11 MB, kept
+        buffer = getattr(self._local, "buffer", None)  # 16 frames' references: 3 MB, kept
         if buffer is None or buffer.shape != (16, k, residual.shape[1]):  # by each thread
             buffer = self._local.buffer = np.empty((16, k, residual.shape[1]), np.float32)
         for lo in range(0, len(own), 16):
