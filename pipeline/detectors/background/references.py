@@ -218,10 +218,11 @@ def _distances(coef: np.ndarray, pool: np.ndarray, usable: np.ndarray) -> np.nda
     pairs (the references at the frame's time of day on the days around: a few in a hundred)."""
     d2 = np.full(usable.shape, np.inf, np.float32)
     frame, ref = np.nonzero(usable)
+    step = coef[frame] - pool[ref]  # [pairs, coefficients]
+    step *= step
     total = np.zeros(len(frame), np.float32)
-    for j in range(coef.shape[1]):
-        step = coef[frame, j] - pool[ref, j]
-        total += step * step
+    for j in range(step.shape[1]):  # in the coefficients' order (not a reduction's pairwise)
+        total += step[:, j]
     d2[frame, ref] = total
     return d2
 
