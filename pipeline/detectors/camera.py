@@ -119,12 +119,12 @@ class AlignmentDetector(Detector):
 
     def _gradient_maps(self, grids: np.ndarray) -> np.ndarray:
         """Maps of the frames of RGB grids [m, h, w, 3], each from that frame alone: the
-        Sobel gradient magnitude of its luma (`_luma`), glare cut out, averaged over 2 x 2
-        cells (`_gradient_cells`), on a log scale. (Until format 2 the Sobel filter ran over
+        Sobel gradient magnitude of its luma (`luma`), glare cut out, averaged over 2 x 2
+        cells (`_gradient_cells`, which also computes the luma), on a log scale. (Until format 2 the Sobel filter ran over
         the stack of frames as the reader gave them, and so also smoothed each frame with the
         frames next to it: a frame's map, and a new frame's score, depended on the frames read
         with it.)"""
-        cells = _gradient_cells(_luma(grids), np.float32(self.saturated), GLARE_RADIUS)
+        cells = _gradient_cells(_rgb(grids), LUMA, np.float32(self.saturated), GLARE_RADIUS)
         return np.log1p(cells, out=cells)
 
     # --- fit and score ------------------------------------------------------------------------
@@ -257,12 +257,24 @@ CHUNK = 64  # frames mapped and correlated at a time (a thread's piece; its floa
 #            stay within the core's cache)
 
 
-def _luma(grids: np.ndarray) -> np.ndarray:
-    """float32 luma [m, h, w] of RGB grids [m, h, w, 3] (`grids @ LUMA`). Three 256-entry
-    tables of each channel's weighted values gave the same float32s on this project's AVX2
-    machine at a third of the time, but the product is BLAS's, which may fuse the multiply-adds
-    on another CPU (the recorded scores' AVX-512), so the tables are not used."""
-    return np.asarray(grids, np.float32) @ LUMA
+def luma(grids: np.ndarray) -> np.ndarray:
+    """float32 luma [m, h, w] of RGB grids [m, h, w, 3], as `_gradient_cells` computes it:
+    (R x 0.299 + G x 0.587) + B x 0.114 in float32, every product and sum rounded on its own
+    (IEEE, no fused multiply-add), so the same on every CPU. (Until 2026-12-05 it was BLAS's
+    `grids @ LUMA`: the same floats on this project's AVX2 machine, perhaps not where BLAS
+    fuses the multiply-adds, and a separate pass that cost twice the gradient itself.)"""
+    rgb = np.asarray(grids, np.float32)
+    out = rgb[..., 0] * LUMA[0]
+    out += rgb[..., 1] * LUMA[1]
+    out += rgb[..., 2] * LUMA[2]
+    return out
+
+
+def _rgb(grids: np.ndarray) -> np.ndarray:
+    """Grids as the kernel takes them: uint8 as they are (the reader's), anything else as
+    float32."""
+    grids = np.asarray(grids)
+    return grids if grids.dtype == np.uint8 else grids.astype(np.float32)
 
 
 # Compiled per-frame loops (numba): each frame's map and correlations in one pass over its
@@ -272,10 +284,13 @@ def _luma(grids: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _gradient_cells(luma: np.ndarray, saturated: np.float32, radius: int) -> np.ndarray:
-    """[m, h // 2, w // 2] float32: each frame's Sobel gradient magnitude (of luma [m, h, w],
-    never across frames), zero within `radius` pixels of a pixel at or above `saturated`
-    (glare), averaged over 2 x 2 cells (an odd last row or column left out).
+def _gradient_cells(
+    grids: np.ndarray, weights: np.ndarray, saturated: np.float32, radius: int
+) -> np.ndarray:
+    """[m, h // 2, w // 2] float32: each frame's Sobel gradient magnitude of its luma (of RGB
+    grids [m, h, w, 3], uint8 or float32, never across frames; the luma as `luma` computes it
+    with `weights`, `LUMA`), zero within `radius` pixels of a pixel whose luma is at or above
+    `saturated` (glare), averaged over 2 x 2 cells (an odd last row or column left out).
 
     The very floats of `ndimage.correlate1d` in "reflect" mode (the edge pixel repeated), in
     float64 and rounded to float32, along the frame's two axes ([-1, 0, 1] then [1, 2, 1]:
@@ -286,7 +301,7 @@ def _gradient_cells(luma: np.ndarray, saturated: np.float32, radius: int) -> np.
     `mean(axis=(2, 4))` of the cells' reshape sums them ((a00 + a01) + (a10 + a11), times 0.25).
     No fast-math: every operation is IEEE's, so the maps are the same on every CPU
     (tests/pipeline/test_pixel_kernels.py checks them against that NumPy/SciPy computation)."""
-    n, height, width = luma.shape
+    n, height, width = grids.shape[0], grids.shape[1], grids.shape[2]
     h, w = height // 2, width // 2
     out = np.empty((n, h, w), np.float32)
     pad = np.empty((height + 2, width + 2), np.float32)
@@ -296,12 +311,17 @@ def _gradient_cells(luma: np.ndarray, saturated: np.float32, radius: int) -> np.
     glare = np.zeros((height + 2 * radius, width), np.bool_)
     near = np.zeros((height, width + 2 * radius), np.bool_)
     four, quarter = np.float32(4.0), np.float32(0.25)
+    red, green, blue = weights[0], weights[1], weights[2]
     for i in range(n):
-        frame = luma[i]
+        frame = grids[i]
         for y in range(height):
-            pad[y + 1, 1 : width + 1] = frame[y]
-            pad[y + 1, 0] = frame[y, 0]
-            pad[y + 1, width + 1] = frame[y, width - 1]
+            for x in range(width):
+                value = np.float32(frame[y, x, 0]) * red
+                value += np.float32(frame[y, x, 1]) * green
+                value += np.float32(frame[y, x, 2]) * blue
+                pad[y + 1, x + 1] = value
+            pad[y + 1, 0] = pad[y + 1, 1]
+            pad[y + 1, width + 1] = pad[y + 1, width]
         pad[0] = pad[1]
         pad[height + 1] = pad[height]
         for y in range(height + 2):
@@ -324,7 +344,7 @@ def _gradient_cells(luma: np.ndarray, saturated: np.float32, radius: int) -> np.
         saturated_any = False
         for y in range(height):
             for x in range(width):
-                hit = frame[y, x] >= saturated
+                hit = pad[y + 1, x + 1] >= saturated
                 glare[y + radius, x] = hit
                 saturated_any |= hit
         if saturated_any:
@@ -355,7 +375,11 @@ def _correlate(windows: np.ndarray, centre: np.ndarray, shifts: int) -> np.ndarr
     each window [n, ch + shifts - 1, cw + shifts - 1] at each shift, over the spread of the
     window's cells there: sqrt(sum of squares - sum^2 / cells), at least 1e-6. In float64;
     the dot products are summed in whatever order vectorises (`reassoc`), so they agree with
-    an exact sum to ~1e-14, not bit for bit; the windows' sums come from integral images."""
+    an exact sum to ~1e-14, not bit for bit; the windows' sums come from integral images.
+
+    Each dot product is one run over `ch` whole rows of the window (the centre padded with
+    zeros to the window's width, the window with a spare row the last shift's run ends in):
+    one long loop vectorises where `ch` short ones of `cw` did not (twice as fast)."""
     n = windows.shape[0]
     ch, cw = centre.shape
     wh, ww = windows.shape[1], windows.shape[2]
@@ -363,22 +387,29 @@ def _correlate(windows: np.ndarray, centre: np.ndarray, shifts: int) -> np.ndarr
     out = np.empty((n, shifts, shifts))
     ones = np.zeros((wh + 1, ww + 1))
     squares = np.zeros((wh + 1, ww + 1))
+    span = ch * ww  # a run: the centre's rows at the window's width
+    padded = np.zeros(span)
+    for a in range(ch):
+        for b in range(cw):
+            padded[a * ww + b] = centre[a, b]
+    flat = np.zeros((wh + 1) * ww)  # this window's rows, then a spare row of zeros
     for i in range(n):
         window = windows[i]
         for y in range(wh):
             row_sum, row_squares = 0.0, 0.0
             for x in range(ww):
                 value = np.float64(window[y, x])
+                flat[y * ww + x] = value
                 row_sum += value
                 row_squares += value * value
                 ones[y + 1, x + 1] = ones[y, x + 1] + row_sum
                 squares[y + 1, x + 1] = squares[y, x + 1] + row_squares
         for dy in range(shifts):
             for dx in range(shifts):
+                run = flat[dy * ww + dx : dy * ww + dx + span]
                 dot = 0.0
-                for a in range(ch):
-                    for b in range(cw):
-                        dot += centre[a, b] * window[dy + a, dx + b]
+                for k in range(span):
+                    dot += padded[k] * run[k]
                 bottom, right = dy + ch, dx + cw
                 total = ones[bottom, right] - ones[dy, right] - ones[bottom, dx] + ones[dy, dx]
                 square = (
@@ -392,20 +423,40 @@ def _correlate(windows: np.ndarray, centre: np.ndarray, shifts: int) -> np.ndarr
 
 
 def _zoomed(maps: np.ndarray, zoom: float) -> np.ndarray:
-    """Maps magnified by `zoom` about their centre (bilinear, edges held), all at once."""
+    """Maps magnified by `zoom` about their centre (bilinear, edges held): `_zoom` with each
+    axis's taps (`_taps`)."""
     _, height, width = maps.shape
-    rows, cols = _interpolation(height, zoom), _interpolation(width, zoom)
-    return rows @ maps @ cols.T
+    return _zoom(np.ascontiguousarray(maps, np.float32), *_taps(height, zoom), *_taps(width, zoom))
 
 
-def _interpolation(size: int, zoom: float) -> np.ndarray:
-    """[size, size]: linear interpolation of a line magnified by `zoom` about its centre."""
+def _taps(size: int, zoom: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(low, high, low's weight, high's weight) of each point of a line of `size` magnified by
+    `zoom` about its centre: the two source points it lies between (the edge held), weighted by
+    nearness, float32 as the maps."""
     centre = (size - 1) / 2
     source = np.clip((np.arange(size) - centre) / zoom + centre, 0, size - 1)
-    low = np.floor(source).astype(int)
+    low = np.floor(source).astype(np.int64)
     high = np.minimum(low + 1, size - 1)
     frac = source - low
-    matrix = np.zeros((size, size), np.float32)
-    matrix[np.arange(size), low] += 1 - frac
-    matrix[np.arange(size), high] += frac
-    return matrix
+    return low, high, (1 - frac).astype(np.float32), frac.astype(np.float32)
+
+
+@njit(cache=True, nogil=True)
+def _zoom(maps, row_low, row_high, row_wl, row_wh, col_low, col_high, col_wl, col_wh):
+    """[n, h, w] float32: each map interpolated along its rows, then its columns, each point
+    from its two taps (low x its weight + high x its weight, each operation rounded; where the
+    edge is held both taps are the same point with weights 1 and 0). Until 2026-12-05 the two
+    passes were interpolation matrices multiplied by BLAS (a product of [h, h] and [w, w]
+    matrices mostly of zeros): the same sums to within an ulp, at four times the cost."""
+    n, height, width = maps.shape
+    out = np.empty((n, height, width), np.float32)
+    along = np.empty((height, width), np.float32)
+    for i in range(n):
+        for y in range(height):
+            low, high, wl, wh = row_low[y], row_high[y], row_wl[y], row_wh[y]
+            for x in range(width):
+                along[y, x] = maps[i, low, x] * wl + maps[i, high, x] * wh
+        for y in range(height):
+            for x in range(width):
+                out[i, y, x] = along[y, col_low[x]] * col_wl[x] + along[y, col_high[x]] * col_wh[x]
+    return out

@@ -461,7 +461,7 @@ def test_alignment_maps_are_each_frames_own_and_correlations_exact(monkeypatch):
         [det._gradient_maps(grids[[i]]) for _, grids in pieces for i in range(len(grids))]
     )
     np.testing.assert_array_equal(got, alone)
-    luma = images.astype(np.float32) @ camera.LUMA
+    luma = camera.luma(images)
     gradient = 4 * np.hypot(
         *(np.stack([ndimage.sobel(frame, axis=a) for frame in luma]) for a in (1, 0))
     )

@@ -11,7 +11,9 @@ began to rank the frames tied at a scorer's lowest score as the lowest (`Scorer.
 the score_pct columns were derived again from the recorded scores (the old rule gives the old
 columns exactly; every other column is unchanged). It was written again on 2026-12-05, when
 `background` moved to a 64-pixel grid and a refit while a few frames own a component, on an
-AVX2-only AMD EPYC (`RECORDED_ON`; elsewhere the scores are compared as rankings).
+AVX2-only AMD EPYC (`RECORDED_ON`; elsewhere the scores are compared as rankings), and once
+more that day when `alignment`'s zoom became two taps a point instead of BLAS's matrix
+products (its scores moved by at most 1.3e-8; every other column stayed as it was).
 """
 
 from __future__ import annotations

@@ -42,29 +42,54 @@ def _maps_reference(luma: np.ndarray, saturated: float) -> np.ndarray:
     return gradient[:, : 2 * h, : 2 * w].reshape(n, h, 2, w, 2).mean(axis=(2, 4))
 
 
+def _cells(grids: np.ndarray, saturated: float = 250) -> np.ndarray:
+    return camera._gradient_cells(
+        camera._rgb(grids), camera.LUMA, np.float32(saturated), camera.GLARE_RADIUS
+    )
+
+
+def test_luma_is_each_product_and_sum_rounded():
+    """`luma` = (R x 0.299 + G x 0.587) + B x 0.114, every operation rounded to float32 on its
+    own (what no fused multiply-add gives, on any CPU): checked against the same sums in
+    float64, each step rounded to float32 by hand."""
+    images = _images(0)
+    want = np.float32(images[..., 0].astype(np.float64) * np.float64(camera.LUMA[0]))
+    for channel in (1, 2):
+        product = np.float32(images[..., channel] * np.float64(camera.LUMA[channel]))
+        want = np.float32(want.astype(np.float64) + product.astype(np.float64))
+    got = camera.luma(images)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(camera.luma(images.astype(np.float32)), want)
+
+
 def test_gradient_cells_are_sobel_hypot_glare_and_cell_means():
-    """`_gradient_cells` (compiled) = the NumPy/SciPy computation bit for bit, on real-looking
-    luma with glare, on noise of every scale, on tiny and odd-sized frames."""
+    """`_gradient_cells` (compiled, from RGB grids) = `luma` then the NumPy/SciPy computation,
+    bit for bit, on real-looking frames with glare, on noise of every scale, on tiny and
+    odd-sized frames, from bytes and from floats."""
     rng = np.random.default_rng(1)
-    cases = [camera._luma(_images(seed)) for seed in range(3)]
-    cases += [camera._luma(_images(4, height=73, width=129))]
-    cases += [rng.normal(0, scale, size=(5, 36, 64)).astype(np.float32) for scale in (1e-3, 1, 1e3)]
-    cases += [rng.uniform(0, 255, size=(3, 3, 4)).astype(np.float32)]
-    for luma in cases:
-        got = camera._gradient_cells(luma, np.float32(250), camera.GLARE_RADIUS)
+    cases = [_images(seed) for seed in range(3)]
+    cases += [_images(4, height=73, width=129)]
+    cases += [
+        rng.normal(0, scale, size=(5, 36, 64, 3)).astype(np.float32) for scale in (1e-3, 1, 1e3)
+    ]
+    cases += [rng.uniform(0, 255, size=(3, 3, 4, 3)).astype(np.float32)]
+    cases += [_images(5).astype(np.float32)]
+    for grids in cases:
+        got = _cells(grids)
         assert got.dtype == np.float32
-        np.testing.assert_array_equal(got, _maps_reference(luma, 250))
-    assert (camera._gradient_cells(cases[0], np.float32(250), 2)[0, 2:8, 9:21] == 0).all()
+        np.testing.assert_array_equal(got, _maps_reference(camera.luma(grids), 250))
+    np.testing.assert_array_equal(_cells(cases[0]), _cells(cases[0].astype(np.float64)))
+    assert (_cells(cases[0])[0, 2:8, 9:21] == 0).all()
 
 
 def test_gradient_maps_are_the_reference_computation():
-    """The maps as format 2 defined them: luma, Sobel by `ndimage`, glare cut, 2 x 2 cell mean
+    """The maps as format 2 defined them: `luma`, Sobel by `ndimage`, glare cut, 2 x 2 cell mean
     by reshape, log1p; odd sizes lose their last row and column as before."""
     det = camera.AlignmentDetector()
     for height, width in ((72, 128), (73, 129)):
         images = _images(4, height=height, width=width)
-        luma = images.astype(np.float32) @ camera.LUMA
-        want = np.log1p(_maps_reference(luma, det.saturated)).astype(np.float32)
+        want = np.log1p(_maps_reference(camera.luma(images), det.saturated)).astype(np.float32)
         got = det._gradient_maps(images)
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want)
@@ -134,3 +159,35 @@ def test_pixel_detectors_score_alike_whatever_the_read_chunk(demo_store):
             scores.append(make_detector(key).fit(batch).decision_scores_)
         assert np.isfinite(scores[0]).sum() > 100, key
         np.testing.assert_array_equal(scores[0], scores[1], err_msg=key)
+
+
+def _interpolation(size: int, zoom: float) -> np.ndarray:
+    """The reference: [size, size] linear interpolation of a line magnified by `zoom` about its
+    centre, as a matrix (the edge held)."""
+    centre = (size - 1) / 2
+    source = np.clip((np.arange(size) - centre) / zoom + centre, 0, size - 1)
+    low = np.floor(source).astype(int)
+    high = np.minimum(low + 1, size - 1)
+    matrix = np.zeros((size, size))
+    matrix[np.arange(size), low] += 1 - (source - low)
+    matrix[np.arange(size), high] += source - low
+    return matrix
+
+
+def test_zoom_is_the_interpolation_matrices():
+    """`_zoomed` (compiled, two taps a point) = the interpolation matrices' product in float64
+    within float32's rounding; zoom 1 and a flat map are left exactly as they were; a ramp
+    along x is magnified about its centre."""
+    det = camera.AlignmentDetector()
+    maps = det._gradient_maps(_images(0, height=72, width=128))
+    for zoom in (0.9, 0.95, 1.05, 1.1, 1.0):
+        want = _interpolation(36, zoom) @ maps.astype(np.float64) @ _interpolation(64, zoom).T
+        got = camera._zoomed(maps, zoom)
+        assert got.dtype == np.float32 and got.shape == maps.shape
+        np.testing.assert_allclose(got, want, rtol=2e-7, atol=1e-6)
+    np.testing.assert_array_equal(camera._zoomed(maps, 1.0), maps)
+    flat = np.full((1, 36, 64), 1.75, np.float32)
+    np.testing.assert_array_equal(camera._zoomed(flat, 1.1), flat)
+    ramp = np.broadcast_to(np.arange(64, dtype=np.float32), (1, 36, 64))
+    magnified = camera._zoomed(ramp, 1.1)[0, 0]
+    np.testing.assert_allclose(magnified[20:44], (np.arange(20, 44) - 31.5) / 1.1 + 31.5, atol=1e-5)
