@@ -15,7 +15,7 @@ costs time itself, ~30% more CPU in `background`, whose decoding makes many smal
 `--no-trace` times the run as `python -m pipeline analyze` runs it (no per-step peaks then).
 `planted_auc` checks the run still finds the planted outliers at scale. `archive` is what the
 run spends on the dashboard's archive views: finding incidents, the mosaic (its cells filled in
-the background detector's decoding, `tap`, and closed in `finish`, which decodes what no
+the first pixel detector's decoding, `tap`, and closed in `finish`, which decodes what no
 detector read) and writing the per-run aggregates (timed again after the run, rolled back).
 Without thumbnails the `background` detector has nothing to read and is skipped (a note says
 so); `--thumbnails` also stores a 256x144 JPEG per frame (and its `local_contrast`, as ingest

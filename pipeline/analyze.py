@@ -10,10 +10,11 @@ against exact search measured on a sample and kept in the run's parameters), clu
 `cluster_dims` PCA dims), maps to 2-D (PCA or UMAP), fits every requested detector plus
 `consensus` (`pipeline.detectors`: a score per cause of junk, `cause:<cause>`, and their sum
 over the setting `junk_causes`, recorded in the run's params; frames ingested before
-`local_contrast` was measured get it from their thumbnails first), scores the frames through the fitted run
+`local_contrast` was measured get it from their thumbnails first; the pixel detectors side by
+side, `_fit_detectors`), scores the frames through the fitted run
 (`pipeline.fitted.FittedRun.score`, as `score-new` does), groups the consensus's flags into
 incidents (`pipeline.incidents`), closes the archive mosaic (`pipeline.mosaic`, whose cells
-fill from the thumbnails the background detector decodes) and writes the run in one
+fill from the thumbnails the first pixel detector decodes) and writes the run in one
 transaction with its fitted state, each detector's facts (in its params, for the dashboard),
 its incidents and the per-run aggregates the dashboard reads (`store.aggregates`). The run
 row is 'running' while it works; on any failure it becomes 'failed' with the reason and no
@@ -29,9 +30,11 @@ ones this machine would give. Everything else runs here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,7 @@ from pipeline.detectors import (
     counted_ranks,
     make_detector,
 )
+from pipeline.detectors.base import Detector
 from pipeline.detectors.batch import daylight_classes
 from pipeline.errors import AnalysisError, InputError
 from pipeline.fitted import (
@@ -72,6 +76,7 @@ from pipeline.mosaic import MosaicBuilder
 from pipeline.neighbors import NeighborIndex
 from pipeline.pixels import ThumbnailReader
 from pipeline.settings import Settings
+from pipeline.threads import one_blas_thread
 from store import analysis as sa
 from store import embeddings as se
 from store import kv
@@ -299,6 +304,53 @@ def _say(progress: bool, text: str) -> None:
         click.echo(text, err=True)
 
 
+def _fit_detectors(
+    detectors: dict[str, Detector],
+    batch: FrameBatch,
+    mosaic: MosaicBuilder,
+    steps: _Steps,
+    progress: bool,
+) -> None:
+    """Fit every detector on `batch`, in order; the pixel detectors (those that read
+    thumbnails) side by side in threads when there are several and they score here (not on
+    Ray), under one BLAS thread, each step timed by its own wall clock and their CPU as one
+    step, `pixel detectors`.
+
+    Side by side, because one alone keeps 1.6-1.7 of this machine's two cores busy (its reader
+    and its compiled loops wait on each other and on the GIL's Python parts) and two keep ~1.75
+    busy (`bench/analyze.py`, docs/PERFORMANCE.md). Each detector's scores depend only on the
+    frames, never on the timing, so they are the same either way. The archive mosaic's cells
+    fill from the grids the first pixel detector in order decodes (`MosaicBuilder.tap`: the
+    mosaic is then the same whichever detector reads a frame first); the others read the
+    thumbnails untapped."""
+    pixel = [k for k, det in detectors.items() if "thumbnails" in det.needs]
+    views = {
+        k: dataclasses.replace(batch, pixels=mosaic.tap(batch.pixels) if i == 0 else batch.pixels)
+        for i, k in enumerate(pixel)
+        if batch.pixels is not None
+    }
+    for key, det in detectors.items():
+        if key not in pixel:
+            _say(progress, f"detector {key}")
+            steps.run(f"detector:{key}", det.fit, batch)
+    if len(views) < 2 or batch.spread is not None:
+        for key in pixel:
+            _say(progress, f"detector {key}")
+            steps.run(f"detector:{key}", detectors[key].fit, views.get(key, batch))
+        return
+
+    def fit(key: str) -> None:
+        started = time.perf_counter()
+        detectors[key].fit(views[key])
+        steps.timings[f"detector:{key}"] = round(time.perf_counter() - started, 3)
+
+    _say(progress, f"detectors {' and '.join(pixel)}, side by side")
+    with steps.timed("pixel detectors"), one_blas_thread():
+        with ThreadPoolExecutor(len(pixel)) as pool:
+            for done in [pool.submit(fit, key) for key in pixel]:
+                done.result()
+
+
 def _analyze_run(
     db: Path,
     settings: Settings,
@@ -330,8 +382,8 @@ def _analyze_run(
     del frames  # the batch holds what the detectors use (paths and all are 100s of MB at 3M)
     reader = ThumbnailReader(db, chunk=PIXEL_CHUNK)
     mosaic = MosaicBuilder(batch.frame_ids, batch.local_time, reader.aspect(batch.frame_ids))
-    if needs_pixels:  # the mosaic's cells fill from the thumbnails the detectors decode
-        batch.pixels = mosaic.tap(reader)
+    if needs_pixels:
+        batch.pixels = reader
     k_needed = neighbors_needed(detectors)
     _say(progress, f"nearest neighbours (k={k_needed}) in {n_dims} PCA dims")
     index = steps.run("neighbors", fit_index, z, ids, k_needed, settings)
@@ -355,12 +407,11 @@ def _analyze_run(
     spread = _spread(db, settings) if needs_pixels else None
     with executors.session(settings) if spread is not None else contextlib.nullcontext():
         batch.spread = spread
-        for key, det in detectors.items():
-            _say(progress, f"detector {key}")
-            steps.run(f"detector:{key}", det.fit, batch)
-            if not np.isfinite(det.decision_scores_).any():
-                notes.append(f"{key} skipped: it cannot score these frames {det.why_unscorable()}")
+        _fit_detectors(detectors, batch, mosaic, steps, progress)
         batch.spread = None
+    for key, det in detectors.items():
+        if not np.isfinite(det.decision_scores_).any():
+            notes.append(f"{key} skipped: it cannot score these frames {det.why_unscorable()}")
     if spread is not None and spread.unseen:
         notes.append(spread.unseen)
     if spread is not None and spread.frames_per_node:

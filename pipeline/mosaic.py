@@ -4,15 +4,16 @@ median of that hour's thumbnails; built while `analyze` runs and written with th
 Each thumbnail is decoded at most once for it, and its cost is bounded:
 - a cell's median is taken over at most `MAX_PER_CELL` of its frames, spread evenly over the
   hour (all of them when the hour has fewer);
-- `MosaicBuilder.tap(reader)` wraps the pixel reader the detectors read (`pipeline.pixels`), so
-  the cells fill from the grids the background detector decodes anyway, averaged down to the
-  cell's size;
+- `MosaicBuilder.tap(reader)` wraps the pixel reader the first pixel detector reads
+  (`pipeline.pixels`; `alignment` by default, which decodes every frame), so the cells fill
+  from the grids it decodes anyway, averaged down to the cell's size;
 - `finish(reader)` decodes only the chosen frames no detector read (all of them when no
   detector looks at pixels; callers pass a reader that takes `READ_CHUNK` thumbnails per
   connection), straight at the cell's size (libjpeg-turbo's DCT scaling decodes
   a 256-px thumbnail at 1/8 scale, to 32 px);
-- memory holds the atlas and the cells still waiting for frames: the background detector reads
-  frames a few days at a time in time order, so a cell completes soon after it starts.
+- memory holds the atlas and the cells still waiting for frames: `alignment` reads frames in
+  frame order (ingest's order: time order for a camera's numbered files), `background` a few
+  days at a time in time order, so a cell completes soon after it starts.
 
 `finish` also lists the cells to outline: those at least half of whose frames are in incidents
 (`pipeline.incidents`; so never a night hour).
@@ -221,6 +222,8 @@ def _downsample(grids: np.ndarray, cell: tuple[int, int]) -> np.ndarray:
     m, h, w = grids.shape[:3]
     if (h, w) == (height, width):
         return grids.astype(np.float32)
+    if h % height == 0 and w % width == 0 and grids.dtype == np.uint8 and h // height <= 257:
+        return _block_means(grids, height, width)
     if h % height == 0 and w % width == 0:
         blocks = grids.reshape(m, height, h // height, width, w // width, 3)
         return blocks.mean(axis=(2, 4), dtype=np.float32)
@@ -230,3 +233,23 @@ def _downsample(grids: np.ndarray, cell: tuple[int, int]) -> np.ndarray:
             for g in grids
         ]
     )
+
+
+def _block_means(grids: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Block means of uint8 grids [m, H, W, 3] into [m, height, width, 3] float32: each block's
+    rows summed in uint16 (at most 257 rows of 255 fit), then its columns in float32 (sums of
+    integers under 2^24: exact), over the block's size. The very floats of
+    `mean(axis=(2, 4), dtype=float32)`, whose sums are as exact, at a third of its time (the
+    mosaic's tap at 750k frames)."""
+    m, h, w = grids.shape[:3]
+    tall, wide = h // height, w // width
+    rows = grids.reshape(m, height, tall, w * 3)
+    summed = rows[:, :, 0].astype(np.uint16)
+    for k in range(1, tall):
+        summed += rows[:, :, k]
+    cols = summed.reshape(m, height, width, wide, 3)
+    total = cols[:, :, :, 0].astype(np.float32)
+    for k in range(1, wide):
+        total += cols[:, :, :, k]
+    total /= np.float32(tall * wide)
+    return total

@@ -423,3 +423,47 @@ def test_cli_analyze_writes_a_run(tmp_path):
         run = sa.get_run(con, 1)
     assert run["status"] == "complete" and run["params"]["n_clusters"] == "4"
     assert json.loads(json.dumps(run["params"]))["detectors"] == ["iforest", "lof"]
+
+
+def test_pixel_detectors_fit_side_by_side_as_they_would_one_after_the_other(tmp_path):
+    """`alignment` and `background` fit side by side in threads: each scores every frame as it
+    does fitted alone, bit for bit; each step keeps its own wall clock and their CPU is one
+    step; the mosaic fills from the first one's grids (`alignment`'s), so it is the one a run
+    of `alignment` alone draws."""
+    from store import facts
+
+    db = tmp_path / "side.duckdb"
+    synthetic_store(db)
+    both = analyze(db, fast_settings(detectors=["lof", "alignment", "background"]), False)
+    alone = {
+        key: analyze(db, fast_settings(detectors=["lof", key]), False)
+        for key in ("alignment", "background")
+    }
+    with store.connect(db, read_only=True) as con:
+        together = sa.run_scores(con, both.run_id).set_index(["detector", "frame_id"])["score"]
+        for key, result in alone.items():
+            scores = sa.run_scores(con, result.run_id).set_index(["detector", "frame_id"])
+            got, want = together.loc[key].sort_index(), scores["score"].loc[key].sort_index()
+            assert np.isfinite(want).sum() > 200, key
+            np.testing.assert_array_equal(got.to_numpy(), want.to_numpy(), err_msg=key)
+        run = sa.get_run(con, both.run_id)
+        assert (
+            facts.mosaic(con, both.run_id)["png"]
+            == (facts.mosaic(con, alone["alignment"].run_id)["png"])
+        )
+    assert {"pixel detectors", "detector:alignment", "detector:background"} <= set(run["timings"])
+    assert "detector:alignment" not in both.cpu and both.cpu["pixel detectors"] > 0
+
+
+def test_a_pixel_detector_failing_side_by_side_fails_the_run(tmp_path, monkeypatch):
+    db = tmp_path / "fails.duckdb"
+    synthetic_store(db)
+    monkeypatch.setattr(
+        DETECTORS["alignment"],
+        "_fit",
+        lambda self, batch: (_ for _ in ()).throw(ValueError("lens cap on")),
+    )
+    with pytest.raises(Exception, match="lens cap on"):
+        analyze(db, fast_settings(detectors=["lof", "alignment", "background"]), False)
+    with store.connect(db, read_only=True) as con:
+        assert con.sql("SELECT status FROM analysis_runs").fetchall() == [("failed",)]

@@ -108,3 +108,24 @@ def test_frame_ids_must_be_ascending():
     ids, times, _ = _frames(n_days=1)
     with pytest.raises(ValueError, match="ascending"):
         MosaicBuilder(ids[::-1], times, 16 / 9)
+
+
+def test_block_means_of_bytes_are_numpys_means():
+    """Cells of uint8 grids, summed in integers block by block, are the very floats NumPy's
+    float32 mean gives, for blocks of every shape the thumbnails make (and the tallest whose
+    sums still fit uint16); float grids take NumPy's mean itself."""
+    rng = np.random.default_rng(2)
+    cases = [((9, 72, 128), (32, 18)), ((9, 36, 64), (32, 18)), ((4, 90, 160), (32, 18))]
+    cases += [((3, 771, 64), (32, 3)), ((5, 18, 96), (32, 18))]
+    for (m, h, w), (width, height) in cases:
+        grids = rng.integers(0, 256, size=(m, h, w, 3), dtype=np.uint8)
+        grids[0] = 255
+        want = grids.reshape(m, height, h // height, width, w // width, 3).mean(
+            axis=(2, 4), dtype=np.float32
+        )
+        got = mosaic_module._downsample(grids, (width, height))
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(
+            mosaic_module._downsample(grids.astype(np.float32), (width, height)), want
+        )
