@@ -21,6 +21,7 @@ pixels read (`FrameBatch.pixels`).
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import struct
 import threading
@@ -130,9 +131,15 @@ class ThumbnailReader:
         if not missing:
             return found
         with store.connect(self.db, read_only=self.read_only) as con:
-            thumbs = store_frames.thumbnails(con, missing)
-        decoded = pool.map(lambda b: decode_thumbnail(b, size), thumbs["jpeg"])
-        for frame_id, grid in zip(thumbs["frame_id"].tolist(), decoded):
+            ids, jpegs = store_frames.thumbnail_jpegs(con, missing)
+        # a slice of frames per task, not a task per frame: thousands of futures cost more
+        # GIL than the decoding leaves free (the decoding itself releases it)
+        step = max(1, -(-len(jpegs) // (4 * self.workers)))
+        slices = [jpegs[lo : lo + step] for lo in range(0, len(jpegs), step)]
+        decoded = itertools.chain.from_iterable(
+            pool.map(lambda part: [decode_thumbnail(b, size) for b in part], slices)
+        )
+        for frame_id, grid in zip(ids.tolist(), decoded):
             if grid is not None:
                 found[frame_id] = grid
                 if self.cache is not None:
@@ -195,7 +202,7 @@ def _positions(part: np.ndarray, found: np.ndarray) -> np.ndarray:
     return np.array([lookup[int(f)] for f in found], dtype=np.int64)
 
 
-def decode_thumbnail(jpeg: bytes, size: tuple[int, int]) -> np.ndarray | None:
+def decode_thumbnail(jpeg: bytes | memoryview, size: tuple[int, int]) -> np.ndarray | None:
     """A thumbnail as a uint8 RGB grid of `size` (width, height); None when it is unreadable
     (a stored thumbnail is written by ingest, so this only happens to a damaged store).
 

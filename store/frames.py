@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from store import aggregates, reviews, weather
 from store.db import execute as _run
@@ -115,6 +117,32 @@ def thumbnails(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]) -> pd.D
         ).df()
     finally:
         con.unregister("_thumb_ids")
+
+
+def thumbnail_jpegs(
+    con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]
+) -> tuple[np.ndarray, list[memoryview]]:
+    """(frame_id ascending, each one's JPEG) for the given frames that have a thumbnail, the
+    JPEGs as views into the one buffer the query's Arrow result holds them in: no bytes object
+    and copy per frame, as `thumbnails` makes while holding the GIL (the pixel detectors read
+    every frame's this way, a chunk of thousands at a time)."""
+    con.register("_jpeg_ids", _ids(frame_ids))
+    try:
+        table = con.sql(
+            "SELECT t.frame_id, t.jpeg FROM thumbnails t "
+            "JOIN _jpeg_ids USING (frame_id) ORDER BY t.frame_id"
+        ).to_arrow_table()
+    finally:
+        con.unregister("_jpeg_ids")
+    ids = table.column("frame_id").to_numpy().astype(np.int64, copy=False)
+    jpegs = table.column("jpeg").combine_chunks()
+    if len(jpegs) == 0:
+        return ids, []
+    width = np.int64 if pa.types.is_large_binary(jpegs.type) else np.int32
+    _, offsets, data = jpegs.buffers()
+    ends = np.frombuffer(offsets, width)[jpegs.offset : jpegs.offset + len(jpegs) + 1]
+    view = memoryview(data).cast("B")  # Arrow exports signed bytes, which simplejpeg refuses
+    return ids, [view[a:b] for a, b in zip(ends[:-1].tolist(), ends[1:].tolist())]
 
 
 def time_inputs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:

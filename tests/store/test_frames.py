@@ -286,3 +286,33 @@ def test_summaries_of_an_empty_store(db_path):
         assert frames_store.run_summary(con) == (0, [])
         assert frames_store.weather_summary(con) == []
         assert frames_store.review_summary(con) == {}
+
+
+def test_thumbnail_jpegs_are_unsigned_views_of_each_frames_bytes(db_path):
+    """The pixel detectors' read: each wanted frame's JPEG (in frame order, frames without a
+    thumbnail left out, an empty request empty) as a view of unsigned bytes, which simplejpeg
+    decodes itself (signed ones it refuses, and the decoder would fall back to Pillow)."""
+    import io
+
+    import numpy as np
+    import simplejpeg
+    from PIL import Image
+
+    def jpeg(value: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((48, 64, 3), value, np.uint8)).save(buf, "JPEG")
+        return buf.getvalue()
+
+    with store.connect(db_path) as con:
+        ids = frames_store.new_frame_ids(con, 4)
+        thumbs = _thumbs(ids[:3])
+        thumbs["jpeg"] = [jpeg(40 * i) for i in ids[:3]]
+        _write(con, new=_frame_rows(ids, [f"{i}.jpg" for i in ids]), thumbs=thumbs)
+        got_ids, views = frames_store.thumbnail_jpegs(con, [ids[3], ids[2], ids[0]])
+        assert got_ids.tolist() == [ids[0], ids[2]] and got_ids.dtype == np.int64
+        assert [bytes(v) for v in views] == [jpeg(40 * ids[0]), jpeg(40 * ids[2])]
+        assert all(v.format == "B" for v in views)
+        grid = simplejpeg.decode_jpeg(views[1], colorspace="RGB")
+        assert abs(int(grid.mean()) - 40 * ids[2]) <= 2
+        empty_ids, empty = frames_store.thumbnail_jpegs(con, [])
+        assert len(empty_ids) == 0 and empty == []
