@@ -32,9 +32,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 import tracemalloc
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ from pipeline.incidents import run_incidents
 from pipeline.mosaic import READ_CHUNK as MOSAIC_CHUNK
 from pipeline.mosaic import MosaicBuilder
 from pipeline.neighbors import NeighborIndex
-from pipeline.pixels import ThumbnailReader
+from pipeline.pixels import StoppableReader, ThumbnailReader
 from pipeline.settings import Settings
 from pipeline.threads import one_blas_thread
 from store import analysis as sa
@@ -317,18 +318,20 @@ def _fit_detectors(
     step, `pixel detectors`.
 
     Side by side, because one alone keeps 1.6-1.7 of this machine's two cores busy (its reader
-    and its compiled loops wait on each other and on the GIL's Python parts) and two keep ~1.75
-    busy (`bench/analyze.py`, docs/PERFORMANCE.md). Each detector's scores depend only on the
+    and its compiled loops wait on each other and on the GIL's Python parts) and two keep ~1.8
+    busy (a 750k run: 630 s instead of ~750; `bench/analyze.py`, docs/PERFORMANCE.md). Each detector's scores depend only on the
     frames, never on the timing, so they are the same either way. The archive mosaic's cells
     fill from the grids the first pixel detector in order decodes (`MosaicBuilder.tap`: the
     mosaic is then the same whichever detector reads a frame first); the others read the
-    thumbnails untapped."""
+    thumbnails untapped. When one fails (or the run is interrupted), the other stops before its
+    next chunk of thumbnails (`StoppableReader`), so the error is not kept waiting while it
+    runs to its end."""
     pixel = [k for k, det in detectors.items() if "thumbnails" in det.needs]
-    views = {
-        k: dataclasses.replace(batch, pixels=mosaic.tap(batch.pixels) if i == 0 else batch.pixels)
-        for i, k in enumerate(pixel)
-        if batch.pixels is not None
-    }
+    stop = threading.Event()  # set when one side fails or the run is interrupted
+    views = {}
+    for i, key in enumerate(pixel if batch.pixels is not None else []):
+        reader = mosaic.tap(batch.pixels) if i == 0 else batch.pixels
+        views[key] = dataclasses.replace(batch, pixels=reader)
     for key, det in detectors.items():
         if key not in pixel:
             _say(progress, f"detector {key}")
@@ -341,14 +344,22 @@ def _fit_detectors(
 
     def fit(key: str) -> None:
         started = time.perf_counter()
-        detectors[key].fit(views[key])
+        view = dataclasses.replace(views[key], pixels=StoppableReader(views[key].pixels, stop))
+        detectors[key].fit(view)
         steps.timings[f"detector:{key}"] = round(time.perf_counter() - started, 3)
 
     _say(progress, f"detectors {' and '.join(pixel)}, side by side")
     with steps.timed("pixel detectors"), one_blas_thread():
         with ThreadPoolExecutor(len(pixel)) as pool:
-            for done in [pool.submit(fit, key) for key in pixel]:
-                done.result()
+            sides = [pool.submit(fit, key) for key in pixel]
+            try:  # the first failure is the run's; the other side stops within a chunk
+                done, _ = wait(sides, return_when=FIRST_EXCEPTION)
+                failed = [side.exception() for side in sides if side in done and side.exception()]
+                if failed:
+                    raise failed[0]
+            except BaseException:
+                stop.set()
+                raise
 
 
 def _analyze_run(

@@ -197,6 +197,29 @@ class UploadReader:
             yield np.array([p for p, _ in held], dtype=np.int64), np.stack([g for _, g in held])
 
 
+class ReadStopped(Exception):
+    """A `StoppableReader` was asked to stop."""
+
+
+class StoppableReader:
+    """`reader`, raising `ReadStopped` before its next chunk once `stop` is set: a detector
+    fitting in a thread of its own (`analyze`'s pixel detectors, side by side) gives up within
+    a chunk when the other one failed or the run was interrupted, instead of running to its
+    end while the error waits."""
+
+    def __init__(self, reader: GridReader, stop: threading.Event):
+        self.reader, self.stop = reader, stop
+
+    def aspect(self, frame_ids):
+        return self.reader.aspect(frame_ids)
+
+    def grids(self, frame_ids, size):
+        for chunk in self.reader.grids(frame_ids, size):
+            if self.stop.is_set():
+                raise ReadStopped("stopped reading thumbnails: the analysis is stopping")
+            yield chunk
+
+
 def _positions(part: np.ndarray, found: np.ndarray) -> np.ndarray:
     lookup = {int(f): p for p, f in enumerate(part)}
     return np.array([lookup[int(f)] for f in found], dtype=np.int64)

@@ -455,15 +455,54 @@ def test_pixel_detectors_fit_side_by_side_as_they_would_one_after_the_other(tmp_
     assert "detector:alignment" not in both.cpu and both.cpu["pixel detectors"] > 0
 
 
-def test_a_pixel_detector_failing_side_by_side_fails_the_run(tmp_path, monkeypatch):
+def test_a_pixel_detector_failing_side_by_side_fails_the_run_and_stops_the_other(
+    tmp_path, monkeypatch
+):
+    """`alignment` fails once `background` has begun: the run fails with alignment's error,
+    and background gives up before its next chunk of thumbnails instead of running on."""
+    import threading
+
+    from pipeline import analyze as analyze_module
+    from pipeline.pixels import ReadStopped
+
     db = tmp_path / "fails.duckdb"
     synthetic_store(db)
-    monkeypatch.setattr(
-        DETECTORS["alignment"],
-        "_fit",
-        lambda self, batch: (_ for _ in ()).throw(ValueError("lens cap on")),
-    )
-    with pytest.raises(Exception, match="lens cap on"):
+    monkeypatch.setattr(analyze_module, "PIXEL_CHUNK", 8)  # 36 chunks a pass
+    begun, ended = threading.Event(), []
+    background_fit = DETECTORS["background"].fit
+
+    def watched(self, batch):
+        begun.set()
+        try:
+            return background_fit(self, batch)
+        except BaseException as exc:
+            ended.append(exc)
+            raise
+
+    def fails(self, batch):
+        assert begun.wait(60)
+        raise ValueError("lens cap on")
+
+    monkeypatch.setattr(DETECTORS["background"], "fit", watched)
+    monkeypatch.setattr(DETECTORS["alignment"], "_fit", fails)
+    with pytest.raises(AnalysisError, match="lens cap on"):
         analyze(db, fast_settings(detectors=["lof", "alignment", "background"]), False)
+    assert len(ended) == 1 and isinstance(ended[0], ReadStopped)
     with store.connect(db, read_only=True) as con:
         assert con.sql("SELECT status FROM analysis_runs").fetchall() == [("failed",)]
+
+
+def test_a_stoppable_reader_stops_before_its_next_chunk():
+    import threading
+
+    from pipeline.pixels import ArrayReader, ReadStopped, StoppableReader
+
+    images = {i: np.full((36, 64, 3), i, np.uint8) for i in range(1, 6)}
+    stop = threading.Event()
+    reader = StoppableReader(ArrayReader(images), stop)
+    assert reader.aspect(np.arange(1, 6)) == 64 / 36
+    [(pos, grids)] = list(reader.grids(np.arange(1, 6), (32, 18)))
+    assert list(pos) == [0, 1, 2, 3, 4] and grids.shape == (5, 18, 32, 3)
+    stop.set()
+    with pytest.raises(ReadStopped):
+        list(reader.grids(np.arange(1, 6), (32, 18)))
