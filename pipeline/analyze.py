@@ -319,33 +319,34 @@ def _fit_detectors(
 
     Side by side, because one alone keeps 1.6-1.7 of this machine's two cores busy (its reader
     and its compiled loops wait on each other and on the GIL's Python parts) and two keep ~1.8
-    busy (a 750k run: 630 s instead of ~750; `bench/analyze.py`, docs/PERFORMANCE.md). Each detector's scores depend only on the
-    frames, never on the timing, so they are the same either way. The archive mosaic's cells
-    fill from the grids the first pixel detector in order decodes (`MosaicBuilder.tap`: the
-    mosaic is then the same whichever detector reads a frame first); the others read the
-    thumbnails untapped. When one fails (or the run is interrupted), the other stops before its
-    next chunk of thumbnails (`StoppableReader`), so the error is not kept waiting while it
-    runs to its end."""
+    busy (a 750k run: 630 s instead of ~750; docs/PERFORMANCE.md). Each detector's scores
+    depend only on the frames, never on the timing, so they are the same either way. The
+    archive mosaic's cells fill from the grids the first pixel detector in order decodes
+    (`MosaicBuilder.tap`: the mosaic is then the same whichever detector reads a frame first);
+    the others read the thumbnails untapped. When one fails (or the run is interrupted), the
+    other stops before its next chunk of thumbnails (`StoppableReader`), so the error is not
+    kept waiting while it runs to its end."""
     pixel = [k for k, det in detectors.items() if "thumbnails" in det.needs]
-    stop = threading.Event()  # set when one side fails or the run is interrupted
-    views = {}
-    for i, key in enumerate(pixel if batch.pixels is not None else []):
-        reader = mosaic.tap(batch.pixels) if i == 0 else batch.pixels
-        views[key] = dataclasses.replace(batch, pixels=reader)
     for key, det in detectors.items():
         if key not in pixel:
             _say(progress, f"detector {key}")
             steps.run(f"detector:{key}", det.fit, batch)
-    if len(views) < 2 or batch.spread is not None:
+    readers = {}  # pixel detector -> its reader: the first one's fills the mosaic
+    if batch.pixels is not None:
+        readers = {
+            k: mosaic.tap(batch.pixels) if i == 0 else batch.pixels for i, k in enumerate(pixel)
+        }
+    if len(readers) < 2 or batch.spread is not None:
         for key in pixel:
+            view = dataclasses.replace(batch, pixels=readers[key]) if key in readers else batch
             _say(progress, f"detector {key}")
-            steps.run(f"detector:{key}", detectors[key].fit, views.get(key, batch))
+            steps.run(f"detector:{key}", detectors[key].fit, view)
         return
+    stop = threading.Event()  # set when one side fails or the run is interrupted
 
     def fit(key: str) -> None:
         started = time.perf_counter()
-        view = dataclasses.replace(views[key], pixels=StoppableReader(views[key].pixels, stop))
-        detectors[key].fit(view)
+        detectors[key].fit(dataclasses.replace(batch, pixels=StoppableReader(readers[key], stop)))
         steps.timings[f"detector:{key}"] = round(time.perf_counter() - started, 3)
 
     _say(progress, f"detectors {' and '.join(pixel)}, side by side")

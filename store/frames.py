@@ -7,6 +7,7 @@ return DataFrames or plain dicts from parameterised queries.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -97,26 +98,20 @@ def list_frames(
     """
     if frame_ids is None:
         return con.sql("SELECT frame_id, path, root FROM frames ORDER BY frame_id").df()
-    con.register("_wanted_ids", _ids(frame_ids))
-    try:
+    with _registered(con, "_wanted_ids", frame_ids):
         return con.sql(
             "SELECT f.frame_id, f.path, f.root FROM frames f "
             "JOIN _wanted_ids w USING (frame_id) ORDER BY f.frame_id"
         ).df()
-    finally:
-        con.unregister("_wanted_ids")
 
 
 def thumbnails(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]) -> pd.DataFrame:
     """frame_id, jpeg (bytes), width, height for the given frames."""
-    con.register("_thumb_ids", _ids(frame_ids))
-    try:
+    with _registered(con, "_thumb_ids", frame_ids):
         return con.sql(
             "SELECT t.frame_id, t.jpeg, t.width, t.height FROM thumbnails t "
             "JOIN _thumb_ids USING (frame_id) ORDER BY t.frame_id"
         ).df()
-    finally:
-        con.unregister("_thumb_ids")
 
 
 def thumbnail_jpegs(
@@ -126,14 +121,11 @@ def thumbnail_jpegs(
     JPEGs as views into the one buffer the query's Arrow result holds them in: no bytes object
     and copy per frame, as `thumbnails` makes while holding the GIL (the pixel detectors read
     every frame's this way, a chunk of thousands at a time)."""
-    con.register("_jpeg_ids", _ids(frame_ids))
-    try:
+    with _registered(con, "_jpeg_ids", frame_ids):
         table = con.sql(
             "SELECT t.frame_id, t.jpeg FROM thumbnails t "
             "JOIN _jpeg_ids USING (frame_id) ORDER BY t.frame_id"
         ).to_arrow_table()
-    finally:
-        con.unregister("_jpeg_ids")
     ids = table.column("frame_id").to_numpy().astype(np.int64, copy=False)
     jpegs = table.column("jpeg").combine_chunks()
     if len(jpegs) == 0:
@@ -166,6 +158,16 @@ def errors(con: duckdb.DuckDBPyConnection, stage: str | None = None) -> pd.DataF
 
 def _ids(frame_ids: Iterable[int]) -> pd.DataFrame:
     return pd.DataFrame({"frame_id": pd.Series(list(frame_ids), dtype="int64")})
+
+
+@contextlib.contextmanager
+def _registered(con: duckdb.DuckDBPyConnection, name: str, frame_ids: Iterable[int]):
+    """`frame_ids` as the view `name` (one column, frame_id) while the block runs."""
+    con.register(name, _ids(frame_ids))
+    try:
+        yield
+    finally:
+        con.unregister(name)
 
 
 # --- writers ---------------------------------------------------------------------------------

@@ -120,10 +120,10 @@ class AlignmentDetector(Detector):
     def _gradient_maps(self, grids: np.ndarray) -> np.ndarray:
         """Maps of the frames of RGB grids [m, h, w, 3], each from that frame alone: the
         Sobel gradient magnitude of its luma (`luma`), glare cut out, averaged over 2 x 2
-        cells (`_gradient_cells`, which also computes the luma), on a log scale. (Until format 2 the Sobel filter ran over
-        the stack of frames as the reader gave them, and so also smoothed each frame with the
-        frames next to it: a frame's map, and a new frame's score, depended on the frames read
-        with it.)"""
+        cells (`_gradient_cells`, which also computes the luma), on a log scale. (Until format
+        2 the Sobel filter ran over the stack of frames as the reader gave them, and so also
+        smoothed each frame with the frames next to it: a frame's map, and a new frame's
+        score, depended on the frames read with it.)"""
         cells = _gradient_cells(_rgb(grids), LUMA, np.float32(self.saturated), GLARE_RADIUS)
         return np.log1p(cells, out=cells)
 
