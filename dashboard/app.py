@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 import store  # noqa: E402
-from dashboard import charts, data, filters, pages, ui  # noqa: E402
+from dashboard import charts, data, filters, metrics, pages, ui  # noqa: E402
 from store.facts import THRESHOLD_KINDS  # noqa: E402
 
 st.set_page_config(
@@ -183,6 +183,7 @@ def _sidebar(opts: dict) -> None:
             )
             if advice:
                 sb.caption(advice)
+            _suggested_causes(sb, opts)
         kind = sb.selectbox(
             "Threshold",
             THRESHOLD_KINDS,
@@ -203,6 +204,39 @@ def _sidebar(opts: dict) -> None:
         if sb.button("Clear selection", key="clear_selection"):
             ui.set_selection([])
             st.rerun()
+
+
+def _suggested_causes(sb, opts: dict) -> None:
+    """Under "Junk causes": the causes the user's reviews of the filtered frames rank better
+    than those counted now (`metrics.suggest_causes`), with a button that counts them; nothing
+    until at least `metrics.MIN_EACH` frames of each verdict are reviewed, or while the reviews
+    agree with the causes counted."""
+    counts = data.get("review_counts")
+    if min(counts["junk"], counts["keep"]) < metrics.MIN_EACH:
+        return
+    state = st.session_state
+    stored = list(opts["causes"])
+    counted = list(state.get(filters.W_CAUSES) or opts["junk_causes"] or stored)
+    flt = filters.from_widgets(state, opts).replace(junk_causes=(), threshold_kind="all")
+    suggestion = _suggestion(data.get("reviewed_cause_scores", flt, stored), counted, stored)
+    if suggestion is None or not suggestion.changed:
+        return
+    names = ", ".join(suggestion.causes)
+    sb.caption(
+        f"Your reviews of these frames ({suggestion.n_junk} junk, {suggestion.n_keep} keep) "
+        f"rank better counting **{names}** ({'; '.join(suggestion.steps)}): ROC-AUC "
+        f"{suggestion.auc:.2f} over them, against {suggestion.auc_now:.2f} with the causes "
+        "counted now."
+    )
+    if sb.button(f"Count {names}", key="suggested_causes", icon=":material/rule:"):
+        ui.request_filter(**{filters.W_CAUSES: list(suggestion.causes)})
+        st.rerun()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _suggestion(reviewed, counted: list[str], stored: list[str]):
+    """`metrics.suggest_causes`, once per set of reviews and choice (it resamples them)."""
+    return metrics.suggest_causes(reviewed, counted, stored)
 
 
 def causes_advice(at_odds: dict[str, float], counted) -> str | None:

@@ -1,10 +1,13 @@
-"""Detector-comparison numbers from score tables (numpy/pandas only, no scikit-learn).
+"""Detector-comparison numbers from score tables (numpy/pandas only, no scikit-learn), and the
+junk causes a user's reviews point to (`suggest_causes`).
 
 Inputs are the wide tables of `store.facts.detector_matrix`: one score-percentile column per
 detector (higher = more abnormal). Labels: 1/True = anomaly (junk or ground-truth anomaly).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -106,3 +109,109 @@ def roc(
         aucs[d] = float(np.trapezoid(tpr, fpr))
         curves.append(pd.DataFrame({"detector": d, "fpr": fpr, "tpr": tpr}))
     return pd.concat(curves, ignore_index=True), aucs
+
+
+# --- junk causes from reviews --------------------------------------------------------------------
+
+MIN_EACH = 5  # reviewed junk and keep frames each needed before a suggestion is made
+MIN_GAIN = 0.02  # ROC-AUC over the reviews a change of causes must add
+CONFIDENCE = 0.95  # share of resamples of the reviews in which the change must help
+RESAMPLES = 400
+MAX_REVIEWS = 5000  # a seeded sample of a larger set of reviews keeps the resampling quick
+
+
+@dataclass(frozen=True)
+class CauseSuggestion:
+    """The junk causes a user's reviews rank best (`suggest_causes`): `causes` (the counted
+    ones when no change is clearly better), the ROC-AUC over the reviews of the causes counted
+    now (`auc_now`) and of `causes` (`auc`), how many reviews it stands on, and the changes in
+    the order they were made ('leave out scene', 'count rarity')."""
+
+    causes: tuple[str, ...]
+    auc_now: float
+    auc: float
+    n_junk: int
+    n_keep: int
+    steps: tuple[str, ...]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.steps)
+
+
+def _aucs(junk: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC-AUC of each column of `scores` [frames, candidates] for the labels `junk` (ties
+    count a half, as the area under the ROC curve does)."""
+    ranks = pd.DataFrame(scores).rank(method="average").to_numpy()
+    n_junk = int(junk.sum())
+    n_keep = len(junk) - n_junk
+    return (ranks[junk].sum(axis=0) - n_junk * (n_junk + 1) / 2) / (n_junk * n_keep)
+
+
+def suggest_causes(
+    reviewed: pd.DataFrame, counted: list[str], stored: list[str], seed: int = 0
+) -> CauseSuggestion | None:
+    """Which junk causes rank the user's own reviews best, or None with fewer than `MIN_EACH`
+    reviewed junk or keep frames.
+
+    `reviewed`: one row per reviewed frame, `junk` (bool: the verdict) and each stored cause's
+    score (`store.facts.reviewed_cause_scores`; NULL counts 0, as the consensus sums them).
+    Starting from the causes counted now, one cause at a time is left out or counted, the
+    change that lifts the reviews' ROC-AUC most, as long as it lifts it by at least
+    `MIN_GAIN` and does so in at least `CONFIDENCE` of `RESAMPLES` resamples of the reviews
+    (a bootstrap: a few reviews of a few unusual frames do not switch a cause off). So on a
+    sea-and-sky webcam whose owner keeps the clear days the scene cause ranks first, the
+    scene cause is left out; where the reviews agree with the causes counted, nothing
+    changes. What the consensus then ranks is the sum of the suggested causes' stored
+    scores, as `analyze --junk-causes` would give."""
+    junk = reviewed["junk"].astype(bool).to_numpy()
+    n_junk, n_keep = int(junk.sum()), int((~junk).sum())
+    if n_junk < MIN_EACH or n_keep < MIN_EACH:
+        return None
+    rng = np.random.default_rng(seed)
+    if len(reviewed) > MAX_REVIEWS:
+        keep_rows = np.sort(rng.choice(len(reviewed), MAX_REVIEWS, replace=False))
+        reviewed, junk = reviewed.iloc[keep_rows], junk[keep_rows]
+    stored = [c for c in stored if c in reviewed]
+    scores = {c: np.nan_to_num(reviewed[c].to_numpy(dtype=float), nan=0.0) for c in stored}
+    resamples = [rng.integers(0, len(junk), len(junk)) for _ in range(RESAMPLES)]
+    resamples = [r for r in resamples if junk[r].any() and not junk[r].all()]
+    current = [c for c in stored if c in counted] or list(stored)
+    first = None
+    steps: list[str] = []
+    while True:
+        moves = [
+            ([c for c in current if c != cause], f"leave out {cause}")
+            for cause in current
+            if len(current) > 1
+        ] + [
+            ([c for c in stored if c in current or c == cause], f"count {cause}")
+            for cause in stored
+            if cause not in current
+        ]
+        candidates = [current] + [m for m, _ in moves]
+        matrix = np.column_stack([sum(scores[c] for c in causes) for causes in candidates])
+        aucs = _aucs(junk, matrix)
+        if first is None:
+            first = float(aucs[0])
+        if not moves:  # one cause stored: nothing to change
+            break
+        wins = np.zeros(len(moves))
+        for rows in resamples:
+            again = _aucs(junk[rows], matrix[rows])
+            wins += again[1:] > again[0]
+        gain = aucs[1:] - aucs[0]
+        good = (gain >= MIN_GAIN) & (wins >= CONFIDENCE * len(resamples))
+        if not good.any():
+            break
+        best = int(np.argmax(np.where(good, gain, -np.inf)))
+        current = moves[best][0]
+        steps.append(moves[best][1])
+    return CauseSuggestion(
+        causes=tuple(current),
+        auc_now=round(first, 3),
+        auc=round(float(aucs[0]), 3),
+        n_junk=n_junk,
+        n_keep=n_keep,
+        steps=tuple(steps),
+    )

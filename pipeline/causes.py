@@ -15,7 +15,8 @@ the consensus is the sum of the causes a user counts as junk (setting `junk_caus
 all four): a building-site camera, whose diggers and trucks are the point, counts
 `quality,camera`. This module is light (no NumPy) so that settings can check the names. The
 store names a cause's score (`store.causes.cause_key`) and can sum other causes again
-(`store.causes`: the dashboard's and export's "junk causes").
+(`store.causes`: the dashboard's and export's "junk causes"); the dashboard also proposes the
+causes the user's own junk/keep reviews rank best (`dashboard.metrics.suggest_causes`).
 """
 
 from __future__ import annotations

@@ -1692,6 +1692,33 @@ def export_left_out(
     return counts
 
 
+def reviewed_cause_scores(
+    con: duckdb.DuckDBPyConnection, flt: FrameFilter, stored: list[str]
+) -> pd.DataFrame:
+    """The filtered frames the run scored that have a junk/keep review (the threshold and the
+    chosen junk causes play no part): frame_id, `junk` (the verdict) and the stored score of
+    each cause in `stored` (a column per cause, `quality`, ...; NaN where the run has none for
+    the frame). What `dashboard.metrics.suggest_causes` weighs."""
+    sql, params = _filtered(flt.replace(threshold_kind="all", junk_causes=()), need=())
+    keys = [causes.cause_key(c) for c in stored]
+    params["keys"] = keys
+    long = _query(
+        con,
+        sql
+        + """
+        SELECT s.frame_id, r.verdict = 'junk' AS junk, o.detector, o.score
+        FROM sel s
+        JOIN reviews r ON r.frame_id = s.frame_id
+        JOIN outlier_scores o ON o.run_id = $run_id AND o.frame_id = s.frame_id
+            AND list_contains($keys, o.detector)
+        WHERE r.verdict IN ('junk', 'keep')""",
+        params,
+    )
+    wide = long.pivot(index=["frame_id", "junk"], columns="detector", values="score")
+    wide = wide.reindex(columns=keys).astype(float).set_axis(list(stored), axis=1)
+    return wide.reset_index().sort_values("frame_id", ignore_index=True)
+
+
 def review_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     rows = con.execute("SELECT verdict, count(*) FROM reviews GROUP BY verdict").fetchall()
     counts = {"junk": 0, "keep": 0}

@@ -5,7 +5,9 @@ Chromium (/usr/bin/chromium), the pictures written to OUT.
     .venv/bin/python -m tests.browser.docs_screenshots /tmp/demo/garden.duckdb docs/img [NAME ...]
 
 NAME: overview (also the mosaic), gallery, incidents, causes (the sidebar's Junk causes with
-quality and camera chosen, on the Incidents page), overview-causes (Overview's mosaic with
+quality and camera chosen, on the Incidents page), suggested (the sidebar's Junk causes on
+Review & export's daylight frames with the causes the store's reviews suggest: a store with
+reviews, else no suggestion shows), overview-causes (Overview's mosaic with
 quality and camera chosen: the hours their incidents fill outlined), video (Review & export's Export tab with
 an MP4 made); all of them by default. Look at each picture before committing it.
 """
@@ -20,7 +22,7 @@ from playwright.sync_api import sync_playwright
 
 from tests.conftest import CHROMIUM, dashboard_server
 
-NAMES = ("overview", "gallery", "incidents", "causes", "overview-causes", "video")
+NAMES = ("overview", "gallery", "incidents", "causes", "suggested", "overview-causes", "video")
 
 
 def settle(page, title: str) -> None:
@@ -91,6 +93,17 @@ def main(store_path: Path, out: Path, names: set[str]) -> list[str]:
                 page.get_by_text("Junk causes").first.scroll_into_view_if_needed()
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(out / "dashboard-junk-causes.png"))
+                ctx.close()
+            if "suggested" in names:
+                ctx, page = open_page("/review?daylight=day", "Review & export", 1400, 1100)
+                page.get_by_role("button", name=re.compile(r"^Count ")).first.wait_for(
+                    timeout=60_000
+                )
+                page.get_by_role(
+                    "button", name=re.compile(r"^Count ")
+                ).first.scroll_into_view_if_needed()
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(out / "dashboard-suggested-causes.png"))
                 ctx.close()
             if "overview-causes" in names:
                 ctx, page = open_page("/?causes=quality,camera", "Overview", 1400, 1500)
