@@ -228,7 +228,13 @@ def _suggested_causes(sb, opts: dict) -> None:
         f"{suggestion.auc:.2f} over them, against {suggestion.auc_now:.2f} with the causes "
         "counted now."
     )
-    if sb.button(f"Count {names}", key="suggested_causes", icon=":material/rule:"):
+    if sb.button(
+        f"Count {names}",
+        key="suggested_causes",
+        icon=":material/rule:",
+        help="Counts them on every page, in the export and in the link. To make them the "
+        f"run's own: `python -m pipeline analyze --junk-causes {','.join(suggestion.causes)}`.",
+    ):
         ui.request_filter(**{filters.W_CAUSES: list(suggestion.causes)})
         st.rerun()
 

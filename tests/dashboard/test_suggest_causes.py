@@ -147,6 +147,7 @@ def test_the_sidebar_suggests_the_causes_the_reviews_rank_best_and_counts_them(
     assert "(12 junk, 12 keep)" in text and "leave out scene" in text
     (button,) = [b for b in at.sidebar.button if b.key == "suggested_causes"]
     assert "scene" not in button.label and button.label.startswith("Count quality")
+    assert "analyze --junk-causes quality," in button.help
     ok(button.click().run())
     chosen = at.query_params["causes"]
     chosen = chosen[0] if isinstance(chosen, list) else chosen
