@@ -38,24 +38,25 @@ def labelled(store_path: Path, model: str, labels: Path | None, sample: Path | N
     from store import facts
     from store.causes import cause_key
 
-    if labels is not None:
+    with store.connect(store_path, read_only=True) as con:
+        runs = sa.latest_complete_runs(con)
+        if model not in runs:
+            sys.exit(f"no complete {model} run in {store_path} (--model)")
+        opts = facts.options(con, runs[model])
+        truth = sa.load_ground_truth(con) if labels is None else None
+        if truth is not None:
+            wide = sa.run_scores(con, runs[model], truth["frame_id"].to_numpy()).pivot(
+                index="frame_id", columns="detector", values="score"
+            )
+    if truth is None:
         _, table, _ = realcam.load_scored(
             store_path, model, realcam.read_labels(labels), realcam.read_sample(sample)
         )
         table = table[table["label"].isin(["junk", "normal"])]
         table = table.assign(junk=table["label"] == "junk")
     else:
-        with store.connect(store_path, read_only=True) as con:
-            run_id = sa.latest_complete_runs(con)[model]
-            truth = sa.load_ground_truth(con)
-            wide = sa.run_scores(con, run_id, truth["frame_id"].to_numpy()).pivot(
-                index="frame_id", columns="detector", values="score"
-            )
         table = truth.merge(wide, left_on="frame_id", right_index=True)
         table = table.assign(junk=table["is_anomaly"].astype(bool), in_sample=True)
-    with store.connect(store_path, read_only=True) as con:
-        run_id = sa.latest_complete_runs(con)[model]
-        opts = facts.options(con, run_id)
     table = table[table["daylight"] == "day"].copy()
     for cause in opts["causes"]:
         table[cause] = table[cause_key(cause)].astype(float)
@@ -82,15 +83,16 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, default=None)
     parser.add_argument("--sample", type=Path, default=None)
     parser.add_argument("--truth", action="store_true", help="the store's ground truth")
-    parser.add_argument("--model", default="vgg16-hed-grid")
+    parser.add_argument(
+        "--model", default=None, help="default: vgg16-hed-grid, with --truth pixels (the renders')"
+    )
     parser.add_argument("--reviews", default="40,80,160")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--order", choices=["random", "top"], default="random")
     args = parser.parse_args()
     if (args.labels is None) != args.truth:
         sys.exit("give --labels (a real camera's) or --truth (a render's ground truth)")
-    if args.truth:
-        args.model = args.model if args.model != "vgg16-hed-grid" else "pixels"
+    args.model = args.model or ("pixels" if args.truth else "vgg16-hed-grid")
 
     from dashboard.metrics import suggest_causes
 
