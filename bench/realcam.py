@@ -3,7 +3,7 @@
     .venv/bin/python bench/realcam.py FRAMES --labels LABELS.csv [--sample SAMPLE.txt]
         --out DIR [--timezone TZ --lat LAT --lon LON] [--model vgg16-hed-grid]
         [--config settings.toml] [--set KEY=VALUE ...] [--no-analyze] [--top 50]
-        [--sheet top.png] [--causes quality,camera ...] [--top-detector KEY]
+        [--sheet top.png] [--causes quality,camera ...] [--top-detector KEY] [--confident]
 
 e.g. Kat Kam (../shared/realdata/katkam/README.md):
 
@@ -18,7 +18,8 @@ call with the same DIR only analyses again (`--no-analyze`: score the latest com
 
 Labels: a CSV `file,label,kind[,confidence]`, `file` relative to FRAMES, `label` one of `junk`,
 `normal`, `debatable`. Measured on daylight frames only (the store's own `daylight` = 'day'),
-`debatable` frames left out:
+`debatable` frames left out (with `--confident`, the `confidence=low` calls too: how much the
+figures rest on borderline labels):
 - `sample`: over the frames listed in the sample file (one file name a line: an unbiased
   sample), or over all labelled frames without one: ROC-AUC, average precision, the base rate;
 - `kinds`: per junk kind, that kind's frames against the `normal` frames (ROC-AUC), over the
@@ -48,8 +49,9 @@ LABELS = ("junk", "normal", "debatable")
 STORE_NAME = "realcam.duckdb"
 
 
-def read_labels(path: Path):
-    """The labels CSV as a DataFrame: file, label, kind, confidence (checked)."""
+def read_labels(path: Path, confident: bool = False):
+    """The labels CSV as a DataFrame: file, label, kind, confidence (checked); `confident`:
+    a `low`-confidence call counts as `debatable` (left out of every measure)."""
     import pandas as pd
 
     labels = pd.read_csv(path, dtype=str)
@@ -64,6 +66,8 @@ def read_labels(path: Path):
         sys.exit(f"{path}: label must be one of {', '.join(LABELS)}, not {', '.join(bad)}")
     if "confidence" not in labels:
         labels["confidence"] = ""
+    if confident:
+        labels.loc[labels["confidence"].fillna("").str.strip() == "low", "label"] = "debatable"
     return labels.drop_duplicates("file", keep="last")
 
 
@@ -338,13 +342,18 @@ def main() -> None:
         "run's stored cause scores as --junk-causes would (repeatable)",
     )
     parser.add_argument("--sheet", type=Path, default=None, help="write the top as a PNG")
+    parser.add_argument(
+        "--confident",
+        action="store_true",
+        help="leave the low-confidence labels out too, as debatable ones are",
+    )
     args = parser.parse_args()
 
     from pipeline.settings import Settings
 
     if not args.frames.is_dir():
         sys.exit(f"{args.frames} is not a folder of frames")
-    labels = read_labels(args.labels)
+    labels = read_labels(args.labels, args.confident)
     sample = read_sample(args.sample)
     settings = Settings.load(
         args.config,
@@ -370,6 +379,7 @@ def main() -> None:
     report = {
         "frames": str(args.frames),
         "labels": str(args.labels),
+        "low_confidence_left_out": bool(args.confident),
         "sample": str(args.sample) if args.sample else "all labelled frames",
         "store": str(db),
         "model": settings.model,

@@ -103,3 +103,25 @@ def test_realcam_bench_measures_daylight_labels_and_lists_the_top(tmp_path: Path
     second = json.loads(again.stdout)
     assert second["run_id"] == report["run_id"] and "analyze_s" not in second["timings"]
     assert second["detectors"] == report["detectors"]
+
+    # --confident leaves the low-confidence calls out as well: two of the dark frames
+    labels.write_text(
+        "file,label,kind,confidence\n"
+        + "\n".join(
+            r.replace(",high", ",low") if r.startswith(tuple(_dark_names(rows)[:2])) else r
+            for r in rows
+        )
+        + "\n"
+    )
+    confident = subprocess.run(
+        cmd + ["--no-analyze", "--confident"], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
+    assert confident.returncode == 0, confident.stderr
+    third = json.loads(confident.stdout)
+    assert third["low_confidence_left_out"] and not second["low_confidence_left_out"]
+    assert third["counts"]["labelled"]["n_junk"] == 3
+    assert third["counts"]["labelled"]["n"] == 3 + 20  # the sun glare was debatable already
+
+
+def _dark_names(rows: list[str]) -> list[str]:
+    return [r.split(",")[0] for r in rows if ",junk,dark," in r]
