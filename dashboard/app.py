@@ -177,12 +177,12 @@ def _sidebar(opts: dict) -> None:
                 "another choice sums those causes' stored scores again (the first page with it "
                 "takes a few seconds on a large archive).",
             )
-            advice = causes_advice(
-                opts.get("causes_at_odds", {}),
-                st.session_state.get(filters.W_CAUSES) or opts["junk_causes"],
-            )
+            counted = st.session_state.get(filters.W_CAUSES) or opts["junk_causes"]
+            at_odds = opts.get("causes_at_odds", {})
+            advice = causes_advice(at_odds, counted)
             if advice:
                 sb.caption(advice)
+                _see_what_it_counts(sb, [c for c in at_odds if c in counted], opts)
             _suggested_causes(sb, opts)
         kind = sb.selectbox(
             "Threshold",
@@ -204,6 +204,26 @@ def _sidebar(opts: dict) -> None:
         if sb.button("Clear selection", key="clear_selection"):
             ui.set_selection([])
             st.rerun()
+
+
+def _see_what_it_counts(sb, causes: list[str], opts: dict) -> None:
+    """Under the advice on a cause at odds with the quality cause: a button per cause that
+    opens the Gallery ranked by that cause's score, so the owner sees what it counts as junk
+    (a sea-and-sky camera's clear days and boats, or a garden's visitors) before leaving it
+    out."""
+    for cause in causes:
+        key = f"cause:{cause}"
+        if key not in opts["detectors"]:
+            continue
+        if sb.button(
+            f"See what {cause} counts as junk",
+            key=f"see_{cause}",
+            icon=":material/photo_library:",
+            help=f"Opens the Gallery ranked by the {cause} cause's score ({key}): the frames "
+            "it counts as junk first.",
+        ):
+            ui.request_filter(**{filters.W_DET: key})
+            st.switch_page(pages.view("Gallery"))
 
 
 def _suggested_causes(sb, opts: dict) -> None:

@@ -851,7 +851,8 @@ def test_a_weather_filter_on_the_map_compare_and_review_pages(app, demo_store):
 def test_the_sidebar_names_a_counted_cause_at_odds_with_the_quality_cause(store_copy, monkeypatch):
     """A run whose analysis found a counted cause ranking frames against the quality cause (its
     `causes_at_odds`, as Kat Kam's scene cause: its clear days) says so under "Junk causes",
-    and no longer once that cause is left out; the demo's own run says nothing."""
+    and no longer once that cause is left out, with a button that opens the Gallery ranked by
+    that cause; the demo's own run says nothing."""
     monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
 
     def advice(**params) -> list[str]:
@@ -876,3 +877,23 @@ def test_the_sidebar_names_a_counted_cause_at_odds_with_the_quality_cause(store_
     (said,) = advice()
     assert "**scene** (Spearman -0.33)" in said and "leave it out" in said
     assert advice(causes="quality,camera,rarity") == []
+
+    # its button opens the Gallery ranked by the scene cause, the frames it counts first
+    at = ok(AppTest.from_file(APP, default_timeout=60).run())
+    assert [b.key for b in at.sidebar.button if b.key.startswith("see_")] == ["see_scene"]
+    at.button(key="see_scene").click().run()
+    ok(at)
+    assert titles(at) == ["Gallery"] and at.query_params["det"] == "cause:scene"
+    with store.connect(store_copy, read_only=True) as con:
+        top = {
+            detector: scalar(
+                con,
+                "SELECT frame_id FROM outlier_scores WHERE run_id = ? AND detector = ? "
+                "ORDER BY score DESC, frame_id LIMIT 1",
+                [run_id, detector],
+            )
+            for detector in ("cause:scene", "consensus")
+        }
+    assert top["cause:scene"] != top["consensus"]  # else the order below would prove nothing
+    first = int(at.get("page_link")[0].proto.label.split()[-1])
+    assert first == top["cause:scene"]
