@@ -271,8 +271,9 @@ def at_odds_advice(at_odds: dict[str, float], junk_causes) -> list[str]:
     return [
         f"on this camera the {cause} cause ranks frames against the quality cause (Spearman "
         f"{rho:+.2f} over daylight frames): the frames it counts as junk are ones the quality "
-        f"cause calls good. Where what changes in this view (boats, clouds, traffic, diggers) "
-        f"is not junk, count the others: --junk-causes {','.join(others)}"
+        f"cause calls good (the dashboard's Gallery ranked by cause:{cause} shows them). Where "
+        f"what changes in this view (boats, clouds, traffic, diggers) is not junk, count the "
+        f"others: --junk-causes {','.join(others)}"
         for cause, rho in at_odds.items()
     ]
 

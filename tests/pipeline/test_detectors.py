@@ -1143,4 +1143,5 @@ def test_a_cause_that_ranks_daylight_frames_against_the_quality_cause_is_at_odds
     assert causes_at_odds(agreement, ("quality", "camera")) == {}
     (advice,) = at_odds_advice(causes_at_odds(agreement, everything), everything)
     assert "scene cause" in advice and advice.endswith("--junk-causes quality,camera,rarity")
+    assert "Gallery ranked by cause:scene" in advice
     assert at_odds_advice({}, everything) == []
