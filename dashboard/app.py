@@ -183,7 +183,7 @@ def _sidebar(opts: dict) -> None:
             if advice:
                 sb.caption(advice)
                 _see_what_it_counts(sb, [c for c in at_odds if c in counted], opts)
-            _suggested_causes(sb, opts)
+            _suggested_causes(sb, opts, counted)
         kind = sb.selectbox(
             "Threshold",
             THRESHOLD_KINDS,
@@ -226,18 +226,17 @@ def _see_what_it_counts(sb, causes: list[str], opts: dict) -> None:
             st.switch_page(pages.view("Gallery"))
 
 
-def _suggested_causes(sb, opts: dict) -> None:
+def _suggested_causes(sb, opts: dict, counted: list[str]) -> None:
     """Under "Junk causes": the causes the user's reviews of the filtered frames rank better
-    than those counted now (`metrics.suggest_causes`), with a button that counts them; nothing
+    than those `counted` now (`metrics.suggest_causes`), with a button that counts them; nothing
     until at least `metrics.MIN_EACH` frames of each verdict are reviewed, or while the reviews
     agree with the causes counted."""
     counts = data.get("review_counts")
     if min(counts["junk"], counts["keep"]) < metrics.MIN_EACH:
         return
-    state = st.session_state
     stored = list(opts["causes"])
-    counted = list(state.get(filters.W_CAUSES) or opts["junk_causes"] or stored)
-    flt = filters.from_widgets(state, opts).replace(junk_causes=(), threshold_kind="all")
+    counted = list(counted or stored)
+    flt = filters.from_widgets(st.session_state, opts).replace(junk_causes=(), threshold_kind="all")
     suggestion = _suggestion(data.get("reviewed_cause_scores", flt, stored), counted, stored)
     if suggestion is None or not suggestion.changed:
         return
