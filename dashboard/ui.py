@@ -73,7 +73,7 @@ def caption_for(row: pd.Series | dict, detector: str) -> str:
         if pd.notna(row.get("taken_at"))
         else "no time"
     )
-    parts = [when, literal(row.get("condition") or "unknown")]
+    parts = [when, literal(present(row.get("condition")) or "unknown")]
     temp = row.get("temperature_c")
     if temp is not None and pd.notna(temp):
         parts.append(f"{temp:.0f} °C")
@@ -81,9 +81,18 @@ def caption_for(row: pd.Series | dict, detector: str) -> str:
     pct = row.get("score_pct")
     if pct is not None and pd.notna(pct):
         parts.append(f"{detector} {pct * 100:.1f} %")
-    if row.get("verdict"):
-        parts.append(f"marked {literal(row['verdict'])}")
+    verdict = present(row.get("verdict"))
+    if verdict:
+        parts.append(f"marked {literal(verdict)}")
     return " · ".join(parts)
+
+
+def present(value: Any) -> Any:
+    """`value`, or None where a table cell holds nothing: None, NaN (a text column of a page
+    whose other rows have text reads NaN for its NULLs) or an empty text."""
+    if isinstance(value, str):
+        return value or None
+    return None if value is None or pd.isna(value) else value
 
 
 # Thumbnail sizes the gallery offers: cards per row in the wide layout (a 1,400-pixel window
@@ -100,7 +109,7 @@ def badge_for(row: pd.Series | dict, detector: str, compact: bool = False) -> tu
     pct = row.get("score_pct")
     name = "" if compact else f"{detector} "
     label = f"{name}{pct * 100:.1f} %" if pct is not None and pd.notna(pct) else f"{name}–"
-    verdict = row.get("verdict")
+    verdict = present(row.get("verdict"))
     if verdict:
         label += f" · {verdict}"
     flagged = row.get("is_outlier")
