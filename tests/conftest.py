@@ -46,6 +46,18 @@ def _restore_main_module():
     sys.modules["__main__"] = main
 
 
+@pytest.fixture(autouse=True)
+def _restore_decode_limit():
+    """An in-process ingest sets this process's decompression-bomb limit from its settings
+    (`pipeline.pixels.configure`), as each real command does once. A test that ingests with a
+    low `max_image_pixels` must not leave it for the next test's decodes: put it back."""
+    from pipeline import pixels
+
+    limit = pixels._max_pixels
+    yield
+    pixels._max_pixels = limit
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     """Path of a store file that does not exist yet."""
