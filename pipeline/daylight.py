@@ -12,7 +12,8 @@
 - `classify()`: day above `day_min_elevation`, twilight down to `twilight_min_elevation`, night
   below; without a location from the mean luma of the frame (daylight_source = 'brightness').
 - `place()` remembers the timezone, lat/lon and clock offset in the store (`store.kv`), and
-  `recompute()` redoes every frame's times and daylight from the stored place (`locate`).
+  `recompute()` redoes every frame's times and daylight from the stored place (`locate`);
+  `check_same_place()` stops an ingest that would place new frames elsewhere than the old.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pandas as pd
 import store
 from pipeline.errors import InputError
 from pipeline.settings import MAX_CLOCK_OFFSET_DAYS, Settings
+from store import embeddings as embeddings_store
 from store import frames as frames_store
 from store import kv
 
@@ -89,6 +91,58 @@ def place(con, settings: Settings) -> Place:
         if value is not None:
             kv.put(con, key, value)
     return stored_place(con)
+
+
+_PLACE_FLAGS = {
+    "timezone": "--timezone",
+    "lat": "--lat",
+    "lon": "--lon",
+    "clock_offset_minutes": "--clock-offset",
+}
+
+
+def check_same_place(con, settings: Settings, db: Path) -> None:
+    """An InputError when `settings` give a place value that differs from the one the store's
+    frames were placed with (an ingest into a store that has frames): the new frames would get
+    another clock or another sun than the old ones. `locate` is the way to move every frame."""
+    if not embeddings_store.count_frames(con):
+        return
+    stored = stored_place(con)
+    given = {
+        "timezone": settings.timezone,
+        "lat": settings.lat,
+        "lon": settings.lon,
+        "clock_offset_minutes": settings.clock_offset_minutes or None,
+    }
+    changed = [
+        key
+        for key, value in given.items()
+        if value is not None and not _same(getattr(stored, key), value)
+    ]
+    if not changed:
+        return
+    was = ", ".join(f"{key} {_shown(getattr(stored, key), key)}" for key in changed)
+    now = " ".join(f"{_PLACE_FLAGS[key]} {given[key]}" for key in changed)
+    raise InputError(
+        f"the frames in {db} were placed with {was}; this ingest gives {now}, which would put "
+        f"the new frames on another clock or under another sun. To move every frame, run "
+        f"`python -m pipeline locate --db {db} {now}`; to add frames of the same camera, "
+        "leave those flags out (the store remembers its place)"
+    )
+
+
+def _same(stored: Any, given: Any) -> bool:
+    if stored is None:
+        return False
+    if isinstance(given, str):
+        return stored == given
+    return abs(float(stored) - float(given)) <= 1e-9
+
+
+def _shown(value: Any, key: str) -> str:
+    if value is None:
+        return "none (the clock read as UTC)" if key == "timezone" else "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def stored_place(con) -> Place:

@@ -263,6 +263,7 @@ def start_ingest(folder: Path, db: Path, settings: Settings, stage: str = "inges
     root = folder_root(folder)
     summary = IngestSummary(folder=str(folder))
     with store.connect(db) as con:  # a store that is not ours, or a bad place: before the walk
+        daylight.check_same_place(con, settings, db)
         where = daylight.place(con, settings)
     try:
         files, problems = walk(os.path.abspath(folder))

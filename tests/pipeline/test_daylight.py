@@ -168,6 +168,38 @@ def test_recompute_applies_a_place_given_later(tmp_path, db_path):
     assert list(shifted["taken_at"]) == list(after["taken_at"])  # camera wall clock unchanged
 
 
+def test_an_ingest_that_would_place_new_frames_elsewhere_stops_and_names_locate(tmp_path, db_path):
+    first, second = tmp_path / "card1", tmp_path / "card2"
+    write_jpeg(first / "a.jpg", when=datetime(2024, 6, 21, 12, 0))
+    write_jpeg(second / "a.jpg", when=datetime(2024, 6, 22, 12, 0))
+    ingest_folder(first, db_path, Settings(workers=1, timezone=BERLIN), progress=False)
+
+    with pytest.raises(InputError) as raised:
+        ingest_folder(
+            second, db_path, Settings(workers=1, timezone="America/New_York"), progress=False
+        )
+    message = str(raised.value)
+    assert f"timezone {BERLIN}" in message and "--timezone America/New_York" in message
+    assert f"python -m pipeline locate --db {db_path} --timezone America/New_York" in message
+    # nothing changed: the place, and the frames (the second card's was not added)
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        assert daylight.stored_place(con).timezone == BERLIN
+    assert _utc(_frames(db_path)["taken_at_utc"]) == ["2024-06-21 10:00"]
+
+    # the same place again, or none, adds the second card on the store's clock
+    ingest_folder(second, db_path, Settings(workers=1), progress=False)
+    assert _utc(_frames(db_path)["taken_at_utc"]) == ["2024-06-21 10:00", "2024-06-22 10:00"]
+    ingest_folder(second, db_path, Settings(workers=1, timezone=BERLIN), progress=False)
+
+    # a location where the frames had none is another sun for the new frames: stopped too
+    with pytest.raises(InputError, match=r"lat none, lon none; this ingest gives --lat 52.5"):
+        ingest_folder(first, db_path, Settings(workers=1, lat=52.5, lon=13.4), progress=False)
+    # locate moves every frame, and ingest then takes the new place as the store's
+    daylight.recompute(db_path, Settings(timezone="America/New_York", lat=40.7, lon=-74.0))
+    ingest_folder(second, db_path, Settings(workers=1, timezone="America/New_York"), progress=False)
+    assert _utc(_frames(db_path)["taken_at_utc"]) == ["2024-06-21 16:00", "2024-06-22 16:00"]
+
+
 def test_exif_offset_wins_over_the_timezone(tmp_path, db_path):
     folder = tmp_path / "frames"
     write_jpeg(folder / "a.jpg", when=datetime(2024, 6, 1, 12, 0), offset="-04:00")
