@@ -154,7 +154,7 @@ def connect(
                 if not _is_lock_error(exc):
                     _forget(name)
                     check_file_type(path)  # refused: no connection of ours holds it; say what
-                    raise StoreError(f"cannot open the store {path}: {exc}") from exc
+                    raise StoreError(f"cannot open the store {path}: {exc}{_hint(exc)}") from exc
                 if time.monotonic() >= deadline:
                     raise StoreLockedError(
                         _locked_message(path, exc, time.monotonic() - started)
@@ -173,10 +173,20 @@ def connect(
             migrations.migrate(con, path)
         else:
             migrations.check_ours(con, path)
+    except duckdb.Error as exc:  # opened, but its pages cannot be read: a cut-short file
+        con.close()
+        raise StoreError(f"cannot read the store {path}: {exc}{_hint(exc)}") from exc
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _hint(exc: Exception) -> str:
+    """What to do about DuckDB's error when it says the file ends too soon."""
+    if "Could not read enough bytes" in str(exc):
+        return " (the file is damaged or cut short: restore it from a copy)"
+    return ""
 
 
 class _WaitGate:

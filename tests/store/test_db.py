@@ -351,6 +351,29 @@ def test_a_file_that_is_no_database_is_named_and_left_alone(tmp_path, content):
     assert path.read_bytes() == content
 
 
+def test_a_store_cut_short_is_one_clear_error_and_left_alone(tmp_path, db_path):
+    # copies that stopped part way (a full disk, a killed `cp`): cut short early, DuckDB cannot
+    # open the file; later, it opens and the schema check cannot read its pages (a raw
+    # IOException traceback before); near the end, what is left may still open
+    with store.connect(db_path):
+        pass
+    data = db_path.read_bytes()
+    seen = set()
+    for tenth in range(1, 10):
+        cut = tmp_path / f"cut{tenth}.duckdb"
+        cut.write_bytes(data[: len(data) * tenth // 10])
+        before = _digest(cut)
+        for kwargs in ({}, {"read_only": True}, {"migrate": False}):
+            try:
+                store.connect(cut, **kwargs).close()
+                seen.add("opened")
+            except store.StoreError as exc:
+                assert "(the file is damaged or cut short: restore it from a copy)" in str(exc)
+                seen.add(str(exc).split(" the store")[0])
+        assert _digest(cut) == before
+    assert {"cannot open", "cannot read"} <= seen
+
+
 def test_a_duckdb_file_of_another_program_is_refused_before_anything_is_written(tmp_path):
     path = tmp_path / "theirs.duckdb"
     with duckdb.connect(str(path)) as con:
