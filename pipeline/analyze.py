@@ -408,6 +408,12 @@ def _analyze_run(
     mapper, xy = steps.run("map", make_map, z, settings)
 
     notes: list[str] = []
+    made = int(len(set(labels.tolist()) - {-1}))
+    if str(settings.n_clusters) != "auto" and made < int(settings.n_clusters):
+        notes.append(
+            f"{settings.n_clusters} clusters were asked for and {made} made: the {len(z):,} "
+            f"frames have {len(np.unique(z, axis=0)):,} distinct vectors"
+        )
     if len(params["vector_precisions"]) > 1:
         from pipeline.models.precision import MIXED_PRECISION_DOC
 
@@ -754,7 +760,11 @@ def cluster(z: np.ndarray, settings: Settings):
             scored.append((silhouette_score(sample[sub], labels[sub]), k))
         k = max(scored)[1] if scored else 1
     else:
-        k = min(int(settings.n_clusters), n)
+        # no more clusters than distinct frames (k-means would warn and leave some empty);
+        # analyze's notes say when the number asked for was cut
+        k = int(settings.n_clusters)
+        if 2 * k > n:
+            k = min(k, len(np.unique(z, axis=0)))
     model = fit(k, z)
     return model, model.predict(z).astype(np.int64)
 

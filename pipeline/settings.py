@@ -138,7 +138,10 @@ class Settings:
         "default: those the registry marks in_consensus, see pipeline/detectors/)",
     )
     clusterer: str = _setting("kmeans", "clusterer: 'kmeans' or 'hdbscan'")
-    n_clusters: str = _setting("auto", "number of k-means clusters, or 'auto' (silhouette)")
+    n_clusters: str = _setting(
+        "auto",
+        "number of k-means clusters (at most one per distinct frame), or 'auto' (silhouette)",
+    )
     contamination: float = _setting(
         0.05, "share of frames flagged as outliers by each detector", 0.0001, 0.4999
     )

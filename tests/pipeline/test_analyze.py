@@ -342,6 +342,24 @@ def test_auto_k_and_hdbscan(tmp_path):
     assert labels.min() >= -1 and hd.n_clusters >= 1
 
 
+def test_more_clusters_than_frames_makes_one_per_distinct_frame_and_says_so(tmp_path):
+    import warnings
+
+    db = tmp_path / "k.duckdb"
+    synthetic_store(db, n_days=2, per_day=30, n_anomalies=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # k-means warned of fewer distinct points than clusters
+        result = analyze(
+            db, fast_settings(n_clusters="100000", detectors=["iforest"]), progress=False
+        )
+    with store.connect(db, read_only=True) as con:
+        labels = sa.run_clusters(con, result.run_id)["cluster"]
+    assert result.n_clusters == labels.nunique() == 60
+    assert "100000 clusters were asked for and 60 made: the 60 frames have 60 distinct" in (
+        " ".join(result.notes)
+    )
+
+
 def test_deterministic_with_random_state(tmp_path):
     db = tmp_path / "d.duckdb"
     synthetic_store(db)
