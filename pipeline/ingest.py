@@ -52,6 +52,11 @@ from pipeline.settings import Settings
 from store import frames as frames_store
 
 EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png"}
+# Pictures in formats ingest does not read: counted and named in the closing line, not silent.
+OTHER_IMAGE_EXTENSIONS = {
+    ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif", ".avif", ".jxl",
+    ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf",
+}  # fmt: skip
 # Folders that NAS boxes and desktops fill with their own thumbnails, never frames.
 SKIPPED_FOLDERS = {"@eaDir", "#recycle", "#snapshot", "$RECYCLE.BIN", "System Volume Information"}
 WARNING_STAGE = "timestamp"
@@ -77,6 +82,7 @@ class IngestSummary:
     n_reread: int = 0  # unchanged frames read again: new mtime, same content
     n_reviews_dropped: int = 0  # reviews of changed frames (they judged the old picture)
     n_held: int = 0  # files left for the next pass (`hold`: still being written)
+    other_formats: dict[str, int] = field(default_factory=dict)  # skipped pictures by extension
     seconds: float = 0.0
     folder: str = ""
 
@@ -109,6 +115,14 @@ class IngestSummary:
             extras.append(f"{self.n_reread} read again (new mtime, same content)")
         if self.n_held:
             extras.append(f"{self.n_held} still being written (tried again later)")
+        if self.other_formats:
+            kinds = ", ".join(f"{ext} {n}" for ext, n in sorted(self.other_formats.items()))
+            extras.append(
+                f"{sum(self.other_formats.values())} picture(s) in formats not read ({kinds}): "
+                "convert them to JPEG or PNG to include them"
+            )
+        if not (self.added + self.changed + self.unchanged + self.failed + self.n_held):
+            extras.append("no JPEG or PNG files were found in this folder or below it")
         if self.changed:
             dropped = (
                 f", and {self.n_reviews_dropped} review(s) of the old pictures, recorded in `info`"
@@ -266,7 +280,7 @@ def start_ingest(folder: Path, db: Path, settings: Settings, stage: str = "inges
         daylight.check_same_place(con, settings, db)
         where = daylight.place(con, settings)
     try:
-        files, problems = walk(os.path.abspath(folder))
+        files, problems = walk(os.path.abspath(folder), summary.other_formats)
     except OSError as exc:
         raise InputError(f"cannot read the folder {folder}: {exc.strerror or exc}") from None
     with store.connect(db) as con:
@@ -281,9 +295,12 @@ def start_ingest(folder: Path, db: Path, settings: Settings, stage: str = "inges
     return IngestJob(Path(db), settings, plan.todo, writer, summary, started)
 
 
-def walk(root: str) -> tuple[list[FileEntry], list[tuple[str, str, str]]]:
+def walk(
+    root: str, other_formats: dict[str, int] | None = None
+) -> tuple[list[FileEntry], list[tuple[str, str, str]]]:
     """Image files under `root` in sorted order, and (name, location, message) for what could
-    not be read.
+    not be read. Pictures in formats ingest does not read (`OTHER_IMAGE_EXTENSIONS`) are
+    counted by extension into `other_formats` when given.
 
     Folder links are followed unless they lead back into a folder being walked (a loop); a
     file reached twice (through a folder link, or a second hard link) is listed once.
@@ -350,6 +367,9 @@ def walk(root: str) -> tuple[list[FileEntry], list[tuple[str, str, str]]]:
                 subfolders.append((entry.path, real_sub, rel + "/", ancestors | {key}))
                 continue
             if not _is_image_name(name):
+                ext = os.path.splitext(name)[1].lower()
+                if other_formats is not None and ext in OTHER_IMAGE_EXTENSIONS:
+                    other_formats[ext] = other_formats.get(ext, 0) + 1
                 continue
             try:
                 st = entry.stat()

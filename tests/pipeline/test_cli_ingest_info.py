@@ -11,7 +11,7 @@ import duckdb
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from tests.conftest import REPO
+from tests.conftest import REPO, write_jpeg
 
 
 def _invoke(*args):
@@ -96,7 +96,6 @@ def test_info_lists_models_runs_weather_and_reviews(small_folder, db_path):
 
 def test_ingest_flags_reach_the_settings(tmp_path, db_path):
     folder = tmp_path / "f"
-    from tests.conftest import write_jpeg
 
     write_jpeg(folder / "small.jpg", size=(20, 20))
     write_jpeg(folder / "large.jpg", size=(80, 60))
@@ -118,6 +117,30 @@ def test_ingest_flags_reach_the_settings(tmp_path, db_path):
     assert "frame/s" not in result.stderr  # no progress bar
     info = _invoke("info", "--db", str(db_path)).stdout
     assert "[ingest] large.jpg: refused as a decompression bomb" in info
+
+
+def test_ingest_names_pictures_it_does_not_read_and_a_folder_without_frames(tmp_path, db_path):
+    folder = tmp_path / "card"
+    write_jpeg(folder / "a.jpg")
+    for name in ("b.webp", "c.TIFF", "d.tif", "raw/e.CR2", "notes.txt"):
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_bytes(b"not read")
+    result = _invoke("ingest", str(folder), "--db", str(db_path), "--no-progress")
+    assert result.exit_code == 0
+    assert "1 added, 0 changed, 0 unchanged, 0 failed" in result.stdout
+    assert (
+        "4 picture(s) in formats not read (.cr2 1, .tif 1, .tiff 1, .webp 1): convert them to "
+        "JPEG or PNG to include them" in result.stdout
+    )
+    assert "no JPEG or PNG" not in result.stdout
+
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "readme.txt").write_text("x")
+    result = _invoke("ingest", str(empty), "--db", str(db_path), "--no-progress")
+    assert result.exit_code == 0
+    assert "0 added, 0 changed, 0 unchanged, 0 failed" in result.stdout
+    assert "no JPEG or PNG files were found in this folder or below it" in result.stdout
 
 
 def test_info_on_an_empty_store(db_path):
