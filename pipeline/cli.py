@@ -50,8 +50,9 @@ class _Group(click.Group):
 
 
 def _settings(ctx: click.Context, **flags) -> Settings:
-    """Settings from defaults, the --config TOML file, then the command's flags."""
-    return Settings.load(ctx.obj.get("config"), **flags)
+    """Settings from defaults, the --config TOML file (read and checked once, by `cli`), then
+    the command's flags (those not None)."""
+    return ctx.obj["settings"].replace(**flags)
 
 
 def _db_option(exists: bool = False):
@@ -104,6 +105,25 @@ def _junk_causes_option(func):
     )(func)
 
 
+def _weather_columns_options(func):
+    """`--columns` and `--units` of a weather file, the same flags for `weather import` and
+    `run --weather`, so the importer's advice ("name it with --columns time=COLUMN") works for
+    both."""
+    func = click.option(
+        "--units",
+        type=click.Choice(["us", "si"]),
+        help="units of weather columns that do not name theirs (us: °F, in, mph, mi; "
+        "si: °C, mm, m/s, km) [default: guessed]",
+    )(func)
+    return click.option(
+        "--columns",
+        metavar="TARGET=COL,...",
+        help="map weather columns by hand, e.g. temperature_c=temp,wind_speed_ms=wspd:kmh "
+        "(targets: time, station, temperature_c, precipitation_mm, cloud_cover_pct, "
+        "wind_speed_ms, visibility_km, weather_code; optional :unit)",
+    )(func)
+
+
 def _folder_argument(func):
     # existence is checked by the command (InputError: one line, exit 1), not by click (exit 2)
     return click.argument("folder", type=click.Path(path_type=Path))(func)
@@ -129,7 +149,9 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = {"config": config}
+    # Every command: a missing, unreadable or unknown-key --config file is refused here, before
+    # the command does anything; the commands layer their flags on these (`_settings`).
+    ctx.obj = {"settings": Settings.load(config)}
 
 
 # --- ingest and info -------------------------------------------------------------------------
@@ -213,8 +235,11 @@ def info(db: Path) -> None:
     "--weather",
     "weather_csv",
     type=click.Path(dir_okay=False, path_type=Path, exists=True),
-    help="hourly weather CSV to import with the run",
+    help="hourly weather CSV to import with the run (as `weather import`; checked before "
+    "ingest starts; naive times are UTC unless the file declares its zone, else import it "
+    "with `weather import --timezone`)",
 )
+@_weather_columns_options
 @click.option("--detectors", help="comma-separated detector keys")
 @_precision_option
 @_executor_options
@@ -230,6 +255,8 @@ def run(
     model,
     weights,
     weather_csv,
+    columns,
+    units,
     detectors,
     precision,
     executor,
@@ -237,8 +264,15 @@ def run(
     junk_causes,
 ) -> None:
     """Ingest + embed (one read and decode per new file) + (weather import) + analyze FOLDER
-    into the store, incrementally."""
+    into the store, incrementally.
+
+    The settings and the --weather file are checked before any frame is read.
+    """
     from pipeline.runner import run_all
+
+    if weather_csv is None and (columns is not None or units is not None):
+        raise InputError("--columns and --units describe the --weather file: give --weather CSV")
+    mapping = _pairs(columns, "--columns")
 
     settings = _settings(
         ctx,
@@ -255,7 +289,15 @@ def run(
     )
     with store.writer_lock(db):  # the same lock run_all takes: the store's models hold still
         settings = _with_model(settings, db, model)
-        for line in run_all(folder, db, settings, weather_csv=weather_csv):
+        lines = run_all(
+            folder,
+            db,
+            settings,
+            weather_csv=weather_csv,
+            weather_columns=mapping,
+            weather_units=units,
+        )
+        for line in lines:
             click.echo(line)
 
 
@@ -311,10 +353,21 @@ def run(
 @_junk_causes_option
 @click.pass_context
 def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port, junk_causes) -> None:
-    """Render a synthetic garden time-lapse, run every stage on it, open the dashboard."""
-    from pipeline.demo import DEMO_PLACE, render_demo
-    from pipeline.runner import import_ground_truth, run_all, serve_dashboard
+    """Render a synthetic garden time-lapse, run every stage on it, open the dashboard.
 
+    The settings are checked before the frames are rendered."""
+    from pipeline.demo import DEMO_PLACE, render_demo
+    from pipeline.runner import check_run, import_ground_truth, run_all, serve_dashboard
+
+    settings = _settings(
+        ctx,
+        timezone=DEMO_PLACE.timezone,
+        lat=DEMO_PLACE.lat,
+        lon=DEMO_PLACE.lon,
+        model=model,
+        junk_causes=_split(junk_causes),
+    )
+    check_run(settings)
     db = db or out / "garden.duckdb"
     out.mkdir(parents=True, exist_ok=True)
     rendered = render_demo(
@@ -326,14 +379,6 @@ def demo(ctx, n_frames, out, db, seed, hard, start, size, model, serve, port, ju
         size=_size(size),
     )
     click.echo(rendered.describe())
-    settings = _settings(
-        ctx,
-        timezone=DEMO_PLACE.timezone,
-        lat=DEMO_PLACE.lat,
-        lon=DEMO_PLACE.lon,
-        model=model,
-        junk_causes=_split(junk_causes),
-    )
     with store.writer_lock(db):
         settings = _with_model(settings, db, model)
         for line in run_all(rendered.frames_dir, db, settings, weather_csv=rendered.weather_csv):
@@ -438,44 +483,45 @@ def weather() -> None:
 @click.option(
     "--station",
     help="station name for a file without a station column; with one, "
-    "import only this station's rows",
+    "import only this station's rows [default: the settings' weather_station]",
 )
-@click.option(
-    "--columns",
-    metavar="TARGET=COL,...",
-    help="map columns by hand, e.g. temperature_c=temp,wind_speed_ms=wspd:kmh "
-    "(targets: time, station, temperature_c, precipitation_mm, cloud_cover_pct, "
-    "wind_speed_ms, visibility_km, weather_code; optional :unit)",
-)
-@click.option(
-    "--units",
-    type=click.Choice(["us", "si"]),
-    help="units of columns that do not name theirs (us: °F, in, mph, mi; "
-    "si: °C, mm, m/s, km) [default: guessed]",
-)
+@_weather_columns_options
 @click.option(
     "--timezone",
     metavar="TZ",
     help="IANA zone of naive times in the file [default: UTC, or the zone the file "
     "declares: Open-Meteo's header, Environment Canada's standard time]",
 )
-def weather_import(csv_path: Path, db: Path, station, columns, units, timezone) -> None:
+@click.pass_context
+def weather_import(ctx, csv_path: Path, db: Path, station, columns, units, timezone) -> None:
     """Add the observations in CSV (Open-Meteo export, Environment Canada, Meteostat or generic)
-    to the store."""
+    to the store; the settings' weather_station and weather_tolerance_minutes, when set, then
+    choose the join (as `run --weather` does)."""
     from pipeline.weather import import_csv
 
     mapping = _pairs(columns, "--columns")
+    settings = _settings(ctx)
     with store.writer_lock(db):
         summary = import_csv(
-            csv_path, db, station=station, columns=mapping, units=units, timezone=timezone
+            csv_path,
+            db,
+            station=station or settings.weather_station,
+            columns=mapping,
+            units=units,
+            timezone=timezone,
         )
-    click.echo(summary.describe())
+        click.echo(summary.describe())
+        _set_weather_join(db, settings)
 
 
 @weather.command("fetch")
 @_db_option()
-@click.option("--lat", type=float, help="latitude [default: the stored place]")
-@click.option("--lon", type=float, help="longitude [default: the stored place]")
+@click.option(
+    "--lat", type=float, help="latitude [default: the settings' lat, else the stored place]"
+)
+@click.option(
+    "--lon", type=float, help="longitude [default: the settings' lon, else the stored place]"
+)
 @click.option(
     "--start", metavar="DATE", help="first UTC day, e.g. 2024-04-01 [default: the first frame's]"
 )
@@ -494,10 +540,14 @@ def weather_import(csv_path: Path, db: Path, station, columns, units, timezone) 
     show_default=True,
     help="tries again after a network error, HTTP 429 or 5xx, with backoff",
 )
-def weather_fetch(db: Path, lat, lon, start, end, base_url, retries) -> None:
-    """Fetch hourly observations for the frames' time span from the Open-Meteo archive."""
+@click.pass_context
+def weather_fetch(ctx, db: Path, lat, lon, start, end, base_url, retries) -> None:
+    """Fetch hourly observations for the frames' time span from the Open-Meteo archive; the
+    settings' weather_station and weather_tolerance_minutes, when set, then choose the join."""
     from pipeline.weather import fetch as openmeteo
 
+    settings = _settings(ctx, lat=lat, lon=lon)
+    lat, lon = settings.lat, settings.lon
     if lat is None or lon is None:
         lat, lon = _stored_place(db, lat, lon)
     with store.writer_lock(db):
@@ -510,7 +560,8 @@ def weather_fetch(db: Path, lat, lon, start, end, base_url, retries) -> None:
             base_url=base_url or openmeteo.ARCHIVE_URL,
             retries=retries,
         )
-    click.echo(summary.describe())
+        click.echo(summary.describe())
+        _set_weather_join(db, settings)
 
 
 @weather.command("stations")
@@ -519,17 +570,33 @@ def weather_fetch(db: Path, lat, lon, start, end, base_url, retries) -> None:
     "--use",
     "use_station",
     metavar="STATION",
-    help="join frames to this station's observations from now on",
+    help="join frames to this station's observations from now on "
+    "[default: the settings' weather_station, when set]",
 )
 @click.option("--tolerance", type=float, metavar="MIN", help=help_for("weather_tolerance_minutes"))
-def weather_stations(db: Path, use_station, tolerance) -> None:
-    """List weather stations in the store and the one frames are joined to; change it."""
-    from pipeline.weather import describe_stations, set_join
+@click.pass_context
+def weather_stations(ctx, db: Path, use_station, tolerance) -> None:
+    """List weather stations in the store and the one frames are joined to; change it (with
+    --use/--tolerance, or the settings' weather_station/weather_tolerance_minutes)."""
+    from pipeline.weather import describe_stations
 
-    if use_station is not None or tolerance is not None:
-        with store.writer_lock(db):
-            set_join(db, station=use_station, tolerance_minutes=tolerance)
+    _set_weather_join(db, _settings(ctx, weather_station=use_station), tolerance)
     click.echo(describe_stations(db))
+
+
+def _set_weather_join(db: Path, settings: Settings, tolerance: float | None = None) -> None:
+    """Remember the weather join the settings give (`weather_station`, and
+    `weather_tolerance_minutes` when not the default, as `weather.apply_settings` reads them),
+    a --tolerance flag first; nothing is written, nor the store locked, when none is given."""
+    from pipeline.weather import set_join
+
+    default = Settings().weather_tolerance_minutes
+    if tolerance is None and settings.weather_tolerance_minutes != default:
+        tolerance = settings.weather_tolerance_minutes
+    if settings.weather_station is None and tolerance is None:
+        return
+    with store.writer_lock(db):  # re-entrant: `weather import` and `fetch` already hold it
+        set_join(db, station=settings.weather_station, tolerance_minutes=tolerance)
 
 
 @cli.command()

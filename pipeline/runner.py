@@ -6,6 +6,11 @@ new work. `run` ingests and embeds the new files in one pass (`pipeline.onepass`
 and decoded once), then embeds any other frame that lacks a vector (frames `ingest` added alone,
 or the batch a killed run left). The run lock (`store.writer_lock`) keeps a second run off the
 same store.
+
+Before any frame is read, `run_all` checks what would otherwise fail hours later (`check_run`:
+the model key and the analysis settings) and reads the weather file with the importer's own
+code (`read_weather`: readable, a layout it knows, its columns and units), so a bad file or
+setting costs seconds, not an ingest and embed of the whole archive.
 """
 
 from __future__ import annotations
@@ -14,13 +19,45 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import store
 from pipeline import executors
+from pipeline.inputs import check_folder
 from pipeline.settings import Settings
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline.weather import WeatherImportSummary
+
 DASHBOARD_APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+
+
+def check_run(settings: Settings) -> None:
+    """What `run` would otherwise find wrong only after ingest and embed: the model key and the
+    analysis settings (detectors, clusterer, ...). Raises InputError naming the fix."""
+    from pipeline.analyze import check_settings
+    from pipeline.models import get_model
+
+    get_model(settings.model)
+    check_settings(settings.with_detector_defaults())
+
+
+def read_weather(
+    weather_csv: Path,
+    settings: Settings,
+    columns: dict[str, str] | None = None,
+    units: str | None = None,
+) -> tuple[pd.DataFrame, WeatherImportSummary]:
+    """Read a weather CSV as `run` imports it (`weather.read_csv`, the importer's own reading:
+    layout, columns, units, the settings' weather_station), writing nothing; `columns` and
+    `units` are `weather import`'s --columns and --units."""
+    from pipeline import weather
+
+    return weather.read_csv(
+        Path(weather_csv), station=settings.weather_station, columns=columns, units=units
+    )
 
 
 def run_all(
@@ -29,10 +66,21 @@ def run_all(
     settings: Settings,
     weather_csv: Path | None = None,
     progress: bool = True,
+    weather_columns: dict[str, str] | None = None,
+    weather_units: str | None = None,
 ) -> Iterator[str]:
-    """Ingest and embed (one pass), import weather (when given), embed what still lacks a
-    vector, and analyze; yields one line per stage."""
+    """Ingest and embed (one pass), import weather (when given; `weather_columns` and
+    `weather_units` as `weather import`'s --columns and --units), embed what still lacks a
+    vector, and analyze; yields one line per stage. The settings and the weather file are
+    checked first (`check_run`, `read_weather`)."""
     with store.writer_lock(db):  # first: a second run is refused before any heavy import
+        check_folder(Path(folder))
+        observations = None
+        if weather_csv is not None:
+            observations, read = read_weather(
+                weather_csv, settings, columns=weather_columns, units=weather_units
+            )
+        check_run(settings)
         from pipeline.analyze import analyze
         from pipeline.embed import embed_frames
         from pipeline.onepass import ingest_and_embed
@@ -40,12 +88,11 @@ def run_all(
         with executors.session(settings):  # `executor = "ray"`: one Ray for both stages
             ingested, embedded, built = ingest_and_embed(folder, db, settings, progress=progress)
             yield ingested.describe()
-            if weather_csv is not None:
+            if observations is not None:
                 from pipeline import weather
 
-                yield weather.import_csv(
-                    weather_csv, db, station=settings.weather_station
-                ).describe()
+                weather.write_observations(observations, db, read)
+                yield read.describe()
                 weather.apply_settings(db, settings)
                 yield weather.describe_join(db)
             rest = embed_frames(db, settings, progress=progress, built=built)

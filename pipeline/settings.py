@@ -254,8 +254,12 @@ class Settings:
                     values.update(tomllib.load(fh))
             except FileNotFoundError:
                 raise InputError(f"settings file {path} does not exist") from None
-            except tomllib.TOMLDecodeError as exc:
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise InputError(f"settings file {path} is not valid TOML: {exc}") from None
+            except OSError as exc:
+                raise InputError(
+                    f"cannot read the settings file {path}: {exc.strerror or exc}"
+                ) from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)

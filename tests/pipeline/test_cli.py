@@ -278,3 +278,174 @@ def test_a_clock_offset_of_millennia_is_refused_and_info_survives_one_stored_bef
         "  UTC:         2024-04-01 12:30:00 .. 2024-04-01 12:32:00"
         in run_cli("info", "--db", str(db)).stdout
     )
+
+
+# --- the --config file: every command checks it -----------------------------------------------
+
+
+def _command_paths(group, prefix=()) -> set[tuple[str, ...]]:
+    import click
+
+    paths = set()
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            paths |= _command_paths(command, (*prefix, name))
+        else:
+            paths.add((*prefix, name))
+    return paths
+
+
+# One ordinary invocation of every command (a store, a folder, a weather CSV), so that without
+# the --config check it would go on and do its work.
+EVERY_COMMAND = {
+    ("ingest",): ["FOLDER", "--db", "DB", "--no-progress"],
+    ("info",): ["--db", "DB"],
+    ("run",): ["FOLDER", "--db", "DB", "--model", "pixels"],
+    ("demo",): ["--frames", "20", "--out", "OUT", "--no-serve"],
+    ("embed",): ["--db", "DB", "--model", "pixels", "--no-progress"],
+    ("models",): [],
+    ("weather", "import"): ["CSV", "--db", "DB"],
+    ("weather", "fetch"): ["--db", "DB", "--lat", "51.5", "--lon", "0", "--url", "URL"],
+    ("weather", "stations"): ["--db", "DB"],
+    ("locate",): ["--db", "DB"],
+    ("clock",): ["--db", "DB"],
+    ("analyze",): ["--db", "DB"],
+    ("evaluate",): ["--db", "DB"],
+    ("score-new",): ["FOLDER", "--db", "DB"],
+    ("export",): ["--db", "DB", "--out", "OUT/x.csv"],
+    ("serve",): ["--db", "DB"],
+    ("watch",): ["FOLDER", "--db", "DB"],
+    ("migrate",): ["--db", "DB"],
+    ("prune",): ["--db", "DB"],
+}
+
+
+def test_the_list_of_commands_checked_for_a_bad_settings_file_is_complete():
+    from pipeline.cli import cli
+
+    assert _command_paths(cli) == set(EVERY_COMMAND)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("missing", "error: settings file {path} does not exist"),
+        ("csv", "error: settings file {path} is not valid TOML"),
+        ("unknown", "error: unknown setting(s): nosuch_setting; known settings:"),
+    ],
+)
+@pytest.mark.parametrize("command", sorted(EVERY_COMMAND), ids=" ".join)
+def test_every_command_refuses_a_bad_settings_file(tmp_path, command, bad, message):
+    """A missing file, a CSV given by mistake and an unknown key are refused by every command
+    (info, prune, migrate, evaluate and weather ignored --config), before it does anything."""
+    from click.testing import CliRunner
+
+    import store
+    from pipeline.cli import cli
+
+    config = {
+        "missing": tmp_path / "missing.toml",
+        "csv": tmp_path / "weather.csv",
+        "unknown": tmp_path / "typo.toml",
+    }[bad]
+    (tmp_path / "weather.csv").write_text("time,temperature_c\n2024-04-10T11:00Z,12\n")
+    (tmp_path / "typo.toml").write_text("nosuch_setting = 1\n")
+    db = tmp_path / "s.duckdb"
+    store.connect(db).close()
+    (tmp_path / "frames").mkdir()
+    where = {
+        "DB": db,
+        "FOLDER": tmp_path / "frames",
+        "CSV": tmp_path / "weather.csv",
+        "OUT": tmp_path / "out",
+        "OUT/x.csv": tmp_path / "out.csv",
+        "URL": "http://127.0.0.1:9/v1/archive",
+    }
+    args = [str(where.get(a, a)) for a in EVERY_COMMAND[command]]
+    result = CliRunner().invoke(cli, ["--config", str(config), *command, *args])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(message.format(path=config)), result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.csv").exists()
+    with store.connect(db, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM weather").fetchone() == (0,)
+
+
+# --- run: the weather file and the settings are checked before ingest ------------------------
+
+
+def _n_frames(db) -> int:
+    import store
+
+    if not db.exists():
+        return 0
+    with store.connect(db, read_only=True) as con:
+        return con.execute("SELECT count(*) FROM frames").fetchone()[0]
+
+
+def test_run_checks_the_weather_file_before_ingest_and_takes_its_columns(tmp_path, small_folder):
+    """A weather file whose columns the importer does not recognise stops `run` before any frame
+    is ingested, with advice `run` itself takes (--columns, as `weather import`)."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    db = tmp_path / "s.duckdb"
+    weather = tmp_path / "wrongcols.csv"
+    weather.write_text(
+        "when,temp\n" + "".join(f"2024-04-10 {hour:02d}:00,{hour}\n" for hour in range(10, 14))
+    )
+    runner = CliRunner()
+    base = ["run", str(small_folder), "--db", str(db), "--model", "pixels"]
+    refused = runner.invoke(cli, [*base, "--weather", str(weather)])
+    assert refused.exit_code == 1
+    assert refused.output == (
+        "error: no time column in wrongcols.csv (columns: when, temp); name it with "
+        "--columns time=COLUMN\n"
+    )
+    assert _n_frames(db) == 0  # nothing ingested, nothing embedded
+
+    lone = runner.invoke(cli, [*base, "--columns", "time=when"])
+    assert lone.exit_code == 1
+    assert "--columns and --units describe the --weather file: give --weather CSV" in lone.output
+    assert _n_frames(db) == 0
+
+    done = runner.invoke(
+        cli,
+        [
+            *base,
+            "--weather",
+            str(weather),
+            "--columns",
+            "time=when,temperature_c=temp",
+            "--units",
+            "si",
+            "--detectors",
+            "iforest,dark",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert "4 rows read, 1 station(s) (wrongcols 4)" in done.output
+    assert "added 4, already in the store 0" in done.output
+    assert "weather: frames joined to station wrongcols within 90 min" in done.output
+    assert "analysis run 1 (pixels)" in done.output
+    assert _n_frames(db) == 12
+
+
+def test_run_checks_the_detectors_and_the_model_before_ingest(tmp_path, small_folder):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    db = tmp_path / "s.duckdb"
+    base = ["run", str(small_folder), "--db", str(db)]
+    result = CliRunner().invoke(cli, [*base, "--model", "pixels", "--detectors", "iforest,nosuch"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: unknown detector(s) nosuch; known: iforest, lof")
+    assert _n_frames(db) == 0
+    config = tmp_path / "s.toml"
+    config.write_text('model = "nosuch"\n')
+    result = CliRunner().invoke(cli, ["--config", str(config), *base])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: unknown model 'nosuch'; known models:")
+    assert not db.exists()  # refused before the folder is walked

@@ -299,3 +299,31 @@ def test_cli_demo_rejects_a_bad_size_in_one_line(tmp_path):
     tiny = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--size", "8x8", "--no-serve"])
     assert tiny.exit_code == 1 and "between 32x24" in tiny.output
     assert "Traceback" not in result.output + tiny.output
+
+
+@pytest.mark.parametrize(
+    "args, config, message",
+    [
+        (["--junk-causes", "nope"], None, "error: setting junk_causes: unknown cause(s) nope"),
+        (["--model", "nosuch"], None, "error: unknown model 'nosuch'"),
+        ([], "detectors = ['nosuch']", "error: unknown detector(s) nosuch"),
+    ],
+)
+def test_cli_demo_checks_its_settings_before_rendering(tmp_path, args, config, message):
+    """A bad setting is refused at once, not after the frames are rendered (minutes)."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    before = []
+    if config is not None:
+        (tmp_path / "s.toml").write_text(config + "\n")
+        before = ["--config", str(tmp_path / "s.toml")]
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(
+        cli, [*before, "demo", "--frames", "20", "--out", str(out), "--no-serve", *args]
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith(message), result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()  # no frame rendered, no folder made

@@ -54,3 +54,12 @@ def test_detector_lists_default_to_the_registry_and_are_not_shared():
     a.detectors.append("extra")
     assert "extra" not in b.detectors
     assert Settings(detectors=["lof"]).with_detector_defaults().detectors == ["lof"]
+
+
+def test_a_binary_file_or_a_folder_is_a_clear_settings_error(tmp_path):
+    binary = tmp_path / "photo.toml"
+    binary.write_bytes(b"\xff\xd8\xff\xe0 not text")
+    with pytest.raises(InputError, match="photo.toml is not valid TOML"):
+        Settings.load(binary)
+    with pytest.raises(InputError, match="cannot read the settings file"):
+        Settings.load(tmp_path)

@@ -152,3 +152,45 @@ def test_clock_command_and_locate_check(db_path):
     assert code == 0 and "clock check: the camera clock looks" in out
     code, out = invoke("locate", "--db", db_path, "--clock-offset", 30, "--check")
     assert code == 0 and "agrees with the sun" in out
+
+
+def test_a_settings_file_chooses_the_weather_join(db_path, tmp_path):
+    """The --config file's weather_station and weather_tolerance_minutes reach `weather
+    import`, `fetch` and `stations` (they ignored it); --use and --tolerance win over it."""
+    csv = tmp_path / "w.csv"
+    csv.write_text("time,temperature_c\n2024-04-10T10:00Z,10\n2024-04-10T11:00Z,11\n")
+    config = tmp_path / "s.toml"
+    config.write_text('weather_station = "garden"\nweather_tolerance_minutes = 1\n')
+    code, out = invoke("--config", config, "weather", "import", csv, "--db", db_path)
+    assert code == 0, out
+    assert "1 station(s) (garden 2)" in out  # a file without a station column: named by it
+    code, out = invoke("weather", "stations", "--db", db_path)
+    assert code == 0 and "station garden within 1 min" in out
+    code, out = invoke(
+        "--config", config, "weather", "stations", "--db", db_path, "--tolerance", 90
+    )
+    assert code == 0 and "station garden within 90 min" in out
+    code, out = invoke("--config", config, "weather", "stations", "--db", db_path)
+    assert code == 0 and "station garden within 1 min" in out
+    config.write_text('weather_station = "nosuch"\nweather_tolerance_minutes = 1\n')
+    code, out = invoke("--config", config, "weather", "stations", "--db", db_path)
+    assert code == 1
+    assert out == f"error: no weather station 'nosuch' in {db_path}; stations: garden\n"
+    code, out = invoke(
+        "--config", config, "weather", "stations", "--db", db_path, "--use", "garden"
+    )
+    assert code == 0 and "* garden" in out
+
+
+def test_weather_fetch_takes_the_place_from_a_settings_file(db_path, tmp_path):
+    add_frames(db_path, ["2024-04-02 10:00"], ["2024-04-02T10:00Z"])
+    config = tmp_path / "s.toml"
+    config.write_text("lat = 51.454\nlon = -0.978\nweather_tolerance_minutes = 30\n")
+    with Archive() as archive:
+        code, out = invoke(
+            "--config", config, "weather", "fetch", "--db", db_path, "--url", archive.url
+        )
+    assert code == 0, out
+    assert "added 24" in out and "open-meteo:51.45,-0.98 24" in out
+    code, out = invoke("weather", "stations", "--db", db_path)
+    assert code == 0 and "within 30 min" in out
