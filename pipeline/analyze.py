@@ -201,6 +201,9 @@ def analyze(
     with store.connect(db) as con:
         models = sa.embedded_models(con)
         if model not in models:
+            from pipeline.models.registry import get_model
+
+            get_model(model)  # a key no model has: say so, not "embed with it first"
             have = ", ".join(f"{m} ({n} frames)" for m, n in models.items()) or "none"
             raise AnalysisError(
                 f"no {model} embeddings in {db} (embedded models: {have}); run "

@@ -125,8 +125,15 @@ def _weather_columns_options(func):
 
 
 def _folder_argument(func):
-    # existence is checked by the command (InputError: one line, exit 1), not by click (exit 2)
-    return click.argument("folder", type=click.Path(path_type=Path))(func)
+    # checked as it is parsed, before the command takes the run lock (whose file would be left
+    # beside a store never made), with our one line and exit 1 rather than click's exit 2
+    def check(ctx: click.Context, param: click.Parameter, folder: Path) -> Path:
+        from pipeline.inputs import check_folder
+
+        check_folder(folder)
+        return folder
+
+    return click.argument("folder", type=click.Path(path_type=Path), callback=check)(func)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -842,10 +849,7 @@ def evaluate(db: Path, truth_csv: Path | None, as_json: bool) -> None:
 @click.pass_context
 def score_new(ctx, folder: Path, db: Path, run_id, as_json: bool, precision) -> None:
     """Ingest FOLDER and score its new frames against a frozen run, without refitting."""
-    from pipeline.inputs import check_folder
-
     settings = _settings(ctx, precision=precision)
-    check_folder(folder)
     with store.writer_lock(db):  # first: a busy store is refused before scikit-learn loads
         from pipeline.score_new import score_new as run_score_new
 

@@ -295,9 +295,10 @@ class Settings:
                 kind = "a whole number" if whole else "a number"
                 raise InputError(f"setting {f.name} must be {kind}, not {value!r}")
             if not low <= value <= high:
+                form = "d" if whole else "g"  # a whole number in full: 100000000, not 1e+08
                 raise InputError(
-                    f"setting {f.name} must be between {low:g} and {high:g}, "
-                    f"not {value:g}: {f.metadata['help']}"
+                    f"setting {f.name} must be between {low:{form}} and {high:{form}}, "
+                    f"not {value:{form}}: {f.metadata['help']}"
                 )
 
     def replace(self, **changes: Any) -> "Settings":

@@ -111,8 +111,9 @@ def _locked_message(path: Path, exc: Exception, waited: float) -> str:
     holder = f"process {match['pid']} ({match['exe']})" if match else "another process"
     return (
         f"the store {path} is locked by {holder}; waited {waited:.0f} s. "
-        "A pipeline run is probably writing to it: wait for it to finish, or stop it, "
-        "then try again (DuckDB allows one writer or several readers at a time)."
+        "It is a pipeline run writing to the store, or another program that holds it open (a "
+        "notebook, the duckdb shell): wait for it to finish, or close or stop it, then try "
+        "again (DuckDB allows one writer or several readers at a time)."
     )
 
 

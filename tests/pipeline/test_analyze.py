@@ -342,6 +342,19 @@ def test_auto_k_and_hdbscan(tmp_path):
     assert labels.min() >= -1 and hd.n_clusters >= 1
 
 
+def test_a_model_without_vectors_says_whether_it_exists(tmp_path):
+    db = tmp_path / "k.duckdb"
+    synthetic_store(db, n_days=2, per_day=30, n_anomalies=2)
+    with pytest.raises(InputError, match="unknown model 'bogus'; known models: "):
+        analyze(db, fast_settings(model="bogus"), progress=False)
+    with pytest.raises(
+        AnalysisError,
+        match=r"no pixels embeddings in .* \(embedded models: fake \(60 frames\)\); run "
+        r"`python -m pipeline embed --db .* --model pixels` first",
+    ):
+        analyze(db, fast_settings(model="pixels"), progress=False)
+
+
 def test_more_clusters_than_frames_makes_one_per_distinct_frame_and_says_so(tmp_path):
     import warnings
 
