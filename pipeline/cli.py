@@ -499,8 +499,17 @@ def weather() -> None:
     help="IANA zone of naive times in the file [default: UTC, or the zone the file "
     "declares: Open-Meteo's header, Environment Canada's standard time]",
 )
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="replace the stored observations of the stations and hours this file has rows for "
+    "(a corrected file); other hours and stations are left as they are [default: keep "
+    "stored observations, add only new ones]",
+)
 @click.pass_context
-def weather_import(ctx, csv_path: Path, db: Path, station, columns, units, timezone) -> None:
+def weather_import(
+    ctx, csv_path: Path, db: Path, station, columns, units, timezone, replace
+) -> None:
     """Add the observations in CSV (Open-Meteo export, Environment Canada, Meteostat or generic)
     to the store; the settings' weather_station and weather_tolerance_minutes, when set, then
     choose the join (as `run --weather` does)."""
@@ -516,6 +525,7 @@ def weather_import(ctx, csv_path: Path, db: Path, station, columns, units, timez
             columns=mapping,
             units=units,
             timezone=timezone,
+            replace=replace,
         )
         click.echo(summary.describe())
         _set_weather_join(db, settings)

@@ -6,7 +6,8 @@
 `units`), drops rows repeated in the file and derives each observation's condition
 (`conditions`). A row whose time or station is unusable is skipped and reported; rows already
 in the store (same station and time) are not added again, so importing a file twice adds
-nothing.
+nothing, unless `replace`: then the file's rows replace the stored ones of the same station and
+time (hours the file has no row for, and other stations, are left as they are).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def import_csv(
     columns: dict | None = None,
     units: str | None = None,
     timezone: str | None = None,
+    replace: bool = False,
 ) -> WeatherImportSummary:
     """Read an hourly weather CSV and add its observations to the store at `db`.
 
@@ -45,12 +47,14 @@ def import_csv(
     station's rows from a file with one. `columns` maps targets (`time`, `station`,
     `temperature_c`, ..., `weather_code`) to source columns, optionally with a unit
     (`"wspd:kmh"`); `units` ('us' or 'si') sets the units of columns that do not name one;
-    `timezone` is the zone of naive times in the file (default UTC).
+    `timezone` is the zone of naive times in the file (default UTC). `replace`: the file's
+    observations replace the stored ones of the same station and time (a corrected file);
+    otherwise those are kept and only new ones are added.
     """
     observations, summary = read_csv(
         Path(csv), station=station, columns=columns, units=units, timezone=timezone
     )
-    write_observations(observations, db, summary)
+    write_observations(observations, db, summary, replace=replace)
     return summary
 
 
@@ -100,11 +104,16 @@ def write_observations(
     summary: WeatherImportSummary | None = None,
     replace: bool = False,
 ) -> tuple[int, int]:
-    """Add observations (columns as the `weather` table) to the store; returns (added, known)."""
+    """Add observations (columns as the `weather` table) to the store; returns (added, known):
+    the rows already stored (same station and time) are kept, or replaced when `replace`."""
     with store.connect(db) as con:
         added, known = store_weather.insert_observations(con, frame, replace=replace)
     if summary is not None:
-        summary.n_added, summary.n_duplicates = added, known
+        summary.n_added, summary.replace = added, replace
+        if replace:
+            summary.n_replaced = known
+        else:
+            summary.n_duplicates = known
     return added, known
 
 
@@ -184,7 +193,9 @@ def _observations(
             frame[target] = np.nan
             continue
         values = raw[col_index[column.source]]
-        frame[target] = convert_field(values, target, column, lines, ok, summary)
+        frame[target] = convert_field(
+            values, target, column, lines, ok, summary, decimal_comma=table.decimal_comma
+        )
     frame = frame[ok.to_numpy()].reset_index(drop=True)
     frame["weather_code"] = frame["weather_code"].round().astype("Int64")
     return frame

@@ -33,7 +33,10 @@ class WeatherImportSummary:
     format: str
     n_rows: int = 0  # data rows read from the file
     n_added: int = 0  # new rows in the store
-    n_duplicates: int = 0  # rows already in the store (same station and time)
+    n_duplicates: int = 0  # rows already in the store (same station and time), kept as stored
+    n_replaced: int = 0  # rows already in the store replaced by the file's (`replace`)
+    replace: bool = False  # the import replaced stored rows of the same station and time
+    n_decimal_commas: int = 0  # values read with a decimal comma (`6,5` in a ';' file)
     n_file_duplicates: int = 0  # rows repeating an earlier (station, time) in the file
     stations: dict = field(default_factory=dict)  # station -> rows kept from the file
     columns: dict = field(default_factory=dict)  # target -> source column
@@ -62,6 +65,11 @@ class WeatherImportSummary:
         )
         lines.append(f"  columns: {mapping}")
         lines.extend(f"  note: {note}" for note in self.notes)
+        if self.n_decimal_commas:
+            lines.append(
+                f"  note: {self.n_decimal_commas} values with a decimal comma read as numbers "
+                "(6,5 = 6.5; the file is delimited by ';' or tab)"
+            )
         per_station = ", ".join(f"{name} {n}" for name, n in sorted(self.stations.items()))
         span = ""
         if self.start is not None:
@@ -69,8 +77,16 @@ class WeatherImportSummary:
         lines.append(
             f"  {self.n_rows} rows read, {len(self.stations)} station(s) ({per_station}){span}"
         )
+        stored = f"already in the store {self.n_duplicates}"
+        if self.replace:
+            stored = f"replaced {self.n_replaced} (same station and time)"
+        elif self.n_duplicates and not self.n_added:
+            stored += (
+                " (kept as stored; `weather import --replace` replaces them with this file's"
+                " values)"
+            )
         lines.append(
-            f"  added {self.n_added}, already in the store {self.n_duplicates}"
+            f"  added {self.n_added}, {stored}"
             + (f", repeated in the file {self.n_file_duplicates}" if self.n_file_duplicates else "")
         )
         if self.conditions:

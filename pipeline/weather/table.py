@@ -7,6 +7,11 @@ a layout's reader turns it into a `Table`: header, text rows, each row's line nu
 file, and what the layout itself says (default station, time zone or fixed offset of naive
 times, which column is which field and in which unit, the `source` recorded with each
 observation, notes for the summary).
+
+The delimiter is the first non-blank line's (`,`, `;` or tab: `delimiter`), for every layout.
+A file delimited by `;` or tab is what a spreadsheet writes where the decimal separator is a
+comma, so there numbers may have a decimal comma (`6,5` = 6.5: `Table.decimal_comma`,
+`DECIMAL_COMMA`); in a `,` file a comma is never a decimal separator.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from pipeline.errors import InputError, WeatherError
+
+#: A number written with a decimal comma (`6,0`, `-0,25`, `,5`), as spreadsheets write numbers
+#: where the comma is the decimal separator (their CSV files are then delimited by `;`).
+#: Thousands separators (`1.234,5`) are not read: such a value is rejected with a hint.
+DECIMAL_COMMA = re.compile(r"^([+-]?\d*),(\d+)$")
 
 
 @dataclass
@@ -39,6 +49,12 @@ class Table:
     locations: dict = field(default_factory=dict)  # Open-Meteo location_id -> station
     columns: dict = field(default_factory=dict)  # target -> column known from the format
     notes: list = field(default_factory=list)  # what the layout says, for the summary
+    delimiter: str = ","  # the delimiter the rows were split by
+
+    @property
+    def decimal_comma(self) -> bool:
+        """Whether numbers may have a decimal comma: in a file delimited by `;` or tab."""
+        return self.delimiter != ","
 
 
 @dataclass(frozen=True)
@@ -91,9 +107,15 @@ def read_text(path: Path) -> Text:
 
 
 def delimiter(line: str) -> str:
+    """The delimiter of a line: the most frequent of ',', ';' and tab (',' when none)."""
     counts = {d: line.count(d) for d in (",", ";", "\t")}
     best = max(counts, key=counts.get)
     return best if counts[best] else ","
+
+
+def point_decimal(text: str) -> str:
+    """A number's text with its decimal comma as a point (`6,5` -> `6.5`); other text as is."""
+    return DECIMAL_COMMA.sub(r"\1.\2", text.strip())
 
 
 def split_rows(

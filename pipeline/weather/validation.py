@@ -1,7 +1,9 @@
 """Checking weather values: parse each field's text, convert it to SI, null what is impossible.
 
-Missing markers (`NA`, empty, `M`, `null`, ... in `MISSING`) are simply missing. A value that
-is not a number, or is impossible once in SI (outside `LIMITS`, e.g. a 1048 mph wind; a WMO code
+Missing markers (`NA`, empty, `M`, `null`, ... in `MISSING`) are simply missing. In a file
+delimited by `;` or tab a decimal comma is read as a decimal point (`6,5` = 6.5; the summary
+says how many were). A value that is not a number (with the likely cause when it is evident:
+`not_a_number`), or is impossible once in SI (outside `LIMITS`, e.g. a 1048 mph wind; a WMO code
 that is not a whole number; a Meteostat code outside 1..27), is nulled field by field and
 reported with its line number; the rest of its row is kept. A row that repeats an earlier
 (station, time) of the same file is dropped and counted.
@@ -9,11 +11,14 @@ reported with its line number; the rest of its row is kept. A row that repeats a
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
 from pipeline.weather.columns import Column
 from pipeline.weather.summary import RejectedValue, WeatherImportSummary
+from pipeline.weather.table import DECIMAL_COMMA
 from pipeline.weather.units import COCO_TO_WMO, SYSTEMS, si_symbol, to_si
 
 #: Plausible range of each field in SI; values outside are impossible and nulled.
@@ -29,6 +34,9 @@ LIMITS = {
 #: Cell texts (lower case) that mean "no value".
 MISSING = {"", "na", "nan", "null", "none", "-", "--", "m", "n/a", "missing", "<na>"}
 
+_GROUPED = re.compile(r"^[+-]?\d{1,3}([.,' ]\d{3})+([.,]\d+)?$")  # 1.234,5 / 1,234.5 / 1 234
+_WITH_UNIT = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)\s*(°|%|[^\W\d_])")  # 6.5 °C, 12km/h
+
 
 def convert_field(
     values: pd.Series,
@@ -37,11 +45,17 @@ def convert_field(
     lines: pd.Series,
     ok: pd.Series,
     summary: WeatherImportSummary,
+    decimal_comma: bool = False,
 ) -> pd.Series:
     """One field's SI values (NaN where missing, not a number or impossible); rejected values
-    of the rows still kept (`ok`) go into `summary` with their line numbers."""
+    of the rows still kept (`ok`) go into `summary` with their line numbers. `decimal_comma`:
+    the file is delimited by `;` or tab, so `6,5` is 6.5 (counted in the summary)."""
     text = values.astype(str).str.strip()
     missing = text.str.lower().isin(MISSING)
+    if decimal_comma:
+        comma = text.str.match(DECIMAL_COMMA)
+        summary.n_decimal_commas += int((comma & ok).sum())
+        text = text.str.replace(DECIMAL_COMMA, r"\1.\2", regex=True)
     if target == "precipitation_mm":
         text = text.mask(text.str.upper() == "T", "0")  # 'T' = trace, less than measurable
     number = pd.to_numeric(text.where(~missing), errors="coerce")
@@ -59,7 +73,12 @@ def convert_field(
     keep = ok.to_numpy()
     for i in np.flatnonzero(unparsable.to_numpy() & keep):
         summary.rejected_fields.append(
-            RejectedValue(int(lines[i]), column.source, str(values.iloc[i]), "not a number")
+            RejectedValue(
+                int(lines[i]),
+                column.source,
+                str(values.iloc[i]),
+                not_a_number(text.iloc[i], decimal_comma),
+            )
         )
     for i in np.flatnonzero(impossible.to_numpy() & keep):
         reason = "impossible value"
@@ -71,6 +90,22 @@ def convert_field(
             )
         )
     return si.mask(impossible | unparsable).astype(float)
+
+
+def not_a_number(text: str, decimal_comma: bool) -> str:
+    """Why a value is rejected as not a number, with the likely cause when it is evident."""
+    if not decimal_comma and DECIMAL_COMMA.match(text):
+        return (
+            "not a number (a decimal comma? it is read as one only in a file delimited "
+            "by ';' or tab)"
+        )
+    if _GROUPED.match(text):
+        return "not a number (a thousands separator? write numbers without one)"
+    if _WITH_UNIT.match(text):
+        return (
+            "not a number (a unit in the cell? give the unit in the column name, e.g. 'temp (°C)')"
+        )
+    return "not a number"
 
 
 def dedupe_in_file(frame: pd.DataFrame, summary: WeatherImportSummary) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""Weather import: the real NYC table, Open-Meteo and Meteostat layouts, units, bad values, rules."""
+"""Weather import: the real NYC table, Open-Meteo and Meteostat layouts, units, bad values, rules;
+`;` and tab files with decimal commas."""
 
 from __future__ import annotations
 
@@ -240,6 +241,107 @@ def test_demo_layout_reads(tmp_path):
     assert frame.loc[0, "condition"] == "cloudy"
 
 
+def _european(text: str, delimiter: str) -> str:
+    """`text` as a spreadsheet with decimal commas saves it: `delimiter` between cells and a
+    comma for each decimal point (the Open-Meteo texts here have no other dots or commas)."""
+    return text.replace(",", delimiter).replace(".", ",")
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"], ids=["semicolon", "tab"])
+def test_open_meteo_export_resaved_with_another_delimiter(tmp_path, delimiter):
+    """A spreadsheet's `;` or tab re-save of an Open-Meteo export reads as the original: same
+    station (from the decimal-comma lat/lon), times, values, and the same rejected value."""
+    original = tmp_path / "original.csv"
+    original.write_text(OPEN_METEO_GMT, encoding="utf-8")
+    resaved = tmp_path / "resaved.csv"
+    resaved.write_text(_european(OPEN_METEO_GMT, delimiter), encoding="utf-8")
+    assert "51,46" in resaved.read_text(encoding="utf-8")
+    db = tmp_path / "om.duckdb"
+    summary = weather.import_csv(resaved, db)
+    assert summary.format == "open-meteo"
+    assert summary.stations == {"open-meteo:51.46,-0.98": 7}
+    assert summary.units["wind_speed_ms"] == "kmh"
+    assert [(r.line, r.column, r.value) for r in summary.rejected_fields] == [
+        (10, "temperature_2m (°C)", "abc")
+    ]
+    with store.connect(db, read_only=True) as con:
+        stored = store_weather.observations(con)
+    expected, _ = weather.read_csv(original)
+    columns = [c for c in store_weather.COLUMNS if c != "source"]
+
+    def records(frame: pd.DataFrame) -> list[dict]:
+        return frame[columns].astype(object).fillna(-1).to_dict("records")
+
+    assert records(stored) == records(expected)
+    assert stored.loc[1, "precipitation_mm"] == pytest.approx(0.4)
+    assert stored.loc[4, "wind_speed_ms"] == pytest.approx(10.0)
+
+
+def test_open_meteo_without_an_hourly_block_names_the_delimiter(tmp_path):
+    path = tmp_path / "daily.csv"
+    path.write_text(
+        "latitude;longitude;elevation;utc_offset_seconds;timezone;timezone_abbreviation\n"
+        "51,46;-0,98;58,0;0;GMT;GMT\n\ntime;temperature_2m_max (°C)\n2024-04-01;12,5\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(WeatherError) as error:
+        weather.read_csv(path)
+    message = str(error.value)
+    assert "no hourly block after the Open-Meteo location block" in message
+    assert "a header with a `time` column, then date-times" in message
+    assert "cells split at ';', the delimiter of the file's first line" in message
+    assert "`time,...`" not in message
+
+
+# --- decimal commas and values that are not numbers ------------------------------------------
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"], ids=["semicolon", "tab"])
+def test_decimal_commas_are_numbers_where_the_delimiter_is_not_a_comma(tmp_path, delimiter):
+    lines = ["time;temperature_2m (°C);precipitation (mm);wind (km/h)"]
+    lines += ["2024-04-01T00:00;6,0;0,00;7,2", "2024-04-01T01:00;-0,5;1,25;10.8"]
+    lines += ["2024-04-01T02:00;,5;NA;3"]
+    path = tmp_path / "eu.csv"
+    path.write_text("\n".join(lines).replace(";", delimiter) + "\n", encoding="utf-8")
+    db = tmp_path / "eu.duckdb"
+    summary = weather.import_csv(path, db)
+    assert summary.rejected_fields == [] and summary.n_added == 3
+    assert summary.n_decimal_commas == 6  # '10.8' and '3' are plain numbers, NA is missing
+    assert "note: 6 values with a decimal comma read as numbers (6,5 = 6.5" in summary.describe()
+    with store.connect(db, read_only=True) as con:
+        obs = store_weather.observations(con, "eu")
+    assert list(obs["temperature_c"]) == [6.0, -0.5, 0.5]
+    assert list(obs["precipitation_mm"].fillna(-1)) == [0.0, 1.25, -1]
+    assert list(obs["wind_speed_ms"]) == pytest.approx([2.0, 3.0, 3 / 3.6])
+    assert list(obs["condition"].fillna("-")) == ["dry", "snow", "-"]  # -0.5 °C, 1.25 mm
+
+
+def test_values_that_are_not_numbers_say_the_likely_cause(tmp_path):
+    comma = tmp_path / "comma.csv"  # a quoted decimal comma in a ',' file is not read as one
+    comma.write_text(
+        'time,temp (°C),wind (km/h),visibility (km)\n2024-04-01T00:00Z,"6,5",12 km/h,9.5\n'
+        "2024-04-01T01:00Z,warm,3,10\n"
+    )
+    frame, summary = weather.read_csv(comma)
+    reasons = {(r.line, r.value): r.reason for r in summary.rejected_fields}
+    assert reasons == {
+        (2, "6,5"): "not a number (a decimal comma? it is read as one only in a file "
+        "delimited by ';' or tab)",
+        (2, "12 km/h"): "not a number (a unit in the cell? give the unit in the column name, "
+        "e.g. 'temp (°C)')",
+        (3, "warm"): "not a number",
+    }
+    assert np.isnan(frame.loc[0, "temperature_c"]) and frame.loc[0, "visibility_km"] == 9.5
+    assert summary.n_decimal_commas == 0
+    grouped = tmp_path / "grouped.csv"
+    grouped.write_text("time;visibility (m)\n2024-04-01T00:00Z;1.234,5\n2024-04-01T01:00Z;800\n")
+    frame, summary = weather.read_csv(grouped)
+    assert [(r.line, r.value, r.reason) for r in summary.rejected_fields] == [
+        (2, "1.234,5", "not a number (a thousands separator? write numbers without one)")
+    ]
+    assert frame.loc[1, "visibility_km"] == pytest.approx(0.8)
+
+
 # --- Meteostat --------------------------------------------------------------------------------
 
 
@@ -276,6 +378,19 @@ def test_meteostat_bulk_file_without_header(tmp_path):
     ]
     assert frame.loc[0, "weather_code"] == 63 and frame.loc[0, "condition"] == "rain"
     assert frame.loc[1, "condition"] == "dry"
+
+
+def test_meteostat_bulk_file_with_semicolons(tmp_path):
+    path = tmp_path / "10637.csv"
+    path.write_text(
+        "2020-01-01;0;5,0;2,0;80;0,5;;200;10,8;;1010,0;;8\n"
+        "2020-01-01;1;5,2;2,0;80;0,0;;200;7,2;;1010,0;;\n"
+    )
+    frame, summary = weather.read_csv(path)
+    assert summary.format == "meteostat" and summary.rejected_fields == []
+    assert list(frame["temperature_c"]) == [5.0, 5.2]
+    assert list(frame["wind_speed_ms"]) == pytest.approx([3.0, 2.0])
+    assert frame.loc[0, "weather_code"] == 63 and frame.loc[0, "condition"] == "rain"
 
 
 # --- Environment Canada --------------------------------------------------------------------------
@@ -417,6 +532,26 @@ def test_environment_canada_layout(tmp_path):
         obs.loc[2, "temperature_c"]
     )
     assert set(obs["source"]) == {"environment-canada:weather-51442-201607.csv"}
+
+
+def test_environment_canada_resaved_with_semicolons(tmp_path):
+    path = _environment_canada_csv(
+        tmp_path / "ec.csv",
+        "BRITISH COLUMBIA",
+        [
+            ("2016-07-01 00:00", "14,8", "", "22", "48,3", "NA"),
+            ("2016-07-01 02:00", "", "M", "11", "0,8", "Moderate Rain,Fog"),
+        ],
+    )
+    text = path.read_text(encoding="utf-8-sig").replace('","', '";"')
+    path.write_text(text.replace("101.30", "101,30"), encoding="utf-8-sig")
+    frame, summary = weather.read_csv(path)
+    assert summary.format == "environment-canada"
+    assert summary.stations == {"eccc:1108395": 2} and summary.rejected_fields == []
+    assert [t.strftime("%H:%M") for t in frame["observed_at"]] == ["08:00", "10:00"]
+    assert frame.loc[0, "temperature_c"] == pytest.approx(14.8)
+    assert list(frame["visibility_km"]) == [48.3, 0.8]
+    assert list(frame["weather_code"].fillna(-1)) == [-1, 63]
 
 
 def test_environment_canada_weather_words_and_other_provinces(tmp_path):

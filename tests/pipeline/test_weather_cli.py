@@ -1,4 +1,4 @@
-"""CLI: `weather import`, `weather fetch`, `weather stations`, `locate`, `clock` (exit codes, text)."""
+"""CLI: `weather import` (`--replace`), `weather fetch`, `weather stations`, `locate`, `clock` (exit codes, text)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from click.testing import CliRunner
 import store
 from pipeline.cli import cli
 from store import kv
+from store import weather as store_weather
 from tests.pipeline.test_clock import camera_frames
 from tests.pipeline.test_openmeteo import Archive
 from tests.pipeline.test_weather_join import add_frames, facts
@@ -49,6 +50,49 @@ def test_weather_import_options(db_path, tmp_path):
     )
     assert code == 0, out
     assert "garden 1" in out and "2024-04-10 10:00 .. 2024-04-10 10:00 UTC" in out
+
+
+def _observations_at(db_path) -> dict:
+    with store.connect(db_path, read_only=True) as con:
+        obs = store_weather.observations(con)
+    return {
+        (row.station, row.observed_at.strftime("%H:%M")): row.temperature_c
+        for row in obs.itertuples()
+    }
+
+
+def test_weather_import_replace_takes_a_corrected_file(db_path, tmp_path):
+    """A file imported with a bad value, then corrected: a plain re-import keeps the stored
+    rows and says how to replace them; `--replace` replaces the station's hours the file has
+    and nothing else."""
+    path = tmp_path / "garden.csv"
+    path.write_text("time,temp\n2024-04-01T00:00Z,5\n2024-04-01T01:00Z,six\n")
+    other = tmp_path / "field.csv"
+    other.write_text("time,temp\n2024-04-01T01:00Z,9\n")
+    for csv in (path, other):
+        code, out = invoke("weather", "import", csv, "--db", db_path, "--units", "si")
+        assert code == 0, out
+    path.write_text("time,temp\n2024-04-01T00:00Z,5\n2024-04-01T01:00Z,6\n")
+    code, out = invoke("weather", "import", path, "--db", db_path, "--units", "si")
+    assert code == 0, out
+    assert (
+        "added 0, already in the store 2 (kept as stored; `weather import --replace` "
+        "replaces them with this file's values)" in out
+    )
+    assert _observations_at(db_path)[("garden", "01:00")] != 6.0  # still NULL
+    # the corrected file now starts an hour later and goes on one hour further
+    path.write_text("time,temp\n2024-04-01T01:00Z,6\n2024-04-01T02:00Z,7\n")
+    code, out = invoke("weather", "import", path, "--db", db_path, "--units", "si", "--replace")
+    assert code == 0, out
+    assert "added 1, replaced 1 (same station and time)" in out
+    assert _observations_at(db_path) == {
+        ("field", "01:00"): 9.0,  # another station: untouched
+        ("garden", "00:00"): 5.0,  # an hour the file has no row for: untouched
+        ("garden", "01:00"): 6.0,
+        ("garden", "02:00"): 7.0,
+    }
+    code, out = invoke("weather", "import", "--help")
+    assert "--replace" in out and "replace the stored observations" in out
 
 
 def test_bad_columns_are_one_line_errors(nyc_weather, db_path, tmp_path):

@@ -98,23 +98,23 @@ def sniff(text: Text) -> bool:
     table header."""
     if text.head[:1] != ["station_name"] or len(text.head) != 2:
         return False
-    return _header_line(text.lines[: text.start + 40]) is not None
+    return _header_line(text.lines[: text.start + 40], text.delimiter) is not None
 
 
-def _header_line(lines: list[str]) -> int | None:
+def _header_line(lines: list[str], delimiter: str) -> int | None:
     return next(
         (
             i
             for i, line in enumerate(lines)
-            if line.startswith((f'"{_TIME_COLUMN}"', f"{_TIME_COLUMN},"))
+            if line.startswith((f'"{_TIME_COLUMN}"', f"{_TIME_COLUMN}{delimiter}"))
         ),
         None,
     )
 
 
 def read(text: Text) -> Table:
-    path, lines = text.path, text.lines
-    header_at = _header_line(lines)
+    path, lines, delimiter = text.path, text.lines, text.delimiter
+    header_at = _header_line(lines, delimiter)
     if header_at is None:
         raise WeatherError(
             f"{path} starts like an Environment Canada file but has no "
@@ -122,7 +122,7 @@ def read(text: Text) -> Table:
         )
     meta = {
         norm(row[0]): row[1].strip()
-        for row in csv.reader(lines[text.start : header_at])
+        for row in csv.reader(lines[text.start : header_at], delimiter=delimiter)
         if len(row) == 2
     }
     province = meta.get("province", "").upper()
@@ -131,7 +131,7 @@ def read(text: Text) -> Table:
             f"{path}: Environment Canada times are Local Standard Time, and the "
             f"province {province or '(none)'!r} has no known standard offset"
         )
-    rows, numbers = split_rows(lines[header_at:], header_at + 1, ",")
+    rows, numbers = split_rows(lines[header_at:], header_at + 1, delimiter)
     header, rows, numbers = [c.strip() for c in rows[0]], rows[1:], numbers[1:]
     table = Table(
         "environment-canada",
@@ -139,6 +139,7 @@ def read(text: Text) -> Table:
         rows,
         numbers,
         fixed_offset_s=int(STANDARD_OFFSET_H[province] * 3600),
+        delimiter=delimiter,
     )
     climate_id = meta.get("climate_identifier") or meta.get("climate_id")
     table.default_station = f"eccc:{climate_id}" if climate_id else f"eccc:{path.stem}"

@@ -16,4 +16,11 @@ def sniff(text: Text) -> bool:
 
 def read(text: Text) -> Table:
     header, rows, numbers = header_rows(text)
-    return Table("generic", header, rows, numbers, default_station=file_station(text.path, None))
+    return Table(
+        "generic",
+        header,
+        rows,
+        numbers,
+        default_station=file_station(text.path, None),
+        delimiter=text.delimiter,
+    )

@@ -63,7 +63,7 @@ def sniff_bulk(text: Text) -> bool:
 
 
 def read_bulk(text: Text) -> Table:
-    rows, numbers = split_rows(text.lines, 1, ",")
+    rows, numbers = split_rows(text.lines, 1, text.delimiter)
     width = len(rows[0])
     header = BULK_COLUMNS if width == 13 else BULK_COLUMNS[:width]
     units = {c: UNITS[c] for c in header if c in UNITS}
@@ -74,6 +74,7 @@ def read_bulk(text: Text) -> Table:
         numbers,
         default_station=file_station(text.path, "meteostat"),
         column_units=units,
+        delimiter=text.delimiter,
     )
 
 
@@ -93,4 +94,5 @@ def read(text: Text) -> Table:
         numbers,
         default_station=file_station(text.path, "meteostat"),
         column_units=units,
+        delimiter=text.delimiter,
     )
