@@ -147,6 +147,25 @@ def _observations(
             )
         ok[mask] = False
 
+    # A row with more cells than the header has its values out of place (an unquoted decimal
+    # comma in a ',' file: `6,0` is two cells): skipped whole, not cut to fit. Empty cells past
+    # the header (a trailing delimiter) are harmless.
+    over = pd.Series([any(c.strip() for c in row[width:]) for row in table.rows], dtype=bool)
+    if over.any():
+        cells = pd.Series([table.delimiter.join(row) for row in table.rows], dtype=object)
+        counts = pd.Series([len(row) for row in table.rows])
+        for n in sorted(counts[over].unique()):
+            skip(
+                over & (counts == n),
+                cells,
+                f"{n} cells where the header has {width}: its values are out of place"
+                + (
+                    " (a decimal comma in a ',' file? quote such values or save with ';')"
+                    if table.delimiter == ","
+                    else ""
+                ),
+            )
+
     # Station
     locations = table.locations
     if "station" in mapping:

@@ -342,6 +342,29 @@ def test_values_that_are_not_numbers_say_the_likely_cause(tmp_path):
     assert frame.loc[1, "visibility_km"] == pytest.approx(0.8)
 
 
+def test_a_row_with_more_cells_than_the_header_is_skipped_not_cut_to_fit(tmp_path):
+    # an unquoted decimal comma in a ',' file: `6,0` becomes two cells and every later value
+    # moves one column to the right; cut to fit, 6,0 | 0.2 was stored as 6 degrees and 0 mm
+    path = tmp_path / "shifted.csv"
+    path.write_text(
+        "time,temp (°C),precipitation (mm)\n"
+        "2024-04-01T00:00Z,6,0,0.2\n"
+        "2024-04-01T01:00Z,7.5,0.1\n"
+        "2024-04-01T02:00Z,8.0,0.0,\n"  # a trailing delimiter: an empty cell, harmless
+    )
+    frame, summary = weather.read_csv(path)
+    assert [(r.line, r.value, r.reason) for r in summary.rejected_rows] == [
+        (
+            2,
+            "2024-04-01T00:00Z,6,0,0.2",
+            "4 cells where the header has 3: its values are out of place (a decimal comma in "
+            "a ',' file? quote such values or save with ';')",
+        )
+    ]
+    assert list(frame["temperature_c"]) == [7.5, 8.0]
+    assert list(frame["precipitation_mm"]) == [0.1, 0.0]
+
+
 # --- Meteostat --------------------------------------------------------------------------------
 
 
