@@ -31,7 +31,10 @@ def read_truth(path: Path) -> pd.DataFrame:
     file, a missing column or a label that is not 0 or 1 is an `InputError` saying which.
     """
     try:
-        truth = pd.read_csv(path)
+        try:
+            truth = pd.read_csv(path, encoding="utf-8-sig")
+        except UnicodeDecodeError:  # a spreadsheet's Windows or Latin-1 export, as weather files
+            truth = pd.read_csv(path, encoding="latin-1")
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read the ground truth {path}: {exc}") from exc
     missing = {"path", "label"} - set(truth.columns)

@@ -20,7 +20,7 @@ import pandas as pd
 
 import store
 from pipeline.daylight import zone
-from pipeline.errors import InputError
+from pipeline.errors import InputError, WeatherError
 from pipeline.weather.columns import FIELDS, Column, map_columns
 from pipeline.weather.conditions import derive_conditions
 from pipeline.weather.layouts import detect
@@ -70,6 +70,10 @@ def read_csv(
         raise InputError(f"--units must be 'us' or 'si', not {units!r}")
     tz = zone(timezone) if timezone else None
     table = detect(read_text(path))
+    if not table.rows:
+        raise WeatherError(
+            f"{path} has a header ({', '.join(table.header[:6])}) and no rows of observations"
+        )
     return read_table(table, path, station=station, columns=columns, units=units, tz=tz)
 
 

@@ -211,6 +211,17 @@ def test_cli_evaluate_without_runs(tmp_path, db_path):
     assert out.exit_code == 1 and out.output.startswith("error: ")
 
 
+def test_a_latin1_truth_file_is_read(tmp_path):
+    from pipeline.evaluate import read_truth
+
+    path = tmp_path / "truth.csv"  # a spreadsheet's Latin-1 export: 'é' is one byte, 0xE9
+    path.write_bytes("path,label,kind\ncafé/a.jpg,1,person\nb.jpg,0,normal\n".encode("latin-1"))
+    truth = read_truth(path)
+    assert list(truth["path"]) == ["café/a.jpg", "b.jpg"] and list(truth["label"]) == [1, 0]
+    path.write_bytes("\ufeffpath,label\ncafé/a.jpg,1\n".encode("utf-8"))  # UTF-8 with a BOM
+    assert list(read_truth(path).columns[:2]) == ["path", "label"]
+
+
 def test_truth_paths_are_matched_by_folder_and_never_guessed_between_two_cards(tmp_path, db_path):
     from pipeline.ingest import ingest_folder
 

@@ -342,6 +342,13 @@ def test_values_that_are_not_numbers_say_the_likely_cause(tmp_path):
     assert frame.loc[1, "visibility_km"] == pytest.approx(0.8)
 
 
+def test_a_file_with_a_header_and_no_rows_is_an_error(tmp_path):
+    path = tmp_path / "header.csv"  # an export of an empty range: it used to import 0 rows, exit 0
+    path.write_text("time,temp (°C),precipitation (mm)\n\n")
+    with pytest.raises(WeatherError, match=r"has a header \(time, temp .*\) and no rows"):
+        weather.read_csv(path)
+
+
 def test_a_row_with_more_cells_than_the_header_is_skipped_not_cut_to_fit(tmp_path):
     # an unquoted decimal comma in a ',' file: `6,0` becomes two cells and every later value
     # moves one column to the right; cut to fit, 6,0 | 0.2 was stored as 6 degrees and 0 mm
