@@ -18,7 +18,8 @@ shower), so `analyze` groups the consensus's flags into incidents and writes the
   its frame is the representative.
 - **Its cause** (`cause_evidence` and `name_cause`, the one rule): the plain cause with the
   largest tail evidence summed over the incident's flagged frames. A frame's evidence for a
-  plain cause is the largest tail evidence -log(1 - rank) (as the consensus counts it) among
+  plain cause is the largest tail evidence -log(1 - rank) (as the consensus counts it; the
+  quality checks by their ranks as they stand, `cause_evidence`) among
   the consensus's detectors of that plain cause whose cause of junk the user counts
   (`junk_causes`: a building site's diggers name no incident), each detector's evidence first
   split among plain causes by its `cause_split` (`exposure`: too dark or too bright). Causes whose sums come within
@@ -50,8 +51,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.causes import CAUSES
-from pipeline.detectors import CONSENSUS, PLAIN_CAUSES, Consensus, Detector
-from pipeline.detectors.consensus import counted_ranks, tail_evidence
+from pipeline.detectors import CONSENSUS, DETECTORS, PLAIN_CAUSES, Consensus, Detector
+from pipeline.detectors.consensus import counted_ranks, extremity, tail_evidence
 from store.aggregates import INCIDENT_COLUMNS
 from store.causes import CAUSE_TIE, cause_key
 
@@ -86,12 +87,27 @@ def cause_evidence(
     """Per frame (rows in the order of the ranks), the evidence for each plain cause (one
     column per cause): the largest tail evidence among the detectors of that cause.
 
+    The quality cause's detectors (`soft`, `flat`, `exposure`: each frame against the camera's
+    own good frames under the same sun) compare by how far in their tails they rank a frame
+    (`extremity`), not by the counted evidence, which stretches `exposure`'s ranks above its
+    later start: counted, a black frame at `exposure` rank 0.995 brings 2.3 against `flat`'s
+    6.2 at 0.998, and the demo's black frames were named "fog or haze" (on the three tuning
+    renders 2 of 12 black incidents were named "too dark" and 1 of 12 washed-out ones "too
+    bright"; ranked as they stand 9 and 11 of 12, and Kat Kam's incidents of frames labelled
+    night "too dark" 5 -> 15 of 17). The other
+    causes' detectors keep the counted evidence: `alignment`'s top twentieth is common on a
+    real camera, and ranked as it stands it named 23 of Kat Kam's normal incidents "camera
+    moved" (4 counted).
+
     `pcts`: each detector's ranks (0..1); `splits`: for the detectors that count (the
     consensus's), how their evidence divides among causes (`Detector.cause_split`: cause ->
     share per frame, or one share for every frame); `n_reference`: how many frames the ranks
     are among (the consensus's floor)."""
     keys = [k for k in splits if k in pcts]
-    tails = tail_evidence({k: pcts[k] for k in keys}, n_reference)
+    picked = {k: pcts[k] for k in keys}
+    tails = tail_evidence(picked, n_reference)
+    ranked = extremity(picked, n_reference)
+    tails = {k: ranked[k] if DETECTORS[k].cause == "quality" else v for k, v in tails.items()}
     out: dict[str, np.ndarray] = {}
     for key in keys:
         for cause, share in splits[key].items():

@@ -180,6 +180,24 @@ def tail_evidence(
     return {k: evidence[:, i] for i, k in enumerate(keys)}
 
 
+def extremity(pcts: dict[str, np.ndarray], n_reference: int | None = None) -> dict[str, np.ndarray]:
+    """How far in its tail each detector ranks a frame, -log(1 - rank), where the consensus
+    counts its rank (above its class's `evidence_from`) and 0 below; NaN where it has no rank.
+
+    What names an incident's cause (`pipeline.incidents`): `tail_evidence` stretches a
+    one-sided check's counted ranks over 0..1 so that its lower ranks weigh nothing in the sum,
+    which also puts its top ranks below another detector's equal ones (`exposure`'s darkest
+    frame in 200, rank 0.995, brings log(10) there and `flat`'s log(200)); compared as ranks, a
+    black frame is as far in `exposure`'s tail as in `flat`'s."""
+    keys = [k for k in pcts if k != CONSENSUS]
+    pct = np.column_stack([pcts[k] for k in keys]).astype(float) if keys else np.empty((0, 0))
+    start = np.array([DETECTORS[k].evidence_from for k in keys])
+    floor = 1.0 / ((n_reference or len(pct)) + 1)
+    out = np.where(pct > start, -np.log(np.clip(1 - pct, floor, 1)), 0.0)
+    out[np.isnan(pct)] = np.nan
+    return {k: out[:, i] for i, k in enumerate(keys)}
+
+
 def counted_ranks(
     detectors: dict, scores: dict[str, np.ndarray], pcts: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:

@@ -137,6 +137,28 @@ def test_cause_evidence_is_each_causes_strongest_detector():
     assert shared["blur"].tolist() == pytest.approx([-np.log(0.01), -np.log(0.01)])
 
 
+def test_the_quality_checks_name_a_cause_by_their_ranks_as_they_stand():
+    # a black frame: among the darkest by `exposure` (rank 0.995; its evidence starts at 0.95)
+    # and the flattest by `flat` (0.998). Counted, exposure brings -log(0.1) against flat's
+    # -log(0.002) and the frame was named "fog or haze"; ranked as they stand they are within
+    # the tie, and "too dark" comes first
+    pcts = {"exposure": np.array([0.995]), "flat": np.array([0.998]), "alignment": [0.96]}
+    splits = {
+        "exposure": {"too dark": 1.0},
+        "flat": {"fog or haze": 1.0},
+        "alignment": {"camera moved": 1.0},
+    }
+    got = cause_evidence({k: np.asarray(v) for k, v in pcts.items()}, splits, n_reference=999)
+    assert got["too dark"].tolist() == pytest.approx([-np.log(0.005)])
+    assert got["fog or haze"].tolist() == pytest.approx([-np.log(0.002)])
+    assert name_cause(got)[0] == "too dark"
+    # another cause's detector keeps the counted evidence: alignment's 0.96 is 0.2 of its tail
+    assert got["camera moved"].tolist() == pytest.approx([-np.log(0.8)])
+    # below its start a quality check says nothing, as in the consensus
+    low = cause_evidence({"exposure": np.array([0.9])}, {"exposure": {"too dark": 1.0}}, 999)
+    assert low["too dark"].tolist() == [0.0]
+
+
 def test_every_detector_has_a_plain_cause_from_the_list_and_runs_record_it():
     for key, cls in DETECTORS.items():
         assert cls.plain_cause in PLAIN_CAUSES, key
