@@ -10,7 +10,9 @@ shower), so `analyze` groups the consensus's flags into incidents and writes the
   without a camera-clock time take no part.
 - **Which runs.** Frames in camera-clock order (taken_at, then frame_id). Two flagged frames are
   one incident when at most `gap` unflagged daylight frames lie between them (setting
-  `incident_gap_frames`); a night frame between them ends the incident, so an incident never
+  `incident_gap_frames`); a night frame between them ends the incident, and so does a new day
+  of the camera clock (a camera that takes no frames at night has no night frame between two
+  days: Kat Kam's one incident of 30 frames ran over three nights), so an incident never
   spans a night (a camera knocked for three days is three incidents, one per day).
 - **What an incident holds.** Its frames run from the first to the last flagged one, the
   unflagged frames between included (marking an incident junk marks them all); start and end
@@ -158,7 +160,10 @@ def find_incidents(
     order = order[np.lexsort((frame_ids[order], local_time[order]))]
     eligible = np.isin(classes[order], DAYLIGHT)
     flagged = eligible & np.asarray(flags, dtype=bool)[order]
-    segment = np.cumsum(~eligible)  # changes at every night (or unknown-daylight) frame
+    # changes at every night (or unknown-daylight) frame, and at a new day of the camera
+    # clock: a camera that takes no frames at night has no night frame between two days
+    day = local_time[order].astype("datetime64[D]")
+    segment = np.cumsum(~eligible | np.r_[False, day[1:] != day[:-1]])
     at = np.flatnonzero(flagged)  # positions in `order` of the flagged daylight frames
     if not len(at):
         return _empty()

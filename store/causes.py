@@ -15,7 +15,7 @@ counts other causes (the dashboard's "Junk causes", `export --junk-causes`) gets
   double);
 - incidents: found again from those flags by `pipeline.incidents`' rule (daylight frames in
   camera-clock order; at most the run's `incident_gap_frames` unflagged frames between two
-  flags; a night frame ends one), each named as `pipeline.incidents.name_cause` names the
+  flags; a night frame or a new day of the camera clock ends one), each named as `pipeline.incidents.name_cause` names the
   run's own: the plain cause ("fog or haze", "camera moved", ...) with the most evidence summed
   over its flagged frames, counting the evidence of the chosen causes' detectors only (the
   run's `frame_cause_evidence`, migration 10: each daylight frame some choice of causes could
@@ -156,14 +156,18 @@ _rc_run AS (
     WHERE run_id <> $rc_run OR detector <> '{CONSENSUS}'
     UNION ALL
     SELECT $rc_run, '{CONSENSUS}', frame_id, score, score_pct, is_outlier FROM _rc_consensus)
-, _rc_ordered AS MATERIALIZED (
+, _rc_timed AS (
     SELECT c.*, f.taken_at, coalesce(f.daylight IN ('day', 'twilight'), FALSE) AS eligible,
            row_number() OVER w AS pos,
-           sum(CASE WHEN coalesce(f.daylight IN ('day', 'twilight'), FALSE) THEN 0 ELSE 1 END)
-               OVER (w ROWS UNBOUNDED PRECEDING) AS segment
+           CAST(f.taken_at AS DATE) IS DISTINCT FROM lag(CAST(f.taken_at AS DATE)) OVER w
+               AND row_number() OVER w > 1 AS new_day
     FROM _rc_consensus c JOIN frames f USING (frame_id)
     WHERE f.taken_at IS NOT NULL
     WINDOW w AS (ORDER BY f.taken_at, c.frame_id))
+, _rc_ordered AS MATERIALIZED (
+    SELECT *, sum(CASE WHEN eligible AND NOT new_day THEN 0 ELSE 1 END)
+                  OVER (ORDER BY pos ROWS UNBOUNDED PRECEDING) AS segment
+    FROM _rc_timed)
 , _rc_hits AS (
     SELECT *, CASE WHEN lag(segment) OVER h IS DISTINCT FROM segment
                      OR pos - lag(pos) OVER h - 1 > (SELECT gap FROM _rc_run)

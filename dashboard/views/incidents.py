@@ -186,10 +186,12 @@ strip = data.get(
 ids = strip["ids"]
 start = pd.Timestamp(row["started_at"])
 end = pd.Timestamp(row["ended_at"])
+# the end's date where it is another day's (a run analysed before incidents ended with the day)
+until = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%Y-%m-%d %H:%M}"
 st.markdown(
     f"**{ui.literal(row['cause'])}** "
     f"({row['cause_share'] * 100:.0f} % of its evidence) · "
-    f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} · {len(ids):,} frames, "
+    f"{start:%Y-%m-%d %H:%M} to {until} · {len(ids):,} frames, "
     f"{len(strip['flagged']):,} flagged · peak at {row['peak_pct'] * 100:.1f} %"
 )
 if len(ids) > len(strip["rows"]):

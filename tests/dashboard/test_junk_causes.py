@@ -55,6 +55,60 @@ def test_the_runs_own_causes_find_the_stored_incidents(con, run_id):
     )
 
 
+def test_found_again_an_incident_ends_with_the_camera_clocks_day(store_copy):
+    """A camera that takes no frames at night (Kat Kam) has no night frame between two days:
+    the recombined incidents end at the day's end, as `pipeline.incidents` finds them. The
+    demo's frames are laid out again as ten daylight frames a day, a day starting between
+    every two flagged frames close enough to be one incident."""
+    import numpy as np
+
+    import store
+    from pipeline.incidents import find_incidents
+
+    with store.connect(store_copy) as con:
+        run_id = facts.latest_run_id(con)
+        own = tuple(facts.own_causes(con, run_id))
+        flags = con.execute(
+            "SELECT s.frame_id, s.is_outlier FROM outlier_scores s JOIN frames f USING "
+            "(frame_id) WHERE run_id = ? AND detector = 'consensus' AND f.taken_at IS NOT NULL "
+            "ORDER BY f.taken_at, s.frame_id",
+            [run_id],
+        ).df()
+        day, slot, last_flag, times, splits = 0, 0, -10, [], 0
+        for pos, flagged in enumerate(flags["is_outlier"]):
+            if slot == 10 or (flagged and pos - last_flag <= 3):
+                splits += bool(flagged and pos - last_flag <= 3)
+                day, slot = day + 1, 0
+            times.append(np.datetime64("2024-04-01T08:00") + np.timedelta64(24 * day + slot, "h"))
+            slot += 1
+            last_flag = pos if flagged else last_flag
+        assert splits > 0  # flags close enough to be one incident, now on two days
+        con.register("_t", flags.assign(t=pd.to_datetime(times)))
+        con.execute(
+            "UPDATE frames SET taken_at = _t.t, daylight = 'day' FROM _t "
+            "WHERE frames.frame_id = _t.frame_id"
+        )
+        query = "SELECT incident_id, started_at, ended_at, n_frames, n_flagged FROM incidents "
+        query += "WHERE run_id = $run_id ORDER BY incident_id"
+        sql, params = with_causes(query, {"run_id": run_id}, run_id, own)
+        found = con.execute(sql, params).df()
+    n = len(flags)
+    python = find_incidents(
+        flags["frame_id"].to_numpy(),
+        np.array(times, dtype="datetime64[ns]"),
+        np.full(n, "day", dtype=object),
+        flags["is_outlier"].to_numpy(),
+        np.arange(n, dtype=float),
+        np.full(n, 0.99),
+        pd.DataFrame({"blur": np.ones(n)}),
+        2,
+    ).table
+    assert (found["started_at"].dt.date == found["ended_at"].dt.date).all()
+    assert found[["n_frames", "n_flagged"]].values.tolist() == (
+        python[["n_frames", "n_flagged"]].values.tolist()
+    )
+
+
 def test_one_cause_alone_is_that_causes_score(con, run_id):
     # a cause's stored score is fitted with the run's contamination, as the consensus is
     for cause in facts.options(con, run_id)["causes"]:

@@ -94,6 +94,26 @@ def test_a_night_is_not_an_incident_and_ends_one():
     assert list(found["frame_id"]) == [61, 63] and list(found["n_frames"]) == [1, 1]
 
 
+def test_a_camera_that_sleeps_at_night_starts_a_new_incident_each_day():
+    # hourly frames 08:00-17:00 over three days, no frame at night (Kat Kam): every one
+    # flagged was one incident of 30 frames "2017-04-30 19:00 to 07:00"
+    hours = np.array([d * 24 + h for d in range(3) for h in range(8, 18)])
+    n = len(hours)
+    seq = {
+        "frame_ids": np.arange(n) + 1,
+        "local_time": START + hours * np.timedelta64(1, "h"),
+        "daylight": np.full(n, "day", dtype=object),
+        "flags": np.ones(n, bool),
+        "scores": np.ones(n),
+        "pcts": np.full(n, 0.99),
+        "evidence": pd.DataFrame({"too dark": np.ones(n)}),
+    }
+    table = _find(seq, gap=5).table
+    assert list(table["n_frames"]) == [10, 10, 10]
+    days = [pd.Timestamp(t).date() for t in table["started_at"]]
+    assert days == [pd.Timestamp(t).date() for t in table["ended_at"]] and len(set(days)) == 3
+
+
 def test_twilight_frames_count_and_frames_without_a_time_do_not():
     seq = _sequence([40, 41, 43], twilight=(40, 41))
     seq["local_time"] = seq["local_time"].copy()
