@@ -37,7 +37,7 @@ PAGES: tuple[Page, ...] = (
     Page("Gallery", "views/gallery.py", ("page", "order", "size")),
     Page("Map", "views/map.py", ("color",)),
     Page("Clusters", "views/clusters.py"),
-    Page("Compare detectors", "views/compare.py", ("cmp", "k")),
+    Page("Compare detectors", "views/compare.py", ("cmp", "k", "a", "b")),
     Page("Frame", "views/frame.py", ("frame",)),
     Page("Review & export", "views/review.py"),
     Page("Runs & errors", "views/runs.py"),

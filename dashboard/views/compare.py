@@ -22,11 +22,21 @@ found: list[str] = []
 params = st.query_params.to_dict()
 url_dets = filters.parse_choice(params, "cmp", dets, found, many=True)
 url_k = filters.parse_int(params, "k", 1, 100_000, found)
+url_a = filters.parse_choice(params, "a", dets, found)
+url_b = filters.parse_choice(params, "b", dets, found)
+if url_dets and len(url_dets) < 2:
+    found.append("Comparing needs two or more detectors in 'cmp': showing the first four.")
 ui.notices(found)
 if "compare_dets" not in st.session_state:
     st.session_state["compare_dets"] = (
         url_dets if url_dets and len(url_dets) >= 2 else dets[: min(4, len(dets))]
     )
+    # the A and B of a shared link, where they are among the detectors compared
+    shown = st.session_state["compare_dets"]
+    if url_a in shown:
+        st.session_state["compare_a"] = url_a
+    if url_b in shown and url_b != url_a:
+        st.session_state["compare_b"] = url_b
 if "compare_k" not in st.session_state:
     st.session_state["compare_k"] = url_k or 50
 chosen = st.multiselect("Detectors (two or more)", dets, key="compare_dets")
@@ -40,6 +50,7 @@ st.query_params["k"] = str(int(k))
 c1, c2 = st.columns(2)
 a = c1.selectbox("A", chosen, index=0, key="compare_a")
 b = c2.selectbox("B", [d for d in chosen if d != a], index=0, key="compare_b")
+st.query_params["a"], st.query_params["b"] = a, b
 # One connection for the whole page: the sample (with each frame's known answer) and both
 # galleries (rows, weather and thumbnails).
 wide, diffs = data.get_many(

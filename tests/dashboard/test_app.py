@@ -163,6 +163,21 @@ def test_clusters_page(app, demo_store):
     assert sizes["layout"]["title"]["text"] == "Frames per cluster"
 
 
+def test_a_compare_link_keeps_its_a_and_b(app):
+    at = open_page(
+        app(cmp="iforest,lof,consensus", k="20", a="lof", b="consensus"), "views/compare.py"
+    )
+    assert [at.selectbox(key=k).value for k in ("compare_a", "compare_b")] == ["lof", "consensus"]
+    assert charts(at)[0]["layout"]["title"]["text"] == "lof vs consensus: score percentile"
+    assert not at.warning
+    # a change of B is in the link
+    at.selectbox(key="compare_b").set_value("iforest").run()
+    assert (at.query_params["a"], at.query_params["b"]) == ("lof", "iforest")
+    # one detector in 'cmp' cannot be compared: the page says so instead of changing it quietly
+    at = open_page(app(cmp="lof"), "views/compare.py")
+    assert any("two or more detectors in 'cmp'" in w.value for w in at.warning)
+
+
 def test_compare_page(app, demo_store):
     at = open_page(app(cmp="iforest,lof", k="10"), "views/compare.py")
     names = [s["layout"]["title"]["text"] for s in charts(at)]
