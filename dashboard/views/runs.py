@@ -41,8 +41,16 @@ else:
         hide_index=True,
         width="stretch",
         column_config={
-            "seconds": st.column_config.NumberColumn("duration (s)", format="%.1f"),
+            "run_id": st.column_config.NumberColumn("run"),
+            "family": st.column_config.TextColumn("model family"),
             "dim": st.column_config.NumberColumn("embedding dim"),
+            "n_frames": st.column_config.NumberColumn("frames"),
+            "n_detectors": st.column_config.NumberColumn("detectors"),
+            "n_clusters": st.column_config.NumberColumn("clusters"),
+            "started_at": st.column_config.DatetimeColumn("started"),
+            "finished_at": st.column_config.DatetimeColumn("finished"),
+            "seconds": st.column_config.NumberColumn("duration (s)", format="%.1f"),
+            "code_version": st.column_config.TextColumn("code version"),
         },
     )
     for row in runs.to_dict("records"):
@@ -52,7 +60,14 @@ else:
                 st.error(row["error"])
             c1, c2 = st.columns(2)
             c1.write("**Parameters**")
-            c1.json(row["params"], expanded=True)
+            params = row["params"] or {}
+            c1.caption(
+                f"{params.get('model', row['model'])} · causes "
+                f"{', '.join(params.get('junk_causes') or []) or '–'} · detectors "
+                f"{', '.join(params.get('detectors') or []) or '–'}; every parameter below "
+                "(click to unfold)"
+            )
+            c1.json(params, expanded=False)  # all of them, one click away (a long tree)
             c2.write("**Timings (seconds per step)**")
             timings = row["timings"] or {}
             if timings:

@@ -239,6 +239,11 @@ def test_runs_page(app, demo_store):
     at = open_page(app(), "views/runs.py")
     n_runs = sql(demo_store, "SELECT count(*) FROM analysis_runs")
     assert len(at.expander) == n_runs
+    # each run's parameters: the model, causes and detectors in a line, the whole tree folded
+    # (unfolded it made the page 9,000 pixels tall, the ingest errors below it out of reach)
+    trees = at.get("json")
+    assert len(trees) == n_runs and not any(t.proto.expanded for t in trees)
+    assert any("causes quality, camera, scene, rarity" in c.value for c in at.caption)
     assert metric(at, "frames") == f"{sql(demo_store, 'SELECT count(*) FROM frames'):,}"
     n_err = sql(demo_store, "SELECT count(*) FROM ingest_errors")
     if n_err:
