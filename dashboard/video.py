@@ -24,8 +24,9 @@ from dashboard import filters
 from store.facts import EXPORT_MODES, FrameFilter
 
 ROOT = Path(__file__).resolve().parents[1]
-WIDTHS = (640, 960, 1280, 1920, 2560, 3840)
-DEFAULT_WIDTH = 1280
+# None: the frames' own width, at most 1280 (`pipeline.video.MAX_AUTO_WIDTH`), the default
+WIDTHS = (None, 640, 960, 1280, 1920, 2560, 3840)
+DEFAULT_WIDTH = None
 _PROGRESS = re.compile(rb"(\d+)/(\d+) \[")
 
 
@@ -51,7 +52,7 @@ class Video:
 
 
 def command(
-    db: Path, out: Path, flt: FrameFilter, mode: str, fps: int, width: int, deflicker: bool
+    db: Path, out: Path, flt: FrameFilter, mode: str, fps: int, width: int | None, deflicker: bool
 ) -> list[str]:
     """The command line that writes the page's video to `out`."""
     return [
@@ -67,15 +68,14 @@ def command(
         str(out),
         "--fps",
         str(int(fps)),
-        "--width",
-        str(int(width)),
+        *(["--width", str(int(width))] if width else []),
         *(["--deflicker"] if deflicker else []),
         *export_args(flt, mode),
     ]
 
 
 def command_line(
-    db: Path, flt: FrameFilter, mode: str, fps: int, width: int, deflicker: bool
+    db: Path, flt: FrameFilter, mode: str, fps: int, width: int | None, deflicker: bool
 ) -> str:
     """The same export as a shell command a user can run (long videos, other machines)."""
     args = command(db, Path("timelapse.mp4"), flt, mode, fps, width, deflicker)

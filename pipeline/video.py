@@ -8,8 +8,9 @@ deflicker window is complete. Decoding runs in a few threads ahead of the encode
 `prefetch` decoded frames plus the deflicker lookahead are held, whatever the number of frames,
 so a 40,000-frame video needs the memory of a handful of frames (and of libx264's own lookahead).
 
-The output is `width` wide; its height keeps the aspect of the first readable frame; both are
-even (yuv420p needs it). Files that are gone or cannot be decoded are left out and returned with
+The output is `width` wide (not given: the first readable frame's own width, at most
+`MAX_AUTO_WIDTH`, so small webcam frames are not blown up); its height keeps the aspect of the
+first readable frame; both are even (yuv420p needs it). Files that are gone or cannot be decoded are left out and returned with
 the reason; the MP4 is written to a temporary name and renamed when complete, so a failed or
 interrupted export never leaves a half video under the requested name.
 
@@ -43,6 +44,7 @@ CODEC = "libx264"
 PIX_FMT = "yuv420p"
 CRF = 20  # x264 constant quality (lower = better, bigger); 18-23 is usual
 PRESET = "veryfast"
+MAX_AUTO_WIDTH = 1280  # a video width not given: the frames' own, no wider than this
 GAIN_RANGE = (0.5, 2.0)  # deflicker never changes a frame's brightness by more than 1 EV
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -50,7 +52,7 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 @dataclass(frozen=True)
 class VideoOptions:
     fps: int = 24
-    width: int = 1280
+    width: int | None = None  # None: the first frame's own width, at most `MAX_AUTO_WIDTH`
     deflicker: int = 0  # window in frames; 0 = off
     max_file_bytes: int = 200 * 2**20
     max_image_pixels: int = 200_000_000
@@ -199,9 +201,12 @@ def encode_mp4(files: Sequence[str], out: Path, options: VideoOptions) -> VideoR
     for start, path in enumerate(files, start=1):  # the first readable frame sets the height
         try:
             data = read_original(path, options)
-            image = decode_frame(data, options.width, options)
-            size = output_size(options.width, image.info["upright_size"])
-            if max(size) > options.width:  # portrait: decode for the taller side
+            longest = options.width or MAX_AUTO_WIDTH
+            image = decode_frame(data, longest, options)
+            upright = image.info["upright_size"]
+            # not given: the frame's own width (a 256-pixel webcam is not blown up 5x)
+            size = output_size(options.width or min(MAX_AUTO_WIDTH, upright[0]), upright)
+            if max(size) > longest:  # portrait: decode for the taller side
                 image = decode_frame(data, max(size), options)
             first = fit(image, size)
             break

@@ -144,9 +144,10 @@ with export:
             "Video width (px)",
             video.WIDTHS,
             index=video.WIDTHS.index(video.DEFAULT_WIDTH),
+            format_func=lambda w: "the frames' own (at most 1280)" if w is None else str(w),
             key="video_width",
             help="The height keeps the first frame's aspect; frames of another "
-            "shape are letterboxed.",
+            "shape are letterboxed. Wider than the frames only blows them up.",
         )
         deflicker = c3.toggle(
             "Deflicker the video",
@@ -189,7 +190,7 @@ with export:
             icon=":material/movie:",
         )
         # A made video belongs to the filters, settings and store state it was made from.
-        job = (flt, mode, int(fps), int(width), bool(deflicker), data.stamp(data.current_db()))
+        job = (flt, mode, int(fps), width, bool(deflicker), data.stamp(data.current_db()))
         made = st.session_state.get("video_made")
         if made is not None and made["job"] == job:
             d4.download_button(
@@ -217,7 +218,7 @@ with export:
                 )
 
             result = video.make_video(
-                data.current_db(), flt, mode, int(fps), int(width), bool(deflicker), progress
+                data.current_db(), flt, mode, int(fps), width, bool(deflicker), progress
             )
             bar.empty()
             if result.error is not None:
@@ -231,9 +232,7 @@ with export:
                 st.rerun()
         with st.expander("The same video from the command line (better for long videos)"):
             st.code(
-                video.command_line(
-                    data.current_db(), flt, mode, int(fps), int(width), bool(deflicker)
-                ),
+                video.command_line(data.current_db(), flt, mode, int(fps), width, bool(deflicker)),
                 language="bash",
             )
         st.dataframe(preview.drop(columns=["root"]), hide_index=True, width="stretch")

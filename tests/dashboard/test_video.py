@@ -191,8 +191,9 @@ def _page(db: Path, monkeypatch, **params) -> AppTest:
 
 def test_review_page_makes_the_mp4_of_the_view(demo_store, monkeypatch):
     at = _page(demo_store, monkeypatch, daylight="day")
-    assert at.selectbox(key="video_width").options == ["640", "960", "1280", "1920", "2560", "3840"]
-    assert at.selectbox(key="video_width").value == 1280
+    widths = ["the frames' own (at most 1280)", "640", "960", "1280", "1920", "2560", "3840"]
+    assert at.selectbox(key="video_width").options == widths
+    assert at.selectbox(key="video_width").value is None
     assert at.toggle(key="video_deflicker").value is False
     assert [b.label for b in at.get("download_button")] == [
         "File list (.txt)",

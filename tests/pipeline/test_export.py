@@ -117,6 +117,18 @@ def test_mp4_holds_the_frames_in_time_order_at_the_asked_size_and_rate(colours, 
     assert not list(tmp_path.glob(".*.part"))
 
 
+def test_without_a_width_the_video_keeps_the_frames_own_size(colours, tmp_path):
+    # 96x64 frames: the video is 96 wide, not blown up to 1280 (a 256-pixel webcam was 5x)
+    db, _, _ = colours
+    out = tmp_path / "clip.mp4"
+    result = export(db, "--out", str(out), "--fps", "6")
+    assert result.exit_code == 0, result.output
+    assert decode(out)[0]["width"] == 96 and "H.264 MP4 96x64" in result.output
+    from pipeline.video import MAX_AUTO_WIDTH, VideoOptions
+
+    assert VideoOptions().width is None and MAX_AUTO_WIDTH == 1280
+
+
 def test_a_frame_of_another_shape_is_letterboxed_not_stretched(colours, tmp_path):
     db, order, _ = colours
     out = tmp_path / "clip.mp4"
