@@ -491,18 +491,20 @@ def overlap_heatmap(wide: pd.DataFrame, detectors: list[str], k: int) -> go.Figu
 def agreement_over_time(
     wide: pd.DataFrame, detectors: list[str], top_pct: float = 0.95
 ) -> go.Figure:
-    title = "Agreement per day (each detector's own flags)"
-    df = metrics.agreement_by_day(wide, detectors, top_pct)
+    period = metrics.agreement_period(wide["taken_at"]) if not wide.empty else "day"
+    title = f"Agreement per {period} (each detector's own flags)"
+    df = metrics.agreement_by_day(wide, detectors, top_pct, period)
     if df.empty:
         return _empty(title)
     day = df["day"].to_numpy()
+    mode = "lines+markers" if len(df) <= 120 else "lines"
     return _fig(
         [
             dict(
                 type="scatter",
                 x=day,
                 y=df["agreement"].to_numpy(dtype=float) * 100,
-                mode="lines+markers",
+                mode=mode,
                 name="all agree",
                 line=dict(color="#4C78A8"),
             ),
@@ -510,13 +512,13 @@ def agreement_over_time(
                 type="scatter",
                 x=day,
                 y=df["any_flagged"].to_numpy(dtype=float) * 100,
-                mode="lines+markers",
+                mode=mode,
                 name="flagged by any",
                 line=dict(color="#E45756", dash="dot"),
             ),
         ],
         title,
-        xaxis={"title": "day"},
+        xaxis={"title": period},
         yaxis={"title": "% of frames", "range": [0, 100.5]},
     )
 

@@ -40,15 +40,32 @@ def flagged(wide: pd.DataFrame, detector: str, top_pct: float = 0.95) -> np.ndar
     return wide[detector].ge(top_pct).to_numpy(dtype=bool)
 
 
+# the period agreement is shown per: a day up to four months of frames, then a week up to
+# three years, then a month (500 daily points were an unreadable tangle on a real webcam)
+AGREEMENT_PERIODS = ((120, "day"), (3 * 366, "week"), (None, "month"))
+
+
+def agreement_period(taken_at: pd.Series) -> str:
+    """'day', 'week' or 'month': the `AGREEMENT_PERIODS` step for the frames' time span."""
+    times = pd.to_datetime(taken_at).dropna()
+    span = (times.max() - times.min()).days if len(times) else 0
+    return next(unit for most, unit in AGREEMENT_PERIODS if most is None or span <= most)
+
+
 def agreement_by_day(
-    wide: pd.DataFrame, detectors: list[str], top_pct: float = 0.95
+    wide: pd.DataFrame, detectors: list[str], top_pct: float = 0.95, period: str = "day"
 ) -> pd.DataFrame:
-    """Per day: share of frames on which all chosen detectors agree (all flag or none flags,
-    `flagged`), and the share flagged by at least one."""
+    """Per day (or per `period`: 'week' from Monday, 'month'; column `day` is its first day):
+    share of frames on which all chosen detectors agree (all flag or none flags, `flagged`),
+    and the share flagged by at least one."""
     if wide.empty:
         return pd.DataFrame(columns=["day", "agreement", "any_flagged", "n_frames"])
     flags = pd.DataFrame({d: flagged(wide, d, top_pct) for d in detectors}, index=wide.index)
     day = pd.to_datetime(wide["taken_at"]).dt.floor("D")
+    if period == "week":
+        day = day - pd.to_timedelta(day.dt.day_of_week, unit="D")
+    elif period == "month":
+        day = day.dt.to_period("M").dt.start_time
     agree = flags.all(axis=1) | (~flags).all(axis=1)
     df = pd.DataFrame({"day": day, "agree": agree, "any": flags.any(axis=1)})
     out = (

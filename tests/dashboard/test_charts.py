@@ -106,6 +106,22 @@ def test_agreement_by_day():
     assert list(df["n_frames"]) == [3, 3]
 
 
+def test_agreement_over_a_long_archive_is_per_week_then_per_month():
+    # 500 daily points were an unreadable tangle on a real webcam of 17 months
+    rng = np.random.default_rng(0)
+    for days, period, n_points in ((90, "day", 90), (500, "week", 73), (1500, "month", 50)):
+        times = pd.Timestamp("2016-06-05 12:00") + pd.to_timedelta(np.arange(days), unit="D")
+        wide = pd.DataFrame({"taken_at": times, "a": rng.random(days), "b": rng.random(days)})
+        assert metrics.agreement_period(wide["taken_at"]) == period
+        fig = charts.agreement_over_time(wide, ["a", "b"])
+        assert fig.layout.title.text == f"Agreement per {period} (each detector's own flags)"
+        assert len(fig.data[0].x) == n_points
+        df = metrics.agreement_by_day(wide, ["a", "b"], period=period)
+        assert df["n_frames"].sum() == days
+    weeks = metrics.agreement_by_day(wide, ["a", "b"], period="week")["day"]
+    assert (weeks.dt.day_of_week == 0).all()  # a week from its Monday
+
+
 def test_flags_are_the_detectors_own_where_the_table_has_them():
     """`alignment` scores 0 on every frame that lines up: on a still camera that is nearly
     every frame, and all of them share the block's top percentile (1.0 here). Its own flag
