@@ -161,6 +161,9 @@ def outliers_bar(df: pd.DataFrame) -> go.Figure:
     )
 
 
+CELL_TRACE = "cells"  # the calendar heatmap's clickable markers, one per cell
+
+
 def period_label(day, unit: str = "day") -> str:
     """How the calendar names a period starting on `day` ('day', 'week' or 'month')."""
     stamp = pd.Timestamp(day)
@@ -173,7 +176,14 @@ def period_label(day, unit: str = "day") -> str:
 
 def calendar_heatmap(df: pd.DataFrame, value: str = "n_frames") -> go.Figure:
     """Period x hour-of-day heatmap of frame count (`n_frames`) or outlier rate
-    (`outlier_rate`); a row per day, or per week or month for long spans (`period`)."""
+    (`outlier_rate`); a row per day, or per week or month for long spans (`period`).
+
+    The colours start at 0 (a uniform archive, one frame every hour, reads as one colour on a
+    0-1 scale, not as the middle of 0.6-1.4). A heatmap cannot be selected in Plotly, so a
+    click on a cell would send no selection event: each cell also holds an invisible marker
+    (scatter traces named `CELL_TRACE`: the cells with frames, `customdata` their value, then
+    the empty ones) whose click is the event, with the cell's period label as `y` and its hour
+    as `x`; the hover text is the marker's."""
     title = "Frames per hour" if value == "n_frames" else "Share of frames flagged per hour"
     if df.empty:
         return _empty(title)
@@ -191,6 +201,36 @@ def calendar_heatmap(df: pd.DataFrame, value: str = "n_frames") -> go.Figure:
     if value == "outlier_rate":
         z = z * 100
     labels = [period_label(d, unit) for d in days]
+    top = float(np.nanmax(z)) if np.isfinite(z).any() else 0.0
+    colorbar: dict = {"title": {"text": "frames" if value == "n_frames" else "% flagged"}}
+    if value == "n_frames" and top <= 10:
+        colorbar["dtick"] = 1  # whole frames, not 0.2-frame ticks
+    # One marker per cell, empty cells too (a click there finds its own cell, not a
+    # neighbour): the cells with frames carry their value, the empty ones a fixed hover. No
+    # per-point text: 400 rows are 9,600 markers, whose numbers travel as binary arrays.
+    rows, cols = np.divmod(np.arange(z.size), 24)
+    flat = z.ravel()
+    filled = ~np.isnan(flat)
+    names = np.array(labels)  # fixed-width strings: copied in one go
+    what = "%{customdata:,.0f} frames" if value == "n_frames" else "%{customdata:.1f} % flagged"
+    hidden = {"marker": {"opacity": 0}}
+    cells = [
+        dict(
+            type="scatter",
+            name=CELL_TRACE,
+            x=cols[mask],
+            y=names[rows[mask]],
+            customdata=flat[mask] if has else None,
+            mode="markers",
+            marker={"symbol": "square", "size": 16, "opacity": 0},
+            selected=hidden,
+            unselected=hidden,
+            hovertemplate="%{y} %{x}:00 — " + (what if has else "no frames") + "<extra></extra>",
+            showlegend=False,
+        )
+        for has, mask in ((True, filled), (False, ~filled))
+        if mask.any()
+    ]
     return _fig(
         [
             dict(
@@ -199,19 +239,21 @@ def calendar_heatmap(df: pd.DataFrame, value: str = "n_frames") -> go.Figure:
                 x=list(range(24)),
                 y=labels,
                 colorscale="Blues" if value == "n_frames" else "Reds",
-                colorbar=dict(title=dict(text="frames" if value == "n_frames" else "% flagged")),
-                hovertemplate=(
-                    "%{y} %{x}:00 — %{z:.0f} frames<extra></extra>"
-                    if value == "n_frames"
-                    else "%{y} %{x}:00 — %{z:.1f} % flagged<extra></extra>"
-                ),
+                zmin=0,
+                zmax=max(top, 1.0),
+                colorbar=colorbar,
+                hoverinfo="skip",
                 xgap=1,
                 ygap=1,
-            )
+            ),
+            *cells,
         ],
         title,
-        xaxis={"title": "hour of day (camera clock)", "dtick": 2},
-        yaxis={"autorange": "reversed", "type": "category"},
+        xaxis={"title": "hour of day (camera clock)", "dtick": 2, "range": [-0.5, 23.5]},
+        # the markers would pad an automatic range: fixed to the cells, first period on top
+        yaxis={"type": "category", "range": [len(labels) - 0.5, -0.5]},
+        # a click anywhere in a cell reaches its marker (cells up to ~100 pixels wide)
+        hoverdistance=60,
         height=max(260, min(900, 22 * len(labels) + 120)),
     )
 
@@ -328,9 +370,38 @@ def map_scatter(
         title,
         xaxis={"title": "map x"},
         yaxis={"title": "map y"},
+        # the legend names the colours even when every point has one (all 'unknown' weather)
+        showlegend=color_by != "score",
         dragmode="lasso",
         height=560,
     )
+
+
+def custom_value(point: dict, i: int = 0) -> float | None:
+    """Item `i` of a selected point's customdata, as Streamlit's selection event
+    (`st.plotly_chart(on_select=...)`) gives it, None when it has none. The event is the
+    browser's Plotly point serialised as JSON: a chart's numpy customdata travels as a typed
+    array, so a row of a 2-D one arrives as a dict keyed "0", "1", ... (a typed array in
+    JSON), a plain list's row as a list, and an item of a 1-D array as a scalar."""
+    custom = point.get("customdata")
+    if isinstance(custom, dict):
+        custom = custom.get(str(i), custom.get(i))
+    elif isinstance(custom, (list, tuple)):
+        custom = custom[i] if len(custom) > i else None
+    elif i:
+        custom = None
+    try:
+        return None if custom is None else float(custom)
+    except (TypeError, ValueError):
+        return None
+
+
+def selected_frame_ids(points: list[dict]) -> list[int]:
+    """The frame ids of a selection event's points on a chart whose `customdata[0]` is the
+    frame id (`map_scatter`): the id travels with the point, so it names the same frame
+    whatever the trace (one per colour) and its order; points without one are left out."""
+    ids = (custom_value(p) for p in points)
+    return [int(v) for v in ids if v is not None and v == v]
 
 
 def cluster_sizes(df: pd.DataFrame) -> go.Figure:

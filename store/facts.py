@@ -547,7 +547,8 @@ def own_causes(
 
 
 def summary(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
-    """Counts for the filtered frames: frames, span, share of night, clusters, reviews."""
+    """Counts for the filtered frames: frames, span, days with frames (`n_days`, camera clock),
+    share of night, clusters, reviews."""
     if aggregates.covers(con, flt):
         sql, params = _cells(flt, detector=True, con=con)
         row = (
@@ -568,6 +569,7 @@ def summary(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
             .to_dict()
         )
         row["night_share"] = row["night_share"] if row["n_frames"] else float("nan")
+        row["n_days"] = _days_with_frames(con, flt)
         row.update(_reviews_in(con, flt))
     else:
         row = _summary_scan(con, flt)
@@ -583,6 +585,7 @@ def _summary_scan(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str,
         sql
         + """
         SELECT count(*) AS n_frames, min(taken_at) AS first, max(taken_at) AS last,
+               count(DISTINCT CAST(taken_at AS DATE)) AS n_days,
                avg(CASE WHEN daylight = 'night' THEN 1.0 ELSE 0.0 END) AS night_share,
                count(DISTINCT cluster) FILTER (WHERE cluster >= 0) AS n_clusters,
                count(*) FILTER (WHERE coalesce(is_outlier, FALSE)) AS n_flagged,
@@ -592,6 +595,19 @@ def _summary_scan(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str,
         params,
     )
     return df.iloc[0].to_dict()
+
+
+def _days_with_frames(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> int:
+    """Camera-clock days holding at least one frame a covered filter keeps: from the cells
+    when their period is a day; a week's or a month's cells cannot tell a day without frames,
+    so then from the frames' days (a scan that joins only what the filter needs)."""
+    if aggregates.grain(con, flt.run_id) == "day":
+        sql, params = _cells(flt)  # by period: a period is a day
+        sql += "SELECT count(DISTINCT period) AS n FROM fc WHERE n_frames > 0"
+    else:
+        sql, params = _filtered(flt, need=())
+        sql += "SELECT count(DISTINCT CAST(taken_at AS DATE)) AS n FROM sel"
+    return int(_query(con, sql, params)["n"].iloc[0])
 
 
 def outliers_per_detector(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> pd.DataFrame:

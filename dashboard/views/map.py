@@ -47,16 +47,19 @@ if n > len(points):
 else:
     st.caption(f"Showing all {n:,} frames ({filters.describe(flt)}), drawn with WebGL.")
 
+if color == "condition" and not set(opts["conditions"]) - {"unknown"}:
+    st.info(
+        "No weather in this store, so every frame is 'unknown': import it with "
+        "`python -m pipeline weather import CSV --db FILE` (or `weather fetch`).",
+        icon=":material/cloud_off:",
+    )
+
 fig = charts.map_scatter(points, color, flt.detector)
 event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("box", "lasso"))
-chosen = []
-for p in (event.get("selection") or {}).get("points", []) if event else []:
-    custom = p.get("customdata")
-    if custom:
-        try:
-            chosen.append(int(float(custom[0])))
-        except (TypeError, ValueError):
-            continue
+# each point's customdata[0] is its frame id (in the event a dict {"0": id, "1": pct})
+chosen = charts.selected_frame_ids(
+    (event.get("selection") or {}).get("points", []) if event else []
+)
 if chosen:
     ui.set_selection(chosen)
     st.success(f"{len(set(chosen)):,} frames selected.")

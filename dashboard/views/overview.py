@@ -1,7 +1,7 @@
 """Overview: counts for the filtered frames, the archive mosaic (a day per row, an hour per cell,
 each the median of its thumbnails; cells mostly in incidents outlined), outliers per detector,
-day x hour heatmap, timeline. Clicking a heatmap cell (or choosing a day below it) opens the
-gallery on that day."""
+day x hour heatmap, timeline. Clicking a heatmap cell opens the gallery on that hour of that
+day (or week or month); choosing a day below it, on that day."""
 
 from __future__ import annotations
 
@@ -37,10 +37,12 @@ if pd.isna(s["first"]):
     c2.metric("Days", 0)
 else:
     first, last = pd.Timestamp(s["first"]), pd.Timestamp(s["last"])
+    span = (last.normalize() - first.normalize()).days + 1
     c2.metric(
         "Days",
-        (last.normalize() - first.normalize()).days + 1,
-        help=f"{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} (camera clock)",
+        f"{int(s['n_days']):,}",
+        help=f"Days (camera clock) with at least one frame the filters keep, of the {span:,} "
+        f"from {first:%Y-%m-%d} to {last:%Y-%m-%d}.",
     )
     st.caption(f"From {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} (camera clock).")
 c3.metric("Night", "–" if pd.isna(s["night_share"]) else f"{s['night_share'] * 100:.0f} %")
@@ -97,6 +99,9 @@ event = st.plotly_chart(
 )
 unit = str(cal["period"].iloc[0]) if len(cal) else "day"
 starts = {charts.period_label(d, unit): pd.Timestamp(d).date() for d in cal["day"]}
+# A click selects the invisible marker on the cell (`charts.calendar_heatmap`): its `y` is
+# the period's label, its `x` the hour. An empty cell opens nothing.
+filled = {(pd.Timestamp(d).date(), int(h)) for d, h in zip(cal["day"], cal["hour"])}
 points = (event.get("selection") or {}).get("points") if event else None
 if points:
     p = points[0]
@@ -105,7 +110,7 @@ if points:
         hour = int(p["x"])
     except (KeyError, ValueError, TypeError):
         first = None
-    if first is not None:
+    if first is not None and (first, hour) in filled:
         ui.request_filter(
             **{filters.W_DATES: (first, period_end(first, unit)), filters.W_HOURS: (hour, hour)}
         )

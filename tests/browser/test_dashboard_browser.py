@@ -213,3 +213,93 @@ def test_junk_causes_chosen_in_the_sidebar_go_into_the_link(browser, dashboard_u
     assert control.get_by_text("quality", exact=True).count() == 1
     assert control.get_by_text("camera", exact=True).count() == 0
     ctx.close()
+
+
+def test_a_lasso_or_a_box_on_the_map_selects_frames(browser, dashboard_url, demo_store):
+    """The map's default tool (lasso) and the box, dragged round every point, select every
+    drawn frame (the selection event's customdata was not a list: the page crashed) and offer
+    the gallery, which then shows the selection."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with store.connect(demo_store, read_only=True) as con:
+        n = scalar(
+            con,
+            "SELECT count(*) FROM clusters WHERE run_id = (SELECT run_id FROM latest_run) "
+            "AND map_x IS NOT NULL",
+        )
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    main = page.locator('[data-testid="stMain"]')
+    selected = main.locator('[data-testid="stAlert"]').filter(has_text="frames selected")
+    for tool in ("lasso", "box"):
+        page.goto(f"{dashboard_url}/map")
+        settle(page, "Map")
+        chart = main.locator('[data-testid="stPlotlyChart"]').first
+        area = chart.locator(".nsewdrag").first
+        area.wait_for(timeout=90_000)
+        if tool == "box":
+            chart.hover()
+            chart.locator('.modebar-btn[data-title="Box Select"]').click()
+        box = area.bounding_box()
+        x0, y0 = box["x"] + 2, box["y"] + 2
+        x1, y1 = box["x"] + box["width"] - 2, box["y"] + box["height"] - 2
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        corners = [(x1, y0), (x1, y1), (x0, y1), (x0, y0)] if tool == "lasso" else [(x1, y1)]
+        for x, y in corners:
+            page.mouse.move(x, y, steps=8)
+        page.mouse.up()
+        selected.wait_for(timeout=90_000)
+        settle(page, "Map")
+        assert page.locator('[data-testid="stException"]').count() == 0, tool
+        assert selected.inner_text().strip() == f"{n:,} frames selected.", tool
+        page.screenshot(path=str(ARTIFACTS / f"dashboard-map-{tool}-selection.png"))
+    main.get_by_text("Open the selection in the gallery").click()
+    page.wait_for_url(re.compile(r"/gallery(\?|$)"), timeout=90_000)
+    settle(page, "Gallery")
+    caption = main.locator('[data-testid="stCaptionContainer"]').first.inner_text()
+    assert caption.startswith(f"{n:,} frames ({n} selected frames)"), caption
+    assert not errors, errors
+    ctx.close()
+
+
+def test_clicking_a_heatmap_cell_opens_that_hour_in_the_gallery(browser, dashboard_url, demo_store):
+    """A click on a cell of the Overview's day x hour heatmap opens the gallery on that day and
+    hour (a heatmap sends no selection event by itself: its cells carry invisible markers)."""
+    with store.connect(demo_store, read_only=True) as con:
+        days = [
+            r[0]
+            for r in con.execute("SELECT DISTINCT taken_at::DATE FROM frames ORDER BY 1").fetchall()
+        ]
+        hour = 10
+        n = scalar(
+            con,
+            "SELECT count(*) FROM frames WHERE taken_at::DATE = ? AND hour(taken_at) = ?",
+            [days[0], hour],
+        )
+    assert n > 0 and len(days) == 2, "the demo store's first day has frames at 10:00"
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.goto(dashboard_url)
+    settle(page, "Overview")
+    heatmap = page.locator(".st-key-overview_cal")
+    heatmap.scroll_into_view_if_needed()
+    area = heatmap.locator(".nsewdrag").first
+    area.wait_for(timeout=90_000)
+    box = area.bounding_box()  # the x axis spans -0.5 to 23.5; a row per day, first on top
+    x = box["x"] + box["width"] * (hour + 0.5) / 24
+    y = box["y"] + box["height"] * 0.5 / len(days)
+    page.mouse.move(x, y)
+    hover = page.locator(".hoverlayer .hovertext")
+    hover.first.wait_for(timeout=30_000)
+    assert f"{hour}:00 — {n} frame" in (hover.first.text_content() or "")
+    heatmap.screenshot(path=str(ARTIFACTS / "dashboard-overview-heatmap-hover.png"))
+    page.mouse.click(x, y)
+    page.wait_for_url(re.compile(r"/gallery\?"), timeout=90_000)
+    settle(page, "Gallery")
+    assert f"from={days[0]}" in page.url and f"to={days[0]}" in page.url
+    assert f"hours={hour}-{hour}" in page.url
+    caption = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first
+    assert caption.inner_text().startswith(f"{n:,} frames (dates {days[0]} to {days[0]}; hours")
+    ctx.close()

@@ -161,6 +161,42 @@ def test_every_reader_answers_the_same_from_the_aggregates(con, monkeypatch):
     assert _compare_every_reader(con, monkeypatch) == len(_filters(con, facts.latest_run_id(con)))
 
 
+def test_days_with_frames_are_counted_the_same_every_way(con, monkeypatch):
+    """`summary`'s `n_days` (the Overview's Days): the camera-clock days holding a frame the
+    filter keeps, from day cells, from the frames' days when the cells are weeks or months,
+    and by the scan; each the count of distinct days in SQL."""
+    run_id = facts.latest_run_id(con)
+    assert aggregates.grain(con, run_id) == "day"
+    clusters = _filters(con, run_id)[4].clusters
+    expected = {
+        "": "TRUE",
+        "hours": "hour(f.taken_at) BETWEEN 20 AND 23",
+        "daylight": "f.daylight = 'day'",
+        "cluster": f"c.cluster = {int(clusters[0])}",
+    }
+    flts = {
+        "": FrameFilter(run_id=run_id),
+        "hours": FrameFilter(run_id=run_id, hour_from=20, hour_to=23),
+        "daylight": FrameFilter(run_id=run_id, daylight=("day",)),
+        "cluster": FrameFilter(run_id=run_id, clusters=clusters),
+    }
+    for name, flt in flts.items():
+        n = scalar(
+            con,
+            "SELECT count(DISTINCT f.taken_at::DATE) FROM frames f LEFT JOIN clusters c "
+            f"ON c.frame_id = f.frame_id AND c.run_id = ? WHERE {expected[name]}",
+            [run_id],
+        )
+        assert aggregates.covers(con, flt)
+        by_cells, scanned = _both(monkeypatch, lambda f: facts.summary(con, f)["n_days"], flt)
+        with monkeypatch.context() as m:
+            m.setattr(aggregates, "grain", lambda con, run_id: "week")
+            by_frames = facts.summary(con, flt)["n_days"]
+        assert by_cells == by_frames == scanned == n, name
+    for flt in _filters(con, run_id):
+        _same(*_both(monkeypatch, lambda f: facts.summary(con, f)["n_days"], flt), str(flt))
+
+
 def test_short_stored_lists_fall_back_to_the_scan(store_copy, monkeypatch):
     with store.connect(store_copy) as con:
         run_id = facts.latest_run_id(con)

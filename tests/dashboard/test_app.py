@@ -14,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import store
+from store import aggregates
 from store.db import scalar
 from tests.conftest import REPO, python_output
 
@@ -88,9 +89,7 @@ def test_overview_counts_follow_the_url(app, demo_store):
         for f in ("min", "max")
     )
     n_days = sql(
-        demo_store,
-        "SELECT date_diff('day', min(taken_at)::DATE, "
-        "max(taken_at)::DATE) + 1 FROM frames WHERE daylight = 'night'",
+        demo_store, "SELECT count(DISTINCT taken_at::DATE) FROM frames WHERE daylight = 'night'"
     )
     assert metric(at, "Days") == str(n_days)
     assert any(
@@ -148,6 +147,66 @@ def test_map_draws_every_filtered_point(app, demo_store):
     assert sum(n_values(t["x"]) for t in spec["data"]) == n
     assert {t["name"] for t in spec["data"]} <= {"day", "twilight", "night"}
     assert any(f"Showing all {n:,} frames" in c.value for c in at.caption)
+
+
+def test_a_map_selection_from_the_browser_selects_its_frames(app, demo_store):
+    """A lasso or box on the map: the event as the browser sends it (each point's customdata,
+    a numpy row, is a dict {"0": frame id, "1": percentile}; it crashed the page with
+    KeyError: 0) selects those frames and offers the Gallery and Review."""
+    at = open_page(app(), "views/map.py")
+    spec = charts(at)[0]
+    picked = []
+    for curve, trace in enumerate(spec["data"][:2]):
+        custom = values(trace["customdata"])
+        for index in range(min(3, len(custom))):
+            fid, pct = (float(v) for v in custom[index])
+            picked.append(
+                {
+                    "curve_number": curve,
+                    "point_number": index,
+                    "point_index": index,
+                    "x": 0.0,
+                    "y": 0.0,
+                    "customdata": {"0": fid, "1": pct},
+                }
+            )
+    at.session_state["map_chart"] = {
+        "selection": {
+            "points": picked,
+            "point_indices": sorted({p["point_index"] for p in picked}),
+            "box": [],
+            "lasso": [{"xref": "x", "yref": "y", "x": [0, 1, 1], "y": [0, 0, 1]}],
+        }
+    }
+    at = ok(at.run())
+    ids = sorted(int(p["customdata"]["0"]) for p in picked)
+    assert len(ids) >= 4 and at.session_state["selection"] == ids
+    assert [s.value for s in at.success] == [f"{len(ids):,} frames selected."]
+    links = [link.proto.label for link in at.get("page_link")]
+    assert "Open the selection in the gallery" in links and "Review the selection" in links
+    at.switch_page("views/gallery.py").run()
+    assert len(ok(at).image) == len(ids)
+
+
+def test_map_weather_colouring_without_weather_says_how_to_import(store_copy, monkeypatch):
+    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["color"] = "condition"
+    at.switch_page("views/map.py").run()
+    assert not [i.value for i in ok(at).info]  # the demo has weather: no note
+    with store.connect(store_copy) as con:
+        con.execute("DELETE FROM frame_weather")
+        con.execute("DELETE FROM weather")
+        aggregates.mark_weather_stale(con)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["color"] = "condition"
+    at.switch_page("views/map.py").run()
+    notes = [i.value for i in ok(at).info]
+    assert len(notes) == 1 and notes[0].startswith("No weather in this store")
+    assert "`python -m pipeline weather import" in notes[0]
+    assert {t["name"] for t in charts(at)[0]["data"]} == {"unknown"}
+    at.segmented_control(key="map_color").set_value("cluster").run()
+    assert not [i.value for i in ok(at).info]
 
 
 def test_clusters_page(app, demo_store):
@@ -426,6 +485,41 @@ def test_dashboard_does_not_import_heavy_modules():
         "print(heavy)"
     )
     assert python_output(code) == "[]"
+
+
+def test_overview_days_are_the_days_with_frames_in_the_filters(store_copy, monkeypatch):
+    """'Days' counts the days holding a frame the filters keep, not the calendar from the first
+    frame to the last: with the demo's second day moved two days on, 2 days of a 4-day span."""
+    with store.connect(store_copy) as con:
+        last = scalar(con, "SELECT max(taken_at)::DATE FROM frames")
+        con.execute(
+            "UPDATE frames SET taken_at = taken_at + INTERVAL 2 DAY WHERE taken_at::DATE = ?",
+            [last],
+        )
+        aggregates.mark_stale(con)  # what the frame writers do when times change
+    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
+
+    def days(**params) -> int:
+        at = AppTest.from_file(APP, default_timeout=60)
+        for key, value in params.items():
+            at.query_params[key] = value
+        at = ok(at.run())
+        help_text = next(m for m in at.metric if m.label == "Days").proto.help
+        assert "with at least one frame the filters keep" in help_text
+        return int(metric(at, "Days"))
+
+    assert sql(store_copy, "SELECT count(DISTINCT taken_at::DATE) FROM frames") == 2
+    assert days() == 2  # of a 4-day span
+    assert days(hours="0-5") == 2
+    # the moved day has frames from 00:00 to 07:59 only
+    assert (
+        sql(
+            store_copy,
+            "SELECT count(DISTINCT taken_at::DATE) FROM frames WHERE hour(taken_at) >= 8",
+        )
+        == 1
+    )
+    assert days(hours="8-23") == 1
 
 
 def test_overview_opens_a_day_in_the_gallery(app, demo_store):

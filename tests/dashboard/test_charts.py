@@ -173,6 +173,96 @@ def test_calendar_heatmap_has_24_hours_and_units():
     assert fig.data[0].colorbar.title.text == "% flagged"
 
 
+def test_calendar_heatmap_colours_start_at_zero():
+    """One frame in every hour reads as one colour on a 0-1 scale (was 0.6-1.4: Plotly
+    centres a flat z on its value)."""
+    days = pd.to_datetime(["2024-04-01"] * 3 + ["2024-04-02"] * 3)
+    cal = pd.DataFrame(
+        {"day": days, "hour": [6, 7, 8] * 2, "n_frames": 1, "outlier_rate": 0.0, "period": "day"}
+    )
+    heat = charts.calendar_heatmap(cal).data[0]
+    assert (heat.zmin, heat.zmax) == (0, 1)
+    assert heat.colorbar.dtick == 1  # whole frames on the colour bar
+    rate = charts.calendar_heatmap(cal, "outlier_rate").data[0]
+    assert (rate.zmin, rate.zmax) == (0, 1)  # no flags: the bottom colour, not the middle
+    busy = charts.calendar_heatmap(cal.assign(n_frames=[1, 2, 3, 40, 5, 6])).data[0]
+    assert (busy.zmin, busy.zmax) == (0, 40)
+
+
+def test_calendar_heatmap_cells_are_clickable_markers():
+    """Plotly does not select heatmap cells: every cell carries an invisible marker, whose
+    click is the selection event the Overview reads (period label as y, hour as x)."""
+    cal = pd.DataFrame(
+        {
+            "day": pd.to_datetime(["2024-04-05", "2024-04-05", "2024-04-06"]),
+            "hour": [10, 11, 23],
+            "n_frames": [6, 1, 2],
+            "outlier_rate": [0.5, 0.0, 1.0],
+            "period": "day",
+        }
+    )
+    fig = charts.calendar_heatmap(cal)
+    heat, filled, empty = fig.data
+    assert heat.type == "heatmap" and heat.hoverinfo == "skip"
+    for cells in (filled, empty):
+        assert cells.type == "scatter" and cells.name == charts.CELL_TRACE
+        assert cells.marker.opacity == 0
+        assert cells.selected.marker.opacity == cells.unselected.marker.opacity == 0
+    got = {(str(y), int(x)): v for x, y, v in zip(filled.x, filled.y, filled.customdata)}
+    assert got == {
+        ("Fri 05 Apr 2024", 10): 6,
+        ("Fri 05 Apr 2024", 11): 1,
+        ("Sat 06 Apr 2024", 23): 2,
+    }
+    assert filled.hovertemplate == "%{y} %{x}:00 — %{customdata:,.0f} frames<extra></extra>"
+    # the empty cells too: a click there finds its own cell, not a neighbour
+    assert len(empty.x) == 2 * 24 - 3 and ("Sat 06 Apr 2024", 3) in set(
+        zip(map(str, empty.y), map(int, empty.x))
+    )
+    assert "no frames" in empty.hovertemplate and empty.customdata is None
+    # the markers do not widen the axes past the cells; the first day on top
+    assert tuple(fig.layout.xaxis.range) == (-0.5, 23.5)
+    assert tuple(fig.layout.yaxis.range) == (1.5, -0.5)
+    rate = charts.calendar_heatmap(cal, "outlier_rate").data[1]
+    assert list(rate.customdata) == [50, 0, 100] and "% flagged" in rate.hovertemplate
+
+
+def test_selected_frame_ids_read_every_customdata_shape():
+    """Streamlit's selection event carries each point's customdata as the browser serialised
+    it: a row of a numpy (binary-encoded) array is a dict keyed "0", "1", ..."""
+    points = [
+        {"curve_number": 0, "point_index": 0, "customdata": {"0": 1001.0, "1": 58.6}},
+        {"curve_number": 1, "point_index": 4, "customdata": [7, 12.5]},
+        {"curve_number": 0, "point_index": 2, "customdata": 42},
+        {"curve_number": 0, "point_index": 3},
+        {"curve_number": 0, "point_index": 5, "customdata": {"0": None}},
+        {"curve_number": 0, "point_index": 6, "customdata": "n/a"},
+    ]
+    assert charts.selected_frame_ids(points) == [1001, 7, 42]
+    assert charts.custom_value(points[0], 1) == pytest.approx(58.6)
+    assert charts.custom_value(points[2], 1) is None
+    assert charts.selected_frame_ids([]) == []
+
+
+def test_map_scatter_names_a_single_colour_in_its_legend():
+    """Every frame without weather is one 'unknown' trace: the legend still says so."""
+    pts = pd.DataFrame(
+        {
+            "frame_id": [1, 2],
+            "map_x": [0.0, 1],
+            "map_y": [0.0, 1],
+            "cluster": [0, 0],
+            "score_pct": [0.1, 0.5],
+            "daylight": ["day"] * 2,
+            "condition": ["unknown"] * 2,
+            "taken_at": pd.to_datetime(["2024-04-01"] * 2),
+        }
+    )
+    fig = charts.map_scatter(pts, "condition")
+    assert [t.name for t in fig.data] == ["unknown"] and fig.layout.showlegend is True
+    assert charts.map_scatter(pts, "score").layout.showlegend is False  # the colour bar says it
+
+
 def test_map_scatter_is_webgl_and_carries_frame_ids():
     pts = pd.DataFrame(
         {
