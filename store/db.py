@@ -174,7 +174,7 @@ def connect(
             migrations.migrate(con, path)
         else:
             migrations.check_ours(con, path)
-    except duckdb.Error as exc:  # opened, but its pages cannot be read: a cut-short file
+    except duckdb.IOException as exc:  # opened, but its pages cannot be read: cut short
         con.close()
         raise StoreError(f"cannot read the store {path}: {exc}{_hint(exc)}") from exc
     except BaseException:
