@@ -97,9 +97,9 @@ event = st.plotly_chart(
 points = (event.get("selection") or {}).get("points") if event else None
 clicked = None
 for p in points or []:
-    custom = p.get("customdata")
-    if custom:
-        clicked = int(float(custom[0]))
+    value = charts.custom_value(p)  # the incident id (a dict {"0": id, "1": n} from a browser)
+    if value is not None and value == value:
+        clicked = int(value)
 if clicked is not None and clicked != st.session_state.get("_incident_clicked"):
     st.session_state["_incident_clicked"] = clicked  # a selection stays: apply it once
     if clicked in by_id.index and clicked != st.session_state[PICK]:

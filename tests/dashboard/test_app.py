@@ -805,14 +805,17 @@ def test_keep_and_clear_an_incident_then_undo_the_clearing(store_copy, monkeypat
         assert store.reviews.verdicts(con, members) == {fid: "keep" for fid in members}
 
 
-def test_clicking_an_incident_on_the_timeline_opens_it(app, demo_store):
+@pytest.mark.parametrize("shape", ["list", "browser"])
+def test_clicking_an_incident_on_the_timeline_opens_it(app, demo_store, shape):
     ids = _incidents(demo_store)
     at = open_page(app(), "views/incidents.py")
     other = next(i for i in ids if i != at.selectbox(key="incident_pick").value)
-    # what the browser sends when a marker is clicked (its customdata is the incident id)
+    # what is sent when a marker is clicked (its customdata: the incident id, its frames); a
+    # browser sends a numpy row as a dict {"0": id, "1": n}, which crashed the page
+    custom = [other, 3] if shape == "list" else {"0": other, "1": 3}
     at.session_state["incidents_timeline"] = {
         "selection": {
-            "points": [{"customdata": [other]}],
+            "points": [{"customdata": custom}],
             "point_indices": [0],
             "box": [],
             "lasso": [],
