@@ -200,7 +200,7 @@ def _sidebar(opts: dict) -> None:
         sb.caption("No analysis run yet: run `python -m pipeline analyze` for clusters and scores.")
     n_sel = len(ui.selection())
     if n_sel:
-        sb.caption(f"{n_sel} frames selected (map / gallery).")
+        sb.caption(f"{filters.plural(n_sel, 'frame')} selected (map / gallery).")
         if sb.button("Clear selection", key="clear_selection"):
             ui.set_selection([])
             st.rerun()
@@ -349,6 +349,7 @@ def _locked(exc: store.StoreLockedError) -> None:
 
 
 def main() -> None:
+    ui.layout_css()
     _gate()
     db = _store_path()
     page = st.navigation(

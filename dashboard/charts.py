@@ -683,16 +683,23 @@ def _corners(
     return x, y
 
 
+NOT_SCORED = "not scored"
+
+
 def frame_scores(df: pd.DataFrame) -> go.Figure:
-    """One frame's percentile under every detector (bar per detector)."""
+    """One frame's percentile under every detector (bar per detector). A detector that could
+    not score the frame (no score stored: e.g. the alignment part on a frame too dark to
+    line up) has no bar but the words "not scored" on its row, so it cannot pass for 0."""
     title = "Score percentile per detector"
     if df.empty:
         return _empty(title, "This frame has no scores in the chosen run")
+    pct = df["score_pct"].to_numpy(dtype=float) * 100
+    missing = [d for d, p in zip(df["detector"], pct) if np.isnan(p)]
     return _fig(
         [
             dict(
                 type="bar",
-                x=df["score_pct"].to_numpy(dtype=float) * 100,
+                x=pct,
                 y=list(df["detector"]),
                 orientation="h",
                 marker=dict(color=[detector_color(d) for d in df["detector"]]),
@@ -703,6 +710,17 @@ def frame_scores(df: pd.DataFrame) -> go.Figure:
         xaxis={"title": "percentile within the run (%)", "range": [0, 100.5]},
         yaxis={"autorange": "reversed"},
         height=max(220, 28 * len(df) + 90),
+        annotations=[
+            dict(
+                x=0,
+                y=d,
+                text=NOT_SCORED,
+                xanchor="left",
+                showarrow=False,
+                font=dict(color="gray", style="italic"),
+            )
+            for d in missing
+        ],
     )
 
 

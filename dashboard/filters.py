@@ -340,6 +340,13 @@ def from_widgets(state: Mapping[str, Any], opts: Mapping[str, Any]) -> FrameFilt
     return FrameFilter(**values)
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """A count and its noun, for every count the dashboard writes: "1 frame", "2 frames",
+    "1,234 frames" ("1 anomaly", "3 anomalies" with `words`). Here, not in `ui`, because
+    `describe` needs it and this module has no Streamlit."""
+    return f"{int(n):,} {word if int(n) == 1 else (words or word + 's')}"
+
+
 def describe(flt: FrameFilter) -> str:
     """One line saying what the filter keeps, for captions and export file headers."""
     parts = []
@@ -360,7 +367,7 @@ def describe(flt: FrameFilter) -> str:
     elif flt.threshold_kind == "topk":
         parts.append(f"top {int(flt.threshold)} by {flt.detector}")
     if flt.frame_ids:
-        parts.append(f"{len(flt.frame_ids)} selected frames")
+        parts.append(plural(len(flt.frame_ids), "selected frame"))
     text = "; ".join(parts) if parts else "all frames"
     if flt.junk_causes:  # not a restriction: which consensus the flags and ranks are
         text += "; the consensus of junk causes " + "/".join(flt.junk_causes)

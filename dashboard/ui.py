@@ -4,7 +4,7 @@ links to the Frame page, and the pending-filter hand-off between pages."""
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 import streamlit as st
@@ -13,6 +13,7 @@ from dashboard import charts, data, filters, pages
 from store.facts import FrameFilter
 
 SELECTION = "selection"  # frame ids picked on the map or in the gallery
+TICKED = "_selection_ticked"  # True while the selection is the gallery's own ticks
 PICK_PREFIX = "pick_"
 
 
@@ -36,8 +37,29 @@ def selection() -> list[int]:
     return list(st.session_state.get(SELECTION, []))
 
 
-def set_selection(ids: Iterable[int]) -> None:
+def set_selection(ids: Iterable[int], ticked: bool = False) -> None:
+    """Replace the selection. `ticked` says it was made by ticking cards (the Gallery then
+    keeps showing the page ticked on); a selection drawn on the map is not, and the Gallery
+    opens on it."""
     st.session_state[SELECTION] = sorted({int(i) for i in ids})
+    st.session_state[TICKED] = bool(ticked)
+
+
+def selection_ticked() -> bool:
+    """Whether the selection was made by ticking cards rather than drawn on the map."""
+    return bool(st.session_state.get(TICKED, False))
+
+
+def _tick(frame_id: int, key: str) -> None:
+    """A card's checkbox changed (a callback, run before the page): add its frame to the
+    selection or take it out. The selection is the one truth; the checkboxes are drawn from
+    it on every run."""
+    picked = set(selection())
+    if st.session_state.get(key):
+        picked.add(frame_id)
+    else:
+        picked.discard(frame_id)
+    set_selection(picked, ticked=True)
 
 
 def request_filter(**changes: Any) -> None:
@@ -97,26 +119,84 @@ def present(value: Any) -> Any:
 
 # Thumbnail sizes the gallery offers: cards per row in the wide layout (a 1,400-pixel window
 # with the sidebar open leaves ~940 pixels: small pictures are ~130 pixels wide, medium ~200,
-# large ~430; large stays over 320 pixels down to a 1,100-pixel window).
+# large ~430; large stays over 320 pixels down to a 1,100-pixel window). A narrower page puts
+# fewer cards on a line (`LAYOUT_CSS`).
 CARD_COLUMNS = {"small": 6, "medium": 4, "large": 2}
 _VERDICT_COLORS = {"junk": "red", "keep": "green"}
+CARDS_PREFIX = "cards_"  # the key of every card grid's container (`LAYOUT_CSS` finds them)
+
+# Streamlit cannot read the window's width server-side, so a narrow page is the browser's
+# business (CSS, `layout_css`). A card grid draws each row of cards as its own row of columns
+# and lays that row out as a CSS grid of equal cells at least MIN_COLUMN wide: as many a line
+# as fit, the rest on the next line in the same order and at the same width. In a 1,400-pixel
+# window nothing moves (6 cards a row are ~140 pixels wide); at 800 pixels a row of 6 shows 3
+# a line. Once the main area is narrower than NARROW, no other column is narrower than
+# MIN_COLUMN either (a row of 4 metrics or buttons shows 3 a line and the 4th below). Text
+# that still does not fit (a badge, a button, a metric) wraps onto a second line instead of
+# ending in "...". Below 640 pixels Streamlit stacks columns itself: these rules leave that be.
+MIN_COLUMN = "7.5rem"
+NARROW = "50rem"
+_MAIN = '[data-testid="stMain"]'
+_ROW = '[data-testid="stHorizontalBlock"]'
+_COLUMN = f'{_ROW} > [data-testid="stColumn"]'
+_CARDS = f'{_MAIN} [class*="st-key-{CARDS_PREFIX}"]'
+LAYOUT_CSS = f"""
+[data-testid="stMainBlockContainer"] {{ container: st-main / inline-size; }}
+@media (min-width: 640px) {{
+  {_CARDS} {_ROW} {{
+    display: grid;
+    grid-template-columns: repeat(auto-fit, minmax({MIN_COLUMN}, 1fr));
+  }}
+  {_CARDS} {_COLUMN} {{ width: auto; min-width: 0; }}
+  @container st-main (max-width: {NARROW}) {{
+    {_MAIN} {_ROW} {{ flex-wrap: wrap; }}
+    {_MAIN} {_COLUMN} {{ min-width: {MIN_COLUMN}; }}
+  }}
+}}
+{_CARDS} span.stMarkdownBadge {{ white-space: normal; }}
+{_MAIN} [data-testid="stMetricValue"] [data-testid="stMarkdownContainer"],
+{_MAIN} [data-testid="stColumn"] button div:has(> p),
+{_MAIN} [data-testid="stColumn"] button p {{
+  white-space: normal;
+  text-overflow: clip;
+}}
+"""
 
 
-def badge_for(row: pd.Series | dict, detector: str, compact: bool = False) -> tuple[str, str]:
-    """A card's one badge: the detector's percentile and the verdict, and its colour (the
-    verdict's, else orange when the detector flags the frame, else grey). `compact` leaves the
-    detector's name out (small cards: the page says which detector ranks them)."""
+def layout_css() -> None:
+    """Apply `LAYOUT_CSS` to the page (style only: it takes no space)."""
+    st.html(f"<style>{LAYOUT_CSS}</style>")
+
+
+def badges_for(
+    row: pd.Series | dict, detector: str, compact: bool = False
+) -> list[tuple[str, str]]:
+    """A card's marks, each (label, colour): the detector's percentile (orange when the
+    detector flags the frame, else grey) and, once the frame is reviewed, its verdict as a
+    mark of its own (red junk, green keep), so a narrow card never hides the verdict behind
+    the score. `compact` leaves the detector's name out (small cards: the page says which
+    detector ranks them)."""
     pct = row.get("score_pct")
     name = "" if compact else f"{detector} "
-    label = f"{name}{pct * 100:.1f} %" if pct is not None and pd.notna(pct) else f"{name}–"
+    # a no-break space: a narrow card wraps after the name, never between number and "%"
+    label = f"{name}{pct * 100:.1f}\u00a0%" if pct is not None and pd.notna(pct) else f"{name}–"
+    flagged = row.get("is_outlier")
+    is_flagged = flagged is not None and pd.notna(flagged) and bool(flagged)
+    marks = [(label, "orange" if is_flagged else "gray")]
     verdict = present(row.get("verdict"))
     if verdict:
-        label += f" · {verdict}"
-    flagged = row.get("is_outlier")
-    color = _VERDICT_COLORS.get(verdict) or (
-        "orange" if flagged is not None and pd.notna(flagged) and bool(flagged) else "gray"
-    )
-    return label, color
+        marks.append((str(verdict), _VERDICT_COLORS.get(verdict, "gray")))
+    return marks
+
+
+_BRACKETS = re.compile(r"([\[\]])")
+
+
+def _badges_markdown(marks: list[tuple[str, str]]) -> str:
+    """The marks as Streamlit badge directives on one line (they wrap when narrow), with
+    brackets escaped as `st.badge` escapes them."""
+    escaped = [(_BRACKETS.sub(r"\\\1", label), color) for label, color in marks]
+    return " ".join(f":{color}-badge[{label}]" for label, color in escaped)
 
 
 def thumb_grid(
@@ -127,12 +207,17 @@ def thumb_grid(
     key: str = "grid",
     thumbs: dict[int, bytes] | None = None,
     compact: bool = False,
+    note: Callable[[dict], str] | None = None,
 ) -> None:
-    """Cards of frames: the thumbnail, one badge (the detector's percentile and the verdict),
-    the time, a link to the Frame page, details on demand (weather, cluster and every
-    detector's score, read when the card's Details is opened) and, with `pick`, a checkbox
-    that adds the frame to the selection. `compact` badges leave the detector's name out
-    (small cards, whose page names the ranking detector)."""
+    """Cards of frames, a row of `n_cols` at a time (fewer a line on a narrow page): the
+    thumbnail, the detector's percentile and the verdict as marks, `note(row)` when given
+    (the Frame page's neighbours: rank and distance), the time, a link to the Frame page,
+    details on demand (weather, cluster and every detector's score, read when the card's
+    Details is opened) and, with `pick`, a checkbox that adds the frame to the selection or
+    takes it out. The checkboxes are drawn from the selection on every run, so ticks add up
+    and a selection changed elsewhere (Select this page, Clear selection) shows at once.
+    `compact` marks leave the detector's name out (small cards, whose page names the ranking
+    detector)."""
     if rows.empty:
         st.info("No frames to show.")
         return
@@ -140,38 +225,49 @@ def thumb_grid(
     if thumbs is None:
         thumbs = data.get("thumbnails", ids)
     picked = set(selection())
-    cols = st.columns(n_cols)
-    for i, row in enumerate(rows.to_dict("records")):
-        fid = int(row["frame_id"])
-        with cols[i % n_cols]:
-            with st.container(border=True):
-                if fid in thumbs:
-                    st.image(thumbs[fid], width="stretch")
-                else:
-                    st.caption("(no thumbnail)")
-                label, color = badge_for(row, detector, compact)
-                st.badge(label, color=color)
-                when = (
-                    pd.Timestamp(row["taken_at"]).strftime("%Y-%m-%d %H:%M")
-                    if pd.notna(row.get("taken_at"))
-                    else "no time"
-                )
-                st.caption(when)
-                frame_link(fid, f"Frame {fid}")
-                more = st.expander("Details", key=f"{key}_more_{fid}", on_change="rerun")
-                if more.open:
-                    with more:
-                        _details(row, detector)
-                if pick:
-                    checked = st.checkbox(
-                        "select", value=fid in picked, key=f"{PICK_PREFIX}{key}_{fid}"
-                    )
-                    if checked:
-                        picked.add(fid)
-                    else:
-                        picked.discard(fid)
-    if pick:
-        set_selection(picked)
+    records = rows.to_dict("records")
+    with st.container(key=f"{CARDS_PREFIX}{key}"):
+        for start in range(0, len(records), n_cols):
+            cols = st.columns(n_cols)
+            for col, row in zip(cols, records[start : start + n_cols]):
+                with col:
+                    _card(row, detector, key, thumbs, compact, note, picked if pick else None)
+
+
+def _card(
+    row: dict,
+    detector: str,
+    key: str,
+    thumbs: dict[int, bytes],
+    compact: bool,
+    note: Callable[[dict], str] | None,
+    picked: set[int] | None,
+) -> None:
+    """One card of `thumb_grid` (`picked`: the selection, when the card has a checkbox)."""
+    fid = int(row["frame_id"])
+    with st.container(border=True):
+        if fid in thumbs:
+            st.image(thumbs[fid], width="stretch")
+        else:
+            st.caption("(no thumbnail)")
+        st.markdown(_badges_markdown(badges_for(row, detector, compact)))
+        if note is not None:
+            st.caption(note(row))
+        when = (
+            pd.Timestamp(row["taken_at"]).strftime("%Y-%m-%d %H:%M")
+            if pd.notna(row.get("taken_at"))
+            else "no time"
+        )
+        st.caption(when)
+        frame_link(fid, f"Frame {fid}")
+        more = st.expander("Details", key=f"{key}_more_{fid}", on_change="rerun")
+        if more.open:
+            with more:
+                _details(row, detector)
+        if picked is not None:
+            tick = f"{PICK_PREFIX}{key}_{fid}"
+            st.session_state[tick] = fid in picked  # before the widget: drawn from the selection
+            st.checkbox("select", key=tick, on_change=_tick, args=(fid, tick))
 
 
 def _details(row: dict, detector: str) -> None:
@@ -194,6 +290,38 @@ def _details(row: dict, detector: str) -> None:
             if pd.notna(p)
         )
     )
+
+
+def score_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """A frame's scores (`store.facts.scores_for`) as the Frame page lists them: detector,
+    score, percentile and flagged, the numbers as text, and "not scored" (flagged left
+    empty) for a detector that stored no score for the frame."""
+    scored = scores["score"].notna() & scores["score_pct"].notna()
+    return pd.DataFrame(
+        {
+            "detector": scores["detector"].to_numpy(),
+            "score": [
+                f"{s:.4f}" if ok else charts.NOT_SCORED for s, ok in zip(scores["score"], scored)
+            ],
+            "percentile": [
+                f"{p * 100:.1f} %" if ok else charts.NOT_SCORED
+                for p, ok in zip(scores["score_pct"], scored)
+            ],
+            "flagged": [
+                bool(f) if ok and pd.notna(f) else None
+                for f, ok in zip(scores["is_outlier"], scored)
+            ],
+        }
+    )
+
+
+def neighbour_note(row: pd.Series | dict) -> str:
+    """A neighbour card's line on the Frame page: its rank and its distance."""
+    rank, distance = row.get("rank"), row.get("distance")
+    parts = [f"rank {int(rank)}" if rank is not None and pd.notna(rank) else "rank ?"]
+    if distance is not None and pd.notna(distance):
+        parts.append(f"distance\u00a0{distance:.3f}")  # wraps before "distance", not in it
+    return " · ".join(parts)
 
 
 def bad_periods(incidents: pd.DataFrame) -> pd.DataFrame:

@@ -25,7 +25,8 @@ noise = (
     else ""
 )
 st.caption(
-    f"{len(sizes)} clusters over {int(sizes['n_frames'].sum()):,} frames "
+    f"{filters.plural(len(sizes), 'cluster')} over "
+    f"{filters.plural(int(sizes['n_frames'].sum()), 'frame')} "
     f"({filters.describe(flt)}).{noise}"
 )
 c1, c2 = st.columns(2)
@@ -44,7 +45,8 @@ for row in sizes.to_dict("records"):
     last = pd.Timestamp(row["last"]).strftime("%Y-%m-%d") if pd.notna(row["last"]) else "?"
     st.subheader(f":material/circle: {label}", divider="gray")
     st.caption(
-        f"{int(row['n_frames']):,} frames · {row['night_share'] * 100:.0f} % night · "
+        f"{filters.plural(int(row['n_frames']), 'frame')} · "
+        f"{row['night_share'] * 100:.0f} % night · "
         f"{int(row['n_flagged'])} flagged by {flt.detector} · {first} → {last}"
     )
     ui.thumb_grid(

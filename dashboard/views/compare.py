@@ -68,7 +68,7 @@ note = (
     else ""
 )
 st.caption(
-    f"{n:,} frames{note} · {filters.describe(flt.replace(threshold_kind='all'))}. "
+    f"{filters.plural(n, 'frame')}{note} · {filters.describe(flt.replace(threshold_kind='all'))}. "
     "Percentiles are ranks within the run; higher = more abnormal."
 )
 
@@ -82,7 +82,7 @@ c2.plotly_chart(charts.agreement_over_time(wide, chosen), key="compare_agreement
 for first, second, (page, total) in ((a, b, diffs["a"]), (b, a, diffs["b"])):
     st.subheader(f"{first} flags it, {second} does not")
     st.caption(
-        f"{total} of {first}'s top {int(k)} frames are not in {second}'s top {int(k)}; "
+        f"{total} of {first}'s top {filters.plural(k, 'frame')} are not in {second}'s top {int(k)}; "
         f"the {min(GALLERY, total)} highest by {first}:"
     )
     if len(page):
@@ -103,7 +103,7 @@ else:
     n_anom = int(known["is_anomaly"].astype(bool).sum())
     src = known["source"].value_counts().to_dict()
     st.caption(
-        f"{len(known):,} labelled frames ({n_anom} anomalies): "
+        f"{filters.plural(len(known), 'labelled frame')} ({filters.plural(n_anom, 'anomaly', 'anomalies')}): "
         + ", ".join(f"{v:,} from {k.replace('_', ' ')}" for k, v in src.items())
         + ". A junk/keep review overrides the ground truth."
     )

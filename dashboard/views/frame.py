@@ -90,19 +90,16 @@ with right:
         scores = scores.set_index("detector").loc[order].reset_index()
     st.plotly_chart(charts.frame_scores(scores), key="frame_scores")
     if not scores.empty:
-        table = scores.assign(percentile=scores["score_pct"] * 100)[
-            ["detector", "score", "percentile", "is_outlier"]
-        ]
         st.dataframe(
-            table,
+            ui.score_table(scores),
             hide_index=True,
             width="stretch",
             column_config={
-                "score": st.column_config.NumberColumn(
-                    "score", format="%.4f", help="raw score; higher = more abnormal"
+                "score": st.column_config.TextColumn(
+                    "score", help="raw score; higher = more abnormal"
                 ),
-                "percentile": st.column_config.NumberColumn("percentile", format="%.1f %%"),
-                "is_outlier": st.column_config.CheckboxColumn("flagged"),
+                "percentile": st.column_config.TextColumn("percentile"),
+                "flagged": st.column_config.CheckboxColumn("flagged"),
             },
         )
 
@@ -159,5 +156,15 @@ st.subheader("Nearest neighbours in embedding space")
 if nb.empty:
     st.caption("No neighbours stored for this frame in the chosen run.")
 else:
-    st.caption("Rank 1 = nearest; distance in the run's PCA space.")
-    ui.thumb_grid(nb, flt.detector, n_cols=min(6, len(nb)), key="nb", thumbs=data.thumbs_of(nb))
+    st.caption(
+        "Nearest first: each card shows its rank (1 = nearest) and its distance to this "
+        "frame in the run's PCA space."
+    )
+    ui.thumb_grid(
+        nb,
+        flt.detector,
+        n_cols=min(6, len(nb)),
+        key="nb",
+        thumbs=data.thumbs_of(nb),
+        note=ui.neighbour_note,
+    )

@@ -40,7 +40,13 @@ if "gallery_thumb" not in st.session_state:
 sel = ui.selection()
 only_sel = False
 if sel:
-    only_sel = st.toggle(f"Only the {len(sel)} selected frames", value=True, key="gallery_only_sel")
+    # On when the selection was drawn on the map (the Gallery opens on it); off while it is
+    # the ticks of this page, so ticking a card never swaps the page for the selection.
+    only_sel = st.toggle(
+        f"Only the {filters.plural(len(sel), 'selected frame')}",
+        value=not ui.selection_ticked(),
+        key="gallery_only_sel",
+    )
 view = flt.replace(frame_ids=tuple(sel)) if only_sel else flt
 
 c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
@@ -67,7 +73,7 @@ st.query_params["size"] = thumb
 
 ranked = f"ranked by {flt.detector}" if order.startswith("score") else "in time order"
 st.caption(
-    f"{total:,} frames ({filters.describe(view)}), {ranked}; "
+    f"{filters.plural(total, 'frame')} ({filters.describe(view)}), {ranked}; "
     f"showing {len(rows)} on page {page} of {n_pages}."
 )
 ui.thumb_grid(
@@ -84,18 +90,16 @@ if len(rows):
     b1, b2, b3, b4 = st.columns(4)
     page_ids = [int(i) for i in rows["frame_id"]]
     if b1.button("Select this page", key="gallery_pick_page"):
-        ui.set_selection(set(ui.selection()) | set(page_ids))
-        for fid in page_ids:  # recreate the ticks from the selection on the rerun
-            st.session_state.pop(f"{ui.PICK_PREFIX}gallery_{fid}", None)
-        st.rerun()
+        ui.set_selection(set(ui.selection()) | set(page_ids), ticked=True)
+        st.rerun()  # the cards' checkboxes are drawn from the selection
     picked = ui.selection()
     if b2.button(f"Mark {len(picked)} selected junk", disabled=not picked, key="gallery_junk"):
         data.set_verdicts(picked, "junk")
-        st.toast(f"Marked {len(picked)} frames junk.")
+        st.toast(f"Marked {filters.plural(len(picked), 'frame')} junk.")
         st.rerun()
     if b3.button(f"Mark {len(picked)} selected keep", disabled=not picked, key="gallery_keep"):
         data.set_verdicts(picked, "keep")
-        st.toast(f"Marked {len(picked)} frames keep.")
+        st.toast(f"Marked {filters.plural(len(picked), 'frame')} keep.")
         st.rerun()
     b4.page_link(
         pages.view("Review & export"),

@@ -64,7 +64,7 @@ if table.empty:
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Incidents", f"{found['n']:,}")
 c2.metric("Frames in them", f"{found['n_frames']:,}")
-c3.metric("Longest", f"{found['longest']:,} frames")
+c3.metric("Longest", filters.plural(found["longest"], "frame"))
 c4.metric("Marked", f"{found['n_marked']:,}", help="incidents every frame of which has a verdict")
 
 by_id = table.set_index("incident_id")
@@ -172,7 +172,7 @@ st.download_button(
 def _label(incident_id: int) -> str:
     row = by_id.loc[incident_id]
     when = pd.Timestamp(row["started_at"]).strftime("%Y-%m-%d %H:%M")
-    return f"#{incident_id} · {when} · {row['cause']} · {int(row['n_frames'])} frames"
+    return f"#{incident_id} · {when} · {row['cause']} · {filters.plural(row['n_frames'], 'frame')}"
 
 
 st.subheader("One incident")
@@ -191,11 +191,11 @@ until = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%Y-%m-%d %H:%M}
 st.markdown(
     f"**{ui.literal(row['cause'])}** "
     f"({row['cause_share'] * 100:.0f} % of its evidence) · "
-    f"{start:%Y-%m-%d %H:%M} to {until} · {len(ids):,} frames, "
+    f"{start:%Y-%m-%d %H:%M} to {until} · {filters.plural(len(ids), 'frame')}, "
     f"{len(strip['flagged']):,} flagged · peak at {row['peak_pct'] * 100:.1f} %"
 )
 if len(ids) > len(strip["rows"]):
-    st.caption(f"{len(strip['rows'])} of its {len(ids):,} frames, spread over it.")
+    st.caption(f"{len(strip['rows'])} of its {filters.plural(len(ids), 'frame')}, spread over it.")
 ui.thumb_grid(
     strip["rows"],
     flt.detector,
@@ -211,7 +211,7 @@ for col, verdict, label, icon in (
     (b3, None, "unmarked", ":material/backspace:"),
 ):
     text = (
-        f"Mark all {len(ids):,} frames {label}"
+        f"Mark all {filters.plural(len(ids), 'frame')} {label}"
         if verdict
         else f"Clear the verdicts of all {len(ids):,}"
     )
@@ -223,7 +223,7 @@ for col, verdict, label, icon in (
             "before": before,
             "verdict": label,
         }
-        st.toast(f"Incident {incident_id}: {len(ids):,} frames {label}.")
+        st.toast(f"Incident {incident_id}: {filters.plural(len(ids), 'frame')} {label}.")
         st.rerun()
 undo = st.session_state.get(UNDO)
 if undo and undo["incident"] == int(incident_id):

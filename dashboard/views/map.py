@@ -45,7 +45,9 @@ if n > len(points):
         "to see every point."
     )
 else:
-    st.caption(f"Showing all {n:,} frames ({filters.describe(flt)}), drawn with WebGL.")
+    st.caption(
+        f"Showing all {filters.plural(n, 'frame')} ({filters.describe(flt)}), drawn with WebGL."
+    )
 
 if color == "condition" and not set(opts["conditions"]) - {"unknown"}:
     st.info(
@@ -62,7 +64,7 @@ chosen = charts.selected_frame_ids(
 )
 if chosen:
     ui.set_selection(chosen)
-    st.success(f"{len(set(chosen)):,} frames selected.")
+    st.success(f"{filters.plural(len(set(chosen)), 'frame')} selected.")
     c1, c2 = st.columns(2)
     c1.page_link(
         pages.view("Gallery"),

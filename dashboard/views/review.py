@@ -63,7 +63,10 @@ with one:
 
 with bulk:
     sel = ui.selection()
-    st.write(f"**Selection:** {len(sel):,} frames (ticked in the gallery or drawn on the map).")
+    st.write(
+        f"**Selection:** {filters.plural(len(sel), 'frame')} "
+        "(ticked in the gallery or drawn on the map)."
+    )
     if sel:
         picked, _ = data.get(
             "frames_page",
@@ -97,20 +100,19 @@ with bulk:
     confirm = True
     if target == "filtered":
         confirm = st.checkbox(
-            f"Yes, apply to all {len(ids):,} filtered frames", key="review_confirm"
+            f"Yes, apply to all {filters.plural(len(ids), 'filtered frame')}",
+            key="review_confirm",
         )
     if st.button(
-        f"Apply to {len(ids):,} frames",
+        f"Apply to {filters.plural(len(ids), 'frame')}",
         key="review_apply",
         disabled=not ids or not confirm,
         type="primary",
     ):
         n = data.set_verdicts(ids, None if verdict == "clear" else verdict)
-        st.toast(f"{n:,} frames: {verdict}.")
+        st.toast(f"{filters.plural(n, 'frame')}: {verdict}.")
         if target == "selection":
             ui.set_selection([])
-            for key in [k for k in st.session_state if str(k).startswith(ui.PICK_PREFIX)]:
-                st.session_state.pop(key, None)
         st.rerun()
 
 with export:
@@ -127,7 +129,10 @@ with export:
         help="The last keeps frames marked keep and the unreviewed frames the "
         "detector does not flag: a clean time-lapse without reviewing it all.",
     )
-    st.write(f"**{n_export:,} frames** to export ({filters.describe(flt)}), in time order.")
+    st.write(
+        f"**{filters.plural(n_export, 'frame')}** to export ({filters.describe(flt)}), "
+        "in time order."
+    )
     if n_export == 0:
         st.info("Nothing to export with these filters.")
     else:
@@ -210,7 +215,9 @@ with export:
             "export`); then this button becomes the download.",
         ):
             st.session_state.pop("video_made", None)
-            bar = st.progress(0.0, text=f"Reading and encoding {n_export:,} frames...")
+            bar = st.progress(
+                0.0, text=f"Reading and encoding {filters.plural(n_export, 'frame')}..."
+            )
 
             def progress(done: int, total: int) -> None:
                 bar.progress(

@@ -302,4 +302,51 @@ def test_clicking_a_heatmap_cell_opens_that_hour_in_the_gallery(browser, dashboa
     assert f"hours={hour}-{hour}" in page.url
     caption = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first
     assert caption.inner_text().startswith(f"{n:,} frames (dates {days[0]} to {days[0]}; hours")
+
+
+# Text the page cut short: badges, metric values, button labels and expander headers whose
+# content is wider than their box (they end in "..."); and the columns holding the cards.
+_CUT_JS = """async () => {
+  const boxes = ['[data-testid="stMain"] .stMarkdownBadge',
+    '[data-testid="stMain"] [data-testid="stMetricValue"] [data-testid="stMarkdownContainer"]',
+    '[data-testid="stMain"] button div:has(> p)',
+    '[data-testid="stMain"] [data-testid="stExpander"] summary'];
+  const cut = () => boxes.flatMap(s => [...document.querySelectorAll(s)])
+    .filter(el => el.scrollWidth > el.clientWidth + 1).map(el => el.innerText);
+  for (let i = 0; i < 25 && cut().length; i++)  // up to 5 s for the layout to settle
+    await new Promise(done => setTimeout(done, 200));
+  return cut();
+}"""
+_CARDS_JS = """() => [...document.querySelectorAll(
+    '[data-testid="stMain"] [data-testid="stColumn"]:has(.stMarkdownBadge)')]
+  .filter(c => !c.querySelector('[data-testid="stColumn"]'))
+  .map(c => c.getBoundingClientRect()).map(r => [r.width, Math.round(r.top)])"""
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_cards_badges_metrics_and_buttons_fit_wide_and_narrow(browser, dashboard_url, width):
+    """Six cards a row cut their badge ("consensus 100...."), and an 800-pixel window squeezed
+    the Incidents strip and the Frame page's neighbours to slivers (badges "c...", buttons
+    "Mark a...", "Longest 30 fr..."): nothing is cut at 1,400 or 800 pixels, no card is
+    narrower than 120 pixels, and at 1,400 pixels a row of 6 cards still sits on one line."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    ctx = browser.new_context(viewport={"width": width, "height": 1000})
+    page = ctx.new_page()
+    for path, title in (
+        ("clusters", "Clusters"),
+        ("incidents", "Incidents"),
+        ("compare", "Compare detectors"),
+        ("frame", "Frame"),
+    ):
+        page.goto(f"{dashboard_url}/{path}")
+        settle(page, title)
+        page.locator('[data-testid="stMain"] .stMarkdownBadge').first.wait_for(timeout=90_000)
+        cut = page.evaluate(_CUT_JS)
+        cards = page.evaluate(_CARDS_JS)
+        page.screenshot(path=str(ARTIFACTS / f"dashboard-{path}-{width}px.png"), full_page=True)
+        assert not cut, (path, cut)
+        widths, tops = [w for w, _ in cards], [t for _, t in cards]
+        assert widths and min(widths) >= 119, (path, widths)
+        if len(tops) >= 6:  # a row of 6: one line wide, two lines narrow
+            assert len(set(tops[:6])) == (1 if width == 1400 else 2), (path, tops)
     ctx.close()

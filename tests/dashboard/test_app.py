@@ -851,7 +851,9 @@ def test_gallery_thumbnail_size_follows_the_url(app, size, columns):
         )
 
     assert len(at.image) == 24
-    assert sum(has_image(column) for column in at.columns) == columns  # one card per column
+    cards = [column for column in at.columns if has_image(column)]
+    assert len(cards) == 24  # a card per column, a row of `columns` columns at a time
+    assert {round(1 / c.weight) for c in cards} == {columns}  # st.columns(n): weights 1/n
 
 
 def test_gallery_cards_have_one_badge_and_details_on_demand(app, demo_store):
@@ -870,7 +872,7 @@ def test_gallery_cards_have_one_badge_and_details_on_demand(app, demo_store):
         "run_id = (SELECT run_id FROM latest_run) AND frame_id = ?",
         [top],
     )
-    assert f"lof {pct * 100:.1f} %" in badges[0]
+    assert f"lof {pct * 100:.1f}\u00a0%" in badges[0]
     n_scores = sql(
         demo_store,
         "SELECT count(score_pct) FROM outlier_scores WHERE frame_id = ? "
@@ -904,7 +906,7 @@ def test_small_cards_badge_the_percentile_without_the_detector_name(app, demo_st
         "run_id = (SELECT run_id FROM latest_run) "
         "ORDER BY score DESC, frame_id LIMIT 1",
     )
-    assert f"[{top * 100:.1f} %]" in badges[0] and "lof" not in badges[0]
+    assert f"[{top * 100:.1f}\u00a0%]" in badges[0] and "lof" not in badges[0]
     assert "ranked by lof" in at.caption[0].value
 
 
@@ -1014,3 +1016,102 @@ def test_the_sidebar_names_a_counted_cause_at_odds_with_the_quality_cause(store_
     assert top["cause:scene"] != top["consensus"]  # else the order below would prove nothing
     first = int(at.get("page_link")[0].proto.label.split()[-1])
     assert first == top["cause:scene"]
+
+
+def _picks(at: AppTest) -> list:
+    """The Gallery cards' checkboxes, in card order."""
+    return [c for c in at.checkbox if str(c.key).startswith("pick_gallery_")]
+
+
+def test_gallery_ticks_add_up_and_select_this_page_selects_the_page(app, demo_store):
+    """Ticking a second card used to swap the page for "Only the 1 selected frames" and lose
+    the tick (the toggle appeared, on, the moment the first tick made a selection); the
+    checkboxes are now drawn from the selection, which the ticks change."""
+    at = open_page(app(), "views/gallery.py")
+    n_page = min(24, sql(demo_store, "SELECT count(*) FROM frames"))
+    ids = [int(str(c.key).rsplit("_", 1)[1]) for c in _picks(at)]
+    assert len(ids) == n_page
+    _picks(at)[1].check().run()
+    _picks(at)[3].check().run()
+    ok(at)
+    assert at.session_state["selection"] == sorted([ids[1], ids[3]])
+    assert [int(str(c.key).rsplit("_", 1)[1]) for c in _picks(at)] == ids  # still the page
+    assert [c.value for c in _picks(at)] == [i in (1, 3) for i in range(n_page)]
+    assert at.toggle(key="gallery_only_sel").value is False
+    assert at.button(key="gallery_junk").label == "Mark 2 selected junk"
+    assert any(c.value == "2 frames selected (map / gallery)." for c in at.sidebar.caption)
+    _picks(at)[3].uncheck().run()
+    assert at.session_state["selection"] == [ids[1]]
+    assert at.toggle(key="gallery_only_sel").label == "Only the 1 selected frame"
+    at.button(key="gallery_pick_page").click().run()
+    ok(at)
+    assert at.session_state["selection"] == sorted(ids)
+    assert all(c.value for c in _picks(at)) and len(_picks(at)) == n_page
+    assert at.button(key="gallery_junk").label == f"Mark {n_page} selected junk"
+    at.toggle(key="gallery_only_sel").set_value(True).run()  # the selection, ticked
+    assert len(_picks(at)) == n_page and all(c.value for c in _picks(at))
+    at.button(key="clear_selection").click().run()
+    ok(at)
+    assert not at.session_state["selection"]
+    assert len(_picks(at)) == n_page and not any(c.value for c in _picks(at))
+
+
+def test_one_frame_is_one_frame(app, demo_store):
+    """Counts of one are singular: the Gallery's caption and toggle, the sidebar, Review's
+    selection and button, an incident of one frame in the list."""
+    first = sql(demo_store, "SELECT min(frame_id) FROM frames")
+    at = app()
+    at.run()
+    at.session_state["selection"] = [first]
+    at.switch_page("views/gallery.py").run()
+    ok(at)
+    assert at.caption[0].value.startswith("1 frame (1 selected frame), ")
+    assert at.toggle(key="gallery_only_sel").label == "Only the 1 selected frame"
+    assert any(c.value == "1 frame selected (map / gallery)." for c in at.sidebar.caption)
+    at.switch_page("views/review.py").run()
+    ok(at)
+    assert any(m.value.startswith("**Selection:** 1 frame (") for m in at.markdown)
+    assert at.button(key="review_apply").label == "Apply to 1 frame"
+    one = sql(
+        demo_store,
+        "SELECT min(incident_id) FROM incidents WHERE n_frames = 1 "
+        "AND run_id = (SELECT run_id FROM latest_run)",
+    )
+    assert one is not None, "the demo store has an incident of one frame"
+    at = open_page(app(incident=str(one)), "views/incidents.py")
+    options = at.selectbox(key="incident_pick").options
+    assert any(o.endswith(" · 1 frame") for o in options)
+    assert not any(o.endswith(" · 1 frames") for o in options)
+
+
+def test_frame_page_says_not_scored_and_shows_each_neighbours_rank(app, demo_store):
+    """A frame that some detectors could not score (the alignment part of a frame it could
+    not line up): the table says "not scored" (it said None) and the chart labels the row; each
+    neighbour card says its rank and distance, as the caption promises."""
+    frame = sql(
+        demo_store,
+        "SELECT min(s.frame_id) FROM outlier_scores s JOIN neighbors n "
+        "ON n.frame_id = s.frame_id AND n.run_id = s.run_id "
+        "WHERE s.score IS NULL AND s.run_id = (SELECT run_id FROM latest_run)",
+    )
+    assert frame is not None, "the demo store has a frame a detector did not score"
+    at = open_page(app(frame=str(frame)), "views/frame.py")
+    table = at.dataframe[0].value
+    missing = table[table["score"] == "not scored"]
+    assert len(missing) >= 1 and (missing["percentile"] == "not scored").all()
+    assert "None" not in table[["score", "percentile"]].astype(str).to_numpy()
+    spec = next(
+        s for s in charts(at) if s["layout"]["title"]["text"] == "Score percentile per detector"
+    )
+    labelled = {a["y"] for a in spec["layout"].get("annotations", [])}
+    assert labelled == set(missing["detector"])
+    nb = sql(
+        demo_store,
+        "SELECT count(*) FROM neighbors WHERE frame_id = ? "
+        "AND run_id = (SELECT run_id FROM latest_run)",
+        [frame],
+    )
+    notes = [c.value for c in at.caption if c.value.startswith("rank ")]
+    assert len(notes) == nb
+    assert notes[0].startswith("rank 1 · distance\u00a0")
+    assert [int(n.split()[1]) for n in notes] == list(range(1, nb + 1))
