@@ -143,6 +143,15 @@ def test_ingest_names_pictures_it_does_not_read_and_a_folder_without_frames(tmp_
     assert "no JPEG or PNG files were found in this folder or below it" in result.stdout
 
 
+def test_a_missing_folder_is_one_line_and_leaves_no_file_beside_the_store(tmp_path):
+    db = tmp_path / "new.duckdb"
+    for command in ("ingest", "run"):
+        result = _invoke(command, str(tmp_path / "nosuch"), "--db", str(db))
+        assert result.exit_code == 1
+        assert result.stderr.strip() == f"error: the folder {tmp_path / 'nosuch'} does not exist"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no run-lock file
+
+
 def test_info_on_an_empty_store(db_path):
     import store
 
