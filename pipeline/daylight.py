@@ -81,13 +81,7 @@ def place(con, settings: Settings) -> Place:
     offset to 0, `kv.put(con, 'clock_offset_minutes', 0)`.
     """
     check_place(settings)
-    given = {
-        "timezone": settings.timezone,
-        "lat": settings.lat,
-        "lon": settings.lon,
-        "clock_offset_minutes": settings.clock_offset_minutes or None,
-    }
-    for key, value in given.items():
+    for key, value in _given_place(settings).items():
         if value is not None:
             kv.put(con, key, value)
     return stored_place(con)
@@ -108,12 +102,7 @@ def check_same_place(con, settings: Settings, db: Path) -> None:
     if not embeddings_store.count_frames(con):
         return
     stored = stored_place(con)
-    given = {
-        "timezone": settings.timezone,
-        "lat": settings.lat,
-        "lon": settings.lon,
-        "clock_offset_minutes": settings.clock_offset_minutes or None,
-    }
+    given = _given_place(settings)
     changed = [
         key
         for key, value in given.items()
@@ -129,6 +118,16 @@ def check_same_place(con, settings: Settings, db: Path) -> None:
         f"`python -m pipeline locate --db {db} {now}`; to add frames of the same camera, "
         "leave those flags out (the store remembers its place)"
     )
+
+
+def _given_place(settings: Settings) -> dict[str, Any]:
+    """The place values `settings` give (None: not given; a clock offset of 0 is its default)."""
+    return {
+        "timezone": settings.timezone,
+        "lat": settings.lat,
+        "lon": settings.lon,
+        "clock_offset_minutes": settings.clock_offset_minutes or None,
+    }
 
 
 def _same(stored: Any, given: Any) -> bool:

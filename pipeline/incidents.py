@@ -106,10 +106,12 @@ def cause_evidence(
     share per frame, or one share for every frame); `n_reference`: how many frames the ranks
     are among (the consensus's floor)."""
     keys = [k for k in splits if k in pcts]
-    picked = {k: pcts[k] for k in keys}
-    tails = tail_evidence(picked, n_reference)
-    ranked = extremity(picked, n_reference)
-    tails = {k: ranked[k] if DETECTORS[k].cause == "quality" else v for k, v in tails.items()}
+    quality = {k: pcts[k] for k in keys if DETECTORS[k].cause == "quality"}
+    others = {k: pcts[k] for k in keys if k not in quality}
+    tails = {
+        **(extremity(quality, n_reference) if quality else {}),
+        **(tail_evidence(others, n_reference) if others else {}),
+    }
     out: dict[str, np.ndarray] = {}
     for key in keys:
         for cause, share in splits[key].items():
