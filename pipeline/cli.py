@@ -200,7 +200,8 @@ def ingest(
 ) -> None:
     """Add the frames in FOLDER (recursive) to the store: timestamps, thumbnails, statistics.
 
-    Re-running adds only new or changed files; bad files are listed by `info`.
+    Re-running adds only new or changed files; bad files are listed by `info`. Exits 1 when it
+    tried files and could read none of them.
     """
     from pipeline.ingest import ingest_folder
 
@@ -218,6 +219,9 @@ def ingest(
     with store.writer_lock(db):
         summary = ingest_folder(folder, db, settings, progress=progress)
     click.echo(summary.describe())
+    problem = summary.nothing_read()
+    if problem:
+        raise InputError(problem)
 
 
 @cli.command()

@@ -83,6 +83,7 @@ class IngestSummary:
     n_reviews_dropped: int = 0  # reviews of changed frames (they judged the old picture)
     n_held: int = 0  # files left for the next pass (`hold`: still being written)
     other_formats: dict[str, int] = field(default_factory=dict)  # skipped pictures by extension
+    first_error: str = ""  # the first file that failed in this call, "name: message"
     seconds: float = 0.0
     folder: str = ""
 
@@ -131,6 +132,26 @@ class IngestSummary:
             )
             extras.append(f"changed frames lost their vectors and earlier scores{dropped}")
         return line + ("; " + "; ".join(extras) if extras else "")
+
+    def note_errors(self, errors: Iterable[tuple[str, str]]) -> None:
+        """Count files that failed in this call, (name, message) each; keep the first."""
+        errors = list(errors)
+        self.failed += len(errors)
+        self.n_new_errors += len(errors)
+        if errors and not self.first_error:
+            self.first_error = "{}: {}".format(*errors[0])
+
+    def nothing_read(self) -> str | None:
+        """When this call tried files and could read none of them, why, in one line (the
+        command's error: exit 1); None otherwise. Files ingested before, and known bad files
+        left alone, do not count: a re-run whose new files all fail says so once."""
+        if not self.n_new_errors or self.added + self.changed + self.n_reread:
+            return None
+        return (
+            f"none of the {self.n_new_errors} file(s) tried could be read, the first: "
+            f"{self.first_error} (all are listed by `python -m pipeline info`; replace or "
+            "remove them and run again)"
+        )
 
 
 @dataclass
@@ -628,8 +649,7 @@ class _BatchWriter:
                 ),
             )
             frames_store.relocate(con, relocated)
-        self.summary.failed += len(problems)
-        self.summary.n_new_errors += len(problems)
+        self.summary.note_errors((name, message) for name, _, message in problems)
 
     def write(self, batch: list[tuple[FileEntry, imagestats.FrameResult]]) -> list[int | None]:
         """Commit one batch of results; returns each one's frame_id (None for a failed file)."""
@@ -678,8 +698,7 @@ class _BatchWriter:
         self.summary.n_reread += kinds.count("reread")
         self.summary.unchanged += kinds.count("reread")
         self.summary.n_reviews_dropped += n_reviews
-        self.summary.failed += len(bad)
-        self.summary.n_new_errors += len(bad)
+        self.summary.note_errors((r.name, r.error) for _, r in bad)
         self.summary.n_warnings += len(warned)
         self.summary.n_untimed += sum(r.time.source == "none" for _, r in good)
         self.summary.frame_ids.extend(i for i, kind in zip(ids, kinds) if kind != "reread")

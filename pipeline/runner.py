@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import store
 from pipeline import executors
+from pipeline.errors import InputError
 from pipeline.inputs import check_folder
 from pipeline.settings import Settings
 
@@ -88,6 +89,9 @@ def run_all(
         with executors.session(settings):  # `executor = "ray"`: one Ray for both stages
             ingested, embedded, built = ingest_and_embed(folder, db, settings, progress=progress)
             yield ingested.describe()
+            problem = ingested.nothing_read()
+            if problem and not _has_frames(db):  # nothing to embed or analyze: say why
+                raise InputError(problem)
             if observations is not None:
                 from pipeline import weather
 
@@ -98,6 +102,13 @@ def run_all(
             rest = embed_frames(db, settings, progress=progress, built=built)
         yield embedded.merge(rest).describe()
         yield analyze(db, settings, progress=progress).describe()
+
+
+def _has_frames(db: Path) -> bool:
+    from store import embeddings as embeddings_store
+
+    with store.connect(db, read_only=True) as con:
+        return embeddings_store.count_frames(con) > 0
 
 
 def import_ground_truth(db: Path, truth_csv: Path, frames_dir: Path) -> str:

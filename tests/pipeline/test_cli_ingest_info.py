@@ -143,6 +143,42 @@ def test_ingest_names_pictures_it_does_not_read_and_a_folder_without_frames(tmp_
     assert "no JPEG or PNG files were found in this folder or below it" in result.stdout
 
 
+def test_a_card_of_only_bad_files_exits_1_naming_the_first_and_keeps_them_listed(tmp_path):
+    card, db = tmp_path / "card", tmp_path / "s.duckdb"
+    card.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (card / name).write_bytes(b"not a jpeg at all")
+    result = _invoke("ingest", str(card), "--db", str(db), "--no-progress")
+    assert result.exit_code == 1
+    assert "0 added, 0 changed, 0 unchanged, 2 failed" in result.stdout
+    assert result.stderr.startswith(
+        "error: none of the 2 file(s) tried could be read, the first: a.jpg: not an image"
+    )
+    assert "listed by `python -m pipeline info`" in result.stderr
+    assert "[ingest] b.jpg: not an image" in _invoke("info", "--db", str(db)).stdout
+
+    again = _invoke("ingest", str(card), "--db", str(db), "--no-progress")  # known bad: left
+    assert again.exit_code == 0 and "2 failed" in again.stdout and not again.stderr
+
+    write_jpeg(card / "c.jpg")  # one good file among new bad ones: not an error
+    (card / "d.jpg").write_bytes(b"bad too")
+    mixed = _invoke("ingest", str(card), "--db", str(db), "--no-progress")
+    assert mixed.exit_code == 0 and "1 added, 0 changed, 0 unchanged, 3 failed" in mixed.stdout
+
+    # `run` stops after ingest only when the store has no frame to embed or analyze
+    result = _invoke("run", str(_only_bad(tmp_path)), "--db", str(tmp_path / "r.duckdb"))
+    assert result.exit_code == 1
+    assert "error: none of the 1 file(s) tried could be read, the first: e.jpg" in result.stderr
+    assert "embed" not in result.stdout
+
+
+def _only_bad(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "e.jpg").write_bytes(b"bad")
+    return folder
+
+
 def test_a_missing_folder_is_one_line_and_leaves_no_file_beside_the_store(tmp_path):
     db = tmp_path / "new.duckdb"
     for command in ("ingest", "run"):
