@@ -29,6 +29,15 @@ if TYPE_CHECKING:
 class _Group(click.Group):
     """Turns expected errors into one line on stderr and a non-zero exit, no traceback."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Also notes whether the command's own arguments ask for its help (`COMMAND --help`,
+        also after other arguments; not after `--`, where it is a value): the group's callback
+        then reads no --config file, which the help does not need."""
+        rest = super().parse_args(ctx, args)
+        own = rest[: rest.index("--")] if "--" in rest else rest
+        ctx.meta["asks_for_help"] = any(arg in ctx.help_option_names for arg in own)
+        return rest
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -157,7 +166,10 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
         format="%(levelname)s %(name)s: %(message)s",
     )
     # Every command: a missing, unreadable or unknown-key --config file is refused here, before
-    # the command does anything; the commands layer their flags on these (`_settings`).
+    # the command does anything; the commands layer their flags on these (`_settings`). A
+    # command's --help runs nothing and needs none: it is shown whatever the file holds.
+    if ctx.meta.get("asks_for_help"):
+        return
     ctx.obj = {"settings": Settings.load(config)}
 
 

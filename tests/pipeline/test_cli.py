@@ -371,6 +371,27 @@ def test_every_command_refuses_a_bad_settings_file(tmp_path, command, bad, messa
         assert con.execute("SELECT count(*) FROM weather").fetchone() == (0,)
 
 
+@pytest.mark.parametrize("command", sorted(EVERY_COMMAND), ids=" ".join)
+def test_every_command_shows_its_help_whatever_the_settings_file_holds(tmp_path, command):
+    """--help runs nothing and reads no settings: a broken --config does not hide it, also when
+    the help flag follows other arguments. The same command without --help still refuses it."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text("x = [\n")
+    for help_flag in (["--help"], ["--db", "s.duckdb", "-h"]):
+        result = CliRunner().invoke(cli, ["--config", str(broken), *command, *help_flag])
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith(f"Usage: cli {' '.join(command)} "), result.output
+    refused = CliRunner().invoke(cli, ["--config", str(broken), "info", "--db", "s.duckdb"])
+    assert refused.exit_code == 1 and "is not valid TOML" in refused.output
+    # after `--` a help flag is a value, not a request for help
+    value = CliRunner().invoke(cli, ["--config", str(broken), "info", "--", "--help"])
+    assert value.exit_code == 1 and "is not valid TOML" in value.output
+
+
 # --- run: the weather file and the settings are checked before ingest ------------------------
 
 
