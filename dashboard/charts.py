@@ -135,29 +135,104 @@ def _empty(title: str, message: str = "No frames match the filters") -> go.Figur
     return fig
 
 
-def outliers_bar(df: pd.DataFrame) -> go.Figure:
-    """Frames flagged per detector (bar per detector, its own colour)."""
+def _faint(color: str, alpha: float = 0.3) -> str:
+    """A `#RRGGBB` colour as rgba with `alpha` (the same hue, lighter on either theme)."""
+    r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+# The parts of a detector's bar in `outliers_bar` (trace names).
+BAR_SHARED, BAR_OWN, BAR_UNKNOWN = "consensus flags too", "only this detector", "not in the sample"
+
+
+def outliers_bar(
+    df: pd.DataFrame, agreement: pd.DataFrame | None = None, sampled: bool = False
+) -> go.Figure:
+    """Frames flagged per detector (a bar per detector, its own colour).
+
+    With `agreement` (`metrics.consensus_agreement` on the filtered frames, or on a sample of
+    them when `sampled`), each bar is split: solid, the flags the consensus shares; hatched
+    and faint, in the same colour, those only this detector raises. Each detector flags its
+    own top share of the run, so on an unfiltered view the bars are equal and the split is
+    what tells them apart. The split scales the sample's share to the bar's count; a detector
+    with no flag in the sample is drawn faint without hatching (`BAR_UNKNOWN`)."""
     title = "Frames flagged per detector"
     if df.empty:
         return _empty(title, "No analysis run yet")
-    return _fig(
-        [
+    dets = list(df["detector"])
+    colors = [detector_color(d) for d in dets]
+    n_flagged = df["n_flagged"].to_numpy(dtype=float)
+    of_scored = np.c_[df["flagged_share"].to_numpy(dtype=float) * 100, df["n_scored"].to_numpy()]
+    if agreement is None or agreement.empty:
+        return _fig(
+            [
+                dict(
+                    type="bar",
+                    x=dets,
+                    y=n_flagged,
+                    marker=dict(color=colors),
+                    customdata=of_scored,
+                    hovertemplate="%{x}: %{y:,} frames flagged (%{customdata[0]:.1f} % of "
+                    "%{customdata[1]:,})<extra></extra>",
+                )
+            ],
+            title,
+            xaxis={"title": "detector"},
+            yaxis={"title": "frames flagged"},
+        )
+    share = agreement.set_index("detector")["shared_share"].reindex(dets).to_numpy(dtype=float)
+    known = ~np.isnan(share)
+    shared = np.where(known, np.round(n_flagged * np.nan_to_num(share)), 0.0)
+    own = np.where(known, n_flagged - shared, 0.0)
+    about = "about " if sampled else ""
+    custom = np.c_[of_scored, n_flagged, np.nan_to_num(share) * 100]
+    head = "%{x}: %{customdata[2]:,} frames flagged (%{customdata[0]:.1f} % of %{customdata[1]:,})"
+    traces = [
+        dict(
+            type="bar",
+            name=BAR_SHARED,
+            x=dets,
+            y=shared,
+            marker=dict(color=colors, line=dict(color=colors, width=1)),
+            customdata=custom,
+            hovertemplate=head + f"<br>{about}%{{y:,}} (%{{customdata[3]:.0f}} %) "
+            "flagged by the consensus too<extra></extra>",
+        ),
+        dict(
+            type="bar",
+            name=BAR_OWN,
+            x=dets,
+            y=own,
+            marker=dict(
+                color=[_faint(c) for c in colors],
+                line=dict(color=colors, width=1),
+                pattern=dict(shape="/", fgcolor=colors, size=6, solidity=0.35),
+            ),
+            customdata=custom,
+            hovertemplate=head + f"<br>{about}%{{y:,}} flagged by this detector only, "
+            "not by the consensus<extra></extra>",
+        ),
+    ]
+    if not known.all():
+        traces.append(
             dict(
                 type="bar",
-                x=list(df["detector"]),
-                y=df["n_flagged"].to_numpy(),
-                marker=dict(color=[detector_color(d) for d in df["detector"]]),
-                customdata=np.c_[
-                    df["flagged_share"].to_numpy(dtype=float) * 100,
-                    df["n_scored"].to_numpy(dtype=float),
-                ],
-                hovertemplate="%{x}: %{y} frames flagged (%{customdata[0]:.1f} % of "
-                "%{customdata[1]})<extra></extra>",
+                name=BAR_UNKNOWN,
+                x=dets,
+                y=np.where(known, 0.0, n_flagged),
+                marker=dict(color=[_faint(c) for c in colors], line=dict(color=colors, width=1)),
+                customdata=custom,
+                hovertemplate=head + "<br>how many the consensus shares: none of them is in "
+                "the sample<extra></extra>",
             )
-        ],
+        )
+    return _fig(
+        traces,
         title,
         xaxis={"title": "detector"},
         yaxis={"title": "frames flagged"},
+        barmode="stack",
+        showlegend=False,
     )
 
 

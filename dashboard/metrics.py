@@ -40,6 +40,29 @@ def flagged(wide: pd.DataFrame, detector: str, top_pct: float = 0.95) -> np.ndar
     return wide[detector].ge(top_pct).to_numpy(dtype=bool)
 
 
+def consensus_agreement(
+    wide: pd.DataFrame, detectors: list[str], consensus: str = "consensus"
+) -> pd.DataFrame:
+    """Per detector: how many of the frames it flags (`flagged`, its own is_outlier) in `wide`
+    the consensus flags too. Columns `detector`, `n_flagged`, `n_shared` and `shared_share`
+    (NaN where the detector flags none of these frames). Every detector flags its own top
+    share of the run, so its count alone says nothing; this says whether its flags are the
+    consensus's junk or its own view."""
+
+    def has(det: str) -> bool:
+        return det in wide or f"{det}_flag" in wide
+
+    rows = []
+    agreed = flagged(wide, consensus) if has(consensus) else None
+    for det in detectors:
+        if agreed is None or not has(det):
+            continue
+        own = flagged(wide, det)
+        n, shared = int(own.sum()), int((own & agreed).sum())
+        rows.append((det, n, shared, shared / n if n else np.nan))
+    return pd.DataFrame(rows, columns=["detector", "n_flagged", "n_shared", "shared_share"])
+
+
 # the period agreement is shown per: a day up to four months of frames, then a week up to
 # three years, then a month (500 daily points were an unreadable tangle on a real webcam)
 AGREEMENT_PERIODS = ((120, "day"), (3 * 366, "week"), (None, "month"))

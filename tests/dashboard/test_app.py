@@ -109,6 +109,41 @@ def test_overview_counts_follow_the_url(app, demo_store):
     assert at.query_params["daylight"] == "night"
 
 
+def test_overview_bars_split_each_detectors_flags_by_the_consensus(app, demo_store):
+    """The flags per detector are alike by construction (each flags its own top share): the
+    bar chart splits each into the frames the consensus flags too and those it flags alone,
+    counted on every frame of the small demo (under the sample size)."""
+    at = ok(app().run())
+    bar = charts(at)[1]
+    assert bar["layout"]["title"]["text"] == "Frames flagged per detector"
+    parts = {t["name"]: t for t in bar["data"]}
+    assert {"consensus flags too", "only this detector"} <= set(parts)
+    run = "(SELECT run_id FROM latest_run)"
+    dets = list(parts["consensus flags too"]["x"])
+    shared = dict(zip(dets, values(parts["consensus flags too"]["y"])))
+    own = dict(zip(dets, values(parts["only this detector"]["y"])))
+    for det in ("consensus", "lof", "iforest"):
+        both = sql(
+            demo_store,
+            f"""SELECT count(*) FROM outlier_scores o JOIN outlier_scores c USING (frame_id)
+                WHERE o.run_id = {run} AND c.run_id = {run} AND o.detector = ?
+                  AND c.detector = 'consensus' AND o.is_outlier AND c.is_outlier""",
+            [det],
+        )
+        alone = (
+            sql(
+                demo_store,
+                f"""SELECT count(*) FROM outlier_scores WHERE run_id = {run} AND detector = ?
+                AND is_outlier""",
+                [det],
+            )
+            - both
+        )
+        assert (shared[det], own[det]) == (both, alone), det
+    assert own["consensus"] == 0
+    assert any("only that detector flags" in c.value for c in at.caption)
+
+
 def test_gallery_shows_a_ranked_page(app, demo_store):
     at = open_page(app(thr="top5", det="iforest"), "views/gallery.py")
     assert titles(at) == ["Gallery"]

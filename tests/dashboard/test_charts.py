@@ -77,6 +77,50 @@ def test_same_colour_on_every_chart():
     ]
 
 
+def test_flagged_bars_split_by_agreement_with_the_consensus():
+    """Every detector flags its own top share, so its bar alone is the same height as the
+    others': each bar is split into the flags the consensus shares (solid) and those only the
+    detector raises (hatched, faint, same colour), scaled from the sample's share."""
+    wide = pd.DataFrame(
+        {
+            "frame_id": [1, 2, 3, 4],
+            "consensus_flag": [True, True, False, False],
+            "lof_flag": [True, False, True, False],  # one shared, one its own
+            "knn_flag": [True, True, False, False],  # both shared
+            "hbos_flag": [False, False, False, None],  # none here (None: no score)
+        }
+    )
+    agreement = metrics.consensus_agreement(wide, ["consensus", "lof", "knn", "hbos", "gone"])
+    assert list(agreement["detector"]) == ["consensus", "lof", "knn", "hbos"]
+    assert list(agreement["n_shared"]) == [2, 1, 2, 0]
+    assert agreement["shared_share"].tolist()[:3] == [1.0, 0.5, 1.0]
+    assert np.isnan(agreement["shared_share"].iloc[3])
+
+    per = pd.DataFrame(
+        {
+            "detector": ["consensus", "lof", "knn", "hbos"],
+            "n_flagged": [10, 10, 10, 10],  # equal, as on an unfiltered view
+            "n_scored": [200] * 4,
+            "flagged_share": [0.05] * 4,
+        }
+    )
+    bar = charts.outliers_bar(per, agreement, sampled=True)
+    parts = {t.name: t for t in bar.data}
+    assert list(parts) == [charts.BAR_SHARED, charts.BAR_OWN, charts.BAR_UNKNOWN]
+    assert list(parts[charts.BAR_SHARED].y) == [10, 5, 10, 0]
+    assert list(parts[charts.BAR_OWN].y) == [0, 5, 0, 0]
+    assert list(parts[charts.BAR_UNKNOWN].y) == [0, 0, 0, 10]
+    assert bar.layout.barmode == "stack"
+    colours = [charts.detector_color(d) for d in per["detector"]]
+    assert list(parts[charts.BAR_SHARED].marker.color) == colours
+    assert list(parts[charts.BAR_OWN].marker.pattern.fgcolor) == colours  # hatched, own hue
+    assert parts[charts.BAR_OWN].marker.pattern.shape == "/"
+    assert "about" in parts[charts.BAR_SHARED].hovertemplate  # a sample: an estimate
+    assert "consensus" in parts[charts.BAR_OWN].hovertemplate
+    # no agreement (a run without a consensus): one plain bar per detector, as before
+    assert len(charts.outliers_bar(per, metrics.consensus_agreement(wide, ["lof"], "x")).data) == 1
+
+
 def test_spearman_and_overlap():
     wide = wide_table()
     rho = metrics.spearman(wide, ["a", "b", "c"])
