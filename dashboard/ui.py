@@ -134,12 +134,20 @@ CARDS_PREFIX = "cards_"  # the key of every card grid's container (`LAYOUT_CSS` 
 # MIN_COLUMN either (a row of 4 metrics or buttons shows 3 a line and the 4th below). Text
 # that still does not fit (a badge, a button, a metric) wraps onto a second line instead of
 # ending in "...". Below 640 pixels Streamlit stacks columns itself: these rules leave that be.
+# A row of columns inside a container keyed `STACK_PREFIX...` (e.g. the Frame page's picture
+# beside its scores) stacks instead, one column under the other at full width, once the main
+# area is narrower than NARROW: its columns hold charts and tables that need more than
+# MIN_COLUMN (at 800 pixels the Frame page's score column was 187 pixels, cutting both).
 MIN_COLUMN = "7.5rem"
 NARROW = "50rem"
+STACK_PREFIX = "stack_"
 _MAIN = '[data-testid="stMain"]'
 _ROW = '[data-testid="stHorizontalBlock"]'
 _COLUMN = f'{_ROW} > [data-testid="stColumn"]'
 _CARDS = f'{_MAIN} [class*="st-key-{CARDS_PREFIX}"]'
+# the keyed container's own row (Streamlit 1.67 wraps it in a stLayoutWrapper), not the rows
+# inside its columns
+_STACKED = f'{_MAIN} [class*="st-key-{STACK_PREFIX}"] > [data-testid="stLayoutWrapper"] > {_ROW}'
 LAYOUT_CSS = f"""
 [data-testid="stMainBlockContainer"] {{ container: st-main / inline-size; }}
 @media (min-width: 640px) {{
@@ -151,6 +159,8 @@ LAYOUT_CSS = f"""
   @container st-main (max-width: {NARROW}) {{
     {_MAIN} {_ROW} {{ flex-wrap: wrap; }}
     {_MAIN} {_COLUMN} {{ min-width: {MIN_COLUMN}; }}
+    {_STACKED} {{ flex-direction: column; }}
+    {_STACKED} > [data-testid="stColumn"] {{ width: 100%; flex: 1 1 auto; min-width: 0; }}
   }}
 }}
 {_CARDS} span.stMarkdownBadge {{ white-space: normal; }}

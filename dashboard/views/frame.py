@@ -53,7 +53,9 @@ if near["next"] is not None:
     with n2:
         ui.frame_link(near["next"], "next", ":material/arrow_forward:")
 
-left, right = st.columns([3, 2])
+# the picture beside its scores, one under the other in a narrow window (`ui.STACK_PREFIX`)
+with st.container(key=f"{ui.STACK_PREFIX}frame"):
+    left, right = st.columns([3, 2])
 with left:
     original = data.original_bytes(detail["root"], detail["path"])
     if original is not None:
@@ -140,7 +142,8 @@ weather = {
     "wind": _fmt(detail.get("wind_speed_ms"), " m/s"),
     "visibility": _fmt(detail.get("visibility_km"), " km"),
 }
-m1, m2 = st.columns(2)
+with st.container(key=f"{ui.STACK_PREFIX}frame_meta"):  # stacked too in a narrow window
+    m1, m2 = st.columns(2)
 m1.dataframe(
     pd.DataFrame({"field": list(meta), "value": [str(v) for v in meta.values()]}),
     hide_index=True,

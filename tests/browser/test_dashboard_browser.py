@@ -350,3 +350,40 @@ def test_cards_badges_metrics_and_buttons_fit_wide_and_narrow(browser, dashboard
         if len(tops) >= 6:  # a row of 6: one line wide, two lines narrow
             assert len(set(tops[:6])) == (1 if width == 1400 else 2), (path, tops)
     ctx.close()
+
+
+_FRAME_FIT_JS = """() => {
+  const main = document.querySelector('[data-testid="stMain"]');
+  const box = el => el.getBoundingClientRect();
+  const chart = main.querySelector('[data-testid="stPlotlyChart"]');
+  const title = chart.querySelector('.gtitle');
+  const image = main.querySelector('[data-testid="stImage"]');
+  return {
+    title_over: box(title).right - box(chart).right,
+    tables_cut: [...main.querySelectorAll('[data-testid="stDataFrame"] .dvn-scroller')]
+      .map(s => s.scrollWidth - s.clientWidth),
+    chart_width: box(chart).width,
+    beside: Math.abs(box(chart).top - box(image).top) < 40 && box(chart).left > box(image).right - 1,
+  };
+}"""
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_frame_page_scores_fit_wide_and_narrow(browser, dashboard_url, width):
+    """At 800 pixels the Frame page's score column was 187 pixels wide: its chart title and
+    its score table were cut. Under `ui.NARROW` the picture and its scores stack (and the
+    metadata beside the weather), so nothing is cut; at 1,400 pixels they stay side by side."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    ctx = browser.new_context(viewport={"width": width, "height": 2400})
+    page = ctx.new_page()
+    page.goto(f"{dashboard_url}/frame")
+    settle(page, "Frame")
+    page.locator('[data-testid="stMain"] .gtitle').first.wait_for(timeout=90_000)
+    page.locator('[data-testid="stDataFrame"] .dvn-scroller').nth(2).wait_for(timeout=90_000)
+    page.wait_for_timeout(1000)  # the tables size their columns once drawn
+    fit = page.evaluate(_FRAME_FIT_JS)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-frame-scores-{width}px.png"), full_page=True)
+    assert fit["title_over"] <= 1, fit  # "Score percentile per detector" whole
+    assert len(fit["tables_cut"]) == 3 and max(fit["tables_cut"]) <= 1, fit  # no table scrolls
+    assert fit["beside"] == (width == 1400), fit
+    ctx.close()
