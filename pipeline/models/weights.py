@@ -80,7 +80,13 @@ def imagenet_weights_path(spec: "ModelSpec") -> Path:
         ) from exc
 
 
-def first_line(exc: Exception) -> str:
-    """The first line of an exception's message (at most 200 characters), for one-line errors."""
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+def first_line(exc: Exception, limit: int = 400) -> str:
+    """An exception's message as one line, for one-line errors: its lines joined (Keras puts
+    the cause on the second line: "A total of 2 objects could not be loaded. Example error
+    message for object <Dense ...>:" then "Layer 'a' expected 2 variables, ..."), runs of
+    spaces as one, cut at `limit` characters with an ellipsis; the exception's type when it
+    says nothing."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

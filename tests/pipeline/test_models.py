@@ -209,6 +209,22 @@ def test_keras_file_model_output_is_the_embedding(tmp_path):
         get_model(f"keras:{path}").build(weights=path)
 
 
+def test_a_weights_file_for_other_layers_names_keras_own_reason(tmp_path):
+    """Keras says why on the second line of its message; the one-line error keeps it."""
+    from pipeline.models.keras_setup import import_keras
+
+    keras = import_keras()
+    other = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="a")])
+    path = tmp_path / "other.weights.h5"
+    other.save_weights(path)
+    with pytest.raises(Exception) as caught:
+        get_model("mobilenetv3small").build(weights=path)
+    message = str(caught.value)
+    assert message.startswith(f"cannot load {path} into mobilenetv3small: ")
+    assert "Layer 'conv' expected 1 variables, but received 0 variables during loading" in message
+    assert "\n" not in message and len(message) < 700
+
+
 def test_missing_imagenet_weights_fail_fast_with_the_fix(tmp_path, small_folder):
     """No cache and no network: exit 1, and the message names the file, --weights, vgg16-hed."""
     db = tmp_path / "s.duckdb"
