@@ -325,6 +325,18 @@ def score_table(scores: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def not_in_top(n_missing: int, first: str, second: str, k: int, n_shown: int) -> str:
+    """The Compare page's line over a "first flags it, second does not" gallery: how many of
+    `first`'s top `k` frames are not in `second`'s top `k` ("1 ... is", "2 ... are"), and how
+    many of them, the highest by `first`, the gallery shows."""
+    top = f"{first}'s top {filters.plural(k, 'frame')}"
+    if n_missing == 0:
+        return f"Every one of {top} is in {second}'s top {int(k):,}."
+    verb = "is" if n_missing == 1 else "are"
+    shown = "the highest" if n_shown == 1 else f"the {n_shown:,} highest"
+    return f"{n_missing:,} of {top} {verb} not in {second}'s top {int(k):,}; {shown} by {first}:"
+
+
 def neighbour_note(row: pd.Series | dict) -> str:
     """A neighbour card's line on the Frame page: its rank and its distance."""
     rank, distance = row.get("rank"), row.get("distance")

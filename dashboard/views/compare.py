@@ -81,10 +81,7 @@ c2.plotly_chart(charts.agreement_over_time(wide, chosen), key="compare_agreement
 
 for first, second, (page, total) in ((a, b, diffs["a"]), (b, a, diffs["b"])):
     st.subheader(f"{first} flags it, {second} does not")
-    st.caption(
-        f"{total} of {first}'s top {filters.plural(k, 'frame')} are not in {second}'s top {int(k)}; "
-        f"the {min(GALLERY, total)} highest by {first}:"
-    )
+    st.caption(ui.not_in_top(total, first, second, int(k), min(GALLERY, total)))
     if len(page):
         ui.thumb_grid(
             page, first, n_cols=GALLERY, key=f"anb_{first}_{second}", thumbs=data.thumbs_of(page)

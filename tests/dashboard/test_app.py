@@ -40,6 +40,11 @@ def sql(db, query, params=None):
         return scalar(con, query, params)
 
 
+def store_rows(db, query, params=None) -> list[tuple]:
+    with store.connect(db, read_only=True) as con:
+        return con.execute(query, params or []).fetchall()
+
+
 def ok(at: AppTest) -> AppTest:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -295,6 +300,26 @@ def test_compare_page(app, demo_store):
         assert "ROC against reviews / ground truth" in names
     spear = charts(at)[1]["data"][0]
     assert spear["x"] == ["iforest", "lof"]
+
+
+def test_compare_says_one_frame_is_not_in_the_others_top(app, demo_store):
+    """With k = 1 and two detectors whose highest frames differ, exactly one of each one's top
+    frames is not in the other's: the line says "is", not "are"."""
+    tops = {
+        det: fid
+        for det, fid in store_rows(
+            demo_store,
+            """SELECT detector, arg_max(frame_id, (score, -frame_id)) FROM outlier_scores
+               WHERE run_id = (SELECT run_id FROM latest_run) GROUP BY detector""",
+        )
+    }
+    a, b = next((a, b) for a in sorted(tops) for b in sorted(tops) if tops[a] != tops[b])
+    at = open_page(app(cmp=f"{a},{b}", k="1", a=a, b=b), "views/compare.py")
+    lines = [c.value for c in at.caption if "top 1 frame" in c.value]
+    assert lines == [
+        f"1 of {a}'s top 1 frame is not in {b}'s top 1; the highest by {a}:",
+        f"1 of {b}'s top 1 frame is not in {a}'s top 1; the highest by {b}:",
+    ]
 
 
 def test_frame_page_shows_the_original_scores_and_neighbours(app, demo_store):

@@ -107,3 +107,20 @@ def test_the_percentile_chart_labels_the_detectors_without_a_score():
 def test_a_neighbour_card_says_its_rank_and_distance():
     assert ui.neighbour_note({"rank": 1, "distance": 0.0850143}) == "rank 1 · distance\u00a00.085"
     assert ui.neighbour_note({"rank": 3, "distance": None}) == "rank 3"
+
+
+def test_a_gallery_of_one_frame_not_in_the_other_top_says_is():
+    """Compare's line over a "A flags it, B does not" gallery read "1 of ... are not in":
+    one is, several are, none says so."""
+    assert ui.not_in_top(1, "lof", "iforest", 50, 1) == (
+        "1 of lof's top 50 frames is not in iforest's top 50; the highest by lof:"
+    )
+    assert ui.not_in_top(12, "lof", "iforest", 50, 6) == (
+        "12 of lof's top 50 frames are not in iforest's top 50; the 6 highest by lof:"
+    )
+    assert ui.not_in_top(1, "lof", "knn", 1, 1) == (
+        "1 of lof's top 1 frame is not in knn's top 1; the highest by lof:"
+    )
+    assert ui.not_in_top(0, "lof", "knn", 1_000, 0) == (
+        "Every one of lof's top 1,000 frames is in knn's top 1,000."
+    )
