@@ -337,6 +337,20 @@ def not_in_top(n_missing: int, first: str, second: str, k: int, n_shown: int) ->
     return f"{n_missing:,} of {top} {verb} not in {second}'s top {int(k):,}; {shown} by {first}:"
 
 
+def cluster_heading(cluster: int) -> None:
+    """A cluster's heading on the Clusters page: a square in the cluster's colour (the one its
+    bars and lines have on every chart, `charts.cluster_color`) and its name, over a rule.
+    Markdown colours text only by name (`:blue[...]`), so the square is an inline span with
+    the colour's hex value."""
+    color = charts.cluster_color(cluster)
+    st.markdown(
+        f'### <span style="color: {color}" title="{color}">■</span> '
+        f"{charts.cluster_label(cluster)}",
+        unsafe_allow_html=True,
+    )
+    st.html(f'<hr style="margin: 0; border: 0; border-top: 2px solid {color}; opacity: 0.6">')
+
+
 def neighbour_note(row: pd.Series | dict) -> str:
     """A neighbour card's line on the Frame page: its rank and its distance."""
     rank, distance = row.get("rank"), row.get("distance")

@@ -40,10 +40,9 @@ if st.button("New random samples", key="clusters_reshuffle"):
 thumbs = data.thumbs_of(samples)
 for row in sizes.to_dict("records"):
     cluster = int(row["cluster"])
-    label = charts.cluster_label(cluster)
     first = pd.Timestamp(row["first"]).strftime("%Y-%m-%d") if pd.notna(row["first"]) else "?"
     last = pd.Timestamp(row["last"]).strftime("%Y-%m-%d") if pd.notna(row["last"]) else "?"
-    st.subheader(f":material/circle: {label}", divider="gray")
+    ui.cluster_heading(cluster)
     st.caption(
         f"{filters.plural(int(row['n_frames']), 'frame')} · "
         f"{row['night_share'] * 100:.0f} % night · "

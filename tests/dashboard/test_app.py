@@ -256,10 +256,25 @@ def test_clusters_page(app, demo_store):
         "SELECT count(DISTINCT cluster) FROM clusters "
         "WHERE run_id = (SELECT run_id FROM latest_run)",
     )
-    assert len(at.subheader) == n_clusters
+    heads = [m.value for m in at.markdown if m.value.startswith("### ")]
+    assert len(heads) == n_clusters
     assert len(at.image) > 0
     sizes = charts(at)[0]
     assert sizes["layout"]["title"]["text"] == "Frames per cluster"
+
+
+def test_each_cluster_heading_has_the_clusters_colour(app):
+    """The headings' icon was a grey circle: each is now a square in its cluster's colour,
+    the colour of its bar in "Frames per cluster" (and of its lines elsewhere)."""
+    at = open_page(app(), "views/clusters.py")
+    bars = charts(at)[0]["data"][0]
+    colour_of = dict(zip(bars["x"], bars["marker"]["color"]))
+    heads = [m.value for m in at.markdown if m.value.startswith("### ")]
+    assert [h.rsplit("</span> ", 1)[1] for h in heads] == list(colour_of)
+    for head in heads:
+        label = head.rsplit("</span> ", 1)[1]
+        assert f'<span style="color: {colour_of[label]}"' in head, head
+    assert len(set(colour_of.values())) == len(colour_of)  # not one grey for all
 
 
 def test_a_compare_link_keeps_its_a_and_b(app):
