@@ -99,9 +99,10 @@ if opts["detectors"]:
     st.plotly_chart(charts.outliers_bar(per_detector, agreement, sampled), key="overview_bar")
     if not agreement.empty:
         st.caption(
-            "Each detector flags its own top share of the run's frames, so the bars are "
-            "alike; what differs is agreement. Solid: frames the consensus flags too; hatched: "
-            "frames only that detector flags (its own view of junk, or its false alarms)."
+            "Each detector flags its own top share of the run's frames (over all frames the "
+            "bars are the same height): what tells them apart is agreement. Solid: frames the "
+            "consensus flags too; hatched: frames only that detector flags (its own view of "
+            "junk, or its false alarms)."
             + (
                 f" The split is counted on a fixed pseudo-random sample of "
                 f"{AGREEMENT_MAX_FRAMES:,} of the filtered frames."
