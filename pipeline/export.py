@@ -15,6 +15,7 @@ frames whose file could not be read.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import date
@@ -259,10 +260,15 @@ def export(
     out = Path(out)
     if not out.parent.is_dir():
         raise InputError(f"--out: the folder {out.parent} does not exist")
+    real_db = os.path.realpath(db)
+    _check_not_input(out, [Path(f"{real_db}{end}") for end in ("", ".wal", ".lock")], "the store")
     with store.connect(db, read_only=True) as con:  # closed before the long encode
         flt = build_filter(con, flags)
         frames = facts.export_frames(con, flt, mode)
         left_out = facts.export_left_out(con, flt, mode)
+    _check_not_input(
+        out, [Path(formats.file_path(p)) for p in frames["abs_path"]], "one of the frames exported"
+    )
     summary = ExportSummary(
         out=out,
         fmt=fmt,
@@ -285,6 +291,20 @@ def export(
     except OSError as exc:  # the output; a frame file that cannot be read is left out instead
         raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
     return summary
+
+
+def _check_not_input(out: Path, inputs: list[Path], what: str) -> None:
+    """Refuse an `out` that is one of `inputs` (by its real path): writing the export there
+    would destroy the store or a frame the export reads."""
+    if not out.exists():
+        return
+    real = os.path.realpath(out)
+    name = os.path.basename(real)  # stored frame paths are real paths: compare those named so
+    if any(os.path.realpath(path) == real for path in inputs if path.name == name):
+        raise InputError(
+            f"--out {out} is {what}: writing there would destroy it; nothing was written. "
+            "Give --out another file name"
+        )
 
 
 def _write_text(

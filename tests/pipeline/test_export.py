@@ -326,3 +326,28 @@ def test_an_output_that_cannot_be_written_is_one_line(colours, tmp_path):
         refused = export(db, "--out", f"/proc/{name}")
         assert refused.exit_code == 1
         assert refused.output.strip().startswith(f"error: cannot write /proc/{name}: ")
+
+
+def test_an_output_that_is_the_store_or_a_frame_is_refused_and_nothing_is_lost(colours, tmp_path):
+    db, _, folder = colours
+    store_copy = tmp_path / "copy.duckdb"
+    store_copy.write_bytes(db.read_bytes())
+    before = store_copy.read_bytes()
+    for fmt in ("list", "csv", "mp4"):
+        refused = export(store_copy, "--out", str(store_copy), "--format", fmt)
+        assert refused.exit_code == 1, refused.output
+        assert refused.output.strip() == (
+            f"error: --out {store_copy} is the store: writing there would destroy it; "
+            "nothing was written. Give --out another file name"
+        )
+        assert store_copy.read_bytes() == before
+    frame = folder / "cam_03.jpg"
+    picture = frame.read_bytes()
+    refused = export(db, "--out", str(frame), "--format", "mp4")
+    assert refused.exit_code == 1
+    assert "is one of the frames exported: writing there would destroy it" in refused.output
+    assert frame.read_bytes() == picture
+    link = tmp_path / "link.txt"  # the store under another name
+    link.symlink_to(store_copy)
+    assert export(store_copy, "--out", str(link)).exit_code == 1
+    assert store_copy.read_bytes() == before
