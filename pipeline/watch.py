@@ -147,6 +147,10 @@ class Watcher:
 
     def one_pass(self) -> PassResult:
         result = PassResult(at=datetime.now())
+        if not self.folder.is_dir():  # removed, renamed, or a network share gone: wait for it
+            result.run_id = self.fitted.run_id if self.fitted is not None else None
+            result.note = self._gone()
+            return result
         try:
             work = self._look(result)
             if work:
@@ -154,7 +158,17 @@ class Watcher:
                     self._work(result)
         except store.StoreLockedError as exc:  # busy (a pipeline run) or locked (a long read)
             result.note = f"store busy, tried again next pass ({_first_sentence(exc)})"
+        except (FileNotFoundError, NotADirectoryError):
+            if self.folder.is_dir():
+                raise
+            result.note = self._gone()  # went during the pass: what was committed is kept
         return result
+
+    def _gone(self) -> str:
+        return (
+            f"the folder {self.folder} is not there (removed, renamed or a share not mounted?); "
+            "looked for again next pass"
+        )
 
     def _look(self, result: PassResult) -> bool:
         """Whether there is anything to write, from a read-only look; loads a newer run."""

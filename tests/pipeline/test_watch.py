@@ -229,3 +229,24 @@ def test_sigterm_stops_between_batches_and_sigkill_loses_at_most_one(serving_sto
         )
         == n_frames * n_detectors
     )
+
+
+def test_a_folder_that_goes_away_is_waited_for_not_a_crash(serving_store, tmp_path):
+    db = serving_store.copy(tmp_path / "store")
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    watch = WatchProcess(folder, db, _config(tmp_path))
+    try:
+        watch.wait_for(r"0 new, 0 scored, 0 flagged, 0 errors \(run 1\)")
+        away = folder.rename(tmp_path / "unmounted")  # a share that went away
+        line = watch.wait_for(r"is not there")
+        assert line.endswith(
+            f"(run 1); the folder {folder} is not there (removed, renamed or a share not "
+            "mounted?); looked for again next pass"
+        )
+        (away / serving_store.new[0].name).write_bytes(serving_store.new[0].read_bytes())
+        away.rename(folder)
+        watch.wait_for(r": 1 new, 1 scored, \d flagged, 0 errors \(run 1\)$")
+    finally:
+        rc = watch.stop(signal.SIGTERM)
+    assert rc == 0 and "watch stopped after" in watch.seen[-1], watch.seen[-10:]
