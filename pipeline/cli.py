@@ -1086,8 +1086,9 @@ def serve(ctx, db: Path, host: str, port: int, run_id, token_file, precision) ->
     """
     settings = _settings(ctx, precision=precision)
     token = _read_token(token_file) if token_file is not None else None
-    from pipeline.serve import build, run_server
+    from pipeline.serve import build, check_address, run_server
 
+    check_address(host, port)  # before the run and its model are loaded
     app = build(db, settings, run_id=run_id, token=token)
     scorer = app.state.scorer
     what = (

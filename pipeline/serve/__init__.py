@@ -18,6 +18,7 @@ Retry-After if that takes longer than the lock timeout.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from pipeline.settings import Settings
@@ -34,10 +35,55 @@ def build(db: Path, settings: Settings, run_id: int | None = None, token: str | 
     return create_app(scorer, settings, token=token, reload=run_id is None)
 
 
+def check_address(host: str, port: int) -> None:
+    """`host:port` can be listened on (checked before the run and its model are loaded);
+    `InputError` naming the fix otherwise (the port taken, a host name that is not known or
+    not an address of this machine)."""
+    import socket
+
+    from pipeline.errors import InputError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InputError(
+            f"--host {host}: not an address this machine can listen on ({exc}); give an "
+            "address of this machine, 127.0.0.1 (the default) or 0.0.0.0 (every address)"
+        ) from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            fix = (
+                "another program (another serve?) listens there: stop it or give --port N"
+                if exc.errno == errno.EADDRINUSE
+                else "give another --host or --port"
+            )
+            raise InputError(f"cannot listen on {host}:{port}: {reason}; {fix}") from None
+
+
 def run_server(app, host: str, port: int) -> None:
     """Serve `app` with uvicorn until Ctrl-C or SIGTERM (both stop it cleanly)."""
     import uvicorn
 
-    uvicorn.run(
-        app, host=host, port=port, log_level="info", access_log=True, timeout_graceful_shutdown=10
-    )
+    from pipeline.errors import PipelineError
+
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=True,
+            timeout_graceful_shutdown=10,
+        )
+    except SystemExit as exc:  # uvicorn exits 3 when it could not start (its ERROR line says why)
+        if exc.code in (None, 0):
+            raise
+        raise PipelineError(
+            f"the server could not start on {host}:{port} (the ERROR line above says why)"
+        ) from None

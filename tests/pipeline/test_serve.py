@@ -418,6 +418,33 @@ def test_the_cli_refuses_an_empty_token_file(serving_store, tmp_path):
     assert refused.exit_code == 1 and "holds nothing" in refused.output
 
 
+def test_the_cli_refuses_a_taken_port_or_unknown_host_in_one_line(serving_store):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = CliRunner().invoke(
+            cli, ["serve", "--db", str(serving_store.db), "--port", str(port)]
+        )
+    assert refused.exit_code == 1, refused.output
+    assert refused.output.strip() == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use; another program "
+        "(another serve?) listens there: stop it or give --port N"
+    )
+    assert "serve " not in refused.output  # refused before the run and model were loaded
+    refused = CliRunner().invoke(
+        cli, ["serve", "--db", str(serving_store.db), "--host", "no-such-host.invalid"]
+    )
+    assert refused.exit_code == 1
+    assert refused.output.startswith(
+        "error: --host no-such-host.invalid: not an address this machine can listen on"
+    )
+
+
 def test_the_cli_serves_until_sigterm(serving_store, tmp_path):
     db = serving_store.copy(tmp_path)
     token_file = tmp_path / "token"
