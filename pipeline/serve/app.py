@@ -25,8 +25,10 @@ from contextlib import asynccontextmanager
 from typing import Literal
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import store
 from pipeline import __version__
@@ -41,6 +43,10 @@ from store import facts
 log = logging.getLogger("uvicorn.error")
 
 HEALTH_PATH = "/v1/health"
+ROUTES = (  # named in the answer to a path or method that is not one of them
+    "GET /v1/health, POST /v1/score, GET /v1/frames/{frame_id}, "
+    "GET /v1/frames/{frame_id}/thumbnail, GET /v1/runs"
+)
 # The dashboard's Frame page: its URL path and its URL key (dashboard/pages.py; the pipeline
 # does not import the dashboard, a test checks the two agree).
 DASHBOARD_FRAME_PAGE = "frame"
@@ -302,6 +308,35 @@ def create_app(
             status_code=503,
             headers={"Retry-After": "5"} if busy else None,
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_parameter(request: Request, exc: RequestValidationError):
+        wrong = "; ".join(
+            f"{error['loc'][-1]} in the {error['loc'][0]}: {error['msg'].lower()} "
+            f"(got {error.get('input')!r})"
+            for error in exc.errors()
+        )
+        if any(error["loc"][-1] == "frame_id" for error in exc.errors()):
+            wrong += "; frame ids are whole numbers, e.g. /v1/frames/131"
+        return JSONResponse({"detail": wrong, "problem": "bad_parameter"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            body = {
+                "detail": f"no route {where}; the routes are {ROUTES} (and /docs)",
+                "problem": "not_found",
+            }
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "another method")
+            body = {
+                "detail": f"{where} is not allowed: use {allowed} (the routes: {ROUTES})",
+                "problem": "method_not_allowed",
+            }
+        else:
+            body = {"detail": str(exc.detail), "problem": "http_error"}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):  # logged by uvicorn; serving goes on

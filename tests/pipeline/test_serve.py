@@ -267,6 +267,28 @@ def test_requests_without_files_or_multipart_are_refused_clearly(strict, serving
     assert score(strict, [("a.jpg", good)]).status == 200
 
 
+def test_a_wrong_path_method_or_frame_id_is_refused_in_the_documented_shape(served):
+    """Every refusal is {"detail": text, "problem": code}, also FastAPI's own (an id that is
+    not a number, a path or method that is not a route)."""
+    url, _, _ = served
+    reply = get(url, "/v1/frames/abc")
+    assert reply.status == 422
+    assert reply.json() == {
+        "detail": "frame_id in the path: input should be a valid integer, unable to parse "
+        "string as an integer (got 'abc'); frame ids are whole numbers, e.g. /v1/frames/131",
+        "problem": "bad_parameter",
+    }
+    reply = get(url, "/v1/frame/3")
+    assert reply.status == 404 and reply.json()["problem"] == "not_found"
+    assert reply.json()["detail"].startswith("no route GET /v1/frame/3; the routes are ")
+    assert "GET /v1/frames/{frame_id}" in reply.json()["detail"]
+    reply = http(f"{url}/v1/score", "GET")
+    assert reply.status == 405 and reply.headers["allow"] == "POST"
+    assert reply.json()["problem"] == "method_not_allowed"
+    assert reply.json()["detail"].startswith("GET /v1/score is not allowed: use POST")
+    assert get(url, "/v1/health").status == 200
+
+
 def test_an_oversized_request_is_refused_before_its_body_is_sent(served):
     """curl asks `Expect: 100-continue` for big uploads: a 2 GiB one gets 413 at once."""
     url, _, _ = served
