@@ -278,6 +278,11 @@ def export(
         n_exported=len(frames),
         left_out=left_out,
     )
+    if frames.empty and not left_out["n_frames"]:
+        raise InputError(
+            f"the store {db} has no frames yet, so there is nothing to export: run "
+            f"`python -m pipeline ingest FOLDER --db {db}` (or `run`) first"
+        )
     if frames.empty:
         raise InputError(
             f"no frames to export with --frames {mode} and {flags.describe()} "

@@ -351,3 +351,18 @@ def test_an_output_that_is_the_store_or_a_frame_is_refused_and_nothing_is_lost(c
     link.symlink_to(store_copy)
     assert export(store_copy, "--out", str(link)).exit_code == 1
     assert store_copy.read_bytes() == before
+
+
+def test_a_store_without_frames_says_so_and_writes_nothing(tmp_path):
+    empty = tmp_path / "camera"
+    empty.mkdir()
+    db = tmp_path / "empty.duckdb"
+    ingest_folder(empty, db, Settings(workers=1), progress=False)  # a store, no frames
+    for name in ("x.csv", "x.mp4"):
+        refused = export(db, "--out", str(tmp_path / name))
+        assert refused.exit_code == 1
+        assert refused.output.strip() == (
+            f"error: the store {db} has no frames yet, so there is nothing to export: run "
+            f"`python -m pipeline ingest FOLDER --db {db}` (or `run`) first"
+        )
+        assert not (tmp_path / name).exists()
