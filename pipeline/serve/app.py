@@ -23,6 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Literal
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -245,6 +246,42 @@ class BearerToken:
         await response(scope, receive, send)
 
 
+class NoQuery:
+    """ASGI middleware: the /v1/ routes take no query parameters, so one is refused (400
+    `unknown_parameter`) rather than silently ignored: `POST /v1/score?taken_at=...` would
+    otherwise score the frame with another time than the client meant."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        query = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        path = _path(scope)
+        if not query or not path.startswith("/v1/") or path == HEALTH_PATH:  # probes: never
+            return await self.app(scope, receive, send)
+        names = sorted({name for name, _ in parse_qsl(query.decode("latin-1"), True)}) or [
+            query.decode("latin-1")
+        ]
+        hint = (
+            " (a frame's time goes as a `taken_at` form field after its `file` part)"
+            if TIME_FIELD in names
+            else ""
+        )
+        response = JSONResponse(
+            {
+                "detail": f"unknown query {_plural(names)}: {path} takes none; send "
+                f"the request without it{hint}",
+                "problem": "unknown_parameter",
+            },
+            status_code=400,
+        )
+        await response(scope, receive, send)
+
+
+def _plural(names: list[str]) -> str:
+    return ("parameter " if len(names) == 1 else "parameters ") + ", ".join(map(repr, names))
+
+
 def _path(scope) -> str:
     path, root = scope.get("path", ""), scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root) else path
@@ -283,7 +320,8 @@ def create_app(
     )
     app.state.scorer = scorer
     app.state.batcher = batcher
-    if token:
+    app.add_middleware(NoQuery)
+    if token:  # added last, so checked first: without the token nothing else is said
         app.add_middleware(BearerToken, token=token)
 
     @app.exception_handler(UploadError)

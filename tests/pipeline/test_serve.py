@@ -289,6 +289,28 @@ def test_a_wrong_path_method_or_frame_id_is_refused_in_the_documented_shape(serv
     assert get(url, "/v1/health").status == 200
 
 
+def test_a_query_parameter_is_refused_not_silently_ignored(served, serving_store):
+    """`?taken_at=` on the URL would otherwise score with the EXIF time, not the one sent."""
+    url, _, _ = served
+    good = serving_store.new[0]
+    body, content_type = multipart([("file", good.name, good.read_bytes())])
+    reply = http(
+        f"{url}/v1/score?taken_at=2024-04-02T12:00:00", "POST", body, {"Content-Type": content_type}
+    )
+    assert reply.status == 400
+    assert reply.json() == {
+        "detail": "unknown query parameter 'taken_at': /v1/score takes none; send the "
+        "request without it (a frame's time goes as a `taken_at` form field after its "
+        "`file` part)",
+        "problem": "unknown_parameter",
+    }
+    reply = get(url, "/v1/runs?limit=5&order=asc")
+    assert reply.status == 400 and reply.json()["problem"] == "unknown_parameter"
+    assert "parameters 'limit', 'order'" in reply.json()["detail"]
+    assert get(url, "/v1/health?probe=1").status == 200  # load balancers' probes pass
+    assert get(url, "/v1/runs").status == 200
+
+
 def test_an_oversized_request_is_refused_before_its_body_is_sent(served):
     """curl asks `Expect: 100-continue` for big uploads: a 2 GiB one gets 413 at once."""
     url, _, _ = served
