@@ -183,6 +183,9 @@ def _sidebar(opts: dict) -> None:
             if advice:
                 sb.caption(advice)
                 _see_what_it_counts(sb, [c for c in at_odds if c in counted], opts)
+            left_out = left_out_note(opts.get("causes_left_out", {}), counted)
+            if left_out:
+                sb.caption(left_out)
             _suggested_causes(sb, opts, counted)
         kind = sb.selectbox(
             "Threshold",
@@ -278,6 +281,21 @@ def causes_advice(at_odds: dict[str, float], counted) -> str | None:
         f"{'it counts' if one else 'they count'} as junk, the quality cause calls good "
         "frames. If what changes in this view (boats, clouds, traffic, diggers) is not junk "
         f"to you, leave {'it' if one else 'them'} out of the junk causes."
+    )
+
+
+def left_out_note(left_out: dict[str, float], counted) -> str | None:
+    """What the sidebar says of a cause the run left out by itself (`analyze` with junk causes
+    unset: a scene cause that mostly says what kind of day it is) while it is not counted."""
+    out = {c: share for c, share in left_out.items() if c not in counted}
+    if not out:
+        return None
+    names = " and ".join(f"**{c}**" for c in out)
+    shares = ", ".join(f"{share:.0%}" for share in out.values())
+    return (
+        f"The run left the {names} cause out: on this camera it mostly says what kind of day it "
+        f"is (clear or grey, the sun, the traffic), not what is in a frame ({shares} of its "
+        "ranking of the daylight frames lies between days). Add it above to count it."
     )
 
 

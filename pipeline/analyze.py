@@ -9,7 +9,8 @@ never in memory whole), builds one nearest-neighbour index (`pipeline.neighbors`
 against exact search measured on a sample and kept in the run's parameters), clusters (k-means with k by silhouette, or HDBSCAN on
 `cluster_dims` PCA dims), maps to 2-D (PCA or UMAP), fits every requested detector plus
 `consensus` (`pipeline.detectors`: a score per cause of junk, `cause:<cause>`, and their sum
-over the setting `junk_causes`, recorded in the run's params; frames ingested before
+over the setting `junk_causes`, recorded in the run's params; unset, every cause less a scene
+cause that mostly says what kind of day it is, `consensus.default_causes`; frames ingested before
 `local_contrast` was measured get it from their thumbnails first; the pixel detectors side by
 side, `_fit_detectors`), scores the frames through the fitted run
 (`pipeline.fitted.FittedRun.score`, as `score-new` does), groups the consensus's flags into
@@ -60,7 +61,8 @@ from pipeline.detectors import (
     make_detector,
 )
 from pipeline.detectors.base import Detector
-from pipeline.detectors.batch import daylight_classes
+from pipeline.detectors.batch import day_and_minute, daylight_classes
+from pipeline.detectors.consensus import day_gate_note, day_gated, default_causes
 from pipeline.errors import AnalysisError, InputError
 from pipeline.fitted import (
     N_TABLE_NEIGHBORS,
@@ -456,7 +458,7 @@ def _analyze_run(
                 chosen,
                 settings.consensus_rule,
                 settings.contamination,
-                junk_causes=list(settings.junk_causes),
+                junk_causes=list(settings.junk_causes or ()) or None,
             ).fit,
             fit_pcts,
         )
@@ -466,14 +468,25 @@ def _analyze_run(
             "one (--detectors, setting consensus_detectors)"
         ) from None
 
-    # does a counted cause rank this camera's frames against the quality cause (Kat Kam's
-    # scene cause: its clear days)? Said in the notes and kept with the run for the dashboard
-    agreement = cause_agreement(
-        {c: s.decision_scores_ for c, s in consensus.causes_.items()},
-        daylight_classes(batch) == "day",
-    )
-    at_odds = causes_at_odds(agreement, settings.junk_causes)
-    notes += at_odds_advice(at_odds, settings.junk_causes)
+    # with junk_causes unset, a scene cause that mostly says what kind of day it is (Kat Kam's
+    # clear days) is left out (`default_causes`); said in the notes, kept with the run
+    by_cause = {c: s.decision_scores_ for c, s in consensus.causes_.items()}
+    in_daylight = daylight_classes(batch) == "day"
+    days = day_and_minute(batch.local_time)[0]
+    day_shares = day_gated(by_cause, in_daylight & (days >= 0), days)
+    junk_causes = list(settings.junk_causes or ())
+    left_out = {}  # cause -> its day share, for each cause the run left out by itself
+    if not junk_causes:
+        junk_causes = default_causes(day_shares, by_cause)
+        left_out = {c: day_shares[c] for c in by_cause if c not in junk_causes}
+        if left_out:
+            consensus.count(junk_causes)
+            notes += day_gate_note(day_shares, junk_causes)
+    # does a counted cause rank this camera's frames against the quality cause? Said in the
+    # notes and kept with the run for the dashboard
+    agreement = cause_agreement(by_cause, in_daylight)
+    at_odds = causes_at_odds(agreement, junk_causes)
+    notes += at_odds_advice(at_odds, junk_causes)
 
     first = batch.nn_dist[:, 0]
     too_far = float(np.quantile(first[np.isfinite(first)], settings.too_far_quantile))
@@ -530,6 +543,9 @@ def _analyze_run(
         neighbor_nprobe=index.nprobe_,
         detectors=list(detectors),
         consensus_of=chosen,
+        junk_causes=junk_causes,
+        cause_day_share=day_shares,
+        causes_left_out=left_out,
         cause_agreement=agreement,
         causes_at_odds=at_odds,
         too_far_distance=too_far,

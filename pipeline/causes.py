@@ -11,9 +11,10 @@ Every detector belongs to one cause (its class's `cause` fact, see `pipeline.det
   unlike any other frame.
 
 `analyze` writes one score per cause beside the detectors (detector name `cause:<cause>`), and
-the consensus is the sum of the causes a user counts as junk (setting `junk_causes`, default
-all four): a building-site camera, whose diggers and trucks are the point, counts
-`quality,camera`. This module is light (no NumPy) so that settings can check the names. The
+the consensus is the sum of the causes a user counts as junk (setting `junk_causes`; unset,
+all four less a scene cause that mostly says what kind of day it is,
+`pipeline.detectors.consensus.default_causes`): a building-site camera, whose diggers and
+trucks are the point, counts `quality,camera`. This module is light (no NumPy) so that settings can check the names. The
 store names a cause's score (`store.causes.cause_key`) and can sum other causes again
 (`store.causes`: the dashboard's and export's "junk causes"); the dashboard also proposes the
 causes the user's own junk/keep reviews rank best (`dashboard.metrics.suggest_causes`).

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.causes import CAUSES, check_causes
+from pipeline.causes import check_causes
 from pipeline.errors import InputError
 from pipeline.models.registry import AUTO, DEFAULT_MODEL, PRECISION_CHOICES
 
@@ -164,12 +164,13 @@ class Settings:
         "how `consensus` combines the ranks of one cause's detectors (see "
         "pipeline/detectors/consensus.py)",
     )
-    junk_causes: tuple = _setting(
-        tuple(CAUSES),
+    junk_causes: tuple | None = _setting(
+        None,
         "causes of junk the consensus counts, comma-separated: quality (blur, haze, water on the "
         "lens, exposure), camera (moved, knocked), scene (something in front or new in the "
         "scene), rarity (unlike the other frames); a building-site camera counts "
-        "quality,camera",
+        "quality,camera [default: all four, less the scene cause where it mostly says what "
+        "kind of day it is (a sea-and-sky view's clear days), as the run notes]",
     )
     neighbor_index: str = _setting(
         "auto",
@@ -270,15 +271,7 @@ class Settings:
         return cls(**values)
 
     def __post_init__(self) -> None:
-        causes = self.junk_causes
-        if isinstance(causes, str):
-            causes = causes.split(",")
-        if not isinstance(causes, (list, tuple)):
-            raise InputError(f"setting junk_causes must be a list of causes, not {causes!r}")
-        try:
-            self.junk_causes = tuple(check_causes(causes))
-        except ValueError as exc:
-            raise InputError(f"setting {exc}") from None
+        self.junk_causes = self._checked_causes(self.junk_causes)
         for f in dataclasses.fields(self):
             choices = f.metadata["choices"]
             if choices is not None and getattr(self, f.name) not in choices:
@@ -300,6 +293,21 @@ class Settings:
                     f"setting {f.name} must be between {low:{form}} and {high:{form}}, "
                     f"not {value:{form}}: {f.metadata['help']}"
                 )
+
+    @staticmethod
+    def _checked_causes(causes: Any) -> tuple[str, ...] | None:
+        """`junk_causes` as a tuple of known causes; None (unset) leaves the choice to the
+        analysis (`pipeline.detectors.consensus.default_causes`)."""
+        if causes is None:
+            return None
+        if isinstance(causes, str):
+            causes = causes.split(",")
+        if not isinstance(causes, (list, tuple)):
+            raise InputError(f"setting junk_causes must be a list of causes, not {causes!r}")
+        try:
+            return tuple(check_causes(causes))
+        except ValueError as exc:
+            raise InputError(f"setting {exc}") from None
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with some fields changed (None values are ignored)."""

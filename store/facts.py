@@ -533,6 +533,9 @@ def options(con: duckdb.DuckDBPyConnection, run_id: int | None = None) -> dict[s
         # cause -> Spearman with the quality cause, for the counted causes that rank this
         # camera's frames against it (`analyze`'s advice); {} before it was recorded
         "causes_at_odds": dict(params.get("causes_at_odds") or {}),
+        # cause -> share of its daylight ranking between days, for each cause the run left
+        # out by itself (`junk_causes` unset: a scene cause that says what kind of day it is)
+        "causes_left_out": dict(params.get("causes_left_out") or {}),
     }
 
 

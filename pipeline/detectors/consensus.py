@@ -7,7 +7,8 @@ confident detector counts more than several lukewarm ones; 1 - p is floored at 1
 ranked frames), evidence is averaged within a family and summed over the families of the
 cause (the quality cause: `soft` and `flat` are one family, `exposure` another). That is the
 cause's score, stored as detector `cause:<cause>`. The consensus is the sum of the scores of
-the causes the user counts as junk (setting `junk_causes`, default all four), so one cause
+the causes the user counts as junk (setting `junk_causes`; unset, all four less a scene cause
+that mostly says what kind of day it is: `default_causes`), so one cause
 alone can flag a frame, and the dashboard can sum the stored cause scores again for another
 choice without a new run. A rule always works within a cause and causes are always summed
 (for `family_tail` that is the sum over all families, as before causes were recorded).
@@ -296,6 +297,79 @@ def at_odds_advice(at_odds: dict[str, float], junk_causes) -> list[str]:
     ]
 
 
+#: With `junk_causes` unset, the scene cause is left out of the consensus where it mostly says
+#: what kind of day it is rather than what is in a frame: where the share of its daylight
+#: ranks' spread that lies between days (`day_share`, the intraclass correlation ICC(1) of the
+#: ranks by camera-clock day) is this or more. Chosen on the development cameras before the
+#: held-out ones were looked at (docs/experiments/2026-12-05-kat-kam-default-gate.md, section
+#: 9): Kat Kam 0.30 (its clear days and boats: left out), ranhados 0.19 (vans in front of the
+#: lens: its scene is its junk), the demo and two harder renders 0.01-0.09.
+DAY_SHARE_GATE = 0.25
+MIN_DAY_SHARE_DAYS = 14  # days of at least MIN_FRAMES_A_DAY daylight frames; fewer: no gate
+MIN_FRAMES_A_DAY = 3
+#: The causes `day_share` may leave out when the user has not chosen: a person, a fox or a van
+#: comes and goes within a day. Quality junk (a week of fog) and a moved camera last for days.
+DAY_GATED = ("scene",)
+
+
+def day_share(scores: np.ndarray, daylight: np.ndarray, day: np.ndarray) -> float | None:
+    """How much of a cause's ranking of the `daylight` frames is the day rather than the frame:
+    ICC(1) of the ranks grouped by `day` (an integer per frame, e.g. days since the epoch on
+    the camera clock), over the days with at least `MIN_FRAMES_A_DAY` such frames; 0 where
+    frames of a day rank no more alike than frames of different days, 1 where a day decides
+    the rank. None for fewer than `MIN_DAY_SHARE_DAYS` such days or a cause that scores them
+    all alike."""
+    from scipy.stats import rankdata
+
+    use = daylight & np.isfinite(scores)
+    if not use.any():
+        return None
+    ranks = rankdata(scores[use]) / use.sum()
+    days = np.asarray(day)[use]
+    labels, group, sizes = np.unique(days, return_inverse=True, return_counts=True)
+    keep = sizes[group] >= MIN_FRAMES_A_DAY
+    n_days = int((sizes >= MIN_FRAMES_A_DAY).sum())
+    if n_days < MIN_DAY_SHARE_DAYS:
+        return None
+    ranks, group = ranks[keep], np.unique(group[keep], return_inverse=True)[1]
+    sizes = np.bincount(group).astype(float)
+    n, grand = len(ranks), ranks.mean()
+    means = np.bincount(group, weights=ranks) / sizes
+    between = float((sizes * (means - grand) ** 2).sum() / (n_days - 1))
+    within = float(((ranks - means[group]) ** 2).sum() / (n - n_days))
+    k0 = (n - (sizes**2).sum() / n) / (n_days - 1)  # the mean day's size, for unequal days
+    if between + (k0 - 1) * within <= 0:
+        return None
+    return round((between - within) / (between + (k0 - 1) * within), 3)
+
+
+def day_gated(by_cause: dict[str, np.ndarray], daylight: np.ndarray, day: np.ndarray) -> dict:
+    """cause -> `day_share` for each cause `DAY_GATED` that has scores (None where too few
+    days tell)."""
+    return {c: day_share(by_cause[c], daylight, day) for c in DAY_GATED if c in by_cause}
+
+
+def default_causes(shares: dict[str, float | None], scored) -> list[str]:
+    """The causes counted when the user has not chosen: every cause with scores (`scored`), less
+    those whose `day_share` is `DAY_SHARE_GATE` or more, as long as one other is left."""
+    causes = [c for c in CAUSES if c in scored]
+    out = [c for c in causes if shares.get(c) is None or shares[c] < DAY_SHARE_GATE]
+    return out or causes
+
+
+def day_gate_note(shares: dict[str, float | None], counted) -> list[str]:
+    """What `analyze` says of each cause it left out by `default_causes`."""
+    return [
+        f"the {cause} cause is left out of the consensus: on this camera it mostly says what "
+        f"kind of day it is (clear or grey, the sun, the traffic), not what is in a frame: "
+        f"{share:.0%} of its ranking of the daylight frames lies between days (from "
+        f"{DAY_SHARE_GATE:.0%} it is left out unless named). To count it: --junk-causes "
+        f"{','.join([*counted, cause])}"
+        for cause, share in shares.items()
+        if share is not None and cause not in counted
+    ]
+
+
 class CauseScore(Scorer):
     """One cause's score (`cause_scores`) as the consensus fitted it: its threshold and
     percentile ranks among the fit's frames. Stored as detector `cause:<cause>`."""
@@ -362,6 +436,14 @@ class Consensus(Scorer):
             for cause, scores in by_cause.items()
         }
         self.decision_scores_ = sum_causes(by_cause, self.junk_causes or list(CAUSES))
+        self._process_decision_scores()
+        return self
+
+    def count(self, junk_causes: list[str]) -> "Consensus":
+        """Count other causes of the same fit: the sum of `junk_causes`' fitted scores."""
+        self.junk_causes = list(junk_causes)
+        by_cause = {c: s.decision_scores_ for c, s in self.causes_.items()}
+        self.decision_scores_ = sum_causes(by_cause, self.junk_causes)
         self._process_decision_scores()
         return self
 

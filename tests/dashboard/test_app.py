@@ -1042,6 +1042,38 @@ def test_a_weather_filter_on_the_map_compare_and_review_pages(app, demo_store):
     assert any(m.value.startswith(f"**{n_export:,} frames** to export") for m in at.markdown)
 
 
+def test_the_sidebar_says_the_run_left_the_scene_cause_out_by_itself(store_copy, monkeypatch):
+    """A run that left the scene cause out by itself (junk causes unset, its scene cause saying
+    what kind of day it is: `causes_left_out`) says so under "Junk causes", with the share and
+    how to count it; counting the scene cause again (the URL's causes) silences the note. The demo's own run says nothing."""
+    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
+
+    def sidebar(**params):
+        at = AppTest.from_file(APP, default_timeout=60)
+        for key, value in params.items():
+            at.query_params[key] = value
+        ok(at.run())
+        return [c.value for c in at.sidebar.caption if "left the" in c.value]
+
+    assert sidebar() == []
+    with store.connect(store_copy) as con:
+        run_id = scalar(con, "SELECT run_id FROM latest_run")
+        params = json.loads(
+            scalar(
+                con, "SELECT CAST(params AS VARCHAR) FROM analysis_runs WHERE run_id = ?", [run_id]
+            )
+        )
+        params["junk_causes"] = ["quality", "camera", "rarity"]
+        params["causes_left_out"] = {"scene": 0.304}
+        con.execute(
+            "UPDATE analysis_runs SET params = ? WHERE run_id = ?", [json.dumps(params), run_id]
+        )
+    (said,) = sidebar()
+    assert said.startswith("The run left the **scene** cause out") and "30% of its" in said
+    assert said.endswith("Add it above to count it.")
+    assert sidebar(causes="quality,camera,scene,rarity") == []
+
+
 def test_the_sidebar_names_a_counted_cause_at_odds_with_the_quality_cause(store_copy, monkeypatch):
     """A run whose analysis found a counted cause ranking frames against the quality cause (its
     `causes_at_odds`, as Kat Kam's scene cause: its clear days) says so under "Junk causes",

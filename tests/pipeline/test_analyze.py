@@ -170,8 +170,12 @@ def test_run_writes_every_table(analysed):
     # consensus combines the configured subset that ran (lof, iforest... are shown, not mixed in)
     # (dark is a one-sided check, side by side: the own-reference checks judge quality)
     assert run["params"]["consensus_of"] == ["lof", "background"]
-    # the consensus is the sum of the junk causes' scores, recorded with the run
-    assert run["params"]["junk_causes"] == ["quality", "camera", "scene", "rarity"]
+    # the consensus is the sum of the junk causes' scores, recorded with the run as counted:
+    # unset, every cause its detectors have (four days are too few for the scene cause's day
+    # share, so it is counted)
+    assert run["params"]["junk_causes"] == ["scene", "rarity"]
+    assert run["params"]["cause_day_share"] == {"scene": None}
+    assert run["params"]["causes_left_out"] == {}
     wide = scores.pivot(index="frame_id", columns="detector", values="score")
     np.testing.assert_allclose(wide["consensus"], wide["cause:rarity"] + wide["cause:scene"])
     # the run records each detector's facts for the dashboard, which cannot import the pipeline
@@ -227,6 +231,56 @@ def test_the_run_records_how_each_counted_cause_agrees_with_the_quality_cause(tm
     assert all(-1 <= r <= 1 for r in agreement.values())
     assert agreement["scene"] > AT_ODDS and params["causes_at_odds"] == {}
     assert not any("quality cause" in note for note in result.notes)
+
+
+def test_unset_junk_causes_leave_out_a_scene_cause_that_says_what_kind_of_day_it_is(
+    tmp_path, monkeypatch
+):
+    """With the junk causes unset, the run measures how much of the scene cause's daylight
+    ranking lies between days (`cause_day_share`) and leaves the scene cause out from the
+    gate: the consensus is then the sum of the other stored cause scores, the run records the
+    causes it counted and the one it left out, and its notes say how to count it. A cause the
+    user names is counted whatever its share. The gate is set at, then just above, this
+    store's measured share."""
+    from pipeline.detectors import consensus as consensus_module
+
+    db = tmp_path / "store.duckdb"
+    synthetic_store(db, n_days=16, per_day=24)
+
+    def run(**changes):
+        result = analyze(db, fast_settings(**changes), progress=False)
+        with store.connect(db, read_only=True) as con:
+            params = sa.get_run(con, result.run_id)["params"]
+            scores = sa.run_scores(con, result.run_id)
+        wide = scores.pivot(index="frame_id", columns="detector", values="score")
+        return result, params, wide
+
+    _, params, wide = run()
+    share = params["cause_day_share"]["scene"]
+    assert isinstance(share, float) and -1 < share < 1
+    stored = [c for c in ("quality", "camera", "scene", "rarity") if f"cause:{c}" in wide]
+    assert "scene" in stored and len(stored) >= 2
+
+    monkeypatch.setattr(consensus_module, "DAY_SHARE_GATE", share)
+    result, params, wide = run()
+    counted = [c for c in stored if c != "scene"]
+    assert params["junk_causes"] == counted
+    assert params["causes_left_out"] == {"scene": share}
+    np.testing.assert_allclose(
+        wide["consensus"], wide[[f"cause:{c}" for c in counted]].sum(axis=1), rtol=1e-5
+    )
+    (note,) = [n for n in result.notes if n.startswith("the scene cause is left out")]
+    assert note.endswith(f"--junk-causes {','.join([*counted, 'scene'])}")
+
+    _, named, wide = run(junk_causes=",".join(stored))  # named: counted whatever its share
+    assert named["junk_causes"] == stored and named["causes_left_out"] == {}
+    np.testing.assert_allclose(
+        wide["consensus"], wide[[f"cause:{c}" for c in stored]].sum(axis=1), rtol=1e-5
+    )
+
+    monkeypatch.setattr(consensus_module, "DAY_SHARE_GATE", share + 0.001)
+    _, params, _ = run()
+    assert params["junk_causes"] == stored and params["causes_left_out"] == {}
 
 
 def test_run_parameters_record_the_stores_place(tmp_path):

@@ -1145,3 +1145,60 @@ def test_a_cause_that_ranks_daylight_frames_against_the_quality_cause_is_at_odds
     assert "scene cause" in advice and advice.endswith("--junk-causes quality,camera,rarity")
     assert "Gallery ranked by cause:scene" in advice
     assert at_odds_advice({}, everything) == []
+
+
+def test_a_scene_cause_that_says_what_kind_of_day_it_is_is_left_out_unless_named():
+    """`day_share` is the ICC(1) of a cause's daylight ranks by day: near 0 where each frame
+    stands alone (a fox, a van), high where the day decides (a sea-and-sky camera's clear
+    days). With the junk causes unset (`default_causes`) the scene cause is left out from
+    `DAY_SHARE_GATE`, never the last cause; and a fitted consensus counts other causes of the
+    same fit (`Consensus.count`)."""
+    from pipeline.detectors.consensus import (
+        DAY_SHARE_GATE,
+        MIN_DAY_SHARE_DAYS,
+        Consensus,
+        day_gate_note,
+        day_gated,
+        day_share,
+        default_causes,
+        sum_causes,
+    )
+
+    rng = np.random.default_rng(1)
+    days = np.repeat(np.arange(40), 12)
+    light = np.ones(len(days), bool)
+    alone = rng.normal(size=len(days))  # frames of a day no more alike than others
+    by_day = rng.normal(size=40)[days] + 0.5 * rng.normal(size=len(days))  # the day decides
+    assert abs(day_share(alone, light, days)) < 0.05
+    assert day_share(by_day, light, days) > 0.6
+    # the same day effect, once per frame, does not depend on how many frames a day has
+    uneven = np.repeat(np.arange(40), np.where(np.arange(40) % 2, 4, 20))
+    assert abs(day_share(rng.normal(size=len(uneven)), np.ones(len(uneven), bool), uneven)) < 0.06
+    # night frames, days of under three daylight frames and too few days say nothing
+    dark = light.copy()
+    dark[days >= MIN_DAY_SHARE_DAYS - 1] = False
+    assert day_share(by_day, dark, days) is None
+    thin = light & (np.arange(len(days)) % 12 < 2)  # two daylight frames a day
+    assert day_share(by_day, thin, days) is None
+
+    by_cause = {"quality": alone, "camera": alone * 0, "scene": by_day, "rarity": alone}
+    shares = day_gated(by_cause, light, days)
+    assert list(shares) == ["scene"] and shares["scene"] >= DAY_SHARE_GATE
+    assert default_causes(shares, by_cause) == ["quality", "camera", "rarity"]
+    assert default_causes({"scene": 0.1}, by_cause) == list(by_cause)
+    assert default_causes({"scene": None}, by_cause) == list(by_cause)
+    assert default_causes(shares, {"scene": by_day}) == ["scene"]  # never none at all
+    (note,) = day_gate_note(shares, ["quality", "camera", "rarity"])
+    assert note.startswith("the scene cause is left out of the consensus")
+    assert note.endswith("--junk-causes quality,camera,rarity,scene")
+    assert day_gate_note(shares, list(by_cause)) == []
+
+    pcts = {"soft": rng.random(200), "lof": rng.random(200), "background": rng.random(200)}
+    fitted = Consensus(list(pcts)).fit(pcts)
+    assert fitted.junk_causes is None
+    fitted.count(["quality", "rarity"])
+    by_fit = {c: s.decision_scores_ for c, s in fitted.causes_.items()}
+    np.testing.assert_allclose(fitted.decision_scores_, sum_causes(by_fit, ["quality", "rarity"]))
+    assert fitted.junk_causes == ["quality", "rarity"]
+    new_causes, new = fitted.score_causes(pcts)  # new frames: the same causes counted
+    np.testing.assert_allclose(new, new_causes["quality"] + new_causes["rarity"])
