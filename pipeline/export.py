@@ -317,7 +317,7 @@ def _write_text(
 ) -> None:
     """The file list, CSV or concat file exactly as the dashboard's download gives it."""
     if fmt == "csv":
-        out.write_bytes(formats.export_csv(frames).encode("utf-8"))
+        _replace(out, formats.export_csv(frames).encode("utf-8"))
         return
     _, summary.n_line_breaks = formats.one_line_paths(frames["abs_path"])
     summary.n_exported -= summary.n_line_breaks
@@ -326,7 +326,20 @@ def _write_text(
         if fmt == "list"
         else formats.export_concat(frames["abs_path"], options.fps, summary.flags.describe())
     )
-    out.write_bytes(formats.to_bytes(text))
+    _replace(out, formats.to_bytes(text))
+
+
+def _replace(out: Path, data: bytes) -> None:
+    """Write `data` beside `out` (`.NAME.part`, as the MP4 is written) and move it into place
+    once whole: a write that fails (a full disk) leaves an earlier export as it was, and no
+    part file."""
+    part = out.with_name(f".{out.name}.part")
+    try:
+        part.write_bytes(data)
+        os.replace(part, out)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
 
 
 def _write_mp4(

@@ -328,6 +328,41 @@ def test_an_output_that_cannot_be_written_is_one_line(colours, tmp_path):
         assert refused.output.strip().startswith(f"error: cannot write /proc/{name}: ")
 
 
+@pytest.mark.parametrize("suffix", ["csv", "txt", "ffconcat"])
+def test_a_text_export_that_cannot_be_finished_leaves_the_earlier_one_whole(
+    colours, tmp_path, suffix
+):
+    """A write that fails part way (here the file-size limit, as a full disk would) is one
+    error line; the earlier export at --out is kept as it was and no part file is left."""
+    import subprocess
+    import sys
+
+    db, _, _ = colours
+    out = tmp_path / f"frames.{suffix}"
+    earlier = b"an earlier export\n"
+    out.write_bytes(earlier)
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))\n"
+        "from pipeline.cli import main\n"
+        "sys.argv = ['pipeline', 'export', '--db', sys.argv[1], '--out', sys.argv[2], "
+        "'--no-progress']\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(db), str(out)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().startswith(f"error: cannot write {out}: "), done.stderr
+    assert out.read_bytes() == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
 def test_an_output_that_is_the_store_or_a_frame_is_refused_and_nothing_is_lost(colours, tmp_path):
     db, _, folder = colours
     store_copy = tmp_path / "copy.duckdb"
