@@ -206,6 +206,7 @@ class ExportSummary:
     unreadable: list[video.LeftOut] = field(default_factory=list)
     n_line_breaks: int = 0
     result: video.VideoResult | None = None
+    analysed: bool = True  # the store has a complete analysis run (else nothing is flagged)
 
     def describe(self) -> str:
         n_all = self.left_out["n_frames"]
@@ -232,6 +233,12 @@ class ExportSummary:
         counted = [f"{n:,} {_frames(n)} {why}" for n, why in reasons if n]
         if counted:
             lines.append("left out: " + "; ".join(counted))
+        if self.mode == "clean" and not self.analysed:
+            lines.append(
+                "note: the store has no analysis run yet, so no frame is flagged and every "
+                "unreviewed frame counts as clean; run `python -m pipeline analyze` first to "
+                "leave the detectors' flags out"
+            )
         if self.no_time:
             lines.append(_named(self.no_time, "without a time (a time-lapse needs one)"))
         gone = [f.path for f in self.unreadable if f.gone]
@@ -277,6 +284,7 @@ def export(
         detector=flt.detector,
         n_exported=len(frames),
         left_out=left_out,
+        analysed=flt.run_id is not None,
     )
     if frames.empty and not left_out["n_frames"]:
         raise InputError(

@@ -307,6 +307,8 @@ def test_unknown_filter_values_are_one_line_naming_the_flag(colours, tmp_path):
         assert message in result.output, (args, result.output)
     clean = export(db, "--out", out, "--frames", "clean")  # no run: nothing is flagged
     assert clean.exit_code == 0 and clean.output.startswith("exported 12 of 12 frames")
+    assert "note: the store has no analysis run yet, so no frame is flagged" in clean.output
+    assert "note:" not in export(db, "--out", out).output  # not_junk: flags play no part
     result = export(db, "--out", out, "--from", "2024-06-01")
     assert result.exit_code == 1
     assert result.output.startswith(
