@@ -233,7 +233,7 @@ class BearerToken:
         scheme, _, value = header.partition(b" ")
         if scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), self.token):
             return await self.app(scope, receive, send)
-        given = "a wrong token" if value.strip() else "no token"
+        given = _what_was_given(scheme, value)
         response = JSONResponse(
             {
                 "detail": f"{given}: send the header `Authorization: Bearer <token>` with the "
@@ -244,6 +244,15 @@ class BearerToken:
             headers={"WWW-Authenticate": "Bearer"},
         )
         await response(scope, receive, send)
+
+
+def _what_was_given(scheme: bytes, value: bytes) -> str:
+    """What a refused Authorization header held, in words (never the token itself)."""
+    if scheme.lower() == b"bearer" or not scheme.strip():
+        return "a wrong token" if value.strip() else "no token"
+    if not value.strip():
+        return "a token without the Bearer scheme"
+    return f"the {scheme[:20].decode('latin-1')} scheme, not Bearer"  # Basic: a browser's
 
 
 class NoQuery:

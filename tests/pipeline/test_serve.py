@@ -338,6 +338,15 @@ def test_a_token_guards_every_route_but_health(serving_store, tmp_path):
             assert get(url, path, token="s3cret-token").status == 200
         assert score(url, serving_store.new[:1]).status == 401
         assert score(url, serving_store.new[:1], token="s3cret-tokenX").status == 401
+        said = {
+            header: http(url + "/v1/runs", headers={"Authorization": header}).json()["detail"]
+            for header in ("Bearer wrong", "Basic czNjcmV0LXRva2Vu", "s3cret-token", "")
+        }
+        assert said["Bearer wrong"].startswith("a wrong token: send the header")
+        assert said["Basic czNjcmV0LXRva2Vu"].startswith("the Basic scheme, not Bearer: send")
+        assert said["s3cret-token"].startswith("a token without the Bearer scheme: send")
+        assert "s3cret" not in said["s3cret-token"]
+        assert said[""].startswith("no token: send")
         assert score(url, serving_store.new[:1], token="s3cret-token").status == 200
 
 
