@@ -1042,36 +1042,44 @@ def test_a_weather_filter_on_the_map_compare_and_review_pages(app, demo_store):
     assert any(m.value.startswith(f"**{n_export:,} frames** to export") for m in at.markdown)
 
 
-def test_the_sidebar_says_the_run_left_the_scene_cause_out_by_itself(store_copy, monkeypatch):
-    """A run that left the scene cause out by itself (junk causes unset, its scene cause saying
-    what kind of day it is: `causes_left_out`) says so under "Junk causes", with the share and
-    how to count it; counting the scene cause again (the URL's causes) silences the note. The demo's own run says nothing."""
-    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
-
-    def sidebar(**params):
-        at = AppTest.from_file(APP, default_timeout=60)
-        for key, value in params.items():
-            at.query_params[key] = value
-        ok(at.run())
-        return [c.value for c in at.sidebar.caption if "left the" in c.value]
-
-    assert sidebar() == []
-    with store.connect(store_copy) as con:
+def _change_run_params(path, **changes) -> None:
+    """Set keys of the latest run's params in the store at `path`, as an analysis would have."""
+    with store.connect(path) as con:
         run_id = scalar(con, "SELECT run_id FROM latest_run")
         params = json.loads(
             scalar(
                 con, "SELECT CAST(params AS VARCHAR) FROM analysis_runs WHERE run_id = ?", [run_id]
             )
         )
-        params["junk_causes"] = ["quality", "camera", "rarity"]
-        params["causes_left_out"] = {"scene": 0.304}
         con.execute(
-            "UPDATE analysis_runs SET params = ? WHERE run_id = ?", [json.dumps(params), run_id]
+            "UPDATE analysis_runs SET params = ? WHERE run_id = ?",
+            [json.dumps({**params, **changes}), run_id],
         )
-    (said,) = sidebar()
+
+
+def _sidebar_captions(containing: str, **query) -> list[str]:
+    """The sidebar's captions that contain `containing`, on a fresh page with this URL query."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    for key, value in query.items():
+        at.query_params[key] = value
+    ok(at.run())
+    return [c.value for c in at.sidebar.caption if containing in c.value]
+
+
+def test_the_sidebar_says_the_run_left_the_scene_cause_out_by_itself(store_copy, monkeypatch):
+    """A run that left the scene cause out by itself (junk causes unset, its scene cause saying
+    what kind of day it is: `causes_left_out`) says so under "Junk causes", with the share and
+    how to count it; counting the scene cause again (the URL's causes) silences the note. The
+    demo's own run says nothing."""
+    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
+    assert _sidebar_captions("left the") == []
+    _change_run_params(
+        store_copy, junk_causes=["quality", "camera", "rarity"], causes_left_out={"scene": 0.304}
+    )
+    (said,) = _sidebar_captions("left the")
     assert said.startswith("The run left the **scene** cause out") and "30% of its" in said
     assert said.endswith("Add it above to count it.")
-    assert sidebar(causes="quality,camera,scene,rarity") == []
+    assert _sidebar_captions("left the", causes="quality,camera,scene,rarity") == []
 
 
 def test_the_sidebar_names_a_counted_cause_at_odds_with_the_quality_cause(store_copy, monkeypatch):
@@ -1081,25 +1089,11 @@ def test_the_sidebar_names_a_counted_cause_at_odds_with_the_quality_cause(store_
     that cause; the demo's own run says nothing."""
     monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
 
-    def advice(**params) -> list[str]:
-        at = AppTest.from_file(APP, default_timeout=60)
-        for key, value in params.items():
-            at.query_params[key] = value
-        ok(at.run())
-        return [c.value for c in at.sidebar.caption if "against the quality cause" in c.value]
+    def advice(**query) -> list[str]:
+        return _sidebar_captions("against the quality cause", **query)
 
     assert advice() == []
-    with store.connect(store_copy) as con:
-        run_id = scalar(con, "SELECT run_id FROM latest_run")
-        params = json.loads(
-            scalar(
-                con, "SELECT CAST(params AS VARCHAR) FROM analysis_runs WHERE run_id = ?", [run_id]
-            )
-        )
-        params["causes_at_odds"] = {"scene": -0.33}
-        con.execute(
-            "UPDATE analysis_runs SET params = ? WHERE run_id = ?", [json.dumps(params), run_id]
-        )
+    _change_run_params(store_copy, causes_at_odds={"scene": -0.33})
     (said,) = advice()
     assert "**scene** (Spearman -0.33)" in said and "leave it out" in said
     assert advice(causes="quality,camera,rarity") == []
@@ -1111,6 +1105,7 @@ def test_the_sidebar_names_a_counted_cause_at_odds_with_the_quality_cause(store_
     ok(at)
     assert titles(at) == ["Gallery"] and at.query_params["det"] == "cause:scene"
     with store.connect(store_copy, read_only=True) as con:
+        run_id = scalar(con, "SELECT run_id FROM latest_run")
         top = {
             detector: scalar(
                 con,
