@@ -338,10 +338,10 @@ def _write_text(
 
 
 def _replace(out: Path, data: bytes) -> None:
-    """Write `data` beside `out` (`.NAME.part`, as the MP4 is written) and move it into place
+    """Write `data` at `video.part_path(out)`, as the MP4 is written, and move it into place
     once whole: a write that fails (a full disk) leaves an earlier export as it was, and no
     part file."""
-    part = out.with_name(f".{out.name}.part")
+    part = video.part_path(out)
     try:
         part.write_bytes(data)
         os.replace(part, out)

@@ -183,6 +183,12 @@ def _left_out(path: str, exc: Exception) -> LeftOut:
     return LeftOut(path, str(exc), False)
 
 
+def part_path(out: Path) -> Path:
+    """Where an export is written until it is whole (`.NAME.part` beside `out`), then moved to
+    `out`: a failed export leaves an earlier file at `out` as it was."""
+    return out.with_name(f".{out.name}.part")
+
+
 def encode_mp4(files: Sequence[str], out: Path, options: VideoOptions) -> VideoResult:
     """Encode the image files (in this order) into an H.264 MP4 at `out`; see the module doc.
     Raises `NoFramesError` when not one file can be read (and writes nothing)."""
@@ -216,7 +222,7 @@ def encode_mp4(files: Sequence[str], out: Path, options: VideoOptions) -> VideoR
     if first is None:
         bar.close()
         raise NoFramesError(left_out)
-    part = out.with_name(f".{out.name}.part")
+    part = part_path(out)
     n_written = 0
     try:
         with av.open(

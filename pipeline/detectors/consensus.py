@@ -325,13 +325,13 @@ def day_share(scores: np.ndarray, daylight: np.ndarray, day: np.ndarray) -> floa
     if not use.any():
         return None
     ranks = rankdata(scores[use]) / use.sum()
-    days = np.asarray(day)[use]
-    labels, group, sizes = np.unique(days, return_inverse=True, return_counts=True)
-    keep = sizes[group] >= MIN_FRAMES_A_DAY
+    _, group, sizes = np.unique(np.asarray(day)[use], return_inverse=True, return_counts=True)
+    keep = sizes[group] >= MIN_FRAMES_A_DAY  # frames of the days that count
     n_days = int((sizes >= MIN_FRAMES_A_DAY).sum())
     if n_days < MIN_DAY_SHARE_DAYS:
         return None
-    ranks, group = ranks[keep], np.unique(group[keep], return_inverse=True)[1]
+    ranks = ranks[keep]
+    group = np.cumsum(sizes >= MIN_FRAMES_A_DAY)[group[keep]] - 1  # 0 .. n_days - 1
     sizes = np.bincount(group).astype(float)
     n, grand = len(ranks), ranks.mean()
     means = np.bincount(group, weights=ranks) / sizes

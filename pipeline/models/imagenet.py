@@ -23,7 +23,7 @@ from pipeline.models.embedder import (
 )
 from pipeline.models.keras_setup import dtype_policy
 from pipeline.models.registry import PRECISIONS, Availability, ModelSpec
-from pipeline.models.weights import file_digest, first_line, imagenet_weights_path, keras_cache_dir
+from pipeline.models.weights import file_digest, imagenet_weights_path, keras_cache_dir, one_line
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,6 @@ def _load_weights(model, path: str, spec: ModelSpec) -> None:
         model.load_weights(path)
     except Exception as exc:  # h5py/Keras raise many types for a wrong or broken file
         raise ModelUnavailableError(
-            f"cannot load {path} into {spec.key}: {first_line(exc)}. The file must be the "
+            f"cannot load {path} into {spec.key}: {one_line(exc)}. The file must be the "
             f"Keras weights for this model ({spec.imagenet.file if spec.imagenet else 'same layers'})"
         ) from exc

@@ -11,7 +11,7 @@ from pipeline.errors import InputError, ModelUnavailableError
 from pipeline.models.embedder import Embedder, KerasEmbedder, identity
 from pipeline.models.keras_setup import import_keras
 from pipeline.models.registry import Availability, ModelSpec
-from pipeline.models.weights import file_digest, first_line
+from pipeline.models.weights import file_digest, one_line
 
 
 class KerasFile:
@@ -42,7 +42,7 @@ class KerasFile:
             model = keras.saving.load_model(spec.path, compile=False)
         except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors...
             raise ModelUnavailableError(
-                f"cannot load the Keras model {spec.path}: {first_line(exc)}"
+                f"cannot load the Keras model {spec.path}: {one_line(exc)}"
             ) from exc
         shape = model.input_shape
         if isinstance(shape, list) or len(shape) != 4 or shape[-1] != 3:

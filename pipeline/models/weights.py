@@ -74,13 +74,13 @@ def imagenet_weights_path(spec: "ModelSpec") -> Path:
     except Exception as exc:  # Keras raises a bare Exception("URL fetch failure ...")
         raise ModelUnavailableError(
             f"the ImageNet weights for {spec.key} are not on this machine and could not be "
-            f"downloaded ({first_line(exc)}). Put {spec.imagenet.file} in {cache} "
+            f"downloaded ({one_line(exc)}). Put {spec.imagenet.file} in {cache} "
             f"(from {spec.imagenet.origin}), or pass --weights FILE, or use the offline model "
             f"with --model {DEFAULT_MODEL}."
         ) from exc
 
 
-def first_line(exc: Exception, limit: int = 400) -> str:
+def one_line(exc: Exception, limit: int = 400) -> str:
     """An exception's message as one line, for one-line errors: its lines joined (Keras puts
     the cause on the second line: "A total of 2 objects could not be loaded. Example error
     message for object <Dense ...>:" then "Layer 'a' expected 2 variables, ..."), runs of
