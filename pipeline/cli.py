@@ -965,8 +965,8 @@ DEFLICKER_FRAMES = 15  # the deflicker window of a bare --deflicker (the dashboa
 @click.option(
     "--width",
     type=click.IntRange(16, 7680),
-    help="video width in pixels (mp4); the height keeps the first frame's aspect "
-    "[default: the frames' own width, at most 1280]",
+    help="video width in pixels (mp4); the height keeps the first frame's aspect, at most "
+    "7680 (a taller portrait video is narrowed) [default: the frames' own width, at most 1280]",
 )
 @click.option(
     "--deflicker",

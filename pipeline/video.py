@@ -10,7 +10,8 @@ so a 40,000-frame video needs the memory of a handful of frames (and of libx264'
 
 The output is `width` wide (not given: the first readable frame's own width, at most
 `MAX_AUTO_WIDTH`, so small webcam frames are not blown up); its height keeps the aspect of the
-first readable frame; both are even (yuv420p needs it). Files that are gone or cannot be decoded are left out and returned with
+first readable frame, at most `MAX_SIDE` (a taller portrait video is narrowed to fit); both are
+even (yuv420p needs it). Files that are gone or cannot be decoded are left out and returned with
 the reason; the MP4 is written to a temporary name and renamed when complete, so a failed or
 interrupted export never leaves a half video under the requested name.
 
@@ -45,6 +46,7 @@ PIX_FMT = "yuv420p"
 CRF = 20  # x264 constant quality (lower = better, bigger); 18-23 is usual
 PRESET = "veryfast"
 MAX_AUTO_WIDTH = 1280  # a video width not given: the frames' own, no wider than this
+MAX_SIDE = 7680  # no side of the video longer than this (8K UHD; the widest `--width`)
 GAIN_RANGE = (0.5, 2.0)  # deflicker never changes a frame's brightness by more than 1 EV
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -106,10 +108,16 @@ def decode_frame(data: bytes, longest: int, options: VideoOptions) -> Image.Imag
 
 
 def output_size(width: int, upright: tuple[int, int]) -> tuple[int, int]:
-    """(W, H): `width` and the height that keeps the aspect of `upright`, both even."""
+    """(W, H): `width` and the height that keeps the aspect of `upright`, both even; a
+    portrait picture whose height would pass `MAX_SIDE` is made `MAX_SIDE` tall instead (the
+    width shrinks with it), so `--width 7680` on a phone's upright frames gives a video players
+    can open, not a 7680x15360 one."""
     w, h = upright
     out_w = max(2, width - width % 2)
     out_h = max(2, round(out_w * h / w / 2) * 2)
+    if out_h > MAX_SIDE:
+        out_h = MAX_SIDE
+        out_w = max(2, round(MAX_SIDE * w / h / 2) * 2)
     return out_w, out_h
 
 

@@ -145,6 +145,10 @@ def test_output_size_is_even_and_keeps_the_aspect():
     assert output_size(1280, (1920, 1080)) == (1280, 720)
     assert output_size(1001, (4000, 3000)) == (1000, 750)
     assert output_size(640, (1080, 1920)) == (640, 1138)
+    # a portrait frame at the widest --width: no side longer than 7680 (8K UHD)
+    assert output_size(7680, (1080, 1920)) == (4320, 7680)
+    assert output_size(7680, (2000, 3990)) == (3850, 7680)
+    assert output_size(7680, (4320, 7680)) == (4320, 7680)
     assert all(n % 2 == 0 for n in output_size(333, (777, 555)))
 
 
