@@ -48,6 +48,10 @@ from pipeline.detectors.batch import FrameBatch, day_and_minute
 ELEVATION_BIN, AZIMUTH_BIN, MINUTE_BIN = 2.0, 5.0, 20.0
 N_AZIMUTH_BINS = int(360 / AZIMUTH_BIN)
 N_MINUTE_BINS = int(1440 / MINUTE_BIN)
+# A frame darker than this (mean luma, of 255) is too dark to see, whatever its pool: a black
+# frame is also the flattest and least sharp, and where the pool is as dark (a dim room at
+# dawn) only `soft` and `flat` see it, so their evidence there is named "too dark", not fog.
+DIM_LUMA = 40.0
 EVERY = ("all",)  # the pool of a frame without a time
 
 
@@ -68,7 +72,7 @@ class _OwnReferenceDetector(Detector):
     direction: ClassVar[str] = "below"
     visible_gap: ClassVar[float]  # the default `min_gap`, in the measure's units
     example_bad: ClassVar[dict[str, float]]
-    format_version = 2
+    format_version = 3
 
     def __init__(
         self,
@@ -89,8 +93,18 @@ class _OwnReferenceDetector(Detector):
         self.min_gap = min_gap  # None: the class's `visible_gap`
 
     def _upgrade(self, state: dict, version: int) -> dict:
-        # format 1 (before `min_gap`): the consensus counted every rank
-        return {"min_gap": float("-inf"), **state}
+        if version < 2:  # format 1 (before `min_gap`): the consensus counted every rank
+            state = {"min_gap": float("-inf"), **state}
+        # format 2 (before `dim_`): which fit frames were too dark to see was not kept
+        return {"dim_": None, **state}
+
+    def cause_split(self) -> dict[str, np.ndarray]:
+        """Evidence on a fit frame darker than `DIM_LUMA` is "too dark" (a black frame is soft
+        and flat because it is black); elsewhere it is the class's `plain_cause`. A run fitted
+        before this was kept names every frame by the `plain_cause`."""
+        n = len(self.decision_scores_)
+        dim = np.zeros(n) if self.dim_ is None else self.dim_.astype(float)
+        return {self.plain_cause: 1.0 - dim, "too dark": dim}
 
     def evident(self, scores: np.ndarray) -> np.ndarray:
         """Scores whose gap to the reference, in the measure's own units, is at least
@@ -182,6 +196,12 @@ class _OwnReferenceDetector(Detector):
         )
         spread = float(np.median(spreads)) if len(spreads) else np.nan
         self.scale_ = spread if np.isfinite(spread) and spread > 0 else 1.0
+        luma = (
+            batch.stats["mean_luma"].to_numpy(float)
+            if "mean_luma" in batch.stats
+            else np.full(len(batch), np.nan)
+        )
+        self.dim_ = luma < DIM_LUMA  # NaN (not measured): not dim
 
     def decision_function(self, batch: FrameBatch) -> np.ndarray:
         x = self._values(batch)

@@ -162,3 +162,41 @@ def test_a_run_fitted_before_the_floor_counts_every_rank():
     assert old.min_gap == -np.inf
     assert old.evident(det.decision_scores_[np.isfinite(det.decision_scores_)]).all()
     assert pickle.loads(pickle.dumps(det)).min_gap is None
+
+
+def test_a_frame_too_dark_to_see_is_named_too_dark_not_fog():
+    """A dim room at dawn, as dark as the other dawns: `exposure` sees nothing, `flat` sees
+    frames with no local contrast. A frame under `DIM_LUMA` is flat because it is dark, so its
+    `flat` evidence names it "too dark"; a flat frame in good light stays "fog or haze"."""
+    from pipeline.detectors.own import DIM_LUMA
+    from pipeline.incidents import cause_evidence, name_cause
+
+    batch, junk = _series(slice(500, 560), "local_contrast", 0.3)
+    stats = batch.stats.copy()
+    dark = junk & (np.arange(len(junk)) < 530)  # the first half of the episode is black
+    stats.loc[dark, "mean_luma"] = 3.0
+    batch = FrameBatch(**{**batch.__dict__, "stats": stats})
+    det = make_detector("flat").fit(batch)
+    split = det.cause_split()
+    assert set(split) == {"fog or haze", "too dark"}
+    np.testing.assert_array_equal(split["too dark"], (stats["mean_luma"] < DIM_LUMA).to_numpy())
+    np.testing.assert_array_equal(split["fog or haze"] + split["too dark"], 1.0)
+
+    pcts = {"flat": det.percentile(det.decision_scores_)}
+    evidence = cause_evidence(pcts, {"flat": split}, len(junk))
+    assert name_cause(evidence[dark])[0] == "too dark"
+    assert name_cause(evidence[junk & ~dark])[0] == "fog or haze"
+
+
+def test_a_run_fitted_before_dim_frames_were_kept_names_by_the_plain_cause():
+    """A detector pickled before `dim_` (format 2) names every frame by its plain cause, as
+    the run it came from did."""
+    batch, _ = _series(slice(0, 0), "sharpness", 1.0)
+    det = make_detector("soft").fit(batch)
+    state = det.__getstate__()
+    state.pop("dim_")
+    state["_format"] = 2
+    old = type(det).__new__(type(det))
+    old.__setstate__(state)
+    assert old.dim_ is None and old.min_gap is None
+    assert old.cause_split()["blur"].tolist() == [1.0] * len(batch)
