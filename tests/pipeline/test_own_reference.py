@@ -147,19 +147,25 @@ def test_only_a_gap_a_person_would_see_counts_as_evidence(key, measure):
         np.testing.assert_array_equal(quality > 0, evident & (pcts[key] > 0))
 
 
+def _soft_saved_as(version: int, lacking: tuple[str, ...]):
+    """A fitted `soft` and the same detector loaded from a pickle of format `version`, which
+    lacked the attributes `lacking`."""
+    batch, _ = _series(slice(0, 0), "sharpness", 1.0)
+    det = make_detector("soft").fit(batch)
+    state = {k: v for k, v in det.__getstate__().items() if k not in lacking}
+    state["_format"] = version
+    old = type(det).__new__(type(det))
+    old.__setstate__(state)
+    return det, old
+
+
 def test_a_run_fitted_before_the_floor_counts_every_rank():
     """A detector pickled before `min_gap` existed (format 1) loads with no floor, so a
     stored run scores new frames as it scored its fit."""
     import pickle
 
-    batch, _ = _series(slice(0, 0), "sharpness", 1.0)
-    det = make_detector("soft").fit(batch)
-    state = det.__getstate__()
-    state.pop("min_gap")
-    state["_format"] = 1
-    old = type(det).__new__(type(det))
-    old.__setstate__(state)
-    assert old.min_gap == -np.inf
+    det, old = _soft_saved_as(1, ("min_gap", "dim_"))
+    assert old.min_gap == -np.inf and old.dim_ is None
     assert old.evident(det.decision_scores_[np.isfinite(det.decision_scores_)]).all()
     assert pickle.loads(pickle.dumps(det)).min_gap is None
 
@@ -191,12 +197,6 @@ def test_a_frame_too_dark_to_see_is_named_too_dark_not_fog():
 def test_a_run_fitted_before_dim_frames_were_kept_names_by_the_plain_cause():
     """A detector pickled before `dim_` (format 2) names every frame by its plain cause, as
     the run it came from did."""
-    batch, _ = _series(slice(0, 0), "sharpness", 1.0)
-    det = make_detector("soft").fit(batch)
-    state = det.__getstate__()
-    state.pop("dim_")
-    state["_format"] = 2
-    old = type(det).__new__(type(det))
-    old.__setstate__(state)
+    det, old = _soft_saved_as(2, ("dim_",))
     assert old.dim_ is None and old.min_gap is None
-    assert old.cause_split()["blur"].tolist() == [1.0] * len(batch)
+    assert old.cause_split()["blur"].tolist() == [1.0] * len(det.decision_scores_)
