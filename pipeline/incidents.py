@@ -24,8 +24,9 @@ shower), so `analyze` groups the consensus's flags into incidents and writes the
   quality checks by their ranks as they stand, `cause_evidence`) among
   the consensus's detectors of that plain cause whose cause of junk the user counts
   (`junk_causes`: a building site's diggers name no incident), each detector's evidence first
-  split among plain causes by its `cause_split` (`exposure`: too dark or too bright;
-  `soft` and `flat`: too dark on a frame under `own.DIM_LUMA`, however dark its pool). Causes whose sums come within
+  split among plain causes by its `cause_split` (`exposure`: too dark, too bright, or fog or
+  haze for a brighter frame under `own.WASHED_OUT_LUMA`; `soft` and `flat`: too dark on a frame
+  under `own.DIM_LUMA`, however dark its pool). Causes whose sums come within
   `CAUSE_TIE` of the largest count as tied, and the order of `PLAIN_CAUSES` picks among them:
   at the top of the ranks a few places decide little (a black frame is among the darkest,
   flattest and least sharp frames at once, in whichever order), and one cause brings another's

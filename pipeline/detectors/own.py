@@ -52,6 +52,10 @@ N_MINUTE_BINS = int(1440 / MINUTE_BIN)
 # frame is also the flattest and least sharp, and where the pool is as dark (a dim room at
 # dawn) only `soft` and `flat` see it, so their evidence there is named "too dark", not fog.
 DIM_LUMA = 40.0
+# A frame brighter than its pool is washed out only when it is bright in absolute terms (the
+# renders' washed-out frames: 180-240, Kat Kam's overexposed: 194); under this it is veiled,
+# a milky haze or smoke over the scene (Kat Kam's smoke and fog: about 150, its normal 135).
+WASHED_OUT_LUMA = 170.0
 EVERY = ("all",)  # the pool of a frame without a time
 
 
@@ -257,9 +261,18 @@ class ExposureDetector(_OwnReferenceDetector):
     evidence_from = 0.95  # a one-sided check: only its top twentieth counts
     example_bad = {"mean_luma": 4.0}
 
+    format_version = 4
+
     def _fit(self, batch: FrameBatch) -> None:
         super()._fit(batch)
-        self.brighter_ = self._values(batch) > self._middle(batch)  # fit frames above the norm
+        luma = self._values(batch)
+        self.brighter_ = luma > self._middle(batch)  # fit frames above the norm
+        self.veiled_ = self.brighter_ & (luma < WASHED_OUT_LUMA)
+
+    def _upgrade(self, state: dict, version: int) -> dict:
+        state = super()._upgrade(state, version)
+        # format 3 (before `veiled_`): every brighter frame was "too bright"
+        return {"veiled_": None, **state}
 
     def _middle(self, batch: FrameBatch) -> np.ndarray:
         keys = self._keys(batch)
@@ -267,7 +280,9 @@ class ExposureDetector(_OwnReferenceDetector):
         return np.array([found[k][0] for k in keys], dtype=float)
 
     def cause_split(self) -> dict[str, np.ndarray]:
-        """A fit frame darker than its pool's median is "too dark", a brighter one "too
-        bright"."""
+        """A fit frame darker than its pool's median is "too dark"; a brighter one "too
+        bright" when it is bright in absolute terms (`WASHED_OUT_LUMA`), else "fog or haze"
+        (a veil over the scene lifts its brightness without washing it out)."""
         brighter = self.brighter_.astype(float)
-        return {"too dark": 1.0 - brighter, "too bright": brighter}
+        veiled = np.zeros_like(brighter) if self.veiled_ is None else self.veiled_.astype(float)
+        return {"too dark": 1.0 - brighter, "too bright": brighter - veiled, "fog or haze": veiled}

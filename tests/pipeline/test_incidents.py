@@ -212,14 +212,16 @@ def test_every_detector_has_a_plain_cause_from_the_list_and_runs_record_it():
     assert not {"vague_test", "confused_test", "causeless_test"} & set(DETECTORS)
 
 
-def test_exposure_splits_its_evidence_into_too_dark_and_too_bright():
+def test_exposure_splits_its_evidence_into_too_dark_too_bright_and_veiled():
     """`exposure` judges either way: a frame darker than its pool's norm is "too dark", a
-    brighter one "too bright"."""
+    brighter one "too bright" when it is bright in absolute terms; brighter but under
+    `WASHED_OUT_LUMA` (Kat Kam's smoke: 150 where its days are 135) it is a veil, "fog or
+    haze". A run fitted before the veil was kept calls every brighter frame "too bright"."""
     from pipeline.detectors import FrameBatch, make_detector
 
     n = 200
     luma = np.full(n, 120.0)
-    luma[5], luma[6] = 10.0, 250.0
+    luma[5], luma[6], luma[7] = 10.0, 250.0, 150.0
     frames = pd.DataFrame(
         {
             "frame_id": np.arange(n) + 1,
@@ -236,8 +238,16 @@ def test_exposure_splits_its_evidence_into_too_dark_and_too_bright():
     batch = FrameBatch.from_frames(
         frames["frame_id"].to_numpy(), np.zeros((n, 2), np.float32), frames
     )
-    split = make_detector("exposure").fit(batch).cause_split()
+    det = make_detector("exposure").fit(batch)
+    split = det.cause_split()
     assert split["too dark"][5] == 1 and split["too bright"][6] == 1
+    assert split["fog or haze"][7] == 1 and split["too bright"][7] == 0
+    np.testing.assert_array_equal(sum(split.values()), 1.0)
+
+    state = {k: v for k, v in det.__getstate__().items() if k != "veiled_"}
+    old = type(det).__new__(type(det))
+    old.__setstate__({**state, "_format": 3})
+    assert old.veiled_ is None and old.cause_split()["too bright"][7] == 1
 
 
 def test_flaggable_keeps_every_frame_a_consensus_of_some_causes_flags():
