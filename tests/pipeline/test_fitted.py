@@ -34,7 +34,7 @@ def test_a_run_pickled_before_formats_loads_and_scores_as_it_did():
     scored = fitted.score(batch)
     assert set(scored.scores) == {c.split(":")[0] for c in expected.columns if ":" in c}
     for key in scored.scores:
-        if not same_kind_as_recorded():  # made with AVX-512: see tests/cpu.py
+        if not same_kind_as_recorded():  # made on a Sapphire Rapids: see tests/cpu.py
             assert_same_ranking(scored.scores[key], expected[f"{key}:score"], key)
             np.testing.assert_allclose(
                 scored.pcts[key], expected[f"{key}:score_pct"], rtol=0, atol=0.05, err_msg=key
@@ -73,7 +73,7 @@ def test_scoring_the_fit_batch_gives_the_fits_own_scores():
     of_fit, again = fitted.score(batch, of_fit=True), fitted.score(batch)
     assert list(of_fit.scores) == [*fitted.detectors, CONSENSUS]
     for key in of_fit.scores:
-        if not same_kind_as_recorded():  # the kept scores were made with AVX-512: tests/cpu.py
+        if not same_kind_as_recorded():  # kept scores made on a Sapphire Rapids: tests/cpu.py
             assert_same_ranking(of_fit.scores[key], again.scores[key], key)
             assert_flags_agree(of_fit.flags[key], again.flags[key], key)
             continue
