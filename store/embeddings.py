@@ -8,6 +8,7 @@ would not fit in memory (750k x 4,608 is 14 GB).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -304,6 +305,28 @@ def _vector_query(dim: int, source: str) -> str:
     """
 
 
+@contextlib.contextmanager
+def _vectors_probe_the_frames(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Plan the vector queries with the frames (the ids) as the hash join's build side.
+
+    DuckDB picks the build side by its estimates: where it cannot prove from the column's
+    statistics that every vector is the model's (a model key longer than the 8 bytes a string
+    statistic keeps, such as `vgg16-hed-grid`), it guesses a fifth of them and builds the hash
+    table on the vectors instead, holding every 4,608-d vector at once: at 50,000 frames that is
+    900 MB, and under the streaming bound (`bound_memory`) the read failed with DuckDB's "Out
+    of Memory". The `build_side_probe_side` optimizer is turned off while these queries are
+    planned and run, so the vectors stream past a table of ids."""
+    previous = scalar(con, "SELECT current_setting('disabled_optimizers')") or ""
+    off = ",".join(dict.fromkeys([*filter(None, previous.split(",")), "build_side_probe_side"]))
+    _run(con, f"SET disabled_optimizers = '{off}'")
+    try:
+        yield
+    finally:
+        # a stream left unfinished closes after its connection: nothing is left to plan then
+        with contextlib.suppress(duckdb.ConnectionException):
+            con.execute(f"SET disabled_optimizers = '{previous}'")
+
+
 def _wrong_dim(model: str, dim: int) -> StoreError:
     return StoreError(
         f"the {model} vectors in the store do not all have {dim} values: re-embed with "
@@ -337,19 +360,21 @@ def load_vectors(
         return np.zeros(0, dtype=np.int64), np.zeros((0, row.dim if row else 0), dtype=np.float32)
     query = _vector_query(dim, "frames")
     try:
-        if frame_ids is None:
-            table = con.sql(query, params={"model": model}).to_arrow_table()
-        else:
-            con.register("_load_ids", _ids_table(frame_ids))
-            try:
-                table = con.sql(
-                    _vector_query(
-                        dim, "(SELECT frame_id FROM frames SEMI JOIN _load_ids USING (frame_id))"
-                    ),
-                    params={"model": model},
-                ).to_arrow_table()
-            finally:
-                con.unregister("_load_ids")
+        with _vectors_probe_the_frames(con):
+            if frame_ids is None:
+                table = con.sql(query, params={"model": model}).to_arrow_table()
+            else:
+                con.register("_load_ids", _ids_table(frame_ids))
+                try:
+                    table = con.sql(
+                        _vector_query(
+                            dim,
+                            "(SELECT frame_id FROM frames SEMI JOIN _load_ids USING (frame_id))",
+                        ),
+                        params={"model": model},
+                    ).to_arrow_table()
+                finally:
+                    con.unregister("_load_ids")
     except duckdb.ConversionException as exc:
         raise _wrong_dim(model, dim) from exc
     except duckdb.Error as exc:
@@ -380,10 +405,11 @@ def iter_vectors(
         return
     query = _vector_query(dim, "frames")
     try:
-        reader = con.sql(query, params={"model": model}).to_arrow_reader(int(batch_rows))
-        for batch in reader:
-            if batch.num_rows:
-                yield _as_matrix(batch.column("frame_id"), batch.column("vector"), dim)
+        with _vectors_probe_the_frames(con):
+            reader = con.sql(query, params={"model": model}).to_arrow_reader(int(batch_rows))
+            for batch in reader:
+                if batch.num_rows:
+                    yield _as_matrix(batch.column("frame_id"), batch.column("vector"), dim)
     except duckdb.ConversionException as exc:
         raise _wrong_dim(model, dim) from exc
     except duckdb.Error as exc:

@@ -442,3 +442,30 @@ def test_a_broken_weights_file_says_which_model_and_file(small_folder, db_path):
     with pytest.raises(ModelUnavailableError, match=f"cannot load {bad} into vgg16"):
         embed_frames(db_path, Settings(model="vgg16", weights=str(bad)), progress=False)
     assert _rows(db_path, "SELECT count(*) FROM models") == [(0,)]
+
+
+def test_vectors_stream_under_the_memory_bound_whatever_the_model_key_says(db_path):
+    """A model key longer than DuckDB's 8-byte string statistics (`vgg16-hed-grid`) made the
+    planner guess a fifth of the vectors matched and build its hash join on them, not on the
+    frames: every vector held at once, and under analyze's streaming bound the read failed with
+    DuckDB's "Out of Memory" (50,000 frames of 4,608-d). Both reads now probe the frames."""
+    n, dim = 20_000, 512  # 41 MB of vectors against a 24 MB bound
+    with store.connect(db_path) as con:
+        con.execute(
+            "INSERT INTO frames (frame_id, path, root, location, time_source, "
+            f"file_bytes, file_mtime) SELECT i, 'f' || i || '.jpg', '/x', "
+            f"'/x/f' || i || '.jpg', 'mtime', 1, now() FROM range(1, {n + 1}) t(i)"
+        )
+        vectors = np.random.default_rng(0).normal(size=(n, dim)).astype(np.float32)
+        embeddings_store.insert_vectors(con, "vgg16-hed-grid", list(range(1, n + 1)), vectors)
+    with store.connect(db_path) as con:
+        before = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0]
+        embeddings_store.bound_memory(con, 24)
+        seen = sum(
+            len(ids) for ids, _ in embeddings_store.iter_vectors(con, "vgg16-hed-grid", 2048)
+        )
+        ids, matrix = embeddings_store.load_vectors(con, "vgg16-hed-grid", range(1, 2001))
+        after = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0]
+    assert seen == n and len(ids) == 2000
+    np.testing.assert_array_equal(matrix, vectors[:2000])
+    assert after == before  # the planner is as it was for every other query
