@@ -4,6 +4,7 @@
                                       [--dim 512] [--thumbnails] [--no-trace] [--out DIR]
                                       [--keep] [--reuse] [--neighbor-index KIND]
                                       [--executor ray [--ray-address HOST:PORT]]
+                                      [--model KEY]
 
 Each size runs in its own process (clean peak RSS): it builds a store with N frames (ten-minute
 steps over N/144 days, frame statistics, a daily cycle in the `--dim` vectors plus noise and
@@ -31,6 +32,10 @@ synthetic PCA space has ~6 dims, where 'auto' takes the exact KD-tree); the run'
 exact search is reported either way. `--executor ray` runs `analyze` as `analyze --executor
 ray` does (the pixel detectors score every frame on the Ray cluster at `--ray-address`, or on a
 Ray started on this machine): the CPU seconds per step are then the driver's alone.
+`--model` records the vectors under another model key: `--model vgg16-hed-grid --dim 4608`
+makes `analyze` read them as that model's 3x3 grid of regions (each region's projection and
+the `regions` detector's nine neighbour indexes; default `synthetic`, one region).
+`fitted_mib` is the size of the run's pickled fitted state in the store.
 """
 
 from __future__ import annotations
@@ -95,8 +100,15 @@ def thumbnail_pool(seed: int = 0, quality: int = 80) -> tuple[list[list[bytes]],
     return normal, planted
 
 
-def build_store(db: Path, n: int, dim: int, seed: int = 0, thumbnails: bool = False) -> list[int]:
-    """Frames + `synthetic` vectors (+ thumbnails); returns the frame ids of planted outliers."""
+def build_store(
+    db: Path,
+    n: int,
+    dim: int,
+    seed: int = 0,
+    thumbnails: bool = False,
+    model: str = "synthetic",
+) -> list[int]:
+    """Frames + vectors of `model` (+ thumbnails); returns the frame ids of planted outliers."""
     import numpy as np
     import pandas as pd
 
@@ -116,7 +128,7 @@ def build_store(db: Path, n: int, dim: int, seed: int = 0, thumbnails: bool = Fa
     chunk = 50_000
     start = np.datetime64("2024-01-01T00:00:00")
     with store.connect(db) as con:
-        se.record_model(con, se.ModelRow("synthetic", "synthetic", "none", dim, None))
+        se.record_model(con, se.ModelRow(model, "synthetic", "none", dim, None))
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
             idx = np.arange(lo, hi)
@@ -187,7 +199,7 @@ def build_store(db: Path, n: int, dim: int, seed: int = 0, thumbnails: bool = Fa
                     }
                 )
             sf.write_batch(con, sf.FrameBatch(frames, empty, empty, thumbs, empty))
-            se.insert_vectors(con, "synthetic", ids, vectors.astype(np.float32))
+            se.insert_vectors(con, model, ids, vectors.astype(np.float32))
     return planted
 
 
@@ -219,6 +231,7 @@ def one(
     neighbor_index: str = "auto",
     executor: str = "local",
     ray_address: str | None = None,
+    model: str = "synthetic",
 ) -> dict:
     import numpy as np
 
@@ -233,21 +246,28 @@ def one(
     started = time.perf_counter()
     if reuse and db.exists() and kept.exists():
         planted = json.loads(kept.read_text())
-        if [planted["dim"], planted["thumbnails"]] != [dim, thumbnails]:
+        if [planted["dim"], planted["thumbnails"], planted.get("model", "synthetic")] != [
+            dim,
+            thumbnails,
+            model,
+        ]:
             raise SystemExit(
-                f"{db} was built with --dim {planted['dim']} and thumbnails "
-                f"{planted['thumbnails']}: build it again without --reuse"
+                f"{db} was built with --dim {planted['dim']}, thumbnails "
+                f"{planted['thumbnails']} and --model {planted.get('model', 'synthetic')}: "
+                "build it again without --reuse"
             )
         planted, build_s = planted["frame_ids"], None
     else:
         for p in (db, db.with_name(db.name + ".wal"), kept):
             if p.exists():
                 p.unlink()
-        planted = build_store(db, n, dim, thumbnails=thumbnails)
-        kept.write_text(json.dumps({"dim": dim, "thumbnails": thumbnails, "frame_ids": planted}))
+        planted = build_store(db, n, dim, thumbnails=thumbnails, model=model)
+        kept.write_text(
+            json.dumps({"dim": dim, "thumbnails": thumbnails, "model": model, "frame_ids": planted})
+        )
         build_s = round(time.perf_counter() - started, 1)
     settings = Settings(
-        model="synthetic",
+        model=model,
         neighbor_index=neighbor_index,
         executor=executor,
         ray_address=ray_address,
@@ -266,6 +286,7 @@ def one(
         con.execute("ROLLBACK")
     with store.connect(db, read_only=True) as con:
         scores = sa.run_scores(con, result.run_id)
+        fitted_bytes = len(sa.load_fitted(con, result.run_id)[0])
     from sklearn.metrics import roc_auc_score
 
     def auc(key: str) -> float | None:
@@ -296,6 +317,8 @@ def one(
         "analyze_peak_rss_mib": _peak_rss_mib() if rss_reset else None,
         "build_store_s": build_s,
         "store_mib": round(db.stat().st_size / 2**20, 1),
+        "fitted_mib": round(fitted_bytes / 2**20, 1),
+        "model": model,
         "planted_auc": auc("consensus"),
         "background_planted_auc": auc("background"),
         "archive": {
@@ -335,6 +358,9 @@ def main() -> None:
     parser.add_argument(
         "--ray-address", default=None, help="HOST:PORT or auto (with --executor ray)"
     )
+    parser.add_argument(
+        "--model", default="synthetic", help="the model key the vectors are recorded under"
+    )
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     detectors = args.detectors.split(",") if args.detectors else None
@@ -352,6 +378,7 @@ def main() -> None:
                     args.neighbor_index,
                     args.executor,
                     args.ray_address,
+                    args.model,
                 )
             )
         )
@@ -373,6 +400,8 @@ def main() -> None:
             args.neighbor_index,
             "--executor",
             args.executor,
+            "--model",
+            args.model,
         ]
         if args.ray_address:
             cmd += ["--ray-address", args.ray_address]

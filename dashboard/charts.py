@@ -25,6 +25,7 @@ _DETECTOR_COLORS = {
     "consensus": "#E45756",
     "iforest": "#4C78A8",
     "lof": "#F58518",
+    "regions": "#B6992D",
     "knn": "#54A24B",
     "ecod": "#B279A2",
     "copod": "#9D755D",

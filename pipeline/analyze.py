@@ -70,7 +70,6 @@ from pipeline.fitted import (
     library_versions,
     neighbor_tables,
     neighbors_needed,
-    project,
 )
 from pipeline.imagestats import backfill_local_contrast
 from pipeline.incidents import run_incidents
@@ -78,6 +77,7 @@ from pipeline.mosaic import READ_CHUNK as MOSAIC_CHUNK
 from pipeline.mosaic import MosaicBuilder
 from pipeline.neighbors import NeighborIndex
 from pipeline.pixels import StoppableReader, ThumbnailReader
+from pipeline.projection import RegionProjection, fit_projection, project, region_count
 from pipeline.settings import Settings
 from pipeline.threads import one_blas_thread
 from store import analysis as sa
@@ -387,16 +387,22 @@ def _analyze_run(
                 "frames ingested before it was",
             )
     _say(progress, f"analysis run {run_id}: loading and projecting {model} vectors")
-    ids, frames, scaler, pca, n_dims, z = load_projected(db, model, settings, steps)
+    want_regions = any("regions" in DETECTORS[k].needs for k in keys)
+    ids, frames, scaler, pca, n_dims, z, regions, zr = load_projected(
+        db, model, settings, steps, want_regions
+    )
     n = len(ids)
     detectors = {k: make_detector(k, settings.contamination, settings.random_state) for k in keys}
     for det in detectors.values():  # a small store: at most n - 1 neighbours (as PyOD's LOF does)
         if det.n_neighbors_needed > n - 1:
             det.set_params(n_neighbors=n - 1)
+        if "index_kind" in det.get_params():  # a detector with neighbour indexes of its own
+            det.set_params(index_kind=settings.neighbor_index)
     needs_pixels = any("thumbnails" in det.needs for det in detectors.values())
     lat, lon = params.get("lat"), params.get("lon")
     batch = FrameBatch.from_frames(ids, z, frames, lat=lat, lon=lon)
-    del frames  # the batch holds what the detectors use (paths and all are 100s of MB at 3M)
+    batch.regions = zr
+    del frames, zr  # the batch holds what the detectors use (paths and all are 100s of MB at 3M)
     reader = ThumbnailReader(db, chunk=PIXEL_CHUNK)
     mosaic = MosaicBuilder(batch.frame_ids, batch.local_time, reader.aspect(batch.frame_ids))
     if needs_pixels:
@@ -507,6 +513,7 @@ def _analyze_run(
         mapper=mapper,
         lat=lat,
         lon=lon,
+        regions=regions,
     )
     scored = fitted.score(batch, of_fit=True)
     _say(progress, "incidents and the archive mosaic")
@@ -533,6 +540,8 @@ def _analyze_run(
 
     n_clusters = int(len(set(labels.tolist()) - {-1}))
     n_outliers = int(scored.flags[CONSENSUS].sum())
+    # `regions`' own indexes, one per region of the view (the worst recall of them)
+    region_indexes = getattr(detectors.get("regions"), "indexes_", None) or []
     params = dict(
         params,
         pca_dims=n_dims,
@@ -541,6 +550,8 @@ def _analyze_run(
         neighbor_recall=index.recall_,
         neighbor_recall_frames=index.recall_frames_,
         neighbor_nprobe=index.nprobe_,
+        region_dims=None if regions is None else regions.dims,
+        region_recall=min((ix.recall_ for ix in region_indexes), default=None),
         detectors=list(detectors),
         consensus_of=chosen,
         junk_causes=junk_causes,
@@ -650,27 +661,6 @@ PROJECT_BATCH_BYTES = 256 * 2**20
 STREAM_MEMORY_MB = 512  # DuckDB's buffers while analyze reads vectors (at least twice the sample)
 
 
-def fit_projection(sample: np.ndarray, n_frames: int, settings: Settings):
-    """Standardise, then PCA keeping `pca_variance` (bounded by `pca_max_dims` and n/5), fitted
-    on `sample` (rows of the run's `n_frames` frames); returns (scaler, pca, n_dims)."""
-    from sklearn.decomposition import PCA
-    from sklearn.preprocessing import StandardScaler
-
-    m, dim = sample.shape
-    scaler = StandardScaler().fit(sample)
-    scaled = scaler.transform(sample.astype(np.float64, copy=False))
-    cap = int(max(2, min(settings.pca_max_dims, dim, n_frames // 5, m - 1)))
-    # covariance_eigh is fastest for many frames of few dims; at 4,608-d its d x d covariance
-    # took 3.4x the CPU of the randomized solver that "auto" picks there (41 s against 12 s
-    # for 20,000 frames), which found the same 64 components (explained variance to 4 decimals)
-    solver = "covariance_eigh" if m > 4 * dim and dim <= 1024 else "auto"
-    pca = PCA(n_components=cap, svd_solver=solver, random_state=settings.random_state).fit(scaled)
-    cumulative = np.cumsum(pca.explained_variance_ratio_)
-    n_dims = int(min(cap, np.searchsorted(cumulative, settings.pca_variance) + 1))
-    n_dims = max(2, n_dims) if cap >= 2 else cap
-    return scaler, pca, n_dims
-
-
 def fit_sample(n: int, settings: Settings) -> np.ndarray:
     """Sorted row positions the projection is fitted on: all when n <= `pca_fit_frames`, else
     a seeded random sample of that many (spread over the whole footage)."""
@@ -680,17 +670,25 @@ def fit_sample(n: int, settings: Settings) -> np.ndarray:
     return np.sort(rng.choice(n, settings.pca_fit_frames, replace=False))
 
 
-def load_projected(db: Path, model: str, settings: Settings, steps: _Steps):
+def load_projected(
+    db: Path, model: str, settings: Settings, steps: _Steps, want_regions: bool = True
+):
     """The run's frames and their vectors in PCA space, without the whole matrix in memory.
 
     The standardisation and PCA are fitted on a `pca_fit_frames` sample of the vectors (a
     smaller store is read once, fitted on all of them and projected), then every vector is
     streamed from the store once and projected a batch at a time: memory is the sample, one
     batch, DuckDB's bounded buffers (`store.embeddings.bound_memory`) and the n x n_dims
-    result, whatever the size of the matrix (750k x 4,608 is 14 GB as float32).
+    result, whatever the size of the matrix (750k x 4,608 is 14 GB as float32). With
+    `want_regions` (a detector reads them), a model with regions (`projection.region_count`)
+    gets each region's projection fitted on the same sample and applied in the same pass
+    (`RegionProjection`; n x 32 float32 more per region).
     Reading is timed as `load`, fitting and projecting as `preprocess`. Returns
-    (ids, frames, scaler, pca, n_dims, z) in frame_id order.
+    (ids, frames, scaler, pca, n_dims, z, regions, zr): `regions` the region projection and
+    `zr` its points (one array per region), both None for a model without regions; rows in
+    frame_id order.
     """
+    n_regions = region_count(model) if want_regions else 1
     with store.connect(db) as con:
         dim = int(se.vector_dim(con, model) or 0)
         se.bound_memory(con, max(STREAM_MEMORY_MB, 2 * settings.pca_fit_frames * dim * 4 // 2**20))
@@ -708,11 +706,20 @@ def load_projected(db: Path, model: str, settings: Settings, steps: _Steps):
         if bad:  # the fit cannot run: say so now rather than after reading everything
             raise _not_finite(f"{bad} of {len(sample)} sampled", model, db)
         scaler, pca, n_dims = steps.run("preprocess", fit_projection, sample, len(ids), settings)
+        regions = None
+        if n_regions > 1 and dim % n_regions == 0:
+            regions = steps.run(
+                "preprocess", RegionProjection(n_regions).fit, sample, len(ids), settings
+            )
         if whole and np.array_equal(read, ids):
             z = steps.run("preprocess", project, sample, scaler, pca, n_dims)
-            return ids, frames, scaler, pca, n_dims, z
+            zr = None if regions is None else steps.run("preprocess", regions.transform, sample)
+            return ids, frames, scaler, pca, n_dims, z, regions, zr
         del sample
         z = np.empty((len(ids), n_dims), dtype=np.float32)
+        zr = (
+            None if regions is None else [np.empty((len(ids), d), np.float32) for d in regions.dims]
+        )
         seen = np.zeros(len(ids), dtype=bool)
         rows = max(1, PROJECT_BATCH_BYTES // (8 * scaler.n_features_in_))
         batches = se.iter_vectors(con, model, rows)
@@ -724,6 +731,10 @@ def load_projected(db: Path, model: str, settings: Settings, steps: _Steps):
             bad += int((keep & ~finite).sum())
             keep &= finite
             z[where[keep]] = steps.run("preprocess", project, vectors[keep], scaler, pca, n_dims)
+            if zr is not None:
+                parts = steps.run("preprocess", regions.transform, vectors[keep])
+                for out, part in zip(zr, parts):
+                    out[where[keep]] = part
             seen[where[keep]] = True
     if bad:
         raise _not_finite(str(bad), model, db)
@@ -732,7 +743,7 @@ def load_projected(db: Path, model: str, settings: Settings, steps: _Steps):
             f"{int((~seen).sum())} {model} vectors were gone when the analysis "
             "read them back (the store changed under it); run analyze again"
         )
-    return ids, frames, scaler, pca, n_dims, z
+    return ids, frames, scaler, pca, n_dims, z, regions, zr
 
 
 def _not_finite(how_many: str, model: str, db: Path) -> AnalysisError:

@@ -38,6 +38,7 @@ from pipeline.detectors import (
 from pipeline.detectors.background.alignment import Alignment
 from pipeline.detectors.background.eigen import BackgroundModel, TimeOfDayNoise
 from pipeline.neighbors import NeighborIndex
+from pipeline.projection import RegionProjection, project
 from pipeline.versioned import Versioned
 from store.causes import cause_key
 
@@ -116,15 +117,22 @@ class FittedRun(Versioned):
     mapper: Any = None
     lat: float | None = None  # the camera's place when fitted (the sun's position)
     lon: float | None = None
-    format_version = 2
+    regions: RegionProjection | None = None  # each region's own PCA space (a model with a grid)
+    format_version = 3
 
     def _upgrade(self, state: dict[str, Any], version: int) -> dict[str, Any]:
-        # formats before 2 had no detector that reads the sun's position
-        return {"lat": None, "lon": None, **state}
+        # formats before 2 had no detector that reads the sun's position, before 3 no
+        # region spaces
+        return {"lat": None, "lon": None, "regions": None, **state}
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         """Raw vectors -> the run's PCA space (float32)."""
         return project(vectors, self.scaler, self.pca, self.n_dims)
+
+    def transform_regions(self, vectors: np.ndarray) -> list[np.ndarray] | None:
+        """Raw vectors -> each region's PCA space (`FrameBatch.regions`); None for a run
+        without region spaces."""
+        return None if self.regions is None else self.regions.transform(vectors)
 
     def map_xy(self, z: np.ndarray) -> np.ndarray:
         if self.map_kind == "umap" and self.mapper is not None:
@@ -251,22 +259,6 @@ def neighbor_tables(
             k,
         )
         yield pa.Table.from_pandas(part, preserve_index=False)
-
-
-def project(vectors: np.ndarray, scaler, pca, n_dims: int) -> np.ndarray:
-    """Raw vectors -> the fitted PCA space (float32); `FittedRun.transform` is this too, so a
-    frame of the fit gets the same point from `score-new`.
-
-    Standardising and projecting are one affine map, applied as one product: 3x less CPU than
-    the scaler's and the PCA's transforms in turn, with one float64 copy of the batch. It is done
-    in float64 so a frame's point does not depend on the batch it came in (float32 products
-    differ in the last bits with the row's place in the batch, which flipped near-tied ranks).
-    """
-    components = pca.components_[:n_dims]
-    weights = (components / scaler.scale_).T
-    offset = (scaler.mean_ / scaler.scale_ + pca.mean_) @ components.T
-    z = np.asarray(vectors, dtype=np.float64) @ weights - offset
-    return np.ascontiguousarray(z, dtype=np.float32)
 
 
 def library_versions() -> dict[str, str]:

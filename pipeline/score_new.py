@@ -236,6 +236,7 @@ def score_batch(
     batch = FrameBatch.from_frames(
         frame_ids, z, frames, pixels=pixels, lat=fitted.lat, lon=fitted.lon
     )
+    batch.regions = fitted.transform_regions(vectors)
     fitted.index.attach(batch, max(neighbors_needed(fitted.detectors), n_nearest))
     scored = fitted.score(batch, groups=groups)
     labels = np.asarray(fitted.predict_cluster(z, batch.nn_idx), dtype=np.int64)

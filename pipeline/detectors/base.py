@@ -44,6 +44,8 @@ from store.causes import PLAIN_CAUSES
 # What a detector can need to run, beyond the frames themselves.
 NEEDS = {
     "embeddings": "the run's PCA space of the embedding vectors",
+    "regions": "each region's own PCA space, for a model whose vectors describe regions of "
+    "the view (pipeline.projection)",
     "timestamps": "each frame's time (order in time, time of day, date)",
     "thumbnails": "the stored thumbnails' pixels",
     "frame_stats": "the image statistics ingest computed (mean luma, contrast, ...)",

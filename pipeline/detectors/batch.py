@@ -49,7 +49,9 @@ class FrameBatch:
     None per frame; `pixels` reads the frames' images (`pipeline.pixels.GridReader`) for the
     detectors that look at pixels; without one they cannot score. `spread`, when set, runs
     the pixel detectors' per-frame passes elsewhere (`FrameSpread`); a part of the batch
-    (`take`, `light`) has none.
+    (`take`, `light`) has none. `regions`, for a model whose vectors describe regions of the
+    view, is each region's own PCA space (one float32 array [n, dims] per region,
+    `pipeline.projection.RegionProjection`); None otherwise.
     """
 
     frame_ids: np.ndarray
@@ -63,6 +65,7 @@ class FrameBatch:
     pixels: "GridReader | None" = None
     sun: np.ndarray | None = None
     spread: FrameSpread | None = None
+    regions: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.frame_ids)
@@ -85,6 +88,7 @@ class FrameBatch:
             pick(self.daylight),
             self.pixels,
             pick(self.sun),
+            regions=None if self.regions is None else [r[rows] for r in self.regions],
         )
 
     def light(self, rows: np.ndarray) -> "FrameBatch":

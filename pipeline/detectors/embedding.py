@@ -1,4 +1,5 @@
-"""The embedding family: `iforest`, `lof`, `knn`, `ecod`, `copod`, `hbos` on the run's PCA space.
+"""The embedding family: `iforest`, `lof`, `regions`, `knn`, `ecod`, `copod`, `hbos` on the run's
+PCA space (`regions` on each region's own).
 
 `iforest` is PyOD's model. `lof` and `knn` follow PyOD's definitions (LOF of Breunig et al.;
 kNN 'largest' distance) but read one shared exact neighbour index (`pipeline.neighbors`), so one
@@ -17,6 +18,7 @@ import numpy as np
 from scipy.stats import skew
 
 from pipeline.detectors.base import Detector, register
+from pipeline.neighbors import NeighborIndex
 
 
 class EmbeddingDetector(Detector):
@@ -25,7 +27,7 @@ class EmbeddingDetector(Detector):
     family = "embedding"
     cause = "rarity"
     plain_cause = "unusual"  # it knows a frame is rare, not why
-    needs = frozenset({"embeddings"})
+    needs: frozenset[str] = frozenset({"embeddings"})
     evidence_from = 0.9
 
 
@@ -76,12 +78,32 @@ class _NeighborDetector(EmbeddingDetector):
             )
 
 
+def lof_fit(dist: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fit frames' k-distances and local reachability densities (LOF's state) from their k
+    nearest other fit frames (`dist`, `idx`)."""
+    dist = dist[:, :k].astype(np.float64)
+    idx = idx[:, :k]
+    k_distance = dist[:, k - 1]
+    reach = np.maximum(dist, k_distance[idx])
+    return k_distance, 1.0 / (reach.mean(axis=1) + 1e-10)
+
+
+def lof_scores(
+    dist: np.ndarray, idx: np.ndarray, k: int, k_distance: np.ndarray, lrd_fit: np.ndarray
+) -> np.ndarray:
+    """LOF of frames whose k nearest fit frames are `dist`, `idx`, against the fit's state."""
+    dist = dist[:, :k].astype(np.float64)
+    idx = idx[:, :k]
+    reach = np.maximum(dist, k_distance[idx])
+    lrd = 1.0 / (reach.mean(axis=1) + 1e-10)
+    return lrd_fit[idx].mean(axis=1) / lrd
+
+
 @register
 class LOFDetector(_NeighborDetector):
     key = "lof"
     summary = "Local Outlier Factor (PyOD/scikit-learn definition, k=20)"
     order = 20
-    in_consensus = True
 
     def __init__(self, contamination: float = 0.05, n_neighbors: int = 20):
         self.contamination = contamination
@@ -89,20 +111,104 @@ class LOFDetector(_NeighborDetector):
 
     def _fit(self, batch):
         super()._fit(batch)
+        self.k_distance_, self.lrd_ = lof_fit(batch.nn_dist, batch.nn_idx, self.n_neighbors)
+
+    def decision_function(self, batch):
+        return lof_scores(
+            batch.nn_dist, batch.nn_idx, self.n_neighbors, self.k_distance_, self.lrd_
+        )
+
+
+@register
+class RegionLOFDetector(_NeighborDetector):
+    """LOF in each region of the view against the same region of the fit's frames, as a rank
+    among the fit's LOFs of that region; a frame scores its rarest region's rank.
+
+    The run's PCA space gives the parts of the view that vary most together the most say: on
+    Kat Kam, two thirds sky, `lof`'s top tenth is banks of cloud and clear blue afternoons
+    (its ranking of the labelled sample is at chance, 0.47). Each region in its own space
+    (`pipeline.projection.RegionProjection`: the default model's 3x3 grid) and ranked against
+    itself, a quay that is rare counts as much as a sky that is. A model without regions
+    (`batch.regions` None) is one region, the whole frame, read from the run's shared
+    neighbour index: its ranking is `lof`'s.
+
+    Each region has its own neighbour index (`pipeline.neighbors.NeighborIndex`, exact up to
+    100,000 frames, IVF above), kept with the fitted run so `score-new` ranks a new frame's
+    regions the same way."""
+
+    key = "regions"
+    summary = (
+        "LOF of the frame's rarest region: each region of the view (the default model's 3x3 "
+        "grid) against the same region of other frames, as a rank (0-1); the whole frame's "
+        "LOF rank for a model without regions"
+    )
+    order = 21
+    needs = frozenset({"embeddings", "regions"})
+    in_consensus = True
+
+    def __init__(
+        self,
+        contamination: float = 0.05,
+        n_neighbors: int = 20,
+        index_kind: str = "auto",
+        random_state: int = 0,
+    ):
+        self.contamination = contamination
+        self.n_neighbors = n_neighbors
+        self.index_kind = index_kind
+        self.random_state = random_state
+
+    def fit(self, batch):
+        self._check_contamination()
         k = self.n_neighbors
-        dist = batch.nn_dist[:, :k].astype(np.float64)
-        idx = batch.nn_idx[:, :k]
-        self.k_distance_ = dist[:, k - 1]
-        reach = np.maximum(dist, self.k_distance_[idx])
-        self.lrd_ = 1.0 / (reach.mean(axis=1) + 1e-10)
+        if batch.regions is None:
+            super()._fit(batch)  # the shared index's neighbours must be attached
+            self.indexes_ = None
+            found = [(batch.nn_dist, batch.nn_idx)]
+        else:
+            self.indexes_ = [
+                NeighborIndex(self.index_kind, random_state=self.random_state)
+                .fit(points, batch.frame_ids)
+                .calibrate(points, batch.frame_ids, k)
+                for points in batch.regions
+            ]
+            found = [
+                index.query(points, batch.frame_ids, k)
+                for index, points in zip(self.indexes_, batch.regions)
+            ]
+        self.states_ = [lof_fit(dist, idx, k) for dist, idx in found]
+        lofs = [lof_scores(d, i, k, *state) for (d, i), state in zip(found, self.states_)]
+        self.sorted_lofs_ = [np.sort(lof) for lof in lofs]
+        self.decision_scores_ = self._rarest(lofs)
+        self._process_decision_scores()
+        return self
+
+    def _rarest(self, lofs: list[np.ndarray]) -> np.ndarray:
+        """Each frame's highest rank among its regions: the share of the fit's frames whose
+        LOF in that region is at most the frame's."""
+        ranks = [
+            np.searchsorted(ref, lof, side="right") / len(ref)
+            for ref, lof in zip(self.sorted_lofs_, lofs)
+        ]
+        return np.max(np.column_stack(ranks), axis=1)
 
     def decision_function(self, batch):
         k = self.n_neighbors
-        dist = batch.nn_dist[:, :k].astype(np.float64)
-        idx = batch.nn_idx[:, :k]
-        reach = np.maximum(dist, self.k_distance_[idx])
-        lrd = 1.0 / (reach.mean(axis=1) + 1e-10)
-        return self.lrd_[idx].mean(axis=1) / lrd
+        if self.indexes_ is None:
+            found = [(batch.nn_dist, batch.nn_idx)]
+        else:
+            if batch.regions is None or len(batch.regions) != len(self.indexes_):
+                raise ValueError(
+                    f"{self.key} was fitted on {len(self.indexes_)} regions; these frames "
+                    "come without their region points (FittedRun.transform_regions)"
+                )
+            found = [
+                index.query(points, batch.frame_ids, k)
+                for index, points in zip(self.indexes_, batch.regions)
+            ]
+        return self._rarest(
+            [lof_scores(d, i, k, *state) for (d, i), state in zip(found, self.states_)]
+        )
 
 
 @register

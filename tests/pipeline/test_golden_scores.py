@@ -13,7 +13,10 @@ columns exactly; every other column is unchanged). It was written again on 2026-
 `background` moved to a 64-pixel grid and a refit while a few frames own a component, on an
 AVX2-only AMD EPYC (`RECORDED_ON`; elsewhere the scores are compared as rankings), and once
 more that day when `alignment`'s zoom became two taps a point instead of BLAS's matrix
-products (its scores moved by at most 1.3e-8; every other column stayed as it was).
+products (its scores moved by at most 1.3e-8; every other column stayed as it was). When the
+`regions` detector joined the same day, its columns were derived from the recorded `lof` ones:
+a `pixels` run is one region, so its score is the share of the fit's `lof` scores at or below
+the frame's, and its percentile and flags are `lof`'s; every other column is unchanged.
 """
 
 from __future__ import annotations
@@ -115,7 +118,15 @@ def test_the_recorded_run_is_worth_guarding():
     """The fixture exercises every default detector: each scored frames and flagged some."""
     golden = pd.read_csv(GOLDEN)
     detectors = {c.rsplit(":", 1)[0] for c in golden.columns if ":" in c}
-    assert {"consensus", "background", "lof", "same_time", "temporal", "dark"} <= detectors
+    assert {
+        "consensus",
+        "background",
+        "lof",
+        "regions",
+        "same_time",
+        "temporal",
+        "dark",
+    } <= detectors
     for detector in detectors:
         assert golden[f"{detector}:score"].notna().mean() > 0.9, detector
         assert golden[f"{detector}:is_outlier"].any(), detector
