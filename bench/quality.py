@@ -72,6 +72,12 @@ VARIANTS = {  # name -> render_demo arguments
     "hard-jul-2": {"seed": 139, "hard": True, "start": date(2026, 7, 13)},
     "hard-oct-2": {"seed": 149, "hard": True, "start": date(2026, 10, 12)},
     "hard-dec-3": {"seed": 151, "hard": True, "start": date(2023, 12, 4)},
+    # a sixth held-out set: rendered after the fifth decided between `regions` alone and
+    # `regions` beside `lof` in the rarity cause, first measured after that choice
+    "hard-jan-3": {"seed": 157, "hard": True, "start": date(2024, 1, 15)},
+    "hard-apr-2": {"seed": 163, "hard": True, "start": date(2025, 4, 7)},
+    "hard-aug-2": {"seed": 167, "hard": True, "start": date(2025, 8, 11)},
+    "hard-nov-3": {"seed": 173, "hard": True, "start": date(2024, 11, 18)},
 }
 QUALITY = ["dark", "overexposed", "blurry", "low_information", "haze"]
 SUBSETS = {  # consensus candidates compared in `rules`

@@ -18,15 +18,15 @@ difference, weather and light included, so only their top tenth counts (their cl
 `evidence_from`); `alignment` (camera) and `exposure` count from their 95th percentile,
 one-sided checks whose lower ranks mean nothing. A plain mean of all ranks lets one-sided
 checks (`dark` knows nothing of fog) drag real anomalies down. By default the consensus
-combines `soft`, `flat`, `exposure`, `alignment`, `background` and `regions` (the classes
-with `in_consensus`; setting `consensus_detectors`); the other detectors are computed for
-side-by-side comparison: on the demo and its harder variants adding them lowered the consensus
-(iforest, ecod, copod and hbos are global or per-dimension detectors on data whose normal
-frames follow a daily cycle; knn, temporal and same_time repeat what lof and background see,
-with more noise), and on a real webcam the one-sided quality checks dilute each other.
-`regions` is `lof` per region of the view (its rarest region), and the whole frame's `lof`
-ranking for a model without regions; it took `lof`'s place on 2026-12-05 (docs/PERFORMANCE.md,
-"The rarity cause by region of the view").
+combines `soft`, `flat`, `exposure`, `alignment`, `background`, `lof` and `regions` (the
+classes with `in_consensus`; setting `consensus_detectors`); the other detectors are computed
+for side-by-side comparison: on the demo and its harder variants adding them lowered the
+consensus (iforest, ecod, copod and hbos are global or per-dimension detectors on data whose
+normal frames follow a daily cycle; knn, temporal and same_time repeat what lof and background
+see, with more noise), and on a real webcam the one-sided quality checks dilute each other.
+`regions` is `lof` per region of the view (its rarest region; the whole frame's `lof` ranking
+for a model without regions); the rarity cause averages the two since 2026-12-05
+(docs/PERFORMANCE.md, "The rarity cause by region of the view").
 
 A rank counts only where the detector says its score is harm a person would see
 (`Detector.evident`; `counted_ranks`): the own-reference checks (`soft`, `flat`, `exposure`)

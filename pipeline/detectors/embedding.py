@@ -104,6 +104,7 @@ class LOFDetector(_NeighborDetector):
     key = "lof"
     summary = "Local Outlier Factor (PyOD/scikit-learn definition, k=20)"
     order = 20
+    in_consensus = True
 
     def __init__(self, contamination: float = 0.05, n_neighbors: int = 20):
         self.contamination = contamination
@@ -130,7 +131,9 @@ class RegionLOFDetector(_NeighborDetector):
     (`pipeline.projection.RegionProjection`: the default model's 3x3 grid) and ranked against
     itself, a quay that is rare counts as much as a sky that is. A model without regions
     (`batch.regions` None) is one region, the whole frame, read from the run's shared
-    neighbour index: its ranking is `lof`'s.
+    neighbour index: its ranking is `lof`'s. The consensus counts both, their evidence averaged
+    (one family): a fox or a bird in one cell competes with every ordinary frame's rarest cell,
+    and over the whole frame `lof` still sees it.
 
     Each region has its own neighbour index (`pipeline.neighbors.NeighborIndex`, exact up to
     100,000 frames, IVF above), kept with the fitted run so `score-new` ranks a new frame's

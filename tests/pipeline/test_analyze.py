@@ -163,7 +163,7 @@ def test_run_writes_every_table(analysed):
     assert run["status"] == "complete" and run["n_frames"] == n and run["error"] is None
     assert run["params"]["pca_dims"] == result.n_dims <= 64
     assert set(run["timings"]) >= {"load", "preprocess", "neighbors", "clusters", "detector:lof"}
-    causes = {"cause:rarity", "cause:scene"}  # the causes of regions and background
+    causes = {"cause:rarity", "cause:scene"}  # the causes of lof, regions and background
     assert set(scores["detector"]) == set(FAST) | {"consensus"} | causes
     assert len(scores) == n * (len(FAST) + 1 + len(causes))
     assert scores["score_pct"].between(0, 1).all()
@@ -180,7 +180,7 @@ def test_run_writes_every_table(analysed):
     assert fitted is not None and fitted[1]["pyod"]
     # consensus combines the configured subset that ran (lof, iforest... are shown, not mixed in)
     # (dark is a one-sided check, side by side: the own-reference checks judge quality)
-    assert run["params"]["consensus_of"] == ["regions", "background"]
+    assert run["params"]["consensus_of"] == ["lof", "regions", "background"]
     # the consensus is the sum of the junk causes' scores, recorded with the run as counted:
     # unset, every cause its detectors have (four days are too few for the scene cause's day
     # share, so it is counted)
