@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 POOL_VARIANTS = 4  # noisy encodings per ten-minute slot of the day
 POOL_PLANTED = 64  # encodings with an object in front of the scene
 THUMB_SIZE = (256, 144)
+LATENT = 6  # the factors a frame's synthetic vector varies by (`build_store`)
 
 
 def thumbnail_pool(seed: int = 0, quality: int = 80) -> tuple[list[list[bytes]], list[bytes]]:
@@ -107,8 +108,13 @@ def build_store(
     seed: int = 0,
     thumbnails: bool = False,
     model: str = "synthetic",
+    latent: int = LATENT,
 ) -> list[int]:
-    """Frames + vectors of `model` (+ thumbnails); returns the frame ids of planted outliers."""
+    """Frames + vectors of `model` (+ thumbnails); returns the frame ids of planted outliers.
+
+    The vectors are a daily and a yearly cycle (6 factors) plus `latent` - 6 more factors of
+    falling spread (1.5 / sqrt(k)), then noise: with the 6 alone a PCA needs 6 dims, and so does
+    each region of a grid model, where a real camera's regions keep `REGION_MAX_DIMS` (32)."""
     import numpy as np
     import pandas as pd
 
@@ -119,6 +125,9 @@ def build_store(
     rng = np.random.default_rng(seed)
     basis = rng.normal(size=(6, dim))
     directions = rng.normal(size=(20, dim))
+    extra = max(0, latent - LATENT)
+    more = np.random.default_rng(seed + 7)  # its own stream: latent 6 builds the stores it did
+    extra_basis = more.normal(size=(extra, dim)) * (1.5 / np.sqrt(np.arange(1, extra + 1)))[:, None]
     planted: list[int] = []
     pool = thumbnail_pool(seed) if thumbnails else None
     if pool is not None:
@@ -147,6 +156,8 @@ def build_store(
                 ]
             )
             vectors = feats @ basis * 3 + rng.normal(scale=0.5, size=(hi - lo, dim))
+            if extra:
+                vectors += more.normal(size=(hi - lo, extra)) @ extra_basis
             out = rng.random(hi - lo) < 0.005
             # the same shift relative to the daily cycle at any dim (both grow as sqrt(dim))
             vectors[out] += directions[rng.integers(0, 20, out.sum())] * 1.5 * np.sqrt(dim / 512)
@@ -232,6 +243,7 @@ def one(
     executor: str = "local",
     ray_address: str | None = None,
     model: str = "synthetic",
+    latent: int = LATENT,
 ) -> dict:
     import numpy as np
 
@@ -246,24 +258,33 @@ def one(
     started = time.perf_counter()
     if reuse and db.exists() and kept.exists():
         planted = json.loads(kept.read_text())
-        if [planted["dim"], planted["thumbnails"], planted.get("model", "synthetic")] != [
-            dim,
-            thumbnails,
-            model,
-        ]:
+        built = [
+            planted["dim"],
+            planted["thumbnails"],
+            planted.get("model", "synthetic"),
+            planted.get("latent", LATENT),
+        ]
+        if built != [dim, thumbnails, model, latent]:
             raise SystemExit(
-                f"{db} was built with --dim {planted['dim']}, thumbnails "
-                f"{planted['thumbnails']} and --model {planted.get('model', 'synthetic')}: "
-                "build it again without --reuse"
+                f"{db} was built with --dim {built[0]}, thumbnails {built[1]}, --model "
+                f"{built[2]} and --latent {built[3]}: build it again without --reuse"
             )
         planted, build_s = planted["frame_ids"], None
     else:
         for p in (db, db.with_name(db.name + ".wal"), kept):
             if p.exists():
                 p.unlink()
-        planted = build_store(db, n, dim, thumbnails=thumbnails, model=model)
+        planted = build_store(db, n, dim, thumbnails=thumbnails, model=model, latent=latent)
         kept.write_text(
-            json.dumps({"dim": dim, "thumbnails": thumbnails, "model": model, "frame_ids": planted})
+            json.dumps(
+                {
+                    "dim": dim,
+                    "thumbnails": thumbnails,
+                    "model": model,
+                    "latent": latent,
+                    "frame_ids": planted,
+                }
+            )
         )
         build_s = round(time.perf_counter() - started, 1)
     settings = Settings(
@@ -305,7 +326,11 @@ def one(
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         "detectors": result.detectors,
         "notes": result.notes,
+        "latent": latent,
         "pca_dims": result.n_dims,
+        "region_dims": result.params.get("region_dims"),
+        "region_index": result.params.get("region_index"),
+        "region_recall": result.params.get("region_recall"),
         "neighbor_index": result.params.get("neighbor_index"),
         "neighbor_recall": result.params.get("neighbor_recall"),
         "neighbor_recall_frames": result.params.get("neighbor_recall_frames"),
@@ -361,6 +386,13 @@ def main() -> None:
     parser.add_argument(
         "--model", default="synthetic", help="the model key the vectors are recorded under"
     )
+    parser.add_argument(
+        "--latent",
+        type=int,
+        default=LATENT,
+        help="factors the synthetic vectors vary by (6: the daily and yearly cycle; 100 gives "
+        "a grid model's regions the 32 dims a real camera's keep)",
+    )
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     detectors = args.detectors.split(",") if args.detectors else None
@@ -379,6 +411,7 @@ def main() -> None:
                     args.executor,
                     args.ray_address,
                     args.model,
+                    args.latent,
                 )
             )
         )
@@ -402,6 +435,8 @@ def main() -> None:
             args.executor,
             "--model",
             args.model,
+            "--latent",
+            str(args.latent),
         ]
         if args.ray_address:
             cmd += ["--ray-address", args.ray_address]

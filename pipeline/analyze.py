@@ -392,12 +392,13 @@ def _analyze_run(
         db, model, settings, steps, want_regions
     )
     n = len(ids)
-    detectors = {k: make_detector(k, settings.contamination, settings.random_state) for k in keys}
+    detectors = {
+        k: make_detector(k, settings.contamination, settings.random_state, settings.neighbor_index)
+        for k in keys
+    }
     for det in detectors.values():  # a small store: at most n - 1 neighbours (as PyOD's LOF does)
         if det.n_neighbors_needed > n - 1:
             det.set_params(n_neighbors=n - 1)
-        if "index_kind" in det.get_params():  # a detector with neighbour indexes of its own
-            det.set_params(index_kind=settings.neighbor_index)
     needs_pixels = any("thumbnails" in det.needs for det in detectors.values())
     lat, lon = params.get("lat"), params.get("lon")
     batch = FrameBatch.from_frames(ids, z, frames, lat=lat, lon=lon)
@@ -551,6 +552,7 @@ def _analyze_run(
         neighbor_recall_frames=index.recall_frames_,
         neighbor_nprobe=index.nprobe_,
         region_dims=None if regions is None else regions.dims,
+        region_index=",".join(sorted({ix.kind_ for ix in region_indexes})) or None,
         region_recall=min((ix.recall_ for ix in region_indexes), default=None),
         detectors=list(detectors),
         consensus_of=chosen,

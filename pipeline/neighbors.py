@@ -8,7 +8,12 @@ fitted run; FAISS indexes are serialised to bytes for it.
 Exact search is used where it is cheap (a KD-tree in few dims, all pairs up to `exact_max`
 frames); above, an inverted-file index (IVF) keeps the pass about linear in the frames.
 `calibrate` measures its recall against exact search on a seeded sample of the frames and
-probes more lists until it reaches a target; analyze records the recall with the run.
+probes more lists until it reaches a target; analyze records the recall with the run. An IVF
+index keeps its frames' points as float32 (`codes` 'flat') or as half floats ('fp16', FAISS's
+scalar quantiser: half the bytes, distances within about 1e-4, the same recall), which
+`regions` uses for its nine indexes (docs/PERFORMANCE.md, "Analyze"). 8 bits a dim would keep a
+quarter, but the regions' points are heavy-tailed (Kat Kam's: excess kurtosis 3-85) and their
+min-max codes lost up to 5 points of recall that no probing gets back.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ class NeighborIndex(Versioned):
     frame queried again gets the same neighbours it had in the fit.
     """
 
-    format_version = 2  # 2: nprobe_, recall_ and recall_frames_ (calibrate)
+    format_version = 3  # 2: nprobe_, recall_ and recall_frames_ (calibrate); 3: codes
 
     def __init__(
         self,
@@ -45,11 +50,23 @@ class NeighborIndex(Versioned):
         exact_max: int = 100_000,
         kdtree_max_dims: int = 12,
         random_state: int = 0,
+        codes: str = "flat",
     ):
         self.kind = kind
         self.exact_max = exact_max
         self.kdtree_max_dims = kdtree_max_dims
         self.random_state = random_state
+        self.codes = codes  # how an IVF index keeps its points: 'flat' (float32) or 'fp16'
+
+    def _ivf(self, quantizer, dim: int, n_lists: int):
+        import faiss
+
+        if self.codes == "flat":
+            return faiss.IndexIVFFlat(quantizer, dim, n_lists)
+        if self.codes == "fp16":
+            qtype = faiss.ScalarQuantizer.QT_fp16
+            return faiss.IndexIVFScalarQuantizer(quantizer, dim, n_lists, qtype)
+        raise ValueError(f"unknown neighbour index codes {self.codes!r}: use flat or fp16")
 
     def fit(self, z: np.ndarray, frame_ids: np.ndarray) -> "NeighborIndex":
         import faiss
@@ -71,7 +88,7 @@ class NeighborIndex(Versioned):
         elif kind == "ivf":
             n_lists = int(min(max(16, 4 * np.sqrt(n)), max(1, n // 39)))
             quantizer = faiss.IndexFlatL2(dim)
-            index = faiss.IndexIVFFlat(quantizer, dim, n_lists)
+            index = self._ivf(quantizer, dim, n_lists)
             rng = np.random.default_rng(self.random_state)
             # 40 frames per list (FAISS asks for at least 39): training grows as n^1.5 and
             # was the slowest part at 300k frames with FAISS's 256
@@ -106,7 +123,9 @@ class NeighborIndex(Versioned):
         `sample` of the fit frames (`z`, `frame_ids`: the fit) and probe twice as many lists
         until it reaches `target` (or every list is probed). Recall is the share of a frame's
         k neighbours found that are no farther than its exact k-th nearest frame (so ties
-        count as found), averaged over the sample; kept in `recall_`. Exact kinds: 1.0."""
+        count as found), averaged over the sample; kept in `recall_`. Exact kinds: 1.0. A
+        neighbour found counts by its exact distance, not the one the index returns (half-float
+        codes return it within about 1e-4)."""
         if self.kind_ != "ivf":
             return self
         import faiss
@@ -120,7 +139,9 @@ class NeighborIndex(Versioned):
         d2, _ = faiss.knn(z[rows], z, k + 1)
         kth = np.sqrt(np.maximum(d2[:, k], 0))  # the exact k-th nearest other frame
         while True:
-            dist, _ = self.query(z[rows], frame_ids[rows], k)
+            returned, idx = self.query(z[rows], frame_ids[rows], k)
+            exact = np.sqrt(((z[rows][:, None, :] - z[idx]) ** 2).sum(axis=2))
+            dist = np.where(np.isfinite(returned), exact, np.inf)  # inf: a neighbour not found
             found = (dist <= kth[:, None] * (1 + 1e-5) + 1e-12).sum(axis=1)
             recall = float(np.minimum(found, k).mean() / k)
             if recall >= target or self.index_.nprobe >= self.index_.nlist:
@@ -186,7 +207,9 @@ class NeighborIndex(Versioned):
 
     def _upgrade(self, state: dict[str, Any], version: int) -> dict[str, Any]:
         # format 1 probed 24 lists and measured no recall
-        if "index_" not in state:
+        # format 2 kept every IVF index's points flat
+        state = {"codes": "flat", **state}
+        if "index_" not in state or version >= 2:
             return state
         approximate = state.get("kind_") == "ivf"
         return {

@@ -73,11 +73,12 @@ def project(vectors: np.ndarray, scaler, pca, n_dims: int) -> np.ndarray:
 def region_count(model: str) -> int:
     """How many regions of the view `model`'s vectors describe separately: grid x grid for a
     model with a grid, else 1 (the whole frame, and no region spaces)."""
+    from pipeline.errors import InputError
     from pipeline.models.registry import get_model
 
     try:
         grid = get_model(model).grid
-    except Exception:  # a model the registry no longer knows: its vectors are one region
+    except InputError:  # a model the registry no longer knows: its vectors are one region
         return 1
     return int(grid) ** 2 if grid else 1
 

@@ -204,15 +204,21 @@ def register(cls: type[Detector]) -> type[Detector]:
     return cls
 
 
-def make_detector(key: str, contamination: float = 0.05, random_state: int = 0) -> Detector:
-    """A new unfitted detector from its registry key."""
+def make_detector(
+    key: str, contamination: float = 0.05, random_state: int = 0, index_kind: str = "auto"
+) -> Detector:
+    """A new unfitted detector from its registry key; `random_state` and `index_kind` (the
+    kind of neighbour index, setting `neighbor_index`) go to the detectors that take them."""
     try:
         cls = DETECTORS[key]
     except KeyError:
         raise KeyError(f"unknown detector {key!r}; known: {', '.join(DETECTORS)}") from None
     params = {"contamination": contamination}
-    if "random_state" in cls._get_param_names():
+    names = cls._get_param_names()
+    if "random_state" in names:
         params["random_state"] = random_state
+    if "index_kind" in names:  # a detector with neighbour indexes of its own (`regions`)
+        params["index_kind"] = index_kind
     return cls(**params)
 
 

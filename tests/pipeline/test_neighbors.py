@@ -70,3 +70,40 @@ def test_an_index_pickled_before_calibration_probes_as_it_did(points):
     old = NeighborIndex.__new__(NeighborIndex)
     old.__setstate__(state)
     assert old.index_.nprobe == IVF_NPROBE and old.recall_ is None
+
+
+def test_ivf_with_half_float_codes_keeps_half_the_bytes_and_counts_recall_exactly(points):
+    z, ids = points
+    flat = NeighborIndex("ivf").fit(z, ids)
+    half = NeighborIndex("ivf", codes="fp16").fit(z, ids).calibrate(z, ids, 20, target=0.95)
+    assert half.index_.code_size * 2 == flat.index_.code_size == 16 * 4  # bytes a frame
+    assert len(pickle.dumps(half)) < 0.7 * len(pickle.dumps(flat))  # with the ids of both
+    # its recall counts a neighbour found by the exact distance, not the coded one
+    rows = np.sort(np.random.default_rng(0).choice(len(z), 1000, replace=False))
+    dist, idx = half.query(z[rows], ids[rows], 20)
+    exact = np.linalg.norm(z[rows][:, None, :] - z[idx], axis=2)
+    kth = _exact(z, 20)[rows, -1]
+    expected = (exact <= kth[:, None] * (1 + 1e-5)).sum(axis=1).mean() / 20
+    assert half.recall_ == pytest.approx(expected, abs=1e-9) and half.recall_ >= 0.95
+    np.testing.assert_allclose(dist, exact, rtol=1e-3)  # half floats: within about 1e-4
+    again = pickle.loads(pickle.dumps(half))
+    assert again.codes == "fp16" and again.index_.nprobe == half.nprobe_
+    np.testing.assert_array_equal(
+        again.query(z[:50], ids[:50], 20)[1], half.query(z[:50], ids[:50], 20)[1]
+    )
+
+
+def test_an_index_pickled_before_codes_keeps_its_points_flat(points):
+    z, ids = points
+    state = NeighborIndex("ivf").fit(z, ids).__getstate__()
+    del state["codes"]
+    state["_format"] = 2
+    old = NeighborIndex.__new__(NeighborIndex)
+    old.__setstate__(state)
+    assert old.codes == "flat" and old.query(z[:5], ids[:5], 20)[0].shape == (5, 20)
+
+
+def test_unknown_codes_are_refused_by_name(points):
+    z, ids = points
+    with pytest.raises(ValueError, match="codes 'sq8'"):
+        NeighborIndex("ivf", codes="sq8").fit(z, ids)

@@ -157,6 +157,7 @@ def test_analyze_projects_a_grid_model_by_region_and_score_new_agrees(grid_run, 
     with store.connect(copy, read_only=True) as con:
         params = sa.get_run(con, result.run_id)["params"]
     assert params["region_dims"] == fitted.regions.dims and params["region_recall"] == 1.0
+    assert params["region_index"] == "exact"  # a small run: every region searched exactly
     assert fitted.detectors["regions"].indexes_ is not None
     assert "regions" in fitted.consensus.keys  # the rarity cause's detector by default
     with store.connect(copy, read_only=True) as con:
@@ -178,3 +179,22 @@ def test_a_run_without_the_regions_detector_fits_no_region_projection(grid_run, 
     analyze(copy, settings.replace(detectors=["lof", "dark"]), progress=False)
     fitted, _ = load_fitted_run(copy)
     assert fitted.regions is None and "regions" not in fitted.detectors
+
+
+def test_the_neighbour_index_setting_reaches_the_detectors_with_indexes_of_their_own():
+    assert make_detector("regions", index_kind="exact").index_kind == "exact"
+    assert make_detector("regions").index_kind == "auto"
+    assert "index_kind" not in make_detector("lof", index_kind="exact").get_params()
+
+
+def test_above_exact_search_the_regions_keep_half_floats_and_rank_as_exact_search_does():
+    """Past `exact_max` frames each region's IVF index keeps its points as half floats (half
+    the bytes the fitted run keeps): the planted quay still tops the ranking, and the ranks
+    stay close to exact search's."""
+    regions = _sky_and_quay()
+    exact = make_detector("regions").fit(_region_batch(regions))
+    coded = make_detector("regions", index_kind="ivf").fit(_region_batch(regions))
+    assert {(ix.kind_, ix.codes) for ix in coded.indexes_} == {("ivf", "fp16")}
+    assert min(ix.recall_ for ix in coded.indexes_) >= 0.95
+    assert coded.decision_scores_[PLANTED] == coded.decision_scores_.max()
+    assert np.corrcoef(coded.decision_scores_, exact.decision_scores_)[0, 1] > 0.9
