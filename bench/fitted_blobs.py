@@ -7,8 +7,8 @@ the default model). Each run of this script's loop stores one more state of `--m
 in a fresh process, commits and checkpoints, as `analyze`'s write does, and reports that
 process's peak RSS, the seconds and the file's size, for two layouts:
 
-- `one_table`: every state a row of one table (today's `fitted_runs`);
-- `table_each`: every state in a table of its own (a layout under consideration).
+- `one_table`: every state a row of one table (`fitted_runs` until 2026-12-06);
+- `table_each`: every state in a table of its own (`store.analysis.fitted_table`, since).
 
 Measured on 2026-12-06 (docs/experiments/2026-12-06-kat-kam-what-is-left.md, section 8): with
 one table each commit rewrites the earlier states too, so the peak and the file grow with them.

@@ -9,6 +9,10 @@ with its aggregates; the transaction commits only then, and any failure (or a ki
 and leaves nothing. `write_run` is the same with every part given at once. `fail_run` marks a run
 'failed' with the reason.
 
+A run's fitted state (a pickle of 0.1-2 GB) is kept in a table of its own, `fitted_state_<run_id>`
+(`fitted_table`), its `fitted_runs` row saying that it has one: a checkpoint rewrites a table's
+row group whole, and with every state in one table each new state rewrote the kept ones.
+
 Upkeep: `write_run` can drop the fitted states of a model's older runs (`drop_old_fitted`, the
 `keep_fitted_runs` setting); `prune_runs` deletes whole old runs (`python -m pipeline prune`).
 """
@@ -221,10 +225,27 @@ def insert_neighbors(con: duckdb.DuckDBPyConnection, neighbors: pd.DataFrame | p
     )
 
 
+#: `fitted_runs.artifact` of a state kept in a table of its own (`fitted_table`): an empty
+#: BLOB, which no pickle is. Older stores hold their states in that column and still load.
+IN_ITS_OWN_TABLE = b""
+
+
+def fitted_table(run_id: int) -> str:
+    """The table that holds run `run_id`'s fitted state.
+
+    One table a state: a DuckDB checkpoint rewrites a table's row group whole, so with every
+    state in `fitted_runs` each commit rewrote the states kept before it too, and the write's
+    peak grew with them (four 400 MiB states one after another: 2.2, 2.6, 3.8, 5.0 GB, against
+    2.2 GB each in tables of their own; `bench/fitted_blobs.py`). `fitted_runs` keeps the
+    run's row (its versions, and that it has a state)."""
+    return f"fitted_state_{int(run_id)}"
+
+
 def insert_fitted(
     con: duckdb.DuckDBPyConnection, run_id: int, artifact: bytes, versions: dict[str, str]
 ) -> None:
-    """The `fitted_runs` row of a run: its pickled fitted state and library versions.
+    """A run's pickled fitted state, in a table of its own (`fitted_table`), and its
+    `fitted_runs` row with the library versions.
 
     The bytes go in as an Arrow column over the same memory (a statement parameter would be
     copied into a value and again into the statement's rows first: measured 3x the artifact's
@@ -232,25 +253,54 @@ def insert_fitted(
     blob = pa.py_buffer(artifact)
     offsets = pa.py_buffer(np.array([0, len(artifact)], dtype=np.int64).tobytes())
     column = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, blob])
-    table = pa.table(
-        {
-            "run_id": pa.array([run_id], pa.int64()),
-            "artifact": column,
-            "versions": pa.array([json.dumps(versions)], pa.string()),
-        }
-    )
-    con.register("_new_fitted", table)
-    sql = (
-        "INSERT INTO fitted_runs (run_id, artifact, versions) "
-        "SELECT run_id, artifact::BLOB, versions::JSON FROM _new_fitted"
-    )
+    con.register("_new_fitted", pa.table({"artifact": column}))
+    statements = [
+        (
+            f"CREATE TABLE {fitted_table(run_id)} AS SELECT artifact::BLOB AS artifact FROM _new_fitted",
+            [],
+        ),
+        (
+            "INSERT INTO fitted_runs (run_id, artifact, versions) VALUES (?, ?, ?::JSON)",
+            [run_id, IN_ITS_OWN_TABLE, json.dumps(versions)],
+        ),
+    ]
     try:
-        con.execute(sql)
-    except duckdb.Error as exc:
-        log_failed(sql, {"run_id": run_id, "bytes": len(artifact)}, exc)
-        raise
+        for sql, params in statements:
+            try:
+                con.execute(sql, params)
+            except duckdb.Error as exc:
+                log_failed(sql, {"run_id": run_id, "bytes": len(artifact)}, exc)
+                raise
     finally:
         con.unregister("_new_fitted")
+
+
+def _drop_fitted_tables(con: duckdb.DuckDBPyConnection, run_ids) -> None:
+    for run_id in run_ids:
+        con.execute(f"DROP TABLE IF EXISTS {fitted_table(run_id)}")
+
+
+def _fitted_bytes(con: duckdb.DuckDBPyConnection, run_ids: list[int]) -> int:
+    """Bytes of these runs' fitted states, in `fitted_runs` or in tables of their own."""
+    total = int(
+        scalar(
+            con,
+            "SELECT coalesce(sum(octet_length(artifact)), 0) FROM fitted_runs "
+            "WHERE run_id IN (SELECT unnest(?::BIGINT[]))",
+            [run_ids],
+        )
+    )
+    own = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND list_contains(?, table_name)",
+            [[fitted_table(r) for r in run_ids]],
+        ).fetchall()
+    }
+    for table in sorted(own):
+        total += int(scalar(con, f"SELECT coalesce(sum(octet_length(artifact)), 0) FROM {table}"))
+    return total
 
 
 class RunWriter:
@@ -407,7 +457,9 @@ def drop_old_fitted(con: duckdb.DuckDBPyConnection, model: str, keep: int) -> li
         RETURNING run_id""",
         [model, keep],
     ).fetchall()
-    return sorted(int(r[0]) for r in rows)
+    dropped = sorted(int(r[0]) for r in rows)
+    _drop_fitted_tables(con, dropped)
+    return dropped
 
 
 @dataclass
@@ -480,14 +532,7 @@ def prune_runs(con: duckdb.DuckDBPyConnection, keep: int, *, dry_run: bool = Fal
                         [ids],
                     )
                 )
-            report.fitted_bytes = int(
-                scalar(
-                    con,
-                    "SELECT coalesce(sum(octet_length(artifact)), 0) FROM fitted_runs "
-                    "WHERE run_id IN (SELECT unnest(?::BIGINT[]))",
-                    [ids],
-                )
-            )
+            report.fitted_bytes = _fitted_bytes(con, ids)
             if not dry_run:
                 for table in RUN_TABLES + ("analysis_runs",):
                     _run(
@@ -495,6 +540,7 @@ def prune_runs(con: duckdb.DuckDBPyConnection, keep: int, *, dry_run: bool = Fal
                         f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?::BIGINT[]))",
                         [ids],
                     ).fetchall()
+                _drop_fitted_tables(con, ids)
         con.execute("ROLLBACK" if dry_run else "COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -617,11 +663,22 @@ def fitted_runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 def load_fitted(con: duckdb.DuckDBPyConnection, run_id: int) -> tuple[bytes, dict[str, str]] | None:
-    """The pickled fitted state of a run and the library versions it was made with."""
+    """The pickled fitted state of a run and the library versions it was made with (None for a
+    run without one). A state is read from its own table (`fitted_table`), or from
+    `fitted_runs` where a store made before those tables keeps it."""
     row = fetch_one(con, "SELECT artifact, versions FROM fitted_runs WHERE run_id = ?", [run_id])
     if row is None:
         return None
-    return bytes(row[0]), json.loads(row[1])
+    artifact = bytes(row[0])
+    if artifact == IN_ITS_OWN_TABLE:
+        try:
+            own = fetch_one(con, f"SELECT artifact FROM {fitted_table(run_id)}")
+        except duckdb.CatalogException:  # its table is gone: no state to load
+            return None
+        if own is None:
+            return None
+        artifact = bytes(own[0])
+    return artifact, json.loads(row[1])
 
 
 def run_frame_ids(con: duckdb.DuckDBPyConnection, run_id: int) -> np.ndarray:
