@@ -15,8 +15,11 @@ choice without a new run. A rule always works within a cause and causes are alwa
 
 The embedding and time-lapse detectors (rarity) are generalists that rank frames by any
 difference, weather and light included, so only their top tenth counts (their classes'
-`evidence_from`); `alignment` (camera) and `exposure` count from their 95th percentile,
-one-sided checks whose lower ranks mean nothing. A plain mean of all ranks lets one-sided
+`evidence_from`); `alignment` (camera) counts from its 95th percentile and `exposure` from
+its 97th, one-sided checks whose lower ranks mean nothing (a real camera's sky alone puts a
+fifth of its daylight frames 20 grey levels from their pool's median). A fitted consensus
+keeps the starts it was fitted with (`Consensus.starts_`), so a stored run scores new frames
+as it scored its fit. A plain mean of all ranks lets one-sided
 checks (`dark` knows nothing of fog) drag real anomalies down. By default the consensus
 combines `soft`, `flat`, `exposure`, `alignment`, `background`, `lof` and `regions` (the
 classes with `in_consensus`; setting `consensus_detectors`); the other detectors are computed
@@ -53,6 +56,8 @@ from pipeline.causes import CAUSES
 from pipeline.detectors.base import DETECTORS, Scorer
 
 CONSENSUS = "consensus"
+# the evidence starts that differ from today's in a consensus fitted before it kept its own
+FORMAT_3_STARTS = {"exposure": 0.95}
 
 
 # Each rule takes (percentiles [frames x detectors], families, floor); `floor` bounds 1 - pct
@@ -114,7 +119,10 @@ CONSENSUS_RULES: dict[str, Callable[[np.ndarray, list[str], float], np.ndarray]]
 
 
 def cause_scores(
-    pcts: dict[str, np.ndarray], rule: str, n_reference: int | None = None
+    pcts: dict[str, np.ndarray],
+    rule: str,
+    n_reference: int | None = None,
+    starts: dict[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Each cause's score from its detectors' percentile ranks (key -> 0..1 per frame, NaN = no
     opinion): `rule` combines the detectors of one cause (`Detector.cause`); a cause none of
@@ -124,8 +132,9 @@ def cause_scores(
     frame of n is 1 - 1/(n + 1) of the way up, not certain, so a detector's top rank among 13
     frames counts as far less evidence than among 100,000 (default: the frames given here).
 
-    A detector's ranks below its class's `evidence_from` count as none: p becomes
-    (p - start) / (1 - start), floored at 0. The generalists on the CNN
+    A detector's ranks below its class's `evidence_from` (or its value in `starts`: what a
+    fitted consensus was fitted with) count as none: p becomes (p - start) / (1 - start),
+    floored at 0. The generalists on the CNN
     embedding (embedding and time-lapse families: 0.9) rank frames by any difference, weather and
     light included, so only their top tenth says "junk"; below it their rank is noise that would
     drown a specialist's evidence (on the harder demo renders `lof` ranks a half-hidden person or
@@ -133,7 +142,7 @@ def cause_scores(
     """
     if rule not in CONSENSUS_RULES:
         raise KeyError(f"unknown consensus rule {rule!r}; known: {', '.join(CONSENSUS_RULES)}")
-    keys, pct, floor = _counted(pcts, n_reference)
+    keys, pct, floor = _counted(pcts, n_reference, starts)
     out: dict[str, np.ndarray] = {}
     for cause in CAUSES:
         members = [i for i, k in enumerate(keys) if DETECTORS[k].cause == cause]
@@ -152,24 +161,37 @@ def _combine(rule: str, pct: np.ndarray, families: list[str], floor: float) -> n
             return np.asarray(CONSENSUS_RULES[rule](pct, families, floor), dtype=float)
 
 
+def evidence_starts(keys) -> dict[str, float]:
+    """Each detector's evidence start (its class's `evidence_from`), as a consensus fitted now
+    records it."""
+    return {k: float(DETECTORS[k].evidence_from) for k in keys if k != CONSENSUS}
+
+
 def _counted(
-    pcts: dict[str, np.ndarray], n_reference: int | None
+    pcts: dict[str, np.ndarray], n_reference: int | None, starts: dict[str, float] | None = None
 ) -> tuple[list[str], np.ndarray, float]:
     """The detectors' ranks as the consensus counts them: (keys, [frames x keys] ranks with
-    each class's `evidence_from` applied, the floor of 1 - rank)."""
+    each detector's evidence start applied (`starts`, else its class's `evidence_from`), the
+    floor of 1 - rank)."""
     keys = [k for k in pcts if k != CONSENSUS]
     if not keys:
         raise ValueError("consensus needs at least one detector")
     pct = np.column_stack([pcts[k] for k in keys]).astype(float)
-    start = np.array([DETECTORS[k].evidence_from for k in keys])
+    starts = {**evidence_starts(keys), **(starts or {})}
+    start = np.array([starts[k] for k in keys])
     pct = np.clip((pct - start) / (1 - start), 0, 1)  # NaN stays NaN
     return keys, pct, 1.0 / ((n_reference or len(pct)) + 1)
 
 
-def _all_at_once(pcts: dict[str, np.ndarray], rule: str, n_reference: int | None) -> np.ndarray:
+def _all_at_once(
+    pcts: dict[str, np.ndarray],
+    rule: str,
+    n_reference: int | None,
+    starts: dict[str, float] | None = None,
+) -> np.ndarray:
     """`rule` over every detector at once: how a consensus fitted before causes were recorded
     scores (for `family_tail` the same sum of families, summed in the order it was then)."""
-    keys, pct, floor = _counted(pcts, n_reference)
+    keys, pct, floor = _counted(pcts, n_reference, starts)
     return _combine(rule, pct, [DETECTORS[k].family for k in keys], floor)
 
 
@@ -412,7 +434,7 @@ class Consensus(Scorer):
     )
     family = CONSENSUS
     order = 0
-    format_version = 3
+    format_version = 4
     plain_cause = "unusual"  # incidents name the causes of the detectors it combines
     # the run's percentile ranks (and so the ranks it was fitted on) rank the frames tied at a
     # scorer's lowest score as the lowest (`Scorer.percentile`)
@@ -433,6 +455,7 @@ class Consensus(Scorer):
     def fit(self, pcts: dict[str, np.ndarray]) -> "Consensus":
         self._check_contamination()
         self.n_reference_ = len(next(iter(pcts.values()))) if pcts else None
+        self.starts_ = evidence_starts(self.keys)
         by_cause = self._causes(pcts)
         self.causes_ = {
             cause: CauseScore(cause, self.contamination).fit(scores)
@@ -451,12 +474,16 @@ class Consensus(Scorer):
         return self
 
     def _causes(self, pcts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return cause_scores({k: pcts[k] for k in self.keys}, self.rule, self.n_reference_)
+        return cause_scores(
+            {k: pcts[k] for k in self.keys}, self.rule, self.n_reference_, self.starts_
+        )
 
     def score_causes(self, pcts: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """(each fitted cause's scores, the consensus) of new percentile ranks."""
         if not self.causes_:  # fitted before causes were recorded: its rule over them all
-            return {}, _all_at_once({k: pcts[k] for k in self.keys}, self.rule, self.n_reference_)
+            return {}, _all_at_once(
+                {k: pcts[k] for k in self.keys}, self.rule, self.n_reference_, self.starts_
+            )
         by_cause = self._causes(pcts)
         return (
             {c: by_cause[c] for c in self.causes_},
@@ -470,7 +497,12 @@ class Consensus(Scorer):
         # format 0 (a dataclass then) fitted before n_reference_ used a fixed floor of 1e-4;
         # formats before 2 summed every cause (their rule over all detectors: the same sum of
         # families) and stored no cause scores; before 3 a detector's frames tied at its lowest
-        # score ranked as the highest of their block (`Scorer.percentile`)
+        # score ranked as the highest of their block (`Scorer.percentile`); before 4 the starts
+        # were not kept, and `exposure` counted from its 95th percentile
         if version < 1:
             state = {**state, "n_reference_": state.get("n_reference_") or 9999}
+        if version < 4:
+            keys = [k for k in state.get("keys") or [] if k in DETECTORS]
+            old = {k: v for k, v in FORMAT_3_STARTS.items() if k in keys}
+            state = {**state, "starts_": {**evidence_starts(keys), **old}}
         return {"junk_causes": None, "causes_": {}, "lowest_ties_": version >= 3, **state}

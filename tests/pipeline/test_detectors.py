@@ -411,6 +411,35 @@ def test_a_consensus_fitted_before_lowest_ties_keeps_the_highest_rank():
     assert pickle.loads(pickle.dumps(cons)).lowest_ties_
 
 
+def test_a_consensus_scores_with_the_evidence_starts_it_was_fitted_with(monkeypatch):
+    """The starts are the consensus's own: a run fitted when `exposure` counted from its 95th
+    percentile scores new frames from the 95th after the class moved on (to its 97th), and a
+    consensus pickled before it kept its starts (format 3) loads with the 95th."""
+    from pipeline.detectors.own import ExposureDetector
+
+    ranks = np.linspace(0.5, 1, 101)
+    pcts = {"exposure": ranks, "flat": ranks[::-1]}
+    monkeypatch.setattr(ExposureDetector, "evidence_from", 0.95)
+    then = Consensus(["exposure", "flat"], "family_tail", 0.05).fit(pcts)
+    assert then.starts_ == {"exposure": 0.95, "flat": 0.0}
+    monkeypatch.setattr(ExposureDetector, "evidence_from", 0.97)
+    np.testing.assert_array_equal(then.decision_function(pcts), then.decision_scores_)
+    now = Consensus(["exposure", "flat"], "family_tail", 0.05).fit(pcts)
+    at = np.flatnonzero(np.isclose(ranks, 0.96))  # counted from the 95th, not from the 97th
+    assert len(at) == 1
+    assert (
+        then.causes_["quality"].decision_scores_[at] > now.causes_["quality"].decision_scores_[at]
+    )
+
+    state = {k: v for k, v in now.__getstate__().items() if k != "starts_"}
+    state[FORMAT_KEY] = 3
+    old = type(now).__new__(type(now))
+    old.__setstate__(state)
+    assert old.starts_ == {"exposure": 0.95, "flat": 0.0}
+    np.testing.assert_array_equal(old.decision_function(pcts), then.decision_scores_)
+    assert pickle.loads(pickle.dumps(now)).starts_ == {"exposure": 0.97, "flat": 0.0}
+
+
 def test_alignment_detector_flags_a_knocked_camera_and_not_a_person():
     """The camera cause: a knocked camera lines up better shifted; a person in front of the
     lens (the scene cause) does not move the view."""

@@ -16,7 +16,13 @@ more that day when `alignment`'s zoom became two taps a point instead of BLAS's 
 products (its scores moved by at most 1.3e-8; every other column stayed as it was). When the
 `regions` detector joined the same day, its columns were derived from the recorded `lof` ones:
 a `pixels` run is one region, so its score is the share of the fit's `lof` scores at or below
-the frame's, and its percentile and flags are `lof`'s; every other column is unchanged.
+the frame's, and its percentile and flags are `lof`'s; every other column is unchanged. When
+`exposure`'s evidence began at its 97th percentile instead of its 95th (2026-12-06), the
+`cause:quality` and `consensus` scores were derived from the recorded ones: each less the
+frame's `exposure` evidence counted from the 95th and plus it counted from the 97th (every
+frame above the 95th had counted it: its quality score is at least that evidence), their
+percentiles and flags from those scores as `Scorer` ranks them (which gives the recorded
+columns from the recorded scores exactly); every other column is unchanged.
 """
 
 from __future__ import annotations

@@ -158,8 +158,8 @@ def test_cause_evidence_is_each_causes_strongest_detector():
 
 
 def test_the_quality_checks_name_a_cause_by_their_ranks_as_they_stand():
-    # a black frame: among the darkest by `exposure` (rank 0.995; its evidence starts at 0.95)
-    # and the flattest by `flat` (0.998). Counted, exposure brings -log(0.1) against flat's
+    # a black frame: among the darkest by `exposure` (rank 0.995; its evidence starts at 0.97)
+    # and the flattest by `flat` (0.998). Counted, exposure brings -log(0.17) against flat's
     # -log(0.002) and the frame was named "fog or haze"; ranked as they stand they are within
     # the tie, and "too dark" comes first
     pcts = {"exposure": np.array([0.995]), "flat": np.array([0.998]), "alignment": [0.96]}
