@@ -9,7 +9,9 @@ change scores of new frames with the batch); `hbos` is PyOD's static-bin formula
 (PyOD scores frame by frame in Python). Tests check all five equal PyOD on the fit.
 
 They are generalists: they rank frames by any difference, weather and light included, so the
-consensus counts only their top tenth (`evidence_from`).
+consensus counts only their top tenth (`evidence_from`). `lof` and `regions` need a density
+to compare with: fitted on fewer than `min_frames` frames (30, as `background` and
+`alignment`) every frame's neighbourhood is most of the archive, and they score nothing.
 """
 
 from __future__ import annotations
@@ -99,29 +101,51 @@ def lof_scores(
     return lrd_fit[idx].mean(axis=1) / lrd
 
 
+class _DensityDetector(_NeighborDetector):
+    """A local density needs neighbourhoods that are not the whole archive: fitted on fewer
+    than `min_frames` frames it scores nothing (NaN), as `background` and `alignment` do. (On
+    the 13 real garden frames of ../shared/realdata every frame's k nearest are all the others,
+    and `lof` ranked the five with the shutters closed below the open ones: ROC-AUC 0.11.)"""
+
+    in_consensus = True
+    unscorable = "(it needs at least {min_frames} frames to learn what is usual)"
+    format_version = 2
+
+    def _upgrade(self, state: dict, version: int) -> dict:
+        # format 1 (before `min_frames`): it scored every fit
+        return {"min_frames": 0, **state}
+
+    def _enough(self, batch) -> bool:
+        return len(batch) >= self.min_frames
+
+
 @register
-class LOFDetector(_NeighborDetector):
+class LOFDetector(_DensityDetector):
     key = "lof"
     summary = "Local Outlier Factor (PyOD/scikit-learn definition, k=20)"
     order = 20
-    in_consensus = True
 
-    def __init__(self, contamination: float = 0.05, n_neighbors: int = 20):
+    def __init__(self, contamination: float = 0.05, n_neighbors: int = 20, min_frames: int = 30):
         self.contamination = contamination
         self.n_neighbors = n_neighbors
+        self.min_frames = min_frames
 
     def _fit(self, batch):
         super()._fit(batch)
-        self.k_distance_, self.lrd_ = lof_fit(batch.nn_dist, batch.nn_idx, self.n_neighbors)
+        self.k_distance_, self.lrd_ = None, None
+        if self._enough(batch):
+            self.k_distance_, self.lrd_ = lof_fit(batch.nn_dist, batch.nn_idx, self.n_neighbors)
 
     def decision_function(self, batch):
+        if self.lrd_ is None:
+            return np.full(len(batch), np.nan)
         return lof_scores(
             batch.nn_dist, batch.nn_idx, self.n_neighbors, self.k_distance_, self.lrd_
         )
 
 
 @register
-class RegionLOFDetector(_NeighborDetector):
+class RegionLOFDetector(_DensityDetector):
     """LOF in each region of the view against the same region of the fit's frames, as a rank
     among the fit's LOFs of that region; a frame scores its rarest region's rank.
 
@@ -148,7 +172,6 @@ class RegionLOFDetector(_NeighborDetector):
     )
     order = 21
     needs = frozenset({"embeddings", "regions"})
-    in_consensus = True
 
     def __init__(
         self,
@@ -156,15 +179,22 @@ class RegionLOFDetector(_NeighborDetector):
         n_neighbors: int = 20,
         index_kind: str = "auto",
         random_state: int = 0,
+        min_frames: int = 30,
     ):
         self.contamination = contamination
         self.n_neighbors = n_neighbors
         self.index_kind = index_kind
         self.random_state = random_state
+        self.min_frames = min_frames
 
     def fit(self, batch):
         self._check_contamination()
         k = self.n_neighbors
+        if not self._enough(batch):
+            self.indexes_, self.states_, self.sorted_lofs_ = None, None, None
+            self.decision_scores_ = np.full(len(batch), np.nan)
+            self._process_decision_scores()
+            return self
         if batch.regions is None:
             super()._fit(batch)  # the shared index's neighbours must be attached
             self.indexes_ = None
@@ -196,6 +226,8 @@ class RegionLOFDetector(_NeighborDetector):
 
     def decision_function(self, batch):
         k = self.n_neighbors
+        if self.states_ is None:  # fitted on too few frames
+            return np.full(len(batch), np.nan)
         if self.indexes_ is None:
             found = [(batch.nn_dist, batch.nn_idx)]
         else:

@@ -319,6 +319,27 @@ def test_pca_dims_are_bounded_by_the_number_of_frames(tmp_path):
     assert result.n_dims <= 60 // 5
 
 
+def test_a_store_of_a_dozen_frames_is_judged_without_a_density(tmp_path):
+    """Under 30 frames `lof` and `regions` have no neighbourhood that is not the whole archive:
+    the run leaves them out and says why, and the consensus counts the quality cause alone."""
+    db = tmp_path / "dozen.duckdb"
+    synthetic_store(db, n_days=2, per_day=12, dim=32, n_anomalies=2)
+    detectors = [*FAST, "soft", "flat", "exposure"]
+    result = analyze(db, fast_settings(detectors=detectors), progress=False)
+    skipped = " ".join(n for n in result.notes if "skipped" in n)
+    assert "lof skipped" in skipped and "at least 30 frames" in skipped
+    with store.connect(db, read_only=True) as con:
+        scored = {
+            d
+            for (d,) in con.execute(
+                "SELECT DISTINCT detector FROM outlier_scores WHERE run_id = ?", [result.run_id]
+            ).fetchall()
+        }
+        params = sa.get_run(con, result.run_id)["params"]
+    assert "lof" not in scored and "consensus" in scored and "cause:rarity" not in scored
+    assert "lof" not in params["consensus_of"]
+
+
 def test_run_parameters_record_the_neighbour_index_and_its_recall(tmp_path):
     """An exact index finds every neighbour (recall 1.0, no sample); an approximate one records
     the recall measured against exact search on a sample, and the lists it probes for it."""

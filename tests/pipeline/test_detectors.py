@@ -918,6 +918,30 @@ def test_background_flags_a_knocked_camera_by_its_alignment():
     assert without[knocked].min() < det.decision_scores_[knocked].min()
 
 
+@pytest.mark.parametrize("key", ["lof", "regions"])
+def test_a_density_detector_says_nothing_of_a_dozen_frames(key, batches):
+    """Fitted on fewer than 30 frames every frame's neighbourhood is most of the archive: `lof`
+    and `regions` score nothing (NaN, with the reason) instead of ranking a cluster of junk as
+    the densest; from 30 frames they rank as before, and a detector pickled before the floor
+    (format 1) still scores its fit."""
+    batch = batches[None]
+    few = batch.take(np.arange(20))
+    few.nn_dist, few.nn_idx = None, None
+    NeighborIndex().fit(few.z, few.frame_ids).attach(few, 19)
+    det = make_detector(key).set_params(n_neighbors=19).fit(few)
+    assert np.isnan(det.decision_scores_).all() and np.isnan(det.decision_function(few)).all()
+    assert "at least 30 frames" in det.why_unscorable()
+    full = make_detector(key).fit(batch)
+    assert np.isfinite(full.decision_scores_).all()
+    assert make_detector(key, contamination=0.05).get_params()["min_frames"] == 30
+    state = {k: v for k, v in full.__getstate__().items() if k != "min_frames"}
+    state[FORMAT_KEY] = 1
+    old = type(full).__new__(type(full))
+    old.__setstate__(state)
+    assert old.min_frames == 0
+    np.testing.assert_array_equal(old.decision_function(batch), full.decision_scores_)
+
+
 def _unpickled_format_0(obj, lacking=(), models_lacking=(), noise_lacking=()):
     """What unpickling `obj` saved before formats were recorded (format 0) gives, when that
     pickle lacked the attributes `lacking` (and its background models and their time-of-day

@@ -101,11 +101,11 @@ def test_frames_without_a_plausible_time_are_kept_and_counted(bad_run, corpus):
     rows = query(db, "SELECT path, taken_at, taken_at_utc FROM frames WHERE time_source = 'none'")
     assert {p for p, _, _ in rows} == untimed
     assert all(local is None and utc is None for _, local, utc in rows)
-    # scored by every detector, the time-lapse ones included (no time: no time-lapse score)
+    # scored by the detectors that need no time (no time: no time-lapse score)
     assert one(
         db,
         "SELECT count(*) FROM outlier_scores s JOIN frames f USING (frame_id) "
-        "WHERE f.time_source = 'none' AND s.detector = 'lof'",
+        "WHERE f.time_source = 'none' AND s.detector = 'iforest'",
     ) == len(untimed)
     info = run_ok("info", "--db", db).stdout
     assert f"none (no plausible date) {len(untimed)}" in info
@@ -138,19 +138,22 @@ def test_a_second_run_records_nothing_twice(bad_run, corpus):
 
 
 def test_the_smallest_folder_an_analysis_takes_runs_end_to_end(tmp_path):
-    """Ten frames (the analysis minimum): neighbour detectors use at most n - 1 neighbours
-    instead of failing the run (LOF asks for 20 by default)."""
+    """Ten frames (the analysis minimum): `iforest` and `knn` score every frame; `lof`, which
+    needs 30 frames to compare densities, says so and the run completes without it."""
     from pipeline.analyze import MIN_FRAMES
 
     folder = tmp_path / "few"
     make_frames(folder, MIN_FRAMES)
     db = tmp_path / "few.duckdb"
-    run_ok("run", folder, "--db", db, "--model", "pixels", "--detectors", "iforest,lof,knn")
+    proc = run_ok("run", folder, "--db", db, "--model", "pixels", "--detectors", "iforest,lof,knn")
     assert query(db, "SELECT status, n_frames FROM analysis_runs") == [("complete", MIN_FRAMES)]
-    assert (
-        one(db, "SELECT count(*) FROM outlier_scores WHERE detector = 'lof' AND score IS NOT NULL")
-        == MIN_FRAMES
+    scored = query(
+        db,
+        "SELECT detector, count(*) FROM outlier_scores WHERE score IS NOT NULL "
+        "AND detector IN ('iforest', 'lof', 'knn') GROUP BY detector ORDER BY detector",
     )
+    assert scored == [("iforest", MIN_FRAMES), ("knn", MIN_FRAMES)]
+    assert "lof skipped" in proc.stdout and "at least 30 frames" in proc.stdout
 
 
 def test_the_frame_page_shows_the_original_of_a_name_that_is_not_utf8(bad_run, monkeypatch):

@@ -56,7 +56,7 @@ def cards(tmp_path):
     cam_a = _card(tmp_path / "archive" / "camA", 1, datetime(2024, 4, 10, 8, 0))
     cam_b = _card(tmp_path / "archive" / "camB", 2, datetime(2024, 5, 10, 8, 0))
     db = tmp_path / "store.duckdb"
-    run_ok("run", cam_a, "--db", db, "--model", "pixels", "--detectors", "iforest,lof")
+    run_ok("run", cam_a, "--db", db, "--model", "pixels", "--detectors", "iforest,knn")
     junk_id, _ = _frame(db, cam_a, "IMG_0003.jpg")
     with store.connect(db) as con:
         reviews.set_verdicts(con, [junk_id], "junk", "camA's fox")
@@ -141,7 +141,7 @@ def test_a_changed_picture_keeps_its_id_and_drops_what_judged_the_old_one(cards)
     assert "[changed] IMG_0003.jpg: the file changed after it was ingested" in info
     assert "its review 'junk' of" in info and "(note: camA's fox)" in info
     # the next run embeds and scores the new picture
-    run_ok("run", cam_a, "--db", db, "--model", "pixels", "--detectors", "iforest,lof")
+    run_ok("run", cam_a, "--db", db, "--model", "pixels", "--detectors", "iforest,knn")
     assert one(db, "SELECT count(*) FROM embeddings WHERE frame_id = ?", [changed_id]) == 1
     assert (
         one(
@@ -150,7 +150,7 @@ def test_a_changed_picture_keeps_its_id_and_drops_what_judged_the_old_one(cards)
             [changed_id],
         )
         == 4
-    )  # iforest, lof, the rarity cause's score, consensus
+    )  # iforest, knn, the rarity cause's score, consensus
 
 
 def test_a_store_made_before_locations_is_migrated_and_recognises_its_folder(tmp_path):
