@@ -78,8 +78,8 @@ VARIANTS = {  # name -> render_demo arguments
     "hard-apr-2": {"seed": 163, "hard": True, "start": date(2025, 4, 7)},
     "hard-aug-2": {"seed": 167, "hard": True, "start": date(2025, 8, 11)},
     "hard-nov-3": {"seed": 173, "hard": True, "start": date(2024, 11, 18)},
-    # a seventh held-out set: rendered after `exposure` moved to a log scale of luma (chosen
-    # 2026-12-06 on the real cameras and sets 1-6), first measured after that choice
+    # a seventh held-out set: rendered before `exposure`'s evidence start moved to its 97th
+    # percentile (chosen 2026-12-06 on the real cameras and sets 1-6), measured after that choice
     "hard-may-3": {"seed": 179, "hard": True, "start": date(2024, 5, 20)},
     "hard-jun-3": {"seed": 181, "hard": True, "start": date(2026, 6, 1)},
     "hard-oct-3": {"seed": 191, "hard": True, "start": date(2023, 10, 9)},
