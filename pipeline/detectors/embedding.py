@@ -266,15 +266,22 @@ class _FrozenECDF(EmbeddingDetector):
         self.sorted_ = np.sort(np.asarray(batch.z, dtype=np.float32), axis=0)  # z is float32
         self.skew_sign_ = np.sign(np.nan_to_num(skew(batch.z.astype(np.float64), axis=0)))
 
-    def _tails(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _tails(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each value's left and right tail in its fit column (how many fit values are at or
+        below it, at or above it) as -log of their share, and the skew-aware one of the two.
+        Each column is searched as one contiguous run with the values in order: a strided
+        column searched for values in frame order missed the cache on nearly every step
+        (750,000 x 58: 95 s against 5.5 s; docs/PERFORMANCE.md)."""
         n = self.sorted_.shape[0]
         z = np.asarray(z, dtype=np.float32)
         left = np.empty(z.shape)
         right = np.empty(z.shape)
         for j in range(z.shape[1]):
-            col = self.sorted_[:, j]
-            left[:, j] = np.searchsorted(col, z[:, j], side="right")
-            right[:, j] = n - np.searchsorted(col, z[:, j], side="left")
+            col = np.ascontiguousarray(self.sorted_[:, j])
+            order = np.argsort(z[:, j])
+            values = z[order, j]
+            left[order, j] = np.searchsorted(col, values, side="right")
+            right[order, j] = n - np.searchsorted(col, values, side="left")
         floor = 0.5  # new frames beyond every fit value: half a frame, not log(0)
         u_l = -np.log(np.maximum(left, floor) / n)
         u_r = -np.log(np.maximum(right, floor) / n)

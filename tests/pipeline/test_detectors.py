@@ -180,6 +180,25 @@ def test_embedding_detectors_equal_pyod_on_the_fit(key, pyod_name, params, batch
     np.testing.assert_allclose(ours, ref.decision_scores_, rtol=1e-4, atol=1e-5)
 
 
+def test_ecdf_tails_count_the_fit_values_on_each_side(batches):
+    """`ecod`'s and `copod`'s tails are, per dimension, how many fit values lie at or below and
+    at or above each value, counted here one by one: for the fit frames and for new values in
+    any order, with ties (values rounded to a tenth repeat many times) and beyond either end."""
+    batch = batches[None]
+    det = make_detector("ecod")
+    det._fit(replace(batch, z=np.round(batch.z, 1)))
+    fit = det.sorted_
+    rng = np.random.default_rng(3)
+    new = np.vstack([fit[rng.permutation(len(fit))[:40]], fit[:3] - 9, fit[-3:] + 9])
+    u_l, u_r, _ = det._tails(new)
+    n = len(fit)
+    at_or_below = (fit[None, :, :] <= new[:, None, :]).sum(axis=1)
+    at_or_above = (fit[None, :, :] >= new[:, None, :]).sum(axis=1)
+    np.testing.assert_allclose(u_l, -np.log(np.maximum(at_or_below, 0.5) / n))
+    np.testing.assert_allclose(u_r, -np.log(np.maximum(at_or_above, 0.5) / n))
+    assert (at_or_below[-3:] == n).all() and (at_or_above[-6:-3] == n).all()
+
+
 def test_new_frames_are_scored_without_refitting(batches):
     batch = batches[None]
     det = make_detector("ecod").fit(batch)
