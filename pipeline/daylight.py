@@ -8,7 +8,8 @@
 - `sun_position()` (and `sun_elevation()`) is astral's solar position, vectorised: astral gives
   the sun's declination and equation of time at hourly knots, numpy interpolates them and does
   the geometry and refraction for every frame (750k frames in about a second): the elevation
-  and the azimuth (degrees clockwise from north).
+  and the azimuth (degrees clockwise from north). `sun_declination()` needs no place: the
+  declination of each frame's date.
 - `classify()`: day above `day_min_elevation`, twilight down to `twilight_min_elevation`, night
   below; without a location from the mean luma of the frame (daylight_source = 'brightness').
 - `place()` remembers the timezone, lat/lon and clock offset in the store (`store.kv`), and
@@ -293,6 +294,26 @@ def sun_position(utc, lat: float, lon: float) -> tuple[np.ndarray, np.ndarray]:
     azimuth = np.where(np.abs(denominator) > 0.001, azimuth, 180.0 if latitude > 0 else 0.0)
     azimuth_out[valid] = np.mod(azimuth, 360.0)
     return elevation_out, azimuth_out
+
+
+def sun_declination(local) -> np.ndarray:
+    """The sun's declination in degrees (astral's, north positive) at noon of each date of
+    `local` (camera-clock or UTC datetime64; the date is what counts: it moves by at most 0.4
+    degrees a day); NaN where the time is unknown. Needs no place: at one place, the clock
+    time and the declination fix where the sun is (up to summer time and the equation of
+    time), which is how `pipeline.detectors.own` pools frames without a place."""
+    from astral import sun as astral_sun
+
+    local = np.asarray(local, dtype="datetime64[ns]")
+    out = np.full(len(local), np.nan)
+    known = ~np.isnat(local)
+    if not known.any():
+        return out
+    days = local[known].astype("datetime64[D]")
+    unique, back = np.unique(days, return_inverse=True)
+    noon_jc = ((unique.astype(np.int64) + 0.5) + 2440587.5 - 2451545.0) / 36525.0
+    out[known] = np.array([astral_sun.sun_declination(t) for t in noon_jc])[back]
+    return out
 
 
 def _refraction(elevation: np.ndarray) -> np.ndarray:

@@ -5,8 +5,11 @@ Under the same sun the same camera delivers the same sharpness, local contrast a
 its clear days. So each frame is compared with its reference pool: the fit's frames taken with
 the sun at a similar place in the sky (elevation within `elevation_tolerance` degrees, azimuth
 within `azimuth_tolerance`), on ANY date; without the camera's place, the frames taken within
-`hour_tolerance` hours of its time of day on any date; a frame without a time, or whose pool
-holds fewer than `min_pool` frames, is compared with every frame. The pool's upper
+`hour_tolerance` hours of its time of day on a day when the sun was as far north or south
+(its declination within `declination_tolerance` degrees, on any date: at one place, the clock
+time and the sun's declination fix where the sun is, up to the clock's summer time); a frame
+without a time, or whose pool holds fewer than `min_pool` frames, is compared with every
+frame. The pool's upper
 `reference_quantile` (its good frames) is the reference, so an episode of junk cannot become
 the reference unless it fills more than a tenth of every pool it falls in: with pools over all
 dates, a month of water on the lens shares each sun position with the other season that has
@@ -29,7 +32,8 @@ grey levels of 255 from the pool's median. Chosen on the development cameras and
 
 Scores are in units of one spread per measure: the median over the fit's frames of their
 pool's reference minus its median. Pools are formed on a grid of sun-position bins (2 x 5
-degrees; 20 minutes of the day without a place), so the fit is linear in frames; the bins'
+degrees; without a place, 20 minutes of the day x 2 degrees of declination), so the fit is
+linear in frames; the bins'
 quantiles are frozen at fit time, so `score-new` gives a fit frame its fit score and scores new
 frames against the same references. Measured on the Kat Kam webcam and the renders in
 docs/PERFORMANCE.md ("Real cameras"); the old one-sided checks (`blurry`, `haze`, ...) stay as
@@ -42,10 +46,11 @@ from typing import ClassVar
 
 import numpy as np
 
+from pipeline.daylight import sun_declination
 from pipeline.detectors.base import Detector, register
 from pipeline.detectors.batch import FrameBatch, day_and_minute
 
-ELEVATION_BIN, AZIMUTH_BIN, MINUTE_BIN = 2.0, 5.0, 20.0
+ELEVATION_BIN, AZIMUTH_BIN, MINUTE_BIN, DECLINATION_BIN = 2.0, 5.0, 20.0, 2.0
 N_AZIMUTH_BINS = int(360 / AZIMUTH_BIN)
 N_MINUTE_BINS = int(1440 / MINUTE_BIN)
 # A frame darker than this (mean luma, of 255) is too dark to see, whatever its pool: a black
@@ -76,7 +81,7 @@ class _OwnReferenceDetector(Detector):
     direction: ClassVar[str] = "below"
     visible_gap: ClassVar[float]  # the default `min_gap`, in the measure's units
     example_bad: ClassVar[dict[str, float]]
-    format_version = 3
+    format_version = 4
 
     def __init__(
         self,
@@ -85,6 +90,7 @@ class _OwnReferenceDetector(Detector):
         elevation_tolerance: float = 8.0,
         azimuth_tolerance: float = 20.0,
         hour_tolerance: float = 1.0,
+        declination_tolerance: float = 8.0,
         min_pool: int = 20,
         min_gap: float | None = None,
     ):
@@ -93,14 +99,16 @@ class _OwnReferenceDetector(Detector):
         self.elevation_tolerance = elevation_tolerance
         self.azimuth_tolerance = azimuth_tolerance
         self.hour_tolerance = hour_tolerance
+        self.declination_tolerance = declination_tolerance
         self.min_pool = min_pool
         self.min_gap = min_gap  # None: the class's `visible_gap`
 
     def _upgrade(self, state: dict, version: int) -> dict:
         if version < 2:  # format 1 (before `min_gap`): the consensus counted every rank
             state = {"min_gap": float("-inf"), **state}
-        # format 2 (before `dim_`): which fit frames were too dark to see was not kept
-        return {"dim_": None, **state}
+        # format 2 (before `dim_`): which fit frames were too dark to see was not kept;
+        # format 3 (before `by_declination_`): without a place, pools were by time of day alone
+        return {"dim_": None, "declination_tolerance": 8.0, "by_declination_": False, **state}
 
     def cause_split(self) -> dict[str, np.ndarray]:
         """Evidence on a fit frame darker than `DIM_LUMA` is "too dark" (a black frame is soft
@@ -127,7 +135,8 @@ class _OwnReferenceDetector(Detector):
 
     def _keys(self, batch: FrameBatch) -> list[tuple]:
         """Each frame's bin: ('sun', elevation bin, azimuth bin) when the sun's position is
-        known, else ('time', 20-minute slot of the camera clock), else EVERY."""
+        known, else ('time', 20-minute slot of the camera clock, declination bin of its date)
+        (a run fitted before declination bins: ('time', slot)), else EVERY."""
         if self.by_sun_:
             elevation, azimuth = (
                 batch.sun.T if batch.sun is not None else np.full((2, len(batch)), np.nan)
@@ -139,7 +148,11 @@ class _OwnReferenceDetector(Detector):
         _, minutes = day_and_minute(batch.local_time)
         known = np.isfinite(minutes)
         slots = np.floor(np.where(known, minutes, 0) / MINUTE_BIN).astype(int) % N_MINUTE_BINS
-        return [("time", int(s)) if k else EVERY for s, k in zip(slots, known)]
+        if not self.by_declination_:
+            return [("time", int(s)) if k else EVERY for s, k in zip(slots, known)]
+        seasons = np.round(sun_declination(batch.local_time) / DECLINATION_BIN)
+        seasons = np.where(known, seasons, 0).astype(int)
+        return [("time", int(s), int(d)) if k else EVERY for s, d, k in zip(slots, seasons, known)]
 
     def _near(self, key: tuple) -> list[tuple]:
         """The bins whose frames are in the pool of a frame in bin `key`."""
@@ -153,7 +166,14 @@ class _OwnReferenceDetector(Detector):
             ]
         if key[0] == "time":
             dt = int(round(self.hour_tolerance * 60 / MINUTE_BIN))
-            return [("time", (key[1] + i) % N_MINUTE_BINS) for i in range(-dt, dt + 1)]
+            if len(key) == 2:  # a run fitted before declination bins
+                return [("time", (key[1] + i) % N_MINUTE_BINS) for i in range(-dt, dt + 1)]
+            dd = int(round(self.declination_tolerance / DECLINATION_BIN))
+            return [
+                ("time", (key[1] + i) % N_MINUTE_BINS, key[2] + j)
+                for i in range(-dt, dt + 1)
+                for j in range(-dd, dd + 1)
+            ]
         return [key]
 
     def _pool_quantiles(self, key: tuple) -> tuple[float, float]:
@@ -177,6 +197,7 @@ class _OwnReferenceDetector(Detector):
                 f"reference_quantile must be in [0.5, 1), got {self.reference_quantile}"
             )
         self.by_sun_ = batch.sun is not None and bool(np.isfinite(batch.sun).all(axis=1).any())
+        self.by_declination_ = True
         x = self._values(batch)
         keys = self._keys(batch)
         ok = np.isfinite(x)
@@ -263,7 +284,7 @@ class ExposureDetector(_OwnReferenceDetector):
     evidence_from = 0.97
     example_bad = {"mean_luma": 4.0}
 
-    format_version = 4
+    format_version = 5
 
     def _fit(self, batch: FrameBatch) -> None:
         super()._fit(batch)

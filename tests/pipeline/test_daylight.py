@@ -246,3 +246,24 @@ def test_ingest_over_a_fall_back_night_orders_the_repeated_hour(tmp_path, db_pat
         "2023-10-29 01:30",
         "2023-10-29 02:00",
     ]
+
+
+def test_sun_declination_is_astrals_at_noon_of_each_date_and_nan_without_a_time():
+    """The declination needs no place: astral's at noon UTC of the frame's date, whatever its
+    hour; about +23.4 at the June solstice, -23.4 at December's, 0 at the equinox."""
+    import datetime as dt
+
+    from astral import sun as astral_sun
+
+    from pipeline.daylight import sun_declination
+
+    times = np.array(
+        ["2024-06-20T23:59", "2024-06-20T00:01", "2024-12-21T07:00", "2024-03-20T12:00", "NaT"],
+        dtype="datetime64[ns]",
+    )
+    got = sun_declination(times)
+    noon = dt.datetime(2024, 6, 20, 12, tzinfo=dt.timezone.utc)
+    jc = (noon.timestamp() / 86400.0 + 2440587.5 - 2451545.0) / 36525.0
+    assert got[0] == got[1] == astral_sun.sun_declination(jc)
+    assert got[0] > 23.3 and got[2] < -23.3 and abs(got[3]) < 0.5
+    assert np.isnan(got[4])

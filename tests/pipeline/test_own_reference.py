@@ -200,3 +200,83 @@ def test_a_run_fitted_before_dim_frames_were_kept_names_by_the_plain_cause():
     det, old = _soft_saved_as(2, ("dim_",))
     assert old.dim_ is None and old.min_gap is None
     assert old.cause_split()["blur"].tolist() == [1.0] * len(det.decision_scores_)
+
+
+def _year_without_a_place(seed: int = 0) -> tuple[FrameBatch, np.ndarray, np.ndarray]:
+    """A year of hourly frames from 07:00 to 17:00 on a camera clock in Vancouver, lit by the
+    real sun there (dark winter mornings and evenings, bright summer ones), with ten days of
+    water streaks in June (sharpness x 0.35); the batch has no place. Returns the batch, the
+    episode mask and the daylight mask (the sun 3 degrees up or more)."""
+    from pipeline.daylight import sun_position
+
+    rng = np.random.default_rng(seed)
+    hours = np.arange(7, 18)
+    days = np.repeat(np.arange(365), len(hours))
+    clock = np.tile(hours, 365)
+    local = np.datetime64("2023-01-01T00:00") + days * np.timedelta64(1, "D")
+    local = local + clock * np.timedelta64(1, "h")
+    utc = pd.DatetimeIndex(local).tz_localize("America/Vancouver", nonexistent="shift_forward")
+    utc = utc.tz_convert("UTC").tz_localize(None)
+    elevation, _ = sun_position(utc, LAT, LON)
+    light = np.sin(np.radians(np.clip(elevation, 0.5, None)))
+    grey = np.repeat(rng.uniform(0.7, 1.0, 365) ** 2, len(hours))
+    junk = (days >= 160) & (days < 170)
+    sharpness = 400 * light * grey * rng.lognormal(0, 0.1, len(days)) * np.where(junk, 0.35, 1)
+    frames = pd.DataFrame(
+        {
+            "frame_id": np.arange(len(days)) + 1,
+            "taken_at": local,
+            "taken_at_utc": utc,
+            "daylight": "day",
+            "mean_luma": 20 + 160 * light,
+            "contrast": 30.0,
+            "sharpness": sharpness,
+            "colorfulness": 20.0,
+            "local_contrast": 10.0,
+        }
+    )
+    ids = frames["frame_id"].to_numpy()
+    batch = FrameBatch.from_frames(ids, np.zeros((len(ids), 0), np.float32), frames)
+    return batch, junk, elevation >= 3
+
+
+def test_without_a_place_the_pool_is_the_same_clock_time_in_the_same_season():
+    """Without a place the sun's position is unknown, but at one place the clock time and the
+    sun's declination fix it: a June 07:00 frame is compared with the 07:00 frames of May,
+    July and (the same declination) late April and August, not with December's dark
+    mornings. Over a year the streaked June days are then what `soft` ranks first (AUC 0.97;
+    December to February hold 20% of its top 5%), not the winter mornings (pooled by the clock
+    alone: AUC 0.79, and December to February held 66% of the top 5%)."""
+    batch, junk, day = _year_without_a_place()
+    det = make_detector("soft").fit(batch)
+    assert not det.by_sun_ and det.by_declination_
+    scores = det.decision_scores_
+    assert roc_auc_score(junk[day], scores[day]) > 0.95
+    top = np.argsort(-np.where(day, scores, -np.inf))[: int(0.05 * day.sum())]
+    months = pd.DatetimeIndex(batch.local_time[top]).month
+    assert np.isin(months, [12, 1, 2]).mean() < 0.35
+    np.testing.assert_allclose(det.decision_function(batch), scores)
+
+
+def test_a_run_fitted_before_declination_pools_keeps_its_clock_pools():
+    """A detector pickled before declination bins (format 3) was fitted on clock-time pools
+    alone: it loads with them and scores its own fit frames as it did, not as a new fit."""
+    from pipeline.detectors.own import SoftDetector
+
+    class ClockOnly(SoftDetector):  # how the code before declination bins made the pools
+        def _keys(self, batch):
+            self.by_declination_ = False
+            return super()._keys(batch)
+
+    batch, _, _ = _year_without_a_place()
+    before = ClockOnly().fit(batch)
+    assert {len(key) for key in before.values_} == {2}
+    lacking = ("by_declination_", "declination_tolerance")
+    state = {k: v for k, v in before.__getstate__().items() if k not in lacking}
+    state["_format"] = 3
+    old = SoftDetector.__new__(SoftDetector)
+    old.__setstate__(state)
+    assert old.by_declination_ is False
+    np.testing.assert_allclose(old.decision_function(batch), before.decision_scores_)
+    now = make_detector("soft").fit(batch)
+    assert not np.allclose(now.decision_scores_, before.decision_scores_)
