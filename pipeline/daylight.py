@@ -261,7 +261,7 @@ def sun_position(utc, lat: float, lon: float) -> tuple[np.ndarray, np.ndarray]:
     seconds = (utc[valid].tz_convert("UTC").as_unit("us").asi8 // 1_000_000).astype(np.float64)
     hours = np.floor(seconds / 3600.0)
     knots = np.unique(np.concatenate([hours, hours + 1]))
-    knot_jc = (knots * 3600.0 / 86400.0 + 2440587.5 - 2451545.0) / 36525.0
+    knot_jc = _julian_century(knots * 3600.0 / 86400.0)
     decl_knots = np.array([astral_sun.sun_declination(t) for t in knot_jc])
     eqt_knots = np.array([astral_sun.eq_of_time(t) for t in knot_jc])
     pos = np.searchsorted(knots, hours)
@@ -311,9 +311,14 @@ def sun_declination(local) -> np.ndarray:
         return out
     days = local[known].astype("datetime64[D]")
     unique, back = np.unique(days, return_inverse=True)
-    noon_jc = ((unique.astype(np.int64) + 0.5) + 2440587.5 - 2451545.0) / 36525.0
+    noon_jc = _julian_century(unique.astype(np.int64) + 0.5)
     out[known] = np.array([astral_sun.sun_declination(t) for t in noon_jc])[back]
     return out
+
+
+def _julian_century(unix_days: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 00:00 UTC as Julian centuries since J2000, astral's time unit."""
+    return (unix_days + 2440587.5 - 2451545.0) / 36525.0
 
 
 def _refraction(elevation: np.ndarray) -> np.ndarray:

@@ -198,8 +198,10 @@ class _OwnReferenceDetector(Detector):
             )
         self.by_sun_ = batch.sun is not None and bool(np.isfinite(batch.sun).all(axis=1).any())
         self.by_declination_ = True
-        x = self._values(batch)
-        keys = self._keys(batch)
+        self._fit_pools(batch, self._values(batch), self._keys(batch))
+
+    def _fit_pools(self, batch: FrameBatch, x: np.ndarray, keys: list[tuple]) -> None:
+        """Fit the pools on the fit frames' values `x` in their bins `keys`."""
         ok = np.isfinite(x)
         groups: dict[tuple, list[int]] = {}
         for i in np.flatnonzero(ok):
@@ -228,11 +230,15 @@ class _OwnReferenceDetector(Detector):
         )
         self.dim_ = luma < DIM_LUMA  # NaN (not measured): not dim
 
-    def decision_function(self, batch: FrameBatch) -> np.ndarray:
-        x = self._values(batch)
-        keys = self._keys(batch)
+    def _quantiles(self, keys: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+        """(median, reference) of each frame's pool, for frames in bins `keys`."""
         found = {key: self._pool_quantiles(key) for key in dict.fromkeys(keys)}
         middle, reference = np.array([found[k] for k in keys], dtype=float).reshape(-1, 2).T
+        return middle, reference
+
+    def decision_function(self, batch: FrameBatch) -> np.ndarray:
+        x = self._values(batch)
+        middle, reference = self._quantiles(self._keys(batch))
         if self.direction == "below":
             return (reference - x) / self.scale_
         return np.abs(x - middle) / self.scale_
@@ -286,21 +292,15 @@ class ExposureDetector(_OwnReferenceDetector):
 
     format_version = 5
 
-    def _fit(self, batch: FrameBatch) -> None:
-        super()._fit(batch)
-        luma = self._values(batch)
-        self.brighter_ = luma > self._middle(batch)  # fit frames above the norm
+    def _fit_pools(self, batch: FrameBatch, luma: np.ndarray, keys: list[tuple]) -> None:
+        super()._fit_pools(batch, luma, keys)
+        self.brighter_ = luma > self._quantiles(keys)[0]  # fit frames above the norm
         self.veiled_ = self.brighter_ & (luma < WASHED_OUT_LUMA)
 
     def _upgrade(self, state: dict, version: int) -> dict:
         state = super()._upgrade(state, version)
         # format 3 (before `veiled_`): every brighter frame was "too bright"
         return {"veiled_": None, **state}
-
-    def _middle(self, batch: FrameBatch) -> np.ndarray:
-        keys = self._keys(batch)
-        found = {key: self._pool_quantiles(key) for key in dict.fromkeys(keys)}
-        return np.array([found[k][0] for k in keys], dtype=float)
 
     def cause_split(self) -> dict[str, np.ndarray]:
         """A fit frame darker than its pool's median is "too dark"; a brighter one "too
