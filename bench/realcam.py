@@ -4,6 +4,7 @@
         --out DIR [--timezone TZ --lat LAT --lon LON] [--model vgg16-hed-grid]
         [--config settings.toml] [--set KEY=VALUE ...] [--no-analyze] [--top 50]
         [--sheet top.png] [--causes quality,camera ...] [--top-detector KEY] [--confident]
+        [--bootstrap 1000]
 
 e.g. Kat Kam (../shared/realdata/katkam/README.md):
 
@@ -31,6 +32,11 @@ figures rest on borderline labels):
 that camera counts): the sum of the run's stored cause scores, what `analyze --junk-causes
 quality,camera` computes, without another run (`--top-detector "consensus[quality+camera]"`
 ranks the top by it).
+`--bootstrap N` adds how far each sample figure could move on another sample of the same size:
+95% intervals of every detector's sample AUC and AP over N resamples of the sample frames (with
+replacement, `scipy.stats.bootstrap`, percentile intervals, a fixed seed), and, on the same
+resamples, each consensus minus every other score with the share of resamples it is ahead in,
+so "the consensus is above `flat`" can be told from a difference the sample cannot resolve.
 """
 
 from __future__ import annotations
@@ -205,6 +211,73 @@ def measure(table, detectors: list[str]) -> dict:
     return out
 
 
+def bootstrap(table, detectors: list[str], resamples: int, seed: int = 0) -> dict:
+    """95% intervals of each detector's sample AUC and AP over `resamples` resamples of the
+    sample's daylight frames, and each consensus column minus every other detector on the same
+    resamples (paired): its interval and the share of resamples where the consensus is ahead
+    (ties count half). Percentile intervals of the resamples that hold both junk and normal
+    frames (on a small sample some hold no junk and measure nothing)."""
+    import numpy as np
+    from scipy.stats import bootstrap as scipy_bootstrap
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    day = table[(table["daylight"] == "day") & table["label"].isin(["junk", "normal"])]
+    part = day[day["in_sample"]]
+    is_junk = (part["label"] == "junk").to_numpy()
+    scores = np.column_stack([filled(part[d]) for d in detectors])
+
+    def auc_and_ap(rows):
+        labels = is_junk[rows]
+        if labels.all() or not labels.any():
+            return np.full(2 * len(detectors), np.nan)
+        return np.array(
+            [roc_auc_score(labels, scores[rows, j]) for j in range(len(detectors))]
+            + [average_precision_score(labels, scores[rows, j]) for j in range(len(detectors))]
+        )
+
+    result = scipy_bootstrap(
+        (np.arange(len(part)),),
+        auc_and_ap,
+        vectorized=False,
+        n_resamples=resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    draws = result.bootstrap_distribution  # [2 * detectors, resamples]
+    draws = draws[:, np.isfinite(draws).all(axis=0)]  # a resample without junk measures nothing
+
+    def interval(values):
+        return [_r(np.percentile(values, 2.5)), _r(np.percentile(values, 97.5))]
+
+    n = len(detectors)
+    out: dict = {
+        "resamples": resamples,
+        "resamples_with_junk_and_normal": int(draws.shape[1]),
+        "seed": seed,
+        "frames": int(len(part)),
+        "intervals": {
+            d: {"auc": interval(draws[j]), "ap": interval(draws[n + j])}
+            for j, d in enumerate(detectors)
+        },
+    }
+    for i, reference in enumerate(detectors):
+        if not reference.startswith("consensus"):
+            continue
+        versus = {}
+        for j, other in enumerate(detectors):
+            if other.startswith("consensus"):
+                continue
+            row = {}
+            for metric, k in (("auc", 0), ("ap", n)):
+                diff = draws[k + i] - draws[k + j]
+                row[metric] = interval(diff)
+                tie = np.isclose(diff, 0.0, rtol=0.0, atol=1e-9)
+                row[f"ahead_{metric}"] = _r(((diff > 0) & ~tie).mean() + 0.5 * tie.mean())
+            versus[other] = row
+        out[f"{reference} minus"] = versus
+    return out
+
+
 def counts(table) -> dict:
     """How many daylight frames each measure is over."""
     day = table[(table["daylight"] == "day") & table["label"].isin(["junk", "normal"])]
@@ -347,6 +420,13 @@ def main() -> None:
         action="store_true",
         help="leave the low-confidence labels out too, as debatable ones are",
     )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add 95%% intervals of the sample figures over N resamples (e.g. 1000)",
+    )
     args = parser.parse_args()
 
     from pipeline.settings import Settings
@@ -392,6 +472,8 @@ def main() -> None:
         "detectors": measure(table, detectors),
         "top": top,
     }
+    if args.bootstrap:
+        report["bootstrap"] = bootstrap(table, detectors, args.bootstrap)
     json.dump(report, sys.stdout, indent=1)
     print()
 

@@ -97,12 +97,40 @@ def test_realcam_bench_measures_daylight_labels_and_lists_the_top(tmp_path: Path
     assert (tmp_path / "top.png").stat().st_size > 0
 
     again = subprocess.run(
-        cmd + ["--no-analyze"], capture_output=True, text=True, cwd=REPO, timeout=600
+        cmd + ["--no-analyze", "--bootstrap", "200"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
     )
     assert again.returncode == 0, again.stderr
     second = json.loads(again.stdout)
     assert second["run_id"] == report["run_id"] and "analyze_s" not in second["timings"]
     assert second["detectors"] == report["detectors"]
+
+    # --bootstrap: intervals over resamples of the sample; `dark` separates the dark frames
+    # perfectly, so it does in every resample, and no consensus can be ahead of it
+    boot = second["bootstrap"]
+    assert "bootstrap" not in report
+    assert boot["resamples"] == 200 and boot["frames"] == counts["sample"]["n"]
+    assert set(boot["intervals"]) == set(report["detectors"])
+    for interval in boot["intervals"].values():
+        for low, high in interval.values():
+            assert 0.0 <= low <= high <= 1.0
+    assert boot["intervals"]["dark"] == {"auc": [1.0, 1.0], "ap": [1.0, 1.0]}
+    versus = boot["consensus minus"]
+    assert set(versus) == set(report["detectors"]) - {"consensus"}
+    assert report["detectors"]["consensus"]["sample"]["auc"] == 1.0
+    assert versus["dark"] == {
+        "auc": [0.0, 0.0],
+        "ahead_auc": 0.5,
+        "ap": [0.0, 0.0],
+        "ahead_ap": 0.5,
+    }
+    # `blurry` misses some dark frames: the consensus is never behind it and ahead in most
+    assert report["detectors"]["blurry"]["sample"]["auc"] < 1.0
+    assert versus["blurry"]["auc"][0] == 0.0 and versus["blurry"]["auc"][1] > 0.0
+    assert 0.5 < versus["blurry"]["ahead_auc"] < 1.0
 
     # --confident leaves the low-confidence calls out as well: two of the dark frames
     labels.write_text(
