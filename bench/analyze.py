@@ -19,7 +19,7 @@ run spends on the dashboard's archive views: finding incidents, the mosaic (its 
 the first pixel detector's decoding, `tap`, and closed in `finish`, which decodes what no
 detector read) and writing the per-run aggregates (timed again after the run, rolled back).
 Without thumbnails the `background` detector has nothing to read and is skipped (a note says
-so); `--thumbnails` also stores a 256x144 JPEG per frame (and its `local_contrast`, as ingest
+so); `--thumbnails` also stores a 256x144 JPEG per frame (and its `local_contrast` and `sharpness_cells`, as ingest
 does: stores built before that paid a one-off `backfill` of ~1.3 ms per frame in `analyze`) (one fixed scene under a daily light
 cycle with sensor noise, a small bright object in the planted frames; see `thumbnail_pool`),
 so `background` is timed too and `background_planted_auc` checks it. 750k frames is an option
@@ -131,9 +131,9 @@ def build_store(
     planted: list[int] = []
     pool = thumbnail_pool(seed) if thumbnails else None
     if pool is not None:
-        from pipeline.imagestats import thumbnail_local_contrast
+        from pipeline.imagestats import thumbnail_measures
 
-        contrast = {id(j): thumbnail_local_contrast(j) for j in [*sum(pool[0], []), *pool[1]]}
+        measured = {id(j): thumbnail_measures(j) for j in [*sum(pool[0], []), *pool[1]]}
     chunk = 50_000
     start = np.datetime64("2024-01-01T00:00:00")
     with store.connect(db) as con:
@@ -200,7 +200,10 @@ def build_store(
                     odd[p] if o else normal[s][v] for s, v, p, o in zip(slot, variant, pick, out)
                 ]
                 # what ingest measures on each thumbnail, so `analyze` has nothing to backfill
-                frames["local_contrast"] = [contrast[id(j)] for j in jpegs]
+                frames["local_contrast"] = [measured[id(j)][0] for j in jpegs]
+                frames["sharpness_cells"] = pd.Series(
+                    [measured[id(j)][1] for j in jpegs], dtype=object
+                )
                 thumbs = pd.DataFrame(
                     {
                         "frame_id": ids,

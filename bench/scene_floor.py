@@ -7,7 +7,8 @@
 DB is a store with ingested frames (thumbnails and frame statistics; no vectors needed): a
 render's store from `bench/quality.py` (its ground truth is in the store) or a real camera's
 from `bench/realcam.py` (with its `--labels` and `--sample`). The script fits the detectors of
-the quality, camera and scene causes (`soft`, `flat`, `exposure`, `alignment`, `background`)
+the quality, camera and scene causes (`soft`, `flat`, `soft_cells`, `exposure`, `alignment`,
+`background`)
 with the default settings, and reports on daylight frames:
 
 - `stand_out`: per kind, the distribution of each frame's larger raw `background` part (the
@@ -44,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-DETECTORS = ("soft", "flat", "exposure", "alignment", "background")
+DETECTORS = ("soft", "flat", "soft_cells", "exposure", "alignment", "background")
 
 
 def fit(db: Path, lat: float, lon: float) -> tuple[np.ndarray, dict, np.ndarray]:

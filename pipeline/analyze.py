@@ -71,7 +71,7 @@ from pipeline.fitted import (
     neighbor_tables,
     neighbors_needed,
 )
-from pipeline.imagestats import backfill_local_contrast
+from pipeline.imagestats import backfill_thumbnail_measures
 from pipeline.incidents import run_incidents
 from pipeline.mosaic import READ_CHUNK as MOSAIC_CHUNK
 from pipeline.mosaic import MosaicBuilder
@@ -379,12 +379,12 @@ def _analyze_run(
     progress: bool,
 ) -> AnalyzeResult:
     if any("frame_stats" in DETECTORS[k].needs for k in keys):
-        filled = steps.run("backfill", backfill_local_contrast, db)
+        filled = steps.run("backfill", backfill_thumbnail_measures, db)
         if filled:
             _say(
                 progress,
-                f"local contrast measured from the stored thumbnails of {filled} "
-                "frames ingested before it was",
+                f"local contrast and cell sharpness measured from the stored thumbnails of "
+                f"{filled} frames ingested before they were",
             )
     _say(progress, f"analysis run {run_id}: loading and projecting {model} vectors")
     want_regions = any("regions" in DETECTORS[k].needs for k in keys)

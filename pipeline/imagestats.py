@@ -19,8 +19,11 @@ Statistics (all on the RGB thumbnail, 0..255 scale):
 - `colorfulness`: Hasler & Suesstrunk (2003) metric (0 = grey, ~100+ = very colourful);
 - `local_contrast`: the mean over the image of luma's standard deviation in each 9 x 9 window
   (low = flat: haze, fog, smoke, a wet film), measured on the stored JPEG thumbnail itself, so
-  that `backfill_local_contrast` gives frames ingested before it the very value ingest gives
-  (JPEG at quality 80 takes up to a sixth of the local contrast of a smooth image).
+  that `backfill_thumbnail_measures` gives frames ingested before it the very value ingest gives
+  (JPEG at quality 80 takes up to a sixth of the local contrast of a smooth image);
+- `sharpness_cells`: `sharpness` of each cell of the view cut 3 x 3 (row by row from the top
+  left), also on the stored thumbnail: water or dirt on part of the lens softens a few cells
+  while the rest of the view keeps the whole frame's sharpness near its usual.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from pipeline import pixels
 from pipeline.timestamps import FrameTime, frame_time
 
 THUMBNAIL_QUALITY = 80
+CELL_GRID = 3  # `sharpness_cells`: the view cut CELL_GRID x CELL_GRID
 
 
 @dataclass
@@ -80,6 +84,7 @@ class FrameResult:
     thumb_width: int | None = None
     thumb_height: int | None = None
     local_contrast: float | None = None
+    sharpness_cells: list[float] | None = None
     time: FrameTime | None = None
     model_input: np.ndarray | None = None  # uint8 [s, s, 3] when the task asked for it
 
@@ -139,7 +144,7 @@ def read_frame_bytes(
     image.save(buffer, "JPEG", quality=THUMBNAIL_QUALITY)
     result.thumbnail = buffer.getvalue()
     result.thumb_width, result.thumb_height = image.size
-    result.local_contrast = thumbnail_local_contrast(result.thumbnail)
+    result.local_contrast, result.sharpness_cells = thumbnail_measures(result.thumbnail)
     return result
 
 
@@ -147,17 +152,7 @@ def image_stats(rgb: np.ndarray) -> Stats:
     """Statistics of an RGB array (H, W, 3) on the 0..255 scale."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     luma = 0.299 * r + 0.587 * g + 0.114 * b
-    if luma.shape[0] >= 3 and luma.shape[1] >= 3:
-        lap = (
-            luma[:-2, 1:-1]
-            + luma[2:, 1:-1]
-            + luma[1:-1, :-2]
-            + luma[1:-1, 2:]
-            - 4.0 * luma[1:-1, 1:-1]
-        )
-        sharpness = float(lap.var())
-    else:
-        sharpness = 0.0
+    sharpness = float(_laplacian(luma).var()) if min(luma.shape) >= 3 else 0.0
     rg = r - g
     yb = 0.5 * (r + g) - b
     colorfulness = float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
@@ -167,6 +162,28 @@ def image_stats(rgb: np.ndarray) -> Stats:
         sharpness=sharpness,
         colorfulness=colorfulness,
     )
+
+
+def _laplacian(luma: np.ndarray) -> np.ndarray:
+    """The 4-neighbour Laplacian of a luma image (H, W), on its interior (H - 2, W - 2)."""
+    return (
+        luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:] - 4.0 * luma[1:-1, 1:-1]
+    )
+
+
+def cell_sharpness(rgb: np.ndarray, grid: int = CELL_GRID) -> list[float] | None:
+    """`sharpness` of each cell of an RGB image (H, W, 3; 0..255) cut `grid` x `grid`, row by
+    row from the top left; None when a cell would be under 3 x 3 pixels."""
+    luma = np.asarray(rgb, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    if min(luma.shape) < 3 * grid + 2:
+        return None
+    lap = _laplacian(luma)
+    h, w = lap.shape
+    return [
+        float(lap[i * h // grid : (i + 1) * h // grid, j * w // grid : (j + 1) * w // grid].var())
+        for i in range(grid)
+        for j in range(grid)
+    ]
 
 
 LOCAL_WINDOW = 9  # pixels across the window of `local_contrast` (on a ~256 px thumbnail)
@@ -183,20 +200,24 @@ def local_contrast(rgb: np.ndarray) -> float:
     return float(np.sqrt(np.maximum(mean_square, 0)).mean())
 
 
-def thumbnail_local_contrast(jpeg: bytes) -> float | None:
-    """`local_contrast` of a stored thumbnail (None when it cannot be decoded)."""
+def thumbnail_measures(jpeg: bytes) -> tuple[float | None, list[float] | None]:
+    """(`local_contrast`, `sharpness_cells`) of a stored thumbnail, from one decode (None
+    where it cannot be decoded)."""
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(jpeg)
     except ValueError:
-        return None
+        return None, None
     grid = pixels.decode_thumbnail(jpeg, (width, height))
-    return None if grid is None else local_contrast(grid)
+    if grid is None:
+        return None, None
+    return local_contrast(grid), cell_sharpness(grid)
 
 
-def backfill_local_contrast(db, chunk: int = 1024) -> int:
-    """Give frames ingested before `local_contrast` was measured the value ingest would give
-    them, from their stored thumbnails (a thumbnail that cannot be decoded leaves NULL).
-    Returns the number of frames filled in; one short write per `chunk` frames."""
+def backfill_thumbnail_measures(db, chunk: int = 1024) -> int:
+    """Give frames ingested before `local_contrast` or `sharpness_cells` was measured the
+    values ingest would give them, from their stored thumbnails (a thumbnail that cannot be
+    decoded leaves NULL). Returns the number of frames filled in; one short write per `chunk`
+    frames."""
     from concurrent.futures import ThreadPoolExecutor
 
     import pandas as pd
@@ -205,23 +226,24 @@ def backfill_local_contrast(db, chunk: int = 1024) -> int:
     from store import frames as frames_store
 
     with store.connect(db) as con:
-        missing = frames_store.lacking_local_contrast(con)
+        missing = frames_store.lacking_thumbnail_measures(con)
     filled = 0
     with ThreadPoolExecutor(2) as pool:
         for start in range(0, len(missing), chunk):
             part = missing[start : start + chunk]
             with store.connect(db) as con:
                 thumbs = frames_store.thumbnails(con, part)
-            values = list(pool.map(thumbnail_local_contrast, (bytes(j) for j in thumbs["jpeg"])))
+            measured = list(pool.map(thumbnail_measures, (bytes(j) for j in thumbs["jpeg"])))
             rows = pd.DataFrame(
                 {
                     "frame_id": thumbs["frame_id"].to_numpy(np.int64),
-                    "local_contrast": pd.array(values, dtype="Float64"),
+                    "local_contrast": pd.array([m[0] for m in measured], dtype="Float64"),
+                    "sharpness_cells": pd.Series([m[1] for m in measured], dtype=object),
                 }
             )
-            rows = rows[rows["local_contrast"].notna()]
+            rows = rows[rows["local_contrast"].notna() | rows["sharpness_cells"].notna()]
             with store.connect(db) as con:
-                frames_store.update_local_contrast(con, rows)
+                frames_store.update_thumbnail_measures(con, rows)
             filled += len(rows)
     return filled
 

@@ -754,6 +754,7 @@ def time_rows(results: list[imagestats.FrameResult]) -> pd.DataFrame:
             "sharpness": pd.Series([r.stats.sharpness for r in results], dtype="float64"),
             "colorfulness": pd.Series([r.stats.colorfulness for r in results], dtype="float64"),
             "local_contrast": pd.Series([r.local_contrast for r in results], dtype="float64"),
+            "sharpness_cells": pd.Series([r.sharpness_cells for r in results], dtype=object),
         }
     )
 

@@ -46,6 +46,7 @@ _FRAME_COLUMNS = (
     "sharpness",
     "colorfulness",
     "local_contrast",
+    "sharpness_cells",
     "daylight",
 )
 

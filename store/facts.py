@@ -1003,8 +1003,8 @@ def frame_detail(
         f"""
         WITH page AS (SELECT frame_id, taken_at_utc FROM frames WHERE frame_id = $frame_id)
         {_PAGE_WEATHER}
-        SELECT f.*, c.cluster, c.map_x, c.map_y, {_PAGE_WEATHER_COLUMNS},
-               r.verdict, r.note AS review_note, r.reviewed_at,
+        SELECT f.* EXCLUDE (sharpness_cells), c.cluster, c.map_x, c.map_y,
+               {_PAGE_WEATHER_COLUMNS}, r.verdict, r.note AS review_note, r.reviewed_at,
                g.is_anomaly AS truth_is_anomaly, g.kind AS truth_kind,
                t.width AS thumb_width, t.height AS thumb_height
         FROM frames f

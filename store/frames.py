@@ -43,10 +43,11 @@ FRAME_COLUMNS = [
     "daylight",
     "daylight_source",
     "local_contrast",
+    "sharpness_cells",
 ]
 # Frame measures added after the first schema: rows written without them leave them NULL
-# (`pipeline.imagestats.backfill_local_contrast` fills local_contrast in later).
-OPTIONAL_COLUMNS = ["local_contrast"]
+# (`pipeline.imagestats.backfill_thumbnail_measures` fills them in later).
+OPTIONAL_COLUMNS = ["local_contrast", "sharpness_cells"]
 TIME_COLUMNS = [
     "taken_at",
     "taken_at_utc",
@@ -204,8 +205,9 @@ def write_batch(con: duckdb.DuckDBPyConnection, batch: FrameBatch) -> int:
 
     def register(name: str, frame: pd.DataFrame) -> None:
         if name.endswith("_frames"):  # frame rows: a measure not taken stays NULL
-            frame = frame.reindex(
-                columns=[*frame.columns, *(c for c in OPTIONAL_COLUMNS if c not in frame.columns)]
+            missing = [c for c in OPTIONAL_COLUMNS if c not in frame.columns]
+            frame = frame.assign(
+                **{c: pd.Series(None, index=frame.index, dtype=object) for c in missing}
             )
         con.register(name, frame)
         registered.append(name)
@@ -335,33 +337,36 @@ def update_times(con: duckdb.DuckDBPyConnection, times: pd.DataFrame) -> None:
         con.unregister("_times")
 
 
-def lacking_local_contrast(con: duckdb.DuckDBPyConnection) -> list[int]:
-    """Frames with a thumbnail but no local contrast (ingested before it was measured)."""
+def lacking_thumbnail_measures(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Frames with a thumbnail but no local contrast or no cell sharpness (ingested before
+    they were measured)."""
     rows = con.sql(
         "SELECT f.frame_id FROM frames f JOIN thumbnails t USING (frame_id) "
-        "WHERE f.local_contrast IS NULL ORDER BY f.frame_id"
+        "WHERE f.local_contrast IS NULL OR f.sharpness_cells IS NULL ORDER BY f.frame_id"
     ).fetchall()
     return [int(r[0]) for r in rows]
 
 
-def update_local_contrast(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
-    """Write `local_contrast` for frames (frame_id, local_contrast), one transaction."""
+def update_thumbnail_measures(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
+    """Write `local_contrast` and `sharpness_cells` for frames (frame_id, local_contrast,
+    sharpness_cells; None leaves a stored value as it is), one transaction."""
     if rows.empty:
         return
-    con.register("_contrast", rows[["frame_id", "local_contrast"]])
+    con.register("_measures", rows[["frame_id", "local_contrast", "sharpness_cells"]])
     con.execute("BEGIN TRANSACTION")
     try:
         _run(
             con,
-            "UPDATE frames SET local_contrast = c.local_contrast FROM _contrast c "
-            "WHERE frames.frame_id = c.frame_id",
+            "UPDATE frames SET local_contrast = coalesce(m.local_contrast, frames.local_contrast), "
+            "sharpness_cells = coalesce(m.sharpness_cells::DOUBLE[], frames.sharpness_cells) "
+            "FROM _measures m WHERE frames.frame_id = m.frame_id",
         )
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     finally:
-        con.unregister("_contrast")
+        con.unregister("_measures")
 
 
 # --- summary readers for `info` ----------------------------------------------------------------

@@ -460,7 +460,7 @@ ALTER TABLE models ADD COLUMN precision VARCHAR NOT NULL DEFAULT 'float32';
 # Each frame's local contrast (the mean 9x9 standard deviation of the stored thumbnail's luma,
 # which the `flat` detector compares with the camera's own good frames). Frames ingested before
 # it have NULL until `analyze` fills them in from their stored thumbnails
-# (`pipeline.imagestats.backfill_local_contrast`).
+# (`pipeline.imagestats.backfill_thumbnail_measures`).
 _LOCAL_CONTRAST = """
 ALTER TABLE frames ADD COLUMN IF NOT EXISTS local_contrast DOUBLE;
 """
@@ -691,6 +691,14 @@ CREATE TABLE frame_cause_evidence (
 );
 """
 
+# The sharpness of each cell of the view cut 3 x 3 (row by row from the top left; the
+# `soft_cells` detector compares each with the camera's own good frames, so water on part of
+# the lens shows). Frames ingested before it have NULL until `analyze` fills them in from
+# their stored thumbnails (`pipeline.imagestats.backfill_thumbnail_measures`).
+_SHARPNESS_CELLS = """
+ALTER TABLE frames ADD COLUMN IF NOT EXISTS sharpness_cells DOUBLE[];
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema and reader views", _TABLES + _VIEWS),
     (2, "frames and ingest errors keyed by the file's location", _LOCATIONS),
@@ -710,6 +718,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "each flaggable frame's evidence per plain cause, to name recombined incidents",
         _CAUSE_EVIDENCE,
     ),
+    (11, "frames.sharpness_cells", _SHARPNESS_CELLS),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -2,7 +2,8 @@
 
 The recorded scores of the unversioned fitted run (`fitted_run_unversioned*`) were made on a
 machine with AVX-512; the golden scores (`golden_scores.csv.gz`) were recorded again on an
-AVX2-only AMD EPYC when `background`'s grid became 64 pixels wide (2026-12-05). Between the two
+AVX2-only AMD EPYC when `background`'s grid became 64 pixels wide (2026-12-05), and on an AMD
+EPYC with AVX-512 when `soft_cells` joined the consensus (2026-12-06). Between the two
 kinds NumPy takes other SIMD paths for sin, exp and log (the demo renders a few pixels
 differently) and OpenBLAS other kernels (PCA points and float32 distances move by an ulp), and
 what is built on them moves further: measured on an AVX2-only AMD EPYC against AVX-512

@@ -21,6 +21,21 @@ if TYPE_CHECKING:
 
 
 STATS = ("mean_luma", "contrast", "sharpness", "colorfulness", "local_contrast")
+# `sharpness_cells` (the frames row's list, 3 x 3 cells row by row) as one stats column a cell
+N_CELLS = 9
+CELL_STATS = tuple(f"sharpness_cell_{i}" for i in range(N_CELLS))
+
+
+def cell_columns(cells: pd.Series) -> pd.DataFrame:
+    """The frames rows' `sharpness_cells` lists as `CELL_STATS` columns (NaN where a frame has
+    none: ingested before it was measured, or a thumbnail too small to cut)."""
+    table = np.full((len(cells), N_CELLS), np.nan)
+    for i, value in enumerate(cells):
+        if isinstance(value, (list, tuple, np.ndarray)):  # else None, NaN or NA: not measured
+            value = np.asarray(value, dtype=float)
+            if value.shape == (N_CELLS,):
+                table[i] = value
+    return pd.DataFrame(table, columns=list(CELL_STATS), index=cells.index)
 
 
 class FrameSpread(Protocol):
@@ -41,8 +56,8 @@ class FrameBatch:
 
     `z` is the run's PCA space; `order_time` orders frames in time (UTC when known, else camera
     time) and `local_time` is the camera wall clock (time of day, date); both datetime64[ns] with
-    NaT allowed. `stats` holds mean_luma, contrast, sharpness, colorfulness, local_contrast
-    (NaN allowed). `sun` is the sun's elevation and azimuth in degrees ([n, 2], NaN where the
+    NaT allowed. `stats` holds mean_luma, contrast, sharpness, colorfulness, local_contrast and
+    each cell's sharpness (`CELL_STATS`), NaN allowed. `sun` is the sun's elevation and azimuth in degrees ([n, 2], NaN where the
     time is unknown), or None when the camera's place is not known.
     `nn_dist`/`nn_idx` are each frame's nearest fit frames (itself excluded), indexes into the
     fit batch, filled by `NeighborIndex.attach`. `daylight` is 'day', 'twilight', 'night' or
@@ -122,6 +137,10 @@ class FrameBatch:
         utc = _to_naive_ns(frames["taken_at_utc"])
         order = np.where(np.isnat(utc), local, utc)
         stats = frames.reindex(columns=list(STATS)).astype(float)
+        if "sharpness_cells" in frames:
+            stats = stats.join(cell_columns(frames["sharpness_cells"]))
+        else:
+            stats = stats.reindex(columns=[*STATS, *CELL_STATS])
         daylight = frames["daylight"].to_numpy(object) if "daylight" in frames else None
         sun = None
         if lat is not None and lon is not None:

@@ -48,7 +48,7 @@ import numpy as np
 
 from pipeline.daylight import sun_declination
 from pipeline.detectors.base import Detector, register
-from pipeline.detectors.batch import FrameBatch, day_and_minute
+from pipeline.detectors.batch import CELL_STATS, FrameBatch, day_and_minute
 
 ELEVATION_BIN, AZIMUTH_BIN, MINUTE_BIN, DECLINATION_BIN = 2.0, 5.0, 20.0, 2.0
 N_AZIMUTH_BINS = int(360 / AZIMUTH_BIN)
@@ -196,9 +196,13 @@ class _OwnReferenceDetector(Detector):
             raise ValueError(
                 f"reference_quantile must be in [0.5, 1), got {self.reference_quantile}"
             )
+        self._choose_pools(batch)
+        self._fit_pools(batch, self._values(batch), self._keys(batch))
+
+    def _choose_pools(self, batch: FrameBatch) -> None:
+        """Pool by the sun's position where the batch has it, else by clock and declination."""
         self.by_sun_ = batch.sun is not None and bool(np.isfinite(batch.sun).all(axis=1).any())
         self.by_declination_ = True
-        self._fit_pools(batch, self._values(batch), self._keys(batch))
 
     def _fit_pools(self, batch: FrameBatch, x: np.ndarray, keys: list[tuple]) -> None:
         """Fit the pools on the fit frames' values `x` in their bins `keys`."""
@@ -237,8 +241,11 @@ class _OwnReferenceDetector(Detector):
         return middle, reference
 
     def decision_function(self, batch: FrameBatch) -> np.ndarray:
-        x = self._values(batch)
-        middle, reference = self._quantiles(self._keys(batch))
+        return self._scores(self._values(batch), self._keys(batch))
+
+    def _scores(self, x: np.ndarray, keys: list[tuple]) -> np.ndarray:
+        """Scores of values `x` of frames in bins `keys`."""
+        middle, reference = self._quantiles(keys)
         if self.direction == "below":
             return (reference - x) / self.scale_
         return np.abs(x - middle) / self.scale_
@@ -272,6 +279,58 @@ class FlatDetector(_OwnReferenceDetector):
     column = "local_contrast"
     visible_gap = 0.35  # log(1 + local contrast): 30% less than the reference
     example_bad = {"local_contrast": 0.5}
+
+
+@register
+class SoftCellsDetector(_OwnReferenceDetector):
+    """`soft` on each cell of the view cut 3 x 3 (`sharpness_cells`), each cell against its
+    own pool of the camera's frames with the sun where it is; a frame's score is its second
+    softest cell, in that cell's own spreads. Water or dirt on part of the lens softens a few
+    cells while the rest of the view (a busy street) keeps the whole frame's sharpness near its
+    usual; each cell in its own spread, a street cell's traffic is its usual variation and a
+    smear is not. The second cell, not the first: one cell alone is a parked truck or a sky
+    without clouds more often than a smear. Evident from `min_gap` spreads (`visible_gap`)."""
+
+    key = "soft_cells"
+    summary = (
+        "part of the view soft: a region sharper as a rule with the sun where it is (water or "
+        "dirt on part of the lens)"
+    )
+    family = "detail"
+    order = 6
+    plain_cause = "blur"
+    unscorable = (
+        "(the frames lack their cells' sharpness; run analyze once so that it measures them "
+        "from the stored thumbnails)"
+    )
+    visible_gap = 2.0  # spreads of the cell's own pool (the score's unit: `scale_` is 1)
+    example_bad = {"sharpness_cell_0": 2.0, "sharpness_cell_3": 2.0}  # water down the left
+    format_version = 1
+
+    def _fit(self, batch: FrameBatch) -> None:
+        if not 0.5 <= self.reference_quantile < 1:
+            raise ValueError(
+                f"reference_quantile must be in [0.5, 1), got {self.reference_quantile}"
+            )
+        self._choose_pools(batch)
+        keys = self._keys(batch)  # every cell of a frame is in the frame's bin
+        params = {k: v for k, v in self.get_params().items() if k != "min_gap"}
+        self.cells_ = []
+        for column in CELL_STATS:
+            cell = SoftDetector(**params)
+            cell.column = column
+            cell.by_sun_, cell.by_declination_ = self.by_sun_, self.by_declination_
+            cell._fit_pools(batch, cell._values(batch), keys)
+            self.cells_.append(cell)
+        self.scale_ = 1.0
+        self.dim_ = self.cells_[0].dim_
+
+    def decision_function(self, batch: FrameBatch) -> np.ndarray:
+        keys = self._keys(batch)
+        z = np.column_stack([cell._scores(cell._values(batch), keys) for cell in self.cells_])
+        measured = np.isfinite(z)
+        ranked = np.sort(np.where(measured, z, -np.inf), axis=1)
+        return np.where(measured.sum(axis=1) >= 2, ranked[:, -2], np.nan)
 
 
 @register

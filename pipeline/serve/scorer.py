@@ -317,6 +317,7 @@ def upload_frames(
             "sharpness": rows["sharpness"],
             "colorfulness": rows["colorfulness"],
             "local_contrast": rows["local_contrast"],
+            "sharpness_cells": rows["sharpness_cells"],
             "daylight": times["daylight"],
         }
     )

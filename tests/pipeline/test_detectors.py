@@ -75,8 +75,13 @@ def _batch(seed: int = 0, key: str | None = None) -> FrameBatch:
             "local_contrast": rng.uniform(8, 14, n),
         }
     )
+    cells = rng.uniform(200, 400, (n, batch_module.N_CELLS))
     for column, value in QUALITY_PLANT.get(key, {}).items():
-        stats.loc[PLANTED, column] = value
+        if column in batch_module.CELL_STATS:
+            cells[PLANTED, batch_module.CELL_STATS.index(column)] = value
+        else:
+            stats.loc[PLANTED, column] = value
+    stats["sharpness_cells"] = list(cells)
     frames = pd.DataFrame(
         {
             "frame_id": np.arange(n) + 10,

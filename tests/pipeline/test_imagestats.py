@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from pipeline import pixels
-from pipeline.imagestats import image_stats, read_frame
+from pipeline.imagestats import cell_sharpness, image_stats, read_frame, thumbnail_measures
 from pipeline.settings import Settings
 from tests.conftest import write_jpeg
 
@@ -194,3 +194,52 @@ def test_corrupt_exif_keeps_the_pixels(tmp_path):
     result = read_frame(_task(path))
     assert result.error is None and result.width == 40
     assert result.time.source == "filename"
+
+
+def test_cell_sharpness_measures_each_cell_of_the_view():
+    """`sharpness` of each of the 3 x 3 cells, row by row: a sharp texture everywhere but a
+    blurred left column (water down the left of the lens) shows in cells 0, 3 and 6 only."""
+    rng = np.random.default_rng(1)
+    sharp = rng.uniform(0, 255, (90, 120, 3)).astype(np.float32)
+    cells = cell_sharpness(sharp)
+    assert len(cells) == 9 and min(cells) > 1000
+    smeared = sharp.copy()
+    smeared[:, :40] = sharp[:, :40].mean(axis=(0, 1))  # the left third a flat smear
+    soft = cell_sharpness(smeared)
+    left = [soft[i] for i in (0, 3, 6)]
+    assert max(left) < 0.1 * min(cells)
+    # the middle and right columns are as before, up to the border the Laplacian straddles
+    for i in (2, 5, 8):
+        assert soft[i] == pytest.approx(cells[i])
+    assert cell_sharpness(np.zeros((8, 8, 3), np.float32)) is None  # cells under 3 x 3 pixels
+
+
+def test_ingest_measures_each_cell_and_analyze_backfills_a_store_without_them(tmp_path):
+    """Ingest stores each frame's cell sharpness, measured on the stored thumbnail; frames
+    ingested before it get the very same values from their thumbnails."""
+    import store
+    from pipeline.imagestats import backfill_thumbnail_measures
+    from pipeline.ingest import ingest_folder
+
+    folder = tmp_path / "frames"
+    for i in range(4):
+        write_jpeg(folder / f"f{i}.jpg", when=datetime(2024, 4, 1, 10 + i), size=(320, 240), seed=i)
+    db = tmp_path / "store.duckdb"
+    ingest_folder(folder, db, Settings())
+    with store.connect(db) as con:
+        ingested = con.sql(
+            "SELECT frame_id, local_contrast, sharpness_cells FROM frames ORDER BY frame_id"
+        ).fetchall()
+        thumbs = con.sql("SELECT jpeg FROM thumbnails ORDER BY frame_id").fetchall()
+        con.execute("UPDATE frames SET sharpness_cells = NULL")
+        con.execute("UPDATE frames SET local_contrast = NULL WHERE frame_id = 1")
+    assert all(len(cells) == 9 and min(cells) > 0 for _, _, cells in ingested)
+    for (_, contrast, cells), (jpeg,) in zip(ingested, thumbs):
+        assert thumbnail_measures(bytes(jpeg)) == (contrast, cells)
+    assert backfill_thumbnail_measures(db) == 4
+    with store.connect(db, read_only=True) as con:
+        again = con.sql(
+            "SELECT frame_id, local_contrast, sharpness_cells FROM frames ORDER BY frame_id"
+        ).fetchall()
+    assert again == ingested
+    assert backfill_thumbnail_measures(db) == 0  # nothing left to fill in

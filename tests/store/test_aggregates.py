@@ -97,8 +97,16 @@ def write_again(con, run_id: int) -> None:
     con.execute("COMMIT")
 
 
+def undo_migration_11(con) -> None:
+    """Make a store as migration 10 left it: no cell sharpness."""
+    con.execute("ALTER TABLE frames DROP COLUMN sharpness_cells")
+    con.execute("DELETE FROM schema_migrations WHERE version = 11")
+
+
 def undo_migration_10(con) -> None:
-    """Make a store as migration 9 left it: no evidence per plain cause."""
+    """Make a store as migration 9 left it: no evidence per plain cause (and what migration 11
+    added after)."""
+    undo_migration_11(con)
     con.execute("DROP TABLE frame_cause_evidence")
     con.execute("DELETE FROM schema_migrations WHERE version = 10")
 
