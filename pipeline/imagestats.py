@@ -171,10 +171,18 @@ def _laplacian(luma: np.ndarray) -> np.ndarray:
     )
 
 
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """Rec.601 luma (H, W) of an RGB image (H, W, 3; 0..255), float32."""
+    return np.asarray(rgb, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
 def cell_sharpness(rgb: np.ndarray, grid: int = CELL_GRID) -> list[float] | None:
     """`sharpness` of each cell of an RGB image (H, W, 3; 0..255) cut `grid` x `grid`, row by
     row from the top left; None when a cell would be under 3 x 3 pixels."""
-    luma = np.asarray(rgb, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return _cell_sharpness(_luma(rgb), grid)
+
+
+def _cell_sharpness(luma: np.ndarray, grid: int = CELL_GRID) -> list[float] | None:
     if min(luma.shape) < 3 * grid + 2:
         return None
     lap = _laplacian(luma)
@@ -192,7 +200,11 @@ LOCAL_WINDOW = 9  # pixels across the window of `local_contrast` (on a ~256 px t
 def local_contrast(rgb: np.ndarray) -> float:
     """Mean over an RGB image (H, W, 3; 0..255) of the standard deviation of luma in the
     `LOCAL_WINDOW` x `LOCAL_WINDOW` window around each pixel."""
-    luma = np.asarray(rgb, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return _local_contrast(_luma(rgb))
+
+
+def _local_contrast(luma: np.ndarray) -> float:
+    """`local_contrast` of a float32 luma image, which it overwrites."""
     mean = ndimage.uniform_filter(luma, LOCAL_WINDOW)
     np.square(luma, out=luma)
     mean_square = ndimage.uniform_filter(luma, LOCAL_WINDOW)
@@ -210,7 +222,9 @@ def thumbnail_measures(jpeg: bytes) -> tuple[float | None, list[float] | None]:
     grid = pixels.decode_thumbnail(jpeg, (width, height))
     if grid is None:
         return None, None
-    return local_contrast(grid), cell_sharpness(grid)
+    luma = _luma(grid)
+    cells = _cell_sharpness(luma)  # first: `_local_contrast` overwrites the luma
+    return _local_contrast(luma), cells
 
 
 def backfill_thumbnail_measures(db, chunk: int = 1024) -> int:

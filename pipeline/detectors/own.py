@@ -192,15 +192,16 @@ class _OwnReferenceDetector(Detector):
     # --- fit and score -------------------------------------------------------------------------
 
     def _fit(self, batch: FrameBatch) -> None:
-        if not 0.5 <= self.reference_quantile < 1:
-            raise ValueError(
-                f"reference_quantile must be in [0.5, 1), got {self.reference_quantile}"
-            )
         self._choose_pools(batch)
         self._fit_pools(batch, self._values(batch), self._keys(batch))
 
     def _choose_pools(self, batch: FrameBatch) -> None:
-        """Pool by the sun's position where the batch has it, else by clock and declination."""
+        """Pool by the sun's position where the batch has it, else by clock and declination
+        (and check the settings the pools need)."""
+        if not 0.5 <= self.reference_quantile < 1:
+            raise ValueError(
+                f"reference_quantile must be in [0.5, 1), got {self.reference_quantile}"
+            )
         self.by_sun_ = batch.sun is not None and bool(np.isfinite(batch.sun).all(axis=1).any())
         self.by_declination_ = True
 
@@ -308,10 +309,6 @@ class SoftCellsDetector(_OwnReferenceDetector):
     format_version = 1
 
     def _fit(self, batch: FrameBatch) -> None:
-        if not 0.5 <= self.reference_quantile < 1:
-            raise ValueError(
-                f"reference_quantile must be in [0.5, 1), got {self.reference_quantile}"
-            )
         self._choose_pools(batch)
         keys = self._keys(batch)  # every cell of a frame is in the frame's bin
         params = {k: v for k, v in self.get_params().items() if k != "min_gap"}

@@ -28,6 +28,23 @@ def _clock() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return days, local, np.sin(np.pi * (hours - 6) / 12)
 
 
+def _frames(local: np.ndarray, **stats) -> pd.DataFrame:
+    """Daylight frame rows at camera-clock times `local` in Vancouver, with these statistics
+    (colorfulness 20 unless given)."""
+    return pd.DataFrame(
+        {
+            "frame_id": np.arange(len(local)) + 1,
+            "taken_at": local,
+            "taken_at_utc": pd.to_datetime(local)
+            .tz_localize("America/Vancouver")
+            .tz_convert("UTC"),
+            "daylight": "day",
+            "colorfulness": 20.0,
+            **stats,
+        }
+    )
+
+
 def _series(
     episode: slice,
     measure: str,
@@ -51,20 +68,12 @@ def _series(
     junk[episode] = True
     stats = {"sharpness": sharpness, "local_contrast": contrast}
     stats[measure] = np.where(junk, stats[measure] * factor, stats[measure])
-    frames = pd.DataFrame(
-        {
-            "frame_id": np.arange(len(days)) + 1,
-            "taken_at": local,
-            "taken_at_utc": pd.to_datetime(local)
-            .tz_localize("America/Vancouver")
-            .tz_convert("UTC"),
-            "daylight": "day",
-            "mean_luma": luma,
-            "contrast": contrast * 3,
-            "sharpness": stats["sharpness"],
-            "colorfulness": 20.0,
-            "local_contrast": stats["local_contrast"],
-        }
+    frames = _frames(
+        local,
+        mean_luma=luma,
+        contrast=contrast * 3,
+        sharpness=stats["sharpness"],
+        local_contrast=stats["local_contrast"],
     )
     z = np.column_stack(
         [np.log(stats["sharpness"]), np.log(stats["local_contrast"]), np.log(luma)]
@@ -302,21 +311,13 @@ def test_water_down_part_of_a_busy_view_is_seen_cell_by_cell():
     junk[N // 2 : N // 2 + N // 10] = True
     cells[np.ix_(junk, [0, 3])] *= 0.3  # the smear: the top two cells of the left column
     sharpness = cells.mean(axis=1)
-    frames = pd.DataFrame(
-        {
-            "frame_id": np.arange(len(days)) + 1,
-            "taken_at": local,
-            "taken_at_utc": pd.to_datetime(local)
-            .tz_localize("America/Vancouver")
-            .tz_convert("UTC"),
-            "daylight": "day",
-            "mean_luma": 60 + 80 * light,
-            "contrast": 40.0,
-            "sharpness": sharpness,
-            "colorfulness": 20.0,
-            "local_contrast": 10.0,
-            "sharpness_cells": list(cells),
-        }
+    frames = _frames(
+        local,
+        mean_luma=60 + 80 * light,
+        contrast=40.0,
+        sharpness=sharpness,
+        local_contrast=10.0,
+        sharpness_cells=list(cells),
     )
     batch = FrameBatch.from_frames(
         frames["frame_id"].to_numpy(),
