@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import re
 from datetime import datetime
 
 import numpy as np
@@ -30,10 +29,25 @@ KINDS = {
         "junk": {"night", "lens_water"},
         "debatable": {"sun_glare"},
     },
+    "expressway": {"normal": {"normal"}, "junk": {"fog"}, "debatable": set()},
 }
-PREFIX = {"ranhados": "ranhados", "gardenbot": "gardenbot", "nyctraffic": "nyc"}  # file names
-# junk found by looking at every frame is labelled beyond the sample (not in nyctraffic)
-EPISODES_BEYOND_SAMPLE = {"ranhados": True, "gardenbot": True, "nyctraffic": False}
+# file names: the set's own (the local time they carry, as strptime reads it)
+NAMES = {
+    "ranhados": "ranhados-%Y%m%d%H%M%S.jpg",
+    "gardenbot": "gardenbot-%Y%m%d%H%M%S.jpg",
+    "nyctraffic": "nyc-%Y%m%d%H%M%S.jpg",
+    "expressway": "%Y-%m-%d-%H-%M.jpg",  # as the benchmark names them: minutes, no seconds
+}
+# junk found by looking at every frame is labelled beyond the sample (not in the sets whose
+# sample is every frame labelled and nothing more)
+EPISODES_BEYOND_SAMPLE = {
+    "ranhados": True,
+    "gardenbot": True,
+    "nyctraffic": False,
+    "expressway": False,
+}
+# what a folder holds besides README.md, extract.sh, labels.csv and sample.txt
+HELPERS = {"expressway": ["visibility.py"]}
 PLACES = {
     "gardenbot": ("Asia/Kolkata", 13.08, 80.27),
     "nyctraffic": ("America/New_York", 40.75, -73.99),
@@ -49,8 +63,7 @@ def _realcam():
 
 
 def _taken(files: pd.Series, camera: str) -> pd.Series:
-    start = len(PREFIX[camera]) + 1
-    return pd.to_datetime(files.str.slice(start, start + 14), format="%Y%m%d%H%M%S")
+    return pd.to_datetime(files, format=NAMES[camera])
 
 
 @pytest.mark.parametrize("camera", sorted(KINDS))
@@ -63,10 +76,8 @@ def test_labels_are_well_formed_and_cover_the_sample(camera: str):
     assert body and all(len(row) == 4 for row in body)
     files = [row[0] for row in body]
     assert files == sorted(files) and len(set(files)) == len(files)
-    name = re.compile(rf"{PREFIX[camera]}-\d{{14}}\.jpg")
     for file, label, kind, confidence in body:
-        assert name.fullmatch(file), file
-        datetime.strptime(file[len(PREFIX[camera]) + 1 : -4], "%Y%m%d%H%M%S")  # a real local time
+        datetime.strptime(file, NAMES[camera])  # the set's name pattern, a real local time
         assert label in KINDS[camera], (file, label)
         assert kind in KINDS[camera][label], (file, label, kind)
         assert confidence in ("high", "low"), (file, confidence)
@@ -89,12 +100,9 @@ def test_the_folder_holds_no_images(camera: str):
         if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")
     ]
     assert images == []
-    assert sorted(p.name for p in (CAMERAS / camera).iterdir()) == [
-        "README.md",
-        "extract.sh",
-        "labels.csv",
-        "sample.txt",
-    ]
+    assert sorted(p.name for p in (CAMERAS / camera).iterdir()) == sorted(
+        ["README.md", "extract.sh", "labels.csv", "sample.txt", *HELPERS.get(camera, [])]
+    )
 
 
 @pytest.mark.parametrize("camera", sorted(PLACES))
@@ -117,3 +125,36 @@ def test_night_follows_the_clock(camera: str):
     deep = in_sample & (elevation < -6 - TOLERANCE_DEG)
     assert deep.sum() > 100 and night[deep].all()
     assert not np.isnan(elevation).any()
+
+
+def test_expressway_visibility_pairs_each_day_with_its_frames(tmp_path):
+    """visibility.py pairs a day's `vis_data` with that day's frames in name order, and stops
+    with the day's name when the counts differ."""
+    import subprocess
+    import sys
+
+    from scipy.io import savemat
+
+    truth, frames = tmp_path / "GroundTruth", tmp_path / "frames"
+    truth.mkdir()
+    frames.mkdir()
+    savemat(truth / "Vis-01-Feb-2020.mat", {"vis_data": np.array([[848, 20000]], np.uint16)})
+    savemat(truth / "Vis-02-Feb-2020.mat", {"vis_data": np.array([[587]], np.uint16)})
+    for name in ("2020-02-01-08-03.jpg", "2020-02-01-08-00.jpg", "2020-02-02-08-00.jpg"):
+        (frames / name).write_bytes(b"")
+    script = str(CAMERAS / "expressway" / "visibility.py")
+    done = subprocess.run(
+        [sys.executable, script, str(truth), str(frames)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "file,visibility_m",
+        "2020-02-01-08-00.jpg,848",
+        "2020-02-01-08-03.jpg,20000",
+        "2020-02-02-08-00.jpg,587",
+    ]
+    (frames / "2020-02-02-08-10.jpg").write_bytes(b"")
+    done = subprocess.run(
+        [sys.executable, script, str(truth), str(frames)], capture_output=True, text=True
+    )
+    assert done.returncode != 0 and "Vis-02-Feb-2020.mat: 1 values for 2 frames" in done.stderr

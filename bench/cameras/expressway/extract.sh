@@ -1,0 +1,26 @@
+#!/bin/bash
+# usage: extract.sh OUT_DIR SNAPSHOT_GIT_DIR
+# Extract the expressway-camera frames (1,856 JPEGs, 1471x985, 2020-02-01..29, 08:00 to about
+# 11:40 each morning) into OUT_DIR/frames from a snapshot (a bare git directory) of
+# github:Z-H-XU/Benchmark-Visibility at the commit the labels were made on, names as they are
+# (PublishedData/VideoFrame/DataYYYYMMDD/YYYY-MM-DD-HH-MM.jpg becomes YYYY-MM-DD-HH-MM.jpg), and
+# the benchmark's own visibility measurements (one per frame, metres, PublishedData/GroundTruth)
+# into OUT_DIR/visibility.csv. The images are not ours to publish: keep them out of every
+# repository.
+set -euo pipefail
+usage="usage: extract.sh OUT_DIR SNAPSHOT_GIT_DIR"
+out=${1:?$usage} m=${2:?$usage}
+commit=8b95faf04bc69e3dada80c6d52e0fe7a42cd3c7a # main on 2026-04-03 18:01 +0800, labelled
+here=$(cd "$(dirname "$0")" && pwd)
+git -C "$m" rev-parse --git-dir >/dev/null 2>&1 || { echo "no git snapshot at $m" >&2; exit 1; }
+git -C "$m" cat-file -e "$commit^{commit}" 2>/dev/null ||
+  { echo "$m is not Z-H-XU/Benchmark-Visibility with commit ${commit:0:12}" >&2; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+git -C "$m" archive --format=tar "$commit" PublishedData | tar -x -C "$tmp"
+mkdir -p "$out/frames"
+find "$tmp/PublishedData/VideoFrame" -name '*.jpg' -exec mv -t "$out/frames" {} +
+n=$(ls "$out/frames" | wc -l)
+[[ $n -eq 1856 ]] || { echo "$out/frames has $n frames, expected 1856" >&2; exit 1; }
+"${PYTHON:-python3}" "$here/visibility.py" "$tmp/PublishedData/GroundTruth" "$out/frames" > "$out/visibility.csv"
+echo "$n frames in $out/frames; visibility in $out/visibility.csv"
