@@ -44,6 +44,12 @@ _NAME_PATTERNS = [
     re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})[_\-T ](\d{2})(\d{2})(\d{2})(?!\d)"),
     # 20220401120000 (fourteen digits in a row)
     re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?!\d)"),
+    # to the minute, dashes in the date: 2020-02-01-08-00, 2022-04-01_12-00, 2022-04-01 12.00
+    # (a benchmark camera's names; the seconds are then 0). Not after more digits (a frame
+    # counter or seconds the patterns above found implausible), and not undashed
+    # (20220401_1200): a date and a four-digit counter would read as a time for minutes < 60
+    # and fall back to the mtime after, giving one folder two clocks.
+    re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[_T .\-](\d{2})[-.:_h](\d{2})(?![-.:_]?\d)"),
 ]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EPOCH_PATTERN = re.compile(r"(?<!\d)(1\d{9})(?:\.\d+)?(?!\d)")

@@ -69,6 +69,9 @@ def test_exif_offsets():
         ("cam 2022-04-01 12.00.30.png", datetime(2022, 4, 1, 12, 0, 30), False),
         ("2022_04_01_120005.jpg", datetime(2022, 4, 1, 12, 0, 5), False),
         ("20220401120007.jpg", datetime(2022, 4, 1, 12, 0, 7), False),
+        ("2020-02-10-08-49.jpg", datetime(2020, 2, 10, 8, 49), False),
+        ("cam_2022-04-01_12-05.jpg", datetime(2022, 4, 1, 12, 5), False),
+        ("2022-04-01 12.05 (2).jpg", datetime(2022, 4, 1, 12, 5), False),
         ("pic_1492152349.jpg", datetime(2017, 4, 14, 6, 45, 49), True),
         ("closed-1-pic_1494776109.jpg", datetime(2017, 5, 14, 15, 35, 9), True),
     ],
@@ -85,6 +88,10 @@ def test_file_name_patterns(name, expected, is_utc):
         "20221341_120000.jpg",
         "pic_12345.jpg",
         "photo_99999999999.jpg",
+        "2022-04-01-12-00-99.jpg",  # impossible seconds: not read as 12:00
+        "2022-04-01-12-0042.jpg",  # minutes run into more digits
+        "2022-04-01-25-00.jpg",
+        "20220401_1200.jpg",  # undashed to the minute: a date and a counter look the same
     ],
 )
 def test_names_without_a_time(name):
