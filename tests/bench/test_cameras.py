@@ -128,8 +128,9 @@ def test_night_follows_the_clock(camera: str):
 
 
 def test_expressway_visibility_pairs_each_day_with_its_frames(tmp_path):
-    """visibility.py pairs a day's `vis_data` with that day's frames in name order, and stops
-    with the day's name when the counts differ."""
+    """visibility.py pairs a day's `vis_data` with that day's frames in name order (as labels
+    bench/realcam.py reads with --fog-below), and stops with the day's name when the counts
+    differ."""
     import subprocess
     import sys
 
@@ -153,6 +154,21 @@ def test_expressway_visibility_pairs_each_day_with_its_frames(tmp_path):
         "2020-02-01-08-03.jpg,20000",
         "2020-02-02-08-00.jpg,587",
     ]
+    done = subprocess.run(
+        [sys.executable, script, str(truth), str(frames), "--fog-below", "1000"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.stdout.splitlines() == [
+        "file,label,kind,confidence",
+        "2020-02-01-08-00.jpg,junk,fog,high",
+        "2020-02-01-08-03.jpg,normal,normal,high",
+        "2020-02-02-08-00.jpg,junk,fog,high",
+    ]
+    realcam = _realcam()
+    labels_csv = tmp_path / "labels.csv"
+    labels_csv.write_text(done.stdout)
+    assert list(realcam.read_labels(labels_csv)["label"]) == ["junk", "normal", "junk"]
     (frames / "2020-02-02-08-10.jpg").write_bytes(b"")
     done = subprocess.run(
         [sys.executable, script, str(truth), str(frames)], capture_output=True, text=True

@@ -5,7 +5,8 @@
 # github:Z-H-XU/Benchmark-Visibility at the commit the labels were made on, names as they are
 # (PublishedData/VideoFrame/DataYYYYMMDD/YYYY-MM-DD-HH-MM.jpg becomes YYYY-MM-DD-HH-MM.jpg), and
 # the benchmark's own visibility measurements (one per frame, metres, PublishedData/GroundTruth)
-# into OUT_DIR/visibility.csv. The images are not ours to publish: keep them out of every
+# into OUT_DIR/visibility.csv, and as labels bench/realcam.py reads (fog: under 1,000 m) into
+# OUT_DIR/visibility-labels.csv. The images are not ours to publish: keep them out of every
 # repository.
 set -euo pipefail
 usage="usage: extract.sh OUT_DIR SNAPSHOT_GIT_DIR"
@@ -22,5 +23,8 @@ mkdir -p "$out/frames"
 find "$tmp/PublishedData/VideoFrame" -name '*.jpg' -exec mv -t "$out/frames" {} +
 n=$(ls "$out/frames" | wc -l)
 [[ $n -eq 1856 ]] || { echo "$out/frames has $n frames, expected 1856" >&2; exit 1; }
-"${PYTHON:-python3}" "$here/visibility.py" "$tmp/PublishedData/GroundTruth" "$out/frames" > "$out/visibility.csv"
-echo "$n frames in $out/frames; visibility in $out/visibility.csv"
+py=${PYTHON:-python3}
+"$py" "$here/visibility.py" "$tmp/PublishedData/GroundTruth" "$out/frames" > "$out/visibility.csv"
+"$py" "$here/visibility.py" "$tmp/PublishedData/GroundTruth" "$out/frames" --fog-below 1000 \
+  > "$out/visibility-labels.csv"
+echo "$n frames in $out/frames; visibility in $out/visibility.csv (as labels: visibility-labels.csv)"
