@@ -11,7 +11,15 @@
   and the azimuth (degrees clockwise from north). `sun_declination()` needs no place: the
   declination of each frame's date.
 - `classify()`: day above `day_min_elevation`, twilight down to `twilight_min_elevation`, night
-  below; without a location from the mean luma of the frame (daylight_source = 'brightness').
+  below; without a location from the mean luma of the frame (daylight_source = 'brightness'):
+  night under `night_max_luma`, day above `day_min_luma`, twilight between. A camera whose
+  scene is dark in full daylight (a dark slope) is lit at a mean luma that setting calls
+  twilight, so the camera's own day (`day_luma`, a `DayLuma`) also makes a frame day: above
+  `DAY_SHARE` of its bright frames (the `BRIGHT_QUANTILE` of its frames' mean luma, never under
+  `night_max_luma`) at an hour of the camera clock when its frames are that bright as a rule
+  (their median). The hour keeps a room lit at night, as bright as the room by day, at night.
+  Ingest keeps it in the store (kv `day_luma`) and classifies every frame again when the
+  archive changes it (`settle_day_luma`).
 - `place()` remembers the timezone, lat/lon and clock offset in the store (`store.kv`), and
   `recompute()` redoes every frame's times and daylight from the stored place (`locate`);
   `check_same_place()` stops an ingest that would place new frames elsewhere than the old.
@@ -19,6 +27,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,17 +44,54 @@ from store import frames as frames_store
 from store import kv
 
 PLACE_KEYS = ("timezone", "lat", "lon", "clock_offset_minutes")
+DAY_LUMA_KEY = "day_luma"  # the store's own day without a location (kv; `DayLuma`)
+# Without a location, the camera's own day (`DayLuma`): DAY_SHARE of its bright frames (their
+# BRIGHT_QUANTILE of mean luma) at the hours its frames are that bright as a rule. On the
+# expressway camera (bench/cameras/expressway: a dark slope) clear mornings are at 65-80 and
+# its bright frames at ~100, so `day_min_luma`'s 80 alone called 9% of its clear frames
+# twilight. At least MIN_BRIGHTNESS_FRAMES frames in all, MIN_HOUR_FRAMES in an hour.
+BRIGHT_QUANTILE, DAY_SHARE = 0.9, 0.6
+MIN_BRIGHTNESS_FRAMES, MIN_HOUR_FRAMES = 50, 5
 _US_PER_MIN = 60_000_000
 
 
 @dataclass(frozen=True)
+class DayLuma:
+    """Without a location, how bright this camera's day is: a frame taken at one of `hours` (of
+    the camera clock, 0-23) is day above a mean luma of `floor`."""
+
+    floor: float
+    hours: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"floor": self.floor, "hours": list(self.hours)}
+
+    @classmethod
+    def from_json(cls, value: Any) -> DayLuma | None:
+        if not isinstance(value, dict):  # absent
+            return None
+        return cls(float(value["floor"]), tuple(int(h) for h in value["hours"]))
+
+    def same(self, other: DayLuma | None) -> bool:
+        """The same day within a grey level."""
+        return (
+            other is not None
+            and abs(self.floor - other.floor) < 1.0
+            and set(self.hours) == set(other.hours)
+        )
+
+
+@dataclass(frozen=True)
 class Place:
-    """Where and in which clock the camera is; None = unknown."""
+    """Where and in which clock the camera is (and, without a location, how bright its day is);
+    None = unknown."""
 
     timezone: str | None = None
     lat: float | None = None
     lon: float | None = None
     clock_offset_minutes: float = 0.0
+    # without a location, the camera's own day (kv `day_luma`); None: `day_min_luma` alone
+    day_luma: DayLuma | None = None
 
     @property
     def has_location(self) -> bool:
@@ -154,11 +200,13 @@ def stored_place(con) -> Place:
             f"the store's clock offset ({offset:g} minutes) is beyond {MAX_CLOCK_OFFSET_DAYS} "
             "days: set it again with `python -m pipeline locate --db FILE --clock-offset MIN`"
         )
+    day = kv.get(con, DAY_LUMA_KEY)
     return Place(
         timezone=stored["timezone"],
         lat=stored["lat"],
         lon=stored["lon"],
         clock_offset_minutes=offset,
+        day_luma=DayLuma.from_json(day),
     )
 
 
@@ -336,8 +384,48 @@ def _refraction(elevation: np.ndarray) -> np.ndarray:
     return arcsec / 3600.0
 
 
-def classify(elevation: np.ndarray | None, mean_luma, settings: Settings) -> tuple[np.ndarray, str]:
-    """('day' / 'twilight' / 'night' per frame, daylight_source 'sun' or 'brightness')."""
+def _luma(mean_luma) -> np.ndarray:
+    return np.asarray(pd.to_numeric(pd.Series(mean_luma), errors="coerce"), dtype=np.float64)
+
+
+def _hours(local_times) -> np.ndarray:
+    """Each frame's hour of the camera clock, -1 without a time."""
+    hours = pd.DatetimeIndex(pd.to_datetime(pd.Series(local_times))).hour
+    return np.nan_to_num(np.asarray(hours, dtype=np.float64), nan=-1).astype(int)
+
+
+def day_luma(mean_luma, local_times, settings: Settings) -> DayLuma | None:
+    """The camera's own day, from every frame of the store (`mean_luma` and camera-clock
+    `local_times`): `DAY_SHARE` of its bright frames (the `BRIGHT_QUANTILE` of `mean_luma`), never
+    under `night_max_luma`, at the hours whose frames' median mean luma is above it. None where
+    it would add nothing to `day_min_luma` (a camera bright by day), or where there are too few
+    frames to say (`MIN_BRIGHTNESS_FRAMES`; `MIN_HOUR_FRAMES` in an hour)."""
+    luma, hours = _luma(mean_luma), _hours(local_times)
+    known = np.isfinite(luma)
+    if known.sum() < MIN_BRIGHTNESS_FRAMES:
+        return None
+    floor = max(
+        float(settings.night_max_luma),
+        DAY_SHARE * float(np.quantile(luma[known], BRIGHT_QUANTILE)),
+    )
+    if floor >= settings.day_min_luma:
+        return None
+    by_hour = pd.Series(luma[known & (hours >= 0)]).groupby(hours[known & (hours >= 0)])
+    typical = by_hour.median()[by_hour.size() >= MIN_HOUR_FRAMES]
+    lit = tuple(int(h) for h in typical.index[typical.to_numpy() > floor])
+    return DayLuma(round(floor, 3), lit) if lit else None
+
+
+def classify(
+    elevation: np.ndarray | None,
+    mean_luma,
+    settings: Settings,
+    day: DayLuma | None = None,
+    hours: np.ndarray | None = None,
+) -> tuple[np.ndarray, str]:
+    """('day' / 'twilight' / 'night' per frame, daylight_source 'sun' or 'brightness');
+    without an elevation by brightness: day above `day_min_luma`, or above the camera's own
+    `day` floor at one of its hours (each frame's hour of the camera clock in `hours`)."""
     if elevation is not None:
         e = np.asarray(elevation, dtype=np.float64)
         labels = np.select(
@@ -347,9 +435,12 @@ def classify(elevation: np.ndarray | None, mean_luma, settings: Settings) -> tup
         ).astype(object)
         labels[np.isnan(e)] = None
         return labels, "sun"
-    luma = np.asarray(pd.to_numeric(pd.Series(mean_luma), errors="coerce"), dtype=np.float64)
+    luma = _luma(mean_luma)
+    lit = luma > settings.day_min_luma
+    if day is not None and hours is not None:
+        lit |= (luma > day.floor) & np.isin(hours, day.hours)
     labels = np.select(
-        [luma > settings.day_min_luma, luma >= settings.night_max_luma],
+        [lit, luma >= settings.night_max_luma],
         ["day", "twilight"],
         default="night",
     ).astype(object)
@@ -404,7 +495,10 @@ def compute_times(rows: pd.DataFrame, where: Place, settings: Settings) -> TimeR
         labels, source = classify(elevation, None, settings)
     else:
         elevation = np.full(n, np.nan)
-        labels, source = classify(None, rows["mean_luma"].to_numpy(), settings)
+        local = pd.DatetimeIndex(local_us.view("datetime64[us]"))
+        labels, source = classify(
+            None, rows["mean_luma"].to_numpy(), settings, where.day_luma, _hours(local)
+        )
     times = pd.DataFrame(
         {
             "taken_at": pd.DatetimeIndex(local_us.view("datetime64[us]")),
@@ -421,6 +515,23 @@ def compute_times(rows: pd.DataFrame, where: Place, settings: Settings) -> TimeR
     return TimeResult(times=times, n_ambiguous=n_ambiguous, n_missing=n_missing)
 
 
+def settle_day_luma(db: Path, settings: Settings) -> bool:
+    """After frames were added to a store without a location: when the camera's own day
+    (`day_luma` of every frame) is not the stored one (its floor moved by a grey level or more,
+    an hour joined or left, or none was stored), classify every frame again with it
+    (`recompute`). Returns whether it did."""
+    with store.connect(db) as con:
+        if stored_place(con).has_location:
+            return False
+        stored = DayLuma.from_json(kv.get(con, DAY_LUMA_KEY))
+        rows = frames_store.time_inputs(con)  # taken_at: the camera clock ingest stored
+        now = day_luma(rows["mean_luma"], rows["taken_at"], settings)
+        if now is None and stored is None or now is not None and now.same(stored):
+            return False
+    recompute(db, settings)
+    return True
+
+
 def recompute(db: Path, settings: Settings) -> dict[str, Any]:
     """Redo taken_at_utc, utc_offset_min, sun_elevation, daylight for all frames of a store.
 
@@ -431,7 +542,12 @@ def recompute(db: Path, settings: Settings) -> dict[str, Any]:
     with store.connect(db) as con:
         where = place(con, settings)
         rows = frames_store.time_inputs(con)
-        result = compute_times(rows, where, settings)
+        result = compute_times(rows, dataclasses.replace(where, day_luma=None), settings)
+        if not where.has_location:  # the camera's own day, by the hours of its clock just set
+            day = day_luma(rows["mean_luma"], result.times["taken_at"], settings)
+            kv.put(con, DAY_LUMA_KEY, None if day is None else day.to_json())
+            if day is not None:
+                result = compute_times(rows, dataclasses.replace(where, day_luma=day), settings)
         if len(rows):
             frames_store.update_times(con, result.times)
     daylight = result.times["daylight"].fillna("unknown").value_counts().to_dict()

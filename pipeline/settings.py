@@ -66,7 +66,11 @@ class Settings:
         40.0, "without a location: mean luma (0..255) below which a frame is 'night'", 0, 255
     )
     day_min_luma: float = _setting(
-        80.0, "without a location: mean luma (0..255) above which a frame is 'day'", 0, 255
+        80.0,
+        "without a location: mean luma (0..255) above which a frame is 'day' (a dark scene's "
+        "frames are day lower down too, at the hours it is bright as a rule: pipeline.daylight)",
+        0,
+        255,
     )
 
     # Ingest

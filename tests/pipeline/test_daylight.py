@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import duckdb
@@ -128,6 +129,67 @@ def test_classify_by_sun_and_by_brightness():
     labels, source = classify(None, [120.0, 80.0, 60.0, 40.0, 10.0], settings)
     assert source == "brightness"
     assert list(labels) == ["day", "twilight", "twilight", "twilight", "night"]
+
+
+def test_the_cameras_own_day_without_a_place():
+    """Without a place, `day_min_luma` alone for a camera bright by day; for one whose scene is
+    dark by day, DAY_SHARE of its bright frames at the hours it is that bright as a rule, never
+    under `night_max_luma`; nothing for a store too small to say."""
+    settings = Settings()
+    n = daylight.MIN_BRIGHTNESS_FRAMES
+    morning = pd.date_range("2020-02-01 08:00", periods=100, freq="min")  # hours 8 and 9
+    bright = np.linspace(10, 170, 100)  # its 90th percentile ~154: 0.6 of it is over 80
+    assert daylight.day_luma(bright, morning, settings) is None
+    dark = np.r_[np.linspace(65, 80, 40), np.linspace(80, 110, 60)]  # a dark slope by day
+    day = daylight.day_luma(dark, morning, settings)
+    assert day.floor == pytest.approx(0.6 * np.quantile(dark, 0.9), abs=1e-3)
+    assert 60 < day.floor < 65 and day.hours == (8, 9)
+    hours = np.array([8, 8, 8, 2])
+    labels, _ = classify(None, [70.0, 50.0, 30.0, 70.0], settings, day, hours)
+    assert list(labels) == ["day", "twilight", "night", "twilight"]  # 02:00 is not its day
+    assert daylight.day_luma(np.full(n, 30.0), morning[:n], settings) is None  # 40 is not lit
+    assert daylight.day_luma(dark[: n - 1], morning[: n - 1], settings) is None
+    assert daylight.day_luma(dark, [pd.NaT] * 100, settings) is None  # no hour to say it at
+    assert daylight.DayLuma.from_json(day.to_json()) == day
+
+
+def test_ingest_without_a_place_calls_a_dark_scenes_clear_frames_day(tmp_path, db_path):
+    """Without a place, daylight comes from brightness and the camera's own day: a dark scene's
+    clear mornings (luma ~70) are day once the archive shows its mornings are as a rule
+    brighter (foggy ones, ~100), frames ingested before are classified again, a room lit at
+    night as brightly stays twilight (its nights are dark as a rule), and a later ingest that
+    does not change the camera's day changes nothing."""
+    folder = tmp_path / "frames"
+    start = datetime(2020, 2, 1, 8, 0)
+    for i in range(40):  # clear mornings over a dark slope
+        write_jpeg(folder / f"a{i:03d}.jpg", when=start + timedelta(minutes=i), colour=(70,) * 3)
+    settings = Settings(workers=1)
+    ingest_folder(folder, db_path, settings, progress=False)
+    first = _frames(db_path)
+    assert set(first["daylight"]) == {"twilight"}  # too few frames for a day of its own
+    for i in range(60):  # foggy mornings: the camera's bright frames
+        when = start + timedelta(days=1, minutes=i)
+        write_jpeg(folder / f"b{i:03d}.jpg", when=when, colour=(100,) * 3, seed=i)
+    for i in range(35):  # nights, dark but for a light switched on at 02:30
+        when = start + timedelta(days=1, hours=18, minutes=i)
+        write_jpeg(folder / f"n{i:03d}.jpg", when=when, colour=(70 if i >= 30 else 10,) * 3)
+    ingest_folder(folder, db_path, settings, progress=False)
+    second = _frames(db_path).set_index("path")
+    assert set(second["daylight_source"]) == {"brightness"}
+    assert (second.loc[second.index.str[0].isin(["a", "b"]), "daylight"] == "day").all()
+    nights = second.loc[second.index.str[0] == "n", "daylight"]
+    assert list(nights.value_counts().sort_index().items()) == [("night", 30), ("twilight", 5)]
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        stored = con.sql("SELECT value FROM settings WHERE key = 'day_luma'").fetchall()
+    day = daylight.DayLuma.from_json(json.loads(stored[0][0]))
+    assert 55 < day.floor < 65 and day.hours == (8,)
+    assert not daylight.settle_day_luma(db_path, settings)  # nothing changed it since
+    write_jpeg(folder / "c000.jpg", when=start + timedelta(days=2), colour=(20,) * 3)
+    ingest_folder(folder, db_path, settings, progress=False)
+    third = _frames(db_path).set_index("path")
+    assert (
+        third.loc["c000.jpg", "daylight"] == "night" and (third["daylight"] == "day").sum() == 100
+    )
 
 
 def _frames(db):
