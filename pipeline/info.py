@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import store
+from pipeline.daylight import DAY_LUMA_KEY, DayLuma
 from store import analysis as analysis_store
 from store import frames as frames_store
 from store import kv
@@ -108,6 +109,13 @@ def _place(settings: dict[str, Any]) -> list[str]:
     if offset:
         parts.append(f"clock offset {offset:+g} min")
     lines = ["place: " + "; ".join(parts)]
+    own = DayLuma.from_json(settings.get(DAY_LUMA_KEY))
+    if own is not None and (lat is None or lon is None):
+        hours = ", ".join(f"{h:02d}" for h in own.hours)
+        lines.append(
+            f"  its own day: day above a mean luma of {own.floor:.0f} at {hours} h of its clock "
+            "(a dark scene)"
+        )
     check = settings.get("clock_check")
     if check is not None:
         lines.append("clock check: " + _clock_check(check))

@@ -16,6 +16,7 @@ from astral.sun import elevation as astral_elevation
 from pipeline import daylight
 from pipeline.daylight import classify, sun_elevation, sun_position, to_utc
 from pipeline.errors import InputError
+from pipeline.info import describe_store
 from pipeline.ingest import ingest_folder
 from pipeline.settings import Settings
 from tests.conftest import write_jpeg
@@ -183,6 +184,9 @@ def test_ingest_without_a_place_calls_a_dark_scenes_clear_frames_day(tmp_path, d
         stored = con.sql("SELECT value FROM settings WHERE key = 'day_luma'").fetchall()
     day = daylight.DayLuma.from_json(json.loads(stored[0][0]))
     assert 55 < day.floor < 65 and day.hours == (8,)
+    text = describe_store(db_path)
+    assert "location not set (daylight from brightness)" in text
+    assert f"its own day: day above a mean luma of {day.floor:.0f} at 08 h of its clock" in text
     assert not daylight.settle_day_luma(db_path, settings)  # nothing changed it since
     write_jpeg(folder / "c000.jpg", when=start + timedelta(days=2), colour=(20,) * 3)
     ingest_folder(folder, db_path, settings, progress=False)
