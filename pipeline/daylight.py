@@ -490,18 +490,18 @@ def compute_times(rows: pd.DataFrame, where: Place, settings: Settings) -> TimeR
     nat = np.iinfo(np.int64).min
     corrected = np.where(utc_us == nat, nat, utc_us + shift)
     taken_at_utc = pd.DatetimeIndex(corrected.view("datetime64[us]")).tz_localize("UTC")
+    local = pd.DatetimeIndex(local_us.view("datetime64[us]"))
     if where.has_location:
         elevation = sun_elevation(taken_at_utc, where.lat, where.lon)
         labels, source = classify(elevation, None, settings)
     else:
         elevation = np.full(n, np.nan)
-        local = pd.DatetimeIndex(local_us.view("datetime64[us]"))
         labels, source = classify(
             None, rows["mean_luma"].to_numpy(), settings, where.day_luma, _hours(local)
         )
     times = pd.DataFrame(
         {
-            "taken_at": pd.DatetimeIndex(local_us.view("datetime64[us]")),
+            "taken_at": local,
             "taken_at_utc": taken_at_utc,
             "utc_offset_min": pd.array(offsets, dtype="Int32"),
             "sun_elevation": elevation,
@@ -544,10 +544,12 @@ def recompute(db: Path, settings: Settings) -> dict[str, Any]:
         rows = frames_store.time_inputs(con)
         result = compute_times(rows, dataclasses.replace(where, day_luma=None), settings)
         if not where.has_location:  # the camera's own day, by the hours of its clock just set
-            day = day_luma(rows["mean_luma"], result.times["taken_at"], settings)
+            local = result.times["taken_at"]
+            day = day_luma(rows["mean_luma"], local, settings)
             kv.put(con, DAY_LUMA_KEY, None if day is None else day.to_json())
-            if day is not None:
-                result = compute_times(rows, dataclasses.replace(where, day_luma=day), settings)
+            if day is not None:  # only the labels change: the times stand
+                labels, _ = classify(None, rows["mean_luma"], settings, day, _hours(local))
+                result.times["daylight"] = labels
         if len(rows):
             frames_store.update_times(con, result.times)
     daylight = result.times["daylight"].fillna("unknown").value_counts().to_dict()
