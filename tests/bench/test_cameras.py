@@ -30,6 +30,11 @@ KINDS = {
         "debatable": {"sun_glare"},
     },
     "expressway": {"normal": {"normal"}, "junk": {"fog"}, "debatable": set()},
+    "growlab": {
+        "normal": {"normal"},
+        "junk": {"night", "dark", "blur", "obstruction"},
+        "debatable": {"color_cast"},
+    },
 }
 # file names: the set's own (the local time they carry, as strptime reads it)
 NAMES = {
@@ -37,6 +42,7 @@ NAMES = {
     "gardenbot": "gardenbot-%Y%m%d%H%M%S.jpg",
     "nyctraffic": "nyc-%Y%m%d%H%M%S.jpg",
     "expressway": "%Y-%m-%d-%H-%M.jpg",  # as the benchmark names them: minutes, no seconds
+    "growlab": "growlab-%Y%m%d%H%M%S.jpg",
 }
 # junk found by looking at every frame is labelled beyond the sample (not in the sets whose
 # sample is every frame labelled and nothing more)
@@ -45,6 +51,7 @@ EPISODES_BEYOND_SAMPLE = {
     "gardenbot": True,
     "nyctraffic": False,
     "expressway": False,
+    "growlab": True,
 }
 # what a folder holds besides README.md, extract.sh, labels.csv and sample.txt
 HELPERS = {"expressway": ["visibility.py"]}
