@@ -12,6 +12,7 @@ from typing import Any
 
 import store
 from pipeline.daylight import DAY_LUMA_KEY, DayLuma
+from pipeline.timestamps import copied_times_advice
 from store import analysis as analysis_store
 from store import frames as frames_store
 from store import kv
@@ -87,6 +88,7 @@ def _frames(f: dict[str, Any]) -> list[str]:
             for src, n in f["time_sources"].items()
         )
     )
+    lines.extend(f"  {copied_times_advice(*copied)}" for copied in f["copied_times"])
     lines.append("  daylight: " + ", ".join(f"{k} {n}" for k, n in f["daylight"].items()))
     if f["n_duplicate_contents"]:
         lines.append(

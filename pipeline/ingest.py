@@ -49,6 +49,7 @@ from pipeline import daylight, executors, imagestats, pixels
 from pipeline.errors import InputError
 from pipeline.inputs import check_folder
 from pipeline.settings import Settings
+from pipeline.timestamps import copied_times_advice
 from store import frames as frames_store
 
 EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png"}
@@ -83,6 +84,8 @@ class IngestSummary:
     n_reviews_dropped: int = 0  # reviews of changed frames (they judged the old picture)
     n_held: int = 0  # files left for the next pass (`hold`: still being written)
     other_formats: dict[str, int] = field(default_factory=dict)  # skipped pictures by extension
+    # (folder, frames, seconds): frames timed by a copy (`store.frames.copied_times`)
+    copied_times: list[tuple[str, int, float]] = field(default_factory=list)
     first_error: str = ""  # the first file that failed in this call, "name: message"
     seconds: float = 0.0
     folder: str = ""
@@ -124,6 +127,7 @@ class IngestSummary:
             )
         if not (self.added + self.changed + self.unchanged + self.failed + self.n_held):
             extras.append("no JPEG or PNG files were found in this folder or below it")
+        extras.extend(copied_times_advice(root, n, span) for root, n, span in self.copied_times)
         if self.changed:
             dropped = (
                 f", and {self.n_reviews_dropped} review(s) of the old pictures, recorded in `info`"
@@ -287,6 +291,8 @@ class IngestJob:
         elif not self.writer.where.has_location:
             # daylight by brightness: the store's own day floor may have moved with these frames
             daylight.settle_day_luma(self.db, self.settings)
+        with store.connect(self.db) as con:
+            self.summary.copied_times = frames_store.copied_times(con)
         self.summary.seconds = time.monotonic() - self.started
         return self.summary
 

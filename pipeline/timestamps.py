@@ -50,6 +50,10 @@ _NAME_PATTERNS = [
     # (20220401_1200): a date and a four-digit counter would read as a time for minutes < 60
     # and fall back to the mtime after, giving one folder two clocks.
     re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[_T .\-](\d{2})[-.:_h](\d{2})(?![-.:_]?\d)"),
+    # to the minute, the time undashed after a dashed date: 2021-05-01_1230 (the Raspberry Pi
+    # documentation's `date +"%Y-%m-%d_%H%M"`, which many Pi time-lapse and plant cameras
+    # copy). The dashed date is what makes it a clock: a bare 20220401_1200 stays unread.
+    re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[_T ](\d{2})(\d{2})(?![-.:_]?\d)"),
 ]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EPOCH_PATTERN = re.compile(r"(?<!\d)(1\d{9})(?:\.\d+)?(?!\d)")
@@ -226,3 +230,14 @@ def given_time(text: str) -> FrameTime:
 
 def _fell_back(warning: str | None, used: str) -> str | None:
     return None if warning is None else f"warning: {warning}; used {used} instead"
+
+
+def copied_times_advice(root: str, n: int, span: float) -> str:
+    """What `ingest` and `info` say of a folder whose frames were timed by a copy."""
+    return (
+        f"the {n} frames of {root} take their time from their files' modification times, "
+        f"all within {span:.0f} s: the time they were copied, not taken, so they cannot be "
+        "told apart by time (daylight, the quality checks' pools, the time line). Copy them "
+        "again keeping the dates (cp -p, rsync -t) or name each file with its time "
+        "(2021-05-01_1230.jpg), then ingest again"
+    )

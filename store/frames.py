@@ -59,6 +59,9 @@ TIME_COLUMNS = [
 # Rows that describe a frame's old pixels: removed when its file's content changes.
 _SCORED_TABLES = ("clusters", "outlier_scores", "frame_cause_evidence", "neighbors")
 CHANGED_STAGE = "changed"
+# At least this many frames of one folder timed by their files' modification times, all within
+# fewer seconds than there are frames, were timed by a copy, not by the camera (`copied_times`).
+COPIED_MIN_FRAMES = 10
 
 
 # --- readers for ingest ----------------------------------------------------------------------
@@ -416,9 +419,29 @@ def frame_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "bytes": n_bytes or 0,
         "n_duplicate_contents": n_dupes or 0,
         "time_sources": sources,
+        "copied_times": copied_times(con),
         "daylight": daylight,
         "n_thumbnails": n_thumbs,
     }
+
+
+def copied_times(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, float]]:
+    """(root, frames, seconds) for each ingested folder whose frames took their time from their
+    files' modification times (no EXIF date, no time in the name) and got them within fewer
+    seconds than there are frames: a copy, a download or a git checkout gave the files the
+    time it wrote them, not the time they were taken (a camera without EXIF that wrote a frame
+    a second or faster is the exception). Such frames all share one time, so daylight, the
+    pools of the quality checks and the time line cannot tell them apart."""
+    return [
+        (root, int(n), float(span))
+        for root, n, span in con.sql(
+            f"""
+            SELECT root, count(*) AS n, epoch(max(source_utc)) - epoch(min(source_utc)) AS span
+            FROM frames WHERE time_source = 'mtime' AND source_utc IS NOT NULL
+            GROUP BY root HAVING n >= {COPIED_MIN_FRAMES} AND span < n
+            ORDER BY root"""
+        ).fetchall()
+    ]
 
 
 def error_summary(con: duckdb.DuckDBPyConnection, n_examples: int = 3) -> dict[str, Any]:

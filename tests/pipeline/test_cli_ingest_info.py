@@ -143,6 +143,43 @@ def test_ingest_names_pictures_it_does_not_read_and_a_folder_without_frames(tmp_
     assert "no JPEG or PNG files were found in this folder or below it" in result.stdout
 
 
+def test_frames_timed_by_a_copy_are_named_and_a_copy_that_keeps_the_dates_ends_it(
+    tmp_path, db_path
+):
+    """Counter names and no EXIF: the files' mtimes are all the frames have. When a copy wrote
+    them all within a second, `ingest` and `info` say so and how to mend it; once the files
+    carry their own times again (cp -p), the next ingest reads them and the advice is gone."""
+    folder = tmp_path / "card"
+    files = [write_jpeg(folder / f"image{i:04d}.jpg", seed=i) for i in range(12)]
+    copied = 1_700_000_000
+    for path in files:
+        os.utime(path, (copied, copied))
+    result = _invoke("ingest", str(folder), "--db", str(db_path), "--no-progress")
+    assert result.exit_code == 0
+    advice = (
+        f"the 12 frames of {folder} take their time from their files' modification times, "
+        "all within 0 s: the time they were copied, not taken"
+    )
+    assert advice in result.stdout and "cp -p, rsync -t" in result.stdout
+    assert advice in _invoke("info", "--db", str(db_path)).stdout
+
+    for i, path in enumerate(files):  # the camera's own times: one frame an hour
+        os.utime(path, (copied + 3600 * (i + 1), copied + 3600 * (i + 1)))
+    result = _invoke("ingest", str(folder), "--db", str(db_path), "--no-progress")
+    assert "12 read again (new mtime, same content)" in result.stdout
+    assert "copied, not taken" not in result.stdout
+    info = _invoke("info", "--db", str(db_path)).stdout
+    assert "copied, not taken" not in info and "time sources: mtime 12" in info
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        assert con.sql("SELECT count(DISTINCT taken_at) FROM frames").fetchall() == [(12,)]
+
+    few = tmp_path / "few"  # fewer frames than the check needs: a handful copied is no sign
+    for i in range(3):
+        os.utime(write_jpeg(few / f"image{i:04d}.jpg", seed=i), (copied, copied))
+    result = _invoke("ingest", str(few), "--db", str(db_path), "--no-progress")
+    assert "copied, not taken" not in result.stdout
+
+
 def test_a_card_of_only_bad_files_exits_1_naming_the_first_and_keeps_them_listed(tmp_path):
     card, db = tmp_path / "card", tmp_path / "s.duckdb"
     card.mkdir()

@@ -72,6 +72,8 @@ def test_exif_offsets():
         ("2020-02-10-08-49.jpg", datetime(2020, 2, 10, 8, 49), False),
         ("cam_2022-04-01_12-05.jpg", datetime(2022, 4, 1, 12, 5), False),
         ("2022-04-01 12.05 (2).jpg", datetime(2022, 4, 1, 12, 5), False),
+        ("2021-05-01_1230.jpg", datetime(2021, 5, 1, 12, 30), False),  # a Raspberry Pi's
+        ("img_2021-05-01_0905.jpg", datetime(2021, 5, 1, 9, 5), False),
         ("pic_1492152349.jpg", datetime(2017, 4, 14, 6, 45, 49), True),
         ("closed-1-pic_1494776109.jpg", datetime(2017, 5, 14, 15, 35, 9), True),
     ],
@@ -92,6 +94,9 @@ def test_file_name_patterns(name, expected, is_utc):
         "2022-04-01-12-0042.jpg",  # minutes run into more digits
         "2022-04-01-25-00.jpg",
         "20220401_1200.jpg",  # undashed to the minute: a date and a counter look the same
+        "2022-04-01_0075.jpg",  # no such minute
+        "2022-04-01_12005.jpg",  # five digits: not a time
+        "2022-04-01-1200.jpg",  # a dash before four digits: a date and a counter
     ],
 )
 def test_names_without_a_time(name):
