@@ -16,7 +16,8 @@ AVX-512 is not one kind either. The unversioned run was recorded on the developm
 2026-11-29, an Intel Sapphire Rapids (AMX, AVX-512 FP16: NumPy's `AVX512_SPR` dispatch level).
 On an AMD EPYC with AVX-512 up to NumPy's `AVX512_ICL` level (Zen 4: no FP16, no AMX; OpenBLAS
 picks its SkylakeX kernels) `background` scored 5 of that run's 240 frames up to 1.8% apart
-(2026-12-05), so a machine is of the recording kind only at the same dispatch level.
+(2026-12-05), so a machine is of the recording kind only at the same dispatch level, and with
+OpenBLAS on its AVX-512 kernels (`AVX512_BLAS_CORES`).
 """
 
 from __future__ import annotations
@@ -29,14 +30,38 @@ RECORDED_ON = "avx512-spr"  # the unversioned fitted run's kind
 
 def cpu_kind() -> str:
     """'avx512-spr' where NumPy dispatches its Sapphire Rapids AVX-512 loops, 'avx512' where
-    it dispatches other AVX-512 loops, else 'avx2-or-older'."""
+    it dispatches other AVX-512 loops, else 'avx2-or-older'; with '-blas-<core>' added where
+    OpenBLAS, on an AVX-512 machine, runs kernels of another core than its AVX-512 ones."""
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
     except ImportError:  # NumPy < 2
         from numpy.core._multiarray_umath import __cpu_features__ as features
     if features.get("AVX512_SPR"):
-        return "avx512-spr"
-    return "avx512" if features.get("AVX512F") else "avx2-or-older"
+        kind = "avx512-spr"
+    elif features.get("AVX512F"):
+        kind = "avx512"
+    else:
+        return "avx2-or-older"
+    core = blas_core()
+    return kind if core in AVX512_BLAS_CORES else f"{kind}-blas-{core}"
+
+
+# OpenBLAS's cores with AVX-512 kernels. It picks a core by the CPU models it knows: on an AMD
+# EPYC Zen 5 (family 26) OpenBLAS 0.3.30-0.3.31 falls back to its Haswell (AVX2) kernels, and
+# `background`'s float32 products then move by up to 1.1% of a score from a Zen 4 recording's
+# (measured 2026-12-06: 10 of the golden demo's 239 frames), as between two kinds.
+AVX512_BLAS_CORES = {"skylakex", "cooperlake", "sapphirerapids", "unknown"}
+
+
+def blas_core() -> str:
+    """The core whose kernels NumPy's OpenBLAS runs (lower case), 'unknown' where it cannot
+    be read."""
+    from threadpoolctl import threadpool_info
+
+    for lib in threadpool_info():
+        if lib.get("internal_api") == "openblas" and "numpy" in lib.get("filepath", ""):
+            return str(lib.get("architecture") or "unknown").lower()
+    return "unknown"
 
 
 def same_kind_as_recorded(kind: str = RECORDED_ON) -> bool:
