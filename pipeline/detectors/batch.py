@@ -159,6 +159,46 @@ class FrameBatch:
         )
 
 
+# A frame taken less than this share of the camera's usual interval after the last frame kept
+# is a burst's extra (`usual_pace`).
+BURST_SHARE = 0.5
+
+
+def usual_pace(order_time: np.ndarray) -> np.ndarray:
+    """Which frames are at the camera's usual pace (bool per frame): in time order, a frame
+    taken at least `BURST_SHARE` of the usual interval (the median between consecutive frames)
+    after the last frame kept. A camera that took one frame an hour and, for two hours one
+    morning, one a minute (its owner setting it up again, a motion trigger) keeps one of the
+    burst's frames each half hour; a camera at its own steady pace, jitter and gaps and all,
+    keeps every frame. Frames without a time are kept.
+
+    A local density (`lof`, `regions`) is learned from these alone: the burst's 100
+    near-copies are the densest place in the archive, so the ordinary frames beside them in
+    the vector space, whose nearest neighbours the copies become, are far less dense than
+    their neighbours and rank as the rarest frames of all (growlab: 06-08..06-13, the days
+    around its burst, were `lof`'s top 15). Every frame is still scored."""
+    keep = np.ones(len(order_time), dtype=bool)
+    timed = np.flatnonzero(~np.isnat(order_time))
+    if len(timed) < 3:
+        return keep
+    order = timed[np.argsort(order_time[timed], kind="stable")]
+    t = order_time[order].astype("datetime64[ns]").astype(np.int64)
+    gaps = np.diff(t)
+    usual = float(np.median(gaps))
+    if usual <= 0:  # most frames share their time with another: no pace to keep to
+        return keep
+    least = BURST_SHARE * usual
+    if (gaps >= least).all():
+        return keep
+    last = t[0]
+    for row, when in zip(order[1:], t[1:]):
+        if when - last >= least:
+            last = when
+        else:
+            keep[row] = False
+    return keep
+
+
 def _to_naive_ns(column: pd.Series) -> np.ndarray:
     values = pd.to_datetime(column)
     if getattr(values.dt, "tz", None) is not None:

@@ -11,7 +11,10 @@ change scores of new frames with the batch); `hbos` is PyOD's static-bin formula
 They are generalists: they rank frames by any difference, weather and light included, so the
 consensus counts only their top tenth (`evidence_from`). `lof` and `regions` need a density
 to compare with: fitted on fewer than `min_frames` frames (30, as `background` and
-`alignment`) every frame's neighbourhood is most of the archive, and they score nothing.
+`alignment`) every frame's neighbourhood is most of the archive, and they score nothing. And
+they learn it from the frames at the camera's usual pace (`usual_pace`): a burst (a frame a
+minute for two hours from a camera that takes one an hour) is the densest place in the vector
+space, and the ordinary frames beside it would rank as the rarest of all.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 from scipy.stats import skew
 
 from pipeline.detectors.base import Detector, register
+from pipeline.detectors.batch import usual_pace
 from pipeline.neighbors import NeighborIndex
 
 
@@ -101,19 +105,52 @@ def lof_scores(
     return lrd_fit[idx].mean(axis=1) / lrd
 
 
+def paced_lof(
+    points: np.ndarray,
+    frame_ids: np.ndarray,
+    paced: np.ndarray,
+    k: int,
+    index_kind: str,
+    random_state: int,
+    codes: str = "flat",
+) -> tuple[NeighborIndex, tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """LOF learned from the frames at the camera's usual pace (`paced`, `usual_pace`) and
+    every frame's LOF against them: (their neighbour index, their LOF state, every frame's
+    LOF). A paced frame's neighbours are the other paced frames, so its LOF is the one it
+    would have had in a fit of those alone."""
+    fit_points, fit_ids = points[paced], frame_ids[paced]
+    index = NeighborIndex(index_kind, random_state=random_state, codes=codes)
+    index.fit(fit_points, fit_ids).calibrate(fit_points, fit_ids, k)
+    dist, idx = index.query(fit_points, fit_ids, k)
+    state = lof_fit(dist, idx, k)
+    lof = np.empty(len(points))
+    lof[paced] = lof_scores(dist, idx, k, *state)  # each frame queried once
+    del dist, idx
+    rest = ~paced
+    lof[rest] = lof_scores(*index.query(points[rest], frame_ids[rest], k), k, *state)
+    return index, state, lof
+
+
 class _DensityDetector(_NeighborDetector):
     """A local density needs neighbourhoods that are not the whole archive: fitted on fewer
     than `min_frames` frames it scores nothing (NaN), as `background` and `alignment` do. (On
     the 13 real garden frames of ../shared/realdata every frame's k nearest are all the others,
-    and `lof` ranked the five with the shutters closed below the open ones: ROC-AUC 0.11.)"""
+    and `lof` ranked the five with the shutters closed below the open ones: ROC-AUC 0.11.)
+
+    Nor can a density be learned from a burst: where the camera took frames far faster than
+    its usual pace for a while, the density is learned from the frames at its usual pace alone
+    (`usual_pace`) and every frame is scored against them, through an index of those frames
+    the detector keeps (`paced_index_`; None when every frame is at the usual pace, and the
+    run's shared neighbours serve)."""
 
     in_consensus = True
     unscorable = "(it needs at least {min_frames} frames to learn what is usual)"
-    format_version = 2
+    format_version = 3
 
     def _upgrade(self, state: dict, version: int) -> dict:
-        # format 1 (before `min_frames`): it scored every fit
-        return {"min_frames": 0, **state}
+        # format 1 (before `min_frames`): it scored every fit; format 2 (before
+        # `paced_index_`): every fit frame was in the density
+        return {"min_frames": 0, "paced_index_": None, **state}
 
     def _enough(self, batch) -> bool:
         return len(batch) >= self.min_frames
@@ -125,23 +162,42 @@ class LOFDetector(_DensityDetector):
     summary = "Local Outlier Factor (PyOD/scikit-learn definition, k=20)"
     order = 20
 
-    def __init__(self, contamination: float = 0.05, n_neighbors: int = 20, min_frames: int = 30):
+    def __init__(
+        self,
+        contamination: float = 0.05,
+        n_neighbors: int = 20,
+        min_frames: int = 30,
+        index_kind: str = "auto",
+        random_state: int = 0,
+    ):
         self.contamination = contamination
         self.n_neighbors = n_neighbors
         self.min_frames = min_frames
+        self.index_kind = index_kind  # for its own index of the frames at the usual pace
+        self.random_state = random_state
 
     def _fit(self, batch):
         super()._fit(batch)
-        self.k_distance_, self.lrd_ = None, None
-        if self._enough(batch):
+        self.k_distance_, self.lrd_, self.paced_index_ = None, None, None
+        if not self._enough(batch):
+            return
+        paced = usual_pace(batch.order_time)
+        if paced.all():
             self.k_distance_, self.lrd_ = lof_fit(batch.nn_dist, batch.nn_idx, self.n_neighbors)
+            return
+        self.paced_index_, (self.k_distance_, self.lrd_), _ = paced_lof(
+            batch.z, batch.frame_ids, paced, self.n_neighbors, self.index_kind, self.random_state
+        )
 
     def decision_function(self, batch):
         if self.lrd_ is None:
             return np.full(len(batch), np.nan)
-        return lof_scores(
-            batch.nn_dist, batch.nn_idx, self.n_neighbors, self.k_distance_, self.lrd_
-        )
+        k = self.n_neighbors
+        if self.paced_index_ is None:
+            found = batch.nn_dist, batch.nn_idx
+        else:
+            found = self.paced_index_.query(batch.z, batch.frame_ids, k)
+        return lof_scores(*found, k, self.k_distance_, self.lrd_)
 
 
 @register
@@ -192,25 +248,50 @@ class RegionLOFDetector(_DensityDetector):
         k = self.n_neighbors
         if not self._enough(batch):
             self.indexes_, self.states_, self.sorted_lofs_ = None, None, None
+            self.paced_index_ = None
             self.decision_scores_ = np.full(len(batch), np.nan)
             self._process_decision_scores()
             return self
+        paced = usual_pace(batch.order_time)
+        self.paced_index_ = None
         if batch.regions is None:
             super()._fit(batch)  # the shared index's neighbours must be attached
             self.indexes_ = None
-            self.states_ = [lof_fit(batch.nn_dist, batch.nn_idx, k)]
-            lofs = [lof_scores(batch.nn_dist, batch.nn_idx, k, *self.states_[0])]
+            if paced.all():
+                self.states_ = [lof_fit(batch.nn_dist, batch.nn_idx, k)]
+                lofs = [lof_scores(batch.nn_dist, batch.nn_idx, k, *self.states_[0])]
+            else:
+                self.paced_index_, state, lof = paced_lof(
+                    batch.z, batch.frame_ids, paced, k, self.index_kind, self.random_state
+                )
+                self.states_, lofs = [state], [lof]
         else:
             self.indexes_, self.states_, lofs = [], [], []
             for points in batch.regions:  # one region's neighbours at a time (0.18 GB at 750k)
-                index = NeighborIndex(self.index_kind, random_state=self.random_state, codes="fp16")
-                index.fit(points, batch.frame_ids).calibrate(points, batch.frame_ids, k)
-                dist, idx = index.query(points, batch.frame_ids, k)
+                if paced.all():
+                    index = NeighborIndex(
+                        self.index_kind, random_state=self.random_state, codes="fp16"
+                    )
+                    index.fit(points, batch.frame_ids).calibrate(points, batch.frame_ids, k)
+                    dist, idx = index.query(points, batch.frame_ids, k)
+                    state = lof_fit(dist, idx, k)
+                    lof = lof_scores(dist, idx, k, *state)
+                    del dist, idx
+                else:
+                    index, state, lof = paced_lof(
+                        points,
+                        batch.frame_ids,
+                        paced,
+                        k,
+                        self.index_kind,
+                        self.random_state,
+                        "fp16",
+                    )
                 self.indexes_.append(index)
-                self.states_.append(lof_fit(dist, idx, k))
-                lofs.append(lof_scores(dist, idx, k, *self.states_[-1]))
-                del dist, idx
-        self.sorted_lofs_ = [np.sort(lof) for lof in lofs]
+                self.states_.append(state)
+                lofs.append(lof)
+        # a frame's rank in a region: among the LOFs of the frames the density was learned from
+        self.sorted_lofs_ = [np.sort(lof[paced]) for lof in lofs]
         self.decision_scores_ = self._rarest(lofs)
         self._process_decision_scores()
         return self
@@ -228,7 +309,9 @@ class RegionLOFDetector(_DensityDetector):
         k = self.n_neighbors
         if self.states_ is None:  # fitted on too few frames
             return np.full(len(batch), np.nan)
-        if self.indexes_ is None:
+        if self.indexes_ is None and self.paced_index_ is not None:
+            found = [self.paced_index_.query(batch.z, batch.frame_ids, k)]
+        elif self.indexes_ is None:
             found = [(batch.nn_dist, batch.nn_idx)]
         else:
             if batch.regions is None or len(batch.regions) != len(self.indexes_):
