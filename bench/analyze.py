@@ -4,7 +4,7 @@
                                       [--dim 512] [--thumbnails] [--no-trace] [--out DIR]
                                       [--keep] [--reuse] [--neighbor-index KIND]
                                       [--executor ray [--ray-address HOST:PORT]]
-                                      [--model KEY]
+                                      [--model KEY] [--latent N] [--bursts SHARE]
 
 Each size runs in its own process (clean peak RSS): it builds a store with N frames (ten-minute
 steps over N/144 days, frame statistics, a daily cycle in the `--dim` vectors plus noise and
@@ -59,6 +59,8 @@ POOL_VARIANTS = 4  # noisy encodings per ten-minute slot of the day
 POOL_PLANTED = 64  # encodings with an object in front of the scene
 THUMB_SIZE = (256, 144)
 LATENT = 6  # the factors a frame's synthetic vector varies by (`build_store`)
+BURST_FRAMES = 100  # frames a burst holds (`--bursts`)
+BURST_STEP_S = 6  # seconds between a burst's frames (the usual: ten minutes)
 
 
 def thumbnail_pool(seed: int = 0, quality: int = 80) -> tuple[list[list[bytes]], list[bytes]]:
@@ -109,8 +111,13 @@ def build_store(
     thumbnails: bool = False,
     model: str = "synthetic",
     latent: int = LATENT,
+    bursts: float = 0.0,
 ) -> list[int]:
     """Frames + vectors of `model` (+ thumbnails); returns the frame ids of planted outliers.
+
+    With `bursts` > 0 that share of the frames is taken in bursts: runs of `BURST_FRAMES`
+    frames whose times are `BURST_STEP_S` seconds apart instead of ten minutes (the density detectors
+    then learn from the frames at the usual pace, `usual_pace`, and score the rest).
 
     The vectors are a daily and a yearly cycle (6 factors) plus `latent` - 6 more factors of
     falling spread (1.5 / sqrt(k)), then noise: with the 6 alone a PCA needs 6 dims, and so does
@@ -142,6 +149,13 @@ def build_store(
             hi = min(n, lo + chunk)
             idx = np.arange(lo, hi)
             times = start + np.timedelta64(10, "m") * idx
+            if bursts > 0:  # every k-th run of BURST_FRAMES frames: from its first frame on
+                run = idx // BURST_FRAMES
+                every = max(1, int(round(1 / bursts)))
+                burst = (run % every) == every // 2
+                first = start + np.timedelta64(10, "m") * (run * BURST_FRAMES)
+                step = np.timedelta64(BURST_STEP_S, "s")
+                times = np.where(burst, first + step * (idx % BURST_FRAMES), times)
             hours = ((times - times.astype("datetime64[D]")) / np.timedelta64(1, "h")).astype(float)
             days = idx / 144.0
             phase = 2 * np.pi * hours / 24
@@ -247,6 +261,7 @@ def one(
     ray_address: str | None = None,
     model: str = "synthetic",
     latent: int = LATENT,
+    bursts: float = 0.0,
 ) -> dict:
     import numpy as np
 
@@ -266,18 +281,22 @@ def one(
             planted["thumbnails"],
             planted.get("model", "synthetic"),
             planted.get("latent", LATENT),
+            planted.get("bursts", 0.0),
         ]
-        if built != [dim, thumbnails, model, latent]:
+        if built != [dim, thumbnails, model, latent, bursts]:
             raise SystemExit(
                 f"{db} was built with --dim {built[0]}, thumbnails {built[1]}, --model "
-                f"{built[2]} and --latent {built[3]}: build it again without --reuse"
+                f"{built[2]}, --latent {built[3]} and --bursts {built[4]}: build it again "
+                "without --reuse"
             )
         planted, build_s = planted["frame_ids"], None
     else:
         for p in (db, db.with_name(db.name + ".wal"), kept):
             if p.exists():
                 p.unlink()
-        planted = build_store(db, n, dim, thumbnails=thumbnails, model=model, latent=latent)
+        planted = build_store(
+            db, n, dim, thumbnails=thumbnails, model=model, latent=latent, bursts=bursts
+        )
         kept.write_text(
             json.dumps(
                 {
@@ -285,6 +304,7 @@ def one(
                     "thumbnails": thumbnails,
                     "model": model,
                     "latent": latent,
+                    "bursts": bursts,
                     "frame_ids": planted,
                 }
             )
@@ -330,6 +350,7 @@ def one(
         "detectors": result.detectors,
         "notes": result.notes,
         "latent": latent,
+        "bursts": bursts,
         "pca_dims": result.n_dims,
         "region_dims": result.params.get("region_dims"),
         "region_index": result.params.get("region_index"),
@@ -396,6 +417,12 @@ def main() -> None:
         help="factors the synthetic vectors vary by (6: the daily and yearly cycle; 100 gives "
         "a grid model's regions the 32 dims a real camera's keep)",
     )
+    parser.add_argument(
+        "--bursts",
+        type=float,
+        default=0.0,
+        help=f"share of the frames taken in bursts of {BURST_FRAMES}, {BURST_STEP_S} s apart",
+    )
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     detectors = args.detectors.split(",") if args.detectors else None
@@ -415,6 +442,7 @@ def main() -> None:
                     args.ray_address,
                     args.model,
                     args.latent,
+                    args.bursts,
                 )
             )
         )
@@ -440,6 +468,8 @@ def main() -> None:
             args.model,
             "--latent",
             str(args.latent),
+            "--bursts",
+            str(args.bursts),
         ]
         if args.ray_address:
             cmd += ["--ray-address", args.ray_address]

@@ -117,7 +117,8 @@ def paced_lof(
     """LOF learned from the frames at the camera's usual pace (`paced`, `usual_pace`) and
     every frame's LOF against them: (their neighbour index, their LOF state, every frame's
     LOF). A paced frame's neighbours are the other paced frames, so its LOF is the one it
-    would have had in a fit of those alone."""
+    would have had in a fit of those alone; with every frame paced, it is the LOF of a fit of
+    them all."""
     fit_points, fit_ids = points[paced], frame_ids[paced]
     index = NeighborIndex(index_kind, random_state=random_state, codes=codes)
     index.fit(fit_points, fit_ids).calibrate(fit_points, fit_ids, k)
@@ -127,7 +128,8 @@ def paced_lof(
     lof[paced] = lof_scores(dist, idx, k, *state)  # each frame queried once
     del dist, idx
     rest = ~paced
-    lof[rest] = lof_scores(*index.query(points[rest], frame_ids[rest], k), k, *state)
+    if rest.any():
+        lof[rest] = lof_scores(*index.query(points[rest], frame_ids[rest], k), k, *state)
     return index, state, lof
 
 
@@ -176,18 +178,28 @@ class LOFDetector(_DensityDetector):
         self.index_kind = index_kind  # for its own index of the frames at the usual pace
         self.random_state = random_state
 
-    def _fit(self, batch):
+    def fit(self, batch):
+        self._check_contamination()
+        paced_scores = self._fit(batch)  # a paced fit scores every frame as it learns
+        self.decision_scores_ = (
+            self.decision_function(batch) if paced_scores is None else paced_scores
+        )
+        self._process_decision_scores()
+        return self
+
+    def _fit(self, batch) -> np.ndarray | None:
         super()._fit(batch)
         self.k_distance_, self.lrd_, self.paced_index_ = None, None, None
         if not self._enough(batch):
-            return
+            return None
         paced = usual_pace(batch.order_time)
         if paced.all():
             self.k_distance_, self.lrd_ = lof_fit(batch.nn_dist, batch.nn_idx, self.n_neighbors)
-            return
-        self.paced_index_, (self.k_distance_, self.lrd_), _ = paced_lof(
+            return None
+        self.paced_index_, (self.k_distance_, self.lrd_), scores = paced_lof(
             batch.z, batch.frame_ids, paced, self.n_neighbors, self.index_kind, self.random_state
         )
+        return scores
 
     def decision_function(self, batch):
         if self.lrd_ is None:
@@ -268,25 +280,9 @@ class RegionLOFDetector(_DensityDetector):
         else:
             self.indexes_, self.states_, lofs = [], [], []
             for points in batch.regions:  # one region's neighbours at a time (0.18 GB at 750k)
-                if paced.all():
-                    index = NeighborIndex(
-                        self.index_kind, random_state=self.random_state, codes="fp16"
-                    )
-                    index.fit(points, batch.frame_ids).calibrate(points, batch.frame_ids, k)
-                    dist, idx = index.query(points, batch.frame_ids, k)
-                    state = lof_fit(dist, idx, k)
-                    lof = lof_scores(dist, idx, k, *state)
-                    del dist, idx
-                else:
-                    index, state, lof = paced_lof(
-                        points,
-                        batch.frame_ids,
-                        paced,
-                        k,
-                        self.index_kind,
-                        self.random_state,
-                        "fp16",
-                    )
+                index, state, lof = paced_lof(
+                    points, batch.frame_ids, paced, k, self.index_kind, self.random_state, "fp16"
+                )
                 self.indexes_.append(index)
                 self.states_.append(state)
                 lofs.append(lof)
