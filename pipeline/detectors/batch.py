@@ -10,6 +10,7 @@ passes over the pixels are to run elsewhere, a `FrameSpread` (`analyze --executo
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
@@ -84,6 +85,12 @@ class FrameBatch:
 
     def __len__(self) -> int:
         return len(self.frame_ids)
+
+    @functools.cached_property
+    def paced(self) -> np.ndarray:
+        """Which frames are at the camera's usual pace (`usual_pace`), found once per batch
+        for the detectors that learn a density (`lof`, `regions`)."""
+        return usual_pace(self.order_time)
 
     def take(self, rows: np.ndarray) -> "FrameBatch":
         """The frames at positions `rows`, as a batch of their own (same pixels reader, no

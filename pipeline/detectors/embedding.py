@@ -23,7 +23,6 @@ import numpy as np
 from scipy.stats import skew
 
 from pipeline.detectors.base import Detector, register
-from pipeline.detectors.batch import usual_pace
 from pipeline.neighbors import NeighborIndex
 
 
@@ -119,7 +118,9 @@ def paced_lof(
     LOF). A paced frame's neighbours are the other paced frames, so its LOF is the one it
     would have had in a fit of those alone; with every frame paced, it is the LOF of a fit of
     them all."""
-    fit_points, fit_ids = points[paced], frame_ids[paced]
+    every = bool(paced.all())  # a steady camera: no copy of its points
+    fit_points = points if every else points[paced]
+    fit_ids = frame_ids if every else frame_ids[paced]
     index = NeighborIndex(index_kind, random_state=random_state, codes=codes)
     index.fit(fit_points, fit_ids).calibrate(fit_points, fit_ids, k)
     dist, idx = index.query(fit_points, fit_ids, k)
@@ -127,8 +128,8 @@ def paced_lof(
     lof = np.empty(len(points))
     lof[paced] = lof_scores(dist, idx, k, *state)  # each frame queried once
     del dist, idx
-    rest = ~paced
-    if rest.any():
+    if not every:
+        rest = ~paced
         lof[rest] = lof_scores(*index.query(points[rest], frame_ids[rest], k), k, *state)
     return index, state, lof
 
@@ -192,7 +193,7 @@ class LOFDetector(_DensityDetector):
         self.k_distance_, self.lrd_, self.paced_index_ = None, None, None
         if not self._enough(batch):
             return None
-        paced = usual_pace(batch.order_time)
+        paced = batch.paced
         if paced.all():
             self.k_distance_, self.lrd_ = lof_fit(batch.nn_dist, batch.nn_idx, self.n_neighbors)
             return None
@@ -264,7 +265,7 @@ class RegionLOFDetector(_DensityDetector):
             self.decision_scores_ = np.full(len(batch), np.nan)
             self._process_decision_scores()
             return self
-        paced = usual_pace(batch.order_time)
+        paced = batch.paced
         self.paced_index_ = None
         if batch.regions is None:
             super()._fit(batch)  # the shared index's neighbours must be attached
