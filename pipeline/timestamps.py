@@ -54,9 +54,13 @@ _NAME_PATTERNS = [
     # documentation's `date +"%Y-%m-%d_%H%M"`, which many Pi time-lapse and plant cameras
     # copy). The dashed date is what makes it a clock: a bare 20220401_1200 stays unread.
     re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[_T ](\d{2})(\d{2})(?![-.:_]?\d)"),
+    # the same with the date's parts apart by underscores: 2021_05_01_1230 (`%Y_%m_%d_%H%M`)
+    re.compile(r"(?<!\d)(\d{4})_(\d{2})_(\d{2})[_T ](\d{2})(\d{2})(?![-.:_]?\d)"),
 ]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_EPOCH_PATTERN = re.compile(r"(?<!\d)(1\d{9})(?:\.\d+)?(?!\d)")
+# Unix epoch seconds (ten digits), with a fraction or as milliseconds (thirteen digits, as
+# JavaScript's `Date.now()` and Java's `currentTimeMillis` name files)
+_EPOCH_PATTERN = re.compile(r"(?<!\d)(1\d{9})(\d{3})?(?:\.\d+)?(?!\d)")
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,10 @@ def filename_time(name: str, now: datetime | None = None) -> tuple[datetime, boo
     for match in _EPOCH_PATTERN.finditer(stem):
         seconds = int(match.group(1))
         if _EPOCH_MIN <= seconds <= _EPOCH_MAX:
-            value = datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
+            millis = int(match.group(2) or 0)
+            value = datetime.fromtimestamp(seconds, timezone.utc).replace(
+                tzinfo=None, microsecond=1000 * millis
+            )
             try:
                 _check_plausible(value, match.group(0), now)
             except BadExifDate:

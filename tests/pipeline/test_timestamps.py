@@ -76,6 +76,10 @@ def test_exif_offsets():
         ("img_2021-05-01_0905.jpg", datetime(2021, 5, 1, 9, 5), False),
         ("pic_1492152349.jpg", datetime(2017, 4, 14, 6, 45, 49), True),
         ("closed-1-pic_1494776109.jpg", datetime(2017, 5, 14, 15, 35, 9), True),
+        ("plant_1620000000.5.jpg", datetime(2021, 5, 3), True),
+        ("frame-1620000000123.jpg", datetime(2021, 5, 3, 0, 0, 0, 123000), True),  # in ms
+        ("site_2019_01_01_120005.jpg", datetime(2019, 1, 1, 12, 0, 5), False),  # PhenoCam's
+        ("2021_05_01_1230.jpg", datetime(2021, 5, 1, 12, 30), False),
     ],
 )
 def test_file_name_patterns(name, expected, is_utc):
@@ -97,6 +101,8 @@ def test_file_name_patterns(name, expected, is_utc):
         "2022-04-01_0075.jpg",  # no such minute
         "2022-04-01_12005.jpg",  # five digits: not a time
         "2022-04-01-1200.jpg",  # a dash before four digits: a date and a counter
+        "2021_05_01_12300.jpg",  # five digits after an underscored date: not a time
+        "photo_16200000001234.jpg",  # fourteen digits: neither seconds nor milliseconds
     ],
 )
 def test_names_without_a_time(name):
