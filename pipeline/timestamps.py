@@ -1,5 +1,10 @@
 """When was a frame taken: EXIF DateTimeOriginal, then file-name patterns, then file mtime.
 
+The file name is the frame's path under the folder ingested: a date and time in the file's own
+name (`filename_time`'s patterns, a Unix epoch), or a date in the folders above it and the time
+in its name, as motionEye files frames (`2021-05-01/12-30-00.jpg`; also `20210501/...` and
+`2021/05/01/...`).
+
 `frame_time()` applies the precedence and returns a `FrameTime`: either a camera wall-clock time
 (`local`, naive; the timezone setting turns it into UTC later) or an instant the source itself
 fixes (`instant`, UTC: EXIF with OffsetTimeOriginal, a Unix epoch in the name, the file mtime).
@@ -44,6 +49,9 @@ _NAME_PATTERNS = [
     re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})[_\-T ](\d{2})(\d{2})(\d{2})(?!\d)"),
     # 20220401120000 (fourteen digits in a row)
     re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?!\d)"),
+    # 20220401120000123: to the millisecond (Hikvision cameras' FTP uploads,
+    # 192.168.1.64_01_20220401120000123_TIMING.jpg)
+    re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{3})(?!\d)"),
     # to the minute, dashes in the date: 2020-02-01-08-00, 2022-04-01_12-00, 2022-04-01 12.00
     # (a benchmark camera's names; the seconds are then 0). Not after more digits (a frame
     # counter or seconds the patterns above found implausible), and not undashed
@@ -57,6 +65,11 @@ _NAME_PATTERNS = [
     # the same with the date's parts apart by underscores: 2021_05_01_1230 (`%Y_%m_%d_%H%M`)
     re.compile(r"(?<!\d)(\d{4})_(\d{2})_(\d{2})[_T ](\d{2})(\d{2})(?![-.:_]?\d)"),
 ]
+# A folder named for a day (2021-05-01, 2021_05_01, 20210501), or three folders 2021/05/01, and
+# a time with separators in the file's name (12-30-00, 12.30, 12_30_00): motionEye's
+# `%Y-%m-%d/%H-%M-%S`. Bare digits under a dated folder (000123.jpg) stay unread: a counter.
+_FOLDER_DATE = re.compile(r"(\d{4})[-_]?(\d{2})[-_]?(\d{2})")
+_NAME_CLOCK = re.compile(r"(?<![\d.:-])(\d{2})[-_.:](\d{2})(?:[-_.:](\d{2}))?(?!\d)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Unix epoch seconds (ten digits), with a fraction or as milliseconds (thirteen digits, as
 # JavaScript's `Date.now()` and Java's `currentTimeMillis` name files)
@@ -159,8 +172,11 @@ def filename_time(name: str, now: datetime | None = None) -> tuple[datetime, boo
     stem = name.rsplit("/", 1)[-1]
     for pattern in _NAME_PATTERNS:
         for match in pattern.finditer(stem):
+            parts = [int(p) for p in match.groups()]
+            if len(parts) == 7:  # milliseconds
+                parts[6] *= 1000
             try:
-                value = datetime(*(int(p) for p in match.groups()))
+                value = datetime(*parts)
                 _check_plausible(value, match.group(0), now)
             except (ValueError, BadExifDate):
                 continue
@@ -177,6 +193,34 @@ def filename_time(name: str, now: datetime | None = None) -> tuple[datetime, boo
             except BadExifDate:
                 continue
             return value, True
+    value = _folder_dated(name, now)
+    return None if value is None else (value, False)
+
+
+def _folder_dated(name: str, now: datetime | None) -> datetime | None:
+    """A day in the folders of `name` (a path, '/' separators: the nearest folder named for a
+    day, or its last three folders as year/month/day) and the time of day in its file name
+    (`_NAME_CLOCK`, the extension left out), or None."""
+    folders = name.split("/")[:-1]
+    day = None
+    if len(folders) >= 3 and all(f.isdigit() for f in folders[-3:]):
+        day = tuple(folders[-3:]) if [len(f) for f in folders[-3:]] == [4, 2, 2] else None
+    for folder in reversed(folders):
+        if day is not None:
+            break
+        found = _FOLDER_DATE.fullmatch(folder)
+        day = found.groups() if found else None
+    if day is None:
+        return None
+    stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    for match in _NAME_CLOCK.finditer(stem):
+        clock = [int(p) for p in match.groups() if p is not None]
+        try:
+            value = datetime(*(int(p) for p in day), *clock)
+            _check_plausible(value, f"{'/'.join(folders[-3:])}/{match.group(0)}", now)
+        except (ValueError, BadExifDate):
+            continue
+        return value
     return None
 
 

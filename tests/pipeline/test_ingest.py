@@ -228,6 +228,24 @@ def test_non_utf8_file_name_is_stored_and_found_again(tmp_path, db_path):
     assert again.unchanged == 2 and again.added == 0
 
 
+def test_frames_in_dated_folders_take_the_day_from_the_folder(tmp_path, db_path):
+    """motionEye files a camera's frames as `%Y-%m-%d/%H-%M-%S.jpg`: the day is the folder's, the
+    time of day the file's; a frame with bare digits under a dated folder (a counter) keeps its
+    mtime."""
+    root = tmp_path / "Camera1"
+    for day, name in [("2021-05-01", "12-30-00.jpg"), ("2021-05-02", "06-05-30.jpg")]:
+        (root / day).mkdir(parents=True, exist_ok=True)
+        write_jpeg(root / day / name)
+    write_jpeg(root / "2021-05-02" / "000123.jpg")
+    summary = ingest_folder(root, db_path, _settings(), **QUIET)
+    assert summary.added == 3 and summary.failed == 0
+    frames = _query(db_path, "SELECT path, taken_at, time_source FROM frames ORDER BY path")
+    by_path = dict(zip(frames["path"], zip(frames["taken_at"], frames["time_source"])))
+    assert by_path["2021-05-01/12-30-00.jpg"] == (pd.Timestamp("2021-05-01 12:30"), "filename")
+    assert by_path["2021-05-02/06-05-30.jpg"] == (pd.Timestamp("2021-05-02 06:05:30"), "filename")
+    assert by_path["2021-05-02/000123.jpg"][1] == "mtime"
+
+
 def test_png_named_jpg_and_same_image_under_two_names(tmp_path, db_path):
     folder = tmp_path / "odd"
     Image.new("RGB", (30, 20), (30, 160, 30)).save(folder.mkdir() or folder / "really.jpg", "PNG")

@@ -80,6 +80,17 @@ def test_exif_offsets():
         ("frame-1620000000123.jpg", datetime(2021, 5, 3, 0, 0, 0, 123000), True),  # in ms
         ("site_2019_01_01_120005.jpg", datetime(2019, 1, 1, 12, 0, 5), False),  # PhenoCam's
         ("2021_05_01_1230.jpg", datetime(2021, 5, 1, 12, 30), False),
+        # Hikvision's FTP uploads, to the millisecond
+        (
+            "10.0.0.64_01_20210501123000123_TIMING.jpg",
+            datetime(2021, 5, 1, 12, 30, 0, 123000),
+            False,
+        ),
+        # a day in the folders, the time in the name (motionEye's %Y-%m-%d/%H-%M-%S)
+        ("2021-05-01/12-30-00.jpg", datetime(2021, 5, 1, 12, 30), False),
+        ("shed/2021-05-01/12-30-00-01.jpg", datetime(2021, 5, 1, 12, 30), False),
+        ("20210501/12.30.jpg", datetime(2021, 5, 1, 12, 30), False),
+        ("2021/05/01/snap_12_30_05.jpg", datetime(2021, 5, 1, 12, 30, 5), False),
     ],
 )
 def test_file_name_patterns(name, expected, is_utc):
@@ -103,6 +114,12 @@ def test_file_name_patterns(name, expected, is_utc):
         "2022-04-01-1200.jpg",  # a dash before four digits: a date and a counter
         "2021_05_01_12300.jpg",  # five digits after an underscored date: not a time
         "photo_16200000001234.jpg",  # fourteen digits: neither seconds nor milliseconds
+        "2021-05-01/000123.jpg",  # bare digits under a dated folder: a counter
+        "2021-05-01/frame_01.jpg",
+        "2021-05-01/25-00-00.jpg",  # no such hour
+        "2021-13-01/12-30-00.jpg",  # no such month
+        "camera/12-30-00.jpg",  # a time of day without a day
+        "2021/05/01/cam/12-30.jpg",  # year, month and day: the three folders it is in, or none
     ],
 )
 def test_names_without_a_time(name):
