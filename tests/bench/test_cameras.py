@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import re
 from datetime import datetime
 
 import numpy as np
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 
 from pipeline.daylight import sun_elevation
+from pipeline.timestamps import filename_time
 from tests.conftest import REPO
 
 CAMERAS = REPO / "bench" / "cameras"
@@ -35,14 +37,21 @@ KINDS = {
         "junk": {"night", "dark", "blur", "obstruction"},
         "debatable": {"color_cast"},
     },
+    "aquarium": {
+        "normal": {"normal"},
+        "junk": {"night", "dark", "obstruction", "fog", "camera_moved", "color_cast"},
+        "debatable": {"color_cast"},
+    },
 }
-# file names: the set's own (the local time they carry, as strptime reads it)
+EPOCH_MS = "<epoch ms>.jpg"
+# file names: the set's own (the local time they carry, as strptime reads it; or EPOCH_MS)
 NAMES = {
     "ranhados": "ranhados-%Y%m%d%H%M%S.jpg",
     "gardenbot": "gardenbot-%Y%m%d%H%M%S.jpg",
     "nyctraffic": "nyc-%Y%m%d%H%M%S.jpg",
     "expressway": "%Y-%m-%d-%H-%M.jpg",  # as the benchmark names them: minutes, no seconds
     "growlab": "growlab-%Y%m%d%H%M%S.jpg",
+    "aquarium": EPOCH_MS,  # the camera script's own names: Unix time in milliseconds, UTC
 }
 # junk found by looking at every frame is labelled beyond the sample (not in the sets whose
 # sample is every frame labelled and nothing more)
@@ -52,6 +61,7 @@ EPISODES_BEYOND_SAMPLE = {
     "nyctraffic": False,
     "expressway": False,
     "growlab": True,
+    "aquarium": True,
 }
 # what a folder holds besides README.md, extract.sh, labels.csv and sample.txt
 HELPERS = {"expressway": ["visibility.py"]}
@@ -73,6 +83,15 @@ def _taken(files: pd.Series, camera: str) -> pd.Series:
     return pd.to_datetime(files, format=NAMES[camera])
 
 
+def _name_time(file: str, camera: str) -> datetime:
+    """The time a labelled file's name carries (the set's own pattern), as ingest reads it."""
+    if NAMES[camera] == EPOCH_MS:
+        found = filename_time(file)
+        assert re.fullmatch(r"1\d{12}\.jpg", file) and found is not None and found[1], file
+        return found[0]
+    return datetime.strptime(file, NAMES[camera])
+
+
 @pytest.mark.parametrize("camera", sorted(KINDS))
 def test_labels_are_well_formed_and_cover_the_sample(camera: str):
     folder = CAMERAS / camera
@@ -84,7 +103,7 @@ def test_labels_are_well_formed_and_cover_the_sample(camera: str):
     files = [row[0] for row in body]
     assert files == sorted(files) and len(set(files)) == len(files)
     for file, label, kind, confidence in body:
-        datetime.strptime(file, NAMES[camera])  # the set's name pattern, a real local time
+        _name_time(file, camera)  # the set's name pattern, a real time
         assert label in KINDS[camera], (file, label)
         assert kind in KINDS[camera][label], (file, label, kind)
         assert confidence in ("high", "low"), (file, confidence)
