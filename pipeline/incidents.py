@@ -13,7 +13,11 @@ shower), so `analyze` groups the consensus's flags into incidents and writes the
   `incident_gap_frames`); a night frame between them ends the incident, and so does a new day
   of the camera clock (a camera that takes no frames at night has no night frame between two
   days: Kat Kam's one incident of 30 frames ran over three nights), so an incident never
-  spans a night (a camera knocked for three days is three incidents, one per day).
+  spans a night (a camera knocked for three days is three incidents, one per day). Not on a
+  camera that takes a frame a day or fewer (the median gap between its frames in time order
+  `DAILY_GAP` or more): there each frame is a day of its own, and weeks of green water in a
+  tank (the aquarium camera: 1,500 frames at 17:40 over three years) are one incident, not
+  forty.
 - **What an incident holds.** Its frames run from the first to the last flagged one, the
   unflagged frames between included (marking an incident junk marks them all); start and end
   are the first and last flagged frame's times; the peak is the highest consensus score, and
@@ -58,10 +62,13 @@ from pipeline.causes import CAUSES
 from pipeline.detectors import CONSENSUS, DETECTORS, PLAIN_CAUSES, Consensus, Detector
 from pipeline.detectors.consensus import counted_ranks, extremity, tail_evidence
 from store.aggregates import INCIDENT_COLUMNS
-from store.causes import CAUSE_TIE, cause_key
+from store.causes import CAUSE_TIE, DAILY_GAP_S, cause_key
 
 DAYLIGHT = ("day", "twilight")
 UNKNOWN_CAUSE = "unusual"  # the name when no detector's evidence is above nothing
+# A camera whose frames are this far apart as a rule (the median gap in time order) takes about
+# one a day: a new day of its clock does not end an incident (store.causes: the same rule)
+DAILY_GAP = np.timedelta64(DAILY_GAP_S, "s")
 # frames whose evidence is kept for other choices of causes: in the top FLAGGABLE_MARGIN x
 # contamination of some causes' sum (a margin over the share a consensus flags, for the
 # frames `score-new` adds to the reference later)
@@ -166,8 +173,10 @@ def find_incidents(
     flagged = eligible & np.asarray(flags, dtype=bool)[order]
     # changes at every night (or unknown-daylight) frame, and at a new day of the camera
     # clock: a camera that takes no frames at night has no night frame between two days
+    # (unless it takes a frame a day or fewer: `takes_frames_daily`)
     day = local_time[order].astype("datetime64[D]")
-    segment = np.cumsum(~eligible | np.r_[False, day[1:] != day[:-1]])
+    new_day = np.r_[False, day[1:] != day[:-1]] & ~takes_frames_daily(local_time[order])
+    segment = np.cumsum(~eligible | new_day)
     at = np.flatnonzero(flagged)  # positions in `order` of the flagged daylight frames
     if not len(at):
         return _empty()
@@ -206,6 +215,19 @@ def find_incidents(
         )
     table = pd.DataFrame(rows, columns=list(INCIDENT_COLUMNS))
     return Incidents(table, pd.concat(members, ignore_index=True))
+
+
+def takes_frames_daily(times: np.ndarray) -> bool:
+    """Whether a camera takes about one frame a day or fewer: the median gap between its timed
+    frames in time order (`times`, datetime64 in that order, NaT left out) is `DAILY_GAP` or
+    more."""
+    timed = times[~np.isnat(times)]
+    if len(timed) < 2:
+        return False
+    return bool(
+        np.median(np.diff(timed).astype("timedelta64[ns]").astype(np.int64))
+        >= DAILY_GAP.astype("timedelta64[ns]").astype(np.int64)
+    )
 
 
 def _empty() -> Incidents:

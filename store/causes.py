@@ -15,7 +15,8 @@ counts other causes (the dashboard's "Junk causes", `export --junk-causes`) gets
   double);
 - incidents: found again from those flags by `pipeline.incidents`' rule (daylight frames in
   camera-clock order; at most the run's `incident_gap_frames` unflagged frames between two
-  flags; a night frame or a new day of the camera clock ends one), each named as `pipeline.incidents.name_cause` names the
+  flags; a night frame or a new day of the camera clock ends one, but a new day not on a
+  camera that takes a frame a day or fewer, `DAILY_GAP_S`), each named as `pipeline.incidents.name_cause` names the
   run's own: the plain cause ("fog or haze", "camera moved", ...) with the most evidence summed
   over its flagged frames, counting the evidence of the chosen causes' detectors only (the
   run's `frame_cause_evidence`, migration 10: each daylight frame some choice of causes could
@@ -80,6 +81,9 @@ PLAIN_CAUSES = (
     "unusual",
 )
 CAUSE_TIE = 0.15  # causes within this share of the largest evidence count as tied
+# pipeline.incidents.DAILY_GAP in seconds: where the median gap between a run's frames in time
+# order is this or more, a new day of the camera clock does not end an incident
+DAILY_GAP_S = 12 * 3600
 CONSENSUS = "consensus"
 NO_CAUSE = "unusual"  # an incident's cause when the chosen causes carry no evidence
 
@@ -160,12 +164,16 @@ _rc_run AS (
     SELECT c.*, f.taken_at, coalesce(f.daylight IN ('day', 'twilight'), FALSE) AS eligible,
            row_number() OVER w AS pos,
            CAST(f.taken_at AS DATE) IS DISTINCT FROM lag(CAST(f.taken_at AS DATE)) OVER w
-               AND row_number() OVER w > 1 AS new_day
+               AND row_number() OVER w > 1 AS new_day,
+           epoch(f.taken_at) - epoch(lag(f.taken_at) OVER w) AS gap_s
     FROM _rc_consensus c JOIN frames f USING (frame_id)
     WHERE f.taken_at IS NOT NULL
     WINDOW w AS (ORDER BY f.taken_at, c.frame_id))
+, _rc_daily AS (  -- pipeline.incidents.takes_frames_daily: a frame a day or fewer
+    SELECT coalesce(median(gap_s) >= {DAILY_GAP_S}, FALSE) AS daily FROM _rc_timed)
 , _rc_ordered AS MATERIALIZED (
-    SELECT *, sum(CASE WHEN eligible AND NOT new_day THEN 0 ELSE 1 END)
+    SELECT *, sum(CASE WHEN eligible AND NOT (new_day AND NOT (SELECT daily FROM _rc_daily))
+                       THEN 0 ELSE 1 END)
                   OVER (ORDER BY pos ROWS UNBOUNDED PRECEDING) AS segment
     FROM _rc_timed)
 , _rc_hits AS (

@@ -55,11 +55,10 @@ def test_the_runs_own_causes_find_the_stored_incidents(con, run_id):
     )
 
 
-def test_found_again_an_incident_ends_with_the_camera_clocks_day(store_copy):
-    """A camera that takes no frames at night (Kat Kam) has no night frame between two days:
-    the recombined incidents end at the day's end, as `pipeline.incidents` finds them. The
-    demo's frames are laid out again as ten daylight frames a day, a day starting between
-    every two flagged frames close enough to be one incident."""
+def _laid_out_again(store_copy, layout):
+    """The demo store's consensus flags with its frames laid out again in time (`layout`: the
+    flags in time order -> one datetime64 per frame), every frame day: (flags, times, the
+    incidents recombined in SQL, the incidents `pipeline.incidents` finds)."""
     import numpy as np
 
     import store
@@ -74,15 +73,7 @@ def test_found_again_an_incident_ends_with_the_camera_clocks_day(store_copy):
             "ORDER BY f.taken_at, s.frame_id",
             [run_id],
         ).df()
-        day, slot, last_flag, times, splits = 0, 0, -10, [], 0
-        for pos, flagged in enumerate(flags["is_outlier"]):
-            if slot == 10 or (flagged and pos - last_flag <= 3):
-                splits += bool(flagged and pos - last_flag <= 3)
-                day, slot = day + 1, 0
-            times.append(np.datetime64("2024-04-01T08:00") + np.timedelta64(24 * day + slot, "h"))
-            slot += 1
-            last_flag = pos if flagged else last_flag
-        assert splits > 0  # flags close enough to be one incident, now on two days
+        times = np.asarray(layout(flags["is_outlier"].to_numpy()), dtype="datetime64[ns]")
         con.register("_t", flags.assign(t=pd.to_datetime(times)))
         con.execute(
             "UPDATE frames SET taken_at = _t.t, daylight = 'day' FROM _t "
@@ -95,7 +86,7 @@ def test_found_again_an_incident_ends_with_the_camera_clocks_day(store_copy):
     n = len(flags)
     python = find_incidents(
         flags["frame_id"].to_numpy(),
-        np.array(times, dtype="datetime64[ns]"),
+        times,
         np.full(n, "day", dtype=object),
         flags["is_outlier"].to_numpy(),
         np.arange(n, dtype=float),
@@ -103,10 +94,58 @@ def test_found_again_an_incident_ends_with_the_camera_clocks_day(store_copy):
         pd.DataFrame({"blur": np.ones(n)}),
         2,
     ).table
+    return flags, times, found, python
+
+
+def test_found_again_an_incident_ends_with_the_camera_clocks_day(store_copy):
+    """A camera that takes no frames at night (Kat Kam) has no night frame between two days:
+    the recombined incidents end at the day's end, as `pipeline.incidents` finds them. The
+    demo's frames are laid out again as ten daylight frames a day, a day starting between
+    every two flagged frames close enough to be one incident."""
+    import numpy as np
+
+    splits = []
+
+    def ten_a_day(flagged):
+        day, slot, last_flag, times = 0, 0, -10, []
+        for pos, hit in enumerate(flagged):
+            if slot == 10 or (hit and pos - last_flag <= 3):
+                splits.append(bool(hit and pos - last_flag <= 3))
+                day, slot = day + 1, 0
+            times.append(np.datetime64("2024-04-01T08:00") + np.timedelta64(24 * day + slot, "h"))
+            slot += 1
+            last_flag = pos if hit else last_flag
+        return times
+
+    _, _, found, python = _laid_out_again(store_copy, ten_a_day)
+    assert any(splits)  # flags close enough to be one incident, now on two days
     assert (found["started_at"].dt.date == found["ended_at"].dt.date).all()
     assert found[["n_frames", "n_flagged"]].values.tolist() == (
         python[["n_frames", "n_flagged"]].values.tolist()
     )
+
+
+def test_found_again_on_a_camera_that_takes_a_frame_a_day_an_incident_spans_days(store_copy):
+    """A camera that takes one frame a day (the aquarium: at 17:40) has a new day of its clock
+    between every two frames: there the day does not end an incident, so weeks of junk are
+    one incident, in SQL as `pipeline.incidents` finds them. The demo's frames are laid out
+    again one a day."""
+    import numpy as np
+
+    from pipeline.incidents import takes_frames_daily
+
+    def one_a_day(flagged):
+        times = np.datetime64("2024-04-01T17:40") + np.timedelta64(1, "D") * np.arange(len(flagged))
+        times[::7] += np.timedelta64(3, "h")  # not always at the same minute
+        return times
+
+    flags, times, found, python = _laid_out_again(store_copy, one_a_day)
+    assert takes_frames_daily(times)
+    assert (found["started_at"].dt.date < found["ended_at"].dt.date).any()
+    assert found[["n_frames", "n_flagged"]].values.tolist() == (
+        python[["n_frames", "n_flagged"]].values.tolist()
+    )
+    assert len(found) < int(flags["is_outlier"].sum())  # flags a few days apart: one incident
 
 
 def test_one_cause_alone_is_that_causes_score(con, run_id):

@@ -17,6 +17,7 @@ from pipeline.incidents import (
     find_incidents,
     flaggable,
     name_cause,
+    takes_frames_daily,
 )
 
 START = np.datetime64("2024-04-02T00:00")
@@ -112,6 +113,36 @@ def test_a_camera_that_sleeps_at_night_starts_a_new_incident_each_day():
     assert list(table["n_frames"]) == [10, 10, 10]
     days = [pd.Timestamp(t).date() for t in table["started_at"]]
     assert days == [pd.Timestamp(t).date() for t in table["ended_at"]] and len(set(days)) == 3
+
+
+def test_a_camera_that_takes_a_frame_a_day_keeps_an_episode_of_days_as_one_incident():
+    """One frame a day at 17:40 (the aquarium): every frame is a new day of the clock, so the
+    day cannot end an incident there; six flagged days with one unflagged between two of them
+    are one incident, and a night frame still ends one."""
+    n = 30
+    flags = np.zeros(n, bool)
+    flags[[10, 11, 12, 14, 15, 16]] = True
+    flags[[20, 21]] = True
+    daylight = np.full(n, "day", dtype=object)
+    daylight[18] = "night"  # the tank's lights off: ends an incident whatever the gap
+    flags[19] = True
+    seq = {
+        "frame_ids": np.arange(n) + 1,
+        "local_time": np.datetime64("2024-01-01T17:40") + np.arange(n) * np.timedelta64(1, "D"),
+        "daylight": daylight,
+        "flags": flags,
+        "scores": np.ones(n),
+        "pcts": np.full(n, 0.99),
+        "evidence": pd.DataFrame({"fog or haze": np.ones(n)}),
+    }
+    assert takes_frames_daily(seq["local_time"].astype("datetime64[ns]"))
+    table = _find(seq, gap=2).table
+    assert list(table["n_frames"]) == [7, 3] and list(table["n_flagged"]) == [6, 3]
+    assert table["duration_s"].iloc[0] == 6 * 86400
+    # the same frames an hour apart on one day each: a frame every hour is not a daily camera
+    hourly = START + np.arange(n) * np.timedelta64(1, "h")
+    assert not takes_frames_daily(hourly.astype("datetime64[ns]"))
+    assert not takes_frames_daily(np.array(["2024-01-01", "NaT"], dtype="datetime64[ns]"))
 
 
 def test_twilight_frames_count_and_frames_without_a_time_do_not():
