@@ -7,14 +7,11 @@
 # the first frame of that tree, 2022-08-02 (44: "deleted dark pics", "removed bad pics", ...),
 # from the commit before its deletion. File names are kept: <epoch ms>.jpg, UTC. No licence:
 # local measurement only; never commit the images.
-set -euo pipefail
-usage="usage: extract.sh OUT_DIR SNAPSHOT_GIT_DIR"
-out=${1:?$usage} m=${2:?$usage}
+source "$(dirname "$0")/../snapshot.sh"
+snapshot_args "$@"
 commit=4e7688efe772ae8dec286dc494b16a3910b49b42 # main on 2025-12-10 17:40 +0530, labelled
 first=1659427802906                            # the tree's first frame, 2022-08-02 08:10 UTC
-git -C "$m" rev-parse --git-dir >/dev/null 2>&1 || { echo "no git snapshot at $m" >&2; exit 1; }
-git -C "$m" cat-file -e "$commit^{commit}" 2>/dev/null ||
-  { echo "$m is not amithgc/aquarium-photos with commit ${commit:0:12}" >&2; exit 1; }
+check_snapshot amithgc/aquarium-photos "$commit"
 mkdir -p "$out/frames"
 git -C "$m" ls-tree "$commit" images/ | while read -r _ _ blob path; do
   git -C "$m" cat-file blob "$blob" >"$out/frames/${path#images/}"
@@ -28,6 +25,4 @@ git -C "$m" log --diff-filter=D --format='%H' "$commit" -- images | while read -
       echo "$name" >>"$out/deleted-by-owner.txt"
     done
 done
-n=$(ls "$out/frames" | wc -l)
-[[ $n -eq 1504 ]] || { echo "$out/frames has $n frames, expected 1504" >&2; exit 1; }
-echo "$n frames in $out/frames ($(wc -l <"$out/deleted-by-owner.txt") deleted by the owner)"
+check_frames 1504 "($(wc -l <"$out/deleted-by-owner.txt") deleted by the owner)"

@@ -8,21 +8,18 @@
 # into OUT_DIR/visibility.csv, and as labels bench/realcam.py reads (fog: under 1,000 m) into
 # OUT_DIR/visibility-labels.csv. The images are not ours to publish: keep them out of every
 # repository.
-set -euo pipefail
-usage="usage: extract.sh OUT_DIR SNAPSHOT_GIT_DIR"
-out=${1:?$usage} m=${2:?$usage}
+source "$(dirname "$0")/../snapshot.sh"
+snapshot_args "$@"
 commit=8b95faf04bc69e3dada80c6d52e0fe7a42cd3c7a # main on 2026-04-03 18:01 +0800, labelled
 here=$(cd "$(dirname "$0")" && pwd)
-git -C "$m" rev-parse --git-dir >/dev/null 2>&1 || { echo "no git snapshot at $m" >&2; exit 1; }
-git -C "$m" cat-file -e "$commit^{commit}" 2>/dev/null ||
-  { echo "$m is not Z-H-XU/Benchmark-Visibility with commit ${commit:0:12}" >&2; exit 1; }
+check_snapshot Z-H-XU/Benchmark-Visibility "$commit"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 git -C "$m" archive --format=tar "$commit" PublishedData | tar -x -C "$tmp"
 mkdir -p "$out/frames"
 find "$tmp/PublishedData/VideoFrame" -name '*.jpg' -exec mv -t "$out/frames" {} +
-n=$(ls "$out/frames" | wc -l)
-[[ $n -eq 1856 ]] || { echo "$out/frames has $n frames, expected 1856" >&2; exit 1; }
+n=1856
+check_frames "$n" >/dev/null
 py=${PYTHON:-python3}
 "$py" "$here/visibility.py" "$tmp/PublishedData/GroundTruth" "$out/frames" > "$out/visibility.csv"
 "$py" "$here/visibility.py" "$tmp/PublishedData/GroundTruth" "$out/frames" --fog-below 1000 \

@@ -6,13 +6,10 @@
 # frame in name order from the first at or after 2025-05-10 14:30:00 and before 2025-05-15
 # 14:00:00 (local time, America/New_York). data/YYYY/MM/DD/YYYY-MM-DD HH:MM:SS.jpg becomes
 # nyc-YYYYMMDDHHMMSS.jpg. The images are not ours to publish: keep them out of every repository.
-set -euo pipefail
-usage="usage: extract.sh OUT_DIR SNAPSHOT_GIT_DIR"
-out=${1:?$usage} m=${2:?$usage}
+source "$(dirname "$0")/../snapshot.sh"
+snapshot_args "$@"
 commit=263c8cf2e8e8f9645b1954310db33187f250e410 # main on 2025-05-16 17:16 -0400, labelled
-git -C "$m" rev-parse --git-dir >/dev/null 2>&1 || { echo "no git snapshot at $m" >&2; exit 1; }
-git -C "$m" cat-file -e "$commit^{commit}" 2>/dev/null ||
-  { echo "$m is not paulschreiber/nyc-traffic-cams with commit ${commit:0:12}" >&2; exit 1; }
+check_snapshot paulschreiber/nyc-traffic-cams "$commit"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 git -C "$m" archive --format=tar "$commit" data/2025/05/1{0,1,2,3,4,5} | tar -x -C "$tmp"
@@ -27,6 +24,4 @@ while IFS= read -r f; do
   fi
   i=$((i + 1))
 done < <(find "$tmp/data" -name '*.jpg' | LC_ALL=C sort -t/ -k1)
-n=$(ls "$out/frames" | wc -l)
-[[ $n -eq 2349 ]] || { echo "$out/frames has $n frames, expected 2349" >&2; exit 1; }
-echo "$n frames in $out/frames"
+check_frames 2349
