@@ -222,12 +222,7 @@ def takes_frames_daily(times: np.ndarray) -> bool:
     frames in time order (`times`, datetime64 in that order, NaT left out) is `DAILY_GAP` or
     more."""
     timed = times[~np.isnat(times)]
-    if len(timed) < 2:
-        return False
-    return bool(
-        np.median(np.diff(timed).astype("timedelta64[ns]").astype(np.int64))
-        >= DAILY_GAP.astype("timedelta64[ns]").astype(np.int64)
-    )
+    return len(timed) >= 2 and bool(np.median(np.diff(timed)) >= DAILY_GAP)
 
 
 def _empty() -> Incidents:

@@ -198,29 +198,34 @@ def filename_time(name: str, now: datetime | None = None) -> tuple[datetime, boo
 
 
 def _folder_dated(name: str, now: datetime | None) -> datetime | None:
-    """A day in the folders of `name` (a path, '/' separators: the nearest folder named for a
-    day, or its last three folders as year/month/day) and the time of day in its file name
-    (`_NAME_CLOCK`, the extension left out), or None."""
+    """A day in the folders of `name` (a path, '/' separators: `_folder_day`) and the time of
+    day in its file name (`_NAME_CLOCK`, the extension left out), or None."""
     folders = name.split("/")[:-1]
-    day = None
-    if len(folders) >= 3 and all(f.isdigit() for f in folders[-3:]):
-        day = tuple(folders[-3:]) if [len(f) for f in folders[-3:]] == [4, 2, 2] else None
-    for folder in reversed(folders):
-        if day is not None:
-            break
-        found = _FOLDER_DATE.fullmatch(folder)
-        day = found.groups() if found else None
+    day = _folder_day(folders)
     if day is None:
         return None
     stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     for match in _NAME_CLOCK.finditer(stem):
         clock = [int(p) for p in match.groups() if p is not None]
         try:
-            value = datetime(*(int(p) for p in day), *clock)
-            _check_plausible(value, f"{'/'.join(folders[-3:])}/{match.group(0)}", now)
+            value = datetime(*day, *clock)
+            _check_plausible(value, name, now)
         except (ValueError, BadExifDate):
             continue
         return value
+    return None
+
+
+def _folder_day(folders: list[str]) -> tuple[int, int, int] | None:
+    """(year, month, day) of the last three folders as 2021/05/01, else of the nearest folder
+    named for a day (2021-05-01, 2021_05_01, 20210501), else None."""
+    last = folders[-3:]
+    if [len(f) for f in last] == [4, 2, 2] and all(f.isdigit() for f in last):
+        return int(last[0]), int(last[1]), int(last[2])
+    for folder in reversed(folders):
+        found = _FOLDER_DATE.fullmatch(folder)
+        if found:
+            return int(found[1]), int(found[2]), int(found[3])
     return None
 
 

@@ -149,8 +149,8 @@ class Detector(Scorer):
 
     def fit(self, batch: FrameBatch) -> "Detector":
         self._check_contamination()
-        self._fit(batch)
-        self.decision_scores_ = self.decision_function(batch)
+        scored = self._fit(batch)  # a fit that scored every frame as it learned returns them
+        self.decision_scores_ = self.decision_function(batch) if scored is None else scored
         self._process_decision_scores()
         return self
 
@@ -172,7 +172,9 @@ class Detector(Scorer):
         """What the frames lack when this detector scored none of them."""
         return self.unscorable.format(**self.get_params())
 
-    def _fit(self, batch: FrameBatch) -> None:  # pragma: no cover - abstract
+    def _fit(self, batch: FrameBatch) -> np.ndarray | None:  # pragma: no cover - abstract
+        """Learn from the fit frames; return their scores where learning gave them (else None:
+        `fit` scores them with `decision_function`)."""
         raise NotImplementedError
 
     def decision_function(self, batch: FrameBatch) -> np.ndarray:  # pragma: no cover

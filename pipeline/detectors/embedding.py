@@ -179,16 +179,7 @@ class LOFDetector(_DensityDetector):
         self.index_kind = index_kind  # for its own index of the frames at the usual pace
         self.random_state = random_state
 
-    def fit(self, batch):
-        self._check_contamination()
-        paced_scores = self._fit(batch)  # a paced fit scores every frame as it learns
-        self.decision_scores_ = (
-            self.decision_function(batch) if paced_scores is None else paced_scores
-        )
-        self._process_decision_scores()
-        return self
-
-    def _fit(self, batch) -> np.ndarray | None:
+    def _fit(self, batch) -> np.ndarray | None:  # a paced fit scores every frame as it learns
         super()._fit(batch)
         self.k_distance_, self.lrd_, self.paced_index_ = None, None, None
         if not self._enough(batch):
