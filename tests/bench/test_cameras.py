@@ -42,6 +42,11 @@ KINDS = {
         "junk": {"night", "dark", "obstruction", "fog", "camera_moved", "color_cast"},
         "debatable": {"color_cast"},
     },
+    "roofcam": {
+        "normal": {"normal"},
+        "junk": {"night", "lens_water", "corrupt"},
+        "debatable": {"sun_glare"},
+    },
 }
 EPOCH_MS = "<epoch ms>.jpg"
 # file names: the set's own (the local time they carry, as strptime reads it; or EPOCH_MS)
@@ -52,6 +57,7 @@ NAMES = {
     "expressway": "%Y-%m-%d-%H-%M.jpg",  # as the benchmark names them: minutes, no seconds
     "growlab": "growlab-%Y%m%d%H%M%S.jpg",
     "aquarium": EPOCH_MS,  # the camera script's own names: Unix time in milliseconds, UTC
+    "roofcam": "snapshot-%Y-%m-%d_%H-%M-%S.jpg",  # the owner's names, CEST (the first 37 UTC)
 }
 # junk found by looking at every frame is labelled beyond the sample (not in the sets whose
 # sample is every frame labelled and nothing more)
@@ -62,6 +68,7 @@ EPISODES_BEYOND_SAMPLE = {
     "expressway": False,
     "growlab": True,
     "aquarium": True,
+    "roofcam": True,
 }
 # what a folder holds besides README.md, extract.sh, labels.csv and sample.txt
 HELPERS = {"expressway": ["visibility.py"]}
