@@ -20,7 +20,7 @@ import store
 from pipeline import __version__
 from pipeline.errors import InputError, PipelineError
 from pipeline.models.registry import PRECISION_CHOICES
-from pipeline.settings import Settings, help_for
+from pipeline.settings import DAYLIGHT_FROM, Settings, help_for
 
 if TYPE_CHECKING:
     from store.analysis import PruneReport
@@ -79,7 +79,16 @@ def _place_options(func):
     func = click.option("--timezone", "timezone", metavar="TZ", help=help_for("timezone"))(func)
     func = click.option("--lat", type=float, help=help_for("lat"))(func)
     func = click.option("--lon", type=float, help=help_for("lon"))(func)
-    return func
+    return _daylight_from_option(func)
+
+
+def _daylight_from_option(func):
+    return click.option(
+        "--daylight-from",
+        "daylight_from",
+        type=click.Choice(DAYLIGHT_FROM),
+        help=help_for("daylight_from"),
+    )(func)
 
 
 def _precision_option(func):
@@ -203,6 +212,7 @@ def ingest(
     timezone,
     lat,
     lon,
+    daylight_from,
     workers,
     ingest_batch_size,
     max_image_pixels,
@@ -222,6 +232,7 @@ def ingest(
         timezone=timezone,
         lat=lat,
         lon=lon,
+        daylight_from=daylight_from,
         workers=workers,
         ingest_batch_size=ingest_batch_size,
         max_image_pixels=max_image_pixels,
@@ -275,6 +286,7 @@ def run(
     timezone,
     lat,
     lon,
+    daylight_from,
     model,
     weights,
     weather_csv,
@@ -302,6 +314,7 @@ def run(
         timezone=timezone,
         lat=lat,
         lon=lon,
+        daylight_from=daylight_from,
         model=model,
         weights=weights,
         detectors=_split(detectors),
@@ -644,16 +657,23 @@ def _set_weather_join(db: Path, settings: Settings, tolerance: float | None = No
     metavar="MIN",
     help=help_for("clock_offset_minutes"),
 )
+@_daylight_from_option
 @click.option("--check", is_flag=True, help="then check the camera clock against the sun")
 @click.pass_context
-def locate(ctx, db: Path, timezone, lat, lon, clock_offset, check) -> None:
-    """Set or change the camera's place and clock; recompute UTC times, daylight and weather."""
+def locate(ctx, db: Path, timezone, lat, lon, clock_offset, daylight_from, check) -> None:
+    """Set or change the camera's place and clock, or how day and night are told; recompute
+    UTC times, daylight and weather."""
     from pipeline.clock import check_clock
     from pipeline.daylight import recompute
     from pipeline.weather import describe_join
 
     settings = _settings(
-        ctx, timezone=timezone, lat=lat, lon=lon, clock_offset_minutes=clock_offset
+        ctx,
+        timezone=timezone,
+        lat=lat,
+        lon=lon,
+        clock_offset_minutes=clock_offset,
+        daylight_from=daylight_from,
     )
     with store.writer_lock(db):
         if clock_offset is not None:
@@ -732,14 +752,11 @@ def _store_clock_offset(db: Path, minutes: float) -> None:
 
 
 def _describe_place(done: dict) -> str:
-    where = (
-        f"{done['lat']:.4f}, {done['lon']:.4f}"
-        if done["lat"] is not None
-        else "no location (daylight from brightness)"
-    )
+    where = f"{done['lat']:.4f}, {done['lon']:.4f}" if done["lat"] is not None else "no location"
     line = (
         f"place: {where}; time zone {done['timezone'] or 'UTC'}; clock offset "
-        f"{done['clock_offset_minutes']:+g} min; {done['n_frames']} frames recomputed"
+        f"{done['clock_offset_minutes']:+g} min; day and night by {done['daylight_by']}; "
+        f"{done['n_frames']} frames recomputed"
     )
     daylight = ", ".join(f"{k} {v}" for k, v in sorted(done["daylight"].items()))
     if daylight:

@@ -11,7 +11,15 @@
   and the azimuth (degrees clockwise from north). `sun_declination()` needs no place: the
   declination of each frame's date.
 - `classify()`: day above `day_min_elevation`, twilight down to `twilight_min_elevation`, night
-  below; without a location from the mean luma of the frame (daylight_source = 'brightness'):
+  below. The sun stands where the camera is (`--lat/--lon`, daylight_source 'sun'); without a
+  location, at its time zone's own place (`zone_place`: the coordinates the tz database gives
+  the zone, e.g. Amsterdam for Europe/Amsterdam; daylight_source 'timezone'), which is within
+  an hour of the camera's sun in all but the widest zones. A camera's night is not always dark:
+  a street under its lamps, or a roof camera that turns its gain up, makes night frames as
+  bright as some days (nyctraffic's nights and roofcam's, docs/PERFORMANCE.md), so brightness
+  alone called them day. The sun's position is not the camera's day where the camera is lit by
+  its own lights (an aquarium, a grow tent): there `daylight_from = brightness` tells day and
+  night, as without a time zone, from the mean luma of the frame (daylight_source 'brightness'):
   night under `night_max_luma`, day above `day_min_luma`, twilight between. A camera whose
   scene is dark in full daylight (a dark slope) is lit at a mean luma that setting calls
   twilight, so the camera's own day (`day_luma`, a `DayLuma`) also makes a frame day: above
@@ -20,7 +28,7 @@
   (their median). The hour keeps a room lit at night, as bright as the room by day, at night.
   Ingest keeps it in the store (kv `day_luma`) and classifies every frame again when the
   archive changes it (`settle_day_luma`).
-- `place()` remembers the timezone, lat/lon and clock offset in the store (`store.kv`), and
+- `place()` remembers the timezone, lat/lon, clock offset and `daylight_from` in the store (`store.kv`), and
   `recompute()` redoes every frame's times and daylight from the stored place (`locate`);
   `check_same_place()` stops an ingest that would place new frames elsewhere than the old.
 """
@@ -28,8 +36,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zoneinfo
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +53,7 @@ from store import embeddings as embeddings_store
 from store import frames as frames_store
 from store import kv
 
-PLACE_KEYS = ("timezone", "lat", "lon", "clock_offset_minutes")
+PLACE_KEYS = ("timezone", "lat", "lon", "clock_offset_minutes", "daylight_from")
 DAY_LUMA_KEY = "day_luma"  # the store's own day without a location (kv; `DayLuma`)
 # Without a location, the camera's own day (`DayLuma`): DAY_SHARE of its bright frames (their
 # BRIGHT_QUANTILE of mean luma) at the hours its frames are that bright as a rule. On the
@@ -90,12 +100,84 @@ class Place:
     lat: float | None = None
     lon: float | None = None
     clock_offset_minutes: float = 0.0
-    # without a location, the camera's own day (kv `day_luma`); None: `day_min_luma` alone
+    # how day and night are told (`Settings.daylight_from`); None: by the sun
+    daylight_from: str | None = None
+    # by brightness, the camera's own day (kv `day_luma`); None: `day_min_luma` alone
     day_luma: DayLuma | None = None
 
     @property
     def has_location(self) -> bool:
         return self.lat is not None and self.lon is not None
+
+    def sun(self) -> tuple[float, float, str] | None:
+        """(lat, lon, daylight_source) of the sun that tells day from night: the camera's
+        location ('sun'), else its time zone's own place ('timezone'); None: by brightness
+        (asked for, or neither is known)."""
+        if self.daylight_from == "brightness":
+            return None
+        if self.has_location:
+            return float(self.lat), float(self.lon), "sun"
+        at = zone_place(self.timezone) if self.timezone else None
+        return None if at is None else (at.lat, at.lon, "timezone")
+
+    @property
+    def by_brightness(self) -> bool:
+        """Whether day and night come from each frame's mean luma."""
+        return self.sun() is None
+
+
+@dataclass(frozen=True)
+class ZonePlace:
+    """The place the tz database gives a time zone (its principal city)."""
+
+    name: str
+    lat: float
+    lon: float
+
+
+def zone_place(name: str) -> ZonePlace | None:
+    """The coordinates the tz database (the pinned `tzdata` package's zone.tab and zone1970.tab)
+    gives the IANA zone `name`, or the zone a link names (US/Eastern, Asia/Calcutta: the same
+    rules, byte for byte); None for a zone it places nowhere (UTC, Etc/GMT+5)."""
+    places = _zone_places()
+    if name in places:
+        return places[name]
+    try:
+        rules = _zone_rules(name)
+    except (OSError, ValueError):
+        return None
+    return next((places[z] for z in places if _zone_rules(z) == rules), None)
+
+
+@functools.cache
+def _zone_rules(name: str) -> bytes:
+    return (resources.files("tzdata") / "zoneinfo").joinpath(*name.split("/")).read_bytes()
+
+
+@functools.cache
+def _zone_places() -> dict[str, ZonePlace]:
+    places: dict[str, ZonePlace] = {}
+    for table in ("zone1970.tab", "zone.tab"):  # zone.tab also places the zones 1970 merged
+        text = (resources.files("tzdata") / "zoneinfo" / table).read_text(encoding="utf-8")
+        for line in text.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            fields = line.split("\t")
+            name, (lat, lon) = fields[2], _iso6709(fields[1])
+            places.setdefault(name, ZonePlace(name, lat, lon))
+    return places
+
+
+def _iso6709(text: str) -> tuple[float, float]:
+    """'+5222+00454' or '+404251-0740023' (±DDMM[SS]±DDDMM[SS]) -> (lat, lon) in degrees."""
+    split = max(text.rfind("+"), text.rfind("-"))
+
+    def degrees(part: str, width: int) -> float:
+        sign, digits = (-1.0 if part[0] == "-" else 1.0), part[1:]
+        whole, minutes, seconds = digits[:width], digits[width : width + 2], digits[width + 2 :]
+        return sign * (int(whole) + int(minutes) / 60 + (int(seconds) / 3600 if seconds else 0))
+
+    return degrees(text[:split], 2), degrees(text[split:], 3)
 
 
 def check_place(settings: Settings) -> None:
@@ -139,6 +221,7 @@ _PLACE_FLAGS = {
     "lat": "--lat",
     "lon": "--lon",
     "clock_offset_minutes": "--clock-offset",
+    "daylight_from": "--daylight-from",
 }
 
 
@@ -174,6 +257,7 @@ def _given_place(settings: Settings) -> dict[str, Any]:
         "lat": settings.lat,
         "lon": settings.lon,
         "clock_offset_minutes": settings.clock_offset_minutes or None,
+        "daylight_from": settings.daylight_from,
     }
 
 
@@ -206,6 +290,7 @@ def stored_place(con) -> Place:
         lat=stored["lat"],
         lon=stored["lon"],
         clock_offset_minutes=offset,
+        daylight_from=stored["daylight_from"],
         day_luma=DayLuma.from_json(day),
     )
 
@@ -491,11 +576,15 @@ def compute_times(rows: pd.DataFrame, where: Place, settings: Settings) -> TimeR
     corrected = np.where(utc_us == nat, nat, utc_us + shift)
     taken_at_utc = pd.DatetimeIndex(corrected.view("datetime64[us]")).tz_localize("UTC")
     local = pd.DatetimeIndex(local_us.view("datetime64[us]"))
-    if where.has_location:
-        elevation = sun_elevation(taken_at_utc, where.lat, where.lon)
-        labels, source = classify(elevation, None, settings)
+    sun = where.sun()
+    elevation = np.full(n, np.nan)  # the sun at the camera: only where its place is known
+    if sun is not None:
+        lat, lon, source = sun
+        at_sun = sun_elevation(taken_at_utc, lat, lon)
+        labels, _ = classify(at_sun, None, settings)
+        if source == "sun":
+            elevation = at_sun
     else:
-        elevation = np.full(n, np.nan)
         labels, source = classify(
             None, rows["mean_luma"].to_numpy(), settings, where.day_luma, _hours(local)
         )
@@ -516,12 +605,12 @@ def compute_times(rows: pd.DataFrame, where: Place, settings: Settings) -> TimeR
 
 
 def settle_day_luma(db: Path, settings: Settings) -> bool:
-    """After frames were added to a store without a location: when the camera's own day
-    (`day_luma` of every frame) is not the stored one (its floor moved by a grey level or more,
-    an hour joined or left, or none was stored), classify every frame again with it
-    (`recompute`). Returns whether it did."""
+    """After frames were added to a store whose day and night come from brightness
+    (`Place.by_brightness`): when the camera's own day (`day_luma` of every frame) is not the
+    stored one (its floor moved by a grey level or more, an hour joined or left, or none was
+    stored), classify every frame again with it (`recompute`). Returns whether it did."""
     with store.connect(db) as con:
-        if stored_place(con).has_location:
+        if not stored_place(con).by_brightness:
             return False
         stored = DayLuma.from_json(kv.get(con, DAY_LUMA_KEY))
         rows = frames_store.time_inputs(con)  # taken_at: the camera clock ingest stored
@@ -543,13 +632,14 @@ def recompute(db: Path, settings: Settings) -> dict[str, Any]:
         where = place(con, settings)
         rows = frames_store.time_inputs(con)
         result = compute_times(rows, dataclasses.replace(where, day_luma=None), settings)
-        if not where.has_location:  # the camera's own day, by the hours of its clock just set
+        day = None
+        if where.by_brightness:  # the camera's own day, by the hours of its clock just set
             local = result.times["taken_at"]
             day = day_luma(rows["mean_luma"], local, settings)
-            kv.put(con, DAY_LUMA_KEY, None if day is None else day.to_json())
             if day is not None:  # only the labels change: the times stand
                 labels, _ = classify(None, rows["mean_luma"], settings, day, _hours(local))
                 result.times["daylight"] = labels
+        kv.put(con, DAY_LUMA_KEY, None if day is None else day.to_json())
         if len(rows):
             frames_store.update_times(con, result.times)
     daylight = result.times["daylight"].fillna("unknown").value_counts().to_dict()
@@ -562,4 +652,21 @@ def recompute(db: Path, settings: Settings) -> dict[str, Any]:
         "lat": where.lat,
         "lon": where.lon,
         "clock_offset_minutes": where.clock_offset_minutes,
+        "daylight_by": daylight_by(where),
     }
+
+
+def daylight_by(where: Place) -> str:
+    """How `where` tells day from night, in words (`info`, `locate`)."""
+    sun = where.sun()
+    if sun is not None and sun[2] == "sun":
+        return "the sun at the camera's location"
+    if sun is not None:
+        at = zone_place(where.timezone)
+        return (
+            f"the sun at the time zone's own place ({at.name}, {at.lat:.2f}, {at.lon:.2f}; "
+            "--lat/--lon for the camera's own)"
+        )
+    if where.daylight_from == "brightness":
+        return "each frame's brightness (--daylight-from brightness: lit by its own lights)"
+    return "each frame's brightness (no time zone to place the sun: --timezone or --lat/--lon)"

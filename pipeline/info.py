@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import store
-from pipeline.daylight import DAY_LUMA_KEY, DayLuma
+from pipeline.daylight import DAY_LUMA_KEY, DayLuma, Place, daylight_by
 from pipeline.timestamps import copied_times_advice
 from store import analysis as analysis_store
 from store import frames as frames_store
@@ -102,17 +102,16 @@ def _place(settings: dict[str, Any]) -> list[str]:
     tz = settings.get("timezone")
     lat, lon = settings.get("lat"), settings.get("lon")
     offset = settings.get("clock_offset_minutes")
+    where = Place(tz, lat, lon, daylight_from=settings.get("daylight_from"))
     parts = [
         f"timezone {tz}" if tz else "timezone not set (camera clock taken as UTC)",
-        f"location {lat:.4f}, {lon:.4f}"
-        if lat is not None and lon is not None
-        else "location not set (daylight from brightness)",
+        f"location {lat:.4f}, {lon:.4f}" if where.has_location else "location not set",
     ]
     if offset:
         parts.append(f"clock offset {offset:+g} min")
-    lines = ["place: " + "; ".join(parts)]
+    lines = ["place: " + "; ".join(parts), f"  day and night: by {daylight_by(where)}"]
     own = DayLuma.from_json(settings.get(DAY_LUMA_KEY))
-    if own is not None and (lat is None or lon is None):
+    if own is not None and where.by_brightness:
         hours = ", ".join(f"{h:02d}" for h in own.hours)
         lines.append(
             f"  its own day: day above a mean luma of {own.floor:.0f} at {hours} h of its clock "

@@ -288,7 +288,7 @@ class IngestJob:
         if self.summary.n_ambiguous:
             # the fall-back hour is resolved by frame order across the whole store
             daylight.recompute(self.db, self.settings)
-        elif not self.writer.where.has_location:
+        elif self.writer.where.by_brightness:
             # daylight by brightness: the store's own day floor may have moved with these frames
             daylight.settle_day_luma(self.db, self.settings)
         with store.connect(self.db) as con:

@@ -37,6 +37,7 @@ def _setting(
 
 
 MAX_CLOCK_OFFSET_DAYS = 366
+DAYLIGHT_FROM = ("sun", "brightness")  # how day and night are told (`pipeline.daylight`)
 
 
 @dataclass
@@ -53,6 +54,12 @@ class Settings:
         -MAX_CLOCK_OFFSET_DAYS * 1440,
         MAX_CLOCK_OFFSET_DAYS * 1440,
     )
+    daylight_from: str | None = _setting(
+        None,
+        "how day and night are told: sun (at --lat/--lon, else at the time zone's own place; "
+        "unset = sun) or brightness (each frame's own light: a camera lit by its own lights)",
+        choices=DAYLIGHT_FROM,
+    )
     day_min_elevation: float = _setting(
         0.0, "sun elevation (degrees) above which a frame is 'day'", -90, 90
     )
@@ -63,12 +70,16 @@ class Settings:
         90,
     )
     night_max_luma: float = _setting(
-        40.0, "without a location: mean luma (0..255) below which a frame is 'night'", 0, 255
+        40.0,
+        "day and night by brightness: mean luma (0..255) below which a frame is 'night'",
+        0,
+        255,
     )
     day_min_luma: float = _setting(
         80.0,
-        "without a location: mean luma (0..255) above which a frame is 'day' (a dark scene's "
-        "frames are day lower down too, at the hours it is bright as a rule: pipeline.daylight)",
+        "day and night by brightness: mean luma (0..255) above which a frame is 'day' (a dark "
+        "scene's frames are day lower down too, at the hours it is bright as a rule: "
+        "pipeline.daylight)",
         0,
         255,
     )
@@ -278,15 +289,15 @@ class Settings:
         self.junk_causes = self._checked_causes(self.junk_causes)
         for f in dataclasses.fields(self):
             choices = f.metadata["choices"]
-            if choices is not None and getattr(self, f.name) not in choices:
+            value = getattr(self, f.name)
+            if choices is not None and value is not None and value not in choices:
                 raise InputError(
                     f"setting {f.name} must be one of {', '.join(choices)}, not "
-                    f"{getattr(self, f.name)!r}: {f.metadata['help']}"
+                    f"{value!r}: {f.metadata['help']}"
                 )
             low, high = f.metadata["low"], f.metadata["high"]
             if low is None and high is None:
                 continue
-            value = getattr(self, f.name)
             whole = f.type in ("int", int)
             if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
                 kind = "a whole number" if whole else "a number"

@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS frames (
     colorfulness    DOUBLE,                    -- Hasler & Suesstrunk metric
     sun_elevation   DOUBLE,                    -- degrees; NULL without a location
     daylight        VARCHAR,                   -- 'day' | 'twilight' | 'night'
-    daylight_source VARCHAR,                   -- 'sun' | 'brightness'
+    daylight_source VARCHAR,                   -- 'sun' | 'timezone' | 'brightness'
     ingested_at     TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 

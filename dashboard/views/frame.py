@@ -112,6 +112,20 @@ def _fmt(value, unit="", digits=1):
     return f"{value:.{digits}f}{unit}" if isinstance(value, float) else f"{value}{unit}"
 
 
+# how `pipeline.daylight` told the frame's daylight (frames.daylight_source)
+_TOLD_BY = {
+    "sun": "by the sun at the camera",
+    "timezone": "by the sun at its time zone's place",
+    "brightness": "by its brightness",
+}
+
+
+def _daylight_by(detail: dict) -> str:
+    by = _TOLD_BY.get(detail.get("daylight_source"), "–")
+    elevation = detail.get("sun_elevation")
+    return by if elevation is None or pd.isna(elevation) else f"{by}, {elevation:.1f}°"
+
+
 st.subheader("Metadata")
 meta = {
     "taken at (camera clock)": when,
@@ -119,8 +133,7 @@ meta = {
     "time source": detail.get("time_source"),
     "size": f"{_fmt(detail.get('width'))} × {_fmt(detail.get('height'))} px, "
     f"{_fmt((detail.get('file_bytes') or 0) / 1e6, ' MB', 2)}",
-    "daylight": f"{detail.get('daylight') or '–'} (sun {_fmt(detail.get('sun_elevation'), '°')}"
-    f", from {detail.get('daylight_source') or '–'})",
+    "daylight": f"{detail.get('daylight') or '–'} ({_daylight_by(detail)})",
     "mean luma (0-255)": _fmt(detail.get("mean_luma")),
     "contrast (std of luma)": _fmt(detail.get("contrast")),
     "sharpness (Laplacian variance)": _fmt(detail.get("sharpness")),

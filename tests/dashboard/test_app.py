@@ -360,6 +360,12 @@ def test_frame_page_shows_the_original_scores_and_neighbours(app, demo_store):
 
     expected = "original file" if Path(root).is_dir() else "thumbnail"
     assert at.image[0].captions[0].startswith(expected)
+    # the demo garden is placed: its daylight was told by the sun at the camera
+    [meta] = [d.value.set_index("field")["value"] for d in at.dataframe if "field" in d.value]
+    [(daylight, elevation)] = store_rows(
+        demo_store, "SELECT daylight, sun_elevation FROM frames WHERE frame_id = ?", [fid]
+    )
+    assert meta["daylight"] == f"{daylight} (by the sun at the camera, {elevation:.1f}°)"
 
 
 def test_unknown_frame_is_a_notice(app):

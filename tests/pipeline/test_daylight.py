@@ -185,7 +185,8 @@ def test_ingest_without_a_place_calls_a_dark_scenes_clear_frames_day(tmp_path, d
     day = daylight.DayLuma.from_json(json.loads(stored[0][0]))
     assert 55 < day.floor < 65 and day.hours == (8,)
     text = describe_store(db_path)
-    assert "location not set (daylight from brightness)" in text
+    assert "location not set" in text
+    assert "day and night: by each frame's brightness (no time zone to place the sun" in text
     assert f"its own day: day above a mean luma of {day.floor:.0f} at 08 h of its clock" in text
     assert not daylight.settle_day_luma(db_path, settings)  # nothing changed it since
     write_jpeg(folder / "c000.jpg", when=start + timedelta(days=2), colour=(20,) * 3)
@@ -333,3 +334,76 @@ def test_sun_declination_is_astrals_at_noon_of_each_date_and_nan_without_a_time(
     assert got[0] == got[1] == astral_sun.sun_declination(jc)
     assert got[0] > 23.3 and got[2] < -23.3 and abs(got[3]) < 0.5
     assert np.isnan(got[4])
+
+
+def test_a_time_zone_is_placed_where_the_tz_database_places_it():
+    """The tz database's own coordinates (zone.tab, ISO 6709, minutes and seconds, both signs);
+    a link (a zone of the same rules byte for byte) is placed as its zone; UTC nowhere."""
+    amsterdam = daylight.zone_place("Europe/Amsterdam")  # +5222+00454: only in zone.tab
+    assert (amsterdam.lat, amsterdam.lon) == pytest.approx((52 + 22 / 60, 4 + 54 / 60))
+    new_york = daylight.zone_place("America/New_York")  # +404251-0740023
+    assert (new_york.lat, new_york.lon) == pytest.approx(
+        (40 + 42 / 60 + 51 / 3600, -(74 + 0 / 60 + 23 / 3600))
+    )
+    sydney = daylight.zone_place("Australia/Sydney")  # -3352+15113
+    assert (sydney.lat, sydney.lon) == pytest.approx((-(33 + 52 / 60), 151 + 13 / 60))
+    assert daylight.zone_place("US/Eastern") == new_york
+    assert daylight.zone_place("Asia/Calcutta").name == "Asia/Kolkata"
+    assert daylight.zone_place("UTC") is None and daylight.zone_place("Etc/GMT+5") is None
+
+
+def _night_and_noon(folder, n: int = 6) -> None:
+    """A roof camera's July: noon frames (luma ~150) and frames at 02:00 as bright as a grey
+    day (~110: the camera turns its gain up), named by their local time."""
+    for i in range(n):
+        day = datetime(2017, 7, 10 + i)
+        write_jpeg(folder / f"{day:%Y-%m-%d}_12-00.jpg", colour=(150,) * 3, seed=i)
+        write_jpeg(folder / f"{day:%Y-%m-%d}_02-00.jpg", colour=(110,) * 3, seed=100 + i)
+
+
+def test_with_a_time_zone_alone_the_sun_at_its_place_tells_a_bright_night(tmp_path, db_path):
+    """No --lat/--lon but a time zone: day and night come from the sun at the zone's own
+    place, so a night frame as bright as a grey day is night (by brightness it was day); the
+    camera's own sun elevation stays unknown (NULL), and `info` says how day was told."""
+    folder = tmp_path / "frames"
+    _night_and_noon(folder)
+    ingest_folder(folder, db_path, Settings(workers=1, timezone="Europe/Amsterdam"), progress=False)
+    frames = _frames(db_path).set_index("path")
+    assert set(frames["daylight_source"]) == {"timezone"}
+    assert set(frames.loc[frames.index.str.contains("_02-00"), "daylight"]) == {"night"}
+    assert set(frames.loc[frames.index.str.contains("_12-00"), "daylight"]) == {"day"}
+    assert frames["sun_elevation"].isna().all()
+    text = describe_store(db_path)
+    assert "location not set" in text
+    assert "by the sun at the time zone's own place (Europe/Amsterdam, 52.37, 4.90" in text
+
+
+def test_a_camera_lit_by_its_own_lights_tells_day_by_brightness_and_keeps_it(tmp_path, db_path):
+    """`--daylight-from brightness` (an aquarium, a grow tent): its bright frames at 02:00 are
+    day. The store remembers the choice: a later ingest without the flag keeps it, one that
+    gives the other stops and names `locate`, and `locate --daylight-from sun` switches back."""
+    folder = tmp_path / "frames"
+    _night_and_noon(folder, n=3)
+    lit = Settings(workers=1, timezone="Europe/Amsterdam", daylight_from="brightness")
+    ingest_folder(folder, db_path, lit, progress=False)
+    frames = _frames(db_path)
+    assert set(frames["daylight_source"]) == {"brightness"} and set(frames["daylight"]) == {"day"}
+    assert "by each frame's brightness (--daylight-from brightness" in describe_store(db_path)
+
+    _night_and_noon(tmp_path / "more", n=5)  # a second card, no flags: the store's choice
+    ingest_folder(tmp_path / "more", db_path, Settings(workers=1), progress=False)
+    assert set(_frames(db_path)["daylight"]) == {"day"}
+    with pytest.raises(InputError, match="locate --db .* --daylight-from sun"):
+        ingest_folder(folder, db_path, Settings(workers=1, daylight_from="sun"), progress=False)
+
+    report = daylight.recompute(db_path, Settings(daylight_from="sun"))
+    assert report["daylight"] == {"day": 8, "night": 8}
+    assert report["daylight_by"].startswith("the sun at the time zone's own place")
+    assert set(_frames(db_path)["daylight_source"]) == {"timezone"}
+
+
+def test_daylight_from_takes_sun_or_brightness():
+    with pytest.raises(
+        InputError, match="daylight_from must be one of sun, brightness, not 'lamp'"
+    ):
+        Settings(daylight_from="lamp")
