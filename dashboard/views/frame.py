@@ -114,9 +114,9 @@ def _fmt(value, unit="", digits=1):
 
 # how `pipeline.daylight` told the frame's daylight (frames.daylight_source)
 _TOLD_BY = {
-    "sun": "by the sun at the camera",
-    "timezone": "by the sun at its time zone's place",
-    "brightness": "by its brightness",
+    "sun": "by the sun",
+    "timezone": "by the time zone's sun",
+    "brightness": "by brightness",
 }
 
 

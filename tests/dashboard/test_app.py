@@ -365,7 +365,7 @@ def test_frame_page_shows_the_original_scores_and_neighbours(app, demo_store):
     [(daylight, elevation)] = store_rows(
         demo_store, "SELECT daylight, sun_elevation FROM frames WHERE frame_id = ?", [fid]
     )
-    assert meta["daylight"] == f"{daylight} (by the sun at the camera, {elevation:.1f}°)"
+    assert meta["daylight"] == f"{daylight} (by the sun, {elevation:.1f}°)"
 
 
 def test_unknown_frame_is_a_notice(app):
