@@ -551,7 +551,8 @@ def own_causes(
 
 def summary(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
     """Counts for the filtered frames: frames, span, days with frames (`n_days`, camera clock),
-    share of night, clusters, reviews."""
+    share of night, clusters, reviews; and the store's frames and errors, and how it told day
+    from night (`daylight_source`)."""
     if aggregates.covers(con, flt):
         sql, params = _cells(flt, detector=True, con=con)
         row = (
@@ -578,6 +579,11 @@ def summary(con: duckdb.DuckDBPyConnection, flt: FrameFilter) -> dict[str, Any]:
         row = _summary_scan(con, flt)
     row["n_total"] = int(scalar(con, "SELECT count(*) FROM frames"))
     row["n_errors"] = int(scalar(con, "SELECT count(*) FROM ingest_errors"))
+    # how the store told day from night ('sun', 'timezone' or 'brightness'): one way for every
+    # frame, as `pipeline.daylight` classifies them all again whenever the way changes
+    row["daylight_source"] = scalar(
+        con, "SELECT daylight_source FROM frames WHERE daylight_source IS NOT NULL LIMIT 1"
+    )
     return row
 
 

@@ -101,6 +101,9 @@ def test_overview_counts_follow_the_url(app, demo_store):
         c.value.startswith(f"From {first} ") and f" to {last} " in c.value for c in at.caption
     )
     assert metric(at, "Night") == "100 %"
+    # the demo garden is placed: night by the sun there, said in the metric's help
+    night_help = next(m for m in at.metric if m.label == "Night").proto.help
+    assert night_help.startswith("Frames taken with the sun down at the camera's place")
     specs = charts(at)
     assert [s["layout"]["title"]["text"] for s in specs][:3] == [
         "The archive, an hour per cell (median of its thumbnails)",
@@ -601,6 +604,32 @@ def test_overview_days_are_the_days_with_frames_in_the_filters(store_copy, monke
         == 1
     )
     assert days(hours="8-23") == 1
+
+
+def test_overview_says_how_night_was_told_and_how_to_tell_it_better(store_copy, monkeypatch):
+    """A store told night by its time zone's sun (no place) or by brightness: the Night
+    metric's help says so and names the command that does better."""
+    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
+
+    def night_help() -> str:
+        at = ok(AppTest.from_file(APP, default_timeout=60).run())
+        return next(m for m in at.metric if m.label == "Night").proto.help
+
+    for source, says in [
+        (
+            "timezone",
+            [
+                "at its time zone's own place: the camera's place is not set",
+                "locate --db FILE --lat LAT --lon LON",
+                "--daylight-from brightness",
+            ],
+        ),
+        ("brightness", ["by each frame's brightness", "locate --db FILE --timezone TZ"]),
+    ]:
+        with store.connect(store_copy) as con:
+            con.execute("UPDATE frames SET daylight_source = ?", [source])
+        text = night_help()
+        assert all(part in text for part in says), (source, text)
 
 
 def test_overview_opens_a_day_in_the_gallery(app, demo_store):

@@ -34,6 +34,7 @@ def test_summary_counts_match_sql(con, run_id):
     )
     assert s["n_flagged"] == flagged
     assert s["n_errors"] == scalar(con, "SELECT count(*) FROM ingest_errors")
+    assert s["daylight_source"] == "sun"  # the demo garden is placed
 
 
 def test_filters_narrow_the_frames(con, run_id):
