@@ -12,6 +12,28 @@ import streamlit as st
 from dashboard import charts, data, filters, pages
 from store.facts import FrameFilter
 
+# How `pipeline.daylight` told day from night (frames.daylight_source): a frame's few words (the
+# Frame page) and what the share of night means and how to tell it better (the Overview's help)
+DAYLIGHT_TOLD_BY = {
+    "sun": (
+        "by the sun",
+        "Frames taken with the sun down at the camera's place (its --lat/--lon).",
+    ),
+    "timezone": (
+        "by the time zone's sun",
+        "Frames taken with the sun down at its time zone's own place: the camera's place is not "
+        "set. `python -m pipeline locate --db FILE --lat LAT --lon LON` puts the sun where the "
+        "camera is; `--daylight-from brightness` tells day by each frame's light, for a camera "
+        "lit by its own lights (indoors).",
+    ),
+    "brightness": (
+        "by brightness",
+        "Frames too dark to be day, by each frame's brightness (no place and no time zone, or "
+        "--daylight-from brightness). `python -m pipeline locate --db FILE --timezone TZ` tells "
+        "night by the sun instead.",
+    ),
+}
+
 SELECTION = "selection"  # frame ids picked on the map or in the gallery
 TICKED = "_selection_ticked"  # True while the selection is the gallery's own ticks
 PICK_PREFIX = "pick_"

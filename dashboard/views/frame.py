@@ -112,16 +112,8 @@ def _fmt(value, unit="", digits=1):
     return f"{value:.{digits}f}{unit}" if isinstance(value, float) else f"{value}{unit}"
 
 
-# how `pipeline.daylight` told the frame's daylight (frames.daylight_source)
-_TOLD_BY = {
-    "sun": "by the sun",
-    "timezone": "by the time zone's sun",
-    "brightness": "by brightness",
-}
-
-
 def _daylight_by(detail: dict) -> str:
-    by = _TOLD_BY.get(detail.get("daylight_source"), "–")
+    by = ui.DAYLIGHT_TOLD_BY.get(detail.get("daylight_source"), ("–",))[0]
     elevation = detail.get("sun_elevation")
     return by if elevation is None or pd.isna(elevation) else f"{by}, {elevation:.1f}°"
 

@@ -17,18 +17,6 @@ from store.aggregates import period_end
 # frames, a fixed pseudo-random sample above it: on the 750k-frame benchmark 0.1-0.2 s for
 # filters the run's stored sample answers (10,000 left an hours filter scanning: 1.2 s).
 AGREEMENT_MAX_FRAMES = 5_000
-# How the store told night from day (frames.daylight_source, `pipeline.daylight`), and how to
-# tell it better: the Night metric's help
-NIGHT_TOLD_BY = {
-    "sun": "Frames taken with the sun down at the camera's place (its --lat/--lon).",
-    "timezone": "Frames taken with the sun down at its time zone's own place: the camera's "
-    "place is not set. `python -m pipeline locate --db FILE --lat LAT --lon LON` puts the sun "
-    "where the camera is; `--daylight-from brightness` tells day by each frame's light, for a "
-    "camera lit by its own lights (indoors).",
-    "brightness": "Frames too dark to be day, by each frame's brightness (no place and no time "
-    "zone, or --daylight-from brightness). `python -m pipeline locate --db FILE --timezone TZ` "
-    "tells night by the sun instead.",
-}
 
 flt, opts = ui.current()
 st.title("Overview")
@@ -71,7 +59,7 @@ else:
 c3.metric(
     "Night",
     "–" if pd.isna(s["night_share"]) else f"{s['night_share'] * 100:.0f} %",
-    help=NIGHT_TOLD_BY.get(s["daylight_source"]),
+    help=ui.DAYLIGHT_TOLD_BY.get(s["daylight_source"], (None, None))[1],
 )
 c4.metric("Clusters", int(s["n_clusters"]))
 c5.metric(f"Flagged ({flt.detector})", f"{int(s['n_flagged']):,}")
