@@ -7,7 +7,8 @@ in its name, as motionEye files frames (`2021-05-01/12-30-00.jpg`; also `2021050
 
 `frame_time()` applies the precedence and returns a `FrameTime`: either a camera wall-clock time
 (`local`, naive; the timezone setting turns it into UTC later) or an instant the source itself
-fixes (`instant`, UTC: EXIF with OffsetTimeOriginal, a Unix epoch in the name, the file mtime).
+fixes (`instant`, UTC: EXIF with OffsetTimeOriginal, a Unix epoch in the name, a name's ISO
+8601 time with a zone designator such as `2021-05-01T12:30:00Z`, the file mtime).
 Every source is held to the same rule: a date before 1980 or after now + 1 day is not a camera
 date. A garbage EXIF date (`0000:00:00 00:00:00`, a date in the future, text that is no date)
 falls through to the next source and comes back as a `warning` so ingest can record it; when the
@@ -64,7 +65,26 @@ _NAME_PATTERNS = [
     re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[_T ](\d{2})(\d{2})(?![-.:_]?\d)"),
     # the same with the date's parts apart by underscores: 2021_05_01_1230 (`%Y_%m_%d_%H%M`)
     re.compile(r"(?<!\d)(\d{4})_(\d{2})_(\d{2})[_T ](\d{2})(\d{2})(?![-.:_]?\d)"),
+    # to the second, written other ways: the date's parts apart by dots (2021.05.01-12.30.00),
+    # an undashed date before a separated time (20210501_12-30-00), doubled separators
+    # (2021-05-01--12-30-00, 2021_05_01__12_30_00). The date's separators are one character
+    # (or none) used twice, the time's likewise (the back-references, which are not digits).
+    re.compile(
+        r"(?<![\d.])(\d{4})([-_.]?)(\d{2})\2(\d{2})[_T .\-]{1,2}(\d{2})([-.:_])(\d{2})\6(\d{2})(?!\d)"
+    ),
+    # unpadded, as a script's f"{t.year}-{t.month}-{t.day}_{t.hour}-{t.minute}-{t.second}"
+    # writes: 2021-5-1_9-3-7 (every part there, so it is a clock, not a counter)
+    re.compile(
+        r"(?<!\d)(\d{4})-(\d{1,2})-(\d{1,2})[_T .\-](\d{1,2})[-.:_](\d{1,2})[-.:_](\d{1,2})(?!\d)"
+    ),
 ]
+# An ISO 8601 zone designator right after a name's time (a fraction of a second between them
+# is passed over): Z is UTC (`date -u +%Y-%m-%dT%H:%M:%SZ`, JavaScript's `toISOString()`,
+# 2021-05-01T12:30:00.000Z), and an offset is read after a date and time joined by a T
+# (2021-05-01T12:30:00+02:00, 20210501T123000-0500), where it cannot be a counter. Either fixes
+# the instant, as an epoch does. An offset beyond 14 hours, or whose minutes are not a quarter
+# hour, is no offset (2021-05-01T12-30-00-0001: a frame counter).
+_ZONE_SUFFIX = re.compile(r"(?:[.,]\d{1,9})?(?:(Z)|([+-])(\d{2}):?(\d{2}))(?![A-Za-z0-9])")
 # A folder named for a day (2021-05-01, 2021_05_01, 20210501), or three folders 2021/05/01, and
 # a time with separators in the file's name (12-30-00, 12.30, 12_30_00): motionEye's
 # `%Y-%m-%d/%H-%M-%S`. Bare digits under a dated folder (000123.jpg) stay unread: a counter.
@@ -168,11 +188,12 @@ def exif_time(exif) -> tuple[datetime | None, int | None, str | None]:
 
 
 def filename_time(name: str, now: datetime | None = None) -> tuple[datetime, bool] | None:
-    """A time in a file name: (value, is_utc). Epoch seconds are UTC; dates are wall clock."""
+    """A time in a file name: (value, is_utc). Epoch seconds and a date with a zone designator
+    (`_ZONE_SUFFIX`: 2021-05-01T12:30:00Z) are UTC; other dates are the camera's wall clock."""
     stem = name.rsplit("/", 1)[-1]
     for pattern in _NAME_PATTERNS:
         for match in pattern.finditer(stem):
-            parts = [int(p) for p in match.groups()]
+            parts = [int(p) for p in match.groups() if p.isdigit()]  # separators left out
             if len(parts) == 7:  # milliseconds
                 parts[6] *= 1000
             try:
@@ -180,7 +201,10 @@ def filename_time(name: str, now: datetime | None = None) -> tuple[datetime, boo
                 _check_plausible(value, match.group(0), now)
             except (ValueError, BadExifDate):
                 continue
-            return value, False
+            offset = _zone_offset(stem, match)
+            if offset is None:
+                return value, False
+            return value - timedelta(minutes=offset), True
     for match in _EPOCH_PATTERN.finditer(stem):
         seconds = int(match.group(1))
         if _EPOCH_MIN <= seconds <= _EPOCH_MAX:
@@ -195,6 +219,21 @@ def filename_time(name: str, now: datetime | None = None) -> tuple[datetime, boo
             return value, True
     value = _folder_dated(name, now)
     return None if value is None else (value, False)
+
+
+def _zone_offset(stem: str, match: re.Match) -> int | None:
+    """Minutes east of UTC that an ISO 8601 zone designator right after the time `match` found
+    in `stem` gives (`_ZONE_SUFFIX`: 0 for Z), or None when there is none."""
+    zone = _ZONE_SUFFIX.match(stem, match.end())
+    if zone is None:
+        return None
+    if zone[1]:
+        return 0
+    hours, minutes = int(zone[3]), int(zone[4])
+    joined_by_t = "T" in match.group(0)
+    if not joined_by_t or hours > 14 or minutes % 15:
+        return None
+    return (hours * 60 + minutes) * (-1 if zone[2] == "-" else 1)
 
 
 def _folder_dated(name: str, now: datetime | None) -> datetime | None:

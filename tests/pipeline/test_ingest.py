@@ -246,6 +246,36 @@ def test_frames_in_dated_folders_take_the_day_from_the_folder(tmp_path, db_path)
     assert by_path["2021-05-02/000123.jpg"][1] == "mtime"
 
 
+def test_names_with_a_zone_designator_fix_the_instant(tmp_path, db_path):
+    """A frame named by a UTC clock with a Z (`date -u +%Y-%m-%dT%H:%M:%SZ`, JavaScript's
+    toISOString) or with an offset after a T is taken at that instant; the camera's wall clock is
+    then that instant in its time zone, as for a Unix epoch in the name."""
+    folder = tmp_path / "iso"
+    folder.mkdir()
+    for name in ("2021-07-01T12:30:00.000Z.jpg", "2021-07-01T16:40:00+04:00.jpg"):
+        write_jpeg(folder / name)
+    write_jpeg(folder / "2021-07-01_12-50-00.jpg")  # no zone: the camera's wall clock
+    ingest_folder(folder, db_path, _settings(timezone="Europe/Amsterdam"), **QUIET)
+    frames = _query(
+        db_path, "SELECT path, taken_at, taken_at_utc, time_source FROM frames ORDER BY path"
+    )
+    got = {
+        row.path: (row.taken_at, row.taken_at_utc.tz_convert(None), row.time_source)
+        for row in frames.itertuples()
+    }
+    summer = pd.Timedelta(hours=2)  # CEST
+    utc_1230, utc_1240 = pd.Timestamp("2021-07-01 12:30"), pd.Timestamp("2021-07-01 12:40")
+    assert got == {
+        "2021-07-01T12:30:00.000Z.jpg": (utc_1230 + summer, utc_1230, "filename"),
+        "2021-07-01T16:40:00+04:00.jpg": (utc_1240 + summer, utc_1240, "filename"),
+        "2021-07-01_12-50-00.jpg": (
+            pd.Timestamp("2021-07-01 12:50"),
+            pd.Timestamp("2021-07-01 12:50") - summer,
+            "filename",
+        ),
+    }
+
+
 def test_png_named_jpg_and_same_image_under_two_names(tmp_path, db_path):
     folder = tmp_path / "odd"
     Image.new("RGB", (30, 20), (30, 160, 30)).save(folder.mkdir() or folder / "really.jpg", "PNG")

@@ -91,6 +91,23 @@ def test_exif_offsets():
         ("shed/2021-05-01/12-30-00-01.jpg", datetime(2021, 5, 1, 12, 30), False),
         ("20210501/12.30.jpg", datetime(2021, 5, 1, 12, 30), False),
         ("2021/05/01/snap_12_30_05.jpg", datetime(2021, 5, 1, 12, 30, 5), False),
+        # written other ways: dotted, an undashed date before a separated time, doubled
+        # separators, unpadded (a script's f-string)
+        ("2021.05.01-12.30.05.jpg", datetime(2021, 5, 1, 12, 30, 5), False),
+        ("cam_20210501_12-30-05.jpg", datetime(2021, 5, 1, 12, 30, 5), False),
+        ("ficus-2021-05-01--12-30-05.jpg", datetime(2021, 5, 1, 12, 30, 5), False),
+        ("2021_05_01__12_30_05.jpg", datetime(2021, 5, 1, 12, 30, 5), False),
+        ("2021-5-1_9-3-7.jpg", datetime(2021, 5, 1, 9, 3, 7), False),
+        # an ISO 8601 zone designator fixes the instant (the value is then UTC)
+        ("2021-05-01T12:30:05Z.jpg", datetime(2021, 5, 1, 12, 30, 5), True),
+        ("2021-05-01T12:30:05.123Z.jpg", datetime(2021, 5, 1, 12, 30, 5), True),
+        ("snap_2021-05-01T12-30Z.jpg", datetime(2021, 5, 1, 12, 30), True),
+        ("2021-05-01T12:30:05+02:00.jpg", datetime(2021, 5, 1, 10, 30, 5), True),
+        ("20210501T123005-0530.jpg", datetime(2021, 5, 1, 18, 0, 5), True),
+        # not a zone: no T before an offset, a counter's minutes, a word after the Z
+        ("2021-05-01_12-30-05+0200.jpg", datetime(2021, 5, 1, 12, 30, 5), False),
+        ("2021-05-01T12-30-05-0001.jpg", datetime(2021, 5, 1, 12, 30, 5), False),
+        ("2021-05-01T12-30-05Zoom.jpg", datetime(2021, 5, 1, 12, 30, 5), False),
     ],
 )
 def test_file_name_patterns(name, expected, is_utc):
@@ -120,6 +137,9 @@ def test_file_name_patterns(name, expected, is_utc):
         "2021-13-01/12-30-00.jpg",  # no such month
         "camera/12-30-00.jpg",  # a time of day without a day
         "2021/05/01/cam/12-30.jpg",  # year, month and day: the three folders it is in, or none
+        "2021-5-1_9-30.jpg",  # unpadded without seconds: a date and a counter look the same
+        "v1.2021.05.01-12.30.05.jpg",  # dotted into more numbers: a version, not a date
+        "2021.05.01-12-30.jpg",  # dotted date to the minute
     ],
 )
 def test_names_without_a_time(name):
