@@ -35,7 +35,7 @@ from store.export import file_path
 ENV_DB = "TIMELAPSE_DB"
 ENV_LOCK_WAIT = "TIMELAPSE_LOCK_WAIT_S"
 CACHE_TTL_S = 300
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}  # as ingest reads
 
 
 def db_path(argv: list[str] | None = None) -> Path | None:

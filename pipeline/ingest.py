@@ -1,6 +1,6 @@
 """Ingest a folder of frames into the store: walk, decode in parallel, write in bulk batches.
 
-`ingest_folder()` walks FOLDER recursively (JPEG and PNG, any extension case, sorted, following
+`ingest_folder()` walks FOLDER recursively (JPEG, PNG, WebP and BMP, any extension case, sorted, following
 folder links but not in loops), skips files whose location, size and mtime are already in the
 store (and files that failed before and are unchanged), decodes the rest in a process pool
 (`pipeline.imagestats.read_frame`: draft-mode decode, thumbnail, statistics, timestamp), and
@@ -52,10 +52,10 @@ from pipeline.settings import Settings
 from pipeline.timestamps import copied_times_advice
 from store import frames as frames_store
 
-EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png"}
+EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp"}
 # Pictures in formats ingest does not read: counted and named in the closing line, not silent.
 OTHER_IMAGE_EXTENSIONS = {
-    ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif", ".avif", ".jxl",
+    ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif", ".jxl",
     ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf",
 }  # fmt: skip
 # Folders that NAS boxes and desktops fill with their own thumbnails, never frames.
@@ -123,10 +123,10 @@ class IngestSummary:
             kinds = ", ".join(f"{ext} {n}" for ext, n in sorted(self.other_formats.items()))
             extras.append(
                 f"{sum(self.other_formats.values())} picture(s) in formats not read ({kinds}): "
-                "convert them to JPEG or PNG to include them"
+                f"convert them to {pixels.FRAME_FORMATS} to include them"
             )
         if not (self.added + self.changed + self.unchanged + self.failed + self.n_held):
-            extras.append("no JPEG or PNG files were found in this folder or below it")
+            extras.append(f"no {pixels.FRAME_FORMATS} files were found in this folder or below it")
         extras.extend(copied_times_advice(root, n, span) for root, n, span in self.copied_times)
         if self.changed:
             dropped = (

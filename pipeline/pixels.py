@@ -265,7 +265,10 @@ def grid_size(aspect: float | None, width: int) -> tuple[int, int]:
 # --- originals: one decoding path for ingest, embed and export ------------------------------------
 
 JPEG_FORMATS = {"JPEG", "MPO"}
-SUPPORTED_FORMATS = JPEG_FORMATS | {"PNG"}
+# WebP (a web archive's or a scraper's frames) and BMP are read since 2026-12-07, through the
+# same decode as PNG (no draft scale): Pillow reads them without a plug-in.
+SUPPORTED_FORMATS = JPEG_FORMATS | {"PNG", "WEBP", "BMP"}
+FRAME_FORMATS = "JPEG, PNG, WebP or BMP"  # the formats read, in messages
 ORIENTATION = 0x0112
 # EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose).
 _TRANSPOSE = {
@@ -308,7 +311,7 @@ def _allow(max_pixels: int) -> None:
 
 
 class FrameDecodeError(Exception):
-    """A file that is not a usable JPEG/PNG frame; the message says why and `kind` names the
+    """A file that is not a usable frame (`SUPPORTED_FORMATS`); the message says why and `kind` names the
     problem for programs: 'empty', 'too_big', 'not_an_image', 'unsupported_format',
     'truncated', 'corrupt' or 'too_many_pixels'."""
 
@@ -319,18 +322,24 @@ class FrameDecodeError(Exception):
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+BMP_MAGIC = b"BM"
+HEADER_BYTES = 12  # enough to tell every format read: WebP is RIFF, 4 bytes of size, WEBP
+
+
+def _is_webp(head: bytes) -> bool:
+    return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
 
 
 def read_image_file(os_path: str, file_bytes: int, max_bytes: int) -> bytes:
     """A file's bytes, after the cheap checks: not empty, not over `max_bytes` (the size the
-    listing gave, and what is actually there), and a JPEG or PNG header. A worker never
+    listing gave, and what is actually there), and the header of a format read. A worker never
     holds more than `max_bytes` of one file, whatever the listing said."""
     if file_bytes == 0:
         raise FrameDecodeError("empty file (0 bytes)", "empty")
     if file_bytes > max_bytes:
         raise FrameDecodeError(too_big(file_bytes, max_bytes), "too_big")
     with open(os_path, "rb") as fh:
-        head = fh.read(len(PNG_MAGIC))
+        head = fh.read(HEADER_BYTES)
         if not head:
             raise FrameDecodeError("empty file (0 bytes)", "empty")
         check_header(head)
@@ -343,26 +352,27 @@ def read_image_file(os_path: str, file_bytes: int, max_bytes: int) -> bytes:
 # Other formats a camera folder may hold, by their first bytes, for a clearer refusal.
 _OTHER_FORMATS = [
     (b"GIF8", "GIF"),
-    (b"BM", "BMP"),
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
-    (b"RIFF", "WebP or another RIFF"),
+    (b"RIFF", "RIFF (not WebP: a video or sound?)"),
     (b"\x00\x00\x00", "HEIC or MP4"),
 ]
 
 
 def check_header(head: bytes) -> None:
-    """Refuse bytes that do not start like a JPEG or a PNG, naming what they start with."""
-    if head.startswith(JPEG_MAGIC) or head.startswith(PNG_MAGIC):
+    """Refuse bytes that do not start like a JPEG, PNG, WebP or BMP, naming what they start
+    with (`HEADER_BYTES` of them tell every format read)."""
+    if head.startswith((JPEG_MAGIC, PNG_MAGIC, BMP_MAGIC)) or _is_webp(head):
         return
     for magic, name in _OTHER_FORMATS:
         if head.startswith(magic):
             raise FrameDecodeError(
-                f"unsupported image format {name} (only JPEG and PNG frames)", "unsupported_format"
+                f"unsupported image format {name} (only {FRAME_FORMATS} frames)",
+                "unsupported_format",
             )
     raise FrameDecodeError(
         f"not an image: the file starts with bytes {head[:8].hex(' ')}, "
-        "not a JPEG or PNG header (is it really a JPEG or PNG?)",
+        f"not a {FRAME_FORMATS} header (is it really an image?)",
         "not_an_image",
     )
 
@@ -406,7 +416,7 @@ def decode_original(
             image = Image.open(stream)
             if image.format not in SUPPORTED_FORMATS:
                 raise FrameDecodeError(
-                    f"unsupported image format {image.format} (only JPEG and PNG frames)",
+                    f"unsupported image format {image.format} (only {FRAME_FORMATS} frames)",
                     "unsupported_format",
                 )
             exif = _exif(image)
@@ -431,7 +441,7 @@ def decode_original(
             ) from None
         except UnidentifiedImageError:
             raise FrameDecodeError(
-                "not an image: Pillow cannot identify the file (is it really a JPEG or PNG?)",
+                "not an image: Pillow cannot identify the file (is it really an image?)",
                 "not_an_image",
             ) from None
         except FrameDecodeError:

@@ -96,7 +96,7 @@ class NoFramesError(Exception):
 
 
 def read_original(path: str, options: VideoOptions) -> bytes:
-    """A frame file's bytes, after ingest's cheap checks (size limit, JPEG/PNG header)."""
+    """A frame file's bytes, after ingest's cheap checks (size limit, a header of a format read)."""
     return read_image_file(path, os.stat(path).st_size, options.max_file_bytes)
 
 

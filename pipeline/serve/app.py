@@ -198,7 +198,7 @@ _SCORE_BODY = {
                         FILE_FIELD: {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
-                            "description": "one or more JPEG or PNG frames",
+                            "description": "one or more JPEG, PNG, WebP or BMP frames",
                         },
                         TIME_FIELD: {
                             "type": "array",
@@ -422,7 +422,7 @@ def create_app(
 
     @app.post("/v1/score", response_model=Scored, responses=_ERRORS, openapi_extra=_SCORE_BODY)
     async def score(request: Request):
-        """Score one or more frames (multipart parts named `file`, JPEG or PNG) against the
+        """Score one or more frames (multipart parts named `file`: JPEG, PNG, WebP or BMP) against the
         run: the scores `score-new` would give them, the run's verdict, and the nearest
         stored frames. Nothing is stored."""
         run = scorer.run()

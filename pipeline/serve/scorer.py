@@ -35,6 +35,7 @@ from pipeline.imagestats import FrameResult, read_frame_bytes
 from pipeline.ingest import time_rows
 from pipeline.models.embedder import Embedder
 from pipeline.pixels import (
+    HEADER_BYTES,
     FrameDecodeError,
     GridCache,
     ThumbnailReader,
@@ -101,11 +102,11 @@ def decode_upload(
     part: FilePart, taken_at: str | None, settings: Settings, input_size: int
 ) -> Upload:
     """Decode one uploaded file as ingest and embed would read it; UploadError if it is not a
-    usable JPEG or PNG frame, or its `taken_at` is not a time."""
+    usable frame (JPEG, PNG, WebP or BMP), or its `taken_at` is not a time."""
     started = time.monotonic()
     frame = FrameResult(name=part.filename, file_bytes=part.size, mtime_ns=None)
     try:
-        check_header(part.data[:8])  # names a HEIC, WebP or text file as ingest does
+        check_header(part.data[:HEADER_BYTES])  # names a HEIC, TIFF or text file as ingest does
     except FrameDecodeError as exc:
         frame.error, frame.error_kind = str(exc), exc.kind
     else:

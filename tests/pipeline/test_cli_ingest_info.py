@@ -122,17 +122,17 @@ def test_ingest_flags_reach_the_settings(tmp_path, db_path):
 def test_ingest_names_pictures_it_does_not_read_and_a_folder_without_frames(tmp_path, db_path):
     folder = tmp_path / "card"
     write_jpeg(folder / "a.jpg")
-    for name in ("b.webp", "c.TIFF", "d.tif", "raw/e.CR2", "notes.txt"):
+    for name in ("b.gif", "c.TIFF", "d.tif", "raw/e.CR2", "notes.txt"):
         (folder / name).parent.mkdir(exist_ok=True)
         (folder / name).write_bytes(b"not read")
     result = _invoke("ingest", str(folder), "--db", str(db_path), "--no-progress")
     assert result.exit_code == 0
     assert "1 added, 0 changed, 0 unchanged, 0 failed" in result.stdout
     assert (
-        "4 picture(s) in formats not read (.cr2 1, .tif 1, .tiff 1, .webp 1): convert them to "
-        "JPEG or PNG to include them" in result.stdout
+        "4 picture(s) in formats not read (.cr2 1, .gif 1, .tif 1, .tiff 1): convert them to "
+        "JPEG, PNG, WebP or BMP to include them" in result.stdout
     )
-    assert "no JPEG or PNG" not in result.stdout
+    assert "no JPEG" not in result.stdout
 
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
@@ -140,7 +140,7 @@ def test_ingest_names_pictures_it_does_not_read_and_a_folder_without_frames(tmp_
     result = _invoke("ingest", str(empty), "--db", str(db_path), "--no-progress")
     assert result.exit_code == 0
     assert "0 added, 0 changed, 0 unchanged, 0 failed" in result.stdout
-    assert "no JPEG or PNG files were found in this folder or below it" in result.stdout
+    assert "no JPEG, PNG, WebP or BMP files were found in this folder or below it" in result.stdout
 
 
 def test_frames_timed_by_a_copy_are_named_and_a_copy_that_keeps_the_dates_ends_it(

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -244,6 +245,43 @@ def test_frames_in_dated_folders_take_the_day_from_the_folder(tmp_path, db_path)
     assert by_path["2021-05-01/12-30-00.jpg"] == (pd.Timestamp("2021-05-01 12:30"), "filename")
     assert by_path["2021-05-02/06-05-30.jpg"] == (pd.Timestamp("2021-05-02 06:05:30"), "filename")
     assert by_path["2021-05-02/000123.jpg"][1] == "mtime"
+
+
+def test_webp_and_bmp_frames_are_read_like_jpegs(tmp_path, db_path):
+    """A scraper's WebP frames (with their EXIF date) and BMP frames are frames: thumbnail,
+    statistics and time, as the same picture saved as a JPEG gets them; a RIFF file that is not
+    WebP is named as such."""
+    folder = tmp_path / "web"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = "2024:04:10 12:00:00"
+    picture.save(folder / "a.webp", "WEBP", lossless=True, exif=exif)
+    picture.save(folder / "b_20240410_121000.bmp", "BMP")
+    picture.save(folder / "c.png", "PNG")
+    (folder / "d.webp").write_bytes(b"RIFF\x10\x00\x00\x00AVI LIST")
+    summary = ingest_folder(folder, db_path, _settings(), **QUIET)
+    assert (summary.added, summary.failed) == (3, 1)
+    frames = _query(
+        db_path,
+        "SELECT path, taken_at, time_source, width, height, mean_luma, sharpness, "
+        "frame_id IN (SELECT frame_id FROM thumbnails) AS thumb FROM frames ORDER BY path",
+    )
+    got = frames.set_index("path")
+    assert got.loc["a.webp", "taken_at"] == pd.Timestamp("2024-04-10 12:00")
+    assert got.loc["a.webp", "time_source"] == "exif"
+    assert got.loc["b_20240410_121000.bmp", "taken_at"] == pd.Timestamp("2024-04-10 12:10")
+    assert got["thumb"].all() and (got["width"] == 64).all() and (got["height"] == 48).all()
+    # lossless WebP and BMP hold the very pixels of the PNG: the same statistics
+    for column in ("mean_luma", "sharpness"):
+        assert got.loc["a.webp", column] == pytest.approx(got.loc["c.png", column])
+        assert got.loc["b_20240410_121000.bmp", column] == pytest.approx(got.loc["c.png", column])
+    assert _errors(db_path)["d.webp"] == (
+        "ingest",
+        "unsupported image format RIFF (not WebP: a video or sound?) "
+        "(only JPEG, PNG, WebP or BMP frames)",
+    )
 
 
 def test_names_with_a_zone_designator_fix_the_instant(tmp_path, db_path):
