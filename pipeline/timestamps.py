@@ -1,4 +1,6 @@
-"""When was a frame taken: EXIF DateTimeOriginal, then file-name patterns, then file mtime.
+"""When was a frame taken: EXIF DateTimeOriginal (or DateTimeDigitized), then file-name
+patterns, then EXIF DateTime (IFD0: a camera that writes no other date; an editor's re-save
+writes its own time there, so it comes after the name), then file mtime.
 
 The file name is the frame's path under the folder ingested: a date and time in the file's own
 name (`filename_time`'s patterns, a Unix epoch), or a date in the folders above it and the time
@@ -28,6 +30,20 @@ EXIF_IFD = 0x8769
 DATETIME_ORIGINAL = 0x9003
 OFFSET_TIME_ORIGINAL = 0x9011
 SUBSEC_TIME_ORIGINAL = 0x9291
+DATETIME_DIGITIZED = 0x9004
+OFFSET_TIME_DIGITIZED = 0x9012
+SUBSEC_TIME_DIGITIZED = 0x9292
+OFFSET_TIME = 0x9010
+SUBSEC_TIME = 0x9290
+# ... and in IFD0: DateTime, when the file was last changed. Some IP cameras write no other
+# date; an editor that re-saves a frame writes its own time there, so a time in the file name
+# comes first (`frame_time`).
+DATETIME = 0x0132
+# Where the capture time is, in order: (tag, its subseconds, its offset, name in warnings).
+_CAPTURE_TAGS = [
+    (DATETIME_ORIGINAL, SUBSEC_TIME_ORIGINAL, OFFSET_TIME_ORIGINAL, "DateTimeOriginal"),
+    (DATETIME_DIGITIZED, SUBSEC_TIME_DIGITIZED, OFFSET_TIME_DIGITIZED, "DateTimeDigitized"),
+]
 
 # Dates before this are not camera dates (EXIF placeholders, epoch 0 clocks).
 EARLIEST = datetime(1980, 1, 1)
@@ -168,23 +184,43 @@ def parse_exif_offset(text: str | bytes | None) -> int | None:
 
 
 def exif_time(exif) -> tuple[datetime | None, int | None, str | None]:
-    """(wall clock, offset minutes, warning) from a Pillow `Image.Exif`.
+    """(wall clock, offset minutes, warning) from a Pillow `Image.Exif`: its capture time,
+    DateTimeOriginal, else DateTimeDigitized (a camera that writes only the one).
 
-    The wall clock is None when there is no DateTimeOriginal or it is garbage; a garbage one
+    The wall clock is None when neither is there or the first there is garbage; a garbage one
     gives a warning text instead.
     """
     try:
         ifd = exif.get_ifd(EXIF_IFD)
     except (KeyError, ValueError, TypeError, OSError):
         return None, None, None
-    raw = ifd.get(DATETIME_ORIGINAL)
-    if raw is None or not str(raw).strip("\x00 "):
-        return None, None, None
+    for tag, subsec, offset, name in _CAPTURE_TAGS:
+        raw = ifd.get(tag)
+        if raw is None or not str(raw).strip("\x00 "):
+            continue
+        try:
+            value = parse_exif_datetime(raw, ifd.get(subsec))
+        except BadExifDate as exc:
+            return None, None, f"EXIF {name} {exc}"
+        return value, parse_exif_offset(ifd.get(offset)), None
+    return None, None, None
+
+
+def exif_changed_time(exif) -> tuple[datetime | None, int | None]:
+    """(wall clock, offset minutes) of IFD0's DateTime, when the file was last changed, from a
+    Pillow `Image.Exif`; (None, None) when absent or not a plausible date."""
     try:
-        value = parse_exif_datetime(raw, ifd.get(SUBSEC_TIME_ORIGINAL))
-    except BadExifDate as exc:
-        return None, None, f"EXIF DateTimeOriginal {exc}"
-    return value, parse_exif_offset(ifd.get(OFFSET_TIME_ORIGINAL)), None
+        raw = exif.get(DATETIME)
+        ifd = exif.get_ifd(EXIF_IFD)
+    except (KeyError, ValueError, TypeError, OSError):
+        return None, None
+    if raw is None or not str(raw).strip("\x00 "):
+        return None, None
+    try:
+        value = parse_exif_datetime(raw, ifd.get(SUBSEC_TIME))
+    except BadExifDate:
+        return None, None
+    return value, parse_exif_offset(ifd.get(OFFSET_TIME))
 
 
 def filename_time(name: str, now: datetime | None = None) -> tuple[datetime, bool] | None:
@@ -269,8 +305,8 @@ def _folder_day(folders: list[str]) -> tuple[int, int, int] | None:
 
 
 def frame_time(exif, name: str, mtime_ns: int | None) -> FrameTime:
-    """Apply the precedence EXIF -> file name -> mtime to one file (`mtime_ns` None: bytes
-    without a file, e.g. an upload to `serve`: EXIF -> name, else no time)."""
+    """Apply the precedence EXIF capture time -> file name -> EXIF DateTime -> mtime to one
+    file (`mtime_ns` None: bytes without a file, e.g. an upload to `serve`: no mtime)."""
     local, offset, warning = exif_time(exif) if exif is not None else (None, None, None)
     if local is not None:
         instant = None
@@ -287,6 +323,14 @@ def frame_time(exif, name: str, mtime_ns: int | None) -> FrameTime:
                 warning=_fell_back(warning, "the file name"),
             )
         return FrameTime("filename", local=value, warning=_fell_back(warning, "the file name"))
+    changed, offset = exif_changed_time(exif) if exif is not None else (None, None)
+    if changed is not None:  # IFD0 DateTime: the camera's, where it writes no capture time
+        instant = None
+        if offset is not None:
+            instant = (changed - timedelta(minutes=offset)).replace(tzinfo=timezone.utc)
+        return FrameTime(
+            "exif", local=changed, instant=instant, warning=_fell_back(warning, "EXIF DateTime")
+        )
     if mtime_ns is None:
         note = f"{warning}; " if warning else ""
         return FrameTime("none", warning=f"warning: {note}no time in the EXIF or the name")

@@ -163,6 +163,33 @@ def test_precedence_exif_then_name_then_mtime():
     assert by_mtime.instant == datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=timezone.utc)
 
 
+def test_a_camera_that_writes_only_the_digitized_or_the_changed_date():
+    """DateTimeDigitized is a capture time, read as DateTimeOriginal is; IFD0's DateTime (when
+    the file was last changed: some IP cameras write no other date, an editor's re-save writes
+    its own) is read after the file name, before the mtime."""
+    digitized = Image.Exif()
+    digitized.get_ifd(0x8769)[0x9004] = "2021:06:01 08:00:00"
+    digitized.get_ifd(0x8769)[0x9012] = "+02:00"
+    got = frame_time(digitized, "20220401_120000.jpg", 1_700_000_000 * 10**9)
+    assert (got.source, got.local, got.instant) == (
+        "exif",
+        datetime(2021, 6, 1, 8),
+        datetime(2021, 6, 1, 6, tzinfo=timezone.utc),
+    )
+    changed = Image.Exif()
+    changed[0x0132] = "2021:06:01 09:30:00"
+    by_changed = frame_time(changed, "frame_0001.jpg", 1_700_000_000 * 10**9)
+    assert (by_changed.source, by_changed.local, by_changed.instant) == (
+        "exif",
+        datetime(2021, 6, 1, 9, 30),
+        None,
+    )
+    by_name = frame_time(changed, "20220401_120000.jpg", 1_700_000_000 * 10**9)
+    assert (by_name.source, by_name.local) == ("filename", datetime(2022, 4, 1, 12))
+    changed[0x0132] = "0000:00:00 00:00:00"  # a placeholder: on to the mtime
+    assert frame_time(changed, "frame_0001.jpg", 1_700_000_000 * 10**9).source == "mtime"
+
+
 def test_exif_offset_fixes_the_instant():
     t = frame_time(_exif("2024:07:01 14:00:00", "+02:00"), "x.jpg", 0)
     assert t.local == datetime(2024, 7, 1, 14)
