@@ -65,6 +65,7 @@ class FrameTask(NamedTuple):
     max_pixels: int  # decompression-bomb limit
     max_bytes: int  # larger files are refused unread
     model_size: int | None = None  # also the model's square input of this size (run)
+    date_order: str | None = None  # its folder's, for a date written year last (timestamps)
 
 
 @dataclass
@@ -110,7 +111,9 @@ def read_frame(task: FrameTask | tuple) -> FrameResult:
     except OSError as exc:
         result.error = describe_os_error(exc)
         return result
-    return read_frame_bytes(data, result, task.thumb_size, task.max_pixels, task.model_size)
+    return read_frame_bytes(
+        data, result, task.thumb_size, task.max_pixels, task.model_size, task.date_order
+    )
 
 
 def read_frame_bytes(
@@ -119,6 +122,7 @@ def read_frame_bytes(
     thumb_size: int,
     max_pixels: int | None = None,
     model_size: int | None = None,
+    date_order: str | None = None,
 ) -> FrameResult:
     """Fill `result` from a frame file's bytes: decode, thumbnail, statistics, timestamp and,
     with `model_size`, the model's square input (or set its `error`). `read_frame` reads the
@@ -137,7 +141,7 @@ def read_frame_bytes(
     image, exif = pixels.shrink_within(originals[0], thumb_size)
     result.content_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
     result.width, result.height = image.info["upright_size"]
-    result.time = frame_time(exif, result.name, result.mtime_ns)
+    result.time = frame_time(exif, result.name, result.mtime_ns, date_order)
     rgb = np.asarray(image, dtype=np.float32)
     result.stats = image_stats(rgb)
     buffer = io.BytesIO()

@@ -49,7 +49,7 @@ from pipeline import daylight, executors, imagestats, pixels
 from pipeline.errors import InputError
 from pipeline.inputs import check_folder
 from pipeline.settings import Settings
-from pipeline.timestamps import copied_times_advice
+from pipeline.timestamps import copied_times_advice, date_order
 from store import frames as frames_store
 
 EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp"}
@@ -270,6 +270,9 @@ class IngestJob:
     writer: "_BatchWriter"
     summary: IngestSummary
     started: float
+    # how the folder's names write a date year last (`timestamps.date_order`, from every name
+    # the walk found, read before or not: one order for the whole card)
+    date_order: str | None = None
 
     def task(self, entry: FileEntry, model_size: int | None = None) -> imagestats.FrameTask:
         """What a worker needs to read one file (`imagestats.read_frame`)."""
@@ -282,6 +285,7 @@ class IngestJob:
             self.settings.max_image_pixels,
             self.settings.max_file_bytes,
             model_size,
+            self.date_order,
         )
 
     def finish(self) -> IngestSummary:
@@ -317,12 +321,13 @@ def start_ingest(folder: Path, db: Path, settings: Settings, stage: str = "inges
         plan = _plan(
             files, frames_store.known_files(con), frames_store.failed_files(con, stage), summary
         )
+    order = date_order(entry.name for entry in files)
     del files
 
     writer = _BatchWriter(db, root, stage, where, settings, plan.existing, summary)
     if problems or plan.moves:
         writer.write_problems_and_moves(problems, plan.moves)
-    return IngestJob(Path(db), settings, plan.todo, writer, summary, started)
+    return IngestJob(Path(db), settings, plan.todo, writer, summary, started, order)
 
 
 def walk(

@@ -107,6 +107,15 @@ _ZONE_SUFFIX = re.compile(r"(?:[.,]\d{1,9})?(?:(Z)|([+-])(\d{2}):?(\d{2}))(?![A-
 _FOLDER_DATE = re.compile(r"(\d{4})[-_]?(\d{2})[-_]?(\d{2})")
 _NAME_CLOCK = re.compile(r"(?<![\d.:-])(\d{2})[-_.:](\d{2})(?:[-_.:](\d{2}))?(?!\d)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# A date written year last, its day and month first in either order, and a time with separators:
+# 15-01-2021_12-30-00 (the European %d-%m-%Y), 01.15.2021 12.30 (the American %m-%d-%Y). One
+# name cannot say which order it is in, so a folder's order is read from all of its names
+# (`date_order`): the one in which some name's first (or second) number is over 12 while no
+# name's other one is. Without an order the names are not read.
+_YEAR_LAST = re.compile(
+    r"(?<![\d.])(\d{2})([-_.])(\d{2})\2(\d{4})[_T .\-]{1,2}(\d{2})([-.:_h])(\d{2})(?:\6(\d{2}))?(?!\d)"
+)
+DATE_ORDERS = ("dmy", "mdy")
 # Unix epoch seconds (ten digits), with a fraction or as milliseconds (thirteen digits, as
 # JavaScript's `Date.now()` and Java's `currentTimeMillis` name files)
 _EPOCH_PATTERN = re.compile(r"(?<!\d)(1\d{9})(\d{3})?(?:\.\d+)?(?!\d)")
@@ -223,9 +232,13 @@ def exif_changed_time(exif) -> tuple[datetime | None, int | None]:
     return value, parse_exif_offset(ifd.get(OFFSET_TIME))
 
 
-def filename_time(name: str, now: datetime | None = None) -> tuple[datetime, bool] | None:
+def filename_time(
+    name: str, now: datetime | None = None, date_order: str | None = None
+) -> tuple[datetime, bool] | None:
     """A time in a file name: (value, is_utc). Epoch seconds and a date with a zone designator
-    (`_ZONE_SUFFIX`: 2021-05-01T12:30:00Z) are UTC; other dates are the camera's wall clock."""
+    (`_ZONE_SUFFIX`: 2021-05-01T12:30:00Z) are UTC; other dates are the camera's wall clock. A
+    date written year last is read in the folder's `date_order` ('dmy' or 'mdy'; None: not
+    read, see `date_order`)."""
     stem = name.rsplit("/", 1)[-1]
     for pattern in _NAME_PATTERNS:
         for match in pattern.finditer(stem):
@@ -241,6 +254,17 @@ def filename_time(name: str, now: datetime | None = None) -> tuple[datetime, boo
             if offset is None:
                 return value, False
             return value - timedelta(minutes=offset), True
+    if date_order in DATE_ORDERS:
+        for match in _YEAR_LAST.finditer(stem):
+            first, second, year = int(match[1]), int(match[3]), int(match[4])
+            day, month = (first, second) if date_order == "dmy" else (second, first)
+            clock = [int(p) for p in (match[5], match[7], match[8]) if p is not None]
+            try:
+                value = datetime(year, month, day, *clock)
+                _check_plausible(value, match.group(0), now)
+            except (ValueError, BadExifDate):
+                continue
+            return value, False
     for match in _EPOCH_PATTERN.finditer(stem):
         seconds = int(match.group(1))
         if _EPOCH_MIN <= seconds <= _EPOCH_MAX:
@@ -255,6 +279,21 @@ def filename_time(name: str, now: datetime | None = None) -> tuple[datetime, boo
             return value, True
     value = _folder_dated(name, now)
     return None if value is None else (value, False)
+
+
+def date_order(names) -> str | None:
+    """The order in which a folder's names write a date year last (`_YEAR_LAST`): 'dmy' when
+    some name's first number is a day over 12 and none's second is, 'mdy' the other way round,
+    None when no name says (every day so far at most the 12th) or names say both."""
+    first_over = second_over = False
+    for name in names:
+        match = _YEAR_LAST.search(name.rsplit("/", 1)[-1])
+        if match is not None:
+            first_over |= 12 < int(match[1]) <= 31
+            second_over |= 12 < int(match[3]) <= 31
+    if first_over != second_over:
+        return "dmy" if first_over else "mdy"
+    return None
 
 
 def _zone_offset(stem: str, match: re.Match) -> int | None:
@@ -304,16 +343,17 @@ def _folder_day(folders: list[str]) -> tuple[int, int, int] | None:
     return None
 
 
-def frame_time(exif, name: str, mtime_ns: int | None) -> FrameTime:
+def frame_time(exif, name: str, mtime_ns: int | None, date_order: str | None = None) -> FrameTime:
     """Apply the precedence EXIF capture time -> file name -> EXIF DateTime -> mtime to one
-    file (`mtime_ns` None: bytes without a file, e.g. an upload to `serve`: no mtime)."""
+    file (`mtime_ns` None: bytes without a file, e.g. an upload to `serve`: no mtime;
+    `date_order`: its folder's, for a date written year last)."""
     local, offset, warning = exif_time(exif) if exif is not None else (None, None, None)
     if local is not None:
         instant = None
         if offset is not None:
             instant = (local - timedelta(minutes=offset)).replace(tzinfo=timezone.utc)
         return FrameTime("exif", local=local, instant=instant)
-    found = filename_time(name)
+    found = filename_time(name, date_order=date_order)
     if found is not None:
         value, is_utc = found
         if is_utc:

@@ -247,6 +247,28 @@ def test_frames_in_dated_folders_take_the_day_from_the_folder(tmp_path, db_path)
     assert by_path["2021-05-02/000123.jpg"][1] == "mtime"
 
 
+def test_a_card_named_day_first_is_read_day_first_and_an_undecided_one_not(tmp_path, db_path):
+    """A card of frames named %d-%m-%Y_%H-%M-%S: one name with a day over 12 tells the order of
+    all, the 1st of February included; a card whose days are all the 12th or before says
+    nothing, and its frames keep their mtimes."""
+    card = tmp_path / "card"
+    card.mkdir()
+    for name in ("01-02-2021_08-00-00.jpg", "13-02-2021_09-30-00.jpg"):
+        write_jpeg(card / name)
+    ingest_folder(card, db_path, _settings(), **QUIET)
+    frames = _query(db_path, "SELECT path, taken_at, time_source FROM frames ORDER BY path")
+    assert dict(zip(frames["path"], zip(frames["taken_at"], frames["time_source"]))) == {
+        "01-02-2021_08-00-00.jpg": (pd.Timestamp("2021-02-01 08:00"), "filename"),
+        "13-02-2021_09-30-00.jpg": (pd.Timestamp("2021-02-13 09:30"), "filename"),
+    }
+    early = tmp_path / "early"
+    early.mkdir()
+    write_jpeg(early / "01-02-2021_08-00-00.jpg", seed=3)
+    other_db = tmp_path / "other.duckdb"
+    ingest_folder(early, other_db, _settings(), **QUIET)
+    assert _query(other_db, "SELECT time_source FROM frames")["time_source"].tolist() == ["mtime"]
+
+
 def test_webp_and_bmp_frames_are_read_like_jpegs(tmp_path, db_path):
     """A scraper's WebP frames (with their EXIF date) and BMP frames are frames: thumbnail,
     statistics and time, as the same picture saved as a JPEG gets them; a RIFF file that is not

@@ -9,6 +9,7 @@ from PIL import Image
 
 from pipeline.timestamps import (
     BadExifDate,
+    date_order,
     filename_time,
     frame_time,
     parse_exif_datetime,
@@ -144,6 +145,28 @@ def test_file_name_patterns(name, expected, is_utc):
 )
 def test_names_without_a_time(name):
     assert filename_time(name) is None
+
+
+def test_a_date_written_year_last_is_read_in_the_folders_order():
+    """15-01-2021_12-30-00 (day first) and 01-15-2021_12-30-00 (month first) look alike when
+    the day is the 12th or before: the folder's names decide the order, or nothing is read."""
+    european = ["cam/15-01-2021_12-30-00.jpg", "cam/01-02-2021_08-00-00.jpg", "notes.jpg"]
+    american = ["01-15-2021 12.30.jpg", "02-01-2021 08.00.jpg"]
+    assert date_order(european) == "dmy" and date_order(american) == "mdy"
+    assert date_order(["01-02-2021_08-00-00.jpg"]) is None  # the 1st of February or 2 January
+    assert date_order(["13-02-2021_08-00-00.jpg", "02-13-2021_08-00-00.jpg"]) is None  # both
+    assert date_order(["2021-05-01_12-30-00.jpg"]) is None  # year first: not this question
+    read = filename_time
+    assert read("01-02-2021_08-00-00.jpg", date_order="dmy") == (datetime(2021, 2, 1, 8), False)
+    assert read("02-01-2021 08.00.jpg", date_order="mdy") == (datetime(2021, 2, 1, 8), False)
+    assert read("15.01.2021_12h30.jpg", date_order="dmy") == (datetime(2021, 1, 15, 12, 30), False)
+    assert read("15-01-2021_12-30-05.jpg", date_order="dmy") == (
+        datetime(2021, 1, 15, 12, 30, 5),
+        False,
+    )
+    assert read("15-01-2021_12-30-00.jpg") is None  # no order: not read
+    assert read("15-01-2021_12-30-00.jpg", date_order="mdy") is None  # no 15th month
+    assert read("15-01-2021_1230.jpg", date_order="dmy") is None  # undashed: a counter too
 
 
 def test_precedence_exif_then_name_then_mtime():
