@@ -51,6 +51,7 @@ from pipeline.inputs import check_folder
 from pipeline.settings import Settings
 from pipeline.timestamps import copied_times_advice, date_order
 from store import frames as frames_store
+from store import kv
 
 EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp"}
 # Pictures in formats ingest does not read: counted and named in the closing line, not silent.
@@ -61,6 +62,7 @@ OTHER_IMAGE_EXTENSIONS = {
 # Folders that NAS boxes and desktops fill with their own thumbnails, never frames.
 SKIPPED_FOLDERS = {"@eaDir", "#recycle", "#snapshot", "$RECYCLE.BIN", "System Volume Information"}
 WARNING_STAGE = "timestamp"
+DATE_ORDER_KEY = "name_date_order"  # kv: how the store's names write a date year last
 FLUSH_SECONDS = 20.0
 POOL_MIN_FILES = 16
 
@@ -321,7 +323,9 @@ def start_ingest(folder: Path, db: Path, settings: Settings, stage: str = "inges
         plan = _plan(
             files, frames_store.known_files(con), frames_store.failed_files(con, stage), summary
         )
-    order = date_order(entry.name for entry in files)
+        # one order per store: a later card whose days are all the 12th or before keeps it
+        order = date_order(entry.name for entry in files) or kv.get(con, DATE_ORDER_KEY)
+        kv.put(con, DATE_ORDER_KEY, order)
     del files
 
     writer = _BatchWriter(db, root, stage, where, settings, plan.existing, summary)

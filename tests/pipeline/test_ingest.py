@@ -249,8 +249,8 @@ def test_frames_in_dated_folders_take_the_day_from_the_folder(tmp_path, db_path)
 
 def test_a_card_named_day_first_is_read_day_first_and_an_undecided_one_not(tmp_path, db_path):
     """A card of frames named %d-%m-%Y_%H-%M-%S: one name with a day over 12 tells the order of
-    all, the 1st of February included; a card whose days are all the 12th or before says
-    nothing, and its frames keep their mtimes."""
+    all, the 1st of February included, and of the store's later cards; a card whose days are
+    all the 12th or before says nothing alone, and its frames keep their mtimes."""
     card = tmp_path / "card"
     card.mkdir()
     for name in ("01-02-2021_08-00-00.jpg", "13-02-2021_09-30-00.jpg"):
@@ -267,6 +267,9 @@ def test_a_card_named_day_first_is_read_day_first_and_an_undecided_one_not(tmp_p
     other_db = tmp_path / "other.duckdb"
     ingest_folder(early, other_db, _settings(), **QUIET)
     assert _query(other_db, "SELECT time_source FROM frames")["time_source"].tolist() == ["mtime"]
+    ingest_folder(early, db_path, _settings(), **QUIET)  # the first card's store knows
+    again = _query(db_path, "SELECT taken_at, time_source FROM frames WHERE root LIKE '%early'")
+    assert again.values.tolist() == [[pd.Timestamp("2021-02-01 08:00"), "filename"]]
 
 
 def test_webp_and_bmp_frames_are_read_like_jpegs(tmp_path, db_path):
