@@ -656,6 +656,20 @@ def recompute(db: Path, settings: Settings) -> dict[str, Any]:
     }
 
 
+def daylight_note(where: Place) -> str:
+    """What ingest's closing line says of how day and night were told where the user could tell
+    them better: by the time zone's sun (a guess at the camera's place; wrong for a camera lit
+    by its own lights), or by brightness for want of a time zone. Empty where the camera's
+    place is set or brightness was asked for."""
+    sun = where.sun()
+    if sun is not None and sun[2] == "sun" or where.daylight_from == "brightness":
+        return ""
+    note = f"day and night by {daylight_by(where)}"
+    if sun is not None:
+        note += "; a camera lit by its own lights (indoors): --daylight-from brightness"
+    return note
+
+
 def daylight_by(where: Place) -> str:
     """How `where` tells day from night, in words (`info`, `locate`)."""
     sun = where.sun()

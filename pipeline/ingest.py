@@ -50,6 +50,7 @@ from pipeline.errors import InputError
 from pipeline.inputs import check_folder
 from pipeline.settings import Settings
 from pipeline.timestamps import copied_times_advice, date_order
+from store import embeddings as embeddings_store
 from store import frames as frames_store
 from store import kv
 
@@ -89,6 +90,9 @@ class IngestSummary:
     # (folder, frames, seconds): frames timed by a copy (`store.frames.copied_times`)
     copied_times: list[tuple[str, int, float]] = field(default_factory=list)
     first_error: str = ""  # the first file that failed in this call, "name: message"
+    # how day and night were told, where they could be told better (`daylight.daylight_note`):
+    # said by the ingest that gives a store its first frames, not by every card or watch pass
+    daylight: str = ""
     seconds: float = 0.0
     folder: str = ""
 
@@ -137,6 +141,8 @@ class IngestSummary:
                 else ""
             )
             extras.append(f"changed frames lost their vectors and earlier scores{dropped}")
+        if self.daylight:
+            extras.append(self.daylight)
         return line + ("; " + "; ".join(extras) if extras else "")
 
     def note_errors(self, errors: Iterable[tuple[str, str]]) -> None:
@@ -275,6 +281,7 @@ class IngestJob:
     # how the folder's names write a date year last (`timestamps.date_order`, from every name
     # the walk found, read before or not: one order for the whole card)
     date_order: str | None = None
+    first_frames: bool = False  # the store had no frames before this ingest
 
     def task(self, entry: FileEntry, model_size: int | None = None) -> imagestats.FrameTask:
         """What a worker needs to read one file (`imagestats.read_frame`)."""
@@ -299,6 +306,8 @@ class IngestJob:
             daylight.settle_day_luma(self.db, self.settings)
         with store.connect(self.db) as con:
             self.summary.copied_times = frames_store.copied_times(con)
+            if self.first_frames and self.summary.added:
+                self.summary.daylight = daylight.daylight_note(daylight.stored_place(con))
         self.summary.seconds = time.monotonic() - self.started
         return self.summary
 
@@ -315,6 +324,7 @@ def start_ingest(folder: Path, db: Path, settings: Settings, stage: str = "inges
     with store.connect(db) as con:  # a store that is not ours, or a bad place: before the walk
         daylight.check_same_place(con, settings, db)
         where = daylight.place(con, settings)
+        first_frames = not embeddings_store.count_frames(con)
     try:
         files, problems = walk(os.path.abspath(folder), summary.other_formats)
     except OSError as exc:
@@ -331,7 +341,7 @@ def start_ingest(folder: Path, db: Path, settings: Settings, stage: str = "inges
     writer = _BatchWriter(db, root, stage, where, settings, plan.existing, summary)
     if problems or plan.moves:
         writer.write_problems_and_moves(problems, plan.moves)
-    return IngestJob(Path(db), settings, plan.todo, writer, summary, started, order)
+    return IngestJob(Path(db), settings, plan.todo, writer, summary, started, order, first_frames)
 
 
 def walk(

@@ -293,3 +293,39 @@ def test_real_frames_through_the_cli(garden_monz, tmp_path):
     assert info.returncode == 0
     assert "frames: 13" in info.stdout and "time sources: exif 13" in info.stdout
     assert "UTC:         2017-04-13 04:12:49 .. 2018-02-14 12:06:59" in info.stdout
+
+
+def test_the_first_ingest_says_how_day_and_night_are_told_where_they_could_be_told_better(
+    tmp_path,
+):
+    """By the time zone's sun (a guess at the place; wrong for a camera lit by its own lights)
+    or by brightness for want of a time zone, the first card's closing line says so and names
+    the flags; with the camera's place, or brightness asked for, and on later cards, it says
+    nothing of it."""
+    card, later = tmp_path / "card", tmp_path / "later"
+    write_jpeg(card / "2021-05-01_12-30-00.jpg")
+    write_jpeg(later / "2021-05-02_12-30-00.jpg", seed=1)
+
+    def closing(db: str, folder, *flags: str) -> str:
+        result = _invoke("ingest", str(folder), "--db", str(tmp_path / db), "--no-progress", *flags)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    zone = closing("zone.duckdb", card, "--timezone", "Europe/Amsterdam")
+    assert (
+        "day and night by the sun at the time zone's own place (Europe/Amsterdam, 52.37, 4.90; "
+        "--lat/--lon for the camera's own); a camera lit by its own lights (indoors): "
+        "--daylight-from brightness" in zone
+    )
+    assert "day and night" not in closing("zone.duckdb", later)  # a later card of the store
+    assert "no time zone to place the sun: --timezone or --lat/--lon" in closing(
+        "none.duckdb", card
+    )
+    placed = closing(
+        "placed.duckdb", card, "--timezone", "Europe/Amsterdam", "--lat", "52.1", "--lon", "5.1"
+    )
+    assert "day and night" not in placed
+    lit = closing(
+        "lit.duckdb", card, "--timezone", "Europe/Amsterdam", "--daylight-from", "brightness"
+    )
+    assert "day and night" not in lit
