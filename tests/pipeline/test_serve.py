@@ -189,6 +189,26 @@ def test_taken_at_field_overrides_the_exif_time(served, serving_store):
     assert given["scores"]["same_time"] != exif["scores"]["same_time"]
 
 
+def test_a_webp_upload_is_scored_as_the_png_of_the_same_pixels(served, serving_store):
+    """WebP frames are read as ingest reads them: a lossless WebP and a PNG of one picture get
+    the same scores and neighbours."""
+    url, _, _ = served
+    picture = Image.open(serving_store.new[0]).convert("RGB")
+    encoded = {}
+    for name, fmt, options in (("a.png", "PNG", {}), ("a.webp", "WEBP", {"lossless": True})):
+        buffer = io.BytesIO()
+        picture.save(buffer, fmt, **options)
+        encoded[name] = buffer.getvalue()
+    replies = {
+        name: score(url, [(name, data)], times=["2024-04-05T12:00:00"])
+        for name, data in encoded.items()
+    }
+    assert {r.status for r in replies.values()} == {200}
+    png, webp = (replies[n].json()["results"][0] for n in ("a.png", "a.webp"))
+    assert webp["scores"] == png["scores"] and webp["nearest"] == png["nearest"]
+    assert webp["verdict"] == png["verdict"]
+
+
 def _bomb(jpeg: bytes) -> bytes:
     """A small JPEG whose header claims 60000 x 60000 pixels."""
     data = bytearray(jpeg)
