@@ -662,7 +662,7 @@ def daylight_note(where: Place) -> str:
     by its own lights), or by brightness for want of a time zone. Empty where the camera's
     place is set or brightness was asked for."""
     sun = where.sun()
-    if sun is not None and sun[2] == "sun" or where.daylight_from == "brightness":
+    if (sun is not None and sun[2] == "sun") or where.daylight_from == "brightness":
         return ""
     note = f"day and night by {daylight_by(where)}"
     if sun is not None:

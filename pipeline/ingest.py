@@ -1,8 +1,8 @@
 """Ingest a folder of frames into the store: walk, decode in parallel, write in bulk batches.
 
-`ingest_folder()` walks FOLDER recursively (JPEG, PNG, WebP and BMP, any extension case, sorted, following
-folder links but not in loops), skips files whose location, size and mtime are already in the
-store (and files that failed before and are unchanged), decodes the rest in a process pool
+`ingest_folder()` walks FOLDER recursively (JPEG, PNG, WebP and BMP, any extension case, sorted,
+following folder links but not in loops), skips files whose location, size and mtime are already
+in the store (and files that failed before and are unchanged), decodes the rest in a process pool
 (`pipeline.imagestats.read_frame`: draft-mode decode, thumbnail, statistics, timestamp), and
 writes the results batch by batch, each batch in its own short write connection and
 transaction, while the workers keep decoding. A killed run keeps every committed batch; the next

@@ -311,8 +311,8 @@ def _allow(max_pixels: int) -> None:
 
 
 class FrameDecodeError(Exception):
-    """A file that is not a usable frame (`SUPPORTED_FORMATS`); the message says why and `kind` names the
-    problem for programs: 'empty', 'too_big', 'not_an_image', 'unsupported_format',
+    """A file that is not a usable frame (`SUPPORTED_FORMATS`); the message says why and `kind`
+    names the problem for programs: 'empty', 'too_big', 'not_an_image', 'unsupported_format',
     'truncated', 'corrupt' or 'too_many_pixels'."""
 
     def __init__(self, message: str, kind: str):

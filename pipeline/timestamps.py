@@ -39,11 +39,14 @@ SUBSEC_TIME = 0x9290
 # date; an editor that re-saves a frame writes its own time there, so a time in the file name
 # comes first (`frame_time`).
 DATETIME = 0x0132
-# Where the capture time is, in order: (tag, its subseconds, its offset, name in warnings).
+# Where a date is, in order: (tag, in IFD0 rather than the Exif IFD, its subseconds' tag, its
+# offset's tag, its name in warnings). The capture time first; DateTime on its own
+# (`frame_time` reads it after the file name).
 _CAPTURE_TAGS = [
-    (DATETIME_ORIGINAL, SUBSEC_TIME_ORIGINAL, OFFSET_TIME_ORIGINAL, "DateTimeOriginal"),
-    (DATETIME_DIGITIZED, SUBSEC_TIME_DIGITIZED, OFFSET_TIME_DIGITIZED, "DateTimeDigitized"),
+    (DATETIME_ORIGINAL, False, SUBSEC_TIME_ORIGINAL, OFFSET_TIME_ORIGINAL, "DateTimeOriginal"),
+    (DATETIME_DIGITIZED, False, SUBSEC_TIME_DIGITIZED, OFFSET_TIME_DIGITIZED, "DateTimeDigitized"),
 ]
+_CHANGED_TAGS = [(DATETIME, True, SUBSEC_TIME, OFFSET_TIME, "DateTime")]
 
 # Dates before this are not camera dates (EXIF placeholders, epoch 0 clocks).
 EARLIEST = datetime(1980, 1, 1)
@@ -199,12 +202,18 @@ def exif_time(exif) -> tuple[datetime | None, int | None, str | None]:
     The wall clock is None when neither is there or the first there is garbage; a garbage one
     gives a warning text instead.
     """
+    return _exif_date(exif, _CAPTURE_TAGS)
+
+
+def _exif_date(exif, tags) -> tuple[datetime | None, int | None, str | None]:
+    """(wall clock, offset minutes, warning) of the first of `tags` (`_CAPTURE_TAGS`) that the
+    Pillow `Image.Exif` has; a garbage one gives (None, None, warning)."""
     try:
         ifd = exif.get_ifd(EXIF_IFD)
     except (KeyError, ValueError, TypeError, OSError):
         return None, None, None
-    for tag, subsec, offset, name in _CAPTURE_TAGS:
-        raw = ifd.get(tag)
+    for tag, in_ifd0, subsec, offset, name in tags:
+        raw = (exif if in_ifd0 else ifd).get(tag)
         if raw is None or not str(raw).strip("\x00 "):
             continue
         try:
@@ -213,23 +222,6 @@ def exif_time(exif) -> tuple[datetime | None, int | None, str | None]:
             return None, None, f"EXIF {name} {exc}"
         return value, parse_exif_offset(ifd.get(offset)), None
     return None, None, None
-
-
-def exif_changed_time(exif) -> tuple[datetime | None, int | None]:
-    """(wall clock, offset minutes) of IFD0's DateTime, when the file was last changed, from a
-    Pillow `Image.Exif`; (None, None) when absent or not a plausible date."""
-    try:
-        raw = exif.get(DATETIME)
-        ifd = exif.get_ifd(EXIF_IFD)
-    except (KeyError, ValueError, TypeError, OSError):
-        return None, None
-    if raw is None or not str(raw).strip("\x00 "):
-        return None, None
-    try:
-        value = parse_exif_datetime(raw, ifd.get(SUBSEC_TIME))
-    except BadExifDate:
-        return None, None
-    return value, parse_exif_offset(ifd.get(OFFSET_TIME))
 
 
 def filename_time(
@@ -349,10 +341,7 @@ def frame_time(exif, name: str, mtime_ns: int | None, date_order: str | None = N
     `date_order`: its folder's, for a date written year last)."""
     local, offset, warning = exif_time(exif) if exif is not None else (None, None, None)
     if local is not None:
-        instant = None
-        if offset is not None:
-            instant = (local - timedelta(minutes=offset)).replace(tzinfo=timezone.utc)
-        return FrameTime("exif", local=local, instant=instant)
+        return _exif_frame_time(local, offset)
     found = filename_time(name, date_order=date_order)
     if found is not None:
         value, is_utc = found
@@ -363,14 +352,11 @@ def frame_time(exif, name: str, mtime_ns: int | None, date_order: str | None = N
                 warning=_fell_back(warning, "the file name"),
             )
         return FrameTime("filename", local=value, warning=_fell_back(warning, "the file name"))
-    changed, offset = exif_changed_time(exif) if exif is not None else (None, None)
-    if changed is not None:  # IFD0 DateTime: the camera's, where it writes no capture time
-        instant = None
-        if offset is not None:
-            instant = (changed - timedelta(minutes=offset)).replace(tzinfo=timezone.utc)
-        return FrameTime(
-            "exif", local=changed, instant=instant, warning=_fell_back(warning, "EXIF DateTime")
-        )
+    # IFD0's DateTime: the camera's, where it writes no capture time (a garbage one is passed
+    # over: the capture time's warning, if any, is the one kept)
+    changed, offset, _ = _exif_date(exif, _CHANGED_TAGS) if exif is not None else (None,) * 3
+    if changed is not None:
+        return _exif_frame_time(changed, offset, _fell_back(warning, "EXIF DateTime"))
     if mtime_ns is None:
         note = f"{warning}; " if warning else ""
         return FrameTime("none", warning=f"warning: {note}no time in the EXIF or the name")
@@ -386,6 +372,14 @@ def frame_time(exif, name: str, mtime_ns: int | None, date_order: str | None = N
             f"{why}; the frame is kept without a time",
         )
     return FrameTime("mtime", instant=instant, warning=_fell_back(warning, "the file mtime"))
+
+
+def _exif_frame_time(local: datetime, offset: int | None, warning: str | None = None) -> FrameTime:
+    """An EXIF date as a `FrameTime`: the wall clock, and the instant its offset fixes."""
+    instant = None
+    if offset is not None:
+        instant = (local - timedelta(minutes=offset)).replace(tzinfo=timezone.utc)
+    return FrameTime("exif", local=local, instant=instant, warning=warning)
 
 
 def given_time(text: str) -> FrameTime:

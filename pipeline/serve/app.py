@@ -422,8 +422,8 @@ def create_app(
 
     @app.post("/v1/score", response_model=Scored, responses=_ERRORS, openapi_extra=_SCORE_BODY)
     async def score(request: Request):
-        """Score one or more frames (multipart parts named `file`: JPEG, PNG, WebP or BMP) against the
-        run: the scores `score-new` would give them, the run's verdict, and the nearest
+        """Score one or more frames (multipart parts named `file`: JPEG, PNG, WebP or BMP) against
+        the run: the scores `score-new` would give them, the run's verdict, and the nearest
         stored frames. Nothing is stored."""
         run = scorer.run()
         form = await read_form(
