@@ -28,9 +28,10 @@
   (their median). The hour keeps a room lit at night, as bright as the room by day, at night.
   Ingest keeps it in the store (kv `day_luma`) and classifies every frame again when the
   archive changes it (`settle_day_luma`).
-- `place()` remembers the timezone, lat/lon, clock offset and `daylight_from` in the store (`store.kv`), and
-  `recompute()` redoes every frame's times and daylight from the stored place (`locate`);
-  `check_same_place()` stops an ingest that would place new frames elsewhere than the old.
+- `place()` remembers the timezone, lat/lon, clock offset and `daylight_from` in the store
+  (`store.kv`), and `recompute()` redoes every frame's times and daylight from the stored place
+  (`locate`); `check_same_place()` stops an ingest that would place new frames elsewhere than
+  the old.
 """
 
 from __future__ import annotations
