@@ -16,9 +16,23 @@ dates, a month of water on the lens shares each sun position with the other seas
 it (spring and autumn), and stays junk on its twentieth day as on its first. A density
 detector (`lof`) calls such an episode normal: it is frequent.
 
-- `soft`: log(1 + sharpness) below the reference (blur, water on the lens, fog);
+- `soft`: log(1 + sharpness) below the reference (blur, water on the lens, fog, glare);
 - `flat`: log(1 + local contrast) below the reference (haze, smoke, a wet film);
 - `exposure`: mean luma away from the pool's median, either way (too dark, washed out).
+
+`soft`'s reference is halfway between its pool's and the reference of all the fit's frames of
+its daylight class (`class_weight` 0.5; day, twilight and night apart): what the camera
+delivers with the sun there, and what it delivers at its best. A pool alone is what recurs at
+that sun position, and on an archive of a few weeks what recurs there can be junk: the morning
+sun glaring on the dome on every clear morning, a fog that comes every morning of a month, a
+windowsill camera's dim hours. Its frames are then as soft as their pool and only the whole
+day says they are soft. The pool keeps half the say, so the low sun's natural softness counts
+for half (Kat Kam's frames with the sun under 10 degrees are about 0.37 as sharp as those over
+45). Chosen on the development cameras (docs/PERFORMANCE.md, "`soft` against half its pool
+and half the whole day"): growlab 0.942 -> 0.979, expressway 0.876 -> 0.891, roofcam 0.777 ->
+0.791, where ranhados loses 0.006 and the renders at most 0.002. `flat` and `soft_cells` keep
+their pool's reference alone: blended, `soft_cells` fell on the lamp-lit street (nyctraffic
+0.855 -> 0.820) and `flat` cost a render 0.014 of AP.
 
 A rank alone does not make a frame junk: every camera has a softest, flattest and darkest
 frame, and on a camera with no poor frames at all (a sunny month in a yard) those are overcast
@@ -48,7 +62,7 @@ import numpy as np
 
 from pipeline.daylight import sun_declination
 from pipeline.detectors.base import Detector, register
-from pipeline.detectors.batch import CELL_STATS, FrameBatch, day_and_minute
+from pipeline.detectors.batch import CELL_STATS, FrameBatch, day_and_minute, daylight_classes
 
 ELEVATION_BIN, AZIMUTH_BIN, MINUTE_BIN, DECLINATION_BIN = 2.0, 5.0, 20.0, 2.0
 N_AZIMUTH_BINS = int(360 / AZIMUTH_BIN)
@@ -81,7 +95,9 @@ class _OwnReferenceDetector(Detector):
     direction: ClassVar[str] = "below"
     visible_gap: ClassVar[float]  # the default `min_gap`, in the measure's units
     example_bad: ClassVar[dict[str, float]]
-    format_version = 4
+    # the share of the reference that is the whole daylight class's (`_fit_pools`)
+    class_weight: ClassVar[float] = 0.0
+    format_version = 5
 
     def __init__(
         self,
@@ -107,8 +123,16 @@ class _OwnReferenceDetector(Detector):
         if version < 2:  # format 1 (before `min_gap`): the consensus counted every rank
             state = {"min_gap": float("-inf"), **state}
         # format 2 (before `dim_`): which fit frames were too dark to see was not kept;
-        # format 3 (before `by_declination_`): without a place, pools were by time of day alone
-        return {"dim_": None, "declination_tolerance": 8.0, "by_declination_": False, **state}
+        # format 3 (before `by_declination_`): without a place, pools were by time of day alone;
+        # format 4 (before `class_weight_`): the reference was the pool's alone
+        return {
+            "dim_": None,
+            "declination_tolerance": 8.0,
+            "by_declination_": False,
+            "class_weight_": 0.0,
+            "class_reference_": {},
+            **state,
+        }
 
     def cause_split(self) -> dict[str, np.ndarray]:
         """Evidence on a fit frame darker than `DIM_LUMA` is "too dark" (a black frame is soft
@@ -193,7 +217,7 @@ class _OwnReferenceDetector(Detector):
 
     def _fit(self, batch: FrameBatch) -> None:
         self._choose_pools(batch)
-        self._fit_pools(batch, self._values(batch), self._keys(batch))
+        self._fit_pools(batch, self._values(batch), self._keys(batch), self.class_weight)
 
     def _choose_pools(self, batch: FrameBatch) -> None:
         """Pool by the sun's position where the batch has it, else by clock and declination
@@ -205,8 +229,11 @@ class _OwnReferenceDetector(Detector):
         self.by_sun_ = batch.sun is not None and bool(np.isfinite(batch.sun).all(axis=1).any())
         self.by_declination_ = True
 
-    def _fit_pools(self, batch: FrameBatch, x: np.ndarray, keys: list[tuple]) -> None:
-        """Fit the pools on the fit frames' values `x` in their bins `keys`."""
+    def _fit_pools(
+        self, batch: FrameBatch, x: np.ndarray, keys: list[tuple], class_weight: float = 0.0
+    ) -> None:
+        """Fit the pools on the fit frames' values `x` in their bins `keys`, and the reference
+        of each daylight class, which makes `class_weight` of a frame's reference."""
         ok = np.isfinite(x)
         groups: dict[tuple, list[int]] = {}
         for i in np.flatnonzero(ok):
@@ -234,6 +261,16 @@ class _OwnReferenceDetector(Detector):
             else np.full(len(batch), np.nan)
         )
         self.dim_ = luma < DIM_LUMA  # NaN (not measured): not dim
+        self.class_weight_ = float(class_weight)
+        classes = daylight_classes(batch)
+        self.class_reference_ = (
+            {
+                str(c): float(np.quantile(x[ok & (classes == c)], self.reference_quantile))
+                for c in dict.fromkeys(classes[ok])
+            }
+            if class_weight
+            else {}
+        )
 
     def _quantiles(self, keys: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
         """(median, reference) of each frame's pool, for frames in bins `keys`."""
@@ -242,14 +279,24 @@ class _OwnReferenceDetector(Detector):
         return middle, reference
 
     def decision_function(self, batch: FrameBatch) -> np.ndarray:
-        return self._scores(self._values(batch), self._keys(batch))
+        return self._scores(self._values(batch), self._keys(batch), daylight_classes(batch))
 
-    def _scores(self, x: np.ndarray, keys: list[tuple]) -> np.ndarray:
-        """Scores of values `x` of frames in bins `keys`."""
+    def _scores(self, x: np.ndarray, keys: list[tuple], classes: np.ndarray) -> np.ndarray:
+        """Scores of values `x` of frames in bins `keys` and daylight classes `classes`."""
         middle, reference = self._quantiles(keys)
         if self.direction == "below":
-            return (reference - x) / self.scale_
+            return (self._blend(reference, classes) - x) / self.scale_
         return np.abs(x - middle) / self.scale_
+
+    def _blend(self, reference: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """The pools' `reference` with `class_weight_` of each frame's daylight class's (the
+        pool's alone for a class the fit did not have)."""
+        if not self.class_weight_:
+            return reference
+        names, which = np.unique(classes.astype(str), return_inverse=True)
+        whole = np.array([self.class_reference_.get(c, np.nan) for c in names], float)[which]
+        blended = (1 - self.class_weight_) * reference + self.class_weight_ * whole
+        return np.where(np.isfinite(whole), blended, reference)
 
 
 @register
@@ -265,6 +312,7 @@ class SoftDetector(_OwnReferenceDetector):
     column = "sharpness"
     visible_gap = 0.5  # log(1 + sharpness): about 0.6 of the reference
     example_bad = {"sharpness": 2.0}
+    class_weight = 0.5  # half the whole day's reference: see the module's docstring
 
 
 @register
@@ -323,8 +371,10 @@ class SoftCellsDetector(_OwnReferenceDetector):
         self.dim_ = self.cells_[0].dim_
 
     def decision_function(self, batch: FrameBatch) -> np.ndarray:
-        keys = self._keys(batch)
-        z = np.column_stack([cell._scores(cell._values(batch), keys) for cell in self.cells_])
+        keys, classes = self._keys(batch), daylight_classes(batch)
+        z = np.column_stack(
+            [cell._scores(cell._values(batch), keys, classes) for cell in self.cells_]
+        )
         measured = np.isfinite(z)
         ranked = np.sort(np.where(measured, z, -np.inf), axis=1)
         return np.where(measured.sum(axis=1) >= 2, ranked[:, -2], np.nan)
@@ -346,15 +396,17 @@ class ExposureDetector(_OwnReferenceDetector):
     evidence_from = 0.97
     example_bad = {"mean_luma": 4.0}
 
-    format_version = 5
+    format_version = 6
 
-    def _fit_pools(self, batch: FrameBatch, luma: np.ndarray, keys: list[tuple]) -> None:
-        super()._fit_pools(batch, luma, keys)
+    def _fit_pools(
+        self, batch: FrameBatch, luma: np.ndarray, keys: list[tuple], class_weight: float = 0.0
+    ) -> None:
+        super()._fit_pools(batch, luma, keys, class_weight)
         self.brighter_ = luma > self._quantiles(keys)[0]  # fit frames above the norm
         self.veiled_ = self.brighter_ & (luma < WASHED_OUT_LUMA)
 
     def _upgrade(self, state: dict, version: int) -> dict:
-        state = super()._upgrade(state, version)
+        state = super()._upgrade(state, version)  # format 5: before `class_weight_`
         # format 3 (before `veiled_`): every brighter frame was "too bright"
         return {"veiled_": None, **state}
 
