@@ -59,6 +59,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 
 from pipeline.daylight import sun_declination
 from pipeline.detectors.base import Detector, register
@@ -262,15 +263,12 @@ class _OwnReferenceDetector(Detector):
         )
         self.dim_ = luma < DIM_LUMA  # NaN (not measured): not dim
         self.class_weight_ = float(class_weight)
-        classes = daylight_classes(batch)
-        self.class_reference_ = (
-            {
-                str(c): float(np.quantile(x[ok & (classes == c)], self.reference_quantile))
-                for c in dict.fromkeys(classes[ok])
-            }
-            if class_weight
-            else {}
-        )
+        self.class_reference_: dict[str, float] = {}
+        if class_weight:
+            classes = daylight_classes(batch)
+            for c in dict.fromkeys(classes[ok]):
+                member = x[ok & (classes == c)]
+                self.class_reference_[str(c)] = float(np.quantile(member, self.reference_quantile))
 
     def _quantiles(self, keys: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
         """(median, reference) of each frame's pool, for frames in bins `keys`."""
@@ -279,10 +277,14 @@ class _OwnReferenceDetector(Detector):
         return middle, reference
 
     def decision_function(self, batch: FrameBatch) -> np.ndarray:
-        return self._scores(self._values(batch), self._keys(batch), daylight_classes(batch))
+        classes = daylight_classes(batch) if self.class_weight_ else None
+        return self._scores(self._values(batch), self._keys(batch), classes)
 
-    def _scores(self, x: np.ndarray, keys: list[tuple], classes: np.ndarray) -> np.ndarray:
-        """Scores of values `x` of frames in bins `keys` and daylight classes `classes`."""
+    def _scores(
+        self, x: np.ndarray, keys: list[tuple], classes: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Scores of values `x` of frames in bins `keys` and daylight classes `classes` (needed
+        where `class_weight_` is not 0)."""
         middle, reference = self._quantiles(keys)
         if self.direction == "below":
             return (self._blend(reference, classes) - x) / self.scale_
@@ -293,8 +295,7 @@ class _OwnReferenceDetector(Detector):
         pool's alone for a class the fit did not have)."""
         if not self.class_weight_:
             return reference
-        names, which = np.unique(classes.astype(str), return_inverse=True)
-        whole = np.array([self.class_reference_.get(c, np.nan) for c in names], float)[which]
+        whole = pd.Series(classes, dtype=object).map(self.class_reference_).to_numpy(float)
         blended = (1 - self.class_weight_) * reference + self.class_weight_ * whole
         return np.where(np.isfinite(whole), blended, reference)
 
@@ -371,10 +372,8 @@ class SoftCellsDetector(_OwnReferenceDetector):
         self.dim_ = self.cells_[0].dim_
 
     def decision_function(self, batch: FrameBatch) -> np.ndarray:
-        keys, classes = self._keys(batch), daylight_classes(batch)
-        z = np.column_stack(
-            [cell._scores(cell._values(batch), keys, classes) for cell in self.cells_]
-        )
+        keys = self._keys(batch)  # each cell against its pool alone (`class_weight_` 0)
+        z = np.column_stack([cell._scores(cell._values(batch), keys) for cell in self.cells_])
         measured = np.isfinite(z)
         ranked = np.sort(np.where(measured, z, -np.inf), axis=1)
         return np.where(measured.sum(axis=1) >= 2, ranked[:, -2], np.nan)
