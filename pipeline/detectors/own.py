@@ -304,8 +304,8 @@ class _OwnReferenceDetector(Detector):
 class SoftDetector(_OwnReferenceDetector):
     key = "soft"
     summary = (
-        "soft frame: sharper frames are the norm with the sun where it is (blur, water "
-        "on the lens, fog)"
+        "soft frame: sharper frames are the norm with the sun where it is and at the "
+        "camera's best (blur, water on the lens, fog, glare)"
     )
     family = "detail"
     order = 5
