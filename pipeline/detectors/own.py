@@ -290,7 +290,7 @@ class _OwnReferenceDetector(Detector):
             return (self._blend(reference, classes) - x) / self.scale_
         return np.abs(x - middle) / self.scale_
 
-    def _blend(self, reference: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    def _blend(self, reference: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
         """The pools' `reference` with `class_weight_` of each frame's daylight class's (the
         pool's alone for a class the fit did not have)."""
         if not self.class_weight_:
