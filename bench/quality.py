@@ -205,6 +205,7 @@ def rule_table(db: Path, truth, models: list[str]) -> dict:
             {k: d for k, d in fitted.detectors.items() if k in wide},
             {k: raw[k].to_numpy(float) for k in raw},
             {k: wide[k].to_numpy(float) for k in wide},
+            frames_batch(db, wide.index.to_numpy(), fitted),
         )
         for key, ranks in counted.items():
             wide[key] = ranks
@@ -249,6 +250,21 @@ def latest_scores(db: Path, models: list[str]) -> dict:
     with store.connect(db, read_only=True) as con:
         runs = sa.latest_complete_runs(con)
         return {model: sa.run_scores(con, runs[model]) for model in models}
+
+
+def frames_batch(db: Path, frame_ids, fitted):
+    """The frames `frame_ids` as the run's detectors saw them (a `FrameBatch` without vectors,
+    the sun at the run's place), for `counted_ranks`."""
+    import numpy as np
+
+    import store
+    from pipeline.detectors.batch import FrameBatch
+    from store import analysis as sa
+
+    with store.connect(db, read_only=True) as con:
+        frames = sa.load_frames(con, frame_ids)
+    zeros = np.zeros((len(frame_ids), 1), np.float32)
+    return FrameBatch.from_frames(frame_ids, zeros, frames, lat=fitted.lat, lon=fitted.lon)
 
 
 def latest_fitted(db: Path, model: str):

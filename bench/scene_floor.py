@@ -67,7 +67,9 @@ def fit(db: Path, lat: float, lon: float) -> tuple[np.ndarray, dict, np.ndarray]
     for key in DETECTORS:
         det = make_detector(key, settings.contamination, settings.random_state).fit(batch)
         pct = det.percentile(det.decision_scores_)
-        ranks[key] = np.where(det.evident(det.decision_scores_) | ~np.isfinite(pct), pct, 0.0)
+        ranks[key] = np.where(
+            det.evident(det.decision_scores_, batch) | ~np.isfinite(pct), pct, 0.0
+        )
         if key == "background":
             with np.errstate(all="ignore"):
                 stand_out = np.nanmax(det._parts(batch)[:, :2], axis=1)

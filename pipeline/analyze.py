@@ -457,6 +457,7 @@ def _analyze_run(
         detectors,
         {k: d.decision_scores_ for k, d in detectors.items()},
         {k: d.percentile(d.decision_scores_) for k, d in detectors.items()},
+        batch,
     )
     try:
         consensus = steps.run(

@@ -185,7 +185,7 @@ class FittedRun(Versioned):
             scores_consensus = self.consensus.decision_scores_
         else:
             by_cause, scores_consensus = self.consensus.score_causes(
-                counted_ranks(self.detectors, scores, pcts)
+                counted_ranks(self.detectors, scores, pcts, batch)
             )
         for cause, scorer in self.consensus.causes_.items():
             key = cause_key(cause)

@@ -243,7 +243,7 @@ def run_incidents(
         for k in consensus.keys  # names no incident
         if k in detectors and detectors[k].cause in counted
     }
-    ranks = counted_ranks(detectors, scored.scores, scored.pcts)
+    ranks = counted_ranks(detectors, scored.scores, scored.pcts, batch)
     evidence = cause_evidence(ranks, splits, consensus.n_reference_)
     found = find_incidents(
         batch.frame_ids,

@@ -160,12 +160,13 @@ class Detector(Scorer):
         class's `plain_cause`."""
         return {self.plain_cause: np.ones(len(self.decision_scores_))}
 
-    def evident(self, scores: np.ndarray) -> np.ndarray:
-        """Which of these scores show harm a person would see (bool per score). The consensus
-        counts a frame's rank as evidence only where they do (`consensus.counted_ranks`): a
-        check measured in the image's own units (`soft`, `flat`, `exposure`) says its top
-        ranks are no harm on a camera whose worst frames are only a little off. By default
-        every score does."""
+    def evident(self, scores: np.ndarray, batch: FrameBatch | None = None) -> np.ndarray:
+        """Which of these scores, of the frames of `batch` (the frames they score, for a
+        detector that looks at them), show harm a person would see (bool per score). The
+        consensus counts a frame's rank as evidence only where they do
+        (`consensus.counted_ranks`): a check measured in the image's own units (`soft`, `flat`,
+        `exposure`) says its top ranks are no harm on a camera whose worst frames are only a
+        little off. By default every score does."""
         return np.ones(len(scores), dtype=bool)
 
     def why_unscorable(self) -> str:

@@ -225,11 +225,13 @@ def extremity(pcts: dict[str, np.ndarray], n_reference: int | None = None) -> di
 
 
 def counted_ranks(
-    detectors: dict, scores: dict[str, np.ndarray], pcts: dict[str, np.ndarray]
+    detectors: dict, scores: dict[str, np.ndarray], pcts: dict[str, np.ndarray], batch
 ) -> dict[str, np.ndarray]:
-    """The detectors' ranks as the consensus counts them: a rank where the detector says its
-    score shows harm a person would see (`Detector.evident`), 0 where it does not; NaN (no
-    opinion) stays NaN. Keys: the detectors in both `detectors` and `pcts`.
+    """The detectors' ranks of the frames of `batch` (a `FrameBatch`) as the consensus counts
+    them: a rank where the detector says its score shows harm a person would see
+    (`Detector.evident`, which may look at the frames: `exposure` tells a veil from a
+    washed-out frame by their brightness), 0 where it does not; NaN (no opinion) stays NaN.
+    Keys: the detectors in both `detectors` and `pcts`.
 
     `pcts` are the run's percentile ranks (`Scorer.percentile`), in which the frames tied at a
     detector's lowest score (its "nothing seen") rank as the lowest fit frame: `alignment` on
@@ -242,7 +244,7 @@ def counted_ranks(
         if key not in pcts:
             continue
         pct = np.asarray(pcts[key], dtype=float)
-        out[key] = np.where(det.evident(scores[key]) | ~np.isfinite(pct), pct, 0.0)
+        out[key] = np.where(det.evident(scores[key], batch) | ~np.isfinite(pct), pct, 0.0)
     return out
 
 

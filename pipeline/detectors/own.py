@@ -18,7 +18,10 @@ detector (`lof`) calls such an episode normal: it is frequent.
 
 - `soft`: log(1 + sharpness) below the reference (blur, water on the lens, fog, glare);
 - `flat`: log(1 + local contrast) below the reference (haze, smoke, a wet film);
-- `exposure`: mean luma away from the pool's median, either way (too dark, washed out).
+- `exposure`: mean luma away from the pool's median, either way (too dark, washed out); a frame
+  brighter than its pool but under `WASHED_OUT_LUMA` ranks by its gap like any other, but is
+  no evident harm (`ExposureDetector.evident`): a sunny hour among grey ones, or a veil of fog
+  or smoke, which `flat` and `soft` measure.
 
 `soft`'s reference is halfway between its pool's and the reference of all the fit's frames of
 its daylight class (`class_weight` 0.5; day, twilight and night apart): what the camera
@@ -74,7 +77,8 @@ N_MINUTE_BINS = int(1440 / MINUTE_BIN)
 DIM_LUMA = 40.0
 # A frame brighter than its pool is washed out only when it is bright in absolute terms (the
 # renders' washed-out frames: 180-240, Kat Kam's overexposed: 194); under this it is veiled,
-# a milky haze or smoke over the scene (Kat Kam's smoke and fog: about 150, its normal 135).
+# a milky haze or smoke over the scene (Kat Kam's smoke and fog: about 150, its normal 135),
+# or only sunnier than the grey hours of its pool, and `exposure` counts no evidence for it.
 WASHED_OUT_LUMA = 170.0
 EVERY = ("all",)  # the pool of a frame without a time
 
@@ -143,7 +147,7 @@ class _OwnReferenceDetector(Detector):
         dim = np.zeros(n) if self.dim_ is None else self.dim_.astype(float)
         return {self.plain_cause: 1.0 - dim, "too dark": dim}
 
-    def evident(self, scores: np.ndarray) -> np.ndarray:
+    def evident(self, scores: np.ndarray, batch: FrameBatch | None = None) -> np.ndarray:
         """Scores whose gap to the reference, in the measure's own units, is at least
         `min_gap` (the class's `visible_gap` when None)."""
         floor = self.visible_gap if self.min_gap is None else self.min_gap
@@ -395,24 +399,46 @@ class ExposureDetector(_OwnReferenceDetector):
     evidence_from = 0.97
     example_bad = {"mean_luma": 4.0}
 
-    format_version = 6
+    format_version = 7
 
     def _fit_pools(
         self, batch: FrameBatch, luma: np.ndarray, keys: list[tuple], class_weight: float = 0.0
     ) -> None:
         super()._fit_pools(batch, luma, keys, class_weight)
-        self.brighter_ = luma > self._quantiles(keys)[0]  # fit frames above the norm
-        self.veiled_ = self.brighter_ & (luma < WASHED_OUT_LUMA)
+        self.brighter_, self.veiled_ = self._sides(luma, keys)  # of the fit frames
+        self.veils_count_ = False
+
+    def _sides(self, luma: np.ndarray, keys: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+        """(brighter than the pool's median, and of those not bright in absolute terms) for
+        frames of mean luma `luma` in bins `keys`."""
+        brighter = luma > self._quantiles(keys)[0]  # NaN (not measured): not brighter
+        return brighter, brighter & (luma < WASHED_OUT_LUMA)
+
+    def evident(self, scores: np.ndarray, batch: FrameBatch | None = None) -> np.ndarray:
+        """A gap of `min_gap` grey levels from the pool's median, darker or washed out: a frame
+        brighter than its pool but under `WASHED_OUT_LUMA` shows no exposure harm (a sunny
+        hour against grey ones, or a veil of fog or smoke, which `flat` and `soft` measure).
+        The veil is told by the brightness of the frames of `batch`, which these scores score
+        (needed unless the run was fitted when veils counted: `veils_count_`)."""
+        seen = super().evident(scores)
+        if self.veils_count_:
+            return seen
+        if batch is None:
+            raise ValueError("exposure tells a veil by the frames' brightness: pass their batch")
+        luma = self._values(batch)
+        return seen & ~self._sides(luma, self._keys(batch))[1]
 
     def _upgrade(self, state: dict, version: int) -> dict:
         state = super()._upgrade(state, version)  # format 5: before `class_weight_`
-        # format 3 (before `veiled_`): every brighter frame was "too bright"
-        return {"veiled_": None, **state}
+        # format 3 (before `veiled_`): every brighter frame was "too bright"; format 6 (before
+        # `veils_count_`): a veiled frame's gap counted as evidence
+        return {"veiled_": None, "veils_count_": True, **state}
 
     def cause_split(self) -> dict[str, np.ndarray]:
         """A fit frame darker than its pool's median is "too dark"; a brighter one "too
         bright" when it is bright in absolute terms (`WASHED_OUT_LUMA`), else "fog or haze"
-        (a veil over the scene lifts its brightness without washing it out)."""
+        (a veil over the scene lifts its brightness without washing it out; such a frame
+        brings evidence only in a run fitted when veils counted, `veils_count_`)."""
         brighter = self.brighter_.astype(float)
         veiled = np.zeros_like(brighter) if self.veiled_ is None else self.veiled_.astype(float)
         return {"too dark": 1.0 - brighter, "too bright": brighter - veiled, "fog or haze": veiled}

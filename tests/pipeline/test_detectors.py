@@ -392,7 +392,7 @@ def test_a_detector_that_sees_nothing_brings_no_evidence():
         pcts = {"alignment": det.percentile(scores, lowest_ties)}
         assert (pcts["alignment"][~black] == rank).all()
         assert np.isnan(pcts["alignment"][black]).all()
-        counted = counted_ranks({"alignment": det}, {"alignment": scores}, pcts)
+        counted = counted_ranks({"alignment": det}, {"alignment": scores}, pcts, batch)
         camera = cause_scores(counted, "family_tail", len(scores))["camera"]
         np.testing.assert_allclose(camera[~black], normal_evidence)
         assert np.isnan(camera[black]).all()

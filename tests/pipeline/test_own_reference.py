@@ -216,6 +216,73 @@ def test_exposure_scores_either_way_and_new_frames_like_the_fit():
     assert min(odd[5], odd[6]) > np.quantile(det.decision_scores_, 0.99)
 
 
+def _exposure_cases(batch: FrameBatch) -> tuple[FrameBatch, dict[str, np.ndarray]]:
+    """`batch` with frames made darker than their hour (40 grey levels), washed out (235)
+    and brighter than their hour but not bright (30 levels up, staying under
+    `WASHED_OUT_LUMA`: a sunny hour among grey ones, or a veil of smoke), ten of each."""
+    from pipeline.detectors.own import WASHED_OUT_LUMA
+
+    stats = batch.stats.copy()
+    luma = stats["mean_luma"].to_numpy()
+    rows = np.arange(len(luma))
+    can_veil = rows[(luma + 30 < WASHED_OUT_LUMA - 5) & (luma > 60)]
+    cases = {
+        "darker": rows[100:1100:100],
+        "washed": rows[150:1150:100],
+        "veiled": can_veil[3::97][:10],
+    }
+    stats.loc[cases["darker"], "mean_luma"] = luma[cases["darker"]] - 40
+    stats.loc[cases["washed"], "mean_luma"] = 235.0
+    stats.loc[cases["veiled"], "mean_luma"] = luma[cases["veiled"]] + 30
+    masks = {k: np.isin(rows, v) for k, v in cases.items()}
+    return FrameBatch(**{**batch.__dict__, "stats": stats}), masks
+
+
+def test_exposure_counts_a_darker_or_washed_out_frame_not_a_brighter_one_under_washed_out():
+    """A frame 30 grey levels brighter than its pool's median but under `WASHED_OUT_LUMA` is
+    no exposure fault: a sunny hour among grey ones, or a veil of fog or smoke, which `flat`
+    and `soft` measure. It still ranks high (its gap is as large), but brings the consensus
+    no evidence; a darker frame and a washed-out one do, in the fit and in new frames."""
+    from pipeline.detectors import counted_ranks
+
+    plain, _ = _series(slice(0, 0), "sharpness", 1.0)
+    batch, case = _exposure_cases(plain)
+    det = make_detector("exposure").fit(batch)
+    scores = det.decision_scores_
+    gap = scores * det.scale_
+    assert (gap[case["veiled"]] >= det.visible_gap).all()  # as far off as the others ...
+    evident = det.evident(scores, batch)
+    assert evident[case["darker"]].all() and evident[case["washed"]].all()
+    assert not evident[case["veiled"]].any()  # ... but no harm
+    np.testing.assert_array_equal(det.veiled_, det._sides(det._values(batch), det._keys(batch))[1])
+    pcts = {"exposure": det.percentile(scores)}
+    counted = counted_ranks({"exposure": det}, {"exposure": scores}, pcts, batch)["exposure"]
+    assert (counted[case["veiled"]] == 0).all() and (counted[case["darker"]] > 0.9).all()
+
+    # new frames: the veil is told by their own brightness against the frozen pools
+    new, new_case = _exposure_cases(plain)
+    new_scores = det.decision_function(new)
+    seen = det.evident(new_scores, new)
+    assert seen[new_case["darker"]].all() and seen[new_case["washed"]].all()
+    assert not seen[new_case["veiled"]].any()
+    with pytest.raises(ValueError, match="brightness"):
+        det.evident(new_scores)
+
+
+def test_a_run_fitted_when_veils_counted_still_counts_them():
+    """An `exposure` pickled before `veils_count_` (format 6) counts a veiled frame's gap as
+    it did, with or without the frames, so a stored run scores new frames as its fit."""
+    plain, _ = _series(slice(0, 0), "sharpness", 1.0)
+    batch, case = _exposure_cases(plain)
+    det = make_detector("exposure").fit(batch)
+    state = {k: v for k, v in det.__getstate__().items() if k != "veils_count_"}
+    old = type(det).__new__(type(det))
+    old.__setstate__({**state, "_format": 6})
+    assert old.veils_count_ and not det.veils_count_
+    assert old.evident(det.decision_scores_)[case["veiled"]].all()
+    assert old.evident(det.decision_scores_, batch)[case["veiled"]].all()
+
+
 @pytest.mark.parametrize("key, measure", [("soft", "sharpness"), ("flat", "local_contrast")])
 def test_only_a_gap_a_person_would_see_counts_as_evidence(key, measure):
     """Every camera has a softest and flattest tenth. On a camera with a steady sunny season, a
@@ -237,7 +304,7 @@ def test_only_a_gap_a_person_would_see_counts_as_evidence(key, measure):
             assert roc_auc_score(junk, scores) > 0.6  # the mild tenth ranks high ...
             assert evident[junk].mean() < evident[~junk].mean() + 0.05  # ... and is no harm
         pcts = {key: det.percentile(scores)}
-        counted = counted_ranks({key: det}, {key: scores}, pcts)
+        counted = counted_ranks({key: det}, {key: scores}, pcts, batch)
         np.testing.assert_array_equal(counted[key][evident], pcts[key][evident])
         assert (counted[key][~evident] == 0).all()
         quality = cause_scores(counted, "family_tail", len(scores))["quality"]
