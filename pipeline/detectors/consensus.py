@@ -54,6 +54,7 @@ import numpy as np
 
 from pipeline.causes import CAUSES
 from pipeline.detectors.base import DETECTORS, Scorer
+from pipeline.detectors.batch import FrameBatch
 
 CONSENSUS = "consensus"
 # the evidence starts that differ from today's in a consensus fitted before it kept its own
@@ -225,7 +226,10 @@ def extremity(pcts: dict[str, np.ndarray], n_reference: int | None = None) -> di
 
 
 def counted_ranks(
-    detectors: dict, scores: dict[str, np.ndarray], pcts: dict[str, np.ndarray], batch
+    detectors: dict,
+    scores: dict[str, np.ndarray],
+    pcts: dict[str, np.ndarray],
+    batch: FrameBatch,
 ) -> dict[str, np.ndarray]:
     """The detectors' ranks of the frames of `batch` (a `FrameBatch`) as the consensus counts
     them: a rank where the detector says its score shows harm a person would see
