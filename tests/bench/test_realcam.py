@@ -150,6 +150,44 @@ def test_realcam_bench_measures_daylight_labels_and_lists_the_top(tmp_path: Path
     assert third["counts"]["labelled"]["n_junk"] == 3
     assert third["counts"]["labelled"]["n"] == 3 + 20  # the sun glare was debatable already
 
+    # --recount-*: the run's consensus counted again without `dark` and with `lof` from its
+    # median, from the stored scores; re-counted the run's own way it is the stored consensus
+    recounted = subprocess.run(
+        cmd
+        + ["--no-analyze", "--causes", "quality"]
+        + ["--recount-drop", "dark", "--recount-start", "lof=0.5"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert recounted.returncode == 0, recounted.stderr
+    fourth = json.loads(recounted.stdout)
+    assert fourth["recount"] == {
+        "keys": ["blurry", "lof"],
+        "starts": {"blurry": 0.0, "lof": 0.5},
+        "rule": "family_tail",
+        "junk_causes": ["quality", "camera", "scene", "rarity"],
+        "columns": ["consensus-recount", "consensus-recount[quality]"],
+        "reproduces_stored": True,
+    }
+    figures = fourth["detectors"]
+    assert figures["consensus"] == report["detectors"]["consensus"]  # the stored one, as it was
+    # the quality cause without `dark` is `blurry` alone: the same ranking, the same figures
+    assert figures["consensus-recount[quality]"]["sample"] == figures["blurry"]["sample"]
+    assert figures["consensus[quality]"]["sample"]["auc"] == 1.0  # with `dark`, as stored
+    assert figures["blurry"]["sample"]["auc"] < 1.0
+    for bad, says in (
+        (["--recount-start", "nosuch=0.5"], "the run has no detector 'nosuch'"),
+        (["--recount-start", "lof=1"], "a start is a percentile rank in [0, 1)"),
+        (["--recount-start", "lof"], "give DET=P"),
+        (["--recount-rule", "nosuch"], "known rules are"),
+    ):
+        refused = subprocess.run(
+            cmd + ["--no-analyze", *bad], capture_output=True, text=True, cwd=REPO, timeout=600
+        )
+        assert refused.returncode != 0 and says in refused.stderr, refused.stderr
+
 
 def _dark_names(rows: list[str]) -> list[str]:
     return [r.split(",")[0] for r in rows if ",junk,dark," in r]
