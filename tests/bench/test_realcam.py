@@ -74,9 +74,7 @@ def test_realcam_bench_measures_daylight_labels_and_lists_the_top(tmp_path: Path
         "--sheet",
         str(tmp_path / "top.png"),
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = _report(cmd)
 
     counts = report["counts"]
     assert counts["frames"] == 60 and counts["daylight_frames"] == 60
@@ -96,15 +94,7 @@ def test_realcam_bench_measures_daylight_labels_and_lists_the_top(tmp_path: Path
     assert top["counts"]["junk"] == 5 and top["precision"] == round(5 / 8, 3)
     assert (tmp_path / "top.png").stat().st_size > 0
 
-    again = subprocess.run(
-        cmd + ["--no-analyze", "--bootstrap", "200"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-    )
-    assert again.returncode == 0, again.stderr
-    second = json.loads(again.stdout)
+    second = _report(cmd + ["--no-analyze", "--bootstrap", "200"])
     assert second["run_id"] == report["run_id"] and "analyze_s" not in second["timings"]
     assert second["detectors"] == report["detectors"]
 
@@ -141,28 +131,18 @@ def test_realcam_bench_measures_daylight_labels_and_lists_the_top(tmp_path: Path
         )
         + "\n"
     )
-    confident = subprocess.run(
-        cmd + ["--no-analyze", "--confident"], capture_output=True, text=True, cwd=REPO, timeout=600
-    )
-    assert confident.returncode == 0, confident.stderr
-    third = json.loads(confident.stdout)
+    third = _report(cmd + ["--no-analyze", "--confident"])
     assert third["low_confidence_left_out"] and not second["low_confidence_left_out"]
     assert third["counts"]["labelled"]["n_junk"] == 3
     assert third["counts"]["labelled"]["n"] == 3 + 20  # the sun glare was debatable already
 
     # --recount-*: the run's consensus counted again without `dark` and with `lof` from its
     # median, from the stored scores; re-counted the run's own way it is the stored consensus
-    recounted = subprocess.run(
+    fourth = _report(
         cmd
         + ["--no-analyze", "--causes", "quality"]
-        + ["--recount-drop", "dark", "--recount-start", "lof=0.5"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
+        + ["--recount-drop", "dark", "--recount-start", "lof=0.5"]
     )
-    assert recounted.returncode == 0, recounted.stderr
-    fourth = json.loads(recounted.stdout)
     assert fourth["recount"] == {
         "keys": ["blurry", "lof"],
         "starts": {"blurry": 0.0, "lof": 0.5},
@@ -183,10 +163,19 @@ def test_realcam_bench_measures_daylight_labels_and_lists_the_top(tmp_path: Path
         (["--recount-start", "lof"], "give DET=P"),
         (["--recount-rule", "nosuch"], "known rules are"),
     ):
-        refused = subprocess.run(
-            cmd + ["--no-analyze", *bad], capture_output=True, text=True, cwd=REPO, timeout=600
-        )
+        refused = _bench(cmd + ["--no-analyze", *bad])
         assert refused.returncode != 0 and says in refused.stderr, refused.stderr
+
+
+def _bench(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def _report(cmd: list[str]) -> dict:
+    """The bench's JSON report (it must succeed)."""
+    done = _bench(cmd)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def _dark_names(rows: list[str]) -> list[str]:
