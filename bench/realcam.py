@@ -45,7 +45,8 @@ counts a detector the run scored but its consensus left out (`same_time`, `blurr
 its class's start, `--recount-drop DET` leaves one out, `--recount-rule RULE` combines each
 cause's detectors by another rule. The result is the column `consensus-recount` (the run's own
 junk causes) and `consensus-recount[a+b]` for each `--causes`, measured, ranked and resampled
-as the stored consensus is; `recount` in the report gives the keys, starts and rule used and
+as the stored consensus is (`bench/recount.py` does the same for renders, against their
+ground truth); `recount` in the report gives the keys, starts and rule used and
 `reproduces_stored`: whether re-counting with the run's own settings gives its stored
 consensus exactly (every frame's score within 1e-9), the check that the re-count is the
 pipeline's own arithmetic (`counted_ranks`, `cause_scores`, `sum_causes`).
@@ -62,6 +63,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.recount import add_arguments, causes_of, change_of, recounted  # noqa: E402
 
 LABELS = ("junk", "normal", "debatable")
 STORE_NAME = "realcam.duckdb"
@@ -188,91 +191,6 @@ def add_consensus_of(table, causes: list[str]) -> str:
         np.column_stack([table[cause_key(c)].astype(float) for c in causes]), axis=1
     )
     return name
-
-
-RECOUNT = "consensus-recount"
-
-
-def recount(db: Path, run_id: int, table, change: dict, causes: list[list[str]]) -> dict:
-    """Add the run's consensus counted another way (`change`: `starts` detector -> start,
-    `add` and `drop` detector lists, `rule` or None) as `RECOUNT` (the run's junk causes) and
-    `RECOUNT[a+b]` per entry of `causes`, each frame's score from the run's stored scores and
-    ranks as `analyze` counts them; returns what was counted, with `reproduces_stored`."""
-    import numpy as np
-
-    import store
-    from bench.quality import frames_batch
-    from pipeline.causes import CAUSES
-    from pipeline.detectors import CONSENSUS_RULES
-    from pipeline.detectors.consensus import (
-        cause_scores,
-        counted_ranks,
-        evidence_starts,
-        sum_causes,
-    )
-    from pipeline.fitted import FittedRun
-    from store import analysis as sa
-
-    with store.connect(db, read_only=True) as con:
-        artifact, _ = sa.load_fitted(con, run_id)
-        long = sa.run_scores(con, run_id)
-    fitted = FittedRun.from_bytes(artifact)
-    consensus = fitted.consensus
-    raw = long.pivot(index="frame_id", columns="detector", values="score")
-    pct = long.pivot(index="frame_id", columns="detector", values="score_pct")
-    known = [k for k in fitted.detectors if k in raw]
-    for key in [*change["starts"], *change["add"], *change["drop"]]:
-        if key not in known:
-            sys.exit(f"--recount-*: the run has no detector {key!r}; it has {', '.join(known)}")
-    for key, start in change["starts"].items():
-        if not 0.0 <= start < 1.0:
-            sys.exit(f"--recount-start {key}={start}: a start is a percentile rank in [0, 1)")
-    rule = change["rule"] or consensus.rule
-    if rule not in CONSENSUS_RULES:
-        sys.exit(f"--recount-rule {rule}: known rules are {', '.join(CONSENSUS_RULES)}")
-    keys = [k for k in [*consensus.keys, *change["add"]] if k not in change["drop"]]
-    keys = list(dict.fromkeys(keys))
-    if not keys:
-        sys.exit("--recount-drop: no detector left to count")
-    batch = frames_batch(db, raw.index.to_numpy(), fitted)
-    ranks = counted_ranks(
-        {k: fitted.detectors[k] for k in dict.fromkeys([*consensus.keys, *keys])},
-        {k: raw[k].to_numpy(float) for k in raw},
-        {k: pct[k].to_numpy(float) for k in pct},
-        batch,
-    )
-
-    def causes_of(use_keys, use_rule, starts):
-        return cause_scores(
-            {k: ranks[k] for k in use_keys}, use_rule, consensus.n_reference_, starts
-        )
-
-    own = consensus.junk_causes or list(CAUSES)
-    stored = sum_causes(causes_of(consensus.keys, consensus.rule, consensus.starts_), own)
-    expected = raw["consensus"].to_numpy(float)
-    same = np.isfinite(stored) == np.isfinite(expected)
-    reproduces = bool(
-        same.all()
-        and np.allclose(
-            stored[np.isfinite(stored)], expected[np.isfinite(expected)], rtol=0.0, atol=1e-9
-        )
-    )
-    starts = {**evidence_starts(keys), **consensus.starts_, **change["starts"]}
-    by_cause = causes_of(keys, rule, starts)
-    columns = {RECOUNT: sum_causes(by_cause, own)}
-    for names in causes:
-        columns[f"{RECOUNT}[{'+'.join(names)}]"] = sum_causes(by_cause, names)
-    at = table["frame_id"].map({f: i for i, f in enumerate(raw.index)}).to_numpy()
-    for name, scores in columns.items():
-        table[name] = scores[at]
-    return {
-        "keys": keys,
-        "starts": {k: starts[k] for k in keys},
-        "rule": rule,
-        "junk_causes": own,
-        "columns": list(columns),
-        "reproduces_stored": reproduces,
-    }
 
 
 def filled(scores):
@@ -453,20 +371,6 @@ def contact_sheet(db: Path, table, top: dict, path: Path, columns: int = 10) -> 
     sheet.save(path)
 
 
-def _starts(pairs: list[str]) -> dict[str, float]:
-    """`--recount-start DET=P` pairs as detector -> start."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            sys.exit(f"--recount-start {pair!r}: give DET=P, e.g. exposure=0.95")
-    return out
-
-
 def _r(value) -> float | None:
     value = float(value)
     return None if value != value else round(value, 3)
@@ -538,30 +442,7 @@ def main() -> None:
         metavar="N",
         help="add 95%% intervals of the sample figures over N resamples (e.g. 1000)",
     )
-    parser.add_argument(
-        "--recount-start",
-        action="append",
-        default=[],
-        metavar="DET=P",
-        help="re-count the consensus with DET's evidence from its P-th percentile (repeatable)",
-    )
-    parser.add_argument(
-        "--recount-add",
-        action="append",
-        default=[],
-        metavar="DET",
-        help="re-count the consensus counting a detector it left out (repeatable)",
-    )
-    parser.add_argument(
-        "--recount-drop",
-        action="append",
-        default=[],
-        metavar="DET",
-        help="re-count the consensus without this detector (repeatable)",
-    )
-    parser.add_argument(
-        "--recount-rule", default=None, help="re-count the consensus by another rule"
-    )
+    add_arguments(parser)
     args = parser.parse_args()
 
     from pipeline.settings import Settings
@@ -585,17 +466,14 @@ def main() -> None:
     for causes in args.causes:
         name = add_consensus_of(table, causes.split(","))
         detectors.append(name)
-    change = {
-        "starts": _starts(args.recount_start),
-        "add": args.recount_add,
-        "drop": args.recount_drop,
-        "rule": args.recount_rule,
-    }
+    change = change_of(args)
     counted = None
-    if any(change.values()):
-        groups = [[c.strip() for c in causes.split(",") if c.strip()] for causes in args.causes]
-        counted = recount(db, run_id, table, change, groups)
-        detectors += counted["columns"]
+    if change:
+        frame_ids, columns, counted = recounted(db, run_id, change, causes_of(args.causes))
+        at = table["frame_id"].map({f: i for i, f in enumerate(frame_ids)}).to_numpy()
+        for name in counted["columns"]:
+            table[name] = columns[name][at]
+            detectors.append(name)
     if args.top_detector not in detectors:
         sys.exit(f"--top-detector {args.top_detector}: the run has {', '.join(detectors)}")
     detectors = sorted(detectors, key=lambda d: (d != "consensus", d))
