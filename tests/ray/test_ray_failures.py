@@ -84,8 +84,10 @@ def test_a_node_that_cannot_see_the_frames_is_named(ray_cluster, tmp_path):
 
 
 def slow_item(item: int) -> int:
-    time.sleep(9)  # well past the 3 s allowed; the task runs on after the error (the next
-    return item  # test waits for its CPU), so one item, not long
+    """Well past the 3 s allowed. The task runs on after the error and the next test waits
+    for its CPU, so the test sends one item, and not for long."""
+    time.sleep(9)
+    return item
 
 
 def test_a_run_without_progress_stops_with_an_error(ray_cluster):
