@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.conftest import REPO, dashboard_server
 
 ARTIFACTS = REPO / "test-artifacts"
+
+
+def choose(page, selectbox, option: str, tries: int = 3) -> None:
+    """Open the Streamlit `selectbox` (a locator) and pick `option`. A click that lands while
+    the page is still drawing the widget (a loaded machine) opens no list: it is opened again,
+    up to `tries` clicks in all."""
+    wanted = page.get_by_role("option", name=option, exact=True)
+    for _ in range(tries - 1):
+        selectbox.click()
+        try:
+            wanted.wait_for(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    else:
+        selectbox.click()
+    wanted.click()
 
 
 @pytest.fixture(scope="session")

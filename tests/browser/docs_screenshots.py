@@ -21,6 +21,7 @@ from pathlib import Path
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
+from tests.browser.conftest import choose
 from tests.conftest import CHROMIUM, dashboard_server
 
 NAMES = ("overview", "gallery", "incidents", "causes", "suggested", "overview-causes", "video")
@@ -113,8 +114,8 @@ def main(store_path: Path, out: Path, names: set[str]) -> list[str]:
             if "video" in names:
                 ctx, page = open_page("/review?daylight=day", "Review & export", 1400, 1300)
                 page.get_by_role("tab", name="Export").click()
-                page.locator('[data-testid="stSelectbox"]').filter(has_text="Video width").click()
-                page.get_by_role("option", name="640", exact=True).click()
+                width = page.locator('[data-testid="stSelectbox"]').filter(has_text="Video width")
+                choose(page, width, "640")
                 page.locator('[data-testid="stCheckbox"]').filter(
                     has_text="Deflicker the video"
                 ).locator("label").click()

@@ -9,7 +9,7 @@ import pytest
 
 import store
 from store import facts
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, choose
 from tests.browser.test_dashboard_browser import settle
 
 pytestmark = pytest.mark.browser
@@ -27,8 +27,7 @@ def test_make_and_download_the_mp4(browser, dashboard_url, demo_store, tmp_path)
     page.goto(f"{dashboard_url}/review?daylight=day")
     settle(page, "Review & export")
     page.get_by_role("tab", name="Export").click()
-    page.locator('[data-testid="stSelectbox"]').filter(has_text="Video width").click()
-    page.get_by_role("option", name="640", exact=True).click()
+    choose(page, page.locator('[data-testid="stSelectbox"]').filter(has_text="Video width"), "640")
     page.locator('[data-testid="stCheckbox"]').filter(has_text="Deflicker the video").locator(
         "label"
     ).click()
