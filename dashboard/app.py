@@ -161,7 +161,9 @@ def _sidebar(opts: dict) -> None:
             key=filters.W_DET,
             help="Ranks the gallery and sets the threshold below. "
             "Scores: higher = more abnormal. `cause:...` is one cause of junk's "
-            "score; `consensus` sums the junk causes the run counts.",
+            "score; `consensus` sums the junk causes the run counts; `learned` (once you "
+            "have reviewed frames and analysed again) is the consensus re-weighed by your "
+            "reviews.",
         )
         if opts["causes"]:
             own = ", ".join(opts["junk_causes"])
@@ -187,6 +189,7 @@ def _sidebar(opts: dict) -> None:
             if left_out:
                 sb.caption(left_out)
             _suggested_causes(sb, opts, counted)
+        _learned(sb, opts)
         kind = sb.selectbox(
             "Threshold",
             THRESHOLD_KINDS,
@@ -259,6 +262,66 @@ def _suggested_causes(sb, opts: dict, counted: list[str]) -> None:
     ):
         ui.request_filter(**{filters.W_CAUSES: list(suggestion.causes)})
         st.rerun()
+
+
+def _learned(sb, opts: dict) -> None:
+    """Under the detector: what the run's `learned` learned from the user's reviews, with a
+    button that ranks by it; or, once there are enough reviews for it, how to get it."""
+    note = learned_note(
+        opts.get("learned"),
+        data.get("review_counts"),
+        opts.get("learns", True),
+        opts.get("learn_min_reviews", 5),
+        Path(st.session_state.get("_db_path", "garden.duckdb")).name,
+    )
+    if note is None:
+        return
+    sb.caption(note)
+    if opts.get("learned") and st.session_state.get(filters.W_DET) != "learned":
+        if sb.button(
+            "Rank by learned",
+            key="rank_by_learned",
+            icon=":material/school:",
+            help="Ranks the gallery and sets the threshold by the consensus re-weighed by your "
+            "reviews (detector learned).",
+        ):
+            ui.request_filter(**{filters.W_DET: "learned"})
+            st.rerun()
+
+
+def learned_note(
+    learned: dict | None, counts: dict[str, int], learns: bool, least: int, db_name: str
+) -> str | None:
+    """What the sidebar says of learning from reviews: what the run's `learned` learned (and
+    whether the reviews have changed since), or how to learn from reviews enough for it; None
+    when there is nothing to say."""
+    again = f"`python -m pipeline analyze --db {db_name}`"
+    if learned:
+        n_junk, n_keep = learned["n_junk"], learned["n_keep"]
+        check = learned.get("cross_validated") or {}
+        text = f"**learned** ranks by your reviews as this run learned them ({n_junk} junk, {n_keep} keep): "
+        if not learned.get("model_weight"):
+            text += "they agree with the consensus, so it ranks the frames as the consensus does."
+        else:
+            text += (
+                f"a model of them counts {learned['model_weight']:.0%} against the consensus. "
+                f"Ranked by models fitted without them, the reviews' ROC-AUC is "
+                f"{check.get('roc_auc', float('nan')):.2f} (the consensus alone: "
+                f"{check.get('roc_auc_consensus', float('nan')):.2f})."
+            )
+        if (counts["junk"], counts["keep"]) != (n_junk, n_keep):
+            text += (
+                f" You have {counts['junk']} junk and {counts['keep']} keep reviews now: "
+                f"{again} learns from them all."
+            )
+        return text
+    if learns and min(counts["junk"], counts["keep"]) >= least:
+        return (
+            f"You have reviewed {counts['junk']} frames junk and {counts['keep']} keep: "
+            f"{again} learns from them (detector **learned**: the consensus re-weighed by "
+            "your reviews)."
+        )
+    return None
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -12,7 +12,9 @@ against exact search measured on a sample and kept in the run's parameters), clu
 over the setting `junk_causes`, recorded in the run's params; unset, every cause less a scene
 cause that mostly says what kind of day it is, `consensus.default_causes`; frames ingested before
 `local_contrast` was measured get it from their thumbnails first; the pixel detectors side by
-side, `_fit_detectors`), scores the frames through the fitted run
+side, `_fit_detectors`), learns from the user's junk/keep reviews of the run's frames when
+there are enough (`learn_from_reviews`: detector `learned`, `pipeline.detectors.learned`),
+scores the frames through the fitted run
 (`pipeline.fitted.FittedRun.score`, as `score-new` does), groups the consensus's flags into
 incidents (`pipeline.incidents`), closes the archive mosaic (`pipeline.mosaic`, whose cells
 fill from the thumbnails the first pixel detector decodes) and writes the run in one
@@ -63,6 +65,7 @@ from pipeline.detectors import (
 from pipeline.detectors.base import Detector
 from pipeline.detectors.batch import day_and_minute, daylight_classes
 from pipeline.detectors.consensus import day_gate_note, day_gated, default_causes
+from pipeline.detectors.learned import LEARNED, Learned
 from pipeline.errors import AnalysisError, InputError
 from pipeline.fitted import (
     N_TABLE_NEIGHBORS,
@@ -83,6 +86,7 @@ from pipeline.threads import one_blas_thread
 from store import analysis as sa
 from store import embeddings as se
 from store import kv
+from store import reviews as sr
 from store.causes import cause_key
 
 log = logging.getLogger(__name__)
@@ -223,13 +227,15 @@ def analyze(
         # its percentiles rank the frames tied at a scorer's lowest score as the lowest
         # (`Scorer.percentile`); a recombined consensus does the same (`store.causes`)
         params["lowest_ties"] = True
+        # the reviews as they are when the run starts (`learned` learns from them)
+        verdicts = sr.all_verdicts(con) if settings.learn_from_reviews else None
         stale = sa.fail_stale_runs(con, process_alive)
         run_id = sa.start_run(con, model, params, __version__)
     steps = _Steps(trace_memory)
     if trace_memory:
         tracemalloc.start()
     try:
-        result = _analyze_run(db, settings, keys, model, run_id, params, steps, progress)
+        result = _analyze_run(db, settings, keys, model, run_id, params, steps, progress, verdicts)
     except BaseException as exc:
         message = f"{type(exc).__name__}: {exc}"
         try:
@@ -377,6 +383,7 @@ def _analyze_run(
     params: dict[str, Any],
     steps: _Steps,
     progress: bool,
+    verdicts: pd.DataFrame | None = None,
 ) -> AnalyzeResult:
     if any("frame_stats" in DETECTORS[k].needs for k in keys):
         filled = steps.run("backfill", backfill_thumbnail_measures, db)
@@ -496,6 +503,11 @@ def _analyze_run(
     at_odds = causes_at_odds(agreement, junk_causes)
     notes += at_odds_advice(at_odds, junk_causes)
 
+    learned, learn_note = steps.run(
+        "detector:learned", learn_from_reviews, settings, verdicts, detectors, consensus, batch
+    )
+    notes += learn_note
+
     first = batch.nn_dist[:, 0]
     too_far = float(np.quantile(first[np.isfinite(first)], settings.too_far_quantile))
     fitted = FittedRun(
@@ -507,6 +519,7 @@ def _analyze_run(
         index=index,
         detectors=detectors,
         consensus=consensus,
+        learned=learned,
         clusterer=clusterer,
         cluster_of_fit=labels,
         too_far_distance=too_far,
@@ -563,12 +576,14 @@ def _analyze_run(
         cause_agreement=agreement,
         causes_at_odds=at_odds,
         too_far_distance=too_far,
+        learned=None if learned is None else learned.record(),
         detector_facts={
             key: scorer.facts()
             for key, scorer in {
                 **detectors,
                 **{cause_key(c): s for c, s in consensus.causes_.items()},
                 CONSENSUS: consensus,
+                **({} if learned is None else {LEARNED: learned}),
             }.items()
         },
         n_incidents=len(incidents),
@@ -578,12 +593,12 @@ def _analyze_run(
             "seconds": archive.seconds,
         },
     )
-    ran = list(detectors) + [CONSENSUS]
+    ran = list(detectors) + [CONSENSUS] + ([] if learned is None else [LEARNED])
     versions = fitted.versions
     artifact = steps.run("save_fitted", fitted.to_bytes) if settings.save_fitted else None
     # What only the fit needed goes before the rows are written: the fitted state (its bytes
     # hold it), the vectors, the index, the detectors' training arrays (GBs at 3M frames)
-    del fitted, detectors, consensus, index, batch, z, clusterer, mapper, mosaic, reader
+    del fitted, detectors, consensus, learned, index, batch, z, clusterer, mapper, mosaic, reader
     del fit_pcts, first
     cluster_rows = pa.table(
         {
@@ -638,6 +653,51 @@ def _analyze_run(
         params=params,
         cpu=dict(steps.cpu),
     )
+
+
+def learn_from_reviews(
+    settings: Settings,
+    verdicts: pd.DataFrame | None,
+    detectors: dict[str, Detector],
+    consensus: Consensus,
+    batch: FrameBatch,
+) -> tuple[Learned | None, list[str]]:
+    """(`learned` fitted on the reviews of the run's frames, or None; what the run's notes say
+    of it). None without `learn_from_reviews`, without reviews, or with fewer than
+    `learn_min_reviews` of either verdict among the run's frames (the note says how many)."""
+    if verdicts is None or verdicts.empty:
+        return None, []
+    at = pd.Index(batch.frame_ids).get_indexer(verdicts["frame_id"].to_numpy())
+    verdicts = verdicts[at >= 0]
+    reviewed, junk = at[at >= 0], (verdicts["verdict"] == "junk").to_numpy()
+    n_junk, n_keep = int(junk.sum()), int((~junk).sum())
+    least = settings.learn_min_reviews
+    if n_junk < least or n_keep < least:
+        return None, [
+            f"learned not fitted: {n_junk} of the run's frames are reviewed junk and {n_keep} "
+            f"keep; it needs at least {least} of each (setting learn_min_reviews)"
+        ]
+    ties = consensus.lowest_ties_
+    pcts = {
+        k: d.percentile(d.decision_scores_, ties).astype(np.float32) for k, d in detectors.items()
+    }
+    learned = Learned(list(detectors), contamination=settings.contamination).fit(
+        pcts, consensus.percentile(consensus.decision_scores_, ties), reviewed, junk
+    )
+    check = learned.cross_validated_
+    said = f"learned from your reviews ({n_junk} junk, {n_keep} keep): "
+    if learned.weight_ == 0:
+        said += (
+            "they agree with the consensus, so learned ranks the frames as it does (ROC-AUC "
+            f"over them {check['roc_auc_consensus']:.3f}; no model of them did clearly better)"
+        )
+    else:
+        said += (
+            f"a model of them counts {learned.weight_:.0%} against the consensus; ranked by "
+            f"models fitted without them ({check['folds']} folds), the reviews' ROC-AUC is "
+            f"{check['roc_auc']:.3f} (the consensus alone: {check['roc_auc_consensus']:.3f})"
+        )
+    return learned, [said]
 
 
 def _spread(db: Path, settings: Settings):

@@ -795,6 +795,12 @@ def _describe_place(done: dict) -> str:
     type=click.IntRange(min=0),
     help=help_for("incident_gap_frames"),
 )
+@click.option(
+    "--learn/--no-learn",
+    "learn_from_reviews",
+    default=None,
+    help=help_for("learn_from_reviews") + " [default: learn]",
+)
 @_executor_options
 @click.option("--quiet", is_flag=True, help="no progress lines")
 @click.pass_context
@@ -811,6 +817,7 @@ def analyze(
     junk_causes,
     random_state,
     incident_gap_frames,
+    learn_from_reviews,
     executor,
     ray_address,
     quiet,
@@ -828,6 +835,10 @@ def analyze(
     --junk-causes (default all four; by default from soft, flat, exposure, alignment,
     background and lof).
 
+    Once at least 5 of the run's frames are reviewed junk and 5 keep (in the dashboard),
+    learned is added too: the consensus re-weighed by a model of those reviews (how well it
+    ranks the reviews it was not fitted on is in the run's notes). --no-learn leaves it out.
+
     With --executor ray, alignment and background fit here and score every frame on the
     Ray cluster (each node must see the store at the same path).
     """
@@ -842,6 +853,7 @@ def analyze(
         junk_causes=_split(junk_causes),
         random_state=random_state,
         incident_gap_frames=incident_gap_frames,
+        learn_from_reviews=learn_from_reviews,
         executor=executor,
         ray_address=ray_address,
     )

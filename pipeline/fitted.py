@@ -1,7 +1,7 @@
 """A run's fitted state, and the one way frames are scored against it (`FittedRun.score`).
 
-`analyze` fits a run's projection, neighbour index, clusterer, map, detectors and consensus and
-keeps them in a `FittedRun`; it scores the fit's frames with `FittedRun.score(batch,
+`analyze` fits a run's projection, neighbour index, clusterer, map, detectors and consensus
+(and `learned`, where the user's reviews allow) and keeps them in a `FittedRun`; it scores the fit's frames with `FittedRun.score(batch,
 of_fit=True)` and saves the run pickled (`to_bytes`) in the store. `score-new` loads it
 (`from_bytes`) and scores new frames with `FittedRun.score(batch)`: the same percentiles,
 consensus and flags, through the same code, so a frame of the fit gets the scores it got in
@@ -37,6 +37,7 @@ from pipeline.detectors import (
 )
 from pipeline.detectors.background.alignment import Alignment
 from pipeline.detectors.background.eigen import BackgroundModel, TimeOfDayNoise
+from pipeline.detectors.learned import LEARNED, Learned
 from pipeline.neighbors import NeighborIndex
 from pipeline.projection import RegionProjection, project
 from pipeline.versioned import Versioned
@@ -118,12 +119,13 @@ class FittedRun(Versioned):
     lat: float | None = None  # the camera's place when fitted (the sun's position)
     lon: float | None = None
     regions: RegionProjection | None = None  # each region's own PCA space (a model with a grid)
-    format_version = 3
+    learned: Learned | None = None  # the consensus re-weighed by the user's reviews (or none)
+    format_version = 4
 
     def _upgrade(self, state: dict[str, Any], version: int) -> dict[str, Any]:
         # formats before 2 had no detector that reads the sun's position, before 3 no
-        # region spaces
-        return {"lat": None, "lon": None, "regions": None, **state}
+        # region spaces, before 4 nothing learned from reviews
+        return {"lat": None, "lon": None, "regions": None, "learned": None, **state}
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         """Raw vectors -> the run's PCA space (float32)."""
@@ -193,6 +195,14 @@ class FittedRun(Versioned):
             pcts[key] = scorer.percentile(scores[key], ties)
         scores[CONSENSUS] = scores_consensus
         pcts[CONSENSUS] = self.consensus.percentile(scores[CONSENSUS], ties)
+        if self.learned is not None:
+            scorers[LEARNED] = self.learned
+            scores[LEARNED] = (
+                self.learned.decision_scores_
+                if of_fit
+                else self.learned.score(pcts, pcts[CONSENSUS])
+            )
+            pcts[LEARNED] = self.learned.percentile(scores[LEARNED], ties)
         flags = {key: scorers[key].predict_scores(s) for key, s in scores.items()}
         return RunScores(batch.frame_ids, scores, pcts, flags)
 

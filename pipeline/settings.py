@@ -187,6 +187,14 @@ class Settings:
         "quality,camera [default: all four, less the scene cause where it mostly says what "
         "kind of day it is (a sea-and-sky view's clear days), as the run notes]",
     )
+    learn_from_reviews: bool = _setting(
+        True,
+        "analyze learns from the junk/keep reviews of the run's frames: detector `learned`, "
+        "the consensus re-weighed by a model of them (see pipeline/detectors/learned.py)",
+    )
+    learn_min_reviews: int = _setting(
+        5, "reviews of each verdict (junk and keep) `learned` needs; fewer: not fitted", 2, 10**9
+    )
     neighbor_index: str = _setting(
         "auto",
         "nearest-neighbour index: 'exact', 'kdtree', 'ivf' (approximate) or 'auto' "

@@ -536,6 +536,12 @@ def options(con: duckdb.DuckDBPyConnection, run_id: int | None = None) -> dict[s
         # cause -> share of its daylight ranking between days, for each cause the run left
         # out by itself (`junk_causes` unset: a scene cause that says what kind of day it is)
         "causes_left_out": dict(params.get("causes_left_out") or {}),
+        # what `learned` learned from (reviews, the model's share, its cross-validated check;
+        # `pipeline.detectors.learned`); None for a run without it
+        "learned": params.get("learned"),
+        # whether the run would learn from reviews, and from how many of each verdict
+        "learns": params.get("learn_from_reviews", True) is not False,
+        "learn_min_reviews": int(params.get("learn_min_reviews") or 5),
     }
 
 

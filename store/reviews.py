@@ -74,6 +74,11 @@ def verdicts(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]) -> dict[i
     return {int(fid): verdict for fid, verdict in rows}
 
 
+def all_verdicts(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every review's frame_id and verdict, by frame_id (what `analyze` learns from)."""
+    return con.execute("SELECT frame_id, verdict FROM reviews ORDER BY frame_id").df()
+
+
 def snapshot(con: duckdb.DuckDBPyConnection, frame_ids: Iterable[int]) -> pd.DataFrame:
     """The review rows of some frames as they are now (frame_id, verdict, note, reviewed_at);
     frames without a verdict have no row."""

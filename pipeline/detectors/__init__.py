@@ -18,7 +18,10 @@ order below, which is the registry's order and that of the default `detectors` s
   statistics (side by side, out of the default consensus);
 - `consensus`: `Consensus`, each cause's score from its detectors and their sum over the causes
   the user counts as junk (not in the registry: it is fitted on the detectors' ranks, not on
-  frames, and is always added).
+  frames, and is always added);
+- `learned`: `Learned`, the consensus re-weighed by a model of the user's junk/keep reviews
+  (not in the registry either: fitted on the detectors' ranks and the reviews, added when
+  there are enough of them).
 
 A frame that was in the fit gets exactly the score it got in the fit (neighbour searches
 exclude the frame itself by frame_id), so `score-new` agrees with the run.

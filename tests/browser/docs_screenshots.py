@@ -9,7 +9,9 @@ quality and camera chosen, on the Incidents page), suggested (the sidebar's Junk
 Review & export's daylight frames with the causes the store's reviews suggest: a store with
 reviews, else no suggestion shows), overview-causes (Overview's mosaic with
 quality and camera chosen: the hours their incidents fill outlined), video (Review & export's Export tab with
-an MP4 made); all of them by default. Look at each picture before committing it.
+an MP4 made), learned (the Gallery ranked by `learned`, with the sidebar's word on what the run
+learned: a store analysed after reviews, else the sidebar says how to get it); all of them by
+default. Look at each picture before committing it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ from playwright.sync_api import sync_playwright
 from tests.browser.conftest import choose
 from tests.conftest import CHROMIUM, dashboard_server
 
-NAMES = ("overview", "gallery", "incidents", "causes", "suggested", "overview-causes", "video")
+NAMES = (
+    "overview",
+    "gallery",
+    "incidents",
+    "causes",
+    "suggested",
+    "overview-causes",
+    "video",
+    "learned",
+)
 
 
 def settle(page, title: str) -> None:
@@ -125,6 +136,14 @@ def main(store_path: Path, out: Path, names: set[str]) -> list[str]:
                 ).wait_for(timeout=300_000)
                 settle(page, "Review & export")
                 page.screenshot(path=str(out / "dashboard-review-export-video.png"))
+                ctx.close()
+            if "learned" in names:
+                ctx, page = open_page("/gallery?det=learned", "Gallery", 1400, 1000)
+                said = page.get_by_text("ranks by your reviews").first
+                said.wait_for(timeout=60_000)
+                said.scroll_into_view_if_needed()  # the sidebar, down to what it says
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(out / "dashboard-learned.png"))
                 ctx.close()
             browser.close()
     (out / "streamlit.log").unlink(missing_ok=True)

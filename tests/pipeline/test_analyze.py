@@ -623,3 +623,77 @@ def test_a_stoppable_reader_stops_before_its_next_chunk():
     stop.set()
     with pytest.raises(ReadStopped):
         list(reader.grids(np.arange(1, 6), (32, 18)))
+
+
+def _review(db: Path, junk, keep) -> None:
+    from store import reviews
+
+    with store.connect(db) as con:
+        reviews.set_verdicts(con, [int(i) for i in junk], "junk")
+        reviews.set_verdicts(con, [int(i) for i in keep], "keep")
+
+
+def test_analyze_learns_from_the_reviews_of_the_runs_frames(tmp_path):
+    """A user for whom the night frames are junk and the planted figures are not (their
+    garden's visitors): `learned` is written for every frame, ranks the night frames they did
+    not review higher than the consensus does and the planted figure they did not review
+    lower, and the run records what it learned from."""
+    db = tmp_path / "store.duckdb"
+    data = synthetic_store(db)
+    with store.connect(db, read_only=True) as con:
+        night = con.sql("SELECT frame_id FROM frames WHERE daylight = 'night' ORDER BY 1").df()
+    night = night["frame_id"].to_numpy()
+    planted = data["anomalies"]
+    ordinary = np.setdiff1d(data["ids"], np.concatenate([night, planted]))
+    _review(db, junk=night[::12][:8], keep=np.concatenate([planted[:5], ordinary[::10][:10]]))
+    result = analyze(db, fast_settings(), progress=False)
+    assert result.detectors[-2:] == ["consensus", "learned"]
+    with store.connect(db, read_only=True) as con:
+        run = sa.get_run(con, result.run_id)
+        scores = sa.run_scores(con, result.run_id)
+    pct = scores.pivot(index="frame_id", columns="detector", values="score_pct")
+    assert pct["learned"].notna().sum() == len(data["ids"])
+    learned = run["params"]["learned"]
+    assert (learned["n_junk"], learned["n_keep"]) == (8, 15)
+    assert set(learned["weights"]) == set(FAST) and learned["model_weight"] > 0
+    assert run["params"]["detector_facts"]["learned"]["family"] == "learned"
+    assert any(n.startswith("learned from your reviews (8 junk, 15 keep)") for n in result.notes)
+    rest_night = np.setdiff1d(night, night[::12][:8])
+    assert pct.loc[rest_night, "learned"].mean() > pct.loc[rest_night, "consensus"].mean() + 0.1
+    assert pct.loc[planted[5], "learned"] < pct.loc[planted[5], "consensus"]
+
+
+def test_too_few_reviews_are_not_learned_from_and_the_notes_say_how_many(tmp_path):
+    db = tmp_path / "store.duckdb"
+    data = synthetic_store(db)
+    _review(db, junk=data["anomalies"][:4], keep=data["ids"][:10])
+    result = analyze(db, fast_settings(), progress=False)
+    assert "learned" not in result.detectors
+    assert any(
+        "4 of the run's frames are reviewed junk and 10 keep; it needs at least 5 of each" in n
+        for n in result.notes
+    )
+    with store.connect(db, read_only=True) as con:
+        assert "learned" not in set(sa.run_scores(con, result.run_id)["detector"])
+        assert sa.get_run(con, result.run_id)["params"]["learned"] is None
+    fewer = analyze(db, fast_settings(learn_min_reviews=4), progress=False)
+    assert "learned" in fewer.detectors
+
+
+def test_cli_analyze_no_learn_leaves_the_reviews_alone(tmp_path):
+    db = tmp_path / "store.duckdb"
+    data = synthetic_store(db)
+    _review(db, junk=data["anomalies"][:5], keep=data["ids"][:10])
+    out = CliRunner().invoke(
+        cli, ["analyze", "--db", str(db), "--quiet", "--detectors", "lof,dark", "--no-learn"]
+    )
+    assert out.exit_code == 0, out.output
+    assert "learned" not in out.output
+    with store.connect(db, read_only=True) as con:
+        run = sa.get_run(con, 1)
+        assert "learned" not in set(sa.run_scores(con, 1)["detector"])
+    assert run["params"]["learn_from_reviews"] is False and run["params"]["learned"] is None
+    out = CliRunner().invoke(
+        cli, ["analyze", "--db", str(db), "--quiet", "--detectors", "lof,dark"]
+    )
+    assert out.exit_code == 0 and "learned from your reviews (5 junk, 10 keep)" in out.output

@@ -212,3 +212,33 @@ def test_scoring_a_fit_frame_again_drops_its_evidence_per_plain_cause(fitted_sto
     score_frames(db, fitted, before[:1], write=True)
     with store.connect(db, read_only=True) as con:
         assert [r[0] for r in con.execute(query, [result.run_id]).fetchall()] == before[1:]
+
+
+def test_a_run_that_learned_from_reviews_scores_frames_with_what_it_learned(fitted_store, tmp_path):
+    """`learned` is kept with the fitted run: a fit frame scored again gets the learned score
+    it got in the run, and a new frame gets one."""
+    from store import reviews
+
+    db, _, _, settings = fitted_store
+    with store.connect(db) as con:
+        ids = sa.run_frame_ids(con, 1)
+        reviews.set_verdicts(con, ids[:6].tolist(), "junk")
+        reviews.set_verdicts(con, ids[10:20].tolist(), "keep")
+    result = analyze(db, settings, progress=False)
+    assert "learned" in result.detectors
+    fitted, _ = load_fitted_run(db)
+    assert fitted.run_id == result.run_id and fitted.learned is not None
+    with store.connect(db, read_only=True) as con:
+        stored = sa.run_scores(con, result.run_id)
+    stored = stored[stored["detector"] == "learned"].set_index("frame_id")
+    report, _ = score_frames(db, fitted, ids, write=False)
+    np.testing.assert_allclose(
+        report["learned"].to_numpy(float), stored.loc[report["frame_id"], "score"], atol=1e-9
+    )
+    np.testing.assert_allclose(
+        report["learned_pct"].to_numpy(float), stored.loc[report["frame_id"], "score_pct"]
+    )
+    new = tmp_path / "new"
+    write_jpeg(new / "n_1.jpg", when=datetime(2024, 4, 13, 10, 0), seed=100, colour=(100, 140, 60))
+    out = score_new(new, db, settings, progress=False)
+    assert out.frames["learned_pct"].between(0, 1).all()

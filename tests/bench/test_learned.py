@@ -1,0 +1,92 @@
+"""bench/learned.py on the demo store: it fits `learned` as `analyze` does, from the ranks
+`analyze` fits it on; its simulation reports what it says; bad input is refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from tests.conftest import REPO
+
+
+def _bench(*args) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(REPO / "bench" / "learned.py"), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def test_the_bench_fits_learned_as_analyze_does(store_copy, monkeypatch):
+    """The same reviews, fitted by the bench on a run's stored ranks, give the `learned` scores
+    `analyze` wrote for them."""
+    import store
+    from pipeline.analyze import analyze
+    from pipeline.detectors.learned import Learned
+    from pipeline.settings import Settings
+    from store import analysis as sa
+    from store import reviews
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import learned as bench
+
+    with store.connect(store_copy) as con:
+        truth = sa.load_ground_truth(con)
+        junk = truth.loc[truth["is_anomaly"].astype(bool), "frame_id"].to_numpy()[:6]
+        keep = truth.loc[~truth["is_anomaly"].astype(bool), "frame_id"].to_numpy()[::7][:12]
+        reviews.set_verdicts(con, junk.tolist(), "junk")
+        reviews.set_verdicts(con, keep.tolist(), "keep")
+    result = analyze(store_copy, Settings(model="pixels"), progress=False)
+    assert "learned" in result.detectors
+    pcts, consensus, table = bench.load(store_copy, "pixels", None, None, None)
+    ids = table["frame_id"].to_numpy()
+    reviewed = np.flatnonzero(np.isin(ids, np.concatenate([junk, keep])))
+    refit = Learned(list(pcts)).fit(pcts, consensus, reviewed, np.isin(ids[reviewed], junk))
+    with store.connect(store_copy, read_only=True) as con:
+        stored = sa.run_scores(con, result.run_id)
+        record = sa.get_run(con, result.run_id)["params"]["learned"]
+    stored = stored[stored["detector"] == "learned"].set_index("frame_id").loc[ids, "score"]
+    np.testing.assert_allclose(refit.decision_scores_, stored.to_numpy(float), atol=1e-9)
+    assert refit.record() == record
+
+
+def test_the_simulation_reports_each_users_reviews(demo_store):
+    done = _bench(demo_store, "--truth", "--model", "pixels", "--reviews", "40", "--seeds", "3")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    rows = report["runs"]
+    assert [r["seed"] for r in rows] == [0, 1, 2]
+    for row in rows:
+        assert row["reviews"] == 40 and row["junk"] + row["keep"] == 40
+        if min(row["junk"], row["keep"]) >= 5:
+            assert len(row["learned"]) == 2 and row["cross_validated"]["folds"] >= 2
+        else:
+            assert row["learned"] is None
+    fitted = [r for r in rows if r["learned"]]
+    summary = report["summary"]["40"]
+    assert summary["runs"] == 3 and summary["fitted"] == len(fitted)
+    if fitted:
+        assert (
+            summary["learned_mean"]
+            == np.round(np.mean([r["learned"] for r in fitted], axis=0), 3).tolist()
+        )
+    top = _bench(demo_store, "--truth", "--model", "pixels", "--reviews", "30", "--order", "top")
+    assert top.returncode == 0, top.stderr
+    assert [r["seed"] for r in json.loads(top.stdout)["runs"]] == [0]
+
+
+def test_bad_input_is_refused_with_a_message(demo_store, store_copy, tmp_path):
+    import store
+
+    with store.connect(store_copy) as con:
+        con.execute("DELETE FROM ground_truth")
+    for args, says in (
+        ([demo_store, "--truth", "--model", "pixels", "--reviews", "x"], "whole numbers"),
+        ([tmp_path / "none.duckdb", "--truth", "--model", "pixels"], "does not exist"),
+        ([store_copy, "--truth", "--model", "pixels"], "no ground truth"),
+        ([demo_store, "--truth", "--model", "vgg16-hed-grid"], "no complete vgg16-hed-grid run"),
+        ([demo_store, "--model", "pixels"], "give --labels"),
+        ([demo_store, "--truth", "--model", "pixels", "--causes", "nope"], "nope"),
+    ):
+        done = _bench(*args)
+        assert done.returncode != 0 and says in done.stderr, (args, done.stderr)
