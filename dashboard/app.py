@@ -315,13 +315,25 @@ def learned_note(
                 f"{again} learns from them all."
             )
         return text
-    if learns and min(counts["junk"], counts["keep"]) >= least:
+    if not learns or not counts["junk"] + counts["keep"]:
+        return None
+    if min(counts["junk"], counts["keep"]) >= least:
         return (
             f"You have reviewed {counts['junk']} frames junk and {counts['keep']} keep: "
             f"{again} learns from them (detector **learned**: the consensus re-weighed by "
             "your reviews)."
         )
-    return None
+    fewer = "keep" if counts["keep"] < least else "junk"
+    where = (
+        "good frames from the bottom of the Gallery (order: lowest score first)"
+        if fewer == "keep"
+        else "junk frames from the top of the Gallery"
+    )
+    return (
+        f"You have reviewed {counts['junk']} frames junk and {counts['keep']} keep. To learn "
+        f"what junk is on this camera, analysis needs at least {least} of each: mark some "
+        f"{where} {fewer} too."
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
