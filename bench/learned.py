@@ -7,7 +7,8 @@
     .venv/bin/python bench/learned.py --scale 750000,3000000   # its cost at archive sizes
 
 `--scale N,...`: what fitting `learned` costs `analyze` on N frames (seconds and peak memory
-of `Learned.fit` with 25 detectors' ranks and 200 reviews, random ranks; no store).
+of `Learned.fit` with 25 detectors' ranks, a 64-dimensional PCA space and 200 reviews, random
+values; no store; `inputs_mb` is what the model's inputs for every frame would take at once).
 
 STORE is a store `bench/realcam.py` analysed (its latest complete run of `--model`), or with
 `--truth` one `bench/quality.py` made (its ground truth; every daylight frame is the sample). A
@@ -38,14 +39,18 @@ sys.path.append(str(ROOT / "bench"))  # realcam (after ROOT: bench/ has a dashbo
 
 
 def load(store_path: Path, model: str, labels: Path | None, sample: Path | None, causes):
-    """(the run's detectors' percentile ranks {key: array}, the consensus's ranks, a table of
-    the run's frames in the same order with `day`, `labelled`, `junk` and `in_sample`)."""
+    """(the run's detectors' percentile ranks {key: array}, the consensus's ranks, the frames
+    in the run's PCA space (its fitted state's projection of their stored vectors, as
+    `analyze` projects them), a table of the run's frames in the same order with `day`,
+    `labelled`, `junk` and `in_sample`)."""
     import pandas as pd
     import realcam
 
     import store
     from pipeline.detectors import CONSENSUS, CauseScore
+    from pipeline.score_new import load_fitted_run
     from store import analysis as sa
+    from store import embeddings as se
 
     if not store_path.exists():
         sys.exit(f"{store_path} does not exist")
@@ -58,6 +63,7 @@ def load(store_path: Path, model: str, labels: Path | None, sample: Path | None,
         long = sa.run_scores(con, run_id)
         truth = sa.load_ground_truth(con) if labels is None else None
         daylight = sa.frame_daylight(con, long["frame_id"].unique())
+        ids, vectors = se.load_vectors(con, model, np.sort(long["frame_id"].unique()))
     if truth is not None and truth.empty:
         sys.exit(f"{store_path} has no ground truth (--truth)")
     pct = long.pivot(index="frame_id", columns="detector", values="score_pct").sort_index()
@@ -83,7 +89,11 @@ def load(store_path: Path, model: str, labels: Path | None, sample: Path | None,
         consensus = CauseScore().fit(summed).percentile(summed)
     else:
         consensus = pct[CONSENSUS].to_numpy(float)
-    return pcts, consensus, pd.DataFrame(table).reset_index()
+    if not np.array_equal(ids, pct.index.to_numpy()):
+        sys.exit(f"run {run_id} scored frames that have no {model} vector now (embedded again?)")
+    fitted, _ = load_fitted_run(store_path, run_id, read_only=True)
+    view = fitted.transform(vectors)
+    return pcts, consensus, view, pd.DataFrame(table).reset_index()
 
 
 def measure(junk: np.ndarray, scores: np.ndarray) -> list[float] | None:
@@ -96,8 +106,9 @@ def measure(junk: np.ndarray, scores: np.ndarray) -> list[float] | None:
     return [round(got["roc_auc"], 3), round(got["average_precision"], 3)]
 
 
-def scale(sizes: list[int], detectors: int = 25, reviews: int = 200) -> dict:
-    """Seconds and peak traced memory (MB) of fitting `learned` on n frames' random ranks."""
+def scale(sizes: list[int], detectors: int = 25, dims: int = 64, reviews: int = 200) -> dict:
+    """Seconds and peak traced memory (MB) of fitting `learned` on n frames' random ranks and
+    places in a PCA space of `dims` dimensions."""
     import time
     import tracemalloc
 
@@ -108,20 +119,21 @@ def scale(sizes: list[int], detectors: int = 25, reviews: int = 200) -> dict:
         rng = np.random.default_rng(0)
         pcts = {f"d{j}": rng.random(n).astype(np.float32) for j in range(detectors)}
         consensus = rng.random(n)
+        view = rng.normal(size=(n, dims)).astype(np.float32)
         reviewed = np.sort(rng.choice(n, reviews, replace=False))
         junk = pcts["d0"][reviewed] + 0.3 * rng.random(reviews) > 0.8
         tracemalloc.start()
         started = time.perf_counter()
-        Learned(list(pcts)).fit(pcts, consensus, reviewed, junk)
+        Learned(list(pcts)).fit(pcts, consensus, reviewed, junk, view)
         seconds = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         out[str(n)] = {
             "seconds": round(seconds, 2),
             "peak_mb": round(peak, 1),
-            "ranks_mb": round(detectors * n * 4 / 2**20, 1),
+            "inputs_mb": round((detectors + dims) * n * 4 / 2**20, 1),
         }
-    return {"detectors": detectors, "reviews": reviews, "frames": out}
+    return {"detectors": detectors, "view_dims": dims, "reviews": reviews, "frames": out}
 
 
 def main() -> None:
@@ -159,7 +171,7 @@ def main() -> None:
     from pipeline.detectors.learned import Learned
 
     causes = args.causes.split(",") if args.causes else None
-    pcts, consensus, table = load(args.store, args.model, args.labels, args.sample, causes)
+    pcts, consensus, view, table = load(args.store, args.model, args.labels, args.sample, causes)
     pool = np.flatnonzero((table["day"] & table["labelled"]).to_numpy())
     junk = table["junk"].to_numpy(bool)
     in_sample = (table["day"] & table["labelled"] & table["in_sample"].astype(bool)).to_numpy()
@@ -183,7 +195,7 @@ def main() -> None:
             if min(row["junk"], row["keep"]) < args.min_reviews:
                 row["learned"] = None
             else:
-                model = Learned(list(pcts)).fit(pcts, consensus, reviewed, junk[reviewed])
+                model = Learned(list(pcts)).fit(pcts, consensus, reviewed, junk[reviewed], view)
                 row["learned"] = measure(junk[rest], model.decision_scores_[rest])
                 row["cross_validated"] = model.cross_validated_
             rows.append(row)

@@ -682,7 +682,7 @@ def learn_from_reviews(
         k: d.percentile(d.decision_scores_, ties).astype(np.float32) for k, d in detectors.items()
     }
     learned = Learned(list(detectors), contamination=settings.contamination).fit(
-        pcts, consensus.percentile(consensus.decision_scores_, ties), reviewed, junk
+        pcts, consensus.percentile(consensus.decision_scores_, ties), reviewed, junk, batch.z
     )
     check = learned.cross_validated_
     said = f"learned from your reviews ({n_junk} junk, {n_keep} keep): "

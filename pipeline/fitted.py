@@ -200,7 +200,7 @@ class FittedRun(Versioned):
             scores[LEARNED] = (
                 self.learned.decision_scores_
                 if of_fit
-                else self.learned.score(pcts, pcts[CONSENSUS])
+                else self.learned.score(pcts, pcts[CONSENSUS], batch.z)
             )
             pcts[LEARNED] = self.learned.percentile(scores[LEARNED], ties)
         flags = {key: scorers[key].predict_scores(s) for key, s in scores.items()}

@@ -18,8 +18,8 @@ def _bench(*args) -> subprocess.CompletedProcess:
 
 
 def test_the_bench_fits_learned_as_analyze_does(store_copy, monkeypatch):
-    """The same reviews, fitted by the bench on a run's stored ranks, give the `learned` scores
-    `analyze` wrote for them."""
+    """The same reviews, fitted by the bench on a run's stored ranks and its fitted state's
+    projection of the stored vectors, give the `learned` scores `analyze` wrote for them."""
     import store
     from pipeline.analyze import analyze
     from pipeline.detectors.learned import Learned
@@ -38,10 +38,10 @@ def test_the_bench_fits_learned_as_analyze_does(store_copy, monkeypatch):
         reviews.set_verdicts(con, keep.tolist(), "keep")
     result = analyze(store_copy, Settings(model="pixels"), progress=False)
     assert "learned" in result.detectors
-    pcts, consensus, table = bench.load(store_copy, "pixels", None, None, None)
+    pcts, consensus, view, table = bench.load(store_copy, "pixels", None, None, None)
     ids = table["frame_id"].to_numpy()
     reviewed = np.flatnonzero(np.isin(ids, np.concatenate([junk, keep])))
-    refit = Learned(list(pcts)).fit(pcts, consensus, reviewed, np.isin(ids[reviewed], junk))
+    refit = Learned(list(pcts)).fit(pcts, consensus, reviewed, np.isin(ids[reviewed], junk), view)
     with store.connect(store_copy, read_only=True) as con:
         stored = sa.run_scores(con, result.run_id)
         record = sa.get_run(con, result.run_id)["params"]["learned"]

@@ -99,3 +99,33 @@ def test_the_standard_error_of_an_auc():
         assert auc_standard_error(0.5, m, n) == pytest.approx(np.sqrt((m + n + 1) / (12 * m * n)))
     assert auc_standard_error(0.8, 500, 500) < auc_standard_error(0.8, 50, 50)
     assert auc_standard_error(1.0, 10, 10) == 0.0
+
+
+def test_junk_no_detector_ranks_high_is_learned_from_where_it_lies_in_the_view():
+    """A yard's vans: no detector ranks them high, but they lie apart in the run's PCA space;
+    reviews that mark some junk teach `learned` to rank the others high."""
+    rng = np.random.default_rng(4)
+    n = 800
+    vans = np.arange(0, 60)
+    pcts = {key: _ranks(rng.normal(size=n)) for key in ("soft", "lof")}
+    consensus = _ranks(pcts["soft"] + pcts["lof"])
+    view = rng.normal(size=(n, 6))
+    view[vans, 2] += 3.0  # the vans' side of one dimension of the view
+    reviewed = np.concatenate([vans[:15], np.arange(100, 140)])
+    junk = np.isin(reviewed, vans)
+    learned = Learned(list(pcts)).fit(pcts, consensus, reviewed, junk, view)
+    assert learned.weight_ > 0 and learned.record()["view_dims"] == 6
+    rest = np.setdiff1d(np.arange(n), reviewed)
+    from sklearn.metrics import roc_auc_score
+
+    is_van = np.isin(rest, vans)
+    assert roc_auc_score(is_van, learned.decision_scores_[rest]) > 0.9
+    assert roc_auc_score(is_van, consensus[rest]) < 0.65
+    # new frames are scored from the same view; without it the model cannot score them
+    np.testing.assert_allclose(learned.score(pcts, consensus, view), learned.decision_scores_)
+    with pytest.raises(ValueError, match="PCA space"):
+        learned.score(pcts, consensus)
+    # without a view, the detectors' ranks alone (they know nothing of the vans)
+    blind = Learned(list(pcts)).fit(pcts, consensus, reviewed, junk)
+    assert blind.record()["view_dims"] == 0
+    assert roc_auc_score(is_van, blind.decision_scores_[rest]) < 0.65
