@@ -299,7 +299,10 @@ def learned_note(
     if learned:
         n_junk, n_keep = learned["n_junk"], learned["n_keep"]
         check = learned.get("cross_validated") or {}
-        text = f"**learned** ranks by your reviews as this run learned them ({n_junk} junk, {n_keep} keep): "
+        text = (
+            f"**learned** ranks by your reviews as this run learned them ({n_junk} junk, "
+            f"{n_keep} keep): "
+        )
         if not learned.get("model_weight"):
             text += "they agree with the consensus, so it ranks the frames as the consensus does."
         else:

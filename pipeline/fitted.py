@@ -1,8 +1,9 @@
 """A run's fitted state, and the one way frames are scored against it (`FittedRun.score`).
 
 `analyze` fits a run's projection, neighbour index, clusterer, map, detectors and consensus
-(and `learned`, where the user's reviews allow) and keeps them in a `FittedRun`; it scores the fit's frames with `FittedRun.score(batch,
-of_fit=True)` and saves the run pickled (`to_bytes`) in the store. `score-new` loads it
+(and `learned`, where the user's reviews allow) and keeps them in a `FittedRun`; it scores the
+fit's frames with `FittedRun.score(batch, of_fit=True)` and saves the run pickled
+(`to_bytes`) in the store. `score-new` loads it
 (`from_bytes`) and scores new frames with `FittedRun.score(batch)`: the same percentiles,
 consensus and flags, through the same code, so a frame of the fit gets the scores it got in
 the run.
