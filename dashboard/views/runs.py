@@ -61,11 +61,18 @@ else:
             c1, c2 = st.columns(2)
             c1.write("**Parameters**")
             params = row["params"] or {}
+            learned = params.get("learned")
+            learned = (
+                f" · learned from {learned['n_junk']} junk and {learned['n_keep']} keep "
+                f"reviews (the model's share {learned['model_weight']:g})"
+                if learned
+                else ""
+            )
             c1.caption(
                 f"{params.get('model', row['model'])} · causes "
                 f"{', '.join(params.get('junk_causes') or []) or '–'} · detectors "
-                f"{', '.join(params.get('detectors') or []) or '–'}; every parameter below "
-                "(click to unfold)"
+                f"{', '.join(params.get('detectors') or []) or '–'}{learned}; every parameter "
+                "below (click to unfold)"
             )
             c1.json(params, expanded=False)  # all of them, one click away (a long tree)
             c2.write("**Timings (seconds per step)**")

@@ -10,7 +10,7 @@ from pipeline.analyze import analyze
 from pipeline.settings import Settings
 from store import reviews
 from store.db import scalar
-from tests.dashboard.test_app import APP, ok
+from tests.dashboard.test_app import APP, ok, open_page
 
 
 def _said(at: AppTest) -> list[str]:
@@ -59,6 +59,9 @@ def test_the_sidebar_says_how_to_learn_from_reviews_then_what_was_learned(store_
     assert text.startswith("**learned** ranks by your reviews as this run learned them")
     assert "(6 junk, 12 keep)" in text and "You have" not in text
     (button,) = [b for b in at.sidebar.button if b.key == "rank_by_learned"]
+    # the run's parameters on Runs & errors say what it learned from
+    runs = open_page(AppTest.from_file(APP, default_timeout=60), "views/runs.py")
+    assert any("learned from 6 junk and 12 keep reviews" in c.value for c in runs.caption)
     ok(button.click().run())
     assert at.query_params["det"] in ("learned", ["learned"])
     assert not [b for b in at.sidebar.button if b.key == "rank_by_learned"]
