@@ -54,13 +54,13 @@ MODEL_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 class Learned(Scorer):
-    """A model of the user's reviews over detectors `keys`' percentile ranks, averaged with the
-    consensus's rank (both 0..1)."""
+    """A model of the user's reviews over detectors `keys`' percentile ranks (and the run's PCA
+    space), mixed with the consensus's rank (both 0..1) by the share the reviews choose."""
 
     key = LEARNED
     summary = (
-        "the consensus re-weighed by your junk/keep reviews: the mean of a frame's consensus "
-        "rank and its rank under a model of the reviews (see pipeline/detectors/learned.py)"
+        "the consensus re-weighed by your junk/keep reviews: a frame's consensus rank mixed "
+        "with its rank under a model of the reviews (see pipeline/detectors/learned.py)"
     )
     family = LEARNED
     order = 0  # beside the consensus in the dashboard's lists
@@ -106,9 +106,10 @@ class Learned(Scorer):
             frames, x_reviewed, junk, consensus_pct[reviewed]
         )
         self.model_.fit(x_reviewed, junk)
-        model_scores = self._decide(self.model_, frames)
-        self.model_reference_ = np.sort(model_scores)
-        self.decision_scores_ = self._mean_rank(model_scores, consensus_pct)
+        # share 0: the consensus as it is, and no frame need be scored by the model
+        model_scores = self._decide(self.model_, frames) if self.weight_ else None
+        self.model_reference_ = None if model_scores is None else np.sort(model_scores)
+        self.decision_scores_ = self._mix(model_scores, consensus_pct)
         self._process_decision_scores()
         self.n_junk_, self.n_keep_ = int(junk.sum()), int((~junk).sum())
         coef = self.model_.coef_[0]
@@ -136,14 +137,14 @@ class Learned(Scorer):
     ) -> np.ndarray:
         """Scores of new frames from their percentile ranks among the fit's scores and their
         place in the run's PCA space (`view`; needed when the fit had one)."""
-        frames = Frames(pcts, view)
-        return self._mean_rank(self._decide(self.model_, frames), consensus_pct)
+        model_scores = self._decide(self.model_, Frames(pcts, view)) if self.weight_ else None
+        return self._mix(model_scores, consensus_pct)
 
     def _features(self, frames: "Frames", rows) -> np.ndarray:
         """The model's inputs for `rows` (a slice or positions) of `frames`: each detector's
         rank (a detector without one: 0.5), then each of the view's dimensions as the fit's
         quantile it falls at (0..1)."""
-        n = len(np.arange(frames.n)[rows])
+        n = len(range(frames.n)[rows]) if isinstance(rows, slice) else len(rows)
         x = np.full((n, len(self.keys)), MIDDLE_RANK, dtype=np.float32)
         for j, key in enumerate(self.keys):
             if key in frames.pcts:
@@ -166,11 +167,14 @@ class Learned(Scorer):
             ]
         )
 
-    def _mean_rank(self, model_scores: np.ndarray, consensus_pct: np.ndarray) -> np.ndarray:
-        model_pct = np.searchsorted(self.model_reference_, model_scores, side="right") / len(
-            self.model_reference_
-        )
+    def _mix(self, model_scores: np.ndarray | None, consensus_pct: np.ndarray) -> np.ndarray:
+        """The model's share of its scores' ranks among the fit's, and the rest the
+        consensus's rank (`model_scores` None: share 0)."""
         consensus_pct = np.nan_to_num(np.asarray(consensus_pct, dtype=float), nan=MIDDLE_RANK)
+        if model_scores is None:
+            return consensus_pct
+        reference = self.model_reference_
+        model_pct = np.searchsorted(reference, model_scores, side="right") / len(reference)
         return self.weight_ * model_pct + (1 - self.weight_) * consensus_pct
 
     def _choose_weight(
