@@ -1,7 +1,8 @@
 """`learned` (the consensus re-weighed by the user's reviews), simulated on labels; prints JSON.
 
     .venv/bin/python bench/learned.py STORE --labels LABELS.csv [--sample SAMPLE.txt]
-        [--causes quality,camera] [--reviews 20,40,80,160] [--seeds 5] [--order random|top]
+        [--causes quality,camera] [--reviews 20,40,80,160] [--seeds 5]
+        [--order random|top|mixed|balanced] [--hold-half] [--complete]
         [--min-reviews 5] [--model vgg16-hed-grid]
     .venv/bin/python bench/learned.py STORE --truth   # a render's stored ground truth
     .venv/bin/python bench/learned.py --scale 750000,3000000   # its cost at archive sizes
@@ -14,7 +15,13 @@ STORE is a store `bench/realcam.py` analysed (its latest complete run of `--mode
 `--truth` one `bench/quality.py` made (its ground truth; every daylight frame is the sample). A
 simulated user reviews K labelled daylight frames (`debatable` left out) and marks each junk or
 keep as labelled: `random` reviews K frames drawn at random (a seed each), `top` the K highest
-by the consensus (what the dashboard's "One by one" review shows first; seeds do not apply).
+by the consensus (what the dashboard's "One by one" review shows first; seeds do not apply),
+`mixed` the highest and one drawn at random in turn ("One by one" to teach `learned`), and
+`balanced` the highest while fewer are junk than keep, else one drawn at random.
+`--hold-half`: every other sample frame in time order is never reviewed and is the test set of
+every order (so orders compare on the same frames); the user reviews the other sample frames,
+or with `--complete` (labels that name every junk frame, as ranhados's do) any daylight frame,
+a frame without a label counting as normal, so `top` is the archive's own top.
 For each, `learned` is fitted as `analyze` fits it (`pipeline.analyze.learn_from_reviews`'s
 `Learned`, on the run's stored percentile ranks, which are the ranks `analyze` fits it on) and
 the consensus and `learned` are measured over the sample frames the user did not review
@@ -157,11 +164,25 @@ def main() -> None:
     )
     parser.add_argument("--reviews", default="20,40,80,160")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--order", choices=["random", "top"], default="random")
+    parser.add_argument("--order", choices=["random", "top", "mixed", "balanced"], default="random")
+    parser.add_argument(
+        "--hold-half",
+        action="store_true",
+        help="review only the sample's frames, every other one in time order, and measure on "
+        "the others (one test set for every order)",
+    )
+    parser.add_argument(
+        "--complete",
+        action="store_true",
+        help="the labels name every junk frame (a camera looked at whole): a frame without a "
+        "label is normal and the user may review any daylight frame",
+    )
     parser.add_argument("--min-reviews", type=int, default=5)
     args = parser.parse_args()
     if (args.labels is None) != args.truth:
         sys.exit("give --labels (a real camera's) or --truth (a render's ground truth)")
+    if args.complete and args.truth:
+        sys.exit("--complete is for --labels: a render's ground truth names every frame")
     args.model = args.model or ("pixels" if args.truth else "vgg16-hed-grid")
     try:
         sizes = [int(x) for x in args.reviews.split(",")]
@@ -172,17 +193,26 @@ def main() -> None:
 
     causes = args.causes.split(",") if args.causes else None
     pcts, consensus, view, table = load(args.store, args.model, args.labels, args.sample, causes)
-    pool = np.flatnonzero((table["day"] & table["labelled"]).to_numpy())
     junk = table["junk"].to_numpy(bool)
-    in_sample = (table["day"] & table["labelled"] & table["in_sample"].astype(bool)).to_numpy()
+    in_sample = (
+        (table["day"] & table["labelled"] & table["in_sample"].astype(bool)).to_numpy().copy()
+    )
+    reviewable = (table["day"] & table["labelled"]).to_numpy().copy()
+    if args.complete:  # every junk frame is labelled: the others are normal, all reviewable
+        reviewable = (table["day"] & (table["label"] != "debatable")).to_numpy().copy()
+    if args.hold_half:  # the sample's frames in time order: every other one the test set of
+        # every order; the rest reviewable (the sample's alone, unless the labels are complete:
+        # junk noticed beyond a sample is not a random draw)
+        held = np.flatnonzero(in_sample)[1::2]
+        reviewable = reviewable if args.complete else in_sample.copy()
+        reviewable[held] = False
+        in_sample[:] = False
+        in_sample[held] = True
+    pool = np.flatnonzero(reviewable)
     rows = []
     for k in sizes:
-        for seed in range(args.seeds if args.order == "random" else 1):
-            if args.order == "random":
-                rng = np.random.default_rng(seed)
-                reviewed = np.sort(rng.choice(pool, min(k, len(pool)), replace=False))
-            else:
-                reviewed = pool[np.argsort(-consensus[pool], kind="stable")[:k]]
+        for seed in range(args.seeds if args.order != "top" else 1):
+            reviewed = _reviewed(args.order, pool, consensus, k, seed, junk)
             rest = in_sample.copy()
             rest[reviewed] = False
             row = {
@@ -225,6 +255,35 @@ def main() -> None:
         indent=1,
     )
     print()
+
+
+def _reviewed(order: str, pool: np.ndarray, consensus: np.ndarray, k: int, seed: int, junk):
+    """The K frames of `pool` a user reviews: at random, the consensus's top, `mixed`: the
+    top and a random frame of the rest in turn, or `balanced`: the top while fewer are junk
+    than keep, else a random one."""
+    k = min(k, len(pool))
+    top = pool[np.argsort(-consensus[pool], kind="stable")]
+    if order == "top":
+        return np.sort(top[:k])
+    shuffled = np.random.default_rng(seed).permutation(pool)
+    if order == "random":
+        return np.sort(shuffled[:k])
+    picked: list[int] = []
+    seen: set[int] = set()
+    tops, rands = iter(top), iter(shuffled)
+    n_junk = 0
+    while len(picked) < k:
+        if order == "mixed":
+            source = tops if len(picked) % 2 == 0 else rands
+        else:
+            source = tops if n_junk <= len(picked) - n_junk else rands
+        for i in source:
+            if i not in seen:
+                seen.add(i)
+                picked.append(int(i))
+                n_junk += bool(junk[i])
+                break
+    return np.sort(np.array(picked))
 
 
 def _mean(pairs: list) -> list[float] | None:

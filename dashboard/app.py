@@ -335,7 +335,8 @@ def learned_note(
     return (
         f"You have reviewed {counts['junk']} frames junk and {counts['keep']} keep. To learn "
         f"what junk is on this camera, analysis needs at least {least} of each: mark some "
-        f"{where} {fewer} too."
+        f"{where} {fewer} too, or review one by one in the order *to teach learned* (Review "
+        "& export), which offers the highest-ranked frame and one drawn at random in turn."
     )
 
 

@@ -1757,48 +1757,82 @@ def review_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return counts
 
 
+# The orders "One by one" offers frames in: the highest-ranked first, or a review that
+# teaches `learned` both verdicts (the highest-ranked and a frame drawn at random, in turn).
+REVIEW_ORDERS = ("score", "teach")
+
+
+def review_turn(con: duckdb.DuckDBPyConnection, order: str = "score") -> str:
+    """Where the next frame to review comes from: "top" (the highest-ranked) or "random"
+    (the first in hash order, a fixed random order). `teach` takes them in turn, by the number
+    of verdicts given so far."""
+    if order not in REVIEW_ORDERS:
+        raise ValueError(f"unknown review order {order!r}; choose from {REVIEW_ORDERS}")
+    if order == "score":
+        return "top"
+    n = fetch_one(con, "SELECT count(*) FROM reviews WHERE verdict IN ('junk', 'keep')")[0]
+    return "random" if int(n) % 2 else "top"
+
+
 def next_unreviewed(
-    con: duckdb.DuckDBPyConnection, flt: FrameFilter, skip: tuple[int, ...] = ()
+    con: duckdb.DuckDBPyConnection,
+    flt: FrameFilter,
+    skip: tuple[int, ...] = (),
+    order: str = "score",
 ) -> int | None:
-    """The highest-ranked filtered frame without a verdict (not in `skip`), or None. For a
-    covered filter, looked up first among the detector's stored top frames."""
+    """The next filtered frame to review: without a verdict, not in `skip`, and by
+    `review_turn` the highest-ranked or the first in hash order (the run's scored frames
+    first), or None. For a covered filter, looked up first among the run's stored lists (the
+    detector's top frames, or its sample: the first frames in hash order)."""
+    turn = review_turn(con, order)
+    skip_ids = [int(i) for i in skip]
     if aggregates.covers(con, flt):
-        source, params = _listed(flt, "run_top", flt.detector)
-        params["skip"] = [int(i) for i in skip]
+        if turn == "top":
+            source, params = _listed(flt, "run_top", flt.detector)
+            ranked = "t.rank"
+        else:
+            source, params = _listed(flt, "run_samples")
+            ranked = "hash(t.frame_id), t.frame_id"
+        params["skip"] = skip_ids
         df = _query(
             con,
             f"""
             SELECT t.frame_id {source}
             AND t.frame_id NOT IN (SELECT frame_id FROM reviews)
             AND NOT list_contains($skip, t.frame_id)
-            ORDER BY t.rank LIMIT 1""",
+            ORDER BY {ranked} LIMIT 1""",
             params,
         )
         if len(df):
             return int(df["frame_id"].iloc[0])
-        listed = int(_query(con, f"SELECT count(*) AS n {source}", params)["n"].iloc[0])
-        if listed >= _cell_count(con, flt):  # the list holds every filtered frame
-            return None
+        if turn == "top":
+            listed = int(_query(con, f"SELECT count(*) AS n {source}", params)["n"].iloc[0])
+            if listed >= _cell_count(con, flt):  # the list holds every filtered frame
+                return None
     sql, params = _filtered(flt, need=("score", "review"))
-    params["skip"] = [int(i) for i in skip]
+    params["skip"] = skip_ids
+    ranked = GALLERY_ORDERS["score"] if turn == "top" else "score IS NULL, hash(frame_id), frame_id"
     df = _query(
         con,
         sql
         + f"""
         SELECT frame_id FROM sel
         WHERE verdict IS NULL AND NOT list_contains($skip, frame_id)
-        ORDER BY {GALLERY_ORDERS["score"]} LIMIT 1""",
+        ORDER BY {ranked} LIMIT 1""",
         params,
     )
     return None if df.empty else int(df["frame_id"].iloc[0])
 
 
 def next_unreviewed_row(
-    con: duckdb.DuckDBPyConnection, flt: FrameFilter, skip: tuple[int, ...] = ()
+    con: duckdb.DuckDBPyConnection,
+    flt: FrameFilter,
+    skip: tuple[int, ...] = (),
+    order: str = "score",
 ) -> pd.DataFrame:
     """`next_unreviewed` as a one-row gallery page (with its weather and `thumb`), or an empty
     frame when every filtered frame has a verdict."""
-    fid = next_unreviewed(con, flt, skip)
+    fid = next_unreviewed(con, flt, skip, order)
     if fid is None:
         return pd.DataFrame(columns=["frame_id"])
     # the frame is one the filter keeps, and its row does not depend on the filter: read it by

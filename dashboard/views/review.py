@@ -1,5 +1,6 @@
-"""Review & export: mark frames junk or keep one by one (highest-ranked unreviewed first) or in
-bulk (the map / gallery selection, or every filtered frame); export the kept frames with the
+"""Review & export: mark frames junk or keep one by one (highest-ranked unreviewed first, or
+to teach `learned`: the highest-ranked and one drawn at random in turn) or in bulk (the map /
+gallery selection, or every filtered frame); export the kept frames with the
 filters applied as a file list, a CSV, or an ffmpeg concat file (`store.export`: the list
 and the concat file name the real files, also those whose names are not valid UTF-8), or as an
 MP4 video made by `python -m pipeline export` in a subprocess (`dashboard.video`)."""
@@ -11,15 +12,23 @@ import streamlit as st
 
 from dashboard import data, filters, ui, video
 from store.export import export_concat, export_csv, export_list, to_bytes
+from store.facts import REVIEW_ORDERS
+
+ORDER_NAMES = {
+    "score": "highest score first",
+    "teach": "to teach learned: the highest and one at random in turn",
+}
 
 flt, opts = ui.current()
 st.title("Review & export")
 skipped = tuple(st.session_state.get("review_skipped", ()))
 PREVIEW = 200
 mode = st.session_state.get("export_mode", "not_junk")
-counts, next_row, n_export, preview = data.get_many(
+order = st.session_state.get("review_order", "score")
+counts, turn, next_row, n_export, preview = data.get_many(
     ("review_counts",),
-    ("next_unreviewed_row", flt, skipped),
+    ("review_turn", order),
+    ("next_unreviewed_row", flt, skipped, order),
     ("export_count", flt, mode),
     ("export_frames", flt, mode, PREVIEW),
 )
@@ -31,6 +40,16 @@ st.caption(
 one, bulk, export = st.tabs(["One by one", "In bulk", "Export"])
 
 with one:
+    st.radio(
+        "Offer frames",
+        REVIEW_ORDERS,
+        horizontal=True,
+        key="review_order",
+        format_func=ORDER_NAMES.get,
+        help="To teach: analysis learns what junk is on this camera from your verdicts "
+        "(detector learned) and needs good frames as well as junk. Frames drawn at random "
+        "show it what the camera usually sees.",
+    )
     fid = int(next_row["frame_id"].iloc[0]) if len(next_row) else None
     if fid is None:
         st.success("Every filtered frame has a verdict (or was skipped).")
@@ -59,7 +78,14 @@ with one:
             if k3.button("Skip", key="review_skip"):
                 st.session_state["review_skipped"] = skipped + (fid,)
                 st.rerun()
-        st.caption(f"Frames are offered in {flt.detector} order, highest score first.")
+        if order == "score":
+            st.caption(f"Frames are offered in {flt.detector} order, highest score first.")
+        else:
+            st.caption(
+                f"This frame is {'drawn at random' if turn == 'random' else 'the highest'} "
+                f"of those left by {flt.detector}: the highest-ranked and one drawn at random "
+                "take turns."
+            )
 
 with bulk:
     sel = ui.selection()

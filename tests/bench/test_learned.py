@@ -75,6 +75,62 @@ def test_the_simulation_reports_each_users_reviews(demo_store):
     assert [r["seed"] for r in json.loads(top.stdout)["runs"]] == [0]
 
 
+def test_the_review_orders_and_the_held_half(demo_store, monkeypatch):
+    """`mixed` takes the consensus's highest unreviewed frame and one of a seeded draw in turn,
+    `balanced` the highest while the junk reviewed are no more than the kept; `--hold-half`
+    measures every order on the same half of the sample, which no order reviews."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import learned as bench
+
+    pool = np.arange(10, 30)
+    consensus = np.zeros(40)
+    consensus[pool] = np.linspace(0, 1, len(pool))  # the highest: 29, 28, 27, ...
+    junk = np.zeros(40, bool)
+    junk[[29, 28, 27]] = True
+    drawn = np.random.default_rng(4).permutation(pool)
+    mixed = bench._reviewed("mixed", pool, consensus, 6, 4, junk)
+    picked: list[int] = []
+    for i in range(6):  # the highest, the next of the draw, the highest left, ...
+        source = range(29, 9, -1) if i % 2 == 0 else drawn
+        picked.append(next(int(f) for f in source if f not in picked))
+    assert list(mixed) == sorted(picked)
+    assert {29, 28, 27} <= set(picked)
+    # balanced: the top while junk <= keep; the top three are junk, so from the second on
+    # it draws until the kept catch up
+    balanced = bench._reviewed("balanced", pool, consensus, 4, 4, junk)
+    assert 29 in balanced and len(set(balanced)) == 4
+    assert list(bench._reviewed("top", pool, consensus, 3, 0, junk)) == [27, 28, 29]
+    assert set(bench._reviewed("random", pool, consensus, 5, 4, junk)) == set(drawn[:5])
+
+    runs = {}
+    for order in ("random", "mixed"):
+        done = _bench(
+            demo_store,
+            "--truth",
+            "--model",
+            "pixels",
+            "--reviews",
+            "20",
+            "--seeds",
+            "2",
+            "--order",
+            order,
+            "--hold-half",
+        )
+        assert done.returncode == 0, done.stderr
+        runs[order] = json.loads(done.stdout)
+    full = json.loads(
+        _bench(demo_store, "--truth", "--model", "pixels", "--reviews", "40", "--seeds", "1").stdout
+    )
+    n_day = full["sample_day_frames"]
+    assert runs["random"]["sample_day_frames"] == runs["mixed"]["sample_day_frames"] == n_day // 2
+    # one test set: the consensus measures the same on it whatever was reviewed
+    assert {tuple(r["consensus"]) for o in runs.values() for r in o["runs"]} == {
+        tuple(runs["random"]["runs"][0]["consensus"])
+    }
+    assert {r["junk"] + r["keep"] for o in runs.values() for r in o["runs"]} == {20}
+
+
 def test_bad_input_is_refused_with_a_message(demo_store, store_copy, tmp_path):
     import store
 
@@ -87,6 +143,7 @@ def test_bad_input_is_refused_with_a_message(demo_store, store_copy, tmp_path):
         ([demo_store, "--truth", "--model", "vgg16-hed-grid"], "no complete vgg16-hed-grid run"),
         ([demo_store, "--model", "pixels"], "give --labels"),
         ([demo_store, "--truth", "--model", "pixels", "--causes", "nope"], "nope"),
+        ([demo_store, "--truth", "--model", "pixels", "--complete"], "--complete is for"),
     ):
         done = _bench(*args)
         assert done.returncode != 0 and says in done.stderr, (args, done.stderr)

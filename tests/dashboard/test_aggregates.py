@@ -599,3 +599,40 @@ def test_prune_removes_a_runs_aggregates_with_it(store_copy):
             runs = {r[0] for r in con.execute(f"SELECT DISTINCT run_id FROM {table}").fetchall()}
             assert runs <= {latest}, table
         assert scalar(con, "SELECT count(*) FROM run_aggregates") == 1
+
+
+def test_the_teaching_review_order_takes_the_top_and_a_random_frame_in_turn(
+    store_copy, monkeypatch
+):
+    """ "One by one" to teach `learned`: after an even number of verdicts the highest-ranked
+    unreviewed frame, after an odd number the first unreviewed scored frame in hash order (a
+    fixed random draw); the same from the stored lists as by the scan, under every filter."""
+    with store.connect(store_copy, read_only=True) as con:
+        run_id = facts.latest_run_id(con)
+        flts = _filters(con, run_id)
+    for n_reviews in (0, 1, 2, 3):
+        with store.connect(store_copy, read_only=True) as con:
+            assert facts.review_turn(con, "teach") == ("random" if n_reviews % 2 else "top")
+            assert facts.review_turn(con, "score") == "top"
+            for flt in flts:
+                got, scanned = _both(monkeypatch, facts.next_unreviewed, con, flt, (), "teach")
+                assert got == scanned, flt
+                if n_reviews % 2 == 0:
+                    assert got == facts.next_unreviewed(con, flt), flt
+                    continue
+                sql, params = facts._filtered(flt, need=("score", "review"))
+                first = con.execute(
+                    sql + "SELECT frame_id FROM sel WHERE verdict IS NULL AND score IS NOT NULL "
+                    "ORDER BY hash(frame_id), frame_id LIMIT 1",
+                    params,
+                ).fetchall()
+                assert got == (first[0][0] if first else None), flt
+            base = FrameFilter(run_id=run_id)
+            offered = facts.next_unreviewed(con, base, (), "teach")
+            # a skipped frame is passed over in either turn
+            assert facts.next_unreviewed(con, base, (offered,), "teach") not in (offered, None)
+        with store.connect(store_copy) as con:  # the user gives the offered frame a verdict
+            reviews.set_verdicts(con, [offered], "keep" if n_reviews % 2 else "junk")
+    with store.connect(store_copy, read_only=True) as con:
+        with pytest.raises(ValueError, match="unknown review order"):
+            facts.review_turn(con, "newest")

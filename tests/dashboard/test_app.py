@@ -480,6 +480,35 @@ def test_review_one_by_one_and_bulk_round_trip(store_copy, monkeypatch):
     )
 
 
+def test_review_to_teach_offers_the_top_and_a_random_frame_in_turn(store_copy, monkeypatch):
+    """A user who picks the teaching order marks the highest-ranked frame junk, is then offered
+    a frame drawn at random (the first unreviewed in hash order, which the caption says), marks
+    it keep, and is offered the highest-ranked again."""
+    monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("views/review.py").run()
+    at.radio(key="review_order").set_value("teach").run()
+    ok(at)
+    ranked = (
+        "SELECT frame_id FROM outlier_scores WHERE detector = 'consensus' AND "
+        "run_id = (SELECT run_id FROM latest_run) AND frame_id NOT IN "
+        "(SELECT frame_id FROM reviews) ORDER BY "
+    )
+    top = sql(store_copy, ranked + "score DESC, frame_id LIMIT 1")
+    at.button(key="review_junk").click().run()
+    ok(at)
+    drawn = sql(store_copy, ranked + "hash(frame_id), frame_id LIMIT 1")
+    assert any("drawn at random" in c.value for c in at.caption)
+    at.button(key="review_keep").click().run()
+    ok(at)
+    assert store_rows(store_copy, "SELECT frame_id, verdict FROM reviews ORDER BY verdict") == [
+        (top, "junk"),
+        (drawn, "keep"),
+    ]
+    assert any("the highest" in c.value for c in at.caption)
+    assert drawn != top
+
+
 def test_gallery_selection_bulk_review(store_copy, monkeypatch):
     monkeypatch.setenv("TIMELAPSE_DB", str(store_copy))
     at = AppTest.from_file(APP, default_timeout=60)

@@ -42,6 +42,7 @@ def test_the_sidebar_says_how_to_learn_from_reviews_then_what_was_learned(store_
     (text,) = _said(at)  # too few kept frames: says which to mark
     assert "You have reviewed 6 frames junk and 3 keep" in text
     assert "at least 5 of each: mark some good frames from the bottom of the Gallery" in text
+    assert "in the order *to teach learned* (Review & export)" in text
 
     with store.connect(store_copy) as con:
         reviews.set_verdicts(con, ranked[-12:], "keep")
