@@ -81,11 +81,12 @@ with one:
         if order == "score":
             st.caption(f"Frames are offered in {flt.detector} order, highest score first.")
         else:
-            st.caption(
-                f"This frame is {'drawn at random' if turn == 'random' else 'the highest'} "
-                f"of those left by {flt.detector}: the highest-ranked and one drawn at random "
-                "take turns."
+            which = (
+                "A frame drawn at random from those left"
+                if turn == "random"
+                else f"The highest-ranked frame left by {flt.detector}"
             )
+            st.caption(f"{which}. The highest-ranked and one drawn at random take turns.")
 
 with bulk:
     sel = ui.selection()

@@ -10,8 +10,8 @@ Review & export's daylight frames with the causes the store's reviews suggest: a
 reviews, else no suggestion shows), overview-causes (Overview's mosaic with
 quality and camera chosen: the hours their incidents fill outlined), video (Review & export's Export tab with
 an MP4 made), learned (the Gallery ranked by `learned`, with the sidebar's word on what the run
-learned: a store analysed after reviews, else the sidebar says how to get it); all of them by
-default. Look at each picture before committing it.
+learned: a store analysed after reviews, else the sidebar says how to get it), teach (Review &
+export's "One by one" in the order to teach learned); all of them by default. Look at each picture before committing it.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ NAMES = (
     "overview-causes",
     "video",
     "learned",
+    "teach",
 )
 
 
@@ -144,6 +145,15 @@ def main(store_path: Path, out: Path, names: set[str]) -> list[str]:
                 said.scroll_into_view_if_needed()  # the sidebar, down to what it says
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(out / "dashboard-learned.png"))
+                ctx.close()
+            if "teach" in names:
+                ctx, page = open_page("/review", "Review & export", 1400, 1000)
+                page.locator('[data-testid="stRadio"]').filter(has_text="Offer frames").get_by_text(
+                    "to teach learned"
+                ).click()
+                page.get_by_text("take turns").first.wait_for(timeout=60_000)
+                settle(page, "Review & export")
+                page.screenshot(path=str(out / "dashboard-review-teach.png"))
                 ctx.close()
             browser.close()
     (out / "streamlit.log").unlink(missing_ok=True)
