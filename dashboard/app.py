@@ -189,7 +189,7 @@ def _sidebar(opts: dict) -> None:
             if left_out:
                 sb.caption(left_out)
             _suggested_causes(sb, opts, counted)
-        _learned(sb, opts)
+        _learned(sb, opts, st.session_state.get(filters.W_CAUSES) or opts.get("junk_causes"))
         kind = sb.selectbox(
             "Threshold",
             THRESHOLD_KINDS,
@@ -264,7 +264,7 @@ def _suggested_causes(sb, opts: dict, counted: list[str]) -> None:
         st.rerun()
 
 
-def _learned(sb, opts: dict) -> None:
+def _learned(sb, opts: dict, counted) -> None:
     """Under the detector: what the run's `learned` learned from the user's reviews, with a
     button that ranks by it; or, once there are enough reviews for it, how to get it."""
     note = learned_note(
@@ -273,6 +273,8 @@ def _learned(sb, opts: dict) -> None:
         opts.get("learns", True),
         opts.get("learn_min_reviews", 5),
         Path(st.session_state.get("_db_path", "garden.duckdb")).name,
+        other_causes=[] if set(counted or ()) == set(opts.get("junk_causes") or ()) else counted,
+        own_causes=opts.get("junk_causes") or [],
     )
     if note is None:
         return
@@ -290,11 +292,18 @@ def _learned(sb, opts: dict) -> None:
 
 
 def learned_note(
-    learned: dict | None, counts: dict[str, int], learns: bool, least: int, db_name: str
+    learned: dict | None,
+    counts: dict[str, int],
+    learns: bool,
+    least: int,
+    db_name: str,
+    other_causes=(),
+    own_causes=(),
 ) -> str | None:
     """What the sidebar says of learning from reviews: what the run's `learned` learned (and
-    whether the reviews have changed since), or how to learn from reviews enough for it; None
-    when there is nothing to say."""
+    whether the reviews have changed since, and that it re-weighs the run's own junk causes
+    when `other_causes` are chosen), or how to learn from reviews enough for it; None when
+    there is nothing to say."""
     again = f"`python -m pipeline analyze --db {db_name}`"
     if learned:
         n_junk, n_keep = learned["n_junk"], learned["n_keep"]
@@ -316,6 +325,12 @@ def learned_note(
             text += (
                 f" You have {counts['junk']} junk and {counts['keep']} keep reviews now: "
                 f"{again} learns from them all."
+            )
+        if other_causes:
+            text += (
+                f" It re-weighs the run's own junk causes ({', '.join(own_causes)}), not "
+                f"the ones chosen above: `python -m pipeline analyze --db {db_name} "
+                f"--junk-causes {','.join(other_causes)}` learns on those."
             )
         return text
     if not learns or not counts["junk"] + counts["keep"]:

@@ -73,3 +73,14 @@ def test_the_sidebar_says_how_to_learn_from_reviews_then_what_was_learned(store_
     ok(at.run())
     (text,) = _said(at)
     assert "You have 7 junk and 12 keep reviews now" in text and "learns from them all" in text
+    assert "re-weighs the run's own junk causes" not in text
+
+    # other junk causes chosen (the link's `causes`): learned re-weighs the run's own, and the
+    # sidebar says so and how to learn on these
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["causes"] = "quality,camera"
+    ok(at.run())
+    (text,) = _said(at)
+    assert "It re-weighs the run's own junk causes (" in text
+    assert "not the ones chosen above" in text
+    assert "`python -m pipeline analyze --db garden.duckdb --junk-causes quality,camera`" in text
