@@ -1757,9 +1757,10 @@ def review_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return counts
 
 
-# The orders "One by one" offers frames in: the highest-ranked first, or a review that
-# teaches `learned` both verdicts (the highest-ranked and a frame drawn at random, in turn).
-REVIEW_ORDERS = ("score", "teach")
+# The orders "One by one" offers frames in: the highest-ranked first, a review that teaches
+# `learned` both verdicts (the highest-ranked and a frame drawn at random, in turn), or at
+# random alone (an unbiased draw).
+REVIEW_ORDERS = ("score", "teach", "random")
 
 
 def review_turn(con: duckdb.DuckDBPyConnection, order: str = "score") -> str:
@@ -1768,8 +1769,8 @@ def review_turn(con: duckdb.DuckDBPyConnection, order: str = "score") -> str:
     of verdicts given so far."""
     if order not in REVIEW_ORDERS:
         raise ValueError(f"unknown review order {order!r}; choose from {REVIEW_ORDERS}")
-    if order == "score":
-        return "top"
+    if order != "teach":
+        return "top" if order == "score" else "random"
     n = fetch_one(con, "SELECT count(*) FROM reviews WHERE verdict IN ('junk', 'keep')")[0]
     return "random" if int(n) % 2 else "top"
 

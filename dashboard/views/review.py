@@ -1,6 +1,6 @@
-"""Review & export: mark frames junk or keep one by one (highest-ranked unreviewed first, or
-to teach `learned`: the highest-ranked and one drawn at random in turn) or in bulk (the map /
-gallery selection, or every filtered frame); export the kept frames with the
+"""Review & export: mark frames junk or keep one by one (highest-ranked unreviewed first, to
+teach `learned`: the highest-ranked and one drawn at random in turn, or at random) or in bulk
+(the map / gallery selection, or every filtered frame); export the kept frames with the
 filters applied as a file list, a CSV, or an ffmpeg concat file (`store.export`: the list
 and the concat file name the real files, also those whose names are not valid UTF-8), or as an
 MP4 video made by `python -m pipeline export` in a subprocess (`dashboard.video`)."""
@@ -17,6 +17,7 @@ from store.facts import REVIEW_ORDERS
 ORDER_NAMES = {
     "score": "highest score first",
     "teach": "to teach learned: the highest and one at random in turn",
+    "random": "at random",
 }
 
 flt, opts = ui.current()
@@ -46,9 +47,12 @@ with one:
         horizontal=True,
         key="review_order",
         format_func=ORDER_NAMES.get,
-        help="To teach: analysis learns what junk is on this camera from your verdicts "
-        "(detector learned) and needs good frames as well as junk. Frames drawn at random "
-        "show it what the camera usually sees.",
+        help="Analysis learns what junk is on this camera from your verdicts (detector "
+        "learned) and needs good frames as well as junk. To teach it, the highest-ranked "
+        "frame and one drawn at random take turns, so both verdicts come early. At random "
+        "alone is an unbiased draw: on a camera whose consensus is already good it can teach "
+        "more, but few of its frames are junk. The draw is fixed: a frame skipped or "
+        "reviewed is not offered again.",
     )
     fid = int(next_row["frame_id"].iloc[0]) if len(next_row) else None
     if fid is None:
@@ -80,6 +84,8 @@ with one:
                 st.rerun()
         if order == "score":
             st.caption(f"Frames are offered in {flt.detector} order, highest score first.")
+        elif order == "random":
+            st.caption("Frames are offered at random (a fixed draw of the filtered frames).")
         else:
             which = (
                 "A frame drawn at random from those left"

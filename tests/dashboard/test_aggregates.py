@@ -604,9 +604,10 @@ def test_prune_removes_a_runs_aggregates_with_it(store_copy):
 def test_the_teaching_review_order_takes_the_top_and_a_random_frame_in_turn(
     store_copy, monkeypatch
 ):
-    """ "One by one" to teach `learned`: after an even number of verdicts the highest-ranked
+    """The review order to teach `learned`: after an even number of verdicts the highest-ranked
     unreviewed frame, after an odd number the first unreviewed scored frame in hash order (a
-    fixed random draw); the same from the stored lists as by the scan, under every filter."""
+    fixed random draw, which the order at random always offers); the same from the stored
+    lists as by the scan, under every filter."""
     with store.connect(store_copy, read_only=True) as con:
         run_id = facts.latest_run_id(con)
         flts = _filters(con, run_id)
@@ -614,19 +615,25 @@ def test_the_teaching_review_order_takes_the_top_and_a_random_frame_in_turn(
         with store.connect(store_copy, read_only=True) as con:
             assert facts.review_turn(con, "teach") == ("random" if n_reviews % 2 else "top")
             assert facts.review_turn(con, "score") == "top"
+            assert facts.review_turn(con, "random") == "random"
             for flt in flts:
                 got, scanned = _both(monkeypatch, facts.next_unreviewed, con, flt, (), "teach")
                 assert got == scanned, flt
-                if n_reviews % 2 == 0:
-                    assert got == facts.next_unreviewed(con, flt), flt
-                    continue
+                drawn, drawn_scanned = _both(
+                    monkeypatch, facts.next_unreviewed, con, flt, (), "random"
+                )
+                assert drawn == drawn_scanned, flt
                 sql, params = facts._filtered(flt, need=("score", "review"))
                 first = con.execute(
                     sql + "SELECT frame_id FROM sel WHERE verdict IS NULL AND score IS NOT NULL "
                     "ORDER BY hash(frame_id), frame_id LIMIT 1",
                     params,
                 ).fetchall()
-                assert got == (first[0][0] if first else None), flt
+                assert drawn == (first[0][0] if first else None), flt  # at random alone
+                if n_reviews % 2:  # teach's random turn
+                    assert got == drawn, flt
+                else:
+                    assert got == facts.next_unreviewed(con, flt), flt
             base = FrameFilter(run_id=run_id)
             offered = facts.next_unreviewed(con, base, (), "teach")
             # a skipped frame is passed over in either turn

@@ -507,6 +507,15 @@ def test_review_to_teach_offers_the_top_and_a_random_frame_in_turn(store_copy, m
     ]
     assert any(c.value.startswith("The highest-ranked frame left") for c in at.caption)
     assert drawn != top
+    # at random alone: the next of the same draw, whatever the count of verdicts
+    at.radio(key="review_order").set_value("random").run()
+    ok(at)
+    assert any("offered at random" in c.value for c in at.caption)
+    next_drawn = sql(store_copy, ranked + "hash(frame_id), frame_id LIMIT 1")
+    at.button(key="review_keep").click().run()
+    ok(at)
+    assert sql(store_copy, "SELECT verdict FROM reviews WHERE frame_id = ?", [next_drawn]) == "keep"
+    assert next_drawn not in (top, drawn)
 
 
 def test_gallery_selection_bulk_review(store_copy, monkeypatch):
