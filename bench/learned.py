@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/learned.py STORE --labels LABELS.csv [--sample SAMPLE.txt]
         [--causes quality,camera] [--reviews 20,40,80,160] [--seeds 5]
-        [--order random|top|mixed|balanced] [--hold-half] [--complete]
+        [--order random|top|mixed|balanced|doubt] [--round 20] [--hold-half] [--complete]
         [--min-reviews 5] [--model vgg16-hed-grid]
     .venv/bin/python bench/learned.py STORE --truth   # a render's stored ground truth
     .venv/bin/python bench/learned.py --scale 750000,3000000   # its cost at archive sizes
@@ -17,7 +17,11 @@ simulated user reviews K labelled daylight frames (`debatable` left out) and mar
 keep as labelled: `random` reviews K frames drawn at random (a seed each), `top` the K highest
 by the consensus (what the dashboard's "One by one" review shows first; seeds do not apply),
 `mixed` the highest and one drawn at random in turn ("One by one" to teach `learned`), and
-`balanced` the highest while fewer are junk than keep, else one drawn at random.
+`balanced` the highest while fewer are junk than keep, else one drawn at random, and `doubt`
+"One by one" where `learned` is least sure: `mixed` until `learned` can be fitted, then, a
+round of `--round` reviews at a time (a user who runs `analyze` after each), the unreviewed
+frames whose `learned` rank is nearest the rank where the reviewed junk and keep meet
+(`store.facts.meeting_rank`), `learned` fitted again after each round.
 `--hold-half`: every other sample frame in time order is never reviewed and is the test set of
 every order (so orders compare on the same frames); the user reviews the other sample frames,
 or with `--complete` (labels that name every junk frame, as ranhados's do) any daylight frame,
@@ -164,7 +168,12 @@ def main() -> None:
     )
     parser.add_argument("--reviews", default="20,40,80,160")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--order", choices=["random", "top", "mixed", "balanced"], default="random")
+    parser.add_argument(
+        "--order", choices=["random", "top", "mixed", "balanced", "doubt"], default="random"
+    )
+    parser.add_argument(
+        "--round", type=int, default=20, help="--order doubt: reviews between two fits"
+    )
     parser.add_argument(
         "--hold-half",
         action="store_true",
@@ -181,6 +190,8 @@ def main() -> None:
     args = parser.parse_args()
     if (args.labels is None) != args.truth:
         sys.exit("give --labels (a real camera's) or --truth (a render's ground truth)")
+    if args.round < 1:
+        sys.exit(f"--round must be at least 1, not {args.round}")
     if args.complete and args.truth:
         sys.exit("--complete is for --labels: a render's ground truth names every frame")
     args.model = args.model or ("pixels" if args.truth else "vgg16-hed-grid")
@@ -190,6 +201,7 @@ def main() -> None:
         sys.exit(f"--reviews must be whole numbers, a,b: not {args.reviews!r}")
 
     from pipeline.detectors.learned import Learned
+    from store.facts import meeting_rank
 
     causes = args.causes.split(",") if args.causes else None
     pcts, consensus, view, table = load(args.store, args.model, args.labels, args.sample, causes)
@@ -209,10 +221,25 @@ def main() -> None:
         in_sample[:] = False
         in_sample[held] = True
     pool = np.flatnonzero(reviewable)
+
+    def least_sure(reviewed: np.ndarray) -> np.ndarray | None:
+        """Each frame's distance from the `learned` rank where these reviews meet, as "One by
+        one" measures it on the run `analyze` fits on them; None where it would not fit."""
+        if min(junk[reviewed].sum(), (~junk[reviewed]).sum()) < args.min_reviews:
+            return None
+        model = Learned(list(pcts)).fit(pcts, consensus, reviewed, junk[reviewed], view)
+        ranks = model.percentile(model.decision_scores_)
+        return np.abs(ranks - meeting_rank(ranks[reviewed], junk[reviewed]))
+
     rows = []
     for k in sizes:
         for seed in range(args.seeds if args.order != "top" else 1):
-            reviewed = _reviewed(args.order, pool, consensus, k, seed, junk)
+            if args.order == "doubt":
+                reviewed = _reviewed_by_doubt(
+                    pool, consensus, k, seed, junk, least_sure, args.round
+                )
+            else:
+                reviewed = _reviewed(args.order, pool, consensus, k, seed, junk)
             rest = in_sample.copy()
             rest[reviewed] = False
             row = {
@@ -246,6 +273,7 @@ def main() -> None:
             "store": str(args.store),
             "model": args.model,
             "order": args.order,
+            "round": args.round if args.order == "doubt" else None,
             "causes": causes,
             "sample_day_frames": int(in_sample.sum()),
             "summary": summary,
@@ -284,6 +312,27 @@ def _reviewed(order: str, pool: np.ndarray, consensus: np.ndarray, k: int, seed:
                 n_junk += bool(junk[i])
                 break
     return np.sort(np.array(picked))
+
+
+def _reviewed_by_doubt(
+    pool: np.ndarray, consensus: np.ndarray, k: int, seed: int, junk, least_sure, rounds: int
+) -> np.ndarray:
+    """The K frames of `pool` a user reviews who is offered the frames `learned` is least sure
+    of: `mixed` until `least_sure(reviewed)` gives each frame's distance from the reviews'
+    meeting rank (not None), then each round of `rounds` reviews the unreviewed frames nearest
+    it first (ties by position)."""
+    k = min(k, len(pool))
+    picked = _reviewed("mixed", pool, consensus, min(rounds, k), seed, junk)
+    while len(picked) < k:
+        n = min(k, len(picked) + rounds)
+        sure = least_sure(picked)
+        if sure is None:  # the mixed picks so far are the first of the mixed order's
+            picked = _reviewed("mixed", pool, consensus, n, seed, junk)
+            continue
+        left = np.setdiff1d(pool, picked)
+        more = left[np.argsort(sure[left], kind="stable")][: n - len(picked)]
+        picked = np.sort(np.concatenate([picked, more]))
+    return picked
 
 
 def _mean(pairs: list) -> list[float] | None:

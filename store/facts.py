@@ -23,6 +23,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from store import aggregates, causes
@@ -1758,21 +1759,70 @@ def review_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 
 # The orders "One by one" offers frames in: the highest-ranked first, a review that teaches
-# `learned` both verdicts (the highest-ranked and a frame drawn at random, in turn), or at
-# random alone (an unbiased draw).
-REVIEW_ORDERS = ("score", "teach", "random")
+# `learned` both verdicts (the highest-ranked and a frame drawn at random, in turn), at random
+# alone (an unbiased draw), or where `learned` is least sure (`doubt_rank`; until the run has
+# `learned`, the teaching order's turns).
+REVIEW_ORDERS = ("score", "teach", "random", "doubt")
+LEARNED = "learned"  # the detector key of the consensus re-weighed by the reviews
 
 
-def review_turn(con: duckdb.DuckDBPyConnection, order: str = "score") -> str:
-    """Where the next frame to review comes from: "top" (the highest-ranked) or "random"
-    (the first in hash order, a fixed random order). `teach` takes them in turn, by the number
-    of verdicts given so far."""
+def review_turn(
+    con: duckdb.DuckDBPyConnection, order: str = "score", run_id: int | None = None
+) -> str:
+    """Where the next frame to review comes from: "top" (the highest-ranked), "random" (the
+    first in hash order, a fixed random order) or "doubt" (the frame whose `learned` rank is
+    nearest `doubt_rank`). `teach` takes top and random in turn, by the number of verdicts
+    given so far; so does `doubt` while run `run_id` has no `doubt_rank`."""
+    return _turn(con, order, run_id)[0]
+
+
+def _turn(
+    con: duckdb.DuckDBPyConnection, order: str, run_id: int | None
+) -> tuple[str, float | None]:
+    """(`review_turn`, and for "doubt" the `doubt_rank` it found)."""
     if order not in REVIEW_ORDERS:
         raise ValueError(f"unknown review order {order!r}; choose from {REVIEW_ORDERS}")
-    if order != "teach":
-        return "top" if order == "score" else "random"
+    if order in ("score", "random"):
+        return ("top" if order == "score" else "random"), None
+    meet = doubt_rank(con, run_id) if order == "doubt" else None
+    if meet is not None:
+        return "doubt", meet
     n = fetch_one(con, "SELECT count(*) FROM reviews WHERE verdict IN ('junk', 'keep')")[0]
-    return "random" if int(n) % 2 else "top"
+    return ("random" if int(n) % 2 else "top"), None
+
+
+def doubt_rank(con: duckdb.DuckDBPyConnection, run_id: int | None) -> float | None:
+    """The `learned` rank (0..1) where run `run_id`'s reviewed junk and keep frames meet
+    (`meeting_rank` of their ranks): the frames ranked nearest it are those the reviews leave
+    it least sure of. None for a run without `learned`, or without both verdicts among its
+    reviewed frames."""
+    if run_id is None:
+        return None
+    got = _query(
+        con,
+        """
+        SELECT l.score_pct AS pct, r.verdict = 'junk' AS junk
+        FROM outlier_scores l JOIN reviews r USING (frame_id)
+        WHERE l.run_id = $run_id AND l.detector = $learned AND l.score_pct IS NOT NULL
+          AND r.verdict IN ('junk', 'keep')""",
+        {"run_id": run_id, "learned": LEARNED},
+    )
+    if got.empty or got["junk"].all() or not got["junk"].any():
+        return None
+    return meeting_rank(got["pct"].to_numpy(float), got["junk"].to_numpy(bool))
+
+
+def meeting_rank(ranks: np.ndarray, junk: np.ndarray) -> float:
+    """The rank where reviewed junk and keep meet: of the reviews' own ranks, the lowest `t`
+    with the largest share of the junk at or above it plus share of the kept below it (the
+    best-balanced cut between the verdicts). Needs both verdicts."""
+    ranks, junk = np.asarray(ranks, dtype=float), np.asarray(junk, dtype=bool)
+    cuts = np.unique(ranks)
+    high = np.sort(ranks[junk])
+    low = np.sort(ranks[~junk])
+    junk_above = 1 - np.searchsorted(high, cuts, side="left") / len(high)
+    keep_below = np.searchsorted(low, cuts, side="left") / len(low)
+    return float(cuts[int(np.argmax(junk_above + keep_below))])
 
 
 def next_unreviewed(
@@ -1782,11 +1832,13 @@ def next_unreviewed(
     order: str = "score",
 ) -> int | None:
     """The next filtered frame to review: without a verdict, not in `skip`, and by
-    `review_turn` the highest-ranked or the first in hash order (the run's scored frames
-    first), or None. For a covered filter, looked up first among the run's stored lists (the
+    `review_turn` the highest-ranked, the first in hash order (the run's scored frames
+    first) or the one `learned` is least sure of (`_least_sure`), or None. For a covered filter, looked up first among the run's stored lists (the
     detector's top frames, or its sample: the first frames in hash order)."""
-    turn = review_turn(con, order)
+    turn, meet = _turn(con, order, flt.run_id)
     skip_ids = [int(i) for i in skip]
+    if turn == "doubt":
+        return _least_sure(con, flt, skip_ids, meet)
     if aggregates.covers(con, flt):
         if turn == "top":
             source, params = _listed(flt, "run_top", flt.detector)
@@ -1820,6 +1872,29 @@ def next_unreviewed(
         SELECT frame_id FROM sel
         WHERE verdict IS NULL AND NOT list_contains($skip, frame_id)
         ORDER BY {ranked} LIMIT 1""",
+        params,
+    )
+    return None if df.empty else int(df["frame_id"].iloc[0])
+
+
+def _least_sure(
+    con: duckdb.DuckDBPyConnection, flt: FrameFilter, skip: list[int], meet: float
+) -> int | None:
+    """The filtered frame without a verdict, not in `skip`, whose `learned` rank is nearest
+    `meet` (the run's `doubt_rank`; ties in hash order), or None: a scan of the run's
+    `learned` scores."""
+    sql, params = _filtered(flt, need=("review",))
+    params.update(skip=skip, learned=LEARNED, meet=meet)
+    df = _query(
+        con,
+        sql
+        + """
+        SELECT sel.frame_id FROM sel
+        JOIN outlier_scores l
+          ON l.frame_id = sel.frame_id AND l.run_id = $run_id AND l.detector = $learned
+        WHERE sel.verdict IS NULL AND NOT list_contains($skip, sel.frame_id)
+          AND l.score_pct IS NOT NULL
+        ORDER BY abs(l.score_pct - $meet), hash(sel.frame_id), sel.frame_id LIMIT 1""",
         params,
     )
     return None if df.empty else int(df["frame_id"].iloc[0])

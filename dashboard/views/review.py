@@ -1,5 +1,6 @@
 """Review & export: mark frames junk or keep one by one (highest-ranked unreviewed first, to
-teach `learned`: the highest-ranked and one drawn at random in turn, or at random) or in bulk
+teach `learned`: the highest-ranked and one drawn at random in turn, at random, or where
+`learned` is least sure) or in bulk
 (the map / gallery selection, or every filtered frame); export the kept frames with the
 filters applied as a file list, a CSV, or an ffmpeg concat file (`store.export`: the list
 and the concat file name the real files, also those whose names are not valid UTF-8), or as an
@@ -18,6 +19,7 @@ ORDER_NAMES = {
     "score": "highest score first",
     "teach": "to teach learned: the highest and one at random in turn",
     "random": "at random",
+    "doubt": "where learned is least sure",
 }
 
 flt, opts = ui.current()
@@ -28,7 +30,7 @@ mode = st.session_state.get("export_mode", "not_junk")
 order = st.session_state.get("review_order", "score")
 counts, turn, next_row, n_export, preview = data.get_many(
     ("review_counts",),
-    ("review_turn", order),
+    ("review_turn", order, flt.run_id),
     ("next_unreviewed_row", flt, skipped, order),
     ("export_count", flt, mode),
     ("export_frames", flt, mode, PREVIEW),
@@ -52,7 +54,12 @@ with one:
         "frame and one drawn at random take turns, so both verdicts come early. At random "
         "alone is an unbiased draw: on a camera whose consensus is already good it can teach "
         "more, but few of its frames are junk. The draw is fixed: a frame skipped or "
-        "reviewed is not offered again.",
+        "reviewed is not offered again. Where learned is least sure offers the frames whose "
+        "learned rank is nearest the rank where your junk and keep verdicts meet, the ones "
+        "your reviews have not settled; it needs a run that learned from reviews (until then "
+        "it offers frames to teach learned) and teaches most when you run analyze again "
+        "every few dozen verdicts; where learned keeps the consensus as it is (the sidebar "
+        "says so), at random teaches more.",
     )
     fid = int(next_row["frame_id"].iloc[0]) if len(next_row) else None
     if fid is None:
@@ -86,7 +93,20 @@ with one:
             st.caption(f"Frames are offered in {flt.detector} order, highest score first.")
         elif order == "random":
             st.caption("Frames are offered at random (a fixed draw of the filtered frames).")
+        elif turn == "doubt":
+            meet = data.get("doubt_rank", flt.run_id)
+            st.caption(
+                f"The frame learned is least sure of: its learned rank is the nearest to "
+                f"{meet:.0%}, where your junk and keep verdicts meet. Run analyze again every "
+                "few dozen verdicts, so that learned learns from them and the next frames "
+                "offered are those it is still unsure of."
+            )
         else:
+            if order == "doubt":
+                st.caption(
+                    "Learned is not in this run yet (by default it needs 5 junk and 5 keep "
+                    "verdicts, then analyze), so frames are offered to teach it."
+                )
             which = (
                 "A frame drawn at random from those left"
                 if turn == "random"

@@ -131,6 +131,40 @@ def test_the_review_orders_and_the_held_half(demo_store, monkeypatch):
     assert {r["junk"] + r["keep"] for o in runs.values() for r in o["runs"]} == {20}
 
 
+def test_the_order_where_learned_is_least_sure(demo_store, monkeypatch):
+    """`doubt`: the teaching order until a model can be fitted, then each round the frames
+    nearest the meeting rank (here a fixed distance from frame 15), ties by position."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import learned as bench
+
+    pool = np.arange(10, 30)
+    consensus = np.zeros(40)
+    consensus[pool] = np.linspace(0, 1, len(pool))
+    junk = np.zeros(40, bool)
+    junk[[29, 28, 27]] = True
+    asked = []
+
+    def least_sure(reviewed):
+        asked.append(len(reviewed))
+        return None if len(reviewed) < 4 else np.abs(np.arange(40) - 15.0)
+
+    got = bench._reviewed_by_doubt(pool, consensus, 8, 4, junk, least_sure, 2)
+    taught = bench._reviewed("mixed", pool, consensus, 4, 4, junk)
+    left = [f for f in (15, 14, 16, 13, 17, 12, 18) if f not in taught][:4]
+    assert list(got) == sorted([*taught, *left])
+    assert asked == [2, 4, 6]  # fitted after every round of 2
+    assert len(bench._reviewed_by_doubt(pool, consensus, 50, 4, junk, least_sure, 8)) == 20
+
+    done = _bench(
+        demo_store, "--truth", "--model", "pixels", "--reviews", "20", "--seeds", "1",
+        "--order", "doubt", "--round", "10", "--hold-half",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["order"] == "doubt" and report["round"] == 10
+    assert [r["junk"] + r["keep"] for r in report["runs"]] == [20]
+
+
 def test_bad_input_is_refused_with_a_message(demo_store, store_copy, tmp_path):
     import store
 
@@ -144,6 +178,7 @@ def test_bad_input_is_refused_with_a_message(demo_store, store_copy, tmp_path):
         ([demo_store, "--model", "pixels"], "give --labels"),
         ([demo_store, "--truth", "--model", "pixels", "--causes", "nope"], "nope"),
         ([demo_store, "--truth", "--model", "pixels", "--complete"], "--complete is for"),
+        ([demo_store, "--truth", "--model", "pixels", "--round", "0"], "--round must be"),
     ):
         done = _bench(*args)
         assert done.returncode != 0 and says in done.stderr, (args, done.stderr)

@@ -11,7 +11,9 @@ reviews, else no suggestion shows), overview-causes (Overview's mosaic with
 quality and camera chosen: the hours their incidents fill outlined), video (Review & export's Export tab with
 an MP4 made), learned (the Gallery ranked by `learned`, with the sidebar's word on what the run
 learned: a store analysed after reviews, else the sidebar says how to get it), teach (Review &
-export's "One by one" in the order to teach learned); all of them by default. Look at each picture before committing it.
+export's "One by one" in the order to teach learned), doubt (the order where learned is least
+sure: a store analysed after reviews, else it says learned is not in the run yet); all of them
+by default. Look at each picture before committing it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ NAMES = (
     "video",
     "learned",
     "teach",
+    "doubt",
 )
 
 
@@ -154,6 +157,17 @@ def main(store_path: Path, out: Path, names: set[str]) -> list[str]:
                 page.get_by_text("take turns").first.wait_for(timeout=60_000)
                 settle(page, "Review & export")
                 page.screenshot(path=str(out / "dashboard-review-teach.png"))
+                ctx.close()
+            if "doubt" in names:
+                ctx, page = open_page("/review", "Review & export", 1400, 1000)
+                page.locator('[data-testid="stRadio"]').filter(has_text="Offer frames").get_by_text(
+                    "where learned is least sure"
+                ).click()
+                page.get_by_text(re.compile("least sure of|not in this run yet")).first.wait_for(
+                    timeout=60_000
+                )
+                settle(page, "Review & export")
+                page.screenshot(path=str(out / "dashboard-review-doubt.png"))
                 ctx.close()
             browser.close()
     (out / "streamlit.log").unlink(missing_ok=True)
