@@ -1833,8 +1833,9 @@ def next_unreviewed(
 ) -> int | None:
     """The next filtered frame to review: without a verdict, not in `skip`, and by
     `review_turn` the highest-ranked, the first in hash order (the run's scored frames
-    first) or the one `learned` is least sure of (`_least_sure`), or None. For a covered filter, looked up first among the run's stored lists (the
-    detector's top frames, or its sample: the first frames in hash order)."""
+    first) or the one `learned` is least sure of (`_least_sure`), or None. For a covered
+    filter, the first two are looked up first among the run's stored lists (the detector's
+    top frames, or its sample: the first frames in hash order)."""
     turn, meet = _turn(con, order, flt.run_id)
     skip_ids = [int(i) for i in skip]
     if turn == "doubt":
