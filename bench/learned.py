@@ -222,14 +222,19 @@ def main() -> None:
         in_sample[held] = True
     pool = np.flatnonzero(reviewable)
 
+    fitted_for: dict[bytes, np.ndarray | None] = {}  # a larger K replays a smaller K's rounds
+
     def least_sure(reviewed: np.ndarray) -> np.ndarray | None:
         """Each frame's distance from the `learned` rank where these reviews meet, as "One by
         one" measures it on the run `analyze` fits on them; None where it would not fit."""
-        if min(junk[reviewed].sum(), (~junk[reviewed]).sum()) < args.min_reviews:
-            return None
-        model = Learned(list(pcts)).fit(pcts, consensus, reviewed, junk[reviewed], view)
-        ranks = model.percentile(model.decision_scores_)
-        return np.abs(ranks - meeting_rank(ranks[reviewed], junk[reviewed]))
+        key = reviewed.tobytes()
+        if key not in fitted_for:
+            fitted_for[key] = None
+            if min(junk[reviewed].sum(), (~junk[reviewed]).sum()) >= args.min_reviews:
+                model = Learned(list(pcts)).fit(pcts, consensus, reviewed, junk[reviewed], view)
+                ranks = model.percentile(model.decision_scores_)
+                fitted_for[key] = np.abs(ranks - meeting_rank(ranks[reviewed], junk[reviewed]))
+        return fitted_for[key]
 
     rows = []
     for k in sizes:

@@ -111,18 +111,27 @@ def test_the_meeting_rank_is_the_best_balanced_cut_between_the_verdicts():
     assert meeting_rank(np.array([0.5, 0.5]), np.array([1, 0], bool)) == 0.5  # a tie
 
 
-def _least_sure_by_sql(con, flt, meet, skip=()):
+def _nearest(con, flt, meet, skip=()) -> float | None:
+    """How near `meet` the filtered unreviewed frames' `learned` ranks come (not in `skip`),
+    from the filter's frames and the stored ranks, in pandas; None when none is left."""
     sql, params = facts._filtered(flt, need=("review",))
-    params.update(meet=meet, skip=list(skip))
-    got = facts._query(  # (it passes the filter's parameters the query names)
-        con,
-        sql + "SELECT sel.frame_id FROM sel JOIN outlier_scores l ON l.frame_id = sel.frame_id "
-        "AND l.run_id = $run_id AND l.detector = 'learned' WHERE sel.verdict IS NULL "
-        "AND NOT list_contains($skip, sel.frame_id) "
-        "ORDER BY abs(l.score_pct - $meet), hash(sel.frame_id), sel.frame_id LIMIT 1",
-        params,
-    )
-    return None if got.empty else int(got["frame_id"].iloc[0])
+    kept = facts._query(con, sql + "SELECT frame_id, verdict FROM sel", params)
+    ranks = con.execute(
+        "SELECT frame_id, score_pct FROM outlier_scores WHERE run_id = ? AND detector = 'learned'",
+        [flt.run_id],
+    ).df()
+    left = kept[kept["verdict"].isna() & ~kept["frame_id"].isin(list(skip))]
+    gaps = (ranks[ranks["frame_id"].isin(left["frame_id"])]["score_pct"] - meet).abs()
+    return None if gaps.empty else float(gaps.min())
+
+
+def _gap(con, run_id, frame_id, meet) -> float:
+    pct = con.execute(
+        "SELECT score_pct FROM outlier_scores WHERE run_id = ? AND detector = 'learned' "
+        "AND frame_id = ?",
+        [run_id, frame_id],
+    ).fetchone()[0]
+    return abs(pct - meet)
 
 
 def test_where_learned_is_least_sure(store_copy, monkeypatch):
@@ -167,10 +176,15 @@ def test_where_learned_is_least_sure(store_copy, monkeypatch):
         ]
         for flt in flts:
             offered = facts.next_unreviewed(con, flt, (), "doubt")
-            assert offered == _least_sure_by_sql(con, flt, meet), flt
-            if offered is not None:
-                after = facts.next_unreviewed(con, flt, (offered,), "doubt")
-                assert after == _least_sure_by_sql(con, flt, meet, (offered,)) != offered
+            nearest = _nearest(con, flt, meet)
+            assert (offered is None) == (nearest is None), flt
+            if offered is None:
+                continue
+            assert facts.next_unreviewed(con, flt.replace(frame_ids=(offered,))) == offered
+            assert _gap(con, run_id, offered, meet) == nearest, flt
+            after = facts.next_unreviewed(con, flt, (offered,), "doubt")
+            assert after != offered
+            assert _gap(con, run_id, after, meet) == _nearest(con, flt, meet, (offered,)), flt
         first = facts.next_unreviewed(con, flts[0], (), "doubt")
         assert first not in ranked[:6] + ranked[-12:]
 
@@ -185,8 +199,13 @@ def test_where_learned_is_least_sure(store_copy, monkeypatch):
     with store.connect(store_copy, read_only=True) as con:
         assert reviews.verdicts(con, [first]) == {first: "junk"}
         meet = facts.doubt_rank(con, run_id)  # the new verdict moves where they meet
-        offered = _least_sure_by_sql(con, flts[0], meet)
+        nearest = _nearest(con, flts[0], meet)
     at.button(key="review_keep").click().run()
     ok(at)
     with store.connect(store_copy, read_only=True) as con:
-        assert reviews.verdicts(con, [offered]) == {offered: "keep"}
+        (kept,) = [
+            r[0]
+            for r in con.execute("SELECT frame_id FROM reviews WHERE verdict = 'keep'").fetchall()
+            if r[0] not in ranked[-12:]
+        ]
+        assert _gap(con, run_id, kept, meet) == nearest
