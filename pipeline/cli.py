@@ -26,8 +26,30 @@ if TYPE_CHECKING:
     from store.analysis import PruneReport
 
 
-class _Group(click.Group):
+class _HelpFlags:
+    """`-h` as well as `--help`, set on every command itself rather than inherited from the
+    group: click builds a command's help option once and keeps it, so a command first reached
+    without the group (`make_context` in a test) would otherwise answer only `--help` after."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        own = kwargs.get("context_settings") or {}
+        kwargs["context_settings"] = {"help_option_names": ["-h", "--help"], **own}
+        super().__init__(*args, **kwargs)
+
+
+class _Command(_HelpFlags, click.Command):
+    pass
+
+
+class _SubGroup(_HelpFlags, click.Group):
+    command_class = _Command
+
+
+class _Group(_HelpFlags, click.Group):
     """Turns expected errors into one line on stderr and a non-zero exit, no traceback."""
+
+    command_class = _Command
+    group_class = _SubGroup
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """Also notes whether the command's own arguments ask for its help (`COMMAND --help`,
@@ -154,7 +176,7 @@ def _folder_argument(func):
     return click.argument("folder", type=click.Path(path_type=Path), callback=check)(func)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group)
 @click.version_option(__version__, prog_name="pipeline")
 @click.option(
     "--config",

@@ -392,6 +392,23 @@ def test_every_command_shows_its_help_whatever_the_settings_file_holds(tmp_path,
     assert value.exit_code == 1 and "is not valid TOML" in value.output
 
 
+@pytest.mark.parametrize("command", sorted(EVERY_COMMAND), ids=" ".join)
+def test_a_command_reached_without_the_group_keeps_both_help_flags(tmp_path, command):
+    """Click builds a command's help option once and keeps it: a command first parsed on its
+    own (a test's `make_context`) must not lose `-h` for every later call through `cli`."""
+    import click
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    target = cli
+    for name in command:
+        target = target.commands[name]
+    assert set(target.get_help_option(click.Context(target)).opts) == {"-h", "--help"}
+    result = CliRunner().invoke(cli, [*command, "-h"])
+    assert result.exit_code == 0 and result.output.startswith("Usage: cli "), result.output
+
+
 # --- run: the weather file and the settings are checked before ingest ------------------------
 
 
