@@ -41,7 +41,7 @@ lint: $(VENV)/.installed-dev
 	$(PY) -m ruff format --check .
 
 # Tests run in one process per core, up to 4 (pytest-xdist); every Ray test runs in the same
-# one (tests/conftest.py). `.venv/bin/python -m pytest -q` runs them all in one process.
+# one (tests/ray/conftest.py). `.venv/bin/python -m pytest -q` runs them all in one process.
 test: lint $(VENV)/.installed-ray $(VENV)/.installed-jax
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadgroup
 

@@ -34,21 +34,6 @@ os.environ["TIMELAPSE_CACHE_DIR"] = tempfile.mkdtemp(prefix="timelapse-test-cach
 atexit.register(shutil.rmtree, os.environ["TIMELAPSE_CACHE_DIR"], ignore_errors=True)
 
 
-def pytest_collection_modifyitems(config, items):
-    """For `make test`'s `pytest -n` (pytest-xdist, `--dist loadgroup`): every Ray test runs on
-    the same worker, so there is one Ray cluster, and they are handed out first, so their long
-    run goes beside the other tests instead of after them (the others go to whichever worker is
-    free, test by test: whole files in one worker each took longer). A plain `pytest` run keeps
-    its order."""
-    ray_dir = REPO / "tests" / "ray"
-    ray = [item for item in items if ray_dir in Path(str(item.fspath)).parents]
-    for item in ray:
-        item.add_marker(pytest.mark.xdist_group("ray"))
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        first = set(ray)
-        items[:] = ray + [item for item in items if item not in first]
-
-
 @pytest.fixture(autouse=True)
 def _restore_main_module():
     """Streamlit's AppTest replaces `sys.modules['__main__']` with the app script and leaves it.

@@ -15,10 +15,18 @@ NODE_CPUS = 2
 
 
 def pytest_collection_modifyitems(items):
-    here = os.path.dirname(__file__)
-    for item in items:
-        if str(item.fspath).startswith(here):
-            item.add_marker(pytest.mark.ray)
+    """Marks the tests here `ray`. For `make test`'s `pytest -n` (pytest-xdist, `--dist
+    loadgroup`) it also puts them all on one worker, so there is one Ray cluster, and hands them
+    out first, so their long run goes beside the other tests instead of after them (the others
+    go to whichever worker is free, test by test). A plain `pytest` run keeps its order."""
+    here = os.path.dirname(__file__) + os.sep
+    ray = [item for item in items if str(item.fspath).startswith(here)]
+    for item in ray:
+        item.add_marker(pytest.mark.ray)
+        item.add_marker(pytest.mark.xdist_group("ray"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        first = set(ray)
+        items[:] = ray + [item for item in items if item not in first]
 
 
 @pytest.fixture(scope="session")
