@@ -34,6 +34,10 @@ from pipeline.settings import Settings
 from store import embeddings as se
 from tests.conftest import write_jpeg
 
+# One xdist worker runs them all (`make test`), so the module's `stores` (about a minute and a
+# half of embedding) is built once, not once on every worker that gets one of its tests.
+pytestmark = pytest.mark.xdist_group("precision")
+
 MODEL = "vgg16-hed-grid"
 COSINE_MIN = 0.9999
 REL_ERROR_MEDIAN = 0.01

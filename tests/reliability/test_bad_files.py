@@ -20,7 +20,8 @@ from PIL import Image
 from tests.reliability.conftest import make_frames, one, query, run_ok, run_pipeline
 from tests.reliability.corpus import MARKDOWN_NAME, build_corpus
 
-pytestmark = pytest.mark.slow
+# the whole module on one xdist worker (`make test`): its module fixtures are built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bad_files")]
 
 
 @pytest.fixture(scope="module")

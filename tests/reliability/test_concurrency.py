@@ -37,7 +37,8 @@ from tests.reliability.conftest import (
     run_pipeline,
 )
 
-pytestmark = pytest.mark.slow
+# the whole module on one xdist worker (`make test`): its module fixtures are built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("concurrency")]
 
 APP = str(REPO / "dashboard" / "app.py")
 N_FIRST = 30

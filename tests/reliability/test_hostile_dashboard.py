@@ -33,7 +33,8 @@ from dashboard import filters, pages
 from tests.conftest import REPO, write_jpeg
 from tests.reliability.conftest import make_frames, one, query, run_ok
 
-pytestmark = pytest.mark.slow
+# the whole module on one xdist worker (`make test`): its module fixtures are built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hostile_dashboard")]
 
 APP = str(REPO / "dashboard" / "app.py")
 PAGES = {page.view: page.title for page in pages.PAGES}

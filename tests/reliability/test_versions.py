@@ -33,7 +33,8 @@ from store import migrations
 from tests.conftest import REPO
 from tests.reliability.conftest import make_frames, one, query, run_ok, run_pipeline
 
-pytestmark = pytest.mark.slow
+# the whole module on one xdist worker (`make test`): its module fixtures are built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("versions")]
 
 APP = str(REPO / "dashboard" / "app.py")
 CONTRACT_TABLES = {
