@@ -15,18 +15,14 @@ NODE_CPUS = 2
 
 
 def pytest_collection_modifyitems(items):
-    """Marks the tests here `ray`. For `make test`'s `pytest -n` (pytest-xdist, `--dist
-    loadgroup`) it also puts them all on one worker, so there is one Ray cluster, and hands them
-    out first, so their long run goes beside the other tests instead of after them (the others
-    go to whichever worker is free, test by test). A plain `pytest` run keeps its order."""
+    """Marks the tests here `ray`, and for `make test`'s `pytest -n` (pytest-xdist, `--dist
+    loadgroup`) puts them in one group, so one worker runs them all on one cluster (xdist hands
+    out the largest groups first, so their long run goes beside the other tests)."""
     here = os.path.dirname(__file__) + os.sep
-    ray = [item for item in items if str(item.fspath).startswith(here)]
-    for item in ray:
-        item.add_marker(pytest.mark.ray)
-        item.add_marker(pytest.mark.xdist_group("ray"))
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        first = set(ray)
-        items[:] = ray + [item for item in items if item not in first]
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.ray)
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(scope="session")
