@@ -393,7 +393,7 @@ def test_every_command_shows_its_help_whatever_the_settings_file_holds(tmp_path,
 
 
 @pytest.mark.parametrize("command", sorted(EVERY_COMMAND), ids=" ".join)
-def test_a_command_reached_without_the_group_keeps_both_help_flags(tmp_path, command):
+def test_a_command_reached_without_the_group_keeps_both_help_flags(command):
     """Click builds a command's help option once and keeps it: a command first parsed on its
     own (a test's `make_context`) must not lose `-h` for every later call through `cli`."""
     from click.testing import CliRunner
